@@ -1,0 +1,23 @@
+#!/usr/bin/env node
+/**
+ * Benchmarks, run with `npm run bench -- <suite> [--json]`. Figures are throughput on one core; each suite also
+ * measures a baseline in the same run, so results are read as ratios, not as absolute numbers from another machine.
+ */
+import { runDecodeBenchmark } from './decode.js';
+
+const suites: Record<string, (json: boolean) => Promise<void> | void> = {
+  decode: runDecodeBenchmark,
+};
+
+const args = process.argv.slice(2);
+const json = args.includes('--json');
+const names = args.filter((a) => !a.startsWith('--'));
+const selected = names.length > 0 ? names : Object.keys(suites);
+for (const name of selected) {
+  const suite = suites[name];
+  if (!suite) {
+    process.stderr.write(`unknown benchmark '${name}'; available: ${Object.keys(suites).join(', ')}\n`);
+    process.exit(2);
+  }
+  await suite(json);
+}

@@ -1,0 +1,132 @@
+/**
+ * `telematics-agent decode`: decodes a candump stream with a DBC, one line per frame, the way CAN engineers already
+ * read decoder output; `--json` gives one object per frame for scripts.
+ */
+import { createReadStream } from 'node:fs';
+import { createInterface } from 'node:readline';
+import type { Readable } from 'node:stream';
+import type { Command } from 'commander';
+import { CandumpParseError, formatCandumpLine, parseCandumpLine } from '../can/candump.js';
+import { createFrame, type CanFrame } from '../can/frame.js';
+import { compileDatabase, DecodeError, loadDbcFile, type CompiledDatabase, type SignalValue } from '../dbc/index.js';
+
+export interface DecodeCliOptions {
+  choices: boolean;
+  json: boolean;
+}
+
+/** JSON has no BigInt, NaN or Infinity: big integers become decimal strings, IEEE specials their names. */
+export function jsonValue(value: SignalValue): string | number {
+  if (typeof value === 'bigint') return value.toString();
+  if (typeof value === 'number' && !Number.isFinite(value)) return String(value);
+  return value;
+}
+
+function signalsAsJson(signals: Record<string, SignalValue>): Record<string, string | number> {
+  const out: Record<string, string | number> = {};
+  for (const name of Object.keys(signals)) out[name] = jsonValue(signals[name]!);
+  return out;
+}
+
+/** One output line for one frame. */
+export function describeFrame(db: CompiledDatabase, frame: CanFrame, options: DecodeCliOptions): string {
+  const codec = frame.error || frame.remote ? undefined : db.find(frame.id, frame.extended);
+  if (options.json) {
+    const head = { ts: frame.ts, bus: frame.bus, id: frame.id, extended: frame.extended };
+    if (!codec) return JSON.stringify({ ...head, name: null, signals: {} });
+    try {
+      const signals = codec.decode(frame.data, { choices: options.choices });
+      return JSON.stringify({ ...head, name: codec.message.name, signals: signalsAsJson(signals) });
+    } catch (err) {
+      if (!(err instanceof DecodeError)) throw err;
+      return JSON.stringify({ ts: frame.ts, bus: frame.bus, id: frame.id, error: err.message });
+    }
+  }
+  const line = formatCandumpLine(frame);
+  if (!codec) return line;
+  try {
+    const signals = codec.decode(frame.data, { choices: options.choices });
+    const units = new Map(codec.message.signals.map((s) => [s.name, s.unit]));
+    const parts = Object.keys(signals).map((name) => {
+      const value = signals[name]!;
+      const unit = units.get(name);
+      const shown = typeof value === 'string' ? `'${value}'` : String(value);
+      return unit && typeof value !== 'string' ? `${name}: ${shown} ${unit}` : `${name}: ${shown}`;
+    });
+    return `${line} :: ${codec.message.name}(${parts.join(', ')})`;
+  } catch (err) {
+    if (!(err instanceof DecodeError)) throw err;
+    return `${line} :: error: ${err.message}`;
+  }
+}
+
+/** Decodes a candump text stream to `write`, line by line; malformed input lines are reported and skipped. */
+export async function decodeStream(
+  db: CompiledDatabase,
+  input: Readable,
+  options: DecodeCliOptions,
+  write: (chunk: string) => Promise<void> | void,
+  reportBadLine: (message: string) => void,
+): Promise<{ frames: number; badLines: number }> {
+  const frame = createFrame();
+  const lines = createInterface({ input, crlfDelay: Infinity });
+  let pending: string[] = [];
+  let frames = 0;
+  let badLines = 0;
+  let lineNumber = 0;
+  for await (const line of lines) {
+    lineNumber++;
+    try {
+      if (!parseCandumpLine(line, frame)) continue;
+    } catch (err) {
+      if (!(err instanceof CandumpParseError)) throw err;
+      badLines++;
+      reportBadLine(`line ${lineNumber}: ${err.message}`);
+      continue;
+    }
+    frames++;
+    pending.push(describeFrame(db, frame, options));
+    // Write in batches: one write per frame would dominate the run time on large logs.
+    if (pending.length >= 256) {
+      await write(`${pending.join('\n')}\n`);
+      pending = [];
+    }
+  }
+  if (pending.length > 0) await write(`${pending.join('\n')}\n`);
+  return { frames, badLines };
+}
+
+function writeStdout(chunk: string): Promise<void> | void {
+  if (process.stdout.write(chunk)) return;
+  return new Promise((resolve) => process.stdout.once('drain', resolve));
+}
+
+export function registerDecodeCommand(program: Command): void {
+  program
+    .command('decode')
+    .description('decode a candump -L stream (a log file, or standard input) with a DBC file, one line per frame')
+    .requiredOption('--dbc <file>', 'DBC file')
+    .option('--log <file>', 'candump -L log file (default: standard input)')
+    .option('--iface <name>', 'live SocketCAN interface')
+    .option('--json', 'one JSON object per frame', false)
+    .option('--choices', 'show value-table labels instead of numbers', false)
+    .option('--j1939', 'match extended frames by J1939 PGN (ignore priority and source address)', false)
+    .option('--strict', 'reject DBC files that deviate from the grammar', false)
+    .action(async (opts: { dbc: string; log?: string; iface?: string; json: boolean; choices: boolean; j1939: boolean; strict: boolean }) => {
+      if (opts.iface) {
+        throw new Error('--iface needs the SocketCAN source, which this build does not have yet; use --log or standard input');
+      }
+      const db = compileDatabase(loadDbcFile(opts.dbc, { strict: opts.strict }), { j1939: opts.j1939 });
+      for (const warning of db.db.warnings) {
+        process.stderr.write(`warning: ${warning.file}:${warning.line}: ${warning.message}\n`);
+      }
+      // A closed pipe (`| head`) ends the output quietly.
+      process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+        if (err.code === 'EPIPE') process.exit(0);
+        throw err;
+      });
+      const input = opts.log ? createReadStream(opts.log) : process.stdin;
+      const { badLines } = await decodeStream(db, input, opts, writeStdout, (message) => process.stderr.write(`warning: ${message}\n`));
+      if (badLines > 0) process.stderr.write(`${badLines} malformed line(s) skipped\n`);
+    });
+}
