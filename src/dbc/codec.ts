@@ -152,6 +152,8 @@ interface SignalCode {
   scaled: string;
   /** The raw value may be a BigInt. */
   wide: boolean;
+  /** The physical value may be a BigInt (a wide raw, or integer scaling that leaves the exact double range). */
+  exact: boolean;
 }
 
 function signalCode(signal: SignalDef, index: number): SignalCode {
@@ -188,12 +190,15 @@ function signalCode(signal: SignalDef, index: number): SignalCode {
     scaled = factor === 1 && offset === 0 ? v : `${v} * ${literal(factor)} + ${literal(offset)}`;
   } else if (factor === 1 && offset === 0) {
     scaled = integerScaling || !wide ? v : `S(${v}, 1, 0, false)`;
-  } else if (wide || (integerScaling && L + Math.log2(Math.abs(factor) + 1) + 1 > 53)) {
+  } else if (
+    wide ||
+    (integerScaling && (L + Math.log2(Math.abs(factor) + 1) + 1 > 53 || Math.abs(offset) > 2 ** 52))
+  ) {
     scaled = `S(${v}, ${literal(factor)}, ${literal(offset)}, ${integerScaling})`;
   } else {
     scaled = `${v} * ${literal(factor)} + ${literal(offset)}`;
   }
-  return { raw, rawVar: v, scaled, wide };
+  return { raw, rawVar: v, scaled, wide, exact: wide || scaled.startsWith('S(') };
 }
 
 /** Groups multiplexer values whose branches hold the same signals, so each distinct branch is generated once. */
@@ -352,7 +357,7 @@ export class MessageCodec {
       const code = signalCode(signal, i);
       lines.push(code.raw);
       if (mode === 'buffer') {
-        const value = code.wide ? `Number(${code.scaled})` : code.scaled;
+        const value = code.exact ? `Number(${code.scaled})` : code.scaled;
         lines.push(`out[${this.slots[i]}] = ${value};`);
       } else {
         const value = this.valueExpr(signal, i, code, mode);
@@ -402,8 +407,10 @@ export class MessageCodec {
   private encodeNode(node: LayoutNode, values: Record<string, SignalValue>, out: Uint8Array, scaling: boolean, depth: number): void {
     const muxValues = new Map<SignalDef, number>();
     for (const signal of node.signals) {
-      const value = values[signal.name];
-      const raw = value === undefined ? (signal.startValue ?? 0) : this.toRaw(signal, value, scaling);
+      // Own properties only: a signal named `toString` must not pick up Object.prototype's.
+      const value = Object.hasOwn(values, signal.name) ? values[signal.name] : undefined;
+      const raw =
+        value === undefined ? this.checkRange(signal, signal.startValue ?? 0) : this.toRaw(signal, value, scaling);
       this.insert(signal, raw, out);
       if (signal.isMultiplexer) {
         const scaled = scaleExact(typeof raw === 'number' ? raw : raw, signal.factor, signal.offset, signal.integerScaling);
@@ -437,6 +444,9 @@ export class MessageCodec {
       if (raw === undefined) throw new EncodeError(name, `signal ${signal.name} has no value labelled '${value}'`);
       return this.checkRange(signal, raw);
     }
+    if (scaling && signal.factor === 0) {
+      throw new EncodeError(name, `signal ${signal.name} has a factor of 0; its physical value cannot be encoded`);
+    }
     if (signal.valueType !== 'integer') {
       const physical = Number(value);
       return scaling && !(signal.factor === 1 && signal.offset === 0) ? (physical - signal.offset) / signal.factor : physical;
@@ -448,9 +458,11 @@ export class MessageCodec {
       else raw = Math.round((Number(value) - signal.offset) / signal.factor);
     } else {
       if (!Number.isFinite(value)) throw new EncodeError(name, `signal ${signal.name}: ${value} is not a finite number`);
-      if (!scaling || (signal.factor === 1 && signal.offset === 0)) {
+      if (!scaling) {
         if (!Number.isInteger(value)) throw new EncodeError(name, `signal ${signal.name}: raw value ${value} is not an integer`);
         raw = value;
+      } else if (signal.factor === 1 && signal.offset === 0) {
+        raw = Number.isInteger(value) ? value : Math.round(value);
       } else {
         raw = Math.round((value - signal.offset) / signal.factor);
       }
@@ -459,6 +471,10 @@ export class MessageCodec {
   }
 
   private checkRange(signal: SignalDef, raw: number | bigint): number | bigint {
+    if (signal.valueType !== 'integer') return raw;
+    if (typeof raw === 'number' && !Number.isInteger(raw)) {
+      throw new EncodeError(this.message.name, `signal ${signal.name}: raw value ${raw} is not an integer`);
+    }
     const L = BigInt(signal.length);
     const min = signal.signed ? -(1n << (L - 1n)) : 0n;
     const max = signal.signed ? (1n << (L - 1n)) - 1n : (1n << L) - 1n;

@@ -61,6 +61,8 @@ export function signalEndByte(signal: Pick<SignalDef, 'startBit' | 'length' | 'b
   return end;
 }
 
+const MAX_LAYOUT_NODES = 65536;
+
 /** Position of a signal's first bit in network order for Motorola, its start bit for Intel. */
 function payloadOrder(signal: SignalDef): number {
   return signal.byteOrder === 'big_endian' ? (signal.startBit & ~7) + (7 - (signal.startBit & 7)) : signal.startBit;
@@ -84,23 +86,32 @@ export interface MultiplexerBranches {
  */
 export function layoutTree(message: MessageDef): LayoutNode {
   const children = new Map<string | undefined, SignalDef[]>();
+  const idSets = new Map<SignalDef, Set<number>>();
   for (const signal of message.signals) {
+    idSets.set(signal, new Set(signal.multiplexerIds ?? []));
     const list = children.get(signal.multiplexerSignal);
     if (list) list.push(signal);
     else children.set(signal.multiplexerSignal, [signal]);
   }
+  // A hostile or broken file can make multiplexers refer to themselves or nest without end: a multiplexer is expanded
+  // at most once on any path, and the whole tree is capped.
+  let budget = MAX_LAYOUT_NODES;
+  const path = new Set<string>();
   const build = (parent: string | undefined, muxId: number | undefined, depth: number): LayoutNode => {
     const node: LayoutNode = { signals: [], multiplexers: [] };
+    budget--;
     for (const signal of children.get(parent) ?? []) {
-      if (muxId !== undefined && !(signal.multiplexerIds ?? []).includes(muxId)) continue;
+      if (muxId !== undefined && !idSets.get(signal)!.has(muxId)) continue;
       node.signals.push(signal);
-      if (!signal.isMultiplexer || depth > 16) continue;
+      if (!signal.isMultiplexer || depth > 16 || path.has(signal.name) || budget <= 0) continue;
       const ids = new Set<number>();
       for (const child of children.get(signal.name) ?? []) for (const id of child.multiplexerIds ?? []) ids.add(id);
       if (signal.choices) for (const id of signal.choices.keys()) ids.add(id);
       if (ids.size === 0) continue;
       const branches = new Map<number, LayoutNode>();
+      path.add(signal.name);
       for (const id of [...ids].sort((a, b) => a - b)) branches.set(id, build(signal.name, id, depth + 1));
+      path.delete(signal.name);
       node.multiplexers.push({ signal, branches });
     }
     // Multiplexers are checked in payload order (the reference sorts by start bit), so the same invalid frame

@@ -92,8 +92,28 @@ export function decodeDbcBytes(bytes: Uint8Array): { text: string; encoding: str
     const text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false }).decode(bytes);
     return { text, encoding: 'utf-8' };
   } catch {
-    return { text: new TextDecoder('windows-1252').decode(bytes), encoding: 'windows-1252' };
+    return { text: decodeWindows1252(bytes), encoding: 'windows-1252' };
   }
+}
+
+/**
+ * Windows-1252 differs from latin-1 only in 0x80-0x9F (€, curly quotes, Š ...). Decoded here because some Node 20
+ * releases' TextDecoder('windows-1252') returns latin-1 for that range. Undefined code points keep their C1 value.
+ */
+const CP1252_HIGH = [
+  0x20ac, 0x81, 0x201a, 0x192, 0x201e, 0x2026, 0x2020, 0x2021, 0x2c6, 0x2030, 0x160, 0x2039, 0x152, 0x8d, 0x17d, 0x8f,
+  0x90, 0x2018, 0x2019, 0x201c, 0x201d, 0x2022, 0x2013, 0x2014, 0x2dc, 0x2122, 0x161, 0x203a, 0x153, 0x9d, 0x17e, 0x178,
+];
+
+function decodeWindows1252(bytes: Uint8Array): string {
+  const codes = new Uint16Array(bytes.length);
+  for (let i = 0; i < bytes.length; i++) {
+    const b = bytes[i]!;
+    codes[i] = b >= 0x80 && b < 0xa0 ? CP1252_HIGH[b - 0x80]! : b;
+  }
+  let text = '';
+  for (let i = 0; i < codes.length; i += 8192) text += String.fromCharCode(...codes.subarray(i, i + 8192));
+  return text;
 }
 
 export function loadDbcFile(path: string, options: Omit<DbcParseOptions, 'file'> = {}): Database {
@@ -218,6 +238,7 @@ class DbcParser {
       this.tolerate(`missing-semicolon-${keyword}`, at, `${keyword} statement without its closing ';'`);
       return;
     }
+    s.skipInline();
     throw s.expected(`';' to end the ${keyword} statement`);
   }
 
@@ -328,9 +349,19 @@ class DbcParser {
         this.endStatement(keyword);
         return;
       }
-      case 'EV_':
-        this.environmentVariable();
+      case 'EV_': {
+        // Environment variables carry no frames: a malformed one is skipped in lenient mode, never fatal.
+        const start = s.mark();
+        try {
+          this.environmentVariable();
+        } catch (err) {
+          if (this.strict || !(err instanceof DbcParseError)) throw err;
+          s.reset(start);
+          s.skipStatement((w) => KEYWORDS.has(w));
+          this.tolerate('malformed-EV_', at, `malformed EV_ statement skipped (${err.detail})`);
+        }
         return;
+      }
       default:
         if (SKIPPED.has(keyword)) {
           if (!s.skipStatement((w) => KEYWORDS.has(w))) {
@@ -360,8 +391,11 @@ class DbcParser {
     if (rawId > 0xffffffff) throw s.error(`message ID ${rawId} does not fit in 32 bits`, at.line, at.column);
     const name = this.name('the message name');
     s.expect(':', "':' after the message name");
+    const lengthAt = this.here();
     const length = s.unsigned('the message length in bytes');
-    if (length > 64) throw s.error(`message ${name} is ${length} bytes long; CAN FD allows at most 64`);
+    if (length > 64) {
+      throw s.error(`message ${name} is ${length} bytes long; CAN FD allows at most 64`, lengthAt.line, lengthAt.column);
+    }
     const senders: string[] = [];
     if (!s.skipInline()) senders.push(this.name('the sending node'));
     let id: number;
@@ -420,11 +454,17 @@ class DbcParser {
       }
     }
     s.expect(':', "':' after the signal name");
+    const startAt = this.here();
     const startBit = s.unsigned('the start bit');
     s.expect('|', "'|' between start bit and length");
+    const lengthAt = this.here();
     const length = s.unsigned('the signal length in bits');
-    if (length < 1 || length > 64) throw s.error(`signal ${name}: length ${length} is outside 1..64 bits`);
-    if (startBit > 511) throw s.error(`signal ${name}: start bit ${startBit} is beyond a 64-byte payload`);
+    if (length < 1 || length > 64) {
+      throw s.error(`signal ${name}: length ${length} is outside 1..64 bits`, lengthAt.line, lengthAt.column);
+    }
+    if (startBit > 511) {
+      throw s.error(`signal ${name}: start bit ${startBit} is beyond a 64-byte payload`, startAt.line, startAt.column);
+    }
     s.expect('@', "'@' before the byte order");
     const order = s.text[s.pos];
     if (order !== '0' && order !== '1') throw s.expected("byte order '0' (Motorola) or '1' (Intel)");
@@ -461,7 +501,8 @@ class DbcParser {
       valueType: 'integer',
       factor: factor.value,
       offset: offset.value,
-      integerScaling: factor.isInteger && offset.isInteger,
+      // Integer literals keep scaling exact (BigInt beyond 2^53); one too large for a double falls back to doubles.
+      integerScaling: factor.isInteger && offset.isInteger && Number.isFinite(factor.value) && Number.isFinite(offset.value),
       minimum,
       maximum,
       unit,
@@ -624,7 +665,8 @@ class DbcParser {
         }
         case 'message': {
           const message = this.messagesByRawId.get(ref.rawId);
-          if (message) message.comment ??= text;
+          // The last comment wins, as for signals; a stray signal comment only fills an empty message comment.
+          if (message) message.comment = ref.missingSignal ? (message.comment ?? text) : text;
           else this.notice('unknown-message-CM_', at, `CM_ refers to message ID ${ref.rawId}, which is not defined; ignored`);
           break;
         }
@@ -705,6 +747,7 @@ class DbcParser {
     this.resolveMessageAttributes();
 
     for (const message of this.db.messages) {
+      if (message.name === 'VECTOR__INDEPENDENT_SIG_MSG') continue; // holds unused signals, never sent
       const problems = layoutProblems(message);
       if (problems.length > 0) {
         this.warn(

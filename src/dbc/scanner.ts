@@ -213,6 +213,7 @@ export class Scanner {
 
   /** An unsigned integer, as used for IDs, bit positions and lengths. */
   unsigned(what: string): number {
+    this.skipSpace();
     const line = this.line;
     const column = this.column;
     const n = this.number(what);
@@ -223,6 +224,7 @@ export class Scanner {
   }
 
   integer(what: string): number {
+    this.skipSpace();
     const line = this.line;
     const column = this.column;
     const n = this.number(what);

@@ -1,0 +1,284 @@
+/**
+ * `telematics-agent run`: the agent's main loop. Reads every configured bus from its source (simulated vehicle or
+ * log replay), decodes each frame into one value buffer per bus, and shows a one-line live status.
+ *
+ * The frame path is the hot path of the whole agent: per frame one table lookup, one generated decoder writing into a
+ * preallocated Float64Array, and a few counter increments. No allocation, no logging; the status line reads the
+ * buffers and counters on its own timer.
+ */
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+import { InvalidArgumentError, type Command } from 'commander';
+import type { FrameSink, FrameSource } from '../can/frame.js';
+import { CandumpReplaySource } from '../can/replay.js';
+import { loadDeviceConfig, type BusConfig, type DeviceConfig } from '../config/device-config.js';
+import { compileDatabase, loadDbcFile, type CompiledDatabase } from '../dbc/index.js';
+import type { SignalDef } from '../dbc/model.js';
+import { SimulatedVehicle } from '../sim/vehicle.js';
+
+/** The demo config shipped with the package; this file runs as dist/src/cli/run.js. */
+export const DEFAULT_CONFIG_PATH = fileURLToPath(new URL('../../../device-config/default.json', import.meta.url));
+
+/** Decoding state of one bus: its database, the latest value of every signal, and plain counters. */
+export class BusDecoder {
+  /** Latest physical value per database slot; NaN until the signal has been received. */
+  readonly values: Float64Array;
+  frames = 0;
+  signals = 0;
+  /** Frames no message of the DBC describes (including remote and error frames). */
+  unknownFrames = 0;
+  /** Frames of a known message that could not be decoded (too short, undefined multiplexer value). */
+  decodeErrors = 0;
+  /** Malformed lines skipped by a log replay. */
+  badLogLines = 0;
+
+  constructor(
+    readonly name: string,
+    readonly database: CompiledDatabase,
+  ) {
+    this.values = new Float64Array(database.slotCount).fill(NaN);
+  }
+
+  readonly sink: FrameSink = (frame) => {
+    this.frames++;
+    const codec = frame.error || frame.remote ? undefined : this.database.find(frame.id, frame.extended);
+    if (codec === undefined) {
+      this.unknownFrames++;
+      return;
+    }
+    const written = codec.decodeInto(frame.data, this.values);
+    if (written < 0) this.decodeErrors++;
+    else this.signals += written;
+  };
+}
+
+/** A configured status signal, found in one bus's database. */
+export interface StatusSignal {
+  bus: BusDecoder;
+  slot: number;
+  signal: SignalDef;
+  decimals: number;
+}
+
+/** Finds `Message.Signal` or a bare signal name in the buses, in config order; the first match wins. */
+export function resolveStatusSignal(buses: BusDecoder[], name: string): StatusSignal | undefined {
+  const dotted = name.includes('.');
+  for (const bus of buses) {
+    for (const codec of bus.database.messages) {
+      const { message } = codec;
+      if (dotted && !name.startsWith(`${message.name}.`)) continue;
+      const signalName = dotted ? name.slice(message.name.length + 1) : name;
+      const index = message.signals.findIndex((s) => s.name === signalName);
+      if (index < 0) continue;
+      const signal = message.signals[index]!;
+      return { bus, slot: codec.slots[index]!, signal, decimals: displayDecimals(signal.factor) };
+    }
+  }
+  return undefined;
+}
+
+/** Enough decimals to show one step of the signal's resolution (0.25 → 1, 0.01 → 2, 1e-7 → 7). */
+function displayDecimals(factor: number): number {
+  const step = Math.abs(factor);
+  if (step === 0 || Number.isInteger(step)) return 0;
+  return Math.min(7, Math.max(0, Math.ceil(-Math.log10(step) - 1e-9)));
+}
+
+export function formatStatusValue(entry: StatusSignal): string {
+  const value = entry.bus.values[entry.slot]!;
+  if (Number.isNaN(value)) return '–';
+  const label = Number.isInteger(value) ? entry.signal.choices?.get(value) : undefined;
+  if (label !== undefined) return label;
+  const text = value.toFixed(entry.decimals);
+  return entry.signal.unit ? `${text} ${entry.signal.unit}` : text;
+}
+
+interface Totals {
+  frames: number;
+  signals: number;
+  unknownFrames: number;
+  errors: number;
+}
+
+function totals(buses: BusDecoder[]): Totals {
+  const t = { frames: 0, signals: 0, unknownFrames: 0, errors: 0 };
+  for (const bus of buses) {
+    t.frames += bus.frames;
+    t.signals += bus.signals;
+    t.unknownFrames += bus.unknownFrames;
+    t.errors += bus.decodeErrors + bus.badLogLines;
+  }
+  return t;
+}
+
+/** Where the status goes: process.stdout, or anything shaped like it (tests). */
+export interface StatusOutput {
+  write(text: string): unknown;
+  isTTY?: boolean;
+  columns?: number;
+}
+
+export interface RunAgentOptions {
+  config: DeviceConfig;
+  /** Stop after this many seconds; default: until aborted or every source has ended. */
+  durationS?: number;
+  signal?: AbortSignal;
+  output: StatusOutput;
+  /** Diagnostics (DBC warnings, malformed log lines). */
+  warn?: (message: string) => void;
+}
+
+export interface RunSummary {
+  elapsedS: number;
+  buses: { name: string; source: string; frames: number; signals: number; unknownFrames: number; decodeErrors: number; badLogLines: number }[];
+}
+
+function createSource(bus: BusConfig, database: CompiledDatabase, decoder: BusDecoder): FrameSource {
+  const source = bus.source;
+  switch (source.type) {
+    case 'sim':
+      return new SimulatedVehicle({ database, bus: bus.name, speed: source.speed, seed: source.seed, realtime: true });
+    case 'replay': {
+      return new CandumpReplaySource(source.file, {
+        speed: source.speed,
+        realtime: true,
+        // The log's interface names (can0, can1…) are the recording's; here the frames belong to this bus.
+        busName: () => bus.name,
+        onError: () => {
+          decoder.badLogLines++;
+        },
+      });
+    }
+  }
+}
+
+/** Runs a bus's source until it ends or `signal` aborts; a looping replay starts over at the end of its log. */
+async function runSource(bus: BusConfig, source: FrameSource, sink: FrameSink, signal: AbortSignal): Promise<void> {
+  const looping = bus.source.type === 'replay' && bus.source.loop && source instanceof CandumpReplaySource ? source : undefined;
+  do {
+    await source.run(sink, signal);
+    // An empty log must not spin: stop once a pass delivers nothing.
+  } while (looping !== undefined && !signal.aborted && looping.frames > 0);
+}
+
+/** Runs the agent on a loaded config until the duration passes, `signal` aborts, or every source has ended. */
+export async function runAgent(options: RunAgentOptions): Promise<RunSummary> {
+  const { config, output } = options;
+  const warn = options.warn ?? ((message: string) => process.stderr.write(`${message}\n`));
+  const buses: BusDecoder[] = [];
+  const sources: FrameSource[] = [];
+  for (const bus of config.buses) {
+    const db = loadDbcFile(bus.dbc, { strict: bus.strictDbc ?? false });
+    for (const w of db.warnings) warn(`${bus.name}: ${path.basename(w.file)}:${w.line}:${w.column}: warning: ${w.message}`);
+    const decoder = new BusDecoder(bus.name, compileDatabase(db, { j1939: bus.j1939 ?? false }));
+    buses.push(decoder);
+    sources.push(createSource(bus, decoder.database, decoder));
+  }
+  const statusSignals: StatusSignal[] = [];
+  for (const name of config.status?.signals ?? []) {
+    const found = resolveStatusSignal(buses, name);
+    if (!found) throw new Error(`status.signals: no bus DBC has a signal '${name}'`);
+    statusSignals.push(found);
+  }
+
+  const stop = new AbortController();
+  const onOuterAbort = (): void => stop.abort();
+  options.signal?.addEventListener('abort', onOuterAbort, { once: true });
+  if (options.signal?.aborted) stop.abort();
+  const durationTimer =
+    options.durationS === undefined ? undefined : setTimeout(() => stop.abort(), options.durationS * 1000);
+
+  const started = performance.now();
+  const tty = output.isTTY === true;
+  let lastAt = started;
+  let last = totals(buses);
+  let statusShown = false;
+  const showStatus = (): void => {
+    const now = performance.now();
+    const current = totals(buses);
+    const seconds = Math.max(1e-3, (now - lastAt) / 1000);
+    const rate = (n: number): string => String(Math.round(n / seconds));
+    let line =
+      `${rate(current.frames - last.frames)} frames/s, ${rate(current.signals - last.signals)} signals/s, ` +
+      `${current.unknownFrames} unknown, ${current.errors} errors`;
+    if (statusSignals.length > 0) {
+      line += ' | ' + statusSignals.map((s) => `${s.signal.name} ${formatStatusValue(s)}`).join(', ');
+    }
+    lastAt = now;
+    last = current;
+    if (tty) {
+      // Redraw in place; a line wider than the terminal would wrap and break the redraw, so cut it.
+      const width = output.columns && output.columns > 1 ? output.columns - 1 : Infinity;
+      output.write(`\r${line.length > width ? line.slice(0, width) : line}\x1b[K`);
+    } else output.write(`${line}\n`);
+    statusShown = true;
+  };
+  const statusTimer = setInterval(showStatus, config.status?.intervalMs ?? 1000);
+
+  const runs = sources.map((source, i) => runSource(config.buses[i]!, source, buses[i]!.sink, stop.signal));
+  let failure: unknown;
+  try {
+    // The first failure stops every other source too; otherwise wait until all have ended.
+    await Promise.all(runs.map((run) => run.catch((err: unknown) => {
+      failure ??= err;
+      stop.abort();
+    })));
+  } finally {
+    clearInterval(statusTimer);
+    if (durationTimer) clearTimeout(durationTimer);
+    options.signal?.removeEventListener('abort', onOuterAbort);
+  }
+
+  const elapsedS = (performance.now() - started) / 1000;
+  if (tty && statusShown) output.write('\n');
+  const summary: RunSummary = {
+    elapsedS,
+    buses: buses.map((bus, i) => ({
+      name: bus.name,
+      source: sources[i]!.name,
+      frames: bus.frames,
+      signals: bus.signals,
+      unknownFrames: bus.unknownFrames,
+      decodeErrors: bus.decodeErrors,
+      badLogLines: bus.badLogLines,
+    })),
+  };
+  output.write(`stopped after ${elapsedS.toFixed(1)} s\n`);
+  for (const bus of summary.buses) {
+    const badLines = bus.badLogLines > 0 ? `, ${bus.badLogLines} malformed log lines` : '';
+    output.write(
+      `  ${bus.name} (${bus.source}): ${bus.frames} frames, ${bus.signals} signals, ` +
+        `${bus.unknownFrames} unknown frames, ${bus.decodeErrors} decode errors${badLines}\n`,
+    );
+  }
+  if (failure !== undefined) throw failure;
+  return summary;
+}
+
+function parseDuration(text: string): number {
+  const seconds = Number(text);
+  if (!Number.isFinite(seconds) || seconds <= 0) throw new InvalidArgumentError('expected a positive number of seconds');
+  return seconds;
+}
+
+export function registerRunCommand(program: Command): void {
+  program
+    .command('run')
+    .description('read the configured buses, decode every frame and show a live status line')
+    .option('-c, --config <file>', 'device config (JSON)', DEFAULT_CONFIG_PATH)
+    .option('-d, --duration <seconds>', 'stop after this many seconds', parseDuration)
+    .action(async (opts: { config: string; duration?: number }) => {
+      const config = loadDeviceConfig(opts.config);
+      const interrupt = new AbortController();
+      const onSignal = (): void => interrupt.abort();
+      // `once`: a second Ctrl-C gets node's default handling and ends the process at once.
+      process.once('SIGINT', onSignal);
+      process.once('SIGTERM', onSignal);
+      try {
+        await runAgent({ config, durationS: opts.duration, signal: interrupt.signal, output: process.stdout });
+      } finally {
+        process.removeListener('SIGINT', onSignal);
+        process.removeListener('SIGTERM', onSignal);
+      }
+    });
+}

@@ -1,0 +1,216 @@
+/** `telematics-agent run`: the compiled CLI as a user runs it, and the run loop in-process for the TTY status line. */
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import { BusDecoder, runAgent } from '../../src/cli/run.js';
+import { loadDeviceConfig, parseDeviceConfig } from '../../src/config/device-config.js';
+import { compileDatabase, loadDbcFile } from '../../src/dbc/index.js';
+import { DEMO_DBC_PATH, SimulatedVehicle } from '../../src/sim/vehicle.js';
+import { repoRoot } from '../support/shared.js';
+
+const cli = path.join(repoRoot, 'dist', 'src', 'cli', 'main.js');
+const defaultConfig = path.join(repoRoot, 'device-config', 'default.json');
+
+/** Status lines (not the summary) of non-TTY output. */
+function statusLines(stdout: string): string[] {
+  return stdout.split('\n').filter((line) => line.includes('frames/s'));
+}
+
+describe('telematics-agent run', () => {
+  it('runs the default config for 2 s: live status with frame rate and the configured signals, then a summary', () => {
+    // From another folder: the default config is found next to the installed package, not in the working directory.
+    const result = spawnSync(process.execPath, [cli, 'run', '--duration', '2'], { cwd: tmpdir(), encoding: 'utf8', timeout: 20_000 });
+    assert.equal(result.status, 0, result.stderr);
+    assert.equal(result.stderr, '');
+    const lines = statusLines(result.stdout);
+    assert.ok(lines.length >= 1, result.stdout);
+    const first = lines[0]!;
+    const rate = /^(\d+) frames\/s, (\d+) signals\/s, (\d+) unknown, (\d+) errors \| /.exec(first);
+    assert.ok(rate, first);
+    // The demo DBC sends 294 frames per second; allow for timer jitter at start-up.
+    assert.ok(Number(rate[1]) > 200 && Number(rate[1]) < 400, first);
+    assert.ok(Number(rate[2]) > 1000, first);
+    assert.equal(rate[3], '0');
+    assert.equal(rate[4], '0');
+    // Parked with the ignition off at first: stationary, engine stopped, lever in P; odometer and fuel are the car's.
+    assert.match(first, /VehicleSpeed 0\.00 km\/h, EngineSpeed 0\.0 rpm, GearEngaged P, CoolantTemp -?\d+ degC, FuelLevel \d+\.\d %, Odometer \d+\.\d km$/);
+    assert.match(result.stdout, /stopped after 2\.\d s\n {2}can0 \(sim:demo\): \d+ frames, \d+ signals, 0 unknown frames, 0 decode errors\n$/);
+    const frames = Number(/can0 \(sim:demo\): (\d+) frames/.exec(result.stdout)![1]);
+    assert.ok(frames > 450 && frames < 700, `${frames} frames in 2 s`);
+  });
+
+  it('stops cleanly on SIGTERM and SIGINT with the final summary, exit code 0', async () => {
+    for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+      const child = spawn(process.execPath, [cli, 'run', '--config', defaultConfig], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let stdout = '';
+      child.stdout.setEncoding('utf8');
+      child.stdout.on('data', (chunk: string) => {
+        stdout += chunk;
+        // Signal once the agent is demonstrably running.
+        if (stdout.includes('frames/s') && !child.killed) child.kill(signal);
+      });
+      const code = await new Promise<number | null>((resolve) => child.on('close', (c) => resolve(c)));
+      assert.equal(code, 0, `${signal}: ${stdout}`);
+      assert.match(stdout, /stopped after \d+\.\d s\n {2}can0 \(sim:demo\): [1-9]\d* frames/);
+    }
+  });
+
+  it('rejects a bad config with the field at fault, exit code 1', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'run-config-'));
+    const file = path.join(dir, 'bad.json');
+    writeFileSync(file, JSON.stringify({ deviceId: 'x', buses: [{ name: 'can0', dbc: DEMO_DBC_PATH, source: { type: 'sim', speed: 'fast' } }] }));
+    const result = spawnSync(process.execPath, [cli, 'run', '--config', file, '--duration', '1'], { encoding: 'utf8' });
+    assert.equal(result.status, 1);
+    assert.match(result.stderr, /bad\.json: buses\[0\]\.source\.speed: expected number, got "fast"/);
+
+    const unknownSignal = path.join(dir, 'signal.json');
+    writeFileSync(
+      unknownSignal,
+      JSON.stringify({ deviceId: 'x', buses: [{ name: 'can0', dbc: DEMO_DBC_PATH, source: { type: 'sim' } }], status: { signals: ['NoSuchSignal'] } }),
+    );
+    const second = spawnSync(process.execPath, [cli, 'run', '--config', unknownSignal, '--duration', '1'], { encoding: 'utf8' });
+    assert.equal(second.status, 1);
+    assert.match(second.stderr, /status\.signals: no bus DBC has a signal 'NoSuchSignal'/);
+
+    const duration = spawnSync(process.execPath, [cli, 'run', '--duration', '-3'], { encoding: 'utf8' });
+    assert.equal(duration.status, 1);
+    assert.match(duration.stderr, /expected a positive number of seconds/);
+  });
+});
+
+describe('runAgent', () => {
+  it('redraws one status line in place on a terminal, cut to its width, and shows labels and units', async () => {
+    const config = parseDeviceConfig(
+      {
+        deviceId: 'tty-test',
+        buses: [{ name: 'can0', dbc: DEMO_DBC_PATH, source: { type: 'sim', speed: 20, seed: 2 } }],
+        status: { intervalMs: 100, signals: ['VehicleSpeed', 'BODY_STATUS.IgnitionState', 'GNSS_POSITION.Latitude'] },
+      },
+      { file: 'inline', baseDir: repoRoot },
+    );
+    const onTerminal = async (columns: number, durationS: number) => {
+      let written = '';
+      const output = { isTTY: true, columns, write: (text: string) => (written += text) };
+      const summary = await runAgent({ config, durationS, output });
+      const [live, ...rest] = written.split('\n');
+      const redraws = live!.split('\r').slice(1);
+      for (const redraw of redraws) {
+        assert.ok(redraw.endsWith('\x1b[K'), JSON.stringify(redraw));
+        assert.ok(redraw.length - 3 <= columns - 1, `${redraw.length - 3} characters on ${columns} columns`);
+      }
+      return { summary, live: live!, rest, redraws };
+    };
+
+    const narrow = await onTerminal(60, 0.35);
+    assert.ok(narrow.redraws.length >= 2 && narrow.redraws.every((r) => r.length - 3 === 59), JSON.stringify(narrow.redraws));
+
+    const { summary, live, rest, redraws } = await onTerminal(200, 0.75);
+    assert.ok(redraws.length >= 5, `${redraws.length} redraws`);
+    // At 20× the car gets through the start-up within the run: ignition labels from the value table.
+    assert.match(live, /IgnitionState (OFF|ACC|ON|START)/);
+    assert.match(live, /Latitude 48\.\d{7} deg/);
+    assert.match(rest.join('\n'), /^stopped after 0\.\d s\n {2}can0 \(sim:demo\): \d+ frames/);
+    const bus = summary.buses[0]!;
+    // 0.75 s at 20× is 15 s of simulated time: 294 frames per simulated second.
+    assert.ok(Math.abs(bus.frames - 15 * 294) < 300, `${bus.frames} frames`);
+    assert.equal(bus.unknownFrames, 0);
+    assert.equal(bus.decodeErrors, 0);
+  });
+
+  it('loads the default config through loadDeviceConfig and stops when aborted', async () => {
+    const config = loadDeviceConfig(defaultConfig);
+    const stop = new AbortController();
+    setTimeout(() => stop.abort(), 300);
+    let written = '';
+    const summary = await runAgent({ config, signal: stop.signal, output: { write: (text: string) => (written += text) } });
+    assert.ok(summary.elapsedS < 2, `${summary.elapsedS} s`);
+    assert.match(written, /^stopped after \d+\.\d s\n/);
+  });
+});
+
+describe('runAgent with a replayed log', () => {
+  // Three frames of the demo car, 10 ms apart, one of them unknown to the DBC and one malformed line.
+  const dir = mkdtempSync(path.join(tmpdir(), 'run-replay-'));
+  const log = path.join(dir, 'drive.log');
+  writeFileSync(
+    log,
+    [
+      '(1700000000.000000) can1 0D0#6422000000000000', // VEHICLE_DYNAMICS: 0x2264 × 0.01 = 88.04 km/h
+      '(1700000000.010000) can1 555#00',
+      'not a candump line',
+      '(1700000000.020000) can1 0C8#401F000000000000', // ENGINE_DATA: 2000 rpm
+      '',
+    ].join('\n'),
+  );
+  const configFor = (loop: boolean) =>
+    parseDeviceConfig(
+      {
+        deviceId: 'replay-test',
+        buses: [{ name: 'vehicle', dbc: DEMO_DBC_PATH, strictDbc: true, source: { type: 'replay', file: log, speed: 1, loop } }],
+        status: { intervalMs: 100, signals: ['VehicleSpeed', 'EngineSpeed'] },
+      },
+      { file: 'inline', baseDir: dir },
+    );
+
+  it('ends by itself when the log ends, counting decoded, unknown and malformed input', async () => {
+    let written = '';
+    const summary = await runAgent({ config: configFor(false), durationS: 5, output: { write: (text: string) => (written += text) } });
+    assert.ok(summary.elapsedS < 3, `${summary.elapsedS} s`);
+    assert.deepEqual(summary.buses, [
+      { name: 'vehicle', source: 'replay:drive.log', frames: 3, signals: 4 + 7, unknownFrames: 1, decodeErrors: 0, badLogLines: 1 },
+    ]);
+    assert.match(written, /vehicle \(replay:drive\.log\): 3 frames, 11 signals, 1 unknown frames, 0 decode errors, 1 malformed log lines/);
+  });
+
+  it('starts the log over when it loops, until stopped', async () => {
+    let written = '';
+    const summary = await runAgent({ config: configFor(true), durationS: 0.5, output: { write: (text: string) => (written += text) } });
+    const bus = summary.buses[0]!;
+    // Each pass takes 20 ms of log time: a 0.5 s run makes many passes, each with its one unknown frame and bad line.
+    assert.ok(bus.frames > 30, `${bus.frames} frames`);
+    assert.ok(Math.abs(bus.unknownFrames - bus.frames / 3) <= 1, `${bus.unknownFrames} unknown of ${bus.frames}`);
+    assert.ok(Math.abs(bus.badLogLines - bus.frames / 3) <= 1, `${bus.badLogLines} bad lines for ${bus.frames} frames`);
+    assert.match(written, /\| VehicleSpeed 88\.04 km\/h, EngineSpeed 2000\.0 rpm\n/);
+  });
+});
+
+describe('BusDecoder', () => {
+  it('decodes frames into the bus buffer and counts unknown frames and decode errors', () => {
+    const database = compileDatabase(loadDbcFile(DEMO_DBC_PATH));
+    const decoder = new BusDecoder('can0', database);
+    assert.ok(Number.isNaN(decoder.values[0]));
+    const codec = database.byName('VEHICLE_DYNAMICS')!;
+    const data = codec.encode({ VehicleSpeed: 87.65, LongitudinalAccel: -1.25, YawRate: 3.5 });
+    const frame = { ts: 0, bus: 'can0', id: codec.message.id, extended: false, fd: false, fdFlags: 0, remote: false, error: false, dlc: 8, data };
+    decoder.sink(frame);
+    assert.equal(decoder.values[codec.slots[0]!], 87.65);
+    assert.equal(decoder.values[codec.slots[1]!], -1.25);
+    assert.equal(decoder.values[codec.slots[2]!], 3.5);
+    decoder.sink({ ...frame, id: 0x7ff });
+    decoder.sink({ ...frame, data: data.subarray(0, 4), dlc: 4 });
+    decoder.sink({ ...frame, extended: true });
+    assert.deepEqual(
+      { frames: decoder.frames, signals: decoder.signals, unknown: decoder.unknownFrames, errors: decoder.decodeErrors },
+      { frames: 4, signals: 4, unknown: 2, errors: 1 },
+    );
+  });
+
+  it('decodes the full output of the simulator flat out: no unknown frames, no decode errors', async (t) => {
+    const database = compileDatabase(loadDbcFile(DEMO_DBC_PATH));
+    const decoder = new BusDecoder('can0', database);
+    const vehicle = new SimulatedVehicle({ database, bus: 'can0', realtime: false, durationS: 600, startTime: 0 });
+    const t0 = performance.now();
+    await vehicle.run(decoder.sink);
+    const seconds = (performance.now() - t0) / 1000;
+    t.diagnostic(`${decoder.frames} frames simulated and decoded in ${seconds.toFixed(2)} s: ${Math.round(decoder.frames / seconds)} frames/s`);
+    assert.equal(decoder.frames, 600 * 294);
+    assert.equal(decoder.unknownFrames, 0);
+    assert.equal(decoder.decodeErrors, 0);
+    // The odometer in the buffer is the car's, to 0.1 km.
+    const odometer = decoder.values[database.slotNames.indexOf('ODOMETER.Odometer')]!;
+    assert.ok(Math.abs(odometer - vehicle.state.odometerKm) < 0.1 + 1e-6, `${odometer} vs ${vehicle.state.odometerKm}`);
+  });
+});
