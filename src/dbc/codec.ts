@@ -413,7 +413,7 @@ export class MessageCodec {
         value === undefined ? this.checkRange(signal, signal.startValue ?? 0) : this.toRaw(signal, value, scaling);
       this.insert(signal, raw, out);
       if (signal.isMultiplexer) {
-        const scaled = scaleExact(typeof raw === 'number' ? raw : raw, signal.factor, signal.offset, signal.integerScaling);
+        const scaled = scaleExact(raw, signal.factor, signal.offset, signal.integerScaling);
         muxValues.set(signal, Math.trunc(Number(scaled)));
       }
     }
@@ -552,6 +552,18 @@ export class CompiledDatabase {
     const exact = this.extended.get(id);
     if (exact !== undefined || !this.j1939) return exact;
     return this.byPgn.get(pgnOfFrameId(id));
+  }
+
+  /**
+   * The convenient path: a frame's signals by name, or undefined when no message of the database describes the frame.
+   * Throws DecodeError for a frame of a known message that cannot be decoded.
+   */
+  decode(
+    frame: { id: number; extended: boolean; data: Uint8Array },
+    options?: DecodeOptions,
+  ): { message: MessageDef; signals: Record<string, SignalValue> } | undefined {
+    const codec = this.find(frame.id, frame.extended);
+    return codec && { message: codec.message, signals: codec.decode(frame.data, options) };
   }
 
   byName(name: string): MessageCodec | undefined {

@@ -668,6 +668,15 @@ BA_ "VFrameFormat" BO_ ${0x80000000 + 0x18fef100} 3;
     assert.deepStrictEqual(classic.decode(data), { X: 7 });
   });
 
+  it('the database decodes a whole frame by its identifier, and says undefined for an unknown one', () => {
+    assert.deepStrictEqual(db.decode({ id: 0x18fef100, extended: true, data }), {
+      message: fd.message,
+      signals: { First: 7, FarM: -200, Far: 0x345678, Last: 1 },
+    });
+    assert.equal(db.decode({ id: 0x123, extended: false, data }), undefined);
+    assert.throws(() => db.decode({ id: 2047, extended: false, data: new Uint8Array(2) }), DecodeError);
+  });
+
   it('29-bit lookup is by the identifier without the flag', () => {
     assert.equal(db.find(0x18fef100, false), undefined);
     assert.equal(db.find(0x98fef100, true), undefined);
