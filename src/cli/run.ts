@@ -12,45 +12,13 @@ import { InvalidArgumentError, type Command } from 'commander';
 import type { FrameSink, FrameSource } from '../can/frame.js';
 import { CandumpReplaySource } from '../can/replay.js';
 import { loadDeviceConfig, type BusConfig, type DeviceConfig } from '../config/device-config.js';
+import { BusDecoder } from '../dbc/bus-decoder.js';
 import { compileDatabase, loadDbcFile, type CompiledDatabase } from '../dbc/index.js';
 import type { SignalDef } from '../dbc/model.js';
 import { SimulatedVehicle } from '../sim/vehicle.js';
 
 /** The demo config shipped with the package; this file runs as dist/src/cli/run.js. */
 export const DEFAULT_CONFIG_PATH = fileURLToPath(new URL('../../../device-config/default.json', import.meta.url));
-
-/** Decoding state of one bus: its database, the latest value of every signal, and plain counters. */
-export class BusDecoder {
-  /** Latest physical value per database slot; NaN until the signal has been received. */
-  readonly values: Float64Array;
-  frames = 0;
-  signals = 0;
-  /** Frames no message of the DBC describes (including remote and error frames). */
-  unknownFrames = 0;
-  /** Frames of a known message that could not be decoded (too short, undefined multiplexer value). */
-  decodeErrors = 0;
-  /** Malformed lines skipped by a log replay. */
-  badLogLines = 0;
-
-  constructor(
-    readonly name: string,
-    readonly database: CompiledDatabase,
-  ) {
-    this.values = new Float64Array(database.slotCount).fill(NaN);
-  }
-
-  readonly sink: FrameSink = (frame) => {
-    this.frames++;
-    const codec = frame.error || frame.remote ? undefined : this.database.find(frame.id, frame.extended);
-    if (codec === undefined) {
-      this.unknownFrames++;
-      return;
-    }
-    const written = codec.decodeInto(frame.data, this.values);
-    if (written < 0) this.decodeErrors++;
-    else this.signals += written;
-  };
-}
 
 /** A configured status signal, found in one bus's database. */
 export interface StatusSignal {
