@@ -3,8 +3,7 @@
  * only, never a tight one), abort, and malformed lines reported without stopping the replay.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { after, describe, it } from 'node:test';
@@ -12,11 +11,12 @@ import { CandumpParseError, formatCandumpLine, parseCandumpText } from '../../sr
 import { cloneFrame, type CanFrame } from '../../src/can/frame.js';
 import { CandumpReplaySource } from '../../src/can/replay.js';
 import { hasSharedTestdata, sharedTestdata } from '../support/shared.js';
+import { makeTempDir } from '../support/temp.js';
 
 const SKIP = '../shared/testdata not found';
 const TRUCK = 'css_j1939_truck_11111111_00000012_00000001.candump.log';
 
-const tmp = mkdtempSync(path.join(tmpdir(), 'candump-replay-'));
+const tmp = makeTempDir('candump-replay-');
 after(() => rmSync(tmp, { recursive: true, force: true }));
 
 function writeLog(name: string, text: string): string {

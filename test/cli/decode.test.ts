@@ -1,11 +1,11 @@
 /** The `decode` and `dbc` commands, run as a user runs them: the compiled CLI in a child process. */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { hasSharedTestdata, NO_SHARED_TESTDATA, repoRoot, sharedTestdata } from '../support/shared.js';
+import { makeTempDir } from '../support/temp.js';
 
 const cli = path.join(repoRoot, 'dist', 'src', 'cli', 'main.js');
 
@@ -67,7 +67,7 @@ describe('telematics-agent decode', { skip }, () => {
   });
 
   it('reports frames that fail to decode as {ts, bus, id, error}', () => {
-    const dir = mkdtempSync(path.join(tmpdir(), 'decode-'));
+    const dir = makeTempDir('decode-');
     const dbc = path.join(dir, 'mux.dbc');
     writeFileSync(
       dbc,

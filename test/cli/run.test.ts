@@ -1,7 +1,7 @@
 /** `telematics-agent run`: the compiled CLI as a user runs it, and the run loop in-process for the TTY status line. */
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
@@ -11,6 +11,7 @@ import { loadDeviceConfig, parseDeviceConfig } from '../../src/config/device-con
 import { compileDatabase, loadDbcFile } from '../../src/dbc/index.js';
 import { DEMO_DBC_PATH, SimulatedVehicle } from '../../src/sim/vehicle.js';
 import { repoRoot } from '../support/shared.js';
+import { makeTempDir } from '../support/temp.js';
 
 const cli = path.join(repoRoot, 'dist', 'src', 'cli', 'main.js');
 const defaultConfig = path.join(repoRoot, 'device-config', 'default.json');
@@ -60,7 +61,7 @@ describe('telematics-agent run', () => {
   });
 
   it('rejects a bad config with the field at fault, exit code 1', () => {
-    const dir = mkdtempSync(path.join(tmpdir(), 'run-config-'));
+    const dir = makeTempDir('run-config-');
     const file = path.join(dir, 'bad.json');
     writeFileSync(file, JSON.stringify({ deviceId: 'x', buses: [{ name: 'can0', dbc: DEMO_DBC_PATH, source: { type: 'sim', speed: 'fast' } }] }));
     const result = spawnSync(process.execPath, [cli, 'run', '--config', file, '--duration', '1'], { encoding: 'utf8' });
@@ -134,7 +135,7 @@ describe('runAgent', () => {
 
 describe('runAgent with a replayed log', () => {
   // Three frames of the demo car, 10 ms apart, one of them unknown to the DBC and one malformed line.
-  const dir = mkdtempSync(path.join(tmpdir(), 'run-replay-'));
+  const dir = makeTempDir('run-replay-');
   const log = path.join(dir, 'drive.log');
   writeFileSync(
     log,

@@ -1,6 +1,6 @@
 /** Device config: the shipped files load, paths resolve against the file, mistakes are reported by field. */
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
@@ -12,12 +12,13 @@ import {
   parseDeviceConfig,
 } from '../../src/config/device-config.js';
 import { repoRoot } from '../support/shared.js';
+import { makeTempDir } from '../support/temp.js';
 
 const configDir = path.join(repoRoot, 'device-config');
 
 /** Writes `content` as a config file in a fresh folder (with an empty DBC beside it) and loads it. */
 function loadText(content: string): ReturnType<typeof loadDeviceConfig> {
-  const dir = mkdtempSync(path.join(tmpdir(), 'device-config-'));
+  const dir = makeTempDir('device-config-');
   writeFileSync(path.join(dir, 'car.dbc'), 'VERSION ""\n');
   const file = path.join(dir, 'config.json');
   writeFileSync(file, content);
@@ -84,7 +85,7 @@ describe('device config', () => {
     assert.equal(path.basename(config.buses[0]!.dbc), 'car.dbc');
     assert.notEqual(path.dirname(config.buses[0]!.dbc), process.cwd());
 
-    const dir = mkdtempSync(path.join(tmpdir(), 'device-config-'));
+    const dir = makeTempDir('device-config-');
     mkdirSync(path.join(dir, 'logs'));
     writeFileSync(path.join(dir, 'logs', 'drive.log'), '');
     writeFileSync(path.join(dir, 'bus.dbc'), 'VERSION ""\n');

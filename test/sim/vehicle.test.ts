@@ -1,13 +1,13 @@
 /** The simulated vehicle on the bus: schedule, encoding of the drive-cycle state, multiplexing, time modes. */
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { cloneFrame, type CanFrame } from '../../src/can/frame.js';
 import type { SignalValue } from '../../src/dbc/index.js';
 import type { VehicleState } from '../../src/sim/drive-cycle.js';
 import { DEMO_DBC_PATH, SimulatedVehicle } from '../../src/sim/vehicle.js';
+import { makeTempDir } from '../support/temp.js';
 
 const START = 1_700_000_000;
 
@@ -208,7 +208,7 @@ describe('SimulatedVehicle', () => {
   });
 
   it('sends any DBC: 100 ms without a cycle time, extended IDs, undriven signals at their start value, mux pages in turn', async () => {
-    const dir = mkdtempSync(path.join(tmpdir(), 'sim-dbc-'));
+    const dir = makeTempDir('sim-dbc-');
     const dbcPath = path.join(dir, 'other.dbc');
     writeFileSync(
       dbcPath,
