@@ -463,6 +463,81 @@ export function decodePid(pid: number, data: ByteInput): PidValue {
   return def.decode(bytes);
 }
 
+/** How a scalar PID maps its raw integer to the value: `value = offset + scale · raw`. */
+interface LinearCoding {
+  scale: number;
+  offset: number;
+  bytes: number;
+  /** raw is the data bytes read as a two's complement integer (e.g. PID 32), not unsigned. */
+  signed: boolean;
+}
+
+const linearCodings = new Map<number, LinearCoding | null>();
+
+/**
+ * Derives the coding of a PID from its decoder in the table rather than from a second copy of the formulas: the
+ * decoder is probed at a few raw values and must be affine in the big-endian integer, unsigned or two's complement.
+ * Bitfields, enumerations, multi-value PIDs and PIDs with reserved bytes (PID 50) fail the probe: null.
+ */
+function linearCoding(def: PidDefinition): LinearCoding | null {
+  const cached = linearCodings.get(def.pid);
+  if (cached !== undefined) return cached;
+  let coding: LinearCoding | null = null;
+  const n = def.bytes;
+  if (n >= 1 && n <= 4) {
+    const span = 2 ** (8 * n);
+    const at = (raw: number): number => {
+      const d = new Uint8Array(n);
+      for (let k = n - 1, r = raw; k >= 0; k--, r = Math.floor(r / 256)) d[k] = r % 256;
+      const v = def.decode(d);
+      return typeof v === 'number' ? v : Number.NaN;
+    };
+    const offset = at(0);
+    const scale = at(1) - offset;
+    if (Number.isFinite(offset) && Number.isFinite(scale) && scale !== 0) {
+      const probes = [2, 0x7f, span / 2 - 1, span / 2, span / 2 + 1, span - 2, span - 1];
+      const fits = (signed: boolean): boolean =>
+        probes.every((raw) => {
+          const expected = offset + scale * (signed && raw >= span / 2 ? raw - span : raw);
+          return Math.abs(at(raw) - expected) <= 1e-9 * Math.max(1, Math.abs(expected));
+        });
+      if (fits(false)) coding = { scale, offset, bytes: n, signed: false };
+      else if (fits(true)) coding = { scale, offset, bytes: n, signed: true };
+    }
+  }
+  linearCodings.set(def.pid, coding);
+  return coding;
+}
+
+/** True when `encodePid` can encode this PID (a known PID whose value is one linearly scaled number). */
+export function isPidEncodable(pid: number): boolean {
+  const def = MODE01_PIDS.get(pid);
+  return def !== undefined && linearCoding(def) !== null;
+}
+
+/**
+ * The inverse of `decodePid` for scalar PIDs, for simulators: physical value to data bytes, rounded to the nearest
+ * step and saturated at the ends of the range, as an ECU reports a value beyond what the PID can carry.
+ * Throws ObdDecodeError for an unknown or non-scalar PID, or a value that is not a finite number.
+ */
+export function encodePid(pid: number, value: number): Uint8Array {
+  const def = MODE01_PIDS.get(pid);
+  if (def === undefined) throw new ObdDecodeError(`PID 0x${hex2(pid & 0xff)} is not in the J1979 table`);
+  const coding = linearCoding(def);
+  if (coding === null) throw new ObdDecodeError(`PID 0x${hex2(pid)} (${def.key}) is not a single scaled number`);
+  if (typeof value !== 'number' || !Number.isFinite(value)) {
+    throw new ObdDecodeError(`PID 0x${hex2(pid)} (${def.key}): ${String(value)} is not a finite number`);
+  }
+  const span = 2 ** (8 * coding.bytes);
+  const [min, max] = coding.signed ? [-span / 2, span / 2 - 1] : [0, span - 1];
+  let raw = Math.round((value - coding.offset) / coding.scale);
+  raw = raw < min ? min : raw > max ? max : raw;
+  if (raw < 0) raw += span;
+  const out = new Uint8Array(coding.bytes);
+  for (let k = coding.bytes - 1; k >= 0; k--, raw = Math.floor(raw / 256)) out[k] = raw % 256;
+  return out;
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Supported-PID bitmaps
 
@@ -491,6 +566,20 @@ export function nextSupportedPidBlock(block: number, data: ByteInput): number | 
   if (d.length !== 4) throw new ObdDecodeError(`supported-PIDs bitmap needs 4 bytes, got ${d.length}`, d);
   const next = block + 0x20;
   return d[3]! & 0x01 && SUPPORTED_PID_BLOCKS.includes(next) ? next : null;
+}
+
+/**
+ * The inverse of `supportedPidsFromBitmap`, for simulators: the 4 data bytes answering PID `block` (also Mode 09
+ * info type 00). PIDs outside block+1 … block+0x20 are ignored, so the whole list of an ECU can be passed.
+ */
+export function encodeSupportedPids(block: number, pids: Iterable<number>): Uint8Array {
+  if (!SUPPORTED_PID_BLOCKS.includes(block)) throw new ObdDecodeError(`0x${hex2(block & 0xff)} is not a supported-PIDs PID`);
+  const out = new Uint8Array(4);
+  for (const pid of pids) {
+    const k = pid - block - 1;
+    if (Number.isInteger(k) && k >= 0 && k < 32) out[k >> 3]! |= 0x80 >> (k & 7);
+  }
+  return out;
 }
 
 /** Union of the PIDs supported by several ECUs (engine, transmission, hybrid…), sorted, without duplicates. */

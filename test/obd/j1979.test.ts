@@ -15,6 +15,9 @@ import {
   decodePid,
   dtcFromBytes,
   dtcToBytes,
+  encodePid,
+  encodeSupportedPids,
+  isPidEncodable,
   MODE01_PIDS,
   MODE01_PIDS_BY_KEY,
   mergeSupportedPids,
@@ -538,6 +541,71 @@ function wellFormed(random: () => number, byte: () => number, pids: readonly num
       return [0x49, 0x06, 2, ...Array.from({ length: 8 }, byte)];
   }
 }
+
+describe('encoding (the simulator side)', () => {
+  it('encodes the everyday PIDs to the bytes a real ECU sends', () => {
+    assert.deepEqual([...encodePid(0x0c, 750)], [0x0b, 0xb8]);
+    assert.deepEqual([...encodePid(0x0d, 50)], [50]);
+    assert.deepEqual([...encodePid(0x05, 90)], [130]);
+    assert.deepEqual([...encodePid(0x10, 2.5)], [0x00, 0xfa]);
+    assert.deepEqual([...encodePid(0x2f, 100)], [0xff]);
+    assert.deepEqual([...encodePid(0x0e, -64)], [0x00]);
+    assert.deepEqual([...encodePid(0xa6, 123456.7)], [0x00, 0x12, 0xd6, 0x87]);
+  });
+
+  it('rounds to the nearest step and saturates at the ends of the range', () => {
+    assert.deepEqual([...encodePid(0x0c, 1234.6)], [0x13, 0x4a]); // 4938.4 -> 4938 = 1234.5 rpm
+    assert.deepEqual([...encodePid(0x0d, 300)], [0xff]);
+    assert.deepEqual([...encodePid(0x05, -60)], [0x00]);
+    assert.deepEqual([...encodePid(0x11, -3)], [0x00]);
+  });
+
+  it('encodes two\'s complement PIDs as signed', () => {
+    assert.deepEqual([...encodePid(0x32, -1.25)], [0xff, 0xfb]);
+    assert.deepEqual([...encodePid(0x54, -32768)], [0x80, 0x00]);
+    assert.deepEqual([...encodePid(0x54, 40000)], [0x7f, 0xff]);
+    assert.equal(decodePid(0x32, encodePid(0x32, -100)), -100);
+  });
+
+  it('is the inverse of the table\'s decoder for every scalar PID', () => {
+    let checked = 0;
+    for (const def of MODE01_PIDS.values()) {
+      if (!isPidEncodable(def.pid)) continue;
+      checked++;
+      const span = 2 ** (8 * def.bytes);
+      // Every raw value of 1-byte PIDs, a spread of them for the wider ones.
+      const step = def.bytes === 1 ? 1 : Math.floor(span / 4099);
+      for (let raw = 0; raw < span; raw += step) {
+        const bytes = new Uint8Array(def.bytes);
+        for (let k = def.bytes - 1, r = raw; k >= 0; k--, r = Math.floor(r / 256)) bytes[k] = r % 256;
+        assert.deepEqual([...encodePid(def.pid, decodePid(def.pid, bytes) as number)], [...bytes], `${def.key} raw ${raw}`);
+      }
+    }
+    assert.ok(checked >= 50, `only ${checked} PIDs encodable`);
+    for (const pid of [0x04, 0x05, 0x0c, 0x0d, 0x0f, 0x10, 0x11, 0x1f, 0x2f, 0x33, 0x42, 0x46, 0x5c, 0x5e, 0xa6]) {
+      assert.ok(isPidEncodable(pid), `PID ${pid.toString(16)} must be encodable`);
+    }
+  });
+
+  it('refuses bitfields, enumerations, bitmaps, reserved-byte PIDs and non-numbers', () => {
+    for (const pid of [0x00, 0x01, 0x03, 0x12, 0x13, 0x1c, 0x1e, 0x14, 0x24, 0x50, 0x51, 0x64, 0x20]) {
+      assert.equal(isPidEncodable(pid), false, `PID ${pid.toString(16)}`);
+      throwsDecodeError(() => encodePid(pid, 1), /not a single scaled number/);
+    }
+    throwsDecodeError(() => encodePid(0xff, 1), /not in the J1979 table/);
+    throwsDecodeError(() => encodePid(0x0c, Number.NaN), /not a finite number/);
+    throwsDecodeError(() => encodePid(0x0c, '750' as unknown as number), /not a finite number/);
+  });
+
+  it('encodes supported-PID bitmaps as the inverse of their decoder', () => {
+    const recorded = [0x01, 0x03, 0x04, 0x05, 0x06, 0x07, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f, 0x10, 0x11, 0x13, 0x15, 0x1c, 0x1f, 0x20];
+    assert.deepEqual([...encodeSupportedPids(0x00, recorded)], hex('BE 3F A8 13'));
+    // PIDs of other blocks are left out, so an ECU passes its whole list.
+    assert.deepEqual([...encodeSupportedPids(0x40, [0x0c, 0x41, 0x46, 0x5c, 0x60, 0xa6])], hex('84 00 00 11'));
+    assert.deepEqual(supportedPidsFromBitmap(0x40, encodeSupportedPids(0x40, [0x41, 0x46, 0x5c, 0x60])), [0x41, 0x46, 0x5c, 0x60]);
+    throwsDecodeError(() => encodeSupportedPids(0x10, [0x11]));
+  });
+});
 
 describe('fuzzing', () => {
   const SEED = Number(process.env.OBD_FUZZ_SEED ?? 0x0b2d1979);
