@@ -1,6 +1,9 @@
 #!/usr/bin/env node
 // Runs the compiled test suite with node's own test runner. `npm test` builds first (pretest).
 // Extra arguments are passed on, e.g. `npm test -- --test-name-pattern=golden`.
+//
+// `--vm` runs the *.vmtest.js files instead: the SocketCAN tests, which need a kernel with CAN. On the host they run
+// inside the qemu VM (test/vm/vm.test.ts calls `scripts/vm/run-in-vm.sh node scripts/run-tests.mjs --vm`).
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -8,20 +11,28 @@ import path from 'node:path';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const testDir = path.join(root, 'dist', 'test');
+const args = process.argv.slice(2);
+const vm = args.includes('--vm');
+const passOn = args.filter((a) => a !== '--vm');
 if (!existsSync(testDir)) {
   console.error('dist/test is missing: run `npm run build` first (npm test does it for you).');
   process.exit(1);
 }
-// The compiled *.test.js files, listed explicitly: node 20 given a folder would also run the support modules.
+if (vm && process.env.TELEMATICS_IN_VM !== '1') {
+  console.error('--vm runs the SocketCAN tests and needs the test VM: scripts/vm/run-in-vm.sh node scripts/run-tests.mjs --vm');
+  process.exit(1);
+}
+const suffix = vm ? '.vmtest.js' : '.test.js';
+// The compiled test files, listed explicitly: node 20 given a folder would also run the support modules.
 const testFiles = readdirSync(testDir, { recursive: true, encoding: 'utf8' })
-  .filter((file) => file.endsWith('.test.js'))
+  .filter((file) => file.endsWith(suffix))
   .sort()
   .map((file) => path.join(testDir, file));
 if (testFiles.length === 0) {
-  console.error('no compiled tests found under dist/test');
+  console.error(`no compiled ${suffix} files found under dist/test`);
   process.exit(1);
 }
-const result = spawnSync(process.execPath, ['--test', '--test-reporter=spec', ...process.argv.slice(2), ...testFiles], {
+const result = spawnSync(process.execPath, ['--test', '--test-reporter=spec', ...passOn, ...testFiles], {
   cwd: root,
   stdio: 'inherit',
 });

@@ -1,0 +1,86 @@
+/**
+ * Helpers for the tests that run inside the SocketCAN VM (`*.vmtest.ts`, see scripts/vm/run-in-vm.sh): private vcan
+ * interfaces per test file, the can-utils peers, and polling for a condition instead of sleeping for a guess.
+ */
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { promisify } from 'node:util';
+
+export const IN_VM = process.env.TELEMATICS_IN_VM === '1';
+
+/** Runs a command and returns its stdout; throws with its stderr when it fails. */
+export function run(cmd: string, ...args: string[]): string {
+  return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+/**
+ * Runs a command without blocking the event loop: use it for anything that sends more frames than a socket's receive
+ * buffer holds (a few hundred), which a blocked agent would never drain.
+ */
+export async function runAsync(cmd: string, ...args: string[]): Promise<string> {
+  return (await promisify(execFile)(cmd, args, { encoding: 'utf8' })).stdout;
+}
+
+/** Closes what a test opened even when it fails, so a failed test cannot keep the VM's node process alive. */
+export class Cleanup {
+  private readonly tasks: (() => unknown)[] = [];
+  add(task: () => unknown): void {
+    this.tasks.push(task);
+  }
+  async run(): Promise<void> {
+    for (const task of this.tasks.splice(0).reverse()) {
+      try {
+        await task();
+      } catch {
+        // best effort
+      }
+    }
+  }
+}
+
+/** Creates (or recreates) a CAN FD capable vcan interface and brings it up. */
+export function createVcan(name: string): void {
+  deleteVcan(name);
+  run('ip', 'link', 'add', 'dev', name, 'type', 'vcan');
+  run('ip', 'link', 'set', name, 'mtu', '72', 'up');
+}
+
+export function deleteVcan(name: string): void {
+  try {
+    run('ip', 'link', 'del', name);
+  } catch {
+    // not there
+  }
+}
+
+export function setLink(name: string, state: 'up' | 'down'): void {
+  run('ip', 'link', 'set', name, state);
+}
+
+/** Polls `condition` every 10 ms until it holds; rejects after `timeoutMs` with `what` in the message. */
+export async function waitFor(condition: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  while (!condition()) {
+    if (performance.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+/** A background process whose stdout is collected; `done` resolves with it when the process exits. */
+export function background(cmd: string, args: string[], stdin?: string): { child: ChildProcess; done: Promise<string> } {
+  const child = spawn(cmd, args, { stdio: [stdin === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stdout!.setEncoding('utf8').on('data', (chunk: string) => (out += chunk));
+  child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (err += chunk));
+  if (stdin !== undefined) child.stdin!.end(stdin);
+  const done = new Promise<string>((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (code, signal) => {
+      if (code === 0 || signal === 'SIGTERM' || signal === 'SIGINT') resolve(out);
+      else reject(new Error(`${cmd} ${args.join(' ')} exited with ${code ?? signal}: ${err.trim()}`));
+    });
+  });
+  return { child, done };
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
