@@ -11,7 +11,7 @@ import { interfaceState, SocketCanBus, SocketCanSource, type EndpointStateChange
 import type { ControllerStateChange } from '../../src/can/bus-health.js';
 import { compileDatabase, parseDbc } from '../../src/dbc/index.js';
 import { receiveFilters } from '../../src/dbc/receive-filters.js';
-import { background, Cleanup, createVcan, deleteVcan, run, runAsync, setLink, sleep, waitFor } from '../support/vcan.js';
+import { background, Cleanup, createVcan, deleteVcan, run, runAsync, setLink, sleep, waitFor, waitUntilReading } from '../support/vcan.js';
 
 const IF = 'vt-src0';
 const IF2 = 'vt-src1';
@@ -238,7 +238,7 @@ describe('SocketCAN source on a real kernel', { timeout: 60_000 }, () => {
     b.onFrame((f) => gotB.push(`${f.id.toString(16)}:${hex(f.data)}`));
     const dump = background('candump', ['-L', '-n', '3', IF]);
     cleanup.add(() => dump.child.kill());
-    await sleep(300);
+    await waitUntilReading(dump.child);
     a.send(0x7e8, false, Uint8Array.of(1, 2, 3));
     a.send(0x7e9, false, Uint8Array.of(4));
     a.send(0x18daf110, true, new Uint8Array(12).fill(0xaa), true);
@@ -256,7 +256,7 @@ describe('SocketCAN source on a real kernel', { timeout: 60_000 }, () => {
     const writer = new CanFrameWriter(a, db, { maxFramesPerSecond: 10, burst: 2, now: () => clock });
     const dump2 = background('candump', ['-L', '-n', '2', IF]);
     cleanup.add(() => dump2.child.kill());
-    await sleep(300);
+    await waitUntilReading(dump2.child);
     writer.send('LIGHTS', { Headlamp: 2, Level: 37.5 });
     writer.send('LIGHTS', { Headlamp: 1 });
     assert.throws(() => writer.send('LIGHTS', { Headlamp: 1 }), (e: FrameWriteError) => e.code === 'rate-limited');

@@ -3,6 +3,7 @@
  * interfaces per test file, the can-utils peers, and polling for a condition instead of sleeping for a guess.
  */
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 
 export const IN_VM = process.env.TELEMATICS_IN_VM === '1';
@@ -81,6 +82,21 @@ export function background(cmd: string, args: string[], stdin?: string): { child
     });
   });
   return { child, done };
+}
+
+/**
+ * Waits until a child process is blocked reading its socket (isotprecv, candump): from then on it is bound and cannot
+ * miss a frame. A fixed sleep is not enough under emulation, where starting a process takes anything up to seconds.
+ */
+export async function waitUntilReading(child: ChildProcess, timeoutMs = 10_000): Promise<void> {
+  const wchan = (): string => {
+    try {
+      return readFileSync(`/proc/${child.pid}/wchan`, 'utf8');
+    } catch {
+      return '';
+    }
+  };
+  await waitFor(() => /wait_for_more_packets|recv|poll|select/.test(wchan()), `${child.spawnfile} to block on its socket`, timeoutMs);
 }
 
 export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
