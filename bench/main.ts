@@ -4,9 +4,11 @@
  * measures a baseline in the same run, so results are read as ratios, not as absolute numbers from another machine.
  */
 import { runDecodeBenchmark } from './decode.js';
+import { runSocketCanBenchmark } from './socketcan.js';
 
 const suites: Record<string, (json: boolean) => Promise<void> | void> = {
   decode: runDecodeBenchmark,
+  socketcan: runSocketCanBenchmark,
 };
 
 const args = process.argv.slice(2);
