@@ -1,6 +1,7 @@
 /**
  * `telematics-agent decode`: decodes a candump stream with a DBC, one line per frame, the way CAN engineers already
- * read decoder output; `--json` gives one object per frame for scripts.
+ * read decoder output; `--json` gives one object per frame for scripts. The stream is a log file, standard input, or
+ * a live SocketCAN interface (`--iface`).
  */
 import { createReadStream } from 'node:fs';
 import { createInterface } from 'node:readline';
@@ -8,7 +9,9 @@ import type { Readable } from 'node:stream';
 import type { Command } from 'commander';
 import { CandumpParseError, formatCandumpLine, parseCandumpLine } from '../can/candump.js';
 import { createFrame, type CanFrame } from '../can/frame.js';
+import { SocketCanSource } from '../can/socketcan.js';
 import { compileDatabase, DecodeError, loadDbcFile, type CompiledDatabase, type SignalValue } from '../dbc/index.js';
+import { checkCanInterface, describeControllerChange, endpointStateReporter, parseInterfaceName } from './can-interface.js';
 
 export interface DecodeCliOptions {
   choices: boolean;
@@ -96,6 +99,53 @@ export async function decodeStream(
   return { frames, badLines };
 }
 
+/**
+ * Decodes a live SocketCAN interface until `signal` aborts. Lines are written once per turn of the event loop, not
+ * once per frame. The kernel cannot be told to wait, so when the output falls this far behind (a slow pipe), lines are
+ * dropped and counted instead of piling up in memory.
+ */
+export async function decodeInterface(
+  db: CompiledDatabase,
+  ifname: string,
+  options: DecodeCliOptions & { timestamps?: boolean },
+  output: { write(chunk: string): unknown; readonly writableLength: number },
+  note: (message: string) => void,
+  signal: AbortSignal,
+): Promise<{ frames: number; dropped: number }> {
+  const maxBacklog = 16 * 1024 * 1024;
+  let pending: string[] = [];
+  let flushQueued = false;
+  let frames = 0;
+  let dropped = 0;
+  const flush = (): void => {
+    flushQueued = false;
+    if (pending.length === 0) return;
+    const chunk = `${pending.join('\n')}\n`;
+    pending = [];
+    output.write(chunk);
+  };
+  const source = new SocketCanSource({
+    interface: ifname,
+    timestamps: options.timestamps ?? true,
+    onStateChange: endpointStateReporter(note),
+    onControllerState: (change) => note(describeControllerChange(ifname, change)),
+  });
+  await source.run((frame) => {
+    frames++;
+    if (output.writableLength > maxBacklog) {
+      if (dropped++ === 0) note('the output cannot keep up with the bus; frames are being dropped from it');
+      return;
+    }
+    pending.push(describeFrame(db, frame, options));
+    if (!flushQueued) {
+      flushQueued = true;
+      setImmediate(flush);
+    }
+  }, signal);
+  flush();
+  return { frames, dropped };
+}
+
 function writeStdout(chunk: string): Promise<void> | void {
   if (process.stdout.write(chunk)) return;
   return new Promise((resolve) => process.stdout.once('drain', resolve));
@@ -104,18 +154,18 @@ function writeStdout(chunk: string): Promise<void> | void {
 export function registerDecodeCommand(program: Command): void {
   program
     .command('decode')
-    .description('decode a candump -L stream (a log file, or standard input) with a DBC file, one line per frame')
+    .description('decode a candump -L stream (a log file or standard input) or a live SocketCAN interface with a DBC file, one line per frame')
     .requiredOption('--dbc <file>', 'DBC file')
     .option('--log <file>', 'candump -L log file (default: standard input)')
-    .option('--iface <name>', 'live SocketCAN interface')
+    .option('--iface <name>', 'live SocketCAN interface, e.g. can0 (until Ctrl-C)', parseInterfaceName)
     .option('--json', 'one JSON object per frame', false)
     .option('--choices', 'show value-table labels instead of numbers', false)
     .option('--j1939', 'match extended frames by J1939 PGN (ignore priority and source address)', false)
     .option('--strict', 'reject DBC files that deviate from the grammar', false)
     .action(async (opts: { dbc: string; log?: string; iface?: string; json: boolean; choices: boolean; j1939: boolean; strict: boolean }) => {
-      if (opts.iface) {
-        throw new Error('--iface needs the SocketCAN source, which this build does not have yet; use --log or standard input');
-      }
+      if (opts.iface !== undefined && opts.log !== undefined) throw new Error('--iface and --log are two inputs: give one of them');
+      // A mistyped interface fails at once; one that is down is waited for (the source says so).
+      if (opts.iface !== undefined) checkCanInterface(opts.iface, 'wait');
       const db = compileDatabase(loadDbcFile(opts.dbc, { strict: opts.strict }), { j1939: opts.j1939 });
       for (const warning of db.db.warnings) {
         process.stderr.write(`warning: ${warning.file}:${warning.line}: ${warning.message}\n`);
@@ -125,6 +175,21 @@ export function registerDecodeCommand(program: Command): void {
         if (err.code === 'EPIPE') process.exit(0);
         throw err;
       });
+      if (opts.iface !== undefined) {
+        const stop = new AbortController();
+        const onSignal = (): void => stop.abort();
+        process.once('SIGINT', onSignal);
+        process.once('SIGTERM', onSignal);
+        const note = (message: string): void => void process.stderr.write(`${message}\n`);
+        try {
+          const { frames, dropped } = await decodeInterface(db, opts.iface, opts, process.stdout, note, stop.signal);
+          note(`${frames} frames${dropped > 0 ? `, ${dropped} not shown (the output could not keep up)` : ''}`);
+        } finally {
+          process.removeListener('SIGINT', onSignal);
+          process.removeListener('SIGTERM', onSignal);
+        }
+        return;
+      }
       const input = opts.log ? createReadStream(opts.log) : process.stdin;
       const { badLines } = await decodeStream(db, input, opts, writeStdout, (message) => process.stderr.write(`warning: ${message}\n`));
       if (badLines > 0) process.stderr.write(`${badLines} malformed line(s) skipped\n`);

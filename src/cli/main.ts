@@ -4,6 +4,8 @@ import { Command } from 'commander';
 import { registerRunCommand } from './run.js';
 import { registerDecodeCommand } from './decode.js';
 import { registerDbcCommand } from './dbc.js';
+import { registerSimEcuCommand } from './sim-ecu.js';
+import { registerObdCommand } from './obd.js';
 
 const program = new Command();
 program
@@ -18,6 +20,8 @@ program
 registerRunCommand(program);
 registerDecodeCommand(program);
 registerDbcCommand(program);
+registerObdCommand(program);
+registerSimEcuCommand(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   const message = err instanceof Error ? err.message : String(err);

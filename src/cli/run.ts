@@ -1,6 +1,7 @@
 /**
- * `telematics-agent run`: the agent's main loop. Reads every configured bus from its source (simulated vehicle or
- * log replay), decodes each frame into one value buffer per bus, and shows a one-line live status.
+ * `telematics-agent run`: the agent's main loop. Reads every configured bus from its source (simulated vehicle, log
+ * replay or a live SocketCAN interface), decodes each frame into one value buffer per bus, polls OBD-II PIDs where
+ * configured, and shows a one-line live status.
  *
  * The frame path is the hot path of the whole agent: per frame one table lookup, one generated decoder writing into a
  * preallocated Float64Array, and a few counter increments. No allocation, no logging; the status line reads the
@@ -11,11 +12,12 @@ import path from 'node:path';
 import { InvalidArgumentError, type Command } from 'commander';
 import type { FrameSink, FrameSource } from '../can/frame.js';
 import { CandumpReplaySource } from '../can/replay.js';
-import { loadDeviceConfig, type BusConfig, type DeviceConfig } from '../config/device-config.js';
+import { loadDeviceConfig, type BusConfig, type DeviceConfig, type SocketCanSourceConfig } from '../config/device-config.js';
 import { BusDecoder } from '../dbc/bus-decoder.js';
 import { compileDatabase, loadDbcFile, type CompiledDatabase } from '../dbc/index.js';
 import type { SignalDef } from '../dbc/model.js';
 import { SimulatedVehicle } from '../sim/vehicle.js';
+import { LiveBus, type ObdPollingSummary } from './live-bus.js';
 
 /** The demo config shipped with the package; this file runs as dist/src/cli/run.js. */
 export const DEFAULT_CONFIG_PATH = fileURLToPath(new URL('../../../device-config/default.json', import.meta.url));
@@ -92,18 +94,35 @@ export interface RunAgentOptions {
   durationS?: number;
   signal?: AbortSignal;
   output: StatusOutput;
-  /** Diagnostics (DBC warnings, malformed log lines). */
+  /** Diagnostics (DBC warnings, malformed log lines, interface and controller state changes, OBD trouble). */
   warn?: (message: string) => void;
+}
+
+export interface BusSummary {
+  name: string;
+  source: string;
+  frames: number;
+  signals: number;
+  unknownFrames: number;
+  decodeErrors: number;
+  badLogLines: number;
+  /** SocketCAN buses: error frames the controller reported, and the interface state when the run stopped. */
+  errorFrames?: number;
+  interfaceState?: string;
+  /** Buses with OBD polling. */
+  obd?: ObdPollingSummary;
 }
 
 export interface RunSummary {
   elapsedS: number;
-  buses: { name: string; source: string; frames: number; signals: number; unknownFrames: number; decodeErrors: number; badLogLines: number }[];
+  buses: BusSummary[];
 }
 
-function createSource(bus: BusConfig, database: CompiledDatabase, decoder: BusDecoder): FrameSource {
+function createSource(bus: BusConfig, database: CompiledDatabase, decoder: BusDecoder, live: LiveBus | undefined): FrameSource {
   const source = bus.source;
   switch (source.type) {
+    case 'socketcan':
+      return live!.source;
     case 'sim':
       return new SimulatedVehicle({ database, bus: bus.name, speed: source.speed, seed: source.seed, realtime: true });
     case 'replay': {
@@ -135,13 +154,18 @@ export async function runAgent(options: RunAgentOptions): Promise<RunSummary> {
   const warn = options.warn ?? ((message: string) => process.stderr.write(`${message}\n`));
   const buses: BusDecoder[] = [];
   const sources: FrameSource[] = [];
+  /** Per bus: its live parts when it is a SocketCAN bus. */
+  const live: (LiveBus | undefined)[] = [];
   for (const bus of config.buses) {
     const db = loadDbcFile(bus.dbc, { strict: bus.strictDbc ?? false });
     for (const w of db.warnings) warn(`${bus.name}: ${path.basename(w.file)}:${w.line}:${w.column}: warning: ${w.message}`);
     const decoder = new BusDecoder(bus.name, compileDatabase(db, { j1939: bus.j1939 ?? false }));
     buses.push(decoder);
-    sources.push(createSource(bus, decoder.database, decoder));
+    const liveBus = isSocketCanBus(bus) ? new LiveBus(bus, decoder.database, warn) : undefined;
+    live.push(liveBus);
+    sources.push(createSource(bus, decoder.database, decoder, liveBus));
   }
+  const liveBuses = live.filter((l): l is LiveBus => l !== undefined);
   const statusSignals: StatusSignal[] = [];
   for (const name of config.status?.signals ?? []) {
     const found = resolveStatusSignal(buses, name);
@@ -169,9 +193,11 @@ export async function runAgent(options: RunAgentOptions): Promise<RunSummary> {
     let line =
       `${rate(current.frames - last.frames)} frames/s, ${rate(current.signals - last.signals)} signals/s, ` +
       `${current.unknownFrames} unknown, ${current.errors} errors`;
+    for (const bus of liveBuses) line += ` | ${bus.statusText()}`;
     if (statusSignals.length > 0) {
       line += ' | ' + statusSignals.map((s) => `${s.signal.name} ${formatStatusValue(s)}`).join(', ');
     }
+    for (const bus of liveBuses) if (bus.obd) line += ` | ${bus.obd.statusText()}`;
     lastAt = now;
     last = current;
     if (tty) {
@@ -184,6 +210,8 @@ export async function runAgent(options: RunAgentOptions): Promise<RunSummary> {
   const statusTimer = setInterval(showStatus, config.status?.intervalMs ?? 1000);
 
   const runs = sources.map((source, i) => runSource(config.buses[i]!, source, buses[i]!.sink, stop.signal));
+  // OBD polling never ends a run by itself, and never fails it: it reports its trouble and carries on.
+  for (const bus of liveBuses) if (bus.obd) runs.push(bus.obd.run(stop.signal));
   let failure: unknown;
   try {
     // The first failure stops every other source too; otherwise wait until all have ended.
@@ -201,26 +229,44 @@ export async function runAgent(options: RunAgentOptions): Promise<RunSummary> {
   if (tty && statusShown) output.write('\n');
   const summary: RunSummary = {
     elapsedS,
-    buses: buses.map((bus, i) => ({
-      name: bus.name,
-      source: sources[i]!.name,
-      frames: bus.frames,
-      signals: bus.signals,
-      unknownFrames: bus.unknownFrames,
-      decodeErrors: bus.decodeErrors,
-      badLogLines: bus.badLogLines,
-    })),
+    buses: buses.map((bus, i) => {
+      const entry: BusSummary = {
+        name: bus.name,
+        source: sources[i]!.name,
+        frames: bus.frames,
+        signals: bus.signals,
+        unknownFrames: bus.unknownFrames,
+        decodeErrors: bus.decodeErrors,
+        badLogLines: bus.badLogLines,
+      };
+      const liveBus = live[i];
+      if (liveBus) {
+        entry.errorFrames = liveBus.source.health.counters.errorFrames;
+        entry.interfaceState = liveBus.lastState;
+        if (liveBus.obd) entry.obd = liveBus.obd.summary();
+      }
+      return entry;
+    }),
   };
   output.write(`stopped after ${elapsedS.toFixed(1)} s\n`);
   for (const bus of summary.buses) {
     const badLines = bus.badLogLines > 0 ? `, ${bus.badLogLines} malformed log lines` : '';
+    const errorFrames = bus.errorFrames !== undefined ? `, ${bus.errorFrames} error frames` : '';
     output.write(
       `  ${bus.name} (${bus.source}): ${bus.frames} frames, ${bus.signals} signals, ` +
-        `${bus.unknownFrames} unknown frames, ${bus.decodeErrors} decode errors${badLines}\n`,
+        `${bus.unknownFrames} unknown frames, ${bus.decodeErrors} decode errors${badLines}${errorFrames}\n`,
     );
+    if (bus.obd) {
+      const unsupported = bus.obd.unsupported > 0 ? `, ${bus.obd.unsupported} PID${bus.obd.unsupported === 1 ? '' : 's'} not supported` : '';
+      output.write(`  ${bus.name} OBD: ${bus.obd.samples} samples from ${bus.obd.requests} requests${unsupported}\n`);
+    }
   }
   if (failure !== undefined) throw failure;
   return summary;
+}
+
+function isSocketCanBus(bus: BusConfig): bus is BusConfig & { source: SocketCanSourceConfig } {
+  return bus.source.type === 'socketcan';
 }
 
 function parseDuration(text: string): number {

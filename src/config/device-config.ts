@@ -3,12 +3,13 @@
  * status line shows. One JSON file per device; `device-config/device-config.schema.json` is generated from the schema
  * below (`node scripts/write-config-schema.mjs`), so editors can validate and complete it.
  *
- * To add a section (collection, uplink…) or a source type (socketcan, obd…): add a zod schema here, add it to
- * `deviceConfigSchema` or `frameSourceSchema`, resolve its paths in `resolvePaths`, and regenerate the JSON schema.
+ * To add a section (collection, uplink…) or a source type: add a zod schema here, add it to `deviceConfigSchema` or
+ * `frameSourceSchema`, resolve its paths in `resolvePaths`, and regenerate the JSON schema.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
+import { MODE01_PIDS, MODE01_PIDS_BY_KEY, SUPPORTED_PID_BLOCKS, type PidDefinition } from '../obd/j1979.js';
 
 const simSourceSchema = z
   .strictObject({
@@ -27,16 +28,152 @@ const replaySourceSchema = z
   })
   .describe('A recorded candump -L log, replayed with its original timing.');
 
-/** Where a bus's frames come from. */
-export const frameSourceSchema = z.discriminatedUnion('type', [simSourceSchema, replaySourceSchema]);
+/**
+ * What the kernel accepts as a network interface name (dev_valid_name): 1-15 bytes, no '/', ':' or whitespace, not
+ * '.' or '..'. Checked here so that a typo is a config error, not a socket that silently never opens.
+ */
+export const INTERFACE_NAME_PATTERN = /^(?!\.\.?$)[^\s/:]{1,15}$/;
 
-export const busConfigSchema = z.strictObject({
-  name: z.string().min(1).describe('Bus name as the agent reports it, e.g. can0.'),
-  dbc: z.string().min(1).describe('DBC file decoding this bus, relative to this config file.'),
-  j1939: z.boolean().optional().describe('Match 29-bit frames by J1939 parameter group (PGN), ignoring priority and source address.'),
-  strictDbc: z.boolean().optional().describe('Reject any deviation from the DBC grammar instead of warning about it.'),
-  source: frameSourceSchema,
+export function interfaceNameProblem(name: string): string | null {
+  if (!INTERFACE_NAME_PATTERN.test(name)) {
+    return `not a network interface name: ${JSON.stringify(name)} (1-15 characters, no '/', ':' or whitespace, not '.' or '..')`;
+  }
+  // The kernel counts bytes: a name of 15 characters with non-ASCII ones in it is too long.
+  const bytes = Buffer.byteLength(name, 'utf8');
+  return bytes > 15 ? `not a network interface name: ${JSON.stringify(name)} is ${bytes} bytes, the kernel allows 15` : null;
+}
+
+const interfaceNameSchema = z
+  .string()
+  .regex(INTERFACE_NAME_PATTERN, { message: "not a network interface name (1-15 characters, no '/', ':' or whitespace, not '.' or '..')" })
+  .superRefine((name, ctx) => {
+    if (!INTERFACE_NAME_PATTERN.test(name)) return; // reported by the pattern
+    const problem = interfaceNameProblem(name);
+    if (problem) ctx.addIssue({ code: 'custom', message: problem });
+  });
+
+const socketcanSourceSchema = z
+  .strictObject({
+    type: z.literal('socketcan'),
+    interface: interfaceNameSchema.describe('Kernel CAN interface, e.g. can0 (ip link show type can).'),
+    timestamps: z
+      .boolean()
+      .default(true)
+      .describe('Stamp frames with the kernel receive time rather than the time the agent reads them. Default true.'),
+    filter: z
+      .enum(['dbc', 'none'])
+      .default('dbc')
+      .describe(
+        'dbc: kernel receive filters pass only the identifiers the bus DBC decodes (frames nobody reads never wake the agent); ' +
+          'none: receive every frame. Default dbc.',
+      ),
+  })
+  .describe('A live SocketCAN interface. The agent waits for it when it is missing or down, and reopens it when it comes back.');
+
+/** Where a bus's frames come from. */
+export const frameSourceSchema = z.discriminatedUnion('type', [simSourceSchema, replaySourceSchema, socketcanSourceSchema]);
+
+/** A PID as the config names it: its number, or its J1979 key ('rpm', 'coolantTemp'…). */
+const obdPidSchema = z.strictObject({
+  pid: z
+    .union([z.number(), z.string()], { error: 'expected a Mode 01 PID number (e.g. 12) or its name (e.g. "rpm")' })
+    .describe('Mode 01 PID: its number (12 or 0x0C written as 12) or its J1979 name, e.g. "rpm", "speed", "coolantTemp".'),
+  intervalMs: z.number().int().min(10).describe('How often to read it, ms.'),
+  ecu: z
+    .number()
+    .int()
+    .min(0)
+    .max(255)
+    .optional()
+    .describe('Read it from this ECU only (0-7 with 11-bit identifiers, the ECU address with 29-bit ones); default every ECU that has it.'),
 });
+
+const obdConfigSchema = z
+  .strictObject({
+    addressing: z.enum(['11-bit', '29-bit']).default('11-bit').describe('ISO 15765-4 identifiers: 11-bit (0x7DF/0x7E8…) or 29-bit (0x18DB33F1…). Default 11-bit.'),
+    p2Ms: z
+      .number()
+      .int()
+      .min(1)
+      .max(5000)
+      .optional()
+      .describe("Wait for the ECUs' first answer, ms. Default 50 (ISO 15765-4 P2CAN); raise it for slow gateways."),
+    pids: z.array(obdPidSchema).min(1).describe('The PIDs to poll and how often.'),
+    budget: z
+      .strictObject({
+        maxRequestsPerSecond: z.number().positive().optional().describe('Most OBD requests per second the poller sends.'),
+        maxFramesPerSecond: z.number().positive().optional().describe("Most frames per second the poller causes, the ECUs' answers included."),
+      })
+      .optional()
+      .describe('Bus load the poller may cause; when the schedule asks for more, reads are delayed.'),
+    backoff: z
+      .strictObject({
+        maxMs: z.number().int().positive().optional().describe('Longest wait before asking again for a PID an ECU did not return, ms. Default 60000.'),
+      })
+      .optional(),
+  })
+  .describe('OBD-II (SAE J1979) polling over ISO 15765-4 on this bus. Needs a socketcan source.');
+
+export const busConfigSchema = z
+  .strictObject({
+    name: z.string().min(1).describe('Bus name as the agent reports it, e.g. can0.'),
+    dbc: z.string().min(1).describe('DBC file decoding this bus, relative to this config file.'),
+    j1939: z.boolean().optional().describe('Match 29-bit frames by J1939 parameter group (PGN), ignoring priority and source address.'),
+    strictDbc: z.boolean().optional().describe('Reject any deviation from the DBC grammar instead of warning about it.'),
+    source: frameSourceSchema,
+    obd: obdConfigSchema.optional(),
+  })
+  .superRefine((bus, ctx) => {
+    const obd = bus.obd;
+    if (obd === undefined) return;
+    if (bus.source.type !== 'socketcan') {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['obd'],
+        message: `OBD-II polling talks to the ECUs, so it needs a live bus: source.type must be "socketcan", not "${bus.source.type}"`,
+      });
+    }
+    const maxEcu = obd.addressing === '11-bit' ? 7 : 255;
+    obd.pids.forEach((spec, k) => {
+      const problem = pidProblem(spec.pid);
+      if (problem) ctx.addIssue({ code: 'custom', path: ['obd', 'pids', k, 'pid'], message: problem });
+      if (spec.ecu !== undefined && spec.ecu > maxEcu) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['obd', 'pids', k, 'ecu'],
+          message: `ECU ${spec.ecu} does not exist with ${obd.addressing} identifiers (0-${maxEcu})`,
+        });
+      }
+    });
+  });
+
+/** The J1979 definition a configured PID names; undefined when it names none. */
+export function resolveObdPid(pid: number | string): PidDefinition | undefined {
+  return typeof pid === 'number' ? MODE01_PIDS.get(pid) : MODE01_PIDS_BY_KEY.get(pid);
+}
+
+/** Why a configured PID cannot be polled, or null. */
+function pidProblem(pid: number | string): string | null {
+  const def = resolveObdPid(pid);
+  if (def === undefined) {
+    if (typeof pid === 'number') {
+      if (!Number.isInteger(pid) || pid < 0 || pid > 0xff) return `a PID is a byte (0-255), got ${pid}`;
+      return `PID ${pid} (0x${hex2(pid)}) is not a J1979 Mode 01 PID the agent can decode`;
+    }
+    const folded = pid.toLowerCase();
+    const near = [...MODE01_PIDS_BY_KEY.keys()].filter((key) => key.toLowerCase() === folded || key.toLowerCase().startsWith(folded));
+    const hint = near.length > 0 ? `; did you mean ${near.slice(0, 3).map((k) => JSON.stringify(k)).join(' or ')}?` : ' (names are J1979 keys such as "rpm", "speed", "coolantTemp")';
+    return `unknown PID name ${JSON.stringify(pid)}${hint}`;
+  }
+  if (SUPPORTED_PID_BLOCKS.includes(def.pid)) {
+    return `PID 0x${hex2(def.pid)} (${def.key}) only lists supported PIDs; the agent reads it when it discovers the ECUs`;
+  }
+  return null;
+}
+
+function hex2(n: number): string {
+  return n.toString(16).toUpperCase().padStart(2, '0');
+}
 
 export const statusConfigSchema = z
   .strictObject({
@@ -68,6 +205,8 @@ export const deviceConfigSchema = z
 export type DeviceConfig = z.output<typeof deviceConfigSchema>;
 export type BusConfig = z.output<typeof busConfigSchema>;
 export type FrameSourceConfig = z.output<typeof frameSourceSchema>;
+export type SocketCanSourceConfig = z.output<typeof socketcanSourceSchema>;
+export type ObdConfig = z.output<typeof obdConfigSchema>;
 export type StatusConfig = z.output<typeof statusConfigSchema>;
 
 /** Where the generated JSON Schema lives, relative to the package root. */
@@ -197,8 +336,10 @@ function describeIssue(issue: z.core.$ZodIssue, json: unknown): string {
         const types = frameSourceSchema.options.map((option) => JSON.stringify(option.shape.type.value)).join(' or ');
         return `${formatConfigPath(typePath)}: expected ${types}, got ${show(valueAt(json, typePath))}`;
       }
-      return `${where}: ${issue.message}`;
+      return `${where}: ${issue.message}, got ${show(got)}`;
     }
+    case 'invalid_format':
+      return `${where}: ${issue.message}, got ${show(got)}`;
     case 'too_small':
       if (issue.origin === 'array') return `${where}: needs at least ${issue.minimum} entr${issue.minimum === 1 ? 'y' : 'ies'}`;
       if (issue.origin === 'string') return `${where}: must not be empty`;

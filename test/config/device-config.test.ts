@@ -102,8 +102,8 @@ describe('device config', () => {
     assertRejects({ buses: [simBus] }, 'deviceId: required string is missing');
     assertRejects({ deviceId: 'x', buses: [] }, 'buses: needs at least 1 entry');
     assertRejects(
-      { deviceId: 'x', buses: [{ ...simBus, source: { type: 'socketcan' } }] },
-      'buses[0].source.type: expected "sim" or "replay", got "socketcan"',
+      { deviceId: 'x', buses: [{ ...simBus, source: { type: 'can' } }] },
+      'buses[0].source.type: expected "sim" or "replay" or "socketcan", got "can"',
     );
     assertRejects({ deviceId: 'x', buses: [{ ...simBus, source: { type: 'replay' } }] }, 'buses[0].source.file: required string is missing');
     assertRejects({ deviceId: 'x', buses: [{ ...simBus, source: { type: 'sim', speed: 0 } }] }, 'buses[0].source.speed: must be greater than 0, got 0');
@@ -129,6 +129,99 @@ describe('device config', () => {
     assert.throws(() => loadText('{\n  "deviceId": "x"\n  "buses": []\n}'), /invalid JSON at line 3, column 3/);
     assert.throws(() => loadText('{\n  "deviceId": "x",'), /invalid JSON/);
     assert.throws(() => loadDeviceConfig(path.join(tmpdir(), 'no-such-config.json')), /no-such-config\.json: cannot read the device config: file not found/);
+  });
+
+  it('validates the SocketCAN example: can0 with the demo DBC and an OBD poll of rpm, speed and coolant', () => {
+    const config = loadDeviceConfig(path.join(configDir, 'socketcan.example.json'));
+    const bus = config.buses[0]!;
+    assert.deepEqual(bus.source, { type: 'socketcan', interface: 'can0', timestamps: true, filter: 'dbc' });
+    assert.equal(bus.dbc, path.join(configDir, 'dbc', 'demo_vehicle.dbc'));
+    assert.equal(bus.obd?.addressing, '11-bit');
+    assert.deepEqual(
+      bus.obd?.pids.map((p) => p.pid),
+      ['rpm', 'speed', 'coolantTemp'],
+    );
+  });
+
+  it('a socketcan source defaults to kernel timestamps and DBC receive filters; OBD to 11-bit identifiers', () => {
+    const config = loadJson({
+      deviceId: 'x',
+      buses: [{ name: 'vehicle', dbc: 'car.dbc', source: { type: 'socketcan', interface: 'vcan0' }, obd: { pids: [{ pid: 12, intervalMs: 100 }] } }],
+    });
+    const bus = config.buses[0]!;
+    assert.deepEqual(bus.source, { type: 'socketcan', interface: 'vcan0', timestamps: true, filter: 'dbc' });
+    assert.deepEqual(bus.obd, { addressing: '11-bit', pids: [{ pid: 12, intervalMs: 100 }] });
+    // Names the kernel accepts, up to 15 characters.
+    for (const name of ['can0', 'vt-cli0', 'slcan_usb.1', 'abcdefghijklmno', 'can@car', '...']) {
+      assert.doesNotThrow(() => loadJson({ deviceId: 'x', buses: [{ ...simBus, source: { type: 'socketcan', interface: name } }] }), name);
+    }
+    // 29-bit addressing: ECU addresses are bytes.
+    const wide = loadJson({
+      deviceId: 'x',
+      buses: [
+        {
+          ...simBus,
+          source: { type: 'socketcan', interface: 'can1', filter: 'none', timestamps: false },
+          obd: { addressing: '29-bit', p2Ms: 200, pids: [{ pid: 'rpm', intervalMs: 250, ecu: 0x18 }], budget: { maxRequestsPerSecond: 5 }, backoff: { maxMs: 10000 } },
+        },
+      ],
+    });
+    assert.equal(wide.buses[0]!.obd?.pids[0]!.ecu, 0x18);
+    assert.deepEqual(wide.buses[0]!.source, { type: 'socketcan', interface: 'can1', filter: 'none', timestamps: false });
+  });
+
+  it('rejects interface names the kernel would refuse, saying what a name may be', () => {
+    const withInterface = (name: unknown) => ({ deviceId: 'x', buses: [{ ...simBus, source: { type: 'socketcan', interface: name } }] });
+    const rule = "not a network interface name (1-15 characters, no '/', ':' or whitespace, not '.' or '..')";
+    assertRejects(withInterface('can 0'), `buses[0].source.interface: ${rule}, got "can 0"`);
+    assertRejects(withInterface('../can0'), 'buses[0].source.interface: not a network interface name', 'got "../can0"');
+    assertRejects(withInterface('can0:1'), 'buses[0].source.interface: not a network interface name');
+    assertRejects(withInterface(''), 'buses[0].source.interface: not a network interface name', 'got ""');
+    assertRejects(withInterface('..'), 'buses[0].source.interface: not a network interface name');
+    assertRejects(withInterface('abcdefghijklmnop'), 'buses[0].source.interface: not a network interface name', 'got "abcdefghijklmnop"');
+    // 15 characters but 16 bytes: the kernel counts bytes.
+    assertRejects(withInterface('can-bus-fahrwëg'), 'buses[0].source.interface: not a network interface name: "can-bus-fahrwëg" is 16 bytes, the kernel allows 15');
+    assertRejects(withInterface(0), 'buses[0].source.interface: expected string, got 0');
+    assertRejects({ deviceId: 'x', buses: [{ ...simBus, source: { type: 'socketcan' } }] }, 'buses[0].source.interface: required string is missing');
+    assertRejects(
+      { deviceId: 'x', buses: [{ ...simBus, source: { type: 'socketcan', interface: 'can0', filter: 'all' } }] },
+      'buses[0].source.filter: expected "dbc" or "none", got "all"',
+    );
+    assertRejects(
+      { deviceId: 'x', buses: [{ ...simBus, source: { type: 'socketcan', interface: 'can0', timestamps: 'kernel' } }] },
+      'buses[0].source.timestamps: expected boolean, got "kernel"',
+    );
+    assertRejects(
+      { deviceId: 'x', buses: [{ ...simBus, source: { type: 'socketcan', interface: 'can0', bitrate: 500000 } }] },
+      "buses[0].source: unknown field 'bitrate'",
+    );
+  });
+
+  it('OBD polling only on a socketcan bus, with PIDs the agent knows and ECUs the addressing has', () => {
+    const live = { type: 'socketcan', interface: 'can0' };
+    const withObd = (obd: unknown, source: unknown = live) => ({ deviceId: 'x', buses: [{ ...simBus, source, obd }] });
+    const rpm = { pid: 'rpm', intervalMs: 100 };
+    assertRejects(
+      withObd({ pids: [rpm] }, { type: 'sim' }),
+      'buses[0].obd: OBD-II polling talks to the ECUs, so it needs a live bus: source.type must be "socketcan", not "sim"',
+    );
+    assertRejects(withObd({ pids: [rpm] }, { type: 'replay', file: 'car.dbc' }), 'buses[0].obd: OBD-II polling', 'not "replay"');
+    assertRejects(withObd({ pids: [{ pid: 'rpms', intervalMs: 100 }] }), 'buses[0].obd.pids[0].pid: unknown PID name "rpms"');
+    assertRejects(withObd({ pids: [{ pid: 'RPM', intervalMs: 100 }] }), 'buses[0].obd.pids[0].pid: unknown PID name "RPM"; did you mean "rpm"?');
+    assertRejects(withObd({ pids: [{ pid: 'coolant', intervalMs: 100 }] }), 'did you mean "coolantTemp"?');
+    assertRejects(withObd({ pids: [rpm, { pid: 300, intervalMs: 100 }] }), 'buses[0].obd.pids[1].pid: a PID is a byte (0-255), got 300');
+    assertRejects(withObd({ pids: [{ pid: 0x6f, intervalMs: 100 }] }), 'buses[0].obd.pids[0].pid: PID 111 (0x6F) is not a J1979 Mode 01 PID the agent can decode');
+    assertRejects(withObd({ pids: [{ pid: 0x20, intervalMs: 100 }] }), 'buses[0].obd.pids[0].pid: PID 0x20 (pidsSupported20) only lists supported PIDs');
+    assertRejects(withObd({ pids: [{ pid: true, intervalMs: 100 }] }), 'buses[0].obd.pids[0].pid: expected a Mode 01 PID number (e.g. 12) or its name (e.g. "rpm"), got true');
+    assertRejects(withObd({ pids: [{ ...rpm, ecu: 8 }] }), 'buses[0].obd.pids[0].ecu: ECU 8 does not exist with 11-bit identifiers (0-7)');
+    assertRejects(withObd({ addressing: '29-bit', pids: [{ ...rpm, ecu: 256 }] }), 'buses[0].obd.pids[0].ecu: must be at most 255, got 256');
+    assertRejects(withObd({ addressing: 'extended', pids: [rpm] }), 'buses[0].obd.addressing: expected "11-bit" or "29-bit", got "extended"');
+    assertRejects(withObd({ pids: [{ pid: 'rpm', intervalMs: 0 }] }), 'buses[0].obd.pids[0].intervalMs: must be at least 10, got 0');
+    assertRejects(withObd({ pids: [{ pid: 'rpm' }] }), 'buses[0].obd.pids[0].intervalMs: required number is missing');
+    assertRejects(withObd({ pids: [] }), 'buses[0].obd.pids: needs at least 1 entry');
+    assertRejects(withObd({ pids: [rpm], budget: { maxRequestsPerSecond: -1 } }), 'buses[0].obd.budget.maxRequestsPerSecond: must be greater than 0, got -1');
+    assertRejects(withObd({ pids: [rpm], budget: { requests: 5 } }), "buses[0].obd.budget: unknown field 'requests'");
+    assertRejects(withObd({ pids: [rpm], p2Ms: 0 }), 'buses[0].obd.p2Ms: must be at least 1, got 0');
   });
 
   it('the committed JSON Schema is the one the zod schema produces', () => {

@@ -1,0 +1,246 @@
+/**
+ * The parts of `telematics-agent run` for a live SocketCAN bus: the frame source with its kernel filters, the state
+ * reports (one line per change of interface or controller state, never per frame), and the OBD-II poller that talks to
+ * the ECUs over a socket of its own on the same interface.
+ *
+ * A missing or dead interface is a state, not an error: the source waits and reopens (SocketCanSource does that),
+ * the poller pauses while the interface is not open and carries on with the ECUs it knows when it is back.
+ */
+import type { CanFilter } from '../can/bus.js';
+import { SocketCanBus, SocketCanSource, type EndpointState, type EndpointStateChange } from '../can/socketcan.js';
+import type { BusConfig, ObdConfig, SocketCanSourceConfig } from '../config/device-config.js';
+import { resolveObdPid } from '../config/device-config.js';
+import type { CompiledDatabase } from '../dbc/index.js';
+import { receiveFilters } from '../dbc/receive-filters.js';
+import { ObdCanClient, ObdRequestError } from '../obd/can-client.js';
+import type { PidValue } from '../obd/j1979.js';
+import { PidPoller, type PidSample, type UnsupportedPid } from '../obd/poller.js';
+import { canInterfaceProblem, describeControllerChange, endpointStateReporter } from './can-interface.js';
+
+type Warn = (message: string) => void;
+
+/** One socketcan bus of the agent: its source and, when configured, its OBD poller. */
+export class LiveBus {
+  readonly source: SocketCanSource;
+  readonly obd: ObdPolling | null;
+  /** The interface's state before the run closed it: what the summary reports. */
+  lastState: EndpointState = 'starting';
+  private readonly label: string;
+
+  constructor(
+    readonly bus: BusConfig & { source: SocketCanSourceConfig },
+    database: CompiledDatabase,
+    warn: Warn,
+  ) {
+    const { source } = bus;
+    const ifname = source.interface;
+    this.label = bus.name === ifname ? bus.name : `${bus.name} (${ifname})`;
+    const say = (message: string): void => warn(`${bus.name}: ${message}`);
+
+    // Not fatal: the interface may be renamed or replaced while the agent waits, but a person should hear of it now.
+    const problem = canInterfaceProblem(ifname);
+    if (problem !== null && !problem.includes('does not exist')) say(`${problem}; the agent keeps trying to open it`);
+
+    let filters: CanFilter[] | undefined;
+    if (source.filter === 'dbc') {
+      const fromDbc = receiveFilters(database, { j1939: bus.j1939 ?? false });
+      // The kernel takes at most 512 filters per socket; an empty list would mean "everything" to the kernel anyway.
+      if (fromDbc === null) say(`the DBC needs more kernel receive filters than a socket takes; receiving every frame on ${ifname}`);
+      else if (fromDbc.length === 0) say(`the DBC has no messages to filter on; receiving every frame on ${ifname}`);
+      else filters = fromDbc;
+    }
+
+    const report = endpointStateReporter(say);
+    this.source = new SocketCanSource({
+      interface: ifname,
+      busName: bus.name,
+      timestamps: source.timestamps,
+      ...(filters ? { filters } : {}),
+      onStateChange: (change) => {
+        if (change.state !== 'closed') this.lastState = change.state;
+        report(change);
+      },
+      onControllerState: (change) => say(describeControllerChange(ifname, change)),
+    });
+    this.obd = bus.obd ? new ObdPolling(bus.name, ifname, bus.obd, source.timestamps, say) : null;
+  }
+
+  /** `can0 open, error-active, 0 error frames`; the controller state only means something while the socket is open. */
+  statusText(): string {
+    const { health, state } = this.source;
+    const controller = state === 'open' ? `, ${health.state}` : '';
+    return `${this.label} ${state}${controller}, ${health.counters.errorFrames} error frames`;
+  }
+}
+
+/** Latest reading of one (ECU, PID). */
+interface LatestReading {
+  order: number;
+  ecu: number;
+  name: string;
+  value: PidValue;
+  unit: string;
+}
+
+export interface ObdPollingSummary {
+  samples: number;
+  requests: number;
+  unsupported: number;
+}
+
+/** The OBD-II poller of one bus, paused while its interface is not open. */
+export class ObdPolling {
+  private readonly latest = new Map<number, LatestReading>();
+  private readonly order: Map<number, number>;
+  private readonly reportedUnsupported = new Set<string>();
+  private lastProblem: string | null = null;
+  private linkOpen = false;
+  private openWaiters: (() => void)[] = [];
+  private endRound: (() => void) | null = null;
+  private poller: PidPoller | null = null;
+  private multipleEcus = false;
+
+  constructor(
+    readonly busName: string,
+    readonly ifname: string,
+    private readonly config: ObdConfig,
+    private readonly timestamps: boolean,
+    private readonly say: Warn,
+  ) {
+    // Config order is display order; the config has been validated, so every PID resolves.
+    this.order = new Map(config.pids.map((spec, k) => [resolveObdPid(spec.pid)!.pid, k]));
+  }
+
+  /** Polls until `signal` aborts. Never rejects: OBD trouble is reported, once per kind, and polling carries on. */
+  async run(signal: AbortSignal): Promise<void> {
+    if (signal.aborted) return;
+    // Its own bus object: the poller's endpoint reports to this class, not to the log (the source already says when
+    // the interface comes and goes).
+    const bus = new SocketCanBus(this.ifname, { timestamps: this.timestamps, onStateChange: this.onLinkChange });
+    const client = new ObdCanClient(bus, { addressing: this.config.addressing, ...(this.config.p2Ms ? { p2Ms: this.config.p2Ms } : {}) });
+    const poller = new PidPoller(
+      client,
+      { pids: this.config.pids, ...(this.config.budget ? { budget: this.config.budget } : {}), ...(this.config.backoff ? { backoff: this.config.backoff } : {}) },
+      {
+        onSample: this.onSample,
+        onUnsupported: this.onUnsupported,
+        onBehind: (behind) =>
+          this.say(behind ? 'OBD polling is behind schedule: the budget or the bus cannot carry the configured intervals' : 'OBD polling is on schedule again'),
+        onError: this.onError,
+      },
+    );
+    this.poller = poller;
+    const wakeOnAbort = (): void => this.wakeWaiters();
+    signal.addEventListener('abort', wakeOnAbort, { once: true });
+    try {
+      while (!signal.aborted) {
+        await this.untilLinkOpen(signal);
+        if (signal.aborted) break;
+        const round = new AbortController();
+        const endRound = (): void => round.abort();
+        this.endRound = endRound;
+        signal.addEventListener('abort', endRound, { once: true });
+        try {
+          await poller.run(round.signal);
+        } catch (err) {
+          // Not expected (the poller reports through onError); pause rather than spin, and keep the agent running.
+          this.onError(err instanceof Error ? err : new Error(String(err)));
+          await pause(5000, signal);
+        } finally {
+          signal.removeEventListener('abort', endRound);
+          this.endRound = null;
+        }
+      }
+    } finally {
+      signal.removeEventListener('abort', wakeOnAbort);
+      client.close();
+    }
+  }
+
+  /** `OBD rpm 812, speed 42 km/h`; the ECU is named when more than one answers. */
+  statusText(): string {
+    if (this.latest.size === 0) return this.linkOpen ? 'OBD waiting for ECUs' : 'OBD waiting for the interface';
+    const readings = [...this.latest.values()].sort((a, b) => a.order - b.order || a.ecu - b.ecu);
+    return `OBD ${readings.map((r) => `${r.name}${this.multipleEcus ? `[${r.ecu}]` : ''} ${formatPidValue(r.value, r.unit)}`).join(', ')}`;
+  }
+
+  summary(): ObdPollingSummary {
+    const status = this.poller?.status;
+    return { samples: status?.samples ?? 0, requests: status?.requests ?? 0, unsupported: this.reportedUnsupported.size };
+  }
+
+  private readonly onLinkChange = (change: EndpointStateChange): void => {
+    const open = change.state === 'open';
+    if (open === this.linkOpen) return;
+    this.linkOpen = open;
+    if (open) this.wakeWaiters();
+    // Requests would only fail until the interface is back: stop this round and wait for it.
+    else this.endRound?.();
+  };
+
+  private readonly onSample = (sample: PidSample): void => {
+    const key = sample.ecu * 256 + sample.pid;
+    let reading = this.latest.get(key);
+    if (reading === undefined) {
+      reading = { order: this.order.get(sample.pid) ?? 256, ecu: sample.ecu, name: sample.name, value: sample.value, unit: sample.unit };
+      this.latest.set(key, reading);
+      this.multipleEcus = new Set([...this.latest.values()].map((r) => r.ecu)).size > 1;
+    } else reading.value = sample.value;
+    if (this.lastProblem !== null) {
+      this.lastProblem = null;
+      this.say('OBD: ECUs are answering again');
+    }
+  };
+
+  private readonly onUnsupported = (pid: UnsupportedPid): void => {
+    const key = `${pid.ecu ?? '*'}:${pid.pid}`;
+    if (this.reportedUnsupported.has(key)) return;
+    this.reportedUnsupported.add(key);
+    const who = pid.ecu === null ? 'no ECU supports it' : `ECU ${pid.ecu} does not support it`;
+    this.say(`OBD: PID ${pid.name} (0x${pid.pid.toString(16).toUpperCase().padStart(2, '0')}) is not polled: ${who}`);
+  };
+
+  /** One line per kind of trouble (no answer, bus refused, malformed…), not one per failed request. */
+  private readonly onError = (error: Error): void => {
+    const kind = error instanceof ObdRequestError ? error.code : error.name;
+    if (kind === this.lastProblem) return;
+    this.lastProblem = kind;
+    this.say(`OBD: ${error.message}`);
+  };
+
+  private untilLinkOpen(signal: AbortSignal): Promise<void> {
+    if (this.linkOpen || signal.aborted) return Promise.resolve();
+    return new Promise((resolve) => this.openWaiters.push(resolve));
+  }
+
+  private wakeWaiters(): void {
+    const waiters = this.openWaiters;
+    this.openWaiters = [];
+    for (const wake of waiters) wake();
+  }
+}
+
+/** A PID value for the status line: numbers to one decimal with their unit, the rest as short text. */
+export function formatPidValue(value: PidValue, unit: string): string {
+  if (typeof value === 'number') {
+    const shown = String(Math.round(value * 10) / 10);
+    return unit ? `${shown} ${unit}` : shown;
+  }
+  if (value === null) return '–';
+  if (typeof value === 'boolean') return value ? 'yes' : 'no';
+  if (typeof value === 'string') return value;
+  const text = JSON.stringify(value);
+  return text.length > 40 ? `${text.slice(0, 37)}...` : text;
+}
+
+function pause(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms);
+    signal.addEventListener('abort', done, { once: true });
+    function done(): void {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+  });
+}
