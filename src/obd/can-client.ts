@@ -100,6 +100,8 @@ export type ObdRequestErrorCode =
   | 'bus'
   /** The request cannot be made as asked (a functional request longer than one frame, a bad PID or address). */
   | 'invalid-request'
+  /** The link to the car is down: an ELM327 adapter unplugged, not answering, or still being initialised. */
+  | 'adapter'
   | 'aborted'
   | 'closed';
 
