@@ -22,6 +22,14 @@ if (vm && process.env.TELEMATICS_IN_VM !== '1') {
   console.error('--vm runs the SocketCAN tests and needs the test VM: scripts/vm/run-in-vm.sh node scripts/run-tests.mjs --vm');
   process.exit(1);
 }
+// The host tests drive real tools (socat's pseudo-terminals for the ELM327 tests): install them, or fail naming them.
+if (!vm) {
+  const deps = spawnSync('bash', [path.join(root, 'scripts', 'install-test-deps.sh')], { cwd: root, stdio: 'inherit' });
+  if (deps.status !== 0) {
+    console.error('the tests need the system tools above; nothing was run');
+    process.exit(1);
+  }
+}
 const suffix = vm ? '.vmtest.js' : '.test.js';
 // The compiled test files, listed explicitly: node 20 given a folder would also run the support modules.
 const testFiles = readdirSync(testDir, { recursive: true, encoding: 'utf8' })

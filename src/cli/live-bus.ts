@@ -14,7 +14,7 @@ import type { CompiledDatabase } from '../dbc/index.js';
 import { receiveFilters } from '../dbc/receive-filters.js';
 import { ObdCanClient, ObdRequestError } from '../obd/can-client.js';
 import type { PidValue } from '../obd/j1979.js';
-import { PidPoller, type PidSample, type UnsupportedPid } from '../obd/poller.js';
+import { PidPoller, type PidReader, type PidSample, type UnsupportedPid } from '../obd/poller.js';
 import { canInterfaceProblem, describeControllerChange, endpointStateReporter } from './can-interface.js';
 
 type Warn = (message: string) => void;
@@ -62,7 +62,8 @@ export class LiveBus {
       },
       onControllerState: (change) => say(describeControllerChange(ifname, change)),
     });
-    this.obd = bus.obd ? new ObdPolling(bus.name, ifname, bus.obd, source.timestamps, say) : null;
+    const obd = bus.obd;
+    this.obd = obd ? new ObdPolling(obd, canObdConnection(ifname, obd, source.timestamps), say, 'the interface') : null;
   }
 
   /** `can0 open, error-active, 0 error frames`; the controller state only means something while the socket is open. */
@@ -88,7 +89,30 @@ export interface ObdPollingSummary {
   unsupported: number;
 }
 
-/** The OBD-II poller of one bus, paused while its interface is not open. */
+/** What the poller reads through, and how the owner learns whether the link to the car is up. */
+export interface ObdConnection {
+  readonly reader: PidReader;
+  close(): void;
+}
+
+/** Opens the connection; `onLinkChange(true)` when requests can go through, `false` when they cannot. */
+export type ObdConnector = (onLinkChange: (open: boolean) => void) => ObdConnection;
+
+/** OBD over ISO 15765-4 on a SocketCAN interface: the link is up while the interface is open. */
+export function canObdConnection(ifname: string, config: ObdConfig, timestamps: boolean): ObdConnector {
+  return (onLinkChange) => {
+    // Its own bus object: the poller's endpoint reports to the poller, not to the log (the source already says when
+    // the interface comes and goes).
+    const bus = new SocketCanBus(ifname, { timestamps, onStateChange: (change: EndpointStateChange) => onLinkChange(change.state === 'open') });
+    const client = new ObdCanClient(bus, { addressing: config.addressing, ...(config.p2Ms ? { p2Ms: config.p2Ms } : {}) });
+    return { reader: client, close: () => client.close() };
+  };
+}
+
+/** What an OBD poller is configured with, on a bus or an adapter. */
+export type ObdPollingConfig = Pick<ObdConfig, 'pids' | 'budget' | 'backoff'>;
+
+/** An OBD-II poller, paused while its link to the car (CAN interface, ELM327 adapter) is down. */
 export class ObdPolling {
   private readonly latest = new Map<number, LatestReading>();
   private readonly order: Map<number, number>;
@@ -101,11 +125,11 @@ export class ObdPolling {
   private multipleEcus = false;
 
   constructor(
-    readonly busName: string,
-    readonly ifname: string,
-    private readonly config: ObdConfig,
-    private readonly timestamps: boolean,
+    private readonly config: ObdPollingConfig,
+    private readonly connect: ObdConnector,
     private readonly say: Warn,
+    /** What the poller waits for while the link is down, for the status line: 'the interface', 'the adapter'. */
+    private readonly linkName: string,
   ) {
     // Config order is display order; the config has been validated, so every PID resolves.
     this.order = new Map(config.pids.map((spec, k) => [resolveObdPid(spec.pid)!.pid, k]));
@@ -114,12 +138,9 @@ export class ObdPolling {
   /** Polls until `signal` aborts. Never rejects: OBD trouble is reported, once per kind, and polling carries on. */
   async run(signal: AbortSignal): Promise<void> {
     if (signal.aborted) return;
-    // Its own bus object: the poller's endpoint reports to this class, not to the log (the source already says when
-    // the interface comes and goes).
-    const bus = new SocketCanBus(this.ifname, { timestamps: this.timestamps, onStateChange: this.onLinkChange });
-    const client = new ObdCanClient(bus, { addressing: this.config.addressing, ...(this.config.p2Ms ? { p2Ms: this.config.p2Ms } : {}) });
+    const connection = this.connect(this.onLinkChange);
     const poller = new PidPoller(
-      client,
+      connection.reader,
       { pids: this.config.pids, ...(this.config.budget ? { budget: this.config.budget } : {}), ...(this.config.backoff ? { backoff: this.config.backoff } : {}) },
       {
         onSample: this.onSample,
@@ -153,13 +174,13 @@ export class ObdPolling {
       }
     } finally {
       signal.removeEventListener('abort', wakeOnAbort);
-      client.close();
+      connection.close();
     }
   }
 
   /** `OBD rpm 812, speed 42 km/h`; the ECU is named when more than one answers. */
   statusText(): string {
-    if (this.latest.size === 0) return this.linkOpen ? 'OBD waiting for ECUs' : 'OBD waiting for the interface';
+    if (this.latest.size === 0) return this.linkOpen ? 'OBD waiting for ECUs' : `OBD waiting for ${this.linkName}`;
     const readings = [...this.latest.values()].sort((a, b) => a.order - b.order || a.ecu - b.ecu);
     return `OBD ${readings.map((r) => `${r.name}${this.multipleEcus ? `[${r.ecu}]` : ''} ${formatPidValue(r.value, r.unit)}`).join(', ')}`;
   }
@@ -169,8 +190,7 @@ export class ObdPolling {
     return { samples: status?.samples ?? 0, requests: status?.requests ?? 0, unsupported: this.reportedUnsupported.size };
   }
 
-  private readonly onLinkChange = (change: EndpointStateChange): void => {
-    const open = change.state === 'open';
+  private readonly onLinkChange = (open: boolean): void => {
     if (open === this.linkOpen) return;
     this.linkOpen = open;
     if (open) this.wakeWaiters();

@@ -17,6 +17,7 @@ import { BusDecoder } from '../dbc/bus-decoder.js';
 import { compileDatabase, loadDbcFile, type CompiledDatabase } from '../dbc/index.js';
 import type { SignalDef } from '../dbc/model.js';
 import { SimulatedVehicle } from '../sim/vehicle.js';
+import { LiveObdAdapter } from './live-adapter.js';
 import { LiveBus, type ObdPollingSummary } from './live-bus.js';
 
 /** The demo config shipped with the package; this file runs as dist/src/cli/run.js. */
@@ -113,9 +114,18 @@ export interface BusSummary {
   obd?: ObdPollingSummary;
 }
 
+export interface AdapterSummary {
+  name: string;
+  port: string;
+  /** The adapter's state when the run stopped. */
+  state: string;
+  obd: ObdPollingSummary;
+}
+
 export interface RunSummary {
   elapsedS: number;
   buses: BusSummary[];
+  adapters: AdapterSummary[];
 }
 
 function createSource(bus: BusConfig, database: CompiledDatabase, decoder: BusDecoder, live: LiveBus | undefined): FrameSource {
@@ -166,6 +176,7 @@ export async function runAgent(options: RunAgentOptions): Promise<RunSummary> {
     sources.push(createSource(bus, decoder.database, decoder, liveBus));
   }
   const liveBuses = live.filter((l): l is LiveBus => l !== undefined);
+  const adapters = config.obdAdapters.map((adapter) => new LiveObdAdapter(adapter, warn));
   const statusSignals: StatusSignal[] = [];
   for (const name of config.status?.signals ?? []) {
     const found = resolveStatusSignal(buses, name);
@@ -198,6 +209,7 @@ export async function runAgent(options: RunAgentOptions): Promise<RunSummary> {
       line += ' | ' + statusSignals.map((s) => `${s.signal.name} ${formatStatusValue(s)}`).join(', ');
     }
     for (const bus of liveBuses) if (bus.obd) line += ` | ${bus.obd.statusText()}`;
+    for (const adapter of adapters) line += ` | ${adapter.statusText()} | ${adapter.obd.statusText()}`;
     lastAt = now;
     last = current;
     if (tty) {
@@ -212,6 +224,7 @@ export async function runAgent(options: RunAgentOptions): Promise<RunSummary> {
   const runs = sources.map((source, i) => runSource(config.buses[i]!, source, buses[i]!.sink, stop.signal));
   // OBD polling never ends a run by itself, and never fails it: it reports its trouble and carries on.
   for (const bus of liveBuses) if (bus.obd) runs.push(bus.obd.run(stop.signal));
+  for (const adapter of adapters) runs.push(adapter.obd.run(stop.signal));
   let failure: unknown;
   try {
     // The first failure stops every other source too; otherwise wait until all have ended.
@@ -247,6 +260,7 @@ export async function runAgent(options: RunAgentOptions): Promise<RunSummary> {
       }
       return entry;
     }),
+    adapters: adapters.map((adapter) => ({ name: adapter.config.name, port: adapter.config.port, state: adapter.lastState, obd: adapter.obd.summary() })),
   };
   output.write(`stopped after ${elapsedS.toFixed(1)} s\n`);
   for (const bus of summary.buses) {
@@ -260,6 +274,10 @@ export async function runAgent(options: RunAgentOptions): Promise<RunSummary> {
       const unsupported = bus.obd.unsupported > 0 ? `, ${bus.obd.unsupported} PID${bus.obd.unsupported === 1 ? '' : 's'} not supported` : '';
       output.write(`  ${bus.name} OBD: ${bus.obd.samples} samples from ${bus.obd.requests} requests${unsupported}\n`);
     }
+  }
+  for (const adapter of summary.adapters) {
+    const unsupported = adapter.obd.unsupported > 0 ? `, ${adapter.obd.unsupported} PID${adapter.obd.unsupported === 1 ? '' : 's'} not supported` : '';
+    output.write(`  ${adapter.name} (${adapter.port}, ${adapter.state}): ${adapter.obd.samples} samples from ${adapter.obd.requests} requests${unsupported}\n`);
   }
   if (failure !== undefined) throw failure;
   return summary;

@@ -114,6 +114,49 @@ const obdConfigSchema = z
   })
   .describe('OBD-II (SAE J1979) polling over ISO 15765-4 on this bus. Needs a socketcan source.');
 
+/** Pollers' shared settings: the PIDs, the load they may cause, the backoff for PIDs an ECU does not return. */
+const pollBudgetSchema = z
+  .strictObject({
+    maxRequestsPerSecond: z.number().positive().optional().describe('Most OBD requests per second the poller sends.'),
+    maxFramesPerSecond: z.number().positive().optional().describe("Most frames per second the poller causes, the ECUs' answers included."),
+  })
+  .optional()
+  .describe('Load the poller may cause; when the schedule asks for more, reads are delayed.');
+
+const pollBackoffSchema = z
+  .strictObject({
+    maxMs: z.number().int().positive().optional().describe('Longest wait before asking again for a PID an ECU did not return, ms. Default 60000.'),
+  })
+  .optional();
+
+/** ELM327 protocol numbers (ATSP): 1-5 J1850/ISO 9141/KWP, 6-9 ISO 15765-4 CAN, 10 J1939, 11-12 user CAN. */
+const elmProtocolSchema = z
+  .union([z.literal('auto'), z.number().int().min(1).max(12)], { error: 'expected "auto" or an ELM327 protocol number 1-12' })
+  .default('auto')
+  .describe('"auto" (the adapter searches, ATSP0) or the ELM327 protocol number: 6 = ISO 15765-4 CAN 11-bit 500 kbit/s, 7 = 29-bit 500, 8/9 = 250 kbit/s, 3 = ISO 9141-2, 4/5 = KWP2000. Default auto.');
+
+export const obdAdapterConfigSchema = z
+  .strictObject({
+    name: z.string().min(1).describe('Name the agent reports this adapter by, e.g. obd.'),
+    port: z
+      .string()
+      .min(1)
+      .refine((p) => !p.includes('\0'), 'a path cannot hold NUL')
+      .describe('Serial port: /dev/ttyUSB0, /dev/rfcomm0, or better a stable /dev/serial/by-id/... path.'),
+    baudRate: z.number().int().min(300).max(4_000_000).optional().describe('Fixed baud rate; default: try 38400, 9600, 115200, 57600, 230400, 500000, 19200.'),
+    protocol: elmProtocolSchema,
+    pids: z.array(obdPidSchema).min(1).describe('The PIDs to poll and how often.'),
+    budget: pollBudgetSchema,
+    backoff: pollBackoffSchema,
+  })
+  .superRefine((adapter, ctx) => {
+    adapter.pids.forEach((spec, k) => {
+      const problem = pidProblem(spec.pid);
+      if (problem) ctx.addIssue({ code: 'custom', path: ['pids', k, 'pid'], message: problem });
+    });
+  })
+  .describe('OBD-II (SAE J1979) polling through an ELM327-compatible adapter on a serial port (USB, UART, Bluetooth SPP). The agent waits for the adapter when it is missing, and reconnects when it is unplugged or stops answering.');
+
 export const busConfigSchema = z
   .strictObject({
     name: z.string().min(1).describe('Bus name as the agent reports it, e.g. can0.'),
@@ -188,16 +231,26 @@ export const deviceConfigSchema = z
   .strictObject({
     $schema: z.string().optional().describe('Path or URL of device-config.schema.json, for editors.'),
     deviceId: z.string().min(1).describe('Identifies this vehicle gateway to the back end.'),
-    buses: z.array(busConfigSchema).min(1).describe('CAN buses the agent reads.'),
+    buses: z.array(busConfigSchema).default([]).describe('CAN buses the agent reads.'),
+    obdAdapters: z.array(obdAdapterConfigSchema).default([]).describe('ELM327-compatible OBD-II adapters the agent polls.'),
     status: statusConfigSchema.optional(),
   })
   .superRefine((config, ctx) => {
+    if (config.buses.length === 0 && config.obdAdapters.length === 0) {
+      ctx.addIssue({ code: 'custom', path: ['buses'], message: 'nothing to read: configure at least one bus or OBD adapter' });
+    }
     const seen = new Set<string>();
     config.buses.forEach((bus, i) => {
       if (seen.has(bus.name)) {
         ctx.addIssue({ code: 'custom', path: ['buses', i, 'name'], message: `duplicate bus name '${bus.name}'` });
       }
       seen.add(bus.name);
+    });
+    config.obdAdapters.forEach((adapter, i) => {
+      if (seen.has(adapter.name)) {
+        ctx.addIssue({ code: 'custom', path: ['obdAdapters', i, 'name'], message: `duplicate name '${adapter.name}' (bus and adapter names must differ)` });
+      }
+      seen.add(adapter.name);
     });
   })
   .describe('Telematics agent device configuration.');
@@ -207,6 +260,7 @@ export type BusConfig = z.output<typeof busConfigSchema>;
 export type FrameSourceConfig = z.output<typeof frameSourceSchema>;
 export type SocketCanSourceConfig = z.output<typeof socketcanSourceSchema>;
 export type ObdConfig = z.output<typeof obdConfigSchema>;
+export type ObdAdapterConfig = z.output<typeof obdAdapterConfigSchema>;
 export type StatusConfig = z.output<typeof statusConfigSchema>;
 
 /** Where the generated JSON Schema lives, relative to the package root. */

@@ -34,9 +34,11 @@ function assertFails(args: string[], pattern: RegExp): void {
 
 describe('SocketCAN command arguments', () => {
   it('obd: names the action, PID, ECU, addressing or interface at fault', () => {
-    assertFails(['obd', 'read-vin'], /required option '--iface <name>' not specified/);
+    assertFails(['obd', 'read-vin'], /say where the car is: --iface <can interface> or --port <serial port of an ELM327 adapter>/);
+    assertFails(['obd', '--iface', 'vcan0', '--port', '/dev/ttyUSB0'], /--iface and --port exclude each other/);
+    assertFails(['obd', '--iface', 'vcan0', '--baud', '38400'], /--baud and --protocol go with --port/);
     assertFails(['obd', '--iface', 'vcan0', 'read-freeze-frame'], /value 'read-freeze-frame' is invalid for argument 'action'\. Allowed choices are read-vin, read-pids, read-dtcs, clear-dtcs, discover/);
-    assertFails(['obd', '--iface', 'vcan0'], /missing required argument 'action'/);
+    assertFails(['obd', '--iface', 'vcan0', 'rpm'], /value 'rpm' is invalid for argument 'action'\. Allowed choices are read-vin/);
     assertFails(['obd', '--iface', 'vcan0', 'read-vin', 'rpm'], /read-vin takes no PIDs \(only read-pids does\): rpm/);
     assertFails(['obd', '--iface', 'vcan0', 'read-pids', 'rpm', 'revs'], /unknown PID "revs" \(names are J1979 keys such as rpm/);
     assertFails(['obd', '--iface', 'vcan0', 'read-pids', '0x6F'], /PID 0x6F is not a J1979 Mode 01 PID the agent can decode/);

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs the system tools the host tests drive as real parts: socat (the pseudo-terminal pairs the ELM327 serial
+# tests talk through). Idempotent and quiet when everything is there; exits non-zero, naming what is missing, when it
+# cannot install. The SocketCAN VM has its own list: scripts/vm/install-deps.sh.
+set -euo pipefail
+
+# command the package provides -> package
+declare -A provides=(
+  [socat]=socat
+)
+missing=()
+for cmd in "${!provides[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${provides[$cmd]}")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "[test-deps] installing: ${missing[*]}" >&2
+if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+  echo "[test-deps] cannot install (need root and apt-get). Install these Debian packages: ${missing[*]}" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+log=/tmp/telematics-test-apt.log
+if ! apt-get install -y -q --no-install-recommends "${missing[@]}" >"$log" 2>&1; then
+  apt-get update -q >>"$log" 2>&1 || true
+  apt-get install -y -q --no-install-recommends "${missing[@]}" >>"$log" 2>&1 || {
+    echo "[test-deps] apt-get install ${missing[*]} failed; see $log" >&2
+    exit 1
+  }
+fi
