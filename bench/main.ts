@@ -4,10 +4,12 @@
  * measures a baseline in the same run, so results are read as ratios, not as absolute numbers from another machine.
  */
 import { runDecodeBenchmark } from './decode.js';
+import { runElm327Benchmark } from './elm327.js';
 import { runSocketCanBenchmark } from './socketcan.js';
 
 const suites: Record<string, (json: boolean) => Promise<void> | void> = {
   decode: runDecodeBenchmark,
+  elm327: runElm327Benchmark,
   socketcan: runSocketCanBenchmark,
 };
 

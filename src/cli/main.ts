@@ -6,6 +6,7 @@ import { registerDecodeCommand } from './decode.js';
 import { registerDbcCommand } from './dbc.js';
 import { registerSimEcuCommand } from './sim-ecu.js';
 import { registerObdCommand } from './obd.js';
+import { registerSimElm327Command } from './sim-elm327.js';
 
 const program = new Command();
 program
@@ -22,6 +23,7 @@ registerDecodeCommand(program);
 registerDbcCommand(program);
 registerObdCommand(program);
 registerSimEcuCommand(program);
+registerSimElm327Command(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   const message = err instanceof Error ? err.message : String(err);

@@ -136,12 +136,9 @@ export class ElmSerialLink {
   async open(signal?: AbortSignal): Promise<number> {
     if (this.port) throw new ElmLinkError('open-failed', `${this.path} is already open`);
     this.closing = false;
+    // A configured rate is checked the same way: a wrong one must say so, not look like a hung adapter.
     const candidates = this.fixedRate !== undefined ? [this.fixedRate] : this.rates;
     await this.openPort(candidates[0]!);
-    if (this.fixedRate !== undefined) {
-      this.rate = this.fixedRate;
-      return this.fixedRate;
-    }
     for (const rate of candidates) {
       if (signal?.aborted) break;
       try {
