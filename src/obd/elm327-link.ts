@@ -240,7 +240,7 @@ export class ElmSerialLink {
 
   private lost(cause: Error): void {
     if (this.closing || !this.port) return;
-    const err = new ElmLinkError('disconnected', `${this.path}: ${cause.message || 'port lost'}`, { cause });
+    const err = new ElmLinkError('disconnected', `${this.path}: the port went away (${cause.message || 'closed'}): unplugged?`, { cause });
     const port = this.port;
     this.port = null;
     this.rate = null;

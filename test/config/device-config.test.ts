@@ -143,6 +143,30 @@ describe('device config', () => {
     );
   });
 
+  it('validates the ELM327 example: one adapter by its stable by-id path, no CAN bus, protocol search by default', () => {
+    const config = loadDeviceConfig(path.join(configDir, 'elm327.example.json'));
+    assert.deepEqual(config.buses, []);
+    const adapter = config.obdAdapters[0]!;
+    assert.equal(adapter.port, '/dev/serial/by-id/usb-FTDI_FT232R_USB_UART_A50285BI-if00-port0');
+    assert.equal(adapter.protocol, 'auto');
+    assert.equal(adapter.baudRate, undefined);
+    assert.deepEqual(adapter.pids.map((p) => p.pid), ['rpm', 'speed', 'coolantTemp', 'fuelLevel']);
+  });
+
+  it('names what is wrong with an OBD adapter', () => {
+    const adapter = (extra: Record<string, unknown>) => ({ deviceId: 'x', obdAdapters: [{ name: 'obd', port: '/dev/ttyUSB0', pids: [{ pid: 'rpm', intervalMs: 100 }], ...extra }] });
+    assertRejects(adapter({ protocol: 13 }), 'obdAdapters[0].protocol');
+    assertRejects(adapter({ protocol: 'CAN' }), 'obdAdapters[0].protocol');
+    assertRejects(adapter({ baudRate: 12 }), 'obdAdapters[0].baudRate');
+    assertRejects(adapter({ pids: [{ pid: 'revs', intervalMs: 100 }] }), 'obdAdapters[0].pids[0].pid: unknown PID name "revs"');
+    assertRejects(adapter({ port: '' }), 'obdAdapters[0].port');
+    assertRejects(adapter({ tty: '/dev/ttyUSB1' }), 'obdAdapters[0]');
+    assertRejects(
+      { deviceId: 'x', buses: [{ name: 'obd', dbc: 'car.dbc', source: { type: 'sim' } }], obdAdapters: [{ name: 'obd', port: '/dev/ttyUSB0', pids: [{ pid: 'rpm', intervalMs: 100 }] }] },
+      "obdAdapters[0].name: duplicate name 'obd'",
+    );
+  });
+
   it('a socketcan source defaults to kernel timestamps and DBC receive filters; OBD to 11-bit identifiers', () => {
     const config = loadJson({
       deviceId: 'x',
