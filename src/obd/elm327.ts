@@ -286,9 +286,20 @@ export class Elm327Client implements ObdClient {
       const out = new Map<number, EcuPidReadings>();
       let answered = false;
       let size = this.multiPid ? MAX_PIDS_PER_REQUEST : 1;
+      let failure: ObdRequestError | null = null;
       for (let k = 0; k < list.length; ) {
         const chunk = list.slice(k, k + size);
-        const result = await this.readChunk(chunk, options, out);
+        let result: 'answered' | 'silent' | 'fallback';
+        try {
+          result = await this.readChunk(chunk, options, out);
+        } catch (err) {
+          // One garbled or refused answer costs its own PIDs, not the others'; a lost adapter ends the read.
+          if (!(err instanceof ObdRequestError) || err.code === 'adapter' || err.code === 'closed' || err.code === 'aborted') throw err;
+          failure = err;
+          this.noteChunkFailure(chunk, options, out, err);
+          k += chunk.length;
+          continue;
+        }
         if (result === 'fallback') {
           // An ECU refused several PIDs in one request (NRC 0x12): from now on, one at a time.
           this.setMultiPid(false);
@@ -299,6 +310,7 @@ export class Elm327Client implements ObdClient {
         k += chunk.length;
       }
       if (!answered) {
+        if (failure) throw failure;
         const who = options.ecu === undefined ? 'no ECU answered' : `ECU ${options.ecu} did not answer`;
         throw new ObdRequestError('timeout', `${who} 01 ${hex(list, ' ')}`, options.ecu === undefined ? {} : { ecu: options.ecu });
       }
@@ -486,7 +498,7 @@ export class Elm327Client implements ObdClient {
   private async tryResponseCount(signal: AbortSignal | undefined): Promise<boolean> {
     this.responseCount = true;
     try {
-      const answers = await this.exchange(buildRequest(OBD_SERVICE.currentData, [0x00]), 1, signal);
+      const answers = await this.exchange(buildRequest(OBD_SERVICE.currentData, [0x00]), 1, signal, false);
       return [...answers.values()].some((messages) => messages.some((m) => m[0] === 0x41 && m[1] === 0x00));
     } catch (err) {
       if (err instanceof ObdRequestError && err.code !== 'adapter' && err.code !== 'closed' && err.code !== 'aborted') return false;
@@ -599,6 +611,18 @@ export class Elm327Client implements ObdClient {
     return answered ? 'answered' : 'silent';
   }
 
+  /** The PIDs of a chunk whose answer was lost are missing, with the reason, for every ECU that has them. */
+  private noteChunkFailure(chunk: number[], options: ObdRequestOptions, out: Map<number, EcuPidReadings>, error: ObdRequestError): void {
+    for (const ecu of this.records.keys()) {
+      if (options.ecu !== undefined && ecu !== options.ecu) continue;
+      const pids = chunk.filter((pid) => this.supports(ecu, pid));
+      if (pids.length === 0) continue;
+      const entry = entryFor(out, ecu);
+      entry.error = error;
+      for (const pid of pids) if (!entry.missing.includes(pid)) entry.missing.push(pid);
+    }
+  }
+
   private serviceRequest<T>(request: Uint8Array, options: ObdRequestOptions, parse: (message: Uint8Array) => T | ObdNegativeResponse): Promise<EcuAnswer<T>[]> {
     return this.serial(options.signal, async () => {
       await this.whenReady(options.signal);
@@ -650,7 +674,7 @@ export class Elm327Client implements ObdClient {
    * adapter has it): the adapter then answers as soon as that many ECUs have. NO DATA is no ECU answering (an empty
    * map); adapter errors become ObdRequestErrors.
    */
-  private async exchange(request: Uint8Array, expect: number, signal: AbortSignal | undefined): Promise<EcuMessages> {
+  private async exchange(request: Uint8Array, expect: number, signal: AbortSignal | undefined, retryPlain = true): Promise<EcuMessages> {
     const digit = this.responseCount && expect > 0 && expect <= 15 && this.family !== 'legacy' ? expect.toString(16).toUpperCase() : '';
     const command = hex(request, '') + digit;
     this.stats.requests++;
@@ -664,6 +688,8 @@ export class Elm327Client implements ObdClient {
     } catch (err) {
       if (err instanceof ElmResponseError) {
         if (err.code === 'no-data') return new Map();
+        // Some implementations know the digit only for requests they can answer, and say `?` to the rest: ask plainly.
+        if (err.code === 'unknown-command' && digit !== '' && retryPlain) return this.exchange(request, 0, signal);
         if (err.code === 'lv-reset') this.lose(new Error('the adapter reset itself (LV RESET): supply voltage dipped'));
         throw new ObdRequestError(elmErrorCode(err), `${command}: ${err.message}`, { cause: err });
       }

@@ -200,6 +200,18 @@ describe('ELM327 driver: adapter errors and a bad line', () => {
     assert.equal(c.state, 'ready');
   });
 
+  it('a garbled answer costs its own PIDs only: the rest of a long read still comes back', async () => {
+    const r = await rig();
+    const c = client(r.path);
+    await c.connect();
+    r.sim.failNext('garbled');
+    // Seven PIDs: a request of six (garbled) and one of one.
+    const [entry] = await c.readPids([0x04, 0x05, 0x0c, 0x0d, 0x0f, 0x10, 0x11]);
+    assert.deepEqual(entry!.readings.map((x) => x.key), ['throttlePosition']);
+    assert.deepEqual(entry!.missing, [0x04, 0x05, 0x0c, 0x0d, 0x0f, 0x10]);
+    assert.equal(entry!.error?.code, 'transport');
+  });
+
   it('ignores line noise between answers', async () => {
     const r = await rig();
     const c = client(r.path);
