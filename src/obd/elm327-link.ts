@@ -225,17 +225,21 @@ export class ElmSerialLink {
 
   /** True when the adapter prompts at the current rate. Whatever it sends before the prompt is of no interest. */
   private async probe(signal: AbortSignal | undefined): Promise<boolean> {
-    try {
-      await this.send(PROBE, this.probeTimeoutMs, signal);
-      return true;
-    } catch (err) {
-      if (err instanceof ElmLinkError && (err.code === 'timeout' || err.code === 'overflow')) {
-        // Noise at a wrong rate: forget it, and give the late prompt of a slow adapter no chance to confuse the next try.
+    // Total silence earns a second try: an adapter still booting (or a line still being set up) drops the first
+    // command. Noise is an answer of sorts: the rate is wrong, and asking again would not change that.
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const bytesBefore = this.stats.bytesIn;
+      try {
+        await this.send(PROBE, this.probeTimeoutMs, signal);
+        return true;
+      } catch (err) {
+        if (!(err instanceof ElmLinkError) || (err.code !== 'timeout' && err.code !== 'overflow')) throw err;
+        // Forget what came, and give the late prompt of a slow adapter no chance to confuse the next try.
         this.unsynced = false;
-        return false;
+        if (this.stats.bytesIn > bytesBefore) return false;
       }
-      throw err;
     }
+    return false;
   }
 
   private lost(cause: Error): void {

@@ -7,7 +7,7 @@
  * answers noise to a host talking at another rate, as a real UART would.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, rmSync } from 'node:fs';
+import { existsSync, renameSync, rmSync } from 'node:fs';
 import { SerialPort } from 'serialport';
 import type { Elm327Simulator } from './elm327.js';
 
@@ -25,10 +25,24 @@ export class SocatPtyPair {
   private child: ChildProcess | null = null;
   private exited: Promise<void> = Promise.resolve();
 
+  /**
+   * With `hold`, the host end is made under a temporary name and appears at `hostPath` only on `release()`: a host
+   * waiting for the path then never writes before the device end is open (what it wrote would be lost).
+   */
   constructor(
     readonly hostPath: string,
     readonly devicePath: string,
+    private readonly hold = false,
   ) {}
+
+  private get madeHostPath(): string {
+    return this.hold ? `${this.hostPath}.pending` : this.hostPath;
+  }
+
+  /** Puts a held host end at its path (atomically: a rename). */
+  release(): void {
+    if (this.hold) renameSync(this.madeHostPath, this.hostPath);
+  }
 
   get running(): boolean {
     return this.child !== null;
@@ -38,9 +52,9 @@ export class SocatPtyPair {
     if (this.child) return;
     if (!socatAvailable()) throw new PtyError('socat is not installed: run scripts/install-test-deps.sh (Debian package socat)');
     // Links left by a socat that was killed hard would make the new one fail.
-    for (const path of [this.hostPath, this.devicePath]) rmSync(path, { force: true });
+    for (const path of [this.hostPath, this.madeHostPath, this.devicePath]) rmSync(path, { force: true });
     // rawer: no echo, no line discipline on either side, so bytes pass exactly as a serial line carries them.
-    const child = spawn('socat', [`PTY,link=${this.hostPath},rawer`, `PTY,link=${this.devicePath},rawer`], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn('socat', [`PTY,link=${this.madeHostPath},rawer`, `PTY,link=${this.devicePath},rawer`], { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
     this.child = child;
@@ -49,7 +63,7 @@ export class SocatPtyPair {
       if (this.child === child) this.child = null;
     });
     const start = Date.now();
-    while (!(existsSync(this.hostPath) && existsSync(this.devicePath))) {
+    while (!(existsSync(this.madeHostPath) && existsSync(this.devicePath))) {
       if (this.child !== child) throw new PtyError(`socat exited before making the pty pair: ${stderr.trim()}`);
       if (Date.now() - start > timeoutMs) {
         await this.stop();
@@ -66,7 +80,7 @@ export class SocatPtyPair {
     child.kill('SIGTERM');
     await this.exited;
     this.child = null;
-    for (const path of [this.hostPath, this.devicePath]) rmSync(path, { force: true });
+    for (const path of [this.hostPath, this.madeHostPath, this.devicePath]) rmSync(path, { force: true });
   }
 }
 
@@ -90,7 +104,7 @@ export class Elm327PtyServer {
     this.sim = sim;
     this.path = options.link;
     this.baudRate = options.baudRate;
-    this.pair = new SocatPtyPair(options.link, `${options.link}.device`);
+    this.pair = new SocatPtyPair(options.link, `${options.link}.device`, true);
   }
 
   get plugged(): boolean {
@@ -110,6 +124,7 @@ export class Elm327PtyServer {
       if (this.port === port && port.isOpen) port.write(bytes);
     });
     this.port = port;
+    this.pair.release();
   }
 
   /** As pulling the adapter out: the device end closes and both terminals vanish. */
@@ -130,10 +145,9 @@ export class Elm327PtyServer {
     if (this.baudRate !== undefined) {
       const speed = hostSpeed(this.path);
       if (speed !== this.baudRate) {
-        // What a UART makes of bytes at the wrong rate: framing errors, a few bytes of nonsense, no prompt.
+        // What a UART makes of bytes at the wrong rate: framing errors, a few bytes of nonsense (high bytes: never a prompt).
         const noise = Buffer.alloc(Math.max(1, chunk.length >> 1));
         for (let k = 0; k < noise.length; k++) noise[k] = 0x80 | ((chunk[k % chunk.length]! * 37 + k) & 0x7f);
-        if (noise.includes(0x3e)) noise.fill(0xf0);
         this.port?.write(noise);
         return;
       }
