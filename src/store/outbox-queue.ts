@@ -1,0 +1,29 @@
+/**
+ * The outbox as the uplink sees it: encoded messages waiting for the broker's acknowledgement. The SQLite outbox
+ * (src/store/outbox.ts) implements it; the publisher (src/uplink) drains it and never deletes a message the broker
+ * has not acknowledged.
+ */
+import type { MessageKind, Priority } from '../collect/sample.js';
+
+export interface OutboxRecord {
+  seq: number;
+  kind: MessageKind;
+  priority: Priority;
+  /** Unix milliseconds. */
+  createdAt: number;
+  payload: Uint8Array;
+}
+
+export interface OutboxQueue {
+  /**
+   * The next messages to send, highest priority first, then lowest sequence number, leaving out `skip` (the ones in
+   * flight): at most `maxCount` messages and `maxBytes` payload bytes (always at least one message when any waits).
+   */
+  peek(maxCount: number, maxBytes: number, skip: ReadonlySet<number>): OutboxRecord[];
+  /** The broker has the message (PUBACK): delete it. Unknown sequence numbers are ignored (already evicted). */
+  acknowledge(seq: number): void;
+  /** Messages waiting (in flight included). */
+  readonly pending: number;
+  /** Calls `listener` when messages are added; returns an unsubscribe. */
+  onAppend(listener: () => void): () => void;
+}
