@@ -160,6 +160,10 @@ export class Elm327Client implements ObdClient {
   private currentState: Elm327State = 'idle';
   private adapter: Elm327Info | null = null;
   private family: ProtocolFamily | undefined = undefined;
+  /** What initialisation found the adapter can do (see Elm327Info). */
+  private headers = true;
+  private responseCount = false;
+  private multiPid = false;
   private readonly records = new Map<number, EcuRecord>();
   private silentCommands = 0;
   private lastError: Error | null = null;
@@ -454,10 +458,6 @@ export class Elm327Client implements ObdClient {
       voltage,
     };
   }
-
-  private headers = true;
-  private responseCount = false;
-  private multiPid = false;
 
   private setMultiPid(on: boolean): void {
     this.multiPid = on;
