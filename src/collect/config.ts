@@ -1,0 +1,155 @@
+/**
+ * The `collection` section of the device config: which signals become samples, when, at which priority, and how they
+ * are batched into messages. Trigger conditions are checked for syntax here; whether their signals (and the rules'
+ * signals) exist is known only against the DBCs, when the Collector is built.
+ */
+import { z } from 'zod';
+import { expressionSyntaxError } from './expression.js';
+import { MAX_PRIORITY, MIN_PRIORITY } from './sample.js';
+
+const signalListSchema = z
+  .array(z.string().min(1))
+  .min(1)
+  .describe(
+    'Signals of the rule: `Message.Signal` or a bare signal name (first bus and message that has it), optionally prefixed by the bus ' +
+      '(`can0.ENGINE_DATA.EngineSpeed`), or `obd.<key>` for an OBD-II PID (`obd.rpm`, any adapter or bus; `<name>.obd.<key>` for one).',
+  );
+
+const prioritySchema = z
+  .number()
+  .int()
+  .min(MIN_PRIORITY)
+  .max(MAX_PRIORITY)
+  .default(3)
+  .describe('0 (bulk) to 7 (critical): higher goes out first and is evicted from the outbox last. Default 3.');
+
+const ruleBase = {
+  name: z.string().min(1).describe('Names the rule in stats, and in events as the trigger that fired.'),
+  signals: signalListSchema,
+  priority: prioritySchema,
+};
+
+const periodicRuleSchema = z
+  .strictObject({
+    ...ruleBase,
+    mode: z.literal('periodic'),
+    intervalMs: z
+      .number()
+      .int()
+      .min(1)
+      .describe(
+        "Sample each signal every this many ms: the first value received at or after each grid point, with its own timestamp. " +
+          'A signal that stops arriving produces nothing (no stale repeats).',
+      ),
+  })
+  .describe('Downsampling: each signal at most once per interval.');
+
+const changeRuleSchema = z
+  .strictObject({
+    ...ruleBase,
+    mode: z.literal('change'),
+    deadband: z
+      .strictObject({
+        absolute: z.number().min(0).optional().describe('Ignore changes of at most this much (signal units) from the last value sent.'),
+        relative: z
+          .number()
+          .min(0)
+          .optional()
+          .describe('Ignore changes of at most this fraction of the last value sent (0.01 = 1 %).'),
+      })
+      .optional()
+      .describe(
+        'A value is sent when it differs from the last value sent by more than every deadband given (the larger threshold wins). ' +
+          'Without one, any change is sent.',
+      ),
+    minIntervalMs: z
+      .number()
+      .int()
+      .min(0)
+      .optional()
+      .describe('Send each signal at most once per this many ms; a change inside the interval waits for the next value after it.'),
+  })
+  .describe('On change: a signal is sent when its value changes beyond the deadband.');
+
+const triggerSchema = z
+  .strictObject({
+    when: z
+      .string()
+      .min(1)
+      .superRefine((text, ctx) => {
+        const error = expressionSyntaxError(text);
+        if (error) ctx.addIssue({ code: 'custom', message: `invalid condition: ${error.message}` });
+      })
+      .describe(
+        'Condition over live signals, e.g. `VehicleSpeed > 120 && BrakePressure > 80`: numbers, signal names, < <= > >= == !=, ' +
+          '&& || !, + - * /, parentheses, abs(x), min(a,b), max(a,b). A signal with no value yet makes comparisons false.',
+      ),
+    risingEdge: z
+      .boolean()
+      .default(true)
+      .describe('Fire when the condition becomes true, once until it has been false again (default). false: fire on every change of its signals while true.'),
+    preMs: z.number().int().min(0).default(0).describe('Capture the rule signals from this many ms before the trigger.'),
+    postMs: z.number().int().min(0).default(0).describe('... up to this many ms after it; the event is sent when this window has passed.'),
+    minIntervalMs: z.number().int().min(0).default(0).describe('Do not fire again within this many ms of the last firing.'),
+    bufferSamples: z
+      .number()
+      .int()
+      .min(16)
+      .max(1_000_000)
+      .optional()
+      .describe('Size of the pre-trigger ring buffer, in samples; default: estimated from the messages\' cycle times (twice preMs worth).'),
+  })
+  .describe('When to fire and which window of the rule signals to capture.');
+
+const triggerRuleSchema = z
+  .strictObject({
+    ...ruleBase,
+    mode: z.literal('trigger'),
+    trigger: triggerSchema,
+  })
+  .describe('Event capture: when the condition fires, the rule signals around that moment go out as one events message.');
+
+export const collectionRuleSchema = z.discriminatedUnion('mode', [periodicRuleSchema, changeRuleSchema, triggerRuleSchema]);
+
+export const collectionConfigSchema = z
+  .strictObject({
+    batch: z
+      .strictObject({
+        maxSamples: z.number().int().min(1).max(100_000).default(500).describe('Close a telemetry batch at this many samples. Default 500.'),
+        maxDelayMs: z
+          .number()
+          .int()
+          .min(10)
+          .default(5000)
+          .describe('Close a telemetry batch this many ms after its first sample at the latest. Default 5000.'),
+        maxBytes: z
+          .number()
+          .int()
+          .min(256)
+          .optional()
+          .describe('Close a telemetry batch when its encoded size (estimated before compression) reaches this many bytes.'),
+      })
+      .prefault({})
+      .describe('How samples are grouped into messages (one batch per priority at a time).'),
+    format: z
+      .enum(['json', 'cbor'])
+      .default('cbor')
+      .describe('Payload encoding: cbor (compact columnar CBOR, deflated; default) or json (readable). See docs/payload-format.md.'),
+    rules: z.array(collectionRuleSchema).default([]).describe('What to collect.'),
+  })
+  .superRefine((config, ctx) => {
+    const seen = new Set<string>();
+    config.rules.forEach((rule, i) => {
+      if (seen.has(rule.name)) ctx.addIssue({ code: 'custom', path: ['rules', i, 'name'], message: `duplicate rule name '${rule.name}'` });
+      seen.add(rule.name);
+    });
+  })
+  .describe('Collection: rules that turn decoded signals into samples, and how samples are batched into messages.');
+
+export type CollectionConfig = z.output<typeof collectionConfigSchema>;
+export type CollectionRule = z.output<typeof collectionRuleSchema>;
+export type PeriodicRule = z.output<typeof periodicRuleSchema>;
+export type ChangeRule = z.output<typeof changeRuleSchema>;
+export type TriggerRule = z.output<typeof triggerRuleSchema>;
+export type BatchConfig = CollectionConfig['batch'];
+export type PayloadFormat = CollectionConfig['format'];
