@@ -1,0 +1,51 @@
+/**
+ * Child process for the kill -9 test (run as dist/test/store/outbox-writer.js <db path> <durability> <seed>): appends
+ * batches to the outbox as fast as it can and prints each batch's sequence numbers on a line once `append` has
+ * returned, i.e. once the batch is committed. The test kills it at a random moment and checks every printed number.
+ * Standard output to a pipe is written synchronously on Linux, so a printed line is never held back in a buffer.
+ */
+import { SqliteOutbox, type Durability } from '../../src/store/outbox.js';
+
+const [dbPath, durabilityArg, seedArg] = process.argv.slice(2);
+if (!dbPath || (durabilityArg !== 'full' && durabilityArg !== 'normal' && durabilityArg !== 'off')) {
+  console.error('usage: outbox-writer <db path> full|normal|off [seed]');
+  process.exit(2);
+}
+const durability: Durability = durabilityArg;
+let state = Number(seedArg ?? 1) >>> 0 || 1;
+/** xorshift32: batch sizes vary from run to run, reproducibly. */
+function random(): number {
+  state ^= state << 13;
+  state ^= state >>> 17;
+  state ^= state << 5;
+  state >>>= 0;
+  return state / 0x1_0000_0000;
+}
+
+/** The payload names its own sequence number, so the test can check a stored message is the one numbered. */
+function writerPayload(seq: number): Uint8Array {
+  const text = `seq=${seq};`;
+  return new TextEncoder().encode(text.padEnd(200, '.'));
+}
+
+const outbox = SqliteOutbox.open({
+  path: dbPath,
+  maxBytes: 1_000_000_000,
+  maxAgeMs: 365 * 24 * 3600 * 1000,
+  durability,
+  onProblem: (err) => console.error(err.message),
+});
+
+function appendBatch(): void {
+  const size = 1 + Math.floor(random() * 20);
+  const items = Array.from({ length: size }, (_, i) => ({
+    kind: 'telemetry' as const,
+    priority: (i % 4) as 0 | 1 | 2 | 3,
+    createdAt: Date.now(),
+    encode: writerPayload,
+  }));
+  const { seqs } = outbox.append(items);
+  if (seqs.length > 0) process.stdout.write(`${seqs.join(' ')}\n`);
+  setImmediate(appendBatch);
+}
+appendBatch();
