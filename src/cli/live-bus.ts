@@ -198,7 +198,17 @@ export class ObdPolling {
     else this.endRound?.();
   };
 
+  private valueSink: ((name: string, value: number, ts: number) => void) | null = null;
+  private valuePrefix = '';
+
+  /** Hands every numeric PID value on as `<source>.obd.<key>` (the collection rules' name for it). */
+  forwardValues(source: string, sink: (name: string, value: number, ts: number) => void): void {
+    this.valuePrefix = `${source}.obd.`;
+    this.valueSink = sink;
+  }
+
   private readonly onSample = (sample: PidSample): void => {
+    if (this.valueSink !== null && typeof sample.value === 'number') this.valueSink(this.valuePrefix + sample.name, sample.value, sample.ts);
     const key = sample.ecu * 256 + sample.pid;
     let reading = this.latest.get(key);
     if (reading === undefined) {

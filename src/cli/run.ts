@@ -17,6 +17,7 @@ import { BusDecoder } from '../dbc/bus-decoder.js';
 import { compileDatabase, loadDbcFile, type CompiledDatabase } from '../dbc/index.js';
 import type { SignalDef } from '../dbc/model.js';
 import { SimulatedVehicle } from '../sim/vehicle.js';
+import { DataPath, type DataPathSummary } from './data-path.js';
 import { LiveObdAdapter } from './live-adapter.js';
 import { LiveBus, type ObdPollingSummary } from './live-bus.js';
 
@@ -126,6 +127,8 @@ export interface RunSummary {
   elapsedS: number;
   buses: BusSummary[];
   adapters: AdapterSummary[];
+  /** With a collection section: samples, messages, what was published and what is still buffered. */
+  dataPath?: DataPathSummary;
 }
 
 function createSource(bus: BusConfig, database: CompiledDatabase, decoder: BusDecoder, live: LiveBus | undefined): FrameSource {
@@ -184,6 +187,14 @@ export async function runAgent(options: RunAgentOptions): Promise<RunSummary> {
     statusSignals.push(found);
   }
 
+  // Opened before the sources start, so an unusable outbox or identity fails the run before anything is read.
+  const dataPath = config.collection ? await DataPath.open(config, buses, warn) : undefined;
+  if (dataPath) {
+    const offer = (name: string, value: number, ts: number): void => dataPath.collector.offer(name, value, ts);
+    live.forEach((liveBus, i) => liveBus?.obd?.forwardValues(config.buses[i]!.name, offer));
+    for (const adapter of adapters) adapter.obd.forwardValues(adapter.config.name, offer);
+  }
+
   const stop = new AbortController();
   const onOuterAbort = (): void => stop.abort();
   options.signal?.addEventListener('abort', onOuterAbort, { once: true });
@@ -210,6 +221,7 @@ export async function runAgent(options: RunAgentOptions): Promise<RunSummary> {
     }
     for (const bus of liveBuses) if (bus.obd) line += ` | ${bus.obd.statusText()}`;
     for (const adapter of adapters) line += ` | ${adapter.statusText()} | ${adapter.obd.statusText()}`;
+    if (dataPath) line += ` | ${dataPath.statusText()}`;
     lastAt = now;
     last = current;
     if (tty) {
@@ -221,7 +233,7 @@ export async function runAgent(options: RunAgentOptions): Promise<RunSummary> {
   };
   const statusTimer = setInterval(showStatus, config.status?.intervalMs ?? 1000);
 
-  const runs = sources.map((source, i) => runSource(config.buses[i]!, source, buses[i]!.sink, stop.signal));
+  const runs = sources.map((source, i) => runSource(config.buses[i]!, source, dataPath ? dataPath.sinkFor(i) : buses[i]!.sink, stop.signal));
   // OBD polling never ends a run by itself, and never fails it: it reports its trouble and carries on.
   for (const bus of liveBuses) if (bus.obd) runs.push(bus.obd.run(stop.signal));
   for (const adapter of adapters) runs.push(adapter.obd.run(stop.signal));
@@ -237,8 +249,10 @@ export async function runAgent(options: RunAgentOptions): Promise<RunSummary> {
     if (durationTimer) clearTimeout(durationTimer);
     options.signal?.removeEventListener('abort', onOuterAbort);
   }
-
   const elapsedS = (performance.now() - started) / 1000;
+  // Whatever ended the run, the open batches go to the outbox before the process ends.
+  const dataPathSummary = await dataPath?.close();
+
   if (tty && statusShown) output.write('\n');
   const summary: RunSummary = {
     elapsedS,
@@ -261,6 +275,7 @@ export async function runAgent(options: RunAgentOptions): Promise<RunSummary> {
       return entry;
     }),
     adapters: adapters.map((adapter) => ({ name: adapter.config.name, port: adapter.config.port, state: adapter.lastState, obd: adapter.obd.summary() })),
+    ...(dataPathSummary ? { dataPath: dataPathSummary } : {}),
   };
   output.write(`stopped after ${elapsedS.toFixed(1)} s\n`);
   for (const bus of summary.buses) {
@@ -278,6 +293,12 @@ export async function runAgent(options: RunAgentOptions): Promise<RunSummary> {
   for (const adapter of summary.adapters) {
     const unsupported = adapter.obd.unsupported > 0 ? `, ${adapter.obd.unsupported} PID${adapter.obd.unsupported === 1 ? '' : 's'} not supported` : '';
     output.write(`  ${adapter.name} (${adapter.port}, ${adapter.state}): ${adapter.obd.samples} samples from ${adapter.obd.requests} requests${unsupported}\n`);
+  }
+  if (dataPathSummary) {
+    const d = dataPathSummary;
+    const uplink = d.uplink ? `, ${d.published} published to ${d.uplink.url}` : '';
+    const evicted = d.outbox.evicted.count > 0 ? `, ${d.outbox.evicted.count} evicted` : '';
+    output.write(`  data: ${d.samples} samples in ${d.messages} messages${uplink}, ${d.buffered} buffered${evicted}\n`);
   }
   if (failure !== undefined) throw failure;
   return summary;

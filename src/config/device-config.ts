@@ -9,7 +9,10 @@
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
+import { collectionConfigSchema, collectionRuleSchema } from '../collect/config.js';
 import { MODE01_PIDS, MODE01_PIDS_BY_KEY, SUPPORTED_PID_BLOCKS, type PidDefinition } from '../obd/j1979.js';
+import { outboxConfigSchema } from '../store/config.js';
+import { uplinkConfigSchema } from '../uplink/config.js';
 
 const simSourceSchema = z
   .strictObject({
@@ -234,8 +237,17 @@ export const deviceConfigSchema = z
     buses: z.array(busConfigSchema).default([]).describe('CAN buses the agent reads.'),
     obdAdapters: z.array(obdAdapterConfigSchema).default([]).describe('ELM327-compatible OBD-II adapters the agent polls.'),
     status: statusConfigSchema.optional(),
+    collection: collectionConfigSchema.optional(),
+    outbox: outboxConfigSchema.optional(),
+    uplink: uplinkConfigSchema.optional(),
   })
   .superRefine((config, ctx) => {
+    if (config.collection !== undefined && config.outbox === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['outbox'], message: 'required with collection: collected messages are stored there before they are published' });
+    }
+    if (config.uplink !== undefined && config.collection === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['collection'], message: 'required with uplink: the collection rules say what to publish' });
+    }
     if (config.buses.length === 0 && config.obdAdapters.length === 0) {
       ctx.addIssue({ code: 'custom', path: ['buses'], message: 'nothing to read: configure at least one bus or OBD adapter' });
     }
@@ -262,6 +274,10 @@ export type SocketCanSourceConfig = z.output<typeof socketcanSourceSchema>;
 export type ObdConfig = z.output<typeof obdConfigSchema>;
 export type ObdAdapterConfig = z.output<typeof obdAdapterConfigSchema>;
 export type StatusConfig = z.output<typeof statusConfigSchema>;
+export type { CollectionConfig } from '../collect/config.js';
+export type { OutboxConfig } from '../store/config.js';
+export type { UplinkConfig } from '../uplink/config.js';
+type UplinkConfig = z.output<typeof uplinkConfigSchema>;
 
 /** Where the generated JSON Schema lives, relative to the package root. */
 export const DEVICE_CONFIG_SCHEMA_FILE = 'device-config/device-config.schema.json';
@@ -332,6 +348,21 @@ function resolvePaths(config: DeviceConfig, baseDir: string): DeviceConfig {
       dbc: path.resolve(baseDir, bus.dbc),
       source: bus.source.type === 'replay' ? { ...bus.source, file: path.resolve(baseDir, bus.source.file) } : bus.source,
     })),
+    ...(config.outbox ? { outbox: { ...config.outbox, path: path.resolve(baseDir, config.outbox.path) } } : {}),
+    ...(config.uplink ? { uplink: resolveUplinkPaths(config.uplink, config.deviceId, baseDir) } : {}),
+  };
+}
+
+/** Absolute paths for the identity files, defaulted from certsDir. */
+function resolveUplinkPaths(uplink: UplinkConfig, deviceId: string, baseDir: string): UplinkConfig {
+  const certsDir = uplink.certsDir === undefined ? undefined : path.resolve(baseDir, uplink.certsDir);
+  const file = (given: string | undefined, name: string): string => path.resolve(baseDir, given ?? path.join(certsDir!, name));
+  return {
+    ...uplink,
+    ...(certsDir === undefined ? {} : { certsDir }),
+    certFile: file(uplink.certFile, `${deviceId}.crt`),
+    keyFile: file(uplink.keyFile, `${deviceId}.key`),
+    caFile: file(uplink.caFile, 'ca.crt'),
   };
 }
 
@@ -386,8 +417,13 @@ function describeIssue(issue: z.core.$ZodIssue, json: unknown): string {
     case 'invalid_union': {
       // A discriminated union with an unknown `type`: say which types exist.
       if ('note' in issue && issue.note === 'No matching discriminator') {
-        const typePath = issue.path[issue.path.length - 1] === 'type' ? issue.path : [...issue.path, 'type'];
-        const types = frameSourceSchema.options.map((option) => JSON.stringify(option.shape.type.value)).join(' or ');
+        // Two discriminated unions in the config: collection rules (by `mode`) and frame sources (by `type`).
+        const isRule = issue.path.includes('rules');
+        const key = isRule ? 'mode' : 'type';
+        const typePath = issue.path[issue.path.length - 1] === key ? issue.path : [...issue.path, key];
+        const types = isRule
+          ? collectionRuleSchema.options.map((option) => JSON.stringify(option.shape.mode.value)).join(' or ')
+          : frameSourceSchema.options.map((option) => JSON.stringify(option.shape.type.value)).join(' or ');
         return `${formatConfigPath(typePath)}: expected ${types}, got ${show(valueAt(json, typePath))}`;
       }
       return `${where}: ${issue.message}, got ${show(got)}`;

@@ -1,0 +1,295 @@
+/**
+ * The data path of a run, wired from the device config: collection rules turn decoded frames (and OBD values) into
+ * batches; batches are encoded and committed to the SQLite outbox; the publisher drains the outbox over the mutual-TLS
+ * MQTT session. With `uplink.embeddedBroker` the run also starts the local broker, with a development PKI created in
+ * `certsDir` when absent.
+ *
+ * Closed batches wait in memory for at most `outbox.writeIntervalMs` and are committed together, one transaction per
+ * interval: the flash sees a few large writes, not one small one per batch. The frame path itself only reaches the
+ * collector (see src/collect/collector.ts): nothing here runs per frame.
+ */
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { Collector } from '../collect/collector.js';
+import type { SampleBatch } from '../collect/sample.js';
+import type { DeviceConfig } from '../config/device-config.js';
+import type { BusDecoder } from '../dbc/bus-decoder.js';
+import { createDevCa, devCaFromPem, issueDeviceCertificate, issueServerCertificate, writeIssued, type DevCa } from '../pki/dev-ca.js';
+import { loadIdentity } from '../pki/identity.js';
+import { SqliteOutbox, type OutboxItem, type OutboxStats } from '../store/outbox.js';
+import { encodeMessage } from '../uplink/codec.js';
+import { BACKEND_IDENTITY, EmbeddedBroker } from '../uplink/embedded-broker.js';
+import { Publisher, type PublisherStats } from '../uplink/publisher.js';
+import { MqttSession, type SessionState } from '../uplink/session.js';
+import { Throttle, type ThrottleState } from '../uplink/throttle.js';
+
+type Warn = (message: string) => void;
+
+export interface DataPathSummary {
+  samples: number;
+  messages: number;
+  /** Messages the broker acknowledged. */
+  published: number;
+  /** Messages waiting in the outbox when the run stopped. */
+  buffered: number;
+  outbox: OutboxStats;
+  uplink?: { state: SessionState; url: string; publisher: PublisherStats; throttle: ThrottleState };
+}
+
+/** The files of the development PKI the embedded broker and the demo device use. */
+export interface DevPkiPaths {
+  caFile: string;
+  serverCertFile: string;
+  serverKeyFile: string;
+  deviceCertFile: string;
+  deviceKeyFile: string;
+}
+
+/**
+ * Makes sure `certsDir` holds a development CA, a broker certificate for localhost, a certificate for `deviceId`
+ * and one for the backend identity (to subscribe with mosquitto_sub); creates what is missing, keeps what is there.
+ */
+export function ensureDevPki(certsDir: string, deviceId: string, say: Warn = () => undefined): DevPkiPaths {
+  mkdirSync(certsDir, { recursive: true });
+  const file = (name: string): string => path.join(certsDir, name);
+  let ca: DevCa;
+  if (existsSync(file('ca.crt')) && existsSync(file('ca.key'))) {
+    ca = devCaFromPem(readFileSync(file('ca.crt'), 'utf8'), readFileSync(file('ca.key'), 'utf8'));
+  } else {
+    ca = createDevCa();
+    writeIssued(certsDir, 'ca', ca);
+    say(`created a development CA in ${certsDir} (for the embedded broker; not for production)`);
+  }
+  if (!existsSync(file('server.crt')) || !existsSync(file('server.key'))) {
+    writeIssued(certsDir, 'server', issueServerCertificate(ca, { hosts: ['localhost', '127.0.0.1', '::1'] }));
+  }
+  for (const identity of [deviceId, BACKEND_IDENTITY]) {
+    if (!existsSync(file(`${identity}.crt`)) || !existsSync(file(`${identity}.key`))) {
+      writeIssued(certsDir, identity, issueDeviceCertificate(ca, identity));
+    }
+  }
+  return {
+    caFile: file('ca.crt'),
+    serverCertFile: file('server.crt'),
+    serverKeyFile: file('server.key'),
+    deviceCertFile: file(`${deviceId}.crt`),
+    deviceKeyFile: file(`${deviceId}.key`),
+  };
+}
+
+export class DataPath {
+  private pendingBatches: SampleBatch[] = [];
+  private writeTimer: NodeJS.Timeout | undefined;
+  private healthTimer: NodeJS.Timeout | undefined;
+  private messages = 0;
+  private closed = false;
+
+  private constructor(
+    private readonly config: DeviceConfig,
+    readonly collector: Collector,
+    readonly outbox: SqliteOutbox,
+    private readonly warn: Warn,
+    readonly uplink?: { session: MqttSession; publisher: Publisher; throttle: Throttle; url: string; broker?: EmbeddedBroker },
+  ) {}
+
+  /**
+   * Opens the outbox, builds the collector against the buses' databases, and (with an uplink section) starts the
+   * embedded broker if configured, loads the identity and connects. Configuration and identity problems throw here,
+   * before the sources start; a broker that cannot be reached is not a failure (the outbox holds the data).
+   */
+  static async open(config: DeviceConfig, buses: readonly BusDecoder[], warn: Warn): Promise<DataPath> {
+    const collection = config.collection!;
+    const outboxConfig = config.outbox!;
+    mkdirSync(path.dirname(outboxConfig.path), { recursive: true });
+    const outbox = SqliteOutbox.open({
+      path: outboxConfig.path,
+      maxBytes: outboxConfig.maxBytes,
+      maxAgeMs: outboxConfig.maxAgeHours * 3_600_000,
+      durability: outboxConfig.durability,
+      onProblem: (err) => warn(`outbox: ${err.message}`),
+    });
+    let path_: DataPath | undefined;
+    let uplink: DataPath['uplink'];
+    try {
+      const collector = new Collector({ config: collection, buses, onBatch: (batch) => path_!.pendingBatches.push(batch) });
+      if (config.uplink) uplink = await openUplink(config, outbox, warn);
+      path_ = new DataPath(config, collector, outbox, warn, uplink);
+    } catch (err) {
+      outbox.close();
+      throw err;
+    }
+    path_.start();
+    return path_;
+  }
+
+  private start(): void {
+    this.collector.start();
+    this.writeTimer = setInterval(() => this.commitBatches(), Math.max(10, this.config.outbox!.writeIntervalMs));
+    if (this.uplink) {
+      const { session, publisher } = this.uplink;
+      session.onError((err) => this.warn(`uplink: ${err.message}`));
+      publisher.onError((err) => this.warn(`uplink: ${err.message}`));
+      session.onStateChange((change) => {
+        if (change.state === 'connected') this.warn(`uplink: connected to ${this.uplink!.url}`);
+        else if (change.state === 'disconnected' && change.retryInMs !== undefined) {
+          this.warn(`uplink: disconnected (${change.error?.message ?? 'connection lost'}), retrying in ${(change.retryInMs / 1000).toFixed(1)} s`);
+        }
+      });
+      session.start();
+      publisher.start();
+      this.healthTimer = setInterval(() => this.publishHealth(), 60_000);
+      this.healthTimer.unref();
+    }
+  }
+
+  /** The sink a bus source delivers to: decodes as BusDecoder.sink does, then the collection rules see the frame. */
+  sinkFor(busIndex: number): ReturnType<Collector['sinkFor']> {
+    return this.collector.sinkFor(busIndex);
+  }
+
+  /** Encodes the closed batches and commits them to the outbox in one transaction. */
+  commitBatches(): void {
+    if (this.pendingBatches.length === 0) return;
+    const batches = this.pendingBatches;
+    this.pendingBatches = [];
+    const { deviceId } = this.config;
+    const format = this.config.collection!.format;
+    const createdAt = Date.now();
+    const items: OutboxItem[] = batches.map((batch) => ({
+      kind: batch.kind,
+      priority: batch.priority,
+      createdAt,
+      encode: (seq) =>
+        encodeMessage(
+          { deviceId, seq, kind: batch.kind, priority: batch.priority, createdAt, ...(batch.trigger ? { trigger: batch.trigger } : {}) },
+          batch.samples,
+          format,
+        ),
+    }));
+    // A failed write (full disk) is counted and reported by the outbox itself; the run goes on.
+    const result = this.outbox.append(items);
+    this.messages += result.seqs.length;
+  }
+
+  /** The health message: what the collector, the outbox, the link and its budget are doing. */
+  healthReport(): Record<string, unknown> {
+    const outbox = this.outbox.stats();
+    const report: Record<string, unknown> = {
+      ts: Date.now(),
+      collector: { samplesIn: this.collector.stats.samplesIn, samples: this.collector.stats.samplesEmitted, batches: this.collector.stats.batches, triggers: this.collector.stats.triggersFired },
+      outbox: {
+        messages: outbox.messages,
+        bytes: outbox.bytes,
+        oldestCreatedAt: outbox.oldestCreatedAt ?? null,
+        evicted: { count: outbox.evicted.count, bytes: outbox.evicted.bytes, byPriority: outbox.evicted.byPriority.map((e) => e.count) },
+        expired: outbox.expired,
+        rejected: outbox.rejected,
+        corruptFilesMovedAside: outbox.corruptFilesMovedAside,
+      },
+    };
+    if (this.uplink) {
+      report.uplink = { state: this.uplink.session.state, publisher: this.uplink.publisher.stats, throttle: this.uplink.throttle.state };
+    }
+    return report;
+  }
+
+  private publishHealth(): void {
+    const session = this.uplink?.session;
+    if (!session || session.state !== 'connected') return;
+    // Health is a snapshot: QoS 1 while connected, never stored (the next one supersedes it).
+    session.publish(session.topic('health'), JSON.stringify(this.healthReport()), { qos: 1 }).catch(() => undefined);
+  }
+
+  /** ` | uplink connected, 1204 published, 3 buffered (12 kB)` */
+  statusText(): string {
+    const stats = this.outbox.stats();
+    const buffered = `${stats.messages} buffered (${formatBytes(stats.bytes)})`;
+    if (!this.uplink) return `${this.messages} messages, ${buffered}`;
+    const { publisher, session, throttle } = this.uplink;
+    const limited = throttle.state.limited ? ', budget exhausted' : '';
+    return `uplink ${session.state}, ${publisher.stats.acknowledged} published, ${buffered}${limited}`;
+  }
+
+  summary(): DataPathSummary {
+    const outbox = this.outbox.stats();
+    const summary: DataPathSummary = {
+      samples: this.collector.stats.samplesEmitted,
+      messages: this.messages,
+      published: this.uplink?.publisher.stats.acknowledged ?? 0,
+      buffered: outbox.messages,
+      outbox,
+    };
+    if (this.uplink) {
+      summary.uplink = { state: this.uplink.session.state, url: this.uplink.url, publisher: this.uplink.publisher.stats, throttle: this.uplink.throttle.state };
+    }
+    return summary;
+  }
+
+  /**
+   * Flushes the collector's open batches into the outbox, stops publishing (messages in flight stay in the outbox and
+   * go out again next run), says offline, and closes everything. The summary is taken before the outbox closes.
+   */
+  async close(): Promise<DataPathSummary> {
+    if (this.closed) return this.summary();
+    this.closed = true;
+    clearInterval(this.writeTimer);
+    clearInterval(this.healthTimer);
+    this.collector.close();
+    this.commitBatches();
+    if (this.uplink) {
+      this.uplink.publisher.stop();
+      await this.uplink.session.close();
+    }
+    const summary = this.summary();
+    this.outbox.close();
+    await this.uplink?.broker?.close();
+    return summary;
+  }
+}
+
+async function openUplink(config: DeviceConfig, outbox: SqliteOutbox, warn: Warn): Promise<NonNullable<DataPath['uplink']>> {
+  const uplink = config.uplink!;
+  let broker: EmbeddedBroker | undefined;
+  let url = uplink.url;
+  if (uplink.embeddedBroker) {
+    const pki = ensureDevPki(uplink.certsDir!, config.deviceId, warn);
+    const address = new URL(uplink.url);
+    broker = await EmbeddedBroker.start({
+      host: address.hostname === 'localhost' ? '127.0.0.1' : address.hostname,
+      port: address.port === '' ? 8883 : Number(address.port),
+      certFile: pki.serverCertFile,
+      keyFile: pki.serverKeyFile,
+      caFile: pki.caFile,
+    });
+    url = broker.url;
+    warn(`embedded MQTT broker listening on ${url} (subscribe with the backend certificate in ${uplink.certsDir})`);
+  }
+  try {
+    const identity = loadIdentity({ certFile: uplink.certFile!, keyFile: uplink.keyFile!, caFile: uplink.caFile! });
+    for (const w of identity.warnings) warn(`uplink: ${w}`);
+    const session = new MqttSession({
+      url,
+      deviceId: config.deviceId,
+      identity,
+      protocol: uplink.protocol ?? (uplink.embeddedBroker ? 4 : 5),
+      sessionExpiryS: uplink.sessionExpiryS,
+      keepaliveS: uplink.keepaliveS,
+      reconnect: uplink.reconnect,
+    });
+    const throttle = new Throttle({
+      messagesPerHour: uplink.throttle.messagesPerHour,
+      bytesPerHour: uplink.throttle.bytesPerHour,
+      burstFraction: uplink.throttle.burstFraction,
+    });
+    return { session, throttle, url, publisher: new Publisher({ session, queue: outbox, throttle, maxInflight: uplink.maxInflight }), ...(broker ? { broker } : {}) };
+  } catch (err) {
+    await broker?.close();
+    throw err;
+  }
+}
+
+function formatBytes(bytes: number): string {
+  if (bytes < 1024) return `${bytes} B`;
+  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(0)} kB`;
+  return `${(bytes / 1024 / 1024).toFixed(1)} MB`;
+}

@@ -1,0 +1,126 @@
+/**
+ * The MQTT broker the default run starts in-process, so `npm start` shows the whole data path without a backend:
+ * aedes behind a TLS server that demands a client certificate from its CA, with the rules a production broker
+ * would apply (mosquitto's `use_identity_as_username` and a per-device ACL): a client is the CN of its certificate,
+ * a device may publish only under `vehicles/<CN>/` and subscribe only to its own commands; the identity `backend`
+ * may read everything and send commands.
+ *
+ * aedes speaks MQTT 3.1.1, not 5: the default config's uplink says `"protocol": 4` for this broker.
+ */
+import { readFileSync } from 'node:fs';
+import { createServer, type Server, type TLSSocket } from 'node:tls';
+import { Aedes, type AuthenticateError, type Client } from 'aedes';
+
+export interface EmbeddedBrokerOptions {
+  /** Loopback by default: the broker is for this machine. */
+  host?: string;
+  /** 0: any free port. */
+  port?: number;
+  certFile: string;
+  keyFile: string;
+  /** Client certificates must chain to this CA. */
+  caFile: string;
+}
+
+/** The identity allowed to read every vehicle and to send commands. */
+export const BACKEND_IDENTITY = 'backend';
+
+function identityOf(client: Client | null): string | null {
+  const socket = client?.conn as TLSSocket | undefined;
+  if (!socket || typeof socket.getPeerCertificate !== 'function') return null;
+  const cn = socket.getPeerCertificate().subject?.CN;
+  return typeof cn === 'string' && cn !== '' ? cn : null;
+}
+
+/** Whether `identity` may publish to `topic` (a device: its own topics except commands; the backend: commands). */
+export function mayPublish(identity: string, topic: string): boolean {
+  if (identity === BACKEND_IDENTITY) return /^vehicles\/[^/#+]+\/commands(\/|$)/.test(topic);
+  const own = `vehicles/${identity}/`;
+  return topic.startsWith(own) && !topic.slice(own.length).startsWith('commands');
+}
+
+/** Whether `identity` may subscribe to `filter`. */
+export function maySubscribe(identity: string, filter: string): boolean {
+  if (identity === BACKEND_IDENTITY) return filter === 'vehicles/#' || filter.startsWith('vehicles/');
+  return filter === `vehicles/${identity}/commands/#` || filter.startsWith(`vehicles/${identity}/commands/`);
+}
+
+export class EmbeddedBroker {
+  /** Messages devices published (accepted by the ACL), for the status line. */
+  received = 0;
+  refused = 0;
+
+  private constructor(
+    private readonly broker: Aedes,
+    private readonly server: Server,
+    readonly host: string,
+    readonly port: number,
+  ) {}
+
+  get url(): string {
+    return `mqtts://${this.host === '127.0.0.1' ? 'localhost' : this.host}:${this.port}`;
+  }
+
+  static async start(options: EmbeddedBrokerOptions): Promise<EmbeddedBroker> {
+    const host = options.host ?? '127.0.0.1';
+    let holder: EmbeddedBroker | null = null;
+    const broker = await Aedes.createBroker({
+      // The certificate is the identity: a client without one never gets here (the TLS server refuses it).
+      authenticate: (client, _username, _password, done) => {
+        const identity = identityOf(client);
+        if (identity === null) {
+          const err = new Error('no client certificate identity') as AuthenticateError;
+          err.returnCode = 5;
+          done(err, false);
+          return;
+        }
+        done(null, true);
+      },
+      authorizePublish: (client, packet, callback) => {
+        const identity = identityOf(client);
+        if (identity !== null && mayPublish(identity, packet.topic)) {
+          if (holder && identity !== BACKEND_IDENTITY) holder.received++;
+          callback(null);
+          return;
+        }
+        if (holder) holder.refused++;
+        callback(new Error(`${identity ?? 'anonymous'} may not publish to ${packet.topic}`));
+      },
+      authorizeSubscribe: (client, subscription, callback) => {
+        const identity = identityOf(client);
+        if (identity !== null && maySubscribe(identity, subscription.topic)) callback(null, subscription);
+        else callback(new Error(`${identity ?? 'anonymous'} may not subscribe to ${subscription.topic}`), null);
+      },
+    });
+    const server = createServer(
+      {
+        cert: readFileSync(options.certFile),
+        key: readFileSync(options.keyFile),
+        ca: readFileSync(options.caFile),
+        requestCert: true,
+        rejectUnauthorized: true,
+        minVersion: 'TLSv1.2',
+      },
+      (socket) => broker.handle(socket),
+    );
+    // A client that fails the handshake (no or foreign certificate) is its problem, not the broker's.
+    server.on('tlsClientError', () => undefined);
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(options.port ?? 0, host, () => {
+        server.removeListener('error', reject);
+        resolve();
+      });
+    });
+    const address = server.address();
+    const port = typeof address === 'object' && address ? address.port : 0;
+    holder = new EmbeddedBroker(broker, server, host, port);
+    return holder;
+  }
+
+  /** Disconnects every client, then stops listening. */
+  async close(): Promise<void> {
+    await new Promise<void>((resolve) => this.broker.close(() => resolve()));
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+}

@@ -1,0 +1,266 @@
+/**
+ * Drains the outbox through the session: QoS 1 to `vehicles/<id>/<kind>`, in the outbox's order (priority, then
+ * sequence number), a message deleted from the outbox only once the broker has acknowledged it.
+ *
+ * - In flight at once: min(maxInflight, the broker's Receive Maximum).
+ * - The throttle is asked before each send; when the budget is spent the queue waits, head first (a smaller message
+ *   further back does not overtake it), until the buckets refill.
+ * - A message larger than the broker's Maximum Packet Size is set aside for the rest of that connection (counted as
+ *   `oversized`, reported once per connection, kept in the outbox): it cannot block the queue, and it goes if a later
+ *   connection, maybe to another broker, allows it. The outbox's own eviction bounds what such messages occupy.
+ * - A publish the broker refuses (MQTT 5 PUBACK with an error reason code, e.g. 0x87 not authorized) is reported
+ *   and retried after a growing pause; after `maxRefusals` refusals it is dropped from the outbox, reported as such,
+ *   so a message the broker will never take does not wait forever. Quota exceeded (0x97) is a matter of time, never
+ *   a reason to drop. (Under MQTT 3.1.1 a broker acknowledges what its ACL refuses: nothing to see from here.)
+ * - When the connection is lost, what was in flight is sent again after the reconnect: at least once, the sequence
+ *   number in every message lets consumers drop duplicates.
+ */
+import type { OutboxQueue, OutboxRecord } from '../store/outbox-queue.js';
+import type { MessageKind } from '../collect/sample.js';
+import type { Throttle } from './throttle.js';
+import { UplinkError, type BrokerLimits, type SessionState, type SessionStateChange } from './session.js';
+
+/** What the publisher needs of the session (MqttSession, or a stand-in). */
+export interface PublisherSession {
+  readonly state: SessionState;
+  readonly limits: BrokerLimits | null;
+  readonly protocol: 5 | 4;
+  topic(kind: MessageKind): string;
+  publish(topic: string, payload: Uint8Array, options: { qos: 1 }): Promise<void>;
+  onStateChange(listener: (change: SessionStateChange) => void): () => void;
+}
+
+export interface PublisherOptions {
+  session: PublisherSession;
+  queue: OutboxQueue;
+  /** No throttle: no limit but the broker's. */
+  throttle?: Throttle;
+  /** Default 16. */
+  maxInflight?: number;
+  /** Refusals of one message before it is dropped. Default 3. */
+  maxRefusals?: number;
+  /** Pause before the nth retry of a refused message: n times this. Default 1000 ms. */
+  refusalRetryMs?: number;
+  /** The largest PUBLISH packet to send, in bytes, whatever the broker says (default: the broker's limit only). Under
+   * MQTT 3.1.1 the broker announces no limit and disconnects a client that exceeds its own: without this, a message
+   * over it would cost a reconnect every time it is sent. */
+  maxPacketSize?: number;
+}
+
+export interface PublisherStats {
+  /** Publishes sent (resends included). */
+  published: number;
+  /** PUBACKs received, each deleting its message from the outbox. */
+  acknowledged: number;
+  inflight: number;
+  /** Messages sent again after the connection they were in flight on was lost. */
+  resent: number;
+  /** PUBACKs with an error reason code. */
+  refused: number;
+  /** Messages deleted unsent after `maxRefusals` refusals. */
+  dropped: number;
+  /** Times a message was set aside as larger than the broker's maximum packet size. */
+  oversized: number;
+  /** Times the throttle held the queue back. */
+  throttledWaits: number;
+}
+
+export type PublishProblem = 'refused' | 'dropped' | 'oversized';
+
+export class PublishError extends Error {
+  constructor(
+    readonly problem: PublishProblem,
+    readonly seq: number,
+    message: string,
+    /** The broker's reason code, for refusals. */
+    readonly code?: number,
+  ) {
+    super(message);
+    this.name = 'PublishError';
+  }
+}
+
+/** Bytes of a QoS 1 PUBLISH: fixed header, topic, packet id, (MQTT 5) an empty property list, payload. */
+export function publishPacketSize(topic: string, payloadBytes: number, protocol: 5 | 4): number {
+  const remaining = 2 + Buffer.byteLength(topic) + 2 + (protocol === 5 ? 1 : 0) + payloadBytes;
+  const lengthBytes = remaining < 128 ? 1 : remaining < 16_384 ? 2 : remaining < 2_097_152 ? 3 : 4;
+  return 1 + lengthBytes + remaining;
+}
+
+export class Publisher {
+  private readonly session: PublisherSession;
+  private readonly queue: OutboxQueue;
+  private readonly throttle: Throttle | undefined;
+  private readonly maxInflight: number;
+  private readonly maxRefusals: number;
+  private readonly refusalRetryMs: number;
+  private readonly maxPacketSize: number;
+
+  private running = false;
+  /** Bumped when a connection is lost: answers for publishes of an older connection are ignored. */
+  private generation = 0;
+  private readonly inflight = new Set<number>();
+  /** Too big for this connection's broker. */
+  private readonly setAside = new Set<number>();
+  /** Refused, waiting for their retry. */
+  private readonly held = new Map<number, ReturnType<typeof setTimeout>>();
+  private readonly refusals = new Map<number, number>();
+  /** In flight when a connection was lost: their next send is a resend. */
+  private readonly lost = new Set<number>();
+  private throttleTimer: ReturnType<typeof setTimeout> | null = null;
+  private unsubscribe: Array<() => void> = [];
+  private readonly listeners = new Set<(error: PublishError) => void>();
+  private readonly counts = { published: 0, acknowledged: 0, resent: 0, refused: 0, dropped: 0, oversized: 0, throttledWaits: 0 };
+
+  constructor(options: PublisherOptions) {
+    this.session = options.session;
+    this.queue = options.queue;
+    this.throttle = options.throttle;
+    this.maxInflight = positiveInteger('maxInflight', options.maxInflight ?? 16);
+    this.maxRefusals = positiveInteger('maxRefusals', options.maxRefusals ?? 3);
+    this.refusalRetryMs = options.refusalRetryMs ?? 1000;
+    this.maxPacketSize = options.maxPacketSize === undefined ? Number.MAX_SAFE_INTEGER : positiveInteger('maxPacketSize', options.maxPacketSize);
+  }
+
+  get stats(): PublisherStats {
+    return { ...this.counts, inflight: this.inflight.size };
+  }
+
+  /** Refusals, drops and oversized messages, as they happen. */
+  onError(listener: (error: PublishError) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    this.unsubscribe = [
+      this.queue.onAppend(() => this.pump()),
+      this.session.onStateChange((change) => {
+        if (change.state === 'connected') {
+          // Another connection, maybe another broker: its limits decide afresh what is too big.
+          this.setAside.clear();
+          this.pump();
+        } else if (change.state === 'disconnected' || change.state === 'closed') {
+          this.connectionLost();
+        }
+      }),
+    ];
+    this.pump();
+  }
+
+  /** Stops sending; publishes in flight still delete their message when acknowledged. */
+  stop(): void {
+    this.running = false;
+    for (const off of this.unsubscribe) off();
+    this.unsubscribe = [];
+    if (this.throttleTimer) clearTimeout(this.throttleTimer);
+    this.throttleTimer = null;
+    for (const timer of this.held.values()) clearTimeout(timer);
+    this.held.clear();
+  }
+
+  private connectionLost(): void {
+    this.generation++;
+    for (const seq of this.inflight) this.lost.add(seq);
+    this.inflight.clear();
+  }
+
+  /** Sends what the window, the throttle and the broker's limits allow. */
+  private pump(): void {
+    if (!this.running || this.throttleTimer) return;
+    const limits = this.session.limits;
+    if (this.session.state !== 'connected' || !limits) return;
+    const window = Math.max(1, Math.min(this.maxInflight, limits.receiveMaximum));
+    while (this.inflight.size < window) {
+      const skip = new Set<number>([...this.inflight, ...this.setAside, ...this.held.keys()]);
+      const batch = this.queue.peek(window - this.inflight.size, Number.MAX_SAFE_INTEGER, skip);
+      if (batch.length === 0) return;
+      for (const record of batch) {
+        const topic = this.session.topic(record.kind);
+        const size = publishPacketSize(topic, record.payload.byteLength, this.session.protocol);
+        const maxSize = Math.min(limits.maximumPacketSize, this.maxPacketSize);
+        if (size > maxSize) {
+          this.setAside.add(record.seq);
+          this.counts.oversized++;
+          const whose = maxSize === limits.maximumPacketSize ? "the broker's" : 'the configured';
+          this.report(
+            new PublishError('oversized', record.seq, `message ${record.seq} (${size} bytes) is larger than ${whose} maximum packet size (${maxSize}); kept, not sent on this connection`),
+          );
+          continue;
+        }
+        const wait = this.throttle?.tryTake(record.payload.byteLength) ?? 0;
+        if (wait > 0) {
+          this.counts.throttledWaits++;
+          this.throttleTimer = setTimeout(() => {
+            this.throttleTimer = null;
+            this.pump();
+          }, wait);
+          return;
+        }
+        this.send(record, topic);
+      }
+    }
+  }
+
+  private send(record: OutboxRecord, topic: string): void {
+    const { seq } = record;
+    const generation = this.generation;
+    this.inflight.add(seq);
+    this.counts.published++;
+    if (this.lost.delete(seq)) this.counts.resent++;
+    this.session.publish(topic, record.payload, { qos: 1 }).then(
+      () => {
+        // Acknowledged: the broker has it, whatever happened to the connection since.
+        this.queue.acknowledge(seq);
+        this.counts.acknowledged++;
+        this.refusals.delete(seq);
+        this.lost.delete(seq);
+        if (generation !== this.generation) return;
+        this.inflight.delete(seq);
+        this.pump();
+      },
+      (err: unknown) => {
+        if (generation !== this.generation) return;
+        this.inflight.delete(seq);
+        if (err instanceof UplinkError && err.kind === 'publish-refused') this.refused(record, err);
+        else this.lost.add(seq); // the connection went: sent again after the reconnect
+        this.pump();
+      },
+    );
+  }
+
+  private refused(record: OutboxRecord, err: UplinkError): void {
+    const { seq } = record;
+    const count = (this.refusals.get(seq) ?? 0) + 1;
+    this.counts.refused++;
+    const quota = err.code === 0x97;
+    if (count >= this.maxRefusals && !quota) {
+      this.refusals.delete(seq);
+      this.queue.acknowledge(seq);
+      this.counts.dropped++;
+      this.report(new PublishError('dropped', seq, `message ${seq} dropped after ${count} refusals: ${err.message}`, err.code));
+      return;
+    }
+    this.refusals.set(seq, count);
+    this.report(new PublishError('refused', seq, `message ${seq} refused (${count} of ${this.maxRefusals}): ${err.message}`, err.code));
+    if (!this.running) return;
+    this.held.set(
+      seq,
+      setTimeout(() => {
+        this.held.delete(seq);
+        this.pump();
+      }, this.refusalRetryMs * Math.min(count, 60)),
+    );
+  }
+
+  private report(error: PublishError): void {
+    for (const listener of this.listeners) listener(error);
+  }
+}
+
+function positiveInteger(name: string, value: number): number {
+  if (!(Number.isInteger(value) && value > 0)) throw new RangeError(`Publisher: ${name} must be a positive integer, got ${value}`);
+  return value;
+}

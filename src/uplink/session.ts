@@ -1,0 +1,614 @@
+/**
+ * The device's connection to the fleet broker: MQTT over mutual TLS, kept up until close().
+ *
+ * - TLS: the device's client certificate; the broker's certificate must chain to the one pinned CA (the system's
+ *   roots are not trusted), TLS 1.2 or newer, the URL's host checked against the certificate's names.
+ * - A persistent session (clean start off, session expiry from the config) under the device ID as client ID, so the
+ *   broker keeps the commands queued while the car is out of coverage.
+ * - Status: a retained birth message `{online: true, birthSeq, ts}` on `vehicles/<id>/status` after every connect,
+ *   and the same topic as retained last will `{online: false, birthSeq, reason}`, so the backend always knows.
+ *   birthSeq increases with every connection: the backend can tell a stale will from the current birth.
+ * - Reconnects with exponential backoff and full jitter (a delay drawn between 0 and the capped exponential), so a
+ *   fleet disconnected by a broker restart does not come back in lock-step. MQTT.js's own reconnect is off: every
+ *   connection is a fresh client, so nothing is resent behind the publisher's back.
+ *
+ * The session knows nothing of the outbox: the publisher drains it through publish(), reading the broker's limits
+ * (receive maximum, maximum packet size) from `limits`.
+ */
+import { isIP } from 'node:net';
+import type { ConnectionOptions } from 'node:tls';
+import mqtt, { type IClientOptions, type IConnackPacket, type IDisconnectPacket, type MqttClient } from 'mqtt';
+import type { DeviceIdentity } from '../pki/identity.js';
+
+export type SessionState = 'idle' | 'connecting' | 'connected' | 'disconnected' | 'closed';
+
+/** What went wrong, for the health report and for tests: the message says it for a person. */
+export type UplinkErrorKind =
+  /** The agent refused the broker's certificate (wrong CA pinned, host not in its names, expired). */
+  | 'broker-untrusted'
+  /** The broker ended the TLS handshake: it does not accept the device's certificate. */
+  | 'client-refused'
+  /** No TCP connection (refused, unreachable, name not found). */
+  | 'unreachable'
+  /** No CONNACK in time. */
+  | 'timeout'
+  /** The broker answered CONNECT with a refusal (`code`: the reason code). */
+  | 'refused'
+  /** The broker ended the session with a DISCONNECT (`code`: the reason code). */
+  | 'kicked'
+  /** An established connection was lost. */
+  | 'connection-lost'
+  /** The broker refused a publish (PUBACK with an error reason code, MQTT 5 only). */
+  | 'publish-refused'
+  /** publish() while not connected. */
+  | 'not-connected'
+  /** The certificate's CN is not the device ID. */
+  | 'identity'
+  | 'closed';
+
+export class UplinkError extends Error {
+  constructor(
+    readonly kind: UplinkErrorKind,
+    message: string,
+    /** The MQTT reason code, when the broker gave one. */
+    readonly code?: number,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'UplinkError';
+  }
+}
+
+export interface BrokerLimits {
+  /** QoS 1 publishes the broker takes unacknowledged at once (CONNACK Receive Maximum; 65535 when not given). */
+  receiveMaximum: number;
+  /** Largest packet the broker accepts, in bytes (CONNACK Maximum Packet Size; the protocol's limit when not given). */
+  maximumPacketSize: number;
+  /** The broker still had this device's session (its subscriptions and queued commands). */
+  sessionPresent: boolean;
+}
+
+/** The protocol's own limits, what applies under MQTT 3.1.1 or when the broker does not say. */
+export const MQTT_MAX_RECEIVE = 65535;
+export const MQTT_MAX_PACKET_SIZE = 268_435_460;
+
+export interface MqttSessionOptions {
+  /** `mqtts://host:port` (port 8883 by default); plain `mqtt://` is refused. */
+  url: string;
+  deviceId: string;
+  identity: DeviceIdentity;
+  /** 5 (MQTT 5, default) or 4 (MQTT 3.1.1). */
+  protocol?: 5 | 4;
+  /** How long the broker keeps the session (and queued commands) after the connection is lost. MQTT 5 only;
+   * under 3.1.1 the broker's own setting applies. Default 7 days. */
+  sessionExpiryS?: number;
+  /** Default 60. */
+  keepaliveS?: number;
+  /** How long to wait for the TLS handshake and CONNACK. Default 15000. */
+  connectTimeoutMs?: number;
+  /** Backoff between attempts: the nth failed attempt waits random·min(maxMs, initialMs·2^n). Default 1 s, 5 min. */
+  reconnect?: { initialMs?: number; maxMs?: number };
+  /** [0, 1): the jitter's source (tests inject a seeded one). */
+  random?: () => number;
+  /** The birth sequence of the next connection; must increase across connections (and, ideally, restarts: persist
+   * it). Default: a counter starting at the current time in milliseconds, so it also increases across restarts
+   * with a sane clock. */
+  nextBirthSeq?: () => number;
+  /** Whether the certificate's CN must be the device ID (default true): under MQTT 3.1.1 a broker silently drops
+   * what its ACL refuses, so a mismatch would lose every message without a word. */
+  requireCnMatch?: boolean;
+}
+
+export interface SessionStateChange {
+  state: SessionState;
+  /** Why the session is disconnected. */
+  error?: UplinkError;
+  /** When disconnected: the wait before the next attempt. */
+  retryInMs?: number;
+}
+
+export interface SessionCounters {
+  attempts: number;
+  connections: number;
+  losses: number;
+  published: number;
+  acknowledged: number;
+  refused: number;
+  commands: number;
+}
+
+export type DataTopic = 'telemetry' | 'events' | 'status' | 'health';
+
+type StateListener = (change: SessionStateChange) => void;
+type CommandListener = (topic: string, payload: Buffer) => void;
+type ErrorListener = (error: UplinkError) => void;
+
+/** Full jitter: a delay drawn uniformly in [0, min(maxMs, initialMs·2^attempt)). */
+export function backoffDelay(attempt: number, initialMs: number, maxMs: number, random: () => number): number {
+  const cap = Math.min(maxMs, initialMs * 2 ** Math.min(attempt, 52));
+  return Math.floor(random() * cap);
+}
+
+/** TLS verification failures of the broker's certificate (Node's and OpenSSL's codes). */
+const BROKER_CERT_CODES = new Set([
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'CERT_SIGNATURE_FAILURE',
+  'CERT_UNTRUSTED',
+  'CERT_REJECTED',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'CERT_REVOKED',
+  'INVALID_CA',
+  'INVALID_PURPOSE',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+  'ERR_TLS_CERT_ALTNAME_FORMAT',
+]);
+const NETWORK_CODES = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EADDRNOTAVAIL']);
+/** TLS alerts a server sends when it does not accept the client's certificate. */
+const CLIENT_CERT_ALERTS = /UNKNOWN_CA|BAD_CERTIFICATE|CERTIFICATE_REQUIRED|CERTIFICATE_EXPIRED|CERTIFICATE_REVOKED|CERTIFICATE_UNKNOWN|UNSUPPORTED_CERTIFICATE|ACCESS_DENIED|DECRYPT_ERROR/;
+
+export class MqttSession {
+  readonly deviceId: string;
+  readonly protocol: 5 | 4;
+  private readonly host: string;
+  private readonly port: number;
+  private readonly identity: DeviceIdentity;
+  private readonly sessionExpiryS: number;
+  private readonly keepaliveS: number;
+  private readonly connectTimeoutMs: number;
+  private readonly initialMs: number;
+  private readonly maxMs: number;
+  private readonly random: () => number;
+  private readonly nextBirthSeq: () => number;
+
+  private currentState: SessionState = 'idle';
+  private client: MqttClient | null = null;
+  private brokerLimits: BrokerLimits | null = null;
+  private currentBirthSeq: number | null = null;
+  private error: UplinkError | null = null;
+  /** Rejecters of the publishes awaiting their PUBACK on the current connection. */
+  private readonly awaitingAck = new Set<(err: UplinkError) => void>();
+  /** Ends the wait for a connection loss (or for the backoff) when close() is called. */
+  private wake: (() => void) | null = null;
+  private backoffTimer: ReturnType<typeof setTimeout> | null = null;
+  /** Ends the connection attempt (or connection) in progress: close() must not leave its timer or socket behind. */
+  private abortAttempt: ((error: UplinkError) => void) | null = null;
+  private running = false;
+  private readonly stateListeners = new Set<StateListener>();
+  private readonly commandListeners = new Set<CommandListener>();
+  private readonly errorListeners = new Set<ErrorListener>();
+  private readonly stats: SessionCounters = { attempts: 0, connections: 0, losses: 0, published: 0, acknowledged: 0, refused: 0, commands: 0 };
+
+  constructor(options: MqttSessionOptions) {
+    let url: URL;
+    try {
+      url = new URL(options.url);
+    } catch {
+      throw new RangeError(`MqttSession: '${options.url}' is not a URL (mqtts://host:port)`);
+    }
+    if (url.protocol !== 'mqtts:') throw new RangeError(`MqttSession: the uplink needs TLS: mqtts://host:port, not ${url.protocol}//`);
+    if (options.deviceId === '' || /[/+#\0]/.test(options.deviceId)) {
+      throw new RangeError(`MqttSession: '${options.deviceId}' cannot be a device ID (it is a topic level)`);
+    }
+    if ((options.requireCnMatch ?? true) && options.identity.commonName !== options.deviceId) {
+      throw new UplinkError(
+        'identity',
+        `the certificate ${options.identity.files.certFile} is for '${options.identity.commonName}', not for device '${options.deviceId}': ` +
+          `the broker knows a device by its certificate's CN and would refuse (or, under MQTT 3.1.1, silently drop) its messages`,
+      );
+    }
+    this.deviceId = options.deviceId;
+    this.protocol = options.protocol ?? 5;
+    this.host = url.hostname.replace(/^\[(.*)\]$/, '$1');
+    this.port = url.port === '' ? 8883 : Number(url.port);
+    this.identity = options.identity;
+    this.sessionExpiryS = nonNegative('sessionExpiryS', options.sessionExpiryS ?? 7 * 86_400);
+    this.keepaliveS = nonNegative('keepaliveS', options.keepaliveS ?? 60);
+    this.connectTimeoutMs = positive('connectTimeoutMs', options.connectTimeoutMs ?? 15_000);
+    this.initialMs = positive('reconnect.initialMs', options.reconnect?.initialMs ?? 1000);
+    this.maxMs = positive('reconnect.maxMs', options.reconnect?.maxMs ?? 300_000);
+    this.random = options.random ?? Math.random;
+    let last = 0;
+    this.nextBirthSeq = options.nextBirthSeq ?? (() => (last = Math.max(last + 1, Date.now())));
+  }
+
+  get state(): SessionState {
+    return this.currentState;
+  }
+
+  /** The broker's limits on the current connection; null when not connected. */
+  get limits(): BrokerLimits | null {
+    return this.brokerLimits;
+  }
+
+  /** The birth sequence of the current (or last) connection. */
+  get birthSeq(): number | null {
+    return this.currentBirthSeq;
+  }
+
+  /** Why the last attempt failed or the last connection was lost. */
+  get lastError(): UplinkError | null {
+    return this.error;
+  }
+
+  get counters(): SessionCounters {
+    return { ...this.stats };
+  }
+
+  topic(kind: DataTopic): string {
+    return `vehicles/${this.deviceId}/${kind}`;
+  }
+
+  get commandFilter(): string {
+    return `vehicles/${this.deviceId}/commands/#`;
+  }
+
+  onStateChange(listener: StateListener): () => void {
+    this.stateListeners.add(listener);
+    return () => this.stateListeners.delete(listener);
+  }
+
+  /** Messages on the device's command topics (handling them is the commands module's business). */
+  onCommand(listener: CommandListener): () => void {
+    this.commandListeners.add(listener);
+    return () => this.commandListeners.delete(listener);
+  }
+
+  /** Problems that leave the connection up: the command subscription or the birth message refused. */
+  onError(listener: ErrorListener): () => void {
+    this.errorListeners.add(listener);
+    return () => this.errorListeners.delete(listener);
+  }
+
+  /** Connects, and keeps connecting after every failure or loss, until close(). */
+  start(): void {
+    if (this.running || this.currentState === 'closed') return;
+    this.running = true;
+    void this.keepConnected();
+  }
+
+  /**
+   * Publishes on the current connection. QoS 1 resolves on the broker's PUBACK and rejects with 'publish-refused'
+   * (and the reason code) when the broker refuses it; with 'not-connected' or 'connection-lost' when there is no
+   * connection to send it on or it was lost before the PUBACK (the caller sends it again after the reconnect).
+   */
+  publish(topic: string, payload: Uint8Array | string, options: { qos?: 0 | 1; retain?: boolean } = {}): Promise<void> {
+    const client = this.client;
+    if (this.currentState !== 'connected' || !client) {
+      return Promise.reject(new UplinkError('not-connected', `not connected to the broker (${this.currentState})`));
+    }
+    return this.send(client, topic, payload, options.qos ?? 1, options.retain ?? false);
+  }
+
+  /**
+   * Cuts the network connection without an MQTT DISCONNECT, as a lost radio link would: the broker publishes the
+   * will, and the session reconnects with backoff. For a watchdog that suspects a half-open connection, and tests.
+   */
+  severLink(): void {
+    this.client?.stream?.destroy();
+  }
+
+  /** Says offline (retained, as the will would), disconnects cleanly and stops reconnecting. */
+  async close(): Promise<void> {
+    if (this.currentState === 'closed') return;
+    this.running = false;
+    const client = this.client;
+    if (client && this.currentState === 'connected') {
+      const offline = JSON.stringify({ online: false, birthSeq: this.currentBirthSeq, ts: Date.now(), reason: 'shutdown' });
+      await Promise.race([this.send(client, this.topic('status'), offline, 1, true).catch(() => undefined), sleep(2000)]);
+    }
+    this.client = null;
+    const closed = new UplinkError('closed', 'the session was closed');
+    this.dropPending(closed);
+    // A clean DISCONNECT when connected (the broker then keeps the will to itself); then whatever is left of an
+    // attempt still in progress is ended, its timer with it.
+    if (client) await endClient(client, false);
+    this.abortAttempt?.(closed);
+    this.abortAttempt = null;
+    if (this.backoffTimer) clearTimeout(this.backoffTimer);
+    this.backoffTimer = null;
+    this.brokerLimits = null;
+    this.setState({ state: 'closed' });
+    this.wake?.();
+  }
+
+  // ---- connection ----
+
+  private async keepConnected(): Promise<void> {
+    let attempt = 0;
+    while (this.running) {
+      let error: UplinkError;
+      try {
+        const lost = await this.connectOnce();
+        attempt = 0;
+        error = await lost;
+      } catch (err) {
+        error = err instanceof UplinkError ? err : new UplinkError('connection-lost', errorText(err), undefined, { cause: err });
+      }
+      if (!this.running) return;
+      this.error = error;
+      const retryInMs = backoffDelay(attempt++, this.initialMs, this.maxMs, this.random);
+      this.setState({ state: 'disconnected', error, retryInMs });
+      await new Promise<void>((resolve) => {
+        this.wake = resolve;
+        this.backoffTimer = setTimeout(resolve, retryInMs);
+      });
+      this.wake = null;
+      this.backoffTimer = null;
+    }
+  }
+
+  /**
+   * One attempt: TLS, CONNECT/CONNACK, the command subscription, the birth message. Resolves once connected with a
+   * promise of the connection's loss (and why); rejects with the reason the attempt failed.
+   */
+  private connectOnce(): Promise<Promise<UplinkError>> {
+    this.stats.attempts++;
+    this.setState({ state: 'connecting' });
+    const birthSeq = this.nextBirthSeq();
+    const options: IClientOptions & Pick<ConnectionOptions, 'minVersion'> = {
+      protocol: 'mqtts',
+      host: this.host,
+      port: this.port,
+      protocolVersion: this.protocol,
+      clientId: this.deviceId,
+      clean: false,
+      keepalive: this.keepaliveS,
+      reconnectPeriod: 0,
+      connectTimeout: this.connectTimeoutMs,
+      resubscribe: false,
+      queueQoSZero: false,
+      will: {
+        topic: this.topic('status'),
+        payload: Buffer.from(JSON.stringify({ online: false, birthSeq, reason: 'connection lost' })),
+        qos: 1,
+        retain: true,
+      },
+      ca: this.identity.caPem,
+      cert: this.identity.certPem,
+      key: this.identity.keyPem,
+      rejectUnauthorized: true,
+      minVersion: 'TLSv1.2',
+      // SNI and the name check use the URL's host; an address is checked against the certificate's IP names.
+      ...(isIP(this.host) === 0 ? { servername: this.host } : {}),
+      ...(this.protocol === 5 ? { properties: { sessionExpiryInterval: this.sessionExpiryS } } : {}),
+    };
+    const client = mqtt.connect(options);
+    this.client = client;
+    return new Promise((resolveAttempt, rejectAttempt) => {
+      let connected = false;
+      let done = false;
+      let reason: UplinkError | null = null;
+      let resolveLoss: (error: UplinkError) => void = () => undefined;
+      const lost = new Promise<UplinkError>((resolve) => (resolveLoss = resolve));
+      const timer = setTimeout(
+        () => finish(new UplinkError('timeout', `no answer from the broker at ${this.where} within ${this.connectTimeoutMs} ms`)),
+        this.connectTimeoutMs,
+      );
+      const finish = (error: UplinkError): void => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        if (this.client === client) {
+          this.client = null;
+          this.brokerLimits = null;
+        }
+        this.dropPending(new UplinkError('connection-lost', `connection lost before the broker acknowledged: ${error.message}`));
+        void endClient(client, true);
+        if (this.abortAttempt === finish) this.abortAttempt = null;
+        if (connected) {
+          // close() ends the connection on purpose: not a loss.
+          if (this.running) this.stats.losses++;
+          resolveLoss(error);
+        } else {
+          rejectAttempt(error);
+        }
+      };
+      this.abortAttempt = finish;
+      client.on('error', (err) => {
+        reason = this.classify(err, connected);
+        // Refusals and TLS failures end the attempt at once; MQTT.js closes the stream after the others.
+        if (!connected || reason.kind !== 'connection-lost') finish(reason);
+      });
+      client.on('disconnect', (packet: IDisconnectPacket) => {
+        const code = packet.reasonCode ?? 0;
+        reason = new UplinkError('kicked', `the broker ended the session: ${reasonName(code)} (0x${code.toString(16)})`, code);
+      });
+      client.on('close', () => {
+        finish(
+          reason ??
+            (connected
+              ? new UplinkError('connection-lost', `the connection to ${this.where} was lost`)
+              : new UplinkError('unreachable', `the connection to ${this.where} closed before the broker answered`)),
+        );
+      });
+      client.on('message', (topic, payload) => {
+        if (!topic.startsWith(`vehicles/${this.deviceId}/commands/`)) return;
+        this.stats.commands++;
+        for (const listener of this.commandListeners) listener(topic, payload);
+      });
+      client.once('connect', (connack: IConnackPacket) => {
+        void (async () => {
+          const properties = connack.properties;
+          this.brokerLimits = {
+            receiveMaximum: properties?.receiveMaximum ?? MQTT_MAX_RECEIVE,
+            maximumPacketSize: properties?.maximumPacketSize ?? MQTT_MAX_PACKET_SIZE,
+            sessionPresent: connack.sessionPresent,
+          };
+          try {
+            // Subscribed again even when the broker kept the session: it may have expired it, or it is a new broker.
+            const granted = await client.subscribeAsync(this.commandFilter, { qos: 1 });
+            const refusedQos = granted.find((g) => g.qos >= 0x80);
+            if (refusedQos) this.report(new UplinkError('refused', `the broker refused the subscription to ${this.commandFilter}`, refusedQos.qos));
+            const birth = JSON.stringify({ online: true, birthSeq, ts: Date.now() });
+            await this.send(client, this.topic('status'), birth, 1, true).catch((err: unknown) => {
+              if (err instanceof UplinkError && err.kind === 'publish-refused') this.report(err);
+              else throw err;
+            });
+          } catch (err) {
+            finish(err instanceof UplinkError ? err : this.classify(err, false));
+            return;
+          }
+          if (done) return;
+          clearTimeout(timer);
+          connected = true;
+          this.currentBirthSeq = birthSeq;
+          this.error = null;
+          this.stats.connections++;
+          this.setState({ state: 'connected' });
+          resolveAttempt(lost);
+        })();
+      });
+    });
+  }
+
+  private send(client: MqttClient, topic: string, payload: Uint8Array | string, qos: 0 | 1, retain: boolean): Promise<void> {
+    if (client !== this.client) {
+      return Promise.reject(new UplinkError('not-connected', 'not connected to the broker'));
+    }
+    const data = typeof payload === 'string' ? Buffer.from(payload) : Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
+    return new Promise<void>((resolve, reject) => {
+      let settled = false;
+      const settle = (err: UplinkError | null): void => {
+        if (settled) return;
+        settled = true;
+        this.awaitingAck.delete(fail);
+        if (err) reject(err);
+        else resolve();
+      };
+      const fail = (err: UplinkError): void => settle(err);
+      this.awaitingAck.add(fail);
+      this.stats.published++;
+      client.publish(topic, data, { qos, retain }, (err) => {
+        if (!err) {
+          if (qos === 1) this.stats.acknowledged++;
+          settle(null);
+          return;
+        }
+        const code = (err as Error & { code?: unknown }).code;
+        if (typeof code === 'number' && code >= 0x80) {
+          this.stats.refused++;
+          settle(new UplinkError('publish-refused', `the broker refused the publish to ${topic}: ${reasonName(code)} (0x${code.toString(16)})`, code));
+        } else {
+          settle(new UplinkError('connection-lost', `publish to ${topic} not acknowledged: ${err.message}`, undefined, { cause: err }));
+        }
+      });
+    });
+  }
+
+  private dropPending(error: UplinkError): void {
+    for (const fail of [...this.awaitingAck]) fail(error);
+  }
+
+  private get where(): string {
+    return `${this.host}:${this.port}`;
+  }
+
+  private classify(err: unknown, connected: boolean): UplinkError {
+    const code = (err as { code?: unknown }).code;
+    const text = errorText(err);
+    if (typeof code === 'string' && BROKER_CERT_CODES.has(code)) {
+      return new UplinkError(
+        'broker-untrusted',
+        `the broker's certificate at ${this.where} is not trusted: ${text} (${code}); it must chain to the pinned CA ${this.identity.files.caFile} and name ${this.host}`,
+        undefined,
+        { cause: err },
+      );
+    }
+    if (text === 'TLS not authorized') {
+      return new UplinkError('broker-untrusted', `the broker's certificate at ${this.where} is not trusted`, undefined, { cause: err });
+    }
+    if (typeof code === 'string' && code.startsWith('ERR_SSL_') && code.includes('ALERT')) {
+      const alert = code.replace(/^ERR_SSL_(SSLV3|TLSV1|TLSV13)_ALERT_/, '').toLowerCase().replace(/_/g, ' ');
+      const why = CLIENT_CERT_ALERTS.test(code) ? `: it does not accept the device certificate ${this.identity.files.certFile}` : '';
+      return new UplinkError('client-refused', `the broker at ${this.where} ended the TLS handshake with '${alert}'${why}`, undefined, { cause: err });
+    }
+    if (typeof code === 'string' && NETWORK_CODES.has(code)) {
+      return new UplinkError('unreachable', `cannot reach the broker at ${this.where}: ${code}`, undefined, { cause: err });
+    }
+    if (typeof code === 'number' && !connected) {
+      const name = this.protocol === 5 ? reasonName(code) : CONNACK_V4[code] ?? 'refused';
+      return new UplinkError('refused', `the broker refused the connection: ${name} (${code})`, code, { cause: err });
+    }
+    return new UplinkError('connection-lost', `connection to ${this.where}: ${text}`, typeof code === 'number' ? code : undefined, { cause: err });
+  }
+
+  private report(error: UplinkError): void {
+    for (const listener of this.errorListeners) listener(error);
+  }
+
+  private setState(change: SessionStateChange): void {
+    this.currentState = change.state;
+    for (const listener of this.stateListeners) listener(change);
+  }
+}
+
+const CONNACK_V4: Record<number, string> = {
+  1: 'unacceptable protocol version',
+  2: 'identifier rejected',
+  3: 'server unavailable',
+  4: 'bad user name or password',
+  5: 'not authorized',
+};
+
+const REASONS: Record<number, string> = {
+  0x80: 'unspecified error',
+  0x81: 'malformed packet',
+  0x82: 'protocol error',
+  0x83: 'implementation specific error',
+  0x84: 'unsupported protocol version',
+  0x85: 'client identifier not valid',
+  0x86: 'bad user name or password',
+  0x87: 'not authorized',
+  0x88: 'server unavailable',
+  0x89: 'server busy',
+  0x8a: 'banned',
+  0x8b: 'server shutting down',
+  0x8c: 'bad authentication method',
+  0x8d: 'keep alive timeout',
+  0x8e: 'session taken over',
+  0x8f: 'topic filter invalid',
+  0x90: 'topic name invalid',
+  0x93: 'receive maximum exceeded',
+  0x94: 'topic alias invalid',
+  0x95: 'packet too large',
+  0x96: 'message rate too high',
+  0x97: 'quota exceeded',
+  0x98: 'administrative action',
+  0x99: 'payload format invalid',
+  0x9c: 'use another server',
+  0x9d: 'server moved',
+  0x9f: 'connection rate exceeded',
+};
+
+export function reasonName(code: number): string {
+  return REASONS[code] ?? (code === 0 ? 'normal disconnection' : 'reason code');
+}
+
+async function endClient(client: MqttClient, force: boolean): Promise<void> {
+  // A late error from a client being dropped must not become an unhandled 'error' event.
+  client.on('error', () => undefined);
+  await Promise.race([client.endAsync(force).catch(() => undefined), sleep(1000)]);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message.split('\n')[0]!.trim() : String(err);
+}
+
+function positive(name: string, value: number): number {
+  if (!(Number.isFinite(value) && value > 0)) throw new RangeError(`MqttSession: ${name} must be a positive number, got ${value}`);
+  return value;
+}
+
+function nonNegative(name: string, value: number): number {
+  if (!(Number.isInteger(value) && value >= 0)) throw new RangeError(`MqttSession: ${name} must be a non-negative integer, got ${value}`);
+  return value;
+}
