@@ -82,6 +82,8 @@ export class DataPath {
   private writeTimer: NodeJS.Timeout | undefined;
   private healthTimer: NodeJS.Timeout | undefined;
   private messages = 0;
+  /** Batches the codec refused (never expected from the collector; counted rather than fatal). */
+  private droppedBatches = 0;
   private closed = false;
 
   private constructor(
@@ -167,8 +169,20 @@ export class DataPath {
         ),
     }));
     // A failed write (full disk) is counted and reported by the outbox itself; the run goes on.
-    const result = this.outbox.append(items);
-    this.messages += result.seqs.length;
+    try {
+      this.messages += this.outbox.append(items).seqs.length;
+    } catch {
+      // A batch the codec refuses (a non-finite timestamp...) would abort the whole transaction: store the others
+      // one by one and drop only what cannot be encoded, saying so.
+      for (const item of items) {
+        try {
+          this.messages += this.outbox.append([item]).seqs.length;
+        } catch (itemError) {
+          this.droppedBatches++;
+          this.warn(`outbox: a ${item.kind} batch could not be encoded and was dropped: ${(itemError as Error).message}`);
+        }
+      }
+    }
   }
 
   /** The health message: what the collector, the outbox, the link and its budget are doing. */
@@ -176,7 +190,13 @@ export class DataPath {
     const outbox = this.outbox.stats();
     const report: Record<string, unknown> = {
       ts: Date.now(),
-      collector: { samplesIn: this.collector.stats.samplesIn, samples: this.collector.stats.samplesEmitted, batches: this.collector.stats.batches, triggers: this.collector.stats.triggersFired },
+      collector: {
+        samplesIn: this.collector.stats.samplesIn,
+        samples: this.collector.stats.samplesEmitted,
+        batches: this.collector.stats.batches,
+        triggers: this.collector.stats.triggersFired,
+        droppedBatches: this.droppedBatches,
+      },
       outbox: {
         messages: outbox.messages,
         bytes: outbox.bytes,
@@ -254,13 +274,15 @@ async function openUplink(config: DeviceConfig, outbox: SqliteOutbox, warn: Warn
   if (uplink.embeddedBroker) {
     const pki = ensureDevPki(uplink.certsDir!, config.deviceId, warn);
     const address = new URL(uplink.url);
-    broker = await EmbeddedBroker.start({
-      host: address.hostname === 'localhost' ? '127.0.0.1' : address.hostname,
-      port: address.port === '' ? 8883 : Number(address.port),
-      certFile: pki.serverCertFile,
-      keyFile: pki.serverKeyFile,
-      caFile: pki.caFile,
-    });
+    const host = address.hostname === 'localhost' ? '127.0.0.1' : address.hostname;
+    const port = address.port === '' ? 8883 : Number(address.port);
+    try {
+      broker = await EmbeddedBroker.start({ host, port, certFile: pki.serverCertFile, keyFile: pki.serverKeyFile, caFile: pki.caFile });
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'EADDRINUSE') throw new Error(`uplink.url: the embedded broker cannot listen on ${host}:${port}: the port is in use (another agent or broker running?)`);
+      throw new Error(`uplink.url: the embedded broker cannot listen on ${host}:${port}: ${(err as Error).message}`);
+    }
     url = broker.url;
     warn(`embedded MQTT broker listening on ${url} (subscribe with the backend certificate in ${uplink.certsDir})`);
   }
