@@ -40,6 +40,15 @@ export const uplinkConfigSchema = z
       .max(65_535)
       .default(16)
       .describe('QoS 1 messages sent and not yet acknowledged, at most (the broker\'s receive maximum caps it too). Default 16.'),
+    maxPacketSize: z
+      .number()
+      .int()
+      .min(1024)
+      .optional()
+      .describe(
+        'Largest MQTT packet the broker accepts, bytes. MQTT 5 brokers announce it; a 3.1.1 broker does not, and disconnects a client that ' +
+          'exceeds it: set it then, so an oversized message is set aside instead of costing a reconnect each time.',
+      ),
     reconnect: z
       .strictObject({
         initialMs: z.number().int().min(10).default(1000).describe('First backoff ceiling. Default 1000.'),

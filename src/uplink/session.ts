@@ -519,6 +519,10 @@ export class MqttSession {
         { cause: err },
       );
     }
+    if (text === 'connack timeout') {
+      // MQTT.js's own CONNACK timer (same length as ours) can fire first.
+      return new UplinkError('timeout', `no answer from the broker at ${this.where} within ${this.connectTimeoutMs} ms`, undefined, { cause: err });
+    }
     if (text === 'TLS not authorized') {
       return new UplinkError('broker-untrusted', `the broker's certificate at ${this.where} is not trusted`, undefined, { cause: err });
     }

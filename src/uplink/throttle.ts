@@ -41,6 +41,8 @@ export interface ThrottleState {
 }
 
 const HOUR_MS = 3_600_000;
+/** Tokens below which a shortfall is rounding noise. */
+const TOKEN_EPSILON = 1e-9;
 
 class Bucket {
   readonly capacity: number;
@@ -64,8 +66,11 @@ class Bucket {
 
   /** Milliseconds until `amount` may go (an amount above the capacity needs a full bucket). */
   waitMs(amount: number): number {
-    const need = Math.min(amount, this.capacity);
-    return this.tokens >= need ? 0 : Math.ceil((need - this.tokens) / this.perMs);
+    const missing = Math.min(amount, this.capacity) - this.tokens;
+    // Refills are sums of floating-point fractions: a shortfall of rounding noise is no shortfall, or a wait of
+    // exactly the time computed here could come back short by 1e-16 tokens and wait again, forever under a still clock;
+    // likewise 1.0000000000000002 ms is a wait of 1 ms, not 2.
+    return missing <= TOKEN_EPSILON ? 0 : Math.ceil(missing / this.perMs - 1e-6);
   }
 
   take(amount: number): void {

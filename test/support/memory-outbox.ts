@@ -1,0 +1,57 @@
+/** An OutboxQueue in memory, for the uplink tests: the order and the contract of the SQLite outbox, nothing kept. */
+import type { MessageKind, Priority } from '../../src/collect/sample.js';
+import type { OutboxQueue, OutboxRecord } from '../../src/store/outbox-queue.js';
+
+export class MemoryOutbox implements OutboxQueue {
+  private readonly records = new Map<number, OutboxRecord>();
+  private readonly listeners = new Set<() => void>();
+  private nextSeq = 1;
+  /** Sequence numbers acknowledged, in the order they were. */
+  readonly acknowledged: number[] = [];
+
+  /** Adds a message whose payload is `{seq, ...body}` as JSON (so the backend can tell which it got). */
+  add(kind: MessageKind, priority: Priority, body: Record<string, unknown> = {}, padTo = 0): OutboxRecord {
+    const seq = this.nextSeq++;
+    let json = JSON.stringify({ seq, priority, ...body });
+    if (json.length < padTo) json = JSON.stringify({ seq, priority, ...body, pad: 'x'.repeat(padTo - json.length - 9) });
+    const record: OutboxRecord = { seq, kind, priority, createdAt: Date.now(), payload: new TextEncoder().encode(json) };
+    this.records.set(seq, record);
+    for (const listener of this.listeners) listener();
+    return record;
+  }
+
+  peek(maxCount: number, maxBytes: number, skip: ReadonlySet<number>): OutboxRecord[] {
+    const ordered = [...this.records.values()].filter((r) => !skip.has(r.seq)).sort((a, b) => b.priority - a.priority || a.seq - b.seq);
+    const out: OutboxRecord[] = [];
+    let bytes = 0;
+    for (const record of ordered) {
+      if (out.length >= maxCount) break;
+      if (out.length > 0 && bytes + record.payload.byteLength > maxBytes) break;
+      out.push(record);
+      bytes += record.payload.byteLength;
+    }
+    return out;
+  }
+
+  acknowledge(seq: number): void {
+    if (this.records.delete(seq)) this.acknowledged.push(seq);
+  }
+
+  /** Deletions here are immediate. */
+  readonly unflushedAcknowledgements = 0;
+  flushAcknowledgements(): void {}
+
+  get pending(): number {
+    return this.records.size;
+  }
+
+  onAppend(listener: () => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+}
+
+/** The seq of a payload MemoryOutbox made. */
+export function seqOf(payload: Uint8Array): number {
+  return (JSON.parse(Buffer.from(payload).toString('utf8')) as { seq: number }).seq;
+}
