@@ -108,7 +108,8 @@ export class DataPath {
       maxBytes: outboxConfig.maxBytes,
       maxAgeMs: outboxConfig.maxAgeHours * 3_600_000,
       durability: outboxConfig.durability,
-      onProblem: (err) => warn(`outbox: ${err.message}`),
+      // The outbox's messages already start with `outbox: `.
+      onProblem: (err) => warn(err.message.startsWith('outbox: ') ? err.message : `outbox: ${err.message}`),
     });
     let path_: DataPath | undefined;
     let uplink: DataPath['uplink'];
@@ -303,7 +304,13 @@ async function openUplink(config: DeviceConfig, outbox: SqliteOutbox, warn: Warn
       bytesPerHour: uplink.throttle.bytesPerHour,
       burstFraction: uplink.throttle.burstFraction,
     });
-    return { session, throttle, url, publisher: new Publisher({ session, queue: outbox, throttle, maxInflight: uplink.maxInflight }), ...(broker ? { broker } : {}) };
+    return { session, throttle, url, publisher: new Publisher({
+        session,
+        queue: outbox,
+        throttle,
+        maxInflight: uplink.maxInflight,
+        ...(uplink.maxPacketSize !== undefined ? { maxPacketSize: uplink.maxPacketSize } : {}),
+      }), ...(broker ? { broker } : {}) };
   } catch (err) {
     await broker?.close();
     throw err;

@@ -22,6 +22,13 @@ export interface OutboxQueue {
   peek(maxCount: number, maxBytes: number, skip: ReadonlySet<number>): OutboxRecord[];
   /** The broker has the message (PUBACK): delete it. Unknown sequence numbers are ignored (already evicted). */
   acknowledge(seq: number): void;
+  /**
+   * Acknowledged messages not yet deleted from durable storage: after a crash they would be sent again. The publisher
+   * counts them against its in-flight window, so a crash re-sends at most that window.
+   */
+  readonly unflushedAcknowledgements: number;
+  /** Makes the acknowledgements so far durable now. */
+  flushAcknowledgements(): void;
   /** Messages waiting (in flight included). */
   readonly pending: number;
   /** Calls `listener` when messages are added; returns an unsubscribe. */

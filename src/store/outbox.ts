@@ -588,6 +588,10 @@ export class SqliteOutbox implements OutboxQueue {
     return this.storedCount - this.pendingAcks.size;
   }
 
+  get unflushedAcknowledgements(): number {
+    return this.pendingAcks.size;
+  }
+
   onAppend(listener: () => void): () => void {
     // A wrapper per subscription, so the same function subscribed twice unsubscribes one at a time.
     const entry = (): void => listener();

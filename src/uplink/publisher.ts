@@ -173,9 +173,21 @@ export class Publisher {
     const limits = this.session.limits;
     if (this.session.state !== 'connected' || !limits) return;
     const window = Math.max(1, Math.min(this.maxInflight, limits.receiveMaximum));
-    while (this.inflight.size < window) {
+    // Acknowledged but not yet deleted on disk counts as in flight: a crash would send it again. Deleting them in
+    // groups of half a window keeps both the re-sent messages after a crash (at most one window) and the number of
+    // delete transactions on the flash (one per half window) small.
+    const flushAt = Math.ceil(window / 2);
+    for (;;) {
+      let unflushed = this.queue.unflushedAcknowledgements;
+      if (unflushed >= flushAt || (unflushed > 0 && this.inflight.size + unflushed >= window)) {
+        this.queue.flushAcknowledgements();
+        // A delete that failed (full disk) is retried by the outbox; sending must not wait for it.
+        unflushed = this.queue.unflushedAcknowledgements >= flushAt ? 0 : this.queue.unflushedAcknowledgements;
+      }
+      const free = window - this.inflight.size - unflushed;
+      if (free <= 0) return;
       const skip = new Set<number>([...this.inflight, ...this.setAside, ...this.held.keys()]);
-      const batch = this.queue.peek(window - this.inflight.size, Number.MAX_SAFE_INTEGER, skip);
+      const batch = this.queue.peek(free, Number.MAX_SAFE_INTEGER, skip);
       if (batch.length === 0) return;
       for (const record of batch) {
         const topic = this.session.topic(record.kind);
