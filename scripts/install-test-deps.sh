@@ -1,16 +1,24 @@
 #!/usr/bin/env bash
 # Installs the system tools the host tests drive as real parts: socat (the pseudo-terminal pairs the ELM327 serial
-# tests talk through). Idempotent and quiet when everything is there; exits non-zero, naming what is missing, when it
+# tests talk through) and mosquitto (the real MQTT broker of the uplink tests, started on free ports; its own system
+# service is never used), nftables, conntrack and ping (the NAT router of the carrier-network
+# harness in test/net/, and its loss measurement).
+# Idempotent and quiet when everything is there; exits non-zero, naming what is missing, when it
 # cannot install. The SocketCAN VM has its own list: scripts/vm/install-deps.sh.
 set -euo pipefail
 
 # command the package provides -> package
 declare -A provides=(
   [socat]=socat
+  [mosquitto]=mosquitto
+  [nft]=nftables
+  [conntrack]=conntrack
+  [ping]=iputils-ping
 )
 missing=()
 for cmd in "${!provides[@]}"; do
-  command -v "$cmd" >/dev/null 2>&1 || missing+=("${provides[$cmd]}")
+  # /usr/sbin too: mosquitto lives there, outside a non-root PATH
+  command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing+=("${provides[$cmd]}")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 
