@@ -3,13 +3,19 @@
  * Benchmarks, run with `npm run bench -- <suite> [--json]`. Figures are throughput on one core; each suite also
  * measures a baseline in the same run, so results are read as ratios, not as absolute numbers from another machine.
  */
+import { runCommandsBenchmark } from './commands.js';
 import { runDecodeBenchmark } from './decode.js';
 import { runElm327Benchmark } from './elm327.js';
+import { runKeepaliveBenchmark } from './keepalive.js';
+import { runPipelineBenchmark } from './pipeline.js';
 import { runSocketCanBenchmark } from './socketcan.js';
 
 const suites: Record<string, (json: boolean) => Promise<void> | void> = {
+  commands: runCommandsBenchmark,
   decode: runDecodeBenchmark,
   elm327: runElm327Benchmark,
+  keepalive: runKeepaliveBenchmark,
+  pipeline: runPipelineBenchmark,
   socketcan: runSocketCanBenchmark,
 };
 

@@ -10,8 +10,11 @@
  */
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
+import type { FrameSink } from '../can/frame.js';
 import { Collector } from '../collect/collector.js';
+import type { CollectionConfig } from '../collect/config.js';
 import type { SampleBatch } from '../collect/sample.js';
+import type { CommandContext } from '../commands/handler.js';
 import type { DeviceConfig } from '../config/device-config.js';
 import type { BusDecoder } from '../dbc/bus-decoder.js';
 import { createDevCa, devCaFromPem, issueDeviceCertificate, issueServerCertificate, writeIssued, type DevCa } from '../pki/dev-ca.js';
@@ -19,9 +22,13 @@ import { loadIdentity } from '../pki/identity.js';
 import { SqliteOutbox, type OutboxItem, type OutboxStats } from '../store/outbox.js';
 import { encodeMessage } from '../uplink/codec.js';
 import { BACKEND_IDENTITY, EmbeddedBroker } from '../uplink/embedded-broker.js';
+import { identifyNetwork, watchNetwork } from '../uplink/network-identity.js';
+import { heartbeatText, openAdaptiveHeartbeat, type AdaptiveHeartbeat, type HeartbeatStatus } from '../uplink/keepalive.js';
+import type { LinkMemory } from '../uplink/link-memory.js';
 import { Publisher, type PublisherStats } from '../uplink/publisher.js';
 import { MqttSession, type SessionState } from '../uplink/session.js';
 import { Throttle, type ThrottleState } from '../uplink/throttle.js';
+import { AgentCommands } from './agent-commands.js';
 
 type Warn = (message: string) => void;
 
@@ -33,7 +40,7 @@ export interface DataPathSummary {
   /** Messages waiting in the outbox when the run stopped. */
   buffered: number;
   outbox: OutboxStats;
-  uplink?: { state: SessionState; url: string; publisher: PublisherStats; throttle: ThrottleState };
+  uplink?: { state: SessionState; url: string; publisher: PublisherStats; throttle: ThrottleState; heartbeat?: HeartbeatStatus };
 }
 
 /** The files of the development PKI the embedded broker and the demo device use. */
@@ -81,25 +88,52 @@ export class DataPath {
   private pendingBatches: SampleBatch[] = [];
   private writeTimer: NodeJS.Timeout | undefined;
   private healthTimer: NodeJS.Timeout | undefined;
+  private stopNetworkWatch: (() => void) | undefined;
   private messages = 0;
   /** Batches the codec refused (never expected from the collector; counted rather than fatal). */
   private droppedBatches = 0;
   private closed = false;
+  /** Remote commands (the `commands` section, with an uplink). */
+  private commands: AgentCommands | undefined;
+  private commandContext: CommandContext | undefined;
+  /** The collection section in force: setConfig replaces it (and the collector) while the run goes on. */
+  private collection: CollectionConfig;
+  /** Per bus: the running collector's frame sink, which the stable sinks handed to the sources call. */
+  private busSinks: FrameSink[];
+  /** Counts of collectors replaced during the run, so that health and summary count the whole run. */
+  private readonly retired = { samplesIn: 0, samplesEmitted: 0, batches: 0, triggersFired: 0 };
 
   private constructor(
     private readonly config: DeviceConfig,
-    readonly collector: Collector,
+    private readonly buses: readonly BusDecoder[],
+    private currentCollector: Collector,
     readonly outbox: SqliteOutbox,
     private readonly warn: Warn,
-    readonly uplink?: { session: MqttSession; publisher: Publisher; throttle: Throttle; url: string; broker?: EmbeddedBroker },
-  ) {}
+    readonly uplink?: {
+      session: MqttSession;
+      publisher: Publisher;
+      throttle: Throttle;
+      url: string;
+      broker?: EmbeddedBroker;
+      /** The adaptive heartbeat (uplink.keepalive.adaptive) and its per-network memory. */
+      heartbeat?: AdaptiveHeartbeat;
+      linkMemory?: LinkMemory;
+    },
+  ) {
+    this.collection = config.collection!;
+    this.busSinks = buses.map((_, i) => currentCollector.sinkFor(i));
+  }
+
+  get collector(): Collector {
+    return this.currentCollector;
+  }
 
   /**
    * Opens the outbox, builds the collector against the buses' databases, and (with an uplink section) starts the
    * embedded broker if configured, loads the identity and connects. Configuration and identity problems throw here,
    * before the sources start; a broker that cannot be reached is not a failure (the outbox holds the data).
    */
-  static async open(config: DeviceConfig, buses: readonly BusDecoder[], warn: Warn): Promise<DataPath> {
+  static async open(config: DeviceConfig, buses: readonly BusDecoder[], warn: Warn, options: { commandContext?: CommandContext } = {}): Promise<DataPath> {
     const collection = config.collection!;
     const outboxConfig = config.outbox!;
     mkdirSync(path.dirname(outboxConfig.path), { recursive: true });
@@ -113,11 +147,17 @@ export class DataPath {
     });
     let path_: DataPath | undefined;
     let uplink: DataPath['uplink'];
+    let commands: AgentCommands | undefined;
     try {
       const collector = new Collector({ config: collection, buses, onBatch: (batch) => path_!.pendingBatches.push(batch) });
+      // The command CA and the replay memory first: a bad one fails the start before anything connects.
+      if (config.commands && config.uplink) commands = AgentCommands.open(config, buses, warn);
       if (config.uplink) uplink = await openUplink(config, outbox, warn);
-      path_ = new DataPath(config, collector, outbox, warn, uplink);
+      path_ = new DataPath(config, buses, collector, outbox, warn, uplink);
+      path_.commands = commands;
+      path_.commandContext = options.commandContext;
     } catch (err) {
+      commands?.close();
       outbox.close();
       throw err;
     }
@@ -131,6 +171,16 @@ export class DataPath {
     if (this.uplink) {
       const { session, publisher } = this.uplink;
       session.onError((err) => this.warn(`uplink: ${err.message}`));
+      // One line per change of the learned interval: a few while learning, then rarely.
+      this.uplink.heartbeat?.onEvent((event) => {
+        if (event.type === 'interval') {
+          const { fromS, toS, reason, phase } = event.change;
+          this.warn(`uplink: heartbeat ${fromS} s -> ${toS} s on ${event.network} (${reason}, ${phase})`);
+        } else if (event.type === 'verdict') {
+          const d = event.detection;
+          this.warn(`uplink: the dead link after ${d.idleS} s idle was ${d.verdict === 'nat-expired' ? 'the network forgetting the idle connection' : 'lost coverage'}`);
+        }
+      });
       publisher.onError((err) => this.warn(`uplink: ${err.message}`));
       session.onStateChange((change) => {
         if (change.state === 'connected') this.warn(`uplink: connected to ${this.uplink!.url}`);
@@ -138,16 +188,53 @@ export class DataPath {
           this.warn(`uplink: disconnected (${change.error?.message ?? 'connection lost'}), retrying in ${(change.retryInMs / 1000).toFixed(1)} s`);
         }
       });
+      this.commands?.start({ outbox: this.outbox, session, healthReport: () => this.healthReport() }, this.commandContext);
       session.start();
       publisher.start();
+      const heartbeat = this.uplink.heartbeat;
+      // A car moves between carriers and hotspots: each network has its own NAT and its own learned interval.
+      if (heartbeat) this.stopNetworkWatch = watchNetwork((network) => heartbeat.setNetwork(network));
       this.healthTimer = setInterval(() => this.publishHealth(), 60_000);
       this.healthTimer.unref();
     }
   }
 
-  /** The sink a bus source delivers to: decodes as BusDecoder.sink does, then the collection rules see the frame. */
-  sinkFor(busIndex: number): ReturnType<Collector['sinkFor']> {
-    return this.collector.sinkFor(busIndex);
+  /**
+   * The sink a bus source delivers to: decodes as BusDecoder.sink does, then the collection rules see the frame. It
+   * goes through `busSinks` so that a collector replaced by setConfig takes over the running sources.
+   */
+  sinkFor(busIndex: number): FrameSink {
+    if (busIndex < 0 || busIndex >= this.buses.length) throw new RangeError(`no bus ${busIndex}`);
+    return (frame) => this.busSinks[busIndex]!(frame);
+  }
+
+  /**
+   * A collector for `collection` against this run's buses, delivering into this outbox; not started. Throws
+   * CollectorConfigError when a rule names a signal no bus has.
+   */
+  createCollector(collection: CollectionConfig): Collector {
+    return new Collector({ config: collection, buses: this.buses, onBatch: (batch) => this.pendingBatches.push(batch) });
+  }
+
+  /**
+   * Puts `next` (from createCollector) in place of the running collector without stopping the sources. The old one's
+   * open batches are committed first, in the old payload format. Returns the previous collection and collector
+   * (closed), so that a caller whose later step fails can put them back the same way.
+   */
+  replaceCollector(next: Collector, collection: CollectionConfig): { collector: Collector; collection: CollectionConfig } {
+    if (this.closed) throw new Error('the data path is closed');
+    const previous = { collector: this.currentCollector, collection: this.collection };
+    previous.collector.close();
+    this.commitBatches();
+    // `next` may be a collector put back after a failed change: its own counts are already in it.
+    for (const key of Object.keys(this.retired) as (keyof DataPath['retired'])[]) {
+      this.retired[key] += previous.collector.stats[key] - next.stats[key];
+    }
+    this.currentCollector = next;
+    this.collection = collection;
+    this.busSinks = this.buses.map((_, i) => next.sinkFor(i));
+    next.start();
+    return previous;
   }
 
   /** Encodes the closed batches and commits them to the outbox in one transaction. */
@@ -156,7 +243,7 @@ export class DataPath {
     const batches = this.pendingBatches;
     this.pendingBatches = [];
     const { deviceId } = this.config;
-    const format = this.config.collection!.format;
+    const format = this.collection.format;
     const createdAt = Date.now();
     const items: OutboxItem[] = batches.map((batch) => ({
       kind: batch.kind,
@@ -192,10 +279,10 @@ export class DataPath {
     const report: Record<string, unknown> = {
       ts: Date.now(),
       collector: {
-        samplesIn: this.collector.stats.samplesIn,
-        samples: this.collector.stats.samplesEmitted,
-        batches: this.collector.stats.batches,
-        triggers: this.collector.stats.triggersFired,
+        samplesIn: this.retired.samplesIn + this.collector.stats.samplesIn,
+        samples: this.retired.samplesEmitted + this.collector.stats.samplesEmitted,
+        batches: this.retired.batches + this.collector.stats.batches,
+        triggers: this.retired.triggersFired + this.collector.stats.triggersFired,
         droppedBatches: this.droppedBatches,
       },
       outbox: {
@@ -209,8 +296,15 @@ export class DataPath {
       },
     };
     if (this.uplink) {
-      report.uplink = { state: this.uplink.session.state, publisher: this.uplink.publisher.stats, throttle: this.uplink.throttle.state };
+      report.uplink = {
+        state: this.uplink.session.state,
+        publisher: this.uplink.publisher.stats,
+        throttle: this.uplink.throttle.state,
+        ...(this.uplink.heartbeat ? { heartbeat: this.uplink.heartbeat.status() } : {}),
+      };
     }
+    const commands = this.commands?.stats;
+    if (commands) report.commands = commands;
     return report;
   }
 
@@ -221,20 +315,21 @@ export class DataPath {
     session.publish(session.topic('health'), JSON.stringify(this.healthReport()), { qos: 1 }).catch(() => undefined);
   }
 
-  /** ` | uplink connected, 1204 published, 3 buffered (12 kB)` */
+  /** ` | uplink connected, heartbeat 42 s, 1204 published, 3 buffered (12 kB)` */
   statusText(): string {
     const stats = this.outbox.stats();
     const buffered = `${stats.messages} buffered (${formatBytes(stats.bytes)})`;
     if (!this.uplink) return `${this.messages} messages, ${buffered}`;
     const { publisher, session, throttle } = this.uplink;
     const limited = throttle.state.limited ? ', budget exhausted' : '';
-    return `uplink ${session.state}, ${publisher.stats.acknowledged} published, ${buffered}${limited}`;
+    const heartbeat = this.uplink.heartbeat ? `, ${heartbeatText(this.uplink.heartbeat.status())}` : '';
+    return `uplink ${session.state}${heartbeat}, ${publisher.stats.acknowledged} published, ${buffered}${limited}`;
   }
 
   summary(): DataPathSummary {
     const outbox = this.outbox.stats();
     const summary: DataPathSummary = {
-      samples: this.collector.stats.samplesEmitted,
+      samples: this.retired.samplesEmitted + this.collector.stats.samplesEmitted,
       messages: this.messages,
       published: this.uplink?.publisher.stats.acknowledged ?? 0,
       buffered: outbox.messages,
@@ -242,6 +337,7 @@ export class DataPath {
     };
     if (this.uplink) {
       summary.uplink = { state: this.uplink.session.state, url: this.uplink.url, publisher: this.uplink.publisher.stats, throttle: this.uplink.throttle.state };
+      if (this.uplink.heartbeat) summary.uplink.heartbeat = this.uplink.heartbeat.status();
     }
     return summary;
   }
@@ -255,14 +351,18 @@ export class DataPath {
     this.closed = true;
     clearInterval(this.writeTimer);
     clearInterval(this.healthTimer);
+    this.stopNetworkWatch?.();
     this.collector.close();
     this.commitBatches();
+    // Before the outbox closes: the results of commands cut short go out with the next run.
+    this.commands?.close();
     if (this.uplink) {
       this.uplink.publisher.stop();
       await this.uplink.session.close();
     }
     const summary = this.summary();
     this.outbox.close();
+    this.uplink?.linkMemory?.close();
     await this.uplink?.broker?.close();
     return summary;
   }
@@ -287,10 +387,15 @@ async function openUplink(config: DeviceConfig, outbox: SqliteOutbox, warn: Warn
     url = broker.url;
     warn(`embedded MQTT broker listening on ${url} (subscribe with the backend certificate in ${uplink.certsDir})`);
   }
+  let adaptive: ReturnType<typeof openAdaptiveHeartbeat> = null;
   try {
     const identity = loadIdentity({ certFile: uplink.certFile!, keyFile: uplink.keyFile!, caFile: uplink.caFile! });
     for (const w of identity.warnings) warn(`uplink: ${w}`);
+    // The network is known before the first connection, so a car starts from what it learned on this network.
+    const network = uplink.keepalive.adaptive ? await identifyNetwork() : undefined;
+    adaptive = openAdaptiveHeartbeat(uplink.keepalive, path.join(path.dirname(config.outbox!.path), 'link-memory.db'), warn, network);
     const session = new MqttSession({
+      ...(adaptive ? { heartbeat: adaptive.heartbeat } : {}),
       url,
       deviceId: config.deviceId,
       identity,
@@ -310,8 +415,9 @@ async function openUplink(config: DeviceConfig, outbox: SqliteOutbox, warn: Warn
         throttle,
         maxInflight: uplink.maxInflight,
         ...(uplink.maxPacketSize !== undefined ? { maxPacketSize: uplink.maxPacketSize } : {}),
-      }), ...(broker ? { broker } : {}) };
+      }), ...(broker ? { broker } : {}), ...(adaptive ? { heartbeat: adaptive.heartbeat } : {}), ...(adaptive?.memory ? { linkMemory: adaptive.memory } : {}) };
   } catch (err) {
+    adaptive?.memory?.close();
     await broker?.close();
     throw err;
   }

@@ -13,8 +13,9 @@ import { resolveObdPid } from '../config/device-config.js';
 import type { CompiledDatabase } from '../dbc/index.js';
 import { receiveFilters } from '../dbc/receive-filters.js';
 import { ObdCanClient, ObdRequestError } from '../obd/can-client.js';
+import type { ObdClient } from '../obd/client.js';
 import type { PidValue } from '../obd/j1979.js';
-import { PidPoller, type PidReader, type PidSample, type UnsupportedPid } from '../obd/poller.js';
+import { PidPoller, type PidSample, type UnsupportedPid } from '../obd/poller.js';
 import { canInterfaceProblem, describeControllerChange, endpointStateReporter } from './can-interface.js';
 
 type Warn = (message: string) => void;
@@ -89,9 +90,9 @@ export interface ObdPollingSummary {
   unsupported: number;
 }
 
-/** What the poller reads through, and how the owner learns whether the link to the car is up. */
+/** What the poller reads through (also what remote commands use: DTCs, VIN), and how the owner closes it. */
 export interface ObdConnection {
-  readonly reader: PidReader;
+  readonly reader: ObdClient;
   close(): void;
 }
 
@@ -122,6 +123,7 @@ export class ObdPolling {
   private openWaiters: (() => void)[] = [];
   private endRound: (() => void) | null = null;
   private poller: PidPoller | null = null;
+  private connection: ObdConnection | null = null;
   private multipleEcus = false;
 
   constructor(
@@ -139,6 +141,7 @@ export class ObdPolling {
   async run(signal: AbortSignal): Promise<void> {
     if (signal.aborted) return;
     const connection = this.connect(this.onLinkChange);
+    this.connection = connection;
     const poller = new PidPoller(
       connection.reader,
       { pids: this.config.pids, ...(this.config.budget ? { budget: this.config.budget } : {}), ...(this.config.backoff ? { backoff: this.config.backoff } : {}) },
@@ -174,8 +177,17 @@ export class ObdPolling {
       }
     } finally {
       signal.removeEventListener('abort', wakeOnAbort);
+      this.connection = null;
       connection.close();
     }
+  }
+
+  /**
+   * The OBD client while its link to the car is up, for requests besides polling (remote commands: DTCs, VIN). The
+   * client queues requests, so these wait for the poll in flight rather than interleave with it.
+   */
+  get client(): ObdClient | undefined {
+    return this.linkOpen && this.connection !== null ? this.connection.reader : undefined;
   }
 
   /** `OBD rpm 812, speed 42 km/h`; the ECU is named when more than one answers. */

@@ -17,9 +17,19 @@ import { BusDecoder } from '../dbc/bus-decoder.js';
 import { compileDatabase, loadDbcFile, type CompiledDatabase } from '../dbc/index.js';
 import type { SignalDef } from '../dbc/model.js';
 import { SimulatedVehicle } from '../sim/vehicle.js';
+import type { CommandContext } from '../commands/handler.js';
+import { createCommandContext, LOG_LEVELS, type LogLevel } from './command-context.js';
 import { DataPath, type DataPathSummary } from './data-path.js';
 import { LiveObdAdapter } from './live-adapter.js';
 import { LiveBus, type ObdPollingSummary } from './live-bus.js';
+
+/**
+ * Exit code of a run that stopped because a remote command asked for a restart: EX_TEMPFAIL, which the systemd unit
+ * (Restart=on-failure) answers by starting the agent again.
+ */
+export const RESTART_EXIT_CODE = 75;
+/** Between a restart request and the stop: time for the command's result to reach the broker. */
+const RESTART_DELAY_MS = 1000;
 
 /** The demo config shipped with the package; this file runs as dist/src/cli/run.js. */
 export const DEFAULT_CONFIG_PATH = fileURLToPath(new URL('../../../device-config/default.json', import.meta.url));
@@ -98,6 +108,10 @@ export interface RunAgentOptions {
   output: StatusOutput;
   /** Diagnostics (DBC warnings, malformed log lines, interface and controller state changes, OBD trouble). */
   warn?: (message: string) => void;
+  /** The config file `config` was loaded from: setConfig writes the new collection section there. */
+  configFile?: string;
+  /** Receives the context remote commands act through, once the run's parts exist. */
+  onCommandContext?: (context: CommandContext) => void;
 }
 
 export interface BusSummary {
@@ -129,6 +143,8 @@ export interface RunSummary {
   adapters: AdapterSummary[];
   /** With a collection section: samples, messages, what was published and what is still buffered. */
   dataPath?: DataPathSummary;
+  /** The run stopped because a remote command asked for a restart (exit with RESTART_EXIT_CODE). */
+  restartRequested?: boolean;
 }
 
 function createSource(bus: BusConfig, database: CompiledDatabase, decoder: BusDecoder, live: LiveBus | undefined): FrameSource {
@@ -164,7 +180,13 @@ async function runSource(bus: BusConfig, source: FrameSource, sink: FrameSink, s
 /** Runs the agent on a loaded config until the duration passes, `signal` aborts, or every source has ended. */
 export async function runAgent(options: RunAgentOptions): Promise<RunSummary> {
   const { config, output } = options;
-  const warn = options.warn ?? ((message: string) => process.stderr.write(`${message}\n`));
+  const emit = options.warn ?? ((message: string) => process.stderr.write(`${message}\n`));
+  // Every diagnostic of the run is a warning today; setLogLevel('error') silences them (structured logging will
+  // give the finer levels their messages).
+  let logLevel: LogLevel = 'warn';
+  const warn = (message: string): void => {
+    if (LOG_LEVELS.indexOf(logLevel) >= LOG_LEVELS.indexOf('warn')) emit(message);
+  };
   const buses: BusDecoder[] = [];
   const sources: FrameSource[] = [];
   /** Per bus: its live parts when it is a SocketCAN bus. */
@@ -187,15 +209,44 @@ export async function runAgent(options: RunAgentOptions): Promise<RunSummary> {
     statusSignals.push(found);
   }
 
-  // Opened before the sources start, so an unusable outbox or identity fails the run before anything is read.
-  const dataPath = config.collection ? await DataPath.open(config, buses, warn) : undefined;
-  if (dataPath) {
-    const offer = (name: string, value: number, ts: number): void => dataPath.collector.offer(name, value, ts);
-    live.forEach((liveBus, i) => liveBus?.obd?.forwardValues(config.buses[i]!.name, offer));
-    for (const adapter of adapters) adapter.obd.forwardValues(adapter.config.name, offer);
-  }
-
+  /** The latest numeric OBD values, for commands (captureSnapshot, preconditions). */
+  const obdValues = new Map<string, number>();
   const stop = new AbortController();
+  let restartRequested = false;
+  let restartTimer: NodeJS.Timeout | undefined;
+  let dataPath: DataPath | undefined;
+  // Built before the data path, which hands it to the command dispatcher; it reaches the data path through `dataPath`.
+  const commandContext = createCommandContext({
+    config,
+    ...(options.configFile !== undefined ? { configFile: options.configFile } : {}),
+    buses,
+    live,
+    adapters,
+    obdValues,
+    dataPath: () => dataPath,
+    setLogLevel: (level) => {
+      logLevel = level;
+    },
+    requestRestart: () => {
+      if (restartTimer !== undefined || stop.signal.aborted) return;
+      warn('restart requested by a remote command: stopping');
+      restartTimer = setTimeout(() => {
+        restartRequested = true;
+        stop.abort();
+      }, RESTART_DELAY_MS);
+    },
+  });
+
+  // Opened before the sources start, so an unusable outbox or identity fails the run before anything is read.
+  dataPath = config.collection ? await DataPath.open(config, buses, warn, { commandContext }) : undefined;
+  const offer = (name: string, value: number, ts: number): void => {
+    obdValues.set(name, value);
+    // `collector` is read per value: setConfig may have replaced it.
+    dataPath?.collector.offer(name, value, ts);
+  };
+  live.forEach((liveBus, i) => liveBus?.obd?.forwardValues(config.buses[i]!.name, offer));
+  for (const adapter of adapters) adapter.obd.forwardValues(adapter.config.name, offer);
+  options.onCommandContext?.(commandContext);
   const onOuterAbort = (): void => stop.abort();
   options.signal?.addEventListener('abort', onOuterAbort, { once: true });
   if (options.signal?.aborted) stop.abort();
@@ -247,6 +298,7 @@ export async function runAgent(options: RunAgentOptions): Promise<RunSummary> {
   } finally {
     clearInterval(statusTimer);
     if (durationTimer) clearTimeout(durationTimer);
+    if (restartTimer) clearTimeout(restartTimer);
     options.signal?.removeEventListener('abort', onOuterAbort);
   }
   const elapsedS = (performance.now() - started) / 1000;
@@ -276,6 +328,7 @@ export async function runAgent(options: RunAgentOptions): Promise<RunSummary> {
     }),
     adapters: adapters.map((adapter) => ({ name: adapter.config.name, port: adapter.config.port, state: adapter.lastState, obd: adapter.obd.summary() })),
     ...(dataPathSummary ? { dataPath: dataPathSummary } : {}),
+    ...(restartRequested ? { restartRequested } : {}),
   };
   output.write(`stopped after ${elapsedS.toFixed(1)} s\n`);
   for (const bus of summary.buses) {
@@ -328,7 +381,8 @@ export function registerRunCommand(program: Command): void {
       process.once('SIGINT', onSignal);
       process.once('SIGTERM', onSignal);
       try {
-        await runAgent({ config, durationS: opts.duration, signal: interrupt.signal, output: process.stdout });
+        const summary = await runAgent({ config, configFile: opts.config, durationS: opts.duration, signal: interrupt.signal, output: process.stdout });
+        if (summary.restartRequested) process.exitCode = RESTART_EXIT_CODE;
       } finally {
         process.removeListener('SIGINT', onSignal);
         process.removeListener('SIGTERM', onSignal);

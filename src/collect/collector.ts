@@ -200,7 +200,8 @@ type ResolvedSignal =
  */
 export function resolveSignalName(buses: readonly BusDecoder[], name: string): ResolvedSignal | undefined {
   const parts = name.split('.');
-  const obdAt = parts.indexOf('obd');
+  // The last 'obd': an adapter may itself be named obd (`obd.obd.rpm`).
+  const obdAt = parts.lastIndexOf('obd');
   if (obdAt >= 0 && obdAt === parts.length - 2 && obdAt <= 1) {
     const key = parts[parts.length - 1]!;
     if (!MODE01_PIDS_BY_KEY.has(key)) return undefined;

@@ -10,6 +10,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { collectionConfigSchema, collectionRuleSchema } from '../collect/config.js';
+import { commandsConfigSchema } from '../commands/config.js';
 import { MODE01_PIDS, MODE01_PIDS_BY_KEY, SUPPORTED_PID_BLOCKS, type PidDefinition } from '../obd/j1979.js';
 import { outboxConfigSchema } from '../store/config.js';
 import { uplinkConfigSchema } from '../uplink/config.js';
@@ -240,10 +241,14 @@ export const deviceConfigSchema = z
     collection: collectionConfigSchema.optional(),
     outbox: outboxConfigSchema.optional(),
     uplink: uplinkConfigSchema.optional(),
+    commands: commandsConfigSchema.optional(),
   })
   .superRefine((config, ctx) => {
     if (config.collection !== undefined && config.outbox === undefined) {
       ctx.addIssue({ code: 'custom', path: ['outbox'], message: 'required with collection: collected messages are stored there before they are published' });
+    }
+    if (config.commands !== undefined && config.uplink === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['uplink'], message: 'required with commands: commands arrive over the uplink' });
     }
     if (config.uplink !== undefined && config.collection === undefined) {
       ctx.addIssue({ code: 'custom', path: ['collection'], message: 'required with uplink: the collection rules say what to publish' });
@@ -277,6 +282,7 @@ export type StatusConfig = z.output<typeof statusConfigSchema>;
 export type { CollectionConfig } from '../collect/config.js';
 export type { OutboxConfig } from '../store/config.js';
 export type { UplinkConfig } from '../uplink/config.js';
+export type { CommandsConfig } from '../commands/config.js';
 type UplinkConfig = z.output<typeof uplinkConfigSchema>;
 
 /** Where the generated JSON Schema lives, relative to the package root. */
@@ -350,6 +356,9 @@ function resolvePaths(config: DeviceConfig, baseDir: string): DeviceConfig {
     })),
     ...(config.outbox ? { outbox: { ...config.outbox, path: path.resolve(baseDir, config.outbox.path) } } : {}),
     ...(config.uplink ? { uplink: resolveUplinkPaths(config.uplink, config.deviceId, baseDir) } : {}),
+    ...(config.commands
+      ? { commands: { ...config.commands, caFile: path.resolve(baseDir, config.commands.caFile), replayDbPath: path.resolve(baseDir, config.commands.replayDbPath) } }
+      : {}),
   };
 }
 
@@ -363,6 +372,10 @@ function resolveUplinkPaths(uplink: UplinkConfig, deviceId: string, baseDir: str
     certFile: file(uplink.certFile, `${deviceId}.crt`),
     keyFile: file(uplink.keyFile, `${deviceId}.key`),
     caFile: file(uplink.caFile, 'ca.crt'),
+    keepalive: {
+      ...uplink.keepalive,
+      ...(uplink.keepalive.memoryPath === undefined ? {} : { memoryPath: path.resolve(baseDir, uplink.keepalive.memoryPath) }),
+    },
   };
 }
 
@@ -374,6 +387,7 @@ function missingFiles(config: DeviceConfig): string[] {
       problems.push(`buses[${i}].source.file: file not found: ${bus.source.file}`);
     }
   });
+  if (config.commands && !existsSync(config.commands.caFile)) problems.push(`commands.caFile: file not found: ${config.commands.caFile}`);
   return problems;
 }
 

@@ -5,13 +5,25 @@
  */
 import type { MessageKind, Priority } from '../collect/sample.js';
 
+/** Collected data (telemetry, events), or a command result (src/commands), which names its own topic. */
+export type OutboxKind = MessageKind | 'result';
+
 export interface OutboxRecord {
   seq: number;
-  kind: MessageKind;
+  kind: OutboxKind;
   priority: Priority;
   /** Unix milliseconds. */
   createdAt: number;
   payload: Uint8Array;
+  /** Where to publish it, when not the kind's own topic (command results: the command's response topic). */
+  topic?: string;
+  /** MQTT 5 correlation data to publish it with (the command's). */
+  correlation?: Uint8Array;
+}
+
+/** The messages a peek leaves out (a Set will do; the publisher passes a view over its in-flight and held ones). */
+export interface SeqFilter {
+  has(seq: number): boolean;
 }
 
 export interface OutboxQueue {
@@ -19,7 +31,7 @@ export interface OutboxQueue {
    * The next messages to send, highest priority first, then lowest sequence number, leaving out `skip` (the ones in
    * flight): at most `maxCount` messages and `maxBytes` payload bytes (always at least one message when any waits).
    */
-  peek(maxCount: number, maxBytes: number, skip: ReadonlySet<number>): OutboxRecord[];
+  peek(maxCount: number, maxBytes: number, skip: SeqFilter): OutboxRecord[];
   /** The broker has the message (PUBACK): delete it. Unknown sequence numbers are ignored (already evicted). */
   acknowledge(seq: number): void;
   /**

@@ -12,10 +12,10 @@
 import Database from 'better-sqlite3';
 import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import type { MessageKind, Priority } from '../collect/sample.js';
+import type { Priority } from '../collect/sample.js';
 import { MAX_PRIORITY, MIN_PRIORITY } from '../collect/sample.js';
 import { DiskWriteMeter, type DiskWriteSource } from './disk-usage.js';
-import type { OutboxQueue, OutboxRecord } from './outbox-queue.js';
+import type { OutboxKind, OutboxQueue, OutboxRecord, SeqFilter } from './outbox-queue.js';
 
 /**
  * How hard a commit is pushed to the disk (PRAGMA synchronous, always with the WAL journal):
@@ -62,12 +62,16 @@ export interface OutboxOptions {
 }
 
 export interface OutboxItem {
-  kind: MessageKind;
+  kind: OutboxKind;
   priority: Priority;
   /** Unix milliseconds. */
   createdAt: number;
   /** The encoded message, given the sequence number it must carry. */
   encode(seq: number): Uint8Array;
+  /** Its own topic (command results), instead of the kind's. */
+  topic?: string;
+  /** MQTT 5 correlation data to publish it with. */
+  correlation?: Uint8Array;
 }
 
 export interface AppendResult {
@@ -125,6 +129,8 @@ interface MessageRow {
   priority: number;
   created_at: number;
   payload: Buffer;
+  topic: string | null;
+  correlation: Buffer | null;
 }
 
 interface SizeRow {
@@ -158,8 +164,8 @@ function describe(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
-function toKind(kind: string): MessageKind {
-  if (kind === 'telemetry' || kind === 'events') return kind;
+function toKind(kind: string): OutboxKind {
+  if (kind === 'telemetry' || kind === 'events' || kind === 'result') return kind;
   throw new Error(`outbox: unknown message kind '${kind}' in the database`);
 }
 
@@ -252,16 +258,36 @@ function openChecked(file: string, options: OutboxOptions): Database.Database {
         priority INTEGER NOT NULL,
         kind TEXT NOT NULL,
         created_at INTEGER NOT NULL,
-        payload BLOB NOT NULL
+        payload BLOB NOT NULL,
+        topic TEXT,
+        correlation BLOB
       );
       CREATE INDEX IF NOT EXISTS message_send_order ON message (priority DESC, seq);
       CREATE INDEX IF NOT EXISTS message_age ON message (created_at);
     `);
+    migrate(db);
     return db;
   } catch (err) {
     db.close();
     throw err;
   }
+}
+
+function toBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+/**
+ * Brings a file written by an older agent up to the current layout, in place: version 2 added the `topic` and
+ * `correlation` columns (command results). Added as nullable columns, so the messages already stored stay as
+ * they are and go to their kind's topic.
+ */
+function migrate(db: Database.Database): void {
+  const columns = new Set(db.prepare<[], { name: string }>('PRAGMA table_info(message)').all().map((c) => c.name));
+  db.transaction(() => {
+    if (!columns.has('topic')) db.exec('ALTER TABLE message ADD COLUMN topic TEXT');
+    if (!columns.has('correlation')) db.exec('ALTER TABLE message ADD COLUMN correlation BLOB');
+  })();
 }
 
 export class SqliteOutbox implements OutboxQueue {
@@ -286,10 +312,11 @@ export class SqliteOutbox implements OutboxQueue {
   private corruptFilesMovedAside = 0;
   private lastProblem: { at: number; message: string } | undefined;
 
-  private readonly insertMessage: Database.Statement<[number, number, string, number, Uint8Array]>;
+  private readonly insertMessage: Database.Statement<[number, number, string, number, Uint8Array, string | null, Uint8Array | null]>;
   private readonly deleteMessage: Database.Statement<[number]>;
   private readonly messageSize: Database.Statement<[number], { size: number }>;
-  private readonly sendOrder: Database.Statement<[], MessageRow>;
+  private readonly sendOrder: Database.Statement<[], { seq: number }>;
+  private readonly messageBySeq: Database.Statement<[number], MessageRow>;
   private readonly evictionOrder: Database.Statement<[number], SizeRow>;
   private readonly deleteExpired: Database.Statement<[number], { priority: number; size: number }>;
   private readonly oldest: Database.Statement<[], { oldest: number | null }>;
@@ -331,10 +358,13 @@ export class SqliteOutbox implements OutboxQueue {
     private readonly options: OutboxOptions,
     seqInMovedAsideFile: number,
   ) {
-    this.insertMessage = db.prepare('INSERT INTO message (seq, priority, kind, created_at, payload) VALUES (?, ?, ?, ?, ?)');
+    this.insertMessage = db.prepare('INSERT INTO message (seq, priority, kind, created_at, payload, topic, correlation) VALUES (?, ?, ?, ?, ?, ?, ?)');
     this.deleteMessage = db.prepare('DELETE FROM message WHERE seq = ?');
     this.messageSize = db.prepare('SELECT length(payload) AS size FROM message WHERE seq = ?');
-    this.sendOrder = db.prepare('SELECT seq, kind, priority, created_at, payload FROM message ORDER BY priority DESC, seq ASC');
+    // The walk in send order reads the index only; payloads are read for the messages actually handed out, not for
+    // the in-flight ones skipped on the way (a window's worth at every peek).
+    this.sendOrder = db.prepare('SELECT seq FROM message ORDER BY priority DESC, seq ASC');
+    this.messageBySeq = db.prepare('SELECT seq, kind, priority, created_at, payload, topic, correlation FROM message WHERE seq = ?');
     this.evictionOrder = db.prepare('SELECT seq, length(payload) AS size FROM message WHERE priority = ? ORDER BY seq ASC');
     this.deleteExpired = db.prepare('DELETE FROM message WHERE created_at < ? RETURNING priority, length(payload) AS size');
     this.oldest = db.prepare('SELECT min(created_at) AS oldest FROM message');
@@ -446,7 +476,7 @@ export class SqliteOutbox implements OutboxQueue {
         outcome.oversize++;
         continue;
       }
-      this.insertMessage.run(seq, item.priority, item.kind, item.createdAt, payload);
+      this.insertMessage.run(seq, item.priority, item.kind, item.createdAt, payload, item.topic ?? null, item.correlation ? toBuffer(item.correlation) : null);
       outcome.seqs.push(seq);
       count++;
       bytes += size;
@@ -524,12 +554,14 @@ export class SqliteOutbox implements OutboxQueue {
     }
   }
 
-  peek(maxCount: number, maxBytes: number, skip: ReadonlySet<number>): OutboxRecord[] {
+  peek(maxCount: number, maxBytes: number, skip: SeqFilter): OutboxRecord[] {
     if (this.closed || maxCount <= 0) return [];
     const records: OutboxRecord[] = [];
     let bytes = 0;
-    for (const row of this.sendOrder.iterate()) {
-      if (skip.has(row.seq) || this.pendingAcks.has(row.seq)) continue;
+    for (const { seq } of this.sendOrder.iterate()) {
+      if (skip.has(seq) || this.pendingAcks.has(seq)) continue;
+      const row = this.messageBySeq.get(seq);
+      if (row === undefined) continue;
       // Stop at the first message that does not fit rather than skipping ahead: the order is the contract.
       if (records.length > 0 && bytes + row.payload.byteLength > maxBytes) break;
       records.push({
@@ -538,6 +570,8 @@ export class SqliteOutbox implements OutboxQueue {
         priority: toPriority(row.priority),
         createdAt: row.created_at,
         payload: row.payload,
+        ...(row.topic !== null ? { topic: row.topic } : {}),
+        ...(row.correlation !== null ? { correlation: row.correlation } : {}),
       });
       bytes += row.payload.byteLength;
       if (records.length >= maxCount) break;

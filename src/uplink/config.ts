@@ -1,6 +1,58 @@
 /** The `uplink` section of the device config: the broker, the device's TLS identity, and the budget of the link. */
 import { z } from 'zod';
 
+/** The adaptive heartbeat (src/uplink/heartbeat.ts, keepalive.ts): defaults for cellular networks. */
+export const keepaliveConfigSchema = z
+  .strictObject({
+    adaptive: z
+      .boolean()
+      .default(true)
+      .describe('Learn how long each network lets the link stay idle, and send heartbeats just within it. false: the fixed keepaliveS. Default true.'),
+    minIntervalS: z.number().min(1).max(65_535).default(20).describe('Shortest heartbeat interval, seconds. Default 20.'),
+    maxIntervalS: z
+      .number()
+      .int()
+      .min(1)
+      .max(65_535)
+      .default(1200)
+      .describe('Longest heartbeat interval, seconds; also the MQTT keepalive announced at CONNECT. The broker\'s Server Keep Alive (MQTT 5) caps it further. Default 1200.'),
+    initialIntervalS: z.number().min(1).max(65_535).default(60).describe('Where learning starts on a network without memory: an interval every network is expected to allow. Default 60.'),
+    stepFactor: z.number().gt(1).max(4).default(1.5).describe('Each probe lengthens the last interval that worked by this factor. Default 1.5.'),
+    marginFraction: z
+      .number()
+      .min(0)
+      .max(0.5)
+      .default(0.1)
+      .describe('The heartbeat runs this fraction below the longest idle period that worked; learning stops when the failures are this close. Default 0.1.'),
+    holdCycles: z.number().int().min(0).default(3).describe('Heartbeats at the safe interval after the link died before probing again. Default 3.'),
+    settledCycles: z
+      .number()
+      .int()
+      .min(0)
+      .default(500)
+      .describe('Heartbeats at the learned interval before a longer one is tried again (the network may have become more patient); 0: never. Default 500.'),
+    livenessMinS: z
+      .number()
+      .gt(0)
+      .max(600)
+      .default(5)
+      .describe('The shortest wait for a ping\'s answer before the link is declared dead, seconds; slower links get longer (from the measured round trips). Default 5.'),
+    memoryPath: z
+      .string()
+      .min(1)
+      .optional()
+      .describe('SQLite file holding what was learned per network, relative to this config file. Default: link-memory.db beside the outbox.'),
+  })
+  .superRefine((k, ctx) => {
+    if (!(k.minIntervalS <= k.initialIntervalS && k.initialIntervalS <= k.maxIntervalS)) {
+      ctx.addIssue({ code: 'custom', path: ['initialIntervalS'], message: `must lie between minIntervalS (${k.minIntervalS}) and maxIntervalS (${k.maxIntervalS})` });
+    }
+  })
+  .prefault({})
+  .describe('Heartbeats that keep NAT mappings alive, learned per network, and the liveness check that finds a dead link.');
+
+export type KeepaliveConfig = z.output<typeof keepaliveConfigSchema>;
+
 export const uplinkConfigSchema = z
   .strictObject({
     url: z
@@ -32,7 +84,14 @@ export const uplinkConfigSchema = z
       .min(0)
       .default(7 * 86_400)
       .describe('How long the broker keeps this device\'s session (and commands queued for it) while the car is offline. MQTT 5. Default 7 days.'),
-    keepaliveS: z.number().int().min(5).max(65_535).default(60).describe('MQTT keepalive, seconds. Default 60.'),
+    keepaliveS: z
+      .number()
+      .int()
+      .min(5)
+      .max(65_535)
+      .default(60)
+      .describe('MQTT keepalive, seconds, when keepalive.adaptive is false. Default 60.'),
+    keepalive: keepaliveConfigSchema,
     maxInflight: z
       .number()
       .int()

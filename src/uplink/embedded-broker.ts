@@ -32,17 +32,25 @@ function identityOf(client: Client | null): string | null {
   return typeof cn === 'string' && cn !== '' ? cn : null;
 }
 
-/** Whether `identity` may publish to `topic` (a device: its own topics except commands; the backend: commands). */
+/**
+ * Whether `identity` may publish to `topic`. The backend: commands, one level below `commands/` (it cannot forge a
+ * car's results). A device: its own data topics, its command results (`commands/<id>/result`) and MQTT 5 response
+ * topics under `results/`; never a command.
+ */
 export function mayPublish(identity: string, topic: string): boolean {
-  if (identity === BACKEND_IDENTITY) return /^vehicles\/[^/#+]+\/commands(\/|$)/.test(topic);
+  if (identity === BACKEND_IDENTITY) return /^vehicles\/[^/#+]+\/commands\/[^/#+]+$/.test(topic);
   const own = `vehicles/${identity}/`;
-  return topic.startsWith(own) && !topic.slice(own.length).startsWith('commands');
+  if (!topic.startsWith(own)) return false;
+  const rest = topic.slice(own.length);
+  if (rest.startsWith('commands/')) return /^commands\/[^/#+]+\/result$/.test(rest);
+  return rest !== 'commands';
 }
 
-/** Whether `identity` may subscribe to `filter`. */
+/** Whether `identity` may subscribe to `filter`: the backend to anything under vehicles/, a device to its commands. */
 export function maySubscribe(identity: string, filter: string): boolean {
   if (identity === BACKEND_IDENTITY) return filter === 'vehicles/#' || filter.startsWith('vehicles/');
-  return filter === `vehicles/${identity}/commands/#` || filter.startsWith(`vehicles/${identity}/commands/`);
+  const commands = `vehicles/${identity}/commands/`;
+  return filter === `${commands}+` || (filter.startsWith(commands) && /^[^/#+]+$/.test(filter.slice(commands.length)));
 }
 
 export class EmbeddedBroker {

@@ -26,7 +26,7 @@ export interface PublisherSession {
   readonly limits: BrokerLimits | null;
   readonly protocol: 5 | 4;
   topic(kind: MessageKind): string;
-  publish(topic: string, payload: Uint8Array, options: { qos: 1 }): Promise<void>;
+  publish(topic: string, payload: Uint8Array, options: { qos: 1; properties?: { correlationData?: Buffer } }): Promise<void>;
   onStateChange(listener: (change: SessionStateChange) => void): () => void;
 }
 
@@ -80,12 +80,19 @@ export class PublishError extends Error {
   }
 }
 
-/** Bytes of a QoS 1 PUBLISH: fixed header, topic, packet id, (MQTT 5) an empty property list, payload. */
-export function publishPacketSize(topic: string, payloadBytes: number, protocol: 5 | 4): number {
-  const remaining = 2 + Buffer.byteLength(topic) + 2 + (protocol === 5 ? 1 : 0) + payloadBytes;
+/**
+ * Bytes of a QoS 1 PUBLISH: fixed header, topic, packet id, (MQTT 5) the property list (empty, or the correlation
+ * data of a command result), payload.
+ */
+export function publishPacketSize(topic: string, payloadBytes: number, protocol: 5 | 4, correlationBytes = 0): number {
+  const properties = protocol === 5 ? (correlationBytes > 0 ? 1 + 3 + correlationBytes : 1) : 0;
+  const remaining = 2 + Buffer.byteLength(topic) + 2 + properties + payloadBytes;
   const lengthBytes = remaining < 128 ? 1 : remaining < 16_384 ? 2 : remaining < 2_097_152 ? 3 : 4;
   return 1 + lengthBytes + remaining;
 }
+
+/** Free window slots gathered before the next peek while messages are in flight. */
+const PEEK_BATCH = 4;
 
 export class Publisher {
   private readonly session: PublisherSession;
@@ -110,6 +117,8 @@ export class Publisher {
   private throttleTimer: ReturnType<typeof setTimeout> | null = null;
   private unsubscribe: Array<() => void> = [];
   private readonly listeners = new Set<(error: PublishError) => void>();
+  /** What a peek leaves out: in flight, set aside, or waiting for a retry (a view, not a copy per peek). */
+  private readonly notSendable = { has: (seq: number): boolean => this.inflight.has(seq) || this.setAside.has(seq) || this.held.has(seq) };
   private readonly counts = { published: 0, acknowledged: 0, resent: 0, refused: 0, dropped: 0, oversized: 0, throttledWaits: 0 };
 
   constructor(options: PublisherOptions) {
@@ -179,19 +188,29 @@ export class Publisher {
     const flushAt = Math.ceil(window / 2);
     for (;;) {
       let unflushed = this.queue.unflushedAcknowledgements;
-      if (unflushed >= flushAt || (unflushed > 0 && this.inflight.size + unflushed >= window)) {
+      // Only at half a window: flushing whenever the window is full would mean one transaction per PUBACK.
+      if (unflushed >= flushAt) {
         this.queue.flushAcknowledgements();
         // A delete that failed (full disk) is retried by the outbox; sending must not wait for it.
         unflushed = this.queue.unflushedAcknowledgements >= flushAt ? 0 : this.queue.unflushedAcknowledgements;
       }
       const free = window - this.inflight.size - unflushed;
       if (free <= 0) return;
-      const skip = new Set<number>([...this.inflight, ...this.setAside, ...this.held.keys()]);
-      const batch = this.queue.peek(free, Number.MAX_SAFE_INTEGER, skip);
+      // Peeking costs a walk over the in-flight messages: with others in flight, wait until a few slots are free.
+      if (free < Math.max(1, Math.min(PEEK_BATCH, Math.floor(window / 4))) && this.inflight.size > 0) return;
+      const batch = this.queue.peek(free, Number.MAX_SAFE_INTEGER, this.notSendable);
       if (batch.length === 0) return;
       for (const record of batch) {
-        const topic = this.session.topic(record.kind);
-        const size = publishPacketSize(topic, record.payload.byteLength, this.session.protocol);
+        const topic = record.topic ?? (record.kind === 'result' ? undefined : this.session.topic(record.kind));
+        if (topic === undefined) {
+          // A result stored without its topic has nowhere to go (never written so by this agent).
+          this.queue.acknowledge(record.seq);
+          this.counts.dropped++;
+          this.report(new PublishError('dropped', record.seq, `message ${record.seq} is a command result without a topic; dropped`));
+          continue;
+        }
+        const correlation = this.session.protocol === 5 ? record.correlation : undefined;
+        const size = publishPacketSize(topic, record.payload.byteLength, this.session.protocol, correlation?.byteLength ?? 0);
         const maxSize = Math.min(limits.maximumPacketSize, this.maxPacketSize);
         if (size > maxSize) {
           this.setAside.add(record.seq);
@@ -222,7 +241,8 @@ export class Publisher {
     this.inflight.add(seq);
     this.counts.published++;
     if (this.lost.delete(seq)) this.counts.resent++;
-    this.session.publish(topic, record.payload, { qos: 1 }).then(
+    const correlation = this.session.protocol === 5 && record.correlation ? Buffer.from(record.correlation) : undefined;
+    this.session.publish(topic, record.payload, correlation ? { qos: 1, properties: { correlationData: correlation } } : { qos: 1 }).then(
       () => {
         // Acknowledged: the broker has it, whatever happened to the connection since.
         this.queue.acknowledge(seq);

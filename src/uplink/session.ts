@@ -19,6 +19,7 @@ import { isIP } from 'node:net';
 import type { ConnectionOptions } from 'node:tls';
 import mqtt, { type IClientOptions, type IConnackPacket, type IDisconnectPacket, type MqttClient } from 'mqtt';
 import type { DeviceIdentity } from '../pki/identity.js';
+import type { LinkHeartbeat } from './keepalive.js';
 
 export type SessionState = 'idle' | 'connecting' | 'connected' | 'disconnected' | 'closed';
 
@@ -38,6 +39,8 @@ export type UplinkErrorKind =
   | 'kicked'
   /** An established connection was lost. */
   | 'connection-lost'
+  /** A heartbeat or liveness ping went unanswered: the agent gave up on the connection (see keepalive.ts). */
+  | 'dead-link'
   /** The broker refused a publish (PUBACK with an error reason code, MQTT 5 only). */
   | 'publish-refused'
   /** publish() while not connected. */
@@ -82,8 +85,11 @@ export interface MqttSessionOptions {
   /** How long the broker keeps the session (and queued commands) after the connection is lost. MQTT 5 only;
    * under 3.1.1 the broker's own setting applies. Default 7 days. */
   sessionExpiryS?: number;
-  /** Default 60. */
+  /** MQTT.js's fixed keepalive, without `heartbeat`. Default 60. */
   keepaliveS?: number;
+  /** The adaptive heartbeat and liveness check (src/uplink/keepalive.ts): it sets the keepalive announced at CONNECT
+   * and watches each connection; a dead link it detects is reconnected at once. */
+  heartbeat?: LinkHeartbeat;
   /** How long to wait for the TLS handshake and CONNACK. Default 15000. */
   connectTimeoutMs?: number;
   /** Backoff between attempts: the nth failed attempt waits random·min(maxMs, initialMs·2^n). Default 1 s, 5 min. */
@@ -120,7 +126,16 @@ export interface SessionCounters {
 export type DataTopic = 'telemetry' | 'events' | 'status' | 'health';
 
 type StateListener = (change: SessionStateChange) => void;
-type CommandListener = (topic: string, payload: Buffer) => void;
+/** MQTT 5 request/response properties of a command message (absent under 3.1.1). */
+export interface CommandMessageProperties {
+  responseTopic?: string;
+  correlationData?: Buffer;
+}
+type CommandListener = (topic: string, payload: Buffer, properties: CommandMessageProperties) => void;
+/** MQTT 5 properties a publish may carry (command results echo the request's correlation data). */
+export interface PublishProperties {
+  correlationData?: Buffer;
+}
 type ErrorListener = (error: UplinkError) => void;
 
 /** Full jitter: a delay drawn uniformly in [0, min(maxMs, initialMs·2^attempt)). */
@@ -164,6 +179,7 @@ export class MqttSession {
   private readonly maxMs: number;
   private readonly random: () => number;
   private readonly nextBirthSeq: () => number;
+  private readonly heartbeat: LinkHeartbeat | null;
 
   private currentState: SessionState = 'idle';
   private client: MqttClient | null = null;
@@ -214,6 +230,7 @@ export class MqttSession {
     this.random = options.random ?? Math.random;
     let last = 0;
     this.nextBirthSeq = options.nextBirthSeq ?? (() => (last = Math.max(last + 1, Date.now())));
+    this.heartbeat = options.heartbeat ?? null;
   }
 
   get state(): SessionState {
@@ -243,8 +260,10 @@ export class MqttSession {
     return `vehicles/${this.deviceId}/${kind}`;
   }
 
+  /** One level below `commands/`: a command's name. Its results (`commands/<id>/result`) are two levels down, so the
+   * device never receives what it publishes there. */
   get commandFilter(): string {
-    return `vehicles/${this.deviceId}/commands/#`;
+    return `vehicles/${this.deviceId}/commands/+`;
   }
 
   onStateChange(listener: StateListener): () => void {
@@ -276,12 +295,12 @@ export class MqttSession {
    * (and the reason code) when the broker refuses it; with 'not-connected' or 'connection-lost' when there is no
    * connection to send it on or it was lost before the PUBACK (the caller sends it again after the reconnect).
    */
-  publish(topic: string, payload: Uint8Array | string, options: { qos?: 0 | 1; retain?: boolean } = {}): Promise<void> {
+  publish(topic: string, payload: Uint8Array | string, options: { qos?: 0 | 1; retain?: boolean; properties?: PublishProperties } = {}): Promise<void> {
     const client = this.client;
     if (this.currentState !== 'connected' || !client) {
       return Promise.reject(new UplinkError('not-connected', `not connected to the broker (${this.currentState})`));
     }
-    return this.send(client, topic, payload, options.qos ?? 1, options.retain ?? false);
+    return this.send(client, topic, payload, options.qos ?? 1, options.retain ?? false, this.protocol === 5 ? options.properties : undefined);
   }
 
   /**
@@ -328,10 +347,14 @@ export class MqttSession {
         error = await lost;
       } catch (err) {
         error = err instanceof UplinkError ? err : new UplinkError('connection-lost', errorText(err), undefined, { cause: err });
+        if (this.running) this.heartbeat?.attemptFailed();
       }
       if (!this.running) return;
       this.error = error;
-      const retryInMs = backoffDelay(attempt++, this.initialMs, this.maxMs, this.random);
+      // A dead link found by the heartbeat is this car's own matter (a NAT forgot it), not a broker outage that a
+      // whole fleet would answer in lock-step: the first attempt goes at once.
+      const retryInMs = error.kind === 'dead-link' && attempt === 0 ? 0 : backoffDelay(attempt, this.initialMs, this.maxMs, this.random);
+      attempt++;
       this.setState({ state: 'disconnected', error, retryInMs });
       await new Promise<void>((resolve) => {
         this.wake = resolve;
@@ -357,7 +380,7 @@ export class MqttSession {
       protocolVersion: this.protocol,
       clientId: this.deviceId,
       clean: false,
-      keepalive: this.keepaliveS,
+      keepalive: this.heartbeat?.connectKeepaliveS ?? this.keepaliveS,
       reconnectPeriod: 0,
       connectTimeout: this.connectTimeoutMs,
       resubscribe: false,
@@ -426,10 +449,17 @@ export class MqttSession {
               : new UplinkError('unreachable', `the connection to ${this.where} closed before the broker answered`)),
         );
       });
-      client.on('message', (topic, payload) => {
-        if (!topic.startsWith(`vehicles/${this.deviceId}/commands/`)) return;
+      client.on('message', (topic, payload, packet) => {
+        // Exactly one level below commands/: a session kept from an older agent may still hold `commands/#`.
+        const prefix = `vehicles/${this.deviceId}/commands/`;
+        if (!topic.startsWith(prefix) || topic.indexOf('/', prefix.length) >= 0) return;
         this.stats.commands++;
-        for (const listener of this.commandListeners) listener(topic, payload);
+        const props = packet.properties;
+        const properties: CommandMessageProperties = {
+          ...(typeof props?.responseTopic === 'string' ? { responseTopic: props.responseTopic } : {}),
+          ...(Buffer.isBuffer(props?.correlationData) ? { correlationData: props.correlationData } : {}),
+        };
+        for (const listener of this.commandListeners) listener(topic, payload, properties);
       });
       client.once('connect', (connack: IConnackPacket) => {
         void (async () => {
@@ -455,6 +485,7 @@ export class MqttSession {
           }
           if (done) return;
           clearTimeout(timer);
+          this.heartbeat?.attach(client, properties?.serverKeepAlive, (why) => finish(new UplinkError('dead-link', why)));
           connected = true;
           this.currentBirthSeq = birthSeq;
           this.error = null;
@@ -466,7 +497,7 @@ export class MqttSession {
     });
   }
 
-  private send(client: MqttClient, topic: string, payload: Uint8Array | string, qos: 0 | 1, retain: boolean): Promise<void> {
+  private send(client: MqttClient, topic: string, payload: Uint8Array | string, qos: 0 | 1, retain: boolean, properties?: PublishProperties): Promise<void> {
     if (client !== this.client) {
       return Promise.reject(new UplinkError('not-connected', 'not connected to the broker'));
     }
@@ -483,7 +514,7 @@ export class MqttSession {
       const fail = (err: UplinkError): void => settle(err);
       this.awaitingAck.add(fail);
       this.stats.published++;
-      client.publish(topic, data, { qos, retain }, (err) => {
+      client.publish(topic, data, properties ? { qos, retain, properties } : { qos, retain }, (err) => {
         if (!err) {
           if (qos === 1) this.stats.acknowledged++;
           settle(null);

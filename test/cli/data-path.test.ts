@@ -9,6 +9,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { connect as tlsConnect } from 'node:tls';
+import Database from 'better-sqlite3';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import { runAgent, type RunSummary } from '../../src/cli/run.js';
 import { parseDeviceConfig, type DeviceConfig } from '../../src/config/device-config.js';
@@ -20,6 +21,7 @@ import { BackendSubscriber, freePort, Mosquitto, TestPki, type ReceivedMessage }
 import { delay, waitFor } from '../support/obd-sim.js';
 import { repoRoot, sharedTestdata } from '../support/shared.js';
 import { makeTempDir } from '../support/temp.js';
+import { identifyNetwork } from '../../src/uplink/network-identity.js';
 
 const ENGINE_DATA = 0x0c8;
 const VEHICLE_DYNAMICS = 0x0d0;
@@ -44,6 +46,16 @@ async function pollUntil(condition: () => boolean, timeoutMs: number, what: stri
   while (!condition()) {
     if (performance.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}`);
     await delay(50);
+  }
+}
+
+/** The per-network memory the heartbeat left, read as an operator would with sqlite3. */
+function memoryRows(file: string): { network: string; interval_s: number; phase: string }[] {
+  const db = new Database(file, { readonly: true, fileMustExist: true });
+  try {
+    return db.prepare<[], { network: string; interval_s: number; phase: string }>('SELECT network, interval_s, phase FROM network_heartbeat').all();
+  } finally {
+    db.close();
   }
 }
 
@@ -438,7 +450,7 @@ describe('run: data path', () => {
     const output = capture();
     const warnings: string[] = [];
     const run = runAgent({ config, output, warn: (m) => warnings.push(m) });
-    const buffered = (): number[] => [...output.text.matchAll(/uplink (?:connecting|disconnected), 0 published, (\d+) buffered/g)].map((m) => Number(m[1]));
+    const buffered = (): number[] => [...output.text.matchAll(/uplink (?:connecting|disconnected), heartbeat 60 s \(learning\), 0 published, (\d+) buffered/g)].map((m) => Number(m[1]));
     await waitFor(() => buffered().filter((n) => n > 0).length >= 3 && buffered().at(-1)! >= 30, 5000, `the status to show a growing outbox:\n${output.text}`);
     const shown = buffered().filter((n) => n > 0);
     for (let i = 1; i < shown.length; i++) assert.ok(shown[i]! >= shown[i - 1]!, `buffered grows: ${shown.join(', ')}`);
@@ -472,6 +484,57 @@ describe('run: data path', () => {
     assert.deepEqual(backlogOrder, [...backlogOrder].sort((a, b) => b - a), `backlog order by priority: ${backlogOrder.join(',')}`);
     assert.equal(backlogOrder.length, backlog.length);
     assert.ok(warnings.includes(`uplink: connected to ${broker.url}`), warnings.join('\n'));
+  });
+
+  it('the adaptive heartbeat in the status line, the warnings, the summary and the per-network memory beside the outbox', { timeout: 30_000 }, async (t) => {
+    const dir = makeTempDir('dp-heartbeat-');
+    const deviceId = 'car-heartbeat';
+    const pki = new TestPki();
+    const broker = await Mosquitto.start({ pki });
+    t.after(() => broker.stop());
+    const log = path.join(dir, 'drive.log');
+    // Half a second of data, then idle until 8.5 s: the heartbeat learns while the car is idle.
+    demoLog(log, 1_700_000_000, { startS: 0.2, points: 30, stepS: 0.01, idleUntilS: 8.5 }, (i) => 800 + i, (i) => i / 10);
+    const config = parseDeviceConfig(
+      {
+        deviceId,
+        buses: [{ name: 'can0', dbc: DEMO_DBC_PATH, source: { type: 'replay', file: log } }],
+        status: { intervalMs: 100, signals: [] },
+        collection: { batch: { maxSamples: 100, maxDelayMs: 100 }, rules: [{ name: 'engine', mode: 'periodic', intervalMs: 20, priority: 3, signals: ['EngineSpeed'] }] },
+        outbox: { path: path.join(dir, 'outbox.db'), writeIntervalMs: 100 },
+        uplink: {
+          url: broker.url,
+          ...pki.identityFiles(deviceId),
+          keepalive: { minIntervalS: 1, initialIntervalS: 1, maxIntervalS: 4, stepFactor: 2, holdCycles: 1 },
+        },
+      },
+      { file: 'heartbeat.json', baseDir: dir },
+    );
+    const output = capture();
+    const warnings: string[] = [];
+    const summary = await runAgent({ config, output, warn: (m) => warnings.push(m) });
+
+    const shown = [...new Set([...output.text.matchAll(/uplink connected, (heartbeat [^,]+), \d+ published/g)].map((m) => m[1]))];
+    assert.deepEqual(shown, ['heartbeat 1.0 s (learning)', 'heartbeat 2.0 s (learning)', 'heartbeat 4.0 s (learning)', 'heartbeat 4.0 s']);
+    const changes = warnings.filter((w) => w.startsWith('uplink: heartbeat '));
+    assert.equal(changes.length, 3, warnings.join('\n'));
+    // The network is this machine's default-route interface (systeminformation), as a car's would be.
+    const network = await identifyNetwork();
+    const on = network.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
+    assert.match(changes[0]!, new RegExp(`^uplink: heartbeat 1 s -> 2(\\.\\d+)? s on ${on} \\(survived, probe\\)$`));
+    assert.match(changes[2]!, new RegExp(`^uplink: heartbeat 4 s -> 4 s on ${on} \\(settled, settled\\)$`));
+    const heartbeat = summary.dataPath!.uplink!.heartbeat!;
+    assert.equal(heartbeat.intervalS, 4);
+    assert.equal(heartbeat.phase, 'settled');
+    assert.equal(heartbeat.network, network);
+    assert.equal(heartbeat.deadLinks, 0);
+    assert.equal(heartbeat.lastDeadLink, null);
+    assert.ok(heartbeat.heartbeats >= 3);
+    assert.deepEqual(heartbeat.history.map((h) => h.reason), ['survived', 'survived', 'settled']);
+    assert.ok(heartbeat.rttMs !== null && heartbeat.livenessTimeoutMs === 5000);
+    assert.match(broker.log, new RegExp(`as ${deviceId} \\(p5, c0, k4,`));
+    const memory = memoryRows(path.join(dir, 'link-memory.db'));
+    assert.deepEqual(memory, [{ network, interval_s: 4, phase: 'settled' }]);
   });
 
   it('a corrupt outbox file is moved aside with a clear warning; the run goes on and publishes', { timeout: 30_000 }, async (t) => {

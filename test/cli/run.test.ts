@@ -41,7 +41,7 @@ describe('telematics-agent run', () => {
     assert.equal(rate[3], '0');
     assert.equal(rate[4], '0');
     // Parked with the ignition off at first: stationary, engine stopped, lever in P; odometer and fuel are the car's.
-    assert.match(first, /VehicleSpeed 0\.00 km\/h, EngineSpeed 0\.0 rpm, GearEngaged P, CoolantTemp -?\d+ degC, FuelLevel \d+\.\d %, Odometer \d+\.\d km \| uplink (connecting|connected), \d+ published, \d+ buffered \(\d+ k?B\)$/);
+    assert.match(first, /VehicleSpeed 0\.00 km\/h, EngineSpeed 0\.0 rpm, GearEngaged P, CoolantTemp -?\d+ degC, FuelLevel \d+\.\d %, Odometer \d+\.\d km \| uplink (connecting|connected), heartbeat \d+ s( \((learning|holding)\))?, \d+ published, \d+ buffered \(\d+ k?B\)$/);
     assert.match(
       result.stdout,
       /stopped after 2\.\d s\n {2}can0 \(sim:demo\): \d+ frames, \d+ signals, 0 unknown frames, 0 decode errors\n {2}data: \d+ samples in \d+ messages, \d+ published to mqtts:\/\/localhost:8883, \d+ buffered\n$/,

@@ -58,7 +58,7 @@ describe('carrier network', () => {
     const client = await NetnsMqttClient.connect(net, 'car', broker, {
       identity: deviceId,
       keepalive,
-      subscribe: [`vehicles/${deviceId}/commands/#`],
+      subscribe: [`vehicles/${deviceId}/commands/+`],
     });
     clients.push(client);
     return client;

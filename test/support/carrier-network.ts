@@ -60,6 +60,8 @@ export interface ConntrackEntry {
 export interface LinkCounters {
   seen: number;
   dropped: number;
+  /** Bytes of the packets seen, at the IP level. */
+  seenBytes: number;
 }
 
 let instances = 0;
@@ -251,13 +253,15 @@ export class CarrierNetwork {
     const listing = JSON.parse(this.exec(place, 'nft', '-j', 'list', 'chain', 'netdev', 'carrier_link', 'ingress')) as {
       nftables: { rule?: { comment?: string; expr: Record<string, unknown>[] } }[];
     };
-    const result: LinkCounters = { seen: 0, dropped: 0 };
+    const result: LinkCounters = { seen: 0, dropped: 0, seenBytes: 0 };
     for (const item of listing.nftables) {
       if (!item.rule) continue;
-      const counter = item.rule.expr.find((e) => 'counter' in e)?.counter as { packets: number } | undefined;
+      const counter = item.rule.expr.find((e) => 'counter' in e)?.counter as { packets: number; bytes: number } | undefined;
       if (!counter) continue;
-      if (item.rule.comment === 'seen') result.seen += counter.packets;
-      else result.dropped += counter.packets;
+      if (item.rule.comment === 'seen') {
+        result.seen += counter.packets;
+        result.seenBytes += counter.bytes;
+      } else result.dropped += counter.packets;
     }
     return result;
   }

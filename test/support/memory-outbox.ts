@@ -1,6 +1,6 @@
 /** An OutboxQueue in memory, for the uplink tests: the order and the contract of the SQLite outbox, nothing kept. */
 import type { MessageKind, Priority } from '../../src/collect/sample.js';
-import type { OutboxQueue, OutboxRecord } from '../../src/store/outbox-queue.js';
+import type { OutboxQueue, OutboxRecord, SeqFilter } from '../../src/store/outbox-queue.js';
 
 export class MemoryOutbox implements OutboxQueue {
   private readonly records = new Map<number, OutboxRecord>();
@@ -20,7 +20,7 @@ export class MemoryOutbox implements OutboxQueue {
     return record;
   }
 
-  peek(maxCount: number, maxBytes: number, skip: ReadonlySet<number>): OutboxRecord[] {
+  peek(maxCount: number, maxBytes: number, skip: SeqFilter): OutboxRecord[] {
     const ordered = [...this.records.values()].filter((r) => !skip.has(r.seq)).sort((a, b) => b.priority - a.priority || a.seq - b.seq);
     const out: OutboxRecord[] = [];
     let bytes = 0;

@@ -20,16 +20,22 @@ import { delay, waitFor } from './obd-sim.js';
 
 export const BACKEND = 'backend';
 
-/** The ACL: the backend reads every vehicle and sends commands; a device writes its own data topics, reads its commands. */
+/**
+ * The ACL: the backend reads every vehicle and sends commands (one level below commands/, so it cannot forge a
+ * car's results); a device writes its own data topics and its command results (`commands/<id>/result`, and the
+ * MQTT 5 response topics under `results/`), and reads its commands.
+ */
 export const ACL = `user ${BACKEND}
 topic read vehicles/#
-topic write vehicles/+/commands/#
+topic write vehicles/+/commands/+
 
 pattern write vehicles/%u/telemetry
 pattern write vehicles/%u/events
 pattern write vehicles/%u/status
 pattern write vehicles/%u/health
-pattern read vehicles/%u/commands/#
+pattern write vehicles/%u/commands/+/result
+pattern write vehicles/%u/results/#
+pattern read vehicles/%u/commands/+
 `;
 
 /** Where mosquitto is: Debian installs it in /usr/sbin, outside a non-root PATH. */
@@ -83,6 +89,9 @@ export interface MosquittoOptions {
   extraConfig?: string[];
   /** Another ACL than `ACL` (a test that needs the broker to refuse some of a device's own topics). */
   acl?: string;
+  /** Log only errors, warnings, notices and connections, not every packet: for benchmarks, where reading the log would cost the
+   * measured process CPU. */
+  quiet?: boolean;
 }
 
 export class Mosquitto {
@@ -125,7 +134,7 @@ export class Mosquitto {
         // As root mosquitto would drop to the `mosquitto` user, which cannot read the test's 0600 keys.
         `user ${userInfo().username}`,
         'log_dest stderr',
-        'log_type all',
+        ...(options.quiet ? ['log_type error', 'log_type warning', 'log_type notice', 'log_type information'] : ['log_type all']),
         'log_timestamp false',
         // The backend's persistent session buffers what devices publish while it reconnects after a restart.
         'max_queued_messages 10000',
@@ -186,6 +195,15 @@ export class Mosquitto {
     child.kill('SIGKILL');
     await this.exited;
     this.child = null;
+  }
+
+  /** Freezes the broker (SIGSTOP): the kernel still accepts connections, nothing answers, as behind a dead link. */
+  pause(): void {
+    this.child?.kill('SIGSTOP');
+  }
+
+  resume(): void {
+    this.child?.kill('SIGCONT');
   }
 
   async restart(): Promise<void> {

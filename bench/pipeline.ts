@@ -1,0 +1,282 @@
+/**
+ * `npm run bench -- pipeline [--json]`: the whole data path on the real J1939 truck log (css_j1939_demo.dbc, PGN
+ * matching), against Debian's mosquitto with TLS and client certificates on a loopback port.
+ *
+ *  1. Online: the log, looped LOOPS times with its timestamps shifted so the rules see one long drive, goes as fast as
+ *     possible through decoding, the collection rules, the codec, the SQLite outbox and the MQTT publisher. Measured
+ *     until the broker has acknowledged the last message: frames/s, CPU µs per frame (user + system of this
+ *     process, which runs the whole agent side; the broker's own CPU is not counted), peak RSS. Baseline in the same
+ *     run: the same frames through decoding alone (BusDecoder.sink), as CPU µs per frame.
+ *  2. Offline ingest: the same replay with the broker stopped: messages committed to the outbox per second.
+ *  3. Drain: the broker starts again and the agent empties the outbox: messages per second, beside a bare mqtt.js
+ *     QoS 1 publish loop of the very same payloads with the same in-flight window, over the same TLS (the ratio).
+ *  4. Wire bytes per sample: one JSON object per sample, JSON batched as the config batches, and the binary codec
+ *     batched (the config's format); disk bytes written per sample by the outbox (its I/O counter, see
+ *     src/store/disk-usage.ts).
+ */
+import { readFileSync, rmSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import Database from 'better-sqlite3';
+import mqtt from 'mqtt';
+import { parseCandumpLine } from '../src/can/candump.js';
+import { cloneFrame, createFrame, type CanFrame } from '../src/can/frame.js';
+import { DataPath } from '../src/cli/data-path.js';
+import type { Sample } from '../src/collect/sample.js';
+import { parseDeviceConfig, type DeviceConfig } from '../src/config/device-config.js';
+import { BusDecoder } from '../src/dbc/bus-decoder.js';
+import { compileDatabase, loadDbcFile } from '../src/dbc/index.js';
+import { bytesPerSample, decodeMessage } from '../src/uplink/codec.js';
+import { Mosquitto, TestPki } from '../test/support/mosquitto.js';
+import { makeTempDir } from '../test/support/temp.js';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const testdata = process.env.TELEMATICS_SHARED_TESTDATA ?? path.resolve(root, '..', 'shared', 'testdata');
+const LOOPS = 8;
+/** Frames handed over per turn of the event loop: the timers (outbox writes, batch ages) and the socket get their turn. */
+const CHUNK = 4096;
+const DEVICE_ID = 'bench-truck';
+const MAX_INFLIGHT = 64;
+const BATCH_SAMPLES = 500;
+/** Offline ingest and drain: smaller messages and more loops, so the outbox holds thousands of messages. */
+const DRAIN_BATCH_SAMPLES = 25;
+const DRAIN_LOOPS = 24;
+
+/** Collection as a fleet would configure a truck: every change of the two signals, a 1 s summary, an overspeed event. */
+const COLLECTION = {
+  batch: { maxSamples: BATCH_SAMPLES, maxDelayMs: 5000 },
+  format: 'cbor',
+  rules: [
+    { name: 'raw', mode: 'change', priority: 2, signals: ['EngineSpeed', 'WheelBasedVehicleSpeed'] },
+    { name: 'summary', mode: 'periodic', priority: 4, intervalMs: 1000, signals: ['EngineSpeed', 'WheelBasedVehicleSpeed'] },
+    {
+      name: 'overspeed',
+      mode: 'trigger',
+      priority: 6,
+      signals: ['EngineSpeed', 'WheelBasedVehicleSpeed'],
+      trigger: { when: 'WheelBasedVehicleSpeed > 60 && EngineSpeed > 1200', preMs: 1000, postMs: 1000, minIntervalMs: 5000 },
+    },
+  ],
+};
+
+interface Replay {
+  frames: CanFrame[];
+  /** Seconds from the first frame to the last, plus one frame gap: loop k is shifted by k times this. */
+  span: number;
+  firstTs: Float64Array;
+}
+
+function loadReplay(logFile: string): Replay {
+  const frames: CanFrame[] = [];
+  const scratch = createFrame();
+  for (const line of readFileSync(logFile, 'utf8').split('\n')) if (parseCandumpLine(line, scratch)) frames.push(cloneFrame(scratch));
+  const span = frames[frames.length - 1]!.ts - frames[0]!.ts + 0.01;
+  return { frames, span, firstTs: Float64Array.from(frames, (f) => f.ts) };
+}
+
+/** Feeds the replay LOOPS times into `sink`, yielding to the event loop every CHUNK frames. */
+async function feed(replay: Replay, sink: (frame: CanFrame) => void, loops: number, startLoop = 0): Promise<number> {
+  const { frames, firstTs, span } = replay;
+  let count = 0;
+  for (let k = startLoop; k < startLoop + loops; k++) {
+    const shift = k * span;
+    for (let i = 0; i < frames.length; i++) {
+      const frame = frames[i]!;
+      frame.ts = firstTs[i]! + shift;
+      sink(frame);
+      if (++count % CHUNK === 0) await new Promise((resolve) => setImmediate(resolve));
+    }
+  }
+  return count;
+}
+
+async function until(condition: () => boolean, timeoutMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`pipeline benchmark: timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 2));
+  }
+}
+
+const cpuUs = (): number => {
+  const u = process.cpuUsage();
+  return u.user + u.system;
+};
+
+function makeConfig(dir: string, pki: TestPki, broker: Mosquitto, dbcFile: string, logFile: string, outbox: string, batchSamples = BATCH_SAMPLES): DeviceConfig {
+  return parseDeviceConfig(
+    {
+      deviceId: DEVICE_ID,
+      buses: [{ name: 'can0', dbc: dbcFile, j1939: true, source: { type: 'replay', file: logFile } }],
+      collection: { ...COLLECTION, batch: { ...COLLECTION.batch, maxSamples: batchSamples } },
+      outbox: { path: outbox, durability: 'normal', writeIntervalMs: 1000 },
+      uplink: { url: broker.url, ...pki.identityFiles(DEVICE_ID), maxInflight: MAX_INFLIGHT, reconnect: { initialMs: 50, maxMs: 200 } },
+    },
+    { file: 'pipeline-bench', baseDir: dir },
+  );
+}
+
+export async function runPipelineBenchmark(json: boolean): Promise<void> {
+  const dbcFile = path.join(testdata, 'dbc', 'css_j1939_demo.dbc');
+  const logFile = path.join(testdata, 'logs', 'css_j1939_truck_11111111_00000012_00000001.candump.log');
+  let replay: Replay;
+  try {
+    replay = loadReplay(logFile);
+  } catch {
+    throw new Error(`the pipeline benchmark needs the shared test data (${testdata}); set TELEMATICS_SHARED_TESTDATA`);
+  }
+  const database = compileDatabase(loadDbcFile(dbcFile), { j1939: true });
+  const dir = makeTempDir('bench-pipeline-');
+  const pki = new TestPki('pipeline bench CA');
+  const broker = await Mosquitto.start({ pki, quiet: true });
+  const warn = (message: string): void => {
+    if (!json && !/^uplink: (connected|disconnected)/.test(message)) process.stderr.write(`${message}\n`);
+  };
+  try {
+    // Baseline: decoding alone, same frames, same loops.
+    const decodeOnly = new BusDecoder('can0', database);
+    await feed(replay, decodeOnly.sink, 1); // warm-up
+    let cpu0 = cpuUs();
+    const baselineFrames = await feed(replay, decodeOnly.sink, LOOPS);
+    const baselineUsPerFrame = (cpuUs() - cpu0) / baselineFrames;
+
+    // 1. Online, whole path.
+    const online = makeConfig(dir, pki, broker, dbcFile, logFile, path.join(dir, 'online.db'));
+    const bus = new BusDecoder('can0', database);
+    const dataPath = await DataPath.open(online, [bus], warn);
+    const uplink = dataPath.uplink!;
+    await until(() => uplink.session.state === 'connected', 10_000, 'the broker connection');
+    await feed(replay, dataPath.sinkFor(0), 1); // warm-up, drained before the measurement
+    dataPath.collector.flush();
+    dataPath.commitBatches();
+    await until(() => dataPath.outbox.pending === 0, 60_000, 'the warm-up drain');
+    const acknowledgedBefore = uplink.publisher.stats.acknowledged;
+    const samplesBefore = dataPath.collector.stats.samplesEmitted;
+    const diskBefore = dataPath.outbox.stats().diskWrites.bytes;
+    cpu0 = cpuUs();
+    const t0 = performance.now();
+    const frames = await feed(replay, dataPath.sinkFor(0), LOOPS, 1);
+    dataPath.collector.flush();
+    dataPath.commitBatches();
+    await until(() => dataPath.outbox.pending === 0, 120_000, 'the broker to acknowledge everything');
+    const seconds = (performance.now() - t0) / 1000;
+    const onlineUsPerFrame = (cpuUs() - cpu0) / frames;
+    const samples = dataPath.collector.stats.samplesEmitted - samplesBefore;
+    const messages = uplink.publisher.stats.acknowledged - acknowledgedBefore;
+    const diskBytes = dataPath.outbox.stats().diskWrites.bytes - diskBefore;
+    const diskSource = dataPath.outbox.stats().diskWrites.source;
+    await dataPath.close();
+
+    // 2. Offline ingest: the broker is down, everything goes to the outbox.
+    await broker.stop();
+    const offlineDb = path.join(dir, 'offline.db');
+    const offline = makeConfig(dir, pki, broker, dbcFile, logFile, offlineDb, DRAIN_BATCH_SAMPLES);
+    const offlinePath = await DataPath.open(offline, [new BusDecoder('can0', database)], () => undefined);
+    const t1 = performance.now();
+    await feed(replay, offlinePath.sinkFor(0), DRAIN_LOOPS, 1);
+    offlinePath.collector.flush();
+    offlinePath.commitBatches();
+    const ingestSeconds = (performance.now() - t1) / 1000;
+    const stored = offlinePath.outbox.pending;
+    await offlinePath.close();
+
+    // The payloads waiting, for the bare publish loop and for the wire-size figures.
+    const reader = new Database(offlineDb, { readonly: true });
+    const payloads = (reader.prepare('SELECT payload FROM message ORDER BY seq').all() as { payload: Buffer }[]).map((r) => r.payload);
+    reader.close();
+    const allSamples: Sample[] = [];
+    for (const payload of payloads) for (const s of decodeMessage(payload, 'cbor').samples) allSamples.push(s);
+    allSamples.sort((a, b) => a.ts - b.ts);
+
+    // 3. Drain on reconnect.
+    await broker.start();
+    const drainPath = await DataPath.open(offline, [new BusDecoder('can0', database)], () => undefined);
+    // Timed from the connection: the TLS handshake and the birth message are the same for one message or thousands.
+    await until(() => drainPath.uplink!.session.state === 'connected', 10_000, 'the reconnection');
+    const t2 = performance.now();
+    await until(() => drainPath.outbox.pending === 0, 120_000, 'the drain');
+    const drainSeconds = (performance.now() - t2) / 1000;
+    const drained = drainPath.uplink!.publisher.stats.acknowledged;
+    await drainPath.close();
+
+    // Baseline: a bare mqtt.js QoS 1 loop of the same payloads, same window, same TLS (connection set up first).
+    const bare = await barePublish(broker, pki, payloads);
+
+    const result = {
+      frames_per_s: Math.round(frames / seconds),
+      cpu_us_per_frame: round(onlineUsPerFrame, 3),
+      decode_only_cpu_us_per_frame: round(baselineUsPerFrame, 3),
+      peak_rss_mb: round(process.resourceUsage().maxRSS / 1024, 1),
+      samples,
+      messages,
+      ingest_per_s: Math.round(stored / ingestSeconds),
+      drain_per_s: Math.round(drained / drainSeconds),
+      bare_publish_per_s: Math.round(bare),
+      drain_ratio: round(drained / drainSeconds / bare, 2),
+      bytes_per_sample_json: round(bytesPerSample(allSamples, 1, 'json'), 1),
+      bytes_per_sample_json_batched: round(bytesPerSample(allSamples, BATCH_SAMPLES, 'json'), 2),
+      bytes_per_sample_binary: round(bytesPerSample(allSamples, BATCH_SAMPLES, 'cbor'), 2),
+      disk_bytes_per_sample: round(diskBytes / samples, 2),
+      disk_source: diskSource,
+      cores_for_32k_fps_pct: round((onlineUsPerFrame * 32_000) / 1e6 * 100, 2),
+    };
+    if (json) {
+      process.stdout.write(`${JSON.stringify(result)}\n`);
+      return;
+    }
+    const lines = [
+      `pipeline: truck log (${replay.frames.length} frames) looped ${LOOPS}x through decode, collection, outbox and TLS MQTT into mosquitto`,
+      `  online           ${result.frames_per_s} frames/s, ${result.cpu_us_per_frame} CPU µs/frame (decode alone: ${result.decode_only_cpu_us_per_frame}); ` +
+        `${samples} samples in ${messages} messages; 32,000 frames/s would take ${result.cores_for_32k_fps_pct} % of a core`,
+      `  peak RSS         ${result.peak_rss_mb} MB`,
+      `  offline ingest   ${result.ingest_per_s} messages/s into the outbox (${stored} messages of ${DRAIN_BATCH_SAMPLES} samples, the log looped ${DRAIN_LOOPS}x with the broker down)`,
+      `  drain            ${result.drain_per_s} messages/s; bare mqtt.js QoS 1 loop of the same payloads ${result.bare_publish_per_s}/s (ratio ${result.drain_ratio})`,
+      `  wire bytes/sample  JSON one per message ${result.bytes_per_sample_json}, JSON batched ${result.bytes_per_sample_json_batched}, binary batched ${result.bytes_per_sample_binary}`,
+      `  disk bytes/sample  ${result.disk_bytes_per_sample} (${diskSource} counter)`,
+    ];
+    process.stdout.write(`${lines.join('\n')}\n`);
+  } finally {
+    await broker.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Messages per second of a plain mqtt.js QoS 1 publish loop with MAX_INFLIGHT outstanding. */
+async function barePublish(broker: Mosquitto, pki: TestPki, payloads: Buffer[]): Promise<number> {
+  const files = pki.identityFiles(DEVICE_ID);
+  const client = await mqtt.connectAsync(broker.url, {
+    protocolVersion: 5,
+    clientId: `${DEVICE_ID}-bare`,
+    cert: readFileSync(files.certFile),
+    key: readFileSync(files.keyFile),
+    ca: readFileSync(files.caFile),
+    reconnectPeriod: 0,
+  });
+  const topic = `vehicles/${DEVICE_ID}/telemetry`;
+  const start = performance.now();
+  let next = 0;
+  await new Promise<void>((resolve, reject) => {
+    let inflight = 0;
+    let done = 0;
+    const pump = (): void => {
+      while (inflight < MAX_INFLIGHT && next < payloads.length) {
+        inflight++;
+        client.publish(topic, payloads[next++]!, { qos: 1 }, (err) => {
+          if (err) return reject(err);
+          inflight--;
+          if (++done === payloads.length) resolve();
+          else pump();
+        });
+      }
+    };
+    pump();
+  });
+  const rate = payloads.length / ((performance.now() - start) / 1000);
+  await client.endAsync();
+  return rate;
+}
+
+function round(value: number, digits: number): number {
+  const f = 10 ** digits;
+  return Math.round(value * f) / f;
+}

@@ -1,0 +1,120 @@
+/**
+ * Remote commands in a run: the dispatcher (src/commands) between the session's command messages and the outbox.
+ * Results of signed commands are outbox messages of kind `result` at priority 7 with their own topic and MQTT 5
+ * correlation data, published by the same publisher as the telemetry, so they survive a lost connection.
+ *
+ * The composition root passes the full CommandContext (src/cli/command-context.ts); without one, a basic context
+ * serves the commands that only read (signals from the bus decoders, status from the data path) and refuses the
+ * others with a CommandFailure ('unsupported').
+ */
+import { resolveSignalName } from '../collect/collector.js';
+import { MAX_PRIORITY, type Priority } from '../collect/sample.js';
+import type { CommandsConfig } from '../commands/config.js';
+import { CommandDispatcher, type DispatcherStats, type ResultRoute } from '../commands/dispatcher.js';
+import { CommandFailure, type CommandContext } from '../commands/handler.js';
+import { HANDLERS } from '../commands/handlers/index.js';
+import { ReplayGuard } from '../commands/replay-guard.js';
+import { CommandVerifier } from '../commands/verifier.js';
+import type { DeviceConfig } from '../config/device-config.js';
+import type { BusDecoder } from '../dbc/bus-decoder.js';
+import type { SqliteOutbox } from '../store/outbox.js';
+import type { MqttSession } from '../uplink/session.js';
+
+/** Command results go before every kind of telemetry, and are the last to be evicted. */
+export const RESULT_PRIORITY = MAX_PRIORITY as Priority;
+
+export interface CommandsHost {
+  readonly outbox: SqliteOutbox;
+  readonly session: MqttSession;
+  healthReport(): Record<string, unknown>;
+}
+
+export class AgentCommands {
+  private dispatcher: CommandDispatcher | undefined;
+  private unsubscribe: (() => void) | undefined;
+
+  private constructor(
+    private readonly config: DeviceConfig,
+    private readonly commands: CommandsConfig,
+    private readonly buses: readonly BusDecoder[],
+    private readonly verifier: CommandVerifier,
+    private readonly replay: ReplayGuard,
+    private readonly warn: (message: string) => void,
+  ) {}
+
+  /** Loads the pinned command CA and opens the replay memory; throws (naming the file) when either is unusable. */
+  static open(config: DeviceConfig, buses: readonly BusDecoder[], warn: (message: string) => void): AgentCommands {
+    const commands = config.commands!;
+    const verifier = CommandVerifier.fromFile(commands.caFile);
+    const replay = ReplayGuard.open({ path: commands.replayDbPath, onProblem: warn });
+    return new AgentCommands(config, commands, buses, verifier, replay, warn);
+  }
+
+  /** Builds the dispatcher and listens to the session; before the session starts, so no queued command is missed. */
+  start(host: CommandsHost, context?: CommandContext): void {
+    const { outbox, session } = host;
+    const dispatcher = new CommandDispatcher({
+      deviceId: this.config.deviceId,
+      config: this.commands,
+      handlers: HANDLERS,
+      context: context ?? this.basicContext(host),
+      verifier: this.verifier,
+      replay: this.replay,
+      knownSignal: (name) => resolveSignalName(this.buses, name) !== undefined,
+      log: (message) => this.warn(message.startsWith('command') ? message : `commands: ${message}`),
+      sink: {
+        store: (route: ResultRoute, results) => {
+          const createdAt = Date.now();
+          const stored = outbox.append(
+            results.map((encode) => ({
+              kind: 'result' as const,
+              priority: RESULT_PRIORITY,
+              createdAt,
+              topic: route.topic,
+              ...(route.correlation ? { correlation: route.correlation } : {}),
+              encode,
+            })),
+          );
+          return stored.seqs.length === results.length;
+        },
+        send: (route, payload) =>
+          session.publish(route.topic, payload, { qos: 1, ...(route.correlation ? { properties: { correlationData: route.correlation } } : {}) }),
+      },
+    });
+    this.dispatcher = dispatcher;
+    this.unsubscribe = session.onCommand((topic, payload, properties) => dispatcher.handle(topic, payload, properties));
+  }
+
+  get stats(): DispatcherStats | undefined {
+    return this.dispatcher?.stats;
+  }
+
+  /** Stops taking commands; running ones end FAILED ('aborted'), their results stored. Closes the replay memory. */
+  close(): void {
+    this.unsubscribe?.();
+    if (this.dispatcher) this.dispatcher.close();
+    else this.replay.close();
+  }
+
+  private basicContext(host: CommandsHost): CommandContext {
+    const unsupported = (what: string): never => {
+      throw new CommandFailure('unsupported', `${what} is not available in this agent`);
+    };
+    return {
+      deviceId: this.config.deviceId,
+      readSignal: (name) => {
+        const found = resolveSignalName(this.buses, name);
+        if (found?.kind !== 'dbc') return undefined;
+        const value = this.buses[found.bus]!.values[found.slot]!;
+        return Number.isNaN(value) ? undefined : value;
+      },
+      status: () => ({ deviceId: this.config.deviceId, ...host.healthReport() }),
+      config: () => this.config,
+      applyCollection: async () => unsupported('applying a collection config'),
+      obd: () => undefined,
+      writeSignal: async () => unsupported('writing signals'),
+      setLogLevel: () => unsupported('setting the log level'),
+      requestRestart: () => unsupported('restarting'),
+    };
+  }
+}

@@ -1,0 +1,350 @@
+/**
+ * The agent side of remote commands: what a command handler may use of the running agent (CommandContext in
+ * src/commands/handler.ts), built by the composition root from the parts of the run.
+ *
+ * Everything here reads the state the run already keeps (the buses' value buffers, the latest OBD values, the data
+ * path's counters) or changes it in one place: the collection section (applyCollection) and one CAN frame
+ * (writeSignal). Nothing runs a shell command.
+ */
+import { closeSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
+import path from 'node:path';
+import { exactFilter, type CanBus, type CanEndpoint } from '../can/bus.js';
+import { createFrame, type FrameSink } from '../can/frame.js';
+import { CanFrameWriter, FrameWriteError } from '../can/frame-writer.js';
+import { SocketCanBus } from '../can/socketcan.js';
+import { CollectorConfigError, resolveSignalName } from '../collect/collector.js';
+import { collectionConfigSchema } from '../collect/config.js';
+import { CommandFailure, type CommandContext } from '../commands/handler.js';
+import { DeviceConfigError, formatConfigPath, parseDeviceConfig, type DeviceConfig } from '../config/device-config.js';
+import type { BusDecoder } from '../dbc/bus-decoder.js';
+import type { SignalValue } from '../dbc/model.js';
+import type { ObdClient } from '../obd/client.js';
+import type { DataPath } from './data-path.js';
+import type { LiveObdAdapter } from './live-adapter.js';
+import type { LiveBus } from './live-bus.js';
+
+export const LOG_LEVELS = ['error', 'warn', 'info', 'debug'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+/** Frames a command may put on one bus: a person's command, never a stream (the rate limit of CanFrameWriter). */
+const WRITE_FRAMES_PER_SECOND = 10;
+const WRITE_BURST = 5;
+
+/** The latest numeric OBD-II values, by the name the collector gets them under: `<adapter or bus>.obd.<key>`. */
+export type ObdValues = ReadonlyMap<string, number>;
+
+export interface CommandContextOptions {
+  /** The running device config (absolute paths, as loadDeviceConfig returns it). */
+  config: DeviceConfig;
+  /** The config file the run was started with: applyCollection writes the new collection section there. */
+  configFile?: string;
+  /** The decoders of the agent's buses, in config order. */
+  buses: readonly BusDecoder[];
+  /** Per bus, in config order: its live parts when it is a SocketCAN bus. */
+  live?: readonly (LiveBus | undefined)[];
+  adapters?: readonly LiveObdAdapter[];
+  /** The latest OBD values (the run keeps them up to date). */
+  obdValues?: ObdValues;
+  /** The data path; a function, because the context may be built before the data path opens. */
+  dataPath: () => DataPath | undefined;
+  setLogLevel(level: LogLevel): void;
+  requestRestart(): void;
+  /**
+   * The CAN bus a socketcan bus of the config writes through; default a SocketCanBus on the interface. Tests pass a
+   * MemoryCanBus to capture what is sent.
+   */
+  openCanBus?: (interfaceName: string) => CanBus;
+}
+
+export function createCommandContext(options: CommandContextOptions): CommandContext {
+  return new AgentCommandContext(options);
+}
+
+class AgentCommandContext implements CommandContext {
+  readonly deviceId: string;
+  private current: DeviceConfig;
+  private readonly writers = new Map<string, CanFrameWriter>();
+
+  constructor(private readonly options: CommandContextOptions) {
+    this.deviceId = options.config.deviceId;
+    this.current = options.config;
+  }
+
+  readSignal(name: string): number | string | undefined {
+    const resolved = resolveSignalName(this.options.buses, name);
+    if (resolved === undefined) return undefined;
+    if (resolved.kind === 'dbc') {
+      const value = this.options.buses[resolved.bus]!.values[resolved.slot]!;
+      return Number.isNaN(value) ? undefined : value;
+    }
+    const values = this.options.obdValues;
+    if (values === undefined) return undefined;
+    if (resolved.source !== undefined) return values.get(`${resolved.source}.obd.${resolved.key}`);
+    // `obd.<key>`: from any adapter or bus, as the collection rules read it; the first source that reported it.
+    const suffix = `.obd.${resolved.key}`;
+    for (const [name, value] of values) if (name.endsWith(suffix)) return value;
+    return undefined;
+  }
+
+  status(): Record<string, unknown> {
+    const { buses, live = [], adapters = [] } = this.options;
+    const status: Record<string, unknown> = {
+      deviceId: this.deviceId,
+      ts: Date.now(),
+      buses: buses.map((bus, i) => {
+        const entry: Record<string, unknown> = {
+          name: bus.name,
+          source: this.current.buses[i]?.source.type,
+          frames: bus.frames,
+          signals: bus.signals,
+          unknownFrames: bus.unknownFrames,
+          decodeErrors: bus.decodeErrors,
+        };
+        const liveBus = live[i];
+        if (liveBus) {
+          entry.interfaceState = liveBus.source.state;
+          entry.errorFrames = liveBus.source.health.counters.errorFrames;
+          if (liveBus.obd) entry.obd = { connected: liveBus.obd.client !== undefined, ...liveBus.obd.summary() };
+        }
+        return entry;
+      }),
+      obdAdapters: adapters.map((adapter) => ({
+        name: adapter.config.name,
+        state: adapter.lastState,
+        connected: adapter.obd.client !== undefined,
+        ...adapter.obd.summary(),
+      })),
+    };
+    const dataPath = this.options.dataPath();
+    if (dataPath) Object.assign(status, dataPath.healthReport());
+    return status;
+  }
+
+  config(): unknown {
+    return structuredClone(this.current);
+  }
+
+  // Synchronous from the first check to the rename (no await inside): two setConfig commands cannot interleave.
+  async applyCollection(collection: unknown): Promise<void> {
+    const dataPath = this.options.dataPath();
+    if (dataPath === undefined) {
+      throw new CommandFailure('apply-failed', 'the agent runs without a collection section (no data path to apply rules to)');
+    }
+    const parsed = collectionConfigSchema.safeParse(collection);
+    if (!parsed.success) {
+      const problems = parsed.error.issues.map((issue) => `collection.${formatConfigPath(issue.path)}: ${issue.message}`.replace('.(top level)', ''));
+      throw new CommandFailure('invalid-config', problems.join('; '), { problems });
+    }
+    const next = parsed.data;
+    const file = this.options.configFile;
+    if (file === undefined) throw new CommandFailure('apply-failed', 'the agent was started without a config file to keep the change in');
+
+    // The file as it would be written must load at the next start: the whole document is validated, not the section.
+    let document: Record<string, unknown>;
+    try {
+      const json: unknown = JSON.parse(readFileSync(file, 'utf8'));
+      if (json === null || typeof json !== 'object' || Array.isArray(json)) throw new Error('not a JSON object');
+      document = { ...(json as Record<string, unknown>), collection };
+    } catch (err) {
+      throw new CommandFailure('apply-failed', `cannot read the device config ${file}: ${(err as Error).message}`);
+    }
+    try {
+      parseDeviceConfig(document, { file, baseDir: path.dirname(path.resolve(file)), checkFiles: false });
+    } catch (err) {
+      if (err instanceof DeviceConfigError) throw new CommandFailure('invalid-config', err.message, { problems: err.problems });
+      throw err;
+    }
+
+    // Built before anything changes: rules naming a signal no bus has are refused here, and the old rules run on.
+    let collector;
+    try {
+      collector = dataPath.createCollector(next);
+    } catch (err) {
+      if (err instanceof CollectorConfigError) throw new CommandFailure('apply-failed', err.message);
+      throw err;
+    }
+    const previous = dataPath.replaceCollector(collector, next);
+    try {
+      writeFileAtomically(file, `${JSON.stringify(document, null, 2)}\n`);
+    } catch (err) {
+      // The file still holds the old section: so must the running agent.
+      dataPath.replaceCollector(previous.collector, previous.collection);
+      throw new CommandFailure('apply-failed', `cannot write the device config ${file}: ${(err as Error).message}; the previous rules stay in force`);
+    }
+    this.current = { ...this.current, collection: next };
+  }
+
+  obd(): ObdClient | undefined {
+    for (const liveBus of this.options.live ?? []) {
+      const client = liveBus?.obd?.client;
+      if (client) return client;
+    }
+    for (const adapter of this.options.adapters ?? []) {
+      const client = adapter.obd.client;
+      if (client) return client;
+    }
+    return undefined;
+  }
+
+  async writeSignal(busName: string, messageName: string, signalName: string, value: number): Promise<void> {
+    const index = this.current.buses.findIndex((b) => b.name === busName);
+    const busConfig = this.current.buses[index];
+    const decoder = this.options.buses[index];
+    if (busConfig === undefined || decoder === undefined) {
+      const known = this.current.buses.map((b) => b.name).join(', ') || 'none';
+      throw new CommandFailure('unknown-bus', `no bus '${busName}' (buses: ${known})`);
+    }
+    const codec = decoder.database.byName(messageName);
+    if (codec === undefined) throw new CommandFailure('unknown-signal', `${busName}: the bus DBC has no message '${messageName}'`);
+    const { message } = codec;
+    const target = message.signals.find((s) => s.name === signalName);
+    if (target === undefined) throw new CommandFailure('unknown-signal', `${busName}: message ${messageName} has no signal '${signalName}'`);
+    if (busConfig.source.type === 'replay') {
+      throw new CommandFailure('bus-unavailable', `${busName} replays a recording: there is no bus to write to`);
+    }
+
+    // The frame carries the message's other signals as last received, so that writing one signal leaves the others
+    // as they are; a signal never received (or outside its DBC range) takes its start value.
+    const values: Record<string, SignalValue> = {};
+    message.signals.forEach((signal, k) => {
+      const current = decoder.values[codec.slots[k]!]!;
+      if (!Number.isFinite(current)) return;
+      if (signal.minimum < signal.maximum && (current < signal.minimum || current > signal.maximum)) return;
+      values[signal.name] = current;
+    });
+    values[target.name] = value;
+    // A multiplexed signal is only in the frame when its multiplexer selects its page.
+    if (target.multiplexerSignal !== undefined && target.multiplexerIds && target.multiplexerIds.length > 0) {
+      const mux = values[target.multiplexerSignal];
+      if (typeof mux !== 'number' || !target.multiplexerIds.includes(mux)) values[target.multiplexerSignal] = target.multiplexerIds[0]!;
+    }
+
+    const writer = this.writerFor(index);
+    try {
+      writer.send(messageName, values);
+    } catch (err) {
+      if (!(err instanceof FrameWriteError)) throw err;
+      const reason = { 'unknown-message': 'unknown-signal', encode: 'out-of-range', 'rate-limited': 'rate-limited', send: 'bus-unavailable' }[err.code];
+      throw new CommandFailure(reason, `${busName}: ${err.message}`);
+    }
+  }
+
+  setLogLevel(level: LogLevel): void {
+    this.options.setLogLevel(level);
+  }
+
+  requestRestart(): void {
+    this.options.requestRestart();
+  }
+
+  /** One writer per bus, kept for the run, so its rate limit holds across commands. */
+  private writerFor(index: number): CanFrameWriter {
+    const busConfig = this.current.buses[index]!;
+    let writer = this.writers.get(busConfig.name);
+    if (writer) return writer;
+    const decoder = this.options.buses[index]!;
+    let endpoint: CanEndpoint;
+    if (busConfig.source.type === 'socketcan') {
+      const open = this.options.openCanBus ?? ((ifname: string) => new SocketCanBus(ifname));
+      endpoint = new OneShotEndpoint(open(busConfig.source.interface));
+    } else {
+      // The simulated vehicle's bus exists only inside the agent: a written frame is received as the bus's own
+      // traffic (decoded and collected), as a frame from another node of a real bus would be.
+      const dataPath = this.options.dataPath();
+      endpoint = new LoopbackEndpoint(busConfig.name, dataPath ? dataPath.sinkFor(index) : decoder.sink);
+    }
+    writer = new CanFrameWriter(endpoint, decoder.database, { maxFramesPerSecond: WRITE_FRAMES_PER_SECOND, burst: WRITE_BURST });
+    this.writers.set(busConfig.name, writer);
+    return writer;
+  }
+}
+
+/**
+ * Writes through a socket opened for the one frame and closed after it: a socket kept open for rare commands would
+ * receive (and wake the agent for) the bus traffic its filters pass, and a raw socket always passes some. The filter
+ * is the written identifier alone.
+ */
+class OneShotEndpoint implements CanEndpoint {
+  constructor(private readonly bus: CanBus) {}
+
+  send(id: number, extended: boolean, data: Uint8Array, fd?: boolean): void {
+    const endpoint = this.bus.open({ filters: [exactFilter(id, extended)] });
+    try {
+      endpoint.send(id, extended, data, fd);
+    } finally {
+      endpoint.close();
+    }
+  }
+
+  onFrame(): void {
+    // Never receives: it only exists for the length of a send.
+  }
+
+  close(): void {}
+}
+
+/** Delivers sent frames to a frame sink, stamped now: the simulated bus's receiver. */
+class LoopbackEndpoint implements CanEndpoint {
+  private readonly frame = createFrame();
+
+  constructor(
+    busName: string,
+    private readonly sink: FrameSink,
+  ) {
+    this.frame.bus = busName;
+  }
+
+  send(id: number, extended: boolean, data: Uint8Array, fd = false): void {
+    const f = this.frame;
+    f.ts = Date.now() / 1000;
+    f.id = id;
+    f.extended = extended;
+    f.fd = fd;
+    f.data = data.slice();
+    f.dlc = data.length;
+    this.sink(f);
+  }
+
+  onFrame(): void {}
+
+  close(): void {}
+}
+
+/**
+ * Replaces `file` so that it is at every moment either the old file or the complete new one: the text goes to a
+ * temporary file in the same folder (rename is atomic only within a file system), is flushed to the disk, and is
+ * renamed over the old one; the folder is flushed too, so the rename survives a power cut.
+ */
+export function writeFileAtomically(file: string, text: string): void {
+  const dir = path.dirname(path.resolve(file));
+  const temp = path.join(dir, `.${path.basename(file)}.${process.pid}.tmp`);
+  let fd: number | undefined;
+  try {
+    fd = openSync(temp, 'w', 0o644);
+    writeSync(fd, text);
+    fsyncSync(fd);
+    closeSync(fd);
+    fd = undefined;
+    renameSync(temp, file);
+  } catch (err) {
+    if (fd !== undefined) closeSync(fd);
+    // Only our own temporary file: never anything else that happens to have its name (a folder, say).
+    try {
+      rmSync(temp, { force: true });
+    } catch {
+      // Not a file: left alone.
+    }
+    throw err;
+  }
+  // Best effort: the new file is in place either way, and some file systems cannot flush a folder.
+  try {
+    const dirFd = openSync(dir, 'r');
+    try {
+      fsyncSync(dirFd);
+    } finally {
+      closeSync(dirFd);
+    }
+  } catch {
+    // The rename is durable at the file system's next commit.
+  }
+}

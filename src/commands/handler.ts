@@ -1,0 +1,44 @@
+import type { z } from 'zod';
+
+export interface CommandRun {
+  readonly id: string;
+  /** Aborted on timeout or shutdown. */
+  readonly signal: AbortSignal;
+  /** Reports IN_PROGRESS (with optional detail) on the result topic. */
+  progress(detail?: Record<string, unknown>): void;
+}
+
+/** A handler's refusal or failure, with a reason code for the result (e.g. 'obd-unavailable', 'apply-failed'). */
+export class CommandFailure extends Error {
+  constructor(readonly reason: string, message: string, readonly detail?: unknown) { super(message); this.name = 'CommandFailure'; }
+}
+
+export interface CommandHandler<P = unknown, C = CommandContext> {
+  readonly name: string;
+  /** zod schema of the parameters; a failure is REJECTED with reason 'bad-params' and the zod issues. */
+  readonly params: z.ZodType<P>;
+  /** Used when the envelope gives no timeout. */
+  readonly defaultTimeoutMs: number;
+  /** Resolves with the result detail (JSON-serialisable) → SUCCEEDED; throws CommandFailure → FAILED with its reason. */
+  run(params: P, context: C, run: CommandRun): Promise<unknown>;
+}
+
+/** What handlers may use of the agent (implemented in src/cli/command-context.ts by the composition root). */
+export interface CommandContext {
+  readonly deviceId: string;
+  /** Current decoded value of a signal by the names collection rules use (Message.Signal, bare name, bus-prefixed, obd.<key>); undefined if never received/unknown. */
+  readSignal(name: string): number | string | undefined;
+  /** A JSON snapshot of the agent's state (buses, outbox, uplink): what getStatus returns. */
+  status(): Record<string, unknown>;
+  /** The running device config, with file contents not included. */
+  config(): unknown;
+  /** Validates and applies a new `collection` section without a restart; throws CommandFailure('invalid-config'|'apply-failed') and leaves the old one running if it does not apply. Persists it atomically on success. */
+  applyCollection(collection: unknown): Promise<void>;
+  /** The OBD-II client of the first adapter or OBD bus that is connected, or undefined. */
+  obd(): import('../obd/client.js').ObdClient | undefined;
+  /** Encodes and sends one CAN frame setting `signal` of `message` on `bus` (DBC encoder); throws CommandFailure. */
+  writeSignal(bus: string, message: string, signal: string, value: number): Promise<void>;
+  setLogLevel(level: 'error' | 'warn' | 'info' | 'debug'): void;
+  /** Asks the agent to restart cleanly after the result is sent (the process exits with a code the service manager restarts). */
+  requestRestart(): void;
+}

@@ -1,0 +1,27 @@
+/** `readDtcs`: diagnostic trouble codes from every ECU (or one), stored (Mode 03), pending (07) or permanent (0A). */
+import { z } from 'zod';
+import { OBD_SERVICE } from '../../obd/j1979.js';
+import type { CommandHandler } from '../handler.js';
+import { describeAnswers, obdRequest, requireObd, requireSomeSuccess } from './obd-errors.js';
+
+const SERVICES = { stored: OBD_SERVICE.storedDtcs, pending: OBD_SERVICE.pendingDtcs, permanent: OBD_SERVICE.permanentDtcs } as const;
+
+const readDtcsParams = z.strictObject({
+  kind: z.enum(['stored', 'pending', 'permanent']).default('stored').describe('Which DTCs: stored (Mode 03, default), pending (07), permanent (0A).'),
+  ecu: z.number().int().min(0).max(255).optional().describe('Ask this ECU only; default every ECU.'),
+});
+
+export const readDtcs: CommandHandler<z.output<typeof readDtcsParams>> = {
+  name: 'readDtcs',
+  params: readDtcsParams,
+  defaultTimeoutMs: 10_000,
+  async run(params, context, run) {
+    const client = requireObd(context);
+    const answers = await obdRequest('reading DTCs', () =>
+      client.readDtcs(SERVICES[params.kind], { signal: run.signal, ...(params.ecu !== undefined ? { ecu: params.ecu } : {}) }),
+    );
+    requireSomeSuccess('reading DTCs', answers);
+    const dtcs = [...new Set(answers.flatMap((a) => (a.ok ? a.value : [])))];
+    return { kind: params.kind, dtcs, ecus: describeAnswers(answers, 'dtcs') };
+  },
+};

@@ -1,0 +1,18 @@
+/**
+ * `restartAgent`: the agent stops cleanly (open batches to the outbox) after sending the result, and exits with
+ * EX_TEMPFAIL (75) so that the service manager starts it again. No shell, no reboot: only this process restarts.
+ */
+import { z } from 'zod';
+import type { CommandHandler } from '../handler.js';
+
+const restartAgentParams = z.strictObject({});
+
+export const restartAgent: CommandHandler<z.output<typeof restartAgentParams>> = {
+  name: 'restartAgent',
+  params: restartAgentParams,
+  defaultTimeoutMs: 5000,
+  async run(_params, context) {
+    context.requestRestart();
+    return { restarting: true };
+  },
+};

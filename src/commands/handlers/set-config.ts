@@ -1,0 +1,24 @@
+/**
+ * `setConfig`: replaces the collection rules and batching (the `collection` section) while the agent runs. The
+ * context validates the section against the schema and the vehicle's DBCs, swaps the collector, and writes the config
+ * file atomically; if any step fails, the previous rules stay in force and the file is untouched.
+ */
+import { z } from 'zod';
+import type { CommandHandler } from '../handler.js';
+
+const setConfigParams = z.strictObject({
+  // Checked by the context against the collection schema: here only its presence, so that its problems are reported
+  // as 'invalid-config' with the config's own messages rather than as 'bad-params'.
+  collection: z.record(z.string(), z.unknown()).describe('The new `collection` section, as in the device config file.'),
+});
+
+export const setConfig: CommandHandler<z.output<typeof setConfigParams>> = {
+  name: 'setConfig',
+  params: setConfigParams,
+  defaultTimeoutMs: 10_000,
+  async run(params, context) {
+    await context.applyCollection(params.collection);
+    const rules = (params.collection.rules as unknown[] | undefined)?.length ?? 0;
+    return { applied: 'collection', rules };
+  },
+};

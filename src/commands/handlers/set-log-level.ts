@@ -1,0 +1,17 @@
+/** `setLogLevel`: how much the agent writes to its log, until the next start. */
+import { z } from 'zod';
+import type { CommandHandler } from '../handler.js';
+
+const setLogLevelParams = z.strictObject({
+  level: z.enum(['error', 'warn', 'info', 'debug']).describe('error: failures only; warn: also warnings and state changes (the default); info, debug: more detail.'),
+});
+
+export const setLogLevel: CommandHandler<z.output<typeof setLogLevelParams>> = {
+  name: 'setLogLevel',
+  params: setLogLevelParams,
+  defaultTimeoutMs: 5000,
+  async run(params, context) {
+    context.setLogLevel(params.level);
+    return { level: params.level };
+  },
+};

@@ -1,0 +1,69 @@
+/**
+ * `setSignal`: writes one CAN signal through the bus DBC (one frame of its message, the other signals as last
+ * received). Only signals the device config allow-lists (`commands.allowedSignals`) can be written, within the
+ * entry's min/max and the DBC's range, and only while the entry's precondition holds on the current values.
+ */
+import { z } from 'zod';
+import { ExpressionError } from '../../collect/expression.js';
+import type { AllowedSignal } from '../config.js';
+import { CommandFailure, type CommandContext, type CommandHandler } from '../handler.js';
+import { Precondition } from '../precondition.js';
+
+const setSignalParams = z.strictObject({
+  bus: z.string().min(1).optional().describe('Bus of the signal; may be left out when only one bus allows it.'),
+  message: z.string().min(1).describe('DBC message name.'),
+  signal: z.string().min(1).describe('DBC signal name.'),
+  value: z.number().refine(Number.isFinite, 'expected a finite number').describe('Physical value (DBC units).'),
+});
+
+function allowedSignals(context: CommandContext): readonly AllowedSignal[] {
+  const config = context.config() as { commands?: { allowedSignals?: AllowedSignal[] } } | undefined;
+  return config?.commands?.allowedSignals ?? [];
+}
+
+export const setSignal: CommandHandler<z.output<typeof setSignalParams>> = {
+  name: 'setSignal',
+  params: setSignalParams,
+  defaultTimeoutMs: 5000,
+  async run(params, context) {
+    const { message, signal, value } = params;
+    const candidates = allowedSignals(context).filter(
+      (entry) => entry.message === message && entry.signal === signal && (params.bus === undefined || entry.bus === params.bus),
+    );
+    const where = `${params.bus === undefined ? '' : `${params.bus}.`}${message}.${signal}`;
+    if (candidates.length === 0) throw new CommandFailure('signal-not-allowed', `${where} is not in commands.allowedSignals`);
+    const buses = [...new Set(candidates.map((entry) => entry.bus))];
+    if (buses.length > 1) throw new CommandFailure('unknown-bus', `${message}.${signal} is allowed on several buses (${buses.join(', ')}): name the bus`);
+    const entry = candidates[0]!;
+
+    if ((entry.min !== undefined && value < entry.min) || (entry.max !== undefined && value > entry.max)) {
+      const range = `[${entry.min ?? '-∞'}, ${entry.max ?? '∞'}]`;
+      throw new CommandFailure('out-of-range', `${entry.bus}.${message}.${signal} = ${value} is outside the allowed ${range}`, {
+        min: entry.min ?? null,
+        max: entry.max ?? null,
+      });
+    }
+
+    if (entry.precondition !== undefined) {
+      let precondition: Precondition;
+      try {
+        precondition = new Precondition(entry.precondition);
+      } catch (err) {
+        // The config is validated at start, so this is a config that changed under us: refuse, do not write.
+        if (err instanceof ExpressionError) throw new CommandFailure('invalid-config', `the precondition of ${entry.bus}.${message}.${signal}: ${err.message}`);
+        throw err;
+      }
+      const outcome = precondition.evaluate((name) => context.readSignal(name));
+      if (!outcome.ok) {
+        throw new CommandFailure(
+          'precondition-failed',
+          `${entry.bus}.${message}.${signal}: ${outcome.failed.map((f) => f.condition).join(', ')} does not hold`,
+          outcome,
+        );
+      }
+    }
+
+    await context.writeSignal(entry.bus, message, signal, value);
+    return { bus: entry.bus, message, signal, value };
+  },
+};

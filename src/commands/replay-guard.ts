@@ -1,0 +1,128 @@
+/**
+ * Remembers the IDs of the commands the car has taken, in SQLite, across restarts: a captured command sent again is
+ * REJECTED as 'replayed'. An ID is kept until the command could no longer be valid anyway (its expiry plus the clock
+ * skew allowance), then purged: the table stays as small as the commands of the last maxLifetimeS.
+ *
+ * Each ID is recorded before the command runs, in a transaction fsynced at commit (synchronous FULL): a power cut
+ * right after a command ran must not make it runnable again.
+ *
+ * A corrupt file is moved aside and a fresh one started, with a floor: commands issued before that moment are
+ * refused (their IDs may have been in the lost file), so losing the memory never reopens the window for a replay.
+ */
+import Database from 'better-sqlite3';
+import { existsSync, mkdirSync, renameSync } from 'node:fs';
+import path from 'node:path';
+
+export type ReplayVerdict =
+  | { fresh: true }
+  /** `duplicate`: the same bytes again (a QoS 1 redelivery, or a replay of them); `reused`: another command with an ID already taken; `before-reset`: issued before the memory was lost. */
+  | { fresh: false; why: 'duplicate' | 'reused' | 'before-reset'; message: string };
+
+const PURGE_EVERY_MS = 60_000;
+
+export interface ReplayGuardOptions {
+  path: string;
+  now?: () => number;
+  /** A corrupt file moved aside (the guard carries on with a fresh one). */
+  onProblem?: (message: string) => void;
+}
+
+export class ReplayGuard {
+  private readonly insert: Database.Statement<[string, string, number, number]>;
+  private readonly lookup: Database.Statement<[string], { digest: string; received_at: number }>;
+  private readonly purge: Database.Statement<[number]>;
+  private readonly now: () => number;
+  private lastPurge = 0;
+  /** Commands issued before this (unix ms) are refused: the memory of them was lost. 0: none. */
+  readonly notBefore: number;
+
+  private constructor(private readonly db: Database.Database, now: () => number) {
+    this.now = now;
+    this.insert = db.prepare('INSERT OR IGNORE INTO seen (id, digest, expires_at, received_at) VALUES (?, ?, ?, ?)');
+    this.lookup = db.prepare('SELECT digest, received_at FROM seen WHERE id = ?');
+    this.purge = db.prepare('DELETE FROM seen WHERE expires_at < ?');
+    this.notBefore = db.prepare<[], { value: number }>("SELECT value FROM meta WHERE key = 'not_before'").get()?.value ?? 0;
+  }
+
+  static open(options: ReplayGuardOptions): ReplayGuard {
+    const now = options.now ?? Date.now;
+    mkdirSync(path.dirname(options.path), { recursive: true });
+    let db: Database.Database;
+    let reset = false;
+    try {
+      db = openChecked(options.path);
+    } catch (err) {
+      if (!isCorruption(err)) throw new Error(`commands.replayDbPath: cannot open ${options.path}: ${(err as Error).message}`);
+      const aside = moveAside(options.path, now());
+      options.onProblem?.(
+        `commands: the replay memory ${options.path} is corrupt (${(err as Error).message}); moved it aside as ${aside}: commands issued before now are refused`,
+      );
+      db = openChecked(options.path);
+      reset = true;
+    }
+    if (reset) db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES ('not_before', ?)").run(now());
+    return new ReplayGuard(db, now);
+  }
+
+  /**
+   * Records `id` (with the digest of the signed bytes) until `until` (unix ms), atomically with the check: true the
+   * first time, a verdict saying why not after that.
+   */
+  remember(id: string, digest: string, issuedAt: number, until: number): ReplayVerdict {
+    const now = this.now();
+    if (issuedAt < this.notBefore) {
+      return { fresh: false, why: 'before-reset', message: `issued before ${new Date(this.notBefore).toISOString()}, when the replay memory was reset: it cannot be told from a replay` };
+    }
+    if (now - this.lastPurge > PURGE_EVERY_MS) {
+      this.purge.run(now);
+      this.lastPurge = now;
+    }
+    if (this.insert.run(id, digest, until, now).changes === 1) return { fresh: true };
+    const seen = this.lookup.get(id);
+    const when = seen ? new Date(seen.received_at).toISOString() : 'before';
+    if (seen?.digest === digest) return { fresh: false, why: 'duplicate', message: `command ${id} was already received at ${when} (a redelivery or a replay)` };
+    return { fresh: false, why: 'reused', message: `the command ID ${id} was already used at ${when} by another command` };
+  }
+
+  /** IDs remembered now (for tests and health). */
+  get size(): number {
+    return this.db.prepare<[], { n: number }>('SELECT count(*) AS n FROM seen').get()!.n;
+  }
+
+  close(): void {
+    if (this.db.open) this.db.close();
+  }
+}
+
+function openChecked(file: string): Database.Database {
+  const db = new Database(file);
+  try {
+    db.pragma('journal_mode = WAL');
+    const check = db.pragma('quick_check', { simple: true });
+    if (check !== 'ok') throw new Damaged(`quick_check: ${String(check)}`);
+    db.pragma('synchronous = FULL');
+    db.exec(`
+      CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS seen (id TEXT PRIMARY KEY, digest TEXT NOT NULL, expires_at INTEGER NOT NULL, received_at INTEGER NOT NULL) WITHOUT ROWID;
+      CREATE INDEX IF NOT EXISTS seen_expiry ON seen (expires_at);
+    `);
+    return db;
+  } catch (err) {
+    db.close();
+    throw err;
+  }
+}
+
+class Damaged extends Error {}
+
+function isCorruption(err: unknown): boolean {
+  if (err instanceof Damaged) return true;
+  if (!(err instanceof Database.SqliteError)) return false;
+  return err.code.startsWith('SQLITE_CORRUPT') || err.code === 'SQLITE_NOTADB';
+}
+
+function moveAside(file: string, now: number): string {
+  const aside = `${file}.corrupt-${new Date(now).toISOString().replace(/[:.]/g, '-')}`;
+  for (const suffix of ['', '-wal', '-shm']) if (existsSync(file + suffix)) renameSync(file + suffix, aside + suffix);
+  return aside;
+}

@@ -1,0 +1,335 @@
+/**
+ * Remote commands end to end, with real parts only: a real mosquitto (TLS, client certificates as usernames, the
+ * fleet ACL), the agent's data path (SQLite outbox, MQTT session, publisher, dispatcher, SQLite replay memory), and
+ * the operator's client signing with ECDSA P-256 keys from a command CA. Every rejection reason goes through the
+ * broker; so do the lifecycle, the timeout, offline delivery, the MQTT 5 and 3.1.1 result routes, and results that
+ * wait in the outbox while the broker is down.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import Database from 'better-sqlite3';
+import { signCommand } from '../../src/commands/envelope.js';
+import type { OperatorClient } from '../../src/commands/operator-client.js';
+import type { CommandResult } from '../../src/commands/result.js';
+import { BackendSubscriber, Mosquitto, TestPki } from '../support/mosquitto.js';
+import { delay, waitFor } from '../support/obd-sim.js';
+import { repoRoot } from '../support/shared.js';
+import { makeTempDir } from '../support/temp.js';
+import { CommandPki, feedSignals, operatorClient, startAgent, type TestAgent } from '../support/commands.js';
+
+const OPS_CLI = path.join(repoRoot, 'dist', 'src', 'cli', 'ops.js');
+
+function statuses(results: readonly CommandResult[]): string[] {
+  return results.map((r) => r.status);
+}
+
+describe('remote commands through mosquitto', { timeout: 180_000 }, () => {
+  const pki = new TestPki('commands test CA');
+  const commandPki = new CommandPki();
+  let broker: Mosquitto;
+  let agent: TestAgent;
+  let ops: OperatorClient;
+  const carId = 'car-cmd';
+
+  before(async () => {
+    broker = await Mosquitto.start({ pki });
+    agent = await startAgent(broker, pki, commandPki, {
+      deviceId: carId,
+      commands: { maxConcurrent: 1, preconditions: { getStatus: 'VehicleSpeed == 0 && EngineSpeed < 1000' } },
+    });
+    ops = await operatorClient(broker, pki);
+  });
+  after(async () => {
+    await ops?.close();
+    await agent?.close();
+    await broker?.stop();
+  });
+
+  const send = (name: string, params: unknown = {}, extra: Partial<Parameters<OperatorClient['send']>[0]> = {}, options: Parameters<OperatorClient['send']>[2] = {}) =>
+    ops.send({ deviceId: carId, name, params, ...extra }, commandPki.operator, { timeoutMs: 10_000, ...options });
+
+  it('ping: ACCEPTED, IN_PROGRESS, SUCCEEDED on the MQTT 5 response topic with the correlation data echoed', async () => {
+    const seen: { topic: string; correlation: string | undefined }[] = [];
+    const onMessage = (topic: string, _payload: Buffer, packet: { properties?: { correlationData?: Buffer } }): void => {
+      seen.push({ topic, correlation: packet.properties?.correlationData?.toString('utf8') });
+    };
+    ops.client.on('message', onMessage);
+    try {
+      const outcome = await send('ping', { echo: 'hello car' });
+      assert.deepEqual(statuses(outcome.results), ['ACCEPTED', 'IN_PROGRESS', 'SUCCEEDED']);
+      const final = outcome.final!;
+      assert.equal(final.id, outcome.id);
+      assert.equal(final.deviceId, carId);
+      assert.equal(final.command, 'ping');
+      const detail = final.detail as { pong: boolean; echo: string; deviceTime: number };
+      assert.equal(detail.pong, true);
+      assert.equal(detail.echo, 'hello car');
+      assert.ok(Math.abs(detail.deviceTime - Date.now()) < 5000);
+      // Each went through the outbox: a sequence number, increasing.
+      const seqs = outcome.results.map((r) => r.seq!);
+      assert.ok(seqs.every((s, i) => Number.isInteger(s) && (i === 0 || s > seqs[i - 1]!)), `seqs ${seqs.join(',')}`);
+      const ours = seen.filter((m) => m.correlation === outcome.id);
+      assert.equal(ours.length, 3);
+      assert.ok(ours.every((m) => m.topic === ops.responseTopic(carId)), ours.map((m) => m.topic).join(', '));
+    } finally {
+      ops.client.removeListener('message', onMessage);
+    }
+  });
+
+  it('getStatus: SUCCEEDED with the outbox and uplink state, when its precondition holds', async () => {
+    feedSignals(agent, 'VEHICLE_DYNAMICS', { VehicleSpeed: 0 });
+    feedSignals(agent, 'ENGINE_DATA', { EngineSpeed: 800 });
+    const outcome = await send('getStatus');
+    assert.equal(outcome.final?.status, 'SUCCEEDED', JSON.stringify(outcome.final));
+    const detail = outcome.final!.detail as { deviceId: string; outbox: { messages: number }; uplink: { state: string }; commands: { accepted: number } };
+    assert.equal(detail.deviceId, carId);
+    assert.equal(detail.uplink.state, 'connected');
+    assert.equal(typeof detail.outbox.messages, 'number');
+    assert.ok(detail.commands.accepted >= 1);
+  });
+
+  it('precondition-failed: REJECTED with the conditions that failed and their live values', async () => {
+    feedSignals(agent, 'VEHICLE_DYNAMICS', { VehicleSpeed: 42.5 });
+    feedSignals(agent, 'ENGINE_DATA', { EngineSpeed: 800 });
+    const outcome = await send('getStatus');
+    assert.deepEqual(statuses(outcome.results), ['REJECTED']);
+    const final = outcome.final!;
+    assert.equal(final.reason, 'precondition-failed');
+    const detail = final.detail as { failed: { condition: string; values: Record<string, number> }[]; values: Record<string, number> };
+    assert.deepEqual(detail.failed, [{ condition: 'VehicleSpeed == 0', values: { VehicleSpeed: 42.5 } }]);
+    assert.deepEqual(detail.values, { VehicleSpeed: 42.5, EngineSpeed: 800 });
+    assert.match(final.message!, /VehicleSpeed == 0 \(VehicleSpeed = 42\.5\)/);
+    feedSignals(agent, 'VEHICLE_DYNAMICS', { VehicleSpeed: 0 });
+  });
+
+  it('rejects, with its reason, each command that must not run', async () => {
+    const now = Date.now();
+    const cases: { what: string; run: () => Promise<{ final: CommandResult | undefined }>; reason: string; message: RegExp }[] = [
+      { what: 'unknown command', run: () => send('openTrunk'), reason: 'unknown-command', message: /no command 'openTrunk'/ },
+      { what: 'bad params', run: () => send('ping', { echo: 42 }), reason: 'bad-params', message: /do not fit its schema/ },
+      { what: 'unexpected param', run: () => send('ping', { rm: '-rf /' }), reason: 'bad-params', message: /schema/ },
+      { what: 'expired', run: () => send('ping', {}, { issuedAt: now - 60_000, expiresAt: now - 1000 }), reason: 'expired', message: /expired at/ },
+      { what: 'older than the lifetime', run: () => send('ping', {}, { issuedAt: now - 8 * 86_400_000 }), reason: 'expired', message: /issued more than 604800 s ago/ },
+      { what: 'issued in the future', run: () => send('ping', {}, { issuedAt: now + 3_600_000 }), reason: 'not-yet-valid', message: /ahead of the car's clock \(300 s allowed\)/ },
+      {
+        what: 'signed for another car, sent to this one',
+        run: () => {
+          const { payload, envelope } = signCommand({ deviceId: 'car-other', name: 'ping' }, commandPki.operator);
+          return ops.publishPayload(carId, 'ping', payload, envelope.id, { timeoutMs: 10_000 });
+        },
+        reason: 'wrong-device',
+        message: /signed for device 'car-other', this is 'car-cmd'/,
+      },
+      { what: 'untrusted signer', run: () => ops.send({ deviceId: carId, name: 'ping' }, commandPki.foreign, { timeoutMs: 10_000 }), reason: 'untrusted-signer', message: /does not chain to the pinned command CA/ },
+      { what: 'expired signer', run: () => ops.send({ deviceId: carId, name: 'ping' }, commandPki.expired, { timeoutMs: 10_000 }), reason: 'untrusted-signer', message: /not valid now/ },
+      { what: 'signer not for signing', run: () => ops.send({ deviceId: carId, name: 'ping' }, commandPki.notForSigning, { timeoutMs: 10_000 }), reason: 'untrusted-signer', message: /code signing/ },
+      { what: 'topic names another command', run: () => send('getStatus', {}, {}, { topicName: 'ping' }), reason: 'malformed', message: /the topic names command 'ping'/ },
+      { what: 'envelope off its schema', run: () => send('ping', {}, {}, { envelope: { v: 2 } }), reason: 'malformed', message: /schema/ },
+    ];
+    for (const c of cases) {
+      const outcome = await c.run();
+      assert.equal(outcome.final?.status, 'REJECTED', `${c.what}: ${JSON.stringify(outcome.final)}`);
+      assert.equal(outcome.final!.reason, c.reason, `${c.what}: ${outcome.final!.message}`);
+      assert.match(outcome.final!.message!, c.message, c.what);
+    }
+  });
+
+  it('rejects unsigned, badly signed, unreadable and oversize payloads', async () => {
+    const signed = signCommand({ deviceId: carId, name: 'ping', id: 'sig-1' }, commandPki.operator);
+    const wire = JSON.parse(signed.payload) as { envelope: string; signature: string; signer: string };
+    // Another command's signature over other bytes, with the same signer.
+    const other = JSON.parse(signCommand({ deviceId: carId, name: 'ping', id: 'sig-2' }, commandPki.operator).payload) as { signature: string };
+    const cases: { what: string; id: string; payload: string | Buffer; reason: string; message: RegExp }[] = [
+      { what: 'no signature', id: 'sig-1', payload: JSON.stringify({ envelope: wire.envelope, signer: wire.signer }), reason: 'no-signature', message: /not signed/ },
+      { what: 'no signer', id: 'sig-1', payload: JSON.stringify({ envelope: wire.envelope, signature: wire.signature }), reason: 'no-signature', message: /no signer/ },
+      { what: 'bad signature', id: 'sig-1', payload: JSON.stringify({ ...wire, signature: other.signature }), reason: 'bad-signature', message: /does not verify/ },
+      { what: 'garbage signature', id: 'sig-1', payload: JSON.stringify({ ...wire, signature: Buffer.from('not a signature').toString('base64') }), reason: 'bad-signature', message: /does not verify/ },
+      { what: 'not JSON', id: 'junk-1', payload: 'rm -rf /', reason: 'malformed', message: /not JSON/ },
+      { what: 'oversize', id: 'big-1', payload: Buffer.alloc(20_000, 0x41), reason: 'oversize', message: /20000 bytes, more than the 16384 allowed/ },
+    ];
+    for (const c of cases) {
+      const outcome = await ops.publishPayload(carId, 'ping', c.payload, c.id, { timeoutMs: 10_000 });
+      assert.equal(outcome.final?.status, 'REJECTED', `${c.what}: ${JSON.stringify(outcome.final)}`);
+      assert.equal(outcome.final!.reason, c.reason, `${c.what}: ${outcome.final!.message}`);
+      assert.match(outcome.final!.message!, c.message, c.what);
+      // Not signed: answered at once, never stored in the outbox (no sequence number).
+      assert.equal(outcome.final!.seq, undefined, c.what);
+    }
+  });
+
+  it('replayed: the same signed command a second time is REJECTED, and so is another command reusing its ID', async () => {
+    const { payload, envelope } = signCommand({ deviceId: carId, name: 'ping', id: 'replay-1' }, commandPki.operator);
+    const first = await ops.publishPayload(carId, 'ping', payload, envelope.id, { timeoutMs: 10_000 });
+    assert.equal(first.final?.status, 'SUCCEEDED');
+    const again = await ops.publishPayload(carId, 'ping', payload, `${envelope.id}`, { timeoutMs: 10_000 });
+    assert.equal(again.final?.status, 'REJECTED');
+    assert.equal(again.final!.reason, 'replayed');
+    assert.deepEqual(again.final!.detail, { why: 'duplicate' });
+    const reused = await send('ping', { echo: 'x' }, { id: 'replay-1' });
+    assert.equal(reused.final?.reason, 'replayed');
+    assert.deepEqual(reused.final!.detail, { why: 'reused' });
+  });
+
+  it('TIMED_OUT when the command runs past its timeout; the slot is free again afterwards', async () => {
+    const outcome = await send('ping', { delayMs: 5000 }, { timeoutMs: 300 });
+    assert.deepEqual(statuses(outcome.results), ['ACCEPTED', 'IN_PROGRESS', 'TIMED_OUT']);
+    assert.equal(outcome.final!.reason, 'timeout');
+    assert.match(outcome.final!.message!, /no result within 300 ms/);
+    const next = await send('ping');
+    assert.equal(next.final?.status, 'SUCCEEDED');
+  });
+
+  it('busy: beyond maxConcurrent a command is REJECTED while the other runs', async () => {
+    const slow = send('ping', { delayMs: 1500 });
+    await waitFor(() => agent.dataPath.healthReport().commands !== undefined && (agent.dataPath.healthReport().commands as { running: number }).running === 1, 5000, 'the slow ping to run');
+    const busy = await send('ping');
+    assert.equal(busy.final?.status, 'REJECTED');
+    assert.equal(busy.final!.reason, 'busy');
+    assert.match(busy.final!.message!, /1 commands are running \(at most 1\)/);
+    assert.equal((await slow).final?.status, 'SUCCEEDED');
+  });
+
+  it('a response topic outside the car\'s own tree is not used: the result goes to the default result topic', async () => {
+    const backend = await BackendSubscriber.connect(broker, pki, `vehicles/${carId}/commands/+/result`);
+    try {
+      const { payload, envelope } = signCommand({ deviceId: carId, name: 'ping' }, commandPki.operator);
+      await ops.client.publishAsync(`vehicles/${carId}/commands/ping`, payload, {
+        qos: 1,
+        properties: { responseTopic: 'vehicles/car-victim/telemetry', correlationData: Buffer.from('c-1') },
+      });
+      const topic = `vehicles/${carId}/commands/${envelope.id}/result`;
+      await backend.waitFor(() => backend.messages.some((m) => m.topic === topic && JSON.parse(m.payload.toString()).status === 'SUCCEEDED'), 10_000, 'the result on the default topic');
+      assert.ok(backend.messages.every((m) => m.topic === topic || !m.topic.endsWith(`${envelope.id}/result`)));
+    } finally {
+      await backend.close();
+    }
+  });
+
+  it('the agent keeps its replay memory across a restart', async () => {
+    const dir = makeTempDir('command-restart-');
+    let car = await startAgent(broker, pki, commandPki, { deviceId: 'car-restart', dir });
+    try {
+      const { payload, envelope } = signCommand({ deviceId: 'car-restart', name: 'ping' }, commandPki.operator);
+      const first = await ops.publishPayload('car-restart', 'ping', payload, envelope.id, { timeoutMs: 10_000 });
+      assert.equal(first.final?.status, 'SUCCEEDED');
+      await car.close();
+      car = await startAgent(broker, pki, commandPki, { deviceId: 'car-restart', dir });
+      const again = await ops.publishPayload('car-restart', 'ping', payload, envelope.id, { timeoutMs: 10_000 });
+      assert.equal(again.final?.status, 'REJECTED');
+      assert.equal(again.final!.reason, 'replayed');
+    } finally {
+      await car.close();
+    }
+  });
+
+  it('a command sent while the car is offline runs when it reconnects, unless it expired meanwhile', async () => {
+    const dir = makeTempDir('command-offline-');
+    let car = await startAgent(broker, pki, commandPki, { deviceId: 'car-away', dir });
+    await car.close();
+    const now = Date.now();
+    const fresh = ops.send({ deviceId: 'car-away', name: 'ping', params: { echo: 'while away' }, expiresAt: now + 60_000 }, commandPki.operator, { timeoutMs: 20_000 });
+    const stale = ops.send({ deviceId: 'car-away', name: 'ping', expiresAt: now + 800 }, commandPki.operator, { timeoutMs: 20_000 });
+    await delay(1500);
+    car = await startAgent(broker, pki, commandPki, { deviceId: 'car-away', dir });
+    try {
+      const [ran, expired] = await Promise.all([fresh, stale]);
+      assert.equal(ran.final?.status, 'SUCCEEDED', JSON.stringify(ran.results));
+      assert.equal((ran.final!.detail as { echo: string }).echo, 'while away');
+      assert.equal(expired.final?.status, 'REJECTED');
+      assert.equal(expired.final!.reason, 'expired');
+    } finally {
+      await car.close();
+    }
+  });
+
+  it('results wait in the outbox while the broker is down, and go out when it is back', async () => {
+    const backend = await BackendSubscriber.connect(broker, pki, `vehicles/${carId}/results/#`);
+    try {
+      const pending = ops.send({ deviceId: carId, name: 'ping', params: { delayMs: 800 } }, commandPki.operator, { wait: false });
+      const { id } = await pending;
+      await backend.waitFor(() => backend.messages.some((m) => JSON.parse(m.payload.toString()).id === id), 10_000, 'ACCEPTED');
+      await broker.stop();
+      const outboxFile = agent.config.outbox!.path;
+      await waitFor(
+        () => {
+          const db = new Database(outboxFile, { readonly: true });
+          try {
+            return db.prepare<[], { payload: Buffer }>("SELECT payload FROM message WHERE kind = 'result'").all().some((r) => r.payload.toString().includes('"SUCCEEDED"') && r.payload.toString().includes(id));
+          } finally {
+            db.close();
+          }
+        },
+        10_000,
+        'the SUCCEEDED result in the outbox',
+      );
+      await broker.start();
+      await backend.waitFor(() => backend.messages.some((m) => { const r = JSON.parse(m.payload.toString()) as CommandResult; return r.id === id && r.status === 'SUCCEEDED'; }), 15_000, 'SUCCEEDED after the broker is back');
+      await waitFor(() => agent.dataPath.uplink!.session.state === 'connected', 10_000, 'the agent to reconnect');
+    } finally {
+      await backend.close();
+      if (!broker.running) await broker.start();
+      // The operator's client does not reconnect by itself; the next tests need it.
+      await ops.close();
+      ops = await operatorClient(broker, pki);
+    }
+  });
+
+  it('MQTT 3.1.1: results on vehicles/<id>/commands/<command id>/result', async () => {
+    const car = await startAgent(broker, pki, commandPki, { deviceId: 'car-v4', protocol: 4 });
+    try {
+      const outcome = await ops.send({ deviceId: 'car-v4', name: 'ping' }, commandPki.operator, { timeoutMs: 10_000 });
+      assert.deepEqual(statuses(outcome.results), ['ACCEPTED', 'IN_PROGRESS', 'SUCCEEDED']);
+      const rejected = await ops.send({ deviceId: 'car-v4', name: 'selfDestruct' }, commandPki.operator, { timeoutMs: 10_000 });
+      assert.equal(rejected.final?.reason, 'unknown-command');
+    } finally {
+      await car.close();
+    }
+  });
+
+  it('telematics-ops send: exit 0 on SUCCEEDED, 2 on REJECTED, 1 on a usage error; keys makes a CA the agent trusts', async () => {
+    const keysDir = makeTempDir('ops-keys-');
+    const keys = await runOps(['keys', '--out', keysDir, '--operator', 'dave']);
+    assert.equal(keys.code, 0, keys.stderr);
+    assert.match(keys.stdout, /command-ca\.crt/);
+    const backendFiles = pki.client('backend');
+    const common = ['--broker', broker.url, '--cert', backendFiles.certFile, '--key', backendFiles.keyFile, '--ca', pki.caFile, '--device', carId];
+    const alice = ['--operator-cert', commandPki.operatorFiles.certFile, '--operator-key', commandPki.operatorFiles.keyFile];
+    const ok = await runOps(['send', ...common, ...alice, '--command', 'ping', '--params', '{"echo":"cli"}', '--wait', '--json']);
+    assert.equal(ok.code, 0, ok.stderr + ok.stdout);
+    const lines = ok.stdout.trim().split('\n').map((l) => JSON.parse(l) as CommandResult);
+    assert.deepEqual(statuses(lines), ['ACCEPTED', 'IN_PROGRESS', 'SUCCEEDED']);
+    assert.equal((lines[2]!.detail as { echo: string }).echo, 'cli');
+    const refused = await runOps(['send', ...common, ...alice, '--command', 'ping', '--params', '{"nope":1}', '--wait']);
+    assert.equal(refused.code, 2, refused.stdout);
+    assert.match(refused.stdout, /REJECTED bad-params/);
+    // The keys just made are not pinned by this car: untrusted.
+    const dave = ['--operator-cert', path.join(keysDir, 'dave.crt'), '--operator-key', path.join(keysDir, 'dave.key')];
+    const untrusted = await runOps(['send', ...common, ...dave, '--command', 'ping', '--wait', '--json']);
+    assert.equal(untrusted.code, 2);
+    assert.equal((JSON.parse(untrusted.stdout.trim()) as CommandResult).reason, 'untrusted-signer');
+    const usage = await runOps(['send', ...common, ...alice]);
+    assert.equal(usage.code, 1);
+    assert.match(usage.stderr, /required option '--command <name>'/);
+  });
+
+  it('the agent is still up and counted every rejection', () => {
+    const stats = agent.dataPath.healthReport().commands as { rejected: Record<string, number>; received: number };
+    for (const reason of ['unknown-command', 'bad-params', 'expired', 'not-yet-valid', 'wrong-device', 'untrusted-signer', 'malformed', 'no-signature', 'bad-signature', 'oversize', 'replayed', 'busy', 'precondition-failed']) {
+      assert.ok((stats.rejected[reason] ?? 0) >= 1, `${reason}: ${JSON.stringify(stats.rejected)}`);
+    }
+    assert.equal(agent.dataPath.uplink!.session.state, 'connected');
+  });
+});
+
+function runOps(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [OPS_CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('exit', (code) => resolve({ code, stdout, stderr }));
+  });
+}

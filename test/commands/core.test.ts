@@ -1,0 +1,131 @@
+/**
+ * The parts of remote commands that need no broker: the outbox migration for result rows, the replay memory's
+ * persistence and its corrupt-file floor, the signer checks, and preconditions on live values.
+ */
+import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import Database from 'better-sqlite3';
+import { parseCommand, signCommand } from '../../src/commands/envelope.js';
+import { Precondition } from '../../src/commands/precondition.js';
+import { ReplayGuard } from '../../src/commands/replay-guard.js';
+import { CommandVerifier, keyUsageBits, VerifyFailure } from '../../src/commands/verifier.js';
+import { createCommandCa, issueOperatorCertificate, KEY_USAGE } from '../../src/pki/command-pki.js';
+import { SqliteOutbox } from '../../src/store/outbox.js';
+import { makeTempDir } from '../support/temp.js';
+import { X509Certificate } from 'node:crypto';
+
+describe('outbox: command results', () => {
+  it('migrates a file written before results existed, keeps its messages, and stores topic and correlation', () => {
+    const file = path.join(makeTempDir('outbox-migrate-'), 'outbox.db');
+    // The layout of the previous agent version, with one telemetry message in it.
+    const old = new Database(file);
+    old.exec(`
+      CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+      CREATE TABLE message (seq INTEGER PRIMARY KEY, priority INTEGER NOT NULL, kind TEXT NOT NULL, created_at INTEGER NOT NULL, payload BLOB NOT NULL);
+      CREATE INDEX message_send_order ON message (priority DESC, seq);
+      CREATE INDEX message_age ON message (created_at);
+    `);
+    old.prepare("INSERT INTO meta VALUES ('next_seq', 11)").run();
+    old.prepare("INSERT INTO message VALUES (10, 1, 'telemetry', ?, x'0102')").run(Date.now());
+    old.close();
+    const outbox = SqliteOutbox.open({ path: file, maxBytes: 1_000_000, maxAgeMs: 3_600_000 });
+    try {
+      const { seqs } = outbox.append([
+        { kind: 'result', priority: 7, createdAt: Date.now(), topic: 'vehicles/car-1/results/x', correlation: Buffer.from('c-1'), encode: (seq) => Buffer.from(`{"seq":${seq}}`) },
+      ]);
+      assert.deepEqual(seqs, [11]);
+      const records = outbox.peek(10, Infinity, new Set());
+      assert.deepEqual(
+        records.map((r) => ({ seq: r.seq, kind: r.kind, topic: r.topic, correlation: r.correlation && Buffer.from(r.correlation).toString() })),
+        [
+          { seq: 11, kind: 'result', topic: 'vehicles/car-1/results/x', correlation: 'c-1' },
+          { seq: 10, kind: 'telemetry', topic: undefined, correlation: undefined },
+        ],
+      );
+      assert.equal(Buffer.from(records[0]!.payload).toString(), '{"seq":11}');
+    } finally {
+      outbox.close();
+    }
+  });
+});
+
+describe('replay memory', () => {
+  it('remembers IDs across a reopen, tells a duplicate from a reused ID, and forgets them after their time', () => {
+    const file = path.join(makeTempDir('replay-'), 'commands.db');
+    let now = 1_000_000;
+    let guard = ReplayGuard.open({ path: file, now: () => now });
+    assert.deepEqual(guard.remember('a', 'd1', now, now + 120_000), { fresh: true });
+    guard.close();
+    guard = ReplayGuard.open({ path: file, now: () => now });
+    const dup = guard.remember('a', 'd1', now, now + 120_000);
+    assert.equal(dup.fresh === false && dup.why, 'duplicate');
+    const reused = guard.remember('a', 'd2', now, now + 120_000);
+    assert.equal(reused.fresh === false && reused.why, 'reused');
+    now += 10 * 60_000;
+    assert.deepEqual(guard.remember('b', 'd3', now, now + 1000), { fresh: true });
+    assert.equal(guard.size, 1, "'a' was purged once it could no longer be valid");
+    guard.close();
+  });
+
+  it('a corrupt file is moved aside, and commands issued before that are refused', () => {
+    const dir = makeTempDir('replay-corrupt-');
+    const file = path.join(dir, 'commands.db');
+    writeFileSync(file, 'this is not a database, and it is long enough to have a header'.repeat(20));
+    const problems: string[] = [];
+    const now = 5_000_000;
+    const guard = ReplayGuard.open({ path: file, now: () => now, onProblem: (m) => problems.push(m) });
+    try {
+      assert.equal(problems.length, 1);
+      assert.match(problems[0]!, /corrupt .* moved it aside as .*commands\.db\.corrupt-.*: commands issued before now are refused/);
+      const old = guard.remember('x', 'd', now - 1, now + 1000);
+      assert.equal(old.fresh === false && old.why, 'before-reset');
+      assert.deepEqual(guard.remember('y', 'd', now, now + 1000), { fresh: true });
+    } finally {
+      guard.close();
+    }
+  });
+});
+
+describe('signer checks', () => {
+  const ca = createCommandCa('unit CA');
+  const verifier = new CommandVerifier(ca.certPem);
+  const signed = (signer: { certPem: string; keyPem: string }) => parseCommand(Buffer.from(signCommand({ deviceId: 'car', name: 'ping' }, signer).payload));
+
+  it('accepts an operator of the pinned CA, with key usage digitalSignature and code signing', () => {
+    const alice = issueOperatorCertificate(ca, 'alice');
+    assert.equal(keyUsageBits(new X509Certificate(alice.certPem).raw), KEY_USAGE.digitalSignature);
+    assert.deepEqual(verifier.verify(signed(alice)).subject, 'CN=alice');
+  });
+
+  it('refuses a signer without digitalSignature and a CA as signer; a leaf certificate cannot be pinned as the CA', () => {
+    const noSign = issueOperatorCertificate(ca, 'eve', { keyUsage: KEY_USAGE.cRLSign });
+    assert.throws(() => verifier.verify(signed(noSign)), (err: unknown) => err instanceof VerifyFailure && err.reason === 'untrusted-signer' && /lacks digitalSignature/.test(err.message));
+    assert.throws(() => verifier.verify(signed(ca)), (err: unknown) => err instanceof VerifyFailure && /is a CA certificate/.test(err.message));
+    assert.throws(() => new CommandVerifier(issueOperatorCertificate(ca, 'leaf').certPem), /is not a CA certificate/);
+  });
+});
+
+describe('preconditions', () => {
+  it('reports the failing top-level terms with the values they read; no value yet never satisfies', () => {
+    const p = new Precondition('VehicleSpeed == 0 && (EngineSpeed < 900 || abs(Accel) > 2) && Gear != 3');
+    const values: Record<string, number> = { VehicleSpeed: 12, EngineSpeed: 1500, Accel: -1 };
+    const outcome = p.evaluate((name) => values[name]);
+    assert.equal(outcome.ok, false);
+    assert.deepEqual(outcome.failed, [
+      { condition: 'VehicleSpeed == 0', values: { VehicleSpeed: 12 } },
+      { condition: '(EngineSpeed < 900) || (abs(Accel) > 2)', values: { EngineSpeed: 1500, Accel: -1 } },
+      { condition: 'Gear != 3', values: { Gear: null } },
+    ]);
+    values.VehicleSpeed = 0;
+    values.EngineSpeed = 700;
+    values.Gear = 0;
+    assert.equal(p.evaluate((name) => values[name]).ok, true);
+  });
+
+  it('rejects a syntax error and, given the known signals, an unknown one, at its column', () => {
+    assert.throws(() => new Precondition('speed = 0'), /column 7: unexpected '=': compare with '=='/);
+    assert.throws(() => new Precondition('Speed == 0 && Ignition == 0', (name) => name === 'Speed'), /column 15: unknown signal 'Ignition'/);
+  });
+});
