@@ -138,6 +138,8 @@ export class Mosquitto {
         'log_timestamp false',
         // The backend's persistent session buffers what devices publish while it reconnects after a restart.
         'max_queued_messages 10000',
+        // As a fleet broker should be set: PUBACKs and command results go out at once, not behind Nagle's algorithm.
+        'set_tcp_nodelay true',
         ...(options.extraConfig ?? []),
         `listener ${broker.port} 127.0.0.1`,
         `cafile ${options.pki.caFile}`,
