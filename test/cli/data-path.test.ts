@@ -22,23 +22,12 @@ import { delay, waitFor } from '../support/obd-sim.js';
 import { repoRoot, sharedTestdata } from '../support/shared.js';
 import { makeTempDir } from '../support/temp.js';
 import { identifyNetwork } from '../../src/uplink/network-identity.js';
+import { createPrng } from '../../src/sim/drive-cycle.js';
 
 const ENGINE_DATA = 0x0c8;
 const VEHICLE_DYNAMICS = 0x0d0;
 /** An identifier the demo DBC does not know: frames that keep a replay alive without feeding any rule. */
 const IDLE_ID = 0x7ff;
-
-/** Deterministic PRNG (mulberry32): the kill moments are random but the same on every run. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
-}
 
 /** waitFor for conditions that cost something (opening the outbox file): checked every 50 ms, not every 2. */
 async function pollUntil(condition: () => boolean, timeoutMs: number, what: string): Promise<void> {
@@ -344,7 +333,7 @@ describe('run: data path', () => {
     const drain = drainConfig('drain', { messagesPerHour: 360_000, burstFraction: 0.0001 });
     const telemetrySeqs = (): number[] => backend.on(deviceId, 'telemetry').map((m) => decoded(m).header.seq);
 
-    const random = prng(20240611);
+    const random = createPrng(20240611);
     const committed = new Set<number>(initial.map((r) => r.seq));
     /** Messages the backend already had that were still in the file after a kill, so they must come again. */
     const mustComeAgain = new Set<number>();

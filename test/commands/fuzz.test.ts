@@ -12,7 +12,8 @@ import type { OperatorClient } from '../../src/commands/operator-client.js';
 import type { CommandResult } from '../../src/commands/result.js';
 import { Mosquitto, TestPki } from '../support/mosquitto.js';
 import { delay, waitFor } from '../support/obd-sim.js';
-import { CommandPki, operatorClient, prng, startAgent, type TestAgent } from '../support/commands.js';
+import { createPrng } from '../../src/sim/drive-cycle.js';
+import { CommandPki, operatorClient, startAgent, type TestAgent } from '../support/commands.js';
 
 const PAYLOADS = 10_000;
 const SEED = 0x7e1e;
@@ -39,7 +40,7 @@ describe('command topic fuzz', { timeout: 180_000 }, () => {
   });
 
   it(`${PAYLOADS} random and malformed payloads: the agent stays up, and every one with a correlation is REJECTED once`, async () => {
-    const random = prng(SEED);
+    const random = createPrng(SEED);
     const int = (n: number): number => Math.floor(random() * n);
     const pick = <T>(items: readonly T[]): T => items[int(items.length)]!;
     const randomText = (max: number): string => Array.from({ length: int(max) }, () => String.fromCharCode(int(3) === 0 ? int(0xffff) : 32 + int(95))).join('');

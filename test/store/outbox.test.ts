@@ -12,6 +12,7 @@ import Database from 'better-sqlite3';
 import type { MessageKind, Priority } from '../../src/collect/sample.js';
 import { ROW_OVERHEAD_BYTES, SqliteOutbox, type OutboxError, type OutboxItem, type OutboxOptions } from '../../src/store/outbox.js';
 import { makeTempDir } from '../support/temp.js';
+import { createPrng } from '../../src/sim/drive-cycle.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const NONE: ReadonlySet<number> = new Set();
@@ -66,18 +67,6 @@ function storedSeqs(file: string): number[] {
 
 function peekAll(outbox: SqliteOutbox, skip: ReadonlySet<number> = NONE): number[] {
   return outbox.peek(1_000_000, Number.MAX_SAFE_INTEGER, skip).map((record) => record.seq);
-}
-
-/** mulberry32: the kill test's moments are random but the same on every run. */
-function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 0x1_0000_0000;
-  };
 }
 
 /** Whether this process may mount a tmpfs (root on Linux, outside a restricted container): probed once. */
@@ -403,7 +392,7 @@ describe('SQLite outbox', () => {
     const writer = path.join(here, 'outbox-writer.js');
     assert.ok(existsSync(writer), `${writer} missing: run npm run build`);
     const file = dbFile('outbox-kill-');
-    const random = seededRandom(20240605);
+    const random = createPrng(20240605);
     const committed = new Set<number>();
     let highest = 0;
     let roundsWithCommits = 0;
@@ -461,7 +450,7 @@ describe('SQLite outbox', () => {
 
   it('measures the bytes it writes to disk per message (batches of 50 messages of ~1 KB)', (t) => {
     const { outbox } = open(dbFile('outbox-disk-'), { maxBytes: 100_000_000 });
-    const random = seededRandom(7);
+    const random = createPrng(7);
     for (let batch = 0; batch < 100; batch++) {
       outbox.append(Array.from({ length: 50 }, (_, i) => item((i % 3) as Priority, 800 + Math.floor(random() * 400))));
     }

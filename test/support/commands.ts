@@ -119,14 +119,3 @@ export async function operatorClient(broker: Mosquitto, pki: TestPki): Promise<O
   return OperatorClient.connect({ url: broker.url, certFile: files.certFile, keyFile: files.keyFile, caFile: pki.caFile });
 }
 
-/** Deterministic PRNG (mulberry32). */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
-}

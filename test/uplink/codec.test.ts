@@ -25,19 +25,13 @@ import {
   type PayloadFormat,
 } from '../../src/uplink/codec.js';
 import { sharedTestdata } from '../support/shared.js';
+import { createPrng } from '../../src/sim/drive-cycle.js';
 
 // ---- helpers ----
 
-/** mulberry32: small, seeded, good enough to spread test cases; a failure names its seed and case. */
+/** Seeded (the simulator's generator), good enough to spread test cases; a failure names its seed and case. */
 function rng(seed: number) {
-  let a = seed >>> 0;
-  const next = (): number => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const next = createPrng(seed);
   const int = (lo: number, hi: number): number => lo + Math.floor(next() * (hi - lo + 1));
   const pick = <T>(xs: readonly T[]): T => xs[int(0, xs.length - 1)]!;
   /** Any double from 64 random bits: subnormals, huge, NaN with payloads, ±Infinity. */

@@ -10,18 +10,7 @@ import { loadIdentity } from '../../src/pki/identity.js';
 import { MqttSession, UplinkError, backoffDelay, type SessionStateChange } from '../../src/uplink/session.js';
 import { BackendSubscriber, Mosquitto, TestPki, deviceSession, freePort, waitForState } from '../support/mosquitto.js';
 import { delay, waitFor } from '../support/obd-sim.js';
-
-/** mulberry32: a small seeded generator in [0, 1), so a jitter sequence can be replayed. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
-}
+import { createPrng } from '../../src/sim/drive-cycle.js';
 
 function json(payload: Buffer): Record<string, unknown> {
   return JSON.parse(payload.toString('utf8')) as Record<string, unknown>;
@@ -55,9 +44,9 @@ describe('backoffDelay', () => {
   });
 
   it('with a seeded random gives the seeded sequence, each within its cap', () => {
-    const random = seeded(42);
+    const random = createPrng(42);
     const delays = Array.from({ length: 8 }, (_, n) => backoffDelay(n, 100, 1600, random));
-    const replay = seeded(42);
+    const replay = createPrng(42);
     const caps = [100, 200, 400, 800, 1600, 1600, 1600, 1600];
     assert.deepEqual(
       delays,
@@ -120,7 +109,7 @@ describe('MqttSession', () => {
       url: `mqtts://localhost:${port}`,
       deviceId: 'car-backoff',
       identity,
-      random: seeded(7),
+      random: createPrng(7),
       reconnect: { initialMs: 10, maxMs: 40 },
     });
     t.after(() => session.close());
@@ -131,7 +120,7 @@ describe('MqttSession', () => {
     session.start();
     await waitFor(() => failures.length >= 6, 5000, 'six failed attempts');
     await session.close();
-    const replay = seeded(7);
+    const replay = createPrng(7);
     const expected = [10, 20, 40, 40, 40, 40].map((cap) => Math.floor(replay() * cap));
     assert.deepEqual(
       failures.slice(0, 6).map((f) => f.retryInMs),
