@@ -7,7 +7,7 @@
  * serves the commands that only read (signals from the bus decoders, status from the data path) and refuses the
  * others with a CommandFailure ('unsupported').
  */
-import { resolveSignalName } from '../collect/collector.js';
+import { describeSignal, resolveSignalName } from '../collect/collector.js';
 import { MAX_PRIORITY, type Priority } from '../collect/sample.js';
 import type { CommandsConfig } from '../commands/config.js';
 import { CommandDispatcher, type DispatcherStats, type ResultRoute } from '../commands/dispatcher.js';
@@ -60,7 +60,6 @@ export class AgentCommands {
       context: context ?? this.basicContext(host),
       verifier: this.verifier,
       replay: this.replay,
-      knownSignal: (name) => resolveSignalName(this.buses, name) !== undefined,
       log: (message) => this.warn(message.startsWith('command') ? message : `commands: ${message}`),
       sink: {
         store: (route: ResultRoute, results) => {
@@ -102,6 +101,7 @@ export class AgentCommands {
     };
     return {
       deviceId: this.config.deviceId,
+      describeSignal: (name) => describeSignal(this.buses, name),
       readSignal: (name) => {
         const found = resolveSignalName(this.buses, name);
         if (found?.kind !== 'dbc') return undefined;

@@ -12,7 +12,7 @@ import { exactFilter, type CanBus, type CanEndpoint } from '../can/bus.js';
 import { createFrame, type FrameSink } from '../can/frame.js';
 import { CanFrameWriter, FrameWriteError } from '../can/frame-writer.js';
 import { SocketCanBus } from '../can/socketcan.js';
-import { CollectorConfigError, resolveSignalName } from '../collect/collector.js';
+import { CollectorConfigError, describeSignal, resolveSignalName } from '../collect/collector.js';
 import { collectionConfigSchema } from '../collect/config.js';
 import { CommandFailure, type CommandContext } from '../commands/handler.js';
 import { DeviceConfigError, formatConfigPath, parseDeviceConfig, type DeviceConfig } from '../config/device-config.js';
@@ -84,6 +84,10 @@ class AgentCommandContext implements CommandContext {
     const suffix = `.obd.${resolved.key}`;
     for (const [name, value] of values) if (name.endsWith(suffix)) return value;
     return undefined;
+  }
+
+  describeSignal(name: string): { choices?: ReadonlyMap<number, string> } | undefined {
+    return describeSignal(this.options.buses, name);
   }
 
   status(): Record<string, unknown> {

@@ -237,6 +237,19 @@ export function resolveSignalName(buses: readonly BusDecoder[], name: string): R
   return undefined;
 }
 
+/** A signal by any name resolveSignalName takes: undefined when unknown; with its DBC value table when it has one. */
+export function describeSignal(buses: readonly BusDecoder[], name: string): { choices?: ReadonlyMap<number, string> } | undefined {
+  const found = resolveSignalName(buses, name);
+  if (found === undefined) return undefined;
+  const choices = found.kind === 'dbc' ? found.codec.message.signals[found.signalIndex]!.choices : undefined;
+  return choices ? { choices } : {};
+}
+
+/** The DBC value table of a signal, for labels in conditions. */
+export function signalChoices(buses: readonly BusDecoder[], name: string): ReadonlyMap<number, string> | undefined {
+  return describeSignal(buses, name)?.choices;
+}
+
 export class Collector {
   readonly stats: CollectorStats;
   private readonly buses: readonly BusDecoder[];
@@ -349,7 +362,13 @@ export class Collector {
       ruleChannels.push([...new Set(ids)]);
       if (rule.mode === 'trigger') {
         try {
-          conditions.push(compileExpression(rule.trigger.when, (name) => (resolveSignalName(buses, name) ? channelFor(name, where) : -1)));
+          conditions.push(
+            compileExpression(
+              rule.trigger.when,
+              (name) => (resolveSignalName(buses, name) ? channelFor(name, where) : -1),
+              (name) => signalChoices(buses, name),
+            ),
+          );
         } catch (err) {
           if (err instanceof ExpressionError) throw new CollectorConfigError(`${where}.trigger.when: ${err.message}: ${rule.trigger.when}`);
           throw err;

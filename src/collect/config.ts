@@ -82,7 +82,8 @@ const triggerSchema = z
       })
       .describe(
         'Condition over live signals, e.g. `VehicleSpeed > 120 && BrakePressure > 80`: numbers, signal names, < <= > >= == !=, ' +
-          '&& || !, + - * /, parentheses, abs(x), min(a,b), max(a,b). A signal with no value yet makes comparisons false.',
+          '&& || !, + - * /, parentheses, abs(x), min(a,b), max(a,b), and value-table labels beside == and != ' +
+          '(`IgnitionState == OFF`, `GearEngaged != "R"`). A signal with no value yet makes comparisons false.',
       ),
     risingEdge: z
       .boolean()

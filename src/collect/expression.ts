@@ -9,9 +9,13 @@
  *   sum     := product ( ( '+' | '-' ) product )*
  *   product := unary ( ( '*' | '/' ) unary )*
  *   unary   := ( '!' | '-' ) unary | primary
- *   primary := number | signal | function '(' or ( ',' or )* ')' | '(' or ')'
+ *   primary := number | signal | label | function '(' or ( ',' or )* ')' | '(' or ')'
  * Numbers are decimal (`120`, `0.5`, `.5`, `1e3`) or hexadecimal (`0x1F`). A signal is an identifier with dots
  * (`VehicleSpeed`, `ENGINE_DATA.EngineSpeed`, `obd.rpm`); the functions are abs(x), min(a, b), max(a, b).
+ *
+ * A label of a signal's DBC value table stands for its number on the other side of `==` or `!=`: `IgnitionState ==
+ * OFF`, or quoted when it is not an identifier, `GearEngaged != "R"`. A bare name is a signal when one has that name,
+ * else a label; the match is exact, or else case-insensitive when only one label fits.
  *
  * Values are numbers; comparisons and logic give 1 or 0, and a value is true when it is neither 0 nor NaN. A signal
  * that has no value yet is NaN, and every comparison with NaN is false (`!=` included), so a condition never holds
@@ -41,6 +45,8 @@ export type FunctionName = 'abs' | 'min' | 'max';
 export type ExpressionNode =
   | { type: 'number'; value: number; column: number }
   | { type: 'signal'; name: string; column: number }
+  /** A quoted label (`"R"`); bound to its number by compileExpression. */
+  | { type: 'label'; text: string; column: number }
   | { type: 'not'; operand: ExpressionNode; column: number }
   | { type: 'negate'; operand: ExpressionNode; column: number }
   | { type: 'arithmetic'; op: ArithmeticOperator; left: ExpressionNode; right: ExpressionNode; column: number }
@@ -50,7 +56,7 @@ export type ExpressionNode =
 
 const FUNCTION_ARITY: Record<FunctionName, number> = { abs: 1, min: 2, max: 2 };
 
-type TokenKind = 'number' | 'name' | 'op' | '(' | ')' | ',' | 'end';
+type TokenKind = 'number' | 'name' | 'string' | 'op' | '(' | ')' | ',' | 'end';
 interface Token {
   kind: TokenKind;
   text: string;
@@ -94,6 +100,13 @@ function tokenize(source: string): Token[] {
         i++;
       }
       tokens.push({ kind: 'name', text: source.slice(start, i), value: 0, at: start });
+      continue;
+    }
+    if (c === '"' || c === "'") {
+      const end = source.indexOf(c, i + 1);
+      if (end < 0) fail(i, `unterminated label: no closing ${c}`);
+      tokens.push({ kind: 'string', text: source.slice(i + 1, end), value: 0, at: i });
+      i = end + 1;
       continue;
     }
     if (c === '(' || c === ')' || c === ',') {
@@ -210,6 +223,8 @@ class Parser {
     switch (t.kind) {
       case 'number':
         return { type: 'number', value: t.value, column: t.at + 1 };
+      case 'string':
+        return { type: 'label', text: t.text, column: t.at + 1 };
       case 'name': {
         if (this.peek().kind !== '(') return { type: 'signal', name: t.text, column: t.at + 1 };
         if (!Object.hasOwn(FUNCTION_ARITY, t.text)) this.fail(t, `unknown function '${t.text}' (functions: abs, min, max)`);
@@ -244,12 +259,42 @@ class Parser {
 }
 
 function describe(t: Token): string {
+  if (t.kind === 'string') return `the label "${t.text}"`;
   return t.kind === 'end' ? 'the end of the expression' : `'${t.text}'`;
 }
 
 /** Parses a condition; throws ExpressionError (with the column) on a syntax error. */
 export function parseExpression(source: string): ExpressionNode {
-  return new Parser(source, tokenize(source)).parse();
+  const tree = new Parser(source, tokenize(source)).parse();
+  checkLabels(tree, source);
+  return tree;
+}
+
+/** A quoted label is only an operand of `==` or `!=` whose other side is a signal. */
+function checkLabels(node: ExpressionNode, source: string): void {
+  switch (node.type) {
+    case 'number':
+    case 'signal':
+      return;
+    case 'label':
+      throw new ExpressionError(source, node.column, `the label "${node.text}" must be compared (== or !=) with a signal`);
+    case 'not':
+    case 'negate':
+      return checkLabels(node.operand, source);
+    case 'call':
+      return node.args.forEach((arg) => checkLabels(arg, source));
+    case 'compare': {
+      const { left, right } = node;
+      const equality = node.op === '==' || node.op === '!=';
+      if (equality && left.type === 'label' && right.type === 'signal') return;
+      if (equality && right.type === 'label' && left.type === 'signal') return;
+      checkLabels(left, source);
+      return checkLabels(right, source);
+    }
+    default:
+      checkLabels(node.left, source);
+      checkLabels(node.right, source);
+  }
 }
 
 /** The signal names an expression reads, each once, in order of first use (with the column of that use). */
@@ -258,6 +303,7 @@ export function expressionSignals(node: ExpressionNode): { name: string; column:
   const walk = (n: ExpressionNode): void => {
     switch (n.type) {
       case 'number':
+      case 'label':
         return;
       case 'signal':
         if (!found.has(n.name)) found.set(n.name, n.column);
@@ -289,12 +335,20 @@ export interface CompiledExpression {
   test(values: Float64Array): boolean;
 }
 
+/** The value table of a signal (DBC `VAL_`), for labels in conditions; undefined when it has none. */
+export type ChoicesOf = (signal: string) => ReadonlyMap<number, string> | undefined;
+
 /**
  * Parses and compiles `source`; `resolve` maps a signal name to its slot in the value array the evaluator will read,
  * or returns a negative number (or undefined) for an unknown signal, which is an ExpressionError at its column.
+ * `choices` gives the value tables that labels are looked up in.
  */
-export function compileExpression(source: string, resolve: (name: string) => number | undefined): CompiledExpression {
-  const tree = parseExpression(source);
+export function compileExpression(source: string, resolve: (name: string) => number | undefined, choices?: ChoicesOf): CompiledExpression {
+  const known = (name: string): boolean => {
+    const slot = resolve(name);
+    return slot !== undefined && slot >= 0;
+  };
+  const tree = bindLabels(parseExpression(source), source, known, choices);
   const signals: { name: string; slot: number }[] = [];
   for (const { name, column } of expressionSignals(tree)) {
     const slot = resolve(name);
@@ -314,6 +368,57 @@ export function compileExpression(source: string, resolve: (name: string) => num
   };
 }
 
+/**
+ * Replaces the labels on the other side of `==`/`!=` from a signal with their numbers: a quoted label always, a bare
+ * name when no signal has that name but the signal's value table has it. Throws ExpressionError for a label that
+ * matches nothing, or one that is not compared with a signal.
+ */
+export function bindLabels(tree: ExpressionNode, source: string, known: (name: string) => boolean, choices: ChoicesOf = () => undefined): ExpressionNode {
+  const bind = (node: ExpressionNode, signal: string): ExpressionNode => {
+    const quoted = node.type === 'label';
+    if (!quoted && (node.type !== 'signal' || known(node.name))) return walk(node);
+    const text = node.type === 'label' ? node.text : (node as { name: string }).name;
+    const table = choices(signal);
+    const value = table && labelValue(table, text);
+    if (value !== undefined) return { type: 'number', value, column: node.column };
+    const listed = table ? `its labels: ${[...table.values()].map((l) => `"${l}"`).join(', ')}` : 'it has no value table';
+    if (quoted) throw new ExpressionError(source, node.column, `'${signal}' has no label "${text}" (${listed})`);
+    // A bare name: with no value table it is just an unknown signal, which compileExpression reports.
+    if (!table) return node;
+    throw new ExpressionError(source, node.column, `'${text}' is neither a signal nor a label of '${signal}' (${listed})`);
+  };
+  const walk = (node: ExpressionNode): ExpressionNode => {
+    switch (node.type) {
+      case 'number':
+      case 'signal':
+        return node;
+      case 'label': // parseExpression allows none elsewhere
+        throw new ExpressionError(source, node.column, `the label "${node.text}" must be compared (== or !=) with a signal`);
+      case 'not':
+      case 'negate':
+        return { ...node, operand: walk(node.operand) };
+      case 'call':
+        return { ...node, args: node.args.map(walk) };
+      case 'compare':
+        if (node.op === '==' || node.op === '!=') {
+          if (node.left.type === 'signal' && known(node.left.name)) return { ...node, right: bind(node.right, node.left.name) };
+          if (node.right.type === 'signal' && known(node.right.name)) return { ...node, left: bind(node.left, node.right.name) };
+        }
+        return { ...node, left: walk(node.left), right: walk(node.right) };
+      default:
+        return { ...node, left: walk(node.left), right: walk(node.right) };
+    }
+  };
+  return walk(tree);
+}
+
+function labelValue(table: ReadonlyMap<number, string>, text: string): number | undefined {
+  for (const [value, label] of table) if (label === text) return value;
+  const lower = text.toLowerCase();
+  const matches = [...table].filter(([, label]) => label.toLowerCase() === lower);
+  return matches.length === 1 ? matches[0]![0] : undefined;
+}
+
 const truth = (x: number): boolean => x !== 0 && x === x;
 
 function build(node: ExpressionNode, slots: Map<string, number>): Evaluator {
@@ -326,6 +431,8 @@ function build(node: ExpressionNode, slots: Map<string, number>): Evaluator {
       const slot = slots.get(node.name)!;
       return (v) => v[slot]!;
     }
+    case 'label':
+      throw new Error(`label "${node.text}" not bound (bindLabels runs first)`);
     case 'not': {
       const a = build(node.operand, slots);
       return (v) => (truth(a(v)) ? 0 : 1);

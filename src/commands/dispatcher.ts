@@ -58,8 +58,6 @@ export interface DispatcherOptions {
   verifier: CommandVerifier;
   replay: ReplayGuard;
   sink: ResultSink;
-  /** Whether a signal name exists (a bus DBC signal or an OBD key), to check preconditions at start. */
-  knownSignal?: (name: string) => boolean;
   now?: () => number;
   /** One line per notable event (a command run, a signed command rejected, a kind of unanswerable payload). */
   log?: (message: string) => void;
@@ -128,7 +126,8 @@ export class CommandDispatcher {
     for (const [name, source] of Object.entries(options.config.preconditions)) {
       if (!this.handlers.has(name)) throw new Error(`commands.preconditions.${name}: there is no command '${name}' (commands: ${[...this.handlers.keys()].join(', ')})`);
       try {
-        this.preconditions.set(name, new Precondition(source, options.knownSignal));
+        const { context } = options;
+        this.preconditions.set(name, new Precondition(source, (signal) => context.describeSignal(signal) !== undefined, (signal) => context.describeSignal(signal)?.choices));
       } catch (err) {
         if (err instanceof ExpressionError) throw new Error(`commands.preconditions.${name}: ${err.message}: ${source}`);
         throw err;

@@ -28,6 +28,8 @@ export interface CommandContext {
   readonly deviceId: string;
   /** Current decoded value of a signal by the names collection rules use (Message.Signal, bare name, bus-prefixed, obd.<key>); undefined if never received/unknown. */
   readSignal(name: string): number | string | undefined;
+  /** What the agent knows of a signal name: undefined when no bus or OBD key has it; its DBC value table, if any. */
+  describeSignal(name: string): { choices?: ReadonlyMap<number, string> } | undefined;
   /** A JSON snapshot of the agent's state (buses, outbox, uplink): what getStatus returns. */
   status(): Record<string, unknown>;
   /** The running device config, with file contents not included. */

@@ -1,5 +1,5 @@
 /**
- * Preconditions of commands on live signals, e.g. `VehicleSpeed == 0 && IgnitionState == 0`, in the expression
+ * Preconditions of commands on live signals, e.g. `VehicleSpeed == 0 && IgnitionState == OFF`, in the expression
  * language of trigger conditions (src/collect/expression.ts: parsed, never evaluated as code). They are evaluated on
  * the current decoded values when the command arrives. A signal with no value yet is NaN, so a precondition never
  * holds on data the agent has not seen.
@@ -7,7 +7,7 @@
  * When it fails, the result says which parts failed and with what values: the top-level `&&` terms are checked one
  * by one, so `speed == 0 && ignition == 0` with the car moving reports `speed == 0` and the speed.
  */
-import { compileExpression, expressionSignals, parseExpression, type CompiledExpression, type ExpressionNode } from '../collect/expression.js';
+import { bindLabels, compileExpression, expressionSignals, parseExpression, type ChoicesOf, type CompiledExpression, type ExpressionNode } from '../collect/expression.js';
 
 export type SignalReader = (name: string) => number | string | undefined;
 
@@ -32,21 +32,27 @@ export class Precondition {
   private readonly slots = new Map<string, number>();
   private readonly live: Float64Array;
 
-  /** Throws ExpressionError on a syntax error; `known` rejects signal names no bus or OBD key has. */
+  /**
+   * Throws ExpressionError on a syntax error; `known` rejects signal names no bus or OBD key has; `choices` gives the
+   * value tables that labels (`IgnitionState == OFF`) are looked up in.
+   */
   constructor(
     readonly source: string,
     known?: (name: string) => boolean,
+    choices?: ChoicesOf,
   ) {
     const tree = parseExpression(source);
-    this.names = expressionSignals(tree).map((s) => s.name);
+    // Without `known` every bare name is a signal: labels must then be quoted.
+    this.names = expressionSignals(bindLabels(tree, source, known ?? (() => true), choices)).map((s) => s.name);
     this.names.forEach((name, i) => this.slots.set(name, i));
     this.live = new Float64Array(this.names.length);
     const resolve = (name: string): number | undefined => (known && !known(name) ? undefined : this.slots.get(name));
     // The whole expression first, so an unknown signal is reported at its column in what the user wrote.
-    compileExpression(source, resolve);
+    compileExpression(source, resolve, choices);
+    // Each term printed as written (labels included), so a failure reads like the config.
     this.terms = conjuncts(tree).map((term) => {
       const text = print(term, true);
-      return { text, compiled: compileExpression(text, resolve) };
+      return { text, compiled: compileExpression(text, resolve, choices) };
     });
   }
 
@@ -84,6 +90,8 @@ function print(node: ExpressionNode, top = false): string {
       return String(node.value);
     case 'signal':
       return node.name;
+    case 'label':
+      return JSON.stringify(node.text);
     case 'not':
       return `!${print(node.operand)}`;
     case 'negate':

@@ -121,8 +121,51 @@ describe('expression', () => {
 
   it('never evaluates text as code', () => {
     // Anything not in the grammar is a syntax error, not a lookup or a call.
-    for (const source of ['process.exit(1)', 'constructor.constructor("x")()', 'a[0]', '"text"', 'a ? b : c']) {
+    for (const source of ['process.exit(1)', 'constructor.constructor("x")()', 'a[0]', '"text"', 'a ? b : c', 'a > "x"', 'abs("x") == a']) {
       assert.ok(expressionSyntaxError(source), source);
     }
+  });
+
+  describe('labels of value tables', () => {
+    const tables: Record<string, Map<number, string>> = {
+      IgnitionState: new Map([[0, 'OFF'], [1, 'ACC'], [2, 'ON'], [3, 'START']]),
+      GearEngaged: new Map([[0, 'N'], [1, '1'], [14, 'R'], [15, 'P']]),
+      Mode: new Map([[0, 'eco'], [1, 'Eco'], [2, 'sport']]),
+    };
+    const slots = new Map(['IgnitionState', 'GearEngaged', 'Mode', 'VehicleSpeed', 'OFF'].map((n, i) => [n, i] as const));
+    const compile = (source: string, known = (name: string) => slots.has(name) && name !== 'OFF') =>
+      compileExpression(source, (name) => (known(name) ? slots.get(name) : undefined), (name) => tables[name]);
+    const test = (source: string, values: Record<string, number>): boolean => {
+      const buffer = new Float64Array(slots.size).fill(NaN);
+      for (const [name, value] of Object.entries(values)) buffer[slots.get(name)!] = value;
+      return compile(source).test(buffer);
+    };
+
+    it('stand for their numbers beside == and !=, bare or quoted, either side', () => {
+      assert.equal(test('VehicleSpeed == 0 && IgnitionState == OFF', { VehicleSpeed: 0, IgnitionState: 0 }), true);
+      assert.equal(test('VehicleSpeed == 0 && IgnitionState == OFF', { VehicleSpeed: 0, IgnitionState: 2 }), false);
+      assert.equal(test('IgnitionState != off', { IgnitionState: 2 }), true, 'case-insensitive when only one label fits');
+      assert.equal(test('"R" == GearEngaged', { GearEngaged: 14 }), true);
+      assert.equal(test(`GearEngaged == '1'`, { GearEngaged: 1 }), true, 'a label that is not an identifier, quoted');
+      assert.equal(test('Mode == Eco', { Mode: 1 }), true, 'exact match first');
+      assert.equal(test('IgnitionState != ON', {}), false, 'no value yet still never satisfies');
+      assert.deepEqual(
+        compile('IgnitionState == ON || GearEngaged == R').signals.map((s) => s.name),
+        ['IgnitionState', 'GearEngaged'],
+      );
+    });
+
+    it('a signal of that name wins over a label; a label that fits nothing is an error at its column', () => {
+      // With OFF a known signal, `IgnitionState == OFF` compares two signals.
+      const both = compile('IgnitionState == OFF', (name) => slots.has(name));
+      assert.deepEqual(both.signals.map((s) => s.name), ['IgnitionState', 'OFF']);
+      assert.throws(() => compile('IgnitionState == "RUN"'), /column 18: 'IgnitionState' has no label "RUN" \(its labels: "OFF", "ACC", "ON", "START"\)/);
+      assert.throws(() => compile('IgnitionState == RUN'), /column 18: 'RUN' is neither a signal nor a label of 'IgnitionState'/);
+      assert.throws(() => compile('Mode == ECO'), /'ECO' is neither a signal nor a label of 'Mode'/, 'two labels fit case-insensitively');
+      assert.throws(() => compile('VehicleSpeed == "fast"'), /'VehicleSpeed' has no label "fast" \(it has no value table\)/);
+      assert.throws(() => compile('VehicleSpeed == fast'), /column 17: unknown signal 'fast'/);
+      assert.throws(() => compile('IgnitionState > OFF'), /unknown signal 'OFF'/, 'labels only with == and !=');
+      assert.equal(errorOf('IgnitionState == "ON').message, 'column 18: unterminated label: no closing "');
+    });
   });
 });

@@ -128,4 +128,18 @@ describe('preconditions', () => {
     assert.throws(() => new Precondition('speed = 0'), /column 7: unexpected '=': compare with '=='/);
     assert.throws(() => new Precondition('Speed == 0 && Ignition == 0', (name) => name === 'Speed'), /column 15: unknown signal 'Ignition'/);
   });
+
+  it('reads value-table labels and reports a failed term as written', () => {
+    const ignition = new Map([[0, 'OFF'], [1, 'ACC'], [2, 'ON']]);
+    const p = new Precondition('speed == 0 && ignition == off', (name) => name === 'speed' || name === 'ignition', (name) => (name === 'ignition' ? ignition : undefined));
+    assert.deepEqual(p.signals, ['speed', 'ignition']);
+    const values: Record<string, number> = { speed: 0, ignition: 2 };
+    assert.deepEqual(p.evaluate((name) => values[name]).failed, [{ condition: 'ignition == off', values: { ignition: 2 } }]);
+    values.ignition = 0;
+    assert.equal(p.evaluate((name) => values[name]).ok, true);
+    assert.throws(
+      () => new Precondition('ignition == running', (name) => name === 'ignition', () => ignition),
+      /column 13: 'running' is neither a signal nor a label of 'ignition' \(its labels: "OFF", "ACC", "ON"\)/,
+    );
+  });
 });

@@ -47,7 +47,11 @@ export const setSignal: CommandHandler<z.output<typeof setSignalParams>> = {
     if (entry.precondition !== undefined) {
       let precondition: Precondition;
       try {
-        precondition = new Precondition(entry.precondition);
+        precondition = new Precondition(
+          entry.precondition,
+          (name) => context.describeSignal(name) !== undefined,
+          (name) => context.describeSignal(name)?.choices,
+        );
       } catch (err) {
         // The config is validated at start, so this is a config that changed under us: refuse, do not write.
         if (err instanceof ExpressionError) throw new CommandFailure('invalid-config', `the precondition of ${entry.bus}.${message}.${signal}: ${err.message}`);
