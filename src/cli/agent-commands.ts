@@ -81,6 +81,7 @@ export class AgentCommands {
       },
     });
     this.dispatcher = dispatcher;
+    dispatcher.reportInterrupted();
     this.unsubscribe = session.onCommand((topic, payload, properties) => dispatcher.handle(topic, payload, properties));
   }
 

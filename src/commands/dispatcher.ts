@@ -25,7 +25,7 @@ import type { CommandsConfig } from './config.js';
 import { COMMAND_ID_PATTERN, MalformedCommand, parseCommand, type CommandEnvelope, type ParsedCommand } from './envelope.js';
 import { CommandFailure, type CommandContext, type CommandHandler, type CommandRun } from './handler.js';
 import { Precondition } from './precondition.js';
-import type { ReplayGuard } from './replay-guard.js';
+import type { InterruptedCommand, ReplayGuard } from './replay-guard.js';
 import { TIMEOUT_REASON, type CommandResult, type CommandStatus, type RejectReason } from './result.js';
 import { VerifyFailure, type CommandVerifier } from './verifier.js';
 
@@ -237,8 +237,11 @@ export class CommandDispatcher {
       else this.counts.failed++;
       if (status !== 'SUCCEEDED') abort.abort(new Error(message ?? status));
       this.store(route, [this.result(id, name, status, reason, message, detail)]);
+      // After the result is stored: a crash in between reports it once more as interrupted, never not at all.
+      this.journal(() => this.options.replay.finished(id));
       this.log(`command ${id} (${name}): ${status}${reason ? ` (${reason}${message ? `: ${message}` : ''})` : ''}`);
     };
+    this.journal(() => this.options.replay.started(id, name, route));
     this.running.set(id, { id, name, abort, settle });
     this.counts.accepted++;
     this.log(`command ${id} (${name}) from ${signer}: ACCEPTED`);
@@ -272,6 +275,33 @@ export class CommandDispatcher {
         else settle('FAILED', 'handler-error', (err as Error)?.message ?? String(err), undefined);
       }
     })();
+  }
+
+  /**
+   * Reports FAILED ('interrupted') for each command that was running when the agent last died (a crash, a power
+   * cut): its result goes to the route it had. Called once, as the dispatcher starts.
+   */
+  reportInterrupted(): number {
+    let entries: InterruptedCommand[] = [];
+    this.journal(() => (entries = this.options.replay.interrupted()));
+    for (const entry of entries) {
+      this.counts.failed++;
+      const message = `the agent stopped (a crash or a power cut) while the command ran; it was started at ${iso(entry.startedAt)}`;
+      const route: ResultRoute = entry.correlation ? { topic: entry.topic, correlation: entry.correlation } : { topic: entry.topic };
+      this.store(route, [this.result(entry.id, entry.name, 'FAILED', 'interrupted', message, { startedAt: entry.startedAt })]);
+      this.journal(() => this.options.replay.finished(entry.id));
+      this.log(`command ${entry.id} (${entry.name}): FAILED (interrupted: ${message})`);
+    }
+    return entries.length;
+  }
+
+  /** The running-commands journal is a safety net: its failure (a full disk) is said, and the command goes on. */
+  private journal(write: () => void): void {
+    try {
+      write();
+    } catch (err) {
+      this.log(`commands: the running-commands journal could not be written: ${(err as Error).message}`);
+    }
   }
 
   private reject(id: string | undefined, rejection: Rejection, properties: CommandProperties, authentic: boolean): void {

@@ -8,6 +8,10 @@
  *
  * A corrupt file is moved aside and a fresh one started, with a floor: commands issued before that moment are
  * refused (their IDs may have been in the lost file), so losing the memory never reopens the window for a replay.
+ *
+ * The same file keeps the commands running now, with their result route: after a crash or a power cut the agent
+ * finds the ones it never finished and reports them FAILED ('interrupted'), so every accepted command gets a final
+ * result even when the process dies under it.
  */
 import Database from 'better-sqlite3';
 import { existsSync, mkdirSync, renameSync } from 'node:fs';
@@ -20,6 +24,15 @@ export type ReplayVerdict =
 
 const PURGE_EVERY_MS = 60_000;
 
+/** A command that was running when the agent stopped without finishing it. */
+export interface InterruptedCommand {
+  id: string;
+  name: string;
+  topic: string;
+  correlation?: Buffer;
+  startedAt: number;
+}
+
 export interface ReplayGuardOptions {
   path: string;
   now?: () => number;
@@ -31,6 +44,8 @@ export class ReplayGuard {
   private readonly insert: Database.Statement<[string, string, number, number]>;
   private readonly lookup: Database.Statement<[string], { digest: string; received_at: number }>;
   private readonly purge: Database.Statement<[number]>;
+  private readonly insertRunning: Database.Statement<[string, string, string, Buffer | null, number]>;
+  private readonly deleteRunning: Database.Statement<[string]>;
   private readonly now: () => number;
   private lastPurge = 0;
   /** Commands issued before this (unix ms) are refused: the memory of them was lost. 0: none. */
@@ -41,6 +56,8 @@ export class ReplayGuard {
     this.insert = db.prepare('INSERT OR IGNORE INTO seen (id, digest, expires_at, received_at) VALUES (?, ?, ?, ?)');
     this.lookup = db.prepare('SELECT digest, received_at FROM seen WHERE id = ?');
     this.purge = db.prepare('DELETE FROM seen WHERE expires_at < ?');
+    this.insertRunning = db.prepare('INSERT OR REPLACE INTO running (id, name, topic, correlation, started_at) VALUES (?, ?, ?, ?, ?)');
+    this.deleteRunning = db.prepare('DELETE FROM running WHERE id = ?');
     this.notBefore = db.prepare<[], { value: number }>("SELECT value FROM meta WHERE key = 'not_before'").get()?.value ?? 0;
   }
 
@@ -84,6 +101,24 @@ export class ReplayGuard {
     return { fresh: false, why: 'reused', message: `the command ID ${id} was already used at ${when} by another command` };
   }
 
+  /** Notes that command `id` runs now, with where its result goes; fsynced before it runs. */
+  started(id: string, name: string, route: { topic: string; correlation?: Buffer }): void {
+    this.insertRunning.run(id, name, route.topic, route.correlation ?? null, this.now());
+  }
+
+  /** Notes that command `id` has its final result stored. */
+  finished(id: string): void {
+    if (this.db.open) this.deleteRunning.run(id);
+  }
+
+  /** The commands noted as running and never finished: running when the agent last died. */
+  interrupted(): InterruptedCommand[] {
+    const rows = this.db
+      .prepare<[], { id: string; name: string; topic: string; correlation: Buffer | null; started_at: number }>('SELECT id, name, topic, correlation, started_at FROM running ORDER BY started_at')
+      .all();
+    return rows.map((row) => ({ id: row.id, name: row.name, topic: row.topic, ...(row.correlation ? { correlation: row.correlation } : {}), startedAt: row.started_at }));
+  }
+
   /** IDs remembered now (for tests and health). */
   get size(): number {
     return this.db.prepare<[], { n: number }>('SELECT count(*) AS n FROM seen').get()!.n;
@@ -105,6 +140,7 @@ function openChecked(file: string): Database.Database {
       CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
       CREATE TABLE IF NOT EXISTS seen (id TEXT PRIMARY KEY, digest TEXT NOT NULL, expires_at INTEGER NOT NULL, received_at INTEGER NOT NULL) WITHOUT ROWID;
       CREATE INDEX IF NOT EXISTS seen_expiry ON seen (expires_at);
+      CREATE TABLE IF NOT EXISTS running (id TEXT PRIMARY KEY, name TEXT NOT NULL, topic TEXT NOT NULL, correlation BLOB, started_at INTEGER NOT NULL) WITHOUT ROWID;
     `);
     return db;
   } catch (err) {

@@ -450,6 +450,8 @@ export class MqttSession {
         );
       });
       client.on('message', (topic, payload, packet) => {
+        // MQTT.js sends the PUBACK of a QoS 1 message only after the 'message' listeners return, and the dispatcher
+        // stores the command's ID and first result synchronously: a command is on disk before the broker may forget it.
         // Exactly one level below commands/: a session kept from an older agent may still hold `commands/#`.
         const prefix = `vehicles/${this.deviceId}/commands/`;
         if (!topic.startsWith(prefix) || topic.indexOf('/', prefix.length) >= 0) return;

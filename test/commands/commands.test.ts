@@ -18,6 +18,8 @@ import { delay, waitFor } from '../support/obd-sim.js';
 import { repoRoot } from '../support/shared.js';
 import { makeTempDir } from '../support/temp.js';
 import { CommandPki, feedSignals, operatorClient, startAgent, type TestAgent } from '../support/commands.js';
+import { AgentProcess, writeConfig } from '../support/agent.js';
+import { DEMO_DBC_PATH } from '../../src/sim/vehicle.js';
 
 const OPS_CLI = path.join(repoRoot, 'dist', 'src', 'cli', 'ops.js');
 
@@ -273,6 +275,57 @@ describe('remote commands through mosquitto', { timeout: 180_000 }, () => {
       // The operator's client does not reconnect by itself; the next tests need it.
       await ops.close();
       ops = await operatorClient(broker, pki);
+    }
+  });
+
+  it('kill -9: a command running when the agent dies ends FAILED interrupted once it restarts; none sent around the kill is lost', async () => {
+    const deviceId = 'car-crash';
+    const dir = makeTempDir('command-crash-');
+    const file = writeConfig(dir, 'car', {
+      deviceId,
+      buses: [{ name: 'can0', dbc: DEMO_DBC_PATH, source: { type: 'sim' } }],
+      collection: { rules: [] },
+      outbox: { path: 'outbox.db', writeIntervalMs: 50 },
+      uplink: { url: broker.url, ...pki.identityFiles(deviceId), protocol: 5, reconnect: { initialMs: 50, maxMs: 400 } },
+      commands: { caFile: commandPki.caFile, replayDbPath: 'commands.db', maxConcurrent: 64 },
+    });
+    let car = AgentProcess.start(file);
+    try {
+      await car.waitForStderr(/uplink: connected to /);
+      const long: CommandResult[] = [];
+      const running = ops.send({ deviceId, name: 'ping', params: { delayMs: 60_000 }, timeoutMs: 120_000 }, commandPki.operator, { timeoutMs: 30_000, onResult: (r) => long.push(r) });
+      await waitFor(() => long.some((r) => r.status === 'IN_PROGRESS'), 10_000, 'the long ping to run');
+      // A burst in flight as the process dies: some done, some running, some not yet taken from the broker.
+      const burst = Array.from({ length: 20 }, (_, i) =>
+        ops.send({ deviceId, name: 'ping', params: { echo: `b${i}`, delayMs: 50 + ((i * 37) % 300) } }, commandPki.operator, { timeoutMs: 30_000 }),
+      );
+      await delay(120);
+      await car.stop('SIGKILL');
+      car = AgentProcess.start(file);
+
+      const interrupted = await running;
+      assert.deepEqual(statuses(interrupted.results), ['ACCEPTED', 'IN_PROGRESS', 'FAILED'], car.stderr);
+      assert.equal(interrupted.final!.reason, 'interrupted');
+      assert.match(interrupted.final!.message!, /the agent stopped \(a crash or a power cut\) while the command ran/);
+      // Every command of the burst has a final result: it ran, or it was cut off and said so, or it was taken and
+      // stored but not yet acknowledged, so the broker delivered it again and the replay memory refused the copy.
+      const outcomes = await Promise.all(burst);
+      const kinds = outcomes.map((o) => (o.final ? `${o.final.status}${o.final.reason ? ` ${o.final.reason}` : ''}` : 'none'));
+      assert.ok(kinds.every((k) => k === 'SUCCEEDED' || k === 'FAILED interrupted' || k === 'REJECTED replayed'), kinds.join(', '));
+      assert.ok(kinds.includes('SUCCEEDED'), kinds.join(', '));
+      outcomes.forEach((o, i) => {
+        if (o.final!.status === 'SUCCEEDED') assert.equal((o.final!.detail as { echo: string }).echo, `b${i}`);
+      });
+      await car.waitForStderr(/FAILED \(interrupted/);
+      // Reported once: a clean restart says nothing more.
+      await car.stop('SIGTERM');
+      car = AgentProcess.start(file);
+      await car.waitForStderr(/uplink: connected to /);
+      const after = await ops.send({ deviceId, name: 'ping', params: { echo: 'after' } }, commandPki.operator, { timeoutMs: 10_000 });
+      assert.equal(after.final?.status, 'SUCCEEDED');
+      assert.doesNotMatch(car.stderr, /interrupted/);
+    } finally {
+      await car.stop('SIGTERM');
     }
   });
 

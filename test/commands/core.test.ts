@@ -69,6 +69,25 @@ describe('replay memory', () => {
     guard.close();
   });
 
+  it('keeps the commands running across a reopen, with their route, until they are finished', () => {
+    const file = path.join(makeTempDir('running-'), 'commands.db');
+    let guard = ReplayGuard.open({ path: file, now: () => 5000 });
+    guard.started('c1', 'ping', { topic: 'vehicles/car/results/ops', correlation: Buffer.from('corr-1') });
+    guard.started('c2', 'readVin', { topic: 'vehicles/car/commands/c2/result' });
+    guard.started('c3', 'ping', { topic: 'vehicles/car/commands/c3/result' });
+    guard.finished('c3');
+    guard.close(); // as a crash leaves it: c1 and c2 never finished
+    guard = ReplayGuard.open({ path: file });
+    assert.deepEqual(guard.interrupted(), [
+      { id: 'c1', name: 'ping', topic: 'vehicles/car/results/ops', correlation: Buffer.from('corr-1'), startedAt: 5000 },
+      { id: 'c2', name: 'readVin', topic: 'vehicles/car/commands/c2/result', startedAt: 5000 },
+    ]);
+    guard.finished('c1');
+    guard.finished('c2');
+    assert.deepEqual(guard.interrupted(), []);
+    guard.close();
+  });
+
   it('a corrupt file is moved aside, and commands issued before that are refused', () => {
     const dir = makeTempDir('replay-corrupt-');
     const file = path.join(dir, 'commands.db');
