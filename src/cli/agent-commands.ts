@@ -45,7 +45,8 @@ export class AgentCommands {
   /** Loads the pinned command CA and opens the replay memory; throws (naming the file) when either is unusable. */
   static open(config: DeviceConfig, buses: readonly BusDecoder[], warn: (message: string) => void): AgentCommands {
     const commands = config.commands!;
-    const verifier = CommandVerifier.fromFile(commands.caFile);
+    // Always set once the config is loaded: given, or defaulted into uplink.certsDir.
+    const verifier = CommandVerifier.fromFile(commands.caFile!);
     const replay = ReplayGuard.open({ path: commands.replayDbPath, onProblem: warn });
     return new AgentCommands(config, commands, buses, verifier, replay, warn);
   }

@@ -18,6 +18,7 @@ import type { CommandContext } from '../commands/handler.js';
 import type { DeviceConfig } from '../config/device-config.js';
 import type { BusDecoder } from '../dbc/bus-decoder.js';
 import { createDevCa, devCaFromPem, issueDeviceCertificate, issueServerCertificate, writeIssued, type DevCa } from '../pki/dev-ca.js';
+import { DEV_OPERATOR, writeDevelopmentKeys } from '../pki/command-pki.js';
 import { loadIdentity } from '../pki/identity.js';
 import { SqliteOutbox, type OutboxItem, type OutboxStats } from '../store/outbox.js';
 import { encodeMessage } from '../uplink/codec.js';
@@ -53,8 +54,9 @@ export interface DevPkiPaths {
 }
 
 /**
- * Makes sure `certsDir` holds a development CA, a broker certificate for localhost, a certificate for `deviceId`
- * and one for the backend identity (to subscribe with mosquitto_sub); creates what is missing, keeps what is there.
+ * Makes sure `certsDir` holds a development CA, a broker certificate for localhost, a certificate for `deviceId`,
+ * one for the backend identity (to subscribe with mosquitto_sub), and a command CA with an operator to sign remote
+ * commands; creates what is missing, keeps what is there.
  */
 export function ensureDevPki(certsDir: string, deviceId: string, say: Warn = () => undefined): DevPkiPaths {
   mkdirSync(certsDir, { recursive: true });
@@ -74,6 +76,11 @@ export function ensureDevPki(certsDir: string, deviceId: string, say: Warn = () 
     if (!existsSync(file(`${identity}.crt`)) || !existsSync(file(`${identity}.key`))) {
       writeIssued(certsDir, identity, issueDeviceCertificate(ca, identity));
     }
+  }
+  // The command CA the car pins and an operator who can sign (telematics-ops send --certs-dir).
+  if (!existsSync(file('command-ca.crt')) || !existsSync(file(`${DEV_OPERATOR}.crt`)) || !existsSync(file(`${DEV_OPERATOR}.key`))) {
+    writeDevelopmentKeys(certsDir, DEV_OPERATOR);
+    say(`created a development command CA and operator '${DEV_OPERATOR}' in ${certsDir} (not for production)`);
   }
   return {
     caFile: file('ca.crt'),
@@ -150,6 +157,8 @@ export class DataPath {
     let commands: AgentCommands | undefined;
     try {
       const collector = new Collector({ config: collection, buses, onBatch: (batch) => path_!.pendingBatches.push(batch) });
+      // The development PKI (with the command CA the commands section pins by default) before anything reads it.
+      if (config.uplink?.embeddedBroker) ensureDevPki(config.uplink.certsDir!, config.deviceId, warn);
       // The command CA and the replay memory first: a bad one fails the start before anything connects.
       if (config.commands && config.uplink) commands = AgentCommands.open(config, buses, warn);
       if (config.uplink) uplink = await openUplink(config, outbox, warn);

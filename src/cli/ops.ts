@@ -4,19 +4,21 @@
  *
  *   telematics-ops send --device ID --command NAME [--params JSON] [--wait] [--json] [--timeout S] [--expires S]
  *                       --broker URL --cert FILE --key FILE --ca FILE --operator-cert FILE --operator-key FILE
+ *   telematics-ops send --device ID --command NAME --certs-dir certs/dev ...   (the default run's development PKI)
  *   telematics-ops keys --out DIR [--operator NAME]
  *
  * Exit codes of `send`, for scripts: 0 succeeded (or, without --wait, the broker has the command), 2 rejected,
  * 3 failed, 4 timed out (on the car, or no final result within --timeout), 1 usage or connection error.
  */
-import { chmodSync, existsSync, mkdirSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
+import { readFileSync, realpathSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, InvalidArgumentError } from 'commander';
 import { COMMAND_NAME_PATTERN } from '../commands/envelope.js';
 import { OperatorClient } from '../commands/operator-client.js';
 import type { CommandResult } from '../commands/result.js';
-import { createCommandCa, issueOperatorCertificate } from '../pki/command-pki.js';
+import { DEV_OPERATOR, writeDevelopmentKeys } from '../pki/command-pki.js';
+import { BACKEND_IDENTITY } from '../uplink/embedded-broker.js';
 
 export const EXIT = { succeeded: 0, usage: 1, rejected: 2, failed: 3, timedOut: 4 } as const;
 
@@ -64,15 +66,38 @@ interface SendOptions {
   timeout: number;
   expires: number;
   runTimeout?: number;
-  broker: string;
-  cert: string;
-  key: string;
-  ca: string;
-  operatorCert: string;
-  operatorKey: string;
+  broker?: string;
+  cert?: string;
+  key?: string;
+  ca?: string;
+  operatorCert?: string;
+  operatorKey?: string;
+  certsDir?: string;
 }
 
-async function send(opts: SendOptions, out: (line: string) => void): Promise<number> {
+/** Where the embedded broker of the default config listens. */
+const DEV_BROKER = 'mqtts://localhost:8883';
+
+/** The connection and signing options, each given or taken from --certs-dir; a usage error names what is missing. */
+function connectionOf(opts: SendOptions): Required<Pick<SendOptions, 'broker' | 'cert' | 'key' | 'ca' | 'operatorCert' | 'operatorKey'>> {
+  const dir = opts.certsDir;
+  const dev = (name: string): string | undefined => (dir === undefined ? undefined : path.join(dir, name));
+  const chosen = {
+    broker: opts.broker ?? (dir === undefined ? undefined : DEV_BROKER),
+    cert: opts.cert ?? dev(`${BACKEND_IDENTITY}.crt`),
+    key: opts.key ?? dev(`${BACKEND_IDENTITY}.key`),
+    ca: opts.ca ?? dev('ca.crt'),
+    operatorCert: opts.operatorCert ?? dev(`${DEV_OPERATOR}.crt`),
+    operatorKey: opts.operatorKey ?? dev(`${DEV_OPERATOR}.key`),
+  };
+  const flags: Record<keyof typeof chosen, string> = { broker: '--broker', cert: '--cert', key: '--key', ca: '--ca', operatorCert: '--operator-cert', operatorKey: '--operator-key' };
+  const missing = (Object.keys(chosen) as (keyof typeof chosen)[]).filter((k) => chosen[k] === undefined).map((k) => flags[k]);
+  if (missing.length > 0) throw new InvalidArgumentError(`missing ${missing.join(', ')} (or --certs-dir for the development PKI)`);
+  return chosen as ReturnType<typeof connectionOf>;
+}
+
+async function send(given: SendOptions, out: (line: string) => void): Promise<number> {
+  const opts = { ...given, ...connectionOf(given) };
   if (!COMMAND_NAME_PATTERN.test(opts.command)) throw new InvalidArgumentError(`'${opts.command}' is not a command name`);
   let params: unknown;
   try {
@@ -116,26 +141,6 @@ async function send(opts: SendOptions, out: (line: string) => void): Promise<num
   }
 }
 
-/** Writes a development command CA and one operator's key and certificate into `dir` (keys 0600). */
-export function writeDevelopmentKeys(dir: string, operator: string, force = false): { caFile: string; caKeyFile: string; certFile: string; keyFile: string } {
-  mkdirSync(dir, { recursive: true });
-  const file = (name: string): string => path.join(dir, name);
-  let ca: { certPem: string; keyPem: string };
-  if (existsSync(file('command-ca.crt')) && existsSync(file('command-ca.key')) && !force) {
-    ca = { certPem: readFileSync(file('command-ca.crt'), 'utf8'), keyPem: readFileSync(file('command-ca.key'), 'utf8') };
-  } else {
-    ca = createCommandCa();
-    writeFileSync(file('command-ca.crt'), ca.certPem, { mode: 0o644 });
-    writeFileSync(file('command-ca.key'), ca.keyPem, { mode: 0o600 });
-    chmodSync(file('command-ca.key'), 0o600);
-  }
-  const issued = issueOperatorCertificate(ca, operator);
-  writeFileSync(file(`${operator}.crt`), issued.certPem, { mode: 0o644 });
-  writeFileSync(file(`${operator}.key`), issued.keyPem, { mode: 0o600 });
-  chmodSync(file(`${operator}.key`), 0o600);
-  return { caFile: file('command-ca.crt'), caKeyFile: file('command-ca.key'), certFile: file(`${operator}.crt`), keyFile: file(`${operator}.key`) };
-}
-
 export function createOpsProgram(out: (line: string) => void = (line) => process.stdout.write(`${line}\n`)): Command {
   const program = new Command();
   program
@@ -156,12 +161,17 @@ export function createOpsProgram(out: (line: string) => void = (line) => process
     .option('--timeout <s>', 'with --wait: how long to wait for the final result', positiveSeconds, 60)
     .option('--expires <s>', 'the command expires this long after now (an offline car gets it only until then)', positiveSeconds, 300)
     .option('--run-timeout <s>', "the car's timeout for running it (default: the command's own)", positiveSeconds)
-    .requiredOption('--broker <url>', 'the fleet broker, mqtts://host:port')
-    .requiredOption('--cert <file>', 'client certificate for the broker (the backend identity)')
-    .requiredOption('--key <file>', 'its private key')
-    .requiredOption('--ca <file>', "the broker's CA")
-    .requiredOption('--operator-cert <file>', 'your operator certificate (from the command CA)')
-    .requiredOption('--operator-key <file>', 'its private key, which signs')
+    .option('--broker <url>', 'the fleet broker, mqtts://host:port')
+    .option('--cert <file>', 'client certificate for the broker (the backend identity)')
+    .option('--key <file>', 'its private key')
+    .option('--ca <file>', "the broker's CA")
+    .option('--operator-cert <file>', 'your operator certificate (from the command CA)')
+    .option('--operator-key <file>', 'its private key, which signs')
+    .option(
+      '--certs-dir <dir>',
+      `development: the PKI \`npm start\` made (certs/dev) gives what is not set above: broker ${DEV_BROKER}, ` +
+        `backend.crt/.key, ca.crt, ${DEV_OPERATOR}.crt/.key`,
+    )
     .action(async (opts: SendOptions) => {
       process.exitCode = await send(opts, out);
     });

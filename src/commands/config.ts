@@ -24,7 +24,11 @@ export const commandsConfigSchema = z
     caFile: z
       .string()
       .min(1)
-      .describe('The command CA (PEM), relative to this config file: commands must be signed by a certificate that chains to it. Pinned: nothing else is trusted.'),
+      .optional()
+      .describe(
+        'The command CA (PEM), relative to this config file: commands must be signed by a certificate that chains to it. Pinned: nothing else is trusted. ' +
+          'Default: <uplink.certsDir>/command-ca.crt (with embeddedBroker, the development command CA created there).',
+      ),
     replayDbPath: z
       .string()
       .min(1)

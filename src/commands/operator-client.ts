@@ -20,6 +20,11 @@ export interface OperatorConnection {
   keyFile: string;
   caFile: string;
   connectTimeoutMs?: number;
+  /**
+   * MQTT version. Default: 5 (results on this client's response topic, matched by correlation data), falling back
+   * to 3.1.1 when the broker refuses 5 (results on each command's default result topic).
+   */
+  protocol?: 5 | 4;
 }
 
 export interface SendOptions {
@@ -60,8 +65,18 @@ export class OperatorClient {
   }
 
   static async connect(connection: OperatorConnection): Promise<OperatorClient> {
+    try {
+      return await OperatorClient.connectWith(connection, connection.protocol ?? 5);
+    } catch (err) {
+      // The development broker (aedes) speaks 3.1.1 only and answers a v5 CONNECT with this.
+      if (connection.protocol !== undefined || !/unacceptable protocol version/i.test((err as Error).message)) throw err;
+      return OperatorClient.connectWith(connection, 4);
+    }
+  }
+
+  private static async connectWith(connection: OperatorConnection, protocolVersion: 5 | 4): Promise<OperatorClient> {
     const client = mqtt.connect(connection.url, {
-      protocolVersion: 5,
+      protocolVersion,
       clientId: `ops-${randomBytes(6).toString('hex')}`,
       clean: true,
       reconnectPeriod: 0,

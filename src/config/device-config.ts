@@ -250,6 +250,9 @@ export const deviceConfigSchema = z
     if (config.commands !== undefined && config.uplink === undefined) {
       ctx.addIssue({ code: 'custom', path: ['uplink'], message: 'required with commands: commands arrive over the uplink' });
     }
+    if (config.commands !== undefined && config.commands.caFile === undefined && config.uplink !== undefined && config.uplink.certsDir === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['commands', 'caFile'], message: 'required without uplink.certsDir (where command-ca.crt is looked for by default)' });
+    }
     if (config.uplink !== undefined && config.collection === undefined) {
       ctx.addIssue({ code: 'custom', path: ['collection'], message: 'required with uplink: the collection rules say what to publish' });
     }
@@ -346,6 +349,9 @@ export function parseDeviceConfig(
   return config;
 }
 
+/** The command CA's file name in uplink.certsDir, where commands.caFile defaults to. */
+const DEV_COMMAND_CA_FILE = 'command-ca.crt';
+
 function resolvePaths(config: DeviceConfig, baseDir: string): DeviceConfig {
   return {
     ...config,
@@ -357,7 +363,13 @@ function resolvePaths(config: DeviceConfig, baseDir: string): DeviceConfig {
     ...(config.outbox ? { outbox: { ...config.outbox, path: path.resolve(baseDir, config.outbox.path) } } : {}),
     ...(config.uplink ? { uplink: resolveUplinkPaths(config.uplink, config.deviceId, baseDir) } : {}),
     ...(config.commands
-      ? { commands: { ...config.commands, caFile: path.resolve(baseDir, config.commands.caFile), replayDbPath: path.resolve(baseDir, config.commands.replayDbPath) } }
+      ? {
+          commands: {
+            ...config.commands,
+            caFile: path.resolve(baseDir, config.commands.caFile ?? path.join(config.uplink!.certsDir!, DEV_COMMAND_CA_FILE)),
+            replayDbPath: path.resolve(baseDir, config.commands.replayDbPath),
+          },
+        }
       : {}),
   };
 }
@@ -387,7 +399,9 @@ function missingFiles(config: DeviceConfig): string[] {
       problems.push(`buses[${i}].source.file: file not found: ${bus.source.file}`);
     }
   });
-  if (config.commands && !existsSync(config.commands.caFile)) problems.push(`commands.caFile: file not found: ${config.commands.caFile}`);
+  // With the embedded broker, the default command CA is made at start with the rest of the development PKI.
+  const madeAtStart = config.uplink?.embeddedBroker === true && config.commands?.caFile === path.join(config.uplink.certsDir!, DEV_COMMAND_CA_FILE);
+  if (config.commands && !madeAtStart && !existsSync(config.commands.caFile!)) problems.push(`commands.caFile: file not found: ${config.commands.caFile}`);
   return problems;
 }
 

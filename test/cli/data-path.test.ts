@@ -22,6 +22,12 @@ import { delay, waitFor } from '../support/obd-sim.js';
 import { repoRoot, sharedTestdata } from '../support/shared.js';
 import { makeTempDir } from '../support/temp.js';
 import { identifyNetwork } from '../../src/uplink/network-identity.js';
+import { OperatorClient } from '../../src/commands/operator-client.js';
+
+/** The backend's broker identity in a development PKI folder. */
+function dev509(certsDir: string): { certFile: string; keyFile: string; caFile: string } {
+  return { certFile: path.join(certsDir, 'backend.crt'), keyFile: path.join(certsDir, 'backend.key'), caFile: path.join(certsDir, 'ca.crt') };
+}
 import { createPrng } from '../../src/sim/drive-cycle.js';
 
 const ENGINE_DATA = 0x0c8;
@@ -127,7 +133,7 @@ function demoLog(
 }
 
 describe('run: data path', () => {
-  it('default setup: the embedded broker gets the exact replayed values, a retained birth, and refuses foreign CAs and foreign topics', { timeout: 30_000 }, async () => {
+  it('default setup: the embedded broker gets the exact replayed values, a retained birth, refuses foreign CAs and foreign topics, and carries commands signed by the development operator', { timeout: 30_000 }, async () => {
     const dir = makeTempDir('dp-embedded-');
     const deviceId = 'demo-vehicle-042';
     const port = await freePort();
@@ -149,6 +155,8 @@ describe('run: data path', () => {
         },
         outbox: { path: 'var/outbox.db', writeIntervalMs: 100 },
         uplink: { url, embeddedBroker: true, certsDir: 'certs' },
+        // No caFile: the development command CA made at start, in certsDir.
+        commands: { replayDbPath: 'var/commands.db' },
       },
       { file: 'embedded.json', baseDir: dir },
     );
@@ -170,7 +178,8 @@ describe('run: data path', () => {
     await Promise.race([listening, run.then(() => assert.fail(`the run ended before its broker listened: ${warnings.join('\n')}`))]);
     // The run made the development PKI: the backend uses the certificate it wrote there.
     assert.equal(warnings[0], `created a development CA in ${certsDir} (for the embedded broker; not for production)`);
-    assert.equal(warnings[1], `embedded MQTT broker listening on ${url} (subscribe with the backend certificate in ${certsDir})`);
+    assert.equal(warnings[1], `created a development command CA and operator 'ops-dev' in ${certsDir} (not for production)`);
+    assert.equal(warnings[2], `embedded MQTT broker listening on ${url} (subscribe with the backend certificate in ${certsDir})`);
     const ca = path.join(certsDir, 'ca.crt');
     const backendTls = { ca, cert: path.join(certsDir, 'backend.crt'), key: path.join(certsDir, 'backend.key') };
 
@@ -260,18 +269,32 @@ describe('run: data path', () => {
       await delay(200);
       assert.equal(acked, false, 'a refused publish is not acknowledged');
       assert.equal(received.filter((m) => m.payload.toString() === 'forged telemetry').length, 0, 'the backend never sees it');
+
+      // A command as `telematics-ops send --certs-dir` sends it: the backend identity, the development operator,
+      // MQTT 3.1.1 (aedes refuses 5; the client falls back), the result on the command's own result topic.
+      const ops = await OperatorClient.connect({ url, ...dev509(certsDir) });
+      try {
+        const operator = { certPem: readFileSync(path.join(certsDir, 'ops-dev.crt'), 'utf8'), keyPem: readFileSync(path.join(certsDir, 'ops-dev.key'), 'utf8') };
+        const outcome = await ops.send({ deviceId, name: 'ping', params: { echo: 'dev' } }, operator, { timeoutMs: 10_000 });
+        assert.deepEqual(outcome.results.map((r) => r.status), ['ACCEPTED', 'IN_PROGRESS', 'SUCCEEDED']);
+        assert.equal((outcome.final!.detail as { echo: string }).echo, 'dev');
+        assert.ok(received.some((m) => m.topic === `vehicles/${deviceId}/commands/${outcome.id}/result`), 'on the 3.1.1 result topic');
+      } finally {
+        await ops.close();
+      }
     } finally {
       for (const client of clients) await client.endAsync(true).catch(() => undefined);
       stop.abort();
     }
     const summary: RunSummary = await run;
     const d = summary.dataPath!;
+    // 4 telemetry messages; published, those and the ping's 3 results.
     assert.equal(d.samples, 20);
     assert.equal(d.messages, 4);
-    assert.equal(d.published, 4);
+    assert.equal(d.published, 7);
     assert.equal(d.buffered, 0);
     assert.equal(d.uplink!.url, url);
-    assert.match(output.text, new RegExp(`data: 20 samples in 4 messages, 4 published to ${url.replace(/[.:/]/g, '\\$&')}, 0 buffered\n$`));
+    assert.match(output.text, new RegExp(`data: 20 samples in 4 messages, 7 published to ${url.replace(/[.:/]/g, '\\$&')}, 0 buffered\n$`));
     assert.ok(existsSync(path.join(certsDir, `${deviceId}.crt`)) && existsSync(path.join(certsDir, 'server.crt')));
   });
 

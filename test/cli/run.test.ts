@@ -28,7 +28,7 @@ describe('telematics-agent run', () => {
     assert.equal(result.status, 0, result.stderr);
     // Diagnostics only say what the data path set up (the development PKI on a first run, the embedded broker, the link).
     for (const line of result.stderr.split('\n').filter(Boolean)) {
-      assert.match(line, /^(created a development CA in |embedded MQTT broker listening on mqtts:\/\/localhost:8883 |uplink: connected to mqtts:\/\/localhost:8883$)/);
+      assert.match(line, /^(created a development CA in |created a development command CA and operator 'ops-dev' in |embedded MQTT broker listening on mqtts:\/\/localhost:8883 |uplink: connected to mqtts:\/\/localhost:8883$)/);
     }
     const lines = statusLines(result.stdout);
     assert.ok(lines.length >= 1, result.stdout);

@@ -365,6 +365,9 @@ describe('remote commands through mosquitto', { timeout: 180_000 }, () => {
     const usage = await runOps(['send', ...common, ...alice]);
     assert.equal(usage.code, 1);
     assert.match(usage.stderr, /required option '--command <name>'/);
+    const unconnected = await runOps(['send', '--device', carId, '--command', 'ping']);
+    assert.equal(unconnected.code, 1);
+    assert.match(unconnected.stderr, /missing --broker, --cert, --key, --ca, --operator-cert, --operator-key \(or --certs-dir for the development PKI\)/);
   });
 
   it('the agent is still up and counted every rejection', () => {
