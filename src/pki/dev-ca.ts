@@ -87,9 +87,7 @@ export function issueServerCertificate(ca: DevCa, options: ServerCertificateOpti
 
 /** A device's client certificate: CN is the device ID, which the broker takes as the username its ACL applies to. */
 export function issueDeviceCertificate(ca: DevCa, deviceId: string, options: ValidityOptions = {}): IssuedCertificate {
-  if (deviceId === '' || /[/+#\0]/.test(deviceId)) {
-    throw new RangeError(`issueDeviceCertificate: '${deviceId}' cannot be a device ID (it is a topic level)`);
-  }
+  checkDeviceId(deviceId);
   return issue(ca, deviceId, options, [{ name: 'extKeyUsage', clientAuth: true }]);
 }
 
@@ -127,10 +125,29 @@ export function writeDevPki(dir: string, options: { identities: string[]; hosts?
   return { caFile: caFiles.certFile, caKeyFile: caFiles.keyFile, server, devices };
 }
 
+/**
+ * A device certificate for a public key the device made itself (from its certificate signing request): the same
+ * profile as issueDeviceCertificate, without the private key ever leaving the device.
+ */
+export function issueDeviceCertificateForKey(ca: DevCa, deviceId: string, publicKey: forge.pki.rsa.PublicKey, options: ValidityOptions = {}): string {
+  checkDeviceId(deviceId);
+  return sign(ca, deviceId, publicKey, options, [{ name: 'extKeyUsage', clientAuth: true }]);
+}
+
+function checkDeviceId(deviceId: string): void {
+  if (deviceId === '' || /[/+#\0]/.test(deviceId)) {
+    throw new RangeError(`issueDeviceCertificate: '${deviceId}' cannot be a device ID (it is a topic level)`);
+  }
+}
+
 function issue(ca: DevCa, commonName: string, validity: ValidityOptions, extensions: object[]): IssuedCertificate {
   const keys = pki.rsa.generateKeyPair({ bits: 2048, e: 0x10001 });
+  return { certPem: sign(ca, commonName, keys.publicKey, validity, extensions), keyPem: pki.privateKeyToPem(keys.privateKey) };
+}
+
+function sign(ca: DevCa, commonName: string, publicKey: forge.pki.rsa.PublicKey, validity: ValidityOptions, extensions: object[]): string {
   const cert = pki.createCertificate();
-  cert.publicKey = keys.publicKey;
+  cert.publicKey = publicKey;
   cert.serialNumber = serialNumber();
   setValidity(cert, validity, 825);
   cert.setSubject([{ name: 'commonName', value: commonName }]);
@@ -144,7 +161,7 @@ function issue(ca: DevCa, commonName: string, validity: ValidityOptions, extensi
     { name: 'authorityKeyIdentifier', keyIdentifier: ca.cert.generateSubjectKeyIdentifier().getBytes() },
   ]);
   cert.sign(ca.key, forge.md.sha256.create());
-  return { certPem: pki.certificateToPem(cert), keyPem: pki.privateKeyToPem(keys.privateKey) };
+  return pki.certificateToPem(cert);
 }
 
 function setValidity(cert: forge.pki.Certificate, options: ValidityOptions, defaultDays: number): void {
