@@ -34,21 +34,25 @@ function identityOf(client: Client | null): string | null {
 
 /**
  * Whether `identity` may publish to `topic`. The backend: commands, one level below `commands/` (it cannot forge a
- * car's results). A device: its own data topics, its command results (`commands/<id>/result`) and MQTT 5 response
- * topics under `results/`; never a command.
+ * car's results), and signed certificates. A device: its own data topics, its command results
+ * (`commands/<id>/result`) and MQTT 5 response topics under `results/`; never a command or its own certificate.
  */
 export function mayPublish(identity: string, topic: string): boolean {
-  if (identity === BACKEND_IDENTITY) return /^vehicles\/[^/#+]+\/commands\/[^/#+]+$/.test(topic);
+  if (identity === BACKEND_IDENTITY) return /^vehicles\/[^/#+]+\/(commands\/[^/#+]+|certificate)$/.test(topic);
   const own = `vehicles/${identity}/`;
   if (!topic.startsWith(own)) return false;
   const rest = topic.slice(own.length);
   if (rest.startsWith('commands/')) return /^commands\/[^/#+]+\/result$/.test(rest);
-  return rest !== 'commands';
+  return rest !== 'commands' && rest !== 'certificate';
 }
 
-/** Whether `identity` may subscribe to `filter`: the backend to anything under vehicles/, a device to its commands. */
+/**
+ * Whether `identity` may subscribe to `filter`: the backend to anything under vehicles/, a device to its commands
+ * and to the certificate the backend signs for it.
+ */
 export function maySubscribe(identity: string, filter: string): boolean {
   if (identity === BACKEND_IDENTITY) return filter === 'vehicles/#' || filter.startsWith('vehicles/');
+  if (filter === `vehicles/${identity}/certificate`) return true;
   const commands = `vehicles/${identity}/commands/`;
   return filter === `${commands}+` || (filter.startsWith(commands) && /^[^/#+]+$/.test(filter.slice(commands.length)));
 }

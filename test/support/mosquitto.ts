@@ -21,21 +21,26 @@ import { delay, waitFor } from './obd-sim.js';
 export const BACKEND = 'backend';
 
 /**
- * The ACL: the backend reads every vehicle and sends commands (one level below commands/, so it cannot forge a
- * car's results); a device writes its own data topics and its command results (`commands/<id>/result`, and the
- * MQTT 5 response topics under `results/`), and reads its commands.
+ * The ACL: the backend reads every vehicle, sends commands (one level below commands/, so it cannot forge a car's
+ * results) and signed certificates; a device writes its own data topics, its logs, its certificate signing requests
+ * and its command results (`commands/<id>/result`, and the MQTT 5 response topics under `results/`), and reads its
+ * commands and its new certificate.
  */
 export const ACL = `user ${BACKEND}
 topic read vehicles/#
 topic write vehicles/+/commands/+
+topic write vehicles/+/certificate
 
 pattern write vehicles/%u/telemetry
 pattern write vehicles/%u/events
 pattern write vehicles/%u/status
 pattern write vehicles/%u/health
+pattern write vehicles/%u/logs
+pattern write vehicles/%u/csr
 pattern write vehicles/%u/commands/+/result
 pattern write vehicles/%u/results/#
 pattern read vehicles/%u/commands/+
+pattern read vehicles/%u/certificate
 `;
 
 /** Where mosquitto is: Debian installs it in /usr/sbin, outside a non-root PATH. */
