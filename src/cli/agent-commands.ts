@@ -11,7 +11,7 @@ import { describeSignal, resolveSignalName } from '../collect/collector.js';
 import { MAX_PRIORITY, type Priority } from '../collect/sample.js';
 import type { CommandsConfig } from '../commands/config.js';
 import { CommandDispatcher, type DispatcherStats, type ResultRoute } from '../commands/dispatcher.js';
-import { CommandFailure, type CommandContext } from '../commands/handler.js';
+import { CommandFailure, type CertificateRotationRequest, type CommandContext } from '../commands/handler.js';
 import { HANDLERS } from '../commands/handlers/index.js';
 import { ReplayGuard } from '../commands/replay-guard.js';
 import { CommandVerifier } from '../commands/verifier.js';
@@ -27,6 +27,7 @@ export interface CommandsHost {
   readonly outbox: SqliteOutbox;
   readonly session: MqttSession;
   healthReport(): Record<string, unknown>;
+  rotateCertificate(request: CertificateRotationRequest): Promise<Record<string, unknown>>;
 }
 
 export class AgentCommands {
@@ -117,6 +118,7 @@ export class AgentCommands {
       writeSignal: async () => unsupported('writing signals'),
       setLogLevel: () => unsupported('setting the log level'),
       requestRestart: () => unsupported('restarting'),
+      rotateCertificate: (request) => host.rotateCertificate(request),
     };
   }
 }

@@ -14,7 +14,7 @@ import { CanFrameWriter, FrameWriteError } from '../can/frame-writer.js';
 import { SocketCanBus } from '../can/socketcan.js';
 import { CollectorConfigError, describeSignal, resolveSignalName } from '../collect/collector.js';
 import { collectionConfigSchema } from '../collect/config.js';
-import { CommandFailure, type CommandContext } from '../commands/handler.js';
+import { CommandFailure, type CertificateRotationRequest, type CommandContext } from '../commands/handler.js';
 import { DeviceConfigError, formatConfigPath, parseDeviceConfig, type DeviceConfig } from '../config/device-config.js';
 import type { BusDecoder } from '../dbc/bus-decoder.js';
 import type { SignalValue } from '../dbc/model.js';
@@ -84,6 +84,12 @@ class AgentCommandContext implements CommandContext {
     const suffix = `.obd.${resolved.key}`;
     for (const [name, value] of values) if (name.endsWith(suffix)) return value;
     return undefined;
+  }
+
+  rotateCertificate(request: CertificateRotationRequest): Promise<Record<string, unknown>> {
+    const dataPath = this.options.dataPath();
+    if (dataPath === undefined) throw new CommandFailure('unsupported', 'the agent runs without an uplink: there is no certificate to rotate');
+    return dataPath.rotateCertificate(request);
   }
 
   describeSignal(name: string): { choices?: ReadonlyMap<number, string> } | undefined {

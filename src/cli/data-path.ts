@@ -14,12 +14,14 @@ import type { FrameSink } from '../can/frame.js';
 import { Collector } from '../collect/collector.js';
 import type { CollectionConfig } from '../collect/config.js';
 import type { SampleBatch } from '../collect/sample.js';
-import type { CommandContext } from '../commands/handler.js';
+import { CommandFailure, type CertificateRotationRequest, type CommandContext } from '../commands/handler.js';
 import type { DeviceConfig } from '../config/device-config.js';
 import type { BusDecoder } from '../dbc/bus-decoder.js';
 import { createDevCa, devCaFromPem, issueDeviceCertificate, issueServerCertificate, writeIssued, type DevCa } from '../pki/dev-ca.js';
 import { DEV_OPERATOR, writeDevelopmentKeys } from '../pki/command-pki.js';
 import { loadIdentity } from '../pki/identity.js';
+import { repairIdentityFiles } from '../pki/identity-files.js';
+import { rotateCertificate, RotationFailure, summary } from '../pki/rotation.js';
 import { SqliteOutbox, type OutboxItem, type OutboxStats } from '../store/outbox.js';
 import { encodeMessage } from '../uplink/codec.js';
 import { BACKEND_IDENTITY, EmbeddedBroker } from '../uplink/embedded-broker.js';
@@ -32,6 +34,9 @@ import { Throttle, type ThrottleState } from '../uplink/throttle.js';
 import { AgentCommands } from './agent-commands.js';
 
 type Warn = (message: string) => void;
+
+/** The device certificate is said to expire soon (health, a daily warning) this many days ahead. */
+const CERTIFICATE_WARNING_DAYS = 30;
 
 export interface DataPathSummary {
   samples: number;
@@ -95,6 +100,7 @@ export class DataPath {
   private pendingBatches: SampleBatch[] = [];
   private writeTimer: NodeJS.Timeout | undefined;
   private healthTimer: NodeJS.Timeout | undefined;
+  private identityTimer: NodeJS.Timeout | undefined;
   private stopNetworkWatch: (() => void) | undefined;
   private messages = 0;
   /** Batches the codec refused (never expected from the collector; counted rather than fatal). */
@@ -197,7 +203,10 @@ export class DataPath {
           this.warn(`uplink: disconnected (${change.error?.message ?? 'connection lost'}), retrying in ${(change.retryInMs / 1000).toFixed(1)} s`);
         }
       });
-      this.commands?.start({ outbox: this.outbox, session, healthReport: () => this.healthReport() }, this.commandContext);
+      this.commands?.start(
+        { outbox: this.outbox, session, healthReport: () => this.healthReport(), rotateCertificate: (request) => this.rotateCertificate(request) },
+        this.commandContext,
+      );
       session.start();
       publisher.start();
       const heartbeat = this.uplink.heartbeat;
@@ -205,6 +214,8 @@ export class DataPath {
       if (heartbeat) this.stopNetworkWatch = watchNetwork((network) => heartbeat.setNetwork(network));
       this.healthTimer = setInterval(() => this.publishHealth(), 60_000);
       this.healthTimer.unref();
+      this.identityTimer = setInterval(() => this.inspectIdentity(), 86_400_000);
+      this.identityTimer.unref();
     }
   }
 
@@ -314,7 +325,52 @@ export class DataPath {
     }
     const commands = this.commands?.stats;
     if (commands) report.commands = commands;
+    if (this.uplink) {
+      const certificate = summary(this.uplink.session.currentIdentity);
+      report.certificate = { ...certificate, expiringSoon: certificate.daysLeft <= CERTIFICATE_WARNING_DAYS };
+    }
     return report;
+  }
+
+  /**
+   * Rotates the device certificate over the uplink (src/pki/rotation.ts): the remote command's way in. Throws
+   * CommandFailure with the rotation's reason.
+   */
+  async rotateCertificate(request: CertificateRotationRequest): Promise<Record<string, unknown>> {
+    const uplink = this.config.uplink;
+    if (!this.uplink || !uplink) throw new CommandFailure('unsupported', 'the agent has no uplink: there is no certificate to rotate');
+    try {
+      const outcome = await rotateCertificate({
+        deviceId: this.config.deviceId,
+        files: { certFile: uplink.certFile!, keyFile: uplink.keyFile!, caFile: uplink.caFile! },
+        link: this.uplink.session,
+        requestId: request.requestId,
+        waitMs: request.waitMs,
+        signal: request.signal,
+        progress: (step, detail) => request.progress(step, detail),
+      });
+      this.warn(`uplink: certificate rotated: ${outcome.previous.fingerprint256.slice(0, 17)} -> ${outcome.current.fingerprint256.slice(0, 17)}, valid until ${outcome.current.notAfter}`);
+      return { ...outcome };
+    } catch (err) {
+      if (err instanceof RotationFailure) {
+        this.warn(`uplink: certificate rotation failed (${err.reason}): ${err.message}`);
+        throw new CommandFailure(err.reason, err.message);
+      }
+      throw err;
+    }
+  }
+
+  /** Checks the identity files again (daily): expiry ahead, or files changed into something unusable. */
+  private inspectIdentity(): void {
+    const uplink = this.config.uplink;
+    if (!uplink || !this.uplink) return;
+    try {
+      const identity = loadIdentity({ certFile: uplink.certFile!, keyFile: uplink.keyFile!, caFile: uplink.caFile! });
+      const { daysLeft, notAfter } = summary(identity);
+      if (daysLeft <= CERTIFICATE_WARNING_DAYS) this.warn(`uplink: the device certificate expires in ${daysLeft} days (${notAfter}): rotate it (command rotateCertificate)`);
+    } catch (err) {
+      this.warn(`uplink: the device identity no longer checks out: ${(err as Error).message}`);
+    }
   }
 
   private publishHealth(): void {
@@ -360,6 +416,7 @@ export class DataPath {
     this.closed = true;
     clearInterval(this.writeTimer);
     clearInterval(this.healthTimer);
+    clearInterval(this.identityTimer);
     this.stopNetworkWatch?.();
     this.collector.close();
     this.commitBatches();
@@ -398,6 +455,9 @@ async function openUplink(config: DeviceConfig, outbox: SqliteOutbox, warn: Warn
   }
   let adaptive: ReturnType<typeof openAdaptiveHeartbeat> = null;
   try {
+    // A rotation cut short by a power cut is finished (or undone) before the identity is read.
+    const repaired = repairIdentityFiles({ certFile: uplink.certFile!, keyFile: uplink.keyFile! });
+    if (repaired) warn(repaired);
     const identity = loadIdentity({ certFile: uplink.certFile!, keyFile: uplink.keyFile!, caFile: uplink.caFile! });
     for (const w of identity.warnings) warn(`uplink: ${w}`);
     // The network is known before the first connection, so a car starts from what it learned on this network.

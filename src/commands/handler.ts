@@ -43,4 +43,13 @@ export interface CommandContext {
   setLogLevel(level: 'error' | 'warn' | 'info' | 'debug'): void;
   /** Asks the agent to restart cleanly after the result is sent (the process exits with a code the service manager restarts). */
   requestRestart(): void;
+  /** Rotates the device certificate (src/pki/rotation.ts); resolves with the old and new certificate; throws CommandFailure. */
+  rotateCertificate(request: CertificateRotationRequest): Promise<Record<string, unknown>>;
+}
+
+export interface CertificateRotationRequest {
+  requestId: string;
+  waitMs: number;
+  signal: AbortSignal;
+  progress(step: string, detail?: Record<string, unknown>): void;
 }

@@ -16,6 +16,11 @@ export interface IdentityFiles {
   caFile: string;
   /** The CA that issued the client certificate, when it is not the broker's CA: checked too when given. */
   issuerFile?: string;
+  /**
+   * The client certificate must be issued by a CA of caFile (or issuerFile): for a certificate that arrived over the
+   * network (rotation). At start the broker's own check is enough, and the device may hold a chain the broker knows.
+   */
+  requireIssuer?: boolean;
 }
 
 export interface DeviceIdentity {
@@ -32,7 +37,7 @@ export interface DeviceIdentity {
   warnings: string[];
 }
 
-export type IdentityProblem = 'missing' | 'unreadable' | 'invalid' | 'mismatch' | 'expired' | 'not-yet-valid' | 'chain' | 'usage';
+export type IdentityProblem = 'missing' | 'unreadable' | 'invalid' | 'mismatch' | 'expired' | 'not-yet-valid' | 'chain' | 'usage' | 'permissions';
 
 export class IdentityError extends Error {
   constructor(
@@ -101,14 +106,22 @@ export function loadIdentity(files: IdentityFiles, now: Date = new Date()): Devi
         throw new IdentityError(files.certFile, 'chain', `client certificate ${files.certFile} names ${files.caFile} as its issuer but its signature does not verify`);
       }
     }
+    if (files.requireIssuer && !cas.some((ca) => top.checkIssued(ca) && top.verify(ca.publicKey))) {
+      throw new IdentityError(files.certFile, 'chain', `client certificate ${files.certFile} is not issued by the CA in ${files.caFile} (it names ${top.issuer.replace(/\n/g, ', ')})`);
+    }
   }
 
   const commonName = subjectCn(leaf);
   if (commonName === undefined) throw new IdentityError(files.certFile, 'invalid', `client certificate ${files.certFile}: no CN in its subject`);
+  // The key never leaves the device, and no other account on it reads it either (as ssh refuses such a key).
+  let mode: number | undefined;
   try {
-    if ((statSync(files.keyFile).mode & 0o077) !== 0) warnings.push(`private key ${files.keyFile} can be read by other users (chmod 600)`);
+    mode = statSync(files.keyFile).mode & 0o777;
   } catch {
-    // Read a moment ago: a stat failure now is not worth more than the missing warning.
+    // Read a moment ago: a stat failure now is not worth failing the start for.
+  }
+  if (mode !== undefined && (mode & 0o077) !== 0) {
+    throw new IdentityError(files.keyFile, 'permissions', `private key ${files.keyFile} has mode ${mode.toString(8).padStart(4, '0')}: other users can read it (chmod 600)`);
   }
   return {
     certPem,

@@ -47,6 +47,8 @@ export type UplinkErrorKind =
   | 'not-connected'
   /** The certificate's CN is not the device ID. */
   | 'identity'
+  /** The connection was ended to connect again with a new identity (certificate rotation). */
+  | 'identity-changed'
   | 'closed';
 
 export class UplinkError extends Error {
@@ -123,7 +125,7 @@ export interface SessionCounters {
   commands: number;
 }
 
-export type DataTopic = 'telemetry' | 'events' | 'status' | 'health';
+export type DataTopic = 'telemetry' | 'events' | 'status' | 'health' | 'logs';
 
 type StateListener = (change: SessionStateChange) => void;
 /** MQTT 5 request/response properties of a command message (absent under 3.1.1). */
@@ -171,7 +173,7 @@ export class MqttSession {
   readonly protocol: 5 | 4;
   private readonly host: string;
   private readonly port: number;
-  private readonly identity: DeviceIdentity;
+  private identity: DeviceIdentity;
   private readonly sessionExpiryS: number;
   private readonly keepaliveS: number;
   private readonly connectTimeoutMs: number;
@@ -196,6 +198,8 @@ export class MqttSession {
   private running = false;
   private readonly stateListeners = new Set<StateListener>();
   private readonly commandListeners = new Set<CommandListener>();
+  /** Listeners of topics subscribed with watch(), by exact topic. */
+  private readonly watchers = new Map<string, Set<(payload: Buffer) => void>>();
   private readonly errorListeners = new Set<ErrorListener>();
   private readonly stats: SessionCounters = { attempts: 0, connections: 0, losses: 0, published: 0, acknowledged: 0, refused: 0, commands: 0 };
 
@@ -210,13 +214,7 @@ export class MqttSession {
     if (options.deviceId === '' || /[/+#\0]/.test(options.deviceId)) {
       throw new RangeError(`MqttSession: '${options.deviceId}' cannot be a device ID (it is a topic level)`);
     }
-    if ((options.requireCnMatch ?? true) && options.identity.commonName !== options.deviceId) {
-      throw new UplinkError(
-        'identity',
-        `the certificate ${options.identity.files.certFile} is for '${options.identity.commonName}', not for device '${options.deviceId}': ` +
-          `the broker knows a device by its certificate's CN and would refuse (or, under MQTT 3.1.1, silently drop) its messages`,
-      );
-    }
+    if (options.requireCnMatch ?? true) checkCn(options.identity, options.deviceId);
     this.deviceId = options.deviceId;
     this.protocol = options.protocol ?? 5;
     this.host = url.hostname.replace(/^\[(.*)\]$/, '$1');
@@ -311,6 +309,71 @@ export class MqttSession {
     this.client?.stream?.destroy();
   }
 
+  /** The identity the session connects with. */
+  get currentIdentity(): DeviceIdentity {
+    return this.identity;
+  }
+
+  /**
+   * Ends the connection cleanly and connects again at once with `identity` (certificate rotation). Resolves once
+   * connected with it; rejects with the reason when the first attempt with it fails (the caller decides whether to
+   * go back to the previous identity: the session keeps trying with the new one until told otherwise).
+   */
+  async reconnectWith(identity: DeviceIdentity, timeoutMs = this.connectTimeoutMs + 5000): Promise<void> {
+    checkCn(identity, this.deviceId);
+    if (!this.running) throw new UplinkError('closed', 'the session is not running');
+    this.identity = identity;
+    let unsubscribe: () => void = () => undefined;
+    let timer: NodeJS.Timeout | undefined;
+    const outcome = new Promise<void>((resolve, reject) => {
+      let ended = false;
+      unsubscribe = this.onStateChange((change) => {
+        if (change.state === 'connecting') ended = true;
+        else if (change.state === 'connected' && ended) resolve();
+        else if (change.state === 'disconnected' && ended && change.error && change.error.kind !== 'identity-changed') reject(change.error);
+        else if (change.state === 'closed') reject(new UplinkError('closed', 'the session was closed'));
+      });
+      timer = setTimeout(() => reject(new UplinkError('timeout', `not connected with the new identity within ${timeoutMs} ms`)), timeoutMs);
+    });
+    // Ends the connection (or the attempt, or the wait between attempts) so the next attempt uses the new identity.
+    const changed = new UplinkError('identity-changed', 'reconnecting with a new identity');
+    if (this.abortAttempt) this.abortAttempt(changed);
+    else this.wake?.();
+    try {
+      await outcome;
+    } finally {
+      clearTimeout(timer);
+      unsubscribe();
+    }
+  }
+
+  /**
+   * Subscribes to `topic` (QoS 1) on the current connection; its messages go to `listener` until the returned
+   * function is called, which unsubscribes. For short exchanges (a certificate signing request and its answer).
+   */
+  async watch(topic: string, listener: (payload: Buffer) => void): Promise<() => Promise<void>> {
+    const client = this.client;
+    if (this.currentState !== 'connected' || !client) throw new UplinkError('not-connected', `not connected to the broker (${this.currentState})`);
+    let listeners = this.watchers.get(topic);
+    if (!listeners) this.watchers.set(topic, (listeners = new Set()));
+    listeners.add(listener);
+    const stop = async (): Promise<void> => {
+      listeners!.delete(listener);
+      if (listeners!.size > 0) return;
+      this.watchers.delete(topic);
+      await this.client?.unsubscribeAsync(topic).catch(() => undefined);
+    };
+    try {
+      const granted = await client.subscribeAsync(topic, { qos: 1 });
+      const refused = granted.find((g) => g.qos >= 0x80);
+      if (refused) throw new UplinkError('refused', `the broker refused the subscription to ${topic}`, refused.qos);
+    } catch (err) {
+      await stop();
+      throw err instanceof UplinkError ? err : this.classify(err, true);
+    }
+    return stop;
+  }
+
   /** Says offline (retained, as the will would), disconnects cleanly and stops reconnecting. */
   async close(): Promise<void> {
     if (this.currentState === 'closed') return;
@@ -347,13 +410,14 @@ export class MqttSession {
         error = await lost;
       } catch (err) {
         error = err instanceof UplinkError ? err : new UplinkError('connection-lost', errorText(err), undefined, { cause: err });
-        if (this.running) this.heartbeat?.attemptFailed();
+        if (this.running && error.kind !== 'identity-changed') this.heartbeat?.attemptFailed();
       }
       if (!this.running) return;
       this.error = error;
       // A dead link found by the heartbeat is this car's own matter (a NAT forgot it), not a broker outage that a
       // whole fleet would answer in lock-step: the first attempt goes at once.
-      const retryInMs = error.kind === 'dead-link' && attempt === 0 ? 0 : backoffDelay(attempt, this.initialMs, this.maxMs, this.random);
+      // A new identity is tried at once too.
+      const retryInMs = (error.kind === 'dead-link' && attempt === 0) || error.kind === 'identity-changed' ? 0 : backoffDelay(attempt, this.initialMs, this.maxMs, this.random);
       attempt++;
       this.setState({ state: 'disconnected', error, retryInMs });
       await new Promise<void>((resolve) => {
@@ -421,7 +485,8 @@ export class MqttSession {
           this.brokerLimits = null;
         }
         this.dropPending(new UplinkError('connection-lost', `connection lost before the broker acknowledged: ${error.message}`));
-        void endClient(client, true);
+        // A new identity: a clean DISCONNECT, so the broker does not publish the will for a moment's change.
+        void endClient(client, error.kind !== 'identity-changed');
         if (this.abortAttempt === finish) this.abortAttempt = null;
         if (connected) {
           // close() ends the connection on purpose: not a loss.
@@ -450,6 +515,11 @@ export class MqttSession {
         );
       });
       client.on('message', (topic, payload, packet) => {
+        const watchers = this.watchers.get(topic);
+        if (watchers) {
+          for (const listener of watchers) listener(payload);
+          return;
+        }
         // MQTT.js sends the PUBACK of a QoS 1 message only after the 'message' listeners return, and the dispatcher
         // stores the command's ID and first result synchronously: a command is on disk before the broker may forget it.
         // Exactly one level below commands/: a session kept from an older agent may still hold `commands/#`.
@@ -627,6 +697,15 @@ const REASONS: Record<number, string> = {
 
 export function reasonName(code: number): string {
   return REASONS[code] ?? (code === 0 ? 'normal disconnection' : 'reason code');
+}
+
+function checkCn(identity: DeviceIdentity, deviceId: string): void {
+  if (identity.commonName === deviceId) return;
+  throw new UplinkError(
+    'identity',
+    `the certificate ${identity.files.certFile} is for '${identity.commonName}', not for device '${deviceId}': ` +
+      `the broker knows a device by its certificate's CN and would refuse (or, under MQTT 3.1.1, silently drop) its messages`,
+  );
 }
 
 async function endClient(client: MqttClient, force: boolean): Promise<void> {

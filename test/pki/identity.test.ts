@@ -75,11 +75,16 @@ describe('loadIdentity', () => {
     expectProblem(() => loadIdentity(files({ keyFile: folder })), folder, 'invalid', /private key .*: is a directory/);
   });
 
-  it('says a key the owner alone cannot keep is readable by others (a warning, not an error)', () => {
+  it('refuses a key that other users can read, naming its mode', () => {
     const loose = write('loose.key', readFileSync(car.keyFile, 'utf8'));
-    chmodSync(loose, 0o644);
-    const identity = loadIdentity(files({ keyFile: loose }));
-    assert.deepEqual(identity.warnings, [`private key ${loose} can be read by other users (chmod 600)`]);
+    for (const mode of [0o644, 0o640, 0o604]) {
+      chmodSync(loose, mode);
+      expectProblem(() => loadIdentity(files({ keyFile: loose })), loose, 'permissions', new RegExp(`private key .* has mode 0${mode.toString(8)}: other users can read it \\(chmod 600\\)`));
+    }
+    chmodSync(loose, 0o600);
+    assert.deepEqual(loadIdentity(files({ keyFile: loose })).warnings, []);
+    chmodSync(loose, 0o400);
+    assert.equal(loadIdentity(files({ keyFile: loose })).commonName, 'car-7');
   });
 
   it('refuses files that are not what they should be', () => {

@@ -62,12 +62,14 @@ export interface AgentOptions {
   commands?: Record<string, unknown>;
   /** Reuse this folder (outbox, replay memory): a restart of the same car. */
   dir?: string;
+  /** The uplink identity files; default the TestPki's for deviceId (shared: a test that changes them passes its own). */
+  identity?: { certFile: string; keyFile: string; caFile: string };
 }
 
 /** The agent's data path for `deviceId` with commands, connected to `broker`; resolves once connected. */
 export async function startAgent(broker: Mosquitto, pki: TestPki, commandPki: CommandPki, options: AgentOptions): Promise<TestAgent> {
   const dir = options.dir ?? makeTempDir('command-agent-');
-  const tls = pki.identityFiles(options.deviceId);
+  const tls = options.identity ?? pki.identityFiles(options.deviceId);
   const json = {
     deviceId: options.deviceId,
     buses: [{ name: 'can0', dbc: DEMO_DBC_PATH, source: { type: 'sim' } }],

@@ -11,6 +11,7 @@ import { ping } from './ping.js';
 import { readDtcs } from './read-dtcs.js';
 import { readVin } from './read-vin.js';
 import { restartAgent } from './restart-agent.js';
+import { rotateCertificate } from './rotate-certificate.js';
 import { setConfig } from './set-config.js';
 import { setLogLevel } from './set-log-level.js';
 import { setSignal } from './set-signal.js';
@@ -29,6 +30,7 @@ export const HANDLERS: readonly CommandHandler<any>[] = [
   setSignal,
   setLogLevel,
   restartAgent,
+  rotateCertificate,
 ];
 
-export { captureSnapshot, clearDtcs, getConfig, readDtcs, readVin, restartAgent, setConfig, setLogLevel, setSignal };
+export { captureSnapshot, clearDtcs, getConfig, readDtcs, readVin, restartAgent, rotateCertificate, setConfig, setLogLevel, setSignal };

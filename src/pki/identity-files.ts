@@ -1,0 +1,133 @@
+/**
+ * The device's certificate and key files as a pair that changes (certificate rotation) without ever leaving the car
+ * unable to connect. Two files cannot be renamed in one step, so the change is made so that any moment a power cut
+ * can stop it at is repaired at the next start:
+ *
+ *   stage:    <cert>.new and <key>.new written and fsynced beside the live files
+ *   swap:     the live pair copied to <cert>.old and <key>.old, then <key>.new renamed over <key>, then <cert>.new
+ *             over <cert>
+ *   commit:   the .old pair deleted once the new one has connected
+ *   rollback: the .old pair renamed back, key first
+ *
+ * repairIdentityFiles (at start, before the identity is loaded) finds a pair that does not match (stopped between
+ * the two renames) and completes it with whichever candidate matches the key in place; leftovers of a rotation that
+ * never swapped are removed.
+ */
+import { X509Certificate, createPrivateKey } from 'node:crypto';
+import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+
+export interface IdentityPair {
+  certFile: string;
+  keyFile: string;
+}
+
+const suffixed = (pair: IdentityPair, suffix: string): IdentityPair => ({ certFile: pair.certFile + suffix, keyFile: pair.keyFile + suffix });
+
+/** Writes the new pair beside the live one (<file>.new), the key readable by its owner only. */
+export function stageIdentity(pair: IdentityPair, certPem: string, keyPem: string): IdentityPair {
+  const staged = suffixed(pair, '.new');
+  writeDurably(staged.keyFile, keyPem, 0o600);
+  writeDurably(staged.certFile, certPem, 0o644);
+  syncDirs(pair);
+  return staged;
+}
+
+/** Puts the staged pair in place, keeping the live one as <file>.old for a rollback. */
+export function swapIdentity(pair: IdentityPair): void {
+  const staged = suffixed(pair, '.new');
+  const old = suffixed(pair, '.old');
+  copyDurably(pair.keyFile, old.keyFile, 0o600);
+  copyDurably(pair.certFile, old.certFile, 0o644);
+  renameSync(staged.keyFile, pair.keyFile);
+  renameSync(staged.certFile, pair.certFile);
+  syncDirs(pair);
+}
+
+/** Puts the previous pair back (after swapIdentity). */
+export function rollbackIdentity(pair: IdentityPair): void {
+  const old = suffixed(pair, '.old');
+  renameSync(old.keyFile, pair.keyFile);
+  renameSync(old.certFile, pair.certFile);
+  syncDirs(pair);
+}
+
+/** Forgets the previous pair once the new one works: an old key left on disk is one more key to steal. */
+export function commitIdentity(pair: IdentityPair): void {
+  for (const file of Object.values(suffixed(pair, '.old'))) rmSync(file, { force: true });
+  syncDirs(pair);
+}
+
+/** Removes a staged pair that was never swapped in. */
+export function discardStaged(pair: IdentityPair): void {
+  for (const file of Object.values(suffixed(pair, '.new'))) rmSync(file, { force: true });
+}
+
+/**
+ * Repairs what a power cut in the middle of a rotation left (see the file comment); returns a line saying what it
+ * did, or undefined when there was nothing to repair. A pair that matches is never touched.
+ */
+export function repairIdentityFiles(pair: IdentityPair): string | undefined {
+  const staged = suffixed(pair, '.new');
+  const old = suffixed(pair, '.old');
+  if (![staged.certFile, staged.keyFile, old.certFile, old.keyFile].some((f) => existsSync(f))) return undefined;
+  if (matches(pair.certFile, pair.keyFile)) {
+    // Either the rotation never swapped (a staged pair is left) or it swapped and did not commit: the live pair is
+    // consistent; the new one is kept, and the next rotation or commit clears the rest.
+    if (existsSync(staged.certFile) || existsSync(staged.keyFile)) {
+      discardStaged(pair);
+      return `identity: removed the staged pair of a certificate rotation that did not finish (${staged.certFile})`;
+    }
+    return undefined;
+  }
+  // Stopped between two renames: the key in place is the truth; the certificate that goes with it is beside it.
+  for (const candidate of [staged.certFile, old.certFile]) {
+    if (existsSync(candidate) && matches(candidate, pair.keyFile)) {
+      renameSync(candidate, pair.certFile);
+      syncDirs(pair);
+      return `identity: completed an interrupted certificate rotation: ${pair.certFile} restored from ${path.basename(candidate)}`;
+    }
+  }
+  for (const candidate of [old.keyFile, staged.keyFile]) {
+    if (existsSync(candidate) && matches(pair.certFile, candidate)) {
+      renameSync(candidate, pair.keyFile);
+      syncDirs(pair);
+      return `identity: completed an interrupted certificate rotation: ${pair.keyFile} restored from ${path.basename(candidate)}`;
+    }
+  }
+  return undefined; // nothing fits: loadIdentity reports the mismatch, naming the files
+}
+
+function matches(certFile: string, keyFile: string): boolean {
+  try {
+    return new X509Certificate(readFileSync(certFile)).checkPrivateKey(createPrivateKey(readFileSync(keyFile)));
+  } catch {
+    return false;
+  }
+}
+
+function writeDurably(file: string, text: string, mode: number): void {
+  rmSync(file, { force: true }); // a new file gets `mode`; an existing one would keep its own
+  writeFileSync(file, text, { mode });
+  const fd = openSync(file, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function copyDurably(from: string, to: string, mode: number): void {
+  writeDurably(to, readFileSync(from, 'utf8'), mode);
+}
+
+function syncDirs(pair: IdentityPair): void {
+  for (const dir of new Set([path.dirname(pair.certFile), path.dirname(pair.keyFile)])) {
+    const fd = openSync(dir, 'r');
+    try {
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+  }
+}

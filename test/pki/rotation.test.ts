@@ -1,0 +1,246 @@
+/**
+ * Certificate rotation. First, the files: a power cut at each point of the swap is repaired at the next start.
+ * Then the whole exchange through a real mosquitto (TLS with client certificates): the `rotateCertificate` command,
+ * the signing request on vehicles/<id>/csr, a backend CA answering on vehicles/<id>/certificate, the checks, the
+ * swap, the reconnection with the new pair, and the rollback when the broker does not take it.
+ */
+import assert from 'node:assert/strict';
+import { X509Certificate, createPrivateKey } from 'node:crypto';
+import { copyFileSync, existsSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type { OperatorClient } from '../../src/commands/operator-client.js';
+import type { CommandResult } from '../../src/commands/result.js';
+import { CsrError, readCsr, signDeviceCsr } from '../../src/pki/csr.js';
+import { createDevCa, issueDeviceCertificate, issueDeviceCertificateForKey, writeIssued, type DevCa } from '../../src/pki/dev-ca.js';
+import { repairIdentityFiles, stageIdentity, swapIdentity } from '../../src/pki/identity-files.js';
+import { CommandPki, operatorClient, startAgent, type TestAgent } from '../support/commands.js';
+import { BackendSubscriber, Mosquitto, TestPki } from '../support/mosquitto.js';
+import { makeTempDir } from '../support/temp.js';
+
+const fingerprint = (file: string): string => new X509Certificate(readFileSync(file)).fingerprint256;
+const pairMatches = (certFile: string, keyFile: string): boolean =>
+  new X509Certificate(readFileSync(certFile)).checkPrivateKey(createPrivateKey(readFileSync(keyFile)));
+
+describe('identity files: a rotation cut short is repaired at start', () => {
+  const ca = createDevCa({ commonName: 'files test CA' });
+
+  /** A live pair and a staged new one, in a fresh folder. */
+  function setUp(): { certFile: string; keyFile: string; oldFp: string; newFp: string } {
+    const dir = makeTempDir('identity-files-');
+    const live = writeIssued(dir, 'car', issueDeviceCertificate(ca, 'car'));
+    const fresh = issueDeviceCertificate(ca, 'car');
+    stageIdentity(live, fresh.certPem, fresh.keyPem);
+    return { ...live, oldFp: fingerprint(live.certFile), newFp: new X509Certificate(fresh.certPem).fingerprint256 };
+  }
+
+  it('staged but not swapped: the live pair stays, the staged one is removed', () => {
+    const files = setUp();
+    assert.match(repairIdentityFiles(files)!, /removed the staged pair/);
+    assert.equal(fingerprint(files.certFile), files.oldFp);
+    assert.deepEqual(readdirSync(path.dirname(files.certFile)).sort(), ['car.crt', 'car.key']);
+    assert.equal(repairIdentityFiles(files), undefined, 'nothing more to do');
+  });
+
+  it('stopped between the two renames of the swap: completed with the new certificate', () => {
+    const files = setUp();
+    // swapIdentity's steps up to the first rename.
+    copyFileSync(files.keyFile, `${files.keyFile}.old`);
+    copyFileSync(files.certFile, `${files.certFile}.old`);
+    renameSync(`${files.keyFile}.new`, files.keyFile);
+    assert.equal(pairMatches(files.certFile, files.keyFile), false);
+    assert.match(repairIdentityFiles(files)!, /completed an interrupted certificate rotation: .*car\.crt restored from car\.crt\.new/);
+    assert.equal(fingerprint(files.certFile), files.newFp);
+    assert.ok(pairMatches(files.certFile, files.keyFile));
+  });
+
+  it('stopped between the two renames of a rollback: completed with the old certificate', () => {
+    const files = setUp();
+    swapIdentity(files);
+    assert.equal(fingerprint(files.certFile), files.newFp);
+    renameSync(`${files.keyFile}.old`, files.keyFile); // the rollback's first rename only
+    assert.match(repairIdentityFiles(files)!, /car\.crt restored from car\.crt\.old/);
+    assert.equal(fingerprint(files.certFile), files.oldFp);
+    assert.ok(pairMatches(files.certFile, files.keyFile));
+  });
+
+  it('a pair that matches is never touched; a mismatch with nothing to repair it is left for loadIdentity to report', () => {
+    const files = setUp();
+    swapIdentity(files); // swapped, not yet committed: the new pair is live and consistent
+    assert.equal(repairIdentityFiles(files), undefined);
+    assert.equal(fingerprint(files.certFile), files.newFp);
+    const stranger = issueDeviceCertificate(ca, 'car');
+    writeFileSync(files.certFile, stranger.certPem);
+    for (const suffix of ['.old', '.new']) for (const f of [files.certFile, files.keyFile]) if (existsSync(f + suffix)) renameSync(f + suffix, `${f + suffix}.aside`);
+    writeFileSync(`${files.certFile}.old`, stranger.certPem);
+    assert.equal(repairIdentityFiles(files), undefined);
+    assert.equal(pairMatches(files.certFile, files.keyFile), false);
+  });
+});
+
+/** The fleet's CA service: answers signing requests on vehicles/+/csr the way each test asks. */
+class CaService {
+  /** How to answer the next requests. */
+  mode: 'sign' | 'other-device' | 'foreign-ca' | 'untrusted-by-broker' | 'garbage' | 'silent' = 'sign';
+  readonly requests: { topic: string; body: { requestId: string; deviceId: string; csr: string } }[] = [];
+
+  constructor(
+    private readonly backend: BackendSubscriber,
+    private readonly ca: DevCa,
+    private readonly others: { foreign: DevCa; second: DevCa },
+  ) {
+    backend.client.on('message', (topic, payload) => {
+      if (!/^vehicles\/[^/]+\/csr$/.test(topic)) return;
+      const body = JSON.parse(payload.toString()) as { requestId: string; deviceId: string; csr: string };
+      this.requests.push({ topic, body });
+      void this.answer(body);
+    });
+  }
+
+  private async answer(body: { requestId: string; deviceId: string; csr: string }): Promise<void> {
+    let certificate: string;
+    switch (this.mode) {
+      case 'silent':
+        return;
+      case 'garbage':
+        certificate = '-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n';
+        break;
+      case 'other-device':
+        // The car's new key, another device's name: the car must not take it.
+        certificate = issueDeviceCertificateForKey(this.ca, 'someone-else', readCsr(body.csr).publicKey);
+        break;
+      case 'foreign-ca':
+        certificate = signDeviceCsr(this.others.foreign, body.csr, { deviceId: body.deviceId });
+        break;
+      case 'untrusted-by-broker':
+        certificate = signDeviceCsr(this.others.second, body.csr, { deviceId: body.deviceId });
+        break;
+      default:
+        certificate = signDeviceCsr(this.ca, body.csr, { deviceId: body.deviceId });
+    }
+    await this.backend.client.publishAsync(`vehicles/${body.deviceId}/certificate`, JSON.stringify({ requestId: body.requestId, certificate }), { qos: 1 });
+  }
+}
+
+describe('rotateCertificate through mosquitto', { timeout: 120_000 }, () => {
+  const pki = new TestPki('rotation test CA');
+  const commandPki = new CommandPki();
+  // A second CA the car also trusts (a fleet moving to a new CA), which this broker does not know yet.
+  const second = createDevCa({ commonName: 'next fleet CA' });
+  const foreign = createDevCa({ commonName: 'a CA nobody trusts' });
+  const deviceId = 'car-rotate';
+  const dir = makeTempDir('rotation-agent-');
+  const identity = {
+    certFile: path.join(dir, 'certs', `${deviceId}.crt`),
+    keyFile: path.join(dir, 'certs', `${deviceId}.key`),
+    caFile: path.join(dir, 'certs', 'ca.crt'),
+  };
+  let broker: Mosquitto;
+  let backend: BackendSubscriber;
+  let service: CaService;
+  let agent: TestAgent;
+  let ops: OperatorClient;
+
+  before(async () => {
+    writeIssued(path.dirname(identity.certFile), deviceId, issueDeviceCertificate(pki.ca, deviceId));
+    writeFileSync(identity.caFile, pki.ca.certPem + second.certPem);
+    broker = await Mosquitto.start({ pki });
+    backend = await BackendSubscriber.connect(broker, pki, 'vehicles/+/csr');
+    service = new CaService(backend, pki.ca, { foreign, second });
+    agent = await startAgent(broker, pki, commandPki, { deviceId, identity, dir });
+    ops = await operatorClient(broker, pki);
+  });
+  after(async () => {
+    await ops?.close();
+    await agent?.close();
+    await backend?.close();
+    await broker?.stop();
+  });
+
+  const rotate = (params: Record<string, unknown> = {}): Promise<{ results: CommandResult[]; final: CommandResult | undefined }> =>
+    ops.send({ deviceId, name: 'rotateCertificate', params }, commandPki.operator, { timeoutMs: 60_000 });
+  const snapshot = (): Record<string, string> =>
+    Object.fromEntries(readdirSync(path.dirname(identity.certFile)).sort().map((f) => [f, readFileSync(path.join(path.dirname(identity.certFile), f), 'utf8')]));
+
+  it('a new key on the car, its CSR to the backend, the certificate back: swapped in, connected with, the old pair gone', async () => {
+    const before = fingerprint(identity.certFile);
+    const oldKey = readFileSync(identity.keyFile, 'utf8');
+    const connections = agent.dataPath.uplink!.session.counters.connections;
+    const outcome = await rotate();
+    assert.equal(outcome.final?.status, 'SUCCEEDED', JSON.stringify(outcome.final));
+    // At least once: results in flight when the connection changed come again after it (the same seq).
+    const once = [...new Map(outcome.results.map((r) => [r.seq, r])).values()];
+    assert.deepEqual(
+      once.filter((r) => r.status === 'IN_PROGRESS').map((r) => (r.detail as { step?: string } | undefined)?.step ?? null),
+      [null, 'csr-sent', 'certificate-received', 'reconnecting'],
+    );
+    const detail = outcome.final!.detail as { previous: { fingerprint256: string }; current: { fingerprint256: string; daysLeft: number; notAfter: string } };
+    assert.equal(detail.previous.fingerprint256, before);
+    assert.notEqual(detail.current.fingerprint256, before);
+    assert.equal(detail.current.daysLeft, 824);
+    // On disk: the new pair, the key readable by its owner only and not the old one; nothing left over.
+    assert.equal(fingerprint(identity.certFile), detail.current.fingerprint256);
+    assert.ok(pairMatches(identity.certFile, identity.keyFile));
+    assert.notEqual(readFileSync(identity.keyFile, 'utf8'), oldKey);
+    assert.equal(statSync(identity.keyFile).mode & 0o777, 0o600);
+    assert.deepEqual(Object.keys(snapshot()), ['ca.crt', `${deviceId}.crt`, `${deviceId}.key`]);
+    // The request carried the device ID and a CSR, never a private key.
+    const request = service.requests.at(-1)!;
+    assert.equal(request.topic, `vehicles/${deviceId}/csr`);
+    assert.equal(request.body.deviceId, deviceId);
+    assert.equal(request.body.requestId, outcome.final!.id);
+    assert.doesNotMatch(JSON.stringify(request.body), /PRIVATE KEY/);
+    // Connected again, with the new certificate: the broker takes it, commands still run.
+    const session = agent.dataPath.uplink!.session;
+    assert.equal(session.counters.connections, connections + 1);
+    assert.equal(session.currentIdentity.fingerprint256, detail.current.fingerprint256);
+    assert.equal((await ops.send({ deviceId, name: 'ping' }, commandPki.operator, { timeoutMs: 10_000 })).final?.status, 'SUCCEEDED');
+    const health = agent.dataPath.healthReport().certificate as { fingerprint256: string; daysLeft: number; expiringSoon: boolean };
+    assert.deepEqual(health, { ...detail.current, expiringSoon: false });
+  });
+
+  it('refuses a certificate for another device, from a CA it does not pin, or unreadable: FAILED bad-certificate, nothing changed', async () => {
+    const cases: [CaService['mode'], RegExp][] = [
+      ['other-device', /the certificate is for 'someone-else', not for this device 'car-rotate'/],
+      ['foreign-ca', /is not issued by the CA in .*ca\.crt/],
+      ['garbage', /refused: /],
+    ];
+    for (const [mode, message] of cases) {
+      const files = snapshot();
+      service.mode = mode;
+      const outcome = await rotate();
+      assert.equal(outcome.final?.status, 'FAILED', mode);
+      assert.equal(outcome.final!.reason, 'bad-certificate', mode);
+      assert.match(outcome.final!.message!, message, mode);
+      assert.deepEqual(snapshot(), files, `${mode}: the files are as they were`);
+      assert.equal(agent.dataPath.uplink!.session.state, 'connected');
+    }
+  });
+
+  it('the broker does not take the new pair: rolled back to the old one, reconnected with it', async () => {
+    const files = snapshot();
+    service.mode = 'untrusted-by-broker';
+    const outcome = await rotate();
+    assert.equal(outcome.final?.status, 'FAILED', JSON.stringify(outcome.results));
+    assert.equal(outcome.final!.reason, 'rolled-back');
+    assert.match(outcome.final!.message!, /the broker did not accept the new certificate .*; the previous one is back in use/);
+    assert.deepEqual(snapshot(), files);
+    service.mode = 'sign';
+    assert.equal((await ops.send({ deviceId, name: 'ping' }, commandPki.operator, { timeoutMs: 15_000 })).final?.status, 'SUCCEEDED');
+    assert.match(agent.log.join('\n'), /certificate rotation failed \(rolled-back\)/);
+  });
+
+  it('no answer within waitS: FAILED no-certificate, nothing changed; a late answer is ignored', async () => {
+    const files = snapshot();
+    service.mode = 'silent';
+    const outcome = await rotate({ waitS: 1 });
+    assert.equal(outcome.final?.reason, 'no-certificate');
+    assert.match(outcome.final!.message!, /no certificate for request .* within 1 s; nothing was changed/);
+    // The backend answers now, too late: the car is no longer listening for it.
+    const late = service.requests.at(-1)!.body;
+    await backend.client.publishAsync(`vehicles/${deviceId}/certificate`, JSON.stringify({ requestId: late.requestId, certificate: signDeviceCsr(pki.ca, late.csr) }), { qos: 1 });
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.deepEqual(snapshot(), files);
+    assert.throws(() => signDeviceCsr(pki.ca, late.csr, { deviceId: 'car-other' }), CsrError);
+  });
+});
