@@ -16,10 +16,11 @@ import type { CollectionConfig } from '../collect/config.js';
 import type { SampleBatch } from '../collect/sample.js';
 import { CommandFailure, type CertificateRotationRequest, type CommandContext } from '../commands/handler.js';
 import type { DeviceConfig } from '../config/device-config.js';
+import type { UplinkConfig } from '../uplink/config.js';
 import type { BusDecoder } from '../dbc/bus-decoder.js';
 import { createDevCa, devCaFromPem, issueDeviceCertificate, issueServerCertificate, writeIssued, type DevCa } from '../pki/dev-ca.js';
 import { DEV_OPERATOR, writeDevelopmentKeys } from '../pki/command-pki.js';
-import { loadIdentity } from '../pki/identity.js';
+import { loadIdentity, type IdentityFiles } from '../pki/identity.js';
 import { repairIdentityFiles } from '../pki/identity-files.js';
 import { rotateCertificate, RotationFailure, summary } from '../pki/rotation.js';
 import { SqliteOutbox, type OutboxItem, type OutboxStats } from '../store/outbox.js';
@@ -63,6 +64,17 @@ export interface DevPkiPaths {
  * one for the backend identity (to subscribe with mosquitto_sub), and a command CA with an operator to sign remote
  * commands; creates what is missing, keeps what is there.
  */
+/** The identity files of the uplink section (resolved by the config loader), the device certificate's issuer required. */
+function identityFiles(uplink: UplinkConfig): IdentityFiles & { caFile: string } {
+  return {
+    certFile: uplink.certFile!,
+    keyFile: uplink.keyFile!,
+    caFile: uplink.caFile!,
+    ...(uplink.issuerFile !== undefined ? { issuerFile: uplink.issuerFile } : {}),
+    requireIssuer: true,
+  };
+}
+
 export function ensureDevPki(certsDir: string, deviceId: string, say: Warn = () => undefined): DevPkiPaths {
   mkdirSync(certsDir, { recursive: true });
   const file = (name: string): string => path.join(certsDir, name);
@@ -342,7 +354,7 @@ export class DataPath {
     try {
       const outcome = await rotateCertificate({
         deviceId: this.config.deviceId,
-        files: { certFile: uplink.certFile!, keyFile: uplink.keyFile!, caFile: uplink.caFile! },
+        files: identityFiles(uplink),
         link: this.uplink.session,
         requestId: request.requestId,
         waitMs: request.waitMs,
@@ -365,7 +377,7 @@ export class DataPath {
     const uplink = this.config.uplink;
     if (!uplink || !this.uplink) return;
     try {
-      const identity = loadIdentity({ certFile: uplink.certFile!, keyFile: uplink.keyFile!, caFile: uplink.caFile! });
+      const identity = loadIdentity(identityFiles(uplink));
       const { daysLeft, notAfter } = summary(identity);
       if (daysLeft <= CERTIFICATE_WARNING_DAYS) this.warn(`uplink: the device certificate expires in ${daysLeft} days (${notAfter}): rotate it (command rotateCertificate)`);
     } catch (err) {
@@ -458,7 +470,7 @@ async function openUplink(config: DeviceConfig, outbox: SqliteOutbox, warn: Warn
     // A rotation cut short by a power cut is finished (or undone) before the identity is read.
     const repaired = repairIdentityFiles({ certFile: uplink.certFile!, keyFile: uplink.keyFile! });
     if (repaired) warn(repaired);
-    const identity = loadIdentity({ certFile: uplink.certFile!, keyFile: uplink.keyFile!, caFile: uplink.caFile! });
+    const identity = loadIdentity(identityFiles(uplink));
     for (const w of identity.warnings) warn(`uplink: ${w}`);
     // The network is known before the first connection, so a car starts from what it learned on this network.
     const network = uplink.keepalive.adaptive ? await identifyNetwork() : undefined;

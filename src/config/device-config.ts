@@ -384,6 +384,7 @@ function resolveUplinkPaths(uplink: UplinkConfig, deviceId: string, baseDir: str
     certFile: file(uplink.certFile, `${deviceId}.crt`),
     keyFile: file(uplink.keyFile, `${deviceId}.key`),
     caFile: file(uplink.caFile, 'ca.crt'),
+    ...(uplink.issuerFile === undefined ? {} : { issuerFile: path.resolve(baseDir, uplink.issuerFile) }),
     keepalive: {
       ...uplink.keepalive,
       ...(uplink.keepalive.memoryPath === undefined ? {} : { memoryPath: path.resolve(baseDir, uplink.keepalive.memoryPath) }),

@@ -74,6 +74,13 @@ export const uplinkConfigSchema = z
     certFile: z.string().min(1).optional().describe('Client certificate (PEM) whose CN is the deviceId. Default: <certsDir>/<deviceId>.crt.'),
     keyFile: z.string().min(1).optional().describe('Its private key (PEM, unencrypted). Default: <certsDir>/<deviceId>.key.'),
     caFile: z.string().min(1).optional().describe('The only CA trusted for the broker\'s certificate (pinned). Default: <certsDir>/ca.crt.'),
+    issuerFile: z
+      .string()
+      .min(1)
+      .optional()
+      .describe(
+        'The CA that issues device certificates, when it is not the broker\'s CA in caFile. The device certificate must chain to it (checked at start, daily and on rotation). Default: caFile.',
+      ),
     protocol: z
       .union([z.literal(5), z.literal(4)])
       .optional()

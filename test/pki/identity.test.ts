@@ -138,6 +138,10 @@ describe('loadIdentity', () => {
     assert.equal(loadIdentity(files({ issuerFile: caFile })).commonName, 'car-7');
     // The broker's CA may be another one than the client certificate's issuer (a different PKI for the broker).
     assert.equal(loadIdentity(files({ caFile: foreignFile })).commonName, 'car-7');
+    // With requireIssuer (as the agent loads it), the certificate must be issued by caFile's CA when no issuer is given.
+    expectProblem(() => loadIdentity(files({ caFile: foreignFile, requireIssuer: true })), car.certFile, 'chain', /is not issued by the CA in .*foreign\/ca\.crt \(it names CN=identity test CA\)/);
+    assert.equal(loadIdentity(files({ caFile: foreignFile, issuerFile: caFile, requireIssuer: true })).commonName, 'car-7');
+    assert.equal(loadIdentity(files({ requireIssuer: true })).commonName, 'car-7');
   });
 
   it('a CA written to files can be read back and issue more devices', () => {
