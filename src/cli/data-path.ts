@@ -21,6 +21,7 @@ import type { BusDecoder } from '../dbc/bus-decoder.js';
 import { createDevCa, devCaFromPem, issueDeviceCertificate, issueServerCertificate, writeIssued, type DevCa } from '../pki/dev-ca.js';
 import { DEV_OPERATOR, writeDevelopmentKeys } from '../pki/command-pki.js';
 import { loadIdentity, type IdentityFiles } from '../pki/identity.js';
+import { signDeviceCsr } from '../pki/csr.js';
 import { repairIdentityFiles } from '../pki/identity-files.js';
 import { rotateCertificate, RotationFailure, summary } from '../pki/rotation.js';
 import { SqliteOutbox, type OutboxItem, type OutboxStats } from '../store/outbox.js';
@@ -456,7 +457,10 @@ async function openUplink(config: DeviceConfig, outbox: SqliteOutbox, warn: Warn
     const host = address.hostname === 'localhost' ? '127.0.0.1' : address.hostname;
     const port = address.port === '' ? 8883 : Number(address.port);
     try {
-      broker = await EmbeddedBroker.start({ host, port, certFile: pki.serverCertFile, keyFile: pki.serverKeyFile, caFile: pki.caFile });
+      // The development CA also signs the device's rotation requests (only for its own device ID: signDeviceCsr).
+      const devCa = devCaFromPem(readFileSync(pki.caFile, 'utf8'), readFileSync(path.join(uplink.certsDir!, 'ca.key'), 'utf8'));
+      const signCsr = (deviceId: string, csrPem: string): string => signDeviceCsr(devCa, csrPem, { deviceId });
+      broker = await EmbeddedBroker.start({ host, port, certFile: pki.serverCertFile, keyFile: pki.serverKeyFile, caFile: pki.caFile, signCsr });
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'EADDRINUSE') throw new Error(`uplink.url: the embedded broker cannot listen on ${host}:${port}: the port is in use (another agent or broker running?)`);

@@ -6,6 +6,8 @@
  * may read everything and send commands.
  *
  * aedes speaks MQTT 3.1.1, not 5: the default config's uplink says `"protocol": 4` for this broker.
+ *
+ * With `signCsr` it is also the fleet's CA service for development: it answers a device's certificate signing request.
  */
 import { readFileSync } from 'node:fs';
 import { createServer, type Server, type TLSSocket } from 'node:tls';
@@ -20,6 +22,12 @@ export interface EmbeddedBrokerOptions {
   keyFile: string;
   /** Client certificates must chain to this CA. */
   caFile: string;
+  /**
+   * The development CA service: a device's signing request on vehicles/<id>/csr is answered on
+   * vehicles/<id>/certificate with what this returns (the certificate PEM), so `rotateCertificate` works in the
+   * default run. Throws to leave a request unanswered.
+   */
+  signCsr?: (deviceId: string, csrPem: string) => string;
 }
 
 /** The identity allowed to read every vehicle and to send commands. */
@@ -55,6 +63,21 @@ export function maySubscribe(identity: string, filter: string): boolean {
   if (filter === `vehicles/${identity}/certificate`) return true;
   const commands = `vehicles/${identity}/commands/`;
   return filter === `${commands}+` || (filter.startsWith(commands) && /^[^/#+]+$/.test(filter.slice(commands.length)));
+}
+
+/** Signs a device's request (as the fleet's CA service would) and sends the certificate back, once published. */
+function answerCsr(broker: Aedes, deviceId: string, payload: Buffer, sign: (deviceId: string, csrPem: string) => string): void {
+  setImmediate(() => {
+    let answer: string;
+    try {
+      const request = JSON.parse(payload.toString('utf8')) as { requestId?: unknown; csr?: unknown };
+      if (typeof request.requestId !== 'string' || typeof request.csr !== 'string') return;
+      answer = JSON.stringify({ requestId: request.requestId, certificate: sign(deviceId, request.csr) });
+    } catch {
+      return; // a bad request stays unanswered; the device gives up after its wait
+    }
+    broker.publish({ cmd: 'publish', topic: `vehicles/${deviceId}/certificate`, payload: Buffer.from(answer), qos: 1, retain: false, dup: false }, () => undefined);
+  });
 }
 
 export class EmbeddedBroker {
@@ -93,6 +116,9 @@ export class EmbeddedBroker {
         if (identity !== null && mayPublish(identity, packet.topic)) {
           if (holder && identity !== BACKEND_IDENTITY) holder.received++;
           callback(null);
+          if (options.signCsr && identity !== BACKEND_IDENTITY && packet.topic === `vehicles/${identity}/csr`) {
+            answerCsr(broker, identity, Buffer.from(packet.payload), options.signCsr);
+          }
           return;
         }
         if (holder) holder.refused++;
