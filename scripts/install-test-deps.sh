@@ -2,7 +2,8 @@
 # Installs the system tools the host tests drive as real parts: socat (the pseudo-terminal pairs the ELM327 serial
 # tests talk through) and mosquitto (the real MQTT broker of the uplink tests, started on free ports; its own system
 # service is never used), nftables, conntrack and ping (the NAT router of the carrier-network
-# harness in test/net/, and its loss measurement).
+# harness in test/net/, and its loss measurement), and chromium (renders the local status page headless in
+# test/health/).
 # Idempotent and quiet when everything is there; exits non-zero, naming what is missing, when it
 # cannot install. The SocketCAN VM has its own list: scripts/vm/install-deps.sh.
 set -euo pipefail
@@ -14,6 +15,12 @@ declare -A provides=(
   [nft]=nftables
   [conntrack]=conntrack
   [ping]=iputils-ping
+  [chromium]=chromium
+  # test/scripts/: the unit checked by systemd-analyze verify (systemd-notify comes with it), the notify socket's
+  # listener (python3: neither node nor socat reads one datagram at a time), a CA that signs a CSR (openssl)
+  [systemd-analyze]=systemd
+  [python3]=python3
+  [openssl]=openssl
 )
 missing=()
 for cmd in "${!provides[@]}"; do

@@ -1,0 +1,219 @@
+/**
+ * File operations of the provisioning tools (scripts/dev-pki, provision, flash, install-service): each one writes only
+ * what differs, so a second run changes nothing (not even a timestamp), and sets mode and owner explicitly rather than
+ * trusting the umask. A file is replaced by writing a temporary file beside it and renaming it over: a target is never
+ * left half-written, and a secret is created with its final mode, so it is not readable by others even for a moment.
+ *
+ * Paths inside a target root file system go through `resolveInRoot`: an image's own symbolic links (`/var` ->
+ * `/data/var` on a read-only root) must resolve inside the image, never on the machine preparing it.
+ */
+import {
+  chmodSync,
+  chownSync,
+  closeSync,
+  fchmodSync,
+  fchownSync,
+  lchownSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  readlinkSync,
+  renameSync,
+  rmSync,
+  symlinkSync,
+  writeSync,
+  type Stats,
+} from 'node:fs';
+import path from 'node:path';
+
+/** A problem with the tool's input or target: the CLI prints its message as one line and exits 1. */
+export class ProvisionError extends Error {
+  override readonly name = 'ProvisionError';
+}
+
+export type Change = 'created' | 'updated' | 'unchanged';
+
+export interface Owner {
+  uid: number;
+  gid: number;
+}
+
+export interface Placement {
+  /** Permission bits, e.g. 0o600. */
+  mode: number;
+  /** Numeric owner (in the target's own user database); default: left as the process creates it. */
+  owner?: Owner;
+}
+
+/** Tallies what a run did, for its closing line ("3 created, 1 updated" or "nothing changed"). */
+export class ChangeCount {
+  created = 0;
+  updated = 0;
+  removed = 0;
+
+  add(change: Change): Change {
+    if (change === 'created') this.created++;
+    else if (change === 'updated') this.updated++;
+    return change;
+  }
+
+  get changed(): boolean {
+    return this.created + this.updated + this.removed > 0;
+  }
+
+  text(): string {
+    if (!this.changed) return 'nothing changed';
+    return [
+      this.created > 0 ? `${this.created} created` : '',
+      this.updated > 0 ? `${this.updated} updated` : '',
+      this.removed > 0 ? `${this.removed} removed` : '',
+    ]
+      .filter(Boolean)
+      .join(', ');
+  }
+}
+
+function lstatOrUndefined(file: string): Stats | undefined {
+  try {
+    return lstatSync(file);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+}
+
+export function octal(mode: number): string {
+  return (mode & 0o7777).toString(8).padStart(4, '0');
+}
+
+/** Sets mode and owner where they differ; true when something changed. */
+function fixMetadata(file: string, stats: Stats, placement: Placement): boolean {
+  let changed = false;
+  if (placement.owner && (stats.uid !== placement.owner.uid || stats.gid !== placement.owner.gid)) {
+    chownSync(file, placement.owner.uid, placement.owner.gid);
+    changed = true;
+  }
+  // After chown: changing the owner clears set-id bits, and the mode must be the one asked for.
+  if ((stats.mode & 0o7777) !== placement.mode) {
+    chmodSync(file, placement.mode);
+    changed = true;
+  }
+  return changed;
+}
+
+/**
+ * Makes `file` hold exactly `content` with the given mode and owner. An existing symbolic link in its place is
+ * replaced (never written through); a folder there is an error.
+ */
+export function putFile(file: string, content: Buffer | string, placement: Placement): Change {
+  const data = typeof content === 'string' ? Buffer.from(content, 'utf8') : content;
+  const stats = lstatOrUndefined(file);
+  if (stats?.isDirectory()) throw new ProvisionError(`${file} is a folder where a file belongs`);
+  if (stats?.isFile() && stats.size === data.length && readFileSync(file).equals(data)) {
+    return fixMetadata(file, stats, placement) ? 'updated' : 'unchanged';
+  }
+  const temp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.tmp`);
+  rmSync(temp, { force: true });
+  // 'wx' with the final mode: the secret is never readable by anyone else, not even before the chmod below.
+  const fd = openSync(temp, 'wx', placement.mode & 0o700);
+  try {
+    writeSync(fd, data);
+    if (placement.owner) fchownSync(fd, placement.owner.uid, placement.owner.gid);
+    // The umask may have removed bits the file needs (0644 under umask 077): set them exactly.
+    fchmodSync(fd, placement.mode);
+  } catch (err) {
+    closeSync(fd);
+    rmSync(temp, { force: true });
+    throw err;
+  }
+  closeSync(fd);
+  renameSync(temp, file);
+  return stats === undefined ? 'created' : 'updated';
+}
+
+/** Makes `dir` a folder with the given mode and owner (its parent must exist). A file or link in its place is an error. */
+export function putDir(dir: string, placement: Placement): Change {
+  const stats = lstatOrUndefined(dir);
+  if (stats === undefined) {
+    mkdirSync(dir, { mode: 0o700 });
+    if (placement.owner) chownSync(dir, placement.owner.uid, placement.owner.gid);
+    chmodSync(dir, placement.mode);
+    return 'created';
+  }
+  if (!stats.isDirectory()) throw new ProvisionError(`${dir} is not a folder (${stats.isSymbolicLink() ? 'a symbolic link' : 'a file'} is in its place)`);
+  return fixMetadata(dir, stats, placement) ? 'updated' : 'unchanged';
+}
+
+/** Makes `link` a symbolic link to `target` (replacing a file or another link there). */
+export function putSymlink(link: string, target: string, owner?: Owner): Change {
+  const stats = lstatOrUndefined(link);
+  if (stats?.isSymbolicLink() && readlinkSync(link) === target) {
+    if (owner && (stats.uid !== owner.uid || stats.gid !== owner.gid)) {
+      lchown(link, owner);
+      return 'updated';
+    }
+    return 'unchanged';
+  }
+  if (stats?.isDirectory()) throw new ProvisionError(`${link} is a folder where a symbolic link belongs`);
+  if (stats) rmSync(link, { force: true });
+  symlinkSync(target, link);
+  if (owner) lchown(link, owner);
+  return stats === undefined ? 'created' : 'updated';
+}
+
+function lchown(link: string, owner: Owner): void {
+  // The link itself, not what it points to (which may not exist on this machine).
+  lchownSync(link, owner.uid, owner.gid);
+}
+
+/**
+ * The real location of `relative` inside the root file system `root`, following the image's own symbolic links as
+ * the device will (an absolute link target starts again at `root`, `..` never climbs above it). The last component
+ * need not exist; links among the existing components are followed.
+ */
+export function resolveInRoot(root: string, relative: string): string {
+  const rootReal = path.resolve(root);
+  const pending = relative.split('/').filter((part) => part !== '' && part !== '.');
+  const done: string[] = [];
+  let hops = 0;
+  while (pending.length > 0) {
+    const part = pending.shift()!;
+    if (part === '..') {
+      done.pop();
+      continue;
+    }
+    const candidate = path.join(rootReal, ...done, part);
+    const stats = lstatOrUndefined(candidate);
+    if (stats?.isSymbolicLink()) {
+      if (++hops > 40) throw new ProvisionError(`too many symbolic links resolving /${relative} in ${root}`);
+      const target = readlinkSync(candidate);
+      const parts = target.split('/').filter((p) => p !== '' && p !== '.');
+      if (target.startsWith('/')) done.length = 0;
+      pending.unshift(...parts);
+      continue;
+    }
+    done.push(part);
+  }
+  return path.join(rootReal, ...done);
+}
+
+/** `mkdir -p` of `relative` inside `root`, each missing folder created with `placement` (usually root-owned 0755). */
+export function ensureDirInRoot(root: string, relative: string, placement: Placement, count?: ChangeCount): string {
+  const parts = relative.split('/').filter(Boolean);
+  let sofar = '';
+  let real = path.resolve(root);
+  for (const part of parts) {
+    sofar = sofar ? `${sofar}/${part}` : part;
+    real = resolveInRoot(root, sofar);
+    if (lstatOrUndefined(real) === undefined) {
+      mkdirSync(real, { mode: 0o700 });
+      if (placement.owner) chownSync(real, placement.owner.uid, placement.owner.gid);
+      chmodSync(real, placement.mode);
+      count?.add('created');
+    } else if (!lstatSync(real).isDirectory()) {
+      throw new ProvisionError(`/${sofar} in ${root} is not a folder`);
+    }
+  }
+  return real;
+}

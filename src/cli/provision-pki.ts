@@ -1,0 +1,580 @@
+/**
+ * `dev-pki` (the development PKI the demo and the tests use) and `provision` (one car's identity and install bundle).
+ *
+ * A bundle is laid out as /etc/telematics-agent will be on the car, so the config's relative paths hold in both places:
+ *
+ *   config.json               the device config for this car (DBCs under dbc/, state under /var/lib/telematics-agent)
+ *   dbc/                      the DBC files its buses decode with
+ *   certs/device.key          the device's private key, 0600, made here and never sent anywhere
+ *   certs/device.csr          its signing request (CN = the device ID)
+ *   certs/device.crt          the signed certificate, leaf first, then any intermediate CA
+ *   certs/broker-ca.crt       the CA the broker's certificate must chain to (pinned)
+ *   certs/command-ca.crt      the CA remote commands must be signed under (pinned)
+ *   telematics-agent.service  the systemd unit
+ */
+import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
+import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { DeviceConfigError, loadDeviceConfig, parseDeviceConfig, type DeviceConfig } from '../config/device-config.js';
+import { createCsr, createDeviceKey, readCsr, signDeviceCsr } from '../pki/csr.js';
+import { devCaFromPem, issueServerCertificate, writeIssued } from '../pki/dev-ca.js';
+import { IdentityError, loadIdentity } from '../pki/identity.js';
+import { DEV_OPERATOR } from '../pki/command-pki.js';
+import { ChangeCount, ProvisionError, octal, putDir, putFile, type Change } from './provision-files.js';
+import { INSTALL, serviceUnit, type UnitOptions } from './provision-unit.js';
+
+type Say = (line: string) => void;
+
+/** The project folder (this file runs as dist/src/cli/provision-pki.js). */
+export const PROJECT_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+export const DEFAULT_DEV_PKI_DIR = path.join(PROJECT_ROOT, 'certs', 'dev');
+/** Under certs/, which git ignores: a bundle holds a private key. */
+export const DEFAULT_BUNDLES_DIR = path.join(PROJECT_ROOT, 'certs', 'bundles');
+export const DEFAULT_TEMPLATE = path.join(PROJECT_ROOT, 'device-config', 'default.json');
+export const DEMO_DEVICE = 'demo-vehicle-001';
+
+export const BUNDLE = {
+  config: 'config.json',
+  certsDir: 'certs',
+  key: 'certs/device.key',
+  csr: 'certs/device.csr',
+  cert: 'certs/device.crt',
+  brokerCa: 'certs/broker-ca.crt',
+  commandCa: 'certs/command-ca.crt',
+  dbcDir: 'dbc',
+  replayDir: 'replay',
+  unit: INSTALL.unitName,
+} as const;
+
+/** A certificate closer to its end than this is re-issued when provision runs again with the CA. */
+const RENEW_BEFORE_DAYS = 30;
+/** Under systemd the status line goes to the journal: once a minute, not once a second. */
+const SERVICE_STATUS_INTERVAL_MS = 60_000;
+
+// ---- input checks -----------------------------------------------------------------------------------------------
+
+/** Device IDs this tool accepts: the certificate CN, an MQTT topic level and a folder name, so nothing exotic. */
+export const DEVICE_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+export function checkDeviceId(id: string): void {
+  if (DEVICE_ID_PATTERN.test(id)) return;
+  const bad = [...id].find((c) => !/[A-Za-z0-9._-]/.test(c));
+  const why =
+    id === ''
+      ? 'it is empty'
+      : bad !== undefined
+        ? `${JSON.stringify(bad)} is not allowed`
+        : id.length > 64
+          ? `it has ${id.length} characters (at most 64)`
+          : 'it must start with a letter or a digit';
+  throw new ProvisionError(
+    `--device ${JSON.stringify(id)} cannot be a device ID: ${why} (letters, digits, '.', '_' and '-': it becomes the certificate's CN, an MQTT topic level and a folder name)`,
+  );
+}
+
+function readInput(option: string, file: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') throw new ProvisionError(`${option} ${file}: no such file`);
+    if (code === 'EISDIR') throw new ProvisionError(`${option} ${file}: is a folder, not a file`);
+    throw new ProvisionError(`${option} ${file}: cannot be read (${code ?? (err as Error).message})`);
+  }
+}
+
+const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
+
+function certificatesIn(option: string, file: string, pem: string): X509Certificate[] {
+  const blocks = pem.match(PEM_CERTIFICATE) ?? [];
+  if (blocks.length === 0) throw new ProvisionError(`${option} ${file}: holds no PEM certificate`);
+  return blocks.map((block, i) => {
+    try {
+      return new X509Certificate(block);
+    } catch (err) {
+      throw new ProvisionError(`${option} ${file}: certificate #${i + 1} cannot be parsed (${(err as Error).message})`);
+    }
+  });
+}
+
+/** A CA certificate file: every certificate in it must be a CA, valid now. */
+function readCaFile(option: string, file: string): { pem: string; certs: X509Certificate[] } {
+  const pem = readInput(option, file);
+  const certs = certificatesIn(option, file, pem);
+  const now = new Date();
+  for (const cert of certs) {
+    const name = cn(cert) ?? cert.subject.replace(/\n/g, ', ');
+    if (!cert.ca) throw new ProvisionError(`${option} ${file}: '${name}' is not a CA certificate (basicConstraints CA:TRUE is missing)`);
+    if (new Date(cert.validTo) < now) throw new ProvisionError(`${option} ${file}: the CA '${name}' expired on ${new Date(cert.validTo).toISOString()}`);
+    if (new Date(cert.validFrom) > now) throw new ProvisionError(`${option} ${file}: the CA '${name}' is not valid before ${new Date(cert.validFrom).toISOString()} (is this clock right?)`);
+  }
+  return { pem: normalizePem(pem), certs };
+}
+
+/** Only the certificates, one after the other: comments and text dumps around them are left out. */
+function normalizePem(pem: string): string {
+  return `${(pem.match(PEM_CERTIFICATE) ?? []).join('\n')}\n`;
+}
+
+function cn(cert: X509Certificate): string | undefined {
+  return cert.subject.split('\n').find((l) => l.startsWith('CN='))?.slice(3);
+}
+
+function issuerCn(cert: X509Certificate): string {
+  return cert.issuer.split('\n').find((l) => l.startsWith('CN='))?.slice(3) ?? cert.issuer.replace(/\n/g, ', ');
+}
+
+function day(date: string): string {
+  return new Date(date).toISOString().slice(0, 10);
+}
+
+function selfSigned(cert: X509Certificate): boolean {
+  return cert.checkIssued(cert) && cert.verify(cert.publicKey);
+}
+
+interface SigningCa {
+  file: string;
+  cert: X509Certificate;
+  /** Certificates of the --ca file that are not self-signed: intermediates, which go into the device's chain. */
+  intermediates: X509Certificate[];
+  certPem: string;
+  keyPem: string;
+}
+
+function readSigningCa(caFile: string, keyFile: string): SigningCa {
+  const { certs } = readCaFile('--ca', caFile);
+  const keyText = readInput('--ca-key', keyFile);
+  let key: KeyObject;
+  try {
+    key = createPrivateKey(keyText);
+  } catch (err) {
+    const message = (err as Error).message;
+    if (/passphrase|encrypted/i.test(message) || keyText.includes('ENCRYPTED')) {
+      throw new ProvisionError(`--ca-key ${keyFile} is encrypted: this tool signs with an unencrypted key only; sign the CSR with your CA's tooling instead (--csr-only)`);
+    }
+    throw new ProvisionError(`--ca-key ${keyFile}: not a PEM private key (${message})`);
+  }
+  const cert = certs[0]!;
+  if (!cert.checkPrivateKey(key)) throw new ProvisionError(`--ca-key ${keyFile} is not the private key of the CA certificate ${caFile}`);
+  if (key.asymmetricKeyType !== 'rsa') {
+    throw new ProvisionError(`--ca-key ${keyFile} is an ${key.asymmetricKeyType} key: this tool signs with RSA CA keys only; sign the CSR with your CA's tooling instead (--csr-only)`);
+  }
+  warnIfReadable(keyFile);
+  return {
+    file: caFile,
+    cert,
+    intermediates: certs.filter((c) => !selfSigned(c)),
+    certPem: cert.toString(),
+    // PKCS#1, which node-forge reads whatever form the file was in.
+    keyPem: key.export({ type: 'pkcs1', format: 'pem' }) as string,
+  };
+}
+
+const warnings: string[] = [];
+function warnIfReadable(keyFile: string): void {
+  try {
+    const mode = statSync(keyFile).mode & 0o777;
+    if ((mode & 0o077) !== 0) warnings.push(`warning: the CA key ${keyFile} has mode ${octal(mode)}: other users can read it (chmod 600)`);
+  } catch {
+    // read a moment ago
+  }
+}
+
+// ---- dev-pki ----------------------------------------------------------------------------------------------------
+
+export interface DevPkiOptions {
+  out: string;
+  device: string;
+  /** Names and addresses the broker certificate must cover; default localhost, 127.0.0.1, ::1. */
+  brokerHosts?: string[];
+}
+
+const LOCAL_BROKER_HOSTS = ['localhost', '127.0.0.1', '::1'];
+
+const DEV_PKI_FILES = (device: string, backend: string): string[] => [
+  'ca.crt',
+  'ca.key',
+  'server.crt',
+  'server.key',
+  `${device}.crt`,
+  `${device}.key`,
+  `${backend}.crt`,
+  `${backend}.key`,
+  'command-ca.crt',
+  'command-ca.key',
+  `${DEV_OPERATOR}.crt`,
+  `${DEV_OPERATOR}.key`,
+];
+
+/**
+ * The development PKI, as `npm start` makes it (ensureDevPki): root CA, broker certificate, the demo device and the
+ * backend identity, the command CA and the operator ops-dev. Keeps what exists; says what it made.
+ */
+export async function runDevPki(options: DevPkiOptions, say: Say): Promise<void> {
+  checkDeviceId(options.device);
+  const out = path.resolve(options.out);
+  if (existsSync(out) && !lstatSync(out).isDirectory()) throw new ProvisionError(`--out ${out} is not a folder`);
+  const fresh = !existsSync(out);
+  mkdirSync(out, { recursive: true, mode: 0o700 });
+  // A folder of CA keys: its owner only (mkdir's mode is cut by the umask, never widened: set it).
+  if (fresh) chmodSync(out, 0o700);
+  // Loaded here only: the data path brings the whole agent with it, which the other tools do not need.
+  const { ensureDevPki } = await import('./data-path.js');
+  const { BACKEND_IDENTITY } = await import('../uplink/embedded-broker.js');
+  const files = DEV_PKI_FILES(options.device, BACKEND_IDENTITY);
+  const before = new Set(files.filter((f) => existsSync(path.join(out, f))));
+  ensureDevPki(out, options.device);
+  // The given hosts on top of the local ones, which the demo on this machine keeps using.
+  const hosts = options.brokerHosts && options.brokerHosts.length > 0 ? [...new Set([...LOCAL_BROKER_HOSTS, ...options.brokerHosts])] : undefined;
+  let reissued = false;
+  if (hosts) {
+    const server = new X509Certificate(readFileSync(path.join(out, 'server.crt')));
+    const covered = (server.subjectAltName ?? '').split(', ').map((entry) => entry.replace(/^(DNS|IP Address):/, ''));
+    if (!hosts.every((h) => covered.includes(h))) {
+      const ca = devCaFromPem(readFileSync(path.join(out, 'ca.crt'), 'utf8'), readFileSync(path.join(out, 'ca.key'), 'utf8'));
+      writeIssued(out, 'server', issueServerCertificate(ca, { hosts }));
+      reissued = true;
+    }
+  }
+  let tightened = 0;
+  for (const file of files) {
+    const full = path.join(out, file);
+    const made = !before.has(file);
+    if (file.endsWith('.key')) {
+      const mode = statSync(full).mode & 0o777;
+      if (mode !== 0o600) {
+        chmodSync(full, 0o600);
+        say(`  ${file}: mode ${octal(mode)} -> 0600 (a private key is its owner's alone)`);
+        tightened++;
+      }
+    }
+    if (made) say(`  created ${file}${file.endsWith('.key') ? ' (0600)' : ''}`);
+    else if (file.startsWith('server.') && reissued) say(`  re-issued ${file} for ${hosts!.join(', ')}`);
+  }
+  const created = files.filter((f) => !before.has(f)).length;
+  say(
+    created + tightened + (reissued ? 1 : 0) === 0
+      ? `dev-pki: ${out} already holds the development PKI; nothing changed`
+      : `dev-pki: development PKI in ${out} (${created} files created${reissued ? ', broker certificate re-issued' : ''}${tightened ? `, ${tightened} key modes fixed` : ''}); not for production`,
+  );
+  say(
+    `next: scripts/provision --device <id> --ca ${path.join(out, 'ca.crt')} --ca-key ${path.join(out, 'ca.key')} ` +
+      `--command-ca ${path.join(out, 'command-ca.crt')} --broker mqtts://<broker host>:8883`,
+  );
+}
+
+// ---- provision --------------------------------------------------------------------------------------------------
+
+export interface ProvisionOptions {
+  device: string;
+  bundle?: string;
+  /** Sign here: the CA certificate (first in the file; intermediates after it go into the chain) and its key. */
+  ca?: string;
+  caKey?: string;
+  /** Sign elsewhere: the key and the CSR only; complete later with `cert`. */
+  csrOnly?: boolean;
+  /** Complete a --csr-only bundle with the signed certificate. */
+  cert?: string;
+  broker?: string;
+  brokerCa?: string;
+  commandCa?: string;
+  configTemplate?: string;
+  validDays?: number;
+  newKey?: boolean;
+  unit: UnitOptions;
+}
+
+const BROKER_URL = /^mqtts:\/\/[^/:\s]+(:\d{1,5})?\/?$/;
+
+export function runProvision(options: ProvisionOptions, say: Say): void {
+  warnings.length = 0;
+  checkDeviceId(options.device);
+  const bundle = path.resolve(options.bundle ?? path.join(DEFAULT_BUNDLES_DIR, options.device));
+  if (options.cert !== undefined) {
+    for (const [given, name] of [
+      [options.csrOnly, '--csr-only'],
+      [options.caKey, '--ca-key'],
+      [options.newKey, '--new-key'],
+      [options.broker, '--broker'],
+      [options.brokerCa, '--broker-ca'],
+      [options.commandCa, '--command-ca'],
+      [options.configTemplate, '--config-template'],
+    ] as const) {
+      if (given) throw new ProvisionError(`${name} does not go with --cert: --cert only adds the signed certificate to an existing bundle`);
+    }
+    completeBundle(bundle, options, say);
+    return;
+  }
+  if (options.csrOnly && (options.ca || options.caKey)) throw new ProvisionError('--csr-only and --ca/--ca-key exclude each other: sign here (--ca, --ca-key) or elsewhere (--csr-only)');
+  if (!options.csrOnly && !options.ca) {
+    throw new ProvisionError('say how the device certificate is made: --ca CA --ca-key KEY (signed here), --csr-only (signed elsewhere), or --cert FILE (completes a --csr-only bundle)');
+  }
+  if (options.ca && !options.caKey) throw new ProvisionError('--ca needs --ca-key (the CA\'s private key, to sign the device certificate)');
+  if (options.caKey && !options.ca) throw new ProvisionError('--ca-key needs --ca (the CA certificate it belongs to)');
+  makeBundle(bundle, options, say);
+}
+
+interface BundleInputs {
+  signing?: SigningCa;
+  brokerCa: { file: string; pem: string; certs: X509Certificate[] };
+  commandCa: { file: string; pem: string };
+  templateFile: string;
+  config: Record<string, unknown>;
+  /** Bundle-relative name -> source file (DBCs, replay logs). */
+  copies: Map<string, string>;
+  notes: string[];
+}
+
+/** Reads and checks everything the bundle is made of before anything is written: bad input leaves no half bundle. */
+function readInputs(bundle: string, options: ProvisionOptions): BundleInputs {
+  const notes: string[] = [];
+  const signing = options.ca ? readSigningCa(path.resolve(options.ca), path.resolve(options.caKey!)) : undefined;
+  let brokerCaFile = options.brokerCa;
+  if (brokerCaFile === undefined) {
+    if (!signing) throw new ProvisionError('--broker-ca is required with --csr-only: the CA the broker\'s certificate chains to, which the car pins');
+    brokerCaFile = signing.file;
+    notes.push(`broker CA: ${signing.file} (the --ca; pass --broker-ca when the broker's certificate comes from another CA)`);
+  }
+  const brokerCa = { file: path.resolve(brokerCaFile), ...readCaFile('--broker-ca', path.resolve(brokerCaFile)) };
+  if (options.commandCa === undefined) {
+    throw new ProvisionError('--command-ca is required: the CA whose operators may send this car remote commands (scripts/dev-pki makes one: certs/dev/command-ca.crt)');
+  }
+  const commandCaFile = path.resolve(options.commandCa);
+  const commandCa = { file: commandCaFile, pem: readCaFile('--command-ca', commandCaFile).pem };
+
+  const templateFile = path.resolve(options.configTemplate ?? DEFAULT_TEMPLATE);
+  if (options.configTemplate === undefined) {
+    notes.push(`config template: ${path.relative(PROJECT_ROOT, templateFile)} (the simulated demo car; --config-template FILE for a real vehicle's buses)`);
+  }
+  readInput('--config-template', templateFile);
+  let template: DeviceConfig;
+  try {
+    template = loadDeviceConfig(templateFile);
+  } catch (err) {
+    if (err instanceof DeviceConfigError) throw new ProvisionError(`--config-template ${err.message.split('\n').join(' ')}`);
+    throw err;
+  }
+  const raw = JSON.parse(readFileSync(templateFile, 'utf8')) as Record<string, unknown>;
+  const copies = new Map<string, string>();
+  const place = (source: string, dir: string): string => {
+    const rel = `${dir}/${path.basename(source)}`;
+    const already = copies.get(rel);
+    if (already !== undefined && already !== source) throw new ProvisionError(`--config-template ${templateFile}: two different files are named ${path.basename(source)} (${already}, ${source}); rename one`);
+    copies.set(rel, source);
+    return rel;
+  };
+
+  const rawUplink = (raw.uplink ?? {}) as Record<string, unknown>;
+  let broker = options.broker;
+  if (broker === undefined) {
+    if (template.uplink && !template.uplink.embeddedBroker) broker = template.uplink.url;
+    else {
+      throw new ProvisionError(
+        `--broker is required: ${template.uplink ? 'the template\'s uplink is the embedded development broker' : 'the template has no uplink'} (give the fleet broker, e.g. --broker mqtts://broker.example.com:8883)`,
+      );
+    }
+  }
+  if (!BROKER_URL.test(broker)) throw new ProvisionError(`--broker ${broker}: expected mqtts://host[:port] (TLS only)`);
+
+  // The template as written (its defaults left to the agent), with this car's identity and the device's paths.
+  const { $schema: _schema, ...rest } = raw;
+  const config: Record<string, unknown> = { ...rest, deviceId: options.device };
+  config.buses = template.buses.map((bus, i) => {
+    const rawBus = (raw.buses as Record<string, unknown>[])[i]!;
+    const out: Record<string, unknown> = { ...rawBus, dbc: place(bus.dbc, BUNDLE.dbcDir) };
+    if (bus.source.type === 'replay') out.source = { ...(rawBus.source as object), file: place(bus.source.file, BUNDLE.replayDir) };
+    return out;
+  });
+  const status = (raw.status ?? { signals: [] }) as Record<string, unknown>;
+  const interval = template.status?.intervalMs ?? 1000;
+  if (interval < SERVICE_STATUS_INTERVAL_MS) {
+    config.status = { ...status, intervalMs: SERVICE_STATUS_INTERVAL_MS };
+    notes.push(`status.intervalMs ${interval} -> ${SERVICE_STATUS_INTERVAL_MS}: under systemd the status line goes to the journal, once a minute is enough`);
+  }
+  config.outbox = { ...((raw.outbox ?? {}) as object), path: `${INSTALL.stateDir}/outbox.db` };
+  const { embeddedBroker: _e, certsDir: _d, certFile: _c, keyFile: _k, caFile: _a, url: _u, ...uplinkRest } = rawUplink;
+  const keepalive = uplinkRest.keepalive as Record<string, unknown> | undefined;
+  if (keepalive?.memoryPath !== undefined) {
+    const { memoryPath: _m, ...keep } = keepalive;
+    uplinkRest.keepalive = keep; // the default is beside the outbox, in the state folder
+  }
+  config.uplink = { url: broker, ...uplinkRest, certFile: BUNDLE.cert, keyFile: BUNDLE.key, caFile: BUNDLE.brokerCa };
+  config.commands = { ...((raw.commands ?? {}) as object), caFile: BUNDLE.commandCa, replayDbPath: `${INSTALL.stateDir}/commands.db` };
+  if (raw.collection === undefined) {
+    throw new ProvisionError(`--config-template ${templateFile} has no collection section: the car publishes what its collection rules collect`);
+  }
+  try {
+    parseDeviceConfig(config, { file: path.join(bundle, BUNDLE.config), baseDir: bundle, checkFiles: false });
+  } catch (err) {
+    throw new ProvisionError(`the config made from ${templateFile} is not valid: ${(err as Error).message.split('\n').join(' ')}`);
+  }
+  return { ...(signing ? { signing } : {}), brokerCa, commandCa, templateFile, config, copies, notes };
+}
+
+/** The device ID a bundle folder already belongs to (from its config, certificate or CSR), if any. */
+function bundleOwner(bundle: string): string | undefined {
+  try {
+    const config = JSON.parse(readFileSync(path.join(bundle, BUNDLE.config), 'utf8')) as { deviceId?: unknown };
+    if (typeof config.deviceId === 'string') return config.deviceId;
+  } catch {
+    // next source
+  }
+  try {
+    return cn(new X509Certificate(readFileSync(path.join(bundle, BUNDLE.cert))));
+  } catch {
+    // next source
+  }
+  try {
+    return readCsr(readFileSync(path.join(bundle, BUNDLE.csr), 'utf8')).commonName;
+  } catch {
+    return undefined;
+  }
+}
+
+function checkBundleFolder(bundle: string, device: string): void {
+  if (!existsSync(bundle)) return;
+  if (!lstatSync(bundle).isDirectory()) throw new ProvisionError(`--bundle ${bundle} is not a folder`);
+  const owner = bundleOwner(bundle);
+  if (owner !== undefined && owner !== device) throw new ProvisionError(`--bundle ${bundle} holds device '${owner}', not '${device}': use another folder`);
+}
+
+function makeBundle(bundle: string, options: ProvisionOptions, say: Say): void {
+  checkBundleFolder(bundle, options.device);
+  const inputs = readInputs(bundle, options);
+  const count = new ChangeCount();
+  const file = (rel: string): string => path.join(bundle, rel);
+  const note = (change: Change, rel: string, detail = ''): void => {
+    count.add(change);
+    if (change !== 'unchanged') say(`  ${change} ${rel}${detail}`);
+  };
+  mkdirSync(path.dirname(bundle), { recursive: true });
+  note(putDir(bundle, { mode: 0o700 }), `${bundle}/`);
+  note(putDir(file(BUNDLE.certsDir), { mode: 0o700 }), `${BUNDLE.certsDir}/`);
+
+  // The device key: made once, kept on every later run (a new key is a new identity: --new-key).
+  let keyPem: string | undefined;
+  if (existsSync(file(BUNDLE.key)) && !options.newKey) {
+    keyPem = readFileSync(file(BUNDLE.key), 'utf8');
+    try {
+      createPrivateKey(keyPem);
+    } catch (err) {
+      throw new ProvisionError(`${file(BUNDLE.key)} is not a usable private key (${(err as Error).message}); --new-key replaces it`);
+    }
+    const mode = statSync(file(BUNDLE.key)).mode & 0o777;
+    if (mode !== 0o600) say(`  ${BUNDLE.key}: mode ${octal(mode)} -> 0600`);
+    note(putFile(file(BUNDLE.key), keyPem, { mode: 0o600 }), BUNDLE.key);
+  } else {
+    const replaced = existsSync(file(BUNDLE.key));
+    keyPem = createDeviceKey();
+    note(putFile(file(BUNDLE.key), keyPem, { mode: 0o600 }), BUNDLE.key, replaced ? ' (new key: --new-key)' : ' (0600; it leaves this machine only inside the image flash writes)');
+  }
+  const csrPem = createCsr(options.device, keyPem);
+  note(putFile(file(BUNDLE.csr), csrPem, { mode: 0o644 }), BUNDLE.csr, ` (CN=${options.device})`);
+  if (options.newKey && existsSync(file(BUNDLE.cert))) {
+    // A certificate for the old key is worse than none: flash would install a pair that cannot connect.
+    rmSync(file(BUNDLE.cert));
+    count.removed++;
+    say(`  removed ${BUNDLE.cert} (it was for the old key)`);
+  }
+
+  if (inputs.signing) {
+    const reason = certificateToReplace(file(BUNDLE.cert), keyPem, options.device, inputs.signing);
+    if (reason !== null) {
+      const leafPem = signDeviceCsr(devCaFromPem(inputs.signing.certPem, inputs.signing.keyPem), csrPem, {
+        deviceId: options.device,
+        ...(options.validDays !== undefined ? { validDays: options.validDays } : {}),
+      });
+      const chain = [leafPem.trim(), ...inputs.signing.intermediates.map((c) => c.toString().trim())].join('\n');
+      const leaf = new X509Certificate(leafPem);
+      note(putFile(file(BUNDLE.cert), `${chain}\n`, { mode: 0o644 }), BUNDLE.cert, ` (${reason === 'issued' ? '' : `${reason}; `}CN=${options.device}, issued by ${cn(inputs.signing.cert)}, valid until ${day(leaf.validTo)})`);
+    }
+  } else if (existsSync(file(BUNDLE.cert)) && !new X509Certificate(readFileSync(file(BUNDLE.cert))).checkPrivateKey(createPrivateKey(keyPem))) {
+    throw new ProvisionError(`${file(BUNDLE.cert)} does not carry the key ${file(BUNDLE.key)}: remove it, or start over with --new-key`);
+  }
+
+  note(putFile(file(BUNDLE.brokerCa), inputs.brokerCa.pem, { mode: 0o644 }), BUNDLE.brokerCa);
+  note(putFile(file(BUNDLE.commandCa), inputs.commandCa.pem, { mode: 0o644 }), BUNDLE.commandCa);
+  for (const [rel, source] of inputs.copies) {
+    note(putDir(file(path.dirname(rel)), { mode: 0o755 }), `${path.dirname(rel)}/`);
+    note(putFile(file(rel), readFileSync(source), { mode: 0o644 }), rel);
+  }
+  note(putFile(file(BUNDLE.config), `${JSON.stringify(inputs.config, null, 2)}\n`, { mode: 0o644 }), BUNDLE.config);
+  note(putFile(file(BUNDLE.unit), serviceUnit(options.unit), { mode: 0o644 }), BUNDLE.unit);
+  for (const line of inputs.notes) say(`  ${line}`);
+
+  // The bundle must load as the agent will load it on the car.
+  loadDeviceConfig(file(BUNDLE.config));
+  const complete = existsSync(file(BUNDLE.cert));
+  if (complete) checkIdentity(bundle, undefined, say);
+  for (const w of warnings) say(w);
+  if (complete) {
+    say(`provision: bundle for ${options.device} complete in ${bundle} (${count.text()})`);
+    say(`next: sudo scripts/flash --bundle ${bundle} --target <mounted root file system>; then delete the bundle (it holds the device key)`);
+  } else {
+    say(`provision: bundle for ${options.device} in ${bundle} awaits its certificate (${count.text()})`);
+    say(`next: have ${file(BUNDLE.csr)} signed (client certificate, CN=${options.device}), then: scripts/provision --device ${options.device} --bundle ${bundle} --cert <signed.crt>`);
+  }
+}
+
+/** Why the bundle's certificate must be (re-)issued by `ca`, or null when the one there is good. */
+function certificateToReplace(certFile: string, keyPem: string, device: string, ca: SigningCa): string | null {
+  if (!existsSync(certFile)) return 'issued';
+  let leaf: X509Certificate;
+  try {
+    leaf = new X509Certificate(readFileSync(certFile));
+  } catch {
+    return 're-issued: the certificate there could not be parsed';
+  }
+  if (!leaf.checkPrivateKey(createPrivateKey(keyPem))) return 're-issued: the certificate there was for another key';
+  if (cn(leaf) !== device) return `re-issued: the certificate there named '${cn(leaf)}'`;
+  if (!(leaf.checkIssued(ca.cert) && leaf.verify(ca.cert.publicKey))) return 're-issued: the certificate there is from another CA';
+  const daysLeft = (new Date(leaf.validTo).getTime() - Date.now()) / 86_400_000;
+  if (daysLeft < RENEW_BEFORE_DAYS) return `renewed: the certificate there ${daysLeft < 0 ? 'expired' : `expires in ${Math.floor(daysLeft)} days`}`;
+  return null;
+}
+
+/**
+ * The bundle's identity as the agent will check it at start (key matches, valid, client authentication, chain);
+ * warns when certificate rotation would refuse it later (the agent checks a rotated certificate against the broker CA).
+ */
+function checkIdentity(bundle: string, issuerFile: string | undefined, say: Say, certFile = path.join(bundle, BUNDLE.cert)): void {
+  const files = { certFile, keyFile: path.join(bundle, BUNDLE.key), caFile: path.join(bundle, BUNDLE.brokerCa) };
+  try {
+    const identity = loadIdentity({ ...files, ...(issuerFile !== undefined ? { issuerFile } : {}) });
+    for (const w of identity.warnings) say(`warning: ${w}`);
+  } catch (err) {
+    if (!(err instanceof IdentityError)) throw err;
+    if (err.problem === 'mismatch') throw new ProvisionError(`${certFile} does not carry the bundle's key: it was not signed from ${path.join(bundle, BUNDLE.csr)}`);
+    if (err.problem === 'chain' && issuerFile !== undefined) throw new ProvisionError(`${certFile} is not issued by ${issuerFile}${issuerFile === files.caFile ? ' (the bundle\'s broker CA; pass --ca with the CA that signed it)' : ''}`);
+    throw new ProvisionError(err.message);
+  }
+  const chain = (readFileSync(certFile, 'utf8').match(PEM_CERTIFICATE) ?? []).map((b) => new X509Certificate(b));
+  const top = chain[chain.length - 1]!;
+  const brokerCas = (readFileSync(files.caFile, 'utf8').match(PEM_CERTIFICATE) ?? []).map((b) => new X509Certificate(b));
+  if (!brokerCas.some((ca) => top.checkIssued(ca) && top.verify(ca.publicKey))) {
+    say(
+      `warning: the device certificate is not issued by a CA in ${BUNDLE.brokerCa}: the car connects, but certificate rotation checks the new ` +
+        `certificate against that file and will refuse it; add the issuing CA to ${BUNDLE.brokerCa} if rotation is to work`,
+    );
+  }
+}
+
+/** `provision --cert`: checks the signed certificate against the bundle's key, device and CA, and adds it. */
+function completeBundle(bundle: string, options: ProvisionOptions, say: Say): void {
+  const keyFile = path.join(bundle, BUNDLE.key);
+  if (!existsSync(keyFile)) throw new ProvisionError(`--bundle ${bundle} has no ${BUNDLE.key}: make the bundle first (--csr-only)`);
+  checkBundleFolder(bundle, options.device);
+  const certFile = path.resolve(options.cert!);
+  const text = readInput('--cert', certFile);
+  const chain = certificatesIn('--cert', certFile, text);
+  const name = cn(chain[0]!);
+  if (name !== options.device) throw new ProvisionError(`--cert ${certFile} is for '${name ?? '(no CN)'}', not for device '${options.device}'`);
+  const issuerFile = options.ca !== undefined ? path.resolve(options.ca) : path.join(bundle, BUNDLE.brokerCa);
+  if (options.ca !== undefined) readCaFile('--ca', issuerFile);
+  checkIdentity(bundle, issuerFile, say, certFile);
+  const change = putFile(path.join(bundle, BUNDLE.cert), normalizePem(text), { mode: 0o644 });
+  if (change !== 'unchanged') say(`  ${change} ${BUNDLE.cert} (CN=${name}, issued by ${issuerCn(chain[0]!)}, valid until ${day(chain[0]!.validTo)})`);
+  say(`provision: bundle for ${options.device} complete in ${bundle} (${change === 'unchanged' ? 'nothing changed' : `1 ${change}`})`);
+  say(`next: sudo scripts/flash --bundle ${bundle} --target <mounted root file system>; then delete the bundle (it holds the device key)`);
+}

@@ -1,0 +1,248 @@
+/**
+ * The agent's systemd service: the unit file (every directive says why it is there), and its installation into a
+ * root file system: the unit, its enablement, the dedicated account and the state folder. `install-service` runs it
+ * on a device (or into --root), `flash` into an image, `provision` puts the unit into the bundle.
+ */
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { ChangeCount, ProvisionError, ensureDirInRoot, putDir, putFile, putSymlink, resolveInRoot } from './provision-files.js';
+import { ACCOUNT_NAME_PATTERN, ensureServiceAccount, type ServiceAccount } from './provision-users.js';
+
+/** Where things go on a device. */
+export const INSTALL = {
+  agentDir: '/opt/telematics-agent',
+  configDir: '/etc/telematics-agent',
+  configFile: '/etc/telematics-agent/config.json',
+  stateDir: '/var/lib/telematics-agent',
+  unitName: 'telematics-agent.service',
+  unitDir: '/etc/systemd/system',
+  sysusersFile: '/etc/sysusers.d/telematics-agent.conf',
+  user: 'telematics',
+  serialGroup: 'dialout',
+  node: '/usr/bin/node',
+} as const;
+
+/**
+ * The exit status of a run stopped by a restart request: RESTART_EXIT_CODE of src/cli/run.ts, repeated here so that
+ * the provisioning tools do not load the whole agent to read one number (test/scripts/flash.test.ts checks they agree).
+ */
+export const AGENT_RESTART_EXIT_CODE = 75;
+
+/** The watchdog timeout; the agent pings at half of it (src/health/watchdog.ts). */
+export const WATCHDOG_SEC = 30;
+
+export interface UnitOptions {
+  /** The dedicated user (and group of the same name). */
+  user: string;
+  /** Absolute path of node on the device. */
+  node: string;
+}
+
+export const DEFAULT_UNIT_OPTIONS: UnitOptions = { user: INSTALL.user, node: INSTALL.node };
+
+/** Rejects what would make a broken or ambiguous unit (systemd splits ExecStart= at whitespace). */
+export function checkUnitOptions(options: UnitOptions): void {
+  if (!ACCOUNT_NAME_PATTERN.test(options.user)) {
+    throw new ProvisionError(`--user: '${options.user}' cannot be a system user name (lower-case letters, digits, '_' and '-', at most 31)`);
+  }
+  if (!path.isAbsolute(options.node) || /[\s"'\\$%;]/.test(options.node)) {
+    throw new ProvisionError(`--node: '${options.node}' must be an absolute path without spaces or quotes (systemd needs one for ExecStart=)`);
+  }
+}
+
+/** The unit file. Deterministic: the same options give the same bytes (flash and provision compare, never rewrite). */
+export function serviceUnit(options: UnitOptions = DEFAULT_UNIT_OPTIONS): string {
+  checkUnitOptions(options);
+  const main = `${INSTALL.agentDir}/dist/src/cli/main.js`;
+  const stateName = path.basename(INSTALL.stateDir);
+  return `# ${INSTALL.unitName}: made by scripts/install-service (src/cli/provision-unit.ts); docs/provisioning.md explains
+# each directive. Change the generator rather than this copy, so that every car gets the change.
+
+[Unit]
+Description=Vehicle telematics agent (CAN and OBD-II acquisition, store-and-forward MQTT uplink)
+# The agent records without a network (the outbox keeps the data), so it wants the network but does not need it.
+Wants=network-online.target
+After=network-online.target
+# Never stop restarting: a car is unattended, and some failures cure themselves (without a real-time clock the car
+# boots in 1970 and its certificate is "not yet valid" until the clock is set).
+StartLimitIntervalSec=0
+
+[Service]
+# READY=1 once the outbox, the uplink and the buses are running; STOPPING=1 at shutdown (src/health/watchdog.ts).
+Type=notify
+# The notifications come from systemd-notify, started by the agent: not from the main process itself.
+NotifyAccess=all
+ExecStart=${options.node} ${main} run --config ${INSTALL.configFile}
+WorkingDirectory=${INSTALL.stateDir}
+# The agent sends WATCHDOG=1 every ${WATCHDOG_SEC / 2} s from its event loop: a hung agent is killed and restarted.
+WatchdogSec=${WATCHDOG_SEC}
+Restart=on-failure
+RestartSec=5
+# ${AGENT_RESTART_EXIT_CODE} (EX_TEMPFAIL) is the agent asking to be started again (the restartAgent command): always restart.
+RestartForceExitStatus=${AGENT_RESTART_EXIT_CODE}
+# Open batches go to the outbox on SIGTERM in well under a second; a stop that hangs must not hold up a shutdown
+# that runs on the car's battery.
+TimeoutStopSec=20
+
+User=${options.user}
+Group=${options.user}
+# ELM327 adapters and UARTs (/dev/ttyUSB*, /dev/ttyACM*, /dev/ttyS*) belong to this group.
+SupplementaryGroups=${INSTALL.serialGroup}
+# ${INSTALL.stateDir}: outbox, command replay memory, link memory. Created by systemd if missing.
+StateDirectory=${stateName}
+StateDirectoryMode=0750
+# What the agent writes (outbox, a rewritten config, a rotated key) is readable by its own user only.
+UMask=0077
+
+# No capabilities. Raw CAN and ISO-TP sockets need none on Linux: socket(AF_CAN, SOCK_RAW, CAN_RAW) is open to
+# any user (checked as uid 65534 with an empty capability set on vcan). Only configuring an interface needs one
+# (ip link set can0 up type can bitrate 500000: CAP_NET_ADMIN), and the agent never does that: systemd-networkd
+# or an ExecStartPre=+ line brings the buses up (docs/provisioning.md).
+CapabilityBoundingSet=
+AmbientCapabilities=
+NoNewPrivileges=yes
+
+# The whole file system read-only, except the state folder and the config folder: setConfig rewrites config.json,
+# certificate rotation replaces certs/device.crt and certs/device.key. The '-': a missing folder is then reported by
+# the agent ("cannot read the device config") instead of a bare 226/NAMESPACE.
+ProtectSystem=strict
+ReadWritePaths=-${INSTALL.configDir}
+ProtectHome=yes
+PrivateTmp=yes
+PrivateMounts=yes
+
+# Serial ports must stay reachable, so no PrivateDevices=; only these drivers are allowed instead (names as in
+# /proc/devices: add the driver of your UART, e.g. char-ttymxc on i.MX or char-ttyLP on LPUART). CAN has no device node.
+PrivateDevices=no
+DevicePolicy=closed
+DeviceAllow=char-ttyS rw
+DeviceAllow=char-ttyUSB rw
+DeviceAllow=char-ttyACM rw
+DeviceAllow=char-ttyAMA rw
+DeviceAllow=char-rfcomm rw
+
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+# Other users' processes are hidden; /proc's system files stay readable (host health reads /proc/meminfo and
+# /proc/stat, the network identity /proc/net/route), hence no ProcSubset=pid.
+ProtectProc=invisible
+# Local (systemd-notify), Internet (the broker), netlink (network interfaces) and CAN sockets only.
+RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK AF_CAN
+RestrictNamespaces=yes
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
+RemoveIPC=yes
+SystemCallArchitectures=native
+SystemCallFilter=@system-service
+SystemCallFilter=~@privileged @resources
+# A call outside the list fails with EPERM (an error the agent reports) rather than killing it with SIGSYS.
+SystemCallErrorNumber=EPERM
+# Left out on purpose: MemoryDenyWriteExecute= (V8's JIT writes machine code), PrivateUsers= (the dialout group
+# would not map, and with it the serial ports), PrivateNetwork= and IPAddressDeny= (the broker is on the Internet).
+
+[Install]
+WantedBy=multi-user.target
+`;
+}
+
+/** What flash needs to know of a unit (the bundle's): who runs the agent, and with which node. */
+export interface UnitSettings {
+  user: string;
+  group: string;
+  supplementaryGroups: string[];
+  node: string;
+  stateDirectory?: string;
+}
+
+export function parseUnit(text: string, where: string): UnitSettings {
+  const values = new Map<string, string[]>();
+  for (const raw of text.split('\n')) {
+    const line = raw.trim();
+    if (line === '' || line.startsWith('#') || line.startsWith(';') || line.startsWith('[')) continue;
+    const eq = line.indexOf('=');
+    if (eq < 0) continue;
+    const key = line.slice(0, eq).trim();
+    values.set(key, [...(values.get(key) ?? []), line.slice(eq + 1).trim()]);
+  }
+  const last = (key: string): string | undefined => values.get(key)?.at(-1);
+  const user = last('User');
+  const exec = last('ExecStart');
+  if (!user) throw new ProvisionError(`${where}: no User= (the agent must not run as root)`);
+  if (!exec) throw new ProvisionError(`${where}: no ExecStart=`);
+  const node = exec.replace(/^[-@:+!]+/, '').split(/\s+/)[0]!;
+  return {
+    user,
+    group: last('Group') ?? user,
+    supplementaryGroups: (values.get('SupplementaryGroups') ?? []).flatMap((v) => v.split(/\s+/)).filter(Boolean),
+    node,
+    ...(last('StateDirectory') ? { stateDirectory: last('StateDirectory')! } : {}),
+  };
+}
+
+/** systemd-sysusers recreates the account at boot if /etc is ever reset (a factory reset overlay), with the same IDs. */
+export function sysusersConf(account: ServiceAccount): string {
+  const lines = [
+    `# ${INSTALL.sysusersFile}: the telematics agent's account (made by scripts/flash or scripts/install-service).`,
+    `# The IDs are the ones its files in ${INSTALL.configDir} and ${INSTALL.stateDir} are owned by.`,
+    `g ${account.group} ${account.gid}`,
+    `u ${account.user} ${account.uid}:${account.gid} "telematics agent" ${INSTALL.stateDir}`,
+    ...Object.keys(account.supplementary).map((name) => `m ${account.user} ${name}`),
+  ];
+  return `${lines.join('\n')}\n`;
+}
+
+const ROOT_DIR = { mode: 0o755, owner: { uid: 0, gid: 0 } };
+
+export interface InstalledService {
+  account: ServiceAccount;
+  unitFile: string;
+}
+
+/**
+ * Installs `unitText` into the root file system `root`: the unit in etc/systemd/system, enabled the way systemctl
+ * enable does it (the multi-user.target.wants link), the account it runs as, its sysusers.d entry, and the state
+ * folder owned by that account. Writes only what differs. Needs root (owners).
+ */
+export function installService(root: string, unitText: string, say: (line: string) => void, count: ChangeCount): InstalledService {
+  const settings = parseUnit(unitText, INSTALL.unitName);
+  const stateDir = settings.stateDirectory ? `/var/lib/${settings.stateDirectory}` : INSTALL.stateDir;
+  const account = ensureServiceAccount(
+    root,
+    { user: settings.user, group: settings.group, home: stateDir, gecos: 'telematics agent', supplementaryGroups: settings.supplementaryGroups },
+    say,
+    count,
+  );
+  const nodeInRoot = resolveInRoot(root, settings.node.slice(1));
+  if (!existsSync(nodeInRoot)) {
+    say(`warning: ${settings.node} is not in ${root}: install Node.js 20 there (the unit runs the agent with it)`);
+  }
+  const notify = ['usr/bin/systemd-notify', 'bin/systemd-notify'].some((p) => existsSync(resolveInRoot(root, p)));
+  if (!notify) say(`warning: systemd-notify is not in ${root}: without it the agent cannot tell systemd it is ready (Type=notify)`);
+
+  const unitDir = ensureDirInRoot(root, INSTALL.unitDir.slice(1), ROOT_DIR, count);
+  const unitFile = path.join(unitDir, INSTALL.unitName);
+  report(say, count.add(putFile(unitFile, unitText, { mode: 0o644, owner: ROOT_DIR.owner })), INSTALL.unitDir + '/' + INSTALL.unitName);
+  const wants = ensureDirInRoot(root, `${INSTALL.unitDir.slice(1)}/multi-user.target.wants`, ROOT_DIR, count);
+  report(say, count.add(putSymlink(path.join(wants, INSTALL.unitName), `${INSTALL.unitDir}/${INSTALL.unitName}`, ROOT_DIR.owner)), `${INSTALL.unitDir}/multi-user.target.wants/${INSTALL.unitName} (enabled)`);
+
+  const sysusersDir = ensureDirInRoot(root, path.dirname(INSTALL.sysusersFile).slice(1), ROOT_DIR, count);
+  report(say, count.add(putFile(path.join(sysusersDir, path.basename(INSTALL.sysusersFile)), sysusersConf(account), { mode: 0o644, owner: ROOT_DIR.owner })), INSTALL.sysusersFile);
+
+  const varLib = ensureDirInRoot(root, path.dirname(stateDir).slice(1), ROOT_DIR, count);
+  report(say, count.add(putDir(path.join(varLib, path.basename(stateDir)), { mode: 0o750, owner: { uid: account.uid, gid: account.gid } })), `${stateDir}/`);
+  return { account, unitFile };
+}
+
+function report(say: (line: string) => void, change: string, what: string): void {
+  if (change !== 'unchanged') say(`${change} ${what}`);
+}
+
+/** True when systemd is the running init (sd_booted: /run/systemd/system exists). */
+export function systemdIsRunning(): boolean {
+  return existsSync('/run/systemd/system');
+}

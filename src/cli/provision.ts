@@ -1,0 +1,156 @@
+#!/usr/bin/env node
+/**
+ * The firmware engineer's provisioning tools, behind scripts/dev-pki, scripts/provision, scripts/flash and
+ * scripts/install-service (docs/provisioning.md walks through them):
+ *
+ *   dev-pki          the development CA, broker certificate, command CA and operator the demo and tests use
+ *   provision        one car's key, CSR, certificate and install bundle
+ *   flash            a bundle and the built agent into a mounted image
+ *   install-service  the systemd unit and its account, into / or --root
+ *
+ * Every failure is one line on standard error naming what is wrong, with exit status 1.
+ */
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
+import { Command, InvalidArgumentError } from 'commander';
+import { ChangeCount, ProvisionError } from './provision-files.js';
+import { runFlash } from './provision-flash.js';
+import { DEFAULT_BUNDLES_DIR, DEFAULT_DEV_PKI_DIR, DEFAULT_TEMPLATE, DEMO_DEVICE, runDevPki, runProvision } from './provision-pki.js';
+import { DEFAULT_UNIT_OPTIONS, INSTALL, checkUnitOptions, installService, serviceUnit, systemdIsRunning, type UnitOptions } from './provision-unit.js';
+
+const say = (line: string): void => {
+  process.stdout.write(`${line}\n`);
+};
+
+function positiveInteger(text: string): number {
+  const n = Number(text);
+  if (!Number.isSafeInteger(n) || n <= 0) throw new InvalidArgumentError('expected a positive whole number');
+  return n;
+}
+
+function collect(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
+}
+
+function unitOptions(opts: { user?: string; node?: string }): UnitOptions {
+  const options = { user: opts.user ?? DEFAULT_UNIT_OPTIONS.user, node: opts.node ?? DEFAULT_UNIT_OPTIONS.node };
+  checkUnitOptions(options);
+  return options;
+}
+
+const TOOLS = ['dev-pki', 'provision', 'flash', 'install-service'];
+/** The script's name (scripts/flash runs `provision.js flash ...`), which starts every line it prints on error. */
+const tool = TOOLS.includes(process.argv[2] ?? '') ? process.argv[2]! : 'provision';
+
+const program = new Command();
+program
+  .name('provision')
+  .description('provisioning tools for the telematics agent (docs/provisioning.md)')
+  .showHelpAfterError(false)
+  // The scripts run one subcommand each: their usage line names the script, not this file.
+  .configureHelp({ commandUsage: (cmd) => `scripts/${cmd.name()} ${cmd.usage()}` })
+  .configureOutput({
+    // commander's own errors (unknown option, missing value) as one line, like ours.
+    outputError: (text, write) => write(`${tool}: ${text.replace(/^error: /, '').trim()}\n`),
+  })
+  .exitOverride((err) => {
+    process.exit(err.exitCode === 0 ? 0 : 1);
+  });
+
+program
+  .command('dev-pki')
+  .description('the development PKI: root CA, broker certificate, demo device and backend certificates, command CA, operator ops-dev (kept when present)')
+  .option('--out <dir>', 'folder to write', DEFAULT_DEV_PKI_DIR)
+  .option('--device <id>', 'the demo device to make a certificate for', DEMO_DEVICE)
+  .option('--broker-host <name>', 'another name or address the broker certificate must cover, besides localhost, 127.0.0.1 and ::1 (repeatable)', collect)
+  .action(async (opts: { out: string; device: string; brokerHost?: string[] }) => {
+    await runDevPki({ out: opts.out, device: opts.device, ...(opts.brokerHost ? { brokerHosts: opts.brokerHost } : {}) }, say);
+  });
+
+program
+  .command('provision')
+  .description("one car's identity and install bundle: device key (0600), CSR, certificate, config, CAs, systemd unit")
+  .requiredOption('--device <id>', "the car's device ID (the certificate's CN)")
+  .option('--bundle <dir>', `the bundle folder (default ${path.relative(process.cwd(), DEFAULT_BUNDLES_DIR) || '.'}/<id>)`)
+  .option('--ca <file>', 'sign here with this CA certificate (intermediates after it go into the chain)')
+  .option('--ca-key <file>', "the CA's private key (unencrypted RSA)")
+  .option('--csr-only', 'make the key and the CSR only; the certificate is signed elsewhere and added with --cert')
+  .option('--cert <file>', 'complete a --csr-only bundle with its signed certificate (checked against the key, the device and the CA)')
+  .option('--broker <url>', 'the fleet broker, mqtts://host[:port]')
+  .option('--broker-ca <file>', "the CA the broker's certificate chains to (default: --ca)")
+  .option('--command-ca <file>', 'the CA remote commands must be signed under')
+  .option('--config-template <file>', `device config to start from (default ${path.relative(process.cwd(), DEFAULT_TEMPLATE)})`)
+  .option('--valid-days <n>', 'validity of the device certificate (default 825)', positiveInteger)
+  .option('--new-key', 'replace the key in an existing bundle (a new identity)')
+  .option('--user <name>', 'the service user in the unit', DEFAULT_UNIT_OPTIONS.user)
+  .option('--node <path>', 'node on the device', DEFAULT_UNIT_OPTIONS.node)
+  .action(
+    (opts: {
+      device: string;
+      bundle?: string;
+      ca?: string;
+      caKey?: string;
+      csrOnly?: boolean;
+      cert?: string;
+      broker?: string;
+      brokerCa?: string;
+      commandCa?: string;
+      configTemplate?: string;
+      validDays?: number;
+      newKey?: boolean;
+      user: string;
+      node: string;
+    }) => {
+        runProvision({ ...opts, unit: unitOptions(opts) }, say);
+    },
+  );
+
+program
+  .command('flash')
+  .description('install a bundle and the built agent into a mounted target root file system, with owners and modes (idempotent)')
+  .requiredOption('--bundle <dir>', 'the bundle scripts/provision made')
+  .requiredOption('--target <rootfs>', "the image's root file system, mounted")
+  .option('--agent-dir <dir>', 'the built agent to install (default: this checkout)')
+  .option('--replace-identity', 'overwrite another device identity already in the target')
+  .action((opts: { bundle: string; target: string; agentDir?: string; replaceIdentity?: boolean }) => {
+    runFlash(opts, say);
+  });
+
+program
+  .command('install-service')
+  .description('the systemd unit (restart, watchdog, dedicated user, no capabilities, hardening), its account and state folder')
+  .option('--root <dir>', 'root file system to install into', '/')
+  .option('--user <name>', 'the dedicated user', DEFAULT_UNIT_OPTIONS.user)
+  .option('--node <path>', 'node on the device', DEFAULT_UNIT_OPTIONS.node)
+  .option('--print', 'print the unit and change nothing')
+  .action((opts: { root: string; user: string; node: string; print?: boolean }) => {
+    const unit = serviceUnit(unitOptions(opts));
+    if (opts.print) {
+      process.stdout.write(unit);
+      return;
+    }
+    const root = path.resolve(opts.root);
+    if (process.getuid?.() !== 0) throw new ProvisionError('install-service writes /etc/systemd/system and the user database: run it as root (sudo)');
+    const count = new ChangeCount();
+    installService(root, unit, (line) => say(`  ${line}`), count);
+    const unitPath = `${INSTALL.unitDir}/${INSTALL.unitName}`;
+    if (root === '/' && systemdIsRunning()) {
+      for (const args of [['daemon-reload'], ['enable', INSTALL.unitName]]) {
+        const result = spawnSync('systemctl', args, { stdio: ['ignore', 'inherit', 'pipe'], encoding: 'utf8' });
+        if (result.status !== 0) throw new ProvisionError(`systemctl ${args.join(' ')} failed: ${(result.stderr ?? result.error?.message ?? '').trim().split('\n')[0]}`);
+      }
+      say(`install-service: ${unitPath} installed and enabled (${count.text()}); start it once ${INSTALL.configFile} is there: systemctl start ${INSTALL.unitName}`);
+    } else if (root === '/') {
+      say(`install-service: ${unitPath} installed and enabled (${count.text()}); systemd is not running here: on the device run systemctl daemon-reload && systemctl start ${INSTALL.unitName}`);
+    } else {
+      say(`install-service: ${unitPath} installed and enabled in ${root} (${count.text()}); it starts at that system's next boot`);
+    }
+  });
+
+program.parseAsync(process.argv).catch((err: unknown) => {
+  // Input and target problems are expected: one line. Anything else is a bug: its stack helps whoever reports it.
+  const message = err instanceof Error ? err.message : String(err);
+  process.stderr.write(`${tool}: ${err instanceof ProvisionError ? message : message.split('\n')[0]}\n`);
+  if (!(err instanceof ProvisionError) && process.env.PROVISION_DEBUG) process.stderr.write(`${(err as Error).stack}\n`);
+  process.exit(1);
+});

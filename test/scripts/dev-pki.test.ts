@@ -1,0 +1,85 @@
+/**
+ * scripts/dev-pki as a firmware engineer runs it: the development PKI of the demo and the tests, with private keys
+ * readable by their owner only, kept as they are on a second run, and usable as the agent uses them.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
+import { chmodSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { test } from 'node:test';
+import { loadIdentity } from '../../src/pki/identity.js';
+import { repoRoot } from '../support/shared.js';
+import { makeTempDir } from '../support/temp.js';
+
+function devPki(args: string[]): { code: number | null; stdout: string; stderr: string } {
+  const result = spawnSync(path.join(repoRoot, 'scripts', 'dev-pki'), args, { encoding: 'utf8' });
+  return { code: result.status, stdout: result.stdout, stderr: result.stderr };
+}
+
+/** name -> mode, size and content of every file in `dir`. */
+function snapshot(dir: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const name of readdirSync(dir).sort()) {
+    const stats = statSync(path.join(dir, name));
+    out[name] = `${(stats.mode & 0o7777).toString(8)} ${stats.mtimeMs} ${readFileSync(path.join(dir, name), 'base64')}`;
+  }
+  return out;
+}
+
+test('dev-pki writes the CA, broker, device, backend, command CA and operator files; keys 0600; a second run keeps them', () => {
+  const out = path.join(makeTempDir('dev-pki-'), 'certs', 'dev');
+  const first = devPki(['--out', out, '--device', 'bench-car-1']);
+  assert.equal(first.code, 0, first.stderr);
+  const expected = [
+    'backend.crt', 'backend.key', 'bench-car-1.crt', 'bench-car-1.key', 'ca.crt', 'ca.key', 'command-ca.crt',
+    'command-ca.key', 'ops-dev.crt', 'ops-dev.key', 'server.crt', 'server.key',
+  ];
+  assert.deepEqual(readdirSync(out).sort(), expected);
+  for (const name of expected) {
+    const mode = statSync(path.join(out, name)).mode & 0o777;
+    assert.equal(mode, name.endsWith('.key') ? 0o600 : 0o644, `${name} has mode ${mode.toString(8)}`);
+  }
+  // A folder holding CA keys: its owner only.
+  assert.equal(statSync(out).mode & 0o777, 0o700);
+  assert.match(first.stdout, /12 files created/);
+
+  // What the agent and the embedded broker do with them.
+  const identity = loadIdentity({ certFile: path.join(out, 'bench-car-1.crt'), keyFile: path.join(out, 'bench-car-1.key'), caFile: path.join(out, 'ca.crt'), requireIssuer: true });
+  assert.equal(identity.commonName, 'bench-car-1');
+  const server = new X509Certificate(readFileSync(path.join(out, 'server.crt')));
+  assert.match(server.subjectAltName ?? '', /DNS:localhost/);
+  const operator = new X509Certificate(readFileSync(path.join(out, 'ops-dev.crt')));
+  assert.ok(operator.verify(new X509Certificate(readFileSync(path.join(out, 'command-ca.crt'))).publicKey), 'ops-dev is certified by the command CA');
+
+  const before = snapshot(out);
+  const second = devPki(['--out', out, '--device', 'bench-car-1']);
+  assert.equal(second.code, 0, second.stderr);
+  assert.match(second.stdout, /nothing changed/);
+  assert.deepEqual(snapshot(out), before, 'a second run changes no file');
+});
+
+test('dev-pki tightens a key left readable by others, and re-issues the broker certificate for another host only', () => {
+  const out = makeTempDir('dev-pki-');
+  assert.equal(devPki(['--out', out]).code, 0);
+  chmodSync(path.join(out, 'ca.key'), 0o644);
+  const caBefore = readFileSync(path.join(out, 'ca.crt'), 'utf8');
+  const result = devPki(['--out', out, '--broker-host', '192.168.7.2']);
+  assert.equal(result.code, 0, result.stderr);
+  assert.equal(statSync(path.join(out, 'ca.key')).mode & 0o777, 0o600);
+  assert.match(result.stdout, /ca\.key: mode 0644 -> 0600/);
+  const server = new X509Certificate(readFileSync(path.join(out, 'server.crt')));
+  assert.match(server.subjectAltName ?? '', /IP Address:192\.168\.7\.2/);
+  assert.match(server.subjectAltName ?? '', /DNS:localhost/, 'the local names stay covered');
+  assert.equal(readFileSync(path.join(out, 'ca.crt'), 'utf8'), caBefore, 'the CA is kept');
+  assert.ok(server.verify(new X509Certificate(caBefore).publicKey));
+});
+
+test('dev-pki: a bad device ID is one line on stderr and exit status 1', () => {
+  const out = makeTempDir('dev-pki-');
+  const result = devPki(['--out', out, '--device', 'a/b']);
+  assert.equal(result.code, 1);
+  assert.equal(result.stdout, '');
+  assert.match(result.stderr, /^dev-pki: --device "a\/b" cannot be a device ID: "\/" is not allowed.*\n$/);
+  assert.deepEqual(readdirSync(out), []);
+});
