@@ -37,7 +37,7 @@ import { AgentCommands } from './agent-commands.js';
 
 type Warn = (message: string) => void;
 
-/** The device certificate is said to expire soon (health, a daily warning) this many days ahead. */
+/** The device certificate is said to expire soon (health, a daily warning) this many days ahead, by default. */
 const CERTIFICATE_WARNING_DAYS = 30;
 
 export interface DataPathSummary {
@@ -112,7 +112,6 @@ export function ensureDevPki(certsDir: string, deviceId: string, say: Warn = () 
 export class DataPath {
   private pendingBatches: SampleBatch[] = [];
   private writeTimer: NodeJS.Timeout | undefined;
-  private healthTimer: NodeJS.Timeout | undefined;
   private identityTimer: NodeJS.Timeout | undefined;
   private stopNetworkWatch: (() => void) | undefined;
   private messages = 0;
@@ -225,8 +224,6 @@ export class DataPath {
       const heartbeat = this.uplink.heartbeat;
       // A car moves between carriers and hotspots: each network has its own NAT and its own learned interval.
       if (heartbeat) this.stopNetworkWatch = watchNetwork((network) => heartbeat.setNetwork(network));
-      this.healthTimer = setInterval(() => this.publishHealth(), 60_000);
-      this.healthTimer.unref();
       this.identityTimer = setInterval(() => this.inspectIdentity(), 86_400_000);
       this.identityTimer.unref();
     }
@@ -340,7 +337,7 @@ export class DataPath {
     if (commands) report.commands = commands;
     if (this.uplink) {
       const certificate = summary(this.uplink.session.currentIdentity);
-      report.certificate = { ...certificate, expiringSoon: certificate.daysLeft <= CERTIFICATE_WARNING_DAYS };
+      report.certificate = { ...certificate, expiringSoon: certificate.daysLeft <= this.certificateWarningDays };
     }
     return report;
   }
@@ -373,6 +370,10 @@ export class DataPath {
     }
   }
 
+  private get certificateWarningDays(): number {
+    return this.config.health?.certificateWarningDays ?? CERTIFICATE_WARNING_DAYS;
+  }
+
   /** Checks the identity files again (daily): expiry ahead, or files changed into something unusable. */
   private inspectIdentity(): void {
     const uplink = this.config.uplink;
@@ -380,17 +381,18 @@ export class DataPath {
     try {
       const identity = loadIdentity(identityFiles(uplink));
       const { daysLeft, notAfter } = summary(identity);
-      if (daysLeft <= CERTIFICATE_WARNING_DAYS) this.warn(`uplink: the device certificate expires in ${daysLeft} days (${notAfter}): rotate it (command rotateCertificate)`);
+      if (daysLeft <= this.certificateWarningDays) this.warn(`uplink: the device certificate expires in ${daysLeft} days (${notAfter}): rotate it (command rotateCertificate)`);
     } catch (err) {
       this.warn(`uplink: the device identity no longer checks out: ${(err as Error).message}`);
     }
   }
 
-  private publishHealth(): void {
+  /** Publishes a health report (src/health takes it at health.intervalS and calls this). */
+  publishHealth(report: object): void {
     const session = this.uplink?.session;
     if (!session || session.state !== 'connected') return;
     // Health is a snapshot: QoS 1 while connected, never stored (the next one supersedes it).
-    session.publish(session.topic('health'), JSON.stringify(this.healthReport()), { qos: 1 }).catch(() => undefined);
+    session.publish(session.topic('health'), JSON.stringify(report), { qos: 1 }).catch(() => undefined);
   }
 
   /** ` | uplink connected, heartbeat 42 s, 1204 published, 3 buffered (12 kB)` */
@@ -428,7 +430,6 @@ export class DataPath {
     if (this.closed) return this.summary();
     this.closed = true;
     clearInterval(this.writeTimer);
-    clearInterval(this.healthTimer);
     clearInterval(this.identityTimer);
     this.stopNetworkWatch?.();
     this.collector.close();

@@ -18,7 +18,13 @@ import { compileDatabase, loadDbcFile, type CompiledDatabase } from '../dbc/inde
 import type { SignalDef } from '../dbc/model.js';
 import { SimulatedVehicle } from '../sim/vehicle.js';
 import type { CommandContext } from '../commands/handler.js';
-import { createCommandContext, LOG_LEVELS, type LogLevel } from './command-context.js';
+import { createCommandContext } from './command-context.js';
+import { loggingConfig } from '../health/log-config.js';
+import { Logger } from '../health/log.js';
+import { ShutdownWatch, type ShutdownProgress } from '../health/log-shutdown.js';
+import { REMOTE_LOG_COMPONENT, RemoteLog } from '../health/remote-log.js';
+import { Health } from '../health/monitor.js';
+import { createSystemdNotifier } from '../health/watchdog.js';
 import { DataPath, type DataPathSummary } from './data-path.js';
 import { LiveObdAdapter } from './live-adapter.js';
 import { LiveBus, type ObdPollingSummary } from './live-bus.js';
@@ -106,8 +112,15 @@ export interface RunAgentOptions {
   durationS?: number;
   signal?: AbortSignal;
   output: StatusOutput;
-  /** Diagnostics (DBC warnings, malformed log lines, interface and controller state changes, OBD trouble). */
+  /**
+   * Diagnostics (DBC warnings, malformed log lines, interface and controller state changes, OBD trouble) as plain
+   * text, at the levels `logging.level` lets through (no verbose start), instead of the log on stderr.
+   */
   warn?: (message: string) => void;
+  /** The log to write to (the `run` command's, which also logs its stop); default one from the config's `logging`. */
+  logger?: Logger;
+  /** Told where the stop is, for the `run` command's shutdown deadline. */
+  shutdown?: ShutdownProgress;
   /** The config file `config` was loaded from: setConfig writes the new collection section there. */
   configFile?: string;
   /** Receives the context remote commands act through, once the run's parts exist. */
@@ -180,13 +193,16 @@ async function runSource(bus: BusConfig, source: FrameSource, sink: FrameSink, s
 /** Runs the agent on a loaded config until the duration passes, `signal` aborts, or every source has ended. */
 export async function runAgent(options: RunAgentOptions): Promise<RunSummary> {
   const { config, output } = options;
-  const emit = options.warn ?? ((message: string) => process.stderr.write(`${message}\n`));
-  // Every diagnostic of the run is a warning today; setLogLevel('error') silences them (structured logging will
-  // give the finer levels their messages).
-  let logLevel: LogLevel = 'warn';
-  const warn = (message: string): void => {
-    if (LOG_LEVELS.indexOf(logLevel) >= LOG_LEVELS.indexOf('warn')) emit(message);
-  };
+  const logging = loggingConfig(config.logging);
+  const logger = options.logger ?? new Logger(options.warn ? { config: logging, lines: options.warn } : { config: logging });
+  // The modules keep their `warn(message)` callback; the logger gives each message its level and component.
+  const warn = logger.diagnostic;
+  // Warnings and errors also go to vehicles/<id>/logs; made now so that what the start says is kept until connected.
+  const remoteLog =
+    config.uplink && logging.remote.enabled
+      ? new RemoteLog({ config: logging.remote, report: (level, msg) => logger.log(level, REMOTE_LOG_COMPONENT, msg) })
+      : undefined;
+  const stopRemoteFeed = remoteLog ? logger.onEntry(logging.remote.level, (entry) => remoteLog.add(entry)) : undefined;
   const buses: BusDecoder[] = [];
   const sources: FrameSource[] = [];
   /** Per bus: its live parts when it is a SocketCAN bus. */
@@ -224,9 +240,7 @@ export async function runAgent(options: RunAgentOptions): Promise<RunSummary> {
     adapters,
     obdValues,
     dataPath: () => dataPath,
-    setLogLevel: (level) => {
-      logLevel = level;
-    },
+    setLogLevel: (level) => logger.setLevel(level),
     requestRestart: () => {
       if (restartTimer !== undefined || stop.signal.aborted) return;
       warn('restart requested by a remote command: stopping');
@@ -238,7 +252,23 @@ export async function runAgent(options: RunAgentOptions): Promise<RunSummary> {
   });
 
   // Opened before the sources start, so an unusable outbox or identity fails the run before anything is read.
-  dataPath = config.collection ? await DataPath.open(config, buses, warn, { commandContext }) : undefined;
+  try {
+    dataPath = config.collection ? await DataPath.open(config, buses, warn, { commandContext }) : undefined;
+  } catch (err) {
+    stopRemoteFeed?.();
+    remoteLog?.close();
+    if (!options.logger) logger.close();
+    throw err;
+  }
+  if (remoteLog && dataPath?.uplink) remoteLog.attach(dataPath.uplink.session);
+  if (dataPath) {
+    const outboxStats = dataPath.outbox.stats();
+    logger.debug('data', `data path open: ${config.collection!.rules.length} collection rules, ${outboxStats.messages} messages waiting in the outbox`, {
+      rules: config.collection!.rules.map((r) => r.name),
+      outbox: config.outbox!.path,
+      ...(dataPath.uplink ? { uplink: dataPath.uplink.url } : {}),
+    });
+  }
   const offer = (name: string, value: number, ts: number): void => {
     obdValues.set(name, value);
     // `collector` is read per value: setConfig may have replaced it.
@@ -246,7 +276,10 @@ export async function runAgent(options: RunAgentOptions): Promise<RunSummary> {
   };
   live.forEach((liveBus, i) => liveBus?.obd?.forwardValues(config.buses[i]!.name, offer));
   for (const adapter of adapters) adapter.obd.forwardValues(adapter.config.name, offer);
+  // The health report at health.intervalS (published, and on the local status page); never fails the run.
+  // The context first: without a data path the caller gets it before runAgent's first await.
   options.onCommandContext?.(commandContext);
+  const health = await Health.start({ config, buses, live, adapters, obdValues, statusSignals, dataPath, warn });
   const onOuterAbort = (): void => stop.abort();
   options.signal?.addEventListener('abort', onOuterAbort, { once: true });
   if (options.signal?.aborted) stop.abort();
@@ -273,6 +306,16 @@ export async function runAgent(options: RunAgentOptions): Promise<RunSummary> {
     for (const bus of liveBuses) if (bus.obd) line += ` | ${bus.obd.statusText()}`;
     for (const adapter of adapters) line += ` | ${adapter.statusText()} | ${adapter.obd.statusText()}`;
     if (dataPath) line += ` | ${dataPath.statusText()}`;
+    // Once per status interval, not per frame: the rates in the log while debugging (the verbose start).
+    if (logger.enabled('debug')) {
+      logger.debug('status', 'status', {
+        framesPerS: Math.round((current.frames - last.frames) / seconds),
+        signalsPerS: Math.round((current.signals - last.signals) / seconds),
+        unknownFrames: current.unknownFrames,
+        errors: current.errors,
+        ...(dataPath ? { data: dataPath.statusText() } : {}),
+      });
+    }
     lastAt = now;
     last = current;
     if (tty) {
@@ -288,6 +331,9 @@ export async function runAgent(options: RunAgentOptions): Promise<RunSummary> {
   // OBD polling never ends a run by itself, and never fails it: it reports its trouble and carries on.
   for (const bus of liveBuses) if (bus.obd) runs.push(bus.obd.run(stop.signal));
   for (const adapter of adapters) runs.push(adapter.obd.run(stop.signal));
+  // Under systemd (Type=notify): ready now that the data path is open and the sources run; watchdog pings from here.
+  const notifier = createSystemdNotifier({ warn });
+  notifier.ready();
   let failure: unknown;
   try {
     // The first failure stops every other source too; otherwise wait until all have ended.
@@ -296,14 +342,34 @@ export async function runAgent(options: RunAgentOptions): Promise<RunSummary> {
       stop.abort();
     })));
   } finally {
+    notifier.stopping();
     clearInterval(statusTimer);
     if (durationTimer) clearTimeout(durationTimer);
     if (restartTimer) clearTimeout(restartTimer);
     options.signal?.removeEventListener('abort', onOuterAbort);
   }
+  // No report once the data path starts closing; the status page closes with it.
+  const healthClosing = health.close();
   const elapsedS = (performance.now() - started) / 1000;
-  // Whatever ended the run, the open batches go to the outbox before the process ends.
-  const dataPathSummary = await dataPath?.close();
+  const shutdown = options.shutdown;
+  shutdown?.step('committing open batches to the outbox');
+  shutdown?.pending(() => ({
+    ...(dataPath?.uplink ? { session: dataPath.uplink.session.state, inflight: dataPath.uplink.publisher.stats.inflight } : {}),
+    ...(remoteLog ? { logEntriesUnsent: remoteLog.stats.queued } : {}),
+  }));
+  // Folded log entries go out ahead of the session's DISCONNECT.
+  remoteLog?.flush();
+  stopRemoteFeed?.();
+  // Whatever ended the run, the open batches go to the outbox before the process ends: close() commits them before
+  // its first await, so they are on disk once it has been called.
+  const closing = dataPath?.close();
+  shutdown?.committed();
+  shutdown?.step('closing the MQTT session (offline status, DISCONNECT) and the outbox');
+  const dataPathSummary = await closing;
+  await healthClosing;
+  remoteLog?.close();
+  shutdown?.step('writing the summary');
+  if (!options.logger) logger.close();
 
   if (tty && statusShown) output.write('\n');
   const summary: RunSummary = {
@@ -375,17 +441,29 @@ export function registerRunCommand(program: Command): void {
     .option('-d, --duration <seconds>', 'stop after this many seconds', parseDuration)
     .action(async (opts: { config: string; duration?: number }) => {
       const config = loadDeviceConfig(opts.config);
+      const logger = new Logger({ config: config.logging });
       const interrupt = new AbortController();
-      const onSignal = (): void => interrupt.abort();
+      // SIGTERM/SIGINT: stop the sources, commit open batches, close the session cleanly, all within the deadline.
+      const shutdown = new ShutdownWatch(logger);
+      const onSignal = (signal: NodeJS.Signals): void => {
+        shutdown.begin(signal);
+        interrupt.abort();
+      };
       // `once`: a second Ctrl-C gets node's default handling and ends the process at once.
       process.once('SIGINT', onSignal);
       process.once('SIGTERM', onSignal);
       try {
-        const summary = await runAgent({ config, configFile: opts.config, durationS: opts.duration, signal: interrupt.signal, output: process.stdout });
+        const summary = await runAgent({ config, configFile: opts.config, durationS: opts.duration, signal: interrupt.signal, output: process.stdout, logger, shutdown });
         if (summary.restartRequested) process.exitCode = RESTART_EXIT_CODE;
       } finally {
         process.removeListener('SIGINT', onSignal);
         process.removeListener('SIGTERM', onSignal);
+        logger.close();
+      }
+      if (shutdown.started) {
+        shutdown.finish();
+        // Everything that matters is done: a socket a hung broker never closed must not keep the process up.
+        process.exit(process.exitCode ?? 0);
       }
     });
 }

@@ -11,6 +11,8 @@ import path from 'node:path';
 import { z } from 'zod';
 import { collectionConfigSchema, collectionRuleSchema } from '../collect/config.js';
 import { commandsConfigSchema } from '../commands/config.js';
+import { healthConfigSchema } from '../health/config.js';
+import { loggingConfigSchema } from '../health/log-config.js';
 import { MODE01_PIDS, MODE01_PIDS_BY_KEY, SUPPORTED_PID_BLOCKS, type PidDefinition } from '../obd/j1979.js';
 import { outboxConfigSchema } from '../store/config.js';
 import { uplinkConfigSchema } from '../uplink/config.js';
@@ -242,6 +244,8 @@ export const deviceConfigSchema = z
     outbox: outboxConfigSchema.optional(),
     uplink: uplinkConfigSchema.optional(),
     commands: commandsConfigSchema.optional(),
+    health: healthConfigSchema.optional(),
+    logging: loggingConfigSchema.optional(),
   })
   .superRefine((config, ctx) => {
     if (config.collection !== undefined && config.outbox === undefined) {

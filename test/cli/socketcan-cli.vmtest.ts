@@ -204,6 +204,8 @@ describe('SocketCAN commands on a real kernel', { timeout: 300_000 }, () => {
           },
         ],
         status: { intervalMs: 250, signals: ['ENGINE_DATA.EngineSpeed'] },
+        // Plain lines, no verbose start: this test reads the interface messages line by line.
+        logging: { format: 'text', verboseForS: 0 },
       }),
     );
     const agent = new CliProcess(['run', '--config', config]);

@@ -392,7 +392,7 @@ describe('every remote command end to end: operator -> mosquitto -> runAgent -> 
     assert.equal(none.reason, 'unknown-signal');
   });
 
-  it('setLogLevel: error silences the agent\'s log lines, warn brings them back', async () => {
+  it('setLogLevel: error silences the agent\'s log lines, info brings them back', async () => {
     const logged = (id: string): boolean => log.some((line) => line.includes(id));
     const quiet = (await send('setLogLevel', { level: 'error' })).final;
     assert.equal(quiet.status, 'SUCCEEDED', JSON.stringify(quiet));
@@ -401,11 +401,16 @@ describe('every remote command end to end: operator -> mosquitto -> runAgent -> 
     assert.equal(unlogged.final.status, 'SUCCEEDED');
     assert.equal(logged(unlogged.id), false, `ping ${unlogged.id} was logged at level error:\n${log.join('\n')}`);
 
-    const loud = await send('setLogLevel', { level: 'warn' });
-    assert.deepEqual(loud.final.detail, { level: 'warn' });
+    // A command that goes through is an info line (ACCEPTED, SUCCEEDED): not at warn, back at info.
+    assert.deepEqual((await send('setLogLevel', { level: 'warn' })).final.detail, { level: 'warn' });
+    const unheard = await send('ping', { echo: 'warn' });
+    assert.equal(unheard.final.status, 'SUCCEEDED');
+    assert.equal(logged(unheard.id), false, `ping ${unheard.id} was logged at level warn:\n${log.join('\n')}`);
+    const loud = await send('setLogLevel', { level: 'info' });
+    assert.deepEqual(loud.final.detail, { level: 'info' });
     const heard = await send('ping', { echo: 'loud' });
     assert.equal(heard.final.status, 'SUCCEEDED');
-    assert.ok(logged(heard.id), `ping ${heard.id} was not logged at level warn:\n${log.join('\n')}`);
+    assert.ok(logged(heard.id), `ping ${heard.id} was not logged at level info:\n${log.join('\n')}`);
   });
 
   it('restartAgent: SUCCEEDED reaches the operator, then runAgent stops with restartRequested', async () => {

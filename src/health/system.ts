@@ -1,0 +1,320 @@
+/**
+ * The host part of the health report, from systeminformation: CPU load, memory, temperatures, the free space of the
+ * filesystem holding the outbox, the network interfaces (which are up, which is the default route) and uptime.
+ *
+ * On a head unit any of these may fail (no thermal zone, a missing tool) or hang (a wedged sysfs read, a slow child
+ * process). Each probe is time-boxed and runs concurrently with the others; what fails or times out is null in the
+ * sample and named in `failed`. A probe still running from an earlier sample is not started again, so a hung probe
+ * never piles up calls. sample() never throws.
+ */
+import { realpath, statfs } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import si, { type Systeminformation } from 'systeminformation';
+
+/** What the sampler asks the host; tests replace some of them to make a probe fail or hang. */
+export interface SystemProbes {
+  currentLoad(): Promise<Pick<Systeminformation.CurrentLoadData, 'currentLoad' | 'currentLoadUser' | 'currentLoadSystem'>>;
+  mem(): Promise<Pick<Systeminformation.MemData, 'total' | 'available' | 'swaptotal' | 'swapused'>>;
+  cpuTemperature(): Promise<Partial<Pick<Systeminformation.CpuTemperatureData, 'main' | 'max' | 'cores' | 'chipset'>>>;
+  fsSize(): Promise<Pick<Systeminformation.FsSizeData, 'fs' | 'type' | 'size' | 'available' | 'mount'>[]>;
+  /** Fallback for a filesystem fsSize does not list (tmpfs, overlay quirks). */
+  statfs(dir: string): Promise<{ totalBytes: number; freeBytes: number }>;
+  networkInterfaces(): Promise<Pick<Systeminformation.NetworkInterfacesData, 'iface' | 'default' | 'ip4' | 'ip6' | 'mac' | 'internal' | 'operstate' | 'type' | 'speed'>[]>;
+  uptimeS(): Promise<number>;
+}
+
+export const systemProbes: SystemProbes = {
+  currentLoad: () => si.currentLoad(),
+  mem: () => si.mem(),
+  cpuTemperature: () => si.cpuTemperature(),
+  fsSize: () => si.fsSize(),
+  statfs: async (dir) => {
+    const s = await statfs(dir);
+    return { totalBytes: s.blocks * s.bsize, freeBytes: s.bavail * s.bsize };
+  },
+  networkInterfaces: async () => {
+    const list = await si.networkInterfaces();
+    return Array.isArray(list) ? list : [list];
+  },
+  uptimeS: async () => si.time().uptime,
+};
+
+export interface DiskSample {
+  /** The folder asked about (the outbox's). */
+  path: string;
+  /** Its filesystem's mount point and device, when fsSize lists it (null from the statfs fallback). */
+  mount: string | null;
+  filesystem: string | null;
+  totalBytes: number;
+  /** Available to the agent (not counting the blocks reserved for root). */
+  freeBytes: number;
+  usedPercent: number;
+}
+
+export interface InterfaceSample {
+  name: string;
+  /** Carrier up; or operstate "unknown" with an address (ppp, tun, loopback: no carrier to sense). */
+  up: boolean;
+  operstate: string;
+  default: boolean;
+  internal: boolean;
+  type: string;
+  ip4: string | null;
+  ip6: string | null;
+  mac: string | null;
+  speedMbps: number | null;
+}
+
+export interface SystemSample {
+  /** When the sample started, ms since the epoch. */
+  tsMs: number;
+  /** How long the sample took (the slowest probe), ms. */
+  sampleMs: number;
+  /** `probe: reason` for each probe that failed or timed out; its fields are null. */
+  failed: string[];
+  /** Since the previous sample (systeminformation keeps the previous CPU times). */
+  cpuLoadPercent: number | null;
+  cpuUserPercent: number | null;
+  cpuSystemPercent: number | null;
+  loadAverage1m: number;
+  cpuCores: number;
+  memTotalBytes: number | null;
+  memAvailableBytes: number | null;
+  /** Total minus available: what processes hold, reclaimable cache excluded. */
+  memUsedBytes: number | null;
+  swapTotalBytes: number | null;
+  swapUsedBytes: number | null;
+  /** Null where the host has no such sensor. */
+  cpuTempC: number | null;
+  cpuTempMaxC: number | null;
+  chipsetTempC: number | null;
+  coreTempsC: number[];
+  disk: DiskSample | null;
+  defaultInterface: string | null;
+  interfaces: InterfaceSample[] | null;
+  uptimeS: number | null;
+}
+
+export interface SystemSamplerOptions {
+  /** The folder whose filesystem is reported (the outbox's). */
+  diskPath: string;
+  /** Longest wait for one probe, ms. Default 5000. */
+  timeoutMs?: number;
+  probes?: Partial<SystemProbes>;
+}
+
+type Outcome<T> = { ok: true; value: T } | { ok: false; error: string };
+
+/** One probe, time-boxed, never called again while an earlier call is still running. */
+class TimeBoxed<T> {
+  private running: Promise<T> | null = null;
+  /** Ends the current wait (close()). */
+  private cancel: ((err: Error) => void) | null = null;
+
+  constructor(
+    readonly name: string,
+    private readonly call: () => Promise<T>,
+    private readonly timeoutMs: number,
+  ) {}
+
+  async run(): Promise<Outcome<T>> {
+    if (this.running) return { ok: false, error: `still running since an earlier sample` };
+    let call: Promise<T>;
+    try {
+      call = Promise.resolve(this.call());
+    } catch (err) {
+      return { ok: false, error: errorText(err) };
+    }
+    this.running = call;
+    call.then(
+      () => this.settled(call),
+      () => this.settled(call),
+    );
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`timed out after ${this.timeoutMs} ms`)), this.timeoutMs);
+      this.cancel = reject;
+    });
+    try {
+      return { ok: true, value: await Promise.race([call, timeout]) };
+    } catch (err) {
+      return { ok: false, error: errorText(err) };
+    } finally {
+      clearTimeout(timer);
+      this.cancel = null;
+    }
+  }
+
+  /** Stops waiting (the call itself cannot be stopped): a hung probe must not hold the process at exit. */
+  close(): void {
+    this.cancel?.(new Error('sampler closed'));
+  }
+
+  private settled(call: Promise<T>): void {
+    if (this.running === call) this.running = null;
+  }
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** A finite number, or null (systeminformation reports missing sensors as null, -1 or NaN depending on the source). */
+function num(value: unknown): number | null {
+  return typeof value === 'number' && Number.isFinite(value) ? value : null;
+}
+
+function percent(value: unknown): number | null {
+  const p = num(value);
+  return p === null ? null : Math.round(p * 10) / 10;
+}
+
+function temperature(value: unknown): number | null {
+  const t = num(value);
+  // -1 and 0 are systeminformation's "no reading" on some boards.
+  return t === null || t <= 0 ? null : t;
+}
+
+export class SystemSampler {
+  private readonly probes: { [K in keyof SystemProbes]: TimeBoxed<Awaited<ReturnType<SystemProbes[K]>>> };
+  private readonly diskPath: string;
+
+  constructor(options: SystemSamplerOptions) {
+    const probes = { ...systemProbes, ...options.probes };
+    const timeoutMs = options.timeoutMs ?? 5000;
+    this.diskPath = options.diskPath;
+    const box = <K extends keyof SystemProbes>(name: K, call: () => ReturnType<SystemProbes[K]>) =>
+      new TimeBoxed(name, call as () => Promise<Awaited<ReturnType<SystemProbes[K]>>>, timeoutMs);
+    this.probes = {
+      currentLoad: box('currentLoad', () => probes.currentLoad()),
+      mem: box('mem', () => probes.mem()),
+      cpuTemperature: box('cpuTemperature', () => probes.cpuTemperature()),
+      fsSize: box('fsSize', () => probes.fsSize()),
+      statfs: box('statfs', async () => probes.statfs(await existingAncestor(this.diskPath))),
+      networkInterfaces: box('networkInterfaces', () => probes.networkInterfaces()),
+      uptimeS: box('uptimeS', () => probes.uptimeS()),
+    };
+  }
+
+  /** Asks every probe at once; resolves when all have answered, failed or timed out. Never rejects. */
+  async sample(): Promise<SystemSample> {
+    const tsMs = Date.now();
+    const started = performance.now();
+    const failed: string[] = [];
+    const get = <T>(name: string, outcome: Outcome<T>): T | null => {
+      if (outcome.ok) return outcome.value;
+      failed.push(`${name}: ${outcome.error}`);
+      return null;
+    };
+    const p = this.probes;
+    const [load, mem, temps, disk, nets, uptime] = await Promise.all([
+      p.currentLoad.run(),
+      p.mem.run(),
+      p.cpuTemperature.run(),
+      this.disk(),
+      p.networkInterfaces.run(),
+      p.uptimeS.run(),
+    ]);
+    const cpu = get('currentLoad', load);
+    const memory = get('mem', mem);
+    const sensors = get('cpuTemperature', temps);
+    const diskSample = get('disk', disk);
+    const interfaces = get('networkInterfaces', nets)?.map(describeInterface) ?? null;
+    const available = num(memory?.available);
+    const total = num(memory?.total);
+    return {
+      tsMs,
+      sampleMs: Math.round(performance.now() - started),
+      failed,
+      cpuLoadPercent: percent(cpu?.currentLoad),
+      cpuUserPercent: percent(cpu?.currentLoadUser),
+      cpuSystemPercent: percent(cpu?.currentLoadSystem),
+      loadAverage1m: os.loadavg()[0]!,
+      cpuCores: os.availableParallelism(),
+      memTotalBytes: total,
+      memAvailableBytes: available,
+      memUsedBytes: total !== null && available !== null ? total - available : null,
+      swapTotalBytes: num(memory?.swaptotal),
+      swapUsedBytes: num(memory?.swapused),
+      cpuTempC: temperature(sensors?.main),
+      cpuTempMaxC: temperature(sensors?.max),
+      chipsetTempC: temperature(sensors?.chipset),
+      coreTempsC: (sensors?.cores ?? []).map(temperature).filter((t): t is number => t !== null),
+      disk: diskSample,
+      defaultInterface: interfaces?.find((i) => i.default)?.name ?? null,
+      interfaces,
+      uptimeS: num(get('uptime', uptime)),
+    };
+  }
+
+  /** Ends the waits of a sample in progress (it resolves at once, the rest null); for the end of a run. */
+  close(): void {
+    for (const probe of Object.values(this.probes)) probe.close();
+  }
+
+  /** The filesystem holding diskPath: fsSize's entry with the longest mount point containing it, else statfs. */
+  private async disk(): Promise<Outcome<DiskSample>> {
+    let dir: string;
+    try {
+      dir = await realpath(await existingAncestor(this.diskPath));
+    } catch (err) {
+      return { ok: false, error: errorText(err) };
+    }
+    const listed = await this.probes.fsSize.run();
+    if (listed.ok) {
+      const mount = listed.value
+        .filter((fs) => typeof fs.mount === 'string' && contains(fs.mount, dir))
+        .sort((a, b) => b.mount.length - a.mount.length)[0];
+      if (mount && num(mount.size) !== null && num(mount.available) !== null) {
+        return { ok: true, value: diskSample(this.diskPath, mount.mount, mount.fs, mount.size, mount.available) };
+      }
+    }
+    const fallback = await this.probes.statfs.run();
+    if (fallback.ok) return { ok: true, value: diskSample(this.diskPath, null, null, fallback.value.totalBytes, fallback.value.freeBytes) };
+    return { ok: false, error: listed.ok ? fallback.error : `${listed.error}; statfs: ${fallback.error}` };
+  }
+}
+
+function diskSample(dir: string, mount: string | null, filesystem: string | null, totalBytes: number, freeBytes: number): DiskSample {
+  const usedPercent = totalBytes > 0 ? Math.round(((totalBytes - freeBytes) / totalBytes) * 1000) / 10 : 0;
+  return { path: dir, mount, filesystem, totalBytes, freeBytes, usedPercent };
+}
+
+/** `mount` is `dir` or one of its ancestors (on path boundaries: /var is not a mount of /variable). */
+function contains(mount: string, dir: string): boolean {
+  if (mount === '/' || mount === dir) return true;
+  return dir.startsWith(mount.endsWith('/') ? mount : `${mount}/`);
+}
+
+/** The outbox folder may not exist yet (no data path): its nearest existing ancestor is on the same filesystem. */
+async function existingAncestor(dir: string): Promise<string> {
+  let current = path.resolve(dir);
+  for (;;) {
+    try {
+      await realpath(current);
+      return current;
+    } catch {
+      const parent = path.dirname(current);
+      if (parent === current) return current;
+      current = parent;
+    }
+  }
+}
+
+function describeInterface(i: Awaited<ReturnType<SystemProbes['networkInterfaces']>>[number]): InterfaceSample {
+  const hasAddress = Boolean(i.ip4 || i.ip6);
+  return {
+    name: i.iface,
+    up: i.operstate === 'up' || (i.operstate === 'unknown' && hasAddress),
+    operstate: i.operstate,
+    default: i.default === true,
+    internal: i.internal === true,
+    type: i.type,
+    ip4: i.ip4 || null,
+    ip6: i.ip6 || null,
+    mac: i.mac || null,
+    // systeminformation says -1 (or 0) when the driver does not know the link speed.
+    speedMbps: (num(i.speed) ?? 0) > 0 ? i.speed : null,
+  };
+}

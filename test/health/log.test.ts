@@ -1,0 +1,271 @@
+/**
+ * The agent's local log: JSON lines on stderr (the compiled CLI as a child process), the level filter, the verbose
+ * start, setLogLevel through the command context of a running agent, the text format, and the plain-text `warn`
+ * callback that tests and embedders use.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { describe, it } from 'node:test';
+import { runAgent } from '../../src/cli/run.js';
+import type { CommandContext } from '../../src/commands/handler.js';
+import { setLogLevel } from '../../src/commands/handlers/set-log-level.js';
+import { parseDeviceConfig } from '../../src/config/device-config.js';
+import { classify, Logger } from '../../src/health/log.js';
+import { loggingConfigSchema } from '../../src/health/log-config.js';
+import { DEMO_DBC_PATH } from '../../src/sim/vehicle.js';
+import { CLI, writeConfig } from '../support/agent.js';
+import { delay } from '../support/obd-sim.js';
+import { repoRoot } from '../support/shared.js';
+import { makeTempDir } from '../support/temp.js';
+
+interface JsonLine {
+  level: string;
+  time: string;
+  component: string;
+  msg: string;
+  [field: string]: unknown;
+}
+
+/** Lines written to a destination, and the JSON objects they hold. */
+function capture(): { write(line: string): void; lines: string[]; json(): JsonLine[] } {
+  const lines: string[] = [];
+  return {
+    lines,
+    write(line: string) {
+      // The logger writes whole lines, one per call.
+      assert.ok(line.endsWith('\n') && line.indexOf('\n') === line.length - 1, JSON.stringify(line));
+      lines.push(line.slice(0, -1));
+    },
+    json: () => lines.map((line) => JSON.parse(line) as JsonLine),
+  };
+}
+
+const logging = (section: object) => loggingConfigSchema.parse(section);
+const simBus = { name: 'can0', dbc: DEMO_DBC_PATH, source: { type: 'sim', speed: 1, seed: 1 } };
+
+/** Runs the setLogLevel handler as the dispatcher would, against the running agent's context. */
+async function set(context: CommandContext, level: string): Promise<unknown> {
+  return setLogLevel.run(setLogLevel.params.parse({ level }), context, { id: 'test', signal: new AbortController().signal, progress: () => undefined });
+}
+
+describe('log: levels and components of the module messages', () => {
+  it('takes the component from the prefix, keeps the text whole, and knows which messages are not warnings', () => {
+    const cases: Array<[string, string, string]> = [
+      ['uplink: connected to mqtts://localhost:8883', 'info', 'uplink'],
+      ['uplink: disconnected (cannot reach the broker at localhost:1: ECONNREFUSED), retrying in 1.2 s', 'warn', 'uplink'],
+      ['uplink: heartbeat 60 s -> 90 s on wifi:abc (probe, learning)', 'info', 'uplink'],
+      ['uplink: message 12 dropped after 3 refusals: not authorized', 'error', 'uplink'],
+      ['embedded MQTT broker listening on mqtts://localhost:8883 (subscribe with the backend certificate in certs)', 'info', 'broker'],
+      ['created a development CA in certs (for the embedded broker; not for production)', 'info', 'pki'],
+      ["created a development command CA and operator 'ops-dev' in certs (not for production)", 'info', 'pki'],
+      ['command 0f3a (ping) from ops-dev: ACCEPTED', 'info', 'commands'],
+      ['command 0f3a (ping): SUCCEEDED', 'info', 'commands'],
+      ['command 0f3a (clearDtcs): FAILED (precondition: VehicleSpeed == 0)', 'warn', 'commands'],
+      ['commands: REJECTED a payload as bad-signature: x (said once per reason; counted)', 'warn', 'commands'],
+      ['restart requested by a remote command: stopping', 'warn', 'commands'],
+      ['outbox: 3 message(s) rejected: disk full', 'error', 'outbox'],
+      ['outbox: deleting 4 acknowledged message(s) failed, will retry: busy', 'warn', 'outbox'],
+      ['can0: interface can0 is open again', 'info', 'can0'],
+      ['can0: interface can0 is down (no carrier); waiting for it to come up', 'warn', 'can0'],
+      ['can0: demo.dbc:12:1: warning: tolerated: unknown statement', 'warn', 'can0'],
+      ['obd: adapter ready on /dev/ttyUSB0: ELM327 v1.5', 'info', 'obd'],
+      ['link memory: cannot open x.db (busy); the heartbeat learns without remembering', 'warn', 'uplink'],
+      ['/var/lib/x: something without a component', 'warn', 'agent'],
+    ];
+    for (const [message, level, component] of cases) assert.deepEqual(classify(message), { level, component }, message);
+  });
+});
+
+describe('log: JSON lines', () => {
+  it('one object per line with time, level, msg, component and the fields; the level filters', () => {
+    const out = capture();
+    const logger = new Logger({ config: logging({ level: 'warn', verboseForS: 0 }), destination: out });
+    logger.error('outbox', 'outbox: 2 message(s) rejected: disk full', { messages: 2 });
+    logger.warn('uplink', 'uplink: disconnected "x" \\ y', { retryInMs: 1200 });
+    logger.info('uplink', 'uplink: connected to mqtts://localhost:8883');
+    logger.debug('status', 'status');
+    logger.diagnostic('uplink: connected to mqtts://localhost:1');
+    logger.diagnostic('can0: interface can0 is down; waiting for it to come up');
+    const lines = out.json();
+    assert.deepEqual(
+      lines.map((l) => [l.level, l.component, l.msg]),
+      [
+        ['error', 'outbox', 'outbox: 2 message(s) rejected: disk full'],
+        ['warn', 'uplink', 'uplink: disconnected "x" \\ y'],
+        ['warn', 'can0', 'can0: interface can0 is down; waiting for it to come up'],
+      ],
+    );
+    for (const line of lines) {
+      assert.match(line.time, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+      assert.ok(Math.abs(Date.parse(line.time) - Date.now()) < 5000);
+    }
+    assert.equal(lines[0]!.messages, 2);
+    assert.equal(lines[1]!.retryInMs, 1200);
+    // '/' is not escaped: tests and people can grep the stderr text for the message as it always was.
+    logger.setLevel('info');
+    assert.ok(out.lines.at(-1)!.includes('"msg":"log level warn -> info"'), out.lines.at(-1));
+    logger.info('uplink', 'uplink: connected to mqtts://localhost:8883');
+    assert.match(out.lines.at(-1)!, /uplink: connected to mqtts:\/\/localhost:8883/);
+    logger.close();
+  });
+
+  it('the CLI writes JSON lines on stderr: debug in the verbose start, then the configured level', async () => {
+    const dir = makeTempDir('log-cli-');
+    const verboseForS = 1.5;
+    const file = writeConfig(dir, 'verbose', {
+      deviceId: 'log-test',
+      buses: [simBus],
+      status: { intervalMs: 200, signals: ['VehicleSpeed'] },
+      logging: { level: 'info', verboseForS },
+    });
+    const started = Date.now();
+    const result = spawnSync(process.execPath, [CLI, 'run', '--config', file, '--duration', '3.2'], { encoding: 'utf8', timeout: 20_000 });
+    assert.equal(result.status, 0, result.stderr);
+    const lines = result.stderr.split('\n').filter(Boolean);
+    const entries = lines.map((line) => {
+      const entry = JSON.parse(line) as JsonLine;
+      for (const key of ['time', 'level', 'component', 'msg']) assert.equal(typeof entry[key], 'string', `${key} in ${line}`);
+      assert.ok(['error', 'warn', 'info', 'debug'].includes(entry.level), line);
+      return Object.assign(entry, { at: Date.parse(entry.time) });
+    });
+    const first = entries[0]!;
+    assert.equal(first.level, 'debug');
+    assert.equal(first.msg, `logging at debug for the first ${verboseForS} s after start, then at info`);
+    assert.ok(first.at >= started - 1000 && first.at < started + 5000);
+    const over = entries.findIndex((e) => e.msg === 'verbose start over: logging at info');
+    assert.ok(over > 0, result.stderr);
+    assert.equal(entries[over]!.level, 'info');
+    const endAt = entries[over]!.at;
+    assert.ok(Math.abs(endAt - first.at - verboseForS * 1000) < 300, `the window ended ${endAt - first.at} ms after start`);
+    // Within the window: the status rates every 200 ms; after it: no debug line at all, though the run goes on.
+    const status = entries.slice(0, over).filter((e) => e.component === 'status');
+    assert.ok(status.length >= 4, `${status.length} status lines in ${verboseForS} s`);
+    for (const s of status) {
+      assert.equal(s.level, 'debug');
+      assert.equal(typeof s.framesPerS, 'number');
+      assert.ok((s.framesPerS as number) > 100, JSON.stringify(s));
+    }
+    assert.deepEqual(entries.slice(over + 1).filter((e) => e.level === 'debug'), []);
+    // The status line itself still goes to stdout all along.
+    assert.ok(result.stdout.split('\n').filter((l) => l.includes('frames/s')).length >= 12, result.stdout);
+
+    // The level alone: warn and no verbose start is a silent run of the simulated car.
+    const quiet = writeConfig(dir, 'quiet', { deviceId: 'log-test', buses: [simBus], logging: { level: 'warn', verboseForS: 0 } });
+    const silent = spawnSync(process.execPath, [CLI, 'run', '--config', quiet, '--duration', '1'], { encoding: 'utf8', timeout: 20_000 });
+    assert.equal(silent.status, 0, silent.stderr);
+    assert.equal(silent.stderr, '');
+  });
+});
+
+describe('log: the level at run time', () => {
+  const config = (section: object) =>
+    parseDeviceConfig(
+      { deviceId: 'level-test', buses: [simBus], status: { intervalMs: 100, signals: ['VehicleSpeed'] }, logging: section },
+      { file: 'inline', baseDir: repoRoot },
+    );
+  it('setLogLevel through the command context: debug shows the status rates, error silences everything below', async () => {
+    const out = capture();
+    const agentConfig = config({ level: 'info', verboseForS: 0 });
+    const logger = new Logger({ config: agentConfig.logging, destination: out });
+    const stop = new AbortController();
+    let context: CommandContext | undefined;
+    const running = runAgent({ config: agentConfig, signal: stop.signal, output: { write: () => undefined }, logger, onCommandContext: (c) => (context = c) });
+    try {
+      await delay(350);
+      const debugLines = () => out.json().filter((l) => l.level === 'debug');
+      assert.deepEqual(debugLines(), []);
+      assert.deepEqual(await set(context!, 'debug'), { level: 'debug' });
+      assert.equal(logger.level, 'debug');
+      await delay(350);
+      assert.ok(debugLines().filter((l) => l.component === 'status').length >= 2, out.lines.join('\n'));
+      assert.ok(out.json().some((l) => l.level === 'info' && l.msg === 'log level info -> debug'), out.lines.join('\n'));
+
+      await set(context!, 'error');
+      const before = out.lines.length;
+      await delay(350);
+      logger.diagnostic('can0: interface can0 is down; waiting for it to come up');
+      logger.diagnostic('uplink: connected to mqtts://localhost:1');
+      assert.equal(out.lines.length, before, out.lines.slice(before).join('\n'));
+      logger.diagnostic('outbox: 1 message(s) rejected: disk full');
+      assert.equal(out.json().at(-1)!.level, 'error');
+    } finally {
+      stop.abort();
+      await running;
+      logger.close();
+    }
+  });
+
+  it('a level set by command ends the verbose start for good', async () => {
+    const out = capture();
+    const agentConfig = config({ level: 'info', verboseForS: 0.6 });
+    const logger = new Logger({ config: agentConfig.logging, destination: out });
+    const stop = new AbortController();
+    let context: CommandContext | undefined;
+    const running = runAgent({ config: agentConfig, signal: stop.signal, output: { write: () => undefined }, logger, onCommandContext: (c) => (context = c) });
+    try {
+      await delay(300);
+      assert.equal(logger.level, 'debug');
+      assert.ok(out.json().some((l) => l.component === 'status' && l.level === 'debug'));
+      await set(context!, 'warn');
+      const before = out.lines.length;
+      // Past the end of the window: it does not bring back `info` (the configured level).
+      await delay(700);
+      assert.equal(logger.level, 'warn');
+      assert.deepEqual(out.lines.slice(before), []);
+    } finally {
+      stop.abort();
+      await running;
+      logger.close();
+    }
+  });
+
+  it('the verbose start alone: debug for verboseForS, then the configured level', async () => {
+    const out = capture();
+    const logger = new Logger({ config: logging({ level: 'warn', verboseForS: 0.3 }), destination: out });
+    assert.equal(logger.level, 'debug');
+    logger.debug('test', 'early');
+    await delay(450);
+    assert.equal(logger.level, 'warn');
+    logger.debug('test', 'late');
+    logger.info('test', 'late info');
+    logger.warn('test', 'late warning');
+    // The line saying the window is over is info: not written once the level is warn.
+    assert.deepEqual(
+      out.json().map((l) => l.msg),
+      ['logging at debug for the first 0.3 s after start, then at warn', 'early', 'late warning'],
+    );
+    logger.close();
+  });
+});
+
+describe('log: text format and the warn callback', () => {
+  it('format text: the bare message per line, fields after it', () => {
+    const out = capture();
+    const logger = new Logger({ config: logging({ format: 'text', verboseForS: 0 }), destination: out });
+    logger.diagnostic('uplink: connected to mqtts://localhost:8883');
+    logger.info('shutdown', 'shutdown: done in 12 ms', { signal: 'SIGTERM', durationMs: 12, note: 'two words' });
+    logger.debug('status', 'status');
+    assert.deepEqual(out.lines, ['uplink: connected to mqtts://localhost:8883', 'shutdown: done in 12 ms signal=SIGTERM durationMs=12 note="two words"']);
+    logger.close();
+  });
+
+  it("runAgent's warn option: plain text at the configured level, no verbose start", async () => {
+    const messages: string[] = [];
+    // The default logging section (info, 300 s verbose start): no debug lines reach the callback.
+    const agentConfig = parseDeviceConfig(
+      { deviceId: 'cb-test', buses: [simBus], status: { intervalMs: 100, signals: ['VehicleSpeed'] } },
+      { file: 'inline', baseDir: repoRoot },
+    );
+    let context: CommandContext | undefined;
+    const stop = new AbortController();
+    const running = runAgent({ config: agentConfig, signal: stop.signal, output: { write: () => undefined }, warn: (m) => messages.push(m), onCommandContext: (c) => (context = c) });
+    await delay(300);
+    assert.deepEqual(messages, []);
+    await set(context!, 'debug');
+    await delay(300);
+    stop.abort();
+    await running;
+    assert.equal(messages[0], 'log level info -> debug');
+    assert.ok(messages.some((m) => /^status framesPerS=\d+ signalsPerS=\d+ unknownFrames=0 errors=0$/.test(m)), messages.join('\n'));
+  });
+});
