@@ -50,6 +50,8 @@ export interface CommandOutcome {
 interface Pending {
   id: string;
   results: CommandResult[];
+  /** Outbox sequence numbers seen: results are sent at least once, and a copy after a reconnection is dropped. */
+  seqs: Set<number>;
   accepted: boolean;
   onResult?: (result: CommandResult) => void;
   done: (final: CommandResult | undefined) => void;
@@ -126,7 +128,7 @@ export class OperatorClient {
     const results: CommandResult[] = [];
     let resolveFinal: (final: CommandResult | undefined) => void = () => undefined;
     const finalPromise = new Promise<CommandResult | undefined>((resolve) => (resolveFinal = resolve));
-    const entry: Pending = { id, results, accepted: false, done: resolveFinal, ...(options.onResult ? { onResult: options.onResult } : {}) };
+    const entry: Pending = { id, results, seqs: new Set(), accepted: false, done: resolveFinal, ...(options.onResult ? { onResult: options.onResult } : {}) };
     this.pending.set(id, entry);
     try {
       await this.client.publishAsync(`vehicles/${deviceId}/commands/${topicName}`, payload, {
@@ -156,6 +158,10 @@ export class OperatorClient {
     if (!entry || (result.id !== null && result.id !== entry.id)) return;
     // A QoS 1 redelivery of the command after it was taken is refused as a replay: not this command's outcome.
     if (entry.accepted && result.status === 'REJECTED' && result.reason === 'replayed') return;
+    if (typeof result.seq === 'number') {
+      if (entry.seqs.has(result.seq)) return;
+      entry.seqs.add(result.seq);
+    }
     if (result.status === 'ACCEPTED') entry.accepted = true;
     entry.results.push(result);
     entry.onResult?.(result);
