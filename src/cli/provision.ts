@@ -15,7 +15,7 @@ import path from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { ChangeCount, ProvisionError } from './provision-files.js';
 import { runFlash } from './provision-flash.js';
-import { DEFAULT_BUNDLES_DIR, DEFAULT_DEV_PKI_DIR, DEFAULT_TEMPLATE, DEMO_DEVICE, runDevPki, runProvision } from './provision-pki.js';
+import { DEFAULT_BUNDLES_DIR, DEFAULT_DEV_PKI_DIR, DEFAULT_TEMPLATE, DEMO_DEVICE, runDevPki, runProvision, type ProvisionOptions } from './provision-pki.js';
 import { DEFAULT_UNIT_OPTIONS, INSTALL, checkUnitOptions, installService, serviceUnit, systemdIsRunning, type UnitOptions } from './provision-unit.js';
 
 const say = (line: string): void => {
@@ -85,22 +85,7 @@ program
   .option('--user <name>', 'the service user in the unit', DEFAULT_UNIT_OPTIONS.user)
   .option('--node <path>', 'node on the device', DEFAULT_UNIT_OPTIONS.node)
   .action(
-    (opts: {
-      device: string;
-      bundle?: string;
-      ca?: string;
-      caKey?: string;
-      csrOnly?: boolean;
-      cert?: string;
-      broker?: string;
-      brokerCa?: string;
-      commandCa?: string;
-      configTemplate?: string;
-      validDays?: number;
-      newKey?: boolean;
-      user: string;
-      node: string;
-    }) => {
+    (opts: Omit<ProvisionOptions, 'unit'> & { user: string; node: string }) => {
         runProvision({ ...opts, unit: unitOptions(opts) }, say);
     },
   );

@@ -3,19 +3,15 @@
  * readable by their owner only, kept as they are on a second run, and usable as the agent uses them.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { chmodSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { loadIdentity } from '../../src/pki/identity.js';
-import { repoRoot } from '../support/shared.js';
+import { runScript, type ScriptRun } from '../support/scripts.js';
 import { makeTempDir } from '../support/temp.js';
 
-function devPki(args: string[]): { code: number | null; stdout: string; stderr: string } {
-  const result = spawnSync(path.join(repoRoot, 'scripts', 'dev-pki'), args, { encoding: 'utf8' });
-  return { code: result.status, stdout: result.stdout, stderr: result.stderr };
-}
+const devPki = (args: string[]): ScriptRun => runScript('dev-pki', args);
 
 /** name -> mode, size and content of every file in `dir`. */
 function snapshot(dir: string): Record<string, string> {

@@ -14,26 +14,17 @@ import { RESTART_EXIT_CODE } from '../../src/cli/run.js';
 import { AGENT_RESTART_EXIT_CODE } from '../../src/cli/provision-unit.js';
 import { loadDeviceConfig } from '../../src/config/device-config.js';
 import { loadIdentity } from '../../src/pki/identity.js';
-import { repoRoot } from '../support/shared.js';
+import { runScript, type ScriptRun } from '../support/scripts.js';
 import { makeTempDir } from '../support/temp.js';
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
+const script = runScript;
 
-function script(name: string, args: string[]): Run {
-  const result = spawnSync(path.join(repoRoot, 'scripts', name), args, { encoding: 'utf8' });
-  return { code: result.status, stdout: result.stdout, stderr: result.stderr };
-}
-
-function ok(run: Run): Run {
+function ok(run: ScriptRun): ScriptRun {
   assert.equal(run.code, 0, `exit ${run.code}: ${run.stderr}${run.stdout}`);
   return run;
 }
 
-function oneLineError(run: Run, tool: string, message: RegExp): void {
+function oneLineError(run: ScriptRun, tool: string, message: RegExp): void {
   assert.equal(run.code, 1, run.stdout);
   assert.match(run.stderr, new RegExp(`^${tool}: [^\\n]+\\n$`), `exactly one line: ${run.stderr}`);
   assert.match(run.stderr, message);
@@ -134,8 +125,8 @@ describe('flash refuses, in one line', () => {
 
 describe('flash into an image', () => {
   let root: string;
-  let first: Run;
-  let second: Run;
+  let first: ScriptRun;
+  let second: ScriptRun;
   let afterFirst: string[];
   before(() => {
     root = skeleton(makeTempDir('flash-root-'));

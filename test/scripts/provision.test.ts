@@ -13,19 +13,10 @@ import forge from 'node-forge';
 import { loadDeviceConfig, parseDeviceConfig } from '../../src/config/device-config.js';
 import { readCsr } from '../../src/pki/csr.js';
 import { loadIdentity } from '../../src/pki/identity.js';
-import { repoRoot } from '../support/shared.js';
+import { runScript, type ScriptRun } from '../support/scripts.js';
 import { makeTempDir } from '../support/temp.js';
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function script(name: string, args: string[]): Run {
-  const result = spawnSync(path.join(repoRoot, 'scripts', name), args, { encoding: 'utf8' });
-  return { code: result.status, stdout: result.stdout, stderr: result.stderr };
-}
+const script = runScript;
 
 function openssl(args: string[], cwd: string): void {
   const result = spawnSync('openssl', args, { cwd, encoding: 'utf8' });
@@ -58,7 +49,7 @@ before(() => {
 
 describe('provision with a CA', () => {
   let bundle: string;
-  let first: Run;
+  let first: ScriptRun;
   before(() => {
     bundle = path.join(work, 'car-0042');
     first = script('provision', ['--device', 'car-0042', '--bundle', bundle, ...ca(), '--broker', BROKER]);
