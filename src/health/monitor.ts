@@ -99,7 +99,7 @@ export class Health {
 
   /**
    * Starts health for a run: the report timer when there is an uplink to publish to or an endpoint to serve, and the
-   * endpoint when health.http is enabled (without a health section: reports every 60 s, no endpoint). Never throws.
+   * endpoint when health.http is enabled (without a health section: reports every 300 s, no endpoint). Never throws.
    */
   static async start(options: HealthOptions): Promise<Health> {
     const settings = options.config.health ?? HEALTH_DEFAULTS;

@@ -19,9 +19,9 @@ function rejects(health: unknown, fragment: string): void {
 }
 
 describe('health config', () => {
-  it('defaults: a report every 60 s, the page on 127.0.0.1:8089, a 30-day certificate warning; no section, no page', () => {
+  it('defaults: a report every 300 s, the page on 127.0.0.1:8089, a 30-day certificate warning; no section, no page', () => {
     assert.deepEqual(parse({}).health, {
-      intervalS: 60,
+      intervalS: 300,
       certificateWarningDays: 30,
       http: { enabled: true, host: '127.0.0.1', port: 8089, allowRemote: false },
     });
