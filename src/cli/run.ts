@@ -7,6 +7,7 @@
  * preallocated Float64Array, and a few counter increments. No allocation, no logging; the status line reads the
  * buffers and counters on its own timer.
  */
+import { fstatSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { InvalidArgumentError, type Command } from 'commander';
@@ -121,6 +122,8 @@ export interface RunAgentOptions {
   logger?: Logger;
   /** Told where the stop is, for the `run` command's shutdown deadline. */
   shutdown?: ShutdownProgress;
+  /** false: no live status line, only the summary at the end (the `run` command writing into the journal). */
+  statusLines?: boolean;
   /** The config file `config` was loaded from: setConfig writes the new collection section there. */
   configFile?: string;
   /** Receives the context remote commands act through, once the run's parts exist. */
@@ -318,6 +321,7 @@ export async function runAgent(options: RunAgentOptions): Promise<RunSummary> {
     }
     lastAt = now;
     last = current;
+    if (options.statusLines === false) return;
     if (tty) {
       // Redraw in place; a line wider than the terminal would wrap and break the redraw, so cut it.
       const width = output.columns && output.columns > 1 ? output.columns - 1 : Infinity;
@@ -427,6 +431,18 @@ function isSocketCanBus(bus: BusConfig): bus is BusConfig & { source: SocketCanS
   return bus.source.type === 'socketcan';
 }
 
+/** Whether stdout is the systemd journal: JOURNAL_STREAM names its device and inode (systemd.exec(5)). */
+export function stdoutIsJournal(env: NodeJS.ProcessEnv = process.env): boolean {
+  const stream = env.JOURNAL_STREAM;
+  if (!stream) return false;
+  try {
+    const stat = fstatSync(1);
+    return stream === `${stat.dev}:${stat.ino}`;
+  } catch {
+    return false;
+  }
+}
+
 function parseDuration(text: string): number {
   const seconds = Number(text);
   if (!Number.isFinite(seconds) || seconds <= 0) throw new InvalidArgumentError('expected a positive number of seconds');
@@ -453,7 +469,10 @@ export function registerRunCommand(program: Command): void {
       process.once('SIGINT', onSignal);
       process.once('SIGTERM', onSignal);
       try {
-        const summary = await runAgent({ config, configFile: opts.config, durationS: opts.duration, signal: interrupt.signal, output: process.stdout, logger, shutdown });
+        // Under systemd the status line would be a journal entry every second, on flash, for years: the health
+        // report and the status page say the same.
+        const statusLines = !stdoutIsJournal();
+        const summary = await runAgent({ config, configFile: opts.config, durationS: opts.duration, signal: interrupt.signal, output: process.stdout, logger, shutdown, statusLines });
         if (summary.restartRequested) process.exitCode = RESTART_EXIT_CODE;
       } finally {
         process.removeListener('SIGINT', onSignal);

@@ -1,7 +1,7 @@
 /** `telematics-agent run`: the compiled CLI as a user runs it, and the run loop in-process for the TTY status line. */
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
@@ -53,6 +53,31 @@ describe('telematics-agent run', () => {
     );
     const frames = Number(/can0 \(sim:demo\): (\d+) frames/.exec(result.stdout)![1]);
     assert.ok(frames > 450 && frames < 700, `${frames} frames in 2 s`);
+  });
+
+  it('writes no live status line into the systemd journal (JOURNAL_STREAM is its stdout), only the summary', () => {
+    const dir = makeTempDir('run-journal-');
+    const config = path.join(dir, 'sim.json');
+    writeFileSync(config, JSON.stringify({ deviceId: 'journal-test', buses: [{ name: 'can0', dbc: DEMO_DBC_PATH, source: { type: 'sim' } }], status: { intervalMs: 100, signals: [] } }));
+    const run = (journal: boolean): string => {
+      const out = path.join(dir, `stdout-${journal}.txt`);
+      const fd = openSync(out, 'w');
+      try {
+        const { dev, ino } = fstatSync(fd);
+        // As systemd starts a service whose stdout is the journal: JOURNAL_STREAM=<device>:<inode> of that stream.
+        const env = { ...process.env, JOURNAL_STREAM: journal ? `${dev}:${ino}` : `${dev}:${ino + 1}` };
+        const result = spawnSync(process.execPath, [cli, 'run', '--config', config, '--duration', '1'], { env, stdio: ['ignore', fd, 'pipe'], encoding: 'utf8' });
+        assert.equal(result.status, 0, result.stderr);
+      } finally {
+        closeSync(fd);
+      }
+      return readFileSync(out, 'utf8');
+    };
+    const journal = run(true);
+    assert.equal(statusLines(journal).length, 0, journal);
+    assert.match(journal, /^stopped after 1\.\d s\n {2}can0 \(sim:demo\): [1-9]\d* frames/);
+    // Another stream named in JOURNAL_STREAM (stdout redirected elsewhere): the status lines are there.
+    assert.ok(statusLines(run(false)).length >= 5);
   });
 
   it('stops cleanly on SIGTERM and SIGINT with the final summary, exit code 0', async () => {
