@@ -505,29 +505,17 @@ export class Collector {
   }
 
   /**
-   * A frame sink for bus `busIndex` that decodes exactly as BusDecoder.sink does (same counters) and then hands the
-   * frame to the collector: the composition root passes it to the source instead of `buses[busIndex].sink`.
+   * A frame sink for bus `busIndex` that decodes through BusDecoder.decode (the same counters as its sink) and then
+   * hands the frame to the collector: the composition root passes it to the source instead of `buses[busIndex].sink`.
    */
   sinkFor(busIndex: number): FrameSink {
     const decoder = this.buses[busIndex];
     if (decoder === undefined) throw new RangeError(`no bus ${busIndex}`);
-    const database = decoder.database;
     const values = decoder.values;
     const byFirstSlot = this.watchByFirstSlot[busIndex]!;
     return (frame) => {
-      decoder.frames++;
-      const codec = frame.error || frame.remote ? undefined : database.find(frame.id, frame.extended);
-      if (codec === undefined) {
-        decoder.unknownFrames++;
-        return;
-      }
-      const written = codec.decodeInto(frame.data, values);
-      if (written < 0) {
-        decoder.decodeErrors++;
-        return;
-      }
-      decoder.signals += written;
-      if (codec.slots.length === 0) return;
+      const codec = decoder.decode(frame);
+      if (codec === undefined || codec.slots.length === 0) return;
       const watch = byFirstSlot[codec.slots[0]!];
       if (watch !== undefined) this.update(watch, values, frame.ts);
     };

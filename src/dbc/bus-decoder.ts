@@ -3,8 +3,8 @@
  * counters. This is the agent's hot path: per frame one table lookup, one generated decoder writing into a
  * preallocated Float64Array and a few increments; no allocation, no logging.
  */
-import type { FrameSink } from '../can/frame.js';
-import type { CompiledDatabase } from './codec.js';
+import type { CanFrame, FrameSink } from '../can/frame.js';
+import type { CompiledDatabase, MessageCodec } from './codec.js';
 
 /** Decoding state of one bus: its database, the latest value of every signal, and plain counters. */
 export class BusDecoder {
@@ -26,15 +26,27 @@ export class BusDecoder {
     this.values = new Float64Array(database.slotCount).fill(NaN);
   }
 
-  readonly sink: FrameSink = (frame) => {
+  /**
+   * Decodes one frame into `values` and counts it; returns the message's codec when the frame was decoded, so a later
+   * stage (the collector) can see which signals just changed without looking the frame up again.
+   */
+  decode(frame: CanFrame): MessageCodec | undefined {
     this.frames++;
     const codec = frame.error || frame.remote ? undefined : this.database.find(frame.id, frame.extended);
     if (codec === undefined) {
       this.unknownFrames++;
-      return;
+      return undefined;
     }
     const written = codec.decodeInto(frame.data, this.values);
-    if (written < 0) this.decodeErrors++;
-    else this.signals += written;
+    if (written < 0) {
+      this.decodeErrors++;
+      return undefined;
+    }
+    this.signals += written;
+    return codec;
+  }
+
+  readonly sink: FrameSink = (frame) => {
+    this.decode(frame);
   };
 }
