@@ -22,6 +22,9 @@ interface IoCounters {
 }
 
 const IO_FILE = '/proc/thread-self/io';
+// Compiled once: the meter reads the file around every outbox transaction.
+const WRITE_BYTES = /^write_bytes:\s*(\d+)/m;
+const WCHAR = /^wchar:\s*(\d+)/m;
 
 function readIoCounters(): IoCounters | undefined {
   let text: string;
@@ -30,11 +33,11 @@ function readIoCounters(): IoCounters | undefined {
   } catch {
     return undefined;
   }
-  const field = (name: string): number => {
-    const match = new RegExp(`^${name}:\\s*(\\d+)`, 'm').exec(text);
+  const field = (pattern: RegExp): number => {
+    const match = pattern.exec(text);
     return match ? Number(match[1]) : 0;
   };
-  return { writeBytes: field('write_bytes'), wchar: field('wchar') };
+  return { writeBytes: field(WRITE_BYTES), wchar: field(WCHAR) };
 }
 
 /** Accumulates what the current thread writes while `measure` runs its callback. */
