@@ -23,6 +23,13 @@ import type { MqttSession } from '../uplink/session.js';
 /** Command results go before every kind of telemetry, and are the last to be evicted. */
 export const RESULT_PRIORITY = MAX_PRIORITY as Priority;
 
+/** Unstored answers kept while the session connects: a burst of stale or replayed commands is not kept whole. */
+const MAX_WAITING_ANSWERS = 64;
+
+function publishResult(session: MqttSession, route: ResultRoute, payload: Uint8Array): Promise<void> {
+  return session.publish(route.topic, payload, { qos: 1, ...(route.correlation ? { properties: { correlationData: route.correlation } } : {}) });
+}
+
 export interface CommandsHost {
   readonly outbox: SqliteOutbox;
   readonly session: MqttSession;
@@ -33,6 +40,9 @@ export interface CommandsHost {
 export class AgentCommands {
   private dispatcher: CommandDispatcher | undefined;
   private unsubscribe: (() => void) | undefined;
+  private stopFlush: (() => void) | undefined;
+  /** Unstored answers (refusals of stale, replayed or unsigned payloads) waiting for the connection; bounded. */
+  private readonly waiting: { route: ResultRoute; payload: Uint8Array; done: (err?: Error) => void }[] = [];
 
   private constructor(
     private readonly config: DeviceConfig,
@@ -78,13 +88,29 @@ export class AgentCommands {
           );
           return stored.seqs.length === results.length;
         },
-        send: (route, payload) =>
-          session.publish(route.topic, payload, { qos: 1, ...(route.correlation ? { properties: { correlationData: route.correlation } } : {}) }),
+        send: (route, payload) => this.sendUnstored(session, route, payload),
       },
+    });
+    // Unstored answers that came in before the session said connected (commands the broker queued while the car was
+    // away arrive right after CONNACK) go out once it does.
+    this.stopFlush = session.onStateChange((change) => {
+      if (change.state === 'connected') this.flushUnstored(session);
     });
     this.dispatcher = dispatcher;
     dispatcher.reportInterrupted();
     this.unsubscribe = session.onCommand((topic, payload, properties) => dispatcher.handle(topic, payload, properties));
+  }
+
+  private sendUnstored(session: MqttSession, route: ResultRoute, payload: Uint8Array): Promise<void> {
+    if (session.state === 'connected') return publishResult(session, route, payload);
+    if (this.waiting.length >= MAX_WAITING_ANSWERS) return Promise.reject(new Error('too many answers waiting for the connection'));
+    return new Promise((resolve, reject) => this.waiting.push({ route, payload, done: (err) => (err ? reject(err) : resolve()) }));
+  }
+
+  private flushUnstored(session: MqttSession): void {
+    for (const { route, payload, done } of this.waiting.splice(0)) {
+      publishResult(session, route, payload).then(() => done(), (err: Error) => done(err));
+    }
   }
 
   get stats(): DispatcherStats | undefined {
@@ -94,6 +120,8 @@ export class AgentCommands {
   /** Stops taking commands; running ones end FAILED ('aborted'), their results stored. Closes the replay memory. */
   close(): void {
     this.unsubscribe?.();
+    this.stopFlush?.();
+    for (const { done } of this.waiting.splice(0)) done(new Error('the agent stopped'));
     if (this.dispatcher) this.dispatcher.close();
     else this.replay.close();
   }

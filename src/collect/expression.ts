@@ -88,7 +88,9 @@ function tokenize(source: string): Token[] {
       i += match[0].length;
       // `12abc` or `1.2.3` is a typo, not a number followed by a name.
       if (i < source.length && (NAME_PART.test(source[i]!) || source[i] === '.')) fail(start, `malformed number '${source.slice(start, i + 1)}'`);
-      tokens.push({ kind: 'number', text: match[0], value: Number(match[0]), at: start });
+      const value = Number(match[0]);
+      if (!Number.isFinite(value)) fail(start, `number out of range '${match[0]}'`);
+      tokens.push({ kind: 'number', text: match[0], value, at: start });
       continue;
     }
     if (NAME_START.test(c)) {

@@ -149,6 +149,8 @@ export class CommandDispatcher {
     this.counts.received++;
     let id: string | undefined;
     let authentic = false;
+    /** The ID is fresh and now remembered: from here a rejection is stored (durable), before it only sent. */
+    const remembered = { value: false };
     try {
       if (this.closed) throw new Rejection('shutting-down', 'the agent is shutting down');
       if (payload.length > this.config.maxPayloadBytes) {
@@ -174,15 +176,15 @@ export class CommandDispatcher {
         throw err;
       }
       authentic = true;
-      this.check(topic, envelope, parsed, signer, properties);
+      this.check(topic, envelope, parsed, signer, properties, remembered);
     } catch (err) {
       const rejection = err instanceof Rejection ? err : new Rejection('malformed', `the command could not be read: ${(err as Error).message}`);
-      this.reject(id, rejection, properties, authentic);
+      this.reject(id, rejection, properties, authentic, remembered.value);
     }
   }
 
   /** The checks after the signature, then the start. Throws Rejection. */
-  private check(topic: string, envelope: CommandEnvelope, parsed: ParsedCommand, signer: string, properties: CommandProperties): void {
+  private check(topic: string, envelope: CommandEnvelope, parsed: ParsedCommand, signer: string, properties: CommandProperties, remembered: { value: boolean }): void {
     if (envelope.deviceId !== this.deviceId) {
       throw new Rejection('wrong-device', `the command was signed for device '${envelope.deviceId}', this is '${this.deviceId}'`);
     }
@@ -198,14 +200,17 @@ export class CommandDispatcher {
       const why = envelope.expiresAt !== undefined && envelope.expiresAt === validUntil ? `expired at ${iso(validUntil)}` : `issued more than ${this.config.maxLifetimeS} s ago`;
       throw new Rejection('expired', why, { issuedAt: envelope.issuedAt, expiresAt: envelope.expiresAt ?? null, deviceTime: now });
     }
+    // Recorded before anything may run, and kept until the command could no longer be valid anyway. Before the other
+    // checks: a replayed copy of any signed command, even one refused for its name or parameters, is a 'replayed'
+    // answered once and never stored, so replaying captured commands cannot fill the outbox.
+    const digest = createHash('sha256').update(parsed.envelopeBytes).digest('hex');
+    const verdict = this.options.replay.remember(envelope.id, digest, envelope.issuedAt, validUntil + skewMs);
+    if (!verdict.fresh) throw new Rejection('replayed', verdict.message, { why: verdict.why });
+    remembered.value = true;
     const handler = this.handlers.get(envelope.name);
     if (!handler) throw new Rejection('unknown-command', `no command '${envelope.name}' (commands: ${this.commands.join(', ')})`);
     const params = handler.params.safeParse(envelope.params ?? {});
     if (!params.success) throw new Rejection('bad-params', `the parameters of ${envelope.name} do not fit its schema`, { issues: issuesOf(params.error.issues) });
-    // Recorded before anything may run, and kept until the command could no longer be valid anyway.
-    const digest = createHash('sha256').update(parsed.envelopeBytes).digest('hex');
-    const verdict = this.options.replay.remember(envelope.id, digest, envelope.issuedAt, validUntil + skewMs);
-    if (!verdict.fresh) throw new Rejection('replayed', verdict.message, { why: verdict.why });
     const precondition = this.preconditions.get(envelope.name);
     if (precondition) {
       const outcome = precondition.evaluate((name) => this.options.context.readSignal(name));
@@ -236,9 +241,9 @@ export class CommandDispatcher {
       else if (status === 'TIMED_OUT') this.counts.timedOut++;
       else this.counts.failed++;
       if (status !== 'SUCCEEDED') abort.abort(new Error(message ?? status));
-      this.store(route, [this.result(id, name, status, reason, message, detail)]);
-      // After the result is stored: a crash in between reports it once more as interrupted, never not at all.
-      this.journal(() => this.options.replay.finished(id));
+      // Cleared once the result is stored: a crash in between reports it once more as interrupted, never not at all;
+      // a result that could not be stored (a full disk) leaves it to be reported interrupted at the next start.
+      if (this.store(route, [this.result(id, name, status, reason, message, detail)])) this.journal(() => this.options.replay.finished(id));
       this.log(`command ${id} (${name}): ${status}${reason ? ` (${reason}${message ? `: ${message}` : ''})` : ''}`);
     };
     this.journal(() => this.options.replay.started(id, name, route));
@@ -288,8 +293,9 @@ export class CommandDispatcher {
       this.counts.failed++;
       const message = `the agent stopped (a crash or a power cut) while the command ran; it was started at ${iso(entry.startedAt)}`;
       const route: ResultRoute = entry.correlation ? { topic: entry.topic, correlation: entry.correlation } : { topic: entry.topic };
-      this.store(route, [this.result(entry.id, entry.name, 'FAILED', 'interrupted', message, { startedAt: entry.startedAt })]);
-      this.journal(() => this.options.replay.finished(entry.id));
+      if (this.store(route, [this.result(entry.id, entry.name, 'FAILED', 'interrupted', message, { startedAt: entry.startedAt })])) {
+        this.journal(() => this.options.replay.finished(entry.id));
+      }
       this.log(`command ${entry.id} (${entry.name}): FAILED (interrupted: ${message})`);
     }
     return entries.length;
@@ -304,7 +310,11 @@ export class CommandDispatcher {
     }
   }
 
-  private reject(id: string | undefined, rejection: Rejection, properties: CommandProperties, authentic: boolean): void {
+  /**
+   * Answers a refused payload. Only a fresh signed command's refusal is stored (it survives a lost connection, as its
+   * ACCEPTED would have); anything else (unsigned, stale, replayed, for another car) is sent once, unstored.
+   */
+  private reject(id: string | undefined, rejection: Rejection, properties: CommandProperties, authentic: boolean, remembered: boolean): void {
     this.rejected[rejection.reason] = (this.rejected[rejection.reason] ?? 0) + 1;
     const route = this.route(id, properties);
     if (!route) {
@@ -316,12 +326,12 @@ export class CommandDispatcher {
       return;
     }
     const result = (seq: number | undefined): Uint8Array => this.encode({ ...this.base(id ?? null, 'REJECTED'), reason: rejection.reason, message: rejection.message, ...(rejection.detail !== undefined ? { detail: rejection.detail } : {}), ...(seq !== undefined ? { seq } : {}) });
-    if (authentic) {
-      this.logRejection(`command ${id}: REJECTED (${rejection.reason}: ${rejection.message})`);
+    if (authentic) this.logRejection(`command ${id}: REJECTED (${rejection.reason}: ${rejection.message})`);
+    if (remembered) {
       this.store(route, [(seq) => result(seq)]);
       return;
     }
-    if (!this.saidUnsigned.has(rejection.reason)) {
+    if (!authentic && !this.saidUnsigned.has(rejection.reason)) {
       this.saidUnsigned.add(rejection.reason);
       this.log(`commands: REJECTED a payload as ${rejection.reason}: ${rejection.message} (said once per reason; counted)`);
     }
@@ -386,7 +396,8 @@ export class CommandDispatcher {
     return Buffer.from(JSON.stringify(result), 'utf8');
   }
 
-  private store(route: ResultRoute, results: ((seq: number) => Uint8Array)[]): void {
+  /** Whether the results are in the outbox. */
+  private store(route: ResultRoute, results: ((seq: number) => Uint8Array)[]): boolean {
     let stored = false;
     try {
       stored = this.options.sink.store(route, results);
@@ -394,6 +405,7 @@ export class CommandDispatcher {
       this.log(`commands: a result could not be stored: ${(err as Error).message}`);
     }
     if (!stored) this.counts.lostResults += results.length;
+    return stored;
   }
 
   /**

@@ -153,6 +153,8 @@ export class OperatorClient {
     } catch {
       return;
     }
+    // Whatever a car (or whoever holds its certificate) publishes: only an object with a status is a result.
+    if (typeof result !== 'object' || result === null || typeof result.status !== 'string') return;
     const key = correlation !== undefined ? correlation.toString('utf8') : result.id;
     const entry = key === null ? undefined : this.pending.get(key);
     if (!entry || (result.id !== null && result.id !== entry.id)) return;

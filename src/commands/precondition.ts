@@ -91,7 +91,8 @@ function print(node: ExpressionNode, top = false): string {
     case 'signal':
       return node.name;
     case 'label':
-      return JSON.stringify(node.text);
+      // As written: the language has no escapes, so the quote is the one the label does not contain.
+      return node.text.includes('"') ? `'${node.text}'` : `"${node.text}"`;
     case 'not':
       return `!${print(node.operand)}`;
     case 'negate':

@@ -3,6 +3,10 @@
  * REJECTED as 'replayed'. An ID is kept until the command could no longer be valid anyway (its expiry plus the clock
  * skew allowance), then purged: the table stays as small as the commands of the last maxLifetimeS.
  *
+ * The purge does not trust the car's clock alone: a clock that jumps a year ahead (a bad GNSS or RTC fix) and back
+ * must not forget IDs still valid in real time. It forgets only what expired before the latest issue time of a
+ * command taken: a signed time that real time has certainly reached.
+ *
  * Each ID is recorded before the command runs, in a transaction fsynced at commit (synchronous FULL): a power cut
  * right after a command ran must not make it runnable again.
  *
@@ -42,6 +46,10 @@ export interface ReplayGuardOptions {
 
 export class ReplayGuard {
   private readonly insert: Database.Statement<[string, string, number, number]>;
+  private readonly saveMaxIssued: Database.Statement<[number]>;
+  /** The latest issuedAt of a command taken (unix ms): the purge horizon's cap. */
+  private maxIssuedAt: number;
+  private readonly rememberFresh: (id: string, digest: string, until: number, now: number, issuedAt: number) => boolean;
   private readonly lookup: Database.Statement<[string], { digest: string; received_at: number }>;
   private readonly purge: Database.Statement<[number]>;
   private readonly insertRunning: Database.Statement<[string, string, string, Buffer | null, number]>;
@@ -59,6 +67,14 @@ export class ReplayGuard {
     this.insertRunning = db.prepare('INSERT OR REPLACE INTO running (id, name, topic, correlation, started_at) VALUES (?, ?, ?, ?, ?)');
     this.deleteRunning = db.prepare('DELETE FROM running WHERE id = ?');
     this.notBefore = db.prepare<[], { value: number }>("SELECT value FROM meta WHERE key = 'not_before'").get()?.value ?? 0;
+    this.maxIssuedAt = db.prepare<[], { value: number }>("SELECT value FROM meta WHERE key = 'max_issued_at'").get()?.value ?? 0;
+    this.saveMaxIssued = db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES ('max_issued_at', ?)");
+    // One transaction, one fsync: the ID and the horizon together.
+    this.rememberFresh = db.transaction((id: string, digest: string, until: number, now: number, issuedAt: number) => {
+      if (this.insert.run(id, digest, until, now).changes !== 1) return false;
+      if (issuedAt > this.maxIssuedAt) this.saveMaxIssued.run(issuedAt);
+      return true;
+    });
   }
 
   static open(options: ReplayGuardOptions): ReplayGuard {
@@ -90,11 +106,16 @@ export class ReplayGuard {
     if (issuedAt < this.notBefore) {
       return { fresh: false, why: 'before-reset', message: `issued before ${new Date(this.notBefore).toISOString()}, when the replay memory was reset: it cannot be told from a replay` };
     }
-    if (now - this.lastPurge > PURGE_EVERY_MS) {
-      this.purge.run(now);
+    // Either way: a clock set back must not hold the purges off until it catches up.
+    if (Math.abs(now - this.lastPurge) > PURGE_EVERY_MS) {
+      // This command's issue time is signed and checked too: real time has reached it.
+      this.purge.run(Math.min(now, Math.max(this.maxIssuedAt, issuedAt)));
       this.lastPurge = now;
     }
-    if (this.insert.run(id, digest, until, now).changes === 1) return { fresh: true };
+    if (this.rememberFresh(id, digest, until, now, issuedAt)) {
+      this.maxIssuedAt = Math.max(this.maxIssuedAt, issuedAt);
+      return { fresh: true };
+    }
     const seen = this.lookup.get(id);
     const when = seen ? new Date(seen.received_at).toISOString() : 'before';
     if (seen?.digest === digest) return { fresh: false, why: 'duplicate', message: `command ${id} was already received at ${when} (a redelivery or a replay)` };

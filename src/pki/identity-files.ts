@@ -10,8 +10,9 @@
  *   rollback: the .old pair renamed back, key first
  *
  * repairIdentityFiles (at start, before the identity is loaded) finds a pair that does not match (stopped between
- * the two renames) and completes it with whichever candidate matches the key in place; leftovers of a rotation that
- * never swapped are removed.
+ * the two renames) and completes it with whichever candidate matches the key in place. A swap that was never
+ * committed (the new pair had not connected yet) is rolled back to the previous pair, which had. Leftovers of a
+ * rotation that never swapped are removed.
  */
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
@@ -72,15 +73,32 @@ export function repairIdentityFiles(pair: IdentityPair): string | undefined {
   const old = suffixed(pair, '.old');
   if (![staged.certFile, staged.keyFile, old.certFile, old.keyFile].some((f) => existsSync(f))) return undefined;
   if (matches(pair.certFile, pair.keyFile)) {
-    // Either the rotation never swapped (a staged pair is left) or it swapped and did not commit: the live pair is
-    // consistent; the new one is kept, and the next rotation or commit clears the rest.
+    if (existsSync(old.certFile) || existsSync(old.keyFile)) {
+      // Swapped, never committed: the new pair was not seen to connect before the power went. The previous one was,
+      // so it comes back (the rotation is reported interrupted and can be run again), unless it can no longer work.
+      if (matches(old.certFile, old.keyFile) && stillValid(old.certFile)) {
+        rollbackIdentity(pair);
+        discardStaged(pair);
+        return `identity: a certificate rotation was cut short before the new certificate had connected: the previous one (${path.basename(pair.certFile)}) is back in use`;
+      }
+      commitIdentity(pair);
+      discardStaged(pair);
+      return `identity: a certificate rotation was cut short after the swap; the previous pair is unusable, so the new one stays (${path.basename(pair.certFile)})`;
+    }
+    // The rotation never swapped: the live pair stands, the staged one goes.
     if (existsSync(staged.certFile) || existsSync(staged.keyFile)) {
       discardStaged(pair);
       return `identity: removed the staged pair of a certificate rotation that did not finish (${staged.certFile})`;
     }
     return undefined;
   }
-  // Stopped between two renames: the key in place is the truth; the certificate that goes with it is beside it.
+  // Stopped between two renames. During a swap the previous pair is whole beside it: it comes back, as above.
+  if (matches(old.certFile, old.keyFile) && stillValid(old.certFile)) {
+    rollbackIdentity(pair);
+    discardStaged(pair);
+    return `identity: a certificate rotation was cut short during the swap: the previous certificate (${path.basename(pair.certFile)}) is back in use`;
+  }
+  // During a rollback: the key in place is the truth; the certificate that goes with it is beside it.
   for (const candidate of [staged.certFile, old.certFile]) {
     if (existsSync(candidate) && matches(candidate, pair.keyFile)) {
       renameSync(candidate, pair.certFile);
@@ -96,6 +114,15 @@ export function repairIdentityFiles(pair: IdentityPair): string | undefined {
     }
   }
   return undefined; // nothing fits: loadIdentity reports the mismatch, naming the files
+}
+
+function stillValid(certFile: string, now = Date.now()): boolean {
+  try {
+    const cert = new X509Certificate(readFileSync(certFile));
+    return Date.parse(cert.validFrom) <= now && now <= Date.parse(cert.validTo);
+  } catch {
+    return false;
+  }
 }
 
 function matches(certFile: string, keyFile: string): boolean {

@@ -82,6 +82,10 @@ export function loadIdentity(files: IdentityFiles, now: Date = new Date()): Devi
     throw new IdentityError(files.certFile, 'usage', `client certificate ${files.certFile}: its extended key usage does not allow client authentication`);
   }
   for (let i = 0; i + 1 < chain.length; i++) {
+    // An issuer in the chain must be a CA: a device's own certificate (CA:false) cannot sign another device's.
+    if (!chain[i + 1]!.ca) {
+      throw new IdentityError(files.certFile, 'chain', `client certificate ${files.certFile}: certificate #${i + 1} of its chain is not a CA certificate, so it cannot issue #${i}`);
+    }
     if (!issuedBy(chain[i]!, chain[i + 1]!)) {
       throw new IdentityError(files.certFile, 'chain', `client certificate ${files.certFile}: certificate #${i} is not signed by the one after it`);
     }

@@ -11,8 +11,8 @@
  *   backend → car  vehicles/<id>/certificate  { "requestId", "certificate": "<PEM, leaf first, then intermediates>" }
  */
 import { createCsr, createDeviceKey } from './csr.js';
-import { IdentityError, loadIdentity, type DeviceIdentity } from './identity.js';
-import { commitIdentity, discardStaged, rollbackIdentity, stageIdentity, swapIdentity } from './identity-files.js';
+import { IdentityError, loadIdentity, type DeviceIdentity, type IdentityFiles } from './identity.js';
+import { commitIdentity, discardStaged, repairIdentityFiles, rollbackIdentity, stageIdentity, swapIdentity } from './identity-files.js';
 
 /** What rotation needs of the MQTT session (src/uplink/session.ts implements it). */
 export interface RotationLink {
@@ -48,8 +48,11 @@ export class RotationFailure extends Error {
 
 export interface RotationOptions {
   deviceId: string;
-  /** The live identity files (absolute), and the CA a new certificate must be issued by. */
-  files: { certFile: string; keyFile: string; caFile: string };
+  /**
+   * The live identity files (absolute) and the CA a new certificate must be issued by: issuerFile when the device
+   * certificates have their own CA, else caFile (as the agent checks its identity at start).
+   */
+  files: { certFile: string; keyFile: string; caFile: string; issuerFile?: string };
   link: RotationLink;
   /** Ties the answer to the request (the command ID). */
   requestId: string;
@@ -78,7 +81,15 @@ const running = new Set<string>();
 export async function rotateCertificate(options: RotationOptions): Promise<RotationOutcome> {
   const { deviceId, files, link } = options;
   if (running.has(files.certFile)) throw new RotationFailure('busy', 'a certificate rotation is already running');
+  if (options.signal?.aborted) throw new RotationFailure('no-certificate', 'stopped before the request was sent; nothing was changed');
   running.add(files.certFile);
+  // The checks the agent makes at start: a pair that passes here also passes there.
+  const checked = (pair: { certFile: string; keyFile: string }): IdentityFiles => ({
+    ...pair,
+    caFile: files.caFile,
+    ...(files.issuerFile !== undefined ? { issuerFile: files.issuerFile } : {}),
+    requireIssuer: true,
+  });
   try {
     const previous = summary(link.currentIdentity);
     const keyPem = createDeviceKey();
@@ -93,7 +104,7 @@ export async function rotateCertificate(options: RotationOptions): Promise<Rotat
       throw new RotationFailure('storage', `the new certificate and key cannot be written beside ${files.certFile}: ${(err as Error).message}`);
     }
     try {
-      const candidate = loadIdentity({ ...staged, caFile: files.caFile, requireIssuer: true });
+      const candidate = loadIdentity(checked(staged));
       if (candidate.commonName !== deviceId) throw new RotationFailure('bad-certificate', `the certificate is for '${candidate.commonName}', not for this device '${deviceId}'`);
     } catch (err) {
       discardStaged(files);
@@ -106,18 +117,20 @@ export async function rotateCertificate(options: RotationOptions): Promise<Rotat
     try {
       swapIdentity(files);
     } catch (err) {
+      // Stopped part-way: the pair in place is made whole again (the previous one), what is left staged removed.
+      repairIdentityFiles(files);
       discardStaged(files);
       throw new RotationFailure('storage', `the new pair cannot be put in place at ${files.certFile}: ${(err as Error).message}`);
     }
     options.progress?.('reconnecting');
-    const fresh = loadIdentity(files);
+    let fresh: DeviceIdentity;
     try {
+      fresh = loadIdentity(checked(files));
       await link.reconnectWith(fresh, options.connectTimeoutMs ?? 20_000);
     } catch (err) {
       rollbackIdentity(files);
-      const restored = loadIdentity(files);
       // The session keeps trying until it is connected again; the command's result waits in the outbox meanwhile.
-      link.reconnectWith(restored).catch(() => undefined);
+      link.reconnectWith(loadIdentity(checked(files))).catch(() => undefined);
       throw new RotationFailure('rolled-back', `the broker did not accept the new certificate (${(err as Error).message}); the previous one is back in use`);
     }
     commitIdentity(files);
@@ -127,41 +140,48 @@ export async function rotateCertificate(options: RotationOptions): Promise<Rotat
   }
 }
 
-/** Sends the CSR and waits for the certificate answering it. */
+/** Sends the CSR and waits for the certificate answering it; the command's abort ends any step of that. */
 async function requestCertificate(options: RotationOptions, csrPem: string): Promise<string> {
-  const { deviceId, link, requestId } = options;
+  const { deviceId, link, requestId, signal } = options;
   let answer: (pem: string) => void = () => undefined;
   const answered = new Promise<string>((resolve) => (answer = resolve));
-  let stop: () => Promise<void>;
-  try {
-    stop = await link.watch(`vehicles/${deviceId}/certificate`, (payload) => {
-      const pem = certificateFor(payload, requestId);
-      if (pem !== undefined) answer(pem);
-    });
-  } catch (err) {
-    throw new RotationFailure('not-sent', `cannot listen for the certificate: ${(err as Error).message}`);
-  }
   let timer: NodeJS.Timeout | undefined;
   let onAbort: (() => void) | undefined;
+  // Armed before the first await, so an abort during the subscription or the publish is not missed.
+  const givenUp = new Promise<never>((_, reject) => {
+    onAbort = () => reject(new RotationFailure('no-certificate', `stopped waiting for the certificate (${String(signal?.reason ?? 'aborted')}); nothing was changed`));
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+  givenUp.catch(() => undefined); // observed by the races below; never an unhandled rejection
+  const watching = link.watch(`vehicles/${deviceId}/certificate`, (payload) => {
+    const pem = certificateFor(payload, requestId);
+    if (pem !== undefined) answer(pem);
+  });
   try {
+    try {
+      await Promise.race([watching, givenUp]);
+    } catch (err) {
+      if (err instanceof RotationFailure) throw err;
+      throw new RotationFailure('not-sent', `cannot listen for the certificate: ${(err as Error).message}`);
+    }
     const request = JSON.stringify({ requestId, deviceId, csr: csrPem, ts: Date.now() });
     try {
-      await link.publish(`vehicles/${deviceId}/csr`, request, { qos: 1 });
+      await Promise.race([link.publish(`vehicles/${deviceId}/csr`, request, { qos: 1 }), givenUp]);
     } catch (err) {
+      if (err instanceof RotationFailure) throw err;
       throw new RotationFailure('not-sent', `the signing request was not sent: ${(err as Error).message}`);
     }
     options.progress?.('csr-sent', { topic: `vehicles/${deviceId}/csr` });
     const waitS = Math.round(options.waitMs / 1000);
-    const givenUp = new Promise<never>((_, reject) => {
+    const timedOut = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new RotationFailure('no-certificate', `no certificate for request ${requestId} within ${waitS} s; nothing was changed`)), options.waitMs);
-      onAbort = () => reject(new RotationFailure('no-certificate', `stopped waiting for the certificate (${String(options.signal?.reason ?? 'aborted')}); nothing was changed`));
-      options.signal?.addEventListener('abort', onAbort, { once: true });
     });
-    return await Promise.race([answered, givenUp]);
+    return await Promise.race([answered, givenUp, timedOut]);
   } finally {
     clearTimeout(timer);
-    if (onAbort) options.signal?.removeEventListener('abort', onAbort);
-    await stop();
+    if (onAbort) signal?.removeEventListener('abort', onAbort);
+    // Also a watch still being set up when the abort won the race: stopped once it is.
+    await watching.then((stop) => stop(), () => undefined);
   }
 }
 

@@ -200,6 +200,8 @@ export class MqttSession {
   private readonly commandListeners = new Set<CommandListener>();
   /** Listeners of topics subscribed with watch(), by exact topic. */
   private readonly watchers = new Map<string, Set<(payload: Buffer) => void>>();
+  /** Watches that ended while disconnected: the broker keeps their subscription (persistent session) until told. */
+  private readonly staleWatches = new Set<string>();
   private readonly errorListeners = new Set<ErrorListener>();
   private readonly stats: SessionCounters = { attempts: 0, connections: 0, losses: 0, published: 0, acknowledged: 0, refused: 0, commands: 0 };
 
@@ -356,12 +358,15 @@ export class MqttSession {
     if (this.currentState !== 'connected' || !client) throw new UplinkError('not-connected', `not connected to the broker (${this.currentState})`);
     let listeners = this.watchers.get(topic);
     if (!listeners) this.watchers.set(topic, (listeners = new Set()));
+    this.staleWatches.delete(topic);
     listeners.add(listener);
     const stop = async (): Promise<void> => {
       listeners!.delete(listener);
       if (listeners!.size > 0) return;
       this.watchers.delete(topic);
-      await this.client?.unsubscribeAsync(topic).catch(() => undefined);
+      const current = this.currentState === 'connected' ? this.client : null;
+      if (current) await current.unsubscribeAsync(topic).catch(() => this.staleWatches.add(topic));
+      else this.staleWatches.add(topic);
     };
     try {
       const granted = await client.subscribeAsync(topic, { qos: 1 });
@@ -546,6 +551,11 @@ export class MqttSession {
           };
           try {
             // Subscribed again even when the broker kept the session: it may have expired it, or it is a new broker.
+            for (const topic of [...this.staleWatches]) {
+              if (this.watchers.has(topic)) continue; // watched again meanwhile
+              await client.unsubscribeAsync(topic);
+              this.staleWatches.delete(topic);
+            }
             const granted = await client.subscribeAsync(this.commandFilter, { qos: 1 });
             const refusedQos = granted.find((g) => g.qos >= 0x80);
             if (refusedQos) this.report(new UplinkError('refused', `the broker refused the subscription to ${this.commandFilter}`, refusedQos.qos));

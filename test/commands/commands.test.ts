@@ -9,7 +9,9 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { readFileSync } from 'node:fs';
 import Database from 'better-sqlite3';
+import mqtt from 'mqtt';
 import { signCommand } from '../../src/commands/envelope.js';
 import type { OperatorClient } from '../../src/commands/operator-client.js';
 import type { CommandResult } from '../../src/commands/result.js';
@@ -368,6 +370,50 @@ describe('remote commands through mosquitto', { timeout: 180_000 }, () => {
     const unconnected = await runOps(['send', '--device', carId, '--command', 'ping']);
     assert.equal(unconnected.code, 1);
     assert.match(unconnected.stderr, /missing --broker, --cert, --key, --ca, --operator-cert, --operator-key \(or --certs-dir for the development PKI\)/);
+  });
+
+  it('the operator client ignores results that are not results (a car publishing null, numbers, arrays)', async () => {
+    const files = pki.client(carId);
+    // Whoever holds the car's certificate may publish on its result topics: the operator's tool must not fall over.
+    const impostor = mqtt.connect(broker.url, { protocolVersion: 5, clientId: `${carId}-impostor`, reconnectPeriod: 0, ca: readFileSync(pki.caFile), cert: readFileSync(files.certFile), key: readFileSync(files.keyFile) });
+    await new Promise<void>((resolve, reject) => {
+      impostor.once('connect', () => resolve());
+      impostor.once('error', reject);
+    });
+    try {
+      const pending = send('ping', { delayMs: 300 });
+      await delay(50);
+      for (const junk of ['null', '42', '"SUCCEEDED"', '[]', '{"status":7}', '{"id":null}']) {
+        await impostor.publishAsync(ops.responseTopic(carId), junk, { qos: 1 });
+      }
+      const outcome = await pending;
+      assert.deepEqual(statuses(outcome.results), ['ACCEPTED', 'IN_PROGRESS', 'SUCCEEDED']);
+    } finally {
+      await impostor.endAsync(true);
+    }
+  });
+
+  it('a replayed copy of a command refused for its name is answered, not stored: replays cannot fill the outbox', async () => {
+    const { payload, envelope } = signCommand({ deviceId: carId, name: 'openTrunk' }, commandPki.operator);
+    const first = await ops.publishPayload(carId, 'openTrunk', payload, envelope.id, { timeoutMs: 10_000 });
+    assert.equal(first.final?.reason, 'unknown-command');
+    assert.equal(typeof first.final!.seq, 'number', 'the first answer went through the outbox');
+    const outboxFile = agent.config.outbox!.path;
+    const stored = (): number => {
+      const db = new Database(outboxFile, { readonly: true });
+      try {
+        return db.prepare<[], { n: number }>("SELECT count(*) AS n FROM message WHERE kind = 'result'").get()!.n;
+      } finally {
+        db.close();
+      }
+    };
+    await waitFor(() => stored() === 0, 10_000, 'the outbox to drain');
+    for (let i = 0; i < 50; i++) {
+      const again = await ops.publishPayload(carId, 'openTrunk', payload, envelope.id, { timeoutMs: 10_000 });
+      assert.equal(again.final?.reason, 'replayed');
+      assert.equal(again.final!.seq, undefined, 'sent, not stored');
+    }
+    assert.equal(stored(), 0);
   });
 
   it('the agent is still up and counted every rejection', () => {

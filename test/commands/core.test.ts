@@ -69,6 +69,27 @@ describe('replay memory', () => {
     guard.close();
   });
 
+  it('a clock that jumps ahead and back does not make it forget IDs still valid in real time', () => {
+    const file = path.join(makeTempDir('replay-clock-'), 'commands.db');
+    const t = 1_700_000_000_000;
+    let now = t;
+    const guard = ReplayGuard.open({ path: file, now: () => now });
+    assert.deepEqual(guard.remember('x', 'dx', t, t + 3_600_000), { fresh: true });
+    // A bad RTC fix: a year ahead, while a command signed a minute after 'x' arrives (the purge runs then).
+    now = t + 365 * 86_400_000;
+    assert.deepEqual(guard.remember('y', 'dy', t + 60_000, t + 3_600_000), { fresh: true });
+    assert.equal(guard.size, 2, "'x' is still valid in real time: kept");
+    // The clock is right again: the captured 'x' is still refused.
+    now = t + 120_000;
+    const replay = guard.remember('x', 'dx', t, t + 3_600_000);
+    assert.equal(replay.fresh === false && replay.why, 'duplicate');
+    // Once a command signed after x's expiry comes, x goes.
+    now = t + 2 * 3_600_000;
+    assert.deepEqual(guard.remember('z', 'dz', t + 2 * 3_600_000, t + 3 * 3_600_000), { fresh: true });
+    assert.equal(guard.size, 1);
+    guard.close();
+  });
+
   it('keeps the commands running across a reopen, with their route, until they are finished', () => {
     const file = path.join(makeTempDir('running-'), 'commands.db');
     let guard = ReplayGuard.open({ path: file, now: () => 5000 });
@@ -156,6 +177,17 @@ describe('preconditions', () => {
     assert.deepEqual(p.evaluate((name) => values[name]).failed, [{ condition: 'ignition == off', values: { ignition: 2 } }]);
     values.ignition = 0;
     assert.equal(p.evaluate((name) => values[name]).ok, true);
+    // Labels with a backslash or a quote in them: each term is compiled again from what it prints.
+    const odd = new Map([[0, 'A\\B'], [1, 'say "x"'], [2, "it's"]]);
+    const known = (name: string): boolean => name === 'mode';
+    const quoted = new Precondition(`mode != 'A\\B' && mode != 'say "x"' && mode == "it's"`, known, () => odd);
+    assert.deepEqual(quoted.evaluate(() => 2), { ok: true, precondition: quoted.source, failed: [], values: { mode: 2 } });
+    assert.deepEqual(quoted.evaluate(() => 1).failed, [
+      { condition: `mode != 'say "x"'`, values: { mode: 1 } },
+      { condition: `mode == "it's"`, values: { mode: 1 } },
+    ]);
+    assert.deepEqual(quoted.evaluate(() => 0).failed[0], { condition: `mode != "A\\B"`, values: { mode: 0 } });
+    assert.throws(() => new Precondition('speed < 1e400', () => true), /column 9: number out of range '1e400'/);
     assert.throws(
       () => new Precondition('ignition == running', (name) => name === 'ignition', () => ignition),
       /column 13: 'running' is neither a signal nor a label of 'ignition' \(its labels: "OFF", "ACC", "ON"\)/,

@@ -144,6 +144,21 @@ describe('loadIdentity', () => {
     assert.equal(loadIdentity(files({ requireIssuer: true })).commonName, 'car-7');
   });
 
+  it('refuses a chain where a device certificate (not a CA) signed another device\'s', () => {
+    // Another car's certificate and key, used as if they were a CA: what a car's own check must not accept.
+    const thief = writeIssued(path.join(dir, 'thief'), 'car-9', issueDeviceCertificate(ca, 'car-9'));
+    const asCa = devCaFromPem(readFileSync(thief.certFile, 'utf8'), readFileSync(thief.keyFile, 'utf8'));
+    const forged = issueDeviceCertificate(asCa, 'car-7');
+    const forgedDir = path.join(dir, 'forged');
+    const files = writeIssued(forgedDir, 'car-7', { certPem: forged.certPem + readFileSync(thief.certFile, 'utf8'), keyPem: forged.keyPem });
+    expectProblem(
+      () => loadIdentity({ ...files, caFile, requireIssuer: true }),
+      files.certFile,
+      'chain',
+      /certificate #1 of its chain is not a CA certificate, so it cannot issue #0/,
+    );
+  });
+
   it('a CA written to files can be read back and issue more devices', () => {
     const pkiDir = makeTempDir('dev-pki-');
     const written = writeDevPki(pkiDir, { identities: ['car-1', 'backend'] });

@@ -13,7 +13,9 @@ import type { OperatorClient } from '../../src/commands/operator-client.js';
 import type { CommandResult } from '../../src/commands/result.js';
 import { CsrError, readCsr, signDeviceCsr } from '../../src/pki/csr.js';
 import { createDevCa, issueDeviceCertificate, issueDeviceCertificateForKey, writeIssued, type DevCa } from '../../src/pki/dev-ca.js';
-import { repairIdentityFiles, stageIdentity, swapIdentity } from '../../src/pki/identity-files.js';
+import { commitIdentity, repairIdentityFiles, stageIdentity, swapIdentity } from '../../src/pki/identity-files.js';
+import { loadIdentity, type DeviceIdentity } from '../../src/pki/identity.js';
+import { rotateCertificate, RotationFailure, type RotationLink } from '../../src/pki/rotation.js';
 import { CommandPki, operatorClient, startAgent, type TestAgent } from '../support/commands.js';
 import { BackendSubscriber, Mosquitto, TestPki } from '../support/mosquitto.js';
 import { makeTempDir } from '../support/temp.js';
@@ -42,16 +44,36 @@ describe('identity files: a rotation cut short is repaired at start', () => {
     assert.equal(repairIdentityFiles(files), undefined, 'nothing more to do');
   });
 
-  it('stopped between the two renames of the swap: completed with the new certificate', () => {
+  it('stopped between the two renames of the swap: the previous pair comes back (the new one never connected)', () => {
     const files = setUp();
     // swapIdentity's steps up to the first rename.
     copyFileSync(files.keyFile, `${files.keyFile}.old`);
     copyFileSync(files.certFile, `${files.certFile}.old`);
     renameSync(`${files.keyFile}.new`, files.keyFile);
     assert.equal(pairMatches(files.certFile, files.keyFile), false);
-    assert.match(repairIdentityFiles(files)!, /completed an interrupted certificate rotation: .*car\.crt restored from car\.crt\.new/);
-    assert.equal(fingerprint(files.certFile), files.newFp);
+    assert.match(repairIdentityFiles(files)!, /cut short during the swap: the previous certificate \(car\.crt\) is back in use/);
+    assert.equal(fingerprint(files.certFile), files.oldFp);
     assert.ok(pairMatches(files.certFile, files.keyFile));
+    assert.deepEqual(readdirSync(path.dirname(files.certFile)).sort(), ['car.crt', 'car.key']);
+  });
+
+  it('swapped but not committed (cut before the new pair connected): rolled back; with an unusable previous pair, kept', () => {
+    const files = setUp();
+    swapIdentity(files);
+    assert.equal(fingerprint(files.certFile), files.newFp);
+    assert.match(repairIdentityFiles(files)!, /before the new certificate had connected: the previous one \(car\.crt\) is back in use/);
+    assert.equal(fingerprint(files.certFile), files.oldFp);
+    assert.deepEqual(readdirSync(path.dirname(files.certFile)).sort(), ['car.crt', 'car.key']);
+
+    const expiredOld = setUp();
+    // Its own key for the expired certificate: the live pair must match for the swap's copy to be a usable "old".
+    const expired = issueDeviceCertificate(ca, 'car', { notBefore: new Date(Date.now() - 10 * 86_400_000), validDays: 1 });
+    writeFileSync(expiredOld.certFile, expired.certPem);
+    writeFileSync(expiredOld.keyFile, expired.keyPem);
+    swapIdentity(expiredOld);
+    assert.match(repairIdentityFiles(expiredOld)!, /the previous pair is unusable, so the new one stays/);
+    assert.equal(fingerprint(expiredOld.certFile), expiredOld.newFp);
+    assert.deepEqual(readdirSync(path.dirname(expiredOld.certFile)).sort(), ['car.crt', 'car.key']);
   });
 
   it('stopped between the two renames of a rollback: completed with the old certificate', () => {
@@ -66,7 +88,8 @@ describe('identity files: a rotation cut short is repaired at start', () => {
 
   it('a pair that matches is never touched; a mismatch with nothing to repair it is left for loadIdentity to report', () => {
     const files = setUp();
-    swapIdentity(files); // swapped, not yet committed: the new pair is live and consistent
+    swapIdentity(files);
+    commitIdentity(files);
     assert.equal(repairIdentityFiles(files), undefined);
     assert.equal(fingerprint(files.certFile), files.newFp);
     const stranger = issueDeviceCertificate(ca, 'car');
@@ -75,6 +98,84 @@ describe('identity files: a rotation cut short is repaired at start', () => {
     writeFileSync(`${files.certFile}.old`, stranger.certPem);
     assert.equal(repairIdentityFiles(files), undefined);
     assert.equal(pairMatches(files.certFile, files.keyFile), false);
+  });
+});
+
+describe('rotation against an in-memory link', () => {
+  const brokerCa = createDevCa({ commonName: 'broker CA' });
+  const deviceCa = createDevCa({ commonName: 'device CA' });
+
+  /** A link whose "backend" signs each request with `signer` at once; reconnectWith resolves or rejects as told. */
+  function fakeLink(signer: DevCa, current: () => DeviceIdentity, options: { watchDelayMs?: number } = {}): RotationLink & { reconnects: string[] } {
+    const listeners = new Map<string, (payload: Buffer) => void>();
+    const reconnects: string[] = [];
+    return {
+      reconnects,
+      get currentIdentity() {
+        return current();
+      },
+      async watch(topic, listener) {
+        if (options.watchDelayMs) await new Promise((resolve) => setTimeout(resolve, options.watchDelayMs));
+        listeners.set(topic, listener);
+        return async () => void listeners.delete(topic);
+      },
+      async publish(topic, payload) {
+        const request = JSON.parse(payload) as { requestId: string; deviceId: string; csr: string };
+        const certificate = signDeviceCsr(signer, request.csr, { deviceId: request.deviceId });
+        setImmediate(() => listeners.get(topic.replace(/csr$/, 'certificate'))?.(Buffer.from(JSON.stringify({ requestId: request.requestId, certificate }))));
+      },
+      async reconnectWith(identity) {
+        reconnects.push(identity.fingerprint256);
+      },
+    };
+  }
+
+  function car(): { files: { certFile: string; keyFile: string; caFile: string; issuerFile: string }; identity: () => DeviceIdentity } {
+    const dir = makeTempDir('rotation-link-');
+    const live = writeIssued(dir, 'car-i', issueDeviceCertificate(deviceCa, 'car-i'));
+    const caFile = writeIssued(dir, 'broker-ca', brokerCa).certFile;
+    const issuerFile = writeIssued(dir, 'device-ca', deviceCa).certFile;
+    const files = { ...live, caFile, issuerFile };
+    return { files, identity: () => loadIdentity({ ...files, requireIssuer: true }) };
+  }
+
+  it('checks the new certificate against uplink.issuerFile, as the start does, when device certificates have their own CA', async () => {
+    const { files, identity } = car();
+    const link = fakeLink(deviceCa, identity);
+    const outcome = await rotateCertificate({ deviceId: 'car-i', files, link, requestId: 'r1', waitMs: 5000 });
+    assert.equal(fingerprint(files.certFile), outcome.current.fingerprint256);
+    assert.deepEqual(link.reconnects, [outcome.current.fingerprint256]);
+    assert.equal(loadIdentity({ ...files, requireIssuer: true }).commonName, 'car-i');
+
+    // Signed by the broker's CA instead: refused before anything is swapped (the start would refuse it too).
+    const before = fingerprint(files.certFile);
+    await assert.rejects(
+      rotateCertificate({ deviceId: 'car-i', files, link: fakeLink(brokerCa, identity), requestId: 'r2', waitMs: 5000 }),
+      (err: unknown) => err instanceof RotationFailure && err.reason === 'bad-certificate' && /does not chain to the issuer CA/.test(err.message),
+    );
+    assert.equal(fingerprint(files.certFile), before);
+  });
+
+  it('an abort before the start or while subscribing ends it at once, nothing sent or changed', async () => {
+    const { files, identity } = car();
+    const before = fingerprint(files.certFile);
+    const aborted = new AbortController();
+    aborted.abort(new Error('command timed out'));
+    await assert.rejects(
+      rotateCertificate({ deviceId: 'car-i', files, link: fakeLink(deviceCa, identity), requestId: 'a1', waitMs: 5000, signal: aborted.signal }),
+      (err: unknown) => err instanceof RotationFailure && err.reason === 'no-certificate' && /before the request was sent/.test(err.message),
+    );
+    const during = new AbortController();
+    const slow = fakeLink(deviceCa, identity, { watchDelayMs: 200 });
+    setTimeout(() => during.abort(new Error('command timed out')), 50);
+    const started = performance.now();
+    await assert.rejects(
+      rotateCertificate({ deviceId: 'car-i', files, link: slow, requestId: 'a2', waitMs: 60_000, signal: during.signal }),
+      (err: unknown) => err instanceof RotationFailure && err.reason === 'no-certificate' && /command timed out/.test(err.message),
+    );
+    assert.ok(performance.now() - started < 1000);
+    assert.equal(fingerprint(files.certFile), before);
+    assert.deepEqual(slow.reconnects, []);
   });
 });
 

@@ -84,6 +84,32 @@ describe('MqttSession', () => {
     );
   });
 
+  it('watch: messages on the topic reach the listener until it stops; one stopped while away is unsubscribed on reconnect', async (t) => {
+    const session = deviceSession(broker, pki, 'car-watch');
+    t.after(() => session.close());
+    session.start();
+    await waitForState(session, 'connected');
+    const got: string[] = [];
+    const topic = 'vehicles/car-watch/certificate';
+    let stop = await session.watch(topic, (payload) => got.push(payload.toString()));
+    await backend.client.publishAsync(topic, 'one', { qos: 1 });
+    await waitFor(() => got.length === 1, 5000, 'the watched message');
+    await stop();
+    assert.match(broker.log, /Received UNSUBSCRIBE from car-watch/);
+
+    // Stopped while the link is down: the persistent session still holds the subscription until the next connect.
+    stop = await session.watch(topic, (payload) => got.push(payload.toString()));
+    const before = broker.log.length;
+    session.severLink();
+    await waitForState(session, 'disconnected');
+    await stop();
+    await waitForState(session, 'connected');
+    await waitFor(() => /Received UNSUBSCRIBE from car-watch/.test(broker.log.slice(before)), 5000, 'the stale watch unsubscribed');
+    await backend.client.publishAsync(topic, 'two', { qos: 1 });
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.deepEqual(got, ['one']);
+  });
+
   it('connects, reads the broker limits, and says offline (retained) on close', async (t) => {
     const session = deviceSession(broker, pki, 'car-limits');
     t.after(() => session.close());
