@@ -13,7 +13,7 @@
  * ever removed.
  */
 import { createPrivateKey } from 'node:crypto';
-import { closeSync, existsSync, lstatSync, openSync, readFileSync, readSync, readdirSync, readlinkSync, rmSync, statSync } from 'node:fs';
+import { closeSync, existsSync, lstatSync, openSync, readFileSync, readSync, readdirSync, readlinkSync, realpathSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { loadDeviceConfig, type DeviceConfig } from '../config/device-config.js';
 import { loadIdentity } from '../pki/identity.js';
@@ -36,6 +36,18 @@ const ROOT: Owner = { uid: 0, gid: 0 };
 
 // ---- checks -----------------------------------------------------------------------------------------------------
 
+/**
+ * Whether `target` is this machine's own root, however it is reached: `/` itself, a symbolic link to it, or a bind
+ * mount of it (same device and inode as `/`, which no path comparison sees).
+ */
+export function isThisMachinesRoot(target: string): boolean {
+  const real = realpathSync(target);
+  if (real === '/') return true;
+  const here = statSync(real);
+  const root = statSync('/');
+  return here.dev === root.dev && here.ino === root.ino;
+}
+
 function checkTarget(target: string): string {
   let stats;
   try {
@@ -44,8 +56,12 @@ function checkTarget(target: string): string {
     throw new ProvisionError(`--target ${target}: no such folder (mount the image's root partition first)`);
   }
   if (!stats.isDirectory()) throw new ProvisionError(`--target ${target} is not a folder`);
-  const real = path.resolve(target);
-  if (real === '/') throw new ProvisionError('--target / is this machine\'s own root: flash prepares a mounted image; on a running device use scripts/install-service');
+  // Before anything else: flashing the host would rewrite its own /etc/passwd, units and /opt.
+  if (isThisMachinesRoot(target)) {
+    throw new ProvisionError(`--target ${target} is this machine's own root: flash prepares a mounted image; on a running device use scripts/install-service`);
+  }
+  // The real path from here on: what is checked is what gets written.
+  const real = realpathSync(target);
   const etc = resolveInRoot(real, 'etc');
   if (!existsSync(etc) || !statSync(etc).isDirectory()) {
     throw new ProvisionError(`--target ${target} does not look like a root file system (no etc/ folder): mount the image's root partition there`);

@@ -14,6 +14,7 @@
  */
 import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
 import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { isIP, SocketAddress } from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DeviceConfigError, loadDeviceConfig, parseDeviceConfig, type DeviceConfig } from '../config/device-config.js';
@@ -208,6 +209,16 @@ const DEV_PKI_FILES = (device: string, backend: string): string[] => [
 ];
 
 /**
+ * A host as a certificate's SAN can be compared with it: IP addresses in their canonical text (Node prints an IPv6
+ * SAN in full, 0:0:0:0:0:0:0:1 for ::1), names in lower case (DNS names are case-insensitive).
+ */
+export function canonicalHost(host: string): string {
+  const family = isIP(host);
+  if (family === 0) return host.toLowerCase();
+  return new SocketAddress({ address: host, family: family === 6 ? 'ipv6' : 'ipv4' }).address;
+}
+
+/**
  * The development PKI, as `npm start` makes it (ensureDevPki): root CA, broker certificate, the demo device and the
  * backend identity, the command CA and the operator ops-dev. Keeps what exists; says what it made.
  */
@@ -230,8 +241,8 @@ export async function runDevPki(options: DevPkiOptions, say: Say): Promise<void>
   let reissued = false;
   if (hosts) {
     const server = new X509Certificate(readFileSync(path.join(out, 'server.crt')));
-    const covered = (server.subjectAltName ?? '').split(', ').map((entry) => entry.replace(/^(DNS|IP Address):/, ''));
-    if (!hosts.every((h) => covered.includes(h))) {
+    const covered = (server.subjectAltName ?? '').split(', ').map((entry) => canonicalHost(entry.replace(/^(DNS|IP Address):/, '')));
+    if (!hosts.every((h) => covered.includes(canonicalHost(h)))) {
       const ca = devCaFromPem(readFileSync(path.join(out, 'ca.crt'), 'utf8'), readFileSync(path.join(out, 'ca.key'), 'utf8'));
       writeIssued(out, 'server', issueServerCertificate(ca, { hosts }));
       reissued = true;

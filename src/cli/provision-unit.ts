@@ -6,7 +6,7 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { ChangeCount, ProvisionError, ensureDirInRoot, putDir, putFile, putSymlink, resolveInRoot } from './provision-files.js';
-import { ACCOUNT_NAME_PATTERN, ensureServiceAccount, type ServiceAccount } from './provision-users.js';
+import { ACCOUNT_NAME_PATTERN, checkServiceUserName, ensureServiceAccount, type ServiceAccount } from './provision-users.js';
 
 /** Where things go on a device. */
 export const INSTALL = {
@@ -45,6 +45,7 @@ export function checkUnitOptions(options: UnitOptions): void {
   if (!ACCOUNT_NAME_PATTERN.test(options.user)) {
     throw new ProvisionError(`--user: '${options.user}' cannot be a system user name (lower-case letters, digits, '_' and '-', at most 31)`);
   }
+  checkServiceUserName(options.user, '--user');
   if (!path.isAbsolute(options.node) || /[\s"'\\$%;]/.test(options.node)) {
     throw new ProvisionError(`--node: '${options.node}' must be an absolute path without spaces or quotes (systemd needs one for ExecStart=)`);
   }

@@ -34,6 +34,20 @@ const WELL_KNOWN_GIDS: Record<string, number> = { dialout: 20 };
 /** A user or group name as shadow-utils accepts it for system accounts. */
 export const ACCOUNT_NAME_PATTERN = /^[a-z_][a-z0-9_-]{0,30}$/;
 
+/**
+ * Accounts the agent must never run as, whatever the image holds: root (every privilege the unit drops would be
+ * back), nobody and nogroup (shared by every service that wants "no one", so all of them could read the device key).
+ */
+const SHARED_ACCOUNTS = new Set(['root', 'nobody', 'nogroup']);
+
+/** Refuses a service user or group name the agent must never run as (SHARED_ACCOUNTS). */
+export function checkServiceUserName(name: string, what: string): void {
+  if (SHARED_ACCOUNTS.has(name)) {
+    const why = name === 'root' ? `'root': the agent must not run as root` : `'${name}' is shared by many services`;
+    throw new ProvisionError(`${what}: ${why}: the agent runs as its own unprivileged account, which alone can read the device key`);
+  }
+}
+
 interface DbFile {
   /** Path as named in the image (etc/passwd), for messages. */
   name: string;
@@ -123,6 +137,45 @@ function firstExisting(root: string, candidates: string[], fallback: string): st
 }
 
 /**
+ * An existing user is the agent's when it is a system account (uid in the image's system range, not 0) whose home is
+ * the agent's state folder, as these tools and the sysusers.d entry create it. Anything else belongs to a person
+ * (uid >= 1000), to everyone (nobody) or to another service.
+ */
+function checkOwnUser(f: string[], request: AccountRequest, range: { min: number; max: number }): void {
+  const uid = Number(f[2]);
+  const name = request.user;
+  if (uid === 0) throw new ProvisionError(`the service user '${name}' has uid 0 in the image: the agent must not run as root`);
+  if (!Number.isInteger(uid) || uid < range.min || uid > range.max) {
+    throw new ProvisionError(
+      `the image already has a user '${name}' with uid ${f[2]}, outside its system range ${range.min}-${range.max}: a person's or a shared account, ` +
+        `which would be able to read the device key; choose another user name (provision --user) or remove that account`,
+    );
+  }
+  if (f[5] !== request.home) {
+    throw new ProvisionError(
+      `the image already has a system user '${name}' (uid ${uid}) whose home is ${f[5] || '(none)'}, not ${request.home}: another service's account, ` +
+        `which would be able to read the device key; choose another user name (provision --user), or set its home to ${request.home} if it is the agent's`,
+    );
+  }
+}
+
+/** An existing group is the agent's when it is a system group (not 0) that no other user has, as primary or member. */
+function checkOwnGroup(f: string[], request: AccountRequest, range: { min: number; max: number }, passwd: DbFile): void {
+  const gid = Number(f[2]);
+  const name = request.group;
+  if (!Number.isInteger(gid) || gid === 0 || gid < range.min || gid > range.max) {
+    throw new ProvisionError(`the image already has a group '${name}' with gid ${f[2]}, outside its system range ${range.min}-${range.max}: the agent's config would be readable by its members; choose another user name (provision --user)`);
+  }
+  const others = [
+    ...(f[3] ?? '').split(',').filter(Boolean),
+    ...entries(passwd).filter((e) => Number(e.f[3]) === gid).map((e) => e.f[0]!),
+  ].filter((user) => user !== request.user);
+  if (others.length > 0) {
+    throw new ProvisionError(`the image already has a group '${name}' shared with ${[...new Set(others)].join(', ')}: the agent's config would be readable by them; choose another user name (provision --user)`);
+  }
+}
+
+/**
  * Makes sure the account exists in the image; returns its IDs. Says one line per thing it adds; adds nothing that is
  * already there (so a second run leaves every file as it was).
  */
@@ -146,8 +199,14 @@ export function ensureServiceAccount(root: string, request: AccountRequest, say:
     }
   };
 
+  checkServiceUserName(request.user, 'the service user');
+  checkServiceUserName(request.group, 'the service group');
   const existingUser = find(passwd, request.user);
   const groupEntry = find(group, request.group);
+  // An account that is already there is reused only if it is the agent's own: the device key (0600) and the config
+  // (0640) become readable by it. See docs/provisioning.md ("The service account").
+  if (existingUser) checkOwnUser(existingUser.f, request, uidRange);
+  if (groupEntry) checkOwnGroup(groupEntry.f, request, gidRange, passwd);
   let gid: number;
   if (groupEntry) {
     gid = Number(groupEntry.f[2]);

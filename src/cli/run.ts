@@ -458,6 +458,9 @@ export function registerRunCommand(program: Command): void {
     .action(async (opts: { config: string; duration?: number }) => {
       const config = loadDeviceConfig(opts.config);
       const logger = new Logger({ config: config.logging });
+      // The status line and the summary are for whoever watches: a stdout that cannot be written (a full disk, a
+      // closed pipe) must not end the agent through an unhandled 'error' event.
+      process.stdout.on('error', () => undefined);
       const interrupt = new AbortController();
       // SIGTERM/SIGINT: stop the sources, commit open batches, close the session cleanly, all within the deadline.
       const shutdown = new ShutdownWatch(logger);

@@ -40,8 +40,10 @@ export const loggingConfigSchema = z
     verboseForS: z
       .number()
       .min(0)
+      // setTimeout's limit (2^31 - 1 ms): beyond it the window would end after 1 ms.
+      .max(2_147_483)
       .default(300)
-      .describe('Log at debug for this many seconds after start (unless setLogLevel sets a level first), then at `level`. 0: off. Default 300.'),
+      .describe('Log at debug for this many seconds after start (unless setLogLevel sets a level first), then at `level`. 0: off. At most 2147483 (24.8 days). Default 300.'),
     format: z
       .enum(['json', 'text'])
       .default('json')

@@ -1,7 +1,7 @@
 /**
  * The agent's log: one entry per event, with a level, the component it comes from, the message and optional fields.
  * Written as JSON lines (pino) or as the bare message text on stderr, synchronously (fd 2): a line logged just before
- * the process exits is never lost in a buffer.
+ * the process exits is never lost in a buffer. A line that cannot be written (a full disk) is counted, never thrown.
  *
  * The modules report through a `warn(message)` callback, most with a component prefix ("uplink: ...",
  * "outbox: ...", "can0: ..."). `diagnostic` keeps that API: it takes the component from the prefix and picks the
@@ -10,6 +10,7 @@
  * The level: `logging.level`, except debug for the first `verboseForS` seconds after start (a fresh start is when
  * things go wrong and nobody is watching). setLevel (the setLogLevel command) wins over both.
  */
+import { writeSync } from 'node:fs';
 import pino from 'pino';
 import { LOG_LEVELS, loggingConfig, type LoggingConfig, type LogLevel } from './log-config.js';
 
@@ -24,9 +25,45 @@ export interface LogEntry {
   fields?: Record<string, unknown>;
 }
 
-/** Where lines go: fd 2 by default; tests pass anything with write(). */
+/** Where lines go: fd 2 by default; tests pass anything with write(). A write may throw: the Logger counts it. */
 export interface LogDestination {
   write(line: string): unknown;
+}
+
+/** What the local log could not write. */
+export interface LogStats {
+  /** Entries lost because the destination failed (stderr a file on a full disk, a closed pipe...). */
+  dropped: number;
+  /** The latest failure's code (ENOSPC, EPIPE...) or message; null while none. */
+  lastError: string | null;
+}
+
+/** EAGAIN (a non-blocking pipe that is full): short waits before the line is given up, so a stuck reader blocks little. */
+const BUSY_RETRIES = 5;
+const BUSY_WAIT_MS = 10;
+const busyWait = new Int32Array(new SharedArrayBuffer(4));
+
+/**
+ * Whole lines to a file descriptor, synchronously (what pino.destination({ sync: true }) did, without its habit of
+ * throwing every write error but EPIPE out of the logging call). Partial writes are completed; any other failure
+ * throws, and the Logger counts the line as dropped.
+ */
+export function fdDestination(fd: number): LogDestination {
+  return {
+    write(line: string): void {
+      let bytes = Buffer.from(line, 'utf8');
+      let busy = 0;
+      while (bytes.length > 0) {
+        try {
+          bytes = bytes.subarray(writeSync(fd, bytes));
+        } catch (err) {
+          const code = (err as NodeJS.ErrnoException).code;
+          if ((code !== 'EAGAIN' && code !== 'EINTR') || busy++ >= BUSY_RETRIES) throw err;
+          Atomics.wait(busyWait, 0, 0, BUSY_WAIT_MS);
+        }
+      }
+    },
+  };
 }
 
 export interface LoggerOptions {
@@ -100,6 +137,10 @@ export class Logger {
   private readonly writeText: ((entry: LogEntry) => void) | undefined;
   private readonly listeners: Array<{ least: number; listener: EntryListener }> = [];
   private readonly now: () => number;
+  private dropped = 0;
+  private lastError: string | null = null;
+  /** Failure codes already told to the listeners (the remote log): each once. */
+  private readonly toldErrors = new Set<string>();
 
   constructor(options: LoggerOptions = {}) {
     const config = loggingConfig(options.config);
@@ -110,7 +151,7 @@ export class Logger {
       const lines = options.lines;
       this.writeText = (entry) => lines(entry.msg + formatFields(entry.fields));
     } else {
-      const destination = options.destination ?? pino.destination({ dest: 2, sync: true });
+      const destination = options.destination ?? fdDestination(2);
       if (config.format === 'text') {
         this.writeText = (entry) => destination.write(`${entry.msg}${formatFields(entry.fields)}\n`);
       } else {
@@ -137,6 +178,11 @@ export class Logger {
   /** The level in force. */
   get level(): LogLevel {
     return this.current;
+  }
+
+  /** Entries the destination failed to write. */
+  get stats(): LogStats {
+    return { dropped: this.dropped, lastError: this.lastError };
   }
 
   /** Whether an entry at `level` would be written (to skip building costly fields). */
@@ -190,8 +236,13 @@ export class Logger {
     if (!local && !heard) return;
     const entry: LogEntry = { time: this.now(), level, component, msg, ...(fields ? { fields } : {}) };
     if (local) {
-      if (this.pino) this.pino[level]({ component, ...fields }, msg);
-      else this.writeText!(entry);
+      try {
+        if (this.pino) this.pino[level]({ component, ...fields }, msg);
+        else this.writeText!(entry);
+      } catch (err) {
+        // Logging must never throw: a warning from a timer or the stop signal's handler would crash the agent.
+        this.writeFailed(err);
+      }
     }
     // A copy of the list: a listener may unsubscribe while it runs.
     for (const { least, listener } of [...this.listeners]) if (r <= least) listener(entry);
@@ -202,6 +253,18 @@ export class Logger {
     const { level, component } = classify(message);
     this.log(level, component, message);
   };
+
+  /** Counts the lost entry; the first time for a given failure, tells the listeners (the remote log), not the broken log. */
+  private writeFailed(err: unknown): void {
+    this.dropped++;
+    const failure = err as NodeJS.ErrnoException | null | undefined;
+    const code = failure?.code ?? failure?.message ?? String(err);
+    this.lastError = code;
+    if (this.toldErrors.has(code)) return;
+    this.toldErrors.add(code);
+    const entry: LogEntry = { time: this.now(), level: 'error', component: 'logging', msg: `logging: cannot write the local log (${code}): entries are dropped and counted` };
+    for (const { listener } of [...this.listeners]) listener(entry);
+  }
 
   /** Stops the verbose window's timer. */
   close(): void {

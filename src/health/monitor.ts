@@ -110,6 +110,8 @@ export class Health {
       health.http = await HealthHttpServer.start(settings.http, { status: () => health.status(), report: () => health.latest }, options.warn);
       if (health.http) options.warn(`health: status page on ${health.http.url}`);
     }
+    // The page could not start (port in use) and there is no uplink: a report would be taken for nobody.
+    if (!health.publishes && !health.http) return health;
     // The counters' starting point, so the first interval's report has rates; with a page to fill, a whole report.
     const now = performance.now();
     if (health.http) health.take(false).catch(() => undefined);

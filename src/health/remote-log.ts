@@ -222,7 +222,8 @@ export class RemoteLog {
 
   /**
    * Sends the window's repeats as one entry and keeps the window going if there were any; forgets it if not. Without
-   * room in the rate window the window stays open (and counting) until there is, unless `force`d (shutdown, eviction).
+   * room in the rate window the window stays open (and counting) until there is, unless `force`d (shutdown, eviction):
+   * then the window cannot wait, and its entry goes out past the rate limit, so that no count is ever lost.
    */
   private closeFold(key: string, fold: Fold, now: number, force = false): void {
     if (fold.count === 0) {
@@ -230,7 +231,7 @@ export class RemoteLog {
       return;
     }
     if (!force && !this.hasRoom(now)) return;
-    this.make({ ts: now, level: fold.level, component: fold.component, msg: fold.msg, count: fold.count, firstTs: fold.firstTs, lastTs: fold.lastTs });
+    this.make({ ts: now, level: fold.level, component: fold.component, msg: fold.msg, count: fold.count, firstTs: fold.firstTs, lastTs: fold.lastTs }, force);
     fold.count = 0;
     fold.windowEnd = now + this.foldMs;
   }
@@ -240,9 +241,9 @@ export class RemoteLog {
     return this.madeAt.length < this.maxPerMinute;
   }
 
-  /** The rate limit, then the queue. */
-  private make(entry: RemoteLogEntry): void {
-    if (!this.hasRoom(entry.ts)) {
+  /** The rate limit (unless `force`d: a fold that must close now), then the queue. */
+  private make(entry: RemoteLogEntry, force = false): void {
+    if (!force && !this.hasRoom(entry.ts)) {
       this.suppressed++;
       this.counters.rateLimited++;
       return;

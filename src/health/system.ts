@@ -106,11 +106,12 @@ export interface SystemSamplerOptions {
 
 type Outcome<T> = { ok: true; value: T } | { ok: false; error: string };
 
-/** One probe, time-boxed, never called again while an earlier call is still running. */
+/** One probe, time-boxed, never called again while an earlier call is still running, nor at all once closed. */
 class TimeBoxed<T> {
   private running: Promise<T> | null = null;
   /** Ends the current wait (close()). */
   private cancel: ((err: Error) => void) | null = null;
+  private closed = false;
 
   constructor(
     readonly name: string,
@@ -118,7 +119,9 @@ class TimeBoxed<T> {
     private readonly timeoutMs: number,
   ) {}
 
-  async run(): Promise<Outcome<T>> {
+  /** `limitMs`: the wait, when less than the probe's own is left (the disk's probes share one time box). */
+  async run(limitMs = this.timeoutMs): Promise<Outcome<T>> {
+    if (this.closed) return { ok: false, error: 'sampler closed' };
     if (this.running) return { ok: false, error: `still running since an earlier sample` };
     let call: Promise<T>;
     try {
@@ -133,7 +136,9 @@ class TimeBoxed<T> {
     );
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`timed out after ${this.timeoutMs} ms`)), this.timeoutMs);
+      timer = setTimeout(() => reject(new Error(`timed out after ${this.timeoutMs} ms`)), limitMs);
+      // A wait must not keep a finished run alive.
+      timer.unref();
       this.cancel = reject;
     });
     try {
@@ -148,6 +153,7 @@ class TimeBoxed<T> {
 
   /** Stops waiting (the call itself cannot be stopped): a hung probe must not hold the process at exit. */
   close(): void {
+    this.closed = true;
     this.cancel?.(new Error('sampler closed'));
   }
 
@@ -178,11 +184,15 @@ function temperature(value: unknown): number | null {
 
 export class SystemSampler {
   private readonly probes: { [K in keyof SystemProbes]: TimeBoxed<Awaited<ReturnType<SystemProbes[K]>>> };
+  /** The outbox folder's real path: the first step of disk(). */
+  private readonly diskDir: TimeBoxed<string>;
   private readonly diskPath: string;
+  private readonly timeoutMs: number;
 
   constructor(options: SystemSamplerOptions) {
     const probes = { ...systemProbes, ...options.probes };
     const timeoutMs = options.timeoutMs ?? 5000;
+    this.timeoutMs = timeoutMs;
     this.diskPath = options.diskPath;
     const box = <K extends keyof SystemProbes>(name: K, call: () => ReturnType<SystemProbes[K]>) =>
       new TimeBoxed(name, call as () => Promise<Awaited<ReturnType<SystemProbes[K]>>>, timeoutMs);
@@ -195,6 +205,7 @@ export class SystemSampler {
       networkInterfaces: box('networkInterfaces', () => probes.networkInterfaces()),
       uptimeS: box('uptimeS', () => probes.uptimeS()),
     };
+    this.diskDir = new TimeBoxed('disk', async () => realpath(await existingAncestor(this.diskPath)), timeoutMs);
   }
 
   /** Asks every probe at once; resolves when all have answered, failed or timed out. Never rejects. */
@@ -250,18 +261,22 @@ export class SystemSampler {
 
   /** Ends the waits of a sample in progress (it resolves at once, the rest null); for the end of a run. */
   close(): void {
+    this.diskDir.close();
     for (const probe of Object.values(this.probes)) probe.close();
   }
 
-  /** The filesystem holding diskPath: fsSize's entry with the longest mount point containing it, else statfs. */
+  /**
+   * The filesystem holding diskPath: fsSize's entry with the longest mount point containing it, else statfs. One time
+   * box for it all, like any other probe: its steps share the limit. fsSize and statfs are asked at once (statfs is one
+   * system call), so a hung fsSize leaves the fallback its answer; one after the other they took twice the limit.
+   */
   private async disk(): Promise<Outcome<DiskSample>> {
-    let dir: string;
-    try {
-      dir = await realpath(await existingAncestor(this.diskPath));
-    } catch (err) {
-      return { ok: false, error: errorText(err) };
-    }
-    const listed = await this.probes.fsSize.run();
+    const deadline = performance.now() + this.timeoutMs;
+    const left = (): number => Math.max(0, deadline - performance.now());
+    const where = await this.diskDir.run(left());
+    if (!where.ok) return where;
+    const dir = where.value;
+    const [listed, fallback] = await Promise.all([this.probes.fsSize.run(left()), this.probes.statfs.run(left())]);
     if (listed.ok) {
       const mount = listed.value
         .filter((fs) => typeof fs.mount === 'string' && contains(fs.mount, dir))
@@ -270,7 +285,6 @@ export class SystemSampler {
         return { ok: true, value: diskSample(this.diskPath, mount.mount, mount.fs, mount.size, mount.available) };
       }
     }
-    const fallback = await this.probes.statfs.run();
     if (fallback.ok) return { ok: true, value: diskSample(this.diskPath, null, null, fallback.value.totalBytes, fallback.value.freeBytes) };
     return { ok: false, error: listed.ok ? fallback.error : `${listed.error}; statfs: ${fallback.error}` };
   }

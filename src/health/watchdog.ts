@@ -19,6 +19,8 @@ export interface NotifierOptions {
   command?: string;
   /** The process the watchdog is meant for; default this one. */
   pid?: number;
+  /** Default node's spawn; tests pass one that fails. */
+  spawn?: typeof spawn;
 }
 
 export interface SystemdNotifier {
@@ -60,10 +62,21 @@ export function createSystemdNotifier(options: NotifierOptions = {}): SystemdNot
   let readySent = false;
   let stoppingSent = false;
 
+  const run = options.spawn ?? spawn;
+
   const send = (message: string): void => {
     inFlight++;
     let stderr = '';
-    const child = spawn(command, [message], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+    let child: ReturnType<typeof spawn>;
+    try {
+      child = run(command, [message], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+    } catch (err) {
+      // Node throws some spawn failures (ENOMEM, E2BIG...) instead of emitting 'error': inside the ping timer that
+      // would crash the agent, and a count never taken back would stop the pings for good. The next ping tries again.
+      inFlight--;
+      warnOnce(`systemd: ${command} cannot be run: ${(err as Error).message}`);
+      return;
+    }
     child.stderr!.setEncoding('utf8');
     child.stderr!.on('data', (chunk: string) => (stderr += chunk));
     // A failed spawn reports 'error' and may then 'close' too: count it down once, say it once.

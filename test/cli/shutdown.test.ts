@@ -5,12 +5,14 @@
  * when something hangs.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { closeSync, openSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Logger } from '../../src/health/log.js';
 import { ShutdownWatch, SHUTDOWN_INCOMPLETE_EXIT_CODE } from '../../src/health/log-shutdown.js';
 import { DEMO_DBC_PATH } from '../../src/sim/vehicle.js';
-import { AgentProcess, outboxRows, writeConfig } from '../support/agent.js';
+import { AgentProcess, CLI, outboxRows, writeConfig } from '../support/agent.js';
 import { BackendSubscriber, Mosquitto, TestPki } from '../support/mosquitto.js';
 import { delay, waitFor } from '../support/obd-sim.js';
 import { makeTempDir } from '../support/temp.js';
@@ -197,5 +199,54 @@ describe('shutdown deadline', () => {
     const last = json().at(-1)!;
     assert.equal(last.msg, `shutdown: done in ${ms} ms`);
     assert.equal(last.durationMs, ms);
+  });
+});
+
+describe('run: stderr on a full disk', () => {
+  it('stderr is /dev/full (ENOSPC on every line): the run goes on, warns from its timers, and SIGTERM still exits 0 with the open batch committed', { timeout: 30_000 }, async () => {
+    const pki = new TestPki();
+    const dir = makeTempDir('stderr-full-');
+    const outbox = path.join(dir, 'outbox.db');
+    const deviceId = 'car-stderr-full';
+    const file = writeConfig(dir, deviceId, {
+      deviceId,
+      buses: [{ name: 'can0', dbc: DEMO_DBC_PATH, source: { type: 'sim', speed: 1, seed: 1 } }],
+      status: { intervalMs: 200, signals: ['VehicleSpeed'] },
+      collection: {
+        batch: { maxSamples: 100_000, maxDelayMs: 60_000 },
+        rules: [{ name: 'speed', mode: 'periodic', intervalMs: 50, signals: ['VehicleSpeed', 'EngineSpeed'] }],
+      },
+      outbox: { path: outbox, writeIntervalMs: 100 },
+      // Nothing listens on port 1: a reconnect warning from a timer every few hundred ms.
+      uplink: { url: 'mqtts://127.0.0.1:1', ...pki.identityFiles(deviceId), reconnect: { initialMs: 100, maxMs: 300 }, keepalive: { adaptive: false } },
+      // Debug and info lines from timers too (the status rates), and error/warn entries for the remote log's feed.
+      logging: { level: 'debug', verboseForS: 0 },
+    });
+    const full = openSync('/dev/full', 'w');
+    const child = spawn(process.execPath, [CLI, 'run', '--config', file], { stdio: ['ignore', 'pipe', full] });
+    closeSync(full);
+    let stdout = '';
+    child.stdout!.setEncoding('utf8');
+    child.stdout!.on('data', (chunk: string) => (stdout += chunk));
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('close', (code, signal) => resolve({ code, signal })));
+    try {
+      // The status line on stdout says the run is up; then time for reconnect warnings and status debug lines.
+      await waitFor(() => stdout.includes('frames/s') || child.exitCode !== null, 10_000, 'the status line');
+      await delay(1500);
+      assert.equal(child.exitCode, null, `the agent died with stderr on a full disk:\n${stdout}`);
+      assert.deepEqual(outboxRows(outbox), [], 'nothing committed before the stop');
+      child.kill('SIGTERM');
+      const { code, signal } = await exited;
+      assert.deepEqual([code, signal], [0, null], stdout);
+      const data = /data: (\d+) samples in (\d+) messages, (\d+) published to \S+, (\d+) buffered/.exec(stdout);
+      assert.ok(data, stdout);
+      const [samples, messages, published, buffered] = data.slice(1).map(Number) as [number, number, number, number];
+      assert.ok(samples >= 30, `${samples} samples`);
+      assert.equal(published, 0);
+      assert.ok(messages >= 1 && buffered === messages, stdout);
+      assert.equal(outboxRows(outbox).length, buffered, 'the open batch is in the outbox file');
+    } finally {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    }
   });
 });

@@ -11,7 +11,7 @@ import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { runAgent, type RunSummary } from '../../src/cli/run.js';
 import { parseDeviceConfig } from '../../src/config/device-config.js';
-import type { LiveStatus } from '../../src/health/monitor.js';
+import { Health, type LiveStatus } from '../../src/health/monitor.js';
 import { DEMO_DBC_PATH } from '../../src/sim/vehicle.js';
 import { BackendSubscriber, freePort, Mosquitto, TestPki } from '../support/mosquitto.js';
 import { delay, waitFor } from '../support/obd-sim.js';
@@ -362,5 +362,51 @@ describe('health endpoint of a running agent', () => {
     const summary = await run;
     assert.ok(summary.buses[0]!.frames > 0);
     await assert.rejects(request(port, { path: '/status' }), (err: NodeJS.ErrnoException) => err.code === 'ECONNREFUSED');
+  });
+});
+
+describe('health without anyone to report to', () => {
+  it('no uplink and the page\'s port taken: no report timer, the host is never sampled', async () => {
+    const busy: Server = createServer((_, res) => res.end('someone else'));
+    const busyPort = await new Promise<number>((resolve) => busy.listen(0, '127.0.0.1', () => resolve((busy.address() as { port: number }).port)));
+    const warnings: string[] = [];
+    const start = (port: number) =>
+      Health.start({
+        config: parseDeviceConfig(
+          { deviceId: 'car-nobody', buses: [{ name: 'can0', dbc: DEMO_DBC_PATH, source: { type: 'sim' } }], health: { intervalS: 1, http: { port } } },
+          { file: 'inline', baseDir: makeTempDir('health-nobody-') },
+        ),
+        buses: [],
+        live: [],
+        adapters: [],
+        obdValues: new Map(),
+        statusSignals: [],
+        dataPath: undefined,
+        warn: (m) => warnings.push(m),
+      });
+    try {
+      const health = await start(busyPort);
+      try {
+        assert.equal(health.http, null);
+        assert.deepEqual(warnings, [`health: cannot serve the status page on 127.0.0.1:${busyPort}: the port is in use; running without it`]);
+        // Two intervals: a timer would have taken (and kept) a report by now.
+        await delay(2300);
+        assert.equal(health.latest, null, 'no report taken');
+      } finally {
+        await health.close();
+      }
+
+      // The same with the page up: the reports are taken for it (the check above is not vacuous).
+      const free = await freePort();
+      const serving = await start(free);
+      try {
+        assert.ok(serving.http);
+        await waitFor(() => (serving.latest?.seq ?? 0) >= 1, 5000, 'a scheduled report');
+      } finally {
+        await serving.close();
+      }
+    } finally {
+      await new Promise((resolve) => busy.close(resolve));
+    }
   });
 });

@@ -169,6 +169,51 @@ describe('remote log on a hand-driven clock', () => {
     }
   });
 
+  it('a fold closed by force (flush at shutdown, eviction) goes out past a full rate window: no count is lost', async () => {
+    let now = 1_700_000_000_000;
+    const session = new FakeSession();
+    const remote = new RemoteLog({ config: { level: 'warn', maxPerMinute: 3, foldWindowS: 60 }, now: () => now });
+    remote.attach(session);
+    try {
+      // The minute's 3 entries, then 100 repeats of the first within its fold window.
+      remote.add(entry(now, 'uplink: lost 1'));
+      remote.add(entry(now, 'can0: down 1'));
+      remote.add(entry(now, 'obd: no answer 1'));
+      for (let i = 0; i < 100; i++) remote.add(entry((now += 10), `uplink: lost ${i}`));
+      now += 1000;
+      remote.flush();
+      await ticks();
+      assert.deepEqual(
+        session.published.map((e) => [e.msg, e.count]),
+        [
+          ['uplink: lost 1', 1],
+          ['can0: down 1', 1],
+          ['obd: no answer 1', 1],
+          ['uplink: lost 0', 100],
+        ],
+      );
+      const folded = session.published[3]!;
+      assert.deepEqual([folded.firstTs, folded.lastTs, folded.ts], [now - 1000 - 990, now - 1000, now]);
+      assert.deepEqual(remote.stats, { made: 4, sent: 4, rateLimited: 0, overflowed: 0, refused: 0, queued: 0 });
+
+      // Eviction: a new minute filled by 3 messages, one of them repeated 4 times; then new messages until the fold
+      // slots (256) run out: the oldest window (the repeats) is closed early, and its count still goes out.
+      now += 60_000;
+      remote.add(entry(now, 'gps: no fix 1'));
+      for (let i = 2; i <= 5; i++) remote.add(entry(now, `gps: no fix ${i}`));
+      remote.add(entry(now, 'can0: x'));
+      remote.add(entry(now, 'obd: y'));
+      // 3 folds open; the 254th new message needs the 257th slot.
+      for (let i = 0; i < 254; i++) remote.add(entry(now, `can1: problem ${String.fromCharCode(65 + (i % 26))}${String.fromCharCode(65 + Math.floor(i / 26))}`));
+      await ticks();
+      const evicted = session.published.filter((e) => e.msg.startsWith('gps:'));
+      assert.deepEqual(evicted.map((e) => [e.msg, e.count]), [['gps: no fix 1', 1], ['gps: no fix 2', 4]]);
+      assert.equal(evicted[1]!.suppressed, 253, 'the new messages dropped for the rate before it');
+    } finally {
+      remote.close();
+    }
+  });
+
   it('folds by level, component and text with the numbers masked', () => {
     assert.equal(foldKeyText('uplink: disconnected (localhost:8883), retrying in 1.5 s'), 'uplink: disconnected (localhost:#), retrying in # s');
   });

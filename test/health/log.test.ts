@@ -5,12 +5,14 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { closeSync, openSync, readFileSync } from 'node:fs';
+import path from 'node:path';
 import { describe, it } from 'node:test';
 import { runAgent } from '../../src/cli/run.js';
 import type { CommandContext } from '../../src/commands/handler.js';
 import { setLogLevel } from '../../src/commands/handlers/set-log-level.js';
-import { parseDeviceConfig } from '../../src/config/device-config.js';
-import { classify, Logger } from '../../src/health/log.js';
+import { DeviceConfigError, parseDeviceConfig } from '../../src/config/device-config.js';
+import { classify, fdDestination, Logger, type LogEntry } from '../../src/health/log.js';
 import { loggingConfigSchema } from '../../src/health/log-config.js';
 import { DEMO_DBC_PATH } from '../../src/sim/vehicle.js';
 import { CLI, writeConfig } from '../support/agent.js';
@@ -267,5 +269,85 @@ describe('log: text format and the warn callback', () => {
     await running;
     assert.equal(messages[0], 'log level info -> debug');
     assert.ok(messages.some((m) => /^status framesPerS=\d+ signalsPerS=\d+ unknownFrames=0 errors=0$/.test(m)), messages.join('\n'));
+  });
+});
+
+describe('log: a destination that fails', () => {
+  it('stderr on a full disk (/dev/full): no call throws, the lost entries are counted, the remote feed told once', () => {
+    const fd = openSync('/dev/full', 'w');
+    try {
+      for (const format of ['json', 'text'] as const) {
+        const logger = new Logger({ config: logging({ level: 'info', verboseForS: 0, format }), destination: fdDestination(fd) });
+        const heard: LogEntry[] = [];
+        logger.onEntry('warn', (entry) => heard.push(entry));
+        assert.deepEqual(logger.stats, { dropped: 0, lastError: null });
+        logger.warn('uplink', 'uplink: disconnected, retrying in 0.7 s');
+        logger.info('shutdown', 'shutdown: SIGTERM: stopping the sources', { deadlineMs: 4500 });
+        logger.diagnostic('can0: interface can0 is down; waiting for it to come up');
+        logger.error('outbox', 'outbox: 1 message(s) rejected: disk full');
+        logger.debug('status', 'status'); // below the level: not written, not lost
+        assert.deepEqual(logger.stats, { dropped: 4, lastError: 'ENOSPC' }, format);
+        // The remote feed still gets every entry, and one line about the broken local log, not one per entry.
+        assert.deepEqual(
+          heard.map((e) => [e.level, e.component, e.msg]),
+          [
+            ['error', 'logging', 'logging: cannot write the local log (ENOSPC): entries are dropped and counted'],
+            ['warn', 'uplink', 'uplink: disconnected, retrying in 0.7 s'],
+            ['warn', 'can0', 'can0: interface can0 is down; waiting for it to come up'],
+            ['error', 'outbox', 'outbox: 1 message(s) rejected: disk full'],
+          ],
+          format,
+        );
+        logger.close();
+      }
+    } finally {
+      closeSync(fd);
+    }
+  });
+
+  it('a destination that throws anything: counted, never thrown; fdDestination writes whole lines to a file', () => {
+    const logger = new Logger({ config: logging({ level: 'info', verboseForS: 0 }), destination: { write: () => { throw new Error('gone'); } } });
+    assert.doesNotThrow(() => logger.warn('x', 'x: one'));
+    assert.doesNotThrow(() => logger.warn('x', 'x: two'));
+    assert.deepEqual(logger.stats, { dropped: 2, lastError: 'gone' });
+
+    const file = path.join(makeTempDir('log-fd-'), 'log.txt');
+    const fd = openSync(file, 'w');
+    try {
+      const ok = new Logger({ config: logging({ level: 'info', verboseForS: 0, format: 'text' }), destination: fdDestination(fd) });
+      ok.warn('x', 'x: ünïcode line');
+      ok.info('x', 'x: second', { n: 2 });
+      assert.equal(readFileSync(file, 'utf8'), 'x: ünïcode line\nx: second n=2\n');
+      assert.deepEqual(ok.stats, { dropped: 0, lastError: null });
+    } finally {
+      closeSync(fd);
+    }
+  });
+});
+
+describe('log: the config', () => {
+  it('verboseForS is at most 2147483 s (setTimeout\'s limit: beyond it the window would end after 1 ms)', async () => {
+    const parse = (verboseForS: number) => parseDeviceConfig({ deviceId: 'log-config', buses: [simBus], logging: { verboseForS } }, { file: 'inline', baseDir: repoRoot });
+    assert.equal(parse(2_147_483).logging?.verboseForS, 2_147_483);
+    for (const verboseForS of [3_000_000, 2_147_484]) {
+      assert.throws(
+        () => parse(verboseForS),
+        (err: unknown) => err instanceof DeviceConfigError && err.message.includes('logging.verboseForS: must be at most 2147483'),
+        String(verboseForS),
+      );
+    }
+    // The longest window allowed is still a window: debug now and a moment later, and node does not cut it short.
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => warnings.push(w.name);
+    process.on('warning', onWarning);
+    try {
+      const logger = new Logger({ config: logging({ level: 'info', verboseForS: 2_147_483 }), destination: capture() });
+      await delay(50);
+      assert.equal(logger.level, 'debug');
+      assert.deepEqual(warnings, []);
+      logger.close();
+    } finally {
+      process.off('warning', onWarning);
+    }
   });
 });

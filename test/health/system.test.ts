@@ -9,6 +9,19 @@ import { describe, it } from 'node:test';
 import { SystemSampler, type SystemProbes } from '../../src/health/system.js';
 import { makeTempDir } from '../support/temp.js';
 
+/**
+ * Awaits a sample while holding the process: the probes' waits are unref'd (they must not keep a finished run alive),
+ * and in the agent the run's own handles (sources, sockets, timers) are what keeps it up meanwhile.
+ */
+async function held<T>(sample: Promise<T>): Promise<T> {
+  const keep = setInterval(() => undefined, 1000);
+  try {
+    return await sample;
+  } finally {
+    clearInterval(keep);
+  }
+}
+
 describe('system sampler', () => {
   it('samples this host: uptime, memory, the free space of the outbox folder, at least one interface; and says how long it took', async () => {
     const dir = makeTempDir('health-system-');
@@ -67,7 +80,7 @@ describe('system sampler', () => {
     const dir = makeTempDir('health-system-');
     const sampler = new SystemSampler({ diskPath: dir, timeoutMs: 300, probes });
     const started = performance.now();
-    const first = await sampler.sample();
+    const first = await held(sampler.sample());
     const tookMs = performance.now() - started;
     assert.ok(tookMs >= 280 && tookMs < 2000, `${tookMs} ms: bounded by the timeout`);
     assert.deepEqual(first.failed.sort(), [
@@ -85,24 +98,57 @@ describe('system sampler', () => {
     assert.ok(first.uptimeS !== null && first.uptimeS > 0);
     assert.ok(first.cpuLoadPercent !== null);
 
-    const second = await sampler.sample();
+    const second = await held(sampler.sample());
     assert.ok(second.failed.includes('cpuTemperature: still running since an earlier sample'), second.failed.join('; '));
     assert.equal(temperatureCalls, 1);
 
     releaseHang();
     await new Promise((resolve) => setImmediate(resolve));
-    const third = await sampler.sample();
+    const third = await held(sampler.sample());
     assert.equal(temperatureCalls, 2, 'asked again once the hung call ended');
     assert.ok(third.failed.some((f) => f.startsWith('cpuTemperature: timed out')), 'the new call hangs too');
 
     // At the end of a run, a sample waiting on a hung probe ends at once.
     const closing = new SystemSampler({ diskPath: dir, timeoutMs: 60_000, probes: { cpuTemperature: () => new Promise(() => undefined) } });
-    const pending = closing.sample();
+    const pending = held(closing.sample());
     await new Promise((resolve) => setTimeout(resolve, 50));
     const closedAt = performance.now();
     closing.close();
     const last = await pending;
     assert.ok(performance.now() - closedAt < 1000);
     assert.ok(last.failed.includes('cpuTemperature: sampler closed'), last.failed.join('; '));
+  });
+
+  it('the disk is one time box: fsSize and statfs both hung, or fsSize hung with statfs answering, the sample stays within the limit', async () => {
+    const hang = () => new Promise<never>(() => undefined);
+    const dir = makeTempDir('health-system-');
+    const limitMs = 300;
+    const slackMs = 150;
+    const calls = { statfs: 0 };
+    const both = new SystemSampler({ diskPath: dir, timeoutMs: limitMs, probes: { fsSize: hang, statfs: () => (calls.statfs++, hang()) } });
+    const stuck = await held(both.sample());
+    assert.ok(stuck.sampleMs >= limitMs - 10 && stuck.sampleMs < limitMs + slackMs, `${stuck.sampleMs} ms for a ${limitMs} ms limit`);
+    assert.equal(stuck.disk, null);
+    assert.deepEqual(stuck.failed.filter((f) => f.startsWith('disk')), [`disk: timed out after ${limitMs} ms; statfs: timed out after ${limitMs} ms`]);
+
+    // fsSize hung, statfs answers: the disk from statfs, and still within the one limit.
+    const slow = new SystemSampler({ diskPath: dir, timeoutMs: limitMs, probes: { fsSize: hang } });
+    const partly = await held(slow.sample());
+    assert.ok(partly.sampleMs < limitMs + slackMs, `${partly.sampleMs} ms for a ${limitMs} ms limit`);
+    assert.ok(partly.disk && partly.disk.freeBytes > 0 && partly.disk.mount === null, JSON.stringify(partly.disk));
+
+    // Closed during a sample: the wait ends at once, and no probe is started again (no fresh timer after close).
+    const pending = held(both.sample());
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    both.close();
+    const startedAt = performance.now();
+    const closed = await pending;
+    assert.ok(performance.now() - startedAt < 100);
+    assert.equal(closed.disk, null);
+    const before = calls.statfs;
+    const after = await both.sample();
+    assert.ok(after.sampleMs < 100, `${after.sampleMs} ms after close`);
+    assert.equal(calls.statfs, before, 'statfs not called once closed');
+    assert.ok(after.failed.includes('disk: sampler closed'), after.failed.join('; '));
   });
 });

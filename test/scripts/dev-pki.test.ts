@@ -71,6 +71,27 @@ test('dev-pki tightens a key left readable by others, and re-issues the broker c
   assert.ok(server.verify(new X509Certificate(caBefore).publicKey));
 });
 
+test('dev-pki --broker-host: a re-run with the same hosts changes nothing (::1 and IPv6 SANs compared as addresses)', () => {
+  const out = makeTempDir('dev-pki-');
+  const hosts = ['--broker-host', 'broker.fleet.example', '--broker-host', '192.168.7.2', '--broker-host', 'fd00:0:0:0::7'];
+  const first = devPki(['--out', out, ...hosts]);
+  assert.equal(first.code, 0, first.stderr);
+  const san = new X509Certificate(readFileSync(path.join(out, 'server.crt'))).subjectAltName ?? '';
+  // How Node prints them: in full, which a text comparison with '::1' never matched.
+  assert.match(san, /IP Address:0:0:0:0:0:0:0:1/);
+  assert.match(san, /IP Address:FD00:0:0:0:0:0:0:7/i);
+  const before = snapshot(out);
+  // The same hosts, one written another way (an address is the same address however it is written; names ignore case).
+  const second = devPki(['--out', out, '--broker-host', 'Broker.Fleet.Example', '--broker-host', '192.168.7.2', '--broker-host', 'fd00::7']);
+  assert.equal(second.code, 0, second.stderr);
+  assert.match(second.stdout, /dev-pki: .* already holds the development PKI; nothing changed/);
+  assert.deepEqual(snapshot(out), before, 'the broker certificate and key are kept');
+  // A host not covered yet still gets a new certificate.
+  const third = devPki(['--out', out, '--broker-host', '::2']);
+  assert.equal(third.code, 0, third.stderr);
+  assert.match(third.stdout, /broker certificate re-issued/);
+});
+
 test('dev-pki: a bad device ID is one line on stderr and exit status 1', () => {
   const out = makeTempDir('dev-pki-');
   const result = devPki(['--out', out, '--device', 'a/b']);

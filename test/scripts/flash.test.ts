@@ -11,10 +11,12 @@ import { chmodSync, chownSync, copyFileSync, existsSync, lstatSync, mkdirSync, r
 import path from 'node:path';
 import { before, describe, test } from 'node:test';
 import { RESTART_EXIT_CODE } from '../../src/cli/run.js';
+import { isThisMachinesRoot } from '../../src/cli/provision-flash.js';
 import { AGENT_RESTART_EXIT_CODE } from '../../src/cli/provision-unit.js';
 import { loadDeviceConfig } from '../../src/config/device-config.js';
 import { loadIdentity } from '../../src/pki/identity.js';
 import { runScript, type ScriptRun } from '../support/scripts.js';
+import { repoRoot } from '../support/shared.js';
 import { makeTempDir } from '../support/temp.js';
 
 const script = runScript;
@@ -99,6 +101,58 @@ describe('flash refuses, in one line', () => {
     const notRoot = makeTempDir('flash-notroot-');
     oneLineError(script('flash', ['--bundle', bundle, '--target', notRoot]), 'flash', /does not look like a root file system \(no etc\/ folder\)/);
     assert.deepEqual(readdirSync(notRoot), []);
+  });
+
+  test('this machine\'s root under another name: a symbolic link to / (and links to it), a bind mount of /', () => {
+    const dir = makeTempDir('flash-hostroot-');
+    const link = path.join(dir, 'rootfs');
+    symlinkSync('/', link);
+    const chain = path.join(dir, 'mnt');
+    symlinkSync(link, chain);
+    // A bundle that does not exist: should the check ever let the host through, the run stops at the bundle, and
+    // still writes nothing to this machine.
+    const noBundle = path.join(dir, 'no-bundle');
+    for (const target of ['/', link, chain]) {
+      oneLineError(script('flash', ['--bundle', noBundle, '--target', target]), 'flash', new RegExp(`^flash: --target ${target} is this machine's own root: flash prepares a mounted image`));
+    }
+    assert.equal(isThisMachinesRoot(link), true);
+    assert.equal(isThisMachinesRoot(skeleton(makeTempDir('flash-root-'))), false);
+    // A bind mount keeps /'s device and inode, whatever its path: mounted in a mount namespace of its own, gone with it.
+    const bind = path.join(dir, 'bind');
+    mkdirSync(bind);
+    const probe = `import('${path.join(repoRoot, 'dist/src/cli/provision-flash.js')}').then((m) => console.log(m.isThisMachinesRoot(process.argv[1])))`;
+    const run = spawnSync('unshare', ['-m', 'sh', '-c', 'mount --bind / "$1" && exec "$2" -e "$3" "$1"', 'sh', bind, process.execPath, probe], { encoding: 'utf8' });
+    assert.equal(run.status, 0, run.stderr);
+    assert.equal(run.stdout, 'true\n');
+    assert.deepEqual(readdirSync(bind), [], 'the mount went with its namespace');
+  });
+
+  test('an image whose service user exists as a person\'s account (uid 1000), as another service\'s, or with a shared group', () => {
+    const cases: Array<[string, string, RegExp]> = [
+      ['telematics:x:1000:1000:Tele Matics:/home/telematics:/bin/bash', 'telematics:x:1000:', /the image already has a user 'telematics' with uid 1000, outside its system range 100-999: a person's or a shared account/],
+      ['telematics:x:990:990::/var/lib/other:/usr/sbin/nologin', 'telematics:x:990:', /the image already has a system user 'telematics' \(uid 990\) whose home is \/var\/lib\/other, not \/var\/lib\/telematics-agent/],
+      ['telematics:x:0:0::/var/lib/telematics-agent:/usr/sbin/nologin', 'telematics:x:0:', /the service user 'telematics' has uid 0 in the image: the agent must not run as root/],
+      ['', 'telematics:x:990:pi', /the image already has a group 'telematics' shared with pi: the agent's config would be readable by them/],
+    ];
+    for (const [user, group, message] of cases) {
+      const root = skeleton(makeTempDir('flash-root-'));
+      if (user) writeFileSync(path.join(root, 'etc/passwd'), `${readFileSync(path.join(root, 'etc/passwd'), 'utf8')}${user}\n`);
+      writeFileSync(path.join(root, 'etc/group'), `${readFileSync(path.join(root, 'etc/group'), 'utf8')}${group}\n`);
+      const before = listing(root);
+      oneLineError(script('flash', ['--bundle', bundle, '--target', root]), 'flash', message);
+      assert.deepEqual(listing(root), before, `nothing written: ${user || group}`);
+    }
+  });
+
+  test('a bundle whose unit runs the agent as root (edited by hand)', () => {
+    const rootBundle = path.join(work, 'bundles', 'car-0042-root');
+    ok(script('provision', ['--device', 'car-0042', '--bundle', rootBundle, ...ca()]));
+    const unitFile = path.join(rootBundle, 'telematics-agent.service');
+    writeFileSync(unitFile, readFileSync(unitFile, 'utf8').replace(/^User=telematics$/m, 'User=root').replace(/^Group=telematics$/m, 'Group=root'));
+    const root = skeleton(makeTempDir('flash-root-'));
+    const before = listing(root);
+    oneLineError(script('flash', ['--bundle', rootBundle, '--target', root]), 'flash', /^flash: the service user: 'root': the agent must not run as root/);
+    assert.deepEqual(listing(root), before, 'nothing written');
   });
 
   test('a bundle that still awaits its certificate', () => {
@@ -289,5 +343,24 @@ describe('install-service', () => {
 
   test('a user name that cannot be one is refused in one line', () => {
     oneLineError(script('install-service', ['--print', '--user', 'Fleet Agent']), 'install-service', /--user: 'Fleet Agent' cannot be a system user name/);
+  });
+
+  test('root and shared accounts are refused in one line, by install-service and by provision', () => {
+    const root = script('install-service', ['--print', '--user', 'root']);
+    oneLineError(root, 'install-service', /^install-service: --user: 'root': the agent must not run as root: /);
+    assert.equal(root.stdout, '', 'no unit printed');
+    oneLineError(script('install-service', ['--print', '--user', 'nobody']), 'install-service', /^install-service: --user: 'nobody' is shared by many services: /);
+    const dir = path.join(work, 'bundles', 'car-root');
+    oneLineError(script('provision', ['--device', 'car-root', '--bundle', dir, '--user', 'root', ...ca()]), 'provision', /--user: 'root': the agent must not run as root/);
+    assert.equal(existsSync(dir), false, 'no bundle made');
+  });
+
+  test('an existing account made for the agent (system uid, home the state folder) is reused as it is', () => {
+    const root = skeleton(makeTempDir('install-service-'));
+    writeFileSync(path.join(root, 'etc/passwd'), `${readFileSync(path.join(root, 'etc/passwd'), 'utf8')}telematics:x:990:990:made by the image recipe:/var/lib/telematics-agent:/usr/sbin/nologin\n`);
+    writeFileSync(path.join(root, 'etc/group'), `${readFileSync(path.join(root, 'etc/group'), 'utf8')}telematics:x:990:\n`);
+    ok(script('install-service', ['--root', root]));
+    assert.deepEqual(passwdEntry(root, 'telematics'), ['telematics', 'x', '990', '990', 'made by the image recipe', '/var/lib/telematics-agent', '/usr/sbin/nologin']);
+    assert.equal(statSync(path.join(root, 'data/var/lib/telematics-agent')).uid, 990);
   });
 });

@@ -129,3 +129,23 @@ test('a missing systemd-notify is said once, not at every ping', async () => {
   await new Promise((r) => setTimeout(r, 100));
   assert.deepEqual(said, ['systemd: /nonexistent/systemd-notify is not installed: systemd cannot be told the agent is ready or alive, and will stop it']);
 });
+
+test('a spawn that throws (ENOMEM) neither crashes the agent nor stops the pings; said once', async () => {
+  const said: string[] = [];
+  const tried: string[] = [];
+  const failing = ((_command: string, args: readonly string[]) => {
+    tried.push(args[0]!);
+    throw Object.assign(new Error('spawn ENOMEM'), { code: 'ENOMEM', errno: -12, syscall: 'spawn' });
+  }) as unknown as typeof spawn;
+  // 100 ms watchdog: a ping every 50 ms.
+  const notifier = createSystemdNotifier({ env: { NOTIFY_SOCKET: '/run/none', WATCHDOG_USEC: '100000' }, spawn: failing, warn: (m) => said.push(m) });
+  notifier.ready();
+  await new Promise((r) => setTimeout(r, 400));
+  notifier.stopping();
+  assert.equal(tried[0], 'READY=1');
+  assert.equal(tried.at(-1), 'STOPPING=1');
+  // Every failed ping was counted down, so the next one was still tried.
+  const pings = tried.filter((t) => t === 'WATCHDOG=1').length;
+  assert.ok(pings >= 4, `${pings} pings tried in 400 ms at one per 50 ms`);
+  assert.deepEqual(said, ['systemd: systemd-notify cannot be run: spawn ENOMEM']);
+});
