@@ -6,7 +6,6 @@
 import { InvalidArgumentError, type Command } from 'commander';
 import { SocketCanBus } from '../can/socketcan.js';
 import { obdEcuIds, type ObdCanAddressing } from '../obd/can-client.js';
-import { dtcToBytes } from '../obd/j1979.js';
 import { DriveCycle } from '../sim/drive-cycle.js';
 import { SimulatedObdEcu } from '../sim/obd-ecu.js';
 import { SIM_STEP_MS } from '../sim/vehicle.js';
@@ -20,6 +19,7 @@ import {
   parseInterfaceName,
   parsePositiveNumber,
 } from './can-interface.js';
+import { collectDtc } from './sim-options.js';
 
 interface SimEcuOptions {
   iface: string;
@@ -30,17 +30,6 @@ interface SimEcuOptions {
   seed: number;
   speed: number;
   start: number;
-}
-
-/** Commander hands variadic values one at a time: each DTC is checked and collected. */
-function collectDtc(value: string, previous: string[] | undefined): string[] {
-  const code = value.toUpperCase();
-  try {
-    dtcToBytes(code);
-  } catch {
-    throw new InvalidArgumentError(`${JSON.stringify(value)} is not a DTC (a letter P, C, B or U and four hex digits, e.g. P0133)`);
-  }
-  return [...(previous ?? []), code];
 }
 
 function parseStartSeconds(text: string): number {

@@ -5,12 +5,12 @@
  */
 import path from 'node:path';
 import { InvalidArgumentError, type Command } from 'commander';
-import { dtcToBytes } from '../obd/j1979.js';
 import { DriveCycle } from '../sim/drive-cycle.js';
 import { Elm327Simulator, type Elm327CarProtocol, type Elm327Profile } from '../sim/elm327.js';
 import { Elm327PtyServer } from '../sim/elm327-pty.js';
 import { SIM_STEP_MS } from '../sim/vehicle.js';
 import { parseInteger, parsePositiveNumber } from './can-interface.js';
+import { collectDtc } from './sim-options.js';
 
 interface SimElm327Options {
   link: string;
@@ -25,16 +25,6 @@ interface SimElm327Options {
 }
 
 const PROFILES: readonly Elm327Profile[] = ['elm327-v1.5', 'clone-v1.5', 'clone-v2.1'];
-
-function collectDtc(value: string, previous: string[] | undefined): string[] {
-  const code = value.toUpperCase();
-  try {
-    dtcToBytes(code);
-  } catch {
-    throw new InvalidArgumentError(`${JSON.stringify(value)} is not a DTC (a letter P, C, B or U and four hex digits, e.g. P0133)`);
-  }
-  return [...(previous ?? []), code];
-}
 
 function parseCarProtocol(text: string): Elm327CarProtocol {
   const n = Number(text);
