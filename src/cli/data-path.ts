@@ -20,6 +20,7 @@ import type { UplinkConfig } from '../uplink/config.js';
 import type { BusDecoder } from '../dbc/bus-decoder.js';
 import { createDevCa, devCaFromPem, issueDeviceCertificate, issueServerCertificate, writeIssued, type DevCa } from '../pki/dev-ca.js';
 import { DEV_OPERATOR, writeDevelopmentKeys } from '../pki/command-pki.js';
+import { HEALTH_DEFAULTS } from '../health/config.js';
 import { loadIdentity, type IdentityFiles } from '../pki/identity.js';
 import { signDeviceCsr } from '../pki/csr.js';
 import { repairIdentityFiles } from '../pki/identity-files.js';
@@ -37,8 +38,6 @@ import { AgentCommands } from './agent-commands.js';
 
 type Warn = (message: string) => void;
 
-/** The device certificate is said to expire soon (health, a daily warning) this many days ahead, by default. */
-const CERTIFICATE_WARNING_DAYS = 30;
 
 export interface DataPathSummary {
   samples: number;
@@ -371,7 +370,7 @@ export class DataPath {
   }
 
   private get certificateWarningDays(): number {
-    return this.config.health?.certificateWarningDays ?? CERTIFICATE_WARNING_DAYS;
+    return (this.config.health ?? HEALTH_DEFAULTS).certificateWarningDays;
   }
 
   /** Checks the identity files again (daily): expiry ahead, or files changed into something unusable. */

@@ -92,7 +92,6 @@ export class Health {
       live: options.live,
       adapters: options.adapters,
       dataPath,
-      certificateWarningDays: this.settings.certificateWarningDays,
     });
     this.signals = shownSignals(config, options.buses, options.statusSignals);
   }

@@ -155,8 +155,6 @@ export interface AgentSources {
   live: readonly (LiveBus | undefined)[];
   adapters: readonly LiveObdAdapter[];
   dataPath: DataPath | undefined;
-  /** health.certificateWarningDays. */
-  certificateWarningDays: number;
 }
 
 interface Baseline {
@@ -210,7 +208,7 @@ export class AgentHealthProbe {
       obd.push({ name: adapter.config.name, via: 'elm327', connected: adapter.obd.client !== undefined, state: adapter.lastState, requests: s.requests, answers: s.samples, unsupportedPids: s.unsupported });
     }
 
-    const fromDataPath = dataPath ? readDataPath(dataPath, config, this.sources.certificateWarningDays) : null;
+    const fromDataPath = dataPath ? readDataPath(dataPath, config) : null;
     const acknowledged = dataPath?.uplink?.publisher.stats.acknowledged ?? 0;
     const uplink = fromDataPath?.uplink ?? null;
     if (uplink) uplink.acknowledgedPerS = rate(acknowledged, previous?.acknowledged);
@@ -241,7 +239,6 @@ export class AgentHealthProbe {
 function readDataPath(
   dataPath: DataPath,
   config: DeviceConfig,
-  warningDays: number,
 ): Pick<AgentHealth, 'collector' | 'outbox' | 'uplink' | 'certificate' | 'commands'> {
   const report = dataPath.healthReport();
   const now = Date.now();
@@ -284,11 +281,14 @@ function readDataPath(
     };
   }
 
-  return { outbox, collector, commands, certificate: readCertificate(report.certificate, warningDays), uplink: readUplink(dataPath, config) };
+  return { outbox, collector, commands, certificate: readCertificate(report.certificate), uplink: readUplink(dataPath, config) };
 }
 
-/** The certificate part the data path reports once it knows its identity: `{ notAfter, daysLeft, ... }`. */
-function readCertificate(value: unknown, warningDays: number): CertificateHealth | null {
+/**
+ * The certificate part the data path reports once it knows its identity: `{ notAfter, daysLeft, expiringSoon, ... }`
+ * (expiringSoon against health.certificateWarningDays, which the data path's daily check warns by too).
+ */
+function readCertificate(value: unknown): CertificateHealth | null {
   const cert = record(value);
   const daysLeft = cert?.daysLeft;
   if (!cert || typeof daysLeft !== 'number' || !Number.isFinite(daysLeft)) return null;
@@ -297,7 +297,7 @@ function readCertificate(value: unknown, warningDays: number): CertificateHealth
   const date = raw instanceof Date ? raw : typeof raw === 'number' || typeof raw === 'string' ? new Date(raw) : null;
   if (date && Number.isFinite(date.getTime())) notAfter = date.toISOString();
   const fingerprint256 = typeof cert.fingerprint256 === 'string' ? cert.fingerprint256 : null;
-  return { notAfter, fingerprint256, daysLeft: round(daysLeft, 1), expiringSoon: daysLeft <= warningDays };
+  return { notAfter, fingerprint256, daysLeft: round(daysLeft, 1), expiringSoon: cert.expiringSoon === true };
 }
 
 function readUplink(dataPath: DataPath, config: DeviceConfig): UplinkHealth | null {

@@ -72,33 +72,28 @@ export function repairIdentityFiles(pair: IdentityPair): string | undefined {
   const staged = suffixed(pair, '.new');
   const old = suffixed(pair, '.old');
   if (![staged.certFile, staged.keyFile, old.certFile, old.keyFile].some((f) => existsSync(f))) return undefined;
-  if (matches(pair.certFile, pair.keyFile)) {
+  const whole = matches(pair.certFile, pair.keyFile);
+  // Swapped (or swapping) and never committed: the new pair was not seen to connect before the power went. The
+  // previous one was, so it comes back (the rotation is reported interrupted and can be run again) while it works.
+  if (matches(old.certFile, old.keyFile) && stillValid(old.certFile)) {
+    rollbackIdentity(pair);
+    discardStaged(pair);
+    const name = path.basename(pair.certFile);
+    return whole
+      ? `identity: a certificate rotation was cut short before the new certificate had connected: the previous one (${name}) is back in use`
+      : `identity: a certificate rotation was cut short during the swap: the previous certificate (${name}) is back in use`;
+  }
+  if (whole) {
     if (existsSync(old.certFile) || existsSync(old.keyFile)) {
-      // Swapped, never committed: the new pair was not seen to connect before the power went. The previous one was,
-      // so it comes back (the rotation is reported interrupted and can be run again), unless it can no longer work.
-      if (matches(old.certFile, old.keyFile) && stillValid(old.certFile)) {
-        rollbackIdentity(pair);
-        discardStaged(pair);
-        return `identity: a certificate rotation was cut short before the new certificate had connected: the previous one (${path.basename(pair.certFile)}) is back in use`;
-      }
       commitIdentity(pair);
       discardStaged(pair);
       return `identity: a certificate rotation was cut short after the swap; the previous pair is unusable, so the new one stays (${path.basename(pair.certFile)})`;
     }
     // The rotation never swapped: the live pair stands, the staged one goes.
-    if (existsSync(staged.certFile) || existsSync(staged.keyFile)) {
-      discardStaged(pair);
-      return `identity: removed the staged pair of a certificate rotation that did not finish (${staged.certFile})`;
-    }
-    return undefined;
-  }
-  // Stopped between two renames. During a swap the previous pair is whole beside it: it comes back, as above.
-  if (matches(old.certFile, old.keyFile) && stillValid(old.certFile)) {
-    rollbackIdentity(pair);
     discardStaged(pair);
-    return `identity: a certificate rotation was cut short during the swap: the previous certificate (${path.basename(pair.certFile)}) is back in use`;
+    return `identity: removed the staged pair of a certificate rotation that did not finish (${staged.certFile})`;
   }
-  // During a rollback: the key in place is the truth; the certificate that goes with it is beside it.
+  // Stopped during a rollback: the key in place is the truth; the certificate that goes with it is beside it.
   for (const candidate of [staged.certFile, old.certFile]) {
     if (existsSync(candidate) && matches(candidate, pair.keyFile)) {
       renameSync(candidate, pair.certFile);

@@ -8,7 +8,7 @@ import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { ACL, TestPki, mosquittoPath } from './mosquitto.js';
+import { ACL, TestPki, mosquittoPath, tlsListener } from './mosquitto.js';
 import { waitFor } from './obd-sim.js';
 import { makeTempDir } from './temp.js';
 import type { CarrierNetwork, Place } from './carrier-network.js';
@@ -53,13 +53,7 @@ export class CarrierBroker {
         'log_dest stderr',
         'log_type all',
         'log_timestamp false',
-        `listener ${BROKER_PORT} ${net.cloudAddress}`,
-        `cafile ${pki.caFile}`,
-        `certfile ${server.certFile}`,
-        `keyfile ${server.keyFile}`,
-        'require_certificate true',
-        'use_identity_as_username true',
-        'tls_version tlsv1.2',
+        ...tlsListener(`${BROKER_PORT} ${net.cloudAddress}`, pki.caFile, server),
         '',
       ].join('\n'),
     );

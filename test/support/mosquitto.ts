@@ -51,6 +51,22 @@ export function mosquittoPath(): string | null {
 }
 
 /** The PKI of a test run: one CA for the broker and the clients, certificates issued on demand. */
+/**
+ * A mosquitto listener as the fleet runs it: TLS only, a client certificate from `caFile` required, its CN the
+ * username the ACL applies to.
+ */
+export function tlsListener(listener: string, caFile: string, server: WrittenFiles): string[] {
+  return [
+    `listener ${listener}`,
+    `cafile ${caFile}`,
+    `certfile ${server.certFile}`,
+    `keyfile ${server.keyFile}`,
+    'require_certificate true',
+    'use_identity_as_username true',
+    'tls_version tlsv1.2',
+  ];
+}
+
 export class TestPki {
   readonly dir = makeTempDir('uplink-pki-');
   readonly ca: DevCa;
@@ -146,13 +162,7 @@ export class Mosquitto {
         // As a fleet broker should be set: PUBACKs and command results go out at once, not behind Nagle's algorithm.
         'set_tcp_nodelay true',
         ...(options.extraConfig ?? []),
-        `listener ${broker.port} 127.0.0.1`,
-        `cafile ${options.pki.caFile}`,
-        `certfile ${server.certFile}`,
-        `keyfile ${server.keyFile}`,
-        'require_certificate true',
-        'use_identity_as_username true',
-        'tls_version tlsv1.2',
+        ...tlsListener(`${broker.port} 127.0.0.1`, options.pki.caFile, server),
         '',
       ].join('\n'),
     );
