@@ -175,10 +175,10 @@ export class DataPath {
     try {
       const collector = new Collector({ config: collection, buses, onBatch: (batch) => path_!.pendingBatches.push(batch) });
       // The development PKI (with the command CA the commands section pins by default) before anything reads it.
-      if (config.uplink?.embeddedBroker) ensureDevPki(config.uplink.certsDir!, config.deviceId, warn);
+      const devPki = config.uplink?.embeddedBroker ? ensureDevPki(config.uplink.certsDir!, config.deviceId, warn) : undefined;
       // The command CA and the replay memory first: a bad one fails the start before anything connects.
       if (config.commands && config.uplink) commands = AgentCommands.open(config, buses, warn);
-      if (config.uplink) uplink = await openUplink(config, outbox, warn);
+      if (config.uplink) uplink = await openUplink(config, outbox, warn, devPki);
       path_ = new DataPath(config, buses, collector, outbox, warn, uplink);
       path_.commands = commands;
       path_.commandContext = options.commandContext;
@@ -447,12 +447,13 @@ export class DataPath {
   }
 }
 
-async function openUplink(config: DeviceConfig, outbox: SqliteOutbox, warn: Warn): Promise<NonNullable<DataPath['uplink']>> {
+/** `devPki`: the development PKI made for the embedded broker (with embeddedBroker). */
+async function openUplink(config: DeviceConfig, outbox: SqliteOutbox, warn: Warn, devPki?: DevPkiPaths): Promise<NonNullable<DataPath['uplink']>> {
   const uplink = config.uplink!;
   let broker: EmbeddedBroker | undefined;
   let url = uplink.url;
   if (uplink.embeddedBroker) {
-    const pki = ensureDevPki(uplink.certsDir!, config.deviceId, warn);
+    const pki = devPki ?? ensureDevPki(uplink.certsDir!, config.deviceId, warn);
     const address = new URL(uplink.url);
     const host = address.hostname === 'localhost' ? '127.0.0.1' : address.hostname;
     const port = address.port === '' ? 8883 : Number(address.port);
