@@ -167,11 +167,15 @@ describe('adaptive heartbeat on a carrier network', () => {
     let counters: ReturnType<CarrierNetwork['linkCounters']> | undefined;
     const latencies: number[] = [];
     try {
-      // Bursts with idle gaps longer than the heartbeat interval, so heartbeats cross the lossy link too.
-      for (let burst = 0; burst < 5; burst++) {
+      // Bursts with idle gaps longer than the heartbeat interval, so heartbeats cross the lossy link too. The loss is
+      // random, so at least 5 bursts and then more (up to 15) until each direction has lost a packet: 40-odd packets
+      // a direction in 5 bursts all get through at 10 % loss about once in 75 runs, in 15 bursts almost never.
+      for (let burst = 0; burst < 15; burst++) {
         seqs.push(...(await appendAndWait(6)));
         latencies.push(await command(`lossy-${burst}`, 10_000));
         await delay((settledS + 1.5) * 1000);
+        const sofar = net.linkCounters();
+        if (burst >= 4 && sofar.uplink.dropped > 0 && sofar.downlink.dropped > 0) break;
       }
       await car.waitFor(() => seqs.every((s) => delivered().has(s)), 20_000, 'every message at the backend');
       // Read before loss(0), which resets the link's counters.
@@ -185,7 +189,7 @@ describe('adaptive heartbeat on a carrier network', () => {
     assert.equal(car.states().length, statesBefore, `the session changed state: ${JSON.stringify(car.states().slice(statesBefore))}`);
     const { uplink, downlink } = counters!;
     assert.ok(uplink.dropped > 0 && downlink.dropped > 0, `the link lost nothing: ${JSON.stringify(counters)}`);
-    assert.ok(latencies.length === 5);
+    assert.ok(latencies.length >= 5);
   });
 
   it('after a restart starts from the interval it learned on this network; another network starts from the safe default', async () => {
