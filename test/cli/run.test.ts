@@ -142,18 +142,20 @@ describe('runAgent', () => {
       return { summary, live: live!, rest, redraws };
     };
 
-    const narrow = await onTerminal(60, 0.35);
+    const narrow = await onTerminal(60, 0.6);
     assert.ok(narrow.redraws.length >= 2 && narrow.redraws.every((r) => r.length - 3 === 59), JSON.stringify(narrow.redraws));
 
     const { summary, live, rest, redraws } = await onTerminal(200, 0.75);
-    assert.ok(redraws.length >= 5, `${redraws.length} redraws`);
+    // Every 100 ms, so about 7; a busy machine may skip some.
+    assert.ok(redraws.length >= 3, `${redraws.length} redraws`);
     // At 20× the car gets through the start-up within the run: ignition labels from the value table.
     assert.match(live, /IgnitionState (OFF|ACC|ON|START)/);
     assert.match(live, /Latitude 48\.\d{7} deg/);
-    assert.match(rest.join('\n'), /^stopped after 0\.\d s\n {2}can0 \(sim:demo\): \d+ frames/);
+    assert.match(rest.join('\n'), /^stopped after \d+\.\d s\n {2}can0 \(sim:demo\): \d+ frames/);
     const bus = summary.buses[0]!;
-    // 0.75 s at 20× is 15 s of simulated time: 294 frames per simulated second.
-    assert.ok(Math.abs(bus.frames - 15 * 294) < 300, `${bus.frames} frames`);
+    // 0.75 s at 20× is 15 s of simulated time: 294 frames per simulated second. The simulator keeps up with the wall
+    // clock, so a run that stopped late (a busy machine) has a few more, never more than its elapsed time allows.
+    assert.ok(bus.frames >= 0.6 * 15 * 294 && bus.frames <= 20 * 294 * summary.elapsedS + 60, `${bus.frames} frames in ${summary.elapsedS} s`);
     assert.equal(bus.unknownFrames, 0);
     assert.equal(bus.decodeErrors, 0);
   });

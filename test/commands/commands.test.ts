@@ -186,7 +186,7 @@ describe('remote commands through mosquitto', { timeout: 180_000 }, () => {
   });
 
   it('busy: beyond maxConcurrent a command is REJECTED while the other runs', async () => {
-    const slow = send('ping', { delayMs: 1500 });
+    const slow = send('ping', { delayMs: 4000 });
     await waitFor(() => agent.dataPath.healthReport().commands !== undefined && (agent.dataPath.healthReport().commands as { running: number }).running === 1, 5000, 'the slow ping to run');
     const busy = await send('ping');
     assert.equal(busy.final?.status, 'REJECTED');
@@ -251,7 +251,8 @@ describe('remote commands through mosquitto', { timeout: 180_000 }, () => {
   it('results wait in the outbox while the broker is down, and go out when it is back', async () => {
     const backend = await BackendSubscriber.connect(broker, pki, `vehicles/${carId}/results/#`);
     try {
-      const pending = ops.send({ deviceId: carId, name: 'ping', params: { delayMs: 800 } }, commandPki.operator, { wait: false });
+      // Long enough for the broker to be stopped before the ping's result, even on a busy machine.
+      const pending = ops.send({ deviceId: carId, name: 'ping', params: { delayMs: 3000 } }, commandPki.operator, { wait: false });
       const { id } = await pending;
       await backend.waitFor(() => backend.messages.some((m) => JSON.parse(m.payload.toString()).id === id), 10_000, 'ACCEPTED');
       await broker.stop();
@@ -298,10 +299,15 @@ describe('remote commands through mosquitto', { timeout: 180_000 }, () => {
       const running = ops.send({ deviceId, name: 'ping', params: { delayMs: 60_000 }, timeoutMs: 120_000 }, commandPki.operator, { timeoutMs: 30_000, onResult: (r) => long.push(r) });
       await waitFor(() => long.some((r) => r.status === 'IN_PROGRESS'), 10_000, 'the long ping to run');
       // A burst in flight as the process dies: some done, some running, some not yet taken from the broker.
+      let succeeded = 0;
       const burst = Array.from({ length: 20 }, (_, i) =>
-        ops.send({ deviceId, name: 'ping', params: { echo: `b${i}`, delayMs: 50 + ((i * 37) % 300) } }, commandPki.operator, { timeoutMs: 30_000 }),
+        ops.send({ deviceId, name: 'ping', params: { echo: `b${i}`, delayMs: 50 + ((i * 37) % 300) } }, commandPki.operator, {
+          timeoutMs: 30_000,
+          onResult: (r) => void (r.status === 'SUCCEEDED' && succeeded++),
+        }),
       );
-      await delay(120);
+      // Killed once the first of them is done (the shortest takes 50 ms), while the others run or wait.
+      await waitFor(() => succeeded > 0, 10_000, 'a first ping of the burst to succeed');
       await car.stop('SIGKILL');
       car = AgentProcess.start(file);
 

@@ -288,13 +288,14 @@ describe('command handlers on the agent context', () => {
         process.execPath,
         [
           '-e',
-          `const fs = require('node:fs'); let reads = 0, bad = 0, names = new Set(), stop = false;
+          `const fs = require('node:fs'); let reads = 0, bad = 0, names = new Set(), stop = false, ready = false;
            process.stdin.on('data', () => { stop = true; });
            (function loop() {
              for (let k = 0; k < 200; k++) {
                try { const c = JSON.parse(fs.readFileSync(process.argv[1], 'utf8')); names.add(c.collection.rules[0].name); reads++; }
                catch (e) { bad++; }
              }
+             if (reads > 0 && !ready) { ready = true; process.stdout.write('ready\\n'); }
              if (stop) { process.stdout.write(JSON.stringify({ reads, bad, names: [...names] })); process.exit(0); }
              setImmediate(loop);
            })();`,
@@ -305,6 +306,12 @@ describe('command handlers on the agent context', () => {
       let out = '';
       reader.stdout!.on('data', (d: Buffer) => (out += d.toString()));
       const exited = new Promise((resolve) => reader.on('exit', resolve));
+      // Node takes a while to start on a busy machine: the rules change only once the reader is reading.
+      const started = performance.now();
+      while (!out.includes('ready\n')) {
+        assert.ok(performance.now() - started < 10_000, 'the reader did not start reading within 10 s');
+        await delay(5);
+      }
       for (let n = 0; n < 40; n++) {
         await execute('setConfig', { collection: rules(n) }, rig.context);
         await delay(2);
@@ -312,7 +319,7 @@ describe('command handlers on the agent context', () => {
       await execute('setConfig', { collection: { batch: { maxSamples: 20, maxDelayMs: 500 }, format: 'json', rules: [{ name: 'engine', mode: 'periodic', intervalMs: 200, signals: ['EngineSpeed', 'ENGINE_TEMPS.CoolantTemp'] }, { name: 'gear', mode: 'change', signals: ['GearEngaged'] }] } }, rig.context);
       reader.stdin!.end('stop\n');
       await exited;
-      const seen = JSON.parse(out) as { reads: number; bad: number; names: string[] };
+      const seen = JSON.parse(out.slice(out.indexOf('ready\n') + 'ready\n'.length)) as { reads: number; bad: number; names: string[] };
       assert.equal(seen.bad, 0, `${seen.bad} of ${seen.reads + seen.bad} reads saw a partial file`);
       assert.ok(seen.reads > 100, `${seen.reads} reads`);
       assert.ok(seen.names.length > 2, `saw ${seen.names.join(', ')}`);

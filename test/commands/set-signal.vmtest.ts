@@ -24,6 +24,7 @@ describe('setSignal on a real kernel', { timeout: 30_000 }, () => {
   const frames: CanFrame[] = [];
   const stop = new AbortController();
   let running: Promise<void>;
+  let peer: SocketCanSource;
 
   before(async () => {
     createVcan(IF);
@@ -40,7 +41,7 @@ describe('setSignal on a real kernel', { timeout: 30_000 }, () => {
       requestRestart: () => undefined,
     });
     // Another node on the bus: a socket of its own.
-    const peer = new SocketCanSource({ interface: IF, retry: { initialMs: 20, maxMs: 200 } });
+    peer = new SocketCanSource({ interface: IF, retry: { initialMs: 20, maxMs: 200 } });
     running = peer.run((f) => frames.push(cloneFrame(f)), stop.signal);
     await peer.whenOpen();
   });
@@ -65,15 +66,27 @@ describe('setSignal on a real kernel', { timeout: 30_000 }, () => {
 
   it('fails with bus-unavailable while the interface is down, and sends again when it is back', async () => {
     const run = { id: 'vm-2', signal: new AbortController().signal, progress: () => undefined };
+    const peerOpens = peer.opens;
     setLink(IF, 'down');
     await assert.rejects(
       setSignal.run({ bus: 'body', message: 'BODY_STATUS', signal: 'TrunkOpen', value: 0 }, context, run),
       (err: unknown) => err instanceof CommandFailure && err.reason === 'bus-unavailable' && /vt-cmd0/.test(err.message),
     );
     setLink(IF, 'up');
-    await sleep(300);
+    // The peer lost its socket with the interface: it must have a new one to see the frame.
+    await waitFor(() => peer.opens > peerOpens && peer.state === 'open', 'the peer to reopen its socket', 5000);
     const before = frames.length;
-    await setSignal.run({ bus: 'body', message: 'BODY_STATUS', signal: 'TrunkOpen', value: 0 }, context, run);
+    // The endpoint reopens its socket on its next retry after the link is up: until then the command still fails.
+    const upAt = performance.now();
+    for (;;) {
+      try {
+        await setSignal.run({ bus: 'body', message: 'BODY_STATUS', signal: 'TrunkOpen', value: 0 }, context, run);
+        break;
+      } catch (err) {
+        if (!(err instanceof CommandFailure && err.reason === 'bus-unavailable') || performance.now() - upAt > 5000) throw err;
+        await sleep(50);
+      }
+    }
     await waitFor(() => frames.length === before + 1, 'the frame after the interface came back', 3000);
     assert.equal(database.byName('BODY_STATUS')!.decode(frames.at(-1)!.data).TrunkOpen, 0);
   });

@@ -235,7 +235,8 @@ describe('health endpoint of a running agent', () => {
     for (const i of r.system.interfaces!) {
       assert.equal(m.get(`telematics_system_network_interface_up{interface="${i.name}",operstate="${i.operstate}"}`), i.up ? 1 : 0, i.name);
     }
-    assert.ok(bus.framesPerS! > 240 && bus.framesPerS! < 350, `${bus.framesPerS} frames/s`);
+    // 294 frames/s on the sim bus; one report's period may be short of frames the simulator caught up with later.
+    assert.ok(bus.framesPerS! > 150 && bus.framesPerS! < 450, `${bus.framesPerS} frames/s`);
     // Missing sensors are left out, not NaN.
     assert.ok(![...m.values()].some(Number.isNaN));
     assert.equal(m.has('telematics_system_temperature_celsius{sensor="cpu"}'), r.system.cpuTempC !== null);

@@ -93,22 +93,24 @@ describe('health report over the uplink', () => {
     const first = reports[0]!;
     const last = reports.at(-1)!;
     const meanMs = (last.tsMs - first.tsMs) / (last.seq - first.seq);
-    assert.ok(Math.abs(meanMs - 1000) < 60, `mean spacing ${meanMs} ms`);
+    // Bounds for a busy 2-core machine: a host sample blocks the event loop for up to ~0.1 s, and timers run late.
+    assert.ok(Math.abs(meanMs - 1000) < 150, `mean spacing ${meanMs} ms`);
     for (let i = 1; i < reports.length; i++) {
       const gap = reports[i]!.tsMs - reports[i - 1]!.tsMs;
-      assert.ok(gap > 600 && gap < 1400, `report ${i}: ${gap} ms after the previous`);
+      assert.ok(gap > 400 && gap < 1600, `report ${i}: ${gap} ms after the previous`);
     }
     const arrivalMean = (arrivals.at(-1)! - arrivals[0]!) / (arrivals.length - 1);
-    assert.ok(Math.abs(arrivalMean - 1000) < 150, `received every ${arrivalMean} ms`);
+    assert.ok(Math.abs(arrivalMean - 1000) < 300, `received every ${arrivalMean} ms`);
 
     for (const r of reports) {
       // Rates cover the period since the previous report.
-      assert.ok(r.periodS !== null && Math.abs(r.periodS - 1) < 0.4, `periodS ${r.periodS}`);
+      assert.ok(r.periodS !== null && Math.abs(r.periodS - 1) < 0.6, `periodS ${r.periodS}`);
       const bus = r.agent.buses[0]!;
       assert.equal(bus.name, 'can0');
       assert.equal(bus.source, 'sim');
-      // The demo DBC's cycle times add up to 294 frames per second.
-      assert.ok(bus.framesPerS !== null && bus.framesPerS > 240 && bus.framesPerS < 350, `${bus.framesPerS} frames/s`);
+      // The demo DBC's cycle times add up to 294 frames per second. One period's count is off when the simulator ran
+      // late just before a report (the next one has the frames it caught up with); the overall rate is checked below.
+      assert.ok(bus.framesPerS !== null && bus.framesPerS > 150 && bus.framesPerS < 450, `${bus.framesPerS} frames/s`);
       assert.ok(bus.signalsPerS !== null && bus.signalsPerS > 1000, `${bus.signalsPerS} signals/s`);
       assert.equal(r.agent.framesPerS, bus.framesPerS);
       assert.equal(bus.decodeErrors, 0);
@@ -118,7 +120,8 @@ describe('health report over the uplink', () => {
 
       const s = r.system;
       assert.ok(s.memTotalBytes! > 0 && s.uptimeS! > 0 && s.disk!.freeBytes > 0 && s.interfaces!.length >= 1, JSON.stringify(s));
-      assert.ok(s.sampleMs >= 0 && s.sampleMs < 1000, `${s.sampleMs} ms`);
+      // The first sample takes 0.6-0.75 s here, later ones 0.1-0.2 s; far more on a busy machine.
+      assert.ok(s.sampleMs >= 0 && s.sampleMs < 3000, `${s.sampleMs} ms`);
 
       const u = r.agent.uplink!;
       assert.equal(u.state, 'connected');
@@ -138,6 +141,10 @@ describe('health report over the uplink', () => {
       assert.ok(cert.daysLeft > 300 && cert.expiringSoon === false && cert.notAfter !== null && Date.parse(cert.notAfter) > Date.now(), JSON.stringify(cert));
       assert.equal(r.agent.commands, null, 'no commands section');
     }
+    // Over the whole run the frame rate is the sim bus's 294 frames/s.
+    const timed = reports.slice(1);
+    const overall = timed.reduce((sum, r) => sum + r.agent.buses[0]!.framesPerS! * r.periodS!, 0) / timed.reduce((sum, r) => sum + r.periodS!, 0);
+    assert.ok(overall > 265 && overall < 325, `${overall} frames/s over ${timed.length} reports`);
     // Telemetry flows: the publish rate (acknowledged per second) and the totals grow.
     assert.ok(last.agent.uplink!.acknowledged > first.agent.uplink!.acknowledged);
     assert.ok(reports.slice(1).every((r) => r.agent.uplink!.acknowledgedPerS! > 0), reports.map((r) => r.agent.uplink!.acknowledgedPerS).join(', '));

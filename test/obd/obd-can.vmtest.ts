@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, afterEach, before, describe, it } from 'node:test';
-import { SocketCanBus } from '../../src/can/socketcan.js';
+import { SocketCanBus, type SocketCanEndpoint } from '../../src/can/socketcan.js';
 import { ObdCanClient, type EcuPidReadings } from '../../src/obd/can-client.js';
 import { PidPoller, type PidSample } from '../../src/obd/poller.js';
 import { DEMO_VIN, SimulatedObdEcu } from '../../src/sim/obd-ecu.js';
@@ -39,7 +39,15 @@ describe('OBD-II over CAN on a real kernel', { timeout: 90_000 }, () => {
   });
 
   async function setUp(ifname: string, addressing: '11-bit' | '29-bit' = '11-bit') {
-    const bus = new SocketCanBus(ifname, { retry: { initialMs: 20, maxMs: 200 } });
+    // Keeps the endpoints the ECUs and the client open, to wait until each has its socket.
+    const endpoints: SocketCanEndpoint[] = [];
+    const bus = new (class extends SocketCanBus {
+      override open(options?: Parameters<SocketCanBus['open']>[0]): SocketCanEndpoint {
+        const endpoint = super.open(options);
+        endpoints.push(endpoint);
+        return endpoint;
+      }
+    })(ifname, { retry: { initialMs: 20, maxMs: 200 } });
     const car = drivingCar();
     const engine = new SimulatedObdEcu(bus, {
       vehicle: car,
@@ -51,7 +59,7 @@ describe('OBD-II over CAN on a real kernel', { timeout: 90_000 }, () => {
     cleanup.add(() => gearbox.close());
     const client = new ObdCanClient(bus, { addressing, p2Ms: P2_MS });
     cleanup.add(() => client.close());
-    await sleep(200); // the sockets open on the next turn
+    await Promise.all(endpoints.map((e) => e.whenOpen()));
     return { car, engine, gearbox, client };
   }
 

@@ -151,6 +151,14 @@ export class CarrierNetwork {
     return child;
   }
 
+  /**
+   * How long the router keeps an idle TCP flow from now on (null: back to `natTimeoutS`). A flow takes the new value
+   * at its next packet. For tests about something else than the NAT forgetting, whose timing it would race.
+   */
+  natTimeout(seconds: number | null): void {
+    this.sysctl('nat', 'net.netfilter.nf_conntrack_tcp_timeout_established', String(seconds ?? this.natTimeoutS));
+  }
+
   /** The car's link drops everything, both ways (a tunnel, a car park), or works again. */
   deadZone(on: boolean): void {
     this.setLinkRules(on ? 'dead' : 'alive');

@@ -77,7 +77,8 @@ describe('AdaptiveHeartbeat on a real broker', () => {
     // 0.5 s, then 1 s, then the 2 s ceiling, each one idle period after the previous packet.
     // Each probe lengthens the idle period measured, a little over the interval (timers are never early).
     const learned = beats.slice(0, 4).map((b) => b.intervalS);
-    assert.ok(learned[0]! >= 1 && learned[0]! < 1.05, `${learned}`);
+    // The probe after 0.5 s survived, so the next is twice the idle time measured (a late timer makes it a bit more).
+    assert.ok(learned[0]! >= 1 && Math.abs(learned[0]! - Math.min(2, 2 * beats[0]!.idleS)) < 0.01, `${learned} after ${beats[0]!.idleS} s idle`);
     assert.deepEqual(learned.slice(1), [2, 2, 2]);
     for (const [i, expected] of [0.5, 1, 2, 2].entries()) {
       assert.ok(beats[i]!.idleS >= expected && beats[i]!.idleS < expected + 0.25, `heartbeat ${i} after ${beats[i]!.idleS} s idle, expected ${expected}`);
@@ -151,13 +152,15 @@ describe('AdaptiveHeartbeat on a real broker', () => {
       const dead = of(w, 'dead-link')[0]!;
       const waited = (dead.t - frozenAt) / 1000;
       const bound = 1 + dead.detection.timeoutMs / 1000;
-      assert.ok(waited <= bound + 0.2, `detected after ${waited.toFixed(2)} s, more than interval + timeout = ${bound} s`);
-      assert.equal(dead.detection.timeoutMs, LIVENESS_MIN_S * 1000);
+      // Two timers stand between the freeze and the verdict; each may be late on a busy machine, never early.
+      assert.ok(waited <= bound + 1, `detected after ${waited.toFixed(2)} s, more than interval + timeout = ${bound} s`);
+      // The floor, unless the first round trip was slow (over ~80 ms on a busy machine) and the estimate is above it.
+      assert.ok(dead.detection.timeoutMs >= LIVENESS_MIN_S * 1000, `timeout ${dead.detection.timeoutMs} ms`);
       assert.equal(dead.detection.heartbeat, true);
       // Reconnected at once, not after a backoff.
       const lost = w.states.find((s) => s.state === 'disconnected' && s.error?.kind === 'dead-link');
       assert.equal(lost?.retryInMs, 0);
-      assert.match(lost!.error!.message, /no answer to a heartbeat after 1\.\d s idle within 1000 ms/);
+      assert.match(lost!.error!.message, /no answer to a heartbeat after 1\.\d s idle within \d+ ms/);
       // The broker does not answer the reconnection either: that is lost coverage, not the NAT.
       await waitFor(() => of(w, 'verdict').length === 1, 5000, 'the verdict');
       assert.equal(of(w, 'verdict')[0]!.detection.verdict, 'coverage');

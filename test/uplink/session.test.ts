@@ -246,9 +246,10 @@ describe('MqttSession', () => {
     let nextRandom = 0;
     const session = deviceSession(broker, pki, 'car-will', {
       nextBirthSeq: () => ++seq,
-      // After the cut: a 1.5 s wait, long enough to look at the retained will before the next birth replaces it.
+      // After the cut: a 4 s wait, long enough to look at the retained will before the next birth replaces it, even
+      // on a busy machine.
       random: () => nextRandom,
-      reconnect: { initialMs: 3000, maxMs: 3000 },
+      reconnect: { initialMs: 8000, maxMs: 8000 },
     });
     t.after(() => session.close());
     const changes: SessionStateChange[] = [];
@@ -268,7 +269,7 @@ describe('MqttSession', () => {
     assert.deepEqual(json(backend.on('car-will', 'status')[1]!.payload), { online: false, birthSeq: 101, reason: 'connection lost' });
     const lost = changes.find((c) => c.state === 'disconnected');
     assert.equal(lost?.error?.kind, 'connection-lost');
-    assert.equal(lost?.retryInMs, 1500);
+    assert.equal(lost?.retryInMs, 4000);
 
     // A backend starting now learns the state from the retained message: the will, not the stale birth.
     const late = await BackendSubscriber.connect(broker, pki, 'vehicles/car-will/status');
@@ -280,7 +281,7 @@ describe('MqttSession', () => {
       await late.close();
     }
 
-    await waitForState(session, 'connected', 5000);
+    await waitForState(session, 'connected', 10_000);
     assert.equal(session.birthSeq, 102);
     await backend.waitFor(() => backend.on('car-will', 'status').length === 3);
     const rebirth = json(backend.on('car-will', 'status')[2]!.payload);
