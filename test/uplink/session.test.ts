@@ -85,7 +85,8 @@ describe('MqttSession', () => {
   });
 
   it('watch: messages on the topic reach the listener until it stops; one stopped while away is unsubscribed on reconnect', async (t) => {
-    const session = deviceSession(broker, pki, 'car-watch');
+    // 1.5 s before reconnecting after the cut: time to see it disconnected and stop the watch then, on a busy machine too.
+    const session = deviceSession(broker, pki, 'car-watch', { random: () => 1, reconnect: { initialMs: 1500, maxMs: 1500 } });
     t.after(() => session.close());
     session.start();
     await waitForState(session, 'connected');
