@@ -200,19 +200,19 @@ describe('log: the level at run time', () => {
 
   it('a level set by command ends the verbose start for good', async () => {
     const out = capture();
-    const agentConfig = config({ level: 'info', verboseForS: 2 });
+    const agentConfig = config({ level: 'info', verboseForS: 4 });
     const logger = new Logger({ config: agentConfig.logging, destination: out });
     const stop = new AbortController();
     let context: CommandContext | undefined;
     const running = runAgent({ config: agentConfig, signal: stop.signal, output: { write: () => undefined }, logger, onCommandContext: (c) => (context = c) });
     try {
       const windowStart = performance.now();
-      await waitFor(() => context !== undefined && out.json().some((l) => l.component === 'status' && l.level === 'debug'), 1500, 'a status line at debug in the verbose start');
+      await waitFor(() => context !== undefined && out.json().some((l) => l.component === 'status' && l.level === 'debug'), 3000, 'a status line at debug in the verbose start');
       assert.equal(logger.level, 'debug');
       await set(context!, 'warn');
       const before = out.lines.length;
       // Past the end of the window: it does not bring back `info` (the configured level).
-      await delay(2000 - (performance.now() - windowStart) + 500);
+      await delay(4000 - (performance.now() - windowStart) + 500);
       assert.equal(logger.level, 'warn');
       assert.deepEqual(out.lines.slice(before), []);
     } finally {
