@@ -166,24 +166,40 @@ describe('log: the level at run time', () => {
       { deviceId: 'level-test', buses: [simBus], status: { intervalMs: 100, signals: ['VehicleSpeed'] }, logging: section },
       { file: 'inline', baseDir: repoRoot },
     );
-  it('setLogLevel through the command context: debug shows the status rates, error silences everything below', async () => {
+  /** Runs the sim agent with its own Logger (capturing its lines) while `body` runs, then stops it. */
+  const whileRunning = async (
+    section: object,
+    body: (rig: { out: ReturnType<typeof capture>; logger: Logger; context: () => CommandContext | undefined; loggerAt: number }) => Promise<void>,
+  ): Promise<void> => {
     const out = capture();
-    const agentConfig = config({ level: 'info', verboseForS: 0 });
+    const agentConfig = config(section);
     const logger = new Logger({ config: agentConfig.logging, destination: out });
+    // The verbose start's window opens with the Logger.
+    const loggerAt = performance.now();
     const stop = new AbortController();
     let context: CommandContext | undefined;
     const running = runAgent({ config: agentConfig, signal: stop.signal, output: { write: () => undefined }, logger, onCommandContext: (c) => (context = c) });
     try {
-      await waitFor(() => context !== undefined, 10_000, 'the command context');
+      await body({ out, logger, context: () => context, loggerAt });
+    } finally {
+      stop.abort();
+      await running;
+      logger.close();
+    }
+  };
+
+  it('setLogLevel through the command context: debug shows the status rates, error silences everything below', async () => {
+    await whileRunning({ level: 'info', verboseForS: 0 }, async ({ out, logger, context }) => {
+      await waitFor(() => context() !== undefined, 10_000, 'the command context');
       await delay(350);
       const debugLines = () => out.json().filter((l) => l.level === 'debug');
       assert.deepEqual(debugLines(), []);
-      assert.deepEqual(await set(context!, 'debug'), { level: 'debug' });
+      assert.deepEqual(await set(context()!, 'debug'), { level: 'debug' });
       assert.equal(logger.level, 'debug');
       await waitFor(() => debugLines().filter((l) => l.component === 'status').length >= 2, 5000, 'two status lines at debug');
       assert.ok(out.json().some((l) => l.level === 'info' && l.msg === 'log level info -> debug'), out.lines.join('\n'));
 
-      await set(context!, 'error');
+      await set(context()!, 'error');
       const before = out.lines.length;
       await delay(350);
       logger.diagnostic('can0: interface can0 is down; waiting for it to come up');
@@ -191,35 +207,20 @@ describe('log: the level at run time', () => {
       assert.equal(out.lines.length, before, out.lines.slice(before).join('\n'));
       logger.diagnostic('outbox: 1 message(s) rejected: disk full');
       assert.equal(out.json().at(-1)!.level, 'error');
-    } finally {
-      stop.abort();
-      await running;
-      logger.close();
-    }
+    });
   });
 
   it('a level set by command ends the verbose start for good', async () => {
-    const out = capture();
-    const agentConfig = config({ level: 'info', verboseForS: 4 });
-    const logger = new Logger({ config: agentConfig.logging, destination: out });
-    const stop = new AbortController();
-    let context: CommandContext | undefined;
-    const running = runAgent({ config: agentConfig, signal: stop.signal, output: { write: () => undefined }, logger, onCommandContext: (c) => (context = c) });
-    try {
-      const windowStart = performance.now();
-      await waitFor(() => context !== undefined && out.json().some((l) => l.component === 'status' && l.level === 'debug'), 3000, 'a status line at debug in the verbose start');
+    await whileRunning({ level: 'info', verboseForS: 4 }, async ({ out, logger, context, loggerAt }) => {
+      await waitFor(() => context() !== undefined && out.json().some((l) => l.component === 'status' && l.level === 'debug'), 3000, 'a status line at debug in the verbose start');
       assert.equal(logger.level, 'debug');
-      await set(context!, 'warn');
+      await set(context()!, 'warn');
       const before = out.lines.length;
       // Past the end of the window: it does not bring back `info` (the configured level).
-      await delay(4000 - (performance.now() - windowStart) + 500);
+      await delay(4000 - (performance.now() - loggerAt) + 500);
       assert.equal(logger.level, 'warn');
       assert.deepEqual(out.lines.slice(before), []);
-    } finally {
-      stop.abort();
-      await running;
-      logger.close();
-    }
+    });
   });
 
   it('the verbose start alone: debug for verboseForS, then the configured level', async () => {
