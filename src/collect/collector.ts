@@ -245,10 +245,6 @@ export function describeSignal(buses: readonly BusDecoder[], name: string): { ch
   return choices ? { choices } : {};
 }
 
-/** The DBC value table of a signal, for labels in conditions. */
-export function signalChoices(buses: readonly BusDecoder[], name: string): ReadonlyMap<number, string> | undefined {
-  return describeSignal(buses, name)?.choices;
-}
 
 export class Collector {
   readonly stats: CollectorStats;
@@ -366,7 +362,7 @@ export class Collector {
             compileExpression(
               rule.trigger.when,
               (name) => (resolveSignalName(buses, name) ? channelFor(name, where) : -1),
-              (name) => signalChoices(buses, name),
+              (name) => describeSignal(buses, name)?.choices,
             ),
           );
         } catch (err) {

@@ -127,7 +127,7 @@ export class CommandDispatcher {
       if (!this.handlers.has(name)) throw new Error(`commands.preconditions.${name}: there is no command '${name}' (commands: ${[...this.handlers.keys()].join(', ')})`);
       try {
         const { context } = options;
-        this.preconditions.set(name, new Precondition(source, (signal) => context.describeSignal(signal) !== undefined, (signal) => context.describeSignal(signal)?.choices));
+        this.preconditions.set(name, Precondition.forSignals(source, (signal) => context.describeSignal(signal)));
       } catch (err) {
         if (err instanceof ExpressionError) throw new Error(`commands.preconditions.${name}: ${err.message}: ${source}`);
         throw err;

@@ -32,6 +32,11 @@ export class Precondition {
   private readonly slots = new Map<string, number>();
   private readonly live: Float64Array;
 
+  /** A precondition on the signals `describe` knows (CommandContext.describeSignal), their value tables for labels. */
+  static forSignals(source: string, describe: (name: string) => { choices?: ReadonlyMap<number, string> } | undefined): Precondition {
+    return new Precondition(source, (name) => describe(name) !== undefined, (name) => describe(name)?.choices);
+  }
+
   /**
    * Throws ExpressionError on a syntax error; `known` rejects signal names no bus or OBD key has; `choices` gives the
    * value tables that labels (`IgnitionState == OFF`) are looked up in.

@@ -15,6 +15,7 @@ import { healthConfigSchema } from '../health/config.js';
 import { loggingConfigSchema } from '../health/log-config.js';
 import { MODE01_PIDS, MODE01_PIDS_BY_KEY, SUPPORTED_PID_BLOCKS, type PidDefinition } from '../obd/j1979.js';
 import { outboxConfigSchema } from '../store/config.js';
+import { COMMAND_CA_NAME } from '../pki/command-pki.js';
 import { uplinkConfigSchema } from '../uplink/config.js';
 
 const simSourceSchema = z
@@ -354,7 +355,7 @@ export function parseDeviceConfig(
 }
 
 /** The command CA's file name in uplink.certsDir, where commands.caFile defaults to. */
-const DEV_COMMAND_CA_FILE = 'command-ca.crt';
+const DEV_COMMAND_CA_FILE = `${COMMAND_CA_NAME}.crt`;
 
 function resolvePaths(config: DeviceConfig, baseDir: string): DeviceConfig {
   return {

@@ -9,8 +9,9 @@
  * (expired, wrong usage, another CA). A production fleet issues operator certificates from its own CA.
  */
 import { createHash, createPrivateKey, generateKeyPairSync, randomBytes, sign, X509Certificate, type KeyObject } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
+import { writeIssued } from './pem-files.js';
 
 // ---- DER ----
 
@@ -187,22 +188,19 @@ export const EXTENDED_KEY_USAGE = { codeSigning: OID.codeSigning, clientAuth: OI
 /** The operator of the development PKI that `npm start` creates beside the broker's (certs/dev). */
 export const DEV_OPERATOR = 'ops-dev';
 
+/** The command CA's files in a certificates folder: `command-ca.crt`, which cars pin by default, and its key. */
+export const COMMAND_CA_NAME = 'command-ca';
+
 /** Writes a development command CA and one operator's key and certificate into `dir` (keys 0600). */
 export function writeDevelopmentKeys(dir: string, operator: string, force = false): { caFile: string; caKeyFile: string; certFile: string; keyFile: string } {
-  mkdirSync(dir, { recursive: true });
-  const file = (name: string): string => path.join(dir, name);
+  const caFile = path.join(dir, `${COMMAND_CA_NAME}.crt`);
+  const caKeyFile = path.join(dir, `${COMMAND_CA_NAME}.key`);
   let ca: { certPem: string; keyPem: string };
-  if (existsSync(file('command-ca.crt')) && existsSync(file('command-ca.key')) && !force) {
-    ca = { certPem: readFileSync(file('command-ca.crt'), 'utf8'), keyPem: readFileSync(file('command-ca.key'), 'utf8') };
+  if (existsSync(caFile) && existsSync(caKeyFile) && !force) {
+    ca = { certPem: readFileSync(caFile, 'utf8'), keyPem: readFileSync(caKeyFile, 'utf8') };
   } else {
     ca = createCommandCa();
-    writeFileSync(file('command-ca.crt'), ca.certPem, { mode: 0o644 });
-    writeFileSync(file('command-ca.key'), ca.keyPem, { mode: 0o600 });
-    chmodSync(file('command-ca.key'), 0o600);
+    writeIssued(dir, COMMAND_CA_NAME, ca);
   }
-  const issued = issueOperatorCertificate(ca, operator);
-  writeFileSync(file(`${operator}.crt`), issued.certPem, { mode: 0o644 });
-  writeFileSync(file(`${operator}.key`), issued.keyPem, { mode: 0o600 });
-  chmodSync(file(`${operator}.key`), 0o600);
-  return { caFile: file('command-ca.crt'), caKeyFile: file('command-ca.key'), certFile: file(`${operator}.crt`), keyFile: file(`${operator}.key`) };
+  return { caFile, caKeyFile, ...writeIssued(dir, operator, issueOperatorCertificate(ca, operator)) };
 }

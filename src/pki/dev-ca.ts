@@ -6,18 +6,13 @@
  * RSA 2048 with SHA-256 (what node-forge signs with); forge generates the keys through Node's native crypto.
  */
 import { randomBytes } from 'node:crypto';
-import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { isIP } from 'node:net';
-import path from 'node:path';
 import forge from 'node-forge';
+import { writeIssued, type IssuedCertificate, type WrittenFiles } from './pem-files.js';
+
+export { writeIssued, type IssuedCertificate, type WrittenFiles } from './pem-files.js';
 
 const { pki } = forge;
-
-/** A certificate with its private key, both PEM. */
-export interface IssuedCertificate {
-  certPem: string;
-  keyPem: string;
-}
 
 /** A CA able to issue certificates: its PEMs and the forge objects that sign. */
 export interface DevCa extends IssuedCertificate {
@@ -89,23 +84,6 @@ export function issueServerCertificate(ca: DevCa, options: ServerCertificateOpti
 export function issueDeviceCertificate(ca: DevCa, deviceId: string, options: ValidityOptions = {}): IssuedCertificate {
   checkDeviceId(deviceId);
   return issue(ca, deviceId, options, [{ name: 'extKeyUsage', clientAuth: true }]);
-}
-
-export interface WrittenFiles {
-  certFile: string;
-  keyFile: string;
-}
-
-/** Writes `<dir>/<name>.crt` and `<dir>/<name>.key`, the key readable by its owner only (0600). */
-export function writeIssued(dir: string, name: string, issued: IssuedCertificate): WrittenFiles {
-  mkdirSync(dir, { recursive: true });
-  const certFile = path.join(dir, `${name}.crt`);
-  const keyFile = path.join(dir, `${name}.key`);
-  writeFileSync(certFile, issued.certPem, { mode: 0o644 });
-  writeFileSync(keyFile, issued.keyPem, { mode: 0o600 });
-  // The mode above only applies to a new file: an existing key keeps its mode otherwise.
-  chmodSync(keyFile, 0o600);
-  return { certFile, keyFile };
 }
 
 export interface DevPkiFiles {

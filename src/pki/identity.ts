@@ -110,7 +110,7 @@ export function loadIdentity(files: IdentityFiles, now: Date = new Date()): Devi
         throw new IdentityError(files.certFile, 'chain', `client certificate ${files.certFile} names ${files.caFile} as its issuer but its signature does not verify`);
       }
     }
-    if (files.requireIssuer && !cas.some((ca) => top.checkIssued(ca) && top.verify(ca.publicKey))) {
+    if (files.requireIssuer && !cas.some((ca) => issuedBy(top, ca))) {
       throw new IdentityError(files.certFile, 'chain', `client certificate ${files.certFile} is not issued by the CA in ${files.caFile} (it names ${top.issuer.replace(/\n/g, ', ')})`);
     }
   }

@@ -84,12 +84,7 @@ export async function rotateCertificate(options: RotationOptions): Promise<Rotat
   if (options.signal?.aborted) throw new RotationFailure('no-certificate', 'stopped before the request was sent; nothing was changed');
   running.add(files.certFile);
   // The checks the agent makes at start: a pair that passes here also passes there.
-  const checked = (pair: { certFile: string; keyFile: string }): IdentityFiles => ({
-    ...pair,
-    caFile: files.caFile,
-    ...(files.issuerFile !== undefined ? { issuerFile: files.issuerFile } : {}),
-    requireIssuer: true,
-  });
+  const checked = (pair: { certFile: string; keyFile: string }): IdentityFiles => ({ ...files, ...pair, requireIssuer: true });
   try {
     const previous = summary(link.currentIdentity);
     const keyPem = createDeviceKey();

@@ -47,11 +47,7 @@ export const setSignal: CommandHandler<z.output<typeof setSignalParams>> = {
     if (entry.precondition !== undefined) {
       let precondition: Precondition;
       try {
-        precondition = new Precondition(
-          entry.precondition,
-          (name) => context.describeSignal(name) !== undefined,
-          (name) => context.describeSignal(name)?.choices,
-        );
+        precondition = Precondition.forSignals(entry.precondition, (name) => context.describeSignal(name));
       } catch (err) {
         // The config is validated at start, so this is a config that changed under us: refuse, do not write.
         if (err instanceof ExpressionError) throw new CommandFailure('invalid-config', `the precondition of ${entry.bus}.${message}.${signal}: ${err.message}`);
