@@ -18,13 +18,11 @@ import { CommandFailure, type CertificateRotationRequest, type CommandContext } 
 import { DeviceConfigError, formatConfigPath, parseDeviceConfig, type DeviceConfig } from '../config/device-config.js';
 import type { BusDecoder } from '../dbc/bus-decoder.js';
 import type { SignalValue } from '../dbc/model.js';
+import type { LogLevel } from '../health/log-config.js';
 import type { ObdClient } from '../obd/client.js';
 import type { DataPath } from './data-path.js';
 import type { LiveObdAdapter } from './live-adapter.js';
 import type { LiveBus } from './live-bus.js';
-
-export const LOG_LEVELS = ['error', 'warn', 'info', 'debug'] as const;
-export type LogLevel = (typeof LOG_LEVELS)[number];
 
 /** Frames a command may put on one bus: a person's command, never a stream (the rate limit of CanFrameWriter). */
 const WRITE_FRAMES_PER_SECOND = 10;

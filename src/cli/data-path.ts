@@ -19,7 +19,7 @@ import type { DeviceConfig } from '../config/device-config.js';
 import type { UplinkConfig } from '../uplink/config.js';
 import type { BusDecoder } from '../dbc/bus-decoder.js';
 import { createDevCa, devCaFromPem, issueDeviceCertificate, issueServerCertificate, writeIssued, type DevCa } from '../pki/dev-ca.js';
-import { DEV_OPERATOR, writeDevelopmentKeys } from '../pki/command-pki.js';
+import { COMMAND_CA_NAME, DEV_OPERATOR, writeDevelopmentKeys } from '../pki/command-pki.js';
 import { HEALTH_DEFAULTS } from '../health/config.js';
 import { loadIdentity, type IdentityFiles } from '../pki/identity.js';
 import { signDeviceCsr } from '../pki/csr.js';
@@ -38,7 +38,6 @@ import { AgentCommands } from './agent-commands.js';
 
 type Warn = (message: string) => void;
 
-
 export interface DataPathSummary {
   samples: number;
   messages: number;
@@ -50,8 +49,9 @@ export interface DataPathSummary {
   uplink?: { state: SessionState; url: string; publisher: PublisherStats; throttle: ThrottleState; heartbeat?: HeartbeatStatus };
 }
 
-/** The files of the development PKI the embedded broker and the demo device use. */
+/** The files of the development PKI the embedded broker and the demo device use, and its CA. */
 export interface DevPkiPaths {
+  ca: DevCa;
   caFile: string;
   serverCertFile: string;
   serverKeyFile: string;
@@ -59,11 +59,6 @@ export interface DevPkiPaths {
   deviceKeyFile: string;
 }
 
-/**
- * Makes sure `certsDir` holds a development CA, a broker certificate for localhost, a certificate for `deviceId`,
- * one for the backend identity (to subscribe with mosquitto_sub), and a command CA with an operator to sign remote
- * commands; creates what is missing, keeps what is there.
- */
 /** The identity files of the uplink section (resolved by the config loader), the device certificate's issuer required. */
 function identityFiles(uplink: UplinkConfig): IdentityFiles & { caFile: string } {
   return {
@@ -75,6 +70,11 @@ function identityFiles(uplink: UplinkConfig): IdentityFiles & { caFile: string }
   };
 }
 
+/**
+ * Makes sure `certsDir` holds a development CA, a broker certificate for localhost, a certificate for `deviceId`,
+ * one for the backend identity (to subscribe with mosquitto_sub), and a command CA with an operator to sign remote
+ * commands; creates what is missing, keeps what is there.
+ */
 export function ensureDevPki(certsDir: string, deviceId: string, say: Warn = () => undefined): DevPkiPaths {
   mkdirSync(certsDir, { recursive: true });
   const file = (name: string): string => path.join(certsDir, name);
@@ -95,11 +95,12 @@ export function ensureDevPki(certsDir: string, deviceId: string, say: Warn = () 
     }
   }
   // The command CA the car pins and an operator who can sign (telematics-ops send --certs-dir).
-  if (!existsSync(file('command-ca.crt')) || !existsSync(file(`${DEV_OPERATOR}.crt`)) || !existsSync(file(`${DEV_OPERATOR}.key`))) {
+  if (!existsSync(file(`${COMMAND_CA_NAME}.crt`)) || !existsSync(file(`${DEV_OPERATOR}.crt`)) || !existsSync(file(`${DEV_OPERATOR}.key`))) {
     writeDevelopmentKeys(certsDir, DEV_OPERATOR);
     say(`created a development command CA and operator '${DEV_OPERATOR}' in ${certsDir} (not for production)`);
   }
   return {
+    ca,
     caFile: file('ca.crt'),
     serverCertFile: file('server.crt'),
     serverKeyFile: file('server.key'),
@@ -459,8 +460,7 @@ async function openUplink(config: DeviceConfig, outbox: SqliteOutbox, warn: Warn
     const port = address.port === '' ? 8883 : Number(address.port);
     try {
       // The development CA also signs the device's rotation requests (only for its own device ID: signDeviceCsr).
-      const devCa = devCaFromPem(readFileSync(pki.caFile, 'utf8'), readFileSync(path.join(uplink.certsDir!, 'ca.key'), 'utf8'));
-      const signCsr = (deviceId: string, csrPem: string): string => signDeviceCsr(devCa, csrPem, { deviceId });
+      const signCsr = (deviceId: string, csrPem: string): string => signDeviceCsr(pki.ca, csrPem, { deviceId });
       broker = await EmbeddedBroker.start({ host, port, certFile: pki.serverCertFile, keyFile: pki.serverKeyFile, caFile: pki.caFile, signCsr });
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;

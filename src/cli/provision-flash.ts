@@ -12,7 +12,6 @@
  * /opt/telematics-agent is the agent's alone and is mirrored (files the new build lacks are removed); nothing else is
  * ever removed.
  */
-import { createPrivateKey } from 'node:crypto';
 import { closeSync, existsSync, lstatSync, openSync, readFileSync, readSync, readdirSync, readlinkSync, realpathSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { loadDeviceConfig, type DeviceConfig } from '../config/device-config.js';
@@ -73,7 +72,6 @@ function checkTarget(target: string): string {
 interface Bundle {
   dir: string;
   config: DeviceConfig;
-  configText: string;
   unitText: string;
   /** Bundle-relative files to install under /etc/telematics-agent, with their mode. */
   files: { rel: string; mode: number }[];
@@ -131,7 +129,7 @@ function readBundle(dir: string): Bundle {
       if (statSync(path.join(bundle, dir, name)).isFile()) files.push({ rel: `${dir}/${name}`, mode: 0o644 });
     }
   }
-  return { dir: bundle, config, configText: readFileSync(path.join(bundle, BUNDLE.config), 'utf8'), unitText: readFileSync(path.join(bundle, BUNDLE.unit), 'utf8'), files };
+  return { dir: bundle, config, unitText: readFileSync(path.join(bundle, BUNDLE.unit), 'utf8'), files };
 }
 
 /** An identity already in the target is replaced only on purpose. */
@@ -336,7 +334,6 @@ export function runFlash(options: FlashOptions, say: Say): void {
   // The result, as the agent will read it on the car (paths resolved inside the image).
   const installed = loadDeviceConfig(path.join(configDir, BUNDLE.config));
   loadIdentity({ certFile: installed.uplink!.certFile!, keyFile: installed.uplink!.keyFile!, caFile: installed.uplink!.caFile! });
-  createPrivateKey(readFileSync(installed.uplink!.keyFile!));
 
   const total = new ChangeCount();
   for (const c of [count, etcCount, agentCount]) {

@@ -235,7 +235,7 @@ export async function runDevPki(options: DevPkiOptions, say: Say): Promise<void>
   const { BACKEND_IDENTITY } = await import('../uplink/embedded-broker.js');
   const files = DEV_PKI_FILES(options.device, BACKEND_IDENTITY);
   const before = new Set(files.filter((f) => existsSync(path.join(out, f))));
-  ensureDevPki(out, options.device);
+  const { ca } = ensureDevPki(out, options.device);
   // The given hosts on top of the local ones, which the demo on this machine keeps using.
   const hosts = options.brokerHosts && options.brokerHosts.length > 0 ? [...new Set([...LOCAL_BROKER_HOSTS, ...options.brokerHosts])] : undefined;
   let reissued = false;
@@ -243,7 +243,6 @@ export async function runDevPki(options: DevPkiOptions, say: Say): Promise<void>
     const server = new X509Certificate(readFileSync(path.join(out, 'server.crt')));
     const covered = (server.subjectAltName ?? '').split(', ').map((entry) => canonicalHost(entry.replace(/^(DNS|IP Address):/, '')));
     if (!hosts.every((h) => covered.includes(canonicalHost(h)))) {
-      const ca = devCaFromPem(readFileSync(path.join(out, 'ca.crt'), 'utf8'), readFileSync(path.join(out, 'ca.key'), 'utf8'));
       writeIssued(out, 'server', issueServerCertificate(ca, { hosts }));
       reissued = true;
     }

@@ -16,7 +16,6 @@ import { CandumpReplaySource } from '../can/replay.js';
 import { loadDeviceConfig, type BusConfig, type DeviceConfig, type SocketCanSourceConfig } from '../config/device-config.js';
 import { BusDecoder } from '../dbc/bus-decoder.js';
 import { compileDatabase, loadDbcFile, type CompiledDatabase } from '../dbc/index.js';
-import type { SignalDef } from '../dbc/model.js';
 import { SimulatedVehicle } from '../sim/vehicle.js';
 import type { CommandContext } from '../commands/handler.js';
 import { createCommandContext } from './command-context.js';
@@ -29,6 +28,7 @@ import { createSystemdNotifier } from '../health/watchdog.js';
 import { DataPath, type DataPathSummary } from './data-path.js';
 import { LiveObdAdapter } from './live-adapter.js';
 import { LiveBus, type ObdPollingSummary } from './live-bus.js';
+import { formatStatusValue, resolveStatusSignal, type StatusSignal } from './status-signal.js';
 
 /**
  * Exit code of a run that stopped because a remote command asked for a restart: EX_TEMPFAIL, which the systemd unit
@@ -40,47 +40,6 @@ const RESTART_DELAY_MS = 1000;
 
 /** The demo config shipped with the package; this file runs as dist/src/cli/run.js. */
 export const DEFAULT_CONFIG_PATH = fileURLToPath(new URL('../../../device-config/default.json', import.meta.url));
-
-/** A configured status signal, found in one bus's database. */
-export interface StatusSignal {
-  bus: BusDecoder;
-  slot: number;
-  signal: SignalDef;
-  decimals: number;
-}
-
-/** Finds `Message.Signal` or a bare signal name in the buses, in config order; the first match wins. */
-export function resolveStatusSignal(buses: BusDecoder[], name: string): StatusSignal | undefined {
-  const dotted = name.includes('.');
-  for (const bus of buses) {
-    for (const codec of bus.database.messages) {
-      const { message } = codec;
-      if (dotted && !name.startsWith(`${message.name}.`)) continue;
-      const signalName = dotted ? name.slice(message.name.length + 1) : name;
-      const index = message.signals.findIndex((s) => s.name === signalName);
-      if (index < 0) continue;
-      const signal = message.signals[index]!;
-      return { bus, slot: codec.slots[index]!, signal, decimals: displayDecimals(signal.factor) };
-    }
-  }
-  return undefined;
-}
-
-/** Enough decimals to show one step of the signal's resolution (0.25 → 1, 0.01 → 2, 1e-7 → 7). */
-function displayDecimals(factor: number): number {
-  const step = Math.abs(factor);
-  if (step === 0 || Number.isInteger(step)) return 0;
-  return Math.min(7, Math.max(0, Math.ceil(-Math.log10(step) - 1e-9)));
-}
-
-export function formatStatusValue(entry: StatusSignal): string {
-  const value = entry.bus.values[entry.slot]!;
-  if (Number.isNaN(value)) return '–';
-  const label = Number.isInteger(value) ? entry.signal.choices?.get(value) : undefined;
-  if (label !== undefined) return label;
-  const text = value.toFixed(entry.decimals);
-  return entry.signal.unit ? `${text} ${entry.signal.unit}` : text;
-}
 
 interface Totals {
   frames: number;
@@ -298,30 +257,34 @@ export async function runAgent(options: RunAgentOptions): Promise<RunSummary> {
     const now = performance.now();
     const current = totals(buses);
     const seconds = Math.max(1e-3, (now - lastAt) / 1000);
-    const rate = (n: number): string => String(Math.round(n / seconds));
-    let line =
-      `${rate(current.frames - last.frames)} frames/s, ${rate(current.signals - last.signals)} signals/s, ` +
-      `${current.unknownFrames} unknown, ${current.errors} errors`;
+    const framesPerS = Math.round((current.frames - last.frames) / seconds);
+    const signalsPerS = Math.round((current.signals - last.signals) / seconds);
+    lastAt = now;
+    last = current;
+    const wanted = options.statusLines !== false;
+    const debug = logger.enabled('debug');
+    // Under systemd with no debug there is nothing to show: no line built, no outbox query.
+    if (!wanted && !debug) return;
+    const dataText = dataPath?.statusText();
+    // Once per status interval, not per frame: the rates in the log while debugging (the verbose start).
+    if (debug) {
+      logger.debug('status', 'status', {
+        framesPerS,
+        signalsPerS,
+        unknownFrames: current.unknownFrames,
+        errors: current.errors,
+        ...(dataText !== undefined ? { data: dataText } : {}),
+      });
+    }
+    if (!wanted) return;
+    let line = `${framesPerS} frames/s, ${signalsPerS} signals/s, ${current.unknownFrames} unknown, ${current.errors} errors`;
     for (const bus of liveBuses) line += ` | ${bus.statusText()}`;
     if (statusSignals.length > 0) {
       line += ' | ' + statusSignals.map((s) => `${s.signal.name} ${formatStatusValue(s)}`).join(', ');
     }
     for (const bus of liveBuses) if (bus.obd) line += ` | ${bus.obd.statusText()}`;
     for (const adapter of adapters) line += ` | ${adapter.statusText()} | ${adapter.obd.statusText()}`;
-    if (dataPath) line += ` | ${dataPath.statusText()}`;
-    // Once per status interval, not per frame: the rates in the log while debugging (the verbose start).
-    if (logger.enabled('debug')) {
-      logger.debug('status', 'status', {
-        framesPerS: Math.round((current.frames - last.frames) / seconds),
-        signalsPerS: Math.round((current.signals - last.signals) / seconds),
-        unknownFrames: current.unknownFrames,
-        errors: current.errors,
-        ...(dataPath ? { data: dataPath.statusText() } : {}),
-      });
-    }
-    lastAt = now;
-    last = current;
-    if (options.statusLines === false) return;
+    if (dataText !== undefined) line += ` | ${dataText}`;
     if (tty) {
       // Redraw in place; a line wider than the terminal would wrap and break the redraw, so cut it.
       const width = output.columns && output.columns > 1 ? output.columns - 1 : Infinity;

@@ -70,8 +70,4 @@ export type HealthConfig = z.output<typeof healthConfigSchema>;
 export type HealthHttpConfig = z.output<typeof healthHttpConfigSchema>;
 
 /** Without a health section: the report every 300 s over the uplink, and no local endpoint. */
-export const HEALTH_DEFAULTS: HealthConfig = {
-  intervalS: 300,
-  certificateWarningDays: 30,
-  http: { enabled: false, host: '127.0.0.1', port: 8089, allowRemote: false },
-};
+export const HEALTH_DEFAULTS: HealthConfig = healthConfigSchema.parse({ http: { enabled: false } });

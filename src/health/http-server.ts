@@ -96,10 +96,6 @@ export class HealthHttpServer {
     return new HealthHttpServer(server, `http://${host}:${address.port}/`);
   }
 
-  get port(): number {
-    return (this.server.address() as AddressInfo).port;
-  }
-
   /** Stops listening and ends open connections (a status page keeps one alive). */
   close(): Promise<void> {
     this.closing ??= new Promise<void>((resolve) => {

@@ -11,7 +11,7 @@ import path from 'node:path';
 import type { DataPath } from '../cli/data-path.js';
 import type { LiveObdAdapter } from '../cli/live-adapter.js';
 import type { LiveBus } from '../cli/live-bus.js';
-import type { StatusSignal } from '../cli/run.js';
+import { displayDecimals, formatStatusValue, type StatusSignal } from '../cli/status-signal.js';
 import type { DeviceConfig } from '../config/device-config.js';
 import type { BusDecoder } from '../dbc/bus-decoder.js';
 import { HEALTH_DEFAULTS, type HealthConfig } from './config.js';
@@ -138,7 +138,7 @@ export class Health {
         : { state: 'none', url: null, heartbeatS: null },
       signals: this.signals.map(({ name, entry }) => {
         const value = entry.bus.values[entry.slot]!;
-        return { name, value: Number.isNaN(value) ? null : value, text: formatValue(entry, value) };
+        return { name, value: Number.isNaN(value) ? null : value, text: formatStatusValue(entry, value) };
       }),
       obd: [...obdValues].map(([name, value]) => ({ name, value })),
       buses: this.liveBuses(),
@@ -247,24 +247,9 @@ function shownSignals(config: DeviceConfig, buses: readonly BusDecoder[], resolv
     for (const codec of bus.database.messages) {
       codec.message.signals.forEach((signal, k) => {
         if (shown.length >= DEFAULT_SIGNAL_COUNT) return;
-        shown.push({ name: `${prefix}${codec.message.name}.${signal.name}`, entry: { bus, slot: codec.slots[k]!, signal, decimals: decimalsFor(signal.factor) } });
+        shown.push({ name: `${prefix}${codec.message.name}.${signal.name}`, entry: { bus, slot: codec.slots[k]!, signal, decimals: displayDecimals(signal.factor) } });
       });
     }
   }
   return shown;
-}
-
-/** As the status line shows it (run.ts formatStatusValue): a value-table label, or the value to its resolution with its unit. */
-function formatValue(entry: StatusSignal, value: number): string {
-  if (Number.isNaN(value)) return '–';
-  const label = Number.isInteger(value) ? entry.signal.choices?.get(value) : undefined;
-  if (label !== undefined) return label;
-  const text = value.toFixed(entry.decimals);
-  return entry.signal.unit ? `${text} ${entry.signal.unit}` : text;
-}
-
-function decimalsFor(factor: number): number {
-  const step = Math.abs(factor);
-  if (step === 0 || Number.isInteger(step)) return 0;
-  return Math.min(7, Math.max(0, Math.ceil(-Math.log10(step) - 1e-9)));
 }

@@ -26,8 +26,6 @@ export interface NotifierOptions {
 export interface SystemdNotifier {
   /** False when not started by systemd (no NOTIFY_SOCKET): every call is then a no-op. */
   readonly enabled: boolean;
-  /** The ping interval, when systemd asked for a watchdog for this process. */
-  readonly watchdogIntervalMs: number | undefined;
   /** READY=1 (once), and the watchdog pings from now on. */
   ready(): void;
   /** STOPPING=1 (once), and no more pings. */
@@ -43,7 +41,7 @@ export function watchdogInterval(env: NodeJS.ProcessEnv, pid: number): number | 
   return Math.max(1, Math.floor(usec / 2000));
 }
 
-const DISABLED: SystemdNotifier = { enabled: false, watchdogIntervalMs: undefined, ready: () => undefined, stopping: () => undefined };
+const DISABLED: SystemdNotifier = { enabled: false, ready: () => undefined, stopping: () => undefined };
 
 export function createSystemdNotifier(options: NotifierOptions = {}): SystemdNotifier {
   const env = options.env ?? process.env;
@@ -101,7 +99,6 @@ export function createSystemdNotifier(options: NotifierOptions = {}): SystemdNot
 
   return {
     enabled: true,
-    watchdogIntervalMs: intervalMs,
     ready(): void {
       if (readySent || stoppingSent) return;
       readySent = true;
