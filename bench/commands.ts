@@ -15,7 +15,7 @@
 import { readFileSync } from 'node:fs';
 import mqtt, { type MqttClient } from 'mqtt';
 import { OperatorClient } from '../src/commands/operator-client.js';
-import { BACKEND, Mosquitto, TestPki } from '../test/support/mosquitto.js';
+import { Mosquitto, TestPki } from '../test/support/mosquitto.js';
 import { CommandPki, startAgent } from '../test/support/commands.js';
 
 const WARMUP = 30;
@@ -28,11 +28,11 @@ function percentile(sorted: number[], p: number): number {
 export async function runCommandsBenchmark(json: boolean): Promise<void> {
   const pki = new TestPki('commands bench CA');
   const commandPki = new CommandPki();
-  // As a fleet broker for commands should run: without it mosquitto holds small packets back (Nagle) up to 40 ms.
-  const broker = await Mosquitto.start({ pki, quiet: true, extraConfig: ['set_tcp_nodelay true'] });
+  // The shipped fleet broker config sets set_tcp_nodelay: without it mosquitto holds small packets back (Nagle) up to 40 ms.
+  const broker = await Mosquitto.start({ pki, quiet: true });
   const agent = await startAgent(broker, pki, commandPki, { deviceId: 'car-bench' });
-  const files = pki.client(BACKEND);
-  const ops = await OperatorClient.connect({ url: broker.url, certFile: files.certFile, keyFile: files.keyFile, caFile: pki.caFile });
+  const files = pki.backend();
+  const ops = await OperatorClient.connect({ url: broker.backendUrl, certFile: files.certFile, keyFile: files.keyFile, caFile: pki.caFile });
   try {
     const latencies: number[] = [];
     let started = 0;

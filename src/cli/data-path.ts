@@ -8,7 +8,8 @@
  * interval: the flash sees a few large writes, not one small one per batch. The frame path itself only reaches the
  * collector (see src/collect/collector.ts): nothing here runs per frame.
  */
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { X509Certificate } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { FrameSink } from '../can/frame.js';
 import { Collector } from '../collect/collector.js';
@@ -18,7 +19,8 @@ import { CommandFailure, type CertificateRotationRequest, type CommandContext } 
 import type { DeviceConfig } from '../config/device-config.js';
 import type { UplinkConfig } from '../uplink/config.js';
 import type { BusDecoder } from '../dbc/bus-decoder.js';
-import { createDevCa, devCaFromPem, issueDeviceCertificate, issueServerCertificate, writeIssued, type DevCa } from '../pki/dev-ca.js';
+import { createDevCa, devCaFromPem, issueClientCertificate, issueDeviceCertificate, issueServerCertificate, writeIssued, type DevCa } from '../pki/dev-ca.js';
+import { BACKEND_CA_NAME, BACKEND_IDENTITY } from '../pki/device-id.js';
 import { COMMAND_CA_NAME, DEV_OPERATOR, writeDevelopmentKeys } from '../pki/command-pki.js';
 import { HEALTH_DEFAULTS } from '../health/config.js';
 import { loadIdentity, type IdentityFiles } from '../pki/identity.js';
@@ -27,7 +29,7 @@ import { repairIdentityFiles } from '../pki/identity-files.js';
 import { rotateCertificate, RotationFailure, summary } from '../pki/rotation.js';
 import { SqliteOutbox, type OutboxItem, type OutboxStats } from '../store/outbox.js';
 import { encodeMessage } from '../uplink/codec.js';
-import { BACKEND_IDENTITY, EmbeddedBroker } from '../uplink/embedded-broker.js';
+import { EmbeddedBroker } from '../uplink/embedded-broker.js';
 import { identifyNetwork, watchNetwork } from '../uplink/network-identity.js';
 import { heartbeatText, openAdaptiveHeartbeat, type AdaptiveHeartbeat, type HeartbeatStatus } from '../uplink/keepalive.js';
 import type { LinkMemory } from '../uplink/link-memory.js';
@@ -53,6 +55,8 @@ export interface DataPathSummary {
 export interface DevPkiPaths {
   ca: DevCa;
   caFile: string;
+  /** The CA of backend identities, which the embedded broker trusts beside the device CA. */
+  backendCaFile: string;
   serverCertFile: string;
   serverKeyFile: string;
   deviceCertFile: string;
@@ -71,28 +75,31 @@ function identityFiles(uplink: UplinkConfig): IdentityFiles & { caFile: string }
 }
 
 /**
- * Makes sure `certsDir` holds a development CA, a broker certificate for localhost, a certificate for `deviceId`,
- * one for the backend identity (to subscribe with mosquitto_sub), and a command CA with an operator to sign remote
- * commands; creates what is missing, keeps what is there.
+ * Makes sure `certsDir` (mode 0700: it holds CA keys) holds a development CA, a broker certificate for localhost, a
+ * certificate for `deviceId`, a backend CA and the backend identity it issues (to subscribe with mosquitto_sub, and
+ * for telematics-ops), and a command CA with an operator to sign remote commands; creates what is missing, keeps
+ * what is there.
+ *
+ * The backend has its own CA so that the broker tells the backend from a car by who issued the certificate, never by
+ * its name: a car's certificate that happened to be called `backend` would still be a car's. A backend certificate
+ * that an older version issued from the device CA is issued again from the backend CA.
  */
 export function ensureDevPki(certsDir: string, deviceId: string, say: Warn = () => undefined): DevPkiPaths {
-  mkdirSync(certsDir, { recursive: true });
+  const fresh = !existsSync(certsDir);
+  mkdirSync(certsDir, { recursive: true, mode: 0o700 });
+  // mkdir's mode is cut by the umask, never widened: a folder of CA keys is its owner's alone.
+  if (fresh) chmodSync(certsDir, 0o700);
   const file = (name: string): string => path.join(certsDir, name);
-  let ca: DevCa;
-  if (existsSync(file('ca.crt')) && existsSync(file('ca.key'))) {
-    ca = devCaFromPem(readFileSync(file('ca.crt'), 'utf8'), readFileSync(file('ca.key'), 'utf8'));
-  } else {
-    ca = createDevCa();
-    writeIssued(certsDir, 'ca', ca);
-    say(`created a development CA in ${certsDir} (for the embedded broker; not for production)`);
-  }
+  const ca = ensureCa(certsDir, 'ca', 'development CA', say);
+  const backendCa = ensureCa(certsDir, BACKEND_CA_NAME, 'development backend CA', say, 'telematics-agent development backend CA');
   if (!existsSync(file('server.crt')) || !existsSync(file('server.key'))) {
     writeIssued(certsDir, 'server', issueServerCertificate(ca, { hosts: ['localhost', '127.0.0.1', '::1'] }));
   }
-  for (const identity of [deviceId, BACKEND_IDENTITY]) {
-    if (!existsSync(file(`${identity}.crt`)) || !existsSync(file(`${identity}.key`))) {
-      writeIssued(certsDir, identity, issueDeviceCertificate(ca, identity));
-    }
+  if (!existsSync(file(`${deviceId}.crt`)) || !existsSync(file(`${deviceId}.key`))) {
+    writeIssued(certsDir, deviceId, issueDeviceCertificate(ca, deviceId));
+  }
+  if (!existsSync(file(`${BACKEND_IDENTITY}.key`)) || !issuedBy(file(`${BACKEND_IDENTITY}.crt`), backendCa)) {
+    writeIssued(certsDir, BACKEND_IDENTITY, issueClientCertificate(backendCa, BACKEND_IDENTITY));
   }
   // The command CA the car pins and an operator who can sign (telematics-ops send --certs-dir).
   if (!existsSync(file(`${COMMAND_CA_NAME}.crt`)) || !existsSync(file(`${DEV_OPERATOR}.crt`)) || !existsSync(file(`${DEV_OPERATOR}.key`))) {
@@ -102,11 +109,35 @@ export function ensureDevPki(certsDir: string, deviceId: string, say: Warn = () 
   return {
     ca,
     caFile: file('ca.crt'),
+    backendCaFile: file(`${BACKEND_CA_NAME}.crt`),
     serverCertFile: file('server.crt'),
     serverKeyFile: file('server.key'),
     deviceCertFile: file(`${deviceId}.crt`),
     deviceKeyFile: file(`${deviceId}.key`),
   };
+}
+
+/** The CA `<name>.crt`/`.key` in `dir`, created when either is missing. */
+function ensureCa(dir: string, name: string, what: string, say: Warn, commonName?: string): DevCa {
+  const certFile = path.join(dir, `${name}.crt`);
+  const keyFile = path.join(dir, `${name}.key`);
+  if (existsSync(certFile) && existsSync(keyFile)) return devCaFromPem(readFileSync(certFile, 'utf8'), readFileSync(keyFile, 'utf8'));
+  const ca = createDevCa(commonName !== undefined ? { commonName } : {});
+  writeIssued(dir, name, ca);
+  say(`created a ${what} in ${dir} (for the embedded broker; not for production)`);
+  return ca;
+}
+
+/** Whether the certificate in `file` exists and was issued by `ca`. */
+function issuedBy(file: string, ca: DevCa): boolean {
+  if (!existsSync(file)) return false;
+  try {
+    const cert = new X509Certificate(readFileSync(file));
+    const issuer = new X509Certificate(ca.certPem);
+    return cert.checkIssued(issuer) && cert.verify(issuer.publicKey);
+  } catch {
+    return false;
+  }
 }
 
 export class DataPath {
@@ -461,7 +492,7 @@ async function openUplink(config: DeviceConfig, outbox: SqliteOutbox, warn: Warn
     try {
       // The development CA also signs the device's rotation requests (only for its own device ID: signDeviceCsr).
       const signCsr = (deviceId: string, csrPem: string): string => signDeviceCsr(pki.ca, csrPem, { deviceId });
-      broker = await EmbeddedBroker.start({ host, port, certFile: pki.serverCertFile, keyFile: pki.serverKeyFile, caFile: pki.caFile, signCsr });
+      broker = await EmbeddedBroker.start({ host, port, certFile: pki.serverCertFile, keyFile: pki.serverKeyFile, caFile: pki.caFile, backendCaFile: pki.backendCaFile, signCsr });
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'EADDRINUSE') throw new Error(`uplink.url: the embedded broker cannot listen on ${host}:${port}: the port is in use (another agent or broker running?)`);

@@ -18,7 +18,7 @@ import { COMMAND_NAME_PATTERN } from '../commands/envelope.js';
 import { OperatorClient } from '../commands/operator-client.js';
 import type { CommandResult } from '../commands/result.js';
 import { DEV_OPERATOR, writeDevelopmentKeys } from '../pki/command-pki.js';
-import { BACKEND_IDENTITY } from '../uplink/embedded-broker.js';
+import { BACKEND_IDENTITY, deviceIdProblem } from '../pki/device-id.js';
 
 export const EXIT = { succeeded: 0, usage: 1, rejected: 2, failed: 3, timedOut: 4 } as const;
 
@@ -98,7 +98,10 @@ function connectionOf(opts: SendOptions): Required<Pick<SendOptions, 'broker' | 
 
 async function send(given: SendOptions, out: (line: string) => void): Promise<number> {
   const opts = { ...given, ...connectionOf(given) };
-  if (!COMMAND_NAME_PATTERN.test(opts.command)) throw new InvalidArgumentError(`'${opts.command}' is not a command name`);
+  if (!COMMAND_NAME_PATTERN.test(opts.command)) throw new InvalidArgumentError(`${JSON.stringify(opts.command)} is not a command name`);
+  // It becomes a topic level: a wildcard or a reserved name would send the command somewhere no car listens.
+  const problem = deviceIdProblem(opts.device);
+  if (problem !== null) throw new InvalidArgumentError(`--device ${JSON.stringify(opts.device)} cannot be a device ID: ${problem}`);
   let params: unknown;
   try {
     params = JSON.parse(opts.params);

@@ -22,6 +22,7 @@ import { createCsr, createDeviceKey, readCsr, signDeviceCsr } from '../pki/csr.j
 import { devCaFromPem, issueServerCertificate, writeIssued } from '../pki/dev-ca.js';
 import { IdentityError, loadIdentity } from '../pki/identity.js';
 import { DEV_OPERATOR } from '../pki/command-pki.js';
+import { BACKEND_CA_NAME, BACKEND_IDENTITY, deviceIdProblem } from '../pki/device-id.js';
 import { ChangeCount, ProvisionError, octal, putDir, putFile, type Change } from './provision-files.js';
 import { INSTALL, serviceUnit, type UnitOptions } from './provision-unit.js';
 
@@ -55,22 +56,12 @@ const SERVICE_STATUS_INTERVAL_MS = 60_000;
 
 // ---- input checks -----------------------------------------------------------------------------------------------
 
-/** Device IDs this tool accepts: the certificate CN, an MQTT topic level and a folder name, so nothing exotic. */
-export const DEVICE_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
-
+/** The device ID rule (src/pki/device-id.ts), as a provisioning error naming the option. */
 export function checkDeviceId(id: string): void {
-  if (DEVICE_ID_PATTERN.test(id)) return;
-  const bad = [...id].find((c) => !/[A-Za-z0-9._-]/.test(c));
-  const why =
-    id === ''
-      ? 'it is empty'
-      : bad !== undefined
-        ? `${JSON.stringify(bad)} is not allowed`
-        : id.length > 64
-          ? `it has ${id.length} characters (at most 64)`
-          : 'it must start with a letter or a digit';
+  const problem = deviceIdProblem(id);
+  if (problem === null) return;
   throw new ProvisionError(
-    `--device ${JSON.stringify(id)} cannot be a device ID: ${why} (letters, digits, '.', '_' and '-': it becomes the certificate's CN, an MQTT topic level and a folder name)`,
+    `--device ${JSON.stringify(id)} cannot be a device ID: ${problem} (it becomes the certificate's CN, the broker username and client ID, an MQTT topic level and a folder name)`,
   );
 }
 
@@ -193,15 +184,17 @@ export interface DevPkiOptions {
 
 const LOCAL_BROKER_HOSTS = ['localhost', '127.0.0.1', '::1'];
 
-const DEV_PKI_FILES = (device: string, backend: string): string[] => [
+const DEV_PKI_FILES = (device: string): string[] => [
   'ca.crt',
   'ca.key',
+  `${BACKEND_CA_NAME}.crt`,
+  `${BACKEND_CA_NAME}.key`,
   'server.crt',
   'server.key',
   `${device}.crt`,
   `${device}.key`,
-  `${backend}.crt`,
-  `${backend}.key`,
+  `${BACKEND_IDENTITY}.crt`,
+  `${BACKEND_IDENTITY}.key`,
   'command-ca.crt',
   'command-ca.key',
   `${DEV_OPERATOR}.crt`,
@@ -219,23 +212,21 @@ export function canonicalHost(host: string): string {
 }
 
 /**
- * The development PKI, as `npm start` makes it (ensureDevPki): root CA, broker certificate, the demo device and the
- * backend identity, the command CA and the operator ops-dev. Keeps what exists; says what it made.
+ * The development PKI, as `npm start` makes it (ensureDevPki): root CA, broker certificate, the demo device, the
+ * backend CA and the backend identity, the command CA and the operator ops-dev. Keeps what exists; says what it made.
  */
 export async function runDevPki(options: DevPkiOptions, say: Say): Promise<void> {
   checkDeviceId(options.device);
   const out = path.resolve(options.out);
   if (existsSync(out) && !lstatSync(out).isDirectory()) throw new ProvisionError(`--out ${out} is not a folder`);
-  const fresh = !existsSync(out);
-  mkdirSync(out, { recursive: true, mode: 0o700 });
-  // A folder of CA keys: its owner only (mkdir's mode is cut by the umask, never widened: set it).
-  if (fresh) chmodSync(out, 0o700);
   // Loaded here only: the data path brings the whole agent with it, which the other tools do not need.
   const { ensureDevPki } = await import('./data-path.js');
-  const { BACKEND_IDENTITY } = await import('../uplink/embedded-broker.js');
-  const files = DEV_PKI_FILES(options.device, BACKEND_IDENTITY);
+  const files = DEV_PKI_FILES(options.device);
   const before = new Set(files.filter((f) => existsSync(path.join(out, f))));
+  const backendBefore = before.has(`${BACKEND_IDENTITY}.crt`) ? readFileSync(path.join(out, `${BACKEND_IDENTITY}.crt`), 'utf8') : undefined;
   const { ca } = ensureDevPki(out, options.device);
+  // An older dev PKI's backend certificate, from the device CA: ensureDevPki issued it again from the backend CA.
+  const backendReissued = backendBefore !== undefined && readFileSync(path.join(out, `${BACKEND_IDENTITY}.crt`), 'utf8') !== backendBefore;
   // The given hosts on top of the local ones, which the demo on this machine keeps using.
   const hosts = options.brokerHosts && options.brokerHosts.length > 0 ? [...new Set([...LOCAL_BROKER_HOSTS, ...options.brokerHosts])] : undefined;
   let reissued = false;
@@ -261,12 +252,14 @@ export async function runDevPki(options: DevPkiOptions, say: Say): Promise<void>
     }
     if (made) say(`  created ${file}${file.endsWith('.key') ? ' (0600)' : ''}`);
     else if (file.startsWith('server.') && reissued) say(`  re-issued ${file} for ${hosts!.join(', ')}`);
+    else if (file.startsWith(`${BACKEND_IDENTITY}.`) && backendReissued) say(`  re-issued ${file} from the backend CA (it came from the device CA)`);
   }
   const created = files.filter((f) => !before.has(f)).length;
+  const reissuedWhat = [...(reissued ? ['broker certificate'] : []), ...(backendReissued ? ['backend certificate'] : [])];
   say(
-    created + tightened + (reissued ? 1 : 0) === 0
+    created + tightened + reissuedWhat.length === 0
       ? `dev-pki: ${out} already holds the development PKI; nothing changed`
-      : `dev-pki: development PKI in ${out} (${created} files created${reissued ? ', broker certificate re-issued' : ''}${tightened ? `, ${tightened} key modes fixed` : ''}); not for production`,
+      : `dev-pki: development PKI in ${out} (${created} files created${reissuedWhat.length > 0 ? `, ${reissuedWhat.join(' and ')} re-issued` : ''}${tightened ? `, ${tightened} key modes fixed` : ''}); not for production`,
   );
   say(
     `next: scripts/provision --device <id> --ca ${path.join(out, 'ca.crt')} --ca-key ${path.join(out, 'ca.key')} ` +

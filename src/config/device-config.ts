@@ -16,6 +16,7 @@ import { loggingConfigSchema } from '../health/log-config.js';
 import { MODE01_PIDS, MODE01_PIDS_BY_KEY, SUPPORTED_PID_BLOCKS, type PidDefinition } from '../obd/j1979.js';
 import { outboxConfigSchema } from '../store/config.js';
 import { COMMAND_CA_NAME } from '../pki/command-pki.js';
+import { deviceIdProblem } from '../pki/device-id.js';
 import { uplinkConfigSchema } from '../uplink/config.js';
 
 const simSourceSchema = z
@@ -237,7 +238,15 @@ export const statusConfigSchema = z
 export const deviceConfigSchema = z
   .strictObject({
     $schema: z.string().optional().describe('Path or URL of device-config.schema.json, for editors.'),
-    deviceId: z.string().min(1).describe('Identifies this vehicle gateway to the back end.'),
+    deviceId: z
+      .string()
+      .superRefine((id, ctx) => {
+        const problem = deviceIdProblem(id);
+        if (problem !== null) ctx.addIssue({ code: 'custom', message: `${JSON.stringify(id)} cannot be a device ID: ${problem}` });
+      })
+      .describe(
+        "Identifies this vehicle gateway to the back end: its certificate's CN, its MQTT client ID and topic level. 1-64 letters, digits, '.', '_', '-', starting with a letter or digit; never a reserved name such as 'backend'.",
+      ),
     buses: z.array(busConfigSchema).default([]).describe('CAN buses the agent reads.'),
     obdAdapters: z.array(obdAdapterConfigSchema).default([]).describe('ELM327-compatible OBD-II adapters the agent polls.'),
     status: statusConfigSchema.optional(),

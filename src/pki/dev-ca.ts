@@ -8,6 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import { isIP } from 'node:net';
 import forge from 'node-forge';
+import { checkDeviceId } from './device-id.js';
 import { writeIssued, type IssuedCertificate, type WrittenFiles } from './pem-files.js';
 
 export { writeIssued, type IssuedCertificate, type WrittenFiles } from './pem-files.js';
@@ -83,7 +84,15 @@ export function issueServerCertificate(ca: DevCa, options: ServerCertificateOpti
 /** A device's client certificate: CN is the device ID, which the broker takes as the username its ACL applies to. */
 export function issueDeviceCertificate(ca: DevCa, deviceId: string, options: ValidityOptions = {}): IssuedCertificate {
   checkDeviceId(deviceId);
-  return issue(ca, deviceId, options, [{ name: 'extKeyUsage', clientAuth: true }]);
+  return issueClientCertificate(ca, deviceId, options);
+}
+
+/**
+ * A client certificate for any name, unchecked: for a service identity such as the backend's, which its own CA
+ * issues (never the device CA: the broker tells a backend from a car by the CA, not by the name).
+ */
+export function issueClientCertificate(ca: DevCa, commonName: string, options: ValidityOptions = {}): IssuedCertificate {
+  return issue(ca, commonName, options, [{ name: 'extKeyUsage', clientAuth: true }]);
 }
 
 export interface DevPkiFiles {
@@ -110,12 +119,6 @@ export function writeDevPki(dir: string, options: { identities: string[]; hosts?
 export function issueDeviceCertificateForKey(ca: DevCa, deviceId: string, publicKey: forge.pki.rsa.PublicKey, options: ValidityOptions = {}): string {
   checkDeviceId(deviceId);
   return sign(ca, deviceId, publicKey, options, [{ name: 'extKeyUsage', clientAuth: true }]);
-}
-
-function checkDeviceId(deviceId: string): void {
-  if (deviceId === '' || /[/+#\0]/.test(deviceId)) {
-    throw new RangeError(`issueDeviceCertificate: '${deviceId}' cannot be a device ID (it is a topic level)`);
-  }
 }
 
 function issue(ca: DevCa, commonName: string, validity: ValidityOptions, extensions: object[]): IssuedCertificate {

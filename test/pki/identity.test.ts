@@ -161,7 +161,7 @@ describe('loadIdentity', () => {
 
   it('a CA written to files can be read back and issue more devices', () => {
     const pkiDir = makeTempDir('dev-pki-');
-    const written = writeDevPki(pkiDir, { identities: ['car-1', 'backend'] });
+    const written = writeDevPki(pkiDir, { identities: ['car-1'] });
     const reread = devCaFromPem(readFileSync(written.caFile, 'utf8'), readFileSync(written.caKeyFile, 'utf8'));
     const later = writeIssued(pkiDir, 'car-2', issueDeviceCertificate(reread, 'car-2'));
     for (const [id, f] of [['car-1', written.devices['car-1']!], ['car-2', later]] as const) {
@@ -172,5 +172,9 @@ describe('loadIdentity', () => {
     assert.equal(server.subjectAltName, 'DNS:localhost, IP Address:127.0.0.1, IP Address:0:0:0:0:0:0:0:1');
     assert.ok(server.checkIssued(new X509Certificate(readFileSync(written.caFile))));
     assert.throws(() => issueDeviceCertificate(reread, 'car/3'), /cannot be a device ID/);
+    // [14.4] The backend's name, and the development PKI's own file names, are never a car's.
+    for (const reserved of ['backend', 'Backend', 'ca', 'server', 'command-ca', 'ops-dev', 'backend-ca']) {
+      assert.throws(() => issueDeviceCertificate(reread, reserved), /cannot be a device ID: '.*' is reserved/, reserved);
+    }
   });
 });

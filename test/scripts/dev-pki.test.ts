@@ -7,6 +7,7 @@ import { X509Certificate } from 'node:crypto';
 import { chmodSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
+import { devCaFromPem, issueClientCertificate, writeIssued } from '../../src/pki/dev-ca.js';
 import { loadIdentity } from '../../src/pki/identity.js';
 import { runScript, type ScriptRun } from '../support/scripts.js';
 import { makeTempDir } from '../support/temp.js';
@@ -28,8 +29,8 @@ test('dev-pki writes the CA, broker, device, backend, command CA and operator fi
   const first = devPki(['--out', out, '--device', 'bench-car-1']);
   assert.equal(first.code, 0, first.stderr);
   const expected = [
-    'backend.crt', 'backend.key', 'bench-car-1.crt', 'bench-car-1.key', 'ca.crt', 'ca.key', 'command-ca.crt',
-    'command-ca.key', 'ops-dev.crt', 'ops-dev.key', 'server.crt', 'server.key',
+    'backend-ca.crt', 'backend-ca.key', 'backend.crt', 'backend.key', 'bench-car-1.crt', 'bench-car-1.key', 'ca.crt',
+    'ca.key', 'command-ca.crt', 'command-ca.key', 'ops-dev.crt', 'ops-dev.key', 'server.crt', 'server.key',
   ];
   assert.deepEqual(readdirSync(out).sort(), expected);
   for (const name of expected) {
@@ -38,13 +39,17 @@ test('dev-pki writes the CA, broker, device, backend, command CA and operator fi
   }
   // A folder holding CA keys: its owner only.
   assert.equal(statSync(out).mode & 0o777, 0o700);
-  assert.match(first.stdout, /12 files created/);
+  assert.match(first.stdout, /14 files created/);
 
   // What the agent and the embedded broker do with them.
   const identity = loadIdentity({ certFile: path.join(out, 'bench-car-1.crt'), keyFile: path.join(out, 'bench-car-1.key'), caFile: path.join(out, 'ca.crt'), requireIssuer: true });
   assert.equal(identity.commonName, 'bench-car-1');
   const server = new X509Certificate(readFileSync(path.join(out, 'server.crt')));
   assert.match(server.subjectAltName ?? '', /DNS:localhost/);
+  // [14.4] The backend's certificate comes from the backend CA, never from the device CA that issues cars'.
+  const backend = new X509Certificate(readFileSync(path.join(out, 'backend.crt')));
+  assert.ok(backend.verify(new X509Certificate(readFileSync(path.join(out, 'backend-ca.crt'))).publicKey), 'backend is certified by the backend CA');
+  assert.equal(backend.verify(new X509Certificate(readFileSync(path.join(out, 'ca.crt'))).publicKey), false, 'not by the device CA');
   const operator = new X509Certificate(readFileSync(path.join(out, 'ops-dev.crt')));
   assert.ok(operator.verify(new X509Certificate(readFileSync(path.join(out, 'command-ca.crt'))).publicKey), 'ops-dev is certified by the command CA');
 
@@ -99,4 +104,26 @@ test('dev-pki: a bad device ID is one line on stderr and exit status 1', () => {
   assert.equal(result.stdout, '');
   assert.match(result.stderr, /^dev-pki: --device "a\/b" cannot be a device ID: "\/" is not allowed.*\n$/);
   assert.deepEqual(readdirSync(out), []);
+});
+
+test('[14.4] dev-pki: a reserved name (the backend, a file of the PKI itself) is refused as a device ID, in one line', () => {
+  for (const name of ['backend', 'BACKEND', 'ca', 'server', 'command-ca', 'backend-ca', 'ops-dev']) {
+    const out = makeTempDir('dev-pki-');
+    const result = devPki(['--out', out, '--device', name]);
+    assert.equal(result.code, 1, name);
+    assert.match(result.stderr, new RegExp(`^dev-pki: --device "${name}" cannot be a device ID: '${name.toLowerCase()}' is reserved.*\n$`));
+    assert.deepEqual(readdirSync(out), [], `${name}: nothing written`);
+  }
+});
+
+test('[14.4] dev-pki: a backend certificate an older version issued from the device CA is issued again from the backend CA', () => {
+  const out = makeTempDir('dev-pki-');
+  assert.equal(devPki(['--out', out]).code, 0);
+  // What an older dev-pki left: backend.crt from ca.crt, no backend CA.
+  const old = issueClientCertificate(devCaFromPem(readFileSync(path.join(out, 'ca.crt'), 'utf8'), readFileSync(path.join(out, 'ca.key'), 'utf8')), 'backend');
+  writeIssued(out, 'backend', old);
+  const again = devPki(['--out', out]);
+  assert.equal(again.code, 0, again.stderr);
+  const backend = new X509Certificate(readFileSync(path.join(out, 'backend.crt')));
+  assert.ok(backend.verify(new X509Certificate(readFileSync(path.join(out, 'backend-ca.crt'))).publicKey));
 });

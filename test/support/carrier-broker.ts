@@ -4,17 +4,17 @@
  * the car or the cloud namespace (test/support/netns-mqtt-client.ts, driven over stdin/stdout).
  */
 import { type ChildProcess } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { ACL, TestPki, mosquittoPath, tlsListener } from './mosquitto.js';
+import { BACKEND, TestPki, mosquittoPath, writeFleetBrokerConfig } from './mosquitto.js';
 import { waitFor } from './obd-sim.js';
 import { makeTempDir } from './temp.js';
 import type { CarrierNetwork, Place } from './carrier-network.js';
 import type { NetnsClientOptions } from './netns-mqtt-client.js';
 
 export const BROKER_PORT = 8883;
+export const BACKEND_PORT = 8884;
 
 const CLIENT_SCRIPT = path.join(path.dirname(fileURLToPath(import.meta.url)), 'netns-mqtt-client.js');
 
@@ -28,8 +28,14 @@ export class CarrierBroker {
     private readonly child: ChildProcess,
   ) {}
 
+  /** Where cars connect. */
   get url(): string {
     return `mqtts://${this.net.cloudAddress}:${BROKER_PORT}`;
+  }
+
+  /** Where the backend connects. */
+  get backendUrl(): string {
+    return `mqtts://${this.net.cloudAddress}:${BACKEND_PORT}`;
   }
 
   /** Starts mosquitto in the cloud namespace with a certificate for the cloud address; fails, saying why, without it. */
@@ -37,26 +43,14 @@ export class CarrierBroker {
     const executable = mosquittoPath();
     if (!executable) throw new Error('mosquitto is not installed (Debian package `mosquitto`; scripts/install-test-deps.sh installs it)');
     const dir = makeTempDir('carrier-broker-');
-    const server = pki.server([net.cloudAddress]);
-    const aclFile = path.join(dir, 'acl');
-    const configFile = path.join(dir, 'mosquitto.conf');
-    writeFileSync(aclFile, ACL);
-    writeFileSync(
-      configFile,
-      [
-        'per_listener_settings false',
-        'allow_anonymous false',
-        `acl_file ${aclFile}`,
-        'persistence false',
-        // As root mosquitto would drop to the `mosquitto` user, which cannot read the test's 0600 keys.
-        'user root',
-        'log_dest stderr',
-        'log_type all',
-        'log_timestamp false',
-        ...tlsListener(`${BROKER_PORT} ${net.cloudAddress}`, pki.caFile, server),
-        '',
-      ].join('\n'),
-    );
+    const configFile = writeFleetBrokerConfig({
+      dir,
+      deviceListener: `${BROKER_PORT} ${net.cloudAddress}`,
+      backendListener: `${BACKEND_PORT} ${net.cloudAddress}`,
+      pki,
+      server: pki.server([net.cloudAddress]),
+      persistence: false,
+    });
     const child = net.spawn('cloud', executable, ['-c', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
     const broker = new CarrierBroker(net, pki, child);
     let exited = false;
@@ -115,8 +109,8 @@ export class NetnsMqttClient {
   }
 
   /**
-   * Starts a client in `place` with the certificate the broker's PKI issues for `identity` (its CN, the ACL's user)
-   * and waits until it is connected and subscribed to `subscribe`.
+   * Starts a client in `place` with the certificate the broker's PKI issues for `identity` (a car's CN, its client ID
+   * too; or `backend`, on the backend listener) and waits until it is connected and subscribed to `subscribe`.
    */
   static async connect(
     net: CarrierNetwork,
@@ -124,10 +118,12 @@ export class NetnsMqttClient {
     broker: CarrierBroker,
     options: { identity: string; clientId?: string; keepalive: number; subscribe?: string[] },
   ): Promise<NetnsMqttClient> {
-    const files = broker.pki.client(options.identity);
+    const backend = options.identity === BACKEND;
+    const files = backend ? broker.pki.backend() : broker.pki.client(options.identity);
     const clientOptions: NetnsClientOptions = {
-      url: broker.url,
-      clientId: options.clientId ?? `${options.identity}-${process.pid}`,
+      url: backend ? broker.backendUrl : broker.url,
+      // The broker makes a car's CN its client ID whatever it sends: send that.
+      clientId: options.clientId ?? (backend ? `${BACKEND}-${process.pid}` : options.identity),
       keepalive: options.keepalive,
       caFile: broker.pki.caFile,
       certFile: files.certFile,

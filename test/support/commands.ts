@@ -13,7 +13,7 @@ import { BusDecoder } from '../../src/dbc/bus-decoder.js';
 import { compileDatabase, loadDbcFile } from '../../src/dbc/index.js';
 import { createCommandCa, EXTENDED_KEY_USAGE, issueOperatorCertificate, type CommandCertificate } from '../../src/pki/command-pki.js';
 import { DEMO_DBC_PATH } from '../../src/sim/vehicle.js';
-import { BACKEND, type Mosquitto, type TestPki } from './mosquitto.js';
+import { type Mosquitto, type TestPki } from './mosquitto.js';
 import { makeTempDir } from './temp.js';
 
 const DAY_MS = 86_400_000;
@@ -117,7 +117,7 @@ export function feedSignals(agent: TestAgent, message: string, values: Record<st
 
 /** The fleet's operator client, connected with the backend identity. */
 export async function operatorClient(broker: Mosquitto, pki: TestPki): Promise<OperatorClient> {
-  const files = pki.client(BACKEND);
-  return OperatorClient.connect({ url: broker.url, certFile: files.certFile, keyFile: files.keyFile, caFile: pki.caFile });
+  const files = pki.backend();
+  return OperatorClient.connect({ url: broker.backendUrl, certFile: files.certFile, keyFile: files.keyFile, caFile: pki.caFile });
 }
 

@@ -1,47 +1,42 @@
 /**
- * A real Debian mosquitto for the uplink tests, on a free loopback port, configured as a fleet broker would be:
- * TLS only, a client certificate required and taken as the username (its CN), and an ACL confining each device to
- * its own topics. Plus a "backend" subscriber (its own certificate, CN `backend`) that records what devices publish.
+ * A real Debian mosquitto for the uplink tests, on free loopback ports, running the fleet broker configuration the
+ * project ships (deploy/mosquitto/: mosquitto.conf, devices.acl, backend.acl) with only the ports, the folder of its
+ * files and the log and persistence lines swapped for the test's own. So the tests prove the configuration a fleet
+ * copies: TLS only, a client certificate required, cars on one listener (their CN is the username and the client ID,
+ * confined to their own tree by devices.acl), the backend on another that only the backend CA's certificates reach.
+ * Plus a "backend" subscriber (its own certificate from the backend CA, CN `backend`) that records what devices publish.
  *
  * The broker's persistence lives in the test's temp folder, so a restart keeps sessions and retained messages as a
  * production broker's would. mosquitto's own system service (port 1883) is never used.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { userInfo } from 'node:os';
 import path from 'node:path';
 import mqtt, { type MqttClient } from 'mqtt';
+import { BACKEND_IDENTITY } from '../../src/pki/device-id.js';
 import { loadIdentity } from '../../src/pki/identity.js';
 import { MqttSession, type MqttSessionOptions, type SessionState } from '../../src/uplink/session.js';
-import { createDevCa, issueDeviceCertificate, issueServerCertificate, writeIssued, type DevCa, type WrittenFiles } from '../../src/pki/dev-ca.js';
+import { createDevCa, issueClientCertificate, issueDeviceCertificate, issueServerCertificate, writeIssued, type DevCa, type WrittenFiles } from '../../src/pki/dev-ca.js';
 import { makeTempDir } from './temp.js';
 import { delay, waitFor } from './obd-sim.js';
+import { repoRoot } from './shared.js';
 
-export const BACKEND = 'backend';
+export const BACKEND = BACKEND_IDENTITY;
 
-/**
- * The ACL: the backend reads every vehicle, sends commands (one level below commands/, so it cannot forge a car's
- * results) and signed certificates; a device writes its own data topics, its logs, its certificate signing requests
- * and its command results (`commands/<id>/result`, and the MQTT 5 response topics under `results/`), and reads its
- * commands and its new certificate.
- */
-export const ACL = `user ${BACKEND}
-topic read vehicles/#
-topic write vehicles/+/commands/+
-topic write vehicles/+/certificate
+/** The shipped broker configuration the tests run. */
+export const FLEET_BROKER_DIR = path.join(repoRoot, 'deploy', 'mosquitto');
+/** Where the shipped mosquitto.conf expects its certificates and ACLs. */
+const SHIPPED_FILES_DIR = '/etc/mosquitto/telematics/';
+/** The shipped ports: cars, backend. */
+const SHIPPED_DEVICE_LISTENER = /^listener 8883$/m;
+const SHIPPED_BACKEND_LISTENER = /^listener 8884$/m;
 
-pattern write vehicles/%u/telemetry
-pattern write vehicles/%u/events
-pattern write vehicles/%u/status
-pattern write vehicles/%u/health
-pattern write vehicles/%u/logs
-pattern write vehicles/%u/csr
-pattern write vehicles/%u/commands/+/result
-pattern write vehicles/%u/results/#
-pattern read vehicles/%u/commands/+
-pattern read vehicles/%u/certificate
-`;
+/** The cars' ACL as shipped (deploy/mosquitto/devices.acl). */
+export const DEVICE_ACL = readFileSync(path.join(FLEET_BROKER_DIR, 'devices.acl'), 'utf8');
+/** The backend's ACL as shipped (deploy/mosquitto/backend.acl). */
+export const BACKEND_ACL = readFileSync(path.join(FLEET_BROKER_DIR, 'backend.acl'), 'utf8');
 
 /** Where mosquitto is: Debian installs it in /usr/sbin, outside a non-root PATH. */
 export function mosquittoPath(): string | null {
@@ -50,41 +45,91 @@ export function mosquittoPath(): string | null {
   return existsSync('/usr/sbin/mosquitto') ? '/usr/sbin/mosquitto' : null;
 }
 
-/** The PKI of a test run: one CA for the broker and the clients, certificates issued on demand. */
-/**
- * A mosquitto listener as the fleet runs it: TLS only, a client certificate from `caFile` required, its CN the
- * username the ACL applies to.
- */
-export function tlsListener(listener: string, caFile: string, server: WrittenFiles): string[] {
-  return [
-    `listener ${listener}`,
-    `cafile ${caFile}`,
-    `certfile ${server.certFile}`,
-    `keyfile ${server.keyFile}`,
-    'require_certificate true',
-    'use_identity_as_username true',
-    'tls_version tlsv1.2',
-  ];
+export interface FleetBrokerConfigOptions {
+  /** The test's folder: the certificates and ACLs go to `<dir>/telematics/`, persistence to `<dir>/`. */
+  dir: string;
+  /** `port [address]` of the cars' and the backend's listeners. */
+  deviceListener: string;
+  backendListener: string;
+  pki: TestPki;
+  server: WrittenFiles;
+  /** Another cars' ACL than the shipped one (a test that needs the broker to refuse some of a device's own topics). */
+  deviceAcl?: string;
+  /** More lines for the general section (limits such as `max_packet_size`). */
+  extraConfig?: string[];
+  persistence?: boolean;
+  quiet?: boolean;
 }
 
+/**
+ * The shipped mosquitto.conf made runnable in a test: its files in `dir`, its listeners on the test's ports, its log
+ * on stderr, persistence in `dir`, and (as root) the test's user kept, since mosquitto would otherwise drop to the
+ * `mosquitto` user, which cannot read the test's 0600 keys. Everything else is as shipped. Returns the config file.
+ */
+export function writeFleetBrokerConfig(options: FleetBrokerConfigOptions): string {
+  const files = path.join(options.dir, 'telematics');
+  mkdirSync(files, { recursive: true });
+  copyFileSync(options.pki.caFile, path.join(files, 'device-ca.crt'));
+  copyFileSync(options.pki.backendCaFile, path.join(files, 'backend-ca.crt'));
+  copyFileSync(options.server.certFile, path.join(files, 'server.crt'));
+  copyFileSync(options.server.keyFile, path.join(files, 'server.key'));
+  writeFileSync(path.join(files, 'devices.acl'), options.deviceAcl ?? DEVICE_ACL);
+  writeFileSync(path.join(files, 'backend.acl'), BACKEND_ACL);
+  const shipped = readFileSync(path.join(FLEET_BROKER_DIR, 'mosquitto.conf'), 'utf8');
+  if (!SHIPPED_DEVICE_LISTENER.test(shipped) || !SHIPPED_BACKEND_LISTENER.test(shipped)) {
+    throw new Error('deploy/mosquitto/mosquitto.conf no longer has `listener 8883` and `listener 8884`: update the test harness');
+  }
+  const general = [
+    `user ${userInfo().username}`,
+    'log_dest stderr',
+    ...(options.quiet ? ['log_type error', 'log_type warning', 'log_type notice', 'log_type information'] : ['log_type all']),
+    'log_timestamp false',
+    ...(options.extraConfig ?? []),
+  ];
+  const text = shipped
+    .split(SHIPPED_FILES_DIR)
+    .join(`${files}/`)
+    .replace(/^persistence .*$/m, `persistence ${options.persistence === false ? 'false' : 'true'}`)
+    .replace(/^persistence_location .*$/m, `persistence_location ${options.dir}/`)
+    .replace(/^(log_dest|log_type|log_timestamp) .*\n/gm, '')
+    .replace(SHIPPED_DEVICE_LISTENER, `${general.join('\n')}\n\nlistener ${options.deviceListener}`)
+    .replace(SHIPPED_BACKEND_LISTENER, `listener ${options.backendListener}`);
+  const configFile = path.join(options.dir, 'mosquitto.conf');
+  writeFileSync(configFile, text);
+  return configFile;
+}
+
+/**
+ * The PKI of a test run: the device CA (it also issues the broker's certificate) and the backend CA, certificates
+ * issued on demand.
+ */
 export class TestPki {
   readonly dir = makeTempDir('uplink-pki-');
   readonly ca: DevCa;
   readonly caFile: string;
+  readonly backendCa: DevCa;
+  readonly backendCaFile: string;
   private readonly issued = new Map<string, WrittenFiles>();
 
   constructor(commonName = 'uplink test CA') {
     this.ca = createDevCa({ commonName });
     this.caFile = writeIssued(this.dir, 'ca', this.ca).certFile;
+    this.backendCa = createDevCa({ commonName: `${commonName} (backend)` });
+    this.backendCaFile = writeIssued(this.dir, 'backend-ca', this.backendCa).certFile;
   }
 
   server(hosts = ['localhost', '127.0.0.1']): WrittenFiles {
     return this.remember('server', () => issueServerCertificate(this.ca, { hosts }));
   }
 
-  /** A client certificate with CN `identity` (a device ID, or `backend`). */
-  client(identity: string): WrittenFiles {
-    return this.remember(identity, () => issueDeviceCertificate(this.ca, identity));
+  /** A car's client certificate from the device CA, CN `deviceId`. */
+  client(deviceId: string): WrittenFiles {
+    return this.remember(deviceId, () => issueDeviceCertificate(this.ca, deviceId));
+  }
+
+  /** The backend's client certificate, from the backend CA. */
+  backend(): WrittenFiles {
+    return this.remember(`backend-ca.${BACKEND}`, () => issueClientCertificate(this.backendCa, BACKEND));
   }
 
   /** The files `loadIdentity` takes for `identity`, trusting `brokerCa` (this CA by default) for the broker. */
@@ -103,13 +148,13 @@ export class TestPki {
 }
 
 export interface MosquittoOptions {
-  /** Clients must chain to this PKI's CA; the broker's certificate comes from `serverPki` (default the same). */
+  /** Clients must chain to this PKI's CAs; the broker's certificate comes from `serverPki` (default the same). */
   pki: TestPki;
   serverPki?: TestPki;
   /** More lines for the config's general section (limits such as `max_packet_size`). */
   extraConfig?: string[];
-  /** Another ACL than `ACL` (a test that needs the broker to refuse some of a device's own topics). */
-  acl?: string;
+  /** Another cars' ACL than the shipped one (a test that needs the broker to refuse some of a device's own topics). */
+  deviceAcl?: string;
   /** Log only errors, warnings, notices and connections, not every packet: for benchmarks, where reading the log would cost the
    * measured process CPU. */
   quiet?: boolean;
@@ -118,19 +163,27 @@ export interface MosquittoOptions {
 export class Mosquitto {
   readonly dir = makeTempDir('mosquitto-');
   readonly configFile = path.join(this.dir, 'mosquitto.conf');
-  readonly aclFile = path.join(this.dir, 'acl');
   /** What the broker logged (all of it: tests look for its connection and ACL lines). */
   log = '';
   private child: ChildProcess | null = null;
   private exited: Promise<void> = Promise.resolve();
 
   private constructor(
+    /** The cars' listener. */
     readonly port: number,
+    /** The backend's listener. */
+    readonly backendPort: number,
     private readonly executable: string,
   ) {}
 
+  /** Where cars connect. */
   get url(): string {
     return `mqtts://localhost:${this.port}`;
+  }
+
+  /** Where the backend connects. */
+  get backendUrl(): string {
+    return `mqtts://localhost:${this.backendPort}`;
   }
 
   get running(): boolean {
@@ -141,31 +194,17 @@ export class Mosquitto {
   static async start(options: MosquittoOptions): Promise<Mosquitto> {
     const executable = mosquittoPath();
     if (!executable) throw new Error('mosquitto is not installed (Debian package `mosquitto`; scripts/install-test-deps.sh installs it)');
-    const broker = new Mosquitto(await freePort(), executable);
-    const server = (options.serverPki ?? options.pki).server();
-    writeFileSync(broker.aclFile, options.acl ?? ACL);
-    writeFileSync(
-      broker.configFile,
-      [
-        'per_listener_settings false',
-        'allow_anonymous false',
-        `acl_file ${broker.aclFile}`,
-        'persistence true',
-        `persistence_location ${broker.dir}/`,
-        // As root mosquitto would drop to the `mosquitto` user, which cannot read the test's 0600 keys.
-        `user ${userInfo().username}`,
-        'log_dest stderr',
-        ...(options.quiet ? ['log_type error', 'log_type warning', 'log_type notice', 'log_type information'] : ['log_type all']),
-        'log_timestamp false',
-        // The backend's persistent session buffers what devices publish while it reconnects after a restart.
-        'max_queued_messages 10000',
-        // As a fleet broker should be set: PUBACKs and command results go out at once, not behind Nagle's algorithm.
-        'set_tcp_nodelay true',
-        ...(options.extraConfig ?? []),
-        ...tlsListener(`${broker.port} 127.0.0.1`, options.pki.caFile, server),
-        '',
-      ].join('\n'),
-    );
+    const broker = new Mosquitto(await freePort(), await freePort(), executable);
+    writeFleetBrokerConfig({
+      dir: broker.dir,
+      deviceListener: `${broker.port} 127.0.0.1`,
+      backendListener: `${broker.backendPort} 127.0.0.1`,
+      pki: options.pki,
+      server: (options.serverPki ?? options.pki).server(),
+      ...(options.deviceAcl !== undefined ? { deviceAcl: options.deviceAcl } : {}),
+      ...(options.extraConfig ? { extraConfig: options.extraConfig } : {}),
+      ...(options.quiet ? { quiet: true } : {}),
+    });
     await broker.start();
     return broker;
   }
@@ -238,7 +277,7 @@ export interface ReceivedMessage {
   dup?: boolean;
 }
 
-/** The fleet backend's view: a client with CN `backend` subscribed to `vehicles/#`, recording every message. */
+/** The fleet backend's view: a client with the backend CA's certificate `backend`, on the backend listener, subscribed to `vehicles/#`, recording every message. */
 export class BackendSubscriber {
   readonly messages: ReceivedMessage[] = [];
 
@@ -249,8 +288,8 @@ export class BackendSubscriber {
   }
 
   static async connect(broker: Mosquitto, pki: TestPki, filter = 'vehicles/#'): Promise<BackendSubscriber> {
-    const files = pki.client(BACKEND);
-    const client = mqtt.connect(broker.url, {
+    const files = pki.backend();
+    const client = mqtt.connect(broker.backendUrl, {
       protocolVersion: 5,
       clientId: `backend-${process.pid}-${Math.random().toString(16).slice(2, 8)}`,
       // A persistent session: what devices publish while the backend reconnects after a broker restart waits for it

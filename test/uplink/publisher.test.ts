@@ -12,7 +12,7 @@ import { Publisher, PublishError, publishPacketSize, type PublisherSession } fro
 import type { MqttSession } from '../../src/uplink/session.js';
 import { Throttle } from '../../src/uplink/throttle.js';
 import { MemoryOutbox, seqOf } from '../support/memory-outbox.js';
-import { ACL, BackendSubscriber, Mosquitto, TestPki, deviceSession, waitForState, type ReceivedMessage } from '../support/mosquitto.js';
+import { DEVICE_ACL, BackendSubscriber, Mosquitto, TestPki, deviceSession, waitForState, type ReceivedMessage } from '../support/mosquitto.js';
 import { delay, waitFor } from '../support/obd-sim.js';
 import { makeTempDir } from '../support/temp.js';
 
@@ -243,7 +243,7 @@ describe('Publisher', () => {
   for (const protocol of [5, 4] as const) {
     it(`handles a topic the ACL refuses without spinning or losing the rest (MQTT ${protocol === 5 ? '5: PUBACK 0x87' : '3.1.1: silently dropped'})`, async (t) => {
       // This broker lets devices write telemetry and status, not events.
-      const strict = await Mosquitto.start({ pki, acl: ACL.replace('pattern write vehicles/%u/events\n', '') });
+      const strict = await Mosquitto.start({ pki, deviceAcl: DEVICE_ACL.replace('pattern write vehicles/%u/events\n', '') });
       const watcher = await BackendSubscriber.connect(strict, pki);
       const id = `car-acl-${protocol}`;
       const outbox = new MemoryOutbox();
