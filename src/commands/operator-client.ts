@@ -79,7 +79,8 @@ export class OperatorClient {
   private static async connectWith(connection: OperatorConnection, protocolVersion: 5 | 4): Promise<OperatorClient> {
     const client = mqtt.connect(connection.url, {
       protocolVersion,
-      clientId: `ops-${randomBytes(6).toString('hex')}`,
+      // Never a device ID ('/' is not allowed in one): the operator can never take over a car's session, nor a car its.
+      clientId: `backend/ops-${randomBytes(6).toString('hex')}`,
       clean: true,
       reconnectPeriod: 0,
       connectTimeout: connection.connectTimeoutMs ?? 10_000,

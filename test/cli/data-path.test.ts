@@ -5,7 +5,7 @@
  * die (kill -9) or fail at start (exit code).
  */
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { connect as tlsConnect } from 'node:tls';
@@ -180,8 +180,11 @@ describe('run: data path', () => {
     await Promise.race([listening, run.then(() => assert.fail(`the run ended before its broker listened: ${warnings.join('\n')}`))]);
     // The run made the development PKI: the backend uses the certificate it wrote there.
     assert.equal(warnings[0], `created a development CA in ${certsDir} (for the embedded broker; not for production)`);
-    assert.equal(warnings[1], `created a development command CA and operator 'ops-dev' in ${certsDir} (not for production)`);
-    assert.equal(warnings[2], `embedded MQTT broker listening on ${url} (subscribe with the backend certificate in ${certsDir})`);
+    assert.equal(warnings[1], `created a development backend CA in ${certsDir} (for the embedded broker; not for production)`);
+    assert.equal(warnings[2], `created a development command CA and operator 'ops-dev' in ${certsDir} (not for production)`);
+    assert.equal(warnings[3], `embedded MQTT broker listening on ${url} (subscribe with the backend certificate in ${certsDir})`);
+    // [14.L4] A folder of CA keys, made by the first run: its owner's alone, whatever the umask.
+    assert.equal(statSync(certsDir).mode & 0o777, 0o700);
     const ca = path.join(certsDir, 'ca.crt');
     const backendTls = { ca, cert: path.join(certsDir, 'backend.crt'), key: path.join(certsDir, 'backend.key') };
 

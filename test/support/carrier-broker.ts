@@ -123,7 +123,7 @@ export class NetnsMqttClient {
     const clientOptions: NetnsClientOptions = {
       url: backend ? broker.backendUrl : broker.url,
       // The broker makes a car's CN its client ID whatever it sends: send that.
-      clientId: options.clientId ?? (backend ? `${BACKEND}-${process.pid}` : options.identity),
+      clientId: options.clientId ?? (backend ? `${BACKEND}/${process.pid}` : options.identity),
       keepalive: options.keepalive,
       caFile: broker.pki.caFile,
       certFile: files.certFile,

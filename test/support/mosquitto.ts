@@ -291,7 +291,7 @@ export class BackendSubscriber {
     const files = pki.backend();
     const client = mqtt.connect(broker.backendUrl, {
       protocolVersion: 5,
-      clientId: `backend-${process.pid}-${Math.random().toString(16).slice(2, 8)}`,
+      clientId: `backend/${process.pid}-${Math.random().toString(16).slice(2, 8)}`,
       // A persistent session: what devices publish while the backend reconnects after a broker restart waits for it
       // in the broker (saved across a clean restart), as a real backend's shared subscription would.
       clean: false,

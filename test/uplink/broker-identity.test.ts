@@ -81,7 +81,7 @@ function scenarios(pki: TestPki, broker: () => BrokerUnderTest): void {
   }
 
   async function backendClient(): Promise<MqttClient> {
-    const attempt = await tryConnect(broker().backendUrl, { ...tls(pki.backend()), protocolVersion: broker().protocol, clientId: `backend-${process.pid}-${Math.random().toString(16).slice(2, 8)}` });
+    const attempt = await tryConnect(broker().backendUrl, { ...tls(pki.backend()), protocolVersion: broker().protocol, clientId: `backend/${process.pid}-${Math.random().toString(16).slice(2, 8)}` });
     assert.ok(attempt.connected, `the backend connects to ${broker().name}`);
     return attempt.client;
   }
