@@ -724,19 +724,23 @@ describe('SQLite outbox: the files it creates', () => {
     });
   }
 
-  it('[14.L4] the temporary file a new outbox is made under (outbox.db.new) is not followed either', () => {
-    const dir = makeTempDir('outbox-new-link-');
+  it('[14.L4] the temporary files a new outbox is made under (outbox.db.new) and a carry-over writes (outbox.db.carry-over) are not followed either', () => {
+    const dir = makeTempDir('outbox-temp-link-');
     const file = path.join(dir, 'outbox.db');
     const victim = path.join(dir, 'victim');
     writeFileSync(victim, 'precious\n');
-    symlinkSync(victim, `${file}.new`);
-    symlinkSync(victim, `${file}.carry-over-wal`);
+    const planted = [`${file}.new`, `${file}.new-journal`, `${file}.new-wal`, `${file}.carry-over`, `${file}.carry-over-journal`, `${file}.carry-over-wal`];
+    for (const name of planted) symlinkSync(victim, name);
     const { outbox, problems } = open(file);
-    assert.deepEqual(problems, []);
-    outbox.append([item(1)]);
+    assert.equal(problems.length, 0);
+    const seqs = outbox.append(batch(3)).seqs;
+    unlinkSync(file);
+    seqs.push(...outbox.append(batch(2)).seqs); // carried over through outbox.db.carry-over
+    assert.deepEqual(problems.map((p) => p.reason), ['file-lost']);
     outbox.close();
     assert.equal(readFileSync(victim, 'utf8'), 'precious\n');
-    assert.equal(existsSync(`${file}.new`), false);
+    for (const name of planted) assert.equal(existsSync(name), false, `${name} removed`);
+    assert.deepEqual(storedSeqs(file), seqs);
   });
 });
 
