@@ -72,8 +72,6 @@ export interface OutboxOptions {
   ackFlushMs?: number;
   /** Caps the database file at this many pages (PRAGMA max_page_count): a hard quota below the filesystem's. */
   maxPageCount?: number;
-  /** While writes keep failing, the count of failures is reported this often (default 60 s). */
-  failureReportMs?: number;
 }
 
 export interface OutboxItem {
@@ -463,7 +461,7 @@ export class SqliteOutbox implements OutboxQueue {
     private readonly options: OutboxOptions,
     seqInMovedAsideFile: number,
   ) {
-    this.writeFailures = new WriteFailures(options.failureReportMs ?? FAILURE_REPORT_MS);
+    this.writeFailures = new WriteFailures(FAILURE_REPORT_MS);
     this.flushAcksInTransaction = () => {
       for (const seq of this.pendingAcks.keys()) this.deleteMessage.run(seq);
     };
