@@ -192,7 +192,7 @@ export class DataPath {
   static async open(config: DeviceConfig, buses: readonly BusDecoder[], warn: Warn, options: { commandContext?: CommandContext } = {}): Promise<DataPath> {
     const collection = config.collection!;
     const outboxConfig = config.outbox!;
-    mkdirSync(path.dirname(outboxConfig.path), { recursive: true });
+    // Its folder is created by the outbox itself (mode 0750; errors name outbox.path).
     const outbox = SqliteOutbox.open({
       path: outboxConfig.path,
       maxBytes: outboxConfig.maxBytes,
@@ -298,9 +298,15 @@ export class DataPath {
     return previous;
   }
 
-  /** Encodes the closed batches and commits them to the outbox in one transaction. */
+  /**
+   * Encodes the closed batches and commits them to the outbox in one transaction. With none, the outbox still checks
+   * that its file is in place (one stat per write interval): a deleted file is found even while the bus is silent.
+   */
   commitBatches(): void {
-    if (this.pendingBatches.length === 0) return;
+    if (this.pendingBatches.length === 0) {
+      this.outbox.verifyFile();
+      return;
+    }
     const batches = this.pendingBatches;
     this.pendingBatches = [];
     const { deviceId } = this.config;

@@ -108,6 +108,8 @@ const RULES: Array<{ test: RegExp; level: LogLevel; component?: string }> = [
   { test: /^command \S+ \(\S+\)( from .+)?: (ACCEPTED|IN_PROGRESS|SUCCEEDED)\b/, level: 'info', component: 'commands' },
   { test: /^command \S+ \(\S+\)/, level: 'warn', component: 'commands' },
   { test: /^outbox: .*(rejected|dropped)/, level: 'error' },
+  // The outbox file deleted or replaced under the running agent (src/store/outbox.ts): loud, even when carried over.
+  { test: /^outbox: .* while the agent was running/, level: 'error' },
   { test: /^commands: a result could not be stored/, level: 'error' },
   // Interfaces, adapters and OBD coming (back) up.
   { test: /^[\w.-]+: interface \S+ is open( again)?$/, level: 'info' },

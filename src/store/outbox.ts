@@ -8,13 +8,20 @@
  *
  * Flash wear: a whole batch is one transaction (WAL frames for the touched pages only); acknowledgements are gathered
  * and deleted together, riding on the next append's transaction or a timer, whichever comes first.
+ *
+ * The file is opened through src/store/state-database.ts (mode 0600, no link followed, errors naming `outbox.path`).
+ * Once per write transaction (and at close) the outbox checks that the path still names its file: a file deleted or
+ * replaced under the running agent is reported as an error, and what the open connection still holds is carried over
+ * to a new file at the path, so nothing committed is lost at exit. Write failures (a full disk) are folded: one line
+ * when they start, a count every FAILURE_REPORT_MS while they go on, one line when writing works again.
  */
 import Database from 'better-sqlite3';
-import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { closeSync, constants as fsConstants, fchmodSync, fstatSync, fsyncSync, openSync, readSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import type { Priority } from '../collect/sample.js';
 import { MAX_PRIORITY, MIN_PRIORITY } from '../collect/sample.js';
 import { DiskWriteMeter, type DiskWriteSource } from './disk-usage.js';
+import { DamagedStateFile, pruneSetAside, setAside, StateDatabase, STATE_FILE_MODE, type PathChange } from './state-database.js';
 import type { OutboxKind, OutboxQueue, OutboxRecord, SeqFilter } from './outbox-queue.js';
 
 /**
@@ -43,6 +50,12 @@ const WAL_AUTOCHECKPOINT_PAGES = 1000;
 /** The WAL file is cut back to this size after a checkpoint, so it does not keep a burst's size on a small disk. */
 const JOURNAL_SIZE_LIMIT_BYTES = 8 * 1024 * 1024;
 const DEFAULT_ACK_FLUSH_MS = 500;
+/** While writes keep failing (a full disk), one line with the count this often, not one per attempt. */
+const FAILURE_REPORT_MS = 60_000;
+/** Databases set aside (corrupt, or found in the outbox's place) kept beside it at most, newest first. */
+export const MAX_SET_ASIDE_FILES = 3;
+/** The sidecar holds one decimal number: anything longer is not ours. */
+const SEQ_SIDECAR_MAX_BYTES = 32;
 
 export interface OutboxOptions {
   path: string;
@@ -105,12 +118,27 @@ export interface OutboxStats {
   rejected: number;
   rejectedOversize: number;
   corruptFilesMovedAside: number;
+  /** Databases set aside beside the outbox (corrupt, or found in its place), counted against maxBytes. */
+  setAside: { files: number; bytes: number };
+  /** Times the file was found deleted or replaced under the running agent (its content carried over). */
+  fileLostWhileRunning: number;
   lastProblem: { at: number; message: string } | undefined;
   /** Bytes the outbox wrote to disk (see disk-usage.ts), and that divided by the messages appended. */
   diskWrites: { bytes: number; source: DiskWriteSource; perAppendedMessage: number };
 }
 
-export type OutboxErrorReason = 'corrupt-file-moved-aside' | 'append-failed' | 'acknowledge-failed';
+export type OutboxErrorReason =
+  | 'corrupt-file-moved-aside'
+  | 'append-failed'
+  | 'acknowledge-failed'
+  /** Writing works again after failures (one line, with the count). */
+  | 'write-recovered'
+  /** The file was deleted or replaced under the running agent. */
+  | 'file-lost'
+  /** A 0-byte file at open: its messages were lost. */
+  | 'empty-at-open'
+  /** A database set aside was removed (their number and bytes are bounded). */
+  | 'set-aside-removed';
 
 export class OutboxError extends Error {
   constructor(
@@ -138,18 +166,9 @@ interface SizeRow {
   size: number;
 }
 
-/** Thrown when PRAGMA quick_check finds damage SQLite did not report as an error. */
-class DamagedDatabase extends Error {}
-
 /** Carries an exception from an item's encode out of the transaction, so it is not mistaken for a disk failure. */
 class EncodeFailure {
   constructor(readonly cause: unknown) {}
-}
-
-function isCorruption(err: unknown): boolean {
-  if (err instanceof DamagedDatabase) return true;
-  if (!(err instanceof Database.SqliteError)) return false;
-  return err.code.startsWith('SQLITE_CORRUPT') || err.code === 'SQLITE_NOTADB' || err.code === 'SQLITE_IOERR_SHORT_READ';
 }
 
 /** Errors of the disk or the database file: an append or flush that hits one is given up, the outbox carries on. */
@@ -177,28 +196,50 @@ function toPriority(priority: number): Priority {
 /**
  * The sidecar `<path>.seq` holds a number above every sequence number handed out. It outlives the database file, so a
  * fresh database (after corruption, or a deleted file) continues above the old sequence instead of starting over.
+ * Read without following a link and only if it is a small regular file (O_NONBLOCK: a FIFO put there cannot block).
  */
 function readSeqSidecar(file: string): number {
+  let fd: number;
   try {
-    const value = Number(readFileSync(file, 'utf8').trim());
+    fd = openSync(file, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK);
+  } catch {
+    return 0;
+  }
+  try {
+    const stats = fstatSync(fd);
+    if (!stats.isFile() || stats.size > SEQ_SIDECAR_MAX_BYTES) return 0;
+    const buffer = Buffer.alloc(SEQ_SIDECAR_MAX_BYTES);
+    const length = readSync(fd, buffer, 0, buffer.length, 0);
+    const value = Number(buffer.toString('utf8', 0, length).trim());
     return Number.isSafeInteger(value) && value > 0 ? value : 0;
   } catch {
     return 0;
+  } finally {
+    closeSync(fd);
   }
 }
 
 function writeSeqSidecar(file: string, value: number): void {
-  // Write-then-rename, both fsynced: a power cut leaves either the old or the new number, never a torn one.
+  // Write-then-rename, both fsynced: a power cut leaves either the old or the new number, never a torn one. The
+  // temporary name is cleared first and created exclusively: a link placed there is removed, never written through
+  // (rename replaces a link at the sidecar's own name, it does not follow it either).
   const temp = `${file}.tmp`;
-  writeFileSync(temp, `${value}\n`);
-  const fd = openSync(temp, 'r+');
   try {
+    unlinkSync(temp);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  const fd = openSync(temp, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW, STATE_FILE_MODE);
+  try {
+    // Exactly 0600: the umask may have taken bits off the mode given to open.
+    fchmodSync(fd, STATE_FILE_MODE);
+    writeSync(fd, `${value}\n`);
     fsyncSync(fd);
   } finally {
     closeSync(fd);
   }
   renameSync(temp, file);
-  const dir = openSync(path.dirname(file), 'r');
+  const dir = openSync(path.dirname(file), fsConstants.O_RDONLY | fsConstants.O_DIRECTORY);
   try {
     fsyncSync(dir);
   } finally {
@@ -225,52 +266,34 @@ function readSeqFromDamaged(file: string): number {
   }
 }
 
-/** Renames the database and its -wal/-shm to `<path>.corrupt-<timestamp>[-wal|-shm]`; returns the new name. */
-function moveAside(file: string, now: number): string {
-  const stamp = new Date(now).toISOString().replace(/[:.]/g, '-');
-  let aside = `${file}.corrupt-${stamp}`;
-  for (let n = 1; existsSync(aside); n++) aside = `${file}.corrupt-${stamp}-${n}`;
-  for (const suffix of ['', '-wal', '-shm']) {
-    if (existsSync(file + suffix)) renameSync(file + suffix, aside + suffix);
-  }
-  return aside;
-}
+const SYNCHRONOUS: Record<Durability, 'FULL' | 'NORMAL' | 'OFF'> = { full: 'FULL', normal: 'NORMAL', off: 'OFF' };
 
-const SYNCHRONOUS: Record<Durability, string> = { full: 'FULL', normal: 'NORMAL', off: 'OFF' };
-
-/** Opens and checks the file, creating the schema if needed; throws (having closed it) if it is damaged. */
-function openChecked(file: string, options: OutboxOptions): Database.Database {
-  const db = new Database(file);
-  try {
-    // The first statement reads the header: garbage fails here with SQLITE_NOTADB.
-    const mode = db.pragma('journal_mode = WAL', { simple: true });
-    if (mode !== 'wal') throw new Error(`outbox: ${file}: the WAL journal is not available (journal_mode is ${String(mode)})`);
-    const check = db.pragma('quick_check', { simple: true });
-    if (check !== 'ok') throw new DamagedDatabase(`quick_check: ${String(check)}`);
-    db.pragma(`synchronous = ${SYNCHRONOUS[options.durability ?? 'normal']}`);
-    db.pragma(`wal_autocheckpoint = ${WAL_AUTOCHECKPOINT_PAGES}`);
-    db.pragma(`journal_size_limit = ${JOURNAL_SIZE_LIMIT_BYTES}`);
-    if (options.maxPageCount !== undefined) db.pragma(`max_page_count = ${options.maxPageCount}`);
-    db.exec(`
-      CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
-      CREATE TABLE IF NOT EXISTS message (
-        seq INTEGER PRIMARY KEY,
-        priority INTEGER NOT NULL,
-        kind TEXT NOT NULL,
-        created_at INTEGER NOT NULL,
-        payload BLOB NOT NULL,
-        topic TEXT,
-        correlation BLOB
-      );
-      CREATE INDEX IF NOT EXISTS message_send_order ON message (priority DESC, seq);
-      CREATE INDEX IF NOT EXISTS message_age ON message (created_at);
-    `);
-    migrate(db);
-    return db;
-  } catch (err) {
-    db.close();
-    throw err;
-  }
+/** How the outbox's file is opened (again after a carry-over): the pragmas and the schema. */
+function stateOptions(options: OutboxOptions) {
+  return {
+    configKey: 'outbox.path',
+    synchronous: SYNCHRONOUS[options.durability ?? 'normal'],
+    setup: (db: Database.Database) => {
+      db.pragma(`wal_autocheckpoint = ${WAL_AUTOCHECKPOINT_PAGES}`);
+      db.pragma(`journal_size_limit = ${JOURNAL_SIZE_LIMIT_BYTES}`);
+      if (options.maxPageCount !== undefined) db.pragma(`max_page_count = ${options.maxPageCount}`);
+      db.exec(`
+        CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS message (
+          seq INTEGER PRIMARY KEY,
+          priority INTEGER NOT NULL,
+          kind TEXT NOT NULL,
+          created_at INTEGER NOT NULL,
+          payload BLOB NOT NULL,
+          topic TEXT,
+          correlation BLOB
+        );
+        CREATE INDEX IF NOT EXISTS message_send_order ON message (priority DESC, seq);
+        CREATE INDEX IF NOT EXISTS message_age ON message (created_at);
+      `);
+      migrate(db);
+    },
+  };
 }
 
 function toBuffer(bytes: Uint8Array): Buffer {
@@ -288,6 +311,60 @@ function migrate(db: Database.Database): void {
     if (!columns.has('topic')) db.exec('ALTER TABLE message ADD COLUMN topic TEXT');
     if (!columns.has('correlation')) db.exec('ALTER TABLE message ADD COLUMN correlation BLOB');
   })();
+}
+
+/**
+ * A run of failed writes with one cause (a full disk), told in three kinds of line: the first failure at once, then
+ * the count every `reportMs` while it goes on (on the next failure after that: no timer), then one line at the first
+ * write that works. Every failure is counted, none is lost from the lines.
+ */
+function failureCode(err: unknown): string {
+  if (err instanceof Database.SqliteError) return err.code;
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return typeof code === 'string' ? code : describe(err);
+}
+
+class WriteFailures {
+  private run: { cause: string; since: number; lastLine: number; messages: number; flushes: number; messagesSinceLine: number; flushesSinceLine: number } | undefined;
+
+  constructor(private readonly reportMs: number) {}
+
+  /**
+   * A failed write: the line to say now, if any. `messages`: the messages rejected (0 for a failed deletion); `first`:
+   * the line of a failure that starts a run. Runs are told apart by the error's code (SQLITE_FULL...).
+   */
+  failed(err: unknown, messages: number, now: number, first: () => string): string | undefined {
+    const cause = failureCode(err);
+    const run = this.run;
+    if (!run || run.cause !== cause) {
+      const previous = run ? ` (after ${run.cause})` : '';
+      this.run = { cause, since: now, lastLine: now, messages, flushes: messages === 0 ? 1 : 0, messagesSinceLine: 0, flushesSinceLine: 0 };
+      return `${first()}${previous}; while it lasts, failures are counted and reported every ${Math.round(this.reportMs / 1000)} s`;
+    }
+    run.messages += messages;
+    run.messagesSinceLine += messages;
+    if (messages === 0) {
+      run.flushes++;
+      run.flushesSinceLine++;
+    }
+    if (now - run.lastLine < this.reportMs) return undefined;
+    const line =
+      `outbox: writes still failing (${cause}): ${run.messagesSinceLine} more message(s) rejected` +
+      (run.flushesSinceLine > 0 ? `, ${run.flushesSinceLine} deletion(s) of acknowledged messages retried` : '') +
+      ` in the last ${Math.round((now - run.lastLine) / 1000)} s; ${run.messages} rejected since ${new Date(run.since).toISOString()}`;
+    run.lastLine = now;
+    run.messagesSinceLine = 0;
+    run.flushesSinceLine = 0;
+    return line;
+  }
+
+  /** A write that worked: the recovery line if writes were failing. */
+  succeeded(now: number): string | undefined {
+    const run = this.run;
+    if (!run) return undefined;
+    this.run = undefined;
+    return `outbox: writing works again after ${Math.round((now - run.since) / 1000)} s of failures (${run.cause}); ${run.messages} message(s) could not be stored meanwhile`;
+  }
 }
 
 export class SqliteOutbox implements OutboxQueue {
@@ -312,64 +389,84 @@ export class SqliteOutbox implements OutboxQueue {
   private corruptFilesMovedAside = 0;
   private lastProblem: { at: number; message: string } | undefined;
 
-  private readonly insertMessage: Database.Statement<[number, number, string, number, Uint8Array, string | null, Uint8Array | null]>;
-  private readonly deleteMessage: Database.Statement<[number]>;
-  private readonly messageSize: Database.Statement<[number], { size: number }>;
-  private readonly sendOrder: Database.Statement<[], { seq: number }>;
-  private readonly messageBySeq: Database.Statement<[number], MessageRow>;
-  private readonly evictionOrder: Database.Statement<[number], SizeRow>;
-  private readonly deleteExpired: Database.Statement<[number], { priority: number; size: number }>;
-  private readonly oldest: Database.Statement<[], { oldest: number | null }>;
-  private readonly ageOrder: Database.Statement<[], { seq: number; created_at: number }>;
-  private readonly writeNextSeq: Database.Statement<[number]>;
-  private readonly appendTransaction: (items: readonly OutboxItem[], now: number) => AppendOutcome;
-  private readonly flushAcksInTransaction: () => void;
-  private readonly flushAcksTransaction: () => void;
+  private setAsideBytes = 0;
+  private setAsideFiles = 0;
+  private fileLostWhileRunning = 0;
+  private readonly writeFailures: WriteFailures;
 
+  // Prepared on the file's connection; prepared again when a carry-over gives a new one (attach).
+  private insertMessage!: Database.Statement<[number, number, string, number, Uint8Array, string | null, Uint8Array | null]>;
+  private deleteMessage!: Database.Statement<[number]>;
+  private messageSize!: Database.Statement<[number], { size: number }>;
+  private sendOrder!: Database.Statement<[], { seq: number }>;
+  private messageBySeq!: Database.Statement<[number], MessageRow>;
+  private evictionOrder!: Database.Statement<[number], SizeRow>;
+  private deleteExpired!: Database.Statement<[number], { priority: number; size: number }>;
+  private oldest!: Database.Statement<[], { oldest: number | null }>;
+  private ageOrder!: Database.Statement<[], { seq: number; created_at: number }>;
+  private writeNextSeq!: Database.Statement<[number]>;
+  private appendTransaction!: (items: readonly OutboxItem[], now: number) => AppendOutcome;
+  private flushAcksTransaction!: () => void;
+  private readonly flushAcksInTransaction: () => void;
+
+  /**
+   * Opens (or creates) the outbox file. A damaged file is moved aside (reported, numbering continues above it); any
+   * other failure throws, naming `outbox.path` and the file.
+   */
   static open(options: OutboxOptions): SqliteOutbox {
     if (!(options.maxBytes > 0)) throw new RangeError('outbox: maxBytes must be positive');
     if (!(options.maxAgeMs > 0)) throw new RangeError('outbox: maxAgeMs must be positive');
     const clock = options.clock ?? Date.now;
-    let db: Database.Database;
+    let file: StateDatabase;
     let moved: { aside: string; error: OutboxError; seqInAside: number } | undefined;
     try {
-      db = openChecked(options.path, options);
+      file = StateDatabase.open(options.path, stateOptions(options));
     } catch (err) {
-      if (!isCorruption(err)) throw err;
-      const aside = moveAside(options.path, clock());
+      if (!(err instanceof DamagedStateFile)) throw err;
+      const aside = setAside(options.path, 'corrupt', clock());
       const error = new OutboxError(
         'corrupt-file-moved-aside',
-        `outbox: ${options.path} is corrupt or not a database (${describe(err)}); moved it aside as ${aside} and started an empty outbox`,
+        `outbox: ${options.path} is corrupt or not a database (${err.message}); moved it aside as ${aside} and started an empty outbox`,
         { cause: err },
       );
       moved = { aside, error, seqInAside: readSeqFromDamaged(aside) };
-      db = openChecked(options.path, options);
+      file = StateDatabase.open(options.path, stateOptions(options));
     }
-    const outbox = new SqliteOutbox(db, options, moved?.seqInAside ?? 0);
+    const outbox = new SqliteOutbox(file, options, moved?.seqInAside ?? 0);
     if (moved) {
       outbox.corruptFilesMovedAside++;
       outbox.report(moved.error);
     }
+    if (file.finishedCarryOver) {
+      outbox.report(
+        new OutboxError('file-lost', `outbox: ${options.path} was put back from ${options.path}.carry-over: the agent stopped while it was carrying a deleted or replaced outbox over`),
+      );
+    }
+    if (file.found === 'empty') {
+      // Only someone else makes a 0-byte file here: the agent creates its files whole (state-database.ts).
+      outbox.report(
+        new OutboxError(
+          'empty-at-open',
+          `outbox: ${options.path} was empty (0 bytes) at start: the messages it held were lost (the file was truncated); ` +
+            `starting with an empty outbox, sequence numbers continue above the old ones (from ${outbox.nextSeq})`,
+        ),
+      );
+    }
+    outbox.pruneSetAside();
     return outbox;
   }
 
   private constructor(
-    private readonly db: Database.Database,
+    private readonly file: StateDatabase,
     private readonly options: OutboxOptions,
     seqInMovedAsideFile: number,
   ) {
-    this.insertMessage = db.prepare('INSERT INTO message (seq, priority, kind, created_at, payload, topic, correlation) VALUES (?, ?, ?, ?, ?, ?, ?)');
-    this.deleteMessage = db.prepare('DELETE FROM message WHERE seq = ?');
-    this.messageSize = db.prepare('SELECT length(payload) AS size FROM message WHERE seq = ?');
-    // The walk in send order reads the index only; payloads are read for the messages actually handed out, not for
-    // the in-flight ones skipped on the way (a window's worth at every peek).
-    this.sendOrder = db.prepare('SELECT seq FROM message ORDER BY priority DESC, seq ASC');
-    this.messageBySeq = db.prepare('SELECT seq, kind, priority, created_at, payload, topic, correlation FROM message WHERE seq = ?');
-    this.evictionOrder = db.prepare('SELECT seq, length(payload) AS size FROM message WHERE priority = ? ORDER BY seq ASC');
-    this.deleteExpired = db.prepare('DELETE FROM message WHERE created_at < ? RETURNING priority, length(payload) AS size');
-    this.oldest = db.prepare('SELECT min(created_at) AS oldest FROM message');
-    this.ageOrder = db.prepare('SELECT seq, created_at FROM message ORDER BY created_at ASC');
-    this.writeNextSeq = db.prepare("INSERT INTO meta (key, value) VALUES ('next_seq', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value");
+    this.writeFailures = new WriteFailures(FAILURE_REPORT_MS);
+    this.flushAcksInTransaction = () => {
+      for (const seq of this.pendingAcks.keys()) this.deleteMessage.run(seq);
+    };
+    this.attach(file.db);
+    const db = file.db;
 
     const totals = db
       .prepare<[], { count: number; payload: number | null; maxSeq: number | null }>(
@@ -393,12 +490,87 @@ export class SqliteOutbox implements OutboxQueue {
     } else {
       this.nextSeq = Math.max(stored, (totals?.maxSeq ?? 0) + 1);
     }
+  }
 
-    this.flushAcksInTransaction = () => {
-      for (const seq of this.pendingAcks.keys()) this.deleteMessage.run(seq);
-    };
+  /** Prepares the statements and transactions on `db` (the file's connection, new after a carry-over). */
+  private attach(db: Database.Database): void {
+    this.insertMessage = db.prepare('INSERT INTO message (seq, priority, kind, created_at, payload, topic, correlation) VALUES (?, ?, ?, ?, ?, ?, ?)');
+    this.deleteMessage = db.prepare('DELETE FROM message WHERE seq = ?');
+    this.messageSize = db.prepare('SELECT length(payload) AS size FROM message WHERE seq = ?');
+    // The walk in send order reads the index only; payloads are read for the messages actually handed out, not for
+    // the in-flight ones skipped on the way (a window's worth at every peek).
+    this.sendOrder = db.prepare('SELECT seq FROM message ORDER BY priority DESC, seq ASC');
+    this.messageBySeq = db.prepare('SELECT seq, kind, priority, created_at, payload, topic, correlation FROM message WHERE seq = ?');
+    this.evictionOrder = db.prepare('SELECT seq, length(payload) AS size FROM message WHERE priority = ? ORDER BY seq ASC');
+    this.deleteExpired = db.prepare('DELETE FROM message WHERE created_at < ? RETURNING priority, length(payload) AS size');
+    this.oldest = db.prepare('SELECT min(created_at) AS oldest FROM message');
+    this.ageOrder = db.prepare('SELECT seq, created_at FROM message ORDER BY created_at ASC');
+    this.writeNextSeq = db.prepare("INSERT INTO meta (key, value) VALUES ('next_seq', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value");
     this.flushAcksTransaction = db.transaction(this.flushAcksInTransaction);
     this.appendTransaction = db.transaction((items: readonly OutboxItem[], now: number) => this.appendInTransaction(items, now));
+  }
+
+  /**
+   * Whether the path still names the outbox's file (one stat: called once per write transaction, by append, by the
+   * data path's write timer and at close). A file deleted or replaced under the running agent is reported as an
+   * error, and everything the open connection still holds (the waiting messages, the sequence counter) is carried
+   * over to a new file at the path; if that fails (a full disk) it is said once and tried again at the next call.
+   */
+  verifyFile(): void {
+    if (this.closed) return;
+    const change = this.file.verifyPath(this.now());
+    if (!change) return;
+    if (change.carriedOver) {
+      this.attach(this.file.db);
+      this.fileLostWhileRunning++;
+      // The sidecar may have gone with the file: written again, so the numbering stays above everything handed out.
+      if (readSeqSidecar(this.sidecarPath) < this.seqReservedUpTo) {
+        try {
+          writeSeqSidecar(this.sidecarPath, this.seqReservedUpTo);
+        } catch {
+          // the database's meta row still carries the counter; the next reservation writes the sidecar again
+        }
+      }
+    }
+    if (change.repeated && !change.carriedOver) return;
+    this.report(new OutboxError('file-lost', this.describeChange(change)));
+    if (change.movedAside !== undefined) this.pruneSetAside();
+  }
+
+  private describeChange(change: PathChange): string {
+    const file = this.options.path;
+    const what = change.found === 'deleted' ? 'was deleted' : `was replaced by another file (moved aside as ${change.movedAside})`;
+    const waiting = `${this.pending} waiting message(s)`;
+    if (change.carriedOver) {
+      return `outbox: ${file} ${what} while the agent was running: its ${waiting} and the sequence counter were carried over to a new file at the same path; nothing was lost`;
+    }
+    return (
+      `outbox: ${file} ${what} while the agent was running, and carrying its ${waiting} over to a new file failed (${change.error}): ` +
+      'they are kept in the deleted file while the agent runs (lost if it stops); trying again at every write'
+    );
+  }
+
+  /**
+   * Databases set aside beside the outbox count against maxBytes: they keep what the messages leave free, at most
+   * MAX_SET_ASIDE_FILES of them; the oldest go first, each removal said.
+   */
+  private pruneSetAside(): void {
+    try {
+      const budget = Math.max(0, this.options.maxBytes - this.storedBytes);
+      const { removed, kept } = pruneSetAside(this.options.path, { keep: MAX_SET_ASIDE_FILES, budgetBytes: budget });
+      this.setAsideBytes = kept.bytes;
+      this.setAsideFiles = kept.files;
+      for (const set of removed) {
+        this.report(
+          new OutboxError(
+            'set-aside-removed',
+            `outbox: removed ${set.file} (${set.bytes} bytes, set aside earlier): set-aside files count against outbox.maxBytes and at most ${MAX_SET_ASIDE_FILES} are kept`,
+          ),
+        );
+      }
+    } catch (err) {
+      this.report(new OutboxError('set-aside-removed', `outbox: could not clean up the files set aside beside ${this.options.path}: ${describe(err)}`, { cause: err }));
+    }
   }
 
   private get sidecarPath(): string {
@@ -421,6 +593,7 @@ export class SqliteOutbox implements OutboxQueue {
   append(items: readonly OutboxItem[]): AppendResult {
     if (this.closed) throw new Error('outbox: append after close');
     if (items.length === 0) return { seqs: [], rejected: 0 };
+    this.verifyFile();
     const now = this.now();
     try {
       const outcome = this.meter.measure(() => {
@@ -428,15 +601,30 @@ export class SqliteOutbox implements OutboxQueue {
         return this.appendTransaction(items, now);
       });
       this.commitOutcome(outcome);
+      this.writeWorked(now);
+      if (this.setAsideBytes > 0 && this.storedBytes + this.setAsideBytes > this.options.maxBytes) this.pruneSetAside();
       if (outcome.seqs.length > 0) this.notifyAppend();
       return { seqs: outcome.seqs, rejected: outcome.oversize };
     } catch (err) {
       if (err instanceof EncodeFailure) throw err.cause;
       if (!isStorageFailure(err)) throw err;
       this.rejected += items.length;
-      this.report(new OutboxError('append-failed', `outbox: ${items.length} message(s) rejected: ${describe(err)}`, { cause: err }));
+      this.writeFailed(err, items.length, now, () => `outbox: ${items.length} message(s) rejected: ${describe(err)}`);
       return { seqs: [], rejected: items.length };
     }
+  }
+
+  /** A failed write, folded (WriteFailures): reported at once when it starts a run, counted otherwise. */
+  private writeFailed(err: unknown, messages: number, now: number, first: () => string): void {
+    const line = this.writeFailures.failed(err, messages, now, first);
+    const reason: OutboxErrorReason = messages > 0 ? 'append-failed' : 'acknowledge-failed';
+    if (line !== undefined) this.report(new OutboxError(reason, line, { cause: err }));
+    else this.lastProblem = { at: now, message: `${describe(err)} (${messages > 0 ? `${messages} message(s) rejected` : 'deletion retried'}, folded)` };
+  }
+
+  private writeWorked(now: number): void {
+    const line = this.writeFailures.succeeded(now);
+    if (line !== undefined) this.report(new OutboxError('write-recovered', line));
   }
 
   /** Before numbering past the sidecar's reservation, raise it on disk, so the sidecar is always ahead. */
@@ -605,14 +793,17 @@ export class SqliteOutbox implements OutboxQueue {
   /** Deletes the acknowledged messages now, in one transaction. On a write failure they stay hidden and are retried. */
   flushAcknowledgements(): void {
     if (this.closed || this.pendingAcks.size === 0) return;
+    const now = this.now();
     try {
       this.meter.measure(() => this.flushAcksTransaction());
     } catch (err) {
       if (!isStorageFailure(err)) throw err;
-      this.report(new OutboxError('acknowledge-failed', `outbox: deleting ${this.pendingAcks.size} acknowledged message(s) failed, will retry: ${describe(err)}`, { cause: err }));
+      const count = this.pendingAcks.size;
+      this.writeFailed(err, 0, now, () => `outbox: deleting ${count} acknowledged message(s) failed, will retry: ${describe(err)}`);
       this.scheduleAckFlush();
       return;
     }
+    this.writeWorked(now);
     for (const size of this.pendingAcks.values()) this.storedBytes -= size;
     this.storedCount -= this.pendingAcks.size;
     this.pendingAcks.clear();
@@ -655,6 +846,8 @@ export class SqliteOutbox implements OutboxQueue {
       rejected: this.rejected,
       rejectedOversize: this.rejectedOversize,
       corruptFilesMovedAside: this.corruptFilesMovedAside,
+      setAside: { files: this.setAsideFiles, bytes: this.setAsideBytes },
+      fileLostWhileRunning: this.fileLostWhileRunning,
       lastProblem: this.lastProblem ? { ...this.lastProblem } : undefined,
       diskWrites: {
         bytes: diskBytes,
@@ -672,15 +865,19 @@ export class SqliteOutbox implements OutboxQueue {
     return undefined;
   }
 
-  /** Flushes pending acknowledgements and closes the file (SQLite checkpoints the WAL into it). */
+  /**
+   * Makes sure the file is still in place (a deleted one would take its messages with it now), flushes pending
+   * acknowledgements and closes the file (SQLite checkpoints the WAL into it).
+   */
   close(): void {
     if (this.closed) return;
     if (this.ackTimer) clearTimeout(this.ackTimer);
     this.ackTimer = undefined;
+    this.verifyFile();
     this.flushAcknowledgements();
     this.closed = true;
     this.listeners.clear();
-    this.db.close();
+    this.file.close();
   }
 }
 

@@ -350,7 +350,8 @@ export function openAdaptiveHeartbeat(
   try {
     memory = LinkMemory.open(file, warn);
   } catch (err) {
-    warn(`link memory: cannot open ${file} (${(err as Error).message}); the heartbeat learns without remembering`);
+    // The message names the config key and the file (src/store/state-database.ts).
+    warn(`link memory: ${(err as Error).message}; the heartbeat learns without remembering`);
   }
   const heartbeat = new AdaptiveHeartbeat({
     settings: {

@@ -5,11 +5,18 @@
  * run goes on; the worst outcome is learning once more.
  *
  * Written only when the learned state changes (a few times while learning, then rarely), never per heartbeat.
+ *
+ * Opened through src/store/state-database.ts, as the outbox is: mode 0600, nothing followed at the file or its
+ * companions, errors naming `uplink.keepalive.memoryPath`; a file deleted or replaced while the agent runs is found at
+ * the next write (and at close) and what the connection holds is carried over to a new file; at most
+ * MAX_SET_ASIDE_FILES damaged files are kept.
  */
-import Database from 'better-sqlite3';
-import { existsSync, mkdirSync, renameSync } from 'node:fs';
-import path from 'node:path';
+import type Database from 'better-sqlite3';
+import { DamagedStateFile, pruneSetAside, setAside, StateDatabase, type PathChange, type StateDatabaseOptions } from '../store/state-database.js';
 import type { HeartbeatMemory, HeartbeatPhase } from './heartbeat.js';
+
+/** Damaged memory files kept beside it at most (the oldest removed first). */
+const MAX_SET_ASIDE_FILES = 3;
 
 export interface RememberedNetwork extends HeartbeatMemory {
   network: string;
@@ -30,23 +37,36 @@ interface Row {
 export class LinkMemory {
   private constructor(
     readonly file: string,
-    private readonly db: Database.Database,
+    private readonly store: StateDatabase,
     private readonly onProblem: (message: string) => void,
   ) {}
 
-  /** Opens (or creates) the file; a file SQLite cannot use is moved aside as `<file>.corrupt-<time>` first. */
+  /**
+   * Opens (or creates) the file; a file SQLite cannot use is moved aside as `<file>.corrupt-<time>` first. Throws
+   * (naming uplink.keepalive.memoryPath and the file) when it cannot be opened at all.
+   */
   static open(file: string, onProblem: (message: string) => void = () => undefined): LinkMemory {
-    mkdirSync(path.dirname(file), { recursive: true });
-    let db: Database.Database;
+    let store: StateDatabase;
     try {
-      db = openDatabase(file);
+      store = StateDatabase.open(file, STATE_OPTIONS);
     } catch (err) {
-      const aside = `${file}.corrupt-${new Date().toISOString().replace(/[:.]/g, '-')}`;
-      for (const suffix of ['', '-wal', '-shm']) if (existsSync(file + suffix)) renameSync(file + suffix, aside + suffix);
-      onProblem(`link memory: ${file} is unusable (${(err as Error).message}); moved it aside as ${aside}, learning starts afresh`);
-      db = openDatabase(file);
+      if (!(err instanceof DamagedStateFile)) throw err;
+      const aside = setAside(file, 'corrupt', Date.now());
+      onProblem(`link memory: ${file} is unusable (${err.message}); moved it aside as ${aside}, learning starts afresh`);
+      store = StateDatabase.open(file, STATE_OPTIONS);
     }
-    return new LinkMemory(file, db, onProblem);
+    try {
+      for (const removed of pruneSetAside(file, { keep: MAX_SET_ASIDE_FILES }).removed) {
+        onProblem(`link memory: removed ${removed.file} (set aside earlier): at most ${MAX_SET_ASIDE_FILES} are kept`);
+      }
+    } catch (err) {
+      onProblem(`link memory: could not clean up the files set aside beside ${file}: ${(err as Error).message}`);
+    }
+    return new LinkMemory(file, store, onProblem);
+  }
+
+  private get db(): Database.Database {
+    return this.store.db;
   }
 
   /** What was learned on `network`, if anything. */
@@ -61,6 +81,7 @@ export class LinkMemory {
   }
 
   remember(network: string, memory: HeartbeatMemory, at: number = Date.now()): void {
+    this.verifyFile();
     try {
       this.db
         .prepare(
@@ -81,19 +102,31 @@ export class LinkMemory {
     return this.db.prepare<[], Row>('SELECT * FROM network_heartbeat ORDER BY updated_at DESC, network').all().map(fromRow);
   }
 
+  /** The file deleted or replaced under the running agent: what was learned is carried over (see StateDatabase). */
+  private verifyFile(): void {
+    const change = this.store.verifyPath();
+    if (!change || (change.repeated && !change.carriedOver)) return;
+    this.onProblem(describeChange(this.file, change));
+  }
+
   close(): void {
-    if (this.db.open) this.db.close();
+    this.verifyFile();
+    this.store.close();
   }
 }
 
-function openDatabase(file: string): Database.Database {
-  const db = new Database(file);
-  try {
-    db.pragma('journal_mode = WAL');
-    // A lost last update after a power cut only means one more probe: no fsync per write.
-    db.pragma('synchronous = NORMAL');
-    const check = db.pragma('quick_check', { simple: true });
-    if (check !== 'ok') throw new Error(`quick_check: ${String(check)}`);
+function describeChange(file: string, change: PathChange): string {
+  const what = change.found === 'deleted' ? 'was deleted' : `was replaced by another file (moved aside as ${change.movedAside})`;
+  return change.carriedOver
+    ? `link memory: ${file} ${what} while the agent was running; what was learned was carried over to a new file at the same path`
+    : `link memory: ${file} ${what} while the agent was running, and carrying what was learned over failed (${change.error}); trying again at the next change`;
+}
+
+const STATE_OPTIONS: StateDatabaseOptions = {
+  configKey: 'uplink.keepalive.memoryPath',
+  // A lost last update after a power cut only means one more probe: no fsync per write.
+  synchronous: 'NORMAL',
+  setup: (db) =>
     db.exec(`CREATE TABLE IF NOT EXISTS network_heartbeat (
       network TEXT PRIMARY KEY,
       interval_s REAL NOT NULL,
@@ -102,13 +135,8 @@ function openDatabase(file: string): Database.Database {
       phase TEXT NOT NULL,
       cycles_left INTEGER NOT NULL,
       updated_at INTEGER NOT NULL
-    )`);
-    return db;
-  } catch (err) {
-    db.close();
-    throw err;
-  }
-}
+    )`),
+};
 
 function fromRow(row: Row): RememberedNetwork {
   return {

@@ -1,10 +1,26 @@
 /**
  * The SQLite outbox on real database files: send order, acknowledgement, sequence numbers that never repeat, the byte
- * and age bounds, a corrupt file moved aside, a full disk, and kill -9 at random moments.
+ * and age bounds, a corrupt file moved aside, a full disk, and kill -9 at random moments; the file deleted or replaced
+ * under the running outbox, the modes of the files it creates, links and FIFOs planted at its names, a truncated file,
+ * the files set aside, a full disk's log lines and a read-only folder (real mounts, as root).
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync, rmSync, statSync, truncateSync, unlinkSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  readFileSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  truncateSync,
+  unlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
@@ -13,6 +29,8 @@ import type { MessageKind, Priority } from '../../src/collect/sample.js';
 import { ROW_OVERHEAD_BYTES, SqliteOutbox, type OutboxError, type OutboxItem, type OutboxOptions } from '../../src/store/outbox.js';
 import { makeTempDir } from '../support/temp.js';
 import { createPrng } from '../../src/sim/drive-cycle.js';
+import { classify } from '../../src/health/log.js';
+import { canMount, fillUp, makeReadOnly, mkfifo, modeOf, mountTmpfs, openInChild } from './state-file-traps.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const NONE: ReadonlySet<number> = new Set();
@@ -67,18 +85,6 @@ function storedSeqs(file: string): number[] {
 
 function peekAll(outbox: SqliteOutbox, skip: ReadonlySet<number> = NONE): number[] {
   return outbox.peek(1_000_000, Number.MAX_SAFE_INTEGER, skip).map((record) => record.seq);
-}
-
-/** Whether this process may mount a tmpfs (root on Linux, outside a restricted container): probed once. */
-function canMountTmpfs(): boolean {
-  const probe = makeTempDir('outbox-mount-probe-');
-  try {
-    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', probe], { stdio: 'ignore' });
-  } catch {
-    return false;
-  }
-  execFileSync('umount', [probe], { stdio: 'ignore' });
-  return true;
 }
 
 describe('SQLite outbox', () => {
@@ -321,7 +327,7 @@ describe('SQLite outbox', () => {
     outbox.close();
   });
 
-  const mountable = canMountTmpfs();
+  const mountable = canMount;
   it(
     mountable
       ? 'full disk (a real 512 KiB tmpfs): appends are rejected and counted, reading and acknowledging go on, appends resume once space is freed'
@@ -464,4 +470,474 @@ describe('SQLite outbox', () => {
       assert.ok(diskWrites.perAppendedMessage < 10_000, String(diskWrites.perAppendedMessage));
     }
   });
+});
+
+/** Every (non-acknowledged) sequence number the outbox hands out, sorted. */
+function waiting(outbox: SqliteOutbox): number[] {
+  return peekAll(outbox).sort((a, b) => a - b);
+}
+
+/** A batch of `count` messages of priority 1. */
+function batch(count: number, size = 100): OutboxItem[] {
+  return Array.from({ length: count }, () => item(1, size));
+}
+
+describe('SQLite outbox: its file deleted or replaced under the running agent', () => {
+  for (const loss of ['the file deleted', 'the file and its -wal and -shm deleted', 'the whole folder deleted'] as const) {
+    it(`[14.7] ${loss} while messages wait: an error names the file, committing goes on, and every message is in the new file, also after a restart`, () => {
+      const dir = makeTempDir('outbox-deleted-');
+      const file = path.join(dir, 'state', 'outbox.db');
+      let { outbox, problems } = open(file, { ackFlushMs: 60_000 });
+      const before = outbox.append(batch(20)).seqs;
+      outbox.acknowledge(before[0]!);
+      outbox.acknowledge(before[1]!);
+      outbox.flushAcknowledgements();
+      outbox.acknowledge(before[2]!); // acknowledged, not yet deleted from the file: must not come back
+
+      if (loss === 'the file deleted') unlinkSync(file);
+      else if (loss === 'the file and its -wal and -shm deleted') for (const suffix of ['', '-wal', '-shm']) unlinkSync(file + suffix);
+      else rmSync(path.dirname(file), { recursive: true });
+      assert.equal(existsSync(file), false);
+
+      // The next write transaction finds it out, before it commits anything into the deleted file.
+      const after: number[] = [];
+      for (let i = 0; i < 5; i++) after.push(...outbox.append(batch(10)).seqs);
+      assert.equal(after.length, 50);
+      const lost = problems.filter((p) => p.reason === 'file-lost');
+      assert.equal(lost.length, 1, problems.map((p) => p.message).join('\n'));
+      assert.equal(
+        lost[0]!.message,
+        `outbox: ${file} was deleted while the agent was running: its 17 waiting message(s) and the sequence counter were carried over to a new file at the same path; nothing was lost`,
+      );
+      assert.equal(classify(lost[0]!.message).level, 'error', 'an error line in the log, not a warning');
+      assert.equal(outbox.stats().fileLostWhileRunning, 1);
+
+      const expected = [...before.slice(3), ...after];
+      assert.deepEqual(waiting(outbox), expected);
+      assert.deepEqual(storedSeqs(file), expected, 'in the file at the path, read by another connection');
+      assert.equal(modeOf(file), 0o600);
+      assert.ok(Number(readFileSync(`${file}.seq`, 'utf8')) > Math.max(...after), 'the sidecar is back, above every number');
+      outbox.close();
+
+      ({ outbox, problems } = open(file));
+      assert.deepEqual(problems, []);
+      assert.deepEqual(waiting(outbox), expected, 'nothing lost at exit');
+      const [next] = outbox.append([item(1)]).seqs as [number];
+      assert.ok(next > Math.max(...after), 'numbering continues above everything handed out');
+      outbox.close();
+    });
+  }
+
+  it('[14.7] deleted with nothing appended afterwards: close finds it and carries the messages over, nothing is lost at exit', () => {
+    const file = dbFile('outbox-deleted-close-');
+    let { outbox, problems } = open(file);
+    const seqs = outbox.append(batch(7)).seqs;
+    unlinkSync(file);
+    outbox.close();
+    assert.deepEqual(problems.map((p) => p.reason), ['file-lost']);
+    ({ outbox, problems } = open(file));
+    assert.deepEqual(waiting(outbox), seqs);
+    outbox.close();
+  });
+
+  it('[14.7] replaced by another file (renamed over it): that file is moved aside untouched, the outbox keeps its own messages', () => {
+    const dir = makeTempDir('outbox-replaced-');
+    const file = path.join(dir, 'outbox.db');
+    let { outbox, problems } = open(file);
+    const seqs = outbox.append(batch(12)).seqs;
+    // Another database (an old backup put back, say) renamed into the outbox's place.
+    const other = path.join(dir, 'backup.db');
+    const foreign = new Database(other);
+    foreign.exec("CREATE TABLE note (text TEXT); INSERT INTO note VALUES ('not the outbox')");
+    foreign.close();
+    const foreignBytes = readFileSync(other);
+    renameSync(other, file);
+
+    const more = outbox.append(batch(3)).seqs;
+    const lost = problems.filter((p) => p.reason === 'file-lost');
+    assert.equal(lost.length, 1);
+    const aside = /moved aside as (\S+)\)/.exec(lost[0]!.message)?.[1];
+    assert.ok(aside, lost[0]!.message);
+    assert.match(lost[0]!.message, new RegExp(`^outbox: ${escapeRe(file)} was replaced by another file \\(moved aside as ${escapeRe(file)}\\.replaced-[\\dT-]+Z\\) while the agent was running: its 12 waiting`));
+    assert.deepEqual(readFileSync(aside), foreignBytes, 'the file found in its place is kept as it was');
+    assert.deepEqual(storedSeqs(file), [...seqs, ...more]);
+    outbox.close();
+    ({ outbox, problems } = open(file));
+    assert.deepEqual(waiting(outbox), [...seqs, ...more]);
+    assert.deepEqual(outbox.stats().setAside, { files: 1, bytes: foreignBytes.length });
+    outbox.close();
+  });
+
+  it('[14.7] a carry-over cut short by a crash (the copy made, not yet renamed) is finished at the next start', () => {
+    const dir = makeTempDir('outbox-carry-crash-');
+    const file = path.join(dir, 'outbox.db');
+    let { outbox, problems } = open(file);
+    const seqs = outbox.append(batch(5)).seqs;
+    outbox.close();
+    // What a crash between the copy and the rename leaves: the copy, the file gone.
+    const db = new Database(file);
+    db.prepare('VACUUM INTO ?').run(`${file}.carry-over`);
+    db.close();
+    unlinkSync(file);
+    ({ outbox, problems } = open(file));
+    assert.deepEqual(problems.map((p) => p.message), [`outbox: ${file} was put back from ${file}.carry-over: the agent stopped while it was carrying a deleted or replaced outbox over`]);
+    assert.deepEqual(waiting(outbox), seqs);
+    assert.equal(existsSync(`${file}.carry-over`), false);
+    outbox.close();
+  });
+
+  it('[14.7] carrying over on a full disk fails: said once, the messages stay readable, and it succeeds once there is room', { skip: !canMount && 'mounting a tmpfs is not permitted here' }, () => {
+    const dir = makeTempDir('outbox-carry-full-');
+    const unmount = mountTmpfs(dir, '4m');
+    const opened: SqliteOutbox[] = [];
+    try {
+      const file = path.join(dir, 'outbox.db');
+      const { outbox, problems } = open(file, { ackFlushMs: 60_000 });
+      opened.push(outbox);
+      const seqs: number[] = [];
+      for (let i = 0; i < 20; i++) seqs.push(...outbox.append(batch(10, 1000)).seqs);
+      unlinkSync(file); // its space stays taken while the connection holds it
+      const filler = path.join(dir, 'filler');
+      fillUp(filler); // what is left, so the copy cannot be written
+      for (let i = 0; i < 3; i++) outbox.append(batch(1, 1000));
+      const failed = problems.filter((p) => p.reason === 'file-lost');
+      assert.equal(failed.length, 1, 'said once, not at every write');
+      assert.match(failed[0]!.message, /was deleted while the agent was running, and carrying its 200 waiting message\(s\) over to a new file failed \(.*\): they are kept in the deleted file while the agent runs/);
+      assert.deepEqual(waiting(outbox).slice(0, 200), seqs, 'still readable through the open connection');
+      assert.equal(existsSync(`${file}.carry-over`), false, 'the partial copy is removed');
+
+      rmSync(filler);
+      const more = outbox.append(batch(2, 1000)).seqs;
+      assert.equal(more.length, 2);
+      const lost = problems.filter((p) => p.reason === 'file-lost');
+      assert.equal(lost.length, 2);
+      assert.match(lost[1]!.message, /was deleted while the agent was running: its \d+ waiting message\(s\) and the sequence counter were carried over/);
+      assert.deepEqual(storedSeqs(file).filter((seq) => seqs.includes(seq) || more.includes(seq)), [...seqs, ...more]);
+    } finally {
+      for (const outbox of opened) outbox.close();
+      unmount();
+    }
+  });
+});
+
+describe('SQLite outbox: the files it creates', () => {
+  for (const umask of [0o000, 0o022, 0o277]) {
+    it(`[14.L4] the outbox, its -wal and -shm and its .seq sidecar are created 0600, its folder 0750, under umask ${umask.toString(8).padStart(3, '0')}`, () => {
+      const dir = path.join(makeTempDir('outbox-modes-'), 'var');
+      const file = path.join(dir, 'outbox.db');
+      const previous = process.umask(umask);
+      let outbox: SqliteOutbox;
+      try {
+        ({ outbox } = open(file));
+        outbox.append([item(1)]);
+      } finally {
+        process.umask(previous);
+      }
+      try {
+        for (const name of ['outbox.db', 'outbox.db-wal', 'outbox.db-shm', 'outbox.db.seq']) {
+          assert.equal(modeOf(path.join(dir, name)).toString(8), '600', name);
+        }
+        assert.equal(modeOf(dir) & ~umask & 0o777, 0o750 & ~umask, 'the folder: 0750 less the umask');
+      } finally {
+        outbox.close();
+      }
+    });
+  }
+
+  it('[14.L4] an outbox file left 0644 by an older agent is narrowed to 0600 at open', () => {
+    const file = dbFile('outbox-narrow-');
+    let { outbox } = open(file);
+    outbox.close();
+    chmodSync(file, 0o644);
+    ({ outbox } = open(file));
+    assert.equal(modeOf(file), 0o600);
+    assert.equal(modeOf(`${file}-wal`), 0o600);
+    outbox.close();
+  });
+
+  for (const at of ['', '-wal', '-shm', '-journal'] as const) {
+    it(`[14.L4] a symbolic link planted at outbox.db${at} is not followed: the open is refused, naming it, and its target is untouched`, () => {
+      const dir = makeTempDir('outbox-link-');
+      const file = path.join(dir, 'outbox.db');
+      if (at !== '') open(file).outbox.close(); // an outbox that exists, as after a normal stop
+      const victim = path.join(dir, 'victim');
+      writeFileSync(victim, 'precious\n');
+      if (at === '') rmSync(file, { force: true });
+      symlinkSync(victim, file + at);
+      assert.throws(
+        () => open(file),
+        (err: Error) => {
+          assert.equal(
+            err.message,
+            at === ''
+              ? `outbox.path: ${file} is a symbolic link, not a database file: refusing to open it (remove it, or point outbox.path at a file)`
+              : `outbox.path: ${file + at} is a symbolic link: SQLite would follow or block on it; refusing to open ${file} (remove outbox.db${at})`,
+          );
+          return true;
+        },
+      );
+      assert.equal(readFileSync(victim, 'utf8'), 'precious\n');
+    });
+  }
+
+  it('[14.L4] a symbolic link planted at the sidecar\'s temporary file (outbox.db.seq.tmp) is removed, not written through', () => {
+    const dir = makeTempDir('outbox-seq-tmp-link-');
+    const file = path.join(dir, 'outbox.db');
+    const victim = path.join(dir, 'victim');
+    writeFileSync(victim, 'precious\n');
+    symlinkSync(victim, `${file}.seq.tmp`);
+    const { outbox } = open(file);
+    const [seq] = outbox.append([item(1)]).seqs as [number]; // the first append reserves numbers in the sidecar
+    outbox.close();
+    assert.equal(readFileSync(victim, 'utf8'), 'precious\n');
+    assert.ok(lstatSync(`${file}.seq`).isFile());
+    assert.ok(Number(readFileSync(`${file}.seq`, 'utf8')) > seq);
+    assert.equal(modeOf(`${file}.seq`), 0o600);
+    assert.equal(existsSync(`${file}.seq.tmp`), false);
+  });
+
+  it('[14.L4] the sidecar (outbox.db.seq) as a symbolic link is not read through, and is replaced by a file', () => {
+    const dir = makeTempDir('outbox-seq-link-');
+    const file = path.join(dir, 'outbox.db');
+    const planted = path.join(dir, 'planted');
+    writeFileSync(planted, '9000000000000000\n');
+    symlinkSync(planted, `${file}.seq`);
+    const before = Date.now() * 1000;
+    const { outbox } = open(file);
+    const [seq] = outbox.append([item(1)]).seqs as [number];
+    outbox.close();
+    assert.ok(seq >= before && seq < 9_000_000_000_000_000, `numbered from the clock floor, not from the planted file (${seq})`);
+    assert.equal(readFileSync(planted, 'utf8'), '9000000000000000\n');
+    assert.ok(lstatSync(`${file}.seq`).isFile());
+  });
+
+  for (const at of ['.seq', '-wal'] as const) {
+    it(`[14.L4] a FIFO planted at outbox.db${at} does not block the agent`, async () => {
+      const dir = makeTempDir('outbox-fifo-');
+      const file = path.join(dir, 'outbox.db');
+      if (at === '-wal') open(file).outbox.close();
+      mkfifo(file + at);
+      const result = await openInChild('outbox', file);
+      assert.equal(result.timedOut, false, `opening the outbox blocked on the FIFO at ${file + at}`);
+      if (at === '.seq') assert.ok(Number.isSafeInteger(result.firstSeq), JSON.stringify(result));
+      else assert.equal(result.error, `outbox.path: ${file}-wal is a FIFO: SQLite would follow or block on it; refusing to open ${file} (remove outbox.db-wal)`);
+    });
+  }
+
+  it('[14.L4] the temporary files a new outbox is made under (outbox.db.new) and a carry-over writes (outbox.db.carry-over) are not followed either', () => {
+    const dir = makeTempDir('outbox-temp-link-');
+    const file = path.join(dir, 'outbox.db');
+    const victim = path.join(dir, 'victim');
+    writeFileSync(victim, 'precious\n');
+    const planted = [`${file}.new`, `${file}.new-journal`, `${file}.new-wal`, `${file}.carry-over`, `${file}.carry-over-journal`, `${file}.carry-over-wal`];
+    for (const name of planted) symlinkSync(victim, name);
+    const { outbox, problems } = open(file);
+    assert.equal(problems.length, 0);
+    const seqs = outbox.append(batch(3)).seqs;
+    unlinkSync(file);
+    seqs.push(...outbox.append(batch(2)).seqs); // carried over through outbox.db.carry-over
+    assert.deepEqual(problems.map((p) => p.reason), ['file-lost']);
+    outbox.close();
+    assert.equal(readFileSync(victim, 'utf8'), 'precious\n');
+    for (const name of planted) assert.equal(existsSync(name), false, `${name} removed`);
+    assert.deepEqual(storedSeqs(file), seqs);
+  });
+});
+
+describe('SQLite outbox: a truncated file and the files set aside', () => {
+  it('[14.L5] an outbox truncated to 0 bytes: the start warns, naming the file, and numbering continues above the old', () => {
+    const file = dbFile('outbox-empty-');
+    let { outbox, problems } = open(file);
+    const old = outbox.append(batch(3)).seqs;
+    outbox.close();
+    truncateSync(file, 0);
+    ({ outbox, problems } = open(file));
+    assert.equal(problems.length, 1);
+    assert.equal(problems[0]!.reason, 'empty-at-open');
+    assert.match(
+      problems[0]!.message,
+      new RegExp(`^outbox: ${escapeRe(file)} was empty \\(0 bytes\\) at start: the messages it held were lost \\(the file was truncated\\); starting with an empty outbox, sequence numbers continue above the old ones \\(from \\d+\\)$`),
+    );
+    assert.equal(outbox.pending, 0);
+    const [next] = outbox.append([item(1)]).seqs as [number];
+    assert.ok(next > Math.max(...old));
+    outbox.close();
+    // A new outbox (nothing there before) says nothing: the agent never leaves a 0-byte file of its own.
+    const fresh = open(dbFile('outbox-fresh-'));
+    assert.deepEqual(fresh.problems, []);
+    fresh.outbox.close();
+  });
+
+  it('[14.L5] corrupt files moved aside: at most 3 are kept, the oldest removed first, each removal said', () => {
+    const file = dbFile('outbox-aside-count-');
+    let now = Date.UTC(2024, 5, 1);
+    const asides = (): string[] => readdirSync(path.dirname(file)).filter((name) => name.startsWith('outbox.db.corrupt-')).sort();
+    const removed: string[] = [];
+    const moved: string[] = [];
+    for (let round = 1; round <= 5; round++) {
+      const { outbox, problems } = open(file, { clock: () => now });
+      outbox.append([item(1)]);
+      outbox.close();
+      for (const p of problems) {
+        if (p.reason === 'set-aside-removed') removed.push(p.message);
+        if (p.reason === 'corrupt-file-moved-aside') moved.push(/moved it aside as (\S+) and/.exec(p.message)![1]!);
+      }
+      writeFileSync(file, Buffer.alloc(8192, 0x5a));
+      now += 3_600_000;
+    }
+    const { outbox, problems } = open(file, { clock: () => now });
+    for (const p of problems) {
+      if (p.reason === 'set-aside-removed') removed.push(p.message);
+      if (p.reason === 'corrupt-file-moved-aside') moved.push(/moved it aside as (\S+) and/.exec(p.message)![1]!);
+    }
+    assert.equal(moved.length, 5);
+    assert.deepEqual(asides(), moved.slice(2).map((f) => path.basename(f)), 'the newest 3 kept');
+    assert.deepEqual(removed, moved.slice(0, 2).map((f) => `outbox: removed ${f} (8192 bytes, set aside earlier): set-aside files count against outbox.maxBytes and at most 3 are kept`));
+    assert.deepEqual(outbox.stats().setAside, { files: 3, bytes: 3 * 8192 });
+    outbox.close();
+  });
+
+  it('[14.L5] files set aside count against maxBytes: as messages need the room, the oldest set-aside file goes, never a message', () => {
+    const file = dbFile('outbox-aside-bytes-');
+    let now = Date.UTC(2024, 5, 1);
+    const asideSize = 40_000;
+    for (let round = 0; round < 3; round++) {
+      open(file, { clock: () => now }).outbox.close();
+      writeFileSync(file, Buffer.alloc(asideSize, 0xa5));
+      now += 60_000;
+    }
+    const maxBytes = 200_000;
+    const { outbox, problems } = open(file, { clock: () => now, maxBytes });
+    const aside = (): string[] => problems.filter((p) => p.reason === 'corrupt-file-moved-aside').map((p) => /moved it aside as (\S+) and/.exec(p.message)![1]!);
+    assert.equal(aside().length, 1, 'the third moved aside at this open');
+    assert.deepEqual(outbox.stats().setAside, { files: 3, bytes: 3 * asideSize }, 'all three fit in maxBytes beside an empty outbox');
+    const setAsideNames = readdirSync(path.dirname(file)).filter((name) => name.startsWith('outbox.db.corrupt-')).sort();
+    const cost = 10_000 + ROW_OVERHEAD_BYTES;
+    const kept: number[] = [];
+    for (let i = 1; i <= 19; i++) {
+      outbox.append([item(1, 10_000)]);
+      const stats = outbox.stats();
+      assert.equal(stats.bytes, i * cost);
+      assert.ok(stats.bytes + stats.setAside.bytes <= maxBytes, `message ${i}: ${stats.bytes} + ${stats.setAside.bytes} > ${maxBytes}`);
+      kept.push(stats.setAside.files);
+    }
+    // 8 messages (80 512 bytes) leave room for 2 of the 40 000-byte files, 12 for 1, 16 for none.
+    assert.deepEqual(kept, [3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0]);
+    assert.equal(outbox.stats().evicted.count, 0, 'no message made room for a set-aside file');
+    assert.deepEqual(
+      problems.filter((p) => p.reason === 'set-aside-removed').map((p) => p.message),
+      setAsideNames.map((name) => `outbox: removed ${path.join(path.dirname(file), name)} (${asideSize} bytes, set aside earlier): set-aside files count against outbox.maxBytes and at most 3 are kept`),
+      'oldest first',
+    );
+    outbox.close();
+  });
+});
+
+function escapeRe(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
+}
+
+describe('SQLite outbox: a full disk and a read-only folder', () => {
+  it(
+    canMount
+      ? '[14.L6] a full disk (a real 512 KiB tmpfs) is said in one line when it starts, a count every minute, one line when writing works again'
+      : '[14.L6] a full disk (PRAGMA max_page_count: mounting a tmpfs is not permitted here) is said in one line when it starts, a count every minute, one line when writing works again',
+    () => {
+      const dir = makeTempDir('outbox-full-fold-');
+      const unmount = canMount ? mountTmpfs(dir, '512k') : () => undefined;
+      let now = Date.UTC(2024, 5, 1, 12);
+      const opened: SqliteOutbox[] = [];
+      try {
+        const filler = path.join(dir, 'filler');
+        if (canMount) writeFileSync(filler, Buffer.alloc(300 * 1024));
+        const { outbox, problems } = open(path.join(dir, 'outbox.db'), { clock: () => now, ackFlushMs: 60_000, ...(canMount ? {} : { maxPageCount: 48 }) });
+        opened.push(outbox);
+        // One append per second, as the data path's write timer does.
+        const appendEverySecond = (): number => {
+          now += 1000;
+          return outbox.append(batch(10, 1000)).rejected;
+        };
+        let stored = 0;
+        while (appendEverySecond() === 0) stored++;
+        assert.ok(stored > 0);
+        const started = now;
+        assert.deepEqual(
+          problems.map((p) => [p.reason, p.message]),
+          [['append-failed', 'outbox: 10 message(s) rejected: SQLITE_FULL: database or disk is full; while it lasts, failures are counted and reported every 60 s']],
+        );
+        assert.equal(classify(problems[0]!.message).level, 'error');
+
+        for (let i = 0; i < 59; i++) assert.equal(appendEverySecond(), 10);
+        assert.equal(problems.length, 1, `no line per failure:\n${problems.map((p) => p.message).join('\n')}`);
+
+        assert.equal(appendEverySecond(), 10); // 60 s after the first failure
+        assert.equal(problems.length, 2);
+        assert.equal(
+          problems[1]!.message,
+          `outbox: writes still failing (SQLITE_FULL): 600 more message(s) rejected in the last 60 s; 610 rejected since ${new Date(started).toISOString()}`,
+        );
+        assert.equal(classify(problems[1]!.message).level, 'error');
+        for (let i = 0; i < 30; i++) appendEverySecond();
+        assert.equal(problems.length, 2, 'the next count a minute later, not before');
+
+        if (canMount) rmSync(filler);
+        else {
+          // Without a tmpfs: the quota lifted is the room coming back.
+          (outbox as unknown as { file: { db: Database.Database } }).file.db.pragma('max_page_count = 100000');
+        }
+        assert.equal(appendEverySecond(), 0);
+        assert.equal(problems.length, 3);
+        assert.equal(problems[2]!.reason, 'write-recovered');
+        assert.equal(problems[2]!.message, `outbox: writing works again after 91 s of failures (SQLITE_FULL); 910 message(s) could not be stored meanwhile`);
+        assert.equal(classify(problems[2]!.message).level, 'warn');
+        assert.equal(outbox.stats().rejected, 910, 'every rejected message counted');
+        assert.equal(outbox.pending, stored * 10 + 10);
+
+        // A new run of failures starts with its own first line again.
+        if (canMount) fillUp(filler);
+        else (outbox as unknown as { file: { db: Database.Database } }).file.db.pragma('max_page_count = 48');
+        while (appendEverySecond() === 0);
+        assert.equal(problems.length, 4);
+        assert.match(problems[3]!.message, /^outbox: 10 message\(s\) rejected: SQLITE_FULL/);
+      } finally {
+        for (const outbox of opened) outbox.close();
+        unmount();
+      }
+    },
+  );
+
+  for (const state of ['an outbox already there', 'no outbox yet', 'its folder missing'] as const) {
+    it(`[14.L7] a read-only state folder (${state}): the error names outbox.path and the file`, { skip: !canMount && 'mounting is not permitted here' }, () => {
+      const root = makeTempDir('outbox-readonly-');
+      const dir = path.join(root, 'state');
+      mkdirSync(dir);
+      const file = state === 'its folder missing' ? path.join(dir, 'var', 'outbox.db') : path.join(dir, 'outbox.db');
+      if (state === 'an outbox already there') {
+        const { outbox } = open(file);
+        outbox.append([item(1)]);
+        outbox.close();
+      }
+      const writable = makeReadOnly(dir);
+      try {
+        assert.throws(
+          () => open(file),
+          (err: Error) => {
+            if (state === 'its folder missing') {
+              assert.equal(err.message, `outbox.path: cannot create the folder ${path.dirname(file)} for ${file}: EROFS (${dir} is not writable)`);
+            } else if (state === 'no outbox yet') {
+              assert.equal(err.message, `outbox.path: cannot create ${file}: the folder ${dir} is not writable (EROFS)`);
+            } else {
+              assert.equal(
+                err.message,
+                `outbox.path: cannot open ${file}: SQLITE_CANTOPEN: unable to open database file (the folder ${dir} is not writable (EROFS): SQLite creates outbox.db-wal and -shm beside the file)`,
+              );
+            }
+            return true;
+          },
+        );
+      } finally {
+        writable();
+      }
+    });
+  }
 });
