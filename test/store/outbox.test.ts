@@ -30,7 +30,7 @@ import { ROW_OVERHEAD_BYTES, SqliteOutbox, type OutboxError, type OutboxItem, ty
 import { makeTempDir } from '../support/temp.js';
 import { createPrng } from '../../src/sim/drive-cycle.js';
 import { classify } from '../../src/health/log.js';
-import { canMount, fillUp, makeReadOnly, mkfifo, modeOf, mountTmpfs, openInChild } from './state-file-traps.js';
+import { canMount, fillUp, makeReadOnly, mkfifo, modeOf, mountTmpfs, openInChild } from '../support/state-files.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const NONE: ReadonlySet<number> = new Set();

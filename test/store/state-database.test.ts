@@ -8,7 +8,7 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import { DamagedStateFile, listSetAside, pruneSetAside, setAside, StateDatabase, type StateDatabaseOptions } from '../../src/store/state-database.js';
 import { makeTempDir } from '../support/temp.js';
-import { modeOf } from './state-file-traps.js';
+import { modeOf } from '../support/state-files.js';
 
 const OPTIONS: StateDatabaseOptions = {
   configKey: 'commands.replayDbPath',

@@ -7,9 +7,9 @@ import { execFileSync, spawn } from 'node:child_process';
 import { closeSync, existsSync, lstatSync, openSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { makeTempDir } from '../support/temp.js';
+import { makeTempDir } from './temp.js';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
+const storeTests = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'store');
 
 /** The permission bits of `file` (lstat: a link is not followed). */
 export function modeOf(file: string): number {
@@ -63,7 +63,7 @@ export interface OpenerResult {
  * remembers one network (link memory); a child still busy after `timeoutMs` is killed and reported as timed out.
  */
 export async function openInChild(kind: 'outbox' | 'link-memory', file: string, timeoutMs = 15_000): Promise<OpenerResult> {
-  const opener = path.join(here, 'state-file-opener.js');
+  const opener = path.join(storeTests, 'state-file-opener.js');
   if (!existsSync(opener)) throw new Error(`${opener} missing: run npm run build`);
   const child = spawn(process.execPath, [opener, kind, file], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';

@@ -11,7 +11,7 @@ import { keepaliveConfigSchema } from '../../src/uplink/config.js';
 import type { HeartbeatMemory } from '../../src/uplink/heartbeat.js';
 import { openAdaptiveHeartbeat } from '../../src/uplink/keepalive.js';
 import { LinkMemory } from '../../src/uplink/link-memory.js';
-import { canMount, makeReadOnly, modeOf } from '../store/state-file-traps.js';
+import { canMount, makeReadOnly, modeOf } from '../support/state-files.js';
 import { makeTempDir } from '../support/temp.js';
 
 const HOME: HeartbeatMemory = { intervalS: 43.2, lastGoodS: 48, knownBadS: 50.6, phase: 'settled', cyclesLeft: 0 };
