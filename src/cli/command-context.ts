@@ -3,11 +3,10 @@
  * src/commands/handler.ts), built by the composition root from the parts of the run.
  *
  * Everything here reads the state the run already keeps (the buses' value buffers, the latest OBD values, the data
- * path's counters) or changes it in one place: the collection section (applyCollection) and one CAN frame
+ * path's counters) or changes it in one place: the collection section (applyCollection, kept in the collection
+ * override file of src/config/collection-override.ts, never in the read-only device config) and one CAN frame
  * (writeSignal). Nothing runs a shell command.
  */
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
-import path from 'node:path';
 import { exactFilter, type CanBus, type CanEndpoint } from '../can/bus.js';
 import { createFrame, type FrameSink } from '../can/frame.js';
 import { CanFrameWriter, FrameWriteError } from '../can/frame-writer.js';
@@ -15,7 +14,8 @@ import { SocketCanBus } from '../can/socketcan.js';
 import { CollectorConfigError, describeSignal, resolveSignalName } from '../collect/collector.js';
 import { collectionConfigSchema } from '../collect/config.js';
 import { CommandFailure, type CertificateRotationRequest, type CommandContext } from '../commands/handler.js';
-import { DeviceConfigError, formatConfigPath, parseDeviceConfig, type DeviceConfig } from '../config/device-config.js';
+import { collectionOverrideFile, writeCollectionOverride } from '../config/collection-override.js';
+import { formatConfigPath, type DeviceConfig } from '../config/device-config.js';
 import type { BusDecoder } from '../dbc/bus-decoder.js';
 import type { SignalValue } from '../dbc/model.js';
 import type { LogLevel } from '../health/log-config.js';
@@ -32,10 +32,11 @@ const WRITE_BURST = 5;
 export type ObdValues = ReadonlyMap<string, number>;
 
 export interface CommandContextOptions {
-  /** The running device config (absolute paths, as loadDeviceConfig returns it). */
+  /**
+   * The running device config (absolute paths, as loadDeviceConfig returns it, with the collection override applied):
+   * applyCollection keeps a new collection section in the override file beside its outbox.
+   */
   config: DeviceConfig;
-  /** The config file the run was started with: applyCollection writes the new collection section there. */
-  configFile?: string;
   /** The decoders of the agent's buses, in config order. */
   buses: readonly BusDecoder[];
   /** Per bus, in config order: its live parts when it is a SocketCAN bus. */
@@ -144,24 +145,9 @@ class AgentCommandContext implements CommandContext {
       throw new CommandFailure('invalid-config', problems.join('; '), { problems });
     }
     const next = parsed.data;
-    const file = this.options.configFile;
-    if (file === undefined) throw new CommandFailure('apply-failed', 'the agent was started without a config file to keep the change in');
-
-    // The file as it would be written must load at the next start: the whole document is validated, not the section.
-    let document: Record<string, unknown>;
-    try {
-      const json: unknown = JSON.parse(readFileSync(file, 'utf8'));
-      if (json === null || typeof json !== 'object' || Array.isArray(json)) throw new Error('not a JSON object');
-      document = { ...(json as Record<string, unknown>), collection };
-    } catch (err) {
-      throw new CommandFailure('apply-failed', `cannot read the device config ${file}: ${(err as Error).message}`);
-    }
-    try {
-      parseDeviceConfig(document, { file, baseDir: path.dirname(path.resolve(file)), checkFiles: false });
-    } catch (err) {
-      if (err instanceof DeviceConfigError) throw new CommandFailure('invalid-config', err.message, { problems: err.problems });
-      throw err;
-    }
+    // The device config is not rewritten: it names the trust anchors, and is read-only to the agent.
+    const file = collectionOverrideFile(this.current);
+    if (file === undefined) throw new CommandFailure('apply-failed', 'the agent runs without an outbox: there is no state folder to keep the change in');
 
     // Built before anything changes: rules naming a signal no bus has are refused here, and the old rules run on.
     let collector;
@@ -173,11 +159,11 @@ class AgentCommandContext implements CommandContext {
     }
     const previous = dataPath.replaceCollector(collector, next);
     try {
-      writeFileAtomically(file, `${JSON.stringify(document, null, 2)}\n`);
+      writeCollectionOverride(file, collection);
     } catch (err) {
       // The file still holds the old section: so must the running agent.
       dataPath.replaceCollector(previous.collector, previous.collection);
-      throw new CommandFailure('apply-failed', `cannot write the device config ${file}: ${(err as Error).message}; the previous rules stay in force`);
+      throw new CommandFailure('apply-failed', `cannot write the collection rules to ${file}: ${(err as Error).message}; the previous rules stay in force`);
     }
     this.current = { ...this.current, collection: next };
   }
@@ -316,43 +302,4 @@ class LoopbackEndpoint implements CanEndpoint {
   onFrame(): void {}
 
   close(): void {}
-}
-
-/**
- * Replaces `file` so that it is at every moment either the old file or the complete new one: the text goes to a
- * temporary file in the same folder (rename is atomic only within a file system), is flushed to the disk, and is
- * renamed over the old one; the folder is flushed too, so the rename survives a power cut.
- */
-export function writeFileAtomically(file: string, text: string): void {
-  const dir = path.dirname(path.resolve(file));
-  const temp = path.join(dir, `.${path.basename(file)}.${process.pid}.tmp`);
-  let fd: number | undefined;
-  try {
-    fd = openSync(temp, 'w', 0o644);
-    writeSync(fd, text);
-    fsyncSync(fd);
-    closeSync(fd);
-    fd = undefined;
-    renameSync(temp, file);
-  } catch (err) {
-    if (fd !== undefined) closeSync(fd);
-    // Only our own temporary file: never anything else that happens to have its name (a folder, say).
-    try {
-      rmSync(temp, { force: true });
-    } catch {
-      // Not a file: left alone.
-    }
-    throw err;
-  }
-  // Best effort: the new file is in place either way, and some file systems cannot flush a folder.
-  try {
-    const dirFd = openSync(dir, 'r');
-    try {
-      fsyncSync(dirFd);
-    } finally {
-      closeSync(dirFd);
-    }
-  } catch {
-    // The rename is durable at the file system's next commit.
-  }
 }

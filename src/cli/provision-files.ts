@@ -5,7 +5,9 @@
  * left half-written, and a secret is created with its final mode, so it is not readable by others even for a moment.
  *
  * Paths inside a target root file system go through `resolveInRoot`: an image's own symbolic links (`/var` ->
- * `/data/var` on a read-only root) must resolve inside the image, never on the machine preparing it.
+ * `/data/var` on a read-only root) must resolve inside the image, never on the machine preparing it. What is read from
+ * a target goes through `readImageFile`: only a regular file of bounded size, opened without following a final link
+ * and without blocking, so a hostile image (a link to /dev/zero, a FIFO, a huge sparse file) is refused in one line.
  */
 import {
   chmodSync,
@@ -17,7 +19,6 @@ import {
   lstatSync,
   mkdirSync,
   openSync,
-  readFileSync,
   readlinkSync,
   renameSync,
   rmSync,
@@ -26,6 +27,7 @@ import {
   type Stats,
 } from 'node:fs';
 import path from 'node:path';
+import { readRegularFile, RegularFileError, type ReadLimit } from '../config/regular-file.js';
 
 /** A problem with the tool's input or target: the CLI prints its message as one line and exits 1. */
 export class ProvisionError extends Error {
@@ -110,7 +112,7 @@ export function putFile(file: string, content: Buffer | string, placement: Place
   const data = typeof content === 'string' ? Buffer.from(content, 'utf8') : content;
   const stats = lstatOrUndefined(file);
   if (stats?.isDirectory()) throw new ProvisionError(`${file} is a folder where a file belongs`);
-  if (stats?.isFile() && stats.size === data.length && readFileSync(file).equals(data)) {
+  if (stats?.isFile() && stats.size === data.length && sameContent(file, data)) {
     return fixMetadata(file, stats, placement) ? 'updated' : 'unchanged';
   }
   const temp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.tmp`);
@@ -130,6 +132,16 @@ export function putFile(file: string, content: Buffer | string, placement: Place
   closeSync(fd);
   renameSync(temp, file);
   return stats === undefined ? 'created' : 'updated';
+}
+
+/** Whether the regular file `file` holds `data` (read without following a link, at most data.length bytes). */
+function sameContent(file: string, data: Buffer): boolean {
+  try {
+    return readRegularFile(file, { maxBytes: data.length }).equals(data);
+  } catch (err) {
+    if (err instanceof RegularFileError) return false; // changed under us: it is replaced
+    throw err;
+  }
 }
 
 /** Makes `dir` a folder with the given mode and owner (its parent must exist). A file or link in its place is an error. */
@@ -196,6 +208,43 @@ export function resolveInRoot(root: string, relative: string): string {
     done.push(part);
   }
   return path.join(rootReal, ...done);
+}
+
+/**
+ * `relative` inside `root` with the image's links among its folders followed (as resolveInRoot), but not a link in
+ * its own place: for files the tools themselves install, where a link is replaced (putFile), never written through.
+ */
+export function resolveParentInRoot(root: string, relative: string): string {
+  const parent = path.posix.dirname(relative);
+  const base = path.posix.basename(relative);
+  return path.join(parent === '.' || parent === '/' ? path.resolve(root) : resolveInRoot(root, parent), base);
+}
+
+/** ` (a link to /x in the image)` when the image's links led `/relative` elsewhere (`real`), else '': for messages. */
+export function whereLinksLead(root: string, relative: string, real: string): string {
+  const inImage = `/${path.relative(path.resolve(root), real)}`;
+  return inImage === `/${relative.replace(/^\/+/, '')}` ? '' : ` (a link to ${inImage} in the image)`;
+}
+
+/** The most a file read from a target may hold (user databases, login.defs, the agent's config and key). */
+export const IMAGE_FILE_MAX_BYTES = 16 * 1024 * 1024;
+
+/**
+ * Reads `/relative` of the root file system `root`: undefined when it does not exist; a ProvisionError naming it when
+ * it is not a regular file within `limit` (default IMAGE_FILE_MAX_BYTES). `followLink: true` (default): the image's
+ * own file (/etc/passwd, /usr/bin/node), whose links are followed inside the image as the device will; false: a file
+ * these tools install, where a link in its place is an error, never followed.
+ */
+export function readImageFile(root: string, relative: string, options: { limit?: ReadLimit; followLink?: boolean } = {}): Buffer | undefined {
+  const rel = relative.replace(/^\/+/, '');
+  const real = options.followLink === false ? resolveParentInRoot(root, rel) : resolveInRoot(root, rel);
+  try {
+    return readRegularFile(real, options.limit ?? { maxBytes: IMAGE_FILE_MAX_BYTES });
+  } catch (err) {
+    if (!(err instanceof RegularFileError)) throw err;
+    if (err.problem === 'missing') return undefined;
+    throw new ProvisionError(`/${rel}${whereLinksLead(root, rel, real)} in ${root} ${err.message}: only regular files are read from a target`);
+  }
 }
 
 /** `mkdir -p` of `relative` inside `root`, each missing folder created with `placement` (usually root-owned 0755). */

@@ -3,21 +3,40 @@
  * prepared), with the owners and modes the service needs:
  *
  *   /opt/telematics-agent/         root:root 0755/0644: package.json, dist/src, device-config, production node_modules
- *   /etc/telematics-agent/         the bundle: <user>:<group>, folders 0750, config 0640, key 0600
+ *   /etc/telematics-agent/         the bundle, root:<group>: folders 0750, config 0640, CAs and DBCs 0644 (read-only
+ *                                  to the agent: it cannot replace its own trust anchors or the config naming them)
+ *   /etc/telematics-agent/identity <user>:<group> 0700, key 0600: the one part the agent writes (certificate rotation)
  *   /etc/systemd/system/...        the bundle's unit, enabled; /etc/sysusers.d entry
  *   /var/lib/telematics-agent/     <user>:<group> 0750
  *   /etc/passwd, group, shadow...  the dedicated user, created when missing (src/cli/provision-users.ts)
  *
  * Idempotent: what already matches is not touched, so a second run changes no byte, mode, owner or timestamp.
  * /opt/telematics-agent is the agent's alone and is mirrored (files the new build lacks are removed); nothing else is
- * ever removed.
+ * ever removed, except the identity an older flash left in certs/ and a rotation's leftovers beside a replaced pair.
+ *
+ * The image is hostile until proven otherwise: every path into it is resolved inside it (resolveInRoot), and every
+ * file read from it is a regular file of bounded size, opened without following a final link and without blocking
+ * (readImageFile). A link to the host's /dev/zero, a FIFO or a huge sparse file is refused in one line.
  */
-import { closeSync, existsSync, lstatSync, openSync, readFileSync, readSync, readdirSync, readlinkSync, realpathSync, rmSync, statSync } from 'node:fs';
+import { existsSync, lstatSync, readFileSync, readdirSync, readlinkSync, realpathSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { loadDeviceConfig, type DeviceConfig } from '../config/device-config.js';
+import { readRegularFile } from '../config/regular-file.js';
 import { loadIdentity } from '../pki/identity.js';
-import { ChangeCount, ProvisionError, ensureDirInRoot, octal, putDir, putFile, putSymlink, resolveInRoot, type Change, type Owner } from './provision-files.js';
-import { BUNDLE, PROJECT_ROOT } from './provision-pki.js';
+import {
+  ChangeCount,
+  ProvisionError,
+  ensureDirInRoot,
+  octal,
+  putDir,
+  putFile,
+  putSymlink,
+  readImageFile,
+  resolveInRoot,
+  type Change,
+  type Owner,
+} from './provision-files.js';
+import { BUNDLE, LEGACY_IDENTITY, PROJECT_ROOT } from './provision-pki.js';
 import { INSTALL, installService } from './provision-unit.js';
 
 type Say = (line: string) => void;
@@ -69,18 +88,27 @@ function checkTarget(target: string): string {
   return real;
 }
 
+/** Who owns a file of the bundle on the car: root (read-only to the agent) or the agent's user (its identity). */
+type Holder = 'root' | 'agent';
+
 interface Bundle {
   dir: string;
   config: DeviceConfig;
   unitText: string;
-  /** Bundle-relative files to install under /etc/telematics-agent, with their mode. */
-  files: { rel: string; mode: number }[];
+  /** Bundle-relative files to install under /etc/telematics-agent, with their mode and owner. */
+  files: { rel: string; mode: number; holder: Holder }[];
 }
 
 /** Loads the bundle as the agent will load it on the car: a bundle that would not start is not installed. */
 function readBundle(dir: string): Bundle {
   const bundle = path.resolve(dir);
   if (!existsSync(bundle) || !statSync(bundle).isDirectory()) throw new ProvisionError(`--bundle ${dir}: no such folder (scripts/provision makes one)`);
+  if (!existsSync(path.join(bundle, BUNDLE.key)) && existsSync(path.join(bundle, LEGACY_IDENTITY.key))) {
+    throw new ProvisionError(
+      `--bundle ${bundle} keeps its identity in ${LEGACY_IDENTITY.key} (made by an older provision): run scripts/provision for it again ` +
+        `(the key and certificate are kept), which moves it to ${BUNDLE.identityDir}/, the one folder the agent may write on the car`,
+    );
+  }
   const need = (rel: string): string => {
     const file = path.join(bundle, rel);
     if (!existsSync(file)) {
@@ -116,37 +144,60 @@ function readBundle(dir: string): Bundle {
     if (err instanceof ProvisionError) throw err;
     throw new ProvisionError(`--bundle ${bundle}: ${(err as Error).message}`);
   }
-  const files: { rel: string; mode: number }[] = [
-    { rel: BUNDLE.config, mode: 0o640 },
-    { rel: BUNDLE.key, mode: 0o600 },
-    { rel: BUNDLE.cert, mode: 0o644 },
-    { rel: BUNDLE.brokerCa, mode: 0o644 },
-    { rel: BUNDLE.commandCa, mode: 0o644 },
+  // The identity files must be where the agent can write (rotation replaces them); everything else must not be.
+  for (const [field, file, rel] of [
+    ['uplink.certFile', uplink.certFile, BUNDLE.cert],
+    ['uplink.keyFile', uplink.keyFile, BUNDLE.key],
+  ] as const) {
+    if (file !== path.join(bundle, rel)) throw new ProvisionError(`--bundle ${bundle}: its config's ${field} is ${file}, not ${rel} (the one folder the agent may write on the car): run scripts/provision for it again`);
+  }
+  const files: { rel: string; mode: number; holder: Holder }[] = [
+    { rel: BUNDLE.config, mode: 0o640, holder: 'root' },
+    { rel: BUNDLE.brokerCa, mode: 0o644, holder: 'root' },
+    { rel: BUNDLE.commandCa, mode: 0o644, holder: 'root' },
+    { rel: BUNDLE.key, mode: 0o600, holder: 'agent' },
+    { rel: BUNDLE.cert, mode: 0o644, holder: 'agent' },
   ];
   for (const dir of [BUNDLE.dbcDir, BUNDLE.replayDir]) {
     if (!existsSync(path.join(bundle, dir))) continue;
     for (const name of readdirSync(path.join(bundle, dir)).sort()) {
-      if (statSync(path.join(bundle, dir, name)).isFile()) files.push({ rel: `${dir}/${name}`, mode: 0o644 });
+      if (statSync(path.join(bundle, dir, name)).isFile()) files.push({ rel: `${dir}/${name}`, mode: 0o644, holder: 'root' });
     }
   }
   return { dir: bundle, config, unitText: readFileSync(path.join(bundle, BUNDLE.unit), 'utf8'), files };
 }
 
+const CONFIG_DIR_IN_IMAGE = INSTALL.configDir.slice(1);
+
+/**
+ * The identity files an image holds (identity/, or certs/ where an older flash put them), read as the files flash
+ * itself installs: a link in their place is refused, never followed (it could lead anywhere on this machine).
+ */
+function readInstalled(target: string, rel: string): Buffer | undefined {
+  try {
+    return readImageFile(target, `${CONFIG_DIR_IN_IMAGE}/${rel}`, { followLink: false });
+  } catch (err) {
+    if (err instanceof ProvisionError) throw new ProvisionError(`${err.message} (--replace-identity overwrites it without reading it)`);
+    throw err;
+  }
+}
+
 /** An identity already in the target is replaced only on purpose. */
 function checkExistingIdentity(target: string, bundle: Bundle, replace: boolean): void {
-  const etc = resolveInRoot(target, INSTALL.configDir.slice(1));
-  let deviceId: string | undefined;
-  try {
-    deviceId = (JSON.parse(readFileSync(path.join(etc, BUNDLE.config), 'utf8')) as { deviceId?: string }).deviceId;
-  } catch {
-    // none there
-  }
   if (replace) return;
+  let deviceId: string | undefined;
+  const configText = readInstalled(target, BUNDLE.config);
+  try {
+    if (configText !== undefined) deviceId = (JSON.parse(configText.toString('utf8')) as { deviceId?: string }).deviceId;
+  } catch {
+    // not a config flash wrote: overwritten like a missing one
+  }
   if (deviceId !== undefined && deviceId !== bundle.config.deviceId) {
     throw new ProvisionError(`the target is provisioned as '${deviceId}', the bundle is '${bundle.config.deviceId}': pass --replace-identity to overwrite it`);
   }
-  const keyFile = path.join(etc, BUNDLE.key);
-  if (existsSync(keyFile) && !readFileSync(keyFile).equals(readFileSync(path.join(bundle.dir, BUNDLE.key)))) {
+  // The key in use: identity/, else where an older flash put it.
+  const key = readInstalled(target, BUNDLE.key) ?? readInstalled(target, LEGACY_IDENTITY.key);
+  if (key !== undefined && !key.equals(readFileSync(path.join(bundle.dir, BUNDLE.key)))) {
     throw new ProvisionError(`the target holds another key for '${bundle.config.deviceId}' (rotated on the device?): pass --replace-identity to overwrite it`);
   }
 }
@@ -155,26 +206,29 @@ function checkExistingIdentity(target: string, bundle: Bundle, replace: boolean)
 
 const ELF_MACHINES: Record<number, string> = { 3: 'x86 (32-bit)', 40: 'arm (32-bit)', 62: 'x86-64', 183: 'aarch64', 243: 'riscv', 8: 'mips', 21: 'ppc64' };
 
-/** The ELF machine of a binary, or undefined when it is not an ELF file. */
-function elfMachine(file: string): number | undefined {
-  let fd: number | undefined;
+/** The ELF machine in a file's first 20 bytes, or undefined when it is not an ELF file. */
+function elfMachine(head: Buffer): number | undefined {
+  if (head.length < 20 || head.readUInt32BE(0) !== 0x7f454c46) return undefined;
+  return head[5] === 2 ? head.readUInt16BE(18) : head.readUInt16LE(18);
+}
+
+/** The ELF machine of one of the agent's own files (the build being installed). */
+function builtMachine(file: string): number | undefined {
   try {
-    fd = openSync(file, 'r');
-    const head = Buffer.alloc(20);
-    if (readSync(fd, head, 0, 20, 0) < 20) return undefined;
-    if (head.readUInt32BE(0) !== 0x7f454c46) return undefined;
-    return head[5] === 2 ? head.readUInt16BE(18) : head.readUInt16LE(18);
+    return elfMachine(readRegularFile(file, { firstBytes: 20 }));
   } catch {
     return undefined;
-  } finally {
-    if (fd !== undefined) closeSync(fd);
   }
 }
 
-/** The target's architecture, read from one of its own binaries. */
+/**
+ * The target's architecture, read from one of its own binaries (found inside the image, whatever links lead there).
+ * A binary that is there but not a regular file (a FIFO) is refused: it is not read, and nothing waits on it.
+ */
 function targetMachine(root: string): { machine: number; file: string } | undefined {
   for (const file of ['usr/bin/node', 'usr/local/bin/node', 'usr/lib/systemd/systemd', 'lib/systemd/systemd', 'bin/busybox', 'usr/bin/busybox', 'usr/bin/dash', 'bin/sh', 'usr/bin/env']) {
-    const machine = elfMachine(resolveInRoot(root, file));
+    const head = readImageFile(root, file, { limit: { firstBytes: 20 } });
+    const machine = head === undefined ? undefined : elfMachine(head);
     if (machine !== undefined) return { machine, file: `/${file}` };
   }
   return undefined;
@@ -182,7 +236,7 @@ function targetMachine(root: string): { machine: number; file: string } | undefi
 
 /** Native addons are built for one architecture: the image's must be the same, or the agent dies at its first require. */
 function checkArchitecture(root: string, agentDir: string, natives: string[], say: Say): void {
-  const built = natives.map((rel) => ({ rel, machine: elfMachine(path.join(agentDir, rel)) })).filter((n) => n.machine !== undefined);
+  const built = natives.map((rel) => ({ rel, machine: builtMachine(path.join(agentDir, rel)) })).filter((n) => n.machine !== undefined);
   if (built.length === 0) return;
   const target = targetMachine(root);
   const name = (m: number): string => ELF_MACHINES[m] ?? `ELF machine ${m}`;
@@ -296,6 +350,28 @@ function mirror(srcRoot: string, destRoot: string, entries: Map<string, Entry>, 
 
 // ---- flash ------------------------------------------------------------------------------------------------------
 
+/** The files certificate rotation leaves beside a pair while it runs (src/pki/identity-files.ts). */
+function rotationLeftovers(pair: string[]): string[] {
+  return pair.flatMap((rel) => [`${rel}.new`, `${rel}.old`]);
+}
+
+/** Removes these files (or links) of the config folder when present; a folder in their place is left alone. */
+function removeInConfigDir(configDir: string, rels: string[], count: ChangeCount, say: Say): void {
+  for (const rel of rels) {
+    const file = path.join(configDir, rel);
+    let stats;
+    try {
+      stats = lstatSync(file);
+    } catch {
+      continue;
+    }
+    if (stats.isDirectory()) continue;
+    rmSync(file, { force: true });
+    count.removed++;
+    say(`  removed ${INSTALL.configDir}/${rel}`);
+  }
+}
+
 export function runFlash(options: FlashOptions, say: Say): void {
   const target = checkTarget(options.target);
   const bundle = readBundle(options.bundle);
@@ -306,24 +382,47 @@ export function runFlash(options: FlashOptions, say: Say): void {
   const device = bundle.config.deviceId;
   say(`flash: ${device} into ${target}`);
 
-  // The unit first: it names the account, whose IDs own the config.
+  // The unit first: it names the account, whose IDs own the identity and whose group reads the config.
   const count = new ChangeCount();
   const { account } = installService(target, bundle.unitText, (line) => say(`  ${line}`), count);
-  const owner = { uid: account.uid, gid: account.gid };
+  const owners: Record<Holder, { owner: Owner; name: string }> = {
+    // Read-only to the agent: the config and the trust anchors it names (group: the agent reads them).
+    root: { owner: { uid: 0, gid: account.gid }, name: `root:${account.group}` },
+    agent: { owner: { uid: account.uid, gid: account.gid }, name: `${account.user}:${account.group}` },
+  };
 
   const etcCount = new ChangeCount();
-  const etc = ensureDirInRoot(target, path.dirname(INSTALL.configDir).slice(1), { mode: 0o755, owner: ROOT }, etcCount);
-  const configDir = path.join(etc, path.basename(INSTALL.configDir));
-  const note = (change: Change, what: string, mode: number): void => {
+  ensureDirInRoot(target, path.dirname(CONFIG_DIR_IN_IMAGE), { mode: 0o755, owner: ROOT }, etcCount);
+  // The image's own links are followed inside it (/etc/telematics-agent -> /data/... on a read-only root); the
+  // folders below it are flash's, and a link in their place is refused (putDir).
+  const configDir = resolveInRoot(target, CONFIG_DIR_IN_IMAGE);
+  const note = (change: Change, what: string, mode: number, holder: Holder): void => {
     etcCount.add(change);
-    if (change !== 'unchanged') say(`  ${change} ${INSTALL.configDir}/${what} (${account.user}:${account.group} ${octal(mode)})`);
+    if (change !== 'unchanged') say(`  ${change} ${INSTALL.configDir}/${what} (${owners[holder].name} ${octal(mode)})`);
   };
-  note(putDir(configDir, { mode: 0o750, owner }), '', 0o750);
-  const dirs = new Set(bundle.files.map((f) => path.dirname(f.rel)).filter((d) => d !== '.'));
-  for (const dir of [...dirs].sort()) note(putDir(path.join(configDir, dir), { mode: 0o750, owner }), `${dir}/`, 0o750);
+  note(putDir(configDir, { mode: 0o750, owner: owners.root.owner }), '', 0o750, 'root');
+  const dirs = new Map<string, Holder>();
   for (const file of bundle.files) {
-    note(putFile(path.join(configDir, file.rel), readFileSync(path.join(bundle.dir, file.rel)), { mode: file.mode, owner }), file.rel, file.mode);
+    const dir = path.dirname(file.rel);
+    if (dir !== '.') dirs.set(dir, file.holder);
   }
+  for (const dir of [...dirs.keys()].sort()) {
+    const holder = dirs.get(dir)!;
+    // The identity folder is the agent's alone (its key is in it); the others are readable by its group.
+    const mode = holder === 'agent' ? 0o700 : 0o750;
+    note(putDir(path.join(configDir, dir), { mode, owner: owners[holder].owner }), `${dir}/`, mode, holder);
+  }
+  let newIdentity = false;
+  for (const file of bundle.files) {
+    const change = putFile(path.join(configDir, file.rel), readFileSync(path.join(bundle.dir, file.rel)), { mode: file.mode, owner: owners[file.holder].owner });
+    note(change, file.rel, file.mode, file.holder);
+    if (file.holder === 'agent' && change !== 'unchanged') newIdentity = true;
+  }
+  // A rotation's staged or previous pair beside a pair flash replaced belongs to another identity: left there, the
+  // agent's repair at start could put it back in place of the one just installed.
+  if (newIdentity) removeInConfigDir(configDir, rotationLeftovers([BUNDLE.key, BUNDLE.cert]), etcCount, say);
+  // An older flash kept the identity in certs/, now root's: a key left there would be a stale copy of a secret.
+  removeInConfigDir(configDir, [...Object.values(LEGACY_IDENTITY), ...rotationLeftovers([LEGACY_IDENTITY.key, LEGACY_IDENTITY.cert])], etcCount, say);
 
   const agentCount = new ChangeCount();
   const opt = ensureDirInRoot(target, path.dirname(INSTALL.agentDir).slice(1), { mode: 0o755, owner: ROOT }, agentCount);

@@ -5,15 +5,18 @@
  *
  *   config.json               the device config for this car (DBCs under dbc/, state under /var/lib/telematics-agent)
  *   dbc/                      the DBC files its buses decode with
- *   certs/device.key          the device's private key, 0600, made here and never sent anywhere
- *   certs/device.csr          its signing request (CN = the device ID)
- *   certs/device.crt          the signed certificate, leaf first, then any intermediate CA
  *   certs/broker-ca.crt       the CA the broker's certificate must chain to (pinned)
  *   certs/command-ca.crt      the CA remote commands must be signed under (pinned)
+ *   identity/device.key       the device's private key, 0600, made here and never sent anywhere
+ *   identity/device.csr       its signing request (CN = the device ID)
+ *   identity/device.crt       the signed certificate, leaf first, then any intermediate CA
  *   telematics-agent.service  the systemd unit
+ *
+ * The identity has a folder of its own because on the car it is the only part the agent may write (certificate
+ * rotation); the config and the pinned CAs are root's and read-only to it (src/cli/provision-flash.ts).
  */
 import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
-import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
 import { isIP, SocketAddress } from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -39,15 +42,22 @@ export const DEMO_DEVICE = 'demo-vehicle-001';
 export const BUNDLE = {
   config: 'config.json',
   certsDir: 'certs',
-  key: 'certs/device.key',
-  csr: 'certs/device.csr',
-  cert: 'certs/device.crt',
+  identityDir: 'identity',
+  key: 'identity/device.key',
+  csr: 'identity/device.csr',
+  cert: 'identity/device.crt',
   brokerCa: 'certs/broker-ca.crt',
   commandCa: 'certs/command-ca.crt',
   dbcDir: 'dbc',
   replayDir: 'replay',
   unit: INSTALL.unitName,
 } as const;
+
+/**
+ * Where provision put the identity before it had a folder of its own (beside the pinned CAs, in certs/): a bundle
+ * laid out so is moved to identity/ by provision, refused by flash (src/cli/provision-flash.ts).
+ */
+export const LEGACY_IDENTITY = { key: 'certs/device.key', csr: 'certs/device.csr', cert: 'certs/device.crt' } as const;
 
 /** A certificate closer to its end than this is re-issued when provision runs again with the CA. */
 const RENEW_BEFORE_DAYS = 30;
@@ -453,7 +463,9 @@ function makeBundle(bundle: string, options: ProvisionOptions, say: Say): void {
   };
   mkdirSync(path.dirname(bundle), { recursive: true });
   note(putDir(bundle, { mode: 0o700 }), `${bundle}/`);
+  moveLegacyIdentity(bundle, say, count);
   note(putDir(file(BUNDLE.certsDir), { mode: 0o700 }), `${BUNDLE.certsDir}/`);
+  note(putDir(file(BUNDLE.identityDir), { mode: 0o700 }), `${BUNDLE.identityDir}/`);
 
   // The device key: made once, kept on every later run (a new key is a new identity: --new-key).
   let keyPem: string | undefined;
@@ -520,6 +532,31 @@ function makeBundle(bundle: string, options: ProvisionOptions, say: Say): void {
   }
 }
 
+/**
+ * A bundle made before the identity had its own folder: its key, CSR and certificate move from certs/ to identity/
+ * (renamed, so the key is kept), and its config is pointed at them.
+ */
+function moveLegacyIdentity(bundle: string, say: Say, count: ChangeCount): void {
+  const found = (Object.keys(LEGACY_IDENTITY) as (keyof typeof LEGACY_IDENTITY)[]).filter((k) => existsSync(path.join(bundle, LEGACY_IDENTITY[k])));
+  if (found.length === 0) return;
+  if (existsSync(path.join(bundle, BUNDLE.key))) {
+    throw new ProvisionError(`--bundle ${bundle} holds a key in ${LEGACY_IDENTITY.key} and in ${BUNDLE.key}: remove the one that is not the car's (${BUNDLE.identityDir}/ is where it belongs)`);
+  }
+  count.add(putDir(path.join(bundle, BUNDLE.identityDir), { mode: 0o700 }));
+  for (const k of found) {
+    renameSync(path.join(bundle, LEGACY_IDENTITY[k]), path.join(bundle, BUNDLE[k]));
+    count.updated++;
+  }
+  const configFile = path.join(bundle, BUNDLE.config);
+  if (existsSync(configFile)) {
+    const config = JSON.parse(readFileSync(configFile, 'utf8')) as { uplink?: Record<string, unknown> };
+    if (config.uplink?.certFile === LEGACY_IDENTITY.cert) config.uplink.certFile = BUNDLE.cert;
+    if (config.uplink?.keyFile === LEGACY_IDENTITY.key) config.uplink.keyFile = BUNDLE.key;
+    count.add(putFile(configFile, `${JSON.stringify(config, null, 2)}\n`, { mode: 0o644 }));
+  }
+  say(`  moved ${found.map((k) => path.basename(LEGACY_IDENTITY[k])).join(', ')} from ${BUNDLE.certsDir}/ to ${BUNDLE.identityDir}/ (on the car the agent may write its identity, never the CAs beside it)`);
+}
+
 /** Why the bundle's certificate must be (re-)issued by `ca`, or null when the one there is good. */
 function certificateToReplace(certFile: string, keyPem: string, device: string, ca: SigningCa): string | null {
   if (!existsSync(certFile)) return 'issued';
@@ -565,9 +602,10 @@ function checkIdentity(bundle: string, issuerFile: string | undefined, say: Say,
 
 /** `provision --cert`: checks the signed certificate against the bundle's key, device and CA, and adds it. */
 function completeBundle(bundle: string, options: ProvisionOptions, say: Say): void {
+  checkBundleFolder(bundle, options.device);
+  if (existsSync(bundle)) moveLegacyIdentity(bundle, say, new ChangeCount());
   const keyFile = path.join(bundle, BUNDLE.key);
   if (!existsSync(keyFile)) throw new ProvisionError(`--bundle ${bundle} has no ${BUNDLE.key}: make the bundle first (--csr-only)`);
-  checkBundleFolder(bundle, options.device);
   const certFile = path.resolve(options.cert!);
   const text = readInput('--cert', certFile);
   const chain = certificatesIn('--cert', certFile, text);

@@ -3,7 +3,7 @@
  * root file system: the unit, its enablement, the dedicated account and the state folder. `install-service` runs it
  * on a device (or into --root), `flash` into an image, `provision` puts the unit into the bundle.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, lstatSync, type Stats } from 'node:fs';
 import path from 'node:path';
 import { ChangeCount, ProvisionError, ensureDirInRoot, putDir, putFile, putSymlink, resolveInRoot } from './provision-files.js';
 import { ACCOUNT_NAME_PATTERN, checkServiceUserName, ensureServiceAccount, type ServiceAccount } from './provision-users.js';
@@ -13,6 +13,8 @@ export const INSTALL = {
   agentDir: '/opt/telematics-agent',
   configDir: '/etc/telematics-agent',
   configFile: '/etc/telematics-agent/config.json',
+  /** The device's certificate and key: the only part of the config folder the agent writes (certificate rotation). */
+  identityDir: '/etc/telematics-agent/identity',
   stateDir: '/var/lib/telematics-agent',
   unitName: 'telematics-agent.service',
   unitDir: '/etc/systemd/system',
@@ -89,10 +91,11 @@ User=${options.user}
 Group=${options.user}
 # ELM327 adapters and UARTs (/dev/ttyUSB*, /dev/ttyACM*, /dev/ttyS*) belong to this group.
 SupplementaryGroups=${INSTALL.serialGroup}
-# ${INSTALL.stateDir}: outbox, command replay memory, link memory. Created by systemd if missing.
+# ${INSTALL.stateDir}: outbox, command replay memory, link memory, the collection rules set by setConfig.
+# Created by systemd if missing.
 StateDirectory=${stateName}
 StateDirectoryMode=0750
-# What the agent writes (outbox, a rewritten config, a rotated key) is readable by its own user only.
+# What the agent writes (outbox, collection rules, a rotated key) is readable by its own user only.
 UMask=0077
 
 # No capabilities. Raw CAN and ISO-TP sockets need none on Linux: socket(AF_CAN, SOCK_RAW, CAN_RAW) is open to
@@ -103,11 +106,12 @@ CapabilityBoundingSet=
 AmbientCapabilities=
 NoNewPrivileges=yes
 
-# The whole file system read-only, except the state folder and the config folder: setConfig rewrites config.json,
-# certificate rotation replaces certs/device.crt and certs/device.key. The '-': a missing folder is then reported by
-# the agent ("cannot read the device config") instead of a bare 226/NAMESPACE.
+# The whole file system read-only, except the state folder and the identity folder, where certificate rotation
+# replaces identity/device.crt and identity/device.key. config.json and the pinned broker and command CAs stay
+# read-only (and root's): a compromised agent cannot replace its own trust anchors. The '-': a missing folder is then
+# reported by the agent (a missing key file) instead of a bare 226/NAMESPACE.
 ProtectSystem=strict
-ReadWritePaths=-${INSTALL.configDir}
+ReadWritePaths=-${INSTALL.identityDir}
 ProtectHome=yes
 PrivateTmp=yes
 PrivateMounts=yes
@@ -218,11 +222,13 @@ export function installService(root: string, unitText: string, say: (line: strin
     say,
     count,
   );
-  const nodeInRoot = resolveInRoot(root, settings.node.slice(1));
-  if (!existsSync(nodeInRoot)) {
+  const nodeInRoot = lstatOrUndefined(resolveInRoot(root, settings.node.slice(1)));
+  if (nodeInRoot === undefined) {
     say(`warning: ${settings.node} is not in ${root}: install Node.js 20 there (the unit runs the agent with it)`);
+  } else if (!nodeInRoot.isFile()) {
+    say(`warning: ${settings.node} in ${root} is not a regular file: the unit runs the agent with it, install Node.js 20 there`);
   }
-  const notify = ['usr/bin/systemd-notify', 'bin/systemd-notify'].some((p) => existsSync(resolveInRoot(root, p)));
+  const notify = ['usr/bin/systemd-notify', 'bin/systemd-notify'].some((p) => lstatOrUndefined(resolveInRoot(root, p))?.isFile());
   if (!notify) say(`warning: systemd-notify is not in ${root}: without it the agent cannot tell systemd it is ready (Type=notify)`);
 
   const unitDir = ensureDirInRoot(root, INSTALL.unitDir.slice(1), ROOT_DIR, count);
@@ -237,6 +243,14 @@ export function installService(root: string, unitText: string, say: (line: strin
   const varLib = ensureDirInRoot(root, path.dirname(stateDir).slice(1), ROOT_DIR, count);
   report(say, count.add(putDir(path.join(varLib, path.basename(stateDir)), { mode: 0o750, owner: { uid: account.uid, gid: account.gid } })), `${stateDir}/`);
   return { account, unitFile };
+}
+
+function lstatOrUndefined(file: string): Stats | undefined {
+  try {
+    return lstatSync(file);
+  } catch {
+    return undefined;
+  }
 }
 
 function report(say: (line: string) => void, change: string, what: string): void {

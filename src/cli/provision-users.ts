@@ -2,10 +2,11 @@
  * The agent's dedicated system account in a target root file system: its user and group in etc/passwd, etc/group
  * (and etc/shadow, etc/gshadow when the image has them), membership of the serial-port group, created only when
  * missing, with IDs free in that image (not on the machine preparing it). What useradd --system would do, without
- * needing it (or a chroot) for another architecture.
+ * needing it (or a chroot) for another architecture. The databases are read as regular files of bounded size only
+ * (readImageFile): a FIFO or a link out of the image in their place is refused in one line, never waited on.
  */
-import { lstatSync, readFileSync } from 'node:fs';
-import { ChangeCount, ProvisionError, putFile, resolveInRoot } from './provision-files.js';
+import { lstatSync } from 'node:fs';
+import { ChangeCount, ProvisionError, putFile, readImageFile, resolveInRoot, whereLinksLead } from './provision-files.js';
 
 export interface AccountRequest {
   user: string;
@@ -58,16 +59,12 @@ interface DbFile {
 
 function readDb(root: string, name: string, required: boolean): DbFile | undefined {
   const real = resolveInRoot(root, name);
-  let text: string;
-  try {
-    text = readFileSync(real, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-      if (required) throw new ProvisionError(`${root} has no /${name}: is it a root file system?`);
-      return undefined;
-    }
-    throw err;
+  const content = readImageFile(root, name);
+  if (content === undefined) {
+    if (required) throw new ProvisionError(`${root} has no /${name}${whereLinksLead(root, name, real)}: is it a root file system?`);
+    return undefined;
   }
+  const text = content.toString('utf8');
   const lines = text.split('\n');
   if (lines[lines.length - 1] === '') lines.pop();
   return { name, real, lines, dirty: false };
@@ -99,12 +96,9 @@ function find(db: DbFile | undefined, name: string): { index: number; f: string[
 }
 
 function systemRange(root: string, kind: 'UID' | 'GID'): { min: number; max: number } {
-  let text = '';
-  try {
-    text = readFileSync(resolveInRoot(root, 'etc/login.defs'), 'utf8');
-  } catch {
-    return DEFAULT_SYSTEM_RANGE;
-  }
+  const content = readImageFile(root, 'etc/login.defs');
+  if (content === undefined) return DEFAULT_SYSTEM_RANGE;
+  const text = content.toString('utf8');
   const value = (key: string): number | undefined => {
     const m = new RegExp(`^\\s*${key}\\s+(\\d+)`, 'm').exec(text);
     return m ? Number(m[1]) : undefined;

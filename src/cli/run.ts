@@ -13,6 +13,8 @@ import path from 'node:path';
 import { InvalidArgumentError, type Command } from 'commander';
 import type { FrameSink, FrameSource } from '../can/frame.js';
 import { CandumpReplaySource } from '../can/replay.js';
+import { Collector } from '../collect/collector.js';
+import { applyCollectionOverride } from '../config/collection-override.js';
 import { loadDeviceConfig, type BusConfig, type DeviceConfig, type SocketCanSourceConfig } from '../config/device-config.js';
 import { BusDecoder } from '../dbc/bus-decoder.js';
 import { compileDatabase, loadDbcFile, type CompiledDatabase } from '../dbc/index.js';
@@ -83,8 +85,6 @@ export interface RunAgentOptions {
   shutdown?: ShutdownProgress;
   /** false: no live status line, only the summary at the end (the `run` command writing into the journal). */
   statusLines?: boolean;
-  /** The config file `config` was loaded from: setConfig writes the new collection section there. */
-  configFile?: string;
   /** Receives the context remote commands act through, once the run's parts exist. */
   onCommandContext?: (context: CommandContext) => void;
 }
@@ -154,7 +154,8 @@ async function runSource(bus: BusConfig, source: FrameSource, sink: FrameSink, s
 
 /** Runs the agent on a loaded config until the duration passes, `signal` aborts, or every source has ended. */
 export async function runAgent(options: RunAgentOptions): Promise<RunSummary> {
-  const { config, output } = options;
+  const { output } = options;
+  let config = options.config;
   const logging = loggingConfig(config.logging);
   const logger = options.logger ?? new Logger(options.warn ? { config: logging, lines: options.warn } : { config: logging });
   // The modules keep their `warn(message)` callback; the logger gives each message its level and component.
@@ -178,6 +179,11 @@ export async function runAgent(options: RunAgentOptions): Promise<RunSummary> {
     live.push(liveBus);
     sources.push(createSource(bus, decoder.database, decoder, liveBus));
   }
+  // The collection rules a setConfig command left in the state folder replace the config's, if the buses serve them.
+  config = applyCollectionOverride(config, (collection) => new Collector({ config: collection, buses, onBatch: () => undefined }), {
+    warn,
+    info: (message) => logger.info('config', message),
+  });
   const liveBuses = live.filter((l): l is LiveBus => l !== undefined);
   const adapters = config.obdAdapters.map((adapter) => new LiveObdAdapter(adapter, warn));
   const statusSignals: StatusSignal[] = [];
@@ -196,7 +202,6 @@ export async function runAgent(options: RunAgentOptions): Promise<RunSummary> {
   // Built before the data path, which hands it to the command dispatcher; it reaches the data path through `dataPath`.
   const commandContext = createCommandContext({
     config,
-    ...(options.configFile !== undefined ? { configFile: options.configFile } : {}),
     buses,
     live,
     adapters,
@@ -438,7 +443,7 @@ export function registerRunCommand(program: Command): void {
         // Under systemd the status line would be a journal entry every second, on flash, for years: the health
         // report and the status page say the same.
         const statusLines = !stdoutIsJournal();
-        const summary = await runAgent({ config, configFile: opts.config, durationS: opts.duration, signal: interrupt.signal, output: process.stdout, logger, shutdown, statusLines });
+        const summary = await runAgent({ config, durationS: opts.duration, signal: interrupt.signal, output: process.stdout, logger, shutdown, statusLines });
         if (summary.restartRequested) process.exitCode = RESTART_EXIT_CODE;
       } finally {
         process.removeListener('SIGINT', onSignal);

@@ -13,12 +13,13 @@
  * never OFF again within the test.
  */
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { runAgent, type RunSummary } from '../../src/cli/run.js';
 import type { OperatorClient } from '../../src/commands/operator-client.js';
 import type { CommandResult } from '../../src/commands/result.js';
+import { readCollectionOverride } from '../../src/config/collection-override.js';
 import { loadDeviceConfig } from '../../src/config/device-config.js';
 import { DEMO_DBC_PATH } from '../../src/sim/vehicle.js';
 import { decodeMessage } from '../../src/uplink/codec.js';
@@ -151,7 +152,7 @@ describe('every remote command end to end: operator -> mosquitto -> runAgent -> 
     const config = loadDeviceConfig(configFile);
     backend = await BackendSubscriber.connect(broker, pki, `vehicles/${deviceId}/telemetry`);
     ops = await operatorClient(broker, pki);
-    running = runAgent({ config, configFile, signal: stop.signal, output: { write: () => undefined }, warn: (m) => log.push(m) });
+    running = runAgent({ config, signal: stop.signal, output: { write: () => undefined }, warn: (m) => log.push(m) });
     running.then(
       (summary) => (ended = { summary, at: performance.now() }),
       (error: unknown) => (ended = { error, at: performance.now() }),
@@ -245,24 +246,25 @@ describe('every remote command end to end: operator -> mosquitto -> runAgent -> 
     assert.deepEqual((await send('getConfig', { section: 'status' })).final.detail, { section: 'status', value: null });
   });
 
-  it('setConfig: new rules run at once (their samples reach the broker), the file is rewritten, getConfig shows them', async () => {
+  it('[14.9] setConfig: new rules run at once (their samples reach the broker), kept in the override file, config.json untouched, getConfig shows them', async () => {
     // The initial rule's samples are on the broker already.
     await backend.waitFor(() => telemetrySignals(backend, deviceId).has('can0.VEHICLE_DYNAMICS.VehicleSpeed'), 10_000, 'VehicleSpeed telemetry');
-    const before = readFileSync(configFile, 'utf8');
+    const before = readFileSync(configFile);
     const { final, results } = await send('setConfig', { collection: NEW_COLLECTION });
     assert.deepEqual(statuses(results), ['ACCEPTED', 'IN_PROGRESS', 'SUCCEEDED'], JSON.stringify(final));
     assert.deepEqual(final.detail, { applied: 'collection', rules: 2 });
     const from = backend.on(deviceId, 'telemetry').length;
 
-    // The file: the new section as sent, every other section as it was, no temporary file left beside it.
-    const written = JSON.parse(readFileSync(configFile, 'utf8')) as Record<string, unknown>;
-    assert.notEqual(readFileSync(configFile, 'utf8'), before);
-    assert.deepEqual(written.collection, NEW_COLLECTION);
-    for (const key of Object.keys(document)) if (key !== 'collection') assert.deepEqual(written[key], document[key], key);
-    assert.deepEqual(Object.keys(written).sort(), Object.keys(document).sort());
+    // The device config (it names the trust anchors) is never rewritten; the new section is in the state folder,
+    // beside the outbox, as sent and alone, with no temporary file left beside it.
+    assert.deepEqual(readFileSync(configFile), before);
     assert.deepEqual(readdirSync(dir).sort(), ['aux.dbc', 'device.json', 'var']);
+    const overrideFile = path.join(dir, 'var', 'collection-override.json');
+    assert.deepEqual(JSON.parse(readFileSync(overrideFile, 'utf8')), { collection: NEW_COLLECTION });
+    assert.equal(statSync(overrideFile).mode & 0o777, 0o600);
+    assert.deepEqual(readdirSync(path.join(dir, 'var')).filter((name) => name.endsWith('.tmp')), []);
     // It loads: the next start runs the new rules.
-    assert.deepEqual(loadDeviceConfig(configFile).collection!.rules.map((r) => r.name), ['engine', 'lever']);
+    assert.deepEqual(readCollectionOverride(overrideFile)!.rules.map((r) => r.name), ['engine', 'lever']);
 
     // The agent's running config (rules with their defaults filled in) is the new section.
     const shown = (await send('getConfig', { section: 'collection' })).final;
@@ -281,8 +283,10 @@ describe('every remote command end to end: operator -> mosquitto -> runAgent -> 
     );
   });
 
-  it('setConfig: a section off the schema is FAILED invalid-config, one naming no signal is apply-failed; the file is unchanged', async () => {
+  it('setConfig: a section off the schema is FAILED invalid-config, one naming no signal is apply-failed; the files are unchanged', async () => {
     const file = readFileSync(configFile);
+    const overrideFile = path.join(dir, 'var', 'collection-override.json');
+    const override = readFileSync(overrideFile);
     const invalid = (await send('setConfig', { collection: { batch: { maxSamples: 0 }, rules: [] } })).final;
     assert.equal(invalid.status, 'FAILED', JSON.stringify(invalid));
     assert.equal(invalid.reason, 'invalid-config');
@@ -295,6 +299,7 @@ describe('every remote command end to end: operator -> mosquitto -> runAgent -> 
     assert.match(unknown.message!, /no bus DBC has a signal 'VehicleSpede'/);
 
     assert.deepEqual(readFileSync(configFile), file);
+    assert.deepEqual(readFileSync(overrideFile), override);
     const shown = (await send('getConfig', { section: 'collection' })).final;
     assert.deepEqual((shown.detail as { value: { rules: { name: string }[] } }).value.rules.map((r) => r.name), ['engine', 'lever']);
   });

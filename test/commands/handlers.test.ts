@@ -17,6 +17,7 @@ import { DataPath } from '../../src/cli/data-path.js';
 import { RESTART_EXIT_CODE, runAgent } from '../../src/cli/run.js';
 import { CommandFailure, type CommandContext, type CommandHandler, type CommandRun } from '../../src/commands/handler.js';
 import { HANDLERS } from '../../src/commands/handlers/index.js';
+import { readCollectionOverride } from '../../src/config/collection-override.js';
 import { loadDeviceConfig, parseDeviceConfig, type DeviceConfig } from '../../src/config/device-config.js';
 import { BusDecoder } from '../../src/dbc/bus-decoder.js';
 import { compileDatabase, loadDbcFile, type CompiledDatabase } from '../../src/dbc/index.js';
@@ -148,7 +149,6 @@ async function openRig(): Promise<Rig> {
   };
   rig.context = createCommandContext({
     config,
-    configFile,
     buses,
     obdValues,
     dataPath: () => dataPath,
@@ -160,6 +160,11 @@ async function openRig(): Promise<Rig> {
     },
   });
   return rig;
+}
+
+/** Where setConfig keeps the collection rules: beside the outbox. */
+function overrideFile(rig: Rig): string {
+  return path.join(path.dirname(rig.config.outbox!.path), 'collection-override.json');
 }
 
 /** Samples the collector's rules have taken (batched or not yet). */
@@ -242,8 +247,8 @@ describe('command handlers on the agent context', () => {
   });
 
   describe('setConfig', () => {
-    it('applies new rules without a restart, keeps the old batches, and writes the file atomically', async () => {
-      const before = readFileSync(rig.configFile, 'utf8');
+    it('[14.9] applies new rules without a restart, keeps the old batches, and keeps them in the override file (config.json untouched)', async () => {
+      const before = readFileSync(rig.configFile);
       const oldCollector = rig.dataPath.collector;
       const messagesBefore = rig.dataPath.outbox.stats().messages;
       const collection = {
@@ -270,14 +275,14 @@ describe('command handlers on the agent context', () => {
       assert.ok(signals.has('can0.ENGINE_DATA.EngineSpeed'), 'samples of the new rule');
       assert.ok(signals.has('can0.ENGINE_TEMPS.CoolantTemp'));
 
-      // The file: the new section as sent, every other section as it was, no temporary file left beside it.
-      const written = JSON.parse(readFileSync(rig.configFile, 'utf8')) as Record<string, unknown>;
-      const old = JSON.parse(before) as Record<string, unknown>;
-      assert.deepEqual(written.collection, collection);
-      for (const key of Object.keys(old)) if (key !== 'collection') assert.deepEqual(written[key], old[key], key);
+      // The device config is not rewritten; the override beside the outbox holds the new section as sent, alone,
+      // and no temporary file is left beside it.
+      assert.deepEqual(readFileSync(rig.configFile), before);
+      assert.deepEqual(JSON.parse(readFileSync(overrideFile(rig), 'utf8')), { collection });
       assert.deepEqual(readdirSync(rig.dir).sort(), ['device.json', 'drive.log', 'var']);
+      assert.deepEqual(readdirSync(path.dirname(overrideFile(rig))).filter((name) => name.endsWith('.tmp')), []);
       // It loads: the next start runs the new rules.
-      assert.deepEqual(loadDeviceConfig(rig.configFile).collection!.rules.map((r) => r.name), ['engine', 'gear']);
+      assert.deepEqual(readCollectionOverride(overrideFile(rig))!.rules.map((r) => r.name), ['engine', 'gear']);
       const shown = (await execute('getConfig', { section: 'collection' }, rig.context)) as { value: { rules: { name: string }[] } };
       assert.deepEqual(shown.value.rules.map((r) => r.name), ['engine', 'gear']);
     });
@@ -300,7 +305,7 @@ describe('command handlers on the agent context', () => {
              if (stop) { process.stdout.write(JSON.stringify({ reads, bad, names: [...names] })); process.exit(0); }
              setImmediate(loop);
            })();`,
-          rig.configFile,
+          overrideFile(rig),
         ],
         { stdio: ['pipe', 'pipe', 'inherit'] },
       );
@@ -363,12 +368,14 @@ describe('command handlers on the agent context', () => {
       const running = rig.dataPath.collector;
       const samples = ruleSamples(running);
       // A folder where the temporary file would go: the write fails for real, after the new collector was swapped in.
-      const blocker = path.join(rig.dir, `.device.json.${process.pid}.tmp`);
+      const blocker = path.join(path.dirname(overrideFile(rig)), `.collection-override.json.${process.pid}.tmp`);
+      const override = readFileSync(overrideFile(rig));
       mkdirSync(blocker);
       try {
         const err = await failure('setConfig', { collection: { rules: [{ name: 'fuel', mode: 'change', signals: ['FuelLevel'] }] } }, rig.context);
         assert.equal(err.reason, 'apply-failed');
-        assert.match(err.message, /cannot write the device config .*device\.json: .*; the previous rules stay in force/);
+        assert.match(err.message, /cannot write the collection rules to .*collection-override\.json: .*; the previous rules stay in force/);
+        assert.deepEqual(readFileSync(overrideFile(rig)), override);
       } finally {
         rmdirSync(blocker);
       }

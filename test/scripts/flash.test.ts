@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmodSync, chownSync, copyFileSync, existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, copyFileSync, existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, renameSync, rmSync, statSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { before, describe, test } from 'node:test';
 import { RESTART_EXIT_CODE } from '../../src/cli/run.js';
@@ -72,14 +72,35 @@ function listing(root: string): string[] {
     else if (stats.isDirectory()) {
       out.push(`${common} dir`);
       for (const name of readdirSync(full).sort()) walk(rel ? `${rel}/${name}` : name);
-    } else out.push(`${common} ${createHash('sha256').update(readFileSync(full)).digest('hex')}`);
+    } else if (!stats.isFile()) out.push(`${common} ${stats.isFIFO() ? 'fifo' : 'special'}`);
+    // A huge sparse file (a hostile image) by its size: it is not read.
+    else if (stats.size > 64 * 1024 * 1024) out.push(`${common} ${stats.size} bytes`);
+    else out.push(`${common} ${createHash('sha256').update(readFileSync(full)).digest('hex')}`);
   };
   walk('');
   return out;
 }
 
+function lstatOrNull(file: string): ReturnType<typeof lstatSync> | null {
+  try {
+    return lstatSync(file);
+  } catch {
+    return null;
+  }
+}
+
 function passwdEntry(root: string, user: string): string[] | undefined {
   return readFileSync(path.join(root, 'etc/passwd'), 'utf8').split('\n').map((l) => l.split(':')).find((f) => f[0] === user);
+}
+
+/** A bundle as provision made it before the identity had a folder of its own: key, CSR and certificate in certs/. */
+function toLegacyLayout(dir: string): void {
+  for (const name of ['device.key', 'device.csr', 'device.crt']) renameSync(path.join(dir, 'identity', name), path.join(dir, 'certs', name));
+  rmSync(path.join(dir, 'identity'), { recursive: true });
+  const config = JSON.parse(readFileSync(path.join(dir, 'config.json'), 'utf8')) as { uplink: Record<string, string> };
+  config.uplink.certFile = 'certs/device.crt';
+  config.uplink.keyFile = 'certs/device.key';
+  writeFileSync(path.join(dir, 'config.json'), `${JSON.stringify(config, null, 2)}\n`);
 }
 
 let work: string;
@@ -160,8 +181,28 @@ describe('flash refuses, in one line', () => {
     ok(script('provision', ['--device', 'car-0050', '--bundle', pending, '--csr-only', '--broker-ca', path.join(pki, 'ca.crt'), '--command-ca', path.join(pki, 'command-ca.crt'), '--broker', BROKER]));
     const root = skeleton(makeTempDir('flash-root-'));
     const before = listing(root);
-    oneLineError(script('flash', ['--bundle', pending, '--target', root]), 'flash', /awaits its certificate: have certs\/device\.csr signed/);
+    oneLineError(script('flash', ['--bundle', pending, '--target', root]), 'flash', /awaits its certificate: have identity\/device\.csr signed/);
     assert.deepEqual(listing(root), before, 'nothing written');
+  });
+
+  test('[14.9] a bundle that keeps its identity in certs/ (an older provision): refused until provision moves it to identity/', () => {
+    const legacy = path.join(work, 'bundles', 'car-0045');
+    ok(script('provision', ['--device', 'car-0045', '--bundle', legacy, ...ca()]));
+    toLegacyLayout(legacy);
+    const key = readFileSync(path.join(legacy, 'certs/device.key'));
+    const cert = readFileSync(path.join(legacy, 'certs/device.crt'));
+    const root = skeleton(makeTempDir('flash-root-'));
+    const before = listing(root);
+    oneLineError(script('flash', ['--bundle', legacy, '--target', root]), 'flash', /--bundle \S+ keeps its identity in certs\/device\.key \(made by an older provision\): run scripts\/provision for it again/);
+    assert.deepEqual(listing(root), before, 'nothing written');
+    const again = ok(script('provision', ['--device', 'car-0045', '--bundle', legacy, ...ca()]));
+    assert.match(again.stdout, /moved device\.key, device\.csr, device\.crt from certs\/ to identity\//);
+    assert.ok(readFileSync(path.join(legacy, 'identity/device.key')).equals(key), 'the same key');
+    assert.ok(readFileSync(path.join(legacy, 'identity/device.crt')).equals(cert), 'the same certificate');
+    assert.equal(statSync(path.join(legacy, 'identity/device.key')).mode & 0o777, 0o600);
+    assert.deepEqual(readdirSync(path.join(legacy, 'certs')).sort(), ['broker-ca.crt', 'command-ca.crt']);
+    const config = loadDeviceConfig(path.join(legacy, 'config.json'));
+    assert.equal(config.uplink!.keyFile, path.join(legacy, 'identity/device.key'));
   });
 
   test('an image of another architecture than the agent\'s native modules', () => {
@@ -217,34 +258,89 @@ describe('flash into an image', () => {
     assert.match(readFileSync(path.join(root, 'etc/sysusers.d/telematics-agent.conf'), 'utf8'), /^u telematics 999:999 /m);
   });
 
-  test('the bundle goes to /etc/telematics-agent owned by the service user: folders 0750, config 0640, key 0600', () => {
-    const expected: [string, number][] = [
-      ['etc/telematics-agent', 0o750],
-      ['etc/telematics-agent/config.json', 0o640],
-      ['etc/telematics-agent/certs', 0o750],
-      ['etc/telematics-agent/certs/device.key', 0o600],
-      ['etc/telematics-agent/certs/device.crt', 0o644],
-      ['etc/telematics-agent/certs/broker-ca.crt', 0o644],
-      ['etc/telematics-agent/certs/command-ca.crt', 0o644],
-      ['etc/telematics-agent/dbc/demo_vehicle.dbc', 0o644],
+  test('[14.9] the bundle goes to /etc/telematics-agent, root\'s and read-only to the agent; only identity/ is the agent\'s', () => {
+    const expected: [string, number, string][] = [
+      ['etc/telematics-agent', 0o750, '0:999'],
+      ['etc/telematics-agent/config.json', 0o640, '0:999'],
+      ['etc/telematics-agent/certs', 0o750, '0:999'],
+      ['etc/telematics-agent/certs/broker-ca.crt', 0o644, '0:999'],
+      ['etc/telematics-agent/certs/command-ca.crt', 0o644, '0:999'],
+      ['etc/telematics-agent/dbc', 0o750, '0:999'],
+      ['etc/telematics-agent/dbc/demo_vehicle.dbc', 0o644, '0:999'],
+      ['etc/telematics-agent/identity', 0o700, '999:999'],
+      ['etc/telematics-agent/identity/device.key', 0o600, '999:999'],
+      ['etc/telematics-agent/identity/device.crt', 0o644, '999:999'],
       // /var -> /data/var is followed inside the image.
-      ['data/var/lib/telematics-agent', 0o750],
+      ['data/var/lib/telematics-agent', 0o750, '999:999'],
     ];
-    for (const [rel, mode] of expected) {
+    for (const [rel, mode, owner] of expected) {
       const stats = lstatSync(path.join(root, rel));
+      assert.ok(!stats.isSymbolicLink(), rel);
       assert.equal(stats.mode & 0o777, mode, `${rel}: mode ${(stats.mode & 0o777).toString(8)}`);
-      assert.equal(`${stats.uid}:${stats.gid}`, '999:999', `${rel} owner`);
+      assert.equal(`${stats.uid}:${stats.gid}`, owner, `${rel} owner`);
     }
+    assert.deepEqual(readdirSync(path.join(root, 'etc/telematics-agent/certs')).sort(), ['broker-ca.crt', 'command-ca.crt'], 'no identity beside the CAs');
     assert.ok(lstatSync(path.join(root, 'var')).isSymbolicLink(), 'the image\'s link is left as it was');
-    assert.ok(readFileSync(path.join(root, 'etc/telematics-agent/certs/device.key')).equals(readFileSync(path.join(bundle, 'certs/device.key'))));
+    assert.ok(readFileSync(path.join(root, 'etc/telematics-agent/identity/device.key')).equals(readFileSync(path.join(bundle, 'identity/device.key'))));
     // No secret anywhere in the image readable by others.
     for (const line of listing(root).filter((l) => /\.key /.test(l))) assert.match(line, / 600 /, line);
+  });
+
+  test('[14.9] the agent\'s user cannot change its trust anchors or its config: not its files, no write bit for it, no ReadWritePaths= over them', () => {
+    const configDir = path.join(root, 'etc/telematics-agent');
+    const readOnly = ['', 'config.json', 'certs', 'certs/broker-ca.crt', 'certs/command-ca.crt', 'dbc', 'dbc/demo_vehicle.dbc'];
+    for (const rel of readOnly) {
+      const stats = lstatSync(path.join(configDir, rel));
+      assert.equal(stats.uid, 0, `${rel || '.'} is root's`);
+      assert.equal(stats.mode & 0o022, 0, `${rel || '.'}: mode ${(stats.mode & 0o777).toString(8)} is not group- or world-writable`);
+    }
+    // The unit lets the agent write its state folder and its identity, nothing else of /etc/telematics-agent.
+    const unit = readFileSync(path.join(root, 'etc/systemd/system/telematics-agent.service'), 'utf8');
+    const writable = [...unit.matchAll(/^ReadWritePaths=(.*)$/gm)].flatMap((m) => m[1]!.split(/\s+/)).map((p) => p.replace(/^[-+]+/, ''));
+    assert.deepEqual(writable, ['/etc/telematics-agent/identity']);
+    for (const rel of readOnly) {
+      const onCar = path.posix.join('/etc/telematics-agent', rel);
+      for (const dir of writable) assert.ok(onCar !== dir && !onCar.startsWith(`${dir}/`), `${onCar} is under ReadWritePaths=${dir}`);
+    }
+
+    // And for real: a process of the agent's user (uid and gid 999, as the unit runs it) tries to change them.
+    chmodSync(root, 0o755); // a root file system is 0755; the test's temporary folder is not
+    const attempt = `
+      const fs = require('node:fs');
+      const out = {};
+      const tryIt = (what, fn) => { try { fn(); out[what] = 'done'; } catch (err) { out[what] = err.code; } };
+      const dir = process.argv[1];
+      tryIt('write config.json', () => fs.writeFileSync(dir + '/config.json', '{}'));
+      tryIt('write the command CA', () => fs.writeFileSync(dir + '/certs/command-ca.crt', 'evil'));
+      tryIt('add a broker CA', () => fs.writeFileSync(dir + '/certs/evil-ca.crt', 'evil'));
+      tryIt('rename over the broker CA', () => fs.renameSync(dir + '/identity/device.crt', dir + '/certs/broker-ca.crt'));
+      tryIt('replace config.json', () => fs.renameSync(dir + '/config.json', dir + '/config.old'));
+      tryIt('chmod the command CA', () => fs.chmodSync(dir + '/certs/command-ca.crt', 0o666));
+      tryIt('stage a rotated key', () => { fs.writeFileSync(dir + '/identity/device.key.new', 'k', { mode: 0o600 }); fs.rmSync(dir + '/identity/device.key.new'); });
+      process.stdout.write(JSON.stringify(out));`;
+    const before = listing(root);
+    const run = spawnSync(process.execPath, ['-e', attempt, configDir], { uid: 999, gid: 999, encoding: 'utf8' });
+    assert.equal(run.status, 0, run.stderr);
+    assert.deepEqual(JSON.parse(run.stdout), {
+      'write config.json': 'EACCES',
+      'write the command CA': 'EACCES',
+      'add a broker CA': 'EACCES',
+      'rename over the broker CA': 'EACCES',
+      'replace config.json': 'EACCES',
+      'chmod the command CA': 'EPERM',
+      // Not vacuous: the identity folder is the agent's to write (certificate rotation).
+      'stage a rotated key': 'done',
+    });
+    // Nothing changed, but the identity folder's time (a file was made there and removed).
+    const all = (lines: string[]): string[] => lines.filter((line) => !line.startsWith('etc/telematics-agent/identity '));
+    assert.deepEqual(all(listing(root)), all(before));
   });
 
   test('the config and identity load in the image as the agent will load them there', () => {
     const config = loadDeviceConfig(path.join(root, 'etc/telematics-agent/config.json'));
     assert.equal(config.deviceId, 'car-0042');
-    assert.equal(config.uplink!.certFile, path.join(root, 'etc/telematics-agent/certs/device.crt'));
+    assert.equal(config.uplink!.certFile, path.join(root, 'etc/telematics-agent/identity/device.crt'));
+    assert.equal(config.uplink!.caFile, path.join(root, 'etc/telematics-agent/certs/broker-ca.crt'));
     assert.equal(config.outbox!.path, '/var/lib/telematics-agent/outbox.db');
     const identity = loadIdentity({ certFile: config.uplink!.certFile!, keyFile: config.uplink!.keyFile!, caFile: config.uplink!.caFile!, requireIssuer: true });
     assert.equal(identity.commonName, 'car-0042');
@@ -311,7 +407,7 @@ describe('flash into an image', () => {
   test('the unit restarts on failure, on the agent\'s restart exit code, and pings the watchdog', () => {
     assert.equal(AGENT_RESTART_EXIT_CODE, RESTART_EXIT_CODE);
     const unit = readFileSync(path.join(root, 'etc/systemd/system/telematics-agent.service'), 'utf8');
-    for (const line of ['Type=notify', 'NotifyAccess=all', 'WatchdogSec=30', 'Restart=on-failure', `RestartForceExitStatus=${RESTART_EXIT_CODE}`, 'User=telematics', 'SupplementaryGroups=dialout', 'CapabilityBoundingSet=', 'NoNewPrivileges=yes', 'ProtectSystem=strict', 'ReadWritePaths=-/etc/telematics-agent', 'StateDirectory=telematics-agent']) {
+    for (const line of ['Type=notify', 'NotifyAccess=all', 'WatchdogSec=30', 'Restart=on-failure', `RestartForceExitStatus=${RESTART_EXIT_CODE}`, 'User=telematics', 'SupplementaryGroups=dialout', 'CapabilityBoundingSet=', 'NoNewPrivileges=yes', 'ProtectSystem=strict', 'ReadWritePaths=-/etc/telematics-agent/identity', 'StateDirectory=telematics-agent']) {
       assert.match(unit, new RegExp(`^${line.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`, 'm'), line);
     }
     assert.match(unit, /^ExecStart=\/usr\/bin\/node \/opt\/telematics-agent\/dist\/src\/cli\/main\.js run --config \/etc\/telematics-agent\/config\.json$/m);
@@ -324,6 +420,172 @@ describe('flash into an image', () => {
     ok(script('flash', ['--bundle', other, '--target', root, '--replace-identity']));
     assert.equal(loadDeviceConfig(path.join(root, 'etc/telematics-agent/config.json')).deviceId, 'car-0044');
     assert.equal(passwdEntry(root, 'telematics')![2], '999', 'the same account');
+  });
+});
+
+describe('[14.6] flash into a hostile image: every path stays inside it, only regular files of bounded size are read, nothing hangs', () => {
+  /** A folder of this machine's that the image's links point at: flash must neither read nor write it. */
+  let host: string;
+  before(() => {
+    host = makeTempDir('flash-host-');
+    writeFileSync(path.join(host, 'passwd'), 'root:x:0:0:root:/root:/bin/bash\ntelematics:x:1234:1234::/home/telematics:/bin/bash\n');
+    writeFileSync(path.join(host, 'login.defs'), 'SYS_UID_MIN 300\nSYS_UID_MAX 310\n');
+    writeFileSync(path.join(host, 'config.json'), JSON.stringify({ deviceId: 'car-9999' }));
+    writeFileSync(path.join(host, 'victim.key'), 'this machine\'s own key\n', { mode: 0o600 });
+    mkdirSync(path.join(host, 'state'));
+  });
+
+  /** From anywhere in the image, enough '..' to climb far above its root, then into `host`. */
+  const climbing = (file: string): string => `${'../'.repeat(24)}${host.slice(1)}/${file}`;
+  /** A root with the agent's config folder, as an earlier flash (or an attacker) left it. */
+  const withConfigDir = (root: string, ...dirs: string[]): string => {
+    for (const dir of ['', ...dirs]) mkdirSync(path.join(root, 'etc/telematics-agent', dir), { recursive: true });
+    return path.join(root, 'etc/telematics-agent');
+  };
+  const fifo = (file: string): void => {
+    rmSync(file, { force: true });
+    assert.equal(spawnSync('mkfifo', [file]).status, 0);
+  };
+
+  const refused: Array<{ what: string; make: (root: string) => void; message: RegExp; targetUntouched: boolean }> = [
+    {
+      what: 'an absolute link to /dev/zero at the device key, where an older flash kept it',
+      make: (root) => symlinkSync('/dev/zero', path.join(withConfigDir(root, 'certs'), 'certs/device.key')),
+      message: /^flash: \/etc\/telematics-agent\/certs\/device\.key in \S+ is a symbolic link, which is not followed: only regular files are read from a target \(--replace-identity overwrites it without reading it\)$/m,
+      targetUntouched: true,
+    },
+    {
+      what: 'an absolute link to /dev/zero at the device key in identity/',
+      make: (root) => symlinkSync('/dev/zero', path.join(withConfigDir(root, 'identity'), 'identity/device.key')),
+      message: /^flash: \/etc\/telematics-agent\/identity\/device\.key in \S+ is a symbolic link, which is not followed/m,
+      targetUntouched: true,
+    },
+    {
+      what: 'the config a link climbing out of the image with ..',
+      make: (root) => symlinkSync(climbing('config.json'), path.join(withConfigDir(root), 'config.json')),
+      message: /^flash: \/etc\/telematics-agent\/config\.json in \S+ is a symbolic link, which is not followed/m,
+      targetUntouched: true,
+    },
+    {
+      what: '/etc/passwd a link climbing out of the image with ..',
+      make: (root) => {
+        rmSync(path.join(root, 'etc/passwd'));
+        symlinkSync(climbing('passwd'), path.join(root, 'etc/passwd'));
+      },
+      // Resolved inside the image, where there is no such file: this machine's passwd is never read (or written).
+      message: /^flash: \S+ has no \/etc\/passwd \(a link to \/tmp\/flash-host-\w+\/passwd in the image\): is it a root file system\?$/m,
+      targetUntouched: true,
+    },
+    {
+      what: 'a FIFO at /usr/bin/node',
+      make: (root) => fifo(path.join(root, 'usr/bin/node')),
+      message: /^flash: \/usr\/bin\/node in \S+ is a FIFO, not a regular file: only regular files are read from a target$/m,
+      targetUntouched: true,
+    },
+    {
+      what: 'a FIFO at /etc/passwd',
+      make: (root) => fifo(path.join(root, 'etc/passwd')),
+      message: /^flash: \/etc\/passwd in \S+ is a FIFO, not a regular file/m,
+      targetUntouched: true,
+    },
+    {
+      what: 'a FIFO at /etc/login.defs',
+      make: (root) => fifo(path.join(root, 'etc/login.defs')),
+      message: /^flash: \/etc\/login\.defs in \S+ is a FIFO, not a regular file/m,
+      targetUntouched: true,
+    },
+    {
+      what: 'a FIFO at the device key',
+      make: (root) => fifo(path.join(withConfigDir(root, 'identity'), 'identity/device.key')),
+      message: /^flash: \/etc\/telematics-agent\/identity\/device\.key in \S+ is a FIFO, not a regular file/m,
+      targetUntouched: true,
+    },
+    {
+      what: 'a huge sparse /etc/passwd',
+      make: (root) => truncateSync(path.join(root, 'etc/passwd'), 8 * 1024 ** 3),
+      message: /^flash: \/etc\/passwd in \S+ is 8\.0 GiB, more than the 16\.0 MiB it may be: only regular files are read from a target$/m,
+      targetUntouched: true,
+    },
+    {
+      what: 'the identity folder an absolute link out of the image',
+      make: (root) => symlinkSync(host, path.join(withConfigDir(root), 'identity')),
+      message: /^flash: \S+\/etc\/telematics-agent\/identity is not a folder \(a symbolic link is in its place\)$/m,
+      targetUntouched: false,
+    },
+    {
+      what: 'the state folder a link climbing out of the image with ..',
+      make: (root) => symlinkSync(climbing('state'), path.join(root, 'data/var/lib/telematics-agent')),
+      message: /^flash: \S+\/data\/var\/lib\/telematics-agent is not a folder \(a symbolic link is in its place\)$/m,
+      targetUntouched: false,
+    },
+  ];
+  for (const { what, make, message, targetUntouched } of refused) {
+    test(`[14.6] ${what}: refused in one line, nothing outside the image read or written`, () => {
+      const root = skeleton(makeTempDir('flash-hostile-'));
+      make(root);
+      const hostBefore = listing(host);
+      const rootBefore = listing(root);
+      const run = script('flash', ['--bundle', bundle, '--target', root], { timeoutMs: 60_000 });
+      assert.equal(run.timedOut, false, 'flash hung');
+      oneLineError(run, 'flash', message);
+      assert.deepEqual(listing(host), hostBefore, 'nothing of this machine changed');
+      if (targetUntouched) assert.deepEqual(listing(root), rootBefore, 'refused before anything was written');
+    });
+  }
+
+  test('[14.6] with --replace-identity, links and FIFOs where the bundle goes are replaced, never read or written through', () => {
+    const root = skeleton(makeTempDir('flash-hostile-'));
+    const dir = withConfigDir(root, 'identity', 'certs');
+    symlinkSync(path.join(host, 'victim.key'), path.join(dir, 'identity/device.key'));
+    symlinkSync(climbing('config.json'), path.join(dir, 'config.json'));
+    fifo(path.join(dir, 'certs/command-ca.crt'));
+    symlinkSync('/dev/zero', path.join(dir, 'certs/device.key'));
+    const hostBefore = listing(host);
+    const run = script('flash', ['--bundle', bundle, '--target', root, '--replace-identity'], { timeoutMs: 120_000 });
+    assert.equal(run.timedOut, false, 'flash hung');
+    ok(run);
+    assert.deepEqual(listing(host), hostBefore, 'nothing of this machine changed');
+    for (const rel of ['identity/device.key', 'config.json', 'certs/command-ca.crt']) {
+      const stats = lstatSync(path.join(dir, rel));
+      assert.ok(stats.isFile(), `${rel} is a regular file now`);
+      assert.ok(readFileSync(path.join(dir, rel)).equals(readFileSync(path.join(bundle, rel))), rel);
+    }
+    assert.ok(!existsSync(path.join(dir, 'certs/device.key')) && !lstatOrNull(path.join(dir, 'certs/device.key')), 'the old link in certs/ is gone');
+  });
+});
+
+describe('[14.9] an image an older flash made: the identity in certs/, everything the agent\'s', () => {
+  test('[14.9] is moved to the new layout (certs/ root\'s, the old key removed); another key there is refused; a replaced pair takes its rotation leftovers with it', () => {
+    const root = skeleton(makeTempDir('flash-legacy-'));
+    ok(script('flash', ['--bundle', bundle, '--target', root]));
+    // As an older flash left it: the pair beside the CAs, the whole folder owned by the agent's user.
+    const dir = path.join(root, 'etc/telematics-agent');
+    for (const name of ['device.key', 'device.crt']) renameSync(path.join(dir, 'identity', name), path.join(dir, 'certs', name));
+    rmSync(path.join(dir, 'identity'), { recursive: true });
+    spawnSync('chown', ['-R', '999:999', dir]);
+    const key = readFileSync(path.join(dir, 'certs/device.key'));
+
+    writeFileSync(path.join(dir, 'certs/device.key'), 'a key rotated on the car\n');
+    oneLineError(script('flash', ['--bundle', bundle, '--target', root]), 'flash', /the target holds another key for 'car-0042' \(rotated on the device\?\): pass --replace-identity/);
+    writeFileSync(path.join(dir, 'certs/device.key'), key);
+
+    const run = ok(script('flash', ['--bundle', bundle, '--target', root]));
+    assert.match(run.stdout, /removed \/etc\/telematics-agent\/certs\/device\.key\n/);
+    assert.match(run.stdout, /removed \/etc\/telematics-agent\/certs\/device\.crt\n/);
+    assert.deepEqual(readdirSync(path.join(dir, 'certs')).sort(), ['broker-ca.crt', 'command-ca.crt']);
+    for (const rel of ['', 'certs', 'certs/broker-ca.crt', 'certs/command-ca.crt', 'config.json']) {
+      assert.equal(`${lstatSync(path.join(dir, rel)).uid}:${lstatSync(path.join(dir, rel)).mode & 0o022}`, '0:0', `${rel || '.'} is root's, not writable by the group`);
+    }
+    assert.ok(readFileSync(path.join(dir, 'identity/device.key')).equals(key));
+    assert.equal(lstatSync(path.join(dir, 'identity/device.key')).uid, 999);
+
+    // A rotation cut short on the car left its pairs; a new identity flashed over it takes them away, or the agent's
+    // repair at start could put the previous identity back.
+    for (const name of ['device.key.old', 'device.crt.old', 'device.key.new', 'device.crt.new']) writeFileSync(path.join(dir, 'identity', name), `${name}\n`);
+    const other = path.join(work, 'bundles', 'car-0046');
+    ok(script('provision', ['--device', 'car-0046', '--bundle', other, ...ca()]));
+    ok(script('flash', ['--bundle', other, '--target', root, '--replace-identity']));
+    assert.deepEqual(readdirSync(path.join(dir, 'identity')).sort(), ['device.crt', 'device.key']);
   });
 });
 

@@ -58,24 +58,24 @@ describe('provision with a CA', () => {
   test('makes the device key (0600), a CSR for the device, and a certificate for that key chaining to the CA', () => {
     assert.equal(first.code, 0, first.stderr);
     assert.match(first.stdout, /bundle for car-0042 complete/);
-    const key = path.join(bundle, 'certs', 'device.key');
+    const key = path.join(bundle, 'identity', 'device.key');
     assert.equal(statSync(key).mode & 0o777, 0o600);
-    assert.equal(statSync(path.join(bundle, 'certs')).mode & 0o777, 0o700, 'the folder of the key is its owner\'s only');
-    assert.equal(readCsr(readFileSync(path.join(bundle, 'certs', 'device.csr'), 'utf8')).commonName, 'car-0042');
-    const cert = new X509Certificate(readFileSync(path.join(bundle, 'certs', 'device.crt')));
+    assert.equal(statSync(path.join(bundle, 'identity')).mode & 0o777, 0o700, 'the folder of the key is its owner\'s only');
+    assert.equal(readCsr(readFileSync(path.join(bundle, 'identity', 'device.csr'), 'utf8')).commonName, 'car-0042');
+    const cert = new X509Certificate(readFileSync(path.join(bundle, 'identity', 'device.crt')));
     const caCert = new X509Certificate(readFileSync(path.join(pki, 'ca.crt')));
     assert.equal(cert.subject, 'CN=car-0042');
     assert.ok(cert.checkIssued(caCert) && cert.verify(caCert.publicKey), 'signed by the CA');
     assert.ok(cert.checkPrivateKey(createPrivateKey(readFileSync(key))), 'for the device key');
     assert.deepEqual(cert.keyUsage, ['1.3.6.1.5.5.7.3.2'], 'client authentication');
     // The CSR carries the same key as the certificate.
-    const csrInfo = readCsr(readFileSync(path.join(bundle, 'certs', 'device.csr'), 'utf8'));
+    const csrInfo = readCsr(readFileSync(path.join(bundle, 'identity', 'device.csr'), 'utf8'));
     const csrKey = createPublicKey(forge.pki.publicKeyToPem(csrInfo.publicKey)).export({ type: 'spki', format: 'der' });
     assert.ok(cert.publicKey.export({ type: 'spki', format: 'der' }).equals(csrKey));
     assert.equal(readFileSync(path.join(bundle, 'certs', 'broker-ca.crt'), 'utf8').trim(), readFileSync(path.join(pki, 'ca.crt'), 'utf8').trim());
     assert.equal(readFileSync(path.join(bundle, 'certs', 'command-ca.crt'), 'utf8').trim(), readFileSync(path.join(pki, 'command-ca.crt'), 'utf8').trim());
     // As the agent loads it at start, with the stricter check rotation applies.
-    const identity = loadIdentity({ certFile: path.join(bundle, 'certs', 'device.crt'), keyFile: key, caFile: path.join(bundle, 'certs', 'broker-ca.crt'), requireIssuer: true });
+    const identity = loadIdentity({ certFile: path.join(bundle, 'identity', 'device.crt'), keyFile: key, caFile: path.join(bundle, 'certs', 'broker-ca.crt'), requireIssuer: true });
     assert.equal(identity.commonName, 'car-0042');
   });
 
@@ -86,8 +86,9 @@ describe('provision with a CA', () => {
     const onCar = parseDeviceConfig(json, { file: '/etc/telematics-agent/config.json', baseDir: '/etc/telematics-agent', checkFiles: false });
     assert.equal(onCar.uplink?.url, BROKER);
     assert.equal(onCar.uplink?.embeddedBroker, false);
-    assert.equal(onCar.uplink?.certFile, '/etc/telematics-agent/certs/device.crt');
-    assert.equal(onCar.uplink?.keyFile, '/etc/telematics-agent/certs/device.key');
+    // The identity in a folder of its own, the one the agent may write on the car; the CAs apart from it.
+    assert.equal(onCar.uplink?.certFile, '/etc/telematics-agent/identity/device.crt');
+    assert.equal(onCar.uplink?.keyFile, '/etc/telematics-agent/identity/device.key');
     assert.equal(onCar.uplink?.caFile, '/etc/telematics-agent/certs/broker-ca.crt');
     assert.equal(onCar.commands?.caFile, '/etc/telematics-agent/certs/command-ca.crt');
     assert.equal(onCar.commands?.replayDbPath, '/var/lib/telematics-agent/commands.db');
@@ -114,13 +115,13 @@ describe('provision with a CA', () => {
   test('--new-key replaces the key, and the certificate with it', () => {
     const other = path.join(work, 'car-0099');
     assert.equal(script('provision', ['--device', 'car-0099', '--bundle', other, ...ca(), '--broker', BROKER]).code, 0);
-    const keyBefore = readFileSync(path.join(other, 'certs', 'device.key'), 'utf8');
+    const keyBefore = readFileSync(path.join(other, 'identity', 'device.key'), 'utf8');
     const renewed = script('provision', ['--device', 'car-0099', '--bundle', other, ...ca(), '--broker', BROKER, '--new-key']);
     assert.equal(renewed.code, 0, renewed.stderr);
-    const key = readFileSync(path.join(other, 'certs', 'device.key'), 'utf8');
+    const key = readFileSync(path.join(other, 'identity', 'device.key'), 'utf8');
     assert.notEqual(key, keyBefore);
-    assert.ok(new X509Certificate(readFileSync(path.join(other, 'certs', 'device.crt'))).checkPrivateKey(createPrivateKey(key)));
-    assert.equal(statSync(path.join(other, 'certs', 'device.key')).mode & 0o777, 0o600);
+    assert.ok(new X509Certificate(readFileSync(path.join(other, 'identity', 'device.crt'))).checkPrivateKey(createPrivateKey(key)));
+    assert.equal(statSync(path.join(other, 'identity', 'device.key')).mode & 0o777, 0o600);
   });
 });
 
@@ -133,8 +134,8 @@ describe('provision --csr-only, signed elsewhere, then --cert', () => {
   test('makes the key and the CSR, no certificate, and says what to do next', () => {
     const made = script('provision', ['--device', 'car-0043', '--bundle', bundle, '--csr-only', '--broker-ca', path.join(pki, 'ca.crt'), '--command-ca', path.join(pki, 'command-ca.crt'), '--broker', BROKER]);
     assert.equal(made.code, 0, made.stderr);
-    assert.ok(!existsSync(path.join(bundle, 'certs', 'device.crt')));
-    assert.equal(statSync(path.join(bundle, 'certs', 'device.key')).mode & 0o777, 0o600);
+    assert.ok(!existsSync(path.join(bundle, 'identity', 'device.crt')));
+    assert.equal(statSync(path.join(bundle, 'identity', 'device.key')).mode & 0o777, 0o600);
     assert.match(made.stdout, /awaits its certificate/);
     assert.match(made.stdout, /--cert <signed\.crt>/);
     // Its config is complete already.
@@ -142,25 +143,25 @@ describe('provision --csr-only, signed elsewhere, then --cert', () => {
   });
 
   test('a certificate signed by openssl from the CSR completes the bundle; the key is untouched', () => {
-    const keyBefore = readFileSync(path.join(bundle, 'certs', 'device.key'));
+    const keyBefore = readFileSync(path.join(bundle, 'identity', 'device.key'));
     writeFileSync(path.join(work, 'client.ext'), 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n');
-    openssl(['x509', '-req', '-in', path.join(bundle, 'certs', 'device.csr'), '-CA', path.join(pki, 'ca.crt'), '-CAkey', path.join(pki, 'ca.key'), '-days', '365', '-extfile', 'client.ext', '-out', 'car-0043.crt'], work);
+    openssl(['x509', '-req', '-in', path.join(bundle, 'identity', 'device.csr'), '-CA', path.join(pki, 'ca.crt'), '-CAkey', path.join(pki, 'ca.key'), '-days', '365', '-extfile', 'client.ext', '-out', 'car-0043.crt'], work);
     const done = script('provision', ['--device', 'car-0043', '--bundle', bundle, '--cert', path.join(work, 'car-0043.crt')]);
     assert.equal(done.code, 0, done.stderr);
     assert.match(done.stdout, /bundle for car-0043 complete/);
-    assert.equal(readFileSync(path.join(bundle, 'certs', 'device.crt'), 'utf8').trim(), readFileSync(path.join(work, 'car-0043.crt'), 'utf8').trim());
-    assert.ok(readFileSync(path.join(bundle, 'certs', 'device.key')).equals(keyBefore));
-    loadIdentity({ certFile: path.join(bundle, 'certs', 'device.crt'), keyFile: path.join(bundle, 'certs', 'device.key'), caFile: path.join(bundle, 'certs', 'broker-ca.crt'), requireIssuer: true });
+    assert.equal(readFileSync(path.join(bundle, 'identity', 'device.crt'), 'utf8').trim(), readFileSync(path.join(work, 'car-0043.crt'), 'utf8').trim());
+    assert.ok(readFileSync(path.join(bundle, 'identity', 'device.key')).equals(keyBefore));
+    loadIdentity({ certFile: path.join(bundle, 'identity', 'device.crt'), keyFile: path.join(bundle, 'identity', 'device.key'), caFile: path.join(bundle, 'certs', 'broker-ca.crt'), requireIssuer: true });
   });
 
   test('a certificate for another key, another device or from another CA is refused, and the bundle keeps its own', () => {
-    const kept = readFileSync(path.join(bundle, 'certs', 'device.crt'), 'utf8');
+    const kept = readFileSync(path.join(bundle, 'identity', 'device.crt'), 'utf8');
     // Same device name, but a key the bundle does not hold.
     openssl(['req', '-new', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'stolen.key', '-subj', '/CN=car-0043', '-out', 'stolen.csr'], work);
     openssl(['x509', '-req', '-in', 'stolen.csr', '-CA', path.join(pki, 'ca.crt'), '-CAkey', path.join(pki, 'ca.key'), '-days', '30', '-extfile', 'client.ext', '-out', 'stolen.crt'], work);
     // The bundle's own CSR, signed by a CA the car does not know.
     openssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'rogue-ca.key', '-subj', '/CN=rogue CA', '-days', '30', '-out', 'rogue-ca.crt'], work);
-    openssl(['x509', '-req', '-in', path.join(bundle, 'certs', 'device.csr'), '-CA', 'rogue-ca.crt', '-CAkey', 'rogue-ca.key', '-days', '30', '-extfile', 'client.ext', '-out', 'rogue.crt'], work);
+    openssl(['x509', '-req', '-in', path.join(bundle, 'identity', 'device.csr'), '-CA', 'rogue-ca.crt', '-CAkey', 'rogue-ca.key', '-days', '30', '-extfile', 'client.ext', '-out', 'rogue.crt'], work);
     const cases: [string, RegExp][] = [
       ['stolen.crt', /does not carry the bundle's key/],
       ['rogue.crt', /is not issued by .*broker-ca\.crt/],
@@ -172,7 +173,7 @@ describe('provision --csr-only, signed elsewhere, then --cert', () => {
       assert.equal(refused.stderr.split('\n').filter(Boolean).length, 1, refused.stderr);
       assert.match(refused.stderr, message);
     }
-    assert.equal(readFileSync(path.join(bundle, 'certs', 'device.crt'), 'utf8'), kept);
+    assert.equal(readFileSync(path.join(bundle, 'identity', 'device.crt'), 'utf8'), kept);
   });
 });
 
@@ -185,7 +186,7 @@ describe('provision refuses bad input in one line, exit status 1, and writes not
     { name: 'a leaf certificate given as the CA', args: () => ['--device', 'car-1', '--ca', path.join(pki, 'server.crt'), '--ca-key', path.join(pki, 'server.key'), '--command-ca', path.join(pki, 'command-ca.crt'), '--broker', BROKER], message: /is not a CA certificate/ },
     { name: 'a plain-text broker URL', args: () => ['--device', 'car-1', ...ca(), '--broker', 'mqtt://broker:1883'], message: /--broker mqtt:\/\/broker:1883: expected mqtts:\/\/host\[:port\]/ },
     { name: 'no way to get a certificate', args: () => ['--device', 'car-1', '--broker', BROKER], message: /say how the device certificate is made/ },
-    { name: '--cert without a bundle', args: () => ['--device', 'car-1', '--cert', path.join(pki, 'ca.crt')], message: /has no certs\/device\.key: make the bundle first/ },
+    { name: '--cert without a bundle', args: () => ['--device', 'car-1', '--cert', path.join(pki, 'ca.crt')], message: /has no identity\/device\.key: make the bundle first/ },
     { name: 'an unknown option', args: () => ['--device', 'car-1', '--sign-with', 'x'], message: /unknown option '--sign-with'/ },
   ];
   for (const c of cases) {

@@ -1,7 +1,9 @@
 /**
  * `setConfig`: replaces the collection rules and batching (the `collection` section) while the agent runs. The
- * context validates the section against the schema and the vehicle's DBCs, swaps the collector, and writes the config
- * file atomically; if any step fails, the previous rules stay in force and the file is untouched.
+ * context validates the section against the schema and the vehicle's DBCs, swaps the collector, and keeps the section
+ * in the collection override file beside the outbox, atomically (src/config/collection-override.ts; the device
+ * config itself is read-only to the agent); if any step fails, the previous rules stay in force and the file is
+ * untouched.
  */
 import { z } from 'zod';
 import type { CommandHandler } from '../handler.js';
