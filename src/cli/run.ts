@@ -13,9 +13,9 @@ import path from 'node:path';
 import { InvalidArgumentError, type Command } from 'commander';
 import type { FrameSink, FrameSource } from '../can/frame.js';
 import { CandumpReplaySource } from '../can/replay.js';
-import { loadDeviceConfig, type BusConfig, type DeviceConfig, type SocketCanSourceConfig } from '../config/device-config.js';
+import { DeviceConfigError, loadDeviceConfig, type BusConfig, type DeviceConfig, type SocketCanSourceConfig } from '../config/device-config.js';
 import { BusDecoder } from '../dbc/bus-decoder.js';
-import { compileDatabase, loadDbcFile, type CompiledDatabase } from '../dbc/index.js';
+import { compileDatabase, DbcParseError, loadDbcFile, type CompiledDatabase } from '../dbc/index.js';
 import { SimulatedVehicle } from '../sim/vehicle.js';
 import type { CommandContext } from '../commands/handler.js';
 import { createCommandContext } from './command-context.js';
@@ -169,8 +169,16 @@ export async function runAgent(options: RunAgentOptions): Promise<RunSummary> {
   const sources: FrameSource[] = [];
   /** Per bus: its live parts when it is a SocketCAN bus. */
   const live: (LiveBus | undefined)[] = [];
-  for (const bus of config.buses) {
-    const db = loadDbcFile(bus.dbc, { strict: bus.strictDbc ?? false });
+  for (const [index, bus] of config.buses.entries()) {
+    let db;
+    try {
+      db = loadDbcFile(bus.dbc, { strict: bus.strictDbc ?? false });
+    } catch (err) {
+      // A bus whose DBC is unusable (unreadable, malformed, no message in it) is refused before anything starts,
+      // named as a config problem is: the key that names the file, then what is wrong with the file.
+      if (err instanceof DbcParseError) throw new DeviceConfigError(options.configFile ?? 'device config', [`buses[${index}].dbc: ${err.message}`]);
+      throw err;
+    }
     for (const w of db.warnings) warn(`${bus.name}: ${path.basename(w.file)}:${w.line}:${w.column}: warning: ${w.message}`);
     const decoder = new BusDecoder(bus.name, compileDatabase(db, { j1939: bus.j1939 ?? false }));
     buses.push(decoder);
