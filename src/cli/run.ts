@@ -29,6 +29,7 @@ import { DataPath, type DataPathSummary } from './data-path.js';
 import { LiveObdAdapter } from './live-adapter.js';
 import { LiveBus, type ObdPollingSummary } from './live-bus.js';
 import { formatStatusValue, resolveStatusSignal, type StatusSignal } from './status-signal.js';
+import { forTerminal } from './terminal-text.js';
 
 /**
  * Exit code of a run that stopped because a remote command asked for a restart: EX_TEMPFAIL, which the systemd unit
@@ -293,6 +294,8 @@ export async function runAgent(options: RunAgentOptions): Promise<RunSummary> {
     for (const bus of liveBuses) if (bus.obd) line += ` | ${bus.obd.statusText()}`;
     for (const adapter of adapters) line += ` | ${adapter.statusText()} | ${adapter.obd.statusText()}`;
     if (dataText !== undefined) line += ` | ${dataText}`;
+    // DBC labels and units, interface and adapter names: shown, never interpreted by the terminal.
+    line = forTerminal(line);
     if (tty) {
       // Redraw in place; a line wider than the terminal would wrap and break the redraw, so cut it.
       const width = output.columns && output.columns > 1 ? output.columns - 1 : Infinity;
@@ -376,17 +379,17 @@ export async function runAgent(options: RunAgentOptions): Promise<RunSummary> {
     const badLines = bus.badLogLines > 0 ? `, ${bus.badLogLines} malformed log lines` : '';
     const errorFrames = bus.errorFrames !== undefined ? `, ${bus.errorFrames} error frames` : '';
     output.write(
-      `  ${bus.name} (${bus.source}): ${bus.frames} frames, ${bus.signals} signals, ` +
+      `  ${forTerminal(`${bus.name} (${bus.source})`)}: ${bus.frames} frames, ${bus.signals} signals, ` +
         `${bus.unknownFrames} unknown frames, ${bus.decodeErrors} decode errors${badLines}${errorFrames}\n`,
     );
     if (bus.obd) {
       const unsupported = bus.obd.unsupported > 0 ? `, ${bus.obd.unsupported} PID${bus.obd.unsupported === 1 ? '' : 's'} not supported` : '';
-      output.write(`  ${bus.name} OBD: ${bus.obd.samples} samples from ${bus.obd.requests} requests${unsupported}\n`);
+      output.write(`  ${forTerminal(bus.name)} OBD: ${bus.obd.samples} samples from ${bus.obd.requests} requests${unsupported}\n`);
     }
   }
   for (const adapter of summary.adapters) {
     const unsupported = adapter.obd.unsupported > 0 ? `, ${adapter.obd.unsupported} PID${adapter.obd.unsupported === 1 ? '' : 's'} not supported` : '';
-    output.write(`  ${adapter.name} (${adapter.port}, ${adapter.state}): ${adapter.obd.samples} samples from ${adapter.obd.requests} requests${unsupported}\n`);
+    output.write(`  ${forTerminal(`${adapter.name} (${adapter.port}, ${adapter.state})`)}: ${adapter.obd.samples} samples from ${adapter.obd.requests} requests${unsupported}\n`);
   }
   if (dataPathSummary) {
     const d = dataPathSummary;
