@@ -469,10 +469,10 @@ export const MAX_CANDUMP_LINE_CHARS = 64 * 1024;
  *   lines.push(chunk);
  *   while (lines.next()) parser.parseRange(lines.text, lines.start, lines.end, frame, lines.lineNo);
  *   ...
- *   lines.end();   // then next() again: the last line may lack its newline
+ *   lines.finish(); // then next() again: the last line may lack its newline
  */
 export class CandumpLineSplitter {
-  /** The text the current line lies in; valid until the next push() or end(). */
+  /** The text the current line lies in; valid until the next push() or finish(). */
   text = '';
   start = 0;
   end = 0;
