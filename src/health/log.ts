@@ -9,6 +9,10 @@
  *
  * The level: `logging.level`, except debug for the first `verboseForS` seconds after start (a fresh start is when
  * things go wrong and nobody is watching). setLevel (the setLogLevel command) wins over both.
+ *
+ * Messages quote DBC names, log lines, adapter answers and results from the network, and the lines end up on a
+ * terminal: the text format shows control characters escaped (`\x1b`, `\n`: one entry, one line), and the JSON lines
+ * also escape what JSON leaves raw (DEL, C1, bidi controls) as `\u00NN`, which parses to the same text.
  */
 import { writeSync } from 'node:fs';
 import pino from 'pino';
