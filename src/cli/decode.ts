@@ -2,6 +2,10 @@
  * `telematics-agent decode`: decodes a candump stream with a DBC, one line per frame, the way CAN engineers already
  * read decoder output; `--json` gives one object per frame for scripts. The stream is a log file, standard input, or
  * a live SocketCAN interface (`--iface`).
+ *
+ * Failures: a malformed line, or one too long to be a line (read in bounded memory however long it is), is reported
+ * with its number on stderr and skipped, and the exit status stays 0; a DBC or log that cannot be used exits 1 with
+ * one line naming it. What the DBC and the log say is printed escaped for the terminal.
  */
 import { createReadStream } from 'node:fs';
 import type { Readable } from 'node:stream';
