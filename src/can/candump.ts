@@ -11,6 +11,7 @@
  * Parsing is a hot path (replay and benchmarks run tens of thousands of lines), so it scans character codes by hand
  * instead of using regexes or `split`, and fills a caller-owned frame instead of returning a new object.
  */
+import { StringDecoder } from 'node:string_decoder';
 import { CAN_EFF_MASK, CAN_MAX_DLEN, CAN_SFF_MASK, CANFD_MAX_DLEN, createFrame, type CanFrame, type FrameSink } from './frame.js';
 
 /** CAN_ERR_FLAG of the Linux socketcan ID word; candump writes it into the 8-digit ID of error frames. */
@@ -449,4 +450,108 @@ export function parseCandumpText(
     pos = nl + 1;
   }
   return { frames, errors };
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Streams
+
+/** Longest line worth buffering: a valid line is under 200 characters, so anything this long is garbage (or binary). */
+export const MAX_CANDUMP_LINE_CHARS = 64 * 1024;
+
+/**
+ * Cuts a `candump -L` stream (bytes or text, chunk by chunk) into lines, never holding more than `maxLineChars` of an
+ * unfinished line: a stream without newlines (binary, `yes | tr -d '\n'`) costs bounded memory. A longer line is
+ * reported once to `onOverlong`, with its line number and start, and skipped up to its end; the lines after it keep
+ * their numbers. Every reader of candump streams (replay, `decode`) goes through here.
+ *
+ * Lines are handed out in place, as `text[start, end)` (without the newline), so a parser reads them without a copy:
+ *
+ *   lines.push(chunk);
+ *   while (lines.next()) parser.parseRange(lines.text, lines.start, lines.end, frame, lines.lineNo);
+ *   ...
+ *   lines.finish(); // then next() again: the last line may lack its newline
+ */
+export class CandumpLineSplitter {
+  /** The text the current line lies in; valid until the next push() or finish(). */
+  text = '';
+  start = 0;
+  end = 0;
+  /** 1-based number of the current line (over-long lines count). */
+  lineNo = 0;
+
+  private readonly decoder = new StringDecoder('utf8');
+  private pos = 0;
+  /** The unfinished line carried into the next chunk. */
+  private pending = '';
+  /** Inside an over-long line: skipping to its end. */
+  private discarding = false;
+  private ended = false;
+  /** The current text's tail has been kept: nothing more to hand out until the next push() or finish(). */
+  private drained = false;
+
+  constructor(
+    private readonly onOverlong: (err: CandumpParseError) => void,
+    private readonly maxLineChars = MAX_CANDUMP_LINE_CHARS,
+  ) {}
+
+  /** Takes the next chunk; call next() until it returns false before pushing another. */
+  push(chunk: string | Uint8Array): void {
+    this.take(typeof chunk === 'string' ? chunk : this.decoder.write(chunk as Buffer));
+  }
+
+  /** The input has ended: what is left (a last line without its newline) becomes the last line(s). */
+  finish(): void {
+    this.ended = true;
+    this.take(this.decoder.end());
+  }
+
+  /** Moves to the next complete line: true with `text[start, end)` and `lineNo` set, false when it needs more input. */
+  next(): boolean {
+    if (this.drained) return false;
+    const text = this.text;
+    while (this.pos < text.length) {
+      let nl = text.indexOf('\n', this.pos);
+      if (nl < 0) {
+        if (!this.ended) break;
+        nl = text.length; // the last line of the input may lack its newline
+      }
+      const start = this.pos;
+      this.pos = nl + 1;
+      if (this.discarding) {
+        // The end of the over-long line: it was reported (and counted) when it was found.
+        this.discarding = false;
+        continue;
+      }
+      this.lineNo++;
+      this.start = start;
+      this.end = nl;
+      return true;
+    }
+    this.keepTail();
+    return false;
+  }
+
+  private take(chunk: string): void {
+    this.text = this.pending.length === 0 ? chunk : this.pending + chunk;
+    this.pending = '';
+    this.pos = 0;
+    this.drained = false;
+  }
+
+  /** Keeps the unfinished line for the next chunk, unless it is already too long to be a line. */
+  private keepTail(): void {
+    const { text, pos } = this;
+    this.drained = true;
+    this.text = '';
+    this.pos = 0;
+    // Inside an over-long line the tail is more of it: nothing to keep (and nothing to copy).
+    this.pending = this.discarding || pos >= text.length ? '' : pos === 0 ? text : text.slice(pos);
+    if (this.pending.length <= this.maxLineChars) return;
+    // Its start is quoted (CandumpParseError shows 120 characters of it), not the megabytes after.
+    const head = this.pending.slice(0, 120);
+    this.discarding = true;
+    this.pending = '';
+    this.lineNo++;
+    this.onOverlong(new CandumpParseError(`line longer than ${this.maxLineChars} characters, skipped to its end`, head, this.lineNo));
+  }
 }

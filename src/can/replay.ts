@@ -5,8 +5,7 @@
 import { createReadStream } from 'node:fs';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
-import { StringDecoder } from 'node:string_decoder';
-import { CandumpLineParser, CandumpParseError } from './candump.js';
+import { CandumpLineParser, CandumpLineSplitter, CandumpParseError } from './candump.js';
 import { createFrame, type FrameSink, type FrameSource } from './frame.js';
 
 export { CandumpParseError, parseCandumpText } from './candump.js';
@@ -22,8 +21,6 @@ export interface CandumpReplayOptions {
   onError?: (err: CandumpParseError) => void;
 }
 
-/** Longest line worth buffering: a valid line is under 200 characters, so anything this long is garbage (or binary). */
-const MAX_LINE_CHARS = 64 * 1024;
 /** In as-fast-as-possible mode, give timers and abort handlers a turn at least this often (ms). */
 const YIELD_EVERY_MS = 10;
 
@@ -86,24 +83,21 @@ export class CandumpReplaySource implements FrameSource {
     // buffers must not be shared with anyone who could parse meanwhile.
     const parser = new CandumpLineParser();
     const frame = createFrame();
-    const decoder = new StringDecoder('utf8');
+    // Bounded lines: an endless line (binary input, a log without newlines) is reported and skipped.
+    const lines = new CandumpLineSplitter((err) => this.report(err));
     const remap = this.busName;
     const renamed = new Map<string, string>();
     const msPerLogSecond = 1000 / this.speed;
 
-    let pending = ''; // partial line carried over from the previous chunk
-    let discarding = false; // inside an over-long line, skipping to its end
-    let lineNo = 0;
     let firstTs = NaN; // log time of the first frame (real-time mode)
     let startWall = 0; // performance.now() when it was delivered
     let now = 0; // last performance.now() reading; refreshed only when a frame looks early, so due frames batch
     let lastYield = performance.now();
 
-    /** Parses one line into `frame` (renaming its bus); false for blank lines, comments and reported errors. */
-    const parse = (text: string, start: number, end: number): boolean => {
-      lineNo++;
+    /** Parses the current line into `frame` (renaming its bus); false for blank lines, comments and reported errors. */
+    const parse = (): boolean => {
       try {
-        if (!parser.parseRange(text, start, end, frame, lineNo)) return false;
+        if (!parser.parseRange(lines.text, lines.start, lines.end, frame, lines.lineNo)) return false;
       } catch (err) {
         if (!(err instanceof CandumpParseError)) throw err;
         this.report(err);
@@ -133,18 +127,10 @@ export class CandumpReplaySource implements FrameSource {
       return due > now ? due - now : 0;
     };
 
-    /** Handles every complete line of `text` (pending + new chunk), keeps the tail. Returns false once aborted. */
-    const lines = async (text: string, final: boolean): Promise<boolean> => {
-      let pos = 0;
-      const length = text.length;
-      while (pos < length) {
-        let nl = text.indexOf('\n', pos);
-        if (nl < 0) {
-          if (!final) break;
-          nl = length; // the last line of the input may lack its newline
-        }
-        if (discarding) discarding = false;
-        else if (parse(text, pos, nl)) {
+    /** Delivers every complete line pushed so far. Returns false once aborted. */
+    const deliver = async (): Promise<boolean> => {
+      while (lines.next()) {
+        if (parse()) {
           // The await only happens for an early frame: as-fast-as-possible replay stays a synchronous loop, and in
           // real time one timer covers every frame that is due by the time it fires.
           const ms = this.realtime ? wait() : 0;
@@ -156,17 +142,7 @@ export class CandumpReplaySource implements FrameSource {
           this.frames++;
           sink(frame);
         }
-        pos = nl + 1;
         if (signal?.aborted) return false;
-      }
-      pending = pos === 0 ? text : pos >= length ? '' : text.slice(pos);
-      if (pending.length > MAX_LINE_CHARS) {
-        if (!discarding) {
-          lineNo++;
-          this.report(new CandumpParseError(`line longer than ${MAX_LINE_CHARS} characters`, pending.slice(0, 200), lineNo));
-        }
-        discarding = true;
-        pending = '';
       }
       return true;
     };
@@ -180,15 +156,16 @@ export class CandumpReplaySource implements FrameSource {
         if (state === 'aborted') return;
         break; // ended
       }
-      const text = typeof chunk === 'string' ? chunk : decoder.write(chunk as Buffer);
-      if (!(await lines(pending.length === 0 ? text : pending + text, false))) return;
+      lines.push(chunk as string | Buffer);
+      if (!(await deliver())) return;
       if (!this.realtime && performance.now() - lastYield > YIELD_EVERY_MS) {
         // A stream with data already buffered never leaves the microtask queue: let timers and abort handlers run.
         await new Promise<void>((resolve) => setImmediate(resolve));
         lastYield = performance.now();
       }
     }
-    await lines(pending + decoder.end(), true);
+    lines.finish();
+    await deliver();
   }
 
   private report(err: CandumpParseError): void {

@@ -1,6 +1,10 @@
-/** `telematics-agent dbc FILE`: what a DBC file holds, and what the parser had to tolerate in it. */
+/**
+ * `telematics-agent dbc FILE`: what a DBC file holds, and what the parser had to tolerate in it. A file that cannot be
+ * read, does not parse or defines no message fails with one line naming it (exit status 1).
+ */
 import type { Command } from 'commander';
 import { loadDbcFile, type Database, type MessageDef, type SignalDef } from '../dbc/index.js';
+import { forTerminal } from './terminal-text.js';
 
 function hexId(message: MessageDef): string {
   return `0x${message.id.toString(16).toUpperCase().padStart(message.extended ? 8 : 3, '0')}`;
@@ -48,7 +52,8 @@ export function summarizeDatabase(db: Database, verbose: boolean): string {
     );
     if (verbose) for (const signal of message.signals) lines.push(signalLine(signal));
   }
-  return lines.join('\n');
+  // Names, units, the version and the warnings come from the file: shown, never interpreted by the terminal.
+  return lines.map(forTerminal).join('\n');
 }
 
 export function registerDbcCommand(program: Command): void {

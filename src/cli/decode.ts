@@ -2,16 +2,20 @@
  * `telematics-agent decode`: decodes a candump stream with a DBC, one line per frame, the way CAN engineers already
  * read decoder output; `--json` gives one object per frame for scripts. The stream is a log file, standard input, or
  * a live SocketCAN interface (`--iface`).
+ *
+ * Failures: a malformed line, or one too long to be a line (read in bounded memory however long it is), is reported
+ * with its number on stderr and skipped, and the exit status stays 0; a DBC or log that cannot be used exits 1 with
+ * one line naming it. What the DBC and the log say is printed escaped for the terminal.
  */
 import { createReadStream } from 'node:fs';
-import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
 import type { Command } from 'commander';
-import { CandumpParseError, formatCandumpLine, parseCandumpLine } from '../can/candump.js';
+import { CandumpLineParser, CandumpLineSplitter, CandumpParseError, formatCandumpLine } from '../can/candump.js';
 import { createFrame, type CanFrame } from '../can/frame.js';
 import { SocketCanSource } from '../can/socketcan.js';
 import { compileDatabase, DecodeError, loadDbcFile, type CompiledDatabase, type SignalValue } from '../dbc/index.js';
 import { checkCanInterface, describeControllerChange, endpointStateReporter, parseInterfaceName } from './can-interface.js';
+import { forTerminal, jsonForTerminal } from './terminal-text.js';
 
 export interface DecodeCliOptions {
   choices: boolean;
@@ -31,22 +35,25 @@ function signalsAsJson(signals: Record<string, SignalValue>): Record<string, str
   return out;
 }
 
-/** One output line for one frame. */
+/**
+ * One output line for one frame. Names, units and labels come from the DBC and the bus name from the log: the line
+ * is made safe for a terminal (control characters escaped; in JSON, as \u escapes that parse to the same value).
+ */
 export function describeFrame(db: CompiledDatabase, frame: CanFrame, options: DecodeCliOptions): string {
   const codec = frame.error || frame.remote ? undefined : db.find(frame.id, frame.extended);
   if (options.json) {
     const head = { ts: frame.ts, bus: frame.bus, id: frame.id, extended: frame.extended };
-    if (!codec) return JSON.stringify({ ...head, name: null, signals: {} });
+    if (!codec) return jsonForTerminal(JSON.stringify({ ...head, name: null, signals: {} }));
     try {
       const signals = codec.decode(frame.data, { choices: options.choices });
-      return JSON.stringify({ ...head, name: codec.message.name, signals: signalsAsJson(signals) });
+      return jsonForTerminal(JSON.stringify({ ...head, name: codec.message.name, signals: signalsAsJson(signals) }));
     } catch (err) {
       if (!(err instanceof DecodeError)) throw err;
-      return JSON.stringify({ ts: frame.ts, bus: frame.bus, id: frame.id, error: err.message });
+      return jsonForTerminal(JSON.stringify({ ts: frame.ts, bus: frame.bus, id: frame.id, error: err.message }));
     }
   }
   const line = formatCandumpLine(frame);
-  if (!codec) return line;
+  if (!codec) return forTerminal(line);
   try {
     const signals = codec.decode(frame.data, { choices: options.choices });
     const units = new Map(codec.message.signals.map((s) => [s.name, s.unit]));
@@ -56,14 +63,17 @@ export function describeFrame(db: CompiledDatabase, frame: CanFrame, options: De
       const shown = typeof value === 'string' ? `'${value}'` : String(value);
       return unit && typeof value !== 'string' ? `${name}: ${shown} ${unit}` : `${name}: ${shown}`;
     });
-    return `${line} :: ${codec.message.name}(${parts.join(', ')})`;
+    return forTerminal(`${line} :: ${codec.message.name}(${parts.join(', ')})`);
   } catch (err) {
     if (!(err instanceof DecodeError)) throw err;
-    return `${line} :: error: ${err.message}`;
+    return forTerminal(`${line} :: error: ${err.message}`);
   }
 }
 
-/** Decodes a candump text stream to `write`, line by line; malformed input lines are reported and skipped. */
+/**
+ * Decodes a candump text stream to `write`, line by line; malformed input lines are reported and skipped, and so is
+ * a line too long to be one (CandumpLineSplitter): an endless line costs bounded memory, not the process.
+ */
 export async function decodeStream(
   db: CompiledDatabase,
   input: Readable,
@@ -72,29 +82,39 @@ export async function decodeStream(
   reportBadLine: (message: string) => void,
 ): Promise<{ frames: number; badLines: number }> {
   const frame = createFrame();
-  const lines = createInterface({ input, crlfDelay: Infinity });
+  const parser = new CandumpLineParser();
   let pending: string[] = [];
   let frames = 0;
   let badLines = 0;
-  let lineNumber = 0;
-  for await (const line of lines) {
-    lineNumber++;
-    try {
-      if (!parseCandumpLine(line, frame)) continue;
-    } catch (err) {
-      if (!(err instanceof CandumpParseError)) throw err;
-      badLines++;
-      reportBadLine(`line ${lineNumber}: ${err.message}`);
-      continue;
+  const bad = (err: CandumpParseError): void => {
+    badLines++;
+    reportBadLine(err.message);
+  };
+  const lines = new CandumpLineSplitter(bad);
+  const decodeLines = async (): Promise<void> => {
+    while (lines.next()) {
+      try {
+        if (!parser.parseRange(lines.text, lines.start, lines.end, frame, lines.lineNo)) continue;
+      } catch (err) {
+        if (!(err instanceof CandumpParseError)) throw err;
+        bad(err);
+        continue;
+      }
+      frames++;
+      pending.push(describeFrame(db, frame, options));
+      // Write in batches: one write per frame would dominate the run time on large logs.
+      if (pending.length >= 256) {
+        await write(`${pending.join('\n')}\n`);
+        pending = [];
+      }
     }
-    frames++;
-    pending.push(describeFrame(db, frame, options));
-    // Write in batches: one write per frame would dominate the run time on large logs.
-    if (pending.length >= 256) {
-      await write(`${pending.join('\n')}\n`);
-      pending = [];
-    }
+  };
+  for await (const chunk of input) {
+    lines.push(chunk as string | Buffer);
+    await decodeLines();
   }
+  lines.finish();
+  await decodeLines();
   if (pending.length > 0) await write(`${pending.join('\n')}\n`);
   return { frames, badLines };
 }
@@ -168,7 +188,7 @@ export function registerDecodeCommand(program: Command): void {
       if (opts.iface !== undefined) checkCanInterface(opts.iface, 'wait');
       const db = compileDatabase(loadDbcFile(opts.dbc, { strict: opts.strict }), { j1939: opts.j1939 });
       for (const warning of db.db.warnings) {
-        process.stderr.write(`warning: ${warning.file}:${warning.line}: ${warning.message}\n`);
+        process.stderr.write(`warning: ${forTerminal(`${warning.file}:${warning.line}: ${warning.message}`)}\n`);
       }
       // A closed pipe (`| head`) ends the output quietly.
       process.stdout.on('error', (err: NodeJS.ErrnoException) => {
@@ -191,7 +211,8 @@ export function registerDecodeCommand(program: Command): void {
         return;
       }
       const input = opts.log ? createReadStream(opts.log) : process.stdin;
-      const { badLines } = await decodeStream(db, input, opts, writeStdout, (message) => process.stderr.write(`warning: ${message}\n`));
+      const { badLines } = await decodeStream(db, input, opts, writeStdout, (message) => process.stderr.write(`warning: ${forTerminal(message)}\n`));
+      // Still exit status 0: every good line was decoded; the count says how many were not.
       if (badLines > 0) process.stderr.write(`${badLines} malformed line(s) skipped\n`);
     });
 }

@@ -7,6 +7,7 @@ import { registerDbcCommand } from './dbc.js';
 import { registerSimEcuCommand } from './sim-ecu.js';
 import { registerObdCommand } from './obd.js';
 import { registerSimElm327Command } from './sim-elm327.js';
+import { linesForTerminal } from './terminal-text.js';
 
 const program = new Command();
 program
@@ -27,6 +28,7 @@ registerSimElm327Command(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   const message = err instanceof Error ? err.message : String(err);
-  process.stderr.write(`telematics-agent: ${message}\n`);
+  // Errors quote what files, adapters and the bus said: shown, never interpreted by the terminal.
+  process.stderr.write(`telematics-agent: ${linesForTerminal(message)}\n`);
   process.exit(1);
 });

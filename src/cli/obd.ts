@@ -12,6 +12,7 @@ import { Elm327Client, type Elm327Info } from '../obd/elm327.js';
 import { formatPidValue } from './live-bus.js';
 import { MODE01_PIDS, MODE01_PIDS_BY_KEY, OBD_SERVICE, SUPPORTED_PID_BLOCKS, type PidDefinition, type PidValue } from '../obd/j1979.js';
 import { checkCanInterface, checkEcuForAddressing, parseEcuAddress, parseInterfaceName, parseWholeMilliseconds } from './can-interface.js';
+import { forTerminal, jsonForTerminal } from './terminal-text.js';
 
 export const OBD_ACTIONS = ['read-vin', 'read-pids', 'read-dtcs', 'clear-dtcs', 'discover'] as const;
 export type ObdAction = (typeof OBD_ACTIONS)[number];
@@ -223,7 +224,8 @@ export function formatVehicleSummary(summary: VehicleSummary, connection: string
   lines.push(`DTCs        ${summary.dtcs.length > 0 ? summary.dtcs.join(' ') : 'none stored'}`);
   lines.push(`Pending     ${summary.pendingDtcs.length > 0 ? summary.pendingDtcs.join(' ') : 'none'}`);
   for (const [what, why] of Object.entries(summary.errors ?? {})) lines.push(`(${what}: ${why})`);
-  return `${lines.join('\n')}\n`;
+  // The adapter's name, the protocol and the errors quote what the adapter and the car said.
+  return `${lines.map(forTerminal).join('\n')}\n`;
 }
 
 function describeAdapter(info: Elm327Info): string {
@@ -321,7 +323,7 @@ export function registerObdCommand(program: Command): void {
       if (opts.port === undefined && (opts.baud !== undefined || opts.protocol !== undefined)) throw new Error('--baud and --protocol go with --port');
       if (pidArgs.length > 0 && action !== 'read-pids') throw new Error(`${action ?? 'the summary'} takes no PIDs (only read-pids does): ${pidArgs.join(' ')}`);
       const pids = pidArgs.map(parsePidArgument);
-      const print = (value: unknown): void => void process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+      const print = (value: unknown): void => void process.stdout.write(`${jsonForTerminal(JSON.stringify(value, null, 2))}\n`);
 
       if (opts.port !== undefined) {
         await withElm327(opts, async (client, info) => {

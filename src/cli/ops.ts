@@ -19,6 +19,7 @@ import { OperatorClient } from '../commands/operator-client.js';
 import type { CommandResult } from '../commands/result.js';
 import { DEV_OPERATOR, writeDevelopmentKeys } from '../pki/command-pki.js';
 import { BACKEND_IDENTITY, deviceIdProblem } from '../pki/device-id.js';
+import { forTerminal, jsonForTerminal, linesForTerminal } from './terminal-text.js';
 
 export const EXIT = { succeeded: 0, usage: 1, rejected: 2, failed: 3, timedOut: 4 } as const;
 
@@ -37,11 +38,12 @@ function readable(file: string, what: string): string {
   }
 }
 
-function describeResult(result: CommandResult): string {
+/** A result as a person reads it. What the car sent is shown, never interpreted by the terminal (forTerminal). */
+export function describeResult(result: CommandResult): string {
   const reason = result.reason ? ` ${result.reason}` : '';
   const message = result.message ? `: ${result.message}` : '';
-  const detail = result.detail !== undefined && result.status !== 'ACCEPTED' ? `\n${JSON.stringify(result.detail, null, 2)}` : '';
-  return `${result.status}${reason}${message}${detail}`;
+  const detail = result.detail !== undefined && result.status !== 'ACCEPTED' ? `\n${jsonForTerminal(JSON.stringify(result.detail, null, 2))}` : '';
+  return `${forTerminal(`${result.id} ${result.status}${reason}${message}`)}${detail}`;
 }
 
 function exitCodeOf(final: CommandResult | undefined): number {
@@ -127,7 +129,7 @@ async function send(given: SendOptions, out: (line: string) => void): Promise<nu
       {
         wait: opts.wait === true,
         timeoutMs: opts.timeout * 1000,
-        onResult: (result) => out(opts.json ? JSON.stringify(result) : `${result.id} ${describeResult(result)}`),
+        onResult: (result) => out(opts.json ? jsonForTerminal(JSON.stringify(result)) : describeResult(result)),
       },
     );
     if (!opts.wait) {
@@ -200,7 +202,7 @@ if (process.argv[1] && realpathSync(process.argv[1]) === fileURLToPath(import.me
   createOpsProgram()
     .parseAsync(process.argv)
     .catch((err: unknown) => {
-      process.stderr.write(`telematics-ops: ${err instanceof Error ? err.message : String(err)}\n`);
+      process.stderr.write(`telematics-ops: ${linesForTerminal(err instanceof Error ? err.message : String(err))}\n`);
       process.exit(EXIT.usage);
     });
 }

@@ -15,9 +15,9 @@ import type { FrameSink, FrameSource } from '../can/frame.js';
 import { CandumpReplaySource } from '../can/replay.js';
 import { Collector } from '../collect/collector.js';
 import { applyCollectionOverride } from '../config/collection-override.js';
-import { loadDeviceConfig, type BusConfig, type DeviceConfig, type SocketCanSourceConfig } from '../config/device-config.js';
+import { DeviceConfigError, loadDeviceConfig, type BusConfig, type DeviceConfig, type SocketCanSourceConfig } from '../config/device-config.js';
 import { BusDecoder } from '../dbc/bus-decoder.js';
-import { compileDatabase, loadDbcFile, type CompiledDatabase } from '../dbc/index.js';
+import { compileDatabase, DbcParseError, loadDbcFile, type CompiledDatabase } from '../dbc/index.js';
 import { SimulatedVehicle } from '../sim/vehicle.js';
 import type { CommandContext } from '../commands/handler.js';
 import { createCommandContext } from './command-context.js';
@@ -31,6 +31,7 @@ import { DataPath, type DataPathSummary } from './data-path.js';
 import { LiveObdAdapter } from './live-adapter.js';
 import { LiveBus, type ObdPollingSummary } from './live-bus.js';
 import { formatStatusValue, resolveStatusSignal, type StatusSignal } from './status-signal.js';
+import { forTerminal } from './terminal-text.js';
 
 /**
  * Exit code of a run that stopped because a remote command asked for a restart: EX_TEMPFAIL, which the systemd unit
@@ -70,6 +71,8 @@ export interface StatusOutput {
 
 export interface RunAgentOptions {
   config: DeviceConfig;
+  /** The file the config came from, to name it in errors (a bus whose DBC is unusable). */
+  configFile?: string;
   /** Stop after this many seconds; default: until aborted or every source has ended. */
   durationS?: number;
   signal?: AbortSignal;
@@ -170,8 +173,16 @@ export async function runAgent(options: RunAgentOptions): Promise<RunSummary> {
   const sources: FrameSource[] = [];
   /** Per bus: its live parts when it is a SocketCAN bus. */
   const live: (LiveBus | undefined)[] = [];
-  for (const bus of config.buses) {
-    const db = loadDbcFile(bus.dbc, { strict: bus.strictDbc ?? false });
+  for (const [index, bus] of config.buses.entries()) {
+    let db;
+    try {
+      db = loadDbcFile(bus.dbc, { strict: bus.strictDbc ?? false });
+    } catch (err) {
+      // A bus whose DBC is unusable (unreadable, malformed, no message in it) is refused before anything starts,
+      // named as a config problem is: the key that names the file, then what is wrong with the file.
+      if (err instanceof DbcParseError) throw new DeviceConfigError(options.configFile ?? 'device config', [`buses[${index}].dbc: ${err.message}`]);
+      throw err;
+    }
     for (const w of db.warnings) warn(`${bus.name}: ${path.basename(w.file)}:${w.line}:${w.column}: warning: ${w.message}`);
     const decoder = new BusDecoder(bus.name, compileDatabase(db, { j1939: bus.j1939 ?? false }));
     buses.push(decoder);
@@ -290,6 +301,8 @@ export async function runAgent(options: RunAgentOptions): Promise<RunSummary> {
     for (const bus of liveBuses) if (bus.obd) line += ` | ${bus.obd.statusText()}`;
     for (const adapter of adapters) line += ` | ${adapter.statusText()} | ${adapter.obd.statusText()}`;
     if (dataText !== undefined) line += ` | ${dataText}`;
+    // DBC labels and units, interface and adapter names: shown, never interpreted by the terminal.
+    line = forTerminal(line);
     if (tty) {
       // Redraw in place; a line wider than the terminal would wrap and break the redraw, so cut it.
       const width = output.columns && output.columns > 1 ? output.columns - 1 : Infinity;
@@ -373,17 +386,17 @@ export async function runAgent(options: RunAgentOptions): Promise<RunSummary> {
     const badLines = bus.badLogLines > 0 ? `, ${bus.badLogLines} malformed log lines` : '';
     const errorFrames = bus.errorFrames !== undefined ? `, ${bus.errorFrames} error frames` : '';
     output.write(
-      `  ${bus.name} (${bus.source}): ${bus.frames} frames, ${bus.signals} signals, ` +
+      `  ${forTerminal(`${bus.name} (${bus.source})`)}: ${bus.frames} frames, ${bus.signals} signals, ` +
         `${bus.unknownFrames} unknown frames, ${bus.decodeErrors} decode errors${badLines}${errorFrames}\n`,
     );
     if (bus.obd) {
       const unsupported = bus.obd.unsupported > 0 ? `, ${bus.obd.unsupported} PID${bus.obd.unsupported === 1 ? '' : 's'} not supported` : '';
-      output.write(`  ${bus.name} OBD: ${bus.obd.samples} samples from ${bus.obd.requests} requests${unsupported}\n`);
+      output.write(`  ${forTerminal(bus.name)} OBD: ${bus.obd.samples} samples from ${bus.obd.requests} requests${unsupported}\n`);
     }
   }
   for (const adapter of summary.adapters) {
     const unsupported = adapter.obd.unsupported > 0 ? `, ${adapter.obd.unsupported} PID${adapter.obd.unsupported === 1 ? '' : 's'} not supported` : '';
-    output.write(`  ${adapter.name} (${adapter.port}, ${adapter.state}): ${adapter.obd.samples} samples from ${adapter.obd.requests} requests${unsupported}\n`);
+    output.write(`  ${forTerminal(`${adapter.name} (${adapter.port}, ${adapter.state})`)}: ${adapter.obd.samples} samples from ${adapter.obd.requests} requests${unsupported}\n`);
   }
   if (dataPathSummary) {
     const d = dataPathSummary;
@@ -443,7 +456,7 @@ export function registerRunCommand(program: Command): void {
         // Under systemd the status line would be a journal entry every second, on flash, for years: the health
         // report and the status page say the same.
         const statusLines = !stdoutIsJournal();
-        const summary = await runAgent({ config, durationS: opts.duration, signal: interrupt.signal, output: process.stdout, logger, shutdown, statusLines });
+        const summary = await runAgent({ config, configFile: opts.config, durationS: opts.duration, signal: interrupt.signal, output: process.stdout, logger, shutdown, statusLines });
         if (summary.restartRequested) process.exitCode = RESTART_EXIT_CODE;
       } finally {
         process.removeListener('SIGINT', onSignal);

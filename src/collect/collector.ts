@@ -32,7 +32,7 @@ import type { FrameSink } from '../can/frame.js';
 import type { BusDecoder } from '../dbc/bus-decoder.js';
 import type { MessageCodec } from '../dbc/index.js';
 import { MODE01_PIDS_BY_KEY } from '../obd/j1979.js';
-import type { BatchConfig, CollectionConfig, CollectionRule } from './config.js';
+import { memoryBudgetProblem, type BatchConfig, type CollectionConfig, type CollectionRule, type TriggerSizes } from './config.js';
 import { compileExpression, ExpressionError, type CompiledExpression } from './expression.js';
 import { MAX_PRIORITY, type Priority, type Sample, type SampleBatch } from './sample.js';
 
@@ -79,8 +79,8 @@ export interface CollectorStats {
 }
 
 export interface CollectorOptions {
-  /** The parsed `collection` config section. */
-  config: Pick<CollectionConfig, 'batch' | 'rules'>;
+  /** The parsed `collection` config section (maxMemoryMB: its default when absent). */
+  config: Pick<CollectionConfig, 'batch' | 'rules'> & { maxMemoryMB?: number };
   /** The decoders of the agent's buses, in config order (their names prefix the sample names). */
   buses: readonly BusDecoder[];
   /** Receives every closed batch, synchronously; an exception thrown here propagates to the frame's source. */
@@ -371,6 +371,18 @@ export class Collector {
         }
       } else conditions.push(undefined);
     });
+    // The rings, sized from the messages' cycle times unless bufferSamples says; with the post windows, within the
+    // section's memory budget (the schema could only count what the fields say).
+    const triggerSizes: TriggerSizes = (rule, r) => {
+      const t = rule.trigger;
+      const ids = ruleChannels[r]!;
+      const perCycle = (ms: number): number => ids.reduce((sum, c) => sum + Math.ceil(ms / this.channels[c]!.cycleMs) + 1, 0);
+      const ringSamples = t.bufferSamples ?? Math.min(1_000_000, Math.max(16, 2 * perCycle(t.preMs)));
+      return { ringSamples, postSamples: t.postMs > 0 ? perCycle(t.postMs) : 0 };
+    };
+    const overBudget = memoryBudgetProblem(config, triggerSizes);
+    if (overBudget !== undefined) throw new CollectorConfigError(`collection: ${overBudget}`);
+
     this.live = new Float64Array(this.channels.length).fill(NaN);
     this.nameCounted = Array.from({ length: MAX_PRIORITY + 1 }, () => new Int32Array(this.channels.length).fill(-1));
 
@@ -423,9 +435,7 @@ export class Collector {
         const t = rule.trigger;
         const condition = conditions[r]!;
         const ids = ruleChannels[r]!;
-        const capacity =
-          t.bufferSamples ??
-          Math.min(1_000_000, Math.max(16, ids.reduce((sum, c) => sum + 2 * Math.ceil(t.preMs / this.channels[c]!.cycleMs) + 2, 0)));
+        const capacity = triggerSizes(rule, r).ringSamples;
         const trigger = this.triggers.length;
         this.triggers.push(
           new Trigger(rule.name, rule.priority as Priority, condition, t.risingEdge, t.preMs / 1000, t.postMs / 1000, t.postMs,

@@ -2,6 +2,11 @@
  * The `collection` section of the device config: which signals become samples, when, at which priority, and how they
  * are batched into messages. Trigger conditions are checked for syntax here; whether their signals (and the rules'
  * signals) exist is known only against the DBCs, when the Collector is built.
+ *
+ * The memory the section may claim is bounded (`maxMemoryMB`, default 64): the trigger buffers and open batches it
+ * asks for are estimated from its fields, and a section over the budget is refused with the biggest claims named,
+ * at config load and through setConfig alike. The Collector checks again with what only the DBCs tell (the default
+ * ring sizes, the post-trigger windows), through the same estimate.
  */
 import { z } from 'zod';
 import { expressionSyntaxError } from './expression.js';
@@ -112,6 +117,79 @@ const triggerRuleSchema = z
 
 export const collectionRuleSchema = z.discriminatedUnion('mode', [periodicRuleSchema, changeRuleSchema, triggerRuleSchema]);
 
+/** One pre-trigger ring slot: its time (Float64), channel (Int32) and value (Float64). */
+export const RING_SLOT_BYTES = 20;
+/** One sample held as an object, in an open batch or a trigger's capture: about 90 bytes on Node 20 (x64), measured. */
+export const HELD_SAMPLE_BYTES = 96;
+/** Memory the collection may claim unless `maxMemoryMB` says otherwise, in MB (10^6 bytes). */
+export const DEFAULT_COLLECTION_MEMORY_MB = 64;
+/** Smallest ring the collector makes (the schema's minimum bufferSamples). */
+const MIN_RING_SAMPLES = 16;
+
+/** What one part of the collection may hold in memory at most. */
+export interface MemoryClaim {
+  /** `trigger 'hardBrake'`, `telemetry batches of 2 priorities`. */
+  what: string;
+  bytes: number;
+  /** How the figure comes about: `1000000 buffered samples`. */
+  basis: string;
+}
+
+/** Sizes only the collector knows (from the DBCs' cycle times): a trigger's ring, and the samples of its post window. */
+export type TriggerSizes = (rule: TriggerRule, index: number) => { ringSamples: number; postSamples: number };
+
+/**
+ * The memory the section claims at most, part by part: each trigger's ring plus the capture copied out of it when it
+ * fires (ring x (slot + held sample)) plus its post window (held samples), and one open telemetry batch per priority
+ * in use (batch.maxSamples held samples). Without `sizes` a trigger counts its bufferSamples (or the minimum ring)
+ * and no post window: what the fields alone say.
+ */
+export function collectionMemoryClaims(config: Pick<CollectionConfig, 'batch' | 'rules'>, sizes?: TriggerSizes): MemoryClaim[] {
+  const claims: MemoryClaim[] = [];
+  const priorities = new Set<number>();
+  config.rules.forEach((rule, index) => {
+    if (rule.mode !== 'trigger') {
+      priorities.add(rule.priority);
+      return;
+    }
+    const { ringSamples, postSamples } = sizes?.(rule, index) ?? { ringSamples: rule.trigger.bufferSamples ?? MIN_RING_SAMPLES, postSamples: 0 };
+    const post = postSamples > 0 ? ` and about ${postSamples} in its ${rule.trigger.postMs} ms post window` : '';
+    claims.push({
+      what: `trigger '${rule.name}'`,
+      bytes: ringSamples * (RING_SLOT_BYTES + HELD_SAMPLE_BYTES) + postSamples * HELD_SAMPLE_BYTES,
+      basis: `${ringSamples} buffered samples${post}`,
+    });
+  });
+  if (priorities.size > 0) {
+    claims.push({
+      what: `telemetry batches of ${priorities.size} priorit${priorities.size === 1 ? 'y' : 'ies'}`,
+      bytes: priorities.size * config.batch.maxSamples * HELD_SAMPLE_BYTES,
+      basis: `batch.maxSamples ${config.batch.maxSamples} each`,
+    });
+  }
+  return claims;
+}
+
+function megabytes(bytes: number): string {
+  const mb = bytes / 1e6;
+  return `${mb >= 10 ? Math.round(mb) : mb.toFixed(1)} MB`;
+}
+
+/** Why the section is over its memory budget (the total and the three biggest claims), or undefined when it is not. */
+export function memoryBudgetProblem(config: Pick<CollectionConfig, 'batch' | 'rules'> & { maxMemoryMB?: number }, sizes?: TriggerSizes): string | undefined {
+  const budgetMB = config.maxMemoryMB ?? DEFAULT_COLLECTION_MEMORY_MB;
+  const claims = collectionMemoryClaims(config, sizes);
+  const total = claims.reduce((sum, claim) => sum + claim.bytes, 0);
+  if (total <= budgetMB * 1e6) return undefined;
+  const biggest = [...claims].sort((a, b) => b.bytes - a.bytes).slice(0, 3);
+  const more = claims.length > biggest.length ? `, and ${claims.length - biggest.length} more` : '';
+  return (
+    `the rules would hold up to ${megabytes(total)} in memory, over the budget of ${budgetMB} MB (maxMemoryMB): ` +
+    `${biggest.map((c) => `${c.what} ${megabytes(c.bytes)} (${c.basis})`).join(', ')}${more}; ` +
+    'lower trigger.bufferSamples, trigger.postMs or batch.maxSamples, or raise maxMemoryMB if the device has the memory'
+  );
+}
+
 export const collectionConfigSchema = z
   .strictObject({
     batch: z
@@ -137,6 +215,16 @@ export const collectionConfigSchema = z
       .default('cbor')
       .describe('Payload encoding: cbor (compact columnar CBOR, deflated; default) or json (readable). See docs/payload-format.md.'),
     rules: z.array(collectionRuleSchema).default([]).describe('What to collect.'),
+    maxMemoryMB: z
+      .number()
+      .int()
+      .min(1)
+      .default(DEFAULT_COLLECTION_MEMORY_MB)
+      .describe(
+        'Memory the collection may claim for trigger buffers and open batches, in MB, as estimated from the rules ' +
+          `(about ${RING_SLOT_BYTES + HELD_SAMPLE_BYTES} bytes per buffered trigger sample, ${HELD_SAMPLE_BYTES} per batched sample). ` +
+          `A section over it is refused. Default ${DEFAULT_COLLECTION_MEMORY_MB}.`,
+      ),
   })
   .superRefine((config, ctx) => {
     const seen = new Set<string>();
@@ -144,6 +232,8 @@ export const collectionConfigSchema = z
       if (seen.has(rule.name)) ctx.addIssue({ code: 'custom', path: ['rules', i, 'name'], message: `duplicate rule name '${rule.name}'` });
       seen.add(rule.name);
     });
+    const overBudget = memoryBudgetProblem(config);
+    if (overBudget !== undefined) ctx.addIssue({ code: 'custom', path: [], message: overBudget });
   })
   .describe('Collection: rules that turn decoded signals into samples, and how samples are batched into messages.');
 

@@ -100,7 +100,10 @@ export interface DbcWarning {
 export interface Database {
   file: string;
   version: string;
-  /** Source encoding that was detected: `utf-8` or `windows-1252` (a superset of latin-1's printable range). */
+  /**
+   * Source encoding: `utf-16le` or `utf-16be` (declared by a byte-order mark), else `utf-8` or `windows-1252` (a
+   * superset of latin-1's printable range) as detected.
+   */
   encoding: string;
   comment?: string;
   nodes: NodeDef[];

@@ -86,13 +86,34 @@ interface Located {
   column: number;
 }
 
-/** Decodes DBC bytes: UTF-8 when the bytes are valid UTF-8, otherwise Windows-1252 (which covers latin-1 text). */
-export function decodeDbcBytes(bytes: Uint8Array): { text: string; encoding: string } {
+/** Byte-order marks: the encoding they declare, and their length. */
+const BOMS: { bytes: number[]; encoding: 'utf-8' | 'utf-16le' | 'utf-16be' }[] = [
+  { bytes: [0xef, 0xbb, 0xbf], encoding: 'utf-8' },
+  { bytes: [0xff, 0xfe], encoding: 'utf-16le' },
+  { bytes: [0xfe, 0xff], encoding: 'utf-16be' },
+];
+
+/**
+ * Decodes DBC bytes. A byte-order mark decides: UTF-16 LE or BE (what some Windows tools save, "Unicode" in their
+ * dialogs), or UTF-8. Otherwise, and after a UTF-8 mark: UTF-8 when the bytes are valid UTF-8, else Windows-1252
+ * (which covers latin-1 text). Throws a DbcParseError naming `file` for UTF-16 that is not valid UTF-16 (an odd
+ * number of bytes, a broken surrogate pair): guessing another encoding there would only produce nonsense.
+ */
+export function decodeDbcBytes(bytes: Uint8Array, file = '<dbc>'): { text: string; encoding: string } {
+  const bom = BOMS.find((b) => b.bytes.length <= bytes.length && b.bytes.every((byte, i) => bytes[i] === byte));
+  if (bom !== undefined && bom.encoding !== 'utf-8') {
+    try {
+      return { text: new TextDecoder(bom.encoding, { fatal: true, ignoreBOM: true }).decode(bytes.subarray(2)), encoding: bom.encoding };
+    } catch {
+      const label = bom.encoding.toUpperCase();
+      throw new DbcParseError(file, 1, 1, `starts with a ${label} byte-order mark but is not valid ${label} (an odd number of bytes or a broken surrogate pair)`);
+    }
+  }
+  const body = bom === undefined ? bytes : bytes.subarray(bom.bytes.length);
   try {
-    const text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false }).decode(bytes);
-    return { text, encoding: 'utf-8' };
+    return { text: new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(body), encoding: 'utf-8' };
   } catch {
-    return { text: decodeWindows1252(bytes), encoding: 'windows-1252' };
+    return { text: decodeWindows1252(body), encoding: 'windows-1252' };
   }
 }
 
@@ -116,6 +137,10 @@ function decodeWindows1252(bytes: Uint8Array): string {
   return text;
 }
 
+/**
+ * Reads and parses a DBC file. A file that defines no message is an error too: it would decode nothing, and a bus
+ * running with it would report every frame as unknown while looking healthy.
+ */
 export function loadDbcFile(path: string, options: Omit<DbcParseOptions, 'file'> = {}): Database {
   let bytes: Uint8Array;
   try {
@@ -123,11 +148,17 @@ export function loadDbcFile(path: string, options: Omit<DbcParseOptions, 'file'>
   } catch (err) {
     throw new DbcParseError(path, 0, 0, `cannot read DBC file: ${(err as Error).message}`);
   }
-  return parseDbc(bytes, { ...options, file: path });
+  const db = parseDbc(bytes, { ...options, file: path });
+  if (db.messages.length === 0) {
+    // UTF-16 without its byte-order mark reads as text with a NUL after every ASCII character.
+    const hint = db.encoding === 'utf-8' && bytes.includes(0) ? '; it holds NUL bytes: UTF-16 without a byte-order mark? Save it as UTF-8' : '';
+    throw new DbcParseError(path, 0, 0, `no message (BO_) found in this DBC file (read as ${db.encoding})${hint}`);
+  }
+  return db;
 }
 
 export function parseDbc(input: string | Uint8Array, options: DbcParseOptions = {}): Database {
-  const { text, encoding } = typeof input === 'string' ? { text: input, encoding: 'utf-8' } : decodeDbcBytes(input);
+  const { text, encoding } = typeof input === 'string' ? { text: input, encoding: 'utf-8' } : decodeDbcBytes(input, options.file);
   return new DbcParser(text, options.file ?? '<dbc>', options.strict ?? false, encoding).parse();
 }
 

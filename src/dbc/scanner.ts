@@ -10,7 +10,8 @@ export class DbcParseError extends Error {
     readonly column: number,
     readonly detail: string,
   ) {
-    super(`${file}:${line}:${column}: ${detail}`);
+    // Line 0: about the whole file (it cannot be read, it defines nothing), not a place in it.
+    super(line > 0 ? `${file}:${line}:${column}: ${detail}` : `${file}: ${detail}`);
     this.name = 'DbcParseError';
   }
 }

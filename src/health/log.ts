@@ -9,9 +9,14 @@
  *
  * The level: `logging.level`, except debug for the first `verboseForS` seconds after start (a fresh start is when
  * things go wrong and nobody is watching). setLevel (the setLogLevel command) wins over both.
+ *
+ * Messages quote DBC names, log lines, adapter answers and results from the network, and the lines end up on a
+ * terminal: the text format shows control characters escaped (`\x1b`, `\n`: one entry, one line), and the JSON lines
+ * also escape what JSON leaves raw (DEL, C1, bidi controls) as `\u00NN`, which parses to the same text.
  */
 import { writeSync } from 'node:fs';
 import pino from 'pino';
+import { forTerminal, jsonForTerminal } from '../cli/terminal-text.js';
 import { LOG_LEVELS, loggingConfig, type LoggingConfig, type LogLevel } from './log-config.js';
 
 export { LOG_LEVELS, type LogLevel } from './log-config.js';
@@ -155,7 +160,8 @@ export class Logger {
     } else {
       const destination = options.destination ?? fdDestination(2);
       if (config.format === 'text') {
-        this.writeText = (entry) => destination.write(`${entry.msg}${formatFields(entry.fields)}\n`);
+        // Messages quote names and text from files, the bus and the network: one line, never interpreted by a terminal.
+        this.writeText = (entry) => destination.write(`${forTerminal(entry.msg)}${formatFields(entry.fields)}\n`);
       } else {
         this.pino = pino(
           {
@@ -164,7 +170,8 @@ export class Logger {
             timestamp: () => `,"time":"${new Date(this.now()).toISOString()}"`,
             formatters: { level: (label) => ({ level: label }) },
           },
-          destination as pino.DestinationStream,
+          // JSON escapes C0 controls already; DEL, C1 and bidi controls it leaves raw are escaped too (same JSON value).
+          { write: (line: string) => destination.write(jsonForTerminal(line)) } as pino.DestinationStream,
         );
       }
       if (config.verboseForS > 0 && rank(config.level) < rank('debug')) {
@@ -286,12 +293,12 @@ export class Logger {
   }
 }
 
-/** ` key=value …` for the text format; values as JSON unless they are plain strings. */
+/** ` key=value …` for the text format; values as JSON unless they are plain strings; safe for a terminal. */
 function formatFields(fields: Record<string, unknown> | undefined): string {
   if (!fields) return '';
   let text = '';
   for (const [key, value] of Object.entries(fields)) {
-    text += ` ${key}=${typeof value === 'string' && /^[^\s"=]+$/.test(value) ? value : JSON.stringify(value)}`;
+    text += ` ${forTerminal(key)}=${typeof value === 'string' && /^[^\s"=]+$/.test(value) ? forTerminal(value) : jsonForTerminal(JSON.stringify(value) ?? 'undefined')}`;
   }
   return text;
 }

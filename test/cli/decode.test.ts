@@ -1,7 +1,9 @@
 /** The `decode` and `dbc` commands, run as a user runs them: the compiled CLI in a child process. */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { hasSharedTestdata, NO_SHARED_TESTDATA, repoRoot, sharedTestdata } from '../support/shared.js';
@@ -104,5 +106,116 @@ describe('telematics-agent dbc', { skip }, () => {
     const strict = run(['dbc', file, '--strict']);
     assert.equal(strict.status, 1);
     assert.match(strict.stderr, /toyota_radar_dsu_tssp\.dbc:138:\d+: .*rejected in strict mode/);
+  });
+});
+
+describe('hostile input files and streams', () => {
+  it('[14.8] dbc and decode read a UTF-16 DBC with a byte-order mark, and refuse a DBC with no message: exit 1, one line naming it', { skip }, () => {
+    const dir = makeTempDir('decode-utf16-');
+    const utf16 = path.join(dir, 'j1939-utf16.dbc');
+    writeFileSync(utf16, Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from(readFileSync(j1939Dbc, 'utf8'), 'utf16le')]));
+    const summary = run(['dbc', utf16]);
+    assert.equal(summary.status, 0, summary.stderr);
+    assert.match(summary.stdout, /j1939-utf16\.dbc \(utf-16le/);
+    const line = '(1635188455.029900) can0 0CF00400#607D84481400F084';
+    const decoded = run(['decode', '--dbc', utf16, '--j1939'], `${line}\n`);
+    assert.equal(decoded.status, 0, decoded.stderr);
+    assert.equal(decoded.stdout, `${line} :: EEC1(EngineSpeed: 649 rpm)\n`);
+
+    const empty = path.join(dir, 'nothing.dbc');
+    writeFileSync(empty, 'VERSION "1.0"\nBU_: ECU\n');
+    for (const args of [['dbc', empty], ['decode', '--dbc', empty]]) {
+      const refused = run(args, line);
+      assert.equal(refused.status, 1, args.join(' '));
+      assert.equal(refused.stdout, '');
+      assert.equal(refused.stderr, `telematics-agent: ${empty}: no message (BO_) found in this DBC file (read as utf-8)\n`);
+    }
+  });
+
+  it('[14.L8] decode fed an endless line on standard input stays bounded, reports the line and carries on: exit 0, no stack trace', { skip }, async () => {
+    // The child reports its own peak resident memory when it exits. Before the fix it held the whole line (and an
+    // endless one ended in an uncaught RangeError with a stack trace).
+    const reportRss = `data:text/javascript,process.on('exit', () => process.stderr.write('maxRSS ' + process.resourceUsage().maxRSS + '\\n'))`;
+    const decodeChild = async (input: () => AsyncGenerator<Buffer | string>): Promise<{ status: number | null; stdout: string; stderr: string[]; maxRssKb: number }> => {
+      const child = spawn(process.execPath, ['--import', reportRss, cli, 'decode', '--dbc', j1939Dbc, '--j1939'], { stdio: ['pipe', 'pipe', 'pipe'] });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+      child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+      const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+      await pipeline(Readable.from(input()), child.stdin);
+      const status = await exited;
+      const lines = stderr.trim().split('\n');
+      const maxRssKb = Number(/^maxRSS (\d+)$/.exec(lines.pop()!)?.[1]);
+      return { status, stdout, stderr: lines, maxRssKb };
+    };
+    const frame = '(1635188455.029900) can0 0CF00400#607D84481400F084';
+    const megabyte = Buffer.alloc(1024 * 1024, 'A');
+    const baseline = await decodeChild(async function* () {
+      yield `${frame}\n${frame}\nnot a frame\n`;
+    });
+    assert.equal(baseline.status, 0, baseline.stderr.join('\n'));
+    const hostile = await decodeChild(async function* () {
+      yield `${frame}\n`;
+      for (let i = 0; i < 64; i++) yield megabyte; // 64 MB without a newline
+      yield `\n${frame}\nnot a frame\n`;
+    });
+    assert.equal(hostile.status, 0, hostile.stderr.join('\n').slice(0, 2000));
+    // Holding the line would add at least its 64 MB to what decoding a few lines takes (it added some 150 MB).
+    const grownMb = (hostile.maxRssKb - baseline.maxRssKb) / 1024;
+    assert.ok(baseline.maxRssKb > 0 && grownMb < 64, `peak RSS ${Math.round(hostile.maxRssKb / 1024)} MB, ${Math.round(grownMb)} MB more than for three lines`);
+    assert.equal(hostile.stdout, `${frame} :: EEC1(EngineSpeed: 649 rpm)\n`.repeat(2));
+    assert.equal(hostile.stderr.length, 3, hostile.stderr.join('\n').slice(0, 2000));
+    assert.match(hostile.stderr[0]!, /^warning: line 2: line longer than 65536 characters, skipped to its end: "A{120}"$/);
+    assert.match(hostile.stderr[1]!, /^warning: line 4: expected "\(" starting the timestamp/);
+    assert.equal(hostile.stderr[2], '2 malformed line(s) skipped');
+  });
+
+  it('[14.L9] dbc and decode show control characters from the DBC and the log escaped, never raw', () => {
+    const dir = makeTempDir('decode-escapes-');
+    const dbc = path.join(dir, 'hostile\x1b[2J.dbc');
+    writeFileSync(
+      dbc,
+      [
+        'VERSION "\x1b]0;owned\x07"',
+        // U+009B is a one-character CSI for many terminals, and a letter-like character to the DBC grammar.
+        'BO_ 256 Msg\u009b31m: 8 ECU',
+        ' SG_ Speed : 0|8@1+ (1,0) [0|0] "km/h\x1b[31m" X',
+        ' SG_ Gear : 8|8@1+ (1,0) [0|0] "" X',
+        'VAL_ 256 Gear 1 "P\x1b[8m" 2 "D\u202eR" ;',
+        'CM_ SG_ 256 Nope\u009b2J "refers to a signal that is not there";',
+        '',
+      ].join('\n'),
+    );
+    const raw = /[\x00-\x09\x0b-\x1f\x7f-\x9f\u202e]/;
+    const summary = run(['dbc', dbc, '--signals']);
+    assert.equal(summary.status, 0, summary.stderr);
+    assert.doesNotMatch(summary.stdout, raw);
+    assert.match(summary.stdout, /hostile\\x1b\[2J\.dbc \(utf-8, version "\\x1b\]0;owned\\x07"\)/);
+    assert.match(summary.stdout, /0x100 Msg\\x9b31m: 8 bytes/);
+    assert.match(summary.stdout, /Speed: bit 0, 8 bits, Intel, unsigned km\/h\\x1b\[31m/);
+    assert.match(summary.stdout, /signal Nope\\x9b2J/);
+
+    const log = '(1.000000) can\x1b[2J0 100#0501000000000000\n(2.000000) can0 100#0502000000000000\n(3.000000) can0 1\x1b[31m\n';
+    const text = run(['decode', '--dbc', dbc, '--choices'], log);
+    assert.equal(text.status, 0, text.stderr);
+    assert.doesNotMatch(text.stdout + text.stderr, raw);
+    assert.deepEqual(text.stdout.trim().split('\n'), [
+      "(0000000001.000000) can\\x1b[2J0 100#0501000000000000 :: Msg\\x9b31m(Speed: 5 km/h\\x1b[31m, Gear: 'P\\x1b[8m')",
+      "(0000000002.000000) can0 100#0502000000000000 :: Msg\\x9b31m(Speed: 5 km/h\\x1b[31m, Gear: 'D\\u202eR')",
+    ]);
+    assert.match(text.stderr, /warning: line 3: invalid character "\\u001b" in CAN ID/);
+    // JSON stays JSON: the escapes parse back to the very same names and labels.
+    const json = run(['decode', '--dbc', dbc, '--choices', '--json'], log);
+    assert.doesNotMatch(json.stdout, raw);
+    const objects = json.stdout.trim().split('\n').map((l) => JSON.parse(l) as { bus: string; name: string; signals: Record<string, unknown> });
+    assert.deepEqual(objects.map((o) => [o.bus, o.name, o.signals.Gear]), [['can\x1b[2J0', 'Msg\u009b31m', 'P\x1b[8m'], ['can0', 'Msg\u009b31m', 'D\u202eR']]);
+
+    // An error quoting the file: the parse error's "found" text and the file name.
+    const broken = path.join(dir, 'broken.dbc');
+    writeFileSync(broken, 'BO_ 1 Msg\x1b[2J: 8 N\n');
+    const failed = run(['dbc', broken]);
+    assert.equal(failed.status, 1);
+    assert.equal(failed.stderr, `telematics-agent: ${broken}:1:10: expected ':' after the message name, found '\\x1b[2J:'\n`);
   });
 });

@@ -254,3 +254,93 @@ describe('BusDecoder', () => {
     assert.ok(Math.abs(odometer - vehicle.state.odometerKm) < 0.1 + 1e-6, `${odometer} vs ${vehicle.state.odometerKm}`);
   });
 });
+
+describe('run with hostile DBC files', () => {
+  const dir = makeTempDir('run-dbc-');
+  const log = path.join(dir, 'drive.log');
+  writeFileSync(
+    log,
+    [
+      '(1700000000.000000) can1 0D0#6422000000000000', // VEHICLE_DYNAMICS: 88.04 km/h
+      '(1700000000.010000) can1 555#00', // not in the DBC
+      '(1700000000.020000) can1 0C8#401F000000000000', // ENGINE_DATA: 2000 rpm
+      '',
+    ].join('\n'),
+  );
+  const configWith = (dbc: string, options: { log?: string; loop?: boolean; signals?: string[] } = {}) =>
+    parseDeviceConfig(
+      {
+        deviceId: 'dbc-test',
+        buses: [{ name: 'vehicle', dbc, source: { type: 'replay', file: options.log ?? log, speed: 1, loop: options.loop ?? false } }],
+        status: { intervalMs: 100, signals: options.signals ?? [] },
+      },
+      { file: 'inline', baseDir: dir },
+    );
+
+  it('[14.8] a bus whose DBC is saved as UTF-16 (LE or BE, with its byte-order mark) decodes as with the original', async () => {
+    const text = readFileSync(DEMO_DBC_PATH, 'utf8');
+    const le = Buffer.from(text, 'utf16le');
+    const copies = {
+      'demo-utf16le.dbc': Buffer.concat([Buffer.from([0xff, 0xfe]), le]),
+      'demo-utf16be.dbc': Buffer.concat([Buffer.from([0xfe, 0xff]), Buffer.from(le).swap16()]),
+    };
+    const original = await runAgent({ config: configWith(DEMO_DBC_PATH), durationS: 5, output: { write: () => undefined }, warn: () => undefined });
+    assert.deepEqual(
+      original.buses.map(({ frames, signals, unknownFrames }) => ({ frames, signals, unknownFrames })),
+      [{ frames: 3, signals: 11, unknownFrames: 1 }],
+    );
+    for (const [name, bytes] of Object.entries(copies)) {
+      writeFileSync(path.join(dir, name), bytes);
+      const summary = await runAgent({ config: configWith(name), durationS: 5, output: { write: () => undefined }, warn: () => undefined });
+      assert.deepEqual(summary.buses, original.buses, name);
+    }
+  });
+
+  it('[14.8] refuses to start a bus whose DBC defines no message: exit 1, the config key and the file named', () => {
+    writeFileSync(path.join(dir, 'nothing.dbc'), 'VERSION ""\n\nBS_:\n\nBU_: ECU\n');
+    const file = path.join(dir, 'device.json');
+    writeFileSync(file, JSON.stringify({ deviceId: 'x', buses: [{ name: 'can0', dbc: 'nothing.dbc', source: { type: 'sim' } }] }));
+    const result = spawnSync(process.execPath, [cli, 'run', '--config', file, '--duration', '1'], { encoding: 'utf8', timeout: 20_000 });
+    assert.equal(result.status, 1, result.stderr);
+    assert.equal(result.stdout, '');
+    const errors = result.stderr.split('\n').filter((line) => line.startsWith('telematics-agent:'));
+    assert.deepEqual(errors, [`telematics-agent: ${file}: buses[0].dbc: ${path.join(dir, 'nothing.dbc')}: no message (BO_) found in this DBC file (read as utf-8)`]);
+  });
+
+  it('[14.L9] a config error quoting what the file says shows its control characters escaped', () => {
+    const file = path.join(dir, 'escapes.json');
+    writeFileSync(file, JSON.stringify({ deviceId: 'x', buses: [{ name: 'can0', dbc: DEMO_DBC_PATH, source: { type: 'sim' } }], 'colour\x1b[31m': 1 }));
+    const result = spawnSync(process.execPath, [cli, 'run', '--config', file, '--duration', '1'], { encoding: 'utf8', timeout: 20_000 });
+    assert.equal(result.status, 1);
+    assert.equal(result.stderr, `telematics-agent: ${file}: (top level): unknown field 'colour\\x1b[31m'\n`);
+  });
+
+  it('[14.L9] the status line and the summary show control characters from the DBC and the log file escaped', async () => {
+    const dbc = path.join(dir, 'labels.dbc');
+    writeFileSync(
+      dbc,
+      [
+        'BO_ 208 VEHICLE_DYNAMICS: 8 ABS',
+        ' SG_ Speed : 0|16@1+ (0.01,0) [0|0] "km/h\x1b[2J" X',
+        ' SG_ Gear : 16|8@1+ (1,0) [0|0] "" X',
+        'VAL_ 208 Gear 0 "P\x1b]0;owned\x07" ;',
+        '',
+      ].join('\n'),
+    );
+    const hostileLog = path.join(dir, 'drive\x1b[31m.log');
+    writeFileSync(hostileLog, readFileSync(log));
+    let written = '';
+    // The log loops until the first status line is out.
+    const stop = new AbortController();
+    const output = {
+      write: (t: string): void => {
+        written += t;
+        if (t.includes('frames/s')) stop.abort();
+      },
+    };
+    await runAgent({ config: configWith(dbc, { log: hostileLog, loop: true, signals: ['Speed', 'Gear'] }), signal: stop.signal, output, warn: () => undefined });
+    assert.doesNotMatch(written, /[\x00-\x09\x0b-\x1f\x7f-\x9f]/);
+    assert.match(written, /\| Speed 88\.04 km\/h\\x1b\[2J, Gear P\\x1b\]0;owned\\x07\n/);
+    assert.match(written, / {2}vehicle \(replay:drive\\x1b\[31m\.log\): \d+ frames/);
+  });
+});

@@ -392,3 +392,54 @@ describe('collection config', () => {
     }
   });
 });
+
+describe('collection config: the memory it may claim', () => {
+  const trigger = (name: string, fields: object, signals = ['VehicleSpeed']) => ({ name, signals, mode: 'trigger', trigger: { when: 'VehicleSpeed > 1', ...fields } });
+  /** The reason the schema gives for refusing `collection`, or undefined when it takes it. */
+  const refusal = (collection: unknown): string | undefined => {
+    const result = collectionConfigSchema.safeParse(collection);
+    return result.success ? undefined : result.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('\n');
+  };
+
+  it('[14.L10] 10 triggers of 1,000,000 buffered samples each are refused, with what they would claim and the budget', () => {
+    const greedy = { rules: Array.from({ length: 10 }, (_, i) => trigger(`brake${i}`, { bufferSamples: 1_000_000 })) };
+    assert.equal(
+      refusal(greedy),
+      ': the rules would hold up to 1160 MB in memory, over the budget of 64 MB (maxMemoryMB): ' +
+        "trigger 'brake0' 116 MB (1000000 buffered samples), trigger 'brake1' 116 MB (1000000 buffered samples), " +
+        "trigger 'brake2' 116 MB (1000000 buffered samples), and 7 more; " +
+        'lower trigger.bufferSamples, trigger.postMs or batch.maxSamples, or raise maxMemoryMB if the device has the memory',
+    );
+    // Open batches count too: eight priorities of 100,000 samples each.
+    const batches = {
+      batch: { maxSamples: 100_000 },
+      rules: Array.from({ length: 8 }, (_, p) => ({ name: `p${p}`, signals: ['VehicleSpeed'], mode: 'change', priority: p })),
+    };
+    assert.match(refusal(batches) ?? '', /would hold up to 77 MB in memory, .*telemetry batches of 8 priorities 77 MB \(batch\.maxSamples 100000 each\)/);
+    // A device with the memory says so: the same rules within a raised budget.
+    assert.equal(refusal({ ...greedy, maxMemoryMB: 1200 }), undefined);
+  });
+
+  it('[14.L10] normal sections pass: a few triggers of tens of thousands of samples, batches of thousands', () => {
+    assert.equal(refusal({ batch: { maxSamples: 5000 }, rules: [trigger('a', { bufferSamples: 100_000 }), trigger('b', { bufferSamples: 200_000 }), { name: 'c', signals: ['VehicleSpeed'], mode: 'change' }] }), undefined);
+    assert.equal(collectionConfigSchema.parse({}).maxMemoryMB, 64);
+  });
+
+  it('[14.L10] the collector counts what only the DBCs tell: default ring sizes and post windows, within the same budget', () => {
+    // ENGINE_DATA is sent every 10 ms: an hour before the trigger is 360,000 values a signal, held twice over.
+    const hourBefore = { rules: [trigger('hour', { preMs: 3_600_000 }, ['EngineSpeed'])] };
+    assert.equal(refusal(hourBefore), undefined, 'the fields alone do not say');
+    assert.throws(
+      () => setup(hourBefore),
+      (err: unknown) => err instanceof CollectorConfigError && /^collection: the rules would hold up to 84 MB in memory, over the budget of 64 MB \(maxMemoryMB\): trigger 'hour' 84 MB \(720002 buffered samples\)/.test(err.message),
+    );
+    const hourAfter = { rules: [trigger('after', { postMs: 3_600_000 }, ['EngineSpeed', 'ENGINE_DATA.ThrottlePosition'])] };
+    assert.throws(
+      () => setup(hourAfter),
+      (err: unknown) => err instanceof CollectorConfigError && /trigger 'after' 69 MB \(16 buffered samples and about 720002 in its 3600000 ms post window\)/.test(err.message),
+    );
+    // A minute either side fits.
+    const { collector } = setup({ rules: [trigger('minute', { preMs: 60_000, postMs: 60_000 }, ['EngineSpeed'])] });
+    collector.close();
+  });
+});

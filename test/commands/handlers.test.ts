@@ -363,6 +363,19 @@ describe('command handlers on the agent context', () => {
       assert.deepEqual(readFileSync(rig.configFile), file);
     });
 
+    it('[14.L10] refuses a section that would claim more memory than its budget: invalid-config with the reason, nothing changed', async () => {
+      const file = readFileSync(rig.configFile);
+      const running = rig.dataPath.collector;
+      const greedy = {
+        rules: Array.from({ length: 10 }, (_, i) => ({ name: `t${i}`, mode: 'trigger', signals: ['VehicleSpeed'], trigger: { when: 'VehicleSpeed > 200', bufferSamples: 1_000_000 } })),
+      };
+      const err = await failure('setConfig', { collection: greedy }, rig.context);
+      assert.equal(err.reason, 'invalid-config');
+      assert.match(err.message, /^collection: the rules would hold up to 1160 MB in memory, over the budget of 64 MB \(maxMemoryMB\): trigger 't0' 116 MB \(1000000 buffered samples\)/);
+      assert.equal(rig.dataPath.collector, running);
+      assert.deepEqual(readFileSync(rig.configFile), file);
+    });
+
     it('puts the old collector back when the file cannot be written', async () => {
       const file = readFileSync(rig.configFile);
       const running = rig.dataPath.collector;

@@ -124,6 +124,15 @@ describe('device config', () => {
     );
   });
 
+  it('[14.L10] a collection section that would claim more memory than maxMemoryMB does not load: the reason says what it claims', () => {
+    const trigger = (name: string) => ({ name, mode: 'trigger', signals: ['VehicleSpeed'], trigger: { when: 'VehicleSpeed > 200', bufferSamples: 1_000_000 } });
+    const collection = { rules: Array.from({ length: 10 }, (_, i) => trigger(`t${i}`)) };
+    const outbox = { path: 'outbox.db' };
+    assertRejects({ deviceId: 'x', buses: [simBus], outbox, collection }, 'config.json: collection: the rules would hold up to 1160 MB in memory, over the budget of 64 MB (maxMemoryMB)');
+    assert.equal(loadJson({ deviceId: 'x', buses: [simBus], outbox, collection: { ...collection, maxMemoryMB: 1500 } }).collection?.maxMemoryMB, 1500);
+    assert.equal(loadJson({ deviceId: 'x', buses: [simBus], outbox, collection: { rules: [trigger('one')].map((r) => ({ ...r, trigger: { ...r.trigger, bufferSamples: 100_000 } })) } }).collection?.maxMemoryMB, 64);
+  });
+
   it('locates JSON syntax errors by line and column', () => {
     assert.throws(() => loadText('{\n  "deviceId": "x",\n  "buses": [,]\n}'), /config\.json: invalid JSON at line 3, column 13: unexpected token ','/);
     assert.throws(() => loadText('{\n  "deviceId": "x"\n  "buses": []\n}'), /invalid JSON at line 3, column 3/);

@@ -6,13 +6,14 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import {
   compileDatabase,
   DbcParseError,
   DecodeError,
+  decodeDbcBytes,
   loadDbcFile,
   parseDbc,
   type Database,
@@ -20,6 +21,7 @@ import {
   type SignalDef,
 } from '../../src/dbc/index.js';
 import { hasSharedTestdata, NO_SHARED_TESTDATA, sharedTestdata } from '../support/shared.js';
+import { makeTempDir } from '../support/temp.js';
 
 // ---------------------------------------------------------------------------------------------------------------------
 // helpers
@@ -962,4 +964,96 @@ compileDatabase(db).find(1, false).decode(new Uint8Array(8));`;
       assert.equal(child.status, 0, child.stderr.slice(-2000));
     },
   );
+});
+
+// ---------------------------------------------------------------------------------------------------------------------
+// encodings declared by a byte-order mark, and files that define nothing
+
+describe('byte-order marks and empty files', () => {
+  /** The file's text as saved by a tool in another encoding: UTF-16 LE or BE, or UTF-8, each with its byte-order mark. */
+  function reencode(text: string, encoding: 'utf-16le' | 'utf-16be' | 'utf-8'): Buffer {
+    if (encoding === 'utf-8') return Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(text, 'utf8')]);
+    const le = Buffer.from(text, 'utf16le');
+    return encoding === 'utf-16le' ? Buffer.concat([Buffer.from([0xff, 0xfe]), le]) : Buffer.concat([Buffer.from([0xfe, 0xff]), Buffer.from(le).swap16()]);
+  }
+
+  /** Decodes each of the database's first messages from the same payloads: values, or the decode error's message. */
+  function decodedSamples(db: Database): unknown[] {
+    const compiled = compileDatabase(db);
+    const out: unknown[] = [];
+    for (const m of db.messages.filter((msg) => msg.signals.length > 0).slice(0, 12)) {
+      const codec = compiled.find(m.id, m.extended)!;
+      for (let k = 0; k < 3; k++) {
+        const payload = Uint8Array.from({ length: m.length }, (_, i) => (i * 37 + k * 101 + m.id) & 0xff);
+        try {
+          out.push([m.name, codec.decode(payload, { choices: true })]);
+        } catch (err) {
+          if (!(err instanceof DecodeError)) throw err;
+          out.push([m.name, err.message]);
+        }
+      }
+    }
+    return out;
+  }
+
+  it(
+    '[14.8] a real DBC saved as UTF-16 LE or BE (or UTF-8) with a byte-order mark decodes exactly as the original',
+    { skip: skipShared },
+    () => {
+      const dir = makeTempDir('dbc-bom-');
+      // Windows-1252 with degree signs (vehicle), UTF-8 with non-ASCII text (J1939 demo), multiplexing, value tables.
+      for (const name of ['vehicle.dbc', 'css_j1939_demo.dbc', 'multiplex_2.dbc', 'choices.dbc']) {
+        const file = sharedTestdata('dbc', name);
+        const original = loadDbcFile(file);
+        const { text } = decodeDbcBytes(readFileSync(file));
+        const expected = decodedSamples(original);
+        assert.ok(expected.length > 0, name);
+        for (const encoding of ['utf-16le', 'utf-16be', 'utf-8'] as const) {
+          const copy = path.join(dir, `${encoding}-${name}`);
+          writeFileSync(copy, reencode(text, encoding));
+          const db = loadDbcFile(copy);
+          const what = `${name} as ${encoding}`;
+          assert.equal(db.encoding, encoding, what);
+          assert.ok(db.messages.length > 0, what);
+          assert.deepEqual(db.messages, original.messages, what);
+          assert.deepEqual(db.nodes, original.nodes, what);
+          assert.deepEqual(db.valueTables, original.valueTables, what);
+          assert.deepEqual(db.attributeDefinitions, original.attributeDefinitions, what);
+          assert.deepEqual([db.version, db.comment], [original.version, original.comment], what);
+          const withoutFile = (d: Database): unknown[] => d.warnings.map(({ file: _file, ...rest }) => rest);
+          assert.deepEqual(withoutFile(db), withoutFile(original), what);
+          assert.deepEqual(decodedSamples(db), expected, what);
+        }
+      }
+    },
+  );
+
+  it('[14.8] UTF-16 that is not valid UTF-16 is an error naming the file, not a guess', () => {
+    const dir = makeTempDir('dbc-bom-');
+    const odd = path.join(dir, 'odd.dbc');
+    writeFileSync(odd, Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from('BO_ 1 X: 8 N\n', 'utf16le'), Buffer.from([0x42])]));
+    const err = parseError(() => loadDbcFile(odd));
+    assert.equal(err.file, odd);
+    assert.match(err.message, /odd\.dbc:1:1: starts with a UTF-16LE byte-order mark but is not valid UTF-16LE/);
+    const surrogate = path.join(dir, 'surrogate.dbc');
+    writeFileSync(surrogate, Buffer.concat([Buffer.from([0xfe, 0xff]), Buffer.from([0xd8, 0x00, 0x00, 0x41])]));
+    assert.match(parseError(() => loadDbcFile(surrogate)).message, /surrogate\.dbc:1:1: .*not valid UTF-16BE/);
+  });
+
+  it('[14.8] a DBC file that defines no message is refused, naming the file', () => {
+    const dir = makeTempDir('dbc-empty-');
+    for (const [name, bytes] of [
+      ['empty.dbc', Buffer.alloc(0)],
+      ['header-only.dbc', Buffer.from('VERSION "1.0"\n\nNS_ :\n\tCM_\n\nBS_:\n\nBU_: ECU GW\n', 'utf8')],
+      // UTF-16 without its byte-order mark: no message can be read out of it, and the error says what it looks like.
+      ['no-bom.dbc', Buffer.from('VERSION ""\n', 'utf16le')],
+    ] as const) {
+      const file = path.join(dir, name);
+      writeFileSync(file, bytes);
+      const err = parseError(() => loadDbcFile(file));
+      assert.equal(err.file, file);
+      assert.match(err.message, new RegExp(`^${file.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: no message \\(BO_\\) found in this DBC file`), name);
+      if (name === 'no-bom.dbc') assert.match(err.message, /UTF-16 without a byte-order mark\?/);
+    }
+  });
 });

@@ -253,6 +253,30 @@ describe('log: text format and the warn callback', () => {
     logger.close();
   });
 
+  it('[14.L9] format text escapes control characters in messages and fields; JSON escapes the DEL, C1 and bidi controls it would leave raw', () => {
+    // What a hostile DBC, log file, adapter or backend may put into a message: colours, a title, a one-byte CSI, a
+    // right-to-left override, a line break that would forge a second entry.
+    const msg = 'can0: labels.dbc:3:1: warning: signal Gear\u009b2J \x1b]0;owned\x07 \u202eevil\nfake: entry\x7f';
+    const fields = { unit: 'km/h\x1b[31m', 'key\x1b[0m': 1 };
+    const text = capture();
+    const textLogger = new Logger({ config: logging({ format: 'text', verboseForS: 0 }), destination: text });
+    textLogger.warn('can0', msg, fields);
+    textLogger.close();
+    assert.deepEqual(text.lines, [
+      'can0: labels.dbc:3:1: warning: signal Gear\\x9b2J \\x1b]0;owned\\x07 \\u202eevil\\nfake: entry\\x7f unit=km/h\\x1b[31m key\\x1b[0m=1',
+    ]);
+    const json = capture();
+    const jsonLogger = new Logger({ config: logging({ verboseForS: 0 }), destination: json });
+    jsonLogger.warn('can0', msg, fields);
+    jsonLogger.close();
+    assert.doesNotMatch(json.lines[0]!, /[\x00-\x1f\x7f-\x9f\u202e]/);
+    // The same entry once parsed: nothing lost.
+    const entry = json.json()[0]!;
+    assert.equal(entry.msg, msg);
+    assert.equal(entry.unit, fields.unit);
+    assert.equal(entry['key\x1b[0m'], 1);
+  });
+
   it("runAgent's warn option: plain text at the configured level, no verbose start", async () => {
     const messages: string[] = [];
     // The default logging section (info, 300 s verbose start): no debug lines reach the callback.
