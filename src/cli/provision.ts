@@ -17,9 +17,11 @@ import { ChangeCount, ProvisionError } from './provision-files.js';
 import { runFlash } from './provision-flash.js';
 import { DEFAULT_BUNDLES_DIR, DEFAULT_DEV_PKI_DIR, DEFAULT_TEMPLATE, DEMO_DEVICE, runDevPki, runProvision, type ProvisionOptions } from './provision-pki.js';
 import { DEFAULT_UNIT_OPTIONS, INSTALL, checkUnitOptions, installService, serviceUnit, systemdIsRunning, type UnitOptions } from './provision-unit.js';
+import { forTerminal, linesForTerminal } from './terminal-text.js';
 
+// Paths and names can come from a hostile image or bundle: control characters are shown escaped, never sent raw.
 const say = (line: string): void => {
-  process.stdout.write(`${line}\n`);
+  process.stdout.write(`${linesForTerminal(line)}\n`);
 };
 
 function positiveInteger(text: string): number {
@@ -135,7 +137,7 @@ program
 program.parseAsync(process.argv).catch((err: unknown) => {
   // Input and target problems are expected: one line. Anything else is a bug: its stack helps whoever reports it.
   const message = err instanceof Error ? err.message : String(err);
-  process.stderr.write(`${tool}: ${err instanceof ProvisionError ? message : message.split('\n')[0]}\n`);
+  process.stderr.write(`${tool}: ${forTerminal(err instanceof ProvisionError ? message : message.split('\n')[0]!)}\n`);
   if (!(err instanceof ProvisionError) && process.env.PROVISION_DEBUG) process.stderr.write(`${(err as Error).stack}\n`);
   process.exit(1);
 });

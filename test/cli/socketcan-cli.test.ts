@@ -144,20 +144,23 @@ describe('runAgent on a SocketCAN bus whose interface is missing', () => {
     assert.match(written, new RegExp(`vehicle \\(socketcan:${MISSING}\\): 0 frames, .*, 0 error frames\\n {2}vehicle OBD: 0 samples from 0 requests\\n$`));
   });
 
-  it('says once that a DBC without messages cannot filter, and that a non-CAN interface will not open', async () => {
+  it('refuses a DBC without messages before anything opens, and says once that a non-CAN interface will not open', async () => {
     const dir = makeTempDir('socketcan-run-');
     const emptyDbc = path.join(dir, 'empty.dbc');
     writeFileSync(emptyDbc, 'VERSION ""\n');
-    const config = parseDeviceConfig(
-      { deviceId: 'x', buses: [{ name: 'can0', dbc: emptyDbc, source: { type: 'socketcan', interface: 'lo' } }], status: { intervalMs: 100, signals: [] } },
-      { file: 'inline', baseDir: dir },
+    const bus = (dbc: string) => ({ deviceId: 'x', buses: [{ name: 'can0', dbc, source: { type: 'socketcan', interface: 'lo' } }], status: { intervalMs: 100, signals: [] } });
+    // [14.8] A DBC that yields no message is an error naming the bus's key and the file, not a warning.
+    const empty = parseDeviceConfig(bus(emptyDbc), { file: 'inline', baseDir: dir });
+    await assert.rejects(
+      runAgent({ config: empty, configFile: 'inline.json', durationS: 0.8, output: { write: () => undefined }, warn: () => undefined }),
+      /inline\.json: buses\[0\]\.dbc: .*empty\.dbc: no message \(BO_\) found/,
     );
+    const config = parseDeviceConfig(bus(DEMO_DBC_PATH), { file: 'inline', baseDir: dir });
     const warnings: string[] = [];
     await runAgent({ config, durationS: 0.8, output: { write: () => undefined }, warn: (m) => warnings.push(m) });
-    assert.equal(warnings.length, 3, warnings.join('\n'));
+    assert.equal(warnings.length, 2, warnings.join('\n'));
     assert.equal(warnings[0], 'can0: interface lo is not a CAN interface (hardware type 772, CAN is 280); the agent keeps trying to open it');
-    assert.equal(warnings[1], 'can0: the DBC has no messages to filter on; receiving every frame on lo');
     // Retried several times in 0.8 s, reported once.
-    assert.match(warnings[2]!, /^can0: interface lo is down \(.+\); waiting for it to come up$/);
+    assert.match(warnings[1]!, /^can0: interface lo is down \(.+\); waiting for it to come up$/);
   });
 });

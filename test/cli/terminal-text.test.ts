@@ -3,10 +3,14 @@
  * print what an adapter or a car said (`obd`'s summary and JSON, `telematics-ops`' results).
  */
 import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
 import { describe, it } from 'node:test';
 import { formatVehicleSummary, type VehicleSummary } from '../../src/cli/obd.js';
 import { describeResult } from '../../src/cli/ops.js';
 import { forTerminal, jsonForTerminal, linesForTerminal } from '../../src/cli/terminal-text.js';
+import { runScript } from '../support/scripts.js';
+import { makeTempDir } from '../support/temp.js';
 
 /** Any character a terminal may interpret: C0 but the newline, DEL, C1, bidi controls. */
 const RAW_CONTROL = /[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]/;
@@ -64,5 +68,14 @@ describe('terminal text', () => {
     // One line for the result: an embedded line break cannot forge a second one.
     assert.equal(first, 'c-1 FAILED handler-error: boom\\x1b[2J\\nSUCCEEDED');
     assert.deepEqual(JSON.parse(detail.join('\n')), { note: '\u009b31m', fine: 1 });
+  });
+
+  it('[14.L9] the provisioning scripts show a path from a hostile target escaped, in their one-line error', () => {
+    const target = path.join(makeTempDir('escape-target-'), 'image\x1b]0;owned\x07\x1b[2J');
+    mkdirSync(target);
+    const result = runScript('flash', ['--bundle', makeTempDir('no-bundle-'), '--target', target]);
+    assert.equal(result.code, 1);
+    assert.doesNotMatch(result.stderr + result.stdout, RAW_CONTROL);
+    assert.match(result.stderr, /image\\x1b\]0;owned\\x07\\x1b\[2J/);
   });
 });

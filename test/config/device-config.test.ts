@@ -113,7 +113,7 @@ describe('device config', () => {
     assertRejects({ deviceId: 'x', buses: [simBus], satus: {} }, "(top level): unknown field 'satus'");
     assertRejects({ deviceId: 'x', buses: [simBus, simBus] }, "buses[1].name: duplicate bus name 'can0'");
     // All problems at once, each on its own line, with the file named.
-    assertRejects({ deviceId: '', buses: [{ ...simBus, dbc: 1 }] }, 'config.json: 2 problems:\n', '  deviceId: must not be empty', '  buses[0].dbc: expected string');
+    assertRejects({ deviceId: '', buses: [{ ...simBus, dbc: 1 }] }, 'config.json: 2 problems:\n', '  deviceId: "" cannot be a device ID: it is empty', '  buses[0].dbc: expected string');
   });
 
   it('reports files that do not exist, by field', () => {
