@@ -10,7 +10,8 @@ import Database from 'better-sqlite3';
 import { parseCommand, signCommand } from '../../src/commands/envelope.js';
 import { Precondition } from '../../src/commands/precondition.js';
 import { ReplayGuard } from '../../src/commands/replay-guard.js';
-import { CommandVerifier, keyUsageBits, VerifyFailure } from '../../src/commands/verifier.js';
+import { readCertificateExtensions } from '../../src/commands/certificate-extensions.js';
+import { CommandVerifier, VerifyFailure } from '../../src/commands/verifier.js';
 import { createCommandCa, issueOperatorCertificate, KEY_USAGE } from '../../src/pki/command-pki.js';
 import { SqliteOutbox } from '../../src/store/outbox.js';
 import { makeTempDir } from '../support/temp.js';
@@ -135,7 +136,7 @@ describe('signer checks', () => {
 
   it('accepts an operator of the pinned CA, with key usage digitalSignature and code signing', () => {
     const alice = issueOperatorCertificate(ca, 'alice');
-    assert.equal(keyUsageBits(new X509Certificate(alice.certPem).raw), KEY_USAGE.digitalSignature);
+    assert.equal(readCertificateExtensions(new X509Certificate(alice.certPem).raw).keyUsage, KEY_USAGE.digitalSignature);
     assert.deepEqual(verifier.verify(signed(alice)).subject, 'CN=alice');
   });
 
