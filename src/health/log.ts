@@ -109,6 +109,8 @@ const RULES: Array<{ test: RegExp; level: LogLevel; component?: string }> = [
   { test: /^command \S+ \(\S+\)/, level: 'warn', component: 'commands' },
   { test: /^outbox: .*(rejected|dropped)/, level: 'error' },
   { test: /^commands: a result could not be stored/, level: 'error' },
+  // The replay memory was lost: commands issued before a floor are refused from now on.
+  { test: /^commands: the replay memory /, level: 'error' },
   // Interfaces, adapters and OBD coming (back) up.
   { test: /^[\w.-]+: interface \S+ is open( again)?$/, level: 'info' },
   { test: /^[\w.-]+: adapter ready on /, level: 'info' },

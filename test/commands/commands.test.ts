@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync, truncateSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import mqtt from 'mqtt';
 import { signCommand } from '../../src/commands/envelope.js';
@@ -227,6 +227,32 @@ describe('remote commands through mosquitto', { timeout: 180_000 }, () => {
       await car.close();
     }
   });
+
+  for (const [loss, lose] of [
+    ['deleted', (file: string) => ['', '-wal', '-shm'].forEach((suffix) => rmSync(file + suffix, { force: true }))],
+    ['truncated to 0 bytes', (file: string) => truncateSync(file, 0)],
+  ] as const) {
+    it(`[14.2] a replay database ${loss} between two runs: the captured command is REJECTED replayed (before-reset), and the agent says why`, async () => {
+      const dir = makeTempDir('command-lost-memory-');
+      const deviceId = 'car-amnesia';
+      let car = await startAgent(broker, pki, commandPki, { deviceId, dir });
+      try {
+        const { payload, envelope } = signCommand({ deviceId, name: 'ping' }, commandPki.operator);
+        const first = await ops.publishPayload(deviceId, 'ping', payload, envelope.id, { timeoutMs: 10_000 });
+        assert.equal(first.final?.status, 'SUCCEEDED');
+        await car.close();
+        lose(path.join(dir, 'commands.db'));
+        car = await startAgent(broker, pki, commandPki, { deviceId, dir });
+        assert.ok(car.log.some((line) => /^commands: the replay memory .*commands\.db (is missing|is empty \(0 bytes\)).*commands issued before \S+ are refused/.test(line)), car.log.join('\n'));
+        const again = await ops.publishPayload(deviceId, 'ping', payload, envelope.id, { timeoutMs: 10_000 });
+        assert.equal(again.final?.status, 'REJECTED', JSON.stringify(again.results));
+        assert.equal(again.final!.reason, 'replayed');
+        assert.deepEqual(again.final!.detail, { why: 'before-reset' });
+      } finally {
+        await car.close();
+      }
+    });
+  }
 
   it('a command sent while the car is offline runs when it reconnects, unless it expired meanwhile', async () => {
     const dir = makeTempDir('command-offline-');

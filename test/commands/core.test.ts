@@ -3,13 +3,13 @@
  * persistence and its corrupt-file floor, the signer checks, and preconditions on live values.
  */
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import { parseCommand, signCommand } from '../../src/commands/envelope.js';
 import { Precondition } from '../../src/commands/precondition.js';
-import { ReplayGuard } from '../../src/commands/replay-guard.js';
+import { ANCHOR_AHEAD_MS, anchorPath, ReplayGuard } from '../../src/commands/replay-guard.js';
 import { readCertificateExtensions } from '../../src/commands/certificate-extensions.js';
 import { CommandVerifier, VerifyFailure } from '../../src/commands/verifier.js';
 import { createCommandCa, issueOperatorCertificate, KEY_USAGE } from '../../src/pki/command-pki.js';
@@ -119,10 +119,114 @@ describe('replay memory', () => {
     const guard = ReplayGuard.open({ path: file, now: () => now, onProblem: (m) => problems.push(m) });
     try {
       assert.equal(problems.length, 1);
-      assert.match(problems[0]!, /corrupt .* moved it aside as .*commands\.db\.corrupt-.*: commands issued before now are refused/);
+      assert.match(problems[0]!, /commands\.db is corrupt .* moved it aside as .*commands\.db\.corrupt-.*, started a new one: commands issued before 1970-01-01T01:23:20\.000Z are refused/);
       const old = guard.remember('x', 'd', now - 1, now + 1000);
       assert.equal(old.fresh === false && old.why, 'before-reset');
       assert.deepEqual(guard.remember('y', 'd', now, now + 1000), { fresh: true });
+    } finally {
+      guard.close();
+    }
+  });
+
+  /** Takes command `id` issued at `issuedAt` in a guard on `file` at `now`, then closes it (as an agent that stops). */
+  function take(file: string, id: string, issuedAt: number, now = issuedAt): void {
+    const guard = ReplayGuard.open({ path: file, now: () => now });
+    assert.deepEqual(guard.remember(id, `digest-${id}`, issuedAt, issuedAt + 3_600_000), { fresh: true });
+    guard.close();
+  }
+
+  it('[14.2] a deleted replay database: after a restart the captured command is refused (before-reset), and an error says so', () => {
+    const dir = makeTempDir('replay-deleted-');
+    const file = path.join(dir, 'commands.db');
+    const t = 1_760_000_000_000;
+    take(file, 'captured', t);
+    for (const suffix of ['', '-wal', '-shm']) rmSync(file + suffix, { force: true });
+    const problems: string[] = [];
+    const guard = ReplayGuard.open({ path: file, now: () => t + 60_000, onProblem: (m) => problems.push(m) });
+    try {
+      assert.deepEqual(problems.length, 1, problems.join('\n'));
+      assert.match(problems[0]!, /^commands: the replay memory .*commands\.db is missing \(the agent has run before: .*\.commands\.db\.anchor\); started a new one: commands issued before \S+ are refused/);
+      const replay = guard.remember('captured', 'digest-captured', t, t + 3_600_000);
+      assert.equal(replay.fresh === false && replay.why, 'before-reset');
+      // A command signed after the loss runs.
+      assert.deepEqual(guard.remember('new', 'digest-new', t + 2 * ANCHOR_AHEAD_MS, t + 3_600_000), { fresh: true });
+    } finally {
+      guard.close();
+    }
+  });
+
+  it('[14.2] a replay database truncated to 0 bytes is moved aside, and the captured command is refused', () => {
+    const dir = makeTempDir('replay-empty-');
+    const file = path.join(dir, 'commands.db');
+    const t = 1_760_000_000_000;
+    take(file, 'captured', t);
+    truncateSync(file, 0);
+    const problems: string[] = [];
+    const guard = ReplayGuard.open({ path: file, now: () => t + 60_000, onProblem: (m) => problems.push(m) });
+    try {
+      assert.match(problems.join('\n'), /commands\.db is empty \(0 bytes\) .*moved it aside as .*commands\.db\.empty-\S+, started a new one/);
+      assert.ok(readdirSync(dir).some((name) => /^commands\.db\.empty-/.test(name)), readdirSync(dir).join(', '));
+      const replay = guard.remember('captured', 'digest-captured', t, t + 3_600_000);
+      assert.equal(replay.fresh === false && replay.why, 'before-reset');
+    } finally {
+      guard.close();
+    }
+  });
+
+  it('[14.2] a corrupt database found while the clock says 1970: once the clock is right, the captured command is still refused', () => {
+    const dir = makeTempDir('replay-1970-');
+    const file = path.join(dir, 'commands.db');
+    const t = 1_760_000_000_000;
+    take(file, 'captured', t);
+    writeFileSync(file, 'this is not a database, and it is long enough to have a header'.repeat(20));
+    // A car without an RTC boots at 1970 and finds its memory corrupt.
+    const problems: string[] = [];
+    ReplayGuard.open({ path: file, now: () => 5_000, onProblem: (m) => problems.push(m) }).close();
+    assert.doesNotMatch(problems[0]!, /before 1970/, problems[0]);
+    // GNSS sets the clock; the agent restarts; the captured command comes again.
+    const guard = ReplayGuard.open({ path: file, now: () => t + 600_000 });
+    try {
+      assert.ok(guard.notBefore > t, `floor ${new Date(guard.notBefore).toISOString()}`);
+      const replay = guard.remember('captured', 'digest-captured', t, t + 3_600_000);
+      assert.equal(replay.fresh === false && replay.why, 'before-reset');
+    } finally {
+      guard.close();
+    }
+  });
+
+  it('[14.2] without an anchor, the floor is never earlier than the signed times known from outside (knownSince)', () => {
+    const dir = makeTempDir('replay-known-');
+    const file = path.join(dir, 'commands.db');
+    writeFileSync(file, 'this is not a database, and it is long enough to have a header'.repeat(20));
+    const known = 1_750_000_000_000;
+    const guard = ReplayGuard.open({ path: file, now: () => 5_000, knownSince: known, onProblem: () => undefined });
+    try {
+      assert.equal(guard.notBefore, known);
+    } finally {
+      guard.close();
+    }
+  });
+
+  it('[14.2] a first start and a database of an earlier version (no anchor) set no floor; the anchor is written ahead of what is taken', () => {
+    const dir = makeTempDir('replay-first-');
+    const file = path.join(dir, 'commands.db');
+    const t = 1_760_000_000_000;
+    const problems: string[] = [];
+    let guard = ReplayGuard.open({ path: file, now: () => t, onProblem: (m) => problems.push(m) });
+    assert.equal(guard.notBefore, 0);
+    assert.deepEqual(guard.remember('a', 'da', t, t + 1000), { fresh: true });
+    const anchor = JSON.parse(readFileSync(anchorPath(file), 'utf8')) as { horizon: number };
+    assert.equal(anchor.horizon, t + ANCHOR_AHEAD_MS);
+    guard.close();
+    // As an earlier version left it: the database, no anchor.
+    rmSync(anchorPath(file));
+    guard = ReplayGuard.open({ path: file, now: () => t, onProblem: (m) => problems.push(m) });
+    try {
+      assert.equal(guard.notBefore, 0);
+      const dup = guard.remember('a', 'da', t, t + 1000);
+      assert.equal(dup.fresh === false && dup.why, 'duplicate');
+      assert.ok(JSON.parse(readFileSync(anchorPath(file), 'utf8')).horizon >= t);
+      assert.deepEqual(problems.filter((p) => /replay memory/.test(p)), []);
     } finally {
       guard.close();
     }
