@@ -10,6 +10,7 @@
 import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { describeSignal, resolveSignalName } from '../collect/collector.js';
+import { signalTimingOf } from './command-context.js';
 import { MAX_PRIORITY, type Priority } from '../collect/sample.js';
 import type { CommandsConfig } from '../commands/config.js';
 import { CommandDispatcher, type DispatcherStats, type ResultRoute } from '../commands/dispatcher.js';
@@ -154,6 +155,8 @@ export class AgentCommands {
         const value = this.buses[found.bus]!.values[found.slot]!;
         return Number.isNaN(value) ? undefined : value;
       },
+      // The buses' signals; no OBD value reaches this context (readSignal has none either).
+      signalTiming: (name) => signalTimingOf(this.buses, name),
       status: () => ({ deviceId: this.config.deviceId, ...host.healthReport() }),
       config: () => this.config,
       applyCollection: async () => unsupported('applying a collection config'),

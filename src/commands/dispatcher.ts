@@ -24,7 +24,7 @@ import { ExpressionError } from '../collect/expression.js';
 import type { CommandsConfig } from './config.js';
 import { COMMAND_ID_PATTERN, MalformedCommand, parseCommand, type CommandEnvelope, type ParsedCommand } from './envelope.js';
 import { CommandFailure, type CommandContext, type CommandHandler, type CommandRun } from './handler.js';
-import { Precondition } from './precondition.js';
+import { describeFailure, Precondition, SignalFreshness } from './precondition.js';
 import type { InterruptedCommand, ReplayGuard } from './replay-guard.js';
 import { TIMEOUT_REASON, type CommandResult, type CommandStatus, type RejectReason } from './result.js';
 import { VerifyFailure, type CommandVerifier } from './verifier.js';
@@ -101,7 +101,8 @@ export class CommandDispatcher {
   private readonly deviceId: string;
   private readonly config: CommandsConfig;
   private readonly handlers = new Map<string, CommandHandler<any>>();
-  private readonly preconditions = new Map<string, Precondition>();
+  private readonly preconditions = new Map<string, { precondition: Precondition; maxAgeMs: number | undefined }>();
+  private readonly freshness: SignalFreshness;
   private readonly now: () => number;
   private readonly log: (message: string) => void;
   private readonly running = new Map<string, Running>();
@@ -123,13 +124,16 @@ export class CommandDispatcher {
       if (this.handlers.has(handler.name)) throw new Error(`commands: two handlers are named '${handler.name}'`);
       this.handlers.set(handler.name, handler);
     }
-    for (const [name, source] of Object.entries(options.config.preconditions)) {
+    const { context } = options;
+    this.freshness = new SignalFreshness(options.config.freshness, (signal) => context.signalTiming(signal));
+    for (const [name, entry] of Object.entries(options.config.preconditions)) {
       if (!this.handlers.has(name)) throw new Error(`commands.preconditions.${name}: there is no command '${name}' (commands: ${[...this.handlers.keys()].join(', ')})`);
+      const source = typeof entry === 'string' ? entry : entry.condition;
       try {
-        const { context } = options;
-        this.preconditions.set(name, Precondition.forSignals(source, (signal) => context.describeSignal(signal)));
+        const precondition = Precondition.forSignals(source, (signal) => context.describeSignal(signal));
+        this.preconditions.set(name, { precondition, maxAgeMs: typeof entry === 'string' ? undefined : entry.maxAgeMs });
       } catch (err) {
-        if (err instanceof ExpressionError) throw new Error(`commands.preconditions.${name}: ${err.message}: ${source}`);
+        if (err instanceof ExpressionError) throw new Error(`commands.preconditions.${name}${typeof entry === 'string' ? '' : '.condition'}: ${err.message}: ${source}`);
         throw err;
       }
     }
@@ -211,12 +215,11 @@ export class CommandDispatcher {
     if (!handler) throw new Rejection('unknown-command', `no command '${envelope.name}' (commands: ${this.commands.join(', ')})`);
     const params = handler.params.safeParse(envelope.params ?? {});
     if (!params.success) throw new Rejection('bad-params', `the parameters of ${envelope.name} do not fit its schema`, { issues: issuesOf(params.error.issues) });
-    const precondition = this.preconditions.get(envelope.name);
-    if (precondition) {
-      const outcome = precondition.evaluate((name) => this.options.context.readSignal(name));
+    const guard = this.preconditions.get(envelope.name);
+    if (guard) {
+      const outcome = guard.precondition.evaluate((name) => this.options.context.readSignal(name), this.freshness.at(this.now(), guard.maxAgeMs));
       if (!outcome.ok) {
-        const failed = outcome.failed.map((f) => `${f.condition} (${Object.entries(f.values).map(([k, v]) => `${k} = ${v ?? 'no value'}`).join(', ')})`);
-        throw new Rejection('precondition-failed', `precondition of ${envelope.name} not met: ${failed.join('; ')}`, outcome);
+        throw new Rejection('precondition-failed', `precondition of ${envelope.name} not met: ${outcome.failed.map(describeFailure).join('; ')}`, outcome);
       }
     }
     if (this.running.size >= this.config.maxConcurrent) {

@@ -8,7 +8,11 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import { parseCommand, signCommand } from '../../src/commands/envelope.js';
-import { Precondition } from '../../src/commands/precondition.js';
+import { freshnessConfigSchema } from '../../src/commands/config.js';
+import { describeFailure, Precondition, SignalFreshness, type SignalTiming } from '../../src/commands/precondition.js';
+import { BusDecoder } from '../../src/dbc/bus-decoder.js';
+import { compileDatabase, loadDbcFile } from '../../src/dbc/index.js';
+import { DEMO_DBC_PATH } from '../../src/sim/vehicle.js';
 import { ANCHOR_AHEAD_MS, anchorPath, ReplayGuard } from '../../src/commands/replay-guard.js';
 import { readCertificateExtensions } from '../../src/commands/certificate-extensions.js';
 import { CommandVerifier, VerifyFailure } from '../../src/commands/verifier.js';
@@ -267,6 +271,68 @@ describe('preconditions', () => {
     values.EngineSpeed = 700;
     values.Gear = 0;
     assert.equal(p.evaluate((name) => values[name]).ok, true);
+  });
+
+  it('[14.5] a stale value fails every term reading it, with its age and limit; a missing one fails even under !', () => {
+    const p = new Precondition('Speed == 0 && !(Gear == 3) && Ignition == 1');
+    const values: Record<string, number> = { Speed: 0, Ignition: 1 };
+    const ages: Record<string, number> = { Speed: 45_000, Ignition: 100 };
+    const outcome = p.evaluate((name) => values[name], (name) => (ages[name] === undefined ? undefined : { ageMs: ages[name]!, maxAgeMs: 1000 }));
+    assert.equal(outcome.ok, false);
+    assert.deepEqual(outcome.failed, [
+      { condition: 'Speed == 0', values: { Speed: 0 }, stale: { Speed: { ageMs: 45_000, maxAgeMs: 1000 } } },
+      // No value for Gear: `!(Gear == 3)` would hold on NaN; it fails.
+      { condition: '!(Gear == 3)', values: { Gear: null } },
+    ]);
+    assert.deepEqual(outcome.stale, { Speed: { ageMs: 45_000, maxAgeMs: 1000 } });
+    assert.equal(describeFailure(outcome.failed[0]!), 'Speed == 0 (Speed = 0, stale: received 45.0 s ago, limit 1.0 s)');
+    // Dated ahead of the clock (the clock was set back): its age cannot be known.
+    values.Gear = 2;
+    ages.Speed = -3_600_000;
+    const ahead = p.evaluate((name) => values[name], (name) => (ages[name] === undefined ? undefined : { ageMs: ages[name]!, maxAgeMs: 1000 }));
+    assert.equal(describeFailure(ahead.failed[0]!), "Speed == 0 (Speed = 0, stale: dated 3600.0 s ahead of the car's clock, limit 1.0 s)");
+    ages.Speed = 999;
+    assert.equal(p.evaluate((name) => values[name], (name) => (ages[name] === undefined ? undefined : { ageMs: ages[name]!, maxAgeMs: 1000 })).ok, true);
+  });
+
+  it("[14.5] the limit: the command's own, else the signal's, else a few cycles of its message (with a floor), else the default", () => {
+    const timings: Record<string, SignalTiming> = {
+      Speed: { name: 'can0.DYN.Speed', receivedAt: 10_000, periodMs: 20 },
+      Temp: { name: 'can0.TEMPS.Temp', receivedAt: 10_000, periodMs: 1000 },
+      Door: { name: 'can0.BODY.Door', receivedAt: 10_000, periodMs: undefined },
+      'obd.rpm': { name: 'obd.rpm', receivedAt: 10_000, periodMs: 500 },
+      'DYN.Speed': { name: 'can0.DYN.Speed', receivedAt: 10_000, periodMs: 20 },
+    };
+    const config = freshnessConfigSchema.parse({ signals: { 'DYN.Speed': 250 } });
+    const freshness = new SignalFreshness(config, (name) => timings[name]);
+    assert.equal(freshness.limitOf(timings.Speed!), 250, 'its own, by another name of the same signal');
+    assert.equal(freshness.limitOf(timings.Temp!), 3000, '3 cycles');
+    assert.equal(freshness.limitOf(timings['obd.rpm']!), 1500, '3 poll intervals');
+    assert.equal(freshness.limitOf({ ...timings.Temp!, periodMs: 10 }), 1000, 'the floor');
+    assert.equal(freshness.limitOf(timings.Door!), 5000, 'no cycle time: the default');
+    assert.equal(freshness.limitOf(timings.Door!, 700), 700, "the command's own");
+    assert.deepEqual(freshness.at(12_000)('Temp'), { ageMs: 2000, maxAgeMs: 3000 });
+    assert.throws(() => new SignalFreshness(freshnessConfigSchema.parse({ signals: { Nope: 5 } }), (name) => timings[name]), /commands\.freshness\.signals\.Nope: no bus or OBD key has a signal 'Nope'/);
+  });
+
+  it('[14.5] the bus decoder stamps each value with its frame time; a multiplexed signal only when its page is in the frame', () => {
+    const decoder = new BusDecoder('can0', compileDatabase(loadDbcFile(DEMO_DBC_PATH, { strict: true })));
+    const diag = decoder.database.byName('ECU_DIAG_STATUS')!;
+    const frame = (ts: number, values: Record<string, number>) => {
+      const data = diag.encode(values);
+      decoder.decode({ ts, bus: 'can0', id: diag.message.id, extended: false, fd: false, fdFlags: 0, remote: false, error: false, dlc: data.length, data });
+    };
+    const at = (signal: string): number => decoder.receivedAt[diag.slot(signal)]!;
+    assert.equal(at('MilOn'), 0, 'never received');
+    frame(100, { DiagPage: 2, MilOn: 1, ActiveDtcCount: 1, FirstDtc: 0 });
+    frame(200, { DiagPage: 0, BatteryVoltage: 12.5, AlternatorCurrent: 0, EcuTemperature: 30 });
+    assert.equal(at('DiagPage'), 200);
+    assert.equal(at('BatteryVoltage'), 200);
+    assert.equal(at('MilOn'), 100, 'page 2 was not in the last frame');
+    const engine = decoder.database.byName('ENGINE_DATA')!;
+    const data = engine.encode({ EngineSpeed: 800 });
+    decoder.decode({ ts: 300, bus: 'can0', id: engine.message.id, extended: false, fd: false, fdFlags: 0, remote: false, error: false, dlc: data.length, data });
+    assert.ok(engine.slots.every((slot) => decoder.receivedAt[slot] === 300));
   });
 
   it('rejects a syntax error and, given the known signals, an unknown one, at its column', () => {

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, before, beforeEach, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import { MemoryCanBus } from '../../src/can/bus.js';
 import type { CanFrame } from '../../src/can/frame.js';
@@ -383,6 +383,13 @@ describe('command handlers on the agent context', () => {
   });
 
   describe('setSignal', () => {
+    // The allow-list's preconditions read can0's speed, and refuse a stale one: the car's latest speed, sent now.
+    beforeEach(() => {
+      const dynamics = rig.database.byName('VEHICLE_DYNAMICS')!;
+      const data = rig.lastDynamics ?? dynamics.encode({ VehicleSpeed: 30 });
+      rig.dataPath.sinkFor(0)({ ts: Date.now() / 1000, bus: 'can0', id: dynamics.message.id, extended: false, fd: false, fdFlags: 0, remote: false, error: false, dlc: data.length, data });
+    });
+
     /** Frames put on the captured SocketCAN bus from now on, decoded with the DBC. */
     function listen(): { frames: CanFrame[]; decoded(name: string): Record<string, number>[] } {
       const endpoint = rig.canBus.open();
@@ -437,7 +444,7 @@ describe('command handlers on the agent context', () => {
         [{ bus: 'can1', message: 'ENGINE_DATA', signal: 'ThrottlePosition', value: 50.4 }, 'out-of-range', /outside the allowed \[0, 50\]/],
         // No range in the allow-list: the DBC's [0|100] still applies.
         [{ bus: 'can1', message: 'ENGINE_DATA', signal: 'EngineLoad', value: 120 }, 'out-of-range', /EngineLoad = 120 is outside \[0, 100\]/],
-        [{ bus: 'can1', message: 'BRAKE_STATUS', signal: 'AbsActive', value: 1 }, 'precondition-failed', /can0\.VEHICLE_DYNAMICS\.VehicleSpeed > 1000 does not hold/],
+        [{ bus: 'can1', message: 'BRAKE_STATUS', signal: 'AbsActive', value: 1 }, 'precondition-failed', /can0\.VEHICLE_DYNAMICS\.VehicleSpeed > 1000 \(can0\.VEHICLE_DYNAMICS\.VehicleSpeed = [\d.]+\) does not hold/],
         [{ bus: 'can1', message: 'NO_SUCH_MESSAGE', signal: 'X', value: 1 }, 'unknown-signal', /the bus DBC has no message 'NO_SUCH_MESSAGE'/],
         [{ bus: 'rec0', message: 'BODY_STATUS', signal: 'TrunkOpen', value: 1 }, 'bus-unavailable', /rec0 replays a recording/],
       ];
