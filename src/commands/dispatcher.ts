@@ -6,18 +6,23 @@
  * the wire format and the envelope's schema (malformed); the signature and the signer's chain to the pinned command
  * CA (no-signature, bad-signature, untrusted-signer); the device (wrong-device); the topic naming the same command
  * (malformed); the time (expired, not-yet-valid); the command (unknown-command) and its parameters (bad-params);
- * the ID (replayed: recorded before anything runs); the precondition on live signals (precondition-failed, with the
- * values); the concurrency limit (busy). Then ACCEPTED and IN_PROGRESS, and one of SUCCEEDED, FAILED or TIMED_OUT.
+ * the ID (replayed: recorded before anything runs; disk-full or storage-error when it cannot be recorded); the
+ * precondition on live signals (precondition-failed, with the values and the age of stale ones); the concurrency
+ * limit (busy). Then ACCEPTED and IN_PROGRESS, and one of SUCCEEDED, FAILED or TIMED_OUT. Anything else that fails
+ * while a command is checked is the agent's own fault: internal-error, never blamed on the payload.
  *
  * Where results go: MQTT 5's response topic and correlation data are honoured when the response topic is under the
  * device's own tree (`vehicles/<deviceId>/results/...`, or its default result topic): a message cannot make the car
- * publish anywhere else. Otherwise, and under MQTT 3.1.1, `vehicles/<deviceId>/commands/<id>/result`.
+ * publish anywhere else. Otherwise, and under MQTT 3.1.1, `vehicles/<deviceId>/commands/<id>/result`. Correlation
+ * data longer than MAX_CORRELATION_BYTES is not echoed (nor stored): results carry the command ID to match by.
  *
  * Which results are stored: those of signed commands go through the outbox at priority 7, so they survive a lost
  * connection and a restart. Rejections of payloads that are not (validly) signed are sent at once, QoS 1, and never
  * stored: anyone with write access to the command topic could otherwise fill the car's outbox and evict its
- * telemetry. A payload with neither a readable ID nor a usable response topic cannot be answered: it is counted
- * (`unanswerable`), and said once per reason.
+ * telemetry. Those answers go over the uplink outside its data budget, so they are limited too: at most
+ * UNSIGNED_ANSWERS_PER_MINUTE (a token bucket); the rest are counted (`unsignedNotAnswered`) and said once. A payload
+ * with neither a readable ID nor a usable response topic cannot be answered: it is counted (`unanswerable`), and said
+ * once per reason.
  */
 import { createHash } from 'node:crypto';
 import { ExpressionError } from '../collect/expression.js';
@@ -73,12 +78,20 @@ export interface DispatcherStats {
   rejected: Partial<Record<RejectReason, number>>;
   /** Payloads with no ID and no usable response topic: nobody to answer. */
   unanswerable: number;
+  /** Payloads not validly signed whose rejection was not sent: beyond UNSIGNED_ANSWERS_PER_MINUTE. */
+  unsignedNotAnswered: number;
   /** Results that could not be stored or sent. */
   lostResults: number;
   running: number;
 }
 
 const REJECTIONS_LOGGED_PER_MINUTE = 20;
+
+/** Answers to payloads that are not validly signed, per minute (and at most this many at once). */
+export const UNSIGNED_ANSWERS_PER_MINUTE = 30;
+
+/** Correlation data echoed on results (and stored with them in the outbox) at most; longer is not echoed. */
+export const MAX_CORRELATION_BYTES = 256;
 
 class Rejection extends Error {
   constructor(
@@ -112,13 +125,16 @@ export class CommandDispatcher {
    * must not flood the log); the rest are counted and summed up in the next line. */
   private rejectLog = { windowStart: 0, lines: 0, suppressed: 0 };
   private closed = false;
-  private readonly counts: Omit<DispatcherStats, 'running' | 'rejected'> = { received: 0, accepted: 0, succeeded: 0, failed: 0, timedOut: 0, unanswerable: 0, lostResults: 0 };
+  private readonly counts: Omit<DispatcherStats, 'running' | 'rejected'> = { received: 0, accepted: 0, succeeded: 0, failed: 0, timedOut: 0, unanswerable: 0, unsignedNotAnswered: 0, lostResults: 0 };
+  /** The token bucket of answers to payloads that are not validly signed. */
+  private unsignedAnswers: { tokens: number; at: number };
   private readonly rejected: Partial<Record<RejectReason, number>> = {};
 
   constructor(private readonly options: DispatcherOptions) {
     this.deviceId = options.deviceId;
     this.config = options.config;
     this.now = options.now ?? Date.now;
+    this.unsignedAnswers = { tokens: UNSIGNED_ANSWERS_PER_MINUTE, at: this.now() };
     this.log = options.log ?? (() => undefined);
     for (const handler of options.handlers) {
       if (this.handlers.has(handler.name)) throw new Error(`commands: two handlers are named '${handler.name}'`);
@@ -182,7 +198,8 @@ export class CommandDispatcher {
       authentic = true;
       this.check(topic, envelope, parsed, signer, properties, remembered);
     } catch (err) {
-      const rejection = err instanceof Rejection ? err : new Rejection('malformed', `the command could not be read: ${(err as Error).message}`);
+      // Not a Rejection: a failure of the agent's own, not of the payload.
+      const rejection = err instanceof Rejection ? err : new Rejection('internal-error', `the agent failed while checking the command: ${(err as Error)?.message ?? String(err)}`);
       this.reject(id, rejection, properties, authentic, remembered.value);
     }
   }
@@ -208,7 +225,14 @@ export class CommandDispatcher {
     // checks: a replayed copy of any signed command, even one refused for its name or parameters, is a 'replayed'
     // answered once and never stored, so replaying captured commands cannot fill the outbox.
     const digest = createHash('sha256').update(parsed.envelopeBytes).digest('hex');
-    const verdict = this.options.replay.remember(envelope.id, digest, envelope.issuedAt, validUntil + skewMs);
+    let verdict: ReturnType<ReplayGuard['remember']>;
+    try {
+      verdict = this.options.replay.remember(envelope.id, digest, envelope.issuedAt, validUntil + skewMs);
+    } catch (err) {
+      // Unrecorded, it must not run (a replay could not be told): refused, saying what happened to the storage.
+      const reason = storageFailure(err);
+      throw new Rejection(reason, `the command's ID could not be recorded in the replay memory${reason === 'disk-full' ? ' (the disk is full)' : ''}: ${(err as Error).message}`);
+    }
     if (!verdict.fresh) throw new Rejection('replayed', verdict.message, { why: verdict.why });
     remembered.value = true;
     const handler = this.handlers.get(envelope.name);
@@ -338,9 +362,26 @@ export class CommandDispatcher {
       this.saidUnsigned.add(rejection.reason);
       this.log(`commands: REJECTED a payload as ${rejection.reason}: ${rejection.message} (said once per reason; counted)`);
     }
+    if (!authentic && !this.takeUnsignedAnswer()) {
+      if (this.counts.unsignedNotAnswered++ === 0) {
+        this.log(`commands: more than ${UNSIGNED_ANSWERS_PER_MINUTE} payloads a minute are not validly signed: the rest are not answered, only counted (health: commands.unsignedNotAnswered); said once`);
+      }
+      return;
+    }
     this.options.sink.send(route, result(undefined)).catch(() => {
       this.counts.lostResults++;
     });
+  }
+
+  /** A token of the unsigned answers' bucket, refilled with time (not backwards when the clock is set back). */
+  private takeUnsignedAnswer(): boolean {
+    const now = this.now();
+    const bucket = this.unsignedAnswers;
+    bucket.tokens = Math.min(UNSIGNED_ANSWERS_PER_MINUTE, bucket.tokens + (Math.max(0, now - bucket.at) * UNSIGNED_ANSWERS_PER_MINUTE) / 60_000);
+    bucket.at = now;
+    if (bucket.tokens < 1) return false;
+    bucket.tokens -= 1;
+    return true;
   }
 
   private logRejection(line: string): void {
@@ -358,7 +399,9 @@ export class CommandDispatcher {
 
   /** The response topic when it is one of ours; else the default result topic when the ID is known. */
   private route(id: string | undefined, properties: CommandProperties): ResultRoute | undefined {
-    const correlation = properties.correlationData !== undefined && properties.correlationData.length > 0 ? properties.correlationData : undefined;
+    const data = properties.correlationData;
+    // Echoed on every result and stored with it: longer than a token, it is not echoed (the results carry the ID).
+    const correlation = data !== undefined && data.length > 0 && data.length <= MAX_CORRELATION_BYTES ? data : undefined;
     const withCorrelation = (topic: string): ResultRoute => (correlation ? { topic, correlation } : { topic });
     const response = properties.responseTopic;
     if (response !== undefined && this.isOwnResultTopic(response)) return withCorrelation(response);
@@ -369,7 +412,8 @@ export class CommandDispatcher {
   private isOwnResultTopic(topic: string): boolean {
     if (topic.length > 256 || /[+#\0]/.test(topic)) return false;
     const results = `vehicles/${this.deviceId}/results/`;
-    if (topic.startsWith(results) && topic.length > results.length && !topic.split('/').includes('')) return true;
+    // No empty level, and none that a bridge or a tool mapping topics to paths would walk with ('.', '..').
+    if (topic.startsWith(results) && topic.length > results.length && !topic.split('/').some((level) => level === '' || level === '.' || level === '..')) return true;
     const own = `vehicles/${this.deviceId}/commands/`;
     if (!topic.startsWith(own) || !topic.endsWith('/result')) return false;
     return COMMAND_ID_PATTERN.test(topic.slice(own.length, -'/result'.length));
@@ -426,6 +470,13 @@ export class CommandDispatcher {
 /** The result topic of a command under MQTT 3.1.1, or without a usable response topic. */
 export function resultTopic(deviceId: string, id: string): string {
   return `vehicles/${deviceId}/commands/${id}/result`;
+}
+
+/** The reason for a failure to record a command in the replay memory: the disk is full, or the storage failed. */
+function storageFailure(err: unknown): 'disk-full' | 'storage-error' {
+  // SQLite's (SqliteError.code) or the file system's (the anchor: ErrnoException.code).
+  const code = (err as { code?: unknown } | undefined)?.code;
+  return code === 'SQLITE_FULL' || code === 'ENOSPC' || code === 'EDQUOT' ? 'disk-full' : 'storage-error';
 }
 
 function issuesOf(issues: unknown): { path: string; message: string }[] {

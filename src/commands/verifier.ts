@@ -59,6 +59,8 @@ export function readCertificates(pem: string, what: string): X509Certificate[] {
 /** A certificate with what path validation needs of it. */
 interface ChainCertificate {
   x509: X509Certificate;
+  /** Its public key (Node reads it lazily and throws on a damaged one: read once, here). */
+  key: KeyObject;
   /** Its subject, one line: `CN=alice, O=fleet`. */
   name: string;
   extensions: CertificateExtensions;
@@ -66,8 +68,14 @@ interface ChainCertificate {
 
 function describe(x509: X509Certificate, what: string): ChainCertificate {
   const name = x509.subject.replace(/\n/g, ', ') || '(empty subject)';
+  let key: KeyObject;
   try {
-    return { x509, name, extensions: readCertificateExtensions(x509.raw) };
+    key = x509.publicKey;
+  } catch (err) {
+    throw new VerifyFailure('untrusted-signer', `${what} ${name}: its public key cannot be read: ${(err as Error).message}`);
+  }
+  try {
+    return { x509, key, name, extensions: readCertificateExtensions(x509.raw) };
   } catch (err) {
     if (err instanceof CertificateStructureError) throw new VerifyFailure('untrusted-signer', `${what} ${name} cannot be read: ${err.message}`);
     throw err;
@@ -110,6 +118,15 @@ function refusedKey(key: KeyObject, role: 'signer' | 'CA'): string | undefined {
       return (details?.modulusLength ?? 0) >= MIN_RSA_BITS ? undefined : `its key is RSA of ${details?.modulusLength ?? '?'} bits (allowed: ${allowed})`;
     default:
       return `its key is ${key.asymmetricKeyType ?? 'of an unknown kind'} (allowed: ${allowed})`;
+  }
+}
+
+/** Whether `issuer`'s key verifies `cert`'s signature; a signature that cannot even be checked does not. */
+function signedBy(cert: ChainCertificate, issuer: ChainCertificate): boolean {
+  try {
+    return cert.x509.verify(issuer.key);
+  } catch {
+    return false;
   }
 }
 
@@ -234,7 +251,7 @@ export class CommandVerifier {
     }
     const usage = leaf.extensions.keyUsage;
     if (usage !== undefined && (usage & KEY_USAGE_BITS.digitalSignature) === 0) refuse(`the signer ${who} is not for signing: its key usage lacks digitalSignature`);
-    const leafKey = refusedKey(leaf.x509.publicKey, 'signer');
+    const leafKey = refusedKey(leaf.key, 'signer');
     if (leafKey) refuse(`the signer ${who} may not sign commands: ${leafKey}`);
     const intermediates = certs.slice(1).map((x509, i) => describe(x509, `certificate ${i + 2} of the signer chain,`));
     const path: ChainCertificate[] = [leaf];
@@ -246,14 +263,14 @@ export class CommandVerifier {
     for (let depth = 0; depth < MAX_CHAIN; depth++) {
       // Name chaining first (cheap), then the signature (the costly part).
       const issuedBy = (issuer: ChainCertificate): boolean =>
-        issuer.extensions.subjectName === current.extensions.issuerName && current.x509.verify(issuer.x509.publicKey);
+        issuer.extensions.subjectName === current.extensions.issuerName && signedBy(current, issuer);
       const pinned = this.cas.find(issuedBy);
       const issuer = pinned ?? intermediates.find((c) => !path.includes(c) && issuedBy(c));
       if (!issuer) break;
       this.checkIssuer(issuer, current, path, pinned !== undefined);
       notBefore = Math.max(notBefore, Date.parse(issuer.x509.validFrom));
       notAfter = Math.min(notAfter, Date.parse(issuer.x509.validTo));
-      if (pinned) return { key: leaf.x509.publicKey, subject: who, notBefore, notAfter, fingerprint256: leaf.x509.fingerprint256 };
+      if (pinned) return { key: leaf.key, subject: who, notBefore, notAfter, fingerprint256: leaf.x509.fingerprint256 };
       path.push(issuer);
       current = issuer;
     }
@@ -284,7 +301,7 @@ export class CommandVerifier {
     if (limit !== undefined && below > limit) {
       refuse(`${role} ${issuer.name} allows ${limit} intermediate CA${limit === 1 ? '' : 's'} below it (pathLenConstraint ${limit}), the chain has ${below} (${path.slice(1).map((c) => c.name).join(' <- ')})`);
     }
-    const key = refusedKey(issuer.x509.publicKey, 'CA');
+    const key = refusedKey(issuer.key, 'CA');
     if (key) refuse(`${role} ${issuer.name} may not issue certificates for commands: ${key}`);
     const critical = unknownCritical(issuer);
     if (critical) refuse(critical);
