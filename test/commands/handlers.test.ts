@@ -15,6 +15,7 @@ import type { CanFrame } from '../../src/can/frame.js';
 import { createCommandContext } from '../../src/cli/command-context.js';
 import { DataPath } from '../../src/cli/data-path.js';
 import { RESTART_EXIT_CODE, runAgent } from '../../src/cli/run.js';
+import { freshnessConfigSchema } from '../../src/commands/config.js';
 import { CommandFailure, type CommandContext, type CommandHandler, type CommandRun } from '../../src/commands/handler.js';
 import { HANDLERS } from '../../src/commands/handlers/index.js';
 import { loadDeviceConfig, parseDeviceConfig, type DeviceConfig } from '../../src/config/device-config.js';
@@ -115,7 +116,8 @@ async function openRig(): Promise<Rig> {
   writeFileSync(configFile, JSON.stringify(document, null, 2));
   const loaded = loadDeviceConfig(configFile);
   // The commands section belongs to the command subsystem's schema; the handlers only read its allow-list.
-  const config = { ...loaded, commands: { allowedSignals: ALLOWED_SIGNALS } } as DeviceConfig;
+  // Values stay fresh for a minute here: these tests are about the allow-list, not about a busy machine's pauses.
+  const config = { ...loaded, commands: { allowedSignals: ALLOWED_SIGNALS, freshness: freshnessConfigSchema.parse({ minMs: 60_000 }) } } as DeviceConfig;
   const database = compileDatabase(loadDbcFile(DEMO_DBC_PATH, { strict: true }));
   const buses = config.buses.map((bus) => new BusDecoder(bus.name, database));
   const dataPath = await DataPath.open(config, buses, () => undefined);
