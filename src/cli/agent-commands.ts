@@ -7,7 +7,10 @@
  * serves the commands that only read (signals from the bus decoders, status from the data path) and refuses the
  * others with a CommandFailure ('unsupported').
  */
+import { X509Certificate } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { describeSignal, resolveSignalName } from '../collect/collector.js';
+import { signalTimingOf } from './command-context.js';
 import { MAX_PRIORITY, type Priority } from '../collect/sample.js';
 import type { CommandsConfig } from '../commands/config.js';
 import { CommandDispatcher, type DispatcherStats, type ResultRoute } from '../commands/dispatcher.js';
@@ -28,6 +31,17 @@ const MAX_WAITING_ANSWERS = 64;
 
 function publishResult(session: MqttSession, route: ResultRoute, payload: Uint8Array): Promise<void> {
   return session.publish(route.topic, payload, { qos: 1, ...(route.correlation ? { properties: { correlationData: route.correlation } } : {}) });
+}
+
+/** The device certificate's notBefore (unix ms); 0 when it cannot be read (the uplink reports that itself). */
+function certificateSince(file: string | undefined): number {
+  if (file === undefined) return 0;
+  try {
+    const since = Date.parse(new X509Certificate(readFileSync(file)).validFrom);
+    return Number.isFinite(since) ? since : 0;
+  } catch {
+    return 0;
+  }
 }
 
 export interface CommandsHost {
@@ -58,7 +72,9 @@ export class AgentCommands {
     const commands = config.commands!;
     // Always set once the config is loaded: given, or defaulted into uplink.certsDir.
     const verifier = CommandVerifier.fromFile(commands.caFile!);
-    const replay = ReplayGuard.open({ path: commands.replayDbPath, onProblem: warn });
+    // Signed times real time has reached: a replay memory lost while the clock says 1970 gets no floor earlier.
+    const knownSince = Math.max(verifier.pinnedSince, certificateSince(config.uplink?.certFile));
+    const replay = ReplayGuard.open({ path: commands.replayDbPath, onProblem: warn, knownSince });
     return new AgentCommands(config, commands, buses, verifier, replay, warn);
   }
 
@@ -139,6 +155,8 @@ export class AgentCommands {
         const value = this.buses[found.bus]!.values[found.slot]!;
         return Number.isNaN(value) ? undefined : value;
       },
+      // The buses' signals; no OBD value reaches this context (readSignal has none either).
+      signalTiming: (name) => signalTimingOf(this.buses, name),
       status: () => ({ deviceId: this.config.deviceId, ...host.healthReport() }),
       config: () => this.config,
       applyCollection: async () => unsupported('applying a collection config'),

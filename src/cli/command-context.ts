@@ -20,6 +20,8 @@ import type { BusDecoder } from '../dbc/bus-decoder.js';
 import type { SignalValue } from '../dbc/model.js';
 import type { LogLevel } from '../health/log-config.js';
 import type { ObdClient } from '../obd/client.js';
+import type { SignalTiming } from '../commands/precondition.js';
+import { MODE01_PIDS } from '../obd/j1979.js';
 import type { DataPath } from './data-path.js';
 import type { LiveObdAdapter } from './live-adapter.js';
 import type { LiveBus } from './live-bus.js';
@@ -44,6 +46,8 @@ export interface CommandContextOptions {
   adapters?: readonly LiveObdAdapter[];
   /** The latest OBD values (the run keeps them up to date). */
   obdValues?: ObdValues;
+  /** When each of them arrived, unix ms, by the same names (the run keeps them up to date). */
+  obdReceivedAt?: ObdValues;
   /** The data path; a function, because the context may be built before the data path opens. */
   dataPath: () => DataPath | undefined;
   setLogLevel(level: LogLevel): void;
@@ -63,6 +67,7 @@ class AgentCommandContext implements CommandContext {
   readonly deviceId: string;
   private current: DeviceConfig;
   private readonly writers = new Map<string, CanFrameWriter>();
+  private intervals: ReadonlyMap<string, number> | undefined;
 
   constructor(private readonly options: CommandContextOptions) {
     this.deviceId = options.config.deviceId;
@@ -83,6 +88,33 @@ class AgentCommandContext implements CommandContext {
     const suffix = `.obd.${resolved.key}`;
     for (const [name, value] of values) if (name.endsWith(suffix)) return value;
     return undefined;
+  }
+
+  signalTiming(name: string): SignalTiming | undefined {
+    return signalTimingOf(this.options.buses, name, {
+      values: this.options.obdValues ?? new Map(),
+      receivedAt: this.options.obdReceivedAt ?? new Map(),
+      intervals: this.obdIntervals,
+    });
+  }
+
+  /** The poll interval of each OBD value the config asks for, by `<adapter or bus>.obd.<key>`; the longest of a key's entries. */
+  private get obdIntervals(): ReadonlyMap<string, number> {
+    if (this.intervals === undefined) {
+      const intervals = new Map<string, number>();
+      const add = (source: string, pids: readonly { pid: number | string; intervalMs: number }[]): void => {
+        for (const spec of pids) {
+          const key = typeof spec.pid === 'string' ? spec.pid : MODE01_PIDS.get(spec.pid)?.key;
+          if (key === undefined) continue;
+          const name = `${source}.obd.${key}`;
+          intervals.set(name, Math.max(intervals.get(name) ?? 0, spec.intervalMs));
+        }
+      };
+      for (const bus of this.current.buses) if (bus.obd) add(bus.name, bus.obd.pids);
+      for (const adapter of this.current.obdAdapters) add(adapter.name, adapter.pids);
+      this.intervals = intervals;
+    }
+    return this.intervals;
   }
 
   rotateCertificate(request: CertificateRotationRequest): Promise<Record<string, unknown>> {
@@ -251,6 +283,41 @@ class AgentCommandContext implements CommandContext {
     this.writers.set(busConfig.name, writer);
     return writer;
   }
+}
+
+/** The latest OBD values, when each arrived, and how often each is polled: what signalTimingOf needs of OBD. */
+export interface ObdTiming {
+  values: ObdValues;
+  receivedAt: ObdValues;
+  intervals: ReadonlyMap<string, number>;
+}
+
+/**
+ * When the latest value of `name` (any name resolveSignalName takes) arrived and how often it is expected: a CAN
+ * signal's time is its frame's (BusDecoder.receivedAt), its period its message's GenMsgCycleTime; an OBD value's,
+ * when its answer came and the poll interval. `obd.<key>` is the first source that reported it, as readSignal reads it.
+ */
+export function signalTimingOf(buses: readonly BusDecoder[], name: string, obd?: ObdTiming): SignalTiming | undefined {
+  const resolved = resolveSignalName(buses, name);
+  if (resolved === undefined) return undefined;
+  if (resolved.kind === 'dbc') {
+    const at = buses[resolved.bus]!.receivedAt[resolved.slot]!;
+    const cycle = resolved.codec.message.cycleTime;
+    return { name: resolved.name, receivedAt: at > 0 ? at * 1000 : undefined, periodMs: cycle !== undefined && cycle > 0 ? cycle : undefined };
+  }
+  let source = resolved.source === undefined ? undefined : `${resolved.source}.obd.${resolved.key}`;
+  if (source === undefined && obd !== undefined) {
+    const suffix = `.obd.${resolved.key}`;
+    for (const key of obd.values.keys()) {
+      if (key.endsWith(suffix)) {
+        source = key;
+        break;
+      }
+    }
+  }
+  const full = resolved.source === undefined ? `obd.${resolved.key}` : source!;
+  if (source === undefined || obd === undefined) return { name: full, receivedAt: undefined, periodMs: undefined };
+  return { name: full, receivedAt: obd.receivedAt.get(source), periodMs: obd.intervals.get(source) };
 }
 
 /**

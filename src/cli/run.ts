@@ -206,6 +206,8 @@ export async function runAgent(options: RunAgentOptions): Promise<RunSummary> {
 
   /** The latest numeric OBD values, for commands (captureSnapshot, preconditions). */
   const obdValues = new Map<string, number>();
+  /** When each arrived, unix ms: preconditions refuse stale values. */
+  const obdReceivedAt = new Map<string, number>();
   const stop = new AbortController();
   let restartRequested = false;
   let restartTimer: NodeJS.Timeout | undefined;
@@ -217,6 +219,7 @@ export async function runAgent(options: RunAgentOptions): Promise<RunSummary> {
     live,
     adapters,
     obdValues,
+    obdReceivedAt,
     dataPath: () => dataPath,
     setLogLevel: (level) => logger.setLevel(level),
     requestRestart: () => {
@@ -249,6 +252,7 @@ export async function runAgent(options: RunAgentOptions): Promise<RunSummary> {
   }
   const offer = (name: string, value: number, ts: number): void => {
     obdValues.set(name, value);
+    obdReceivedAt.set(name, ts * 1000);
     // `collector` is read per value: setConfig may have replaced it.
     dataPath?.collector.offer(name, value, ts);
   };

@@ -10,6 +10,27 @@ const expression = z
     if (error) ctx.addIssue({ code: 'custom', message: `${error.message}: ${source}` });
   });
 
+/** How old a signal's value may be for a precondition to trust it, ms. */
+const maxAgeMs = z.number().int().min(1).max(86_400_000);
+
+export const freshnessConfigSchema = z
+  .strictObject({
+    cycles: z
+      .number()
+      .min(1)
+      .max(1000)
+      .default(3)
+      .describe("A value is fresh for this many periods of its signal: its DBC message's cycle time (GenMsgCycleTime) or its OBD poll interval. Default 3."),
+    minMs: z.number().int().min(0).max(86_400_000).default(1000).describe('...and for at least this long, ms. Default 1000.'),
+    defaultMs: maxAgeMs.default(5000).describe('How long a value is fresh when its period is not known (a DBC message without GenMsgCycleTime), ms. Default 5000.'),
+    signals: z
+      .record(z.string().min(1), maxAgeMs)
+      .default({})
+      .describe('Per signal (by any name preconditions use), how long its value is fresh, ms: e.g. a message sent only when it changes.'),
+  })
+  .prefault({})
+  .describe('Preconditions do not trust old values: one older than its limit is stale, and the precondition fails (precondition-failed, with its age).');
+
 export const allowedSignalSchema = z.strictObject({
   bus: z.string().min(1).describe('Bus name (buses[].name).'),
   message: z.string().min(1).describe('DBC message name.'),
@@ -17,7 +38,17 @@ export const allowedSignalSchema = z.strictObject({
   min: z.number().optional().describe('Smallest value setSignal may write.'),
   max: z.number().optional().describe('Largest value setSignal may write.'),
   precondition: expression.optional().describe('Must hold on live signals for this write, e.g. "VehicleSpeed == 0".'),
+  preconditionMaxAgeMs: maxAgeMs.optional().describe("How old the precondition's values may be, ms; default: commands.freshness."),
 });
+
+/** A command's precondition: the condition, or the condition with how old the values it reads may be. */
+export const preconditionSchema = z.union([
+  expression,
+  z.strictObject({
+    condition: expression.describe('Must hold on live signals, e.g. "VehicleSpeed == 0".'),
+    maxAgeMs: maxAgeMs.optional().describe("How old the values it reads may be, ms, for every signal of it; default: commands.freshness."),
+  }),
+]);
 
 export const commandsConfigSchema = z
   .strictObject({
@@ -57,12 +88,17 @@ export const commandsConfigSchema = z
       .describe("Timeout of a command whose envelope gives none; default: the command's own (e.g. 5 s for ping)."),
     maxTimeoutMs: z.number().int().min(1).default(600_000).describe('Longest timeout an envelope may ask for, ms (longer is cut to this). Default 10 min.'),
     preconditions: z
-      .record(z.string(), expression)
+      .record(z.string(), preconditionSchema)
       .default({})
-      .describe('Per command name, a condition on live signals that must hold for it to run, e.g. {"clearDtcs": "VehicleSpeed == 0 && EngineSpeed == 0"}.'),
+      .describe(
+        'Per command name, a condition on live signals that must hold for it to run, e.g. {"clearDtcs": "VehicleSpeed == 0 && EngineSpeed == 0"}, ' +
+          'or {"condition": ..., "maxAgeMs": 500} with its own freshness limit.',
+      ),
+    freshness: freshnessConfigSchema,
     allowedSignals: z.array(allowedSignalSchema).default([]).describe('The only signals setSignal may write, with their ranges and preconditions.'),
   })
   .describe('Remote commands: signed by a fleet-operations key (docs/commands.md), on vehicles/<deviceId>/commands/+. Needs an uplink.');
 
 export type CommandsConfig = z.output<typeof commandsConfigSchema>;
 export type AllowedSignal = z.output<typeof allowedSignalSchema>;
+export type FreshnessConfig = z.output<typeof freshnessConfigSchema>;

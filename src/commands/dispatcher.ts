@@ -6,25 +6,30 @@
  * the wire format and the envelope's schema (malformed); the signature and the signer's chain to the pinned command
  * CA (no-signature, bad-signature, untrusted-signer); the device (wrong-device); the topic naming the same command
  * (malformed); the time (expired, not-yet-valid); the command (unknown-command) and its parameters (bad-params);
- * the ID (replayed: recorded before anything runs); the precondition on live signals (precondition-failed, with the
- * values); the concurrency limit (busy). Then ACCEPTED and IN_PROGRESS, and one of SUCCEEDED, FAILED or TIMED_OUT.
+ * the ID (replayed: recorded before anything runs; disk-full or storage-error when it cannot be recorded); the
+ * precondition on live signals (precondition-failed, with the values and the age of stale ones); the concurrency
+ * limit (busy). Then ACCEPTED and IN_PROGRESS, and one of SUCCEEDED, FAILED or TIMED_OUT. Anything else that fails
+ * while a command is checked is the agent's own fault: internal-error, never blamed on the payload.
  *
  * Where results go: MQTT 5's response topic and correlation data are honoured when the response topic is under the
  * device's own tree (`vehicles/<deviceId>/results/...`, or its default result topic): a message cannot make the car
- * publish anywhere else. Otherwise, and under MQTT 3.1.1, `vehicles/<deviceId>/commands/<id>/result`.
+ * publish anywhere else. Otherwise, and under MQTT 3.1.1, `vehicles/<deviceId>/commands/<id>/result`. Correlation
+ * data longer than MAX_CORRELATION_BYTES is not echoed (nor stored): results carry the command ID to match by.
  *
  * Which results are stored: those of signed commands go through the outbox at priority 7, so they survive a lost
  * connection and a restart. Rejections of payloads that are not (validly) signed are sent at once, QoS 1, and never
  * stored: anyone with write access to the command topic could otherwise fill the car's outbox and evict its
- * telemetry. A payload with neither a readable ID nor a usable response topic cannot be answered: it is counted
- * (`unanswerable`), and said once per reason.
+ * telemetry. Those answers go over the uplink outside its data budget, so they are limited too: at most
+ * UNSIGNED_ANSWERS_PER_MINUTE (a token bucket); the rest are counted (`unsignedNotAnswered`) and said once. A payload
+ * with neither a readable ID nor a usable response topic cannot be answered: it is counted (`unanswerable`), and said
+ * once per reason.
  */
 import { createHash } from 'node:crypto';
 import { ExpressionError } from '../collect/expression.js';
 import type { CommandsConfig } from './config.js';
 import { COMMAND_ID_PATTERN, MalformedCommand, parseCommand, type CommandEnvelope, type ParsedCommand } from './envelope.js';
 import { CommandFailure, type CommandContext, type CommandHandler, type CommandRun } from './handler.js';
-import { Precondition } from './precondition.js';
+import { describeFailure, Precondition, SignalFreshness } from './precondition.js';
 import type { InterruptedCommand, ReplayGuard } from './replay-guard.js';
 import { TIMEOUT_REASON, type CommandResult, type CommandStatus, type RejectReason } from './result.js';
 import { VerifyFailure, type CommandVerifier } from './verifier.js';
@@ -73,12 +78,20 @@ export interface DispatcherStats {
   rejected: Partial<Record<RejectReason, number>>;
   /** Payloads with no ID and no usable response topic: nobody to answer. */
   unanswerable: number;
+  /** Payloads not validly signed whose rejection was not sent: beyond UNSIGNED_ANSWERS_PER_MINUTE. */
+  unsignedNotAnswered: number;
   /** Results that could not be stored or sent. */
   lostResults: number;
   running: number;
 }
 
 const REJECTIONS_LOGGED_PER_MINUTE = 20;
+
+/** Answers to payloads that are not validly signed, per minute (and at most this many at once). */
+export const UNSIGNED_ANSWERS_PER_MINUTE = 30;
+
+/** Correlation data echoed on results (and stored with them in the outbox) at most; longer is not echoed. */
+export const MAX_CORRELATION_BYTES = 256;
 
 class Rejection extends Error {
   constructor(
@@ -101,7 +114,8 @@ export class CommandDispatcher {
   private readonly deviceId: string;
   private readonly config: CommandsConfig;
   private readonly handlers = new Map<string, CommandHandler<any>>();
-  private readonly preconditions = new Map<string, Precondition>();
+  private readonly preconditions = new Map<string, { precondition: Precondition; maxAgeMs: number | undefined }>();
+  private readonly freshness: SignalFreshness;
   private readonly now: () => number;
   private readonly log: (message: string) => void;
   private readonly running = new Map<string, Running>();
@@ -111,25 +125,31 @@ export class CommandDispatcher {
    * must not flood the log); the rest are counted and summed up in the next line. */
   private rejectLog = { windowStart: 0, lines: 0, suppressed: 0 };
   private closed = false;
-  private readonly counts: Omit<DispatcherStats, 'running' | 'rejected'> = { received: 0, accepted: 0, succeeded: 0, failed: 0, timedOut: 0, unanswerable: 0, lostResults: 0 };
+  private readonly counts: Omit<DispatcherStats, 'running' | 'rejected'> = { received: 0, accepted: 0, succeeded: 0, failed: 0, timedOut: 0, unanswerable: 0, unsignedNotAnswered: 0, lostResults: 0 };
+  /** The token bucket of answers to payloads that are not validly signed. */
+  private unsignedAnswers: { tokens: number; at: number };
   private readonly rejected: Partial<Record<RejectReason, number>> = {};
 
   constructor(private readonly options: DispatcherOptions) {
     this.deviceId = options.deviceId;
     this.config = options.config;
     this.now = options.now ?? Date.now;
+    this.unsignedAnswers = { tokens: UNSIGNED_ANSWERS_PER_MINUTE, at: this.now() };
     this.log = options.log ?? (() => undefined);
     for (const handler of options.handlers) {
       if (this.handlers.has(handler.name)) throw new Error(`commands: two handlers are named '${handler.name}'`);
       this.handlers.set(handler.name, handler);
     }
-    for (const [name, source] of Object.entries(options.config.preconditions)) {
+    const { context } = options;
+    this.freshness = new SignalFreshness(options.config.freshness, (signal) => context.signalTiming(signal));
+    for (const [name, entry] of Object.entries(options.config.preconditions)) {
       if (!this.handlers.has(name)) throw new Error(`commands.preconditions.${name}: there is no command '${name}' (commands: ${[...this.handlers.keys()].join(', ')})`);
+      const source = typeof entry === 'string' ? entry : entry.condition;
       try {
-        const { context } = options;
-        this.preconditions.set(name, Precondition.forSignals(source, (signal) => context.describeSignal(signal)));
+        const precondition = Precondition.forSignals(source, (signal) => context.describeSignal(signal));
+        this.preconditions.set(name, { precondition, maxAgeMs: typeof entry === 'string' ? undefined : entry.maxAgeMs });
       } catch (err) {
-        if (err instanceof ExpressionError) throw new Error(`commands.preconditions.${name}: ${err.message}: ${source}`);
+        if (err instanceof ExpressionError) throw new Error(`commands.preconditions.${name}${typeof entry === 'string' ? '' : '.condition'}: ${err.message}: ${source}`);
         throw err;
       }
     }
@@ -178,7 +198,8 @@ export class CommandDispatcher {
       authentic = true;
       this.check(topic, envelope, parsed, signer, properties, remembered);
     } catch (err) {
-      const rejection = err instanceof Rejection ? err : new Rejection('malformed', `the command could not be read: ${(err as Error).message}`);
+      // Not a Rejection: a failure of the agent's own, not of the payload.
+      const rejection = err instanceof Rejection ? err : new Rejection('internal-error', `the agent failed while checking the command: ${(err as Error)?.message ?? String(err)}`);
       this.reject(id, rejection, properties, authentic, remembered.value);
     }
   }
@@ -204,19 +225,25 @@ export class CommandDispatcher {
     // checks: a replayed copy of any signed command, even one refused for its name or parameters, is a 'replayed'
     // answered once and never stored, so replaying captured commands cannot fill the outbox.
     const digest = createHash('sha256').update(parsed.envelopeBytes).digest('hex');
-    const verdict = this.options.replay.remember(envelope.id, digest, envelope.issuedAt, validUntil + skewMs);
+    let verdict: ReturnType<ReplayGuard['remember']>;
+    try {
+      verdict = this.options.replay.remember(envelope.id, digest, envelope.issuedAt, validUntil + skewMs);
+    } catch (err) {
+      // Unrecorded, it must not run (a replay could not be told): refused, saying what happened to the storage.
+      const reason = storageFailure(err);
+      throw new Rejection(reason, `the command's ID could not be recorded in the replay memory${reason === 'disk-full' ? ' (the disk is full)' : ''}: ${(err as Error).message}`);
+    }
     if (!verdict.fresh) throw new Rejection('replayed', verdict.message, { why: verdict.why });
     remembered.value = true;
     const handler = this.handlers.get(envelope.name);
     if (!handler) throw new Rejection('unknown-command', `no command '${envelope.name}' (commands: ${this.commands.join(', ')})`);
     const params = handler.params.safeParse(envelope.params ?? {});
     if (!params.success) throw new Rejection('bad-params', `the parameters of ${envelope.name} do not fit its schema`, { issues: issuesOf(params.error.issues) });
-    const precondition = this.preconditions.get(envelope.name);
-    if (precondition) {
-      const outcome = precondition.evaluate((name) => this.options.context.readSignal(name));
+    const guard = this.preconditions.get(envelope.name);
+    if (guard) {
+      const outcome = guard.precondition.evaluate((name) => this.options.context.readSignal(name), this.freshness.at(this.now(), guard.maxAgeMs));
       if (!outcome.ok) {
-        const failed = outcome.failed.map((f) => `${f.condition} (${Object.entries(f.values).map(([k, v]) => `${k} = ${v ?? 'no value'}`).join(', ')})`);
-        throw new Rejection('precondition-failed', `precondition of ${envelope.name} not met: ${failed.join('; ')}`, outcome);
+        throw new Rejection('precondition-failed', `precondition of ${envelope.name} not met: ${outcome.failed.map(describeFailure).join('; ')}`, outcome);
       }
     }
     if (this.running.size >= this.config.maxConcurrent) {
@@ -335,9 +362,26 @@ export class CommandDispatcher {
       this.saidUnsigned.add(rejection.reason);
       this.log(`commands: REJECTED a payload as ${rejection.reason}: ${rejection.message} (said once per reason; counted)`);
     }
+    if (!authentic && !this.takeUnsignedAnswer()) {
+      if (this.counts.unsignedNotAnswered++ === 0) {
+        this.log(`commands: more than ${UNSIGNED_ANSWERS_PER_MINUTE} payloads a minute are not validly signed: the rest are not answered, only counted (health: commands.unsignedNotAnswered); said once`);
+      }
+      return;
+    }
     this.options.sink.send(route, result(undefined)).catch(() => {
       this.counts.lostResults++;
     });
+  }
+
+  /** A token of the unsigned answers' bucket, refilled with time (not backwards when the clock is set back). */
+  private takeUnsignedAnswer(): boolean {
+    const now = this.now();
+    const bucket = this.unsignedAnswers;
+    bucket.tokens = Math.min(UNSIGNED_ANSWERS_PER_MINUTE, bucket.tokens + (Math.max(0, now - bucket.at) * UNSIGNED_ANSWERS_PER_MINUTE) / 60_000);
+    bucket.at = now;
+    if (bucket.tokens < 1) return false;
+    bucket.tokens -= 1;
+    return true;
   }
 
   private logRejection(line: string): void {
@@ -355,7 +399,9 @@ export class CommandDispatcher {
 
   /** The response topic when it is one of ours; else the default result topic when the ID is known. */
   private route(id: string | undefined, properties: CommandProperties): ResultRoute | undefined {
-    const correlation = properties.correlationData !== undefined && properties.correlationData.length > 0 ? properties.correlationData : undefined;
+    const data = properties.correlationData;
+    // Echoed on every result and stored with it: longer than a token, it is not echoed (the results carry the ID).
+    const correlation = data !== undefined && data.length > 0 && data.length <= MAX_CORRELATION_BYTES ? data : undefined;
     const withCorrelation = (topic: string): ResultRoute => (correlation ? { topic, correlation } : { topic });
     const response = properties.responseTopic;
     if (response !== undefined && this.isOwnResultTopic(response)) return withCorrelation(response);
@@ -366,7 +412,8 @@ export class CommandDispatcher {
   private isOwnResultTopic(topic: string): boolean {
     if (topic.length > 256 || /[+#\0]/.test(topic)) return false;
     const results = `vehicles/${this.deviceId}/results/`;
-    if (topic.startsWith(results) && topic.length > results.length && !topic.split('/').includes('')) return true;
+    // No empty level, and none that a bridge or a tool mapping topics to paths would walk with ('.', '..').
+    if (topic.startsWith(results) && topic.length > results.length && !topic.split('/').some((level) => level === '' || level === '.' || level === '..')) return true;
     const own = `vehicles/${this.deviceId}/commands/`;
     if (!topic.startsWith(own) || !topic.endsWith('/result')) return false;
     return COMMAND_ID_PATTERN.test(topic.slice(own.length, -'/result'.length));
@@ -423,6 +470,13 @@ export class CommandDispatcher {
 /** The result topic of a command under MQTT 3.1.1, or without a usable response topic. */
 export function resultTopic(deviceId: string, id: string): string {
   return `vehicles/${deviceId}/commands/${id}/result`;
+}
+
+/** The reason for a failure to record a command in the replay memory: the disk is full, or the storage failed. */
+function storageFailure(err: unknown): 'disk-full' | 'storage-error' {
+  // SQLite's (SqliteError.code) or the file system's (the anchor: ErrnoException.code).
+  const code = (err as { code?: unknown } | undefined)?.code;
+  return code === 'SQLITE_FULL' || code === 'ENOSPC' || code === 'EDQUOT' ? 'disk-full' : 'storage-error';
 }
 
 function issuesOf(issues: unknown): { path: string; message: string }[] {

@@ -7,23 +7,29 @@
  *   {"v": 1, "id", "deviceId", "name", "params", "issuedAt" (unix ms), "expiresAt"? (unix ms), "timeoutMs"?}
  *
  * The signature is over the envelope's exact bytes, as carried in base64: no canonical JSON to get wrong, and what
- * is verified is byte for byte what is parsed. The signer is the operator's certificate, optionally followed by
+ * is verified is byte for byte what is parsed. A key twice in one object, at any depth of the envelope or of the
+ * outer object, is refused (malformed): JSON.parse keeps the last, another reader may keep the first, and a signed
+ * text must mean one thing. The signer is the operator's certificate, optionally followed by
  * intermediates; it must chain to the command CA pinned in the device config (see verifier.ts).
  * Algorithms follow the key: ECDSA P-256 with SHA-256 (the default, DER signature), P-384 with SHA-384, Ed25519,
  * RSA (2048 bits or more) with PSS/SHA-256 (salt 32) or PKCS#1 v1.5/SHA-256.
  */
 import { constants, createPrivateKey, randomUUID, sign, type KeyObject } from 'node:crypto';
+import { visit } from 'jsonc-parser';
 import { z } from 'zod';
 
 export const ENVELOPE_VERSION = 1;
 
-/** Command IDs become a topic level (`commands/<id>/result`): no '/', '+', '#', bounded. */
-export const COMMAND_ID_PATTERN = /^[A-Za-z0-9_.:-]{1,64}$/;
+/**
+ * Command IDs become a topic level (`commands/<id>/result`) and the certificate rotation's requestId: no '/', '+',
+ * '#', bounded, and not `.` or `..` (a level that a bridge or a tool mapping topics to paths would walk up with).
+ */
+export const COMMAND_ID_PATTERN = /^(?!\.{1,2}$)[A-Za-z0-9_.:-]{1,64}$/;
 export const COMMAND_NAME_PATTERN = /^[A-Za-z][A-Za-z0-9_]{0,63}$/;
 
 export const envelopeSchema = z.strictObject({
   v: z.literal(ENVELOPE_VERSION),
-  id: z.string().regex(COMMAND_ID_PATTERN, { message: 'expected 1-64 characters of A-Z a-z 0-9 _ . : -' }),
+  id: z.string().regex(COMMAND_ID_PATTERN, { message: "expected 1-64 characters of A-Z a-z 0-9 _ . : -, not '.' or '..'" }),
   deviceId: z.string().min(1).max(256),
   name: z.string().regex(COMMAND_NAME_PATTERN, { message: 'expected a command name (a letter, then letters, digits or _)' }),
   params: z.unknown().optional(),
@@ -70,6 +76,8 @@ export function parseCommand(payload: Buffer): ParsedCommand {
   } catch (err) {
     throw new MalformedCommand(`the payload is not JSON: ${(err as Error).message}`, undefined);
   }
+  const twice = duplicateKey(payload.toString('utf8'));
+  if (twice !== undefined) throw new MalformedCommand(`the payload has the key ${twice} twice in one object: every key once`, undefined);
   const wire = wireSchema.safeParse(json);
   if (!wire.success) throw new MalformedCommand(`the payload is not a command: ${summarise(wire.error)}`, undefined, wire.error.issues);
   const envelopeBytes = Buffer.from(wire.data.envelope, 'base64');
@@ -84,6 +92,11 @@ export function parseCommand(payload: Buffer): ParsedCommand {
   } catch (err) {
     throw new MalformedCommand(`the envelope is not JSON: ${(err as Error).message}`, undefined);
   }
+  const envelopeTwice = duplicateKey(envelopeBytes.toString('utf8'));
+  if (envelopeTwice !== undefined) {
+    // Which ID it carries is itself in doubt when the key twice is the ID.
+    throw new MalformedCommand(`the envelope has the key ${envelopeTwice} twice in one object: every key once`, envelopeTwice === "'id'" ? undefined : readableId(envelopeJson));
+  }
   const id = readableId(envelopeJson);
   const envelope = envelopeSchema.safeParse(envelopeJson);
   if (!envelope.success) throw new MalformedCommand(`the envelope does not fit its schema: ${summarise(envelope.error)}`, id, envelope.error.issues);
@@ -96,6 +109,30 @@ export function parseCommand(payload: Buffer): ParsedCommand {
     signature: wire.data.signature === undefined || wire.data.signature === '' ? undefined : Buffer.from(wire.data.signature, 'base64'),
     signerPem: wire.data.signer === undefined || wire.data.signer.trim() === '' ? undefined : wire.data.signer,
   };
+}
+
+/** The first key found twice in one object of `text` (JSON that parsed), quoted with its path; undefined when none. */
+function duplicateKey(text: string): string | undefined {
+  const objects: Set<string>[] = [];
+  let found: string | undefined;
+  visit(
+    text,
+    {
+      onObjectBegin: () => {
+        objects.push(new Set());
+      },
+      onObjectProperty: (property, _offset, _length, _line, _column, path) => {
+        const keys = objects[objects.length - 1]!;
+        if (found === undefined && keys.has(property)) found = `'${[...path(), property].join('.')}'`;
+        keys.add(property);
+      },
+      onObjectEnd: () => {
+        objects.pop();
+      },
+    },
+    { disallowComments: true, allowTrailingComma: false },
+  );
+  return found;
 }
 
 /** The envelope's ID when it is a usable one, even if the rest of the envelope is not. */

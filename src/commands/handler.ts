@@ -28,6 +28,11 @@ export interface CommandContext {
   readonly deviceId: string;
   /** Current decoded value of a signal by the names collection rules use (Message.Signal, bare name, bus-prefixed, obd.<key>); undefined if never received/unknown. */
   readSignal(name: string): number | string | undefined;
+  /**
+   * When the latest value of a signal (by the names readSignal takes) arrived and how often it is expected to:
+   * undefined when no bus or OBD key has it. Preconditions refuse values older than their limit.
+   */
+  signalTiming(name: string): import('./precondition.js').SignalTiming | undefined;
   /** What the agent knows of a signal name: undefined when no bus or OBD key has it; its DBC value table, if any. */
   describeSignal(name: string): { choices?: ReadonlyMap<number, string> } | undefined;
   /** A JSON snapshot of the agent's state (buses, outbox, uplink): what getStatus returns. */

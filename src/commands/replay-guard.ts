@@ -10,15 +10,24 @@
  * Each ID is recorded before the command runs, in a transaction fsynced at commit (synchronous FULL): a power cut
  * right after a command ran must not make it runnable again.
  *
- * A corrupt file is moved aside and a fresh one started, with a floor: commands issued before that moment are
- * refused (their IDs may have been in the lost file), so losing the memory never reopens the window for a replay.
+ * Losing the memory never reopens the window for a replay. Beside the file, an anchor (`.<file name>.anchor`, JSON,
+ * replaced atomically and fsynced) keeps what must survive the file: that the agent has run, which memory it kept
+ * (a random ID also stored in the database), and a horizon that no command taken was issued after. The horizon
+ * advances before an ID is recorded, a minute ahead of the command's signed issue time, so a burst of commands costs
+ * one anchor write. When the database is corrupt, missing, empty (truncated to 0 bytes) or not the one the anchor
+ * names, while the anchor says the agent has run, the file is moved aside, a fresh one started, an error logged, and
+ * commands issued before a floor are refused ('before-reset'): their IDs may have been in the lost file. The floor is
+ * the horizon (never the car's clock alone, which may say 1970 on a car without an RTC), and never earlier than the
+ * signed times known from outside (`knownSince`: the notBefore of the certificates the car trusts). Without a
+ * readable anchor it is the car's clock, or that, whichever is later.
  *
  * The same file keeps the commands running now, with their result route: after a crash or a power cut the agent
  * finds the ones it never finished and reports them FAILED ('interrupted'), so every accepted command gets a final
  * result even when the process dies under it.
  */
 import Database from 'better-sqlite3';
-import { existsSync, mkdirSync, renameSync } from 'node:fs';
+import { randomInt } from 'node:crypto';
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import path from 'node:path';
 
 export type ReplayVerdict =
@@ -40,8 +49,30 @@ export interface InterruptedCommand {
 export interface ReplayGuardOptions {
   path: string;
   now?: () => number;
-  /** A corrupt file moved aside (the guard carries on with a fresh one). */
+  /** A memory lost and started afresh (corrupt, missing, empty), or an anchor rewritten: one line, an error to log. */
   onProblem?: (message: string) => void;
+  /**
+   * The latest signed time known from outside this file (unix ms): the notBefore of the certificates the car trusts.
+   * A floor is never set earlier.
+   */
+  knownSince?: number;
+}
+
+/** What survives the loss of the database (see the module comment). */
+interface Anchor {
+  v: 1;
+  /** The ID of the memory (database) this anchor vouches for. */
+  memory: number;
+  /** No command taken was issued after this (unix ms). */
+  horizon: number;
+}
+
+/** How far ahead of a command's issue time the horizon is written: a burst of commands costs one anchor write. */
+export const ANCHOR_AHEAD_MS = 60_000;
+
+/** The anchor file of the replay memory `file`: hidden beside it, so that `rm commands.db*` leaves it. */
+export function anchorPath(file: string): string {
+  return path.join(path.dirname(file), `.${path.basename(file)}.anchor`);
 }
 
 export class ReplayGuard {
@@ -59,8 +90,18 @@ export class ReplayGuard {
   /** Commands issued before this (unix ms) are refused: the memory of them was lost. 0: none. */
   readonly notBefore: number;
 
-  private constructor(private readonly db: Database.Database, now: () => number) {
+  /** The anchor's horizon, as written (unix ms). */
+  private horizon: number;
+
+  private constructor(
+    private readonly db: Database.Database,
+    now: () => number,
+    private readonly anchorFile: string,
+    private readonly memory: number,
+    horizon: number,
+  ) {
     this.now = now;
+    this.horizon = horizon;
     this.insert = db.prepare('INSERT OR IGNORE INTO seen (id, digest, expires_at, received_at) VALUES (?, ?, ?, ?)');
     this.lookup = db.prepare('SELECT digest, received_at FROM seen WHERE id = ?');
     this.purge = db.prepare('DELETE FROM seen WHERE expires_at < ?');
@@ -79,22 +120,62 @@ export class ReplayGuard {
 
   static open(options: ReplayGuardOptions): ReplayGuard {
     const now = options.now ?? Date.now;
-    mkdirSync(path.dirname(options.path), { recursive: true });
-    let db: Database.Database;
-    let reset = false;
-    try {
-      db = openChecked(options.path);
-    } catch (err) {
-      if (!isCorruption(err)) throw new Error(`commands.replayDbPath: cannot open ${options.path}: ${(err as Error).message}`);
-      const aside = moveAside(options.path, now());
-      options.onProblem?.(
-        `commands: the replay memory ${options.path} is corrupt (${(err as Error).message}); moved it aside as ${aside}: commands issued before now are refused`,
-      );
-      db = openChecked(options.path);
-      reset = true;
+    const file = options.path;
+    mkdirSync(path.dirname(file), { recursive: true });
+    const anchorFile = anchorPath(file);
+    const anchor = readAnchor(anchorFile);
+    /** What happened to the memory, when it was lost. */
+    let lost: string | undefined;
+    let aside: string | undefined;
+    let db: Database.Database | undefined;
+    const size = fileSize(file);
+    if (size === 0) {
+      lost = 'is empty (0 bytes)';
+      aside = moveAside(file, now(), 'empty');
+    } else if (size === undefined && anchor.state !== 'absent') {
+      lost = 'is missing';
+    } else if (size !== undefined) {
+      try {
+        db = openChecked(file);
+      } catch (err) {
+        if (!isCorruption(err)) throw new Error(`commands.replayDbPath: cannot open ${file}: ${(err as Error).message}`);
+        lost = `is corrupt (${(err as Error).message})`;
+        aside = moveAside(file, now(), 'corrupt');
+      }
+      if (db && anchor.state === 'ok' && metaValue(db, 'memory') !== anchor.memory) {
+        db.close();
+        db = undefined;
+        lost = 'is not the one the agent kept (its anchor names another: the file was replaced or made anew)';
+        aside = moveAside(file, now(), 'replaced');
+      }
     }
-    if (reset) db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES ('not_before', ?)").run(now());
-    return new ReplayGuard(db, now);
+    if (!db) db = openFresh(file);
+    const setMeta = db.prepare<[string, number]>('INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)');
+    let memory = metaValue(db, 'memory');
+    const hadMemory = memory !== undefined;
+    if (memory === undefined) {
+      memory = randomInt(2 ** 47);
+      setMeta.run('memory', memory);
+    }
+    const known = options.knownSince ?? 0;
+    let horizon = Math.max(metaValue(db, 'max_issued_at') ?? 0, metaValue(db, 'not_before') ?? 0, anchor.state === 'ok' ? anchor.horizon : 0);
+    if (lost !== undefined) {
+      // Every ID the lost file held was issued at or before the anchor's horizon. Without an anchor, the car's clock
+      // is all there is, and the certificates' signed times keep it from a 1970 of a car without an RTC.
+      const floor = Math.max(anchor.state === 'ok' ? anchor.horizon + 1 : now(), known);
+      setMeta.run('not_before', floor);
+      horizon = Math.max(horizon, floor);
+      const evidence = anchor.state === 'absent' ? '' : ` (the agent has run before: ${anchorFile})`;
+      options.onProblem?.(
+        `commands: the replay memory ${file} ${lost}${evidence}; ${aside ? `moved it aside as ${aside}, ` : ''}started a new one: commands issued before ${new Date(floor).toISOString()} are refused (they cannot be told from replays)`,
+      );
+    } else if (anchor.state === 'unreadable') {
+      options.onProblem?.(`commands: the replay anchor ${anchorFile} is unreadable (${anchor.reason}); written again from ${file}, which is intact`);
+    } else if (anchor.state === 'absent' && hadMemory) {
+      options.onProblem?.(`commands: the replay anchor ${anchorFile} was missing; written again from ${file}, which is intact`);
+    }
+    if (anchor.state !== 'ok' || anchor.memory !== memory || anchor.horizon < horizon) writeAnchor(anchorFile, { v: 1, memory, horizon });
+    return new ReplayGuard(db, now, anchorFile, memory, horizon);
   }
 
   /**
@@ -105,6 +186,12 @@ export class ReplayGuard {
     const now = this.now();
     if (issuedAt < this.notBefore) {
       return { fresh: false, why: 'before-reset', message: `issued before ${new Date(this.notBefore).toISOString()}, when the replay memory was reset: it cannot be told from a replay` };
+    }
+    // The anchor first: at every moment its horizon covers every ID the file holds, so losing the file loses no ID.
+    if (issuedAt > this.horizon) {
+      const horizon = issuedAt + ANCHOR_AHEAD_MS;
+      writeAnchor(this.anchorFile, { v: 1, memory: this.memory, horizon });
+      this.horizon = horizon;
     }
     // Either way: a clock set back must not hold the purges off until it catches up.
     if (Math.abs(now - this.lastPurge) > PURGE_EVERY_MS) {
@@ -170,6 +257,19 @@ function openChecked(file: string): Database.Database {
   }
 }
 
+/** A new database where there is none now (the old one moved aside, or never made). */
+function openFresh(file: string): Database.Database {
+  try {
+    return openChecked(file);
+  } catch (err) {
+    throw new Error(`commands.replayDbPath: cannot create ${file}: ${(err as Error).message}`);
+  }
+}
+
+function metaValue(db: Database.Database, key: string): number | undefined {
+  return db.prepare<[string], { value: number }>('SELECT value FROM meta WHERE key = ?').get(key)?.value;
+}
+
 class Damaged extends Error {}
 
 function isCorruption(err: unknown): boolean {
@@ -178,8 +278,60 @@ function isCorruption(err: unknown): boolean {
   return err.code.startsWith('SQLITE_CORRUPT') || err.code === 'SQLITE_NOTADB';
 }
 
-function moveAside(file: string, now: number): string {
-  const aside = `${file}.corrupt-${new Date(now).toISOString().replace(/[:.]/g, '-')}`;
+/** The file's size, or undefined when there is none. */
+function fileSize(file: string): number | undefined {
+  try {
+    return statSync(file).size;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new Error(`commands.replayDbPath: cannot read ${file}: ${(err as Error).message}`);
+  }
+}
+
+function moveAside(file: string, now: number, why: 'corrupt' | 'empty' | 'replaced'): string {
+  const aside = `${file}.${why}-${new Date(now).toISOString().replace(/[:.]/g, '-')}`;
   for (const suffix of ['', '-wal', '-shm']) if (existsSync(file + suffix)) renameSync(file + suffix, aside + suffix);
   return aside;
+}
+
+type AnchorState = { state: 'absent' } | { state: 'unreadable'; reason: string } | ({ state: 'ok' } & Anchor);
+
+function readAnchor(file: string): AnchorState {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    return code === 'ENOENT' ? { state: 'absent' } : { state: 'unreadable', reason: code ?? (err as Error).message };
+  }
+  try {
+    const json = JSON.parse(text) as Partial<Anchor>;
+    if (json.v === 1 && Number.isSafeInteger(json.memory) && Number.isSafeInteger(json.horizon)) return { state: 'ok', v: 1, memory: json.memory!, horizon: json.horizon! };
+    return { state: 'unreadable', reason: 'not an anchor of this version' };
+  } catch (err) {
+    return { state: 'unreadable', reason: (err as Error).message };
+  }
+}
+
+/**
+ * Replaces the anchor so that it is at every moment the old one or the new one, durably: a temporary file (created
+ * new, never through something placed at its name), fsynced, renamed over, and the folder fsynced.
+ */
+function writeAnchor(file: string, anchor: Anchor): void {
+  const temp = `${file}.${process.pid}.tmp`;
+  rmSync(temp, { force: true });
+  const fd = openSync(temp, 'wx', 0o600);
+  try {
+    writeSync(fd, `${JSON.stringify(anchor)}\n`);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(temp, file);
+  const dir = openSync(path.dirname(file), 'r');
+  try {
+    fsyncSync(dir);
+  } finally {
+    closeSync(dir);
+  }
 }

@@ -15,8 +15,8 @@ export const FINAL_STATUSES: ReadonlySet<CommandStatus> = new Set(['SUCCEEDED', 
 export const REJECT_REASONS = [
   /** The payload is larger than commands.maxPayloadBytes (it was not parsed). */
   'oversize',
-  /** Not the wire format: not JSON, fields missing or of the wrong type, bad base64, an envelope that fails its
-   * schema, or a topic that names another command than the envelope. */
+  /** Not the wire format: not JSON, a key twice in one object, fields missing or of the wrong type, bad base64, an
+   * envelope that fails its schema, or a topic that names another command than the envelope. */
   'malformed',
   /** No signature or no signer certificate. */
   'no-signature',
@@ -32,6 +32,10 @@ export const REJECT_REASONS = [
   'not-yet-valid',
   /** This command ID was already received (it stays remembered until the command could no longer be valid). */
   'replayed',
+  /** The command's ID could not be recorded in the replay memory because the disk is full: it did not run. */
+  'disk-full',
+  /** The command's ID could not be recorded in the replay memory (an I/O error, a read-only file): it did not run. */
+  'storage-error',
   /** No handler of that name. */
   'unknown-command',
   /** The parameters fail the command's schema (detail: the issues). */
@@ -42,6 +46,8 @@ export const REJECT_REASONS = [
   'busy',
   /** The agent is shutting down. */
   'shutting-down',
+  /** The agent failed while checking the command (a bug; the message says what): it did not run. */
+  'internal-error',
 ] as const;
 export type RejectReason = (typeof REJECT_REASONS)[number];
 

@@ -116,6 +116,8 @@ const RULES: Array<{ test: RegExp; level: LogLevel; component?: string }> = [
   // The outbox file deleted or replaced under the running agent (src/store/outbox.ts): loud, even when carried over.
   { test: /^outbox: .* while the agent was running/, level: 'error' },
   { test: /^commands: a result could not be stored/, level: 'error' },
+  // The replay memory was lost: commands issued before a floor are refused from now on.
+  { test: /^commands: the replay memory /, level: 'error' },
   // Interfaces, adapters and OBD coming (back) up.
   { test: /^[\w.-]+: interface \S+ is open( again)?$/, level: 'info' },
   { test: /^[\w.-]+: adapter ready on /, level: 'info' },

@@ -159,6 +159,8 @@ export function renderMetrics(report: HealthReport | null): string {
     for (const [result, n] of results) m.add('telematics_commands_total', 'counter', 'Commands by result.', n, { result });
     for (const [reason, n] of Object.entries(c.rejectedByReason)) m.add('telematics_commands_rejected_total', 'counter', 'Rejected commands by reason.', n, { reason });
     m.add('telematics_commands_running', 'gauge', 'Commands running now.', c.running);
+    const unanswered: [string, number][] = [['unanswerable', c.unanswerable], ['rate-limited', c.unsignedNotAnswered]];
+    for (const [why, n] of unanswered) m.add('telematics_commands_unanswered_total', 'counter', 'Rejected payloads not answered: nowhere to answer, or unsigned beyond the answers allowed per minute.', n, { why });
   }
   return m.text();
 }

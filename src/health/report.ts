@@ -107,6 +107,10 @@ export interface CommandHealth {
   rejectedByReason: Record<string, number>;
   running: number;
   lostResults: number;
+  /** Payloads that could not be answered: no readable ID and no usable response topic. */
+  unanswerable: number;
+  /** Payloads not validly signed whose rejection was not sent: beyond the answers allowed per minute. */
+  unsignedNotAnswered: number;
 }
 
 export interface CollectorHealth {
@@ -278,6 +282,8 @@ function readDataPath(
       rejectedByReason: byReason,
       running: count(d.running),
       lostResults: count(d.lostResults),
+      unanswerable: count(d.unanswerable),
+      unsignedNotAnswered: count(d.unsignedNotAnswered),
     };
   }
 

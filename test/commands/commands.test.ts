@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync, truncateSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import mqtt from 'mqtt';
 import { signCommand } from '../../src/commands/envelope.js';
@@ -223,6 +223,81 @@ describe('remote commands through mosquitto', { timeout: 180_000 }, () => {
       const again = await ops.publishPayload('car-restart', 'ping', payload, envelope.id, { timeoutMs: 10_000 });
       assert.equal(again.final?.status, 'REJECTED');
       assert.equal(again.final!.reason, 'replayed');
+    } finally {
+      await car.close();
+    }
+  });
+
+  for (const [loss, lose] of [
+    ['deleted', (file: string) => ['', '-wal', '-shm'].forEach((suffix) => rmSync(file + suffix, { force: true }))],
+    ['truncated to 0 bytes', (file: string) => truncateSync(file, 0)],
+  ] as const) {
+    it(`[14.2] a replay database ${loss} between two runs: the captured command is REJECTED replayed (before-reset), and the agent says why`, async () => {
+      const dir = makeTempDir('command-lost-memory-');
+      const deviceId = 'car-amnesia';
+      let car = await startAgent(broker, pki, commandPki, { deviceId, dir });
+      try {
+        const { payload, envelope } = signCommand({ deviceId, name: 'ping' }, commandPki.operator);
+        const first = await ops.publishPayload(deviceId, 'ping', payload, envelope.id, { timeoutMs: 10_000 });
+        assert.equal(first.final?.status, 'SUCCEEDED');
+        await car.close();
+        lose(path.join(dir, 'commands.db'));
+        car = await startAgent(broker, pki, commandPki, { deviceId, dir });
+        assert.ok(car.log.some((line) => /^commands: the replay memory .*commands\.db (is missing|is empty \(0 bytes\)).*commands issued before \S+ are refused/.test(line)), car.log.join('\n'));
+        const again = await ops.publishPayload(deviceId, 'ping', payload, envelope.id, { timeoutMs: 10_000 });
+        assert.equal(again.final?.status, 'REJECTED', JSON.stringify(again.results));
+        assert.equal(again.final!.reason, 'replayed');
+        assert.deepEqual(again.final!.detail, { why: 'before-reset' });
+      } finally {
+        await car.close();
+      }
+    });
+  }
+
+  it('[14.5] a precondition holds on a value the bus sends, and fails with its age once the bus is silent past the limit (dispatcher and setSignal)', async () => {
+    const deviceId = 'car-silent-bus';
+    const car = await startAgent(broker, pki, commandPki, {
+      deviceId,
+      commands: {
+        preconditions: { getStatus: 'VehicleSpeed == 0' },
+        allowedSignals: [{ bus: 'can0', message: 'BODY_STATUS', signal: 'TrunkOpen', min: 0, max: 1, precondition: 'VehicleSpeed == 0' }],
+        // VEHICLE_DYNAMICS comes every 20 ms (GenMsgCycleTime): 3 cycles, at least 3 s (a margin for a busy machine).
+        freshness: { minMs: 3000 },
+      },
+    });
+    // The bus: the car stands still, VEHICLE_DYNAMICS every 20 ms.
+    const bus = setInterval(() => feedSignals(car, 'VEHICLE_DYNAMICS', { VehicleSpeed: 0 }), 20);
+    let silentSince: number;
+    try {
+      feedSignals(car, 'VEHICLE_DYNAMICS', { VehicleSpeed: 0 });
+      const fresh = await ops.send({ deviceId, name: 'getStatus' }, commandPki.operator, { timeoutMs: 10_000 });
+      assert.equal(fresh.final?.status, 'SUCCEEDED', JSON.stringify(fresh.final));
+      // setSignal gets past its precondition (this agent has no CAN writer: 'unsupported' after it).
+      const write = await ops.send({ deviceId, name: 'setSignal', params: { message: 'BODY_STATUS', signal: 'TrunkOpen', value: 1 } }, commandPki.operator, { timeoutMs: 10_000 });
+      assert.equal(write.final?.reason, 'unsupported', JSON.stringify(write.final));
+    } finally {
+      clearInterval(bus);
+      silentSince = Date.now();
+    }
+    try {
+      // The bus is silent; the last value said 0 km/h. Past the limit it is no longer trusted.
+      await delay(3200);
+      const stale = await ops.send({ deviceId, name: 'getStatus' }, commandPki.operator, { timeoutMs: 10_000 });
+      assert.equal(stale.final?.status, 'REJECTED', JSON.stringify(stale.final));
+      assert.equal(stale.final!.reason, 'precondition-failed');
+      assert.match(stale.final!.message!, /VehicleSpeed == 0 \(VehicleSpeed = 0, stale: received \d+\.\d s ago, limit 3\.0 s\)/);
+      const detail = stale.final!.detail as { failed: { condition: string; stale: Record<string, { ageMs: number; maxAgeMs: number }> }[] };
+      const age = detail.failed[0]!.stale.VehicleSpeed!;
+      assert.equal(age.maxAgeMs, 3000);
+      assert.ok(age.ageMs >= 3000 && age.ageMs <= Date.now() - silentSince + 1000, `age ${age.ageMs} ms`);
+      const write = await ops.send({ deviceId, name: 'setSignal', params: { message: 'BODY_STATUS', signal: 'TrunkOpen', value: 1 } }, commandPki.operator, { timeoutMs: 10_000 });
+      assert.equal(write.final?.status, 'FAILED', JSON.stringify(write.final));
+      assert.equal(write.final!.reason, 'precondition-failed');
+      assert.match(write.final!.message!, /VehicleSpeed == 0 \(VehicleSpeed = 0, stale: received \d+\.\d s ago, limit 3\.0 s\) does not hold/);
+      // The bus speaks again: the precondition holds again.
+      feedSignals(car, 'VEHICLE_DYNAMICS', { VehicleSpeed: 0 });
+      const again = await ops.send({ deviceId, name: 'getStatus' }, commandPki.operator, { timeoutMs: 10_000 });
+      assert.equal(again.final?.status, 'SUCCEEDED', JSON.stringify(again.final));
     } finally {
       await car.close();
     }

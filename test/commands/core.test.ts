@@ -3,14 +3,19 @@
  * persistence and its corrupt-file floor, the signer checks, and preconditions on live values.
  */
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import { parseCommand, signCommand } from '../../src/commands/envelope.js';
-import { Precondition } from '../../src/commands/precondition.js';
-import { ReplayGuard } from '../../src/commands/replay-guard.js';
-import { CommandVerifier, keyUsageBits, VerifyFailure } from '../../src/commands/verifier.js';
+import { freshnessConfigSchema } from '../../src/commands/config.js';
+import { describeFailure, Precondition, SignalFreshness, type SignalTiming } from '../../src/commands/precondition.js';
+import { BusDecoder } from '../../src/dbc/bus-decoder.js';
+import { compileDatabase, loadDbcFile } from '../../src/dbc/index.js';
+import { DEMO_DBC_PATH } from '../../src/sim/vehicle.js';
+import { ANCHOR_AHEAD_MS, anchorPath, ReplayGuard } from '../../src/commands/replay-guard.js';
+import { readCertificateExtensions } from '../../src/commands/certificate-extensions.js';
+import { CommandVerifier, VerifyFailure } from '../../src/commands/verifier.js';
 import { createCommandCa, issueOperatorCertificate, KEY_USAGE } from '../../src/pki/command-pki.js';
 import { SqliteOutbox } from '../../src/store/outbox.js';
 import { makeTempDir } from '../support/temp.js';
@@ -118,10 +123,114 @@ describe('replay memory', () => {
     const guard = ReplayGuard.open({ path: file, now: () => now, onProblem: (m) => problems.push(m) });
     try {
       assert.equal(problems.length, 1);
-      assert.match(problems[0]!, /corrupt .* moved it aside as .*commands\.db\.corrupt-.*: commands issued before now are refused/);
+      assert.match(problems[0]!, /commands\.db is corrupt .* moved it aside as .*commands\.db\.corrupt-.*, started a new one: commands issued before 1970-01-01T01:23:20\.000Z are refused/);
       const old = guard.remember('x', 'd', now - 1, now + 1000);
       assert.equal(old.fresh === false && old.why, 'before-reset');
       assert.deepEqual(guard.remember('y', 'd', now, now + 1000), { fresh: true });
+    } finally {
+      guard.close();
+    }
+  });
+
+  /** Takes command `id` issued at `issuedAt` in a guard on `file` at `now`, then closes it (as an agent that stops). */
+  function take(file: string, id: string, issuedAt: number, now = issuedAt): void {
+    const guard = ReplayGuard.open({ path: file, now: () => now });
+    assert.deepEqual(guard.remember(id, `digest-${id}`, issuedAt, issuedAt + 3_600_000), { fresh: true });
+    guard.close();
+  }
+
+  it('[14.2] a deleted replay database: after a restart the captured command is refused (before-reset), and an error says so', () => {
+    const dir = makeTempDir('replay-deleted-');
+    const file = path.join(dir, 'commands.db');
+    const t = 1_760_000_000_000;
+    take(file, 'captured', t);
+    for (const suffix of ['', '-wal', '-shm']) rmSync(file + suffix, { force: true });
+    const problems: string[] = [];
+    const guard = ReplayGuard.open({ path: file, now: () => t + 60_000, onProblem: (m) => problems.push(m) });
+    try {
+      assert.deepEqual(problems.length, 1, problems.join('\n'));
+      assert.match(problems[0]!, /^commands: the replay memory .*commands\.db is missing \(the agent has run before: .*\.commands\.db\.anchor\); started a new one: commands issued before \S+ are refused/);
+      const replay = guard.remember('captured', 'digest-captured', t, t + 3_600_000);
+      assert.equal(replay.fresh === false && replay.why, 'before-reset');
+      // A command signed after the loss runs.
+      assert.deepEqual(guard.remember('new', 'digest-new', t + 2 * ANCHOR_AHEAD_MS, t + 3_600_000), { fresh: true });
+    } finally {
+      guard.close();
+    }
+  });
+
+  it('[14.2] a replay database truncated to 0 bytes is moved aside, and the captured command is refused', () => {
+    const dir = makeTempDir('replay-empty-');
+    const file = path.join(dir, 'commands.db');
+    const t = 1_760_000_000_000;
+    take(file, 'captured', t);
+    truncateSync(file, 0);
+    const problems: string[] = [];
+    const guard = ReplayGuard.open({ path: file, now: () => t + 60_000, onProblem: (m) => problems.push(m) });
+    try {
+      assert.match(problems.join('\n'), /commands\.db is empty \(0 bytes\) .*moved it aside as .*commands\.db\.empty-\S+, started a new one/);
+      assert.ok(readdirSync(dir).some((name) => /^commands\.db\.empty-/.test(name)), readdirSync(dir).join(', '));
+      const replay = guard.remember('captured', 'digest-captured', t, t + 3_600_000);
+      assert.equal(replay.fresh === false && replay.why, 'before-reset');
+    } finally {
+      guard.close();
+    }
+  });
+
+  it('[14.2] a corrupt database found while the clock says 1970: once the clock is right, the captured command is still refused', () => {
+    const dir = makeTempDir('replay-1970-');
+    const file = path.join(dir, 'commands.db');
+    const t = 1_760_000_000_000;
+    take(file, 'captured', t);
+    writeFileSync(file, 'this is not a database, and it is long enough to have a header'.repeat(20));
+    // A car without an RTC boots at 1970 and finds its memory corrupt.
+    const problems: string[] = [];
+    ReplayGuard.open({ path: file, now: () => 5_000, onProblem: (m) => problems.push(m) }).close();
+    assert.doesNotMatch(problems[0]!, /before 1970/, problems[0]);
+    // GNSS sets the clock; the agent restarts; the captured command comes again.
+    const guard = ReplayGuard.open({ path: file, now: () => t + 600_000 });
+    try {
+      assert.ok(guard.notBefore > t, `floor ${new Date(guard.notBefore).toISOString()}`);
+      const replay = guard.remember('captured', 'digest-captured', t, t + 3_600_000);
+      assert.equal(replay.fresh === false && replay.why, 'before-reset');
+    } finally {
+      guard.close();
+    }
+  });
+
+  it('[14.2] without an anchor, the floor is never earlier than the signed times known from outside (knownSince)', () => {
+    const dir = makeTempDir('replay-known-');
+    const file = path.join(dir, 'commands.db');
+    writeFileSync(file, 'this is not a database, and it is long enough to have a header'.repeat(20));
+    const known = 1_750_000_000_000;
+    const guard = ReplayGuard.open({ path: file, now: () => 5_000, knownSince: known, onProblem: () => undefined });
+    try {
+      assert.equal(guard.notBefore, known);
+    } finally {
+      guard.close();
+    }
+  });
+
+  it('[14.2] a first start and a database of an earlier version (no anchor) set no floor; the anchor is written ahead of what is taken', () => {
+    const dir = makeTempDir('replay-first-');
+    const file = path.join(dir, 'commands.db');
+    const t = 1_760_000_000_000;
+    const problems: string[] = [];
+    let guard = ReplayGuard.open({ path: file, now: () => t, onProblem: (m) => problems.push(m) });
+    assert.equal(guard.notBefore, 0);
+    assert.deepEqual(guard.remember('a', 'da', t, t + 1000), { fresh: true });
+    const anchor = JSON.parse(readFileSync(anchorPath(file), 'utf8')) as { horizon: number };
+    assert.equal(anchor.horizon, t + ANCHOR_AHEAD_MS);
+    guard.close();
+    // As an earlier version left it: the database, no anchor.
+    rmSync(anchorPath(file));
+    guard = ReplayGuard.open({ path: file, now: () => t, onProblem: (m) => problems.push(m) });
+    try {
+      assert.equal(guard.notBefore, 0);
+      const dup = guard.remember('a', 'da', t, t + 1000);
+      assert.equal(dup.fresh === false && dup.why, 'duplicate');
+      assert.ok(JSON.parse(readFileSync(anchorPath(file), 'utf8')).horizon >= t);
+      assert.deepEqual(problems.filter((p) => /replay memory/.test(p)), []);
     } finally {
       guard.close();
     }
@@ -135,7 +244,7 @@ describe('signer checks', () => {
 
   it('accepts an operator of the pinned CA, with key usage digitalSignature and code signing', () => {
     const alice = issueOperatorCertificate(ca, 'alice');
-    assert.equal(keyUsageBits(new X509Certificate(alice.certPem).raw), KEY_USAGE.digitalSignature);
+    assert.equal(readCertificateExtensions(new X509Certificate(alice.certPem).raw).keyUsage, KEY_USAGE.digitalSignature);
     assert.deepEqual(verifier.verify(signed(alice)).subject, 'CN=alice');
   });
 
@@ -162,6 +271,68 @@ describe('preconditions', () => {
     values.EngineSpeed = 700;
     values.Gear = 0;
     assert.equal(p.evaluate((name) => values[name]).ok, true);
+  });
+
+  it('[14.5] a stale value fails every term reading it, with its age and limit; a missing one fails even under !', () => {
+    const p = new Precondition('Speed == 0 && !(Gear == 3) && Ignition == 1');
+    const values: Record<string, number> = { Speed: 0, Ignition: 1 };
+    const ages: Record<string, number> = { Speed: 45_000, Ignition: 100 };
+    const outcome = p.evaluate((name) => values[name], (name) => (ages[name] === undefined ? undefined : { ageMs: ages[name]!, maxAgeMs: 1000 }));
+    assert.equal(outcome.ok, false);
+    assert.deepEqual(outcome.failed, [
+      { condition: 'Speed == 0', values: { Speed: 0 }, stale: { Speed: { ageMs: 45_000, maxAgeMs: 1000 } } },
+      // No value for Gear: `!(Gear == 3)` would hold on NaN; it fails.
+      { condition: '!(Gear == 3)', values: { Gear: null } },
+    ]);
+    assert.deepEqual(outcome.stale, { Speed: { ageMs: 45_000, maxAgeMs: 1000 } });
+    assert.equal(describeFailure(outcome.failed[0]!), 'Speed == 0 (Speed = 0, stale: received 45.0 s ago, limit 1.0 s)');
+    // Dated ahead of the clock (the clock was set back): its age cannot be known.
+    values.Gear = 2;
+    ages.Speed = -3_600_000;
+    const ahead = p.evaluate((name) => values[name], (name) => (ages[name] === undefined ? undefined : { ageMs: ages[name]!, maxAgeMs: 1000 }));
+    assert.equal(describeFailure(ahead.failed[0]!), "Speed == 0 (Speed = 0, stale: dated 3600.0 s ahead of the car's clock, limit 1.0 s)");
+    ages.Speed = 999;
+    assert.equal(p.evaluate((name) => values[name], (name) => (ages[name] === undefined ? undefined : { ageMs: ages[name]!, maxAgeMs: 1000 })).ok, true);
+  });
+
+  it("[14.5] the limit: the command's own, else the signal's, else a few cycles of its message (with a floor), else the default", () => {
+    const timings: Record<string, SignalTiming> = {
+      Speed: { name: 'can0.DYN.Speed', receivedAt: 10_000, periodMs: 20 },
+      Temp: { name: 'can0.TEMPS.Temp', receivedAt: 10_000, periodMs: 1000 },
+      Door: { name: 'can0.BODY.Door', receivedAt: 10_000, periodMs: undefined },
+      'obd.rpm': { name: 'obd.rpm', receivedAt: 10_000, periodMs: 500 },
+      'DYN.Speed': { name: 'can0.DYN.Speed', receivedAt: 10_000, periodMs: 20 },
+    };
+    const config = freshnessConfigSchema.parse({ signals: { 'DYN.Speed': 250 } });
+    const freshness = new SignalFreshness(config, (name) => timings[name]);
+    assert.equal(freshness.limitOf(timings.Speed!), 250, 'its own, by another name of the same signal');
+    assert.equal(freshness.limitOf(timings.Temp!), 3000, '3 cycles');
+    assert.equal(freshness.limitOf(timings['obd.rpm']!), 1500, '3 poll intervals');
+    assert.equal(freshness.limitOf({ ...timings.Temp!, periodMs: 10 }), 1000, 'the floor');
+    assert.equal(freshness.limitOf(timings.Door!), 5000, 'no cycle time: the default');
+    assert.equal(freshness.limitOf(timings.Door!, 700), 700, "the command's own");
+    assert.deepEqual(freshness.at(12_000)('Temp'), { ageMs: 2000, maxAgeMs: 3000 });
+    assert.throws(() => new SignalFreshness(freshnessConfigSchema.parse({ signals: { Nope: 5 } }), (name) => timings[name]), /commands\.freshness\.signals\.Nope: no bus or OBD key has a signal 'Nope'/);
+  });
+
+  it('[14.5] the bus decoder stamps each value with its frame time; a multiplexed signal only when its page is in the frame', () => {
+    const decoder = new BusDecoder('can0', compileDatabase(loadDbcFile(DEMO_DBC_PATH, { strict: true })));
+    const diag = decoder.database.byName('ECU_DIAG_STATUS')!;
+    const frame = (ts: number, values: Record<string, number>) => {
+      const data = diag.encode(values);
+      decoder.decode({ ts, bus: 'can0', id: diag.message.id, extended: false, fd: false, fdFlags: 0, remote: false, error: false, dlc: data.length, data });
+    };
+    const at = (signal: string): number => decoder.receivedAt[diag.slot(signal)]!;
+    assert.equal(at('MilOn'), 0, 'never received');
+    frame(100, { DiagPage: 2, MilOn: 1, ActiveDtcCount: 1, FirstDtc: 0 });
+    frame(200, { DiagPage: 0, BatteryVoltage: 12.5, AlternatorCurrent: 0, EcuTemperature: 30 });
+    assert.equal(at('DiagPage'), 200);
+    assert.equal(at('BatteryVoltage'), 200);
+    assert.equal(at('MilOn'), 100, 'page 2 was not in the last frame');
+    const engine = decoder.database.byName('ENGINE_DATA')!;
+    const data = engine.encode({ EngineSpeed: 800 });
+    decoder.decode({ ts: 300, bus: 'can0', id: engine.message.id, extended: false, fd: false, fdFlags: 0, remote: false, error: false, dlc: data.length, data });
+    assert.ok(engine.slots.every((slot) => decoder.receivedAt[slot] === 300));
   });
 
   it('rejects a syntax error and, given the known signals, an unknown one, at its column', () => {

@@ -145,6 +145,8 @@ describe('every remote command end to end: operator -> mosquitto -> runAgent -> 
         caFile: commandPki.caFile,
         replayDbPath: 'var/commands.db',
         preconditions: { clearDtcs: CLEAR_DTCS_PRECONDITION },
+        // The simulated buses send all the time; a margin for a busy machine's pauses.
+        freshness: { minMs: 5000 },
         allowedSignals: [{ bus: 'aux', message: 'SERVICE_CTRL', signal: 'ServiceMode', min: 0, max: 2, precondition: 'IgnitionState != OFF' }],
       },
     };

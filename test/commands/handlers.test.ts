@@ -8,13 +8,14 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, before, beforeEach, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import { MemoryCanBus } from '../../src/can/bus.js';
 import type { CanFrame } from '../../src/can/frame.js';
 import { createCommandContext } from '../../src/cli/command-context.js';
 import { DataPath } from '../../src/cli/data-path.js';
 import { RESTART_EXIT_CODE, runAgent } from '../../src/cli/run.js';
+import { freshnessConfigSchema } from '../../src/commands/config.js';
 import { CommandFailure, type CommandContext, type CommandHandler, type CommandRun } from '../../src/commands/handler.js';
 import { HANDLERS } from '../../src/commands/handlers/index.js';
 import { readCollectionOverride } from '../../src/config/collection-override.js';
@@ -116,7 +117,8 @@ async function openRig(): Promise<Rig> {
   writeFileSync(configFile, JSON.stringify(document, null, 2));
   const loaded = loadDeviceConfig(configFile);
   // The commands section belongs to the command subsystem's schema; the handlers only read its allow-list.
-  const config = { ...loaded, commands: { allowedSignals: ALLOWED_SIGNALS } } as DeviceConfig;
+  // Values stay fresh for a minute here: these tests are about the allow-list, not about a busy machine's pauses.
+  const config = { ...loaded, commands: { allowedSignals: ALLOWED_SIGNALS, freshness: freshnessConfigSchema.parse({ minMs: 60_000 }) } } as DeviceConfig;
   const database = compileDatabase(loadDbcFile(DEMO_DBC_PATH, { strict: true }));
   const buses = config.buses.map((bus) => new BusDecoder(bus.name, database));
   const dataPath = await DataPath.open(config, buses, () => undefined);
@@ -403,6 +405,13 @@ describe('command handlers on the agent context', () => {
   });
 
   describe('setSignal', () => {
+    // The allow-list's preconditions read can0's speed, and refuse a stale one: the car's latest speed, sent now.
+    beforeEach(() => {
+      const dynamics = rig.database.byName('VEHICLE_DYNAMICS')!;
+      const data = rig.lastDynamics ?? dynamics.encode({ VehicleSpeed: 30 });
+      rig.dataPath.sinkFor(0)({ ts: Date.now() / 1000, bus: 'can0', id: dynamics.message.id, extended: false, fd: false, fdFlags: 0, remote: false, error: false, dlc: data.length, data });
+    });
+
     /** Frames put on the captured SocketCAN bus from now on, decoded with the DBC. */
     function listen(): { frames: CanFrame[]; decoded(name: string): Record<string, number>[] } {
       const endpoint = rig.canBus.open();
@@ -457,7 +466,7 @@ describe('command handlers on the agent context', () => {
         [{ bus: 'can1', message: 'ENGINE_DATA', signal: 'ThrottlePosition', value: 50.4 }, 'out-of-range', /outside the allowed \[0, 50\]/],
         // No range in the allow-list: the DBC's [0|100] still applies.
         [{ bus: 'can1', message: 'ENGINE_DATA', signal: 'EngineLoad', value: 120 }, 'out-of-range', /EngineLoad = 120 is outside \[0, 100\]/],
-        [{ bus: 'can1', message: 'BRAKE_STATUS', signal: 'AbsActive', value: 1 }, 'precondition-failed', /can0\.VEHICLE_DYNAMICS\.VehicleSpeed > 1000 does not hold/],
+        [{ bus: 'can1', message: 'BRAKE_STATUS', signal: 'AbsActive', value: 1 }, 'precondition-failed', /can0\.VEHICLE_DYNAMICS\.VehicleSpeed > 1000 \(can0\.VEHICLE_DYNAMICS\.VehicleSpeed = [\d.]+\) does not hold/],
         [{ bus: 'can1', message: 'NO_SUCH_MESSAGE', signal: 'X', value: 1 }, 'unknown-signal', /the bus DBC has no message 'NO_SUCH_MESSAGE'/],
         [{ bus: 'rec0', message: 'BODY_STATUS', signal: 'TrunkOpen', value: 1 }, 'bus-unavailable', /rec0 replays a recording/],
       ];

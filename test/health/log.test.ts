@@ -65,6 +65,8 @@ describe('log: levels and components of the module messages', () => {
       ['command 0f3a (clearDtcs): FAILED (precondition: VehicleSpeed == 0)', 'warn', 'commands'],
       ['commands: REJECTED a payload as bad-signature: x (said once per reason; counted)', 'warn', 'commands'],
       ['restart requested by a remote command: stopping', 'warn', 'commands'],
+      // [14.2] a lost replay memory is an error, not a warning.
+      ['commands: the replay memory var/commands.db is missing (the agent has run before: var/.commands.db.anchor); started a new one: commands issued before 2026-01-01T00:00:00.000Z are refused (they cannot be told from replays)', 'error', 'commands'],
       ['outbox: 3 message(s) rejected: disk full', 'error', 'outbox'],
       ['outbox: deleting 4 acknowledged message(s) failed, will retry: busy', 'warn', 'outbox'],
       ['can0: interface can0 is open again', 'info', 'can0'],

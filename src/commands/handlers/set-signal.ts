@@ -1,13 +1,13 @@
 /**
  * `setSignal`: writes one CAN signal through the bus DBC (one frame of its message, the other signals as last
  * received). Only signals the device config allow-lists (`commands.allowedSignals`) can be written, within the
- * entry's min/max and the DBC's range, and only while the entry's precondition holds on the current values.
+ * entry's min/max and the DBC's range, and only while the entry's precondition holds on the current values, none of
+ * them stale (commands.freshness, or the entry's preconditionMaxAgeMs).
  */
 import { z } from 'zod';
-import { ExpressionError } from '../../collect/expression.js';
-import type { AllowedSignal } from '../config.js';
+import { freshnessConfigSchema, type AllowedSignal, type FreshnessConfig } from '../config.js';
 import { CommandFailure, type CommandContext, type CommandHandler } from '../handler.js';
-import { Precondition } from '../precondition.js';
+import { describeFailure, Precondition, SignalFreshness } from '../precondition.js';
 
 const setSignalParams = z.strictObject({
   bus: z.string().min(1).optional().describe('Bus of the signal; may be left out when only one bus allows it.'),
@@ -16,9 +16,9 @@ const setSignalParams = z.strictObject({
   value: z.number().refine(Number.isFinite, 'expected a finite number').describe('Physical value (DBC units).'),
 });
 
-function allowedSignals(context: CommandContext): readonly AllowedSignal[] {
-  const config = context.config() as { commands?: { allowedSignals?: AllowedSignal[] } } | undefined;
-  return config?.commands?.allowedSignals ?? [];
+function commandsConfig(context: CommandContext): { allowedSignals?: AllowedSignal[]; freshness?: FreshnessConfig } {
+  const config = context.config() as { commands?: { allowedSignals?: AllowedSignal[]; freshness?: FreshnessConfig } } | undefined;
+  return config?.commands ?? {};
 }
 
 export const setSignal: CommandHandler<z.output<typeof setSignalParams>> = {
@@ -27,7 +27,8 @@ export const setSignal: CommandHandler<z.output<typeof setSignalParams>> = {
   defaultTimeoutMs: 5000,
   async run(params, context) {
     const { message, signal, value } = params;
-    const candidates = allowedSignals(context).filter(
+    const commands = commandsConfig(context);
+    const candidates = (commands.allowedSignals ?? []).filter(
       (entry) => entry.message === message && entry.signal === signal && (params.bus === undefined || entry.bus === params.bus),
     );
     const where = `${params.bus === undefined ? '' : `${params.bus}.`}${message}.${signal}`;
@@ -46,20 +47,17 @@ export const setSignal: CommandHandler<z.output<typeof setSignalParams>> = {
 
     if (entry.precondition !== undefined) {
       let precondition: Precondition;
+      let freshness: SignalFreshness;
       try {
         precondition = Precondition.forSignals(entry.precondition, (name) => context.describeSignal(name));
+        freshness = new SignalFreshness(commands.freshness ?? freshnessConfigSchema.parse(undefined), (name) => context.signalTiming(name));
       } catch (err) {
         // The config is validated at start, so this is a config that changed under us: refuse, do not write.
-        if (err instanceof ExpressionError) throw new CommandFailure('invalid-config', `the precondition of ${entry.bus}.${message}.${signal}: ${err.message}`);
-        throw err;
+        throw new CommandFailure('invalid-config', `the precondition of ${entry.bus}.${message}.${signal}: ${(err as Error).message}`);
       }
-      const outcome = precondition.evaluate((name) => context.readSignal(name));
+      const outcome = precondition.evaluate((name) => context.readSignal(name), freshness.at(Date.now(), entry.preconditionMaxAgeMs));
       if (!outcome.ok) {
-        throw new CommandFailure(
-          'precondition-failed',
-          `${entry.bus}.${message}.${signal}: ${outcome.failed.map((f) => f.condition).join(', ')} does not hold`,
-          outcome,
-        );
+        throw new CommandFailure('precondition-failed', `${entry.bus}.${message}.${signal}: ${outcome.failed.map(describeFailure).join('; ')} does not hold`, outcome);
       }
     }
 
