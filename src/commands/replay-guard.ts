@@ -25,10 +25,12 @@
  * finds the ones it never finished and reports them FAILED ('interrupted'), so every accepted command gets a final
  * result even when the process dies under it.
  */
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
 import { randomInt } from 'node:crypto';
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import path from 'node:path';
+import { readRegularFile, RegularFileError } from '../config/regular-file.js';
+import { DamagedStateFile, pruneSetAside, setAside, StateDatabase, STATE_FILE_MODE } from '../store/state-database.js';
 
 export type ReplayVerdict =
   | { fresh: true }
@@ -76,15 +78,9 @@ export function anchorPath(file: string): string {
 }
 
 export class ReplayGuard {
-  private readonly insert: Database.Statement<[string, string, number, number]>;
-  private readonly saveMaxIssued: Database.Statement<[number]>;
+  private statements: ReplayStatements;
   /** The latest issuedAt of a command taken (unix ms): the purge horizon's cap. */
   private maxIssuedAt: number;
-  private readonly rememberFresh: (id: string, digest: string, until: number, now: number, issuedAt: number) => boolean;
-  private readonly lookup: Database.Statement<[string], { digest: string; received_at: number }>;
-  private readonly purge: Database.Statement<[number]>;
-  private readonly insertRunning: Database.Statement<[string, string, string, Buffer | null, number]>;
-  private readonly deleteRunning: Database.Statement<[string]>;
   private readonly now: () => number;
   private lastPurge = 0;
   /** Commands issued before this (unix ms) are refused: the memory of them was lost. 0: none. */
@@ -94,62 +90,50 @@ export class ReplayGuard {
   private horizon: number;
 
   private constructor(
-    private readonly db: Database.Database,
+    private readonly store: StateDatabase,
     now: () => number,
     private readonly anchorFile: string,
     private readonly memory: number,
     horizon: number,
+    private readonly onProblem: ((message: string) => void) | undefined,
   ) {
     this.now = now;
     this.horizon = horizon;
-    this.insert = db.prepare('INSERT OR IGNORE INTO seen (id, digest, expires_at, received_at) VALUES (?, ?, ?, ?)');
-    this.lookup = db.prepare('SELECT digest, received_at FROM seen WHERE id = ?');
-    this.purge = db.prepare('DELETE FROM seen WHERE expires_at < ?');
-    this.insertRunning = db.prepare('INSERT OR REPLACE INTO running (id, name, topic, correlation, started_at) VALUES (?, ?, ?, ?, ?)');
-    this.deleteRunning = db.prepare('DELETE FROM running WHERE id = ?');
-    this.notBefore = db.prepare<[], { value: number }>("SELECT value FROM meta WHERE key = 'not_before'").get()?.value ?? 0;
-    this.maxIssuedAt = db.prepare<[], { value: number }>("SELECT value FROM meta WHERE key = 'max_issued_at'").get()?.value ?? 0;
-    this.saveMaxIssued = db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES ('max_issued_at', ?)");
-    // One transaction, one fsync: the ID and the horizon together.
-    this.rememberFresh = db.transaction((id: string, digest: string, until: number, now: number, issuedAt: number) => {
-      if (this.insert.run(id, digest, until, now).changes !== 1) return false;
-      if (issuedAt > this.maxIssuedAt) this.saveMaxIssued.run(issuedAt);
-      return true;
-    });
+    this.statements = prepareStatements(store.db);
+    this.notBefore = metaValue(store.db, 'not_before') ?? 0;
+    this.maxIssuedAt = metaValue(store.db, 'max_issued_at') ?? 0;
   }
 
   static open(options: ReplayGuardOptions): ReplayGuard {
     const now = options.now ?? Date.now;
     const file = options.path;
-    mkdirSync(path.dirname(file), { recursive: true });
     const anchorFile = anchorPath(file);
     const anchor = readAnchor(anchorFile);
     /** What happened to the memory, when it was lost. */
     let lost: string | undefined;
     let aside: string | undefined;
-    let db: Database.Database | undefined;
-    const size = fileSize(file);
-    if (size === 0) {
-      lost = 'is empty (0 bytes)';
-      aside = moveAside(file, now(), 'empty');
-    } else if (size === undefined && anchor.state !== 'absent') {
-      lost = 'is missing';
-    } else if (size !== undefined) {
-      try {
-        db = openChecked(file);
-      } catch (err) {
-        if (!isCorruption(err)) throw new Error(`commands.replayDbPath: cannot open ${file}: ${(err as Error).message}`);
-        lost = `is corrupt (${(err as Error).message})`;
-        aside = moveAside(file, now(), 'corrupt');
-      }
-      if (db && anchor.state === 'ok' && metaValue(db, 'memory') !== anchor.memory) {
-        db.close();
-        db = undefined;
+    let store: StateDatabase;
+    try {
+      store = StateDatabase.open(file, STATE_OPTIONS);
+    } catch (err) {
+      if (!(err instanceof DamagedStateFile)) throw err;
+      lost = `is corrupt (${err.message})`;
+      aside = setAside(file, 'corrupt', now());
+      store = StateDatabase.open(file, STATE_OPTIONS);
+    }
+    if (lost === undefined) {
+      if (store.found === 'empty') lost = 'is empty (0 bytes: truncated)';
+      else if (store.found === 'created' && anchor.state !== 'absent') lost = 'is missing';
+      else if (store.found === 'existing' && anchor.state === 'ok' && metaValue(store.db, 'memory') !== anchor.memory) {
+        store.close();
         lost = 'is not the one the agent kept (its anchor names another: the file was replaced or made anew)';
-        aside = moveAside(file, now(), 'replaced');
+        aside = setAside(file, 'replaced', now());
+        store = StateDatabase.open(file, STATE_OPTIONS);
       }
     }
-    if (!db) db = openFresh(file);
+    // Files set aside are evidence for a person, kept in bounded number.
+    pruneSetAside(file, { keep: MAX_SET_ASIDE_FILES });
+    const db = store.db;
     const setMeta = db.prepare<[string, number]>('INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)');
     let memory = metaValue(db, 'memory');
     const hadMemory = memory !== undefined;
@@ -175,7 +159,7 @@ export class ReplayGuard {
       options.onProblem?.(`commands: the replay anchor ${anchorFile} was missing; written again from ${file}, which is intact`);
     }
     if (anchor.state !== 'ok' || anchor.memory !== memory || anchor.horizon < horizon) writeAnchor(anchorFile, { v: 1, memory, horizon });
-    return new ReplayGuard(db, now, anchorFile, memory, horizon);
+    return new ReplayGuard(store, now, anchorFile, memory, horizon, options.onProblem);
   }
 
   /**
@@ -184,6 +168,15 @@ export class ReplayGuard {
    */
   remember(id: string, digest: string, issuedAt: number, until: number): ReplayVerdict {
     const now = this.now();
+    // The file deleted or replaced under the running agent: its content (every ID) is carried over to a new file.
+    const change = this.store.verifyPath(now);
+    if (change) {
+      this.statements = prepareStatements(this.store.db);
+      this.onProblem?.(
+        `commands: the replay memory ${this.store.file} was ${change.found} while the agent ran; carried its IDs over to a new file${change.movedAside ? ` (the file found there moved aside as ${change.movedAside})` : ''}`,
+      );
+    }
+    const { purge, rememberFresh, lookup } = this.statements;
     if (issuedAt < this.notBefore) {
       return { fresh: false, why: 'before-reset', message: `issued before ${new Date(this.notBefore).toISOString()}, when the replay memory was reset: it cannot be told from a replay` };
     }
@@ -196,14 +189,14 @@ export class ReplayGuard {
     // Either way: a clock set back must not hold the purges off until it catches up.
     if (Math.abs(now - this.lastPurge) > PURGE_EVERY_MS) {
       // This command's issue time is signed and checked too: real time has reached it.
-      this.purge.run(Math.min(now, Math.max(this.maxIssuedAt, issuedAt)));
+      purge.run(Math.min(now, Math.max(this.maxIssuedAt, issuedAt)));
       this.lastPurge = now;
     }
-    if (this.rememberFresh(id, digest, until, now, issuedAt)) {
+    if (rememberFresh(id, digest, until, now, issuedAt, this.maxIssuedAt)) {
       this.maxIssuedAt = Math.max(this.maxIssuedAt, issuedAt);
       return { fresh: true };
     }
-    const seen = this.lookup.get(id);
+    const seen = lookup.get(id);
     const when = seen ? new Date(seen.received_at).toISOString() : 'before';
     if (seen?.digest === digest) return { fresh: false, why: 'duplicate', message: `command ${id} was already received at ${when} (a redelivery or a replay)` };
     return { fresh: false, why: 'reused', message: `the command ID ${id} was already used at ${when} by another command` };
@@ -211,17 +204,17 @@ export class ReplayGuard {
 
   /** Notes that command `id` runs now, with where its result goes; fsynced before it runs. */
   started(id: string, name: string, route: { topic: string; correlation?: Buffer }): void {
-    this.insertRunning.run(id, name, route.topic, route.correlation ?? null, this.now());
+    this.statements.insertRunning.run(id, name, route.topic, route.correlation ?? null, this.now());
   }
 
   /** Notes that command `id` has its final result stored. */
   finished(id: string): void {
-    if (this.db.open) this.deleteRunning.run(id);
+    if (this.store.db.open) this.statements.deleteRunning.run(id);
   }
 
   /** The commands noted as running and never finished: running when the agent last died. */
   interrupted(): InterruptedCommand[] {
-    const rows = this.db
+    const rows = this.store.db
       .prepare<[], { id: string; name: string; topic: string; correlation: Buffer | null; started_at: number }>('SELECT id, name, topic, correlation, started_at FROM running ORDER BY started_at')
       .all();
     return rows.map((row) => ({ id: row.id, name: row.name, topic: row.topic, ...(row.correlation ? { correlation: row.correlation } : {}), startedAt: row.started_at }));
@@ -229,69 +222,55 @@ export class ReplayGuard {
 
   /** IDs remembered now (for tests and health). */
   get size(): number {
-    return this.db.prepare<[], { n: number }>('SELECT count(*) AS n FROM seen').get()!.n;
+    return this.store.db.prepare<[], { n: number }>('SELECT count(*) AS n FROM seen').get()!.n;
   }
 
   close(): void {
-    if (this.db.open) this.db.close();
+    this.store.close();
   }
 }
 
-function openChecked(file: string): Database.Database {
-  const db = new Database(file);
-  try {
-    db.pragma('journal_mode = WAL');
-    const check = db.pragma('quick_check', { simple: true });
-    if (check !== 'ok') throw new Damaged(`quick_check: ${String(check)}`);
-    db.pragma('synchronous = FULL');
-    db.exec(`
-      CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
-      CREATE TABLE IF NOT EXISTS seen (id TEXT PRIMARY KEY, digest TEXT NOT NULL, expires_at INTEGER NOT NULL, received_at INTEGER NOT NULL) WITHOUT ROWID;
-      CREATE INDEX IF NOT EXISTS seen_expiry ON seen (expires_at);
-      CREATE TABLE IF NOT EXISTS running (id TEXT PRIMARY KEY, name TEXT NOT NULL, topic TEXT NOT NULL, correlation BLOB, started_at INTEGER NOT NULL) WITHOUT ROWID;
-    `);
-    return db;
-  } catch (err) {
-    db.close();
-    throw err;
-  }
+const SCHEMA = `
+  CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+  CREATE TABLE IF NOT EXISTS seen (id TEXT PRIMARY KEY, digest TEXT NOT NULL, expires_at INTEGER NOT NULL, received_at INTEGER NOT NULL) WITHOUT ROWID;
+  CREATE INDEX IF NOT EXISTS seen_expiry ON seen (expires_at);
+  CREATE TABLE IF NOT EXISTS running (id TEXT PRIMARY KEY, name TEXT NOT NULL, topic TEXT NOT NULL, correlation BLOB, started_at INTEGER NOT NULL) WITHOUT ROWID;
+`;
+
+/** 0600, no link followed, errors naming the key and the file (src/store/state-database.ts); every commit fsynced. */
+const STATE_OPTIONS = { configKey: 'commands.replayDbPath', synchronous: 'FULL', setup: (db: Database.Database) => db.exec(SCHEMA) } as const;
+
+/** Damaged or replaced replay memories kept beside the file for a person to look at. */
+const MAX_SET_ASIDE_FILES = 3;
+
+interface ReplayStatements {
+  /** Records an ID and raises max_issued_at with it, in one transaction (one fsync); false when the ID is known. */
+  rememberFresh: (id: string, digest: string, until: number, now: number, issuedAt: number, maxIssuedAt: number) => boolean;
+  lookup: Database.Statement<[string], { digest: string; received_at: number }>;
+  purge: Database.Statement<[number]>;
+  insertRunning: Database.Statement<[string, string, string, Buffer | null, number]>;
+  deleteRunning: Database.Statement<[string]>;
 }
 
-/** A new database where there is none now (the old one moved aside, or never made). */
-function openFresh(file: string): Database.Database {
-  try {
-    return openChecked(file);
-  } catch (err) {
-    throw new Error(`commands.replayDbPath: cannot create ${file}: ${(err as Error).message}`);
-  }
+/** The statements on `db` (prepared again on the new connection after a carry-over). */
+function prepareStatements(db: Database.Database): ReplayStatements {
+  const insert = db.prepare<[string, string, number, number]>('INSERT OR IGNORE INTO seen (id, digest, expires_at, received_at) VALUES (?, ?, ?, ?)');
+  const saveMaxIssued = db.prepare<[number]>("INSERT OR REPLACE INTO meta (key, value) VALUES ('max_issued_at', ?)");
+  return {
+    rememberFresh: db.transaction((id: string, digest: string, until: number, now: number, issuedAt: number, maxIssuedAt: number) => {
+      if (insert.run(id, digest, until, now).changes !== 1) return false;
+      if (issuedAt > maxIssuedAt) saveMaxIssued.run(issuedAt);
+      return true;
+    }),
+    lookup: db.prepare('SELECT digest, received_at FROM seen WHERE id = ?'),
+    purge: db.prepare('DELETE FROM seen WHERE expires_at < ?'),
+    insertRunning: db.prepare('INSERT OR REPLACE INTO running (id, name, topic, correlation, started_at) VALUES (?, ?, ?, ?, ?)'),
+    deleteRunning: db.prepare('DELETE FROM running WHERE id = ?'),
+  };
 }
 
 function metaValue(db: Database.Database, key: string): number | undefined {
   return db.prepare<[string], { value: number }>('SELECT value FROM meta WHERE key = ?').get(key)?.value;
-}
-
-class Damaged extends Error {}
-
-function isCorruption(err: unknown): boolean {
-  if (err instanceof Damaged) return true;
-  if (!(err instanceof Database.SqliteError)) return false;
-  return err.code.startsWith('SQLITE_CORRUPT') || err.code === 'SQLITE_NOTADB';
-}
-
-/** The file's size, or undefined when there is none. */
-function fileSize(file: string): number | undefined {
-  try {
-    return statSync(file).size;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw new Error(`commands.replayDbPath: cannot read ${file}: ${(err as Error).message}`);
-  }
-}
-
-function moveAside(file: string, now: number, why: 'corrupt' | 'empty' | 'replaced'): string {
-  const aside = `${file}.${why}-${new Date(now).toISOString().replace(/[:.]/g, '-')}`;
-  for (const suffix of ['', '-wal', '-shm']) if (existsSync(file + suffix)) renameSync(file + suffix, aside + suffix);
-  return aside;
 }
 
 type AnchorState = { state: 'absent' } | { state: 'unreadable'; reason: string } | ({ state: 'ok' } & Anchor);
@@ -299,10 +278,11 @@ type AnchorState = { state: 'absent' } | { state: 'unreadable'; reason: string }
 function readAnchor(file: string): AnchorState {
   let text: string;
   try {
-    text = readFileSync(file, 'utf8');
+    // A few dozen bytes of JSON; never through a link, never blocked on a FIFO planted there.
+    text = readRegularFile(file, { maxBytes: 4096 }).toString('utf8');
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    return code === 'ENOENT' ? { state: 'absent' } : { state: 'unreadable', reason: code ?? (err as Error).message };
+    if (err instanceof RegularFileError) return err.problem === 'missing' ? { state: 'absent' } : { state: 'unreadable', reason: err.message };
+    return { state: 'unreadable', reason: (err as Error).message };
   }
   try {
     const json = JSON.parse(text) as Partial<Anchor>;
@@ -320,7 +300,7 @@ function readAnchor(file: string): AnchorState {
 function writeAnchor(file: string, anchor: Anchor): void {
   const temp = `${file}.${process.pid}.tmp`;
   rmSync(temp, { force: true });
-  const fd = openSync(temp, 'wx', 0o600);
+  const fd = openSync(temp, 'wx', STATE_FILE_MODE);
   try {
     writeSync(fd, `${JSON.stringify(anchor)}\n`);
     fsyncSync(fd);

@@ -3,7 +3,7 @@
  * persistence and its corrupt-file floor, the signer checks, and preconditions on live values.
  */
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync, statSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import Database from 'better-sqlite3';
@@ -139,6 +139,50 @@ describe('replay memory', () => {
     guard.close();
   }
 
+  it('[14.L4] the replay memory and its anchor are created 0600 whatever the umask; a link planted at its -wal refuses the open, naming it', () => {
+    const dir = makeTempDir('replay-modes-');
+    const file = path.join(dir, 'commands.db');
+    const umask = process.umask(0o022);
+    try {
+      take(file, 'a', 1_760_000_000_000);
+    } finally {
+      process.umask(umask);
+    }
+    for (const name of ['commands.db', '.commands.db.anchor']) assert.equal(statSync(path.join(dir, name)).mode & 0o777, 0o600, name);
+    const other = makeTempDir('replay-link-');
+    const linked = path.join(other, 'commands.db');
+    const target = path.join(other, 'elsewhere');
+    writeFileSync(target, 'not yours');
+    symlinkSync(target, `${linked}-wal`);
+    assert.throws(() => ReplayGuard.open({ path: linked }), /commands\.replayDbPath: .*commands\.db-wal/);
+    assert.equal(readFileSync(target, 'utf8'), 'not yours');
+  });
+
+  it('[14.2] the replay database deleted while the agent runs: the next command carries its IDs over, a captured one stays refused', () => {
+    const dir = makeTempDir('replay-running-');
+    const file = path.join(dir, 'commands.db');
+    const t = 1_760_000_000_000;
+    const problems: string[] = [];
+    const guard = ReplayGuard.open({ path: file, now: () => t, onProblem: (m) => problems.push(m) });
+    try {
+      assert.deepEqual(guard.remember('captured', 'digest-captured', t, t + 3_600_000), { fresh: true });
+      for (const suffix of ['', '-wal', '-shm']) rmSync(file + suffix, { force: true });
+      const replay = guard.remember('captured', 'digest-captured', t, t + 3_600_000);
+      assert.equal(replay.fresh === false && replay.why, 'duplicate');
+      assert.match(problems.join('\n'), /the replay memory .*commands\.db was deleted while the agent ran; carried its IDs over/);
+    } finally {
+      guard.close();
+    }
+    // And the new file holds them after a restart.
+    const again = ReplayGuard.open({ path: file, now: () => t });
+    try {
+      const replay = again.remember('captured', 'digest-captured', t, t + 3_600_000);
+      assert.equal(replay.fresh === false && replay.why, 'duplicate');
+    } finally {
+      again.close();
+    }
+  });
+
   it('[14.2] a deleted replay database: after a restart the captured command is refused (before-reset), and an error says so', () => {
     const dir = makeTempDir('replay-deleted-');
     const file = path.join(dir, 'commands.db');
@@ -159,7 +203,7 @@ describe('replay memory', () => {
     }
   });
 
-  it('[14.2] a replay database truncated to 0 bytes is moved aside, and the captured command is refused', () => {
+  it('[14.2] a replay database truncated to 0 bytes is said to be lost, and the captured command is refused', () => {
     const dir = makeTempDir('replay-empty-');
     const file = path.join(dir, 'commands.db');
     const t = 1_760_000_000_000;
@@ -168,8 +212,8 @@ describe('replay memory', () => {
     const problems: string[] = [];
     const guard = ReplayGuard.open({ path: file, now: () => t + 60_000, onProblem: (m) => problems.push(m) });
     try {
-      assert.match(problems.join('\n'), /commands\.db is empty \(0 bytes\) .*moved it aside as .*commands\.db\.empty-\S+, started a new one/);
-      assert.ok(readdirSync(dir).some((name) => /^commands\.db\.empty-/.test(name)), readdirSync(dir).join(', '));
+      // Nothing in it to keep for a person: the new memory starts in the same file.
+      assert.match(problems.join('\n'), /commands\.db is empty \(0 bytes: truncated\) \(the agent has run before: .*\); started a new one: commands issued before \S+ are refused/);
       const replay = guard.remember('captured', 'digest-captured', t, t + 3_600_000);
       assert.equal(replay.fresh === false && replay.why, 'before-reset');
     } finally {

@@ -162,7 +162,7 @@ describe('dispatcher', () => {
     const r = rig();
     try {
       // A real SQLITE_FULL: the replay database may not grow by a page more.
-      const db = (r.replay as unknown as { db: Database.Database }).db;
+      const db = (r.replay as unknown as { store: { db: Database.Database } }).store.db;
       db.pragma(`max_page_count = ${db.pragma('page_count', { simple: true }) as number}`);
       let sent = 0;
       for (; sent < 500 && !r.answers.some((a) => a.result.status === 'REJECTED'); sent++) {
