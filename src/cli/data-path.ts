@@ -360,6 +360,8 @@ export class DataPath {
         expired: outbox.expired,
         rejected: outbox.rejected,
         corruptFilesMovedAside: outbox.corruptFilesMovedAside,
+        setAside: outbox.setAside,
+        fileLostWhileRunning: outbox.fileLostWhileRunning,
       },
     };
     if (this.uplink) {

@@ -127,6 +127,9 @@ export function renderMetrics(report: HealthReport | null): string {
     m.add('telematics_outbox_evicted_bytes_total', 'counter', 'Bytes evicted unsent because the outbox was full.', a.outbox.evictedBytes);
     m.add('telematics_outbox_expired_total', 'counter', 'Messages deleted unsent because they were too old.', a.outbox.expired);
     m.add('telematics_outbox_rejected_total', 'counter', 'Messages the outbox could not store.', a.outbox.rejected);
+    m.add('telematics_outbox_set_aside_files', 'gauge', 'Damaged outbox files kept beside it.', a.outbox.setAsideFiles);
+    m.add('telematics_outbox_set_aside_bytes', 'gauge', 'Size of the damaged outbox files kept beside it.', a.outbox.setAsideBytes);
+    m.add('telematics_outbox_file_lost_total', 'counter', 'Times the outbox file was deleted or replaced under the running agent.', a.outbox.fileLostWhileRunning);
   }
   const u = a.uplink;
   if (u) {

@@ -55,6 +55,11 @@ export interface OutboxHealth {
   evictedBytes: number;
   expired: number;
   rejected: number;
+  /** Damaged outbox files kept beside it for a person (counted against maxBytes), and their size. */
+  setAsideFiles: number;
+  setAsideBytes: number;
+  /** Times the outbox file was found deleted or replaced under the running agent (its content carried over). */
+  fileLostWhileRunning: number;
 }
 
 export interface UplinkHealth {
@@ -259,6 +264,9 @@ function readDataPath(
         evictedBytes: count(evicted?.bytes),
         expired: count(o.expired),
         rejected: count(o.rejected),
+        setAsideFiles: count(record(o.setAside)?.files),
+        setAsideBytes: count(record(o.setAside)?.bytes),
+        fileLostWhileRunning: count(o.fileLostWhileRunning),
       }
     : null;
 

@@ -243,7 +243,7 @@ describe('remote commands through mosquitto', { timeout: 180_000 }, () => {
         await car.close();
         lose(path.join(dir, 'commands.db'));
         car = await startAgent(broker, pki, commandPki, { deviceId, dir });
-        assert.ok(car.log.some((line) => /^commands: the replay memory .*commands\.db (is missing|is empty \(0 bytes\)).*commands issued before \S+ are refused/.test(line)), car.log.join('\n'));
+        assert.ok(car.log.some((line) => /^commands: the replay memory .*commands\.db (is missing|is empty \(0 bytes: truncated\)).*commands issued before \S+ are refused/.test(line)), car.log.join('\n'));
         const again = await ops.publishPayload(deviceId, 'ping', payload, envelope.id, { timeoutMs: 10_000 });
         assert.equal(again.final?.status, 'REJECTED', JSON.stringify(again.results));
         assert.equal(again.final!.reason, 'replayed');

@@ -137,6 +137,7 @@ describe('health report over the uplink', () => {
       const o = r.agent.outbox!;
       assert.ok(o.messages >= 0 && o.bytes >= 0 && o.evicted === 0 && o.expired === 0, JSON.stringify(o));
       assert.ok(o.oldestAgeS === null || o.oldestAgeS < 5, JSON.stringify(o));
+      assert.deepEqual([o.setAsideFiles, o.setAsideBytes, o.fileLostWhileRunning], [0, 0, 0], JSON.stringify(o));
 
       const cert = r.agent.certificate;
       assert.ok(cert, 'the data path reports the device certificate');

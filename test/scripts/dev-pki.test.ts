@@ -8,6 +8,7 @@ import { chmodSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { devCaFromPem, issueClientCertificate, writeIssued } from '../../src/pki/dev-ca.js';
+import { ensureDevPki } from '../../src/cli/data-path.js';
 import { loadIdentity } from '../../src/pki/identity.js';
 import { runScript, type ScriptRun } from '../support/scripts.js';
 import { makeTempDir } from '../support/temp.js';
@@ -126,4 +127,16 @@ test('[14.4] dev-pki: a backend certificate an older version issued from the dev
   assert.equal(again.code, 0, again.stderr);
   const backend = new X509Certificate(readFileSync(path.join(out, 'backend.crt')));
   assert.ok(backend.verify(new X509Certificate(readFileSync(path.join(out, 'backend-ca.crt'))).publicKey));
+});
+
+test('[14.L4] the development PKI folder a first `npm start` makes is 0700 whatever the umask, its keys 0600', () => {
+  const certsDir = path.join(makeTempDir('dev-pki-start-'), 'certs', 'dev');
+  const umask = process.umask(0o022);
+  try {
+    ensureDevPki(certsDir, 'demo-vehicle-001');
+  } finally {
+    process.umask(umask);
+  }
+  assert.equal(statSync(certsDir).mode & 0o777, 0o700);
+  for (const name of readdirSync(certsDir).filter((n) => n.endsWith('.key'))) assert.equal(statSync(path.join(certsDir, name)).mode & 0o777, 0o600, name);
 });
