@@ -9,7 +9,7 @@
  * collector (see src/collect/collector.ts): nothing here runs per frame.
  */
 import { X509Certificate } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import type { FrameSink } from '../can/frame.js';
 import { Collector } from '../collect/collector.js';
@@ -85,10 +85,14 @@ function identityFiles(uplink: UplinkConfig): IdentityFiles & { caFile: string }
  * that an older version issued from the device CA is issued again from the backend CA.
  */
 export function ensureDevPki(certsDir: string, deviceId: string, say: Warn = () => undefined): DevPkiPaths {
-  const fresh = !existsSync(certsDir);
   mkdirSync(certsDir, { recursive: true, mode: 0o700 });
-  // mkdir's mode is cut by the umask, never widened: a folder of CA keys is its owner's alone.
-  if (fresh) chmodSync(certsDir, 0o700);
+  // mkdir's mode is cut by the umask, never widened, and an older version left it 0755: a folder of CA keys is its
+  // owner's alone.
+  const mode = statSync(certsDir).mode & 0o777;
+  if (mode !== 0o700) {
+    chmodSync(certsDir, 0o700);
+    if (mode & 0o077) say(`the development PKI folder ${certsDir} was readable by others (mode ${mode.toString(8).padStart(4, '0')}); made it 0700`);
+  }
   const file = (name: string): string => path.join(certsDir, name);
   const ca = ensureCa(certsDir, 'ca', 'development CA', say);
   const backendCa = ensureCa(certsDir, BACKEND_CA_NAME, 'development backend CA', say, 'telematics-agent development backend CA');

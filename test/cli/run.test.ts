@@ -33,7 +33,7 @@ describe('telematics-agent run', () => {
       const entry = JSON.parse(line) as { level: string; msg: string };
       if (entry.level === 'debug') continue;
       assert.notEqual(entry.level, 'error', line);
-      assert.match(entry.msg, /^(created a development (backend )?CA in |created a development command CA and operator 'ops-dev' in |embedded MQTT broker listening on mqtts:\/\/localhost:8883 |uplink: connected to mqtts:\/\/localhost:8883$|health: status page on http:\/\/127\.0\.0\.1:8089\/$|health: cannot serve the status page on 127\.0\.0\.1:8089: the port is in use; running without it$)/);
+      assert.match(entry.msg, /^(created a development (backend )?CA in |the development PKI folder .* made it 0700$|created a development command CA and operator 'ops-dev' in |embedded MQTT broker listening on mqtts:\/\/localhost:8883 |uplink: connected to mqtts:\/\/localhost:8883$|health: status page on http:\/\/127\.0\.0\.1:8089\/$|health: cannot serve the status page on 127\.0\.0\.1:8089: the port is in use; running without it$)/);
     }
     const lines = statusLines(result.stdout);
     assert.ok(lines.length >= 1, result.stdout);
