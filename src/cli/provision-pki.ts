@@ -23,6 +23,7 @@ import { fileURLToPath } from 'node:url';
 import { DeviceConfigError, loadDeviceConfig, parseDeviceConfig, type DeviceConfig } from '../config/device-config.js';
 import { createCsr, createDeviceKey, readCsr, signDeviceCsr } from '../pki/csr.js';
 import { devCaFromPem, issueServerCertificate, writeIssued } from '../pki/dev-ca.js';
+import { ChainRefusal, describeCertificate, verifyChain } from '../pki/certificate-chain.js';
 import { IdentityError, loadIdentity } from '../pki/identity.js';
 import { DEV_OPERATOR } from '../pki/command-pki.js';
 import { BACKEND_CA_NAME, BACKEND_IDENTITY, deviceIdProblem } from '../pki/device-id.js';
@@ -100,7 +101,12 @@ function certificatesIn(option: string, file: string, pem: string): X509Certific
   });
 }
 
-/** A CA certificate file: every certificate in it must be a CA, valid now. */
+/**
+ * A CA certificate file: every certificate in it must be a CA, valid now, and pass the chain check the agent makes
+ * (src/pki/certificate-chain.ts) as a CA that is to issue: allowed to sign certificates, a CA's key, no unknown
+ * critical extension, and where the file also holds its issuer (an intermediate with its root), no SHA-1 or MD5
+ * signature and within the path lengths above it, counting itself (what it issues will be below it).
+ */
 function readCaFile(option: string, file: string): { pem: string; certs: X509Certificate[] } {
   const pem = readInput(option, file);
   const certs = certificatesIn(option, file, pem);
@@ -110,6 +116,37 @@ function readCaFile(option: string, file: string): { pem: string; certs: X509Cer
     if (!cert.ca) throw new ProvisionError(`${option} ${file}: '${name}' is not a CA certificate (basicConstraints CA:TRUE is missing)`);
     if (new Date(cert.validTo) < now) throw new ProvisionError(`${option} ${file}: the CA '${name}' expired on ${new Date(cert.validTo).toISOString()}`);
     if (new Date(cert.validFrom) > now) throw new ProvisionError(`${option} ${file}: the CA '${name}' is not valid before ${new Date(cert.validFrom).toISOString()} (is this clock right?)`);
+  }
+  const refuse = (refusal: ChainRefusal): never => {
+    throw new ProvisionError(`${option} ${file}: ${refusal.message}`);
+  };
+  const roots = certs.filter(selfSigned).map((root) => {
+    try {
+      return describeCertificate(root);
+    } catch (err) {
+      if (err instanceof ChainRefusal) refuse(err);
+      throw err;
+    }
+  });
+  for (const cert of certs) {
+    const verdict = verifyChain({
+      certificates: [cert, ...certs.filter((c) => c !== cert)],
+      anchors: roots,
+      leaf: { kind: 'issuing-ca' },
+      at: now.getTime(),
+      maxLength: certs.length,
+      anchoring: 'optional',
+      names: {
+        leaf: 'the CA',
+        given: () => 'the CA',
+        chain: file,
+        anchor: 'the root CA',
+        anchors: 'a root CA of the file',
+        anAnchor: 'a root CA of the file',
+        issues: option === '--command-ca' ? 'certificates for commands' : 'certificates',
+      },
+    });
+    if (verdict instanceof ChainRefusal) refuse(verdict);
   }
   return { pem: normalizePem(pem), certs };
 }
@@ -575,8 +612,9 @@ function certificateToReplace(certFile: string, keyPem: string, device: string, 
 }
 
 /**
- * The bundle's identity as the agent will check it at start (key matches, valid, client authentication, chain);
- * warns when certificate rotation would refuse it later (the agent checks a rotated certificate against the broker CA).
+ * The bundle's identity as the agent will check it at start (key matches, valid, client authentication, the chain
+ * rules of src/pki/certificate-chain.ts); warns when certificate rotation would refuse it later (the agent checks a
+ * rotated certificate against the broker CA, with the same rules).
  */
 function checkIdentity(bundle: string, issuerFile: string | undefined, say: Say, certFile = path.join(bundle, BUNDLE.cert)): void {
   const files = { certFile, keyFile: path.join(bundle, BUNDLE.key), caFile: path.join(bundle, BUNDLE.brokerCa) };
@@ -586,16 +624,18 @@ function checkIdentity(bundle: string, issuerFile: string | undefined, say: Say,
   } catch (err) {
     if (!(err instanceof IdentityError)) throw err;
     if (err.problem === 'mismatch') throw new ProvisionError(`${certFile} does not carry the bundle's key: it was not signed from ${path.join(bundle, BUNDLE.csr)}`);
-    if (err.problem === 'chain' && issuerFile !== undefined) throw new ProvisionError(`${certFile} is not issued by ${issuerFile}${issuerFile === files.caFile ? ' (the bundle\'s broker CA; pass --ca with the CA that signed it)' : ''}`);
+    if (err.rule === 'untrusted' && issuerFile !== undefined) throw new ProvisionError(`${certFile} is not issued by ${issuerFile}${issuerFile === files.caFile ? ' (the bundle\'s broker CA; pass --ca with the CA that signed it)' : ''}`);
     throw new ProvisionError(err.message);
   }
-  const chain = (readFileSync(certFile, 'utf8').match(PEM_CERTIFICATE) ?? []).map((b) => new X509Certificate(b));
-  const top = chain[chain.length - 1]!;
-  const brokerCas = (readFileSync(files.caFile, 'utf8').match(PEM_CERTIFICATE) ?? []).map((b) => new X509Certificate(b));
-  if (!brokerCas.some((ca) => top.checkIssued(ca) && top.verify(ca.publicKey))) {
+  try {
+    loadIdentity({ ...files, requireIssuer: true });
+  } catch (err) {
+    if (!(err instanceof IdentityError)) throw err;
     say(
-      `warning: the device certificate is not issued by a CA in ${BUNDLE.brokerCa}: the car connects, but certificate rotation checks the new ` +
-        `certificate against that file and will refuse it; add the issuing CA to ${BUNDLE.brokerCa} if rotation is to work`,
+      err.rule === 'untrusted'
+        ? `warning: the device certificate is not issued by a CA in ${BUNDLE.brokerCa}: the car connects, but certificate rotation checks the new ` +
+            `certificate against that file and will refuse it; add the issuing CA to ${BUNDLE.brokerCa} if rotation is to work`
+        : `warning: certificate rotation checks a new certificate against ${BUNDLE.brokerCa} and would refuse one like this: ${err.message}`,
     );
   }
 }

@@ -1,11 +1,17 @@
 /**
  * The device's TLS identity as the uplink uses it: its client certificate and key, and the CA the broker's
- * certificate must chain to (pinned: the only CA trusted for the broker). Read and checked once at start, so a
- * missing, unreadable, mismatched or expired file is a clear error naming the file, not a TLS failure at every
- * reconnect.
+ * certificate must chain to (pinned: the only CA trusted for the broker). Read and checked at start, daily, and for a
+ * certificate that rotation brings, so a missing, unreadable, mismatched or expired file is a clear error naming the
+ * file, not a TLS failure at every reconnect.
+ *
+ * The certificate's chain goes through the check the command signer's goes through (src/pki/certificate-chain.ts,
+ * RFC 5280): every issuer a CA allowed to sign certificates, within its path length (the trust anchor's included),
+ * no SHA-1 or MD5 signature, no unknown critical extension; the device certificate itself is no CA, allows client
+ * authentication, and has a key of the kinds below. Its intermediates follow it in the file, each issued by the next.
  */
 import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
+import { ChainRefusal, describeCertificate, subjectLine, verifyChain, type ChainCertificate, type ChainRule, type EndEntityRules } from './certificate-chain.js';
 
 export interface IdentityFiles {
   /** The client certificate (PEM), optionally followed by the intermediates up to its CA. */
@@ -44,6 +50,8 @@ export class IdentityError extends Error {
     readonly file: string,
     readonly problem: IdentityProblem,
     message: string,
+    /** For a certificate refused by the chain check: the rule it broke. */
+    readonly rule?: ChainRule,
   ) {
     super(message);
     this.name = 'IdentityError';
@@ -52,6 +60,36 @@ export class IdentityError extends Error {
 
 const CLIENT_AUTH_OID = '1.3.6.1.5.5.7.3.2';
 const SOON_MS = 30 * 86_400_000;
+
+/**
+ * The device certificate's own rules: a TLS client's (no extended key usage at all means any use), signing the
+ * handshake with a key of the kinds TLS brokers take: ECDSA P-256, P-384 or P-521, Ed25519, or RSA of 2048 bits or more.
+ */
+const DEVICE: EndEntityRules = {
+  kind: 'end-entity',
+  holder: "a device's",
+  extendedKeyUsage: { oid: CLIENT_AUTH_OID, required: false, refusal: `does not allow client authentication: its extended key usage lacks clientAuth (${CLIENT_AUTH_OID})` },
+  digitalSignature: 'cannot sign a TLS handshake: its key usage lacks digitalSignature',
+  keys: {
+    curves: { prime256v1: 'P-256', secp384r1: 'P-384', secp521r1: 'P-521' },
+    ed25519: true,
+    ed448: false,
+    minRsaBits: 2048,
+    allowed: 'ECDSA P-256, P-384 or P-521, Ed25519, or RSA of 2048 bits or more',
+  },
+  keyRefusal: "may not be a device's TLS identity",
+};
+
+/** The identity problem a refused chain is: the device certificate's own use, its key, its dates, or the chain. */
+const PROBLEM_OF_RULE: Partial<Record<ChainRule, IdentityProblem>> = {
+  'end-entity': 'usage',
+  'extended-key-usage': 'usage',
+  'key-usage': 'usage',
+  'leaf-key': 'invalid',
+  unreadable: 'invalid',
+  expired: 'expired',
+  'not-yet-valid': 'not-yet-valid',
+};
 
 /** Reads and checks the identity files; throws an IdentityError naming the file and the problem. */
 export function loadIdentity(files: IdentityFiles, now: Date = new Date()): DeviceIdentity {
@@ -77,42 +115,56 @@ export function loadIdentity(files: IdentityFiles, now: Date = new Date()): Devi
     );
   }
   chain.forEach((cert, i) => checkValidity(files.certFile, i === 0 ? 'client certificate' : `intermediate #${i}`, cert, now, warnings));
-  const usage = leaf.keyUsage;
-  if (Array.isArray(usage) && !usage.includes(CLIENT_AUTH_OID)) {
-    throw new IdentityError(files.certFile, 'usage', `client certificate ${files.certFile}: its extended key usage does not allow client authentication`);
-  }
-  for (let i = 0; i + 1 < chain.length; i++) {
-    // An issuer in the chain must be a CA: a device's own certificate (CA:false) cannot sign another device's.
-    if (!chain[i + 1]!.ca) {
-      throw new IdentityError(files.certFile, 'chain', `client certificate ${files.certFile}: certificate #${i + 1} of its chain is not a CA certificate, so it cannot issue #${i}`);
-    }
-    if (!issuedBy(chain[i]!, chain[i + 1]!)) {
-      throw new IdentityError(files.certFile, 'chain', `client certificate ${files.certFile}: certificate #${i} is not signed by the one after it`);
-    }
-  }
 
   const cas = parseCertificates(files.caFile, 'broker CA', caPem);
   cas.forEach((ca) => {
     if (!ca.ca) throw new IdentityError(files.caFile, 'invalid', `broker CA ${files.caFile}: ${subjectCn(ca) ?? 'a certificate'} is not a CA certificate`);
     checkValidity(files.caFile, 'broker CA', ca, now, warnings);
   });
+  const issuers = files.issuerFile !== undefined ? parseCertificates(files.issuerFile, 'issuer CA', readPem(files.issuerFile, 'issuer CA')) : undefined;
 
-  // The client certificate's issuer need not be the broker's CA; when it is (or the issuer is given), check the link.
-  const top = chain[chain.length - 1]!;
-  if (files.issuerFile !== undefined) {
-    const issuers = parseCertificates(files.issuerFile, 'issuer CA', readPem(files.issuerFile, 'issuer CA'));
-    if (!issuers.some((ca) => issuedBy(top, ca) || ca.fingerprint256 === top.fingerprint256)) {
-      throw new IdentityError(files.certFile, 'chain', `client certificate ${files.certFile} does not chain to the issuer CA ${files.issuerFile}`);
+  // The chain ends at the issuer CA when it is given, else at the broker's CA when that issued it. Without either,
+  // at start, the broker's own check is enough (the device may hold a chain only the broker knows); a certificate
+  // that arrived over the network (requireIssuer) must reach one.
+  const anchorFile = files.issuerFile ?? files.caFile;
+  const anchorWhat = issuers ? 'issuer CA' : 'broker CA';
+  const anchors = (issuers ?? cas).map((ca) => describeAnchor(anchorFile, anchorWhat, ca));
+  const required = issuers !== undefined || files.requireIssuer === true;
+  const verdict = verifyChain({
+    certificates: chain,
+    anchors,
+    leaf: DEVICE,
+    at: now.getTime(),
+    ordered: true,
+    anchoring: required ? 'required' : 'optional',
+    names: {
+      leaf: '',
+      given: (index) => `intermediate #${index}`,
+      chain: 'its chain',
+      anchor: `the ${anchorWhat}`,
+      anchors: `the ${anchorWhat} ${anchorFile}`,
+      anAnchor: `a CA of ${anchorFile}`,
+      issues: 'device certificates',
+    },
+  });
+  if (verdict instanceof ChainRefusal) {
+    const { rule } = verdict;
+    if (rule === 'untrusted') {
+      const end = verdict.certificate;
+      const names = `${end === leaf ? 'it names' : `its chain ends at ${subjectLine(end)}, which names`} ${end.issuer.replace(/\n/g, ', ')}`;
+      throw new IdentityError(
+        files.certFile,
+        'chain',
+        issuers
+          ? `client certificate ${files.certFile} does not chain to the issuer CA ${files.issuerFile} (${names})`
+          : `client certificate ${files.certFile} is not issued by the CA in ${files.caFile} (${names})`,
+        rule,
+      );
     }
-  } else {
-    for (const ca of cas) {
-      if (top.checkIssued(ca) && !top.verify(ca.publicKey)) {
-        throw new IdentityError(files.certFile, 'chain', `client certificate ${files.certFile} names ${files.caFile} as its issuer but its signature does not verify`);
-      }
-    }
-    if (files.requireIssuer && !cas.some((ca) => issuedBy(top, ca))) {
-      throw new IdentityError(files.certFile, 'chain', `client certificate ${files.certFile} is not issued by the CA in ${files.caFile} (it names ${top.issuer.replace(/\n/g, ', ')})`);
-    }
+    // An intermediate refused is also named by its place in the file (the leaf is #0, the client certificate itself).
+    const at = chain.indexOf(verdict.certificate);
+    const where = at > 0 ? `, certificate #${at} of its chain` : '';
+    throw new IdentityError(files.certFile, PROBLEM_OF_RULE[rule] ?? 'chain', `client certificate ${files.certFile}${where}: ${verdict.message}`, rule);
   }
 
   const commonName = subjectCn(leaf);
@@ -175,8 +227,14 @@ function checkValidity(file: string, what: string, cert: X509Certificate, now: D
   if (to.getTime() - now.getTime() < SOON_MS) warnings.push(`${what} ${file} expires on ${to.toISOString()}`);
 }
 
-function issuedBy(cert: X509Certificate, issuer: X509Certificate): boolean {
-  return cert.checkIssued(issuer) && cert.verify(issuer.publicKey);
+/** A CA of `file` as the chain check takes it; a certificate it cannot read is the file's problem. */
+function describeAnchor(file: string, what: string, ca: X509Certificate): ChainCertificate {
+  try {
+    return describeCertificate(ca);
+  } catch (err) {
+    if (err instanceof ChainRefusal) throw new IdentityError(file, 'invalid', `${what} ${file}: ${err.message}`, err.rule);
+    throw err;
+  }
 }
 
 function subjectCn(cert: X509Certificate): string | undefined {

@@ -2,8 +2,9 @@
  * Certificate rotation, as the `rotateCertificate` command runs it. The new key is made on the car and never leaves
  * it. Only the signing request goes to the backend, on `vehicles/<id>/csr`. The signed certificate comes back on
  * `vehicles/<id>/certificate`, answering the request's ID. The car checks the certificate before it uses it: it must
- * be issued by the pinned CA, carry the new key, name this device, be valid now and allow client authentication.
- * Then the car swaps the files (src/pki/identity-files.ts) and reconnects with the new pair. If the broker does not
+ * be issued by the pinned CA, carry the new key, name this device, be valid now and allow client authentication, and
+ * its chain must pass the chain check of the start (identity.ts, certificate-chain.ts: path lengths, keyCertSign, no
+ * SHA-1 or MD5 signature...). Then the car swaps the files (src/pki/identity-files.ts) and reconnects with the new pair. If the broker does not
  * take the new pair, the car puts the old one back and reconnects with it.
  *
  * Message formats (JSON):

@@ -16,6 +16,7 @@ import {
   writeIssued,
 } from '../../src/pki/dev-ca.js';
 import { IdentityError, loadIdentity, type IdentityFiles, type IdentityProblem } from '../../src/pki/identity.js';
+import { OpensslPki, type CertificateRequest, type OpensslCertificate } from '../support/openssl-pki.js';
 import { makeTempDir } from '../support/temp.js';
 
 const dir = makeTempDir('identity-');
@@ -155,7 +156,7 @@ describe('loadIdentity', () => {
       () => loadIdentity({ ...files, caFile, requireIssuer: true }),
       files.certFile,
       'chain',
-      /certificate #1 of its chain is not a CA certificate, so it cannot issue #0/,
+      /certificate #1 of its chain: CN=car-9 issued CN=car-7 but is not a CA \(basicConstraints cA is not set\)/,
     );
   });
 
@@ -175,6 +176,104 @@ describe('loadIdentity', () => {
     // [14.4] The backend's name, and the development PKI's own file names, are never a car's.
     for (const reserved of ['backend', 'Backend', 'ca', 'server', 'command-ca', 'ops-dev', 'backend-ca']) {
       assert.throws(() => issueDeviceCertificate(reread, reserved), /cannot be a device ID: '.*' is reserved/, reserved);
+    }
+  });
+});
+
+describe('the device chain, validated as the command signer\'s is (RFC 5280)', () => {
+  const openssl = new OpensslPki();
+  /** A device CA as a fleet's tooling makes it: devices directly under it, no intermediate. */
+  const strictCa = openssl.issue({ name: 'strict device CA', ca: { pathLength: 0 } });
+  const openCa = openssl.issue({ name: 'open device CA', ca: {} });
+  const rsaCa = openssl.issue({ name: 'rsa device CA', key: 'rsa2048', ca: {} });
+
+  /** A device certificate (client authentication) as `request` says. */
+  function device(request: Omit<CertificateRequest, 'extendedKeyUsage'> & { extendedKeyUsage?: string }): OpensslCertificate {
+    return openssl.issue({ extendedKeyUsage: 'clientAuth', ...request });
+  }
+
+  /** The identity files of `leaf` followed by `intermediates`, trusting `ca` as the broker CA. */
+  function chainFiles(leaf: OpensslCertificate, intermediates: OpensslCertificate[], ca: OpensslCertificate): IdentityFiles {
+    const certFile = write(`${leaf.name}-chain.crt`, [leaf, ...intermediates].map((c) => c.certPem).join(''));
+    return { certFile, keyFile: leaf.keyFile, caFile: ca.certFile };
+  }
+
+  it('[14.3] a device certificate through an intermediate under a device CA with pathLenConstraint 0 is refused', () => {
+    const intermediate = openssl.issue({ name: 'rogue intermediate', issuer: strictCa, ca: {} });
+    const car = device({ name: 'car-31', issuer: intermediate });
+    const files = chainFiles(car, [intermediate], strictCa);
+    const rule = /the broker CA CN=strict device CA allows 0 intermediate CAs below it \(pathLenConstraint 0\), the chain has 1 \(CN=rogue intermediate\)/;
+    // At start (the broker CA anchors it), as rotation checks it (requireIssuer), and with the device CA as issuerFile.
+    expectProblem(() => loadIdentity(files), files.certFile, 'chain', rule);
+    expectProblem(() => loadIdentity({ ...files, requireIssuer: true }), files.certFile, 'chain', rule);
+    expectProblem(
+      () => loadIdentity({ ...files, caFile, issuerFile: strictCa.certFile, requireIssuer: true }),
+      files.certFile,
+      'chain',
+      /the issuer CA CN=strict device CA allows 0 intermediate CAs below it \(pathLenConstraint 0\)/,
+    );
+    // An intermediate's own limit counts too.
+    const level1 = openssl.issue({ name: 'level 1', issuer: openCa, ca: { pathLength: 0 } });
+    const level2 = openssl.issue({ name: 'level 2', issuer: level1, ca: {} });
+    const deep = device({ name: 'car-31', issuer: level2 });
+    const deepFiles = chainFiles(deep, [level2, level1], openCa);
+    expectProblem(() => loadIdentity(deepFiles), deepFiles.certFile, 'chain', /the intermediate CA CN=level 1 allows 0 intermediate CAs below it \(pathLenConstraint 0\), the chain has 1 \(CN=level 2\)/);
+    // Within every limit: loads, directly under the strict CA and through an intermediate under an open one.
+    assert.equal(loadIdentity({ ...chainFiles(device({ name: 'car-31', issuer: strictCa }), [], strictCa), requireIssuer: true }).commonName, 'car-31');
+    assert.equal(loadIdentity({ ...chainFiles(device({ name: 'car-31', issuer: level1 }), [level1], openCa), requireIssuer: true }).commonName, 'car-31');
+  });
+
+  it('[14.3] a device certificate signed with SHA-1 is refused', () => {
+    const sha1 = device({ name: 'car-32', issuer: rsaCa, digest: 'sha1' });
+    const files = chainFiles(sha1, [], rsaCa);
+    expectProblem(() => loadIdentity(files), files.certFile, 'chain', /CN=car-32 is signed with sha1WithRSAEncryption: certificates signed with SHA-1 are refused/);
+    const ecSha1 = device({ name: 'car-32', issuer: openCa, digest: 'sha1' });
+    const ecFiles = chainFiles(ecSha1, [], openCa);
+    expectProblem(() => loadIdentity({ ...ecFiles, requireIssuer: true }), ecFiles.certFile, 'chain', /CN=car-32 is signed with ecdsa-with-SHA1/);
+    // An intermediate signed with SHA-1.
+    const sha1Intermediate = openssl.issue({ name: 'sha1 intermediate', issuer: rsaCa, ca: {}, key: 'rsa2048', digest: 'sha1' });
+    const under = chainFiles(device({ name: 'car-32', issuer: sha1Intermediate }), [sha1Intermediate], rsaCa);
+    expectProblem(() => loadIdentity(under), under.certFile, 'chain', /CN=sha1 intermediate is signed with sha1WithRSAEncryption/);
+    assert.equal(loadIdentity(chainFiles(device({ name: 'car-32', issuer: rsaCa, digest: 'sha384' }), [], rsaCa)).commonName, 'car-32');
+  });
+
+  it('[14.3] an intermediate without keyCertSign is refused, naming the rule; so is a device CA without it', () => {
+    const crlOnly = openssl.issue({ name: 'crl-only intermediate', issuer: openCa, ca: {}, keyUsage: 'critical, cRLSign' });
+    const files = chainFiles(device({ name: 'car-33', issuer: crlOnly }), [crlOnly], openCa);
+    expectProblem(() => loadIdentity(files), files.certFile, 'chain', /the intermediate CA CN=crl-only intermediate issued CN=car-33 but may not sign certificates: its key usage lacks keyCertSign/);
+    // The device CA given as issuerFile (the broker CA being another).
+    const noCertSign = openssl.issue({ name: 'device CA without keyCertSign', ca: {}, keyUsage: 'critical, digitalSignature, cRLSign' });
+    const direct = chainFiles(device({ name: 'car-33', issuer: noCertSign }), [], openCa);
+    expectProblem(
+      () => loadIdentity({ ...direct, issuerFile: noCertSign.certFile, requireIssuer: true }),
+      direct.certFile,
+      'chain',
+      /the issuer CA CN=device CA without keyCertSign issued CN=car-33 but may not sign certificates: its key usage lacks keyCertSign/,
+    );
+  });
+
+  it('[14.3] a critical extension the agent does not process, anywhere in the device chain, is refused', () => {
+    const odd = openssl.issue({ name: 'odd intermediate', issuer: openCa, ca: {}, extra: ['1.3.6.1.4.1.55555.1 = critical, ASN1:NULL'] });
+    const files = chainFiles(device({ name: 'car-34', issuer: odd }), [odd], openCa);
+    expectProblem(() => loadIdentity(files), files.certFile, 'chain', /CN=odd intermediate carries a critical extension this agent does not process \(1\.3\.6\.1\.4\.1\.55555\.1\)/);
+    const oddLeaf = chainFiles(device({ name: 'car-34', issuer: openCa, extra: ['1.3.6.1.4.1.55555.2 = critical, ASN1:NULL'] }), [], openCa);
+    expectProblem(() => loadIdentity(oddLeaf), oddLeaf.certFile, 'chain', /CN=car-34 carries a critical extension this agent does not process \(1\.3\.6\.1\.4\.1\.55555\.2\)/);
+  });
+
+  it('[14.3] a device certificate that is a CA, or has a key outside the documented kinds, is refused', () => {
+    // A CA as a car's identity could issue certificates naming other cars.
+    const asCa = chainFiles(device({ name: 'car-35', issuer: openCa, ca: {}, keyUsage: 'critical, digitalSignature, keyCertSign' }), [], openCa);
+    expectProblem(() => loadIdentity(asCa), asCa.certFile, 'usage', /CN=car-35 is a CA certificate, not a device's/);
+    for (const [key, message] of [
+      ['P-192', /its key is ECDSA on prime192v1/],
+      ['secp256k1', /its key is ECDSA on secp256k1/],
+      ['rsa1024', /its key is RSA of 1024 bits/],
+    ] as const) {
+      const weak = chainFiles(device({ name: `car-${key}`, issuer: openCa, key }), [], openCa);
+      expectProblem(() => loadIdentity(weak), weak.certFile, 'invalid', new RegExp(`CN=car-${key} may not be a device's TLS identity: ${message.source}`));
+    }
+    for (const key of ['P-256', 'P-384', 'P-521', 'ed25519', 'rsa2048'] as const) {
+      assert.equal(loadIdentity(chainFiles(device({ name: `car-${key}`, issuer: openCa, key }), [], openCa)).commonName, `car-${key}`, key);
     }
   });
 });

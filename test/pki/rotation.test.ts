@@ -12,12 +12,13 @@ import { after, before, describe, it } from 'node:test';
 import type { OperatorClient } from '../../src/commands/operator-client.js';
 import type { CommandResult } from '../../src/commands/result.js';
 import { CsrError, readCsr, signDeviceCsr } from '../../src/pki/csr.js';
-import { createDevCa, issueDeviceCertificate, issueDeviceCertificateForKey, writeIssued, type DevCa } from '../../src/pki/dev-ca.js';
+import { createDevCa, devCaFromPem, issueDeviceCertificate, issueDeviceCertificateForKey, writeIssued, type DevCa } from '../../src/pki/dev-ca.js';
 import { commitIdentity, repairIdentityFiles, stageIdentity, swapIdentity } from '../../src/pki/identity-files.js';
 import { loadIdentity, type DeviceIdentity } from '../../src/pki/identity.js';
 import { rotateCertificate, RotationFailure, type RotationLink } from '../../src/pki/rotation.js';
 import { CommandPki, operatorClient, startAgent, type TestAgent } from '../support/commands.js';
 import { BackendSubscriber, Mosquitto, TestPki } from '../support/mosquitto.js';
+import { OpensslPki } from '../support/openssl-pki.js';
 import { makeTempDir } from '../support/temp.js';
 
 const fingerprint = (file: string): string => new X509Certificate(readFileSync(file)).fingerprint256;
@@ -106,7 +107,8 @@ describe('rotation against an in-memory link', () => {
   const deviceCa = createDevCa({ commonName: 'device CA' });
 
   /** A link whose "backend" signs each request with `signer` at once; reconnectWith resolves or rejects as told. */
-  function fakeLink(signer: DevCa, current: () => DeviceIdentity, options: { watchDelayMs?: number; onWatch?: () => void } = {}): RotationLink & { reconnects: string[] } {
+  /** `intermediates`: PEM the "backend" sends after the certificate it signs. */
+  function fakeLink(signer: DevCa, current: () => DeviceIdentity, options: { watchDelayMs?: number; onWatch?: () => void; intermediates?: string } = {}): RotationLink & { reconnects: string[] } {
     const listeners = new Map<string, (payload: Buffer) => void>();
     const reconnects: string[] = [];
     return {
@@ -122,7 +124,7 @@ describe('rotation against an in-memory link', () => {
       },
       async publish(topic, payload) {
         const request = JSON.parse(payload) as { requestId: string; deviceId: string; csr: string };
-        const certificate = signDeviceCsr(signer, request.csr, { deviceId: request.deviceId });
+        const certificate = signDeviceCsr(signer, request.csr, { deviceId: request.deviceId }) + (options.intermediates ?? '');
         setImmediate(() => listeners.get(topic.replace(/csr$/, 'certificate'))?.(Buffer.from(JSON.stringify({ requestId: request.requestId, certificate }))));
       },
       async reconnectWith(identity) {
@@ -155,6 +157,25 @@ describe('rotation against an in-memory link', () => {
       (err: unknown) => err instanceof RotationFailure && err.reason === 'bad-certificate' && /does not chain to the issuer CA/.test(err.message),
     );
     assert.equal(fingerprint(files.certFile), before);
+  });
+
+  it('[14.3] a certificate through an intermediate under the device CA (pathLenConstraint 0) is refused: bad-certificate, nothing changed', async () => {
+    const { files, identity } = car();
+    const before = fingerprint(files.certFile);
+    // An intermediate CA the device CA (a development CA: path length 0) should never have issued, signing the request.
+    const deviceCaFiles = { name: 'device CA', certPem: deviceCa.certPem, keyPem: deviceCa.keyPem, certFile: files.issuerFile, keyFile: path.join(path.dirname(files.issuerFile), 'device-ca.key'), kind: 'rsa2048' as const };
+    const intermediate = new OpensslPki().issue({ name: 'rotation intermediate', issuer: deviceCaFiles, ca: {}, key: 'rsa2048' });
+    const link = fakeLink(devCaFromPem(intermediate.certPem, intermediate.keyPem), identity, { intermediates: intermediate.certPem });
+    await assert.rejects(
+      rotateCertificate({ deviceId: 'car-i', files, link, requestId: 'p1', waitMs: 5000 }),
+      (err: unknown) =>
+        err instanceof RotationFailure &&
+        err.reason === 'bad-certificate' &&
+        /the issuer CA CN=device CA allows 0 intermediate CAs below it \(pathLenConstraint 0\), the chain has 1 \(CN=rotation intermediate\)/.test(err.message),
+    );
+    assert.equal(fingerprint(files.certFile), before);
+    assert.deepEqual(link.reconnects, []);
+    assert.deepEqual(readdirSync(path.dirname(files.certFile)).filter((f) => f.startsWith('car-i')).sort(), ['car-i.crt', 'car-i.key'], 'nothing staged is left');
   });
 
   it('an abort before the start or while subscribing ends it at once, nothing sent or changed', async () => {

@@ -177,6 +177,47 @@ describe('provision --csr-only, signed elsewhere, then --cert', () => {
   });
 });
 
+describe('provision checks chains as the agent does (RFC 5280)', () => {
+  let bundle: string;
+  before(() => {
+    bundle = path.join(work, 'car-0044');
+    const made = script('provision', ['--device', 'car-0044', '--bundle', bundle, '--csr-only', '--broker-ca', path.join(pki, 'ca.crt'), '--command-ca', path.join(pki, 'command-ca.crt'), '--broker', BROKER]);
+    assert.equal(made.code, 0, made.stderr);
+    // An intermediate CA under the development CA, whose path length (0) allows none; and the certificates it signs.
+    openssl(['req', '-new', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'intermediate.key', '-subj', '/CN=rogue intermediate', '-out', 'intermediate.csr'], work);
+    writeFileSync(path.join(work, 'intermediate.ext'), 'basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n');
+    openssl(['x509', '-req', '-in', 'intermediate.csr', '-CA', path.join(pki, 'ca.crt'), '-CAkey', path.join(pki, 'ca.key'), '-days', '30', '-extfile', 'intermediate.ext', '-out', 'intermediate.crt'], work);
+    writeFileSync(path.join(work, 'device.ext'), 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n');
+    openssl(['x509', '-req', '-in', path.join(bundle, 'identity', 'device.csr'), '-CA', 'intermediate.crt', '-CAkey', 'intermediate.key', '-days', '30', '-extfile', 'device.ext', '-out', 'through-intermediate.crt'], work);
+    writeFileSync(path.join(work, 'through-intermediate-chain.crt'), readFileSync(path.join(work, 'through-intermediate.crt'), 'utf8') + readFileSync(path.join(work, 'intermediate.crt'), 'utf8'));
+    openssl(['x509', '-req', '-in', path.join(bundle, 'identity', 'device.csr'), '-CA', path.join(pki, 'ca.crt'), '-CAkey', path.join(pki, 'ca.key'), '-days', '30', '-sha1', '-extfile', 'device.ext', '-out', 'sha1.crt'], work);
+    // A signing CA file as a fleet keeps it: the intermediate, then its root.
+    writeFileSync(path.join(work, 'intermediate-bundle.crt'), readFileSync(path.join(work, 'intermediate.crt'), 'utf8') + readFileSync(path.join(pki, 'ca.crt'), 'utf8'));
+  });
+
+  test('[14.3] --cert through an intermediate the CA\'s path length forbids, or signed with SHA-1, is refused in one line; the bundle stays without a certificate', () => {
+    const cases: [string, RegExp][] = [
+      ['through-intermediate-chain.crt', /the issuer CA CN=telematics-agent development CA allows 0 intermediate CAs below it \(pathLenConstraint 0\), the chain has 1 \(CN=rogue intermediate\)/],
+      ['sha1.crt', /CN=car-0044 is signed with sha1WithRSAEncryption: certificates signed with SHA-1 are refused/],
+    ];
+    for (const [cert, message] of cases) {
+      const refused = script('provision', ['--device', 'car-0044', '--bundle', bundle, '--cert', path.join(work, cert)]);
+      assert.equal(refused.code, 1, `${cert}: ${refused.stdout}`);
+      assert.match(refused.stderr, /^provision: [^\n]+\n$/, 'exactly one line');
+      assert.match(refused.stderr, message);
+      assert.ok(!existsSync(path.join(bundle, 'identity', 'device.crt')), cert);
+    }
+  });
+
+  test('[14.3] a --ca file whose intermediate its root\'s path length forbids is refused in one line, before anything is written', () => {
+    const target = path.join(work, 'car-0045');
+    const refused = script('provision', ['--device', 'car-0045', '--bundle', target, '--ca', path.join(work, 'intermediate-bundle.crt'), '--ca-key', path.join(work, 'intermediate.key'), '--command-ca', path.join(pki, 'command-ca.crt'), '--broker', BROKER]);
+    assert.equal(refused.code, 1, refused.stdout);
+    assert.match(refused.stderr, /^provision: --ca [^\n]*intermediate-bundle\.crt: the root CA CN=telematics-agent development CA allows 0 intermediate CAs below it \(pathLenConstraint 0\), the chain has 1 \(CN=rogue intermediate\)\n$/);
+    assert.ok(!existsSync(target), 'nothing written');
+  });
+});
+
 describe('provision refuses bad input in one line, exit status 1, and writes nothing', () => {
   const cases: { name: string; args: () => string[]; message: RegExp }[] = [
     { name: 'a CA key that is not the CA\'s', args: () => ['--device', 'car-1', '--ca', path.join(pki, 'ca.crt'), '--ca-key', path.join(pki, 'server.key'), '--command-ca', path.join(pki, 'command-ca.crt'), '--broker', BROKER], message: /--ca-key .*server\.key is not the private key of the CA certificate .*ca\.crt/ },
