@@ -60,12 +60,14 @@ class CliProcess {
     return this.exited;
   }
 
-  async waitForStderr(text: string, timeoutMs = 30_000): Promise<void> {
+  // 90 s: the first node process in the emulated VM loads every module from a cold cache, which took over 30 s with
+  // the host's two cores busy. The tests are about what the tools say, not how fast the VM starts them.
+  async waitForStderr(text: string, timeoutMs = 90_000): Promise<void> {
     await waitFor(() => this.stderr.includes(text) || !this.running, `${JSON.stringify(text)} from ${this.args[0]}`, timeoutMs);
     assert.ok(this.stderr.includes(text), `${this.args.join(' ')} ended without ${JSON.stringify(text)}:\n${this.stderr}`);
   }
 
-  async waitForStdout(pattern: RegExp, timeoutMs = 30_000): Promise<void> {
+  async waitForStdout(pattern: RegExp, timeoutMs = 90_000): Promise<void> {
     await waitFor(() => pattern.test(this.stdout) || !this.running, `${pattern} from ${this.args[0]}`, timeoutMs);
     assert.match(this.stdout, pattern, `${this.args.join(' ')}; stderr:\n${this.stderr}`);
   }

@@ -14,7 +14,7 @@ import { BusDecoder } from '../../src/dbc/bus-decoder.js';
 import { compileDatabase, loadDbcFile } from '../../src/dbc/index.js';
 import { DEMO_DBC_PATH } from '../../src/sim/vehicle.js';
 import { ANCHOR_AHEAD_MS, anchorPath, ReplayGuard } from '../../src/commands/replay-guard.js';
-import { readCertificateExtensions } from '../../src/commands/certificate-extensions.js';
+import { readCertificateExtensions } from '../../src/pki/certificate-extensions.js';
 import { CommandVerifier, VerifyFailure } from '../../src/commands/verifier.js';
 import { createCommandCa, issueOperatorCertificate, KEY_USAGE } from '../../src/pki/command-pki.js';
 import { SqliteOutbox } from '../../src/store/outbox.js';
