@@ -129,7 +129,7 @@ test('[14.4] dev-pki: a backend certificate an older version issued from the dev
   assert.ok(backend.verify(new X509Certificate(readFileSync(path.join(out, 'backend-ca.crt'))).publicKey));
 });
 
-test('[14.L4] the development PKI folder a first `npm start` makes is 0700 whatever the umask, its keys 0600', () => {
+test('[14.L4] the development PKI folder a first `npm start` makes is 0700 whatever the umask, its keys 0600; an older 0755 one is narrowed', () => {
   const certsDir = path.join(makeTempDir('dev-pki-start-'), 'certs', 'dev');
   const umask = process.umask(0o022);
   try {
@@ -139,4 +139,10 @@ test('[14.L4] the development PKI folder a first `npm start` makes is 0700 whate
   }
   assert.equal(statSync(certsDir).mode & 0o777, 0o700);
   for (const name of readdirSync(certsDir).filter((n) => n.endsWith('.key'))) assert.equal(statSync(path.join(certsDir, name)).mode & 0o777, 0o600, name);
+  // A folder an older version left 0755 is narrowed at the next start, which says so.
+  chmodSync(certsDir, 0o755);
+  const said: string[] = [];
+  ensureDevPki(certsDir, 'demo-vehicle-001', (line) => said.push(line));
+  assert.equal(statSync(certsDir).mode & 0o777, 0o700);
+  assert.deepEqual(said, [`the development PKI folder ${certsDir} was readable by others (mode 0755); made it 0700`]);
 });
