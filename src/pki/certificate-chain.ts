@@ -1,7 +1,7 @@
 /**
  * The one certificate-chain check of the project, for every place that validates a chain: the signer of a remote
  * command (src/commands/verifier.ts), the device's own certificate at start, daily and at rotation
- * (src/pki/identity.ts), and the certificates and CA files `provision` takes (src/cli/provision-pki.ts).
+ * (src/pki/identity.ts), and the certificates and CA files `provision` takes (src/provision/bundle.ts).
  *
  * It validates as RFC 5280 6.1 does, for the parts a pinned trust anchor needs:
  * - the leaf meets its role's rules (LeafRules): an end entity is not a CA, has the role's extended key usage,

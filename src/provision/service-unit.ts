@@ -5,8 +5,8 @@
  */
 import { existsSync, lstatSync, type Stats } from 'node:fs';
 import path from 'node:path';
-import { ChangeCount, ProvisionError, ensureDirInRoot, putDir, putFile, putSymlink, resolveInRoot } from './provision-files.js';
-import { ACCOUNT_NAME_PATTERN, checkServiceUserName, ensureServiceAccount, type ServiceAccount } from './provision-users.js';
+import { ChangeCount, ProvisionError, ensureDirInRoot, putDir, putFile, putSymlink, resolveInRoot } from './files.js';
+import { ACCOUNT_NAME_PATTERN, checkServiceUserName, ensureServiceAccount, type ServiceAccount } from './service-account.js';
 
 /** Where things go on a device. */
 export const INSTALL = {
@@ -58,7 +58,7 @@ export function serviceUnit(options: UnitOptions = DEFAULT_UNIT_OPTIONS): string
   checkUnitOptions(options);
   const main = `${INSTALL.agentDir}/dist/src/cli/main.js`;
   const stateName = path.basename(INSTALL.stateDir);
-  return `# ${INSTALL.unitName}: made by scripts/install-service (src/cli/provision-unit.ts); docs/provisioning.md explains
+  return `# ${INSTALL.unitName}: made by scripts/install-service (src/provision/service-unit.ts); docs/provisioning.md explains
 # each directive. Change the generator rather than this copy, so that every car gets the change.
 
 [Unit]

@@ -11,8 +11,8 @@ import { chmodSync, chownSync, copyFileSync, existsSync, lstatSync, mkdirSync, r
 import path from 'node:path';
 import { before, describe, test } from 'node:test';
 import { RESTART_EXIT_CODE } from '../../src/cli/run.js';
-import { isThisMachinesRoot } from '../../src/cli/provision-flash.js';
-import { AGENT_RESTART_EXIT_CODE } from '../../src/cli/provision-unit.js';
+import { isThisMachinesRoot } from '../../src/provision/flash.js';
+import { AGENT_RESTART_EXIT_CODE } from '../../src/provision/service-unit.js';
 import { loadDeviceConfig } from '../../src/config/device-config.js';
 import { loadIdentity } from '../../src/pki/identity.js';
 import { runScript, type ScriptRun } from '../support/scripts.js';
@@ -141,7 +141,7 @@ describe('flash refuses, in one line', () => {
     // A bind mount keeps /'s device and inode, whatever its path: mounted in a mount namespace of its own, gone with it.
     const bind = path.join(dir, 'bind');
     mkdirSync(bind);
-    const probe = `import('${path.join(repoRoot, 'dist/src/cli/provision-flash.js')}').then((m) => console.log(m.isThisMachinesRoot(process.argv[1])))`;
+    const probe = `import('${path.join(repoRoot, 'dist/src/provision/flash.js')}').then((m) => console.log(m.isThisMachinesRoot(process.argv[1])))`;
     const run = spawnSync('unshare', ['-m', 'sh', '-c', 'mount --bind / "$1" && exec "$2" -e "$3" "$1"', 'sh', bind, process.execPath, probe], { encoding: 'utf8' });
     assert.equal(run.status, 0, run.stderr);
     assert.equal(run.stdout, 'true\n');

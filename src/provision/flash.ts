@@ -8,7 +8,7 @@
  *   /etc/telematics-agent/identity <user>:<group> 0700, key 0600: the one part the agent writes (certificate rotation)
  *   /etc/systemd/system/...        the bundle's unit, enabled; /etc/sysusers.d entry
  *   /var/lib/telematics-agent/     <user>:<group> 0750
- *   /etc/passwd, group, shadow...  the dedicated user, created when missing (src/cli/provision-users.ts)
+ *   /etc/passwd, group, shadow...  the dedicated user, created when missing (src/provision/service-account.ts)
  *
  * Idempotent: what already matches is not touched, so a second run changes no byte, mode, owner or timestamp.
  * /opt/telematics-agent is the agent's alone and is mirrored (files the new build lacks are removed); nothing else is
@@ -35,9 +35,9 @@ import {
   resolveInRoot,
   type Change,
   type Owner,
-} from './provision-files.js';
-import { BUNDLE, LEGACY_IDENTITY, PROJECT_ROOT } from './provision-pki.js';
-import { INSTALL, installService } from './provision-unit.js';
+} from './files.js';
+import { BUNDLE, LEGACY_IDENTITY, PROJECT_ROOT } from './bundle.js';
+import { INSTALL, installService } from './service-unit.js';
 
 type Say = (line: string) => void;
 

@@ -6,7 +6,7 @@
  * (readImageFile): a FIFO or a link out of the image in their place is refused in one line, never waited on.
  */
 import { lstatSync } from 'node:fs';
-import { ChangeCount, ProvisionError, putFile, readImageFile, resolveInRoot, whereLinksLead } from './provision-files.js';
+import { ChangeCount, ProvisionError, putFile, readImageFile, resolveInRoot, whereLinksLead } from './files.js';
 
 export interface AccountRequest {
   user: string;

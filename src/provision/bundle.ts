@@ -13,7 +13,7 @@
  *   telematics-agent.service  the systemd unit
  *
  * The identity has a folder of its own because on the car it is the only part the agent may write (certificate
- * rotation); the config and the pinned CAs are root's and read-only to it (src/cli/provision-flash.ts).
+ * rotation); the config and the pinned CAs are root's and read-only to it (src/provision/flash.ts).
  */
 import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
 import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
@@ -27,12 +27,12 @@ import { ChainRefusal, describeCertificate, verifyChain } from '../pki/certifica
 import { IdentityError, loadIdentity } from '../pki/identity.js';
 import { DEV_OPERATOR } from '../pki/command-pki.js';
 import { BACKEND_CA_NAME, BACKEND_IDENTITY, deviceIdProblem } from '../pki/device-id.js';
-import { ChangeCount, ProvisionError, octal, putDir, putFile, type Change } from './provision-files.js';
-import { INSTALL, serviceUnit, type UnitOptions } from './provision-unit.js';
+import { ChangeCount, ProvisionError, octal, putDir, putFile, type Change } from './files.js';
+import { INSTALL, serviceUnit, type UnitOptions } from './service-unit.js';
 
 type Say = (line: string) => void;
 
-/** The project folder (this file runs as dist/src/cli/provision-pki.js). */
+/** The project folder (this file runs as dist/src/provision/bundle.js). */
 export const PROJECT_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 export const DEFAULT_DEV_PKI_DIR = path.join(PROJECT_ROOT, 'certs', 'dev');
 /** Under certs/, which git ignores: a bundle holds a private key. */
@@ -56,7 +56,7 @@ export const BUNDLE = {
 
 /**
  * Where provision put the identity before it had a folder of its own (beside the pinned CAs, in certs/): a bundle
- * laid out so is moved to identity/ by provision, refused by flash (src/cli/provision-flash.ts).
+ * laid out so is moved to identity/ by provision, refused by flash (src/provision/flash.ts).
  */
 export const LEGACY_IDENTITY = { key: 'certs/device.key', csr: 'certs/device.csr', cert: 'certs/device.crt' } as const;
 
@@ -267,7 +267,7 @@ export async function runDevPki(options: DevPkiOptions, say: Say): Promise<void>
   const out = path.resolve(options.out);
   if (existsSync(out) && !lstatSync(out).isDirectory()) throw new ProvisionError(`--out ${out} is not a folder`);
   // Loaded here only: the data path brings the whole agent with it, which the other tools do not need.
-  const { ensureDevPki } = await import('./data-path.js');
+  const { ensureDevPki } = await import('../cli/data-path.js');
   const files = DEV_PKI_FILES(options.device);
   const before = new Set(files.filter((f) => existsSync(path.join(out, f))));
   const backendBefore = before.has(`${BACKEND_IDENTITY}.crt`) ? readFileSync(path.join(out, `${BACKEND_IDENTITY}.crt`), 'utf8') : undefined;
