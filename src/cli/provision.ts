@@ -65,8 +65,8 @@ program
   .option('--out <dir>', 'folder to write', DEFAULT_DEV_PKI_DIR)
   .option('--device <id>', 'the demo device to make a certificate for', DEMO_DEVICE)
   .option('--broker-host <name>', 'another name or address the broker certificate must cover, besides localhost, 127.0.0.1 and ::1 (repeatable)', collect)
-  .action(async (opts: { out: string; device: string; brokerHost?: string[] }) => {
-    await runDevPki({ out: opts.out, device: opts.device, ...(opts.brokerHost ? { brokerHosts: opts.brokerHost } : {}) }, say);
+  .action((opts: { out: string; device: string; brokerHost?: string[] }) => {
+    runDevPki({ out: opts.out, device: opts.device, ...(opts.brokerHost ? { brokerHosts: opts.brokerHost } : {}) }, say);
   });
 
 program

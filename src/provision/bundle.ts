@@ -26,6 +26,7 @@ import { devCaFromPem, issueServerCertificate, writeIssued } from '../pki/dev-ca
 import { ChainRefusal, describeCertificate, verifyChain } from '../pki/certificate-chain.js';
 import { IdentityError, loadIdentity } from '../pki/identity.js';
 import { DEV_OPERATOR } from '../pki/command-pki.js';
+import { ensureDevPki } from '../pki/dev-pki.js';
 import { BACKEND_CA_NAME, BACKEND_IDENTITY, deviceIdProblem } from '../pki/device-id.js';
 import { ChangeCount, ProvisionError, octal, putDir, putFile, type Change } from './files.js';
 import { INSTALL, serviceUnit, type UnitOptions } from './service-unit.js';
@@ -262,12 +263,10 @@ export function canonicalHost(host: string): string {
  * The development PKI, as `npm start` makes it (ensureDevPki): root CA, broker certificate, the demo device, the
  * backend CA and the backend identity, the command CA and the operator ops-dev. Keeps what exists; says what it made.
  */
-export async function runDevPki(options: DevPkiOptions, say: Say): Promise<void> {
+export function runDevPki(options: DevPkiOptions, say: Say): void {
   checkDeviceId(options.device);
   const out = path.resolve(options.out);
   if (existsSync(out) && !lstatSync(out).isDirectory()) throw new ProvisionError(`--out ${out} is not a folder`);
-  // Loaded here only: the data path brings the whole agent with it, which the other tools do not need.
-  const { ensureDevPki } = await import('../cli/data-path.js');
   const files = DEV_PKI_FILES(options.device);
   const before = new Set(files.filter((f) => existsSync(path.join(out, f))));
   const backendBefore = before.has(`${BACKEND_IDENTITY}.crt`) ? readFileSync(path.join(out, `${BACKEND_IDENTITY}.crt`), 'utf8') : undefined;
