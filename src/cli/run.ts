@@ -14,6 +14,7 @@ import { InvalidArgumentError, type Command } from 'commander';
 import type { FrameSink, FrameSource } from '../can/frame.js';
 import { CandumpReplaySource } from '../can/replay.js';
 import { Collector } from '../collect/collector.js';
+import { RESTART_EXIT_CODE } from '../agent/exit-codes.js';
 import { applyCollectionOverride } from '../config/collection-override.js';
 import { DeviceConfigError, loadDeviceConfig, type BusConfig, type DeviceConfig, type SocketCanSourceConfig } from '../config/device-config.js';
 import { BusDecoder } from '../dbc/bus-decoder.js';
@@ -33,11 +34,6 @@ import { LiveBus, type ObdPollingSummary } from './live-bus.js';
 import { formatStatusValue, resolveStatusSignal, type StatusSignal } from './status-signal.js';
 import { forTerminal } from './terminal-text.js';
 
-/**
- * Exit code of a run that stopped because a remote command asked for a restart: EX_TEMPFAIL, which the systemd unit
- * (Restart=on-failure) answers by starting the agent again.
- */
-export const RESTART_EXIT_CODE = 75;
 /** Between a restart request and the stop: time for the command's result to reach the broker. */
 const RESTART_DELAY_MS = 1000;
 

@@ -5,6 +5,7 @@
  */
 import { existsSync, lstatSync, type Stats } from 'node:fs';
 import path from 'node:path';
+import { RESTART_EXIT_CODE } from '../agent/exit-codes.js';
 import { ChangeCount, ProvisionError, ensureDirInRoot, putDir, putFile, putSymlink, resolveInRoot } from './files.js';
 import { ACCOUNT_NAME_PATTERN, checkServiceUserName, ensureServiceAccount, type ServiceAccount } from './service-account.js';
 
@@ -23,12 +24,6 @@ export const INSTALL = {
   serialGroup: 'dialout',
   node: '/usr/bin/node',
 } as const;
-
-/**
- * The exit status of a run stopped by a restart request: RESTART_EXIT_CODE of src/cli/run.ts, repeated here so that
- * the provisioning tools do not load the whole agent to read one number (test/scripts/flash.test.ts checks they agree).
- */
-export const AGENT_RESTART_EXIT_CODE = 75;
 
 /** The watchdog timeout; the agent pings at half of it (src/health/watchdog.ts). */
 export const WATCHDOG_SEC = 30;
@@ -81,8 +76,8 @@ WorkingDirectory=${INSTALL.stateDir}
 WatchdogSec=${WATCHDOG_SEC}
 Restart=on-failure
 RestartSec=5
-# ${AGENT_RESTART_EXIT_CODE} (EX_TEMPFAIL) is the agent asking to be started again (the restartAgent command): always restart.
-RestartForceExitStatus=${AGENT_RESTART_EXIT_CODE}
+# ${RESTART_EXIT_CODE} (EX_TEMPFAIL) is the agent asking to be started again (the restartAgent command): always restart.
+RestartForceExitStatus=${RESTART_EXIT_CODE}
 # Open batches go to the outbox on SIGTERM in well under a second; a stop that hangs must not hold up a shutdown
 # that runs on the car's battery.
 TimeoutStopSec=20
