@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 /**
- * The firmware engineer's provisioning tools, behind scripts/dev-pki, scripts/provision, scripts/flash and
- * scripts/install-service (docs/provisioning.md walks through them):
+ * The command line of the firmware engineer's provisioning tools, behind scripts/dev-pki, scripts/provision,
+ * scripts/flash and scripts/install-service (docs/provisioning.md walks through them). The tools themselves are in
+ * src/provision/; this file parses their options, prints what they say and sets the exit status:
  *
  *   dev-pki          the development CA, broker certificate, command CA and operator the demo and tests use
  *   provision        one car's key, CSR, certificate and install bundle
@@ -10,13 +11,13 @@
  *
  * Every failure is one line on standard error naming what is wrong, with exit status 1.
  */
-import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
-import { ChangeCount, ProvisionError } from '../provision/files.js';
+import { ProvisionError } from '../provision/files.js';
 import { runFlash } from '../provision/flash.js';
-import { DEFAULT_BUNDLES_DIR, DEFAULT_DEV_PKI_DIR, DEFAULT_TEMPLATE, DEMO_DEVICE, runDevPki, runProvision, type ProvisionOptions } from '../provision/bundle.js';
-import { DEFAULT_UNIT_OPTIONS, INSTALL, checkUnitOptions, installService, serviceUnit, systemdIsRunning, type UnitOptions } from '../provision/service-unit.js';
+import { DEFAULT_BUNDLES_DIR, DEFAULT_TEMPLATE, runProvision, type ProvisionOptions } from '../provision/bundle.js';
+import { DEFAULT_DEV_PKI_DIR, DEMO_DEVICE, runDevPki } from '../provision/dev-pki.js';
+import { DEFAULT_UNIT_OPTIONS, checkUnitOptions, runInstallService, serviceUnit, type UnitOptions } from '../provision/service-unit.js';
 import { forTerminal, linesForTerminal } from './terminal-text.js';
 
 // Paths and names can come from a hostile image or bundle: control characters are shown escaped, never sent raw.
@@ -111,27 +112,9 @@ program
   .option('--node <path>', 'node on the device', DEFAULT_UNIT_OPTIONS.node)
   .option('--print', 'print the unit and change nothing')
   .action((opts: { root: string; user: string; node: string; print?: boolean }) => {
-    const unit = serviceUnit(unitOptions(opts));
-    if (opts.print) {
-      process.stdout.write(unit);
-      return;
-    }
-    const root = path.resolve(opts.root);
-    if (process.getuid?.() !== 0) throw new ProvisionError('install-service writes /etc/systemd/system and the user database: run it as root (sudo)');
-    const count = new ChangeCount();
-    installService(root, unit, (line) => say(`  ${line}`), count);
-    const unitPath = `${INSTALL.unitDir}/${INSTALL.unitName}`;
-    if (root === '/' && systemdIsRunning()) {
-      for (const args of [['daemon-reload'], ['enable', INSTALL.unitName]]) {
-        const result = spawnSync('systemctl', args, { stdio: ['ignore', 'inherit', 'pipe'], encoding: 'utf8' });
-        if (result.status !== 0) throw new ProvisionError(`systemctl ${args.join(' ')} failed: ${(result.stderr ?? result.error?.message ?? '').trim().split('\n')[0]}`);
-      }
-      say(`install-service: ${unitPath} installed and enabled (${count.text()}); start it once ${INSTALL.configFile} is there: systemctl start ${INSTALL.unitName}`);
-    } else if (root === '/') {
-      say(`install-service: ${unitPath} installed and enabled (${count.text()}); systemd is not running here: on the device run systemctl daemon-reload && systemctl start ${INSTALL.unitName}`);
-    } else {
-      say(`install-service: ${unitPath} installed and enabled in ${root} (${count.text()}); it starts at that system's next boot`);
-    }
+    const unit = unitOptions(opts);
+    if (opts.print) process.stdout.write(serviceUnit(unit));
+    else runInstallService({ root: opts.root, unit }, say);
   });
 
 program.parseAsync(process.argv).catch((err: unknown) => {

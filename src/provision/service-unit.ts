@@ -1,8 +1,11 @@
 /**
  * The agent's systemd service: the unit file (every directive says why it is there), and its installation into a
  * root file system: the unit, its enablement, the dedicated account and the state folder. `install-service` runs it
- * on a device (or into --root), `flash` into an image, `provision` puts the unit into the bundle.
+ * on a device (or into --root; runInstallService), `flash` into an image, `provision` puts the unit into the bundle.
+ * Options the unit cannot take (--user, --node) are one ProvisionError line naming the option, before anything is
+ * written.
  */
+import { spawnSync } from 'node:child_process';
 import { existsSync, lstatSync, type Stats } from 'node:fs';
 import path from 'node:path';
 import { RESTART_EXIT_CODE } from '../agent/exit-codes.js';
@@ -255,4 +258,35 @@ function report(say: (line: string) => void, change: string, what: string): void
 /** True when systemd is the running init (sd_booted: /run/systemd/system exists). */
 export function systemdIsRunning(): boolean {
   return existsSync('/run/systemd/system');
+}
+
+export interface InstallServiceOptions {
+  /** The root file system to install into: `/` on a running device. */
+  root: string;
+  unit: UnitOptions;
+}
+
+/**
+ * `install-service`: the unit, its account and state folder into `options.root` (installService), as root. Into this
+ * machine's own `/` with systemd running, also `systemctl daemon-reload` and `enable`; a systemctl that fails is a
+ * ProvisionError with its first line of output. Says what it changed and what to do next.
+ */
+export function runInstallService(options: InstallServiceOptions, say: (line: string) => void): void {
+  const unit = serviceUnit(options.unit);
+  const root = path.resolve(options.root);
+  if (process.getuid?.() !== 0) throw new ProvisionError('install-service writes /etc/systemd/system and the user database: run it as root (sudo)');
+  const count = new ChangeCount();
+  installService(root, unit, (line) => say(`  ${line}`), count);
+  const unitPath = `${INSTALL.unitDir}/${INSTALL.unitName}`;
+  if (root === '/' && systemdIsRunning()) {
+    for (const args of [['daemon-reload'], ['enable', INSTALL.unitName]]) {
+      const result = spawnSync('systemctl', args, { stdio: ['ignore', 'inherit', 'pipe'], encoding: 'utf8' });
+      if (result.status !== 0) throw new ProvisionError(`systemctl ${args.join(' ')} failed: ${(result.stderr ?? result.error?.message ?? '').trim().split('\n')[0]}`);
+    }
+    say(`install-service: ${unitPath} installed and enabled (${count.text()}); start it once ${INSTALL.configFile} is there: systemctl start ${INSTALL.unitName}`);
+  } else if (root === '/') {
+    say(`install-service: ${unitPath} installed and enabled (${count.text()}); systemd is not running here: on the device run systemctl daemon-reload && systemctl start ${INSTALL.unitName}`);
+  } else {
+    say(`install-service: ${unitPath} installed and enabled in ${root} (${count.text()}); it starts at that system's next boot`);
+  }
 }
