@@ -16,8 +16,9 @@ declare -A provides=(
   [conntrack]=conntrack
   [ping]=iputils-ping
   [chromium]=chromium
-  # test/scripts/: the unit checked by systemd-analyze verify (systemd-notify comes with it), the notify socket's
-  # listener (python3: neither node nor socat reads one datagram at a time), a CA that signs a CSR (openssl)
+  # test/provision/ and test/health/watchdog.test.ts: the unit checked by systemd-analyze verify (systemd-notify
+  # comes with it), the notify socket's listener (python3: neither node nor socat reads one datagram at a time), a CA
+  # that signs a CSR (openssl)
   [systemd-analyze]=systemd
   [python3]=python3
   [openssl]=openssl
