@@ -83,10 +83,12 @@ export function atomicWriteFile(file: string, content: string | Uint8Array, opti
   } catch (err) {
     throw fail(`cannot create ${temporary}`, err);
   }
+  let step = `cannot give ${temporary} its owner and mode`;
   try {
     try {
       if (options.owner) fchownSync(fd, options.owner.uid, options.owner.gid);
       fchmodSync(fd, mode);
+      step = `writing ${temporary} failed`;
       writeFileSync(fd, content); // all of it: a short write is retried, a full disk throws
       fsyncSync(fd);
     } finally {
@@ -94,7 +96,7 @@ export function atomicWriteFile(file: string, content: string | Uint8Array, opti
     }
   } catch (err) {
     removeQuietly(temporary);
-    throw fail(`writing ${temporary} failed`, err);
+    throw fail(step, err);
   }
   try {
     renameSync(temporary, file);
