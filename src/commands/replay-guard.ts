@@ -27,9 +27,9 @@
  */
 import type Database from 'better-sqlite3';
 import { randomInt } from 'node:crypto';
-import { closeSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { readRegularFile, RegularFileError } from '../config/regular-file.js';
+import { atomicWriteFile } from '../store/atomic-file.js';
 import { DamagedStateFile, pruneSetAside, setAside, StateDatabase, STATE_FILE_MODE } from '../store/state-database.js';
 
 export type ReplayVerdict =
@@ -294,24 +294,10 @@ function readAnchor(file: string): AnchorState {
 }
 
 /**
- * Replaces the anchor so that it is at every moment the old one or the new one, durably: a temporary file (created
- * new, never through something placed at its name), fsynced, renamed over, and the folder fsynced.
+ * Replaces the anchor so that it is at every moment the old one or the new one, durably (src/store/atomic-file.ts:
+ * a temporary file created new, never through something placed at its name, fsynced, renamed over, the folder
+ * fsynced; a folder that cannot be flushed is an error: the horizon must survive a power cut before a command runs).
  */
 function writeAnchor(file: string, anchor: Anchor): void {
-  const temp = `${file}.${process.pid}.tmp`;
-  rmSync(temp, { force: true });
-  const fd = openSync(temp, 'wx', STATE_FILE_MODE);
-  try {
-    writeSync(fd, `${JSON.stringify(anchor)}\n`);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(temp, file);
-  const dir = openSync(path.dirname(file), 'r');
-  try {
-    fsyncSync(dir);
-  } finally {
-    closeSync(dir);
-  }
+  atomicWriteFile(file, `${JSON.stringify(anchor)}\n`, { mode: STATE_FILE_MODE });
 }

@@ -9,14 +9,16 @@
  * buses cannot serve is ignored with one warning that names it and says why, and the config's own rules run: a car
  * keeps collecting. The file is left as it is for whoever looks into it; the next setConfig replaces it.
  *
- * Writing (writeCollectionOverride): a temporary file beside it, created afresh (a link pre-placed at its name is
- * removed, never followed), flushed, and renamed over the file, then the folder flushed: at every moment the file is
- * the old one or the complete new one. A new file gets mode 0600; a rewrite keeps the mode the file had.
+ * Writing (writeCollectionOverride, through src/store/atomic-file.ts): a temporary file beside it
+ * (`.collection-override.json.<pid>.tmp`), created afresh (a link pre-placed at its name is removed, never followed),
+ * flushed, and renamed over the file, then the folder flushed (best effort: the new file is in place either way, and
+ * some file systems cannot flush a folder): at every moment the file is the old one or the complete new one. A new
+ * file gets mode 0600; a rewrite keeps the mode the file had.
  */
-import { closeSync, constants, fchmodSync, fsyncSync, lstatSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { collectionConfigSchema, type CollectionConfig } from '../collect/config.js';
+import { atomicWriteFile } from '../store/atomic-file.js';
 import { formatConfigPath, type DeviceConfig } from './device-config.js';
 import { readRegularFile, RegularFileError } from './regular-file.js';
 
@@ -90,54 +92,6 @@ export function applyCollectionOverride(
 
 /** Keeps `collection` (as the command sent it) in `file`, atomically (see the file comment). */
 export function writeCollectionOverride(file: string, collection: unknown): void {
-  writeFileAtomically(file, `${JSON.stringify({ collection }, null, 2)}\n`, COLLECTION_OVERRIDE_MODE);
-}
-
-/**
- * Replaces `file` so that it is at every moment either the old file or the complete new one, with the mode it had
- * (`newMode` when it is new). The temporary file is created with O_EXCL and O_NOFOLLOW: whatever was at its name
- * before (a link to another file, left by someone else) is removed first and never written through.
- */
-function writeFileAtomically(file: string, text: string, newMode: number): void {
-  const dir = path.dirname(path.resolve(file));
-  const temp = path.join(dir, `.${path.basename(file)}.${process.pid}.tmp`);
-  let mode = newMode;
-  try {
-    const existing = lstatSync(file);
-    if (existing.isFile()) mode = existing.mode & 0o777;
-  } catch {
-    // new
-  }
-  // A link or a file at the temporary name is removed (the link itself, not what it points to); a folder there is
-  // an error, and stays.
-  rmSync(temp, { force: true });
-  let fd: number | undefined;
-  let created = false;
-  try {
-    fd = openSync(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, mode);
-    created = true;
-    // The umask may have taken bits the mode keeps: set it exactly.
-    fchmodSync(fd, mode);
-    writeSync(fd, text);
-    fsyncSync(fd);
-    closeSync(fd);
-    fd = undefined;
-    renameSync(temp, file);
-  } catch (err) {
-    if (fd !== undefined) closeSync(fd);
-    // Only the file the open above created: never whatever else had the name (a folder, say).
-    if (created) rmSync(temp, { force: true });
-    throw err;
-  }
-  // Best effort: the new file is in place either way, and some file systems cannot flush a folder.
-  try {
-    const dirFd = openSync(dir, 'r');
-    try {
-      fsyncSync(dirFd);
-    } finally {
-      closeSync(dirFd);
-    }
-  } catch {
-    // The rename is durable at the file system's next commit.
-  }
+  // The override in place is what counts: a folder that cannot be flushed does not undo setConfig.
+  atomicWriteFile(file, `${JSON.stringify({ collection }, null, 2)}\n`, { mode: COLLECTION_OVERRIDE_MODE, keepMode: true, folderSync: 'best-effort' });
 }

@@ -9,14 +9,20 @@
  *   commit:   the .old pair deleted once the new one has connected
  *   rollback: the .old pair renamed back, key first
  *
+ * Each .new and .old file is written whole through src/store/atomic-file.ts (a temporary `<file>.tmp` beside it,
+ * fsynced, renamed, the folder fsynced), so a .new or .old file is never torn; only the renames of the swap and the
+ * rollback above are this module's own.
+ *
  * repairIdentityFiles (at start, before the identity is loaded) finds a pair that does not match (stopped between
  * the two renames) and completes it with whichever candidate matches the key in place. A swap that was never
  * committed (the new pair had not connected yet) is rolled back to the previous pair, which had. Leftovers of a
- * rotation that never swapped are removed.
+ * rotation that never swapped are removed, and so are the temporary files of a write a power cut stopped (part of a
+ * key: one more key to steal).
  */
 import { X509Certificate, createPrivateKey } from 'node:crypto';
-import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import path from 'node:path';
+import { atomicWriteFile, syncFolder } from '../store/atomic-file.js';
 
 export interface IdentityPair {
   certFile: string;
@@ -24,13 +30,16 @@ export interface IdentityPair {
 }
 
 const suffixed = (pair: IdentityPair, suffix: string): IdentityPair => ({ certFile: pair.certFile + suffix, keyFile: pair.keyFile + suffix });
+/** The temporary name each .new and .old file is written under: fixed, so that what a power cut left is found. */
+const TEMPORARY_SUFFIX = '.tmp';
+const temporaryFiles = (pair: IdentityPair): string[] =>
+  ['.new', '.old'].flatMap((suffix) => Object.values(suffixed(pair, suffix + TEMPORARY_SUFFIX)));
 
 /** Writes the new pair beside the live one (<file>.new), the key readable by its owner only. */
 export function stageIdentity(pair: IdentityPair, certPem: string, keyPem: string): IdentityPair {
   const staged = suffixed(pair, '.new');
   writeDurably(staged.keyFile, keyPem, 0o600);
   writeDurably(staged.certFile, certPem, 0o644);
-  syncDirs(pair);
   return staged;
 }
 
@@ -64,6 +73,13 @@ export function discardStaged(pair: IdentityPair): void {
   for (const file of Object.values(suffixed(pair, '.new'))) rmSync(file, { force: true });
 }
 
+/** Removes the temporary files of .new/.old writes a power cut stopped; returns their names. */
+function removeTemporaryFiles(pair: IdentityPair): string[] {
+  const found = temporaryFiles(pair).filter((file) => existsSync(file));
+  for (const file of found) rmSync(file, { force: true });
+  return found.map((file) => path.basename(file));
+}
+
 /**
  * Repairs what a power cut in the middle of a rotation left (see the file comment); returns a line saying what it
  * did, or undefined when there was nothing to repair. A pair that matches is never touched.
@@ -71,7 +87,10 @@ export function discardStaged(pair: IdentityPair): void {
 export function repairIdentityFiles(pair: IdentityPair): string | undefined {
   const staged = suffixed(pair, '.new');
   const old = suffixed(pair, '.old');
-  if (![staged.certFile, staged.keyFile, old.certFile, old.keyFile].some((f) => existsSync(f))) return undefined;
+  const cutShort = removeTemporaryFiles(pair);
+  if (![staged.certFile, staged.keyFile, old.certFile, old.keyFile].some((f) => existsSync(f))) {
+    return cutShort.length > 0 ? `identity: removed what a certificate rotation cut short while writing left (${cutShort.join(', ')})` : undefined;
+  }
   const whole = matches(pair.certFile, pair.keyFile);
   // Swapped (or swapping) and never committed: the new pair was not seen to connect before the power went. The
   // previous one was, so it comes back (the rotation is reported interrupted and can be run again) while it works.
@@ -128,15 +147,9 @@ function matches(certFile: string, keyFile: string): boolean {
   }
 }
 
+/** `file` replaced whole with `text`, mode exactly `mode`, durably (its folder fsynced too). */
 function writeDurably(file: string, text: string, mode: number): void {
-  rmSync(file, { force: true }); // a new file gets `mode`; an existing one would keep its own
-  writeFileSync(file, text, { mode });
-  const fd = openSync(file, 'r');
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
+  atomicWriteFile(file, text, { mode, temporary: file + TEMPORARY_SUFFIX });
 }
 
 function copyDurably(from: string, to: string, mode: number): void {
@@ -144,12 +157,5 @@ function copyDurably(from: string, to: string, mode: number): void {
 }
 
 function syncDirs(pair: IdentityPair): void {
-  for (const dir of new Set([path.dirname(pair.certFile), path.dirname(pair.keyFile)])) {
-    const fd = openSync(dir, 'r');
-    try {
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-  }
+  for (const dir of new Set([path.dirname(pair.certFile), path.dirname(pair.keyFile)])) syncFolder(dir);
 }

@@ -1,9 +1,15 @@
 /**
  * Certificate and key files as the PKI scripts and the agent write them. Apart from the CA code (node-forge), so that
  * writing a command CA does not load it.
+ *
+ * Each file is replaced whole (src/store/atomic-file.ts): a crash leaves the old file or the new one, never a torn
+ * key; a link at its name is replaced, never written through; the key is 0600 from the moment it exists (never the
+ * new secret in an older, wider file), the certificate 0644, whatever the umask. Failure: AtomicWriteError, naming
+ * the file.
  */
-import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import path from 'node:path';
+import { atomicWriteFile } from '../store/atomic-file.js';
 
 /** A certificate with its private key, both PEM. */
 export interface IssuedCertificate {
@@ -21,9 +27,7 @@ export function writeIssued(dir: string, name: string, issued: IssuedCertificate
   mkdirSync(dir, { recursive: true });
   const certFile = path.join(dir, `${name}.crt`);
   const keyFile = path.join(dir, `${name}.key`);
-  writeFileSync(certFile, issued.certPem, { mode: 0o644 });
-  writeFileSync(keyFile, issued.keyPem, { mode: 0o600 });
-  // The mode above only applies to a new file: an existing key keeps its mode otherwise.
-  chmodSync(keyFile, 0o600);
+  atomicWriteFile(certFile, issued.certPem, { mode: 0o644 });
+  atomicWriteFile(keyFile, issued.keyPem, { mode: 0o600 });
   return { certFile, keyFile };
 }

@@ -7,8 +7,9 @@
  * together: rpm matches speed and gear, fuel burnt matches the power delivered, the odometer and the GNSS position
  * integrate the same speed.
  *
- * All randomness comes from one seeded generator, so a seed reproduces a run exactly.
+ * All randomness comes from one seeded generator (src/sim/prng.ts), so a seed reproduces a run exactly.
  */
+import { createPrng } from './prng.js';
 
 /** Ignition switch position, as the demo DBC's value table names it. */
 export type IgnitionState = 'OFF' | 'ACC' | 'ON' | 'START';
@@ -131,25 +132,6 @@ const DEG = Math.PI / 180;
 const DOWNSHIFT_RPM = 1150;
 /** Litres of petrol per kWh of indicated work (about 270 g/kWh). */
 const FUEL_L_PER_KWH = 0.36;
-
-/**
- * A small seeded generator (xorshift32 behind a seed scrambler). Not for anything but reproducible simulations.
- * Returns floats in [0, 1).
- */
-export function createPrng(seed: number): () => number {
-  // Scramble the seed so that nearby seeds (1, 2, 3…) start far apart; xorshift must never hold 0.
-  let x = Math.imul((seed | 0) ^ 0x9e3779b9, 0x85ebca6b);
-  x ^= x >>> 13;
-  x = Math.imul(x, 0xc2b2ae35);
-  x ^= x >>> 16;
-  if (x === 0) x = 0x6d2b79f5;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>> 0) / 4294967296;
-  };
-}
 
 export interface DriveCycleOptions {
   seed?: number;

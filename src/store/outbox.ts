@@ -16,10 +16,10 @@
  * when they start, a count every FAILURE_REPORT_MS while they go on, one line when writing works again.
  */
 import Database from 'better-sqlite3';
-import { closeSync, constants as fsConstants, fchmodSync, fstatSync, fsyncSync, openSync, readSync, renameSync, unlinkSync, writeSync } from 'node:fs';
-import path from 'node:path';
+import { closeSync, constants as fsConstants, fstatSync, openSync, readSync } from 'node:fs';
 import type { Priority } from '../collect/sample.js';
 import { MAX_PRIORITY, MIN_PRIORITY } from '../collect/sample.js';
+import { atomicWriteFile } from './atomic-file.js';
 import { DiskWriteMeter, type DiskWriteSource } from './disk-usage.js';
 import { DamagedStateFile, pruneSetAside, setAside, StateDatabase, STATE_FILE_MODE, type PathChange } from './state-database.js';
 import type { OutboxKind, OutboxQueue, OutboxRecord, SeqFilter } from './outbox-queue.js';
@@ -220,31 +220,11 @@ function readSeqSidecar(file: string): number {
 }
 
 function writeSeqSidecar(file: string, value: number): void {
-  // Write-then-rename, both fsynced: a power cut leaves either the old or the new number, never a torn one. The
-  // temporary name is cleared first and created exclusively: a link placed there is removed, never written through
-  // (rename replaces a link at the sidecar's own name, it does not follow it either).
-  const temp = `${file}.tmp`;
-  try {
-    unlinkSync(temp);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-  }
-  const fd = openSync(temp, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW, STATE_FILE_MODE);
-  try {
-    // Exactly 0600: the umask may have taken bits off the mode given to open.
-    fchmodSync(fd, STATE_FILE_MODE);
-    writeSync(fd, `${value}\n`);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(temp, file);
-  const dir = openSync(path.dirname(file), fsConstants.O_RDONLY | fsConstants.O_DIRECTORY);
-  try {
-    fsyncSync(dir);
-  } finally {
-    closeSync(dir);
-  }
+  // Write-then-rename, both fsynced (src/store/atomic-file.ts): a power cut leaves either the old or the new number,
+  // never a torn one, and a folder that cannot be flushed is an error (numbers are handed out only above what is on
+  // disk). The temporary name (`<path>.seq.tmp`) is cleared first and created exclusively: a link placed there is
+  // removed, never written through (rename replaces a link at the sidecar's own name, it does not follow it either).
+  atomicWriteFile(file, `${value}\n`, { mode: STATE_FILE_MODE, temporary: `${file}.tmp` });
 }
 
 /** Best effort: the next sequence number recorded in a database that was moved aside (0 when it cannot be read). */

@@ -13,6 +13,7 @@ import {
   parseCandumpText,
 } from '../../src/can/candump.js';
 import { cloneFrame, createFrame, type CanFrame } from '../../src/can/frame.js';
+import { seededRandom } from '../support/random.js';
 import { hasSharedTestdata, sharedTestdata } from '../support/shared.js';
 
 const SKIP = '../shared/testdata not found';
@@ -285,13 +286,8 @@ describe('malformed lines', () => {
 
   it('never throws anything but CandumpParseError on mutated real-looking lines', () => {
     // Deterministic mutation fuzz: anything that parses must also format and re-parse to the same frame.
-    let seed = 0x2545f491;
-    const rand = (n: number): number => {
-      seed ^= seed << 13;
-      seed ^= seed >>> 17;
-      seed ^= seed << 5;
-      return (seed >>> 0) % n;
-    };
+    const random = seededRandom(0x2545f491);
+    const rand = (n: number): number => random.int(0, n - 1);
     const seeds = [
       '(1635188455.020850) can0 18F00E00#821639C4FFFFFFFF',
       '(1.000000) can0 123#R5',

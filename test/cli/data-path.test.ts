@@ -19,6 +19,7 @@ import { decodeMessage } from '../../src/uplink/codec.js';
 import { AgentProcess, candumpLine, le16, outboxRows, writeConfig } from '../support/agent.js';
 import { BackendSubscriber, freePort, Mosquitto, TestPki, type ReceivedMessage } from '../support/mosquitto.js';
 import { delay, waitFor } from '../support/obd-sim.js';
+import { seededRandom } from '../support/random.js';
 import { repoRoot, sharedTestdata } from '../support/shared.js';
 import { makeTempDir } from '../support/temp.js';
 import { identifyNetwork } from '../../src/uplink/network-identity.js';
@@ -28,7 +29,6 @@ import { OperatorClient } from '../../src/commands/operator-client.js';
 function dev509(certsDir: string): { certFile: string; keyFile: string; caFile: string } {
   return { certFile: path.join(certsDir, 'backend.crt'), keyFile: path.join(certsDir, 'backend.key'), caFile: path.join(certsDir, 'ca.crt') };
 }
-import { createPrng } from '../../src/sim/drive-cycle.js';
 
 const ENGINE_DATA = 0x0c8;
 const VEHICLE_DYNAMICS = 0x0d0;
@@ -372,7 +372,7 @@ describe('run: data path', () => {
     const drain = drainConfig('drain', { messagesPerHour: 360_000, burstFraction: 0.0001 });
     const telemetrySeqs = (): number[] => backend.on(deviceId, 'telemetry').map((m) => decoded(m).header.seq);
 
-    const random = createPrng(20240611);
+    const random = seededRandom(20240611);
     const committed = new Set<number>(initial.map((r) => r.seq));
     /** Messages the backend already had that were still in the file after a kill, so they must come again. */
     const mustComeAgain = new Set<number>();

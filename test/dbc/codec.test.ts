@@ -17,6 +17,7 @@ import {
   type MessageCodec,
   type SignalValue,
 } from '../../src/dbc/index.js';
+import { seededRandom, type SeededRandom } from '../support/random.js';
 
 // ---------------------------------------------------------------------------------------------------------------------
 // helpers
@@ -52,20 +53,6 @@ function encodeError(fn: () => unknown, detail: RegExp): void {
     assert.match(err.message, detail);
     return true;
   });
-}
-
-/** Seeded generator (Weyl sequence through a 32-bit avalanche mix), so every failure can be reproduced. */
-function makeRandom(seed: number): { next: () => number; int: (lo: number, hi: number) => number; pick: <T>(xs: readonly T[]) => T } {
-  let state = seed >>> 0;
-  const next = (): number => {
-    state = (state + 0x9e3779b9) >>> 0;
-    let z = state;
-    z = Math.imul(z ^ (z >>> 16), 0x21f0aaad);
-    z = Math.imul(z ^ (z >>> 15), 0x735a2d97);
-    return ((z ^ (z >>> 15)) >>> 0) / 4294967296;
-  };
-  const int = (lo: number, hi: number): number => lo + Math.floor(next() * (hi - lo + 1));
-  return { next, int, pick: (xs) => xs[Math.floor(next() * xs.length)]! };
 }
 
 // ---------------------------------------------------------------------------------------------------------------------
@@ -194,7 +181,7 @@ describe('random layouts against the bit-by-bit reference', () => {
     bytes: number;
     bits: number[];
   }
-  const random = makeRandom(SEED);
+  const random = seededRandom(SEED);
   const cases: Case[] = [];
   for (let i = 0; i < 1000; i++) {
     const messageBytes = random.next() < 0.2 ? 64 : 8;
@@ -247,7 +234,7 @@ describe('random layouts against the bit-by-bit reference', () => {
     return Number(raw) * c.factor + c.offset;
   };
 
-  const payloadFor = (c: Case, round: number, rand: ReturnType<typeof makeRandom>): Uint8Array => {
+  const payloadFor = (c: Case, round: number, rand: SeededRandom): Uint8Array => {
     const data = new Uint8Array(c.bytes);
     if (round === 0) for (let b = 0; b < data.length; b++) data[b] = rand.int(0, 255);
     else if (round === 1) data.fill(0xff);
@@ -260,7 +247,7 @@ describe('random layouts against the bit-by-bit reference', () => {
 
   /** Decodes every payload of every case on all three paths; `skip` leaves out the decodeInto check of some cases. */
   const checkAll = (decodeIntoOf: (c: Case) => boolean): number => {
-    const rand = makeRandom(SEED ^ 0xabcdef);
+    const rand = seededRandom(SEED ^ 0xabcdef);
     const buffer = new Float64Array(db.slotCount);
     let bigints = 0;
     for (let i = 0; i < cases.length; i++) {
@@ -308,7 +295,7 @@ describe('random layouts against the bit-by-bit reference', () => {
   );
 
   it('encodes what the reference packs, and decode(encode(v)) == v', () => {
-    const rand = makeRandom(SEED ^ 0x123456);
+    const rand = seededRandom(SEED ^ 0x123456);
     for (let i = 0; i < cases.length; i++) {
       const c = cases[i]!;
       const codec = db.find(i + 1, false)!;
@@ -773,7 +760,7 @@ BA_ "GenSigStartValue" SG_ 1000 Start 42;
   });
 
   it('decode(encode(v)) == v, scaled and raw', () => {
-    const random = makeRandom(77);
+    const random = seededRandom(77);
     for (let i = 0; i < 200; i++) {
       const data = Uint8Array.from({ length: 8 }, () => random.int(0, 255));
       data.fill(0, 5);

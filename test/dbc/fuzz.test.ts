@@ -24,6 +24,7 @@ import {
   type Database,
   type MessageCodec,
 } from '../../src/dbc/index.js';
+import { seededRandom, type SeededRandom } from '../support/random.js';
 import { hasSharedTestdata, NO_SHARED_TESTDATA, sharedTestdata } from '../support/shared.js';
 
 const DEFAULT_SEED = 0x0dbcf022;
@@ -65,35 +66,11 @@ interface Outcome {
 // ---------------------------------------------------------------------------------------------------------------------
 // seeded randomness
 
-/** Weyl sequence through a 32-bit avalanche mix: small, fast and reproducible. */
-class Random {
-  private state: number;
-  constructor(seed: number) {
-    this.state = seed >>> 0;
-  }
-  next(): number {
-    this.state = (this.state + 0x9e3779b9) >>> 0;
-    let z = this.state;
-    z = Math.imul(z ^ (z >>> 16), 0x21f0aaad);
-    z = Math.imul(z ^ (z >>> 15), 0x735a2d97);
-    return ((z ^ (z >>> 15)) >>> 0) / 4294967296;
-  }
-  int(lo: number, hi: number): number {
-    return lo + Math.floor(this.next() * (hi - lo + 1));
-  }
-  chance(p: number): boolean {
-    return this.next() < p;
-  }
-  pick<T>(xs: readonly T[]): T {
-    return xs[Math.floor(this.next() * xs.length)]!;
-  }
-}
-
 /** Each case gets its own generator, so one case can be rerun alone. */
-function caseRandom(seed: number, index: number): Random {
+function caseRandom(seed: number, index: number): SeededRandom {
   let h = Math.imul(seed ^ 0x85ebca6b, 0xc2b2ae35) ^ Math.imul(index + 1, 0x27d4eb2f);
   h = Math.imul(h ^ (h >>> 15), 0x2c1b3c6d);
-  return new Random(h ^ (h >>> 13));
+  return seededRandom(h ^ (h >>> 13));
 }
 
 // ---------------------------------------------------------------------------------------------------------------------
@@ -174,7 +151,7 @@ function tokens(bytes: Buffer, pattern: RegExp): [number, number][] {
 }
 
 /** A statement that references what the window defines, so resolution code sees unusual but well-formed input. */
-function referencingStatement(bytes: Buffer, r: Random): string {
+function referencingStatement(bytes: Buffer, r: SeededRandom): string {
   const text = latin1(bytes);
   const ids = [...text.matchAll(/^BO_ (\d+) /gm)].map((m) => m[1]!);
   const signals = [...text.matchAll(/^[ \t]+SG_ (\w+)/gm)].map((m) => m[1]!);
@@ -202,7 +179,7 @@ function referencingStatement(bytes: Buffer, r: Random): string {
   }
 }
 
-function mutate(input: Buffer, r: Random, log: string[]): Buffer {
+function mutate(input: Buffer, r: SeededRandom, log: string[]): Buffer {
   let bytes = input;
   const at = (): number => r.int(0, Math.max(0, bytes.length - 1));
   const kind = r.int(0, 13);
@@ -335,7 +312,7 @@ interface CaseInput {
   window: string;
   mutations: string[];
   j1939: boolean;
-  random: Random;
+  random: SeededRandom;
 }
 
 function buildCase(sources: Source[], seed: number, index: number): CaseInput {

@@ -7,9 +7,9 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { exactFilter, MemoryCanBus } from '../../src/can/bus.js';
 import { ObdCanClient, ObdRequestError, type EcuPidReadings } from '../../src/obd/can-client.js';
-import { createPrng } from '../../src/sim/drive-cycle.js';
 import { DEMO_VIN, SimulatedObdEcu } from '../../src/sim/obd-ecu.js';
 import { activeTimers, delay, drivingCar, framesOn, hex, singleFrame } from '../support/obd-sim.js';
+import { seededRandom } from '../support/random.js';
 
 const ENGINE_DTCS = { stored: ['P0133', 'C0035', 'B1234', 'U0100'], pending: ['P0420'], permanent: ['P0301'] };
 
@@ -264,7 +264,7 @@ describe('ObdCanClient', () => {
     const bus = new MemoryCanBus();
     const client = new ObdCanClient(bus, { p2Ms: 40 });
     // Noise before any request: random frames on every response identifier.
-    const random = createPrng(7);
+    const random = seededRandom(7);
     for (let k = 0; k < 300; k++) {
       const data = Array.from({ length: Math.floor(random() * 9) }, () => Math.floor(random() * 256));
       bus.inject(0x7e8 + Math.floor(random() * 8), false, data);

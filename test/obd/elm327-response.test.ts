@@ -23,6 +23,7 @@ import {
   type ElmParseOptions,
 } from '../../src/obd/elm327-response.js';
 import { ObdNegativeResponse, parseDtcResponse, parseMode01Response, parseVinResponse, type Mode01Response } from '../../src/obd/j1979.js';
+import { seededRandom } from '../support/random.js';
 import { NO_SHARED_TESTDATA, sharedTestdata } from '../support/shared.js';
 
 const README = sharedTestdata('obd', 'README.md');
@@ -410,18 +411,6 @@ describe('AT helpers', () => {
 // ---------------------------------------------------------------------------------------------------------------
 // Fuzzing
 
-/** mulberry32: small, seeded, good enough to spread test inputs. */
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** Fixed, so a build is never red by chance; `ELM_FUZZ_SEED=<n>` explores others. */
 const SEED = process.env.ELM_FUZZ_SEED === undefined ? 0x5eed_e1a7 : Number(process.env.ELM_FUZZ_SEED);
 const CASES = 10_000;
@@ -438,7 +427,7 @@ describe('fuzz', () => {
   const optionSets: ElmParseOptions[] = [{}, { headers: true }, { headers: false }, { protocol: 'can29', headers: true }, { protocol: 'legacy', headers: true }, { command: '0902' }];
 
   it(`${CASES} mutated real answers: messages or an ElmResponseError, never anything else, quickly (seed ${SEED})`, () => {
-    const random = rng(SEED);
+    const random = seededRandom(SEED);
     const pick = <T>(list: readonly T[]): T => list[Math.floor(random() * list.length)]!;
     const started = performance.now();
     let parsed = 0;

@@ -36,6 +36,7 @@ import {
   type Mode01Response,
   type PidValue,
 } from '../../src/obd/j1979.js';
+import { seededRandom } from '../support/random.js';
 import { NO_SHARED_TESTDATA, sharedTestdata } from '../support/shared.js';
 
 const README = sharedTestdata('obd', 'README.md');
@@ -493,18 +494,6 @@ describe('Mode 09 vehicle information', () => {
 // ---------------------------------------------------------------------------------------------------------------
 // Fuzzing
 
-/** mulberry32: small, seeded, good enough to spread test inputs. */
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** No NaN or infinity anywhere in a decoded value. */
 function assertFinite(value: unknown, where: string): void {
   if (typeof value === 'number') assert.ok(Number.isFinite(value), `${where}: ${value}`);
@@ -629,7 +618,7 @@ describe('fuzzing', () => {
   ];
 
   it(`${CASES} random messages through every parser: a value, a negative response or an ObdDecodeError (seed ${SEED})`, () => {
-    const random = rng(SEED);
+    const random = seededRandom(SEED);
     const byte = (): number => Math.floor(random() * 256);
     const outcomes = new Map<string, { ok: number; rejected: number }>(parsers.map(([name]) => [name, { ok: 0, rejected: 0 }]));
     for (let k = 0; k < CASES; k++) {

@@ -87,6 +87,24 @@ describe('identity files: a rotation cut short is repaired at start', () => {
     assert.ok(pairMatches(files.certFile, files.keyFile));
   });
 
+  it('[15.5] the temporary file of a .new or .old write a power cut stopped (part of a key) is removed at start', () => {
+    const dir = makeTempDir('identity-files-tmp-');
+    const live = writeIssued(dir, 'car', issueDeviceCertificate(ca, 'car'));
+    const liveFp = fingerprint(live.certFile);
+    // Cut while staging the key: only its temporary file, half written.
+    writeFileSync(`${live.keyFile}.new.tmp`, '-----BEGIN PRIVATE KEY-----\nMIIE');
+    assert.equal(repairIdentityFiles(live), 'identity: removed what a certificate rotation cut short while writing left (car.key.new.tmp)');
+    assert.deepEqual(readdirSync(dir).sort(), ['car.crt', 'car.key']);
+    // Cut while the swap copied the live key to .old: the staged pair stands beside it, never swapped in.
+    const fresh = issueDeviceCertificate(ca, 'car');
+    stageIdentity(live, fresh.certPem, fresh.keyPem);
+    writeFileSync(`${live.keyFile}.old.tmp`, '-----BEGIN PRIVATE KEY-----\nMIIE');
+    assert.match(repairIdentityFiles(live)!, /removed the staged pair/);
+    assert.equal(fingerprint(live.certFile), liveFp);
+    assert.deepEqual(readdirSync(dir).sort(), ['car.crt', 'car.key']);
+    assert.equal(repairIdentityFiles(live), undefined, 'nothing more to do');
+  });
+
   it('a pair that matches is never touched; a mismatch with nothing to repair it is left for loadIdentity to report', () => {
     const files = setUp();
     swapIdentity(files);

@@ -1,7 +1,7 @@
 /** The drive-cycle model: reproducible from a seed, and physically plausible step by step. */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { createPrng, DEMO_CAR, DriveCycle, type DrivePhase, type VehicleState } from '../../src/sim/drive-cycle.js';
+import { DEMO_CAR, DriveCycle, type DrivePhase, type VehicleState } from '../../src/sim/drive-cycle.js';
 
 const DT = 0.01;
 
@@ -22,23 +22,6 @@ function metresBetween(lat1: number, lon1: number, lat2: number, lon2: number): 
   const rad = Math.PI / 180;
   return { north: (lat2 - lat1) * rad * R, east: (lon2 - lon1) * rad * R * Math.cos(lat1 * rad) };
 }
-
-describe('createPrng', () => {
-  it('repeats its sequence for a seed, differs between seeds, stays in [0, 1)', () => {
-    const a = createPrng(42);
-    const b = createPrng(42);
-    const c = createPrng(43);
-    const seqA = Array.from({ length: 1000 }, a);
-    assert.deepEqual(Array.from({ length: 1000 }, b), seqA);
-    assert.notDeepEqual(Array.from({ length: 1000 }, c), seqA);
-    assert.ok(seqA.every((x) => x >= 0 && x < 1));
-    const mean = seqA.reduce((s, x) => s + x, 0) / seqA.length;
-    assert.ok(Math.abs(mean - 0.5) < 0.05, `mean ${mean}`);
-    // Seed 0 must not get stuck (xorshift's fixed point).
-    const zero = createPrng(0);
-    assert.notEqual(zero(), zero());
-  });
-});
 
 describe('DriveCycle', () => {
   it('is deterministic: the same seed gives the same drive, another seed another drive', () => {

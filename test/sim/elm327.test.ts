@@ -12,10 +12,11 @@ import { describe, it } from 'node:test';
 import type { IsoTpClock } from '../../src/can/isotp.js';
 import { ElmResponseError, parseElmResponse, parseElmVersion, parseProtocolNumber, parseVoltage, type ElmErrorCode, type ElmParseOptions, type ElmResponse } from '../../src/obd/elm327-response.js';
 import { decodePid, ObdNegativeResponse, parseDtcResponse, parseMode01Response, parseVinResponse, type DtcService } from '../../src/obd/j1979.js';
-import { createPrng, DriveCycle, type VehicleState } from '../../src/sim/drive-cycle.js';
+import { DriveCycle, type VehicleState } from '../../src/sim/drive-cycle.js';
 import { Elm327Simulator, type Elm327Fault, type Elm327SimulatorOptions, type Elm327Timing } from '../../src/sim/elm327.js';
 import { ObdEcuModel } from '../../src/sim/obd-ecu.js';
 import { activeTimers, delay } from '../support/obd-sim.js';
+import { seededRandom } from '../support/random.js';
 import { NO_SHARED_TESTDATA, sharedTestdata } from '../support/shared.js';
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -833,7 +834,7 @@ describe('Elm327Simulator: clone profiles', () => {
 describe('Elm327Simulator: fuzz', () => {
   it('2,000 random command lines: never a throw, one prompt per command, parseable OBD answers', () => {
     const seed = Number(process.env.ELM_SIM_FUZZ_SEED ?? 20240611);
-    const random = createPrng(seed);
+    const random = seededRandom(seed);
     const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)]!;
     const protocol = pick([3, 4, 5, 6, 7, 8, 9] as const);
     const ecus = [RECORDED_ENGINE, { address: protocol === 6 || protocol === 8 ? 1 : 0x1a, pids: [0x05, 0x0d], vin: null }];

@@ -5,6 +5,7 @@
  * Standard output to a pipe is written synchronously on Linux, so a printed line is never held back in a buffer.
  */
 import { SqliteOutbox, type Durability } from '../../src/store/outbox.js';
+import { seededRandom } from '../support/random.js';
 
 const [dbPath, durabilityArg, seedArg] = process.argv.slice(2);
 if (!dbPath || (durabilityArg !== 'full' && durabilityArg !== 'normal' && durabilityArg !== 'off')) {
@@ -12,15 +13,8 @@ if (!dbPath || (durabilityArg !== 'full' && durabilityArg !== 'normal' && durabi
   process.exit(2);
 }
 const durability: Durability = durabilityArg;
-let state = Number(seedArg ?? 1) >>> 0 || 1;
-/** xorshift32: batch sizes vary from run to run, reproducibly. */
-function random(): number {
-  state ^= state << 13;
-  state ^= state >>> 17;
-  state ^= state << 5;
-  state >>>= 0;
-  return state / 0x1_0000_0000;
-}
+/** Batch sizes vary from run to run, reproducibly. */
+const random = seededRandom(Number(seedArg ?? 1));
 
 /** The payload names its own sequence number, so the test can check a stored message is the one numbered. */
 function writerPayload(seq: number): Uint8Array {

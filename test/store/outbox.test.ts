@@ -27,8 +27,8 @@ import { describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import type { MessageKind, Priority } from '../../src/collect/sample.js';
 import { ROW_OVERHEAD_BYTES, SqliteOutbox, type OutboxError, type OutboxItem, type OutboxOptions } from '../../src/store/outbox.js';
+import { seededRandom } from '../support/random.js';
 import { makeTempDir } from '../support/temp.js';
-import { createPrng } from '../../src/sim/drive-cycle.js';
 import { classify } from '../../src/health/log.js';
 import { canMount, fillUp, makeReadOnly, mkfifo, modeOf, mountTmpfs, openInChild } from '../support/state-files.js';
 
@@ -398,7 +398,7 @@ describe('SQLite outbox', () => {
     const writer = path.join(here, 'outbox-writer.js');
     assert.ok(existsSync(writer), `${writer} missing: run npm run build`);
     const file = dbFile('outbox-kill-');
-    const random = createPrng(20240605);
+    const random = seededRandom(20240605);
     const committed = new Set<number>();
     let highest = 0;
     let roundsWithCommits = 0;
@@ -456,7 +456,7 @@ describe('SQLite outbox', () => {
 
   it('measures the bytes it writes to disk per message (batches of 50 messages of ~1 KB)', (t) => {
     const { outbox } = open(dbFile('outbox-disk-'), { maxBytes: 100_000_000 });
-    const random = createPrng(7);
+    const random = seededRandom(7);
     for (let batch = 0; batch < 100; batch++) {
       outbox.append(Array.from({ length: 50 }, (_, i) => item((i % 3) as Priority, 800 + Math.floor(random() * 400))));
     }

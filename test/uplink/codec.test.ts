@@ -24,14 +24,14 @@ import {
   PayloadError,
   type PayloadFormat,
 } from '../../src/uplink/codec.js';
+import { seededRandom } from '../support/random.js';
 import { sharedTestdata } from '../support/shared.js';
-import { createPrng } from '../../src/sim/drive-cycle.js';
 
 // ---- helpers ----
 
 /** Seeded (the simulator's generator), good enough to spread test cases; a failure names its seed and case. */
 function rng(seed: number) {
-  const next = createPrng(seed);
+  const next = seededRandom(seed);
   const int = (lo: number, hi: number): number => lo + Math.floor(next() * (hi - lo + 1));
   const pick = <T>(xs: readonly T[]): T => xs[int(0, xs.length - 1)]!;
   /** Any double from 64 random bits: subnormals, huge, NaN with payloads, ±Infinity. */

@@ -10,7 +10,7 @@ import { loadIdentity } from '../../src/pki/identity.js';
 import { MqttSession, UplinkError, backoffDelay, type SessionStateChange } from '../../src/uplink/session.js';
 import { BackendSubscriber, Mosquitto, TestPki, deviceSession, freePort, waitForState } from '../support/mosquitto.js';
 import { delay, waitFor } from '../support/obd-sim.js';
-import { createPrng } from '../../src/sim/drive-cycle.js';
+import { seededRandom } from '../support/random.js';
 
 function json(payload: Buffer): Record<string, unknown> {
   return JSON.parse(payload.toString('utf8')) as Record<string, unknown>;
@@ -44,9 +44,9 @@ describe('backoffDelay', () => {
   });
 
   it('with a seeded random gives the seeded sequence, each within its cap', () => {
-    const random = createPrng(42);
+    const random = seededRandom(42);
     const delays = Array.from({ length: 8 }, (_, n) => backoffDelay(n, 100, 1600, random));
-    const replay = createPrng(42);
+    const replay = seededRandom(42);
     const caps = [100, 200, 400, 800, 1600, 1600, 1600, 1600];
     assert.deepEqual(
       delays,
@@ -136,7 +136,7 @@ describe('MqttSession', () => {
       url: `mqtts://localhost:${port}`,
       deviceId: 'car-backoff',
       identity,
-      random: createPrng(7),
+      random: seededRandom(7),
       reconnect: { initialMs: 10, maxMs: 40 },
     });
     t.after(() => session.close());
@@ -147,7 +147,7 @@ describe('MqttSession', () => {
     session.start();
     await waitFor(() => failures.length >= 6, 5000, 'six failed attempts');
     await session.close();
-    const replay = createPrng(7);
+    const replay = seededRandom(7);
     const expected = [10, 20, 40, 40, 40, 40].map((cap) => Math.floor(replay() * cap));
     assert.deepEqual(
       failures.slice(0, 6).map((f) => f.retryInMs),
