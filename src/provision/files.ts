@@ -12,22 +12,17 @@
 import {
   chmodSync,
   chownSync,
-  closeSync,
-  fchmodSync,
-  fchownSync,
   lchownSync,
   lstatSync,
   mkdirSync,
-  openSync,
   readlinkSync,
-  renameSync,
   rmSync,
   symlinkSync,
-  writeSync,
   type Stats,
 } from 'node:fs';
 import path from 'node:path';
 import { readRegularFile, RegularFileError, type ReadLimit } from '../config/regular-file.js';
+import { atomicWriteFile } from '../store/atomic-file.js';
 
 /** A problem with the tool's input or target: the CLI prints its message as one line and exits 1. */
 export class ProvisionError extends Error {
@@ -115,22 +110,9 @@ export function putFile(file: string, content: Buffer | string, placement: Place
   if (stats?.isFile() && stats.size === data.length && sameContent(file, data)) {
     return fixMetadata(file, stats, placement) ? 'updated' : 'unchanged';
   }
-  const temp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.tmp`);
-  rmSync(temp, { force: true });
-  // 'wx' with the final mode: the secret is never readable by anyone else, not even before the chmod below.
-  const fd = openSync(temp, 'wx', placement.mode & 0o700);
-  try {
-    writeSync(fd, data);
-    if (placement.owner) fchownSync(fd, placement.owner.uid, placement.owner.gid);
-    // The umask may have removed bits the file needs (0644 under umask 077): set them exactly.
-    fchmodSync(fd, placement.mode);
-  } catch (err) {
-    closeSync(fd);
-    rmSync(temp, { force: true });
-    throw err;
-  }
-  closeSync(fd);
-  renameSync(temp, file);
+  // The secret is never readable by anyone else, not even before its mode is set; the old file stays whole until
+  // the new one is complete and synced.
+  atomicWriteFile(file, data, { mode: placement.mode, ...(placement.owner ? { owner: placement.owner } : {}) });
   return stats === undefined ? 'created' : 'updated';
 }
 

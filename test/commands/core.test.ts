@@ -3,7 +3,7 @@
  * persistence and its corrupt-file floor, the signer checks, and preconditions on live values.
  */
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync, rmSync, statSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, statSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import Database from 'better-sqlite3';

@@ -11,7 +11,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import type { IsoTpClock } from '../../src/can/isotp.js';
 import { ElmResponseError, parseElmResponse, parseElmVersion, parseProtocolNumber, parseVoltage, type ElmErrorCode, type ElmParseOptions, type ElmResponse } from '../../src/obd/elm327-response.js';
-import { decodePid, ObdNegativeResponse, parseDtcResponse, parseMode01Response, parseVinResponse, type DtcService } from '../../src/obd/j1979.js';
+import { ObdNegativeResponse, parseDtcResponse, parseMode01Response, parseVinResponse, type DtcService } from '../../src/obd/j1979.js';
 import { DriveCycle, type VehicleState } from '../../src/sim/drive-cycle.js';
 import { Elm327Simulator, type Elm327Fault, type Elm327SimulatorOptions, type Elm327Timing } from '../../src/sim/elm327.js';
 import { ObdEcuModel } from '../../src/sim/obd-ecu.js';
