@@ -19,7 +19,8 @@ function twoEcus() {
   const car = drivingCar();
   const engine = new SimulatedObdEcu(bus, { vehicle: car, dtcs: ENGINE_DTCS, calibrationIds: ['ENG-CAL-0042'] });
   const gearbox = new SimulatedObdEcu(bus, { vehicle: car, ecu: 1, legacy: true, pids: [0x05, 0x0d, 0x0f], vin: null, calibrationIds: ['TCU-0815'] });
-  const client = new ObdCanClient(bus);
+  // 200 ms rather than the standard 50: the ECUs answer from this same event loop, which a busy machine can stall longer than 50 ms.
+  const client = new ObdCanClient(bus, { p2Ms: 200 });
   const close = () => {
     client.close();
     engine.close();
