@@ -17,7 +17,7 @@ import { ChangeCount, ProvisionError } from './provision-files.js';
 import { runFlash } from './provision-flash.js';
 import { DEFAULT_BUNDLES_DIR, DEFAULT_DEV_PKI_DIR, DEFAULT_TEMPLATE, DEMO_DEVICE, runDevPki, runProvision, type ProvisionOptions } from './provision-pki.js';
 import { DEFAULT_UNIT_OPTIONS, INSTALL, checkUnitOptions, installService, serviceUnit, systemdIsRunning, type UnitOptions } from './provision-unit.js';
-import { forTerminal, linesForTerminal } from './terminal-text.js';
+import { forTerminal, linesForTerminal } from '../text/terminal-text.js';
 
 // Paths and names can come from a hostile image or bundle: control characters are shown escaped, never sent raw.
 const say = (line: string): void => {

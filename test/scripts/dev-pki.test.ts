@@ -8,7 +8,7 @@ import { chmodSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { devCaFromPem, issueClientCertificate, writeIssued } from '../../src/pki/dev-ca.js';
-import { ensureDevPki } from '../../src/cli/data-path.js';
+import { ensureDevPki } from '../../src/pki/dev-pki.js';
 import { loadIdentity } from '../../src/pki/identity.js';
 import { runScript, type ScriptRun } from '../support/scripts.js';
 import { makeTempDir } from '../support/temp.js';

@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
 import { chmodSync, chownSync, copyFileSync, existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, renameSync, rmSync, statSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { before, describe, test } from 'node:test';
-import { RESTART_EXIT_CODE } from '../../src/cli/run.js';
+import { RESTART_EXIT_CODE } from '../../src/agent/exit-codes.js';
 import { isThisMachinesRoot } from '../../src/cli/provision-flash.js';
 import { AGENT_RESTART_EXIT_CODE } from '../../src/cli/provision-unit.js';
 import { loadDeviceConfig } from '../../src/config/device-config.js';
