@@ -20,6 +20,7 @@ import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, renameSync, 
 import { isIP, SocketAddress } from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { sourceFiles } from '../agent/sources/registry.js';
 import { DeviceConfigError, loadDeviceConfig, parseDeviceConfig, type DeviceConfig } from '../config/device-config.js';
 import { createCsr, createDeviceKey, readCsr, signDeviceCsr } from '../pki/csr.js';
 import { devCaFromPem, issueServerCertificate, writeIssued } from '../pki/dev-ca.js';
@@ -266,8 +267,8 @@ export async function runDevPki(options: DevPkiOptions, say: Say): Promise<void>
   checkDeviceId(options.device);
   const out = path.resolve(options.out);
   if (existsSync(out) && !lstatSync(out).isDirectory()) throw new ProvisionError(`--out ${out} is not a folder`);
-  // Loaded here only: the data path brings the whole agent with it, which the other tools do not need.
-  const { ensureDevPki } = await import('./data-path.js');
+  // The same development PKI the agent's embedded broker makes (src/pki/dev-pki.ts).
+  const { ensureDevPki } = await import('../pki/dev-pki.js');
   const files = DEV_PKI_FILES(options.device);
   const before = new Set(files.filter((f) => existsSync(path.join(out, f))));
   const backendBefore = before.has(`${BACKEND_IDENTITY}.crt`) ? readFileSync(path.join(out, `${BACKEND_IDENTITY}.crt`), 'utf8') : undefined;
@@ -433,7 +434,9 @@ function readInputs(bundle: string, options: ProvisionOptions): BundleInputs {
   config.buses = template.buses.map((bus, i) => {
     const rawBus = (raw.buses as Record<string, unknown>[])[i]!;
     const out: Record<string, unknown> = { ...rawBus, dbc: place(bus.dbc, BUNDLE.dbcDir) };
-    if (bus.source.type === 'replay') out.source = { ...(rawBus.source as object), file: place(bus.source.file, BUNDLE.replayDir) };
+    // The files its source names (a replay's log) go into the bundle; the source plug-in says which.
+    const files = sourceFiles(bus);
+    if (files.length > 0) out.source = { ...(rawBus.source as object), ...Object.fromEntries(files.map(({ key, file }) => [key, place(file, BUNDLE.replayDir)])) };
     return out;
   });
   const status = (raw.status ?? { signals: [] }) as Record<string, unknown>;
