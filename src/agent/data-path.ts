@@ -8,33 +8,30 @@
  * interval: the flash sees a few large writes, not one small one per batch. The frame path itself only reaches the
  * collector (see src/collect/collector.ts): nothing here runs per frame.
  */
-import { X509Certificate } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import type { FrameSink } from '../can/frame.js';
 import { Collector } from '../collect/collector.js';
 import type { CollectionConfig } from '../collect/config.js';
 import type { SampleBatch } from '../collect/sample.js';
 import { CommandFailure, type CertificateRotationRequest, type CommandContext } from '../commands/handler.js';
+import type { DispatcherStats } from '../commands/dispatcher.js';
 import type { DeviceConfig } from '../config/device-config.js';
 import type { UplinkConfig } from '../uplink/config.js';
 import type { BusDecoder } from '../dbc/bus-decoder.js';
-import { createDevCa, devCaFromPem, issueClientCertificate, issueDeviceCertificate, issueServerCertificate, writeIssued, type DevCa } from '../pki/dev-ca.js';
-import { BACKEND_CA_NAME, BACKEND_IDENTITY } from '../pki/device-id.js';
-import { COMMAND_CA_NAME, DEV_OPERATOR, writeDevelopmentKeys } from '../pki/command-pki.js';
 import { HEALTH_DEFAULTS } from '../health/config.js';
+import { ensureDevPki, type DevPkiPaths } from '../pki/dev-pki.js';
 import { loadIdentity, type IdentityFiles } from '../pki/identity.js';
 import { signDeviceCsr } from '../pki/csr.js';
 import { repairIdentityFiles } from '../pki/identity-files.js';
-import { rotateCertificate, RotationFailure, summary } from '../pki/rotation.js';
+import { rotateCertificate, RotationFailure, summary, type CertificateSummary } from '../pki/rotation.js';
 import { SqliteOutbox, type OutboxItem, type OutboxStats } from '../store/outbox.js';
 import { encodeMessage } from '../uplink/codec.js';
 import { EmbeddedBroker } from '../uplink/embedded-broker.js';
 import { identifyNetwork, watchNetwork } from '../uplink/network-identity.js';
-import { heartbeatText, openAdaptiveHeartbeat, type AdaptiveHeartbeat, type HeartbeatStatus } from '../uplink/keepalive.js';
+import { openAdaptiveHeartbeat, type AdaptiveHeartbeat, type HeartbeatStatus } from '../uplink/keepalive.js';
 import type { LinkMemory } from '../uplink/link-memory.js';
 import { Publisher, type PublisherStats } from '../uplink/publisher.js';
-import { MqttSession, type SessionState } from '../uplink/session.js';
+import { MqttSession, type SessionCounters, type SessionState } from '../uplink/session.js';
 import { Throttle, type ThrottleState } from '../uplink/throttle.js';
 import { AgentCommands } from './agent-commands.js';
 
@@ -51,16 +48,43 @@ export interface DataPathSummary {
   uplink?: { state: SessionState; url: string; publisher: PublisherStats; throttle: ThrottleState; heartbeat?: HeartbeatStatus };
 }
 
-/** The files of the development PKI the embedded broker and the demo device use, and its CA. */
-export interface DevPkiPaths {
-  ca: DevCa;
-  caFile: string;
-  /** The CA of backend identities, which the embedded broker trusts beside the device CA. */
-  backendCaFile: string;
-  serverCertFile: string;
-  serverKeyFile: string;
-  deviceCertFile: string;
-  deviceKeyFile: string;
+/** What the data path reports of itself: in getStatus and (read by src/health/report.ts) in the health report. */
+export interface DataPathReport {
+  /** When it was taken, unix ms. */
+  ts: number;
+  /** Counted over the whole run, collectors replaced by setConfig included. */
+  collector: { samplesIn: number; samples: number; batches: number; triggers: number; droppedBatches: number };
+  outbox: {
+    messages: number;
+    bytes: number;
+    oldestCreatedAt: number | null;
+    evicted: { count: number; bytes: number; byPriority: number[] };
+    expired: number;
+    rejected: number;
+    corruptFilesMovedAside: number;
+    setAside: OutboxStats['setAside'];
+    fileLostWhileRunning: number;
+  };
+  uplink?: { state: SessionState; publisher: PublisherStats; throttle: ThrottleState; heartbeat?: HeartbeatStatus };
+  commands?: DispatcherStats;
+  certificate?: CertificateSummary & { expiringSoon: boolean };
+}
+
+/** The data path in the agent's snapshot (src/agent/snapshot.ts). */
+export interface DataPathSnapshot {
+  report: DataPathReport;
+  /** Messages committed to the outbox during this run. */
+  messages: number;
+  /** The MQTT link, with an uplink section. */
+  link: {
+    url: string;
+    state: SessionState;
+    counters: SessionCounters;
+    publisher: PublisherStats;
+    throttled: boolean;
+    /** The adaptive heartbeat (uplink.keepalive.adaptive); null with a fixed keepalive. */
+    heartbeat: HeartbeatStatus | null;
+  } | null;
 }
 
 /** The identity files of the uplink section (resolved by the config loader), the device certificate's issuer required. */
@@ -74,74 +98,12 @@ function identityFiles(uplink: UplinkConfig): IdentityFiles & { caFile: string }
   };
 }
 
-/**
- * Makes sure `certsDir` (mode 0700: it holds CA keys) holds a development CA, a broker certificate for localhost, a
- * certificate for `deviceId`, a backend CA and the backend identity it issues (to subscribe with mosquitto_sub, and
- * for telematics-ops), and a command CA with an operator to sign remote commands; creates what is missing, keeps
- * what is there.
- *
- * The backend has its own CA so that the broker tells the backend from a car by who issued the certificate, never by
- * its name: a car's certificate that happened to be called `backend` would still be a car's. A backend certificate
- * that an older version issued from the device CA is issued again from the backend CA.
- */
-export function ensureDevPki(certsDir: string, deviceId: string, say: Warn = () => undefined): DevPkiPaths {
-  mkdirSync(certsDir, { recursive: true, mode: 0o700 });
-  // mkdir's mode is cut by the umask, never widened, and an older version left it 0755: a folder of CA keys is its
-  // owner's alone.
-  const mode = statSync(certsDir).mode & 0o777;
-  if (mode !== 0o700) {
-    chmodSync(certsDir, 0o700);
-    if (mode & 0o077) say(`the development PKI folder ${certsDir} was readable by others (mode ${mode.toString(8).padStart(4, '0')}); made it 0700`);
-  }
-  const file = (name: string): string => path.join(certsDir, name);
-  const ca = ensureCa(certsDir, 'ca', 'development CA', say);
-  const backendCa = ensureCa(certsDir, BACKEND_CA_NAME, 'development backend CA', say, 'telematics-agent development backend CA');
-  if (!existsSync(file('server.crt')) || !existsSync(file('server.key'))) {
-    writeIssued(certsDir, 'server', issueServerCertificate(ca, { hosts: ['localhost', '127.0.0.1', '::1'] }));
-  }
-  if (!existsSync(file(`${deviceId}.crt`)) || !existsSync(file(`${deviceId}.key`))) {
-    writeIssued(certsDir, deviceId, issueDeviceCertificate(ca, deviceId));
-  }
-  if (!existsSync(file(`${BACKEND_IDENTITY}.key`)) || !issuedBy(file(`${BACKEND_IDENTITY}.crt`), backendCa)) {
-    writeIssued(certsDir, BACKEND_IDENTITY, issueClientCertificate(backendCa, BACKEND_IDENTITY));
-  }
-  // The command CA the car pins and an operator who can sign (telematics-ops send --certs-dir).
-  if (!existsSync(file(`${COMMAND_CA_NAME}.crt`)) || !existsSync(file(`${DEV_OPERATOR}.crt`)) || !existsSync(file(`${DEV_OPERATOR}.key`))) {
-    writeDevelopmentKeys(certsDir, DEV_OPERATOR);
-    say(`created a development command CA and operator '${DEV_OPERATOR}' in ${certsDir} (not for production)`);
-  }
-  return {
-    ca,
-    caFile: file('ca.crt'),
-    backendCaFile: file(`${BACKEND_CA_NAME}.crt`),
-    serverCertFile: file('server.crt'),
-    serverKeyFile: file('server.key'),
-    deviceCertFile: file(`${deviceId}.crt`),
-    deviceKeyFile: file(`${deviceId}.key`),
-  };
-}
-
-/** The CA `<name>.crt`/`.key` in `dir`, created when either is missing. */
-function ensureCa(dir: string, name: string, what: string, say: Warn, commonName?: string): DevCa {
-  const certFile = path.join(dir, `${name}.crt`);
-  const keyFile = path.join(dir, `${name}.key`);
-  if (existsSync(certFile) && existsSync(keyFile)) return devCaFromPem(readFileSync(certFile, 'utf8'), readFileSync(keyFile, 'utf8'));
-  const ca = createDevCa(commonName !== undefined ? { commonName } : {});
-  writeIssued(dir, name, ca);
-  say(`created a ${what} in ${dir} (for the embedded broker; not for production)`);
-  return ca;
-}
-
-/** Whether the certificate in `file` exists and was issued by `ca`. */
-function issuedBy(file: string, ca: DevCa): boolean {
-  if (!existsSync(file)) return false;
-  try {
-    const cert = new X509Certificate(readFileSync(file));
-    const issuer = new X509Certificate(ca.certPem);
-    return cert.checkIssued(issuer) && cert.verify(issuer.publicKey);
-  } catch {
-    return false;
-  }
+export interface DataPathOptions {
+  /**
+   * Builds the context remote commands act through, given the data path (which it reaches: setConfig, setSignal on a
+   * simulated bus, rotateCertificate); without it, a basic context serves the commands that only read.
+   */
+  commandContext?: (dataPath: DataPath) => CommandContext;
 }
 
 export class DataPath {
@@ -193,7 +155,7 @@ export class DataPath {
    * embedded broker if configured, loads the identity and connects. Configuration and identity problems throw here,
    * before the sources start; a broker that cannot be reached is not a failure (the outbox holds the data).
    */
-  static async open(config: DeviceConfig, buses: readonly BusDecoder[], warn: Warn, options: { commandContext?: CommandContext } = {}): Promise<DataPath> {
+  static async open(config: DeviceConfig, buses: readonly BusDecoder[], warn: Warn, options: DataPathOptions = {}): Promise<DataPath> {
     const collection = config.collection!;
     const outboxConfig = config.outbox!;
     // Its folder is created by the outbox itself (mode 0750; errors name outbox.path).
@@ -217,7 +179,8 @@ export class DataPath {
       if (config.uplink) uplink = await openUplink(config, outbox, warn, devPki);
       path_ = new DataPath(config, buses, collector, outbox, warn, uplink);
       path_.commands = commands;
-      path_.commandContext = options.commandContext;
+      // The context remote commands act through reaches this data path; the dispatcher gets it when it starts, below.
+      path_.commandContext = options.commandContext?.(path_);
     } catch (err) {
       commands?.close();
       outbox.close();
@@ -345,9 +308,9 @@ export class DataPath {
   }
 
   /** The health message: what the collector, the outbox, the link and its budget are doing. */
-  healthReport(): Record<string, unknown> {
+  healthReport(): DataPathReport {
     const outbox = this.outbox.stats();
-    const report: Record<string, unknown> = {
+    const report: DataPathReport = {
       ts: Date.now(),
       collector: {
         samplesIn: this.retired.samplesIn + this.collector.stats.samplesIn,
@@ -438,15 +401,23 @@ export class DataPath {
     session.publish(session.topic('health'), JSON.stringify(report), { qos: 1 }).catch(() => undefined);
   }
 
-  /** ` | uplink connected, heartbeat 42 s, 1204 published, 3 buffered (12 kB)` */
-  statusText(): string {
-    const stats = this.outbox.stats();
-    const buffered = `${stats.messages} buffered (${formatBytes(stats.bytes)})`;
-    if (!this.uplink) return `${this.messages} messages, ${buffered}`;
-    const { publisher, session, throttle } = this.uplink;
-    const limited = throttle.state.limited ? ', budget exhausted' : '';
-    const heartbeat = this.uplink.heartbeat ? `, ${heartbeatText(this.uplink.heartbeat.status())}` : '';
-    return `uplink ${session.state}${heartbeat}, ${publisher.stats.acknowledged} published, ${buffered}${limited}`;
+  /** What the status line, the status page, the health report and getStatus read of the data path. */
+  snapshot(): DataPathSnapshot {
+    const uplink = this.uplink;
+    return {
+      report: this.healthReport(),
+      messages: this.messages,
+      link: uplink
+        ? {
+            url: uplink.url,
+            state: uplink.session.state,
+            counters: uplink.session.counters,
+            publisher: uplink.publisher.stats,
+            throttled: uplink.throttle.state.limited,
+            heartbeat: uplink.heartbeat?.status() ?? null,
+          }
+        : null,
+    };
   }
 
   summary(): DataPathSummary {
@@ -550,10 +521,4 @@ async function openUplink(config: DeviceConfig, outbox: SqliteOutbox, warn: Warn
     await broker?.close();
     throw err;
   }
-}
-
-function formatBytes(bytes: number): string {
-  if (bytes < 1024) return `${bytes} B`;
-  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(0)} kB`;
-  return `${(bytes / 1024 / 1024).toFixed(1)} MB`;
 }
