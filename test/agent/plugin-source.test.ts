@@ -140,7 +140,7 @@ describe('a source type registered at run time', () => {
     for (const remove of unregister) remove();
   });
 
-  it('runs through the whole agent: the config loader takes it, its frames are decoded, collected and committed to the outbox', async () => {
+  it('[15.2] runs through the whole agent: the config loader takes it, its frames are decoded, collected and committed to the outbox', async () => {
     const dir = makeTempDir('plugin-source-');
     const config = parseDeviceConfig(writeSetup(dir), { file: path.join(dir, 'device.json'), baseDir: dir });
     // Its file is resolved against the config file, as a replay's log is, and provisioning would carry it.
@@ -183,7 +183,7 @@ describe('a source type registered at run time', () => {
     assert.deepEqual(lines.filter((line) => /error|warn/i.test(line)), []);
   });
 
-  it('the config loader checks it with its own schema, naming the field, and its files exist', () => {
+  it('[15.2] the config loader checks it with its own schema, naming the field, and its files exist', () => {
     const dir = makeTempDir('plugin-config-');
     const setup = writeSetup(dir) as { buses: { source: Record<string, unknown> }[] };
     const load = (json: object) => parseDeviceConfig(json, { file: 'device.json', baseDir: dir });
@@ -198,7 +198,7 @@ describe('a source type registered at run time', () => {
     );
   });
 
-  it('is refused again once removed: the loader follows the registry', () => {
+  it('[15.2] is refused again once removed: the loader follows the registry', () => {
     const removeScript = unregister.shift()!;
     removeScript();
     const dir = makeTempDir('plugin-removed-');

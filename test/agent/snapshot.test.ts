@@ -26,7 +26,7 @@ async function get(port: number, path_: string): Promise<string> {
 }
 
 describe('the agent snapshot', () => {
-  it('getStatus, /status, the health report, /metrics and the summary show the same counts and values', async () => {
+  it('[15.1] getStatus, /status, the health report, /metrics and the summary show the same counts and values', async () => {
     const dir = makeTempDir('snapshot-');
     const t0 = 1_700_000_000;
     writeFileSync(

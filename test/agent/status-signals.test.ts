@@ -47,7 +47,7 @@ describe('status signals and the one signal-name resolver', () => {
     }
   });
 
-  it('without status.signals, the first 12 signals of the bus DBCs, named with their bus when there are several', () => {
+  it('[15.5] without status.signals, the first 12 signals of the bus DBCs, named with their bus when there are several', () => {
     const { signals, configured } = statusSignals([], buses());
     assert.equal(configured, false);
     assert.equal(signals.length, 12);
