@@ -21,7 +21,7 @@ import Database from 'better-sqlite3';
 import mqtt from 'mqtt';
 import { parseCandumpLine } from '../src/can/candump.js';
 import { cloneFrame, createFrame, type CanFrame } from '../src/can/frame.js';
-import { DataPath } from '../src/cli/data-path.js';
+import { DataPath } from '../src/agent/data-path.js';
 import type { Sample } from '../src/collect/sample.js';
 import { parseDeviceConfig, type DeviceConfig } from '../src/config/device-config.js';
 import { BusDecoder } from '../src/dbc/bus-decoder.js';

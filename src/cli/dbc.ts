@@ -4,7 +4,7 @@
  */
 import type { Command } from 'commander';
 import { loadDbcFile, type Database, type MessageDef, type SignalDef } from '../dbc/index.js';
-import { forTerminal } from './terminal-text.js';
+import { forTerminal } from '../text/terminal-text.js';
 
 function hexId(message: MessageDef): string {
   return `0x${message.id.toString(16).toUpperCase().padStart(message.extended ? 8 : 3, '0')}`;

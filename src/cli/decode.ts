@@ -14,8 +14,9 @@ import { CandumpLineParser, CandumpLineSplitter, CandumpParseError, formatCandum
 import { createFrame, type CanFrame } from '../can/frame.js';
 import { SocketCanSource } from '../can/socketcan.js';
 import { compileDatabase, DecodeError, loadDbcFile, type CompiledDatabase, type SignalValue } from '../dbc/index.js';
-import { checkCanInterface, describeControllerChange, endpointStateReporter, parseInterfaceName } from './can-interface.js';
-import { forTerminal, jsonForTerminal } from './terminal-text.js';
+import { describeControllerChange, endpointStateReporter } from '../can/interface-report.js';
+import { checkCanInterface, parseInterfaceName } from './can-interface.js';
+import { forTerminal, jsonForTerminal } from '../text/terminal-text.js';
 
 export interface DecodeCliOptions {
   choices: boolean;

@@ -7,7 +7,7 @@ import { registerDbcCommand } from './dbc.js';
 import { registerSimEcuCommand } from './sim-ecu.js';
 import { registerObdCommand } from './obd.js';
 import { registerSimElm327Command } from './sim-elm327.js';
-import { linesForTerminal } from './terminal-text.js';
+import { linesForTerminal } from '../text/terminal-text.js';
 
 const program = new Command();
 program

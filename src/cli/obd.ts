@@ -9,10 +9,10 @@ import { SocketCanBus } from '../can/socketcan.js';
 import { ObdCanClient, ObdRequestError, type EcuAnswer, type ObdCanAddressing, type ObdEcuInfo } from '../obd/can-client.js';
 import type { ObdClient } from '../obd/client.js';
 import { Elm327Client, type Elm327Info } from '../obd/elm327.js';
-import { formatPidValue } from './live-bus.js';
+import { formatPidValue } from '../agent/obd-polling.js';
 import { MODE01_PIDS, MODE01_PIDS_BY_KEY, OBD_SERVICE, SUPPORTED_PID_BLOCKS, type PidDefinition, type PidValue } from '../obd/j1979.js';
 import { checkCanInterface, checkEcuForAddressing, parseEcuAddress, parseInterfaceName, parseWholeMilliseconds } from './can-interface.js';
-import { forTerminal, jsonForTerminal } from './terminal-text.js';
+import { forTerminal, jsonForTerminal } from '../text/terminal-text.js';
 
 export const OBD_ACTIONS = ['read-vin', 'read-pids', 'read-dtcs', 'clear-dtcs', 'discover'] as const;
 export type ObdAction = (typeof OBD_ACTIONS)[number];

@@ -19,7 +19,7 @@ import { OperatorClient } from '../commands/operator-client.js';
 import type { CommandResult } from '../commands/result.js';
 import { DEV_OPERATOR, writeDevelopmentKeys } from '../pki/command-pki.js';
 import { BACKEND_IDENTITY, deviceIdProblem } from '../pki/device-id.js';
-import { forTerminal, jsonForTerminal, linesForTerminal } from './terminal-text.js';
+import { forTerminal, jsonForTerminal, linesForTerminal } from '../text/terminal-text.js';
 
 export const EXIT = { succeeded: 0, usage: 1, rejected: 2, failed: 3, timedOut: 4 } as const;
 

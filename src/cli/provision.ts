@@ -18,7 +18,7 @@ import { runFlash } from '../provision/flash.js';
 import { DEFAULT_BUNDLES_DIR, DEFAULT_TEMPLATE, runProvision, type ProvisionOptions } from '../provision/bundle.js';
 import { DEFAULT_DEV_PKI_DIR, DEMO_DEVICE, runDevPki } from '../provision/dev-pki.js';
 import { DEFAULT_UNIT_OPTIONS, checkUnitOptions, runInstallService, serviceUnit, type UnitOptions } from '../provision/service-unit.js';
-import { forTerminal, linesForTerminal } from './terminal-text.js';
+import { forTerminal, linesForTerminal } from '../text/terminal-text.js';
 
 // Paths and names can come from a hostile image or bundle: control characters are shown escaped, never sent raw.
 const say = (line: string): void => {

@@ -12,13 +12,13 @@ import { SIM_STEP_MS } from '../sim/vehicle.js';
 import {
   checkCanInterface,
   checkEcuForAddressing,
-  endpointStateReporter,
   parseAddressing,
   parseEcuAddress,
   parseInteger,
   parseInterfaceName,
   parsePositiveNumber,
 } from './can-interface.js';
+import { endpointStateReporter } from '../can/interface-report.js';
 import { collectDtc } from './sim-options.js';
 
 interface SimEcuOptions {

@@ -30,11 +30,10 @@
  */
 import type { FrameSink } from '../can/frame.js';
 import type { BusDecoder } from '../dbc/bus-decoder.js';
-import type { MessageCodec } from '../dbc/index.js';
-import { MODE01_PIDS_BY_KEY } from '../obd/j1979.js';
 import { memoryBudgetProblem, type BatchConfig, type CollectionConfig, type CollectionRule, type TriggerSizes } from './config.js';
 import { compileExpression, ExpressionError, type CompiledExpression } from './expression.js';
 import { MAX_PRIORITY, type Priority, type Sample, type SampleBatch } from './sample.js';
+import { describeSignal, resolveSignalName } from './signal-names.js';
 
 const PERIODIC = 0;
 const CHANGE = 1;
@@ -188,63 +187,6 @@ interface PendingBatch {
   bytes: number;
   openedAtMs: number;
 }
-
-/** A resolved signal name: a DBC signal on a bus, or an OBD key. */
-type ResolvedSignal =
-  | { kind: 'dbc'; bus: number; slot: number; message: number; name: string; codec: MessageCodec; signalIndex: number }
-  | { kind: 'obd'; key: string; source: string | undefined };
-
-/**
- * Finds a rule's signal name: `obd.<key>` / `<source>.obd.<key>`, `<bus>.<Message>.<Signal>`, `<Message>.<Signal>`
- * or a bare signal name (first bus, first message that has it, as the status line resolves names).
- */
-export function resolveSignalName(buses: readonly BusDecoder[], name: string): ResolvedSignal | undefined {
-  const parts = name.split('.');
-  // The last 'obd': an adapter may itself be named obd (`obd.obd.rpm`).
-  const obdAt = parts.lastIndexOf('obd');
-  if (obdAt >= 0 && obdAt === parts.length - 2 && obdAt <= 1) {
-    const key = parts[parts.length - 1]!;
-    if (!MODE01_PIDS_BY_KEY.has(key)) return undefined;
-    return { kind: 'obd', key, source: obdAt === 1 ? parts[0] : undefined };
-  }
-  let candidates = buses.map((bus, index) => ({ bus, index }));
-  let rest = parts;
-  if (parts.length === 3) {
-    candidates = candidates.filter((c) => c.bus.name === parts[0]);
-    rest = parts.slice(1);
-  }
-  if (rest.length > 2) return undefined;
-  for (const { bus, index } of candidates) {
-    const messages = bus.database.messages;
-    for (let m = 0; m < messages.length; m++) {
-      const codec = messages[m]!;
-      const { message } = codec;
-      if (rest.length === 2 && message.name !== rest[0]) continue;
-      const signalName = rest[rest.length - 1]!;
-      const signalIndex = message.signals.findIndex((s) => s.name === signalName);
-      if (signalIndex < 0) continue;
-      return {
-        kind: 'dbc',
-        bus: index,
-        slot: codec.slots[signalIndex]!,
-        message: m,
-        name: `${bus.name}.${message.name}.${signalName}`,
-        codec,
-        signalIndex,
-      };
-    }
-  }
-  return undefined;
-}
-
-/** A signal by any name resolveSignalName takes: undefined when unknown; with its DBC value table when it has one. */
-export function describeSignal(buses: readonly BusDecoder[], name: string): { choices?: ReadonlyMap<number, string> } | undefined {
-  const found = resolveSignalName(buses, name);
-  if (found === undefined) return undefined;
-  const choices = found.kind === 'dbc' ? found.codec.message.signals[found.signalIndex]!.choices : undefined;
-  return choices ? { choices } : {};
-}
-
 
 export class Collector {
   readonly stats: CollectorStats;

@@ -23,7 +23,7 @@ export interface CommandHandler<P = unknown, C = CommandContext> {
   run(params: P, context: C, run: CommandRun): Promise<unknown>;
 }
 
-/** What handlers may use of the agent (implemented in src/cli/command-context.ts by the composition root). */
+/** What handlers may use of the agent (implemented in src/agent/command-context.ts by the composition root). */
 export interface CommandContext {
   readonly deviceId: string;
   /** Current decoded value of a signal by the names collection rules use (Message.Signal, bare name, bus-prefixed, obd.<key>); undefined if never received/unknown. */

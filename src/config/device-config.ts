@@ -3,227 +3,78 @@
  * status line shows. One JSON file per device; `device-config/device-config.schema.json` is generated from the schema
  * below (`node scripts/write-config-schema.mjs`), so editors can validate and complete it.
  *
- * To add a section (collection, uplink…) or a source type: add a zod schema here, add it to `deviceConfigSchema` or
- * `frameSourceSchema`, resolve its paths in `resolvePaths`, and regenerate the JSON schema.
+ * To add a section (collection, uplink…): add a zod schema for it, add it to `buildDeviceConfigSchema`, resolve its
+ * paths in `resolvePaths`, and regenerate the JSON schema. A source type is not added here: its plug-in declares its
+ * schema and the files it names (src/agent/sources/), and the schema is built from the registry of source types,
+ * rebuilt when a type is registered at run time.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
+import { adapterTypes, busSourceType, busSourceTypes, sourceFiles, sourceTypesVersion } from '../agent/sources/registry.js';
+import type { AdapterConfig, SourceConfig } from '../agent/sources/source-type.js';
 import { collectionConfigSchema, collectionRuleSchema } from '../collect/config.js';
 import { commandsConfigSchema } from '../commands/config.js';
 import { healthConfigSchema } from '../health/config.js';
 import { loggingConfigSchema } from '../health/log-config.js';
-import { MODE01_PIDS, MODE01_PIDS_BY_KEY, SUPPORTED_PID_BLOCKS, type PidDefinition } from '../obd/j1979.js';
+import { obdConfigSchema, pidProblem } from '../obd/config.js';
 import { outboxConfigSchema } from '../store/config.js';
 import { COMMAND_CA_NAME } from '../pki/command-pki.js';
 import { deviceIdProblem } from '../pki/device-id.js';
 import { uplinkConfigSchema } from '../uplink/config.js';
 
-const simSourceSchema = z
-  .strictObject({
-    type: z.literal('sim'),
-    speed: z.number().positive().optional().describe('Time factor: 2 drives the simulated car twice as fast as real time. Default 1.'),
-    seed: z.number().int().optional().describe('Seed of the drive cycle; the same seed replays the same drive. Default 1.'),
-  })
-  .describe('The simulated demo vehicle (drive cycle), sending every message of the bus DBC at its cycle time.');
-
-const replaySourceSchema = z
-  .strictObject({
-    type: z.literal('replay'),
-    file: z.string().min(1).describe('candump -L log to replay, relative to this config file.'),
-    speed: z.number().positive().optional().describe('Time factor: 2 replays twice as fast as recorded. Default 1.'),
-    loop: z.boolean().optional().describe('Start over when the log ends. Default false.'),
-  })
-  .describe('A recorded candump -L log, replayed with its original timing.');
-
 /**
- * What the kernel accepts as a network interface name (dev_valid_name): 1-15 bytes, no '/', ':' or whitespace, not
- * '.' or '..'. Checked here so that a typo is a config error, not a socket that silently never opens.
+ * `buses[].source`: the registered bus source types, by `type`. Each plug-in's schema is a strict object with its
+ * `type` literal (src/agent/sources/source-type.ts), which is what a discriminated union takes.
  */
-export const INTERFACE_NAME_PATTERN = /^(?!\.\.?$)[^\s/:]{1,15}$/;
-
-export function interfaceNameProblem(name: string): string | null {
-  if (!INTERFACE_NAME_PATTERN.test(name)) {
-    return `not a network interface name: ${JSON.stringify(name)} (1-15 characters, no '/', ':' or whitespace, not '.' or '..')`;
-  }
-  // The kernel counts bytes: a name of 15 characters with non-ASCII ones in it is too long.
-  const bytes = Buffer.byteLength(name, 'utf8');
-  return bytes > 15 ? `not a network interface name: ${JSON.stringify(name)} is ${bytes} bytes, the kernel allows 15` : null;
+function frameSourceSchema(): z.ZodType<SourceConfig> {
+  const options = busSourceTypes().map((t) => t.schema) as unknown as [z.ZodObject, ...z.ZodObject[]];
+  return z.discriminatedUnion('type', options) as unknown as z.ZodType<SourceConfig>;
 }
 
-const interfaceNameSchema = z
-  .string()
-  .regex(INTERFACE_NAME_PATTERN, { message: "not a network interface name (1-15 characters, no '/', ':' or whitespace, not '.' or '..')" })
-  .superRefine((name, ctx) => {
-    if (!INTERFACE_NAME_PATTERN.test(name)) return; // reported by the pattern
-    const problem = interfaceNameProblem(name);
-    if (problem) ctx.addIssue({ code: 'custom', message: problem });
-  });
+/** `obdAdapters[]`: the registered adapter types, by `type` (absent: elm327, the registry's default). */
+function adapterSchema(): z.ZodType<AdapterConfig> {
+  const options = adapterTypes().map((t) => t.schema) as unknown as [z.ZodObject, ...z.ZodObject[]];
+  return z.discriminatedUnion('type', options) as unknown as z.ZodType<AdapterConfig>;
+}
 
-const socketcanSourceSchema = z
-  .strictObject({
-    type: z.literal('socketcan'),
-    interface: interfaceNameSchema.describe('Kernel CAN interface, e.g. can0 (ip link show type can).'),
-    timestamps: z
-      .boolean()
-      .default(true)
-      .describe('Stamp frames with the kernel receive time rather than the time the agent reads them. Default true.'),
-    filter: z
-      .enum(['dbc', 'none'])
-      .default('dbc')
-      .describe(
-        'dbc: kernel receive filters pass only the identifiers the bus DBC decodes (frames nobody reads never wake the agent); ' +
-          'none: receive every frame. Default dbc.',
-      ),
-  })
-  .describe('A live SocketCAN interface. The agent waits for it when it is missing or down, and reopens it when it comes back.');
-
-/** Where a bus's frames come from. */
-export const frameSourceSchema = z.discriminatedUnion('type', [simSourceSchema, replaySourceSchema, socketcanSourceSchema]);
-
-/** A PID as the config names it: its number, or its J1979 key ('rpm', 'coolantTemp'…). */
-const obdPidSchema = z.strictObject({
-  pid: z
-    .union([z.number(), z.string()], { error: 'expected a Mode 01 PID number (e.g. 12) or its name (e.g. "rpm")' })
-    .describe('Mode 01 PID: its number (12 or 0x0C written as 12) or its J1979 name, e.g. "rpm", "speed", "coolantTemp".'),
-  intervalMs: z.number().int().min(10).describe('How often to read it, ms.'),
-  ecu: z
-    .number()
-    .int()
-    .min(0)
-    .max(255)
-    .optional()
-    .describe('Read it from this ECU only (0-7 with 11-bit identifiers, the ECU address with 29-bit ones); default every ECU that has it.'),
-});
-
-const obdConfigSchema = z
-  .strictObject({
-    addressing: z.enum(['11-bit', '29-bit']).default('11-bit').describe('ISO 15765-4 identifiers: 11-bit (0x7DF/0x7E8…) or 29-bit (0x18DB33F1…). Default 11-bit.'),
-    p2Ms: z
-      .number()
-      .int()
-      .min(1)
-      .max(5000)
-      .optional()
-      .describe("Wait for the ECUs' first answer, ms. Default 50 (ISO 15765-4 P2CAN); raise it for slow gateways."),
-    pids: z.array(obdPidSchema).min(1).describe('The PIDs to poll and how often.'),
-    budget: z
-      .strictObject({
-        maxRequestsPerSecond: z.number().positive().optional().describe('Most OBD requests per second the poller sends.'),
-        maxFramesPerSecond: z.number().positive().optional().describe("Most frames per second the poller causes, the ECUs' answers included."),
-      })
-      .optional()
-      .describe('Bus load the poller may cause; when the schedule asks for more, reads are delayed.'),
-    backoff: z
-      .strictObject({
-        maxMs: z.number().int().positive().optional().describe('Longest wait before asking again for a PID an ECU did not return, ms. Default 60000.'),
-      })
-      .optional(),
-  })
-  .describe('OBD-II (SAE J1979) polling over ISO 15765-4 on this bus. Needs a socketcan source.');
-
-/** Pollers' shared settings: the PIDs, the load they may cause, the backoff for PIDs an ECU does not return. */
-const pollBudgetSchema = z
-  .strictObject({
-    maxRequestsPerSecond: z.number().positive().optional().describe('Most OBD requests per second the poller sends.'),
-    maxFramesPerSecond: z.number().positive().optional().describe("Most frames per second the poller causes, the ECUs' answers included."),
-  })
-  .optional()
-  .describe('Load the poller may cause; when the schedule asks for more, reads are delayed.');
-
-const pollBackoffSchema = z
-  .strictObject({
-    maxMs: z.number().int().positive().optional().describe('Longest wait before asking again for a PID an ECU did not return, ms. Default 60000.'),
-  })
-  .optional();
-
-/** ELM327 protocol numbers (ATSP): 1-5 J1850/ISO 9141/KWP, 6-9 ISO 15765-4 CAN, 10 J1939, 11-12 user CAN. */
-const elmProtocolSchema = z
-  .union([z.literal('auto'), z.number().int().min(1).max(12)], { error: 'expected "auto" or an ELM327 protocol number 1-12' })
-  .default('auto')
-  .describe('"auto" (the adapter searches, ATSP0) or the ELM327 protocol number: 6 = ISO 15765-4 CAN 11-bit 500 kbit/s, 7 = 29-bit 500, 8/9 = 250 kbit/s, 3 = ISO 9141-2, 4/5 = KWP2000. Default auto.');
-
-export const obdAdapterConfigSchema = z
-  .strictObject({
-    name: z.string().min(1).describe('Name the agent reports this adapter by, e.g. obd.'),
-    port: z
-      .string()
-      .min(1)
-      .refine((p) => !p.includes('\0'), 'a path cannot hold NUL')
-      .describe('Serial port: /dev/ttyUSB0, /dev/rfcomm0, or better a stable /dev/serial/by-id/... path.'),
-    baudRate: z.number().int().min(300).max(4_000_000).optional().describe('Fixed baud rate; default: try 38400, 9600, 115200, 57600, 230400, 500000, 19200.'),
-    protocol: elmProtocolSchema,
-    pids: z.array(obdPidSchema).min(1).describe('The PIDs to poll and how often.'),
-    budget: pollBudgetSchema,
-    backoff: pollBackoffSchema,
-  })
-  .superRefine((adapter, ctx) => {
-    adapter.pids.forEach((spec, k) => {
-      const problem = pidProblem(spec.pid);
-      if (problem) ctx.addIssue({ code: 'custom', path: ['pids', k, 'pid'], message: problem });
-    });
-  })
-  .describe('OBD-II (SAE J1979) polling through an ELM327-compatible adapter on a serial port (USB, UART, Bluetooth SPP). The agent waits for the adapter when it is missing, and reconnects when it is unplugged or stops answering.');
-
-export const busConfigSchema = z
-  .strictObject({
-    name: z.string().min(1).describe('Bus name as the agent reports it, e.g. can0.'),
-    dbc: z.string().min(1).describe('DBC file decoding this bus, relative to this config file.'),
-    j1939: z.boolean().optional().describe('Match 29-bit frames by J1939 parameter group (PGN), ignoring priority and source address.'),
-    strictDbc: z.boolean().optional().describe('Reject any deviation from the DBC grammar instead of warning about it.'),
-    source: frameSourceSchema,
-    obd: obdConfigSchema.optional(),
-  })
-  .superRefine((bus, ctx) => {
-    const obd = bus.obd;
-    if (obd === undefined) return;
-    if (bus.source.type !== 'socketcan') {
-      ctx.addIssue({
-        code: 'custom',
-        path: ['obd'],
-        message: `OBD-II polling talks to the ECUs, so it needs a live bus: source.type must be "socketcan", not "${bus.source.type}"`,
-      });
-    }
-    const maxEcu = obd.addressing === '11-bit' ? 7 : 255;
-    obd.pids.forEach((spec, k) => {
-      const problem = pidProblem(spec.pid);
-      if (problem) ctx.addIssue({ code: 'custom', path: ['obd', 'pids', k, 'pid'], message: problem });
-      if (spec.ecu !== undefined && spec.ecu > maxEcu) {
+function busConfigSchema(source: z.ZodType<SourceConfig>) {
+  return z
+    .strictObject({
+      name: z.string().min(1).describe('Bus name as the agent reports it, e.g. can0.'),
+      dbc: z.string().min(1).describe('DBC file decoding this bus, relative to this config file.'),
+      j1939: z.boolean().optional().describe('Match 29-bit frames by J1939 parameter group (PGN), ignoring priority and source address.'),
+      strictDbc: z.boolean().optional().describe('Reject any deviation from the DBC grammar instead of warning about it.'),
+      source,
+      obd: obdConfigSchema.optional(),
+    })
+    .superRefine((bus, ctx) => {
+      const obd = bus.obd;
+      if (obd === undefined) return;
+      if (busSourceType(bus.source).obd !== true) {
+        const live = busSourceTypes()
+          .filter((t) => t.obd === true)
+          .map((t) => JSON.stringify(t.type))
+          .join(' or ');
         ctx.addIssue({
           code: 'custom',
-          path: ['obd', 'pids', k, 'ecu'],
-          message: `ECU ${spec.ecu} does not exist with ${obd.addressing} identifiers (0-${maxEcu})`,
+          path: ['obd'],
+          message: `OBD-II polling talks to the ECUs, so it needs a live bus: source.type must be ${live}, not "${bus.source.type}"`,
         });
       }
+      const maxEcu = obd.addressing === '11-bit' ? 7 : 255;
+      obd.pids.forEach((spec, k) => {
+        const problem = pidProblem(spec.pid);
+        if (problem) ctx.addIssue({ code: 'custom', path: ['obd', 'pids', k, 'pid'], message: problem });
+        if (spec.ecu !== undefined && spec.ecu > maxEcu) {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['obd', 'pids', k, 'ecu'],
+            message: `ECU ${spec.ecu} does not exist with ${obd.addressing} identifiers (0-${maxEcu})`,
+          });
+        }
+      });
     });
-  });
-
-/** The J1979 definition a configured PID names; undefined when it names none. */
-export function resolveObdPid(pid: number | string): PidDefinition | undefined {
-  return typeof pid === 'number' ? MODE01_PIDS.get(pid) : MODE01_PIDS_BY_KEY.get(pid);
-}
-
-/** Why a configured PID cannot be polled, or null. */
-function pidProblem(pid: number | string): string | null {
-  const def = resolveObdPid(pid);
-  if (def === undefined) {
-    if (typeof pid === 'number') {
-      if (!Number.isInteger(pid) || pid < 0 || pid > 0xff) return `a PID is a byte (0-255), got ${pid}`;
-      return `PID ${pid} (0x${hex2(pid)}) is not a J1979 Mode 01 PID the agent can decode`;
-    }
-    const folded = pid.toLowerCase();
-    const near = [...MODE01_PIDS_BY_KEY.keys()].filter((key) => key.toLowerCase() === folded || key.toLowerCase().startsWith(folded));
-    const hint = near.length > 0 ? `; did you mean ${near.slice(0, 3).map((k) => JSON.stringify(k)).join(' or ')}?` : ' (names are J1979 keys such as "rpm", "speed", "coolantTemp")';
-    return `unknown PID name ${JSON.stringify(pid)}${hint}`;
-  }
-  if (SUPPORTED_PID_BLOCKS.includes(def.pid)) {
-    return `PID 0x${hex2(def.pid)} (${def.key}) only lists supported PIDs; the agent reads it when it discovers the ECUs`;
-  }
-  return null;
-}
-
-function hex2(n: number): string {
-  return n.toString(16).toUpperCase().padStart(2, '0');
 }
 
 export const statusConfigSchema = z
@@ -231,71 +82,81 @@ export const statusConfigSchema = z
     intervalMs: z.number().int().min(100).default(1000).describe('How often the status line is refreshed, ms.'),
     signals: z
       .array(z.string().min(1))
-      .describe('Signals to show, as Message.Signal or a bare signal name (the first bus and message that has it).'),
+      .describe('Signals to show, as Message.Signal or a bare signal name (the first bus and message that has it), optionally prefixed by the bus (`can0.ENGINE_DATA.EngineSpeed`).'),
   })
   .describe('The live status line of `telematics-agent run`.');
 
-export const deviceConfigSchema = z
-  .strictObject({
-    $schema: z.string().optional().describe('Path or URL of device-config.schema.json, for editors.'),
-    deviceId: z
-      .string()
-      .superRefine((id, ctx) => {
-        const problem = deviceIdProblem(id);
-        if (problem !== null) ctx.addIssue({ code: 'custom', message: `${JSON.stringify(id)} cannot be a device ID: ${problem}` });
-      })
-      .describe(
-        "Identifies this vehicle gateway to the back end: its certificate's CN, its MQTT client ID and topic level. 1-64 letters, digits, '.', '_', '-', starting with a letter or digit; never a reserved name such as 'backend'.",
-      ),
-    buses: z.array(busConfigSchema).default([]).describe('CAN buses the agent reads.'),
-    obdAdapters: z.array(obdAdapterConfigSchema).default([]).describe('ELM327-compatible OBD-II adapters the agent polls.'),
-    status: statusConfigSchema.optional(),
-    collection: collectionConfigSchema.optional(),
-    outbox: outboxConfigSchema.optional(),
-    uplink: uplinkConfigSchema.optional(),
-    commands: commandsConfigSchema.optional(),
-    health: healthConfigSchema.optional(),
-    logging: loggingConfigSchema.optional(),
-  })
-  .superRefine((config, ctx) => {
-    if (config.collection !== undefined && config.outbox === undefined) {
-      ctx.addIssue({ code: 'custom', path: ['outbox'], message: 'required with collection: collected messages are stored there before they are published' });
-    }
-    if (config.commands !== undefined && config.uplink === undefined) {
-      ctx.addIssue({ code: 'custom', path: ['uplink'], message: 'required with commands: commands arrive over the uplink' });
-    }
-    if (config.commands !== undefined && config.commands.caFile === undefined && config.uplink !== undefined && config.uplink.certsDir === undefined) {
-      ctx.addIssue({ code: 'custom', path: ['commands', 'caFile'], message: 'required without uplink.certsDir (where command-ca.crt is looked for by default)' });
-    }
-    if (config.uplink !== undefined && config.collection === undefined) {
-      ctx.addIssue({ code: 'custom', path: ['collection'], message: 'required with uplink: the collection rules say what to publish' });
-    }
-    if (config.buses.length === 0 && config.obdAdapters.length === 0) {
-      ctx.addIssue({ code: 'custom', path: ['buses'], message: 'nothing to read: configure at least one bus or OBD adapter' });
-    }
-    const seen = new Set<string>();
-    config.buses.forEach((bus, i) => {
-      if (seen.has(bus.name)) {
-        ctx.addIssue({ code: 'custom', path: ['buses', i, 'name'], message: `duplicate bus name '${bus.name}'` });
+function buildDeviceConfigSchema() {
+  return z
+    .strictObject({
+      $schema: z.string().optional().describe('Path or URL of device-config.schema.json, for editors.'),
+      deviceId: z
+        .string()
+        .superRefine((id, ctx) => {
+          const problem = deviceIdProblem(id);
+          if (problem !== null) ctx.addIssue({ code: 'custom', message: `${JSON.stringify(id)} cannot be a device ID: ${problem}` });
+        })
+        .describe(
+          "Identifies this vehicle gateway to the back end: its certificate's CN, its MQTT client ID and topic level. 1-64 letters, digits, '.', '_', '-', starting with a letter or digit; never a reserved name such as 'backend'.",
+        ),
+      buses: z.array(busConfigSchema(frameSourceSchema())).default([]).describe('CAN buses the agent reads.'),
+      obdAdapters: z.array(adapterSchema()).default([]).describe('ELM327-compatible OBD-II adapters the agent polls.'),
+      status: statusConfigSchema.optional(),
+      collection: collectionConfigSchema.optional(),
+      outbox: outboxConfigSchema.optional(),
+      uplink: uplinkConfigSchema.optional(),
+      commands: commandsConfigSchema.optional(),
+      health: healthConfigSchema.optional(),
+      logging: loggingConfigSchema.optional(),
+    })
+    .superRefine((config, ctx) => {
+      if (config.collection !== undefined && config.outbox === undefined) {
+        ctx.addIssue({ code: 'custom', path: ['outbox'], message: 'required with collection: collected messages are stored there before they are published' });
       }
-      seen.add(bus.name);
-    });
-    config.obdAdapters.forEach((adapter, i) => {
-      if (seen.has(adapter.name)) {
-        ctx.addIssue({ code: 'custom', path: ['obdAdapters', i, 'name'], message: `duplicate name '${adapter.name}' (bus and adapter names must differ)` });
+      if (config.commands !== undefined && config.uplink === undefined) {
+        ctx.addIssue({ code: 'custom', path: ['uplink'], message: 'required with commands: commands arrive over the uplink' });
       }
-      seen.add(adapter.name);
-    });
-  })
-  .describe('Telematics agent device configuration.');
+      if (config.commands !== undefined && config.commands.caFile === undefined && config.uplink !== undefined && config.uplink.certsDir === undefined) {
+        ctx.addIssue({ code: 'custom', path: ['commands', 'caFile'], message: 'required without uplink.certsDir (where command-ca.crt is looked for by default)' });
+      }
+      if (config.uplink !== undefined && config.collection === undefined) {
+        ctx.addIssue({ code: 'custom', path: ['collection'], message: 'required with uplink: the collection rules say what to publish' });
+      }
+      if (config.buses.length === 0 && config.obdAdapters.length === 0) {
+        ctx.addIssue({ code: 'custom', path: ['buses'], message: 'nothing to read: configure at least one bus or OBD adapter' });
+      }
+      const seen = new Set<string>();
+      config.buses.forEach((bus, i) => {
+        if (seen.has(bus.name)) {
+          ctx.addIssue({ code: 'custom', path: ['buses', i, 'name'], message: `duplicate bus name '${bus.name}'` });
+        }
+        seen.add(bus.name);
+      });
+      config.obdAdapters.forEach((adapter, i) => {
+        if (seen.has(adapter.name)) {
+          ctx.addIssue({ code: 'custom', path: ['obdAdapters', i, 'name'], message: `duplicate name '${adapter.name}' (bus and adapter names must differ)` });
+        }
+        seen.add(adapter.name);
+      });
+    })
+    .describe('Telematics agent device configuration.');
+}
 
-export type DeviceConfig = z.output<typeof deviceConfigSchema>;
-export type BusConfig = z.output<typeof busConfigSchema>;
-export type FrameSourceConfig = z.output<typeof frameSourceSchema>;
-export type SocketCanSourceConfig = z.output<typeof socketcanSourceSchema>;
-export type ObdConfig = z.output<typeof obdConfigSchema>;
-export type ObdAdapterConfig = z.output<typeof obdAdapterConfigSchema>;
+type DeviceConfigSchema = ReturnType<typeof buildDeviceConfigSchema>;
+let built: { version: number; schema: DeviceConfigSchema } | undefined;
+
+/** The schema of the whole file, for the source types registered now (built again after a registration). */
+export function deviceConfigSchema(): DeviceConfigSchema {
+  const version = sourceTypesVersion();
+  if (built === undefined || built.version !== version) built = { version, schema: buildDeviceConfigSchema() };
+  return built.schema;
+}
+
+export type DeviceConfig = z.output<DeviceConfigSchema>;
+export type BusConfig = DeviceConfig['buses'][number];
 export type StatusConfig = z.output<typeof statusConfigSchema>;
+export type { AdapterConfig, SourceConfig } from '../agent/sources/source-type.js';
+export type { ObdConfig } from '../obd/config.js';
 export type { CollectionConfig } from '../collect/config.js';
 export type { OutboxConfig } from '../store/config.js';
 export type { UplinkConfig } from '../uplink/config.js';
@@ -307,7 +168,7 @@ export const DEVICE_CONFIG_SCHEMA_FILE = 'device-config/device-config.schema.jso
 
 /** The JSON Schema of the config file as users write it (defaults may be left out). */
 export function deviceConfigJsonSchema(): Record<string, unknown> {
-  return z.toJSONSchema(deviceConfigSchema, { io: 'input', target: 'draft-2020-12' }) as Record<string, unknown>;
+  return z.toJSONSchema(deviceConfigSchema(), { io: 'input', target: 'draft-2020-12' }) as Record<string, unknown>;
 }
 
 /** A config file that cannot be used; `message` names the file, the field and what was expected. */
@@ -353,7 +214,7 @@ export function parseDeviceConfig(
   json: unknown,
   where: { file: string; baseDir: string; checkFiles?: boolean },
 ): DeviceConfig {
-  const result = deviceConfigSchema.safeParse(json);
+  const result = deviceConfigSchema().safeParse(json);
   if (!result.success) throw new DeviceConfigError(where.file, result.error.issues.map((issue) => describeIssue(issue, json)));
   const config = resolvePaths(result.data, where.baseDir);
   if (where.checkFiles ?? true) {
@@ -372,7 +233,7 @@ function resolvePaths(config: DeviceConfig, baseDir: string): DeviceConfig {
     buses: config.buses.map((bus) => ({
       ...bus,
       dbc: path.resolve(baseDir, bus.dbc),
-      source: bus.source.type === 'replay' ? { ...bus.source, file: path.resolve(baseDir, bus.source.file) } : bus.source,
+      source: resolveSourceFiles(bus.source, baseDir),
     })),
     ...(config.outbox ? { outbox: { ...config.outbox, path: path.resolve(baseDir, config.outbox.path) } } : {}),
     ...(config.uplink ? { uplink: resolveUplinkPaths(config.uplink, config.deviceId, baseDir) } : {}),
@@ -386,6 +247,18 @@ function resolvePaths(config: DeviceConfig, baseDir: string): DeviceConfig {
         }
       : {}),
   };
+}
+
+/** The source config with the files its type names (a replay's log) resolved against `baseDir`. */
+function resolveSourceFiles(source: SourceConfig, baseDir: string): SourceConfig {
+  const files = busSourceType(source).files ?? [];
+  if (files.length === 0) return source;
+  const resolved: Record<string, unknown> = { ...source };
+  for (const key of files) {
+    const file = source[key];
+    if (typeof file === 'string') resolved[key] = path.resolve(baseDir, file);
+  }
+  return resolved as SourceConfig;
 }
 
 /** Absolute paths for the identity files, defaulted from certsDir. */
@@ -410,8 +283,8 @@ function missingFiles(config: DeviceConfig): string[] {
   const problems: string[] = [];
   config.buses.forEach((bus, i) => {
     if (!existsSync(bus.dbc)) problems.push(`buses[${i}].dbc: file not found: ${bus.dbc}`);
-    if (bus.source.type === 'replay' && !existsSync(bus.source.file)) {
-      problems.push(`buses[${i}].source.file: file not found: ${bus.source.file}`);
+    for (const { key, file } of sourceFiles(bus)) {
+      if (!existsSync(file)) problems.push(`buses[${i}].source.${key}: file not found: ${file}`);
     }
   });
   // With the embedded broker, the default command CA is made at start with the rest of the development PKI.
@@ -460,13 +333,14 @@ function describeIssue(issue: z.core.$ZodIssue, json: unknown): string {
     case 'invalid_union': {
       // A discriminated union with an unknown `type`: say which types exist.
       if ('note' in issue && issue.note === 'No matching discriminator') {
-        // Two discriminated unions in the config: collection rules (by `mode`) and frame sources (by `type`).
+        // Three discriminated unions in the config: collection rules (by `mode`), bus sources and adapters (by `type`).
         const isRule = issue.path.includes('rules');
         const key = isRule ? 'mode' : 'type';
         const typePath = issue.path[issue.path.length - 1] === key ? issue.path : [...issue.path, key];
+        const sourceTypes = issue.path[0] === 'obdAdapters' ? adapterTypes() : busSourceTypes();
         const types = isRule
           ? collectionRuleSchema.options.map((option) => JSON.stringify(option.shape.mode.value)).join(' or ')
-          : frameSourceSchema.options.map((option) => JSON.stringify(option.shape.type.value)).join(' or ');
+          : sourceTypes.map((t) => JSON.stringify(t.type)).join(' or ');
         return `${formatConfigPath(typePath)}: expected ${types}, got ${show(valueAt(json, typePath))}`;
       }
       return `${where}: ${issue.message}, got ${show(got)}`;

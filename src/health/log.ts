@@ -16,7 +16,7 @@
  */
 import { writeSync } from 'node:fs';
 import pino from 'pino';
-import { forTerminal, jsonForTerminal } from '../cli/terminal-text.js';
+import { forTerminal, jsonForTerminal } from '../text/terminal-text.js';
 import { LOG_LEVELS, loggingConfig, type LoggingConfig, type LogLevel } from './log-config.js';
 
 export { LOG_LEVELS, type LogLevel } from './log-config.js';

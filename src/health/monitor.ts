@@ -1,38 +1,27 @@
 /**
  * Health in a run: every `health.intervalS` the report (host + agent) is taken, published to
  * vehicles/<deviceId>/health while the uplink is connected, and kept for the local endpoint; the local endpoint
- * (http-server.ts) serves it with the live values a technician watches (status signals, link state, outbox).
+ * (http-server.ts) serves it with the live values a technician watches (status signals, link state, outbox). Both
+ * read the agent's snapshot (src/agent/snapshot.ts), the one view of the agent's state.
  *
  * Nothing here runs per frame: the report is taken at its interval, and /status reads a handful of values per request.
  * Reports are scheduled one after the other (never overlapping, however slow the host is to answer) on a fixed
  * cadence, skipping a slot rather than bunching up after a slow sample.
  */
 import path from 'node:path';
-import type { DataPath } from '../cli/data-path.js';
-import type { LiveObdAdapter } from '../cli/live-adapter.js';
-import type { LiveBus } from '../cli/live-bus.js';
-import { displayDecimals, formatStatusValue, type StatusSignal } from '../cli/status-signal.js';
+import type { AgentSnapshot, BusSnapshot } from '../agent/snapshot.js';
 import type { DeviceConfig } from '../config/device-config.js';
-import type { BusDecoder } from '../dbc/bus-decoder.js';
 import { HEALTH_DEFAULTS, type HealthConfig } from './config.js';
 import { HealthHttpServer } from './http-server.js';
 import { AgentHealthProbe, healthReport, type HealthReport } from './report.js';
 import { SystemSampler } from './system.js';
 
-/** Signals /status shows when the config names none (status.signals): the first of the bus DBCs. */
-const DEFAULT_SIGNAL_COUNT = 12;
-
 export interface HealthOptions {
   config: DeviceConfig;
-  buses: readonly BusDecoder[];
-  /** Per bus, in config order: its live parts when it is a SocketCAN bus. */
-  live: readonly (LiveBus | undefined)[];
-  adapters: readonly LiveObdAdapter[];
-  /** The latest OBD values, by collector name. */
-  obdValues: ReadonlyMap<string, number>;
-  /** config.status.signals, resolved, in the same order. */
-  statusSignals: readonly StatusSignal[];
-  dataPath: DataPath | undefined;
+  /** The agent's state now. */
+  snapshot: () => AgentSnapshot;
+  /** Publishes a report (the run has an uplink); without it, reports are only kept for the local endpoint. */
+  publish?: (report: HealthReport) => void;
   warn: (message: string) => void;
 }
 
@@ -53,11 +42,6 @@ export interface LiveStatus {
   report: HealthReport | null;
 }
 
-interface ShownSignal {
-  name: string;
-  entry: StatusSignal;
-}
-
 export class Health {
   /** The latest report; the one taken at start (seq 0, local only) until the first interval has passed. */
   latest: HealthReport | null = null;
@@ -65,7 +49,6 @@ export class Health {
   private readonly settings: HealthConfig;
   private readonly sampler: SystemSampler;
   private readonly agent: AgentHealthProbe;
-  private readonly signals: ShownSignal[];
   private readonly intervalMs: number;
   private timer: NodeJS.Timeout | undefined;
   private nextAt = 0;
@@ -75,25 +58,19 @@ export class Health {
   /** The bus frame counts at an earlier /status request, and the rates since the one before. */
   private liveRates: { at: number; frames: number[]; perS: (number | null)[] } | null = null;
 
-  private constructor(
-    private readonly options: HealthOptions,
-    /** Publishes reports (the run has an uplink). */
-    private readonly publishes: boolean,
-  ) {
-    const { config, dataPath } = options;
+  private constructor(private readonly options: HealthOptions) {
+    const { config } = options;
     this.settings = config.health ?? HEALTH_DEFAULTS;
     this.intervalMs = this.settings.intervalS * 1000;
     // The disk that matters is the one the outbox fills; without one, the agent's working directory.
     const diskPath = config.outbox ? path.dirname(config.outbox.path) : process.cwd();
     this.sampler = new SystemSampler({ diskPath, timeoutMs: Math.min(5000, Math.max(500, this.intervalMs / 2)) });
-    this.agent = new AgentHealthProbe({
-      config,
-      buses: options.buses,
-      live: options.live,
-      adapters: options.adapters,
-      dataPath,
-    });
-    this.signals = shownSignals(config, options.buses, options.statusSignals);
+    this.agent = new AgentHealthProbe(config);
+  }
+
+  /** Publishes reports (the run has an uplink). */
+  private get publishes(): boolean {
+    return this.options.publish !== undefined;
   }
 
   /**
@@ -102,7 +79,7 @@ export class Health {
    */
   static async start(options: HealthOptions): Promise<Health> {
     const settings = options.config.health ?? HEALTH_DEFAULTS;
-    const health = new Health(options, options.dataPath?.uplink !== undefined);
+    const health = new Health(options);
     const serves = settings.http.enabled;
     if (!health.publishes && !serves) return health;
     if (serves) {
@@ -114,7 +91,7 @@ export class Health {
     // The counters' starting point, so the first interval's report has rates; with a page to fill, a whole report.
     const now = performance.now();
     if (health.http) health.take(false).catch(() => undefined);
-    else health.agent.take(now);
+    else health.agent.take(now, options.snapshot());
     health.nextAt = now + health.intervalMs;
     health.schedule();
     return health;
@@ -122,33 +99,30 @@ export class Health {
 
   /** The /status document. */
   status(): LiveStatus {
-    const { config, dataPath, obdValues } = this.options;
-    const uplink = dataPath?.uplink;
+    const { config } = this.options;
+    const snapshot = this.options.snapshot();
+    const dataPath = snapshot.dataPath;
+    const link = dataPath?.link;
     let outbox: LiveStatus['outbox'] = null;
     if (dataPath) {
-      const stats = dataPath.outbox.stats();
-      const oldest = stats.oldestCreatedAt;
-      outbox = { messages: stats.messages, bytes: stats.bytes, oldestAgeS: oldest === undefined ? null : Math.max(0, Math.round((Date.now() - oldest) / 100) / 10) };
+      const { messages, bytes, oldestCreatedAt: oldest } = dataPath.report.outbox;
+      outbox = { messages, bytes, oldestAgeS: oldest === null ? null : Math.max(0, Math.round((Date.now() - oldest) / 100) / 10) };
     }
     return {
       deviceId: config.deviceId,
       tsMs: Date.now(),
-      link: uplink
-        ? { state: uplink.session.state, url: uplink.url, heartbeatS: uplink.heartbeat?.status().intervalS ?? config.uplink?.keepaliveS ?? null }
+      link: link
+        ? { state: link.state, url: link.url, heartbeatS: link.heartbeat?.intervalS ?? config.uplink?.keepaliveS ?? null }
         : { state: 'none', url: null, heartbeatS: null },
-      signals: this.signals.map(({ name, entry }) => {
-        const value = entry.bus.values[entry.slot]!;
-        return { name, value: Number.isNaN(value) ? null : value, text: formatStatusValue(entry, value) };
-      }),
-      obd: [...obdValues].map(([name, value]) => ({ name, value })),
-      buses: this.liveBuses(),
+      signals: snapshot.signals.map(({ name, value, text }) => ({ name, value, text })),
+      obd: snapshot.obd,
+      buses: this.liveBuses(snapshot.buses),
       outbox,
       report: this.latest,
     };
   }
 
-  private liveBuses(): LiveStatus['buses'] {
-    const { buses, live, config } = this.options;
+  private liveBuses(buses: readonly BusSnapshot[]): LiveStatus['buses'] {
     const now = performance.now();
     const frames = buses.map((b) => b.frames);
     const previous = this.liveRates;
@@ -159,18 +133,14 @@ export class Health {
       this.liveRates = { at: now, frames, perS: frames.map((n, i) => Math.round((n - previous.frames[i]!) / seconds)) };
     }
     const perS = this.liveRates!.perS;
-    return buses.map((bus, i) => {
-      const liveBus = live[i];
-      const errorFrames = liveBus ? liveBus.source.health.counters.errorFrames : 0;
-      return {
-        name: bus.name,
-        source: config.buses[i]?.source.type ?? 'unknown',
-        frames: bus.frames,
-        framesPerS: perS[i] ?? this.latest?.agent.buses[i]?.framesPerS ?? null,
-        errors: bus.decodeErrors + bus.badLogLines + errorFrames,
-        state: liveBus ? liveBus.source.state : null,
-      };
-    });
+    return buses.map((bus, i) => ({
+      name: bus.name,
+      source: bus.source,
+      frames: bus.frames,
+      framesPerS: perS[i] ?? this.latest?.agent.buses[i]?.framesPerS ?? null,
+      errors: bus.decodeErrors + bus.badLogLines + (bus.link?.errorFrames ?? 0),
+      state: bus.link ? bus.link.state : null,
+    }));
   }
 
   /** Stops the reports and the endpoint. A sample still running is abandoned. */
@@ -194,7 +164,7 @@ export class Health {
   private async tick(): Promise<void> {
     try {
       const report = await this.take(true);
-      if (report && this.publishes) this.options.dataPath?.publishHealth(report);
+      if (report && this.options.publish) this.options.publish(report);
     } catch (err) {
       this.problem(`cannot publish the report: ${(err as Error).message}`);
     } finally {
@@ -207,7 +177,7 @@ export class Health {
     const tsMs = Date.now();
     let agent: ReturnType<AgentHealthProbe['take']>;
     try {
-      agent = this.agent.take(performance.now());
+      agent = this.agent.take(performance.now(), this.options.snapshot());
     } catch (err) {
       this.problem(`cannot read the agent's counters: ${(err as Error).message}`);
       return null;
@@ -235,21 +205,4 @@ export class Health {
     this.lastProblem = message;
     this.options.warn(`health: ${message}`);
   }
-}
-
-/** The configured status signals under their configured names; without any, the first signals of the bus DBCs. */
-function shownSignals(config: DeviceConfig, buses: readonly BusDecoder[], resolved: readonly StatusSignal[]): ShownSignal[] {
-  const names = config.status?.signals ?? [];
-  if (resolved.length > 0) return resolved.map((entry, i) => ({ name: names[i] ?? entry.signal.name, entry }));
-  const shown: ShownSignal[] = [];
-  for (const bus of buses) {
-    const prefix = buses.length > 1 ? `${bus.name}.` : '';
-    for (const codec of bus.database.messages) {
-      codec.message.signals.forEach((signal, k) => {
-        if (shown.length >= DEFAULT_SIGNAL_COUNT) return;
-        shown.push({ name: `${prefix}${codec.message.name}.${signal.name}`, entry: { bus, slot: codec.slots[k]!, signal, decimals: displayDecimals(signal.factor) } });
-      });
-    }
-  }
-  return shown;
 }

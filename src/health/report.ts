@@ -3,13 +3,10 @@
  * Units are in the field names; counters count since the agent started; rates are deltas over the period since the
  * previous report (`periodS`), so they are null in the first one.
  *
- * Everything here reads state the run already keeps (BusDecoder counters, the live buses, the OBD pollers, the data
- * path's health report and its uplink): taking a report costs a few property reads per bus, at the report interval.
+ * The agent part is read from the agent's snapshot (src/agent/snapshot.ts), which reads state the run already keeps:
+ * taking a report costs a few property reads per bus, at the report interval.
  */
-import type { BusDecoder } from '../dbc/bus-decoder.js';
-import type { DataPath } from '../cli/data-path.js';
-import type { LiveObdAdapter } from '../cli/live-adapter.js';
-import type { LiveBus } from '../cli/live-bus.js';
+import type { AgentSnapshot, DataPathSnapshot } from '../agent/snapshot.js';
 import type { DeviceConfig } from '../config/device-config.js';
 import type { SystemSample } from './system.js';
 
@@ -18,7 +15,7 @@ export const HEALTH_REPORT_VERSION = 1;
 
 export interface BusHealth {
   name: string;
-  /** sim, replay or socketcan. */
+  /** sim, replay or socketcan (or a source type registered at run time). */
   source: string;
   frames: number;
   framesPerS: number | null;
@@ -35,7 +32,8 @@ export interface BusHealth {
 export interface ObdHealth {
   /** The bus or adapter name. */
   name: string;
-  via: 'can' | 'elm327';
+  /** `can` for a bus's poller; an adapter's type (`elm327`) for an adapter. */
+  via: string;
   /** A client to the ECUs exists (interface open, adapter ready). */
   connected: boolean;
   /** The adapter's state (elm327) or the interface's (can). */
@@ -156,16 +154,6 @@ export interface HealthReport {
   agent: AgentHealth;
 }
 
-/** The parts of the run the agent part is read from. */
-export interface AgentSources {
-  config: DeviceConfig;
-  buses: readonly BusDecoder[];
-  /** Per bus, in config order: its live parts when it is a SocketCAN bus. */
-  live: readonly (LiveBus | undefined)[];
-  adapters: readonly LiveObdAdapter[];
-  dataPath: DataPath | undefined;
-}
-
 interface Baseline {
   at: number;
   frames: number[];
@@ -177,48 +165,50 @@ interface Baseline {
 export class AgentHealthProbe {
   private baseline: Baseline | null = null;
 
-  constructor(private readonly sources: AgentSources) {}
+  /** `config`: the running device config (the configured keepalive, when the heartbeat is not adaptive). */
+  constructor(private readonly config: DeviceConfig) {}
 
-  /** `now`: performance.now() of the report. Returns the part and the period its rates cover (null the first time). */
-  take(now: number): { agent: AgentHealth; periodS: number | null } {
-    const { config, buses, live, adapters, dataPath } = this.sources;
+  /**
+   * `now`: performance.now() of the report; `snapshot`: the agent's state at that moment. Returns the part and the
+   * period its rates cover (null the first time).
+   */
+  take(now: number, snapshot: AgentSnapshot): { agent: AgentHealth; periodS: number | null } {
+    const { buses, adapters } = snapshot;
     const previous = this.baseline;
     const periodS = previous && now > previous.at ? (now - previous.at) / 1000 : null;
     const rate = (current: number, before: number | undefined): number | null =>
       periodS === null || before === undefined ? null : round((current - before) / periodS, 2);
 
-    const busHealth = buses.map((bus, i): BusHealth => {
-      const liveBus = live[i];
-      return {
-        name: bus.name,
-        source: config.buses[i]?.source.type ?? 'unknown',
-        frames: bus.frames,
-        framesPerS: rate(bus.frames, previous?.frames[i]),
-        signalsPerS: rate(bus.signals, previous?.signals[i]),
-        unknownFrames: bus.unknownFrames,
-        decodeErrors: bus.decodeErrors,
-        malformedLogLines: bus.badLogLines,
-        errorFrames: liveBus ? liveBus.source.health.counters.errorFrames : null,
-        interfaceState: liveBus ? liveBus.source.state : null,
-        controllerState: liveBus ? liveBus.source.health.state : null,
-      };
-    });
+    const busHealth = buses.map((bus, i): BusHealth => ({
+      name: bus.name,
+      source: bus.source,
+      frames: bus.frames,
+      framesPerS: rate(bus.frames, previous?.frames[i]),
+      signalsPerS: rate(bus.signals, previous?.signals[i]),
+      unknownFrames: bus.unknownFrames,
+      decodeErrors: bus.decodeErrors,
+      malformedLogLines: bus.badLogLines,
+      errorFrames: bus.link ? bus.link.errorFrames : null,
+      interfaceState: bus.link ? bus.link.state : null,
+      controllerState: bus.link ? bus.link.controllerState : null,
+    }));
     const totalFrames = buses.reduce((sum, bus) => sum + bus.frames, 0);
     const previousFrames = previous?.frames.reduce((sum, n) => sum + n, 0);
 
     const obd: ObdHealth[] = [];
-    live.forEach((liveBus) => {
-      if (!liveBus?.obd) return;
-      const s = liveBus.obd.summary();
-      obd.push({ name: liveBus.bus.name, via: 'can', connected: liveBus.obd.client !== undefined, state: liveBus.source.state, requests: s.requests, answers: s.samples, unsupportedPids: s.unsupported });
-    });
+    for (const bus of buses) {
+      if (!bus.obd) continue;
+      const o = bus.obd;
+      obd.push({ name: bus.name, via: 'can', connected: o.connected, state: bus.link?.state ?? 'unknown', requests: o.requests, answers: o.samples, unsupportedPids: o.unsupported });
+    }
     for (const adapter of adapters) {
-      const s = adapter.obd.summary();
-      obd.push({ name: adapter.config.name, via: 'elm327', connected: adapter.obd.client !== undefined, state: adapter.lastState, requests: s.requests, answers: s.samples, unsupportedPids: s.unsupported });
+      if (!adapter.obd) continue;
+      const o = adapter.obd;
+      obd.push({ name: adapter.name, via: adapter.type, connected: o.connected, state: adapter.state, requests: o.requests, answers: o.samples, unsupportedPids: o.unsupported });
     }
 
-    const fromDataPath = dataPath ? readDataPath(dataPath, config) : null;
-    const acknowledged = dataPath?.uplink?.publisher.stats.acknowledged ?? 0;
+    const fromDataPath = snapshot.dataPath ? readDataPath(snapshot.dataPath, this.config) : null;
+    const acknowledged = snapshot.dataPath?.link?.publisher.acknowledged ?? 0;
     const uplink = fromDataPath?.uplink ?? null;
     if (uplink) uplink.acknowledgedPerS = rate(acknowledged, previous?.acknowledged);
 
@@ -244,54 +234,49 @@ export class AgentHealthProbe {
   }
 }
 
-/** The data path's part, from its own health report (outbox, collector, commands, certificate) and its uplink. */
+/** The data path's part, from its report (outbox, collector, commands, certificate) and its link. */
 function readDataPath(
-  dataPath: DataPath,
+  dataPath: DataPathSnapshot,
   config: DeviceConfig,
 ): Pick<AgentHealth, 'collector' | 'outbox' | 'uplink' | 'certificate' | 'commands'> {
-  const report = dataPath.healthReport();
+  const report = dataPath.report;
   const now = Date.now();
 
-  const o = record(report.outbox);
-  const evicted = record(o?.evicted);
-  const oldest = count(o?.oldestCreatedAt, NaN);
-  const outbox: OutboxHealth | null = o
-    ? {
-        messages: count(o.messages),
-        bytes: count(o.bytes),
-        oldestAgeS: Number.isFinite(oldest) ? round(Math.max(0, now - oldest) / 1000, 1) : null,
-        evicted: count(evicted?.count),
-        evictedBytes: count(evicted?.bytes),
-        expired: count(o.expired),
-        rejected: count(o.rejected),
-        setAsideFiles: count(record(o.setAside)?.files),
-        setAsideBytes: count(record(o.setAside)?.bytes),
-        fileLostWhileRunning: count(o.fileLostWhileRunning),
-      }
-    : null;
+  const o = report.outbox;
+  const oldest = o.oldestCreatedAt ?? NaN;
+  const outbox: OutboxHealth = {
+    messages: o.messages,
+    bytes: o.bytes,
+    oldestAgeS: Number.isFinite(oldest) ? round(Math.max(0, now - oldest) / 1000, 1) : null,
+    evicted: o.evicted.count,
+    evictedBytes: o.evicted.bytes,
+    expired: o.expired,
+    rejected: o.rejected,
+    setAsideFiles: o.setAside.files,
+    setAsideBytes: o.setAside.bytes,
+    fileLostWhileRunning: o.fileLostWhileRunning,
+  };
 
-  const c = record(report.collector);
-  const collector: CollectorHealth | null = c
-    ? { samples: count(c.samples), batches: count(c.batches), triggers: count(c.triggers), droppedBatches: count(c.droppedBatches) }
-    : null;
+  const c = report.collector;
+  const collector: CollectorHealth = { samples: c.samples, batches: c.batches, triggers: c.triggers, droppedBatches: c.droppedBatches };
 
-  const d = record(report.commands);
+  const d = report.commands;
   let commands: CommandHealth | null = null;
   if (d) {
     const byReason: Record<string, number> = {};
-    for (const [reason, n] of Object.entries(record(d.rejected) ?? {})) byReason[reason] = count(n);
+    for (const [reason, n] of Object.entries(d.rejected)) byReason[reason] = count(n);
     commands = {
-      received: count(d.received),
-      accepted: count(d.accepted),
-      succeeded: count(d.succeeded),
-      failed: count(d.failed),
-      timedOut: count(d.timedOut),
+      received: d.received,
+      accepted: d.accepted,
+      succeeded: d.succeeded,
+      failed: d.failed,
+      timedOut: d.timedOut,
       rejected: Object.values(byReason).reduce((sum, n) => sum + n, 0),
       rejectedByReason: byReason,
-      running: count(d.running),
-      lostResults: count(d.lostResults),
-      unanswerable: count(d.unanswerable),
-      unsignedNotAnswered: count(d.unsignedNotAnswered),
+      running: d.running,
+      lostResults: d.lostResults,
+      unanswerable: d.unanswerable,
+      unsignedNotAnswered: d.unsignedNotAnswered,
     };
   }
 
@@ -302,27 +287,20 @@ function readDataPath(
  * The certificate part the data path reports once it knows its identity: `{ notAfter, daysLeft, expiringSoon, ... }`
  * (expiringSoon against health.certificateWarningDays, which the data path's daily check warns by too).
  */
-function readCertificate(value: unknown): CertificateHealth | null {
-  const cert = record(value);
-  const daysLeft = cert?.daysLeft;
-  if (!cert || typeof daysLeft !== 'number' || !Number.isFinite(daysLeft)) return null;
-  let notAfter: string | null = null;
-  const raw = cert.notAfter;
-  const date = raw instanceof Date ? raw : typeof raw === 'number' || typeof raw === 'string' ? new Date(raw) : null;
-  if (date && Number.isFinite(date.getTime())) notAfter = date.toISOString();
-  const fingerprint256 = typeof cert.fingerprint256 === 'string' ? cert.fingerprint256 : null;
-  return { notAfter, fingerprint256, daysLeft: round(daysLeft, 1), expiringSoon: cert.expiringSoon === true };
+function readCertificate(cert: DataPathSnapshot['report']['certificate']): CertificateHealth | null {
+  if (!cert || !Number.isFinite(cert.daysLeft)) return null;
+  const date = new Date(cert.notAfter);
+  const notAfter = Number.isFinite(date.getTime()) ? date.toISOString() : null;
+  return { notAfter, fingerprint256: cert.fingerprint256, daysLeft: round(cert.daysLeft, 1), expiringSoon: cert.expiringSoon === true };
 }
 
-function readUplink(dataPath: DataPath, config: DeviceConfig): UplinkHealth | null {
-  const uplink = dataPath.uplink;
-  if (!uplink) return null;
-  const counters = uplink.session.counters;
-  const stats = uplink.publisher.stats;
-  const beat = uplink.heartbeat?.status();
+function readUplink(dataPath: DataPathSnapshot, config: DeviceConfig): UplinkHealth | null {
+  const link = dataPath.link;
+  if (!link) return null;
+  const { counters, publisher: stats, heartbeat: beat } = link;
   return {
-    state: uplink.session.state,
-    url: uplink.url,
+    state: link.state,
+    url: link.url,
     acknowledged: stats.acknowledged,
     acknowledgedPerS: null,
     sent: stats.published,
@@ -334,15 +312,11 @@ function readUplink(dataPath: DataPath, config: DeviceConfig): UplinkHealth | nu
     connections: counters.connections,
     reconnects: Math.max(0, counters.connections - 1),
     losses: counters.losses,
-    throttled: uplink.throttle.state.limited,
+    throttled: link.throttled,
     heartbeat: beat
       ? { adaptive: true, intervalS: beat.intervalS, phase: beat.phase, network: beat.network, rttMs: beat.rttMs === null ? null : Math.round(beat.rttMs), deadLinks: beat.deadLinks }
       : { adaptive: false, intervalS: config.uplink?.keepaliveS ?? 60, phase: null, network: null, rttMs: null, deadLinks: 0 },
   };
-}
-
-function record(value: unknown): Record<string, unknown> | null {
-  return value !== null && typeof value === 'object' && !Array.isArray(value) ? (value as Record<string, unknown>) : null;
 }
 
 function count(value: unknown, otherwise = 0): number {

@@ -21,6 +21,7 @@ import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
 import { existsSync, lstatSync, mkdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { sourceFiles } from '../agent/sources/registry.js';
 import { DeviceConfigError, loadDeviceConfig, parseDeviceConfig, type DeviceConfig } from '../config/device-config.js';
 import { createCsr, createDeviceKey, readCsr, signDeviceCsr } from '../pki/csr.js';
 import { devCaFromPem } from '../pki/dev-ca.js';
@@ -337,7 +338,9 @@ function readInputs(bundle: string, options: ProvisionOptions): BundleInputs {
   config.buses = template.buses.map((bus, i) => {
     const rawBus = (raw.buses as Record<string, unknown>[])[i]!;
     const out: Record<string, unknown> = { ...rawBus, dbc: place(bus.dbc, BUNDLE.dbcDir) };
-    if (bus.source.type === 'replay') out.source = { ...(rawBus.source as object), file: place(bus.source.file, BUNDLE.replayDir) };
+    // The files its source names (a replay's log) go into the bundle; the source plug-in says which.
+    const files = sourceFiles(bus);
+    if (files.length > 0) out.source = { ...(rawBus.source as object), ...Object.fromEntries(files.map(({ key, file }) => [key, place(file, BUNDLE.replayDir)])) };
     return out;
   });
   const status = (raw.status ?? { signals: [] }) as Record<string, unknown>;

@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { formatPidValue } from '../../src/cli/live-bus.js';
+import { formatPidValue } from '../../src/agent/obd-polling.js';
 import { parsePidArgument } from '../../src/cli/obd.js';
 import { runAgent } from '../../src/cli/run.js';
 import { parseDeviceConfig } from '../../src/config/device-config.js';

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import { formatVehicleSummary, type VehicleSummary } from '../../src/cli/obd.js';
 import { describeResult } from '../../src/cli/ops.js';
-import { forTerminal, jsonForTerminal, linesForTerminal } from '../../src/cli/terminal-text.js';
+import { forTerminal, jsonForTerminal, linesForTerminal } from '../../src/text/terminal-text.js';
 import { runScript } from '../support/scripts.js';
 import { makeTempDir } from '../support/temp.js';
 

@@ -12,9 +12,10 @@ import { after, before, beforeEach, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import { MemoryCanBus } from '../../src/can/bus.js';
 import type { CanFrame } from '../../src/can/frame.js';
-import { createCommandContext } from '../../src/cli/command-context.js';
-import { DataPath } from '../../src/cli/data-path.js';
+import { createCommandContext } from '../../src/agent/command-context.js';
+import { DataPath } from '../../src/agent/data-path.js';
 import { RESTART_EXIT_CODE } from '../../src/agent/exit-codes.js';
+import { takeSnapshot } from '../../src/agent/snapshot.js';
 import { runAgent } from '../../src/cli/run.js';
 import { freshnessConfigSchema } from '../../src/commands/config.js';
 import { CommandFailure, type CommandContext, type CommandHandler, type CommandRun } from '../../src/commands/handler.js';
@@ -154,7 +155,8 @@ async function openRig(): Promise<Rig> {
     config,
     buses,
     obdValues,
-    dataPath: () => dataPath,
+    snapshot: () => takeSnapshot({ config, buses, obdValues, dataPath }),
+    dataPath,
     setLogLevel: (level) => rig.logLevels.push(level),
     requestRestart: () => rig.restarts++,
     openCanBus: (ifname) => {

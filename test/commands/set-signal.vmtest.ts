@@ -6,7 +6,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { cloneFrame, type CanFrame } from '../../src/can/frame.js';
 import { SocketCanSource } from '../../src/can/socketcan.js';
-import { createCommandContext } from '../../src/cli/command-context.js';
+import { createCommandContext } from '../../src/agent/command-context.js';
+import { takeSnapshot } from '../../src/agent/snapshot.js';
 import { CommandFailure, type CommandContext } from '../../src/commands/handler.js';
 import { setSignal } from '../../src/commands/handlers/index.js';
 import { parseDeviceConfig, type DeviceConfig } from '../../src/config/device-config.js';
@@ -33,10 +34,12 @@ describe('setSignal on a real kernel', { timeout: 30_000 }, () => {
       { file: 'inline', baseDir: repoRoot },
     );
     const config = { ...loaded, commands: { allowedSignals: [{ bus: 'body', message: 'BODY_STATUS', signal: 'TrunkOpen', min: 0, max: 1 }] } } as DeviceConfig;
+    const buses = [new BusDecoder('body', database)];
     context = createCommandContext({
       config,
-      buses: [new BusDecoder('body', database)],
-      dataPath: () => undefined,
+      buses,
+      snapshot: () => takeSnapshot({ config, buses }),
+      dataPath: undefined,
       setLogLevel: () => undefined,
       requestRestart: () => undefined,
     });

@@ -4,6 +4,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
+import type { Elm327AdapterConfig } from '../../src/agent/sources/elm327.js';
 import {
   DEVICE_CONFIG_SCHEMA_FILE,
   DeviceConfigError,
@@ -155,7 +156,8 @@ describe('device config', () => {
   it('validates the ELM327 example: one adapter by its stable by-id path, no CAN bus, protocol search by default', () => {
     const config = loadDeviceConfig(path.join(configDir, 'elm327.example.json'));
     assert.deepEqual(config.buses, []);
-    const adapter = config.obdAdapters[0]!;
+    // An entry of the elm327 type (the default): its plug-in's config.
+    const adapter = config.obdAdapters[0] as Elm327AdapterConfig;
     assert.equal(adapter.port, '/dev/serial/by-id/usb-FTDI_FT232R_USB_UART_A50285BI-if00-port0');
     assert.equal(adapter.protocol, 'auto');
     assert.equal(adapter.baudRate, undefined);

@@ -9,7 +9,9 @@ import { existsSync } from 'node:fs';
 import { request as httpRequest, createServer, type Server } from 'node:http';
 import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { runAgent, type RunSummary } from '../../src/cli/run.js';
+import type { RunSummary } from '../../src/agent/agent.js';
+import { takeSnapshot } from '../../src/agent/snapshot.js';
+import { runAgent } from '../../src/cli/run.js';
 import { parseDeviceConfig } from '../../src/config/device-config.js';
 import { Health, type LiveStatus } from '../../src/health/monitor.js';
 import { DEMO_DBC_PATH } from '../../src/sim/vehicle.js';
@@ -372,20 +374,13 @@ describe('health without anyone to report to', () => {
     const busy: Server = createServer((_, res) => res.end('someone else'));
     const busyPort = await new Promise<number>((resolve) => busy.listen(0, '127.0.0.1', () => resolve((busy.address() as { port: number }).port)));
     const warnings: string[] = [];
-    const start = (port: number) =>
-      Health.start({
-        config: parseDeviceConfig(
-          { deviceId: 'car-nobody', buses: [{ name: 'can0', dbc: DEMO_DBC_PATH, source: { type: 'sim' } }], health: { intervalS: 1, http: { port } } },
-          { file: 'inline', baseDir: makeTempDir('health-nobody-') },
-        ),
-        buses: [],
-        live: [],
-        adapters: [],
-        obdValues: new Map(),
-        statusSignals: [],
-        dataPath: undefined,
-        warn: (m) => warnings.push(m),
-      });
+    const start = (port: number) => {
+      const config = parseDeviceConfig(
+        { deviceId: 'car-nobody', buses: [{ name: 'can0', dbc: DEMO_DBC_PATH, source: { type: 'sim' } }], health: { intervalS: 1, http: { port } } },
+        { file: 'inline', baseDir: makeTempDir('health-nobody-') },
+      );
+      return Health.start({ config, snapshot: () => takeSnapshot({ config, buses: [] }), warn: (m) => warnings.push(m) });
+    };
     try {
       const health = await start(busyPort);
       try {

@@ -5,7 +5,7 @@
  */
 import path from 'node:path';
 import { writeFileSync } from 'node:fs';
-import { DataPath } from '../../src/cli/data-path.js';
+import { DataPath } from '../../src/agent/data-path.js';
 import type { Signer } from '../../src/commands/envelope.js';
 import { OperatorClient } from '../../src/commands/operator-client.js';
 import { parseDeviceConfig, type DeviceConfig } from '../../src/config/device-config.js';

@@ -1,79 +1,18 @@
 /**
- * The parts of `telematics-agent run` for a live SocketCAN bus: the frame source with its kernel filters, the state
- * reports (one line per change of interface or controller state, never per frame), and the OBD-II poller that talks to
- * the ECUs over a socket of its own on the same interface.
+ * OBD-II polling in the agent: a PID poller (src/obd/poller.ts) kept going over a link to the car that comes and
+ * goes (a SocketCAN interface, an ELM327 adapter), its latest readings for the status line, and its values handed on
+ * to the collector as `<source>.obd.<key>`. The source plug-ins (src/agent/sources/) open the link; this runs it.
  *
- * A missing or dead interface is a state, not an error: the source waits and reopens (SocketCanSource does that),
- * the poller pauses while the interface is not open and carries on with the ECUs it knows when it is back.
+ * Never fails the agent: a link that is down pauses polling, OBD trouble is reported once per kind and polling
+ * carries on. Nothing here runs per CAN frame.
  */
-import type { CanFilter } from '../can/bus.js';
-import { SocketCanBus, SocketCanSource, type EndpointState, type EndpointStateChange } from '../can/socketcan.js';
-import type { BusConfig, ObdConfig, SocketCanSourceConfig } from '../config/device-config.js';
-import { resolveObdPid } from '../config/device-config.js';
-import type { CompiledDatabase } from '../dbc/index.js';
-import { receiveFilters } from '../dbc/receive-filters.js';
-import { ObdCanClient, ObdRequestError } from '../obd/can-client.js';
+import { ObdRequestError } from '../obd/can-client.js';
 import type { ObdClient } from '../obd/client.js';
+import { resolveObdPid, type ObdConfig } from '../obd/config.js';
 import type { PidValue } from '../obd/j1979.js';
 import { PidPoller, type PidSample, type UnsupportedPid } from '../obd/poller.js';
-import { canInterfaceProblem, describeControllerChange, endpointStateReporter } from './can-interface.js';
 
 type Warn = (message: string) => void;
-
-/** One socketcan bus of the agent: its source and, when configured, its OBD poller. */
-export class LiveBus {
-  readonly source: SocketCanSource;
-  readonly obd: ObdPolling | null;
-  /** The interface's state before the run closed it: what the summary reports. */
-  lastState: EndpointState = 'starting';
-  private readonly label: string;
-
-  constructor(
-    readonly bus: BusConfig & { source: SocketCanSourceConfig },
-    database: CompiledDatabase,
-    warn: Warn,
-  ) {
-    const { source } = bus;
-    const ifname = source.interface;
-    this.label = bus.name === ifname ? bus.name : `${bus.name} (${ifname})`;
-    const say = (message: string): void => warn(`${bus.name}: ${message}`);
-
-    // Not fatal: the interface may be renamed or replaced while the agent waits, but a person should hear of it now.
-    const problem = canInterfaceProblem(ifname);
-    if (problem !== null && !problem.includes('does not exist')) say(`${problem}; the agent keeps trying to open it`);
-
-    let filters: CanFilter[] | undefined;
-    if (source.filter === 'dbc') {
-      const fromDbc = receiveFilters(database, { j1939: bus.j1939 ?? false });
-      // The kernel takes at most 512 filters per socket; an empty list would mean "everything" to the kernel anyway.
-      if (fromDbc === null) say(`the DBC needs more kernel receive filters than a socket takes; receiving every frame on ${ifname}`);
-      else if (fromDbc.length === 0) say(`the DBC has no messages to filter on; receiving every frame on ${ifname}`);
-      else filters = fromDbc;
-    }
-
-    const report = endpointStateReporter(say);
-    this.source = new SocketCanSource({
-      interface: ifname,
-      busName: bus.name,
-      timestamps: source.timestamps,
-      ...(filters ? { filters } : {}),
-      onStateChange: (change) => {
-        if (change.state !== 'closed') this.lastState = change.state;
-        report(change);
-      },
-      onControllerState: (change) => say(describeControllerChange(ifname, change)),
-    });
-    const obd = bus.obd;
-    this.obd = obd ? new ObdPolling(obd, canObdConnection(ifname, obd, source.timestamps), say, 'the interface') : null;
-  }
-
-  /** `can0 open, error-active, 0 error frames`; the controller state only means something while the socket is open. */
-  statusText(): string {
-    const { health, state } = this.source;
-    const controller = state === 'open' ? `, ${health.state}` : '';
-    return `${this.label} ${state}${controller}, ${health.counters.errorFrames} error frames`;
-  }
-}
 
 /** Latest reading of one (ECU, PID). */
 interface LatestReading {
@@ -90,6 +29,14 @@ export interface ObdPollingSummary {
   unsupported: number;
 }
 
+/** An OBD poller as the agent's snapshot shows it (src/agent/snapshot.ts). */
+export interface ObdPollingStatus extends ObdPollingSummary {
+  /** A client to the ECUs exists: the link (interface, adapter) is up. */
+  connected: boolean;
+  /** The status line's words: `OBD rpm 812, speed 42 km/h`, or what it waits for. */
+  text: string;
+}
+
 /** What the poller reads through (also what remote commands use: DTCs, VIN), and how the owner closes it. */
 export interface ObdConnection {
   readonly reader: ObdClient;
@@ -98,17 +45,6 @@ export interface ObdConnection {
 
 /** Opens the connection; `onLinkChange(true)` when requests can go through, `false` when they cannot. */
 export type ObdConnector = (onLinkChange: (open: boolean) => void) => ObdConnection;
-
-/** OBD over ISO 15765-4 on a SocketCAN interface: the link is up while the interface is open. */
-export function canObdConnection(ifname: string, config: ObdConfig, timestamps: boolean): ObdConnector {
-  return (onLinkChange) => {
-    // Its own bus object: the poller's endpoint reports to the poller, not to the log (the source already says when
-    // the interface comes and goes).
-    const bus = new SocketCanBus(ifname, { timestamps, onStateChange: (change: EndpointStateChange) => onLinkChange(change.state === 'open') });
-    const client = new ObdCanClient(bus, { addressing: config.addressing, ...(config.p2Ms ? { p2Ms: config.p2Ms } : {}) });
-    return { reader: client, close: () => client.close() };
-  };
-}
 
 /** What an OBD poller is configured with, on a bus or an adapter. */
 export type ObdPollingConfig = Pick<ObdConfig, 'pids' | 'budget' | 'backoff'>;
@@ -200,6 +136,10 @@ export class ObdPolling {
   summary(): ObdPollingSummary {
     const status = this.poller?.status;
     return { samples: status?.samples ?? 0, requests: status?.requests ?? 0, unsupported: this.reportedUnsupported.size };
+  }
+
+  status(): ObdPollingStatus {
+    return { connected: this.client !== undefined, ...this.summary(), text: this.statusText() };
   }
 
   private readonly onLinkChange = (open: boolean): void => {

@@ -3,13 +3,13 @@
  * Results of signed commands are outbox messages of kind `result` at priority 7 with their own topic and MQTT 5
  * correlation data, published by the same publisher as the telemetry, so they survive a lost connection.
  *
- * The composition root passes the full CommandContext (src/cli/command-context.ts); without one, a basic context
+ * The composition root passes the full CommandContext (src/agent/command-context.ts); without one, a basic context
  * serves the commands that only read (signals from the bus decoders, status from the data path) and refuses the
  * others with a CommandFailure ('unsupported').
  */
 import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { describeSignal, resolveSignalName } from '../collect/collector.js';
+import { describeSignal, resolveSignalName } from '../collect/signal-names.js';
 import { signalTimingOf } from './command-context.js';
 import { MAX_PRIORITY, type Priority } from '../collect/sample.js';
 import type { CommandsConfig } from '../commands/config.js';
@@ -21,6 +21,7 @@ import { CommandVerifier } from '../commands/verifier.js';
 import type { DeviceConfig } from '../config/device-config.js';
 import type { BusDecoder } from '../dbc/bus-decoder.js';
 import type { SqliteOutbox } from '../store/outbox.js';
+import type { DataPathReport } from './data-path.js';
 import type { MqttSession } from '../uplink/session.js';
 
 /** Command results go before every kind of telemetry, and are the last to be evicted. */
@@ -47,7 +48,7 @@ function certificateSince(file: string | undefined): number {
 export interface CommandsHost {
   readonly outbox: SqliteOutbox;
   readonly session: MqttSession;
-  healthReport(): Record<string, unknown>;
+  healthReport(): DataPathReport;
   rotateCertificate(request: CertificateRotationRequest): Promise<Record<string, unknown>>;
 }
 

@@ -14,23 +14,24 @@ import { Collector } from '../collect/collector.js';
 import type { CollectionConfig } from '../collect/config.js';
 import type { SampleBatch } from '../collect/sample.js';
 import { CommandFailure, type CertificateRotationRequest, type CommandContext } from '../commands/handler.js';
+import type { DispatcherStats } from '../commands/dispatcher.js';
 import type { DeviceConfig } from '../config/device-config.js';
 import type { UplinkConfig } from '../uplink/config.js';
 import type { BusDecoder } from '../dbc/bus-decoder.js';
-import { ensureDevPki, type DevPkiPaths } from '../pki/dev-pki.js';
 import { HEALTH_DEFAULTS } from '../health/config.js';
+import { ensureDevPki, type DevPkiPaths } from '../pki/dev-pki.js';
 import { loadIdentity, type IdentityFiles } from '../pki/identity.js';
 import { signDeviceCsr } from '../pki/csr.js';
 import { repairIdentityFiles } from '../pki/identity-files.js';
-import { rotateCertificate, RotationFailure, summary } from '../pki/rotation.js';
+import { rotateCertificate, RotationFailure, summary, type CertificateSummary } from '../pki/rotation.js';
 import { SqliteOutbox, type OutboxItem, type OutboxStats } from '../store/outbox.js';
 import { encodeMessage } from '../uplink/codec.js';
 import { EmbeddedBroker } from '../uplink/embedded-broker.js';
 import { identifyNetwork, watchNetwork } from '../uplink/network-identity.js';
-import { heartbeatText, openAdaptiveHeartbeat, type AdaptiveHeartbeat, type HeartbeatStatus } from '../uplink/keepalive.js';
+import { openAdaptiveHeartbeat, type AdaptiveHeartbeat, type HeartbeatStatus } from '../uplink/keepalive.js';
 import type { LinkMemory } from '../uplink/link-memory.js';
 import { Publisher, type PublisherStats } from '../uplink/publisher.js';
-import { MqttSession, type SessionState } from '../uplink/session.js';
+import { MqttSession, type SessionCounters, type SessionState } from '../uplink/session.js';
 import { Throttle, type ThrottleState } from '../uplink/throttle.js';
 import { AgentCommands } from './agent-commands.js';
 
@@ -47,6 +48,45 @@ export interface DataPathSummary {
   uplink?: { state: SessionState; url: string; publisher: PublisherStats; throttle: ThrottleState; heartbeat?: HeartbeatStatus };
 }
 
+/** What the data path reports of itself: in getStatus and (read by src/health/report.ts) in the health report. */
+export interface DataPathReport {
+  /** When it was taken, unix ms. */
+  ts: number;
+  /** Counted over the whole run, collectors replaced by setConfig included. */
+  collector: { samplesIn: number; samples: number; batches: number; triggers: number; droppedBatches: number };
+  outbox: {
+    messages: number;
+    bytes: number;
+    oldestCreatedAt: number | null;
+    evicted: { count: number; bytes: number; byPriority: number[] };
+    expired: number;
+    rejected: number;
+    corruptFilesMovedAside: number;
+    setAside: OutboxStats['setAside'];
+    fileLostWhileRunning: number;
+  };
+  uplink?: { state: SessionState; publisher: PublisherStats; throttle: ThrottleState; heartbeat?: HeartbeatStatus };
+  commands?: DispatcherStats;
+  certificate?: CertificateSummary & { expiringSoon: boolean };
+}
+
+/** The data path in the agent's snapshot (src/agent/snapshot.ts). */
+export interface DataPathSnapshot {
+  report: DataPathReport;
+  /** Messages committed to the outbox during this run. */
+  messages: number;
+  /** The MQTT link, with an uplink section. */
+  link: {
+    url: string;
+    state: SessionState;
+    counters: SessionCounters;
+    publisher: PublisherStats;
+    throttled: boolean;
+    /** The adaptive heartbeat (uplink.keepalive.adaptive); null with a fixed keepalive. */
+    heartbeat: HeartbeatStatus | null;
+  } | null;
+}
+
 /** The identity files of the uplink section (resolved by the config loader), the device certificate's issuer required. */
 function identityFiles(uplink: UplinkConfig): IdentityFiles & { caFile: string } {
   return {
@@ -56,6 +96,14 @@ function identityFiles(uplink: UplinkConfig): IdentityFiles & { caFile: string }
     ...(uplink.issuerFile !== undefined ? { issuerFile: uplink.issuerFile } : {}),
     requireIssuer: true,
   };
+}
+
+export interface DataPathOptions {
+  /**
+   * Builds the context remote commands act through, given the data path (which it reaches: setConfig, setSignal on a
+   * simulated bus, rotateCertificate); without it, a basic context serves the commands that only read.
+   */
+  commandContext?: (dataPath: DataPath) => CommandContext;
 }
 
 export class DataPath {
@@ -107,7 +155,7 @@ export class DataPath {
    * embedded broker if configured, loads the identity and connects. Configuration and identity problems throw here,
    * before the sources start; a broker that cannot be reached is not a failure (the outbox holds the data).
    */
-  static async open(config: DeviceConfig, buses: readonly BusDecoder[], warn: Warn, options: { commandContext?: CommandContext } = {}): Promise<DataPath> {
+  static async open(config: DeviceConfig, buses: readonly BusDecoder[], warn: Warn, options: DataPathOptions = {}): Promise<DataPath> {
     const collection = config.collection!;
     const outboxConfig = config.outbox!;
     // Its folder is created by the outbox itself (mode 0750; errors name outbox.path).
@@ -131,7 +179,8 @@ export class DataPath {
       if (config.uplink) uplink = await openUplink(config, outbox, warn, devPki);
       path_ = new DataPath(config, buses, collector, outbox, warn, uplink);
       path_.commands = commands;
-      path_.commandContext = options.commandContext;
+      // The context remote commands act through reaches this data path; the dispatcher gets it when it starts, below.
+      path_.commandContext = options.commandContext?.(path_);
     } catch (err) {
       commands?.close();
       outbox.close();
@@ -259,9 +308,9 @@ export class DataPath {
   }
 
   /** The health message: what the collector, the outbox, the link and its budget are doing. */
-  healthReport(): Record<string, unknown> {
+  healthReport(): DataPathReport {
     const outbox = this.outbox.stats();
-    const report: Record<string, unknown> = {
+    const report: DataPathReport = {
       ts: Date.now(),
       collector: {
         samplesIn: this.retired.samplesIn + this.collector.stats.samplesIn,
@@ -352,15 +401,23 @@ export class DataPath {
     session.publish(session.topic('health'), JSON.stringify(report), { qos: 1 }).catch(() => undefined);
   }
 
-  /** ` | uplink connected, heartbeat 42 s, 1204 published, 3 buffered (12 kB)` */
-  statusText(): string {
-    const stats = this.outbox.stats();
-    const buffered = `${stats.messages} buffered (${formatBytes(stats.bytes)})`;
-    if (!this.uplink) return `${this.messages} messages, ${buffered}`;
-    const { publisher, session, throttle } = this.uplink;
-    const limited = throttle.state.limited ? ', budget exhausted' : '';
-    const heartbeat = this.uplink.heartbeat ? `, ${heartbeatText(this.uplink.heartbeat.status())}` : '';
-    return `uplink ${session.state}${heartbeat}, ${publisher.stats.acknowledged} published, ${buffered}${limited}`;
+  /** What the status line, the status page, the health report and getStatus read of the data path. */
+  snapshot(): DataPathSnapshot {
+    const uplink = this.uplink;
+    return {
+      report: this.healthReport(),
+      messages: this.messages,
+      link: uplink
+        ? {
+            url: uplink.url,
+            state: uplink.session.state,
+            counters: uplink.session.counters,
+            publisher: uplink.publisher.stats,
+            throttled: uplink.throttle.state.limited,
+            heartbeat: uplink.heartbeat?.status() ?? null,
+          }
+        : null,
+    };
   }
 
   summary(): DataPathSummary {
@@ -464,10 +521,4 @@ async function openUplink(config: DeviceConfig, outbox: SqliteOutbox, warn: Warn
     await broker?.close();
     throw err;
   }
-}
-
-function formatBytes(bytes: number): string {
-  if (bytes < 1024) return `${bytes} B`;
-  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(0)} kB`;
-  return `${(bytes / 1024 / 1024).toFixed(1)} MB`;
 }

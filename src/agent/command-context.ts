@@ -1,6 +1,7 @@
 /**
  * The agent side of remote commands: what a command handler may use of the running agent (CommandContext in
- * src/commands/handler.ts), built by the composition root from the parts of the run.
+ * src/commands/handler.ts), built by the composition root (src/agent/agent.ts) from the parts of the run. getStatus
+ * reads the agent's snapshot (src/agent/snapshot.ts); where a written frame goes is the bus source plug-in's to say.
  *
  * Everything here reads the state the run already keeps (the buses' value buffers, the latest OBD values, the data
  * path's counters) or changes it in one place: the collection section (applyCollection, kept in the collection
@@ -11,8 +12,9 @@ import { exactFilter, type CanBus, type CanEndpoint } from '../can/bus.js';
 import { createFrame, type FrameSink } from '../can/frame.js';
 import { CanFrameWriter, FrameWriteError } from '../can/frame-writer.js';
 import { SocketCanBus } from '../can/socketcan.js';
-import { CollectorConfigError, describeSignal, resolveSignalName } from '../collect/collector.js';
+import { CollectorConfigError } from '../collect/collector.js';
 import { collectionConfigSchema } from '../collect/config.js';
+import { describeSignal, resolveSignalName } from '../collect/signal-names.js';
 import { CommandFailure, type CertificateRotationRequest, type CommandContext } from '../commands/handler.js';
 import { collectionOverrideFile, writeCollectionOverride } from '../config/collection-override.js';
 import { formatConfigPath, type DeviceConfig } from '../config/device-config.js';
@@ -23,8 +25,10 @@ import type { ObdClient } from '../obd/client.js';
 import type { SignalTiming } from '../commands/precondition.js';
 import { MODE01_PIDS } from '../obd/j1979.js';
 import type { DataPath } from './data-path.js';
-import type { LiveObdAdapter } from './live-adapter.js';
-import type { LiveBus } from './live-bus.js';
+import type { ObdPollingStatus } from './obd-polling.js';
+import type { AgentSnapshot } from './snapshot.js';
+import { adapterType, busSourceType } from './sources/registry.js';
+import type { FrameWriteRoute } from './sources/source-type.js';
 
 /** Frames a command may put on one bus: a person's command, never a stream (the rate limit of CanFrameWriter). */
 const WRITE_FRAMES_PER_SECOND = 10;
@@ -41,15 +45,16 @@ export interface CommandContextOptions {
   config: DeviceConfig;
   /** The decoders of the agent's buses, in config order. */
   buses: readonly BusDecoder[];
-  /** Per bus, in config order: its live parts when it is a SocketCAN bus. */
-  live?: readonly (LiveBus | undefined)[];
-  adapters?: readonly LiveObdAdapter[];
   /** The latest OBD values (the run keeps them up to date). */
   obdValues?: ObdValues;
   /** When each of them arrived, unix ms, by the same names (the run keeps them up to date). */
   obdReceivedAt?: ObdValues;
-  /** The data path; a function, because the context may be built before the data path opens. */
-  dataPath: () => DataPath | undefined;
+  /** The OBD-II client of the first poller whose link to the car is up (the buses', then the adapters'); default none. */
+  obdClient?: () => ObdClient | undefined;
+  /** The agent's state now: what getStatus returns. */
+  snapshot: () => AgentSnapshot;
+  /** The data path, with a collection section: setConfig, setSignal on a simulated bus and rotateCertificate act on it. */
+  dataPath: DataPath | undefined;
   setLogLevel(level: LogLevel): void;
   requestRestart(): void;
   /**
@@ -111,14 +116,17 @@ class AgentCommandContext implements CommandContext {
         }
       };
       for (const bus of this.current.buses) if (bus.obd) add(bus.name, bus.obd.pids);
-      for (const adapter of this.current.obdAdapters) add(adapter.name, adapter.pids);
+      for (const adapter of this.current.obdAdapters) {
+        const polling = adapterType(adapter).obdPolling(adapter);
+        if (polling) add(adapter.name, polling.pids);
+      }
       this.intervals = intervals;
     }
     return this.intervals;
   }
 
   rotateCertificate(request: CertificateRotationRequest): Promise<Record<string, unknown>> {
-    const dataPath = this.options.dataPath();
+    const dataPath = this.options.dataPath;
     if (dataPath === undefined) throw new CommandFailure('unsupported', 'the agent runs without an uplink: there is no certificate to rotate');
     return dataPath.rotateCertificate(request);
   }
@@ -128,36 +136,33 @@ class AgentCommandContext implements CommandContext {
   }
 
   status(): Record<string, unknown> {
-    const { buses, live = [], adapters = [] } = this.options;
+    const snapshot = this.options.snapshot();
     const status: Record<string, unknown> = {
       deviceId: this.deviceId,
-      ts: Date.now(),
-      buses: buses.map((bus, i) => {
+      ts: snapshot.ts,
+      buses: snapshot.buses.map((bus) => {
         const entry: Record<string, unknown> = {
           name: bus.name,
-          source: this.current.buses[i]?.source.type,
+          source: bus.source,
           frames: bus.frames,
           signals: bus.signals,
           unknownFrames: bus.unknownFrames,
           decodeErrors: bus.decodeErrors,
         };
-        const liveBus = live[i];
-        if (liveBus) {
-          entry.interfaceState = liveBus.source.state;
-          entry.errorFrames = liveBus.source.health.counters.errorFrames;
-          if (liveBus.obd) entry.obd = { connected: liveBus.obd.client !== undefined, ...liveBus.obd.summary() };
+        if (bus.link) {
+          entry.interfaceState = bus.link.state;
+          entry.errorFrames = bus.link.errorFrames;
         }
+        if (bus.obd) entry.obd = obdStatus(bus.obd);
         return entry;
       }),
-      obdAdapters: adapters.map((adapter) => ({
-        name: adapter.config.name,
-        state: adapter.lastState,
-        connected: adapter.obd.client !== undefined,
-        ...adapter.obd.summary(),
+      obdAdapters: snapshot.adapters.map((adapter) => ({
+        name: adapter.name,
+        state: adapter.state,
+        ...(adapter.obd ? obdStatus(adapter.obd) : {}),
       })),
     };
-    const dataPath = this.options.dataPath();
-    if (dataPath) Object.assign(status, dataPath.healthReport());
+    if (snapshot.dataPath) Object.assign(status, snapshot.dataPath.report);
     return status;
   }
 
@@ -167,7 +172,7 @@ class AgentCommandContext implements CommandContext {
 
   // Synchronous from the first check to the rename (no await inside): two setConfig commands cannot interleave.
   async applyCollection(collection: unknown): Promise<void> {
-    const dataPath = this.options.dataPath();
+    const dataPath = this.options.dataPath;
     if (dataPath === undefined) {
       throw new CommandFailure('apply-failed', 'the agent runs without a collection section (no data path to apply rules to)');
     }
@@ -201,15 +206,7 @@ class AgentCommandContext implements CommandContext {
   }
 
   obd(): ObdClient | undefined {
-    for (const liveBus of this.options.live ?? []) {
-      const client = liveBus?.obd?.client;
-      if (client) return client;
-    }
-    for (const adapter of this.options.adapters ?? []) {
-      const client = adapter.obd.client;
-      if (client) return client;
-    }
-    return undefined;
+    return this.options.obdClient?.();
   }
 
   async writeSignal(busName: string, messageName: string, signalName: string, value: number): Promise<void> {
@@ -225,9 +222,8 @@ class AgentCommandContext implements CommandContext {
     const { message } = codec;
     const target = message.signals.find((s) => s.name === signalName);
     if (target === undefined) throw new CommandFailure('unknown-signal', `${busName}: message ${messageName} has no signal '${signalName}'`);
-    if (busConfig.source.type === 'replay') {
-      throw new CommandFailure('bus-unavailable', `${busName} replays a recording: there is no bus to write to`);
-    }
+    const route = busSourceType(busConfig.source).writeRoute(busConfig.source);
+    if (route.to === 'none') throw new CommandFailure('bus-unavailable', `${busName} ${route.reason}`);
 
     // The frame carries the message's other signals as last received, so that writing one signal leaves the others
     // as they are; a signal never received (or outside its DBC range) takes its start value.
@@ -245,7 +241,7 @@ class AgentCommandContext implements CommandContext {
       if (typeof mux !== 'number' || !target.multiplexerIds.includes(mux)) values[target.multiplexerSignal] = target.multiplexerIds[0]!;
     }
 
-    const writer = this.writerFor(index);
+    const writer = this.writerFor(index, route);
     try {
       writer.send(messageName, values);
     } catch (err) {
@@ -264,25 +260,30 @@ class AgentCommandContext implements CommandContext {
   }
 
   /** One writer per bus, kept for the run, so its rate limit holds across commands. */
-  private writerFor(index: number): CanFrameWriter {
+  private writerFor(index: number, route: Exclude<FrameWriteRoute, { to: 'none' }>): CanFrameWriter {
     const busConfig = this.current.buses[index]!;
     let writer = this.writers.get(busConfig.name);
     if (writer) return writer;
     const decoder = this.options.buses[index]!;
     let endpoint: CanEndpoint;
-    if (busConfig.source.type === 'socketcan') {
+    if (route.to === 'interface') {
       const open = this.options.openCanBus ?? ((ifname: string) => new SocketCanBus(ifname));
-      endpoint = new OneShotEndpoint(open(busConfig.source.interface));
+      endpoint = new OneShotEndpoint(open(route.interface));
     } else {
       // The simulated vehicle's bus exists only inside the agent: a written frame is received as the bus's own
       // traffic (decoded and collected), as a frame from another node of a real bus would be.
-      const dataPath = this.options.dataPath();
+      const dataPath = this.options.dataPath;
       endpoint = new LoopbackEndpoint(busConfig.name, dataPath ? dataPath.sinkFor(index) : decoder.sink);
     }
     writer = new CanFrameWriter(endpoint, decoder.database, { maxFramesPerSecond: WRITE_FRAMES_PER_SECOND, burst: WRITE_BURST });
     this.writers.set(busConfig.name, writer);
     return writer;
   }
+}
+
+/** A poller's part of getStatus. */
+function obdStatus(obd: ObdPollingStatus): { connected: boolean; samples: number; requests: number; unsupported: number } {
+  return { connected: obd.connected, samples: obd.samples, requests: obd.requests, unsupported: obd.unsupported };
 }
 
 /** The latest OBD values, when each arrived, and how often each is polled: what signalTimingOf needs of OBD. */

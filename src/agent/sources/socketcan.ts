@@ -1,0 +1,108 @@
+/**
+ * Source plug-in `socketcan`: a live kernel CAN interface (src/can/socketcan.ts) with its kernel receive filters, one
+ * line per change of interface or controller state (never per frame), and, with the bus's `obd` section, the OBD-II
+ * poller that talks to the ECUs over a socket of its own on the same interface.
+ *
+ * A missing or dead interface is a state, not an error: the source waits and reopens (SocketCanSource does that), the
+ * poller pauses while the interface is not open and carries on with the ECUs it knows when it is back. A frame a
+ * remote command writes goes out through a socket opened for that frame.
+ */
+import { z } from 'zod';
+import type { CanFilter } from '../../can/bus.js';
+import { interfaceNameSchema } from '../../can/interface-name.js';
+import { canInterfaceProblem, describeControllerChange, endpointStateReporter } from '../../can/interface-report.js';
+import { SocketCanBus, SocketCanSource, type EndpointState, type EndpointStateChange } from '../../can/socketcan.js';
+import { receiveFilters } from '../../dbc/receive-filters.js';
+import { ObdCanClient } from '../../obd/can-client.js';
+import type { ObdConfig } from '../../obd/config.js';
+import { ObdPolling, type ObdConnector } from '../obd-polling.js';
+import type { BusSourceType } from './source-type.js';
+
+const schema = z
+  .strictObject({
+    type: z.literal('socketcan'),
+    interface: interfaceNameSchema.describe('Kernel CAN interface, e.g. can0 (ip link show type can).'),
+    timestamps: z
+      .boolean()
+      .default(true)
+      .describe('Stamp frames with the kernel receive time rather than the time the agent reads them. Default true.'),
+    filter: z
+      .enum(['dbc', 'none'])
+      .default('dbc')
+      .describe(
+        'dbc: kernel receive filters pass only the identifiers the bus DBC decodes (frames nobody reads never wake the agent); ' +
+          'none: receive every frame. Default dbc.',
+      ),
+  })
+  .describe('A live SocketCAN interface. The agent waits for it when it is missing or down, and reopens it when it comes back.');
+
+export type SocketCanSourceConfig = z.output<typeof schema>;
+
+export const socketcanSource: BusSourceType<SocketCanSourceConfig> = {
+  kind: 'bus',
+  type: 'socketcan',
+  schema,
+  obd: true,
+  writeRoute: (source) => ({ to: 'interface', interface: source.interface }),
+  create(bus, { decoder, say }) {
+    const { source } = bus;
+    const ifname = source.interface;
+    const label = bus.name === ifname ? bus.name : `${bus.name} (${ifname})`;
+
+    // Not fatal: the interface may be renamed or replaced while the agent waits, but a person should hear of it now.
+    const problem = canInterfaceProblem(ifname);
+    if (problem !== null && !problem.includes('does not exist')) say(`${problem}; the agent keeps trying to open it`);
+
+    let filters: CanFilter[] | undefined;
+    if (source.filter === 'dbc') {
+      const fromDbc = receiveFilters(decoder.database, { j1939: bus.j1939 ?? false });
+      // The kernel takes at most 512 filters per socket; an empty list would mean "everything" to the kernel anyway.
+      if (fromDbc === null) say(`the DBC needs more kernel receive filters than a socket takes; receiving every frame on ${ifname}`);
+      else if (fromDbc.length === 0) say(`the DBC has no messages to filter on; receiving every frame on ${ifname}`);
+      else filters = fromDbc;
+    }
+
+    /** The interface's state before the run closed it: what the summary reports. */
+    let lastState: EndpointState = 'starting';
+    const report = endpointStateReporter(say);
+    const frames = new SocketCanSource({
+      interface: ifname,
+      busName: bus.name,
+      timestamps: source.timestamps,
+      ...(filters ? { filters } : {}),
+      onStateChange: (change) => {
+        if (change.state !== 'closed') lastState = change.state;
+        report(change);
+      },
+      onControllerState: (change) => say(describeControllerChange(ifname, change)),
+    });
+    const obd = bus.obd ? new ObdPolling(bus.obd, canObdConnection(ifname, bus.obd, source.timestamps), say, 'the interface') : null;
+    return {
+      frames,
+      obd,
+      run: (sink, signal) => frames.run(sink, signal),
+      link() {
+        const { health } = frames;
+        // The controller state only means something while the socket is open.
+        const open = frames.state === 'open';
+        return {
+          state: lastState,
+          controllerState: health.state,
+          errorFrames: health.counters.errorFrames,
+          text: `${label} ${frames.state}${open ? `, ${health.state}` : ''}, ${health.counters.errorFrames} error frames`,
+        };
+      },
+    };
+  },
+};
+
+/** OBD over ISO 15765-4 on a SocketCAN interface: the link is up while the interface is open. */
+function canObdConnection(ifname: string, config: ObdConfig, timestamps: boolean): ObdConnector {
+  return (onLinkChange) => {
+    // Its own bus object: the poller's endpoint reports to the poller, not to the log (the source already says when
+    // the interface comes and goes).
+    const bus = new SocketCanBus(ifname, { timestamps, onStateChange: (change: EndpointStateChange) => onLinkChange(change.state === 'open') });
+    const client = new ObdCanClient(bus, { addressing: config.addressing, ...(config.p2Ms ? { p2Ms: config.p2Ms } : {}) });
+    return { reader: client, close: () => client.close() };
+  };
+}

@@ -1,0 +1,103 @@
+/**
+ * One snapshot: getStatus, the status page (/status), the health report and /metrics, and the summary all show the
+ * agent's snapshot, so they agree. A replayed log with a known content ends by itself; the counts are then fixed and
+ * compared exactly, through the real HTTP endpoint.
+ */
+import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import { Agent } from '../../src/agent/agent.js';
+import { parseDeviceConfig } from '../../src/config/device-config.js';
+import { Logger } from '../../src/health/log.js';
+import type { LiveStatus } from '../../src/health/monitor.js';
+import { DEMO_DBC_PATH } from '../../src/sim/vehicle.js';
+import { candumpLine, le16 } from '../support/agent.js';
+import { delay } from '../support/obd-sim.js';
+import { makeTempDir } from '../support/temp.js';
+
+const ENGINE_DATA = 0xc8;
+const UNKNOWN_ID = 0x7ff;
+
+async function get(port: number, path_: string): Promise<string> {
+  const response = await fetch(`http://127.0.0.1:${port}${path_}`);
+  assert.equal(response.status, 200, path_);
+  return response.text();
+}
+
+describe('the agent snapshot', () => {
+  it('[15.1] getStatus, /status, the health report, /metrics and the summary show the same counts and values', async () => {
+    const dir = makeTempDir('snapshot-');
+    const t0 = 1_700_000_000;
+    writeFileSync(
+      path.join(dir, 'drive.log'),
+      [
+        candumpLine(t0, ENGINE_DATA, le16(3200)),
+        candumpLine(t0 + 0.001, UNKNOWN_ID, [1, 2]),
+        'not a candump line',
+        candumpLine(t0 + 0.002, ENGINE_DATA, le16(3240)),
+        candumpLine(t0 + 0.003, ENGINE_DATA, le16(3300)),
+      ].join('\n') + '\n',
+    );
+    const config = parseDeviceConfig(
+      {
+        deviceId: 'snapshot-car',
+        buses: [{ name: 'rec', dbc: DEMO_DBC_PATH, source: { type: 'replay', file: 'drive.log' } }],
+        status: { signals: ['EngineSpeed'] },
+        health: { intervalS: 1, http: { port: 0 } },
+      },
+      { file: path.join(dir, 'device.json'), baseDir: dir },
+    );
+    const lines: string[] = [];
+    const logger = new Logger({ lines: (line) => lines.push(line) });
+    const agent = await Agent.open(config, { logger });
+    let summary;
+    try {
+      const page = lines.map((line) => /^health: status page on http:\/\/127\.0\.0\.1:(\d+)\/$/.exec(line)).find((m) => m !== null);
+      assert.ok(page, lines.join('\n'));
+      const port = Number(page[1]);
+      await agent.run({ durationS: 30 });
+      const endedAt = Date.now();
+
+      const snapshot = agent.snapshot();
+      const bus = snapshot.buses[0]!;
+      assert.deepEqual(
+        { frames: bus.frames, unknownFrames: bus.unknownFrames, badLogLines: bus.badLogLines, decodeErrors: bus.decodeErrors, source: bus.source, link: bus.link },
+        { frames: 4, unknownFrames: 1, badLogLines: 1, decodeErrors: 0, source: 'replay', link: null },
+      );
+      assert.deepEqual(snapshot.signals, [{ name: 'EngineSpeed', signal: 'EngineSpeed', value: 825, text: '825.0 rpm' }]);
+
+      // getStatus.
+      const status = agent.commandContext.status() as { buses: Record<string, unknown>[] };
+      assert.deepEqual(status.buses, [{ name: 'rec', source: 'replay', frames: 4, signals: bus.signals, unknownFrames: 1, decodeErrors: 0 }]);
+
+      // The status page's document.
+      const live = JSON.parse(await get(port, '/status')) as LiveStatus;
+      assert.deepEqual(live.buses.map(({ name, source, frames, errors, state }) => ({ name, source, frames, errors, state })), [
+        { name: 'rec', source: 'replay', frames: 4, errors: 1, state: null },
+      ]);
+      assert.deepEqual(live.signals, [{ name: 'EngineSpeed', value: 825, text: '825.0 rpm' }]);
+
+      // The first report taken after the run ended, and /metrics from it.
+      let report = live.report;
+      for (let i = 0; !(report && report.tsMs >= endedAt); i++) {
+        assert.ok(i < 100, 'a scheduled report within 10 s');
+        await delay(100);
+        report = (JSON.parse(await get(port, '/status')) as LiveStatus).report;
+      }
+      const reported = report.agent.buses[0]!;
+      assert.deepEqual(
+        { frames: reported.frames, unknownFrames: reported.unknownFrames, malformedLogLines: reported.malformedLogLines, source: reported.source, errorFrames: reported.errorFrames },
+        { frames: 4, unknownFrames: 1, malformedLogLines: 1, source: 'replay', errorFrames: null },
+      );
+      const metrics = await get(port, '/metrics');
+      assert.ok(metrics.split('\n').includes('telematics_bus_frames_total{bus="rec"} 4'), metrics);
+    } finally {
+      summary = await agent.close();
+      logger.close();
+    }
+    assert.deepEqual(summary.buses.map(({ name, source, frames, unknownFrames, badLogLines }) => ({ name, source, frames, unknownFrames, badLogLines })), [
+      { name: 'rec', source: 'replay:drive.log', frames: 4, unknownFrames: 1, badLogLines: 1 },
+    ]);
+  });
+});
