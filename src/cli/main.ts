@@ -1,13 +1,25 @@
 #!/usr/bin/env node
-/** `telematics-agent`: the daemon and the tools a firmware engineer runs on a car. */
+/**
+ * `telematics-agent`: the daemon and the tools a firmware engineer runs on a car.
+ *
+ * Each command's module is loaded only when that command runs: `sim-ecu` or `obd` on a head unit's small core starts
+ * without loading the whole agent (the MQTT client, the broker, SQLite, the PKI). Help without a command, or an
+ * unknown one, loads them all to list them.
+ */
 import { Command } from 'commander';
-import { registerRunCommand } from './run.js';
-import { registerDecodeCommand } from './decode.js';
-import { registerDbcCommand } from './dbc.js';
-import { registerSimEcuCommand } from './sim-ecu.js';
-import { registerObdCommand } from './obd.js';
-import { registerSimElm327Command } from './sim-elm327.js';
 import { linesForTerminal } from '../text/terminal-text.js';
+
+type Register = (program: Command) => void;
+
+/** The commands, in the order help lists them. */
+const COMMANDS: Record<string, () => Promise<Register>> = {
+  run: async () => (await import('./run.js')).registerRunCommand,
+  decode: async () => (await import('./decode.js')).registerDecodeCommand,
+  dbc: async () => (await import('./dbc.js')).registerDbcCommand,
+  obd: async () => (await import('./obd.js')).registerObdCommand,
+  'sim-ecu': async () => (await import('./sim-ecu.js')).registerSimEcuCommand,
+  'sim-elm327': async () => (await import('./sim-elm327.js')).registerSimElm327Command,
+};
 
 const program = new Command();
 program
@@ -19,12 +31,9 @@ program
     process.exit(err.exitCode);
   });
 
-registerRunCommand(program);
-registerDecodeCommand(program);
-registerDbcCommand(program);
-registerObdCommand(program);
-registerSimEcuCommand(program);
-registerSimElm327Command(program);
+const named = process.argv[2];
+const wanted = named !== undefined && Object.hasOwn(COMMANDS, named) ? [named] : Object.keys(COMMANDS);
+for (const name of wanted) (await COMMANDS[name]!())(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   const message = err instanceof Error ? err.message : String(err);

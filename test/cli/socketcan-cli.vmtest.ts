@@ -89,7 +89,7 @@ async function obd(...args: string[]): Promise<Record<string, any>> {
   return JSON.parse(result.stdout) as Record<string, any>;
 }
 
-describe('SocketCAN commands on a real kernel', { timeout: 300_000 }, () => {
+describe('SocketCAN commands on a real kernel', { timeout: 420_000 }, () => {
   before(() => {
     createVcan(IF);
     deleteVcan(IF_LATE);

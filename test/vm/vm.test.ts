@@ -25,7 +25,7 @@ function runInVm(args: string[]): Promise<{ code: number | null; output: string 
   });
 }
 
-describe('SocketCAN tests inside the qemu VM', { timeout: 480_000 }, () => {
+describe('SocketCAN tests inside the qemu VM', { timeout: 600_000 }, () => {
   it('every *.vmtest file passes on a real kernel', async (t) => {
     const { code, output } = await runInVm(['node', 'scripts/run-tests.mjs', '--vm']);
     const count = (label: string): number => Number(new RegExp(`^ℹ ${label} (\\d+)$`, 'm').exec(output)?.[1] ?? -1);
