@@ -22,10 +22,11 @@ const IF = 'vt-cli0';
 const IF_LATE = 'vt-cli1';
 const cli = path.join(repoRoot, 'dist', 'src', 'cli', 'main.js');
 /**
- * ISO 15765-4's P2 is 50 ms; ECU and tester are two node processes on an emulated CPU here, so the queries allow
- * 300 ms. The commands' default stays 50.
+ * ISO 15765-4's P2 is 50 ms; ECU and tester are two node processes on one emulated CPU here, which a busy host slows
+ * further (300 ms was missed with the host's two cores loaded), so the queries allow 600 ms. The commands' default
+ * stays 50.
  */
-const P2 = '300';
+const P2 = '600';
 const cleanup = new Cleanup();
 
 /** A CLI process running in the background, its output collected as it comes. */
