@@ -753,6 +753,8 @@ describe('SQLite outbox: a truncated file and the files set aside', () => {
     ({ outbox, problems } = open(file));
     assert.equal(problems.length, 1);
     assert.equal(problems[0]!.reason, 'empty-at-open');
+    // [15.4] Its messages are lost: an error line in the log.
+    assert.equal(problems[0]!.severity, 'error');
     assert.match(
       problems[0]!.message,
       new RegExp(`^outbox: ${escapeRe(file)} was empty \\(0 bytes\\) at start: the messages it held were lost \\(the file was truncated\\); starting with an empty outbox, sequence numbers continue above the old ones \\(from \\d+\\)$`),
