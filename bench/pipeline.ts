@@ -26,6 +26,7 @@ import type { Sample } from '../src/collect/sample.js';
 import { parseDeviceConfig, type DeviceConfig } from '../src/config/device-config.js';
 import { BusDecoder } from '../src/dbc/bus-decoder.js';
 import { compileDatabase, loadDbcFile } from '../src/dbc/index.js';
+import { Logger } from '../src/health/log.js';
 import { bytesPerSample, decodeMessage } from '../src/uplink/codec.js';
 import { Mosquitto, TestPki } from '../test/support/mosquitto.js';
 import { makeTempDir } from '../test/support/temp.js';
@@ -129,9 +130,12 @@ export async function runPipelineBenchmark(json: boolean): Promise<void> {
   const dir = makeTempDir('bench-pipeline-');
   const pki = new TestPki('pipeline bench CA');
   const broker = await Mosquitto.start({ pki, quiet: true });
-  const warn = (message: string): void => {
-    if (!json && !/^uplink: (connected|disconnected)/.test(message)) process.stderr.write(`${message}\n`);
-  };
+  const logger = new Logger({
+    lines: (message) => {
+      if (!json && !/^uplink: (connected|disconnected)/.test(message)) process.stderr.write(`${message}\n`);
+    },
+  });
+  const silent = new Logger({ lines: () => undefined });
   try {
     // Baseline: decoding alone, same frames, same loops.
     const decodeOnly = new BusDecoder('can0', database);
@@ -143,7 +147,7 @@ export async function runPipelineBenchmark(json: boolean): Promise<void> {
     // 1. Online, whole path.
     const online = makeConfig(dir, pki, broker, dbcFile, logFile, path.join(dir, 'online.db'));
     const bus = new BusDecoder('can0', database);
-    const dataPath = await DataPath.open(online, [bus], warn);
+    const dataPath = await DataPath.open(online, [bus], logger);
     const uplink = dataPath.uplink!;
     await until(() => uplink.session.state === 'connected', 10_000, 'the broker connection');
     await feed(replay, dataPath.sinkFor(0), 1); // warm-up, drained before the measurement
@@ -171,7 +175,7 @@ export async function runPipelineBenchmark(json: boolean): Promise<void> {
     await broker.stop();
     const offlineDb = path.join(dir, 'offline.db');
     const offline = makeConfig(dir, pki, broker, dbcFile, logFile, offlineDb, DRAIN_BATCH_SAMPLES);
-    const offlinePath = await DataPath.open(offline, [new BusDecoder('can0', database)], () => undefined);
+    const offlinePath = await DataPath.open(offline, [new BusDecoder('can0', database)], silent);
     const t1 = performance.now();
     await feed(replay, offlinePath.sinkFor(0), DRAIN_LOOPS, 1);
     offlinePath.collector.flush();
@@ -190,7 +194,7 @@ export async function runPipelineBenchmark(json: boolean): Promise<void> {
 
     // 3. Drain on reconnect.
     await broker.start();
-    const drainPath = await DataPath.open(offline, [new BusDecoder('can0', database)], () => undefined);
+    const drainPath = await DataPath.open(offline, [new BusDecoder('can0', database)], silent);
     // Timed from the connection: the TLS handshake and the birth message are the same for one message or thousands.
     await until(() => drainPath.uplink!.session.state === 'connected', 10_000, 'the reconnection');
     const t2 = performance.now();

@@ -20,6 +20,7 @@ import { ReplayGuard } from '../commands/replay-guard.js';
 import { CommandVerifier } from '../commands/verifier.js';
 import type { DeviceConfig } from '../config/device-config.js';
 import type { BusDecoder } from '../dbc/bus-decoder.js';
+import type { ComponentLog } from '../health/log.js';
 import type { SqliteOutbox } from '../store/outbox.js';
 import type { DataPathReport } from './data-path.js';
 import type { MqttSession } from '../uplink/session.js';
@@ -65,18 +66,21 @@ export class AgentCommands {
     private readonly buses: readonly BusDecoder[],
     private readonly verifier: CommandVerifier,
     private readonly replay: ReplayGuard,
-    private readonly warn: (message: string) => void,
+    private readonly log: ComponentLog,
   ) {}
 
-  /** Loads the pinned command CA and opens the replay memory; throws (naming the file) when either is unusable. */
-  static open(config: DeviceConfig, buses: readonly BusDecoder[], warn: (message: string) => void): AgentCommands {
+  /**
+   * Loads the pinned command CA and opens the replay memory; throws (naming the file) when either is unusable. `log`:
+   * the `commands` component's, which the replay memory's problems and the dispatcher's lines go to, at their levels.
+   */
+  static open(config: DeviceConfig, buses: readonly BusDecoder[], log: ComponentLog): AgentCommands {
     const commands = config.commands!;
     // Always set once the config is loaded: given, or defaulted into uplink.certsDir.
     const verifier = CommandVerifier.fromFile(commands.caFile!);
     // Signed times real time has reached: a replay memory lost while the clock says 1970 gets no floor earlier.
     const knownSince = Math.max(verifier.pinnedSince, certificateSince(config.uplink?.certFile));
-    const replay = ReplayGuard.open({ path: commands.replayDbPath, onProblem: warn, knownSince });
-    return new AgentCommands(config, commands, buses, verifier, replay, warn);
+    const replay = ReplayGuard.open({ path: commands.replayDbPath, onProblem: (message, severity) => log[severity](message), knownSince });
+    return new AgentCommands(config, commands, buses, verifier, replay, log);
   }
 
   /** Builds the dispatcher and listens to the session; before the session starts, so no queued command is missed. */
@@ -89,7 +93,7 @@ export class AgentCommands {
       context: context ?? this.basicContext(host),
       verifier: this.verifier,
       replay: this.replay,
-      log: (message) => this.warn(message.startsWith('command') ? message : `commands: ${message}`),
+      log: this.log,
       sink: {
         store: (route: ResultRoute, results) => {
           const createdAt = Date.now();

@@ -14,6 +14,11 @@
  * The frame path is the hot path of the whole agent: per frame one table lookup, one generated decoder writing into a
  * preallocated Float64Array, the collector's watch, and a few counter increments. No allocation, no logging; the
  * snapshot reads the buffers and counters when asked, never per frame.
+ *
+ * The log: each component gets its own child of the logger and says at which level it logs (src/health/log.ts). Made
+ * here: one per bus and adapter (component: its name, which begins each of its messages), `config`, `status`, `data`,
+ * `health`, `systemd`, `commands` (the restart) and `logs` (the remote log's own trouble); the data path makes its own
+ * (`outbox`, `uplink`, `commands`, `broker`, `pki`, `identity`).
  */
 import path from 'node:path';
 import type { CanBus } from '../can/bus.js';
@@ -44,7 +49,7 @@ const RESTART_DELAY_MS = 1000;
 export interface AgentOptions {
   /** The file the config came from, to name it in errors (a bus whose DBC is unusable). */
   configFile?: string;
-  /** The log: diagnostics at their levels, the status rates at debug; setLogLevel sets its level. */
+  /** The log: each component logs through its own child; setLogLevel sets its level. */
   logger: Logger;
   /**
    * Receives the context remote commands act through as soon as it exists: without a collection section, before
@@ -121,10 +126,9 @@ export class Agent {
     private readonly signals: { signals: StatusSignal[]; configured: boolean },
     private readonly remoteLog: RemoteLog | undefined,
   ) {
-    const warn = options.logger.diagnostic;
     // Values reach the collector through `offer`: the data path is opened after the adapters are made.
     const offer = (name: string, value: number, ts: number): void => this.offer(name, value, ts);
-    this.adapters = config.obdAdapters.map((entry) => adapterType(entry).create(entry, { say: (message) => warn(`${entry.name}: ${message}`), offer }));
+    this.adapters = config.obdAdapters.map((entry) => adapterType(entry).create(entry, { log: options.logger.child(entry.name, { prefix: true }), offer }));
     sources.forEach((source, i) => source.obd?.forwardValues(config.buses[i]!.name, offer));
   }
 
@@ -134,14 +138,11 @@ export class Agent {
    */
   static async open(config: DeviceConfig, options: AgentOptions): Promise<Agent> {
     const { logger } = options;
-    // The modules keep their `warn(message)` callback; the logger gives each message its level and component.
-    const warn = logger.diagnostic;
     const logging = loggingConfig(config.logging);
     // Warnings and errors also go to vehicles/<id>/logs; made now so that what the start says is kept until connected.
-    const remoteLog =
-      config.uplink && logging.remote.enabled
-        ? new RemoteLog({ config: logging.remote, report: (level, msg) => logger.log(level, REMOTE_LOG_COMPONENT, msg) })
-        : undefined;
+    // Its own trouble goes to the local log only, at the level it gives (component `logs`, which it never publishes).
+    const remoteLogLog = logger.child(REMOTE_LOG_COMPONENT);
+    const remoteLog = config.uplink && logging.remote.enabled ? new RemoteLog({ config: logging.remote, report: (level, msg) => remoteLogLog[level](msg) }) : undefined;
     const stopRemoteFeed = remoteLog ? logger.onEntry(logging.remote.level, (entry) => remoteLog.add(entry)) : undefined;
     let agent: Agent | undefined;
     try {
@@ -157,16 +158,16 @@ export class Agent {
           if (err instanceof DbcParseError) throw new DeviceConfigError(options.configFile ?? 'device config', [`buses[${index}].dbc: ${err.message}`]);
           throw err;
         }
-        for (const w of db.warnings) warn(`${bus.name}: ${path.basename(w.file)}:${w.line}:${w.column}: warning: ${w.message}`);
+        // The bus's log: its name is the component and begins each message (`can0: ...`).
+        const busLog = logger.child(bus.name, { prefix: true });
+        // What the DBC deviates in was tolerated (strictDbc off): warnings.
+        for (const w of db.warnings) busLog.warn(`${path.basename(w.file)}:${w.line}:${w.column}: warning: ${w.message}`);
         const decoder = new BusDecoder(bus.name, compileDatabase(db, { j1939: bus.j1939 ?? false }));
         buses.push(decoder);
-        sources.push(busSourceType(bus.source).create(bus, { decoder, say: (message) => warn(`${bus.name}: ${message}`) }));
+        sources.push(busSourceType(bus.source).create(bus, { decoder, log: busLog }));
       }
       // The collection rules a setConfig command left in the state folder replace the config's, if the buses serve them.
-      const running = applyCollectionOverride(config, (collection) => new Collector({ config: collection, buses, onBatch: () => undefined }), {
-        warn,
-        info: (message) => logger.info('config', message),
-      });
+      const running = applyCollectionOverride(config, (collection) => new Collector({ config: collection, buses, onBatch: () => undefined }), logger.child('config'));
       const signals = statusSignals(running.status?.signals ?? [], buses);
       agent = new Agent(running, options, buses, sources, signals, remoteLog);
       agent.stopRemoteFeed = stopRemoteFeed;
@@ -212,7 +213,6 @@ export class Agent {
     options.signal?.addEventListener('abort', onOuterAbort, { once: true });
     if (options.signal?.aborted) stop.abort();
     const durationTimer = options.durationS === undefined ? undefined : setTimeout(() => stop.abort(), options.durationS * 1000);
-    const warn = this.options.logger.diagnostic;
     this.runTimes = { startedAt: performance.now(), endedAt: undefined };
     const statusTimer = this.logStatusRates();
 
@@ -221,7 +221,7 @@ export class Agent {
     for (const source of this.sources) if (source.obd) runs.push(source.obd.run(stop.signal));
     for (const adapter of this.adapters) runs.push(adapter.run(stop.signal));
     // Under systemd (Type=notify): ready now that the data path is open and the sources run; watchdog pings from here.
-    const notifier = createSystemdNotifier({ warn });
+    const notifier = createSystemdNotifier({ warn: this.options.logger.child('systemd').warn });
     notifier.ready();
     let failure: unknown;
     try {
@@ -340,13 +340,13 @@ export class Agent {
       });
     // Opened before the sources start, so an unusable outbox or identity fails the start before anything is read.
     if (config.collection) {
-      this.dataPath = await DataPath.open(config, this.buses, logger.diagnostic, { commandContext: (dataPath) => (this.context = makeContext(dataPath)) });
+      this.dataPath = await DataPath.open(config, this.buses, logger, { commandContext: (dataPath) => (this.context = makeContext(dataPath)) });
     } else this.context = makeContext(undefined);
     const dataPath = this.dataPath;
     if (this.remoteLog && dataPath?.uplink) this.remoteLog.attach(dataPath.uplink.session);
     if (dataPath) {
       const outboxStats = dataPath.outbox.stats();
-      logger.debug('data', `data path open: ${config.collection!.rules.length} collection rules, ${outboxStats.messages} messages waiting in the outbox`, {
+      logger.child('data').debug(`data path open: ${config.collection!.rules.length} collection rules, ${outboxStats.messages} messages waiting in the outbox`, {
         rules: config.collection!.rules.map((r) => r.name),
         outbox: config.outbox!.path,
         ...(dataPath.uplink ? { uplink: dataPath.uplink.url } : {}),
@@ -359,7 +359,7 @@ export class Agent {
       config,
       snapshot: () => this.snapshot(),
       ...(dataPath?.uplink ? { publish: (report: object) => dataPath.publishHealth(report) } : {}),
-      warn: logger.diagnostic,
+      log: logger.child('health'),
     });
   }
 
@@ -386,7 +386,8 @@ export class Agent {
 
   private requestRestart(): void {
     if (this.restartTimer !== undefined || this.stopping.signal.aborted) return;
-    this.options.logger.diagnostic('restart requested by a remote command: stopping');
+    // A warning: the agent stops, and the backend should see why.
+    this.options.logger.child('commands').warn('restart requested by a remote command: stopping');
     this.restartTimer = setTimeout(() => {
       this.restartRequested = true;
       this.stop();
@@ -399,6 +400,7 @@ export class Agent {
    */
   private logStatusRates(): NodeJS.Timeout {
     const { logger } = this.options;
+    const log = logger.child('status');
     const rates = new FrameRates(this.buses);
     return setInterval(() => {
       const { framesPerS, signalsPerS } = rates.next(this.buses);
@@ -410,7 +412,7 @@ export class Agent {
         unknownFrames += bus.unknownFrames;
         errors += bus.decodeErrors + bus.badLogLines;
       }
-      logger.debug('status', 'status', {
+      log.debug('status', {
         framesPerS,
         signalsPerS,
         unknownFrames,

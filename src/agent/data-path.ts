@@ -7,6 +7,10 @@
  * Closed batches wait in memory for at most `outbox.writeIntervalMs` and are committed together, one transaction per
  * interval: the flash sees a few large writes, not one small one per batch. The frame path itself only reaches the
  * collector (see src/collect/collector.ts): nothing here runs per frame.
+ *
+ * It logs through the children of the logger it is given, one per component, each line at the level it calls:
+ * `outbox`, `uplink` (the session, the publisher, the heartbeat, the certificate), `commands`, `broker`, `pki` (the
+ * development PKI) and `identity` (a certificate rotation cut short, repaired at start).
  */
 import path from 'node:path';
 import type { FrameSink } from '../can/frame.js';
@@ -19,6 +23,7 @@ import type { DeviceConfig } from '../config/device-config.js';
 import type { UplinkConfig } from '../uplink/config.js';
 import type { BusDecoder } from '../dbc/bus-decoder.js';
 import { HEALTH_DEFAULTS } from '../health/config.js';
+import type { ComponentLog, ComponentLogs } from '../health/log.js';
 import { ensureDevPki, type DevPkiPaths } from '../pki/dev-pki.js';
 import { loadIdentity, type IdentityFiles } from '../pki/identity.js';
 import { signDeviceCsr } from '../pki/csr.js';
@@ -35,7 +40,14 @@ import { MqttSession, type SessionCounters, type SessionState } from '../uplink/
 import { Throttle, type ThrottleState } from '../uplink/throttle.js';
 import { AgentCommands } from './agent-commands.js';
 
-type Warn = (message: string) => void;
+/** The data path's components' logs. */
+interface DataPathLogs {
+  outbox: ComponentLog;
+  uplink: ComponentLog;
+}
+
+/** A publish problem's level: a message dropped is lost data; refused (retried) or oversized (kept) ones are not. */
+const PUBLISH_PROBLEM_LEVEL = { dropped: 'error', refused: 'warn', oversized: 'warn' } as const;
 
 export interface DataPathSummary {
   samples: number;
@@ -130,7 +142,7 @@ export class DataPath {
     private readonly buses: readonly BusDecoder[],
     private currentCollector: Collector,
     readonly outbox: SqliteOutbox,
-    private readonly warn: Warn,
+    private readonly log: DataPathLogs,
     readonly uplink?: {
       session: MqttSession;
       publisher: Publisher;
@@ -155,17 +167,18 @@ export class DataPath {
    * embedded broker if configured, loads the identity and connects. Configuration and identity problems throw here,
    * before the sources start; a broker that cannot be reached is not a failure (the outbox holds the data).
    */
-  static async open(config: DeviceConfig, buses: readonly BusDecoder[], warn: Warn, options: DataPathOptions = {}): Promise<DataPath> {
+  static async open(config: DeviceConfig, buses: readonly BusDecoder[], logs: ComponentLogs, options: DataPathOptions = {}): Promise<DataPath> {
     const collection = config.collection!;
     const outboxConfig = config.outbox!;
+    const log: DataPathLogs = { outbox: logs.child('outbox'), uplink: logs.child('uplink') };
     // Its folder is created by the outbox itself (mode 0750; errors name outbox.path).
     const outbox = SqliteOutbox.open({
       path: outboxConfig.path,
       maxBytes: outboxConfig.maxBytes,
       maxAgeMs: outboxConfig.maxAgeHours * 3_600_000,
       durability: outboxConfig.durability,
-      // The outbox's messages already start with `outbox: `.
-      onProblem: (err) => warn(err.message.startsWith('outbox: ') ? err.message : `outbox: ${err.message}`),
+      // At the level the outbox gives it (lost messages: error); its messages start with `outbox: `.
+      onProblem: (err) => log.outbox[err.severity](err.message),
     });
     let path_: DataPath | undefined;
     let uplink: DataPath['uplink'];
@@ -173,11 +186,11 @@ export class DataPath {
     try {
       const collector = new Collector({ config: collection, buses, onBatch: (batch) => path_!.pendingBatches.push(batch) });
       // The development PKI (with the command CA the commands section pins by default) before anything reads it.
-      const devPki = config.uplink?.embeddedBroker ? ensureDevPki(config.uplink.certsDir!, config.deviceId, warn) : undefined;
+      const devPki = config.uplink?.embeddedBroker ? ensureDevPki(config.uplink.certsDir!, config.deviceId, devPkiReport(logs)) : undefined;
       // The command CA and the replay memory first: a bad one fails the start before anything connects.
-      if (config.commands && config.uplink) commands = AgentCommands.open(config, buses, warn);
-      if (config.uplink) uplink = await openUplink(config, outbox, warn, devPki);
-      path_ = new DataPath(config, buses, collector, outbox, warn, uplink);
+      if (config.commands && config.uplink) commands = AgentCommands.open(config, buses, logs.child('commands'));
+      if (config.uplink) uplink = await openUplink(config, outbox, logs, log.uplink, devPki);
+      path_ = new DataPath(config, buses, collector, outbox, log, uplink);
       path_.commands = commands;
       // The context remote commands act through reaches this data path; the dispatcher gets it when it starts, below.
       path_.commandContext = options.commandContext?.(path_);
@@ -195,22 +208,25 @@ export class DataPath {
     this.writeTimer = setInterval(() => this.commitBatches(), Math.max(10, this.config.outbox!.writeIntervalMs));
     if (this.uplink) {
       const { session, publisher } = this.uplink;
-      session.onError((err) => this.warn(`uplink: ${err.message}`));
-      // One line per change of the learned interval: a few while learning, then rarely.
+      const log = this.log.uplink;
+      // The session's errors are what it works around (it reconnects): warnings.
+      session.onError((err) => log.warn(`uplink: ${err.message}`));
+      // One line per change of the learned interval: a few while learning, then rarely. Learning the network's NAT
+      // timeout is normal work, not trouble.
       this.uplink.heartbeat?.onEvent((event) => {
         if (event.type === 'interval') {
           const { fromS, toS, reason, phase } = event.change;
-          this.warn(`uplink: heartbeat ${fromS} s -> ${toS} s on ${event.network} (${reason}, ${phase})`);
+          log.info(`uplink: heartbeat ${fromS} s -> ${toS} s on ${event.network} (${reason}, ${phase})`);
         } else if (event.type === 'verdict') {
           const d = event.detection;
-          this.warn(`uplink: the dead link after ${d.idleS} s idle was ${d.verdict === 'nat-expired' ? 'the network forgetting the idle connection' : 'lost coverage'}`);
+          log.info(`uplink: the dead link after ${d.idleS} s idle was ${d.verdict === 'nat-expired' ? 'the network forgetting the idle connection' : 'lost coverage'}`);
         }
       });
-      publisher.onError((err) => this.warn(`uplink: ${err.message}`));
+      publisher.onError((err) => log[PUBLISH_PROBLEM_LEVEL[err.problem]](`uplink: ${err.message}`));
       session.onStateChange((change) => {
-        if (change.state === 'connected') this.warn(`uplink: connected to ${this.uplink!.url}`);
+        if (change.state === 'connected') log.info(`uplink: connected to ${this.uplink!.url}`);
         else if (change.state === 'disconnected' && change.retryInMs !== undefined) {
-          this.warn(`uplink: disconnected (${change.error?.message ?? 'connection lost'}), retrying in ${(change.retryInMs / 1000).toFixed(1)} s`);
+          log.warn(`uplink: disconnected (${change.error?.message ?? 'connection lost'}), retrying in ${(change.retryInMs / 1000).toFixed(1)} s`);
         }
       });
       this.commands?.start(
@@ -301,7 +317,7 @@ export class DataPath {
           this.messages += this.outbox.append([item]).seqs.length;
         } catch (itemError) {
           this.droppedBatches++;
-          this.warn(`outbox: a ${item.kind} batch could not be encoded and was dropped: ${(itemError as Error).message}`);
+          this.log.outbox.error(`outbox: a ${item.kind} batch could not be encoded and was dropped: ${(itemError as Error).message}`);
         }
       }
     }
@@ -365,11 +381,11 @@ export class DataPath {
         signal: request.signal,
         progress: (step, detail) => request.progress(step, detail),
       });
-      this.warn(`uplink: certificate rotated: ${outcome.previous.fingerprint256.slice(0, 17)} -> ${outcome.current.fingerprint256.slice(0, 17)}, valid until ${outcome.current.notAfter}`);
+      this.log.uplink.info(`uplink: certificate rotated: ${outcome.previous.fingerprint256.slice(0, 17)} -> ${outcome.current.fingerprint256.slice(0, 17)}, valid until ${outcome.current.notAfter}`);
       return { ...outcome };
     } catch (err) {
       if (err instanceof RotationFailure) {
-        this.warn(`uplink: certificate rotation failed (${err.reason}): ${err.message}`);
+        this.log.uplink.warn(`uplink: certificate rotation failed (${err.reason}): ${err.message}`);
         throw new CommandFailure(err.reason, err.message);
       }
       throw err;
@@ -387,9 +403,9 @@ export class DataPath {
     try {
       const identity = loadIdentity(identityFiles(uplink));
       const { daysLeft, notAfter } = summary(identity);
-      if (daysLeft <= this.certificateWarningDays) this.warn(`uplink: the device certificate expires in ${daysLeft} days (${notAfter}): rotate it (command rotateCertificate)`);
+      if (daysLeft <= this.certificateWarningDays) this.log.uplink.warn(`uplink: the device certificate expires in ${daysLeft} days (${notAfter}): rotate it (command rotateCertificate)`);
     } catch (err) {
-      this.warn(`uplink: the device identity no longer checks out: ${(err as Error).message}`);
+      this.log.uplink.warn(`uplink: the device identity no longer checks out: ${(err as Error).message}`);
     }
   }
 
@@ -462,13 +478,19 @@ export class DataPath {
   }
 }
 
+/** What ensureDevPki says goes to the `pki` component, at the level it gives (created: info; a folder narrowed: warn). */
+function devPkiReport(logs: ComponentLogs): (line: string, level: 'info' | 'warn') => void {
+  const log = logs.child('pki');
+  return (line, level) => log[level](line);
+}
+
 /** `devPki`: the development PKI made for the embedded broker (with embeddedBroker). */
-async function openUplink(config: DeviceConfig, outbox: SqliteOutbox, warn: Warn, devPki?: DevPkiPaths): Promise<NonNullable<DataPath['uplink']>> {
+async function openUplink(config: DeviceConfig, outbox: SqliteOutbox, logs: ComponentLogs, log: ComponentLog, devPki?: DevPkiPaths): Promise<NonNullable<DataPath['uplink']>> {
   const uplink = config.uplink!;
   let broker: EmbeddedBroker | undefined;
   let url = uplink.url;
   if (uplink.embeddedBroker) {
-    const pki = devPki ?? ensureDevPki(uplink.certsDir!, config.deviceId, warn);
+    const pki = devPki ?? ensureDevPki(uplink.certsDir!, config.deviceId, devPkiReport(logs));
     const address = new URL(uplink.url);
     const host = address.hostname === 'localhost' ? '127.0.0.1' : address.hostname;
     const port = address.port === '' ? 8883 : Number(address.port);
@@ -482,18 +504,19 @@ async function openUplink(config: DeviceConfig, outbox: SqliteOutbox, warn: Warn
       throw new Error(`uplink.url: the embedded broker cannot listen on ${host}:${port}: ${(err as Error).message}`);
     }
     url = broker.url;
-    warn(`embedded MQTT broker listening on ${url} (subscribe with the backend certificate in ${uplink.certsDir})`);
+    logs.child('broker').info(`embedded MQTT broker listening on ${url} (subscribe with the backend certificate in ${uplink.certsDir})`);
   }
   let adaptive: ReturnType<typeof openAdaptiveHeartbeat> = null;
   try {
     // A rotation cut short by a power cut is finished (or undone) before the identity is read.
     const repaired = repairIdentityFiles({ certFile: uplink.certFile!, keyFile: uplink.keyFile! });
-    if (repaired) warn(repaired);
+    // Its line starts with `identity: `: what was found and undone or finished, worked around.
+    if (repaired) logs.child('identity').warn(repaired);
     const identity = loadIdentity(identityFiles(uplink));
-    for (const w of identity.warnings) warn(`uplink: ${w}`);
+    for (const w of identity.warnings) log.warn(`uplink: ${w}`);
     // The network is known before the first connection, so a car starts from what it learned on this network.
     const network = uplink.keepalive.adaptive ? await identifyNetwork() : undefined;
-    adaptive = openAdaptiveHeartbeat(uplink.keepalive, path.join(path.dirname(config.outbox!.path), 'link-memory.db'), warn, network);
+    adaptive = openAdaptiveHeartbeat(uplink.keepalive, path.join(path.dirname(config.outbox!.path), 'link-memory.db'), log.warn, network);
     const session = new MqttSession({
       ...(adaptive ? { heartbeat: adaptive.heartbeat } : {}),
       url,

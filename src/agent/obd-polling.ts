@@ -6,13 +6,12 @@
  * Never fails the agent: a link that is down pauses polling, OBD trouble is reported once per kind and polling
  * carries on. Nothing here runs per CAN frame.
  */
+import type { ComponentLog } from '../health/log.js';
 import { ObdRequestError } from '../obd/can-client.js';
 import type { ObdClient } from '../obd/client.js';
 import { resolveObdPid, type ObdConfig } from '../obd/config.js';
 import type { PidValue } from '../obd/j1979.js';
 import { PidPoller, type PidSample, type UnsupportedPid } from '../obd/poller.js';
-
-type Warn = (message: string) => void;
 
 /** Latest reading of one (ECU, PID). */
 interface LatestReading {
@@ -65,7 +64,8 @@ export class ObdPolling {
   constructor(
     private readonly config: ObdPollingConfig,
     private readonly connect: ObdConnector,
-    private readonly say: Warn,
+    /** The bus's or adapter's log: trouble at warn, recovery at info. */
+    private readonly log: Pick<ComponentLog, 'info' | 'warn'>,
     /** What the poller waits for while the link is down, for the status line: 'the interface', 'the adapter'. */
     private readonly linkName: string,
   ) {
@@ -84,8 +84,10 @@ export class ObdPolling {
       {
         onSample: this.onSample,
         onUnsupported: this.onUnsupported,
-        onBehind: (behind) =>
-          this.say(behind ? 'OBD polling is behind schedule: the budget or the bus cannot carry the configured intervals' : 'OBD polling is on schedule again'),
+        onBehind: (behind) => {
+          if (behind) this.log.warn('OBD polling is behind schedule: the budget or the bus cannot carry the configured intervals');
+          else this.log.info('OBD polling is on schedule again');
+        },
         onError: this.onError,
       },
     );
@@ -170,7 +172,7 @@ export class ObdPolling {
     } else reading.value = sample.value;
     if (this.lastProblem !== null) {
       this.lastProblem = null;
-      this.say('OBD: ECUs are answering again');
+      this.log.info('OBD: ECUs are answering again');
     }
   };
 
@@ -179,7 +181,7 @@ export class ObdPolling {
     if (this.reportedUnsupported.has(key)) return;
     this.reportedUnsupported.add(key);
     const who = pid.ecu === null ? 'no ECU supports it' : `ECU ${pid.ecu} does not support it`;
-    this.say(`OBD: PID ${pid.name} (0x${pid.pid.toString(16).toUpperCase().padStart(2, '0')}) is not polled: ${who}`);
+    this.log.warn(`OBD: PID ${pid.name} (0x${pid.pid.toString(16).toUpperCase().padStart(2, '0')}) is not polled: ${who}`);
   };
 
   /** One line per kind of trouble (no answer, bus refused, malformed…), not one per failed request. */
@@ -187,7 +189,7 @@ export class ObdPolling {
     const kind = error instanceof ObdRequestError ? error.code : error.name;
     if (kind === this.lastProblem) return;
     this.lastProblem = kind;
-    this.say(`OBD: ${error.message}`);
+    this.log.warn(`OBD: ${error.message}`);
   };
 
   private untilLinkOpen(signal: AbortSignal): Promise<void> {

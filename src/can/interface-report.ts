@@ -35,23 +35,24 @@ export function canInterfaceProblem(ifname: string): string | null {
 }
 
 /**
- * Reports an endpoint's state changes, one line each; closing at shutdown is not worth a line. "open again" only
- * after the interface had been open before, however many missing and down states came first.
+ * Reports an endpoint's state changes, one line each, with its level: `warn` while the interface is missing or down
+ * (the agent waits), `info` when it is open (again); closing at shutdown is not worth a line. "open again" only after
+ * the interface had been open before, however many missing and down states came first.
  */
-export function endpointStateReporter(say: (line: string) => void): (change: EndpointStateChange) => void {
+export function endpointStateReporter(say: (line: string, level: 'info' | 'warn') => void): (change: EndpointStateChange) => void {
   let wasOpen = false;
   return (change) => {
     const ifname = change.interface;
     const why = change.reason ? ` (${change.reason})` : '';
     switch (change.state) {
       case 'missing':
-        say(`interface ${ifname} is missing${why}; waiting for it`);
+        say(`interface ${ifname} is missing${why}; waiting for it`, 'warn');
         break;
       case 'down':
-        say(`interface ${ifname} is down${why}; waiting for it to come up`);
+        say(`interface ${ifname} is down${why}; waiting for it to come up`, 'warn');
         break;
       case 'open':
-        say(wasOpen ? `interface ${ifname} is open again` : `interface ${ifname} is open`);
+        say(wasOpen ? `interface ${ifname} is open again` : `interface ${ifname} is open`, 'info');
         wasOpen = true;
         break;
       default:

@@ -26,6 +26,7 @@
  */
 import { createHash } from 'node:crypto';
 import { ExpressionError } from '../collect/expression.js';
+import type { ComponentLog } from '../health/log.js';
 import type { CommandsConfig } from './config.js';
 import { COMMAND_ID_PATTERN, MalformedCommand, parseCommand, type CommandEnvelope, type ParsedCommand } from './envelope.js';
 import { CommandFailure, type CommandContext, type CommandHandler, type CommandRun } from './handler.js';
@@ -64,8 +65,12 @@ export interface DispatcherOptions {
   replay: ReplayGuard;
   sink: ResultSink;
   now?: () => number;
-  /** One line per notable event (a command run, a signed command rejected, a kind of unanswerable payload). */
-  log?: (message: string) => void;
+  /**
+   * One line per notable event, at its level: info for a command accepted or succeeded; warn for one that failed,
+   * timed out or was rejected, and for each kind of unanswerable or unsigned payload (said once); error for a result
+   * that could not be stored.
+   */
+  log?: DispatcherLog;
 }
 
 export interface DispatcherStats {
@@ -84,6 +89,11 @@ export interface DispatcherStats {
   lostResults: number;
   running: number;
 }
+
+/** What the dispatcher logs through (the agent's `commands` component). */
+export type DispatcherLog = Pick<ComponentLog, 'info' | 'warn' | 'error'>;
+
+const NO_LOG: DispatcherLog = { info: () => undefined, warn: () => undefined, error: () => undefined };
 
 const REJECTIONS_LOGGED_PER_MINUTE = 20;
 
@@ -117,7 +127,7 @@ export class CommandDispatcher {
   private readonly preconditions = new Map<string, { precondition: Precondition; maxAgeMs: number | undefined }>();
   private readonly freshness: SignalFreshness;
   private readonly now: () => number;
-  private readonly log: (message: string) => void;
+  private readonly log: DispatcherLog;
   private readonly running = new Map<string, Running>();
   private readonly saidUnanswerable = new Set<string>();
   private readonly saidUnsigned = new Set<string>();
@@ -135,7 +145,7 @@ export class CommandDispatcher {
     this.config = options.config;
     this.now = options.now ?? Date.now;
     this.unsignedAnswers = { tokens: UNSIGNED_ANSWERS_PER_MINUTE, at: this.now() };
-    this.log = options.log ?? (() => undefined);
+    this.log = options.log ?? NO_LOG;
     for (const handler of options.handlers) {
       if (this.handlers.has(handler.name)) throw new Error(`commands: two handlers are named '${handler.name}'`);
       this.handlers.set(handler.name, handler);
@@ -271,12 +281,14 @@ export class CommandDispatcher {
       // Cleared once the result is stored: a crash in between reports it once more as interrupted, never not at all;
       // a result that could not be stored (a full disk) leaves it to be reported interrupted at the next start.
       if (this.store(route, [this.result(id, name, status, reason, message, detail)])) this.journal(() => this.options.replay.finished(id));
-      this.log(`command ${id} (${name}): ${status}${reason ? ` (${reason}${message ? `: ${message}` : ''})` : ''}`);
+      const line = `command ${id} (${name}): ${status}${reason ? ` (${reason}${message ? `: ${message}` : ''})` : ''}`;
+      if (status === 'SUCCEEDED') this.log.info(line);
+      else this.log.warn(line);
     };
     this.journal(() => this.options.replay.started(id, name, route));
     this.running.set(id, { id, name, abort, settle });
     this.counts.accepted++;
-    this.log(`command ${id} (${name}) from ${signer}: ACCEPTED`);
+    this.log.info(`command ${id} (${name}) from ${signer}: ACCEPTED`);
     // ACCEPTED and the first IN_PROGRESS in one outbox transaction.
     this.store(route, [
       this.result(id, name, 'ACCEPTED', undefined, undefined, { timeoutMs }),
@@ -323,7 +335,7 @@ export class CommandDispatcher {
       if (this.store(route, [this.result(entry.id, entry.name, 'FAILED', 'interrupted', message, { startedAt: entry.startedAt })])) {
         this.journal(() => this.options.replay.finished(entry.id));
       }
-      this.log(`command ${entry.id} (${entry.name}): FAILED (interrupted: ${message})`);
+      this.log.warn(`command ${entry.id} (${entry.name}): FAILED (interrupted: ${message})`);
     }
     return entries.length;
   }
@@ -333,7 +345,7 @@ export class CommandDispatcher {
     try {
       write();
     } catch (err) {
-      this.log(`commands: the running-commands journal could not be written: ${(err as Error).message}`);
+      this.log.warn(`commands: the running-commands journal could not be written: ${(err as Error).message}`);
     }
   }
 
@@ -348,7 +360,7 @@ export class CommandDispatcher {
       this.counts.unanswerable++;
       if (!this.saidUnanswerable.has(rejection.reason)) {
         this.saidUnanswerable.add(rejection.reason);
-        this.log(`commands: a payload rejected as ${rejection.reason} has no command ID and no usable response topic: it cannot be answered (${rejection.message}); counted, said once`);
+        this.log.warn(`commands: a payload rejected as ${rejection.reason} has no command ID and no usable response topic: it cannot be answered (${rejection.message}); counted, said once`);
       }
       return;
     }
@@ -360,11 +372,11 @@ export class CommandDispatcher {
     }
     if (!authentic && !this.saidUnsigned.has(rejection.reason)) {
       this.saidUnsigned.add(rejection.reason);
-      this.log(`commands: REJECTED a payload as ${rejection.reason}: ${rejection.message} (said once per reason; counted)`);
+      this.log.warn(`commands: REJECTED a payload as ${rejection.reason}: ${rejection.message} (said once per reason; counted)`);
     }
     if (!authentic && !this.takeUnsignedAnswer()) {
       if (this.counts.unsignedNotAnswered++ === 0) {
-        this.log(`commands: more than ${UNSIGNED_ANSWERS_PER_MINUTE} payloads a minute are not validly signed: the rest are not answered, only counted (health: commands.unsignedNotAnswered); said once`);
+        this.log.warn(`commands: more than ${UNSIGNED_ANSWERS_PER_MINUTE} payloads a minute are not validly signed: the rest are not answered, only counted (health: commands.unsignedNotAnswered); said once`);
       }
       return;
     }
@@ -394,7 +406,7 @@ export class CommandDispatcher {
     this.rejectLog.lines++;
     const suppressed = this.rejectLog.suppressed;
     this.rejectLog.suppressed = 0;
-    this.log(suppressed > 0 ? `${line} (and ${suppressed} more rejections of signed commands, not logged)` : line);
+    this.log.warn(suppressed > 0 ? `${line} (and ${suppressed} more rejections of signed commands, not logged)` : line);
   }
 
   /** The response topic when it is one of ours; else the default result topic when the ID is known. */
@@ -449,7 +461,7 @@ export class CommandDispatcher {
     try {
       stored = this.options.sink.store(route, results);
     } catch (err) {
-      this.log(`commands: a result could not be stored: ${(err as Error).message}`);
+      this.log.error(`commands: a result could not be stored: ${(err as Error).message}`);
     }
     if (!stored) this.counts.lostResults += results.length;
     return stored;

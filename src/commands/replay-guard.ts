@@ -37,6 +37,9 @@ export type ReplayVerdict =
   /** `duplicate`: the same bytes again (a QoS 1 redelivery, or a replay of them); `reused`: another command with an ID already taken; `before-reset`: issued before the memory was lost. */
   | { fresh: false; why: 'duplicate' | 'reused' | 'before-reset'; message: string };
 
+/** What the replay guard reports of itself: the line, and whether it is an error or a warning (see onProblem). */
+export type ReplayProblemListener = (message: string, severity: 'error' | 'warn') => void;
+
 const PURGE_EVERY_MS = 60_000;
 
 /** A command that was running when the agent stopped without finishing it. */
@@ -51,8 +54,12 @@ export interface InterruptedCommand {
 export interface ReplayGuardOptions {
   path: string;
   now?: () => number;
-  /** A memory lost and started afresh (corrupt, missing, empty), or an anchor rewritten: one line, an error to log. */
-  onProblem?: (message: string) => void;
+  /**
+   * One line per problem, with how bad it is: `error` for a memory lost and started afresh (corrupt, missing, empty)
+   * or deleted under the running agent (commands from before a floor are refused from now on); `warn` for an anchor
+   * written again from an intact file.
+   */
+  onProblem?: ReplayProblemListener;
   /**
    * The latest signed time known from outside this file (unix ms): the notBefore of the certificates the car trusts.
    * A floor is never set earlier.
@@ -95,7 +102,7 @@ export class ReplayGuard {
     private readonly anchorFile: string,
     private readonly memory: number,
     horizon: number,
-    private readonly onProblem: ((message: string) => void) | undefined,
+    private readonly onProblem: ReplayProblemListener | undefined,
   ) {
     this.now = now;
     this.horizon = horizon;
@@ -152,11 +159,12 @@ export class ReplayGuard {
       const evidence = anchor.state === 'absent' ? '' : ` (the agent has run before: ${anchorFile})`;
       options.onProblem?.(
         `commands: the replay memory ${file} ${lost}${evidence}; ${aside ? `moved it aside as ${aside}, ` : ''}started a new one: commands issued before ${new Date(floor).toISOString()} are refused (they cannot be told from replays)`,
+        'error',
       );
     } else if (anchor.state === 'unreadable') {
-      options.onProblem?.(`commands: the replay anchor ${anchorFile} is unreadable (${anchor.reason}); written again from ${file}, which is intact`);
+      options.onProblem?.(`commands: the replay anchor ${anchorFile} is unreadable (${anchor.reason}); written again from ${file}, which is intact`, 'warn');
     } else if (anchor.state === 'absent' && hadMemory) {
-      options.onProblem?.(`commands: the replay anchor ${anchorFile} was missing; written again from ${file}, which is intact`);
+      options.onProblem?.(`commands: the replay anchor ${anchorFile} was missing; written again from ${file}, which is intact`, 'warn');
     }
     if (anchor.state !== 'ok' || anchor.memory !== memory || anchor.horizon < horizon) writeAnchor(anchorFile, { v: 1, memory, horizon });
     return new ReplayGuard(store, now, anchorFile, memory, horizon, options.onProblem);
@@ -174,6 +182,7 @@ export class ReplayGuard {
       this.statements = prepareStatements(this.store.db);
       this.onProblem?.(
         `commands: the replay memory ${this.store.file} was ${change.found} while the agent ran; carried its IDs over to a new file${change.movedAside ? ` (the file found there moved aside as ${change.movedAside})` : ''}`,
+        'error',
       );
     }
     const { purge, rememberFresh, lookup } = this.statements;

@@ -18,6 +18,7 @@
 import path from 'node:path';
 import { z } from 'zod';
 import { collectionConfigSchema, type CollectionConfig } from '../collect/config.js';
+import type { ComponentLog } from '../health/log.js';
 import { atomicWriteFile } from '../store/atomic-file.js';
 import { formatConfigPath, type DeviceConfig } from './device-config.js';
 import { readRegularFile, RegularFileError } from './regular-file.js';
@@ -72,7 +73,7 @@ export function readCollectionOverride(file: string): CollectionConfig | undefin
 export function applyCollectionOverride(
   config: DeviceConfig,
   check: (collection: CollectionConfig) => void,
-  log: { warn: (message: string) => void; info: (message: string) => void },
+  log: Pick<ComponentLog, 'warn' | 'info'>,
 ): DeviceConfig {
   const file = collectionOverrideFile(config);
   if (file === undefined || config.collection === undefined) return config;

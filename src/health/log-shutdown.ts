@@ -7,7 +7,7 @@
  * - SHUTDOWN_INCOMPLETE_EXIT_CODE when they were not (data still in memory is lost: a failure worth the service
  *   manager's notice).
  */
-import type { Logger } from './log.js';
+import type { ComponentLog, ComponentLogs } from './log.js';
 
 /** After the signal, the time the stop may take: within the 5 s a car's supervisor gives, with room to exit. */
 export const SHUTDOWN_DEADLINE_MS = 4500;
@@ -39,11 +39,11 @@ export class ShutdownWatch implements ShutdownProgress {
   private isCommitted = false;
   private describe: (() => Record<string, unknown>) | undefined;
   private timer: NodeJS.Timeout | undefined;
+  /** The `shutdown` component's log. */
+  private readonly log: ComponentLog;
 
-  constructor(
-    private readonly logger: Logger,
-    options: ShutdownWatchOptions = {},
-  ) {
+  constructor(logger: ComponentLogs, options: ShutdownWatchOptions = {}) {
+    this.log = logger.child('shutdown');
     this.deadlineMs = options.deadlineMs ?? SHUTDOWN_DEADLINE_MS;
     this.exit = options.exit ?? ((code) => process.exit(code));
   }
@@ -53,7 +53,7 @@ export class ShutdownWatch implements ShutdownProgress {
     if (this.startedAt !== undefined) return;
     this.startedAt = performance.now();
     this.signalName = signal;
-    this.logger.info('shutdown', `shutdown: ${signal}: stopping the sources, committing open batches to the outbox, closing the MQTT session`, {
+    this.log.info(`shutdown: ${signal}: stopping the sources, committing open batches to the outbox, closing the MQTT session`, {
       deadlineMs: this.deadlineMs,
     });
     // Not unref'd: a stop stuck on a promise nothing will settle must still end here, not exit silently.
@@ -66,7 +66,7 @@ export class ShutdownWatch implements ShutdownProgress {
 
   step(what: string): void {
     this.current = what;
-    if (this.started) this.logger.debug('shutdown', `shutdown: ${what}`, { atMs: this.elapsedMs() });
+    if (this.started) this.log.debug(`shutdown: ${what}`, { atMs: this.elapsedMs() });
   }
 
   committed(): void {
@@ -82,7 +82,7 @@ export class ShutdownWatch implements ShutdownProgress {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
     const ms = this.elapsedMs();
-    this.logger.info('shutdown', `shutdown: done in ${ms} ms`, { signal: this.signalName, durationMs: ms });
+    this.log.info(`shutdown: done in ${ms} ms`, { signal: this.signalName, durationMs: ms });
     return ms;
   }
 
@@ -99,7 +99,7 @@ export class ShutdownWatch implements ShutdownProgress {
       // The report must not stop the exit.
     }
     const outcome = this.isCommitted ? 'the open batches are in the outbox' : 'the open batches were NOT committed to the outbox';
-    this.logger.error('shutdown', `shutdown: not done ${this.deadlineMs} ms after ${this.signalName}, still ${this.current}; ${outcome}; exiting`, {
+    this.log.error(`shutdown: not done ${this.deadlineMs} ms after ${this.signalName}, still ${this.current}; ${outcome}; exiting`, {
       step: this.current,
       committed: this.isCommitted,
       ...pending,

@@ -3,9 +3,9 @@
  * Written as JSON lines (pino) or as the bare message text on stderr, synchronously (fd 2): a line logged just before
  * the process exits is never lost in a buffer. A line that cannot be written (a full disk) is counted, never thrown.
  *
- * The modules report through a `warn(message)` callback, most with a component prefix ("uplink: ...",
- * "outbox: ...", "can0: ..."). `diagnostic` keeps that API: it takes the component from the prefix and picks the
- * level from the text (classify), so the modules need not change.
+ * Each component logs through its own child (`child(component)`, pino's child bindings: the component is bound once,
+ * not passed per call) and picks the level by the method it calls: `debug`, `info`, `warn`, `error`. Nothing reads
+ * the text to guess a level or a component: rewording a message changes neither.
  *
  * The level: `logging.level`, except debug for the first `verboseForS` seconds after start (a fresh start is when
  * things go wrong and nobody is watching). setLevel (the setLogLevel command) wins over both.
@@ -21,13 +21,41 @@ import { LOG_LEVELS, loggingConfig, type LoggingConfig, type LogLevel } from './
 
 export { LOG_LEVELS, type LogLevel } from './log-config.js';
 
+/** Facts that come with a message: JSON fields of the line, `key=value` after the text in the text format. */
+export type LogFields = Record<string, unknown>;
+
 export interface LogEntry {
   /** Epoch ms. */
   time: number;
   level: LogLevel;
   component: string;
   msg: string;
-  fields?: Record<string, unknown>;
+  fields?: LogFields;
+}
+
+/**
+ * One component's log: what a module is handed instead of a callback. The method called is the entry's level, the
+ * child's component its component. The methods may be passed on alone (`onProblem: log.warn`).
+ */
+export interface ComponentLog {
+  readonly component: string;
+  error(msg: string, fields?: LogFields): void;
+  warn(msg: string, fields?: LogFields): void;
+  info(msg: string, fields?: LogFields): void;
+  debug(msg: string, fields?: LogFields): void;
+}
+
+export interface ChildOptions {
+  /**
+   * Begin every message with `<component>: `. For the children of buses and adapters: their plug-ins and pollers do
+   * not know the name they run under, and the log's messages name their component (`can0: interface can0 is open`).
+   */
+  prefix?: boolean;
+}
+
+/** What hands out component logs: the Logger, passed to the parts that assemble several components (the data path). */
+export interface ComponentLogs {
+  child(component: string, options?: ChildOptions): ComponentLog;
 }
 
 /** Where lines go: fd 2 by default; tests pass anything with write(). A write may throw: the Logger counts it. */
@@ -91,52 +119,10 @@ function rank(level: LogLevel): number {
   return LOG_LEVELS.indexOf(level);
 }
 
-/** Component for a message without a `name: ` prefix. */
-export const DEFAULT_COMPONENT = 'agent';
+/** The component of the logger's own messages (the verbose window, a level set, a local log that cannot be written). */
+export const LOGGING_COMPONENT = 'logging';
 
-/**
- * Levels of the module messages that are not warnings (or are worse), by their text. The rest are warnings: every
- * diagnostic was one before the levels existed, and a new one is better seen than missed.
- */
-const RULES: Array<{ test: RegExp; level: LogLevel; component?: string }> = [
-  { test: /^created a development /, level: 'info', component: 'pki' },
-  { test: /^embedded MQTT broker listening /, level: 'info', component: 'broker' },
-  { test: /^health: status page on /, level: 'info' },
-  { test: /^restart requested by a remote command/, level: 'warn', component: 'commands' },
-  { test: /^uplink: connected to /, level: 'info' },
-  // Learning the NAT timeout changes the interval a few times: normal work, not trouble.
-  { test: /^uplink: heartbeat \d+ s -> /, level: 'info' },
-  { test: /^uplink: the dead link after /, level: 'info' },
-  { test: /^uplink: certificate rotated/, level: 'info' },
-  { test: /^uplink: message \d+ dropped /, level: 'error' },
-  { test: /^link memory: /, level: 'warn', component: 'uplink' },
-  { test: /^command \S+ \(\S+\)( from .+)?: (ACCEPTED|IN_PROGRESS|SUCCEEDED)\b/, level: 'info', component: 'commands' },
-  { test: /^command \S+ \(\S+\)/, level: 'warn', component: 'commands' },
-  { test: /^outbox: .*(rejected|dropped)/, level: 'error' },
-  // The outbox file deleted or replaced under the running agent (src/store/outbox.ts): loud, even when carried over.
-  { test: /^outbox: .* while the agent was running/, level: 'error' },
-  { test: /^commands: a result could not be stored/, level: 'error' },
-  // The replay memory was lost: commands issued before a floor are refused from now on.
-  { test: /^commands: the replay memory /, level: 'error' },
-  // Interfaces, adapters and OBD coming (back) up.
-  { test: /^[\w.-]+: interface \S+ is open( again)?$/, level: 'info' },
-  { test: /^[\w.-]+: adapter ready on /, level: 'info' },
-  { test: /^[\w.-]+: OBD: ECUs are answering again$/, level: 'info' },
-  { test: /^[\w.-]+: OBD polling is on schedule again$/, level: 'info' },
-];
-
-const PREFIX = /^([A-Za-z][\w.-]{0,31}): /;
-
-/** The level and component of a module's message (see RULES); the text itself is kept whole as the entry's msg. */
-export function classify(message: string): { level: LogLevel; component: string } {
-  const prefix = PREFIX.exec(message)?.[1];
-  for (const rule of RULES) {
-    if (rule.test.test(message)) return { level: rule.level, component: rule.component ?? prefix ?? DEFAULT_COMPONENT };
-  }
-  return { level: 'warn', component: prefix ?? DEFAULT_COMPONENT };
-}
-
-export class Logger {
+export class Logger implements ComponentLogs {
   private configured: LogLevel;
   private current: LogLevel;
   /** A level set by setLevel (a command): the verbose window no longer applies. */
@@ -150,6 +136,8 @@ export class Logger {
   private lastError: string | null = null;
   /** Failure codes already told to the listeners (the remote log): each once. */
   private readonly toldErrors = new Set<string>();
+  /** The logger's own child (component `logging`). */
+  private readonly own: ComponentLog;
 
   constructor(options: LoggerOptions = {}) {
     const config = loggingConfig(options.config);
@@ -176,13 +164,15 @@ export class Logger {
           { write: (line: string) => destination.write(jsonForTerminal(line)) } as pino.DestinationStream,
         );
       }
-      if (config.verboseForS > 0 && rank(config.level) < rank('debug')) {
-        this.current = 'debug';
-        this.verboseTimer = setTimeout(() => this.endVerbose(), config.verboseForS * 1000);
-        // The window must not keep a finished run alive.
-        this.verboseTimer.unref();
-        this.debug('logging', `logging at debug for the first ${config.verboseForS} s after start, then at ${config.level}`);
-      }
+    }
+    this.own = this.child(LOGGING_COMPONENT);
+    // The `lines` callback gets what `level` lets through: no verbose window.
+    if (!options.lines && config.verboseForS > 0 && rank(config.level) < rank('debug')) {
+      this.current = 'debug';
+      this.verboseTimer = setTimeout(() => this.endVerbose(), config.verboseForS * 1000);
+      // The window must not keep a finished run alive.
+      this.verboseTimer.unref();
+      this.own.debug(`logging at debug for the first ${config.verboseForS} s after start, then at ${config.level}`);
     }
   }
 
@@ -208,7 +198,7 @@ export class Logger {
     const previous = this.current;
     this.current = level;
     this.configured = level;
-    if (previous !== level) this.info('logging', `log level ${previous} -> ${level}`);
+    if (previous !== level) this.own.info(`log level ${previous} -> ${level}`);
   }
 
   /**
@@ -224,23 +214,21 @@ export class Logger {
     };
   }
 
-  error(component: string, msg: string, fields?: Record<string, unknown>): void {
-    this.log('error', component, msg, fields);
+  /**
+   * The log of one component: every entry it makes carries `component`, at the level of the method called. Children
+   * are cheap (a pino child binds the component once); the composition root makes one per component and hands it on.
+   */
+  child(component: string, options: ChildOptions = {}): ComponentLog {
+    const bound = this.pino?.child({ component });
+    const prefix = options.prefix === true ? `${component}: ` : '';
+    const at =
+      (level: LogLevel) =>
+      (msg: string, fields?: LogFields): void =>
+        this.write(level, component, prefix + msg, fields, bound);
+    return { component, error: at('error'), warn: at('warn'), info: at('info'), debug: at('debug') };
   }
 
-  warn(component: string, msg: string, fields?: Record<string, unknown>): void {
-    this.log('warn', component, msg, fields);
-  }
-
-  info(component: string, msg: string, fields?: Record<string, unknown>): void {
-    this.log('info', component, msg, fields);
-  }
-
-  debug(component: string, msg: string, fields?: Record<string, unknown>): void {
-    this.log('debug', component, msg, fields);
-  }
-
-  log(level: LogLevel, component: string, msg: string, fields?: Record<string, unknown>): void {
+  private write(level: LogLevel, component: string, msg: string, fields: LogFields | undefined, bound: pino.Logger | undefined): void {
     const r = rank(level);
     const local = r <= rank(this.current);
     const heard = this.listeners.some((l) => r <= l.least);
@@ -248,7 +236,7 @@ export class Logger {
     const entry: LogEntry = { time: this.now(), level, component, msg, ...(fields ? { fields } : {}) };
     if (local) {
       try {
-        if (this.pino) this.pino[level]({ component, ...fields }, msg);
+        if (bound) bound[level](fields ?? {}, msg);
         else this.writeText!(entry);
       } catch (err) {
         // Logging must never throw: a warning from a timer or the stop signal's handler would crash the agent.
@@ -259,12 +247,6 @@ export class Logger {
     for (const { least, listener } of [...this.listeners]) if (r <= least) listener(entry);
   }
 
-  /** The callback the modules report through: level and component from the text (classify). */
-  readonly diagnostic = (message: string): void => {
-    const { level, component } = classify(message);
-    this.log(level, component, message);
-  };
-
   /** Counts the lost entry; the first time for a given failure, tells the listeners (the remote log), not the broken log. */
   private writeFailed(err: unknown): void {
     this.dropped++;
@@ -273,7 +255,7 @@ export class Logger {
     this.lastError = code;
     if (this.toldErrors.has(code)) return;
     this.toldErrors.add(code);
-    const entry: LogEntry = { time: this.now(), level: 'error', component: 'logging', msg: `logging: cannot write the local log (${code}): entries are dropped and counted` };
+    const entry: LogEntry = { time: this.now(), level: 'error', component: LOGGING_COMPONENT, msg: `logging: cannot write the local log (${code}): entries are dropped and counted` };
     for (const { listener } of [...this.listeners]) listener(entry);
   }
 
@@ -286,7 +268,7 @@ export class Logger {
     this.verboseTimer = undefined;
     if (this.explicit) return;
     this.current = this.configured;
-    this.info('logging', `verbose start over: logging at ${this.configured}`);
+    this.own.info(`verbose start over: logging at ${this.configured}`);
   }
 
   private stopVerbose(): void {
@@ -296,7 +278,7 @@ export class Logger {
 }
 
 /** ` key=value …` for the text format; values as JSON unless they are plain strings; safe for a terminal. */
-function formatFields(fields: Record<string, unknown> | undefined): string {
+function formatFields(fields: LogFields | undefined): string {
   if (!fields) return '';
   let text = '';
   for (const [key, value] of Object.entries(fields)) {

@@ -13,6 +13,7 @@ import type { AgentSnapshot, BusSnapshot } from '../agent/snapshot.js';
 import type { DeviceConfig } from '../config/device-config.js';
 import { HEALTH_DEFAULTS, type HealthConfig } from './config.js';
 import { HealthHttpServer } from './http-server.js';
+import type { ComponentLog } from './log.js';
 import { AgentHealthProbe, healthReport, type HealthReport } from './report.js';
 import { SystemSampler } from './system.js';
 
@@ -22,7 +23,8 @@ export interface HealthOptions {
   snapshot: () => AgentSnapshot;
   /** Publishes a report (the run has an uplink); without it, reports are only kept for the local endpoint. */
   publish?: (report: HealthReport) => void;
-  warn: (message: string) => void;
+  /** The `health` component's log: the status page's address at info, each distinct problem once at warn. */
+  log: Pick<ComponentLog, 'info' | 'warn'>;
 }
 
 /** GET /status: the latest report and the values that change faster than it. */
@@ -83,8 +85,8 @@ export class Health {
     const serves = settings.http.enabled;
     if (!health.publishes && !serves) return health;
     if (serves) {
-      health.http = await HealthHttpServer.start(settings.http, { status: () => health.status(), report: () => health.latest }, options.warn);
-      if (health.http) options.warn(`health: status page on ${health.http.url}`);
+      health.http = await HealthHttpServer.start(settings.http, { status: () => health.status(), report: () => health.latest }, options.log.warn);
+      if (health.http) options.log.info(`health: status page on ${health.http.url}`);
     }
     // The page could not start (port in use) and there is no uplink: a report would be taken for nobody.
     if (!health.publishes && !health.http) return health;
@@ -203,6 +205,6 @@ export class Health {
   private problem(message: string): void {
     if (message === this.lastProblem) return;
     this.lastProblem = message;
-    this.options.warn(`health: ${message}`);
+    this.options.log.warn(`health: ${message}`);
   }
 }

@@ -13,7 +13,8 @@ import { createDevCa, devCaFromPem, issueClientCertificate, issueDeviceCertifica
 import { BACKEND_CA_NAME, BACKEND_IDENTITY } from './device-id.js';
 import { COMMAND_CA_NAME, DEV_OPERATOR, writeDevelopmentKeys } from './command-pki.js';
 
-type Warn = (message: string) => void;
+/** One line about what was done, with its level: `info` for what was created, `warn` for a folder that had to be narrowed. */
+type Say = (message: string, level: 'info' | 'warn') => void;
 
 /** The files of the development PKI the embedded broker and the demo device use, and its CA. */
 export interface DevPkiPaths {
@@ -37,14 +38,14 @@ export interface DevPkiPaths {
  * its name: a car's certificate that happened to be called `backend` would still be a car's. A backend certificate
  * that an older version issued from the device CA is issued again from the backend CA.
  */
-export function ensureDevPki(certsDir: string, deviceId: string, say: Warn = () => undefined): DevPkiPaths {
+export function ensureDevPki(certsDir: string, deviceId: string, say: Say = () => undefined): DevPkiPaths {
   mkdirSync(certsDir, { recursive: true, mode: 0o700 });
   // mkdir's mode is cut by the umask, never widened, and an older version left it 0755: a folder of CA keys is its
   // owner's alone.
   const mode = statSync(certsDir).mode & 0o777;
   if (mode !== 0o700) {
     chmodSync(certsDir, 0o700);
-    if (mode & 0o077) say(`the development PKI folder ${certsDir} was readable by others (mode ${mode.toString(8).padStart(4, '0')}); made it 0700`);
+    if (mode & 0o077) say(`the development PKI folder ${certsDir} was readable by others (mode ${mode.toString(8).padStart(4, '0')}); made it 0700`, 'warn');
   }
   const file = (name: string): string => path.join(certsDir, name);
   const ca = ensureCa(certsDir, 'ca', 'development CA', say);
@@ -61,7 +62,7 @@ export function ensureDevPki(certsDir: string, deviceId: string, say: Warn = () 
   // The command CA the car pins and an operator who can sign (telematics-ops send --certs-dir).
   if (!existsSync(file(`${COMMAND_CA_NAME}.crt`)) || !existsSync(file(`${DEV_OPERATOR}.crt`)) || !existsSync(file(`${DEV_OPERATOR}.key`))) {
     writeDevelopmentKeys(certsDir, DEV_OPERATOR);
-    say(`created a development command CA and operator '${DEV_OPERATOR}' in ${certsDir} (not for production)`);
+    say(`created a development command CA and operator '${DEV_OPERATOR}' in ${certsDir} (not for production)`, 'info');
   }
   return {
     ca,
@@ -75,13 +76,13 @@ export function ensureDevPki(certsDir: string, deviceId: string, say: Warn = () 
 }
 
 /** The CA `<name>.crt`/`.key` in `dir`, created when either is missing. */
-function ensureCa(dir: string, name: string, what: string, say: Warn, commonName?: string): DevCa {
+function ensureCa(dir: string, name: string, what: string, say: Say, commonName?: string): DevCa {
   const certFile = path.join(dir, `${name}.crt`);
   const keyFile = path.join(dir, `${name}.key`);
   if (existsSync(certFile) && existsSync(keyFile)) return devCaFromPem(readFileSync(certFile, 'utf8'), readFileSync(keyFile, 'utf8'));
   const ca = createDevCa(commonName !== undefined ? { commonName } : {});
   writeIssued(dir, name, ca);
-  say(`created a ${what} in ${dir} (for the embedded broker; not for production)`);
+  say(`created a ${what} in ${dir} (for the embedded broker; not for production)`, 'info');
   return ca;
 }
 

@@ -66,7 +66,7 @@ export interface OutboxOptions {
   durability?: Durability;
   /** Unix milliseconds; Date.now by default. */
   clock?: () => number;
-  /** Problems the outbox handled itself (corrupt file moved aside, a batch rejected on a full disk...). */
+  /** Problems the outbox handled itself (corrupt file moved aside, a batch rejected on a full disk...), each with its severity. */
   onProblem?: (err: OutboxError) => void;
   /** Acknowledgements are deleted together at most this long after the first of them (default 500 ms). */
   ackFlushMs?: number;
@@ -140,9 +140,16 @@ export type OutboxErrorReason =
   /** A database set aside was removed (their number and bytes are bounded). */
   | 'set-aside-removed';
 
+/**
+ * How bad a problem is, for whoever logs it: `error` when messages were lost or the file was taken from under the
+ * running agent; `warn` when the outbox worked around it (a corrupt file moved aside, writing works again...).
+ */
+export type OutboxProblemSeverity = 'error' | 'warn';
+
 export class OutboxError extends Error {
   constructor(
     readonly reason: OutboxErrorReason,
+    readonly severity: OutboxProblemSeverity,
     message: string,
     options?: { cause?: unknown },
   ) {
@@ -310,16 +317,18 @@ class WriteFailures {
   constructor(private readonly reportMs: number) {}
 
   /**
-   * A failed write: the line to say now, if any. `messages`: the messages rejected (0 for a failed deletion); `first`:
-   * the line of a failure that starts a run. Runs are told apart by the error's code (SQLITE_FULL...).
+   * A failed write: the line to say now, if any, an error once the run has rejected messages (a failed deletion alone
+   * loses nothing: it is retried). `messages`: the messages rejected (0 for a failed deletion); `first`: the line of a
+   * failure that starts a run. Runs are told apart by the error's code (SQLITE_FULL...).
    */
-  failed(err: unknown, messages: number, now: number, first: () => string): string | undefined {
+  failed(err: unknown, messages: number, now: number, first: () => string): { line: string; severity: OutboxProblemSeverity } | undefined {
     const cause = failureCode(err);
     const run = this.run;
     if (!run || run.cause !== cause) {
       const previous = run ? ` (after ${run.cause})` : '';
       this.run = { cause, since: now, lastLine: now, messages, flushes: messages === 0 ? 1 : 0, messagesSinceLine: 0, flushesSinceLine: 0 };
-      return `${first()}${previous}; while it lasts, failures are counted and reported every ${Math.round(this.reportMs / 1000)} s`;
+      const line = `${first()}${previous}; while it lasts, failures are counted and reported every ${Math.round(this.reportMs / 1000)} s`;
+      return { line, severity: messages > 0 ? 'error' : 'warn' };
     }
     run.messages += messages;
     run.messagesSinceLine += messages;
@@ -335,7 +344,7 @@ class WriteFailures {
     run.lastLine = now;
     run.messagesSinceLine = 0;
     run.flushesSinceLine = 0;
-    return line;
+    return { line, severity: run.messages > 0 ? 'error' : 'warn' };
   }
 
   /** A write that worked: the recovery line if writes were failing. */
@@ -406,6 +415,7 @@ export class SqliteOutbox implements OutboxQueue {
       const aside = setAside(options.path, 'corrupt', clock());
       const error = new OutboxError(
         'corrupt-file-moved-aside',
+        'warn',
         `outbox: ${options.path} is corrupt or not a database (${err.message}); moved it aside as ${aside} and started an empty outbox`,
         { cause: err },
       );
@@ -419,7 +429,7 @@ export class SqliteOutbox implements OutboxQueue {
     }
     if (file.finishedCarryOver) {
       outbox.report(
-        new OutboxError('file-lost', `outbox: ${options.path} was put back from ${options.path}.carry-over: the agent stopped while it was carrying a deleted or replaced outbox over`),
+        new OutboxError('file-lost', 'warn', `outbox: ${options.path} was put back from ${options.path}.carry-over: the agent stopped while it was carrying a deleted or replaced outbox over`),
       );
     }
     if (file.found === 'empty') {
@@ -427,6 +437,8 @@ export class SqliteOutbox implements OutboxQueue {
       outbox.report(
         new OutboxError(
           'empty-at-open',
+          // Its messages are gone: lost data.
+          'error',
           `outbox: ${options.path} was empty (0 bytes) at start: the messages it held were lost (the file was truncated); ` +
             `starting with an empty outbox, sequence numbers continue above the old ones (from ${outbox.nextSeq})`,
         ),
@@ -513,7 +525,8 @@ export class SqliteOutbox implements OutboxQueue {
       }
     }
     if (change.repeated && !change.carriedOver) return;
-    this.report(new OutboxError('file-lost', this.describeChange(change)));
+    // Loud even when carried over: someone or something deletes or replaces the agent's files while it runs.
+    this.report(new OutboxError('file-lost', 'error', this.describeChange(change)));
     if (change.movedAside !== undefined) this.pruneSetAside();
   }
 
@@ -544,12 +557,13 @@ export class SqliteOutbox implements OutboxQueue {
         this.report(
           new OutboxError(
             'set-aside-removed',
+            'warn',
             `outbox: removed ${set.file} (${set.bytes} bytes, set aside earlier): set-aside files count against outbox.maxBytes and at most ${MAX_SET_ASIDE_FILES} are kept`,
           ),
         );
       }
     } catch (err) {
-      this.report(new OutboxError('set-aside-removed', `outbox: could not clean up the files set aside beside ${this.options.path}: ${describe(err)}`, { cause: err }));
+      this.report(new OutboxError('set-aside-removed', 'warn', `outbox: could not clean up the files set aside beside ${this.options.path}: ${describe(err)}`, { cause: err }));
     }
   }
 
@@ -596,15 +610,16 @@ export class SqliteOutbox implements OutboxQueue {
 
   /** A failed write, folded (WriteFailures): reported at once when it starts a run, counted otherwise. */
   private writeFailed(err: unknown, messages: number, now: number, first: () => string): void {
-    const line = this.writeFailures.failed(err, messages, now, first);
+    const said = this.writeFailures.failed(err, messages, now, first);
     const reason: OutboxErrorReason = messages > 0 ? 'append-failed' : 'acknowledge-failed';
-    if (line !== undefined) this.report(new OutboxError(reason, line, { cause: err }));
+    if (said !== undefined) this.report(new OutboxError(reason, said.severity, said.line, { cause: err }));
     else this.lastProblem = { at: now, message: `${describe(err)} (${messages > 0 ? `${messages} message(s) rejected` : 'deletion retried'}, folded)` };
   }
 
   private writeWorked(now: number): void {
     const line = this.writeFailures.succeeded(now);
-    if (line !== undefined) this.report(new OutboxError('write-recovered', line));
+    // Writing works again: what was lost was said (as errors) while it failed.
+    if (line !== undefined) this.report(new OutboxError('write-recovered', 'warn', line));
   }
 
   /** Before numbering past the sidecar's reservation, raise it on disk, so the sidecar is always ahead. */

@@ -337,21 +337,22 @@ function nullableRound(value: number | null): number | null {
 /**
  * The adaptive heartbeat a device config asks for (`uplink.keepalive`), with its per-network memory opened; null
  * when `adaptive` is off. A memory file that cannot be opened at all is reported, and the heartbeat learns without it.
+ * `onProblem` hears of the memory's trouble (LinkMemory's), all of it worked around: warnings.
  */
 export function openAdaptiveHeartbeat(
   config: KeepaliveConfig,
   defaultMemoryPath: string,
-  warn: (message: string) => void,
+  onProblem: (message: string) => void,
   network?: string,
 ): { heartbeat: AdaptiveHeartbeat; memory: LinkMemory | null } | null {
   if (!config.adaptive) return null;
   let memory: LinkMemory | null = null;
   const file = config.memoryPath ?? defaultMemoryPath;
   try {
-    memory = LinkMemory.open(file, warn);
+    memory = LinkMemory.open(file, onProblem);
   } catch (err) {
     // The message names the config key and the file (src/store/state-database.ts).
-    warn(`link memory: ${(err as Error).message}; the heartbeat learns without remembering`);
+    onProblem(`link memory: ${(err as Error).message}; the heartbeat learns without remembering`);
   }
   const heartbeat = new AdaptiveHeartbeat({
     settings: {

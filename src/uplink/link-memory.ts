@@ -43,7 +43,8 @@ export class LinkMemory {
 
   /**
    * Opens (or creates) the file; a file SQLite cannot use is moved aside as `<file>.corrupt-<time>` first. Throws
-   * (naming uplink.keepalive.memoryPath and the file) when it cannot be opened at all.
+   * (naming uplink.keepalive.memoryPath and the file) when it cannot be opened at all. `onProblem` hears of each problem
+   * later worked around (a file moved aside, a failed read or write): all warnings, the worst is learning once more.
    */
   static open(file: string, onProblem: (message: string) => void = () => undefined): LinkMemory {
     let store: StateDatabase;

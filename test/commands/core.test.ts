@@ -203,6 +203,36 @@ describe('replay memory', () => {
     }
   });
 
+  it('[15.4] each problem comes with its severity: a memory lost or deleted while running is an error, an anchor written again a warning', () => {
+    const dir = makeTempDir('replay-severity-');
+    const file = path.join(dir, 'commands.db');
+    const t = 1_760_000_000_000;
+    take(file, 'captured', t);
+    const said: [message: string, severity: string][] = [];
+    const open = (): ReplayGuard => ReplayGuard.open({ path: file, now: () => t + 60_000, onProblem: (message, severity) => said.push([message, severity]) });
+    // The anchor gone, the file intact: written again, nothing lost.
+    rmSync(path.join(dir, '.commands.db.anchor'));
+    open().close();
+    // The file gone, the anchor there: the memory is lost.
+    for (const suffix of ['', '-wal', '-shm']) rmSync(file + suffix, { force: true });
+    const guard = open();
+    try {
+      // Deleted under the running guard: carried over, and said as loudly.
+      for (const suffix of ['', '-wal', '-shm']) rmSync(file + suffix, { force: true });
+      guard.remember('next', 'digest-next', t + 2 * ANCHOR_AHEAD_MS, t + 3_600_000);
+    } finally {
+      guard.close();
+    }
+    assert.deepEqual(
+      said.map(([message, severity]) => [severity, /anchor .* was missing/.test(message) ? 'anchor missing' : / is missing /.test(message) ? 'memory missing' : / was deleted while the agent ran/.test(message) ? 'deleted while running' : message]),
+      [
+        ['warn', 'anchor missing'],
+        ['error', 'memory missing'],
+        ['error', 'deleted while running'],
+      ],
+    );
+  });
+
   it('[14.2] a replay database truncated to 0 bytes is said to be lost, and the captured command is refused', () => {
     const dir = makeTempDir('replay-empty-');
     const file = path.join(dir, 'commands.db');

@@ -55,6 +55,14 @@ function rig() {
     rotateCertificate: async () => unsupported(),
   };
   const log: string[] = [];
+  /** The same lines with the level each was logged at. */
+  const levels: [level: string, line: string][] = [];
+  const at =
+    (level: string) =>
+    (line: string): void => {
+      log.push(line);
+      levels.push([level, line]);
+    };
   const dispatcher = new CommandDispatcher({
     deviceId: DEVICE,
     config: commandsConfigSchema.parse({}),
@@ -63,7 +71,7 @@ function rig() {
     verifier: new CommandVerifier(ca.certPem, now),
     replay,
     now,
-    log: (line) => log.push(line),
+    log: { info: at('info'), warn: at('warn'), error: at('error') },
     sink: {
       store: (route, results) => {
         results.forEach((encode, i) => answers.push({ route, result: decode(encode(i + 1)), stored: true }));
@@ -76,7 +84,7 @@ function rig() {
   });
   const send = (payload: string | Buffer, properties: { responseTopic?: string; correlationData?: Buffer } = {}, name = 'ping'): void =>
     dispatcher.handle(`vehicles/${DEVICE}/commands/${name}`, Buffer.from(payload), properties);
-  return { clock, replay, dispatcher, answers, log, send, close: () => dispatcher.close() };
+  return { clock, replay, dispatcher, answers, log, levels, send, close: () => dispatcher.close() };
 }
 
 /** A wire payload whose envelope is `envelopeText` exactly, signed by the operator. */
@@ -88,6 +96,29 @@ function signedText(envelopeText: string): string {
 }
 
 describe('dispatcher', () => {
+  it('[15.4] logs each line at its level: accepted and succeeded at info, a signed command rejected and an unanswerable payload at warn', async () => {
+    const r = rig();
+    try {
+      const { payload, envelope } = signCommand({ deviceId: DEVICE, name: 'ping' }, operator);
+      r.send(payload);
+      await waitFor(() => r.dispatcher.stats.succeeded === 1, 5000, 'the ping to succeed');
+      r.send(payload);
+      r.send('not a command');
+      const id = envelope.id;
+      assert.deepEqual(
+        r.levels.map(([level, line]) => [level, line.replaceAll(id, 'ID').replace(/\(replayed: .*/, '(replayed: …)').replace(/cannot be answered .*/, 'cannot be answered …')]),
+        [
+          ['info', 'command ID (ping) from CN=alice: ACCEPTED'],
+          ['info', 'command ID (ping): SUCCEEDED'],
+          ['warn', 'command ID: REJECTED (replayed: …)'],
+          ['warn', 'commands: a payload rejected as malformed has no command ID and no usable response topic: it cannot be answered …'],
+        ],
+      );
+    } finally {
+      r.close();
+    }
+  });
+
   it('[14.L1] a key twice in one object, in the envelope at any depth or in the outer object, is malformed', () => {
     const issuedAt = Date.now();
     const base = `"v":1,"deviceId":"${DEVICE}","name":"ping","issuedAt":${issuedAt}`;

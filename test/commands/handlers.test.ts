@@ -25,6 +25,7 @@ import { loadDeviceConfig, parseDeviceConfig, type DeviceConfig } from '../../sr
 import { BusDecoder } from '../../src/dbc/bus-decoder.js';
 import { compileDatabase, loadDbcFile, type CompiledDatabase } from '../../src/dbc/index.js';
 import type { LogLevel } from '../../src/health/log-config.js';
+import { Logger } from '../../src/health/log.js';
 import { DEMO_DBC_PATH, SimulatedVehicle } from '../../src/sim/vehicle.js';
 import { decodeMessage } from '../../src/uplink/codec.js';
 import { elmOnPty, RECORDED_VIN, type ElmRig } from '../support/elm327.js';
@@ -123,7 +124,7 @@ async function openRig(): Promise<Rig> {
   const config = { ...loaded, commands: { allowedSignals: ALLOWED_SIGNALS, freshness: freshnessConfigSchema.parse({ minMs: 60_000 }) } } as DeviceConfig;
   const database = compileDatabase(loadDbcFile(DEMO_DBC_PATH, { strict: true }));
   const buses = config.buses.map((bus) => new BusDecoder(bus.name, database));
-  const dataPath = await DataPath.open(config, buses, () => undefined);
+  const dataPath = await DataPath.open(config, buses, new Logger({ lines: () => undefined }));
   const canBus = new MemoryCanBus('vcan7');
   const obdValues = new Map<string, number>();
   const rig: Rig = {

@@ -379,7 +379,7 @@ describe('health without anyone to report to', () => {
         { deviceId: 'car-nobody', buses: [{ name: 'can0', dbc: DEMO_DBC_PATH, source: { type: 'sim' } }], health: { intervalS: 1, http: { port } } },
         { file: 'inline', baseDir: makeTempDir('health-nobody-') },
       );
-      return Health.start({ config, snapshot: () => takeSnapshot({ config, buses: [] }), warn: (m) => warnings.push(m) });
+      return Health.start({ config, snapshot: () => takeSnapshot({ config, buses: [] }), log: { info: (m) => warnings.push(m), warn: (m) => warnings.push(m) } });
     };
     try {
       const health = await start(busyPort);

@@ -253,9 +253,11 @@ describe('remote log through mosquitto', () => {
     const { session, logger, remote, entries } = await rig(deviceId, { maxPerMinute: 8, foldWindowS: 1, rateWindowMs: 4000 });
     try {
       const started = Date.now();
-      for (let i = 0; i < 500; i++) logger.diagnostic(`can0: frame 0x${(0x100 + (i % 3)).toString(16)} dropped: ${i} in queue`);
-      for (let i = 0; i < 12; i++) logger.warn('obd', `obd: ECU ${String.fromCharCode(65 + i)} is not answering`);
-      logger.info('uplink', 'uplink: connected to somewhere');
+      const can0Log = logger.child('can0', { prefix: true });
+      const obd = logger.child('obd');
+      for (let i = 0; i < 500; i++) can0Log.warn(`frame 0x${(0x100 + (i % 3)).toString(16)} dropped: ${i} in queue`);
+      for (let i = 0; i < 12; i++) obd.warn(`obd: ECU ${String.fromCharCode(65 + i)} is not answering`);
+      logger.child('uplink').info('uplink: connected to somewhere');
       await backend.waitFor(() => entries().length >= 7, 5000, '7 log entries');
       await delay(500);
       // The first repeat at once and 7 of the others: the window's 8.
@@ -285,12 +287,13 @@ describe('remote log through mosquitto', () => {
     const deviceId = 'car-outage';
     const { session, logger, remote, entries } = await rig(deviceId, { maxPerMinute: 600, foldWindowS: 30 });
     try {
-      logger.warn('can0', 'can0: before the outage');
+      const can0 = logger.child('can0');
+      can0.warn('can0: before the outage');
       await backend.waitFor(() => entries().length === 1, 5000, 'the first entry');
       await broker.stop();
       await waitFor(() => session.state !== 'connected', 5000, 'the session to notice');
       const down = Date.now();
-      for (let i = 0; i < 70; i++) logger.warn('can0', `can0: during the outage, problem ${String.fromCharCode(65 + (i % 26))}${String.fromCharCode(65 + Math.floor(i / 26))}`);
+      for (let i = 0; i < 70; i++) can0.warn(`can0: during the outage, problem ${String.fromCharCode(65 + (i % 26))}${String.fromCharCode(65 + Math.floor(i / 26))}`);
       assert.equal(remote.stats.queued, 50);
       await delay(300);
       await broker.start();

@@ -1,7 +1,7 @@
 /**
- * The agent's local log: JSON lines on stderr (the compiled CLI as a child process), the level filter, the verbose
- * start, setLogLevel through the command context of a running agent, the text format, and the plain-text `warn`
- * callback that tests and embedders use.
+ * The agent's local log: the component children and their explicit levels, JSON lines on stderr (the compiled CLI
+ * as a child process), the level filter, the verbose start, setLogLevel through the command context of a running
+ * agent, the text format, and the plain-text `warn` callback that tests and embedders use.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -12,8 +12,9 @@ import { runAgent } from '../../src/cli/run.js';
 import type { CommandContext } from '../../src/commands/handler.js';
 import { setLogLevel } from '../../src/commands/handlers/set-log-level.js';
 import { DeviceConfigError, parseDeviceConfig } from '../../src/config/device-config.js';
-import { classify, fdDestination, Logger, type LogEntry } from '../../src/health/log.js';
+import { fdDestination, Logger, type LogEntry } from '../../src/health/log.js';
 import { loggingConfigSchema } from '../../src/health/log-config.js';
+import { RemoteLog, type RemoteLogEntry, type RemoteLogSession } from '../../src/health/remote-log.js';
 import { DEMO_DBC_PATH } from '../../src/sim/vehicle.js';
 import { CLI, writeConfig } from '../support/agent.js';
 import { delay, waitFor } from '../support/obd-sim.js';
@@ -50,33 +51,120 @@ async function set(context: CommandContext, level: string): Promise<unknown> {
   return setLogLevel.run(setLogLevel.params.parse({ level }), context, { id: 'test', signal: new AbortController().signal, progress: () => undefined });
 }
 
-describe('log: levels and components of the module messages', () => {
-  it('takes the component from the prefix, keeps the text whole, and knows which messages are not warnings', () => {
-    const cases: Array<[string, string, string]> = [
-      ['uplink: connected to mqtts://localhost:8883', 'info', 'uplink'],
-      ['uplink: disconnected (cannot reach the broker at localhost:1: ECONNREFUSED), retrying in 1.2 s', 'warn', 'uplink'],
-      ['uplink: heartbeat 60 s -> 90 s on wifi:abc (probe, learning)', 'info', 'uplink'],
-      ['uplink: message 12 dropped after 3 refusals: not authorized', 'error', 'uplink'],
-      ['embedded MQTT broker listening on mqtts://localhost:8883 (subscribe with the backend certificate in certs)', 'info', 'broker'],
-      ['created a development CA in certs (for the embedded broker; not for production)', 'info', 'pki'],
-      ["created a development command CA and operator 'ops-dev' in certs (not for production)", 'info', 'pki'],
-      ['command 0f3a (ping) from ops-dev: ACCEPTED', 'info', 'commands'],
-      ['command 0f3a (ping): SUCCEEDED', 'info', 'commands'],
-      ['command 0f3a (clearDtcs): FAILED (precondition: VehicleSpeed == 0)', 'warn', 'commands'],
-      ['commands: REJECTED a payload as bad-signature: x (said once per reason; counted)', 'warn', 'commands'],
-      ['restart requested by a remote command: stopping', 'warn', 'commands'],
-      // [14.2] a lost replay memory is an error, not a warning.
-      ['commands: the replay memory var/commands.db is missing (the agent has run before: var/.commands.db.anchor); started a new one: commands issued before 2026-01-01T00:00:00.000Z are refused (they cannot be told from replays)', 'error', 'commands'],
-      ['outbox: 3 message(s) rejected: disk full', 'error', 'outbox'],
-      ['outbox: deleting 4 acknowledged message(s) failed, will retry: busy', 'warn', 'outbox'],
-      ['can0: interface can0 is open again', 'info', 'can0'],
-      ['can0: interface can0 is down (no carrier); waiting for it to come up', 'warn', 'can0'],
-      ['can0: demo.dbc:12:1: warning: tolerated: unknown statement', 'warn', 'can0'],
-      ['obd: adapter ready on /dev/ttyUSB0: ELM327 v1.5', 'info', 'obd'],
-      ['link memory: cannot open x.db (busy); the heartbeat learns without remembering', 'warn', 'uplink'],
-      ['/var/lib/x: something without a component', 'warn', 'agent'],
+/** A session that keeps what the remote log publishes. */
+function recordingSession(): RemoteLogSession & { published: RemoteLogEntry[] } {
+  const published: RemoteLogEntry[] = [];
+  return {
+    state: 'connected',
+    published,
+    topic: (kind) => `vehicles/log-test/${kind}`,
+    publish: (_topic, payload) => {
+      published.push(JSON.parse(payload) as RemoteLogEntry);
+      return Promise.resolve();
+    },
+    onStateChange: () => () => undefined,
+  };
+}
+
+describe('[15.4] log: component children with explicit levels', () => {
+  it('a child logs with its component and the level it was called with; nothing is read from the text', () => {
+    const out = capture();
+    const logger = new Logger({ config: logging({ level: 'debug', verboseForS: 0 }), destination: out });
+    const heard: LogEntry[] = [];
+    logger.onEntry('debug', (entry) => heard.push(entry));
+    const uplink = logger.child('uplink');
+    const outbox = logger.child('outbox');
+    const can0 = logger.child('can0', { prefix: true });
+    uplink.info('uplink: connected to mqtts://localhost:8883');
+    // The same text at another level is another level; the text of an error, logged at info, stays info.
+    uplink.warn('uplink: connected to mqtts://localhost:8883');
+    outbox.info('outbox: 3 message(s) rejected: disk full');
+    outbox.error('outbox: 3 message(s) rejected: disk full');
+    // A bus's child begins each message with the bus's name, as the messages of buses always began.
+    can0.debug('interface can0 is open', { state: 'open' });
+    // Another component's name in the text is only text; a message without a prefix still has its component.
+    logger.child('commands').warn('uplink: restart requested by a remote command: stopping');
+    // The methods work passed on alone (the modules' onProblem callbacks).
+    const { warn } = logger.child('systemd');
+    warn('systemd: systemd-notify is not installed');
+    const expected = [
+      ['info', 'uplink', 'uplink: connected to mqtts://localhost:8883'],
+      ['warn', 'uplink', 'uplink: connected to mqtts://localhost:8883'],
+      ['info', 'outbox', 'outbox: 3 message(s) rejected: disk full'],
+      ['error', 'outbox', 'outbox: 3 message(s) rejected: disk full'],
+      ['debug', 'can0', 'can0: interface can0 is open'],
+      ['warn', 'commands', 'uplink: restart requested by a remote command: stopping'],
+      ['warn', 'systemd', 'systemd: systemd-notify is not installed'],
     ];
-    for (const [message, level, component] of cases) assert.deepEqual(classify(message), { level, component }, message);
+    assert.deepEqual(
+      out.json().map((l) => [l.level, l.component, l.msg]),
+      expected,
+    );
+    assert.deepEqual(
+      heard.map((e) => [e.level, e.component, e.msg]),
+      expected,
+    );
+    assert.deepEqual(heard[4]!.fields, { state: 'open' });
+    // The line as it always was: level, time, component (pino's child binding), the fields, msg.
+    assert.match(out.lines[4]!, /^\{"level":"debug","time":"[^"]+","component":"can0","state":"open","msg":"can0: interface can0 is open"\}$/);
+    logger.close();
+  });
+
+  it('the text format and the lines callback show the message as the child gave it, the bus\'s name first', () => {
+    const out = capture();
+    const textLogger = new Logger({ config: logging({ format: 'text', verboseForS: 0 }), destination: out });
+    textLogger.child('can0', { prefix: true }).warn('interface can0 is down; waiting for it to come up', { reason: 'no-carrier' });
+    textLogger.child('uplink').info('uplink: connected to mqtts://localhost:8883');
+    textLogger.close();
+    assert.deepEqual(out.lines, ['can0: interface can0 is down; waiting for it to come up reason=no-carrier', 'uplink: connected to mqtts://localhost:8883']);
+
+    const lines: string[] = [];
+    const lineLogger = new Logger({ config: logging({ level: 'warn' }), lines: (line) => lines.push(line) });
+    lineLogger.child('obd', { prefix: true }).info('adapter ready on /dev/ttyUSB0: ELM327 v1.5');
+    lineLogger.child('obd', { prefix: true }).warn('adapter on /dev/ttyUSB0: no answer; reconnecting');
+    lineLogger.close();
+    assert.deepEqual(lines, ['obd: adapter on /dev/ttyUSB0: no answer; reconnecting']);
+  });
+
+  it('the remote log gets the children\'s entries with their level and component, folds repeats by them, and keeps to its rate', async () => {
+    let now = 1_700_000_000_000;
+    const logger = new Logger({ config: logging({ level: 'info', verboseForS: 0 }), destination: capture(), now: () => now });
+    const session = recordingSession();
+    const remote = new RemoteLog({ config: { level: 'warn', maxPerMinute: 4, foldWindowS: 0.2 }, now: () => now });
+    const stop = logger.onEntry('warn', (entry) => remote.add(entry));
+    remote.attach(session);
+    try {
+      const can0 = logger.child('can0', { prefix: true });
+      const can1 = logger.child('can1', { prefix: true });
+      const uplink = logger.child('uplink');
+      const t0 = now;
+      // 10 repeats on can0 (the number masked), the same text on can1 (another component: another entry), an info line
+      // (below the remote level: never sent), then 4 distinct uplink warnings: one past the minute's 4.
+      for (let i = 0; i < 10; i++) can0.warn(`interface can0 is down (${i} s); waiting for it to come up`);
+      can1.warn('interface can0 is down (0 s); waiting for it to come up');
+      uplink.info('uplink: connected to mqtts://localhost:8883');
+      for (const what of ['a', 'b', 'c', 'd']) uplink.warn(`uplink: trouble ${what}`);
+      await delay(250);
+      assert.deepEqual(
+        session.published.map((e) => [e.level, e.component, e.msg, e.count]),
+        [
+          ['warn', 'can0', 'can0: interface can0 is down (0 s); waiting for it to come up', 1],
+          ['warn', 'can1', 'can1: interface can0 is down (0 s); waiting for it to come up', 1],
+          ['warn', 'uplink', 'uplink: trouble a', 1],
+          ['warn', 'uplink', 'uplink: trouble b', 1],
+        ],
+      );
+      // A minute later: the 9 folded repeats of can0 in one entry, with the two uplink warnings the rate dropped.
+      now = t0 + 60_001;
+      await delay(250);
+      const folded = session.published[4]!;
+      assert.deepEqual([folded.component, folded.count, folded.suppressed, folded.msg], ['can0', 9, 2, 'can0: interface can0 is down (1 s); waiting for it to come up']);
+      assert.equal(session.published.length, 5);
+    } finally {
+      stop();
+      remote.close();
+      logger.close();
+    }
   });
 });
 
@@ -84,12 +172,13 @@ describe('log: JSON lines', () => {
   it('one object per line with time, level, msg, component and the fields; the level filters', () => {
     const out = capture();
     const logger = new Logger({ config: logging({ level: 'warn', verboseForS: 0 }), destination: out });
-    logger.error('outbox', 'outbox: 2 message(s) rejected: disk full', { messages: 2 });
-    logger.warn('uplink', 'uplink: disconnected "x" \\ y', { retryInMs: 1200 });
-    logger.info('uplink', 'uplink: connected to mqtts://localhost:8883');
-    logger.debug('status', 'status');
-    logger.diagnostic('uplink: connected to mqtts://localhost:1');
-    logger.diagnostic('can0: interface can0 is down; waiting for it to come up');
+    const uplink = logger.child('uplink');
+    logger.child('outbox').error('outbox: 2 message(s) rejected: disk full', { messages: 2 });
+    uplink.warn('uplink: disconnected "x" \\ y', { retryInMs: 1200 });
+    uplink.info('uplink: connected to mqtts://localhost:8883');
+    logger.child('status').debug('status');
+    uplink.info('uplink: connected to mqtts://localhost:1');
+    logger.child('can0', { prefix: true }).warn('interface can0 is down; waiting for it to come up');
     const lines = out.json();
     assert.deepEqual(
       lines.map((l) => [l.level, l.component, l.msg]),
@@ -108,7 +197,7 @@ describe('log: JSON lines', () => {
     // '/' is not escaped: tests and people can grep the stderr text for the message as it always was.
     logger.setLevel('info');
     assert.ok(out.lines.at(-1)!.includes('"msg":"log level warn -> info"'), out.lines.at(-1));
-    logger.info('uplink', 'uplink: connected to mqtts://localhost:8883');
+    uplink.info('uplink: connected to mqtts://localhost:8883');
     assert.match(out.lines.at(-1)!, /uplink: connected to mqtts:\/\/localhost:8883/);
     logger.close();
   });
@@ -204,10 +293,10 @@ describe('log: the level at run time', () => {
       await set(context()!, 'error');
       const before = out.lines.length;
       await delay(350);
-      logger.diagnostic('can0: interface can0 is down; waiting for it to come up');
-      logger.diagnostic('uplink: connected to mqtts://localhost:1');
+      logger.child('can0', { prefix: true }).warn('interface can0 is down; waiting for it to come up');
+      logger.child('uplink').info('uplink: connected to mqtts://localhost:1');
       assert.equal(out.lines.length, before, out.lines.slice(before).join('\n'));
-      logger.diagnostic('outbox: 1 message(s) rejected: disk full');
+      logger.child('outbox').error('outbox: 1 message(s) rejected: disk full');
       assert.equal(out.json().at(-1)!.level, 'error');
     });
   });
@@ -229,12 +318,13 @@ describe('log: the level at run time', () => {
     const out = capture();
     const logger = new Logger({ config: logging({ level: 'warn', verboseForS: 0.3 }), destination: out });
     assert.equal(logger.level, 'debug');
-    logger.debug('test', 'early');
+    const log = logger.child('test');
+    log.debug('early');
     await delay(450);
     assert.equal(logger.level, 'warn');
-    logger.debug('test', 'late');
-    logger.info('test', 'late info');
-    logger.warn('test', 'late warning');
+    log.debug('late');
+    log.info('late info');
+    log.warn('late warning');
     // The line saying the window is over is info: not written once the level is warn.
     assert.deepEqual(
       out.json().map((l) => l.msg),
@@ -248,9 +338,9 @@ describe('log: text format and the warn callback', () => {
   it('format text: the bare message per line, fields after it', () => {
     const out = capture();
     const logger = new Logger({ config: logging({ format: 'text', verboseForS: 0 }), destination: out });
-    logger.diagnostic('uplink: connected to mqtts://localhost:8883');
-    logger.info('shutdown', 'shutdown: done in 12 ms', { signal: 'SIGTERM', durationMs: 12, note: 'two words' });
-    logger.debug('status', 'status');
+    logger.child('uplink').info('uplink: connected to mqtts://localhost:8883');
+    logger.child('shutdown').info('shutdown: done in 12 ms', { signal: 'SIGTERM', durationMs: 12, note: 'two words' });
+    logger.child('status').debug('status');
     assert.deepEqual(out.lines, ['uplink: connected to mqtts://localhost:8883', 'shutdown: done in 12 ms signal=SIGTERM durationMs=12 note="two words"']);
     logger.close();
   });
@@ -262,14 +352,14 @@ describe('log: text format and the warn callback', () => {
     const fields = { unit: 'km/h\x1b[31m', 'key\x1b[0m': 1 };
     const text = capture();
     const textLogger = new Logger({ config: logging({ format: 'text', verboseForS: 0 }), destination: text });
-    textLogger.warn('can0', msg, fields);
+    textLogger.child('can0').warn(msg, fields);
     textLogger.close();
     assert.deepEqual(text.lines, [
       'can0: labels.dbc:3:1: warning: signal Gear\\x9b2J \\x1b]0;owned\\x07 \\u202eevil\\nfake: entry\\x7f unit=km/h\\x1b[31m key\\x1b[0m=1',
     ]);
     const json = capture();
     const jsonLogger = new Logger({ config: logging({ verboseForS: 0 }), destination: json });
-    jsonLogger.warn('can0', msg, fields);
+    jsonLogger.child('can0').warn(msg, fields);
     jsonLogger.close();
     assert.doesNotMatch(json.lines[0]!, /[\x00-\x1f\x7f-\x9f\u202e]/);
     // The same entry once parsed: nothing lost.
@@ -309,11 +399,11 @@ describe('log: a destination that fails', () => {
         const heard: LogEntry[] = [];
         logger.onEntry('warn', (entry) => heard.push(entry));
         assert.deepEqual(logger.stats, { dropped: 0, lastError: null });
-        logger.warn('uplink', 'uplink: disconnected, retrying in 0.7 s');
-        logger.info('shutdown', 'shutdown: SIGTERM: stopping the sources', { deadlineMs: 4500 });
-        logger.diagnostic('can0: interface can0 is down; waiting for it to come up');
-        logger.error('outbox', 'outbox: 1 message(s) rejected: disk full');
-        logger.debug('status', 'status'); // below the level: not written, not lost
+        logger.child('uplink').warn('uplink: disconnected, retrying in 0.7 s');
+        logger.child('shutdown').info('shutdown: SIGTERM: stopping the sources', { deadlineMs: 4500 });
+        logger.child('can0', { prefix: true }).warn('interface can0 is down; waiting for it to come up');
+        logger.child('outbox').error('outbox: 1 message(s) rejected: disk full');
+        logger.child('status').debug('status'); // below the level: not written, not lost
         assert.deepEqual(logger.stats, { dropped: 4, lastError: 'ENOSPC' }, format);
         // The remote feed still gets every entry, and one line about the broken local log, not one per entry.
         assert.deepEqual(
@@ -335,16 +425,17 @@ describe('log: a destination that fails', () => {
 
   it('a destination that throws anything: counted, never thrown; fdDestination writes whole lines to a file', () => {
     const logger = new Logger({ config: logging({ level: 'info', verboseForS: 0 }), destination: { write: () => { throw new Error('gone'); } } });
-    assert.doesNotThrow(() => logger.warn('x', 'x: one'));
-    assert.doesNotThrow(() => logger.warn('x', 'x: two'));
+    assert.doesNotThrow(() => logger.child('x').warn('x: one'));
+    assert.doesNotThrow(() => logger.child('x').warn('x: two'));
     assert.deepEqual(logger.stats, { dropped: 2, lastError: 'gone' });
 
     const file = path.join(makeTempDir('log-fd-'), 'log.txt');
     const fd = openSync(file, 'w');
     try {
       const ok = new Logger({ config: logging({ level: 'info', verboseForS: 0, format: 'text' }), destination: fdDestination(fd) });
-      ok.warn('x', 'x: ünïcode line');
-      ok.info('x', 'x: second', { n: 2 });
+      const x = ok.child('x');
+      x.warn('x: ünïcode line');
+      x.info('x: second', { n: 2 });
       assert.equal(readFileSync(file, 'utf8'), 'x: ünïcode line\nx: second n=2\n');
       assert.deepEqual(ok.stats, { dropped: 0, lastError: null });
     } finally {

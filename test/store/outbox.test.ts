@@ -29,7 +29,6 @@ import type { MessageKind, Priority } from '../../src/collect/sample.js';
 import { ROW_OVERHEAD_BYTES, SqliteOutbox, type OutboxError, type OutboxItem, type OutboxOptions } from '../../src/store/outbox.js';
 import { seededRandom } from '../support/random.js';
 import { makeTempDir } from '../support/temp.js';
-import { classify } from '../../src/health/log.js';
 import { canMount, fillUp, makeReadOnly, mkfifo, modeOf, mountTmpfs, openInChild } from '../support/state-files.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -509,7 +508,7 @@ describe('SQLite outbox: its file deleted or replaced under the running agent', 
         lost[0]!.message,
         `outbox: ${file} was deleted while the agent was running: its 17 waiting message(s) and the sequence counter were carried over to a new file at the same path; nothing was lost`,
       );
-      assert.equal(classify(lost[0]!.message).level, 'error', 'an error line in the log, not a warning');
+      assert.equal(lost[0]!.severity, 'error', 'an error line in the log, not a warning');
       assert.equal(outbox.stats().fileLostWhileRunning, 1);
 
       const expected = [...before.slice(3), ...after];
@@ -754,6 +753,8 @@ describe('SQLite outbox: a truncated file and the files set aside', () => {
     ({ outbox, problems } = open(file));
     assert.equal(problems.length, 1);
     assert.equal(problems[0]!.reason, 'empty-at-open');
+    // [15.4] Its messages are lost: an error line in the log.
+    assert.equal(problems[0]!.severity, 'error');
     assert.match(
       problems[0]!.message,
       new RegExp(`^outbox: ${escapeRe(file)} was empty \\(0 bytes\\) at start: the messages it held were lost \\(the file was truncated\\); starting with an empty outbox, sequence numbers continue above the old ones \\(from \\d+\\)$`),
@@ -865,7 +866,7 @@ describe('SQLite outbox: a full disk and a read-only folder', () => {
           problems.map((p) => [p.reason, p.message]),
           [['append-failed', 'outbox: 10 message(s) rejected: SQLITE_FULL: database or disk is full; while it lasts, failures are counted and reported every 60 s']],
         );
-        assert.equal(classify(problems[0]!.message).level, 'error');
+        assert.equal(problems[0]!.severity, 'error');
 
         for (let i = 0; i < 59; i++) assert.equal(appendEverySecond(), 10);
         assert.equal(problems.length, 1, `no line per failure:\n${problems.map((p) => p.message).join('\n')}`);
@@ -876,7 +877,7 @@ describe('SQLite outbox: a full disk and a read-only folder', () => {
           problems[1]!.message,
           `outbox: writes still failing (SQLITE_FULL): 600 more message(s) rejected in the last 60 s; 610 rejected since ${new Date(started).toISOString()}`,
         );
-        assert.equal(classify(problems[1]!.message).level, 'error');
+        assert.equal(problems[1]!.severity, 'error');
         for (let i = 0; i < 30; i++) appendEverySecond();
         assert.equal(problems.length, 2, 'the next count a minute later, not before');
 
@@ -889,7 +890,7 @@ describe('SQLite outbox: a full disk and a read-only folder', () => {
         assert.equal(problems.length, 3);
         assert.equal(problems[2]!.reason, 'write-recovered');
         assert.equal(problems[2]!.message, `outbox: writing works again after 91 s of failures (SQLITE_FULL); 910 message(s) could not be stored meanwhile`);
-        assert.equal(classify(problems[2]!.message).level, 'warn');
+        assert.equal(problems[2]!.severity, 'warn');
         assert.equal(outbox.stats().rejected, 910, 'every rejected message counted');
         assert.equal(outbox.pending, stored * 10 + 10);
 

@@ -11,6 +11,7 @@ import { OperatorClient } from '../../src/commands/operator-client.js';
 import { parseDeviceConfig, type DeviceConfig } from '../../src/config/device-config.js';
 import { BusDecoder } from '../../src/dbc/bus-decoder.js';
 import { compileDatabase, loadDbcFile } from '../../src/dbc/index.js';
+import { Logger } from '../../src/health/log.js';
 import { createCommandCa, EXTENDED_KEY_USAGE, issueOperatorCertificate, type CommandCertificate } from '../../src/pki/command-pki.js';
 import { DEMO_DBC_PATH } from '../../src/sim/vehicle.js';
 import { type Mosquitto, type TestPki } from './mosquitto.js';
@@ -86,7 +87,8 @@ export async function startAgent(broker: Mosquitto, pki: TestPki, commandPki: Co
   const config = parseDeviceConfig(json, { file: path.join(dir, 'device.json'), baseDir: dir });
   const decoder = new BusDecoder('can0', compileDatabase(loadDbcFile(DEMO_DBC_PATH, { strict: true })));
   const log: string[] = [];
-  const dataPath = await DataPath.open(config, [decoder], (message) => log.push(message));
+  // The log as plain lines, every component, at info and above.
+  const dataPath = await DataPath.open(config, [decoder], new Logger({ lines: (message) => log.push(message) }));
   const session = dataPath.uplink!.session;
   const started = Date.now();
   while (session.state !== 'connected') {

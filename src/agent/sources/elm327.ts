@@ -52,7 +52,7 @@ export const elm327Adapter: AdapterType<Elm327AdapterConfig> = {
   type: 'elm327',
   schema,
   obdPolling: (config) => config,
-  create(config, { say, offer }) {
+  create(config, { log, offer }) {
     /** The adapter's state; when the run has stopped, the one before it closed: what the summary reports. */
     let lastState: Elm327State = 'idle';
     let info: Elm327Info | null = null;
@@ -68,18 +68,18 @@ export const elm327Adapter: AdapterType<Elm327AdapterConfig> = {
         onLinkChange(state === 'ready');
         if (detail.info) info = detail.info;
         // One line per change that means something to a person: ready, or why not (the same failure only once).
-        let report: string | null = null;
-        if (state === 'ready' && detail.info) report = `adapter ready on ${config.port}: ${describeInfo(detail.info)}`;
-        else if (state === 'idle' && detail.error) report = `adapter on ${config.port}: ${detail.error.message}; reconnecting`;
-        if (report !== null && report !== lastReport) {
-          lastReport = report;
-          say(report);
+        let report: { line: string; level: 'info' | 'warn' } | null = null;
+        if (state === 'ready' && detail.info) report = { line: `adapter ready on ${config.port}: ${describeInfo(detail.info)}`, level: 'info' };
+        else if (state === 'idle' && detail.error) report = { line: `adapter on ${config.port}: ${detail.error.message}; reconnecting`, level: 'warn' };
+        if (report !== null && report.line !== lastReport) {
+          lastReport = report.line;
+          log[report.level](report.line);
         }
       });
       client.start();
       return { reader: client, close: () => client.close() };
     };
-    const obd = new ObdPolling(config, connector, say, 'the adapter');
+    const obd = new ObdPolling(config, connector, log, 'the adapter');
     obd.forwardValues(config.name, offer);
     return {
       obd,

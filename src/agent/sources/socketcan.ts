@@ -44,27 +44,27 @@ export const socketcanSource: BusSourceType<SocketCanSourceConfig> = {
   schema,
   obd: true,
   writeRoute: (source) => ({ to: 'interface', interface: source.interface }),
-  create(bus, { decoder, say }) {
+  create(bus, { decoder, log }) {
     const { source } = bus;
     const ifname = source.interface;
     const label = bus.name === ifname ? bus.name : `${bus.name} (${ifname})`;
 
     // Not fatal: the interface may be renamed or replaced while the agent waits, but a person should hear of it now.
     const problem = canInterfaceProblem(ifname);
-    if (problem !== null && !problem.includes('does not exist')) say(`${problem}; the agent keeps trying to open it`);
+    if (problem !== null && !problem.includes('does not exist')) log.warn(`${problem}; the agent keeps trying to open it`);
 
     let filters: CanFilter[] | undefined;
     if (source.filter === 'dbc') {
       const fromDbc = receiveFilters(decoder.database, { j1939: bus.j1939 ?? false });
       // The kernel takes at most 512 filters per socket; an empty list would mean "everything" to the kernel anyway.
-      if (fromDbc === null) say(`the DBC needs more kernel receive filters than a socket takes; receiving every frame on ${ifname}`);
-      else if (fromDbc.length === 0) say(`the DBC has no messages to filter on; receiving every frame on ${ifname}`);
+      if (fromDbc === null) log.warn(`the DBC needs more kernel receive filters than a socket takes; receiving every frame on ${ifname}`);
+      else if (fromDbc.length === 0) log.warn(`the DBC has no messages to filter on; receiving every frame on ${ifname}`);
       else filters = fromDbc;
     }
 
     /** The interface's state before the run closed it: what the summary reports. */
     let lastState: EndpointState = 'starting';
-    const report = endpointStateReporter(say);
+    const report = endpointStateReporter((line, level) => log[level](line));
     const frames = new SocketCanSource({
       interface: ifname,
       busName: bus.name,
@@ -74,9 +74,10 @@ export const socketcanSource: BusSourceType<SocketCanSourceConfig> = {
         if (change.state !== 'closed') lastState = change.state;
         report(change);
       },
-      onControllerState: (change) => say(describeControllerChange(ifname, change)),
+      // Every change of the controller's error state, back to error-active included: a warning, as it always was.
+      onControllerState: (change) => log.warn(describeControllerChange(ifname, change)),
     });
-    const obd = bus.obd ? new ObdPolling(bus.obd, canObdConnection(ifname, bus.obd, source.timestamps), say, 'the interface') : null;
+    const obd = bus.obd ? new ObdPolling(bus.obd, canObdConnection(ifname, bus.obd, source.timestamps), log, 'the interface') : null;
     return {
       frames,
       obd,

@@ -13,11 +13,9 @@
 import type { z } from 'zod';
 import type { FrameSink, FrameSource } from '../../can/frame.js';
 import type { BusDecoder } from '../../dbc/bus-decoder.js';
+import type { ComponentLog } from '../../health/log.js';
 import type { ObdConfig } from '../../obd/config.js';
 import type { ObdPolling, ObdPollingConfig } from '../obd-polling.js';
-
-/** Says one line about a source, already naming its bus or adapter (`can0: ...`). */
-export type Say = (message: string) => void;
 
 /** What every bus source's config holds: its type, the registry's key. */
 export interface SourceConfig {
@@ -45,7 +43,11 @@ export interface SourceBus<C extends SourceConfig> {
 export interface BusSourceContext {
   /** The bus's decoder: its database (the simulated car sends its messages, kernel filters pass its identifiers) and its counters (`badLogLines`). */
   readonly decoder: BusDecoder;
-  readonly say: Say;
+  /**
+   * The bus's log (component: the bus's name; each message begins with it, `can0: ...`). One line per change of state,
+   * at the level it deserves; never per frame.
+   */
+  readonly log: ComponentLog;
 }
 
 /** A bus's link to a controller, as the status line, health and getStatus show it (null fields: not known). */
@@ -117,7 +119,8 @@ export interface AdapterStatus {
 
 /** What an adapter is created with besides its config. */
 export interface AdapterContext {
-  readonly say: Say;
+  /** The adapter's log (component: the adapter's name; each message begins with it, `obd: ...`). */
+  readonly log: ComponentLog;
   /** Receives every numeric value, by the name the collection rules read it under (`<adapter>.obd.<key>`), with its time (unix s). */
   readonly offer: (name: string, value: number, ts: number) => void;
 }
