@@ -29,7 +29,7 @@ describe('the architecture as documented', () => {
     const text = readFileSync(path.join(repoRoot, 'docs', 'architecture.md'), 'utf8');
     const named = [...text.matchAll(/`((?:src|test|docs|scripts|bench|deploy|device-config)\/[^`\s]*)`/g)].map((m) => m[1]!);
     assert.ok(named.length > 30, `only ${named.length} paths named`);
-    const missing = [...new Set(named)].filter((p) => !existsSync(path.join(repoRoot, p.replace(/<[^>]+>.*$/, ''))));
+    const missing = [...new Set(named)].filter((p) => !existsSync(path.join(repoRoot, p.replace(/[<*].*$/, ''))));
     assert.deepEqual(missing, []);
   });
 
