@@ -6,9 +6,7 @@
 import { InvalidArgumentError, type Command } from 'commander';
 import { SocketCanBus } from '../can/socketcan.js';
 import { obdEcuIds, type ObdCanAddressing } from '../obd/can-client.js';
-import { DriveCycle } from '../sim/drive-cycle.js';
 import { SimulatedObdEcu } from '../sim/obd-ecu.js';
-import { SIM_STEP_MS } from '../sim/vehicle.js';
 import {
   checkCanInterface,
   checkEcuForAddressing,
@@ -19,7 +17,7 @@ import {
   parsePositiveNumber,
 } from './can-interface.js';
 import { endpointStateReporter } from '../can/interface-report.js';
-import { collectDtc } from './sim-options.js';
+import { collectDtc, demoCarAt, driveUntilStopped } from './sim-options.js';
 
 interface SimEcuOptions {
   iface: string;
@@ -59,10 +57,7 @@ export function registerSimEcuCommand(program: Command): void {
       checkCanInterface(opts.iface, 'wait');
       const note = (message: string): void => void process.stderr.write(`sim-ecu: ${message}\n`);
 
-      const car = new DriveCycle({ seed: opts.seed });
-      const stepS = SIM_STEP_MS / 1000;
-      const startSteps = Math.round((opts.start * 1000) / SIM_STEP_MS);
-      for (let k = 0; k < startSteps; k++) car.step(stepS);
+      const car = demoCarAt(opts.seed, opts.start);
 
       const bus = new SocketCanBus(opts.iface, { onStateChange: endpointStateReporter(note) });
       const ecu = new SimulatedObdEcu(bus, {
@@ -80,19 +75,7 @@ export function registerSimEcuCommand(program: Command): void {
           `${opts.dtc.length > 0 ? `, DTCs ${opts.dtc.join(' ')}` : ''}; Ctrl-C stops it`,
       );
 
-      // The car drives in real time (times the speed factor), in the simulator's steps; the ECU reads its state when asked.
-      const startedAt = performance.now();
-      let steps = 0;
-      const drive = setInterval(() => {
-        const due = Math.floor(((performance.now() - startedAt) * opts.speed) / SIM_STEP_MS);
-        for (; steps < due; steps++) car.step(stepS);
-      }, SIM_STEP_MS);
-
-      await new Promise<void>((resolve) => {
-        process.once('SIGINT', resolve);
-        process.once('SIGTERM', resolve);
-      });
-      clearInterval(drive);
+      await driveUntilStopped(car, opts.speed);
       ecu.close();
       const c = ecu.counters;
       note(

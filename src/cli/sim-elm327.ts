@@ -5,12 +5,10 @@
  */
 import path from 'node:path';
 import { InvalidArgumentError, type Command } from 'commander';
-import { DriveCycle } from '../sim/drive-cycle.js';
 import { Elm327Simulator, type Elm327CarProtocol, type Elm327Profile } from '../sim/elm327.js';
 import { Elm327PtyServer } from '../sim/elm327-pty.js';
-import { SIM_STEP_MS } from '../sim/vehicle.js';
 import { parseInteger, parsePositiveNumber } from './can-interface.js';
-import { collectDtc } from './sim-options.js';
+import { collectDtc, demoCarAt, driveUntilStopped } from './sim-options.js';
 
 interface SimElm327Options {
   link: string;
@@ -58,9 +56,7 @@ export function registerSimElm327Command(program: Command): void {
     .option('--start <seconds>', 'start this far into the drive (the engine starts after a few seconds)', parsePositiveNumber, 30)
     .action(async (opts: SimElm327Options) => {
       const note = (message: string): void => void process.stderr.write(`sim-elm327: ${message}\n`);
-      const car = new DriveCycle({ seed: opts.seed });
-      const stepS = SIM_STEP_MS / 1000;
-      for (let k = 0, n = Math.round((opts.start * 1000) / SIM_STEP_MS); k < n; k++) car.step(stepS);
+      const car = demoCarAt(opts.seed, opts.start);
 
       const sim = new Elm327Simulator({
         vehicle: car,
@@ -74,17 +70,7 @@ export function registerSimElm327Command(program: Command): void {
       await server.plug();
       note(`${opts.profile} on ${link} (car protocol ${opts.protocol}); try: telematics-agent obd --port ${link}; Ctrl-C stops it`);
 
-      const startedAt = performance.now();
-      let steps = 0;
-      const drive = setInterval(() => {
-        const due = Math.floor(((performance.now() - startedAt) * opts.speed) / SIM_STEP_MS);
-        for (; steps < due; steps++) car.step(stepS);
-      }, SIM_STEP_MS);
-      await new Promise<void>((resolve) => {
-        process.once('SIGINT', resolve);
-        process.once('SIGTERM', resolve);
-      });
-      clearInterval(drive);
+      await driveUntilStopped(car, opts.speed);
       await server.close();
       sim.close();
       const c = sim.counters;
