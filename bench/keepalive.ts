@@ -98,7 +98,7 @@ export async function runKeepaliveBenchmark(json: boolean): Promise<void> {
       const agent = CarAgent.start(net, broker, deviceId, { keepalive, connectTimeoutMs: 10_000, reconnect: { initialMs: 1000, maxMs: 30_000 } });
       cars.push({ name, net, backend, agent, deviceId, windowStart: null, bytesAtStart: 0, commands: [] });
     }
-    for (const car of cars) await car.agent.waitFor(() => car.agent.connected, 20_000, `${car.name} to connect`);
+    for (const car of cars) await car.agent.waitFor(() => car.agent.connected, `${car.name} to connect`, 20_000);
     say(`keepalive: NAT timeout ${NAT_TIMEOUT_S} s; three idle cars on their own carrier networks; the adaptive one learning...`);
 
     const adaptive = cars[0]!;

@@ -19,10 +19,10 @@ import { DEMO_DBC_PATH } from '../../src/sim/vehicle.js';
 import { decodeMessage } from '../../src/uplink/codec.js';
 import { AgentProcess, candumpLine, le16, outboxRows, writeConfig } from '../support/agent.js';
 import { BackendSubscriber, freePort, Mosquitto, TestPki, type ReceivedMessage } from '../support/mosquitto.js';
-import { delay, waitFor } from '../support/obd-sim.js';
 import { seededRandom } from '../support/random.js';
 import { repoRoot, sharedTestdata } from '../support/shared.js';
 import { makeTempDir } from '../support/temp.js';
+import { delay, waitFor } from '../support/wait.js';
 import { identifyNetwork } from '../../src/uplink/network-identity.js';
 import { OperatorClient } from '../../src/commands/operator-client.js';
 
@@ -200,7 +200,7 @@ describe('run: data path', () => {
 
       // 20 samples (each value changes every frame), 5 per message: 4 telemetry messages.
       const telemetry = (): ReceivedMessage[] => received.filter((m) => m.topic === `vehicles/${deviceId}/telemetry`);
-      await waitFor(() => telemetry().length >= 4, 10_000, `4 telemetry messages (got ${telemetry().length}; ${warnings.join('; ')})`);
+      await waitFor(() => telemetry().length >= 4, `4 telemetry messages (got ${telemetry().length}; ${warnings.join('; ')})`, 10_000);
       const messages = telemetry().map(decoded);
       const seqs = messages.map((m) => m.header.seq);
       for (let i = 1; i < seqs.length; i++) assert.ok(seqs[i]! > seqs[i - 1]!, `seq increases: ${seqs.join(', ')}`);
@@ -232,7 +232,7 @@ describe('run: data path', () => {
       const status: ReceivedMessage[] = [];
       late.client.on('message', (topic, payload, packet) => status.push({ topic, payload, retain: packet.retain, qos: packet.qos }));
       await late.client.subscribeAsync(`vehicles/${deviceId}/status`, { qos: 1 });
-      await waitFor(() => status.length >= 1, 5000, 'the retained birth');
+      await waitFor(() => status.length >= 1, 'the retained birth', 5000);
       assert.equal(status[0]!.retain, true);
       const birth = JSON.parse(status[0]!.payload.toString('utf8')) as { online: boolean; birthSeq: number; ts: number };
       assert.equal(birth.online, true);
@@ -263,7 +263,7 @@ describe('run: data path', () => {
       clients.push(neighbour.client);
       await neighbour.connected;
       await neighbour.client.publishAsync('vehicles/truck-007/telemetry', 'own topic', { qos: 1 });
-      await waitFor(() => received.some((m) => m.payload.toString() === 'own topic'), 5000, "the neighbour's own message");
+      await waitFor(() => received.some((m) => m.payload.toString() === 'own topic'), "the neighbour's own message", 5000);
       let closed = false;
       neighbour.client.on('close', () => (closed = true));
       neighbour.client.on('error', () => undefined);
@@ -271,7 +271,7 @@ describe('run: data path', () => {
       neighbour.client.publish(`vehicles/${deviceId}/telemetry`, 'forged telemetry', { qos: 1 }, (err) => {
         if (!err) acked = true;
       });
-      await waitFor(() => closed, 5000, 'the broker to close the connection of a device publishing to another device');
+      await waitFor(() => closed, 'the broker to close the connection of a device publishing to another device', 5000);
       await delay(200);
       assert.equal(acked, false, 'a refused publish is not acknowledged');
       assert.equal(received.filter((m) => m.payload.toString() === 'forged telemetry').length, 0, 'the backend never sees it');
@@ -419,7 +419,7 @@ describe('run: data path', () => {
       return [...committed].filter((s) => !received.has(s));
     };
     // The backend may still be taking the last PUBLISHes; give it a moment, then say what is missing if anything.
-    await waitFor(() => notReceived().length === 0, 5000, 'every committed message at the backend').catch(() => undefined);
+    await waitFor(() => notReceived().length === 0, 'every committed message at the backend', 5000).catch(() => undefined);
     const missing = notReceived();
     assert.deepEqual(missing, [], `${missing.length} of ${committed.size} committed messages never reached the backend`);
     for (const row of initial) assert.ok(unique.has(row.seq));
@@ -480,7 +480,7 @@ describe('run: data path', () => {
     const warnings: string[] = [];
     const run = runAgent({ config, output, warn: (m) => warnings.push(m) });
     const buffered = (): number[] => [...output.text.matchAll(/uplink (?:connecting|disconnected), heartbeat 60 s \(learning\), 0 published, (\d+) buffered/g)].map((m) => Number(m[1]));
-    await waitFor(() => buffered().filter((n) => n > 0).length >= 3 && buffered().at(-1)! >= 30, 5000, `the status to show a growing outbox:\n${output.text}`);
+    await waitFor(() => buffered().filter((n) => n > 0).length >= 3 && buffered().at(-1)! >= 30, `the status to show a growing outbox:\n${output.text}`, 5000);
     const shown = buffered().filter((n) => n > 0);
     for (let i = 1; i < shown.length; i++) assert.ok(shown[i]! >= shown[i - 1]!, `buffered grows: ${shown.join(', ')}`);
     assert.ok(shown.at(-1)! > shown[0]!, `buffered grows: ${shown.join(', ')}`);
@@ -490,7 +490,7 @@ describe('run: data path', () => {
     const backlog = outboxRows(outboxFile);
     await broker.start();
     const summary = await run;
-    await backend.waitFor(() => backend.on(deviceId, 'telemetry').length >= summary.dataPath!.messages, 5000, 'every message');
+    await backend.waitFor(() => backend.on(deviceId, 'telemetry').length >= summary.dataPath!.messages, 'every message', 5000);
 
     const d = summary.dataPath!;
     // 150 engine samples (every 20 ms for 3 s) and 300 speed changes, 5 per message.
@@ -616,7 +616,7 @@ describe('run: data path', () => {
     assert.equal(d.messages, 5);
     assert.equal(d.published, 5);
     assert.equal(d.buffered, 0);
-    await backend.waitFor(() => backend.on(deviceId, 'telemetry').length >= 5, 5000, 'the 5 messages');
+    await backend.waitFor(() => backend.on(deviceId, 'telemetry').length >= 5, 'the 5 messages', 5000);
     const values = backend.on(deviceId, 'telemetry').flatMap((m) => decoded(m).samples.map((s) => s.value));
     assert.deepEqual(values, Array.from({ length: 50 }, (_, i) => 1000 + 10 * i));
   });

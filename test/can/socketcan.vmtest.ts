@@ -11,7 +11,8 @@ import { interfaceState, SocketCanBus, SocketCanSource, type EndpointStateChange
 import type { ControllerStateChange } from '../../src/can/bus-health.js';
 import { compileDatabase, parseDbc } from '../../src/dbc/index.js';
 import { receiveFilters } from '../../src/dbc/receive-filters.js';
-import { background, Cleanup, createVcan, deleteVcan, run, runAsync, setLink, sleep, waitFor, waitUntilReading } from '../support/vcan.js';
+import { background, Cleanup, createVcan, deleteVcan, run, runAsync, setLink, waitUntilReading } from '../support/vcan.js';
+import { delay, waitFor } from '../support/wait.js';
 
 const IF = 'vt-src0';
 const IF2 = 'vt-src1';
@@ -88,7 +89,7 @@ describe('SocketCAN source on a real kernel', { timeout: 60_000 }, () => {
     await runAsync('cangen', IF, '-g', '1', '-n', '300', '-I', '321', '-L', '8', '-D', 'i');
     await runAsync('cangen', IF, '-g', '1', '-n', '100', '-f', '-e', '-I', '18FEF100', '-L', '64', '-D', 'i');
     await waitFor(() => s.frames.length >= 400, '400 frames');
-    await sleep(50);
+    await delay(50);
     await s.stop();
     assert.equal(s.frames.length, 400);
     s.frames.slice(0, 300).forEach((f, i) => {
@@ -177,7 +178,7 @@ describe('SocketCAN source on a real kernel', { timeout: 60_000 }, () => {
     await waitFor(() => s.frames.length === 1, 'first frame');
     setLink(IF, 'down');
     await waitFor(() => s.source.state === 'down', 'state down');
-    await sleep(500); // several retry periods: still one event
+    await delay(500); // several retry periods: still one event
     setLink(IF, 'up');
     await waitFor(() => s.source.state === 'open', 'reopened');
     run('cansend', IF, '111#02');
@@ -203,7 +204,7 @@ describe('SocketCAN source on a real kernel', { timeout: 60_000 }, () => {
     const running = source.run((f) => frames.push(cloneFrame(f)), abort.signal);
     cleanup.add(() => abort.abort());
     await waitFor(() => source.state === 'missing', 'missing');
-    await sleep(300);
+    await delay(300);
     createVcan(IF2);
     await waitFor(() => source.state === 'open', 'opened once created');
     run('cansend', IF2, '222#01');

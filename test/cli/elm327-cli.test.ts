@@ -11,10 +11,10 @@ import { after, describe, it } from 'node:test';
 import { runAgent } from '../../src/cli/run.js';
 import { parseDeviceConfig } from '../../src/config/device-config.js';
 import { DEMO_DBC_PATH } from '../../src/sim/vehicle.js';
-import { delay, waitFor } from '../support/obd-sim.js';
 import { RECORDED_VIN, elmOnPty, type ElmRig } from '../support/elm327.js';
 import { repoRoot } from '../support/shared.js';
 import { makeTempDir } from '../support/temp.js';
+import { delay, waitFor } from '../support/wait.js';
 
 const cli = path.join(repoRoot, 'dist', 'src', 'cli', 'main.js');
 
@@ -127,7 +127,7 @@ describe('sim-elm327', () => {
     sim.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
     const exited = new Promise<number | null>((resolve) => sim.on('close', resolve));
     try {
-      await waitFor(() => existsSync(link), 10_000, 'the pty link');
+      await waitFor(() => existsSync(link), 'the pty link', 10_000);
       const result = await runCli(['obd', '--port', link, '--json']);
       assert.equal(result.status, 0, result.stderr);
       const summary = JSON.parse(result.stdout) as Record<string, any>;
@@ -168,21 +168,21 @@ describe('run with an ELM327 adapter', () => {
     const stop = new AbortController();
     const running = runAgent({ config, signal: stop.signal, output: { write: (t: string) => (written += t) }, warn: (m) => warnings.push(m) });
     try {
-      await waitFor(() => /OBD rpm 750 rpm, coolantTemp 90 °C/.test(written), 10_000, 'OBD values in the status line');
+      await waitFor(() => /OBD rpm 750 rpm, coolantTemp 90 °C/.test(written), 'OBD values in the status line', 10_000);
       await delay(300);
       const requestsBefore = rig.sim.counters.obdRequests;
       await rig.server.unplug();
-      await waitFor(() => warnings.some((w) => /reconnecting/.test(w)), 5000, 'the unplug reported');
+      await waitFor(() => warnings.some((w) => /reconnecting/.test(w)), 'the unplug reported', 5000);
       const framesLine = written.length;
       await delay(600);
       // While the adapter is away the bus goes on: status lines keep coming with frames in them.
       assert.match(written.slice(framesLine), /[1-9]\d* frames\/s/);
       await rig.server.plug();
       const replugged = written.length;
-      await waitFor(() => /obd ready/.test(written.slice(replugged)), 10_000, 'the adapter ready again');
+      await waitFor(() => /obd ready/.test(written.slice(replugged)), 'the adapter ready again', 10_000);
       // Polling resumes by itself: the simulator gets requests again (re-initialisation takes about 10).
       const requestsAtReplug = rig.sim.counters.obdRequests;
-      await waitFor(() => rig.sim.counters.obdRequests > requestsAtReplug + 10, 5000, 'requests after the replug');
+      await waitFor(() => rig.sim.counters.obdRequests > requestsAtReplug + 10, 'requests after the replug', 5000);
       assert.ok(requestsAtReplug > requestsBefore);
     } finally {
       stop.abort();

@@ -14,8 +14,8 @@ import { ShutdownWatch, SHUTDOWN_INCOMPLETE_EXIT_CODE } from '../../src/health/l
 import { DEMO_DBC_PATH } from '../../src/sim/vehicle.js';
 import { AgentProcess, CLI, outboxRows, writeConfig } from '../support/agent.js';
 import { BackendSubscriber, Mosquitto, TestPki } from '../support/mosquitto.js';
-import { delay, waitFor } from '../support/obd-sim.js';
 import { makeTempDir } from '../support/temp.js';
+import { delay, waitFor } from '../support/wait.js';
 
 /** The stop must be over within this, from the signal to the process gone (a supervisor's 5 s). */
 const LIMIT_MS = 5000;
@@ -94,7 +94,7 @@ describe('run: SIGTERM', () => {
     assert.ok(messages >= 1, agent.stdout);
     assert.equal(buffered, rows.length, 'the summary counts what is in the file');
     assert.equal(published + buffered, messages, agent.stdout);
-    if (published > 0) await backend.waitFor(() => backend.on(deviceId, 'telemetry').length >= published, 3000, `${published} telemetry messages`);
+    if (published > 0) await backend.waitFor(() => backend.on(deviceId, 'telemetry').length >= published, `${published} telemetry messages`, 3000);
     return { buffered, published };
   }
 
@@ -117,7 +117,7 @@ describe('run: SIGTERM', () => {
 
     // The status topic: the birth, then the device's own offline; the broker never publishes the will.
     const statuses = (): Status[] => backend.on(deviceId, 'status').map((m) => JSON.parse(m.payload.toString('utf8')) as Status);
-    await backend.waitFor(() => statuses().some((s) => !s.online), 3000, 'the offline status');
+    await backend.waitFor(() => statuses().some((s) => !s.online), 'the offline status', 3000);
     await delay(1000);
     assert.deepEqual(statuses().map((s) => [s.online, s.reason]), [
       [true, undefined],
@@ -153,7 +153,7 @@ describe('run: SIGTERM', () => {
     const steps = lines.filter((l) => l.component === 'shutdown' && l.level === 'debug').map((l) => `${l.msg} at ${String(l.atMs)} ms`);
     t.diagnostic(steps.join('; '));
     // The broker, thawed, is fine and serves the backend again.
-    await waitFor(() => broker.running, 1000, 'the broker');
+    await waitFor(() => broker.running, 'the broker', 1000);
   });
 });
 
@@ -231,7 +231,7 @@ describe('run: stderr on a full disk', () => {
     const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('close', (code, signal) => resolve({ code, signal })));
     try {
       // The status line on stdout says the run is up; then time for reconnect warnings and status debug lines.
-      await waitFor(() => stdout.includes('frames/s') || child.exitCode !== null, 10_000, 'the status line');
+      await waitFor(() => stdout.includes('frames/s') || child.exitCode !== null, 'the status line', 10_000);
       await delay(1500);
       assert.equal(child.exitCode, null, `the agent died with stderr on a full disk:\n${stdout}`);
       assert.deepEqual(outboxRows(outbox), [], 'nothing committed before the stop');

@@ -15,7 +15,8 @@ import { DEMO_VIN } from '../../src/sim/obd-ecu.js';
 import { DEMO_DBC_PATH } from '../../src/sim/vehicle.js';
 import { repoRoot } from '../support/shared.js';
 import { makeTempDir } from '../support/temp.js';
-import { Cleanup, createVcan, deleteVcan, run, sleep, waitFor } from '../support/vcan.js';
+import { Cleanup, createVcan, deleteVcan, run } from '../support/vcan.js';
+import { delay, waitFor } from '../support/wait.js';
 
 const IF = 'vt-cli0';
 /** Created by the `run` test only after the agent has started. */
@@ -214,7 +215,7 @@ describe('SocketCAN commands on a real kernel', { timeout: 300_000 }, () => {
     await agent.waitForStderr(`vehicle: interface ${IF_LATE} is missing; waiting for it\n`);
     await agent.waitForStdout(new RegExp(`\\| vehicle \\(${IF_LATE}\\) missing, 0 error frames \\| EngineSpeed – \\| OBD waiting for the interface\\n`));
     // Several retries go by: still one line.
-    await sleep(1500);
+    await delay(1500);
     assert.equal(agent.stderr, `vehicle: interface ${IF_LATE} is missing; waiting for it\n`);
 
     createVcan(IF_LATE);

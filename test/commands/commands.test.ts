@@ -15,11 +15,11 @@ import { signCommand } from '../../src/commands/envelope.js';
 import type { OperatorClient } from '../../src/commands/operator-client.js';
 import type { CommandResult } from '../../src/commands/result.js';
 import { BackendSubscriber, Mosquitto, TestPki } from '../support/mosquitto.js';
-import { delay, waitFor } from '../support/obd-sim.js';
 import { repoRoot } from '../support/shared.js';
 import { makeTempDir } from '../support/temp.js';
 import { CommandPki, feedSignals, operatorClient, startAgent, type TestAgent } from '../support/commands.js';
 import { AgentProcess, writeConfig } from '../support/agent.js';
+import { delay, waitFor } from '../support/wait.js';
 import { DEMO_DBC_PATH } from '../../src/sim/vehicle.js';
 
 const OPS_CLI = path.join(repoRoot, 'dist', 'src', 'cli', 'ops.js');
@@ -186,7 +186,7 @@ describe('remote commands through mosquitto', { timeout: 180_000 }, () => {
 
   it('busy: beyond maxConcurrent a command is REJECTED while the other runs', async () => {
     const slow = send('ping', { delayMs: 4000 });
-    await waitFor(() => agent.dataPath.healthReport().commands !== undefined && (agent.dataPath.healthReport().commands as { running: number }).running === 1, 5000, 'the slow ping to run');
+    await waitFor(() => agent.dataPath.healthReport().commands !== undefined && (agent.dataPath.healthReport().commands as { running: number }).running === 1, 'the slow ping to run', 5000);
     const busy = await send('ping');
     assert.equal(busy.final?.status, 'REJECTED');
     assert.equal(busy.final!.reason, 'busy');
@@ -203,7 +203,7 @@ describe('remote commands through mosquitto', { timeout: 180_000 }, () => {
         properties: { responseTopic: 'vehicles/car-victim/telemetry', correlationData: Buffer.from('c-1') },
       });
       const topic = `vehicles/${carId}/commands/${envelope.id}/result`;
-      await backend.waitFor(() => backend.messages.some((m) => m.topic === topic && JSON.parse(m.payload.toString()).status === 'SUCCEEDED'), 10_000, 'the result on the default topic');
+      await backend.waitFor(() => backend.messages.some((m) => m.topic === topic && JSON.parse(m.payload.toString()).status === 'SUCCEEDED'), 'the result on the default topic', 10_000);
       assert.ok(backend.messages.every((m) => m.topic === topic || !m.topic.endsWith(`${envelope.id}/result`)));
     } finally {
       await backend.close();
@@ -328,7 +328,7 @@ describe('remote commands through mosquitto', { timeout: 180_000 }, () => {
       // Long enough for the broker to be stopped before the ping's result, even on a busy machine.
       const pending = ops.send({ deviceId: carId, name: 'ping', params: { delayMs: 3000 } }, commandPki.operator, { wait: false });
       const { id } = await pending;
-      await backend.waitFor(() => backend.messages.some((m) => JSON.parse(m.payload.toString()).id === id), 10_000, 'ACCEPTED');
+      await backend.waitFor(() => backend.messages.some((m) => JSON.parse(m.payload.toString()).id === id), 'ACCEPTED', 10_000);
       await broker.stop();
       const outboxFile = agent.config.outbox!.path;
       await waitFor(
@@ -340,12 +340,12 @@ describe('remote commands through mosquitto', { timeout: 180_000 }, () => {
             db.close();
           }
         },
-        10_000,
         'the SUCCEEDED result in the outbox',
+        10_000,
       );
       await broker.start();
-      await backend.waitFor(() => backend.messages.some((m) => { const r = JSON.parse(m.payload.toString()) as CommandResult; return r.id === id && r.status === 'SUCCEEDED'; }), 15_000, 'SUCCEEDED after the broker is back');
-      await waitFor(() => agent.dataPath.uplink!.session.state === 'connected', 10_000, 'the agent to reconnect');
+      await backend.waitFor(() => backend.messages.some((m) => { const r = JSON.parse(m.payload.toString()) as CommandResult; return r.id === id && r.status === 'SUCCEEDED'; }), 'SUCCEEDED after the broker is back', 15_000);
+      await waitFor(() => agent.dataPath.uplink!.session.state === 'connected', 'the agent to reconnect', 10_000);
     } finally {
       await backend.close();
       if (!broker.running) await broker.start();
@@ -371,7 +371,7 @@ describe('remote commands through mosquitto', { timeout: 180_000 }, () => {
       await car.waitForStderr(/uplink: connected to /);
       const long: CommandResult[] = [];
       const running = ops.send({ deviceId, name: 'ping', params: { delayMs: 60_000 }, timeoutMs: 120_000 }, commandPki.operator, { timeoutMs: 30_000, onResult: (r) => long.push(r) });
-      await waitFor(() => long.some((r) => r.status === 'IN_PROGRESS'), 10_000, 'the long ping to run');
+      await waitFor(() => long.some((r) => r.status === 'IN_PROGRESS'), 'the long ping to run', 10_000);
       // A burst in flight as the process dies: some done, some running, some not yet taken from the broker.
       let succeeded = 0;
       const burst = Array.from({ length: 20 }, (_, i) =>
@@ -381,7 +381,7 @@ describe('remote commands through mosquitto', { timeout: 180_000 }, () => {
         }),
       );
       // Killed once the first of them is done (the shortest takes 50 ms), while the others run or wait.
-      await waitFor(() => succeeded > 0, 10_000, 'a first ping of the burst to succeed');
+      await waitFor(() => succeeded > 0, 'a first ping of the burst to succeed', 10_000);
       await car.stop('SIGKILL');
       car = AgentProcess.start(file);
 
@@ -481,7 +481,7 @@ describe('remote commands through mosquitto', { timeout: 180_000 }, () => {
         db.close();
       }
     };
-    await waitFor(() => stored() === 0, 10_000, 'the outbox to drain');
+    await waitFor(() => stored() === 0, 'the outbox to drain', 10_000);
     for (let i = 0; i < 50; i++) {
       const again = await ops.publishPayload(carId, 'openTrunk', payload, envelope.id, { timeoutMs: 10_000 });
       assert.equal(again.final?.reason, 'replayed');

@@ -27,8 +27,8 @@ import { decodeMessage } from '../../src/uplink/codec.js';
 import { CommandPki, operatorClient } from '../support/commands.js';
 import { elmOnPty, RECORDED_VIN, type ElmRig } from '../support/elm327.js';
 import { BackendSubscriber, Mosquitto, TestPki } from '../support/mosquitto.js';
-import { delay } from '../support/obd-sim.js';
 import { makeTempDir } from '../support/temp.js';
+import { delay } from '../support/wait.js';
 
 /** The workshop tool's bus: one message, with a value table, that the simulator sends at start and then every 10 min. */
 const AUX_DBC = `VERSION "1.0"
@@ -251,7 +251,7 @@ describe('every remote command end to end: operator -> mosquitto -> runAgent -> 
 
   it('[14.9] setConfig: new rules run at once (their samples reach the broker), kept in the override file, config.json untouched, getConfig shows them', async () => {
     // The initial rule's samples are on the broker already.
-    await backend.waitFor(() => telemetrySignals(backend, deviceId).has('can0.VEHICLE_DYNAMICS.VehicleSpeed'), 10_000, 'VehicleSpeed telemetry');
+    await backend.waitFor(() => telemetrySignals(backend, deviceId).has('can0.VEHICLE_DYNAMICS.VehicleSpeed'), 'VehicleSpeed telemetry', 10_000);
     const before = readFileSync(configFile);
     const { final, results } = await send('setConfig', { collection: NEW_COLLECTION });
     assert.deepEqual(statuses(results), ['ACCEPTED', 'IN_PROGRESS', 'SUCCEEDED'], JSON.stringify(final));
@@ -281,8 +281,8 @@ describe('every remote command end to end: operator -> mosquitto -> runAgent -> 
         const signals = telemetrySignals(backend, deviceId, from);
         return signals.has('can0.ENGINE_DATA.EngineSpeed') && signals.has('can0.ENGINE_TEMPS.CoolantTemp');
       },
-      10_000,
       'telemetry of the new engine rule',
+      10_000,
     );
   });
 

@@ -13,9 +13,9 @@ import { UNSIGNED_ANSWERS_PER_MINUTE } from '../../src/commands/dispatcher.js';
 import type { OperatorClient } from '../../src/commands/operator-client.js';
 import type { CommandResult } from '../../src/commands/result.js';
 import { Mosquitto, TestPki } from '../support/mosquitto.js';
-import { delay, waitFor } from '../support/obd-sim.js';
 import { CommandPki, operatorClient, startAgent, type TestAgent } from '../support/commands.js';
 import { seededRandom } from '../support/random.js';
+import { delay, waitFor } from '../support/wait.js';
 
 const PAYLOADS = 10_000;
 const SEED = 0x7e1e;
@@ -120,7 +120,7 @@ describe('command topic fuzz', { timeout: 180_000 }, () => {
       }
       await Promise.all(sends);
     }
-    await waitFor(() => received() - receivedBefore >= PAYLOADS, 60_000, `the agent to receive all ${PAYLOADS} payloads`);
+    await waitFor(() => received() - receivedBefore >= PAYLOADS, `the agent to receive all ${PAYLOADS} payloads`, 60_000);
     const elapsedS = (performance.now() - started) / 1000;
     // The answers went out as each payload was handled, before this ping's results: once it is back, all are in.
     const after = await ops.send({ deviceId: carId, name: 'ping', params: { echo: 'still here' } }, commandPki.operator, { timeoutMs: 10_000 });

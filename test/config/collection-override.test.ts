@@ -19,8 +19,8 @@ import { loadDeviceConfig, type DeviceConfig } from '../../src/config/device-con
 import { BusDecoder } from '../../src/dbc/bus-decoder.js';
 import { compileDatabase, loadDbcFile } from '../../src/dbc/index.js';
 import { DEMO_DBC_PATH } from '../../src/sim/vehicle.js';
-import { waitFor } from '../support/obd-sim.js';
 import { makeTempDir } from '../support/temp.js';
+import { waitFor } from '../support/wait.js';
 
 const INITIAL_COLLECTION = { batch: { maxSamples: 50, maxDelayMs: 300 }, format: 'json', rules: [{ name: 'speed', mode: 'periodic', intervalMs: 200, signals: ['VehicleSpeed'] }] };
 const NEW_COLLECTION = { batch: { maxSamples: 20, maxDelayMs: 500 }, format: 'json', rules: [{ name: 'engine', mode: 'periodic', intervalMs: 200, signals: ['EngineSpeed'] }, { name: 'gear', mode: 'change', signals: ['GearEngaged'] }] };
@@ -54,7 +54,7 @@ async function startAgent(configFile: string): Promise<RunningAgent> {
   const running = runAgent({ config: loadDeviceConfig(configFile), signal: abort.signal, output: { write: () => undefined }, warn: (m) => warnings.push(m), onCommandContext: (c) => (context = c) });
   let failed: unknown;
   running.catch((err: unknown) => (failed = err));
-  await waitFor(() => context !== undefined || failed !== undefined, 15_000, 'the agent to start');
+  await waitFor(() => context !== undefined || failed !== undefined, 'the agent to start', 15_000);
   if (failed !== undefined) throw failed;
   return {
     context: context!,

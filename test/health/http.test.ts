@@ -16,8 +16,8 @@ import { parseDeviceConfig } from '../../src/config/device-config.js';
 import { Health, type LiveStatus } from '../../src/health/monitor.js';
 import { DEMO_DBC_PATH } from '../../src/sim/vehicle.js';
 import { BackendSubscriber, freePort, Mosquitto, TestPki } from '../support/mosquitto.js';
-import { delay, waitFor } from '../support/obd-sim.js';
 import { makeTempDir } from '../support/temp.js';
+import { delay, waitFor } from '../support/wait.js';
 
 const STATUS_SIGNALS = ['VEHICLE_DYNAMICS.VehicleSpeed', 'ENGINE_DATA.EngineSpeed', 'TRANSMISSION.GearEngaged', 'ODOMETER.Odometer'];
 
@@ -173,7 +173,7 @@ describe('health endpoint of a running agent', () => {
     stop = new AbortController();
     run = runAgent({ config, signal: stop.signal, output: { write: () => undefined }, warn: (m) => warnings.push(m) });
     // The page is up once the run says so; the first scheduled report (with rates) a second later.
-    await waitFor(() => warnings.includes(`health: status page on http://127.0.0.1:${port}/`), 10_000, `the status page line in:\n${warnings.join('\n')}`);
+    await waitFor(() => warnings.includes(`health: status page on http://127.0.0.1:${port}/`), `the status page line in:\n${warnings.join('\n')}`, 10_000);
     for (let i = 0; ; i++) {
       const s = await status(port);
       if (s.report && s.report.seq >= 1 && s.link.state === 'connected') break;
@@ -398,7 +398,7 @@ describe('health without anyone to report to', () => {
       const serving = await start(free);
       try {
         assert.ok(serving.http);
-        await waitFor(() => (serving.latest?.seq ?? 0) >= 1, 5000, 'a scheduled report');
+        await waitFor(() => (serving.latest?.seq ?? 0) >= 1, 'a scheduled report', 5000);
       } finally {
         await serving.close();
       }

@@ -15,8 +15,8 @@ import { foldKeyText, REMOTE_LOG_COMPONENT, RemoteLog, type RemoteLogEntry, type
 import { DEMO_DBC_PATH } from '../../src/sim/vehicle.js';
 import type { MqttSession } from '../../src/uplink/session.js';
 import { BackendSubscriber, deviceSession, Mosquitto, TestPki, waitForState } from '../support/mosquitto.js';
-import { delay, waitFor } from '../support/obd-sim.js';
 import { makeTempDir } from '../support/temp.js';
+import { delay, waitFor } from '../support/wait.js';
 
 /** A session that records what is published; its state is the test's to set. */
 class FakeSession implements RemoteLogSession {
@@ -256,11 +256,11 @@ describe('remote log through mosquitto', () => {
       for (let i = 0; i < 500; i++) logger.diagnostic(`can0: frame 0x${(0x100 + (i % 3)).toString(16)} dropped: ${i} in queue`);
       for (let i = 0; i < 12; i++) logger.warn('obd', `obd: ECU ${String.fromCharCode(65 + i)} is not answering`);
       logger.info('uplink', 'uplink: connected to somewhere');
-      await backend.waitFor(() => entries().length >= 7, 5000, '7 log entries');
+      await backend.waitFor(() => entries().length >= 7, '7 log entries', 5000);
       await delay(500);
       // The first repeat at once and 7 of the others: the window's 8.
       assert.equal(entries().length, 8, JSON.stringify(entries()));
-      await backend.waitFor(() => entries().length >= 9, 8000, 'the folded entry');
+      await backend.waitFor(() => entries().length >= 9, 'the folded entry', 8000);
       const all = entries();
       const can0 = all.filter((e) => e.component === 'can0');
       assert.deepEqual(can0.map((e) => e.count), [1, 499]);
@@ -286,9 +286,9 @@ describe('remote log through mosquitto', () => {
     const { session, logger, remote, entries } = await rig(deviceId, { maxPerMinute: 600, foldWindowS: 30 });
     try {
       logger.warn('can0', 'can0: before the outage');
-      await backend.waitFor(() => entries().length === 1, 5000, 'the first entry');
+      await backend.waitFor(() => entries().length === 1, 'the first entry', 5000);
       await broker.stop();
-      await waitFor(() => session.state !== 'connected', 5000, 'the session to notice');
+      await waitFor(() => session.state !== 'connected', 'the session to notice', 5000);
       const down = Date.now();
       for (let i = 0; i < 70; i++) logger.warn('can0', `can0: during the outage, problem ${String.fromCharCode(65 + (i % 26))}${String.fromCharCode(65 + Math.floor(i / 26))}`);
       assert.equal(remote.stats.queued, 50);
@@ -296,7 +296,7 @@ describe('remote log through mosquitto', () => {
       await broker.start();
       await waitForState(session, 'connected', 10_000);
       const up = Date.now();
-      await backend.waitFor(() => entries().length >= 51, 10_000, '51 entries');
+      await backend.waitFor(() => entries().length >= 51, '51 entries', 10_000);
       await delay(300);
       const during = entries().slice(1);
       assert.equal(during.length, 50);
@@ -333,7 +333,7 @@ describe('remote log through mosquitto', () => {
     const running = runAgent({ config, signal: stop.signal, output: { write: () => undefined }, warn: (m) => lines.push(m) });
     try {
       const logs = () => backend.on(deviceId, 'logs').map((m) => JSON.parse(m.payload.toString('utf8')) as RemoteLogEntry);
-      await backend.waitFor(() => logs().length >= 1, 10_000, 'the DBC warning on the logs topic');
+      await backend.waitFor(() => logs().length >= 1, 'the DBC warning on the logs topic', 10_000);
       const [first] = logs();
       // Logged before the session existed: kept, and sent once connected.
       assert.equal(first!.level, 'warn');

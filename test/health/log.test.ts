@@ -16,9 +16,9 @@ import { classify, fdDestination, Logger, type LogEntry } from '../../src/health
 import { loggingConfigSchema } from '../../src/health/log-config.js';
 import { DEMO_DBC_PATH } from '../../src/sim/vehicle.js';
 import { CLI, writeConfig } from '../support/agent.js';
-import { delay, waitFor } from '../support/obd-sim.js';
 import { repoRoot } from '../support/shared.js';
 import { makeTempDir } from '../support/temp.js';
+import { delay, waitFor } from '../support/wait.js';
 
 interface JsonLine {
   level: string;
@@ -192,13 +192,13 @@ describe('log: the level at run time', () => {
 
   it('setLogLevel through the command context: debug shows the status rates, error silences everything below', async () => {
     await whileRunning({ level: 'info', verboseForS: 0 }, async ({ out, logger, context }) => {
-      await waitFor(() => context() !== undefined, 10_000, 'the command context');
+      await waitFor(() => context() !== undefined, 'the command context', 10_000);
       await delay(350);
       const debugLines = () => out.json().filter((l) => l.level === 'debug');
       assert.deepEqual(debugLines(), []);
       assert.deepEqual(await set(context()!, 'debug'), { level: 'debug' });
       assert.equal(logger.level, 'debug');
-      await waitFor(() => debugLines().filter((l) => l.component === 'status').length >= 2, 5000, 'two status lines at debug');
+      await waitFor(() => debugLines().filter((l) => l.component === 'status').length >= 2, 'two status lines at debug', 5000);
       assert.ok(out.json().some((l) => l.level === 'info' && l.msg === 'log level info -> debug'), out.lines.join('\n'));
 
       await set(context()!, 'error');
@@ -214,7 +214,7 @@ describe('log: the level at run time', () => {
 
   it('a level set by command ends the verbose start for good', async () => {
     await whileRunning({ level: 'info', verboseForS: 4 }, async ({ out, logger, context, loggerAt }) => {
-      await waitFor(() => context() !== undefined && out.json().some((l) => l.component === 'status' && l.level === 'debug'), 3000, 'a status line at debug in the verbose start');
+      await waitFor(() => context() !== undefined && out.json().some((l) => l.component === 'status' && l.level === 'debug'), 'a status line at debug in the verbose start', 3000);
       assert.equal(logger.level, 'debug');
       await set(context()!, 'warn');
       const before = out.lines.length;

@@ -63,7 +63,7 @@ describe('health report over the uplink', () => {
     const stop = new AbortController();
     const run = runAgent({ config, signal: stop.signal, output: { write: () => undefined }, warn: (m) => warnings.push(m) });
     try {
-      await backend.waitFor(() => backend.on(deviceId, 'health').length >= 6, 20_000, 'six health reports');
+      await backend.waitFor(() => backend.on(deviceId, 'health').length >= 6, 'six health reports', 20_000);
     } finally {
       stop.abort();
     }

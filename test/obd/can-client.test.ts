@@ -8,8 +8,9 @@ import { describe, it } from 'node:test';
 import { exactFilter, MemoryCanBus } from '../../src/can/bus.js';
 import { ObdCanClient, ObdRequestError, type EcuPidReadings } from '../../src/obd/can-client.js';
 import { DEMO_VIN, SimulatedObdEcu } from '../../src/sim/obd-ecu.js';
-import { activeTimers, delay, drivingCar, framesOn, hex, singleFrame } from '../support/obd-sim.js';
+import { activeTimers, drivingCar, framesOn, hex, singleFrame } from '../support/obd-sim.js';
 import { seededRandom } from '../support/random.js';
+import { delay } from '../support/wait.js';
 
 const ENGINE_DTCS = { stored: ['P0133', 'C0035', 'B1234', 'U0100'], pending: ['P0420'], permanent: ['P0301'] };
 

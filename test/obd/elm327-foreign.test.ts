@@ -15,6 +15,7 @@ import { Elm327Client } from '../../src/obd/elm327.js';
 import { SocatPtyPair } from '../../src/sim/elm327-pty.js';
 import { RECORDED_VIN, fastClientOptions } from '../support/elm327.js';
 import { makeTempDir } from '../support/temp.js';
+import { delay } from '../support/wait.js';
 
 /** Answers by pattern, per responding ECU header (headers on), data bytes as recorded. */
 const SCRIPT: ReadonlyArray<[RegExp, ReadonlyArray<[string, string]>]> = [
@@ -63,7 +64,7 @@ class ScriptedAdapter {
     if (command.startsWith('AT')) {
       const at = command.slice(2);
       if (at === 'Z') {
-        await new Promise((resolve) => setTimeout(resolve, 50));
+        await delay(50);
         this.echo = true;
         this.spaces = true;
         this.headers = false;
@@ -84,7 +85,7 @@ class ScriptedAdapter {
     if (command.startsWith('0100') && !this.searched) {
       this.searched = true;
       prefix = 'SEARCHING...\r';
-      await new Promise((resolve) => setTimeout(resolve, 100));
+      await delay(100);
     }
     if (!entry) return /^([0-9A-F]{2})+$/.test(command) ? 'NO DATA\r' : '?\r';
     const frames = entry[1];

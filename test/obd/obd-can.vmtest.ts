@@ -10,7 +10,8 @@ import { ObdCanClient, type EcuPidReadings } from '../../src/obd/can-client.js';
 import { PidPoller, type PidSample } from '../../src/obd/poller.js';
 import { DEMO_VIN, SimulatedObdEcu } from '../../src/sim/obd-ecu.js';
 import { drivingCar } from '../support/obd-sim.js';
-import { Cleanup, createVcan, deleteVcan, run, setLink, sleep, waitFor } from '../support/vcan.js';
+import { Cleanup, createVcan, deleteVcan, run, setLink } from '../support/vcan.js';
+import { delay, waitFor } from '../support/wait.js';
 
 const IF = 'vt-obd0';
 const IF29 = 'vt-obd1';
@@ -138,7 +139,7 @@ describe('OBD-II over CAN on a real kernel', { timeout: 90_000 }, () => {
     const afterBusOff = samples.length;
     await waitFor(() => samples.length >= afterBusOff + 3, 'samples after bus-off', 15_000);
     setLink(IF, 'down');
-    await sleep(500);
+    await delay(500);
     const whileDown = samples.length;
     setLink(IF, 'up');
     await waitFor(() => samples.length >= whileDown + 3, 'samples after the interface came back', 20_000);

@@ -20,6 +20,7 @@ import { CommandPki, operatorClient, startAgent, type TestAgent } from '../suppo
 import { BackendSubscriber, Mosquitto, TestPki } from '../support/mosquitto.js';
 import { OpensslPki } from '../support/openssl-pki.js';
 import { makeTempDir } from '../support/temp.js';
+import { delay } from '../support/wait.js';
 
 const fingerprint = (file: string): string => new X509Certificate(readFileSync(file)).fingerprint256;
 const pairMatches = (certFile: string, keyFile: string): boolean =>
@@ -136,7 +137,7 @@ describe('rotation against an in-memory link', () => {
       },
       async watch(topic, listener) {
         options.onWatch?.();
-        if (options.watchDelayMs) await new Promise((resolve) => setTimeout(resolve, options.watchDelayMs));
+        if (options.watchDelayMs) await delay(options.watchDelayMs);
         listeners.set(topic, listener);
         return async () => void listeners.delete(topic);
       },
@@ -387,7 +388,7 @@ describe('rotateCertificate through mosquitto', { timeout: 120_000 }, () => {
     // The backend answers now, too late: the car is no longer listening for it.
     const late = service.requests.at(-1)!.body;
     await backend.client.publishAsync(`vehicles/${deviceId}/certificate`, JSON.stringify({ requestId: late.requestId, certificate: signDeviceCsr(pki.ca, late.csr) }), { qos: 1 });
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    await delay(300);
     assert.deepEqual(snapshot(), files);
     assert.throws(() => signDeviceCsr(pki.ca, late.csr, { deviceId: 'car-other' }), CsrError);
   });

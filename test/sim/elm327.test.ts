@@ -15,9 +15,10 @@ import { ObdNegativeResponse, parseDtcResponse, parseMode01Response, parseVinRes
 import { DriveCycle, type VehicleState } from '../../src/sim/drive-cycle.js';
 import { Elm327Simulator, type Elm327Fault, type Elm327SimulatorOptions, type Elm327Timing } from '../../src/sim/elm327.js';
 import { ObdEcuModel } from '../../src/sim/obd-ecu.js';
-import { activeTimers, delay } from '../support/obd-sim.js';
+import { activeTimers } from '../support/obd-sim.js';
 import { seededRandom } from '../support/random.js';
 import { NO_SHARED_TESTDATA, sharedTestdata } from '../support/shared.js';
+import { delay } from '../support/wait.js';
 
 // ---------------------------------------------------------------------------------------------------------------
 // The recorded car and its answers

@@ -17,7 +17,8 @@ import {
   supportedPidsFromBitmap,
 } from '../../src/obd/j1979.js';
 import { DEMO_VIN, ENGINE_ECU_PIDS, SimulatedObdEcu, type SimulatedObdEcuOptions } from '../../src/sim/obd-ecu.js';
-import { activeTimers, delay, drivingCar, framesOn, hex, singleFrame, waitFor } from '../support/obd-sim.js';
+import { activeTimers, drivingCar, framesOn, hex, singleFrame } from '../support/obd-sim.js';
+import { delay, waitFor } from '../support/wait.js';
 
 function setup(options: Partial<SimulatedObdEcuOptions> = {}) {
   const bus = new MemoryCanBus();
@@ -27,7 +28,7 @@ function setup(options: Partial<SimulatedObdEcuOptions> = {}) {
   const ask = async (id: number, payload: number[], expectFrames = 1, settleMs = 0): Promise<number[][]> => {
     const from = bus.log.length;
     bus.inject(id, id > 0x7ff, singleFrame(payload));
-    await waitFor(() => framesOn(bus, ecu.responseId, from).length >= expectFrames, 1000, `answer to ${payload}`);
+    await waitFor(() => framesOn(bus, ecu.responseId, from).length >= expectFrames, `answer to ${payload}`, 1000);
     if (settleMs > 0) await delay(settleMs);
     return framesOn(bus, ecu.responseId, from);
   };

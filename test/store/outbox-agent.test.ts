@@ -8,9 +8,9 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import { DEMO_DBC_PATH } from '../../src/sim/vehicle.js';
 import { AgentProcess, candumpLine, le16, outboxRows, writeConfig } from '../support/agent.js';
-import { delay } from '../support/obd-sim.js';
 import { makeTempDir } from '../support/temp.js';
 import { canMount, makeReadOnly } from '../support/state-files.js';
+import { delay } from '../support/wait.js';
 
 const ENGINE_DATA = 0x0c8;
 

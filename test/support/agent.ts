@@ -7,8 +7,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import { delay } from './obd-sim.js';
 import { repoRoot } from './shared.js';
+import { delay } from './wait.js';
 
 export const CLI = path.join(repoRoot, 'dist', 'src', 'cli', 'main.js');
 

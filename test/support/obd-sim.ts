@@ -1,4 +1,4 @@
-/** Helpers shared by the OBD-on-CAN tests: a car on the move, frames on a MemoryCanBus, waiting for conditions. */
+/** Helpers shared by the OBD-on-CAN tests: a car on the move, frames on a MemoryCanBus. */
 import type { MemoryCanBus } from '../../src/can/bus.js';
 import type { CanFrame } from '../../src/can/frame.js';
 import { DriveCycle } from '../../src/sim/drive-cycle.js';
@@ -9,19 +9,6 @@ export function drivingCar(seed = 3): DriveCycle {
   for (let k = 0; k < 200_000 && !(car.state.speedKph > 20 && car.state.engineRpm > 1200); k++) car.step(0.01);
   if (!(car.state.speedKph > 20)) throw new Error(`seed ${seed}: the car never got going`);
   return car;
-}
-
-export function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** Resolves once `condition()` holds; fails after `timeoutMs`. */
-export async function waitFor(condition: () => boolean, timeoutMs = 2000, what = 'condition'): Promise<void> {
-  const start = performance.now();
-  while (!condition()) {
-    if (performance.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}`);
-    await delay(2);
-  }
 }
 
 /** Frames of the bus log (from `from` on) with identifier `id`, as byte arrays. */

@@ -1,10 +1,11 @@
 /**
  * Helpers for the tests that run inside the SocketCAN VM (`*.vmtest.ts`, see scripts/vm/run-in-vm.sh): private vcan
- * interfaces per test file, the can-utils peers, and polling for a condition instead of sleeping for a guess.
+ * interfaces per test file, the can-utils peers, and waiting until a peer is reading (waitFor is test/support/wait.ts).
  */
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
+import { waitFor } from './wait.js';
 
 export const IN_VM = process.env.TELEMATICS_IN_VM === '1';
 
@@ -57,15 +58,6 @@ export function setLink(name: string, state: 'up' | 'down'): void {
   run('ip', 'link', 'set', name, state);
 }
 
-/** Polls `condition` every 10 ms until it holds; rejects after `timeoutMs` with `what` in the message. */
-export async function waitFor(condition: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (!condition()) {
-    if (performance.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
-
 /** A background process whose stdout is collected; `done` resolves with it when the process exits. */
 export function background(cmd: string, args: string[], stdin?: string): { child: ChildProcess; done: Promise<string> } {
   const child = spawn(cmd, args, { stdio: [stdin === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
@@ -98,5 +90,3 @@ export async function waitUntilReading(child: ChildProcess, timeoutMs = 10_000):
   };
   await waitFor(() => /wait_for_more_packets|recv|poll|select/.test(wchan()), `${child.spawnfile} to block on its socket`, timeoutMs);
 }
-
-export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));

@@ -14,8 +14,8 @@ import { AdaptiveHeartbeat, type HeartbeatEvent } from '../../src/uplink/keepali
 import { LinkMemory } from '../../src/uplink/link-memory.js';
 import type { MqttSession, SessionStateChange } from '../../src/uplink/session.js';
 import { Mosquitto, TestPki, deviceSession, waitForState } from '../support/mosquitto.js';
-import { waitFor } from '../support/obd-sim.js';
 import { makeTempDir } from '../support/temp.js';
+import { waitFor } from '../support/wait.js';
 
 const FAST: HeartbeatSettings = {
   minIntervalS: 0.25,
@@ -71,7 +71,7 @@ describe('AdaptiveHeartbeat on a real broker', () => {
     sessions.push(w.session);
     w.session.start();
     await waitForState(w.session, 'connected');
-    await waitFor(() => heartbeat.status().phase === 'settled' && of(w, 'heartbeat').length >= 5, 15_000, 'the heartbeat to settle at the ceiling');
+    await waitFor(() => heartbeat.status().phase === 'settled' && of(w, 'heartbeat').length >= 5, 'the heartbeat to settle at the ceiling', 15_000);
 
     const beats = of(w, 'heartbeat');
     // 0.5 s, then 1 s, then the 2 s ceiling, each one idle period after the previous packet.
@@ -144,11 +144,11 @@ describe('AdaptiveHeartbeat on a real broker', () => {
     sessions.push(w.session);
     w.session.start();
     await waitForState(w.session, 'connected');
-    await waitFor(() => of(w, 'heartbeat').length >= 1, 5000, 'a first heartbeat');
+    await waitFor(() => of(w, 'heartbeat').length >= 1, 'a first heartbeat', 5000);
     const frozenAt = performance.now();
     broker.pause();
     try {
-      await waitFor(() => of(w, 'dead-link').length === 1, 5000, 'the dead link');
+      await waitFor(() => of(w, 'dead-link').length === 1, 'the dead link', 5000);
       const dead = of(w, 'dead-link')[0]!;
       const waited = (dead.t - frozenAt) / 1000;
       const bound = 1 + dead.detection.timeoutMs / 1000;
@@ -162,7 +162,7 @@ describe('AdaptiveHeartbeat on a real broker', () => {
       assert.equal(lost?.retryInMs, 0);
       assert.match(lost!.error!.message, /no answer to a heartbeat after 1\.\d s idle within \d+ ms/);
       // The broker does not answer the reconnection either: that is lost coverage, not the NAT.
-      await waitFor(() => of(w, 'verdict').length === 1, 5000, 'the verdict');
+      await waitFor(() => of(w, 'verdict').length === 1, 'the verdict', 5000);
       assert.equal(of(w, 'verdict')[0]!.detection.verdict, 'coverage');
       assert.equal(heartbeat.status().knownBadS, null);
     } finally {
@@ -185,9 +185,9 @@ describe('AdaptiveHeartbeat on a real broker', () => {
     w.session.start();
     await waitForState(w.session, 'connected');
     // 0.5 and 1 s survive; the 2 s heartbeat meets the frozen broker.
-    await waitFor(() => of(w, 'heartbeat').length === 2, 5000, 'two heartbeats');
+    await waitFor(() => of(w, 'heartbeat').length === 2, 'two heartbeats', 5000);
     broker.pause();
-    await waitFor(() => of(w, 'verdict').length === 1, 8000, 'the verdict');
+    await waitFor(() => of(w, 'verdict').length === 1, 'the verdict', 8000);
     const verdict = of(w, 'verdict')[0]!.detection;
     assert.equal(verdict.verdict, 'nat-expired');
     assert.ok(verdict.idleS >= 2 && verdict.idleS < 2.3, `${verdict.idleS}`);

@@ -13,8 +13,8 @@ import type { MqttSession } from '../../src/uplink/session.js';
 import { Throttle } from '../../src/uplink/throttle.js';
 import { MemoryOutbox, seqOf } from '../support/memory-outbox.js';
 import { DEVICE_ACL, BackendSubscriber, Mosquitto, TestPki, deviceSession, waitForState, type ReceivedMessage } from '../support/mosquitto.js';
-import { delay, waitFor } from '../support/obd-sim.js';
 import { makeTempDir } from '../support/temp.js';
+import { delay, waitFor } from '../support/wait.js';
 
 interface Spec {
   kind: MessageKind;
@@ -142,12 +142,12 @@ describe('Publisher', () => {
       let release!: () => void;
       view.hold = new Promise((resolve) => (release = resolve));
       publisher.start();
-      await backend.waitFor(() => dataFrom(backend, id).length === MIXED.length, 5000, 'all messages at the backend');
-      await waitFor(() => publisher.stats.published === MIXED.length, 2000, 'every publish sent');
+      await backend.waitFor(() => dataFrom(backend, id).length === MIXED.length, 'all messages at the backend', 5000);
+      await waitFor(() => publisher.stats.published === MIXED.length, 'every publish sent', 2000);
       assert.equal(outbox.pending, MIXED.length, 'nothing deleted before its acknowledgement reached the publisher');
       assert.equal(outbox.stats().acknowledged, 0);
       release();
-      await waitFor(() => outbox.pending === 0, 5000, 'the outbox to empty');
+      await waitFor(() => outbox.pending === 0, 'the outbox to empty', 5000);
 
       const received = dataFrom(backend, id);
       assert.deepEqual(seqsOf(received), expected);
@@ -179,7 +179,7 @@ describe('Publisher', () => {
     await broker.stop();
     session.start();
     publisher.start();
-    await waitFor(() => session.lastError?.kind === 'unreachable', 5000, 'a failed attempt');
+    await waitFor(() => session.lastError?.kind === 'unreachable', 'a failed attempt', 5000);
     const specs: Spec[] = Array.from({ length: 200 }, (_, i) => ({ kind: i % 10 === 0 ? 'events' : 'telemetry', priority: (i % 3) as Priority }));
     const seqs = [...append(outbox, specs.slice(0, 100)), ...append(outbox, specs.slice(100))];
     await delay(300);
@@ -188,8 +188,8 @@ describe('Publisher', () => {
     assert.notEqual(session.state, 'connected');
 
     await broker.start();
-    await waitFor(() => outbox.pending === 0, 10_000, 'the outbox to drain');
-    await backend.waitFor(() => dataFrom(backend, id).length >= 200, 10_000, 'all 200 at the backend');
+    await waitFor(() => outbox.pending === 0, 'the outbox to drain', 10_000);
+    await backend.waitFor(() => dataFrom(backend, id).length >= 200, 'all 200 at the backend', 10_000);
     assert.deepEqual(seqsOf(dataFrom(backend, id)), sendOrder(seqs, specs), 'in order, none lost, none twice');
     assert.equal(publisher.stats.acknowledged, 200);
     assert.equal(publisher.stats.resent, 0);
@@ -214,10 +214,10 @@ describe('Publisher', () => {
     const specs: Spec[] = Array.from({ length: 3000 }, () => ({ kind: 'telemetry', priority: 3, size: 200 }));
     const seqs = append(outbox, specs);
     publisher.start();
-    await backend.waitFor(() => dataFrom(backend, id).length >= 300, 10_000, 'the drain to be under way');
+    await backend.waitFor(() => dataFrom(backend, id).length >= 300, 'the drain to be under way', 10_000);
     await broker.restart();
-    await waitFor(() => outbox.pending === 0, 20_000, 'the outbox to drain');
-    await backend.waitFor(() => new Set(seqsOf(dataFrom(backend, id))).size === seqs.length, 10_000, 'every message at the backend');
+    await waitFor(() => outbox.pending === 0, 'the outbox to drain', 20_000);
+    await backend.waitFor(() => new Set(seqsOf(dataFrom(backend, id))).size === seqs.length, 'every message at the backend', 10_000);
 
     assert.ok(session.counters.losses >= 1, 'the restart cost the connection');
     assert.ok(session.counters.connections >= 2, 'and the session came back by itself');
@@ -237,7 +237,7 @@ describe('Publisher', () => {
 
     // Still subscribed to its commands after the restart.
     await backend.command(id, 'ping', 'after-restart');
-    await waitFor(() => commands.includes('after-restart'), 5000, 'a command after the restart');
+    await waitFor(() => commands.includes('after-restart'), 'a command after the restart', 5000);
   });
 
   for (const protocol of [5, 4] as const) {
@@ -262,8 +262,8 @@ describe('Publisher', () => {
       const event = outbox.add('events', 7, { trigger: 'harsh-braking' });
       const telemetry = [outbox.add('telemetry', 2), outbox.add('telemetry', 2), outbox.add('telemetry', 1)];
       publisher.start();
-      await waitFor(() => outbox.pending === 0, 5000, 'the outbox to empty');
-      await watcher.waitFor(() => dataFrom(watcher, id).length === 3, 5000, 'the telemetry');
+      await waitFor(() => outbox.pending === 0, 'the outbox to empty', 5000);
+      await watcher.waitFor(() => dataFrom(watcher, id).length === 3, 'the telemetry', 5000);
       assert.deepEqual(seqsOf(dataFrom(watcher, id)), telemetry.map((r) => r.seq));
       assert.match(strict.log, new RegExp(`Denied PUBLISH from ${id} .*'vehicles/${id}/events'`));
 
@@ -312,8 +312,8 @@ describe('Publisher', () => {
     assert.equal(session.limits?.receiveMaximum, 3);
     const seqs = append(outbox, Array.from({ length: 300 }, () => ({ kind: 'telemetry', priority: 1 }) as Spec));
     publisher.start();
-    await waitFor(() => outbox.pending === 0, 10_000, 'the drain');
-    await watcher.waitFor(() => dataFrom(watcher, id).length === 300, 10_000, 'all 300');
+    await waitFor(() => outbox.pending === 0, 'the drain', 10_000);
+    await watcher.waitFor(() => dataFrom(watcher, id).length === 300, 'all 300', 10_000);
     assert.equal(view.maxInflight, 3, 'the window filled up to the broker limit, never beyond');
     assert.deepEqual(seqsOf(dataFrom(watcher, id)), seqs);
     assert.equal(session.counters.losses, 0);
@@ -350,8 +350,8 @@ describe('Publisher', () => {
     ];
     const [big, exact, small] = append(outbox, specs);
     publisher.start();
-    await watcher.waitFor(() => dataFrom(watcher, id).length === 2, 5000, 'the two that fit');
-    await waitFor(() => outbox.pending === 1, 5000, 'the acknowledgements');
+    await watcher.waitFor(() => dataFrom(watcher, id).length === 2, 'the two that fit', 5000);
+    await waitFor(() => outbox.pending === 1, 'the acknowledgements', 5000);
     await delay(200);
     assert.deepEqual(seqsOf(dataFrom(watcher, id)), [exact, small], 'the exact fit goes (the size estimate is the real one)');
     assert.deepEqual(
@@ -385,7 +385,7 @@ describe('Publisher', () => {
     const big = outbox.add('telemetry', 5, {}, 3000);
     const small = outbox.add('telemetry', 4);
     publisher.start();
-    await watcher.waitFor(() => dataFrom(watcher, id).length === 1, 5000, 'the small one');
+    await watcher.waitFor(() => dataFrom(watcher, id).length === 1, 'the small one', 5000);
     await delay(200);
     assert.deepEqual(seqsOf(dataFrom(watcher, id)), [small.seq]);
     assert.deepEqual(problems.map((p) => [p.problem, p.seq]), [['oversized', big.seq]]);
@@ -410,7 +410,7 @@ describe('Publisher', () => {
     await waitForState(session, 'connected');
     const records = Array.from({ length: 6 }, () => outbox.add('telemetry', 1));
     publisher.start();
-    await backend.waitFor(() => dataFrom(backend, id).length === 3, 5000, 'the burst');
+    await backend.waitFor(() => dataFrom(backend, id).length === 3, 'the burst', 5000);
     await delay(300); // real time passes, the injected clock does not: nothing more may go
     assert.equal(dataFrom(backend, id).length, 3);
     assert.equal(publisher.stats.published, 3);
@@ -423,7 +423,7 @@ describe('Publisher', () => {
 
     for (let sent = 4; sent <= 6; sent++) {
       now += 100; // one message's worth
-      await backend.waitFor(() => dataFrom(backend, id).length === sent, 5000, `message ${sent} after the refill`);
+      await backend.waitFor(() => dataFrom(backend, id).length === sent, `message ${sent} after the refill`, 5000);
       await delay(150);
       assert.equal(dataFrom(backend, id).length, sent, 'one refill, one message');
     }

@@ -9,8 +9,8 @@ import { after, before, describe, it } from 'node:test';
 import { loadIdentity } from '../../src/pki/identity.js';
 import { MqttSession, UplinkError, backoffDelay, type SessionStateChange } from '../../src/uplink/session.js';
 import { BackendSubscriber, Mosquitto, TestPki, deviceSession, freePort, waitForState } from '../support/mosquitto.js';
-import { delay, waitFor } from '../support/obd-sim.js';
 import { seededRandom } from '../support/random.js';
+import { delay, waitFor } from '../support/wait.js';
 
 function json(payload: Buffer): Record<string, unknown> {
   return JSON.parse(payload.toString('utf8')) as Record<string, unknown>;
@@ -94,7 +94,7 @@ describe('MqttSession', () => {
     const topic = 'vehicles/car-watch/certificate';
     let stop = await session.watch(topic, (payload) => got.push(payload.toString()));
     await backend.client.publishAsync(topic, 'one', { qos: 1 });
-    await waitFor(() => got.length === 1, 5000, 'the watched message');
+    await waitFor(() => got.length === 1, 'the watched message', 5000);
     await stop();
     assert.match(broker.log, /Received UNSUBSCRIBE from car-watch/);
 
@@ -105,9 +105,9 @@ describe('MqttSession', () => {
     await waitForState(session, 'disconnected');
     await stop();
     await waitForState(session, 'connected');
-    await waitFor(() => /Received UNSUBSCRIBE from car-watch/.test(broker.log.slice(before)), 5000, 'the stale watch unsubscribed');
+    await waitFor(() => /Received UNSUBSCRIBE from car-watch/.test(broker.log.slice(before)), 'the stale watch unsubscribed', 5000);
     await backend.client.publishAsync(topic, 'two', { qos: 1 });
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    await delay(300);
     assert.deepEqual(got, ['one']);
   });
 
@@ -123,7 +123,7 @@ describe('MqttSession', () => {
     assert.equal(session.state, 'closed');
     assert.equal(session.limits, null);
     assert.deepEqual(session.counters, { attempts: 1, connections: 1, losses: 0, published: 2, acknowledged: 2, refused: 0, commands: 0 });
-    await backend.waitFor(() => backend.on('car-limits', 'status').length === 2);
+    await backend.waitFor(() => backend.on('car-limits', 'status').length === 2, 'the birth and the offline status');
     const [birth, bye] = backend.on('car-limits', 'status').map((m) => json(m.payload));
     assert.equal(birth!.online, true);
     assert.deepEqual({ online: bye!.online, birthSeq: bye!.birthSeq, reason: bye!.reason }, { online: false, birthSeq: birth!.birthSeq, reason: 'shutdown' });
@@ -145,7 +145,7 @@ describe('MqttSession', () => {
       if (change.state === 'disconnected') failures.push(change);
     });
     session.start();
-    await waitFor(() => failures.length >= 6, 5000, 'six failed attempts');
+    await waitFor(() => failures.length >= 6, 'six failed attempts', 5000);
     await session.close();
     const replay = seededRandom(7);
     const expected = [10, 20, 40, 40, 40, 40].map((cap) => Math.floor(replay() * cap));
@@ -181,7 +181,7 @@ describe('MqttSession', () => {
     assert.equal(failure.error?.kind, 'timeout');
     assert.match(failure.error!.message, new RegExp(`no answer from the broker at 127\\.0\\.0\\.1:${port} within 300 ms`));
     await quick.close();
-    await waitFor(() => sockets.size === 0, 2000, 'the socket of the timed-out attempt to close');
+    await waitFor(() => sockets.size === 0, 'the socket of the timed-out attempt to close', 2000);
 
     // Now an attempt with a long timeout, closed while it waits.
     const patient = new MqttSession({ url: `mqtts://127.0.0.1:${port}`, deviceId: 'car-silent', identity, connectTimeoutMs: 60_000 });
@@ -189,11 +189,11 @@ describe('MqttSession', () => {
     const states: string[] = [];
     patient.onStateChange((c) => states.push(c.state));
     patient.start();
-    await waitFor(() => sockets.size === 1, 2000, 'the attempt to reach the server');
+    await waitFor(() => sockets.size === 1, 'the attempt to reach the server', 2000);
     assert.equal(patient.state, 'connecting');
     await patient.close();
     assert.equal(patient.state, 'closed');
-    await waitFor(() => sockets.size === 0, 2000, 'close() to close the socket of the attempt');
+    await waitFor(() => sockets.size === 0, 'close() to close the socket of the attempt', 2000);
     await delay(100);
     assert.deepEqual(states, ['connecting', 'closed'], 'no failure reported and no retry after close()');
     assert.equal(patient.counters.attempts, 1);
@@ -258,7 +258,7 @@ describe('MqttSession', () => {
     session.start();
     await waitForState(session, 'connected');
     assert.equal(session.birthSeq, 101);
-    await backend.waitFor(() => backend.on('car-will', 'status').length === 1);
+    await backend.waitFor(() => backend.on('car-will', 'status').length === 1, 'the birth');
     assert.deepEqual(
       { ...json(backend.on('car-will', 'status')[0]!.payload), ts: 0 },
       { online: true, birthSeq: 101, ts: 0 },
@@ -266,7 +266,7 @@ describe('MqttSession', () => {
 
     nextRandom = 0.5;
     session.severLink();
-    await backend.waitFor(() => backend.on('car-will', 'status').length === 2, 5000, 'the will');
+    await backend.waitFor(() => backend.on('car-will', 'status').length === 2, 'the will', 5000);
     assert.deepEqual(json(backend.on('car-will', 'status')[1]!.payload), { online: false, birthSeq: 101, reason: 'connection lost' });
     const lost = changes.find((c) => c.state === 'disconnected');
     assert.equal(lost?.error?.kind, 'connection-lost');
@@ -275,7 +275,7 @@ describe('MqttSession', () => {
     // A backend starting now learns the state from the retained message: the will, not the stale birth.
     const late = await BackendSubscriber.connect(broker, pki, 'vehicles/car-will/status');
     try {
-      await late.waitFor(() => late.messages.length === 1, 5000, 'the retained status');
+      await late.waitFor(() => late.messages.length === 1, 'the retained status', 5000);
       assert.equal(late.messages[0]!.retain, true);
       assert.deepEqual(json(late.messages[0]!.payload), { online: false, birthSeq: 101, reason: 'connection lost' });
     } finally {
@@ -284,7 +284,7 @@ describe('MqttSession', () => {
 
     await waitForState(session, 'connected', 10_000);
     assert.equal(session.birthSeq, 102);
-    await backend.waitFor(() => backend.on('car-will', 'status').length === 3);
+    await backend.waitFor(() => backend.on('car-will', 'status').length === 3, 'the birth after the reconnection');
     const rebirth = json(backend.on('car-will', 'status')[2]!.payload);
     assert.deepEqual([rebirth.online, rebirth.birthSeq], [true, 102]);
     assert.equal(session.counters.losses, 1);
@@ -310,7 +310,7 @@ describe('MqttSession', () => {
       const commands: Array<[string, string]> = [];
       second.onCommand((topic, payload) => commands.push([topic, payload.toString('utf8')]));
       second.start();
-      await waitFor(() => commands.length === 1, 5000, 'the queued command');
+      await waitFor(() => commands.length === 1, 'the queued command', 5000);
       assert.equal(second.limits?.sessionPresent, true);
       assert.deepEqual(commands, [[`vehicles/${id}/commands/lock`, '{"doors":"locked"}']]);
       await delay(100);
@@ -328,15 +328,15 @@ describe('MqttSession', () => {
     session.start();
     await waitForState(session, 'connected');
     await broker.kill(); // SIGKILL: nothing saved since start, the session and subscription are gone
-    await waitFor(() => session.state !== 'connected', 5000, 'the loss');
+    await waitFor(() => session.state !== 'connected', 'the loss', 5000);
     await broker.start();
     await waitForState(session, 'connected', 5000);
     assert.equal(session.limits?.sessionPresent, false, 'the crash lost the session: only the new subscription can deliver');
     // The backend lost its session too: wait until it has subscribed again.
-    await backend.waitFor(() => backend.client.connected, 5000, 'the backend to reconnect');
-    await waitFor(() => /Received SUBSCRIBE from backend\//.test(broker.log.slice(broker.log.lastIndexOf('mosquitto version'))), 5000, 'the backend to subscribe');
+    await backend.waitFor(() => backend.client.connected, 'the backend to reconnect', 5000);
+    await waitFor(() => /Received SUBSCRIBE from backend\//.test(broker.log.slice(broker.log.lastIndexOf('mosquitto version'))), 'the backend to subscribe', 5000);
     await backend.command('car-crash', 'horn', 'beep');
-    await waitFor(() => commands.length === 1, 5000, 'the command after the crash');
+    await waitFor(() => commands.length === 1, 'the command after the crash', 5000);
     assert.deepEqual(commands, ['beep']);
     await session.close();
   });
