@@ -11,6 +11,7 @@ import { interfaceState, SocketCanBus, SocketCanSource, type EndpointStateChange
 import type { ControllerStateChange } from '../../src/can/bus-health.js';
 import { compileDatabase, parseDbc } from '../../src/dbc/index.js';
 import { receiveFilters } from '../../src/dbc/receive-filters.js';
+import { hexText } from '../support/hex.js';
 import { background, Cleanup, createVcan, deleteVcan, run, runAsync, setLink, waitUntilReading } from '../support/vcan.js';
 import { delay, waitFor } from '../support/wait.js';
 
@@ -46,10 +47,6 @@ async function startSource(ifname: string, options: Partial<ConstructorParameter
   };
 }
 
-function hex(data: Uint8Array): string {
-  return Buffer.from(data).toString('hex').toUpperCase();
-}
-
 describe('SocketCAN source on a real kernel', { timeout: 60_000 }, () => {
   before(() => {
     createVcan(IF);
@@ -72,10 +69,10 @@ describe('SocketCAN source on a real kernel', { timeout: 60_000 }, () => {
     await waitFor(() => s.frames.length >= 5, '5 frames');
     await s.stop();
     const [a, b, c, d, e] = s.frames as [CanFrame, CanFrame, CanFrame, CanFrame, CanFrame];
-    assert.deepEqual([a.id, a.extended, a.fd, hex(a.data)], [0x123, false, false, 'DEADBEEF']);
-    assert.deepEqual([b.id, b.extended, b.fd, hex(b.data)], [0x1abcdef0, true, false, '0102030405060708']);
+    assert.deepEqual([a.id, a.extended, a.fd, hexText(a.data, '')], [0x123, false, false, 'DEADBEEF']);
+    assert.deepEqual([b.id, b.extended, b.fd, hexText(b.data, '')], [0x1abcdef0, true, false, '0102030405060708']);
     assert.deepEqual([c.id, c.remote, c.extended], [0x7ff, true, false]);
-    assert.deepEqual([d.id, d.fd, d.data.length, hex(d.data.subarray(0, 16))], [0x456, true, 64, '11223344556677889900AABBCCDDEEFF']);
+    assert.deepEqual([d.id, d.fd, d.data.length, hexText(d.data.subarray(0, 16), '')], [0x456, true, 64, '11223344556677889900AABBCCDDEEFF']);
     assert.deepEqual([e.id, e.data.length], [0, 0]);
     for (const f of s.frames) {
       assert.equal(f.bus, IF);
@@ -235,8 +232,8 @@ describe('SocketCAN source on a real kernel', { timeout: 60_000 }, () => {
     await Promise.all([a.whenOpen(), b.whenOpen()]);
     const gotA: string[] = [];
     const gotB: string[] = [];
-    a.onFrame((f) => gotA.push(`${f.id.toString(16)}:${hex(f.data)}`));
-    b.onFrame((f) => gotB.push(`${f.id.toString(16)}:${hex(f.data)}`));
+    a.onFrame((f) => gotA.push(`${f.id.toString(16)}:${hexText(f.data, '')}`));
+    b.onFrame((f) => gotB.push(`${f.id.toString(16)}:${hexText(f.data, '')}`));
     const dump = background('candump', ['-L', '-n', '3', IF]);
     cleanup.add(() => dump.child.kill());
     await waitUntilReading(dump.child);

@@ -23,6 +23,7 @@ import {
   type ElmParseOptions,
 } from '../../src/obd/elm327-response.js';
 import { ObdNegativeResponse, parseDtcResponse, parseMode01Response, parseVinResponse, type Mode01Response } from '../../src/obd/j1979.js';
+import { hexBytes } from '../support/hex.js';
 import { seededRandom } from '../support/random.js';
 import { NO_SHARED_TESTDATA, sharedTestdata } from '../support/shared.js';
 
@@ -65,12 +66,6 @@ function recorded(key: string): string {
   const answer = RECORDED[key];
   assert.ok(answer !== undefined, `no fixture ${key}`);
   return beforePrompt(answer);
-}
-
-function hex(text: string): Uint8Array {
-  const compact = text.replace(/\s+/g, '');
-  assert.match(compact, /^([0-9A-Fa-f]{2})*$/, `not hex: ${text}`);
-  return Uint8Array.from((compact.match(/../g) ?? []).map((b) => parseInt(b, 16)));
 }
 
 function positive<T>(result: T | ObdNegativeResponse): T {
@@ -134,7 +129,7 @@ describe('recorded ELM327 answers (fixtures from the shared testdata README)', (
     assert.equal(response.searching, true);
     assert.equal(response.busInit, false);
     assert.equal(response.messages.length, 1);
-    assert.deepEqual(response.messages[0], { ecu: '', data: hex('41 00 BE 3F A8 13') });
+    assert.deepEqual(response.messages[0], { ecu: '', data: hexBytes('41 00 BE 3F A8 13') });
     const expected = [0x01, 0x03, 0x04, 0x05, 0x06, 0x07, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f, 0x10, 0x11, 0x13, 0x15, 0x1c, 0x1f, 0x20];
     assert.deepEqual(mode01(response.messages[0]!.data), { pidsSupported00: expected });
   });
@@ -142,7 +137,7 @@ describe('recorded ELM327 answers (fixtures from the shared testdata README)', (
   it('010C / 010D / 0105: 750 rpm, 50 km/h, 90 °C', () => {
     const rpm = parseElmResponse(recorded('010C'), { command: '010C' });
     assert.equal(rpm.searching, false);
-    assert.deepEqual(rpm.messages, [{ ecu: '', data: hex('41 0C 0B B8') }]);
+    assert.deepEqual(rpm.messages, [{ ecu: '', data: hexBytes('41 0C 0B B8') }]);
     assert.deepEqual(mode01(rpm.messages[0]!.data), { rpm: 750 });
     assert.deepEqual(mode01(only(recorded('010D')).data), { speed: 50 });
     assert.deepEqual(mode01(only(recorded('0105')).data), { coolantTemp: 90 });
@@ -162,20 +157,20 @@ describe('recorded ELM327 answers (fixtures from the shared testdata README)', (
       codes: ['P0133', 'P0300'],
     });
     const none = only(beforePrompt(RECORDED_03_NONE), { command: '03' });
-    assert.deepEqual(none.data, hex('43 00'));
+    assert.deepEqual(none.data, hexBytes('43 00'));
     assert.deepEqual(positive(parseDtcResponse(0x03, none.data, { countByte: true })).codes, []);
   });
 
   it('07: no pending DTCs', () => {
     const message = only(recorded('07'), { command: '07' });
-    assert.deepEqual(message.data, hex('47 00'));
+    assert.deepEqual(message.data, hexBytes('47 00'));
     assert.deepEqual(positive(parseDtcResponse(0x07, message.data, { countByte: true })).codes, []);
   });
 
   it('010C with headers (ATH1): ECU 7E8, PCI length byte stripped, 750 rpm — detected and when told', () => {
     for (const options of [{}, { headers: true }, { headers: true, protocol: 'can11' as const }]) {
       const message = only(recorded('ATH1 010C'), options);
-      assert.deepEqual(message, { ecu: '7E8', data: hex('41 0C 0B B8') });
+      assert.deepEqual(message, { ecu: '7E8', data: hexBytes('41 0C 0B B8') });
       assert.deepEqual(mode01(message.data), { rpm: 750 });
     }
   });
@@ -219,32 +214,32 @@ const VIN_7E9 = ['7E9 10 14 49 02 01 57 50 30', '7E9 21 5A 5A 5A 39 39 5A 54', '
 
 describe('framing variants', () => {
   it('CR/LF, LF-only, the prompt left in, echo on and lower-case hex all give the same message', () => {
-    const expected = [{ ecu: '', data: hex('41 0C 0B B8') }];
+    const expected = [{ ecu: '', data: hexBytes('41 0C 0B B8') }];
     for (const raw of ['010C\r41 0C 0B B8 \r\r', '41 0C 0B B8\r\n\r\n', '\n41 0C 0B B8\n', '41 0C 0B B8 \r\r>', '410c0bb8\r', '01 0C\r41 0C 0B B8\r']) {
       assert.deepEqual(parseElmResponse(raw, { command: '010C' }).messages, expected, JSON.stringify(raw));
     }
   });
 
   it('headers on without spaces: 7E804410C0BB8 and 7E8101449020157\\r7E821… reassemble', () => {
-    assert.deepEqual(only('7E804410C0BB8AAAAAA\r'), { ecu: '7E8', data: hex('41 0C 0B B8') });
+    assert.deepEqual(only('7E804410C0BB8AAAAAA\r'), { ecu: '7E8', data: hexBytes('41 0C 0B B8') });
     const raw = VIN_7E8.map((l) => l.replace(/ /g, '')).join('\r');
     assert.equal(parseVinResponse(only(raw).data), 'MAT403096BNL00000');
   });
 
   it('CAN padding after a single frame is dropped', () => {
-    assert.deepEqual(only('7E8 04 41 0C 0B B8 AA AA AA\r').data, hex('41 0C 0B B8'));
-    assert.deepEqual(only('7E8 03 41 0D 32 00 00 00 00\r').data, hex('41 0D 32'));
+    assert.deepEqual(only('7E8 04 41 0C 0B B8 AA AA AA\r').data, hexBytes('41 0C 0B B8'));
+    assert.deepEqual(only('7E8 03 41 0D 32 00 00 00 00\r').data, hexBytes('41 0D 32'));
   });
 
   it('two ECUs answer a single-frame request, with headers and without', () => {
     const { messages } = parseElmResponse('7E8 06 41 00 BE 3F A8 13\r7E9 06 41 00 98 18 00 01\r');
     assert.deepEqual(messages, [
-      { ecu: '7E8', data: hex('41 00 BE 3F A8 13') },
-      { ecu: '7E9', data: hex('41 00 98 18 00 01') },
+      { ecu: '7E8', data: hexBytes('41 00 BE 3F A8 13') },
+      { ecu: '7E9', data: hexBytes('41 00 98 18 00 01') },
     ]);
     assert.deepEqual(
       parseElmResponse('41 00 BE 3F A8 13\r41 00 98 18 00 01\r').messages.map((m) => m.data),
-      [hex('41 00 BE 3F A8 13'), hex('41 00 98 18 00 01')],
+      [hexBytes('41 00 BE 3F A8 13'), hexBytes('41 00 98 18 00 01')],
     );
   });
 
@@ -297,8 +292,8 @@ describe('framing variants', () => {
 
   it('29-bit CAN headers: ECU 18DAF110, with spaces and without', () => {
     const options = { headers: true, protocol: 'can29' as const };
-    assert.deepEqual(only('18 DA F1 10 04 41 0C 0B B8\r', options), { ecu: '18DAF110', data: hex('41 0C 0B B8') });
-    assert.deepEqual(only('18DAF11004410C0BB8\r', options), { ecu: '18DAF110', data: hex('41 0C 0B B8') });
+    assert.deepEqual(only('18 DA F1 10 04 41 0C 0B B8\r', options), { ecu: '18DAF110', data: hexBytes('41 0C 0B B8') });
+    assert.deepEqual(only('18DAF11004410C0BB8\r', options), { ecu: '18DAF110', data: hexBytes('41 0C 0B B8') });
     // Recognised from the 18DAF1xx ID when the protocol is not given.
     assert.deepEqual(only('18 DA F1 10 04 41 0C 0B B8\r', { headers: true }).ecu, '18DAF110');
     const vin = VIN_7E8.map((l) => l.replace('7E8', '18 DA F1 10')).join('\r');
@@ -309,7 +304,7 @@ describe('framing variants', () => {
     // 48 6B 10 = priority, target (tester), source (ECU 10); D3 = sum of the other bytes, modulo 256.
     const options = { headers: true, protocol: 'legacy' as const };
     const message = only('SEARCHING...\r48 6B 10 41 0C 0B B8 D3\r', options);
-    assert.deepEqual(message, { ecu: '10', data: hex('41 0C 0B B8') });
+    assert.deepEqual(message, { ecu: '10', data: hexBytes('41 0C 0B B8') });
     assert.deepEqual(mode01(message.data), { rpm: 750 });
     const { messages, busInit } = parseElmResponse('BUS INIT: ...OK\r486B10410D3243\r486B1A410D324D\r', options);
     assert.equal(busInit, true);
@@ -320,8 +315,8 @@ describe('framing variants', () => {
   });
 
   it('formatElmMessage for logs', () => {
-    assert.equal(formatElmMessage({ ecu: '7E8', data: hex('41 0C 0B B8') }), '7E8: 41 0C 0B B8');
-    assert.equal(formatElmMessage({ ecu: '', data: hex('47 00') }), '-: 47 00');
+    assert.equal(formatElmMessage({ ecu: '7E8', data: hexBytes('41 0C 0B B8') }), '7E8: 41 0C 0B B8');
+    assert.equal(formatElmMessage({ ecu: '', data: hexBytes('47 00') }), '-: 47 00');
   });
 });
 

@@ -15,6 +15,7 @@ import { ObdNegativeResponse, parseDtcResponse, parseMode01Response, parseVinRes
 import { DriveCycle, type VehicleState } from '../../src/sim/drive-cycle.js';
 import { Elm327Simulator, type Elm327Fault, type Elm327SimulatorOptions, type Elm327Timing } from '../../src/sim/elm327.js';
 import { ObdEcuModel } from '../../src/sim/obd-ecu.js';
+import { hexText } from '../support/hex.js';
 import { activeTimers } from '../support/obd-sim.js';
 import { seededRandom } from '../support/random.js';
 import { NO_SHARED_TESTDATA, sharedTestdata } from '../support/shared.js';
@@ -210,10 +211,6 @@ function throwsElm(fn: () => unknown, code: ElmErrorCode): void {
     assert.equal(e.code, code, e.message);
     return true;
   });
-}
-
-function hexText(bytes: ArrayLike<number>): string {
-  return Array.from(bytes, (b) => b.toString(16).toUpperCase().padStart(2, '0')).join(' ');
 }
 
 /** Legacy Mode 09: `49 02 nn <4 bytes>` messages to one CAN-style payload `49 02 <bytes…>`. */

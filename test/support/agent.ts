@@ -7,6 +7,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
+import { hexText } from './hex.js';
 import { repoRoot } from './shared.js';
 import { delay } from './wait.js';
 
@@ -22,8 +23,7 @@ export function writeConfig(dir: string, name: string, config: object): string {
 /** One `candump -L` line: `(ts) bus ID#DATA`, a standard identifier when it fits 11 bits. */
 export function candumpLine(ts: number, id: number, data: readonly number[], bus = 'can0'): string {
   const idText = id <= 0x7ff ? id.toString(16).toUpperCase().padStart(3, '0') : id.toString(16).toUpperCase().padStart(8, '0');
-  const hex = data.map((b) => b.toString(16).toUpperCase().padStart(2, '0')).join('');
-  return `(${ts.toFixed(6)}) ${bus} ${idText}#${hex}`;
+  return `(${ts.toFixed(6)}) ${bus} ${idText}#${hexText(data, '')}`;
 }
 
 /** Little-endian unsigned 16-bit value at byte `at` of an 8-byte payload of zeros. */

@@ -16,13 +16,8 @@ export function framesOn(bus: MemoryCanBus, id: number, from = 0): number[][] {
   return bus.log.slice(from).filter((f: CanFrame) => f.id === id).map((f) => [...f.data]);
 }
 
-/** `'41 0C 0B B8'` to bytes. */
-export function hex(text: string): number[] {
-  return (text.replace(/\s+/g, '').match(/../g) ?? []).map((b) => parseInt(b, 16));
-}
-
 /** A single frame as ISO 15765-4 sends it: PCI length byte, payload, padding to 8 bytes. */
-export function singleFrame(payload: readonly number[], padding = 0xcc): number[] {
+export function singleFrame(payload: readonly number[] | Uint8Array, padding = 0xcc): number[] {
   return [payload.length, ...payload, ...new Array<number>(7 - payload.length).fill(padding)];
 }
 
