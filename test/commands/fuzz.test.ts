@@ -44,7 +44,6 @@ describe('command topic fuzz', { timeout: 180_000 }, () => {
   it(`${PAYLOADS} random and malformed payloads: the agent stays up, none runs, none is answered twice, and answers to unsigned ones stay within their budget [14.L11]`, async () => {
     const random = seededRandom(SEED);
     const int = (n: number): number => Math.floor(random() * n);
-    const pick = <T>(items: readonly T[]): T => items[int(items.length)]!;
     const randomText = (max: number): string => Array.from({ length: int(max) }, () => String.fromCharCode(int(3) === 0 ? int(0xffff) : 32 + int(95))).join('');
     const randomJson = (depth = 0): unknown => {
       switch (int(depth > 2 ? 5 : 7)) {
@@ -54,7 +53,7 @@ describe('command topic fuzz', { timeout: 180_000 }, () => {
         case 3: return random() < 0.5;
         case 4: return int(1e9);
         case 5: return Array.from({ length: int(4) }, () => randomJson(depth + 1));
-        default: return Object.fromEntries(Array.from({ length: int(5) }, () => [pick(['envelope', 'signature', 'signer', 'id', 'name', 'v', randomText(6)]), randomJson(depth + 1)]));
+        default: return Object.fromEntries(Array.from({ length: int(5) }, () => [random.pick(['envelope', 'signature', 'signer', 'id', 'name', 'v', randomText(6)]), randomJson(depth + 1)]));
       }
     };
     // A genuinely signed command, already expired: whatever a mutation leaves of it can never run.
@@ -67,7 +66,7 @@ describe('command topic fuzz', { timeout: 180_000 }, () => {
         case 1:
           return Buffer.from(JSON.stringify(randomJson()) ?? 'null');
         case 2:
-          return Buffer.from(JSON.stringify({ envelope: pick([b64(randomJson()), randomText(40), 42, null]), signature: pick([b64(randomText(70)), randomText(10), undefined]), signer: pick(['', randomText(200), '-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----', undefined]) }));
+          return Buffer.from(JSON.stringify({ envelope: random.pick([b64(randomJson()), randomText(40), 42, null]), signature: random.pick([b64(randomText(70)), randomText(10), undefined]), signer: random.pick(['', randomText(200), '-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----', undefined]) }));
         case 3: {
           const bytes = Buffer.from(base);
           const mode = int(3);
@@ -80,8 +79,8 @@ describe('command topic fuzz', { timeout: 180_000 }, () => {
           return Buffer.concat([bytes.subarray(0, at), Buffer.from(randomText(8)), bytes.subarray(at)]);
         }
         case 4: {
-          const envelope = { v: 1, id: `fz-${i}-${int(1e6)}`, deviceId: pick([carId, 'car-x', '']), name: pick(['ping', 'getStatus', 'reboot', 'x/y', '']), params: randomJson(), issuedAt: pick([Date.now(), -1, 1e20, 'now']) };
-          return Buffer.from(JSON.stringify({ envelope: b64(envelope), signature: b64(randomText(64)), signer: pick([commandPki.operator.certPem, commandPki.foreign.certPem, randomText(50)]) }));
+          const envelope = { v: 1, id: `fz-${i}-${int(1e6)}`, deviceId: random.pick([carId, 'car-x', '']), name: random.pick(['ping', 'getStatus', 'reboot', 'x/y', '']), params: randomJson(), issuedAt: random.pick([Date.now(), -1, 1e20, 'now']) };
+          return Buffer.from(JSON.stringify({ envelope: b64(envelope), signature: b64(randomText(64)), signer: random.pick([commandPki.operator.certPem, commandPki.foreign.certPem, randomText(50)]) }));
         }
         default:
           return random() < 0.05 ? Buffer.alloc(16_385 + int(8000), 0x7b) : Buffer.from(randomText(300));
@@ -107,7 +106,7 @@ describe('command topic fuzz', { timeout: 180_000 }, () => {
       const sends: Promise<unknown>[] = [];
       for (let k = 0; k < 100 && i < PAYLOADS; k++, i++) {
         const payload = generate(i);
-        const topicName = pick(['ping', 'getStatus', 'fuzz', 'x']);
+        const topicName = random.pick(['ping', 'getStatus', 'fuzz', 'x']);
         const withCorrelation = random() < 0.7;
         const correlation = `fuzz-${i}`;
         if (withCorrelation) correlated.push(correlation);

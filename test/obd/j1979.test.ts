@@ -37,7 +37,7 @@ import {
   type PidValue,
 } from '../../src/obd/j1979.js';
 import { hexBytes } from '../support/hex.js';
-import { seededRandom } from '../support/random.js';
+import { seededRandom, type SeededRandom } from '../support/random.js';
 import { NO_SHARED_TESTDATA, sharedTestdata } from '../support/shared.js';
 
 const README = sharedTestdata('obd', 'README.md');
@@ -497,8 +497,7 @@ function assertFinite(value: unknown, where: string): void {
 }
 
 /** A random message that one of the parsers accepts. */
-function wellFormed(random: () => number, byte: () => number, pids: readonly number[]): number[] {
-  const pick = <T>(list: readonly T[]): T => list[Math.floor(random() * list.length)]!;
+function wellFormed(random: SeededRandom, byte: () => number, pids: readonly number[]): number[] {
   const dtcs = Array.from({ length: Math.floor(random() * 4) }, () => [byte() | 1, byte()]).flat();
   const alnum = '0123456789ABCDEFGHJKLMNPRSTUVWXYZ';
   switch (Math.floor(random() * 6)) {
@@ -507,7 +506,7 @@ function wellFormed(random: () => number, byte: () => number, pids: readonly num
       const service = random() < 0.5 ? 0x41 : 0x42;
       const out = [service];
       for (let n = 1 + Math.floor(random() * 3); n > 0; n--) {
-        const pid = pick(pids);
+        const pid = random.pick(pids);
         out.push(pid);
         if (service === 0x42) out.push(byte() & 1);
         for (let b = MODE01_PIDS.get(pid)!.bytes; b > 0; b--) out.push(byte());
@@ -515,9 +514,9 @@ function wellFormed(random: () => number, byte: () => number, pids: readonly num
       return out;
     }
     case 2:
-      return [pick([0x43, 0x47, 0x4a]), dtcs.length / 2, ...dtcs];
+      return [random.pick([0x43, 0x47, 0x4a]), dtcs.length / 2, ...dtcs];
     case 3:
-      return [pick([0x43, 0x47, 0x4a]), ...dtcs];
+      return [random.pick([0x43, 0x47, 0x4a]), ...dtcs];
     case 4:
       return [0x49, 0x02, 0x01, ...Array.from({ length: 17 }, () => alnum.charCodeAt(byte() % alnum.length))];
     default:

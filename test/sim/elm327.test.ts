@@ -833,8 +833,7 @@ describe('Elm327Simulator: fuzz', () => {
   it('2,000 random command lines: never a throw, one prompt per command, parseable OBD answers', () => {
     const seed = Number(process.env.ELM_SIM_FUZZ_SEED ?? 20240611);
     const random = seededRandom(seed);
-    const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)]!;
-    const protocol = pick([3, 4, 5, 6, 7, 8, 9] as const);
+    const protocol = random.pick([3, 4, 5, 6, 7, 8, 9] as const);
     const ecus = [RECORDED_ENGINE, { address: protocol === 6 || protocol === 8 ? 1 : 0x1a, pids: [0x05, 0x0d], vin: null }];
     const { sim, clock } = clocked({ protocol, ecus, timing: { resetMs: 50, warmStartMs: 10, searchMs: 30, answerMs: 5, atMs: 1 } });
     let out = '';
@@ -864,15 +863,15 @@ describe('Elm327Simulator: fuzz', () => {
     let obdAnswersParsed = 0;
     for (let step = 0; step < 2000; step++) {
       const r = random();
-      if (r < 0.03) sim.failNext(pick(faults));
+      if (r < 0.03) sim.failNext(random.pick(faults));
       else if (r < 0.05) sim.setIgnition(random() < 0.7);
       const kind = random();
-      const line = kind < 0.4 ? pick(atCommands) : kind < 0.9 ? pick(obd) : noise();
+      const line = kind < 0.4 ? random.pick(atCommands) : kind < 0.9 ? random.pick(obd) : noise();
       const commandsBefore = sim.counters.commands;
       const from = out.length;
       // Now and then a second line arrives before the first is answered (interruption or queueing).
       const typed = mangle(line);
-      const text = `${typed}\r${random() < 0.05 ? `${mangle(pick(obd))}\r` : ''}`;
+      const text = `${typed}\r${random() < 0.05 ? `${mangle(random.pick(obd))}\r` : ''}`;
       assert.doesNotThrow(() => sim.write(text), `step ${step} (seed ${seed}): ${JSON.stringify(text)}`);
       assert.doesNotThrow(() => clock.runAll(), `step ${step} (seed ${seed})`);
       const commands = sim.counters.commands;
