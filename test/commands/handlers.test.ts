@@ -27,7 +27,8 @@ import { compileDatabase, loadDbcFile, type CompiledDatabase } from '../../src/d
 import type { LogLevel } from '../../src/health/log-config.js';
 import { DEMO_DBC_PATH, SimulatedVehicle } from '../../src/sim/vehicle.js';
 import { decodeMessage } from '../../src/uplink/codec.js';
-import { elmOnPty, RECORDED_VIN, type ElmRig } from '../support/elm327.js';
+import { elmOnPty, type ElmRig } from '../support/elm327.js';
+import { RECORDED_VIN } from '../support/elm327-recording.js';
 import { repoRoot } from '../support/shared.js';
 import { makeTempDir } from '../support/temp.js';
 import { delay, waitFor } from '../support/wait.js';

@@ -13,7 +13,8 @@ import { readVehicleSummary } from '../../src/cli/obd.js';
 import { ObdRequestError } from '../../src/obd/can-client.js';
 import { Elm327Client } from '../../src/obd/elm327.js';
 import { SocatPtyPair } from '../../src/sim/elm327-pty.js';
-import { RECORDED_VIN, fastClientOptions } from '../support/elm327.js';
+import { fastClientOptions } from '../support/elm327.js';
+import { RECORDED_VIN } from '../support/elm327-recording.js';
 import { makeTempDir } from '../support/temp.js';
 import { delay } from '../support/wait.js';
 

@@ -1,6 +1,6 @@
 /**
- * ELM327 answer parsing: every answer recorded in the shared testdata README (kept here as literal fixtures and
- * checked against the README when it is present), decoded through j1979.ts to real values; hand-built answers for
+ * ELM327 answer parsing: every answer recorded in the shared testdata README (literal fixtures in
+ * test/support/elm327-recording.ts, checked here against the README when it is present), decoded through j1979.ts to real values; hand-built answers for
  * the shapes the recording does not show (interleaved ECUs, 29-bit, legacy headers, CR/LF variants, every error);
  * and a fuzz loop of mutated real answers.
  *
@@ -23,38 +23,10 @@ import {
   type ElmParseOptions,
 } from '../../src/obd/elm327-response.js';
 import { ObdNegativeResponse, parseDtcResponse, parseMode01Response, parseVinResponse, type Mode01Response } from '../../src/obd/j1979.js';
+import { readRecordedAnswers, RECORDED_03_NONE, RECORDED_ANSWERS, RECORDING_README, throwsElm } from '../support/elm327-recording.js';
 import { hexBytes } from '../support/hex.js';
 import { seededRandom } from '../support/random.js';
-import { NO_SHARED_TESTDATA, sharedTestdata } from '../support/shared.js';
-
-const README = sharedTestdata('obd', 'README.md');
-const HAVE_README = existsSync(README);
-
-/**
- * The README's "What a real ELM327 v1.5 answers" block, verbatim (key: command, or `ATH1 010C` for a command after a
- * setting), with the prompt. Facts recorded from an emulator, not code.
- */
-const RECORDED: Readonly<Record<string, string>> = {
-  ATZ: 'ATZ\r\r\rELM327 v1.5\r\r>',
-  ATE0: 'ATE0\rOK\r\r>',
-  ATSP0: 'OK\r\r>',
-  ATDP: 'AUTO, ISO 15765-4 (CAN 11/500) \r\r>',
-  ATRV: '13.1V\r\r>',
-  '0100': 'SEARCHING...\r41 00 BE 3F A8 13 \r\r>',
-  '010C': '41 0C 0B B8 \r\r>',
-  '010D': '41 0D 32 \r\r>',
-  '0105': '41 05 82 \r\r>',
-  '0902': '014\r0: 49 02 01 57 50 30 \r1: 5A 5A 5A 39 39 5A 54 \r2: 53 33 39 30 30 30 30 \r\r>',
-  '03': '43 02 01 33 03 00 \r\r>',
-  '07': '47 00 \r\r>',
-  'ATH1 010C': '7E8 04 41 0C 0B B8 \r\r>',
-  'ATH1 0902': '7E8 10 14 49 02 01 4D 41 54 \r7E8 21 34 30 33 30 39 36 42 \r7E8 22 4E 4C 30 30 30 30 30 \r\r>',
-  'ATS0 010C': '410C0BB8\r\r>',
-  '01FF': 'NO DATA\r\r>',
-  XYZ: '?\r\r>',
-};
-/** The "undeterministic scenario" answer to 03 that the README gives in a comment: no stored DTCs. */
-const RECORDED_03_NONE = '43 00 \r\r>';
+import { NO_SHARED_TESTDATA } from '../support/shared.js';
 
 /** What the driver hands over: the answer up to, not including, the prompt. */
 function beforePrompt(answer: string): string {
@@ -63,7 +35,7 @@ function beforePrompt(answer: string): string {
 }
 
 function recorded(key: string): string {
-  const answer = RECORDED[key];
+  const answer = RECORDED_ANSWERS[key];
   assert.ok(answer !== undefined, `no fixture ${key}`);
   return beforePrompt(answer);
 }
@@ -82,16 +54,6 @@ function only(raw: string, options?: ElmParseOptions): ElmMessage {
   const { messages } = parseElmResponse(raw, options);
   assert.equal(messages.length, 1, `expected one message, got ${messages.map(formatElmMessage).join(' | ')}`);
   return messages[0]!;
-}
-
-function throwsElm(fn: () => unknown, code: ElmErrorCode, text?: string | RegExp): void {
-  assert.throws(fn, (e: unknown) => {
-    assert.ok(e instanceof ElmResponseError, `not an ElmResponseError: ${String(e)}`);
-    assert.equal(e.code, code, e.message);
-    if (typeof text === 'string') assert.ok(e.message.includes(text), `${e.message} lacks ${text}`);
-    else if (text) assert.match(e.message, text);
-    return true;
-  });
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -191,16 +153,11 @@ describe('recorded ELM327 answers (fixtures from the shared testdata README)', (
     throwsElm(() => parseElmResponse(recorded('XYZ'), { command: 'XYZ' }), 'unknown-command', '"?"');
   });
 
-  it('the fixtures are still what the README records, and every recorded answer has a fixture', { skip: HAVE_README ? false : NO_SHARED_TESTDATA }, () => {
-    const text = readFileSync(README, 'utf8');
-    const inReadme = new Map<string, string>();
-    for (const line of text.split('\n')) {
-      for (const m of line.matchAll(/'([^']+)'(?: then '([^']+)')?\s+->\s+b'([^']*)'/g)) {
-        inReadme.set(m[2] === undefined ? m[1]! : `${m[1]} ${m[2]}`, m[3]!.replaceAll('\\r', '\r'));
-      }
-    }
-    assert.deepEqual([...inReadme.keys()].sort(), Object.keys(RECORDED).sort());
-    for (const [key, answer] of Object.entries(RECORDED)) assert.equal(inReadme.get(key), answer, `README answer to ${key}`);
+  it('the fixtures are still what the README records, and every recorded answer has a fixture', { skip: existsSync(RECORDING_README) ? false : NO_SHARED_TESTDATA }, () => {
+    const text = readFileSync(RECORDING_README, 'utf8');
+    const inReadme = readRecordedAnswers();
+    assert.deepEqual([...inReadme.keys()].sort(), Object.keys(RECORDED_ANSWERS).sort());
+    for (const [key, answer] of Object.entries(RECORDED_ANSWERS)) assert.equal(inReadme.get(key), answer, `README answer to ${key}`);
     assert.ok(text.includes(`b'${RECORDED_03_NONE.replaceAll('\r', '\\r')}'`), 'README no longer records 43 00');
   });
 });
@@ -412,7 +369,7 @@ const CASES = 10_000;
 
 describe('fuzz', () => {
   const seeds = [
-    ...Object.values(RECORDED).map(beforePrompt),
+    ...Object.values(RECORDED_ANSWERS).map(beforePrompt),
     [VIN_7E8[0], VIN_7E9[0], VIN_7E9[1], VIN_7E8[1], VIN_7E8[2], VIN_7E9[2]].join('\r'),
     '48 6B 10 41 0C 0B B8 D3\r',
     '18 DA F1 10 04 41 0C 0B B8\r',

@@ -36,6 +36,7 @@ import {
   type Mode01Response,
   type PidValue,
 } from '../../src/obd/j1979.js';
+import { readRecordedAnswers } from '../support/elm327-recording.js';
 import { hexBytes } from '../support/hex.js';
 import { seededRandom, type SeededRandom } from '../support/random.js';
 import { NO_SHARED_TESTDATA, sharedTestdata } from '../support/shared.js';
@@ -65,17 +66,6 @@ function throwsDecodeError(fn: () => unknown, pattern?: RegExp): void {
 
 // ---------------------------------------------------------------------------------------------------------------
 // The recorded answers
-
-/** Commands and raw answers from the README's "What a real ELM327 v1.5 answers" block, `\r` unescaped. */
-function recordedAnswers(): Map<string, string> {
-  const text = readFileSync(README, 'utf8');
-  const out = new Map<string, string>();
-  for (const line of text.split('\n')) {
-    const m = /^'([^']+)'(?: then '([^']+)')?\s+->\s+b'([^']*)'/.exec(line);
-    if (m) out.set(m[2] === undefined ? m[1]! : `${m[1]} ${m[2]}`, m[3]!.replaceAll('\\r', '\r'));
-  }
-  return out;
-}
 
 /**
  * One ECU message out of an ELM327 answer: without headers, a single line or the `014` / `0: …` multi-frame form;
@@ -115,7 +105,7 @@ function elmMessage(answer: string, headers: boolean): Uint8Array {
 }
 
 describe('recorded ELM327 answers (shared testdata README)', { skip: HAVE_README ? false : NO_SHARED_TESTDATA }, () => {
-  const answers = HAVE_README ? recordedAnswers() : new Map<string, string>();
+  const answers = HAVE_README ? readRecordedAnswers() : new Map<string, string>();
   const message = (command: string, headers = false): Uint8Array => {
     const answer = answers.get(command);
     assert.ok(answer !== undefined, `the README no longer records ${command}`);
