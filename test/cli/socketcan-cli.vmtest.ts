@@ -13,6 +13,7 @@ import { decodeStream } from '../../src/cli/decode.js';
 import { compileDatabase, loadDbcFile } from '../../src/dbc/index.js';
 import { DEMO_VIN } from '../../src/sim/obd-ecu.js';
 import { DEMO_DBC_PATH } from '../../src/sim/vehicle.js';
+import { AGENT_CLI, runProgram } from '../support/programs.js';
 import { repoRoot } from '../support/shared.js';
 import { makeTempDir } from '../support/temp.js';
 import { Cleanup, createVcan, deleteVcan, run } from '../support/vcan.js';
@@ -21,7 +22,6 @@ import { delay, waitFor } from '../support/wait.js';
 const IF = 'vt-cli0';
 /** Created by the `run` test only after the agent has started. */
 const IF_LATE = 'vt-cli1';
-const cli = path.join(repoRoot, 'dist', 'src', 'cli', 'main.js');
 /**
  * ISO 15765-4's P2 is 50 ms; ECU and tester are two node processes on an emulated CPU here, so the queries allow
  * 300 ms. The commands' default stays 50.
@@ -38,7 +38,7 @@ class CliProcess {
   private running = true;
 
   constructor(readonly args: string[]) {
-    this.child = spawn(process.execPath, [cli, ...args], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
+    this.child = spawn(process.execPath, [AGENT_CLI, ...args], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
     this.child.stdout!.setEncoding('utf8').on('data', (chunk: string) => (this.stdout += chunk));
     this.child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (this.stderr += chunk));
     this.exited = new Promise((resolve) => {
@@ -74,18 +74,9 @@ class CliProcess {
   }
 }
 
-/** Runs a one-shot command to its end. */
-async function runCli(...args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  const p = new CliProcess(args);
-  const timer = setTimeout(() => p.child.kill('SIGKILL'), 60_000);
-  const { code } = await p.exited;
-  clearTimeout(timer);
-  return { status: code, stdout: p.stdout, stderr: p.stderr };
-}
-
 /** Runs `obd` and parses its JSON, which it must print with exit status 0. */
 async function obd(...args: string[]): Promise<Record<string, any>> {
-  const result = await runCli('obd', '--iface', IF, '--p2', P2, ...args);
+  const result = await runProgram('telematics-agent', ['obd', '--iface', IF, '--p2', P2, ...args], { cwd: repoRoot });
   assert.equal(result.status, 0, `obd ${args.join(' ')}: exit ${result.status}\n${result.stderr}`);
   return JSON.parse(result.stdout) as Record<string, any>;
 }
@@ -156,7 +147,7 @@ describe('SocketCAN commands on a real kernel', { timeout: 300_000 }, () => {
   });
 
   it('obd with no ECU on the bus fails with exit status 1 and says what to check', async () => {
-    const result = await runCli('obd', '--iface', IF, '--p2', '100', 'read-vin');
+    const result = await runProgram('telematics-agent', ['obd', '--iface', IF, '--p2', '100', 'read-vin'], { cwd: repoRoot });
     assert.equal(result.status, 1);
     assert.equal(result.stdout, '');
     assert.match(result.stderr, /^telematics-agent: no ECU answered 01 00 \(11-bit identifiers\) within 100 ms: is the ignition on, and the addressing right/);

@@ -6,7 +6,6 @@
  * wait in the outbox while the broker is down.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { rmSync, truncateSync } from 'node:fs';
@@ -15,14 +14,13 @@ import { signCommand } from '../../src/commands/envelope.js';
 import type { OperatorClient } from '../../src/commands/operator-client.js';
 import type { CommandResult } from '../../src/commands/result.js';
 import { BackendSubscriber, Mosquitto, TestPki } from '../support/mosquitto.js';
-import { repoRoot } from '../support/shared.js';
+import { runProgram } from '../support/programs.js';
 import { makeTempDir } from '../support/temp.js';
 import { CommandPki, feedSignals, operatorClient, startAgent, type TestAgent } from '../support/commands.js';
 import { AgentProcess, writeConfig } from '../support/agent.js';
 import { delay, waitFor } from '../support/wait.js';
 import { DEMO_DBC_PATH } from '../../src/sim/vehicle.js';
 
-const OPS_CLI = path.join(repoRoot, 'dist', 'src', 'cli', 'ops.js');
 
 function statuses(results: readonly CommandResult[]): string[] {
   return results.map((r) => r.status);
@@ -425,30 +423,30 @@ describe('remote commands through mosquitto', { timeout: 180_000 }, () => {
 
   it('telematics-ops send: exit 0 on SUCCEEDED, 2 on REJECTED, 1 on a usage error; keys makes a CA the agent trusts', async () => {
     const keysDir = makeTempDir('ops-keys-');
-    const keys = await runOps(['keys', '--out', keysDir, '--operator', 'dave']);
-    assert.equal(keys.code, 0, keys.stderr);
+    const keys = await runProgram('telematics-ops', ['keys', '--out', keysDir, '--operator', 'dave']);
+    assert.equal(keys.status, 0, keys.stderr);
     assert.match(keys.stdout, /command-ca\.crt/);
     const backendFiles = pki.backend();
     const common = ['--broker', broker.backendUrl, '--cert', backendFiles.certFile, '--key', backendFiles.keyFile, '--ca', pki.caFile, '--device', carId];
     const alice = ['--operator-cert', commandPki.operatorFiles.certFile, '--operator-key', commandPki.operatorFiles.keyFile];
-    const ok = await runOps(['send', ...common, ...alice, '--command', 'ping', '--params', '{"echo":"cli"}', '--wait', '--json']);
-    assert.equal(ok.code, 0, ok.stderr + ok.stdout);
+    const ok = await runProgram('telematics-ops', ['send', ...common, ...alice, '--command', 'ping', '--params', '{"echo":"cli"}', '--wait', '--json']);
+    assert.equal(ok.status, 0, ok.stderr + ok.stdout);
     const lines = ok.stdout.trim().split('\n').map((l) => JSON.parse(l) as CommandResult);
     assert.deepEqual(statuses(lines), ['ACCEPTED', 'IN_PROGRESS', 'SUCCEEDED']);
     assert.equal((lines[2]!.detail as { echo: string }).echo, 'cli');
-    const refused = await runOps(['send', ...common, ...alice, '--command', 'ping', '--params', '{"nope":1}', '--wait']);
-    assert.equal(refused.code, 2, refused.stdout);
+    const refused = await runProgram('telematics-ops', ['send', ...common, ...alice, '--command', 'ping', '--params', '{"nope":1}', '--wait']);
+    assert.equal(refused.status, 2, refused.stdout);
     assert.match(refused.stdout, /REJECTED bad-params/);
     // The keys just made are not pinned by this car: untrusted.
     const dave = ['--operator-cert', path.join(keysDir, 'dave.crt'), '--operator-key', path.join(keysDir, 'dave.key')];
-    const untrusted = await runOps(['send', ...common, ...dave, '--command', 'ping', '--wait', '--json']);
-    assert.equal(untrusted.code, 2);
+    const untrusted = await runProgram('telematics-ops', ['send', ...common, ...dave, '--command', 'ping', '--wait', '--json']);
+    assert.equal(untrusted.status, 2);
     assert.equal((JSON.parse(untrusted.stdout.trim()) as CommandResult).reason, 'untrusted-signer');
-    const usage = await runOps(['send', ...common, ...alice]);
-    assert.equal(usage.code, 1);
+    const usage = await runProgram('telematics-ops', ['send', ...common, ...alice]);
+    assert.equal(usage.status, 1);
     assert.match(usage.stderr, /required option '--command <name>'/);
-    const unconnected = await runOps(['send', '--device', carId, '--command', 'ping']);
-    assert.equal(unconnected.code, 1);
+    const unconnected = await runProgram('telematics-ops', ['send', '--device', carId, '--command', 'ping']);
+    assert.equal(unconnected.status, 1);
     assert.match(unconnected.stderr, /missing --broker, --cert, --key, --ca, --operator-cert, --operator-key \(or --certs-dir for the development PKI\)/);
   });
 
@@ -498,14 +496,3 @@ describe('remote commands through mosquitto', { timeout: 180_000 }, () => {
     assert.equal(agent.dataPath.uplink!.session.state, 'connected');
   });
 });
-
-function runOps(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [OPS_CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('exit', (code) => resolve({ code, stdout, stderr }));
-  });
-}
