@@ -12,8 +12,9 @@ import { after, before, describe, it } from 'node:test';
 import { Logger } from '../../src/health/log.js';
 import { ShutdownWatch, SHUTDOWN_INCOMPLETE_EXIT_CODE } from '../../src/health/log-shutdown.js';
 import { DEMO_DBC_PATH } from '../../src/sim/vehicle.js';
-import { AgentProcess, CLI, outboxRows, writeConfig } from '../support/agent.js';
+import { AgentProcess, outboxRows, writeConfig } from '../support/agent.js';
 import { BackendSubscriber, Mosquitto, TestPki } from '../support/mosquitto.js';
+import { AGENT_CLI } from '../support/programs.js';
 import { makeTempDir } from '../support/temp.js';
 import { delay, waitFor } from '../support/wait.js';
 
@@ -223,7 +224,7 @@ describe('run: stderr on a full disk', () => {
       logging: { level: 'debug', verboseForS: 0 },
     });
     const full = openSync('/dev/full', 'w');
-    const child = spawn(process.execPath, [CLI, 'run', '--config', file], { stdio: ['ignore', 'pipe', full] });
+    const child = spawn(process.execPath, [AGENT_CLI, 'run', '--config', file], { stdio: ['ignore', 'pipe', full] });
     closeSync(full);
     let stdout = '';
     child.stdout!.setEncoding('utf8');

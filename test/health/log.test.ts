@@ -4,7 +4,6 @@
  * callback that tests and embedders use.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { closeSync, openSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
@@ -15,7 +14,8 @@ import { DeviceConfigError, parseDeviceConfig } from '../../src/config/device-co
 import { classify, fdDestination, Logger, type LogEntry } from '../../src/health/log.js';
 import { loggingConfigSchema } from '../../src/health/log-config.js';
 import { DEMO_DBC_PATH } from '../../src/sim/vehicle.js';
-import { CLI, writeConfig } from '../support/agent.js';
+import { writeConfig } from '../support/agent.js';
+import { runProgramSync } from '../support/programs.js';
 import { repoRoot } from '../support/shared.js';
 import { makeTempDir } from '../support/temp.js';
 import { delay, waitFor } from '../support/wait.js';
@@ -123,7 +123,7 @@ describe('log: JSON lines', () => {
       logging: { level: 'info', verboseForS },
     });
     const started = Date.now();
-    const result = spawnSync(process.execPath, [CLI, 'run', '--config', file, '--duration', '3.2'], { encoding: 'utf8', timeout: 20_000 });
+    const result = runProgramSync('telematics-agent', ['run', '--config', file, '--duration', '3.2']);
     assert.equal(result.status, 0, result.stderr);
     const lines = result.stderr.split('\n').filter(Boolean);
     const entries = lines.map((line) => {
@@ -156,7 +156,7 @@ describe('log: JSON lines', () => {
 
     // The level alone: warn and no verbose start is a silent run of the simulated car.
     const quiet = writeConfig(dir, 'quiet', { deviceId: 'log-test', buses: [simBus], logging: { level: 'warn', verboseForS: 0 } });
-    const silent = spawnSync(process.execPath, [CLI, 'run', '--config', quiet, '--duration', '1'], { encoding: 'utf8', timeout: 20_000 });
+    const silent = runProgramSync('telematics-agent', ['run', '--config', quiet, '--duration', '1']);
     assert.equal(silent.status, 0, silent.stderr);
     assert.equal(silent.stderr, '');
   });

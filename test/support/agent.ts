@@ -8,10 +8,8 @@ import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { hexText } from './hex.js';
-import { repoRoot } from './shared.js';
+import { AGENT_CLI } from './programs.js';
 import { delay } from './wait.js';
-
-export const CLI = path.join(repoRoot, 'dist', 'src', 'cli', 'main.js');
 
 /** Writes `config` as `<dir>/<name>.json` and returns the file. */
 export function writeConfig(dir: string, name: string, config: object): string {
@@ -68,7 +66,7 @@ export class AgentProcess {
   }
 
   static start(configFile: string, extraArgs: string[] = []): AgentProcess {
-    return new AgentProcess(spawn(process.execPath, [CLI, 'run', '--config', configFile, ...extraArgs], { stdio: ['ignore', 'pipe', 'pipe'] }));
+    return new AgentProcess(spawn(process.execPath, [AGENT_CLI, 'run', '--config', configFile, ...extraArgs], { stdio: ['ignore', 'pipe', 'pipe'] }));
   }
 
   get running(): boolean {
