@@ -19,7 +19,8 @@ import { issueClientCertificate, writeIssued } from '../../src/pki/dev-ca.js';
 import { loadIdentity } from '../../src/pki/identity.js';
 import { EmbeddedBroker } from '../../src/uplink/embedded-broker.js';
 import { MqttSession, type SessionState } from '../../src/uplink/session.js';
-import { BACKEND, Mosquitto, TestPki, waitForState } from '../support/mosquitto.js';
+import { withBroker } from '../support/broker-fixture.js';
+import { BACKEND, TestPki, waitForState } from '../support/mosquitto.js';
 import { waitFor } from '../support/wait.js';
 
 interface BrokerUnderTest {
@@ -171,12 +172,8 @@ function scenarios(pki: TestPki, broker: () => BrokerUnderTest): void {
 
 describe('broker identities: the shipped mosquitto configuration', { timeout: 120_000 }, () => {
   const pki = new TestPki('broker identity test CA');
-  let mosquitto: Mosquitto;
-  before(async () => {
-    mosquitto = await Mosquitto.start({ pki });
-  });
-  after(() => mosquitto?.stop());
-  scenarios(pki, () => ({ name: 'mosquitto', url: mosquitto.url, backendUrl: mosquitto.backendUrl, protocol: 5 }));
+  const fleet = withBroker({ pki, backend: false });
+  scenarios(pki, () => ({ name: 'mosquitto', url: fleet.broker.url, backendUrl: fleet.broker.backendUrl, protocol: 5 }));
 });
 
 describe('broker identities: the embedded broker', { timeout: 120_000 }, () => {

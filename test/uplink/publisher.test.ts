@@ -5,12 +5,13 @@
  */
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import type { MessageKind, Priority } from '../../src/collect/sample.js';
 import { SqliteOutbox } from '../../src/store/outbox.js';
 import { Publisher, PublishError, publishPacketSize, type PublisherSession } from '../../src/uplink/publisher.js';
 import type { MqttSession } from '../../src/uplink/session.js';
 import { Throttle } from '../../src/uplink/throttle.js';
+import { withBroker } from '../support/broker-fixture.js';
 import { MemoryOutbox, seqOf } from '../support/memory-outbox.js';
 import { DEVICE_ACL, BackendSubscriber, Mosquitto, TestPki, deviceSession, waitForState, type ReceivedMessage } from '../support/mosquitto.js';
 import { makeTempDir } from '../support/temp.js';
@@ -109,23 +110,13 @@ const MIXED: Spec[] = [
 
 describe('Publisher', () => {
   const pki = new TestPki();
-  let broker: Mosquitto;
-  let backend: BackendSubscriber;
-
-  before(async () => {
-    broker = await Mosquitto.start({ pki });
-    backend = await BackendSubscriber.connect(broker, pki);
-  });
-  after(async () => {
-    await backend?.close();
-    await broker?.stop();
-  });
+  const fleet = withBroker({ pki });
 
   for (const protocol of [5, 4] as const) {
     it(`delivers in priority then sequence order and deletes from the outbox only after the PUBACK (MQTT ${protocol === 5 ? '5' : '3.1.1'})`, async (t) => {
       const id = `car-order-${protocol}`;
       const outbox = openOutbox();
-      const session = deviceSession(broker, pki, id, { protocol });
+      const session = deviceSession(fleet.broker, pki, id, { protocol });
       const view = watched(session);
       const publisher = new Publisher({ session: view, queue: outbox });
       t.after(async () => {
@@ -142,14 +133,14 @@ describe('Publisher', () => {
       let release!: () => void;
       view.hold = new Promise((resolve) => (release = resolve));
       publisher.start();
-      await backend.waitFor(() => dataFrom(backend, id).length === MIXED.length, 'all messages at the backend', 5000);
+      await fleet.backend.waitFor(() => dataFrom(fleet.backend, id).length === MIXED.length, 'all messages at the backend', 5000);
       await waitFor(() => publisher.stats.published === MIXED.length, 'every publish sent', 2000);
       assert.equal(outbox.pending, MIXED.length, 'nothing deleted before its acknowledgement reached the publisher');
       assert.equal(outbox.stats().acknowledged, 0);
       release();
       await waitFor(() => outbox.pending === 0, 'the outbox to empty', 5000);
 
-      const received = dataFrom(backend, id);
+      const received = dataFrom(fleet.backend, id);
       assert.deepEqual(seqsOf(received), expected);
       for (const m of received) {
         const body = JSON.parse(m.payload.toString('utf8')) as { kind: string };
@@ -168,15 +159,15 @@ describe('Publisher', () => {
   it('fills the outbox while the broker is down, then drains all of it in order when it comes back', async (t) => {
     const id = 'car-tunnel';
     const outbox = openOutbox();
-    const session = deviceSession(broker, pki, id, { reconnect: { initialMs: 50, maxMs: 200 } });
+    const session = deviceSession(fleet.broker, pki, id, { reconnect: { initialMs: 50, maxMs: 200 } });
     const publisher = new Publisher({ session, queue: outbox, maxInflight: 8 });
     t.after(async () => {
       publisher.stop();
       await session.close();
       outbox.close();
-      if (!broker.running) await broker.start();
+      if (!fleet.broker.running) await fleet.broker.start();
     });
-    await broker.stop();
+    await fleet.broker.stop();
     session.start();
     publisher.start();
     await waitFor(() => session.lastError?.kind === 'unreachable', 'a failed attempt', 5000);
@@ -187,10 +178,10 @@ describe('Publisher', () => {
     assert.equal(publisher.stats.published, 0);
     assert.notEqual(session.state, 'connected');
 
-    await broker.start();
+    await fleet.broker.start();
     await waitFor(() => outbox.pending === 0, 'the outbox to drain', 10_000);
-    await backend.waitFor(() => dataFrom(backend, id).length >= 200, 'all 200 at the backend', 10_000);
-    assert.deepEqual(seqsOf(dataFrom(backend, id)), sendOrder(seqs, specs), 'in order, none lost, none twice');
+    await fleet.backend.waitFor(() => dataFrom(fleet.backend, id).length >= 200, 'all 200 at the backend', 10_000);
+    assert.deepEqual(seqsOf(dataFrom(fleet.backend, id)), sendOrder(seqs, specs), 'in order, none lost, none twice');
     assert.equal(publisher.stats.acknowledged, 200);
     assert.equal(publisher.stats.resent, 0);
   });
@@ -199,7 +190,7 @@ describe('Publisher', () => {
     const id = 'car-restart';
     const window = 16;
     const outbox = openOutbox();
-    const session = deviceSession(broker, pki, id);
+    const session = deviceSession(fleet.broker, pki, id);
     const publisher = new Publisher({ session, queue: outbox, maxInflight: window });
     const commands: string[] = [];
     session.onCommand((_topic, payload) => commands.push(payload.toString('utf8')));
@@ -207,17 +198,17 @@ describe('Publisher', () => {
       publisher.stop();
       await session.close();
       outbox.close();
-      if (!broker.running) await broker.start();
+      if (!fleet.broker.running) await fleet.broker.start();
     });
     session.start();
     await waitForState(session, 'connected');
     const specs: Spec[] = Array.from({ length: 3000 }, () => ({ kind: 'telemetry', priority: 3, size: 200 }));
     const seqs = append(outbox, specs);
     publisher.start();
-    await backend.waitFor(() => dataFrom(backend, id).length >= 300, 'the drain to be under way', 10_000);
-    await broker.restart();
+    await fleet.backend.waitFor(() => dataFrom(fleet.backend, id).length >= 300, 'the drain to be under way', 10_000);
+    await fleet.broker.restart();
     await waitFor(() => outbox.pending === 0, 'the outbox to drain', 20_000);
-    await backend.waitFor(() => new Set(seqsOf(dataFrom(backend, id))).size === seqs.length, 'every message at the backend', 10_000);
+    await fleet.backend.waitFor(() => new Set(seqsOf(dataFrom(fleet.backend, id))).size === seqs.length, 'every message at the backend', 10_000);
 
     assert.ok(session.counters.losses >= 1, 'the restart cost the connection');
     assert.ok(session.counters.connections >= 2, 'and the session came back by itself');
@@ -227,8 +218,8 @@ describe('Publisher', () => {
     assert.ok(publisher.stats.resent <= window * session.counters.losses, `${publisher.stats.resent} resent for ${session.counters.losses} loss(es)`);
     // At the backend, duplicates come from those resends and from the broker's own redelivery to the backend (DUP set,
     // its window towards the backend): the device's share is the unflagged ones.
-    const got = seqsOf(dataFrom(backend, id));
-    const fresh = seqsOf(dataFrom(backend, id).filter((m) => !m.dup));
+    const got = seqsOf(dataFrom(fleet.backend, id));
+    const fresh = seqsOf(dataFrom(fleet.backend, id).filter((m) => !m.dup));
     const duplicates = fresh.length - new Set(fresh).size;
     assert.ok(duplicates <= publisher.stats.resent, `${duplicates} unflagged duplicates for ${publisher.stats.resent} resends`);
     // First arrivals keep the outbox order: the resends are the lowest unacknowledged, sent before anything newer.
@@ -236,7 +227,7 @@ describe('Publisher', () => {
     assert.deepEqual(first, seqs);
 
     // Still subscribed to its commands after the restart.
-    await backend.command(id, 'ping', 'after-restart');
+    await fleet.backend.command(id, 'ping', 'after-restart');
     await waitFor(() => commands.includes('after-restart'), 'a command after the restart', 5000);
   });
 
@@ -400,7 +391,7 @@ describe('Publisher', () => {
     // 10 messages a second with room for 3: a burst of 3, then one per 100 ms of (injected) time.
     const throttle = new Throttle({ messagesPerHour: 36_000, burstFraction: 3 / 36_000, now: () => now });
     const outbox = new MemoryOutbox();
-    const session = deviceSession(broker, pki, id);
+    const session = deviceSession(fleet.broker, pki, id);
     const publisher = new Publisher({ session, queue: outbox, throttle });
     t.after(async () => {
       publisher.stop();
@@ -410,9 +401,9 @@ describe('Publisher', () => {
     await waitForState(session, 'connected');
     const records = Array.from({ length: 6 }, () => outbox.add('telemetry', 1));
     publisher.start();
-    await backend.waitFor(() => dataFrom(backend, id).length === 3, 'the burst', 5000);
+    await fleet.backend.waitFor(() => dataFrom(fleet.backend, id).length === 3, 'the burst', 5000);
     await delay(300); // real time passes, the injected clock does not: nothing more may go
-    assert.equal(dataFrom(backend, id).length, 3);
+    assert.equal(dataFrom(fleet.backend, id).length, 3);
     assert.equal(publisher.stats.published, 3);
     assert.equal(outbox.pending, 3);
     const state = throttle.state;
@@ -423,11 +414,11 @@ describe('Publisher', () => {
 
     for (let sent = 4; sent <= 6; sent++) {
       now += 100; // one message's worth
-      await backend.waitFor(() => dataFrom(backend, id).length === sent, `message ${sent} after the refill`, 5000);
+      await fleet.backend.waitFor(() => dataFrom(fleet.backend, id).length === sent, `message ${sent} after the refill`, 5000);
       await delay(150);
-      assert.equal(dataFrom(backend, id).length, sent, 'one refill, one message');
+      assert.equal(dataFrom(fleet.backend, id).length, sent, 'one refill, one message');
     }
-    assert.deepEqual(seqsOf(dataFrom(backend, id)), records.map((r) => r.seq));
+    assert.deepEqual(seqsOf(dataFrom(fleet.backend, id)), records.map((r) => r.seq));
     assert.equal(throttle.state.sentMessages, 6);
   });
 });
