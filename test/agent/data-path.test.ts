@@ -17,8 +17,10 @@ import { parseDeviceConfig, type DeviceConfig } from '../../src/config/device-co
 import { createDevCa, devCaFromPem, issueDeviceCertificate, writeIssued } from '../../src/pki/dev-ca.js';
 import { DEMO_DBC_PATH } from '../../src/sim/vehicle.js';
 import { decodeMessage } from '../../src/uplink/codec.js';
-import { AgentProcess, candumpLine, le16, outboxRows, writeConfig } from '../support/agent.js';
-import { BackendSubscriber, freePort, Mosquitto, TestPki, type ReceivedMessage } from '../support/mosquitto.js';
+import { AgentProcess, outboxRows, writeConfig } from '../support/agent-process.js';
+import { startBroker } from '../support/broker-fixture.js';
+import { candumpLine, le16 } from '../support/drive-log.js';
+import { freePort, TestPki, type ReceivedMessage } from '../support/mosquitto.js';
 import { seededRandom } from '../support/random.js';
 import { repoRoot, sharedTestdata } from '../support/shared.js';
 import { makeTempDir } from '../support/temp.js';
@@ -349,15 +351,13 @@ describe('run: data path', () => {
     assert.ok(initial.length > 2000, `${initial.length} messages in the outbox`);
 
     // Phase 2: mosquitto and a backend with a persistent QoS 1 session.
-    const pki = new TestPki();
-    const broker = await Mosquitto.start({ pki });
-    const backend = await BackendSubscriber.connect(broker, pki);
+    const fleet = await startBroker();
+    const { pki, broker, backend } = fleet;
     const agents: AgentProcess[] = [];
     t.after(async () => {
       // A failed assertion must not leave an agent running (and the test process waiting for it).
       for (const agent of agents) await agent.stop('SIGKILL');
-      await backend.close();
-      await broker.stop();
+      await fleet.close();
     });
     const maxInflight = 8;
     // 100 messages/s with a bucket of 36: a drain takes ~25 s, so each kill lands in the middle of one. The speed
@@ -444,15 +444,9 @@ describe('run: data path', () => {
   it('broker down, then up: the outbox fills, then drains in order per priority, highest priority first, and ends empty', { timeout: 30_000 }, async (t) => {
     const dir = makeTempDir('dp-down-up-');
     const deviceId = 'car-down-up';
-    const pki = new TestPki();
-    const broker = await Mosquitto.start({ pki });
-    const backend = await BackendSubscriber.connect(broker, pki);
-    // The backend keeps reconnecting while the broker is down; its refused attempts are expected.
-    backend.client.on('error', () => undefined);
-    t.after(async () => {
-      await backend.close();
-      await broker.stop();
-    });
+    const fleet = await startBroker();
+    const { pki, broker, backend } = fleet;
+    t.after(() => fleet.close());
     await broker.stop();
 
     const log = path.join(dir, 'drive.log');
@@ -518,9 +512,9 @@ describe('run: data path', () => {
   it('the adaptive heartbeat in the status line, the warnings, the summary and the per-network memory beside the outbox', { timeout: 30_000 }, async (t) => {
     const dir = makeTempDir('dp-heartbeat-');
     const deviceId = 'car-heartbeat';
-    const pki = new TestPki();
-    const broker = await Mosquitto.start({ pki });
-    t.after(() => broker.stop());
+    const fleet = await startBroker({ backend: false });
+    const { pki, broker } = fleet;
+    t.after(() => fleet.close());
     const log = path.join(dir, 'drive.log');
     // Half a second of data, then idle until 11 s: the heartbeat learns while the car is idle (1 + 2 + 4 s of
     // heartbeats and the settling, with room for late timers).
@@ -574,13 +568,9 @@ describe('run: data path', () => {
   it('a corrupt outbox file is moved aside with a clear warning; the run goes on and publishes', { timeout: 30_000 }, async (t) => {
     const dir = makeTempDir('dp-corrupt-');
     const deviceId = 'car-corrupt';
-    const pki = new TestPki();
-    const broker = await Mosquitto.start({ pki });
-    const backend = await BackendSubscriber.connect(broker, pki);
-    t.after(async () => {
-      await backend.close();
-      await broker.stop();
-    });
+    const fleet = await startBroker();
+    const { pki, broker, backend } = fleet;
+    t.after(() => fleet.close());
     const outboxFile = path.join(dir, 'var', 'outbox.db');
     const garbage = Buffer.from('this is not an SQLite database, just what a bad flash block left behind\n'.repeat(100));
     mkdirSync(path.dirname(outboxFile), { recursive: true });

@@ -12,7 +12,7 @@ import { parseDeviceConfig } from '../../src/config/device-config.js';
 import { Logger } from '../../src/health/log.js';
 import type { LiveStatus } from '../../src/health/monitor.js';
 import { DEMO_DBC_PATH } from '../../src/sim/vehicle.js';
-import { candumpLine, le16 } from '../support/agent.js';
+import { candumpLine, le16 } from '../support/drive-log.js';
 import { makeTempDir } from '../support/temp.js';
 import { delay } from '../support/wait.js';
 

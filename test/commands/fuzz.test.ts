@@ -7,13 +7,15 @@
  * the rest counted in health.
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 import { signCommand } from '../../src/commands/envelope.js';
 import { UNSIGNED_ANSWERS_PER_MINUTE } from '../../src/commands/dispatcher.js';
 import type { OperatorClient } from '../../src/commands/operator-client.js';
 import type { CommandResult } from '../../src/commands/result.js';
-import { Mosquitto, TestPki } from '../support/mosquitto.js';
-import { CommandPki, operatorClient, startAgent, type TestAgent } from '../support/commands.js';
+import type { InProcessAgent } from '../support/agent-in-process.js';
+import { withBroker } from '../support/broker-fixture.js';
+import { CommandPki, operatorClient, startCommandAgent } from '../support/commands.js';
+import { TestPki } from '../support/mosquitto.js';
 import { seededRandom } from '../support/random.js';
 import { delay, waitFor } from '../support/wait.js';
 
@@ -25,20 +27,18 @@ const WINDOW = 400;
 describe('command topic fuzz', { timeout: 180_000 }, () => {
   const pki = new TestPki('fuzz test CA');
   const commandPki = new CommandPki();
-  let broker: Mosquitto;
-  let agent: TestAgent;
+  let agent: InProcessAgent;
   let ops: OperatorClient;
   const carId = 'car-fuzz';
-
-  before(async () => {
-    broker = await Mosquitto.start({ pki, quiet: true });
-    agent = await startAgent(broker, pki, commandPki, { deviceId: carId });
-    ops = await operatorClient(broker, pki);
-  });
-  after(async () => {
+  const fleet = withBroker({ pki, quiet: true, backend: false });
+  fleet.beforeStop(async () => {
     await ops?.close();
     await agent?.close();
-    await broker?.stop();
+  });
+
+  before(async () => {
+    agent = await startCommandAgent(fleet.broker, pki, commandPki, { deviceId: carId });
+    ops = await operatorClient(fleet.broker, pki);
   });
 
   it(`${PAYLOADS} random and malformed payloads: the agent stays up, none runs, none is answered twice, and answers to unsigned ones stay within their budget [14.L11]`, async () => {

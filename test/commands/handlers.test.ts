@@ -27,6 +27,7 @@ import { compileDatabase, loadDbcFile, type CompiledDatabase } from '../../src/d
 import type { LogLevel } from '../../src/health/log-config.js';
 import { DEMO_DBC_PATH, SimulatedVehicle } from '../../src/sim/vehicle.js';
 import { decodeMessage } from '../../src/uplink/codec.js';
+import { InProcessAgent } from '../support/agent-in-process.js';
 import { elmOnPty, type ElmRig } from '../support/elm327.js';
 import { RECORDED_VIN } from '../support/elm327-recording.js';
 import { repoRoot } from '../support/shared.js';
@@ -566,9 +567,8 @@ describe('command handlers in a running agent', () => {
         },
         { file: 'inline', baseDir: repoRoot },
       );
-      const stop = new AbortController();
-      let context: CommandContext | undefined;
-      const running = runAgent({ config, signal: stop.signal, output: { write: () => undefined }, warn: () => undefined, onCommandContext: (c) => (context = c) });
+      const agent = await InProcessAgent.start(config);
+      const context = agent.context;
       try {
         await waitFor(() => context!.obd() !== undefined && context!.readSignal('obd.rpm') !== undefined, 'the adapter ready and polled', 15_000);
         const snapshot = (await execute('captureSnapshot', { signals: ['obd.rpm', 'obd.obd.rpm', 'VehicleSpeed'] }, context!)) as { values: Record<string, unknown> };
@@ -587,9 +587,9 @@ describe('command handlers in a running agent', () => {
         assert.equal(err.reason, 'obd-error');
         assert.match(err.message, /^reading the VIN: /);
       } finally {
-        stop.abort();
+        agent.stop();
       }
-      const summary = await running;
+      const summary = await agent.close();
       assert.ok(summary.adapters[0]!.obd.samples > 0);
     });
   });

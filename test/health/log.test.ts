@@ -14,7 +14,7 @@ import { DeviceConfigError, parseDeviceConfig } from '../../src/config/device-co
 import { classify, fdDestination, Logger, type LogEntry } from '../../src/health/log.js';
 import { loggingConfigSchema } from '../../src/health/log-config.js';
 import { DEMO_DBC_PATH } from '../../src/sim/vehicle.js';
-import { writeConfig } from '../support/agent.js';
+import { writeConfig } from '../support/agent-process.js';
 import { runProgramSync } from '../support/programs.js';
 import { repoRoot } from '../support/shared.js';
 import { makeTempDir } from '../support/temp.js';

@@ -1,35 +1,25 @@
 /**
- * The agent as the data-path tests run it: device configs written to temp files, the compiled CLI as a child process
- * (so it can be killed -9 like a car losing power), hand-made candump logs, and a read-only look into the outbox file
- * the way an operator would inspect it with sqlite3.
+ * The agent as a real process: `telematics-agent run --config FILE`, the compiled CLI as a child process, so it can be
+ * killed -9 like a car losing power, signalled like systemd stops it, and read on stderr. Device configs written to
+ * temp files for it, and a read-only look into its outbox file the way an operator would inspect it with sqlite3.
+ * An agent inside the test's own process is test/support/agent-in-process.ts; a program run to its end
+ * (`telematics-agent decode`, `telematics-ops`, the scripts) is test/support/programs.ts's.
+ *
+ * Failure: `waitForStderr` fails with what the agent said when it times out or the agent exits first; `stop` never
+ * throws (a process already gone just reports how it ended).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import { hexText } from './hex.js';
 import { AGENT_CLI } from './programs.js';
-import { delay } from './wait.js';
+import { waitFor } from './wait.js';
 
 /** Writes `config` as `<dir>/<name>.json` and returns the file. */
 export function writeConfig(dir: string, name: string, config: object): string {
   const file = path.join(dir, `${name}.json`);
   writeFileSync(file, JSON.stringify(config, null, 2));
   return file;
-}
-
-/** One `candump -L` line: `(ts) bus ID#DATA`, a standard identifier when it fits 11 bits. */
-export function candumpLine(ts: number, id: number, data: readonly number[], bus = 'can0'): string {
-  const idText = id <= 0x7ff ? id.toString(16).toUpperCase().padStart(3, '0') : id.toString(16).toUpperCase().padStart(8, '0');
-  return `(${ts.toFixed(6)}) ${bus} ${idText}#${hexText(data, '')}`;
-}
-
-/** Little-endian unsigned 16-bit value at byte `at` of an 8-byte payload of zeros. */
-export function le16(raw: number, at = 0, length = 8): number[] {
-  const data = new Array<number>(length).fill(0);
-  data[at] = raw & 0xff;
-  data[at + 1] = (raw >> 8) & 0xff;
-  return data;
 }
 
 export interface OutboxRow {
@@ -75,12 +65,12 @@ export class AgentProcess {
 
   /** Resolves once stderr matches; fails (with what the agent said) on timeout or if the agent exits first. */
   async waitForStderr(pattern: RegExp, timeoutMs = 10_000): Promise<void> {
-    const start = performance.now();
-    while (!pattern.test(this.stderr)) {
-      if (!this.running) throw new Error(`agent exited before ${pattern}:\n${this.stderr}\n${this.stdout}`);
-      if (performance.now() - start > timeoutMs) throw new Error(`timed out waiting for ${pattern} on the agent's stderr:\n${this.stderr}`);
-      await delay(5);
+    try {
+      await waitFor(() => pattern.test(this.stderr) || !this.running, `${pattern} on the agent's stderr`, timeoutMs);
+    } catch (err) {
+      throw new Error(`${(err as Error).message}:\n${this.stderr}`);
     }
+    if (!pattern.test(this.stderr)) throw new Error(`agent exited before ${pattern}:\n${this.stderr}\n${this.stdout}`);
   }
 
   /** Sends `signal` and waits for the process to end. */
