@@ -22,9 +22,10 @@ import {
   type ElmMessage,
   type ElmParseOptions,
 } from '../../src/obd/elm327-response.js';
-import { ObdNegativeResponse, parseDtcResponse, parseMode01Response, parseVinResponse, type Mode01Response } from '../../src/obd/j1979.js';
+import { ObdNegativeResponse, parseDtcResponse, parseVinResponse } from '../../src/obd/j1979.js';
 import { readRecordedAnswers, RECORDED_03_NONE, RECORDED_ANSWERS, RECORDING_README, throwsElm } from '../support/elm327-recording.js';
 import { hexBytes } from '../support/hex.js';
+import { mode01Values, positive } from '../support/j1979-values.js';
 import { seededRandom } from '../support/random.js';
 import { NO_SHARED_TESTDATA } from '../support/shared.js';
 
@@ -38,16 +39,6 @@ function recorded(key: string): string {
   const answer = RECORDED_ANSWERS[key];
   assert.ok(answer !== undefined, `no fixture ${key}`);
   return beforePrompt(answer);
-}
-
-function positive<T>(result: T | ObdNegativeResponse): T {
-  assert.ok(!(result instanceof ObdNegativeResponse), `unexpected ${String(result)}`);
-  return result as T;
-}
-
-function mode01(data: Uint8Array): Record<string, unknown> {
-  const response: Mode01Response = positive(parseMode01Response(data));
-  return Object.fromEntries(response.readings.map((r) => [r.key ?? `pid${r.pid}`, r.value]));
 }
 
 function only(raw: string, options?: ElmParseOptions): ElmMessage {
@@ -93,16 +84,16 @@ describe('recorded ELM327 answers (fixtures from the shared testdata README)', (
     assert.equal(response.messages.length, 1);
     assert.deepEqual(response.messages[0], { ecu: '', data: hexBytes('41 00 BE 3F A8 13') });
     const expected = [0x01, 0x03, 0x04, 0x05, 0x06, 0x07, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f, 0x10, 0x11, 0x13, 0x15, 0x1c, 0x1f, 0x20];
-    assert.deepEqual(mode01(response.messages[0]!.data), { pidsSupported00: expected });
+    assert.deepEqual(mode01Values(response.messages[0]!.data), { pidsSupported00: expected });
   });
 
   it('010C / 010D / 0105: 750 rpm, 50 km/h, 90 °C', () => {
     const rpm = parseElmResponse(recorded('010C'), { command: '010C' });
     assert.equal(rpm.searching, false);
     assert.deepEqual(rpm.messages, [{ ecu: '', data: hexBytes('41 0C 0B B8') }]);
-    assert.deepEqual(mode01(rpm.messages[0]!.data), { rpm: 750 });
-    assert.deepEqual(mode01(only(recorded('010D')).data), { speed: 50 });
-    assert.deepEqual(mode01(only(recorded('0105')).data), { coolantTemp: 90 });
+    assert.deepEqual(mode01Values(rpm.messages[0]!.data), { rpm: 750 });
+    assert.deepEqual(mode01Values(only(recorded('010D')).data), { speed: 50 });
+    assert.deepEqual(mode01Values(only(recorded('0105')).data), { coolantTemp: 90 });
   });
 
   it('0902 headers off: the 014 / 0: 1: 2: form reassembles to 20 bytes, VIN WP0ZZZ99ZTS390000', () => {
@@ -133,7 +124,7 @@ describe('recorded ELM327 answers (fixtures from the shared testdata README)', (
     for (const options of [{}, { headers: true }, { headers: true, protocol: 'can11' as const }]) {
       const message = only(recorded('ATH1 010C'), options);
       assert.deepEqual(message, { ecu: '7E8', data: hexBytes('41 0C 0B B8') });
-      assert.deepEqual(mode01(message.data), { rpm: 750 });
+      assert.deepEqual(mode01Values(message.data), { rpm: 750 });
     }
   });
 
@@ -145,7 +136,7 @@ describe('recorded ELM327 answers (fixtures from the shared testdata README)', (
   });
 
   it('010C without spaces (ATS0): 750 rpm', () => {
-    assert.deepEqual(mode01(only(recorded('ATS0 010C')).data), { rpm: 750 });
+    assert.deepEqual(mode01Values(only(recorded('ATS0 010C')).data), { rpm: 750 });
   });
 
   it('01FF: NO DATA; XYZ: ?', () => {
@@ -262,7 +253,7 @@ describe('framing variants', () => {
     const options = { headers: true, protocol: 'legacy' as const };
     const message = only('SEARCHING...\r48 6B 10 41 0C 0B B8 D3\r', options);
     assert.deepEqual(message, { ecu: '10', data: hexBytes('41 0C 0B B8') });
-    assert.deepEqual(mode01(message.data), { rpm: 750 });
+    assert.deepEqual(mode01Values(message.data), { rpm: 750 });
     const { messages, busInit } = parseElmResponse('BUS INIT: ...OK\r486B10410D3243\r486B1A410D324D\r', options);
     assert.equal(busInit, true);
     assert.deepEqual(messages.map((m) => m.ecu), ['10', '1A']);

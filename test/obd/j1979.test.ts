@@ -32,28 +32,15 @@ import {
   parseNegativeResponse,
   parseVinResponse,
   supportedPidsFromBitmap,
-  type ByteInput,
-  type Mode01Response,
-  type PidValue,
 } from '../../src/obd/j1979.js';
 import { readRecordedAnswers } from '../support/elm327-recording.js';
 import { hexBytes } from '../support/hex.js';
+import { mode01Values, positive } from '../support/j1979-values.js';
 import { seededRandom, type SeededRandom } from '../support/random.js';
 import { NO_SHARED_TESTDATA, sharedTestdata } from '../support/shared.js';
 
 const README = sharedTestdata('obd', 'README.md');
 const HAVE_README = existsSync(README);
-
-/** Narrows a parse result to its positive form, failing the test on a negative response. */
-function positive<T>(result: T | ObdNegativeResponse): T {
-  assert.ok(!(result instanceof ObdNegativeResponse), `unexpected ${String(result)}`);
-  return result as T;
-}
-
-function mode01Values(bytes: ByteInput): Record<string, PidValue> {
-  const response: Mode01Response = positive(parseMode01Response(bytes));
-  return Object.fromEntries(response.readings.map((r) => [r.key ?? `pid${r.pid}`, r.value]));
-}
 
 function close(actual: unknown, expected: number, message?: string): void {
   assert.equal(typeof actual, 'number', message);

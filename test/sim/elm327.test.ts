@@ -10,12 +10,13 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { IsoTpClock } from '../../src/can/isotp.js';
 import { ElmResponseError, parseElmResponse, parseElmVersion, parseProtocolNumber, parseVoltage, type ElmErrorCode, type ElmParseOptions, type ElmResponse } from '../../src/obd/elm327-response.js';
-import { ObdNegativeResponse, parseDtcResponse, parseMode01Response, parseVinResponse, type DtcService } from '../../src/obd/j1979.js';
+import { parseDtcResponse, parseMode01Response, parseVinResponse, type DtcService } from '../../src/obd/j1979.js';
 import { DriveCycle, type VehicleState } from '../../src/sim/drive-cycle.js';
 import { Elm327Simulator, type Elm327Fault, type Elm327SimulatorOptions, type Elm327Timing } from '../../src/sim/elm327.js';
 import { ObdEcuModel } from '../../src/sim/obd-ecu.js';
 import { RECORDED_03_NONE, RECORDED_ANSWERS, RECORDED_VIN, RECORDED_VIN_H1, throwsElm } from '../support/elm327-recording.js';
 import { hexText } from '../support/hex.js';
+import { positive } from '../support/j1979-values.js';
 import { activeTimers } from '../support/obd-sim.js';
 import { seededRandom } from '../support/random.js';
 import { delay } from '../support/wait.js';
@@ -167,11 +168,6 @@ function body(answer: string): string {
 
 function parse(answer: string, options: ElmParseOptions = {}): ElmResponse {
   return parseElmResponse(body(answer), options);
-}
-
-function positive<T>(result: T | ObdNegativeResponse): T {
-  assert.ok(!(result instanceof ObdNegativeResponse), `unexpected ${String(result)}`);
-  return result as T;
 }
 
 /** Mode 01 readings of one message, by PID. */
