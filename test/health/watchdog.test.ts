@@ -9,6 +9,7 @@ import { existsSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import { createSystemdNotifier, watchdogInterval } from '../../src/health/watchdog.js';
+import { runProgram } from '../support/programs.js';
 import { repoRoot } from '../support/shared.js';
 import { makeTempDir } from '../support/temp.js';
 import { delay } from '../support/wait.js';
@@ -82,13 +83,8 @@ test('under systemd the agent says READY=1 once its data path is open, WATCHDOG=
   // 1 s watchdog: a ping every 0.5 s (the unit's 30 s gives one every 15 s).
   const env: NodeJS.ProcessEnv = { ...process.env, NOTIFY_SOCKET: socketPath, WATCHDOG_USEC: '1000000' };
   delete env.WATCHDOG_PID;
-  const agent = spawn(process.execPath, [path.join(repoRoot, 'dist/src/cli/main.js'), 'run', '--config', config, '--duration', '3'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  children.push(agent);
-  let agentErr = '';
-  agent.stderr!.on('data', (chunk: Buffer) => (agentErr += chunk.toString()));
-  agent.stdout!.resume();
-  const code = await new Promise<number | null>((resolve) => agent.once('close', resolve));
-  assert.equal(code, 0, agentErr);
+  const agent = await runProgram('telematics-agent', ['run', '--config', config, '--duration', '3'], { env });
+  assert.equal(agent.status, 0, agent.stderr);
   // The last systemd-notify may still be on its way when the agent has exited.
   const deadline = performance.now() + 3000;
   while (!received.some((d) => d.text === 'STOPPING=1') && performance.now() < deadline) await delay(50);
