@@ -4,16 +4,16 @@
  * the device config while the adapter is unplugged and plugged back in, the CAN bus decoding all along.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { runAgent } from '../../src/cli/run.js';
 import { parseDeviceConfig } from '../../src/config/device-config.js';
 import { DEMO_DBC_PATH } from '../../src/sim/vehicle.js';
+import { AgentProcess } from '../support/agent-process.js';
 import { elmOnPty, type ElmRig } from '../support/elm327.js';
 import { RECORDED_VIN } from '../support/elm327-recording.js';
-import { AGENT_CLI, runProgram } from '../support/programs.js';
+import { runProgram } from '../support/programs.js';
 import { repoRoot } from '../support/shared.js';
 import { makeTempDir } from '../support/temp.js';
 import { delay, waitFor } from '../support/wait.js';
@@ -100,10 +100,7 @@ describe('obd --port', () => {
 describe('sim-elm327', () => {
   it('serves the demo car on a pty that obd --port reads, and stops on SIGINT', async () => {
     const link = path.join(makeTempDir('sim-elm327-'), 'ttyELM');
-    const sim = spawn(process.execPath, [AGENT_CLI, 'sim-elm327', '--link', link, '--dtc', 'P0420', '--answer-ms', '5'], { stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
-    sim.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    const exited = new Promise<number | null>((resolve) => sim.on('close', resolve));
+    const sim = AgentProcess.command(['sim-elm327', '--link', link, '--dtc', 'P0420', '--answer-ms', '5']);
     try {
       await waitFor(() => existsSync(link), 'the pty link', 10_000);
       const result = await runProgram('telematics-agent', ['obd', '--port', link, '--json']);
@@ -114,9 +111,10 @@ describe('sim-elm327', () => {
       // 30 s into the drive cycle: the engine runs.
       assert.ok(summary.values.rpm > 500, JSON.stringify(summary.values));
     } finally {
-      sim.kill('SIGINT');
+      await sim.stop('SIGINT');
     }
-    assert.equal(await exited, 0);
+    assert.equal((await sim.exited).code, 0);
+    const { stderr } = sim;
     assert.match(stderr, /elm327-v1\.5 on .*ttyELM \(car protocol 6\)/);
     assert.match(stderr, /stopped: \d+ commands, \d+ OBD requests/);
     assert.equal(existsSync(link), false, 'the pty is gone');

@@ -1,6 +1,6 @@
 /** `telematics-agent run`: the compiled CLI as a user runs it, and the run loop in-process for the TTY status line. */
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { closeSync, fstatSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -10,6 +10,7 @@ import { BusDecoder } from '../../src/dbc/bus-decoder.js';
 import { loadDeviceConfig, parseDeviceConfig } from '../../src/config/device-config.js';
 import { compileDatabase, loadDbcFile } from '../../src/dbc/index.js';
 import { DEMO_DBC_PATH, SimulatedVehicle } from '../../src/sim/vehicle.js';
+import { AgentProcess } from '../support/agent-process.js';
 import { AGENT_CLI, runProgramSync } from '../support/programs.js';
 import { repoRoot } from '../support/shared.js';
 import { makeTempDir } from '../support/temp.js';
@@ -82,15 +83,11 @@ describe('telematics-agent run', () => {
 
   it('stops cleanly on SIGTERM and SIGINT with the final summary, exit code 0', async () => {
     for (const signal of ['SIGTERM', 'SIGINT'] as const) {
-      const child = spawn(process.execPath, [AGENT_CLI, 'run', '--config', defaultConfig], { stdio: ['ignore', 'pipe', 'pipe'] });
-      let stdout = '';
-      child.stdout.setEncoding('utf8');
-      child.stdout.on('data', (chunk: string) => {
-        stdout += chunk;
-        // Signal once the agent is demonstrably running.
-        if (stdout.includes('frames/s') && !child.killed) child.kill(signal);
-      });
-      const code = await new Promise<number | null>((resolve) => child.on('close', (c) => resolve(c)));
+      const agent = AgentProcess.start(defaultConfig);
+      // Signal once the agent is demonstrably running.
+      await agent.waitForStdout('frames/s', 30_000);
+      const { code } = await agent.stop(signal);
+      const { stdout } = agent;
       assert.equal(code, 0, `${signal}: ${stdout}`);
       assert.match(stdout, /stopped after \d+\.\d s\n {2}can0 \(sim:demo\): [1-9]\d* frames/);
     }

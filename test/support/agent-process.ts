@@ -41,36 +41,69 @@ export function outboxRows(file: string): OutboxRow[] {
   }
 }
 
-/** The compiled CLI running `run --config FILE`, its output collected. */
+export interface AgentProcessOptions {
+  cwd?: string;
+  env?: NodeJS.ProcessEnv;
+  /** How long `waitForStderr`/`waitForStdout` wait unless told otherwise. Default 10 s. */
+  waitTimeoutMs?: number;
+}
+
+/** The compiled CLI in the background (`run --config FILE`, or any other command), its output collected as it comes. */
 export class AgentProcess {
   stdout = '';
   stderr = '';
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  readonly child: ChildProcess;
+  private readonly waitTimeoutMs: number;
 
-  private constructor(readonly child: ChildProcess) {
-    child.stdout!.setEncoding('utf8');
-    child.stderr!.setEncoding('utf8');
-    child.stdout!.on('data', (chunk: string) => (this.stdout += chunk));
-    child.stderr!.on('data', (chunk: string) => (this.stderr += chunk));
-    this.exited = new Promise((resolve) => child.once('close', (code, signal) => resolve({ code, signal })));
+  private constructor(
+    readonly args: readonly string[],
+    options: AgentProcessOptions,
+  ) {
+    this.waitTimeoutMs = options.waitTimeoutMs ?? 10_000;
+    this.child = spawn(process.execPath, [AGENT_CLI, ...args], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      ...(options.cwd !== undefined ? { cwd: options.cwd } : {}),
+      ...(options.env !== undefined ? { env: options.env } : {}),
+    });
+    this.child.stdout!.setEncoding('utf8').on('data', (chunk: string) => (this.stdout += chunk));
+    this.child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (this.stderr += chunk));
+    this.exited = new Promise((resolve) => this.child.once('close', (code, signal) => resolve({ code, signal })));
   }
 
+  /** `telematics-agent run --config configFile ...extraArgs`. */
   static start(configFile: string, extraArgs: string[] = []): AgentProcess {
-    return new AgentProcess(spawn(process.execPath, [AGENT_CLI, 'run', '--config', configFile, ...extraArgs], { stdio: ['ignore', 'pipe', 'pipe'] }));
+    return new AgentProcess(['run', '--config', configFile, ...extraArgs], {});
+  }
+
+  /** `telematics-agent <args>`: a simulator, `decode` on an interface, a `run` with options of its own. */
+  static command(args: string[], options: AgentProcessOptions = {}): AgentProcess {
+    return new AgentProcess(args, options);
   }
 
   get running(): boolean {
     return this.child.exitCode === null && this.child.signalCode === null;
   }
 
-  /** Resolves once stderr matches; fails (with what the agent said) on timeout or if the agent exits first. */
-  async waitForStderr(pattern: RegExp, timeoutMs = 10_000): Promise<void> {
+  /** Resolves once stderr matches (a RegExp) or contains (a string); fails, with what it said, on timeout or if it exits first. */
+  async waitForStderr(pattern: RegExp | string, timeoutMs = this.waitTimeoutMs): Promise<void> {
+    await this.waitForOutput('stderr', pattern, timeoutMs);
+  }
+
+  /** As waitForStderr, on stdout. */
+  async waitForStdout(pattern: RegExp | string, timeoutMs = this.waitTimeoutMs): Promise<void> {
+    await this.waitForOutput('stdout', pattern, timeoutMs);
+  }
+
+  private async waitForOutput(stream: 'stdout' | 'stderr', pattern: RegExp | string, timeoutMs: number): Promise<void> {
+    const seen = (): boolean => (typeof pattern === 'string' ? this[stream].includes(pattern) : pattern.test(this[stream]));
+    const what = `${typeof pattern === 'string' ? JSON.stringify(pattern) : pattern} on the ${stream} of ${this.args[0]}`;
     try {
-      await waitFor(() => pattern.test(this.stderr) || !this.running, `${pattern} on the agent's stderr`, timeoutMs);
+      await waitFor(() => seen() || !this.running, what, timeoutMs);
     } catch (err) {
       throw new Error(`${(err as Error).message}:\n${this.stderr}`);
     }
-    if (!pattern.test(this.stderr)) throw new Error(`agent exited before ${pattern}:\n${this.stderr}\n${this.stdout}`);
+    if (!seen()) throw new Error(`${this.args.join(' ')} exited before ${what}:\n${this.stderr}\n${this.stdout}`);
   }
 
   /** Sends `signal` and waits for the process to end. */
