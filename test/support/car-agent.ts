@@ -1,6 +1,8 @@
 /**
  * The test's handle on test/support/netns-agent.ts running in the car namespace: starts it with a certificate from the
- * carrier broker's PKI, records its events stamped on arrival, and sends it commands.
+ * carrier broker's PKI, records its events stamped on arrival, and sends it commands. That program is the agent's
+ * uplink alone (session, heartbeat, outbox, publisher) behind a carrier network, not the whole agent: the whole agent
+ * is test/support/agent-in-process.ts (in the test's process) or agent-process.ts (`telematics-agent run`).
  */
 import { type ChildProcess } from 'node:child_process';
 import path from 'node:path';
