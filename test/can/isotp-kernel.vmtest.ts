@@ -5,12 +5,12 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { after, afterEach, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { exactFilter } from '../../src/can/bus.js';
 import { IsoTpChannel, type IsoTpOptions } from '../../src/can/isotp.js';
 import { SocketCanBus } from '../../src/can/socketcan.js';
 import { hexBytes, hexText } from '../support/hex.js';
-import { background, Cleanup, createVcan, deleteVcan, waitUntilReading } from '../support/vcan.js';
+import { background, Cleanup, waitUntilReading, withVcan } from '../support/vcan.js';
 
 const IF = 'vt-isotp0';
 const cleanup = new Cleanup();
@@ -39,9 +39,7 @@ async function kernelReceiver(args: string[]) {
 }
 
 describe('userspace ISO-TP against the kernel can-isotp', { timeout: 60_000 }, () => {
-  before(() => createVcan(IF));
-  afterEach(() => cleanup.run());
-  after(() => deleteVcan(IF));
+  withVcan([IF], { cleanup });
 
   it('agent -> isotprecv: 4,000 bytes on 11-bit identifiers', async () => {
     const payload = randomBytes(4000);

@@ -3,7 +3,7 @@
  * test/vm/vm.test.ts). Peers are can-utils (cansend, cangen, candump) and the kernel itself (ip link).
  */
 import assert from 'node:assert/strict';
-import { after, afterEach, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { exactFilter } from '../../src/can/bus.js';
 import { CanFrameWriter, FrameWriteError } from '../../src/can/frame-writer.js';
 import { cloneFrame, type CanFrame } from '../../src/can/frame.js';
@@ -12,7 +12,7 @@ import type { ControllerStateChange } from '../../src/can/bus-health.js';
 import { compileDatabase, parseDbc } from '../../src/dbc/index.js';
 import { receiveFilters } from '../../src/dbc/receive-filters.js';
 import { hexText } from '../support/hex.js';
-import { background, Cleanup, createVcan, deleteVcan, run, runAsync, setLink, waitUntilReading } from '../support/vcan.js';
+import { background, Cleanup, createVcan, deleteVcan, run, runAsync, setLink, waitUntilReading, withVcan } from '../support/vcan.js';
 import { delay, waitFor } from '../support/wait.js';
 
 const IF = 'vt-src0';
@@ -48,15 +48,7 @@ async function startSource(ifname: string, options: Partial<ConstructorParameter
 }
 
 describe('SocketCAN source on a real kernel', { timeout: 60_000 }, () => {
-  before(() => {
-    createVcan(IF);
-    createVcan(IF2);
-  });
-  afterEach(() => cleanup.run());
-  after(() => {
-    deleteVcan(IF);
-    deleteVcan(IF2);
-  });
+  withVcan([IF, IF2], { cleanup });
 
   it('receives classic, extended, remote and CAN FD frames from cansend intact, with kernel timestamps', async () => {
     const s = await startSource(IF);

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
-import { after, afterEach, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { decodeStream } from '../../src/cli/decode.js';
 import { compileDatabase, loadDbcFile } from '../../src/dbc/index.js';
 import { DEMO_VIN } from '../../src/sim/obd-ecu.js';
@@ -16,7 +16,7 @@ import { AgentProcess } from '../support/agent-process.js';
 import { runProgram } from '../support/programs.js';
 import { repoRoot } from '../support/shared.js';
 import { makeTempDir } from '../support/temp.js';
-import { Cleanup, createVcan, deleteVcan, run } from '../support/vcan.js';
+import { Cleanup, createVcan, deleteVcan, run, withVcan } from '../support/vcan.js';
 import { delay, waitFor } from '../support/wait.js';
 
 const IF = 'vt-cli0';
@@ -49,15 +49,7 @@ async function obd(...args: string[]): Promise<Record<string, any>> {
 }
 
 describe('SocketCAN commands on a real kernel', { timeout: 300_000 }, () => {
-  before(() => {
-    createVcan(IF);
-    deleteVcan(IF_LATE);
-  });
-  afterEach(() => cleanup.run());
-  after(() => {
-    deleteVcan(IF);
-    deleteVcan(IF_LATE);
-  });
+  withVcan([IF], { absent: [IF_LATE], cleanup });
 
   it('obd reads the VIN, PIDs and DTCs of sim-ecu, clears the DTCs when told to, and sim-ecu stops on SIGINT', async () => {
     // 30 s into the drive the engine runs and the car is under way.

@@ -4,6 +4,7 @@
  */
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { after, afterEach, before } from 'node:test';
 import { promisify } from 'node:util';
 import { waitFor } from './wait.js';
 
@@ -52,6 +53,23 @@ export function deleteVcan(name: string): void {
   } catch {
     // not there
   }
+}
+
+/**
+ * The vcan interfaces of the enclosing describe(): `names` created in its before hook (and `absent` ones deleted, for
+ * a test that creates them itself), all deleted in its after hook; `cleanup` run after each test.
+ */
+export function withVcan(names: string[], options: { absent?: string[]; cleanup?: Cleanup } = {}): void {
+  const absent = options.absent ?? [];
+  before(() => {
+    for (const name of names) createVcan(name);
+    for (const name of absent) deleteVcan(name);
+  });
+  const cleanup = options.cleanup;
+  if (cleanup) afterEach(() => cleanup.run());
+  after(() => {
+    for (const name of [...names, ...absent]) deleteVcan(name);
+  });
 }
 
 export function setLink(name: string, state: 'up' | 'down'): void {
