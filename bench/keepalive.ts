@@ -24,6 +24,7 @@ import { CAR_IF, CarrierNetwork } from '../test/support/carrier-network.js';
 import { TestPki } from '../test/support/mosquitto.js';
 import type { NetnsAgentOptions } from '../test/support/netns-agent.js';
 import { makeTempDir } from '../test/support/temp.js';
+import { delay } from '../test/support/wait.js';
 
 const NAT_TIMEOUT_S = 50;
 const WINDOW_S = 240;
@@ -69,10 +70,6 @@ interface CarResult {
 function linkBytes(net: CarrierNetwork): number {
   const { uplink, downlink } = net.linkCounters();
   return uplink.seenBytes + downlink.seenBytes;
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 export async function runKeepaliveBenchmark(json: boolean): Promise<void> {
@@ -132,11 +129,11 @@ export async function runKeepaliveBenchmark(json: boolean): Promise<void> {
           throw new Error(`the adaptive heartbeat did not settle within ${LEARNING_LIMIT_S} s: ${JSON.stringify(adaptive.agent.of('interval'))}`);
         }
       }
-      await sleep(250);
+      await delay(250);
     }
     // Commands sent near the end get their deadline before counting.
     const last = Math.max(...cars.flatMap((c) => c.commands.map((m) => m.sentAt)));
-    await sleep(Math.max(0, last + COMMAND_DEADLINE_S * 1000 - performance.now()));
+    await delay(Math.max(0, last + COMMAND_DEADLINE_S * 1000 - performance.now()));
 
     const results = {} as Record<CarName, CarResult>;
     for (const car of cars) {
