@@ -16,7 +16,7 @@ import { readFileSync } from 'node:fs';
 import mqtt, { type MqttClient } from 'mqtt';
 import { OperatorClient } from '../src/commands/operator-client.js';
 import { Mosquitto, TestPki } from '../test/support/mosquitto.js';
-import { CommandPki, startAgent } from '../test/support/commands.js';
+import { CommandPki, startCommandAgent } from '../test/support/commands.js';
 
 const WARMUP = 30;
 const COMMANDS = 500;
@@ -30,7 +30,7 @@ export async function runCommandsBenchmark(json: boolean): Promise<void> {
   const commandPki = new CommandPki();
   // The shipped fleet broker config sets set_tcp_nodelay: without it mosquitto holds small packets back (Nagle) up to 40 ms.
   const broker = await Mosquitto.start({ pki, quiet: true });
-  const agent = await startAgent(broker, pki, commandPki, { deviceId: 'car-bench' });
+  const agent = await startCommandAgent(broker, pki, commandPki, { deviceId: 'car-bench' });
   const files = pki.backend();
   const ops = await OperatorClient.connect({ url: broker.backendUrl, certFile: files.certFile, keyFile: files.keyFile, caFile: pki.caFile });
   try {

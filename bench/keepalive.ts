@@ -24,6 +24,7 @@ import { CAR_IF, CarrierNetwork } from '../test/support/carrier-network.js';
 import { TestPki } from '../test/support/mosquitto.js';
 import type { NetnsAgentOptions } from '../test/support/netns-agent.js';
 import { makeTempDir } from '../test/support/temp.js';
+import { delay } from '../test/support/wait.js';
 
 const NAT_TIMEOUT_S = 50;
 const WINDOW_S = 240;
@@ -71,10 +72,6 @@ function linkBytes(net: CarrierNetwork): number {
   return uplink.seenBytes + downlink.seenBytes;
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
 export async function runKeepaliveBenchmark(json: boolean): Promise<void> {
   const say = (line: string): void => {
     if (!json) process.stdout.write(`${line}\n`);
@@ -98,7 +95,7 @@ export async function runKeepaliveBenchmark(json: boolean): Promise<void> {
       const agent = CarAgent.start(net, broker, deviceId, { keepalive, connectTimeoutMs: 10_000, reconnect: { initialMs: 1000, maxMs: 30_000 } });
       cars.push({ name, net, backend, agent, deviceId, windowStart: null, bytesAtStart: 0, commands: [] });
     }
-    for (const car of cars) await car.agent.waitFor(() => car.agent.connected, 20_000, `${car.name} to connect`);
+    for (const car of cars) await car.agent.waitFor(() => car.agent.connected, `${car.name} to connect`, 20_000);
     say(`keepalive: NAT timeout ${NAT_TIMEOUT_S} s; three idle cars on their own carrier networks; the adaptive one learning...`);
 
     const adaptive = cars[0]!;
@@ -132,11 +129,11 @@ export async function runKeepaliveBenchmark(json: boolean): Promise<void> {
           throw new Error(`the adaptive heartbeat did not settle within ${LEARNING_LIMIT_S} s: ${JSON.stringify(adaptive.agent.of('interval'))}`);
         }
       }
-      await sleep(250);
+      await delay(250);
     }
     // Commands sent near the end get their deadline before counting.
     const last = Math.max(...cars.flatMap((c) => c.commands.map((m) => m.sentAt)));
-    await sleep(Math.max(0, last + COMMAND_DEADLINE_S * 1000 - performance.now()));
+    await delay(Math.max(0, last + COMMAND_DEADLINE_S * 1000 - performance.now()));
 
     const results = {} as Record<CarName, CarResult>;
     for (const car of cars) {

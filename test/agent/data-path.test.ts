@@ -17,12 +17,14 @@ import { parseDeviceConfig, type DeviceConfig } from '../../src/config/device-co
 import { createDevCa, devCaFromPem, issueDeviceCertificate, writeIssued } from '../../src/pki/dev-ca.js';
 import { DEMO_DBC_PATH } from '../../src/sim/vehicle.js';
 import { decodeMessage } from '../../src/uplink/codec.js';
-import { AgentProcess, candumpLine, le16, outboxRows, writeConfig } from '../support/agent.js';
-import { BackendSubscriber, freePort, Mosquitto, TestPki, type ReceivedMessage } from '../support/mosquitto.js';
-import { delay, waitFor } from '../support/obd-sim.js';
+import { AgentProcess, outboxRows, writeConfig } from '../support/agent-process.js';
+import { startBroker } from '../support/broker-fixture.js';
+import { candumpLine, le16 } from '../support/drive-log.js';
+import { freePort, TestPki, type ReceivedMessage } from '../support/mosquitto.js';
 import { seededRandom } from '../support/random.js';
 import { repoRoot, sharedTestdata } from '../support/shared.js';
 import { makeTempDir } from '../support/temp.js';
+import { delay, waitFor } from '../support/wait.js';
 import { identifyNetwork } from '../../src/uplink/network-identity.js';
 import { OperatorClient } from '../../src/commands/operator-client.js';
 
@@ -200,7 +202,7 @@ describe('run: data path', () => {
 
       // 20 samples (each value changes every frame), 5 per message: 4 telemetry messages.
       const telemetry = (): ReceivedMessage[] => received.filter((m) => m.topic === `vehicles/${deviceId}/telemetry`);
-      await waitFor(() => telemetry().length >= 4, 10_000, `4 telemetry messages (got ${telemetry().length}; ${warnings.join('; ')})`);
+      await waitFor(() => telemetry().length >= 4, `4 telemetry messages (got ${telemetry().length}; ${warnings.join('; ')})`, 10_000);
       const messages = telemetry().map(decoded);
       const seqs = messages.map((m) => m.header.seq);
       for (let i = 1; i < seqs.length; i++) assert.ok(seqs[i]! > seqs[i - 1]!, `seq increases: ${seqs.join(', ')}`);
@@ -232,7 +234,7 @@ describe('run: data path', () => {
       const status: ReceivedMessage[] = [];
       late.client.on('message', (topic, payload, packet) => status.push({ topic, payload, retain: packet.retain, qos: packet.qos }));
       await late.client.subscribeAsync(`vehicles/${deviceId}/status`, { qos: 1 });
-      await waitFor(() => status.length >= 1, 5000, 'the retained birth');
+      await waitFor(() => status.length >= 1, 'the retained birth', 5000);
       assert.equal(status[0]!.retain, true);
       const birth = JSON.parse(status[0]!.payload.toString('utf8')) as { online: boolean; birthSeq: number; ts: number };
       assert.equal(birth.online, true);
@@ -263,7 +265,7 @@ describe('run: data path', () => {
       clients.push(neighbour.client);
       await neighbour.connected;
       await neighbour.client.publishAsync('vehicles/truck-007/telemetry', 'own topic', { qos: 1 });
-      await waitFor(() => received.some((m) => m.payload.toString() === 'own topic'), 5000, "the neighbour's own message");
+      await waitFor(() => received.some((m) => m.payload.toString() === 'own topic'), "the neighbour's own message", 5000);
       let closed = false;
       neighbour.client.on('close', () => (closed = true));
       neighbour.client.on('error', () => undefined);
@@ -271,7 +273,7 @@ describe('run: data path', () => {
       neighbour.client.publish(`vehicles/${deviceId}/telemetry`, 'forged telemetry', { qos: 1 }, (err) => {
         if (!err) acked = true;
       });
-      await waitFor(() => closed, 5000, 'the broker to close the connection of a device publishing to another device');
+      await waitFor(() => closed, 'the broker to close the connection of a device publishing to another device', 5000);
       await delay(200);
       assert.equal(acked, false, 'a refused publish is not acknowledged');
       assert.equal(received.filter((m) => m.payload.toString() === 'forged telemetry').length, 0, 'the backend never sees it');
@@ -349,15 +351,13 @@ describe('run: data path', () => {
     assert.ok(initial.length > 2000, `${initial.length} messages in the outbox`);
 
     // Phase 2: mosquitto and a backend with a persistent QoS 1 session.
-    const pki = new TestPki();
-    const broker = await Mosquitto.start({ pki });
-    const backend = await BackendSubscriber.connect(broker, pki);
+    const fleet = await startBroker();
+    const { pki, broker, backend } = fleet;
     const agents: AgentProcess[] = [];
     t.after(async () => {
       // A failed assertion must not leave an agent running (and the test process waiting for it).
       for (const agent of agents) await agent.stop('SIGKILL');
-      await backend.close();
-      await broker.stop();
+      await fleet.close();
     });
     const maxInflight = 8;
     // 100 messages/s with a bucket of 36: a drain takes ~25 s, so each kill lands in the middle of one. The speed
@@ -419,7 +419,7 @@ describe('run: data path', () => {
       return [...committed].filter((s) => !received.has(s));
     };
     // The backend may still be taking the last PUBLISHes; give it a moment, then say what is missing if anything.
-    await waitFor(() => notReceived().length === 0, 5000, 'every committed message at the backend').catch(() => undefined);
+    await waitFor(() => notReceived().length === 0, 'every committed message at the backend', 5000).catch(() => undefined);
     const missing = notReceived();
     assert.deepEqual(missing, [], `${missing.length} of ${committed.size} committed messages never reached the backend`);
     for (const row of initial) assert.ok(unique.has(row.seq));
@@ -444,15 +444,9 @@ describe('run: data path', () => {
   it('broker down, then up: the outbox fills, then drains in order per priority, highest priority first, and ends empty', { timeout: 30_000 }, async (t) => {
     const dir = makeTempDir('dp-down-up-');
     const deviceId = 'car-down-up';
-    const pki = new TestPki();
-    const broker = await Mosquitto.start({ pki });
-    const backend = await BackendSubscriber.connect(broker, pki);
-    // The backend keeps reconnecting while the broker is down; its refused attempts are expected.
-    backend.client.on('error', () => undefined);
-    t.after(async () => {
-      await backend.close();
-      await broker.stop();
-    });
+    const fleet = await startBroker();
+    const { pki, broker, backend } = fleet;
+    t.after(() => fleet.close());
     await broker.stop();
 
     const log = path.join(dir, 'drive.log');
@@ -480,7 +474,7 @@ describe('run: data path', () => {
     const warnings: string[] = [];
     const run = runAgent({ config, output, warn: (m) => warnings.push(m) });
     const buffered = (): number[] => [...output.text.matchAll(/uplink (?:connecting|disconnected), heartbeat 60 s \(learning\), 0 published, (\d+) buffered/g)].map((m) => Number(m[1]));
-    await waitFor(() => buffered().filter((n) => n > 0).length >= 3 && buffered().at(-1)! >= 30, 5000, `the status to show a growing outbox:\n${output.text}`);
+    await waitFor(() => buffered().filter((n) => n > 0).length >= 3 && buffered().at(-1)! >= 30, `the status to show a growing outbox:\n${output.text}`, 5000);
     const shown = buffered().filter((n) => n > 0);
     for (let i = 1; i < shown.length; i++) assert.ok(shown[i]! >= shown[i - 1]!, `buffered grows: ${shown.join(', ')}`);
     assert.ok(shown.at(-1)! > shown[0]!, `buffered grows: ${shown.join(', ')}`);
@@ -490,7 +484,7 @@ describe('run: data path', () => {
     const backlog = outboxRows(outboxFile);
     await broker.start();
     const summary = await run;
-    await backend.waitFor(() => backend.on(deviceId, 'telemetry').length >= summary.dataPath!.messages, 5000, 'every message');
+    await backend.waitFor(() => backend.on(deviceId, 'telemetry').length >= summary.dataPath!.messages, 'every message', 5000);
 
     const d = summary.dataPath!;
     // 150 engine samples (every 20 ms for 3 s) and 300 speed changes, 5 per message.
@@ -518,9 +512,9 @@ describe('run: data path', () => {
   it('the adaptive heartbeat in the status line, the warnings, the summary and the per-network memory beside the outbox', { timeout: 30_000 }, async (t) => {
     const dir = makeTempDir('dp-heartbeat-');
     const deviceId = 'car-heartbeat';
-    const pki = new TestPki();
-    const broker = await Mosquitto.start({ pki });
-    t.after(() => broker.stop());
+    const fleet = await startBroker({ backend: false });
+    const { pki, broker } = fleet;
+    t.after(() => fleet.close());
     const log = path.join(dir, 'drive.log');
     // Half a second of data, then idle until 11 s: the heartbeat learns while the car is idle (1 + 2 + 4 s of
     // heartbeats and the settling, with room for late timers).
@@ -574,13 +568,9 @@ describe('run: data path', () => {
   it('a corrupt outbox file is moved aside with a clear warning; the run goes on and publishes', { timeout: 30_000 }, async (t) => {
     const dir = makeTempDir('dp-corrupt-');
     const deviceId = 'car-corrupt';
-    const pki = new TestPki();
-    const broker = await Mosquitto.start({ pki });
-    const backend = await BackendSubscriber.connect(broker, pki);
-    t.after(async () => {
-      await backend.close();
-      await broker.stop();
-    });
+    const fleet = await startBroker();
+    const { pki, broker, backend } = fleet;
+    t.after(() => fleet.close());
     const outboxFile = path.join(dir, 'var', 'outbox.db');
     const garbage = Buffer.from('this is not an SQLite database, just what a bad flash block left behind\n'.repeat(100));
     mkdirSync(path.dirname(outboxFile), { recursive: true });
@@ -616,7 +606,7 @@ describe('run: data path', () => {
     assert.equal(d.messages, 5);
     assert.equal(d.published, 5);
     assert.equal(d.buffered, 0);
-    await backend.waitFor(() => backend.on(deviceId, 'telemetry').length >= 5, 5000, 'the 5 messages');
+    await backend.waitFor(() => backend.on(deviceId, 'telemetry').length >= 5, 'the 5 messages', 5000);
     const values = backend.on(deviceId, 'telemetry').flatMap((m) => decoded(m).samples.map((s) => s.value));
     assert.deepEqual(values, Array.from({ length: 50 }, (_, i) => 1000 + 10 * i));
   });

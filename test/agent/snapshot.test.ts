@@ -12,9 +12,9 @@ import { parseDeviceConfig } from '../../src/config/device-config.js';
 import { Logger } from '../../src/health/log.js';
 import type { LiveStatus } from '../../src/health/monitor.js';
 import { DEMO_DBC_PATH } from '../../src/sim/vehicle.js';
-import { candumpLine, le16 } from '../support/agent.js';
-import { delay } from '../support/obd-sim.js';
+import { candumpLine, le16 } from '../support/drive-log.js';
 import { makeTempDir } from '../support/temp.js';
+import { delay } from '../support/wait.js';
 
 const ENGINE_DATA = 0xc8;
 const UNKNOWN_ID = 0x7ff;

@@ -10,7 +10,7 @@ import { resolveSignalName } from '../../src/collect/signal-names.js';
 import { BusDecoder } from '../../src/dbc/bus-decoder.js';
 import { compileDatabase, loadDbcFile } from '../../src/dbc/index.js';
 import { DEMO_DBC_PATH } from '../../src/sim/vehicle.js';
-import { candumpLine, le16 } from '../support/agent.js';
+import { candumpLine, le16 } from '../support/drive-log.js';
 import { parseCandumpLine } from '../../src/can/candump.js';
 import { createFrame } from '../../src/can/frame.js';
 

@@ -13,6 +13,7 @@ import {
   parseCandumpText,
 } from '../../src/can/candump.js';
 import { cloneFrame, createFrame, type CanFrame } from '../../src/can/frame.js';
+import { hexBytes, hexText } from '../support/hex.js';
 import { seededRandom } from '../support/random.js';
 import { hasSharedTestdata, sharedTestdata } from '../support/shared.js';
 
@@ -30,10 +31,6 @@ function parse(line: string, lineNo?: number): CanFrame {
   const frame = createFrame();
   assert.equal(parseCandumpLine(line, frame, lineNo), true);
   return cloneFrame(frame);
-}
-
-function bytes(hex: string): number[] {
-  return [...Buffer.from(hex, 'hex')];
 }
 
 /** Asserts that `line` is rejected with a CandumpParseError whose message contains `fragment`. */
@@ -98,7 +95,7 @@ describe('candump -L real logs', () => {
       remote: false,
       error: false,
       dlc: 8,
-      data: new Uint8Array(bytes('821639C4FFFFFFFF')),
+      data: hexBytes('821639C4FFFFFFFF'),
     });
 
     let eec1 = 0;
@@ -158,8 +155,7 @@ describe('parseCandumpLine', () => {
 
   it('parses CAN FD frames with flags and a 64-byte payload', () => {
     const payload = Array.from({ length: 64 }, (_, k) => (k * 37 + 5) & 0xff);
-    const hex = Buffer.from(payload).toString('hex').toUpperCase();
-    const line = `(1700000000.123456) can2 18DAF110##3${hex}`;
+    const line = `(1700000000.123456) can2 18DAF110##3${hexText(payload, '')}`;
     const fd = parse(line);
     assert.deepEqual(
       [fd.fd, fd.fdFlags, fd.fdFlags & 1, fd.fdFlags & 2, fd.id, fd.extended, fd.dlc, fd.data.length],

@@ -5,11 +5,12 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { after, afterEach, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { exactFilter } from '../../src/can/bus.js';
 import { IsoTpChannel, type IsoTpOptions } from '../../src/can/isotp.js';
 import { SocketCanBus } from '../../src/can/socketcan.js';
-import { background, Cleanup, createVcan, deleteVcan, waitUntilReading } from '../support/vcan.js';
+import { hexBytes, hexText } from '../support/hex.js';
+import { background, Cleanup, waitUntilReading, withVcan } from '../support/vcan.js';
 
 const IF = 'vt-isotp0';
 const cleanup = new Cleanup();
@@ -29,9 +30,6 @@ async function agentChannel(options: IsoTpOptions) {
   return { channel, received };
 }
 
-const toHex = (bytes: Uint8Array): string => [...bytes].map((b) => b.toString(16).padStart(2, '0')).join(' ');
-const fromHex = (text: string): Buffer => Buffer.from(text.trim().split(/\s+/).map((h) => Number.parseInt(h, 16)));
-
 /** isotprecv in the background, already bound when this resolves. */
 async function kernelReceiver(args: string[]) {
   const proc = background('isotprecv', [...args, IF]);
@@ -41,22 +39,20 @@ async function kernelReceiver(args: string[]) {
 }
 
 describe('userspace ISO-TP against the kernel can-isotp', { timeout: 60_000 }, () => {
-  before(() => createVcan(IF));
-  afterEach(() => cleanup.run());
-  after(() => deleteVcan(IF));
+  withVcan([IF], { cleanup });
 
   it('agent -> isotprecv: 4,000 bytes on 11-bit identifiers', async () => {
     const payload = randomBytes(4000);
     const got = await kernelReceiver(['-s', '7e8', '-d', '7e0']);
     const { channel } = await agentChannel({ txId: 0x7e0, rxId: 0x7e8 });
     await channel.send(payload);
-    assert.deepEqual(fromHex(await got.done), payload);
+    assert.deepEqual(Buffer.from(hexBytes(await got.done)), payload);
   });
 
   it('isotpsend -> agent: 4,000 bytes, the agent pacing the sender with block size 16', async () => {
     const payload = randomBytes(4000);
     const { received } = await agentChannel({ txId: 0x7e0, rxId: 0x7e8, blockSize: 16 });
-    const send = background('isotpsend', ['-s', '7e8', '-d', '7e0', IF], toHex(payload));
+    const send = background('isotpsend', ['-s', '7e8', '-d', '7e0', IF], hexText(payload));
     cleanup.add(() => send.child.kill());
     assert.deepEqual(Buffer.from(await received), payload);
     await send.done;
@@ -67,10 +63,10 @@ describe('userspace ISO-TP against the kernel can-isotp', { timeout: 60_000 }, (
     const got = await kernelReceiver(['-s', '18DAF110', '-d', '18DA10F1']);
     const { channel, received } = await agentChannel({ txId: 0x18da10f1, rxId: 0x18daf110, extended: true, blockSize: 8 });
     await channel.send(out);
-    assert.deepEqual(fromHex(await got.done), out);
+    assert.deepEqual(Buffer.from(hexBytes(await got.done)), out);
 
     const back = randomBytes(4095);
-    const send = background('isotpsend', ['-s', '18DAF110', '-d', '18DA10F1', IF], toHex(back));
+    const send = background('isotpsend', ['-s', '18DAF110', '-d', '18DA10F1', IF], hexText(back));
     cleanup.add(() => send.child.kill());
     assert.deepEqual(Buffer.from(await received), back);
   });
@@ -80,10 +76,10 @@ describe('userspace ISO-TP against the kernel can-isotp', { timeout: 60_000 }, (
     const got = await kernelReceiver(['-s', '7e8', '-d', '7e0', '-L', '72:64:0']);
     const { channel, received } = await agentChannel({ txId: 0x7e0, rxId: 0x7e8, fd: true, blockSize: 8 });
     await channel.send(out);
-    assert.deepEqual(fromHex(await got.done), out);
+    assert.deepEqual(Buffer.from(hexBytes(await got.done)), out);
 
     const back = randomBytes(4000);
-    const send = background('isotpsend', ['-s', '7e8', '-d', '7e0', '-L', '72:64:0', IF], toHex(back));
+    const send = background('isotpsend', ['-s', '7e8', '-d', '7e0', '-L', '72:64:0', IF], hexText(back));
     cleanup.add(() => send.child.kill());
     assert.deepEqual(Buffer.from(await received), back);
   });
@@ -95,7 +91,7 @@ describe('userspace ISO-TP against the kernel can-isotp', { timeout: 60_000 }, (
     const t0 = performance.now();
     await channel.send(payload);
     const elapsed = performance.now() - t0;
-    assert.deepEqual(fromHex(await got.done), payload);
+    assert.deepEqual(Buffer.from(hexBytes(await got.done)), payload);
     // 142 CFs at least 2 ms apart: a lower bound only (emulated CPUs are slow, never fast).
     assert.ok(elapsed >= 141 * 2, `sent in ${elapsed.toFixed(0)} ms, faster than STmin allows`);
   });

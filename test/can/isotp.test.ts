@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { createFrame, type CanFrame } from '../../src/can/frame.js';
 import { decodeStMin, fdFrameLength, IsoTpChannel, IsoTpError, type IsoTpLink, type IsoTpOptions } from '../../src/can/isotp.js';
+import { delay } from '../support/wait.js';
 
 interface WireFrame {
   from: 'a' | 'b';
@@ -91,8 +92,6 @@ function pattern(n: number, seed = 0): Uint8Array {
   for (let i = 0; i < n; i++) out[i] = (i * 31 + seed) & 0xff;
   return out;
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function hasCode(code: string) {
   return (err: unknown) => err instanceof IsoTpError && err.code === code;
@@ -223,7 +222,7 @@ describe('isotp multi-frame', () => {
     const got: Uint8Array[] = [];
     p.b.onMessage((m) => got.push(m));
     await Promise.all([p.a.send(pattern(30, 1)), p.a.send(pattern(3, 2)), p.a.send(pattern(50, 3))]);
-    await sleep(5);
+    await delay(5);
     assert.deepEqual(got, [pattern(30, 1), pattern(3, 2), pattern(50, 3)]);
   });
 });
@@ -237,11 +236,11 @@ describe('isotp flow control from a hand-crafted receiver', () => {
         // Three WAITs 30 ms apart: each restarts N_Bs (50 ms), so 90 ms in total must not time out.
         void (async () => {
           for (let i = 0; i < 3; i++) {
-            await sleep(30);
+            await delay(30);
             events.push('WAIT');
             feed([0x31, 0, 0]);
           }
-          await sleep(30);
+          await delay(30);
           events.push('CTS');
           feed([0x30, 0, 0]);
         })();
@@ -340,7 +339,7 @@ describe('isotp reception errors (hand-crafted sender)', () => {
     const got = nextMessage(ch);
     feed([0x10, 27, 0, 1, 2, 3, 4, 5]);
     for (let sn = 1; sn <= 3; sn++) {
-      await sleep(25); // 75 ms in total, longer than N_Cr, but each gap is shorter
+      await delay(25); // 75 ms in total, longer than N_Cr, but each gap is shorter
       feed([0x20 | sn, ...Array.from({ length: 7 }, (_, i) => 6 + (sn - 1) * 7 + i)]);
     }
     assert.deepEqual(await got, Uint8Array.from({ length: 27 }, (_, i) => i));

@@ -3,7 +3,7 @@
  * test/vm/vm.test.ts). Peers are can-utils (cansend, cangen, candump) and the kernel itself (ip link).
  */
 import assert from 'node:assert/strict';
-import { after, afterEach, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { exactFilter } from '../../src/can/bus.js';
 import { CanFrameWriter, FrameWriteError } from '../../src/can/frame-writer.js';
 import { cloneFrame, type CanFrame } from '../../src/can/frame.js';
@@ -11,7 +11,9 @@ import { interfaceState, SocketCanBus, SocketCanSource, type EndpointStateChange
 import type { ControllerStateChange } from '../../src/can/bus-health.js';
 import { compileDatabase, parseDbc } from '../../src/dbc/index.js';
 import { receiveFilters } from '../../src/dbc/receive-filters.js';
-import { background, Cleanup, createVcan, deleteVcan, run, runAsync, setLink, sleep, waitFor, waitUntilReading } from '../support/vcan.js';
+import { hexText } from '../support/hex.js';
+import { background, Cleanup, createVcan, deleteVcan, run, runAsync, setLink, waitUntilReading, withVcan } from '../support/vcan.js';
+import { delay, waitFor } from '../support/wait.js';
 
 const IF = 'vt-src0';
 const IF2 = 'vt-src1';
@@ -45,20 +47,8 @@ async function startSource(ifname: string, options: Partial<ConstructorParameter
   };
 }
 
-function hex(data: Uint8Array): string {
-  return Buffer.from(data).toString('hex').toUpperCase();
-}
-
 describe('SocketCAN source on a real kernel', { timeout: 60_000 }, () => {
-  before(() => {
-    createVcan(IF);
-    createVcan(IF2);
-  });
-  afterEach(() => cleanup.run());
-  after(() => {
-    deleteVcan(IF);
-    deleteVcan(IF2);
-  });
+  withVcan([IF, IF2], { cleanup });
 
   it('receives classic, extended, remote and CAN FD frames from cansend intact, with kernel timestamps', async () => {
     const s = await startSource(IF);
@@ -71,10 +61,10 @@ describe('SocketCAN source on a real kernel', { timeout: 60_000 }, () => {
     await waitFor(() => s.frames.length >= 5, '5 frames');
     await s.stop();
     const [a, b, c, d, e] = s.frames as [CanFrame, CanFrame, CanFrame, CanFrame, CanFrame];
-    assert.deepEqual([a.id, a.extended, a.fd, hex(a.data)], [0x123, false, false, 'DEADBEEF']);
-    assert.deepEqual([b.id, b.extended, b.fd, hex(b.data)], [0x1abcdef0, true, false, '0102030405060708']);
+    assert.deepEqual([a.id, a.extended, a.fd, hexText(a.data, '')], [0x123, false, false, 'DEADBEEF']);
+    assert.deepEqual([b.id, b.extended, b.fd, hexText(b.data, '')], [0x1abcdef0, true, false, '0102030405060708']);
     assert.deepEqual([c.id, c.remote, c.extended], [0x7ff, true, false]);
-    assert.deepEqual([d.id, d.fd, d.data.length, hex(d.data.subarray(0, 16))], [0x456, true, 64, '11223344556677889900AABBCCDDEEFF']);
+    assert.deepEqual([d.id, d.fd, d.data.length, hexText(d.data.subarray(0, 16), '')], [0x456, true, 64, '11223344556677889900AABBCCDDEEFF']);
     assert.deepEqual([e.id, e.data.length], [0, 0]);
     for (const f of s.frames) {
       assert.equal(f.bus, IF);
@@ -88,7 +78,7 @@ describe('SocketCAN source on a real kernel', { timeout: 60_000 }, () => {
     await runAsync('cangen', IF, '-g', '1', '-n', '300', '-I', '321', '-L', '8', '-D', 'i');
     await runAsync('cangen', IF, '-g', '1', '-n', '100', '-f', '-e', '-I', '18FEF100', '-L', '64', '-D', 'i');
     await waitFor(() => s.frames.length >= 400, '400 frames');
-    await sleep(50);
+    await delay(50);
     await s.stop();
     assert.equal(s.frames.length, 400);
     s.frames.slice(0, 300).forEach((f, i) => {
@@ -177,7 +167,7 @@ describe('SocketCAN source on a real kernel', { timeout: 60_000 }, () => {
     await waitFor(() => s.frames.length === 1, 'first frame');
     setLink(IF, 'down');
     await waitFor(() => s.source.state === 'down', 'state down');
-    await sleep(500); // several retry periods: still one event
+    await delay(500); // several retry periods: still one event
     setLink(IF, 'up');
     await waitFor(() => s.source.state === 'open', 'reopened');
     run('cansend', IF, '111#02');
@@ -203,7 +193,7 @@ describe('SocketCAN source on a real kernel', { timeout: 60_000 }, () => {
     const running = source.run((f) => frames.push(cloneFrame(f)), abort.signal);
     cleanup.add(() => abort.abort());
     await waitFor(() => source.state === 'missing', 'missing');
-    await sleep(300);
+    await delay(300);
     createVcan(IF2);
     await waitFor(() => source.state === 'open', 'opened once created');
     run('cansend', IF2, '222#01');
@@ -234,8 +224,8 @@ describe('SocketCAN source on a real kernel', { timeout: 60_000 }, () => {
     await Promise.all([a.whenOpen(), b.whenOpen()]);
     const gotA: string[] = [];
     const gotB: string[] = [];
-    a.onFrame((f) => gotA.push(`${f.id.toString(16)}:${hex(f.data)}`));
-    b.onFrame((f) => gotB.push(`${f.id.toString(16)}:${hex(f.data)}`));
+    a.onFrame((f) => gotA.push(`${f.id.toString(16)}:${hexText(f.data, '')}`));
+    b.onFrame((f) => gotB.push(`${f.id.toString(16)}:${hexText(f.data, '')}`));
     const dump = background('candump', ['-L', '-n', '3', IF]);
     cleanup.add(() => dump.child.kill());
     await waitUntilReading(dump.child);

@@ -1,20 +1,15 @@
 /** The `decode` and `dbc` commands, run as a user runs them: the compiled CLI in a child process. */
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { hasSharedTestdata, NO_SHARED_TESTDATA, repoRoot, sharedTestdata } from '../support/shared.js';
+import { AGENT_CLI, runProgramSync } from '../support/programs.js';
+import { hasSharedTestdata, NO_SHARED_TESTDATA, sharedTestdata } from '../support/shared.js';
 import { makeTempDir } from '../support/temp.js';
 
-const cli = path.join(repoRoot, 'dist', 'src', 'cli', 'main.js');
-
-function run(args: string[], input?: string): { status: number | null; stdout: string; stderr: string } {
-  const result = spawnSync(process.execPath, [cli, ...args], { input, encoding: 'utf8', maxBuffer: 256 * 1024 * 1024 });
-  return { status: result.status, stdout: result.stdout, stderr: result.stderr };
-}
 
 const skip = hasSharedTestdata() ? false : NO_SHARED_TESTDATA;
 const truckLog = sharedTestdata('logs', 'css_j1939_truck_11111111_00000012_00000001.candump.log');
@@ -22,7 +17,7 @@ const j1939Dbc = sharedTestdata('dbc', 'css_j1939_demo.dbc');
 
 describe('telematics-agent decode', { skip }, () => {
   it('decodes the real truck log by PGN: one JSON object per frame, engine speed at idle 646..654 rpm', () => {
-    const { status, stdout, stderr } = run(['decode', '--dbc', j1939Dbc, '--log', truckLog, '--j1939', '--json']);
+    const { status, stdout, stderr } = runProgramSync('telematics-agent', ['decode', '--dbc', j1939Dbc, '--log', truckLog, '--j1939', '--json']);
     assert.equal(status, 0, stderr);
     const objects = stdout.trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);
     assert.equal(objects.length, 57849);
@@ -40,7 +35,7 @@ describe('telematics-agent decode', { skip }, () => {
   });
 
   it('without PGN matching the same log decodes nothing (the DBC is written for another source address)', () => {
-    const { status, stdout } = run(['decode', '--dbc', j1939Dbc, '--log', truckLog, '--json']);
+    const { status, stdout } = runProgramSync('telematics-agent', ['decode', '--dbc', j1939Dbc, '--log', truckLog, '--json']);
     assert.equal(status, 0);
     assert.ok(!stdout.includes('"name":"EEC1"'));
   });
@@ -51,7 +46,7 @@ describe('telematics-agent decode', { skip }, () => {
       '(1635188455.030900) can0 0CFEF100#F7000004000000FF',
       '(1635188455.031000) can1 123#1122',
     ].join('\n');
-    const { status, stdout } = run(['decode', '--dbc', j1939Dbc, '--j1939'], input);
+    const { status, stdout } = runProgramSync('telematics-agent', ['decode', '--dbc', j1939Dbc, '--j1939'], { input });
     assert.equal(status, 0);
     const lines = stdout.trim().split('\n');
     assert.equal(lines.length, 3);
@@ -62,7 +57,7 @@ describe('telematics-agent decode', { skip }, () => {
 
   it('reports malformed lines on stderr, skips them and carries on', () => {
     const input = ['(1.000000) can0 0CF00400#607D84481400F084', 'garbage here', '(2.000000) can0 0CF00400#607D84481400F084'].join('\n');
-    const { status, stdout, stderr } = run(['decode', '--dbc', j1939Dbc, '--j1939', '--json'], input);
+    const { status, stdout, stderr } = runProgramSync('telematics-agent', ['decode', '--dbc', j1939Dbc, '--j1939', '--json'], { input });
     assert.equal(status, 0);
     assert.equal(stdout.trim().split('\n').length, 2);
     assert.match(stderr, /line 2:/);
@@ -75,7 +70,7 @@ describe('telematics-agent decode', { skip }, () => {
       dbc,
       ['BO_ 256 Mux: 2 ECU', ' SG_ Sel M : 0|8@1+ (1,0) [0|0] "" X', ' SG_ A m1 : 8|8@1+ (1,0) [0|0] "" X', ''].join('\n'),
     );
-    const { status, stdout } = run(['decode', '--dbc', dbc, '--json'], '(1.5) can0 100#0107\n(1.6) can0 100#0207\n');
+    const { status, stdout } = runProgramSync('telematics-agent', ['decode', '--dbc', dbc, '--json'], { input: '(1.5) can0 100#0107\n(1.6) can0 100#0207\n' });
     assert.equal(status, 0);
     const [ok, bad] = stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
     assert.deepEqual(ok, { ts: 1.5, bus: 'can0', id: 256, extended: false, name: 'Mux', signals: { Sel: 1, A: 7 } });
@@ -84,7 +79,7 @@ describe('telematics-agent decode', { skip }, () => {
   });
 
   it('fails with a clear message for a missing DBC file', () => {
-    const { status, stderr } = run(['decode', '--dbc', '/nonexistent.dbc', '--log', truckLog]);
+    const { status, stderr } = runProgramSync('telematics-agent', ['decode', '--dbc', '/nonexistent.dbc', '--log', truckLog]);
     assert.equal(status, 1);
     assert.match(stderr, /\/nonexistent\.dbc.*cannot read DBC file/);
   });
@@ -92,7 +87,7 @@ describe('telematics-agent decode', { skip }, () => {
 
 describe('telematics-agent dbc', { skip }, () => {
   it('summarises messages, signals, multiplexing and warnings', () => {
-    const { status, stdout } = run(['dbc', sharedTestdata('dbc', 'multiplex_2.dbc'), '--signals']);
+    const { status, stdout } = runProgramSync('telematics-agent', ['dbc', sharedTestdata('dbc', 'multiplex_2.dbc'), '--signals']);
     assert.equal(status, 0);
     assert.match(stdout, /4 messages \(4 extended ID, 0 CAN FD, 4 J1939, 4 multiplexed\), 19 signals/);
     assert.match(stdout, /S1: bit 4, 4 bits, Intel, signed \[S0=0, multiplexer\]/);
@@ -100,10 +95,10 @@ describe('telematics-agent dbc', { skip }, () => {
 
   it('shows what lenient mode tolerated, and strict mode rejects it with file:line:column', () => {
     const file = sharedTestdata('dbc', 'unparseable_by_cantools', 'toyota_radar_dsu_tssp.dbc');
-    const lenient = run(['dbc', file]);
+    const lenient = runProgramSync('telematics-agent', ['dbc', file]);
     assert.equal(lenient.status, 0);
     assert.match(lenient.stdout, /tolerated: CM_ statement without its closing ';'/);
-    const strict = run(['dbc', file, '--strict']);
+    const strict = runProgramSync('telematics-agent', ['dbc', file, '--strict']);
     assert.equal(strict.status, 1);
     assert.match(strict.stderr, /toyota_radar_dsu_tssp\.dbc:138:\d+: .*rejected in strict mode/);
   });
@@ -114,18 +109,18 @@ describe('hostile input files and streams', () => {
     const dir = makeTempDir('decode-utf16-');
     const utf16 = path.join(dir, 'j1939-utf16.dbc');
     writeFileSync(utf16, Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from(readFileSync(j1939Dbc, 'utf8'), 'utf16le')]));
-    const summary = run(['dbc', utf16]);
+    const summary = runProgramSync('telematics-agent', ['dbc', utf16]);
     assert.equal(summary.status, 0, summary.stderr);
     assert.match(summary.stdout, /j1939-utf16\.dbc \(utf-16le/);
     const line = '(1635188455.029900) can0 0CF00400#607D84481400F084';
-    const decoded = run(['decode', '--dbc', utf16, '--j1939'], `${line}\n`);
+    const decoded = runProgramSync('telematics-agent', ['decode', '--dbc', utf16, '--j1939'], { input: `${line}\n` });
     assert.equal(decoded.status, 0, decoded.stderr);
     assert.equal(decoded.stdout, `${line} :: EEC1(EngineSpeed: 649 rpm)\n`);
 
     const empty = path.join(dir, 'nothing.dbc');
     writeFileSync(empty, 'VERSION "1.0"\nBU_: ECU\n');
     for (const args of [['dbc', empty], ['decode', '--dbc', empty]]) {
-      const refused = run(args, line);
+      const refused = runProgramSync('telematics-agent', args, { input: line });
       assert.equal(refused.status, 1, args.join(' '));
       assert.equal(refused.stdout, '');
       assert.equal(refused.stderr, `telematics-agent: ${empty}: no message (BO_) found in this DBC file (read as utf-8)\n`);
@@ -137,7 +132,7 @@ describe('hostile input files and streams', () => {
     // endless one ended in an uncaught RangeError with a stack trace).
     const reportRss = `data:text/javascript,process.on('exit', () => process.stderr.write('maxRSS ' + process.resourceUsage().maxRSS + '\\n'))`;
     const decodeChild = async (input: () => AsyncGenerator<Buffer | string>): Promise<{ status: number | null; stdout: string; stderr: string[]; maxRssKb: number }> => {
-      const child = spawn(process.execPath, ['--import', reportRss, cli, 'decode', '--dbc', j1939Dbc, '--j1939'], { stdio: ['pipe', 'pipe', 'pipe'] });
+      const child = spawn(process.execPath, ['--import', reportRss, AGENT_CLI, 'decode', '--dbc', j1939Dbc, '--j1939'], { stdio: ['pipe', 'pipe', 'pipe'] });
       let stdout = '';
       let stderr = '';
       child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
@@ -188,7 +183,7 @@ describe('hostile input files and streams', () => {
       ].join('\n'),
     );
     const raw = /[\x00-\x09\x0b-\x1f\x7f-\x9f\u202e]/;
-    const summary = run(['dbc', dbc, '--signals']);
+    const summary = runProgramSync('telematics-agent', ['dbc', dbc, '--signals']);
     assert.equal(summary.status, 0, summary.stderr);
     assert.doesNotMatch(summary.stdout, raw);
     assert.match(summary.stdout, /hostile\\x1b\[2J\.dbc \(utf-8, version "\\x1b\]0;owned\\x07"\)/);
@@ -197,7 +192,7 @@ describe('hostile input files and streams', () => {
     assert.match(summary.stdout, /signal Nope\\x9b2J/);
 
     const log = '(1.000000) can\x1b[2J0 100#0501000000000000\n(2.000000) can0 100#0502000000000000\n(3.000000) can0 1\x1b[31m\n';
-    const text = run(['decode', '--dbc', dbc, '--choices'], log);
+    const text = runProgramSync('telematics-agent', ['decode', '--dbc', dbc, '--choices'], { input: log });
     assert.equal(text.status, 0, text.stderr);
     assert.doesNotMatch(text.stdout + text.stderr, raw);
     assert.deepEqual(text.stdout.trim().split('\n'), [
@@ -206,7 +201,7 @@ describe('hostile input files and streams', () => {
     ]);
     assert.match(text.stderr, /warning: line 3: invalid character "\\u001b" in CAN ID/);
     // JSON stays JSON: the escapes parse back to the very same names and labels.
-    const json = run(['decode', '--dbc', dbc, '--choices', '--json'], log);
+    const json = runProgramSync('telematics-agent', ['decode', '--dbc', dbc, '--choices', '--json'], { input: log });
     assert.doesNotMatch(json.stdout, raw);
     const objects = json.stdout.trim().split('\n').map((l) => JSON.parse(l) as { bus: string; name: string; signals: Record<string, unknown> });
     assert.deepEqual(objects.map((o) => [o.bus, o.name, o.signals.Gear]), [['can\x1b[2J0', 'Msg\u009b31m', 'P\x1b[8m'], ['can0', 'Msg\u009b31m', 'D\u202eR']]);
@@ -214,7 +209,7 @@ describe('hostile input files and streams', () => {
     // An error quoting the file: the parse error's "found" text and the file name.
     const broken = path.join(dir, 'broken.dbc');
     writeFileSync(broken, 'BO_ 1 Msg\x1b[2J: 8 N\n');
-    const failed = run(['dbc', broken]);
+    const failed = runProgramSync('telematics-agent', ['dbc', broken]);
     assert.equal(failed.status, 1);
     assert.equal(failed.stderr, `telematics-agent: ${broken}:1:10: expected ':' after the message name, found '\\x1b[2J:'\n`);
   });

@@ -4,42 +4,20 @@
  * the device config while the adapter is unplugged and plugged back in, the CAN bus decoding all along.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { runAgent } from '../../src/cli/run.js';
 import { parseDeviceConfig } from '../../src/config/device-config.js';
 import { DEMO_DBC_PATH } from '../../src/sim/vehicle.js';
-import { delay, waitFor } from '../support/obd-sim.js';
-import { RECORDED_VIN, elmOnPty, type ElmRig } from '../support/elm327.js';
+import { AgentProcess } from '../support/agent-process.js';
+import { elmOnPty, type ElmRig } from '../support/elm327.js';
+import { RECORDED_VIN } from '../support/elm327-recording.js';
+import { runProgram } from '../support/programs.js';
 import { repoRoot } from '../support/shared.js';
 import { makeTempDir } from '../support/temp.js';
+import { delay, waitFor } from '../support/wait.js';
 
-const cli = path.join(repoRoot, 'dist', 'src', 'cli', 'main.js');
-
-interface CliResult {
-  status: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** The CLI as a child process, asynchronously: the simulator it talks to runs in this process's event loop. */
-function runCli(args: string[], timeoutMs = 30_000): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [cli, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.on('error', reject);
-    child.on('close', (status) => {
-      clearTimeout(timer);
-      resolve({ status, stdout, stderr });
-    });
-  });
-}
 
 const rigs: ElmRig[] = [];
 after(async () => {
@@ -56,7 +34,7 @@ async function recordedAdapter(options: Parameters<typeof elmOnPty>[0] = {}): Pr
 describe('obd --port', () => {
   it('--json prints one object: VIN, protocol, supported PIDs, live values and DTCs', async () => {
     const rig = await recordedAdapter();
-    const result = await runCli(['obd', '--port', rig.path, '--json']);
+    const result = await runProgram('telematics-agent', ['obd', '--port', rig.path, '--json']);
     assert.equal(result.status, 0, result.stderr);
     const summary = JSON.parse(result.stdout) as Record<string, any>;
     assert.equal(summary.vin, RECORDED_VIN);
@@ -74,7 +52,7 @@ describe('obd --port', () => {
 
   it('without --json prints the same for a person to read', async () => {
     const rig = await recordedAdapter({ protocol: 3 });
-    const result = await runCli(['obd', '--port', rig.path]);
+    const result = await runProgram('telematics-agent', ['obd', '--port', rig.path]);
     assert.equal(result.status, 0, result.stderr);
     assert.match(result.stdout, /^Connection {2}ELM327 v1\.5 on .*ttyELM at 38400 baud/m);
     assert.match(result.stdout, /^Protocol {4}ISO 9141-2$/m);
@@ -86,7 +64,7 @@ describe('obd --port', () => {
 
   it('runs single queries through the adapter too (read-vin, read-pids by name)', async () => {
     const rig = await recordedAdapter();
-    const vin = await runCli(['obd', '--port', rig.path, 'read-vin']);
+    const vin = await runProgram('telematics-agent', ['obd', '--port', rig.path, 'read-vin']);
     assert.equal(vin.status, 0, vin.stderr);
     assert.deepEqual(JSON.parse(vin.stdout), {
       port: rig.path,
@@ -95,25 +73,25 @@ describe('obd --port', () => {
       vin: RECORDED_VIN,
       ecus: [{ ecu: 0, vin: RECORDED_VIN }],
     });
-    const pids = await runCli(['obd', '--port', rig.path, 'read-pids', 'rpm', 'speed']);
+    const pids = await runProgram('telematics-agent', ['obd', '--port', rig.path, 'read-pids', 'rpm', 'speed']);
     assert.equal(pids.status, 0, pids.stderr);
     assert.deepEqual(JSON.parse(pids.stdout).ecus, [{ ecu: 0, pids: { rpm: { value: 750, unit: 'rpm' }, speed: { value: 50, unit: 'km/h' } } }]);
   });
 
   it('fails with exit status 1 and a clear reason: no port, nothing answering, the ignition off', async () => {
-    const missing = await runCli(['obd', '--port', '/dev/serial/by-id/usb-no-such-adapter']);
+    const missing = await runProgram('telematics-agent', ['obd', '--port', '/dev/serial/by-id/usb-no-such-adapter']);
     assert.equal(missing.status, 1);
     assert.equal(missing.stdout, '');
     assert.match(missing.stderr, /^telematics-agent: \/dev\/serial\/by-id\/usb-no-such-adapter: no such serial port \(is the adapter plugged in\?\)\n$/);
 
     const off = await recordedAdapter({ ignition: false });
-    const result = await runCli(['obd', '--port', off.path, '--json']);
+    const result = await runProgram('telematics-agent', ['obd', '--port', off.path, '--json']);
     assert.equal(result.status, 1);
     assert.equal(result.stdout, '');
     assert.match(result.stderr, /answers, but no ECU does \(UNABLE TO CONNECT\): is the ignition on/);
 
     const deaf = await recordedAdapter({ baudRate: 9600 });
-    const wrongBaud = await runCli(['obd', '--port', deaf.path, '--baud', '115200']);
+    const wrongBaud = await runProgram('telematics-agent', ['obd', '--port', deaf.path, '--baud', '115200']);
     assert.equal(wrongBaud.status, 1);
     assert.match(wrongBaud.stderr, /no ELM327 prompt on .* at 115200 baud/);
   });
@@ -122,13 +100,10 @@ describe('obd --port', () => {
 describe('sim-elm327', () => {
   it('serves the demo car on a pty that obd --port reads, and stops on SIGINT', async () => {
     const link = path.join(makeTempDir('sim-elm327-'), 'ttyELM');
-    const sim = spawn(process.execPath, [cli, 'sim-elm327', '--link', link, '--dtc', 'P0420', '--answer-ms', '5'], { stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
-    sim.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    const exited = new Promise<number | null>((resolve) => sim.on('close', resolve));
+    const sim = AgentProcess.command(['sim-elm327', '--link', link, '--dtc', 'P0420', '--answer-ms', '5']);
     try {
-      await waitFor(() => existsSync(link), 10_000, 'the pty link');
-      const result = await runCli(['obd', '--port', link, '--json']);
+      await waitFor(() => existsSync(link), 'the pty link', 10_000);
+      const result = await runProgram('telematics-agent', ['obd', '--port', link, '--json']);
       assert.equal(result.status, 0, result.stderr);
       const summary = JSON.parse(result.stdout) as Record<string, any>;
       assert.equal(summary.vin, 'WDX1SMDEMC0000001');
@@ -136,16 +111,17 @@ describe('sim-elm327', () => {
       // 30 s into the drive cycle: the engine runs.
       assert.ok(summary.values.rpm > 500, JSON.stringify(summary.values));
     } finally {
-      sim.kill('SIGINT');
+      await sim.stop('SIGINT');
     }
-    assert.equal(await exited, 0);
+    assert.equal((await sim.exited).code, 0);
+    const { stderr } = sim;
     assert.match(stderr, /elm327-v1\.5 on .*ttyELM \(car protocol 6\)/);
     assert.match(stderr, /stopped: \d+ commands, \d+ OBD requests/);
     assert.equal(existsSync(link), false, 'the pty is gone');
   });
 
   it('names what is wrong with its arguments', async () => {
-    const bad = await runCli(['sim-elm327', '--link', '/tmp/x', '--protocol', '2']);
+    const bad = await runProgram('telematics-agent', ['sim-elm327', '--link', '/tmp/x', '--protocol', '2']);
     assert.equal(bad.status, 1);
     assert.match(bad.stderr, /expected 3-9/);
   });
@@ -168,21 +144,21 @@ describe('run with an ELM327 adapter', () => {
     const stop = new AbortController();
     const running = runAgent({ config, signal: stop.signal, output: { write: (t: string) => (written += t) }, warn: (m) => warnings.push(m) });
     try {
-      await waitFor(() => /OBD rpm 750 rpm, coolantTemp 90 °C/.test(written), 10_000, 'OBD values in the status line');
+      await waitFor(() => /OBD rpm 750 rpm, coolantTemp 90 °C/.test(written), 'OBD values in the status line', 10_000);
       await delay(300);
       const requestsBefore = rig.sim.counters.obdRequests;
       await rig.server.unplug();
-      await waitFor(() => warnings.some((w) => /reconnecting/.test(w)), 5000, 'the unplug reported');
+      await waitFor(() => warnings.some((w) => /reconnecting/.test(w)), 'the unplug reported', 5000);
       const framesLine = written.length;
       await delay(600);
       // While the adapter is away the bus goes on: status lines keep coming with frames in them.
       assert.match(written.slice(framesLine), /[1-9]\d* frames\/s/);
       await rig.server.plug();
       const replugged = written.length;
-      await waitFor(() => /obd ready/.test(written.slice(replugged)), 10_000, 'the adapter ready again');
+      await waitFor(() => /obd ready/.test(written.slice(replugged)), 'the adapter ready again', 10_000);
       // Polling resumes by itself: the simulator gets requests again (re-initialisation takes about 10).
       const requestsAtReplug = rig.sim.counters.obdRequests;
-      await waitFor(() => rig.sim.counters.obdRequests > requestsAtReplug + 10, 5000, 'requests after the replug');
+      await waitFor(() => rig.sim.counters.obdRequests > requestsAtReplug + 10, 'requests after the replug', 5000);
       assert.ok(requestsAtReplug > requestsBefore);
     } finally {
       stop.abort();

@@ -1,6 +1,6 @@
 /** `telematics-agent run`: the compiled CLI as a user runs it, and the run loop in-process for the TTY status line. */
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { closeSync, fstatSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -10,10 +10,11 @@ import { BusDecoder } from '../../src/dbc/bus-decoder.js';
 import { loadDeviceConfig, parseDeviceConfig } from '../../src/config/device-config.js';
 import { compileDatabase, loadDbcFile } from '../../src/dbc/index.js';
 import { DEMO_DBC_PATH, SimulatedVehicle } from '../../src/sim/vehicle.js';
+import { AgentProcess } from '../support/agent-process.js';
+import { AGENT_CLI, runProgramSync } from '../support/programs.js';
 import { repoRoot } from '../support/shared.js';
 import { makeTempDir } from '../support/temp.js';
 
-const cli = path.join(repoRoot, 'dist', 'src', 'cli', 'main.js');
 const defaultConfig = path.join(repoRoot, 'device-config', 'default.json');
 
 /** Status lines (not the summary) of non-TTY output. */
@@ -24,7 +25,7 @@ function statusLines(stdout: string): string[] {
 describe('telematics-agent run', () => {
   it('runs the default config for 2 s: live status with frame rate and the configured signals, then a summary', () => {
     // From another folder: the default config is found next to the installed package, not in the working directory.
-    const result = spawnSync(process.execPath, [cli, 'run', '--duration', '2'], { cwd: tmpdir(), encoding: 'utf8', timeout: 20_000 });
+    const result = runProgramSync('telematics-agent', ['run', '--duration', '2'], { cwd: tmpdir() });
     assert.equal(result.status, 0, result.stderr);
     // The log is JSON lines. Besides the debug lines of the verbose start, it only says what the data path set up (the
     // development PKI on a first run, the embedded broker, the link) and where the status page is (or, when another
@@ -66,7 +67,7 @@ describe('telematics-agent run', () => {
         const { dev, ino } = fstatSync(fd);
         // As systemd starts a service whose stdout is the journal: JOURNAL_STREAM=<device>:<inode> of that stream.
         const env = { ...process.env, JOURNAL_STREAM: journal ? `${dev}:${ino}` : `${dev}:${ino + 1}` };
-        const result = spawnSync(process.execPath, [cli, 'run', '--config', config, '--duration', '1'], { env, stdio: ['ignore', fd, 'pipe'], encoding: 'utf8' });
+        const result = spawnSync(process.execPath, [AGENT_CLI, 'run', '--config', config, '--duration', '1'], { env, stdio: ['ignore', fd, 'pipe'], encoding: 'utf8' });
         assert.equal(result.status, 0, result.stderr);
       } finally {
         closeSync(fd);
@@ -82,15 +83,11 @@ describe('telematics-agent run', () => {
 
   it('stops cleanly on SIGTERM and SIGINT with the final summary, exit code 0', async () => {
     for (const signal of ['SIGTERM', 'SIGINT'] as const) {
-      const child = spawn(process.execPath, [cli, 'run', '--config', defaultConfig], { stdio: ['ignore', 'pipe', 'pipe'] });
-      let stdout = '';
-      child.stdout.setEncoding('utf8');
-      child.stdout.on('data', (chunk: string) => {
-        stdout += chunk;
-        // Signal once the agent is demonstrably running.
-        if (stdout.includes('frames/s') && !child.killed) child.kill(signal);
-      });
-      const code = await new Promise<number | null>((resolve) => child.on('close', (c) => resolve(c)));
+      const agent = AgentProcess.start(defaultConfig);
+      // Signal once the agent is demonstrably running.
+      await agent.waitForStdout('frames/s', 30_000);
+      const { code } = await agent.stop(signal);
+      const { stdout } = agent;
       assert.equal(code, 0, `${signal}: ${stdout}`);
       assert.match(stdout, /stopped after \d+\.\d s\n {2}can0 \(sim:demo\): [1-9]\d* frames/);
     }
@@ -100,7 +97,7 @@ describe('telematics-agent run', () => {
     const dir = makeTempDir('run-config-');
     const file = path.join(dir, 'bad.json');
     writeFileSync(file, JSON.stringify({ deviceId: 'x', buses: [{ name: 'can0', dbc: DEMO_DBC_PATH, source: { type: 'sim', speed: 'fast' } }] }));
-    const result = spawnSync(process.execPath, [cli, 'run', '--config', file, '--duration', '1'], { encoding: 'utf8' });
+    const result = runProgramSync('telematics-agent', ['run', '--config', file, '--duration', '1']);
     assert.equal(result.status, 1);
     assert.match(result.stderr, /bad\.json: buses\[0\]\.source\.speed: expected number, got "fast"/);
 
@@ -109,11 +106,11 @@ describe('telematics-agent run', () => {
       unknownSignal,
       JSON.stringify({ deviceId: 'x', buses: [{ name: 'can0', dbc: DEMO_DBC_PATH, source: { type: 'sim' } }], status: { signals: ['NoSuchSignal'] } }),
     );
-    const second = spawnSync(process.execPath, [cli, 'run', '--config', unknownSignal, '--duration', '1'], { encoding: 'utf8' });
+    const second = runProgramSync('telematics-agent', ['run', '--config', unknownSignal, '--duration', '1']);
     assert.equal(second.status, 1);
     assert.match(second.stderr, /status\.signals: no bus DBC has a signal 'NoSuchSignal'/);
 
-    const duration = spawnSync(process.execPath, [cli, 'run', '--duration', '-3'], { encoding: 'utf8' });
+    const duration = runProgramSync('telematics-agent', ['run', '--duration', '-3']);
     assert.equal(duration.status, 1);
     assert.match(duration.stderr, /expected a positive number of seconds/);
   });
@@ -300,7 +297,7 @@ describe('run with hostile DBC files', () => {
     writeFileSync(path.join(dir, 'nothing.dbc'), 'VERSION ""\n\nBS_:\n\nBU_: ECU\n');
     const file = path.join(dir, 'device.json');
     writeFileSync(file, JSON.stringify({ deviceId: 'x', buses: [{ name: 'can0', dbc: 'nothing.dbc', source: { type: 'sim' } }] }));
-    const result = spawnSync(process.execPath, [cli, 'run', '--config', file, '--duration', '1'], { encoding: 'utf8', timeout: 20_000 });
+    const result = runProgramSync('telematics-agent', ['run', '--config', file, '--duration', '1']);
     assert.equal(result.status, 1, result.stderr);
     assert.equal(result.stdout, '');
     const errors = result.stderr.split('\n').filter((line) => line.startsWith('telematics-agent:'));
@@ -310,7 +307,7 @@ describe('run with hostile DBC files', () => {
   it('[14.L9] a config error quoting what the file says shows its control characters escaped', () => {
     const file = path.join(dir, 'escapes.json');
     writeFileSync(file, JSON.stringify({ deviceId: 'x', buses: [{ name: 'can0', dbc: DEMO_DBC_PATH, source: { type: 'sim' } }], 'colour\x1b[31m': 1 }));
-    const result = spawnSync(process.execPath, [cli, 'run', '--config', file, '--duration', '1'], { encoding: 'utf8', timeout: 20_000 });
+    const result = runProgramSync('telematics-agent', ['run', '--config', file, '--duration', '1']);
     assert.equal(result.status, 1);
     assert.equal(result.stderr, `telematics-agent: ${file}: (top level): unknown field 'colour\\x1b[31m'\n`);
   });

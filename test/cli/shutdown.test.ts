@@ -8,14 +8,16 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
 import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { Logger } from '../../src/health/log.js';
 import { ShutdownWatch, SHUTDOWN_INCOMPLETE_EXIT_CODE } from '../../src/health/log-shutdown.js';
 import { DEMO_DBC_PATH } from '../../src/sim/vehicle.js';
-import { AgentProcess, CLI, outboxRows, writeConfig } from '../support/agent.js';
-import { BackendSubscriber, Mosquitto, TestPki } from '../support/mosquitto.js';
-import { delay, waitFor } from '../support/obd-sim.js';
+import { AgentProcess, outboxRows, writeConfig } from '../support/agent-process.js';
+import { withBroker } from '../support/broker-fixture.js';
+import { TestPki } from '../support/mosquitto.js';
+import { AGENT_CLI } from '../support/programs.js';
 import { makeTempDir } from '../support/temp.js';
+import { delay, waitFor } from '../support/wait.js';
 
 /** The stop must be over within this, from the signal to the process gone (a supervisor's 5 s). */
 const LIMIT_MS = 5000;
@@ -26,20 +28,10 @@ interface Status {
 }
 
 describe('run: SIGTERM', () => {
-  let pki: TestPki;
-  let broker: Mosquitto;
-  let backend: BackendSubscriber;
   const agents: AgentProcess[] = [];
-  before(async () => {
-    pki = new TestPki();
-    broker = await Mosquitto.start({ pki });
-    backend = await BackendSubscriber.connect(broker, pki);
-  });
-  after(async () => {
-    broker.resume();
+  const fleet = withBroker();
+  fleet.beforeStop(async () => {
     for (const agent of agents) await agent.stop('SIGKILL');
-    await backend.close();
-    await broker.stop();
   });
 
   /** A running agent on the simulated car, one periodic rule whose batch stays open for a minute, connected. */
@@ -54,7 +46,7 @@ describe('run: SIGTERM', () => {
         rules: [{ name: 'speed', mode: 'periodic', intervalMs: 50, signals: ['VehicleSpeed', 'EngineSpeed'] }],
       },
       outbox: { path: outbox, writeIntervalMs: 100 },
-      uplink: { url: broker.url, ...pki.identityFiles(deviceId), reconnect: { initialMs: 100, maxMs: 500 }, keepalive: { adaptive: false } },
+      uplink: { url: fleet.broker.url, ...fleet.pki.identityFiles(deviceId), reconnect: { initialMs: 100, maxMs: 500 }, keepalive: { adaptive: false } },
     });
     const agent = AgentProcess.start(file);
     agents.push(agent);
@@ -94,7 +86,7 @@ describe('run: SIGTERM', () => {
     assert.ok(messages >= 1, agent.stdout);
     assert.equal(buffered, rows.length, 'the summary counts what is in the file');
     assert.equal(published + buffered, messages, agent.stdout);
-    if (published > 0) await backend.waitFor(() => backend.on(deviceId, 'telemetry').length >= published, 3000, `${published} telemetry messages`);
+    if (published > 0) await fleet.backend.waitFor(() => fleet.backend.on(deviceId, 'telemetry').length >= published, `${published} telemetry messages`, 3000);
     return { buffered, published };
   }
 
@@ -116,27 +108,27 @@ describe('run: SIGTERM', () => {
     assert.ok(!lines.some((l) => l.level === 'error'), agent.stderr);
 
     // The status topic: the birth, then the device's own offline; the broker never publishes the will.
-    const statuses = (): Status[] => backend.on(deviceId, 'status').map((m) => JSON.parse(m.payload.toString('utf8')) as Status);
-    await backend.waitFor(() => statuses().some((s) => !s.online), 3000, 'the offline status');
+    const statuses = (): Status[] => fleet.backend.on(deviceId, 'status').map((m) => JSON.parse(m.payload.toString('utf8')) as Status);
+    await fleet.backend.waitFor(() => statuses().some((s) => !s.online), 'the offline status', 3000);
     await delay(1000);
     assert.deepEqual(statuses().map((s) => [s.online, s.reason]), [
       [true, undefined],
       [false, 'shutdown'],
     ]);
     // mosquitto says how the client left: a DISCONNECT packet, not a dropped socket.
-    assert.match(broker.log, new RegExp(`Client ${deviceId} disconnected\\.`));
-    assert.doesNotMatch(broker.log, new RegExp(`Client ${deviceId} closed its connection|Socket error on client ${deviceId}`));
+    assert.match(fleet.broker.log, new RegExp(`Client ${deviceId} disconnected\\.`));
+    assert.doesNotMatch(fleet.broker.log, new RegExp(`Client ${deviceId} closed its connection|Socket error on client ${deviceId}`));
   });
 
   it('broker frozen (SIGSTOP): still exit 0 within 5 s, the open batch committed to the outbox', { timeout: 30_000 }, async (t) => {
     const deviceId = 'car-frozen-broker';
     const { agent, outbox } = await startAgent(deviceId);
-    broker.pause();
+    fleet.broker.pause();
     let result: { code: number | null; ms: number };
     try {
       result = await terminate(agent);
     } finally {
-      broker.resume();
+      fleet.broker.resume();
     }
     t.diagnostic(`SIGTERM to exit with the broker frozen: ${result.ms.toFixed(0)} ms`);
     assert.equal(result.code, 0, agent.stderr);
@@ -153,7 +145,7 @@ describe('run: SIGTERM', () => {
     const steps = lines.filter((l) => l.component === 'shutdown' && l.level === 'debug').map((l) => `${l.msg} at ${String(l.atMs)} ms`);
     t.diagnostic(steps.join('; '));
     // The broker, thawed, is fine and serves the backend again.
-    await waitFor(() => broker.running, 1000, 'the broker');
+    await waitFor(() => fleet.broker.running, 'the broker', 1000);
   });
 });
 
@@ -223,7 +215,7 @@ describe('run: stderr on a full disk', () => {
       logging: { level: 'debug', verboseForS: 0 },
     });
     const full = openSync('/dev/full', 'w');
-    const child = spawn(process.execPath, [CLI, 'run', '--config', file], { stdio: ['ignore', 'pipe', full] });
+    const child = spawn(process.execPath, [AGENT_CLI, 'run', '--config', file], { stdio: ['ignore', 'pipe', full] });
     closeSync(full);
     let stdout = '';
     child.stdout!.setEncoding('utf8');
@@ -231,7 +223,7 @@ describe('run: stderr on a full disk', () => {
     const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('close', (code, signal) => resolve({ code, signal })));
     try {
       // The status line on stdout says the run is up; then time for reconnect warnings and status debug lines.
-      await waitFor(() => stdout.includes('frames/s') || child.exitCode !== null, 10_000, 'the status line');
+      await waitFor(() => stdout.includes('frames/s') || child.exitCode !== null, 'the status line', 10_000);
       await delay(1500);
       assert.equal(child.exitCode, null, `the agent died with stderr on a full disk:\n${stdout}`);
       assert.deepEqual(outboxRows(outbox), [], 'nothing committed before the stop');

@@ -3,7 +3,6 @@
  * waiting for an interface that is not there. What needs a CAN kernel runs in the VM (socketcan-cli.vmtest.ts).
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
@@ -12,21 +11,16 @@ import { parsePidArgument } from '../../src/cli/obd.js';
 import { runAgent } from '../../src/cli/run.js';
 import { parseDeviceConfig } from '../../src/config/device-config.js';
 import { DEMO_DBC_PATH } from '../../src/sim/vehicle.js';
+import { runProgramSync } from '../support/programs.js';
 import { repoRoot } from '../support/shared.js';
 import { makeTempDir } from '../support/temp.js';
 
-const cli = path.join(repoRoot, 'dist', 'src', 'cli', 'main.js');
 /** An interface no test host has. */
 const MISSING = 'vt-nowhere0';
 
-function run(args: string[]): { status: number | null; stdout: string; stderr: string } {
-  const result = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', timeout: 20_000 });
-  return { status: result.status, stdout: result.stdout, stderr: result.stderr };
-}
-
 /** Runs the CLI expecting exit status 1, nothing on stdout, and `pattern` on stderr. */
 function assertFails(args: string[], pattern: RegExp): void {
-  const { status, stdout, stderr } = run(args);
+  const { status, stdout, stderr } = runProgramSync('telematics-agent', args);
   assert.equal(status, 1, `${args.join(' ')}: exit ${status}\n${stderr}`);
   assert.equal(stdout, '', args.join(' '));
   assert.match(stderr, pattern, args.join(' '));

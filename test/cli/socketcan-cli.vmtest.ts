@@ -4,23 +4,24 @@
  * the compiled CLI in a child process; the interfaces are this file's own, so other *.vmtest files can run alongside.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
-import { after, afterEach, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { decodeStream } from '../../src/cli/decode.js';
 import { compileDatabase, loadDbcFile } from '../../src/dbc/index.js';
 import { DEMO_VIN } from '../../src/sim/obd-ecu.js';
 import { DEMO_DBC_PATH } from '../../src/sim/vehicle.js';
+import { AgentProcess } from '../support/agent-process.js';
+import { runProgram } from '../support/programs.js';
 import { repoRoot } from '../support/shared.js';
 import { makeTempDir } from '../support/temp.js';
-import { Cleanup, createVcan, deleteVcan, run, sleep, waitFor } from '../support/vcan.js';
+import { Cleanup, createVcan, deleteVcan, run, withVcan } from '../support/vcan.js';
+import { delay, waitFor } from '../support/wait.js';
 
 const IF = 'vt-cli0';
 /** Created by the `run` test only after the agent has started. */
 const IF_LATE = 'vt-cli1';
-const cli = path.join(repoRoot, 'dist', 'src', 'cli', 'main.js');
 /**
  * ISO 15765-4's P2 is 50 ms; ECU and tester are two node processes on one emulated CPU here, which a busy host slows
  * further (300 ms was missed with the host's two cores loaded), so the queries allow 600 ms. The commands' default
@@ -29,81 +30,31 @@ const cli = path.join(repoRoot, 'dist', 'src', 'cli', 'main.js');
 const P2 = '600';
 const cleanup = new Cleanup();
 
-/** A CLI process running in the background, its output collected as it comes. */
-class CliProcess {
-  readonly child: ChildProcess;
-  stdout = '';
-  stderr = '';
-  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  private running = true;
-
-  constructor(readonly args: string[]) {
-    this.child = spawn(process.execPath, [cli, ...args], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
-    this.child.stdout!.setEncoding('utf8').on('data', (chunk: string) => (this.stdout += chunk));
-    this.child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (this.stderr += chunk));
-    this.exited = new Promise((resolve) => {
-      this.child.on('close', (code, signal) => {
-        this.running = false;
-        resolve({ code, signal });
-      });
-    });
-    // Whatever happens to the test, the process does not outlive it.
-    cleanup.add(async () => {
-      if (!this.running) return;
-      this.child.kill('SIGKILL');
-      await this.exited;
-    });
-  }
-
-  /** Sends `signal` and waits for the exit. */
-  async stop(signal: NodeJS.Signals = 'SIGINT'): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
-    if (this.running) this.child.kill(signal);
-    return this.exited;
-  }
-
-  // 90 s: the first node process in the emulated VM loads every module from a cold cache, which took over 30 s with
-  // the host's two cores busy. The tests are about what the tools say, not how fast the VM starts them.
-  async waitForStderr(text: string, timeoutMs = 90_000): Promise<void> {
-    await waitFor(() => this.stderr.includes(text) || !this.running, `${JSON.stringify(text)} from ${this.args[0]}`, timeoutMs);
-    assert.ok(this.stderr.includes(text), `${this.args.join(' ')} ended without ${JSON.stringify(text)}:\n${this.stderr}`);
-  }
-
-  async waitForStdout(pattern: RegExp, timeoutMs = 90_000): Promise<void> {
-    await waitFor(() => pattern.test(this.stdout) || !this.running, `${pattern} from ${this.args[0]}`, timeoutMs);
-    assert.match(this.stdout, pattern, `${this.args.join(' ')}; stderr:\n${this.stderr}`);
-  }
-}
-
-/** Runs a one-shot command to its end. */
-async function runCli(...args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  const p = new CliProcess(args);
-  const timer = setTimeout(() => p.child.kill('SIGKILL'), 60_000);
-  const { code } = await p.exited;
-  clearTimeout(timer);
-  return { status: code, stdout: p.stdout, stderr: p.stderr };
+/**
+ * A CLI command in the background, killed after the test whatever happens (so a failed test cannot keep the VM's node
+ * process alive). Its waits allow 90 s: the first node process in the emulated VM loads every module from a cold
+ * cache, which took over 30 s with the host's two cores busy. The tests are about what the tools say, not how fast the
+ * VM starts them.
+ */
+function cli(...args: string[]): AgentProcess {
+  const command = AgentProcess.command(args, { cwd: repoRoot, waitTimeoutMs: 90_000 });
+  cleanup.add(() => command.stop('SIGKILL'));
+  return command;
 }
 
 /** Runs `obd` and parses its JSON, which it must print with exit status 0. */
 async function obd(...args: string[]): Promise<Record<string, any>> {
-  const result = await runCli('obd', '--iface', IF, '--p2', P2, ...args);
+  const result = await runProgram('telematics-agent', ['obd', '--iface', IF, '--p2', P2, ...args], { cwd: repoRoot });
   assert.equal(result.status, 0, `obd ${args.join(' ')}: exit ${result.status}\n${result.stderr}`);
   return JSON.parse(result.stdout) as Record<string, any>;
 }
 
 describe('SocketCAN commands on a real kernel', { timeout: 420_000 }, () => {
-  before(() => {
-    createVcan(IF);
-    deleteVcan(IF_LATE);
-  });
-  afterEach(() => cleanup.run());
-  after(() => {
-    deleteVcan(IF);
-    deleteVcan(IF_LATE);
-  });
+  withVcan([IF], { absent: [IF_LATE], cleanup });
 
   it('obd reads the VIN, PIDs and DTCs of sim-ecu, clears the DTCs when told to, and sim-ecu stops on SIGINT', async () => {
     // 30 s into the drive the engine runs and the car is under way.
-    const ecu = new CliProcess(['sim-ecu', '--iface', IF, '--start', '30', '--dtc', 'P0133', 'c0035']);
+    const ecu = cli('sim-ecu', '--iface', IF, '--start', '30', '--dtc', 'P0133', 'c0035');
     await ecu.waitForStderr(`ECU 0 on ${IF}: requests on 0x7DF and 0x7E0, answers on 0x7E8, DTCs P0133 C0035`);
     assert.match(ecu.stderr, new RegExp(`^sim-ecu: interface ${IF} is open\\n`));
 
@@ -145,7 +96,7 @@ describe('SocketCAN commands on a real kernel', { timeout: 420_000 }, () => {
   });
 
   it('29-bit: a legacy ECU found by --addressing auto answers one PID per request; SIGTERM stops it', async () => {
-    const ecu = new CliProcess(['sim-ecu', '--iface', IF, '--addressing', '29-bit', '--ecu', '0x18', '--legacy', '--start', '30']);
+    const ecu = cli('sim-ecu', '--iface', IF, '--addressing', '29-bit', '--ecu', '0x18', '--legacy', '--start', '30');
     await ecu.waitForStderr('ECU 24 on vt-cli0: requests on 0x18DB33F1 and 0x18DA18F1, answers on 0x18DAF118, one PID per request');
     const result = await obd('--addressing', 'auto', 'read-pids', 'rpm', 'speed');
     assert.equal(result.addressing, '29-bit');
@@ -156,14 +107,14 @@ describe('SocketCAN commands on a real kernel', { timeout: 420_000 }, () => {
   });
 
   it('obd with no ECU on the bus fails with exit status 1 and says what to check', async () => {
-    const result = await runCli('obd', '--iface', IF, '--p2', '100', 'read-vin');
+    const result = await runProgram('telematics-agent', ['obd', '--iface', IF, '--p2', '100', 'read-vin'], { cwd: repoRoot });
     assert.equal(result.status, 1);
     assert.equal(result.stdout, '');
     assert.match(result.stderr, /^telematics-agent: no ECU answered 01 00 \(11-bit identifiers\) within 100 ms: is the ignition on, and the addressing right/);
   });
 
   it('decode --iface prints what the file decode prints for the same frames, with kernel timestamps, until SIGINT', async () => {
-    const decode = new CliProcess(['decode', '--dbc', DEMO_DBC_PATH, '--iface', IF]);
+    const decode = cli('decode', '--dbc', DEMO_DBC_PATH, '--iface', IF);
     await decode.waitForStderr(`interface ${IF} is open`);
     const before = Date.now() / 1000;
     run('cansend', IF, '0C8#401F000000000000'); // ENGINE_DATA: 2000 rpm
@@ -211,16 +162,16 @@ describe('SocketCAN commands on a real kernel', { timeout: 420_000 }, () => {
         logging: { format: 'text', verboseForS: 0 },
       }),
     );
-    const agent = new CliProcess(['run', '--config', config]);
+    const agent = cli('run', '--config', config);
     await agent.waitForStderr(`vehicle: interface ${IF_LATE} is missing; waiting for it\n`);
     await agent.waitForStdout(new RegExp(`\\| vehicle \\(${IF_LATE}\\) missing, 0 error frames \\| EngineSpeed – \\| OBD waiting for the interface\\n`));
     // Several retries go by: still one line.
-    await sleep(1500);
+    await delay(1500);
     assert.equal(agent.stderr, `vehicle: interface ${IF_LATE} is missing; waiting for it\n`);
 
     createVcan(IF_LATE);
     await agent.waitForStderr(`vehicle: interface ${IF_LATE} is open\n`);
-    const ecu = new CliProcess(['sim-ecu', '--iface', IF_LATE, '--start', '30']);
+    const ecu = cli('sim-ecu', '--iface', IF_LATE, '--start', '30');
     await ecu.waitForStderr('ECU 0 on');
     run('cansend', IF_LATE, '0C8#401F000000000000');
     await agent.waitForStdout(new RegExp(`vehicle \\(${IF_LATE}\\) open, error-active, 0 error frames \\| EngineSpeed 2000\\.0 rpm \\| OBD rpm \\d+(\\.\\d)? rpm, speed \\d+ km/h\\n`), 60_000);

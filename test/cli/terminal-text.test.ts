@@ -9,7 +9,7 @@ import { describe, it } from 'node:test';
 import { formatVehicleSummary, type VehicleSummary } from '../../src/cli/obd.js';
 import { describeResult } from '../../src/cli/ops.js';
 import { forTerminal, jsonForTerminal, linesForTerminal } from '../../src/text/terminal-text.js';
-import { runScript } from '../support/scripts.js';
+import { runProgramSync } from '../support/programs.js';
 import { makeTempDir } from '../support/temp.js';
 
 /** Any character a terminal may interpret: C0 but the newline, DEL, C1, bidi controls. */
@@ -73,8 +73,8 @@ describe('terminal text', () => {
   it('[14.L9] the provisioning scripts show a path from a hostile target escaped, in their one-line error', () => {
     const target = path.join(makeTempDir('escape-target-'), 'image\x1b]0;owned\x07\x1b[2J');
     mkdirSync(target);
-    const result = runScript('flash', ['--bundle', makeTempDir('no-bundle-'), '--target', target]);
-    assert.equal(result.code, 1);
+    const result = runProgramSync('scripts/flash', ['--bundle', makeTempDir('no-bundle-'), '--target', target]);
+    assert.equal(result.status, 1);
     assert.doesNotMatch(result.stderr + result.stdout, RAW_CONTROL);
     assert.match(result.stderr, /image\\x1b\]0;owned\\x07\\x1b\[2J/);
   });

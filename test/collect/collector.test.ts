@@ -8,6 +8,7 @@ import type { SampleBatch } from '../../src/collect/sample.js';
 import { BusDecoder } from '../../src/dbc/bus-decoder.js';
 import { compileDatabase, loadDbcFile, type CompiledDatabase } from '../../src/dbc/index.js';
 import { DEMO_DBC_PATH, SimulatedVehicle } from '../../src/sim/vehicle.js';
+import { delay } from '../support/wait.js';
 
 const START = 1_700_000_000;
 const database: CompiledDatabase = compileDatabase(loadDbcFile(DEMO_DBC_PATH));
@@ -337,7 +338,7 @@ describe('collector: batching', () => {
     collector.start();
     send('VEHICLE_DYNAMICS', { VehicleSpeed: 1 }, 0);
     clock.ms = 100;
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await delay(50);
     assert.equal(batches.length, 1);
     send('VEHICLE_DYNAMICS', { VehicleSpeed: 2 }, 10);
     collector.close();

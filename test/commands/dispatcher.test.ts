@@ -17,8 +17,8 @@ import { ReplayGuard } from '../../src/commands/replay-guard.js';
 import type { CommandResult } from '../../src/commands/result.js';
 import { CommandVerifier } from '../../src/commands/verifier.js';
 import { createCommandCa, issueOperatorCertificate } from '../../src/pki/command-pki.js';
-import { waitFor } from '../support/obd-sim.js';
 import { makeTempDir } from '../support/temp.js';
+import { waitFor } from '../support/wait.js';
 
 const DEVICE = 'car-unit';
 const ca = createCommandCa('dispatcher test CA');
@@ -101,7 +101,7 @@ describe('dispatcher', () => {
     try {
       const { payload, envelope } = signCommand({ deviceId: DEVICE, name: 'ping' }, operator);
       r.send(payload);
-      await waitFor(() => r.dispatcher.stats.succeeded === 1, 5000, 'the ping to succeed');
+      await waitFor(() => r.dispatcher.stats.succeeded === 1, 'the ping to succeed', 5000);
       r.send(payload);
       r.send('not a command');
       const id = envelope.id;
@@ -179,7 +179,7 @@ describe('dispatcher', () => {
       r.send(second.payload, { responseTopic: topic, correlationData: big });
       // An unsigned payload's answer too.
       r.send('not json', { responseTopic: topic, correlationData: big });
-      await waitFor(() => r.answers.filter((a) => a.result.status === 'SUCCEEDED').length === 2, 5000, 'both pings');
+      await waitFor(() => r.answers.filter((a) => a.result.status === 'SUCCEEDED').length === 2, 'both pings', 5000);
       const of = (id: string | null) => r.answers.filter((a) => a.result.id === id);
       assert.ok(of('corr-small').every((a) => a.route.correlation?.equals(small)));
       assert.ok(of('corr-big').length === 3 && of('corr-big').every((a) => a.route.correlation === undefined && a.route.topic === topic));
@@ -199,7 +199,7 @@ describe('dispatcher', () => {
       for (; sent < 500 && !r.answers.some((a) => a.result.status === 'REJECTED'); sent++) {
         r.send(signCommand({ deviceId: DEVICE, name: 'ping', id: `fill-${sent}-${'x'.repeat(50)}` }, operator).payload);
         // Each ping finishes before the next comes (no 'busy').
-        await waitFor(() => r.dispatcher.stats.running === 0, 5000, 'the ping to finish');
+        await waitFor(() => r.dispatcher.stats.running === 0, 'the ping to finish', 5000);
       }
       const refused = r.answers.find((a) => a.result.status === 'REJECTED')!;
       assert.ok(refused, `no refusal after ${sent} commands`);

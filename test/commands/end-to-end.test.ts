@@ -24,11 +24,13 @@ import { readCollectionOverride } from '../../src/config/collection-override.js'
 import { loadDeviceConfig } from '../../src/config/device-config.js';
 import { DEMO_DBC_PATH } from '../../src/sim/vehicle.js';
 import { decodeMessage } from '../../src/uplink/codec.js';
+import { withBroker } from '../support/broker-fixture.js';
 import { CommandPki, operatorClient } from '../support/commands.js';
-import { elmOnPty, RECORDED_VIN, type ElmRig } from '../support/elm327.js';
-import { BackendSubscriber, Mosquitto, TestPki } from '../support/mosquitto.js';
-import { delay } from '../support/obd-sim.js';
+import { elmOnPty, type ElmRig } from '../support/elm327.js';
+import { RECORDED_VIN } from '../support/elm327-recording.js';
+import { TestPki, type BackendSubscriber } from '../support/mosquitto.js';
 import { makeTempDir } from '../support/temp.js';
+import { delay } from '../support/wait.js';
 
 /** The workshop tool's bus: one message, with a value table, that the simulator sends at start and then every 10 min. */
 const AUX_DBC = `VERSION "1.0"
@@ -92,10 +94,8 @@ describe('every remote command end to end: operator -> mosquitto -> runAgent -> 
   /** What the agent logged (its warn output, after the log level filter). */
   const log: string[] = [];
   const stop = new AbortController();
-  let broker: Mosquitto;
   let elm: ElmRig;
   let ops: OperatorClient;
-  let backend: BackendSubscriber;
   let running: Promise<RunSummary> | undefined;
   /** Set when the run ended, however it ended. */
   let ended: { summary?: RunSummary; error?: unknown; at: number } | undefined;
@@ -127,8 +127,14 @@ describe('every remote command end to end: operator -> mosquitto -> runAgent -> 
     return final.detail as { ts: number; values: Record<string, number | string | null>; unavailable: string[] };
   };
 
+  const fleet = withBroker({ pki, backend: `vehicles/${deviceId}/telemetry` });
+  fleet.beforeStop(async () => {
+    stop.abort();
+    await running?.catch(() => undefined);
+    await ops?.close();
+  });
+
   before(async () => {
-    broker = await Mosquitto.start({ pki });
     elm = await elmOnPty({ ecus: [{ vin: RECORDED_VIN, dtcs: { stored: ['P0133', 'P0300'], pending: ['P0171'] } }] });
     writeFileSync(path.join(dir, 'aux.dbc'), AUX_DBC);
     document = {
@@ -141,7 +147,7 @@ describe('every remote command end to end: operator -> mosquitto -> runAgent -> 
       obdAdapters: [{ name: 'obd', port: elm.path, pids: [{ pid: 'rpm', intervalMs: 100 }] }],
       collection: INITIAL_COLLECTION,
       outbox: { path: 'var/outbox.db', writeIntervalMs: 50 },
-      uplink: { url: broker.url, ...pki.identityFiles(deviceId), protocol: 5, reconnect: { initialMs: 50, maxMs: 400 } },
+      uplink: { url: fleet.broker.url, ...pki.identityFiles(deviceId), protocol: 5, reconnect: { initialMs: 50, maxMs: 400 } },
       commands: {
         caFile: commandPki.caFile,
         replayDbPath: 'var/commands.db',
@@ -153,8 +159,7 @@ describe('every remote command end to end: operator -> mosquitto -> runAgent -> 
     };
     writeFileSync(configFile, `${JSON.stringify(document, null, 2)}\n`);
     const config = loadDeviceConfig(configFile);
-    backend = await BackendSubscriber.connect(broker, pki, `vehicles/${deviceId}/telemetry`);
-    ops = await operatorClient(broker, pki);
+    ops = await operatorClient(fleet.broker, pki);
     running = runAgent({ config, signal: stop.signal, output: { write: () => undefined }, warn: (m) => log.push(m) });
     running.then(
       (summary) => (ended = { summary, at: performance.now() }),
@@ -165,12 +170,7 @@ describe('every remote command end to end: operator -> mosquitto -> runAgent -> 
   });
 
   after(async () => {
-    stop.abort();
-    await running?.catch(() => undefined);
-    await ops?.close();
-    await backend?.close();
     await elm?.close();
-    await broker?.stop();
   });
 
   it('ping: ACCEPTED, IN_PROGRESS, SUCCEEDED, with the echo and the car\'s clock', async () => {
@@ -251,12 +251,12 @@ describe('every remote command end to end: operator -> mosquitto -> runAgent -> 
 
   it('[14.9] setConfig: new rules run at once (their samples reach the broker), kept in the override file, config.json untouched, getConfig shows them', async () => {
     // The initial rule's samples are on the broker already.
-    await backend.waitFor(() => telemetrySignals(backend, deviceId).has('can0.VEHICLE_DYNAMICS.VehicleSpeed'), 10_000, 'VehicleSpeed telemetry');
+    await fleet.backend.waitFor(() => telemetrySignals(fleet.backend, deviceId).has('can0.VEHICLE_DYNAMICS.VehicleSpeed'), 'VehicleSpeed telemetry', 10_000);
     const before = readFileSync(configFile);
     const { final, results } = await send('setConfig', { collection: NEW_COLLECTION });
     assert.deepEqual(statuses(results), ['ACCEPTED', 'IN_PROGRESS', 'SUCCEEDED'], JSON.stringify(final));
     assert.deepEqual(final.detail, { applied: 'collection', rules: 2 });
-    const from = backend.on(deviceId, 'telemetry').length;
+    const from = fleet.backend.on(deviceId, 'telemetry').length;
 
     // The device config (it names the trust anchors) is never rewritten; the new section is in the state folder,
     // beside the outbox, as sent and alone, with no temporary file left beside it.
@@ -276,13 +276,13 @@ describe('every remote command end to end: operator -> mosquitto -> runAgent -> 
     assert.equal(applied.format, 'json');
     assert.deepEqual(applied.rules.map((r) => [r.name, r.mode, r.signals]), [['engine', 'periodic', ['EngineSpeed', 'ENGINE_TEMPS.CoolantTemp']], ['lever', 'change', ['GearLever']]]);
     // The new rule collects in the running agent, without a restart: its samples reach the backend.
-    await backend.waitFor(
+    await fleet.backend.waitFor(
       () => {
-        const signals = telemetrySignals(backend, deviceId, from);
+        const signals = telemetrySignals(fleet.backend, deviceId, from);
         return signals.has('can0.ENGINE_DATA.EngineSpeed') && signals.has('can0.ENGINE_TEMPS.CoolantTemp');
       },
-      10_000,
       'telemetry of the new engine rule',
+      10_000,
     );
   });
 

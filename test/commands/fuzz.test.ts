@@ -7,15 +7,17 @@
  * the rest counted in health.
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 import { signCommand } from '../../src/commands/envelope.js';
 import { UNSIGNED_ANSWERS_PER_MINUTE } from '../../src/commands/dispatcher.js';
 import type { OperatorClient } from '../../src/commands/operator-client.js';
 import type { CommandResult } from '../../src/commands/result.js';
-import { Mosquitto, TestPki } from '../support/mosquitto.js';
-import { delay, waitFor } from '../support/obd-sim.js';
-import { CommandPki, operatorClient, startAgent, type TestAgent } from '../support/commands.js';
+import type { InProcessAgent } from '../support/agent-in-process.js';
+import { withBroker } from '../support/broker-fixture.js';
+import { CommandPki, operatorClient, startCommandAgent } from '../support/commands.js';
+import { TestPki } from '../support/mosquitto.js';
 import { seededRandom } from '../support/random.js';
+import { delay, waitFor } from '../support/wait.js';
 
 const PAYLOADS = 10_000;
 const SEED = 0x7e1e;
@@ -25,26 +27,23 @@ const WINDOW = 400;
 describe('command topic fuzz', { timeout: 180_000 }, () => {
   const pki = new TestPki('fuzz test CA');
   const commandPki = new CommandPki();
-  let broker: Mosquitto;
-  let agent: TestAgent;
+  let agent: InProcessAgent;
   let ops: OperatorClient;
   const carId = 'car-fuzz';
-
-  before(async () => {
-    broker = await Mosquitto.start({ pki, quiet: true });
-    agent = await startAgent(broker, pki, commandPki, { deviceId: carId });
-    ops = await operatorClient(broker, pki);
-  });
-  after(async () => {
+  const fleet = withBroker({ pki, quiet: true, backend: false });
+  fleet.beforeStop(async () => {
     await ops?.close();
     await agent?.close();
-    await broker?.stop();
+  });
+
+  before(async () => {
+    agent = await startCommandAgent(fleet.broker, pki, commandPki, { deviceId: carId });
+    ops = await operatorClient(fleet.broker, pki);
   });
 
   it(`${PAYLOADS} random and malformed payloads: the agent stays up, none runs, none is answered twice, and answers to unsigned ones stay within their budget [14.L11]`, async () => {
     const random = seededRandom(SEED);
     const int = (n: number): number => Math.floor(random() * n);
-    const pick = <T>(items: readonly T[]): T => items[int(items.length)]!;
     const randomText = (max: number): string => Array.from({ length: int(max) }, () => String.fromCharCode(int(3) === 0 ? int(0xffff) : 32 + int(95))).join('');
     const randomJson = (depth = 0): unknown => {
       switch (int(depth > 2 ? 5 : 7)) {
@@ -54,7 +53,7 @@ describe('command topic fuzz', { timeout: 180_000 }, () => {
         case 3: return random() < 0.5;
         case 4: return int(1e9);
         case 5: return Array.from({ length: int(4) }, () => randomJson(depth + 1));
-        default: return Object.fromEntries(Array.from({ length: int(5) }, () => [pick(['envelope', 'signature', 'signer', 'id', 'name', 'v', randomText(6)]), randomJson(depth + 1)]));
+        default: return Object.fromEntries(Array.from({ length: int(5) }, () => [random.pick(['envelope', 'signature', 'signer', 'id', 'name', 'v', randomText(6)]), randomJson(depth + 1)]));
       }
     };
     // A genuinely signed command, already expired: whatever a mutation leaves of it can never run.
@@ -67,7 +66,7 @@ describe('command topic fuzz', { timeout: 180_000 }, () => {
         case 1:
           return Buffer.from(JSON.stringify(randomJson()) ?? 'null');
         case 2:
-          return Buffer.from(JSON.stringify({ envelope: pick([b64(randomJson()), randomText(40), 42, null]), signature: pick([b64(randomText(70)), randomText(10), undefined]), signer: pick(['', randomText(200), '-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----', undefined]) }));
+          return Buffer.from(JSON.stringify({ envelope: random.pick([b64(randomJson()), randomText(40), 42, null]), signature: random.pick([b64(randomText(70)), randomText(10), undefined]), signer: random.pick(['', randomText(200), '-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----', undefined]) }));
         case 3: {
           const bytes = Buffer.from(base);
           const mode = int(3);
@@ -80,8 +79,8 @@ describe('command topic fuzz', { timeout: 180_000 }, () => {
           return Buffer.concat([bytes.subarray(0, at), Buffer.from(randomText(8)), bytes.subarray(at)]);
         }
         case 4: {
-          const envelope = { v: 1, id: `fz-${i}-${int(1e6)}`, deviceId: pick([carId, 'car-x', '']), name: pick(['ping', 'getStatus', 'reboot', 'x/y', '']), params: randomJson(), issuedAt: pick([Date.now(), -1, 1e20, 'now']) };
-          return Buffer.from(JSON.stringify({ envelope: b64(envelope), signature: b64(randomText(64)), signer: pick([commandPki.operator.certPem, commandPki.foreign.certPem, randomText(50)]) }));
+          const envelope = { v: 1, id: `fz-${i}-${int(1e6)}`, deviceId: random.pick([carId, 'car-x', '']), name: random.pick(['ping', 'getStatus', 'reboot', 'x/y', '']), params: randomJson(), issuedAt: random.pick([Date.now(), -1, 1e20, 'now']) };
+          return Buffer.from(JSON.stringify({ envelope: b64(envelope), signature: b64(randomText(64)), signer: random.pick([commandPki.operator.certPem, commandPki.foreign.certPem, randomText(50)]) }));
         }
         default:
           return random() < 0.05 ? Buffer.alloc(16_385 + int(8000), 0x7b) : Buffer.from(randomText(300));
@@ -107,7 +106,7 @@ describe('command topic fuzz', { timeout: 180_000 }, () => {
       const sends: Promise<unknown>[] = [];
       for (let k = 0; k < 100 && i < PAYLOADS; k++, i++) {
         const payload = generate(i);
-        const topicName = pick(['ping', 'getStatus', 'fuzz', 'x']);
+        const topicName = random.pick(['ping', 'getStatus', 'fuzz', 'x']);
         const withCorrelation = random() < 0.7;
         const correlation = `fuzz-${i}`;
         if (withCorrelation) correlated.push(correlation);
@@ -120,7 +119,7 @@ describe('command topic fuzz', { timeout: 180_000 }, () => {
       }
       await Promise.all(sends);
     }
-    await waitFor(() => received() - receivedBefore >= PAYLOADS, 60_000, `the agent to receive all ${PAYLOADS} payloads`);
+    await waitFor(() => received() - receivedBefore >= PAYLOADS, `the agent to receive all ${PAYLOADS} payloads`, 60_000);
     const elapsedS = (performance.now() - started) / 1000;
     // The answers went out as each payload was handled, before this ping's results: once it is back, all are in.
     const after = await ops.send({ deviceId: carId, name: 'ping', params: { echo: 'still here' } }, commandPki.operator, { timeoutMs: 10_000 });

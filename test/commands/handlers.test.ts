@@ -28,10 +28,12 @@ import type { LogLevel } from '../../src/health/log-config.js';
 import { Logger } from '../../src/health/log.js';
 import { DEMO_DBC_PATH, SimulatedVehicle } from '../../src/sim/vehicle.js';
 import { decodeMessage } from '../../src/uplink/codec.js';
-import { elmOnPty, RECORDED_VIN, type ElmRig } from '../support/elm327.js';
-import { delay, waitFor } from '../support/obd-sim.js';
+import { InProcessAgent } from '../support/agent-in-process.js';
+import { elmOnPty, type ElmRig } from '../support/elm327.js';
+import { RECORDED_VIN } from '../support/elm327-recording.js';
 import { repoRoot } from '../support/shared.js';
 import { makeTempDir } from '../support/temp.js';
+import { delay, waitFor } from '../support/wait.js';
 
 const handler = (name: string): CommandHandler<unknown> => {
   const found = HANDLERS.find((h) => h.name === name);
@@ -319,7 +321,7 @@ describe('command handlers on the agent context', () => {
       reader.stdout!.on('data', (d: Buffer) => (out += d.toString()));
       const exited = new Promise((resolve) => reader.on('exit', resolve));
       // Node takes a while to start on a busy machine: the rules change only once the reader is reading.
-      await waitFor(() => out.includes('ready\n'), 10_000, 'the reader to start reading');
+      await waitFor(() => out.includes('ready\n'), 'the reader to start reading', 10_000);
       for (let n = 0; n < 40; n++) {
         await execute('setConfig', { collection: rules(n) }, rig.context);
         await delay(2);
@@ -438,7 +440,7 @@ describe('command handlers on the agent context', () => {
       const capture = listen();
       const result = await execute('setSignal', { bus: 'can1', message: 'BODY_STATUS', signal: 'TrunkOpen', value: 1 }, rig.context);
       assert.deepEqual(result, { bus: 'can1', message: 'BODY_STATUS', signal: 'TrunkOpen', value: 1 });
-      await waitFor(() => capture.frames.length === 1, 2000, 'the frame on the bus');
+      await waitFor(() => capture.frames.length === 1, 'the frame on the bus', 2000);
       assert.equal(capture.frames[0]!.id, 0x2c0);
       assert.equal(capture.frames[0]!.extended, false);
       assert.deepEqual(capture.decoded('BODY_STATUS'), [
@@ -446,7 +448,7 @@ describe('command handlers on the agent context', () => {
       ]);
       // The bus name may be left out when one bus allows the signal; the value is scaled by the DBC (0.4 %/bit).
       await execute('setSignal', { message: 'ENGINE_DATA', signal: 'ThrottlePosition', value: 42.4 }, rig.context);
-      await waitFor(() => capture.frames.length === 2, 2000, 'the second frame');
+      await waitFor(() => capture.frames.length === 2, 'the second frame', 2000);
       assert.ok(Math.abs(capture.decoded('ENGINE_DATA')[0]!.ThrottlePosition! - 42.4) < 1e-9);
       assert.equal(capture.frames[1]!.data[2], 106);
     });
@@ -454,7 +456,7 @@ describe('command handlers on the agent context', () => {
     it('selects the multiplexer page of a multiplexed signal', async () => {
       const capture = listen();
       await execute('setSignal', { bus: 'can1', message: 'ECU_DIAG_STATUS', signal: 'MilOn', value: 1 }, rig.context);
-      await waitFor(() => capture.frames.length === 1, 2000, 'the frame on the bus');
+      await waitFor(() => capture.frames.length === 1, 'the frame on the bus', 2000);
       const [decoded] = capture.decoded('ECU_DIAG_STATUS');
       assert.equal(decoded!.DiagPage, 2);
       assert.equal(decoded!.MilOn, 1);
@@ -566,11 +568,10 @@ describe('command handlers in a running agent', () => {
         },
         { file: 'inline', baseDir: repoRoot },
       );
-      const stop = new AbortController();
-      let context: CommandContext | undefined;
-      const running = runAgent({ config, signal: stop.signal, output: { write: () => undefined }, warn: () => undefined, onCommandContext: (c) => (context = c) });
+      const agent = await InProcessAgent.start(config);
+      const context = agent.context;
       try {
-        await waitFor(() => context!.obd() !== undefined && context!.readSignal('obd.rpm') !== undefined, 15_000, 'the adapter ready and polled');
+        await waitFor(() => context!.obd() !== undefined && context!.readSignal('obd.rpm') !== undefined, 'the adapter ready and polled', 15_000);
         const snapshot = (await execute('captureSnapshot', { signals: ['obd.rpm', 'obd.obd.rpm', 'VehicleSpeed'] }, context!)) as { values: Record<string, unknown> };
         assert.equal(snapshot.values['obd.rpm'], 750);
         assert.equal(snapshot.values['obd.obd.rpm'], 750);
@@ -587,9 +588,9 @@ describe('command handlers in a running agent', () => {
         assert.equal(err.reason, 'obd-error');
         assert.match(err.message, /^reading the VIN: /);
       } finally {
-        stop.abort();
+        agent.stop();
       }
-      const summary = await running;
+      const summary = await agent.close();
       assert.ok(summary.adapters[0]!.obd.samples > 0);
     });
   });

@@ -15,7 +15,8 @@ import { BusDecoder } from '../../src/dbc/bus-decoder.js';
 import { compileDatabase, loadDbcFile } from '../../src/dbc/index.js';
 import { DEMO_DBC_PATH } from '../../src/sim/vehicle.js';
 import { repoRoot } from '../support/shared.js';
-import { createVcan, deleteVcan, setLink, sleep, waitFor } from '../support/vcan.js';
+import { createVcan, deleteVcan, setLink } from '../support/vcan.js';
+import { delay, waitFor } from '../support/wait.js';
 
 const IF = 'vt-cmd0';
 
@@ -87,7 +88,7 @@ describe('setSignal on a real kernel', { timeout: 30_000 }, () => {
         break;
       } catch (err) {
         if (!(err instanceof CommandFailure && err.reason === 'bus-unavailable') || performance.now() - upAt > 5000) throw err;
-        await sleep(50);
+        await delay(50);
       }
     }
     await waitFor(() => frames.length === before + 1, 'the frame after the interface came back', 3000);

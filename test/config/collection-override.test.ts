@@ -1,7 +1,7 @@
 /**
  * The collection rules setConfig sets, kept in collection-override.json beside the outbox instead of in the device
  * config (which names the trust anchors and is read-only to the agent on a car): written with the documented mode,
- * never through a pre-placed link, applied at the next start by the whole agent (`runAgent`), and ignored with one
+ * never through a pre-placed link, applied at the next start by the whole agent (in-process), and ignored with one
  * warning when the file is missing, corrupt, hostile or names anything but `collection`.
  */
 import assert from 'node:assert/strict';
@@ -9,8 +9,6 @@ import { spawnSync } from 'node:child_process';
 import { chmodSync, lstatSync, mkdirSync, readFileSync, readdirSync, statSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import type { RunSummary } from '../../src/agent/agent.js';
-import { runAgent } from '../../src/cli/run.js';
 import { Collector } from '../../src/collect/collector.js';
 import type { CommandContext } from '../../src/commands/handler.js';
 import { setConfig } from '../../src/commands/handlers/set-config.js';
@@ -19,7 +17,7 @@ import { loadDeviceConfig, type DeviceConfig } from '../../src/config/device-con
 import { BusDecoder } from '../../src/dbc/bus-decoder.js';
 import { compileDatabase, loadDbcFile } from '../../src/dbc/index.js';
 import { DEMO_DBC_PATH } from '../../src/sim/vehicle.js';
-import { waitFor } from '../support/obd-sim.js';
+import { InProcessAgent } from '../support/agent-in-process.js';
 import { makeTempDir } from '../support/temp.js';
 
 const INITIAL_COLLECTION = { batch: { maxSamples: 50, maxDelayMs: 300 }, format: 'json', rules: [{ name: 'speed', mode: 'periodic', intervalMs: 200, signals: ['VehicleSpeed'] }] };
@@ -40,32 +38,6 @@ function deviceFolder(): { dir: string; configFile: string; overrideFile: string
   return { dir, configFile, overrideFile: path.join(dir, 'var', COLLECTION_OVERRIDE_FILE_NAME) };
 }
 
-interface RunningAgent {
-  context: CommandContext;
-  warnings: string[];
-  stop(): Promise<RunSummary>;
-}
-
-/** The whole agent on `configFile`, as `telematics-agent run` starts it, until stop(). */
-async function startAgent(configFile: string): Promise<RunningAgent> {
-  const abort = new AbortController();
-  const warnings: string[] = [];
-  let context: CommandContext | undefined;
-  const running = runAgent({ config: loadDeviceConfig(configFile), signal: abort.signal, output: { write: () => undefined }, warn: (m) => warnings.push(m), onCommandContext: (c) => (context = c) });
-  let failed: unknown;
-  running.catch((err: unknown) => (failed = err));
-  await waitFor(() => context !== undefined || failed !== undefined, 15_000, 'the agent to start');
-  if (failed !== undefined) throw failed;
-  return {
-    context: context!,
-    warnings,
-    stop: async () => {
-      abort.abort();
-      return running;
-    },
-  };
-}
-
 async function sendSetConfig(context: CommandContext, collection: unknown): Promise<unknown> {
   return setConfig.run(setConfig.params.parse({ collection }), context, undefined as never);
 }
@@ -78,24 +50,24 @@ describe('[14.9] setConfig keeps the collection rules beside the outbox, never i
   it('[14.9] config.json stays byte-identical (and 0640), the override holds only `collection`, mode 0600, and the next start runs it', async () => {
     const { configFile, overrideFile } = deviceFolder();
     const before = readFileSync(configFile);
-    const first = await startAgent(configFile);
+    const first = await InProcessAgent.start(configFile);
     try {
       assert.deepEqual(collectionIn(first.context).rules.map((r) => r.name), ['speed']);
       assert.deepEqual(await sendSetConfig(first.context, NEW_COLLECTION), { applied: 'collection', rules: 2 });
     } finally {
-      await first.stop();
+      await first.close();
     }
     assert.deepEqual(readFileSync(configFile), before, 'the device config is not rewritten');
     assert.equal(statSync(configFile).mode & 0o777, 0o640, 'nor widened');
     assert.deepEqual(JSON.parse(readFileSync(overrideFile, 'utf8')), { collection: NEW_COLLECTION });
     assert.equal(lstatSync(overrideFile).mode & 0o777, 0o600);
 
-    const second = await startAgent(configFile);
+    const second = await InProcessAgent.start(configFile);
     try {
       assert.deepEqual(collectionIn(second.context).rules.map((r) => r.name), ['engine', 'gear'], 'the next start runs the rules setConfig set');
-      assert.deepEqual(second.warnings.filter((w) => w.includes('ignored')), []);
+      assert.deepEqual(second.log.filter((w) => w.includes('ignored')), []);
     } finally {
-      await second.stop();
+      await second.close();
     }
     assert.deepEqual(readFileSync(configFile), before);
   });
@@ -106,7 +78,7 @@ describe('[14.9] setConfig keeps the collection rules beside the outbox, never i
     const victim = path.join(elsewhere, 'victim.json');
     writeFileSync(victim, 'not yours\n');
     chmodSync(victim, 0o644);
-    const agent = await startAgent(configFile);
+    const agent = await InProcessAgent.start(configFile);
     try {
       await sendSetConfig(agent.context, INITIAL_COLLECTION);
       assert.equal(lstatSync(overrideFile).mode & 0o777, 0o600, 'created 0600');
@@ -123,7 +95,7 @@ describe('[14.9] setConfig keeps the collection rules beside the outbox, never i
       assert.deepEqual(JSON.parse(readFileSync(overrideFile, 'utf8')), { collection: NEW_COLLECTION });
       assert.deepEqual(readdirSync(path.dirname(overrideFile)).filter((name) => name.endsWith('.tmp')), []);
     } finally {
-      await agent.stop();
+      await agent.close();
     }
   });
 
@@ -131,14 +103,14 @@ describe('[14.9] setConfig keeps the collection rules beside the outbox, never i
     const { configFile, overrideFile } = deviceFolder();
     mkdirSync(path.dirname(overrideFile));
     assert.equal(spawnSync('mkfifo', [overrideFile]).status, 0);
-    const agent = await startAgent(configFile);
+    const agent = await InProcessAgent.start(configFile);
     try {
       assert.deepEqual(collectionIn(agent.context).rules.map((r) => r.name), ['speed']);
-      const said = agent.warnings.filter((w) => w.includes(overrideFile));
-      assert.equal(said.length, 1, agent.warnings.join('\n'));
+      const said = agent.log.filter((w) => w.includes(overrideFile));
+      assert.equal(said.length, 1, agent.log.join('\n'));
       assert.match(said[0]!, /^config: the collection rules set by setConfig are ignored: .* is a FIFO, not a regular file; the device config's own rules are in force$/);
     } finally {
-      await agent.stop();
+      await agent.close();
     }
   });
 

@@ -10,7 +10,7 @@
  * DBC_FUZZ_CASES sets the number of cases (default 10000), DBC_FUZZ_HANG_MS the watchdog's limit per case.
  */
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
@@ -25,7 +25,7 @@ import {
   type MessageCodec,
 } from '../../src/dbc/index.js';
 import { seededRandom, type SeededRandom } from '../support/random.js';
-import { hasSharedTestdata, NO_SHARED_TESTDATA, sharedTestdata } from '../support/shared.js';
+import { hasSharedTestdata, NO_SHARED_TESTDATA, sharedDbcFiles } from '../support/shared.js';
 
 const DEFAULT_SEED = 0x0dbcf022;
 const DEFAULT_CASES = 10_000;
@@ -469,18 +469,6 @@ if (!isMainThread && (workerData as Job | undefined)?.kind === 'dbc-fuzz') {
 // ---------------------------------------------------------------------------------------------------------------------
 // test side
 
-function corpusFiles(): string[] {
-  const walk = (dir: string): string[] =>
-    readdirSync(dir)
-      .sort()
-      .flatMap((entry) => {
-        const full = path.join(dir, entry);
-        if (statSync(full).isDirectory()) return walk(full);
-        return entry.endsWith('.dbc') ? [full] : [];
-      });
-  return walk(sharedTestdata('dbc'));
-}
-
 /** Runs the job in a worker under a watchdog; rejects with the case index when a case hangs or the worker dies. */
 function runInWorker(job: Job): Promise<Outcome> {
   return new Promise((resolve, reject) => {
@@ -534,7 +522,7 @@ if (isMainThread) {
     let outcome: Outcome | undefined;
 
     it(`${count} cases (seed ${seed}) end in a Database or a DbcParseError; parsed ones compile and decode or throw DecodeError`, { timeout: 600_000 }, async (t) => {
-      const files = corpusFiles();
+      const files = sharedDbcFiles();
       assert.ok(files.length >= 20, `only ${files.length} DBC files`);
       t.diagnostic(`seed ${seed}, cases ${first}..${first + count - 1}, ${files.length} source files`);
       const started = Date.now();

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { compileDatabase, DecodeError, loadDbcFile, type CompiledDatabase, type SignalValue } from '../../src/dbc/index.js';
+import { hexBytes } from '../support/hex.js';
 import { hasSharedTestdata, NO_SHARED_TESTDATA, sharedTestdata } from '../support/shared.js';
 
 interface GoldenCase {
@@ -46,10 +47,6 @@ function expectedValues(
   return out;
 }
 
-function hex(data: string): Uint8Array {
-  return Uint8Array.from(Buffer.from(data, 'hex'));
-}
-
 const goldenDir = sharedTestdata('golden');
 const stems = hasSharedTestdata()
   ? readdirSync(goldenDir)
@@ -76,7 +73,7 @@ describe('golden decode vectors', { skip: hasSharedTestdata() ? false : NO_SHARE
           assert.ok(message, `${c.name}: no message for ID ${c.id}`);
           assert.equal(message.message.name, c.name);
           assert.equal(message.message.fd, c.fd, `${c.name}: FD flag`);
-          const data = hex(c.data);
+          const data = hexBytes(c.data);
           const where = `${c.name} ${c.data}`;
           const decoded = message.decode(data);
           assert.deepStrictEqual(decoded, expectedValues(c.decoded!, c.bigint, false), where);
@@ -99,7 +96,7 @@ describe('golden decode vectors', { skip: hasSharedTestdata() ? false : NO_SHARE
         const db = codec();
         for (const c of cases) {
           const message = db.find(c.id, c.extended)!;
-          const decoded = message.decode(hex(c.data), { choices: true });
+          const decoded = message.decode(hexBytes(c.data), { choices: true });
           assert.deepStrictEqual(decoded, expectedValues(c.decoded!, c.bigint, true), `${c.name} ${c.data}`);
         }
       });
@@ -110,7 +107,7 @@ describe('golden decode vectors', { skip: hasSharedTestdata() ? false : NO_SHARE
         const buffer = new Float64Array(db.slotCount);
         for (const c of cases) {
           const message = db.find(c.id, c.extended)!;
-          const data = hex(c.data);
+          const data = hexBytes(c.data);
           assert.throws(() => message.decode(data), DecodeError, `${c.name} ${c.data} (${c.error})`);
           assert.ok(message.decodeInto(data, buffer) < 0, `${c.name} ${c.data}: decodeInto must fail`);
           if (c.error?.includes('expected multiplexer id')) {
@@ -123,10 +120,10 @@ describe('golden decode vectors', { skip: hasSharedTestdata() ? false : NO_SHARE
         const db = codec();
         for (const c of readCases(sharedTestdata('golden', `${stem}.jsonl`))) {
           const message = db.find(c.id, c.extended)!;
-          const raw = message.decode(hex(c.data), { scaling: false });
+          const raw = message.decode(hexBytes(c.data), { scaling: false });
           const reencoded = message.encode(raw, { scaling: false });
           assert.deepStrictEqual(message.decode(reencoded, { scaling: false }), raw, `${c.name} ${c.data} raw`);
-          const scaled = message.decode(hex(c.data));
+          const scaled = message.decode(hexBytes(c.data));
           assert.deepStrictEqual(message.decode(message.encode(scaled)), scaled, `${c.name} ${c.data} scaled`);
         }
       });

@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import {
@@ -20,7 +20,7 @@ import {
   type MessageDef,
   type SignalDef,
 } from '../../src/dbc/index.js';
-import { hasSharedTestdata, NO_SHARED_TESTDATA, sharedTestdata } from '../support/shared.js';
+import { hasSharedTestdata, NO_SHARED_TESTDATA, sharedDbcFiles, sharedTestdata } from '../support/shared.js';
 import { makeTempDir } from '../support/temp.js';
 
 // ---------------------------------------------------------------------------------------------------------------------
@@ -59,19 +59,6 @@ function assertErrorAt(text: string, line: number, column: number, detail: RegEx
   return err;
 }
 
-function corpusFiles(): string[] {
-  const root = sharedTestdata('dbc');
-  const walk = (dir: string): string[] =>
-    readdirSync(dir)
-      .sort()
-      .flatMap((entry) => {
-        const full = path.join(dir, entry);
-        if (statSync(full).isDirectory()) return walk(full);
-        return entry.endsWith('.dbc') ? [full] : [];
-      });
-  return walk(root);
-}
-
 /** Counts BO_ and SG_ lines textually: an independent check of what the parser found. */
 function countDefinitions(file: string): { messages: number; signals: number } {
   const lines = readFileSync(file, 'latin1').split('\n');
@@ -92,7 +79,7 @@ const skipShared = shared ? false : NO_SHARED_TESTDATA;
 // the shared corpus
 
 describe('DBC corpus (shared testdata/dbc)', { skip: skipShared }, () => {
-  const files = shared ? corpusFiles() : [];
+  const files = shared ? sharedDbcFiles() : [];
   const rel = (file: string): string => path.relative(sharedTestdata('dbc'), file);
   const loaded = new Map<string, Database>();
   const load = (name: string): Database => {

@@ -1,5 +1,5 @@
 /**
- * The local health endpoint of a whole running agent (runAgent: the demo car on a sim bus, the data path, the uplink
+ * The local health endpoint of a whole running agent (in-process: the demo car on a sim bus, the data path, the uplink
  * to a real mosquitto): /metrics against the Prometheus text format and against /status, the status page rendered by
  * a real headless Chromium, the refusals (404, 405, foreign Host headers), a port already taken, and the close.
  */
@@ -8,16 +8,17 @@ import { execFile, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { request as httpRequest, createServer, type Server } from 'node:http';
 import { connect } from 'node:net';
-import { after, before, describe, it } from 'node:test';
-import type { RunSummary } from '../../src/agent/agent.js';
+import { before, describe, it } from 'node:test';
 import { takeSnapshot } from '../../src/agent/snapshot.js';
 import { runAgent } from '../../src/cli/run.js';
 import { parseDeviceConfig } from '../../src/config/device-config.js';
 import { Health, type LiveStatus } from '../../src/health/monitor.js';
 import { DEMO_DBC_PATH } from '../../src/sim/vehicle.js';
-import { BackendSubscriber, freePort, Mosquitto, TestPki } from '../support/mosquitto.js';
-import { delay, waitFor } from '../support/obd-sim.js';
+import { InProcessAgent } from '../support/agent-in-process.js';
+import { withBroker } from '../support/broker-fixture.js';
+import { freePort } from '../support/mosquitto.js';
 import { makeTempDir } from '../support/temp.js';
+import { delay, waitFor } from '../support/wait.js';
 
 const STATUS_SIGNALS = ['VEHICLE_DYNAMICS.VehicleSpeed', 'ENGINE_DATA.EngineSpeed', 'TRANSMISSION.GearEngaged', 'ODOMETER.Odometer'];
 
@@ -144,18 +145,12 @@ function renderInChromium(url: string): Promise<string> {
 
 describe('health endpoint of a running agent', () => {
   const deviceId = 'car-http';
-  let pki: TestPki;
-  let broker: Mosquitto;
-  let backend: BackendSubscriber;
   let port: number;
-  let stop: AbortController;
-  let run: Promise<RunSummary>;
-  const warnings: string[] = [];
+  let agent: InProcessAgent;
+  const fleet = withBroker();
+  fleet.beforeStop(() => agent?.close());
 
   before(async () => {
-    pki = new TestPki();
-    broker = await Mosquitto.start({ pki });
-    backend = await BackendSubscriber.connect(broker, pki);
     port = await freePort();
     const dir = makeTempDir('health-http-');
     const config = parseDeviceConfig(
@@ -165,28 +160,21 @@ describe('health endpoint of a running agent', () => {
         status: { intervalMs: 1000, signals: STATUS_SIGNALS },
         collection: { batch: { maxSamples: 50, maxDelayMs: 500 }, rules: [{ name: 'speed', mode: 'periodic', intervalMs: 500, signals: ['VehicleSpeed'] }] },
         outbox: { path: 'var/outbox.db', writeIntervalMs: 100 },
-        uplink: { url: broker.url, ...pki.identityFiles(deviceId), reconnect: { initialMs: 100, maxMs: 500 } },
+        uplink: { url: fleet.broker.url, ...fleet.pki.identityFiles(deviceId), reconnect: { initialMs: 100, maxMs: 500 } },
         health: { intervalS: 1, http: { port } },
       },
       { file: 'http.json', baseDir: dir },
     );
-    stop = new AbortController();
-    run = runAgent({ config, signal: stop.signal, output: { write: () => undefined }, warn: (m) => warnings.push(m) });
+    agent = await InProcessAgent.start(config);
+    const warnings = agent.log;
     // The page is up once the run says so; the first scheduled report (with rates) a second later.
-    await waitFor(() => warnings.includes(`health: status page on http://127.0.0.1:${port}/`), 10_000, `the status page line in:\n${warnings.join('\n')}`);
+    await waitFor(() => warnings.includes(`health: status page on http://127.0.0.1:${port}/`), `the status page line in:\n${warnings.join('\n')}`, 10_000);
     for (let i = 0; ; i++) {
       const s = await status(port);
       if (s.report && s.report.seq >= 1 && s.link.state === 'connected') break;
       assert.ok(i < 100, 'a scheduled report and a connected link within 10 s');
       await delay(100);
     }
-  });
-
-  after(async () => {
-    stop.abort();
-    await run;
-    await backend.close();
-    await broker.stop();
   });
 
   it('/metrics is Prometheus text 0.0.4 (HELP and TYPE before samples, telematics_ names, counters _total) and agrees with /status', async () => {
@@ -254,7 +242,7 @@ describe('health endpoint of a running agent', () => {
     assert.match(text['VEHICLE_DYNAMICS.VehicleSpeed']!, /^\d+\.\d{2} km\/h$/);
     assert.match(text['TRANSMISSION.GearEngaged']!, /^(P|R|N|D|[1-6])$/);
     assert.match(text['ODOMETER.Odometer']!, /^\d+\.\d km$/);
-    assert.deepEqual(s.link, { state: 'connected', url: broker.url, heartbeatS: s.report!.agent.uplink!.heartbeat.intervalS });
+    assert.deepEqual(s.link, { state: 'connected', url: fleet.broker.url, heartbeatS: s.report!.agent.uplink!.heartbeat.intervalS });
     assert.ok(s.outbox && s.outbox.messages >= 0 && s.outbox.bytes >= 0);
     assert.equal(s.report!.deviceId, deviceId);
     // The live frame rate: between /status requests at least a second apart, as the page makes them.
@@ -362,8 +350,7 @@ describe('health endpoint of a running agent', () => {
   });
 
   it('closes the endpoint when the run stops', async () => {
-    stop.abort();
-    const summary = await run;
+    const summary = await agent.close();
     assert.ok(summary.buses[0]!.frames > 0);
     await assert.rejects(request(port, { path: '/status' }), (err: NodeJS.ErrnoException) => err.code === 'ECONNREFUSED');
   });
@@ -398,7 +385,7 @@ describe('health without anyone to report to', () => {
       const serving = await start(free);
       try {
         assert.ok(serving.http);
-        await waitFor(() => (serving.latest?.seq ?? 0) >= 1, 5000, 'a scheduled report');
+        await waitFor(() => (serving.latest?.seq ?? 0) >= 1, 'a scheduled report', 5000);
       } finally {
         await serving.close();
       }

@@ -7,16 +7,17 @@
 import assert from 'node:assert/strict';
 import { copyFileSync, appendFileSync } from 'node:fs';
 import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { runAgent } from '../../src/cli/run.js';
 import { parseDeviceConfig } from '../../src/config/device-config.js';
 import { Logger, type LogEntry, type LogLevel } from '../../src/health/log.js';
 import { foldKeyText, REMOTE_LOG_COMPONENT, RemoteLog, type RemoteLogEntry, type RemoteLogSession } from '../../src/health/remote-log.js';
 import { DEMO_DBC_PATH } from '../../src/sim/vehicle.js';
 import type { MqttSession } from '../../src/uplink/session.js';
-import { BackendSubscriber, deviceSession, Mosquitto, TestPki, waitForState } from '../support/mosquitto.js';
-import { delay, waitFor } from '../support/obd-sim.js';
+import { withBroker } from '../support/broker-fixture.js';
+import { deviceSession, waitForState } from '../support/mosquitto.js';
 import { makeTempDir } from '../support/temp.js';
+import { delay, waitFor } from '../support/wait.js';
 
 /** A session that records what is published; its state is the test's to set. */
 class FakeSession implements RemoteLogSession {
@@ -220,22 +221,11 @@ describe('remote log on a hand-driven clock', () => {
 });
 
 describe('remote log through mosquitto', () => {
-  let pki: TestPki;
-  let broker: Mosquitto;
-  let backend: BackendSubscriber;
-  before(async () => {
-    pki = new TestPki();
-    broker = await Mosquitto.start({ pki });
-    backend = await BackendSubscriber.connect(broker, pki);
-  });
-  after(async () => {
-    await backend.close();
-    await broker.stop();
-  });
+  const fleet = withBroker();
 
   /** A logger (its lines kept in memory) feeding a remote log on a real session. */
   async function rig(deviceId: string, remoteOptions: Partial<ConstructorParameters<typeof RemoteLog>[0]> & { maxPerMinute: number; foldWindowS: number }) {
-    const session = deviceSession(broker, pki, deviceId);
+    const session = deviceSession(fleet.broker, fleet.pki, deviceId);
     const logger = new Logger({ config: { level: 'info', verboseForS: 0, format: 'json', remote: { enabled: true, level: 'warn', maxPerMinute: 1, foldWindowS: 1 } }, destination: { write: () => undefined } });
     const { maxPerMinute, foldWindowS, ...rest } = remoteOptions;
     const remote = new RemoteLog({ config: { level: 'warn', maxPerMinute, foldWindowS }, ...rest });
@@ -243,7 +233,7 @@ describe('remote log through mosquitto', () => {
     remote.attach(session);
     session.start();
     await waitForState(session, 'connected');
-    const entries = (): RemoteLogEntry[] => backend.on(deviceId, 'logs').map((m) => JSON.parse(m.payload.toString('utf8')) as RemoteLogEntry);
+    const entries = (): RemoteLogEntry[] => fleet.backend.on(deviceId, 'logs').map((m) => JSON.parse(m.payload.toString('utf8')) as RemoteLogEntry);
     return { session, logger, remote, entries };
   }
 
@@ -258,11 +248,11 @@ describe('remote log through mosquitto', () => {
       for (let i = 0; i < 500; i++) can0Log.warn(`frame 0x${(0x100 + (i % 3)).toString(16)} dropped: ${i} in queue`);
       for (let i = 0; i < 12; i++) obd.warn(`obd: ECU ${String.fromCharCode(65 + i)} is not answering`);
       logger.child('uplink').info('uplink: connected to somewhere');
-      await backend.waitFor(() => entries().length >= 7, 5000, '7 log entries');
+      await fleet.backend.waitFor(() => entries().length >= 7, '7 log entries', 5000);
       await delay(500);
       // The first repeat at once and 7 of the others: the window's 8.
       assert.equal(entries().length, 8, JSON.stringify(entries()));
-      await backend.waitFor(() => entries().length >= 9, 8000, 'the folded entry');
+      await fleet.backend.waitFor(() => entries().length >= 9, 'the folded entry', 8000);
       const all = entries();
       const can0 = all.filter((e) => e.component === 'can0');
       assert.deepEqual(can0.map((e) => e.count), [1, 499]);
@@ -273,7 +263,7 @@ describe('remote log through mosquitto', () => {
       assert.ok(all.every((e) => e.level === 'warn'));
       assert.ok(busiestWindow(all, 4000) <= 8, `${busiestWindow(all, 4000)} entries in one window`);
       // QoS 1 to the backend's QoS 1 subscription.
-      assert.ok(backend.on(deviceId, 'logs').every((m) => m.qos === 1 && !m.retain));
+      assert.ok(fleet.backend.on(deviceId, 'logs').every((m) => m.qos === 1 && !m.retain));
       await delay(1500);
       assert.equal(entries().length, 9, 'nothing more: the repeats were all counted');
     } finally {
@@ -289,17 +279,17 @@ describe('remote log through mosquitto', () => {
     try {
       const can0 = logger.child('can0');
       can0.warn('can0: before the outage');
-      await backend.waitFor(() => entries().length === 1, 5000, 'the first entry');
-      await broker.stop();
-      await waitFor(() => session.state !== 'connected', 5000, 'the session to notice');
+      await fleet.backend.waitFor(() => entries().length === 1, 'the first entry', 5000);
+      await fleet.broker.stop();
+      await waitFor(() => session.state !== 'connected', 'the session to notice', 5000);
       const down = Date.now();
       for (let i = 0; i < 70; i++) can0.warn(`can0: during the outage, problem ${String.fromCharCode(65 + (i % 26))}${String.fromCharCode(65 + Math.floor(i / 26))}`);
       assert.equal(remote.stats.queued, 50);
       await delay(300);
-      await broker.start();
+      await fleet.broker.start();
       await waitForState(session, 'connected', 10_000);
       const up = Date.now();
-      await backend.waitFor(() => entries().length >= 51, 10_000, '51 entries');
+      await fleet.backend.waitFor(() => entries().length >= 51, '51 entries', 10_000);
       await delay(300);
       const during = entries().slice(1);
       assert.equal(during.length, 50);
@@ -326,7 +316,7 @@ describe('remote log through mosquitto', () => {
         buses: [{ name: 'can0', dbc, source: { type: 'sim', speed: 1, seed: 1 } }],
         collection: { rules: [{ name: 'speed', mode: 'periodic', intervalMs: 1000, signals: ['VehicleSpeed'] }] },
         outbox: { path: 'outbox.db' },
-        uplink: { url: broker.url, ...pki.identityFiles(deviceId), keepalive: { adaptive: false } },
+        uplink: { url: fleet.broker.url, ...fleet.pki.identityFiles(deviceId), keepalive: { adaptive: false } },
         logging: { verboseForS: 0, remote: { maxPerMinute: 5 } },
       },
       { file: 'inline', baseDir: dir },
@@ -335,15 +325,15 @@ describe('remote log through mosquitto', () => {
     const lines: string[] = [];
     const running = runAgent({ config, signal: stop.signal, output: { write: () => undefined }, warn: (m) => lines.push(m) });
     try {
-      const logs = () => backend.on(deviceId, 'logs').map((m) => JSON.parse(m.payload.toString('utf8')) as RemoteLogEntry);
-      await backend.waitFor(() => logs().length >= 1, 10_000, 'the DBC warning on the logs topic');
+      const logs = () => fleet.backend.on(deviceId, 'logs').map((m) => JSON.parse(m.payload.toString('utf8')) as RemoteLogEntry);
+      await fleet.backend.waitFor(() => logs().length >= 1, 'the DBC warning on the logs topic', 10_000);
       const [first] = logs();
       // Logged before the session existed: kept, and sent once connected.
       assert.equal(first!.level, 'warn');
       assert.equal(first!.component, 'can0');
       assert.match(first!.msg, /^can0: demo\.dbc:\d+:1: warning: tolerated: unknown statement 'FOO_' skipped/);
       assert.equal(first!.count, 1);
-      assert.ok(lines.includes(`uplink: connected to ${broker.url}`), lines.join('\n'));
+      assert.ok(lines.includes(`uplink: connected to ${fleet.broker.url}`), lines.join('\n'));
       await delay(500);
       assert.equal(logs().length, 1, JSON.stringify(logs()));
     } finally {

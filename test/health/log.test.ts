@@ -4,7 +4,6 @@
  * agent, the text format, and the plain-text `warn` callback that tests and embedders use.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { closeSync, openSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
@@ -16,10 +15,11 @@ import { fdDestination, Logger, type LogEntry } from '../../src/health/log.js';
 import { loggingConfigSchema } from '../../src/health/log-config.js';
 import { RemoteLog, type RemoteLogEntry, type RemoteLogSession } from '../../src/health/remote-log.js';
 import { DEMO_DBC_PATH } from '../../src/sim/vehicle.js';
-import { CLI, writeConfig } from '../support/agent.js';
-import { delay, waitFor } from '../support/obd-sim.js';
+import { writeConfig } from '../support/agent-process.js';
+import { runProgramSync } from '../support/programs.js';
 import { repoRoot } from '../support/shared.js';
 import { makeTempDir } from '../support/temp.js';
+import { delay, waitFor } from '../support/wait.js';
 
 interface JsonLine {
   level: string;
@@ -212,7 +212,7 @@ describe('log: JSON lines', () => {
       logging: { level: 'info', verboseForS },
     });
     const started = Date.now();
-    const result = spawnSync(process.execPath, [CLI, 'run', '--config', file, '--duration', '3.2'], { encoding: 'utf8', timeout: 20_000 });
+    const result = runProgramSync('telematics-agent', ['run', '--config', file, '--duration', '3.2']);
     assert.equal(result.status, 0, result.stderr);
     const lines = result.stderr.split('\n').filter(Boolean);
     const entries = lines.map((line) => {
@@ -245,7 +245,7 @@ describe('log: JSON lines', () => {
 
     // The level alone: warn and no verbose start is a silent run of the simulated car.
     const quiet = writeConfig(dir, 'quiet', { deviceId: 'log-test', buses: [simBus], logging: { level: 'warn', verboseForS: 0 } });
-    const silent = spawnSync(process.execPath, [CLI, 'run', '--config', quiet, '--duration', '1'], { encoding: 'utf8', timeout: 20_000 });
+    const silent = runProgramSync('telematics-agent', ['run', '--config', quiet, '--duration', '1']);
     assert.equal(silent.status, 0, silent.stderr);
     assert.equal(silent.stderr, '');
   });
@@ -281,13 +281,13 @@ describe('log: the level at run time', () => {
 
   it('setLogLevel through the command context: debug shows the status rates, error silences everything below', async () => {
     await whileRunning({ level: 'info', verboseForS: 0 }, async ({ out, logger, context }) => {
-      await waitFor(() => context() !== undefined, 10_000, 'the command context');
+      await waitFor(() => context() !== undefined, 'the command context', 10_000);
       await delay(350);
       const debugLines = () => out.json().filter((l) => l.level === 'debug');
       assert.deepEqual(debugLines(), []);
       assert.deepEqual(await set(context()!, 'debug'), { level: 'debug' });
       assert.equal(logger.level, 'debug');
-      await waitFor(() => debugLines().filter((l) => l.component === 'status').length >= 2, 5000, 'two status lines at debug');
+      await waitFor(() => debugLines().filter((l) => l.component === 'status').length >= 2, 'two status lines at debug', 5000);
       assert.ok(out.json().some((l) => l.level === 'info' && l.msg === 'log level info -> debug'), out.lines.join('\n'));
 
       await set(context()!, 'error');
@@ -303,7 +303,7 @@ describe('log: the level at run time', () => {
 
   it('a level set by command ends the verbose start for good', async () => {
     await whileRunning({ level: 'info', verboseForS: 4 }, async ({ out, logger, context, loggerAt }) => {
-      await waitFor(() => context() !== undefined && out.json().some((l) => l.component === 'status' && l.level === 'debug'), 3000, 'a status line at debug in the verbose start');
+      await waitFor(() => context() !== undefined && out.json().some((l) => l.component === 'status' && l.level === 'debug'), 'a status line at debug in the verbose start', 3000);
       assert.equal(logger.level, 'debug');
       await set(context()!, 'warn');
       const before = out.lines.length;

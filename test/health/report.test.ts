@@ -1,16 +1,16 @@
 /**
- * The health report of a whole running agent (runAgent: the demo car on a sim bus, an ELM327 adapter on a
+ * The health report of a whole running agent (in-process: the demo car on a sim bus, an ELM327 adapter on a
  * pseudo-terminal, the data path with its SQLite outbox, the uplink to a real mosquitto), as the fleet backend receives
  * it on vehicles/<deviceId>/health at the configured interval.
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { runAgent } from '../../src/cli/run.js';
 import { parseDeviceConfig } from '../../src/config/device-config.js';
 import type { HealthReport } from '../../src/health/report.js';
 import { DEMO_DBC_PATH } from '../../src/sim/vehicle.js';
+import { InProcessAgent } from '../support/agent-in-process.js';
+import { startBroker } from '../support/broker-fixture.js';
 import { elmOnPty } from '../support/elm327.js';
-import { BackendSubscriber, Mosquitto, TestPki } from '../support/mosquitto.js';
 import { makeTempDir } from '../support/temp.js';
 
 /** The documented shape (docs/health.md): a field added there is added here. */
@@ -27,13 +27,11 @@ const AGENT_KEYS = [
 
 describe('health report over the uplink', () => {
   it('reaches vehicles/<id>/health every second (intervalS 1) with the host and the agent: ~294 frames/s, OBD answers, outbox, link, certificate', { timeout: 60_000 }, async (t) => {
-    const pki = new TestPki();
-    const broker = await Mosquitto.start({ pki });
-    const backend = await BackendSubscriber.connect(broker, pki);
+    const fleet = await startBroker();
+    const { pki, broker, backend } = fleet;
     const elm = await elmOnPty();
     t.after(async () => {
-      await backend.close();
-      await broker.stop();
+      await fleet.close();
       await elm.close();
     });
     const arrivals: number[] = [];
@@ -59,15 +57,14 @@ describe('health report over the uplink', () => {
       },
       { file: 'health.json', baseDir: dir },
     );
-    const warnings: string[] = [];
-    const stop = new AbortController();
-    const run = runAgent({ config, signal: stop.signal, output: { write: () => undefined }, warn: (m) => warnings.push(m) });
+    const agent = await InProcessAgent.start(config);
+    const warnings = agent.log;
     try {
-      await backend.waitFor(() => backend.on(deviceId, 'health').length >= 6, 20_000, 'six health reports');
+      await backend.waitFor(() => backend.on(deviceId, 'health').length >= 6, 'six health reports', 20_000);
     } finally {
-      stop.abort();
+      agent.stop();
     }
-    const summary = await run;
+    const summary = await agent.close();
     assert.ok(!warnings.some((w) => w.startsWith('health:')), warnings.join('\n'));
 
     const messages = backend.on(deviceId, 'health');

@@ -8,6 +8,7 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import { SystemSampler, type SystemProbes } from '../../src/health/system.js';
 import { makeTempDir } from '../support/temp.js';
+import { delay } from '../support/wait.js';
 
 /**
  * Awaits a sample while holding the process: the probes' waits are unref'd (they must not keep a finished run alive),
@@ -111,7 +112,7 @@ describe('system sampler', () => {
     // At the end of a run, a sample waiting on a hung probe ends at once.
     const closing = new SystemSampler({ diskPath: dir, timeoutMs: 60_000, probes: { cpuTemperature: () => new Promise(() => undefined) } });
     const pending = held(closing.sample());
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await delay(50);
     const closedAt = performance.now();
     closing.close();
     const last = await pending;
@@ -140,7 +141,7 @@ describe('system sampler', () => {
 
     // Closed during a sample: the wait ends at once, and no probe is started again (no fresh timer after close).
     const pending = held(both.sample());
-    await new Promise((resolve) => setTimeout(resolve, 20));
+    await delay(20);
     both.close();
     const startedAt = performance.now();
     const closed = await pending;

@@ -9,8 +9,10 @@ import { existsSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import { createSystemdNotifier, watchdogInterval } from '../../src/health/watchdog.js';
+import { runProgram } from '../support/programs.js';
 import { repoRoot } from '../support/shared.js';
 import { makeTempDir } from '../support/temp.js';
+import { delay } from '../support/wait.js';
 
 // Prints each datagram on its own line. systemd-notify waits for systemd to close the file descriptor it sends
 // with BARRIER=1 (so that systemd reads the message while the sender still exists): closing it answers that.
@@ -81,16 +83,11 @@ test('under systemd the agent says READY=1 once its data path is open, WATCHDOG=
   // 1 s watchdog: a ping every 0.5 s (the unit's 30 s gives one every 15 s).
   const env: NodeJS.ProcessEnv = { ...process.env, NOTIFY_SOCKET: socketPath, WATCHDOG_USEC: '1000000' };
   delete env.WATCHDOG_PID;
-  const agent = spawn(process.execPath, [path.join(repoRoot, 'dist/src/cli/main.js'), 'run', '--config', config, '--duration', '3'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  children.push(agent);
-  let agentErr = '';
-  agent.stderr!.on('data', (chunk: Buffer) => (agentErr += chunk.toString()));
-  agent.stdout!.resume();
-  const code = await new Promise<number | null>((resolve) => agent.once('close', resolve));
-  assert.equal(code, 0, agentErr);
+  const agent = await runProgram('telematics-agent', ['run', '--config', config, '--duration', '3'], { env });
+  assert.equal(agent.status, 0, agent.stderr);
   // The last systemd-notify may still be on its way when the agent has exited.
   const deadline = performance.now() + 3000;
-  while (!received.some((d) => d.text === 'STOPPING=1') && performance.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  while (!received.some((d) => d.text === 'STOPPING=1') && performance.now() < deadline) await delay(50);
 
   const messages = received.filter((d) => d.text !== 'BARRIER=1');
   const texts = messages.map((d) => d.text);
@@ -126,9 +123,9 @@ test('a missing systemd-notify is said once, not at every ping', async () => {
   const said: string[] = [];
   const notifier = createSystemdNotifier({ env: { NOTIFY_SOCKET: '/run/none', WATCHDOG_USEC: '100000' }, command: '/nonexistent/systemd-notify', warn: (m) => said.push(m) });
   notifier.ready();
-  await new Promise((r) => setTimeout(r, 400));
+  await delay(400);
   notifier.stopping();
-  await new Promise((r) => setTimeout(r, 100));
+  await delay(100);
   assert.deepEqual(said, ['systemd: /nonexistent/systemd-notify is not installed: systemd cannot be told the agent is ready or alive, and will stop it']);
 });
 
@@ -142,7 +139,7 @@ test('a spawn that throws (ENOMEM) neither crashes the agent nor stops the pings
   // 100 ms watchdog: a ping every 50 ms.
   const notifier = createSystemdNotifier({ env: { NOTIFY_SOCKET: '/run/none', WATCHDOG_USEC: '100000' }, spawn: failing, warn: (m) => said.push(m) });
   notifier.ready();
-  await new Promise((r) => setTimeout(r, 400));
+  await delay(400);
   notifier.stopping();
   assert.equal(tried[0], 'READY=1');
   assert.equal(tried.at(-1), 'STOPPING=1');

@@ -11,7 +11,7 @@ import { after, before, describe, it } from 'node:test';
 import { CarrierBroker, NetnsMqttClient } from '../support/carrier-broker.js';
 import { CarrierNetwork, type ConntrackEntry } from '../support/carrier-network.js';
 import { TestPki } from '../support/mosquitto.js';
-import { delay, waitFor } from '../support/obd-sim.js';
+import { delay, waitFor } from '../support/wait.js';
 
 const NAT_TIMEOUT_S = 5;
 
@@ -79,9 +79,9 @@ describe('carrier network', () => {
     assert.ok(!broker.peers().some((peer) => peer.startsWith(`${net.carAddress}:`)), 'the broker saw the car\'s own address');
     // Both ways through the NAT.
     reach.publish('vehicles/car-reach/telemetry', 'hello from the car');
-    await waitFor(() => backend.messages('vehicles/car-reach/telemetry').length === 1, 5000, 'the telemetry at the backend');
+    await waitFor(() => backend.messages('vehicles/car-reach/telemetry').length === 1, 'the telemetry at the backend', 5000);
     backend.publish('vehicles/car-reach/commands/honk', 'honk');
-    await waitFor(() => reach.messages().length === 1, 5000, 'the command at the car');
+    await waitFor(() => reach.messages().length === 1, 'the command at the car', 5000);
     assert.equal(reach.messages()[0].payload, 'honk');
     // The timeout is the router namespace's own: the host's is untouched.
     assert.equal(net.exec('nat', 'sysctl', '-n', 'net.netfilter.nf_conntrack_tcp_timeout_established').trim(), String(NAT_TIMEOUT_S));
@@ -103,7 +103,7 @@ describe('carrier network', () => {
     idle.publish('vehicles/car-ka60/telemetry', 'into the void');
     backend.publish('vehicles/car-ka60/commands/unlock', 'unlock');
     backend.publish('vehicles/car-ka2/commands/unlock', 'unlock');
-    await waitFor(() => control.messages().length === 1, 5000, 'the command at the control car');
+    await waitFor(() => control.messages().length === 1, 'the command at the control car', 5000);
     assert.equal(control.messages()[0].topic, 'vehicles/car-ka2/commands/unlock');
     await delay(Math.max(0, 10_000 - (performance.now() - sentAt)));
 
@@ -142,7 +142,7 @@ describe('carrier network', () => {
       await waitFor(() => {
         counters = net.linkCounters();
         return counters.uplink.dropped === counters.uplink.seen && counters.downlink.dropped === counters.downlink.seen;
-      }, 5000, `a listing where every packet that came was dropped: ${JSON.stringify(counters)}`).catch(() => undefined);
+      }, `a listing where every packet that came was dropped: ${JSON.stringify(counters)}`, 5000).catch(() => undefined);
       const { uplink, downlink } = counters;
       assert.ok(uplink.dropped >= 3, `dead zone drops: ${JSON.stringify({ uplink, downlink })}`);
       assert.equal(uplink.dropped, uplink.seen);
@@ -152,7 +152,7 @@ describe('carrier network', () => {
     }
     try {
       // The car's TCP retransmits what it wrote in the tunnel (the NAT has not forgotten the flow).
-      await waitFor(() => backend.messages('vehicles/car-tunnel/telemetry').length === 1, 10_000, 'the tunnel telemetry after the tunnel');
+      await waitFor(() => backend.messages('vehicles/car-tunnel/telemetry').length === 1, 'the tunnel telemetry after the tunnel', 10_000);
       assert.deepEqual(await pingCloud(net, 3, 0.2), { sent: 3, received: 3 });
     } finally {
       net.natTimeout(null);
@@ -167,7 +167,7 @@ describe('carrier network', () => {
       const before = slow.messages().length;
       const start = performance.now();
       backend.publish('vehicles/car-slow/commands/map-update', payload);
-      await waitFor(() => slow.messages().length === before + 1, 10_000, 'the command at the car');
+      await waitFor(() => slow.messages().length === before + 1, 'the command at the car', 10_000);
       assert.equal(slow.messages()[before].payload.length, payload.length);
       return (performance.now() - start) / 1000;
     };

@@ -15,8 +15,8 @@ import { CarrierBroker, NetnsMqttClient } from '../support/carrier-broker.js';
 import { CAR_IF, CarrierNetwork } from '../support/carrier-network.js';
 import { TestPki } from '../support/mosquitto.js';
 import type { NetnsAgentOptions } from '../support/netns-agent.js';
-import { delay } from '../support/obd-sim.js';
 import { makeTempDir } from '../support/temp.js';
+import { delay } from '../support/wait.js';
 
 const NAT_TIMEOUT_S = 5;
 const SETTINGS: HeartbeatSettings = {
@@ -66,7 +66,7 @@ describe('adaptive heartbeat on a carrier network', () => {
     const before = car.of('command').length;
     const sentAt = performance.now();
     backend.publish(`vehicles/${DEVICE}/commands/${name}`, name);
-    await car.waitFor(() => car.of('command').length > before, timeoutMs, `the command ${name} at the car`);
+    await car.waitFor(() => car.of('command').length > before, `the command ${name} at the car`, timeoutMs);
     const got = car.of('command')[before]!;
     assert.equal(got.topic, `vehicles/${DEVICE}/commands/${name}`);
     assert.equal(got.payload, name);
@@ -81,14 +81,14 @@ describe('adaptive heartbeat on a carrier network', () => {
   function appendAndWait(count: number): Promise<number[]> {
     const before = car.of('appended').length;
     car.send({ op: 'append', count });
-    return car.waitFor(() => car.of('appended').length > before, 3000, 'the append').then(() => car.of('appended')[before]!.seqs as number[]);
+    return car.waitFor(() => car.of('appended').length > before, 'the append', 3000).then(() => car.of('appended')[before]!.seqs as number[]);
   }
 
   it(`settles between 70 % and 100 % of the NAT timeout within ${MAX_LEARNING_CYCLES} heartbeats, then every command to the idle car arrives`, async () => {
     car = CarAgent.start(net, broker, DEVICE, agentOptions);
-    await car.waitFor(() => car.connected, 10_000, 'the car to connect');
+    await car.waitFor(() => car.connected, 'the car to connect', 10_000);
     assert.equal(car.of('start')[0]!.intervalS, SETTINGS.initialIntervalS);
-    await car.waitFor(() => car.of('interval').some((e) => (e.change as { phase: string }).phase === 'settled'), 90_000, 'the heartbeat to settle');
+    await car.waitFor(() => car.of('interval').some((e) => (e.change as { phase: string }).phase === 'settled'), 'the heartbeat to settle', 90_000);
 
     const settled = car.of('interval').find((e) => (e.change as { phase: string }).phase === 'settled')!;
     settledS = (settled.change as { toS: number }).toS;
@@ -122,7 +122,7 @@ describe('adaptive heartbeat on a carrier network', () => {
 
   it('detects a dead zone within the heartbeat plus the ping timeout, and delivers the whole outbox when coverage returns', async () => {
     const before = await appendAndWait(5);
-    await car.waitFor(() => before.every((s) => delivered().has(s)), 5000, 'the first messages at the backend');
+    await car.waitFor(() => before.every((s) => delivered().has(s)), 'the first messages at the backend', 5000);
     const deadBefore = car.of('dead-link').length;
     // Idle for a moment, so the dead zone starts somewhere inside a heartbeat cycle.
     await delay(1300);
@@ -131,14 +131,14 @@ describe('adaptive heartbeat on a carrier network', () => {
     let during: number[];
     try {
       during = await appendAndWait(10);
-      await car.waitFor(() => car.of('dead-link').length > deadBefore, 15_000, 'the dead link');
+      await car.waitFor(() => car.of('dead-link').length > deadBefore, 'the dead link', 15_000);
       const dead = car.of('dead-link')[deadBefore]!;
       const detection = dead.detection as { timeoutMs: number };
       const waited = (dead.at - enteredAt) / 1000;
       assert.ok(waited <= settledS + detection.timeoutMs / 1000 + 0.3, `dead zone found after ${waited.toFixed(2)} s: heartbeat ${settledS} s + timeout ${detection.timeoutMs} ms`);
       if ((dead.detection as { heartbeat: boolean }).heartbeat) {
         // An unanswered heartbeat, then a reconnection that fails in the dead zone: lost coverage, not the NAT.
-        await car.waitFor(() => car.of('verdict').some((v) => v.at > enteredAt), 10_000, 'the verdict');
+        await car.waitFor(() => car.of('verdict').some((v) => v.at > enteredAt), 'the verdict', 10_000);
       }
       // (Messages sent into the dead zone make it a liveness ping instead, which never counts against the NAT.)
       await delay(3000);
@@ -147,11 +147,11 @@ describe('adaptive heartbeat on a carrier network', () => {
       net.deadZone(false);
     }
     const leftAt = performance.now();
-    await car.waitFor(() => car.connected, 10_000, 'the reconnection after the dead zone');
+    await car.waitFor(() => car.connected, 'the reconnection after the dead zone', 10_000);
     const reconnectS = (performance.now() - leftAt) / 1000;
     assert.ok(reconnectS < 3.5, `reconnected ${reconnectS.toFixed(2)} s after coverage returned`);
-    await car.waitFor(() => during.every((s) => delivered().has(s)), 10_000, 'the dead-zone messages at the backend');
-    await car.waitFor(() => car.of('acked').at(-1)?.buffered === 0, 5000, 'an empty outbox');
+    await car.waitFor(() => during.every((s) => delivered().has(s)), 'the dead-zone messages at the backend', 10_000);
+    await car.waitFor(() => car.of('acked').at(-1)?.buffered === 0, 'an empty outbox', 5000);
     const verdicts = car.of('verdict').filter((v) => v.at > enteredAt).map((v) => (v.detection as { verdict: string }).verdict);
     assert.ok(verdicts.every((v) => v === 'coverage'), `verdicts after the dead zone: ${verdicts.join(', ')}`);
     const status = (await car.status()).heartbeat as { intervalS: number };
@@ -177,7 +177,7 @@ describe('adaptive heartbeat on a carrier network', () => {
         const sofar = net.linkCounters();
         if (burst >= 4 && sofar.uplink.dropped > 0 && sofar.downlink.dropped > 0) break;
       }
-      await car.waitFor(() => seqs.every((s) => delivered().has(s)), 20_000, 'every message at the backend');
+      await car.waitFor(() => seqs.every((s) => delivered().has(s)), 'every message at the backend', 20_000);
       // Read before loss(0), which resets the link's counters.
       counters = net.linkCounters();
     } finally {
@@ -195,18 +195,18 @@ describe('adaptive heartbeat on a carrier network', () => {
   it('after a restart starts from the interval it learned on this network; another network starts from the safe default', async () => {
     await car.close();
     car = CarAgent.start(net, broker, DEVICE, agentOptions);
-    await car.waitFor(() => car.connected, 10_000, 'the car to connect again');
+    await car.waitFor(() => car.connected, 'the car to connect again', 10_000);
     const start = car.of('start')[0]!;
     assert.deepEqual({ intervalS: start.intervalS, phase: start.phase, remembered: start.remembered }, { intervalS: settledS, phase: 'settled', remembered: true });
     // No relearning: the first heartbeats go at the learned interval and are answered.
-    await car.waitFor(() => car.of('heartbeat').length >= 2, 3 * settledS * 1000, 'two heartbeats');
+    await car.waitFor(() => car.of('heartbeat').length >= 2, 'two heartbeats', 3 * settledS * 1000);
     assert.deepEqual(car.of('heartbeat').map((h) => h.intervalS), [settledS, settledS]);
     assert.equal(car.of('dead-link').length, 0);
     car.send({ op: 'network', id: 'wlan0/DepotWifi' });
-    await car.waitFor(() => car.of('network').length === 1, 3000, 'the network change');
+    await car.waitFor(() => car.of('network').length === 1, 'the network change', 3000);
     assert.deepEqual(pick(car.of('network')[0]!, ['network', 'intervalS', 'remembered']), { network: 'wlan0/DepotWifi', intervalS: SETTINGS.initialIntervalS, remembered: false });
     car.send({ op: 'network', id: CAR_IF });
-    await car.waitFor(() => car.of('network').length === 2, 3000, 'the network change back');
+    await car.waitFor(() => car.of('network').length === 2, 'the network change back', 3000);
     assert.deepEqual(pick(car.of('network')[1]!, ['network', 'intervalS', 'remembered']), { network: CAR_IF, intervalS: settledS, remembered: true });
   });
 });

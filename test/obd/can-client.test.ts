@@ -8,8 +8,10 @@ import { describe, it } from 'node:test';
 import { exactFilter, MemoryCanBus } from '../../src/can/bus.js';
 import { ObdCanClient, ObdRequestError, type EcuPidReadings } from '../../src/obd/can-client.js';
 import { DEMO_VIN, SimulatedObdEcu } from '../../src/sim/obd-ecu.js';
-import { activeTimers, delay, drivingCar, framesOn, hex, singleFrame } from '../support/obd-sim.js';
+import { hexBytes } from '../support/hex.js';
+import { activeTimers, drivingCar, framesOn, singleFrame } from '../support/obd-sim.js';
 import { seededRandom } from '../support/random.js';
+import { delay } from '../support/wait.js';
 
 const ENGINE_DTCS = { stored: ['P0133', 'C0035', 'B1234', 'U0100'], pending: ['P0420'], permanent: ['P0301'] };
 
@@ -105,7 +107,7 @@ describe('ObdCanClient', () => {
     // On the wire: the functional multi-PID request, the legacy ECU's NRC 0x12, then single-PID requests to it only.
     const log = bus.log.slice(from).map((f) => ({ id: f.id, data: [...f.data] }));
     assert.deepEqual(log[0], { id: 0x7df, data: singleFrame([0x01, 0x0c, 0x0d]) });
-    const nrc = log.findIndex((f) => f.id === 0x7e9 && f.data.slice(0, 4).join() === hex('03 7F 01 12').join());
+    const nrc = log.findIndex((f) => f.id === 0x7e9 && f.data.slice(0, 4).join() === hexBytes('03 7F 01 12').join());
     assert.ok(nrc > 0, 'the legacy ECU refused the multi-PID request');
     const after = log.slice(nrc + 1).filter((f) => f.id === 0x7e1);
     assert.deepEqual(after, [{ id: 0x7e1, data: singleFrame([0x01, 0x0d]) }], 'one single-PID request, for the PID it has');
@@ -201,7 +203,7 @@ describe('ObdCanClient', () => {
     const result = await patient.readPids([0x0d], { ecu: 0 });
     assert.ok(performance.now() - start >= 80, 'the answer came long after P2');
     assert.deepEqual(readingsOf(result, 0), { speed: Math.round(car.state.speedKph) });
-    assert.equal(framesOn(slow.bus, 0x7e8).filter((f) => f.slice(0, 4).join() === hex('03 7F 01 78').join()).length, 3);
+    assert.equal(framesOn(slow.bus, 0x7e8).filter((f) => f.slice(0, 4).join() === hexBytes('03 7F 01 78').join()).length, 3);
     patient.close();
     slow.ecu.close();
 
@@ -282,13 +284,13 @@ describe('ObdCanClient', () => {
       [0x03, 0x41, 0x0d, 0x32], // a (late) answer for another PID
       [0x03, 0x7f, 0x09, 0x31], // a refusal of another service
       [0x02, 0x7f, 0x01], // a cut-off negative response
-      singleFrame(hex('41 0C 0B B8')), // the real answer
+      singleFrame(hexBytes('41 0C 0B B8')), // the real answer
     ];
     const result = await client.readPids([0x0c], { ecu: 0 });
     assert.deepEqual(readingsOf(result, 0), { rpm: 750 });
     assert.equal(client.counters.unexpectedMessages, 3);
 
-    answer = [singleFrame(hex('41 0C 0B'))];
+    answer = [singleFrame(hexBytes('41 0C 0B'))];
     const [garbled] = await client.readPids([0x0c], { ecu: 0 });
     assert.equal(garbled!.error?.code, 'malformed');
     assert.deepEqual(garbled!.missing, [0x0c]);

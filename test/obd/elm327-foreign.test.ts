@@ -13,8 +13,10 @@ import { readVehicleSummary } from '../../src/cli/obd.js';
 import { ObdRequestError } from '../../src/obd/can-client.js';
 import { Elm327Client } from '../../src/obd/elm327.js';
 import { SocatPtyPair } from '../../src/sim/elm327-pty.js';
-import { RECORDED_VIN, fastClientOptions } from '../support/elm327.js';
+import { fastClientOptions } from '../support/elm327.js';
+import { RECORDED_VIN } from '../support/elm327-recording.js';
 import { makeTempDir } from '../support/temp.js';
+import { delay } from '../support/wait.js';
 
 /** Answers by pattern, per responding ECU header (headers on), data bytes as recorded. */
 const SCRIPT: ReadonlyArray<[RegExp, ReadonlyArray<[string, string]>]> = [
@@ -63,7 +65,7 @@ class ScriptedAdapter {
     if (command.startsWith('AT')) {
       const at = command.slice(2);
       if (at === 'Z') {
-        await new Promise((resolve) => setTimeout(resolve, 50));
+        await delay(50);
         this.echo = true;
         this.spaces = true;
         this.headers = false;
@@ -84,7 +86,7 @@ class ScriptedAdapter {
     if (command.startsWith('0100') && !this.searched) {
       this.searched = true;
       prefix = 'SEARCHING...\r';
-      await new Promise((resolve) => setTimeout(resolve, 100));
+      await delay(100);
     }
     if (!entry) return /^([0-9A-F]{2})+$/.test(command) ? 'NO DATA\r' : '?\r';
     const frames = entry[1];

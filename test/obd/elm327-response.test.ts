@@ -1,6 +1,6 @@
 /**
- * ELM327 answer parsing: every answer recorded in the shared testdata README (kept here as literal fixtures and
- * checked against the README when it is present), decoded through j1979.ts to real values; hand-built answers for
+ * ELM327 answer parsing: every answer recorded in the shared testdata README (literal fixtures in
+ * test/support/elm327-recording.ts, checked here against the README when it is present), decoded through j1979.ts to real values; hand-built answers for
  * the shapes the recording does not show (interleaved ECUs, 29-bit, legacy headers, CR/LF variants, every error);
  * and a fuzz loop of mutated real answers.
  *
@@ -22,38 +22,12 @@ import {
   type ElmMessage,
   type ElmParseOptions,
 } from '../../src/obd/elm327-response.js';
-import { ObdNegativeResponse, parseDtcResponse, parseMode01Response, parseVinResponse, type Mode01Response } from '../../src/obd/j1979.js';
+import { ObdNegativeResponse, parseDtcResponse, parseVinResponse } from '../../src/obd/j1979.js';
+import { readRecordedAnswers, RECORDED_03_NONE, RECORDED_ANSWERS, RECORDING_README, throwsElm } from '../support/elm327-recording.js';
+import { hexBytes } from '../support/hex.js';
+import { mode01Values, positive } from '../support/j1979-values.js';
 import { seededRandom } from '../support/random.js';
-import { NO_SHARED_TESTDATA, sharedTestdata } from '../support/shared.js';
-
-const README = sharedTestdata('obd', 'README.md');
-const HAVE_README = existsSync(README);
-
-/**
- * The README's "What a real ELM327 v1.5 answers" block, verbatim (key: command, or `ATH1 010C` for a command after a
- * setting), with the prompt. Facts recorded from an emulator, not code.
- */
-const RECORDED: Readonly<Record<string, string>> = {
-  ATZ: 'ATZ\r\r\rELM327 v1.5\r\r>',
-  ATE0: 'ATE0\rOK\r\r>',
-  ATSP0: 'OK\r\r>',
-  ATDP: 'AUTO, ISO 15765-4 (CAN 11/500) \r\r>',
-  ATRV: '13.1V\r\r>',
-  '0100': 'SEARCHING...\r41 00 BE 3F A8 13 \r\r>',
-  '010C': '41 0C 0B B8 \r\r>',
-  '010D': '41 0D 32 \r\r>',
-  '0105': '41 05 82 \r\r>',
-  '0902': '014\r0: 49 02 01 57 50 30 \r1: 5A 5A 5A 39 39 5A 54 \r2: 53 33 39 30 30 30 30 \r\r>',
-  '03': '43 02 01 33 03 00 \r\r>',
-  '07': '47 00 \r\r>',
-  'ATH1 010C': '7E8 04 41 0C 0B B8 \r\r>',
-  'ATH1 0902': '7E8 10 14 49 02 01 4D 41 54 \r7E8 21 34 30 33 30 39 36 42 \r7E8 22 4E 4C 30 30 30 30 30 \r\r>',
-  'ATS0 010C': '410C0BB8\r\r>',
-  '01FF': 'NO DATA\r\r>',
-  XYZ: '?\r\r>',
-};
-/** The "undeterministic scenario" answer to 03 that the README gives in a comment: no stored DTCs. */
-const RECORDED_03_NONE = '43 00 \r\r>';
+import { NO_SHARED_TESTDATA } from '../support/shared.js';
 
 /** What the driver hands over: the answer up to, not including, the prompt. */
 function beforePrompt(answer: string): string {
@@ -62,41 +36,15 @@ function beforePrompt(answer: string): string {
 }
 
 function recorded(key: string): string {
-  const answer = RECORDED[key];
+  const answer = RECORDED_ANSWERS[key];
   assert.ok(answer !== undefined, `no fixture ${key}`);
   return beforePrompt(answer);
-}
-
-function hex(text: string): Uint8Array {
-  const compact = text.replace(/\s+/g, '');
-  assert.match(compact, /^([0-9A-Fa-f]{2})*$/, `not hex: ${text}`);
-  return Uint8Array.from((compact.match(/../g) ?? []).map((b) => parseInt(b, 16)));
-}
-
-function positive<T>(result: T | ObdNegativeResponse): T {
-  assert.ok(!(result instanceof ObdNegativeResponse), `unexpected ${String(result)}`);
-  return result as T;
-}
-
-function mode01(data: Uint8Array): Record<string, unknown> {
-  const response: Mode01Response = positive(parseMode01Response(data));
-  return Object.fromEntries(response.readings.map((r) => [r.key ?? `pid${r.pid}`, r.value]));
 }
 
 function only(raw: string, options?: ElmParseOptions): ElmMessage {
   const { messages } = parseElmResponse(raw, options);
   assert.equal(messages.length, 1, `expected one message, got ${messages.map(formatElmMessage).join(' | ')}`);
   return messages[0]!;
-}
-
-function throwsElm(fn: () => unknown, code: ElmErrorCode, text?: string | RegExp): void {
-  assert.throws(fn, (e: unknown) => {
-    assert.ok(e instanceof ElmResponseError, `not an ElmResponseError: ${String(e)}`);
-    assert.equal(e.code, code, e.message);
-    if (typeof text === 'string') assert.ok(e.message.includes(text), `${e.message} lacks ${text}`);
-    else if (text) assert.match(e.message, text);
-    return true;
-  });
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -134,18 +82,18 @@ describe('recorded ELM327 answers (fixtures from the shared testdata README)', (
     assert.equal(response.searching, true);
     assert.equal(response.busInit, false);
     assert.equal(response.messages.length, 1);
-    assert.deepEqual(response.messages[0], { ecu: '', data: hex('41 00 BE 3F A8 13') });
+    assert.deepEqual(response.messages[0], { ecu: '', data: hexBytes('41 00 BE 3F A8 13') });
     const expected = [0x01, 0x03, 0x04, 0x05, 0x06, 0x07, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f, 0x10, 0x11, 0x13, 0x15, 0x1c, 0x1f, 0x20];
-    assert.deepEqual(mode01(response.messages[0]!.data), { pidsSupported00: expected });
+    assert.deepEqual(mode01Values(response.messages[0]!.data), { pidsSupported00: expected });
   });
 
   it('010C / 010D / 0105: 750 rpm, 50 km/h, 90 °C', () => {
     const rpm = parseElmResponse(recorded('010C'), { command: '010C' });
     assert.equal(rpm.searching, false);
-    assert.deepEqual(rpm.messages, [{ ecu: '', data: hex('41 0C 0B B8') }]);
-    assert.deepEqual(mode01(rpm.messages[0]!.data), { rpm: 750 });
-    assert.deepEqual(mode01(only(recorded('010D')).data), { speed: 50 });
-    assert.deepEqual(mode01(only(recorded('0105')).data), { coolantTemp: 90 });
+    assert.deepEqual(rpm.messages, [{ ecu: '', data: hexBytes('41 0C 0B B8') }]);
+    assert.deepEqual(mode01Values(rpm.messages[0]!.data), { rpm: 750 });
+    assert.deepEqual(mode01Values(only(recorded('010D')).data), { speed: 50 });
+    assert.deepEqual(mode01Values(only(recorded('0105')).data), { coolantTemp: 90 });
   });
 
   it('0902 headers off: the 014 / 0: 1: 2: form reassembles to 20 bytes, VIN WP0ZZZ99ZTS390000', () => {
@@ -162,21 +110,21 @@ describe('recorded ELM327 answers (fixtures from the shared testdata README)', (
       codes: ['P0133', 'P0300'],
     });
     const none = only(beforePrompt(RECORDED_03_NONE), { command: '03' });
-    assert.deepEqual(none.data, hex('43 00'));
+    assert.deepEqual(none.data, hexBytes('43 00'));
     assert.deepEqual(positive(parseDtcResponse(0x03, none.data, { countByte: true })).codes, []);
   });
 
   it('07: no pending DTCs', () => {
     const message = only(recorded('07'), { command: '07' });
-    assert.deepEqual(message.data, hex('47 00'));
+    assert.deepEqual(message.data, hexBytes('47 00'));
     assert.deepEqual(positive(parseDtcResponse(0x07, message.data, { countByte: true })).codes, []);
   });
 
   it('010C with headers (ATH1): ECU 7E8, PCI length byte stripped, 750 rpm — detected and when told', () => {
     for (const options of [{}, { headers: true }, { headers: true, protocol: 'can11' as const }]) {
       const message = only(recorded('ATH1 010C'), options);
-      assert.deepEqual(message, { ecu: '7E8', data: hex('41 0C 0B B8') });
-      assert.deepEqual(mode01(message.data), { rpm: 750 });
+      assert.deepEqual(message, { ecu: '7E8', data: hexBytes('41 0C 0B B8') });
+      assert.deepEqual(mode01Values(message.data), { rpm: 750 });
     }
   });
 
@@ -188,7 +136,7 @@ describe('recorded ELM327 answers (fixtures from the shared testdata README)', (
   });
 
   it('010C without spaces (ATS0): 750 rpm', () => {
-    assert.deepEqual(mode01(only(recorded('ATS0 010C')).data), { rpm: 750 });
+    assert.deepEqual(mode01Values(only(recorded('ATS0 010C')).data), { rpm: 750 });
   });
 
   it('01FF: NO DATA; XYZ: ?', () => {
@@ -196,16 +144,11 @@ describe('recorded ELM327 answers (fixtures from the shared testdata README)', (
     throwsElm(() => parseElmResponse(recorded('XYZ'), { command: 'XYZ' }), 'unknown-command', '"?"');
   });
 
-  it('the fixtures are still what the README records, and every recorded answer has a fixture', { skip: HAVE_README ? false : NO_SHARED_TESTDATA }, () => {
-    const text = readFileSync(README, 'utf8');
-    const inReadme = new Map<string, string>();
-    for (const line of text.split('\n')) {
-      for (const m of line.matchAll(/'([^']+)'(?: then '([^']+)')?\s+->\s+b'([^']*)'/g)) {
-        inReadme.set(m[2] === undefined ? m[1]! : `${m[1]} ${m[2]}`, m[3]!.replaceAll('\\r', '\r'));
-      }
-    }
-    assert.deepEqual([...inReadme.keys()].sort(), Object.keys(RECORDED).sort());
-    for (const [key, answer] of Object.entries(RECORDED)) assert.equal(inReadme.get(key), answer, `README answer to ${key}`);
+  it('the fixtures are still what the README records, and every recorded answer has a fixture', { skip: existsSync(RECORDING_README) ? false : NO_SHARED_TESTDATA }, () => {
+    const text = readFileSync(RECORDING_README, 'utf8');
+    const inReadme = readRecordedAnswers();
+    assert.deepEqual([...inReadme.keys()].sort(), Object.keys(RECORDED_ANSWERS).sort());
+    for (const [key, answer] of Object.entries(RECORDED_ANSWERS)) assert.equal(inReadme.get(key), answer, `README answer to ${key}`);
     assert.ok(text.includes(`b'${RECORDED_03_NONE.replaceAll('\r', '\\r')}'`), 'README no longer records 43 00');
   });
 });
@@ -219,32 +162,32 @@ const VIN_7E9 = ['7E9 10 14 49 02 01 57 50 30', '7E9 21 5A 5A 5A 39 39 5A 54', '
 
 describe('framing variants', () => {
   it('CR/LF, LF-only, the prompt left in, echo on and lower-case hex all give the same message', () => {
-    const expected = [{ ecu: '', data: hex('41 0C 0B B8') }];
+    const expected = [{ ecu: '', data: hexBytes('41 0C 0B B8') }];
     for (const raw of ['010C\r41 0C 0B B8 \r\r', '41 0C 0B B8\r\n\r\n', '\n41 0C 0B B8\n', '41 0C 0B B8 \r\r>', '410c0bb8\r', '01 0C\r41 0C 0B B8\r']) {
       assert.deepEqual(parseElmResponse(raw, { command: '010C' }).messages, expected, JSON.stringify(raw));
     }
   });
 
   it('headers on without spaces: 7E804410C0BB8 and 7E8101449020157\\r7E821… reassemble', () => {
-    assert.deepEqual(only('7E804410C0BB8AAAAAA\r'), { ecu: '7E8', data: hex('41 0C 0B B8') });
+    assert.deepEqual(only('7E804410C0BB8AAAAAA\r'), { ecu: '7E8', data: hexBytes('41 0C 0B B8') });
     const raw = VIN_7E8.map((l) => l.replace(/ /g, '')).join('\r');
     assert.equal(parseVinResponse(only(raw).data), 'MAT403096BNL00000');
   });
 
   it('CAN padding after a single frame is dropped', () => {
-    assert.deepEqual(only('7E8 04 41 0C 0B B8 AA AA AA\r').data, hex('41 0C 0B B8'));
-    assert.deepEqual(only('7E8 03 41 0D 32 00 00 00 00\r').data, hex('41 0D 32'));
+    assert.deepEqual(only('7E8 04 41 0C 0B B8 AA AA AA\r').data, hexBytes('41 0C 0B B8'));
+    assert.deepEqual(only('7E8 03 41 0D 32 00 00 00 00\r').data, hexBytes('41 0D 32'));
   });
 
   it('two ECUs answer a single-frame request, with headers and without', () => {
     const { messages } = parseElmResponse('7E8 06 41 00 BE 3F A8 13\r7E9 06 41 00 98 18 00 01\r');
     assert.deepEqual(messages, [
-      { ecu: '7E8', data: hex('41 00 BE 3F A8 13') },
-      { ecu: '7E9', data: hex('41 00 98 18 00 01') },
+      { ecu: '7E8', data: hexBytes('41 00 BE 3F A8 13') },
+      { ecu: '7E9', data: hexBytes('41 00 98 18 00 01') },
     ]);
     assert.deepEqual(
       parseElmResponse('41 00 BE 3F A8 13\r41 00 98 18 00 01\r').messages.map((m) => m.data),
-      [hex('41 00 BE 3F A8 13'), hex('41 00 98 18 00 01')],
+      [hexBytes('41 00 BE 3F A8 13'), hexBytes('41 00 98 18 00 01')],
     );
   });
 
@@ -297,8 +240,8 @@ describe('framing variants', () => {
 
   it('29-bit CAN headers: ECU 18DAF110, with spaces and without', () => {
     const options = { headers: true, protocol: 'can29' as const };
-    assert.deepEqual(only('18 DA F1 10 04 41 0C 0B B8\r', options), { ecu: '18DAF110', data: hex('41 0C 0B B8') });
-    assert.deepEqual(only('18DAF11004410C0BB8\r', options), { ecu: '18DAF110', data: hex('41 0C 0B B8') });
+    assert.deepEqual(only('18 DA F1 10 04 41 0C 0B B8\r', options), { ecu: '18DAF110', data: hexBytes('41 0C 0B B8') });
+    assert.deepEqual(only('18DAF11004410C0BB8\r', options), { ecu: '18DAF110', data: hexBytes('41 0C 0B B8') });
     // Recognised from the 18DAF1xx ID when the protocol is not given.
     assert.deepEqual(only('18 DA F1 10 04 41 0C 0B B8\r', { headers: true }).ecu, '18DAF110');
     const vin = VIN_7E8.map((l) => l.replace('7E8', '18 DA F1 10')).join('\r');
@@ -309,8 +252,8 @@ describe('framing variants', () => {
     // 48 6B 10 = priority, target (tester), source (ECU 10); D3 = sum of the other bytes, modulo 256.
     const options = { headers: true, protocol: 'legacy' as const };
     const message = only('SEARCHING...\r48 6B 10 41 0C 0B B8 D3\r', options);
-    assert.deepEqual(message, { ecu: '10', data: hex('41 0C 0B B8') });
-    assert.deepEqual(mode01(message.data), { rpm: 750 });
+    assert.deepEqual(message, { ecu: '10', data: hexBytes('41 0C 0B B8') });
+    assert.deepEqual(mode01Values(message.data), { rpm: 750 });
     const { messages, busInit } = parseElmResponse('BUS INIT: ...OK\r486B10410D3243\r486B1A410D324D\r', options);
     assert.equal(busInit, true);
     assert.deepEqual(messages.map((m) => m.ecu), ['10', '1A']);
@@ -320,8 +263,8 @@ describe('framing variants', () => {
   });
 
   it('formatElmMessage for logs', () => {
-    assert.equal(formatElmMessage({ ecu: '7E8', data: hex('41 0C 0B B8') }), '7E8: 41 0C 0B B8');
-    assert.equal(formatElmMessage({ ecu: '', data: hex('47 00') }), '-: 47 00');
+    assert.equal(formatElmMessage({ ecu: '7E8', data: hexBytes('41 0C 0B B8') }), '7E8: 41 0C 0B B8');
+    assert.equal(formatElmMessage({ ecu: '', data: hexBytes('47 00') }), '-: 47 00');
   });
 });
 
@@ -417,7 +360,7 @@ const CASES = 10_000;
 
 describe('fuzz', () => {
   const seeds = [
-    ...Object.values(RECORDED).map(beforePrompt),
+    ...Object.values(RECORDED_ANSWERS).map(beforePrompt),
     [VIN_7E8[0], VIN_7E9[0], VIN_7E9[1], VIN_7E8[1], VIN_7E8[2], VIN_7E9[2]].join('\r'),
     '48 6B 10 41 0C 0B B8 D3\r',
     '18 DA F1 10 04 41 0C 0B B8\r',
@@ -428,17 +371,16 @@ describe('fuzz', () => {
 
   it(`${CASES} mutated real answers: messages or an ElmResponseError, never anything else, quickly (seed ${SEED})`, () => {
     const random = seededRandom(SEED);
-    const pick = <T>(list: readonly T[]): T => list[Math.floor(random() * list.length)]!;
     const started = performance.now();
     let parsed = 0;
     for (let k = 0; k < CASES; k++) {
-      let text = pick(seeds);
+      let text = random.pick(seeds);
       for (let m = 1 + Math.floor(random() * 4); m > 0; m--) {
         const at = Math.floor(random() * (text.length + 1));
         const op = random();
-        if (op < 0.3) text = text.slice(0, at) + pick([...alphabet]) + text.slice(at);
+        if (op < 0.3) text = text.slice(0, at) + random.pick([...alphabet]) + text.slice(at);
         else if (op < 0.55) text = text.slice(0, at) + text.slice(at + 1 + Math.floor(random() * 3));
-        else if (op < 0.8) text = text.slice(0, at) + pick([...alphabet]) + text.slice(at + 1);
+        else if (op < 0.8) text = text.slice(0, at) + random.pick([...alphabet]) + text.slice(at + 1);
         else if (op < 0.9) text = text.slice(0, at);
         else {
           const lines = text.split('\r');
@@ -447,7 +389,7 @@ describe('fuzz', () => {
           text = lines.join('\r');
         }
       }
-      const options = pick(optionSets);
+      const options = random.pick(optionSets);
       for (const [name, fn] of [
         ['parseElmResponse', () => parseElmResponse(text, options)],
         ['parseProtocolNumber', () => parseProtocolNumber(text)],

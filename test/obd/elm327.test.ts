@@ -10,8 +10,8 @@ import { Elm327Client, Elm327Error, type Elm327State } from '../../src/obd/elm32
 import { OBD_SERVICE } from '../../src/obd/j1979.js';
 import { PidPoller, type PidSample } from '../../src/obd/poller.js';
 import { DEMO_VIN } from '../../src/sim/obd-ecu.js';
-import { delay, waitFor } from '../support/obd-sim.js';
 import { elmOnPty, fastClientOptions, recordedCar, type ElmRig } from '../support/elm327.js';
+import { delay, waitFor } from '../support/wait.js';
 
 const rigs: ElmRig[] = [];
 const clients: Elm327Client[] = [];
@@ -239,11 +239,11 @@ describe('ELM327 driver: losing the adapter', () => {
     const states: Elm327State[] = [];
     c.onStateChange((s) => states.push(s));
     c.start();
-    await waitFor(() => c.state === 'ready', 5000, 'ready');
+    await waitFor(() => c.state === 'ready', 'ready', 5000);
     r.sim.setSilent(true);
     await assert.rejects(c.readPids([0x0c]), (err: ObdRequestError) => err.code === 'adapter');
     await assert.rejects(c.readPids([0x0c]), (err: ObdRequestError) => err.code === 'adapter');
-    await waitFor(() => c.state !== 'ready', 2000, 'loss noticed');
+    await waitFor(() => c.state !== 'ready', 'loss noticed', 2000);
     assert.match(c.error?.message ?? '', /stopped answering/);
     r.sim.setSilent(false);
     // The request waits for the reconnection instead of failing.
@@ -258,21 +258,21 @@ describe('ELM327 driver: losing the adapter', () => {
     const r = await rig();
     const c = client(r.path);
     c.start();
-    await waitFor(() => c.state === 'ready', 5000, 'ready');
+    await waitFor(() => c.state === 'ready', 'ready', 5000);
     const before = c.counters.connects;
     // Meanwhile the rest of the agent runs: a timer keeps ticking through the unplug.
     let ticks = 0;
     const ticker = setInterval(() => ticks++, 10);
     try {
       await r.server.unplug();
-      await waitFor(() => c.state !== 'ready', 2000, 'unplug noticed');
+      await waitFor(() => c.state !== 'ready', 'unplug noticed', 2000);
       assert.match(c.error?.message ?? '', /ttyELM/);
       await assert.rejects(c.readPids([0x0c], { signal: AbortSignal.timeout(300) }), (err: ObdRequestError) => err.code === 'aborted');
       const ticksWhileUnplugged = ticks;
       await delay(300);
       assert.ok(ticks > ticksWhileUnplugged + 10, 'the event loop kept running');
       await r.server.plug();
-      await waitFor(() => c.state === 'ready', 5000, 'ready again');
+      await waitFor(() => c.state === 'ready', 'ready again', 5000);
       assert.ok(c.counters.connects > before);
       assert.deepEqual(await values(c, [0x0c, 0x0d]), { '0:rpm': 750, '0:speed': 50 });
     } finally {
@@ -284,20 +284,20 @@ describe('ELM327 driver: losing the adapter', () => {
     const r = await rig();
     const c = client(r.path);
     c.start();
-    await waitFor(() => c.state === 'ready', 5000, 'ready');
+    await waitFor(() => c.state === 'ready', 'ready', 5000);
     const samples: PidSample[] = [];
     const errors: Error[] = [];
     const poller = new PidPoller(c, { pids: [{ pid: 'rpm', intervalMs: 50 }, { pid: 'speed', intervalMs: 50 }] }, { onSample: (s) => samples.push(s), onError: (e) => errors.push(e) });
     const stop = new AbortController();
     const running = poller.run(stop.signal);
     try {
-      await waitFor(() => samples.length >= 10, 3000, 'samples');
+      await waitFor(() => samples.length >= 10, 'samples', 3000);
       assert.deepEqual(new Set(samples.map((s) => `${s.name}=${String(s.value)}`)), new Set(['rpm=750', 'speed=50']));
       await r.server.unplug();
       await delay(200);
       await r.server.plug();
       const count = samples.length;
-      await waitFor(() => samples.length >= count + 10, 8000, 'samples after the replug');
+      await waitFor(() => samples.length >= count + 10, 'samples after the replug', 8000);
     } finally {
       stop.abort();
       await running;

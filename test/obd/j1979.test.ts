@@ -32,33 +32,15 @@ import {
   parseNegativeResponse,
   parseVinResponse,
   supportedPidsFromBitmap,
-  type ByteInput,
-  type Mode01Response,
-  type PidValue,
 } from '../../src/obd/j1979.js';
-import { seededRandom } from '../support/random.js';
+import { readRecordedAnswers } from '../support/elm327-recording.js';
+import { hexBytes } from '../support/hex.js';
+import { mode01Values, positive } from '../support/j1979-values.js';
+import { seededRandom, type SeededRandom } from '../support/random.js';
 import { NO_SHARED_TESTDATA, sharedTestdata } from '../support/shared.js';
 
 const README = sharedTestdata('obd', 'README.md');
 const HAVE_README = existsSync(README);
-
-/** `'41 0C 0B B8'` or `'410C0BB8'` to bytes. */
-function hex(text: string): number[] {
-  const compact = text.replace(/\s+/g, '');
-  assert.match(compact, /^([0-9A-Fa-f]{2})*$/, `not hex: ${text}`);
-  return (compact.match(/../g) ?? []).map((b) => parseInt(b, 16));
-}
-
-/** Narrows a parse result to its positive form, failing the test on a negative response. */
-function positive<T>(result: T | ObdNegativeResponse): T {
-  assert.ok(!(result instanceof ObdNegativeResponse), `unexpected ${String(result)}`);
-  return result as T;
-}
-
-function mode01Values(bytes: ByteInput): Record<string, PidValue> {
-  const response: Mode01Response = positive(parseMode01Response(bytes));
-  return Object.fromEntries(response.readings.map((r) => [r.key ?? `pid${r.pid}`, r.value]));
-}
 
 function close(actual: unknown, expected: number, message?: string): void {
   assert.equal(typeof actual, 'number', message);
@@ -72,22 +54,11 @@ function throwsDecodeError(fn: () => unknown, pattern?: RegExp): void {
 // ---------------------------------------------------------------------------------------------------------------
 // The recorded answers
 
-/** Commands and raw answers from the README's "What a real ELM327 v1.5 answers" block, `\r` unescaped. */
-function recordedAnswers(): Map<string, string> {
-  const text = readFileSync(README, 'utf8');
-  const out = new Map<string, string>();
-  for (const line of text.split('\n')) {
-    const m = /^'([^']+)'(?: then '([^']+)')?\s+->\s+b'([^']*)'/.exec(line);
-    if (m) out.set(m[2] === undefined ? m[1]! : `${m[1]} ${m[2]}`, m[3]!.replaceAll('\\r', '\r'));
-  }
-  return out;
-}
-
 /**
  * One ECU message out of an ELM327 answer: without headers, a single line or the `014` / `0: …` multi-frame form;
  * with headers (ATH1, CAN), the ISO-TP frames after the CAN ID, reassembled here by their PCI byte.
  */
-function elmMessage(answer: string, headers: boolean): number[] {
+function elmMessage(answer: string, headers: boolean): Uint8Array {
   const lines = answer
     .split('\r')
     .map((l) => l.trim())
@@ -96,7 +67,7 @@ function elmMessage(answer: string, headers: boolean): number[] {
     let length = 0;
     const data: number[] = [];
     for (const line of lines) {
-      const frame = hex(line.slice(line.indexOf(' ') + 1));
+      const frame = hexBytes(line.slice(line.indexOf(' ') + 1));
       const pci = frame[0]! >> 4;
       if (pci === 0) {
         length = frame[0]! & 0x0f;
@@ -109,20 +80,20 @@ function elmMessage(answer: string, headers: boolean): number[] {
         data.push(...frame.slice(1));
       }
     }
-    return data.slice(0, length);
+    return Uint8Array.from(data.slice(0, length));
   }
   if (/^[0-9A-F]{3}$/.test(lines[0]!)) {
     const length = parseInt(lines[0]!, 16);
-    const data = lines.slice(1).flatMap((l) => hex(l.replace(/^[0-9A-F]:\s*/, '')));
-    return data.slice(0, length);
+    const data = lines.slice(1).flatMap((l) => [...hexBytes(l.replace(/^[0-9A-F]:\s*/, ''))]);
+    return Uint8Array.from(data.slice(0, length));
   }
   assert.equal(lines.length, 1, `expected one line in ${JSON.stringify(answer)}`);
-  return hex(lines[0]!);
+  return hexBytes(lines[0]!);
 }
 
 describe('recorded ELM327 answers (shared testdata README)', { skip: HAVE_README ? false : NO_SHARED_TESTDATA }, () => {
-  const answers = HAVE_README ? recordedAnswers() : new Map<string, string>();
-  const message = (command: string, headers = false): number[] => {
+  const answers = HAVE_README ? readRecordedAnswers() : new Map<string, string>();
+  const message = (command: string, headers = false): Uint8Array => {
     const answer = answers.get(command);
     assert.ok(answer !== undefined, `the README no longer records ${command}`);
     return elmMessage(answer, headers);
@@ -130,7 +101,7 @@ describe('recorded ELM327 answers (shared testdata README)', { skip: HAVE_README
 
   it('0100: supported PIDs 01-20 and the hint to ask for 21-40', () => {
     const bytes = message('0100');
-    assert.deepEqual(bytes, hex('41 00 BE 3F A8 13'));
+    assert.deepEqual(bytes, hexBytes('41 00 BE 3F A8 13'));
     // BE = 1011 1110, 3F = 0011 1111, A8 = 1010 1000, 13 = 0001 0011, bit 7 of BE is PID 01.
     const expected = [0x01, 0x03, 0x04, 0x05, 0x06, 0x07, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f, 0x10, 0x11, 0x13, 0x15, 0x1c, 0x1f, 0x20];
     assert.deepEqual(mode01Values(bytes), { pidsSupported00: expected });
@@ -192,45 +163,45 @@ describe('recorded ELM327 answers (shared testdata README)', { skip: HAVE_README
 
 describe('Mode 01 formulas', () => {
   it('decodes the everyday PIDs', () => {
-    assert.deepEqual(mode01Values(hex('41 0C 1A F8')), { rpm: 1726 }); // (26·256 + 248) / 4
-    assert.deepEqual(mode01Values(hex('41 0D 32')), { speed: 50 });
-    assert.deepEqual(mode01Values(hex('41 05 7B')), { coolantTemp: 83 });
-    assert.deepEqual(mode01Values(hex('41 0F 00')), { intakeAirTemp: -40 });
-    assert.deepEqual(mode01Values(hex('41 0C FF FF')), { rpm: 16383.75 });
-    assert.deepEqual(mode01Values(hex('41 04 FF')), { engineLoad: 100 });
-    close(mode01Values(hex('41 04 80')).engineLoad, 12800 / 255);
-    close(mode01Values(hex('41 11 33')).throttlePosition, 20); // 51·100/255
-    assert.deepEqual(mode01Values(hex('41 06 80 07 00 08 FF')), {
+    assert.deepEqual(mode01Values(hexBytes('41 0C 1A F8')), { rpm: 1726 }); // (26·256 + 248) / 4
+    assert.deepEqual(mode01Values(hexBytes('41 0D 32')), { speed: 50 });
+    assert.deepEqual(mode01Values(hexBytes('41 05 7B')), { coolantTemp: 83 });
+    assert.deepEqual(mode01Values(hexBytes('41 0F 00')), { intakeAirTemp: -40 });
+    assert.deepEqual(mode01Values(hexBytes('41 0C FF FF')), { rpm: 16383.75 });
+    assert.deepEqual(mode01Values(hexBytes('41 04 FF')), { engineLoad: 100 });
+    close(mode01Values(hexBytes('41 04 80')).engineLoad, 12800 / 255);
+    close(mode01Values(hexBytes('41 11 33')).throttlePosition, 20); // 51·100/255
+    assert.deepEqual(mode01Values(hexBytes('41 06 80 07 00 08 FF')), {
       shortTermFuelTrimBank1: 0,
       longTermFuelTrimBank1: -100,
       shortTermFuelTrimBank2: 99.21875,
     });
-    assert.deepEqual(mode01Values(hex('41 0A 64')), { fuelPressure: 300 });
-    assert.deepEqual(mode01Values(hex('41 0E 00')), { timingAdvance: -64 });
-    assert.deepEqual(mode01Values(hex('41 0E 94')), { timingAdvance: 10 });
-    assert.deepEqual(mode01Values(hex('41 10 01 F4')), { maf: 5 });
-    assert.deepEqual(mode01Values(hex('41 1F 0E 10')), { runTimeSinceStart: 3600 });
-    assert.deepEqual(mode01Values(hex('41 21 00 2A')), { distanceWithMil: 42 });
-    assert.deepEqual(mode01Values(hex('41 33 65')), { barometricPressure: 101 });
-    assert.deepEqual(mode01Values(hex('41 42 35 DC')), { controlModuleVoltage: 13.788 });
-    assert.deepEqual(mode01Values(hex('41 44 80 00')), { commandedEquivalenceRatio: 1 });
-    assert.deepEqual(mode01Values(hex('41 4D 00 3C 4E 01 00')), { timeWithMil: 60, timeSinceCodesCleared: 256 });
-    assert.deepEqual(mode01Values(hex('41 5C 82')), { oilTemp: 90 });
-    assert.deepEqual(mode01Values(hex('41 5E 00 64')), { fuelRate: 5 });
-    assert.deepEqual(mode01Values(hex('41 62 E1 63 01 F4')), { actualEngineTorque: 100, engineReferenceTorque: 500 });
-    assert.deepEqual(mode01Values(hex('41 A6 00 01 E2 40')), { odometer: 12345.6 }); // 0x01E240 = 123456
-    assert.deepEqual(mode01Values(hex('41 3C 11 94')), { catalystTempBank1Sensor1: 410 }); // 4500/10 - 40
+    assert.deepEqual(mode01Values(hexBytes('41 0A 64')), { fuelPressure: 300 });
+    assert.deepEqual(mode01Values(hexBytes('41 0E 00')), { timingAdvance: -64 });
+    assert.deepEqual(mode01Values(hexBytes('41 0E 94')), { timingAdvance: 10 });
+    assert.deepEqual(mode01Values(hexBytes('41 10 01 F4')), { maf: 5 });
+    assert.deepEqual(mode01Values(hexBytes('41 1F 0E 10')), { runTimeSinceStart: 3600 });
+    assert.deepEqual(mode01Values(hexBytes('41 21 00 2A')), { distanceWithMil: 42 });
+    assert.deepEqual(mode01Values(hexBytes('41 33 65')), { barometricPressure: 101 });
+    assert.deepEqual(mode01Values(hexBytes('41 42 35 DC')), { controlModuleVoltage: 13.788 });
+    assert.deepEqual(mode01Values(hexBytes('41 44 80 00')), { commandedEquivalenceRatio: 1 });
+    assert.deepEqual(mode01Values(hexBytes('41 4D 00 3C 4E 01 00')), { timeWithMil: 60, timeSinceCodesCleared: 256 });
+    assert.deepEqual(mode01Values(hexBytes('41 5C 82')), { oilTemp: 90 });
+    assert.deepEqual(mode01Values(hexBytes('41 5E 00 64')), { fuelRate: 5 });
+    assert.deepEqual(mode01Values(hexBytes('41 62 E1 63 01 F4')), { actualEngineTorque: 100, engineReferenceTorque: 500 });
+    assert.deepEqual(mode01Values(hexBytes('41 A6 00 01 E2 40')), { odometer: 12345.6 }); // 0x01E240 = 123456
+    assert.deepEqual(mode01Values(hexBytes('41 3C 11 94')), { catalystTempBank1Sensor1: 410 }); // 4500/10 - 40
   });
 
   it('reads the evaporative vapour pressure as a signed value', () => {
-    assert.deepEqual(mode01Values(hex('41 32 FF FC')), { evapVaporPressure: -1 });
-    assert.deepEqual(mode01Values(hex('41 32 00 64')), { evapVaporPressure: 25 });
+    assert.deepEqual(mode01Values(hexBytes('41 32 FF FC')), { evapVaporPressure: -1 });
+    assert.deepEqual(mode01Values(hexBytes('41 32 00 64')), { evapVaporPressure: 25 });
   });
 
   it('decodes the bitfield and enumerated PIDs', () => {
     // A = 0x83: MIL on, 3 DTCs. B = 0x07: spark, misfire/fuel/components present and complete.
     // C = 0x65: catalyst, evap, O2 sensor, O2 heater present. D = 0x04: evap not complete yet.
-    assert.deepEqual(mode01Values(hex('41 01 83 07 65 04')).monitorStatus, {
+    assert.deepEqual(mode01Values(hexBytes('41 01 83 07 65 04')).monitorStatus, {
       milOn: true,
       dtcCount: 3,
       ignition: 'spark',
@@ -245,7 +216,7 @@ describe('Mode 01 formulas', () => {
       },
     });
     // Diesel: B = 0x1D (bit 3 compression, misfire and components present, misfire incomplete), C = 0xC1, D = 0x40.
-    assert.deepEqual(mode01Values(hex('41 01 00 1D C1 40')).monitorStatus, {
+    assert.deepEqual(mode01Values(hexBytes('41 01 00 1D C1 40')).monitorStatus, {
       milOn: false,
       dtcCount: 0,
       ignition: 'compression',
@@ -257,25 +228,25 @@ describe('Mode 01 formulas', () => {
         egrVvtSystem: 'complete',
       },
     });
-    assert.deepEqual(mode01Values(hex('41 03 02 00')).fuelSystemStatus, { system1: 'closedLoop', system2: null });
-    assert.deepEqual(mode01Values(hex('41 03 04 01')).fuelSystemStatus, {
+    assert.deepEqual(mode01Values(hexBytes('41 03 02 00')).fuelSystemStatus, { system1: 'closedLoop', system2: null });
+    assert.deepEqual(mode01Values(hexBytes('41 03 04 01')).fuelSystemStatus, {
       system1: 'openLoopEngineLoadOrDecel',
       system2: 'openLoopInsufficientTemperature',
     });
-    assert.deepEqual(mode01Values(hex('41 12 01')), { secondaryAirStatus: 'upstream' });
-    assert.deepEqual(mode01Values(hex('41 13 13')), { o2SensorsPresent: { bank1: [1, 2], bank2: [1] } });
-    assert.deepEqual(mode01Values(hex('41 1C 06')), { obdStandard: 'EOBD' });
-    assert.deepEqual(mode01Values(hex('41 1C 01')), { obdStandard: 'OBD-II (CARB)' });
-    assert.deepEqual(mode01Values(hex('41 1C FE')), { obdStandard: 'unknown(0xFE)' });
-    assert.deepEqual(mode01Values(hex('41 51 01')), { fuelType: 'gasoline' });
-    assert.deepEqual(mode01Values(hex('41 51 04')), { fuelType: 'diesel' });
-    assert.deepEqual(mode01Values(hex('41 14 5A 80')), { o2Sensor1: { voltage: 0.45, shortTermFuelTrim: 0 } });
-    assert.deepEqual(mode01Values(hex('41 15 5A FF')), { o2Sensor2: { voltage: 0.45, shortTermFuelTrim: null } });
-    assert.deepEqual(mode01Values(hex('41 02 01 33')), { freezeFrameDtc: 'P0133' });
+    assert.deepEqual(mode01Values(hexBytes('41 12 01')), { secondaryAirStatus: 'upstream' });
+    assert.deepEqual(mode01Values(hexBytes('41 13 13')), { o2SensorsPresent: { bank1: [1, 2], bank2: [1] } });
+    assert.deepEqual(mode01Values(hexBytes('41 1C 06')), { obdStandard: 'EOBD' });
+    assert.deepEqual(mode01Values(hexBytes('41 1C 01')), { obdStandard: 'OBD-II (CARB)' });
+    assert.deepEqual(mode01Values(hexBytes('41 1C FE')), { obdStandard: 'unknown(0xFE)' });
+    assert.deepEqual(mode01Values(hexBytes('41 51 01')), { fuelType: 'gasoline' });
+    assert.deepEqual(mode01Values(hexBytes('41 51 04')), { fuelType: 'diesel' });
+    assert.deepEqual(mode01Values(hexBytes('41 14 5A 80')), { o2Sensor1: { voltage: 0.45, shortTermFuelTrim: 0 } });
+    assert.deepEqual(mode01Values(hexBytes('41 15 5A FF')), { o2Sensor2: { voltage: 0.45, shortTermFuelTrim: null } });
+    assert.deepEqual(mode01Values(hexBytes('41 02 01 33')), { freezeFrameDtc: 'P0133' });
   });
 
   it('splits a multi-PID response and keeps the order', () => {
-    const response = positive(parseMode01Response(hex('41 0C 1A F8 0D 32 05 7B 2F 80 46 41 5C 82')));
+    const response = positive(parseMode01Response(hexBytes('41 0C 1A F8 0D 32 05 7B 2F 80 46 41 5C 82')));
     assert.deepEqual(
       response.readings.map((r) => [r.key, r.unit]),
       [['rpm', 'rpm'], ['speed', 'km/h'], ['coolantTemp', '°C'], ['fuelLevel', '%'], ['ambientAirTemp', '°C'], ['oilTemp', '°C']],
@@ -285,17 +256,17 @@ describe('Mode 01 formulas', () => {
   });
 
   it('keeps an unknown PID raw when it is alone, and refuses to guess inside a multi-PID response', () => {
-    const response = positive(parseMode01Response(hex('41 FF 01 02')));
+    const response = positive(parseMode01Response(hexBytes('41 FF 01 02')));
     assert.deepEqual(response.readings, [{ pid: 0xff, key: null, unit: '', data: Uint8Array.of(1, 2), value: null }]);
-    throwsDecodeError(() => parseMode01Response(hex('41 0D 32 FF 01')), /cannot be split/);
+    throwsDecodeError(() => parseMode01Response(hexBytes('41 0D 32 FF 01')), /cannot be split/);
   });
 
   it('rejects short and foreign messages', () => {
     throwsDecodeError(() => parseMode01Response([]), /empty/);
-    throwsDecodeError(() => parseMode01Response(hex('41')), /too short/);
-    throwsDecodeError(() => parseMode01Response(hex('41 0C 1A')), /rpm.*needs 2 data bytes, got 1/);
-    throwsDecodeError(() => parseMode01Response(hex('41 0C 1A F8 0D')), /speed/);
-    throwsDecodeError(() => parseMode01Response(hex('49 02 01')), /expected a response to service 0x01/);
+    throwsDecodeError(() => parseMode01Response(hexBytes('41')), /too short/);
+    throwsDecodeError(() => parseMode01Response(hexBytes('41 0C 1A')), /rpm.*needs 2 data bytes, got 1/);
+    throwsDecodeError(() => parseMode01Response(hexBytes('41 0C 1A F8 0D')), /speed/);
+    throwsDecodeError(() => parseMode01Response(hexBytes('49 02 01')), /expected a response to service 0x01/);
     throwsDecodeError(() => parseMode01Response([0x41, 0x0d, 300]), /not a byte/);
     throwsDecodeError(() => decodePid(0x0c, [0x1a]), /needs 2 data bytes/);
     throwsDecodeError(() => decodePid(0xfe, [0]), /not in the J1979 table/);
@@ -325,32 +296,32 @@ describe('Mode 01 formulas', () => {
 
 describe('Mode 02 freeze frames', () => {
   it('decodes with the Mode 01 table and keeps the frame number', () => {
-    const response = positive(parseMode02Response(hex('42 0C 00 1A F8 02 00 01 33')));
+    const response = positive(parseMode02Response(hexBytes('42 0C 00 1A F8 02 00 01 33')));
     assert.deepEqual(
       response.readings.map((r) => [r.key, r.frame, r.value]),
       [['rpm', 0, 1726], ['freezeFrameDtc', 0, 'P0133']],
     );
-    throwsDecodeError(() => parseMode02Response(hex('42 0C')), /too short/);
-    throwsDecodeError(() => parseMode02Response(hex('42 0C 00 1A')), /needs 2 data bytes/);
+    throwsDecodeError(() => parseMode02Response(hexBytes('42 0C')), /too short/);
+    throwsDecodeError(() => parseMode02Response(hexBytes('42 0C 00 1A')), /needs 2 data bytes/);
   });
 });
 
 describe('supported-PID bitmaps', () => {
   it('decodes each block and knows when to go on', () => {
-    assert.deepEqual(supportedPidsFromBitmap(0x20, hex('80 00 00 01')), [0x21, 0x40]);
-    assert.equal(nextSupportedPidBlock(0x20, hex('80 00 00 01')), 0x40);
-    assert.equal(nextSupportedPidBlock(0x40, hex('FF FF FF FE')), null);
-    assert.deepEqual(supportedPidsFromBitmap(0xa0, hex('04 00 00 00')), [0xa6]);
+    assert.deepEqual(supportedPidsFromBitmap(0x20, hexBytes('80 00 00 01')), [0x21, 0x40]);
+    assert.equal(nextSupportedPidBlock(0x20, hexBytes('80 00 00 01')), 0x40);
+    assert.equal(nextSupportedPidBlock(0x40, hexBytes('FF FF FF FE')), null);
+    assert.deepEqual(supportedPidsFromBitmap(0xa0, hexBytes('04 00 00 00')), [0xa6]);
     // There is no block after E0 and no PID 0x100.
-    assert.deepEqual(supportedPidsFromBitmap(0xe0, hex('00 00 00 03')), [0xff]);
-    assert.equal(nextSupportedPidBlock(0xe0, hex('00 00 00 01')), null);
-    throwsDecodeError(() => supportedPidsFromBitmap(0x10, hex('00 00 00 00')), /not a supported-PIDs PID/);
-    throwsDecodeError(() => supportedPidsFromBitmap(0x00, hex('00 00 00')), /4 bytes/);
+    assert.deepEqual(supportedPidsFromBitmap(0xe0, hexBytes('00 00 00 03')), [0xff]);
+    assert.equal(nextSupportedPidBlock(0xe0, hexBytes('00 00 00 01')), null);
+    throwsDecodeError(() => supportedPidsFromBitmap(0x10, hexBytes('00 00 00 00')), /not a supported-PIDs PID/);
+    throwsDecodeError(() => supportedPidsFromBitmap(0x00, hexBytes('00 00 00')), /4 bytes/);
   });
 
   it('merges the lists of several ECUs', () => {
-    const engine = supportedPidsFromBitmap(0x00, hex('BE 3F A8 13'));
-    const transmission = supportedPidsFromBitmap(0x00, hex('80 18 00 01'));
+    const engine = supportedPidsFromBitmap(0x00, hexBytes('BE 3F A8 13'));
+    const transmission = supportedPidsFromBitmap(0x00, hexBytes('80 18 00 01'));
     assert.deepEqual(mergeSupportedPids([engine, transmission, [0xa6]]), [
       0x01, 0x03, 0x04, 0x05, 0x06, 0x07, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f, 0x10, 0x11, 0x13, 0x15, 0x1c, 0x1f, 0x20, 0xa6,
     ]);
@@ -387,14 +358,14 @@ describe('requests', () => {
 
 describe('negative responses', () => {
   it('are returned typed, with NRC names', () => {
-    const rejected = parseMode01Response(hex('7F 01 12'));
+    const rejected = parseMode01Response(hexBytes('7F 01 12'));
     assert.ok(rejected instanceof ObdNegativeResponse);
     assert.equal(rejected.service, 0x01);
     assert.equal(rejected.nrcName, 'subFunctionNotSupported');
     assert.equal(rejected.isUnsupportedRequest, true);
     assert.equal(rejected.isPending, false);
 
-    const pending = parseNegativeResponse(hex('7F 09 78'));
+    const pending = parseNegativeResponse(hexBytes('7F 09 78'));
     assert.ok(pending);
     assert.equal(pending.nrcName, 'responsePending');
     assert.equal(pending.isPending, true);
@@ -402,16 +373,16 @@ describe('negative responses', () => {
     const names = (['10', '11', '22', '31', '21', '99'] as const).map((nrc) => new ObdNegativeResponse(1, parseInt(nrc, 16)).nrcName);
     assert.deepEqual(names, ['generalReject', 'serviceNotSupported', 'conditionsNotCorrect', 'requestOutOfRange', 'busyRepeatRequest', 'unknown(0x99)']);
 
-    const vin = parseVinResponse(hex('7F 09 31'));
+    const vin = parseVinResponse(hexBytes('7F 09 31'));
     assert.ok(vin instanceof ObdNegativeResponse && vin.nrcName === 'requestOutOfRange');
-    const dtcs = parseDtcResponse(0x0a, hex('7F 0A 11'), { countByte: true });
+    const dtcs = parseDtcResponse(0x0a, hexBytes('7F 0A 11'), { countByte: true });
     assert.ok(dtcs instanceof ObdNegativeResponse && dtcs.nrcName === 'serviceNotSupported');
-    assert.equal(parseNegativeResponse(hex('41 0D 32')), null);
+    assert.equal(parseNegativeResponse(hexBytes('41 0D 32')), null);
   });
 
   it('rejects malformed ones and ones for another service', () => {
-    throwsDecodeError(() => parseMode01Response(hex('7F 01')), /3 bytes/);
-    throwsDecodeError(() => parseMode01Response(hex('7F 03 22')), /service 0x03, not 0x01/);
+    throwsDecodeError(() => parseMode01Response(hexBytes('7F 01')), /3 bytes/);
+    throwsDecodeError(() => parseMode01Response(hexBytes('7F 03 22')), /service 0x03, not 0x01/);
   });
 });
 
@@ -436,25 +407,25 @@ describe('DTCs', () => {
   });
 
   it('reads CAN responses with their count byte', () => {
-    assert.deepEqual(positive(parseDtcResponse(0x03, hex('43 02 01 33 03 00'), { countByte: true })).codes, ['P0133', 'P0300']);
-    assert.deepEqual(positive(parseDtcResponse(0x03, hex('43 00'), { countByte: true })).codes, []);
-    assert.deepEqual(positive(parseDtcResponse(0x0a, hex('4A 01 C1 00'), { countByte: true })), {
+    assert.deepEqual(positive(parseDtcResponse(0x03, hexBytes('43 02 01 33 03 00'), { countByte: true })).codes, ['P0133', 'P0300']);
+    assert.deepEqual(positive(parseDtcResponse(0x03, hexBytes('43 00'), { countByte: true })).codes, []);
+    assert.deepEqual(positive(parseDtcResponse(0x0a, hexBytes('4A 01 C1 00'), { countByte: true })), {
       kind: 'dtcs',
       service: 0x0a,
       codes: ['U0100'],
     });
-    throwsDecodeError(() => parseDtcResponse(0x03, hex('43 03 01 33 03 00'), { countByte: true }), /announces 3/);
-    throwsDecodeError(() => parseDtcResponse(0x03, hex('43 01 01 33 03 00'), { countByte: true }), /more DTCs/);
-    throwsDecodeError(() => parseDtcResponse(0x03, hex('43 01 01'), { countByte: true }), /odd length/);
-    throwsDecodeError(() => parseDtcResponse(0x03, hex('43'), { countByte: true }), /too short/);
+    throwsDecodeError(() => parseDtcResponse(0x03, hexBytes('43 03 01 33 03 00'), { countByte: true }), /announces 3/);
+    throwsDecodeError(() => parseDtcResponse(0x03, hexBytes('43 01 01 33 03 00'), { countByte: true }), /more DTCs/);
+    throwsDecodeError(() => parseDtcResponse(0x03, hexBytes('43 01 01'), { countByte: true }), /odd length/);
+    throwsDecodeError(() => parseDtcResponse(0x03, hexBytes('43'), { countByte: true }), /too short/);
   });
 
   it('reads legacy responses, skipping the 00 00 padding', () => {
-    assert.deepEqual(positive(parseDtcResponse(0x03, hex('43 01 33 03 00 00 00'), { countByte: false })).codes, ['P0133', 'P0300']);
-    assert.deepEqual(positive(parseDtcResponse(0x07, hex('47 00 00 00 00 00 00'), { countByte: false })).codes, []);
-    assert.deepEqual(positive(parseDtcResponse(0x07, hex('47'), { countByte: false })).codes, []);
-    throwsDecodeError(() => parseDtcResponse(0x03, hex('43 00'), { countByte: false }), /odd length/);
-    throwsDecodeError(() => parseDtcResponse(0x03, hex('47 00'), { countByte: true }), /service 0x03/);
+    assert.deepEqual(positive(parseDtcResponse(0x03, hexBytes('43 01 33 03 00 00 00'), { countByte: false })).codes, ['P0133', 'P0300']);
+    assert.deepEqual(positive(parseDtcResponse(0x07, hexBytes('47 00 00 00 00 00 00'), { countByte: false })).codes, []);
+    assert.deepEqual(positive(parseDtcResponse(0x07, hexBytes('47'), { countByte: false })).codes, []);
+    throwsDecodeError(() => parseDtcResponse(0x03, hexBytes('43 00'), { countByte: false }), /odd length/);
+    throwsDecodeError(() => parseDtcResponse(0x03, hexBytes('47 00'), { countByte: true }), /service 0x03/);
   });
 });
 
@@ -485,9 +456,9 @@ describe('Mode 09 vehicle information', () => {
   });
 
   it('reads CVNs as hex strings', () => {
-    assert.deepEqual(parseCvnResponse(hex('49 06 01 A1 B2 C3 D4')), ['A1B2C3D4']);
-    assert.deepEqual(parseCvnResponse(hex('49 06 02 00 00 12 34 DE AD BE EF')), ['00001234', 'DEADBEEF']);
-    throwsDecodeError(() => parseCvnResponse(hex('49 06 01 A1 B2')), /4-byte items/);
+    assert.deepEqual(parseCvnResponse(hexBytes('49 06 01 A1 B2 C3 D4')), ['A1B2C3D4']);
+    assert.deepEqual(parseCvnResponse(hexBytes('49 06 02 00 00 12 34 DE AD BE EF')), ['00001234', 'DEADBEEF']);
+    throwsDecodeError(() => parseCvnResponse(hexBytes('49 06 01 A1 B2')), /4-byte items/);
   });
 });
 
@@ -503,8 +474,7 @@ function assertFinite(value: unknown, where: string): void {
 }
 
 /** A random message that one of the parsers accepts. */
-function wellFormed(random: () => number, byte: () => number, pids: readonly number[]): number[] {
-  const pick = <T>(list: readonly T[]): T => list[Math.floor(random() * list.length)]!;
+function wellFormed(random: SeededRandom, byte: () => number, pids: readonly number[]): number[] {
   const dtcs = Array.from({ length: Math.floor(random() * 4) }, () => [byte() | 1, byte()]).flat();
   const alnum = '0123456789ABCDEFGHJKLMNPRSTUVWXYZ';
   switch (Math.floor(random() * 6)) {
@@ -513,7 +483,7 @@ function wellFormed(random: () => number, byte: () => number, pids: readonly num
       const service = random() < 0.5 ? 0x41 : 0x42;
       const out = [service];
       for (let n = 1 + Math.floor(random() * 3); n > 0; n--) {
-        const pid = pick(pids);
+        const pid = random.pick(pids);
         out.push(pid);
         if (service === 0x42) out.push(byte() & 1);
         for (let b = MODE01_PIDS.get(pid)!.bytes; b > 0; b--) out.push(byte());
@@ -521,9 +491,9 @@ function wellFormed(random: () => number, byte: () => number, pids: readonly num
       return out;
     }
     case 2:
-      return [pick([0x43, 0x47, 0x4a]), dtcs.length / 2, ...dtcs];
+      return [random.pick([0x43, 0x47, 0x4a]), dtcs.length / 2, ...dtcs];
     case 3:
-      return [pick([0x43, 0x47, 0x4a]), ...dtcs];
+      return [random.pick([0x43, 0x47, 0x4a]), ...dtcs];
     case 4:
       return [0x49, 0x02, 0x01, ...Array.from({ length: 17 }, () => alnum.charCodeAt(byte() % alnum.length))];
     default:
@@ -588,9 +558,9 @@ describe('encoding (the simulator side)', () => {
 
   it('encodes supported-PID bitmaps as the inverse of their decoder', () => {
     const recorded = [0x01, 0x03, 0x04, 0x05, 0x06, 0x07, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f, 0x10, 0x11, 0x13, 0x15, 0x1c, 0x1f, 0x20];
-    assert.deepEqual([...encodeSupportedPids(0x00, recorded)], hex('BE 3F A8 13'));
+    assert.deepEqual([...encodeSupportedPids(0x00, recorded)], [...hexBytes('BE 3F A8 13')]);
     // PIDs of other blocks are left out, so an ECU passes its whole list.
-    assert.deepEqual([...encodeSupportedPids(0x40, [0x0c, 0x41, 0x46, 0x5c, 0x60, 0xa6])], hex('84 00 00 11'));
+    assert.deepEqual([...encodeSupportedPids(0x40, [0x0c, 0x41, 0x46, 0x5c, 0x60, 0xa6])], [...hexBytes('84 00 00 11')]);
     assert.deepEqual(supportedPidsFromBitmap(0x40, encodeSupportedPids(0x40, [0x41, 0x46, 0x5c, 0x60])), [0x41, 0x46, 0x5c, 0x60]);
     throwsDecodeError(() => encodeSupportedPids(0x10, [0x11]));
   });

@@ -4,13 +4,14 @@
  * here the frames, filters, loopback and timing are the kernel's.
  */
 import assert from 'node:assert/strict';
-import { after, afterEach, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { SocketCanBus, type SocketCanEndpoint } from '../../src/can/socketcan.js';
 import { ObdCanClient, type EcuPidReadings } from '../../src/obd/can-client.js';
 import { PidPoller, type PidSample } from '../../src/obd/poller.js';
 import { DEMO_VIN, SimulatedObdEcu } from '../../src/sim/obd-ecu.js';
 import { drivingCar } from '../support/obd-sim.js';
-import { Cleanup, createVcan, deleteVcan, run, setLink, sleep, waitFor } from '../support/vcan.js';
+import { Cleanup, run, setLink, withVcan } from '../support/vcan.js';
+import { delay, waitFor } from '../support/wait.js';
 
 const IF = 'vt-obd0';
 const IF29 = 'vt-obd1';
@@ -29,15 +30,7 @@ function readings(result: EcuPidReadings[], ecu: number): Record<string, unknown
 }
 
 describe('OBD-II over CAN on a real kernel', { timeout: 90_000 }, () => {
-  before(() => {
-    createVcan(IF);
-    createVcan(IF29);
-  });
-  afterEach(() => cleanup.run());
-  after(() => {
-    deleteVcan(IF);
-    deleteVcan(IF29);
-  });
+  withVcan([IF, IF29], { cleanup });
 
   async function setUp(ifname: string, addressing: '11-bit' | '29-bit' = '11-bit') {
     // Keeps the endpoints the ECUs and the client open, to wait until each has its socket.
@@ -138,7 +131,7 @@ describe('OBD-II over CAN on a real kernel', { timeout: 90_000 }, () => {
     const afterBusOff = samples.length;
     await waitFor(() => samples.length >= afterBusOff + 3, 'samples after bus-off', 15_000);
     setLink(IF, 'down');
-    await sleep(500);
+    await delay(500);
     const whileDown = samples.length;
     setLink(IF, 'up');
     await waitFor(() => samples.length >= whileDown + 3, 'samples after the interface came back', 20_000);

@@ -8,7 +8,8 @@ import { MemoryCanBus } from '../../src/can/bus.js';
 import { ObdCanClient } from '../../src/obd/can-client.js';
 import { PidPoller, type PidPollerConfig, type PidPollerHandlers, type PidSample, type UnsupportedPid } from '../../src/obd/poller.js';
 import { SimulatedObdEcu, type SimulatedObdEcuOptions } from '../../src/sim/obd-ecu.js';
-import { activeTimers, delay, drivingCar, waitFor } from '../support/obd-sim.js';
+import { activeTimers, drivingCar } from '../support/obd-sim.js';
+import { delay, waitFor } from '../support/wait.js';
 
 /** Mode 01 requests the poller put on the bus (physical, single frames), as [ecu, pids]. */
 function mode01Requests(bus: MemoryCanBus, from: number): [number, number[]][] {
@@ -165,7 +166,7 @@ describe('PidPoller', () => {
     const client = new ObdCanClient(bus);
     const poller = new PidPoller(client, { pids: [{ pid: 'rpm', intervalMs: 15 }, { pid: 'coolantTemp', intervalMs: 1000 }] }, { onSample: () => {} });
     const run = poller.run();
-    await waitFor(() => poller.status.samples >= 3, 5000, 'three samples');
+    await waitFor(() => poller.status.samples >= 3, 'three samples', 5000);
     assert.equal(poller.status.running, true);
     await assert.rejects(poller.run(), /already running/);
     poller.stop();

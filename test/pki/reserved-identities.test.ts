@@ -11,7 +11,7 @@ import { parseDeviceConfig } from '../../src/config/device-config.js';
 import { createCsr, createDeviceKey, CsrError, signDeviceCsr } from '../../src/pki/csr.js';
 import { createDevCa } from '../../src/pki/dev-ca.js';
 import { deviceIdProblem, RESERVED_IDENTITIES } from '../../src/pki/device-id.js';
-import { runScript } from '../support/scripts.js';
+import { runProgramSync } from '../support/programs.js';
 import { makeTempDir } from '../support/temp.js';
 
 const RESERVED = ['backend', 'Backend', 'BACKEND', 'backend-ca', 'ca', 'server', 'command-ca', 'ops-dev'];
@@ -58,8 +58,8 @@ describe('[14.4] reserved identities', () => {
     const work = makeTempDir('reserved-provision-');
     for (const name of ['backend', 'Backend', 'ops-dev']) {
       const bundle = path.join(work, name);
-      const result = runScript('provision', ['--device', name, '--csr-only', '--broker', 'mqtts://broker.example:8883', '--bundle', bundle]);
-      assert.equal(result.code, 1, result.stdout);
+      const result = runProgramSync('scripts/provision', ['--device', name, '--csr-only', '--broker', 'mqtts://broker.example:8883', '--bundle', bundle]);
+      assert.equal(result.status, 1, result.stdout);
       assert.equal(result.stdout, '');
       assert.match(result.stderr, new RegExp(`^provision: --device "${name}" cannot be a device ID: '${name.toLowerCase()}' is reserved[^\\n]*\\n$`));
       assert.ok(!existsSync(bundle), 'nothing written');

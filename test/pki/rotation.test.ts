@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { copyFileSync, existsSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 import type { OperatorClient } from '../../src/commands/operator-client.js';
 import type { CommandResult } from '../../src/commands/result.js';
 import { CsrError, readCsr, signDeviceCsr } from '../../src/pki/csr.js';
@@ -16,10 +16,13 @@ import { createDevCa, devCaFromPem, issueDeviceCertificate, issueDeviceCertifica
 import { commitIdentity, repairIdentityFiles, stageIdentity, swapIdentity } from '../../src/pki/identity-files.js';
 import { loadIdentity, type DeviceIdentity } from '../../src/pki/identity.js';
 import { rotateCertificate, RotationFailure, type RotationLink } from '../../src/pki/rotation.js';
-import { CommandPki, operatorClient, startAgent, type TestAgent } from '../support/commands.js';
-import { BackendSubscriber, Mosquitto, TestPki } from '../support/mosquitto.js';
+import type { InProcessAgent } from '../support/agent-in-process.js';
+import { withBroker } from '../support/broker-fixture.js';
+import { CommandPki, operatorClient, startCommandAgent } from '../support/commands.js';
+import { BackendSubscriber, TestPki } from '../support/mosquitto.js';
 import { OpensslPki } from '../support/openssl-pki.js';
 import { makeTempDir } from '../support/temp.js';
+import { delay } from '../support/wait.js';
 
 const fingerprint = (file: string): string => new X509Certificate(readFileSync(file)).fingerprint256;
 const pairMatches = (certFile: string, keyFile: string): boolean =>
@@ -136,7 +139,7 @@ describe('rotation against an in-memory link', () => {
       },
       async watch(topic, listener) {
         options.onWatch?.();
-        if (options.watchDelayMs) await new Promise((resolve) => setTimeout(resolve, options.watchDelayMs));
+        if (options.watchDelayMs) await delay(options.watchDelayMs);
         listeners.set(topic, listener);
         return async () => void listeners.delete(topic);
       },
@@ -283,26 +286,21 @@ describe('rotateCertificate through mosquitto', { timeout: 120_000 }, () => {
     keyFile: path.join(dir, 'certs', `${deviceId}.key`),
     caFile: path.join(dir, 'certs', 'ca.crt'),
   };
-  let broker: Mosquitto;
-  let backend: BackendSubscriber;
   let service: CaService;
-  let agent: TestAgent;
+  let agent: InProcessAgent;
   let ops: OperatorClient;
+  const fleet = withBroker({ pki, backend: 'vehicles/+/csr' });
+  fleet.beforeStop(async () => {
+    await ops?.close();
+    await agent?.close();
+  });
 
   before(async () => {
     writeIssued(path.dirname(identity.certFile), deviceId, issueDeviceCertificate(pki.ca, deviceId));
     writeFileSync(identity.caFile, pki.ca.certPem + second.certPem);
-    broker = await Mosquitto.start({ pki });
-    backend = await BackendSubscriber.connect(broker, pki, 'vehicles/+/csr');
-    service = new CaService(backend, pki.ca, { foreign, second });
-    agent = await startAgent(broker, pki, commandPki, { deviceId, identity, dir });
-    ops = await operatorClient(broker, pki);
-  });
-  after(async () => {
-    await ops?.close();
-    await agent?.close();
-    await backend?.close();
-    await broker?.stop();
+    service = new CaService(fleet.backend, pki.ca, { foreign, second });
+    agent = await startCommandAgent(fleet.broker, pki, commandPki, { deviceId, identity, dir });
+    ops = await operatorClient(fleet.broker, pki);
   });
 
   const rotate = (params: Record<string, unknown> = {}): Promise<{ results: CommandResult[]; final: CommandResult | undefined }> =>
@@ -386,8 +384,8 @@ describe('rotateCertificate through mosquitto', { timeout: 120_000 }, () => {
     assert.match(outcome.final!.message!, /no certificate for request .* within 1 s; nothing was changed/);
     // The backend answers now, too late: the car is no longer listening for it.
     const late = service.requests.at(-1)!.body;
-    await backend.client.publishAsync(`vehicles/${deviceId}/certificate`, JSON.stringify({ requestId: late.requestId, certificate: signDeviceCsr(pki.ca, late.csr) }), { qos: 1 });
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    await fleet.backend.client.publishAsync(`vehicles/${deviceId}/certificate`, JSON.stringify({ requestId: late.requestId, certificate: signDeviceCsr(pki.ca, late.csr) }), { qos: 1 });
+    await delay(300);
     assert.deepEqual(snapshot(), files);
     assert.throws(() => signDeviceCsr(pki.ca, late.csr, { deviceId: 'car-other' }), CsrError);
   });

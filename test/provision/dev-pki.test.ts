@@ -10,10 +10,10 @@ import { test } from 'node:test';
 import { devCaFromPem, issueClientCertificate, writeIssued } from '../../src/pki/dev-ca.js';
 import { ensureDevPki } from '../../src/pki/dev-pki.js';
 import { loadIdentity } from '../../src/pki/identity.js';
-import { runScript, type ScriptRun } from '../support/scripts.js';
+import { runProgramSync, type ProgramRun } from '../support/programs.js';
 import { makeTempDir } from '../support/temp.js';
 
-const devPki = (args: string[]): ScriptRun => runScript('dev-pki', args);
+const devPki = (args: string[]): ProgramRun => runProgramSync('scripts/dev-pki', args);
 
 /** name -> mode, size and content of every file in `dir`. */
 function snapshot(dir: string): Record<string, string> {
@@ -28,7 +28,7 @@ function snapshot(dir: string): Record<string, string> {
 test('dev-pki writes the CA, broker, device, backend, command CA and operator files; keys 0600; a second run keeps them', () => {
   const out = path.join(makeTempDir('dev-pki-'), 'certs', 'dev');
   const first = devPki(['--out', out, '--device', 'bench-car-1']);
-  assert.equal(first.code, 0, first.stderr);
+  assert.equal(first.status, 0, first.stderr);
   const expected = [
     'backend-ca.crt', 'backend-ca.key', 'backend.crt', 'backend.key', 'bench-car-1.crt', 'bench-car-1.key', 'ca.crt',
     'ca.key', 'command-ca.crt', 'command-ca.key', 'ops-dev.crt', 'ops-dev.key', 'server.crt', 'server.key',
@@ -56,18 +56,18 @@ test('dev-pki writes the CA, broker, device, backend, command CA and operator fi
 
   const before = snapshot(out);
   const second = devPki(['--out', out, '--device', 'bench-car-1']);
-  assert.equal(second.code, 0, second.stderr);
+  assert.equal(second.status, 0, second.stderr);
   assert.match(second.stdout, /nothing changed/);
   assert.deepEqual(snapshot(out), before, 'a second run changes no file');
 });
 
 test('dev-pki tightens a key left readable by others, and re-issues the broker certificate for another host only', () => {
   const out = makeTempDir('dev-pki-');
-  assert.equal(devPki(['--out', out]).code, 0);
+  assert.equal(devPki(['--out', out]).status, 0);
   chmodSync(path.join(out, 'ca.key'), 0o644);
   const caBefore = readFileSync(path.join(out, 'ca.crt'), 'utf8');
   const result = devPki(['--out', out, '--broker-host', '192.168.7.2']);
-  assert.equal(result.code, 0, result.stderr);
+  assert.equal(result.status, 0, result.stderr);
   assert.equal(statSync(path.join(out, 'ca.key')).mode & 0o777, 0o600);
   assert.match(result.stdout, /ca\.key: mode 0644 -> 0600/);
   const server = new X509Certificate(readFileSync(path.join(out, 'server.crt')));
@@ -81,7 +81,7 @@ test('dev-pki --broker-host: a re-run with the same hosts changes nothing (::1 a
   const out = makeTempDir('dev-pki-');
   const hosts = ['--broker-host', 'broker.fleet.example', '--broker-host', '192.168.7.2', '--broker-host', 'fd00:0:0:0::7'];
   const first = devPki(['--out', out, ...hosts]);
-  assert.equal(first.code, 0, first.stderr);
+  assert.equal(first.status, 0, first.stderr);
   const san = new X509Certificate(readFileSync(path.join(out, 'server.crt'))).subjectAltName ?? '';
   // How Node prints them: in full, which a text comparison with '::1' never matched.
   assert.match(san, /IP Address:0:0:0:0:0:0:0:1/);
@@ -89,19 +89,19 @@ test('dev-pki --broker-host: a re-run with the same hosts changes nothing (::1 a
   const before = snapshot(out);
   // The same hosts, one written another way (an address is the same address however it is written; names ignore case).
   const second = devPki(['--out', out, '--broker-host', 'Broker.Fleet.Example', '--broker-host', '192.168.7.2', '--broker-host', 'fd00::7']);
-  assert.equal(second.code, 0, second.stderr);
+  assert.equal(second.status, 0, second.stderr);
   assert.match(second.stdout, /dev-pki: .* already holds the development PKI; nothing changed/);
   assert.deepEqual(snapshot(out), before, 'the broker certificate and key are kept');
   // A host not covered yet still gets a new certificate.
   const third = devPki(['--out', out, '--broker-host', '::2']);
-  assert.equal(third.code, 0, third.stderr);
+  assert.equal(third.status, 0, third.stderr);
   assert.match(third.stdout, /broker certificate re-issued/);
 });
 
 test('dev-pki: a bad device ID is one line on stderr and exit status 1', () => {
   const out = makeTempDir('dev-pki-');
   const result = devPki(['--out', out, '--device', 'a/b']);
-  assert.equal(result.code, 1);
+  assert.equal(result.status, 1);
   assert.equal(result.stdout, '');
   assert.match(result.stderr, /^dev-pki: --device "a\/b" cannot be a device ID: "\/" is not allowed.*\n$/);
   assert.deepEqual(readdirSync(out), []);
@@ -111,7 +111,7 @@ test('[14.4] dev-pki: a reserved name (the backend, a file of the PKI itself) is
   for (const name of ['backend', 'BACKEND', 'ca', 'server', 'command-ca', 'backend-ca', 'ops-dev']) {
     const out = makeTempDir('dev-pki-');
     const result = devPki(['--out', out, '--device', name]);
-    assert.equal(result.code, 1, name);
+    assert.equal(result.status, 1, name);
     assert.match(result.stderr, new RegExp(`^dev-pki: --device "${name}" cannot be a device ID: '${name.toLowerCase()}' is reserved.*\n$`));
     assert.deepEqual(readdirSync(out), [], `${name}: nothing written`);
   }
@@ -119,12 +119,12 @@ test('[14.4] dev-pki: a reserved name (the backend, a file of the PKI itself) is
 
 test('[14.4] dev-pki: a backend certificate an older version issued from the device CA is issued again from the backend CA', () => {
   const out = makeTempDir('dev-pki-');
-  assert.equal(devPki(['--out', out]).code, 0);
+  assert.equal(devPki(['--out', out]).status, 0);
   // What an older dev-pki left: backend.crt from ca.crt, no backend CA.
   const old = issueClientCertificate(devCaFromPem(readFileSync(path.join(out, 'ca.crt'), 'utf8'), readFileSync(path.join(out, 'ca.key'), 'utf8')), 'backend');
   writeIssued(out, 'backend', old);
   const again = devPki(['--out', out]);
-  assert.equal(again.code, 0, again.stderr);
+  assert.equal(again.status, 0, again.stderr);
   const backend = new X509Certificate(readFileSync(path.join(out, 'backend.crt')));
   assert.ok(backend.verify(new X509Certificate(readFileSync(path.join(out, 'backend-ca.crt'))).publicKey));
 });

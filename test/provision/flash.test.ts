@@ -14,19 +14,17 @@ import { RESTART_EXIT_CODE } from '../../src/agent/exit-codes.js';
 import { isThisMachinesRoot } from '../../src/provision/flash.js';
 import { loadDeviceConfig } from '../../src/config/device-config.js';
 import { loadIdentity } from '../../src/pki/identity.js';
-import { runScript, type ScriptRun } from '../support/scripts.js';
+import { runProgramSync, type ProgramRun } from '../support/programs.js';
 import { repoRoot } from '../support/shared.js';
 import { makeTempDir } from '../support/temp.js';
 
-const script = runScript;
-
-function ok(run: ScriptRun): ScriptRun {
-  assert.equal(run.code, 0, `exit ${run.code}: ${run.stderr}${run.stdout}`);
+function ok(run: ProgramRun): ProgramRun {
+  assert.equal(run.status, 0, `exit ${run.status}: ${run.stderr}${run.stdout}`);
   return run;
 }
 
-function oneLineError(run: ScriptRun, tool: string, message: RegExp): void {
-  assert.equal(run.code, 1, run.stdout);
+function oneLineError(run: ProgramRun, tool: string, message: RegExp): void {
+  assert.equal(run.status, 1, run.stdout);
   assert.match(run.stderr, new RegExp(`^${tool}: [^\\n]+\\n$`), `exactly one line: ${run.stderr}`);
   assert.match(run.stderr, message);
 }
@@ -111,15 +109,15 @@ const ca = (): string[] => ['--ca', path.join(pki, 'ca.crt'), '--ca-key', path.j
 before(() => {
   work = makeTempDir('flash-');
   pki = path.join(work, 'dev');
-  ok(script('dev-pki', ['--out', pki]));
+  ok(runProgramSync('scripts/dev-pki', ['--out', pki]));
   bundle = path.join(work, 'bundles', 'car-0042');
-  ok(script('provision', ['--device', 'car-0042', '--bundle', bundle, ...ca()]));
+  ok(runProgramSync('scripts/provision', ['--device', 'car-0042', '--bundle', bundle, ...ca()]));
 });
 
 describe('flash refuses, in one line', () => {
   test('a target that is not a root file system', () => {
     const notRoot = makeTempDir('flash-notroot-');
-    oneLineError(script('flash', ['--bundle', bundle, '--target', notRoot]), 'flash', /does not look like a root file system \(no etc\/ folder\)/);
+    oneLineError(runProgramSync('scripts/flash', ['--bundle', bundle, '--target', notRoot]), 'flash', /does not look like a root file system \(no etc\/ folder\)/);
     assert.deepEqual(readdirSync(notRoot), []);
   });
 
@@ -133,7 +131,7 @@ describe('flash refuses, in one line', () => {
     // still writes nothing to this machine.
     const noBundle = path.join(dir, 'no-bundle');
     for (const target of ['/', link, chain]) {
-      oneLineError(script('flash', ['--bundle', noBundle, '--target', target]), 'flash', new RegExp(`^flash: --target ${target} is this machine's own root: flash prepares a mounted image`));
+      oneLineError(runProgramSync('scripts/flash', ['--bundle', noBundle, '--target', target]), 'flash', new RegExp(`^flash: --target ${target} is this machine's own root: flash prepares a mounted image`));
     }
     assert.equal(isThisMachinesRoot(link), true);
     assert.equal(isThisMachinesRoot(skeleton(makeTempDir('flash-root-'))), false);
@@ -159,42 +157,42 @@ describe('flash refuses, in one line', () => {
       if (user) writeFileSync(path.join(root, 'etc/passwd'), `${readFileSync(path.join(root, 'etc/passwd'), 'utf8')}${user}\n`);
       writeFileSync(path.join(root, 'etc/group'), `${readFileSync(path.join(root, 'etc/group'), 'utf8')}${group}\n`);
       const before = listing(root);
-      oneLineError(script('flash', ['--bundle', bundle, '--target', root]), 'flash', message);
+      oneLineError(runProgramSync('scripts/flash', ['--bundle', bundle, '--target', root]), 'flash', message);
       assert.deepEqual(listing(root), before, `nothing written: ${user || group}`);
     }
   });
 
   test('a bundle whose unit runs the agent as root (edited by hand)', () => {
     const rootBundle = path.join(work, 'bundles', 'car-0042-root');
-    ok(script('provision', ['--device', 'car-0042', '--bundle', rootBundle, ...ca()]));
+    ok(runProgramSync('scripts/provision', ['--device', 'car-0042', '--bundle', rootBundle, ...ca()]));
     const unitFile = path.join(rootBundle, 'telematics-agent.service');
     writeFileSync(unitFile, readFileSync(unitFile, 'utf8').replace(/^User=telematics$/m, 'User=root').replace(/^Group=telematics$/m, 'Group=root'));
     const root = skeleton(makeTempDir('flash-root-'));
     const before = listing(root);
-    oneLineError(script('flash', ['--bundle', rootBundle, '--target', root]), 'flash', /^flash: the service user: 'root': the agent must not run as root/);
+    oneLineError(runProgramSync('scripts/flash', ['--bundle', rootBundle, '--target', root]), 'flash', /^flash: the service user: 'root': the agent must not run as root/);
     assert.deepEqual(listing(root), before, 'nothing written');
   });
 
   test('a bundle that still awaits its certificate', () => {
     const pending = path.join(work, 'bundles', 'car-0050');
-    ok(script('provision', ['--device', 'car-0050', '--bundle', pending, '--csr-only', '--broker-ca', path.join(pki, 'ca.crt'), '--command-ca', path.join(pki, 'command-ca.crt'), '--broker', BROKER]));
+    ok(runProgramSync('scripts/provision', ['--device', 'car-0050', '--bundle', pending, '--csr-only', '--broker-ca', path.join(pki, 'ca.crt'), '--command-ca', path.join(pki, 'command-ca.crt'), '--broker', BROKER]));
     const root = skeleton(makeTempDir('flash-root-'));
     const before = listing(root);
-    oneLineError(script('flash', ['--bundle', pending, '--target', root]), 'flash', /awaits its certificate: have identity\/device\.csr signed/);
+    oneLineError(runProgramSync('scripts/flash', ['--bundle', pending, '--target', root]), 'flash', /awaits its certificate: have identity\/device\.csr signed/);
     assert.deepEqual(listing(root), before, 'nothing written');
   });
 
   test('[14.9] a bundle that keeps its identity in certs/ (an older provision): refused until provision moves it to identity/', () => {
     const legacy = path.join(work, 'bundles', 'car-0045');
-    ok(script('provision', ['--device', 'car-0045', '--bundle', legacy, ...ca()]));
+    ok(runProgramSync('scripts/provision', ['--device', 'car-0045', '--bundle', legacy, ...ca()]));
     toLegacyLayout(legacy);
     const key = readFileSync(path.join(legacy, 'certs/device.key'));
     const cert = readFileSync(path.join(legacy, 'certs/device.crt'));
     const root = skeleton(makeTempDir('flash-root-'));
     const before = listing(root);
-    oneLineError(script('flash', ['--bundle', legacy, '--target', root]), 'flash', /--bundle \S+ keeps its identity in certs\/device\.key \(made by an older provision\): run scripts\/provision for it again/);
+    oneLineError(runProgramSync('scripts/flash', ['--bundle', legacy, '--target', root]), 'flash', /--bundle \S+ keeps its identity in certs\/device\.key \(made by an older provision\): run scripts\/provision for it again/);
     assert.deepEqual(listing(root), before, 'nothing written');
-    const again = ok(script('provision', ['--device', 'car-0045', '--bundle', legacy, ...ca()]));
+    const again = ok(runProgramSync('scripts/provision', ['--device', 'car-0045', '--bundle', legacy, ...ca()]));
     assert.match(again.stdout, /moved device\.key, device\.csr, device\.crt from certs\/ to identity\//);
     assert.ok(readFileSync(path.join(legacy, 'identity/device.key')).equals(key), 'the same key');
     assert.ok(readFileSync(path.join(legacy, 'identity/device.crt')).equals(cert), 'the same certificate');
@@ -213,20 +211,20 @@ describe('flash refuses, in one line', () => {
     header[5] = 1;
     header.writeUInt16LE(process.arch === 'arm64' ? 62 : 183, 18);
     writeFileSync(path.join(root, 'usr/bin/node'), header, { mode: 0o755 });
-    oneLineError(script('flash', ['--bundle', bundle, '--target', root]), 'flash', process.arch === 'arm64' ? /the target is x86-64/ : /native modules are built for x86-64 .* the target is aarch64 \(\/usr\/bin\/node\)/);
+    oneLineError(runProgramSync('scripts/flash', ['--bundle', bundle, '--target', root]), 'flash', process.arch === 'arm64' ? /the target is x86-64/ : /native modules are built for x86-64 .* the target is aarch64 \(\/usr\/bin\/node\)/);
   });
 });
 
 describe('flash into an image', () => {
   let root: string;
-  let first: ScriptRun;
-  let second: ScriptRun;
+  let first: ProgramRun;
+  let second: ProgramRun;
   let afterFirst: string[];
   before(() => {
     root = skeleton(makeTempDir('flash-root-'));
-    first = script('flash', ['--bundle', bundle, '--target', root]);
+    first = runProgramSync('scripts/flash', ['--bundle', bundle, '--target', root]);
     afterFirst = listing(root);
-    second = script('flash', ['--bundle', bundle, '--target', root]);
+    second = runProgramSync('scripts/flash', ['--bundle', bundle, '--target', root]);
   });
 
   test('a second run changes nothing: every path, mode, owner, time and hash is as the first run left it', () => {
@@ -413,9 +411,9 @@ describe('flash into an image', () => {
 
   test('another device\'s bundle is refused by an image that holds one, unless --replace-identity', () => {
     const other = path.join(work, 'bundles', 'car-0044');
-    ok(script('provision', ['--device', 'car-0044', '--bundle', other, ...ca()]));
-    oneLineError(script('flash', ['--bundle', other, '--target', root]), 'flash', /the target is provisioned as 'car-0042', the bundle is 'car-0044': pass --replace-identity/);
-    ok(script('flash', ['--bundle', other, '--target', root, '--replace-identity']));
+    ok(runProgramSync('scripts/provision', ['--device', 'car-0044', '--bundle', other, ...ca()]));
+    oneLineError(runProgramSync('scripts/flash', ['--bundle', other, '--target', root]), 'flash', /the target is provisioned as 'car-0042', the bundle is 'car-0044': pass --replace-identity/);
+    ok(runProgramSync('scripts/flash', ['--bundle', other, '--target', root, '--replace-identity']));
     assert.equal(loadDeviceConfig(path.join(root, 'etc/telematics-agent/config.json')).deviceId, 'car-0044');
     assert.equal(passwdEntry(root, 'telematics')![2], '999', 'the same account');
   });
@@ -523,7 +521,7 @@ describe('[14.6] flash into a hostile image: every path stays inside it, only re
       make(root);
       const hostBefore = listing(host);
       const rootBefore = listing(root);
-      const run = script('flash', ['--bundle', bundle, '--target', root], { timeoutMs: 60_000 });
+      const run = runProgramSync('scripts/flash', ['--bundle', bundle, '--target', root], { timeoutMs: 60_000 });
       assert.equal(run.timedOut, false, 'flash hung');
       oneLineError(run, 'flash', message);
       assert.deepEqual(listing(host), hostBefore, 'nothing of this machine changed');
@@ -539,7 +537,7 @@ describe('[14.6] flash into a hostile image: every path stays inside it, only re
     fifo(path.join(dir, 'certs/command-ca.crt'));
     symlinkSync('/dev/zero', path.join(dir, 'certs/device.key'));
     const hostBefore = listing(host);
-    const run = script('flash', ['--bundle', bundle, '--target', root, '--replace-identity'], { timeoutMs: 120_000 });
+    const run = runProgramSync('scripts/flash', ['--bundle', bundle, '--target', root, '--replace-identity'], { timeoutMs: 120_000 });
     assert.equal(run.timedOut, false, 'flash hung');
     ok(run);
     assert.deepEqual(listing(host), hostBefore, 'nothing of this machine changed');
@@ -555,7 +553,7 @@ describe('[14.6] flash into a hostile image: every path stays inside it, only re
 describe('[14.9] an image an older flash made: the identity in certs/, everything the agent\'s', () => {
   test('[14.9] is moved to the new layout (certs/ root\'s, the old key removed); another key there is refused; a replaced pair takes its rotation leftovers with it', () => {
     const root = skeleton(makeTempDir('flash-legacy-'));
-    ok(script('flash', ['--bundle', bundle, '--target', root]));
+    ok(runProgramSync('scripts/flash', ['--bundle', bundle, '--target', root]));
     // As an older flash left it: the pair beside the CAs, the whole folder owned by the agent's user.
     const dir = path.join(root, 'etc/telematics-agent');
     for (const name of ['device.key', 'device.crt']) renameSync(path.join(dir, 'identity', name), path.join(dir, 'certs', name));
@@ -564,10 +562,10 @@ describe('[14.9] an image an older flash made: the identity in certs/, everythin
     const key = readFileSync(path.join(dir, 'certs/device.key'));
 
     writeFileSync(path.join(dir, 'certs/device.key'), 'a key rotated on the car\n');
-    oneLineError(script('flash', ['--bundle', bundle, '--target', root]), 'flash', /the target holds another key for 'car-0042' \(rotated on the device\?\): pass --replace-identity/);
+    oneLineError(runProgramSync('scripts/flash', ['--bundle', bundle, '--target', root]), 'flash', /the target holds another key for 'car-0042' \(rotated on the device\?\): pass --replace-identity/);
     writeFileSync(path.join(dir, 'certs/device.key'), key);
 
-    const run = ok(script('flash', ['--bundle', bundle, '--target', root]));
+    const run = ok(runProgramSync('scripts/flash', ['--bundle', bundle, '--target', root]));
     assert.match(run.stdout, /removed \/etc\/telematics-agent\/certs\/device\.key\n/);
     assert.match(run.stdout, /removed \/etc\/telematics-agent\/certs\/device\.crt\n/);
     assert.deepEqual(readdirSync(path.join(dir, 'certs')).sort(), ['broker-ca.crt', 'command-ca.crt']);
@@ -581,8 +579,8 @@ describe('[14.9] an image an older flash made: the identity in certs/, everythin
     // repair at start could put the previous identity back.
     for (const name of ['device.key.old', 'device.crt.old', 'device.key.new', 'device.crt.new']) writeFileSync(path.join(dir, 'identity', name), `${name}\n`);
     const other = path.join(work, 'bundles', 'car-0046');
-    ok(script('provision', ['--device', 'car-0046', '--bundle', other, ...ca()]));
-    ok(script('flash', ['--bundle', other, '--target', root, '--replace-identity']));
+    ok(runProgramSync('scripts/provision', ['--device', 'car-0046', '--bundle', other, ...ca()]));
+    ok(runProgramSync('scripts/flash', ['--bundle', other, '--target', root, '--replace-identity']));
     assert.deepEqual(readdirSync(path.join(dir, 'identity')).sort(), ['device.crt', 'device.key']);
   });
 });
@@ -590,28 +588,28 @@ describe('[14.9] an image an older flash made: the identity in certs/, everythin
 describe('install-service', () => {
   test('--root installs the unit, its account and state folder into a bare system; twice is once', () => {
     const root = skeleton(makeTempDir('install-service-'));
-    const first = ok(script('install-service', ['--root', root]));
+    const first = ok(runProgramSync('scripts/install-service', ['--root', root]));
     assert.match(first.stdout, /installed and enabled in .*; it starts at that system's next boot/);
     assert.equal(readlinkSync(path.join(root, 'etc/systemd/system/multi-user.target.wants/telematics-agent.service')), '/etc/systemd/system/telematics-agent.service');
     assert.ok(passwdEntry(root, 'telematics'));
     assert.equal(statSync(path.join(root, 'data/var/lib/telematics-agent')).uid, 999);
     const snap = listing(root);
-    const second = ok(script('install-service', ['--root', root]));
+    const second = ok(runProgramSync('scripts/install-service', ['--root', root]));
     assert.match(second.stdout, /nothing changed/);
     assert.deepEqual(listing(root), snap);
   });
 
   test('a user name that cannot be one is refused in one line', () => {
-    oneLineError(script('install-service', ['--print', '--user', 'Fleet Agent']), 'install-service', /--user: 'Fleet Agent' cannot be a system user name/);
+    oneLineError(runProgramSync('scripts/install-service', ['--print', '--user', 'Fleet Agent']), 'install-service', /--user: 'Fleet Agent' cannot be a system user name/);
   });
 
   test('root and shared accounts are refused in one line, by install-service and by provision', () => {
-    const root = script('install-service', ['--print', '--user', 'root']);
+    const root = runProgramSync('scripts/install-service', ['--print', '--user', 'root']);
     oneLineError(root, 'install-service', /^install-service: --user: 'root': the agent must not run as root: /);
     assert.equal(root.stdout, '', 'no unit printed');
-    oneLineError(script('install-service', ['--print', '--user', 'nobody']), 'install-service', /^install-service: --user: 'nobody' is shared by many services: /);
+    oneLineError(runProgramSync('scripts/install-service', ['--print', '--user', 'nobody']), 'install-service', /^install-service: --user: 'nobody' is shared by many services: /);
     const dir = path.join(work, 'bundles', 'car-root');
-    oneLineError(script('provision', ['--device', 'car-root', '--bundle', dir, '--user', 'root', ...ca()]), 'provision', /--user: 'root': the agent must not run as root/);
+    oneLineError(runProgramSync('scripts/provision', ['--device', 'car-root', '--bundle', dir, '--user', 'root', ...ca()]), 'provision', /--user: 'root': the agent must not run as root/);
     assert.equal(existsSync(dir), false, 'no bundle made');
   });
 
@@ -619,7 +617,7 @@ describe('install-service', () => {
     const root = skeleton(makeTempDir('install-service-'));
     writeFileSync(path.join(root, 'etc/passwd'), `${readFileSync(path.join(root, 'etc/passwd'), 'utf8')}telematics:x:990:990:made by the image recipe:/var/lib/telematics-agent:/usr/sbin/nologin\n`);
     writeFileSync(path.join(root, 'etc/group'), `${readFileSync(path.join(root, 'etc/group'), 'utf8')}telematics:x:990:\n`);
-    ok(script('install-service', ['--root', root]));
+    ok(runProgramSync('scripts/install-service', ['--root', root]));
     assert.deepEqual(passwdEntry(root, 'telematics'), ['telematics', 'x', '990', '990', 'made by the image recipe', '/var/lib/telematics-agent', '/usr/sbin/nologin']);
     assert.equal(statSync(path.join(root, 'data/var/lib/telematics-agent')).uid, 990);
   });

@@ -13,10 +13,8 @@ import forge from 'node-forge';
 import { loadDeviceConfig, parseDeviceConfig } from '../../src/config/device-config.js';
 import { readCsr } from '../../src/pki/csr.js';
 import { loadIdentity } from '../../src/pki/identity.js';
-import { runScript, type ScriptRun } from '../support/scripts.js';
+import { runProgramSync, type ProgramRun } from '../support/programs.js';
 import { makeTempDir } from '../support/temp.js';
-
-const script = runScript;
 
 function openssl(args: string[], cwd: string): void {
   const result = spawnSync('openssl', args, { cwd, encoding: 'utf8' });
@@ -43,20 +41,20 @@ const ca = (): string[] => ['--ca', path.join(pki, 'ca.crt'), '--ca-key', path.j
 before(() => {
   work = makeTempDir('provision-');
   pki = path.join(work, 'dev');
-  const made = script('dev-pki', ['--out', pki]);
-  assert.equal(made.code, 0, made.stderr);
+  const made = runProgramSync('scripts/dev-pki', ['--out', pki]);
+  assert.equal(made.status, 0, made.stderr);
 });
 
 describe('provision with a CA', () => {
   let bundle: string;
-  let first: ScriptRun;
+  let first: ProgramRun;
   before(() => {
     bundle = path.join(work, 'car-0042');
-    first = script('provision', ['--device', 'car-0042', '--bundle', bundle, ...ca(), '--broker', BROKER]);
+    first = runProgramSync('scripts/provision', ['--device', 'car-0042', '--bundle', bundle, ...ca(), '--broker', BROKER]);
   });
 
   test('makes the device key (0600), a CSR for the device, and a certificate for that key chaining to the CA', () => {
-    assert.equal(first.code, 0, first.stderr);
+    assert.equal(first.status, 0, first.stderr);
     assert.match(first.stdout, /bundle for car-0042 complete/);
     const key = path.join(bundle, 'identity', 'device.key');
     assert.equal(statSync(key).mode & 0o777, 0o600);
@@ -99,25 +97,25 @@ describe('provision with a CA', () => {
   });
 
   test('the bundle carries the systemd unit install-service writes', () => {
-    const printed = script('install-service', ['--print']);
-    assert.equal(printed.code, 0, printed.stderr);
+    const printed = runProgramSync('scripts/install-service', ['--print']);
+    assert.equal(printed.status, 0, printed.stderr);
     assert.equal(readFileSync(path.join(bundle, 'telematics-agent.service'), 'utf8'), printed.stdout);
   });
 
   test('a second run changes nothing: the same key, certificate and files', () => {
     const snap = snapshot(bundle);
-    const again = script('provision', ['--device', 'car-0042', '--bundle', bundle, ...ca(), '--broker', BROKER]);
-    assert.equal(again.code, 0, again.stderr);
+    const again = runProgramSync('scripts/provision', ['--device', 'car-0042', '--bundle', bundle, ...ca(), '--broker', BROKER]);
+    assert.equal(again.status, 0, again.stderr);
     assert.match(again.stdout, /complete in .* \(nothing changed\)/);
     assert.deepEqual(snapshot(bundle), snap);
   });
 
   test('--new-key replaces the key, and the certificate with it', () => {
     const other = path.join(work, 'car-0099');
-    assert.equal(script('provision', ['--device', 'car-0099', '--bundle', other, ...ca(), '--broker', BROKER]).code, 0);
+    assert.equal(runProgramSync('scripts/provision', ['--device', 'car-0099', '--bundle', other, ...ca(), '--broker', BROKER]).status, 0);
     const keyBefore = readFileSync(path.join(other, 'identity', 'device.key'), 'utf8');
-    const renewed = script('provision', ['--device', 'car-0099', '--bundle', other, ...ca(), '--broker', BROKER, '--new-key']);
-    assert.equal(renewed.code, 0, renewed.stderr);
+    const renewed = runProgramSync('scripts/provision', ['--device', 'car-0099', '--bundle', other, ...ca(), '--broker', BROKER, '--new-key']);
+    assert.equal(renewed.status, 0, renewed.stderr);
     const key = readFileSync(path.join(other, 'identity', 'device.key'), 'utf8');
     assert.notEqual(key, keyBefore);
     assert.ok(new X509Certificate(readFileSync(path.join(other, 'identity', 'device.crt'))).checkPrivateKey(createPrivateKey(key)));
@@ -132,8 +130,8 @@ describe('provision --csr-only, signed elsewhere, then --cert', () => {
   });
 
   test('makes the key and the CSR, no certificate, and says what to do next', () => {
-    const made = script('provision', ['--device', 'car-0043', '--bundle', bundle, '--csr-only', '--broker-ca', path.join(pki, 'ca.crt'), '--command-ca', path.join(pki, 'command-ca.crt'), '--broker', BROKER]);
-    assert.equal(made.code, 0, made.stderr);
+    const made = runProgramSync('scripts/provision', ['--device', 'car-0043', '--bundle', bundle, '--csr-only', '--broker-ca', path.join(pki, 'ca.crt'), '--command-ca', path.join(pki, 'command-ca.crt'), '--broker', BROKER]);
+    assert.equal(made.status, 0, made.stderr);
     assert.ok(!existsSync(path.join(bundle, 'identity', 'device.crt')));
     assert.equal(statSync(path.join(bundle, 'identity', 'device.key')).mode & 0o777, 0o600);
     assert.match(made.stdout, /awaits its certificate/);
@@ -146,8 +144,8 @@ describe('provision --csr-only, signed elsewhere, then --cert', () => {
     const keyBefore = readFileSync(path.join(bundle, 'identity', 'device.key'));
     writeFileSync(path.join(work, 'client.ext'), 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n');
     openssl(['x509', '-req', '-in', path.join(bundle, 'identity', 'device.csr'), '-CA', path.join(pki, 'ca.crt'), '-CAkey', path.join(pki, 'ca.key'), '-days', '365', '-extfile', 'client.ext', '-out', 'car-0043.crt'], work);
-    const done = script('provision', ['--device', 'car-0043', '--bundle', bundle, '--cert', path.join(work, 'car-0043.crt')]);
-    assert.equal(done.code, 0, done.stderr);
+    const done = runProgramSync('scripts/provision', ['--device', 'car-0043', '--bundle', bundle, '--cert', path.join(work, 'car-0043.crt')]);
+    assert.equal(done.status, 0, done.stderr);
     assert.match(done.stdout, /bundle for car-0043 complete/);
     assert.equal(readFileSync(path.join(bundle, 'identity', 'device.crt'), 'utf8').trim(), readFileSync(path.join(work, 'car-0043.crt'), 'utf8').trim());
     assert.ok(readFileSync(path.join(bundle, 'identity', 'device.key')).equals(keyBefore));
@@ -168,8 +166,8 @@ describe('provision --csr-only, signed elsewhere, then --cert', () => {
       [path.join(pki, 'demo-vehicle-001.crt'), /is for 'demo-vehicle-001', not for device 'car-0043'/],
     ];
     for (const [cert, message] of cases) {
-      const refused = script('provision', ['--device', 'car-0043', '--bundle', bundle, '--cert', path.resolve(work, cert)]);
-      assert.equal(refused.code, 1, `${cert}: ${refused.stdout}`);
+      const refused = runProgramSync('scripts/provision', ['--device', 'car-0043', '--bundle', bundle, '--cert', path.resolve(work, cert)]);
+      assert.equal(refused.status, 1, `${cert}: ${refused.stdout}`);
       assert.equal(refused.stderr.split('\n').filter(Boolean).length, 1, refused.stderr);
       assert.match(refused.stderr, message);
     }
@@ -181,8 +179,8 @@ describe('provision checks chains as the agent does (RFC 5280)', () => {
   let bundle: string;
   before(() => {
     bundle = path.join(work, 'car-0044');
-    const made = script('provision', ['--device', 'car-0044', '--bundle', bundle, '--csr-only', '--broker-ca', path.join(pki, 'ca.crt'), '--command-ca', path.join(pki, 'command-ca.crt'), '--broker', BROKER]);
-    assert.equal(made.code, 0, made.stderr);
+    const made = runProgramSync('scripts/provision', ['--device', 'car-0044', '--bundle', bundle, '--csr-only', '--broker-ca', path.join(pki, 'ca.crt'), '--command-ca', path.join(pki, 'command-ca.crt'), '--broker', BROKER]);
+    assert.equal(made.status, 0, made.stderr);
     // An intermediate CA under the development CA, whose path length (0) allows none; and the certificates it signs.
     openssl(['req', '-new', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'intermediate.key', '-subj', '/CN=rogue intermediate', '-out', 'intermediate.csr'], work);
     writeFileSync(path.join(work, 'intermediate.ext'), 'basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n');
@@ -201,8 +199,8 @@ describe('provision checks chains as the agent does (RFC 5280)', () => {
       ['sha1.crt', /CN=car-0044 is signed with sha1WithRSAEncryption: certificates signed with SHA-1 are refused/],
     ];
     for (const [cert, message] of cases) {
-      const refused = script('provision', ['--device', 'car-0044', '--bundle', bundle, '--cert', path.join(work, cert)]);
-      assert.equal(refused.code, 1, `${cert}: ${refused.stdout}`);
+      const refused = runProgramSync('scripts/provision', ['--device', 'car-0044', '--bundle', bundle, '--cert', path.join(work, cert)]);
+      assert.equal(refused.status, 1, `${cert}: ${refused.stdout}`);
       assert.match(refused.stderr, /^provision: [^\n]+\n$/, 'exactly one line');
       assert.match(refused.stderr, message);
       assert.ok(!existsSync(path.join(bundle, 'identity', 'device.crt')), cert);
@@ -211,8 +209,8 @@ describe('provision checks chains as the agent does (RFC 5280)', () => {
 
   test('[14.3] a --ca file whose intermediate its root\'s path length forbids is refused in one line, before anything is written', () => {
     const target = path.join(work, 'car-0045');
-    const refused = script('provision', ['--device', 'car-0045', '--bundle', target, '--ca', path.join(work, 'intermediate-bundle.crt'), '--ca-key', path.join(work, 'intermediate.key'), '--command-ca', path.join(pki, 'command-ca.crt'), '--broker', BROKER]);
-    assert.equal(refused.code, 1, refused.stdout);
+    const refused = runProgramSync('scripts/provision', ['--device', 'car-0045', '--bundle', target, '--ca', path.join(work, 'intermediate-bundle.crt'), '--ca-key', path.join(work, 'intermediate.key'), '--command-ca', path.join(pki, 'command-ca.crt'), '--broker', BROKER]);
+    assert.equal(refused.status, 1, refused.stdout);
     assert.match(refused.stderr, /^provision: --ca [^\n]*intermediate-bundle\.crt: the root CA CN=telematics-agent development CA allows 0 intermediate CAs below it \(pathLenConstraint 0\), the chain has 1 \(CN=rogue intermediate\)\n$/);
     assert.ok(!existsSync(target), 'nothing written');
   });
@@ -233,8 +231,8 @@ describe('provision refuses bad input in one line, exit status 1, and writes not
   for (const c of cases) {
     test(c.name, () => {
       const bundle = path.join(work, `bad-${c.name.replace(/\W+/g, '-')}`);
-      const result = script('provision', [...c.args(), '--bundle', bundle]);
-      assert.equal(result.code, 1, result.stdout);
+      const result = runProgramSync('scripts/provision', [...c.args(), '--bundle', bundle]);
+      assert.equal(result.status, 1, result.stdout);
       assert.equal(result.stdout, '');
       assert.match(result.stderr, /^provision: [^\n]+\n$/, 'exactly one line');
       assert.match(result.stderr, c.message);

@@ -7,17 +7,19 @@
  * Reproduce a fuzz failure with its seed: ELM_SIM_FUZZ_SEED=<seed> node --test dist/test/sim/elm327.test.js
  */
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import type { IsoTpClock } from '../../src/can/isotp.js';
 import { ElmResponseError, parseElmResponse, parseElmVersion, parseProtocolNumber, parseVoltage, type ElmErrorCode, type ElmParseOptions, type ElmResponse } from '../../src/obd/elm327-response.js';
-import { ObdNegativeResponse, parseDtcResponse, parseMode01Response, parseVinResponse, type DtcService } from '../../src/obd/j1979.js';
+import { parseDtcResponse, parseMode01Response, parseVinResponse, type DtcService } from '../../src/obd/j1979.js';
 import { DriveCycle, type VehicleState } from '../../src/sim/drive-cycle.js';
 import { Elm327Simulator, type Elm327Fault, type Elm327SimulatorOptions, type Elm327Timing } from '../../src/sim/elm327.js';
 import { ObdEcuModel } from '../../src/sim/obd-ecu.js';
-import { activeTimers, delay } from '../support/obd-sim.js';
+import { RECORDED_03_NONE, RECORDED_ANSWERS, RECORDED_VIN, RECORDED_VIN_H1, throwsElm } from '../support/elm327-recording.js';
+import { hexText } from '../support/hex.js';
+import { positive } from '../support/j1979-values.js';
+import { activeTimers } from '../support/obd-sim.js';
 import { seededRandom } from '../support/random.js';
-import { NO_SHARED_TESTDATA, sharedTestdata } from '../support/shared.js';
+import { delay } from '../support/wait.js';
 
 // ---------------------------------------------------------------------------------------------------------------
 // The recorded car and its answers
@@ -32,9 +34,6 @@ const RECORDED_STATE: Readonly<VehicleState> = {
   batteryVoltageV: 13.1,
 };
 const RECORDED_CAR = { state: RECORDED_STATE };
-const RECORDED_VIN = 'WP0ZZZ99ZTS390000';
-/** The headers-on VIN answer of the README comes from another car. */
-const RECORDED_VIN_H1 = 'MAT403096BNL00000';
 /**
  * The recording's engine ECU advertises BE 3F A8 13 in 0100: the PIDs we simulate, plus PIDs it advertises without
  * a simulated source (01, 03, 06 …), which `unansweredPids` models. 0x2F makes block 0x20 supported.
@@ -45,28 +44,6 @@ const RECORDED_ENGINE = {
   pids: [0x04, 0x05, 0x0c, 0x0d, 0x0f, 0x10, 0x11, 0x1f, 0x2f],
   unansweredPids: [0x01, 0x03, 0x06, 0x07, 0x0b, 0x0e, 0x13, 0x15, 0x1c],
 };
-
-/** The README's "What a real ELM327 v1.5 answers" block (key: command, or `ATH1 010C` for a command after a setting). */
-const RECORDED: Readonly<Record<string, string>> = {
-  ATZ: 'ATZ\r\r\rELM327 v1.5\r\r>',
-  ATE0: 'ATE0\rOK\r\r>',
-  ATSP0: 'OK\r\r>',
-  ATDP: 'AUTO, ISO 15765-4 (CAN 11/500) \r\r>',
-  ATRV: '13.1V\r\r>',
-  '0100': 'SEARCHING...\r41 00 BE 3F A8 13 \r\r>',
-  '010C': '41 0C 0B B8 \r\r>',
-  '010D': '41 0D 32 \r\r>',
-  '0105': '41 05 82 \r\r>',
-  '0902': '014\r0: 49 02 01 57 50 30 \r1: 5A 5A 5A 39 39 5A 54 \r2: 53 33 39 30 30 30 30 \r\r>',
-  '03': '43 02 01 33 03 00 \r\r>',
-  '07': '47 00 \r\r>',
-  'ATH1 010C': '7E8 04 41 0C 0B B8 \r\r>',
-  'ATH1 0902': '7E8 10 14 49 02 01 4D 41 54 \r7E8 21 34 30 33 30 39 36 42 \r7E8 22 4E 4C 30 30 30 30 30 \r\r>',
-  'ATS0 010C': '410C0BB8\r\r>',
-  '01FF': 'NO DATA\r\r>',
-  XYZ: '?\r\r>',
-};
-const RECORDED_03_NONE = '43 00 \r\r>';
 
 /** Milliseconds small enough for a fast suite, large enough to see the order of events. */
 const FAST: Partial<Elm327Timing> = { resetMs: 4, warmStartMs: 2, searchMs: 6, answerMs: 1, atMs: 0 };
@@ -193,26 +170,9 @@ function parse(answer: string, options: ElmParseOptions = {}): ElmResponse {
   return parseElmResponse(body(answer), options);
 }
 
-function positive<T>(result: T | ObdNegativeResponse): T {
-  assert.ok(!(result instanceof ObdNegativeResponse), `unexpected ${String(result)}`);
-  return result as T;
-}
-
 /** Mode 01 readings of one message, by PID. */
 function pidValues(data: Uint8Array): Record<number, unknown> {
   return Object.fromEntries(positive(parseMode01Response(data)).readings.map((r) => [r.pid, r.value]));
-}
-
-function throwsElm(fn: () => unknown, code: ElmErrorCode): void {
-  assert.throws(fn, (e: unknown) => {
-    assert.ok(e instanceof ElmResponseError, `not an ElmResponseError: ${String(e)}`);
-    assert.equal(e.code, code, e.message);
-    return true;
-  });
-}
-
-function hexText(bytes: ArrayLike<number>): string {
-  return Array.from(bytes, (b) => b.toString(16).toUpperCase().padStart(2, '0')).join(' ');
 }
 
 /** Legacy Mode 09: `49 02 nn <4 bytes>` messages to one CAN-style payload `49 02 <bytes…>`. */
@@ -251,20 +211,9 @@ describe('ObdEcuModel (the bus-free answer logic)', () => {
 });
 
 describe('Elm327Simulator: the recorded answers, byte for byte', () => {
-  it('the README block holds exactly these fixtures', (t) => {
-    const readme = sharedTestdata('obd', 'README.md');
-    if (!existsSync(readme)) return t.skip(NO_SHARED_TESTDATA);
-    const found: Record<string, string> = {};
-    for (const m of readFileSync(readme, 'utf8').matchAll(/(?:'([^']*)' then )?'([^']*)'\s*->\s*b'([^']*)'/g)) {
-      found[m[1] ? `${m[1]} ${m[2]}` : m[2]!] = m[3]!.replace(/\\r/g, '\r').replace(/\\n/g, '\n');
-    }
-    assert.deepEqual(found, RECORDED);
-    assert.ok(readFileSync(readme, 'utf8').includes(`b'${RECORDED_03_NONE.replace(/\r/g, '\\r')}'`));
-  });
-
   it('one session from ATZ: reset, echo, search, PIDs, VIN, DTCs, headers, spaces, errors', async () => {
     const h = host();
-    const expect = async (command: string, key = command): Promise<void> => assert.equal(await h.send(command), RECORDED[key], key);
+    const expect = async (command: string, key = command): Promise<void> => assert.equal(await h.send(command), RECORDED_ANSWERS[key], key);
     await expect('ATZ');
     await expect('ATE0');
     await expect('ATSP0');
@@ -286,7 +235,7 @@ describe('Elm327Simulator: the recorded answers, byte for byte', () => {
   it('ATH1 0902: the raw first and consecutive frames of the other recorded car', async () => {
     const h = await readyHost({ ecus: [{ ...RECORDED_ENGINE, vin: RECORDED_VIN_H1 }] });
     await h.send('ATH1');
-    assert.equal(await h.send('0902'), RECORDED['ATH1 0902']);
+    assert.equal(await h.send('0902'), RECORDED_ANSWERS['ATH1 0902']);
   });
 
   it('the recorded answers read back through parseElmResponse and j1979 to the recorded car', async () => {
@@ -302,7 +251,7 @@ describe('Elm327Simulator: the recorded answers, byte for byte', () => {
     assert.deepEqual(pidValues(parse(await h.send('0105')).messages[0]!.data), { 5: 90 });
     assert.equal(parseVinResponse(parse(await h.send('0902')).messages[0]!.data), RECORDED_VIN);
     assert.deepEqual(positive(parseDtcResponse(0x03, parse(await h.send('03')).messages[0]!.data, { countByte: true })).codes, ['P0133', 'P0300']);
-    throwsElm(() => parse(RECORDED['01FF']!), 'no-data');
+    throwsElm(() => parse(RECORDED_ANSWERS['01FF']!), 'no-data');
   });
 });
 
@@ -459,7 +408,7 @@ describe('Elm327Simulator: requests and answers', () => {
     const calids = parse(await h.send('0904'), { headers: true, protocol: 'can11' }).messages;
     assert.deepEqual(calids.map((m) => m.ecu), ['7E8', '7E9']);
     await h.send('ATH0');
-    assert.equal(await h.send('09021'), RECORDED['0902'], 'one VIN answer: the count is met at once');
+    assert.equal(await h.send('09021'), RECORDED_ANSWERS['0902'], 'one VIN answer: the count is met at once');
   });
 
   it('ATSH addresses one ECU physically (NRCs show); ATCRA shows one ECU; ATAR and ATSH7DF undo them', async () => {
@@ -495,7 +444,7 @@ describe('Elm327Simulator: requests and answers', () => {
     const h = await readyHost({ protocol: 7 });
     assert.equal(await h.send('ATDP'), 'AUTO, ISO 15765-4 (CAN 29/500) \r\r>');
     assert.equal(await h.send('ATDPN'), 'A7\r\r>');
-    assert.equal(await h.send('010C'), RECORDED['010C']);
+    assert.equal(await h.send('010C'), RECORDED_ANSWERS['010C']);
     await h.send('ATH1');
     assert.equal(await h.send('010C'), '18 DA F1 10 04 41 0C 0B B8 \r\r>');
     const vin = await h.send('0902');
@@ -737,7 +686,7 @@ describe('Elm327Simulator: fault injection', () => {
       const got = await h.send(command);
       assert.equal(got, answer);
       throwsElm(() => parse(got, { command }), code);
-      assert.equal(await h.send(command), RECORDED[command], 'one request only');
+      assert.equal(await h.send(command), RECORDED_ANSWERS[command], 'one request only');
     });
   }
 
@@ -748,7 +697,7 @@ describe('Elm327Simulator: fault injection', () => {
     assert.equal(await h.send('ATI'), 'ELM327 v1.5\r\r>');
     assert.equal(await h.send('010C'), 'NO DATA\r\r>');
     assert.equal(await h.send('010C'), 'STOPPED\r\r>');
-    assert.equal(await h.send('010C'), RECORDED['010C']);
+    assert.equal(await h.send('010C'), RECORDED_ANSWERS['010C']);
   });
 
   it('garbled and dropped lines with headers on', async () => {
@@ -794,8 +743,8 @@ describe('Elm327Simulator: clone profiles', () => {
     assert.equal(parseElmVersion(body(await h.send('ATI'))).version, '2.1');
     for (const c of ['ATAT1', 'ATWS', 'ATCRA7E8', 'AT@1', 'ATDPN']) assert.equal(await h.send(c), '?\r\r>', c);
     for (const c of ['ATH0', 'ATS1', 'ATSP0']) assert.equal(await h.send(c), 'OK\r\r>', c);
-    assert.equal(await h.send('0100'), RECORDED['0100']);
-    assert.equal(await h.send('ATDP'), RECORDED['ATDP']);
+    assert.equal(await h.send('0100'), RECORDED_ANSWERS['0100']);
+    assert.equal(await h.send('ATDP'), RECORDED_ANSWERS['ATDP']);
   });
 
   it('clone-v1.5: v1.5 banner, ? to AT@1 and ATWS only', async () => {
@@ -835,8 +784,7 @@ describe('Elm327Simulator: fuzz', () => {
   it('2,000 random command lines: never a throw, one prompt per command, parseable OBD answers', () => {
     const seed = Number(process.env.ELM_SIM_FUZZ_SEED ?? 20240611);
     const random = seededRandom(seed);
-    const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)]!;
-    const protocol = pick([3, 4, 5, 6, 7, 8, 9] as const);
+    const protocol = random.pick([3, 4, 5, 6, 7, 8, 9] as const);
     const ecus = [RECORDED_ENGINE, { address: protocol === 6 || protocol === 8 ? 1 : 0x1a, pids: [0x05, 0x0d], vin: null }];
     const { sim, clock } = clocked({ protocol, ecus, timing: { resetMs: 50, warmStartMs: 10, searchMs: 30, answerMs: 5, atMs: 1 } });
     let out = '';
@@ -866,15 +814,15 @@ describe('Elm327Simulator: fuzz', () => {
     let obdAnswersParsed = 0;
     for (let step = 0; step < 2000; step++) {
       const r = random();
-      if (r < 0.03) sim.failNext(pick(faults));
+      if (r < 0.03) sim.failNext(random.pick(faults));
       else if (r < 0.05) sim.setIgnition(random() < 0.7);
       const kind = random();
-      const line = kind < 0.4 ? pick(atCommands) : kind < 0.9 ? pick(obd) : noise();
+      const line = kind < 0.4 ? random.pick(atCommands) : kind < 0.9 ? random.pick(obd) : noise();
       const commandsBefore = sim.counters.commands;
       const from = out.length;
       // Now and then a second line arrives before the first is answered (interruption or queueing).
       const typed = mangle(line);
-      const text = `${typed}\r${random() < 0.05 ? `${mangle(pick(obd))}\r` : ''}`;
+      const text = `${typed}\r${random() < 0.05 ? `${mangle(random.pick(obd))}\r` : ''}`;
       assert.doesNotThrow(() => sim.write(text), `step ${step} (seed ${seed}): ${JSON.stringify(text)}`);
       assert.doesNotThrow(() => clock.runAll(), `step ${step} (seed ${seed})`);
       const commands = sim.counters.commands;

@@ -17,7 +17,9 @@ import {
   supportedPidsFromBitmap,
 } from '../../src/obd/j1979.js';
 import { DEMO_VIN, ENGINE_ECU_PIDS, SimulatedObdEcu, type SimulatedObdEcuOptions } from '../../src/sim/obd-ecu.js';
-import { activeTimers, delay, drivingCar, framesOn, hex, singleFrame, waitFor } from '../support/obd-sim.js';
+import { hexBytes } from '../support/hex.js';
+import { activeTimers, drivingCar, framesOn, singleFrame } from '../support/obd-sim.js';
+import { delay, waitFor } from '../support/wait.js';
 
 function setup(options: Partial<SimulatedObdEcuOptions> = {}) {
   const bus = new MemoryCanBus();
@@ -27,7 +29,7 @@ function setup(options: Partial<SimulatedObdEcuOptions> = {}) {
   const ask = async (id: number, payload: number[], expectFrames = 1, settleMs = 0): Promise<number[][]> => {
     const from = bus.log.length;
     bus.inject(id, id > 0x7ff, singleFrame(payload));
-    await waitFor(() => framesOn(bus, ecu.responseId, from).length >= expectFrames, 1000, `answer to ${payload}`);
+    await waitFor(() => framesOn(bus, ecu.responseId, from).length >= expectFrames, `answer to ${payload}`, 1000);
     if (settleMs > 0) await delay(settleMs);
     return framesOn(bus, ecu.responseId, from);
   };
@@ -113,10 +115,10 @@ describe('SimulatedObdEcu', () => {
     const { bus, ecu, ask } = setup();
     assert.deepEqual(await ask(0x7df, [0x01, 0x0a], 0, 30), [], 'unsupported PID, functional: silence');
     assert.deepEqual(await ask(0x7df, [0x22, 0xf1, 0x90], 0, 30), [], 'unsupported service, functional: silence');
-    assert.deepEqual(await ask(0x7e0, [0x01, 0x0a]), [singleFrame(hex('7F 01 31'))]);
-    assert.deepEqual(await ask(0x7e0, [0x22, 0xf1, 0x90]), [singleFrame(hex('7F 22 11'))]);
-    assert.deepEqual(await ask(0x7e0, [0x09, 0x0a]), [singleFrame(hex('7F 09 31'))]);
-    assert.deepEqual(await ask(0x7e0, [0x03, 0x00]), [singleFrame(hex('7F 03 13'))]);
+    assert.deepEqual(await ask(0x7e0, [0x01, 0x0a]), [singleFrame(hexBytes('7F 01 31'))]);
+    assert.deepEqual(await ask(0x7e0, [0x22, 0xf1, 0x90]), [singleFrame(hexBytes('7F 22 11'))]);
+    assert.deepEqual(await ask(0x7e0, [0x09, 0x0a]), [singleFrame(hexBytes('7F 09 31'))]);
+    assert.deepEqual(await ask(0x7e0, [0x03, 0x00]), [singleFrame(hexBytes('7F 03 13'))]);
     // Supported and unsupported together: only the supported one comes back.
     assert.deepEqual((await ask(0x7df, [0x01, 0x0a, 0x0d]))[0]!.slice(0, 3), [0x03, 0x41, 0x0d]);
     // A first frame on the functional identifier is not a request (functional requests are single frames).
@@ -131,8 +133,8 @@ describe('SimulatedObdEcu', () => {
   it('as a legacy ECU, answers NRC 0x12 to every multi-PID request and single PIDs normally', async () => {
     const { ecu, ask, car } = setup({ legacy: true, ecu: 1 });
     assert.equal(ecu.responseId, 0x7e9);
-    assert.deepEqual(await ask(0x7df, [0x01, 0x0c, 0x0d]), [singleFrame(hex('7F 01 12'))]);
-    assert.deepEqual(await ask(0x7e1, [0x01, 0x0c, 0x0d]), [singleFrame(hex('7F 01 12'))]);
+    assert.deepEqual(await ask(0x7df, [0x01, 0x0c, 0x0d]), [singleFrame(hexBytes('7F 01 12'))]);
+    assert.deepEqual(await ask(0x7e1, [0x01, 0x0c, 0x0d]), [singleFrame(hexBytes('7F 01 12'))]);
     assert.deepEqual(await ask(0x7e1, [0x01, 0x0d]), [singleFrame([0x41, 0x0d, ...encodePid(0x0d, car.state.speedKph)])]);
     ecu.close();
   });
@@ -141,15 +143,15 @@ describe('SimulatedObdEcu', () => {
     const dtcs = { stored: ['P0133', 'C0035', 'B1234', 'U0100'], pending: ['P0420'], permanent: ['P0301'] };
     const { bus, ecu, ask } = setup({ dtcs });
     const stored = await transact(bus, ecu, [0x03]);
-    assert.deepEqual([...stored], hex('43 04 01 33 40 35 92 34 C1 00'));
+    assert.deepEqual([...stored], [...hexBytes('43 04 01 33 40 35 92 34 C1 00')]);
     assert.deepEqual(parseDtcResponse(0x03, stored, { countByte: true }), { kind: 'dtcs', service: 0x03, codes: dtcs.stored });
-    assert.deepEqual(await ask(0x7df, [0x07]), [singleFrame(hex('47 01 04 20'))]);
-    assert.deepEqual(await ask(0x7df, [0x0a]), [singleFrame(hex('4A 01 03 01'))]);
-    assert.deepEqual(await ask(0x7df, [0x04]), [singleFrame(hex('44'))]);
+    assert.deepEqual(await ask(0x7df, [0x07]), [singleFrame(hexBytes('47 01 04 20'))]);
+    assert.deepEqual(await ask(0x7df, [0x0a]), [singleFrame(hexBytes('4A 01 03 01'))]);
+    assert.deepEqual(await ask(0x7df, [0x04]), [singleFrame(hexBytes('44'))]);
     assert.deepEqual(ecu.dtcs, { stored: [], pending: [], permanent: ['P0301'] });
-    assert.deepEqual(await ask(0x7df, [0x03]), [singleFrame(hex('43 00'))]);
+    assert.deepEqual(await ask(0x7df, [0x03]), [singleFrame(hexBytes('43 00'))]);
     ecu.setStoredDtcs(['P0171']);
-    assert.deepEqual(await ask(0x7df, [0x03]), [singleFrame(hex('43 01 01 71'))]);
+    assert.deepEqual(await ask(0x7df, [0x03]), [singleFrame(hexBytes('43 01 01 71'))]);
     ecu.close();
   });
 
@@ -184,7 +186,7 @@ describe('SimulatedObdEcu', () => {
     const start = performance.now();
     const frames = await ask(0x7df, [0x01, 0x0d], 3);
     assert.ok(performance.now() - start >= 45, 'two pending periods passed');
-    assert.deepEqual(frames.slice(0, 2), [singleFrame(hex('7F 01 78')), singleFrame(hex('7F 01 78'))]);
+    assert.deepEqual(frames.slice(0, 2), [singleFrame(hexBytes('7F 01 78')), singleFrame(hexBytes('7F 01 78'))]);
     assert.deepEqual(frames[2]!.slice(0, 3), [0x03, 0x41, 0x0d]);
     // Not for other services, and never for a request it will not answer.
     assert.deepEqual((await ask(0x7df, [0x03]))[0]!.slice(0, 2), [0x02, 0x43]);

@@ -7,10 +7,11 @@ import { mkdirSync, unlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { DEMO_DBC_PATH } from '../../src/sim/vehicle.js';
-import { AgentProcess, candumpLine, le16, outboxRows, writeConfig } from '../support/agent.js';
-import { delay } from '../support/obd-sim.js';
+import { AgentProcess, outboxRows, writeConfig } from '../support/agent-process.js';
+import { candumpLine, le16 } from '../support/drive-log.js';
 import { makeTempDir } from '../support/temp.js';
 import { canMount, makeReadOnly } from '../support/state-files.js';
+import { delay } from '../support/wait.js';
 
 const ENGINE_DATA = 0x0c8;
 

@@ -30,6 +30,7 @@ import { ROW_OVERHEAD_BYTES, SqliteOutbox, type OutboxError, type OutboxItem, ty
 import { seededRandom } from '../support/random.js';
 import { makeTempDir } from '../support/temp.js';
 import { canMount, fillUp, makeReadOnly, mkfifo, modeOf, mountTmpfs, openInChild } from '../support/state-files.js';
+import { delay } from '../support/wait.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const NONE: ReadonlySet<number> = new Set();
@@ -169,7 +170,7 @@ describe('SQLite outbox', () => {
     const { outbox } = open(file, { ackFlushMs: 20 });
     const [a] = outbox.append([item(1), item(1)]).seqs as [number];
     outbox.acknowledge(a);
-    await new Promise((resolve) => setTimeout(resolve, 80));
+    await delay(80);
     assert.ok(!storedSeqs(file).includes(a));
     assert.equal(outbox.stats().messages, 1);
     outbox.close();
@@ -412,13 +413,13 @@ describe('SQLite outbox', () => {
       // One run in four at any moment of start-up (maybe before the file is even open), the others at a random
       // moment of the append loop, up to 100 ms after its first commit.
       if (round % 4 === 3) {
-        await new Promise((resolve) => setTimeout(resolve, random() * 200));
+        await delay(random() * 200);
       } else {
         await new Promise<void>((resolve) => {
           child.stdout.once('data', () => resolve());
           child.once('close', () => resolve());
         });
-        await new Promise((resolve) => setTimeout(resolve, random() * 100));
+        await delay(random() * 100);
       }
       child.kill('SIGKILL');
       await exited;

@@ -1,6 +1,8 @@
 /**
  * The test's handle on test/support/netns-agent.ts running in the car namespace: starts it with a certificate from the
- * carrier broker's PKI, records its events stamped on arrival, and sends it commands.
+ * carrier broker's PKI, records its events stamped on arrival, and sends it commands. That program is the agent's
+ * uplink alone (session, heartbeat, outbox, publisher) behind a carrier network, not the whole agent: the whole agent
+ * is test/support/agent-in-process.ts (in the test's process) or agent-process.ts (`telematics-agent run`).
  */
 import { type ChildProcess } from 'node:child_process';
 import path from 'node:path';
@@ -9,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import type { CarrierBroker } from './carrier-broker.js';
 import type { CarrierNetwork } from './carrier-network.js';
 import type { NetnsAgentOptions } from './netns-agent.js';
-import { waitFor } from './obd-sim.js';
+import { waitFor } from './wait.js';
 
 const AGENT_SCRIPT = path.join(path.dirname(fileURLToPath(import.meta.url)), 'netns-agent.js');
 
@@ -56,9 +58,10 @@ export class CarAgent {
     return this.states().at(-1)?.state === 'connected';
   }
 
-  async waitFor(condition: () => boolean, timeoutMs: number, what: string): Promise<void> {
+  /** test/support/wait.ts's waitFor, failing at once (with the agent's events and stderr) when the agent exits. */
+  async waitFor(condition: () => boolean, what: string, timeoutMs: number): Promise<void> {
     try {
-      await waitFor(() => condition() || this.child.exitCode !== null, timeoutMs, what);
+      await waitFor(() => condition() || this.child.exitCode !== null, what, timeoutMs);
     } catch (err) {
       throw new Error(`${(err as Error).message}; events ${JSON.stringify(this.events.slice(-30))}; stderr ${this.stderr}`);
     }
@@ -73,7 +76,7 @@ export class CarAgent {
   async status(): Promise<AgentEvent> {
     const before = this.of('status').length;
     this.send({ op: 'status' });
-    await this.waitFor(() => this.of('status').length > before, 3000, 'the status');
+    await this.waitFor(() => this.of('status').length > before, 'the status', 3000);
     return this.of('status').at(-1)!;
   }
 

@@ -8,10 +8,10 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { BACKEND, TestPki, mosquittoPath, writeFleetBrokerConfig } from './mosquitto.js';
-import { waitFor } from './obd-sim.js';
 import { makeTempDir } from './temp.js';
 import type { CarrierNetwork, Place } from './carrier-network.js';
 import type { NetnsClientOptions } from './netns-mqtt-client.js';
+import { waitFor } from './wait.js';
 
 export const BROKER_PORT = 8883;
 export const BACKEND_PORT = 8884;
@@ -62,7 +62,7 @@ export class CarrierBroker {
     };
     child.stdout?.on('data', onData);
     child.stderr?.on('data', onData);
-    await waitFor(() => exited || / running$/m.test(broker.log), 10_000, 'mosquitto to start in the cloud namespace');
+    await waitFor(() => exited || / running$/m.test(broker.log), 'mosquitto to start in the cloud namespace', 10_000);
     if (exited) throw new Error(`mosquitto exited at start:\n${broker.log}`);
     return broker;
   }
@@ -136,8 +136,8 @@ export class NetnsMqttClient {
     try {
       await waitFor(
         () => client.has('error') || client.has('closed') || (client.has('connected') && client.of('subscribed').length === subscriptions),
-        10_000,
         `${clientOptions.clientId} to connect in the ${place} namespace`,
+        10_000,
       );
     } catch (err) {
       throw new Error(`${(err as Error).message}; events ${JSON.stringify(client.events)}; stderr ${client.stderr}`);

@@ -16,6 +16,7 @@
  */
 import { execFile, execFileSync, spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { promisify } from 'node:util';
+import { delay } from './wait.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -231,7 +232,7 @@ export class CarrierNetwork {
       child.once('exit', () => resolve());
       child.kill('SIGKILL');
     }));
-    await Promise.race([Promise.all(exits), new Promise((resolve) => setTimeout(resolve, 3000))]);
+    await Promise.race([Promise.all(exits), delay(3000)]);
     this.destroySync();
   }
 

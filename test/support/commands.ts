@@ -1,21 +1,19 @@
 /**
  * Remote commands as the tests drive them: a command PKI (the pinned CA, a valid operator, and operators that must
- * be refused), the agent's data path with a `commands` section against a real mosquitto, live signal values fed as
- * CAN frames through the DBC, and the operator's client.
+ * be refused), a car's agent with a `commands` section against a real mosquitto (its signal values fed as CAN frames
+ * through the DBC by the test), and the operator's client.
  */
 import path from 'node:path';
 import { writeFileSync } from 'node:fs';
-import { DataPath } from '../../src/agent/data-path.js';
 import type { Signer } from '../../src/commands/envelope.js';
 import { OperatorClient } from '../../src/commands/operator-client.js';
 import { parseDeviceConfig, type DeviceConfig } from '../../src/config/device-config.js';
-import { BusDecoder } from '../../src/dbc/bus-decoder.js';
-import { compileDatabase, loadDbcFile } from '../../src/dbc/index.js';
-import { Logger } from '../../src/health/log.js';
 import { createCommandCa, EXTENDED_KEY_USAGE, issueOperatorCertificate, type CommandCertificate } from '../../src/pki/command-pki.js';
 import { DEMO_DBC_PATH } from '../../src/sim/vehicle.js';
+import { InProcessAgent } from './agent-in-process.js';
 import { type Mosquitto, type TestPki } from './mosquitto.js';
 import { makeTempDir } from './temp.js';
+import { waitFor } from './wait.js';
 
 const DAY_MS = 86_400_000;
 
@@ -46,17 +44,7 @@ export class CommandPki {
   }
 }
 
-export interface TestAgent {
-  deviceId: string;
-  config: DeviceConfig;
-  dataPath: DataPath;
-  decoder: BusDecoder;
-  /** What the agent logged. */
-  log: string[];
-  close(): Promise<void>;
-}
-
-export interface AgentOptions {
+export interface CommandAgentOptions {
   deviceId: string;
   protocol?: 5 | 4;
   /** Overrides of the commands section. */
@@ -67,9 +55,11 @@ export interface AgentOptions {
   identity?: { certFile: string; keyFile: string; caFile: string };
 }
 
-/** The agent's data path for `deviceId` with commands, connected to `broker`; resolves once connected. */
-export async function startAgent(broker: Mosquitto, pki: TestPki, commandPki: CommandPki, options: AgentOptions): Promise<TestAgent> {
-  const dir = options.dir ?? makeTempDir('command-agent-');
+/**
+ * The config of a car with remote commands: the demo DBC on a simulated bus, its outbox and replay memory in `dir`,
+ * connected to `broker` with quick reconnects, and no collection rules of its own.
+ */
+export function commandAgentConfig(broker: Mosquitto, pki: TestPki, commandPki: CommandPki, options: CommandAgentOptions & { dir: string }): DeviceConfig {
   const tls = options.identity ?? pki.identityFiles(options.deviceId);
   const json = {
     deviceId: options.deviceId,
@@ -84,37 +74,23 @@ export async function startAgent(broker: Mosquitto, pki: TestPki, commandPki: Co
     },
     commands: { caFile: commandPki.caFile, replayDbPath: 'commands.db', ...options.commands },
   };
-  const config = parseDeviceConfig(json, { file: path.join(dir, 'device.json'), baseDir: dir });
-  const decoder = new BusDecoder('can0', compileDatabase(loadDbcFile(DEMO_DBC_PATH, { strict: true })));
-  const log: string[] = [];
-  // The log as plain lines, every component, at info and above.
-  const dataPath = await DataPath.open(config, [decoder], new Logger({ lines: (message) => log.push(message) }));
-  const session = dataPath.uplink!.session;
-  const started = Date.now();
-  while (session.state !== 'connected') {
-    if (Date.now() - started > 10_000) throw new Error(`the agent did not connect: ${log.join('\n')}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-  return { deviceId: options.deviceId, config, dataPath, decoder, log, close: async () => void (await dataPath.close()) };
+  return parseDeviceConfig(json, { file: path.join(options.dir, 'device.json'), baseDir: options.dir });
 }
 
-/** Feeds one frame of `message` with `values` through the agent's decoder (as the bus would). */
-export function feedSignals(agent: TestAgent, message: string, values: Record<string, number>): void {
-  const codec = agent.decoder.database.byName(message);
-  if (!codec) throw new Error(`no message ${message} in the demo DBC`);
-  const data = codec.encode(values);
-  agent.dataPath.sinkFor(0)({
-    ts: Date.now() / 1000,
-    bus: 'can0',
-    id: codec.message.id,
-    extended: codec.message.extended,
-    fd: false,
-    fdFlags: 0,
-    remote: false,
-    error: false,
-    dlc: data.length,
-    data,
-  });
+/**
+ * That car's agent (test/support/agent-in-process.ts), resolved once connected. Its bus does not run: the test feeds
+ * the signal values (`feedSignals`), so a bus the test stops feeding is silent.
+ */
+export async function startCommandAgent(broker: Mosquitto, pki: TestPki, commandPki: CommandPki, options: CommandAgentOptions): Promise<InProcessAgent> {
+  const dir = options.dir ?? makeTempDir('command-agent-');
+  const agent = await InProcessAgent.start(commandAgentConfig(broker, pki, commandPki, { ...options, dir }), { run: false });
+  try {
+    await waitFor(() => agent.dataPath.uplink!.session.state === 'connected', 'the agent to connect', 10_000);
+  } catch (err) {
+    await agent.close();
+    throw new Error(`${(err as Error).message}: ${agent.log.join('\n')}`);
+  }
+  return agent;
 }
 
 /** The fleet's operator client, connected with the backend identity. */

@@ -6,10 +6,10 @@ import { Elm327PtyServer } from '../../src/sim/elm327-pty.js';
 import type { Elm327ClientOptions } from '../../src/obd/elm327.js';
 import { makeTempDir } from './temp.js';
 
-/** The recorded car of ../shared/testdata/obd/README.md: 750 rpm, 50 km/h, 90 °C coolant. */
-export const RECORDED_VIN = 'WP0ZZZ99ZTS390000';
-
-/** A car standing still in the values the recording shows; every other value from a running demo car. */
+/**
+ * The recorded car of ../shared/testdata/obd/README.md (test/support/elm327-recording.ts) in the values the recording
+ * shows, 750 rpm, 50 km/h, 90 °C coolant; every other value from a running demo car.
+ */
 export function recordedCar(overrides: Partial<VehicleState> = {}): { state: VehicleState } {
   const car = new DriveCycle({ seed: 1 });
   for (let k = 0; k < 2000 && !car.state.engineRunning; k++) car.step(0.01);

@@ -20,7 +20,7 @@ import { loadIdentity } from '../../src/pki/identity.js';
 import { MqttSession, type MqttSessionOptions, type SessionState } from '../../src/uplink/session.js';
 import { createDevCa, issueClientCertificate, issueDeviceCertificate, issueServerCertificate, writeIssued, type DevCa, type WrittenFiles } from '../../src/pki/dev-ca.js';
 import { makeTempDir } from './temp.js';
-import { delay, waitFor } from './obd-sim.js';
+import { delay, waitFor } from './wait.js';
 import { repoRoot } from './shared.js';
 
 export const BACKEND = BACKEND_IDENTITY;
@@ -227,7 +227,7 @@ export class Mosquitto {
     child.stderr?.on('data', onData);
     const from = this.log.length;
     try {
-      await waitFor(() => exitedEarly || / running$/m.test(this.log.slice(from)), 10_000, 'mosquitto to start');
+      await waitFor(() => exitedEarly || / running$/m.test(this.log.slice(from)), 'mosquitto to start', 10_000);
     } catch (err) {
       child.kill('SIGKILL');
       throw err;
@@ -326,8 +326,9 @@ export class BackendSubscriber {
     return this.messages.filter((m) => m.topic === `vehicles/${deviceId}/${kind}`);
   }
 
-  async waitFor(condition: () => boolean, timeoutMs = 5000, what = 'messages'): Promise<void> {
-    await waitFor(condition, timeoutMs, what);
+  /** test/support/wait.ts's waitFor, for a condition on what the backend received. */
+  async waitFor(condition: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
+    await waitFor(condition, what, timeoutMs);
   }
 
   async close(): Promise<void> {
@@ -373,5 +374,5 @@ export function deviceSession(
 
 /** Resolves once the session is in `state`. */
 export async function waitForState(session: MqttSession, state: SessionState, timeoutMs = 5000): Promise<void> {
-  await waitFor(() => session.state === state, timeoutMs, `the session to be ${state} (it is ${session.state})`);
+  await waitFor(() => session.state === state, `the session to be ${state} (it is ${session.state})`, timeoutMs);
 }

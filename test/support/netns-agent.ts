@@ -17,6 +17,7 @@ import { AdaptiveHeartbeat } from '../../src/uplink/keepalive.js';
 import { LinkMemory } from '../../src/uplink/link-memory.js';
 import { Publisher } from '../../src/uplink/publisher.js';
 import { MqttSession } from '../../src/uplink/session.js';
+import { delay } from './wait.js';
 
 export interface NetnsAgentOptions {
   url: string;
@@ -84,7 +85,7 @@ function main(): void {
   const end = async (): Promise<void> => {
     clearInterval(ackTimer);
     publisher?.stop();
-    await Promise.race([session.close(), new Promise((resolve) => setTimeout(resolve, 3000))]);
+    await Promise.race([session.close(), delay(3000)]);
     outbox?.close();
     memory?.close();
     process.exit(0);

@@ -1,4 +1,4 @@
-/** Helpers shared by the OBD-on-CAN tests: a car on the move, frames on a MemoryCanBus, waiting for conditions. */
+/** Helpers shared by the OBD-on-CAN tests: a car on the move, frames on a MemoryCanBus. */
 import type { MemoryCanBus } from '../../src/can/bus.js';
 import type { CanFrame } from '../../src/can/frame.js';
 import { DriveCycle } from '../../src/sim/drive-cycle.js';
@@ -11,31 +11,13 @@ export function drivingCar(seed = 3): DriveCycle {
   return car;
 }
 
-export function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** Resolves once `condition()` holds; fails after `timeoutMs`. */
-export async function waitFor(condition: () => boolean, timeoutMs = 2000, what = 'condition'): Promise<void> {
-  const start = performance.now();
-  while (!condition()) {
-    if (performance.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}`);
-    await delay(2);
-  }
-}
-
 /** Frames of the bus log (from `from` on) with identifier `id`, as byte arrays. */
 export function framesOn(bus: MemoryCanBus, id: number, from = 0): number[][] {
   return bus.log.slice(from).filter((f: CanFrame) => f.id === id).map((f) => [...f.data]);
 }
 
-/** `'41 0C 0B B8'` to bytes. */
-export function hex(text: string): number[] {
-  return (text.replace(/\s+/g, '').match(/../g) ?? []).map((b) => parseInt(b, 16));
-}
-
 /** A single frame as ISO 15765-4 sends it: PCI length byte, payload, padding to 8 bytes. */
-export function singleFrame(payload: readonly number[], padding = 0xcc): number[] {
+export function singleFrame(payload: readonly number[] | Uint8Array, padding = 0xcc): number[] {
   return [payload.length, ...payload, ...new Array<number>(7 - payload.length).fill(padding)];
 }
 

@@ -1,5 +1,5 @@
 /** Locates the shared test data (`../shared/testdata` beside the repository), which is never copied into the project. */
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -18,3 +18,16 @@ export function hasSharedTestdata(): boolean {
 
 /** Message for tests that cannot run without the shared data: they skip with it, visibly, never silently. */
 export const NO_SHARED_TESTDATA = `shared test data not found at ${testdataRoot}`;
+
+/** The DBC files of the shared corpus (`dbc/` and its subfolders), in a stable order. */
+export function sharedDbcFiles(): string[] {
+  const walk = (dir: string): string[] =>
+    readdirSync(dir)
+      .sort()
+      .flatMap((entry) => {
+        const full = path.join(dir, entry);
+        if (statSync(full).isDirectory()) return walk(full);
+        return entry.endsWith('.dbc') ? [full] : [];
+      });
+  return walk(sharedTestdata('dbc'));
+}

@@ -1,10 +1,12 @@
 /**
  * Helpers for the tests that run inside the SocketCAN VM (`*.vmtest.ts`, see scripts/vm/run-in-vm.sh): private vcan
- * interfaces per test file, the can-utils peers, and polling for a condition instead of sleeping for a guess.
+ * interfaces per test file, the can-utils peers, and waiting until a peer is reading (waitFor is test/support/wait.ts).
  */
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { after, afterEach, before } from 'node:test';
 import { promisify } from 'node:util';
+import { waitFor } from './wait.js';
 
 export const IN_VM = process.env.TELEMATICS_IN_VM === '1';
 
@@ -53,17 +55,25 @@ export function deleteVcan(name: string): void {
   }
 }
 
-export function setLink(name: string, state: 'up' | 'down'): void {
-  run('ip', 'link', 'set', name, state);
+/**
+ * The vcan interfaces of the enclosing describe(): `names` created in its before hook (and `absent` ones deleted, for
+ * a test that creates them itself), all deleted in its after hook; `cleanup` run after each test.
+ */
+export function withVcan(names: string[], options: { absent?: string[]; cleanup?: Cleanup } = {}): void {
+  const absent = options.absent ?? [];
+  before(() => {
+    for (const name of names) createVcan(name);
+    for (const name of absent) deleteVcan(name);
+  });
+  const cleanup = options.cleanup;
+  if (cleanup) afterEach(() => cleanup.run());
+  after(() => {
+    for (const name of [...names, ...absent]) deleteVcan(name);
+  });
 }
 
-/** Polls `condition` every 10 ms until it holds; rejects after `timeoutMs` with `what` in the message. */
-export async function waitFor(condition: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (!condition()) {
-    if (performance.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
+export function setLink(name: string, state: 'up' | 'down'): void {
+  run('ip', 'link', 'set', name, state);
 }
 
 /** A background process whose stdout is collected; `done` resolves with it when the process exits. */
@@ -98,5 +108,3 @@ export async function waitUntilReading(child: ChildProcess, timeoutMs = 10_000):
   };
   await waitFor(() => /wait_for_more_packets|recv|poll|select/.test(wchan()), `${child.spawnfile} to block on its socket`, timeoutMs);
 }
-
-export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));

@@ -19,8 +19,9 @@ import { issueClientCertificate, writeIssued } from '../../src/pki/dev-ca.js';
 import { loadIdentity } from '../../src/pki/identity.js';
 import { EmbeddedBroker } from '../../src/uplink/embedded-broker.js';
 import { MqttSession, type SessionState } from '../../src/uplink/session.js';
-import { BACKEND, Mosquitto, TestPki, waitForState } from '../support/mosquitto.js';
-import { waitFor } from '../support/obd-sim.js';
+import { withBroker } from '../support/broker-fixture.js';
+import { BACKEND, TestPki, waitForState } from '../support/mosquitto.js';
+import { waitFor } from '../support/wait.js';
 
 interface BrokerUnderTest {
   name: string;
@@ -75,7 +76,7 @@ function scenarios(pki: TestPki, broker: () => BrokerUnderTest): void {
     await client.subscribeAsync([...filters, sentinelTopic], { qos: 1 }).catch(() => undefined);
     await send();
     await backend.publishAsync(sentinelTopic, 'sentinel', { qos: 1 });
-    await waitFor(() => seen.includes(sentinelTopic), 5000, 'the sentinel');
+    await waitFor(() => seen.includes(sentinelTopic), 'the sentinel', 5000);
     // Overlapping subscriptions may bring the sentinel twice: what matters is that nothing else came.
     assert.deepEqual([...new Set(seen)], [sentinelTopic]);
   }
@@ -117,7 +118,7 @@ function scenarios(pki: TestPki, broker: () => BrokerUnderTest): void {
 
     // Still up: a command reaches it on the connection it had all along.
     await backend.publishAsync(`vehicles/${victimId}/commands/ping`, 'while-attacked', { qos: 1 });
-    await waitFor(() => victim.commands.includes('while-attacked'), 5000, 'the command sent during the attack');
+    await waitFor(() => victim.commands.includes('while-attacked'), 'the command sent during the attack', 5000);
     assert.deepEqual(victim.commands, broker().name === 'embedded' ? ['while-attacked'] : ['for-the-victim', 'while-attacked']);
     assert.equal(victim.drops(), 0, 'the victim was never disconnected');
     assert.equal(victim.session.state, 'connected');
@@ -131,7 +132,7 @@ function scenarios(pki: TestPki, broker: () => BrokerUnderTest): void {
     const back = victimSession(victimId);
     t.after(() => back.session.close());
     back.session.start();
-    await waitFor(() => back.commands.includes('queued-while-away'), 10_000, 'the queued command after the victim came back');
+    await waitFor(() => back.commands.includes('queued-while-away'), 'the queued command after the victim came back', 10_000);
   });
 
   it('[14.4] a car certificate named `backend` gets only a car\'s rights: it reads no other car and sends no command', async (t) => {
@@ -156,7 +157,7 @@ function scenarios(pki: TestPki, broker: () => BrokerUnderTest): void {
       await impostor.endAsync(true);
       // The real backend's command arrives; the impostor's never did (they are in order on the target's connection).
       await backend.publishAsync('vehicles/car-target/commands/ping', 'from-backend', { qos: 1 });
-      await waitFor(() => target.commands.includes('from-backend'), 5000, "the backend's command");
+      await waitFor(() => target.commands.includes('from-backend'), "the backend's command", 5000);
       assert.deepEqual(target.commands, ['from-backend']);
     } else {
       assert.equal(broker().name, 'embedded', 'mosquitto accepts it as the car it is; the embedded broker refuses the reserved name');
@@ -171,12 +172,8 @@ function scenarios(pki: TestPki, broker: () => BrokerUnderTest): void {
 
 describe('broker identities: the shipped mosquitto configuration', { timeout: 120_000 }, () => {
   const pki = new TestPki('broker identity test CA');
-  let mosquitto: Mosquitto;
-  before(async () => {
-    mosquitto = await Mosquitto.start({ pki });
-  });
-  after(() => mosquitto?.stop());
-  scenarios(pki, () => ({ name: 'mosquitto', url: mosquitto.url, backendUrl: mosquitto.backendUrl, protocol: 5 }));
+  const fleet = withBroker({ pki, backend: false });
+  scenarios(pki, () => ({ name: 'mosquitto', url: fleet.broker.url, backendUrl: fleet.broker.backendUrl, protocol: 5 }));
 });
 
 describe('broker identities: the embedded broker', { timeout: 120_000 }, () => {

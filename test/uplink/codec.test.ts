@@ -31,17 +31,15 @@ import { sharedTestdata } from '../support/shared.js';
 
 /** Seeded (the simulator's generator), good enough to spread test cases; a failure names its seed and case. */
 function rng(seed: number) {
-  const next = seededRandom(seed);
-  const int = (lo: number, hi: number): number => lo + Math.floor(next() * (hi - lo + 1));
-  const pick = <T>(xs: readonly T[]): T => xs[int(0, xs.length - 1)]!;
+  const random = seededRandom(seed);
   /** Any double from 64 random bits: subnormals, huge, NaN with payloads, ±Infinity. */
   const anyDouble = (): number => {
     const view = new DataView(new ArrayBuffer(8));
-    view.setUint32(0, int(0, 0xffffffff));
-    view.setUint32(4, int(0, 0xffffffff));
+    view.setUint32(0, random.int(0, 0xffffffff));
+    view.setUint32(4, random.int(0, 0xffffffff));
     return view.getFloat64(0);
   };
-  return { next, int, pick, anyDouble };
+  return Object.assign(random, { anyDouble });
 }
 type Rng = ReturnType<typeof rng>;
 

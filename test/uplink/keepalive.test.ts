@@ -8,14 +8,15 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import type { HeartbeatSettings } from '../../src/uplink/heartbeat.js';
 import { AdaptiveHeartbeat, type HeartbeatEvent } from '../../src/uplink/keepalive.js';
 import { LinkMemory } from '../../src/uplink/link-memory.js';
 import type { MqttSession, SessionStateChange } from '../../src/uplink/session.js';
+import { withBroker } from '../support/broker-fixture.js';
 import { Mosquitto, TestPki, deviceSession, waitForState } from '../support/mosquitto.js';
-import { waitFor } from '../support/obd-sim.js';
 import { makeTempDir } from '../support/temp.js';
+import { waitFor } from '../support/wait.js';
 
 const FAST: HeartbeatSettings = {
   minIntervalS: 0.25,
@@ -50,28 +51,21 @@ function of<K extends HeartbeatEvent['type']>(w: Watched, type: K): Extract<Hear
 
 describe('AdaptiveHeartbeat on a real broker', () => {
   const pki = new TestPki();
-  let broker: Mosquitto;
   const sessions: MqttSession[] = [];
-
-  before(async () => {
-    broker = await Mosquitto.start({ pki, extraConfig: ['max_keepalive 65535'] });
-  });
-
-  after(async () => {
-    broker?.resume();
+  const fleet = withBroker({ pki, extraConfig: ['max_keepalive 65535'], backend: false });
+  fleet.beforeStop(async () => {
     for (const s of sessions) await s.close();
-    await broker?.stop();
   });
 
   it('sends a heartbeat after each idle interval, learns up to the ceiling, and remembers it per network', async () => {
     const file = path.join(makeTempDir('keepalive-'), 'link-memory.db');
     const memory = LinkMemory.open(file);
     const heartbeat = new AdaptiveHeartbeat({ settings: FAST, livenessMinS: LIVENESS_MIN_S, memory, network: 'lo' });
-    const w = watch(broker, pki, 'hb-learn', heartbeat);
+    const w = watch(fleet.broker, pki, 'hb-learn', heartbeat);
     sessions.push(w.session);
     w.session.start();
     await waitForState(w.session, 'connected');
-    await waitFor(() => heartbeat.status().phase === 'settled' && of(w, 'heartbeat').length >= 5, 15_000, 'the heartbeat to settle at the ceiling');
+    await waitFor(() => heartbeat.status().phase === 'settled' && of(w, 'heartbeat').length >= 5, 'the heartbeat to settle at the ceiling', 15_000);
 
     const beats = of(w, 'heartbeat');
     // 0.5 s, then 1 s, then the 2 s ceiling, each one idle period after the previous packet.
@@ -93,13 +87,13 @@ describe('AdaptiveHeartbeat on a real broker', () => {
     assert.deepEqual(status.history.map((h) => [h.fromS, h.reason, h.phase]), [[0.5, 'survived', 'probe'], [learned[0], 'survived', 'probe'], [2, 'settled', 'settled']]);
 
     // The keepalive announced at CONNECT is the ceiling; MQTT.js sent no ping of its own between the heartbeats.
-    assert.match(broker.log, /New client connected from \S+ as hb-learn \(p5, c0, k2,/);
-    const pingreqs = (broker.log.match(/Received PINGREQ from hb-learn\b/g) ?? []).length;
+    assert.match(fleet.broker.log, /New client connected from \S+ as hb-learn \(p5, c0, k2,/);
+    const pingreqs = (fleet.broker.log.match(/Received PINGREQ from hb-learn\b/g) ?? []).length;
     const answered = of(w, 'heartbeat').length;
     assert.ok(pingreqs === answered || pingreqs === answered + 1, `${pingreqs} PINGREQs at the broker, ${answered} heartbeats answered`);
 
     // TCP keepalive on the socket, with the heartbeat's idle time.
-    const ss = execFileSync('ss', ['-tnoH', 'state', 'established', `( dport = :${broker.port} )`], { encoding: 'utf8' });
+    const ss = execFileSync('ss', ['-tnoH', 'state', 'established', `( dport = :${fleet.broker.port} )`], { encoding: 'utf8' });
     // ss leaves the time out when the timer is due this very moment.
     const timers = [...ss.matchAll(/timer:\(keepalive,([\d.]*)(ms|sec)?,\d+\)/g)].map((m) => Number(m[1] || 0) * (m[2] === 'ms' ? 0.001 : 1));
     assert.equal(timers.length, 1, `sockets to the broker: ${ss}`);
@@ -140,15 +134,15 @@ describe('AdaptiveHeartbeat on a real broker', () => {
 
   it('a frozen broker is a dead link within the interval plus the liveness timeout; a failed reconnection means lost coverage', async () => {
     const heartbeat = new AdaptiveHeartbeat({ settings: { ...FAST, initialIntervalS: 1, maxIntervalS: 1 }, livenessMinS: LIVENESS_MIN_S });
-    const w = watch(broker, pki, 'hb-frozen', heartbeat);
+    const w = watch(fleet.broker, pki, 'hb-frozen', heartbeat);
     sessions.push(w.session);
     w.session.start();
     await waitForState(w.session, 'connected');
-    await waitFor(() => of(w, 'heartbeat').length >= 1, 5000, 'a first heartbeat');
+    await waitFor(() => of(w, 'heartbeat').length >= 1, 'a first heartbeat', 5000);
     const frozenAt = performance.now();
-    broker.pause();
+    fleet.broker.pause();
     try {
-      await waitFor(() => of(w, 'dead-link').length === 1, 5000, 'the dead link');
+      await waitFor(() => of(w, 'dead-link').length === 1, 'the dead link', 5000);
       const dead = of(w, 'dead-link')[0]!;
       const waited = (dead.t - frozenAt) / 1000;
       const bound = 1 + dead.detection.timeoutMs / 1000;
@@ -162,11 +156,11 @@ describe('AdaptiveHeartbeat on a real broker', () => {
       assert.equal(lost?.retryInMs, 0);
       assert.match(lost!.error!.message, /no answer to a heartbeat after 1\.\d s idle within \d+ ms/);
       // The broker does not answer the reconnection either: that is lost coverage, not the NAT.
-      await waitFor(() => of(w, 'verdict').length === 1, 5000, 'the verdict');
+      await waitFor(() => of(w, 'verdict').length === 1, 'the verdict', 5000);
       assert.equal(of(w, 'verdict')[0]!.detection.verdict, 'coverage');
       assert.equal(heartbeat.status().knownBadS, null);
     } finally {
-      broker.resume();
+      fleet.broker.resume();
     }
     await waitForState(w.session, 'connected', 5000);
     assert.equal(heartbeat.intervalS, 1);
@@ -176,18 +170,18 @@ describe('AdaptiveHeartbeat on a real broker', () => {
 
   it('when the reconnection works at once, the unanswered heartbeat means the idle flow was forgotten: it learns from it', async () => {
     const heartbeat = new AdaptiveHeartbeat({ settings: FAST, livenessMinS: LIVENESS_MIN_S });
-    const w = watch(broker, pki, 'hb-forgotten', heartbeat);
+    const w = watch(fleet.broker, pki, 'hb-forgotten', heartbeat);
     sessions.push(w.session);
     // Frozen for one heartbeat only, as a NAT that forgot the flow: the new connection gets through.
     heartbeat.onEvent((e) => {
-      if (e.type === 'dead-link') broker.resume();
+      if (e.type === 'dead-link') fleet.broker.resume();
     });
     w.session.start();
     await waitForState(w.session, 'connected');
     // 0.5 and 1 s survive; the 2 s heartbeat meets the frozen broker.
-    await waitFor(() => of(w, 'heartbeat').length === 2, 5000, 'two heartbeats');
-    broker.pause();
-    await waitFor(() => of(w, 'verdict').length === 1, 8000, 'the verdict');
+    await waitFor(() => of(w, 'heartbeat').length === 2, 'two heartbeats', 5000);
+    fleet.broker.pause();
+    await waitFor(() => of(w, 'verdict').length === 1, 'the verdict', 8000);
     const verdict = of(w, 'verdict')[0]!.detection;
     assert.equal(verdict.verdict, 'nat-expired');
     assert.ok(verdict.idleS >= 2 && verdict.idleS < 2.3, `${verdict.idleS}`);

@@ -5,16 +5,17 @@
  */
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import type { MessageKind, Priority } from '../../src/collect/sample.js';
 import { SqliteOutbox } from '../../src/store/outbox.js';
 import { Publisher, PublishError, publishPacketSize, type PublisherSession } from '../../src/uplink/publisher.js';
 import type { MqttSession } from '../../src/uplink/session.js';
 import { Throttle } from '../../src/uplink/throttle.js';
+import { withBroker } from '../support/broker-fixture.js';
 import { MemoryOutbox, seqOf } from '../support/memory-outbox.js';
 import { DEVICE_ACL, BackendSubscriber, Mosquitto, TestPki, deviceSession, waitForState, type ReceivedMessage } from '../support/mosquitto.js';
-import { delay, waitFor } from '../support/obd-sim.js';
 import { makeTempDir } from '../support/temp.js';
+import { delay, waitFor } from '../support/wait.js';
 
 interface Spec {
   kind: MessageKind;
@@ -109,23 +110,13 @@ const MIXED: Spec[] = [
 
 describe('Publisher', () => {
   const pki = new TestPki();
-  let broker: Mosquitto;
-  let backend: BackendSubscriber;
-
-  before(async () => {
-    broker = await Mosquitto.start({ pki });
-    backend = await BackendSubscriber.connect(broker, pki);
-  });
-  after(async () => {
-    await backend?.close();
-    await broker?.stop();
-  });
+  const fleet = withBroker({ pki });
 
   for (const protocol of [5, 4] as const) {
     it(`delivers in priority then sequence order and deletes from the outbox only after the PUBACK (MQTT ${protocol === 5 ? '5' : '3.1.1'})`, async (t) => {
       const id = `car-order-${protocol}`;
       const outbox = openOutbox();
-      const session = deviceSession(broker, pki, id, { protocol });
+      const session = deviceSession(fleet.broker, pki, id, { protocol });
       const view = watched(session);
       const publisher = new Publisher({ session: view, queue: outbox });
       t.after(async () => {
@@ -142,14 +133,14 @@ describe('Publisher', () => {
       let release!: () => void;
       view.hold = new Promise((resolve) => (release = resolve));
       publisher.start();
-      await backend.waitFor(() => dataFrom(backend, id).length === MIXED.length, 5000, 'all messages at the backend');
-      await waitFor(() => publisher.stats.published === MIXED.length, 2000, 'every publish sent');
+      await fleet.backend.waitFor(() => dataFrom(fleet.backend, id).length === MIXED.length, 'all messages at the backend', 5000);
+      await waitFor(() => publisher.stats.published === MIXED.length, 'every publish sent', 2000);
       assert.equal(outbox.pending, MIXED.length, 'nothing deleted before its acknowledgement reached the publisher');
       assert.equal(outbox.stats().acknowledged, 0);
       release();
-      await waitFor(() => outbox.pending === 0, 5000, 'the outbox to empty');
+      await waitFor(() => outbox.pending === 0, 'the outbox to empty', 5000);
 
-      const received = dataFrom(backend, id);
+      const received = dataFrom(fleet.backend, id);
       assert.deepEqual(seqsOf(received), expected);
       for (const m of received) {
         const body = JSON.parse(m.payload.toString('utf8')) as { kind: string };
@@ -168,18 +159,18 @@ describe('Publisher', () => {
   it('fills the outbox while the broker is down, then drains all of it in order when it comes back', async (t) => {
     const id = 'car-tunnel';
     const outbox = openOutbox();
-    const session = deviceSession(broker, pki, id, { reconnect: { initialMs: 50, maxMs: 200 } });
+    const session = deviceSession(fleet.broker, pki, id, { reconnect: { initialMs: 50, maxMs: 200 } });
     const publisher = new Publisher({ session, queue: outbox, maxInflight: 8 });
     t.after(async () => {
       publisher.stop();
       await session.close();
       outbox.close();
-      if (!broker.running) await broker.start();
+      if (!fleet.broker.running) await fleet.broker.start();
     });
-    await broker.stop();
+    await fleet.broker.stop();
     session.start();
     publisher.start();
-    await waitFor(() => session.lastError?.kind === 'unreachable', 5000, 'a failed attempt');
+    await waitFor(() => session.lastError?.kind === 'unreachable', 'a failed attempt', 5000);
     const specs: Spec[] = Array.from({ length: 200 }, (_, i) => ({ kind: i % 10 === 0 ? 'events' : 'telemetry', priority: (i % 3) as Priority }));
     const seqs = [...append(outbox, specs.slice(0, 100)), ...append(outbox, specs.slice(100))];
     await delay(300);
@@ -187,10 +178,10 @@ describe('Publisher', () => {
     assert.equal(publisher.stats.published, 0);
     assert.notEqual(session.state, 'connected');
 
-    await broker.start();
-    await waitFor(() => outbox.pending === 0, 10_000, 'the outbox to drain');
-    await backend.waitFor(() => dataFrom(backend, id).length >= 200, 10_000, 'all 200 at the backend');
-    assert.deepEqual(seqsOf(dataFrom(backend, id)), sendOrder(seqs, specs), 'in order, none lost, none twice');
+    await fleet.broker.start();
+    await waitFor(() => outbox.pending === 0, 'the outbox to drain', 10_000);
+    await fleet.backend.waitFor(() => dataFrom(fleet.backend, id).length >= 200, 'all 200 at the backend', 10_000);
+    assert.deepEqual(seqsOf(dataFrom(fleet.backend, id)), sendOrder(seqs, specs), 'in order, none lost, none twice');
     assert.equal(publisher.stats.acknowledged, 200);
     assert.equal(publisher.stats.resent, 0);
   });
@@ -199,7 +190,7 @@ describe('Publisher', () => {
     const id = 'car-restart';
     const window = 16;
     const outbox = openOutbox();
-    const session = deviceSession(broker, pki, id);
+    const session = deviceSession(fleet.broker, pki, id);
     const publisher = new Publisher({ session, queue: outbox, maxInflight: window });
     const commands: string[] = [];
     session.onCommand((_topic, payload) => commands.push(payload.toString('utf8')));
@@ -207,17 +198,17 @@ describe('Publisher', () => {
       publisher.stop();
       await session.close();
       outbox.close();
-      if (!broker.running) await broker.start();
+      if (!fleet.broker.running) await fleet.broker.start();
     });
     session.start();
     await waitForState(session, 'connected');
     const specs: Spec[] = Array.from({ length: 3000 }, () => ({ kind: 'telemetry', priority: 3, size: 200 }));
     const seqs = append(outbox, specs);
     publisher.start();
-    await backend.waitFor(() => dataFrom(backend, id).length >= 300, 10_000, 'the drain to be under way');
-    await broker.restart();
-    await waitFor(() => outbox.pending === 0, 20_000, 'the outbox to drain');
-    await backend.waitFor(() => new Set(seqsOf(dataFrom(backend, id))).size === seqs.length, 10_000, 'every message at the backend');
+    await fleet.backend.waitFor(() => dataFrom(fleet.backend, id).length >= 300, 'the drain to be under way', 10_000);
+    await fleet.broker.restart();
+    await waitFor(() => outbox.pending === 0, 'the outbox to drain', 20_000);
+    await fleet.backend.waitFor(() => new Set(seqsOf(dataFrom(fleet.backend, id))).size === seqs.length, 'every message at the backend', 10_000);
 
     assert.ok(session.counters.losses >= 1, 'the restart cost the connection');
     assert.ok(session.counters.connections >= 2, 'and the session came back by itself');
@@ -227,8 +218,8 @@ describe('Publisher', () => {
     assert.ok(publisher.stats.resent <= window * session.counters.losses, `${publisher.stats.resent} resent for ${session.counters.losses} loss(es)`);
     // At the backend, duplicates come from those resends and from the broker's own redelivery to the backend (DUP set,
     // its window towards the backend): the device's share is the unflagged ones.
-    const got = seqsOf(dataFrom(backend, id));
-    const fresh = seqsOf(dataFrom(backend, id).filter((m) => !m.dup));
+    const got = seqsOf(dataFrom(fleet.backend, id));
+    const fresh = seqsOf(dataFrom(fleet.backend, id).filter((m) => !m.dup));
     const duplicates = fresh.length - new Set(fresh).size;
     assert.ok(duplicates <= publisher.stats.resent, `${duplicates} unflagged duplicates for ${publisher.stats.resent} resends`);
     // First arrivals keep the outbox order: the resends are the lowest unacknowledged, sent before anything newer.
@@ -236,8 +227,8 @@ describe('Publisher', () => {
     assert.deepEqual(first, seqs);
 
     // Still subscribed to its commands after the restart.
-    await backend.command(id, 'ping', 'after-restart');
-    await waitFor(() => commands.includes('after-restart'), 5000, 'a command after the restart');
+    await fleet.backend.command(id, 'ping', 'after-restart');
+    await waitFor(() => commands.includes('after-restart'), 'a command after the restart', 5000);
   });
 
   for (const protocol of [5, 4] as const) {
@@ -262,8 +253,8 @@ describe('Publisher', () => {
       const event = outbox.add('events', 7, { trigger: 'harsh-braking' });
       const telemetry = [outbox.add('telemetry', 2), outbox.add('telemetry', 2), outbox.add('telemetry', 1)];
       publisher.start();
-      await waitFor(() => outbox.pending === 0, 5000, 'the outbox to empty');
-      await watcher.waitFor(() => dataFrom(watcher, id).length === 3, 5000, 'the telemetry');
+      await waitFor(() => outbox.pending === 0, 'the outbox to empty', 5000);
+      await watcher.waitFor(() => dataFrom(watcher, id).length === 3, 'the telemetry', 5000);
       assert.deepEqual(seqsOf(dataFrom(watcher, id)), telemetry.map((r) => r.seq));
       assert.match(strict.log, new RegExp(`Denied PUBLISH from ${id} .*'vehicles/${id}/events'`));
 
@@ -312,8 +303,8 @@ describe('Publisher', () => {
     assert.equal(session.limits?.receiveMaximum, 3);
     const seqs = append(outbox, Array.from({ length: 300 }, () => ({ kind: 'telemetry', priority: 1 }) as Spec));
     publisher.start();
-    await waitFor(() => outbox.pending === 0, 10_000, 'the drain');
-    await watcher.waitFor(() => dataFrom(watcher, id).length === 300, 10_000, 'all 300');
+    await waitFor(() => outbox.pending === 0, 'the drain', 10_000);
+    await watcher.waitFor(() => dataFrom(watcher, id).length === 300, 'all 300', 10_000);
     assert.equal(view.maxInflight, 3, 'the window filled up to the broker limit, never beyond');
     assert.deepEqual(seqsOf(dataFrom(watcher, id)), seqs);
     assert.equal(session.counters.losses, 0);
@@ -350,8 +341,8 @@ describe('Publisher', () => {
     ];
     const [big, exact, small] = append(outbox, specs);
     publisher.start();
-    await watcher.waitFor(() => dataFrom(watcher, id).length === 2, 5000, 'the two that fit');
-    await waitFor(() => outbox.pending === 1, 5000, 'the acknowledgements');
+    await watcher.waitFor(() => dataFrom(watcher, id).length === 2, 'the two that fit', 5000);
+    await waitFor(() => outbox.pending === 1, 'the acknowledgements', 5000);
     await delay(200);
     assert.deepEqual(seqsOf(dataFrom(watcher, id)), [exact, small], 'the exact fit goes (the size estimate is the real one)');
     assert.deepEqual(
@@ -385,7 +376,7 @@ describe('Publisher', () => {
     const big = outbox.add('telemetry', 5, {}, 3000);
     const small = outbox.add('telemetry', 4);
     publisher.start();
-    await watcher.waitFor(() => dataFrom(watcher, id).length === 1, 5000, 'the small one');
+    await watcher.waitFor(() => dataFrom(watcher, id).length === 1, 'the small one', 5000);
     await delay(200);
     assert.deepEqual(seqsOf(dataFrom(watcher, id)), [small.seq]);
     assert.deepEqual(problems.map((p) => [p.problem, p.seq]), [['oversized', big.seq]]);
@@ -400,7 +391,7 @@ describe('Publisher', () => {
     // 10 messages a second with room for 3: a burst of 3, then one per 100 ms of (injected) time.
     const throttle = new Throttle({ messagesPerHour: 36_000, burstFraction: 3 / 36_000, now: () => now });
     const outbox = new MemoryOutbox();
-    const session = deviceSession(broker, pki, id);
+    const session = deviceSession(fleet.broker, pki, id);
     const publisher = new Publisher({ session, queue: outbox, throttle });
     t.after(async () => {
       publisher.stop();
@@ -410,9 +401,9 @@ describe('Publisher', () => {
     await waitForState(session, 'connected');
     const records = Array.from({ length: 6 }, () => outbox.add('telemetry', 1));
     publisher.start();
-    await backend.waitFor(() => dataFrom(backend, id).length === 3, 5000, 'the burst');
+    await fleet.backend.waitFor(() => dataFrom(fleet.backend, id).length === 3, 'the burst', 5000);
     await delay(300); // real time passes, the injected clock does not: nothing more may go
-    assert.equal(dataFrom(backend, id).length, 3);
+    assert.equal(dataFrom(fleet.backend, id).length, 3);
     assert.equal(publisher.stats.published, 3);
     assert.equal(outbox.pending, 3);
     const state = throttle.state;
@@ -423,11 +414,11 @@ describe('Publisher', () => {
 
     for (let sent = 4; sent <= 6; sent++) {
       now += 100; // one message's worth
-      await backend.waitFor(() => dataFrom(backend, id).length === sent, 5000, `message ${sent} after the refill`);
+      await fleet.backend.waitFor(() => dataFrom(fleet.backend, id).length === sent, `message ${sent} after the refill`, 5000);
       await delay(150);
-      assert.equal(dataFrom(backend, id).length, sent, 'one refill, one message');
+      assert.equal(dataFrom(fleet.backend, id).length, sent, 'one refill, one message');
     }
-    assert.deepEqual(seqsOf(dataFrom(backend, id)), records.map((r) => r.seq));
+    assert.deepEqual(seqsOf(dataFrom(fleet.backend, id)), records.map((r) => r.seq));
     assert.equal(throttle.state.sentMessages, 6);
   });
 });

@@ -5,12 +5,13 @@
  */
 import assert from 'node:assert/strict';
 import { createServer, type AddressInfo, type Socket } from 'node:net';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { loadIdentity } from '../../src/pki/identity.js';
 import { MqttSession, UplinkError, backoffDelay, type SessionStateChange } from '../../src/uplink/session.js';
+import { withBroker } from '../support/broker-fixture.js';
 import { BackendSubscriber, Mosquitto, TestPki, deviceSession, freePort, waitForState } from '../support/mosquitto.js';
-import { delay, waitFor } from '../support/obd-sim.js';
 import { seededRandom } from '../support/random.js';
+import { delay, waitFor } from '../support/wait.js';
 
 function json(payload: Buffer): Record<string, unknown> {
   return JSON.parse(payload.toString('utf8')) as Record<string, unknown>;
@@ -62,57 +63,47 @@ describe('MqttSession', () => {
   const pki = new TestPki();
   /** Same CN as the real CA: only the key decides, as with an attacker's look-alike CA. */
   const rogue = new TestPki('uplink test CA');
-  let broker: Mosquitto;
-  let backend: BackendSubscriber;
-
-  before(async () => {
-    broker = await Mosquitto.start({ pki });
-    backend = await BackendSubscriber.connect(broker, pki);
-  });
-  after(async () => {
-    await backend?.close();
-    await broker?.stop();
-  });
+  const fleet = withBroker({ pki });
 
   it('refuses a plain mqtt:// URL, a device ID that is not a topic level, and a certificate of another device', () => {
     const identity = loadIdentity(pki.identityFiles('car-a'));
-    assert.throws(() => new MqttSession({ url: `mqtt://localhost:${broker.port}`, deviceId: 'car-a', identity }), /needs TLS/);
-    assert.throws(() => new MqttSession({ url: broker.url, deviceId: 'car/a', identity }), /cannot be a device ID/);
+    assert.throws(() => new MqttSession({ url: `mqtt://localhost:${fleet.broker.port}`, deviceId: 'car-a', identity }), /needs TLS/);
+    assert.throws(() => new MqttSession({ url: fleet.broker.url, deviceId: 'car/a', identity }), /cannot be a device ID/);
     assert.throws(
-      () => new MqttSession({ url: broker.url, deviceId: 'car-b', identity }),
+      () => new MqttSession({ url: fleet.broker.url, deviceId: 'car-b', identity }),
       (err: unknown) => err instanceof UplinkError && err.kind === 'identity' && /is for 'car-a', not for device 'car-b'/.test(err.message),
     );
   });
 
   it('watch: messages on the topic reach the listener until it stops; one stopped while away is unsubscribed on reconnect', async (t) => {
     // 1.5 s before reconnecting after the cut: time to see it disconnected and stop the watch then, on a busy machine too.
-    const session = deviceSession(broker, pki, 'car-watch', { random: () => 1, reconnect: { initialMs: 1500, maxMs: 1500 } });
+    const session = deviceSession(fleet.broker, pki, 'car-watch', { random: () => 1, reconnect: { initialMs: 1500, maxMs: 1500 } });
     t.after(() => session.close());
     session.start();
     await waitForState(session, 'connected');
     const got: string[] = [];
     const topic = 'vehicles/car-watch/certificate';
     let stop = await session.watch(topic, (payload) => got.push(payload.toString()));
-    await backend.client.publishAsync(topic, 'one', { qos: 1 });
-    await waitFor(() => got.length === 1, 5000, 'the watched message');
+    await fleet.backend.client.publishAsync(topic, 'one', { qos: 1 });
+    await waitFor(() => got.length === 1, 'the watched message', 5000);
     await stop();
-    assert.match(broker.log, /Received UNSUBSCRIBE from car-watch/);
+    assert.match(fleet.broker.log, /Received UNSUBSCRIBE from car-watch/);
 
     // Stopped while the link is down: the persistent session still holds the subscription until the next connect.
     stop = await session.watch(topic, (payload) => got.push(payload.toString()));
-    const before = broker.log.length;
+    const before = fleet.broker.log.length;
     session.severLink();
     await waitForState(session, 'disconnected');
     await stop();
     await waitForState(session, 'connected');
-    await waitFor(() => /Received UNSUBSCRIBE from car-watch/.test(broker.log.slice(before)), 5000, 'the stale watch unsubscribed');
-    await backend.client.publishAsync(topic, 'two', { qos: 1 });
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    await waitFor(() => /Received UNSUBSCRIBE from car-watch/.test(fleet.broker.log.slice(before)), 'the stale watch unsubscribed', 5000);
+    await fleet.backend.client.publishAsync(topic, 'two', { qos: 1 });
+    await delay(300);
     assert.deepEqual(got, ['one']);
   });
 
   it('connects, reads the broker limits, and says offline (retained) on close', async (t) => {
-    const session = deviceSession(broker, pki, 'car-limits');
+    const session = deviceSession(fleet.broker, pki, 'car-limits');
     t.after(() => session.close());
     session.start();
     await waitForState(session, 'connected');
@@ -123,8 +114,8 @@ describe('MqttSession', () => {
     assert.equal(session.state, 'closed');
     assert.equal(session.limits, null);
     assert.deepEqual(session.counters, { attempts: 1, connections: 1, losses: 0, published: 2, acknowledged: 2, refused: 0, commands: 0 });
-    await backend.waitFor(() => backend.on('car-limits', 'status').length === 2);
-    const [birth, bye] = backend.on('car-limits', 'status').map((m) => json(m.payload));
+    await fleet.backend.waitFor(() => fleet.backend.on('car-limits', 'status').length === 2, 'the birth and the offline status');
+    const [birth, bye] = fleet.backend.on('car-limits', 'status').map((m) => json(m.payload));
     assert.equal(birth!.online, true);
     assert.deepEqual({ online: bye!.online, birthSeq: bye!.birthSeq, reason: bye!.reason }, { online: false, birthSeq: birth!.birthSeq, reason: 'shutdown' });
   });
@@ -145,7 +136,7 @@ describe('MqttSession', () => {
       if (change.state === 'disconnected') failures.push(change);
     });
     session.start();
-    await waitFor(() => failures.length >= 6, 5000, 'six failed attempts');
+    await waitFor(() => failures.length >= 6, 'six failed attempts', 5000);
     await session.close();
     const replay = seededRandom(7);
     const expected = [10, 20, 40, 40, 40, 40].map((cap) => Math.floor(replay() * cap));
@@ -181,7 +172,7 @@ describe('MqttSession', () => {
     assert.equal(failure.error?.kind, 'timeout');
     assert.match(failure.error!.message, new RegExp(`no answer from the broker at 127\\.0\\.0\\.1:${port} within 300 ms`));
     await quick.close();
-    await waitFor(() => sockets.size === 0, 2000, 'the socket of the timed-out attempt to close');
+    await waitFor(() => sockets.size === 0, 'the socket of the timed-out attempt to close', 2000);
 
     // Now an attempt with a long timeout, closed while it waits.
     const patient = new MqttSession({ url: `mqtts://127.0.0.1:${port}`, deviceId: 'car-silent', identity, connectTimeoutMs: 60_000 });
@@ -189,11 +180,11 @@ describe('MqttSession', () => {
     const states: string[] = [];
     patient.onStateChange((c) => states.push(c.state));
     patient.start();
-    await waitFor(() => sockets.size === 1, 2000, 'the attempt to reach the server');
+    await waitFor(() => sockets.size === 1, 'the attempt to reach the server', 2000);
     assert.equal(patient.state, 'connecting');
     await patient.close();
     assert.equal(patient.state, 'closed');
-    await waitFor(() => sockets.size === 0, 2000, 'close() to close the socket of the attempt');
+    await waitFor(() => sockets.size === 0, 'close() to close the socket of the attempt', 2000);
     await delay(100);
     assert.deepEqual(states, ['connecting', 'closed'], 'no failure reported and no retry after close()');
     assert.equal(patient.counters.attempts, 1);
@@ -201,7 +192,7 @@ describe('MqttSession', () => {
 
   it('is refused by the broker when its client certificate comes from another CA', async (t) => {
     // The device trusts the right broker CA, but its own certificate is the rogue CA's.
-    const session = deviceSession(broker, rogue, 'car-rogue', { brokerCa: pki.caFile, reconnect: { initialMs: 60_000 } });
+    const session = deviceSession(fleet.broker, rogue, 'car-rogue', { brokerCa: pki.caFile, reconnect: { initialMs: 60_000 } });
     t.after(() => session.close());
     session.start();
     const failure = await firstFailure(session);
@@ -213,7 +204,7 @@ describe('MqttSession', () => {
 
   it("refuses a broker whose certificate does not chain to the pinned CA", async (t) => {
     // The broker's own CA is not the one the device pins (the rogue CA has the same name, not the same key).
-    const session = deviceSession(broker, pki, 'car-pinned', { brokerCa: rogue.caFile, reconnect: { initialMs: 60_000 } });
+    const session = deviceSession(fleet.broker, pki, 'car-pinned', { brokerCa: rogue.caFile, reconnect: { initialMs: 60_000 } });
     t.after(() => session.close());
     session.start();
     const failure = await firstFailure(session);
@@ -245,7 +236,7 @@ describe('MqttSession', () => {
   it('publishes a retained birth with a rising birth sequence, and its retained will says offline when the link is cut', async (t) => {
     let seq = 100;
     let nextRandom = 0;
-    const session = deviceSession(broker, pki, 'car-will', {
+    const session = deviceSession(fleet.broker, pki, 'car-will', {
       nextBirthSeq: () => ++seq,
       // After the cut: a 4 s wait, long enough to look at the retained will before the next birth replaces it, even
       // on a busy machine.
@@ -258,24 +249,24 @@ describe('MqttSession', () => {
     session.start();
     await waitForState(session, 'connected');
     assert.equal(session.birthSeq, 101);
-    await backend.waitFor(() => backend.on('car-will', 'status').length === 1);
+    await fleet.backend.waitFor(() => fleet.backend.on('car-will', 'status').length === 1, 'the birth');
     assert.deepEqual(
-      { ...json(backend.on('car-will', 'status')[0]!.payload), ts: 0 },
+      { ...json(fleet.backend.on('car-will', 'status')[0]!.payload), ts: 0 },
       { online: true, birthSeq: 101, ts: 0 },
     );
 
     nextRandom = 0.5;
     session.severLink();
-    await backend.waitFor(() => backend.on('car-will', 'status').length === 2, 5000, 'the will');
-    assert.deepEqual(json(backend.on('car-will', 'status')[1]!.payload), { online: false, birthSeq: 101, reason: 'connection lost' });
+    await fleet.backend.waitFor(() => fleet.backend.on('car-will', 'status').length === 2, 'the will', 5000);
+    assert.deepEqual(json(fleet.backend.on('car-will', 'status')[1]!.payload), { online: false, birthSeq: 101, reason: 'connection lost' });
     const lost = changes.find((c) => c.state === 'disconnected');
     assert.equal(lost?.error?.kind, 'connection-lost');
     assert.equal(lost?.retryInMs, 4000);
 
     // A backend starting now learns the state from the retained message: the will, not the stale birth.
-    const late = await BackendSubscriber.connect(broker, pki, 'vehicles/car-will/status');
+    const late = await BackendSubscriber.connect(fleet.broker, pki, 'vehicles/car-will/status');
     try {
-      await late.waitFor(() => late.messages.length === 1, 5000, 'the retained status');
+      await late.waitFor(() => late.messages.length === 1, 'the retained status', 5000);
       assert.equal(late.messages[0]!.retain, true);
       assert.deepEqual(json(late.messages[0]!.payload), { online: false, birthSeq: 101, reason: 'connection lost' });
     } finally {
@@ -284,8 +275,8 @@ describe('MqttSession', () => {
 
     await waitForState(session, 'connected', 10_000);
     assert.equal(session.birthSeq, 102);
-    await backend.waitFor(() => backend.on('car-will', 'status').length === 3);
-    const rebirth = json(backend.on('car-will', 'status')[2]!.payload);
+    await fleet.backend.waitFor(() => fleet.backend.on('car-will', 'status').length === 3, 'the birth after the reconnection');
+    const rebirth = json(fleet.backend.on('car-will', 'status')[2]!.payload);
     assert.deepEqual([rebirth.online, rebirth.birthSeq], [true, 102]);
     assert.equal(session.counters.losses, 1);
     assert.equal(session.counters.connections, 2);
@@ -295,22 +286,22 @@ describe('MqttSession', () => {
   for (const protocol of [5, 4] as const) {
     it(`keeps a command sent while the device is offline and delivers it on reconnect (persistent session, MQTT ${protocol === 5 ? '5' : '3.1.1'})`, async (t) => {
       const id = `car-cmd-${protocol}`;
-      const first = deviceSession(broker, pki, id, { protocol, sessionExpiryS: 600 });
+      const first = deviceSession(fleet.broker, pki, id, { protocol, sessionExpiryS: 600 });
       t.after(() => first.close());
       first.start();
       await waitForState(first, 'connected');
       await first.close();
 
-      await backend.command(id, 'lock', '{"doors":"locked"}');
+      await fleet.backend.command(id, 'lock', '{"doors":"locked"}');
       // Not for this device: the broker must not deliver it, the ACL would not let it read it anyway.
-      await backend.command('car-other', 'lock', '{"doors":"locked"}');
+      await fleet.backend.command('car-other', 'lock', '{"doors":"locked"}');
 
-      const second = deviceSession(broker, pki, id, { protocol, sessionExpiryS: 600 });
+      const second = deviceSession(fleet.broker, pki, id, { protocol, sessionExpiryS: 600 });
       t.after(() => second.close());
       const commands: Array<[string, string]> = [];
       second.onCommand((topic, payload) => commands.push([topic, payload.toString('utf8')]));
       second.start();
-      await waitFor(() => commands.length === 1, 5000, 'the queued command');
+      await waitFor(() => commands.length === 1, 'the queued command', 5000);
       assert.equal(second.limits?.sessionPresent, true);
       assert.deepEqual(commands, [[`vehicles/${id}/commands/lock`, '{"doors":"locked"}']]);
       await delay(100);
@@ -321,22 +312,22 @@ describe('MqttSession', () => {
   }
 
   it('subscribes again after a broker crash lost its session, and gets commands sent after that', async (t) => {
-    const session = deviceSession(broker, pki, 'car-crash');
+    const session = deviceSession(fleet.broker, pki, 'car-crash');
     t.after(() => session.close());
     const commands: string[] = [];
     session.onCommand((_topic, payload) => commands.push(payload.toString('utf8')));
     session.start();
     await waitForState(session, 'connected');
-    await broker.kill(); // SIGKILL: nothing saved since start, the session and subscription are gone
-    await waitFor(() => session.state !== 'connected', 5000, 'the loss');
-    await broker.start();
+    await fleet.broker.kill(); // SIGKILL: nothing saved since start, the session and subscription are gone
+    await waitFor(() => session.state !== 'connected', 'the loss', 5000);
+    await fleet.broker.start();
     await waitForState(session, 'connected', 5000);
     assert.equal(session.limits?.sessionPresent, false, 'the crash lost the session: only the new subscription can deliver');
     // The backend lost its session too: wait until it has subscribed again.
-    await backend.waitFor(() => backend.client.connected, 5000, 'the backend to reconnect');
-    await waitFor(() => /Received SUBSCRIBE from backend\//.test(broker.log.slice(broker.log.lastIndexOf('mosquitto version'))), 5000, 'the backend to subscribe');
-    await backend.command('car-crash', 'horn', 'beep');
-    await waitFor(() => commands.length === 1, 5000, 'the command after the crash');
+    await fleet.backend.waitFor(() => fleet.backend.client.connected, 'the backend to reconnect', 5000);
+    await waitFor(() => /Received SUBSCRIBE from backend\//.test(fleet.broker.log.slice(fleet.broker.log.lastIndexOf('mosquitto version'))), 'the backend to subscribe', 5000);
+    await fleet.backend.command('car-crash', 'horn', 'beep');
+    await waitFor(() => commands.length === 1, 'the command after the crash', 5000);
     assert.deepEqual(commands, ['beep']);
     await session.close();
   });
