@@ -227,7 +227,7 @@ export class IsoTpChannel {
     if (this.closed || frame.id !== this.rxId || frame.extended !== this.extended || frame.remote || frame.error) return;
     const d = frame.data;
     if (d.length === 0) return;
-    switch (d[0] >> 4) {
+    switch (d[0]! >> 4) {
       case 0:
         this.rxSingle(d);
         break;
@@ -327,7 +327,7 @@ export class IsoTpChannel {
         if (sent > 0 && stUs > 0) await this.pace(stUs);
         const chunk = n - off < cfMax ? n - off : cfMax;
         buf[0] = 0x20 | sn;
-        for (let i = 0; i < chunk; i++) buf[1 + i] = p[off + i];
+        for (let i = 0; i < chunk; i++) buf[1 + i] = p[off + i]!;
         off += chunk;
         sn = (sn + 1) & 0x0f;
         sent++;
@@ -425,19 +425,19 @@ export class IsoTpChannel {
 
   private rxFlowControl(d: Uint8Array): void {
     if (!this.fcArmed || d.length < 3) return;
-    this.fcQueue.push((d[0] & 0x0f) | (d[1] << 8) | (d[2] << 16));
+    this.fcQueue.push((d[0]! & 0x0f) | (d[1]! << 8) | (d[2]! << 16));
     this.fcWake?.();
   }
 
   // ---- receive ----
 
   private rxSingle(d: Uint8Array): void {
-    let len = d[0] & 0x0f;
+    let len = d[0]! & 0x0f;
     let start = 1;
     if (len === 0) {
       // Length escape exists only in CAN FD frames longer than 8 bytes; otherwise SF_DL 0 is invalid.
       if (d.length <= 8) return;
-      len = d[1];
+      len = d[1]!;
       start = 2;
       if (len === 0) return;
     }
@@ -449,10 +449,10 @@ export class IsoTpChannel {
   private rxFirst(d: Uint8Array): void {
     // A FF always fills its frame, so it is at least 8 bytes.
     if (d.length < 8) return;
-    let len = ((d[0] & 0x0f) << 8) | d[1];
+    let len = ((d[0]! & 0x0f) << 8) | d[1]!;
     let start = 2;
     if (len === 0) {
-      len = d[2] * 0x1000000 + ((d[3] << 16) | (d[4] << 8) | d[5]);
+      len = d[2]! * 0x1000000 + ((d[3]! << 16) | (d[4]! << 8) | d[5]!);
       start = 6;
     }
     // A message that would have fit a single frame must not come as FF (FF_DL < FF_DLmin): ignore it.
@@ -477,8 +477,8 @@ export class IsoTpChannel {
   private rxConsecutive(d: Uint8Array): void {
     const buf = this.rxBuf;
     if (buf === null) return;
-    if ((d[0] & 0x0f) !== this.rxSn) {
-      const got = d[0] & 0x0f;
+    if ((d[0]! & 0x0f) !== this.rxSn) {
+      const got = d[0]! & 0x0f;
       const expected = this.rxSn;
       this.resetRx();
       this.reportError(new IsoTpError('wrong-sn', `isotp: CF sequence number ${got}, expected ${expected}; message dropped`));
@@ -487,7 +487,7 @@ export class IsoTpChannel {
     const left = buf.length - this.rxOff;
     const chunk = d.length - 1 < left ? d.length - 1 : left;
     const off = this.rxOff;
-    for (let i = 0; i < chunk; i++) buf[off + i] = d[1 + i];
+    for (let i = 0; i < chunk; i++) buf[off + i] = d[1 + i]!;
     this.rxOff = off + chunk;
     this.rxSn = (this.rxSn + 1) & 0x0f;
     if (this.rxOff >= buf.length) {

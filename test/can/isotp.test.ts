@@ -114,9 +114,9 @@ describe('isotp single frames', () => {
         assert.equal(wire.length, 1);
         const expected = [n, ...payload];
         if (padding !== null) while (expected.length < 8) expected.push(padding);
-        assert.deepEqual(wire[0].data, expected);
-        assert.equal(wire[0].id, A_TX);
-        assert.equal(wire[0].extended, false);
+        assert.deepEqual(wire[0]!.data, expected);
+        assert.equal(wire[0]!.id, A_TX);
+        assert.equal(wire[0]!.extended, false);
       }
     });
   }
@@ -153,8 +153,8 @@ describe('isotp multi-frame', () => {
   it('without padding the last CF and the FC are short', async () => {
     const payload = pattern(10);
     const { wire } = await roundTrip(payload, {}, { blockSize: 4, stMin: 2 });
-    assert.deepEqual(wire[1].data, [0x30, 4, 2]);
-    assert.deepEqual(wire[2].data, [0x21, ...Array.from(payload.subarray(6))]);
+    assert.deepEqual(wire[1]!.data, [0x30, 4, 2]);
+    assert.deepEqual(wire[2]!.data, [0x21, ...Array.from(payload.subarray(6))]);
   });
 
   for (const n of [8, 62, 4095]) {
@@ -174,7 +174,7 @@ describe('isotp multi-frame', () => {
     assert.equal(fcs.length, 4); // after FF, CF2, CF4, CF6 (not after the last CF)
     for (const fc of fcs) assert.deepEqual(fc.data, [0x30, 2, 0]);
     // Each FC comes right after the CF that ended a block.
-    const order = two.wire.map((f) => (f.from === 'b' ? 'FC' : f.data[0] >> 4 === 1 ? 'FF' : 'CF'));
+    const order = two.wire.map((f) => (f.from === 'b' ? 'FC' : f.data[0]! >> 4 === 1 ? 'FF' : 'CF'));
     assert.deepEqual(order, ['FF', 'FC', 'CF', 'CF', 'FC', 'CF', 'CF', 'FC', 'CF', 'CF', 'FC', 'CF', 'CF']);
   });
 
@@ -182,10 +182,10 @@ describe('isotp multi-frame', () => {
     const t0 = performance.now();
     const { wire } = await roundTrip(pattern(62), {}, { stMin: 5 });
     const elapsed = performance.now() - t0;
-    const cfs = wire.filter((f) => f.from === 'a' && f.data[0] >> 4 === 2);
+    const cfs = wire.filter((f) => f.from === 'a' && f.data[0]! >> 4 === 2);
     assert.equal(cfs.length, 8);
-    for (let i = 1; i < cfs.length; i++) assert.ok(cfs[i].at - cfs[i - 1].at >= 5 - 1e-6, `gap ${i}: ${cfs[i].at - cfs[i - 1].at} ms`);
-    assert.ok(cfs[cfs.length - 1].at - cfs[0].at >= 7 * 5);
+    for (let i = 1; i < cfs.length; i++) assert.ok(cfs[i]!.at - cfs[i - 1]!.at >= 5 - 1e-6, `gap ${i}: ${cfs[i]!.at - cfs[i - 1]!.at} ms`);
+    assert.ok(cfs[cfs.length - 1]!.at - cfs[0]!.at >= 7 * 5);
     assert.ok(elapsed < 7 * 5 + 1000, `took ${elapsed} ms`);
   });
 
@@ -197,13 +197,13 @@ describe('isotp multi-frame', () => {
     assert.equal(decodeStMin(0xf9), 900);
     for (const reserved of [0x80, 0xf0, 0xfa, 0xff]) assert.equal(decodeStMin(reserved), 127_000);
     const { wire } = await roundTrip(pattern(30), {}, { stMin: 0xf3 });
-    assert.deepEqual(wire[1].data, [0x30, 0, 0xf3]);
+    assert.deepEqual(wire[1]!.data, [0x30, 0, 0xf3]);
     assert.throws(() => new IsoTpChannel({ send() {} }, { txId: 1, rxId: 2, stMin: 0x80 }), RangeError);
   });
 
   it('sequence numbers run 1..15 then wrap to 0', async () => {
     const { wire } = await roundTrip(pattern(6 + 7 * 20));
-    const sns = wire.filter((f) => f.from === 'a' && f.data[0] >> 4 === 2).map((f) => f.data[0] & 0x0f);
+    const sns = wire.filter((f) => f.from === 'a' && f.data[0]! >> 4 === 2).map((f) => f.data[0]! & 0x0f);
     assert.deepEqual(sns, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4]);
   });
 
@@ -231,8 +231,8 @@ describe('isotp flow control from a hand-crafted receiver', () => {
   it('WAIT frames then CTS: CFs only after the CTS', async () => {
     const events: string[] = [];
     const { ch, feed } = solo({ timeouts: { nBs: 50 } }, (d) => {
-      events.push(d[0] >> 4 === 1 ? 'FF' : 'CF');
-      if (d[0] >> 4 === 1) {
+      events.push(d[0]! >> 4 === 1 ? 'FF' : 'CF');
+      if (d[0]! >> 4 === 1) {
         // Three WAITs 30 ms apart: each restarts N_Bs (50 ms), so 90 ms in total must not time out.
         void (async () => {
           for (let i = 0; i < 3; i++) {
@@ -252,14 +252,14 @@ describe('isotp flow control from a hand-crafted receiver', () => {
 
   it('more WAITs than maxWaitFrames → too-many-waits', async () => {
     const { ch, feed } = solo({ maxWaitFrames: 2 }, (d) => {
-      if (d[0] >> 4 === 1) setImmediate(() => [0, 1, 2].forEach(() => feed([0x31, 0, 0])));
+      if (d[0]! >> 4 === 1) setImmediate(() => [0, 1, 2].forEach(() => feed([0x31, 0, 0])));
     });
     await assert.rejects(ch.send(pattern(20)), hasCode('too-many-waits'));
   });
 
   it('OVERFLOW → overflow', async () => {
     const { ch, feed, sent } = solo({}, (d) => {
-      if (d[0] >> 4 === 1) setImmediate(() => feed([0x32, 0, 0]));
+      if (d[0]! >> 4 === 1) setImmediate(() => feed([0x32, 0, 0]));
     });
     await assert.rejects(ch.send(pattern(100)), hasCode('overflow'));
     assert.equal(sent.length, 1);
@@ -267,7 +267,7 @@ describe('isotp flow control from a hand-crafted receiver', () => {
 
   it('reserved flow status → invalid-fs', async () => {
     const { ch, feed } = solo({}, (d) => {
-      if (d[0] >> 4 === 1) setImmediate(() => feed([0x35, 0, 0]));
+      if (d[0]! >> 4 === 1) setImmediate(() => feed([0x35, 0, 0]));
     });
     await assert.rejects(ch.send(pattern(100)), hasCode('invalid-fs'));
   });
@@ -281,7 +281,7 @@ describe('isotp flow control from a hand-crafted receiver', () => {
 
   it('no FC after a block → timeout-bs', async () => {
     const { ch, feed, sent } = solo({ timeouts: { nBs: 50 } }, (d) => {
-      if (d[0] >> 4 === 1) setImmediate(() => feed([0x30, 2, 0]));
+      if (d[0]! >> 4 === 1) setImmediate(() => feed([0x30, 2, 0]));
     });
     await assert.rejects(ch.send(pattern(60)), hasCode('timeout-bs'));
     assert.equal(sent.length, 3); // FF + one block of 2 CFs
@@ -307,7 +307,7 @@ describe('isotp flow control from a hand-crafted receiver', () => {
     const rxErr = nextError(p.b);
     await assert.rejects(p.a.send(pattern(200)), hasCode('overflow'));
     assert.equal((await rxErr).code, 'overflow');
-    assert.deepEqual(p.wire[1].data, [0x32, 0, 0]);
+    assert.deepEqual(p.wire[1]!.data, [0x32, 0, 0]);
   });
 });
 
@@ -396,14 +396,14 @@ describe('isotp CAN FD', () => {
     const payload = pattern(20);
     const { wire } = await roundTrip(payload, { fd: true }, { fd: true });
     assert.equal(wire.length, 1);
-    assert.equal(wire[0].fd, true);
+    assert.equal(wire[0]!.fd, true);
     // 22 bytes are not a valid CAN FD length: filled up to 24.
-    assert.deepEqual(wire[0].data, [0x00, 20, ...payload, 0xcc, 0xcc]);
+    assert.deepEqual(wire[0]!.data, [0x00, 20, ...payload, 0xcc, 0xcc]);
   });
 
   it('up to 7 bytes still use the classic SF layout, padded to 8', async () => {
     const { wire } = await roundTrip(pattern(5), { fd: true, padding: 0x55 }, { fd: true });
-    assert.deepEqual(wire[0].data, [0x05, ...pattern(5), 0x55, 0x55]);
+    assert.deepEqual(wire[0]!.data, [0x05, ...pattern(5), 0x55, 0x55]);
   });
 
   it('multi-frame of 300 bytes: 64-byte FF and CFs', async () => {
@@ -412,17 +412,17 @@ describe('isotp CAN FD', () => {
     const p = Array.from(payload);
     const fromA = wire.filter((f) => f.from === 'a');
     assert.equal(fromA.length, 5); // FF 62 + 3 × 63 + 49
-    assert.deepEqual(fromA[0].data, [0x11, 0x2c, ...p.slice(0, 62)]);
-    assert.deepEqual(fromA[1].data, [0x21, ...p.slice(62, 125)]);
-    assert.deepEqual(fromA[4].data, [0x24, ...p.slice(251), ...new Array(64 - 50).fill(0xaa)]);
-    assert.deepEqual(wire[1].data, [0x30, 0, 0]);
+    assert.deepEqual(fromA[0]!.data, [0x11, 0x2c, ...p.slice(0, 62)]);
+    assert.deepEqual(fromA[1]!.data, [0x21, ...p.slice(62, 125)]);
+    assert.deepEqual(fromA[4]!.data, [0x24, ...p.slice(251), ...new Array(64 - 50).fill(0xaa)]);
+    assert.deepEqual(wire[1]!.data, [0x30, 0, 0]);
   });
 
   it('messages over 4095 bytes use the 32-bit FF length escape', async () => {
     const payload = pattern(5000);
     const { wire } = await roundTrip(payload, { fd: true }, { fd: true });
-    assert.deepEqual(wire[0].data.slice(0, 6), [0x10, 0x00, 0x00, 0x00, 0x13, 0x88]);
-    assert.deepEqual(wire[0].data.slice(6), Array.from(payload.subarray(0, 58)));
+    assert.deepEqual(wire[0]!.data.slice(0, 6), [0x10, 0x00, 0x00, 0x00, 0x13, 0x88]);
+    assert.deepEqual(wire[0]!.data.slice(6), Array.from(payload.subarray(0, 58)));
   });
 
   it('fdFrameLength rounds up to valid CAN FD lengths', () => {

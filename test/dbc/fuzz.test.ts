@@ -250,7 +250,7 @@ function mutate(input: Buffer, r: SeededRandom, log: string[]): Buffer {
     case 10: {
       // Next to a token boundary, where the grammar is most sensitive.
       const boundaries = tokens(bytes, /[ :|@(),\[\]";]/g);
-      const i = boundaries.length > 0 && r.chance(0.7) ? r.pick(boundaries)[r.int(0, 1)] : at();
+      const i = boundaries.length > 0 && r.chance(0.7) ? r.pick(boundaries)[r.int(0, 1)]! : at();
       const injected = r.pick(INJECTED);
       bytes = splice(bytes, i, r.chance(0.3) ? 1 : 0, injected);
       log.push(`inject ${JSON.stringify(injected)} at ${i}`);

@@ -82,7 +82,7 @@ describe('carrier network', () => {
     await waitFor(() => backend.messages('vehicles/car-reach/telemetry').length === 1, 'the telemetry at the backend', 5000);
     backend.publish('vehicles/car-reach/commands/honk', 'honk');
     await waitFor(() => reach.messages().length === 1, 'the command at the car', 5000);
-    assert.equal(reach.messages()[0].payload, 'honk');
+    assert.equal(reach.messages()[0]!.payload, 'honk');
     // The timeout is the router namespace's own: the host's is untouched.
     assert.equal(net.exec('nat', 'sysctl', '-n', 'net.netfilter.nf_conntrack_tcp_timeout_established').trim(), String(NAT_TIMEOUT_S));
     assert.equal(rootSysctl('net.netfilter.nf_conntrack_tcp_timeout_established'), rootTimeout);
@@ -104,7 +104,7 @@ describe('carrier network', () => {
     backend.publish('vehicles/car-ka60/commands/unlock', 'unlock');
     backend.publish('vehicles/car-ka2/commands/unlock', 'unlock');
     await waitFor(() => control.messages().length === 1, 'the command at the control car', 5000);
-    assert.equal(control.messages()[0].topic, 'vehicles/car-ka2/commands/unlock');
+    assert.equal(control.messages()[0]!.topic, 'vehicles/car-ka2/commands/unlock');
     await delay(Math.max(0, 10_000 - (performance.now() - sentAt)));
 
     assert.deepEqual(idle.messages(), [], 'the idle car received the command');
@@ -168,7 +168,7 @@ describe('carrier network', () => {
       const start = performance.now();
       backend.publish('vehicles/car-slow/commands/map-update', payload);
       await waitFor(() => slow.messages().length === before + 1, 'the command at the car', 10_000);
-      assert.equal(slow.messages()[before].payload.length, payload.length);
+      assert.equal(slow.messages()[before]!.payload.length, payload.length);
       return (performance.now() - start) / 1000;
     };
     const unshaped = await transfer();

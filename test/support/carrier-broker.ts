@@ -75,7 +75,7 @@ export class CarrierBroker {
   /** The peer address mosquitto logged for a client ID. */
   peerOf(clientId: string): string | null {
     const match = new RegExp(`New client connected from (\\S+) as ${clientId} `).exec(this.log);
-    return match ? match[1] : null;
+    return match?.[1] ?? null;
   }
 
   async stop(): Promise<void> {

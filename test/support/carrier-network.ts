@@ -219,7 +219,7 @@ export class CarrierNetwork {
       .split('\n')
       .filter((line) => line.trim() !== '')
       .map((line) => {
-        const [state, , , local, peer] = line.trim().split(/\s+/);
+        const [state = '', , , local = '', peer = ''] = line.trim().split(/\s+/);
         return { state, local, peer };
       });
   }
@@ -377,7 +377,7 @@ function removeLeftovers(): void {
   for (const line of run('ip', 'netns', 'list').split('\n')) {
     const match = pattern.exec(line);
     if (!match || Number(match[1]) === process.pid || alive(Number(match[1]))) continue;
-    removeNamespace(line.split(' ')[0]);
+    removeNamespace(line.split(' ')[0]!);
   }
 }
 
@@ -399,11 +399,11 @@ function parseConntrackLine(line: string): ConntrackEntry {
     if (eq > 0) (fields[word.slice(0, eq)] ??= []).push(word.slice(eq + 1));
   }
   const port = (value: string | undefined): number | null => (value === undefined ? null : Number(value));
-  const protocol = words[0];
+  const protocol = words[0] ?? '';
   return {
     protocol,
     timeoutS: Number(words[2]),
-    state: protocol === 'tcp' ? words[3] : null,
+    state: protocol === 'tcp' ? (words[3] ?? null) : null,
     src: fields.src?.[0] ?? '',
     dst: fields.dst?.[0] ?? '',
     sport: port(fields.sport?.[0]),
