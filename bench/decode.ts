@@ -61,9 +61,9 @@ export function runDecodeBenchmark(json: boolean): void {
     (m) => m.message.signals.length > 0 && layoutProblems(m.message).length === 0,
   );
   const next = random(0x70707);
-  const frameCodecs: MessageCodec[] = new Array(FRAMES);
+  const frameCodecs = new Array<MessageCodec>(FRAMES);
   const frameIds = new Int32Array(FRAMES);
-  const payloads: Uint8Array[] = new Array(FRAMES);
+  const payloads = new Array<Uint8Array>(FRAMES);
   let signalsTotal = 0;
   for (let i = 0; i < FRAMES; i++) {
     const codec = messages[next() % messages.length]!;

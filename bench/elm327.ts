@@ -33,7 +33,7 @@ interface Run {
 async function startSimulator(link: string, answerMs: number): Promise<ChildProcess> {
   const child = spawn(process.execPath, [cli, 'sim-elm327', '--link', link, '--answer-ms', String(answerMs)], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
   const start = Date.now();
   while (!existsSync(link)) {
     if (child.exitCode !== null || Date.now() - start > 10_000) throw new Error(`sim-elm327 did not start: ${stderr.trim()}`);

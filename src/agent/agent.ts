@@ -223,13 +223,13 @@ export class Agent {
     // Under systemd (Type=notify): ready now that the data path is open and the sources run; watchdog pings from here.
     const notifier = createSystemdNotifier({ warn: this.options.logger.child('systemd').warn });
     notifier.ready();
-    let failure: unknown;
+    let failure: { error: unknown } | undefined;
     try {
       // The first failure stops every other source too; otherwise wait until all have ended.
       await Promise.all(
         runs.map((run) =>
           run.catch((err: unknown) => {
-            failure ??= err;
+            failure ??= { error: err };
             stop.abort();
           }),
         ),
@@ -242,7 +242,7 @@ export class Agent {
       options.signal?.removeEventListener('abort', onOuterAbort);
       this.runTimes.endedAt = performance.now();
     }
-    if (failure !== undefined) throw failure;
+    if (failure) throw failure.error;
   }
 
   /** Stops the run: the sources end, `run` resolves. */

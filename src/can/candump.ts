@@ -99,7 +99,7 @@ function isBlank(c: number): boolean {
  * while an earlier frame is still waiting to be delivered (real-time replay) should own a parser each.
  */
 export class CandumpLineParser {
-  private readonly buffers: (Uint8Array | undefined)[] = new Array(CANFD_MAX_DLEN + 1);
+  private readonly buffers = new Array<Uint8Array | undefined>(CANFD_MAX_DLEN + 1);
   /** Bus names seen so far, so a line's bus is matched in place instead of allocating a new string each time. */
   private readonly buses: string[] = [];
   // The line being parsed, kept in fields (not a closure) so error reporting costs nothing per line.
@@ -496,7 +496,7 @@ export class CandumpLineSplitter {
 
   /** Takes the next chunk; call next() until it returns false before pushing another. */
   push(chunk: string | Uint8Array): void {
-    this.take(typeof chunk === 'string' ? chunk : this.decoder.write(chunk as Buffer));
+    this.take(typeof chunk === 'string' ? chunk : this.decoder.write(chunk));
   }
 
   /** The input has ended: what is left (a last line without its newline) becomes the last line(s). */

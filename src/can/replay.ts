@@ -69,7 +69,7 @@ export class CandumpReplaySource implements FrameSource {
     if (signal?.aborted) return;
 
     const owned = typeof this.input === 'string';
-    const stream: Readable = owned ? createReadStream(this.input as string, { highWaterMark: 64 * 1024 }) : (this.input as Readable);
+    const stream: Readable = owned ? createReadStream(this.input, { highWaterMark: 64 * 1024 }) : (this.input);
     try {
       await this.pump(stream, sink, signal);
     } finally {

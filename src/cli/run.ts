@@ -124,14 +124,14 @@ export async function runAgent(options: RunAgentOptions): Promise<RunSummary> {
   // Under systemd the status line would be a journal entry every second: no line built, no snapshot taken.
   const statusLine = options.statusLines !== false ? new StatusLine(output, agent) : undefined;
   const statusTimer = statusLine ? setInterval(() => statusLine.draw(), agent.config.status?.intervalMs ?? 1000) : undefined;
-  let failure: unknown;
+  let failure: { error: unknown } | undefined;
   try {
     await agent.run({
       ...(options.signal ? { signal: options.signal } : {}),
       ...(options.durationS !== undefined ? { durationS: options.durationS } : {}),
     });
   } catch (err) {
-    failure = err;
+    failure = { error: err };
   } finally {
     clearInterval(statusTimer);
   }
@@ -140,7 +140,7 @@ export async function runAgent(options: RunAgentOptions): Promise<RunSummary> {
   if (!options.logger) logger.close();
   statusLine?.end();
   printSummary(output, summary);
-  if (failure !== undefined) throw failure;
+  if (failure) throw failure.error;
   return summary;
 }
 

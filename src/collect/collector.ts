@@ -228,7 +228,7 @@ export class Collector {
   private readonly ruleStats: RuleStats[];
 
   private readonly triggers: Trigger[] = [];
-  private readonly pending: (PendingBatch | undefined)[] = new Array(MAX_PRIORITY + 1).fill(undefined);
+  private readonly pending = new Array<PendingBatch | undefined>(MAX_PRIORITY + 1).fill(undefined);
   /** Per priority, per channel: serial of the batch in which the channel's name was last counted (size estimate). */
   private readonly nameCounted: Int32Array[];
   private readonly batchSerial = new Int32Array(MAX_PRIORITY + 1);

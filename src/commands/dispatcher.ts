@@ -59,7 +59,7 @@ export interface ResultSink {
 export interface DispatcherOptions {
   deviceId: string;
   config: CommandsConfig;
-  handlers: readonly CommandHandler<any>[];
+  handlers: readonly CommandHandler[];
   context: CommandContext;
   verifier: CommandVerifier;
   replay: ReplayGuard;
@@ -123,7 +123,7 @@ interface Running {
 export class CommandDispatcher {
   private readonly deviceId: string;
   private readonly config: CommandsConfig;
-  private readonly handlers = new Map<string, CommandHandler<any>>();
+  private readonly handlers = new Map<string, CommandHandler>();
   private readonly preconditions = new Map<string, { precondition: Precondition; maxAgeMs: number | undefined }>();
   private readonly freshness: SignalFreshness;
   private readonly now: () => number;
@@ -263,7 +263,7 @@ export class CommandDispatcher {
     this.start(envelope, handler, params.data, Math.min(requested, this.config.maxTimeoutMs), signer, properties);
   }
 
-  private start(envelope: CommandEnvelope, handler: CommandHandler<any>, params: unknown, timeoutMs: number, signer: string, properties: CommandProperties): void {
+  private start(envelope: CommandEnvelope, handler: CommandHandler, params: unknown, timeoutMs: number, signer: string, properties: CommandProperties): void {
     const { id, name } = envelope;
     const route = this.route(id, properties)!;
     const abort = new AbortController();

@@ -1,3 +1,9 @@
+/**
+ * The contract between the command dispatcher and each command handler, and what a handler may use of the agent
+ * (CommandContext). A handler validates nothing itself: the dispatcher checks its parameters against `params` first.
+ * A handler fails by throwing CommandFailure (its reason goes into the result); anything else it throws is reported
+ * as FAILED with reason 'handler-error'.
+ */
 import type { z } from 'zod';
 
 export interface CommandRun {

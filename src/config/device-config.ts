@@ -168,7 +168,7 @@ export const DEVICE_CONFIG_SCHEMA_FILE = 'device-config/device-config.schema.jso
 
 /** The JSON Schema of the config file as users write it (defaults may be left out). */
 export function deviceConfigJsonSchema(): Record<string, unknown> {
-  return z.toJSONSchema(deviceConfigSchema(), { io: 'input', target: 'draft-2020-12' }) as Record<string, unknown>;
+  return z.toJSONSchema(deviceConfigSchema(), { io: 'input', target: 'draft-2020-12' });
 }
 
 /** A config file that cannot be used; `message` names the file, the field and what was expected. */

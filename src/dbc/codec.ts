@@ -300,6 +300,8 @@ export class MessageCodec {
     let fn = this.decoders[mode];
     if (!fn) {
       const body = this.generate(mode);
+      // The body is generated here from parsed DBC numbers, with names only inside JSON.stringify'd literals.
+      // eslint-disable-next-line @typescript-eslint/no-implied-eval
       const factory = new Function('env', `const {U32, F32, F64, C, W, S, fail} = env;\n${body}`) as (
         env: DecoderEnv,
       ) => GeneratedDecoder;
@@ -519,7 +521,7 @@ export class CompiledDatabase {
   readonly slotCount: number;
   /** Slot -> `Message.Signal`. */
   readonly slotNames: string[] = [];
-  private readonly standard: (MessageCodec | undefined)[] = new Array(2048).fill(undefined);
+  private readonly standard = new Array<MessageCodec | undefined>(2048).fill(undefined);
   private readonly extended = new Map<number, MessageCodec>();
   private readonly byPgn = new Map<number, MessageCodec>();
   private readonly names = new Map<string, MessageCodec>();

@@ -37,12 +37,13 @@ export interface LogEntry {
  * One component's log: what a module is handed instead of a callback. The method called is the entry's level, the
  * child's component its component. The methods may be passed on alone (`onProblem: log.warn`).
  */
+/** Its methods are bound: `log.warn` can be handed to code that only wants a function to report with. */
 export interface ComponentLog {
   readonly component: string;
-  error(msg: string, fields?: LogFields): void;
-  warn(msg: string, fields?: LogFields): void;
-  info(msg: string, fields?: LogFields): void;
-  debug(msg: string, fields?: LogFields): void;
+  readonly error: (msg: string, fields?: LogFields) => void;
+  readonly warn: (msg: string, fields?: LogFields) => void;
+  readonly info: (msg: string, fields?: LogFields) => void;
+  readonly debug: (msg: string, fields?: LogFields) => void;
 }
 
 export interface ChildOptions {
@@ -161,7 +162,7 @@ export class Logger implements ComponentLogs {
             formatters: { level: (label) => ({ level: label }) },
           },
           // JSON escapes C0 controls already; DEL, C1 and bidi controls it leaves raw are escaped too (same JSON value).
-          { write: (line: string) => destination.write(jsonForTerminal(line)) } as pino.DestinationStream,
+          { write: (line: string) => destination.write(jsonForTerminal(line)) },
         );
       }
     }

@@ -446,7 +446,7 @@ export class ObdCanClient {
   }
 
   private link(ecu: number): EcuLink {
-    let link = this.links.get(ecu);
+    const link = this.links.get(ecu);
     if (link) return link;
     const { requestId, responseId } = obdEcuIds(this.mode!, ecu);
     const channel = new IsoTpChannel(
@@ -878,7 +878,7 @@ function checkPids(pids: readonly number[]): number[] {
   for (const pid of pids) {
     if (!Number.isInteger(pid) || pid < 0 || pid > 0xff) throw new ObdRequestError('invalid-request', `PID ${String(pid)} is not a byte`);
   }
-  return [...new Set(pids)];
+  return [...new Set<number>(pids)];
 }
 
 function busError(err: unknown): ObdRequestError {

@@ -315,13 +315,12 @@ export class ElmSerialLink {
   /** Waits (at most `drainMs`) for the prompt of the command that timed out, discarding what comes with it. */
   private async drain(): Promise<void> {
     await new Promise<void>((resolve) => {
-      const timer = setTimeout(done, this.drainMs);
-      const self = this;
-      function done(): void {
+      const done = (): void => {
         clearTimeout(timer);
-        self.promptWaiter = null;
+        this.promptWaiter = null;
         resolve();
-      }
+      };
+      const timer = setTimeout(done, this.drainMs);
       this.promptWaiter = done;
     });
     this.unsynced = false;

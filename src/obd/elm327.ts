@@ -827,7 +827,7 @@ function checkPids(pids: readonly number[]): number[] {
   for (const pid of pids) {
     if (!Number.isInteger(pid) || pid < 0 || pid > 0xff) throw new ObdRequestError('invalid-request', `PID ${String(pid)} is not a byte`);
   }
-  return [...new Set(pids)];
+  return [...new Set<number>(pids)];
 }
 
 function positive(name: string, value: number): number {

@@ -712,7 +712,7 @@ function checkResponseHeader(bytes: Uint8Array, service: number, minLength: numb
     if (bytes[1] !== service) {
       throw new ObdDecodeError(`negative response is for service 0x${hex2(bytes[1]!)}, not 0x${hex2(service)}`, bytes);
     }
-    return new ObdNegativeResponse(bytes[1]!, bytes[2]!);
+    return new ObdNegativeResponse(bytes[1], bytes[2]!);
   }
   if (bytes[0] !== service + POSITIVE_RESPONSE_OFFSET) {
     throw new ObdDecodeError(`expected a response to service 0x${hex2(service)} (0x${hex2(service + POSITIVE_RESPONSE_OFFSET)})`, bytes);

@@ -19,7 +19,7 @@ export function createDeviceKey(): string {
 
 /** A CSR for `deviceId` signed with `keyPem`. */
 export function createCsr(deviceId: string, keyPem: string): string {
-  const key = pki.privateKeyFromPem(keyPem) as forge.pki.rsa.PrivateKey;
+  const key = pki.privateKeyFromPem(keyPem);
   const csr = pki.createCertificationRequest();
   csr.publicKey = pki.setRsaPublicKey(key.n, key.e);
   csr.setSubject([{ name: 'commonName', value: deviceId }]);

@@ -30,10 +30,11 @@ export interface IdentityPair {
 }
 
 const suffixed = (pair: IdentityPair, suffix: string): IdentityPair => ({ certFile: pair.certFile + suffix, keyFile: pair.keyFile + suffix });
+const filesOf = (pair: IdentityPair): string[] => [pair.certFile, pair.keyFile];
 /** The temporary name each .new and .old file is written under: fixed, so that what a power cut left is found. */
 const TEMPORARY_SUFFIX = '.tmp';
 const temporaryFiles = (pair: IdentityPair): string[] =>
-  ['.new', '.old'].flatMap((suffix) => Object.values(suffixed(pair, suffix + TEMPORARY_SUFFIX)));
+  ['.new', '.old'].flatMap((suffix) => filesOf(suffixed(pair, suffix + TEMPORARY_SUFFIX)));
 
 /** Writes the new pair beside the live one (<file>.new), the key readable by its owner only. */
 export function stageIdentity(pair: IdentityPair, certPem: string, keyPem: string): IdentityPair {
@@ -64,13 +65,13 @@ export function rollbackIdentity(pair: IdentityPair): void {
 
 /** Forgets the previous pair once the new one works: an old key left on disk is one more key to steal. */
 export function commitIdentity(pair: IdentityPair): void {
-  for (const file of Object.values(suffixed(pair, '.old'))) rmSync(file, { force: true });
+  for (const file of filesOf(suffixed(pair, '.old'))) rmSync(file, { force: true });
   syncDirs(pair);
 }
 
 /** Removes a staged pair that was never swapped in. */
 export function discardStaged(pair: IdentityPair): void {
-  for (const file of Object.values(suffixed(pair, '.new'))) rmSync(file, { force: true });
+  for (const file of filesOf(suffixed(pair, '.new'))) rmSync(file, { force: true });
 }
 
 /** Removes the temporary files of .new/.old writes a power cut stopped; returns their names. */

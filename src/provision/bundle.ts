@@ -349,7 +349,7 @@ function readInputs(bundle: string, options: ProvisionOptions): BundleInputs {
     config.status = { ...status, intervalMs: SERVICE_STATUS_INTERVAL_MS };
     notes.push(`status.intervalMs ${interval} -> ${SERVICE_STATUS_INTERVAL_MS}: under systemd the status line goes to the journal, once a minute is enough`);
   }
-  config.outbox = { ...((raw.outbox ?? {}) as object), path: `${INSTALL.stateDir}/outbox.db` };
+  config.outbox = { ...((raw.outbox ?? {})), path: `${INSTALL.stateDir}/outbox.db` };
   const { embeddedBroker: _e, certsDir: _d, certFile: _c, keyFile: _k, caFile: _a, url: _u, ...uplinkRest } = rawUplink;
   const keepalive = uplinkRest.keepalive as Record<string, unknown> | undefined;
   if (keepalive?.memoryPath !== undefined) {
@@ -357,7 +357,7 @@ function readInputs(bundle: string, options: ProvisionOptions): BundleInputs {
     uplinkRest.keepalive = keep; // the default is beside the outbox, in the state folder
   }
   config.uplink = { url: broker, ...uplinkRest, certFile: BUNDLE.cert, keyFile: BUNDLE.key, caFile: BUNDLE.brokerCa };
-  config.commands = { ...((raw.commands ?? {}) as object), caFile: BUNDLE.commandCa, replayDbPath: `${INSTALL.stateDir}/commands.db` };
+  config.commands = { ...((raw.commands ?? {})), caFile: BUNDLE.commandCa, replayDbPath: `${INSTALL.stateDir}/commands.db` };
   if (raw.collection === undefined) {
     throw new ProvisionError(`--config-template ${templateFile} has no collection section: the car publishes what its collection rules collect`);
   }

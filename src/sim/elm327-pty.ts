@@ -56,7 +56,7 @@ export class SocatPtyPair {
     // rawer: no echo, no line discipline on either side, so bytes pass exactly as a serial line carries them.
     const child = spawn('socat', [`PTY,link=${this.madeHostPath},rawer`, `PTY,link=${this.devicePath},rawer`], { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
-    child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
     this.child = child;
     this.exited = new Promise((resolve) => child.once('exit', () => resolve()));
     child.once('exit', () => {

@@ -247,11 +247,11 @@ export class SimulatedVehicle implements FrameSource {
     return new Promise<void>((resolve, reject) => {
       const wallStart = performance.now();
       const simStart = this.simMs;
-      const finish = (err?: unknown): void => {
+      const finish = (failure?: { error: unknown }): void => {
         clearInterval(timer);
         signal?.removeEventListener('abort', onAbort);
-        if (err === undefined) resolve();
-        else reject(err);
+        if (failure) reject(failure.error);
+        else resolve();
       };
       const onAbort = (): void => finish();
       const tick = (): void => {
@@ -260,7 +260,7 @@ export class SimulatedVehicle implements FrameSource {
           this.sendBefore(target, sink);
           if (target >= this.durationMs) finish();
         } catch (err) {
-          finish(err);
+          finish({ error: err });
         }
       };
       // One timer for the whole bus: each tick sends every frame that has fallen due since the last.

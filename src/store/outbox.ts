@@ -174,8 +174,10 @@ interface SizeRow {
 }
 
 /** Carries an exception from an item's encode out of the transaction, so it is not mistaken for a disk failure. */
-class EncodeFailure {
-  constructor(readonly cause: unknown) {}
+class EncodeFailure extends Error {
+  constructor(cause: unknown) {
+    super('an item could not be encoded', { cause });
+  }
 }
 
 /** Errors of the disk or the database file: an append or flush that hits one is given up, the outbox carries on. */

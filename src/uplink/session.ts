@@ -361,8 +361,8 @@ export class MqttSession {
     this.staleWatches.delete(topic);
     listeners.add(listener);
     const stop = async (): Promise<void> => {
-      listeners!.delete(listener);
-      if (listeners!.size > 0) return;
+      listeners.delete(listener);
+      if (listeners.size > 0) return;
       this.watchers.delete(topic);
       const current = this.currentState === 'connected' ? this.client : null;
       if (current) await current.unsubscribeAsync(topic).catch(() => this.staleWatches.add(topic));
@@ -410,7 +410,7 @@ export class MqttSession {
     while (this.running) {
       let error: UplinkError;
       try {
-        const lost = await this.connectOnce();
+        const { lost } = await this.connectOnce();
         attempt = 0;
         error = await lost;
       } catch (err) {
@@ -436,9 +436,10 @@ export class MqttSession {
 
   /**
    * One attempt: TLS, CONNECT/CONNACK, the command subscription, the birth message. Resolves once connected with a
-   * promise of the connection's loss (and why); rejects with the reason the attempt failed.
+   * promise of the connection's loss (and why), wrapped: a promise resolved with a promise would wait for the loss;
+   * rejects with the reason the attempt failed.
    */
-  private connectOnce(): Promise<Promise<UplinkError>> {
+  private connectOnce(): Promise<{ lost: Promise<UplinkError> }> {
     this.stats.attempts++;
     this.setState({ state: 'connecting' });
     const birthSeq = this.nextBirthSeq();
@@ -576,7 +577,7 @@ export class MqttSession {
           this.error = null;
           this.stats.connections++;
           this.setState({ state: 'connected' });
-          resolveAttempt(lost);
+          resolveAttempt({ lost });
         })();
       });
     });

@@ -414,7 +414,7 @@ describe('isotp CAN FD', () => {
     assert.equal(fromA.length, 5); // FF 62 + 3 × 63 + 49
     assert.deepEqual(fromA[0]!.data, [0x11, 0x2c, ...p.slice(0, 62)]);
     assert.deepEqual(fromA[1]!.data, [0x21, ...p.slice(62, 125)]);
-    assert.deepEqual(fromA[4]!.data, [0x24, ...p.slice(251), ...new Array(64 - 50).fill(0xaa)]);
+    assert.deepEqual(fromA[4]!.data, [0x24, ...p.slice(251), ...new Array<number>(64 - 50).fill(0xaa)]);
     assert.deepEqual(wire[1]!.data, [0x30, 0, 0]);
   });
 

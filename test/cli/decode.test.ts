@@ -25,7 +25,7 @@ describe('telematics-agent decode', { skip }, () => {
     assert.ok(eec1.length > 1000, `${eec1.length} EEC1 frames`);
     for (const o of eec1) {
       const rpm = (o.signals as Record<string, number>).EngineSpeed!;
-      assert.ok(rpm >= 646 && rpm <= 654, `EngineSpeed ${rpm} at ${o.ts}`);
+      assert.ok(rpm >= 646 && rpm <= 654, `EngineSpeed ${rpm} at ${String(o.ts)}`);
       assert.equal(o.extended, true);
       assert.equal(o.bus === 'can0' || o.bus === 'can1', true);
     }

@@ -31,16 +31,28 @@ async function recordedAdapter(options: Parameters<typeof elmOnPty>[0] = {}): Pr
   return rig;
 }
 
+/** What `obd --port … --json` prints: the fields these tests read. */
+interface ObdSummaryJson {
+  vin: string;
+  protocol: string;
+  supportedPids: string[];
+  values: { rpm: number; speed: number; coolantTemp: number };
+  dtcs: string[];
+  pendingDtcs: string[];
+  errors?: unknown;
+  adapter: { voltage: unknown };
+}
+
 describe('obd --port', () => {
   it('--json prints one object: VIN, protocol, supported PIDs, live values and DTCs', async () => {
     const rig = await recordedAdapter();
     const result = await runProgram('telematics-agent', ['obd', '--port', rig.path, '--json']);
     assert.equal(result.status, 0, result.stderr);
-    const summary = JSON.parse(result.stdout) as Record<string, any>;
+    const summary = JSON.parse(result.stdout) as ObdSummaryJson;
     assert.equal(summary.vin, RECORDED_VIN);
     assert.equal(summary.protocol, 'ISO 15765-4 (CAN 11/500)');
     for (const pid of ['0104', '0105', '010C', '010D', '0111', '0142']) assert.ok(summary.supportedPids.includes(pid), pid);
-    assert.ok(summary.supportedPids.every((p: string) => /^01[0-9A-F]{2}$/.test(p)));
+    assert.ok(summary.supportedPids.every((p) => /^01[0-9A-F]{2}$/.test(p)));
     assert.equal(summary.values.rpm, 750);
     assert.equal(summary.values.speed, 50);
     assert.equal(summary.values.coolantTemp, 90);
@@ -75,7 +87,7 @@ describe('obd --port', () => {
     });
     const pids = await runProgram('telematics-agent', ['obd', '--port', rig.path, 'read-pids', 'rpm', 'speed']);
     assert.equal(pids.status, 0, pids.stderr);
-    assert.deepEqual(JSON.parse(pids.stdout).ecus, [{ ecu: 0, pids: { rpm: { value: 750, unit: 'rpm' }, speed: { value: 50, unit: 'km/h' } } }]);
+    assert.deepEqual((JSON.parse(pids.stdout) as { ecus: unknown }).ecus, [{ ecu: 0, pids: { rpm: { value: 750, unit: 'rpm' }, speed: { value: 50, unit: 'km/h' } } }]);
   });
 
   it('fails with exit status 1 and a clear reason: no port, nothing answering, the ignition off', async () => {
@@ -105,7 +117,7 @@ describe('sim-elm327', () => {
       await waitFor(() => existsSync(link), 'the pty link', 10_000);
       const result = await runProgram('telematics-agent', ['obd', '--port', link, '--json']);
       assert.equal(result.status, 0, result.stderr);
-      const summary = JSON.parse(result.stdout) as Record<string, any>;
+      const summary = JSON.parse(result.stdout) as ObdSummaryJson;
       assert.equal(summary.vin, 'WDX1SMDEMC0000001');
       assert.deepEqual(summary.dtcs, ['P0420']);
       // 30 s into the drive cycle: the engine runs.

@@ -42,11 +42,17 @@ function cli(...args: string[]): AgentProcess {
   return command;
 }
 
+/** What `obd read-pids` prints: the fields these tests read. */
+interface PidReadingsJson {
+  addressing: string;
+  ecus: { ecu: number; pids: Record<string, { value: number; unit: string }>; missing?: unknown }[];
+}
+
 /** Runs `obd` and parses its JSON, which it must print with exit status 0. */
-async function obd(...args: string[]): Promise<Record<string, any>> {
+async function obd<T = Record<string, unknown>>(...args: string[]): Promise<T> {
   const result = await runProgram('telematics-agent', ['obd', '--iface', IF, '--p2', P2, ...args], { cwd: repoRoot });
   assert.equal(result.status, 0, `obd ${args.join(' ')}: exit ${result.status}\n${result.stderr}`);
-  return JSON.parse(result.stdout) as Record<string, any>;
+  return JSON.parse(result.stdout) as T;
 }
 
 describe('SocketCAN commands on a real kernel', { timeout: 420_000 }, () => {
@@ -60,24 +66,25 @@ describe('SocketCAN commands on a real kernel', { timeout: 420_000 }, () => {
 
     assert.deepEqual(await obd('read-vin'), { interface: IF, addressing: '11-bit', vin: DEMO_VIN, ecus: [{ ecu: 0, vin: DEMO_VIN }] });
 
-    const some = await obd('read-pids', 'rpm', 'speed', '0x05');
+    const some = await obd<PidReadingsJson>('read-pids', 'rpm', 'speed', '0x05');
     assert.deepEqual(Object.keys(some), ['interface', 'addressing', 'ecus']);
     assert.equal(some.ecus.length, 1);
-    const { ecu: address, pids } = some.ecus[0];
+    const { ecu: address, pids } = some.ecus[0]!;
     assert.equal(address, 0);
     assert.deepEqual(Object.keys(pids), ['rpm', 'speed', 'coolantTemp']);
-    assert.equal(pids.rpm.unit, 'rpm');
-    assert.ok(pids.rpm.value > 400 && pids.rpm.value < 7000, `rpm ${pids.rpm.value}`);
-    assert.ok(Number.isInteger(pids.speed.value) && pids.speed.value >= 0, `speed ${pids.speed.value}`);
-    assert.equal(pids.coolantTemp.unit, '°C');
+    const { rpm, speed, coolantTemp } = pids as Record<'rpm' | 'speed' | 'coolantTemp', { value: number; unit: string }>;
+    assert.equal(rpm.unit, 'rpm');
+    assert.ok(rpm.value > 400 && rpm.value < 7000, `rpm ${rpm.value}`);
+    assert.ok(Number.isInteger(speed.value) && speed.value >= 0, `speed ${speed.value}`);
+    assert.equal(coolantTemp.unit, '°C');
 
     // Without PIDs: every PID the ECU reports as supported that the agent can decode.
-    const all = await obd('read-pids');
-    assert.deepEqual(Object.keys(all.ecus[0].pids).sort(), [
+    const all = await obd<PidReadingsJson>('read-pids');
+    assert.deepEqual(Object.keys(all.ecus[0]!.pids).sort(), [
       'ambientAirTemp', 'barometricPressure', 'controlModuleVoltage', 'coolantTemp', 'engineLoad', 'fuelLevel', 'fuelRate',
       'intakeAirTemp', 'maf', 'odometer', 'oilTemp', 'rpm', 'runTimeSinceStart', 'speed', 'throttlePosition',
     ]);
-    assert.equal(all.ecus[0].missing, undefined);
+    assert.equal(all.ecus[0]!.missing, undefined);
 
     const dtcs = await obd('read-dtcs');
     assert.deepEqual(dtcs, {
@@ -98,10 +105,10 @@ describe('SocketCAN commands on a real kernel', { timeout: 420_000 }, () => {
   it('29-bit: a legacy ECU found by --addressing auto answers one PID per request; SIGTERM stops it', async () => {
     const ecu = cli('sim-ecu', '--iface', IF, '--addressing', '29-bit', '--ecu', '0x18', '--legacy', '--start', '30');
     await ecu.waitForStderr('ECU 24 on vt-cli0: requests on 0x18DB33F1 and 0x18DA18F1, answers on 0x18DAF118, one PID per request');
-    const result = await obd('--addressing', 'auto', 'read-pids', 'rpm', 'speed');
+    const result = await obd<PidReadingsJson>('--addressing', 'auto', 'read-pids', 'rpm', 'speed');
     assert.equal(result.addressing, '29-bit');
-    assert.deepEqual(result.ecus.map((e: { ecu: number }) => e.ecu), [0x18]);
-    assert.deepEqual(Object.keys(result.ecus[0].pids), ['rpm', 'speed']);
+    assert.deepEqual(result.ecus.map((e) => e.ecu), [0x18]);
+    assert.deepEqual(Object.keys(result.ecus[0]!.pids), ['rpm', 'speed']);
     assert.equal((await ecu.stop('SIGTERM')).code, 0);
     assert.match(ecu.stderr, /\d+ functional and [1-9]\d* physical requests/);
   });

@@ -371,7 +371,7 @@ describe('collection config', () => {
       ],
     });
     assert.equal(result.success, false);
-    const issues = result.error!.issues.map((i) => `${i.path.join('.')}: ${i.message}`);
+    const issues = result.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`);
     assert.ok(issues.some((m) => m.startsWith('rules.0.trigger.when: invalid condition: column 5:')), issues.join('\n'));
     assert.ok(issues.some((m) => m.startsWith('rules.1') && /deadband/.test(m)), issues.join('\n'));
     assert.ok(issues.some((m) => m.startsWith('rules.2.signals')), issues.join('\n'));

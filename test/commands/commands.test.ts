@@ -84,7 +84,7 @@ describe('remote commands through mosquitto', { timeout: 180_000 }, () => {
     agent.feedSignals('ENGINE_DATA', { EngineSpeed: 800 });
     const outcome = await send('getStatus');
     assert.equal(outcome.final?.status, 'SUCCEEDED', JSON.stringify(outcome.final));
-    const detail = outcome.final!.detail as { deviceId: string; outbox: { messages: number }; uplink: { state: string }; commands: { accepted: number } };
+    const detail = outcome.final.detail as { deviceId: string; outbox: { messages: number }; uplink: { state: string }; commands: { accepted: number } };
     assert.equal(detail.deviceId, carId);
     assert.equal(detail.uplink.state, 'connected');
     assert.equal(typeof detail.outbox.messages, 'number');
@@ -132,8 +132,8 @@ describe('remote commands through mosquitto', { timeout: 180_000 }, () => {
     for (const c of cases) {
       const outcome = await c.run();
       assert.equal(outcome.final?.status, 'REJECTED', `${c.what}: ${JSON.stringify(outcome.final)}`);
-      assert.equal(outcome.final!.reason, c.reason, `${c.what}: ${outcome.final!.message}`);
-      assert.match(outcome.final!.message!, c.message, c.what);
+      assert.equal(outcome.final.reason, c.reason, `${c.what}: ${outcome.final.message}`);
+      assert.match(outcome.final.message!, c.message, c.what);
     }
   });
 
@@ -153,10 +153,10 @@ describe('remote commands through mosquitto', { timeout: 180_000 }, () => {
     for (const c of cases) {
       const outcome = await ops.publishPayload(carId, 'ping', c.payload, c.id, { timeoutMs: 10_000 });
       assert.equal(outcome.final?.status, 'REJECTED', `${c.what}: ${JSON.stringify(outcome.final)}`);
-      assert.equal(outcome.final!.reason, c.reason, `${c.what}: ${outcome.final!.message}`);
-      assert.match(outcome.final!.message!, c.message, c.what);
+      assert.equal(outcome.final.reason, c.reason, `${c.what}: ${outcome.final.message}`);
+      assert.match(outcome.final.message!, c.message, c.what);
       // Not signed: answered at once, never stored in the outbox (no sequence number).
-      assert.equal(outcome.final!.seq, undefined, c.what);
+      assert.equal(outcome.final.seq, undefined, c.what);
     }
   });
 
@@ -166,11 +166,11 @@ describe('remote commands through mosquitto', { timeout: 180_000 }, () => {
     assert.equal(first.final?.status, 'SUCCEEDED');
     const again = await ops.publishPayload(carId, 'ping', payload, `${envelope.id}`, { timeoutMs: 10_000 });
     assert.equal(again.final?.status, 'REJECTED');
-    assert.equal(again.final!.reason, 'replayed');
-    assert.deepEqual(again.final!.detail, { why: 'duplicate' });
+    assert.equal(again.final.reason, 'replayed');
+    assert.deepEqual(again.final.detail, { why: 'duplicate' });
     const reused = await send('ping', { echo: 'x' }, { id: 'replay-1' });
     assert.equal(reused.final?.reason, 'replayed');
-    assert.deepEqual(reused.final!.detail, { why: 'reused' });
+    assert.deepEqual(reused.final.detail, { why: 'reused' });
   });
 
   it('TIMED_OUT when the command runs past its timeout; the slot is free again afterwards', async () => {
@@ -187,8 +187,8 @@ describe('remote commands through mosquitto', { timeout: 180_000 }, () => {
     await waitFor(() => agent.dataPath.healthReport().commands !== undefined && (agent.dataPath.healthReport().commands as { running: number }).running === 1, 'the slow ping to run', 5000);
     const busy = await send('ping');
     assert.equal(busy.final?.status, 'REJECTED');
-    assert.equal(busy.final!.reason, 'busy');
-    assert.match(busy.final!.message!, /1 commands are running \(at most 1\)/);
+    assert.equal(busy.final.reason, 'busy');
+    assert.match(busy.final.message!, /1 commands are running \(at most 1\)/);
     assert.equal((await slow).final?.status, 'SUCCEEDED');
   });
 
@@ -201,7 +201,7 @@ describe('remote commands through mosquitto', { timeout: 180_000 }, () => {
         properties: { responseTopic: 'vehicles/car-victim/telemetry', correlationData: Buffer.from('c-1') },
       });
       const topic = `vehicles/${carId}/commands/${envelope.id}/result`;
-      await backend.waitFor(() => backend.messages.some((m) => m.topic === topic && JSON.parse(m.payload.toString()).status === 'SUCCEEDED'), 'the result on the default topic', 10_000);
+      await backend.waitFor(() => backend.messages.some((m) => m.topic === topic && (JSON.parse(m.payload.toString()) as { status: string }).status === 'SUCCEEDED'), 'the result on the default topic', 10_000);
       assert.ok(backend.messages.every((m) => m.topic === topic || !m.topic.endsWith(`${envelope.id}/result`)));
     } finally {
       await backend.close();
@@ -219,7 +219,7 @@ describe('remote commands through mosquitto', { timeout: 180_000 }, () => {
       car = await startCommandAgent(fleet.broker, pki, commandPki, { deviceId: 'car-restart', dir });
       const again = await ops.publishPayload('car-restart', 'ping', payload, envelope.id, { timeoutMs: 10_000 });
       assert.equal(again.final?.status, 'REJECTED');
-      assert.equal(again.final!.reason, 'replayed');
+      assert.equal(again.final.reason, 'replayed');
     } finally {
       await car.close();
     }
@@ -243,8 +243,8 @@ describe('remote commands through mosquitto', { timeout: 180_000 }, () => {
         assert.ok(car.log.some((line) => /^commands: the replay memory .*commands\.db (is missing|is empty \(0 bytes: truncated\)).*commands issued before \S+ are refused/.test(line)), car.log.join('\n'));
         const again = await ops.publishPayload(deviceId, 'ping', payload, envelope.id, { timeoutMs: 10_000 });
         assert.equal(again.final?.status, 'REJECTED', JSON.stringify(again.results));
-        assert.equal(again.final!.reason, 'replayed');
-        assert.deepEqual(again.final!.detail, { why: 'before-reset' });
+        assert.equal(again.final.reason, 'replayed');
+        assert.deepEqual(again.final.detail, { why: 'before-reset' });
       } finally {
         await car.close();
       }
@@ -281,16 +281,16 @@ describe('remote commands through mosquitto', { timeout: 180_000 }, () => {
       await delay(3200);
       const stale = await ops.send({ deviceId, name: 'getStatus' }, commandPki.operator, { timeoutMs: 10_000 });
       assert.equal(stale.final?.status, 'REJECTED', JSON.stringify(stale.final));
-      assert.equal(stale.final!.reason, 'precondition-failed');
-      assert.match(stale.final!.message!, /VehicleSpeed == 0 \(VehicleSpeed = 0, stale: received \d+\.\d s ago, limit 3\.0 s\)/);
-      const detail = stale.final!.detail as { failed: { condition: string; stale: Record<string, { ageMs: number; maxAgeMs: number }> }[] };
+      assert.equal(stale.final.reason, 'precondition-failed');
+      assert.match(stale.final.message!, /VehicleSpeed == 0 \(VehicleSpeed = 0, stale: received \d+\.\d s ago, limit 3\.0 s\)/);
+      const detail = stale.final.detail as { failed: { condition: string; stale: Record<string, { ageMs: number; maxAgeMs: number }> }[] };
       const age = detail.failed[0]!.stale.VehicleSpeed!;
       assert.equal(age.maxAgeMs, 3000);
       assert.ok(age.ageMs >= 3000 && age.ageMs <= Date.now() - silentSince + 1000, `age ${age.ageMs} ms`);
       const write = await ops.send({ deviceId, name: 'setSignal', params: { message: 'BODY_STATUS', signal: 'TrunkOpen', value: 1 } }, commandPki.operator, { timeoutMs: 10_000 });
       assert.equal(write.final?.status, 'FAILED', JSON.stringify(write.final));
-      assert.equal(write.final!.reason, 'precondition-failed');
-      assert.match(write.final!.message!, /VehicleSpeed == 0 \(VehicleSpeed = 0, stale: received \d+\.\d s ago, limit 3\.0 s\) does not hold/);
+      assert.equal(write.final.reason, 'precondition-failed');
+      assert.match(write.final.message!, /VehicleSpeed == 0 \(VehicleSpeed = 0, stale: received \d+\.\d s ago, limit 3\.0 s\) does not hold/);
       // The bus speaks again: the precondition holds again.
       car.feedSignals('VEHICLE_DYNAMICS', { VehicleSpeed: 0 });
       const again = await ops.send({ deviceId, name: 'getStatus' }, commandPki.operator, { timeoutMs: 10_000 });
@@ -312,9 +312,9 @@ describe('remote commands through mosquitto', { timeout: 180_000 }, () => {
     try {
       const [ran, expired] = await Promise.all([fresh, stale]);
       assert.equal(ran.final?.status, 'SUCCEEDED', JSON.stringify(ran.results));
-      assert.equal((ran.final!.detail as { echo: string }).echo, 'while away');
+      assert.equal((ran.final.detail as { echo: string }).echo, 'while away');
       assert.equal(expired.final?.status, 'REJECTED');
-      assert.equal(expired.final!.reason, 'expired');
+      assert.equal(expired.final.reason, 'expired');
     } finally {
       await car.close();
     }
@@ -326,7 +326,7 @@ describe('remote commands through mosquitto', { timeout: 180_000 }, () => {
       // Long enough for the broker to be stopped before the ping's result, even on a busy machine.
       const pending = ops.send({ deviceId: carId, name: 'ping', params: { delayMs: 3000 } }, commandPki.operator, { wait: false });
       const { id } = await pending;
-      await backend.waitFor(() => backend.messages.some((m) => JSON.parse(m.payload.toString()).id === id), 'ACCEPTED', 10_000);
+      await backend.waitFor(() => backend.messages.some((m) => (JSON.parse(m.payload.toString()) as { id: string }).id === id), 'ACCEPTED', 10_000);
       await fleet.broker.stop();
       const outboxFile = agent.config.outbox!.path;
       await waitFor(
@@ -469,7 +469,7 @@ describe('remote commands through mosquitto', { timeout: 180_000 }, () => {
     const { payload, envelope } = signCommand({ deviceId: carId, name: 'openTrunk' }, commandPki.operator);
     const first = await ops.publishPayload(carId, 'openTrunk', payload, envelope.id, { timeoutMs: 10_000 });
     assert.equal(first.final?.reason, 'unknown-command');
-    assert.equal(typeof first.final!.seq, 'number', 'the first answer went through the outbox');
+    assert.equal(typeof first.final.seq, 'number', 'the first answer went through the outbox');
     const outboxFile = agent.config.outbox!.path;
     const stored = (): number => {
       const db = new Database(outboxFile, { readonly: true });
@@ -483,7 +483,7 @@ describe('remote commands through mosquitto', { timeout: 180_000 }, () => {
     for (let i = 0; i < 50; i++) {
       const again = await ops.publishPayload(carId, 'openTrunk', payload, envelope.id, { timeoutMs: 10_000 });
       assert.equal(again.final?.reason, 'replayed');
-      assert.equal(again.final!.seq, undefined, 'sent, not stored');
+      assert.equal(again.final.seq, undefined, 'sent, not stored');
     }
     assert.equal(stored(), 0);
   });

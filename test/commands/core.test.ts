@@ -303,7 +303,7 @@ describe('replay memory', () => {
       assert.equal(guard.notBefore, 0);
       const dup = guard.remember('a', 'da', t, t + 1000);
       assert.equal(dup.fresh === false && dup.why, 'duplicate');
-      assert.ok(JSON.parse(readFileSync(anchorPath(file), 'utf8')).horizon >= t);
+      assert.ok((JSON.parse(readFileSync(anchorPath(file), 'utf8')) as { horizon: number }).horizon >= t);
       assert.deepEqual(problems.filter((p) => /replay memory/.test(p)), []);
     } finally {
       guard.close();
@@ -351,7 +351,7 @@ describe('preconditions', () => {
     const p = new Precondition('Speed == 0 && !(Gear == 3) && Ignition == 1');
     const values: Record<string, number> = { Speed: 0, Ignition: 1 };
     const ages: Record<string, number> = { Speed: 45_000, Ignition: 100 };
-    const outcome = p.evaluate((name) => values[name], (name) => (ages[name] === undefined ? undefined : { ageMs: ages[name]!, maxAgeMs: 1000 }));
+    const outcome = p.evaluate((name) => values[name], (name) => (ages[name] === undefined ? undefined : { ageMs: ages[name], maxAgeMs: 1000 }));
     assert.equal(outcome.ok, false);
     assert.deepEqual(outcome.failed, [
       { condition: 'Speed == 0', values: { Speed: 0 }, stale: { Speed: { ageMs: 45_000, maxAgeMs: 1000 } } },
@@ -363,10 +363,10 @@ describe('preconditions', () => {
     // Dated ahead of the clock (the clock was set back): its age cannot be known.
     values.Gear = 2;
     ages.Speed = -3_600_000;
-    const ahead = p.evaluate((name) => values[name], (name) => (ages[name] === undefined ? undefined : { ageMs: ages[name]!, maxAgeMs: 1000 }));
+    const ahead = p.evaluate((name) => values[name], (name) => (ages[name] === undefined ? undefined : { ageMs: ages[name], maxAgeMs: 1000 }));
     assert.equal(describeFailure(ahead.failed[0]!), "Speed == 0 (Speed = 0, stale: dated 3600.0 s ahead of the car's clock, limit 1.0 s)");
     ages.Speed = 999;
-    assert.equal(p.evaluate((name) => values[name], (name) => (ages[name] === undefined ? undefined : { ageMs: ages[name]!, maxAgeMs: 1000 })).ok, true);
+    assert.equal(p.evaluate((name) => values[name], (name) => (ages[name] === undefined ? undefined : { ageMs: ages[name], maxAgeMs: 1000 })).ok, true);
   });
 
   it("[14.5] the limit: the command's own, else the signal's, else a few cycles of its message (with a floor), else the default", () => {

@@ -334,7 +334,7 @@ describe('every remote command end to end: operator -> mosquitto -> runAgent -> 
     assert.equal(detail.precondition, CLEAR_DTCS_PRECONDITION);
     assert.deepEqual(detail.failed, [{ condition: 'ServiceMode == Workshop', values: { ServiceMode: 0 } }]);
     assert.deepEqual(Object.keys(detail.values), ['IgnitionState', 'ServiceMode']);
-    assert.ok([1, 2, 3].includes(detail.values.IgnitionState as number), `IgnitionState ${detail.values.IgnitionState}`);
+    assert.ok([1, 2, 3].includes(detail.values.IgnitionState as number), `IgnitionState ${String(detail.values.IgnitionState)}`);
     assert.equal(detail.values.ServiceMode, 0);
     assert.match(final.message!, /ServiceMode == Workshop/);
     // Nothing was cleared.

@@ -38,7 +38,7 @@ import { delay, waitFor } from '../support/wait.js';
 const handler = (name: string): CommandHandler<unknown> => {
   const found = HANDLERS.find((h) => h.name === name);
   assert.ok(found, `no handler ${name} in the registry`);
-  return found as CommandHandler<unknown>;
+  return found;
 };
 
 let runs = 0;
@@ -318,7 +318,7 @@ describe('command handlers on the agent context', () => {
         { stdio: ['pipe', 'pipe', 'inherit'] },
       );
       let out = '';
-      reader.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+      reader.stdout.on('data', (d: Buffer) => (out += d.toString()));
       const exited = new Promise((resolve) => reader.on('exit', resolve));
       // Node takes a while to start on a busy machine: the rules change only once the reader is reading.
       await waitFor(() => out.includes('ready\n'), 'the reader to start reading', 10_000);
@@ -327,7 +327,7 @@ describe('command handlers on the agent context', () => {
         await delay(2);
       }
       await execute('setConfig', { collection: { batch: { maxSamples: 20, maxDelayMs: 500 }, format: 'json', rules: [{ name: 'engine', mode: 'periodic', intervalMs: 200, signals: ['EngineSpeed', 'ENGINE_TEMPS.CoolantTemp'] }, { name: 'gear', mode: 'change', signals: ['GearEngaged'] }] } }, rig.context);
-      reader.stdin!.end('stop\n');
+      reader.stdin.end('stop\n');
       await exited;
       const seen = JSON.parse(out.slice(out.indexOf('ready\n') + 'ready\n'.length)) as { reads: number; bad: number; names: string[] };
       assert.equal(seen.bad, 0, `${seen.bad} of ${seen.reads + seen.bad} reads saw a partial file`);
@@ -571,20 +571,20 @@ describe('command handlers in a running agent', () => {
       const agent = await InProcessAgent.start(config);
       const context = agent.context;
       try {
-        await waitFor(() => context!.obd() !== undefined && context!.readSignal('obd.rpm') !== undefined, 'the adapter ready and polled', 15_000);
-        const snapshot = (await execute('captureSnapshot', { signals: ['obd.rpm', 'obd.obd.rpm', 'VehicleSpeed'] }, context!)) as { values: Record<string, unknown> };
+        await waitFor(() => context.obd() !== undefined && context.readSignal('obd.rpm') !== undefined, 'the adapter ready and polled', 15_000);
+        const snapshot = (await execute('captureSnapshot', { signals: ['obd.rpm', 'obd.obd.rpm', 'VehicleSpeed'] }, context)) as { values: Record<string, unknown> };
         assert.equal(snapshot.values['obd.rpm'], 750);
         assert.equal(snapshot.values['obd.obd.rpm'], 750);
 
-        assert.deepEqual(await execute('readVin', {}, context!), { vin: RECORDED_VIN, ecu: 0, ecus: [{ ecu: 0, vin: RECORDED_VIN }] });
-        assert.deepEqual(await execute('readDtcs', {}, context!), { kind: 'stored', dtcs: ['P0133', 'P0300'], ecus: [{ ecu: 0, dtcs: ['P0133', 'P0300'] }] });
-        assert.deepEqual(await execute('readDtcs', { kind: 'pending' }, context!), { kind: 'pending', dtcs: ['P0171'], ecus: [{ ecu: 0, dtcs: ['P0171'] }] });
-        assert.deepEqual(await execute('clearDtcs', {}, context!), { cleared: [0], ecus: [{ ecu: 0, cleared: true }] });
+        assert.deepEqual(await execute('readVin', {}, context), { vin: RECORDED_VIN, ecu: 0, ecus: [{ ecu: 0, vin: RECORDED_VIN }] });
+        assert.deepEqual(await execute('readDtcs', {}, context), { kind: 'stored', dtcs: ['P0133', 'P0300'], ecus: [{ ecu: 0, dtcs: ['P0133', 'P0300'] }] });
+        assert.deepEqual(await execute('readDtcs', { kind: 'pending' }, context), { kind: 'pending', dtcs: ['P0171'], ecus: [{ ecu: 0, dtcs: ['P0171'] }] });
+        assert.deepEqual(await execute('clearDtcs', {}, context), { cleared: [0], ecus: [{ ecu: 0, cleared: true }] });
         assert.deepEqual(elm.sim.ecus[0]!.model.dtcs.stored, []);
-        assert.deepEqual(await execute('readDtcs', {}, context!), { kind: 'stored', dtcs: [], ecus: [{ ecu: 0, dtcs: [] }] });
+        assert.deepEqual(await execute('readDtcs', {}, context), { kind: 'stored', dtcs: [], ecus: [{ ecu: 0, dtcs: [] }] });
 
         // An ECU that is not there: the request fails as a whole, with the driver's reason.
-        const err = await failure('readVin', { ecu: 5 }, context!);
+        const err = await failure('readVin', { ecu: 5 }, context);
         assert.equal(err.reason, 'obd-error');
         assert.match(err.message, /^reading the VIN: /);
       } finally {

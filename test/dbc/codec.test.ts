@@ -398,10 +398,10 @@ BO_ 520 Fraction64: 8 ECU
     const buffer = new Float64Array(db.slotCount);
     const codec = codecOf(db, 'U64');
     assert.equal(codec.decodeInto(ff, buffer), 1);
-    assert.equal(buffer[codec.slot('U64')], 18446744073709551615);
+    assert.equal(buffer[codec.slot('U64')], Number(2n ** 64n - 1n)); // 2^64 as a double
     const scaled = codecOf(db, 'Scaled64');
     assert.equal(scaled.decodeInto(bytes(0, 0, 0, 0, 0, 0, 0, 0x80), buffer), 1);
-    assert.equal(buffer[scaled.slot('Big')], 27670116110564327417);
+    assert.equal(buffer[scaled.slot('Big')], Number(27670116110564327417n)); // 3 * 2^63 as a double
   });
 
   it('BigInt values encode exactly', () => {
@@ -797,6 +797,8 @@ BO_ 901 ProtoMux: 8 ECU
 VAL_ 900 __proto__ 5 "five" ;
 `);
 
+  // JSON.parse makes __proto__ an own property, as the decoder must.
+  const parseObject = (json: string): Record<string, SignalValue> => JSON.parse(json) as Record<string, SignalValue>;
   const check = (value: Record<string, SignalValue>, expected: Record<string, SignalValue>): void => {
     assert.equal(Object.getPrototypeOf(value), Object.prototype);
     assert.ok(Object.hasOwn(value, '__proto__'));
@@ -809,19 +811,19 @@ VAL_ 900 __proto__ 5 "five" ;
   it('__proto__ decodes as an own property (flat message, every mode)', () => {
     const proto = codecOf(db, 'Proto');
     const data = bytes(5, 6, 7, 0, 0, 0, 0, 0);
-    check(proto.decode(data), JSON.parse('{"__proto__": 5, "constructor": 6, "toString": 7}'));
-    check(proto.decode(data, { scaling: false }), JSON.parse('{"__proto__": 5, "constructor": 6, "toString": 7}'));
-    check(proto.decode(data, { choices: true }), JSON.parse('{"__proto__": "five", "constructor": 6, "toString": 7}'));
+    check(proto.decode(data), parseObject('{"__proto__": 5, "constructor": 6, "toString": 7}'));
+    check(proto.decode(data, { scaling: false }), parseObject('{"__proto__": 5, "constructor": 6, "toString": 7}'));
+    check(proto.decode(data, { choices: true }), parseObject('{"__proto__": "five", "constructor": 6, "toString": 7}'));
   });
 
   it('__proto__ decodes as an own property (multiplexed message)', () => {
     const mux = codecOf(db, 'ProtoMux');
-    check(mux.decode(bytes(1, 9, 10, 0, 0, 0, 0, 0)), JSON.parse('{"Mux": 1, "__proto__": 9, "hasOwnProperty": 10}'));
+    check(mux.decode(bytes(1, 9, 10, 0, 0, 0, 0, 0)), parseObject('{"Mux": 1, "__proto__": 9, "hasOwnProperty": 10}'));
   });
 
   it('__proto__ encodes from an own property and has a slot', () => {
     const proto = codecOf(db, 'Proto');
-    assert.deepStrictEqual(proto.encode(JSON.parse('{"__proto__": 5, "constructor": 6, "toString": 7}')), bytes(5, 6, 7, 0, 0, 0, 0, 0));
+    assert.deepStrictEqual(proto.encode(parseObject('{"__proto__": 5, "constructor": 6, "toString": 7}')), bytes(5, 6, 7, 0, 0, 0, 0, 0));
     const buffer = new Float64Array(db.slotCount);
     assert.equal(proto.decodeInto(bytes(5, 6, 7, 0, 0, 0, 0, 0), buffer), 3);
     assert.equal(buffer[proto.slot('__proto__')], 5);

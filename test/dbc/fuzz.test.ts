@@ -146,7 +146,7 @@ function splice(bytes: Buffer, at: number, remove: number, insert: Uint8Array | 
 /** Tokens of one kind in the text, as [start, end) byte ranges (latin1 keeps bytes and characters aligned). */
 function tokens(bytes: Buffer, pattern: RegExp): [number, number][] {
   const found: [number, number][] = [];
-  for (const m of latin1(bytes).matchAll(pattern)) found.push([m.index!, m.index! + m[0].length]);
+  for (const m of latin1(bytes).matchAll(pattern)) found.push([m.index, m.index + m[0].length]);
   return found;
 }
 
@@ -249,7 +249,7 @@ function mutate(input: Buffer, r: SeededRandom, log: string[]): Buffer {
     case 9:
     case 10: {
       // Next to a token boundary, where the grammar is most sensitive.
-      const boundaries = tokens(bytes, /[ :|@(),\[\]";]/g);
+      const boundaries = tokens(bytes, /[ :|@(),[\]";]/g);
       const i = boundaries.length > 0 && r.chance(0.7) ? r.pick(boundaries)[r.int(0, 1)]! : at();
       const injected = r.pick(INJECTED);
       bytes = splice(bytes, i, r.chance(0.3) ? 1 : 0, injected);

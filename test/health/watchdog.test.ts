@@ -54,8 +54,8 @@ test('under systemd the agent says READY=1 once its data path is open, WATCHDOG=
   let listening!: () => void;
   const ready = new Promise<void>((resolve) => (listening = resolve));
   let pending = '';
-  listener.stdout!.setEncoding('utf8');
-  listener.stdout!.on('data', (chunk: string) => {
+  listener.stdout.setEncoding('utf8');
+  listener.stdout.on('data', (chunk: string) => {
     pending += chunk;
     let nl: number;
     while ((nl = pending.indexOf('\n')) >= 0) {
@@ -66,7 +66,7 @@ test('under systemd the agent says READY=1 once its data path is open, WATCHDOG=
     }
   });
   let listenerErr = '';
-  listener.stderr!.on('data', (chunk: Buffer) => (listenerErr += chunk.toString()));
+  listener.stderr.on('data', (chunk: Buffer) => (listenerErr += chunk.toString()));
   await Promise.race([ready, new Promise((_, reject) => listener.once('exit', () => reject(new Error(`python3 listener died: ${listenerErr}`))))]);
 
   const config = path.join(dir, 'config.json');

@@ -187,7 +187,7 @@ describe('adaptive heartbeat on a carrier network', () => {
     assert.ok(heartbeats.length >= 4, `${heartbeats.length} heartbeats answered on the lossy link`);
     assert.equal(car.of('dead-link').length, deadBefore, `a dead link on the lossy link: ${JSON.stringify(car.of('dead-link').at(-1))}`);
     assert.equal(car.states().length, statesBefore, `the session changed state: ${JSON.stringify(car.states().slice(statesBefore))}`);
-    const { uplink, downlink } = counters!;
+    const { uplink, downlink } = counters;
     assert.ok(uplink.dropped > 0 && downlink.dropped > 0, `the link lost nothing: ${JSON.stringify(counters)}`);
     assert.ok(latencies.length >= 5);
   });

@@ -34,7 +34,7 @@ function twoEcus() {
 function readingsOf(result: EcuPidReadings[], ecu: number): Record<string, unknown> {
   const entry = result.find((r) => r.ecu === ecu);
   assert.ok(entry, `no entry for ECU ${ecu}`);
-  return Object.fromEntries(entry.readings.map((r) => [r.key, r.value]));
+  return Object.fromEntries(entry.readings.map((r): [string, unknown] => [String(r.key), r.value]));
 }
 
 async function rejectsWith(promise: Promise<unknown>, code: string, pattern?: RegExp): Promise<ObdRequestError> {
@@ -220,7 +220,7 @@ describe('ObdCanClient', () => {
     const hurried = new ObdCanClient(sluggish.bus, { p2Ms: 20, p2StarMs: 25 });
     const [late] = await hurried.readPids([0x0d], { ecu: 0 });
     assert.equal(late!.error?.code, 'timeout');
-    assert.match(late!.error!.message, /response-pending/);
+    assert.match(late!.error.message, /response-pending/);
     hurried.close();
     sluggish.ecu.close();
   });

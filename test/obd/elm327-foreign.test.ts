@@ -138,7 +138,7 @@ describe('ELM327 driver against another implementation (emulator-like, scripted)
 
     const readings = await c.readPids([0x0c, 0x0d, 0x05]);
     assert.deepEqual(
-      readings.map((r) => [r.ecu, Object.fromEntries(r.readings.map((x) => [x.key, x.value]))]),
+      readings.map((r) => [r.ecu, Object.fromEntries(r.readings.map((x): [string, unknown] => [String(x.key), x.value]))]),
       [
         [0, { rpm: 750, speed: 50, coolantTemp: 90 }],
         [2, { rpm: 1726, speed: 50 }],

@@ -84,7 +84,7 @@ describe('recorded ELM327 answers (fixtures from the shared testdata README)', (
     assert.equal(response.messages.length, 1);
     assert.deepEqual(response.messages[0], { ecu: '', data: hexBytes('41 00 BE 3F A8 13') });
     const expected = [0x01, 0x03, 0x04, 0x05, 0x06, 0x07, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f, 0x10, 0x11, 0x13, 0x15, 0x1c, 0x1f, 0x20];
-    assert.deepEqual(mode01Values(response.messages[0]!.data), { pidsSupported00: expected });
+    assert.deepEqual(mode01Values(response.messages[0].data), { pidsSupported00: expected });
   });
 
   it('010C / 010D / 0105: 750 rpm, 50 km/h, 90 °C', () => {

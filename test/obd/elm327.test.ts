@@ -292,7 +292,7 @@ describe('ELM327 driver: losing the adapter', () => {
     const running = poller.run(stop.signal);
     try {
       await waitFor(() => samples.length >= 10, 'samples', 3000);
-      assert.deepEqual(new Set(samples.map((s) => `${s.name}=${String(s.value)}`)), new Set(['rpm=750', 'speed=50']));
+      assert.deepEqual(new Set(samples.map((s) => `${s.name}=${JSON.stringify(s.value)}`)), new Set(['rpm=750', 'speed=50']));
       await r.server.unplug();
       await delay(200);
       await r.server.plug();

@@ -26,7 +26,7 @@ const P2_MS = 1000;
 function readings(result: EcuPidReadings[], ecu: number): Record<string, unknown> {
   const entry = result.find((r) => r.ecu === ecu);
   assert.ok(entry, `no answer from ECU ${ecu}`);
-  return Object.fromEntries(entry.readings.map((r) => [r.key, r.value]));
+  return Object.fromEntries(entry.readings.map((r): [string, unknown] => [String(r.key), r.value]));
 }
 
 describe('OBD-II over CAN on a real kernel', { timeout: 90_000 }, () => {

@@ -320,7 +320,7 @@ describe('rotateCertificate through mosquitto', { timeout: 120_000 }, () => {
       outcome.results.filter((r) => r.status === 'IN_PROGRESS').map((r) => (r.detail as { step?: string } | undefined)?.step ?? null),
       [null, 'csr-sent', 'certificate-received', 'reconnecting'],
     );
-    const detail = outcome.final!.detail as { previous: { fingerprint256: string }; current: { fingerprint256: string; daysLeft: number; notAfter: string } };
+    const detail = outcome.final.detail as { previous: { fingerprint256: string }; current: { fingerprint256: string; daysLeft: number; notAfter: string } };
     assert.equal(detail.previous.fingerprint256, before);
     assert.notEqual(detail.current.fingerprint256, before);
     assert.equal(detail.current.daysLeft, 824);
@@ -334,7 +334,7 @@ describe('rotateCertificate through mosquitto', { timeout: 120_000 }, () => {
     const request = service.requests.at(-1)!;
     assert.equal(request.topic, `vehicles/${deviceId}/csr`);
     assert.equal(request.body.deviceId, deviceId);
-    assert.equal(request.body.requestId, outcome.final!.id);
+    assert.equal(request.body.requestId, outcome.final.id);
     assert.doesNotMatch(JSON.stringify(request.body), /PRIVATE KEY/);
     // Connected again, with the new certificate: the broker takes it, commands still run.
     const session = agent.dataPath.uplink!.session;
@@ -356,8 +356,8 @@ describe('rotateCertificate through mosquitto', { timeout: 120_000 }, () => {
       service.mode = mode;
       const outcome = await rotate();
       assert.equal(outcome.final?.status, 'FAILED', mode);
-      assert.equal(outcome.final!.reason, 'bad-certificate', mode);
-      assert.match(outcome.final!.message!, message, mode);
+      assert.equal(outcome.final.reason, 'bad-certificate', mode);
+      assert.match(outcome.final.message!, message, mode);
       assert.deepEqual(snapshot(), files, `${mode}: the files are as they were`);
       assert.equal(agent.dataPath.uplink!.session.state, 'connected');
     }
@@ -368,8 +368,8 @@ describe('rotateCertificate through mosquitto', { timeout: 120_000 }, () => {
     service.mode = 'untrusted-by-broker';
     const outcome = await rotate();
     assert.equal(outcome.final?.status, 'FAILED', JSON.stringify(outcome.results));
-    assert.equal(outcome.final!.reason, 'rolled-back');
-    assert.match(outcome.final!.message!, /the broker did not accept the new certificate .*; the previous one is back in use/);
+    assert.equal(outcome.final.reason, 'rolled-back');
+    assert.match(outcome.final.message!, /the broker did not accept the new certificate .*; the previous one is back in use/);
     assert.deepEqual(snapshot(), files);
     service.mode = 'sign';
     assert.equal((await ops.send({ deviceId, name: 'ping' }, commandPki.operator, { timeoutMs: 15_000 })).final?.status, 'SUCCEEDED');
@@ -381,7 +381,7 @@ describe('rotateCertificate through mosquitto', { timeout: 120_000 }, () => {
     service.mode = 'silent';
     const outcome = await rotate({ waitS: 1 });
     assert.equal(outcome.final?.reason, 'no-certificate');
-    assert.match(outcome.final!.message!, /no certificate for request .* within 1 s; nothing was changed/);
+    assert.match(outcome.final.message!, /no certificate for request .* within 1 s; nothing was changed/);
     // The backend answers now, too late: the car is no longer listening for it.
     const late = service.requests.at(-1)!.body;
     await fleet.backend.client.publishAsync(`vehicles/${deviceId}/certificate`, JSON.stringify({ requestId: late.requestId, certificate: signDeviceCsr(pki.ca, late.csr) }), { qos: 1 });

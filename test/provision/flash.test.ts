@@ -339,7 +339,7 @@ describe('flash into an image', () => {
     assert.equal(config.uplink!.certFile, path.join(root, 'etc/telematics-agent/identity/device.crt'));
     assert.equal(config.uplink!.caFile, path.join(root, 'etc/telematics-agent/certs/broker-ca.crt'));
     assert.equal(config.outbox!.path, '/var/lib/telematics-agent/outbox.db');
-    const identity = loadIdentity({ certFile: config.uplink!.certFile!, keyFile: config.uplink!.keyFile!, caFile: config.uplink!.caFile!, requireIssuer: true });
+    const identity = loadIdentity({ certFile: config.uplink!.certFile, keyFile: config.uplink!.keyFile!, caFile: config.uplink!.caFile, requireIssuer: true });
     assert.equal(identity.commonName, 'car-0042');
   });
 

@@ -29,7 +29,7 @@ function setup(options: Partial<SimulatedObdEcuOptions> = {}) {
   const ask = async (id: number, payload: number[], expectFrames = 1, settleMs = 0): Promise<number[][]> => {
     const from = bus.log.length;
     bus.inject(id, id > 0x7ff, singleFrame(payload));
-    await waitFor(() => framesOn(bus, ecu.responseId, from).length >= expectFrames, `answer to ${payload}`, 1000);
+    await waitFor(() => framesOn(bus, ecu.responseId, from).length >= expectFrames, `answer to ${payload.join(',')}`, 1000);
     if (settleMs > 0) await delay(settleMs);
     return framesOn(bus, ecu.responseId, from);
   };

@@ -129,12 +129,12 @@ export class InProcessAgent {
 
   private async closeOnce(): Promise<RunSummary> {
     this.agent.stop();
-    let failure: unknown;
-    await this.running?.catch((err: unknown) => (failure = err));
+    let failure: { error: unknown } | undefined;
+    await this.running?.catch((err: unknown) => (failure = { error: err }));
     this.ended ??= { at: performance.now() };
     const summary = await this.agent.close();
     this.ownLogger?.close();
-    if (failure !== undefined) throw failure;
+    if (failure) throw failure.error;
     return summary;
   }
 }

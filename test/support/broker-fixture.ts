@@ -85,16 +85,16 @@ export function withBroker(options: BrokerOptions = {}): BrokerFixture {
   after(async () => {
     // A test may have left the broker frozen: what ends now (sessions, agents) must be able to reach it.
     running?.broker.resume();
-    let failure: unknown;
+    let failure: { error: unknown } | undefined;
     for (const task of tasks.splice(0).reverse()) {
       try {
         await task();
       } catch (err) {
-        failure ??= err;
+        failure ??= { error: err };
       }
     }
     await running?.close();
-    if (failure !== undefined) throw failure;
+    if (failure) throw failure.error;
   });
   return {
     get pki(): TestPki {

@@ -10,7 +10,7 @@ import { ObdNegativeResponse, parseMode01Response, type ByteInput, type PidValue
 /** Narrows a parse result to its positive form, failing the test on a negative response. */
 export function positive<T>(result: T | ObdNegativeResponse): T {
   assert.ok(!(result instanceof ObdNegativeResponse), `unexpected ${String(result)}`);
-  return result as T;
+  return result;
 }
 
 /** The readings of a Mode 01 answer by key (`pid<n>` for a PID without one). */

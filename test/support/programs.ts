@@ -62,7 +62,7 @@ export function runProgramSync(program: Program, args: readonly string[], option
     ...(options.cwd !== undefined ? { cwd: options.cwd } : {}),
     ...(options.env !== undefined ? { env: options.env } : {}),
   });
-  const error = result.error as NodeJS.ErrnoException | undefined;
+  const error: NodeJS.ErrnoException | undefined = result.error;
   if (error && error.code !== 'ETIMEDOUT') throw error;
   return { status: result.status, stdout: result.stdout ?? '', stderr: result.stderr ?? '', timedOut: error?.code === 'ETIMEDOUT' };
 }

@@ -210,7 +210,7 @@ describe('binary payload: round trip', () => {
     });
     // Each kind of series alone too: all -0, all scaled, all big, safe integers whose differences are not safe.
     for (const [signal, list] of [['neg-zero', [-0, -0]], ['scaled', [0.1, 0.2, 0.30000000000000004, -0.1]], ['big', [2 ** 53, 2 ** 53 - 1, -(2 ** 53)]], ['wide', [Number.MAX_SAFE_INTEGER, -(Number.MAX_SAFE_INTEGER - 1), 3]]] as const) {
-      list.forEach((value, i) => samples.push({ ts: 1700000001.0000004 + i * 0.0000015, signal, value }));
+      list.forEach((value, i) => samples.push({ ts: 1700000001.0000005 + i * 0.0000015, signal, value }));
     }
     const decoded = decodeMessage(encodeMessage(HEADER, samples, 'cbor'), 'cbor');
     assert.deepEqual(decoded.header, HEADER);

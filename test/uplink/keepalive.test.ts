@@ -72,7 +72,7 @@ describe('AdaptiveHeartbeat on a real broker', () => {
     // Each probe lengthens the idle period measured, a little over the interval (timers are never early).
     const learned = beats.slice(0, 4).map((b) => b.intervalS);
     // The probe after 0.5 s survived, so the next is twice the idle time measured (a late timer makes it a bit more).
-    assert.ok(learned[0]! >= 1 && Math.abs(learned[0]! - Math.min(2, 2 * beats[0]!.idleS)) < 0.01, `${learned} after ${beats[0]!.idleS} s idle`);
+    assert.ok(learned[0]! >= 1 && Math.abs(learned[0]! - Math.min(2, 2 * beats[0]!.idleS)) < 0.01, `${learned.join(', ')} after ${beats[0]!.idleS} s idle`);
     assert.deepEqual(learned.slice(1), [2, 2, 2]);
     for (const [i, expected] of [0.5, 1, 2, 2].entries()) {
       assert.ok(beats[i]!.idleS >= expected && beats[i]!.idleS < expected + 0.25, `heartbeat ${i} after ${beats[i]!.idleS} s idle, expected ${expected}`);
@@ -154,7 +154,7 @@ describe('AdaptiveHeartbeat on a real broker', () => {
       // Reconnected at once, not after a backoff.
       const lost = w.states.find((s) => s.state === 'disconnected' && s.error?.kind === 'dead-link');
       assert.equal(lost?.retryInMs, 0);
-      assert.match(lost!.error!.message, /no answer to a heartbeat after 1\.\d s idle within \d+ ms/);
+      assert.match(lost.error!.message, /no answer to a heartbeat after 1\.\d s idle within \d+ ms/);
       // The broker does not answer the reconnection either: that is lost coverage, not the NAT.
       await waitFor(() => of(w, 'verdict').length === 1, 'the verdict', 5000);
       assert.equal(of(w, 'verdict')[0]!.detection.verdict, 'coverage');

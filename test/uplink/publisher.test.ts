@@ -301,7 +301,7 @@ describe('Publisher', () => {
     session.start();
     await waitForState(session, 'connected');
     assert.equal(session.limits?.receiveMaximum, 3);
-    const seqs = append(outbox, Array.from({ length: 300 }, () => ({ kind: 'telemetry', priority: 1 }) as Spec));
+    const seqs = append(outbox, Array.from({ length: 300 }, () => ({ kind: 'telemetry', priority: 1 })));
     publisher.start();
     await waitFor(() => outbox.pending === 0, 'the drain', 10_000);
     await watcher.waitFor(() => dataFrom(watcher, id).length === 300, 'all 300', 10_000);

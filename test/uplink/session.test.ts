@@ -146,7 +146,7 @@ describe('MqttSession', () => {
     );
     for (const failure of failures) {
       assert.equal(failure.error?.kind, 'unreachable');
-      assert.match(failure.error!.message, new RegExp(`cannot reach the broker at localhost:${port}: ECONNREFUSED`));
+      assert.match(failure.error.message, new RegExp(`cannot reach the broker at localhost:${port}: ECONNREFUSED`));
     }
     assert.equal(session.state, 'closed');
     assert.equal(session.counters.connections, 0);
@@ -170,7 +170,7 @@ describe('MqttSession', () => {
     quick.start();
     const failure = await firstFailure(quick);
     assert.equal(failure.error?.kind, 'timeout');
-    assert.match(failure.error!.message, new RegExp(`no answer from the broker at 127\\.0\\.0\\.1:${port} within 300 ms`));
+    assert.match(failure.error.message, new RegExp(`no answer from the broker at 127\\.0\\.0\\.1:${port} within 300 ms`));
     await quick.close();
     await waitFor(() => sockets.size === 0, 'the socket of the timed-out attempt to close', 2000);
 
@@ -198,7 +198,7 @@ describe('MqttSession', () => {
     const failure = await firstFailure(session);
     await session.close();
     assert.equal(failure.error?.kind, 'client-refused');
-    assert.match(failure.error!.message, /ended the TLS handshake with 'unknown ca': it does not accept the device certificate .*car-rogue\.crt/);
+    assert.match(failure.error.message, /ended the TLS handshake with 'unknown ca': it does not accept the device certificate .*car-rogue\.crt/);
     assert.equal(session.counters.connections, 0);
   });
 
@@ -210,7 +210,7 @@ describe('MqttSession', () => {
     const failure = await firstFailure(session);
     await session.close();
     assert.equal(failure.error?.kind, 'broker-untrusted');
-    assert.match(failure.error!.message, /the broker's certificate at localhost:\d+ is not trusted: .*must chain to the pinned CA .*ca\.crt/);
+    assert.match(failure.error.message, /the broker's certificate at localhost:\d+ is not trusted: .*must chain to the pinned CA .*ca\.crt/);
   });
 
   it('refuses a broker certificate that does not name the host it was reached at', async (t) => {
@@ -226,7 +226,7 @@ describe('MqttSession', () => {
         const failure = await firstFailure(session);
         await session.close();
         assert.equal(failure.error?.kind, 'broker-untrusted', url);
-        assert.match(failure.error!.message, /ERR_TLS_CERT_ALTNAME_INVALID/, url);
+        assert.match(failure.error.message, /ERR_TLS_CERT_ALTNAME_INVALID/, url);
       }
     } finally {
       await named.stop();

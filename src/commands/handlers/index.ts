@@ -17,8 +17,7 @@ import { setLogLevel } from './set-log-level.js';
 import { setSignal } from './set-signal.js';
 
 // Handlers are typed by their own parameters; the dispatcher validates with `params` before calling `run`.
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-export const HANDLERS: readonly CommandHandler<any>[] = [
+export const HANDLERS: readonly CommandHandler[] = [
   ping,
   getStatus,
   getConfig,
