@@ -57,9 +57,7 @@ export function runDecodeBenchmark(json: boolean): void {
   }
 
   const toyota = compileDatabase(loadDbcFile(dbcFile));
-  const messages: MessageCodec[] = toyota.messages.filter(
-    (m) => m.message.signals.length > 0 && layoutProblems(m.message).length === 0,
-  );
+  const messages: MessageCodec[] = toyota.messages.filter((m) => m.message.signals.length > 0 && layoutProblems(m.message).length === 0);
   const next = random(0x70707);
   const frameCodecs = new Array<MessageCodec>(FRAMES);
   const frameIds = new Int32Array(FRAMES);

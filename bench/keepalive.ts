@@ -89,7 +89,13 @@ export async function runKeepaliveBenchmark(json: boolean): Promise<void> {
       const backend = await NetnsMqttClient.connect(net, 'cloud', broker, { identity: 'backend', keepalive: 60, subscribe: [] });
       const keepalive: NetnsAgentOptions['keepalive'] =
         name === 'adaptive'
-          ? { adaptive: true, settings: { ...defaults, holdCycles: 0 }, livenessMinS: defaults.livenessMinS, memoryPath: path.join(dir, 'link-memory.db'), network: CAR_IF }
+          ? {
+              adaptive: true,
+              settings: { ...defaults, holdCycles: 0 },
+              livenessMinS: defaults.livenessMinS,
+              memoryPath: path.join(dir, 'link-memory.db'),
+              network: CAR_IF,
+            }
           : { adaptive: false, keepaliveS: name === 'fixed30' ? 30 : 60 };
       const deviceId = `bench-${name}`;
       const agent = CarAgent.start(net, broker, deviceId, { keepalive, connectTimeoutMs: 10_000, reconnect: { initialMs: 1000, maxMs: 30_000 } });

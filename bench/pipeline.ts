@@ -104,7 +104,15 @@ const cpuUs = (): number => {
   return u.user + u.system;
 };
 
-function makeConfig(dir: string, pki: TestPki, broker: Mosquitto, dbcFile: string, logFile: string, outbox: string, batchSamples = BATCH_SAMPLES): DeviceConfig {
+function makeConfig(
+  dir: string,
+  pki: TestPki,
+  broker: Mosquitto,
+  dbcFile: string,
+  logFile: string,
+  outbox: string,
+  batchSamples = BATCH_SAMPLES,
+): DeviceConfig {
   return parseDeviceConfig(
     {
       deviceId: DEVICE_ID,
@@ -222,7 +230,7 @@ export async function runPipelineBenchmark(json: boolean): Promise<void> {
       bytes_per_sample_binary: round(bytesPerSample(allSamples, BATCH_SAMPLES, 'cbor'), 2),
       disk_bytes_per_sample: round(diskBytes / samples, 2),
       disk_source: diskSource,
-      cores_for_32k_fps_pct: round((onlineUsPerFrame * 32_000) / 1e6 * 100, 2),
+      cores_for_32k_fps_pct: round(((onlineUsPerFrame * 32_000) / 1e6) * 100, 2),
     };
     if (json) {
       process.stdout.write(`${JSON.stringify(result)}\n`);

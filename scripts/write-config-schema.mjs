@@ -6,9 +6,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const { deviceConfigJsonSchema, DEVICE_CONFIG_SCHEMA_FILE } = await import(
-  path.join(root, 'dist', 'src', 'config', 'device-config.js')
-);
+const { deviceConfigJsonSchema, DEVICE_CONFIG_SCHEMA_FILE } = await import(path.join(root, 'dist', 'src', 'config', 'device-config.js'));
 const target = path.join(root, DEVICE_CONFIG_SCHEMA_FILE);
 writeFileSync(target, `${JSON.stringify(deviceConfigJsonSchema(), null, 2)}\n`);
 console.log(`wrote ${path.relative(process.cwd(), target)}`);

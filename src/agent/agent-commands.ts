@@ -130,7 +130,10 @@ export class AgentCommands {
 
   private flushUnstored(session: MqttSession): void {
     for (const { route, payload, done } of this.waiting.splice(0)) {
-      publishResult(session, route, payload).then(() => done(), (err: Error) => done(err));
+      publishResult(session, route, payload).then(
+        () => done(),
+        (err: Error) => done(err),
+      );
     }
   }
 

@@ -142,7 +142,8 @@ export class Agent {
     // Warnings and errors also go to vehicles/<id>/logs; made now so that what the start says is kept until connected.
     // Its own trouble goes to the local log only, at the level it gives (component `logs`, which it never publishes).
     const remoteLogLog = logger.child(REMOTE_LOG_COMPONENT);
-    const remoteLog = config.uplink && logging.remote.enabled ? new RemoteLog({ config: logging.remote, report: (level, msg) => remoteLogLog[level](msg) }) : undefined;
+    const remoteLog =
+      config.uplink && logging.remote.enabled ? new RemoteLog({ config: logging.remote, report: (level, msg) => remoteLogLog[level](msg) }) : undefined;
     const stopRemoteFeed = remoteLog ? logger.onEntry(logging.remote.level, (entry) => remoteLog.add(entry)) : undefined;
     let agent: Agent | undefined;
     try {
@@ -167,7 +168,11 @@ export class Agent {
         sources.push(busSourceType(bus.source).create(bus, { decoder, log: busLog }));
       }
       // The collection rules a setConfig command left in the state folder replace the config's, if the buses serve them.
-      const running = applyCollectionOverride(config, (collection) => new Collector({ config: collection, buses, onBatch: () => undefined }), logger.child('config'));
+      const running = applyCollectionOverride(
+        config,
+        (collection) => new Collector({ config: collection, buses, onBatch: () => undefined }),
+        logger.child('config'),
+      );
       const signals = statusSignals(running.status?.signals ?? [], buses);
       agent = new Agent(running, options, buses, sources, signals, remoteLog);
       agent.stopRemoteFeed = stopRemoteFeed;
@@ -314,7 +319,9 @@ export class Agent {
         name: adapter.name,
         port: adapter.port,
         state: adapter.state,
-        obd: adapter.obd ? { samples: adapter.obd.samples, requests: adapter.obd.requests, unsupported: adapter.obd.unsupported } : { samples: 0, requests: 0, unsupported: 0 },
+        obd: adapter.obd
+          ? { samples: adapter.obd.samples, requests: adapter.obd.requests, unsupported: adapter.obd.unsupported }
+          : { samples: 0, requests: 0, unsupported: 0 },
       })),
       ...(dataPathResult ? { dataPath: dataPathResult } : {}),
       ...(this.restartRequested ? { restartRequested: true } : {}),
@@ -346,11 +353,13 @@ export class Agent {
     if (this.remoteLog && dataPath?.uplink) this.remoteLog.attach(dataPath.uplink.session);
     if (dataPath) {
       const outboxStats = dataPath.outbox.stats();
-      logger.child('data').debug(`data path open: ${config.collection!.rules.length} collection rules, ${outboxStats.messages} messages waiting in the outbox`, {
-        rules: config.collection!.rules.map((r) => r.name),
-        outbox: config.outbox!.path,
-        ...(dataPath.uplink ? { uplink: dataPath.uplink.url } : {}),
-      });
+      logger
+        .child('data')
+        .debug(`data path open: ${config.collection!.rules.length} collection rules, ${outboxStats.messages} messages waiting in the outbox`, {
+          rules: config.collection!.rules.map((r) => r.name),
+          outbox: config.outbox!.path,
+          ...(dataPath.uplink ? { uplink: dataPath.uplink.url } : {}),
+        });
     }
     // The context first: without a data path the caller gets it before open() first waits.
     options.onCommandContext?.(this.commandContext);

@@ -219,7 +219,9 @@ export class DataPath {
           log.info(`uplink: heartbeat ${fromS} s -> ${toS} s on ${event.network} (${reason}, ${phase})`);
         } else if (event.type === 'verdict') {
           const d = event.detection;
-          log.info(`uplink: the dead link after ${d.idleS} s idle was ${d.verdict === 'nat-expired' ? 'the network forgetting the idle connection' : 'lost coverage'}`);
+          log.info(
+            `uplink: the dead link after ${d.idleS} s idle was ${d.verdict === 'nat-expired' ? 'the network forgetting the idle connection' : 'lost coverage'}`,
+          );
         }
       });
       publisher.onError((err) => log[PUBLISH_PROBLEM_LEVEL[err.problem]](`uplink: ${err.message}`));
@@ -381,7 +383,9 @@ export class DataPath {
         signal: request.signal,
         progress: (step, detail) => request.progress(step, detail),
       });
-      this.log.uplink.info(`uplink: certificate rotated: ${outcome.previous.fingerprint256.slice(0, 17)} -> ${outcome.current.fingerprint256.slice(0, 17)}, valid until ${outcome.current.notAfter}`);
+      this.log.uplink.info(
+        `uplink: certificate rotated: ${outcome.previous.fingerprint256.slice(0, 17)} -> ${outcome.current.fingerprint256.slice(0, 17)}, valid until ${outcome.current.notAfter}`,
+      );
       return { ...outcome };
     } catch (err) {
       if (err instanceof RotationFailure) {
@@ -403,7 +407,8 @@ export class DataPath {
     try {
       const identity = loadIdentity(identityFiles(uplink));
       const { daysLeft, notAfter } = summary(identity);
-      if (daysLeft <= this.certificateWarningDays) this.log.uplink.warn(`uplink: the device certificate expires in ${daysLeft} days (${notAfter}): rotate it (command rotateCertificate)`);
+      if (daysLeft <= this.certificateWarningDays)
+        this.log.uplink.warn(`uplink: the device certificate expires in ${daysLeft} days (${notAfter}): rotate it (command rotateCertificate)`);
     } catch (err) {
       this.log.uplink.warn(`uplink: the device identity no longer checks out: ${(err as Error).message}`);
     }
@@ -485,7 +490,13 @@ function devPkiReport(logs: ComponentLogs): (line: string, level: 'info' | 'warn
 }
 
 /** `devPki`: the development PKI made for the embedded broker (with embeddedBroker). */
-async function openUplink(config: DeviceConfig, outbox: SqliteOutbox, logs: ComponentLogs, log: ComponentLog, devPki?: DevPkiPaths): Promise<NonNullable<DataPath['uplink']>> {
+async function openUplink(
+  config: DeviceConfig,
+  outbox: SqliteOutbox,
+  logs: ComponentLogs,
+  log: ComponentLog,
+  devPki?: DevPkiPaths,
+): Promise<NonNullable<DataPath['uplink']>> {
   const uplink = config.uplink!;
   let broker: EmbeddedBroker | undefined;
   let url = uplink.url;
@@ -497,10 +508,19 @@ async function openUplink(config: DeviceConfig, outbox: SqliteOutbox, logs: Comp
     try {
       // The development CA also signs the device's rotation requests (only for its own device ID: signDeviceCsr).
       const signCsr = (deviceId: string, csrPem: string): string => signDeviceCsr(pki.ca, csrPem, { deviceId });
-      broker = await EmbeddedBroker.start({ host, port, certFile: pki.serverCertFile, keyFile: pki.serverKeyFile, caFile: pki.caFile, backendCaFile: pki.backendCaFile, signCsr });
+      broker = await EmbeddedBroker.start({
+        host,
+        port,
+        certFile: pki.serverCertFile,
+        keyFile: pki.serverKeyFile,
+        caFile: pki.caFile,
+        backendCaFile: pki.backendCaFile,
+        signCsr,
+      });
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'EADDRINUSE') throw new Error(`uplink.url: the embedded broker cannot listen on ${host}:${port}: the port is in use (another agent or broker running?)`);
+      if (code === 'EADDRINUSE')
+        throw new Error(`uplink.url: the embedded broker cannot listen on ${host}:${port}: the port is in use (another agent or broker running?)`);
       throw new Error(`uplink.url: the embedded broker cannot listen on ${host}:${port}: ${(err as Error).message}`);
     }
     url = broker.url;
@@ -532,13 +552,21 @@ async function openUplink(config: DeviceConfig, outbox: SqliteOutbox, logs: Comp
       bytesPerHour: uplink.throttle.bytesPerHour,
       burstFraction: uplink.throttle.burstFraction,
     });
-    return { session, throttle, url, publisher: new Publisher({
+    return {
+      session,
+      throttle,
+      url,
+      publisher: new Publisher({
         session,
         queue: outbox,
         throttle,
         maxInflight: uplink.maxInflight,
         ...(uplink.maxPacketSize !== undefined ? { maxPacketSize: uplink.maxPacketSize } : {}),
-      }), ...(broker ? { broker } : {}), ...(adaptive ? { heartbeat: adaptive.heartbeat } : {}), ...(adaptive?.memory ? { linkMemory: adaptive.memory } : {}) };
+      }),
+      ...(broker ? { broker } : {}),
+      ...(adaptive ? { heartbeat: adaptive.heartbeat } : {}),
+      ...(adaptive?.memory ? { linkMemory: adaptive.memory } : {}),
+    };
   } catch (err) {
     adaptive?.memory?.close();
     await broker?.close();

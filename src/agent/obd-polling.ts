@@ -80,7 +80,11 @@ export class ObdPolling {
     this.connection = connection;
     const poller = new PidPoller(
       connection.reader,
-      { pids: this.config.pids, ...(this.config.budget ? { budget: this.config.budget } : {}), ...(this.config.backoff ? { backoff: this.config.backoff } : {}) },
+      {
+        pids: this.config.pids,
+        ...(this.config.budget ? { budget: this.config.budget } : {}),
+        ...(this.config.backoff ? { backoff: this.config.backoff } : {}),
+      },
       {
         onSample: this.onSample,
         onUnsupported: this.onUnsupported,

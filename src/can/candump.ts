@@ -419,11 +419,7 @@ const textParser = new CandumpLineParser();
  * Parses a whole `candump -L` text synchronously, delivering each frame to `sink` (one reused frame object; its data
  * is valid during the call only). Malformed lines are passed to `onError` (if any) and skipped.
  */
-export function parseCandumpText(
-  text: string,
-  sink: FrameSink,
-  onError?: (err: CandumpParseError) => void,
-): { frames: number; errors: number } {
+export function parseCandumpText(text: string, sink: FrameSink, onError?: (err: CandumpParseError) => void): { frames: number; errors: number } {
   const frame = createFrame();
   let frames = 0;
   let errors = 0;

@@ -170,7 +170,10 @@ export class IsoTpChannel {
   constructor(link: IsoTpLink, options: IsoTpOptions) {
     const extended = options.extended ?? false;
     const idMask = extended ? CAN_EFF_MASK : CAN_SFF_MASK;
-    for (const [name, id] of [['txId', options.txId], ['rxId', options.rxId]] as const) {
+    for (const [name, id] of [
+      ['txId', options.txId],
+      ['rxId', options.rxId],
+    ] as const) {
       if (!Number.isInteger(id) || id < 0 || id > idMask) throw new RangeError(`isotp: ${name} 0x${id.toString(16)} out of range`);
     }
     const padding = options.padding ?? null;

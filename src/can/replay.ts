@@ -47,12 +47,7 @@ export class CandumpReplaySource implements FrameSource {
     this.realtime = options.realtime ?? false;
     this.busName = options.busName;
     this.onError = options.onError;
-    this.name =
-      typeof input === 'string'
-        ? `replay:${path.basename(input)}`
-        : input === (process.stdin as Readable)
-          ? 'replay:stdin'
-          : 'replay:stream';
+    this.name = typeof input === 'string' ? `replay:${path.basename(input)}` : input === (process.stdin as Readable) ? 'replay:stdin' : 'replay:stream';
   }
 
   /**
@@ -69,7 +64,7 @@ export class CandumpReplaySource implements FrameSource {
     if (signal?.aborted) return;
 
     const owned = typeof this.input === 'string';
-    const stream: Readable = owned ? createReadStream(this.input, { highWaterMark: 64 * 1024 }) : (this.input);
+    const stream: Readable = owned ? createReadStream(this.input, { highWaterMark: 64 * 1024 }) : this.input;
     try {
       await this.pump(stream, sink, signal);
     } finally {

@@ -37,7 +37,8 @@ export function parseAddressing(text: string): ObdCanAddressing {
 /** An ECU address: decimal or 0x-hex, 0-255 (the range for the addressing is checked once both are known). */
 export function parseEcuAddress(text: string): number {
   const value = /^0x[0-9a-f]{1,2}$/i.test(text) ? Number.parseInt(text, 16) : /^\d{1,3}$/.test(text) ? Number(text) : NaN;
-  if (!(value >= 0 && value <= 255)) throw new InvalidArgumentError('expected an ECU address, 0-7 with 11-bit identifiers or 0-255 (0x00-0xFF) with 29-bit ones');
+  if (!(value >= 0 && value <= 255))
+    throw new InvalidArgumentError('expected an ECU address, 0-7 with 11-bit identifiers or 0-255 (0x00-0xFF) with 29-bit ones');
   return value;
 }
 

@@ -7,7 +7,10 @@ import { loadDbcFile, type Database, type MessageDef, type SignalDef } from '../
 import { forTerminal } from '../text/terminal-text.js';
 
 function hexId(message: MessageDef): string {
-  return `0x${message.id.toString(16).toUpperCase().padStart(message.extended ? 8 : 3, '0')}`;
+  return `0x${message.id
+    .toString(16)
+    .toUpperCase()
+    .padStart(message.extended ? 8 : 3, '0')}`;
 }
 
 function muxLabel(signal: SignalDef): string {

@@ -48,7 +48,10 @@ function parseAddressingOrAuto(text: string): ObdCanAddressing | 'auto' {
 }
 
 function hexId(id: number, extended: boolean): string {
-  return `0x${id.toString(16).toUpperCase().padStart(extended ? 8 : 3, '0')}`;
+  return `0x${id
+    .toString(16)
+    .toUpperCase()
+    .padStart(extended ? 8 : 3, '0')}`;
 }
 
 function pidName(pid: number): string {
@@ -96,7 +99,8 @@ export async function runObdAction(
     case 'read-pids': {
       const asked = ecu !== undefined ? client.ecus.filter((e) => e.ecu === ecu) : client.ecus;
       const list = pids.length > 0 ? pids.map((p) => p.pid) : readablePids(asked);
-      if (list.length === 0) throw new Error(ecu !== undefined ? `ECU ${ecu} reports no PIDs the agent can read` : 'the ECUs report no PIDs the agent can read');
+      if (list.length === 0)
+        throw new Error(ecu !== undefined ? `ECU ${ecu} reports no PIDs the agent can read` : 'the ECUs report no PIDs the agent can read');
       const results = await client.readPids(list, target);
       return {
         answered: results.some((r) => r.readings.length > 0),
@@ -127,7 +131,10 @@ export async function runObdAction(
     }
     case 'clear-dtcs': {
       const answers = await client.clearDtcs(target);
-      return { answered: answers.some((a) => a.ok), result: { cleared: answers.map((a) => (a.ok ? { ecu: a.ecu, ok: true } : { ecu: a.ecu, ok: false, ...errorJson(a.error) })) } };
+      return {
+        answered: answers.some((a) => a.ok),
+        result: { cleared: answers.map((a) => (a.ok ? { ecu: a.ecu, ok: true } : { ecu: a.ecu, ok: false, ...errorJson(a.error) })) },
+      };
     }
   }
 }
@@ -311,14 +318,23 @@ export function registerObdCommand(program: Command): void {
     .option('--iface <name>', 'SocketCAN interface, e.g. can0', parseInterfaceName)
     .option('--port <path>', 'serial port of an ELM327-compatible adapter, e.g. /dev/ttyUSB0 or /dev/serial/by-id/...', parsePortPath)
     .option('--json', 'the summary as one JSON object (actions always print JSON)')
-    .option('--baud <rate>', 'with --port: the adapter\'s baud rate (default: try 38400, 9600, 115200, ...)', parseBaud)
+    .option('--baud <rate>', "with --port: the adapter's baud rate (default: try 38400, 9600, 115200, ...)", parseBaud)
     .option('--protocol <n>', 'with --port: ELM protocol, auto or 1-9/A-C (6 = CAN 11-bit 500 kbit/s)', parseElmProtocol)
-    .option('--addressing <mode>', 'with --iface: ISO 15765-4 identifiers: 11-bit, 29-bit, or auto (try 11-bit, then 29-bit)', parseAddressingOrAuto, '11-bit' as const)
+    .option(
+      '--addressing <mode>',
+      'with --iface: ISO 15765-4 identifiers: 11-bit, 29-bit, or auto (try 11-bit, then 29-bit)',
+      parseAddressingOrAuto,
+      '11-bit' as const,
+    )
     .option('--ecu <address>', 'ask this ECU only: 0-7 with 11-bit identifiers, 0x00-0xFF with 29-bit ones', parseEcuAddress)
     .option('--p2 <ms>', "with --iface: wait for the ECUs' first answer (ISO 15765-4 P2CAN is 50 ms; raise it for slow gateways)", parseWholeMilliseconds, 50)
     .action(async (action: ObdAction | undefined, pidArgs: string[], opts: ObdCliOptions) => {
       if ((opts.iface === undefined) === (opts.port === undefined)) {
-        throw new Error(opts.iface === undefined ? 'say where the car is: --iface <can interface> or --port <serial port of an ELM327 adapter>' : '--iface and --port exclude each other');
+        throw new Error(
+          opts.iface === undefined
+            ? 'say where the car is: --iface <can interface> or --port <serial port of an ELM327 adapter>'
+            : '--iface and --port exclude each other',
+        );
       }
       if (opts.port === undefined && (opts.baud !== undefined || opts.protocol !== undefined)) throw new Error('--baud and --protocol go with --port');
       if (pidArgs.length > 0 && action !== 'read-pids') throw new Error(`${action ?? 'the summary'} takes no PIDs (only read-pids does): ${pidArgs.join(' ')}`);

@@ -92,7 +92,14 @@ function connectionOf(opts: SendOptions): Required<Pick<SendOptions, 'broker' | 
     operatorCert: opts.operatorCert ?? dev(`${DEV_OPERATOR}.crt`),
     operatorKey: opts.operatorKey ?? dev(`${DEV_OPERATOR}.key`),
   };
-  const flags: Record<keyof typeof chosen, string> = { broker: '--broker', cert: '--cert', key: '--key', ca: '--ca', operatorCert: '--operator-cert', operatorKey: '--operator-key' };
+  const flags: Record<keyof typeof chosen, string> = {
+    broker: '--broker',
+    cert: '--cert',
+    key: '--key',
+    ca: '--ca',
+    operatorCert: '--operator-cert',
+    operatorKey: '--operator-key',
+  };
   const missing = (Object.keys(chosen) as (keyof typeof chosen)[]).filter((k) => chosen[k] === undefined).map((k) => flags[k]);
   if (missing.length > 0) throw new InvalidArgumentError(`missing ${missing.join(', ')} (or --certs-dir for the development PKI)`);
   return chosen as ReturnType<typeof connectionOf>;

@@ -87,11 +87,9 @@ program
   .option('--new-key', 'replace the key in an existing bundle (a new identity)')
   .option('--user <name>', 'the service user in the unit', DEFAULT_UNIT_OPTIONS.user)
   .option('--node <path>', 'node on the device', DEFAULT_UNIT_OPTIONS.node)
-  .action(
-    (opts: Omit<ProvisionOptions, 'unit'> & { user: string; node: string }) => {
-        runProvision({ ...opts, unit: unitOptions(opts) }, say);
-    },
-  );
+  .action((opts: Omit<ProvisionOptions, 'unit'> & { user: string; node: string }) => {
+    runProvision({ ...opts, unit: unitOptions(opts) }, say);
+  });
 
 program
   .command('flash')

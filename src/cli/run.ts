@@ -160,7 +160,9 @@ function printSummary(output: StatusOutput, summary: RunSummary): void {
   }
   for (const adapter of summary.adapters) {
     const unsupported = adapter.obd.unsupported > 0 ? `, ${adapter.obd.unsupported} PID${adapter.obd.unsupported === 1 ? '' : 's'} not supported` : '';
-    output.write(`  ${forTerminal(`${adapter.name} (${adapter.port}, ${adapter.state})`)}: ${adapter.obd.samples} samples from ${adapter.obd.requests} requests${unsupported}\n`);
+    output.write(
+      `  ${forTerminal(`${adapter.name} (${adapter.port}, ${adapter.state})`)}: ${adapter.obd.samples} samples from ${adapter.obd.requests} requests${unsupported}\n`,
+    );
   }
   if (summary.dataPath) {
     const d = summary.dataPath;
@@ -214,7 +216,16 @@ export function registerRunCommand(program: Command): void {
         // Under systemd the status line would be a journal entry every second, on flash, for years: the health
         // report and the status page say the same.
         const statusLines = !stdoutIsJournal();
-        const summary = await runAgent({ config, configFile: opts.config, durationS: opts.duration, signal: interrupt.signal, output: process.stdout, logger, shutdown, statusLines });
+        const summary = await runAgent({
+          config,
+          configFile: opts.config,
+          durationS: opts.duration,
+          signal: interrupt.signal,
+          output: process.stdout,
+          logger,
+          shutdown,
+          statusLines,
+        });
         if (summary.restartRequested) process.exitCode = RESTART_EXIT_CODE;
       } finally {
         process.removeListener('SIGINT', onSignal);

@@ -37,7 +37,10 @@ function parseStartSeconds(text: string): number {
 }
 
 function hexId(id: number, extended: boolean): string {
-  return `0x${id.toString(16).toUpperCase().padStart(extended ? 8 : 3, '0')}`;
+  return `0x${id
+    .toString(16)
+    .toUpperCase()
+    .padStart(extended ? 8 : 3, '0')}`;
 }
 
 export function registerSimEcuCommand(program: Command): void {

@@ -380,8 +380,18 @@ export class Collector {
         const capacity = triggerSizes(rule, r).ringSamples;
         const trigger = this.triggers.length;
         this.triggers.push(
-          new Trigger(rule.name, rule.priority as Priority, condition, t.risingEdge, t.preMs / 1000, t.postMs / 1000, t.postMs,
-            t.minIntervalMs / 1000, capacity, this.ruleStats[r]!),
+          new Trigger(
+            rule.name,
+            rule.priority as Priority,
+            condition,
+            t.risingEdge,
+            t.preMs / 1000,
+            t.postMs / 1000,
+            t.postMs,
+            t.minIntervalMs / 1000,
+            capacity,
+            this.ruleStats[r]!,
+          ),
         );
         for (const c of ids) {
           const watch = watchOf(c);

@@ -43,7 +43,7 @@ const periodicRuleSchema = z
       .int()
       .min(1)
       .describe(
-        "Sample each signal every this many ms: the first value received at or after each grid point, with its own timestamp. " +
+        'Sample each signal every this many ms: the first value received at or after each grid point, with its own timestamp. ' +
           'A signal that stops arriving produces nothing (no stale repeats).',
       ),
   })
@@ -56,11 +56,7 @@ const changeRuleSchema = z
     deadband: z
       .strictObject({
         absolute: z.number().min(0).optional().describe('Ignore changes of at most this much (signal units) from the last value sent.'),
-        relative: z
-          .number()
-          .min(0)
-          .optional()
-          .describe('Ignore changes of at most this fraction of the last value sent (0.01 = 1 %).'),
+        relative: z.number().min(0).optional().describe('Ignore changes of at most this fraction of the last value sent (0.01 = 1 %).'),
       })
       .optional()
       .describe(
@@ -103,7 +99,7 @@ const triggerSchema = z
       .min(16)
       .max(1_000_000)
       .optional()
-      .describe('Size of the pre-trigger ring buffer, in samples; default: estimated from the messages\' cycle times (twice preMs worth).'),
+      .describe("Size of the pre-trigger ring buffer, in samples; default: estimated from the messages' cycle times (twice preMs worth)."),
   })
   .describe('When to fire and which window of the rule signals to capture.');
 
@@ -195,12 +191,7 @@ export const collectionConfigSchema = z
     batch: z
       .strictObject({
         maxSamples: z.number().int().min(1).max(100_000).default(500).describe('Close a telemetry batch at this many samples. Default 500.'),
-        maxDelayMs: z
-          .number()
-          .int()
-          .min(10)
-          .default(5000)
-          .describe('Close a telemetry batch this many ms after its first sample at the latest. Default 5000.'),
+        maxDelayMs: z.number().int().min(10).default(5000).describe('Close a telemetry batch this many ms after its first sample at the latest. Default 5000.'),
         maxBytes: z
           .number()
           .int()

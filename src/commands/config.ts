@@ -22,7 +22,9 @@ export const freshnessConfigSchema = z
       .default(3)
       .describe("A value is fresh for this many periods of its signal: its DBC message's cycle time (GenMsgCycleTime) or its OBD poll interval. Default 3."),
     minMs: z.number().int().min(0).max(86_400_000).default(1000).describe('...and for at least this long, ms. Default 1000.'),
-    defaultMs: maxAgeMs.default(5000).describe('How long a value is fresh when its period is not known (a DBC message without GenMsgCycleTime), ms. Default 5000.'),
+    defaultMs: maxAgeMs
+      .default(5000)
+      .describe('How long a value is fresh when its period is not known (a DBC message without GenMsgCycleTime), ms. Default 5000.'),
     signals: z
       .record(z.string().min(1), maxAgeMs)
       .default({})
@@ -46,7 +48,7 @@ export const preconditionSchema = z.union([
   expression,
   z.strictObject({
     condition: expression.describe('Must hold on live signals, e.g. "VehicleSpeed == 0".'),
-    maxAgeMs: maxAgeMs.optional().describe("How old the values it reads may be, ms, for every signal of it; default: commands.freshness."),
+    maxAgeMs: maxAgeMs.optional().describe('How old the values it reads may be, ms, for every signal of it; default: commands.freshness.'),
   }),
 ]);
 
@@ -65,14 +67,20 @@ export const commandsConfigSchema = z
       .min(1)
       .default('var/commands.db')
       .describe('SQLite file remembering the IDs of commands received (replay protection across restarts), relative to this config file.'),
-    maxPayloadBytes: z.number().int().min(1024).max(1_048_576).default(16_384).describe('Larger command payloads are REJECTED unread (oversize). Default 16 KiB.'),
+    maxPayloadBytes: z
+      .number()
+      .int()
+      .min(1024)
+      .max(1_048_576)
+      .default(16_384)
+      .describe('Larger command payloads are REJECTED unread (oversize). Default 16 KiB.'),
     clockSkewS: z
       .number()
       .int()
       .min(0)
       .max(86_400)
       .default(300)
-      .describe('How far in the future a command may be issued (the operator\'s clock ahead of the car\'s), seconds. Default 300.'),
+      .describe("How far in the future a command may be issued (the operator's clock ahead of the car's), seconds. Default 300."),
     maxLifetimeS: z
       .number()
       .int()

@@ -135,7 +135,16 @@ export class CommandDispatcher {
    * must not flood the log); the rest are counted and summed up in the next line. */
   private rejectLog = { windowStart: 0, lines: 0, suppressed: 0 };
   private closed = false;
-  private readonly counts: Omit<DispatcherStats, 'running' | 'rejected'> = { received: 0, accepted: 0, succeeded: 0, failed: 0, timedOut: 0, unanswerable: 0, unsignedNotAnswered: 0, lostResults: 0 };
+  private readonly counts: Omit<DispatcherStats, 'running' | 'rejected'> = {
+    received: 0,
+    accepted: 0,
+    succeeded: 0,
+    failed: 0,
+    timedOut: 0,
+    unanswerable: 0,
+    unsignedNotAnswered: 0,
+    lostResults: 0,
+  };
   /** The token bucket of answers to payloads that are not validly signed. */
   private unsignedAnswers: { tokens: number; at: number };
   private readonly rejected: Partial<Record<RejectReason, number>> = {};
@@ -153,13 +162,15 @@ export class CommandDispatcher {
     const { context } = options;
     this.freshness = new SignalFreshness(options.config.freshness, (signal) => context.signalTiming(signal));
     for (const [name, entry] of Object.entries(options.config.preconditions)) {
-      if (!this.handlers.has(name)) throw new Error(`commands.preconditions.${name}: there is no command '${name}' (commands: ${[...this.handlers.keys()].join(', ')})`);
+      if (!this.handlers.has(name))
+        throw new Error(`commands.preconditions.${name}: there is no command '${name}' (commands: ${[...this.handlers.keys()].join(', ')})`);
       const source = typeof entry === 'string' ? entry : entry.condition;
       try {
         const precondition = Precondition.forSignals(source, (signal) => context.describeSignal(signal));
         this.preconditions.set(name, { precondition, maxAgeMs: typeof entry === 'string' ? undefined : entry.maxAgeMs });
       } catch (err) {
-        if (err instanceof ExpressionError) throw new Error(`commands.preconditions.${name}${typeof entry === 'string' ? '' : '.condition'}: ${err.message}: ${source}`);
+        if (err instanceof ExpressionError)
+          throw new Error(`commands.preconditions.${name}${typeof entry === 'string' ? '' : '.condition'}: ${err.message}: ${source}`);
         throw err;
       }
     }
@@ -209,13 +220,23 @@ export class CommandDispatcher {
       this.check(topic, envelope, parsed, signer, properties, remembered);
     } catch (err) {
       // Not a Rejection: a failure of the agent's own, not of the payload.
-      const rejection = err instanceof Rejection ? err : new Rejection('internal-error', `the agent failed while checking the command: ${(err as Error)?.message ?? String(err)}`);
+      const rejection =
+        err instanceof Rejection
+          ? err
+          : new Rejection('internal-error', `the agent failed while checking the command: ${(err as Error)?.message ?? String(err)}`);
       this.reject(id, rejection, properties, authentic, remembered.value);
     }
   }
 
   /** The checks after the signature, then the start. Throws Rejection. */
-  private check(topic: string, envelope: CommandEnvelope, parsed: ParsedCommand, signer: string, properties: CommandProperties, remembered: { value: boolean }): void {
+  private check(
+    topic: string,
+    envelope: CommandEnvelope,
+    parsed: ParsedCommand,
+    signer: string,
+    properties: CommandProperties,
+    remembered: { value: boolean },
+  ): void {
     if (envelope.deviceId !== this.deviceId) {
       throw new Rejection('wrong-device', `the command was signed for device '${envelope.deviceId}', this is '${this.deviceId}'`);
     }
@@ -225,10 +246,17 @@ export class CommandDispatcher {
     const skewMs = this.config.clockSkewS * 1000;
     const validUntil = Math.min(envelope.expiresAt ?? Infinity, envelope.issuedAt + this.config.maxLifetimeS * 1000);
     if (envelope.issuedAt > now + skewMs) {
-      throw new Rejection('not-yet-valid', `issued at ${iso(envelope.issuedAt)}, ${Math.round((envelope.issuedAt - now) / 1000)} s ahead of the car's clock (${this.config.clockSkewS} s allowed)`, { issuedAt: envelope.issuedAt, deviceTime: now });
+      throw new Rejection(
+        'not-yet-valid',
+        `issued at ${iso(envelope.issuedAt)}, ${Math.round((envelope.issuedAt - now) / 1000)} s ahead of the car's clock (${this.config.clockSkewS} s allowed)`,
+        { issuedAt: envelope.issuedAt, deviceTime: now },
+      );
     }
     if (now > validUntil) {
-      const why = envelope.expiresAt !== undefined && envelope.expiresAt === validUntil ? `expired at ${iso(validUntil)}` : `issued more than ${this.config.maxLifetimeS} s ago`;
+      const why =
+        envelope.expiresAt !== undefined && envelope.expiresAt === validUntil
+          ? `expired at ${iso(validUntil)}`
+          : `issued more than ${this.config.maxLifetimeS} s ago`;
       throw new Rejection('expired', why, { issuedAt: envelope.issuedAt, expiresAt: envelope.expiresAt ?? null, deviceTime: now });
     }
     // Recorded before anything may run, and kept until the command could no longer be valid anyway. Before the other
@@ -241,14 +269,18 @@ export class CommandDispatcher {
     } catch (err) {
       // Unrecorded, it must not run (a replay could not be told): refused, saying what happened to the storage.
       const reason = storageFailure(err);
-      throw new Rejection(reason, `the command's ID could not be recorded in the replay memory${reason === 'disk-full' ? ' (the disk is full)' : ''}: ${(err as Error).message}`);
+      throw new Rejection(
+        reason,
+        `the command's ID could not be recorded in the replay memory${reason === 'disk-full' ? ' (the disk is full)' : ''}: ${(err as Error).message}`,
+      );
     }
     if (!verdict.fresh) throw new Rejection('replayed', verdict.message, { why: verdict.why });
     remembered.value = true;
     const handler = this.handlers.get(envelope.name);
     if (!handler) throw new Rejection('unknown-command', `no command '${envelope.name}' (commands: ${this.commands.join(', ')})`);
     const params = handler.params.safeParse(envelope.params ?? {});
-    if (!params.success) throw new Rejection('bad-params', `the parameters of ${envelope.name} do not fit its schema`, { issues: issuesOf(params.error.issues) });
+    if (!params.success)
+      throw new Rejection('bad-params', `the parameters of ${envelope.name} do not fit its schema`, { issues: issuesOf(params.error.issues) });
     const guard = this.preconditions.get(envelope.name);
     if (guard) {
       const outcome = guard.precondition.evaluate((name) => this.options.context.readSignal(name), this.freshness.at(this.now(), guard.maxAgeMs));
@@ -257,7 +289,9 @@ export class CommandDispatcher {
       }
     }
     if (this.running.size >= this.config.maxConcurrent) {
-      throw new Rejection('busy', `${this.running.size} commands are running (at most ${this.config.maxConcurrent})`, { running: [...this.running.values()].map((r) => ({ id: r.id, name: r.name })) });
+      throw new Rejection('busy', `${this.running.size} commands are running (at most ${this.config.maxConcurrent})`, {
+        running: [...this.running.values()].map((r) => ({ id: r.id, name: r.name })),
+      });
     }
     const requested = envelope.timeoutMs ?? this.config.defaultTimeoutMs ?? handler.defaultTimeoutMs;
     this.start(envelope, handler, params.data, Math.min(requested, this.config.maxTimeoutMs), signer, properties);
@@ -360,11 +394,20 @@ export class CommandDispatcher {
       this.counts.unanswerable++;
       if (!this.saidUnanswerable.has(rejection.reason)) {
         this.saidUnanswerable.add(rejection.reason);
-        this.log.warn(`commands: a payload rejected as ${rejection.reason} has no command ID and no usable response topic: it cannot be answered (${rejection.message}); counted, said once`);
+        this.log.warn(
+          `commands: a payload rejected as ${rejection.reason} has no command ID and no usable response topic: it cannot be answered (${rejection.message}); counted, said once`,
+        );
       }
       return;
     }
-    const result = (seq: number | undefined): Uint8Array => this.encode({ ...this.base(id ?? null, 'REJECTED'), reason: rejection.reason, message: rejection.message, ...(rejection.detail !== undefined ? { detail: rejection.detail } : {}), ...(seq !== undefined ? { seq } : {}) });
+    const result = (seq: number | undefined): Uint8Array =>
+      this.encode({
+        ...this.base(id ?? null, 'REJECTED'),
+        reason: rejection.reason,
+        message: rejection.message,
+        ...(rejection.detail !== undefined ? { detail: rejection.detail } : {}),
+        ...(seq !== undefined ? { seq } : {}),
+      });
     if (authentic) this.logRejection(`command ${id}: REJECTED (${rejection.reason}: ${rejection.message})`);
     if (remembered) {
       this.store(route, [(seq) => result(seq)]);
@@ -376,7 +419,9 @@ export class CommandDispatcher {
     }
     if (!authentic && !this.takeUnsignedAnswer()) {
       if (this.counts.unsignedNotAnswered++ === 0) {
-        this.log.warn(`commands: more than ${UNSIGNED_ANSWERS_PER_MINUTE} payloads a minute are not validly signed: the rest are not answered, only counted (health: commands.unsignedNotAnswered); said once`);
+        this.log.warn(
+          `commands: more than ${UNSIGNED_ANSWERS_PER_MINUTE} payloads a minute are not validly signed: the rest are not answered, only counted (health: commands.unsignedNotAnswered); said once`,
+        );
       }
       return;
     }
@@ -425,7 +470,8 @@ export class CommandDispatcher {
     if (topic.length > 256 || /[+#\0]/.test(topic)) return false;
     const results = `vehicles/${this.deviceId}/results/`;
     // No empty level, and none that a bridge or a tool mapping topics to paths would walk with ('.', '..').
-    if (topic.startsWith(results) && topic.length > results.length && !topic.split('/').some((level) => level === '' || level === '.' || level === '..')) return true;
+    if (topic.startsWith(results) && topic.length > results.length && !topic.split('/').some((level) => level === '' || level === '.' || level === '..'))
+      return true;
     const own = `vehicles/${this.deviceId}/commands/`;
     if (!topic.startsWith(own) || !topic.endsWith('/result')) return false;
     return COMMAND_ID_PATTERN.test(topic.slice(own.length, -'/result'.length));
@@ -435,7 +481,14 @@ export class CommandDispatcher {
     return { deviceId: this.deviceId, id, status, ts: this.now() };
   }
 
-  private result(id: string, name: string, status: CommandStatus, reason: string | undefined, message: string | undefined, detail: unknown): (seq: number) => Uint8Array {
+  private result(
+    id: string,
+    name: string,
+    status: CommandStatus,
+    reason: string | undefined,
+    message: string | undefined,
+    detail: unknown,
+  ): (seq: number) => Uint8Array {
     const ts = this.now();
     return (seq) =>
       this.encode({

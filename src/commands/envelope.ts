@@ -95,7 +95,10 @@ export function parseCommand(payload: Buffer): ParsedCommand {
   const envelopeTwice = duplicateKey(envelopeBytes.toString('utf8'));
   if (envelopeTwice !== undefined) {
     // Which ID it carries is itself in doubt when the key twice is the ID.
-    throw new MalformedCommand(`the envelope has the key ${envelopeTwice} twice in one object: every key once`, envelopeTwice === "'id'" ? undefined : readableId(envelopeJson));
+    throw new MalformedCommand(
+      `the envelope has the key ${envelopeTwice} twice in one object: every key once`,
+      envelopeTwice === "'id'" ? undefined : readableId(envelopeJson),
+    );
   }
   const id = readableId(envelopeJson);
   const envelope = envelopeSchema.safeParse(envelopeJson);
@@ -185,7 +188,11 @@ export function signBytes(bytes: Buffer, key: KeyObject): Buffer {
 }
 
 /** The envelope of `request` and the MQTT payload carrying it, signed. */
-export function signCommand(request: CommandRequest, signer: Signer, overrides: { envelope?: Record<string, unknown> } = {}): { envelope: CommandEnvelope; payload: string } {
+export function signCommand(
+  request: CommandRequest,
+  signer: Signer,
+  overrides: { envelope?: Record<string, unknown> } = {},
+): { envelope: CommandEnvelope; payload: string } {
   const envelope: CommandEnvelope = {
     v: ENVELOPE_VERSION,
     id: request.id ?? randomUUID(),

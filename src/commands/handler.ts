@@ -16,7 +16,14 @@ export interface CommandRun {
 
 /** A handler's refusal or failure, with a reason code for the result (e.g. 'obd-unavailable', 'apply-failed'). */
 export class CommandFailure extends Error {
-  constructor(readonly reason: string, message: string, readonly detail?: unknown) { super(message); this.name = 'CommandFailure'; }
+  constructor(
+    readonly reason: string,
+    message: string,
+    readonly detail?: unknown,
+  ) {
+    super(message);
+    this.name = 'CommandFailure';
+  }
 }
 
 export interface CommandHandler<P = unknown, C = CommandContext> {

@@ -13,7 +13,15 @@
  * by one, so `speed == 0 && ignition == 0` with the car moving reports `speed == 0` and the speed; a stale value is
  * reported with its age and its limit.
  */
-import { bindLabels, compileExpression, expressionSignals, parseExpression, type ChoicesOf, type CompiledExpression, type ExpressionNode } from '../collect/expression.js';
+import {
+  bindLabels,
+  compileExpression,
+  expressionSignals,
+  parseExpression,
+  type ChoicesOf,
+  type CompiledExpression,
+  type ExpressionNode,
+} from '../collect/expression.js';
 import type { FreshnessConfig } from './config.js';
 
 export type SignalReader = (name: string) => number | string | undefined;
@@ -123,7 +131,11 @@ export class Precondition {
 
   /** A precondition on the signals `describe` knows (CommandContext.describeSignal), their value tables for labels. */
   static forSignals(source: string, describe: (name: string) => { choices?: ReadonlyMap<number, string> } | undefined): Precondition {
-    return new Precondition(source, (name) => describe(name) !== undefined, (name) => describe(name)?.choices);
+    return new Precondition(
+      source,
+      (name) => describe(name) !== undefined,
+      (name) => describe(name)?.choices,
+    );
   }
 
   /**
@@ -163,7 +175,8 @@ export class Precondition {
       values[name] = value ?? null;
       this.live[i] = typeof value === 'number' ? value : typeof value === 'string' && value.trim() !== '' ? Number(value) : NaN;
       const age = value === undefined ? undefined : freshness?.(name);
-      if (age !== undefined && (age.ageMs > age.maxAgeMs || age.ageMs < -AHEAD_TOLERANCE_MS)) stale[name] = { ageMs: Math.round(age.ageMs), maxAgeMs: age.maxAgeMs };
+      if (age !== undefined && (age.ageMs > age.maxAgeMs || age.ageMs < -AHEAD_TOLERANCE_MS))
+        stale[name] = { ageMs: Math.round(age.ageMs), maxAgeMs: age.maxAgeMs };
     });
     const failed: FailedCondition[] = [];
     for (const term of this.terms) {

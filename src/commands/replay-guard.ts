@@ -187,7 +187,11 @@ export class ReplayGuard {
     }
     const { purge, rememberFresh, lookup } = this.statements;
     if (issuedAt < this.notBefore) {
-      return { fresh: false, why: 'before-reset', message: `issued before ${new Date(this.notBefore).toISOString()}, when the replay memory was reset: it cannot be told from a replay` };
+      return {
+        fresh: false,
+        why: 'before-reset',
+        message: `issued before ${new Date(this.notBefore).toISOString()}, when the replay memory was reset: it cannot be told from a replay`,
+      };
     }
     // The anchor first: at every moment its horizon covers every ID the file holds, so losing the file loses no ID.
     if (issuedAt > this.horizon) {
@@ -224,9 +228,17 @@ export class ReplayGuard {
   /** The commands noted as running and never finished: running when the agent last died. */
   interrupted(): InterruptedCommand[] {
     const rows = this.store.db
-      .prepare<[], { id: string; name: string; topic: string; correlation: Buffer | null; started_at: number }>('SELECT id, name, topic, correlation, started_at FROM running ORDER BY started_at')
+      .prepare<[], { id: string; name: string; topic: string; correlation: Buffer | null; started_at: number }>(
+        'SELECT id, name, topic, correlation, started_at FROM running ORDER BY started_at',
+      )
       .all();
-    return rows.map((row) => ({ id: row.id, name: row.name, topic: row.topic, ...(row.correlation ? { correlation: row.correlation } : {}), startedAt: row.started_at }));
+    return rows.map((row) => ({
+      id: row.id,
+      name: row.name,
+      topic: row.topic,
+      ...(row.correlation ? { correlation: row.correlation } : {}),
+      startedAt: row.started_at,
+    }));
   }
 
   /** IDs remembered now (for tests and health). */
@@ -295,7 +307,8 @@ function readAnchor(file: string): AnchorState {
   }
   try {
     const json = JSON.parse(text) as Partial<Anchor>;
-    if (json.v === 1 && Number.isSafeInteger(json.memory) && Number.isSafeInteger(json.horizon)) return { state: 'ok', v: 1, memory: json.memory!, horizon: json.horizon! };
+    if (json.v === 1 && Number.isSafeInteger(json.memory) && Number.isSafeInteger(json.horizon))
+      return { state: 'ok', v: 1, memory: json.memory!, horizon: json.horizon! };
     return { state: 'unreadable', reason: 'not an anchor of this version' };
   } catch (err) {
     return { state: 'unreadable', reason: (err as Error).message };

@@ -18,7 +18,15 @@
  */
 import { constants, verify, type KeyObject, type X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { ChainRefusal, describeCertificate, readCertificates, verifyChain, type ChainCertificate, type ChainNames, type EndEntityRules } from '../pki/certificate-chain.js';
+import {
+  ChainRefusal,
+  describeCertificate,
+  readCertificates,
+  verifyChain,
+  type ChainCertificate,
+  type ChainNames,
+  type EndEntityRules,
+} from '../pki/certificate-chain.js';
 import type { ParsedCommand } from './envelope.js';
 
 export { readCertificates } from '../pki/certificate-chain.js';
@@ -133,7 +141,10 @@ export class CommandVerifier {
     const signer = this.signer(command.signerPem);
     const now = this.now();
     if (now < signer.notBefore || now > signer.notAfter) {
-      throw new VerifyFailure('untrusted-signer', `the signer ${signer.subject} (or a certificate of its chain) is not valid now: valid ${iso(signer.notBefore)} to ${iso(signer.notAfter)}`);
+      throw new VerifyFailure(
+        'untrusted-signer',
+        `the signer ${signer.subject} (or a certificate of its chain) is not valid now: valid ${iso(signer.notBefore)} to ${iso(signer.notAfter)}`,
+      );
     }
     if (!verifySignature(command.envelopeBytes, command.signature, signer.key)) {
       throw new VerifyFailure('bad-signature', `the signature does not verify with the key of ${signer.subject}`);

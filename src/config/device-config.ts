@@ -82,7 +82,9 @@ export const statusConfigSchema = z
     intervalMs: z.number().int().min(100).default(1000).describe('How often the status line is refreshed, ms.'),
     signals: z
       .array(z.string().min(1))
-      .describe('Signals to show, as Message.Signal or a bare signal name (the first bus and message that has it), optionally prefixed by the bus (`can0.ENGINE_DATA.EngineSpeed`).'),
+      .describe(
+        'Signals to show, as Message.Signal or a bare signal name (the first bus and message that has it), optionally prefixed by the bus (`can0.ENGINE_DATA.EngineSpeed`).',
+      ),
   })
   .describe('The live status line of `telematics-agent run`.');
 
@@ -117,7 +119,11 @@ function buildDeviceConfigSchema() {
         ctx.addIssue({ code: 'custom', path: ['uplink'], message: 'required with commands: commands arrive over the uplink' });
       }
       if (config.commands !== undefined && config.commands.caFile === undefined && config.uplink !== undefined && config.uplink.certsDir === undefined) {
-        ctx.addIssue({ code: 'custom', path: ['commands', 'caFile'], message: 'required without uplink.certsDir (where command-ca.crt is looked for by default)' });
+        ctx.addIssue({
+          code: 'custom',
+          path: ['commands', 'caFile'],
+          message: 'required without uplink.certsDir (where command-ca.crt is looked for by default)',
+        });
       }
       if (config.uplink !== undefined && config.collection === undefined) {
         ctx.addIssue({ code: 'custom', path: ['collection'], message: 'required with uplink: the collection rules say what to publish' });
@@ -210,12 +216,13 @@ export function loadDeviceConfig(file: string, options: LoadDeviceConfigOptions 
 }
 
 /** Validates an already-parsed config; relative paths are resolved against `baseDir`. */
-export function parseDeviceConfig(
-  json: unknown,
-  where: { file: string; baseDir: string; checkFiles?: boolean },
-): DeviceConfig {
+export function parseDeviceConfig(json: unknown, where: { file: string; baseDir: string; checkFiles?: boolean }): DeviceConfig {
   const result = deviceConfigSchema().safeParse(json);
-  if (!result.success) throw new DeviceConfigError(where.file, result.error.issues.map((issue) => describeIssue(issue, json)));
+  if (!result.success)
+    throw new DeviceConfigError(
+      where.file,
+      result.error.issues.map((issue) => describeIssue(issue, json)),
+    );
   const config = resolvePaths(result.data, where.baseDir);
   if (where.checkFiles ?? true) {
     const missing = missingFiles(config);

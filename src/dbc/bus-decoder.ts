@@ -78,7 +78,8 @@ export class BusDecoder {
     this.receivedAt = new Float64Array(database.slotCount);
     this.pages = new Array<MultiplexedPages | undefined>(database.slotCount).fill(undefined);
     for (const codec of database.messages) {
-      if (codec.slots.length > 0 && codec.message.signals.some((s) => s.multiplexerSignal !== undefined)) this.pages[codec.slots[0]!] = new MultiplexedPages(codec);
+      if (codec.slots.length > 0 && codec.message.signals.some((s) => s.multiplexerSignal !== undefined))
+        this.pages[codec.slots[0]!] = new MultiplexedPages(codec);
     }
   }
 

@@ -190,10 +190,7 @@ function signalCode(signal: SignalDef, index: number): SignalCode {
     scaled = factor === 1 && offset === 0 ? v : `${v} * ${literal(factor)} + ${literal(offset)}`;
   } else if (factor === 1 && offset === 0) {
     scaled = integerScaling || !wide ? v : `S(${v}, 1, 0, false)`;
-  } else if (
-    wide ||
-    (integerScaling && (L + Math.log2(Math.abs(factor) + 1) + 1 > 53 || Math.abs(offset) > 2 ** 52))
-  ) {
+  } else if (wide || (integerScaling && (L + Math.log2(Math.abs(factor) + 1) + 1 > 53 || Math.abs(offset) > 2 ** 52))) {
     scaled = `S(${v}, ${literal(factor)}, ${literal(offset)}, ${integerScaling})`;
   } else {
     scaled = `${v} * ${literal(factor)} + ${literal(offset)}`;
@@ -214,10 +211,7 @@ function groupBranches(branches: Map<number, LayoutNode>): { ids: number[]; node
 }
 
 function describeNode(node: LayoutNode): unknown {
-  return [
-    node.signals.map((s) => s.name),
-    node.multiplexers.map((m) => [m.signal.name, [...m.branches].map(([id, n]) => [id, describeNode(n)])]),
-  ];
+  return [node.signals.map((s) => s.name), node.multiplexers.map((m) => [m.signal.name, [...m.branches].map(([id, n]) => [id, describeNode(n)])])];
 }
 
 export class MessageCodec {
@@ -302,9 +296,7 @@ export class MessageCodec {
       const body = this.generate(mode);
       // The body is generated here from parsed DBC numbers, with names only inside JSON.stringify'd literals.
       // eslint-disable-next-line @typescript-eslint/no-implied-eval
-      const factory = new Function('env', `const {U32, F32, F64, C, W, S, fail} = env;\n${body}`) as (
-        env: DecoderEnv,
-      ) => GeneratedDecoder;
+      const factory = new Function('env', `const {U32, F32, F64, C, W, S, fail} = env;\n${body}`) as (env: DecoderEnv) => GeneratedDecoder;
       fn = factory(this.env);
       this.decoders[mode] = fn;
     }
@@ -383,10 +375,7 @@ export class MessageCodec {
         this.generateNode(branch, mode, lines);
         lines.push('break; }');
       }
-      lines.push(
-        `default: fail.mux = ${JSON.stringify(mux.signal.name)}; fail.value = ${muxVar}; return ${DECODE_BAD_MULTIPLEXER};`,
-        '}',
-      );
+      lines.push(`default: fail.mux = ${JSON.stringify(mux.signal.name)}; fail.value = ${muxVar}; return ${DECODE_BAD_MULTIPLEXER};`, '}');
     }
   }
 
@@ -411,8 +400,7 @@ export class MessageCodec {
     for (const signal of node.signals) {
       // Own properties only: a signal named `toString` must not pick up Object.prototype's.
       const value = Object.hasOwn(values, signal.name) ? values[signal.name] : undefined;
-      const raw =
-        value === undefined ? this.checkRange(signal, signal.startValue ?? 0) : this.toRaw(signal, value, scaling);
+      const raw = value === undefined ? this.checkRange(signal, signal.startValue ?? 0) : this.toRaw(signal, value, scaling);
       this.insert(signal, raw, out);
       if (signal.isMultiplexer) {
         const scaled = scaleExact(raw, signal.factor, signal.offset, signal.integerScaling);
@@ -423,10 +411,7 @@ export class MessageCodec {
       const muxValue = muxValues.get(mux.signal)!;
       const branch = mux.branches.get(muxValue);
       if (!branch) {
-        throw new EncodeError(
-          this.message.name,
-          `multiplexer ${mux.signal.name} = ${muxValue} selects no branch; expected ${this.validIds(mux.signal.name)}`,
-        );
+        throw new EncodeError(this.message.name, `multiplexer ${mux.signal.name} = ${muxValue} selects no branch; expected ${this.validIds(mux.signal.name)}`);
       }
       if (depth < 16) this.encodeNode(branch, values, out, scaling, depth + 1);
     }

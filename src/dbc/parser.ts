@@ -8,16 +8,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { layoutProblems } from './layout.js';
-import type {
-  AttributeDefinition,
-  AttributeValue,
-  Database,
-  DbcWarning,
-  EnvironmentVariable,
-  MessageDef,
-  NodeDef,
-  SignalDef,
-} from './model.js';
+import type { AttributeDefinition, AttributeValue, Database, DbcWarning, EnvironmentVariable, MessageDef, NodeDef, SignalDef } from './model.js';
 import { DbcParseError, Scanner } from './scanner.js';
 
 export { DbcParseError } from './scanner.js';
@@ -106,7 +97,12 @@ export function decodeDbcBytes(bytes: Uint8Array, file = '<dbc>'): { text: strin
       return { text: new TextDecoder(bom.encoding, { fatal: true, ignoreBOM: true }).decode(bytes.subarray(2)), encoding: bom.encoding };
     } catch {
       const label = bom.encoding.toUpperCase();
-      throw new DbcParseError(file, 1, 1, `starts with a ${label} byte-order mark but is not valid ${label} (an odd number of bytes or a broken surrogate pair)`);
+      throw new DbcParseError(
+        file,
+        1,
+        1,
+        `starts with a ${label} byte-order mark but is not valid ${label} (an odd number of bytes or a broken surrogate pair)`,
+      );
     }
   }
   const body = bom === undefined ? bytes : bytes.subarray(bom.bytes.length);
@@ -122,8 +118,8 @@ export function decodeDbcBytes(bytes: Uint8Array, file = '<dbc>'): { text: strin
  * releases' TextDecoder('windows-1252') returns latin-1 for that range. Undefined code points keep their C1 value.
  */
 const CP1252_HIGH = [
-  0x20ac, 0x81, 0x201a, 0x192, 0x201e, 0x2026, 0x2020, 0x2021, 0x2c6, 0x2030, 0x160, 0x2039, 0x152, 0x8d, 0x17d, 0x8f,
-  0x90, 0x2018, 0x2019, 0x201c, 0x201d, 0x2022, 0x2013, 0x2014, 0x2dc, 0x2122, 0x161, 0x203a, 0x153, 0x9d, 0x17e, 0x178,
+  0x20ac, 0x81, 0x201a, 0x192, 0x201e, 0x2026, 0x2020, 0x2021, 0x2c6, 0x2030, 0x160, 0x2039, 0x152, 0x8d, 0x17d, 0x8f, 0x90, 0x2018, 0x2019, 0x201c, 0x201d,
+  0x2022, 0x2013, 0x2014, 0x2dc, 0x2122, 0x161, 0x203a, 0x153, 0x9d, 0x17e, 0x178,
 ];
 
 function decodeWindows1252(bytes: Uint8Array): string {
@@ -176,8 +172,7 @@ class DbcParser {
   private readonly attributeDefaults = new Map<string, AttributeValue>();
   private readonly signalChoices: { rawId: number; signal: string; choices: Map<number, string>; at: Located }[] = [];
   private readonly valueTypes: { rawId: number; signal: string; type: number; at: Located }[] = [];
-  private readonly muxValues: { rawId: number; signal: string; mux: string; ranges: [number, number][]; at: Located }[] =
-    [];
+  private readonly muxValues: { rawId: number; signal: string; mux: string; ranges: [number, number][]; at: Located }[] = [];
   private readonly transmitters: { rawId: number; nodes: string[]; at: Located }[] = [];
   /** Multiplexer indicator as written (`M`, `m3`, `m3M`), per signal, until multiplexing is resolved. */
   private readonly muxIndicators = new Map<SignalDef, string>();
@@ -216,9 +211,7 @@ class DbcParser {
     }
     this.resolve();
     for (const { warning, count } of this.toleratedKinds.values()) {
-      this.warnings.push(
-        count > 1 ? { ...warning, message: `${warning.message} (and ${count - 1} more like it)` } : warning,
-      );
+      this.warnings.push(count > 1 ? { ...warning, message: `${warning.message} (and ${count - 1} more like it)` } : warning);
     }
     this.warnings.sort((a, b) => a.line - b.line || a.column - b.column);
     return this.db;
@@ -781,10 +774,7 @@ class DbcParser {
       if (message.name === 'VECTOR__INDEPENDENT_SIG_MSG') continue; // holds unused signals, never sent
       const problems = layoutProblems(message);
       if (problems.length > 0) {
-        this.warn(
-          { line: message.line, column: 1 },
-          `message ${message.name}: ${problems.join('; ')}; its frames will be rejected as decode errors`,
-        );
+        this.warn({ line: message.line, column: 1 }, `message ${message.name}: ${problems.join('; ')}; its frames will be rejected as decode errors`);
       }
     }
   }
@@ -839,9 +829,7 @@ class DbcParser {
     if (name in owner) return owner[name];
     const def = this.db.attributeDefinitions.get(name);
     if (def?.defaultValue === undefined) return undefined;
-    return def.valueType === 'ENUM' && typeof def.defaultValue === 'number'
-      ? (def.enumValues?.[def.defaultValue] ?? def.defaultValue)
-      : def.defaultValue;
+    return def.valueType === 'ENUM' && typeof def.defaultValue === 'number' ? (def.enumValues?.[def.defaultValue] ?? def.defaultValue) : def.defaultValue;
   }
 
   private resolveMessageAttributes(): void {

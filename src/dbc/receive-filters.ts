@@ -15,7 +15,10 @@ const J1939_PDU2_MASK = 0x03ffff00;
  * One filter per message (deduplicated), plus `extra` (identifiers collection rules or protocols need). Returns null
  * when more than `limit` filters would be needed: then the caller receives everything rather than miss frames.
  */
-export function receiveFilters(database: CompiledDatabase, options: { j1939?: boolean; extra?: readonly CanFilter[]; limit?: number } = {}): CanFilter[] | null {
+export function receiveFilters(
+  database: CompiledDatabase,
+  options: { j1939?: boolean; extra?: readonly CanFilter[]; limit?: number } = {},
+): CanFilter[] | null {
   const seen = new Set<string>();
   const filters: CanFilter[] = [];
   const add = (filter: CanFilter): void => {

@@ -33,9 +33,7 @@ const enum Ch {
 }
 
 function isIdentChar(c: number): boolean {
-  return (
-    (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || (c >= Ch.Zero && c <= Ch.Nine) || c === Ch.Underscore || c > 127
-  );
+  return (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || (c >= Ch.Zero && c <= Ch.Nine) || c === Ch.Underscore || c > 127;
 }
 
 function isDigit(c: number): boolean {

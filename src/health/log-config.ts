@@ -32,7 +32,7 @@ export const remoteLogConfigSchema = z
       ),
   })
   .prefault({})
-  .describe('The remote copy of the log, so that operations see a car\'s problems without a shell on it.');
+  .describe("The remote copy of the log, so that operations see a car's problems without a shell on it.");
 
 export const loggingConfigSchema = z
   .strictObject({
@@ -43,14 +43,16 @@ export const loggingConfigSchema = z
       // setTimeout's limit (2^31 - 1 ms): beyond it the window would end after 1 ms.
       .max(2_147_483)
       .default(300)
-      .describe('Log at debug for this many seconds after start (unless setLogLevel sets a level first), then at `level`. 0: off. At most 2147483 (24.8 days). Default 300.'),
+      .describe(
+        'Log at debug for this many seconds after start (unless setLogLevel sets a level first), then at `level`. 0: off. At most 2147483 (24.8 days). Default 300.',
+      ),
     format: z
       .enum(['json', 'text'])
       .default('json')
       .describe('json (default): one JSON object per line on stderr (time, level, msg, component, fields); text: the bare messages, for a terminal.'),
     remote: remoteLogConfigSchema,
   })
-  .describe('The agent\'s log: structured lines on stderr, and warnings and errors sent to the backend.');
+  .describe("The agent's log: structured lines on stderr, and warnings and errors sent to the backend.");
 
 export type LoggingConfig = z.output<typeof loggingConfigSchema>;
 export type RemoteLogConfig = z.output<typeof remoteLogConfigSchema>;

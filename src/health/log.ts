@@ -256,7 +256,12 @@ export class Logger implements ComponentLogs {
     this.lastError = code;
     if (this.toldErrors.has(code)) return;
     this.toldErrors.add(code);
-    const entry: LogEntry = { time: this.now(), level: 'error', component: LOGGING_COMPONENT, msg: `logging: cannot write the local log (${code}): entries are dropped and counted` };
+    const entry: LogEntry = {
+      time: this.now(),
+      level: 'error',
+      component: LOGGING_COMPONENT,
+      msg: `logging: cannot write the local log (${code}): entries are dropped and counted`,
+    };
     for (const { listener } of [...this.listeners]) listener(entry);
   }
 

@@ -101,16 +101,25 @@ export function renderMetrics(report: HealthReport | null): string {
   m.add('telematics_process_heap_used_bytes', 'gauge', 'Agent process JavaScript heap in use.', a.heapUsedBytes);
 
   for (const b of a.buses) m.add('telematics_bus_frames_total', 'counter', 'Frames received per bus.', b.frames, { bus: b.name });
-  for (const b of a.buses) m.add('telematics_bus_frames_per_second', 'gauge', 'Frames per second per bus over the last report period.', b.framesPerS, { bus: b.name });
-  for (const b of a.buses) m.add('telematics_bus_signals_per_second', 'gauge', 'Decoded signal values per second per bus over the last report period.', b.signalsPerS, { bus: b.name });
-  for (const b of a.buses) m.add('telematics_bus_unknown_frames_total', 'counter', 'Frames no message of the bus DBC describes.', b.unknownFrames, { bus: b.name });
-  for (const b of a.buses) m.add('telematics_bus_decode_errors_total', 'counter', 'Frames of a known message that could not be decoded.', b.decodeErrors, { bus: b.name });
-  for (const b of a.buses) m.add('telematics_bus_malformed_log_lines_total', 'counter', 'Malformed lines skipped by a log replay.', b.malformedLogLines, { bus: b.name });
-  for (const b of a.buses) m.add('telematics_bus_error_frames_total', 'counter', 'CAN error frames the controller reported (SocketCAN buses).', b.errorFrames, { bus: b.name });
+  for (const b of a.buses)
+    m.add('telematics_bus_frames_per_second', 'gauge', 'Frames per second per bus over the last report period.', b.framesPerS, { bus: b.name });
+  for (const b of a.buses)
+    m.add('telematics_bus_signals_per_second', 'gauge', 'Decoded signal values per second per bus over the last report period.', b.signalsPerS, {
+      bus: b.name,
+    });
+  for (const b of a.buses)
+    m.add('telematics_bus_unknown_frames_total', 'counter', 'Frames no message of the bus DBC describes.', b.unknownFrames, { bus: b.name });
+  for (const b of a.buses)
+    m.add('telematics_bus_decode_errors_total', 'counter', 'Frames of a known message that could not be decoded.', b.decodeErrors, { bus: b.name });
+  for (const b of a.buses)
+    m.add('telematics_bus_malformed_log_lines_total', 'counter', 'Malformed lines skipped by a log replay.', b.malformedLogLines, { bus: b.name });
+  for (const b of a.buses)
+    m.add('telematics_bus_error_frames_total', 'counter', 'CAN error frames the controller reported (SocketCAN buses).', b.errorFrames, { bus: b.name });
 
   for (const o of a.obd) m.add('telematics_obd_requests_total', 'counter', 'OBD-II requests sent.', o.requests, { source: o.name, via: o.via });
   for (const o of a.obd) m.add('telematics_obd_answers_total', 'counter', 'OBD-II values the ECUs returned.', o.answers, { source: o.name, via: o.via });
-  for (const o of a.obd) m.add('telematics_obd_unsupported_pids', 'gauge', 'Configured PIDs no ECU supports.', o.unsupportedPids, { source: o.name, via: o.via });
+  for (const o of a.obd)
+    m.add('telematics_obd_unsupported_pids', 'gauge', 'Configured PIDs no ECU supports.', o.unsupportedPids, { source: o.name, via: o.via });
   for (const o of a.obd) m.add('telematics_obd_connected', 'gauge', 'The OBD link to the ECUs is up (1).', o.connected, { source: o.name, via: o.via });
 
   if (a.collector) {
@@ -129,13 +138,23 @@ export function renderMetrics(report: HealthReport | null): string {
     m.add('telematics_outbox_rejected_total', 'counter', 'Messages the outbox could not store.', a.outbox.rejected);
     m.add('telematics_outbox_set_aside_files', 'gauge', 'Damaged outbox files kept beside it.', a.outbox.setAsideFiles);
     m.add('telematics_outbox_set_aside_bytes', 'gauge', 'Size of the damaged outbox files kept beside it.', a.outbox.setAsideBytes);
-    m.add('telematics_outbox_file_lost_total', 'counter', 'Times the outbox file was deleted or replaced under the running agent.', a.outbox.fileLostWhileRunning);
+    m.add(
+      'telematics_outbox_file_lost_total',
+      'counter',
+      'Times the outbox file was deleted or replaced under the running agent.',
+      a.outbox.fileLostWhileRunning,
+    );
   }
   const u = a.uplink;
   if (u) {
     m.add('telematics_uplink_connected', 'gauge', 'The MQTT session is connected (1).', u.state === 'connected');
     m.add('telematics_uplink_acknowledged_total', 'counter', 'Outbox messages the broker acknowledged.', u.acknowledged);
-    m.add('telematics_uplink_acknowledged_per_second', 'gauge', 'Messages acknowledged per second over the last report period (the publish rate).', u.acknowledgedPerS);
+    m.add(
+      'telematics_uplink_acknowledged_per_second',
+      'gauge',
+      'Messages acknowledged per second over the last report period (the publish rate).',
+      u.acknowledgedPerS,
+    );
     m.add('telematics_uplink_sent_total', 'counter', 'Publishes sent, resends included.', u.sent);
     m.add('telematics_uplink_resent_total', 'counter', 'Messages sent again after a lost connection.', u.resent);
     m.add('telematics_uplink_refused_total', 'counter', 'Publishes the broker refused.', u.refused);
@@ -146,7 +165,9 @@ export function renderMetrics(report: HealthReport | null): string {
     m.add('telematics_uplink_reconnects_total', 'counter', 'Connections established after the first.', u.reconnects);
     m.add('telematics_uplink_losses_total', 'counter', 'Established connections that were lost.', u.losses);
     m.add('telematics_uplink_throttled', 'gauge', "The data plan's budget is holding messages back (1).", u.throttled);
-    m.add('telematics_uplink_heartbeat_interval_seconds', 'gauge', 'The heartbeat interval in use (learned when adaptive).', u.heartbeat.intervalS, { adaptive: String(u.heartbeat.adaptive) });
+    m.add('telematics_uplink_heartbeat_interval_seconds', 'gauge', 'The heartbeat interval in use (learned when adaptive).', u.heartbeat.intervalS, {
+      adaptive: String(u.heartbeat.adaptive),
+    });
     m.add('telematics_uplink_round_trip_seconds', 'gauge', 'Measured round trip to the broker.', seconds(u.heartbeat.rttMs));
     m.add('telematics_uplink_dead_links_total', 'counter', 'Dead links the liveness check detected.', u.heartbeat.deadLinks);
   }
@@ -158,12 +179,28 @@ export function renderMetrics(report: HealthReport | null): string {
   const c = a.commands;
   if (c) {
     m.add('telematics_commands_received_total', 'counter', 'Command messages received.', c.received);
-    const results: [string, number][] = [['succeeded', c.succeeded], ['failed', c.failed], ['timed-out', c.timedOut], ['rejected', c.rejected]];
+    const results: [string, number][] = [
+      ['succeeded', c.succeeded],
+      ['failed', c.failed],
+      ['timed-out', c.timedOut],
+      ['rejected', c.rejected],
+    ];
     for (const [result, n] of results) m.add('telematics_commands_total', 'counter', 'Commands by result.', n, { result });
-    for (const [reason, n] of Object.entries(c.rejectedByReason)) m.add('telematics_commands_rejected_total', 'counter', 'Rejected commands by reason.', n, { reason });
+    for (const [reason, n] of Object.entries(c.rejectedByReason))
+      m.add('telematics_commands_rejected_total', 'counter', 'Rejected commands by reason.', n, { reason });
     m.add('telematics_commands_running', 'gauge', 'Commands running now.', c.running);
-    const unanswered: [string, number][] = [['unanswerable', c.unanswerable], ['rate-limited', c.unsignedNotAnswered]];
-    for (const [why, n] of unanswered) m.add('telematics_commands_unanswered_total', 'counter', 'Rejected payloads not answered: nowhere to answer, or unsigned beyond the answers allowed per minute.', n, { why });
+    const unanswered: [string, number][] = [
+      ['unanswerable', c.unanswerable],
+      ['rate-limited', c.unsignedNotAnswered],
+    ];
+    for (const [why, n] of unanswered)
+      m.add(
+        'telematics_commands_unanswered_total',
+        'counter',
+        'Rejected payloads not answered: nowhere to answer, or unsigned beyond the answers allowed per minute.',
+        n,
+        { why },
+      );
   }
   return m.text();
 }

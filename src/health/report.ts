@@ -199,12 +199,28 @@ export class AgentHealthProbe {
     for (const bus of buses) {
       if (!bus.obd) continue;
       const o = bus.obd;
-      obd.push({ name: bus.name, via: 'can', connected: o.connected, state: bus.link?.state ?? 'unknown', requests: o.requests, answers: o.samples, unsupportedPids: o.unsupported });
+      obd.push({
+        name: bus.name,
+        via: 'can',
+        connected: o.connected,
+        state: bus.link?.state ?? 'unknown',
+        requests: o.requests,
+        answers: o.samples,
+        unsupportedPids: o.unsupported,
+      });
     }
     for (const adapter of adapters) {
       if (!adapter.obd) continue;
       const o = adapter.obd;
-      obd.push({ name: adapter.name, via: adapter.type, connected: o.connected, state: adapter.state, requests: o.requests, answers: o.samples, unsupportedPids: o.unsupported });
+      obd.push({
+        name: adapter.name,
+        via: adapter.type,
+        connected: o.connected,
+        state: adapter.state,
+        requests: o.requests,
+        answers: o.samples,
+        unsupportedPids: o.unsupported,
+      });
     }
 
     const fromDataPath = snapshot.dataPath ? readDataPath(snapshot.dataPath, this.config) : null;
@@ -235,10 +251,7 @@ export class AgentHealthProbe {
 }
 
 /** The data path's part, from its report (outbox, collector, commands, certificate) and its link. */
-function readDataPath(
-  dataPath: DataPathSnapshot,
-  config: DeviceConfig,
-): Pick<AgentHealth, 'collector' | 'outbox' | 'uplink' | 'certificate' | 'commands'> {
+function readDataPath(dataPath: DataPathSnapshot, config: DeviceConfig): Pick<AgentHealth, 'collector' | 'outbox' | 'uplink' | 'certificate' | 'commands'> {
   const report = dataPath.report;
   const now = Date.now();
 
@@ -314,7 +327,14 @@ function readUplink(dataPath: DataPathSnapshot, config: DeviceConfig): UplinkHea
     losses: counters.losses,
     throttled: link.throttled,
     heartbeat: beat
-      ? { adaptive: true, intervalS: beat.intervalS, phase: beat.phase, network: beat.network, rttMs: beat.rttMs === null ? null : Math.round(beat.rttMs), deadLinks: beat.deadLinks }
+      ? {
+          adaptive: true,
+          intervalS: beat.intervalS,
+          phase: beat.phase,
+          network: beat.network,
+          rttMs: beat.rttMs === null ? null : Math.round(beat.rttMs),
+          deadLinks: beat.deadLinks,
+        }
       : { adaptive: false, intervalS: config.uplink?.keepaliveS ?? 60, phase: null, network: null, rttMs: null, deadLinks: 0 },
   };
 }
@@ -329,6 +349,14 @@ function round(value: number, decimals: number): number {
 }
 
 /** Assembles the report from its two parts. */
-export function healthReport(parts: { deviceId: string; seq: number; tsMs: number; intervalS: number; periodS: number | null; system: SystemSample; agent: AgentHealth }): HealthReport {
+export function healthReport(parts: {
+  deviceId: string;
+  seq: number;
+  tsMs: number;
+  intervalS: number;
+  periodS: number | null;
+  system: SystemSample;
+  agent: AgentHealth;
+}): HealthReport {
   return { version: HEALTH_REPORT_VERSION, ...parts };
 }

@@ -97,7 +97,8 @@ setInterval(refresh, 1000);
 const hash = (text: string): string => `'sha256-${createHash('sha256').update(text).digest('base64')}'`;
 
 export const STATUS_PAGE_CSP =
-  `default-src 'none'; style-src ${hash(STYLE)}; script-src ${hash(SCRIPT)}; connect-src 'self'; ` + `base-uri 'none'; form-action 'none'; frame-ancestors 'none'`;
+  `default-src 'none'; style-src ${hash(STYLE)}; script-src ${hash(SCRIPT)}; connect-src 'self'; ` +
+  `base-uri 'none'; form-action 'none'; frame-ancestors 'none'`;
 
 export const STATUS_PAGE_HTML = `<!doctype html>
 <html lang="en">

@@ -20,7 +20,9 @@ export interface SystemProbes {
   fsSize(): Promise<Pick<Systeminformation.FsSizeData, 'fs' | 'type' | 'size' | 'available' | 'mount'>[]>;
   /** Fallback for a filesystem fsSize does not list (tmpfs, overlay quirks). */
   statfs(dir: string): Promise<{ totalBytes: number; freeBytes: number }>;
-  networkInterfaces(): Promise<Pick<Systeminformation.NetworkInterfacesData, 'iface' | 'default' | 'ip4' | 'ip6' | 'mac' | 'internal' | 'operstate' | 'type' | 'speed'>[]>;
+  networkInterfaces(): Promise<
+    Pick<Systeminformation.NetworkInterfacesData, 'iface' | 'default' | 'ip4' | 'ip6' | 'mac' | 'internal' | 'operstate' | 'type' | 'speed'>[]
+  >;
   uptimeS(): Promise<number>;
 }
 
@@ -278,9 +280,7 @@ export class SystemSampler {
     const dir = where.value;
     const [listed, fallback] = await Promise.all([this.probes.fsSize.run(left()), this.probes.statfs.run(left())]);
     if (listed.ok) {
-      const mount = listed.value
-        .filter((fs) => typeof fs.mount === 'string' && contains(fs.mount, dir))
-        .sort((a, b) => b.mount.length - a.mount.length)[0];
+      const mount = listed.value.filter((fs) => typeof fs.mount === 'string' && contains(fs.mount, dir)).sort((a, b) => b.mount.length - a.mount.length)[0];
       if (mount && num(mount.size) !== null && num(mount.available) !== null) {
         return { ok: true, value: diskSample(this.diskPath, mount.mount, mount.fs, mount.size, mount.available) };
       }

@@ -93,7 +93,11 @@ export function createSystemdNotifier(options: NotifierOptions = {}): SystemdNot
       );
     });
     child.once('close', (code) => {
-      finish(code !== 0 && code !== null ? `systemd: ${command} ${message} failed (exit ${code}${stderr.trim() ? `: ${stderr.trim().split('\n')[0]}` : ''})` : undefined);
+      finish(
+        code !== 0 && code !== null
+          ? `systemd: ${command} ${message} failed (exit ${code}${stderr.trim() ? `: ${stderr.trim().split('\n')[0]}` : ''})`
+          : undefined,
+      );
     });
   };
 

@@ -80,9 +80,7 @@ export function obdResponseEcu(addressing: ObdCanAddressing, id: number, extende
 
 /** Kernel filters that pass the response identifiers only, so other traffic never wakes the agent. */
 export function obdResponseFilters(addressing: ObdCanAddressing): CanFilter[] {
-  return addressing === '11-bit'
-    ? [{ id: RESPONSE_BASE_11, mask: 0x7f8, extended: false }]
-    : [{ id: RESPONSE_BASE_29, mask: 0x1fffff00, extended: true }];
+  return addressing === '11-bit' ? [{ id: RESPONSE_BASE_11, mask: 0x7f8, extended: false }] : [{ id: RESPONSE_BASE_29, mask: 0x1fffff00, extended: true }];
 }
 
 export type ObdRequestErrorCode =
@@ -386,12 +384,7 @@ export class ObdCanClient {
 
   /** Mode 09 info type 04: calibration IDs, per ECU. */
   readCalibrationIds(options: ObdRequestOptions = {}): Promise<EcuAnswer<string[]>[]> {
-    return this.serviceRequest(
-      buildRequest(OBD_SERVICE.vehicleInfo, [VEHICLE_INFO.calibrationIds]),
-      options,
-      false,
-      parseCalibrationIdsResponse,
-    );
+    return this.serviceRequest(buildRequest(OBD_SERVICE.vehicleInfo, [VEHICLE_INFO.calibrationIds]), options, false, parseCalibrationIdsResponse);
   }
 
   /**
@@ -623,9 +616,7 @@ export class ObdCanClient {
         ex.pending.delete(ecu);
       } else next = Math.min(next, pending.until);
     }
-    const receiving = [...this.links.values()].some(
-      (l) => l.receiving && !ex.answers.has(l.ecu) && (ex.physical === null || ex.physical === l.ecu),
-    );
+    const receiving = [...this.links.values()].some((l) => l.receiving && !ex.answers.has(l.ecu) && (ex.physical === null || ex.physical === l.ecu));
     const waiting = receiving || ex.pending.size > 0;
     const windowOver = now >= ex.windowEnd;
     const allIn = ex.expected !== null && [...ex.expected].every((ecu) => ex.answers.has(ecu));
@@ -637,10 +628,13 @@ export class ObdCanClient {
     if (!windowOver) next = Math.min(next, ex.windowEnd);
     if (ex.timer !== null) this.clock.clearTimeout(ex.timer);
     // Timers may fire a little early: the check above runs again and re-arms.
-    ex.timer = this.clock.setTimeout(() => {
-      ex.timer = null;
-      this.settle(ex);
-    }, Math.max(1, Math.ceil(next - now)));
+    ex.timer = this.clock.setTimeout(
+      () => {
+        ex.timer = null;
+        this.settle(ex);
+      },
+      Math.max(1, Math.ceil(next - now)),
+    );
   }
 
   private endExchange(ex: Exchange, failure: ObdRequestError | null): void {

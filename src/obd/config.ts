@@ -23,7 +23,10 @@ export const obdPidSchema = z.strictObject({
 
 export const obdConfigSchema = z
   .strictObject({
-    addressing: z.enum(['11-bit', '29-bit']).default('11-bit').describe('ISO 15765-4 identifiers: 11-bit (0x7DF/0x7E8…) or 29-bit (0x18DB33F1…). Default 11-bit.'),
+    addressing: z
+      .enum(['11-bit', '29-bit'])
+      .default('11-bit')
+      .describe('ISO 15765-4 identifiers: 11-bit (0x7DF/0x7E8…) or 29-bit (0x18DB33F1…). Default 11-bit.'),
     p2Ms: z
       .number()
       .int()
@@ -79,7 +82,13 @@ export function pidProblem(pid: number | string): string | null {
     }
     const folded = pid.toLowerCase();
     const near = [...MODE01_PIDS_BY_KEY.keys()].filter((key) => key.toLowerCase() === folded || key.toLowerCase().startsWith(folded));
-    const hint = near.length > 0 ? `; did you mean ${near.slice(0, 3).map((k) => JSON.stringify(k)).join(' or ')}?` : ' (names are J1979 keys such as "rpm", "speed", "coolantTemp")';
+    const hint =
+      near.length > 0
+        ? `; did you mean ${near
+            .slice(0, 3)
+            .map((k) => JSON.stringify(k))
+            .join(' or ')}?`
+        : ' (names are J1979 keys such as "rpm", "speed", "coolantTemp")';
     return `unknown PID name ${JSON.stringify(pid)}${hint}`;
   }
   if (SUPPORTED_PID_BLOCKS.includes(def.pid)) {

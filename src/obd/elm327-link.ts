@@ -219,7 +219,9 @@ export class ElmSerialLink {
   private setRate(baudRate: number): Promise<void> {
     const port = this.port!;
     return new Promise((resolve, reject) =>
-      port.update({ baudRate }, (err) => (err ? reject(new ElmLinkError('open-failed', `${this.path}: cannot set ${baudRate} baud: ${err.message}`, { cause: err })) : resolve())),
+      port.update({ baudRate }, (err) =>
+        err ? reject(new ElmLinkError('open-failed', `${this.path}: cannot set ${baudRate} baud: ${err.message}`, { cause: err })) : resolve(),
+      ),
     );
   }
 

@@ -291,7 +291,7 @@ export class Elm327Client implements ObdClient {
       let answered = false;
       let size = this.multiPid ? MAX_PIDS_PER_REQUEST : 1;
       let failure: ObdRequestError | null = null;
-      for (let k = 0; k < list.length; ) {
+      for (let k = 0; k < list.length;) {
         const chunk = list.slice(k, k + size);
         let result: 'answered' | 'silent' | 'fallback';
         try {
@@ -324,7 +324,7 @@ export class Elm327Client implements ObdClient {
 
   readDtcs(service: DtcService = OBD_SERVICE.storedDtcs, options: ObdRequestOptions = {}): Promise<EcuAnswer<string[]>[]> {
     if (service !== OBD_SERVICE.storedDtcs && service !== OBD_SERVICE.pendingDtcs && service !== OBD_SERVICE.permanentDtcs) {
-      return Promise.reject(new ObdRequestError('invalid-request', `${hex([service], "")} is not a DTC service (03, 07, 0A)`));
+      return Promise.reject(new ObdRequestError('invalid-request', `${hex([service], '')} is not a DTC service (03, 07, 0A)`));
     }
     return this.serviceRequest(buildRequest(service), options, (m) => {
       const r = parseDtcResponse(service, m, { countByte: this.family !== 'legacy' });
@@ -573,7 +573,9 @@ export class Elm327Client implements ObdClient {
   /** One chunk of Mode 01 PIDs, functionally addressed; answers of ECUs other than `options.ecu` are left out. */
   private async readChunk(chunk: number[], options: ObdRequestOptions, out: Map<number, EcuPidReadings>): Promise<'answered' | 'silent' | 'fallback'> {
     const answers = await this.exchange(buildRequest(OBD_SERVICE.currentData, chunk), this.countFor(chunk), options.signal);
-    const concerned = [...this.records.keys()].filter((ecu) => (options.ecu === undefined || ecu === options.ecu) && chunk.some((pid) => this.supports(ecu, pid)));
+    const concerned = [...this.records.keys()].filter(
+      (ecu) => (options.ecu === undefined || ecu === options.ecu) && chunk.some((pid) => this.supports(ecu, pid)),
+    );
     let answered = false;
     for (const [ecu, messages] of answers) {
       if (options.ecu !== undefined && ecu !== options.ecu) continue;
@@ -766,7 +768,8 @@ export class Elm327Client implements ObdClient {
   private async whenReady(signal: AbortSignal | undefined): Promise<void> {
     if (this.closed) throw new ObdRequestError('closed', 'ELM327 client closed');
     if (this.currentState === 'ready') return;
-    if (!this.running) throw new ObdRequestError('adapter', `ELM327 adapter on ${this.port} not connected${this.lastError ? `: ${this.lastError.message}` : ''}`);
+    if (!this.running)
+      throw new ObdRequestError('adapter', `ELM327 adapter on ${this.port} not connected${this.lastError ? `: ${this.lastError.message}` : ''}`);
     await new Promise<void>((resolve) => {
       const done = (): void => {
         clearTimeout(timer);

@@ -177,16 +177,7 @@ const SPARK_MONITORS = [
   'oxygenSensorHeater',
   'egrSystem',
 ] as const;
-const COMPRESSION_MONITORS = [
-  'nmhcCatalyst',
-  'noxScrMonitor',
-  null,
-  'boostPressure',
-  null,
-  'exhaustGasSensor',
-  'pmFilter',
-  'egrVvtSystem',
-] as const;
+const COMPRESSION_MONITORS = ['nmhcCatalyst', 'noxScrMonitor', null, 'boostPressure', null, 'exhaustGasSensor', 'pmFilter', 'egrVvtSystem'] as const;
 const COMMON_MONITORS = ['misfire', 'fuelSystem', 'components'] as const;
 
 function decodeMonitorStatus(d: Uint8Array): MonitorStatus {
@@ -313,10 +304,17 @@ type Row = [pid: number, key: string, description: string, unit: string, bytes: 
 const rows: Row[] = [
   [0x01, 'monitorStatus', 'Monitor status since DTCs cleared (MIL, DTC count, readiness)', '', 4, decodeMonitorStatus],
   [0x02, 'freezeFrameDtc', 'DTC that caused the freeze frame (null: none)', '', 2, (d) => (u16(d) === 0 ? null : dtcFromBytes(d[0]!, d[1]!))],
-  [0x03, 'fuelSystemStatus', 'Fuel system status', '', 2, (d) => ({
-    system1: d[0] === 0 ? null : enumName(FUEL_SYSTEM_STATES, d[0]!),
-    system2: d[1] === 0 ? null : enumName(FUEL_SYSTEM_STATES, d[1]!),
-  })],
+  [
+    0x03,
+    'fuelSystemStatus',
+    'Fuel system status',
+    '',
+    2,
+    (d) => ({
+      system1: d[0] === 0 ? null : enumName(FUEL_SYSTEM_STATES, d[0]!),
+      system2: d[1] === 0 ? null : enumName(FUEL_SYSTEM_STATES, d[1]!),
+    }),
+  ],
   [0x04, 'engineLoad', 'Calculated engine load', '%', 1, (d) => percent(d[0]!)],
   [0x05, 'coolantTemp', 'Engine coolant temperature', '°C', 1, (d) => celsius(d[0]!)],
   [0x06, 'shortTermFuelTrimBank1', 'Short-term fuel trim, bank 1', '%', 1, (d) => trimPercent(d[0]!)],
@@ -349,10 +347,17 @@ const rows: Row[] = [
   // J1979 defines A,B as a two's complement value; some tools read it unsigned, which is wrong below 0 Pa.
   [0x32, 'evapVaporPressure', 'Evaporative system vapour pressure', 'Pa', 2, (d) => s16(d) / 4],
   [0x33, 'barometricPressure', 'Absolute barometric pressure', 'kPa', 1, (d) => d[0]!],
-  [0x41, 'monitorStatusThisDriveCycle', 'Monitor status this drive cycle', '', 4, (d) => {
-    const { ignition, readiness } = decodeMonitorStatus(d);
-    return { ignition, readiness };
-  }],
+  [
+    0x41,
+    'monitorStatusThisDriveCycle',
+    'Monitor status this drive cycle',
+    '',
+    4,
+    (d) => {
+      const { ignition, readiness } = decodeMonitorStatus(d);
+      return { ignition, readiness };
+    },
+  ],
   [0x42, 'controlModuleVoltage', 'Control module voltage', 'V', 2, (d) => u16(d) / 1000],
   [0x43, 'absoluteLoad', 'Absolute load value', '%', 2, (d) => (u16(d) * 100) / 255],
   [0x44, 'commandedEquivalenceRatio', 'Commanded air-fuel equivalence ratio (lambda)', '', 2, (d) => equivalenceRatio(u16(d))],
@@ -366,12 +371,19 @@ const rows: Row[] = [
   [0x4c, 'commandedThrottleActuator', 'Commanded throttle actuator', '%', 1, (d) => percent(d[0]!)],
   [0x4d, 'timeWithMil', 'Time run with the MIL on', 'min', 2, (d) => u16(d)],
   [0x4e, 'timeSinceCodesCleared', 'Time since DTCs cleared', 'min', 2, (d) => u16(d)],
-  [0x4f, 'maximumValues', 'Maximum equivalence ratio, O2 voltage, O2 current and intake pressure', '', 4, (d) => ({
-    equivalenceRatio: d[0]!,
-    o2SensorVoltage: d[1]!,
-    o2SensorCurrentMa: d[2]!,
-    intakeManifoldPressure: d[3]! * 10,
-  })],
+  [
+    0x4f,
+    'maximumValues',
+    'Maximum equivalence ratio, O2 voltage, O2 current and intake pressure',
+    '',
+    4,
+    (d) => ({
+      equivalenceRatio: d[0]!,
+      o2SensorVoltage: d[1]!,
+      o2SensorCurrentMa: d[2]!,
+      intakeManifoldPressure: d[3]! * 10,
+    }),
+  ],
   [0x50, 'mafMaximum', 'Maximum mass air flow rate', 'g/s', 4, (d) => d[0]! * 10],
   [0x51, 'fuelType', 'Fuel type', '', 1, (d) => enumName(FUEL_TYPES, d[0]!)],
   [0x52, 'ethanolPercent', 'Ethanol fuel percentage', '%', 1, (d) => percent(d[0]!)],
@@ -386,51 +398,90 @@ const rows: Row[] = [
   [0x61, 'driverDemandTorque', "Driver's demand engine torque", '%', 1, (d) => torquePercent(d[0]!)],
   [0x62, 'actualEngineTorque', 'Actual engine torque', '%', 1, (d) => torquePercent(d[0]!)],
   [0x63, 'engineReferenceTorque', 'Engine reference torque', 'Nm', 2, (d) => u16(d)],
-  [0x64, 'engineTorquePoints', 'Engine percent torque at idle and points 1-4', '%', 5, (d) => ({
-    idle: torquePercent(d[0]!),
-    point1: torquePercent(d[1]!),
-    point2: torquePercent(d[2]!),
-    point3: torquePercent(d[3]!),
-    point4: torquePercent(d[4]!),
-  })],
+  [
+    0x64,
+    'engineTorquePoints',
+    'Engine percent torque at idle and points 1-4',
+    '%',
+    5,
+    (d) => ({
+      idle: torquePercent(d[0]!),
+      point1: torquePercent(d[1]!),
+      point2: torquePercent(d[2]!),
+      point3: torquePercent(d[3]!),
+      point4: torquePercent(d[4]!),
+    }),
+  ],
   [0xa6, 'odometer', 'Odometer', 'km', 4, (d) => (d[0]! * 2 ** 24 + d[1]! * 2 ** 16 + d[2]! * 2 ** 8 + d[3]!) / 10],
 ];
 
 // The families of sensors whose PIDs follow each other.
 for (let n = 0; n < 8; n++) {
-  rows.push([0x14 + n, `o2Sensor${n + 1}`, `Oxygen sensor ${n + 1}: voltage and short-term fuel trim`, 'V', 2, (d) => ({
-    voltage: d[0]! / 200,
-    // B = 0xFF: this sensor is not used to compute the trim.
-    shortTermFuelTrim: d[1] === 0xff ? null : trimPercent(d[1]!),
-  })]);
-  rows.push([0x24 + n, `o2Sensor${n + 1}WideRangeVoltage`, `Oxygen sensor ${n + 1}: equivalence ratio and voltage`, 'V', 4, (d) => ({
-    equivalenceRatio: equivalenceRatio(u16(d, 0)),
-    voltage: (u16(d, 2) * 8) / 65536,
-  })]);
-  rows.push([0x34 + n, `o2Sensor${n + 1}WideRangeCurrent`, `Oxygen sensor ${n + 1}: equivalence ratio and current`, 'mA', 4, (d) => ({
-    equivalenceRatio: equivalenceRatio(u16(d, 0)),
-    currentMa: u16(d, 2) / 256 - 128,
-  })]);
+  rows.push([
+    0x14 + n,
+    `o2Sensor${n + 1}`,
+    `Oxygen sensor ${n + 1}: voltage and short-term fuel trim`,
+    'V',
+    2,
+    (d) => ({
+      voltage: d[0]! / 200,
+      // B = 0xFF: this sensor is not used to compute the trim.
+      shortTermFuelTrim: d[1] === 0xff ? null : trimPercent(d[1]!),
+    }),
+  ]);
+  rows.push([
+    0x24 + n,
+    `o2Sensor${n + 1}WideRangeVoltage`,
+    `Oxygen sensor ${n + 1}: equivalence ratio and voltage`,
+    'V',
+    4,
+    (d) => ({
+      equivalenceRatio: equivalenceRatio(u16(d, 0)),
+      voltage: (u16(d, 2) * 8) / 65536,
+    }),
+  ]);
+  rows.push([
+    0x34 + n,
+    `o2Sensor${n + 1}WideRangeCurrent`,
+    `Oxygen sensor ${n + 1}: equivalence ratio and current`,
+    'mA',
+    4,
+    (d) => ({
+      equivalenceRatio: equivalenceRatio(u16(d, 0)),
+      currentMa: u16(d, 2) / 256 - 128,
+    }),
+  ]);
 }
-([
-  [0x3c, 'catalystTempBank1Sensor1'],
-  [0x3d, 'catalystTempBank2Sensor1'],
-  [0x3e, 'catalystTempBank1Sensor2'],
-  [0x3f, 'catalystTempBank2Sensor2'],
-] as const).forEach(([pid, key]) => {
+(
+  [
+    [0x3c, 'catalystTempBank1Sensor1'],
+    [0x3d, 'catalystTempBank2Sensor1'],
+    [0x3e, 'catalystTempBank1Sensor2'],
+    [0x3f, 'catalystTempBank2Sensor2'],
+  ] as const
+).forEach(([pid, key]) => {
   rows.push([pid, key, `Catalyst temperature, ${key.slice('catalystTemp'.length)}`, '°C', 2, (d) => u16(d) / 10 - 40]);
 });
-([
-  [0x55, 'shortTermSecondaryO2TrimBanks1And3'],
-  [0x56, 'longTermSecondaryO2TrimBanks1And3'],
-  [0x57, 'shortTermSecondaryO2TrimBanks2And4'],
-  [0x58, 'longTermSecondaryO2TrimBanks2And4'],
-] as const).forEach(([pid, key]) => {
+(
+  [
+    [0x55, 'shortTermSecondaryO2TrimBanks1And3'],
+    [0x56, 'longTermSecondaryO2TrimBanks1And3'],
+    [0x57, 'shortTermSecondaryO2TrimBanks2And4'],
+    [0x58, 'longTermSecondaryO2TrimBanks2And4'],
+  ] as const
+).forEach(([pid, key]) => {
   const [first, second] = pid <= 0x56 ? ['bank1', 'bank3'] : ['bank2', 'bank4'];
-  rows.push([pid, key, `Secondary oxygen sensor trim, ${first} and ${second}`, '%', 2, (d) => ({
-    [first]: trimPercent(d[0]!),
-    [second]: trimPercent(d[1]!),
-  })]);
+  rows.push([
+    pid,
+    key,
+    `Secondary oxygen sensor trim, ${first} and ${second}`,
+    '%',
+    2,
+    (d) => ({
+      [first]: trimPercent(d[0]!),
+      [second]: trimPercent(d[1]!),
+    }),
+  ]);
 });
 
 /** The PIDs that report which PIDs are supported, one per block of 32. */
@@ -442,15 +493,11 @@ for (const block of SUPPORTED_PID_BLOCKS) {
 
 /** Mode 01 / Mode 02 PIDs by number, in PID order. */
 export const MODE01_PIDS: ReadonlyMap<number, PidDefinition> = new Map(
-  rows
-    .sort((x, y) => x[0] - y[0])
-    .map(([pid, key, description, unit, bytes, decode]) => [pid, Object.freeze({ pid, key, description, unit, bytes, decode })]),
+  rows.sort((x, y) => x[0] - y[0]).map(([pid, key, description, unit, bytes, decode]) => [pid, Object.freeze({ pid, key, description, unit, bytes, decode })]),
 );
 
 /** The same definitions by JSON key. */
-export const MODE01_PIDS_BY_KEY: ReadonlyMap<string, PidDefinition> = new Map(
-  [...MODE01_PIDS.values()].map((def) => [def.key, def]),
-);
+export const MODE01_PIDS_BY_KEY: ReadonlyMap<string, PidDefinition> = new Map([...MODE01_PIDS.values()].map((def) => [def.key, def]));
 
 /** Decodes the data bytes of one PID. Throws ObdDecodeError for an unknown PID or a wrong data length. */
 export function decodePid(pid: number, data: ByteInput): PidValue {
@@ -785,7 +832,7 @@ export function parseMode01Response(input: ByteInput): Mode01Response | ObdNegat
   const negative = checkResponseHeader(bytes, OBD_SERVICE.currentData, 2);
   if (negative) return negative;
   const readings: PidReading[] = [];
-  for (let at = 1; at < bytes.length; ) {
+  for (let at = 1; at < bytes.length;) {
     const { reading, next } = readPidEntry(bytes, at, 1);
     readings.push(reading);
     at = next;
@@ -799,7 +846,7 @@ export function parseMode02Response(input: ByteInput): Mode02Response | ObdNegat
   const negative = checkResponseHeader(bytes, OBD_SERVICE.freezeFrame, 3);
   if (negative) return negative;
   const readings: FreezeFrameReading[] = [];
-  for (let at = 1; at < bytes.length; ) {
+  for (let at = 1; at < bytes.length;) {
     if (at + 1 >= bytes.length) throw new ObdDecodeError('freeze-frame entry without its frame number', bytes);
     const { reading, next } = readPidEntry(bytes, at, 2);
     readings.push({ ...reading, frame: bytes[at + 1]! });

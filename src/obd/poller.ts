@@ -334,11 +334,14 @@ export class PidPoller {
     if (signal.aborted) return Promise.resolve();
     return new Promise((resolve) => {
       this.wake = resolve;
-      this.sleepTimer = this.clock.setTimeout(() => {
-        this.sleepTimer = null;
-        this.wake = null;
-        resolve();
-      }, Math.max(1, Math.ceil(ms)));
+      this.sleepTimer = this.clock.setTimeout(
+        () => {
+          this.sleepTimer = null;
+          this.wake = null;
+          resolve();
+        },
+        Math.max(1, Math.ceil(ms)),
+      );
     });
   }
 

@@ -150,7 +150,9 @@ export function refusedKey(key: KeyObject, kinds: KeyKinds): string | undefined 
   const refused = (what: string): string => `its key is ${what} (allowed: ${kinds.allowed})`;
   switch (key.asymmetricKeyType) {
     case 'ec':
-      return details?.namedCurve !== undefined && kinds.curves[details.namedCurve] !== undefined ? undefined : refused(`ECDSA on ${details?.namedCurve ?? 'an unnamed curve'}`);
+      return details?.namedCurve !== undefined && kinds.curves[details.namedCurve] !== undefined
+        ? undefined
+        : refused(`ECDSA on ${details?.namedCurve ?? 'an unnamed curve'}`);
     case 'ed25519':
       return kinds.ed25519 ? undefined : refused('Ed25519');
     case 'ed448':
@@ -303,7 +305,8 @@ class PathValidation {
     const max = this.check.maxLength ?? DEFAULT_MAX_LENGTH;
     const first = certificates[0];
     if (first === undefined) throw new Error('verifyChain: no certificate given');
-    if (certificates.length > max) throw new ChainRefusal('chain-length', first, `${this.names.chain} has ${certificates.length} certificates (at most ${max})`);
+    if (certificates.length > max)
+      throw new ChainRefusal('chain-length', first, `${this.names.chain} has ${certificates.length} certificates (at most ${max})`);
     const leaf = describeCertificate(first, this.names.leaf);
     const who = label(this.names.leaf, leaf.name);
     this.checkLeaf(leaf, who, rules);
@@ -322,14 +325,20 @@ class PathValidation {
       const issuedBy = (issuer: ChainCertificate): boolean => issuer.extensions.subjectName === current.extensions.issuerName && signedBy(current, issuer);
       const anchor = anchors.find(issuedBy);
       const next = given[this.path.length];
-      const issuer = anchor ?? (this.check.ordered ? (next !== undefined && issuedBy(next) ? next : undefined) : given.find((c) => !this.path.includes(c) && issuedBy(c)));
+      const issuer =
+        anchor ?? (this.check.ordered ? (next !== undefined && issuedBy(next) ? next : undefined) : given.find((c) => !this.path.includes(c) && issuedBy(c)));
       if (!issuer) break;
       this.checkIssuer(issuer, current, anchor !== undefined);
       if (anchor) {
         if (this.check.ordered) {
           // A file may end with the anchor (or anchors) it chains to; anything else after it is not part of the chain.
           const stray = given.slice(this.path.length).find((c) => !anchors.some((a) => a.x509.raw.equals(c.x509.raw)));
-          if (stray) throw new ChainRefusal('order', stray.x509, `${stray.name} follows ${current.name} in the chain, but ${current.name} is issued by ${this.names.anchor} ${anchor.name}`);
+          if (stray)
+            throw new ChainRefusal(
+              'order',
+              stray.x509,
+              `${stray.name} follows ${current.name} in the chain, but ${current.name} is issued by ${this.names.anchor} ${anchor.name}`,
+            );
         }
         return this.verified(anchor);
       }
@@ -344,7 +353,11 @@ class PathValidation {
     const named = anchors.find((a) => a.extensions.subjectName === current.extensions.issuerName && current.x509.checkIssued(a.x509));
     if ((this.check.anchoring ?? 'required') === 'optional') {
       if (named) {
-        throw new ChainRefusal('issuer-signature', current.x509, `${current.name} names ${this.names.anchor} ${named.name} as its issuer, but its signature does not verify with that CA's key`);
+        throw new ChainRefusal(
+          'issuer-signature',
+          current.x509,
+          `${current.name} names ${this.names.anchor} ${named.name} as its issuer, but its signature does not verify with that CA's key`,
+        );
       }
       return this.verified(undefined);
     }
@@ -371,7 +384,8 @@ class PathValidation {
     const usage = leaf.extensions.keyUsage;
     if (rules.kind === 'issuing-ca') {
       if (!leaf.extensions.ca) refuse('basic-constraints', `${who} is not a CA (basicConstraints cA is not set)`);
-      if (usage !== undefined && (usage & KEY_USAGE_BITS.keyCertSign) === 0) refuse('key-cert-sign', `${who} may not sign certificates: its key usage lacks keyCertSign`);
+      if (usage !== undefined && (usage & KEY_USAGE_BITS.keyCertSign) === 0)
+        refuse('key-cert-sign', `${who} may not sign certificates: its key usage lacks keyCertSign`);
       const key = refusedKey(leaf.key, CA_KEYS);
       if (key) refuse('issuer-key', `${who} may not issue ${this.names.issues}: ${key}`);
       return;
@@ -419,7 +433,8 @@ class PathValidation {
 
   private refuseCritical(cert: ChainCertificate): void {
     const unknown = cert.extensions.unknownCritical;
-    if (unknown.length > 0) throw new ChainRefusal('critical-extension', cert.x509, `${cert.name} carries a critical extension this agent does not process (${unknown.join(', ')})`);
+    if (unknown.length > 0)
+      throw new ChainRefusal('critical-extension', cert.x509, `${cert.name} carries a critical extension this agent does not process (${unknown.join(', ')})`);
   }
 
   private checkValidity(cert: ChainCertificate, who: string): void {

@@ -88,7 +88,9 @@ function extension(id: string, critical: boolean, value: Buffer): Buffer {
 }
 
 function keyId(publicKey: KeyObject): Buffer {
-  return createHash('sha1').update(publicKey.export({ type: 'spki', format: 'der' })).digest();
+  return createHash('sha1')
+    .update(publicKey.export({ type: 'spki', format: 'der' }))
+    .digest();
 }
 
 function toPem(label: string, der: Buffer): string {

@@ -30,7 +30,8 @@ export function deviceIdProblem(id: string): string | null {
   if (id.length > 64) return `it has ${id.length} characters (at most 64)`;
   if (!DEVICE_ID_PATTERN.test(id)) return 'it must start with a letter or a digit';
   const lower = id.toLowerCase();
-  if (RESERVED_IDENTITIES.includes(lower)) return `'${lower}' is reserved (${lower === BACKEND_IDENTITY ? "the fleet backend's identity" : 'a name of the PKI itself'})`;
+  if (RESERVED_IDENTITIES.includes(lower))
+    return `'${lower}' is reserved (${lower === BACKEND_IDENTITY ? "the fleet backend's identity" : 'a name of the PKI itself'})`;
   return null;
 }
 

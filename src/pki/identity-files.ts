@@ -33,8 +33,7 @@ const suffixed = (pair: IdentityPair, suffix: string): IdentityPair => ({ certFi
 const filesOf = (pair: IdentityPair): string[] => [pair.certFile, pair.keyFile];
 /** The temporary name each .new and .old file is written under: fixed, so that what a power cut left is found. */
 const TEMPORARY_SUFFIX = '.tmp';
-const temporaryFiles = (pair: IdentityPair): string[] =>
-  ['.new', '.old'].flatMap((suffix) => filesOf(suffixed(pair, suffix + TEMPORARY_SUFFIX)));
+const temporaryFiles = (pair: IdentityPair): string[] => ['.new', '.old'].flatMap((suffix) => filesOf(suffixed(pair, suffix + TEMPORARY_SUFFIX)));
 
 /** Writes the new pair beside the live one (<file>.new), the key readable by its owner only. */
 export function stageIdentity(pair: IdentityPair, certPem: string, keyPem: string): IdentityPair {

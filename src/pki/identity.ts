@@ -11,7 +11,15 @@
  */
 import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
-import { ChainRefusal, describeCertificate, subjectLine, verifyChain, type ChainCertificate, type ChainRule, type EndEntityRules } from './certificate-chain.js';
+import {
+  ChainRefusal,
+  describeCertificate,
+  subjectLine,
+  verifyChain,
+  type ChainCertificate,
+  type ChainRule,
+  type EndEntityRules,
+} from './certificate-chain.js';
 
 export interface IdentityFiles {
   /** The client certificate (PEM), optionally followed by the intermediates up to its CA. */
@@ -68,7 +76,11 @@ const SOON_MS = 30 * 86_400_000;
 const DEVICE: EndEntityRules = {
   kind: 'end-entity',
   holder: "a device's",
-  extendedKeyUsage: { oid: CLIENT_AUTH_OID, required: false, refusal: `does not allow client authentication: its extended key usage lacks clientAuth (${CLIENT_AUTH_OID})` },
+  extendedKeyUsage: {
+    oid: CLIENT_AUTH_OID,
+    required: false,
+    refusal: `does not allow client authentication: its extended key usage lacks clientAuth (${CLIENT_AUTH_OID})`,
+  },
   digitalSignature: 'cannot sign a TLS handshake: its key usage lacks digitalSignature',
   keys: {
     curves: { prime256v1: 'P-256', secp384r1: 'P-384', secp521r1: 'P-521' },
@@ -177,7 +189,11 @@ export function loadIdentity(files: IdentityFiles, now: Date = new Date()): Devi
     // Read a moment ago: a stat failure now is not worth failing the start for.
   }
   if (mode !== undefined && (mode & 0o077) !== 0) {
-    throw new IdentityError(files.keyFile, 'permissions', `private key ${files.keyFile} has mode ${mode.toString(8).padStart(4, '0')}: other users can read it (chmod 600)`);
+    throw new IdentityError(
+      files.keyFile,
+      'permissions',
+      `private key ${files.keyFile} has mode ${mode.toString(8).padStart(4, '0')}: other users can read it (chmod 600)`,
+    );
   }
   return {
     certPem,
@@ -221,7 +237,11 @@ function checkValidity(file: string, what: string, cert: X509Certificate, now: D
   const from = new Date(cert.validFrom);
   const to = new Date(cert.validTo);
   if (now < from) {
-    throw new IdentityError(file, 'not-yet-valid', `${what} ${file}: not valid before ${from.toISOString()} (is the clock right? it says ${now.toISOString()})`);
+    throw new IdentityError(
+      file,
+      'not-yet-valid',
+      `${what} ${file}: not valid before ${from.toISOString()} (is the clock right? it says ${now.toISOString()})`,
+    );
   }
   if (now > to) throw new IdentityError(file, 'expired', `${what} ${file}: expired on ${to.toISOString()}`);
   if (to.getTime() - now.getTime() < SOON_MS) warnings.push(`${what} ${file} expires on ${to.toISOString()}`);

@@ -101,12 +101,14 @@ export async function rotateCertificate(options: RotationOptions): Promise<Rotat
     }
     try {
       const candidate = loadIdentity(checked(staged));
-      if (candidate.commonName !== deviceId) throw new RotationFailure('bad-certificate', `the certificate is for '${candidate.commonName}', not for this device '${deviceId}'`);
+      if (candidate.commonName !== deviceId)
+        throw new RotationFailure('bad-certificate', `the certificate is for '${candidate.commonName}', not for this device '${deviceId}'`);
     } catch (err) {
       discardStaged(files);
       if (err instanceof RotationFailure) throw err;
       // loadIdentity names the staged file; the operator needs to know what was wrong with the certificate.
-      const why = err instanceof IdentityError && err.problem === 'mismatch' ? 'it does not carry the key this car made for the request' : (err as Error).message;
+      const why =
+        err instanceof IdentityError && err.problem === 'mismatch' ? 'it does not carry the key this car made for the request' : (err as Error).message;
       throw new RotationFailure('bad-certificate', `the certificate that came back is refused: ${why}`);
     }
 
@@ -145,7 +147,8 @@ async function requestCertificate(options: RotationOptions, csrPem: string): Pro
   let onAbort: (() => void) | undefined;
   // Armed before the first await, so an abort during the subscription or the publish is not missed.
   const givenUp = new Promise<never>((_, reject) => {
-    onAbort = () => reject(new RotationFailure('no-certificate', `stopped waiting for the certificate (${String(signal?.reason ?? 'aborted')}); nothing was changed`));
+    onAbort = () =>
+      reject(new RotationFailure('no-certificate', `stopped waiting for the certificate (${String(signal?.reason ?? 'aborted')}); nothing was changed`));
     signal?.addEventListener('abort', onAbort, { once: true });
   });
   givenUp.catch(() => undefined); // observed by the races below; never an unhandled rejection
@@ -170,14 +173,20 @@ async function requestCertificate(options: RotationOptions, csrPem: string): Pro
     options.progress?.('csr-sent', { topic: `vehicles/${deviceId}/csr` });
     const waitS = Math.round(options.waitMs / 1000);
     const timedOut = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new RotationFailure('no-certificate', `no certificate for request ${requestId} within ${waitS} s; nothing was changed`)), options.waitMs);
+      timer = setTimeout(
+        () => reject(new RotationFailure('no-certificate', `no certificate for request ${requestId} within ${waitS} s; nothing was changed`)),
+        options.waitMs,
+      );
     });
     return await Promise.race([answered, givenUp, timedOut]);
   } finally {
     clearTimeout(timer);
     if (onAbort) signal?.removeEventListener('abort', onAbort);
     // Also a watch still being set up when the abort won the race: stopped once it is.
-    await watching.then((stop) => stop(), () => undefined);
+    await watching.then(
+      (stop) => stop(),
+      () => undefined,
+    );
   }
 }
 

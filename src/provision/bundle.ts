@@ -114,7 +114,8 @@ function readCaFile(option: string, file: string): { pem: string; certs: X509Cer
     const name = cn(cert) ?? cert.subject.replace(/\n/g, ', ');
     if (!cert.ca) throw new ProvisionError(`${option} ${file}: '${name}' is not a CA certificate (basicConstraints CA:TRUE is missing)`);
     if (new Date(cert.validTo) < now) throw new ProvisionError(`${option} ${file}: the CA '${name}' expired on ${new Date(cert.validTo).toISOString()}`);
-    if (new Date(cert.validFrom) > now) throw new ProvisionError(`${option} ${file}: the CA '${name}' is not valid before ${new Date(cert.validFrom).toISOString()} (is this clock right?)`);
+    if (new Date(cert.validFrom) > now)
+      throw new ProvisionError(`${option} ${file}: the CA '${name}' is not valid before ${new Date(cert.validFrom).toISOString()} (is this clock right?)`);
   }
   const refuse = (refusal: ChainRefusal): never => {
     throw new ProvisionError(`${option} ${file}: ${refusal.message}`);
@@ -156,11 +157,19 @@ function normalizePem(pem: string): string {
 }
 
 function cn(cert: X509Certificate): string | undefined {
-  return cert.subject.split('\n').find((l) => l.startsWith('CN='))?.slice(3);
+  return cert.subject
+    .split('\n')
+    .find((l) => l.startsWith('CN='))
+    ?.slice(3);
 }
 
 function issuerCn(cert: X509Certificate): string {
-  return cert.issuer.split('\n').find((l) => l.startsWith('CN='))?.slice(3) ?? cert.issuer.replace(/\n/g, ', ');
+  return (
+    cert.issuer
+      .split('\n')
+      .find((l) => l.startsWith('CN='))
+      ?.slice(3) ?? cert.issuer.replace(/\n/g, ', ')
+  );
 }
 
 function day(date: string): string {
@@ -189,14 +198,18 @@ function readSigningCa(caFile: string, keyFile: string): SigningCa {
   } catch (err) {
     const message = (err as Error).message;
     if (/passphrase|encrypted/i.test(message) || keyText.includes('ENCRYPTED')) {
-      throw new ProvisionError(`--ca-key ${keyFile} is encrypted: this tool signs with an unencrypted key only; sign the CSR with your CA's tooling instead (--csr-only)`);
+      throw new ProvisionError(
+        `--ca-key ${keyFile} is encrypted: this tool signs with an unencrypted key only; sign the CSR with your CA's tooling instead (--csr-only)`,
+      );
     }
     throw new ProvisionError(`--ca-key ${keyFile}: not a PEM private key (${message})`);
   }
   const cert = certs[0]!;
   if (!cert.checkPrivateKey(key)) throw new ProvisionError(`--ca-key ${keyFile} is not the private key of the CA certificate ${caFile}`);
   if (key.asymmetricKeyType !== 'rsa') {
-    throw new ProvisionError(`--ca-key ${keyFile} is an ${key.asymmetricKeyType} key: this tool signs with RSA CA keys only; sign the CSR with your CA's tooling instead (--csr-only)`);
+    throw new ProvisionError(
+      `--ca-key ${keyFile} is an ${key.asymmetricKeyType} key: this tool signs with RSA CA keys only; sign the CSR with your CA's tooling instead (--csr-only)`,
+    );
   }
   warnIfReadable(keyFile);
   return {
@@ -261,11 +274,14 @@ export function runProvision(options: ProvisionOptions, say: Say): void {
     completeBundle(bundle, options, say);
     return;
   }
-  if (options.csrOnly && (options.ca || options.caKey)) throw new ProvisionError('--csr-only and --ca/--ca-key exclude each other: sign here (--ca, --ca-key) or elsewhere (--csr-only)');
+  if (options.csrOnly && (options.ca || options.caKey))
+    throw new ProvisionError('--csr-only and --ca/--ca-key exclude each other: sign here (--ca, --ca-key) or elsewhere (--csr-only)');
   if (!options.csrOnly && !options.ca) {
-    throw new ProvisionError('say how the device certificate is made: --ca CA --ca-key KEY (signed here), --csr-only (signed elsewhere), or --cert FILE (completes a --csr-only bundle)');
+    throw new ProvisionError(
+      'say how the device certificate is made: --ca CA --ca-key KEY (signed here), --csr-only (signed elsewhere), or --cert FILE (completes a --csr-only bundle)',
+    );
   }
-  if (options.ca && !options.caKey) throw new ProvisionError('--ca needs --ca-key (the CA\'s private key, to sign the device certificate)');
+  if (options.ca && !options.caKey) throw new ProvisionError("--ca needs --ca-key (the CA's private key, to sign the device certificate)");
   if (options.caKey && !options.ca) throw new ProvisionError('--ca-key needs --ca (the CA certificate it belongs to)');
   makeBundle(bundle, options, say);
 }
@@ -287,13 +303,15 @@ function readInputs(bundle: string, options: ProvisionOptions): BundleInputs {
   const signing = options.ca ? readSigningCa(path.resolve(options.ca), path.resolve(options.caKey!)) : undefined;
   let brokerCaFile = options.brokerCa;
   if (brokerCaFile === undefined) {
-    if (!signing) throw new ProvisionError('--broker-ca is required with --csr-only: the CA the broker\'s certificate chains to, which the car pins');
+    if (!signing) throw new ProvisionError("--broker-ca is required with --csr-only: the CA the broker's certificate chains to, which the car pins");
     brokerCaFile = signing.file;
     notes.push(`broker CA: ${signing.file} (the --ca; pass --broker-ca when the broker's certificate comes from another CA)`);
   }
   const brokerCa = { file: path.resolve(brokerCaFile), ...readCaFile('--broker-ca', path.resolve(brokerCaFile)) };
   if (options.commandCa === undefined) {
-    throw new ProvisionError('--command-ca is required: the CA whose operators may send this car remote commands (scripts/dev-pki makes one: certs/dev/command-ca.crt)');
+    throw new ProvisionError(
+      '--command-ca is required: the CA whose operators may send this car remote commands (scripts/dev-pki makes one: certs/dev/command-ca.crt)',
+    );
   }
   const commandCaFile = path.resolve(options.commandCa);
   const commandCa = { file: commandCaFile, pem: readCaFile('--command-ca', commandCaFile).pem };
@@ -315,7 +333,8 @@ function readInputs(bundle: string, options: ProvisionOptions): BundleInputs {
   const place = (source: string, dir: string): string => {
     const rel = `${dir}/${path.basename(source)}`;
     const already = copies.get(rel);
-    if (already !== undefined && already !== source) throw new ProvisionError(`--config-template ${templateFile}: two different files are named ${path.basename(source)} (${already}, ${source}); rename one`);
+    if (already !== undefined && already !== source)
+      throw new ProvisionError(`--config-template ${templateFile}: two different files are named ${path.basename(source)} (${already}, ${source}); rename one`);
     copies.set(rel, source);
     return rel;
   };
@@ -326,7 +345,7 @@ function readInputs(bundle: string, options: ProvisionOptions): BundleInputs {
     if (template.uplink && !template.uplink.embeddedBroker) broker = template.uplink.url;
     else {
       throw new ProvisionError(
-        `--broker is required: ${template.uplink ? 'the template\'s uplink is the embedded development broker' : 'the template has no uplink'} (give the fleet broker, e.g. --broker mqtts://broker.example.com:8883)`,
+        `--broker is required: ${template.uplink ? "the template's uplink is the embedded development broker" : 'the template has no uplink'} (give the fleet broker, e.g. --broker mqtts://broker.example.com:8883)`,
       );
     }
   }
@@ -340,7 +359,8 @@ function readInputs(bundle: string, options: ProvisionOptions): BundleInputs {
     const out: Record<string, unknown> = { ...rawBus, dbc: place(bus.dbc, BUNDLE.dbcDir) };
     // The files its source names (a replay's log) go into the bundle; the source plug-in says which.
     const files = sourceFiles(bus);
-    if (files.length > 0) out.source = { ...(rawBus.source as object), ...Object.fromEntries(files.map(({ key, file }) => [key, place(file, BUNDLE.replayDir)])) };
+    if (files.length > 0)
+      out.source = { ...(rawBus.source as object), ...Object.fromEntries(files.map(({ key, file }) => [key, place(file, BUNDLE.replayDir)])) };
     return out;
   });
   const status = (raw.status ?? { signals: [] }) as Record<string, unknown>;
@@ -349,7 +369,7 @@ function readInputs(bundle: string, options: ProvisionOptions): BundleInputs {
     config.status = { ...status, intervalMs: SERVICE_STATUS_INTERVAL_MS };
     notes.push(`status.intervalMs ${interval} -> ${SERVICE_STATUS_INTERVAL_MS}: under systemd the status line goes to the journal, once a minute is enough`);
   }
-  config.outbox = { ...((raw.outbox ?? {})), path: `${INSTALL.stateDir}/outbox.db` };
+  config.outbox = { ...(raw.outbox ?? {}), path: `${INSTALL.stateDir}/outbox.db` };
   const { embeddedBroker: _e, certsDir: _d, certFile: _c, keyFile: _k, caFile: _a, url: _u, ...uplinkRest } = rawUplink;
   const keepalive = uplinkRest.keepalive as Record<string, unknown> | undefined;
   if (keepalive?.memoryPath !== undefined) {
@@ -357,7 +377,7 @@ function readInputs(bundle: string, options: ProvisionOptions): BundleInputs {
     uplinkRest.keepalive = keep; // the default is beside the outbox, in the state folder
   }
   config.uplink = { url: broker, ...uplinkRest, certFile: BUNDLE.cert, keyFile: BUNDLE.key, caFile: BUNDLE.brokerCa };
-  config.commands = { ...((raw.commands ?? {})), caFile: BUNDLE.commandCa, replayDbPath: `${INSTALL.stateDir}/commands.db` };
+  config.commands = { ...(raw.commands ?? {}), caFile: BUNDLE.commandCa, replayDbPath: `${INSTALL.stateDir}/commands.db` };
   if (raw.collection === undefined) {
     throw new ProvisionError(`--config-template ${templateFile} has no collection section: the car publishes what its collection rules collect`);
   }
@@ -426,7 +446,11 @@ function makeBundle(bundle: string, options: ProvisionOptions, say: Say): void {
   } else {
     const replaced = existsSync(file(BUNDLE.key));
     keyPem = createDeviceKey();
-    note(putFile(file(BUNDLE.key), keyPem, { mode: 0o600 }), BUNDLE.key, replaced ? ' (new key: --new-key)' : ' (0600; it leaves this machine only inside the image flash writes)');
+    note(
+      putFile(file(BUNDLE.key), keyPem, { mode: 0o600 }),
+      BUNDLE.key,
+      replaced ? ' (new key: --new-key)' : ' (0600; it leaves this machine only inside the image flash writes)',
+    );
   }
   const csrPem = createCsr(options.device, keyPem);
   note(putFile(file(BUNDLE.csr), csrPem, { mode: 0o644 }), BUNDLE.csr, ` (CN=${options.device})`);
@@ -446,7 +470,11 @@ function makeBundle(bundle: string, options: ProvisionOptions, say: Say): void {
       });
       const chain = [leafPem.trim(), ...inputs.signing.intermediates.map((c) => c.toString().trim())].join('\n');
       const leaf = new X509Certificate(leafPem);
-      note(putFile(file(BUNDLE.cert), `${chain}\n`, { mode: 0o644 }), BUNDLE.cert, ` (${reason === 'issued' ? '' : `${reason}; `}CN=${options.device}, issued by ${cn(inputs.signing.cert)}, valid until ${day(leaf.validTo)})`);
+      note(
+        putFile(file(BUNDLE.cert), `${chain}\n`, { mode: 0o644 }),
+        BUNDLE.cert,
+        ` (${reason === 'issued' ? '' : `${reason}; `}CN=${options.device}, issued by ${cn(inputs.signing.cert)}, valid until ${day(leaf.validTo)})`,
+      );
     }
   } else if (existsSync(file(BUNDLE.cert)) && !new X509Certificate(readFileSync(file(BUNDLE.cert))).checkPrivateKey(createPrivateKey(keyPem))) {
     throw new ProvisionError(`${file(BUNDLE.cert)} does not carry the key ${file(BUNDLE.key)}: remove it, or start over with --new-key`);
@@ -472,7 +500,9 @@ function makeBundle(bundle: string, options: ProvisionOptions, say: Say): void {
     say(`next: sudo scripts/flash --bundle ${bundle} --target <mounted root file system>; then delete the bundle (it holds the device key)`);
   } else {
     say(`provision: bundle for ${options.device} in ${bundle} awaits its certificate (${count.text()})`);
-    say(`next: have ${file(BUNDLE.csr)} signed (client certificate, CN=${options.device}), then: scripts/provision --device ${options.device} --bundle ${bundle} --cert <signed.crt>`);
+    say(
+      `next: have ${file(BUNDLE.csr)} signed (client certificate, CN=${options.device}), then: scripts/provision --device ${options.device} --bundle ${bundle} --cert <signed.crt>`,
+    );
   }
 }
 
@@ -484,7 +514,9 @@ function moveLegacyIdentity(bundle: string, say: Say, count: ChangeCount): void 
   const found = (Object.keys(LEGACY_IDENTITY) as (keyof typeof LEGACY_IDENTITY)[]).filter((k) => existsSync(path.join(bundle, LEGACY_IDENTITY[k])));
   if (found.length === 0) return;
   if (existsSync(path.join(bundle, BUNDLE.key))) {
-    throw new ProvisionError(`--bundle ${bundle} holds a key in ${LEGACY_IDENTITY.key} and in ${BUNDLE.key}: remove the one that is not the car's (${BUNDLE.identityDir}/ is where it belongs)`);
+    throw new ProvisionError(
+      `--bundle ${bundle} holds a key in ${LEGACY_IDENTITY.key} and in ${BUNDLE.key}: remove the one that is not the car's (${BUNDLE.identityDir}/ is where it belongs)`,
+    );
   }
   count.add(putDir(path.join(bundle, BUNDLE.identityDir), { mode: 0o700 }));
   for (const k of found) {
@@ -498,7 +530,9 @@ function moveLegacyIdentity(bundle: string, say: Say, count: ChangeCount): void 
     if (config.uplink?.keyFile === LEGACY_IDENTITY.key) config.uplink.keyFile = BUNDLE.key;
     count.add(putFile(configFile, `${JSON.stringify(config, null, 2)}\n`, { mode: 0o644 }));
   }
-  say(`  moved ${found.map((k) => path.basename(LEGACY_IDENTITY[k])).join(', ')} from ${BUNDLE.certsDir}/ to ${BUNDLE.identityDir}/ (on the car the agent may write its identity, never the CAs beside it)`);
+  say(
+    `  moved ${found.map((k) => path.basename(LEGACY_IDENTITY[k])).join(', ')} from ${BUNDLE.certsDir}/ to ${BUNDLE.identityDir}/ (on the car the agent may write its identity, never the CAs beside it)`,
+  );
 }
 
 /** Why the bundle's certificate must be (re-)issued by `ca`, or null when the one there is good. */
@@ -530,8 +564,12 @@ function checkIdentity(bundle: string, issuerFile: string | undefined, say: Say,
     for (const w of identity.warnings) say(`warning: ${w}`);
   } catch (err) {
     if (!(err instanceof IdentityError)) throw err;
-    if (err.problem === 'mismatch') throw new ProvisionError(`${certFile} does not carry the bundle's key: it was not signed from ${path.join(bundle, BUNDLE.csr)}`);
-    if (err.rule === 'untrusted' && issuerFile !== undefined) throw new ProvisionError(`${certFile} is not issued by ${issuerFile}${issuerFile === files.caFile ? ' (the bundle\'s broker CA; pass --ca with the CA that signed it)' : ''}`);
+    if (err.problem === 'mismatch')
+      throw new ProvisionError(`${certFile} does not carry the bundle's key: it was not signed from ${path.join(bundle, BUNDLE.csr)}`);
+    if (err.rule === 'untrusted' && issuerFile !== undefined)
+      throw new ProvisionError(
+        `${certFile} is not issued by ${issuerFile}${issuerFile === files.caFile ? " (the bundle's broker CA; pass --ca with the CA that signed it)" : ''}`,
+      );
     throw new ProvisionError(err.message);
   }
   try {

@@ -109,4 +109,3 @@ export function runDevPki(options: DevPkiOptions, say: Say): void {
       `--command-ca ${path.join(out, 'command-ca.crt')} --broker mqtts://<broker host>:8883`,
   );
 }
-

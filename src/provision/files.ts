@@ -9,17 +9,7 @@
  * a target goes through `readImageFile`: only a regular file of bounded size, opened without following a final link
  * and without blocking, so a hostile image (a link to /dev/zero, a FIFO, a huge sparse file) is refused in one line.
  */
-import {
-  chmodSync,
-  chownSync,
-  lchownSync,
-  lstatSync,
-  mkdirSync,
-  readlinkSync,
-  rmSync,
-  symlinkSync,
-  type Stats,
-} from 'node:fs';
+import { chmodSync, chownSync, lchownSync, lstatSync, mkdirSync, readlinkSync, rmSync, symlinkSync, type Stats } from 'node:fs';
 import path from 'node:path';
 import { readRegularFile, RegularFileError, type ReadLimit } from '../config/regular-file.js';
 import { atomicWriteFile } from '../store/atomic-file.js';

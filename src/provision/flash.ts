@@ -113,7 +113,9 @@ function readBundle(dir: string): Bundle {
     const file = path.join(bundle, rel);
     if (!existsSync(file)) {
       if (rel === BUNDLE.cert && existsSync(path.join(bundle, BUNDLE.csr))) {
-        throw new ProvisionError(`--bundle ${bundle} awaits its certificate: have ${BUNDLE.csr} signed, then scripts/provision --device <id> --bundle ${bundle} --cert <signed.crt>`);
+        throw new ProvisionError(
+          `--bundle ${bundle} awaits its certificate: have ${BUNDLE.csr} signed, then scripts/provision --device <id> --bundle ${bundle} --cert <signed.crt>`,
+        );
       }
       throw new ProvisionError(`--bundle ${bundle} lacks ${rel}: not a complete bundle (scripts/provision makes one)`);
     }
@@ -149,7 +151,10 @@ function readBundle(dir: string): Bundle {
     ['uplink.certFile', uplink.certFile, BUNDLE.cert],
     ['uplink.keyFile', uplink.keyFile, BUNDLE.key],
   ] as const) {
-    if (file !== path.join(bundle, rel)) throw new ProvisionError(`--bundle ${bundle}: its config's ${field} is ${file}, not ${rel} (the one folder the agent may write on the car): run scripts/provision for it again`);
+    if (file !== path.join(bundle, rel))
+      throw new ProvisionError(
+        `--bundle ${bundle}: its config's ${field} is ${file}, not ${rel} (the one folder the agent may write on the car): run scripts/provision for it again`,
+      );
   }
   const files: { rel: string; mode: number; holder: Holder }[] = [
     { rel: BUNDLE.config, mode: 0o640, holder: 'root' },
@@ -226,7 +231,17 @@ function builtMachine(file: string): number | undefined {
  * A binary that is there but not a regular file (a FIFO) is refused: it is not read, and nothing waits on it.
  */
 function targetMachine(root: string): { machine: number; file: string } | undefined {
-  for (const file of ['usr/bin/node', 'usr/local/bin/node', 'usr/lib/systemd/systemd', 'lib/systemd/systemd', 'bin/busybox', 'usr/bin/busybox', 'usr/bin/dash', 'bin/sh', 'usr/bin/env']) {
+  for (const file of [
+    'usr/bin/node',
+    'usr/local/bin/node',
+    'usr/lib/systemd/systemd',
+    'lib/systemd/systemd',
+    'bin/busybox',
+    'usr/bin/busybox',
+    'usr/bin/dash',
+    'bin/sh',
+    'usr/bin/env',
+  ]) {
     const head = readImageFile(root, file, { limit: { firstBytes: 20 } });
     const machine = head === undefined ? undefined : elfMachine(head);
     if (machine !== undefined) return { machine, file: `/${file}` };
@@ -241,7 +256,9 @@ function checkArchitecture(root: string, agentDir: string, natives: string[], sa
   const target = targetMachine(root);
   const name = (m: number): string => ELF_MACHINES[m] ?? `ELF machine ${m}`;
   if (target === undefined) {
-    say(`warning: cannot tell the target's architecture (no ELF binary found in ${root}); the agent's native modules are built for ${name(built[0]!.machine!)}`);
+    say(
+      `warning: cannot tell the target's architecture (no ELF binary found in ${root}); the agent's native modules are built for ${name(built[0]!.machine!)}`,
+    );
     return;
   }
   const wrong = built.find((n) => n.machine !== target.machine);
@@ -268,7 +285,7 @@ function agentEntries(agentDir: string): { entries: Map<string, Entry>; natives:
   const need = (rel: string, hint: string): void => {
     if (!existsSync(path.join(agentDir, rel))) throw new ProvisionError(`--agent-dir ${agentDir} has no ${rel}: ${hint}`);
   };
-  need('package.json', 'not the agent\'s folder');
+  need('package.json', "not the agent's folder");
   need('dist/src/cli/main.js', 'run `npm run build` first');
   need('package-lock.json', 'the production dependencies are read from it');
   need('node_modules', 'run `npm ci` first');
@@ -414,7 +431,10 @@ export function runFlash(options: FlashOptions, say: Say): void {
   }
   let newIdentity = false;
   for (const file of bundle.files) {
-    const change = putFile(path.join(configDir, file.rel), readFileSync(path.join(bundle.dir, file.rel)), { mode: file.mode, owner: owners[file.holder].owner });
+    const change = putFile(path.join(configDir, file.rel), readFileSync(path.join(bundle.dir, file.rel)), {
+      mode: file.mode,
+      owner: owners[file.holder].owner,
+    });
     note(change, file.rel, file.mode, file.holder);
     if (file.holder === 'agent' && change !== 'unchanged') newIdentity = true;
   }

@@ -115,7 +115,11 @@ function highestFree(range: { min: number; max: number }, ...taken: Set<number>[
 }
 
 function idsOf(db: DbFile, field: number): Set<number> {
-  return new Set(entries(db).map((e) => Number(e.f[field])).filter((n) => Number.isInteger(n)));
+  return new Set(
+    entries(db)
+      .map((e) => Number(e.f[field]))
+      .filter((n) => Number.isInteger(n)),
+  );
 }
 
 function firstExisting(root: string, candidates: string[], fallback: string): string {
@@ -158,14 +162,20 @@ function checkOwnGroup(f: string[], request: AccountRequest, range: { min: numbe
   const gid = Number(f[2]);
   const name = request.group;
   if (!Number.isInteger(gid) || gid === 0 || gid < range.min || gid > range.max) {
-    throw new ProvisionError(`the image already has a group '${name}' with gid ${f[2]}, outside its system range ${range.min}-${range.max}: the agent's config would be readable by its members; choose another user name (provision --user)`);
+    throw new ProvisionError(
+      `the image already has a group '${name}' with gid ${f[2]}, outside its system range ${range.min}-${range.max}: the agent's config would be readable by its members; choose another user name (provision --user)`,
+    );
   }
   const others = [
     ...(f[3] ?? '').split(',').filter(Boolean),
-    ...entries(passwd).filter((e) => Number(e.f[3]) === gid).map((e) => e.f[0]!),
+    ...entries(passwd)
+      .filter((e) => Number(e.f[3]) === gid)
+      .map((e) => e.f[0]!),
   ].filter((user) => user !== request.user);
   if (others.length > 0) {
-    throw new ProvisionError(`the image already has a group '${name}' shared with ${[...new Set(others)].join(', ')}: the agent's config would be readable by them; choose another user name (provision --user)`);
+    throw new ProvisionError(
+      `the image already has a group '${name}' shared with ${[...new Set(others)].join(', ')}: the agent's config would be readable by them; choose another user name (provision --user)`,
+    );
   }
 }
 
@@ -175,7 +185,8 @@ function checkOwnGroup(f: string[], request: AccountRequest, range: { min: numbe
  */
 export function ensureServiceAccount(root: string, request: AccountRequest, say: (line: string) => void, count: ChangeCount): ServiceAccount {
   for (const name of [request.user, request.group, ...request.supplementaryGroups]) {
-    if (!ACCOUNT_NAME_PATTERN.test(name)) throw new ProvisionError(`'${name}' cannot be a system user or group name (lower-case letters, digits, '_' and '-', at most 31)`);
+    if (!ACCOUNT_NAME_PATTERN.test(name))
+      throw new ProvisionError(`'${name}' cannot be a system user or group name (lower-case letters, digits, '_' and '-', at most 31)`);
   }
   const passwd = readDb(root, 'etc/passwd', true)!;
   const group = readDb(root, 'etc/group', true)!;
@@ -210,7 +221,9 @@ export function ensureServiceAccount(root: string, request: AccountRequest, say:
     if (preferred !== undefined && !usedGids.has(preferred)) gid = preferred;
     else {
       // The same number for user and group when one is free for both, as useradd does.
-      const both = existingUser ? undefined : highestFree({ min: Math.max(uidRange.min, gidRange.min), max: Math.min(uidRange.max, gidRange.max) }, idsOf(passwd, 2), usedGids);
+      const both = existingUser
+        ? undefined
+        : highestFree({ min: Math.max(uidRange.min, gidRange.min), max: Math.min(uidRange.max, gidRange.max) }, idsOf(passwd, 2), usedGids);
       const id = both ?? highestFree(gidRange, usedGids);
       if (id === undefined) throw new ProvisionError(`no free system group ID between ${gidRange.min} and ${gidRange.max} in ${root}/etc/group`);
       gid = id;

@@ -233,10 +233,18 @@ export function installService(root: string, unitText: string, say: (line: strin
   const unitFile = path.join(unitDir, INSTALL.unitName);
   report(say, count.add(putFile(unitFile, unitText, { mode: 0o644, owner: ROOT_DIR.owner })), INSTALL.unitDir + '/' + INSTALL.unitName);
   const wants = ensureDirInRoot(root, `${INSTALL.unitDir.slice(1)}/multi-user.target.wants`, ROOT_DIR, count);
-  report(say, count.add(putSymlink(path.join(wants, INSTALL.unitName), `${INSTALL.unitDir}/${INSTALL.unitName}`, ROOT_DIR.owner)), `${INSTALL.unitDir}/multi-user.target.wants/${INSTALL.unitName} (enabled)`);
+  report(
+    say,
+    count.add(putSymlink(path.join(wants, INSTALL.unitName), `${INSTALL.unitDir}/${INSTALL.unitName}`, ROOT_DIR.owner)),
+    `${INSTALL.unitDir}/multi-user.target.wants/${INSTALL.unitName} (enabled)`,
+  );
 
   const sysusersDir = ensureDirInRoot(root, path.dirname(INSTALL.sysusersFile).slice(1), ROOT_DIR, count);
-  report(say, count.add(putFile(path.join(sysusersDir, path.basename(INSTALL.sysusersFile)), sysusersConf(account), { mode: 0o644, owner: ROOT_DIR.owner })), INSTALL.sysusersFile);
+  report(
+    say,
+    count.add(putFile(path.join(sysusersDir, path.basename(INSTALL.sysusersFile)), sysusersConf(account), { mode: 0o644, owner: ROOT_DIR.owner })),
+    INSTALL.sysusersFile,
+  );
 
   const varLib = ensureDirInRoot(root, path.dirname(stateDir).slice(1), ROOT_DIR, count);
   report(say, count.add(putDir(path.join(varLib, path.basename(stateDir)), { mode: 0o750, owner: { uid: account.uid, gid: account.gid } })), `${stateDir}/`);
@@ -281,11 +289,16 @@ export function runInstallService(options: InstallServiceOptions, say: (line: st
   if (root === '/' && systemdIsRunning()) {
     for (const args of [['daemon-reload'], ['enable', INSTALL.unitName]]) {
       const result = spawnSync('systemctl', args, { stdio: ['ignore', 'inherit', 'pipe'], encoding: 'utf8' });
-      if (result.status !== 0) throw new ProvisionError(`systemctl ${args.join(' ')} failed: ${(result.stderr ?? result.error?.message ?? '').trim().split('\n')[0]}`);
+      if (result.status !== 0)
+        throw new ProvisionError(`systemctl ${args.join(' ')} failed: ${(result.stderr ?? result.error?.message ?? '').trim().split('\n')[0]}`);
     }
-    say(`install-service: ${unitPath} installed and enabled (${count.text()}); start it once ${INSTALL.configFile} is there: systemctl start ${INSTALL.unitName}`);
+    say(
+      `install-service: ${unitPath} installed and enabled (${count.text()}); start it once ${INSTALL.configFile} is there: systemctl start ${INSTALL.unitName}`,
+    );
   } else if (root === '/') {
-    say(`install-service: ${unitPath} installed and enabled (${count.text()}); systemd is not running here: on the device run systemctl daemon-reload && systemctl start ${INSTALL.unitName}`);
+    say(
+      `install-service: ${unitPath} installed and enabled (${count.text()}); systemd is not running here: on the device run systemctl daemon-reload && systemctl start ${INSTALL.unitName}`,
+    );
   } else {
     say(`install-service: ${unitPath} installed and enabled in ${root} (${count.text()}); it starts at that system's next boot`);
   }

@@ -17,17 +17,7 @@ export type IgnitionState = 'OFF' | 'ACC' | 'ON' | 'START';
 export type GearLever = 'P' | 'R' | 'N' | 'D';
 export type GnssFix = 'NoFix' | 'Fix2D' | 'Fix3D';
 
-export type DrivePhase =
-  | 'parked'
-  | 'accessory'
-  | 'ignition-on'
-  | 'cranking'
-  | 'warm-up'
-  | 'pull-away'
-  | 'cruise'
-  | 'braking'
-  | 'stopped'
-  | 'shut-down';
+export type DrivePhase = 'parked' | 'accessory' | 'ignition-on' | 'cranking' | 'warm-up' | 'pull-away' | 'cruise' | 'braking' | 'stopped' | 'shut-down';
 
 /** The vehicle as its ECUs see it, in physical units. */
 export interface VehicleState {
@@ -644,8 +634,8 @@ export class DriveCycle {
     // Move along the mean heading of the step.
     const mid = (s.headingDeg + headingChange / 2) * DEG;
     const latRad = s.latitudeDeg * DEG;
-    s.latitudeDeg += ((distanceM * Math.cos(mid)) / EARTH_RADIUS_M) / DEG;
-    s.longitudeDeg += ((distanceM * Math.sin(mid)) / (EARTH_RADIUS_M * Math.cos(latRad))) / DEG;
+    s.latitudeDeg += (distanceM * Math.cos(mid)) / EARTH_RADIUS_M / DEG;
+    s.longitudeDeg += (distanceM * Math.sin(mid)) / (EARTH_RADIUS_M * Math.cos(latRad)) / DEG;
     s.headingDeg = (((s.headingDeg + headingChange) % 360) + 360) % 360;
     s.yawRateDps = dtS > 0 ? -headingChange / dtS : 0;
     s.altitudeM = 519 + 14 * Math.sin(s.tripKm / 1.7) + 6 * Math.sin(s.tripKm / 0.45);

@@ -30,15 +30,7 @@ export type Elm327Profile = 'elm327-v1.5' | 'clone-v1.5' | 'clone-v2.1';
 export type Elm327CarProtocol = 3 | 4 | 5 | 6 | 7 | 8 | 9;
 
 export type Elm327Fault =
-  | 'no-data'
-  | 'can-error'
-  | 'buffer-full'
-  | 'bus-init-error'
-  | 'stopped'
-  | 'unable-to-connect'
-  | 'half-line'
-  | 'garbled'
-  | 'dropped-line';
+  'no-data' | 'can-error' | 'buffer-full' | 'bus-init-error' | 'stopped' | 'unable-to-connect' | 'half-line' | 'garbled' | 'dropped-line';
 
 export interface Elm327Timing {
   /** ATZ: from the command to the banner. */

@@ -53,8 +53,7 @@ export const SIMULATED_PID_SOURCES: Readonly<Record<number, (view: SimulatedEcuV
   0x0d: ({ state }) => state.speedKph,
   0x0f: ({ state }) => state.intakeAirTempC,
   // Speed-density: two revolutions per intake stroke of the whole displacement, filled in proportion to the load.
-  0x10: ({ state }) =>
-    state.engineRunning ? (state.engineRpm / 120) * DISPLACEMENT_L * INTAKE_AIR_DENSITY * (state.engineLoadPct / 100) : 0,
+  0x10: ({ state }) => (state.engineRunning ? (state.engineRpm / 120) * DISPLACEMENT_L * INTAKE_AIR_DENSITY * (state.engineLoadPct / 100) : 0),
   0x11: ({ state }) => state.throttlePct,
   0x1f: ({ runTimeS }) => runTimeS,
   0x2f: ({ state }) => state.fuelLevelPct,
@@ -159,10 +158,7 @@ export class ObdEcuModel {
     for (const id of this.calibrationIds) {
       if (!/^[\x20-\x7e]{1,16}$/.test(id)) throw new RangeError(`ObdEcuModel: calibration ID ${JSON.stringify(id)} is not 1-16 ASCII characters`);
     }
-    this.infoTypes = [
-      ...(this.vin !== null ? [VEHICLE_INFO.vin] : []),
-      ...(this.calibrationIds.length > 0 ? [VEHICLE_INFO.calibrationIds] : []),
-    ];
+    this.infoTypes = [...(this.vin !== null ? [VEHICLE_INFO.vin] : []), ...(this.calibrationIds.length > 0 ? [VEHICLE_INFO.calibrationIds] : [])];
   }
 
   /** Current DTCs by kind (Mode 04 clears stored and pending ones; permanent ones stay, as J1979 has it). */
@@ -333,9 +329,11 @@ export class SimulatedObdEcu {
   private enqueue(request: Uint8Array, functional: boolean): void {
     if (functional) this.stats.functionalRequests++;
     else this.stats.physicalRequests++;
-    this.queue = this.queue.then(() => this.serve(request, functional)).catch(() => {
-      this.stats.sendErrors++;
-    });
+    this.queue = this.queue
+      .then(() => this.serve(request, functional))
+      .catch(() => {
+        this.stats.sendErrors++;
+      });
   }
 
   private async serve(request: Uint8Array, functional: boolean): Promise<void> {

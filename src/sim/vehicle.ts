@@ -85,13 +85,7 @@ export const DEMO_SIGNAL_SOURCES: Readonly<Partial<Record<string, SignalSource>>
 
   'TRANSMISSION.GearLever': (s) => LEVER_CODES[s.gearLever],
   'TRANSMISSION.GearEngaged': (s) =>
-    s.gearLever === 'D'
-      ? s.gear
-      : s.gearLever === 'P'
-        ? GEAR_ENGAGED_PARK
-        : s.gearLever === 'R'
-          ? GEAR_ENGAGED_REVERSE
-          : GEAR_ENGAGED_NEUTRAL,
+    s.gearLever === 'D' ? s.gear : s.gearLever === 'P' ? GEAR_ENGAGED_PARK : s.gearLever === 'R' ? GEAR_ENGAGED_REVERSE : GEAR_ENGAGED_NEUTRAL,
   'TRANSMISSION.TransOilTemp': (s) => s.transOilTempC,
   'TRANSMISSION.TorqueConverterLocked': (s) => flag(s.torqueConverterLocked),
   'TRANSMISSION.ShiftInProgress': (s) => flag(s.shiftInProgress),

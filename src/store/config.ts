@@ -3,10 +3,7 @@ import { z } from 'zod';
 
 export const outboxConfigSchema = z
   .strictObject({
-    path: z
-      .string()
-      .min(1)
-      .describe('SQLite database file, relative to this config file (e.g. /var/lib/telematics-agent/outbox.db). Its folder is created.'),
+    path: z.string().min(1).describe('SQLite database file, relative to this config file (e.g. /var/lib/telematics-agent/outbox.db). Its folder is created.'),
     maxBytes: z
       .number()
       .int()

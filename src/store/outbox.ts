@@ -295,7 +295,12 @@ function toBuffer(bytes: Uint8Array): Buffer {
  * they are and go to their kind's topic.
  */
 function migrate(db: Database.Database): void {
-  const columns = new Set(db.prepare<[], { name: string }>('PRAGMA table_info(message)').all().map((c) => c.name));
+  const columns = new Set(
+    db
+      .prepare<[], { name: string }>('PRAGMA table_info(message)')
+      .all()
+      .map((c) => c.name),
+  );
   db.transaction(() => {
     if (!columns.has('topic')) db.exec('ALTER TABLE message ADD COLUMN topic TEXT');
     if (!columns.has('correlation')) db.exec('ALTER TABLE message ADD COLUMN correlation BLOB');
@@ -314,7 +319,8 @@ function failureCode(err: unknown): string {
 }
 
 class WriteFailures {
-  private run: { cause: string; since: number; lastLine: number; messages: number; flushes: number; messagesSinceLine: number; flushesSinceLine: number } | undefined;
+  private run:
+    { cause: string; since: number; lastLine: number; messages: number; flushes: number; messagesSinceLine: number; flushesSinceLine: number } | undefined;
 
   constructor(private readonly reportMs: number) {}
 
@@ -431,7 +437,11 @@ export class SqliteOutbox implements OutboxQueue {
     }
     if (file.finishedCarryOver) {
       outbox.report(
-        new OutboxError('file-lost', 'warn', `outbox: ${options.path} was put back from ${options.path}.carry-over: the agent stopped while it was carrying a deleted or replaced outbox over`),
+        new OutboxError(
+          'file-lost',
+          'warn',
+          `outbox: ${options.path} was put back from ${options.path}.carry-over: the agent stopped while it was carrying a deleted or replaced outbox over`,
+        ),
       );
     }
     if (file.found === 'empty') {
@@ -565,7 +575,11 @@ export class SqliteOutbox implements OutboxQueue {
         );
       }
     } catch (err) {
-      this.report(new OutboxError('set-aside-removed', 'warn', `outbox: could not clean up the files set aside beside ${this.options.path}: ${describe(err)}`, { cause: err }));
+      this.report(
+        new OutboxError('set-aside-removed', 'warn', `outbox: could not clean up the files set aside beside ${this.options.path}: ${describe(err)}`, {
+          cause: err,
+        }),
+      );
     }
   }
 

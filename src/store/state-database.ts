@@ -373,7 +373,10 @@ export class StateDatabase {
     let movedAside = previous?.movedAside;
     try {
       // A file put in our place is someone's: it goes aside whole, never mixed with ours.
-      if (current) movedAside = setAside(this.file, 'replaced', now, { keepCompanion: (suffix, id) => sameFile(id, suffix === '-wal' ? this.opened.wal : this.opened.shm) });
+      if (current)
+        movedAside = setAside(this.file, 'replaced', now, {
+          keepCompanion: (suffix, id) => sameFile(id, suffix === '-wal' ? this.opened.wal : this.opened.shm),
+        });
       this.carryOver();
       this.failing = undefined;
       return { found, carriedOver: true, ...(movedAside !== undefined ? { movedAside } : {}) };
@@ -520,7 +523,10 @@ export function listSetAside(file: string): SetAsideFile[] {
  * Keeps at most `keep` of the databases set aside beside `file`, and within `budgetBytes` together: the oldest are
  * removed first. Returns the ones removed, and the number and bytes of those kept.
  */
-export function pruneSetAside(file: string, limits: { keep: number; budgetBytes?: number }): { removed: SetAsideFile[]; kept: { files: number; bytes: number } } {
+export function pruneSetAside(
+  file: string,
+  limits: { keep: number; budgetBytes?: number },
+): { removed: SetAsideFile[]; kept: { files: number; bytes: number } } {
   const sets = listSetAside(file);
   let total = sets.reduce((sum, set) => sum + set.bytes, 0);
   const removed: SetAsideFile[] = [];

@@ -126,14 +126,16 @@ function checkHeader(deviceId: unknown, seq: unknown, kind: unknown, priority: u
   if (typeof deviceId !== 'string') throw new PayloadError('deviceId: expected a string');
   if (typeof seq !== 'number' || !Number.isSafeInteger(seq) || seq < 0) throw new PayloadError(`seq: expected an integer 0 to 2^53-1, got ${String(seq)}`);
   if (kind !== 'telemetry' && kind !== 'events') throw new PayloadError('kind: expected telemetry or events');
-  if (typeof priority !== 'number' || !Number.isInteger(priority) || priority < 0 || priority > 7) throw new PayloadError(`priority: expected 0-7, got ${String(priority)}`);
+  if (typeof priority !== 'number' || !Number.isInteger(priority) || priority < 0 || priority > 7)
+    throw new PayloadError(`priority: expected 0-7, got ${String(priority)}`);
   if (typeof createdAt !== 'number' || !Number.isFinite(createdAt)) throw new PayloadError('createdAt: expected a finite number');
   return { deviceId, seq, kind, priority: priority as Priority, createdAt };
 }
 
 function checkTrigger(trigger: unknown): { rule: string; ts: number } {
   const t = (typeof trigger === 'object' && trigger !== null ? trigger : {}) as Record<string, unknown>;
-  if (typeof t.rule !== 'string' || typeof t.ts !== 'number' || !Number.isFinite(t.ts)) throw new PayloadError('trigger: expected {rule: string, ts: finite number}');
+  if (typeof t.rule !== 'string' || typeof t.ts !== 'number' || !Number.isFinite(t.ts))
+    throw new PayloadError('trigger: expected {rule: string, ts: finite number}');
   return { rule: t.rule, ts: t.ts };
 }
 
@@ -282,7 +284,8 @@ function decodeBinary(bytes: Uint8Array): { header: MessageHeader; samples: Samp
     if (!Array.isArray(entry) || entry.length !== 4) throw new PayloadError(`series[${k}]: expected [name, step, tsDeltas, values]`);
     const [name, step, deltas, values] = entry as unknown[];
     if (typeof name !== 'string') throw new PayloadError(`series[${k}]: name is not text`);
-    if (typeof step !== 'number' || !(step >= 0) || !Number.isFinite(step)) throw new PayloadError(`series[${k}]: step ${String(step)} is not 0 or a positive number`);
+    if (typeof step !== 'number' || !(step >= 0) || !Number.isFinite(step))
+      throw new PayloadError(`series[${k}]: step ${String(step)} is not 0 or a positive number`);
     if (!Array.isArray(deltas) || !Array.isArray(values) || deltas.length !== values.length) {
       throw new PayloadError(`series[${k}]: expected two arrays of the same length (timestamp deltas, values)`);
     }

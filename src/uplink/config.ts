@@ -15,8 +15,15 @@ export const keepaliveConfigSchema = z
       .min(1)
       .max(65_535)
       .default(1200)
-      .describe('Longest heartbeat interval, seconds; also the MQTT keepalive announced at CONNECT. The broker\'s Server Keep Alive (MQTT 5) caps it further. Default 1200.'),
-    initialIntervalS: z.number().min(1).max(65_535).default(60).describe('Where learning starts on a network without memory: an interval every network is expected to allow. Default 60.'),
+      .describe(
+        "Longest heartbeat interval, seconds; also the MQTT keepalive announced at CONNECT. The broker's Server Keep Alive (MQTT 5) caps it further. Default 1200.",
+      ),
+    initialIntervalS: z
+      .number()
+      .min(1)
+      .max(65_535)
+      .default(60)
+      .describe('Where learning starts on a network without memory: an interval every network is expected to allow. Default 60.'),
     stepFactor: z.number().gt(1).max(4).default(1.5).describe('Each probe lengthens the last interval that worked by this factor. Default 1.5.'),
     marginFraction: z
       .number()
@@ -36,7 +43,9 @@ export const keepaliveConfigSchema = z
       .gt(0)
       .max(600)
       .default(5)
-      .describe('The shortest wait for a ping\'s answer before the link is declared dead, seconds; slower links get longer (from the measured round trips). Default 5.'),
+      .describe(
+        "The shortest wait for a ping's answer before the link is declared dead, seconds; slower links get longer (from the measured round trips). Default 5.",
+      ),
     memoryPath: z
       .string()
       .min(1)
@@ -45,7 +54,11 @@ export const keepaliveConfigSchema = z
   })
   .superRefine((k, ctx) => {
     if (!(k.minIntervalS <= k.initialIntervalS && k.initialIntervalS <= k.maxIntervalS)) {
-      ctx.addIssue({ code: 'custom', path: ['initialIntervalS'], message: `must lie between minIntervalS (${k.minIntervalS}) and maxIntervalS (${k.maxIntervalS})` });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['initialIntervalS'],
+        message: `must lie between minIntervalS (${k.minIntervalS}) and maxIntervalS (${k.maxIntervalS})`,
+      });
     }
   })
   .prefault({})
@@ -58,7 +71,7 @@ export const uplinkConfigSchema = z
     url: z
       .string()
       .regex(/^mqtts:\/\/[^/:]+(:\d{1,5})?\/?$/, { message: 'expected mqtts://host[:port] (TLS only; plain mqtt:// is refused)' })
-      .describe('The broker, mqtts://host[:port] (port 8883 by default). With embeddedBroker, where the agent\'s own broker listens (port 0: any free port).'),
+      .describe("The broker, mqtts://host[:port] (port 8883 by default). With embeddedBroker, where the agent's own broker listens (port 0: any free port)."),
     embeddedBroker: z
       .boolean()
       .default(false)
@@ -70,16 +83,18 @@ export const uplinkConfigSchema = z
       .string()
       .min(1)
       .optional()
-      .describe('Folder of the development PKI (ca.crt, server.crt, <deviceId>.crt and keys), relative to this config file. Used with embeddedBroker, and as the default folder of the three files below.'),
+      .describe(
+        'Folder of the development PKI (ca.crt, server.crt, <deviceId>.crt and keys), relative to this config file. Used with embeddedBroker, and as the default folder of the three files below.',
+      ),
     certFile: z.string().min(1).optional().describe('Client certificate (PEM) whose CN is the deviceId. Default: <certsDir>/<deviceId>.crt.'),
     keyFile: z.string().min(1).optional().describe('Its private key (PEM, unencrypted). Default: <certsDir>/<deviceId>.key.'),
-    caFile: z.string().min(1).optional().describe('The only CA trusted for the broker\'s certificate (pinned). Default: <certsDir>/ca.crt.'),
+    caFile: z.string().min(1).optional().describe("The only CA trusted for the broker's certificate (pinned). Default: <certsDir>/ca.crt."),
     issuerFile: z
       .string()
       .min(1)
       .optional()
       .describe(
-        'The CA that issues device certificates, when it is not the broker\'s CA in caFile. The device certificate must chain to it (checked at start, daily and on rotation). Default: caFile.',
+        "The CA that issues device certificates, when it is not the broker's CA in caFile. The device certificate must chain to it (checked at start, daily and on rotation). Default: caFile.",
       ),
     protocol: z
       .union([z.literal(5), z.literal(4)])
@@ -90,14 +105,8 @@ export const uplinkConfigSchema = z
       .int()
       .min(0)
       .default(7 * 86_400)
-      .describe('How long the broker keeps this device\'s session (and commands queued for it) while the car is offline. MQTT 5. Default 7 days.'),
-    keepaliveS: z
-      .number()
-      .int()
-      .min(5)
-      .max(65_535)
-      .default(60)
-      .describe('MQTT keepalive, seconds, when keepalive.adaptive is false. Default 60.'),
+      .describe("How long the broker keeps this device's session (and commands queued for it) while the car is offline. MQTT 5. Default 7 days."),
+    keepaliveS: z.number().int().min(5).max(65_535).default(60).describe('MQTT keepalive, seconds, when keepalive.adaptive is false. Default 60.'),
     keepalive: keepaliveConfigSchema,
     maxInflight: z
       .number()
@@ -105,7 +114,7 @@ export const uplinkConfigSchema = z
       .min(1)
       .max(65_535)
       .default(16)
-      .describe('QoS 1 messages sent and not yet acknowledged, at most (the broker\'s receive maximum caps it too). Default 16.'),
+      .describe("QoS 1 messages sent and not yet acknowledged, at most (the broker's receive maximum caps it too). Default 16."),
     maxPacketSize: z
       .number()
       .int()
@@ -129,7 +138,7 @@ export const uplinkConfigSchema = z
         burstFraction: z.number().gt(0).max(1).default(0.1).describe('How much of the hourly budget may go out at once. Default 0.1.'),
       })
       .prefault({})
-      .describe('The data plan\'s budget, enforced in the car: what exceeds it waits in the outbox, highest priority first.'),
+      .describe("The data plan's budget, enforced in the car: what exceeds it waits in the outbox, highest priority first."),
   })
   .superRefine((uplink, ctx) => {
     if (uplink.certsDir === undefined) {
@@ -138,7 +147,8 @@ export const uplinkConfigSchema = z
       }
     }
     if (uplink.embeddedBroker) {
-      if (uplink.certsDir === undefined) ctx.addIssue({ code: 'custom', path: ['certsDir'], message: 'required with embeddedBroker (the development PKI lives there)' });
+      if (uplink.certsDir === undefined)
+        ctx.addIssue({ code: 'custom', path: ['certsDir'], message: 'required with embeddedBroker (the development PKI lives there)' });
       if (uplink.protocol === 5) ctx.addIssue({ code: 'custom', path: ['protocol'], message: 'the embedded broker speaks MQTT 3.1.1 only: use 4' });
     }
   })

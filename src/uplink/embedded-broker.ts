@@ -102,7 +102,10 @@ function answerCsr(broker: Aedes, deviceId: string, payload: Buffer, sign: (devi
     } catch {
       return; // a bad request stays unanswered; the device gives up after its wait
     }
-    broker.publish({ cmd: 'publish', topic: `vehicles/${deviceId}/certificate`, payload: Buffer.from(answer), qos: 1, retain: false, dup: false }, () => undefined);
+    broker.publish(
+      { cmd: 'publish', topic: `vehicles/${deviceId}/certificate`, payload: Buffer.from(answer), qos: 1, retain: false, dup: false },
+      () => undefined,
+    );
   });
 }
 

@@ -217,7 +217,11 @@ export class Publisher {
           this.counts.oversized++;
           const whose = maxSize === limits.maximumPacketSize ? "the broker's" : 'the configured';
           this.report(
-            new PublishError('oversized', record.seq, `message ${record.seq} (${size} bytes) is larger than ${whose} maximum packet size (${maxSize}); kept, not sent on this connection`),
+            new PublishError(
+              'oversized',
+              record.seq,
+              `message ${record.seq} (${size} bytes) is larger than ${whose} maximum packet size (${maxSize}); kept, not sent on this connection`,
+            ),
           );
           continue;
         }
@@ -280,10 +284,13 @@ export class Publisher {
     if (!this.running) return;
     this.held.set(
       seq,
-      setTimeout(() => {
-        this.held.delete(seq);
-        this.pump();
-      }, this.refusalRetryMs * Math.min(count, 60)),
+      setTimeout(
+        () => {
+          this.held.delete(seq);
+          this.pump();
+        },
+        this.refusalRetryMs * Math.min(count, 60),
+      ),
     );
   }
 

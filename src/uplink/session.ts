@@ -166,7 +166,8 @@ const BROKER_CERT_CODES = new Set([
 ]);
 const NETWORK_CODES = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EADDRNOTAVAIL']);
 /** TLS alerts a server sends when it does not accept the client's certificate. */
-const CLIENT_CERT_ALERTS = /UNKNOWN_CA|BAD_CERTIFICATE|CERTIFICATE_REQUIRED|CERTIFICATE_EXPIRED|CERTIFICATE_REVOKED|CERTIFICATE_UNKNOWN|UNSUPPORTED_CERTIFICATE|ACCESS_DENIED|DECRYPT_ERROR/;
+const CLIENT_CERT_ALERTS =
+  /UNKNOWN_CA|BAD_CERTIFICATE|CERTIFICATE_REQUIRED|CERTIFICATE_EXPIRED|CERTIFICATE_REVOKED|CERTIFICATE_UNKNOWN|UNSUPPORTED_CERTIFICATE|ACCESS_DENIED|DECRYPT_ERROR/;
 
 export class MqttSession {
   readonly deviceId: string;
@@ -422,7 +423,8 @@ export class MqttSession {
       // A dead link found by the heartbeat is this car's own matter (a NAT forgot it), not a broker outage that a
       // whole fleet would answer in lock-step: the first attempt goes at once.
       // A new identity is tried at once too.
-      const retryInMs = (error.kind === 'dead-link' && attempt === 0) || error.kind === 'identity-changed' ? 0 : backoffDelay(attempt, this.initialMs, this.maxMs, this.random);
+      const retryInMs =
+        (error.kind === 'dead-link' && attempt === 0) || error.kind === 'identity-changed' ? 0 : backoffDelay(attempt, this.initialMs, this.maxMs, this.random);
       attempt++;
       this.setState({ state: 'disconnected', error, retryInMs });
       await new Promise<void>((resolve) => {
@@ -644,7 +646,10 @@ export class MqttSession {
       return new UplinkError('broker-untrusted', `the broker's certificate at ${this.where} is not trusted`, undefined, { cause: err });
     }
     if (typeof code === 'string' && code.startsWith('ERR_SSL_') && code.includes('ALERT')) {
-      const alert = code.replace(/^ERR_SSL_(SSLV3|TLSV1|TLSV13)_ALERT_/, '').toLowerCase().replace(/_/g, ' ');
+      const alert = code
+        .replace(/^ERR_SSL_(SSLV3|TLSV1|TLSV13)_ALERT_/, '')
+        .toLowerCase()
+        .replace(/_/g, ' ');
       const why = CLIENT_CERT_ALERTS.test(code) ? `: it does not accept the device certificate ${this.identity.files.certFile}` : '';
       return new UplinkError('client-refused', `the broker at ${this.where} ended the TLS handshake with '${alert}'${why}`, undefined, { cause: err });
     }
@@ -652,7 +657,7 @@ export class MqttSession {
       return new UplinkError('unreachable', `cannot reach the broker at ${this.where}: ${code}`, undefined, { cause: err });
     }
     if (typeof code === 'number' && !connected) {
-      const name = this.protocol === 5 ? reasonName(code) : CONNACK_V4[code] ?? 'refused';
+      const name = this.protocol === 5 ? reasonName(code) : (CONNACK_V4[code] ?? 'refused');
       return new UplinkError('refused', `the broker refused the connection: ${name} (${code})`, code, { cause: err });
     }
     return new UplinkError('connection-lost', `connection to ${this.where}: ${text}`, typeof code === 'number' ? code : undefined, { cause: err });

@@ -136,186 +136,208 @@ function demoLog(
 }
 
 describe('run: data path', () => {
-  it('default setup: the embedded broker gets the exact replayed values, a retained birth, refuses foreign CAs and foreign topics, and carries commands signed by the development operator', { timeout: 30_000 }, async () => {
-    const dir = makeTempDir('dp-embedded-');
-    const deviceId = 'demo-vehicle-042';
-    const port = await freePort();
-    const url = `mqtts://localhost:${port}`;
-    const t0 = 1_700_000_000;
-    const log = path.join(dir, 'drive.log');
-    // 10 frame pairs 100 ms apart, 5 s into the log (time for the backend to subscribe, even on a busy machine), then
-    // 60 s of nothing: the run stays up until the test aborts it (a replay that ended would end the run before the
-    // messages went out).
-    const startS = 5;
-    demoLog(log, t0, { startS, points: 10, stepS: 0.1, idleUntilS: 60 }, (i) => 800 + 100 * i, (i) => 12.5 * i);
+  it(
+    'default setup: the embedded broker gets the exact replayed values, a retained birth, refuses foreign CAs and foreign topics, and carries commands signed by the development operator',
+    { timeout: 30_000 },
+    async () => {
+      const dir = makeTempDir('dp-embedded-');
+      const deviceId = 'demo-vehicle-042';
+      const port = await freePort();
+      const url = `mqtts://localhost:${port}`;
+      const t0 = 1_700_000_000;
+      const log = path.join(dir, 'drive.log');
+      // 10 frame pairs 100 ms apart, 5 s into the log (time for the backend to subscribe, even on a busy machine), then
+      // 60 s of nothing: the run stays up until the test aborts it (a replay that ended would end the run before the
+      // messages went out).
+      const startS = 5;
+      demoLog(
+        log,
+        t0,
+        { startS, points: 10, stepS: 0.1, idleUntilS: 60 },
+        (i) => 800 + 100 * i,
+        (i) => 12.5 * i,
+      );
 
-    const config = parseDeviceConfig(
-      {
-        deviceId,
-        buses: [{ name: 'can0', dbc: DEMO_DBC_PATH, strictDbc: true, source: { type: 'replay', file: log } }],
-        collection: {
-          batch: { maxSamples: 5, maxDelayMs: 5000 },
-          format: 'cbor',
-          rules: [{ name: 'drive', mode: 'change', priority: 3, signals: ['EngineSpeed', 'VehicleSpeed'] }],
+      const config = parseDeviceConfig(
+        {
+          deviceId,
+          buses: [{ name: 'can0', dbc: DEMO_DBC_PATH, strictDbc: true, source: { type: 'replay', file: log } }],
+          collection: {
+            batch: { maxSamples: 5, maxDelayMs: 5000 },
+            format: 'cbor',
+            rules: [{ name: 'drive', mode: 'change', priority: 3, signals: ['EngineSpeed', 'VehicleSpeed'] }],
+          },
+          outbox: { path: 'var/outbox.db', writeIntervalMs: 100 },
+          uplink: { url, embeddedBroker: true, certsDir: 'certs' },
+          // No caFile: the development command CA made at start, in certsDir.
+          commands: { replayDbPath: 'var/commands.db' },
         },
-        outbox: { path: 'var/outbox.db', writeIntervalMs: 100 },
-        uplink: { url, embeddedBroker: true, certsDir: 'certs' },
-        // No caFile: the development command CA made at start, in certsDir.
-        commands: { replayDbPath: 'var/commands.db' },
-      },
-      { file: 'embedded.json', baseDir: dir },
-    );
-    const certsDir = path.join(dir, 'certs');
-    const warnings: string[] = [];
-    let brokerListening!: () => void;
-    const listening = new Promise<void>((resolve) => (brokerListening = resolve));
-    const stop = new AbortController();
-    const output = capture();
-    const run = runAgent({
-      config,
-      signal: stop.signal,
-      output,
-      warn: (message) => {
-        warnings.push(message);
-        if (message.startsWith('embedded MQTT broker listening')) brokerListening();
-      },
-    });
-    await Promise.race([listening, run.then(() => assert.fail(`the run ended before its broker listened: ${warnings.join('\n')}`))]);
-    // The run made the development PKI: the backend uses the certificate it wrote there.
-    assert.equal(warnings[0], `created a development CA in ${certsDir} (for the embedded broker; not for production)`);
-    assert.equal(warnings[1], `created a development backend CA in ${certsDir} (for the embedded broker; not for production)`);
-    assert.equal(warnings[2], `created a development command CA and operator 'ops-dev' in ${certsDir} (not for production)`);
-    assert.equal(warnings[3], `embedded MQTT broker listening on ${url} (subscribe with the backend certificate in ${certsDir})`);
-    // [14.L4] A folder of CA keys, made by the first run: its owner's alone, whatever the umask.
-    assert.equal(statSync(certsDir).mode & 0o777, 0o700);
-    const ca = path.join(certsDir, 'ca.crt');
-    const backendTls = { ca, cert: path.join(certsDir, 'backend.crt'), key: path.join(certsDir, 'backend.key') };
-
-    const clients: MqttClient[] = [];
-    try {
-      const backend = connectClient(url, backendTls, 'backend-live');
-      clients.push(backend.client);
-      await backend.connected;
-      const received: ReceivedMessage[] = [];
-      backend.client.on('message', (topic, payload, packet) => received.push({ topic, payload, retain: packet.retain, qos: packet.qos }));
-      await backend.client.subscribeAsync('vehicles/#', { qos: 1 });
-
-      // 20 samples (each value changes every frame), 5 per message: 4 telemetry messages.
-      const telemetry = (): ReceivedMessage[] => received.filter((m) => m.topic === `vehicles/${deviceId}/telemetry`);
-      await waitFor(() => telemetry().length >= 4, `4 telemetry messages (got ${telemetry().length}; ${warnings.join('; ')})`, 10_000);
-      const messages = telemetry().map(decoded);
-      const seqs = messages.map((m) => m.header.seq);
-      for (let i = 1; i < seqs.length; i++) assert.ok(seqs[i]! > seqs[i - 1]!, `seq increases: ${seqs.join(', ')}`);
-      for (const { header, samples } of messages) {
-        assert.equal(header.deviceId, deviceId);
-        assert.equal(header.kind, 'telemetry');
-        assert.equal(header.priority, 3);
-        assert.equal(samples.length, 5);
-        assert.ok(Math.abs(header.createdAt - Date.now()) < 60_000, `createdAt ${header.createdAt} is now`);
-      }
-      // Every value exactly as replayed, at its frame's log timestamp (to the µs).
-      const all = messages.flatMap((m) => m.samples);
-      const series = (name: string): Array<[number, number]> =>
-        all.filter((s) => s.signal === name).map((s) => [Math.round((s.ts - t0) * 1e6), s.value as number]);
-      assert.deepEqual(
-        series('can0.ENGINE_DATA.EngineSpeed'),
-        Array.from({ length: 10 }, (_, i) => [startS * 1e6 + i * 100_000, 800 + 100 * i]),
+        { file: 'embedded.json', baseDir: dir },
       );
-      assert.deepEqual(
-        series('can0.VEHICLE_DYNAMICS.VehicleSpeed').map(([ts, v]) => [ts, Math.round(v * 100) / 100]),
-        Array.from({ length: 10 }, (_, i) => [startS * 1e6 + 500 + i * 100_000, 12.5 * i]),
-      );
-      assert.equal(all.length, 20);
-
-      // The birth is retained: a client subscribing now still gets it, flagged as retained.
-      const late = connectClient(url, backendTls, 'backend-late');
-      clients.push(late.client);
-      await late.connected;
-      const status: ReceivedMessage[] = [];
-      late.client.on('message', (topic, payload, packet) => status.push({ topic, payload, retain: packet.retain, qos: packet.qos }));
-      await late.client.subscribeAsync(`vehicles/${deviceId}/status`, { qos: 1 });
-      await waitFor(() => status.length >= 1, 'the retained birth', 5000);
-      assert.equal(status[0]!.retain, true);
-      const birth = JSON.parse(status[0]!.payload.toString('utf8')) as { online: boolean; birthSeq: number; ts: number };
-      assert.equal(birth.online, true);
-      assert.ok(Number.isInteger(birth.birthSeq) && birth.birthSeq >= 1, `birthSeq ${birth.birthSeq}`);
-      assert.ok(Math.abs(birth.ts - Date.now()) < 60_000);
-
-      // A certificate from another CA, even one naming this very device, does not get past the TLS handshake.
-      const otherCaDir = path.join(dir, 'other-ca');
-      const otherCa = createDevCa({ commonName: 'someone else' });
-      const forged = writeIssued(otherCaDir, deviceId, issueDeviceCertificate(otherCa, deviceId));
-      const intruderTls = connectClient(url, { ca, cert: forged.certFile, key: forged.keyFile }, 'forged');
-      clients.push(intruderTls.client);
-      const refusal = await intruderTls.connected.then(
-        () => assert.fail('a certificate from a foreign CA was accepted'),
-        (err: unknown) => err as Error & { code?: string },
-      );
-      assert.match(`${refusal.code ?? ''} ${refusal.message}`, /unknown ca|certificate|ECONNRESET|closed before CONNACK/i);
-      // Under TLS 1.3 the client cannot tell the handshake failed (the server checks its certificate after the client
-      // is done); under TLS 1.2 it can: the foreign certificate never gets a session, the run's own one does.
-      assert.equal(await tlsHandshake(port, { ca, cert: forged.certFile, key: forged.keyFile }), 'ECONNRESET');
-      assert.equal(await tlsHandshake(port, backendTls), 'established');
-
-      // Another device of the same CA may publish its own topics, and not this device's: aedes (MQTT 3.1.1, no
-      // reason codes) answers the refused PUBLISH by closing the connection, without a PUBACK.
-      const dev = devCaFromPem(readFileSync(ca, 'utf8'), readFileSync(path.join(certsDir, 'ca.key'), 'utf8'));
-      const other = writeIssued(path.join(dir, 'other-device'), 'truck-007', issueDeviceCertificate(dev, 'truck-007'));
-      const neighbour = connectClient(url, { ca, cert: other.certFile, key: other.keyFile }, 'truck-007');
-      clients.push(neighbour.client);
-      await neighbour.connected;
-      await neighbour.client.publishAsync('vehicles/truck-007/telemetry', 'own topic', { qos: 1 });
-      await waitFor(() => received.some((m) => m.payload.toString() === 'own topic'), "the neighbour's own message", 5000);
-      let closed = false;
-      neighbour.client.on('close', () => (closed = true));
-      neighbour.client.on('error', () => undefined);
-      let acked = false;
-      neighbour.client.publish(`vehicles/${deviceId}/telemetry`, 'forged telemetry', { qos: 1 }, (err) => {
-        if (!err) acked = true;
+      const certsDir = path.join(dir, 'certs');
+      const warnings: string[] = [];
+      let brokerListening!: () => void;
+      const listening = new Promise<void>((resolve) => (brokerListening = resolve));
+      const stop = new AbortController();
+      const output = capture();
+      const run = runAgent({
+        config,
+        signal: stop.signal,
+        output,
+        warn: (message) => {
+          warnings.push(message);
+          if (message.startsWith('embedded MQTT broker listening')) brokerListening();
+        },
       });
-      await waitFor(() => closed, 'the broker to close the connection of a device publishing to another device', 5000);
-      await delay(200);
-      assert.equal(acked, false, 'a refused publish is not acknowledged');
-      assert.equal(received.filter((m) => m.payload.toString() === 'forged telemetry').length, 0, 'the backend never sees it');
+      await Promise.race([listening, run.then(() => assert.fail(`the run ended before its broker listened: ${warnings.join('\n')}`))]);
+      // The run made the development PKI: the backend uses the certificate it wrote there.
+      assert.equal(warnings[0], `created a development CA in ${certsDir} (for the embedded broker; not for production)`);
+      assert.equal(warnings[1], `created a development backend CA in ${certsDir} (for the embedded broker; not for production)`);
+      assert.equal(warnings[2], `created a development command CA and operator 'ops-dev' in ${certsDir} (not for production)`);
+      assert.equal(warnings[3], `embedded MQTT broker listening on ${url} (subscribe with the backend certificate in ${certsDir})`);
+      // [14.L4] A folder of CA keys, made by the first run: its owner's alone, whatever the umask.
+      assert.equal(statSync(certsDir).mode & 0o777, 0o700);
+      const ca = path.join(certsDir, 'ca.crt');
+      const backendTls = { ca, cert: path.join(certsDir, 'backend.crt'), key: path.join(certsDir, 'backend.key') };
 
-      // A command as `telematics-ops send --certs-dir` sends it: the backend identity, the development operator,
-      // MQTT 3.1.1 (aedes refuses 5; the client falls back), the result on the command's own result topic.
-      const ops = await OperatorClient.connect({ url, ...dev509(certsDir) });
+      const clients: MqttClient[] = [];
       try {
-        const operator = { certPem: readFileSync(path.join(certsDir, 'ops-dev.crt'), 'utf8'), keyPem: readFileSync(path.join(certsDir, 'ops-dev.key'), 'utf8') };
-        const outcome = await ops.send({ deviceId, name: 'ping', params: { echo: 'dev' } }, operator, { timeoutMs: 10_000 });
-        assert.deepEqual(outcome.results.map((r) => r.status), ['ACCEPTED', 'IN_PROGRESS', 'SUCCEEDED']);
-        assert.equal((outcome.final!.detail as { echo: string }).echo, 'dev');
-        assert.ok(received.some((m) => m.topic === `vehicles/${deviceId}/commands/${outcome.id}/result`), 'on the 3.1.1 result topic');
+        const backend = connectClient(url, backendTls, 'backend-live');
+        clients.push(backend.client);
+        await backend.connected;
+        const received: ReceivedMessage[] = [];
+        backend.client.on('message', (topic, payload, packet) => received.push({ topic, payload, retain: packet.retain, qos: packet.qos }));
+        await backend.client.subscribeAsync('vehicles/#', { qos: 1 });
 
-        // The embedded broker is the development CA service too: rotateCertificate works in the default run.
-        const certFile = path.join(certsDir, `${deviceId}.crt`);
-        const before = readFileSync(certFile, 'utf8');
-        const rotated = await ops.send({ deviceId, name: 'rotateCertificate' }, operator, { timeoutMs: 20_000 });
-        assert.equal(rotated.final?.status, 'SUCCEEDED', JSON.stringify(rotated.results));
-        assert.notEqual(readFileSync(certFile, 'utf8'), before);
-        assert.ok(received.some((m) => m.topic === `vehicles/${deviceId}/csr`), 'the request went through the broker');
-        const again = await ops.send({ deviceId, name: 'ping' }, operator, { timeoutMs: 10_000 });
-        assert.equal(again.final?.status, 'SUCCEEDED', 'connected with the new certificate');
+        // 20 samples (each value changes every frame), 5 per message: 4 telemetry messages.
+        const telemetry = (): ReceivedMessage[] => received.filter((m) => m.topic === `vehicles/${deviceId}/telemetry`);
+        await waitFor(() => telemetry().length >= 4, `4 telemetry messages (got ${telemetry().length}; ${warnings.join('; ')})`, 10_000);
+        const messages = telemetry().map(decoded);
+        const seqs = messages.map((m) => m.header.seq);
+        for (let i = 1; i < seqs.length; i++) assert.ok(seqs[i]! > seqs[i - 1]!, `seq increases: ${seqs.join(', ')}`);
+        for (const { header, samples } of messages) {
+          assert.equal(header.deviceId, deviceId);
+          assert.equal(header.kind, 'telemetry');
+          assert.equal(header.priority, 3);
+          assert.equal(samples.length, 5);
+          assert.ok(Math.abs(header.createdAt - Date.now()) < 60_000, `createdAt ${header.createdAt} is now`);
+        }
+        // Every value exactly as replayed, at its frame's log timestamp (to the µs).
+        const all = messages.flatMap((m) => m.samples);
+        const series = (name: string): Array<[number, number]> =>
+          all.filter((s) => s.signal === name).map((s) => [Math.round((s.ts - t0) * 1e6), s.value as number]);
+        assert.deepEqual(
+          series('can0.ENGINE_DATA.EngineSpeed'),
+          Array.from({ length: 10 }, (_, i) => [startS * 1e6 + i * 100_000, 800 + 100 * i]),
+        );
+        assert.deepEqual(
+          series('can0.VEHICLE_DYNAMICS.VehicleSpeed').map(([ts, v]) => [ts, Math.round(v * 100) / 100]),
+          Array.from({ length: 10 }, (_, i) => [startS * 1e6 + 500 + i * 100_000, 12.5 * i]),
+        );
+        assert.equal(all.length, 20);
+
+        // The birth is retained: a client subscribing now still gets it, flagged as retained.
+        const late = connectClient(url, backendTls, 'backend-late');
+        clients.push(late.client);
+        await late.connected;
+        const status: ReceivedMessage[] = [];
+        late.client.on('message', (topic, payload, packet) => status.push({ topic, payload, retain: packet.retain, qos: packet.qos }));
+        await late.client.subscribeAsync(`vehicles/${deviceId}/status`, { qos: 1 });
+        await waitFor(() => status.length >= 1, 'the retained birth', 5000);
+        assert.equal(status[0]!.retain, true);
+        const birth = JSON.parse(status[0]!.payload.toString('utf8')) as { online: boolean; birthSeq: number; ts: number };
+        assert.equal(birth.online, true);
+        assert.ok(Number.isInteger(birth.birthSeq) && birth.birthSeq >= 1, `birthSeq ${birth.birthSeq}`);
+        assert.ok(Math.abs(birth.ts - Date.now()) < 60_000);
+
+        // A certificate from another CA, even one naming this very device, does not get past the TLS handshake.
+        const otherCaDir = path.join(dir, 'other-ca');
+        const otherCa = createDevCa({ commonName: 'someone else' });
+        const forged = writeIssued(otherCaDir, deviceId, issueDeviceCertificate(otherCa, deviceId));
+        const intruderTls = connectClient(url, { ca, cert: forged.certFile, key: forged.keyFile }, 'forged');
+        clients.push(intruderTls.client);
+        const refusal = await intruderTls.connected.then(
+          () => assert.fail('a certificate from a foreign CA was accepted'),
+          (err: unknown) => err as Error & { code?: string },
+        );
+        assert.match(`${refusal.code ?? ''} ${refusal.message}`, /unknown ca|certificate|ECONNRESET|closed before CONNACK/i);
+        // Under TLS 1.3 the client cannot tell the handshake failed (the server checks its certificate after the client
+        // is done); under TLS 1.2 it can: the foreign certificate never gets a session, the run's own one does.
+        assert.equal(await tlsHandshake(port, { ca, cert: forged.certFile, key: forged.keyFile }), 'ECONNRESET');
+        assert.equal(await tlsHandshake(port, backendTls), 'established');
+
+        // Another device of the same CA may publish its own topics, and not this device's: aedes (MQTT 3.1.1, no
+        // reason codes) answers the refused PUBLISH by closing the connection, without a PUBACK.
+        const dev = devCaFromPem(readFileSync(ca, 'utf8'), readFileSync(path.join(certsDir, 'ca.key'), 'utf8'));
+        const other = writeIssued(path.join(dir, 'other-device'), 'truck-007', issueDeviceCertificate(dev, 'truck-007'));
+        const neighbour = connectClient(url, { ca, cert: other.certFile, key: other.keyFile }, 'truck-007');
+        clients.push(neighbour.client);
+        await neighbour.connected;
+        await neighbour.client.publishAsync('vehicles/truck-007/telemetry', 'own topic', { qos: 1 });
+        await waitFor(() => received.some((m) => m.payload.toString() === 'own topic'), "the neighbour's own message", 5000);
+        let closed = false;
+        neighbour.client.on('close', () => (closed = true));
+        neighbour.client.on('error', () => undefined);
+        let acked = false;
+        neighbour.client.publish(`vehicles/${deviceId}/telemetry`, 'forged telemetry', { qos: 1 }, (err) => {
+          if (!err) acked = true;
+        });
+        await waitFor(() => closed, 'the broker to close the connection of a device publishing to another device', 5000);
+        await delay(200);
+        assert.equal(acked, false, 'a refused publish is not acknowledged');
+        assert.equal(received.filter((m) => m.payload.toString() === 'forged telemetry').length, 0, 'the backend never sees it');
+
+        // A command as `telematics-ops send --certs-dir` sends it: the backend identity, the development operator,
+        // MQTT 3.1.1 (aedes refuses 5; the client falls back), the result on the command's own result topic.
+        const ops = await OperatorClient.connect({ url, ...dev509(certsDir) });
+        try {
+          const operator = {
+            certPem: readFileSync(path.join(certsDir, 'ops-dev.crt'), 'utf8'),
+            keyPem: readFileSync(path.join(certsDir, 'ops-dev.key'), 'utf8'),
+          };
+          const outcome = await ops.send({ deviceId, name: 'ping', params: { echo: 'dev' } }, operator, { timeoutMs: 10_000 });
+          assert.deepEqual(
+            outcome.results.map((r) => r.status),
+            ['ACCEPTED', 'IN_PROGRESS', 'SUCCEEDED'],
+          );
+          assert.equal((outcome.final!.detail as { echo: string }).echo, 'dev');
+          assert.ok(
+            received.some((m) => m.topic === `vehicles/${deviceId}/commands/${outcome.id}/result`),
+            'on the 3.1.1 result topic',
+          );
+
+          // The embedded broker is the development CA service too: rotateCertificate works in the default run.
+          const certFile = path.join(certsDir, `${deviceId}.crt`);
+          const before = readFileSync(certFile, 'utf8');
+          const rotated = await ops.send({ deviceId, name: 'rotateCertificate' }, operator, { timeoutMs: 20_000 });
+          assert.equal(rotated.final?.status, 'SUCCEEDED', JSON.stringify(rotated.results));
+          assert.notEqual(readFileSync(certFile, 'utf8'), before);
+          assert.ok(
+            received.some((m) => m.topic === `vehicles/${deviceId}/csr`),
+            'the request went through the broker',
+          );
+          const again = await ops.send({ deviceId, name: 'ping' }, operator, { timeoutMs: 10_000 });
+          assert.equal(again.final?.status, 'SUCCEEDED', 'connected with the new certificate');
+        } finally {
+          await ops.close();
+        }
       } finally {
-        await ops.close();
+        for (const client of clients) await client.endAsync(true).catch(() => undefined);
+        stop.abort();
       }
-    } finally {
-      for (const client of clients) await client.endAsync(true).catch(() => undefined);
-      stop.abort();
-    }
-    const summary: RunSummary = await run;
-    const d = summary.dataPath!;
-    // 4 telemetry messages; published, those and the command results: 3 per ping, 6 for the rotation (its
-    // IN_PROGRESS steps), more if some in flight at the reconnection went twice.
-    assert.equal(d.samples, 20);
-    assert.equal(d.messages, 4);
-    assert.ok(d.published >= 16, `${d.published} published`);
-    assert.equal(d.buffered, 0);
-    assert.equal(d.uplink!.url, url);
-    assert.match(output.text, new RegExp(`data: 20 samples in 4 messages, \\d+ published to ${url.replace(/[.:/]/g, '\\$&')}, 0 buffered\n$`));
-    assert.ok(existsSync(path.join(certsDir, `${deviceId}.crt`)) && existsSync(path.join(certsDir, 'server.crt')));
-  });
+      const summary: RunSummary = await run;
+      const d = summary.dataPath!;
+      // 4 telemetry messages; published, those and the command results: 3 per ping, 6 for the rotation (its
+      // IN_PROGRESS steps), more if some in flight at the reconnection went twice.
+      assert.equal(d.samples, 20);
+      assert.equal(d.messages, 4);
+      assert.ok(d.published >= 16, `${d.published} published`);
+      assert.equal(d.buffered, 0);
+      assert.equal(d.uplink!.url, url);
+      assert.match(output.text, new RegExp(`data: 20 samples in 4 messages, \\d+ published to ${url.replace(/[.:/]/g, '\\$&')}, 0 buffered\n$`));
+      assert.ok(existsSync(path.join(certsDir, `${deviceId}.crt`)) && existsSync(path.join(certsDir, 'server.crt')));
+    },
+  );
 
   it('kill -9 at 20 random moments of a drain to mosquitto: every committed message reaches the backend', { timeout: 120_000 }, async (t) => {
     const dbc = sharedTestdata('dbc', 'css_j1939_demo.dbc');
@@ -366,7 +388,10 @@ describe('run: data path', () => {
       writeConfig(dir, name, {
         deviceId,
         buses: [bus(1)],
-        collection: { batch: { maxSamples: 5, maxDelayMs: 1000 }, rules: [{ name: 'speed', mode: 'change', priority: 5, signals: ['WheelBasedVehicleSpeed'] }] },
+        collection: {
+          batch: { maxSamples: 5, maxDelayMs: 1000 },
+          rules: [{ name: 'speed', mode: 'change', priority: 5, signals: ['WheelBasedVehicleSpeed'] }],
+        },
         outbox: { path: outboxFile, writeIntervalMs: 200 },
         uplink: { url: broker.url, ...pki.identityFiles(deviceId), maxInflight, reconnect: { initialMs: 100, maxMs: 500 }, throttle },
       });
@@ -434,7 +459,10 @@ describe('run: data path', () => {
     // Each message received and still in the file at a kill came again; and a kill re-sends at most the in-flight
     // window, as the issue requires.
     for (const seq of mustComeAgain) assert.ok(counts.get(seq)! >= 2, `message ${seq} was acknowledged before a kill, kept in the file, and never sent again`);
-    assert.ok(duplicates <= kills.length * maxInflight, `${duplicates} duplicates after ${kills.length} kills; at most ${maxInflight} (the in-flight window) per kill`);
+    assert.ok(
+      duplicates <= kills.length * maxInflight,
+      `${duplicates} duplicates after ${kills.length} kills; at most ${maxInflight} (the in-flight window) per kill`,
+    );
     t.diagnostic(
       `final drain ${finalDrainS.toFixed(1)} s; ${initial.length} messages filled; ${committed.size} seen committed at kills; ${unique.size} received, ${duplicates} duplicates ` +
         `(${mustComeAgain.size} acknowledged but not yet deleted at a kill, ${resendsAtKills} summed over kills); kills: ${kills.join(' | ')}`,
@@ -451,7 +479,13 @@ describe('run: data path', () => {
 
     const log = path.join(dir, 'drive.log');
     // 3 s of data (100 frame pairs per second), then idle until 6 s: the run ends by itself once it has drained.
-    demoLog(log, 1_700_000_000, { startS: 1, points: 300, stepS: 0.01, idleUntilS: 6 }, (i) => 800 + i, (i) => i / 10);
+    demoLog(
+      log,
+      1_700_000_000,
+      { startS: 1, points: 300, stepS: 0.01, idleUntilS: 6 },
+      (i) => 800 + i,
+      (i) => i / 10,
+    );
     const outboxFile = path.join(dir, 'outbox.db');
     const config = parseDeviceConfig(
       {
@@ -473,13 +507,17 @@ describe('run: data path', () => {
     const output = capture();
     const warnings: string[] = [];
     const run = runAgent({ config, output, warn: (m) => warnings.push(m) });
-    const buffered = (): number[] => [...output.text.matchAll(/uplink (?:connecting|disconnected), heartbeat 60 s \(learning\), 0 published, (\d+) buffered/g)].map((m) => Number(m[1]));
+    const buffered = (): number[] =>
+      [...output.text.matchAll(/uplink (?:connecting|disconnected), heartbeat 60 s \(learning\), 0 published, (\d+) buffered/g)].map((m) => Number(m[1]));
     await waitFor(() => buffered().filter((n) => n > 0).length >= 3 && buffered().at(-1)! >= 30, `the status to show a growing outbox:\n${output.text}`, 5000);
     const shown = buffered().filter((n) => n > 0);
     for (let i = 1; i < shown.length; i++) assert.ok(shown[i]! >= shown[i - 1]!, `buffered grows: ${shown.join(', ')}`);
     assert.ok(shown.at(-1)! > shown[0]!, `buffered grows: ${shown.join(', ')}`);
     assert.equal(backend.on(deviceId, 'telemetry').length, 0);
-    assert.ok(warnings.some((w) => /^uplink: disconnected \(.*\), retrying in \d+\.\d s$/.test(w)), warnings.join('\n'));
+    assert.ok(
+      warnings.some((w) => /^uplink: disconnected \(.*\), retrying in \d+\.\d s$/.test(w)),
+      warnings.join('\n'),
+    );
 
     const backlog = outboxRows(outboxFile);
     await broker.start();
@@ -498,13 +536,21 @@ describe('run: data path', () => {
     for (const priority of [3, 6]) {
       const seqs = received.filter((h) => h.priority === priority).map((h) => h.seq);
       assert.equal(seqs.length, priority === 3 ? 30 : 60);
-      assert.deepEqual(seqs, [...seqs].sort((a, b) => a - b), `priority ${priority} in seq order`);
+      assert.deepEqual(
+        seqs,
+        [...seqs].sort((a, b) => a - b),
+        `priority ${priority} in seq order`,
+      );
     }
     // The backlog goes out highest priority first: its priority 6 messages all before its first priority 3 one.
     const inBacklog = new Set(backlog.map((r) => r.seq));
     const backlogOrder = received.filter((h) => inBacklog.has(h.seq)).map((h) => h.priority);
     assert.ok(backlog.length >= 10 && backlog.some((r) => r.priority === 3) && backlog.some((r) => r.priority === 6), `backlog ${JSON.stringify(backlog)}`);
-    assert.deepEqual(backlogOrder, [...backlogOrder].sort((a, b) => b - a), `backlog order by priority: ${backlogOrder.join(',')}`);
+    assert.deepEqual(
+      backlogOrder,
+      [...backlogOrder].sort((a, b) => b - a),
+      `backlog order by priority: ${backlogOrder.join(',')}`,
+    );
     assert.equal(backlogOrder.length, backlog.length);
     assert.ok(warnings.includes(`uplink: connected to ${broker.url}`), warnings.join('\n'));
   });
@@ -518,13 +564,22 @@ describe('run: data path', () => {
     const log = path.join(dir, 'drive.log');
     // Half a second of data, then idle until 11 s: the heartbeat learns while the car is idle (1 + 2 + 4 s of
     // heartbeats and the settling, with room for late timers).
-    demoLog(log, 1_700_000_000, { startS: 0.2, points: 30, stepS: 0.01, idleUntilS: 11 }, (i) => 800 + i, (i) => i / 10);
+    demoLog(
+      log,
+      1_700_000_000,
+      { startS: 0.2, points: 30, stepS: 0.01, idleUntilS: 11 },
+      (i) => 800 + i,
+      (i) => i / 10,
+    );
     const config = parseDeviceConfig(
       {
         deviceId,
         buses: [{ name: 'can0', dbc: DEMO_DBC_PATH, source: { type: 'replay', file: log } }],
         status: { intervalMs: 100, signals: [] },
-        collection: { batch: { maxSamples: 100, maxDelayMs: 100 }, rules: [{ name: 'engine', mode: 'periodic', intervalMs: 20, priority: 3, signals: ['EngineSpeed'] }] },
+        collection: {
+          batch: { maxSamples: 100, maxDelayMs: 100 },
+          rules: [{ name: 'engine', mode: 'periodic', intervalMs: 20, priority: 3, signals: ['EngineSpeed'] }],
+        },
         outbox: { path: path.join(dir, 'outbox.db'), writeIntervalMs: 100 },
         uplink: {
           url: broker.url,
@@ -558,7 +613,10 @@ describe('run: data path', () => {
     assert.equal(heartbeat.deadLinks, 0);
     assert.equal(heartbeat.lastDeadLink, null);
     assert.ok(heartbeat.heartbeats >= 3);
-    assert.deepEqual(heartbeat.history.map((h) => h.reason), ['survived', 'survived', 'settled']);
+    assert.deepEqual(
+      heartbeat.history.map((h) => h.reason),
+      ['survived', 'survived', 'settled'],
+    );
     assert.ok(heartbeat.rttMs !== null && heartbeat.livenessTimeoutMs === 5000);
     assert.match(broker.log, new RegExp(`as ${deviceId} \\(p5, c0, k4,`));
     const memory = memoryRows(path.join(dir, 'link-memory.db'));
@@ -577,7 +635,13 @@ describe('run: data path', () => {
     writeFileSync(outboxFile, garbage);
 
     const log = path.join(dir, 'drive.log');
-    demoLog(log, 1_700_000_000, { startS: 0.5, points: 50, stepS: 0.02, idleUntilS: 3 }, (i) => 1000 + 10 * i, (i) => i);
+    demoLog(
+      log,
+      1_700_000_000,
+      { startS: 0.5, points: 50, stepS: 0.02, idleUntilS: 3 },
+      (i) => 1000 + 10 * i,
+      (i) => i,
+    );
     const config: DeviceConfig = parseDeviceConfig(
       {
         deviceId,
@@ -608,61 +672,74 @@ describe('run: data path', () => {
     assert.equal(d.buffered, 0);
     await backend.waitFor(() => backend.on(deviceId, 'telemetry').length >= 5, 'the 5 messages', 5000);
     const values = backend.on(deviceId, 'telemetry').flatMap((m) => decoded(m).samples.map((s) => s.value));
-    assert.deepEqual(values, Array.from({ length: 50 }, (_, i) => 1000 + 10 * i));
+    assert.deepEqual(
+      values,
+      Array.from({ length: 50 }, (_, i) => 1000 + 10 * i),
+    );
   });
 
-  it('a bad identity fails the run at start, naming the file: missing key, another device\'s certificate, expired certificate', { timeout: 30_000 }, async () => {
-    const dir = makeTempDir('dp-identity-');
-    const deviceId = 'truck-001';
-    const pki = new TestPki();
-    const own = pki.identityFiles(deviceId);
-    const port = await freePort();
-    const expired = writeIssued(
-      dir,
-      'expired',
-      issueDeviceCertificate(pki.ca, deviceId, { notBefore: new Date(Date.now() - 400 * 86_400_000), notAfter: new Date(Date.now() - 30 * 86_400_000) }),
-    );
-    const someoneElse = pki.client('truck-999');
-    const missingKey = path.join(dir, 'nowhere', 'truck-001.key');
-    const cases: Array<{ name: string; files: { certFile: string; keyFile: string; caFile: string }; expected: RegExp }> = [
-      { name: 'missing-key', files: { ...own, keyFile: missingKey }, expected: new RegExp(`private key ${escape(missingKey)}: no such file`) },
-      {
-        name: 'other-device',
-        files: { ...someoneElse, caFile: pki.caFile },
-        expected: new RegExp(`the certificate ${escape(someoneElse.certFile)} is for 'truck-999', not for device 'truck-001'`),
-      },
-      {
-        name: 'expired',
-        files: { ...expired, caFile: pki.caFile },
-        expected: new RegExp(`client certificate ${escape(expired.certFile)}: expired on \\d{4}-\\d\\d-\\d\\dT`),
-      },
-    ];
-    const log = path.join(dir, 'drive.log');
-    demoLog(log, 1_700_000_000, { startS: 0.5, points: 20, stepS: 0.01, idleUntilS: 2 }, (i) => 900 + i, (i) => i);
-    await Promise.all(
-      cases.map(async ({ name, files, expected }) => {
-        const file = writeConfig(dir, name, {
-          deviceId,
-          buses: [{ name: 'can0', dbc: DEMO_DBC_PATH, source: { type: 'replay', file: log } }],
-          collection: { rules: [{ name: 'engine', mode: 'change', signals: ['EngineSpeed'] }] },
-          outbox: { path: path.join(dir, `${name}.db`) },
-          uplink: { url: `mqtts://localhost:${port}`, ...files },
-        });
-        const agent = AgentProcess.start(file);
-        const { code } = await agent.exited;
-        assert.equal(code, 1, `${name}: ${agent.stderr}`);
-        // Besides the log's JSON lines (debug, in the verbose start: nothing at warn or above), one line: the failure.
-        const all = agent.stderr.trimEnd().split('\n');
-        const lines = all.filter((line) => !line.startsWith('{'));
-        for (const line of all.filter((l) => l.startsWith('{'))) assert.equal((JSON.parse(line) as { level: string }).level, 'debug', line);
-        assert.equal(lines.length, 1, `${name}: one line on stderr: ${agent.stderr}`);
-        assert.match(lines[0]!, /^telematics-agent: /);
-        assert.match(lines[0]!, expected, name);
-        // Nothing was read: the identity is checked before the sources start.
-        assert.equal(agent.stdout, '', `${name}: ${agent.stdout}`);
-      }),
-    );
-  });
+  it(
+    "a bad identity fails the run at start, naming the file: missing key, another device's certificate, expired certificate",
+    { timeout: 30_000 },
+    async () => {
+      const dir = makeTempDir('dp-identity-');
+      const deviceId = 'truck-001';
+      const pki = new TestPki();
+      const own = pki.identityFiles(deviceId);
+      const port = await freePort();
+      const expired = writeIssued(
+        dir,
+        'expired',
+        issueDeviceCertificate(pki.ca, deviceId, { notBefore: new Date(Date.now() - 400 * 86_400_000), notAfter: new Date(Date.now() - 30 * 86_400_000) }),
+      );
+      const someoneElse = pki.client('truck-999');
+      const missingKey = path.join(dir, 'nowhere', 'truck-001.key');
+      const cases: Array<{ name: string; files: { certFile: string; keyFile: string; caFile: string }; expected: RegExp }> = [
+        { name: 'missing-key', files: { ...own, keyFile: missingKey }, expected: new RegExp(`private key ${escape(missingKey)}: no such file`) },
+        {
+          name: 'other-device',
+          files: { ...someoneElse, caFile: pki.caFile },
+          expected: new RegExp(`the certificate ${escape(someoneElse.certFile)} is for 'truck-999', not for device 'truck-001'`),
+        },
+        {
+          name: 'expired',
+          files: { ...expired, caFile: pki.caFile },
+          expected: new RegExp(`client certificate ${escape(expired.certFile)}: expired on \\d{4}-\\d\\d-\\d\\dT`),
+        },
+      ];
+      const log = path.join(dir, 'drive.log');
+      demoLog(
+        log,
+        1_700_000_000,
+        { startS: 0.5, points: 20, stepS: 0.01, idleUntilS: 2 },
+        (i) => 900 + i,
+        (i) => i,
+      );
+      await Promise.all(
+        cases.map(async ({ name, files, expected }) => {
+          const file = writeConfig(dir, name, {
+            deviceId,
+            buses: [{ name: 'can0', dbc: DEMO_DBC_PATH, source: { type: 'replay', file: log } }],
+            collection: { rules: [{ name: 'engine', mode: 'change', signals: ['EngineSpeed'] }] },
+            outbox: { path: path.join(dir, `${name}.db`) },
+            uplink: { url: `mqtts://localhost:${port}`, ...files },
+          });
+          const agent = AgentProcess.start(file);
+          const { code } = await agent.exited;
+          assert.equal(code, 1, `${name}: ${agent.stderr}`);
+          // Besides the log's JSON lines (debug, in the verbose start: nothing at warn or above), one line: the failure.
+          const all = agent.stderr.trimEnd().split('\n');
+          const lines = all.filter((line) => !line.startsWith('{'));
+          for (const line of all.filter((l) => l.startsWith('{'))) assert.equal((JSON.parse(line) as { level: string }).level, 'debug', line);
+          assert.equal(lines.length, 1, `${name}: one line on stderr: ${agent.stderr}`);
+          assert.match(lines[0]!, /^telematics-agent: /);
+          assert.match(lines[0]!, expected, name);
+          // Nothing was read: the identity is checked before the sources start.
+          assert.equal(agent.stdout, '', `${name}: ${agent.stdout}`);
+        }),
+      );
+    },
+  );
 });
 
 function escape(text: string): string {

@@ -180,7 +180,10 @@ describe('a source type registered at run time', () => {
       samples.filter((s) => s.signal === 'gauge.obd.rpm').map((s) => [s.ts, s.value]),
       [[T0 + 0.05, 790]],
     );
-    assert.deepEqual(lines.filter((line) => /error|warn/i.test(line)), []);
+    assert.deepEqual(
+      lines.filter((line) => /error|warn/i.test(line)),
+      [],
+    );
   });
 
   it('[15.2] the config loader checks it with its own schema, naming the field, and its files exist', () => {
@@ -188,13 +191,22 @@ describe('a source type registered at run time', () => {
     const setup = writeSetup(dir) as { buses: { source: Record<string, unknown> }[] };
     const load = (json: object) => parseDeviceConfig(json, { file: 'device.json', baseDir: dir });
     setup.buses[0]!.source = { type: 'script', file: 'drive.script', speed: 2 };
-    assert.throws(() => load(setup), (err: unknown) => err instanceof DeviceConfigError && err.message === "device.json: buses[0].source: unknown field 'speed'");
+    assert.throws(
+      () => load(setup),
+      (err: unknown) => err instanceof DeviceConfigError && err.message === "device.json: buses[0].source: unknown field 'speed'",
+    );
     setup.buses[0]!.source = { type: 'script', file: 'gone.script' };
-    assert.throws(() => load(setup), (err: unknown) => err instanceof DeviceConfigError && err.message === `device.json: buses[0].source.file: file not found: ${path.join(dir, 'gone.script')}`);
+    assert.throws(
+      () => load(setup),
+      (err: unknown) =>
+        err instanceof DeviceConfigError && err.message === `device.json: buses[0].source.file: file not found: ${path.join(dir, 'gone.script')}`,
+    );
     setup.buses[0]!.source = { type: 'scripted', file: 'drive.script' };
     assert.throws(
       () => load(setup),
-      (err: unknown) => err instanceof DeviceConfigError && err.message === 'device.json: buses[0].source.type: expected "sim" or "replay" or "socketcan" or "script", got "scripted"',
+      (err: unknown) =>
+        err instanceof DeviceConfigError &&
+        err.message === 'device.json: buses[0].source.type: expected "sim" or "replay" or "socketcan" or "script", got "scripted"',
     );
   });
 
@@ -206,7 +218,8 @@ describe('a source type registered at run time', () => {
     setup.obdAdapters = [];
     assert.throws(
       () => parseDeviceConfig(setup, { file: 'device.json', baseDir: dir }),
-      (err: unknown) => err instanceof DeviceConfigError && err.message === 'device.json: buses[0].source.type: expected "sim" or "replay" or "socketcan", got "script"',
+      (err: unknown) =>
+        err instanceof DeviceConfigError && err.message === 'device.json: buses[0].source.type: expected "sim" or "replay" or "socketcan", got "script"',
     );
   });
 });

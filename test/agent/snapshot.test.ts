@@ -62,7 +62,14 @@ describe('the agent snapshot', () => {
       const snapshot = agent.snapshot();
       const bus = snapshot.buses[0]!;
       assert.deepEqual(
-        { frames: bus.frames, unknownFrames: bus.unknownFrames, badLogLines: bus.badLogLines, decodeErrors: bus.decodeErrors, source: bus.source, link: bus.link },
+        {
+          frames: bus.frames,
+          unknownFrames: bus.unknownFrames,
+          badLogLines: bus.badLogLines,
+          decodeErrors: bus.decodeErrors,
+          source: bus.source,
+          link: bus.link,
+        },
         { frames: 4, unknownFrames: 1, badLogLines: 1, decodeErrors: 0, source: 'replay', link: null },
       );
       assert.deepEqual(snapshot.signals, [{ name: 'EngineSpeed', signal: 'EngineSpeed', value: 825, text: '825.0 rpm' }]);
@@ -73,9 +80,10 @@ describe('the agent snapshot', () => {
 
       // The status page's document.
       const live = JSON.parse(await get(port, '/status')) as LiveStatus;
-      assert.deepEqual(live.buses.map(({ name, source, frames, errors, state }) => ({ name, source, frames, errors, state })), [
-        { name: 'rec', source: 'replay', frames: 4, errors: 1, state: null },
-      ]);
+      assert.deepEqual(
+        live.buses.map(({ name, source, frames, errors, state }) => ({ name, source, frames, errors, state })),
+        [{ name: 'rec', source: 'replay', frames: 4, errors: 1, state: null }],
+      );
       assert.deepEqual(live.signals, [{ name: 'EngineSpeed', value: 825, text: '825.0 rpm' }]);
 
       // The first report taken after the run ended, and /metrics from it.
@@ -87,7 +95,13 @@ describe('the agent snapshot', () => {
       }
       const reported = report.agent.buses[0]!;
       assert.deepEqual(
-        { frames: reported.frames, unknownFrames: reported.unknownFrames, malformedLogLines: reported.malformedLogLines, source: reported.source, errorFrames: reported.errorFrames },
+        {
+          frames: reported.frames,
+          unknownFrames: reported.unknownFrames,
+          malformedLogLines: reported.malformedLogLines,
+          source: reported.source,
+          errorFrames: reported.errorFrames,
+        },
         { frames: 4, unknownFrames: 1, malformedLogLines: 1, source: 'replay', errorFrames: null },
       );
       const metrics = await get(port, '/metrics');
@@ -96,8 +110,9 @@ describe('the agent snapshot', () => {
       summary = await agent.close();
       logger.close();
     }
-    assert.deepEqual(summary.buses.map(({ name, source, frames, unknownFrames, badLogLines }) => ({ name, source, frames, unknownFrames, badLogLines })), [
-      { name: 'rec', source: 'replay:drive.log', frames: 4, unknownFrames: 1, badLogLines: 1 },
-    ]);
+    assert.deepEqual(
+      summary.buses.map(({ name, source, frames, unknownFrames, badLogLines }) => ({ name, source, frames, unknownFrames, badLogLines })),
+      [{ name: 'rec', source: 'replay:drive.log', frames: 4, unknownFrames: 1, badLogLines: 1 }],
+    );
   });
 });

@@ -35,7 +35,13 @@ describe('status signals and the one signal-name resolver', () => {
       assert.equal(status.name, name);
     }
     const { signals } = statusSignals(['EngineSpeed', 'can1.ENGINE_DATA.EngineSpeed'], decoders);
-    assert.deepEqual(signals.map((s) => [s.bus.name, s.bus.values[s.slot]]), [['can0', NaN], ['can1', 812.5]]);
+    assert.deepEqual(
+      signals.map((s) => [s.bus.name, s.bus.values[s.slot]]),
+      [
+        ['can0', NaN],
+        ['can1', 812.5],
+      ],
+    );
   });
 
   it('[15.5] refuses, naming it, a status signal no bus DBC has, an OBD key, and a bus that does not exist', () => {

@@ -47,12 +47,24 @@ describe('MemoryCanBus', () => {
     b.send(0x102, false, Uint8Array.of(1));
     await tick();
     assert.deepEqual(got, { a: [0x102], b: [0x100] });
-    assert.throws(() => a.send(0x800, false, new Uint8Array(1)), (e: CanBusError) => e.code === 'invalid-frame');
-    assert.throws(() => a.send(0x100, false, new Uint8Array(9)), (e: CanBusError) => e.code === 'invalid-frame');
+    assert.throws(
+      () => a.send(0x800, false, new Uint8Array(1)),
+      (e: CanBusError) => e.code === 'invalid-frame',
+    );
+    assert.throws(
+      () => a.send(0x100, false, new Uint8Array(9)),
+      (e: CanBusError) => e.code === 'invalid-frame',
+    );
     bus.up = false;
-    assert.throws(() => a.send(0x100, false, new Uint8Array(1)), (e: CanBusError) => e.code === 'down');
+    assert.throws(
+      () => a.send(0x100, false, new Uint8Array(1)),
+      (e: CanBusError) => e.code === 'down',
+    );
     a.close();
-    assert.throws(() => a.send(0x100, false, new Uint8Array(1)), (e: CanBusError) => e.code === 'closed');
+    assert.throws(
+      () => a.send(0x100, false, new Uint8Array(1)),
+      (e: CanBusError) => e.code === 'closed',
+    );
   });
 });
 
@@ -69,7 +81,12 @@ describe('BusHealth', () => {
     health.record(errorFrame(0x0a8 | 0x020 | 0x200, [0, 0, 0, 0, 0, 0, 96, 4])); // bus error, protocol, no ACK, counters
     assert.deepEqual(
       changes.map((c) => `${c.previous}->${c.state}@${c.ts}`),
-      ['error-active->error-warning@1700000000.5', 'error-warning->error-passive@1700000000.5', 'error-passive->bus-off@1700000000.5', 'bus-off->error-active@1700000000.5'],
+      [
+        'error-active->error-warning@1700000000.5',
+        'error-warning->error-passive@1700000000.5',
+        'error-passive->bus-off@1700000000.5',
+        'bus-off->error-active@1700000000.5',
+      ],
     );
     assert.deepEqual(health.counters, {
       errorFrames: 7,
@@ -97,7 +114,8 @@ describe('BusHealth', () => {
   });
 });
 
-const LIGHTS_DBC = 'VERSION ""\nBU_: GW\nBO_ 1280 LIGHTS: 2 GW\n SG_ Headlamp : 0|2@1+ (1,0) [0|3] "" Vector__XXX\n SG_ Level : 8|8@1+ (0.5,0) [0|100] "%" Vector__XXX\n';
+const LIGHTS_DBC =
+  'VERSION ""\nBU_: GW\nBO_ 1280 LIGHTS: 2 GW\n SG_ Headlamp : 0|2@1+ (1,0) [0|3] "" Vector__XXX\n SG_ Level : 8|8@1+ (0.5,0) [0|100] "%" Vector__XXX\n';
 
 describe('CanFrameWriter', () => {
   it('encodes through the DBC, sends, and refuses frames above the rate limit', async () => {
@@ -105,14 +123,24 @@ describe('CanFrameWriter', () => {
     let now = 0;
     const writer = new CanFrameWriter(bus.open(), compileDatabase(parseDbc(LIGHTS_DBC)), { maxFramesPerSecond: 20, burst: 3, now: () => now });
     for (let i = 0; i < 3; i++) writer.send('LIGHTS', { Headlamp: i, Level: 10 * i });
-    assert.throws(() => writer.send('LIGHTS', {}), (e: FrameWriteError) => e.code === 'rate-limited');
+    assert.throws(
+      () => writer.send('LIGHTS', {}),
+      (e: FrameWriteError) => e.code === 'rate-limited',
+    );
     now += 49;
-    assert.throws(() => writer.send('LIGHTS', {}), (e: FrameWriteError) => e.code === 'rate-limited', '49 ms < one token at 20/s');
+    assert.throws(
+      () => writer.send('LIGHTS', {}),
+      (e: FrameWriteError) => e.code === 'rate-limited',
+      '49 ms < one token at 20/s',
+    );
     now += 1;
     writer.send('LIGHTS', { Level: 100 });
     now += 10_000; // refills to the burst, not beyond
     for (let i = 0; i < 3; i++) writer.send('LIGHTS', {});
-    assert.throws(() => writer.send('LIGHTS', {}), (e: FrameWriteError) => e.code === 'rate-limited');
+    assert.throws(
+      () => writer.send('LIGHTS', {}),
+      (e: FrameWriteError) => e.code === 'rate-limited',
+    );
     assert.deepEqual(
       bus.log.slice(0, 4).map((f) => `${f.id.toString(16)}#${Buffer.from(f.data).toString('hex')}`),
       ['500#0000', '500#0114', '500#0228', '500#00c8'],
@@ -123,10 +151,19 @@ describe('CanFrameWriter', () => {
   it('reports unknown messages, values out of range and bus errors, sending nothing', () => {
     const bus = new MemoryCanBus();
     const writer = new CanFrameWriter(bus.open(), compileDatabase(parseDbc(LIGHTS_DBC)));
-    assert.throws(() => writer.send('HORN', {}), (e: FrameWriteError) => e.code === 'unknown-message' && /HORN/.test(e.message));
-    assert.throws(() => writer.send('LIGHTS', { Level: 101 }), (e: FrameWriteError) => e.code === 'encode');
+    assert.throws(
+      () => writer.send('HORN', {}),
+      (e: FrameWriteError) => e.code === 'unknown-message' && /HORN/.test(e.message),
+    );
+    assert.throws(
+      () => writer.send('LIGHTS', { Level: 101 }),
+      (e: FrameWriteError) => e.code === 'encode',
+    );
     bus.up = false;
-    assert.throws(() => writer.send('LIGHTS', {}), (e: FrameWriteError) => e.code === 'send' && /down/.test(e.message));
+    assert.throws(
+      () => writer.send('LIGHTS', {}),
+      (e: FrameWriteError) => e.code === 'send' && /down/.test(e.message),
+    );
     assert.equal(bus.log.length, 0);
     assert.throws(() => new CanFrameWriter(bus.open(), compileDatabase(parseDbc(LIGHTS_DBC)), { maxFramesPerSecond: 0 }), RangeError);
   });

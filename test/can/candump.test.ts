@@ -5,13 +5,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import {
-  CandumpLineParser,
-  CandumpParseError,
-  formatCandumpLine,
-  parseCandumpLine,
-  parseCandumpText,
-} from '../../src/can/candump.js';
+import { CandumpLineParser, CandumpParseError, formatCandumpLine, parseCandumpLine, parseCandumpText } from '../../src/can/candump.js';
 import { cloneFrame, createFrame, type CanFrame } from '../../src/can/frame.js';
 import { hexBytes, hexText } from '../support/hex.js';
 import { seededRandom } from '../support/random.js';

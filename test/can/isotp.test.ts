@@ -45,8 +45,14 @@ const B_TX = 0x7e8;
 function pair(a: Partial<IsoTpOptions> = {}, b: Partial<IsoTpOptions> = {}) {
   const wire: WireFrame[] = [];
   const holder: { a?: IsoTpChannel; b?: IsoTpChannel } = {};
-  const chA = new IsoTpChannel(recordingLink('a', wire, (f) => holder.b!.onFrame(f)), { txId: A_TX, rxId: B_TX, ...a });
-  const chB = new IsoTpChannel(recordingLink('b', wire, (f) => holder.a!.onFrame(f)), { txId: B_TX, rxId: A_TX, ...b });
+  const chA = new IsoTpChannel(
+    recordingLink('a', wire, (f) => holder.b!.onFrame(f)),
+    { txId: A_TX, rxId: B_TX, ...a },
+  );
+  const chB = new IsoTpChannel(
+    recordingLink('b', wire, (f) => holder.a!.onFrame(f)),
+    { txId: B_TX, rxId: A_TX, ...b },
+  );
   holder.a = chA;
   holder.b = chB;
   return { a: chA, b: chB, wire };
@@ -342,7 +348,10 @@ describe('isotp reception errors (hand-crafted sender)', () => {
       await delay(25); // 75 ms in total, longer than N_Cr, but each gap is shorter
       feed([0x20 | sn, ...Array.from({ length: 7 }, (_, i) => 6 + (sn - 1) * 7 + i)]);
     }
-    assert.deepEqual(await got, Uint8Array.from({ length: 27 }, (_, i) => i));
+    assert.deepEqual(
+      await got,
+      Uint8Array.from({ length: 27 }, (_, i) => i),
+    );
     assert.deepEqual(errors, []);
   });
 

@@ -45,7 +45,9 @@ describe('CandumpReplaySource, as fast as possible', () => {
   it('delivers every frame of the real truck log, in file order', async (t) => {
     if (!hasSharedTestdata()) return t.skip(SKIP);
     const file = sharedTestdata('logs', TRUCK);
-    const expected = readFileSync(file, 'utf8').split('\n').filter((l) => l !== '');
+    const expected = readFileSync(file, 'utf8')
+      .split('\n')
+      .filter((l) => l !== '');
     const errors: CandumpParseError[] = [];
     const source = new CandumpReplaySource(file, { onError: (e) => errors.push(e) });
     assert.equal(source.name, `replay:${TRUCK}`);
@@ -60,16 +62,9 @@ describe('CandumpReplaySource, as fast as possible', () => {
   });
 
   it('reads a file with comments, blank lines, CRLF and no final newline', async () => {
-    const file = writeLog(
-      'mixed.log',
-      '# recorded on the bench\r\n(1.000000) can0 123#11\r\n\r\n(2.500000) can1 00000456#R3\r\n(3.000000) can0 7FF##1AABB',
-    );
+    const file = writeLog('mixed.log', '# recorded on the bench\r\n(1.000000) can0 123#11\r\n\r\n(2.500000) can1 00000456#R3\r\n(3.000000) can0 7FF##1AABB');
     const source = new CandumpReplaySource(file);
-    assert.deepEqual(await collect(source), [
-      '(0000000001.000000) can0 123#11',
-      '(0000000002.500000) can1 00000456#R3',
-      '(0000000003.000000) can0 7FF##1AABB',
-    ]);
+    assert.deepEqual(await collect(source), ['(0000000001.000000) can0 123#11', '(0000000002.500000) can1 00000456#R3', '(0000000003.000000) can0 7FF##1AABB']);
     // A file can be replayed again.
     assert.equal((await collect(source)).length, 3);
   });
@@ -80,12 +75,11 @@ describe('CandumpReplaySource, as fast as possible', () => {
     for (let at = 0; at < text.length; at += 7) chunks.push(text.subarray(at, at + 7)); // 7 splits the 2-byte "ú"
     const source = new CandumpReplaySource(Readable.from(chunks));
     assert.equal(source.name, 'replay:stream');
-    assert.deepEqual(await collect(source), [
-      '(0000000001.000000) bús0 123#01',
-      '(0000000002.000000) bús0 124#0202',
-      '(0000000003.000000) can1 125#030303',
-    ]);
-    await assert.rejects(source.run(() => {}), /only be replayed once/);
+    assert.deepEqual(await collect(source), ['(0000000001.000000) bús0 123#01', '(0000000002.000000) bús0 124#0202', '(0000000003.000000) can1 125#030303']);
+    await assert.rejects(
+      source.run(() => {}),
+      /only be replayed once/,
+    );
   });
 
   it('renames buses, calling the mapper once per distinct name', async () => {
@@ -175,7 +169,10 @@ describe('CandumpReplaySource, as fast as possible', () => {
   });
 
   it('rejects for a missing file and for a bad speed', async () => {
-    await assert.rejects(new CandumpReplaySource(path.join(tmp, 'nope.log')).run(() => {}), { code: 'ENOENT' });
+    await assert.rejects(
+      new CandumpReplaySource(path.join(tmp, 'nope.log')).run(() => {}),
+      { code: 'ENOENT' },
+    );
     for (const speed of [0, -1, Number.NaN, Number.POSITIVE_INFINITY]) {
       assert.throws(() => new CandumpReplaySource('x.log', { speed }), RangeError);
     }
@@ -195,7 +192,10 @@ describe('CandumpReplaySource, real time', () => {
     });
     const elapsed = performance.now() - started;
     assert.equal(at.length, 101);
-    assert.deepEqual(ids, lines.map((_, k) => 0x100 + k));
+    assert.deepEqual(
+      ids,
+      lines.map((_, k) => 0x100 + k),
+    );
     assert.ok(elapsed >= 40, `finished after ${elapsed.toFixed(1)} ms, expected about 50`);
     assert.ok(elapsed < 3000, `took ${elapsed.toFixed(1)} ms, expected about 50`);
     // No frame early: frame k is due at k * 0.5 ms (80% bound, and timers have millisecond granularity).

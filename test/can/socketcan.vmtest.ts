@@ -154,10 +154,7 @@ describe('SocketCAN source on a real kernel', { timeout: 60_000 }, () => {
       ['error-active->error-passive', 'error-passive->bus-off', 'bus-off->error-active'],
     );
     const h = s.source.health;
-    assert.deepEqual(
-      [h.counters.errorFrames, h.counters.busOff, h.counters.errorPassive, h.counters.arbitrationLost, h.counters.restarted],
-      [5, 1, 1, 1, 1],
-    );
+    assert.deepEqual([h.counters.errorFrames, h.counters.busOff, h.counters.errorPassive, h.counters.arbitrationLost, h.counters.restarted], [5, 1, 1, 1, 1]);
     assert.deepEqual([h.txErrorCounter, h.rxErrorCounter], [127, 3]);
   });
 
@@ -232,7 +229,10 @@ describe('SocketCAN source on a real kernel', { timeout: 60_000 }, () => {
     a.send(0x7e8, false, Uint8Array.of(1, 2, 3));
     a.send(0x7e9, false, Uint8Array.of(4));
     a.send(0x18daf110, true, new Uint8Array(12).fill(0xaa), true);
-    const dumped = (await dump.done).trim().split('\n').map((l) => l.split(' ').slice(1).join(' '));
+    const dumped = (await dump.done)
+      .trim()
+      .split('\n')
+      .map((l) => l.split(' ').slice(1).join(' '));
     await waitFor(() => gotB.length >= 2, 'b frames');
     assert.deepEqual(gotB, ['7e8:010203', '18daf110:' + 'AA'.repeat(12)]);
     assert.deepEqual(gotA, [], 'an endpoint does not receive its own frames');
@@ -240,7 +240,9 @@ describe('SocketCAN source on a real kernel', { timeout: 60_000 }, () => {
     assert.deepEqual(dumped, [`${IF} 7E8#010203`, `${IF} 7E9#04`, `${IF} 18DAF110##4${'AA'.repeat(12)}`]);
 
     const db = compileDatabase(
-      parseDbc('VERSION ""\nBU_: GW\nBO_ 1280 LIGHTS: 2 GW\n SG_ Headlamp : 0|2@1+ (1,0) [0|3] "" Vector__XXX\n SG_ Level : 8|8@1+ (0.5,0) [0|100] "%" Vector__XXX\n'),
+      parseDbc(
+        'VERSION ""\nBU_: GW\nBO_ 1280 LIGHTS: 2 GW\n SG_ Headlamp : 0|2@1+ (1,0) [0|3] "" Vector__XXX\n SG_ Level : 8|8@1+ (0.5,0) [0|100] "%" Vector__XXX\n',
+      ),
     );
     let clock = 0;
     const writer = new CanFrameWriter(a, db, { maxFramesPerSecond: 10, burst: 2, now: () => clock });
@@ -249,23 +251,41 @@ describe('SocketCAN source on a real kernel', { timeout: 60_000 }, () => {
     await waitUntilReading(dump2.child);
     writer.send('LIGHTS', { Headlamp: 2, Level: 37.5 });
     writer.send('LIGHTS', { Headlamp: 1 });
-    assert.throws(() => writer.send('LIGHTS', { Headlamp: 1 }), (e: FrameWriteError) => e.code === 'rate-limited');
+    assert.throws(
+      () => writer.send('LIGHTS', { Headlamp: 1 }),
+      (e: FrameWriteError) => e.code === 'rate-limited',
+    );
     clock += 100; // one more token
-    assert.throws(() => writer.send('LIGHTS', { Headlamp: 9 }), (e: FrameWriteError) => e.code === 'encode');
-    assert.throws(() => writer.send('NOPE', {}), (e: FrameWriteError) => e.code === 'unknown-message');
-    const dumped2 = (await dump2.done).trim().split('\n').map((l) => l.split(' ').slice(2).join(' '));
+    assert.throws(
+      () => writer.send('LIGHTS', { Headlamp: 9 }),
+      (e: FrameWriteError) => e.code === 'encode',
+    );
+    assert.throws(
+      () => writer.send('NOPE', {}),
+      (e: FrameWriteError) => e.code === 'unknown-message',
+    );
+    const dumped2 = (await dump2.done)
+      .trim()
+      .split('\n')
+      .map((l) => l.split(' ').slice(2).join(' '));
     assert.deepEqual(dumped2, ['500#024B', '500#0100']);
     assert.deepEqual([writer.sent, writer.refused], [2, 1]);
 
     setLink(IF, 'down');
     await waitFor(() => a.state === 'down', 'endpoint sees down');
-    assert.throws(() => a.send(0x100, false, Uint8Array.of(1)), (e: Error & { code?: string }) => e.code === 'down');
+    assert.throws(
+      () => a.send(0x100, false, Uint8Array.of(1)),
+      (e: Error & { code?: string }) => e.code === 'down',
+    );
     setLink(IF, 'up');
     await waitFor(() => a.state === 'open' && b.state === 'open', 'endpoints reopened');
     a.send(0x7e8, false, Uint8Array.of(9));
     await waitFor(() => gotB.length === 3, 'frame after reopen');
     a.close();
     b.close();
-    assert.throws(() => a.send(0x100, false, Uint8Array.of(1)), (e: Error & { code?: string }) => e.code === 'closed');
+    assert.throws(
+      () => a.send(0x100, false, Uint8Array.of(1)),
+      (e: Error & { code?: string }) => e.code === 'closed',
+    );
   });
 });

@@ -10,7 +10,6 @@ import { AGENT_CLI, runProgramSync } from '../support/programs.js';
 import { hasSharedTestdata, NO_SHARED_TESTDATA, sharedTestdata } from '../support/shared.js';
 import { makeTempDir } from '../support/temp.js';
 
-
 const skip = hasSharedTestdata() ? false : NO_SHARED_TESTDATA;
 const truckLog = sharedTestdata('logs', 'css_j1939_truck_11111111_00000012_00000001.candump.log');
 const j1939Dbc = sharedTestdata('dbc', 'css_j1939_demo.dbc');
@@ -19,7 +18,10 @@ describe('telematics-agent decode', { skip }, () => {
   it('decodes the real truck log by PGN: one JSON object per frame, engine speed at idle 646..654 rpm', () => {
     const { status, stdout, stderr } = runProgramSync('telematics-agent', ['decode', '--dbc', j1939Dbc, '--log', truckLog, '--j1939', '--json']);
     assert.equal(status, 0, stderr);
-    const objects = stdout.trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);
+    const objects = stdout
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as Record<string, unknown>);
     assert.equal(objects.length, 57849);
     const eec1 = objects.filter((o) => o.name === 'EEC1');
     assert.ok(eec1.length > 1000, `${eec1.length} EEC1 frames`);
@@ -66,13 +68,13 @@ describe('telematics-agent decode', { skip }, () => {
   it('reports frames that fail to decode as {ts, bus, id, error}', () => {
     const dir = makeTempDir('decode-');
     const dbc = path.join(dir, 'mux.dbc');
-    writeFileSync(
-      dbc,
-      ['BO_ 256 Mux: 2 ECU', ' SG_ Sel M : 0|8@1+ (1,0) [0|0] "" X', ' SG_ A m1 : 8|8@1+ (1,0) [0|0] "" X', ''].join('\n'),
-    );
+    writeFileSync(dbc, ['BO_ 256 Mux: 2 ECU', ' SG_ Sel M : 0|8@1+ (1,0) [0|0] "" X', ' SG_ A m1 : 8|8@1+ (1,0) [0|0] "" X', ''].join('\n'));
     const { status, stdout } = runProgramSync('telematics-agent', ['decode', '--dbc', dbc, '--json'], { input: '(1.5) can0 100#0107\n(1.6) can0 100#0207\n' });
     assert.equal(status, 0);
-    const [ok, bad] = stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    const [ok, bad] = stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
     assert.deepEqual(ok, { ts: 1.5, bus: 'can0', id: 256, extended: false, name: 'Mux', signals: { Sel: 1, A: 7 } });
     assert.deepEqual(Object.keys(bad!), ['ts', 'bus', 'id', 'error']);
     assert.match(String(bad!.error), /expected multiplexer id 1, but got 2/);
@@ -119,7 +121,10 @@ describe('hostile input files and streams', () => {
 
     const empty = path.join(dir, 'nothing.dbc');
     writeFileSync(empty, 'VERSION "1.0"\nBU_: ECU\n');
-    for (const args of [['dbc', empty], ['decode', '--dbc', empty]]) {
+    for (const args of [
+      ['dbc', empty],
+      ['decode', '--dbc', empty],
+    ]) {
       const refused = runProgramSync('telematics-agent', args, { input: line });
       assert.equal(refused.status, 1, args.join(' '));
       assert.equal(refused.stdout, '');
@@ -131,7 +136,9 @@ describe('hostile input files and streams', () => {
     // The child reports its own peak resident memory when it exits. Before the fix it held the whole line (and an
     // endless one ended in an uncaught RangeError with a stack trace).
     const reportRss = `data:text/javascript,process.on('exit', () => process.stderr.write('maxRSS ' + process.resourceUsage().maxRSS + '\\n'))`;
-    const decodeChild = async (input: () => AsyncGenerator<Buffer | string>): Promise<{ status: number | null; stdout: string; stderr: string[]; maxRssKb: number }> => {
+    const decodeChild = async (
+      input: () => AsyncGenerator<Buffer | string>,
+    ): Promise<{ status: number | null; stdout: string; stderr: string[]; maxRssKb: number }> => {
       const child = spawn(process.execPath, ['--import', reportRss, AGENT_CLI, 'decode', '--dbc', j1939Dbc, '--j1939'], { stdio: ['pipe', 'pipe', 'pipe'] });
       let stdout = '';
       let stderr = '';
@@ -203,8 +210,17 @@ describe('hostile input files and streams', () => {
     // JSON stays JSON: the escapes parse back to the very same names and labels.
     const json = runProgramSync('telematics-agent', ['decode', '--dbc', dbc, '--choices', '--json'], { input: log });
     assert.doesNotMatch(json.stdout, raw);
-    const objects = json.stdout.trim().split('\n').map((l) => JSON.parse(l) as { bus: string; name: string; signals: Record<string, unknown> });
-    assert.deepEqual(objects.map((o) => [o.bus, o.name, o.signals.Gear]), [['can\x1b[2J0', 'Msg\u009b31m', 'P\x1b[8m'], ['can0', 'Msg\u009b31m', 'D\u202eR']]);
+    const objects = json.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { bus: string; name: string; signals: Record<string, unknown> });
+    assert.deepEqual(
+      objects.map((o) => [o.bus, o.name, o.signals.Gear]),
+      [
+        ['can\x1b[2J0', 'Msg\u009b31m', 'P\x1b[8m'],
+        ['can0', 'Msg\u009b31m', 'D\u202eR'],
+      ],
+    );
 
     // An error quoting the file: the parse error's "found" text and the file name.
     const broken = path.join(dir, 'broken.dbc');

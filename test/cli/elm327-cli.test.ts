@@ -18,7 +18,6 @@ import { repoRoot } from '../support/shared.js';
 import { makeTempDir } from '../support/temp.js';
 import { delay, waitFor } from '../support/wait.js';
 
-
 const rigs: ElmRig[] = [];
 after(async () => {
   for (const rig of rigs) await rig.close();
@@ -87,7 +86,9 @@ describe('obd --port', () => {
     });
     const pids = await runProgram('telematics-agent', ['obd', '--port', rig.path, 'read-pids', 'rpm', 'speed']);
     assert.equal(pids.status, 0, pids.stderr);
-    assert.deepEqual((JSON.parse(pids.stdout) as { ecus: unknown }).ecus, [{ ecu: 0, pids: { rpm: { value: 750, unit: 'rpm' }, speed: { value: 50, unit: 'km/h' } } }]);
+    assert.deepEqual((JSON.parse(pids.stdout) as { ecus: unknown }).ecus, [
+      { ecu: 0, pids: { rpm: { value: 750, unit: 'rpm' }, speed: { value: 50, unit: 'km/h' } } },
+    ]);
   });
 
   it('fails with exit status 1 and a clear reason: no port, nothing answering, the ignition off', async () => {
@@ -146,7 +147,17 @@ describe('run with an ELM327 adapter', () => {
       {
         deviceId: 'elm-test',
         buses: [{ name: 'can0', dbc: DEMO_DBC_PATH, source: { type: 'sim', speed: 1, seed: 1 } }],
-        obdAdapters: [{ name: 'obd', port: rig.path, pids: [{ pid: 'rpm', intervalMs: 50 }, { pid: 'coolantTemp', intervalMs: 100 }, { pid: 'fuelPressure', intervalMs: 100 }] }],
+        obdAdapters: [
+          {
+            name: 'obd',
+            port: rig.path,
+            pids: [
+              { pid: 'rpm', intervalMs: 50 },
+              { pid: 'coolantTemp', intervalMs: 100 },
+              { pid: 'fuelPressure', intervalMs: 100 },
+            ],
+          },
+        ],
         status: { intervalMs: 100, signals: [] },
       },
       { file: 'inline', baseDir: repoRoot },
@@ -183,7 +194,10 @@ describe('run with an ELM327 adapter', () => {
     // The simulated engine ECU has no fuel pressure PID: reported once, never asked for.
     assert.equal(adapter.obd.unsupported, 1);
     assert.equal(warnings.filter((w) => /adapter ready/.test(w)).length, 2, warnings.join('\n'));
-    assert.ok(warnings.some((w) => /^obd: OBD: PID fuelPressure \(0x0A\) is not polled: no ECU supports it$/.test(w)), warnings.join('\n'));
+    assert.ok(
+      warnings.some((w) => /^obd: OBD: PID fuelPressure \(0x0A\) is not polled: no ECU supports it$/.test(w)),
+      warnings.join('\n'),
+    );
     assert.match(written, /obd \(.*ttyELM, (ready|idle|waiting|connecting)\): \d+ samples from \d+ requests, 1 PID not supported/);
   });
 });

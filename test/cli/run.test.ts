@@ -34,7 +34,10 @@ describe('telematics-agent run', () => {
       const entry = JSON.parse(line) as { level: string; msg: string };
       if (entry.level === 'debug') continue;
       assert.notEqual(entry.level, 'error', line);
-      assert.match(entry.msg, /^(created a development (backend )?CA in |the development PKI folder .* made it 0700$|created a development command CA and operator 'ops-dev' in |embedded MQTT broker listening on mqtts:\/\/localhost:8883 |uplink: connected to mqtts:\/\/localhost:8883$|health: status page on http:\/\/127\.0\.0\.1:8089\/$|health: cannot serve the status page on 127\.0\.0\.1:8089: the port is in use; running without it$)/);
+      assert.match(
+        entry.msg,
+        /^(created a development (backend )?CA in |the development PKI folder .* made it 0700$|created a development command CA and operator 'ops-dev' in |embedded MQTT broker listening on mqtts:\/\/localhost:8883 |uplink: connected to mqtts:\/\/localhost:8883$|health: status page on http:\/\/127\.0\.0\.1:8089\/$|health: cannot serve the status page on 127\.0\.0\.1:8089: the port is in use; running without it$)/,
+      );
     }
     const lines = statusLines(result.stdout);
     assert.ok(lines.length >= 1, result.stdout);
@@ -47,7 +50,10 @@ describe('telematics-agent run', () => {
     assert.equal(rate[3], '0');
     assert.equal(rate[4], '0');
     // Parked with the ignition off at first: stationary, engine stopped, lever in P; odometer and fuel are the car's.
-    assert.match(first, /VehicleSpeed 0\.00 km\/h, EngineSpeed 0\.0 rpm, GearEngaged P, CoolantTemp -?\d+ degC, FuelLevel \d+\.\d %, Odometer \d+\.\d km \| uplink (connecting|connected), heartbeat \d+ s( \((learning|holding)\))?, \d+ published, \d+ buffered \(\d+ k?B\)$/);
+    assert.match(
+      first,
+      /VehicleSpeed 0\.00 km\/h, EngineSpeed 0\.0 rpm, GearEngaged P, CoolantTemp -?\d+ degC, FuelLevel \d+\.\d %, Odometer \d+\.\d km \| uplink (connecting|connected), heartbeat \d+ s( \((learning|holding)\))?, \d+ published, \d+ buffered \(\d+ k?B\)$/,
+    );
     assert.match(
       result.stdout,
       /stopped after 2\.\d s\n {2}can0 \(sim:demo\): \d+ frames, \d+ signals, 0 unknown frames, 0 decode errors\n {2}data: \d+ samples in \d+ messages, \d+ published to mqtts:\/\/localhost:8883, \d+ buffered\n$/,
@@ -59,7 +65,14 @@ describe('telematics-agent run', () => {
   it('writes no live status line into the systemd journal (JOURNAL_STREAM is its stdout), only the summary', () => {
     const dir = makeTempDir('run-journal-');
     const config = path.join(dir, 'sim.json');
-    writeFileSync(config, JSON.stringify({ deviceId: 'journal-test', buses: [{ name: 'can0', dbc: DEMO_DBC_PATH, source: { type: 'sim' } }], status: { intervalMs: 100, signals: [] } }));
+    writeFileSync(
+      config,
+      JSON.stringify({
+        deviceId: 'journal-test',
+        buses: [{ name: 'can0', dbc: DEMO_DBC_PATH, source: { type: 'sim' } }],
+        status: { intervalMs: 100, signals: [] },
+      }),
+    );
     const run = (journal: boolean): string => {
       const out = path.join(dir, `stdout-${journal}.txt`);
       const fd = openSync(out, 'w');
@@ -67,7 +80,11 @@ describe('telematics-agent run', () => {
         const { dev, ino } = fstatSync(fd);
         // As systemd starts a service whose stdout is the journal: JOURNAL_STREAM=<device>:<inode> of that stream.
         const env = { ...process.env, JOURNAL_STREAM: journal ? `${dev}:${ino}` : `${dev}:${ino + 1}` };
-        const result = spawnSync(process.execPath, [AGENT_CLI, 'run', '--config', config, '--duration', '1'], { env, stdio: ['ignore', fd, 'pipe'], encoding: 'utf8' });
+        const result = spawnSync(process.execPath, [AGENT_CLI, 'run', '--config', config, '--duration', '1'], {
+          env,
+          stdio: ['ignore', fd, 'pipe'],
+          encoding: 'utf8',
+        });
         assert.equal(result.status, 0, result.stderr);
       } finally {
         closeSync(fd);
@@ -301,7 +318,9 @@ describe('run with hostile DBC files', () => {
     assert.equal(result.status, 1, result.stderr);
     assert.equal(result.stdout, '');
     const errors = result.stderr.split('\n').filter((line) => line.startsWith('telematics-agent:'));
-    assert.deepEqual(errors, [`telematics-agent: ${file}: buses[0].dbc: ${path.join(dir, 'nothing.dbc')}: no message (BO_) found in this DBC file (read as utf-8)`]);
+    assert.deepEqual(errors, [
+      `telematics-agent: ${file}: buses[0].dbc: ${path.join(dir, 'nothing.dbc')}: no message (BO_) found in this DBC file (read as utf-8)`,
+    ]);
   });
 
   it('[14.L9] a config error quoting what the file says shows its control characters escaped', () => {
@@ -335,7 +354,12 @@ describe('run with hostile DBC files', () => {
         if (t.includes('frames/s')) stop.abort();
       },
     };
-    await runAgent({ config: configWith(dbc, { log: hostileLog, loop: true, signals: ['Speed', 'Gear'] }), signal: stop.signal, output, warn: () => undefined });
+    await runAgent({
+      config: configWith(dbc, { log: hostileLog, loop: true, signals: ['Speed', 'Gear'] }),
+      signal: stop.signal,
+      output,
+      warn: () => undefined,
+    });
     assert.doesNotMatch(written, /[\x00-\x09\x0b-\x1f\x7f-\x9f]/);
     assert.match(written, /\| Speed 88\.04 km\/h\\x1b\[2J, Gear P\\x1b\]0;owned\\x07\n/);
     assert.match(written, / {2}vehicle \(replay:drive\\x1b\[31m\.log\): \d+ frames/);

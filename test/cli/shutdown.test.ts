@@ -90,35 +90,42 @@ describe('run: SIGTERM', () => {
     return { buffered, published };
   }
 
-  it('connected: exit 0 within 5 s, the open batch committed (and here acknowledged), offline said and a clean DISCONNECT (no will)', { timeout: 30_000 }, async (t) => {
-    const deviceId = 'car-sigterm';
-    const { agent, outbox } = await startAgent(deviceId);
-    const { code, ms } = await terminate(agent);
-    t.diagnostic(`SIGTERM to exit: ${ms.toFixed(0)} ms`);
-    assert.equal(code, 0, agent.stderr);
-    assert.ok(ms < LIMIT_MS, `${ms.toFixed(0)} ms`);
-    const kept = await checkCommitted(agent, outbox, deviceId);
-    t.diagnostic(`the open batch: ${kept.published} message(s) acknowledged before the DISCONNECT, ${kept.buffered} left in the outbox`);
+  it(
+    'connected: exit 0 within 5 s, the open batch committed (and here acknowledged), offline said and a clean DISCONNECT (no will)',
+    { timeout: 30_000 },
+    async (t) => {
+      const deviceId = 'car-sigterm';
+      const { agent, outbox } = await startAgent(deviceId);
+      const { code, ms } = await terminate(agent);
+      t.diagnostic(`SIGTERM to exit: ${ms.toFixed(0)} ms`);
+      assert.equal(code, 0, agent.stderr);
+      assert.ok(ms < LIMIT_MS, `${ms.toFixed(0)} ms`);
+      const kept = await checkCommitted(agent, outbox, deviceId);
+      t.diagnostic(`the open batch: ${kept.published} message(s) acknowledged before the DISCONNECT, ${kept.buffered} left in the outbox`);
 
-    const lines = logLines(agent);
-    const done = lines.find((l) => l.component === 'shutdown' && /^shutdown: done in \d+ ms$/.test(l.msg));
-    assert.ok(done, agent.stderr);
-    t.diagnostic(`the agent's own measure: ${String(done.durationMs)} ms`);
-    assert.ok((done.durationMs as number) < 1000, `a stop with a live broker is quick: ${String(done.durationMs)} ms`);
-    assert.ok(!lines.some((l) => l.level === 'error'), agent.stderr);
+      const lines = logLines(agent);
+      const done = lines.find((l) => l.component === 'shutdown' && /^shutdown: done in \d+ ms$/.test(l.msg));
+      assert.ok(done, agent.stderr);
+      t.diagnostic(`the agent's own measure: ${String(done.durationMs)} ms`);
+      assert.ok((done.durationMs as number) < 1000, `a stop with a live broker is quick: ${String(done.durationMs)} ms`);
+      assert.ok(!lines.some((l) => l.level === 'error'), agent.stderr);
 
-    // The status topic: the birth, then the device's own offline; the broker never publishes the will.
-    const statuses = (): Status[] => fleet.backend.on(deviceId, 'status').map((m) => JSON.parse(m.payload.toString('utf8')) as Status);
-    await fleet.backend.waitFor(() => statuses().some((s) => !s.online), 'the offline status', 3000);
-    await delay(1000);
-    assert.deepEqual(statuses().map((s) => [s.online, s.reason]), [
-      [true, undefined],
-      [false, 'shutdown'],
-    ]);
-    // mosquitto says how the client left: a DISCONNECT packet, not a dropped socket.
-    assert.match(fleet.broker.log, new RegExp(`Client ${deviceId} disconnected\\.`));
-    assert.doesNotMatch(fleet.broker.log, new RegExp(`Client ${deviceId} closed its connection|Socket error on client ${deviceId}`));
-  });
+      // The status topic: the birth, then the device's own offline; the broker never publishes the will.
+      const statuses = (): Status[] => fleet.backend.on(deviceId, 'status').map((m) => JSON.parse(m.payload.toString('utf8')) as Status);
+      await fleet.backend.waitFor(() => statuses().some((s) => !s.online), 'the offline status', 3000);
+      await delay(1000);
+      assert.deepEqual(
+        statuses().map((s) => [s.online, s.reason]),
+        [
+          [true, undefined],
+          [false, 'shutdown'],
+        ],
+      );
+      // mosquitto says how the client left: a DISCONNECT packet, not a dropped socket.
+      assert.match(fleet.broker.log, new RegExp(`Client ${deviceId} disconnected\\.`));
+      assert.doesNotMatch(fleet.broker.log, new RegExp(`Client ${deviceId} closed its connection|Socket error on client ${deviceId}`));
+    },
+  );
 
   it('broker frozen (SIGSTOP): still exit 0 within 5 s, the open batch committed to the outbox', { timeout: 30_000 }, async (t) => {
     const deviceId = 'car-frozen-broker';
@@ -153,7 +160,10 @@ describe('shutdown deadline', () => {
   function rig(deadlineMs: number) {
     const lines: string[] = [];
     const exits: number[] = [];
-    const logger = new Logger({ config: { level: 'info', verboseForS: 0, format: 'json', remote: { enabled: false, level: 'warn', maxPerMinute: 1, foldWindowS: 1 } }, destination: { write: (l: string) => lines.push(l) } });
+    const logger = new Logger({
+      config: { level: 'info', verboseForS: 0, format: 'json', remote: { enabled: false, level: 'warn', maxPerMinute: 1, foldWindowS: 1 } },
+      destination: { write: (l: string) => lines.push(l) },
+    });
     const watch = new ShutdownWatch(logger, { deadlineMs, exit: (code) => exits.push(code) });
     return { lines, exits, watch, json: () => lines.map((l) => JSON.parse(l) as Record<string, unknown>) };
   }
@@ -169,7 +179,10 @@ describe('shutdown deadline', () => {
     assert.deepEqual(exits, [0]);
     const last = json().at(-1)!;
     assert.equal(last.level, 'error');
-    assert.match(last.msg as string, /^shutdown: not done 150 ms after SIGTERM, still closing the MQTT session .*; the open batches are in the outbox; exiting$/);
+    assert.match(
+      last.msg as string,
+      /^shutdown: not done 150 ms after SIGTERM, still closing the MQTT session .*; the open batches are in the outbox; exiting$/,
+    );
     assert.deepEqual([last.committed, last.session, last.inflight], [true, 'connected', 3]);
   });
 
@@ -195,50 +208,56 @@ describe('shutdown deadline', () => {
 });
 
 describe('run: stderr on a full disk', () => {
-  it('stderr is /dev/full (ENOSPC on every line): the run goes on, warns from its timers, and SIGTERM still exits 0 with the open batch committed', { timeout: 30_000 }, async () => {
-    const pki = new TestPki();
-    const dir = makeTempDir('stderr-full-');
-    const outbox = path.join(dir, 'outbox.db');
-    const deviceId = 'car-stderr-full';
-    const file = writeConfig(dir, deviceId, {
-      deviceId,
-      buses: [{ name: 'can0', dbc: DEMO_DBC_PATH, source: { type: 'sim', speed: 1, seed: 1 } }],
-      status: { intervalMs: 200, signals: ['VehicleSpeed'] },
-      collection: {
-        batch: { maxSamples: 100_000, maxDelayMs: 60_000 },
-        rules: [{ name: 'speed', mode: 'periodic', intervalMs: 50, signals: ['VehicleSpeed', 'EngineSpeed'] }],
-      },
-      outbox: { path: outbox, writeIntervalMs: 100 },
-      // Nothing listens on port 1: a reconnect warning from a timer every few hundred ms.
-      uplink: { url: 'mqtts://127.0.0.1:1', ...pki.identityFiles(deviceId), reconnect: { initialMs: 100, maxMs: 300 }, keepalive: { adaptive: false } },
-      // Debug and info lines from timers too (the status rates), and error/warn entries for the remote log's feed.
-      logging: { level: 'debug', verboseForS: 0 },
-    });
-    const full = openSync('/dev/full', 'w');
-    const child = spawn(process.execPath, [AGENT_CLI, 'run', '--config', file], { stdio: ['ignore', 'pipe', full] });
-    closeSync(full);
-    let stdout = '';
-    child.stdout!.setEncoding('utf8');
-    child.stdout!.on('data', (chunk: string) => (stdout += chunk));
-    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('close', (code, signal) => resolve({ code, signal })));
-    try {
-      // The status line on stdout says the run is up; then time for reconnect warnings and status debug lines.
-      await waitFor(() => stdout.includes('frames/s') || child.exitCode !== null, 'the status line', 10_000);
-      await delay(1500);
-      assert.equal(child.exitCode, null, `the agent died with stderr on a full disk:\n${stdout}`);
-      assert.deepEqual(outboxRows(outbox), [], 'nothing committed before the stop');
-      child.kill('SIGTERM');
-      const { code, signal } = await exited;
-      assert.deepEqual([code, signal], [0, null], stdout);
-      const data = /data: (\d+) samples in (\d+) messages, (\d+) published to \S+, (\d+) buffered/.exec(stdout);
-      assert.ok(data, stdout);
-      const [samples, messages, published, buffered] = data.slice(1).map(Number) as [number, number, number, number];
-      assert.ok(samples >= 30, `${samples} samples`);
-      assert.equal(published, 0);
-      assert.ok(messages >= 1 && buffered === messages, stdout);
-      assert.equal(outboxRows(outbox).length, buffered, 'the open batch is in the outbox file');
-    } finally {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-    }
-  });
+  it(
+    'stderr is /dev/full (ENOSPC on every line): the run goes on, warns from its timers, and SIGTERM still exits 0 with the open batch committed',
+    { timeout: 30_000 },
+    async () => {
+      const pki = new TestPki();
+      const dir = makeTempDir('stderr-full-');
+      const outbox = path.join(dir, 'outbox.db');
+      const deviceId = 'car-stderr-full';
+      const file = writeConfig(dir, deviceId, {
+        deviceId,
+        buses: [{ name: 'can0', dbc: DEMO_DBC_PATH, source: { type: 'sim', speed: 1, seed: 1 } }],
+        status: { intervalMs: 200, signals: ['VehicleSpeed'] },
+        collection: {
+          batch: { maxSamples: 100_000, maxDelayMs: 60_000 },
+          rules: [{ name: 'speed', mode: 'periodic', intervalMs: 50, signals: ['VehicleSpeed', 'EngineSpeed'] }],
+        },
+        outbox: { path: outbox, writeIntervalMs: 100 },
+        // Nothing listens on port 1: a reconnect warning from a timer every few hundred ms.
+        uplink: { url: 'mqtts://127.0.0.1:1', ...pki.identityFiles(deviceId), reconnect: { initialMs: 100, maxMs: 300 }, keepalive: { adaptive: false } },
+        // Debug and info lines from timers too (the status rates), and error/warn entries for the remote log's feed.
+        logging: { level: 'debug', verboseForS: 0 },
+      });
+      const full = openSync('/dev/full', 'w');
+      const child = spawn(process.execPath, [AGENT_CLI, 'run', '--config', file], { stdio: ['ignore', 'pipe', full] });
+      closeSync(full);
+      let stdout = '';
+      child.stdout!.setEncoding('utf8');
+      child.stdout!.on('data', (chunk: string) => (stdout += chunk));
+      const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+        child.once('close', (code, signal) => resolve({ code, signal })),
+      );
+      try {
+        // The status line on stdout says the run is up; then time for reconnect warnings and status debug lines.
+        await waitFor(() => stdout.includes('frames/s') || child.exitCode !== null, 'the status line', 10_000);
+        await delay(1500);
+        assert.equal(child.exitCode, null, `the agent died with stderr on a full disk:\n${stdout}`);
+        assert.deepEqual(outboxRows(outbox), [], 'nothing committed before the stop');
+        child.kill('SIGTERM');
+        const { code, signal } = await exited;
+        assert.deepEqual([code, signal], [0, null], stdout);
+        const data = /data: (\d+) samples in (\d+) messages, (\d+) published to \S+, (\d+) buffered/.exec(stdout);
+        assert.ok(data, stdout);
+        const [samples, messages, published, buffered] = data.slice(1).map(Number) as [number, number, number, number];
+        assert.ok(samples >= 30, `${samples} samples`);
+        assert.equal(published, 0);
+        assert.ok(messages >= 1 && buffered === messages, stdout);
+        assert.equal(outboxRows(outbox).length, buffered, 'the open batch is in the outbox file');
+      } finally {
+        if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      }
+    },
+  );
 });

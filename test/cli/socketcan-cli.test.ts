@@ -31,7 +31,10 @@ describe('SocketCAN command arguments', () => {
     assertFails(['obd', 'read-vin'], /say where the car is: --iface <can interface> or --port <serial port of an ELM327 adapter>/);
     assertFails(['obd', '--iface', 'vcan0', '--port', '/dev/ttyUSB0'], /--iface and --port exclude each other/);
     assertFails(['obd', '--iface', 'vcan0', '--baud', '38400'], /--baud and --protocol go with --port/);
-    assertFails(['obd', '--iface', 'vcan0', 'read-freeze-frame'], /value 'read-freeze-frame' is invalid for argument 'action'\. Allowed choices are read-vin, read-pids, read-dtcs, clear-dtcs, discover/);
+    assertFails(
+      ['obd', '--iface', 'vcan0', 'read-freeze-frame'],
+      /value 'read-freeze-frame' is invalid for argument 'action'\. Allowed choices are read-vin, read-pids, read-dtcs, clear-dtcs, discover/,
+    );
     assertFails(['obd', '--iface', 'vcan0', 'rpm'], /value 'rpm' is invalid for argument 'action'\. Allowed choices are read-vin/);
     assertFails(['obd', '--iface', 'vcan0', 'read-vin', 'rpm'], /read-vin takes no PIDs \(only read-pids does\): rpm/);
     assertFails(['obd', '--iface', 'vcan0', 'read-pids', 'rpm', 'revs'], /unknown PID "revs" \(names are J1979 keys such as rpm/);
@@ -49,7 +52,10 @@ describe('SocketCAN command arguments', () => {
 
   it('sim-ecu: rejects bad DTCs, ECU addresses and time factors before touching the interface', () => {
     assertFails(['sim-ecu'], /required option '--iface <name>' not specified/);
-    assertFails(['sim-ecu', '--iface', MISSING, '--dtc', 'P0133', 'P01X3'], /argument 'P01X3' is invalid\. "P01X3" is not a DTC \(a letter P, C, B or U and four hex digits/);
+    assertFails(
+      ['sim-ecu', '--iface', MISSING, '--dtc', 'P0133', 'P01X3'],
+      /argument 'P01X3' is invalid\. "P01X3" is not a DTC \(a letter P, C, B or U and four hex digits/,
+    );
     assertFails(['sim-ecu', '--iface', MISSING, '--ecu', '9'], /--ecu 9: ECU addresses are 0-7 with 11-bit identifiers/);
     assertFails(['sim-ecu', '--iface', MISSING, '--ecu', '0x100', '--addressing', '29-bit'], /argument '0x100' is invalid/);
     assertFails(['sim-ecu', '--iface', MISSING, '--addressing', 'auto'], /argument 'auto' is invalid\. expected 11-bit or 29-bit/);
@@ -70,7 +76,10 @@ describe('SocketCAN command arguments', () => {
     const file = path.join(dir, 'obd-on-sim.json');
     writeFileSync(
       file,
-      JSON.stringify({ deviceId: 'x', buses: [{ name: 'can0', dbc: DEMO_DBC_PATH, source: { type: 'sim' }, obd: { pids: [{ pid: 'rpm', intervalMs: 100 }] } }] }),
+      JSON.stringify({
+        deviceId: 'x',
+        buses: [{ name: 'can0', dbc: DEMO_DBC_PATH, source: { type: 'sim' }, obd: { pids: [{ pid: 'rpm', intervalMs: 100 }] } }],
+      }),
     );
     assertFails(['run', '--config', file, '--duration', '1'], /obd-on-sim\.json: buses\[0\]\.obd: OBD-II polling talks to the ECUs, so it needs a live bus/);
   });
@@ -119,7 +128,10 @@ describe('runAgent on a SocketCAN bus whose interface is missing', () => {
     const statusLines = written.split('\n').filter((line) => line.includes('frames/s'));
     assert.ok(statusLines.length >= 5, written);
     for (const line of statusLines) {
-      assert.equal(line, `0 frames/s, 0 signals/s, 0 unknown, 0 errors | vehicle (${MISSING}) missing, 0 error frames | EngineSpeed – | OBD waiting for the interface`);
+      assert.equal(
+        line,
+        `0 frames/s, 0 signals/s, 0 unknown, 0 errors | vehicle (${MISSING}) missing, 0 error frames | EngineSpeed – | OBD waiting for the interface`,
+      );
     }
     assert.deepEqual(summary.buses, [
       {
@@ -142,7 +154,11 @@ describe('runAgent on a SocketCAN bus whose interface is missing', () => {
     const dir = makeTempDir('socketcan-run-');
     const emptyDbc = path.join(dir, 'empty.dbc');
     writeFileSync(emptyDbc, 'VERSION ""\n');
-    const bus = (dbc: string) => ({ deviceId: 'x', buses: [{ name: 'can0', dbc, source: { type: 'socketcan', interface: 'lo' } }], status: { intervalMs: 100, signals: [] } });
+    const bus = (dbc: string) => ({
+      deviceId: 'x',
+      buses: [{ name: 'can0', dbc, source: { type: 'socketcan', interface: 'lo' } }],
+      status: { intervalMs: 100, signals: [] },
+    });
     // [14.8] A DBC that yields no message is an error naming the bus's key and the file, not a warning.
     const empty = parseDeviceConfig(bus(emptyDbc), { file: 'inline', baseDir: dir });
     await assert.rejects(

@@ -81,8 +81,21 @@ describe('SocketCAN commands on a real kernel', { timeout: 420_000 }, () => {
     // Without PIDs: every PID the ECU reports as supported that the agent can decode.
     const all = await obd<PidReadingsJson>('read-pids');
     assert.deepEqual(Object.keys(all.ecus[0]!.pids).sort(), [
-      'ambientAirTemp', 'barometricPressure', 'controlModuleVoltage', 'coolantTemp', 'engineLoad', 'fuelLevel', 'fuelRate',
-      'intakeAirTemp', 'maf', 'odometer', 'oilTemp', 'rpm', 'runTimeSinceStart', 'speed', 'throttlePosition',
+      'ambientAirTemp',
+      'barometricPressure',
+      'controlModuleVoltage',
+      'coolantTemp',
+      'engineLoad',
+      'fuelLevel',
+      'fuelRate',
+      'intakeAirTemp',
+      'maf',
+      'odometer',
+      'oilTemp',
+      'rpm',
+      'runTimeSinceStart',
+      'speed',
+      'throttlePosition',
     ]);
     assert.equal(all.ecus[0]!.missing, undefined);
 
@@ -107,7 +120,10 @@ describe('SocketCAN commands on a real kernel', { timeout: 420_000 }, () => {
     await ecu.waitForStderr('ECU 24 on vt-cli0: requests on 0x18DB33F1 and 0x18DA18F1, answers on 0x18DAF118, one PID per request');
     const result = await obd<PidReadingsJson>('--addressing', 'auto', 'read-pids', 'rpm', 'speed');
     assert.equal(result.addressing, '29-bit');
-    assert.deepEqual(result.ecus.map((e) => e.ecu), [0x18]);
+    assert.deepEqual(
+      result.ecus.map((e) => e.ecu),
+      [0x18],
+    );
     assert.deepEqual(Object.keys(result.ecus[0]!.pids), ['rpm', 'speed']);
     assert.equal((await ecu.stop('SIGTERM')).code, 0);
     assert.match(ecu.stderr, /\d+ functional and [1-9]\d* physical requests/);
@@ -145,7 +161,13 @@ describe('SocketCAN commands on a real kernel', { timeout: 420_000 }, () => {
     const asLog = lines.map((line) => line.split(' :: ')[0]).join('\n');
     let fromFile = '';
     const db = compileDatabase(loadDbcFile(DEMO_DBC_PATH));
-    await decodeStream(db, Readable.from([asLog]), { choices: false, json: false }, (chunk) => void (fromFile += chunk), () => undefined);
+    await decodeStream(
+      db,
+      Readable.from([asLog]),
+      { choices: false, json: false },
+      (chunk) => void (fromFile += chunk),
+      () => undefined,
+    );
     assert.equal(decode.stdout, fromFile);
   });
 
@@ -161,7 +183,13 @@ describe('SocketCAN commands on a real kernel', { timeout: 420_000 }, () => {
             name: 'vehicle',
             dbc: DEMO_DBC_PATH,
             source: { type: 'socketcan', interface: IF_LATE },
-            obd: { p2Ms: Number(P2), pids: [{ pid: 'rpm', intervalMs: 200 }, { pid: 'speed', intervalMs: 200 }] },
+            obd: {
+              p2Ms: Number(P2),
+              pids: [
+                { pid: 'rpm', intervalMs: 200 },
+                { pid: 'speed', intervalMs: 200 },
+              ],
+            },
           },
         ],
         status: { intervalMs: 250, signals: ['ENGINE_DATA.EngineSpeed'] },
@@ -181,7 +209,10 @@ describe('SocketCAN commands on a real kernel', { timeout: 420_000 }, () => {
     const ecu = cli('sim-ecu', '--iface', IF_LATE, '--start', '30');
     await ecu.waitForStderr('ECU 0 on');
     run('cansend', IF_LATE, '0C8#401F000000000000');
-    await agent.waitForStdout(new RegExp(`vehicle \\(${IF_LATE}\\) open, error-active, 0 error frames \\| EngineSpeed 2000\\.0 rpm \\| OBD rpm \\d+(\\.\\d)? rpm, speed \\d+ km/h\\n`), 60_000);
+    await agent.waitForStdout(
+      new RegExp(`vehicle \\(${IF_LATE}\\) open, error-active, 0 error frames \\| EngineSpeed 2000\\.0 rpm \\| OBD rpm \\d+(\\.\\d)? rpm, speed \\d+ km/h\\n`),
+      60_000,
+    );
 
     // An error frame from the controller (TX error-passive): one line, and the counter on the status line.
     run('cansend', IF_LATE, '20000004#0020000000000000');
@@ -197,7 +228,12 @@ describe('SocketCAN commands on a real kernel', { timeout: 420_000 }, () => {
 
     const { code } = await agent.stop('SIGINT');
     assert.equal(code, 0, agent.stderr);
-    assert.match(agent.stdout, new RegExp(`stopped after \\d+\\.\\d s\\n {2}vehicle \\(socketcan:${IF_LATE}\\): [1-9]\\d* frames, .*, 1 error frames\\n {2}vehicle OBD: [1-9]\\d* samples from [1-9]\\d* requests\\n$`));
+    assert.match(
+      agent.stdout,
+      new RegExp(
+        `stopped after \\d+\\.\\d s\\n {2}vehicle \\(socketcan:${IF_LATE}\\): [1-9]\\d* frames, .*, 1 error frames\\n {2}vehicle OBD: [1-9]\\d* samples from [1-9]\\d* requests\\n$`,
+      ),
+    );
     // One line per change of state: never the same interface line twice in a row.
     const stateLines = agent.stderr.split('\n').filter((line) => line.startsWith(`vehicle: interface ${IF_LATE} is `));
     stateLines.slice(1).forEach((line, k) => assert.notEqual(line, stateLines[k], agent.stderr));

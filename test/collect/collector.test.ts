@@ -78,10 +78,23 @@ describe('collector: change rules', () => {
     [1000, 1050, 1101, 1200, 1212, 1000].forEach((v, i) => send('ENGINE_DATA', { EngineSpeed: v }, i * 10));
     [1, 1, 2, 2, 2, 3, 2].forEach((g, i) => send('TRANSMISSION', { GearEngaged: g }, 100 + i * 50));
     collector.flush();
-    const by = (name: string) => samples().filter((s) => s.signal.endsWith(name)).map((s) => [msOf(s.ts), s.value]);
+    const by = (name: string) =>
+      samples()
+        .filter((s) => s.signal.endsWith(name))
+        .map((s) => [msOf(s.ts), s.value]);
     // 1101: +101 > 100; 1200: +99 <= 110.1; 1212: +111 > 110.1; 1000: -212 > 121.2
-    assert.deepEqual(by('EngineSpeed'), [[0, 1000], [20, 1101], [40, 1212], [50, 1000]]);
-    assert.deepEqual(by('GearEngaged'), [[100, 1], [200, 2], [350, 3], [400, 2]]);
+    assert.deepEqual(by('EngineSpeed'), [
+      [0, 1000],
+      [20, 1101],
+      [40, 1212],
+      [50, 1000],
+    ]);
+    assert.deepEqual(by('GearEngaged'), [
+      [100, 1],
+      [200, 2],
+      [350, 3],
+      [400, 2],
+    ]);
   });
 
   it('minimum interval: at most one sample per interval, the next change after it goes out', () => {
@@ -110,7 +123,10 @@ describe('collector: periodic rules', () => {
     const car = new SimulatedVehicle({ database, bus: 'can0', realtime: false, durationS: 10, startTime: START });
     await car.run(collector.sinkFor(0));
     collector.flush();
-    const times = (signal: string) => samples().filter((s) => s.signal === signal).map((s) => msOf(s.ts));
+    const times = (signal: string) =>
+      samples()
+        .filter((s) => s.signal === signal)
+        .map((s) => msOf(s.ts));
     // VEHICLE_DYNAMICS is message 1 of the demo bus: its frames are at 1, 21, 41... ms.
     assert.deepEqual(times('can0.VEHICLE_DYNAMICS.VehicleSpeed'), [1, 1001, 2001, 3001, 4001, 5001, 6001, 7001, 8001, 9001]);
     assert.deepEqual(times('can0.ENGINE_DATA.EngineSpeed'), [0, 1000, 2000, 3000, 4000, 5000, 6000, 7000, 8000, 9000]);
@@ -185,9 +201,15 @@ describe('collector: trigger rules', () => {
     const { collector, send, batches } = setup(rule({ preMs: 200, postMs: 100 }));
     replay(send);
     collector.flush();
-    assert.deepEqual(batches.map((b) => msOf(b.trigger!.ts)), [5050, 9050]);
+    assert.deepEqual(
+      batches.map((b) => msOf(b.trigger!.ts)),
+      [5050, 9050],
+    );
     // preMs 200: 4850..5050; postMs 100: ..5150
-    assert.deepEqual(batches[0]!.samples.map((s) => msOf(s.ts)), [4850, 4900, 4950, 5000, 5050, 5100, 5150]);
+    assert.deepEqual(
+      batches[0]!.samples.map((s) => msOf(s.ts)),
+      [4850, 4900, 4950, 5000, 5050, 5100, 5150],
+    );
     assert.equal(collector.stats.rules[0]!.suppressed, 0);
   });
 
@@ -206,9 +228,15 @@ describe('collector: trigger rules', () => {
     // Speed rises 1 km/h every 100 ms from 95: true from 500 ms on, a change every frame.
     for (let i = 0; i < 40; i++) send('VEHICLE_DYNAMICS', { VehicleSpeed: 95 + i }, i * 100);
     collector.flush();
-    assert.deepEqual(batches.map((b) => msOf(b.trigger!.ts)), [500, 1500, 2500, 3500]);
+    assert.deepEqual(
+      batches.map((b) => msOf(b.trigger!.ts)),
+      [500, 1500, 2500, 3500],
+    );
     // preMs and postMs 0: the firing frame's own value only.
-    assert.deepEqual(batches.map((b) => b.samples.map((s) => round(s.value, 2))), [[100], [110], [120], [130]]);
+    assert.deepEqual(
+      batches.map((b) => b.samples.map((s) => round(s.value, 2))),
+      [[100], [110], [120], [130]],
+    );
     // 35 frames with the condition true (500 ms to 3900 ms), 4 of them fired.
     assert.equal(collector.stats.rules[0]!.suppressed, 35 - 4);
   });
@@ -225,20 +253,24 @@ describe('collector: trigger rules', () => {
     clock.ms = 1500;
     collector.tick();
     assert.equal(batches.length, 1);
-    assert.deepEqual(batches[0]!.samples.map((s) => msOf(s.ts)), [0, 50, 100]);
+    assert.deepEqual(
+      batches[0]!.samples.map((s) => msOf(s.ts)),
+      [0, 50, 100],
+    );
     send('BRAKE_STATUS', { BrakePressure: 10 }, 2000);
     send('BRAKE_STATUS', { BrakePressure: 85 }, 2050);
     collector.flush();
     assert.equal(batches.length, 2);
-    assert.deepEqual(batches[1]!.samples.map((s) => msOf(s.ts)), [2000, 2050]);
+    assert.deepEqual(
+      batches[1]!.samples.map((s) => msOf(s.ts)),
+      [2000, 2050],
+    );
   });
 
   it('conditions may read signals the rule does not capture, and OBD values', () => {
     const { collector, send, batches } = setup({
       batch: { maxSamples: 1000, maxDelayMs: 60000 },
-      rules: [
-        { name: 'rev', signals: ['CoolantTemp'], mode: 'trigger', trigger: { when: 'obd.rpm > 4000 && ENGINE_DATA.EngineSpeed > 1000', preMs: 2000 } },
-      ],
+      rules: [{ name: 'rev', signals: ['CoolantTemp'], mode: 'trigger', trigger: { when: 'obd.rpm > 4000 && ENGINE_DATA.EngineSpeed > 1000', preMs: 2000 } }],
     });
     send('ENGINE_TEMPS', { CoolantTemp: 90 }, 0);
     send('ENGINE_DATA', { EngineSpeed: 4200 }, 10);
@@ -254,9 +286,7 @@ describe('collector: OBD values', () => {
   it('offer feeds rules naming obd.<key>; samples carry the offered name', () => {
     const { collector, samples } = setup({
       batch: { maxSamples: 1000, maxDelayMs: 60000 },
-      rules: [
-        { name: 'obd', signals: ['obd.rpm', 'elm.obd.speed'], mode: 'change', deadband: { absolute: 50 } },
-      ],
+      rules: [{ name: 'obd', signals: ['obd.rpm', 'elm.obd.speed'], mode: 'change', deadband: { absolute: 50 } }],
     });
     collector.offer('obd.obd.rpm', 800, START);
     collector.offer('obd.obd.rpm', 820, START + 1);
@@ -285,17 +315,26 @@ describe('collector: batching', () => {
     });
     for (let i = 0; i < 10; i++) send('ENGINE_DATA', { EngineDataCounter: i }, i * 10);
     for (let i = 0; i < 3; i++) send('VEHICLE_DYNAMICS', { VehicleSpeed: i }, i * 10);
-    assert.deepEqual(batches.map((b) => [b.kind, b.priority, b.samples.length]), [
-      ['telemetry', 1, 4],
-      ['telemetry', 1, 4],
-    ]);
+    assert.deepEqual(
+      batches.map((b) => [b.kind, b.priority, b.samples.length]),
+      [
+        ['telemetry', 1, 4],
+        ['telemetry', 1, 4],
+      ],
+    );
     collector.flush();
     // flush: highest priority first
-    assert.deepEqual(batches.slice(2).map((b) => [b.priority, b.samples.length]), [
-      [5, 3],
-      [1, 2],
-    ]);
-    assert.deepEqual(batches[0]!.samples.map((s) => s.value), [0, 1, 2, 3]);
+    assert.deepEqual(
+      batches.slice(2).map((b) => [b.priority, b.samples.length]),
+      [
+        [5, 3],
+        [1, 2],
+      ],
+    );
+    assert.deepEqual(
+      batches[0]!.samples.map((s) => s.value),
+      [0, 1, 2, 3],
+    );
     assert.equal(collector.stats.batches, 4);
     assert.equal(collector.stats.samplesEmitted, 13);
   });
@@ -327,7 +366,10 @@ describe('collector: batching', () => {
     for (let i = 0; i < 100; i++) send('ENGINE_DATA', { EngineDataCounter: i % 16 }, i * 10);
     collector.flush();
     // 64 header + 8 + 32 name + 8 per sample: the 19th sample reaches 256 bytes.
-    assert.deepEqual(batches.map((b) => b.samples.length), [19, 19, 19, 19, 19, 5]);
+    assert.deepEqual(
+      batches.map((b) => b.samples.length),
+      [19, 19, 19, 19, 19, 5],
+    );
   });
 
   it('starts and stops its timer', async () => {
@@ -372,10 +414,22 @@ describe('collection config', () => {
     });
     assert.equal(result.success, false);
     const issues = result.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`);
-    assert.ok(issues.some((m) => m.startsWith('rules.0.trigger.when: invalid condition: column 5:')), issues.join('\n'));
-    assert.ok(issues.some((m) => m.startsWith('rules.1') && /deadband/.test(m)), issues.join('\n'));
-    assert.ok(issues.some((m) => m.startsWith('rules.2.signals')), issues.join('\n'));
-    assert.ok(issues.some((m) => m.startsWith('rules.2.priority')), issues.join('\n'));
+    assert.ok(
+      issues.some((m) => m.startsWith('rules.0.trigger.when: invalid condition: column 5:')),
+      issues.join('\n'),
+    );
+    assert.ok(
+      issues.some((m) => m.startsWith('rules.1') && /deadband/.test(m)),
+      issues.join('\n'),
+    );
+    assert.ok(
+      issues.some((m) => m.startsWith('rules.2.signals')),
+      issues.join('\n'),
+    );
+    assert.ok(
+      issues.some((m) => m.startsWith('rules.2.priority')),
+      issues.join('\n'),
+    );
   });
 
   it('names unknown signals when the rules are compiled against the DBCs', () => {
@@ -389,13 +443,21 @@ describe('collection config', () => {
       ],
     ];
     for (const [rule, message] of cases) {
-      assert.throws(() => setup({ rules: [rule] }), (err: unknown) => err instanceof CollectorConfigError && message.test(err.message));
+      assert.throws(
+        () => setup({ rules: [rule] }),
+        (err: unknown) => err instanceof CollectorConfigError && message.test(err.message),
+      );
     }
   });
 });
 
 describe('collection config: the memory it may claim', () => {
-  const trigger = (name: string, fields: object, signals = ['VehicleSpeed']) => ({ name, signals, mode: 'trigger', trigger: { when: 'VehicleSpeed > 1', ...fields } });
+  const trigger = (name: string, fields: object, signals = ['VehicleSpeed']) => ({
+    name,
+    signals,
+    mode: 'trigger',
+    trigger: { when: 'VehicleSpeed > 1', ...fields },
+  });
   /** The reason the schema gives for refusing `collection`, or undefined when it takes it. */
   const refusal = (collection: unknown): string | undefined => {
     const result = collectionConfigSchema.safeParse(collection);
@@ -422,7 +484,13 @@ describe('collection config: the memory it may claim', () => {
   });
 
   it('[14.L10] normal sections pass: a few triggers of tens of thousands of samples, batches of thousands', () => {
-    assert.equal(refusal({ batch: { maxSamples: 5000 }, rules: [trigger('a', { bufferSamples: 100_000 }), trigger('b', { bufferSamples: 200_000 }), { name: 'c', signals: ['VehicleSpeed'], mode: 'change' }] }), undefined);
+    assert.equal(
+      refusal({
+        batch: { maxSamples: 5000 },
+        rules: [trigger('a', { bufferSamples: 100_000 }), trigger('b', { bufferSamples: 200_000 }), { name: 'c', signals: ['VehicleSpeed'], mode: 'change' }],
+      }),
+      undefined,
+    );
     assert.equal(collectionConfigSchema.parse({}).maxMemoryMB, 64);
   });
 
@@ -432,12 +500,17 @@ describe('collection config: the memory it may claim', () => {
     assert.equal(refusal(hourBefore), undefined, 'the fields alone do not say');
     assert.throws(
       () => setup(hourBefore),
-      (err: unknown) => err instanceof CollectorConfigError && /^collection: the rules would hold up to 84 MB in memory, over the budget of 64 MB \(maxMemoryMB\): trigger 'hour' 84 MB \(720002 buffered samples\)/.test(err.message),
+      (err: unknown) =>
+        err instanceof CollectorConfigError &&
+        /^collection: the rules would hold up to 84 MB in memory, over the budget of 64 MB \(maxMemoryMB\): trigger 'hour' 84 MB \(720002 buffered samples\)/.test(
+          err.message,
+        ),
     );
     const hourAfter = { rules: [trigger('after', { postMs: 3_600_000 }, ['EngineSpeed', 'ENGINE_DATA.ThrottlePosition'])] };
     assert.throws(
       () => setup(hourAfter),
-      (err: unknown) => err instanceof CollectorConfigError && /trigger 'after' 69 MB \(16 buffered samples and about 720002 in its 3600000 ms post window\)/.test(err.message),
+      (err: unknown) =>
+        err instanceof CollectorConfigError && /trigger 'after' 69 MB \(16 buffered samples and about 720002 in its 3600000 ms post window\)/.test(err.message),
     );
     // A minute either side fits.
     const { collector } = setup({ rules: [trigger('minute', { preMs: 60_000, postMs: 60_000 }, ['EngineSpeed'])] });

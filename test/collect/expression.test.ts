@@ -128,13 +128,31 @@ describe('expression', () => {
 
   describe('labels of value tables', () => {
     const tables: Record<string, Map<number, string>> = {
-      IgnitionState: new Map([[0, 'OFF'], [1, 'ACC'], [2, 'ON'], [3, 'START']]),
-      GearEngaged: new Map([[0, 'N'], [1, '1'], [14, 'R'], [15, 'P']]),
-      Mode: new Map([[0, 'eco'], [1, 'Eco'], [2, 'sport']]),
+      IgnitionState: new Map([
+        [0, 'OFF'],
+        [1, 'ACC'],
+        [2, 'ON'],
+        [3, 'START'],
+      ]),
+      GearEngaged: new Map([
+        [0, 'N'],
+        [1, '1'],
+        [14, 'R'],
+        [15, 'P'],
+      ]),
+      Mode: new Map([
+        [0, 'eco'],
+        [1, 'Eco'],
+        [2, 'sport'],
+      ]),
     };
     const slots = new Map(['IgnitionState', 'GearEngaged', 'Mode', 'VehicleSpeed', 'OFF'].map((n, i) => [n, i] as const));
     const compile = (source: string, known = (name: string) => slots.has(name) && name !== 'OFF') =>
-      compileExpression(source, (name) => (known(name) ? slots.get(name) : undefined), (name) => tables[name]);
+      compileExpression(
+        source,
+        (name) => (known(name) ? slots.get(name) : undefined),
+        (name) => tables[name],
+      );
     const test = (source: string, values: Record<string, number>): boolean => {
       const buffer = new Float64Array(slots.size).fill(NaN);
       for (const [name, value] of Object.entries(values)) buffer[slots.get(name)!] = value;
@@ -158,7 +176,10 @@ describe('expression', () => {
     it('a signal of that name wins over a label; a label that fits nothing is an error at its column', () => {
       // With OFF a known signal, `IgnitionState == OFF` compares two signals.
       const both = compile('IgnitionState == OFF', (name) => slots.has(name));
-      assert.deepEqual(both.signals.map((s) => s.name), ['IgnitionState', 'OFF']);
+      assert.deepEqual(
+        both.signals.map((s) => s.name),
+        ['IgnitionState', 'OFF'],
+      );
       assert.throws(() => compile('IgnitionState == "RUN"'), /column 18: 'IgnitionState' has no label "RUN" \(its labels: "OFF", "ACC", "ON", "START"\)/);
       assert.throws(() => compile('IgnitionState == RUN'), /column 18: 'RUN' is neither a signal nor a label of 'IgnitionState'/);
       assert.throws(() => compile('Mode == ECO'), /'ECO' is neither a signal nor a label of 'Mode'/, 'two labels fit case-insensitively');

@@ -23,7 +23,6 @@ import { runProgram } from '../support/programs.js';
 import { makeTempDir } from '../support/temp.js';
 import { delay, waitFor } from '../support/wait.js';
 
-
 function statuses(results: readonly CommandResult[]): string[] {
   return results.map((r) => r.status);
 }
@@ -48,8 +47,12 @@ describe('remote commands through mosquitto', { timeout: 180_000 }, () => {
     ops = await operatorClient(fleet.broker, pki);
   });
 
-  const send = (name: string, params: unknown = {}, extra: Partial<Parameters<OperatorClient['send']>[0]> = {}, options: Parameters<OperatorClient['send']>[2] = {}) =>
-    ops.send({ deviceId: carId, name, params, ...extra }, commandPki.operator, { timeoutMs: 10_000, ...options });
+  const send = (
+    name: string,
+    params: unknown = {},
+    extra: Partial<Parameters<OperatorClient['send']>[0]> = {},
+    options: Parameters<OperatorClient['send']>[2] = {},
+  ) => ops.send({ deviceId: carId, name, params, ...extra }, commandPki.operator, { timeoutMs: 10_000, ...options });
 
   it('ping: ACCEPTED, IN_PROGRESS, SUCCEEDED on the MQTT 5 response topic with the correlation data echoed', async () => {
     const seen: { topic: string; correlation: string | undefined }[] = [];
@@ -70,10 +73,16 @@ describe('remote commands through mosquitto', { timeout: 180_000 }, () => {
       assert.ok(Math.abs(detail.deviceTime - Date.now()) < 5000);
       // Each went through the outbox: a sequence number, increasing.
       const seqs = outcome.results.map((r) => r.seq!);
-      assert.ok(seqs.every((s, i) => Number.isInteger(s) && (i === 0 || s > seqs[i - 1]!)), `seqs ${seqs.join(',')}`);
+      assert.ok(
+        seqs.every((s, i) => Number.isInteger(s) && (i === 0 || s > seqs[i - 1]!)),
+        `seqs ${seqs.join(',')}`,
+      );
       const ours = seen.filter((m) => m.correlation === outcome.id);
       assert.equal(ours.length, 3);
-      assert.ok(ours.every((m) => m.topic === ops.responseTopic(carId)), ours.map((m) => m.topic).join(', '));
+      assert.ok(
+        ours.every((m) => m.topic === ops.responseTopic(carId)),
+        ours.map((m) => m.topic).join(', '),
+      );
     } finally {
       ops.client.removeListener('message', onMessage);
     }
@@ -112,8 +121,18 @@ describe('remote commands through mosquitto', { timeout: 180_000 }, () => {
       { what: 'bad params', run: () => send('ping', { echo: 42 }), reason: 'bad-params', message: /do not fit its schema/ },
       { what: 'unexpected param', run: () => send('ping', { rm: '-rf /' }), reason: 'bad-params', message: /schema/ },
       { what: 'expired', run: () => send('ping', {}, { issuedAt: now - 60_000, expiresAt: now - 1000 }), reason: 'expired', message: /expired at/ },
-      { what: 'older than the lifetime', run: () => send('ping', {}, { issuedAt: now - 8 * 86_400_000 }), reason: 'expired', message: /issued more than 604800 s ago/ },
-      { what: 'issued in the future', run: () => send('ping', {}, { issuedAt: now + 3_600_000 }), reason: 'not-yet-valid', message: /ahead of the car's clock \(300 s allowed\)/ },
+      {
+        what: 'older than the lifetime',
+        run: () => send('ping', {}, { issuedAt: now - 8 * 86_400_000 }),
+        reason: 'expired',
+        message: /issued more than 604800 s ago/,
+      },
+      {
+        what: 'issued in the future',
+        run: () => send('ping', {}, { issuedAt: now + 3_600_000 }),
+        reason: 'not-yet-valid',
+        message: /ahead of the car's clock \(300 s allowed\)/,
+      },
       {
         what: 'signed for another car, sent to this one',
         run: () => {
@@ -123,10 +142,30 @@ describe('remote commands through mosquitto', { timeout: 180_000 }, () => {
         reason: 'wrong-device',
         message: /signed for device 'car-other', this is 'car-cmd'/,
       },
-      { what: 'untrusted signer', run: () => ops.send({ deviceId: carId, name: 'ping' }, commandPki.foreign, { timeoutMs: 10_000 }), reason: 'untrusted-signer', message: /does not chain to the pinned command CA/ },
-      { what: 'expired signer', run: () => ops.send({ deviceId: carId, name: 'ping' }, commandPki.expired, { timeoutMs: 10_000 }), reason: 'untrusted-signer', message: /not valid now/ },
-      { what: 'signer not for signing', run: () => ops.send({ deviceId: carId, name: 'ping' }, commandPki.notForSigning, { timeoutMs: 10_000 }), reason: 'untrusted-signer', message: /code signing/ },
-      { what: 'topic names another command', run: () => send('getStatus', {}, {}, { topicName: 'ping' }), reason: 'malformed', message: /the topic names command 'ping'/ },
+      {
+        what: 'untrusted signer',
+        run: () => ops.send({ deviceId: carId, name: 'ping' }, commandPki.foreign, { timeoutMs: 10_000 }),
+        reason: 'untrusted-signer',
+        message: /does not chain to the pinned command CA/,
+      },
+      {
+        what: 'expired signer',
+        run: () => ops.send({ deviceId: carId, name: 'ping' }, commandPki.expired, { timeoutMs: 10_000 }),
+        reason: 'untrusted-signer',
+        message: /not valid now/,
+      },
+      {
+        what: 'signer not for signing',
+        run: () => ops.send({ deviceId: carId, name: 'ping' }, commandPki.notForSigning, { timeoutMs: 10_000 }),
+        reason: 'untrusted-signer',
+        message: /code signing/,
+      },
+      {
+        what: 'topic names another command',
+        run: () => send('getStatus', {}, {}, { topicName: 'ping' }),
+        reason: 'malformed',
+        message: /the topic names command 'ping'/,
+      },
       { what: 'envelope off its schema', run: () => send('ping', {}, {}, { envelope: { v: 2 } }), reason: 'malformed', message: /schema/ },
     ];
     for (const c of cases) {
@@ -143,10 +182,34 @@ describe('remote commands through mosquitto', { timeout: 180_000 }, () => {
     // Another command's signature over other bytes, with the same signer.
     const other = JSON.parse(signCommand({ deviceId: carId, name: 'ping', id: 'sig-2' }, commandPki.operator).payload) as { signature: string };
     const cases: { what: string; id: string; payload: string | Buffer; reason: string; message: RegExp }[] = [
-      { what: 'no signature', id: 'sig-1', payload: JSON.stringify({ envelope: wire.envelope, signer: wire.signer }), reason: 'no-signature', message: /not signed/ },
-      { what: 'no signer', id: 'sig-1', payload: JSON.stringify({ envelope: wire.envelope, signature: wire.signature }), reason: 'no-signature', message: /no signer/ },
-      { what: 'bad signature', id: 'sig-1', payload: JSON.stringify({ ...wire, signature: other.signature }), reason: 'bad-signature', message: /does not verify/ },
-      { what: 'garbage signature', id: 'sig-1', payload: JSON.stringify({ ...wire, signature: Buffer.from('not a signature').toString('base64') }), reason: 'bad-signature', message: /does not verify/ },
+      {
+        what: 'no signature',
+        id: 'sig-1',
+        payload: JSON.stringify({ envelope: wire.envelope, signer: wire.signer }),
+        reason: 'no-signature',
+        message: /not signed/,
+      },
+      {
+        what: 'no signer',
+        id: 'sig-1',
+        payload: JSON.stringify({ envelope: wire.envelope, signature: wire.signature }),
+        reason: 'no-signature',
+        message: /no signer/,
+      },
+      {
+        what: 'bad signature',
+        id: 'sig-1',
+        payload: JSON.stringify({ ...wire, signature: other.signature }),
+        reason: 'bad-signature',
+        message: /does not verify/,
+      },
+      {
+        what: 'garbage signature',
+        id: 'sig-1',
+        payload: JSON.stringify({ ...wire, signature: Buffer.from('not a signature').toString('base64') }),
+        reason: 'bad-signature',
+        message: /does not verify/,
+      },
       { what: 'not JSON', id: 'junk-1', payload: 'rm -rf /', reason: 'malformed', message: /not JSON/ },
       { what: 'oversize', id: 'big-1', payload: Buffer.alloc(20_000, 0x41), reason: 'oversize', message: /20000 bytes, more than the 16384 allowed/ },
     ];
@@ -184,7 +247,11 @@ describe('remote commands through mosquitto', { timeout: 180_000 }, () => {
 
   it('busy: beyond maxConcurrent a command is REJECTED while the other runs', async () => {
     const slow = send('ping', { delayMs: 4000 });
-    await waitFor(() => agent.dataPath.healthReport().commands !== undefined && (agent.dataPath.healthReport().commands as { running: number }).running === 1, 'the slow ping to run', 5000);
+    await waitFor(
+      () => agent.dataPath.healthReport().commands !== undefined && (agent.dataPath.healthReport().commands as { running: number }).running === 1,
+      'the slow ping to run',
+      5000,
+    );
     const busy = await send('ping');
     assert.equal(busy.final?.status, 'REJECTED');
     assert.equal(busy.final.reason, 'busy');
@@ -192,7 +259,7 @@ describe('remote commands through mosquitto', { timeout: 180_000 }, () => {
     assert.equal((await slow).final?.status, 'SUCCEEDED');
   });
 
-  it('a response topic outside the car\'s own tree is not used: the result goes to the default result topic', async () => {
+  it("a response topic outside the car's own tree is not used: the result goes to the default result topic", async () => {
     const backend = await BackendSubscriber.connect(fleet.broker, pki, `vehicles/${carId}/commands/+/result`);
     try {
       const { payload, envelope } = signCommand({ deviceId: carId, name: 'ping' }, commandPki.operator);
@@ -201,7 +268,11 @@ describe('remote commands through mosquitto', { timeout: 180_000 }, () => {
         properties: { responseTopic: 'vehicles/car-victim/telemetry', correlationData: Buffer.from('c-1') },
       });
       const topic = `vehicles/${carId}/commands/${envelope.id}/result`;
-      await backend.waitFor(() => backend.messages.some((m) => m.topic === topic && (JSON.parse(m.payload.toString()) as { status: string }).status === 'SUCCEEDED'), 'the result on the default topic', 10_000);
+      await backend.waitFor(
+        () => backend.messages.some((m) => m.topic === topic && (JSON.parse(m.payload.toString()) as { status: string }).status === 'SUCCEEDED'),
+        'the result on the default topic',
+        10_000,
+      );
       assert.ok(backend.messages.every((m) => m.topic === topic || !m.topic.endsWith(`${envelope.id}/result`)));
     } finally {
       await backend.close();
@@ -240,7 +311,12 @@ describe('remote commands through mosquitto', { timeout: 180_000 }, () => {
         await car.close();
         lose(path.join(dir, 'commands.db'));
         car = await startCommandAgent(fleet.broker, pki, commandPki, { deviceId, dir });
-        assert.ok(car.log.some((line) => /^commands: the replay memory .*commands\.db (is missing|is empty \(0 bytes: truncated\)).*commands issued before \S+ are refused/.test(line)), car.log.join('\n'));
+        assert.ok(
+          car.log.some((line) =>
+            /^commands: the replay memory .*commands\.db (is missing|is empty \(0 bytes: truncated\)).*commands issued before \S+ are refused/.test(line),
+          ),
+          car.log.join('\n'),
+        );
         const again = await ops.publishPayload(deviceId, 'ping', payload, envelope.id, { timeoutMs: 10_000 });
         assert.equal(again.final?.status, 'REJECTED', JSON.stringify(again.results));
         assert.equal(again.final.reason, 'replayed');
@@ -270,7 +346,9 @@ describe('remote commands through mosquitto', { timeout: 180_000 }, () => {
       const fresh = await ops.send({ deviceId, name: 'getStatus' }, commandPki.operator, { timeoutMs: 10_000 });
       assert.equal(fresh.final?.status, 'SUCCEEDED', JSON.stringify(fresh.final));
       // setSignal gets past its precondition and writes the frame (the simulated bus takes it back).
-      const write = await ops.send({ deviceId, name: 'setSignal', params: { message: 'BODY_STATUS', signal: 'TrunkOpen', value: 1 } }, commandPki.operator, { timeoutMs: 10_000 });
+      const write = await ops.send({ deviceId, name: 'setSignal', params: { message: 'BODY_STATUS', signal: 'TrunkOpen', value: 1 } }, commandPki.operator, {
+        timeoutMs: 10_000,
+      });
       assert.equal(write.final?.status, 'SUCCEEDED', JSON.stringify(write.final));
     } finally {
       clearInterval(bus);
@@ -287,7 +365,9 @@ describe('remote commands through mosquitto', { timeout: 180_000 }, () => {
       const age = detail.failed[0]!.stale.VehicleSpeed!;
       assert.equal(age.maxAgeMs, 3000);
       assert.ok(age.ageMs >= 3000 && age.ageMs <= Date.now() - silentSince + 1000, `age ${age.ageMs} ms`);
-      const write = await ops.send({ deviceId, name: 'setSignal', params: { message: 'BODY_STATUS', signal: 'TrunkOpen', value: 1 } }, commandPki.operator, { timeoutMs: 10_000 });
+      const write = await ops.send({ deviceId, name: 'setSignal', params: { message: 'BODY_STATUS', signal: 'TrunkOpen', value: 1 } }, commandPki.operator, {
+        timeoutMs: 10_000,
+      });
       assert.equal(write.final?.status, 'FAILED', JSON.stringify(write.final));
       assert.equal(write.final.reason, 'precondition-failed');
       assert.match(write.final.message!, /VehicleSpeed == 0 \(VehicleSpeed = 0, stale: received \d+\.\d s ago, limit 3\.0 s\) does not hold/);
@@ -305,7 +385,9 @@ describe('remote commands through mosquitto', { timeout: 180_000 }, () => {
     let car = await startCommandAgent(fleet.broker, pki, commandPki, { deviceId: 'car-away', dir });
     await car.close();
     const now = Date.now();
-    const fresh = ops.send({ deviceId: 'car-away', name: 'ping', params: { echo: 'while away' }, expiresAt: now + 60_000 }, commandPki.operator, { timeoutMs: 20_000 });
+    const fresh = ops.send({ deviceId: 'car-away', name: 'ping', params: { echo: 'while away' }, expiresAt: now + 60_000 }, commandPki.operator, {
+      timeoutMs: 20_000,
+    });
     const stale = ops.send({ deviceId: 'car-away', name: 'ping', expiresAt: now + 800 }, commandPki.operator, { timeoutMs: 20_000 });
     await delay(1500);
     car = await startCommandAgent(fleet.broker, pki, commandPki, { deviceId: 'car-away', dir });
@@ -333,7 +415,10 @@ describe('remote commands through mosquitto', { timeout: 180_000 }, () => {
         () => {
           const db = new Database(outboxFile, { readonly: true });
           try {
-            return db.prepare<[], { payload: Buffer }>("SELECT payload FROM message WHERE kind = 'result'").all().some((r) => r.payload.toString().includes('"SUCCEEDED"') && r.payload.toString().includes(id));
+            return db
+              .prepare<[], { payload: Buffer }>("SELECT payload FROM message WHERE kind = 'result'")
+              .all()
+              .some((r) => r.payload.toString().includes('"SUCCEEDED"') && r.payload.toString().includes(id));
           } finally {
             db.close();
           }
@@ -342,7 +427,15 @@ describe('remote commands through mosquitto', { timeout: 180_000 }, () => {
         10_000,
       );
       await fleet.broker.start();
-      await backend.waitFor(() => backend.messages.some((m) => { const r = JSON.parse(m.payload.toString()) as CommandResult; return r.id === id && r.status === 'SUCCEEDED'; }), 'SUCCEEDED after the broker is back', 15_000);
+      await backend.waitFor(
+        () =>
+          backend.messages.some((m) => {
+            const r = JSON.parse(m.payload.toString()) as CommandResult;
+            return r.id === id && r.status === 'SUCCEEDED';
+          }),
+        'SUCCEEDED after the broker is back',
+        15_000,
+      );
       await waitFor(() => agent.dataPath.uplink!.session.state === 'connected', 'the agent to reconnect', 10_000);
     } finally {
       await backend.close();
@@ -368,7 +461,10 @@ describe('remote commands through mosquitto', { timeout: 180_000 }, () => {
     try {
       await car.waitForStderr(/uplink: connected to /);
       const long: CommandResult[] = [];
-      const running = ops.send({ deviceId, name: 'ping', params: { delayMs: 60_000 }, timeoutMs: 120_000 }, commandPki.operator, { timeoutMs: 30_000, onResult: (r) => long.push(r) });
+      const running = ops.send({ deviceId, name: 'ping', params: { delayMs: 60_000 }, timeoutMs: 120_000 }, commandPki.operator, {
+        timeoutMs: 30_000,
+        onResult: (r) => long.push(r),
+      });
       await waitFor(() => long.some((r) => r.status === 'IN_PROGRESS'), 'the long ping to run', 10_000);
       // A burst in flight as the process dies: some done, some running, some not yet taken from the broker.
       let succeeded = 0;
@@ -391,7 +487,10 @@ describe('remote commands through mosquitto', { timeout: 180_000 }, () => {
       // stored but not yet acknowledged, so the broker delivered it again and the replay memory refused the copy.
       const outcomes = await Promise.all(burst);
       const kinds = outcomes.map((o) => (o.final ? `${o.final.status}${o.final.reason ? ` ${o.final.reason}` : ''}` : 'none'));
-      assert.ok(kinds.every((k) => k === 'SUCCEEDED' || k === 'FAILED interrupted' || k === 'REJECTED replayed'), kinds.join(', '));
+      assert.ok(
+        kinds.every((k) => k === 'SUCCEEDED' || k === 'FAILED interrupted' || k === 'REJECTED replayed'),
+        kinds.join(', '),
+      );
       assert.ok(kinds.includes('SUCCEEDED'), kinds.join(', '));
       outcomes.forEach((o, i) => {
         if (o.final!.status === 'SUCCEEDED') assert.equal((o.final!.detail as { echo: string }).echo, `b${i}`);
@@ -431,7 +530,10 @@ describe('remote commands through mosquitto', { timeout: 180_000 }, () => {
     const alice = ['--operator-cert', commandPki.operatorFiles.certFile, '--operator-key', commandPki.operatorFiles.keyFile];
     const ok = await runProgram('telematics-ops', ['send', ...common, ...alice, '--command', 'ping', '--params', '{"echo":"cli"}', '--wait', '--json']);
     assert.equal(ok.status, 0, ok.stderr + ok.stdout);
-    const lines = ok.stdout.trim().split('\n').map((l) => JSON.parse(l) as CommandResult);
+    const lines = ok.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as CommandResult);
     assert.deepEqual(statuses(lines), ['ACCEPTED', 'IN_PROGRESS', 'SUCCEEDED']);
     assert.equal((lines[2]!.detail as { echo: string }).echo, 'cli');
     const refused = await runProgram('telematics-ops', ['send', ...common, ...alice, '--command', 'ping', '--params', '{"nope":1}', '--wait']);
@@ -464,7 +566,6 @@ describe('remote commands through mosquitto', { timeout: 180_000 }, () => {
     assert.deepEqual(statuses(outcome.results), ['ACCEPTED', 'IN_PROGRESS', 'SUCCEEDED']);
   });
 
-
   it('a replayed copy of a command refused for its name is answered, not stored: replays cannot fill the outbox', async () => {
     const { payload, envelope } = signCommand({ deviceId: carId, name: 'openTrunk' }, commandPki.operator);
     const first = await ops.publishPayload(carId, 'openTrunk', payload, envelope.id, { timeoutMs: 10_000 });
@@ -490,7 +591,21 @@ describe('remote commands through mosquitto', { timeout: 180_000 }, () => {
 
   it('the agent is still up and counted every rejection', () => {
     const stats = agent.dataPath.healthReport().commands as { rejected: Record<string, number>; received: number };
-    for (const reason of ['unknown-command', 'bad-params', 'expired', 'not-yet-valid', 'wrong-device', 'untrusted-signer', 'malformed', 'no-signature', 'bad-signature', 'oversize', 'replayed', 'busy', 'precondition-failed']) {
+    for (const reason of [
+      'unknown-command',
+      'bad-params',
+      'expired',
+      'not-yet-valid',
+      'wrong-device',
+      'untrusted-signer',
+      'malformed',
+      'no-signature',
+      'bad-signature',
+      'oversize',
+      'replayed',
+      'busy',
+      'precondition-failed',
+    ]) {
       assert.ok((stats.rejected[reason] ?? 0) >= 1, `${reason}: ${JSON.stringify(stats.rejected)}`);
     }
     assert.equal(agent.dataPath.uplink!.session.state, 'connected');

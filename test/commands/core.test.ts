@@ -38,7 +38,14 @@ describe('outbox: command results', () => {
     const outbox = SqliteOutbox.open({ path: file, maxBytes: 1_000_000, maxAgeMs: 3_600_000 });
     try {
       const { seqs } = outbox.append([
-        { kind: 'result', priority: 7, createdAt: Date.now(), topic: 'vehicles/car-1/results/x', correlation: Buffer.from('c-1'), encode: (seq) => Buffer.from(`{"seq":${seq}}`) },
+        {
+          kind: 'result',
+          priority: 7,
+          createdAt: Date.now(),
+          topic: 'vehicles/car-1/results/x',
+          correlation: Buffer.from('c-1'),
+          encode: (seq) => Buffer.from(`{"seq":${seq}}`),
+        },
       ]);
       assert.deepEqual(seqs, [11]);
       const records = outbox.peek(10, Infinity, new Set());
@@ -123,7 +130,10 @@ describe('replay memory', () => {
     const guard = ReplayGuard.open({ path: file, now: () => now, onProblem: (m) => problems.push(m) });
     try {
       assert.equal(problems.length, 1);
-      assert.match(problems[0]!, /commands\.db is corrupt .* moved it aside as .*commands\.db\.corrupt-.*, started a new one: commands issued before 1970-01-01T01:23:20\.000Z are refused/);
+      assert.match(
+        problems[0]!,
+        /commands\.db is corrupt .* moved it aside as .*commands\.db\.corrupt-.*, started a new one: commands issued before 1970-01-01T01:23:20\.000Z are refused/,
+      );
       const old = guard.remember('x', 'd', now - 1, now + 1000);
       assert.equal(old.fresh === false && old.why, 'before-reset');
       assert.deepEqual(guard.remember('y', 'd', now, now + 1000), { fresh: true });
@@ -193,7 +203,10 @@ describe('replay memory', () => {
     const guard = ReplayGuard.open({ path: file, now: () => t + 60_000, onProblem: (m) => problems.push(m) });
     try {
       assert.deepEqual(problems.length, 1, problems.join('\n'));
-      assert.match(problems[0]!, /^commands: the replay memory .*commands\.db is missing \(the agent has run before: .*\.commands\.db\.anchor\); started a new one: commands issued before \S+ are refused/);
+      assert.match(
+        problems[0]!,
+        /^commands: the replay memory .*commands\.db is missing \(the agent has run before: .*\.commands\.db\.anchor\); started a new one: commands issued before \S+ are refused/,
+      );
       const replay = guard.remember('captured', 'digest-captured', t, t + 3_600_000);
       assert.equal(replay.fresh === false && replay.why, 'before-reset');
       // A command signed after the loss runs.
@@ -224,7 +237,16 @@ describe('replay memory', () => {
       guard.close();
     }
     assert.deepEqual(
-      said.map(([message, severity]) => [severity, /anchor .* was missing/.test(message) ? 'anchor missing' : / is missing /.test(message) ? 'memory missing' : / was deleted while the agent ran/.test(message) ? 'deleted while running' : message]),
+      said.map(([message, severity]) => [
+        severity,
+        /anchor .* was missing/.test(message)
+          ? 'anchor missing'
+          : / is missing /.test(message)
+            ? 'memory missing'
+            : / was deleted while the agent ran/.test(message)
+              ? 'deleted while running'
+              : message,
+      ]),
       [
         ['warn', 'anchor missing'],
         ['error', 'memory missing'],
@@ -243,7 +265,10 @@ describe('replay memory', () => {
     const guard = ReplayGuard.open({ path: file, now: () => t + 60_000, onProblem: (m) => problems.push(m) });
     try {
       // Nothing in it to keep for a person: the new memory starts in the same file.
-      assert.match(problems.join('\n'), /commands\.db is empty \(0 bytes: truncated\) \(the agent has run before: .*\); started a new one: commands issued before \S+ are refused/);
+      assert.match(
+        problems.join('\n'),
+        /commands\.db is empty \(0 bytes: truncated\) \(the agent has run before: .*\); started a new one: commands issued before \S+ are refused/,
+      );
       const replay = guard.remember('captured', 'digest-captured', t, t + 3_600_000);
       assert.equal(replay.fresh === false && replay.why, 'before-reset');
     } finally {
@@ -304,7 +329,10 @@ describe('replay memory', () => {
       const dup = guard.remember('a', 'da', t, t + 1000);
       assert.equal(dup.fresh === false && dup.why, 'duplicate');
       assert.ok((JSON.parse(readFileSync(anchorPath(file), 'utf8')) as { horizon: number }).horizon >= t);
-      assert.deepEqual(problems.filter((p) => /replay memory/.test(p)), []);
+      assert.deepEqual(
+        problems.filter((p) => /replay memory/.test(p)),
+        [],
+      );
     } finally {
       guard.close();
     }
@@ -324,8 +352,14 @@ describe('signer checks', () => {
 
   it('refuses a signer without digitalSignature and a CA as signer; a leaf certificate cannot be pinned as the CA', () => {
     const noSign = issueOperatorCertificate(ca, 'eve', { keyUsage: KEY_USAGE.cRLSign });
-    assert.throws(() => verifier.verify(signed(noSign)), (err: unknown) => err instanceof VerifyFailure && err.reason === 'untrusted-signer' && /lacks digitalSignature/.test(err.message));
-    assert.throws(() => verifier.verify(signed(ca)), (err: unknown) => err instanceof VerifyFailure && /is a CA certificate/.test(err.message));
+    assert.throws(
+      () => verifier.verify(signed(noSign)),
+      (err: unknown) => err instanceof VerifyFailure && err.reason === 'untrusted-signer' && /lacks digitalSignature/.test(err.message),
+    );
+    assert.throws(
+      () => verifier.verify(signed(ca)),
+      (err: unknown) => err instanceof VerifyFailure && /is a CA certificate/.test(err.message),
+    );
     assert.throws(() => new CommandVerifier(issueOperatorCertificate(ca, 'leaf').certPem), /is not a CA certificate/);
   });
 });
@@ -351,7 +385,10 @@ describe('preconditions', () => {
     const p = new Precondition('Speed == 0 && !(Gear == 3) && Ignition == 1');
     const values: Record<string, number> = { Speed: 0, Ignition: 1 };
     const ages: Record<string, number> = { Speed: 45_000, Ignition: 100 };
-    const outcome = p.evaluate((name) => values[name], (name) => (ages[name] === undefined ? undefined : { ageMs: ages[name], maxAgeMs: 1000 }));
+    const outcome = p.evaluate(
+      (name) => values[name],
+      (name) => (ages[name] === undefined ? undefined : { ageMs: ages[name], maxAgeMs: 1000 }),
+    );
     assert.equal(outcome.ok, false);
     assert.deepEqual(outcome.failed, [
       { condition: 'Speed == 0', values: { Speed: 0 }, stale: { Speed: { ageMs: 45_000, maxAgeMs: 1000 } } },
@@ -363,10 +400,19 @@ describe('preconditions', () => {
     // Dated ahead of the clock (the clock was set back): its age cannot be known.
     values.Gear = 2;
     ages.Speed = -3_600_000;
-    const ahead = p.evaluate((name) => values[name], (name) => (ages[name] === undefined ? undefined : { ageMs: ages[name], maxAgeMs: 1000 }));
+    const ahead = p.evaluate(
+      (name) => values[name],
+      (name) => (ages[name] === undefined ? undefined : { ageMs: ages[name], maxAgeMs: 1000 }),
+    );
     assert.equal(describeFailure(ahead.failed[0]!), "Speed == 0 (Speed = 0, stale: dated 3600.0 s ahead of the car's clock, limit 1.0 s)");
     ages.Speed = 999;
-    assert.equal(p.evaluate((name) => values[name], (name) => (ages[name] === undefined ? undefined : { ageMs: ages[name], maxAgeMs: 1000 })).ok, true);
+    assert.equal(
+      p.evaluate(
+        (name) => values[name],
+        (name) => (ages[name] === undefined ? undefined : { ageMs: ages[name], maxAgeMs: 1000 }),
+      ).ok,
+      true,
+    );
   });
 
   it("[14.5] the limit: the command's own, else the signal's, else a few cycles of its message (with a floor), else the default", () => {
@@ -386,7 +432,10 @@ describe('preconditions', () => {
     assert.equal(freshness.limitOf(timings.Door!), 5000, 'no cycle time: the default');
     assert.equal(freshness.limitOf(timings.Door!, 700), 700, "the command's own");
     assert.deepEqual(freshness.at(12_000)('Temp'), { ageMs: 2000, maxAgeMs: 3000 });
-    assert.throws(() => new SignalFreshness(freshnessConfigSchema.parse({ signals: { Nope: 5 } }), (name) => timings[name]), /commands\.freshness\.signals\.Nope: no bus or OBD key has a signal 'Nope'/);
+    assert.throws(
+      () => new SignalFreshness(freshnessConfigSchema.parse({ signals: { Nope: 5 } }), (name) => timings[name]),
+      /commands\.freshness\.signals\.Nope: no bus or OBD key has a signal 'Nope'/,
+    );
   });
 
   it('[14.5] the bus decoder stamps each value with its frame time; a multiplexed signal only when its page is in the frame', () => {
@@ -405,7 +454,18 @@ describe('preconditions', () => {
     assert.equal(at('MilOn'), 100, 'page 2 was not in the last frame');
     const engine = decoder.database.byName('ENGINE_DATA')!;
     const data = engine.encode({ EngineSpeed: 800 });
-    decoder.decode({ ts: 300, bus: 'can0', id: engine.message.id, extended: false, fd: false, fdFlags: 0, remote: false, error: false, dlc: data.length, data });
+    decoder.decode({
+      ts: 300,
+      bus: 'can0',
+      id: engine.message.id,
+      extended: false,
+      fd: false,
+      fdFlags: 0,
+      remote: false,
+      error: false,
+      dlc: data.length,
+      data,
+    });
     assert.ok(engine.slots.every((slot) => decoder.receivedAt[slot] === 300));
   });
 
@@ -415,18 +475,33 @@ describe('preconditions', () => {
   });
 
   it('reads value-table labels and reports a failed term as written', () => {
-    const ignition = new Map([[0, 'OFF'], [1, 'ACC'], [2, 'ON']]);
-    const p = new Precondition('speed == 0 && ignition == off', (name) => name === 'speed' || name === 'ignition', (name) => (name === 'ignition' ? ignition : undefined));
+    const ignition = new Map([
+      [0, 'OFF'],
+      [1, 'ACC'],
+      [2, 'ON'],
+    ]);
+    const p = new Precondition(
+      'speed == 0 && ignition == off',
+      (name) => name === 'speed' || name === 'ignition',
+      (name) => (name === 'ignition' ? ignition : undefined),
+    );
     assert.deepEqual(p.signals, ['speed', 'ignition']);
     const values: Record<string, number> = { speed: 0, ignition: 2 };
     assert.deepEqual(p.evaluate((name) => values[name]).failed, [{ condition: 'ignition == off', values: { ignition: 2 } }]);
     values.ignition = 0;
     assert.equal(p.evaluate((name) => values[name]).ok, true);
     // Labels with a backslash or a quote in them: each term is compiled again from what it prints.
-    const odd = new Map([[0, 'A\\B'], [1, 'say "x"'], [2, "it's"]]);
+    const odd = new Map([
+      [0, 'A\\B'],
+      [1, 'say "x"'],
+      [2, "it's"],
+    ]);
     const known = (name: string): boolean => name === 'mode';
     const quoted = new Precondition(`mode != 'A\\B' && mode != 'say "x"' && mode == "it's"`, known, () => odd);
-    assert.deepEqual(quoted.evaluate(() => 2), { ok: true, precondition: quoted.source, failed: [], values: { mode: 2 } });
+    assert.deepEqual(
+      quoted.evaluate(() => 2),
+      { ok: true, precondition: quoted.source, failed: [], values: { mode: 2 } },
+    );
     assert.deepEqual(quoted.evaluate(() => 1).failed, [
       { condition: `mode != 'say "x"'`, values: { mode: 1 } },
       { condition: `mode == "it's"`, values: { mode: 1 } },
@@ -434,7 +509,12 @@ describe('preconditions', () => {
     assert.deepEqual(quoted.evaluate(() => 0).failed[0], { condition: `mode != "A\\B"`, values: { mode: 0 } });
     assert.throws(() => new Precondition('speed < 1e400', () => true), /column 9: number out of range '1e400'/);
     assert.throws(
-      () => new Precondition('ignition == running', (name) => name === 'ignition', () => ignition),
+      () =>
+        new Precondition(
+          'ignition == running',
+          (name) => name === 'ignition',
+          () => ignition,
+        ),
       /column 13: 'running' is neither a signal nor a label of 'ignition' \(its labels: "OFF", "ACC", "ON"\)/,
     );
   });

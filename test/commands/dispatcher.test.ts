@@ -92,7 +92,11 @@ function signedText(envelopeText: string): string {
   const { payload } = signCommand({ deviceId: DEVICE, name: 'ping' }, operator);
   const wire = JSON.parse(payload) as { signer: string };
   const bytes = Buffer.from(envelopeText, 'utf8');
-  return JSON.stringify({ envelope: bytes.toString('base64'), signature: signBytes(bytes, createPrivateKey(operator.keyPem)).toString('base64'), signer: wire.signer });
+  return JSON.stringify({
+    envelope: bytes.toString('base64'),
+    signature: signBytes(bytes, createPrivateKey(operator.keyPem)).toString('base64'),
+    signer: wire.signer,
+  });
 }
 
 describe('dispatcher', () => {
@@ -106,7 +110,13 @@ describe('dispatcher', () => {
       r.send('not a command');
       const id = envelope.id;
       assert.deepEqual(
-        r.levels.map(([level, line]) => [level, line.replaceAll(id, 'ID').replace(/\(replayed: .*/, '(replayed: …)').replace(/cannot be answered .*/, 'cannot be answered …')]),
+        r.levels.map(([level, line]) => [
+          level,
+          line
+            .replaceAll(id, 'ID')
+            .replace(/\(replayed: .*/, '(replayed: …)')
+            .replace(/cannot be answered .*/, 'cannot be answered …'),
+        ]),
         [
           ['info', 'command ID (ping) from CN=alice: ACCEPTED'],
           ['info', 'command ID (ping): SUCCEEDED'],
@@ -129,7 +139,11 @@ describe('dispatcher', () => {
       [signedText(`{"id":"dup-4",${base},"params":{"\\u0065cho":"a","echo":"b"}}`), /the envelope has the key 'params\.echo' twice/],
     ];
     for (const [payload, message] of cases) {
-      assert.throws(() => parseCommand(Buffer.from(payload)), (err: unknown) => err instanceof MalformedCommand && message.test(err.message), payload);
+      assert.throws(
+        () => parseCommand(Buffer.from(payload)),
+        (err: unknown) => err instanceof MalformedCommand && message.test(err.message),
+        payload,
+      );
     }
     const wire = JSON.parse(cases[0]![0]) as { envelope: string; signature: string; signer: string };
     const outer = `{"envelope":"${wire.envelope}","signature":"${wire.signature}","signer":${JSON.stringify(wire.signer)},"signature":"AAAA"}`;
@@ -153,7 +167,10 @@ describe('dispatcher', () => {
   it("[14.L2] command IDs '.' and '..' are refused; a response topic with such a level is not used", () => {
     for (const id of ['.', '..']) {
       const { payload } = signCommand({ deviceId: DEVICE, name: 'ping', id }, operator);
-      assert.throws(() => parseCommand(Buffer.from(payload)), (err: unknown) => err instanceof MalformedCommand && /id: expected 1-64 characters .*not '\.' or '\.\.'/.test(err.message) && err.id === undefined);
+      assert.throws(
+        () => parseCommand(Buffer.from(payload)),
+        (err: unknown) => err instanceof MalformedCommand && /id: expected 1-64 characters .*not '\.' or '\.\.'/.test(err.message) && err.id === undefined,
+      );
     }
     // Dots inside an ID are fine.
     assert.equal(parseCommand(Buffer.from(signCommand({ deviceId: DEVICE, name: 'ping', id: 'a.b...c' }, operator).payload)).envelope.id, 'a.b...c');
@@ -183,7 +200,10 @@ describe('dispatcher', () => {
       const of = (id: string | null) => r.answers.filter((a) => a.result.id === id);
       assert.ok(of('corr-small').every((a) => a.route.correlation?.equals(small)));
       assert.ok(of('corr-big').length === 3 && of('corr-big').every((a) => a.route.correlation === undefined && a.route.topic === topic));
-      assert.deepEqual(of(null).map((a) => a.route), [{ topic }]);
+      assert.deepEqual(
+        of(null).map((a) => a.route),
+        [{ topic }],
+      );
     } finally {
       r.close();
     }

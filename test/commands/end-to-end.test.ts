@@ -82,7 +82,12 @@ function statuses(results: readonly CommandResult[]): string[] {
 
 /** Signal names in the telemetry messages the backend received from `deviceId` (JSON payloads). */
 function telemetrySignals(backend: BackendSubscriber, deviceId: string, from = 0): Set<string> {
-  return new Set(backend.on(deviceId, 'telemetry').slice(from).flatMap((m) => decodeMessage(new Uint8Array(m.payload), 'json').samples.map((s) => s.signal)));
+  return new Set(
+    backend
+      .on(deviceId, 'telemetry')
+      .slice(from)
+      .flatMap((m) => decodeMessage(new Uint8Array(m.payload), 'json').samples.map((s) => s.signal)),
+  );
 }
 
 describe('every remote command end to end: operator -> mosquitto -> runAgent -> mosquitto -> operator', { timeout: 60_000 }, () => {
@@ -103,7 +108,10 @@ describe('every remote command end to end: operator -> mosquitto -> runAgent -> 
 
   const send = async (name: string, params: unknown = {}, timeoutMs = 15_000): Promise<{ id: string; final: CommandResult; results: CommandResult[] }> => {
     const outcome = await ops.send({ deviceId, name, params }, commandPki.operator, { timeoutMs });
-    assert.ok(outcome.final, `${name}: no final result through the broker within ${timeoutMs} ms (results: ${JSON.stringify(outcome.results)}); agent log:\n${log.join('\n')}`);
+    assert.ok(
+      outcome.final,
+      `${name}: no final result through the broker within ${timeoutMs} ms (results: ${JSON.stringify(outcome.results)}); agent log:\n${log.join('\n')}`,
+    );
     return { id: outcome.id, final: outcome.final, results: outcome.results };
   };
 
@@ -173,7 +181,7 @@ describe('every remote command end to end: operator -> mosquitto -> runAgent -> 
     await elm?.close();
   });
 
-  it('ping: ACCEPTED, IN_PROGRESS, SUCCEEDED, with the echo and the car\'s clock', async () => {
+  it("ping: ACCEPTED, IN_PROGRESS, SUCCEEDED, with the echo and the car's clock", async () => {
     const { id, final, results } = await send('ping', { echo: 'end to end' });
     assert.deepEqual(statuses(results), ['ACCEPTED', 'IN_PROGRESS', 'SUCCEEDED']);
     assert.equal(final.id, id);
@@ -185,7 +193,10 @@ describe('every remote command end to end: operator -> mosquitto -> runAgent -> 
     assert.ok(Math.abs(detail.deviceTime - Date.now()) < 5000, `deviceTime ${detail.deviceTime}`);
     // Through the outbox: each result has a sequence number, increasing.
     const seqs = results.map((r) => r.seq!);
-    assert.ok(seqs.every((s, i) => Number.isInteger(s) && (i === 0 || s > seqs[i - 1]!)), `seqs ${seqs.join(',')}`);
+    assert.ok(
+      seqs.every((s, i) => Number.isInteger(s) && (i === 0 || s > seqs[i - 1]!)),
+      `seqs ${seqs.join(',')}`,
+    );
   });
 
   it('getStatus: the uplink connected, both buses receiving, the OBD adapter connected, the commands counted', async () => {
@@ -204,7 +215,13 @@ describe('every remote command end to end: operator -> mosquitto -> runAgent -> 
     };
     assert.equal(detail.deviceId, deviceId);
     assert.equal(detail.uplink.state, 'connected');
-    assert.deepEqual(detail.buses.map((b) => [b.name, b.source]), [['can0', 'sim'], ['aux', 'sim']]);
+    assert.deepEqual(
+      detail.buses.map((b) => [b.name, b.source]),
+      [
+        ['can0', 'sim'],
+        ['aux', 'sim'],
+      ],
+    );
     const [can0, aux] = detail.buses;
     // The simulated car sends about 600 frames a second; at least a second has passed.
     assert.ok(can0!.frames > 100, `can0 frames ${can0!.frames}`);
@@ -232,8 +249,17 @@ describe('every remote command end to end: operator -> mosquitto -> runAgent -> 
       commands: { caFile: string; replayDbPath: string; preconditions: Record<string, string> };
     };
     assert.equal(config.deviceId, deviceId);
-    assert.deepEqual(config.buses.map((b) => [b.name, b.dbc]), [['can0', DEMO_DBC_PATH], ['aux', path.join(dir, 'aux.dbc')]]);
-    assert.deepEqual(config.obdAdapters.map((a) => [a.name, a.port]), [['obd', elm.path]]);
+    assert.deepEqual(
+      config.buses.map((b) => [b.name, b.dbc]),
+      [
+        ['can0', DEMO_DBC_PATH],
+        ['aux', path.join(dir, 'aux.dbc')],
+      ],
+    );
+    assert.deepEqual(
+      config.obdAdapters.map((a) => [a.name, a.port]),
+      [['obd', elm.path]],
+    );
     assert.equal(config.outbox.path, path.join(dir, 'var', 'outbox.db'));
     assert.equal(config.commands.caFile, commandPki.caFile);
     assert.equal(config.commands.replayDbPath, path.join(dir, 'var', 'commands.db'));
@@ -244,7 +270,10 @@ describe('every remote command end to end: operator -> mosquitto -> runAgent -> 
     const value = (collection.detail as { section: string; value: { batch: unknown; format: string; rules: { name: string; signals: string[] }[] } }).value;
     assert.equal((collection.detail as { section: string }).section, 'collection');
     assert.equal(value.format, 'json');
-    assert.deepEqual(value.rules.map((r) => [r.name, r.signals]), [['speed', ['VehicleSpeed']]]);
+    assert.deepEqual(
+      value.rules.map((r) => [r.name, r.signals]),
+      [['speed', ['VehicleSpeed']]],
+    );
     // A section the config does not have is null.
     assert.deepEqual((await send('getConfig', { section: 'status' })).final.detail, { section: 'status', value: null });
   });
@@ -265,16 +294,28 @@ describe('every remote command end to end: operator -> mosquitto -> runAgent -> 
     const overrideFile = path.join(dir, 'var', 'collection-override.json');
     assert.deepEqual(JSON.parse(readFileSync(overrideFile, 'utf8')), { collection: NEW_COLLECTION });
     assert.equal(statSync(overrideFile).mode & 0o777, 0o600);
-    assert.deepEqual(readdirSync(path.join(dir, 'var')).filter((name) => name.endsWith('.tmp')), []);
+    assert.deepEqual(
+      readdirSync(path.join(dir, 'var')).filter((name) => name.endsWith('.tmp')),
+      [],
+    );
     // It loads: the next start runs the new rules.
-    assert.deepEqual(readCollectionOverride(overrideFile)!.rules.map((r) => r.name), ['engine', 'lever']);
+    assert.deepEqual(
+      readCollectionOverride(overrideFile)!.rules.map((r) => r.name),
+      ['engine', 'lever'],
+    );
 
     // The agent's running config (rules with their defaults filled in) is the new section.
     const shown = (await send('getConfig', { section: 'collection' })).final;
     const applied = (shown.detail as { value: { batch: unknown; format: string; rules: { name: string; mode: string; signals: string[] }[] } }).value;
     assert.deepEqual(applied.batch, NEW_COLLECTION.batch);
     assert.equal(applied.format, 'json');
-    assert.deepEqual(applied.rules.map((r) => [r.name, r.mode, r.signals]), [['engine', 'periodic', ['EngineSpeed', 'ENGINE_TEMPS.CoolantTemp']], ['lever', 'change', ['GearLever']]]);
+    assert.deepEqual(
+      applied.rules.map((r) => [r.name, r.mode, r.signals]),
+      [
+        ['engine', 'periodic', ['EngineSpeed', 'ENGINE_TEMPS.CoolantTemp']],
+        ['lever', 'change', ['GearLever']],
+      ],
+    );
     // The new rule collects in the running agent, without a restart: its samples reach the backend.
     await fleet.backend.waitFor(
       () => {
@@ -296,7 +337,8 @@ describe('every remote command end to end: operator -> mosquitto -> runAgent -> 
     assert.match(invalid.message!, /collection\.batch\.maxSamples/);
     assert.ok(Array.isArray((invalid.detail as { problems: unknown }).problems), JSON.stringify(invalid.detail));
 
-    const unknown = (await send('setConfig', { collection: { rules: [{ name: 'typo', mode: 'periodic', intervalMs: 100, signals: ['VehicleSpede'] }] } })).final;
+    const unknown = (await send('setConfig', { collection: { rules: [{ name: 'typo', mode: 'periodic', intervalMs: 100, signals: ['VehicleSpede'] }] } }))
+      .final;
     assert.equal(unknown.status, 'FAILED', JSON.stringify(unknown));
     assert.equal(unknown.reason, 'apply-failed');
     assert.match(unknown.message!, /no bus DBC has a signal 'VehicleSpede'/);
@@ -304,16 +346,19 @@ describe('every remote command end to end: operator -> mosquitto -> runAgent -> 
     assert.deepEqual(readFileSync(configFile), file);
     assert.deepEqual(readFileSync(overrideFile), override);
     const shown = (await send('getConfig', { section: 'collection' })).final;
-    assert.deepEqual((shown.detail as { value: { rules: { name: string }[] } }).value.rules.map((r) => r.name), ['engine', 'lever']);
+    assert.deepEqual(
+      (shown.detail as { value: { rules: { name: string }[] } }).value.rules.map((r) => r.name),
+      ['engine', 'lever'],
+    );
   });
 
-  it('readVin: the simulated car\'s VIN', async () => {
+  it("readVin: the simulated car's VIN", async () => {
     const { final } = await send('readVin');
     assert.equal(final.status, 'SUCCEEDED', JSON.stringify(final));
     assert.deepEqual(final.detail, { vin: RECORDED_VIN, ecu: 0, ecus: [{ ecu: 0, vin: RECORDED_VIN }] });
   });
 
-  it('readDtcs: the simulator\'s stored and pending DTCs', async () => {
+  it("readDtcs: the simulator's stored and pending DTCs", async () => {
     const stored = (await send('readDtcs')).final;
     assert.equal(stored.status, 'SUCCEEDED', JSON.stringify(stored));
     assert.deepEqual(stored.detail, { kind: 'stored', dtcs: ['P0133', 'P0300'], ecus: [{ ecu: 0, dtcs: ['P0133', 'P0300'] }] });
@@ -329,7 +374,12 @@ describe('every remote command end to end: operator -> mosquitto -> runAgent -> 
     const { final, results } = await send('clearDtcs');
     assert.deepEqual(statuses(results), ['REJECTED']);
     assert.equal(final.reason, 'precondition-failed');
-    const detail = final.detail as { ok: boolean; precondition: string; failed: { condition: string; values: Record<string, unknown> }[]; values: Record<string, unknown> };
+    const detail = final.detail as {
+      ok: boolean;
+      precondition: string;
+      failed: { condition: string; values: Record<string, unknown> }[];
+      values: Record<string, unknown>;
+    };
     assert.equal(detail.ok, false);
     assert.equal(detail.precondition, CLEAR_DTCS_PRECONDITION);
     assert.deepEqual(detail.failed, [{ condition: 'ServiceMode == Workshop', values: { ServiceMode: 0 } }]);
@@ -375,7 +425,17 @@ describe('every remote command end to end: operator -> mosquitto -> runAgent -> 
   });
 
   it('captureSnapshot: live CAN values by every naming, OBD values, and the names that have none', async () => {
-    const names = ['VehicleSpeed', 'VEHICLE_DYNAMICS.VehicleSpeed', 'can0.ENGINE_DATA.EngineSpeed', 'IgnitionState', 'GearLever', 'obd.rpm', 'obd.obd.rpm', 'ServiceMode', 'NoSuchSignal'];
+    const names = [
+      'VehicleSpeed',
+      'VEHICLE_DYNAMICS.VehicleSpeed',
+      'can0.ENGINE_DATA.EngineSpeed',
+      'IgnitionState',
+      'GearLever',
+      'obd.rpm',
+      'obd.obd.rpm',
+      'ServiceMode',
+      'NoSuchSignal',
+    ];
     const result = await snapshot(names);
     assert.deepEqual(Object.keys(result.values), names);
     assert.ok(Math.abs(result.ts - Date.now()) < 5000);
@@ -384,7 +444,10 @@ describe('every remote command end to end: operator -> mosquitto -> runAgent -> 
     assert.ok((v.VehicleSpeed as number) >= 0 && (v.VehicleSpeed as number) < 200, `VehicleSpeed ${v.VehicleSpeed}`);
     assert.equal(typeof v['VEHICLE_DYNAMICS.VehicleSpeed'], 'number');
     assert.equal(typeof v['can0.ENGINE_DATA.EngineSpeed'], 'number');
-    assert.ok((v['can0.ENGINE_DATA.EngineSpeed'] as number) >= 0 && (v['can0.ENGINE_DATA.EngineSpeed'] as number) < 7000, `EngineSpeed ${v['can0.ENGINE_DATA.EngineSpeed']}`);
+    assert.ok(
+      (v['can0.ENGINE_DATA.EngineSpeed'] as number) >= 0 && (v['can0.ENGINE_DATA.EngineSpeed'] as number) < 7000,
+      `EngineSpeed ${v['can0.ENGINE_DATA.EngineSpeed']}`,
+    );
     // The drive cycle is past OFF by now (ACC, ON or START, as the clock goes), the lever in P or D.
     assert.ok([1, 2, 3].includes(v.IgnitionState as number), `IgnitionState ${v.IgnitionState}`);
     assert.ok([0, 3].includes(v.GearLever as number), `GearLever ${v.GearLever}`);
@@ -400,7 +463,7 @@ describe('every remote command end to end: operator -> mosquitto -> runAgent -> 
     assert.equal(none.reason, 'unknown-signal');
   });
 
-  it('setLogLevel: error silences the agent\'s log lines, info brings them back', async () => {
+  it("setLogLevel: error silences the agent's log lines, info brings them back", async () => {
     const logged = (id: string): boolean => log.some((line) => line.includes(id));
     const quiet = (await send('setLogLevel', { level: 'error' })).final;
     assert.equal(quiet.status, 'SUCCEEDED', JSON.stringify(quiet));

@@ -47,13 +47,22 @@ describe('command topic fuzz', { timeout: 180_000 }, () => {
     const randomText = (max: number): string => Array.from({ length: int(max) }, () => String.fromCharCode(int(3) === 0 ? int(0xffff) : 32 + int(95))).join('');
     const randomJson = (depth = 0): unknown => {
       switch (int(depth > 2 ? 5 : 7)) {
-        case 0: return null;
-        case 1: return random() * 1e6 - 5e5;
-        case 2: return randomText(20);
-        case 3: return random() < 0.5;
-        case 4: return int(1e9);
-        case 5: return Array.from({ length: int(4) }, () => randomJson(depth + 1));
-        default: return Object.fromEntries(Array.from({ length: int(5) }, () => [random.pick(['envelope', 'signature', 'signer', 'id', 'name', 'v', randomText(6)]), randomJson(depth + 1)]));
+        case 0:
+          return null;
+        case 1:
+          return random() * 1e6 - 5e5;
+        case 2:
+          return randomText(20);
+        case 3:
+          return random() < 0.5;
+        case 4:
+          return int(1e9);
+        case 5:
+          return Array.from({ length: int(4) }, () => randomJson(depth + 1));
+        default:
+          return Object.fromEntries(
+            Array.from({ length: int(5) }, () => [random.pick(['envelope', 'signature', 'signer', 'id', 'name', 'v', randomText(6)]), randomJson(depth + 1)]),
+          );
       }
     };
     // A genuinely signed command, already expired: whatever a mutation leaves of it can never run.
@@ -66,7 +75,13 @@ describe('command topic fuzz', { timeout: 180_000 }, () => {
         case 1:
           return Buffer.from(JSON.stringify(randomJson()) ?? 'null');
         case 2:
-          return Buffer.from(JSON.stringify({ envelope: random.pick([b64(randomJson()), randomText(40), 42, null]), signature: random.pick([b64(randomText(70)), randomText(10), undefined]), signer: random.pick(['', randomText(200), '-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----', undefined]) }));
+          return Buffer.from(
+            JSON.stringify({
+              envelope: random.pick([b64(randomJson()), randomText(40), 42, null]),
+              signature: random.pick([b64(randomText(70)), randomText(10), undefined]),
+              signer: random.pick(['', randomText(200), '-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----', undefined]),
+            }),
+          );
         case 3: {
           const bytes = Buffer.from(base);
           const mode = int(3);
@@ -79,8 +94,21 @@ describe('command topic fuzz', { timeout: 180_000 }, () => {
           return Buffer.concat([bytes.subarray(0, at), Buffer.from(randomText(8)), bytes.subarray(at)]);
         }
         case 4: {
-          const envelope = { v: 1, id: `fz-${i}-${int(1e6)}`, deviceId: random.pick([carId, 'car-x', '']), name: random.pick(['ping', 'getStatus', 'reboot', 'x/y', '']), params: randomJson(), issuedAt: random.pick([Date.now(), -1, 1e20, 'now']) };
-          return Buffer.from(JSON.stringify({ envelope: b64(envelope), signature: b64(randomText(64)), signer: random.pick([commandPki.operator.certPem, commandPki.foreign.certPem, randomText(50)]) }));
+          const envelope = {
+            v: 1,
+            id: `fz-${i}-${int(1e6)}`,
+            deviceId: random.pick([carId, 'car-x', '']),
+            name: random.pick(['ping', 'getStatus', 'reboot', 'x/y', '']),
+            params: randomJson(),
+            issuedAt: random.pick([Date.now(), -1, 1e20, 'now']),
+          };
+          return Buffer.from(
+            JSON.stringify({
+              envelope: b64(envelope),
+              signature: b64(randomText(64)),
+              signer: random.pick([commandPki.operator.certPem, commandPki.foreign.certPem, randomText(50)]),
+            }),
+          );
         }
         default:
           return random() < 0.05 ? Buffer.alloc(16_385 + int(8000), 0x7b) : Buffer.from(randomText(300));
@@ -101,7 +129,7 @@ describe('command topic fuzz', { timeout: 180_000 }, () => {
     const receivedBefore = received();
     const correlated: string[] = [];
     const started = performance.now();
-    for (let i = 0; i < PAYLOADS; ) {
+    for (let i = 0; i < PAYLOADS;) {
       while (i - (received() - receivedBefore) > WINDOW) await delay(5);
       const sends: Promise<unknown>[] = [];
       for (let k = 0; k < 100 && i < PAYLOADS; k++, i++) {
@@ -141,7 +169,12 @@ describe('command topic fuzz', { timeout: 180_000 }, () => {
     const allowance = UNSIGNED_ANSWERS_PER_MINUTE * (1 + Math.ceil((performance.now() - started) / 60_000));
     assert.ok(unsignedAnswers >= 1 && unsignedAnswers <= allowance, `${unsignedAnswers} answers to unsigned payloads (at most ${allowance})`);
 
-    const stats = agent.dataPath.healthReport().commands as { accepted: number; rejected: Record<string, number>; unanswerable: number; unsignedNotAnswered: number };
+    const stats = agent.dataPath.healthReport().commands as {
+      accepted: number;
+      rejected: Record<string, number>;
+      unanswerable: number;
+      unsignedNotAnswered: number;
+    };
     assert.ok(stats.unsignedNotAnswered > 5000, `${stats.unsignedNotAnswered} not answered, counted`);
     assert.equal(stats.accepted, 2, 'only the two real pings ran');
     for (const reason of ['malformed', 'oversize', 'bad-signature', 'untrusted-signer', 'expired']) {
@@ -154,6 +187,8 @@ describe('command topic fuzz', { timeout: 180_000 }, () => {
     assert.ok(agent.log.length < 50, `${agent.log.length} log lines:\n${agent.log.slice(0, 20).join('\n')}`);
     // Still up, still answering (the ping above).
     assert.equal(agent.dataPath.uplink!.session.state, 'connected');
-    process.stdout.write(`# fuzz: ${PAYLOADS} payloads in ${elapsedS.toFixed(1)} s, ${correlated.length} correlated, ${answered.length} answered, rejected ${JSON.stringify(stats.rejected)}, unanswerable ${stats.unanswerable}, unsigned not answered ${stats.unsignedNotAnswered}\n`);
+    process.stdout.write(
+      `# fuzz: ${PAYLOADS} payloads in ${elapsedS.toFixed(1)} s, ${correlated.length} correlated, ${answered.length} answered, rejected ${JSON.stringify(stats.rejected)}, unanswerable ${stats.unanswerable}, unsigned not answered ${stats.unsignedNotAnswered}\n`,
+    );
   });
 });

@@ -219,7 +219,17 @@ describe('command handlers on the agent context', () => {
       rig.obdValues.set('obd.obd.coolantTemp', 91);
       const result = (await execute(
         'captureSnapshot',
-        { signals: ['VehicleSpeed', 'VEHICLE_DYNAMICS.YawRate', 'can0.VEHICLE_DYNAMICS.LongitudinalAccel', 'obd.coolantTemp', 'obd.obd.coolantTemp', 'can1.BODY_STATUS.TrunkOpen', 'NoSuchSignal'] },
+        {
+          signals: [
+            'VehicleSpeed',
+            'VEHICLE_DYNAMICS.YawRate',
+            'can0.VEHICLE_DYNAMICS.LongitudinalAccel',
+            'obd.coolantTemp',
+            'obd.obd.coolantTemp',
+            'can1.BODY_STATUS.TrunkOpen',
+            'NoSuchSignal',
+          ],
+        },
         rig.context,
       )) as { ts: number; values: Record<string, number | null>; unavailable: string[] };
       assert.equal(result.values.VehicleSpeed, expected.VehicleSpeed);
@@ -244,9 +254,15 @@ describe('command handlers on the agent context', () => {
     it('returns the running config, whole or one section', async () => {
       const whole = (await execute('getConfig', {}, rig.context)) as { config: DeviceConfig };
       assert.equal(whole.config.deviceId, 'handler-test');
-      assert.deepEqual(whole.config.buses.map((b) => b.name), ['can0', 'can1', 'rec0']);
+      assert.deepEqual(
+        whole.config.buses.map((b) => b.name),
+        ['can0', 'can1', 'rec0'],
+      );
       const section = (await execute('getConfig', { section: 'collection' }, rig.context)) as { section: string; value: { rules: { name: string }[] } };
-      assert.deepEqual(section.value.rules.map((r) => r.name), ['speed']);
+      assert.deepEqual(
+        section.value.rules.map((r) => r.name),
+        ['speed'],
+      );
       assert.deepEqual(await execute('getConfig', { section: 'uplink' }, rig.context), { section: 'uplink', value: null });
       // A copy: what a handler does with it cannot change the agent's config.
       whole.config.buses.length = 0;
@@ -273,7 +289,10 @@ describe('command handlers on the agent context', () => {
       // The old collector's open batch went to the outbox before the swap; the new one takes the running sink.
       assert.notEqual(rig.dataPath.collector, oldCollector);
       assert.ok(rig.dataPath.outbox.stats().messages > messagesBefore, 'the old open batches were committed');
-      assert.deepEqual(rig.dataPath.collector.stats.rules.map((r) => r.name), ['engine', 'gear']);
+      assert.deepEqual(
+        rig.dataPath.collector.stats.rules.map((r) => r.name),
+        ['engine', 'gear'],
+      );
       await rig.drive(3, 2);
       rig.dataPath.collector.close();
       rig.dataPath.commitBatches();
@@ -288,11 +307,20 @@ describe('command handlers on the agent context', () => {
       assert.deepEqual(readFileSync(rig.configFile), before);
       assert.deepEqual(JSON.parse(readFileSync(overrideFile(rig), 'utf8')), { collection });
       assert.deepEqual(readdirSync(rig.dir).sort(), ['device.json', 'drive.log', 'var']);
-      assert.deepEqual(readdirSync(path.dirname(overrideFile(rig))).filter((name) => name.endsWith('.tmp')), []);
+      assert.deepEqual(
+        readdirSync(path.dirname(overrideFile(rig))).filter((name) => name.endsWith('.tmp')),
+        [],
+      );
       // It loads: the next start runs the new rules.
-      assert.deepEqual(readCollectionOverride(overrideFile(rig))!.rules.map((r) => r.name), ['engine', 'gear']);
+      assert.deepEqual(
+        readCollectionOverride(overrideFile(rig))!.rules.map((r) => r.name),
+        ['engine', 'gear'],
+      );
       const shown = (await execute('getConfig', { section: 'collection' }, rig.context)) as { value: { rules: { name: string }[] } };
-      assert.deepEqual(shown.value.rules.map((r) => r.name), ['engine', 'gear']);
+      assert.deepEqual(
+        shown.value.rules.map((r) => r.name),
+        ['engine', 'gear'],
+      );
     });
 
     it('a reader in another process sees the old file or the new one, never a mix, while the rules change', async () => {
@@ -326,7 +354,20 @@ describe('command handlers on the agent context', () => {
         await execute('setConfig', { collection: rules(n) }, rig.context);
         await delay(2);
       }
-      await execute('setConfig', { collection: { batch: { maxSamples: 20, maxDelayMs: 500 }, format: 'json', rules: [{ name: 'engine', mode: 'periodic', intervalMs: 200, signals: ['EngineSpeed', 'ENGINE_TEMPS.CoolantTemp'] }, { name: 'gear', mode: 'change', signals: ['GearEngaged'] }] } }, rig.context);
+      await execute(
+        'setConfig',
+        {
+          collection: {
+            batch: { maxSamples: 20, maxDelayMs: 500 },
+            format: 'json',
+            rules: [
+              { name: 'engine', mode: 'periodic', intervalMs: 200, signals: ['EngineSpeed', 'ENGINE_TEMPS.CoolantTemp'] },
+              { name: 'gear', mode: 'change', signals: ['GearEngaged'] },
+            ],
+          },
+        },
+        rig.context,
+      );
       reader.stdin.end('stop\n');
       await exited;
       const seen = JSON.parse(out.slice(out.indexOf('ready\n') + 'ready\n'.length)) as { reads: number; bad: number; names: string[] };
@@ -362,7 +403,14 @@ describe('command handlers on the agent context', () => {
       assert.ok(Array.isArray((err.detail as { problems: string[] }).problems));
       const dup = await failure(
         'setConfig',
-        { collection: { rules: [{ name: 'a', mode: 'change', signals: ['GearEngaged'] }, { name: 'a', mode: 'change', signals: ['GearEngaged'] }] } },
+        {
+          collection: {
+            rules: [
+              { name: 'a', mode: 'change', signals: ['GearEngaged'] },
+              { name: 'a', mode: 'change', signals: ['GearEngaged'] },
+            ],
+          },
+        },
         rig.context,
       );
       assert.equal(dup.reason, 'invalid-config');
@@ -375,11 +423,19 @@ describe('command handlers on the agent context', () => {
       const file = readFileSync(rig.configFile);
       const running = rig.dataPath.collector;
       const greedy = {
-        rules: Array.from({ length: 10 }, (_, i) => ({ name: `t${i}`, mode: 'trigger', signals: ['VehicleSpeed'], trigger: { when: 'VehicleSpeed > 200', bufferSamples: 1_000_000 } })),
+        rules: Array.from({ length: 10 }, (_, i) => ({
+          name: `t${i}`,
+          mode: 'trigger',
+          signals: ['VehicleSpeed'],
+          trigger: { when: 'VehicleSpeed > 200', bufferSamples: 1_000_000 },
+        })),
       };
       const err = await failure('setConfig', { collection: greedy }, rig.context);
       assert.equal(err.reason, 'invalid-config');
-      assert.match(err.message, /^collection: the rules would hold up to 1160 MB in memory, over the budget of 64 MB \(maxMemoryMB\): trigger 't0' 116 MB \(1000000 buffered samples\)/);
+      assert.match(
+        err.message,
+        /^collection: the rules would hold up to 1160 MB in memory, over the budget of 64 MB \(maxMemoryMB\): trigger 't0' 116 MB \(1000000 buffered samples\)/,
+      );
       assert.equal(rig.dataPath.collector, running);
       assert.deepEqual(readFileSync(rig.configFile), file);
     });
@@ -402,7 +458,10 @@ describe('command handlers on the agent context', () => {
       }
       assert.equal(rig.dataPath.collector, running);
       assert.deepEqual(readFileSync(rig.configFile), file);
-      assert.deepEqual(running.stats.rules.map((r) => r.name), ['engine', 'gear']);
+      assert.deepEqual(
+        running.stats.rules.map((r) => r.name),
+        ['engine', 'gear'],
+      );
       await rig.drive(1, 4);
       assert.ok(ruleSamples(running) > samples, 'the restored collector collects again');
       const health = rig.dataPath.healthReport() as { collector: { samples: number } };
@@ -415,7 +474,18 @@ describe('command handlers on the agent context', () => {
     beforeEach(() => {
       const dynamics = rig.database.byName('VEHICLE_DYNAMICS')!;
       const data = rig.lastDynamics ?? dynamics.encode({ VehicleSpeed: 30 });
-      rig.dataPath.sinkFor(0)({ ts: Date.now() / 1000, bus: 'can0', id: dynamics.message.id, extended: false, fd: false, fdFlags: 0, remote: false, error: false, dlc: data.length, data });
+      rig.dataPath.sinkFor(0)({
+        ts: Date.now() / 1000,
+        bus: 'can0',
+        id: dynamics.message.id,
+        extended: false,
+        fd: false,
+        fdFlags: 0,
+        remote: false,
+        error: false,
+        dlc: data.length,
+        data,
+      });
     });
 
     /** Frames put on the captured SocketCAN bus from now on, decoded with the DBC. */
@@ -436,7 +506,18 @@ describe('command handlers on the agent context', () => {
       // can1 has seen a BODY_STATUS frame: ignition on, driver door open.
       const body = rig.database.byName('BODY_STATUS')!;
       const sink = rig.dataPath.sinkFor(1);
-      sink({ ts: Date.now() / 1000, bus: 'can1', id: body.message.id, extended: false, fd: false, fdFlags: 0, remote: false, error: false, dlc: 2, data: body.encode({ IgnitionState: 2, DoorOpenFL: 1 }) });
+      sink({
+        ts: Date.now() / 1000,
+        bus: 'can1',
+        id: body.message.id,
+        extended: false,
+        fd: false,
+        fdFlags: 0,
+        remote: false,
+        error: false,
+        dlc: 2,
+        data: body.encode({ IgnitionState: 2, DoorOpenFL: 1 }),
+      });
       const capture = listen();
       const result = await execute('setSignal', { bus: 'can1', message: 'BODY_STATUS', signal: 'TrunkOpen', value: 1 }, rig.context);
       assert.deepEqual(result, { bus: 'can1', message: 'BODY_STATUS', signal: 'TrunkOpen', value: 1 });
@@ -465,14 +546,22 @@ describe('command handlers on the agent context', () => {
     it('refuses what the allow-list, the ranges and the preconditions do not permit, and sends nothing', async () => {
       const capture = listen();
       const cases: [unknown, string, RegExp][] = [
-        [{ bus: 'can1', message: 'BODY_STATUS', signal: 'DoorOpenFL', value: 1 }, 'signal-not-allowed', /can1\.BODY_STATUS\.DoorOpenFL is not in commands\.allowedSignals/],
+        [
+          { bus: 'can1', message: 'BODY_STATUS', signal: 'DoorOpenFL', value: 1 },
+          'signal-not-allowed',
+          /can1\.BODY_STATUS\.DoorOpenFL is not in commands\.allowedSignals/,
+        ],
         [{ bus: 'can9', message: 'BODY_STATUS', signal: 'TrunkOpen', value: 1 }, 'signal-not-allowed', /can9\.BODY_STATUS\.TrunkOpen/],
         [{ message: 'BODY_STATUS', signal: 'TrunkOpen', value: 1 }, 'unknown-bus', /allowed on several buses \(can1, can0, rec0\): name the bus/],
         [{ bus: 'can1', message: 'BODY_STATUS', signal: 'TrunkOpen', value: 2 }, 'out-of-range', /= 2 is outside the allowed \[0, 1\]/],
         [{ bus: 'can1', message: 'ENGINE_DATA', signal: 'ThrottlePosition', value: 50.4 }, 'out-of-range', /outside the allowed \[0, 50\]/],
         // No range in the allow-list: the DBC's [0|100] still applies.
         [{ bus: 'can1', message: 'ENGINE_DATA', signal: 'EngineLoad', value: 120 }, 'out-of-range', /EngineLoad = 120 is outside \[0, 100\]/],
-        [{ bus: 'can1', message: 'BRAKE_STATUS', signal: 'AbsActive', value: 1 }, 'precondition-failed', /can0\.VEHICLE_DYNAMICS\.VehicleSpeed > 1000 \(can0\.VEHICLE_DYNAMICS\.VehicleSpeed = [\d.]+\) does not hold/],
+        [
+          { bus: 'can1', message: 'BRAKE_STATUS', signal: 'AbsActive', value: 1 },
+          'precondition-failed',
+          /can0\.VEHICLE_DYNAMICS\.VehicleSpeed > 1000 \(can0\.VEHICLE_DYNAMICS\.VehicleSpeed = [\d.]+\) does not hold/,
+        ],
         [{ bus: 'can1', message: 'NO_SUCH_MESSAGE', signal: 'X', value: 1 }, 'unknown-signal', /the bus DBC has no message 'NO_SUCH_MESSAGE'/],
         [{ bus: 'rec0', message: 'BODY_STATUS', signal: 'TrunkOpen', value: 1 }, 'bus-unavailable', /rec0 replays a recording/],
       ];
@@ -535,7 +624,13 @@ describe('command handlers in a running agent', () => {
       const warnings: string[] = [];
       let context: CommandContext | undefined;
       const started = performance.now();
-      const running = runAgent({ config, durationS: 20, output: { write: () => undefined }, warn: (m) => warnings.push(m), onCommandContext: (c) => (context = c) });
+      const running = runAgent({
+        config,
+        durationS: 20,
+        output: { write: () => undefined },
+        warn: (m) => warnings.push(m),
+        onCommandContext: (c) => (context = c),
+      });
       assert.ok(context, 'the context is handed over before the sources run');
       await delay(100);
       if (quiet) await execute('setLogLevel', { level: 'error' }, context);
@@ -572,7 +667,9 @@ describe('command handlers in a running agent', () => {
       const context = agent.context;
       try {
         await waitFor(() => context.obd() !== undefined && context.readSignal('obd.rpm') !== undefined, 'the adapter ready and polled', 15_000);
-        const snapshot = (await execute('captureSnapshot', { signals: ['obd.rpm', 'obd.obd.rpm', 'VehicleSpeed'] }, context)) as { values: Record<string, unknown> };
+        const snapshot = (await execute('captureSnapshot', { signals: ['obd.rpm', 'obd.obd.rpm', 'VehicleSpeed'] }, context)) as {
+          values: Record<string, unknown>;
+        };
         assert.equal(snapshot.values['obd.rpm'], 750);
         assert.equal(snapshot.values['obd.obd.rpm'], 750);
 

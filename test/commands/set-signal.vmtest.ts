@@ -64,7 +64,13 @@ describe('setSignal on a real kernel', { timeout: 30_000 }, () => {
     assert.equal(frame.id, 0x2c0);
     assert.equal(frame.extended, false);
     assert.deepEqual(database.byName('BODY_STATUS')!.decode(frame.data), {
-      IgnitionState: 0, DriverSeatbelt: 0, DoorOpenFL: 0, DoorOpenFR: 0, DoorOpenRL: 0, DoorOpenRR: 0, TrunkOpen: 1,
+      IgnitionState: 0,
+      DriverSeatbelt: 0,
+      DoorOpenFL: 0,
+      DoorOpenFR: 0,
+      DoorOpenRL: 0,
+      DoorOpenRR: 0,
+      TrunkOpen: 1,
     });
   });
 

@@ -37,7 +37,11 @@ describe('signer chain (RFC 5280)', () => {
   it('[14.3] an intermediate CA under a pinned command CA with pathLenConstraint 0 is refused', () => {
     const intermediate = pki.issue({ name: 'rogue intermediate', issuer: strictRoot, ca: {} });
     const operator = pki.issue({ name: 'mallory', issuer: intermediate });
-    refused(new CommandVerifier(strictRoot.certPem), chainOf(operator, intermediate), /pinned command CA CN=strict command CA allows 0 intermediate CAs below it \(pathLenConstraint 0\), the chain has 1 \(CN=rogue intermediate\)/);
+    refused(
+      new CommandVerifier(strictRoot.certPem),
+      chainOf(operator, intermediate),
+      /pinned command CA CN=strict command CA allows 0 intermediate CAs below it \(pathLenConstraint 0\), the chain has 1 \(CN=rogue intermediate\)/,
+    );
     // Directly under it, an operator is fine.
     const alice = pki.issue({ name: 'alice', issuer: strictRoot });
     assert.equal(new CommandVerifier(strictRoot.certPem).verify(signed(chainOf(alice))).subject, 'CN=alice');
@@ -47,12 +51,20 @@ describe('signer chain (RFC 5280)', () => {
     const level1 = pki.issue({ name: 'level 1', issuer: openRoot, ca: { pathLength: 0 } });
     const level2 = pki.issue({ name: 'level 2', issuer: level1, ca: {} });
     const operator = pki.issue({ name: 'bob', issuer: level2 });
-    refused(new CommandVerifier(openRoot.certPem), chainOf(operator, level2, level1), /intermediate CA CN=level 1 allows 0 intermediate CAs below it \(pathLenConstraint 0\), the chain has 1 \(CN=level 2\)/);
+    refused(
+      new CommandVerifier(openRoot.certPem),
+      chainOf(operator, level2, level1),
+      /intermediate CA CN=level 1 allows 0 intermediate CAs below it \(pathLenConstraint 0\), the chain has 1 \(CN=level 2\)/,
+    );
     // The pinned CA's own limit counts too: one level allowed, two given.
     const under = pki.issue({ name: 'under one-level', issuer: oneLevelRoot, ca: {} });
     const deeper = pki.issue({ name: 'deeper', issuer: under, ca: {} });
     const carol = pki.issue({ name: 'carol', issuer: deeper });
-    refused(new CommandVerifier(oneLevelRoot.certPem), chainOf(carol, deeper, under), /pinned command CA CN=one-level command CA allows 1 intermediate CA below it \(pathLenConstraint 1\), the chain has 2/);
+    refused(
+      new CommandVerifier(oneLevelRoot.certPem),
+      chainOf(carol, deeper, under),
+      /pinned command CA CN=one-level command CA allows 1 intermediate CA below it \(pathLenConstraint 1\), the chain has 2/,
+    );
     const dave = pki.issue({ name: 'dave', issuer: under });
     assert.equal(new CommandVerifier(oneLevelRoot.certPem).verify(signed(chainOf(dave, under))).subject, 'CN=dave');
   });
@@ -63,24 +75,40 @@ describe('signer chain (RFC 5280)', () => {
     refused(new CommandVerifier(openRoot.certPem), chainOf(underNotCa, notCa), /CN=not a CA issued CN=erin but is not a CA \(basicConstraints cA is not set\)/);
     const noCertSign = pki.issue({ name: 'crl only', issuer: openRoot, ca: {}, keyUsage: 'critical, cRLSign' });
     const frank = pki.issue({ name: 'frank', issuer: noCertSign });
-    refused(new CommandVerifier(openRoot.certPem), chainOf(frank, noCertSign), /intermediate CA CN=crl only issued CN=frank but may not sign certificates: its key usage lacks keyCertSign/);
+    refused(
+      new CommandVerifier(openRoot.certPem),
+      chainOf(frank, noCertSign),
+      /intermediate CA CN=crl only issued CN=frank but may not sign certificates: its key usage lacks keyCertSign/,
+    );
     const pinnedNoCertSign = pki.issue({ name: 'pinned without keyCertSign', ca: {}, keyUsage: 'critical, digitalSignature, cRLSign' });
     const grace = pki.issue({ name: 'grace', issuer: pinnedNoCertSign });
-    refused(new CommandVerifier(pinnedNoCertSign.certPem), chainOf(grace), /pinned command CA CN=pinned without keyCertSign issued CN=grace but may not sign certificates: its key usage lacks keyCertSign/);
+    refused(
+      new CommandVerifier(pinnedNoCertSign.certPem),
+      chainOf(grace),
+      /pinned command CA CN=pinned without keyCertSign issued CN=grace but may not sign certificates: its key usage lacks keyCertSign/,
+    );
   });
 
   it('[14.3] names chain: a certificate whose key signed the signer under another name is not its issuer', () => {
     const real = pki.issue({ name: 'issuing CA', issuer: openRoot, ca: {} });
     const heidi = pki.issue({ name: 'heidi', issuer: real });
     const renamed = pki.issue({ name: 'another name', issuer: openRoot, ca: {}, keyOf: real });
-    refused(new CommandVerifier(openRoot.certPem), chainOf(heidi, renamed), /the signer CN=heidi does not chain to the pinned command CA: it is issued by CN=issuing CA, neither a pinned command CA nor a certificate given in the chain/);
+    refused(
+      new CommandVerifier(openRoot.certPem),
+      chainOf(heidi, renamed),
+      /the signer CN=heidi does not chain to the pinned command CA: it is issued by CN=issuing CA, neither a pinned command CA nor a certificate given in the chain/,
+    );
     assert.equal(new CommandVerifier(openRoot.certPem).verify(signed(chainOf(heidi, real))).subject, 'CN=heidi');
   });
 
   it('[14.3] a critical extension the agent does not process is refused', () => {
     const odd = pki.issue({ name: 'odd intermediate', issuer: openRoot, ca: {}, extra: ['1.3.6.1.4.1.55555.1 = critical, ASN1:NULL'] });
     const ivan = pki.issue({ name: 'ivan', issuer: odd });
-    refused(new CommandVerifier(openRoot.certPem), chainOf(ivan, odd), /CN=odd intermediate carries a critical extension this agent does not process \(1\.3\.6\.1\.4\.1\.55555\.1\)/);
+    refused(
+      new CommandVerifier(openRoot.certPem),
+      chainOf(ivan, odd),
+      /CN=odd intermediate carries a critical extension this agent does not process \(1\.3\.6\.1\.4\.1\.55555\.1\)/,
+    );
   });
 
   it('[14.3] signer keys outside the documented algorithms are refused: P-192, secp256k1, P-521, RSA 1024', () => {

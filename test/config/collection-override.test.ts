@@ -20,8 +20,19 @@ import { DEMO_DBC_PATH } from '../../src/sim/vehicle.js';
 import { InProcessAgent } from '../support/agent-in-process.js';
 import { makeTempDir } from '../support/temp.js';
 
-const INITIAL_COLLECTION = { batch: { maxSamples: 50, maxDelayMs: 300 }, format: 'json', rules: [{ name: 'speed', mode: 'periodic', intervalMs: 200, signals: ['VehicleSpeed'] }] };
-const NEW_COLLECTION = { batch: { maxSamples: 20, maxDelayMs: 500 }, format: 'json', rules: [{ name: 'engine', mode: 'periodic', intervalMs: 200, signals: ['EngineSpeed'] }, { name: 'gear', mode: 'change', signals: ['GearEngaged'] }] };
+const INITIAL_COLLECTION = {
+  batch: { maxSamples: 50, maxDelayMs: 300 },
+  format: 'json',
+  rules: [{ name: 'speed', mode: 'periodic', intervalMs: 200, signals: ['VehicleSpeed'] }],
+};
+const NEW_COLLECTION = {
+  batch: { maxSamples: 20, maxDelayMs: 500 },
+  format: 'json',
+  rules: [
+    { name: 'engine', mode: 'periodic', intervalMs: 200, signals: ['EngineSpeed'] },
+    { name: 'gear', mode: 'change', signals: ['GearEngaged'] },
+  ],
+};
 
 /** A device config in a fresh folder, mode 0640 as flash installs it, with the outbox (and the override) in var/. */
 function deviceFolder(): { dir: string; configFile: string; overrideFile: string } {
@@ -52,7 +63,10 @@ describe('[14.9] setConfig keeps the collection rules beside the outbox, never i
     const before = readFileSync(configFile);
     const first = await InProcessAgent.start(configFile);
     try {
-      assert.deepEqual(collectionIn(first.context).rules.map((r) => r.name), ['speed']);
+      assert.deepEqual(
+        collectionIn(first.context).rules.map((r) => r.name),
+        ['speed'],
+      );
       assert.deepEqual(await sendSetConfig(first.context, NEW_COLLECTION), { applied: 'collection', rules: 2 });
     } finally {
       await first.close();
@@ -64,15 +78,22 @@ describe('[14.9] setConfig keeps the collection rules beside the outbox, never i
 
     const second = await InProcessAgent.start(configFile);
     try {
-      assert.deepEqual(collectionIn(second.context).rules.map((r) => r.name), ['engine', 'gear'], 'the next start runs the rules setConfig set');
-      assert.deepEqual(second.log.filter((w) => w.includes('ignored')), []);
+      assert.deepEqual(
+        collectionIn(second.context).rules.map((r) => r.name),
+        ['engine', 'gear'],
+        'the next start runs the rules setConfig set',
+      );
+      assert.deepEqual(
+        second.log.filter((w) => w.includes('ignored')),
+        [],
+      );
     } finally {
       await second.close();
     }
     assert.deepEqual(readFileSync(configFile), before);
   });
 
-  it('[14.L4] a rewrite keeps the override\'s mode; a link pre-placed at its temporary file is replaced, never written through', async () => {
+  it("[14.L4] a rewrite keeps the override's mode; a link pre-placed at its temporary file is replaced, never written through", async () => {
     const { configFile, overrideFile } = deviceFolder();
     const elsewhere = makeTempDir('collection-override-victim-');
     const victim = path.join(elsewhere, 'victim.json');
@@ -93,22 +114,31 @@ describe('[14.9] setConfig keeps the collection rules beside the outbox, never i
       assert.ok(stats.isFile(), 'the override is a regular file, not the link');
       assert.equal(stats.mode & 0o777, 0o640, 'the mode it had is kept');
       assert.deepEqual(JSON.parse(readFileSync(overrideFile, 'utf8')), { collection: NEW_COLLECTION });
-      assert.deepEqual(readdirSync(path.dirname(overrideFile)).filter((name) => name.endsWith('.tmp')), []);
+      assert.deepEqual(
+        readdirSync(path.dirname(overrideFile)).filter((name) => name.endsWith('.tmp')),
+        [],
+      );
     } finally {
       await agent.close();
     }
   });
 
-  it('[14.9] a FIFO in place of the override: the agent starts at once on the config\'s rules and says why', async () => {
+  it("[14.9] a FIFO in place of the override: the agent starts at once on the config's rules and says why", async () => {
     const { configFile, overrideFile } = deviceFolder();
     mkdirSync(path.dirname(overrideFile));
     assert.equal(spawnSync('mkfifo', [overrideFile]).status, 0);
     const agent = await InProcessAgent.start(configFile);
     try {
-      assert.deepEqual(collectionIn(agent.context).rules.map((r) => r.name), ['speed']);
+      assert.deepEqual(
+        collectionIn(agent.context).rules.map((r) => r.name),
+        ['speed'],
+      );
       const said = agent.log.filter((w) => w.includes(overrideFile));
       assert.equal(said.length, 1, agent.log.join('\n'));
-      assert.match(said[0]!, /^config: the collection rules set by setConfig are ignored: .* is a FIFO, not a regular file; the device config's own rules are in force$/);
+      assert.match(
+        said[0]!,
+        /^config: the collection rules set by setConfig are ignored: .* is a FIFO, not a regular file; the device config's own rules are in force$/,
+      );
     } finally {
       await agent.close();
     }
@@ -144,7 +174,10 @@ describe('[14.9] setConfig keeps the collection rules beside the outbox, never i
 
     it('[14.9] a usable one: its rules, one line saying so', () => {
       const { result, warnings, infos } = apply(() => writeFileSync(overrideFile, JSON.stringify({ collection: NEW_COLLECTION })));
-      assert.deepEqual(result.collection!.rules.map((r) => r.name), ['engine', 'gear']);
+      assert.deepEqual(
+        result.collection!.rules.map((r) => r.name),
+        ['engine', 'gear'],
+      );
       assert.deepEqual(result.uplink, config.uplink);
       assert.deepEqual(warnings, []);
       assert.equal(infos.length, 1);
@@ -154,14 +187,41 @@ describe('[14.9] setConfig keeps the collection rules beside the outbox, never i
     const refused: Array<[string, () => void, RegExp]> = [
       ['not JSON', () => writeFileSync(overrideFile, '{"collection": {'), /is not JSON/],
       // A compromised agent could write this file: it must never carry anything but the collection rules.
-      ['naming the trust anchors', () => writeFileSync(overrideFile, JSON.stringify({ collection: NEW_COLLECTION, uplink: { caFile: '/tmp/evil-ca.crt' }, commands: { caFile: '/tmp/evil-ca.crt' } })), /is not a collection override .*nothing else.*: \(top level\): Unrecognized keys: "uplink", "commands"/],
-      ['off the schema', () => writeFileSync(overrideFile, JSON.stringify({ collection: { batch: { maxSamples: 0 }, rules: [] } })), /collection\.batch\.maxSamples/],
-      ['rules naming a signal no bus has', () => writeFileSync(overrideFile, JSON.stringify({ collection: { rules: [{ name: 'typo', mode: 'periodic', intervalMs: 100, signals: ['VehicleSpede'] }] } })), /no bus DBC has a signal 'VehicleSpede'/],
+      [
+        'naming the trust anchors',
+        () =>
+          writeFileSync(
+            overrideFile,
+            JSON.stringify({ collection: NEW_COLLECTION, uplink: { caFile: '/tmp/evil-ca.crt' }, commands: { caFile: '/tmp/evil-ca.crt' } }),
+          ),
+        /is not a collection override .*nothing else.*: \(top level\): Unrecognized keys: "uplink", "commands"/,
+      ],
+      [
+        'off the schema',
+        () => writeFileSync(overrideFile, JSON.stringify({ collection: { batch: { maxSamples: 0 }, rules: [] } })),
+        /collection\.batch\.maxSamples/,
+      ],
+      [
+        'rules naming a signal no bus has',
+        () =>
+          writeFileSync(
+            overrideFile,
+            JSON.stringify({ collection: { rules: [{ name: 'typo', mode: 'periodic', intervalMs: 100, signals: ['VehicleSpede'] }] } }),
+          ),
+        /no bus DBC has a signal 'VehicleSpede'/,
+      ],
       ['a link to a usable file elsewhere', () => symlinkSync(valid, overrideFile), /is a symbolic link, which is not followed/],
       ['a link to /dev/zero', () => symlinkSync('/dev/zero', overrideFile), /is a symbolic link, which is not followed/],
       ['a FIFO', () => spawnSync('mkfifo', [overrideFile]), /is a FIFO, not a regular file/],
       ['a folder', () => mkdirSync(overrideFile), /is a folder, not a regular file/],
-      ['a huge sparse file', () => { writeFileSync(overrideFile, ''); truncateSync(overrideFile, 8 * 1024 ** 3); }, /is 8\.0 GiB, more than the 4\.0 MiB it may be/],
+      [
+        'a huge sparse file',
+        () => {
+          writeFileSync(overrideFile, '');
+          truncateSync(overrideFile, 8 * 1024 ** 3);
+        },
+        /is 8\.0 GiB, more than the 4\.0 MiB it may be/,
+      ],
     ];
     for (const [what, make, why] of refused) {
       it(`[14.9] ${what}: ignored, the config's own rules in force`, () => {

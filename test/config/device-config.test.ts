@@ -5,13 +5,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import type { Elm327AdapterConfig } from '../../src/agent/sources/elm327.js';
-import {
-  DEVICE_CONFIG_SCHEMA_FILE,
-  DeviceConfigError,
-  deviceConfigJsonSchema,
-  loadDeviceConfig,
-  parseDeviceConfig,
-} from '../../src/config/device-config.js';
+import { DEVICE_CONFIG_SCHEMA_FILE, DeviceConfigError, deviceConfigJsonSchema, loadDeviceConfig, parseDeviceConfig } from '../../src/config/device-config.js';
 import { repoRoot } from '../support/shared.js';
 import { makeTempDir } from '../support/temp.js';
 
@@ -91,10 +85,7 @@ describe('device config', () => {
     writeFileSync(path.join(dir, 'logs', 'drive.log'), '');
     writeFileSync(path.join(dir, 'bus.dbc'), 'VERSION ""\n');
     const file = path.join(dir, 'replay.json');
-    writeFileSync(
-      file,
-      JSON.stringify({ deviceId: 'x', buses: [{ name: 'can1', dbc: 'bus.dbc', source: { type: 'replay', file: 'logs/drive.log' } }] }),
-    );
+    writeFileSync(file, JSON.stringify({ deviceId: 'x', buses: [{ name: 'can1', dbc: 'bus.dbc', source: { type: 'replay', file: 'logs/drive.log' } }] }));
     const replay = loadDeviceConfig(file).buses[0]!.source;
     assert.deepEqual(replay, { type: 'replay', file: path.join(dir, 'logs', 'drive.log') });
   });
@@ -114,24 +105,37 @@ describe('device config', () => {
     assertRejects({ deviceId: 'x', buses: [simBus], satus: {} }, "(top level): unknown field 'satus'");
     assertRejects({ deviceId: 'x', buses: [simBus, simBus] }, "buses[1].name: duplicate bus name 'can0'");
     // All problems at once, each on its own line, with the file named.
-    assertRejects({ deviceId: '', buses: [{ ...simBus, dbc: 1 }] }, 'config.json: 2 problems:\n', '  deviceId: "" cannot be a device ID: it is empty', '  buses[0].dbc: expected string');
+    assertRejects(
+      { deviceId: '', buses: [{ ...simBus, dbc: 1 }] },
+      'config.json: 2 problems:\n',
+      '  deviceId: "" cannot be a device ID: it is empty',
+      '  buses[0].dbc: expected string',
+    );
   });
 
   it('reports files that do not exist, by field', () => {
     assertRejects({ deviceId: 'x', buses: [{ ...simBus, dbc: 'missing.dbc' }] }, 'buses[0].dbc: file not found: ', 'missing.dbc');
-    assertRejects(
-      { deviceId: 'x', buses: [{ ...simBus, source: { type: 'replay', file: 'gone.log' } }] },
-      'buses[0].source.file: file not found: ',
-    );
+    assertRejects({ deviceId: 'x', buses: [{ ...simBus, source: { type: 'replay', file: 'gone.log' } }] }, 'buses[0].source.file: file not found: ');
   });
 
   it('[14.L10] a collection section that would claim more memory than maxMemoryMB does not load: the reason says what it claims', () => {
     const trigger = (name: string) => ({ name, mode: 'trigger', signals: ['VehicleSpeed'], trigger: { when: 'VehicleSpeed > 200', bufferSamples: 1_000_000 } });
     const collection = { rules: Array.from({ length: 10 }, (_, i) => trigger(`t${i}`)) };
     const outbox = { path: 'outbox.db' };
-    assertRejects({ deviceId: 'x', buses: [simBus], outbox, collection }, 'config.json: collection: the rules would hold up to 1160 MB in memory, over the budget of 64 MB (maxMemoryMB)');
+    assertRejects(
+      { deviceId: 'x', buses: [simBus], outbox, collection },
+      'config.json: collection: the rules would hold up to 1160 MB in memory, over the budget of 64 MB (maxMemoryMB)',
+    );
     assert.equal(loadJson({ deviceId: 'x', buses: [simBus], outbox, collection: { ...collection, maxMemoryMB: 1500 } }).collection?.maxMemoryMB, 1500);
-    assert.equal(loadJson({ deviceId: 'x', buses: [simBus], outbox, collection: { rules: [trigger('one')].map((r) => ({ ...r, trigger: { ...r.trigger, bufferSamples: 100_000 } })) } }).collection?.maxMemoryMB, 64);
+    assert.equal(
+      loadJson({
+        deviceId: 'x',
+        buses: [simBus],
+        outbox,
+        collection: { rules: [trigger('one')].map((r) => ({ ...r, trigger: { ...r.trigger, bufferSamples: 100_000 } })) },
+      }).collection?.maxMemoryMB,
+      64,
+    );
   });
 
   it('locates JSON syntax errors by line and column', () => {
@@ -161,11 +165,17 @@ describe('device config', () => {
     assert.equal(adapter.port, '/dev/serial/by-id/usb-FTDI_FT232R_USB_UART_A50285BI-if00-port0');
     assert.equal(adapter.protocol, 'auto');
     assert.equal(adapter.baudRate, undefined);
-    assert.deepEqual(adapter.pids.map((p) => p.pid), ['rpm', 'speed', 'coolantTemp', 'fuelLevel']);
+    assert.deepEqual(
+      adapter.pids.map((p) => p.pid),
+      ['rpm', 'speed', 'coolantTemp', 'fuelLevel'],
+    );
   });
 
   it('names what is wrong with an OBD adapter', () => {
-    const adapter = (extra: Record<string, unknown>) => ({ deviceId: 'x', obdAdapters: [{ name: 'obd', port: '/dev/ttyUSB0', pids: [{ pid: 'rpm', intervalMs: 100 }], ...extra }] });
+    const adapter = (extra: Record<string, unknown>) => ({
+      deviceId: 'x',
+      obdAdapters: [{ name: 'obd', port: '/dev/ttyUSB0', pids: [{ pid: 'rpm', intervalMs: 100 }], ...extra }],
+    });
     assertRejects(adapter({ protocol: 13 }), 'obdAdapters[0].protocol');
     assertRejects(adapter({ protocol: 'CAN' }), 'obdAdapters[0].protocol');
     assertRejects(adapter({ baudRate: 12 }), 'obdAdapters[0].baudRate');
@@ -173,7 +183,11 @@ describe('device config', () => {
     assertRejects(adapter({ port: '' }), 'obdAdapters[0].port');
     assertRejects(adapter({ tty: '/dev/ttyUSB1' }), 'obdAdapters[0]');
     assertRejects(
-      { deviceId: 'x', buses: [{ name: 'obd', dbc: 'car.dbc', source: { type: 'sim' } }], obdAdapters: [{ name: 'obd', port: '/dev/ttyUSB0', pids: [{ pid: 'rpm', intervalMs: 100 }] }] },
+      {
+        deviceId: 'x',
+        buses: [{ name: 'obd', dbc: 'car.dbc', source: { type: 'sim' } }],
+        obdAdapters: [{ name: 'obd', port: '/dev/ttyUSB0', pids: [{ pid: 'rpm', intervalMs: 100 }] }],
+      },
       "obdAdapters[0].name: duplicate name 'obd'",
     );
   });
@@ -197,7 +211,13 @@ describe('device config', () => {
         {
           ...simBus,
           source: { type: 'socketcan', interface: 'can1', filter: 'none', timestamps: false },
-          obd: { addressing: '29-bit', p2Ms: 200, pids: [{ pid: 'rpm', intervalMs: 250, ecu: 0x18 }], budget: { maxRequestsPerSecond: 5 }, backoff: { maxMs: 10000 } },
+          obd: {
+            addressing: '29-bit',
+            p2Ms: 200,
+            pids: [{ pid: 'rpm', intervalMs: 250, ecu: 0x18 }],
+            budget: { maxRequestsPerSecond: 5 },
+            backoff: { maxMs: 10000 },
+          },
         },
       ],
     });
@@ -215,7 +235,10 @@ describe('device config', () => {
     assertRejects(withInterface('..'), 'buses[0].source.interface: not a network interface name');
     assertRejects(withInterface('abcdefghijklmnop'), 'buses[0].source.interface: not a network interface name', 'got "abcdefghijklmnop"');
     // 15 characters but 16 bytes: the kernel counts bytes.
-    assertRejects(withInterface('can-bus-fahrwëg'), 'buses[0].source.interface: not a network interface name: "can-bus-fahrwëg" is 16 bytes, the kernel allows 15');
+    assertRejects(
+      withInterface('can-bus-fahrwëg'),
+      'buses[0].source.interface: not a network interface name: "can-bus-fahrwëg" is 16 bytes, the kernel allows 15',
+    );
     assertRejects(withInterface(0), 'buses[0].source.interface: expected string, got 0');
     assertRejects({ deviceId: 'x', buses: [{ ...simBus, source: { type: 'socketcan' } }] }, 'buses[0].source.interface: required string is missing');
     assertRejects(
@@ -245,9 +268,15 @@ describe('device config', () => {
     assertRejects(withObd({ pids: [{ pid: 'RPM', intervalMs: 100 }] }), 'buses[0].obd.pids[0].pid: unknown PID name "RPM"; did you mean "rpm"?');
     assertRejects(withObd({ pids: [{ pid: 'coolant', intervalMs: 100 }] }), 'did you mean "coolantTemp"?');
     assertRejects(withObd({ pids: [rpm, { pid: 300, intervalMs: 100 }] }), 'buses[0].obd.pids[1].pid: a PID is a byte (0-255), got 300');
-    assertRejects(withObd({ pids: [{ pid: 0x6f, intervalMs: 100 }] }), 'buses[0].obd.pids[0].pid: PID 111 (0x6F) is not a J1979 Mode 01 PID the agent can decode');
+    assertRejects(
+      withObd({ pids: [{ pid: 0x6f, intervalMs: 100 }] }),
+      'buses[0].obd.pids[0].pid: PID 111 (0x6F) is not a J1979 Mode 01 PID the agent can decode',
+    );
     assertRejects(withObd({ pids: [{ pid: 0x20, intervalMs: 100 }] }), 'buses[0].obd.pids[0].pid: PID 0x20 (pidsSupported20) only lists supported PIDs');
-    assertRejects(withObd({ pids: [{ pid: true, intervalMs: 100 }] }), 'buses[0].obd.pids[0].pid: expected a Mode 01 PID number (e.g. 12) or its name (e.g. "rpm"), got true');
+    assertRejects(
+      withObd({ pids: [{ pid: true, intervalMs: 100 }] }),
+      'buses[0].obd.pids[0].pid: expected a Mode 01 PID number (e.g. 12) or its name (e.g. "rpm"), got true',
+    );
     assertRejects(withObd({ pids: [{ ...rpm, ecu: 8 }] }), 'buses[0].obd.pids[0].ecu: ECU 8 does not exist with 11-bit identifiers (0-7)');
     assertRejects(withObd({ addressing: '29-bit', pids: [{ ...rpm, ecu: 256 }] }), 'buses[0].obd.pids[0].ecu: must be at most 255, got 256');
     assertRejects(withObd({ addressing: 'extended', pids: [rpm] }), 'buses[0].obd.addressing: expected "11-bit" or "29-bit", got "extended"');

@@ -157,7 +157,10 @@ BO_ 257 CrossScaled: 8 ECU
   it('encodes back to the same bytes', () => {
     const cross = codecOf(db, 'Cross');
     // Into zeros: only the signals' bits are set (byte0 bits 3..1, byte2 bits 7..5, byte3 bit 0, ... stay 0).
-    assert.deepStrictEqual(cross.encode({ Flag: 1, IntelA: 0x3ca, MotoB: 0xdf3, IntelS: -192, MotoS: -111 }), bytes(0xa1, 0x3c, 0x1b, 0xe6, 0x80, 0x06, 0x3c, 0x88));
+    assert.deepStrictEqual(
+      cross.encode({ Flag: 1, IntelA: 0x3ca, MotoB: 0xdf3, IntelS: -192, MotoS: -111 }),
+      bytes(0xa1, 0x3c, 0x1b, 0xe6, 0x80, 0x06, 0x3c, 0x88),
+    );
     // Bits no signal covers stay as the output buffer had them.
     const out = Uint8Array.from(data);
     cross.encodeInto({ Flag: 0, IntelA: 0, MotoB: 0, IntelS: 0, MotoS: 0 }, out);
@@ -219,9 +222,7 @@ describe('random layouts against the bit-by-bit reference', () => {
       );
     })
     .join('\n');
-  const valueTypes = cases
-    .map((c, i) => (c.kind === 'integer' ? '' : `SIG_VALTYPE_ ${i + 1} ${c.name} : ${c.kind === 'float32' ? 1 : 2};\n`))
-    .join('');
+  const valueTypes = cases.map((c, i) => (c.kind === 'integer' ? '' : `SIG_VALTYPE_ ${i + 1} ${c.name} : ${c.kind === 'float32' ? 1 : 2};\n`)).join('');
   const db = compile(`${text}\n${valueTypes}`);
 
   const expectedValue = (c: Case, raw: bigint, scaling: boolean): SignalValue => {
@@ -287,12 +288,9 @@ describe('random layouts against the bit-by-bit reference', () => {
     assert.ok(cases.filter(narrowButExact).length < 50);
   });
 
-  it(
-    'decodeInto of the random layouts whose integer scaling of a narrow raw passes 2^53',
-    () => {
-      checkAll(narrowButExact);
-    },
-  );
+  it('decodeInto of the random layouts whose integer scaling of a narrow raw passes 2^53', () => {
+    checkAll(narrowButExact);
+  });
 
   it('encodes what the reference packs, and decode(encode(v)) == v', () => {
     const rand = seededRandom(SEED ^ 0x123456);
@@ -442,14 +440,22 @@ SIG_VALTYPE_ 602 F64be : 2;
     const values = codecOf(db, 'Tenth').decode(bytes(3, 1, 0, 7, 0, 0, 0, 0));
     assert.deepStrictEqual(values, { Tenth: 0.30000000000000004, TenthOffset: 0.30000000000000004, Temp: -40, IntAsFloat: 7 });
     assert.equal(codecOf(db, 'Tenth').decode(bytes(7, 0, 0, 0, 0, 0, 0, 0)).Tenth, 0.7000000000000001);
-    assert.deepStrictEqual(codecOf(db, 'Tenth').decode(bytes(3, 1, 255, 7, 0, 0, 0, 0), { scaling: false }), { Tenth: 3, TenthOffset: 1, Temp: 255, IntAsFloat: 7 });
+    assert.deepStrictEqual(codecOf(db, 'Tenth').decode(bytes(3, 1, 255, 7, 0, 0, 0, 0), { scaling: false }), {
+      Tenth: 3,
+      TenthOffset: 1,
+      Temp: 255,
+      IntAsFloat: 7,
+    });
   });
 
   it('float32 and float64, Intel and Motorola', () => {
     // 1.5f = 0x3FC00000 little-endian in bytes 0..3; -2.25f = 0xC0100000 big-endian in bytes 4..7
     assert.deepStrictEqual(codecOf(db, 'Floats').decode(bytes(0, 0, 0xc0, 0x3f, 0xc0, 0x10, 0, 0)), { F32le: 1.5, F32be: -2.25 });
     // 0.1f = 0x3DCCCCCD
-    assert.deepStrictEqual(codecOf(db, 'Floats').decode(bytes(0xcd, 0xcc, 0xcc, 0x3d, 0x3d, 0xcc, 0xcc, 0xcd)), { F32le: Math.fround(0.1), F32be: Math.fround(0.1) });
+    assert.deepStrictEqual(codecOf(db, 'Floats').decode(bytes(0xcd, 0xcc, 0xcc, 0x3d, 0x3d, 0xcc, 0xcc, 0xcd)), {
+      F32le: Math.fround(0.1),
+      F32be: Math.fround(0.1),
+    });
     // -2.5 = 0xC004000000000000
     assert.deepStrictEqual(codecOf(db, 'Double').decode(bytes(0, 0, 0, 0, 0, 0, 0x04, 0xc0)), { F64: -2.5 });
     // 0.1 = 0x3FB999999999999A, big-endian, then * 2 + 1
@@ -835,50 +841,36 @@ VAL_ 900 __proto__ 5 "five" ;
 // regressions: defects found by review and fixed
 
 describe('fixed defects stay fixed', () => {
-  it(
-    'decodeInto of a narrow signal whose integer scaling passes 2^53 stores a double',
-    () => {
-      const db = compile(`BO_ 519 Scaled40b: 8 ECU\n SG_ Large : 0|40@1+ (100000,0) [0|0] "" ECU\n`);
-      const codec = db.find(519, false)!;
-      const buffer = new Float64Array(db.slotCount);
-      assert.equal(codec.decodeInto(new Uint8Array(8).fill(0xff), buffer), 1);
-      assert.equal(buffer[0], 109951162777500000);
-    },
-  );
+  it('decodeInto of a narrow signal whose integer scaling passes 2^53 stores a double', () => {
+    const db = compile(`BO_ 519 Scaled40b: 8 ECU\n SG_ Large : 0|40@1+ (100000,0) [0|0] "" ECU\n`);
+    const codec = db.find(519, false)!;
+    const buffer = new Float64Array(db.slotCount);
+    assert.equal(codec.decodeInto(new Uint8Array(8).fill(0xff), buffer), 1);
+    assert.equal(buffer[0], 109951162777500000);
+  });
 
-  it(
-    'encode ignores inherited properties of the values object (a signal named toString is absent, not a function)',
-    () => {
-      const db = compile(`BO_ 1 Names: 8 ECU\n SG_ toString : 0|8@1+ (1,0) [0|0] "" ECU\n SG_ valueOf : 8|8@1+ (1,0) [0|0] "" ECU\n`);
-      assert.deepStrictEqual(db.find(1, false)!.encode({}), new Uint8Array(8));
-    },
-  );
+  it('encode ignores inherited properties of the values object (a signal named toString is absent, not a function)', () => {
+    const db = compile(`BO_ 1 Names: 8 ECU\n SG_ toString : 0|8@1+ (1,0) [0|0] "" ECU\n SG_ valueOf : 8|8@1+ (1,0) [0|0] "" ECU\n`);
+    assert.deepStrictEqual(db.find(1, false)!.encode({}), new Uint8Array(8));
+  });
 
-  it(
-    'an integer scaling with an offset beyond 2^53 stays exact',
-    () => {
-      const db = compile(`BO_ 1 BigOffset: 8 ECU\n SG_ S : 0|8@1+ (1,100000000000000000) [0|0] "" ECU\n`);
-      assert.equal(db.find(1, false)!.decode(bytes(5, 0, 0, 0, 0, 0, 0, 0)).S, 100000000000000005n);
-    },
-  );
+  it('an integer scaling with an offset beyond 2^53 stays exact', () => {
+    const db = compile(`BO_ 1 BigOffset: 8 ECU\n SG_ S : 0|8@1+ (1,100000000000000000) [0|0] "" ECU\n`);
+    assert.equal(db.find(1, false)!.decode(bytes(5, 0, 0, 0, 0, 0, 0, 0)).S, 100000000000000005n);
+  });
 
-  it(
-    'a factor written as an integer too large for a double decodes or fails with a DecodeError',
-    () => {
-      const db = compile(`BO_ 1 Huge: 8 ECU\n SG_ S : 0|8@1+ (1${'0'.repeat(400)},0) [0|0] "" ECU\n`);
-      const codec = db.find(1, false)!;
-      try {
-        codec.decode(bytes(1, 0, 0, 0, 0, 0, 0, 0));
-      } catch (err) {
-        assert.ok(err instanceof DecodeError, `got ${String(err)}`);
-      }
-    },
-  );
+  it('a factor written as an integer too large for a double decodes or fails with a DecodeError', () => {
+    const db = compile(`BO_ 1 Huge: 8 ECU\n SG_ S : 0|8@1+ (1${'0'.repeat(400)},0) [0|0] "" ECU\n`);
+    const codec = db.find(1, false)!;
+    try {
+      codec.decode(bytes(1, 0, 0, 0, 0, 0, 0, 0));
+    } catch (err) {
+      assert.ok(err instanceof DecodeError, `got ${String(err)}`);
+    }
+  });
 
-  it(
-    'encode errors are EncodeErrors: factor 0, a fractional value-table key, a fractional GenSigStartValue',
-    () => {
-      const db = compile(`BO_ 1 Zero: 8 ECU
+  it('encode errors are EncodeErrors: factor 0, a fractional value-table key, a fractional GenSigStartValue', () => {
+    const db = compile(`BO_ 1 Zero: 8 ECU
  SG_ Z : 0|8@1+ (0,0) [0|0] "" ECU
 BO_ 2 Label: 8 ECU
  SG_ L : 0|8@1+ (1,0) [0|0] "" ECU
@@ -888,9 +880,8 @@ VAL_ 2 L 1.5 "half" ;
 BA_DEF_ SG_ "GenSigStartValue" FLOAT 0 10;
 BA_ "GenSigStartValue" SG_ 3 T 1.5;
 `);
-      encodeError(() => db.find(1, false)!.encode({ Z: 3 }), /Z/);
-      encodeError(() => db.find(2, false)!.encode({ L: 'half' }), /L/);
-      encodeError(() => db.find(3, false)!.encode({}), /T/);
-    },
-  );
+    encodeError(() => db.find(1, false)!.encode({ Z: 3 }), /Z/);
+    encodeError(() => db.find(2, false)!.encode({ L: 'half' }), /L/);
+    encodeError(() => db.find(3, false)!.encode({}), /T/);
+  });
 });

@@ -117,7 +117,34 @@ const HUGE_AND_ODD_NUMBERS = [
   '1.2.3',
 ];
 
-const INJECTED = ['"', ';', ':', '|', '@', '\0', '\\', '\r', '\n', '\r\n', '//', '(', ')', '[', ']', ',', '-', '+', '\t', ' M ', ' m1 ', ' m0M ', 'BO_ ', ' SG_ ', 'CM_ ', '\\"'];
+const INJECTED = [
+  '"',
+  ';',
+  ':',
+  '|',
+  '@',
+  '\0',
+  '\\',
+  '\r',
+  '\n',
+  '\r\n',
+  '//',
+  '(',
+  ')',
+  '[',
+  ']',
+  ',',
+  '-',
+  '+',
+  '\t',
+  ' M ',
+  ' m1 ',
+  ' m0M ',
+  'BO_ ',
+  ' SG_ ',
+  'CM_ ',
+  '\\"',
+];
 const RAW_BYTES = [0x00, 0xff, 0xfe, 0x80, 0x9f, 0xc3, 0xe2, 0xef, 0xbb, 0xbf, 0xed, 0xa0];
 const NAMES = ['__proto__', 'constructor', 'toString', 'prototype', '2017_5', 'BO_', 'SG_', 'VECTOR__INDEPENDENT_SIG_MSG', 'x'.repeat(300)];
 
@@ -239,10 +266,10 @@ function mutate(input: Buffer, r: SeededRandom, log: string[]): Buffer {
       const numbers = tokens(bytes, /[-+]?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?/g);
       if (numbers.length === 0) break;
       const [s, e] = r.pick(numbers);
-      const replacement = r.chance(0.3)
-        ? `${r.chance(0.3) ? '-' : ''}${'9'.repeat(r.int(17, 400))}`
-        : r.pick(HUGE_AND_ODD_NUMBERS);
-      log.push(`number '${latin1(bytes.subarray(s, e))}' at ${s} -> '${replacement.length > 30 ? `${replacement.slice(0, 12)}…(${replacement.length} chars)` : replacement}'`);
+      const replacement = r.chance(0.3) ? `${r.chance(0.3) ? '-' : ''}${'9'.repeat(r.int(17, 400))}` : r.pick(HUGE_AND_ODD_NUMBERS);
+      log.push(
+        `number '${latin1(bytes.subarray(s, e))}' at ${s} -> '${replacement.length > 30 ? `${replacement.slice(0, 12)}…(${replacement.length} chars)` : replacement}'`,
+      );
       bytes = splice(bytes, s, e - s, replacement);
       break;
     }
@@ -302,7 +329,11 @@ function loadSources(files: string[]): Source[] {
     lines.forEach((line, i) => {
       if (line[0] === 0x42 && latin1(line.subarray(0, 4)) === 'BO_ ') messageStarts.push(i);
     });
-    return { name: path.basename(path.dirname(file)) === 'dbc' ? path.basename(file) : path.join(path.basename(path.dirname(file)), path.basename(file)), lines, messageStarts };
+    return {
+      name: path.basename(path.dirname(file)) === 'dbc' ? path.basename(file) : path.join(path.basename(path.dirname(file)), path.basename(file)),
+      lines,
+      messageStarts,
+    };
   });
 }
 
@@ -447,7 +478,16 @@ function runCase(sources: Source[], seed: number, index: number, outcome: Outcom
 function runJob(job: Job): Outcome {
   const sources = loadSources(job.files);
   const progress = new Int32Array(job.progress);
-  const outcome: Outcome = { parsed: 0, rejected: 0, decodedFrames: 0, decodeErrors: 0, messagesCompiled: 0, failures: [], known: {}, slowest: { index: -1, ms: 0 } };
+  const outcome: Outcome = {
+    parsed: 0,
+    rejected: 0,
+    decodedFrames: 0,
+    decodeErrors: 0,
+    messagesCompiled: 0,
+    failures: [],
+    known: {},
+    slowest: { index: -1, ms: 0 },
+  };
   for (let index = job.first; index < job.first + job.count; index++) {
     Atomics.store(progress, 0, index);
     const started = performance.now();
@@ -492,14 +532,18 @@ function runInWorker(job: Job): Promise<Outcome> {
         const index = Atomics.load(progress, 0);
         finish(() => {
           void worker.terminate();
-          reject(new Error(`seed ${job.seed} case ${index} did not finish within ${HANG_MS} ms (hang); rerun with DBC_FUZZ_SEED=${job.seed} DBC_FUZZ_CASE=${index}`));
+          reject(
+            new Error(`seed ${job.seed} case ${index} did not finish within ${HANG_MS} ms (hang); rerun with DBC_FUZZ_SEED=${job.seed} DBC_FUZZ_CASE=${index}`),
+          );
         });
       }
     }, 250);
     worker.once('message', (outcome: Outcome) => finish(() => resolve(outcome)));
     worker.once('error', (err) => {
       const index = Atomics.load(progress, 0);
-      finish(() => reject(new Error(`seed ${job.seed} case ${index}: the worker died: ${String(err)}; rerun with DBC_FUZZ_SEED=${job.seed} DBC_FUZZ_CASE=${index}`)));
+      finish(() =>
+        reject(new Error(`seed ${job.seed} case ${index}: the worker died: ${String(err)}; rerun with DBC_FUZZ_SEED=${job.seed} DBC_FUZZ_CASE=${index}`)),
+      );
     });
     worker.once('exit', (code) => finish(() => reject(new Error(`fuzz worker exited with code ${code} before reporting`))));
   });
@@ -521,40 +565,44 @@ if (isMainThread) {
     const count = only !== undefined ? 1 : Number(process.env.DBC_FUZZ_CASES ?? DEFAULT_CASES);
     let outcome: Outcome | undefined;
 
-    it(`${count} cases (seed ${seed}) end in a Database or a DbcParseError; parsed ones compile and decode or throw DecodeError`, { timeout: 600_000 }, async (t) => {
-      const files = sharedDbcFiles();
-      assert.ok(files.length >= 20, `only ${files.length} DBC files`);
-      t.diagnostic(`seed ${seed}, cases ${first}..${first + count - 1}, ${files.length} source files`);
-      const started = Date.now();
-      outcome = await runInWorker({ kind: 'dbc-fuzz', seed, first, count, files, progress: new SharedArrayBuffer(8) });
-      t.diagnostic(
-        `parsed ${outcome.parsed}, rejected with DbcParseError ${outcome.rejected}; ` +
-          `${outcome.messagesCompiled} messages compiled, ${outcome.decodedFrames} frames decoded (${outcome.decodeErrors} DecodeError); ` +
-          `slowest case ${outcome.slowest.index} took ${outcome.slowest.ms.toFixed(1)} ms; total ${((Date.now() - started) / 1000).toFixed(1)} s`,
-      );
-      for (const [kind, { count: n, example }] of Object.entries(outcome.known)) {
-        t.diagnostic(`unexpected exception ${n} times: ${kind}; e.g. seed ${seed} case ${example.index}`);
-      }
-      assert.equal(outcome.parsed + outcome.rejected, count, 'every case ends in a Database or a DbcParseError');
-      assert.ok(
-        outcome.failures.length === 0,
-        `${outcome.failures.length} failing cases; the first ones:\n${outcome.failures.slice(0, 5).map((f) => describeFailure(seed, f)).join('\n')}`,
-      );
-      if (only === undefined) {
-        // The mutations must leave enough intact inputs to reach the codec, and break enough to reach the errors.
-        assert.ok(outcome.parsed > count / 10, `only ${outcome.parsed} of ${count} cases parsed`);
-        assert.ok(outcome.rejected > count / 10, `only ${outcome.rejected} of ${count} cases were rejected`);
-        assert.ok(outcome.decodedFrames > count, `only ${outcome.decodedFrames} frames decoded`);
-      }
-    });
-
     it(
-      'no decode or decodeInto raises anything but DecodeError',
-      () => {
-        assert.ok(outcome, 'the fuzz run did not complete');
-        const hits = Object.entries(outcome.known).map(([kind, { count: n, example }]) => `${n} x ${kind}\n${describeFailure(seed, example)}`);
-        assert.deepEqual(hits, []);
+      `${count} cases (seed ${seed}) end in a Database or a DbcParseError; parsed ones compile and decode or throw DecodeError`,
+      { timeout: 600_000 },
+      async (t) => {
+        const files = sharedDbcFiles();
+        assert.ok(files.length >= 20, `only ${files.length} DBC files`);
+        t.diagnostic(`seed ${seed}, cases ${first}..${first + count - 1}, ${files.length} source files`);
+        const started = Date.now();
+        outcome = await runInWorker({ kind: 'dbc-fuzz', seed, first, count, files, progress: new SharedArrayBuffer(8) });
+        t.diagnostic(
+          `parsed ${outcome.parsed}, rejected with DbcParseError ${outcome.rejected}; ` +
+            `${outcome.messagesCompiled} messages compiled, ${outcome.decodedFrames} frames decoded (${outcome.decodeErrors} DecodeError); ` +
+            `slowest case ${outcome.slowest.index} took ${outcome.slowest.ms.toFixed(1)} ms; total ${((Date.now() - started) / 1000).toFixed(1)} s`,
+        );
+        for (const [kind, { count: n, example }] of Object.entries(outcome.known)) {
+          t.diagnostic(`unexpected exception ${n} times: ${kind}; e.g. seed ${seed} case ${example.index}`);
+        }
+        assert.equal(outcome.parsed + outcome.rejected, count, 'every case ends in a Database or a DbcParseError');
+        assert.ok(
+          outcome.failures.length === 0,
+          `${outcome.failures.length} failing cases; the first ones:\n${outcome.failures
+            .slice(0, 5)
+            .map((f) => describeFailure(seed, f))
+            .join('\n')}`,
+        );
+        if (only === undefined) {
+          // The mutations must leave enough intact inputs to reach the codec, and break enough to reach the errors.
+          assert.ok(outcome.parsed > count / 10, `only ${outcome.parsed} of ${count} cases parsed`);
+          assert.ok(outcome.rejected > count / 10, `only ${outcome.rejected} of ${count} cases were rejected`);
+          assert.ok(outcome.decodedFrames > count, `only ${outcome.decodedFrames} frames decoded`);
+        }
       },
     );
+
+    it('no decode or decodeInto raises anything but DecodeError', () => {
+      assert.ok(outcome, 'the fuzz run did not complete');
+      const hits = Object.entries(outcome.known).map(([kind, { count: n, example }]) => `${n} x ${kind}\n${describeFailure(seed, example)}`);
+      assert.deepEqual(hits, []);
+    });
   });
 }

@@ -140,7 +140,10 @@ describe('DBC corpus (shared testdata/dbc)', { skip: skipShared }, () => {
     const db = load('vehicle.dbc');
     assert.equal(db.messages.length, 217);
     assert.ok(db.messages.every((m) => m.extended && m.id <= 0x1fffffff));
-    assert.equal(db.messages.reduce((n, m) => n + m.signals.length, 0), 462);
+    assert.equal(
+      db.messages.reduce((n, m) => n + m.signals.length, 0),
+      462,
+    );
     assert.equal(db.encoding, 'windows-1252');
     const heading = db.messages.flatMap((m) => m.signals).find((s) => s.name === 'INS_Heading_2');
     assert.match(heading?.comment ?? '', /0 - 360°, the direction/);
@@ -151,7 +154,10 @@ describe('DBC corpus (shared testdata/dbc)', { skip: skipShared }, () => {
     assert.equal(db.messages.length, 331);
     assert.equal(db.messages.filter((m) => m.fd).length, 331);
     assert.equal(db.messages.filter((m) => m.extended).length, 49);
-    assert.equal(db.messages.reduce((n, m) => n + m.signals.length, 0), 2150);
+    assert.equal(
+      db.messages.reduce((n, m) => n + m.signals.length, 0),
+      2150,
+    );
     assert.ok(db.messages.some((m) => m.length === 64));
     assert.ok(db.messages.filter((m) => m.signals.some((s) => s.choices && s.choices.size > 0)).length > 0);
     assert.equal(db.encoding, 'utf-8');
@@ -291,13 +297,10 @@ describe('parse errors name the line, the column and what was expected', () => {
     }
   });
 
-  it(
-    'a negative or fractional integer field: the error points at the number, also when it starts the next line',
-    () => {
-      assertErrorAt('BO_ -5 X: 8 N\n', 1, 5, /found '-5'/);
-      assertErrorAt('BO_ 1 X:\n  1.5 N\n', 2, 3, /^expected the message length in bytes \(a non-negative integer\), found '1\.5'/);
-    },
-  );
+  it('a negative or fractional integer field: the error points at the number, also when it starts the next line', () => {
+    assertErrorAt('BO_ -5 X: 8 N\n', 1, 5, /found '-5'/);
+    assertErrorAt('BO_ 1 X:\n  1.5 N\n', 2, 3, /^expected the message length in bytes \(a non-negative integer\), found '1\.5'/);
+  });
 
   it('signal length 0 or 65 (the line, and what is wrong)', () => {
     for (const length of [0, 65]) {
@@ -310,14 +313,11 @@ describe('parse errors name the line, the column and what was expected', () => {
     assert.equal(parseDbc(`${bo} SG_ A : 0|64@1+ (1,0) [0|0] "" N\n`).messages[0]!.signals[0]!.length, 64);
   });
 
-  it(
-    'signal length 0 or 65: the column points at the length itself',
-    () => {
-      assertErrorAt(`${bo} SG_ S : 0|0@1+ (1,0) [0|0] "" N\n`, 2, 12, /length 0 is outside/);
-      assertErrorAt(`${bo} SG_ S : 0|65@1+ (1,0) [0|0] "" N\n`, 2, 12, /length 65 is outside/);
-      assertErrorAt(`${bo} SG_ S : 512|8@1+ (1,0) [0|0] "" N\n`, 2, 10, /start bit 512 is beyond/);
-    },
-  );
+  it('signal length 0 or 65: the column points at the length itself', () => {
+    assertErrorAt(`${bo} SG_ S : 0|0@1+ (1,0) [0|0] "" N\n`, 2, 12, /length 0 is outside/);
+    assertErrorAt(`${bo} SG_ S : 0|65@1+ (1,0) [0|0] "" N\n`, 2, 12, /length 65 is outside/);
+    assertErrorAt(`${bo} SG_ S : 512|8@1+ (1,0) [0|0] "" N\n`, 2, 10, /start bit 512 is beyond/);
+  });
 
   it('start bit beyond a 64-byte payload', () => {
     const err = parseError(() => parseDbc(`${bo} SG_ S : 512|8@1+ (1,0) [0|0] "" N\n`, { file: 'x.dbc' }));
@@ -333,12 +333,9 @@ describe('parse errors name the line, the column and what was expected', () => {
     assert.equal(parseDbc('BO_ 1 X: 64 N\n').messages[0]!.length, 64);
   });
 
-  it(
-    'message longer than 64 bytes: the column points at the length',
-    () => {
-      assertErrorAt('VERSION ""\nBO_ 1 X: 65 N\n', 2, 10, /65 bytes long/);
-    },
-  );
+  it('message longer than 64 bytes: the column points at the length', () => {
+    assertErrorAt('VERSION ""\nBO_ 1 X: 65 N\n', 2, 10, /65 bytes long/);
+  });
 
   it("missing ':' after the message name", () => {
     assertErrorAt('BO_ 1 X 8 N\n', 1, 9, /^expected ':' after the message name, found '8'/);
@@ -356,20 +353,20 @@ describe('parse errors name the line, the column and what was expected', () => {
   });
 
   it("a missing ';' followed by more on the same line", () => {
-    for (const [text, keyword] of [['CM_ "one" CM_ "two";\n', 'CM_'], ['VAL_TABLE_ T 1 "a" x;\n', 'VAL_TABLE_']] as const) {
+    for (const [text, keyword] of [
+      ['CM_ "one" CM_ "two";\n', 'CM_'],
+      ['VAL_TABLE_ T 1 "a" x;\n', 'VAL_TABLE_'],
+    ] as const) {
       const err = parseError(() => parseDbc(text, { file: 'x.dbc' }));
       assert.equal(err.line, 1);
       assert.ok(err.detail.startsWith(`expected ';' to end the ${keyword} statement, found `), err.message);
     }
   });
 
-  it(
-    "a missing ';' followed by more on the same line: the error shows what stands there",
-    () => {
-      assertErrorAt('CM_ "one" CM_ "two";\n', 1, 11, /^expected ';' to end the CM_ statement, found 'CM_'/);
-      assertErrorAt('VAL_TABLE_ T 1 "a" x;\n', 1, 20, /^expected ';' to end the VAL_TABLE_ statement, found 'x;'/);
-    },
-  );
+  it("a missing ';' followed by more on the same line: the error shows what stands there", () => {
+    assertErrorAt('CM_ "one" CM_ "two";\n', 1, 11, /^expected ';' to end the CM_ statement, found 'CM_'/);
+    assertErrorAt('VAL_TABLE_ T 1 "a" x;\n', 1, 20, /^expected ';' to end the VAL_TABLE_ statement, found 'x;'/);
+  });
 
   it('an unknown attribute type', () => {
     assertErrorAt('BA_DEF_ BO_ "Flag" BOOL;\n', 1, 20, /^expected the attribute type \(INT, HEX, FLOAT, STRING, ENUM\), found 'BOOL'/);
@@ -482,13 +479,18 @@ describe('lenient and strict mode', () => {
     assert.equal(tolerated.length, 1);
     assert.match(tolerated[0]!.message, /\(and 2 more like it\)$/);
     assert.equal(tolerated[0]!.line, 1);
-    assert.deepEqual(db.messages.map((m) => [m.name, m.id, m.extended]), [['A', 4096, true], ['B', 4097, true], ['C', 4098, true]]);
+    assert.deepEqual(
+      db.messages.map((m) => [m.name, m.id, m.extended]),
+      [
+        ['A', 4096, true],
+        ['B', 4097, true],
+        ['C', 4098, true],
+      ],
+    );
   });
 
   it('references to undefined messages and signals are dropped with a warning, not an error (also in strict mode)', () => {
-    const text =
-      'BO_ 1 X: 8 N\n SG_ S : 0|8@1+ (1,0) [0|0] "" N\n' +
-      'CM_ SG_ 1 Nope "x";\nVAL_ 2 S 0 "zero" ;\nBA_DEF_ BO_ "A" INT 0 1;\nBA_ "A" BO_ 3 1;\n';
+    const text = 'BO_ 1 X: 8 N\n SG_ S : 0|8@1+ (1,0) [0|0] "" N\n' + 'CM_ SG_ 1 Nope "x";\nVAL_ 2 S 0 "zero" ;\nBA_DEF_ BO_ "A" INT 0 1;\nBA_ "A" BO_ 3 1;\n';
     for (const strict of [false, true]) {
       const db = parseDbc(text, { strict });
       assert.equal(db.warnings.length, 3, JSON.stringify(db.warnings));
@@ -654,24 +656,37 @@ describe('every statement form is read', () => {
     assert.equal(db.encoding, 'utf-8');
   });
 
-  it(
-    'VECTOR__INDEPENDENT_SIG_MSG (0 bytes, never on a bus) gets no layout warning',
-    () => {
-      assert.deepEqual(db.warnings, []);
-    },
-  );
+  it('VECTOR__INDEPENDENT_SIG_MSG (0 bytes, never on a bus) gets no layout warning', () => {
+    assert.deepEqual(db.warnings, []);
+  });
 
   it('VERSION, NS_, BS_ with baud rate and BTR, BU_ on two lines', () => {
     assert.equal(db.version, '1.2.3');
-    assert.deepEqual(db.nodes.map((n) => n.name), ['Engine', 'Gateway', 'Dash']);
+    assert.deepEqual(
+      db.nodes.map((n) => n.name),
+      ['Engine', 'Gateway', 'Dash'],
+    );
     assert.equal(parseDbc('BS_: 500\nBU_: A\n').nodes[0]!.name, 'A');
     assert.equal(parseDbc('BS_:\nBU_:\nBO_ 1 X: 8 Vector__XXX\n').messages.length, 1);
   });
 
   it('VAL_TABLE_ with a negative key', () => {
     assert.deepEqual([...db.valueTables.keys()], ['OnOff', 'Gear']);
-    assert.deepEqual([...db.valueTables.get('Gear')!], [[-1, 'Reverse'], [0, 'Neutral'], [1, 'First']]);
-    assert.deepEqual([...db.valueTables.get('OnOff')!], [[1, 'On'], [0, 'Off']]);
+    assert.deepEqual(
+      [...db.valueTables.get('Gear')!],
+      [
+        [-1, 'Reverse'],
+        [0, 'Neutral'],
+        [1, 'First'],
+      ],
+    );
+    assert.deepEqual(
+      [...db.valueTables.get('OnOff')!],
+      [
+        [1, 'On'],
+        [0, 'Off'],
+      ],
+    );
   });
 
   it('BO_ and SG_ with every field', () => {
@@ -723,7 +738,10 @@ describe('every statement form is read', () => {
     assert.deepEqual(signal(db, 'EngineData', 'Mode').receivers, ['Vector__XXX']);
     const ratio = signal(db, 'EngineData', 'Ratio');
     assert.deepEqual([ratio.factor, ratio.offset, ratio.minimum, ratio.maximum, ratio.unit], [0.001, -15, -100, 100, '%']);
-    assert.deepEqual(engine.signals.map((s) => s.name), ['Rpm', 'Temp', 'Mode', 'Ratio']);
+    assert.deepEqual(
+      engine.signals.map((s) => s.name),
+      ['Rpm', 'Temp', 'Mode', 'Ratio'],
+    );
   });
 
   it('29-bit IDs lose the bit-31 flag; VECTOR__INDEPENDENT_SIG_MSG loads without a warning', () => {
@@ -756,7 +774,11 @@ describe('every statement form is read', () => {
       { strict: true },
     ).messages[0]!;
     const summary = plain.signals.map((s) => [s.name, s.isMultiplexer, s.multiplexerSignal, s.multiplexerIds]);
-    assert.deepEqual(summary, [['Sel', true, undefined, undefined], ['Inner', true, 'Sel', [3]], ['Leaf', false, 'Sel', [5]]]);
+    assert.deepEqual(summary, [
+      ['Sel', true, undefined, undefined],
+      ['Inner', true, 'Sel', [3]],
+      ['Leaf', false, 'Sel', [5]],
+    ]);
   });
 
   it('SIG_VALTYPE_ sets float32 and float64', () => {
@@ -766,7 +788,15 @@ describe('every statement form is read', () => {
   });
 
   it('VAL_ attaches value descriptions to signals (the env-var form is read and dropped)', () => {
-    assert.deepEqual([...signal(db, 'EngineData', 'Mode').choices!], [[0, 'Off'], [1, 'Idle'], [2, 'Run'], [3, 'Fault']]);
+    assert.deepEqual(
+      [...signal(db, 'EngineData', 'Mode').choices!],
+      [
+        [0, 'Off'],
+        [1, 'Idle'],
+        [2, 'Run'],
+        [3, 'Fault'],
+      ],
+    );
     assert.equal(signal(db, 'Mux29', 'Mux').choices?.get(9), 'Nine');
     assert.equal(signal(db, 'EngineData', 'Rpm').choices, undefined);
   });
@@ -777,7 +807,7 @@ describe('every statement form is read', () => {
     assert.equal(db.nodes.find((n) => n.name === 'Dash')!.comment, 'Commented before BU_ names it');
     assert.equal(message(db, 'EngineData').comment, 'Engine data; commented before its BO_');
     assert.equal(signal(db, 'EngineData', 'Rpm').comment, 'Engine speed, "quoted", commented before its BO_');
-    assert.equal(message(db, 'Mux29').comment, "Commented after its BO_,\nover two lines");
+    assert.equal(message(db, 'Mux29').comment, 'Commented after its BO_,\nover two lines');
     assert.equal(signal(db, 'Mux29', 'A').comment, 'A, commented after its BO_');
     assert.equal(db.environmentVariables.find((e) => e.name === 'EnvSpeed')!.comment, 'Speed environment variable');
   });
@@ -841,8 +871,30 @@ describe('every statement form is read', () => {
     assert.deepEqual(
       db.environmentVariables.map((e) => ({ ...e, comment: undefined })),
       [
-        { name: 'EnvSpeed', type: 0, minimum: 0, maximum: 300, unit: 'km/h', initialValue: 10, id: 1, accessType: 'DUMMY_NODE_VECTOR0', accessNodes: ['Engine', 'Dash'], comment: undefined },
-        { name: 'EnvRatio', type: 1, minimum: -1.5, maximum: 2.5, unit: '', initialValue: 0.5, id: 2, accessType: 'DUMMY_NODE_VECTOR8000', accessNodes: ['Vector__XXX'], comment: undefined },
+        {
+          name: 'EnvSpeed',
+          type: 0,
+          minimum: 0,
+          maximum: 300,
+          unit: 'km/h',
+          initialValue: 10,
+          id: 1,
+          accessType: 'DUMMY_NODE_VECTOR0',
+          accessNodes: ['Engine', 'Dash'],
+          comment: undefined,
+        },
+        {
+          name: 'EnvRatio',
+          type: 1,
+          minimum: -1.5,
+          maximum: 2.5,
+          unit: '',
+          initialValue: 0.5,
+          id: 2,
+          accessType: 'DUMMY_NODE_VECTOR8000',
+          accessNodes: ['Vector__XXX'],
+          comment: undefined,
+        },
       ],
     );
     const only = parseDbc('ENVVAR_DATA_ EnvData: 8;\nEV_DATA_ X: 1;\nBO_ 1 X: 8 N\n', { strict: true });
@@ -897,15 +949,12 @@ describe('every statement form is read', () => {
     assert.equal(utf8.messages[0]!.signals[0]!.choices?.get(1), 'grüß €');
   });
 
-  it(
-    "windows-1252's own characters 0x80-0x9F (€, curly quotes) are decoded as windows-1252, not latin-1",
-    () => {
-      const bytes = Buffer.concat([Buffer.from('CM_ "', 'ascii'), Buffer.from([0x80, 0x20, 0x93, 0x71, 0x94, 0x20, 0x92]), Buffer.from('";\n', 'ascii')]);
-      const db2 = parseDbc(bytes);
-      assert.equal(db2.encoding, 'windows-1252');
-      assert.equal(db2.comment, '\u20ac \u201cq\u201d \u2019');
-    },
-  );
+  it("windows-1252's own characters 0x80-0x9F (€, curly quotes) are decoded as windows-1252, not latin-1", () => {
+    const bytes = Buffer.concat([Buffer.from('CM_ "', 'ascii'), Buffer.from([0x80, 0x20, 0x93, 0x71, 0x94, 0x20, 0x92]), Buffer.from('";\n', 'ascii')]);
+    const db2 = parseDbc(bytes);
+    assert.equal(db2.encoding, 'windows-1252');
+    assert.equal(db2.comment, '\u20ac \u201cq\u201d \u2019');
+  });
 
   it('names may carry non-ASCII letters (German umlauts in real files)', () => {
     const db2 = parseDbc(Buffer.from('BO_ 1 Bremsdrück: 8 N\n SG_ Öl : 0|8@1+ (1,0) [0|0] "" N\n', 'utf8'));
@@ -925,32 +974,26 @@ describe('every statement form is read', () => {
 // pathological inputs
 
 describe('pathological inputs', () => {
-  it(
-    'a malformed EV_ is never fatal in lenient mode',
-    () => {
-      const db = parseDbc('EV_ Broken 0 1;\nBO_ 1 X: 8 N\n SG_ S : 0|8@1+ (1,0) [0|0] "" N\n', { file: 'x.dbc' });
-      assert.equal(db.messages.length, 1);
-      assert.ok(db.warnings.some((w) => w.message.startsWith('tolerated:') && w.message.includes('EV_')));
-    },
-  );
+  it('a malformed EV_ is never fatal in lenient mode', () => {
+    const db = parseDbc('EV_ Broken 0 1;\nBO_ 1 X: 8 N\n SG_ S : 0|8@1+ (1,0) [0|0] "" N\n', { file: 'x.dbc' });
+    assert.equal(db.messages.length, 1);
+    assert.ok(db.warnings.some((w) => w.message.startsWith('tolerated:') && w.message.includes('EV_')));
+  });
 
-  it(
-    'a signal that multiplexes itself (duplicate names + SG_MUL_VAL_) loads in bounded time and memory',
-    () => {
-      // Run in a child process with a time and memory limit, so the defect cannot take this test run down with it.
-      const text = 'BO_ 1 X: 8 N\n SG_ A M : 0|8@1+ (1,0) [0|0] "" N\n SG_ A m1M : 8|8@1+ (1,0) [0|0] "" N\nSG_MUL_VAL_ 1 A A 0-3;\n';
-      const dbc = new URL('../../src/dbc/index.js', import.meta.url).href;
-      const script = `import { parseDbc, compileDatabase } from ${JSON.stringify(dbc)};
+  it('a signal that multiplexes itself (duplicate names + SG_MUL_VAL_) loads in bounded time and memory', () => {
+    // Run in a child process with a time and memory limit, so the defect cannot take this test run down with it.
+    const text = 'BO_ 1 X: 8 N\n SG_ A M : 0|8@1+ (1,0) [0|0] "" N\n SG_ A m1M : 8|8@1+ (1,0) [0|0] "" N\nSG_MUL_VAL_ 1 A A 0-3;\n';
+    const dbc = new URL('../../src/dbc/index.js', import.meta.url).href;
+    const script = `import { parseDbc, compileDatabase } from ${JSON.stringify(dbc)};
 const db = parseDbc(${JSON.stringify(text)});
 compileDatabase(db).find(1, false).decode(new Uint8Array(8));`;
-      const child = spawnSync(process.execPath, ['--max-old-space-size=256', '--input-type=module', '-e', script], {
-        timeout: 3000,
-        encoding: 'utf8',
-      });
-      assert.equal(child.error, undefined, 'the child did not finish within 3 s');
-      assert.equal(child.status, 0, child.stderr.slice(-2000));
-    },
-  );
+    const child = spawnSync(process.execPath, ['--max-old-space-size=256', '--input-type=module', '-e', script], {
+      timeout: 3000,
+      encoding: 'utf8',
+    });
+    assert.equal(child.error, undefined, 'the child did not finish within 3 s');
+    assert.equal(child.status, 0, child.stderr.slice(-2000));
+  });
 });
 
 // ---------------------------------------------------------------------------------------------------------------------
@@ -983,37 +1026,33 @@ describe('byte-order marks and empty files', () => {
     return out;
   }
 
-  it(
-    '[14.8] a real DBC saved as UTF-16 LE or BE (or UTF-8) with a byte-order mark decodes exactly as the original',
-    { skip: skipShared },
-    () => {
-      const dir = makeTempDir('dbc-bom-');
-      // Windows-1252 with degree signs (vehicle), UTF-8 with non-ASCII text (J1939 demo), multiplexing, value tables.
-      for (const name of ['vehicle.dbc', 'css_j1939_demo.dbc', 'multiplex_2.dbc', 'choices.dbc']) {
-        const file = sharedTestdata('dbc', name);
-        const original = loadDbcFile(file);
-        const { text } = decodeDbcBytes(readFileSync(file));
-        const expected = decodedSamples(original);
-        assert.ok(expected.length > 0, name);
-        for (const encoding of ['utf-16le', 'utf-16be', 'utf-8'] as const) {
-          const copy = path.join(dir, `${encoding}-${name}`);
-          writeFileSync(copy, reencode(text, encoding));
-          const db = loadDbcFile(copy);
-          const what = `${name} as ${encoding}`;
-          assert.equal(db.encoding, encoding, what);
-          assert.ok(db.messages.length > 0, what);
-          assert.deepEqual(db.messages, original.messages, what);
-          assert.deepEqual(db.nodes, original.nodes, what);
-          assert.deepEqual(db.valueTables, original.valueTables, what);
-          assert.deepEqual(db.attributeDefinitions, original.attributeDefinitions, what);
-          assert.deepEqual([db.version, db.comment], [original.version, original.comment], what);
-          const withoutFile = (d: Database): unknown[] => d.warnings.map(({ file: _file, ...rest }) => rest);
-          assert.deepEqual(withoutFile(db), withoutFile(original), what);
-          assert.deepEqual(decodedSamples(db), expected, what);
-        }
+  it('[14.8] a real DBC saved as UTF-16 LE or BE (or UTF-8) with a byte-order mark decodes exactly as the original', { skip: skipShared }, () => {
+    const dir = makeTempDir('dbc-bom-');
+    // Windows-1252 with degree signs (vehicle), UTF-8 with non-ASCII text (J1939 demo), multiplexing, value tables.
+    for (const name of ['vehicle.dbc', 'css_j1939_demo.dbc', 'multiplex_2.dbc', 'choices.dbc']) {
+      const file = sharedTestdata('dbc', name);
+      const original = loadDbcFile(file);
+      const { text } = decodeDbcBytes(readFileSync(file));
+      const expected = decodedSamples(original);
+      assert.ok(expected.length > 0, name);
+      for (const encoding of ['utf-16le', 'utf-16be', 'utf-8'] as const) {
+        const copy = path.join(dir, `${encoding}-${name}`);
+        writeFileSync(copy, reencode(text, encoding));
+        const db = loadDbcFile(copy);
+        const what = `${name} as ${encoding}`;
+        assert.equal(db.encoding, encoding, what);
+        assert.ok(db.messages.length > 0, what);
+        assert.deepEqual(db.messages, original.messages, what);
+        assert.deepEqual(db.nodes, original.nodes, what);
+        assert.deepEqual(db.valueTables, original.valueTables, what);
+        assert.deepEqual(db.attributeDefinitions, original.attributeDefinitions, what);
+        assert.deepEqual([db.version, db.comment], [original.version, original.comment], what);
+        const withoutFile = (d: Database): unknown[] => d.warnings.map(({ file: _file, ...rest }) => rest);
+        assert.deepEqual(withoutFile(db), withoutFile(original), what);
+        assert.deepEqual(decodedSamples(db), expected, what);
       }
-    },
-  );
+    }
+  });
 
   it('[14.8] UTF-16 that is not valid UTF-16 is an error naming the file, not a guess', () => {
     const dir = makeTempDir('dbc-bom-');

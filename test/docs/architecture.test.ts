@@ -37,15 +37,31 @@ describe('the architecture as documented', () => {
     const cli = path.join(repoRoot, 'src', 'cli') + path.sep;
     const offenders = sources(path.join(repoRoot, 'src'))
       .filter((file) => !file.startsWith(cli))
-      .flatMap((file) => importsOf(file).filter((target) => target.startsWith(cli)).map((target) => `${path.relative(repoRoot, file)} -> ${path.relative(repoRoot, target)}`));
+      .flatMap((file) =>
+        importsOf(file)
+          .filter((target) => target.startsWith(cli))
+          .map((target) => `${path.relative(repoRoot, file)} -> ${path.relative(repoRoot, target)}`),
+      );
     assert.deepEqual(offenders, []);
   });
 
   it('[15.1] `run` reaches the pipeline only through the Agent: it wires no source, decoder, data path or command context', () => {
     const run = path.join(repoRoot, 'src', 'cli', 'run.ts');
-    const wiring = ['src/agent/data-path.ts', 'src/agent/command-context.ts', 'src/agent/sources/', 'src/dbc/', 'src/collect/', 'src/store/', 'src/uplink/', 'src/health/monitor.ts'];
+    const wiring = [
+      'src/agent/data-path.ts',
+      'src/agent/command-context.ts',
+      'src/agent/sources/',
+      'src/dbc/',
+      'src/collect/',
+      'src/store/',
+      'src/uplink/',
+      'src/health/monitor.ts',
+    ];
     const imported = importsOf(run).map((target) => path.relative(repoRoot, target));
     assert.ok(imported.includes(path.join('src', 'agent', 'agent.ts')), imported.join(', '));
-    assert.deepEqual(imported.filter((target) => wiring.some((w) => target.startsWith(w))), []);
+    assert.deepEqual(
+      imported.filter((target) => wiring.some((w) => target.startsWith(w))),
+      [],
+    );
   });
 });

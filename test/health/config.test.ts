@@ -48,7 +48,16 @@ describe('health config', () => {
     for (const header of ['127.0.0.1:8089', '127.0.0.1', 'localhost:8089', 'localhost', '[::1]:8089', '[::1]', 'localhost:9000']) {
       assert.ok(hostHeaderAllowed(header, local), header);
     }
-    for (const header of [undefined, '', 'evil.example', 'evil.example:8089', '127.0.0.1.nip.io:8089', 'localhost.evil.example', '192.168.1.20:8089', '::1:8089']) {
+    for (const header of [
+      undefined,
+      '',
+      'evil.example',
+      'evil.example:8089',
+      '127.0.0.1.nip.io:8089',
+      'localhost.evil.example',
+      '192.168.1.20:8089',
+      '::1:8089',
+    ]) {
       assert.ok(!hostHeaderAllowed(header, local), String(header));
     }
     // Reachable from the network: IP literals (what a technician types) and the configured name; never other names.

@@ -32,7 +32,14 @@ interface Answer {
 function request(port: number, options: { method?: string; path?: string; host?: string } = {}): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const req = httpRequest(
-      { host: '127.0.0.1', port, method: options.method ?? 'GET', path: options.path ?? '/', headers: { host: options.host ?? `127.0.0.1:${port}` }, agent: false },
+      {
+        host: '127.0.0.1',
+        port,
+        method: options.method ?? 'GET',
+        path: options.path ?? '/',
+        headers: { host: options.host ?? `127.0.0.1:${port}` },
+        agent: false,
+      },
       (res) => {
         let body = '';
         res.setEncoding('utf8');
@@ -208,7 +215,14 @@ describe('health endpoint of a running agent', () => {
       ['telematics_system_uptime_seconds', r.system.uptimeS],
       ['telematics_system_cpu_load_ratio', r.system.cpuLoadPercent === null ? null : r.system.cpuLoadPercent / 100],
       // A probe that timed out (a busy machine) leaves its field null in the report and its series out of /metrics.
-      ...(r.system.disk ? [[`telematics_system_disk_free_bytes{path="${r.system.disk.path}",mount="${r.system.disk.mount ?? ''}"}`, r.system.disk.freeBytes] as [string, number]] : []),
+      ...(r.system.disk
+        ? [
+            [`telematics_system_disk_free_bytes{path="${r.system.disk.path}",mount="${r.system.disk.mount ?? ''}"}`, r.system.disk.freeBytes] as [
+              string,
+              number,
+            ],
+          ]
+        : []),
       ['telematics_bus_frames_total{bus="can0"}', bus.frames],
       ['telematics_bus_frames_per_second{bus="can0"}', bus.framesPerS],
       ['telematics_bus_decode_errors_total{bus="can0"}', 0],
@@ -237,7 +251,10 @@ describe('health endpoint of a running agent', () => {
     const s = await status(port);
     assert.equal(s.deviceId, deviceId);
     assert.ok(Math.abs(s.tsMs - Date.now()) < 2000);
-    assert.deepEqual(s.signals.map((g) => g.name), STATUS_SIGNALS);
+    assert.deepEqual(
+      s.signals.map((g) => g.name),
+      STATUS_SIGNALS,
+    );
     const text = Object.fromEntries(s.signals.map((g) => [g.name, g.text]));
     assert.match(text['VEHICLE_DYNAMICS.VehicleSpeed']!, /^\d+\.\d{2} km\/h$/);
     assert.match(text['TRANSMISSION.GearEngaged']!, /^(P|R|N|D|[1-6])$/);
@@ -256,7 +273,12 @@ describe('health endpoint of a running agent', () => {
 
   it('refuses what it does not serve: 404, 405 with Allow, 403 for a Host that is not localhost; HEAD without a body', async () => {
     for (const path of ['/nope', '/metrics/', '/status.json', '/index.html']) assert.equal((await request(port, { path })).status, 404, path);
-    for (const [method, path] of [['POST', '/status'], ['PUT', '/'], ['DELETE', '/metrics'], ['OPTIONS', '/status']] as const) {
+    for (const [method, path] of [
+      ['POST', '/status'],
+      ['PUT', '/'],
+      ['DELETE', '/metrics'],
+      ['OPTIONS', '/status'],
+    ] as const) {
       const answer = await request(port, { method, path });
       assert.equal(answer.status, 405, `${method} ${path}`);
       assert.equal(answer.headers.allow, 'GET, HEAD');
@@ -280,7 +302,10 @@ describe('health endpoint of a running agent', () => {
     const page = await request(port, { path: '/' });
     assert.equal(page.status, 200);
     assert.equal(page.headers['content-type'], 'text/html; charset=utf-8');
-    assert.match(String(page.headers['content-security-policy']), /^default-src 'none'; style-src 'sha256-[A-Za-z0-9+/=]+'; script-src 'sha256-[A-Za-z0-9+/=]+'; connect-src 'self'/);
+    assert.match(
+      String(page.headers['content-security-policy']),
+      /^default-src 'none'; style-src 'sha256-[A-Za-z0-9+/=]+'; script-src 'sha256-[A-Za-z0-9+/=]+'; connect-src 'self'/,
+    );
     assert.equal(page.headers['x-content-type-options'], 'nosniff');
     assert.equal(page.headers['cache-control'], 'no-store');
     // Self-contained: nothing loaded from elsewhere.
@@ -340,7 +365,10 @@ describe('health endpoint of a running agent', () => {
       const lines: string[] = [];
       let written = '';
       const summary = await runAgent({ config, durationS: 1.5, output: { write: (text: string) => (written += text) }, warn: (m) => lines.push(m) });
-      assert.deepEqual(lines.filter((l) => l.startsWith('health:')), [`health: cannot serve the status page on 127.0.0.1:${busyPort}: the port is in use; running without it`]);
+      assert.deepEqual(
+        lines.filter((l) => l.startsWith('health:')),
+        [`health: cannot serve the status page on 127.0.0.1:${busyPort}: the port is in use; running without it`],
+      );
       assert.ok(summary.buses[0]!.frames > 300, `${summary.buses[0]!.frames} frames`);
       assert.ok(written.split('\n').filter((l) => l.includes('frames/s')).length >= 3, written);
       assert.equal((await request(busyPort)).body, 'someone else');
@@ -357,7 +385,7 @@ describe('health endpoint of a running agent', () => {
 });
 
 describe('health without anyone to report to', () => {
-  it('no uplink and the page\'s port taken: no report timer, the host is never sampled', async () => {
+  it("no uplink and the page's port taken: no report timer, the host is never sampled", async () => {
     const busy: Server = createServer((_, res) => res.end('someone else'));
     const busyPort = await new Promise<number>((resolve) => busy.listen(0, '127.0.0.1', () => resolve((busy.address() as { port: number }).port)));
     const warnings: string[] = [];
@@ -366,7 +394,11 @@ describe('health without anyone to report to', () => {
         { deviceId: 'car-nobody', buses: [{ name: 'can0', dbc: DEMO_DBC_PATH, source: { type: 'sim' } }], health: { intervalS: 1, http: { port } } },
         { file: 'inline', baseDir: makeTempDir('health-nobody-') },
       );
-      return Health.start({ config, snapshot: () => takeSnapshot({ config, buses: [] }), log: { info: (m) => warnings.push(m), warn: (m) => warnings.push(m) } });
+      return Health.start({
+        config,
+        snapshot: () => takeSnapshot({ config, buses: [] }),
+        log: { info: (m) => warnings.push(m), warn: (m) => warnings.push(m) },
+      });
     };
     try {
       const health = await start(busyPort);

@@ -83,7 +83,15 @@ describe('remote log on a hand-driven clock', () => {
       await ticks();
       // The first occurrence at once, then 19 of the 30 distinct messages: the minute's 20. 11 dropped.
       assert.equal(session.published.length, 20);
-      assert.deepEqual(session.published[0], { ts: t0, level: 'warn', component: 'can0', msg: 'can0: frame 1000 dropped after 0.5 ms', count: 1, firstTs: t0, lastTs: t0 });
+      assert.deepEqual(session.published[0], {
+        ts: t0,
+        level: 'warn',
+        component: 'can0',
+        msg: 'can0: frame 1000 dropped after 0.5 ms',
+        count: 1,
+        firstTs: t0,
+        lastTs: t0,
+      });
 
       // The fold window is over, but the minute is full: the repeats wait (and keep counting).
       now += 1000;
@@ -100,7 +108,13 @@ describe('remote log on a hand-driven clock', () => {
       assert.equal(folded.suppressed, 11);
       assert.equal(folded.msg, 'can0: frame 1001 dropped after 1.5 ms');
       assert.deepEqual([folded.firstTs, folded.lastTs, folded.ts], [t0, t0 + 1000, now]);
-      assert.equal(sum(session.published.filter((e) => e.component === 'can0'), 'count'), 501);
+      assert.equal(
+        sum(
+          session.published.filter((e) => e.component === 'can0'),
+          'count',
+        ),
+        501,
+      );
 
       // Another burst of 25 new messages once the 19 of the first burst are a minute old: 19 fit beside the folded
       // entry; the 6 others are reported on their own.
@@ -129,7 +143,8 @@ describe('remote log on a hand-driven clock', () => {
     const remote = new RemoteLog({ config: { level: 'warn', maxPerMinute: 600, foldWindowS: 0.4 }, now: () => now });
     remote.attach(session);
     try {
-      for (let i = 0; i < 80; i++) remote.add(entry(now++, `uplink: offline problem ${String.fromCharCode(65 + (i % 26))}${String.fromCharCode(65 + Math.floor(i / 26))}`));
+      for (let i = 0; i < 80; i++)
+        remote.add(entry(now++, `uplink: offline problem ${String.fromCharCode(65 + (i % 26))}${String.fromCharCode(65 + Math.floor(i / 26))}`));
       await ticks();
       assert.equal(session.published.length, 0);
       assert.equal(remote.stats.queued, 50);
@@ -157,7 +172,10 @@ describe('remote log on a hand-driven clock', () => {
       remote.add(entry(now, 'logs: the broker refuses the log entries', 'warn', REMOTE_LOG_COMPONENT));
       remote.add(entry(now, 'outbox: 1 message(s) rejected: disk full', 'error'));
       await ticks();
-      assert.deepEqual(session.published.map((e) => e.level), ['error']);
+      assert.deepEqual(
+        session.published.map((e) => e.level),
+        ['error'],
+      );
       session.refuse = true;
       remote.add(entry(now, 'can0: one'));
       remote.add(entry(now, 'can0: two'));
@@ -205,10 +223,17 @@ describe('remote log on a hand-driven clock', () => {
       remote.add(entry(now, 'can0: x'));
       remote.add(entry(now, 'obd: y'));
       // 3 folds open; the 254th new message needs the 257th slot.
-      for (let i = 0; i < 254; i++) remote.add(entry(now, `can1: problem ${String.fromCharCode(65 + (i % 26))}${String.fromCharCode(65 + Math.floor(i / 26))}`));
+      for (let i = 0; i < 254; i++)
+        remote.add(entry(now, `can1: problem ${String.fromCharCode(65 + (i % 26))}${String.fromCharCode(65 + Math.floor(i / 26))}`));
       await ticks();
       const evicted = session.published.filter((e) => e.msg.startsWith('gps:'));
-      assert.deepEqual(evicted.map((e) => [e.msg, e.count]), [['gps: no fix 1', 1], ['gps: no fix 2', 4]]);
+      assert.deepEqual(
+        evicted.map((e) => [e.msg, e.count]),
+        [
+          ['gps: no fix 1', 1],
+          ['gps: no fix 2', 4],
+        ],
+      );
       assert.equal(evicted[1]!.suppressed, 253, 'the new messages dropped for the rate before it');
     } finally {
       remote.close();
@@ -226,7 +251,10 @@ describe('remote log through mosquitto', () => {
   /** A logger (its lines kept in memory) feeding a remote log on a real session. */
   async function rig(deviceId: string, remoteOptions: Partial<ConstructorParameters<typeof RemoteLog>[0]> & { maxPerMinute: number; foldWindowS: number }) {
     const session = deviceSession(fleet.broker, fleet.pki, deviceId);
-    const logger = new Logger({ config: { level: 'info', verboseForS: 0, format: 'json', remote: { enabled: true, level: 'warn', maxPerMinute: 1, foldWindowS: 1 } }, destination: { write: () => undefined } });
+    const logger = new Logger({
+      config: { level: 'info', verboseForS: 0, format: 'json', remote: { enabled: true, level: 'warn', maxPerMinute: 1, foldWindowS: 1 } },
+      destination: { write: () => undefined },
+    });
     const { maxPerMinute, foldWindowS, ...rest } = remoteOptions;
     const remote = new RemoteLog({ config: { level: 'warn', maxPerMinute, foldWindowS }, ...rest });
     logger.onEntry('warn', (e) => remote.add(e));
@@ -237,41 +265,48 @@ describe('remote log through mosquitto', () => {
     return { session, logger, remote, entries };
   }
 
-  it('a burst of 500 identical warnings and 12 others: folded counts, never more than the limit per window, the drops counted', { timeout: 30_000 }, async () => {
-    const deviceId = 'car-burst';
-    // The limit per 4 s instead of per minute, so that the test sees the window turn.
-    const { session, logger, remote, entries } = await rig(deviceId, { maxPerMinute: 8, foldWindowS: 1, rateWindowMs: 4000 });
-    try {
-      const started = Date.now();
-      const can0Log = logger.child('can0', { prefix: true });
-      const obd = logger.child('obd');
-      for (let i = 0; i < 500; i++) can0Log.warn(`frame 0x${(0x100 + (i % 3)).toString(16)} dropped: ${i} in queue`);
-      for (let i = 0; i < 12; i++) obd.warn(`obd: ECU ${String.fromCharCode(65 + i)} is not answering`);
-      logger.child('uplink').info('uplink: connected to somewhere');
-      await fleet.backend.waitFor(() => entries().length >= 7, '7 log entries', 5000);
-      await delay(500);
-      // The first repeat at once and 7 of the others: the window's 8.
-      assert.equal(entries().length, 8, JSON.stringify(entries()));
-      await fleet.backend.waitFor(() => entries().length >= 9, 'the folded entry', 8000);
-      const all = entries();
-      const can0 = all.filter((e) => e.component === 'can0');
-      assert.deepEqual(can0.map((e) => e.count), [1, 499]);
-      assert.equal(can0[1]!.suppressed, 5);
-      assert.ok(can0[1]!.ts - started >= 4000 - 50, `folded entry made ${can0[1]!.ts - started} ms after the burst`);
-      assert.equal(can0[1]!.firstTs >= started && can0[1]!.lastTs <= started + 2000, true);
-      assert.equal(all.filter((e) => e.component === 'obd').length, 7);
-      assert.ok(all.every((e) => e.level === 'warn'));
-      assert.ok(busiestWindow(all, 4000) <= 8, `${busiestWindow(all, 4000)} entries in one window`);
-      // QoS 1 to the backend's QoS 1 subscription.
-      assert.ok(fleet.backend.on(deviceId, 'logs').every((m) => m.qos === 1 && !m.retain));
-      await delay(1500);
-      assert.equal(entries().length, 9, 'nothing more: the repeats were all counted');
-    } finally {
-      remote.close();
-      await session.close();
-      logger.close();
-    }
-  });
+  it(
+    'a burst of 500 identical warnings and 12 others: folded counts, never more than the limit per window, the drops counted',
+    { timeout: 30_000 },
+    async () => {
+      const deviceId = 'car-burst';
+      // The limit per 4 s instead of per minute, so that the test sees the window turn.
+      const { session, logger, remote, entries } = await rig(deviceId, { maxPerMinute: 8, foldWindowS: 1, rateWindowMs: 4000 });
+      try {
+        const started = Date.now();
+        const can0Log = logger.child('can0', { prefix: true });
+        const obd = logger.child('obd');
+        for (let i = 0; i < 500; i++) can0Log.warn(`frame 0x${(0x100 + (i % 3)).toString(16)} dropped: ${i} in queue`);
+        for (let i = 0; i < 12; i++) obd.warn(`obd: ECU ${String.fromCharCode(65 + i)} is not answering`);
+        logger.child('uplink').info('uplink: connected to somewhere');
+        await fleet.backend.waitFor(() => entries().length >= 7, '7 log entries', 5000);
+        await delay(500);
+        // The first repeat at once and 7 of the others: the window's 8.
+        assert.equal(entries().length, 8, JSON.stringify(entries()));
+        await fleet.backend.waitFor(() => entries().length >= 9, 'the folded entry', 8000);
+        const all = entries();
+        const can0 = all.filter((e) => e.component === 'can0');
+        assert.deepEqual(
+          can0.map((e) => e.count),
+          [1, 499],
+        );
+        assert.equal(can0[1]!.suppressed, 5);
+        assert.ok(can0[1]!.ts - started >= 4000 - 50, `folded entry made ${can0[1]!.ts - started} ms after the burst`);
+        assert.equal(can0[1]!.firstTs >= started && can0[1]!.lastTs <= started + 2000, true);
+        assert.equal(all.filter((e) => e.component === 'obd').length, 7);
+        assert.ok(all.every((e) => e.level === 'warn'));
+        assert.ok(busiestWindow(all, 4000) <= 8, `${busiestWindow(all, 4000)} entries in one window`);
+        // QoS 1 to the backend's QoS 1 subscription.
+        assert.ok(fleet.backend.on(deviceId, 'logs').every((m) => m.qos === 1 && !m.retain));
+        await delay(1500);
+        assert.equal(entries().length, 9, 'nothing more: the repeats were all counted');
+      } finally {
+        remote.close();
+        await session.close();
+        logger.close();
+      }
+    },
+  );
 
   it('entries made while the broker is down arrive once it is back: the last 50, in order, the rest counted', { timeout: 30_000 }, async () => {
     const deviceId = 'car-outage';
@@ -283,7 +318,8 @@ describe('remote log through mosquitto', () => {
       await fleet.broker.stop();
       await waitFor(() => session.state !== 'connected', 'the session to notice', 5000);
       const down = Date.now();
-      for (let i = 0; i < 70; i++) can0.warn(`can0: during the outage, problem ${String.fromCharCode(65 + (i % 26))}${String.fromCharCode(65 + Math.floor(i / 26))}`);
+      for (let i = 0; i < 70; i++)
+        can0.warn(`can0: during the outage, problem ${String.fromCharCode(65 + (i % 26))}${String.fromCharCode(65 + Math.floor(i / 26))}`);
       assert.equal(remote.stats.queued, 50);
       await delay(300);
       await fleet.broker.start();

@@ -110,7 +110,7 @@ describe('[15.4] log: component children with explicit levels', () => {
     logger.close();
   });
 
-  it('the text format and the lines callback show the message as the child gave it, the bus\'s name first', () => {
+  it("the text format and the lines callback show the message as the child gave it, the bus's name first", () => {
     const out = capture();
     const textLogger = new Logger({ config: logging({ format: 'text', verboseForS: 0 }), destination: out });
     textLogger.child('can0', { prefix: true }).warn('interface can0 is down; waiting for it to come up', { reason: 'no-carrier' });
@@ -126,7 +126,7 @@ describe('[15.4] log: component children with explicit levels', () => {
     assert.deepEqual(lines, ['obd: adapter on /dev/ttyUSB0: no answer; reconnecting']);
   });
 
-  it('the remote log gets the children\'s entries with their level and component, folds repeats by them, and keeps to its rate', async () => {
+  it("the remote log gets the children's entries with their level and component, folds repeats by them, and keeps to its rate", async () => {
     let now = 1_700_000_000_000;
     const logger = new Logger({ config: logging({ level: 'info', verboseForS: 0 }), destination: capture(), now: () => now });
     const session = recordingSession();
@@ -158,7 +158,10 @@ describe('[15.4] log: component children with explicit levels', () => {
       now = t0 + 60_001;
       await delay(250);
       const folded = session.published[4]!;
-      assert.deepEqual([folded.component, folded.count, folded.suppressed, folded.msg], ['can0', 9, 2, 'can0: interface can0 is down (1 s); waiting for it to come up']);
+      assert.deepEqual(
+        [folded.component, folded.count, folded.suppressed, folded.msg],
+        ['can0', 9, 2, 'can0: interface can0 is down (1 s); waiting for it to come up'],
+      );
       assert.equal(session.published.length, 5);
     } finally {
       stop();
@@ -230,7 +233,10 @@ describe('log: JSON lines', () => {
     assert.equal(entries[over]!.level, 'info');
     const endAt = entries[over]!.at;
     // A timer: never early, perhaps late on a busy machine.
-    assert.ok(endAt - first.at >= verboseForS * 1000 - 50 && endAt - first.at < verboseForS * 1000 + 1000, `the window ended ${endAt - first.at} ms after start`);
+    assert.ok(
+      endAt - first.at >= verboseForS * 1000 - 50 && endAt - first.at < verboseForS * 1000 + 1000,
+      `the window ended ${endAt - first.at} ms after start`,
+    );
     // Within the window: the status rates every 200 ms (7 or so); after it: no debug line at all, though the run goes on.
     const status = entries.slice(0, over).filter((e) => e.component === 'status');
     assert.ok(status.length >= 2, `${status.length} status lines in ${verboseForS} s`);
@@ -238,8 +244,14 @@ describe('log: JSON lines', () => {
       assert.equal(s.level, 'debug');
       assert.equal(typeof s.framesPerS, 'number');
     }
-    assert.ok(status.some((s) => (s.framesPerS as number) > 100), JSON.stringify(status));
-    assert.deepEqual(entries.slice(over + 1).filter((e) => e.level === 'debug'), []);
+    assert.ok(
+      status.some((s) => (s.framesPerS as number) > 100),
+      JSON.stringify(status),
+    );
+    assert.deepEqual(
+      entries.slice(over + 1).filter((e) => e.level === 'debug'),
+      [],
+    );
     // The status line itself still goes to stdout all along (every 200 ms for 3.2 s).
     assert.ok(result.stdout.split('\n').filter((l) => l.includes('frames/s')).length >= 6, result.stdout);
 
@@ -288,7 +300,10 @@ describe('log: the level at run time', () => {
       assert.deepEqual(await set(context()!, 'debug'), { level: 'debug' });
       assert.equal(logger.level, 'debug');
       await waitFor(() => debugLines().filter((l) => l.component === 'status').length >= 2, 'two status lines at debug', 5000);
-      assert.ok(out.json().some((l) => l.level === 'info' && l.msg === 'log level info -> debug'), out.lines.join('\n'));
+      assert.ok(
+        out.json().some((l) => l.level === 'info' && l.msg === 'log level info -> debug'),
+        out.lines.join('\n'),
+      );
 
       await set(context()!, 'error');
       const before = out.lines.length;
@@ -303,7 +318,11 @@ describe('log: the level at run time', () => {
 
   it('a level set by command ends the verbose start for good', async () => {
     await whileRunning({ level: 'info', verboseForS: 4 }, async ({ out, logger, context, loggerAt }) => {
-      await waitFor(() => context() !== undefined && out.json().some((l) => l.component === 'status' && l.level === 'debug'), 'a status line at debug in the verbose start', 3000);
+      await waitFor(
+        () => context() !== undefined && out.json().some((l) => l.component === 'status' && l.level === 'debug'),
+        'a status line at debug in the verbose start',
+        3000,
+      );
       assert.equal(logger.level, 'debug');
       await set(context()!, 'warn');
       const before = out.lines.length;
@@ -378,7 +397,13 @@ describe('log: text format and the warn callback', () => {
     );
     let context: CommandContext | undefined;
     const stop = new AbortController();
-    const running = runAgent({ config: agentConfig, signal: stop.signal, output: { write: () => undefined }, warn: (m) => messages.push(m), onCommandContext: (c) => (context = c) });
+    const running = runAgent({
+      config: agentConfig,
+      signal: stop.signal,
+      output: { write: () => undefined },
+      warn: (m) => messages.push(m),
+      onCommandContext: (c) => (context = c),
+    });
     await delay(300);
     assert.deepEqual(messages, []);
     await set(context!, 'debug');
@@ -386,7 +411,10 @@ describe('log: text format and the warn callback', () => {
     stop.abort();
     await running;
     assert.equal(messages[0], 'log level info -> debug');
-    assert.ok(messages.some((m) => /^status framesPerS=\d+ signalsPerS=\d+ unknownFrames=0 errors=0$/.test(m)), messages.join('\n'));
+    assert.ok(
+      messages.some((m) => /^status framesPerS=\d+ signalsPerS=\d+ unknownFrames=0 errors=0$/.test(m)),
+      messages.join('\n'),
+    );
   });
 });
 
@@ -424,7 +452,14 @@ describe('log: a destination that fails', () => {
   });
 
   it('a destination that throws anything: counted, never thrown; fdDestination writes whole lines to a file', () => {
-    const logger = new Logger({ config: logging({ level: 'info', verboseForS: 0 }), destination: { write: () => { throw new Error('gone'); } } });
+    const logger = new Logger({
+      config: logging({ level: 'info', verboseForS: 0 }),
+      destination: {
+        write: () => {
+          throw new Error('gone');
+        },
+      },
+    });
     assert.doesNotThrow(() => logger.child('x').warn('x: one'));
     assert.doesNotThrow(() => logger.child('x').warn('x: two'));
     assert.deepEqual(logger.stats, { dropped: 2, lastError: 'gone' });
@@ -445,8 +480,9 @@ describe('log: a destination that fails', () => {
 });
 
 describe('log: the config', () => {
-  it('verboseForS is at most 2147483 s (setTimeout\'s limit: beyond it the window would end after 1 ms)', async () => {
-    const parse = (verboseForS: number) => parseDeviceConfig({ deviceId: 'log-config', buses: [simBus], logging: { verboseForS } }, { file: 'inline', baseDir: repoRoot });
+  it("verboseForS is at most 2147483 s (setTimeout's limit: beyond it the window would end after 1 ms)", async () => {
+    const parse = (verboseForS: number) =>
+      parseDeviceConfig({ deviceId: 'log-config', buses: [simBus], logging: { verboseForS } }, { file: 'inline', baseDir: repoRoot });
     assert.equal(parse(2_147_483).logging?.verboseForS, 2_147_483);
     for (const verboseForS of [3_000_000, 2_147_484]) {
       assert.throws(

@@ -16,150 +16,188 @@ import { makeTempDir } from '../support/temp.js';
 /** The documented shape (docs/health.md): a field added there is added here. */
 const REPORT_KEYS = ['version', 'deviceId', 'seq', 'tsMs', 'intervalS', 'periodS', 'system', 'agent'];
 const SYSTEM_KEYS = [
-  'tsMs', 'sampleMs', 'failed', 'cpuLoadPercent', 'cpuUserPercent', 'cpuSystemPercent', 'loadAverage1m', 'cpuCores',
-  'memTotalBytes', 'memAvailableBytes', 'memUsedBytes', 'swapTotalBytes', 'swapUsedBytes', 'cpuTempC', 'cpuTempMaxC',
-  'chipsetTempC', 'coreTempsC', 'disk', 'defaultInterface', 'interfaces', 'uptimeS',
+  'tsMs',
+  'sampleMs',
+  'failed',
+  'cpuLoadPercent',
+  'cpuUserPercent',
+  'cpuSystemPercent',
+  'loadAverage1m',
+  'cpuCores',
+  'memTotalBytes',
+  'memAvailableBytes',
+  'memUsedBytes',
+  'swapTotalBytes',
+  'swapUsedBytes',
+  'cpuTempC',
+  'cpuTempMaxC',
+  'chipsetTempC',
+  'coreTempsC',
+  'disk',
+  'defaultInterface',
+  'interfaces',
+  'uptimeS',
 ];
 const AGENT_KEYS = [
-  'processUptimeS', 'rssBytes', 'heapUsedBytes', 'buses', 'framesPerS', 'decodeErrors', 'obd', 'collector', 'outbox',
-  'uplink', 'certificate', 'commands',
+  'processUptimeS',
+  'rssBytes',
+  'heapUsedBytes',
+  'buses',
+  'framesPerS',
+  'decodeErrors',
+  'obd',
+  'collector',
+  'outbox',
+  'uplink',
+  'certificate',
+  'commands',
 ];
 
 describe('health report over the uplink', () => {
-  it('reaches vehicles/<id>/health every second (intervalS 1) with the host and the agent: ~294 frames/s, OBD answers, outbox, link, certificate', { timeout: 60_000 }, async (t) => {
-    const fleet = await startBroker();
-    const { pki, broker, backend } = fleet;
-    const elm = await elmOnPty();
-    t.after(async () => {
-      await fleet.close();
-      await elm.close();
-    });
-    const arrivals: number[] = [];
-    backend.client.on('message', (topic) => {
-      if (topic === `vehicles/${deviceId}/health`) arrivals.push(performance.now());
-    });
+  it(
+    'reaches vehicles/<id>/health every second (intervalS 1) with the host and the agent: ~294 frames/s, OBD answers, outbox, link, certificate',
+    { timeout: 60_000 },
+    async (t) => {
+      const fleet = await startBroker();
+      const { pki, broker, backend } = fleet;
+      const elm = await elmOnPty();
+      t.after(async () => {
+        await fleet.close();
+        await elm.close();
+      });
+      const arrivals: number[] = [];
+      backend.client.on('message', (topic) => {
+        if (topic === `vehicles/${deviceId}/health`) arrivals.push(performance.now());
+      });
 
-    const dir = makeTempDir('health-report-');
-    const deviceId = 'car-health';
-    const config = parseDeviceConfig(
-      {
-        deviceId,
-        buses: [{ name: 'can0', dbc: DEMO_DBC_PATH, source: { type: 'sim', speed: 1, seed: 1 } }],
-        obdAdapters: [{ name: 'obd', port: elm.path, pids: [{ pid: 'rpm', intervalMs: 200 }] }],
-        status: { intervalMs: 1000, signals: ['VehicleSpeed'] },
-        collection: {
-          batch: { maxSamples: 50, maxDelayMs: 300 },
-          rules: [{ name: 'speed', mode: 'periodic', intervalMs: 100, signals: ['VehicleSpeed', 'EngineSpeed'] }],
+      const dir = makeTempDir('health-report-');
+      const deviceId = 'car-health';
+      const config = parseDeviceConfig(
+        {
+          deviceId,
+          buses: [{ name: 'can0', dbc: DEMO_DBC_PATH, source: { type: 'sim', speed: 1, seed: 1 } }],
+          obdAdapters: [{ name: 'obd', port: elm.path, pids: [{ pid: 'rpm', intervalMs: 200 }] }],
+          status: { intervalMs: 1000, signals: ['VehicleSpeed'] },
+          collection: {
+            batch: { maxSamples: 50, maxDelayMs: 300 },
+            rules: [{ name: 'speed', mode: 'periodic', intervalMs: 100, signals: ['VehicleSpeed', 'EngineSpeed'] }],
+          },
+          outbox: { path: 'var/outbox.db', writeIntervalMs: 100 },
+          uplink: { url: broker.url, ...pki.identityFiles(deviceId), reconnect: { initialMs: 100, maxMs: 500 } },
+          health: { intervalS: 1, http: { enabled: false } },
         },
-        outbox: { path: 'var/outbox.db', writeIntervalMs: 100 },
-        uplink: { url: broker.url, ...pki.identityFiles(deviceId), reconnect: { initialMs: 100, maxMs: 500 } },
-        health: { intervalS: 1, http: { enabled: false } },
-      },
-      { file: 'health.json', baseDir: dir },
-    );
-    const agent = await InProcessAgent.start(config);
-    const warnings = agent.log;
-    try {
-      await backend.waitFor(() => backend.on(deviceId, 'health').length >= 6, 'six health reports', 20_000);
-    } finally {
-      agent.stop();
-    }
-    const summary = await agent.close();
-    assert.ok(!warnings.some((w) => w.startsWith('health:')), warnings.join('\n'));
+        { file: 'health.json', baseDir: dir },
+      );
+      const agent = await InProcessAgent.start(config);
+      const warnings = agent.log;
+      try {
+        await backend.waitFor(() => backend.on(deviceId, 'health').length >= 6, 'six health reports', 20_000);
+      } finally {
+        agent.stop();
+      }
+      const summary = await agent.close();
+      assert.ok(!warnings.some((w) => w.startsWith('health:')), warnings.join('\n'));
 
-    const messages = backend.on(deviceId, 'health');
-    for (const m of messages) {
-      // A snapshot, never retained (the next one supersedes it), QoS 1 while connected.
-      assert.equal(m.retain, false);
-      assert.equal(m.qos, 1);
-    }
-    const reports = messages.map((m) => JSON.parse(m.payload.toString('utf8')) as HealthReport);
-    for (const r of reports) {
-      assert.deepEqual(Object.keys(r), REPORT_KEYS);
-      assert.deepEqual(Object.keys(r.system), SYSTEM_KEYS);
-      assert.deepEqual(Object.keys(r.agent), AGENT_KEYS);
-      assert.equal(r.version, 1);
-      assert.equal(r.deviceId, deviceId);
-      assert.equal(r.intervalS, 1);
-    }
+      const messages = backend.on(deviceId, 'health');
+      for (const m of messages) {
+        // A snapshot, never retained (the next one supersedes it), QoS 1 while connected.
+        assert.equal(m.retain, false);
+        assert.equal(m.qos, 1);
+      }
+      const reports = messages.map((m) => JSON.parse(m.payload.toString('utf8')) as HealthReport);
+      for (const r of reports) {
+        assert.deepEqual(Object.keys(r), REPORT_KEYS);
+        assert.deepEqual(Object.keys(r.system), SYSTEM_KEYS);
+        assert.deepEqual(Object.keys(r.agent), AGENT_KEYS);
+        assert.equal(r.version, 1);
+        assert.equal(r.deviceId, deviceId);
+        assert.equal(r.intervalS, 1);
+      }
 
-    // One per second: consecutive sequence numbers, timestamps and arrivals a second apart.
-    const seqs = reports.map((r) => r.seq);
-    for (let i = 1; i < seqs.length; i++) assert.equal(seqs[i], seqs[i - 1]! + 1, `seq ${seqs.join(', ')}`);
-    assert.ok(seqs[0]! <= 2, `the first reports go out once connected: ${seqs.join(', ')}`);
-    const first = reports[0]!;
-    const last = reports.at(-1)!;
-    const meanMs = (last.tsMs - first.tsMs) / (last.seq - first.seq);
-    // Bounds for a busy 2-core machine: a host sample blocks the event loop for up to ~0.1 s, and timers run late.
-    assert.ok(Math.abs(meanMs - 1000) < 150, `mean spacing ${meanMs} ms`);
-    for (let i = 1; i < reports.length; i++) {
-      const gap = reports[i]!.tsMs - reports[i - 1]!.tsMs;
-      assert.ok(gap > 400 && gap < 1600, `report ${i}: ${gap} ms after the previous`);
-    }
-    const arrivalMean = (arrivals.at(-1)! - arrivals[0]!) / (arrivals.length - 1);
-    assert.ok(Math.abs(arrivalMean - 1000) < 300, `received every ${arrivalMean} ms`);
+      // One per second: consecutive sequence numbers, timestamps and arrivals a second apart.
+      const seqs = reports.map((r) => r.seq);
+      for (let i = 1; i < seqs.length; i++) assert.equal(seqs[i], seqs[i - 1]! + 1, `seq ${seqs.join(', ')}`);
+      assert.ok(seqs[0]! <= 2, `the first reports go out once connected: ${seqs.join(', ')}`);
+      const first = reports[0]!;
+      const last = reports.at(-1)!;
+      const meanMs = (last.tsMs - first.tsMs) / (last.seq - first.seq);
+      // Bounds for a busy 2-core machine: a host sample blocks the event loop for up to ~0.1 s, and timers run late.
+      assert.ok(Math.abs(meanMs - 1000) < 150, `mean spacing ${meanMs} ms`);
+      for (let i = 1; i < reports.length; i++) {
+        const gap = reports[i]!.tsMs - reports[i - 1]!.tsMs;
+        assert.ok(gap > 400 && gap < 1600, `report ${i}: ${gap} ms after the previous`);
+      }
+      const arrivalMean = (arrivals.at(-1)! - arrivals[0]!) / (arrivals.length - 1);
+      assert.ok(Math.abs(arrivalMean - 1000) < 300, `received every ${arrivalMean} ms`);
 
-    for (const r of reports) {
-      // Rates cover the period since the previous report.
-      assert.ok(r.periodS !== null && Math.abs(r.periodS - 1) < 0.6, `periodS ${r.periodS}`);
-      const bus = r.agent.buses[0]!;
-      assert.equal(bus.name, 'can0');
-      assert.equal(bus.source, 'sim');
-      // The demo DBC's cycle times add up to 294 frames per second. One period's count is off when the simulator ran
-      // late just before a report (the next one has the frames it caught up with); the overall rate is checked below.
-      assert.ok(bus.framesPerS !== null && bus.framesPerS > 150 && bus.framesPerS < 450, `${bus.framesPerS} frames/s`);
-      assert.ok(bus.signalsPerS !== null && bus.signalsPerS > 1000, `${bus.signalsPerS} signals/s`);
-      assert.equal(r.agent.framesPerS, bus.framesPerS);
-      assert.equal(bus.decodeErrors, 0);
-      assert.equal(bus.unknownFrames, 0);
-      assert.equal(bus.errorFrames, null, 'a sim bus has no controller');
-      assert.equal(r.agent.decodeErrors, 0);
+      for (const r of reports) {
+        // Rates cover the period since the previous report.
+        assert.ok(r.periodS !== null && Math.abs(r.periodS - 1) < 0.6, `periodS ${r.periodS}`);
+        const bus = r.agent.buses[0]!;
+        assert.equal(bus.name, 'can0');
+        assert.equal(bus.source, 'sim');
+        // The demo DBC's cycle times add up to 294 frames per second. One period's count is off when the simulator ran
+        // late just before a report (the next one has the frames it caught up with); the overall rate is checked below.
+        assert.ok(bus.framesPerS !== null && bus.framesPerS > 150 && bus.framesPerS < 450, `${bus.framesPerS} frames/s`);
+        assert.ok(bus.signalsPerS !== null && bus.signalsPerS > 1000, `${bus.signalsPerS} signals/s`);
+        assert.equal(r.agent.framesPerS, bus.framesPerS);
+        assert.equal(bus.decodeErrors, 0);
+        assert.equal(bus.unknownFrames, 0);
+        assert.equal(bus.errorFrames, null, 'a sim bus has no controller');
+        assert.equal(r.agent.decodeErrors, 0);
 
-      const s = r.system;
-      // A probe that ran out of its time box (0.5 s at this interval; a busy machine) is null and named in `failed`.
-      if (s.memTotalBytes === null || s.uptimeS === null || s.disk === null || s.interfaces === null) assert.ok(s.failed.length > 0, JSON.stringify(s));
-      else assert.ok(s.memTotalBytes > 0 && s.uptimeS > 0 && s.disk.freeBytes > 0 && s.interfaces.length >= 1, JSON.stringify(s));
-      // The first sample takes 0.6-0.75 s here, later ones 0.1-0.2 s; far more on a busy machine.
-      assert.ok(s.sampleMs >= 0 && s.sampleMs < 3000, `${s.sampleMs} ms`);
+        const s = r.system;
+        // A probe that ran out of its time box (0.5 s at this interval; a busy machine) is null and named in `failed`.
+        if (s.memTotalBytes === null || s.uptimeS === null || s.disk === null || s.interfaces === null) assert.ok(s.failed.length > 0, JSON.stringify(s));
+        else assert.ok(s.memTotalBytes > 0 && s.uptimeS > 0 && s.disk.freeBytes > 0 && s.interfaces.length >= 1, JSON.stringify(s));
+        // The first sample takes 0.6-0.75 s here, later ones 0.1-0.2 s; far more on a busy machine.
+        assert.ok(s.sampleMs >= 0 && s.sampleMs < 3000, `${s.sampleMs} ms`);
 
-      const u = r.agent.uplink!;
-      assert.equal(u.state, 'connected');
-      assert.equal(u.url, broker.url);
-      assert.equal(u.connections, 1);
-      assert.equal(u.reconnects, 0);
-      assert.equal(u.losses, 0);
-      assert.equal(u.heartbeat.adaptive, true);
-      assert.ok(u.heartbeat.intervalS > 0);
+        const u = r.agent.uplink!;
+        assert.equal(u.state, 'connected');
+        assert.equal(u.url, broker.url);
+        assert.equal(u.connections, 1);
+        assert.equal(u.reconnects, 0);
+        assert.equal(u.losses, 0);
+        assert.equal(u.heartbeat.adaptive, true);
+        assert.ok(u.heartbeat.intervalS > 0);
 
-      const o = r.agent.outbox!;
-      assert.ok(o.messages >= 0 && o.bytes >= 0 && o.evicted === 0 && o.expired === 0, JSON.stringify(o));
-      assert.ok(o.oldestAgeS === null || o.oldestAgeS < 5, JSON.stringify(o));
-      assert.deepEqual([o.setAsideFiles, o.setAsideBytes, o.fileLostWhileRunning], [0, 0, 0], JSON.stringify(o));
+        const o = r.agent.outbox!;
+        assert.ok(o.messages >= 0 && o.bytes >= 0 && o.evicted === 0 && o.expired === 0, JSON.stringify(o));
+        assert.ok(o.oldestAgeS === null || o.oldestAgeS < 5, JSON.stringify(o));
+        assert.deepEqual([o.setAsideFiles, o.setAsideBytes, o.fileLostWhileRunning], [0, 0, 0], JSON.stringify(o));
 
-      const cert = r.agent.certificate;
-      assert.ok(cert, 'the data path reports the device certificate');
-      assert.ok(cert.daysLeft > 300 && cert.expiringSoon === false && cert.notAfter !== null && Date.parse(cert.notAfter) > Date.now(), JSON.stringify(cert));
-      assert.equal(r.agent.commands, null, 'no commands section');
-    }
-    assert.ok(reports.some((r) => r.system.failed.length === 0 && r.system.disk !== null), 'no report had every probe answer');
-    // Over the whole run the frame rate is the sim bus's 294 frames/s.
-    const timed = reports.slice(1);
-    const overall = timed.reduce((sum, r) => sum + r.agent.buses[0]!.framesPerS! * r.periodS!, 0) / timed.reduce((sum, r) => sum + r.periodS!, 0);
-    assert.ok(overall > 265 && overall < 325, `${overall} frames/s over ${timed.length} reports`);
-    // Telemetry flows: the publish rate (acknowledged per second) and the totals grow.
-    assert.ok(last.agent.uplink!.acknowledged > first.agent.uplink!.acknowledged);
-    assert.ok(reports.slice(1).every((r) => r.agent.uplink!.acknowledgedPerS! > 0), reports.map((r) => r.agent.uplink!.acknowledgedPerS).join(', '));
-    assert.ok(last.agent.collector!.samples > 0);
+        const cert = r.agent.certificate;
+        assert.ok(cert, 'the data path reports the device certificate');
+        assert.ok(cert.daysLeft > 300 && cert.expiringSoon === false && cert.notAfter !== null && Date.parse(cert.notAfter) > Date.now(), JSON.stringify(cert));
+        assert.equal(r.agent.commands, null, 'no commands section');
+      }
+      assert.ok(
+        reports.some((r) => r.system.failed.length === 0 && r.system.disk !== null),
+        'no report had every probe answer',
+      );
+      // Over the whole run the frame rate is the sim bus's 294 frames/s.
+      const timed = reports.slice(1);
+      const overall = timed.reduce((sum, r) => sum + r.agent.buses[0]!.framesPerS! * r.periodS!, 0) / timed.reduce((sum, r) => sum + r.periodS!, 0);
+      assert.ok(overall > 265 && overall < 325, `${overall} frames/s over ${timed.length} reports`);
+      // Telemetry flows: the publish rate (acknowledged per second) and the totals grow.
+      assert.ok(last.agent.uplink!.acknowledged > first.agent.uplink!.acknowledged);
+      assert.ok(
+        reports.slice(1).every((r) => r.agent.uplink!.acknowledgedPerS! > 0),
+        reports.map((r) => r.agent.uplink!.acknowledgedPerS).join(', '),
+      );
+      assert.ok(last.agent.collector!.samples > 0);
 
-    // The ELM327 adapter's answers, as its own summary counts them.
-    const obd = last.agent.obd;
-    assert.equal(obd.length, 1);
-    assert.equal(obd[0]!.name, 'obd');
-    assert.equal(obd[0]!.via, 'elm327');
-    assert.ok(obd[0]!.requests > 0 && obd[0]!.answers > 0, JSON.stringify(obd[0]));
-    assert.ok(obd[0]!.answers <= summary.adapters[0]!.obd.samples);
+      // The ELM327 adapter's answers, as its own summary counts them.
+      const obd = last.agent.obd;
+      assert.equal(obd.length, 1);
+      assert.equal(obd[0]!.name, 'obd');
+      assert.equal(obd[0]!.via, 'elm327');
+      assert.ok(obd[0]!.requests > 0 && obd[0]!.answers > 0, JSON.stringify(obd[0]));
+      assert.ok(obd[0]!.answers <= summary.adapters[0]!.obd.samples);
 
-    // Health never goes through the outbox: it holds the collected messages only.
-    assert.equal(summary.dataPath!.outbox.appended, summary.dataPath!.messages);
-  });
+      // Health never goes through the outbox: it holds the collected messages only.
+      assert.equal(summary.dataPath!.outbox.appended, summary.dataPath!.messages);
+    },
+  );
 });

@@ -45,7 +45,10 @@ describe('system sampler', () => {
       assert.equal(s.disk.path, outboxDir);
       assert.ok(s.disk.freeBytes > 0 && s.disk.freeBytes <= s.disk.totalBytes, JSON.stringify(s.disk));
       assert.ok(s.interfaces && s.interfaces.length >= 1, JSON.stringify(s.interfaces));
-      assert.ok(s.interfaces.some((i) => i.up), 'an interface is up');
+      assert.ok(
+        s.interfaces.some((i) => i.up),
+        'an interface is up',
+      );
       if (s.defaultInterface !== null) assert.ok(s.interfaces.some((i) => i.name === s.defaultInterface && i.default));
       // Sensors a container or VM lacks are null, never 0 or -1.
       for (const t of [s.cpuTempC, s.cpuTempMaxC, s.chipsetTempC, ...s.coreTempsC]) assert.ok(t === null || (t > 0 && t < 150), String(t));
@@ -107,7 +110,10 @@ describe('system sampler', () => {
     await new Promise((resolve) => setImmediate(resolve));
     const third = await held(sampler.sample());
     assert.equal(temperatureCalls, 2, 'asked again once the hung call ended');
-    assert.ok(third.failed.some((f) => f.startsWith('cpuTemperature: timed out')), 'the new call hangs too');
+    assert.ok(
+      third.failed.some((f) => f.startsWith('cpuTemperature: timed out')),
+      'the new call hangs too',
+    );
 
     // At the end of a run, a sample waiting on a hung probe ends at once.
     const closing = new SystemSampler({ diskPath: dir, timeoutMs: 60_000, probes: { cpuTemperature: () => new Promise(() => undefined) } });
@@ -131,7 +137,10 @@ describe('system sampler', () => {
     const stuck = await held(both.sample());
     assert.ok(stuck.sampleMs >= limitMs - 10 && stuck.sampleMs < limitMs + slackMs, `${stuck.sampleMs} ms for a ${limitMs} ms limit`);
     assert.equal(stuck.disk, null);
-    assert.deepEqual(stuck.failed.filter((f) => f.startsWith('disk')), [`disk: timed out after ${limitMs} ms; statfs: timed out after ${limitMs} ms`]);
+    assert.deepEqual(
+      stuck.failed.filter((f) => f.startsWith('disk')),
+      [`disk: timed out after ${limitMs} ms; statfs: timed out after ${limitMs} ms`],
+    );
 
     // fsSize hung, statfs answers: the disk from statfs, and still within the one limit.
     const slow = new SystemSampler({ diskPath: dir, timeoutMs: limitMs, probes: { fsSize: hang } });

@@ -121,7 +121,11 @@ test('without NOTIFY_SOCKET nothing is sent; a watchdog meant for another proces
 
 test('a missing systemd-notify is said once, not at every ping', async () => {
   const said: string[] = [];
-  const notifier = createSystemdNotifier({ env: { NOTIFY_SOCKET: '/run/none', WATCHDOG_USEC: '100000' }, command: '/nonexistent/systemd-notify', warn: (m) => said.push(m) });
+  const notifier = createSystemdNotifier({
+    env: { NOTIFY_SOCKET: '/run/none', WATCHDOG_USEC: '100000' },
+    command: '/nonexistent/systemd-notify',
+    warn: (m) => said.push(m),
+  });
   notifier.ready();
   await delay(400);
   notifier.stopping();

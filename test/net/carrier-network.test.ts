@@ -76,7 +76,7 @@ describe('carrier network', () => {
     assert.equal(flow.natAddress, net.routerWanAddress);
     assert.ok(flow.timeoutS <= NAT_TIMEOUT_S, `the flow lives ${flow.timeoutS} s, more than the NAT timeout`);
     assert.equal(broker.peerOf('car-reach'), `${net.routerWanAddress}:${flow.natPort}`);
-    assert.ok(!broker.peers().some((peer) => peer.startsWith(`${net.carAddress}:`)), 'the broker saw the car\'s own address');
+    assert.ok(!broker.peers().some((peer) => peer.startsWith(`${net.carAddress}:`)), "the broker saw the car's own address");
     // Both ways through the NAT.
     reach.publish('vehicles/car-reach/telemetry', 'hello from the car');
     await waitFor(() => backend.messages('vehicles/car-reach/telemetry').length === 1, 'the telemetry at the backend', 5000);
@@ -108,7 +108,7 @@ describe('carrier network', () => {
     await delay(Math.max(0, 10_000 - (performance.now() - sentAt)));
 
     assert.deepEqual(idle.messages(), [], 'the idle car received the command');
-    assert.deepEqual(backend.messages('vehicles/car-ka60/telemetry'), [], 'the idle car\'s write reached the backend');
+    assert.deepEqual(backend.messages('vehicles/car-ka60/telemetry'), [], "the idle car's write reached the backend");
     // Silence, not a reset: neither end noticed anything. The car's socket and the broker's are still established.
     assert.ok(!idle.has('closed') && !idle.has('error'), `the idle car saw its connection end: ${JSON.stringify(idle.events)}`);
     const carSide = net.sockets('car').find((s) => s.local === `${net.carAddress}:${idle.localPort}`);
@@ -125,7 +125,7 @@ describe('carrier network', () => {
     await control.close();
   });
 
-  it('a dead zone lets nothing through the car\'s link, and the link works again after it', async () => {
+  it("a dead zone lets nothing through the car's link, and the link works again after it", async () => {
     // The NAT's 5 s would race the car's retransmissions after the tunnel (its own test is the one above): 60 s here.
     net.natTimeout(60);
     const driving = await car('car-tunnel', 60);
@@ -139,10 +139,14 @@ describe('carrier network', () => {
       // before the `dropped` one, not atomically: a retransmission between the two reads makes them differ by one,
       // so read until a listing falls between two packets (the car's TCP backs off: that takes a read or two).
       let counters = net.linkCounters();
-      await waitFor(() => {
-        counters = net.linkCounters();
-        return counters.uplink.dropped === counters.uplink.seen && counters.downlink.dropped === counters.downlink.seen;
-      }, `a listing where every packet that came was dropped: ${JSON.stringify(counters)}`, 5000).catch(() => undefined);
+      await waitFor(
+        () => {
+          counters = net.linkCounters();
+          return counters.uplink.dropped === counters.uplink.seen && counters.downlink.dropped === counters.downlink.seen;
+        },
+        `a listing where every packet that came was dropped: ${JSON.stringify(counters)}`,
+        5000,
+      ).catch(() => undefined);
       const { uplink, downlink } = counters;
       assert.ok(uplink.dropped >= 3, `dead zone drops: ${JSON.stringify({ uplink, downlink })}`);
       assert.equal(uplink.dropped, uplink.seen);
@@ -160,7 +164,7 @@ describe('carrier network', () => {
     await driving.close();
   });
 
-  it('bandwidth(128) paces a 32 KiB command to the car at the link\'s rate', async () => {
+  it("bandwidth(128) paces a 32 KiB command to the car at the link's rate", async () => {
     const slow = await car('car-slow', 60);
     const payload = 'x'.repeat(32 * 1024);
     const transfer = async (): Promise<number> => {
@@ -236,9 +240,12 @@ describe('carrier network impairments and clean-up', () => {
     await temp.destroy();
     await temp.destroy();
     const left = execFileSyncText('ip', 'netns', 'list');
-    assert.deepEqual(names.filter((name) => left.includes(name) || existsSync(`/run/netns/${name}`)), []);
-    assert.equal(execFileSyncText('ip', '-o', 'link').replace(/^\d+: /gm, ''), links, 'the root namespace\'s links changed');
-    assert.equal(execFileSyncText('nft', 'list', 'tables'), tables, 'the root namespace\'s nftables changed');
+    assert.deepEqual(
+      names.filter((name) => left.includes(name) || existsSync(`/run/netns/${name}`)),
+      [],
+    );
+    assert.equal(execFileSyncText('ip', '-o', 'link').replace(/^\d+: /gm, ''), links, "the root namespace's links changed");
+    assert.equal(execFileSyncText('nft', 'list', 'tables'), tables, "the root namespace's nftables changed");
     assert.ok(sleeper.exitCode !== null || sleeper.signalCode !== null, 'a program in the namespace outlived it');
   });
 });

@@ -102,7 +102,8 @@ describe('adaptive heartbeat on a carrier network', () => {
       assert.equal(v.verdict, 'nat-expired');
       assert.ok(v.idleS >= NAT_TIMEOUT_S - 0.1, `a flow forgotten after only ${v.idleS} s idle`);
     }
-    for (const e of car.of('heartbeat').filter((h) => h.heartbeat)) assert.ok((e.idleS as number) < NAT_TIMEOUT_S + 0.1, `survived ${e.idleS as number} s idle`);
+    for (const e of car.of('heartbeat').filter((h) => h.heartbeat))
+      assert.ok((e.idleS as number) < NAT_TIMEOUT_S + 0.1, `survived ${e.idleS as number} s idle`);
 
     // Idle: commands at spaced times, at every phase of the heartbeat cycle, all arrive at once.
     const deadBefore = car.of('dead-link').length;
@@ -111,7 +112,10 @@ describe('adaptive heartbeat on a carrier network', () => {
       await delay(pause * 1000);
       latencies.push(await command(`unlock-${i}`, 3000));
     }
-    assert.ok(latencies.every((s) => s < 1), `command latencies ${latencies.map((s) => s.toFixed(2)).join(', ')} s`);
+    assert.ok(
+      latencies.every((s) => s < 1),
+      `command latencies ${latencies.map((s) => s.toFixed(2)).join(', ')} s`,
+    );
     assert.equal(car.of('dead-link').length, deadBefore, 'the settled heartbeat lost the link');
     const status = (await car.status()).heartbeat as { intervalS: number; phase: string; network: string; history: unknown[] };
     assert.equal(status.intervalS, settledS);
@@ -135,7 +139,10 @@ describe('adaptive heartbeat on a carrier network', () => {
       const dead = car.of('dead-link')[deadBefore]!;
       const detection = dead.detection as { timeoutMs: number };
       const waited = (dead.at - enteredAt) / 1000;
-      assert.ok(waited <= settledS + detection.timeoutMs / 1000 + 0.3, `dead zone found after ${waited.toFixed(2)} s: heartbeat ${settledS} s + timeout ${detection.timeoutMs} ms`);
+      assert.ok(
+        waited <= settledS + detection.timeoutMs / 1000 + 0.3,
+        `dead zone found after ${waited.toFixed(2)} s: heartbeat ${settledS} s + timeout ${detection.timeoutMs} ms`,
+      );
       if ((dead.detection as { heartbeat: boolean }).heartbeat) {
         // An unanswered heartbeat, then a reconnection that fails in the dead zone: lost coverage, not the NAT.
         await car.waitFor(() => car.of('verdict').some((v) => v.at > enteredAt), 'the verdict', 10_000);
@@ -152,8 +159,14 @@ describe('adaptive heartbeat on a carrier network', () => {
     assert.ok(reconnectS < 3.5, `reconnected ${reconnectS.toFixed(2)} s after coverage returned`);
     await car.waitFor(() => during.every((s) => delivered().has(s)), 'the dead-zone messages at the backend', 10_000);
     await car.waitFor(() => car.of('acked').at(-1)?.buffered === 0, 'an empty outbox', 5000);
-    const verdicts = car.of('verdict').filter((v) => v.at > enteredAt).map((v) => (v.detection as { verdict: string }).verdict);
-    assert.ok(verdicts.every((v) => v === 'coverage'), `verdicts after the dead zone: ${verdicts.join(', ')}`);
+    const verdicts = car
+      .of('verdict')
+      .filter((v) => v.at > enteredAt)
+      .map((v) => (v.detection as { verdict: string }).verdict);
+    assert.ok(
+      verdicts.every((v) => v === 'coverage'),
+      `verdicts after the dead zone: ${verdicts.join(', ')}`,
+    );
     const status = (await car.status()).heartbeat as { intervalS: number };
     assert.equal(status.intervalS, settledS, 'the dead zone changed the learned interval');
   });
@@ -197,14 +210,24 @@ describe('adaptive heartbeat on a carrier network', () => {
     car = CarAgent.start(net, broker, DEVICE, agentOptions);
     await car.waitFor(() => car.connected, 'the car to connect again', 10_000);
     const start = car.of('start')[0]!;
-    assert.deepEqual({ intervalS: start.intervalS, phase: start.phase, remembered: start.remembered }, { intervalS: settledS, phase: 'settled', remembered: true });
+    assert.deepEqual(
+      { intervalS: start.intervalS, phase: start.phase, remembered: start.remembered },
+      { intervalS: settledS, phase: 'settled', remembered: true },
+    );
     // No relearning: the first heartbeats go at the learned interval and are answered.
     await car.waitFor(() => car.of('heartbeat').length >= 2, 'two heartbeats', 3 * settledS * 1000);
-    assert.deepEqual(car.of('heartbeat').map((h) => h.intervalS), [settledS, settledS]);
+    assert.deepEqual(
+      car.of('heartbeat').map((h) => h.intervalS),
+      [settledS, settledS],
+    );
     assert.equal(car.of('dead-link').length, 0);
     car.send({ op: 'network', id: 'wlan0/DepotWifi' });
     await car.waitFor(() => car.of('network').length === 1, 'the network change', 3000);
-    assert.deepEqual(pick(car.of('network')[0]!, ['network', 'intervalS', 'remembered']), { network: 'wlan0/DepotWifi', intervalS: SETTINGS.initialIntervalS, remembered: false });
+    assert.deepEqual(pick(car.of('network')[0]!, ['network', 'intervalS', 'remembered']), {
+      network: 'wlan0/DepotWifi',
+      intervalS: SETTINGS.initialIntervalS,
+      remembered: false,
+    });
     car.send({ op: 'network', id: CAR_IF });
     await car.waitFor(() => car.of('network').length === 2, 'the network change back', 3000);
     assert.deepEqual(pick(car.of('network')[1]!, ['network', 'intervalS', 'remembered']), { network: CAR_IF, intervalS: settledS, remembered: true });

@@ -72,12 +72,22 @@ describe('ObdCanClient', () => {
         [1, 0x7e1, 0x7e9, false, false],
       ],
     );
-    assert.deepEqual(ecus[0]!.supportedPids, [...engine.supportedPids].sort((a, b) => a - b));
+    assert.deepEqual(
+      ecus[0]!.supportedPids,
+      [...engine.supportedPids].sort((a, b) => a - b),
+    );
     assert.deepEqual(ecus[1]!.supportedPids, [0x05, 0x0d, 0x0f]);
     assert.ok(ecus[0]!.supportedPids.includes(0xa6), 'the odometer, five bitmaps down the chain');
     assert.deepEqual(
       framesOn(bus, 0x7df).map((f) => f.slice(0, 3)),
-      [[2, 1, 0x00], [2, 1, 0x20], [2, 1, 0x40], [2, 1, 0x60], [2, 1, 0x80], [2, 1, 0xa0]],
+      [
+        [2, 1, 0x00],
+        [2, 1, 0x20],
+        [2, 1, 0x40],
+        [2, 1, 0x60],
+        [2, 1, 0x80],
+        [2, 1, 0xa0],
+      ],
     );
     assert.equal(client.supportsPid(0, 0x0c), true);
     assert.equal(client.supportsPid(1, 0x0c), false);
@@ -102,7 +112,13 @@ describe('ObdCanClient', () => {
     assert.ok(Math.abs((engine.rpm as number) - s.engineRpm) <= 0.125, `rpm ${String(engine.rpm)} vs ${s.engineRpm}`);
     assert.equal(engine.speed, Math.round(s.speedKph));
     assert.deepEqual(readingsOf(result, 1), { speed: Math.round(s.speedKph) });
-    assert.deepEqual(result.map((r) => [r.ecu, r.missing, r.error]), [[0, [], undefined], [1, [], undefined]]);
+    assert.deepEqual(
+      result.map((r) => [r.ecu, r.missing, r.error]),
+      [
+        [0, [], undefined],
+        [1, [], undefined],
+      ],
+    );
 
     // On the wire: the functional multi-PID request, the legacy ECU's NRC 0x12, then single-PID requests to it only.
     const log = bus.log.slice(from).map((f) => ({ id: f.id, data: [...f.data] }));
@@ -130,11 +146,14 @@ describe('ObdCanClient', () => {
     const pids = [0x04, 0x05, 0x0c, 0x0d, 0x0f, 0x10, 0x11, 0x2f];
     const result = await client.readPids(pids, { ecu: 0 });
     assert.equal(result.length, 1);
-    assert.deepEqual(result[0]!.readings.map((r) => r.pid), pids);
-    assert.deepEqual(framesOn(bus, 0x7e0, from).filter((f) => f[0]! >> 4 === 0), [
-      [0x07, 0x01, 0x04, 0x05, 0x0c, 0x0d, 0x0f, 0x10],
-      singleFrame([0x01, 0x11, 0x2f]),
-    ]);
+    assert.deepEqual(
+      result[0]!.readings.map((r) => r.pid),
+      pids,
+    );
+    assert.deepEqual(
+      framesOn(bus, 0x7e0, from).filter((f) => f[0]! >> 4 === 0),
+      [[0x07, 0x01, 0x04, 0x05, 0x0c, 0x0d, 0x0f, 0x10], singleFrame([0x01, 0x11, 0x2f])],
+    );
     assert.deepEqual(framesOn(bus, 0x7df, from), [], 'no functional request');
     await rejectsWith(client.readPids([]), 'invalid-request');
     await rejectsWith(client.readPids([0x100]), 'invalid-request');
@@ -147,7 +166,10 @@ describe('ObdCanClient', () => {
     await client.discover();
     const from = bus.log.length;
     assert.deepEqual(await client.readVin(), [{ ecu: 0, ok: true, value: DEMO_VIN }]);
-    assert.deepEqual(framesOn(bus, 0x7e8, from).map((f) => f[0]), [0x10, 0x21, 0x22]);
+    assert.deepEqual(
+      framesOn(bus, 0x7e8, from).map((f) => f[0]),
+      [0x10, 0x21, 0x22],
+    );
     assert.deepEqual(framesOn(bus, 0x7e0, from), [[0x30, 0x00, 0x00, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc]]);
     assert.deepEqual(await client.readCalibrationIds(), [
       { ecu: 0, ok: true, value: ['ENG-CAL-0042'] },
@@ -170,7 +192,11 @@ describe('ObdCanClient', () => {
       { ecu: 1, ok: true, value: [] },
     ]);
     assert.deepEqual(await client.readDtcs(0x07, { ecu: 0 }), [{ ecu: 0, ok: true, value: ['P0420'] }]);
-    assert.deepEqual(framesOn(bus, 0x7df).filter((f) => f[1] === 0x04), [], 'nothing clears DTCs on its own');
+    assert.deepEqual(
+      framesOn(bus, 0x7df).filter((f) => f[1] === 0x04),
+      [],
+      'nothing clears DTCs on its own',
+    );
     assert.deepEqual(await client.clearDtcs(), [
       { ecu: 0, ok: true, value: true },
       { ecu: 1, ok: true, value: true },
@@ -242,7 +268,13 @@ describe('ObdCanClient', () => {
     await rejectsWith(auto.readDtcs(), 'timeout', /11-bit, then 29-bit/);
     assert.equal(auto.addressingInUse, null);
     const functional = bus.log.filter((f) => f.id === 0x7df || f.id === 0x18db33f1).slice(-2);
-    assert.deepEqual(functional.map((f) => [f.id, f.extended]), [[0x7df, false], [0x18db33f1, true]]);
+    assert.deepEqual(
+      functional.map((f) => [f.id, f.extended]),
+      [
+        [0x7df, false],
+        [0x18db33f1, true],
+      ],
+    );
     auto.close();
     assert.ok(activeTimers() <= timers, 'no timer left behind');
   });
@@ -334,7 +366,10 @@ describe('ObdCanClient', () => {
     // Each request goes out only once the previous one has been answered.
     const order = bus.log.slice(from).map((f) => (f.id === 0x7df ? `req:${f.data[1]!.toString(16)}` : f.id >= 0x7e8 ? 'ans' : 'fc'));
     const requests = order.map((o, k) => [o, k] as const).filter(([o]) => o.startsWith('req'));
-    assert.deepEqual(requests.map(([o]) => o), ['req:1', 'req:9', 'req:3']);
+    assert.deepEqual(
+      requests.map(([o]) => o),
+      ['req:1', 'req:9', 'req:3'],
+    );
     for (let k = 1; k < requests.length; k++) {
       assert.ok(order.slice(requests[k - 1]![1], requests[k]![1]).includes('ans'), `request ${k} waited for answers`);
     }
@@ -346,7 +381,10 @@ describe('ObdCanClient', () => {
     await client.discover();
     await rejectsWith(client.request(Uint8Array.of(0x01, 0x00, 0x20, 0x40, 0x60, 0x80, 0xa0, 0xc0)), 'invalid-request', /one frame/);
     const raw = await client.request(Uint8Array.of(0x01, 0x0d), { ecu: 0 });
-    assert.deepEqual(raw.map((a) => a.ok && [...a.value].slice(0, 2)), [[0x41, 0x0d]]);
+    assert.deepEqual(
+      raw.map((a) => a.ok && [...a.value].slice(0, 2)),
+      [[0x41, 0x0d]],
+    );
 
     const controller = new AbortController();
     const aborted = client.readVin({ signal: controller.signal });

@@ -20,11 +20,41 @@ import { delay } from '../support/wait.js';
 
 /** Answers by pattern, per responding ECU header (headers on), data bytes as recorded. */
 const SCRIPT: ReadonlyArray<[RegExp, ReadonlyArray<[string, string]>]> = [
-  [/^0100[0-6]?$/, [['7EA', '06 41 00 98 3A 80 13'], ['7E8', '06 41 00 BE 3F A8 13']]],
-  [/^0120[0-6]?$/, [['7EA', '06 41 20 80 01 A0 01'], ['7E8', '06 41 20 90 15 B0 15']]],
-  [/^0140[0-6]?$/, [['7EA', '06 41 40 44 CC 00 21'], ['7E8', '06 41 40 7A 1C 80 00']]],
-  [/^010C[0-6]?$/, [['7EA', '04 41 0C 1A F8'], ['7E8', '04 41 0C 0B B8']]],
-  [/^010D[0-6]?$/, [['7EA', '03 41 0D 32'], ['7E8', '03 41 0D 32']]],
+  [
+    /^0100[0-6]?$/,
+    [
+      ['7EA', '06 41 00 98 3A 80 13'],
+      ['7E8', '06 41 00 BE 3F A8 13'],
+    ],
+  ],
+  [
+    /^0120[0-6]?$/,
+    [
+      ['7EA', '06 41 20 80 01 A0 01'],
+      ['7E8', '06 41 20 90 15 B0 15'],
+    ],
+  ],
+  [
+    /^0140[0-6]?$/,
+    [
+      ['7EA', '06 41 40 44 CC 00 21'],
+      ['7E8', '06 41 40 7A 1C 80 00'],
+    ],
+  ],
+  [
+    /^010C[0-6]?$/,
+    [
+      ['7EA', '04 41 0C 1A F8'],
+      ['7E8', '04 41 0C 0B B8'],
+    ],
+  ],
+  [
+    /^010D[0-6]?$/,
+    [
+      ['7EA', '03 41 0D 32'],
+      ['7E8', '03 41 0D 32'],
+    ],
+  ],
   [/^0105[0-6]?$/, [['7E8', '03 41 05 82']]],
   [
     /^0902[0-6]?$/,
@@ -133,7 +163,10 @@ describe('ELM327 driver against another implementation (emulator-like, scripted)
     assert.equal(info.multiPid, false, 'NO DATA to a multi-PID request');
     assert.equal(info.responseCount, true);
     assert.equal(info.voltage, 13.4);
-    assert.deepEqual(c.ecus.map((e) => e.ecu), [0, 2]);
+    assert.deepEqual(
+      c.ecus.map((e) => e.ecu),
+      [0, 2],
+    );
     assert.ok(adapter.commands.includes('01001'), adapter.commands.join(' '));
 
     const readings = await c.readPids([0x0c, 0x0d, 0x05]);
@@ -161,7 +194,10 @@ describe('ELM327 driver against another implementation (emulator-like, scripted)
     assert.equal(summary.vin, RECORDED_VIN);
     assert.equal(summary.protocol, 'ISO 15765-4 (CAN 11/500)');
     assert.deepEqual(summary.ecus, [0, 2]);
-    assert.ok(['0101', '010C', '010D', '0120', '0140'].every((p) => summary.supportedPids.includes(p)), summary.supportedPids.join(' '));
+    assert.ok(
+      ['0101', '010C', '010D', '0120', '0140'].every((p) => summary.supportedPids.includes(p)),
+      summary.supportedPids.join(' '),
+    );
     assert.deepEqual(summary.values, { coolantTemp: 90, rpm: 750, speed: 50 });
     assert.deepEqual(summary.dtcs, []);
     assert.match(summary.errors?.dtcs ?? '', /no ECU answered 03/);

@@ -144,13 +144,17 @@ describe('recorded ELM327 answers (fixtures from the shared testdata README)', (
     throwsElm(() => parseElmResponse(recorded('XYZ'), { command: 'XYZ' }), 'unknown-command', '"?"');
   });
 
-  it('the fixtures are still what the README records, and every recorded answer has a fixture', { skip: existsSync(RECORDING_README) ? false : NO_SHARED_TESTDATA }, () => {
-    const text = readFileSync(RECORDING_README, 'utf8');
-    const inReadme = readRecordedAnswers();
-    assert.deepEqual([...inReadme.keys()].sort(), Object.keys(RECORDED_ANSWERS).sort());
-    for (const [key, answer] of Object.entries(RECORDED_ANSWERS)) assert.equal(inReadme.get(key), answer, `README answer to ${key}`);
-    assert.ok(text.includes(`b'${RECORDED_03_NONE.replaceAll('\r', '\\r')}'`), 'README no longer records 43 00');
-  });
+  it(
+    'the fixtures are still what the README records, and every recorded answer has a fixture',
+    { skip: existsSync(RECORDING_README) ? false : NO_SHARED_TESTDATA },
+    () => {
+      const text = readFileSync(RECORDING_README, 'utf8');
+      const inReadme = readRecordedAnswers();
+      assert.deepEqual([...inReadme.keys()].sort(), Object.keys(RECORDED_ANSWERS).sort());
+      for (const [key, answer] of Object.entries(RECORDED_ANSWERS)) assert.equal(inReadme.get(key), answer, `README answer to ${key}`);
+      assert.ok(text.includes(`b'${RECORDED_03_NONE.replaceAll('\r', '\\r')}'`), 'README no longer records 43 00');
+    },
+  );
 });
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -206,7 +210,10 @@ describe('framing variants', () => {
   it('a single frame from one ECU in the middle of another ECU’s multi-frame message', () => {
     const raw = [VIN_7E8[0], '7E9 03 7F 09 11', VIN_7E8[1], VIN_7E8[2]].join('\r');
     const { messages } = parseElmResponse(raw);
-    assert.deepEqual(messages.map((m) => m.ecu), ['7E8', '7E9']);
+    assert.deepEqual(
+      messages.map((m) => m.ecu),
+      ['7E8', '7E9'],
+    );
     assert.equal(parseVinResponse(messages[0]!.data), 'MAT403096BNL00000');
     const refused = parseVinResponse(messages[1]!.data);
     assert.ok(refused instanceof ObdNegativeResponse && refused.nrcName === 'serviceNotSupported');
@@ -214,8 +221,14 @@ describe('framing variants', () => {
 
   it('two ECUs in the headers-off multi-frame form, one count line each', () => {
     const block = '014\r0: 49 02 01 57 50 30\r1: 5A 5A 5A 39 39 5A 54\r2: 53 33 39 30 30 30 30\r';
-    const { messages } = parseElmResponse(block + block.replace('57 50 30', '4D 41 54').replace('5A 5A 5A 39 39 5A 54', '34 30 33 30 39 36 42').replace('53 33 39 30 30 30 30', '4E 4C 30 30 30 30 30'));
-    assert.deepEqual(messages.map((m) => parseVinResponse(m.data)), ['WP0ZZZ99ZTS390000', 'MAT403096BNL00000']);
+    const { messages } = parseElmResponse(
+      block +
+        block.replace('57 50 30', '4D 41 54').replace('5A 5A 5A 39 39 5A 54', '34 30 33 30 39 36 42').replace('53 33 39 30 30 30 30', '4E 4C 30 30 30 30 30'),
+    );
+    assert.deepEqual(
+      messages.map((m) => parseVinResponse(m.data)),
+      ['WP0ZZZ99ZTS390000', 'MAT403096BNL00000'],
+    );
   });
 
   it('headers-off multi-frame without spaces, with padding on the last line', () => {
@@ -228,7 +241,12 @@ describe('framing variants', () => {
 
   it('the consecutive-frame sequence number wraps from F to 0 (a 118-byte message: 1 FF + 16 CFs)', () => {
     const payload = Array.from({ length: 118 }, (_, k) => (k === 0 ? 0x49 : k & 0xff));
-    const lines = [`7E8 10 76 ${payload.slice(0, 6).map((b) => b.toString(16).padStart(2, '0')).join(' ')}`];
+    const lines = [
+      `7E8 10 76 ${payload
+        .slice(0, 6)
+        .map((b) => b.toString(16).padStart(2, '0'))
+        .join(' ')}`,
+    ];
     for (let at = 6, seq = 1; at < payload.length; at += 7, seq = (seq + 1) & 0x0f) {
       const chunk = payload.slice(at, at + 7);
       while (chunk.length < 7) chunk.push(0xaa);
@@ -256,7 +274,10 @@ describe('framing variants', () => {
     assert.deepEqual(mode01Values(message.data), { rpm: 750 });
     const { messages, busInit } = parseElmResponse('BUS INIT: ...OK\r486B10410D3243\r486B1A410D324D\r', options);
     assert.equal(busInit, true);
-    assert.deepEqual(messages.map((m) => m.ecu), ['10', '1A']);
+    assert.deepEqual(
+      messages.map((m) => m.ecu),
+      ['10', '1A'],
+    );
     // Legacy DTC answers have no count byte.
     const dtcs = only('48 6B 10 43 01 33 03 00 00 00 3D\r', options);
     assert.deepEqual(positive(parseDtcResponse(0x03, dtcs.data, { countByte: false })).codes, ['P0133', 'P0300']);
@@ -367,7 +388,14 @@ describe('fuzz', () => {
     'A6\r',
   ];
   const alphabet = '0123456789ABCDEF      \r\r\n:<>?.NODATERV\u0000é';
-  const optionSets: ElmParseOptions[] = [{}, { headers: true }, { headers: false }, { protocol: 'can29', headers: true }, { protocol: 'legacy', headers: true }, { command: '0902' }];
+  const optionSets: ElmParseOptions[] = [
+    {},
+    { headers: true },
+    { headers: false },
+    { protocol: 'can29', headers: true },
+    { protocol: 'legacy', headers: true },
+    { command: '0902' },
+  ];
 
   it(`${CASES} mutated real answers: messages or an ElmResponseError, never anything else, quickly (seed ${SEED})`, () => {
     const random = seededRandom(SEED);

@@ -52,7 +52,10 @@ describe('ELM327 driver: initialisation', () => {
     assert.equal(info.multiPid, true);
     assert.equal(typeof info.voltage, 'number');
     assert.equal(c.state, 'ready');
-    assert.deepEqual(c.ecus.map((e) => [e.ecu, e.responseId]), [[0, 0x7e8]]);
+    assert.deepEqual(
+      c.ecus.map((e) => [e.ecu, e.responseId]),
+      [[0, 0x7e8]],
+    );
     assert.ok(c.ecus[0]!.supportedPids.includes(0x0c) && c.ecus[0]!.supportedPids.includes(0x20));
     // The adapter was left as the driver needs it.
     const s = r.sim.settings;
@@ -81,10 +84,16 @@ describe('ELM327 driver: initialisation', () => {
     const r = await rig({ ecus: [{ address: 0 }, { address: 2, pids: [0x05, 0x0c, 0x42], vin: null }], vehicle: car });
     const c = client(r.path);
     await c.connect();
-    assert.deepEqual(c.ecus.map((e) => e.ecu), [0, 2]);
+    assert.deepEqual(
+      c.ecus.map((e) => e.ecu),
+      [0, 2],
+    );
     assert.deepEqual(await values(c, [0x0c, 0x0d]), { '0:rpm': 750, '0:speed': 50, '2:rpm': 750 });
     assert.deepEqual(await values(c, [0x0c], 2), { '2:rpm': 750 });
-    assert.deepEqual((await c.readVin()).filter((a) => a.ok), [{ ecu: 0, ok: true, value: DEMO_VIN }]);
+    assert.deepEqual(
+      (await c.readVin()).filter((a) => a.ok),
+      [{ ecu: 0, ok: true, value: DEMO_VIN }],
+    );
   });
 
   it('speaks 29-bit CAN (ECU 0x10 on 18DAF110)', async () => {
@@ -92,7 +101,10 @@ describe('ELM327 driver: initialisation', () => {
     const c = client(r.path);
     const info = await c.connect();
     assert.equal(info.protocol.description, 'ISO 15765-4 (CAN 29/500)');
-    assert.deepEqual(c.ecus.map((e) => [e.ecu, e.responseId.toString(16)]), [[0x10, '18daf110']]);
+    assert.deepEqual(
+      c.ecus.map((e) => [e.ecu, e.responseId.toString(16)]),
+      [[0x10, '18daf110']],
+    );
     assert.deepEqual(await values(c, [0x0c, 0x0d]), { '16:rpm': 750, '16:speed': 50 });
     assert.deepEqual(await c.readVin(), [{ ecu: 0x10, ok: true, value: DEMO_VIN }]);
   });
@@ -105,7 +117,10 @@ describe('ELM327 driver: initialisation', () => {
       assert.equal(info.protocol.family, 'legacy');
       assert.equal(info.multiPid, false);
       assert.equal(info.responseCount, false);
-      assert.deepEqual(c.ecus.map((e) => e.ecu), [0x10]);
+      assert.deepEqual(
+        c.ecus.map((e) => e.ecu),
+        [0x10],
+      );
       assert.deepEqual(await values(c, [0x0c, 0x0d, 0x05]), { '16:rpm': 750, '16:speed': 50, '16:coolantTemp': 90 });
       assert.deepEqual(await c.readVin(), [{ ecu: 0x10, ok: true, value: DEMO_VIN }]);
       assert.deepEqual(await c.readDtcs(), [{ ecu: 0x10, ok: true, value: ['P0133', 'P0300', 'C0123', 'U0100'] }]);
@@ -207,7 +222,10 @@ describe('ELM327 driver: adapter errors and a bad line', () => {
     r.sim.failNext('garbled');
     // Seven PIDs: a request of six (garbled) and one of one.
     const [entry] = await c.readPids([0x04, 0x05, 0x0c, 0x0d, 0x0f, 0x10, 0x11]);
-    assert.deepEqual(entry!.readings.map((x) => x.key), ['throttlePosition']);
+    assert.deepEqual(
+      entry!.readings.map((x) => x.key),
+      ['throttlePosition'],
+    );
     assert.deepEqual(entry!.missing, [0x04, 0x05, 0x0c, 0x0d, 0x0f, 0x10]);
     assert.equal(entry!.error?.code, 'transport');
   });
@@ -287,7 +305,16 @@ describe('ELM327 driver: losing the adapter', () => {
     await waitFor(() => c.state === 'ready', 'ready', 5000);
     const samples: PidSample[] = [];
     const errors: Error[] = [];
-    const poller = new PidPoller(c, { pids: [{ pid: 'rpm', intervalMs: 50 }, { pid: 'speed', intervalMs: 50 }] }, { onSample: (s) => samples.push(s), onError: (e) => errors.push(e) });
+    const poller = new PidPoller(
+      c,
+      {
+        pids: [
+          { pid: 'rpm', intervalMs: 50 },
+          { pid: 'speed', intervalMs: 50 },
+        ],
+      },
+      { onSample: (s) => samples.push(s), onError: (e) => errors.push(e) },
+    );
     const stop = new AbortController();
     const running = poller.run(stop.signal);
     try {
@@ -302,6 +329,9 @@ describe('ELM327 driver: losing the adapter', () => {
       stop.abort();
       await running;
     }
-    assert.ok(errors.every((e) => e instanceof ObdRequestError), errors.map((e) => e.message).join('; '));
+    assert.ok(
+      errors.every((e) => e instanceof ObdRequestError),
+      errors.map((e) => e.message).join('; '),
+    );
   });
 });

@@ -249,7 +249,14 @@ describe('Mode 01 formulas', () => {
     const response = positive(parseMode01Response(hexBytes('41 0C 1A F8 0D 32 05 7B 2F 80 46 41 5C 82')));
     assert.deepEqual(
       response.readings.map((r) => [r.key, r.unit]),
-      [['rpm', 'rpm'], ['speed', 'km/h'], ['coolantTemp', '°C'], ['fuelLevel', '%'], ['ambientAirTemp', '°C'], ['oilTemp', '°C']],
+      [
+        ['rpm', 'rpm'],
+        ['speed', 'km/h'],
+        ['coolantTemp', '°C'],
+        ['fuelLevel', '%'],
+        ['ambientAirTemp', '°C'],
+        ['oilTemp', '°C'],
+      ],
     );
     assert.deepEqual(response.readings[1]!.data, Uint8Array.of(0x32));
     assert.equal(response.readings[4]!.value, 25);
@@ -276,13 +283,45 @@ describe('Mode 01 formulas', () => {
   it('the table has a unique key per PID and every key the agent publishes', () => {
     assert.equal(MODE01_PIDS_BY_KEY.size, MODE01_PIDS.size);
     for (const key of [
-      'rpm', 'speed', 'coolantTemp', 'engineLoad', 'throttlePosition', 'intakeAirTemp', 'maf', 'fuelLevel',
-      'timingAdvance', 'fuelPressure', 'intakeManifoldPressure', 'runTimeSinceStart', 'distanceWithMil',
-      'controlModuleVoltage', 'ambientAirTemp', 'oilTemp', 'fuelRate', 'shortTermFuelTrimBank1', 'longTermFuelTrimBank2',
-      'o2Sensor1', 'barometricPressure', 'absoluteLoad', 'commandedEquivalenceRatio', 'relativeThrottle',
-      'acceleratorPedalD', 'acceleratorPedalE', 'commandedThrottleActuator', 'timeWithMil', 'timeSinceCodesCleared',
-      'fuelType', 'ethanolPercent', 'engineReferenceTorque', 'actualEngineTorque', 'odometer', 'monitorStatus',
-      'fuelSystemStatus', 'obdStandard', 'evapVaporPressure', 'distanceSinceCodesCleared',
+      'rpm',
+      'speed',
+      'coolantTemp',
+      'engineLoad',
+      'throttlePosition',
+      'intakeAirTemp',
+      'maf',
+      'fuelLevel',
+      'timingAdvance',
+      'fuelPressure',
+      'intakeManifoldPressure',
+      'runTimeSinceStart',
+      'distanceWithMil',
+      'controlModuleVoltage',
+      'ambientAirTemp',
+      'oilTemp',
+      'fuelRate',
+      'shortTermFuelTrimBank1',
+      'longTermFuelTrimBank2',
+      'o2Sensor1',
+      'barometricPressure',
+      'absoluteLoad',
+      'commandedEquivalenceRatio',
+      'relativeThrottle',
+      'acceleratorPedalD',
+      'acceleratorPedalE',
+      'commandedThrottleActuator',
+      'timeWithMil',
+      'timeSinceCodesCleared',
+      'fuelType',
+      'ethanolPercent',
+      'engineReferenceTorque',
+      'actualEngineTorque',
+      'odometer',
+      'monitorStatus',
+      'fuelSystemStatus',
+      'obdStandard',
+      'evapVaporPressure',
+      'distanceSinceCodesCleared',
     ]) {
       assert.ok(MODE01_PIDS_BY_KEY.has(key), key);
     }
@@ -299,7 +338,10 @@ describe('Mode 02 freeze frames', () => {
     const response = positive(parseMode02Response(hexBytes('42 0C 00 1A F8 02 00 01 33')));
     assert.deepEqual(
       response.readings.map((r) => [r.key, r.frame, r.value]),
-      [['rpm', 0, 1726], ['freezeFrameDtc', 0, 'P0133']],
+      [
+        ['rpm', 0, 1726],
+        ['freezeFrameDtc', 0, 'P0133'],
+      ],
     );
     throwsDecodeError(() => parseMode02Response(hexBytes('42 0C')), /too short/);
     throwsDecodeError(() => parseMode02Response(hexBytes('42 0C 00 1A')), /needs 2 data bytes/);
@@ -322,9 +364,10 @@ describe('supported-PID bitmaps', () => {
   it('merges the lists of several ECUs', () => {
     const engine = supportedPidsFromBitmap(0x00, hexBytes('BE 3F A8 13'));
     const transmission = supportedPidsFromBitmap(0x00, hexBytes('80 18 00 01'));
-    assert.deepEqual(mergeSupportedPids([engine, transmission, [0xa6]]), [
-      0x01, 0x03, 0x04, 0x05, 0x06, 0x07, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f, 0x10, 0x11, 0x13, 0x15, 0x1c, 0x1f, 0x20, 0xa6,
-    ]);
+    assert.deepEqual(
+      mergeSupportedPids([engine, transmission, [0xa6]]),
+      [0x01, 0x03, 0x04, 0x05, 0x06, 0x07, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f, 0x10, 0x11, 0x13, 0x15, 0x1c, 0x1f, 0x20, 0xa6],
+    );
   });
 });
 
@@ -337,7 +380,11 @@ describe('requests', () => {
     const pids = Array.from({ length: 13 }, (_, k) => k + 1);
     assert.deepEqual(
       buildMode01Requests(pids).map((r) => [...r]),
-      [[1, 1, 2, 3, 4, 5, 6], [1, 7, 8, 9, 10, 11, 12], [1, 13]],
+      [
+        [1, 1, 2, 3, 4, 5, 6],
+        [1, 7, 8, 9, 10, 11, 12],
+        [1, 13],
+      ],
     );
   });
 
@@ -519,14 +566,14 @@ describe('encoding (the simulator side)', () => {
     assert.deepEqual([...encodePid(0x11, -3)], [0x00]);
   });
 
-  it('encodes two\'s complement PIDs as signed', () => {
+  it("encodes two's complement PIDs as signed", () => {
     assert.deepEqual([...encodePid(0x32, -1.25)], [0xff, 0xfb]);
     assert.deepEqual([...encodePid(0x54, -32768)], [0x80, 0x00]);
     assert.deepEqual([...encodePid(0x54, 40000)], [0x7f, 0xff]);
     assert.equal(decodePid(0x32, encodePid(0x32, -100)), -100);
   });
 
-  it('is the inverse of the table\'s decoder for every scalar PID', () => {
+  it("is the inverse of the table's decoder for every scalar PID", () => {
     let checked = 0;
     for (const def of MODE01_PIDS.values()) {
       if (!isPidEncodable(def.pid)) continue;
@@ -641,10 +688,7 @@ describe('fuzzing', () => {
   it('rejects inputs that are not byte arrays with an ObdDecodeError', () => {
     const garbage: unknown[] = [null, undefined, 'abc', 42, {}, [0x41, -1], [0x41, 1.5], [0x41, Number.NaN], [0x41, '0C']];
     // decodePid's fuzz wrapper slices its input, so it gets its own call here.
-    const targets: [string, (b: number[]) => unknown][] = [
-      ...parsers.filter(([name]) => name !== 'decodePid'),
-      ['decodePid', (b) => decodePid(0x0c, b)],
-    ];
+    const targets: [string, (b: number[]) => unknown][] = [...parsers.filter(([name]) => name !== 'decodePid'), ['decodePid', (b) => decodePid(0x0c, b)]];
     for (const input of garbage) {
       for (const [name, parse] of targets) {
         assert.throws(

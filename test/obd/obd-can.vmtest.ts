@@ -49,7 +49,14 @@ describe('OBD-II over CAN on a real kernel', { timeout: 90_000 }, () => {
       dtcs: { stored: ['P0133', 'C0035', 'B1234', 'U0100'], pending: ['P0420'] },
     });
     cleanup.add(() => engine.close());
-    const gearbox = new SimulatedObdEcu(bus, { vehicle: car, addressing, ecu: addressing === '29-bit' ? 0x18 : 1, legacy: true, pids: [0x05, 0x0d], vin: null });
+    const gearbox = new SimulatedObdEcu(bus, {
+      vehicle: car,
+      addressing,
+      ecu: addressing === '29-bit' ? 0x18 : 1,
+      legacy: true,
+      pids: [0x05, 0x0d],
+      vin: null,
+    });
     cleanup.add(() => gearbox.close());
     const client = new ObdCanClient(bus, { addressing, p2Ms: P2_MS });
     cleanup.add(() => client.close());
@@ -67,7 +74,10 @@ describe('OBD-II over CAN on a real kernel', { timeout: 90_000 }, () => {
         [1, 0x7e9],
       ],
     );
-    assert.deepEqual(ecus[0]!.supportedPids, [...engine.supportedPids].sort((a, b) => a - b));
+    assert.deepEqual(
+      ecus[0]!.supportedPids,
+      [...engine.supportedPids].sort((a, b) => a - b),
+    );
     assert.deepEqual(ecus[1]!.supportedPids, [0x05, 0x0d]);
 
     const values = readings(await client.readPids([0x0c, 0x0d, 0x05], { ecu: 0 }), 0);
@@ -119,7 +129,11 @@ describe('OBD-II over CAN on a real kernel', { timeout: 90_000 }, () => {
     const { client } = await setUp(IF);
     const samples: PidSample[] = [];
     const errors: Error[] = [];
-    const poller = new PidPoller(client, { pids: [{ pid: 'rpm', intervalMs: 100, ecu: 0 }] }, { onSample: (s) => samples.push(s), onError: (e) => errors.push(e) });
+    const poller = new PidPoller(
+      client,
+      { pids: [{ pid: 'rpm', intervalMs: 100, ecu: 0 }] },
+      { onSample: (s) => samples.push(s), onError: (e) => errors.push(e) },
+    );
     const abort = new AbortController();
     const running = poller.run(abort.signal);
     cleanup.add(async () => {

@@ -19,12 +19,7 @@ function mode01Requests(bus: MemoryCanBus, from: number): [number, number[]][] {
     .map((f) => [f.id - 0x7e0, [...f.data.subarray(2, 1 + f.data[0]!)]]);
 }
 
-async function polling(
-  config: PidPollerConfig,
-  ms: number,
-  engineOptions: Partial<SimulatedObdEcuOptions> = {},
-  handlers: Partial<PidPollerHandlers> = {},
-) {
+async function polling(config: PidPollerConfig, ms: number, engineOptions: Partial<SimulatedObdEcuOptions> = {}, handlers: Partial<PidPollerHandlers> = {}) {
   const bus = new MemoryCanBus();
   const car = drivingCar();
   const engine = new SimulatedObdEcu(bus, { vehicle: car, ...engineOptions });
@@ -61,7 +56,13 @@ async function polling(
 describe('PidPoller', () => {
   it('reads each PID at its own interval and packs the due PIDs of one ECU into one request', async () => {
     const { car, samples, count, requests, elapsedMs } = await polling(
-      { pids: [{ pid: 'rpm', intervalMs: 20 }, { pid: 0x0d, intervalMs: 40 }, { pid: 'coolantTemp', intervalMs: 100 }] },
+      {
+        pids: [
+          { pid: 'rpm', intervalMs: 20 },
+          { pid: 0x0d, intervalMs: 40 },
+          { pid: 'coolantTemp', intervalMs: 100 },
+        ],
+      },
       400,
     );
     const expected = (interval: number) => elapsedMs / interval;
@@ -82,11 +83,17 @@ describe('PidPoller', () => {
     assert.ok(Math.abs(rpm.ts - Date.now() / 1000) < 5);
 
     const engineRequests = requests.filter(([ecu]) => ecu === 0);
-    assert.ok(engineRequests.some(([, pids]) => pids.length >= 2), 'due PIDs travel together');
+    assert.ok(
+      engineRequests.some(([, pids]) => pids.length >= 2),
+      'due PIDs travel together',
+    );
     assert.ok(engineRequests.length < samples.filter((s) => s.ecu === 0).length, 'fewer requests than samples');
     // The legacy ECU refuses the first multi-PID request with NRC 0x12; from then on it gets single PIDs.
     const gearboxRequests = requests.filter(([ecu]) => ecu === 1);
-    assert.ok(gearboxRequests.slice(1).every(([, pids]) => pids.length === 1), 'single PIDs for the legacy ECU');
+    assert.ok(
+      gearboxRequests.slice(1).every(([, pids]) => pids.length === 1),
+      'single PIDs for the legacy ECU',
+    );
   });
 
   it('never asks for PIDs no ECU (or not the configured one) supports, and reports each once', async () => {
@@ -112,7 +119,13 @@ describe('PidPoller', () => {
 
   it('backs off, up to the cap, from a PID the ECU advertises but never returns', async () => {
     const { requests, count, errors, poller } = await polling(
-      { pids: [{ pid: 'rpm', intervalMs: 10 }, { pid: 'intakeManifoldPressure', intervalMs: 10 }], backoff: { maxMs: 80 } },
+      {
+        pids: [
+          { pid: 'rpm', intervalMs: 10 },
+          { pid: 'intakeManifoldPressure', intervalMs: 10 },
+        ],
+        backoff: { maxMs: 80 },
+      },
       600,
       { unansweredPids: [0x0b] },
     );
@@ -129,7 +142,11 @@ describe('PidPoller', () => {
   it('keeps to the request budget and reports that it is behind', async () => {
     const { requests, behind, poller, elapsedMs, count } = await polling(
       {
-        pids: [{ pid: 'rpm', intervalMs: 10 }, { pid: 'speed', intervalMs: 10 }, { pid: 'coolantTemp', intervalMs: 10 }],
+        pids: [
+          { pid: 'rpm', intervalMs: 10 },
+          { pid: 'speed', intervalMs: 10 },
+          { pid: 'coolantTemp', intervalMs: 10 },
+        ],
         budget: { maxRequestsPerSecond: 25 },
       },
       500,
@@ -141,14 +158,26 @@ describe('PidPoller', () => {
     assert.equal(poller.status.behind, true);
     assert.ok(poller.status.lateReads > 0);
     // Every PID still gets its turn.
-    for (const [ecu, name] of [[0, 'rpm'], [0, 'coolantTemp'], [1, 'speed'], [1, 'coolantTemp']] as const) {
+    for (const [ecu, name] of [
+      [0, 'rpm'],
+      [0, 'coolantTemp'],
+      [1, 'speed'],
+      [1, 'coolantTemp'],
+    ] as const) {
       assert.ok(count(ecu, name) >= 1, `${ecu}:${name}`);
     }
   });
 
   it('keeps to the frame budget, counting the answers and flow control too', async () => {
     const { poller, elapsedMs, behind } = await polling(
-      { pids: [{ pid: 'rpm', intervalMs: 5 }, { pid: 'maf', intervalMs: 5 }, { pid: 'odometer', intervalMs: 5 }], budget: { maxFramesPerSecond: 60 } },
+      {
+        pids: [
+          { pid: 'rpm', intervalMs: 5 },
+          { pid: 'maf', intervalMs: 5 },
+          { pid: 'odometer', intervalMs: 5 },
+        ],
+        budget: { maxFramesPerSecond: 60 },
+      },
       500,
     );
     const status = poller.status;
@@ -164,7 +193,16 @@ describe('PidPoller', () => {
     const car = drivingCar();
     const engine = new SimulatedObdEcu(bus, { vehicle: car });
     const client = new ObdCanClient(bus);
-    const poller = new PidPoller(client, { pids: [{ pid: 'rpm', intervalMs: 15 }, { pid: 'coolantTemp', intervalMs: 1000 }] }, { onSample: () => {} });
+    const poller = new PidPoller(
+      client,
+      {
+        pids: [
+          { pid: 'rpm', intervalMs: 15 },
+          { pid: 'coolantTemp', intervalMs: 1000 },
+        ],
+      },
+      { onSample: () => {} },
+    );
     const run = poller.run();
     await waitFor(() => poller.status.samples >= 3, 'three samples', 5000);
     assert.equal(poller.status.running, true);
@@ -192,7 +230,12 @@ describe('PidPoller', () => {
     const bus = new MemoryCanBus();
     const client = new ObdCanClient(bus, { p2Ms: 10 });
     const errors: Error[] = [];
-    const poller = new PidPoller(client, { pids: [{ pid: 'rpm', intervalMs: 10 }] }, { onSample: () => {}, onError: (e) => errors.push(e) }, { rediscoverMs: 20 });
+    const poller = new PidPoller(
+      client,
+      { pids: [{ pid: 'rpm', intervalMs: 10 }] },
+      { onSample: () => {}, onError: (e) => errors.push(e) },
+      { rediscoverMs: 20 },
+    );
     const run = poller.run();
     await delay(80);
     assert.ok(errors.length >= 2 && errors.every((e) => /no ECU answered/.test(e.message)), `${errors.length} discovery errors`);
@@ -200,13 +243,17 @@ describe('PidPoller', () => {
     const engine = new SimulatedObdEcu(bus, { vehicle: drivingCar() });
     let thrown = 0;
     const handlerErrors: Error[] = [];
-    const clumsy = new PidPoller(client, { pids: [{ pid: 'rpm', intervalMs: 10 }] }, {
-      onSample: () => {
-        thrown++;
-        throw new Error('consumer bug');
+    const clumsy = new PidPoller(
+      client,
+      { pids: [{ pid: 'rpm', intervalMs: 10 }] },
+      {
+        onSample: () => {
+          thrown++;
+          throw new Error('consumer bug');
+        },
+        onError: (e) => handlerErrors.push(e),
       },
-      onError: (e) => handlerErrors.push(e),
-    });
+    );
     await delay(100);
     poller.stop();
     await run;

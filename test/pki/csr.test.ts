@@ -23,7 +23,10 @@ describe('device key and certificate signing request', () => {
   });
 
   it('refuses a CSR for another device, one whose signature does not match its key, and garbage', () => {
-    assert.throws(() => signDeviceCsr(ca, createCsr('car-0043', keyPem), { deviceId: 'car-0042' }), (err: unknown) => err instanceof CsrError && /names 'car-0043', not the device 'car-0042'/.test(err.message));
+    assert.throws(
+      () => signDeviceCsr(ca, createCsr('car-0043', keyPem), { deviceId: 'car-0042' }),
+      (err: unknown) => err instanceof CsrError && /names 'car-0043', not the device 'car-0042'/.test(err.message),
+    );
     // The same request with another key's public key in it: the self-signature no longer verifies.
     const other = createCsr('car-0042', createDeviceKey());
     const mine = createCsr('car-0042', keyPem);

@@ -7,14 +7,7 @@ import { X509Certificate } from 'node:crypto';
 import { chmodSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import {
-  createDevCa,
-  devCaFromPem,
-  issueDeviceCertificate,
-  issueServerCertificate,
-  writeDevPki,
-  writeIssued,
-} from '../../src/pki/dev-ca.js';
+import { createDevCa, devCaFromPem, issueDeviceCertificate, issueServerCertificate, writeDevPki, writeIssued } from '../../src/pki/dev-ca.js';
 import { IdentityError, loadIdentity, type IdentityFiles, type IdentityProblem } from '../../src/pki/identity.js';
 import { OpensslPki, type CertificateRequest, type OpensslCertificate } from '../support/openssl-pki.js';
 import { makeTempDir } from '../support/temp.js';
@@ -80,7 +73,12 @@ describe('loadIdentity', () => {
     const loose = write('loose.key', readFileSync(car.keyFile, 'utf8'));
     for (const mode of [0o644, 0o640, 0o604]) {
       chmodSync(loose, mode);
-      expectProblem(() => loadIdentity(files({ keyFile: loose })), loose, 'permissions', new RegExp(`private key .* has mode 0${mode.toString(8)}: other users can read it \\(chmod 600\\)`));
+      expectProblem(
+        () => loadIdentity(files({ keyFile: loose })),
+        loose,
+        'permissions',
+        new RegExp(`private key .* has mode 0${mode.toString(8)}: other users can read it \\(chmod 600\\)`),
+      );
     }
     chmodSync(loose, 0o600);
     assert.deepEqual(loadIdentity(files({ keyFile: loose })).warnings, []);
@@ -130,22 +128,22 @@ describe('loadIdentity', () => {
   it('checks the client certificate against its issuer CA when one is given', () => {
     const foreign = createDevCa({ commonName: 'identity test CA' }); // same name, another key
     const foreignFile = writeIssued(path.join(dir, 'foreign'), 'ca', foreign).certFile;
-    expectProblem(
-      () => loadIdentity(files({ issuerFile: foreignFile })),
-      car.certFile,
-      'chain',
-      /does not chain to the issuer CA .*foreign\/ca\.crt/,
-    );
+    expectProblem(() => loadIdentity(files({ issuerFile: foreignFile })), car.certFile, 'chain', /does not chain to the issuer CA .*foreign\/ca\.crt/);
     assert.equal(loadIdentity(files({ issuerFile: caFile })).commonName, 'car-7');
     // The broker's CA may be another one than the client certificate's issuer (a different PKI for the broker).
     assert.equal(loadIdentity(files({ caFile: foreignFile })).commonName, 'car-7');
     // With requireIssuer (as the agent loads it), the certificate must be issued by caFile's CA when no issuer is given.
-    expectProblem(() => loadIdentity(files({ caFile: foreignFile, requireIssuer: true })), car.certFile, 'chain', /is not issued by the CA in .*foreign\/ca\.crt \(it names CN=identity test CA\)/);
+    expectProblem(
+      () => loadIdentity(files({ caFile: foreignFile, requireIssuer: true })),
+      car.certFile,
+      'chain',
+      /is not issued by the CA in .*foreign\/ca\.crt \(it names CN=identity test CA\)/,
+    );
     assert.equal(loadIdentity(files({ caFile: foreignFile, issuerFile: caFile, requireIssuer: true })).commonName, 'car-7');
     assert.equal(loadIdentity(files({ requireIssuer: true })).commonName, 'car-7');
   });
 
-  it('refuses a chain where a device certificate (not a CA) signed another device\'s', () => {
+  it("refuses a chain where a device certificate (not a CA) signed another device's", () => {
     // Another car's certificate and key, used as if they were a CA: what a car's own check must not accept.
     const thief = writeIssued(path.join(dir, 'thief'), 'car-9', issueDeviceCertificate(ca, 'car-9'));
     const asCa = devCaFromPem(readFileSync(thief.certFile, 'utf8'), readFileSync(thief.keyFile, 'utf8'));
@@ -165,7 +163,10 @@ describe('loadIdentity', () => {
     const written = writeDevPki(pkiDir, { identities: ['car-1'] });
     const reread = devCaFromPem(readFileSync(written.caFile, 'utf8'), readFileSync(written.caKeyFile, 'utf8'));
     const later = writeIssued(pkiDir, 'car-2', issueDeviceCertificate(reread, 'car-2'));
-    for (const [id, f] of [['car-1', written.devices['car-1']!], ['car-2', later]] as const) {
+    for (const [id, f] of [
+      ['car-1', written.devices['car-1']!],
+      ['car-2', later],
+    ] as const) {
       const identity = loadIdentity({ ...f, caFile: written.caFile, issuerFile: written.caFile });
       assert.equal(identity.commonName, id);
     }
@@ -180,7 +181,7 @@ describe('loadIdentity', () => {
   });
 });
 
-describe('the device chain, validated as the command signer\'s is (RFC 5280)', () => {
+describe("the device chain, validated as the command signer's is (RFC 5280)", () => {
   const openssl = new OpensslPki();
   /** A device CA as a fleet's tooling makes it: devices directly under it, no intermediate. */
   const strictCa = openssl.issue({ name: 'strict device CA', ca: { pathLength: 0 } });
@@ -217,7 +218,12 @@ describe('the device chain, validated as the command signer\'s is (RFC 5280)', (
     const level2 = openssl.issue({ name: 'level 2', issuer: level1, ca: {} });
     const deep = device({ name: 'car-31', issuer: level2 });
     const deepFiles = chainFiles(deep, [level2, level1], openCa);
-    expectProblem(() => loadIdentity(deepFiles), deepFiles.certFile, 'chain', /the intermediate CA CN=level 1 allows 0 intermediate CAs below it \(pathLenConstraint 0\), the chain has 1 \(CN=level 2\)/);
+    expectProblem(
+      () => loadIdentity(deepFiles),
+      deepFiles.certFile,
+      'chain',
+      /the intermediate CA CN=level 1 allows 0 intermediate CAs below it \(pathLenConstraint 0\), the chain has 1 \(CN=level 2\)/,
+    );
     // Within every limit: loads, directly under the strict CA and through an intermediate under an open one.
     assert.equal(loadIdentity({ ...chainFiles(device({ name: 'car-31', issuer: strictCa }), [], strictCa), requireIssuer: true }).commonName, 'car-31');
     assert.equal(loadIdentity({ ...chainFiles(device({ name: 'car-31', issuer: level1 }), [level1], openCa), requireIssuer: true }).commonName, 'car-31');
@@ -226,7 +232,12 @@ describe('the device chain, validated as the command signer\'s is (RFC 5280)', (
   it('[14.3] a device certificate signed with SHA-1 is refused', () => {
     const sha1 = device({ name: 'car-32', issuer: rsaCa, digest: 'sha1' });
     const files = chainFiles(sha1, [], rsaCa);
-    expectProblem(() => loadIdentity(files), files.certFile, 'chain', /CN=car-32 is signed with sha1WithRSAEncryption: certificates signed with SHA-1 are refused/);
+    expectProblem(
+      () => loadIdentity(files),
+      files.certFile,
+      'chain',
+      /CN=car-32 is signed with sha1WithRSAEncryption: certificates signed with SHA-1 are refused/,
+    );
     const ecSha1 = device({ name: 'car-32', issuer: openCa, digest: 'sha1' });
     const ecFiles = chainFiles(ecSha1, [], openCa);
     expectProblem(() => loadIdentity({ ...ecFiles, requireIssuer: true }), ecFiles.certFile, 'chain', /CN=car-32 is signed with ecdsa-with-SHA1/);
@@ -240,7 +251,12 @@ describe('the device chain, validated as the command signer\'s is (RFC 5280)', (
   it('[14.3] an intermediate without keyCertSign is refused, naming the rule; so is a device CA without it', () => {
     const crlOnly = openssl.issue({ name: 'crl-only intermediate', issuer: openCa, ca: {}, keyUsage: 'critical, cRLSign' });
     const files = chainFiles(device({ name: 'car-33', issuer: crlOnly }), [crlOnly], openCa);
-    expectProblem(() => loadIdentity(files), files.certFile, 'chain', /the intermediate CA CN=crl-only intermediate issued CN=car-33 but may not sign certificates: its key usage lacks keyCertSign/);
+    expectProblem(
+      () => loadIdentity(files),
+      files.certFile,
+      'chain',
+      /the intermediate CA CN=crl-only intermediate issued CN=car-33 but may not sign certificates: its key usage lacks keyCertSign/,
+    );
     // The device CA given as issuerFile (the broker CA being another).
     const noCertSign = openssl.issue({ name: 'device CA without keyCertSign', ca: {}, keyUsage: 'critical, digitalSignature, cRLSign' });
     const direct = chainFiles(device({ name: 'car-33', issuer: noCertSign }), [], openCa);
@@ -255,9 +271,19 @@ describe('the device chain, validated as the command signer\'s is (RFC 5280)', (
   it('[14.3] a critical extension the agent does not process, anywhere in the device chain, is refused', () => {
     const odd = openssl.issue({ name: 'odd intermediate', issuer: openCa, ca: {}, extra: ['1.3.6.1.4.1.55555.1 = critical, ASN1:NULL'] });
     const files = chainFiles(device({ name: 'car-34', issuer: odd }), [odd], openCa);
-    expectProblem(() => loadIdentity(files), files.certFile, 'chain', /CN=odd intermediate carries a critical extension this agent does not process \(1\.3\.6\.1\.4\.1\.55555\.1\)/);
+    expectProblem(
+      () => loadIdentity(files),
+      files.certFile,
+      'chain',
+      /CN=odd intermediate carries a critical extension this agent does not process \(1\.3\.6\.1\.4\.1\.55555\.1\)/,
+    );
     const oddLeaf = chainFiles(device({ name: 'car-34', issuer: openCa, extra: ['1.3.6.1.4.1.55555.2 = critical, ASN1:NULL'] }), [], openCa);
-    expectProblem(() => loadIdentity(oddLeaf), oddLeaf.certFile, 'chain', /CN=car-34 carries a critical extension this agent does not process \(1\.3\.6\.1\.4\.1\.55555\.2\)/);
+    expectProblem(
+      () => loadIdentity(oddLeaf),
+      oddLeaf.certFile,
+      'chain',
+      /CN=car-34 carries a critical extension this agent does not process \(1\.3\.6\.1\.4\.1\.55555\.2\)/,
+    );
   });
 
   it('[14.3] a device certificate that is a CA, or has a key outside the documented kinds, is refused', () => {

@@ -49,8 +49,16 @@ describe('[14.4] reserved identities', () => {
     const keyPem = createDeviceKey();
     for (const name of ['backend', 'ca']) {
       const csr = createCsr(name, keyPem);
-      assert.throws(() => signDeviceCsr(ca, csr), (err: unknown) => err instanceof CsrError && /is reserved/.test(err.message), name);
-      assert.throws(() => signDeviceCsr(ca, csr, { deviceId: name }), (err: unknown) => err instanceof CsrError && /is reserved/.test(err.message), name);
+      assert.throws(
+        () => signDeviceCsr(ca, csr),
+        (err: unknown) => err instanceof CsrError && /is reserved/.test(err.message),
+        name,
+      );
+      assert.throws(
+        () => signDeviceCsr(ca, csr, { deviceId: name }),
+        (err: unknown) => err instanceof CsrError && /is reserved/.test(err.message),
+        name,
+      );
     }
   });
 

@@ -116,7 +116,8 @@ describe('identity files: a rotation cut short is repaired at start', () => {
     assert.equal(fingerprint(files.certFile), files.newFp);
     const stranger = issueDeviceCertificate(ca, 'car');
     writeFileSync(files.certFile, stranger.certPem);
-    for (const suffix of ['.old', '.new']) for (const f of [files.certFile, files.keyFile]) if (existsSync(f + suffix)) renameSync(f + suffix, `${f + suffix}.aside`);
+    for (const suffix of ['.old', '.new'])
+      for (const f of [files.certFile, files.keyFile]) if (existsSync(f + suffix)) renameSync(f + suffix, `${f + suffix}.aside`);
     writeFileSync(`${files.certFile}.old`, stranger.certPem);
     assert.equal(repairIdentityFiles(files), undefined);
     assert.equal(pairMatches(files.certFile, files.keyFile), false);
@@ -129,7 +130,11 @@ describe('rotation against an in-memory link', () => {
 
   /** A link whose "backend" signs each request with `signer` at once; reconnectWith resolves or rejects as told. */
   /** `intermediates`: PEM the "backend" sends after the certificate it signs. */
-  function fakeLink(signer: DevCa, current: () => DeviceIdentity, options: { watchDelayMs?: number; onWatch?: () => void; intermediates?: string } = {}): RotationLink & { reconnects: string[] } {
+  function fakeLink(
+    signer: DevCa,
+    current: () => DeviceIdentity,
+    options: { watchDelayMs?: number; onWatch?: () => void; intermediates?: string } = {},
+  ): RotationLink & { reconnects: string[] } {
     const listeners = new Map<string, (payload: Buffer) => void>();
     const reconnects: string[] = [];
     return {
@@ -184,7 +189,14 @@ describe('rotation against an in-memory link', () => {
     const { files, identity } = car();
     const before = fingerprint(files.certFile);
     // An intermediate CA the device CA (a development CA: path length 0) should never have issued, signing the request.
-    const deviceCaFiles = { name: 'device CA', certPem: deviceCa.certPem, keyPem: deviceCa.keyPem, certFile: files.issuerFile, keyFile: path.join(path.dirname(files.issuerFile), 'device-ca.key'), kind: 'rsa2048' as const };
+    const deviceCaFiles = {
+      name: 'device CA',
+      certPem: deviceCa.certPem,
+      keyPem: deviceCa.keyPem,
+      certFile: files.issuerFile,
+      keyFile: path.join(path.dirname(files.issuerFile), 'device-ca.key'),
+      kind: 'rsa2048' as const,
+    };
     const intermediate = new OpensslPki().issue({ name: 'rotation intermediate', issuer: deviceCaFiles, ca: {}, key: 'rsa2048' });
     const link = fakeLink(devCaFromPem(intermediate.certPem, intermediate.keyPem), identity, { intermediates: intermediate.certPem });
     await assert.rejects(
@@ -196,7 +208,13 @@ describe('rotation against an in-memory link', () => {
     );
     assert.equal(fingerprint(files.certFile), before);
     assert.deepEqual(link.reconnects, []);
-    assert.deepEqual(readdirSync(path.dirname(files.certFile)).filter((f) => f.startsWith('car-i')).sort(), ['car-i.crt', 'car-i.key'], 'nothing staged is left');
+    assert.deepEqual(
+      readdirSync(path.dirname(files.certFile))
+        .filter((f) => f.startsWith('car-i'))
+        .sort(),
+      ['car-i.crt', 'car-i.key'],
+      'nothing staged is left',
+    );
   });
 
   it('an abort before the start or while subscribing ends it at once, nothing sent or changed', async () => {
@@ -306,7 +324,11 @@ describe('rotateCertificate through mosquitto', { timeout: 120_000 }, () => {
   const rotate = (params: Record<string, unknown> = {}): Promise<{ results: CommandResult[]; final: CommandResult | undefined }> =>
     ops.send({ deviceId, name: 'rotateCertificate', params }, commandPki.operator, { timeoutMs: 60_000 });
   const snapshot = (): Record<string, string> =>
-    Object.fromEntries(readdirSync(path.dirname(identity.certFile)).sort().map((f) => [f, readFileSync(path.join(path.dirname(identity.certFile), f), 'utf8')]));
+    Object.fromEntries(
+      readdirSync(path.dirname(identity.certFile))
+        .sort()
+        .map((f) => [f, readFileSync(path.join(path.dirname(identity.certFile), f), 'utf8')]),
+    );
 
   it('a new key on the car, its CSR to the backend, the certificate back: swapped in, connected with, the old pair gone', async () => {
     const before = fingerprint(identity.certFile);
@@ -384,7 +406,11 @@ describe('rotateCertificate through mosquitto', { timeout: 120_000 }, () => {
     assert.match(outcome.final.message!, /no certificate for request .* within 1 s; nothing was changed/);
     // The backend answers now, too late: the car is no longer listening for it.
     const late = service.requests.at(-1)!.body;
-    await fleet.backend.client.publishAsync(`vehicles/${deviceId}/certificate`, JSON.stringify({ requestId: late.requestId, certificate: signDeviceCsr(pki.ca, late.csr) }), { qos: 1 });
+    await fleet.backend.client.publishAsync(
+      `vehicles/${deviceId}/certificate`,
+      JSON.stringify({ requestId: late.requestId, certificate: signDeviceCsr(pki.ca, late.csr) }),
+      { qos: 1 },
+    );
     await delay(300);
     assert.deepEqual(snapshot(), files);
     assert.throws(() => signDeviceCsr(pki.ca, late.csr, { deviceId: 'car-other' }), CsrError);

@@ -30,8 +30,20 @@ test('dev-pki writes the CA, broker, device, backend, command CA and operator fi
   const first = devPki(['--out', out, '--device', 'bench-car-1']);
   assert.equal(first.status, 0, first.stderr);
   const expected = [
-    'backend-ca.crt', 'backend-ca.key', 'backend.crt', 'backend.key', 'bench-car-1.crt', 'bench-car-1.key', 'ca.crt',
-    'ca.key', 'command-ca.crt', 'command-ca.key', 'ops-dev.crt', 'ops-dev.key', 'server.crt', 'server.key',
+    'backend-ca.crt',
+    'backend-ca.key',
+    'backend.crt',
+    'backend.key',
+    'bench-car-1.crt',
+    'bench-car-1.key',
+    'ca.crt',
+    'ca.key',
+    'command-ca.crt',
+    'command-ca.key',
+    'ops-dev.crt',
+    'ops-dev.key',
+    'server.crt',
+    'server.key',
   ];
   assert.deepEqual(readdirSync(out).sort(), expected);
   for (const name of expected) {
@@ -43,7 +55,12 @@ test('dev-pki writes the CA, broker, device, backend, command CA and operator fi
   assert.match(first.stdout, /14 files created/);
 
   // What the agent and the embedded broker do with them.
-  const identity = loadIdentity({ certFile: path.join(out, 'bench-car-1.crt'), keyFile: path.join(out, 'bench-car-1.key'), caFile: path.join(out, 'ca.crt'), requireIssuer: true });
+  const identity = loadIdentity({
+    certFile: path.join(out, 'bench-car-1.crt'),
+    keyFile: path.join(out, 'bench-car-1.key'),
+    caFile: path.join(out, 'ca.crt'),
+    requireIssuer: true,
+  });
   assert.equal(identity.commonName, 'bench-car-1');
   const server = new X509Certificate(readFileSync(path.join(out, 'server.crt')));
   assert.match(server.subjectAltName ?? '', /DNS:localhost/);

@@ -7,7 +7,23 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmodSync, chownSync, copyFileSync, existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, renameSync, rmSync, statSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  copyFileSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  readFileSync,
+  readdirSync,
+  readlinkSync,
+  renameSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  truncateSync,
+  writeFileSync,
+} from 'node:fs';
 import path from 'node:path';
 import { before, describe, test } from 'node:test';
 import { RESTART_EXIT_CODE } from '../../src/agent/exit-codes.js';
@@ -34,12 +50,16 @@ const SYSTEM_TARGETS = '/usr/lib/systemd/system';
 
 /** A small Debian-like image: merged /usr, /var on a "data partition" through an absolute link, no agent yet. */
 function skeleton(root: string): string {
-  for (const dir of ['etc', 'usr/bin', 'usr/sbin', 'usr/lib/systemd/system', 'data/var/lib', 'opt', 'root']) mkdirSync(path.join(root, dir), { recursive: true });
+  for (const dir of ['etc', 'usr/bin', 'usr/sbin', 'usr/lib/systemd/system', 'data/var/lib', 'opt', 'root'])
+    mkdirSync(path.join(root, dir), { recursive: true });
   symlinkSync('usr/bin', path.join(root, 'bin'));
   symlinkSync('usr/lib', path.join(root, 'lib'));
   // Absolute, as images have it: followed on this machine it would point outside the image.
   symlinkSync('/data/var', path.join(root, 'var'));
-  writeFileSync(path.join(root, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\nsystemd-network:x:998:998:systemd Network Management:/:/usr/sbin/nologin\n');
+  writeFileSync(
+    path.join(root, 'etc/passwd'),
+    'root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\nsystemd-network:x:998:998:systemd Network Management:/:/usr/sbin/nologin\n',
+  );
   writeFileSync(path.join(root, 'etc/group'), 'root:x:0:\ndaemon:x:1:\ndialout:x:20:pi\nshadow:x:42:\nsystemd-network:x:998:\n');
   writeFileSync(path.join(root, 'etc/shadow'), 'root:*:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\nsystemd-network:!*:19000::::::\n');
   writeFileSync(path.join(root, 'etc/gshadow'), 'root:*::\ndaemon:*::\ndialout:*::pi\nshadow:*::\nsystemd-network:!*::\n');
@@ -87,7 +107,10 @@ function lstatOrNull(file: string): ReturnType<typeof lstatSync> | null {
 }
 
 function passwdEntry(root: string, user: string): string[] | undefined {
-  return readFileSync(path.join(root, 'etc/passwd'), 'utf8').split('\n').map((l) => l.split(':')).find((f) => f[0] === user);
+  return readFileSync(path.join(root, 'etc/passwd'), 'utf8')
+    .split('\n')
+    .map((l) => l.split(':'))
+    .find((f) => f[0] === user);
 }
 
 /** A bundle as provision made it before the identity had a folder of its own: key, CSR and certificate in certs/. */
@@ -104,7 +127,16 @@ let work: string;
 let pki: string;
 let bundle: string;
 const BROKER = 'mqtts://broker.fleet.example:8883';
-const ca = (): string[] => ['--ca', path.join(pki, 'ca.crt'), '--ca-key', path.join(pki, 'ca.key'), '--command-ca', path.join(pki, 'command-ca.crt'), '--broker', BROKER];
+const ca = (): string[] => [
+  '--ca',
+  path.join(pki, 'ca.crt'),
+  '--ca-key',
+  path.join(pki, 'ca.key'),
+  '--command-ca',
+  path.join(pki, 'command-ca.crt'),
+  '--broker',
+  BROKER,
+];
 
 before(() => {
   work = makeTempDir('flash-');
@@ -117,11 +149,15 @@ before(() => {
 describe('flash refuses, in one line', () => {
   test('a target that is not a root file system', () => {
     const notRoot = makeTempDir('flash-notroot-');
-    oneLineError(runProgramSync('scripts/flash', ['--bundle', bundle, '--target', notRoot]), 'flash', /does not look like a root file system \(no etc\/ folder\)/);
+    oneLineError(
+      runProgramSync('scripts/flash', ['--bundle', bundle, '--target', notRoot]),
+      'flash',
+      /does not look like a root file system \(no etc\/ folder\)/,
+    );
     assert.deepEqual(readdirSync(notRoot), []);
   });
 
-  test('this machine\'s root under another name: a symbolic link to / (and links to it), a bind mount of /', () => {
+  test("this machine's root under another name: a symbolic link to / (and links to it), a bind mount of /", () => {
     const dir = makeTempDir('flash-hostroot-');
     const link = path.join(dir, 'rootfs');
     symlinkSync('/', link);
@@ -131,7 +167,11 @@ describe('flash refuses, in one line', () => {
     // still writes nothing to this machine.
     const noBundle = path.join(dir, 'no-bundle');
     for (const target of ['/', link, chain]) {
-      oneLineError(runProgramSync('scripts/flash', ['--bundle', noBundle, '--target', target]), 'flash', new RegExp(`^flash: --target ${target} is this machine's own root: flash prepares a mounted image`));
+      oneLineError(
+        runProgramSync('scripts/flash', ['--bundle', noBundle, '--target', target]),
+        'flash',
+        new RegExp(`^flash: --target ${target} is this machine's own root: flash prepares a mounted image`),
+      );
     }
     assert.equal(isThisMachinesRoot(link), true);
     assert.equal(isThisMachinesRoot(skeleton(makeTempDir('flash-root-'))), false);
@@ -139,17 +179,31 @@ describe('flash refuses, in one line', () => {
     const bind = path.join(dir, 'bind');
     mkdirSync(bind);
     const probe = `import('${path.join(repoRoot, 'dist/src/provision/flash.js')}').then((m) => console.log(m.isThisMachinesRoot(process.argv[1])))`;
-    const run = spawnSync('unshare', ['-m', 'sh', '-c', 'mount --bind / "$1" && exec "$2" -e "$3" "$1"', 'sh', bind, process.execPath, probe], { encoding: 'utf8' });
+    const run = spawnSync('unshare', ['-m', 'sh', '-c', 'mount --bind / "$1" && exec "$2" -e "$3" "$1"', 'sh', bind, process.execPath, probe], {
+      encoding: 'utf8',
+    });
     assert.equal(run.status, 0, run.stderr);
     assert.equal(run.stdout, 'true\n');
     assert.deepEqual(readdirSync(bind), [], 'the mount went with its namespace');
   });
 
-  test('an image whose service user exists as a person\'s account (uid 1000), as another service\'s, or with a shared group', () => {
+  test("an image whose service user exists as a person's account (uid 1000), as another service's, or with a shared group", () => {
     const cases: Array<[string, string, RegExp]> = [
-      ['telematics:x:1000:1000:Tele Matics:/home/telematics:/bin/bash', 'telematics:x:1000:', /the image already has a user 'telematics' with uid 1000, outside its system range 100-999: a person's or a shared account/],
-      ['telematics:x:990:990::/var/lib/other:/usr/sbin/nologin', 'telematics:x:990:', /the image already has a system user 'telematics' \(uid 990\) whose home is \/var\/lib\/other, not \/var\/lib\/telematics-agent/],
-      ['telematics:x:0:0::/var/lib/telematics-agent:/usr/sbin/nologin', 'telematics:x:0:', /the service user 'telematics' has uid 0 in the image: the agent must not run as root/],
+      [
+        'telematics:x:1000:1000:Tele Matics:/home/telematics:/bin/bash',
+        'telematics:x:1000:',
+        /the image already has a user 'telematics' with uid 1000, outside its system range 100-999: a person's or a shared account/,
+      ],
+      [
+        'telematics:x:990:990::/var/lib/other:/usr/sbin/nologin',
+        'telematics:x:990:',
+        /the image already has a system user 'telematics' \(uid 990\) whose home is \/var\/lib\/other, not \/var\/lib\/telematics-agent/,
+      ],
+      [
+        'telematics:x:0:0::/var/lib/telematics-agent:/usr/sbin/nologin',
+        'telematics:x:0:',
+        /the service user 'telematics' has uid 0 in the image: the agent must not run as root/,
+      ],
       ['', 'telematics:x:990:pi', /the image already has a group 'telematics' shared with pi: the agent's config would be readable by them/],
     ];
     for (const [user, group, message] of cases) {
@@ -166,19 +220,46 @@ describe('flash refuses, in one line', () => {
     const rootBundle = path.join(work, 'bundles', 'car-0042-root');
     ok(runProgramSync('scripts/provision', ['--device', 'car-0042', '--bundle', rootBundle, ...ca()]));
     const unitFile = path.join(rootBundle, 'telematics-agent.service');
-    writeFileSync(unitFile, readFileSync(unitFile, 'utf8').replace(/^User=telematics$/m, 'User=root').replace(/^Group=telematics$/m, 'Group=root'));
+    writeFileSync(
+      unitFile,
+      readFileSync(unitFile, 'utf8')
+        .replace(/^User=telematics$/m, 'User=root')
+        .replace(/^Group=telematics$/m, 'Group=root'),
+    );
     const root = skeleton(makeTempDir('flash-root-'));
     const before = listing(root);
-    oneLineError(runProgramSync('scripts/flash', ['--bundle', rootBundle, '--target', root]), 'flash', /^flash: the service user: 'root': the agent must not run as root/);
+    oneLineError(
+      runProgramSync('scripts/flash', ['--bundle', rootBundle, '--target', root]),
+      'flash',
+      /^flash: the service user: 'root': the agent must not run as root/,
+    );
     assert.deepEqual(listing(root), before, 'nothing written');
   });
 
   test('a bundle that still awaits its certificate', () => {
     const pending = path.join(work, 'bundles', 'car-0050');
-    ok(runProgramSync('scripts/provision', ['--device', 'car-0050', '--bundle', pending, '--csr-only', '--broker-ca', path.join(pki, 'ca.crt'), '--command-ca', path.join(pki, 'command-ca.crt'), '--broker', BROKER]));
+    ok(
+      runProgramSync('scripts/provision', [
+        '--device',
+        'car-0050',
+        '--bundle',
+        pending,
+        '--csr-only',
+        '--broker-ca',
+        path.join(pki, 'ca.crt'),
+        '--command-ca',
+        path.join(pki, 'command-ca.crt'),
+        '--broker',
+        BROKER,
+      ]),
+    );
     const root = skeleton(makeTempDir('flash-root-'));
     const before = listing(root);
-    oneLineError(runProgramSync('scripts/flash', ['--bundle', pending, '--target', root]), 'flash', /awaits its certificate: have identity\/device\.csr signed/);
+    oneLineError(
+      runProgramSync('scripts/flash', ['--bundle', pending, '--target', root]),
+      'flash',
+      /awaits its certificate: have identity\/device\.csr signed/,
+    );
     assert.deepEqual(listing(root), before, 'nothing written');
   });
 
@@ -190,7 +271,11 @@ describe('flash refuses, in one line', () => {
     const cert = readFileSync(path.join(legacy, 'certs/device.crt'));
     const root = skeleton(makeTempDir('flash-root-'));
     const before = listing(root);
-    oneLineError(runProgramSync('scripts/flash', ['--bundle', legacy, '--target', root]), 'flash', /--bundle \S+ keeps its identity in certs\/device\.key \(made by an older provision\): run scripts\/provision for it again/);
+    oneLineError(
+      runProgramSync('scripts/flash', ['--bundle', legacy, '--target', root]),
+      'flash',
+      /--bundle \S+ keeps its identity in certs\/device\.key \(made by an older provision\): run scripts\/provision for it again/,
+    );
     assert.deepEqual(listing(root), before, 'nothing written');
     const again = ok(runProgramSync('scripts/provision', ['--device', 'car-0045', '--bundle', legacy, ...ca()]));
     assert.match(again.stdout, /moved device\.key, device\.csr, device\.crt from certs\/ to identity\//);
@@ -202,7 +287,7 @@ describe('flash refuses, in one line', () => {
     assert.equal(config.uplink!.keyFile, path.join(legacy, 'identity/device.key'));
   });
 
-  test('an image of another architecture than the agent\'s native modules', () => {
+  test("an image of another architecture than the agent's native modules", () => {
     const root = skeleton(makeTempDir('flash-root-'));
     // An ELF header naming the other common architecture: aarch64 here on x86-64, x86-64 on an aarch64 host.
     const header = Buffer.alloc(64);
@@ -211,7 +296,11 @@ describe('flash refuses, in one line', () => {
     header[5] = 1;
     header.writeUInt16LE(process.arch === 'arm64' ? 62 : 183, 18);
     writeFileSync(path.join(root, 'usr/bin/node'), header, { mode: 0o755 });
-    oneLineError(runProgramSync('scripts/flash', ['--bundle', bundle, '--target', root]), 'flash', process.arch === 'arm64' ? /the target is x86-64/ : /native modules are built for x86-64 .* the target is aarch64 \(\/usr\/bin\/node\)/);
+    oneLineError(
+      runProgramSync('scripts/flash', ['--bundle', bundle, '--target', root]),
+      'flash',
+      process.arch === 'arm64' ? /the target is x86-64/ : /native modules are built for x86-64 .* the target is aarch64 \(\/usr\/bin\/node\)/,
+    );
   });
 });
 
@@ -255,7 +344,7 @@ describe('flash into an image', () => {
     assert.match(readFileSync(path.join(root, 'etc/sysusers.d/telematics-agent.conf'), 'utf8'), /^u telematics 999:999 /m);
   });
 
-  test('[14.9] the bundle goes to /etc/telematics-agent, root\'s and read-only to the agent; only identity/ is the agent\'s', () => {
+  test("[14.9] the bundle goes to /etc/telematics-agent, root's and read-only to the agent; only identity/ is the agent's", () => {
     const expected: [string, number, string][] = [
       ['etc/telematics-agent', 0o750, '0:999'],
       ['etc/telematics-agent/config.json', 0o640, '0:999'],
@@ -277,13 +366,13 @@ describe('flash into an image', () => {
       assert.equal(`${stats.uid}:${stats.gid}`, owner, `${rel} owner`);
     }
     assert.deepEqual(readdirSync(path.join(root, 'etc/telematics-agent/certs')).sort(), ['broker-ca.crt', 'command-ca.crt'], 'no identity beside the CAs');
-    assert.ok(lstatSync(path.join(root, 'var')).isSymbolicLink(), 'the image\'s link is left as it was');
+    assert.ok(lstatSync(path.join(root, 'var')).isSymbolicLink(), "the image's link is left as it was");
     assert.ok(readFileSync(path.join(root, 'etc/telematics-agent/identity/device.key')).equals(readFileSync(path.join(bundle, 'identity/device.key'))));
     // No secret anywhere in the image readable by others.
     for (const line of listing(root).filter((l) => /\.key /.test(l))) assert.match(line, / 600 /, line);
   });
 
-  test('[14.9] the agent\'s user cannot change its trust anchors or its config: not its files, no write bit for it, no ReadWritePaths= over them', () => {
+  test("[14.9] the agent's user cannot change its trust anchors or its config: not its files, no write bit for it, no ReadWritePaths= over them", () => {
     const configDir = path.join(root, 'etc/telematics-agent');
     const readOnly = ['', 'config.json', 'certs', 'certs/broker-ca.crt', 'certs/command-ca.crt', 'dbc', 'dbc/demo_vehicle.dbc'];
     for (const rel of readOnly) {
@@ -345,7 +434,14 @@ describe('flash into an image', () => {
 
   test('the agent goes to /opt/telematics-agent, root-owned, with its production dependencies only', () => {
     const opt = path.join(root, 'opt/telematics-agent');
-    for (const rel of ['package.json', 'dist/src/cli/main.js', 'dist/src/health/watchdog.js', 'device-config/dbc/demo_vehicle.dbc', 'node_modules/better-sqlite3/package.json', 'node_modules/commander/package.json']) {
+    for (const rel of [
+      'package.json',
+      'dist/src/cli/main.js',
+      'dist/src/health/watchdog.js',
+      'device-config/dbc/demo_vehicle.dbc',
+      'node_modules/better-sqlite3/package.json',
+      'node_modules/commander/package.json',
+    ]) {
       const stats = statSync(path.join(opt, rel));
       assert.equal(`${stats.uid}:${stats.gid} ${(stats.mode & 0o777).toString(8)}`, '0:0 644', rel);
     }
@@ -370,7 +466,9 @@ describe('flash into an image', () => {
         outbox: { path: path.join(dir, 'outbox.db') },
       }),
     );
-    const run = spawnSync(process.execPath, [path.join(root, 'opt/telematics-agent/dist/src/cli/main.js'), 'run', '--config', config, '--duration', '1'], { encoding: 'utf8' });
+    const run = spawnSync(process.execPath, [path.join(root, 'opt/telematics-agent/dist/src/cli/main.js'), 'run', '--config', config, '--duration', '1'], {
+      encoding: 'utf8',
+    });
     assert.equal(run.status, 0, run.stderr);
     assert.match(run.stdout, /stopped after/);
     assert.ok(existsSync(path.join(dir, 'outbox.db')), 'better-sqlite3 from the image opened the outbox');
@@ -379,7 +477,10 @@ describe('flash into an image', () => {
   test('the unit is installed and enabled; systemd-analyze verify accepts it without a word', (t) => {
     const unit = path.join(root, 'etc/systemd/system/telematics-agent.service');
     assert.equal(readFileSync(unit, 'utf8'), readFileSync(path.join(bundle, 'telematics-agent.service'), 'utf8'));
-    assert.equal(readlinkSync(path.join(root, 'etc/systemd/system/multi-user.target.wants/telematics-agent.service')), '/etc/systemd/system/telematics-agent.service');
+    assert.equal(
+      readlinkSync(path.join(root, 'etc/systemd/system/multi-user.target.wants/telematics-agent.service')),
+      '/etc/systemd/system/telematics-agent.service',
+    );
     const verify = spawnSync('systemd-analyze', ['verify', `--root=${root}`, 'telematics-agent.service'], { encoding: 'utf8' });
     assert.equal(verify.error, undefined, 'systemd-analyze must be installed (scripts/install-test-deps.sh)');
     assert.equal(verify.status, 0, verify.stderr);
@@ -401,18 +502,35 @@ describe('flash into an image', () => {
     assert.match(verify.stderr, /Failed to parse service restart specifier/);
   });
 
-  test('the unit restarts on failure, on the agent\'s restart exit code, and pings the watchdog', () => {
+  test("the unit restarts on failure, on the agent's restart exit code, and pings the watchdog", () => {
     const unit = readFileSync(path.join(root, 'etc/systemd/system/telematics-agent.service'), 'utf8');
-    for (const line of ['Type=notify', 'NotifyAccess=all', 'WatchdogSec=30', 'Restart=on-failure', `RestartForceExitStatus=${RESTART_EXIT_CODE}`, 'User=telematics', 'SupplementaryGroups=dialout', 'CapabilityBoundingSet=', 'NoNewPrivileges=yes', 'ProtectSystem=strict', 'ReadWritePaths=-/etc/telematics-agent/identity', 'StateDirectory=telematics-agent']) {
+    for (const line of [
+      'Type=notify',
+      'NotifyAccess=all',
+      'WatchdogSec=30',
+      'Restart=on-failure',
+      `RestartForceExitStatus=${RESTART_EXIT_CODE}`,
+      'User=telematics',
+      'SupplementaryGroups=dialout',
+      'CapabilityBoundingSet=',
+      'NoNewPrivileges=yes',
+      'ProtectSystem=strict',
+      'ReadWritePaths=-/etc/telematics-agent/identity',
+      'StateDirectory=telematics-agent',
+    ]) {
       assert.match(unit, new RegExp(`^${line.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`, 'm'), line);
     }
     assert.match(unit, /^ExecStart=\/usr\/bin\/node \/opt\/telematics-agent\/dist\/src\/cli\/main\.js run --config \/etc\/telematics-agent\/config\.json$/m);
   });
 
-  test('another device\'s bundle is refused by an image that holds one, unless --replace-identity', () => {
+  test("another device's bundle is refused by an image that holds one, unless --replace-identity", () => {
     const other = path.join(work, 'bundles', 'car-0044');
     ok(runProgramSync('scripts/provision', ['--device', 'car-0044', '--bundle', other, ...ca()]));
-    oneLineError(runProgramSync('scripts/flash', ['--bundle', other, '--target', root]), 'flash', /the target is provisioned as 'car-0042', the bundle is 'car-0044': pass --replace-identity/);
+    oneLineError(
+      runProgramSync('scripts/flash', ['--bundle', other, '--target', root]),
+      'flash',
+      /the target is provisioned as 'car-0042', the bundle is 'car-0044': pass --replace-identity/,
+    );
     ok(runProgramSync('scripts/flash', ['--bundle', other, '--target', root, '--replace-identity']));
     assert.equal(loadDeviceConfig(path.join(root, 'etc/telematics-agent/config.json')).deviceId, 'car-0044');
     assert.equal(passwdEntry(root, 'telematics')![2], '999', 'the same account');
@@ -427,7 +545,7 @@ describe('[14.6] flash into a hostile image: every path stays inside it, only re
     writeFileSync(path.join(host, 'passwd'), 'root:x:0:0:root:/root:/bin/bash\ntelematics:x:1234:1234::/home/telematics:/bin/bash\n');
     writeFileSync(path.join(host, 'login.defs'), 'SYS_UID_MIN 300\nSYS_UID_MAX 310\n');
     writeFileSync(path.join(host, 'config.json'), JSON.stringify({ deviceId: 'car-9999' }));
-    writeFileSync(path.join(host, 'victim.key'), 'this machine\'s own key\n', { mode: 0o600 });
+    writeFileSync(path.join(host, 'victim.key'), "this machine's own key\n", { mode: 0o600 });
     mkdirSync(path.join(host, 'state'));
   });
 
@@ -447,7 +565,8 @@ describe('[14.6] flash into a hostile image: every path stays inside it, only re
     {
       what: 'an absolute link to /dev/zero at the device key, where an older flash kept it',
       make: (root) => symlinkSync('/dev/zero', path.join(withConfigDir(root, 'certs'), 'certs/device.key')),
-      message: /^flash: \/etc\/telematics-agent\/certs\/device\.key in \S+ is a symbolic link, which is not followed: only regular files are read from a target \(--replace-identity overwrites it without reading it\)$/m,
+      message:
+        /^flash: \/etc\/telematics-agent\/certs\/device\.key in \S+ is a symbolic link, which is not followed: only regular files are read from a target \(--replace-identity overwrites it without reading it\)$/m,
       targetUntouched: true,
     },
     {
@@ -550,8 +669,8 @@ describe('[14.6] flash into a hostile image: every path stays inside it, only re
   });
 });
 
-describe('[14.9] an image an older flash made: the identity in certs/, everything the agent\'s', () => {
-  test('[14.9] is moved to the new layout (certs/ root\'s, the old key removed); another key there is refused; a replaced pair takes its rotation leftovers with it', () => {
+describe("[14.9] an image an older flash made: the identity in certs/, everything the agent's", () => {
+  test("[14.9] is moved to the new layout (certs/ root's, the old key removed); another key there is refused; a replaced pair takes its rotation leftovers with it", () => {
     const root = skeleton(makeTempDir('flash-legacy-'));
     ok(runProgramSync('scripts/flash', ['--bundle', bundle, '--target', root]));
     // As an older flash left it: the pair beside the CAs, the whole folder owned by the agent's user.
@@ -562,7 +681,11 @@ describe('[14.9] an image an older flash made: the identity in certs/, everythin
     const key = readFileSync(path.join(dir, 'certs/device.key'));
 
     writeFileSync(path.join(dir, 'certs/device.key'), 'a key rotated on the car\n');
-    oneLineError(runProgramSync('scripts/flash', ['--bundle', bundle, '--target', root]), 'flash', /the target holds another key for 'car-0042' \(rotated on the device\?\): pass --replace-identity/);
+    oneLineError(
+      runProgramSync('scripts/flash', ['--bundle', bundle, '--target', root]),
+      'flash',
+      /the target holds another key for 'car-0042' \(rotated on the device\?\): pass --replace-identity/,
+    );
     writeFileSync(path.join(dir, 'certs/device.key'), key);
 
     const run = ok(runProgramSync('scripts/flash', ['--bundle', bundle, '--target', root]));
@@ -570,7 +693,11 @@ describe('[14.9] an image an older flash made: the identity in certs/, everythin
     assert.match(run.stdout, /removed \/etc\/telematics-agent\/certs\/device\.crt\n/);
     assert.deepEqual(readdirSync(path.join(dir, 'certs')).sort(), ['broker-ca.crt', 'command-ca.crt']);
     for (const rel of ['', 'certs', 'certs/broker-ca.crt', 'certs/command-ca.crt', 'config.json']) {
-      assert.equal(`${lstatSync(path.join(dir, rel)).uid}:${lstatSync(path.join(dir, rel)).mode & 0o022}`, '0:0', `${rel || '.'} is root's, not writable by the group`);
+      assert.equal(
+        `${lstatSync(path.join(dir, rel)).uid}:${lstatSync(path.join(dir, rel)).mode & 0o022}`,
+        '0:0',
+        `${rel || '.'} is root's, not writable by the group`,
+      );
     }
     assert.ok(readFileSync(path.join(dir, 'identity/device.key')).equals(key));
     assert.equal(lstatSync(path.join(dir, 'identity/device.key')).uid, 999);
@@ -590,7 +717,10 @@ describe('install-service', () => {
     const root = skeleton(makeTempDir('install-service-'));
     const first = ok(runProgramSync('scripts/install-service', ['--root', root]));
     assert.match(first.stdout, /installed and enabled in .*; it starts at that system's next boot/);
-    assert.equal(readlinkSync(path.join(root, 'etc/systemd/system/multi-user.target.wants/telematics-agent.service')), '/etc/systemd/system/telematics-agent.service');
+    assert.equal(
+      readlinkSync(path.join(root, 'etc/systemd/system/multi-user.target.wants/telematics-agent.service')),
+      '/etc/systemd/system/telematics-agent.service',
+    );
     assert.ok(passwdEntry(root, 'telematics'));
     assert.equal(statSync(path.join(root, 'data/var/lib/telematics-agent')).uid, 999);
     const snap = listing(root);
@@ -600,25 +730,48 @@ describe('install-service', () => {
   });
 
   test('a user name that cannot be one is refused in one line', () => {
-    oneLineError(runProgramSync('scripts/install-service', ['--print', '--user', 'Fleet Agent']), 'install-service', /--user: 'Fleet Agent' cannot be a system user name/);
+    oneLineError(
+      runProgramSync('scripts/install-service', ['--print', '--user', 'Fleet Agent']),
+      'install-service',
+      /--user: 'Fleet Agent' cannot be a system user name/,
+    );
   });
 
   test('root and shared accounts are refused in one line, by install-service and by provision', () => {
     const root = runProgramSync('scripts/install-service', ['--print', '--user', 'root']);
     oneLineError(root, 'install-service', /^install-service: --user: 'root': the agent must not run as root: /);
     assert.equal(root.stdout, '', 'no unit printed');
-    oneLineError(runProgramSync('scripts/install-service', ['--print', '--user', 'nobody']), 'install-service', /^install-service: --user: 'nobody' is shared by many services: /);
+    oneLineError(
+      runProgramSync('scripts/install-service', ['--print', '--user', 'nobody']),
+      'install-service',
+      /^install-service: --user: 'nobody' is shared by many services: /,
+    );
     const dir = path.join(work, 'bundles', 'car-root');
-    oneLineError(runProgramSync('scripts/provision', ['--device', 'car-root', '--bundle', dir, '--user', 'root', ...ca()]), 'provision', /--user: 'root': the agent must not run as root/);
+    oneLineError(
+      runProgramSync('scripts/provision', ['--device', 'car-root', '--bundle', dir, '--user', 'root', ...ca()]),
+      'provision',
+      /--user: 'root': the agent must not run as root/,
+    );
     assert.equal(existsSync(dir), false, 'no bundle made');
   });
 
   test('an existing account made for the agent (system uid, home the state folder) is reused as it is', () => {
     const root = skeleton(makeTempDir('install-service-'));
-    writeFileSync(path.join(root, 'etc/passwd'), `${readFileSync(path.join(root, 'etc/passwd'), 'utf8')}telematics:x:990:990:made by the image recipe:/var/lib/telematics-agent:/usr/sbin/nologin\n`);
+    writeFileSync(
+      path.join(root, 'etc/passwd'),
+      `${readFileSync(path.join(root, 'etc/passwd'), 'utf8')}telematics:x:990:990:made by the image recipe:/var/lib/telematics-agent:/usr/sbin/nologin\n`,
+    );
     writeFileSync(path.join(root, 'etc/group'), `${readFileSync(path.join(root, 'etc/group'), 'utf8')}telematics:x:990:\n`);
     ok(runProgramSync('scripts/install-service', ['--root', root]));
-    assert.deepEqual(passwdEntry(root, 'telematics'), ['telematics', 'x', '990', '990', 'made by the image recipe', '/var/lib/telematics-agent', '/usr/sbin/nologin']);
+    assert.deepEqual(passwdEntry(root, 'telematics'), [
+      'telematics',
+      'x',
+      '990',
+      '990',
+      'made by the image recipe',
+      '/var/lib/telematics-agent',
+      '/usr/sbin/nologin',
+    ]);
     assert.equal(statSync(path.join(root, 'data/var/lib/telematics-agent')).uid, 990);
   });
 });

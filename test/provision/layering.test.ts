@@ -34,10 +34,15 @@ test('[15.3] nothing src/provision/ loads comes from src/cli/, and the command l
   assert.deepEqual(modules.sort(), ['bundle.ts', 'dev-pki.ts', 'files.ts', 'flash.ts', 'service-account.ts', 'service-unit.ts']);
   const cliDir = path.join(repoRoot, 'src', 'cli') + path.sep;
   const loaded = reachable(modules.map((name) => path.join(provisionDir, name)));
-  const fromCli = [...loaded].filter(([file]) => file.startsWith(cliDir)).map(([file, by]) => `${path.relative(repoRoot, file)} (imported by ${path.relative(repoRoot, by)})`);
+  const fromCli = [...loaded]
+    .filter(([file]) => file.startsWith(cliDir))
+    .map(([file, by]) => `${path.relative(repoRoot, file)} (imported by ${path.relative(repoRoot, by)})`);
   assert.deepEqual(fromCli, []);
   // The exit code the unit answers and the development PKI come from their shared homes.
   assert.ok(loaded.has(path.join(repoRoot, 'src', 'agent', 'exit-codes.ts')));
   assert.ok(loaded.has(path.join(repoRoot, 'src', 'pki', 'dev-pki.ts')));
-  assert.deepEqual(readdirSync(path.join(repoRoot, 'src', 'cli')).filter((name) => name.startsWith('provision')), ['provision.ts']);
+  assert.deepEqual(
+    readdirSync(path.join(repoRoot, 'src', 'cli')).filter((name) => name.startsWith('provision')),
+    ['provision.ts'],
+  );
 });

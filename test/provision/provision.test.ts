@@ -58,7 +58,7 @@ describe('provision with a CA', () => {
     assert.match(first.stdout, /bundle for car-0042 complete/);
     const key = path.join(bundle, 'identity', 'device.key');
     assert.equal(statSync(key).mode & 0o777, 0o600);
-    assert.equal(statSync(path.join(bundle, 'identity')).mode & 0o777, 0o700, 'the folder of the key is its owner\'s only');
+    assert.equal(statSync(path.join(bundle, 'identity')).mode & 0o777, 0o700, "the folder of the key is its owner's only");
     assert.equal(readCsr(readFileSync(path.join(bundle, 'identity', 'device.csr'), 'utf8')).commonName, 'car-0042');
     const cert = new X509Certificate(readFileSync(path.join(bundle, 'identity', 'device.crt')));
     const caCert = new X509Certificate(readFileSync(path.join(pki, 'ca.crt')));
@@ -73,7 +73,12 @@ describe('provision with a CA', () => {
     assert.equal(readFileSync(path.join(bundle, 'certs', 'broker-ca.crt'), 'utf8').trim(), readFileSync(path.join(pki, 'ca.crt'), 'utf8').trim());
     assert.equal(readFileSync(path.join(bundle, 'certs', 'command-ca.crt'), 'utf8').trim(), readFileSync(path.join(pki, 'command-ca.crt'), 'utf8').trim());
     // As the agent loads it at start, with the stricter check rotation applies.
-    const identity = loadIdentity({ certFile: path.join(bundle, 'identity', 'device.crt'), keyFile: key, caFile: path.join(bundle, 'certs', 'broker-ca.crt'), requireIssuer: true });
+    const identity = loadIdentity({
+      certFile: path.join(bundle, 'identity', 'device.crt'),
+      keyFile: key,
+      caFile: path.join(bundle, 'certs', 'broker-ca.crt'),
+      requireIssuer: true,
+    });
     assert.equal(identity.commonName, 'car-0042');
   });
 
@@ -91,7 +96,10 @@ describe('provision with a CA', () => {
     assert.equal(onCar.commands?.caFile, '/etc/telematics-agent/certs/command-ca.crt');
     assert.equal(onCar.commands?.replayDbPath, '/var/lib/telematics-agent/commands.db');
     assert.equal(onCar.outbox?.path, '/var/lib/telematics-agent/outbox.db');
-    assert.deepEqual(onCar.buses.map((b) => b.dbc), ['/etc/telematics-agent/dbc/demo_vehicle.dbc']);
+    assert.deepEqual(
+      onCar.buses.map((b) => b.dbc),
+      ['/etc/telematics-agent/dbc/demo_vehicle.dbc'],
+    );
     assert.equal(onCar.status?.intervalMs, 60_000, 'one status line a minute in the journal');
     assert.ok(existsSync(path.join(bundle, 'dbc', 'demo_vehicle.dbc')));
   });
@@ -130,7 +138,19 @@ describe('provision --csr-only, signed elsewhere, then --cert', () => {
   });
 
   test('makes the key and the CSR, no certificate, and says what to do next', () => {
-    const made = runProgramSync('scripts/provision', ['--device', 'car-0043', '--bundle', bundle, '--csr-only', '--broker-ca', path.join(pki, 'ca.crt'), '--command-ca', path.join(pki, 'command-ca.crt'), '--broker', BROKER]);
+    const made = runProgramSync('scripts/provision', [
+      '--device',
+      'car-0043',
+      '--bundle',
+      bundle,
+      '--csr-only',
+      '--broker-ca',
+      path.join(pki, 'ca.crt'),
+      '--command-ca',
+      path.join(pki, 'command-ca.crt'),
+      '--broker',
+      BROKER,
+    ]);
     assert.equal(made.status, 0, made.stderr);
     assert.ok(!existsSync(path.join(bundle, 'identity', 'device.crt')));
     assert.equal(statSync(path.join(bundle, 'identity', 'device.key')).mode & 0o777, 0o600);
@@ -142,24 +162,86 @@ describe('provision --csr-only, signed elsewhere, then --cert', () => {
 
   test('a certificate signed by openssl from the CSR completes the bundle; the key is untouched', () => {
     const keyBefore = readFileSync(path.join(bundle, 'identity', 'device.key'));
-    writeFileSync(path.join(work, 'client.ext'), 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n');
-    openssl(['x509', '-req', '-in', path.join(bundle, 'identity', 'device.csr'), '-CA', path.join(pki, 'ca.crt'), '-CAkey', path.join(pki, 'ca.key'), '-days', '365', '-extfile', 'client.ext', '-out', 'car-0043.crt'], work);
+    writeFileSync(
+      path.join(work, 'client.ext'),
+      'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n',
+    );
+    openssl(
+      [
+        'x509',
+        '-req',
+        '-in',
+        path.join(bundle, 'identity', 'device.csr'),
+        '-CA',
+        path.join(pki, 'ca.crt'),
+        '-CAkey',
+        path.join(pki, 'ca.key'),
+        '-days',
+        '365',
+        '-extfile',
+        'client.ext',
+        '-out',
+        'car-0043.crt',
+      ],
+      work,
+    );
     const done = runProgramSync('scripts/provision', ['--device', 'car-0043', '--bundle', bundle, '--cert', path.join(work, 'car-0043.crt')]);
     assert.equal(done.status, 0, done.stderr);
     assert.match(done.stdout, /bundle for car-0043 complete/);
     assert.equal(readFileSync(path.join(bundle, 'identity', 'device.crt'), 'utf8').trim(), readFileSync(path.join(work, 'car-0043.crt'), 'utf8').trim());
     assert.ok(readFileSync(path.join(bundle, 'identity', 'device.key')).equals(keyBefore));
-    loadIdentity({ certFile: path.join(bundle, 'identity', 'device.crt'), keyFile: path.join(bundle, 'identity', 'device.key'), caFile: path.join(bundle, 'certs', 'broker-ca.crt'), requireIssuer: true });
+    loadIdentity({
+      certFile: path.join(bundle, 'identity', 'device.crt'),
+      keyFile: path.join(bundle, 'identity', 'device.key'),
+      caFile: path.join(bundle, 'certs', 'broker-ca.crt'),
+      requireIssuer: true,
+    });
   });
 
   test('a certificate for another key, another device or from another CA is refused, and the bundle keeps its own', () => {
     const kept = readFileSync(path.join(bundle, 'identity', 'device.crt'), 'utf8');
     // Same device name, but a key the bundle does not hold.
     openssl(['req', '-new', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'stolen.key', '-subj', '/CN=car-0043', '-out', 'stolen.csr'], work);
-    openssl(['x509', '-req', '-in', 'stolen.csr', '-CA', path.join(pki, 'ca.crt'), '-CAkey', path.join(pki, 'ca.key'), '-days', '30', '-extfile', 'client.ext', '-out', 'stolen.crt'], work);
+    openssl(
+      [
+        'x509',
+        '-req',
+        '-in',
+        'stolen.csr',
+        '-CA',
+        path.join(pki, 'ca.crt'),
+        '-CAkey',
+        path.join(pki, 'ca.key'),
+        '-days',
+        '30',
+        '-extfile',
+        'client.ext',
+        '-out',
+        'stolen.crt',
+      ],
+      work,
+    );
     // The bundle's own CSR, signed by a CA the car does not know.
     openssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'rogue-ca.key', '-subj', '/CN=rogue CA', '-days', '30', '-out', 'rogue-ca.crt'], work);
-    openssl(['x509', '-req', '-in', path.join(bundle, 'identity', 'device.csr'), '-CA', 'rogue-ca.crt', '-CAkey', 'rogue-ca.key', '-days', '30', '-extfile', 'client.ext', '-out', 'rogue.crt'], work);
+    openssl(
+      [
+        'x509',
+        '-req',
+        '-in',
+        path.join(bundle, 'identity', 'device.csr'),
+        '-CA',
+        'rogue-ca.crt',
+        '-CAkey',
+        'rogue-ca.key',
+        '-days',
+        '30',
+        '-extfile',
+        'client.ext',
+        '-out',
+        'rogue.crt',
+      ],
+      work,
+    );
     const cases: [string, RegExp][] = [
       ['stolen.crt', /does not carry the bundle's key/],
       ['rogue.crt', /is not issued by .*broker-ca\.crt/],
@@ -179,23 +261,105 @@ describe('provision checks chains as the agent does (RFC 5280)', () => {
   let bundle: string;
   before(() => {
     bundle = path.join(work, 'car-0044');
-    const made = runProgramSync('scripts/provision', ['--device', 'car-0044', '--bundle', bundle, '--csr-only', '--broker-ca', path.join(pki, 'ca.crt'), '--command-ca', path.join(pki, 'command-ca.crt'), '--broker', BROKER]);
+    const made = runProgramSync('scripts/provision', [
+      '--device',
+      'car-0044',
+      '--bundle',
+      bundle,
+      '--csr-only',
+      '--broker-ca',
+      path.join(pki, 'ca.crt'),
+      '--command-ca',
+      path.join(pki, 'command-ca.crt'),
+      '--broker',
+      BROKER,
+    ]);
     assert.equal(made.status, 0, made.stderr);
     // An intermediate CA under the development CA, whose path length (0) allows none; and the certificates it signs.
-    openssl(['req', '-new', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'intermediate.key', '-subj', '/CN=rogue intermediate', '-out', 'intermediate.csr'], work);
+    openssl(
+      ['req', '-new', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'intermediate.key', '-subj', '/CN=rogue intermediate', '-out', 'intermediate.csr'],
+      work,
+    );
     writeFileSync(path.join(work, 'intermediate.ext'), 'basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n');
-    openssl(['x509', '-req', '-in', 'intermediate.csr', '-CA', path.join(pki, 'ca.crt'), '-CAkey', path.join(pki, 'ca.key'), '-days', '30', '-extfile', 'intermediate.ext', '-out', 'intermediate.crt'], work);
-    writeFileSync(path.join(work, 'device.ext'), 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n');
-    openssl(['x509', '-req', '-in', path.join(bundle, 'identity', 'device.csr'), '-CA', 'intermediate.crt', '-CAkey', 'intermediate.key', '-days', '30', '-extfile', 'device.ext', '-out', 'through-intermediate.crt'], work);
-    writeFileSync(path.join(work, 'through-intermediate-chain.crt'), readFileSync(path.join(work, 'through-intermediate.crt'), 'utf8') + readFileSync(path.join(work, 'intermediate.crt'), 'utf8'));
-    openssl(['x509', '-req', '-in', path.join(bundle, 'identity', 'device.csr'), '-CA', path.join(pki, 'ca.crt'), '-CAkey', path.join(pki, 'ca.key'), '-days', '30', '-sha1', '-extfile', 'device.ext', '-out', 'sha1.crt'], work);
+    openssl(
+      [
+        'x509',
+        '-req',
+        '-in',
+        'intermediate.csr',
+        '-CA',
+        path.join(pki, 'ca.crt'),
+        '-CAkey',
+        path.join(pki, 'ca.key'),
+        '-days',
+        '30',
+        '-extfile',
+        'intermediate.ext',
+        '-out',
+        'intermediate.crt',
+      ],
+      work,
+    );
+    writeFileSync(
+      path.join(work, 'device.ext'),
+      'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n',
+    );
+    openssl(
+      [
+        'x509',
+        '-req',
+        '-in',
+        path.join(bundle, 'identity', 'device.csr'),
+        '-CA',
+        'intermediate.crt',
+        '-CAkey',
+        'intermediate.key',
+        '-days',
+        '30',
+        '-extfile',
+        'device.ext',
+        '-out',
+        'through-intermediate.crt',
+      ],
+      work,
+    );
+    writeFileSync(
+      path.join(work, 'through-intermediate-chain.crt'),
+      readFileSync(path.join(work, 'through-intermediate.crt'), 'utf8') + readFileSync(path.join(work, 'intermediate.crt'), 'utf8'),
+    );
+    openssl(
+      [
+        'x509',
+        '-req',
+        '-in',
+        path.join(bundle, 'identity', 'device.csr'),
+        '-CA',
+        path.join(pki, 'ca.crt'),
+        '-CAkey',
+        path.join(pki, 'ca.key'),
+        '-days',
+        '30',
+        '-sha1',
+        '-extfile',
+        'device.ext',
+        '-out',
+        'sha1.crt',
+      ],
+      work,
+    );
     // A signing CA file as a fleet keeps it: the intermediate, then its root.
-    writeFileSync(path.join(work, 'intermediate-bundle.crt'), readFileSync(path.join(work, 'intermediate.crt'), 'utf8') + readFileSync(path.join(pki, 'ca.crt'), 'utf8'));
+    writeFileSync(
+      path.join(work, 'intermediate-bundle.crt'),
+      readFileSync(path.join(work, 'intermediate.crt'), 'utf8') + readFileSync(path.join(pki, 'ca.crt'), 'utf8'),
+    );
   });
 
-  test('[14.3] --cert through an intermediate the CA\'s path length forbids, or signed with SHA-1, is refused in one line; the bundle stays without a certificate', () => {
+  test("[14.3] --cert through an intermediate the CA's path length forbids, or signed with SHA-1, is refused in one line; the bundle stays without a certificate", () => {
     const cases: [string, RegExp][] = [
-      ['through-intermediate-chain.crt', /the issuer CA CN=telematics-agent development CA allows 0 intermediate CAs below it \(pathLenConstraint 0\), the chain has 1 \(CN=rogue intermediate\)/],
+      [
+        'through-intermediate-chain.crt',
+        /the issuer CA CN=telematics-agent development CA allows 0 intermediate CAs below it \(pathLenConstraint 0\), the chain has 1 \(CN=rogue intermediate\)/,
+      ],
       ['sha1.crt', /CN=car-0044 is signed with sha1WithRSAEncryption: certificates signed with SHA-1 are refused/],
     ];
     for (const [cert, message] of cases) {
@@ -207,25 +371,113 @@ describe('provision checks chains as the agent does (RFC 5280)', () => {
     }
   });
 
-  test('[14.3] a --ca file whose intermediate its root\'s path length forbids is refused in one line, before anything is written', () => {
+  test("[14.3] a --ca file whose intermediate its root's path length forbids is refused in one line, before anything is written", () => {
     const target = path.join(work, 'car-0045');
-    const refused = runProgramSync('scripts/provision', ['--device', 'car-0045', '--bundle', target, '--ca', path.join(work, 'intermediate-bundle.crt'), '--ca-key', path.join(work, 'intermediate.key'), '--command-ca', path.join(pki, 'command-ca.crt'), '--broker', BROKER]);
+    const refused = runProgramSync('scripts/provision', [
+      '--device',
+      'car-0045',
+      '--bundle',
+      target,
+      '--ca',
+      path.join(work, 'intermediate-bundle.crt'),
+      '--ca-key',
+      path.join(work, 'intermediate.key'),
+      '--command-ca',
+      path.join(pki, 'command-ca.crt'),
+      '--broker',
+      BROKER,
+    ]);
     assert.equal(refused.status, 1, refused.stdout);
-    assert.match(refused.stderr, /^provision: --ca [^\n]*intermediate-bundle\.crt: the root CA CN=telematics-agent development CA allows 0 intermediate CAs below it \(pathLenConstraint 0\), the chain has 1 \(CN=rogue intermediate\)\n$/);
+    assert.match(
+      refused.stderr,
+      /^provision: --ca [^\n]*intermediate-bundle\.crt: the root CA CN=telematics-agent development CA allows 0 intermediate CAs below it \(pathLenConstraint 0\), the chain has 1 \(CN=rogue intermediate\)\n$/,
+    );
     assert.ok(!existsSync(target), 'nothing written');
   });
 });
 
 describe('provision refuses bad input in one line, exit status 1, and writes nothing', () => {
   const cases: { name: string; args: () => string[]; message: RegExp }[] = [
-    { name: 'a CA key that is not the CA\'s', args: () => ['--device', 'car-1', '--ca', path.join(pki, 'ca.crt'), '--ca-key', path.join(pki, 'server.key'), '--command-ca', path.join(pki, 'command-ca.crt'), '--broker', BROKER], message: /--ca-key .*server\.key is not the private key of the CA certificate .*ca\.crt/ },
-    { name: 'a device ID with a slash', args: () => ['--device', 'fleet/car-1', ...ca(), '--broker', BROKER], message: /--device "fleet\/car-1" cannot be a device ID: "\/" is not allowed/ },
-    { name: 'a missing CA file', args: () => ['--device', 'car-1', '--ca', path.join(pki, 'nope.crt'), '--ca-key', path.join(pki, 'ca.key'), '--command-ca', path.join(pki, 'command-ca.crt'), '--broker', BROKER], message: /--ca .*nope\.crt: no such file/ },
-    { name: 'a missing command CA file', args: () => ['--device', 'car-1', '--ca', path.join(pki, 'ca.crt'), '--ca-key', path.join(pki, 'ca.key'), '--command-ca', path.join(pki, 'gone.crt'), '--broker', BROKER], message: /--command-ca .*gone\.crt: no such file/ },
-    { name: 'a leaf certificate given as the CA', args: () => ['--device', 'car-1', '--ca', path.join(pki, 'server.crt'), '--ca-key', path.join(pki, 'server.key'), '--command-ca', path.join(pki, 'command-ca.crt'), '--broker', BROKER], message: /is not a CA certificate/ },
-    { name: 'a plain-text broker URL', args: () => ['--device', 'car-1', ...ca(), '--broker', 'mqtt://broker:1883'], message: /--broker mqtt:\/\/broker:1883: expected mqtts:\/\/host\[:port\]/ },
+    {
+      name: "a CA key that is not the CA's",
+      args: () => [
+        '--device',
+        'car-1',
+        '--ca',
+        path.join(pki, 'ca.crt'),
+        '--ca-key',
+        path.join(pki, 'server.key'),
+        '--command-ca',
+        path.join(pki, 'command-ca.crt'),
+        '--broker',
+        BROKER,
+      ],
+      message: /--ca-key .*server\.key is not the private key of the CA certificate .*ca\.crt/,
+    },
+    {
+      name: 'a device ID with a slash',
+      args: () => ['--device', 'fleet/car-1', ...ca(), '--broker', BROKER],
+      message: /--device "fleet\/car-1" cannot be a device ID: "\/" is not allowed/,
+    },
+    {
+      name: 'a missing CA file',
+      args: () => [
+        '--device',
+        'car-1',
+        '--ca',
+        path.join(pki, 'nope.crt'),
+        '--ca-key',
+        path.join(pki, 'ca.key'),
+        '--command-ca',
+        path.join(pki, 'command-ca.crt'),
+        '--broker',
+        BROKER,
+      ],
+      message: /--ca .*nope\.crt: no such file/,
+    },
+    {
+      name: 'a missing command CA file',
+      args: () => [
+        '--device',
+        'car-1',
+        '--ca',
+        path.join(pki, 'ca.crt'),
+        '--ca-key',
+        path.join(pki, 'ca.key'),
+        '--command-ca',
+        path.join(pki, 'gone.crt'),
+        '--broker',
+        BROKER,
+      ],
+      message: /--command-ca .*gone\.crt: no such file/,
+    },
+    {
+      name: 'a leaf certificate given as the CA',
+      args: () => [
+        '--device',
+        'car-1',
+        '--ca',
+        path.join(pki, 'server.crt'),
+        '--ca-key',
+        path.join(pki, 'server.key'),
+        '--command-ca',
+        path.join(pki, 'command-ca.crt'),
+        '--broker',
+        BROKER,
+      ],
+      message: /is not a CA certificate/,
+    },
+    {
+      name: 'a plain-text broker URL',
+      args: () => ['--device', 'car-1', ...ca(), '--broker', 'mqtt://broker:1883'],
+      message: /--broker mqtt:\/\/broker:1883: expected mqtts:\/\/host\[:port\]/,
+    },
     { name: 'no way to get a certificate', args: () => ['--device', 'car-1', '--broker', BROKER], message: /say how the device certificate is made/ },
-    { name: '--cert without a bundle', args: () => ['--device', 'car-1', '--cert', path.join(pki, 'ca.crt')], message: /has no identity\/device\.key: make the bundle first/ },
+    {
+      name: '--cert without a bundle',
+      args: () => ['--device', 'car-1', '--cert', path.join(pki, 'ca.crt')],
+      message: /has no identity\/device\.key: make the bundle first/,
+    },
     { name: 'an unknown option', args: () => ['--device', 'car-1', '--sign-with', 'x'], message: /unknown option '--sign-with'/ },
   ];
   for (const c of cases) {

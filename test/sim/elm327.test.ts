@@ -9,7 +9,16 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { IsoTpClock } from '../../src/can/isotp.js';
-import { ElmResponseError, parseElmResponse, parseElmVersion, parseProtocolNumber, parseVoltage, type ElmErrorCode, type ElmParseOptions, type ElmResponse } from '../../src/obd/elm327-response.js';
+import {
+  ElmResponseError,
+  parseElmResponse,
+  parseElmVersion,
+  parseProtocolNumber,
+  parseVoltage,
+  type ElmErrorCode,
+  type ElmParseOptions,
+  type ElmResponse,
+} from '../../src/obd/elm327-response.js';
 import { parseDtcResponse, parseMode01Response, parseVinResponse, type DtcService } from '../../src/obd/j1979.js';
 import { DriveCycle, type VehicleState } from '../../src/sim/drive-cycle.js';
 import { Elm327Simulator, type Elm327Fault, type Elm327SimulatorOptions, type Elm327Timing } from '../../src/sim/elm327.js';
@@ -308,7 +317,7 @@ describe('Elm327Simulator: framing and settings', () => {
   it('OBD requests: 1-7 bytes of hex, an optional count digit; anything else is ?', async () => {
     const h = await readyHost();
     for (const bad of ['0', '01G0', '0102030405060708', '010C0', 'ATX', '>']) assert.equal(await h.send(bad), '?\r\r>', bad);
-    assert.ok((h.sim.counters.unknownCommands) >= 6);
+    assert.ok(h.sim.counters.unknownCommands >= 6);
   });
 
   it('ATZ, ATWS and ATD restore the defaults; ATSP is saved across them, ATTP is not', async () => {
@@ -316,7 +325,14 @@ describe('Elm327Simulator: framing and settings', () => {
     for (const c of ['ATL1', 'ATS0', 'ATH1', 'ATSH7E0', 'ATCRA7E8']) await h.send(c);
     assert.equal(await h.send('ATWS'), '\r\rELM327 v1.5\r\r>', 'the defaults (no linefeeds) apply to its own answer');
     assert.deepEqual(h.sim.settings, {
-      echo: true, linefeeds: false, spaces: true, headers: false, protocol: { auto: true, number: 0 }, protocolFound: null, header: null, receiveFilter: null,
+      echo: true,
+      linefeeds: false,
+      spaces: true,
+      headers: false,
+      protocol: { auto: true, number: 0 },
+      protocolFound: null,
+      header: null,
+      receiveFilter: null,
     });
     await h.send('ATE0');
     await h.send('ATSP6');
@@ -339,7 +355,25 @@ describe('Elm327Simulator: framing and settings', () => {
   it('the other AT commands: OK, ATI, AT@1, ATRV, ATDP before the search, unknown ones ?', async () => {
     const h = host();
     await h.send('ATE0');
-    for (const c of ['ATAT0', 'ATAT1', 'ATAT2', 'ATST32', 'ATCAF1', 'ATM0', 'ATM1', 'ATCFC0', 'ATCFC1', 'ATAL', 'ATNL', 'ATAR', 'ATPC', 'ATSH7DF', 'ATSH18DB33F1', 'ATSHDB33F1', 'ATCRA7EX']) {
+    for (const c of [
+      'ATAT0',
+      'ATAT1',
+      'ATAT2',
+      'ATST32',
+      'ATCAF1',
+      'ATM0',
+      'ATM1',
+      'ATCFC0',
+      'ATCFC1',
+      'ATAL',
+      'ATNL',
+      'ATAR',
+      'ATPC',
+      'ATSH7DF',
+      'ATSH18DB33F1',
+      'ATSHDB33F1',
+      'ATCRA7EX',
+    ]) {
       assert.equal(await h.send(c), 'OK\r\r>', c);
     }
     assert.equal(await h.send('ATCAF0'), '?\r\r>', 'only auto-formatting is modelled');
@@ -404,9 +438,15 @@ describe('Elm327Simulator: requests and answers', () => {
     assert.equal(await h.send('010C'), '41 0C 0B B8 \r\r>', 'the transmission has no rpm and keeps quiet');
     await h.send('ATH1');
     const both = parse(await h.send('0100'), { headers: true, protocol: 'can11' });
-    assert.deepEqual(both.messages.map((m) => m.ecu), ['7E8', '7E9']);
+    assert.deepEqual(
+      both.messages.map((m) => m.ecu),
+      ['7E8', '7E9'],
+    );
     const calids = parse(await h.send('0904'), { headers: true, protocol: 'can11' }).messages;
-    assert.deepEqual(calids.map((m) => m.ecu), ['7E8', '7E9']);
+    assert.deepEqual(
+      calids.map((m) => m.ecu),
+      ['7E8', '7E9'],
+    );
     await h.send('ATH0');
     assert.equal(await h.send('09021'), RECORDED_ANSWERS['0902'], 'one VIN answer: the count is met at once');
   });
@@ -469,7 +509,10 @@ describe('Elm327Simulator: requests and answers', () => {
 
   it('legacy ISO 9141-2: headers with checksum, DTCs three per message, the VIN in five messages, no multi-PID', async () => {
     const dtcs = ['P0133', 'P0300', 'C0035', 'U0100'];
-    const ecus = [{ ...RECORDED_ENGINE, dtcs: { stored: dtcs } }, { address: 0x1a, pids: [0x0d], vin: null, calibrationIds: [] }];
+    const ecus = [
+      { ...RECORDED_ENGINE, dtcs: { stored: dtcs } },
+      { address: 0x1a, pids: [0x0d], vin: null, calibrationIds: [] },
+    ];
     const h = await readyHost({ protocol: 3, ecus });
     assert.equal(await h.send('ATDPN'), 'A3\r\r>');
     assert.equal(await h.send('010C'), '41 0C 0B B8 \r\r>');
@@ -478,14 +521,32 @@ describe('Elm327Simulator: requests and answers', () => {
     assert.equal(await h.send('010C'), '48 6B 10 41 0C 0B B8 D3 \r\r>');
     const options = { headers: true, protocol: 'legacy' } as const;
     const speed = parse(await h.send('010D'), options).messages;
-    assert.deepEqual(speed.map((m) => m.ecu), ['10', '1A']);
-    assert.deepEqual(speed.map((m) => pidValues(m.data)), [{ 13: 50 }, { 13: 50 }]);
+    assert.deepEqual(
+      speed.map((m) => m.ecu),
+      ['10', '1A'],
+    );
+    assert.deepEqual(
+      speed.map((m) => pidValues(m.data)),
+      [{ 13: 50 }, { 13: 50 }],
+    );
 
     const stored = await h.send('03');
     assert.equal(stored, '48 6B 10 43 01 33 03 00 40 35 B2 \r48 6B 10 43 C1 00 00 00 00 00 C7 \r48 6B 1A 43 00 00 00 00 00 00 10 \r\r>');
     const dtcMessages = parse(stored, options).messages;
-    assert.deepEqual(legacyDtcs(0x03, dtcMessages.filter((m) => m.ecu === '10')), dtcs);
-    assert.deepEqual(legacyDtcs(0x03, dtcMessages.filter((m) => m.ecu === '1A')), []);
+    assert.deepEqual(
+      legacyDtcs(
+        0x03,
+        dtcMessages.filter((m) => m.ecu === '10'),
+      ),
+      dtcs,
+    );
+    assert.deepEqual(
+      legacyDtcs(
+        0x03,
+        dtcMessages.filter((m) => m.ecu === '1A'),
+      ),
+      [],
+    );
 
     const vin = await h.send('0902');
     assert.match(vin, /^48 6B 10 49 02 01 00 00 00 57 [0-9A-F]{2} \r48 6B 10 49 02 02 50 30 5A 5A /);
@@ -774,9 +835,18 @@ describe('Elm327Simulator: clone profiles', () => {
     assert.throws(() => new Elm327Simulator({ vehicle: RECORDED_CAR, ecus: [] }), /at least one/);
     assert.throws(() => new Elm327Simulator({ vehicle: RECORDED_CAR, timing: { answerMs: -1 } }), /timing\.answerMs/);
     // Defaults: one engine ECU at 7E8 (11-bit) or 10 (29-bit, legacy), with the demo VIN.
-    assert.deepEqual(new Elm327Simulator({ vehicle: RECORDED_CAR }).ecus.map((e) => e.header), ['7E8']);
-    assert.deepEqual(new Elm327Simulator({ vehicle: RECORDED_CAR, protocol: 9 }).ecus.map((e) => e.header), ['18DAF110']);
-    assert.deepEqual(new Elm327Simulator({ vehicle: RECORDED_CAR, protocol: 5 }).ecus.map((e) => e.address), [0x10]);
+    assert.deepEqual(
+      new Elm327Simulator({ vehicle: RECORDED_CAR }).ecus.map((e) => e.header),
+      ['7E8'],
+    );
+    assert.deepEqual(
+      new Elm327Simulator({ vehicle: RECORDED_CAR, protocol: 9 }).ecus.map((e) => e.header),
+      ['18DAF110'],
+    );
+    assert.deepEqual(
+      new Elm327Simulator({ vehicle: RECORDED_CAR, protocol: 5 }).ecus.map((e) => e.address),
+      [0x10],
+    );
   });
 });
 
@@ -791,9 +861,72 @@ describe('Elm327Simulator: fuzz', () => {
     sim.onOutput((b) => {
       out += b.toString('latin1');
     });
-    const atCommands = ['ATZ', 'ATWS', 'ATD', 'ATE0', 'ATE1', 'ATL0', 'ATL1', 'ATS0', 'ATS1', 'ATH0', 'ATH1', 'ATSP0', `ATSP${protocol}`, 'ATSP6', 'ATSP3', 'ATTP0', 'ATSPA7', 'ATDP', 'ATDPN', 'ATRV', 'ATI', 'AT@1', 'ATPC', 'ATAT1', 'ATST20', 'ATSH7E0', 'ATSH7DF', 'ATSH686AF1', 'ATSHDA10F1', 'ATCRA7E8', 'ATAR', 'ATCAF0', 'ATQQ'];
-    const obd = ['0100', '010C', '010D', '0105', '01 0C 0D', '010C0D05041110', '0902', '0904', '0900', '03', '07', '0A', '04', '01FF', '2101', '010D1', '010C2', ''];
-    const faults: Elm327Fault[] = ['no-data', 'can-error', 'buffer-full', 'bus-init-error', 'stopped', 'unable-to-connect', 'half-line', 'garbled', 'dropped-line'];
+    const atCommands = [
+      'ATZ',
+      'ATWS',
+      'ATD',
+      'ATE0',
+      'ATE1',
+      'ATL0',
+      'ATL1',
+      'ATS0',
+      'ATS1',
+      'ATH0',
+      'ATH1',
+      'ATSP0',
+      `ATSP${protocol}`,
+      'ATSP6',
+      'ATSP3',
+      'ATTP0',
+      'ATSPA7',
+      'ATDP',
+      'ATDPN',
+      'ATRV',
+      'ATI',
+      'AT@1',
+      'ATPC',
+      'ATAT1',
+      'ATST20',
+      'ATSH7E0',
+      'ATSH7DF',
+      'ATSH686AF1',
+      'ATSHDA10F1',
+      'ATCRA7E8',
+      'ATAR',
+      'ATCAF0',
+      'ATQQ',
+    ];
+    const obd = [
+      '0100',
+      '010C',
+      '010D',
+      '0105',
+      '01 0C 0D',
+      '010C0D05041110',
+      '0902',
+      '0904',
+      '0900',
+      '03',
+      '07',
+      '0A',
+      '04',
+      '01FF',
+      '2101',
+      '010D1',
+      '010C2',
+      '',
+    ];
+    const faults: Elm327Fault[] = [
+      'no-data',
+      'can-error',
+      'buffer-full',
+      'bus-init-error',
+      'stopped',
+      'unable-to-connect',
+      'half-line',
+      'garbled',
+      'dropped-line',
+    ];
     const noise = (): string => {
       let s = '';
       const n = 1 + Math.floor(random() * 12);
@@ -833,7 +966,11 @@ describe('Elm327Simulator: fuzz', () => {
         const answer = out.slice(from);
         const headers = sim.settings.headers;
         try {
-          parseElmResponse(answer.slice(0, -1), { command: typed, headers, protocol: protocol === 6 || protocol === 8 ? 'can11' : protocol >= 7 ? 'can29' : 'legacy' });
+          parseElmResponse(answer.slice(0, -1), {
+            command: typed,
+            headers,
+            protocol: protocol === 6 || protocol === 8 ? 'can11' : protocol >= 7 ? 'can29' : 'legacy',
+          });
           obdAnswersParsed++;
         } catch (e) {
           assert.ok(e instanceof ElmResponseError, `step ${step} (seed ${seed}): ${String(e)} for ${JSON.stringify(answer)}`);

@@ -72,7 +72,14 @@ describe('SimulatedObdEcu', () => {
     const s = car.state;
     let at = 1;
     const values: Record<number, number> = {};
-    for (const [pid, n] of [[0x0c, 2], [0x0d, 1], [0x10, 2], [0x1f, 2], [0x2f, 1], [0x46, 1]] as const) {
+    for (const [pid, n] of [
+      [0x0c, 2],
+      [0x0d, 1],
+      [0x10, 2],
+      [0x1f, 2],
+      [0x2f, 1],
+      [0x46, 1],
+    ] as const) {
       assert.equal(first[at], pid);
       values[pid] = decodePid(pid, first.subarray(at + 1, at + 1 + n)) as number;
       at += 1 + n;
@@ -103,8 +110,14 @@ describe('SimulatedObdEcu', () => {
       assert.deepEqual(frames[0]!.slice(0, 3), [0x06, 0x41, block]);
       for (const pid of supportedPidsFromBitmap(block, frames[0]!.slice(3, 7))) reported.add(pid);
     }
-    assert.deepEqual([...reported].sort((a, b) => a - b), [...pids, 0x20, 0x40, 0x60, 0x80, 0xa0].sort((a, b) => a - b));
-    assert.deepEqual([...ecu.supportedPids].sort((a, b) => a - b), [...reported].sort((a, b) => a - b));
+    assert.deepEqual(
+      [...reported].sort((a, b) => a - b),
+      [...pids, 0x20, 0x40, 0x60, 0x80, 0xa0].sort((a, b) => a - b),
+    );
+    assert.deepEqual(
+      [...ecu.supportedPids].sort((a, b) => a - b),
+      [...reported].sort((a, b) => a - b),
+    );
     // Several PIDs at once, bitmaps included, in request order.
     const mixed = await transact(bus, ecu, [0x01, 0x20, 0x0d]);
     assert.deepEqual([...mixed.subarray(0, 7)], [0x41, 0x20, ...encodeSupportedPids(0x20, ecu.supportedPids), 0x0d]);
@@ -162,7 +175,11 @@ describe('SimulatedObdEcu', () => {
     assert.equal(vin.length, 20);
     assert.equal(parseVinResponse(vin), DEMO_VIN);
     const wire = framesOn(bus, 0x7e8, from);
-    assert.deepEqual(wire.map((f) => f[0]), [0x10, 0x21, 0x22], 'FF then two CFs');
+    assert.deepEqual(
+      wire.map((f) => f[0]),
+      [0x10, 0x21, 0x22],
+      'FF then two CFs',
+    );
     assert.deepEqual(framesOn(bus, 0x7e0, from).slice(1), [[0x30, 0x00, 0x00, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc]], 'the tester FC');
     assert.deepEqual(parseCalibrationIdsResponse(await transact(bus, ecu, [0x09, 0x04])), ['ENG-CAL-0042', 'ABS0017']);
     const bitmap = await ask(0x7df, [0x09, 0x00]);

@@ -238,7 +238,10 @@ describe('SimulatedVehicle', () => {
     const statusCodec = vehicle.database.byName('Status')!;
     assert.deepEqual(statusCodec.decode(status[0]!.frame.data), { Level: 77, Temp: -40 });
     const muxCodec = vehicle.database.byName('Muxed')!;
-    assert.deepEqual(muxed.slice(0, 4).map((s) => muxCodec.decode(s.frame.data).Page), [5, 9, 5, 9]);
+    assert.deepEqual(
+      muxed.slice(0, 4).map((s) => muxCodec.decode(s.frame.data).Page),
+      [5, 9, 5, 9],
+    );
   });
 
   it('paces frames by the wall clock in real time, scaled by the speed factor', async () => {

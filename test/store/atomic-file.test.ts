@@ -122,7 +122,10 @@ atomicWriteFile(${JSON.stringify(file)}, 'written\\n', { mode: 0o600, temporary:
     const blocker = defaultTemporaryName(file);
     mkdirSync(blocker);
     const err = writeError(() => atomicWriteFile(file, 'new\n', { mode: 0o600 }));
-    assert.equal(err.message, `cannot write ${file}: its temporary name ${blocker} cannot be cleared (EISDIR: illegal operation on a directory); the file is unchanged`);
+    assert.equal(
+      err.message,
+      `cannot write ${file}: its temporary name ${blocker} cannot be cleared (EISDIR: illegal operation on a directory); the file is unchanged`,
+    );
     assert.equal(err.file, file);
     assert.equal(err.code, 'EISDIR');
     assert.equal(err.replaced, false);
@@ -131,52 +134,70 @@ atomicWriteFile(${JSON.stringify(file)}, 'written\\n', { mode: 0o600, temporary:
     rmdirSync(blocker);
   });
 
-  it('[15.5] a write that fails part-way (a full disk) leaves the old file whole and no temporary file; the error names the file, code ENOSPC', { skip: !canMount && 'mounting a tmpfs is not permitted here' }, () => {
-    const dir = makeTempDir('atomic-full-');
-    const unmount = mountTmpfs(dir, '64k');
-    try {
+  it(
+    '[15.5] a write that fails part-way (a full disk) leaves the old file whole and no temporary file; the error names the file, code ENOSPC',
+    { skip: !canMount && 'mounting a tmpfs is not permitted here' },
+    () => {
+      const dir = makeTempDir('atomic-full-');
+      const unmount = mountTmpfs(dir, '64k');
+      try {
+        const file = path.join(dir, 'anchor.json');
+        atomicWriteFile(file, 'old and whole\n', { mode: 0o600 });
+        const big = Buffer.alloc(1024 * 1024, 0x41);
+        const err = writeError(() => atomicWriteFile(file, big, { mode: 0o600 }));
+        assert.equal(
+          err.message,
+          `cannot write ${file}: writing ${defaultTemporaryName(file)} failed (ENOSPC: no space left on device); the file is unchanged`,
+        );
+        assert.equal(err.code, 'ENOSPC', 'the errno code, for callers that fold storage failures');
+        assert.equal(err.replaced, false);
+        assert.equal(readFileSync(file, 'utf8'), 'old and whole\n', 'a reader still sees the old file, whole');
+        assert.deepEqual(readdirSync(dir), ['anchor.json'], 'the partial temporary file is removed');
+        // Room again: the same write goes through.
+        atomicWriteFile(file, 'new\n', { mode: 0o600 });
+        assert.equal(readFileSync(file, 'utf8'), 'new\n');
+      } finally {
+        unmount();
+      }
+    },
+  );
+
+  it(
+    '[15.5] a read-only folder or a missing one: one line naming the file and what could not be made',
+    { skip: !canMount && 'mounting is not permitted here' },
+    () => {
+      const dir = makeTempDir('atomic-readonly-');
       const file = path.join(dir, 'anchor.json');
-      atomicWriteFile(file, 'old and whole\n', { mode: 0o600 });
-      const big = Buffer.alloc(1024 * 1024, 0x41);
-      const err = writeError(() => atomicWriteFile(file, big, { mode: 0o600 }));
-      assert.equal(err.message, `cannot write ${file}: writing ${defaultTemporaryName(file)} failed (ENOSPC: no space left on device); the file is unchanged`);
-      assert.equal(err.code, 'ENOSPC', 'the errno code, for callers that fold storage failures');
-      assert.equal(err.replaced, false);
-      assert.equal(readFileSync(file, 'utf8'), 'old and whole\n', 'a reader still sees the old file, whole');
-      assert.deepEqual(readdirSync(dir), ['anchor.json'], 'the partial temporary file is removed');
-      // Room again: the same write goes through.
-      atomicWriteFile(file, 'new\n', { mode: 0o600 });
-      assert.equal(readFileSync(file, 'utf8'), 'new\n');
-    } finally {
-      unmount();
-    }
-  });
+      writeFileSync(file, 'old\n');
+      const undo = makeReadOnly(dir);
+      try {
+        const err = writeError(() => atomicWriteFile(file, 'new\n', { mode: 0o600 }));
+        assert.equal(err.message, `cannot write ${file}: cannot create ${defaultTemporaryName(file)} (EROFS: read-only file system); the file is unchanged`);
+        assert.equal(err.code, 'EROFS');
+      } finally {
+        undo();
+      }
+      assert.equal(readFileSync(file, 'utf8'), 'old\n');
+      const missing = path.join(dir, 'no-such-folder', 'anchor.json');
+      const absent = writeError(() => atomicWriteFile(missing, 'new\n', { mode: 0o600 }));
+      assert.match(
+        absent.message,
+        new RegExp(`^cannot write ${missing.replace(/[.]/g, '\\.')}: cannot create .* \\(ENOENT: no such file or directory\\); the file is unchanged$`),
+      );
+    },
+  );
 
-  it('[15.5] a read-only folder or a missing one: one line naming the file and what could not be made', { skip: !canMount && 'mounting is not permitted here' }, () => {
-    const dir = makeTempDir('atomic-readonly-');
-    const file = path.join(dir, 'anchor.json');
-    writeFileSync(file, 'old\n');
-    const undo = makeReadOnly(dir);
-    try {
-      const err = writeError(() => atomicWriteFile(file, 'new\n', { mode: 0o600 }));
-      assert.equal(err.message, `cannot write ${file}: cannot create ${defaultTemporaryName(file)} (EROFS: read-only file system); the file is unchanged`);
-      assert.equal(err.code, 'EROFS');
-    } finally {
-      undo();
-    }
-    assert.equal(readFileSync(file, 'utf8'), 'old\n');
-    const missing = path.join(dir, 'no-such-folder', 'anchor.json');
-    const absent = writeError(() => atomicWriteFile(missing, 'new\n', { mode: 0o600 }));
-    assert.match(absent.message, new RegExp(`^cannot write ${missing.replace(/[.]/g, '\\.')}: cannot create .* \\(ENOENT: no such file or directory\\); the file is unchanged$`));
-  });
-
-  it('[15.5] an owner given is set before the mode, so set-id bits asked for stay', { skip: process.geteuid?.() !== 0 && 'changing the owner needs root' }, () => {
-    const dir = makeTempDir('atomic-owner-');
-    const file = path.join(dir, 'tool');
-    atomicWriteFile(file, '#!/bin/sh\n', { mode: 0o2755, owner: { uid: 1234, gid: 5678 } });
-    const stats = lstatSync(file);
-    assert.equal(stats.uid, 1234);
-    assert.equal(stats.gid, 5678);
-    assert.equal(stats.mode & 0o7777, 0o2755);
-  });
+  it(
+    '[15.5] an owner given is set before the mode, so set-id bits asked for stay',
+    { skip: process.geteuid?.() !== 0 && 'changing the owner needs root' },
+    () => {
+      const dir = makeTempDir('atomic-owner-');
+      const file = path.join(dir, 'tool');
+      atomicWriteFile(file, '#!/bin/sh\n', { mode: 0o2755, owner: { uid: 1234, gid: 5678 } });
+      const stats = lstatSync(file);
+      assert.equal(stats.uid, 1234);
+      assert.equal(stats.gid, 5678);
+      assert.equal(stats.mode & 0o7777, 0o2755);
+    },
+  );
 });

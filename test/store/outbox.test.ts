@@ -77,7 +77,10 @@ function dbFile(prefix: string): string {
 function storedSeqs(file: string): number[] {
   const db = new Database(file, { readonly: true, fileMustExist: true });
   try {
-    return db.prepare<[], { seq: number }>('SELECT seq FROM message ORDER BY seq').all().map((row) => row.seq);
+    return db
+      .prepare<[], { seq: number }>('SELECT seq FROM message ORDER BY seq')
+      .all()
+      .map((row) => row.seq);
   } finally {
     db.close();
   }
@@ -99,7 +102,10 @@ describe('SQLite outbox', () => {
     const s = (i: number): number => seqs[i]!;
 
     const all = outbox.peek(100, 1_000_000, NONE);
-    assert.deepEqual(all.map((r) => r.seq), [s(1), s(4), s(3), s(6), s(0), s(2), s(5)]);
+    assert.deepEqual(
+      all.map((r) => r.seq),
+      [s(1), s(4), s(3), s(6), s(0), s(2), s(5)],
+    );
     const first = all[0]!;
     assert.deepEqual(
       { kind: first.kind, priority: first.priority, createdAt: first.createdAt, size: first.payload.byteLength },
@@ -108,11 +114,20 @@ describe('SQLite outbox', () => {
     for (const record of all) assert.equal(seqInPayload(record.payload), record.seq, 'encode was given the stored number');
 
     assert.deepEqual(peekAll(outbox, new Set([s(1), s(3)])), [s(4), s(6), s(0), s(2), s(5)]);
-    assert.deepEqual(outbox.peek(2, 1_000_000, NONE).map((r) => r.seq), [s(1), s(4)]);
+    assert.deepEqual(
+      outbox.peek(2, 1_000_000, NONE).map((r) => r.seq),
+      [s(1), s(4)],
+    );
     // 101 + 104 bytes fit in 210, the third (103) does not.
-    assert.deepEqual(outbox.peek(100, 210, NONE).map((r) => r.seq), [s(1), s(4)]);
+    assert.deepEqual(
+      outbox.peek(100, 210, NONE).map((r) => r.seq),
+      [s(1), s(4)],
+    );
     // Always one message when any waits, even one bigger than maxBytes.
-    assert.deepEqual(outbox.peek(100, 10, NONE).map((r) => r.seq), [s(1)]);
+    assert.deepEqual(
+      outbox.peek(100, 10, NONE).map((r) => r.seq),
+      [s(1)],
+    );
     assert.deepEqual(outbox.peek(0, 1_000_000, NONE), []);
     assert.equal(outbox.pending, 7);
     assert.deepEqual(outbox.peek(10, 1_000_000, new Set(seqs)), []);
@@ -196,7 +211,11 @@ describe('SQLite outbox', () => {
     seen.push(...again.outbox.append([item(1)]).seqs);
     again.outbox.close();
     assert.equal(new Set(seen).size, seen.length, 'no sequence number repeats');
-    assert.deepEqual([...seen].sort((x, y) => x - y), seen, 'always increasing');
+    assert.deepEqual(
+      [...seen].sort((x, y) => x - y),
+      seen,
+      'always increasing',
+    );
   });
 
   it('a new database starts above a wall-clock floor (ms × 1000), as well as above the sidecar reservation', () => {
@@ -301,7 +320,10 @@ describe('SQLite outbox', () => {
       assert.equal(stats.messages, 0);
       const aside = readdirSync(path.dirname(file)).filter((name) => name.startsWith('outbox.db.corrupt-') && !/-(wal|shm)$/.test(name));
       assert.equal(aside.length, 1);
-      assert.equal(statSync(path.join(path.dirname(file), aside[0]!)).size, damage === 'truncated to 100 bytes' ? 100 : damage === 'truncated to half' ? Math.floor(size / 2) : size);
+      assert.equal(
+        statSync(path.join(path.dirname(file), aside[0]!)).size,
+        damage === 'truncated to 100 bytes' ? 100 : damage === 'truncated to half' ? Math.floor(size / 2) : size,
+      );
 
       const fresh = outbox.append([item(1), item(2)]).seqs;
       assert.equal(fresh.length, 2);
@@ -360,7 +382,10 @@ describe('SQLite outbox', () => {
         assert.equal(stats.rejected, 20);
         assert.equal(stats.rejectedOversize, 0);
         assert.equal(stats.messages, stored.length);
-        assert.ok(problems.some((p) => p.reason === 'append-failed' && /SQLITE_FULL/.test(p.message)), problems.map((p) => p.message).join('\n'));
+        assert.ok(
+          problems.some((p) => p.reason === 'append-failed' && /SQLITE_FULL/.test(p.message)),
+          problems.map((p) => p.message).join('\n'),
+        );
         assert.match(stats.lastProblem?.message ?? '', /rejected/);
 
         // Reading and acknowledging still work on the full disk.
@@ -534,7 +559,10 @@ describe('SQLite outbox: its file deleted or replaced under the running agent', 
     const seqs = outbox.append(batch(7)).seqs;
     unlinkSync(file);
     outbox.close();
-    assert.deepEqual(problems.map((p) => p.reason), ['file-lost']);
+    assert.deepEqual(
+      problems.map((p) => p.reason),
+      ['file-lost'],
+    );
     ({ outbox, problems } = open(file));
     assert.deepEqual(waiting(outbox), seqs);
     outbox.close();
@@ -558,7 +586,12 @@ describe('SQLite outbox: its file deleted or replaced under the running agent', 
     assert.equal(lost.length, 1);
     const aside = /moved aside as (\S+)\)/.exec(lost[0]!.message)?.[1];
     assert.ok(aside, lost[0]!.message);
-    assert.match(lost[0]!.message, new RegExp(`^outbox: ${escapeRe(file)} was replaced by another file \\(moved aside as ${escapeRe(file)}\\.replaced-[\\dT-]+Z\\) while the agent was running: its 12 waiting`));
+    assert.match(
+      lost[0]!.message,
+      new RegExp(
+        `^outbox: ${escapeRe(file)} was replaced by another file \\(moved aside as ${escapeRe(file)}\\.replaced-[\\dT-]+Z\\) while the agent was running: its 12 waiting`,
+      ),
+    );
     assert.deepEqual(readFileSync(aside), foreignBytes, 'the file found in its place is kept as it was');
     assert.deepEqual(storedSeqs(file), [...seqs, ...more]);
     outbox.close();
@@ -580,44 +613,57 @@ describe('SQLite outbox: its file deleted or replaced under the running agent', 
     db.close();
     unlinkSync(file);
     ({ outbox, problems } = open(file));
-    assert.deepEqual(problems.map((p) => p.message), [`outbox: ${file} was put back from ${file}.carry-over: the agent stopped while it was carrying a deleted or replaced outbox over`]);
+    assert.deepEqual(
+      problems.map((p) => p.message),
+      [`outbox: ${file} was put back from ${file}.carry-over: the agent stopped while it was carrying a deleted or replaced outbox over`],
+    );
     assert.deepEqual(waiting(outbox), seqs);
     assert.equal(existsSync(`${file}.carry-over`), false);
     outbox.close();
   });
 
-  it('[14.7] carrying over on a full disk fails: said once, the messages stay readable, and it succeeds once there is room', { skip: !canMount && 'mounting a tmpfs is not permitted here' }, () => {
-    const dir = makeTempDir('outbox-carry-full-');
-    const unmount = mountTmpfs(dir, '4m');
-    const opened: SqliteOutbox[] = [];
-    try {
-      const file = path.join(dir, 'outbox.db');
-      const { outbox, problems } = open(file, { ackFlushMs: 60_000 });
-      opened.push(outbox);
-      const seqs: number[] = [];
-      for (let i = 0; i < 20; i++) seqs.push(...outbox.append(batch(10, 1000)).seqs);
-      unlinkSync(file); // its space stays taken while the connection holds it
-      const filler = path.join(dir, 'filler');
-      fillUp(filler); // what is left, so the copy cannot be written
-      for (let i = 0; i < 3; i++) outbox.append(batch(1, 1000));
-      const failed = problems.filter((p) => p.reason === 'file-lost');
-      assert.equal(failed.length, 1, 'said once, not at every write');
-      assert.match(failed[0]!.message, /was deleted while the agent was running, and carrying its 200 waiting message\(s\) over to a new file failed \(.*\): they are kept in the deleted file while the agent runs/);
-      assert.deepEqual(waiting(outbox).slice(0, 200), seqs, 'still readable through the open connection');
-      assert.equal(existsSync(`${file}.carry-over`), false, 'the partial copy is removed');
+  it(
+    '[14.7] carrying over on a full disk fails: said once, the messages stay readable, and it succeeds once there is room',
+    { skip: !canMount && 'mounting a tmpfs is not permitted here' },
+    () => {
+      const dir = makeTempDir('outbox-carry-full-');
+      const unmount = mountTmpfs(dir, '4m');
+      const opened: SqliteOutbox[] = [];
+      try {
+        const file = path.join(dir, 'outbox.db');
+        const { outbox, problems } = open(file, { ackFlushMs: 60_000 });
+        opened.push(outbox);
+        const seqs: number[] = [];
+        for (let i = 0; i < 20; i++) seqs.push(...outbox.append(batch(10, 1000)).seqs);
+        unlinkSync(file); // its space stays taken while the connection holds it
+        const filler = path.join(dir, 'filler');
+        fillUp(filler); // what is left, so the copy cannot be written
+        for (let i = 0; i < 3; i++) outbox.append(batch(1, 1000));
+        const failed = problems.filter((p) => p.reason === 'file-lost');
+        assert.equal(failed.length, 1, 'said once, not at every write');
+        assert.match(
+          failed[0]!.message,
+          /was deleted while the agent was running, and carrying its 200 waiting message\(s\) over to a new file failed \(.*\): they are kept in the deleted file while the agent runs/,
+        );
+        assert.deepEqual(waiting(outbox).slice(0, 200), seqs, 'still readable through the open connection');
+        assert.equal(existsSync(`${file}.carry-over`), false, 'the partial copy is removed');
 
-      rmSync(filler);
-      const more = outbox.append(batch(2, 1000)).seqs;
-      assert.equal(more.length, 2);
-      const lost = problems.filter((p) => p.reason === 'file-lost');
-      assert.equal(lost.length, 2);
-      assert.match(lost[1]!.message, /was deleted while the agent was running: its \d+ waiting message\(s\) and the sequence counter were carried over/);
-      assert.deepEqual(storedSeqs(file).filter((seq) => seqs.includes(seq) || more.includes(seq)), [...seqs, ...more]);
-    } finally {
-      for (const outbox of opened) outbox.close();
-      unmount();
-    }
-  });
+        rmSync(filler);
+        const more = outbox.append(batch(2, 1000)).seqs;
+        assert.equal(more.length, 2);
+        const lost = problems.filter((p) => p.reason === 'file-lost');
+        assert.equal(lost.length, 2);
+        assert.match(lost[1]!.message, /was deleted while the agent was running: its \d+ waiting message\(s\) and the sequence counter were carried over/);
+        assert.deepEqual(
+          storedSeqs(file).filter((seq) => seqs.includes(seq) || more.includes(seq)),
+          [...seqs, ...more],
+        );
+      } finally {
+        for (const outbox of opened) outbox.close();
+        unmount();
+      }
+    },
+  );
 });
 
 describe('SQLite outbox: the files it creates', () => {
@@ -680,7 +726,7 @@ describe('SQLite outbox: the files it creates', () => {
     });
   }
 
-  it('[14.L4] a symbolic link planted at the sidecar\'s temporary file (outbox.db.seq.tmp) is removed, not written through', () => {
+  it("[14.L4] a symbolic link planted at the sidecar's temporary file (outbox.db.seq.tmp) is removed, not written through", () => {
     const dir = makeTempDir('outbox-seq-tmp-link-');
     const file = path.join(dir, 'outbox.db');
     const victim = path.join(dir, 'victim');
@@ -720,7 +766,8 @@ describe('SQLite outbox: the files it creates', () => {
       const result = await openInChild('outbox', file);
       assert.equal(result.timedOut, false, `opening the outbox blocked on the FIFO at ${file + at}`);
       if (at === '.seq') assert.ok(Number.isSafeInteger(result.firstSeq), JSON.stringify(result));
-      else assert.equal(result.error, `outbox.path: ${file}-wal is a FIFO: SQLite would follow or block on it; refusing to open ${file} (remove outbox.db-wal)`);
+      else
+        assert.equal(result.error, `outbox.path: ${file}-wal is a FIFO: SQLite would follow or block on it; refusing to open ${file} (remove outbox.db-wal)`);
     });
   }
 
@@ -736,7 +783,10 @@ describe('SQLite outbox: the files it creates', () => {
     const seqs = outbox.append(batch(3)).seqs;
     unlinkSync(file);
     seqs.push(...outbox.append(batch(2)).seqs); // carried over through outbox.db.carry-over
-    assert.deepEqual(problems.map((p) => p.reason), ['file-lost']);
+    assert.deepEqual(
+      problems.map((p) => p.reason),
+      ['file-lost'],
+    );
     outbox.close();
     assert.equal(readFileSync(victim, 'utf8'), 'precious\n');
     for (const name of planted) assert.equal(existsSync(name), false, `${name} removed`);
@@ -758,7 +808,9 @@ describe('SQLite outbox: a truncated file and the files set aside', () => {
     assert.equal(problems[0]!.severity, 'error');
     assert.match(
       problems[0]!.message,
-      new RegExp(`^outbox: ${escapeRe(file)} was empty \\(0 bytes\\) at start: the messages it held were lost \\(the file was truncated\\); starting with an empty outbox, sequence numbers continue above the old ones \\(from \\d+\\)$`),
+      new RegExp(
+        `^outbox: ${escapeRe(file)} was empty \\(0 bytes\\) at start: the messages it held were lost \\(the file was truncated\\); starting with an empty outbox, sequence numbers continue above the old ones \\(from \\d+\\)$`,
+      ),
     );
     assert.equal(outbox.pending, 0);
     const [next] = outbox.append([item(1)]).seqs as [number];
@@ -773,7 +825,10 @@ describe('SQLite outbox: a truncated file and the files set aside', () => {
   it('[14.L5] corrupt files moved aside: at most 3 are kept, the oldest removed first, each removal said', () => {
     const file = dbFile('outbox-aside-count-');
     let now = Date.UTC(2024, 5, 1);
-    const asides = (): string[] => readdirSync(path.dirname(file)).filter((name) => name.startsWith('outbox.db.corrupt-')).sort();
+    const asides = (): string[] =>
+      readdirSync(path.dirname(file))
+        .filter((name) => name.startsWith('outbox.db.corrupt-'))
+        .sort();
     const removed: string[] = [];
     const moved: string[] = [];
     for (let round = 1; round <= 5; round++) {
@@ -793,8 +848,17 @@ describe('SQLite outbox: a truncated file and the files set aside', () => {
       if (p.reason === 'corrupt-file-moved-aside') moved.push(/moved it aside as (\S+) and/.exec(p.message)![1]!);
     }
     assert.equal(moved.length, 5);
-    assert.deepEqual(asides(), moved.slice(2).map((f) => path.basename(f)), 'the newest 3 kept');
-    assert.deepEqual(removed, moved.slice(0, 2).map((f) => `outbox: removed ${f} (8192 bytes, set aside earlier): set-aside files count against outbox.maxBytes and at most 3 are kept`));
+    assert.deepEqual(
+      asides(),
+      moved.slice(2).map((f) => path.basename(f)),
+      'the newest 3 kept',
+    );
+    assert.deepEqual(
+      removed,
+      moved
+        .slice(0, 2)
+        .map((f) => `outbox: removed ${f} (8192 bytes, set aside earlier): set-aside files count against outbox.maxBytes and at most 3 are kept`),
+    );
     assert.deepEqual(outbox.stats().setAside, { files: 3, bytes: 3 * 8192 });
     outbox.close();
   });
@@ -810,10 +874,13 @@ describe('SQLite outbox: a truncated file and the files set aside', () => {
     }
     const maxBytes = 200_000;
     const { outbox, problems } = open(file, { clock: () => now, maxBytes });
-    const aside = (): string[] => problems.filter((p) => p.reason === 'corrupt-file-moved-aside').map((p) => /moved it aside as (\S+) and/.exec(p.message)![1]!);
+    const aside = (): string[] =>
+      problems.filter((p) => p.reason === 'corrupt-file-moved-aside').map((p) => /moved it aside as (\S+) and/.exec(p.message)![1]!);
     assert.equal(aside().length, 1, 'the third moved aside at this open');
     assert.deepEqual(outbox.stats().setAside, { files: 3, bytes: 3 * asideSize }, 'all three fit in maxBytes beside an empty outbox');
-    const setAsideNames = readdirSync(path.dirname(file)).filter((name) => name.startsWith('outbox.db.corrupt-')).sort();
+    const setAsideNames = readdirSync(path.dirname(file))
+      .filter((name) => name.startsWith('outbox.db.corrupt-'))
+      .sort();
     const cost = 10_000 + ROW_OVERHEAD_BYTES;
     const kept: number[] = [];
     for (let i = 1; i <= 19; i++) {
@@ -828,7 +895,10 @@ describe('SQLite outbox: a truncated file and the files set aside', () => {
     assert.equal(outbox.stats().evicted.count, 0, 'no message made room for a set-aside file');
     assert.deepEqual(
       problems.filter((p) => p.reason === 'set-aside-removed').map((p) => p.message),
-      setAsideNames.map((name) => `outbox: removed ${path.join(path.dirname(file), name)} (${asideSize} bytes, set aside earlier): set-aside files count against outbox.maxBytes and at most 3 are kept`),
+      setAsideNames.map(
+        (name) =>
+          `outbox: removed ${path.join(path.dirname(file), name)} (${asideSize} bytes, set aside earlier): set-aside files count against outbox.maxBytes and at most 3 are kept`,
+      ),
       'oldest first',
     );
     outbox.close();
@@ -865,7 +935,12 @@ describe('SQLite outbox: a full disk and a read-only folder', () => {
         const started = now;
         assert.deepEqual(
           problems.map((p) => [p.reason, p.message]),
-          [['append-failed', 'outbox: 10 message(s) rejected: SQLITE_FULL: database or disk is full; while it lasts, failures are counted and reported every 60 s']],
+          [
+            [
+              'append-failed',
+              'outbox: 10 message(s) rejected: SQLITE_FULL: database or disk is full; while it lasts, failures are counted and reported every 60 s',
+            ],
+          ],
         );
         assert.equal(problems[0]!.severity, 'error');
 

@@ -38,7 +38,10 @@ describe('StateDatabase', () => {
   it('hands damage back to its owner (DamagedStateFile), who sets the file aside and opens a fresh one', () => {
     const file = path.join(makeTempDir('state-damaged-'), 'replay.db');
     writeFileSync(file, Buffer.alloc(8192, 0x5a));
-    assert.throws(() => StateDatabase.open(file, OPTIONS), (err: Error) => err instanceof DamagedStateFile && /SQLITE_NOTADB/.test(err.message));
+    assert.throws(
+      () => StateDatabase.open(file, OPTIONS),
+      (err: Error) => err instanceof DamagedStateFile && /SQLITE_NOTADB/.test(err.message),
+    );
     const aside = setAside(file, 'corrupt', Date.UTC(2024, 0, 2, 3, 4, 5, 6));
     assert.equal(aside, `${file}.corrupt-2024-01-02T03-04-05-006Z`);
     const store = StateDatabase.open(file, OPTIONS);
@@ -59,13 +62,23 @@ describe('StateDatabase', () => {
     symlinkSync('/etc/passwd', `${file}.corrupt-2024-06-01T00-00-00-000Z`);
     writeFileSync(path.join(dir, 'other.db.corrupt-2024-06-01T00-00-00-000Z'), 'x');
     mkdirSync(`${file}.corrupt-2024-05-01T00-00-00-000Z`);
-    assert.deepEqual(listSetAside(file), made.map((f, i) => ({ file: f, bytes: 1000 * (i + 1) + (i === 1 ? 500 : 0) })));
+    assert.deepEqual(
+      listSetAside(file),
+      made.map((f, i) => ({ file: f, bytes: 1000 * (i + 1) + (i === 1 ? 500 : 0) })),
+    );
 
     let result = pruneSetAside(file, { keep: 3 });
-    assert.deepEqual(result.removed.map((r) => r.file), [made[0]]);
+    assert.deepEqual(
+      result.removed.map((r) => r.file),
+      [made[0]],
+    );
     assert.deepEqual(result.kept, { files: 3, bytes: 2500 + 3000 + 4000 });
     result = pruneSetAside(file, { keep: 3, budgetBytes: 7000 });
-    assert.deepEqual(result.removed.map((r) => r.file), [made[1]], 'the -wal with it');
+    assert.deepEqual(
+      result.removed.map((r) => r.file),
+      [made[1]],
+      'the -wal with it',
+    );
     assert.deepEqual(result.kept, { files: 2, bytes: 7000 });
     assert.deepEqual(readdirSync(dir).sort(), [
       'other.db.corrupt-2024-06-01T00-00-00-000Z',

@@ -174,7 +174,10 @@ export class CarrierNetwork {
 
   /** Limits the car's link to `kbit` kilobits per second each way (a token bucket on both ends); null lifts it. */
   bandwidth(kbit: number | null): void {
-    for (const [place, dev] of [['car', CAR_IF], ['nat', ROUTER_LAN_IF]] as const) {
+    for (const [place, dev] of [
+      ['car', CAR_IF],
+      ['nat', ROUTER_LAN_IF],
+    ] as const) {
       if (kbit === null) {
         try {
           run('ip', 'netns', 'exec', this.ns[place], 'tc', 'qdisc', 'del', 'dev', dev, 'root');
@@ -227,11 +230,14 @@ export class CarrierNetwork {
   /** Ends the programs started in the namespaces and removes the namespaces with all they hold. Idempotent. */
   async destroy(): Promise<void> {
     if (this.dead) return;
-    const exits = [...this.children].map((child) => new Promise<void>((resolve) => {
-      if (child.exitCode !== null || child.signalCode !== null) return resolve();
-      child.once('exit', () => resolve());
-      child.kill('SIGKILL');
-    }));
+    const exits = [...this.children].map(
+      (child) =>
+        new Promise<void>((resolve) => {
+          if (child.exitCode !== null || child.signalCode !== null) return resolve();
+          child.once('exit', () => resolve());
+          child.kill('SIGKILL');
+        }),
+    );
     await Promise.race([Promise.all(exits), delay(3000)]);
     this.destroySync();
   }

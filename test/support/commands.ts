@@ -98,4 +98,3 @@ export async function operatorClient(broker: Mosquitto, pki: TestPki): Promise<O
   const files = pki.backend();
   return OperatorClient.connect({ url: broker.backendUrl, certFile: files.certFile, keyFile: files.keyFile, caFile: pki.caFile });
 }
-

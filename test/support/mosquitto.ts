@@ -18,7 +18,15 @@ import mqtt, { type MqttClient } from 'mqtt';
 import { BACKEND_IDENTITY } from '../../src/pki/device-id.js';
 import { loadIdentity } from '../../src/pki/identity.js';
 import { MqttSession, type MqttSessionOptions, type SessionState } from '../../src/uplink/session.js';
-import { createDevCa, issueClientCertificate, issueDeviceCertificate, issueServerCertificate, writeIssued, type DevCa, type WrittenFiles } from '../../src/pki/dev-ca.js';
+import {
+  createDevCa,
+  issueClientCertificate,
+  issueDeviceCertificate,
+  issueServerCertificate,
+  writeIssued,
+  type DevCa,
+  type WrittenFiles,
+} from '../../src/pki/dev-ca.js';
 import { makeTempDir } from './temp.js';
 import { delay, waitFor } from './wait.js';
 import { repoRoot } from './shared.js';

@@ -25,7 +25,8 @@ export interface NetnsAgentOptions {
   certFile: string;
   keyFile: string;
   caFile: string;
-  keepalive: { adaptive: true; settings: HeartbeatSettings; livenessMinS: number; memoryPath?: string; network?: string } | { adaptive: false; keepaliveS: number };
+  keepalive:
+    { adaptive: true; settings: HeartbeatSettings; livenessMinS: number; memoryPath?: string; network?: string } | { adaptive: false; keepaliveS: number };
   /** With an outbox, appended messages are published from it by the publisher. */
   outboxPath?: string;
   connectTimeoutMs?: number;
@@ -52,7 +53,13 @@ function main(): void {
       emit({ event: type, ...rest });
     });
     const status = heartbeat.status();
-    emit({ event: 'start', intervalS: status.intervalS, phase: status.phase, network: status.network, remembered: memory?.recall(status.network) !== undefined });
+    emit({
+      event: 'start',
+      intervalS: status.intervalS,
+      phase: status.phase,
+      network: status.network,
+      remembered: memory?.recall(status.network) !== undefined,
+    });
   }
   const session = new MqttSession({
     url: options.url,

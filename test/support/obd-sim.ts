@@ -13,7 +13,10 @@ export function drivingCar(seed = 3): DriveCycle {
 
 /** Frames of the bus log (from `from` on) with identifier `id`, as byte arrays. */
 export function framesOn(bus: MemoryCanBus, id: number, from = 0): number[][] {
-  return bus.log.slice(from).filter((f: CanFrame) => f.id === id).map((f) => [...f.data]);
+  return bus.log
+    .slice(from)
+    .filter((f: CanFrame) => f.id === id)
+    .map((f) => [...f.data]);
 }
 
 /** A single frame as ISO 15765-4 sends it: PCI length byte, payload, padding to 8 bytes. */

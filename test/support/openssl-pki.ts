@@ -87,9 +87,22 @@ export class OpensslPki {
     const digest = signerKind === 'ed25519' ? [] : [`-${request.digest ?? 'sha256'}`];
     this.openssl(['req', '-new', '-key', keyFile, '-subj', `/CN=${request.name}`, '-out', csrFile]);
     this.openssl([
-      'x509', '-req', '-in', csrFile,
+      'x509',
+      '-req',
+      '-in',
+      csrFile,
       ...(issuer ? ['-CA', issuer.certFile, '-CAkey', issuer.keyFile] : ['-signkey', keyFile]),
-      '-set_serial', String(this.serial++), '-days', '365', ...digest, '-extfile', extFile, '-extensions', 'v3', '-out', certFile,
+      '-set_serial',
+      String(this.serial++),
+      '-days',
+      '365',
+      ...digest,
+      '-extfile',
+      extFile,
+      '-extensions',
+      'v3',
+      '-out',
+      certFile,
     ]);
     return { name: request.name, certPem: readFileSync(certFile, 'utf8'), keyPem: readFileSync(keyFile, 'utf8'), certFile, keyFile, kind };
   }

@@ -70,7 +70,13 @@ function scenarios(pki: TestPki, broker: () => BrokerUnderTest): void {
    * grants any subscription and applies the ACL at delivery), `send` runs, then a sentinel on `sentinelTopic`, which
    * the client may read; once the sentinel is there, anything sent before it would be too.
    */
-  async function receivesNothingBut(client: MqttClient, backend: MqttClient, filters: string[], sentinelTopic: string, send: () => Promise<void>): Promise<void> {
+  async function receivesNothingBut(
+    client: MqttClient,
+    backend: MqttClient,
+    filters: string[],
+    sentinelTopic: string,
+    send: () => Promise<void>,
+  ): Promise<void> {
     const seen: string[] = [];
     client.on('message', (topic) => seen.push(topic));
     await client.subscribeAsync([...filters, sentinelTopic], { qos: 1 }).catch(() => undefined);
@@ -82,12 +88,16 @@ function scenarios(pki: TestPki, broker: () => BrokerUnderTest): void {
   }
 
   async function backendClient(): Promise<MqttClient> {
-    const attempt = await tryConnect(broker().backendUrl, { ...tls(pki.backend()), protocolVersion: broker().protocol, clientId: `backend/${process.pid}-${Math.random().toString(16).slice(2, 8)}` });
+    const attempt = await tryConnect(broker().backendUrl, {
+      ...tls(pki.backend()),
+      protocolVersion: broker().protocol,
+      clientId: `backend/${process.pid}-${Math.random().toString(16).slice(2, 8)}`,
+    });
     assert.ok(attempt.connected, `the backend connects to ${broker().name}`);
     return attempt.client;
   }
 
-  it('[14.1] another car with the victim\'s client ID never displaces it; a command queued for the victim survives and is delivered', async (t) => {
+  it("[14.1] another car with the victim's client ID never displaces it; a command queued for the victim survives and is delivered", async (t) => {
     const victimId = 'car-victim';
     const intruderFiles = pki.client('car-intruder');
     const victim = victimSession(victimId);
@@ -114,7 +124,7 @@ function scenarios(pki: TestPki, broker: () => BrokerUnderTest): void {
       }
       await attempt.client.endAsync(true);
     }
-    if (broker().name === 'embedded') assert.equal(accepted, 0, 'the embedded broker refuses a client ID that is not the certificate\'s');
+    if (broker().name === 'embedded') assert.equal(accepted, 0, "the embedded broker refuses a client ID that is not the certificate's");
 
     // Still up: a command reaches it on the connection it had all along.
     await backend.publishAsync(`vehicles/${victimId}/commands/ping`, 'while-attacked', { qos: 1 });
@@ -135,7 +145,7 @@ function scenarios(pki: TestPki, broker: () => BrokerUnderTest): void {
     await waitFor(() => back.commands.includes('queued-while-away'), 'the queued command after the victim came back', 10_000);
   });
 
-  it('[14.4] a car certificate named `backend` gets only a car\'s rights: it reads no other car and sends no command', async (t) => {
+  it("[14.4] a car certificate named `backend` gets only a car's rights: it reads no other car and sends no command", async (t) => {
     const impostorFiles = writeIssued(pki.dir, `impostor-${broker().name}`, issueClientCertificate(pki.ca, BACKEND));
     const target = victimSession('car-target');
     const backend = await backendClient();
@@ -164,7 +174,11 @@ function scenarios(pki: TestPki, broker: () => BrokerUnderTest): void {
     }
 
     // The backend listener does not know the device CA at all.
-    const onBackendPort = await tryConnect(broker().backendUrl, { ...tls(impostorFiles), protocolVersion: broker().protocol, clientId: 'impostor-on-backend-port' });
+    const onBackendPort = await tryConnect(broker().backendUrl, {
+      ...tls(impostorFiles),
+      protocolVersion: broker().protocol,
+      clientId: 'impostor-on-backend-port',
+    });
     await onBackendPort.client.endAsync(true);
     if (broker().backendUrl !== broker().url) assert.equal(onBackendPort.connected, false, 'a device certificate on the backend listener');
   });
@@ -197,7 +211,13 @@ describe('broker identities: the embedded broker', { timeout: 120_000 }, () => {
     await self.client.endAsync(true);
     assert.equal(self.connected, true);
     const reserved = writeIssued(pki.dir, 'reserved-ca', issueClientCertificate(pki.ca, 'ca'));
-    const named = await tryConnect(embedded.url, { ca: readFileSync(pki.caFile), cert: readFileSync(reserved.certFile), key: readFileSync(reserved.keyFile), protocolVersion: 4, clientId: 'ca' });
+    const named = await tryConnect(embedded.url, {
+      ca: readFileSync(pki.caFile),
+      cert: readFileSync(reserved.certFile),
+      key: readFileSync(reserved.keyFile),
+      protocolVersion: 4,
+      clientId: 'ca',
+    });
     await named.client.endAsync(true);
     assert.equal(named.code, 5, 'not authorized');
     assert.equal(embedded.refusedConnections - before, 2);

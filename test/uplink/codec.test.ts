@@ -139,11 +139,14 @@ function randomBatch(r: Rng): { header: MessageHeader; samples: Sample[] } {
 }
 
 function assertRejects(bytes: Uint8Array, format: PayloadFormat, message: RegExp): void {
-  assert.throws(() => decodeMessage(bytes, format), (err: unknown) => {
-    assert.ok(err instanceof PayloadError, `expected a PayloadError, got ${String(err)}`);
-    assert.match(err.message, message);
-    return true;
-  });
+  assert.throws(
+    () => decodeMessage(bytes, format),
+    (err: unknown) => {
+      assert.ok(err instanceof PayloadError, `expected a PayloadError, got ${String(err)}`);
+      assert.match(err.message, message);
+      return true;
+    },
+  );
 }
 
 const withEnvelope = (envelope: number, body: Uint8Array): Uint8Array => Uint8Array.from([envelope, ...body]);
@@ -157,14 +160,40 @@ const EXAMPLE: Sample[] = [
 ];
 const EXAMPLE_HEX =
   '01' +
-  '89' + '01' + '6a747275636b2d30303132' + '182a' + '00' + '03' + '1b0000017cb8d3b68a' + 'f6' + '1b0005cf31fb00bc8c' +
-  '81' + '84' + '7563616e302e454543312e456e67696e655370656564' + 'f93400' + '83' + '00' + '192328' + '192ac6' + '83' + '190a24' + '01' + '00';
+  '89' +
+  '01' +
+  '6a747275636b2d30303132' +
+  '182a' +
+  '00' +
+  '03' +
+  '1b0000017cb8d3b68a' +
+  'f6' +
+  '1b0005cf31fb00bc8c' +
+  '81' +
+  '84' +
+  '7563616e302e454543312e456e67696e655370656564' +
+  'f93400' +
+  '83' +
+  '00' +
+  '192328' +
+  '192ac6' +
+  '83' +
+  '190a24' +
+  '01' +
+  '00';
 
 // ---- tests ----
 
 describe('JSON payload', () => {
   it('round-trips header (trigger included) and samples exactly, in order', () => {
-    const header: MessageHeader = { deviceId: 'demo-001', seq: 7, kind: 'events', priority: 6, createdAt: 1700000000123, trigger: { rule: 'harsh-brake', ts: 1700000000.087654 } };
+    const header: MessageHeader = {
+      deviceId: 'demo-001',
+      seq: 7,
+      kind: 'events',
+      priority: 6,
+      createdAt: 1700000000123,
+      trigger: { rule: 'harsh-brake', ts: 1700000000.087654 },
+    };
     const samples: Sample[] = [
       { ts: 1700000000.1234567, signal: 'can0.VEHICLE_DYNAMICS.VehicleSpeed', value: 52.300000000000004 },
       { ts: 1700000000.0001, signal: 'can0.GEAR.State', value: 'DRIVE' },
@@ -173,7 +202,12 @@ describe('JSON payload', () => {
     ];
     const bytes = encodeMessage(header, samples, 'json');
     const text = Buffer.from(bytes).toString('utf8');
-    assert.ok(text.startsWith('{"deviceId":"demo-001","seq":7,"kind":"events","priority":6,"createdAt":1700000000123,"trigger":{"rule":"harsh-brake","ts":1700000000.087654},"samples":[{"ts":1700000000.1234567,'), text);
+    assert.ok(
+      text.startsWith(
+        '{"deviceId":"demo-001","seq":7,"kind":"events","priority":6,"createdAt":1700000000123,"trigger":{"rule":"harsh-brake","ts":1700000000.087654},"samples":[{"ts":1700000000.1234567,',
+      ),
+      text,
+    );
     assert.deepEqual(decodeMessage(bytes, 'json'), { header, samples });
     const telemetry = { ...header, kind: 'telemetry' as const, trigger: undefined };
     delete telemetry.trigger;
@@ -192,16 +226,41 @@ describe('JSON payload', () => {
   it('writes NaN and ±Infinity as null, read back as NaN, and -0 as 0 (JSON has neither)', () => {
     const samples: Sample[] = [NaN, Infinity, -Infinity, -0].map((value, i) => ({ ts: 1700000000 + i, signal: 'x', value }));
     const bytes = encodeMessage(HEADER, samples, 'json');
-    assert.match(Buffer.from(bytes).toString(), /"samples":\[\{"ts":1700000000,"signal":"x","value":null\},\{"ts":1700000001,"signal":"x","value":null\},\{"ts":1700000002,"signal":"x","value":null\},\{"ts":1700000003,"signal":"x","value":0\}\]/);
-    assert.deepEqual(decodeMessage(bytes, 'json').samples.map((s) => s.value), [NaN, NaN, NaN, 0]);
+    assert.match(
+      Buffer.from(bytes).toString(),
+      /"samples":\[\{"ts":1700000000,"signal":"x","value":null\},\{"ts":1700000001,"signal":"x","value":null\},\{"ts":1700000002,"signal":"x","value":null\},\{"ts":1700000003,"signal":"x","value":0\}\]/,
+    );
+    assert.deepEqual(
+      decodeMessage(bytes, 'json').samples.map((s) => s.value),
+      [NaN, NaN, NaN, 0],
+    );
   });
 });
 
 describe('binary payload: round trip', () => {
   it('is lossless for special, negative, scaled, large and text values; groups by signal; ts to the µs', () => {
     const values: (number | string)[] = [
-      -0, 0, NaN, Infinity, -Infinity, -1, -273.15, 12.5, 3 * 0.1, 7 * 0.05, 11 * 0.25, 1001 * 0.00390625,
-      2 ** 53, -(2 ** 53), Number.MAX_SAFE_INTEGER, -Number.MAX_SAFE_INTEGER, 2 ** 64, Number.MIN_VALUE, -Number.MAX_VALUE, 'DRIVE', 'Ölstand niedrig',
+      -0,
+      0,
+      NaN,
+      Infinity,
+      -Infinity,
+      -1,
+      -273.15,
+      12.5,
+      3 * 0.1,
+      7 * 0.05,
+      11 * 0.25,
+      1001 * 0.00390625,
+      2 ** 53,
+      -(2 ** 53),
+      Number.MAX_SAFE_INTEGER,
+      -Number.MAX_SAFE_INTEGER,
+      2 ** 64,
+      Number.MIN_VALUE,
+      -Number.MAX_VALUE,
+      'DRIVE',
+      'Ölstand niedrig',
     ];
     const samples: Sample[] = [];
     values.forEach((value, i) => {
@@ -209,19 +268,34 @@ describe('binary payload: round trip', () => {
       samples.push({ ts: 1700000000.5 - i * 0.0100013, signal: `only-${typeof value}`, value });
     });
     // Each kind of series alone too: all -0, all scaled, all big, safe integers whose differences are not safe.
-    for (const [signal, list] of [['neg-zero', [-0, -0]], ['scaled', [0.1, 0.2, 0.30000000000000004, -0.1]], ['big', [2 ** 53, 2 ** 53 - 1, -(2 ** 53)]], ['wide', [Number.MAX_SAFE_INTEGER, -(Number.MAX_SAFE_INTEGER - 1), 3]]] as const) {
+    for (const [signal, list] of [
+      ['neg-zero', [-0, -0]],
+      ['scaled', [0.1, 0.2, 0.30000000000000004, -0.1]],
+      ['big', [2 ** 53, 2 ** 53 - 1, -(2 ** 53)]],
+      ['wide', [Number.MAX_SAFE_INTEGER, -(Number.MAX_SAFE_INTEGER - 1), 3]],
+    ] as const) {
       list.forEach((value, i) => samples.push({ ts: 1700000001.0000005 + i * 0.0000015, signal, value }));
     }
     const decoded = decodeMessage(encodeMessage(HEADER, samples, 'cbor'), 'cbor');
     assert.deepEqual(decoded.header, HEADER);
     // deepStrictEqual compares numbers with Object.is: -0 is not 0, NaN is NaN.
     assert.deepEqual(decoded.samples, expectedBinary(samples));
-    assert.deepEqual(decoded.samples.slice(0, 3).map((s) => s.value), [-0, 0, NaN]);
+    assert.deepEqual(
+      decoded.samples.slice(0, 3).map((s) => s.value),
+      [-0, 0, NaN],
+    );
     assert.equal(decoded.samples.find((s) => s.signal === 'neg-zero' && Object.is(s.value, -0))?.ts, 1700000001.000001);
   });
 
   it('keeps the header, the trigger (to the µs) and empty batches', () => {
-    const header: MessageHeader = { deviceId: '', seq: Number.MAX_SAFE_INTEGER, kind: 'events', priority: 7, createdAt: 0, trigger: { rule: 'overheat', ts: 1700000000.1234567 } };
+    const header: MessageHeader = {
+      deviceId: '',
+      seq: Number.MAX_SAFE_INTEGER,
+      kind: 'events',
+      priority: 7,
+      createdAt: 0,
+      trigger: { rule: 'overheat', ts: 1700000000.1234567 },
+    };
     assert.deepEqual(decodeMessage(encodeMessage(header, [], 'cbor'), 'cbor'), {
       header: { ...header, trigger: { rule: 'overheat', ts: 1700000000.123457 } },
       samples: [],
@@ -245,7 +319,19 @@ describe('binary payload: round trip', () => {
       assert.deepEqual(decoded.samples, expectedBinary(samples), where);
       const docs = readPerDocs(bytes);
       assert.deepEqual(docs.samples, decoded.samples, where);
-      assert.deepEqual(docs.item.slice(0, 7), [1, header.deviceId, header.seq, header.kind === 'events' ? 1 : 0, header.priority, header.createdAt, header.trigger ? [header.trigger.rule, Math.round(header.trigger.ts * 1e6)] : null], where);
+      assert.deepEqual(
+        docs.item.slice(0, 7),
+        [
+          1,
+          header.deviceId,
+          header.seq,
+          header.kind === 'events' ? 1 : 0,
+          header.priority,
+          header.createdAt,
+          header.trigger ? [header.trigger.rule, Math.round(header.trigger.ts * 1e6)] : null,
+        ],
+        where,
+      );
     }
     // Both envelopes were exercised, on a real amount of data.
     assert.ok(envelopes[ENVELOPE_CBOR] > 100 && envelopes[ENVELOPE_CBOR_DEFLATE] > 100, JSON.stringify(envelopes));
@@ -259,7 +345,14 @@ describe('binary payload: layout as a standard CBOR reader sees it', () => {
     assert.equal(Buffer.from(bytes).toString('hex'), EXAMPLE_HEX);
     assert.equal(bytes.length, 78);
     assert.deepEqual(decodeCbor(bytes.subarray(1)), [
-      1, 'truck-0012', 42, 0, 3, 1635188455050, null, 1635188455029900,
+      1,
+      'truck-0012',
+      42,
+      0,
+      3,
+      1635188455050,
+      null,
+      1635188455029900,
       [['can0.EEC1.EngineSpeed', 0.25, [0, 9000, 10950], [2596, 1, 0]]],
     ]);
     assert.deepEqual(decodeMessage(bytes, 'cbor'), { header: HEADER, samples: EXAMPLE });
@@ -286,7 +379,11 @@ describe('binary payload: layout as a standard CBOR reader sees it', () => {
   });
 
   it('writes -0, NaN and ±Infinity as half floats, 2^53 as a float, safe integers as integers, 0.1 as a double', () => {
-    const bytes = encodeMessage(HEADER, [-0, NaN, Infinity, -Infinity, 2 ** 53, -(2 ** 53 - 1), 0.1, 'A'].map((value, i) => ({ ts: 1 + i, signal: 'v', value })), 'cbor');
+    const bytes = encodeMessage(
+      HEADER,
+      [-0, NaN, Infinity, -Infinity, 2 ** 53, -(2 ** 53 - 1), 0.1, 'A'].map((value, i) => ({ ts: 1 + i, signal: 'v', value })),
+      'cbor',
+    );
     const plain = bytes[0] === ENVELOPE_CBOR_DEFLATE ? inflateRawSync(bytes.subarray(1)) : bytes.subarray(1);
     const hex = Buffer.from(plain).toString('hex');
     // The values array: 8 items, step 0 (text forces the values as they are).
@@ -296,7 +393,11 @@ describe('binary payload: layout as a standard CBOR reader sees it', () => {
 
 describe('binary payload: corrupt input', () => {
   const valid = encodeMessage(HEADER, EXAMPLE, 'cbor');
-  const big = encodeMessage(HEADER, Array.from({ length: 300 }, (_, i) => ({ ts: 1700000000 + i / 100, signal: `s${i % 4}`, value: Math.sin(i) })), 'cbor');
+  const big = encodeMessage(
+    HEADER,
+    Array.from({ length: 300 }, (_, i) => ({ ts: 1700000000 + i / 100, signal: `s${i % 4}`, value: Math.sin(i) })),
+    'cbor',
+  );
   const item = decodeCbor(valid.subarray(1)) as unknown[];
   const rewrap = (x: unknown): Uint8Array => withEnvelope(ENVELOPE_CBOR, encodeCbor(x));
 
@@ -336,7 +437,11 @@ describe('binary payload: corrupt input', () => {
     const at = (i: number, v: unknown): Uint8Array => rewrap(item.map((x, j) => (j === i ? v : x)));
     const series = (s: unknown[]): Uint8Array => at(8, [s]);
     assertRejects(at(2, -1), 'cbor', /^seq: expected an integer 0 to 2\^53-1, got -1$/);
-    assertRejects(withEnvelope(ENVELOPE_CBOR, Buffer.from(Buffer.from(valid.subarray(1)).toString('hex').replace('182a', '1b0020000000000000'), 'hex')), 'cbor', /^seq: expected an integer/);
+    assertRejects(
+      withEnvelope(ENVELOPE_CBOR, Buffer.from(Buffer.from(valid.subarray(1)).toString('hex').replace('182a', '1b0020000000000000'), 'hex')),
+      'cbor',
+      /^seq: expected an integer/,
+    );
     assertRejects(at(3, 2), 'cbor', /^kind: expected 0 \(telemetry\) or 1 \(events\), got 2$/);
     assertRejects(at(4, 8), 'cbor', /^priority: expected 0-7, got 8$/);
     assertRejects(at(6, ['rule']), 'cbor', /^trigger: expected null or \[rule, tsUs\]$/);
@@ -361,12 +466,23 @@ describe('binary payload: corrupt input', () => {
       for (let n = 0; n < count; n++) {
         const at = r.int(0, Math.max(0, b.length - 1));
         switch (r.int(0, 5)) {
-          case 0: b[at] = (b[at] ?? 0) ^ (1 << r.int(0, 7)); break; // bit flip
-          case 1: b[at] = r.int(0, 255); break; // byte set
-          case 2: b.length = r.int(0, b.length); break; // truncate
-          case 3: b.splice(at, 0, ...Array.from({ length: r.int(1, 9) }, () => r.int(0, 255))); break; // insert
-          case 4: b.splice(at, r.int(1, 8)); break; // delete
-          default: b.splice(at, 0, ...b.slice(r.int(0, b.length), r.int(0, b.length))); // duplicate a stretch
+          case 0:
+            b[at] = (b[at] ?? 0) ^ (1 << r.int(0, 7));
+            break; // bit flip
+          case 1:
+            b[at] = r.int(0, 255);
+            break; // byte set
+          case 2:
+            b.length = r.int(0, b.length);
+            break; // truncate
+          case 3:
+            b.splice(at, 0, ...Array.from({ length: r.int(1, 9) }, () => r.int(0, 255)));
+            break; // insert
+          case 4:
+            b.splice(at, r.int(1, 8));
+            break; // delete
+          default:
+            b.splice(at, 0, ...b.slice(r.int(0, b.length), r.int(0, b.length))); // duplicate a stretch
         }
       }
       return Uint8Array.from(b);
@@ -402,7 +518,8 @@ describe('binary payload: corrupt input', () => {
     let rejected = 0;
     for (let k = 0; k < 2000; k++) {
       const chars = text.split('');
-      for (let n = r.int(1, 3); n > 0; n--) chars.splice(r.int(0, chars.length), r.int(0, 3), r.pick(['', '{', '}', '[', ']', 'null', '"', ',', '1', '-', 'x', ':']));
+      for (let n = r.int(1, 3); n > 0; n--)
+        chars.splice(r.int(0, chars.length), r.int(0, 3), r.pick(['', '{', '}', '[', ']', 'null', '"', ',', '1', '-', 'x', ':']));
       try {
         decodeMessage(Buffer.from(chars.join('')), 'json');
       } catch (err) {
@@ -421,7 +538,10 @@ describe('encoding refuses what the other side could not decode', () => {
   for (const format of ['json', 'cbor'] as const) {
     it(`${format}: non-finite timestamps, bad header fields`, () => {
       const rejects = (header: MessageHeader, samples: Sample[], message: RegExp): void => {
-        assert.throws(() => encodeMessage(header, samples, format), (err: unknown) => err instanceof PayloadError && message.test(err.message));
+        assert.throws(
+          () => encodeMessage(header, samples, format),
+          (err: unknown) => err instanceof PayloadError && message.test(err.message),
+        );
       };
       rejects(HEADER, one(NaN), /^samples\[0\]: ts NaN is not a finite unix time$/);
       rejects(HEADER, one(Infinity), /^samples\[0\]: ts Infinity is not a finite unix time$/);
@@ -433,8 +553,14 @@ describe('encoding refuses what the other side could not decode', () => {
     });
   }
   it('cbor: timestamps too far apart for a safe µs delta', () => {
-    const samples: Sample[] = [{ ts: -9e9, signal: 'x', value: 1 }, { ts: 9e9, signal: 'x', value: 2 }];
-    assert.throws(() => encodeMessage(HEADER, samples, 'cbor'), /^PayloadError: samples of x: timestamps -9000000000000000 µs and 9000000000000000 µs too far apart$/);
+    const samples: Sample[] = [
+      { ts: -9e9, signal: 'x', value: 1 },
+      { ts: 9e9, signal: 'x', value: 2 },
+    ];
+    assert.throws(
+      () => encodeMessage(HEADER, samples, 'cbor'),
+      /^PayloadError: samples of x: timestamps -9000000000000000 µs and 9000000000000000 µs too far apart$/,
+    );
     // JSON has no deltas: fine there.
     assert.deepEqual(decodeMessage(encodeMessage(HEADER, samples, 'json'), 'json').samples, samples);
   });
@@ -463,7 +589,9 @@ describe('size on real decoded data (J1939 truck log)', () => {
     const json1 = bytesPerSample(samples, 1, 'json');
     const json200 = bytesPerSample(samples, 200, 'json');
     const cbor200 = bytesPerSample(samples, 200, 'cbor');
-    t.diagnostic(`${samples.length} samples; bytes per sample: JSON batch 1 ${json1.toFixed(1)}, JSON batch 200 ${json200.toFixed(1)}, binary batch 200 ${cbor200.toFixed(2)}`);
+    t.diagnostic(
+      `${samples.length} samples; bytes per sample: JSON batch 1 ${json1.toFixed(1)}, JSON batch 200 ${json200.toFixed(1)}, binary batch 200 ${cbor200.toFixed(2)}`,
+    );
     assert.ok(cbor200 < json1 / 5, `binary ${cbor200} vs JSON ${json1}`);
     assert.ok(cbor200 < json200 / 5, `binary ${cbor200} vs JSON batched ${json200}`);
 

@@ -62,16 +62,22 @@ describe('HeartbeatLearner', () => {
     assert.equal(learner.intervalS, 60);
     assert.equal(learner.phase, 'probe');
     const cycles = runAgainstNat(learner, 10_000, 4);
-    assert.deepEqual(cycles.map((c) => c.intervalS), [60, 90, 135, 202.5]);
+    assert.deepEqual(
+      cycles.map((c) => c.intervalS),
+      [60, 90, 135, 202.5],
+    );
     assert.equal(learner.intervalS, 303.75);
     assert.equal(learner.lastGoodS, 202.5);
     assert.equal(learner.knownBadS, null);
-    assert.deepEqual(learner.history.map((h) => [h.fromS, h.toS, h.reason, h.phase]), [
-      [60, 90, 'survived', 'probe'],
-      [90, 135, 'survived', 'probe'],
-      [135, 202.5, 'survived', 'probe'],
-      [202.5, 303.75, 'survived', 'probe'],
-    ]);
+    assert.deepEqual(
+      learner.history.map((h) => [h.fromS, h.toS, h.reason, h.phase]),
+      [
+        [60, 90, 'survived', 'probe'],
+        [90, 135, 'survived', 'probe'],
+        [135, 202.5, 'survived', 'probe'],
+        [202.5, 303.75, 'survived', 'probe'],
+      ],
+    );
     assert.equal(learner.history[0]!.at, 1_700_000_000_000);
   });
 
@@ -106,7 +112,10 @@ describe('HeartbeatLearner', () => {
       const share = learner.intervalS / natTimeoutS;
       assert.ok(share >= 0.8 && share < 1, `settled at ${learner.intervalS} s, ${(share * 100).toFixed(1)} % of ${natTimeoutS} s`);
       const later = runAgainstNat(learner, natTimeoutS, 200);
-      assert.ok(later.every((c) => c.survived && c.intervalS === learner.intervalS), 'a settled heartbeat failed or moved');
+      assert.ok(
+        later.every((c) => c.survived && c.intervalS === learner.intervalS),
+        'a settled heartbeat failed or moved',
+      );
     });
   }
 
@@ -123,7 +132,10 @@ describe('HeartbeatLearner', () => {
   it('never goes below the minimum, even when the NAT forgets faster than that', () => {
     const learner = new HeartbeatLearner(DEFAULTS);
     const cycles = runAgainstNat(learner, 15, 30);
-    assert.ok(cycles.every((c) => c.intervalS >= 20), JSON.stringify(cycles));
+    assert.ok(
+      cycles.every((c) => c.intervalS >= 20),
+      JSON.stringify(cycles),
+    );
     assert.equal(learner.intervalS, 20);
   });
 
@@ -136,7 +148,7 @@ describe('HeartbeatLearner', () => {
     assert.equal(learner.history.at(-1)!.reason, 'settled');
   });
 
-  it('caps the interval at the broker\'s Server Keep Alive without forgetting what it learned', () => {
+  it("caps the interval at the broker's Server Keep Alive without forgetting what it learned", () => {
     const learner = new HeartbeatLearner(DEFAULTS);
     runAgainstNat(learner, Infinity, 20);
     learner.setServerKeepAlive(300);
@@ -156,7 +168,10 @@ describe('HeartbeatLearner', () => {
     const learner = new HeartbeatLearner(DEFAULTS);
     learner.setServerKeepAlive(100);
     const cycles = runAgainstNat(learner, Infinity, 5);
-    assert.deepEqual(cycles.map((c) => c.intervalS), [60, 90, 100, 100, 100]);
+    assert.deepEqual(
+      cycles.map((c) => c.intervalS),
+      [60, 90, 100, 100, 100],
+    );
     assert.equal(learner.phase, 'settled');
   });
 
@@ -260,7 +275,10 @@ describe('HeartbeatLearner', () => {
     }
     assert.equal(learner.history.length, HEARTBEAT_HISTORY);
     const ats = learner.history.map((h) => h.at);
-    assert.deepEqual(ats, [...ats].sort((a, b) => a - b));
+    assert.deepEqual(
+      ats,
+      [...ats].sort((a, b) => a - b),
+    );
     assert.equal(learner.history.at(-1)!.at, clock.now());
     assert.equal(learner.history.at(-1)!.toS, Math.round(learner.intervalS * 1000) / 1000);
   });
@@ -275,7 +293,7 @@ describe('HeartbeatLearner', () => {
 });
 
 describe('RoundTrip (liveness timeout)', () => {
-  it('starts at the floor, then follows RFC 6298\'s smoothed RTT and variation', () => {
+  it("starts at the floor, then follows RFC 6298's smoothed RTT and variation", () => {
     const rtt = new RoundTrip();
     assert.equal(rtt.timeoutMs(5000), 5000);
     assert.equal(rtt.smoothedMs, null);
@@ -318,8 +336,19 @@ describe('LinkMemory', () => {
     memory.remember('wwan0', { intervalS: 45, lastGoodS: 50, knownBadS: 50.6, phase: 'settled', cyclesLeft: 7 }, 3000);
     memory.close();
     const again = LinkMemory.open(file);
-    assert.deepEqual(again.recall('wwan0'), { network: 'wwan0', intervalS: 45, lastGoodS: 50, knownBadS: 50.6, phase: 'settled', cyclesLeft: 7, updatedAt: 3000 });
-    assert.deepEqual(again.networks().map((n) => n.network), ['wwan0', 'wlan0/HomeWifi']);
+    assert.deepEqual(again.recall('wwan0'), {
+      network: 'wwan0',
+      intervalS: 45,
+      lastGoodS: 50,
+      knownBadS: 50.6,
+      phase: 'settled',
+      cyclesLeft: 7,
+      updatedAt: 3000,
+    });
+    assert.deepEqual(
+      again.networks().map((n) => n.network),
+      ['wwan0', 'wlan0/HomeWifi'],
+    );
     assert.equal(again.recall('wlan0/HomeWifi')!.lastGoodS, null);
     again.close();
   });

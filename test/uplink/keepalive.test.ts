@@ -84,7 +84,14 @@ describe('AdaptiveHeartbeat on a real broker', () => {
     assert.equal(status.ceilingS, 2);
     assert.equal(status.deadLinks, 0);
     assert.ok(status.rttMs !== null && status.rttMs < 500);
-    assert.deepEqual(status.history.map((h) => [h.fromS, h.reason, h.phase]), [[0.5, 'survived', 'probe'], [learned[0], 'survived', 'probe'], [2, 'settled', 'settled']]);
+    assert.deepEqual(
+      status.history.map((h) => [h.fromS, h.reason, h.phase]),
+      [
+        [0.5, 'survived', 'probe'],
+        [learned[0], 'survived', 'probe'],
+        [2, 'settled', 'settled'],
+      ],
+    );
 
     // The keepalive announced at CONNECT is the ceiling; MQTT.js sent no ping of its own between the heartbeats.
     assert.match(fleet.broker.log, /New client connected from \S+ as hb-learn \(p5, c0, k2,/);
@@ -100,7 +107,10 @@ describe('AdaptiveHeartbeat on a real broker', () => {
     assert.ok(timers[0]! >= 0 && timers[0]! <= 2, `TCP keepalive due in ${timers[0]} s: ${ss}`);
 
     // Remembered under this network; another network starts from the safe default, and coming back restores it.
-    assert.deepEqual({ ...memory.recall('lo')!, updatedAt: 0 }, { network: 'lo', intervalS: 2, lastGoodS: memory.recall('lo')!.lastGoodS, knownBadS: null, phase: 'settled', cyclesLeft: 0, updatedAt: 0 });
+    assert.deepEqual(
+      { ...memory.recall('lo')!, updatedAt: 0 },
+      { network: 'lo', intervalS: 2, lastGoodS: memory.recall('lo')!.lastGoodS, knownBadS: null, phase: 'settled', cyclesLeft: 0, updatedAt: 0 },
+    );
     heartbeat.setNetwork('wlan0/HomeWifi');
     assert.equal(heartbeat.intervalS, 0.5);
     assert.deepEqual(of(w, 'network').at(-1), { ...of(w, 'network').at(-1)!, network: 'wlan0/HomeWifi', intervalS: 0.5, remembered: false });
@@ -117,7 +127,7 @@ describe('AdaptiveHeartbeat on a real broker', () => {
     reopened.close();
   });
 
-  it('takes the broker\'s Server Keep Alive as the ceiling', async () => {
+  it("takes the broker's Server Keep Alive as the ceiling", async () => {
     const capped = await Mosquitto.start({ pki, extraConfig: ['max_keepalive 10'] });
     try {
       const heartbeat = new AdaptiveHeartbeat({ settings: { ...FAST, maxIntervalS: 30 }, livenessMinS: LIVENESS_MIN_S });

@@ -30,7 +30,7 @@ describe('LinkMemory: its file', () => {
       memory.remember('wlan0/HomeWifi', HOME, 1000);
       if (loss === 'deleted') unlinkSync(file);
       else {
-        writeFileSync(`${file}.other`, 'someone else\'s file');
+        writeFileSync(`${file}.other`, "someone else's file");
         renameSync(`${file}.other`, file);
       }
       memory.remember('wwan0', CARRIER, 2000);
@@ -38,17 +38,22 @@ describe('LinkMemory: its file', () => {
       assert.match(
         problems[0]!,
         loss === 'deleted'
-          ? new RegExp(`^link memory: ${file.replace(/[.]/g, '\\.')} was deleted while the agent was running; what was learned was carried over to a new file at the same path$`)
+          ? new RegExp(
+              `^link memory: ${file.replace(/[.]/g, '\\.')} was deleted while the agent was running; what was learned was carried over to a new file at the same path$`,
+            )
           : /^link memory: .* was replaced by another file \(moved aside as .*link-memory\.db\.replaced-[\dT-]+Z\) while the agent was running; what was learned was carried over/,
       );
       memory.close();
       const again = LinkMemory.open(file);
-      assert.deepEqual(again.networks().map((n) => n.network), ['wwan0', 'wlan0/HomeWifi']);
+      assert.deepEqual(
+        again.networks().map((n) => n.network),
+        ['wwan0', 'wlan0/HomeWifi'],
+      );
       again.close();
       if (loss === 'replaced') {
         const aside = readdirSync(path.dirname(file)).filter((name) => name.startsWith('link-memory.db.replaced-'));
         assert.equal(aside.length, 1);
-        assert.equal(readFileSync(path.join(path.dirname(file), aside[0]!), 'utf8'), 'someone else\'s file');
+        assert.equal(readFileSync(path.join(path.dirname(file), aside[0]!), 'utf8'), "someone else's file");
       }
     });
   }
@@ -120,8 +125,13 @@ describe('LinkMemory: its file', () => {
     }
     const moved = problems.filter((p) => p.includes('is unusable')).map((p) => /moved it aside as (\S+),/.exec(p)![1]!);
     assert.equal(moved.length, 5);
-    const kept = readdirSync(path.dirname(file)).filter((name) => name.startsWith('link-memory.db.corrupt-')).sort();
-    assert.deepEqual(kept, moved.slice(2).map((f) => path.basename(f)));
+    const kept = readdirSync(path.dirname(file))
+      .filter((name) => name.startsWith('link-memory.db.corrupt-'))
+      .sort();
+    assert.deepEqual(
+      kept,
+      moved.slice(2).map((f) => path.basename(f)),
+    );
     assert.deepEqual(
       problems.filter((p) => p.includes('removed')),
       moved.slice(0, 2).map((f) => `link memory: removed ${f} (set aside earlier): at most 3 are kept`),

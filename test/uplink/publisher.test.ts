@@ -255,7 +255,10 @@ describe('Publisher', () => {
       publisher.start();
       await waitFor(() => outbox.pending === 0, 'the outbox to empty', 5000);
       await watcher.waitFor(() => dataFrom(watcher, id).length === 3, 'the telemetry', 5000);
-      assert.deepEqual(seqsOf(dataFrom(watcher, id)), telemetry.map((r) => r.seq));
+      assert.deepEqual(
+        seqsOf(dataFrom(watcher, id)),
+        telemetry.map((r) => r.seq),
+      );
       assert.match(strict.log, new RegExp(`Denied PUBLISH from ${id} .*'vehicles/${id}/events'`));
 
       if (protocol === 5) {
@@ -301,7 +304,10 @@ describe('Publisher', () => {
     session.start();
     await waitForState(session, 'connected');
     assert.equal(session.limits?.receiveMaximum, 3);
-    const seqs = append(outbox, Array.from({ length: 300 }, () => ({ kind: 'telemetry', priority: 1 })));
+    const seqs = append(
+      outbox,
+      Array.from({ length: 300 }, () => ({ kind: 'telemetry', priority: 1 })),
+    );
     publisher.start();
     await waitFor(() => outbox.pending === 0, 'the drain', 10_000);
     await watcher.waitFor(() => dataFrom(watcher, id).length === 300, 'all 300', 10_000);
@@ -379,7 +385,10 @@ describe('Publisher', () => {
     await watcher.waitFor(() => dataFrom(watcher, id).length === 1, 'the small one', 5000);
     await delay(200);
     assert.deepEqual(seqsOf(dataFrom(watcher, id)), [small.seq]);
-    assert.deepEqual(problems.map((p) => [p.problem, p.seq]), [['oversized', big.seq]]);
+    assert.deepEqual(
+      problems.map((p) => [p.problem, p.seq]),
+      [['oversized', big.seq]],
+    );
     assert.match(problems[0]!.message, /larger than the configured maximum packet size \(2000\)/);
     assert.equal(session.counters.losses, 0);
     assert.equal(outbox.pending, 1);
@@ -418,7 +427,10 @@ describe('Publisher', () => {
       await delay(150);
       assert.equal(dataFrom(fleet.backend, id).length, sent, 'one refill, one message');
     }
-    assert.deepEqual(seqsOf(dataFrom(fleet.backend, id)), records.map((r) => r.seq));
+    assert.deepEqual(
+      seqsOf(dataFrom(fleet.backend, id)),
+      records.map((r) => r.seq),
+    );
     assert.equal(throttle.state.sentMessages, 6);
   });
 });

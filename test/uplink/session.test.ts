@@ -38,10 +38,19 @@ describe('backoffDelay', () => {
       [500, 1000, 2000, 4000, 8000, 15_000, 15_000, 15_000],
     );
     // The extremes of the draw: 0 (straight away) and just under the cap, never the cap itself.
-    assert.equal(backoffDelay(3, 1000, 30_000, () => 0), 0);
-    assert.equal(backoffDelay(3, 1000, 30_000, () => 0.999_999), 7999);
+    assert.equal(
+      backoffDelay(3, 1000, 30_000, () => 0),
+      0,
+    );
+    assert.equal(
+      backoffDelay(3, 1000, 30_000, () => 0.999_999),
+      7999,
+    );
     // A huge attempt count neither overflows nor exceeds the cap.
-    assert.equal(backoffDelay(10_000, 1000, 300_000, () => 0.999_999), 299_999);
+    assert.equal(
+      backoffDelay(10_000, 1000, 300_000, () => 0.999_999),
+      299_999,
+    );
   });
 
   it('with a seeded random gives the seeded sequence, each within its cap', () => {
@@ -165,7 +174,13 @@ describe('MqttSession', () => {
     t.after(() => new Promise<void>((resolve) => silent.close(() => resolve())));
     const port = (silent.address() as AddressInfo).port;
     const identity = loadIdentity(pki.identityFiles('car-silent'));
-    const quick = new MqttSession({ url: `mqtts://127.0.0.1:${port}`, deviceId: 'car-silent', identity, connectTimeoutMs: 300, reconnect: { initialMs: 60_000 } });
+    const quick = new MqttSession({
+      url: `mqtts://127.0.0.1:${port}`,
+      deviceId: 'car-silent',
+      identity,
+      connectTimeoutMs: 300,
+      reconnect: { initialMs: 60_000 },
+    });
     t.after(() => quick.close());
     quick.start();
     const failure = await firstFailure(quick);
@@ -202,7 +217,7 @@ describe('MqttSession', () => {
     assert.equal(session.counters.connections, 0);
   });
 
-  it("refuses a broker whose certificate does not chain to the pinned CA", async (t) => {
+  it('refuses a broker whose certificate does not chain to the pinned CA', async (t) => {
     // The broker's own CA is not the one the device pins (the rogue CA has the same name, not the same key).
     const session = deviceSession(fleet.broker, pki, 'car-pinned', { brokerCa: rogue.caFile, reconnect: { initialMs: 60_000 } });
     t.after(() => session.close());
@@ -250,10 +265,7 @@ describe('MqttSession', () => {
     await waitForState(session, 'connected');
     assert.equal(session.birthSeq, 101);
     await fleet.backend.waitFor(() => fleet.backend.on('car-will', 'status').length === 1, 'the birth');
-    assert.deepEqual(
-      { ...json(fleet.backend.on('car-will', 'status')[0]!.payload), ts: 0 },
-      { online: true, birthSeq: 101, ts: 0 },
-    );
+    assert.deepEqual({ ...json(fleet.backend.on('car-will', 'status')[0]!.payload), ts: 0 }, { online: true, birthSeq: 101, ts: 0 });
 
     nextRandom = 0.5;
     session.severLink();
@@ -325,7 +337,11 @@ describe('MqttSession', () => {
     assert.equal(session.limits?.sessionPresent, false, 'the crash lost the session: only the new subscription can deliver');
     // The backend lost its session too: wait until it has subscribed again.
     await fleet.backend.waitFor(() => fleet.backend.client.connected, 'the backend to reconnect', 5000);
-    await waitFor(() => /Received SUBSCRIBE from backend\//.test(fleet.broker.log.slice(fleet.broker.log.lastIndexOf('mosquitto version'))), 'the backend to subscribe', 5000);
+    await waitFor(
+      () => /Received SUBSCRIBE from backend\//.test(fleet.broker.log.slice(fleet.broker.log.lastIndexOf('mosquitto version'))),
+      'the backend to subscribe',
+      5000,
+    );
     await fleet.backend.command('car-crash', 'horn', 'beep');
     await waitFor(() => commands.length === 1, 'the command after the crash', 5000);
     assert.deepEqual(commands, ['beep']);

@@ -15,7 +15,9 @@ import type { AdapterType } from './source-type.js';
 const elmProtocolSchema = z
   .union([z.literal('auto'), z.number().int().min(1).max(12)], { error: 'expected "auto" or an ELM327 protocol number 1-12' })
   .default('auto')
-  .describe('"auto" (the adapter searches, ATSP0) or the ELM327 protocol number: 6 = ISO 15765-4 CAN 11-bit 500 kbit/s, 7 = 29-bit 500, 8/9 = 250 kbit/s, 3 = ISO 9141-2, 4/5 = KWP2000. Default auto.');
+  .describe(
+    '"auto" (the adapter searches, ATSP0) or the ELM327 protocol number: 6 = ISO 15765-4 CAN 11-bit 500 kbit/s, 7 = 29-bit 500, 8/9 = 250 kbit/s, 3 = ISO 9141-2, 4/5 = KWP2000. Default auto.',
+  );
 
 const schema = z
   .strictObject({
@@ -39,7 +41,9 @@ const schema = z
       if (problem) ctx.addIssue({ code: 'custom', path: ['pids', k, 'pid'], message: problem });
     });
   })
-  .describe('OBD-II (SAE J1979) polling through an ELM327-compatible adapter on a serial port (USB, UART, Bluetooth SPP). The agent waits for the adapter when it is missing, and reconnects when it is unplugged or stops answering.');
+  .describe(
+    'OBD-II (SAE J1979) polling through an ELM327-compatible adapter on a serial port (USB, UART, Bluetooth SPP). The agent waits for the adapter when it is missing, and reconnects when it is unplugged or stops answering.',
+  );
 
 export type Elm327AdapterConfig = z.output<typeof schema>;
 

@@ -22,10 +22,7 @@ const schema = z
   .strictObject({
     type: z.literal('socketcan'),
     interface: interfaceNameSchema.describe('Kernel CAN interface, e.g. can0 (ip link show type can).'),
-    timestamps: z
-      .boolean()
-      .default(true)
-      .describe('Stamp frames with the kernel receive time rather than the time the agent reads them. Default true.'),
+    timestamps: z.boolean().default(true).describe('Stamp frames with the kernel receive time rather than the time the agent reads them. Default true.'),
     filter: z
       .enum(['dbc', 'none'])
       .default('dbc')

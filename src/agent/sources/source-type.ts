@@ -82,7 +82,8 @@ export interface BusSource {
  * into the bus's own receiver (a simulated bus: the frame is decoded and collected as the traffic of another node
  * would be), or nowhere, with the reason the command is refused with.
  */
-export type FrameWriteRoute = { readonly to: 'interface'; readonly interface: string } | { readonly to: 'loopback' } | { readonly to: 'none'; readonly reason: string };
+export type FrameWriteRoute =
+  { readonly to: 'interface'; readonly interface: string } | { readonly to: 'loopback' } | { readonly to: 'none'; readonly reason: string };
 
 export interface BusSourceType<C extends SourceConfig = SourceConfig> {
   readonly kind: 'bus';

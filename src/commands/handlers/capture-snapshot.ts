@@ -23,7 +23,9 @@ export const captureSnapshot: CommandHandler<z.output<typeof captureSnapshotPara
     }
     // None at all is more likely a wrong name than a quiet car: fail so that it is seen.
     if (unavailable.length === params.signals.length) {
-      throw new CommandFailure('unknown-signal', `no value for any of the signals: ${unavailable.join(', ')} (unknown names, or never received)`, { unavailable });
+      throw new CommandFailure('unknown-signal', `no value for any of the signals: ${unavailable.join(', ')} (unknown names, or never received)`, {
+        unavailable,
+      });
     }
     return { ts: Date.now(), values, unavailable };
   },

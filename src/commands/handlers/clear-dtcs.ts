@@ -16,9 +16,7 @@ export const clearDtcs: CommandHandler<z.output<typeof clearDtcsParams>> = {
   defaultTimeoutMs: 10_000,
   async run(params, context, run) {
     const client = requireObd(context);
-    const answers = await obdRequest('clearing DTCs', () =>
-      client.clearDtcs({ signal: run.signal, ...(params.ecu !== undefined ? { ecu: params.ecu } : {}) }),
-    );
+    const answers = await obdRequest('clearing DTCs', () => client.clearDtcs({ signal: run.signal, ...(params.ecu !== undefined ? { ecu: params.ecu } : {}) }));
     requireSomeSuccess('clearing DTCs', answers);
     return {
       cleared: answers.filter((a) => a.ok).map((a) => a.ecu),

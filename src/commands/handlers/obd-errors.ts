@@ -22,7 +22,10 @@ export async function obdRequest<T>(what: string, request: () => Promise<T>): Pr
 }
 
 /** Per-ECU answers as the result shows them: the value, or the ECU's error (a negative response…). */
-export function describeAnswers<T, K extends string>(answers: readonly EcuAnswer<T>[], key: K): ({ ecu: number } & Record<K, T> | { ecu: number; error: { code: string; message: string } })[] {
+export function describeAnswers<T, K extends string>(
+  answers: readonly EcuAnswer<T>[],
+  key: K,
+): (({ ecu: number } & Record<K, T>) | { ecu: number; error: { code: string; message: string } })[] {
   return answers.map((answer) =>
     answer.ok
       ? ({ ecu: answer.ecu, [key]: answer.value } as { ecu: number } & Record<K, T>)

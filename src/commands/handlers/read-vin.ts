@@ -13,9 +13,7 @@ export const readVin: CommandHandler<z.output<typeof readVinParams>> = {
   defaultTimeoutMs: 10_000,
   async run(params, context, run) {
     const client = requireObd(context);
-    const answers = await obdRequest('reading the VIN', () =>
-      client.readVin({ signal: run.signal, ...(params.ecu !== undefined ? { ecu: params.ecu } : {}) }),
-    );
+    const answers = await obdRequest('reading the VIN', () => client.readVin({ signal: run.signal, ...(params.ecu !== undefined ? { ecu: params.ecu } : {}) }));
     requireSomeSuccess('reading the VIN', answers);
     const first = answers.find((a) => a.ok)!;
     return { vin: first.ok ? first.value : null, ecu: first.ecu, ecus: describeAnswers(answers, 'vin') };

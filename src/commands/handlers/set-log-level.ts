@@ -3,7 +3,11 @@ import { z } from 'zod';
 import type { CommandHandler } from '../handler.js';
 
 const setLogLevelParams = z.strictObject({
-  level: z.enum(['error', 'warn', 'info', 'debug']).describe('error: failures only; warn: also warnings; info: also state changes such as connections and commands (the default); debug: more detail. Ends the verbose start.'),
+  level: z
+    .enum(['error', 'warn', 'info', 'debug'])
+    .describe(
+      'error: failures only; warn: also warnings; info: also state changes such as connections and commands (the default); debug: more detail. Ends the verbose start.',
+    ),
 });
 
 export const setLogLevel: CommandHandler<z.output<typeof setLogLevelParams>> = {

@@ -57,7 +57,11 @@ export const setSignal: CommandHandler<z.output<typeof setSignalParams>> = {
       }
       const outcome = precondition.evaluate((name) => context.readSignal(name), freshness.at(Date.now(), entry.preconditionMaxAgeMs));
       if (!outcome.ok) {
-        throw new CommandFailure('precondition-failed', `${entry.bus}.${message}.${signal}: ${outcome.failed.map(describeFailure).join('; ')} does not hold`, outcome);
+        throw new CommandFailure(
+          'precondition-failed',
+          `${entry.bus}.${message}.${signal}: ${outcome.failed.map(describeFailure).join('; ')} does not hold`,
+          outcome,
+        );
       }
     }
 
