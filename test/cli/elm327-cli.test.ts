@@ -171,7 +171,7 @@ describe('run with an ELM327 adapter', () => {
       await delay(300);
       const requestsBefore = rig.sim.counters.obdRequests;
       await rig.server.unplug();
-      await waitFor(() => warnings.some((w) => /reconnecting/.test(w)), 'the unplug reported', 5000);
+      await waitFor(() => warnings.some((w) => /reconnecting/.test(w)), 'the unplug reported', 15_000);
       const framesLine = written.length;
       await delay(600);
       // While the adapter is away the bus goes on: status lines keep coming with frames in them.
@@ -181,7 +181,7 @@ describe('run with an ELM327 adapter', () => {
       await waitFor(() => /obd ready/.test(written.slice(replugged)), 'the adapter ready again', 10_000);
       // Polling resumes by itself: the simulator gets requests again (re-initialisation takes about 10).
       const requestsAtReplug = rig.sim.counters.obdRequests;
-      await waitFor(() => rig.sim.counters.obdRequests > requestsAtReplug + 10, 'requests after the replug', 5000);
+      await waitFor(() => rig.sim.counters.obdRequests > requestsAtReplug + 10, 'requests after the replug', 15_000);
       assert.ok(requestsAtReplug > requestsBefore);
     } finally {
       stop.abort();

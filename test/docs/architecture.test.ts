@@ -2,7 +2,8 @@
  * docs/architecture.md tells the truth about the tree, and the layering it describes holds:
  * - every repository path the document names (`src/...`, `test/...`, `docs/...`) exists;
  * - no module outside src/cli/ imports from src/cli/ (statically or with import()), read from the TypeScript sources;
- * - the `run` command builds nothing of the agent itself: it reaches the pipeline only through the composition root.
+ * - the `run` command builds nothing of the agent itself: it reaches the pipeline only through the composition root;
+ * - every source file opens with a comment (its contract and its failure behaviour), as the conventions ask.
  */
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
@@ -63,5 +64,17 @@ describe('the architecture as documented', () => {
       imported.filter((target) => wiring.some((w) => target.startsWith(w))),
       [],
     );
+  });
+
+  it('[15.8] every source file opens with a comment: its contract', () => {
+    const files = ['src', 'test', 'bench', 'scripts'].flatMap((dir) =>
+      readdirSync(path.join(repoRoot, dir), { recursive: true, encoding: 'utf8' })
+        .filter((name) => /\.(ts|mjs)$/.test(name))
+        .map((name) => path.join(dir, name)),
+    );
+    assert.ok(files.length > 200, `only ${files.length} files found`);
+    // A shebang may come first; the comment follows it.
+    const bare = files.filter((file) => !/^(#!.*\n)?(\/\*\*|\/\/)/.test(readFileSync(path.join(repoRoot, file), 'utf8')));
+    assert.deepEqual(bare, []);
   });
 });
