@@ -12,6 +12,7 @@ import { compileDatabase, loadDbcFile } from '../../src/dbc/index.js';
 import { DEMO_DBC_PATH, SimulatedVehicle } from '../../src/sim/vehicle.js';
 import { AgentProcess } from '../support/agent-process.js';
 import { AGENT_CLI, runProgramSync } from '../support/programs.js';
+import { messageFrame } from '../support/frames.js';
 import { repoRoot } from '../support/shared.js';
 import { makeTempDir } from '../support/temp.js';
 
@@ -237,8 +238,8 @@ describe('BusDecoder', () => {
     const decoder = new BusDecoder('can0', database);
     assert.ok(Number.isNaN(decoder.values[0]));
     const codec = database.byName('VEHICLE_DYNAMICS')!;
-    const data = codec.encode({ VehicleSpeed: 87.65, LongitudinalAccel: -1.25, YawRate: 3.5 });
-    const frame = { ts: 0, bus: 'can0', id: codec.message.id, extended: false, fd: false, fdFlags: 0, remote: false, error: false, dlc: 8, data };
+    const frame = messageFrame(codec, { VehicleSpeed: 87.65, LongitudinalAccel: -1.25, YawRate: 3.5 }, { ts: 0, bus: 'can0' });
+    const { data } = frame;
     decoder.sink(frame);
     assert.equal(decoder.values[codec.slots[0]!], 87.65);
     assert.equal(decoder.values[codec.slots[1]!], -1.25);

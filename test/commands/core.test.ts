@@ -18,6 +18,7 @@ import { readCertificateExtensions } from '../../src/pki/certificate-extensions.
 import { CommandVerifier, VerifyFailure } from '../../src/commands/verifier.js';
 import { createCommandCa, issueOperatorCertificate, KEY_USAGE } from '../../src/pki/command-pki.js';
 import { SqliteOutbox } from '../../src/store/outbox.js';
+import { messageFrame } from '../support/frames.js';
 import { makeTempDir } from '../support/temp.js';
 import { X509Certificate } from 'node:crypto';
 
@@ -442,8 +443,7 @@ describe('preconditions', () => {
     const decoder = new BusDecoder('can0', compileDatabase(loadDbcFile(DEMO_DBC_PATH, { strict: true })));
     const diag = decoder.database.byName('ECU_DIAG_STATUS')!;
     const frame = (ts: number, values: Record<string, number>) => {
-      const data = diag.encode(values);
-      decoder.decode({ ts, bus: 'can0', id: diag.message.id, extended: false, fd: false, fdFlags: 0, remote: false, error: false, dlc: data.length, data });
+      decoder.decode(messageFrame(diag, values, { ts, bus: 'can0' }));
     };
     const at = (signal: string): number => decoder.receivedAt[diag.slot(signal)]!;
     assert.equal(at('MilOn'), 0, 'never received');
@@ -453,19 +453,7 @@ describe('preconditions', () => {
     assert.equal(at('BatteryVoltage'), 200);
     assert.equal(at('MilOn'), 100, 'page 2 was not in the last frame');
     const engine = decoder.database.byName('ENGINE_DATA')!;
-    const data = engine.encode({ EngineSpeed: 800 });
-    decoder.decode({
-      ts: 300,
-      bus: 'can0',
-      id: engine.message.id,
-      extended: false,
-      fd: false,
-      fdFlags: 0,
-      remote: false,
-      error: false,
-      dlc: data.length,
-      data,
-    });
+    decoder.decode(messageFrame(engine, { EngineSpeed: 800 }, { ts: 300, bus: 'can0' }));
     assert.ok(engine.slots.every((slot) => decoder.receivedAt[slot] === 300));
   });
 

@@ -31,6 +31,7 @@ import { decodeMessage } from '../../src/uplink/codec.js';
 import { InProcessAgent } from '../support/agent-in-process.js';
 import { elmOnPty, type ElmRig } from '../support/elm327.js';
 import { RECORDED_VIN } from '../support/elm327-recording.js';
+import { messageFrame } from '../support/frames.js';
 import { repoRoot } from '../support/shared.js';
 import { makeTempDir } from '../support/temp.js';
 import { delay, waitFor } from '../support/wait.js';
@@ -474,18 +475,7 @@ describe('command handlers on the agent context', () => {
     beforeEach(() => {
       const dynamics = rig.database.byName('VEHICLE_DYNAMICS')!;
       const data = rig.lastDynamics ?? dynamics.encode({ VehicleSpeed: 30 });
-      rig.dataPath.sinkFor(0)({
-        ts: Date.now() / 1000,
-        bus: 'can0',
-        id: dynamics.message.id,
-        extended: false,
-        fd: false,
-        fdFlags: 0,
-        remote: false,
-        error: false,
-        dlc: data.length,
-        data,
-      });
+      rig.dataPath.sinkFor(0)(messageFrame(dynamics, data, { ts: Date.now() / 1000, bus: 'can0' }));
     });
 
     /** Frames put on the captured SocketCAN bus from now on, decoded with the DBC. */

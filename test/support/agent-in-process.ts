@@ -15,6 +15,7 @@ import type { CommandContext } from '../../src/commands/handler.js';
 import { loadDeviceConfig, type DeviceConfig } from '../../src/config/device-config.js';
 import { loggingConfig } from '../../src/health/log-config.js';
 import { Logger } from '../../src/health/log.js';
+import { messageFrame } from './frames.js';
 
 export interface InProcessAgentOptions {
   /**
@@ -100,20 +101,8 @@ export class InProcessAgent {
     if (!decoder) throw new Error(`no bus ${bus} in this agent`);
     const codec = decoder.database.byName(message);
     if (!codec) throw new Error(`no message ${message} in the DBC of ${bus}`);
-    const data = codec.encode(values);
     const sink = this.agent['dataPath'] ? this.agent['dataPath'].sinkFor(index) : decoder.sink;
-    sink({
-      ts: Date.now() / 1000,
-      bus,
-      id: codec.message.id,
-      extended: codec.message.extended,
-      fd: false,
-      fdFlags: 0,
-      remote: false,
-      error: false,
-      dlc: data.length,
-      data,
-    });
+    sink(messageFrame(codec, values, { ts: Date.now() / 1000, bus }));
   }
 
   /** Stops the run (the sources end); `close` still closes the agent. */
