@@ -349,14 +349,6 @@ function round(value: number, decimals: number): number {
 }
 
 /** Assembles the report from its two parts. */
-export function healthReport(parts: {
-  deviceId: string;
-  seq: number;
-  tsMs: number;
-  intervalS: number;
-  periodS: number | null;
-  system: SystemSample;
-  agent: AgentHealth;
-}): HealthReport {
+export function healthReport(parts: Omit<HealthReport, 'version'>): HealthReport {
   return { version: HEALTH_REPORT_VERSION, ...parts };
 }

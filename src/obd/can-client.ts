@@ -867,7 +867,8 @@ function isNrc(message: Uint8Array, nrc: number): boolean {
   return message.length === 3 && message[0] === 0x7f && message[2] === nrc;
 }
 
-function checkPids(pids: readonly number[]): number[] {
+/** The PIDs of a request, each once; throws ObdRequestError('invalid-request') for none or one that is not a byte. */
+export function checkPids(pids: readonly number[]): number[] {
   if (!Array.isArray(pids) || pids.length === 0) throw new ObdRequestError('invalid-request', 'no PIDs to read');
   for (const pid of pids) {
     if (!Number.isInteger(pid) || pid < 0 || pid > 0xff) throw new ObdRequestError('invalid-request', `PID ${String(pid)} is not a byte`);

@@ -26,7 +26,7 @@ import {
   type ElmProtocol,
   type ProtocolFamily,
 } from './elm327-response.js';
-import { ObdRequestError, type EcuAnswer, type EcuPidReadings, type ObdEcuInfo, type ObdRequestOptions } from './can-client.js';
+import { checkPids, ObdRequestError, type EcuAnswer, type EcuPidReadings, type ObdEcuInfo, type ObdRequestOptions } from './can-client.js';
 import type { ObdClient } from './client.js';
 import {
   MAX_PIDS_PER_REQUEST,
@@ -823,14 +823,6 @@ function entryFor(out: Map<number, EcuPidReadings>, ecu: number): EcuPidReadings
 
 function hex(bytes: ArrayLike<number>, separator: string): string {
   return Array.from(bytes, (b) => b.toString(16).toUpperCase().padStart(2, '0')).join(separator);
-}
-
-function checkPids(pids: readonly number[]): number[] {
-  if (!Array.isArray(pids) || pids.length === 0) throw new ObdRequestError('invalid-request', 'no PIDs to read');
-  for (const pid of pids) {
-    if (!Number.isInteger(pid) || pid < 0 || pid > 0xff) throw new ObdRequestError('invalid-request', `PID ${String(pid)} is not a byte`);
-  }
-  return [...new Set<number>(pids)];
 }
 
 function positive(name: string, value: number): number {
