@@ -327,13 +327,9 @@ export class ObdCanClient {
    * one PID at a time, from then on. Resolves with one entry per ECU that answered (or that discovery says should
    * have); rejects with 'timeout' when no ECU answered at all.
    */
-  readPids(pids: readonly number[], options: ObdRequestOptions = {}): Promise<EcuPidReadings[]> {
-    let list: number[];
-    try {
-      list = checkPids(pids);
-    } catch (err) {
-      return Promise.reject(err);
-    }
+  async readPids(pids: readonly number[], options: ObdRequestOptions = {}): Promise<EcuPidReadings[]> {
+    // async: a bad list rejects like any other failure, before the request queue.
+    const list = checkPids(pids);
     return this.serial(options.signal, async () => {
       await this.ensureAddressing(options.signal);
       if (options.ecu !== undefined) obdEcuIds(this.mode!, options.ecu);

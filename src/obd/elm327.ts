@@ -278,13 +278,9 @@ export class Elm327Client implements ObdClient {
     });
   }
 
-  readPids(pids: readonly number[], options: ObdRequestOptions = {}): Promise<EcuPidReadings[]> {
-    let list: number[];
-    try {
-      list = checkPids(pids);
-    } catch (err) {
-      return Promise.reject(err);
-    }
+  async readPids(pids: readonly number[], options: ObdRequestOptions = {}): Promise<EcuPidReadings[]> {
+    // async: a bad list rejects like any other failure, before the request queue.
+    const list = checkPids(pids);
     return this.serial(options.signal, async () => {
       await this.whenReady(options.signal);
       const out = new Map<number, EcuPidReadings>();
