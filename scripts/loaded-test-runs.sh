@@ -20,6 +20,12 @@ stop_hogs() {
 }
 trap stop_hogs EXIT
 
+# The clone is not beside ../shared: point the tests at this checkout's shared test data (unless told otherwise).
+if [ -z "${TELEMATICS_SHARED_TESTDATA:-}" ] && [ -d "$source_repo/../shared/testdata" ]; then
+  export TELEMATICS_SHARED_TESTDATA
+  TELEMATICS_SHARED_TESTDATA=$(cd "$source_repo/../shared/testdata" && pwd)
+fi
+
 git clone -q "$source_repo" "$clone"
 cd "$clone"
 echo "clone of $(git rev-parse --short HEAD) in $clone; npm ci ..." >&2
