@@ -225,6 +225,37 @@ describe('[16.provision] what a template must give, and what provisioning fills 
     const kept = loadDeviceConfig(path.join(dir, 'tuned-bundle', 'config.json')).outbox;
     assert.deepEqual([kept?.path, kept?.maxBytes, kept?.durability], [`${STATE}/outbox.db`, 1_048_576, 'full']);
   });
+  test("[16.provision] a template's development uplink settings stay out of the bundle; its tuning is kept", () => {
+    const template = writeTemplate('dev-uplink.json', {
+      deviceId: 'bench',
+      buses: [{ name: 'can0', dbc: DEMO_DBC_PATH, source: { type: 'sim' } }],
+      collection,
+      outbox: { path: '../var/bench.db' },
+      uplink: {
+        url: 'mqtts://localhost:8883',
+        embeddedBroker: true,
+        certsDir: '../certs/dev',
+        issuerFile: '../certs/dev/ca.crt',
+        protocol: 4,
+        keepalive: { memoryPath: '../var/link.db' },
+        throttle: { messagesPerHour: 600 },
+      },
+    });
+    const made = provision('car-dev-uplink', path.join(dir, 'dev-uplink-bundle'), template);
+    assert.equal(made.status, 0, made.stderr);
+    const uplink = (JSON.parse(readFileSync(path.join(dir, 'dev-uplink-bundle', 'config.json'), 'utf8')) as { uplink: Record<string, unknown> }).uplink;
+    // A file outside the bundle would be missing on the car: the bundle pins its own broker CA.
+    assert.deepEqual(uplink, {
+      url: BROKER,
+      protocol: 4,
+      keepalive: {},
+      throttle: { messagesPerHour: 600 },
+      certFile: 'identity/device.crt',
+      keyFile: 'identity/device.key',
+      caFile: 'certs/broker-ca.crt',
+    });
+    assert.match(made.stdout, /uplink\.issuerFile of the template left out: the bundle pins certs\/broker-ca\.crt/);
+  });
 });
 
 describe('[16.provision] docs/provisioning.md shows the bundle provision makes', () => {
