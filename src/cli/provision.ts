@@ -9,7 +9,8 @@
  *   flash            a bundle and the built agent into a mounted image
  *   install-service  the systemd unit and its account, into / or --root
  *
- * Every failure is one line on standard error naming what is wrong, with exit status 1.
+ * Every failure is one line on standard error naming what is wrong, with exit status 1; a config template that cannot
+ * be used lists all its problems, one per line below that, with exit status 65 (src/provision/template.ts).
  */
 import path from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
@@ -119,6 +120,8 @@ program.parseAsync(process.argv).catch((err: unknown) => {
   // Input and target problems are expected: one line. Anything else is a bug: its stack helps whoever reports it.
   const message = err instanceof Error ? err.message : String(err);
   process.stderr.write(`${tool}: ${forTerminal(err instanceof ProvisionError ? message : message.split('\n')[0]!)}\n`);
+  // A template's problems, all of them, one per line under the first (src/provision/template.ts).
+  if (err instanceof ProvisionError) for (const detail of err.details) process.stderr.write(`  ${forTerminal(detail)}\n`);
   if (!(err instanceof ProvisionError) && process.env.PROVISION_DEBUG) process.stderr.write(`${(err as Error).stack}\n`);
-  process.exit(1);
+  process.exit(err instanceof ProvisionError ? err.exitCode : 1);
 });

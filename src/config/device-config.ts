@@ -206,13 +206,16 @@ export function loadDeviceConfig(file: string, options: LoadDeviceConfigOptions 
     const reason = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'file not found' : (err as Error).message;
     throw new DeviceConfigError(file, [`cannot read the device config: ${reason}`]);
   }
-  let json: unknown;
+  return parseDeviceConfig(parseConfigJson(text, file), { file, baseDir: path.dirname(path.resolve(file)), checkFiles: options.checkFiles });
+}
+
+/** The JSON value of a config file's text; a syntax error is a DeviceConfigError located by line and column. */
+export function parseConfigJson(text: string, file: string): unknown {
   try {
-    json = JSON.parse(text);
+    return JSON.parse(text);
   } catch (err) {
     throw new DeviceConfigError(file, [describeJsonError(text, err as Error)]);
   }
-  return parseDeviceConfig(json, { file, baseDir: path.dirname(path.resolve(file)), checkFiles: options.checkFiles });
 }
 
 /** Validates an already-parsed config; relative paths are resolved against `baseDir`. */

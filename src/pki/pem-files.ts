@@ -4,8 +4,8 @@
  *
  * Each file is replaced whole (src/store/atomic-file.ts): a crash leaves the old file or the new one, never a torn
  * key; a link at its name is replaced, never written through; the key is 0600 from the moment it exists (never the
- * new secret in an older, wider file), the certificate 0644, whatever the umask. Failure: AtomicWriteError, naming
- * the file.
+ * new secret in an older, wider file), the certificate 0644, whatever the umask; a folder made for them is 0700.
+ * Failure: AtomicWriteError, naming the file.
  */
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
@@ -22,9 +22,12 @@ export interface WrittenFiles {
   keyFile: string;
 }
 
-/** Writes `<dir>/<name>.crt` and `<dir>/<name>.key`, the key readable by its owner only (0600). */
+/**
+ * Writes `<dir>/<name>.crt` and `<dir>/<name>.key`, the key readable by its owner only (0600). A folder it has to
+ * create is its owner's only too (0700: it holds keys, CA keys among them); an existing one is left as it is.
+ */
 export function writeIssued(dir: string, name: string, issued: IssuedCertificate): WrittenFiles {
-  mkdirSync(dir, { recursive: true });
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
   const certFile = path.join(dir, `${name}.crt`);
   const keyFile = path.join(dir, `${name}.key`);
   atomicWriteFile(certFile, issued.certPem, { mode: 0o644 });

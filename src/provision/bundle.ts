@@ -3,10 +3,12 @@
  * CA elsewhere (--csr-only, then --cert). Every input is read and checked before anything is written, so bad input
  * (one ProvisionError line naming what is wrong) leaves no half bundle.
  *
+ * The config is made from a template (src/provision/template.ts says what a template gives and what is filled in).
  * A bundle is laid out as /etc/telematics-agent will be on the car, so the config's relative paths hold in both places:
  *
  *   config.json               the device config for this car (DBCs under dbc/, state under /var/lib/telematics-agent)
  *   dbc/                      the DBC files its buses decode with
+ *   replay/                   the files a bus's source names besides its DBC (a replay's candump log), if any
  *   certs/broker-ca.crt       the CA the broker's certificate must chain to (pinned)
  *   certs/command-ca.crt      the CA remote commands must be signed under (pinned)
  *   identity/device.key       the device's private key, 0600, made here and never sent anywhere
@@ -21,15 +23,15 @@ import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
 import { existsSync, lstatSync, mkdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { sourceFiles } from '../agent/sources/registry.js';
-import { DeviceConfigError, loadDeviceConfig, parseDeviceConfig, type DeviceConfig } from '../config/device-config.js';
+import { loadDeviceConfig, parseDeviceConfig } from '../config/device-config.js';
 import { createCsr, createDeviceKey, readCsr, signDeviceCsr } from '../pki/csr.js';
 import { devCaFromPem } from '../pki/dev-ca.js';
 import { ChainRefusal, describeCertificate, verifyChain } from '../pki/certificate-chain.js';
 import { IdentityError, loadIdentity } from '../pki/identity.js';
 import { deviceIdProblem } from '../pki/device-id.js';
-import { ChangeCount, ProvisionError, octal, putDir, putFile, type Change } from './files.js';
+import { ChangeCount, ProvisionError, octal, putDir, putFile, readInputFile, type Change } from './files.js';
 import { INSTALL, serviceUnit, type UnitOptions } from './service-unit.js';
+import { bundleConfigFromTemplate } from './template.js';
 
 type Say = (line: string) => void;
 
@@ -61,8 +63,6 @@ export const LEGACY_IDENTITY = { key: 'certs/device.key', csr: 'certs/device.csr
 
 /** A certificate closer to its end than this is re-issued when provision runs again with the CA. */
 const RENEW_BEFORE_DAYS = 30;
-/** Under systemd the status line goes to the journal: once a minute, not once a second. */
-const SERVICE_STATUS_INTERVAL_MS = 60_000;
 
 // ---- input checks -----------------------------------------------------------------------------------------------
 
@@ -73,17 +73,6 @@ export function checkDeviceId(id: string): void {
   throw new ProvisionError(
     `--device ${JSON.stringify(id)} cannot be a device ID: ${problem} (it becomes the certificate's CN, the broker username and client ID, an MQTT topic level and a folder name)`,
   );
-}
-
-function readInput(option: string, file: string): string {
-  try {
-    return readFileSync(file, 'utf8');
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') throw new ProvisionError(`${option} ${file}: no such file`);
-    if (code === 'EISDIR') throw new ProvisionError(`${option} ${file}: is a folder, not a file`);
-    throw new ProvisionError(`${option} ${file}: cannot be read (${code ?? (err as Error).message})`);
-  }
 }
 
 const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
@@ -107,7 +96,7 @@ function certificatesIn(option: string, file: string, pem: string): X509Certific
  * signature and within the path lengths above it, counting itself (what it issues will be below it).
  */
 function readCaFile(option: string, file: string): { pem: string; certs: X509Certificate[] } {
-  const pem = readInput(option, file);
+  const pem = readInputFile(option, file);
   const certs = certificatesIn(option, file, pem);
   const now = new Date();
   for (const cert of certs) {
@@ -191,7 +180,7 @@ interface SigningCa {
 
 function readSigningCa(caFile: string, keyFile: string): SigningCa {
   const { certs } = readCaFile('--ca', caFile);
-  const keyText = readInput('--ca-key', keyFile);
+  const keyText = readInputFile('--ca-key', keyFile);
   let key: KeyObject;
   try {
     key = createPrivateKey(keyText);
@@ -252,8 +241,6 @@ export interface ProvisionOptions {
   newKey?: boolean;
   unit: UnitOptions;
 }
-
-const BROKER_URL = /^mqtts:\/\/[^/:\s]+(:\d{1,5})?\/?$/;
 
 export function runProvision(options: ProvisionOptions, say: Say): void {
   warnings.length = 0;
@@ -320,67 +307,15 @@ function readInputs(bundle: string, options: ProvisionOptions): BundleInputs {
   if (options.configTemplate === undefined) {
     notes.push(`config template: ${path.relative(PROJECT_ROOT, templateFile)} (the simulated demo car; --config-template FILE for a real vehicle's buses)`);
   }
-  readInput('--config-template', templateFile);
-  let template: DeviceConfig;
-  try {
-    template = loadDeviceConfig(templateFile);
-  } catch (err) {
-    if (err instanceof DeviceConfigError) throw new ProvisionError(`--config-template ${err.message.split('\n').join(' ')}`);
-    throw err;
-  }
-  const raw = JSON.parse(readFileSync(templateFile, 'utf8')) as Record<string, unknown>;
-  const copies = new Map<string, string>();
-  const place = (source: string, dir: string): string => {
-    const rel = `${dir}/${path.basename(source)}`;
-    const already = copies.get(rel);
-    if (already !== undefined && already !== source)
-      throw new ProvisionError(`--config-template ${templateFile}: two different files are named ${path.basename(source)} (${already}, ${source}); rename one`);
-    copies.set(rel, source);
-    return rel;
-  };
-
-  const rawUplink = (raw.uplink ?? {}) as Record<string, unknown>;
-  let broker = options.broker;
-  if (broker === undefined) {
-    if (template.uplink && !template.uplink.embeddedBroker) broker = template.uplink.url;
-    else {
-      throw new ProvisionError(
-        `--broker is required: ${template.uplink ? "the template's uplink is the embedded development broker" : 'the template has no uplink'} (give the fleet broker, e.g. --broker mqtts://broker.example.com:8883)`,
-      );
-    }
-  }
-  if (!BROKER_URL.test(broker)) throw new ProvisionError(`--broker ${broker}: expected mqtts://host[:port] (TLS only)`);
-
-  // The template as written (its defaults left to the agent), with this car's identity and the device's paths.
-  const { $schema: _schema, ...rest } = raw;
-  const config: Record<string, unknown> = { ...rest, deviceId: options.device };
-  config.buses = template.buses.map((bus, i) => {
-    const rawBus = (raw.buses as Record<string, unknown>[])[i]!;
-    const out: Record<string, unknown> = { ...rawBus, dbc: place(bus.dbc, BUNDLE.dbcDir) };
-    // The files its source names (a replay's log) go into the bundle; the source plug-in says which.
-    const files = sourceFiles(bus);
-    if (files.length > 0)
-      out.source = { ...(rawBus.source as object), ...Object.fromEntries(files.map(({ key, file }) => [key, place(file, BUNDLE.replayDir)])) };
-    return out;
+  // What the template must give and what provisioning fills in: src/provision/template.ts.
+  const made = bundleConfigFromTemplate(templateFile, {
+    device: options.device,
+    ...(options.broker !== undefined ? { broker: options.broker } : {}),
+    layout: BUNDLE,
   });
-  const status = (raw.status ?? { signals: [] }) as Record<string, unknown>;
-  const interval = template.status?.intervalMs ?? 1000;
-  if (interval < SERVICE_STATUS_INTERVAL_MS) {
-    config.status = { ...status, intervalMs: SERVICE_STATUS_INTERVAL_MS };
-    notes.push(`status.intervalMs ${interval} -> ${SERVICE_STATUS_INTERVAL_MS}: under systemd the status line goes to the journal, once a minute is enough`);
-  }
-  config.outbox = { ...(raw.outbox ?? {}), path: `${INSTALL.stateDir}/outbox.db` };
-  const { embeddedBroker: _e, certsDir: _d, certFile: _c, keyFile: _k, caFile: _a, url: _u, ...uplinkRest } = rawUplink;
-  const keepalive = uplinkRest.keepalive as Record<string, unknown> | undefined;
-  if (keepalive?.memoryPath !== undefined) {
-    const { memoryPath: _m, ...keep } = keepalive;
-    uplinkRest.keepalive = keep; // the default is beside the outbox, in the state folder
-  }
-  config.uplink = { url: broker, ...uplinkRest, certFile: BUNDLE.cert, keyFile: BUNDLE.key, caFile: BUNDLE.brokerCa };
-  config.commands = { ...(raw.commands ?? {}), caFile: BUNDLE.commandCa, replayDbPath: `${INSTALL.stateDir}/commands.db` };
-  if (raw.collection === undefined) {
-    throw new ProvisionError(`--config-template ${templateFile} has no collection section: the car publishes what its collection rules collect`);
-  }
+  notes.push(...made.notes);
+  const { config, copies } = made;
+  // The bundle as the agent will load it on the car, at the paths flash installs it to.
   try {
     parseDeviceConfig(config, { file: path.join(bundle, BUNDLE.config), baseDir: bundle, checkFiles: false });
   } catch (err) {
@@ -592,7 +527,7 @@ function completeBundle(bundle: string, options: ProvisionOptions, say: Say): vo
   const keyFile = path.join(bundle, BUNDLE.key);
   if (!existsSync(keyFile)) throw new ProvisionError(`--bundle ${bundle} has no ${BUNDLE.key}: make the bundle first (--csr-only)`);
   const certFile = path.resolve(options.cert!);
-  const text = readInput('--cert', certFile);
+  const text = readInputFile('--cert', certFile);
   const chain = certificatesIn('--cert', certFile, text);
   const name = cn(chain[0]!);
   if (name !== options.device) throw new ProvisionError(`--cert ${certFile} is for '${name ?? '(no CN)'}', not for device '${options.device}'`);

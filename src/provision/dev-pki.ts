@@ -67,7 +67,13 @@ export function runDevPki(options: DevPkiOptions, say: Say): void {
   const files = DEV_PKI_FILES(options.device);
   const before = new Set(files.filter((f) => existsSync(path.join(out, f))));
   const backendBefore = before.has(`${BACKEND_IDENTITY}.crt`) ? readFileSync(path.join(out, `${BACKEND_IDENTITY}.crt`), 'utf8') : undefined;
-  const { ca } = ensureDevPki(out, options.device);
+  // A folder left readable by others is narrowed to 0700: said, and counted, as the key modes it fixes are.
+  let tightened = 0;
+  const { ca } = ensureDevPki(out, options.device, (message, level) => {
+    if (level !== 'warn') return;
+    say(`  ${message}`);
+    tightened++;
+  });
   // An older dev PKI's backend certificate, from the device CA: ensureDevPki issued it again from the backend CA.
   const backendReissued = backendBefore !== undefined && readFileSync(path.join(out, `${BACKEND_IDENTITY}.crt`), 'utf8') !== backendBefore;
   // The given hosts on top of the local ones, which the demo on this machine keeps using.
@@ -81,7 +87,6 @@ export function runDevPki(options: DevPkiOptions, say: Say): void {
       reissued = true;
     }
   }
-  let tightened = 0;
   for (const file of files) {
     const full = path.join(out, file);
     const made = !before.has(file);
@@ -102,7 +107,7 @@ export function runDevPki(options: DevPkiOptions, say: Say): void {
   say(
     created + tightened + reissuedWhat.length === 0
       ? `dev-pki: ${out} already holds the development PKI; nothing changed`
-      : `dev-pki: development PKI in ${out} (${created} files created${reissuedWhat.length > 0 ? `, ${reissuedWhat.join(' and ')} re-issued` : ''}${tightened ? `, ${tightened} key modes fixed` : ''}); not for production`,
+      : `dev-pki: development PKI in ${out} (${created} files created${reissuedWhat.length > 0 ? `, ${reissuedWhat.join(' and ')} re-issued` : ''}${tightened ? `, ${tightened} modes fixed` : ''}); not for production`,
   );
   say(
     `next: scripts/provision --device <id> --ca ${path.join(out, 'ca.crt')} --ca-key ${path.join(out, 'ca.key')} ` +

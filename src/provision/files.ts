@@ -9,14 +9,37 @@
  * a target goes through `readImageFile`: only a regular file of bounded size, opened without following a final link
  * and without blocking, so a hostile image (a link to /dev/zero, a FIFO, a huge sparse file) is refused in one line.
  */
-import { chmodSync, chownSync, lchownSync, lstatSync, mkdirSync, readlinkSync, rmSync, symlinkSync, type Stats } from 'node:fs';
+import { chmodSync, chownSync, lchownSync, lstatSync, mkdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, type Stats } from 'node:fs';
 import path from 'node:path';
 import { readRegularFile, RegularFileError, type ReadLimit } from '../config/regular-file.js';
 import { atomicWriteFile } from '../store/atomic-file.js';
 
-/** A problem with the tool's input or target: the CLI prints its message as one line and exits 1. */
+/**
+ * A problem with the tool's input or target: the CLI prints its message as one line, then each of `details` on a line
+ * of its own (the problems of a config template, all at once), and exits with `exitCode` (1 unless said otherwise).
+ */
 export class ProvisionError extends Error {
   override readonly name = 'ProvisionError';
+  readonly details: readonly string[];
+  readonly exitCode: number;
+
+  constructor(message: string, options: { details?: readonly string[]; exitCode?: number } = {}) {
+    super(message);
+    this.details = options.details ?? [];
+    this.exitCode = options.exitCode ?? 1;
+  }
+}
+
+/** The text of a file an option names; a missing or unreadable file is one line naming the option. */
+export function readInputFile(option: string, file: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') throw new ProvisionError(`${option} ${file}: no such file`);
+    if (code === 'EISDIR') throw new ProvisionError(`${option} ${file}: is a folder, not a file`);
+    throw new ProvisionError(`${option} ${file}: cannot be read (${code ?? (err as Error).message})`);
+  }
 }
 
 export type Change = 'created' | 'updated' | 'unchanged';

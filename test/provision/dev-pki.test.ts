@@ -3,6 +3,7 @@
  * readable by their owner only, kept as they are on a second run, and usable as the agent uses them.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { chmodSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
@@ -10,7 +11,8 @@ import { test } from 'node:test';
 import { devCaFromPem, issueClientCertificate, writeIssued } from '../../src/pki/dev-ca.js';
 import { ensureDevPki } from '../../src/pki/dev-pki.js';
 import { loadIdentity } from '../../src/pki/identity.js';
-import { runProgramSync, type ProgramRun } from '../support/programs.js';
+import { OPS_CLI, runProgramSync, type ProgramRun } from '../support/programs.js';
+import { repoRoot } from '../support/shared.js';
 import { makeTempDir } from '../support/temp.js';
 
 const devPki = (args: string[]): ProgramRun => runProgramSync('scripts/dev-pki', args);
@@ -162,4 +164,30 @@ test('[14.L4] the development PKI folder a first `npm start` makes is 0700 whate
   ensureDevPki(certsDir, 'demo-vehicle-001', (line) => said.push(line));
   assert.equal(statSync(certsDir).mode & 0o777, 0o700);
   assert.deepEqual(said, [`the development PKI folder ${certsDir} was readable by others (mode 0755); made it 0700`]);
+});
+
+test('[16.provision] a folder of keys the tools make is 0700 under umask 022, as docs/provisioning.md says: scripts/dev-pki --out, telematics-ops keys --out', () => {
+  const root = makeTempDir('dev-pki-umask-');
+  // As a shell with the usual umask runs them; the folders and their parents do not exist yet (a fresh clone).
+  const underUmask022 = (file: string, args: string[]): ProgramRun => {
+    const result = spawnSync('sh', ['-c', 'umask 022 && exec "$@"', 'sh', file, ...args], { encoding: 'utf8', timeout: 60_000 });
+    return { status: result.status, stdout: result.stdout, stderr: result.stderr, timedOut: false };
+  };
+  const devDir = path.join(root, 'script', 'certs', 'dev');
+  const made = underUmask022(path.join(repoRoot, 'scripts', 'dev-pki'), ['--out', devDir]);
+  assert.equal(made.status, 0, made.stderr);
+  assert.equal(statSync(devDir).mode & 0o777, 0o700);
+  const opsDir = path.join(root, 'ops', 'certs', 'ops');
+  const keys = underUmask022(process.execPath, [OPS_CLI, 'keys', '--out', opsDir]);
+  assert.equal(keys.status, 0, keys.stderr);
+  assert.equal(statSync(opsDir).mode & 0o777, 0o700, 'a folder holding the command CA key');
+  assert.equal(statSync(path.dirname(opsDir)).mode & 0o777, 0o700, 'and the parent it had to make');
+
+  // An existing folder left 0755 is narrowed by dev-pki, which says so and counts it.
+  chmodSync(devDir, 0o755);
+  const again = devPki(['--out', devDir]);
+  assert.equal(again.status, 0, again.stderr);
+  assert.equal(statSync(devDir).mode & 0o777, 0o700);
+  assert.match(again.stdout, /the development PKI folder .* was readable by others \(mode 0755\); made it 0700/);
+  assert.match(again.stdout, /\(0 files created, 1 modes fixed\)/);
 });

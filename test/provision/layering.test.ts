@@ -31,7 +31,7 @@ function reachable(entries: string[]): Map<string, string> {
 test('[15.3] nothing src/provision/ loads comes from src/cli/, and the command line is the only provisioning file there', () => {
   const provisionDir = path.join(repoRoot, 'src', 'provision');
   const modules = readdirSync(provisionDir).filter((name) => name.endsWith('.ts'));
-  assert.deepEqual(modules.sort(), ['bundle.ts', 'dev-pki.ts', 'files.ts', 'flash.ts', 'service-account.ts', 'service-unit.ts']);
+  assert.deepEqual(modules.sort(), ['bundle.ts', 'dev-pki.ts', 'files.ts', 'flash.ts', 'service-account.ts', 'service-unit.ts', 'template.ts']);
   const cliDir = path.join(repoRoot, 'src', 'cli') + path.sep;
   const loaded = reachable(modules.map((name) => path.join(provisionDir, name)));
   const fromCli = [...loaded]
