@@ -571,7 +571,7 @@ describe('[16.metrics] the status page of an agent with an ELM327 adapter and a 
         ],
       );
       // Stale: older than its limit (1 s), its age given to a tenth of a second.
-    assert.ok(s.signals[0]!.ageS! >= 1, `${s.signals[0]!.ageS} s`);
+      assert.ok(s.signals[0]!.ageS! >= 1, `${s.signals[0]!.ageS} s`);
       assert.equal(s.signals[1]!.ageS, null);
       assert.deepEqual(
         s.obd.map(({ name, value, text }) => ({ name, value, text })),
