@@ -35,7 +35,7 @@ import { Health } from '../health/monitor.js';
 import { REMOTE_LOG_COMPONENT, RemoteLog } from '../health/remote-log.js';
 import { createSystemdNotifier } from '../health/watchdog.js';
 import type { ObdClient } from '../obd/client.js';
-import { createCommandContext } from './command-context.js';
+import { createCommandContext, obdPollIntervals } from './command-context.js';
 import { DataPath, type DataPathSummary } from './data-path.js';
 import type { ObdPollingSummary } from './obd-polling.js';
 import { dataPathText, FrameRates, takeSnapshot, type AgentSnapshot } from './snapshot.js';
@@ -109,6 +109,8 @@ export class Agent {
   /** The latest numeric OBD values by collector name, and when each arrived (unix ms): commands read them. */
   private readonly obdValues = new Map<string, number>();
   private readonly obdReceivedAt = new Map<string, number>();
+  /** How often each OBD value is polled (ms), for the snapshot: the page marks a value stale by it. */
+  private readonly obdIntervals: ReadonlyMap<string, number>;
   private readonly adapters: Adapter[];
   private readonly stopping = new AbortController();
   private restartRequested = false;
@@ -130,6 +132,7 @@ export class Agent {
     const offer = (name: string, value: number, ts: number): void => this.offer(name, value, ts);
     this.adapters = config.obdAdapters.map((entry) => adapterType(entry).create(entry, { log: options.logger.child(entry.name, { prefix: true }), offer }));
     sources.forEach((source, i) => source.obd?.forwardValues(config.buses[i]!.name, offer));
+    this.obdIntervals = obdPollIntervals(config);
   }
 
   /**
@@ -202,6 +205,8 @@ export class Agent {
       sources: this.sources,
       adapters: this.adapters,
       obdValues: this.obdValues,
+      obdReceivedAt: this.obdReceivedAt,
+      obdIntervals: this.obdIntervals,
       signals: this.signals,
       dataPath: this.dataPath,
     });

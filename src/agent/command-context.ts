@@ -103,25 +103,9 @@ class AgentCommandContext implements CommandContext {
     });
   }
 
-  /** The poll interval of each OBD value the config asks for, by `<adapter or bus>.obd.<key>`; the longest of a key's entries. */
+  /** The poll interval of each OBD value the config asks for (obdPollIntervals). */
   private get obdIntervals(): ReadonlyMap<string, number> {
-    if (this.intervals === undefined) {
-      const intervals = new Map<string, number>();
-      const add = (source: string, pids: readonly { pid: number | string; intervalMs: number }[]): void => {
-        for (const spec of pids) {
-          const key = typeof spec.pid === 'string' ? spec.pid : MODE01_PIDS.get(spec.pid)?.key;
-          if (key === undefined) continue;
-          const name = `${source}.obd.${key}`;
-          intervals.set(name, Math.max(intervals.get(name) ?? 0, spec.intervalMs));
-        }
-      };
-      for (const bus of this.current.buses) if (bus.obd) add(bus.name, bus.obd.pids);
-      for (const adapter of this.current.obdAdapters) {
-        const polling = adapterType(adapter).obdPolling(adapter);
-        if (polling) add(adapter.name, polling.pids);
-      }
-      this.intervals = intervals;
-    }
+    this.intervals ??= obdPollIntervals(this.current);
     return this.intervals;
   }
 
@@ -284,6 +268,25 @@ class AgentCommandContext implements CommandContext {
 /** A poller's part of getStatus. */
 function obdStatus(obd: ObdPollingStatus): { connected: boolean; samples: number; requests: number; unsupported: number } {
   return { connected: obd.connected, samples: obd.samples, requests: obd.requests, unsupported: obd.unsupported };
+}
+
+/** The poll interval of each OBD value the config asks for, by `<adapter or bus>.obd.<key>`; the longest of a key's entries. */
+export function obdPollIntervals(config: DeviceConfig): Map<string, number> {
+  const intervals = new Map<string, number>();
+  const add = (source: string, pids: readonly { pid: number | string; intervalMs: number }[]): void => {
+    for (const spec of pids) {
+      const key = typeof spec.pid === 'string' ? spec.pid : MODE01_PIDS.get(spec.pid)?.key;
+      if (key === undefined) continue;
+      const name = `${source}.obd.${key}`;
+      intervals.set(name, Math.max(intervals.get(name) ?? 0, spec.intervalMs));
+    }
+  };
+  for (const bus of config.buses) if (bus.obd) add(bus.name, bus.obd.pids);
+  for (const adapter of config.obdAdapters) {
+    const polling = adapterType(adapter).obdPolling(adapter);
+    if (polling) add(adapter.name, polling.pids);
+  }
+  return intervals;
 }
 
 /** The latest OBD values, when each arrived, and how often each is polled: what signalTimingOf needs of OBD. */

@@ -1,18 +1,19 @@
 /**
- * The agent's state at one moment, as one typed plain object: what the status line, the status page, /metrics (through
- * the health report), the health report and the getStatus command all read, each in its own documented shape. Built
- * from the counters the run keeps anyway (the decoders', the sources' and pollers' status, the data path's report):
- * taking one costs a few property reads per bus and one outbox statistics call, at the pace of whoever asks (once a
- * second at most for the status line and the page), never per frame.
+ * The agent's state at one moment, as one typed plain object: what the status line, the status page, /metrics, the
+ * health report and the getStatus command all read, each in its own documented shape. Built from the counters the run
+ * keeps anyway (the decoders', the sources' and pollers' status, the data path's report): taking one costs a few
+ * property reads per bus and one outbox statistics call, at the pace of whoever asks (once a second for the status
+ * line and the page, once per scrape for /metrics), never per frame.
  *
  * `takeSnapshot` never throws for a part that is missing: a context built for a test without sources or data path
  * gets a snapshot without them.
  */
 import type { DeviceConfig } from '../config/device-config.js';
 import type { BusDecoder } from '../dbc/bus-decoder.js';
+import { MODE01_PIDS_BY_KEY } from '../obd/j1979.js';
 import { heartbeatText } from '../uplink/keepalive.js';
 import type { DataPath, DataPathSnapshot } from './data-path.js';
-import type { ObdPollingStatus } from './obd-polling.js';
+import { formatPidValue, type ObdPollingStatus } from './obd-polling.js';
 import { adapterType } from './sources/registry.js';
 import type { Adapter, BusLinkStatus, BusSource } from './sources/source-type.js';
 import { formatStatusValue, type StatusSignal } from './status-signals.js';
@@ -59,6 +60,25 @@ export interface SignalSnapshot {
   value: number | null;
   /** A value-table label, or the value to the signal's resolution with its unit; '–' before any value. */
   text: string;
+  /**
+   * When the frame that carried the latest value was received, unix ms, by the source's clock (a replayed log's own
+   * time); null before any value.
+   */
+  receivedAt: number | null;
+  /** How often a value is expected, ms: its message's GenMsgCycleTime; null when the DBC gives none. */
+  periodMs: number | null;
+}
+
+export interface ObdValueSnapshot {
+  /** `<adapter or bus>.obd.<key>`, the name the collection rules get it under. */
+  name: string;
+  value: number;
+  /** The value to one decimal with its J1979 unit: `812 rpm`. */
+  text: string;
+  /** When it arrived, unix ms. */
+  receivedAt: number | null;
+  /** How often it is polled, ms; null when the config does not say (a PID asked for by number only). */
+  periodMs: number | null;
 }
 
 export interface AgentSnapshot {
@@ -70,7 +90,7 @@ export interface AgentSnapshot {
   /** `obdAdapters`, in config order. */
   adapters: AdapterSnapshot[];
   /** The latest numeric OBD-II values, by the name the collector gets them under (`<adapter or bus>.obd.<key>`). */
-  obd: { name: string; value: number }[];
+  obd: ObdValueSnapshot[];
   /** The status signals: status.signals, or (`signalsConfigured` false) the first signals of the bus DBCs. */
   signals: SignalSnapshot[];
   /** True when `signals` are the configured status.signals, which the status line shows. */
@@ -88,8 +108,10 @@ export interface SnapshotParts {
   sources?: readonly BusSource[];
   /** Per adapter, in config order. */
   adapters?: readonly Adapter[];
-  /** The latest OBD values, by collector name. */
+  /** The latest OBD values, by collector name; when each arrived (unix ms) and how often each is polled (ms). */
   obdValues?: ReadonlyMap<string, number>;
+  obdReceivedAt?: ReadonlyMap<string, number>;
+  obdIntervals?: ReadonlyMap<string, number>;
   signals?: { signals: readonly StatusSignal[]; configured: boolean };
   dataPath?: DataPath | undefined;
 }
@@ -120,10 +142,25 @@ export function takeSnapshot(parts: SnapshotParts): AgentSnapshot {
       const entry = config.obdAdapters[i]!;
       return { name: entry.name, type: adapterType(entry).type, ...adapter.status(), obd: adapter.obd?.status() ?? null };
     }),
-    obd: [...(parts.obdValues ?? [])].map(([name, value]) => ({ name, value })),
+    obd: [...(parts.obdValues ?? [])].map(([name, value]): ObdValueSnapshot => ({
+      name,
+      value,
+      text: formatPidValue(value, MODE01_PIDS_BY_KEY.get(name.slice(name.lastIndexOf('.obd.') + 5))?.unit ?? ''),
+      receivedAt: parts.obdReceivedAt?.get(name) ?? null,
+      periodMs: parts.obdIntervals?.get(name) ?? null,
+    })),
     signals: (parts.signals?.signals ?? []).map((entry): SignalSnapshot => {
       const value = entry.bus.values[entry.slot]!;
-      return { name: entry.name, signal: entry.signal.name, value: Number.isNaN(value) ? null : value, text: formatStatusValue(entry, value) };
+      // Frame times are seconds; 0 is the decoder's "never".
+      const at = entry.bus.receivedAt[entry.slot]!;
+      return {
+        name: entry.name,
+        signal: entry.signal.name,
+        value: Number.isNaN(value) ? null : value,
+        text: formatStatusValue(entry, value),
+        receivedAt: at > 0 ? at * 1000 : null,
+        periodMs: entry.periodMs,
+      };
     }),
     signalsConfigured: parts.signals?.configured ?? false,
     dataPath: dataPath?.snapshot() ?? null,

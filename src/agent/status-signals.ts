@@ -8,7 +8,7 @@
  */
 import { resolveSignalName } from '../collect/signal-names.js';
 import type { BusDecoder } from '../dbc/bus-decoder.js';
-import type { SignalDef } from '../dbc/model.js';
+import type { MessageDef, SignalDef } from '../dbc/model.js';
 
 /** Signals the status page shows when the config names none: the first of the bus DBCs. */
 const DEFAULT_SIGNAL_COUNT = 12;
@@ -21,6 +21,8 @@ export interface StatusSignal {
   slot: number;
   signal: SignalDef;
   decimals: number;
+  /** Its message's cycle time (GenMsgCycleTime), ms: how often a value is expected; null when the DBC gives none. */
+  periodMs: number | null;
 }
 
 /**
@@ -31,7 +33,7 @@ export function resolveStatusSignal(buses: readonly BusDecoder[], name: string):
   const found = resolveSignalName(buses, name);
   if (found?.kind !== 'dbc') return undefined;
   const signal = found.codec.message.signals[found.signalIndex]!;
-  return { name, bus: buses[found.bus]!, slot: found.slot, signal, decimals: displayDecimals(signal.factor) };
+  return { name, bus: buses[found.bus]!, slot: found.slot, signal, decimals: displayDecimals(signal.factor), periodMs: cycleTimeOf(found.codec.message) };
 }
 
 /**
@@ -53,11 +55,24 @@ export function statusSignals(names: readonly string[], buses: readonly BusDecod
     for (const codec of bus.database.messages) {
       codec.message.signals.forEach((signal, k) => {
         if (signals.length >= DEFAULT_SIGNAL_COUNT) return;
-        signals.push({ name: `${prefix}${codec.message.name}.${signal.name}`, bus, slot: codec.slots[k]!, signal, decimals: displayDecimals(signal.factor) });
+        signals.push({
+          name: `${prefix}${codec.message.name}.${signal.name}`,
+          bus,
+          slot: codec.slots[k]!,
+          signal,
+          decimals: displayDecimals(signal.factor),
+          periodMs: cycleTimeOf(codec.message),
+        });
       });
     }
   }
   return { signals, configured: false };
+}
+
+/** A message's GenMsgCycleTime, ms; null when it has none (0 is the attribute's usual default: not cyclic). */
+function cycleTimeOf(message: MessageDef): number | null {
+  const cycle = message.cycleTime;
+  return cycle !== undefined && cycle > 0 ? cycle : null;
 }
 
 /** Enough decimals to show one step of the signal's resolution (0.25 → 1, 0.01 → 2, 1e-7 → 7). */

@@ -10,14 +10,13 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { isIP, type AddressInfo } from 'node:net';
 import { isLoopbackHost, type HealthHttpConfig } from './config.js';
-import { METRICS_CONTENT_TYPE, renderMetrics } from './metrics.js';
-import type { HealthReport } from './report.js';
+import { METRICS_CONTENT_TYPE } from './metrics.js';
 import { STATUS_PAGE_CSP, STATUS_PAGE_HTML } from './status-page.js';
 
-/** What the endpoint serves: the /status document (built per request) and the latest health report. */
+/** What the endpoint serves, each built per request: the /status document and the /metrics exposition. */
 export interface HealthHttpSource {
   status(): unknown;
-  report(): HealthReport | null;
+  metrics(): string;
 }
 
 /** The host part of a Host header: `[::1]:8089` → `::1`, `localhost:8089` → `localhost`. */
@@ -70,7 +69,7 @@ export class HealthHttpServer {
         headers: { 'Content-Security-Policy': STATUS_PAGE_CSP, 'X-Frame-Options': 'DENY' },
       }),
       '/status': () => ({ type: 'application/json; charset=utf-8', body: `${JSON.stringify(source.status())}\n` }),
-      '/metrics': () => ({ type: METRICS_CONTENT_TYPE, body: renderMetrics(source.report()) }),
+      '/metrics': () => ({ type: METRICS_CONTENT_TYPE, body: source.metrics() }),
     };
     const server = createServer((req, res) => handle(req, res, config, routes));
     const where = `${config.host.includes(':') ? `[${config.host}]` : config.host}:${config.port}`;

@@ -1,10 +1,15 @@
 /**
- * The health report as Prometheus text exposition format 0.0.4 (GET /metrics). Every value comes from the latest
- * report, so /metrics and /status agree and a scrape never costs more than string building. Names start with
- * `telematics_`, counters end in `_total`, units are base units (seconds, bytes, ratios); a value the report has as
- * null (a missing sensor, a rate without a previous report) is left out rather than exported as NaN.
+ * The health endpoint's Prometheus text exposition format 0.0.4 (GET /metrics). Live: the agent's counters and states
+ * (buses, OBD, collector, outbox, uplink, certificate, commands, the process) are read at scrape time; only the host's
+ * values (systeminformation's probes, which take up to seconds) come from the latest health report, and
+ * `telematics_system_sample_timestamp_seconds` says when they were sampled.
+ *
+ * Names follow Prometheus' rules, which `promtool check metrics` checks: they start with `telematics_`; counters, and
+ * only counters, end in `_total`; units are base units (seconds, bytes, ratios) and part of the name; every family has
+ * its HELP and TYPE once, before its samples. A value that is null (a missing sensor, a rate before its first period)
+ * is left out rather than exported as NaN.
  */
-import type { HealthReport } from './report.js';
+import type { AgentHealth, HealthReport } from './report.js';
 
 export const METRICS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
 
@@ -57,44 +62,11 @@ function formatValue(value: number): string {
   return String(value);
 }
 
-/** The exposition of `report`; empty before the first report. */
-export function renderMetrics(report: HealthReport | null): string {
-  if (!report) return '';
+/** The exposition: the agent part `a` as read now, the host's values from `report` (none before the first). */
+export function renderMetrics(a: AgentHealth, report: HealthReport | null): string {
   const m = new Exposition();
-  const { system: s, agent: a } = report;
   const seconds = (ms: number | null): number | null => (ms === null ? null : ms / 1000);
-  const ratio = (percent: number | null): number | null => (percent === null ? null : percent / 100);
-
-  m.add('telematics_health_reports_total', 'counter', 'Health reports taken since the agent started.', report.seq);
-  m.add('telematics_health_report_timestamp_seconds', 'gauge', 'When the latest health report was taken, Unix time.', report.tsMs / 1000);
-  m.add('telematics_health_sample_duration_seconds', 'gauge', 'How long sampling the host took for the latest report.', seconds(s.sampleMs));
-  m.add('telematics_health_probe_failures', 'gauge', 'Host probes that failed or timed out in the latest report.', s.failed.length);
-
-  m.add('telematics_system_cpu_load_ratio', 'gauge', 'CPU busy time over the last report period, 0-1.', ratio(s.cpuLoadPercent));
-  m.add('telematics_system_load_average_1m', 'gauge', '1-minute load average.', s.loadAverage1m);
-  m.add('telematics_system_cpu_cores', 'gauge', 'CPU cores available.', s.cpuCores);
-  m.add('telematics_system_memory_total_bytes', 'gauge', 'Physical memory.', s.memTotalBytes);
-  m.add('telematics_system_memory_available_bytes', 'gauge', 'Memory available to programs without swapping.', s.memAvailableBytes);
-  m.add('telematics_system_memory_used_bytes', 'gauge', 'Memory in use (total minus available).', s.memUsedBytes);
-  m.add('telematics_system_swap_used_bytes', 'gauge', 'Swap in use.', s.swapUsedBytes);
-  const temp = (sensor: string, value: number | null): void =>
-    m.add('telematics_system_temperature_celsius', 'gauge', 'Temperature sensors the host has.', value, { sensor });
-  temp('cpu', s.cpuTempC);
-  temp('cpu_max', s.cpuTempMaxC);
-  temp('chipset', s.chipsetTempC);
-  s.coreTempsC.forEach((t, i) => temp(`core${i}`, t));
-  if (s.disk) {
-    const labels = { path: s.disk.path, mount: s.disk.mount ?? '' };
-    m.add('telematics_system_disk_total_bytes', 'gauge', 'Size of the filesystem holding the outbox.', s.disk.totalBytes, labels);
-    m.add('telematics_system_disk_free_bytes', 'gauge', 'Free space on the filesystem holding the outbox, available to the agent.', s.disk.freeBytes, labels);
-  }
-  for (const i of s.interfaces ?? []) {
-    m.add('telematics_system_network_interface_up', 'gauge', 'Network interface up (1) or down (0).', i.up, { interface: i.name, operstate: i.operstate });
-  }
-  for (const i of s.interfaces ?? []) {
-    m.add('telematics_system_network_interface_default', 'gauge', 'The interface of the default route (1).', i.default, { interface: i.name });
-  }
-  m.add('telematics_system_uptime_seconds', 'gauge', 'Host uptime.', s.uptimeS);
+  if (report) renderHost(m, report);
 
   m.add('telematics_process_uptime_seconds', 'gauge', 'Agent process uptime.', a.processUptimeS);
   m.add('telematics_process_resident_memory_bytes', 'gauge', 'Agent process resident memory.', a.rssBytes);
@@ -102,9 +74,9 @@ export function renderMetrics(report: HealthReport | null): string {
 
   for (const b of a.buses) m.add('telematics_bus_frames_total', 'counter', 'Frames received per bus.', b.frames, { bus: b.name });
   for (const b of a.buses)
-    m.add('telematics_bus_frames_per_second', 'gauge', 'Frames per second per bus over the last report period.', b.framesPerS, { bus: b.name });
+    m.add('telematics_bus_frames_per_second', 'gauge', 'Frames per second per bus, over the last second or more.', b.framesPerS, { bus: b.name });
   for (const b of a.buses)
-    m.add('telematics_bus_signals_per_second', 'gauge', 'Decoded signal values per second per bus over the last report period.', b.signalsPerS, {
+    m.add('telematics_bus_signals_per_second', 'gauge', 'Decoded signal values per second per bus, over the last second or more.', b.signalsPerS, {
       bus: b.name,
     });
   for (const b of a.buses)
@@ -152,7 +124,7 @@ export function renderMetrics(report: HealthReport | null): string {
     m.add(
       'telematics_uplink_acknowledged_per_second',
       'gauge',
-      'Messages acknowledged per second over the last report period (the publish rate).',
+      'Messages acknowledged per second, over the last second or more (the publish rate).',
       u.acknowledgedPerS,
     );
     m.add('telematics_uplink_sent_total', 'counter', 'Publishes sent, resends included.', u.sent);
@@ -172,7 +144,6 @@ export function renderMetrics(report: HealthReport | null): string {
     m.add('telematics_uplink_dead_links_total', 'counter', 'Dead links the liveness check detected.', u.heartbeat.deadLinks);
   }
   if (a.certificate) {
-    m.add('telematics_certificate_days_left', 'gauge', 'Days until the device certificate expires.', a.certificate.daysLeft);
     const notAfter = a.certificate.notAfter === null ? null : Date.parse(a.certificate.notAfter) / 1000;
     m.add('telematics_certificate_expiry_timestamp_seconds', 'gauge', 'When the device certificate expires, Unix time.', notAfter);
   }
@@ -203,4 +174,48 @@ export function renderMetrics(report: HealthReport | null): string {
       );
   }
   return m.text();
+}
+
+/** The host's values, from the report's sample; the report's own counter and time. */
+function renderHost(m: Exposition, report: HealthReport): void {
+  const s = report.system;
+  const seconds = (ms: number | null): number | null => (ms === null ? null : ms / 1000);
+  const ratio = (percent: number | null): number | null => (percent === null ? null : percent / 100);
+
+  m.add('telematics_health_reports_total', 'counter', 'Health reports taken since the agent started.', report.seq);
+  m.add('telematics_health_report_timestamp_seconds', 'gauge', 'When the latest health report was taken, Unix time.', report.tsMs / 1000);
+  m.add('telematics_health_sample_duration_seconds', 'gauge', 'How long sampling the host took for the latest report.', seconds(s.sampleMs));
+  m.add('telematics_health_probe_failures', 'gauge', 'Host probes that failed or timed out in the latest report.', s.failed.length);
+  m.add(
+    'telematics_system_sample_timestamp_seconds',
+    'gauge',
+    'When the telematics_system_ values were sampled (the latest health report), Unix time.',
+    s.tsMs / 1000,
+  );
+
+  m.add('telematics_system_cpu_load_ratio', 'gauge', 'CPU busy time over the last report period, 0-1.', ratio(s.cpuLoadPercent));
+  m.add('telematics_system_load_average_1m', 'gauge', '1-minute load average.', s.loadAverage1m);
+  m.add('telematics_system_cpu_cores', 'gauge', 'CPU cores available.', s.cpuCores);
+  m.add('telematics_system_memory_total_bytes', 'gauge', 'Physical memory.', s.memTotalBytes);
+  m.add('telematics_system_memory_available_bytes', 'gauge', 'Memory available to programs without swapping.', s.memAvailableBytes);
+  m.add('telematics_system_memory_used_bytes', 'gauge', 'Memory in use (total minus available).', s.memUsedBytes);
+  m.add('telematics_system_swap_used_bytes', 'gauge', 'Swap in use.', s.swapUsedBytes);
+  const temp = (sensor: string, value: number | null): void =>
+    m.add('telematics_system_temperature_celsius', 'gauge', 'Temperature sensors the host has.', value, { sensor });
+  temp('cpu', s.cpuTempC);
+  temp('cpu_max', s.cpuTempMaxC);
+  temp('chipset', s.chipsetTempC);
+  s.coreTempsC.forEach((t, i) => temp(`core${i}`, t));
+  if (s.disk) {
+    const labels = { path: s.disk.path, mount: s.disk.mount ?? '' };
+    m.add('telematics_system_disk_total_bytes', 'gauge', 'Size of the filesystem holding the outbox.', s.disk.totalBytes, labels);
+    m.add('telematics_system_disk_free_bytes', 'gauge', 'Free space on the filesystem holding the outbox, available to the agent.', s.disk.freeBytes, labels);
+  }
+  for (const i of s.interfaces ?? []) {
+    m.add('telematics_system_network_interface_up', 'gauge', 'Network interface up (1) or down (0).', i.up, { interface: i.name, operstate: i.operstate });
+  }
+  for (const i of s.interfaces ?? []) {
+    m.add('telematics_system_network_interface_default', 'gauge', 'The interface of the default route (1).', i.default, { interface: i.name });
+  }
+  m.add('telematics_system_uptime_seconds', 'gauge', 'Host uptime.', s.uptimeS);
 }

@@ -1,20 +1,23 @@
 /**
  * Health in a run: every `health.intervalS` the report (host + agent) is taken, published to
- * vehicles/<deviceId>/health while the uplink is connected, and kept for the local endpoint; the local endpoint
- * (http-server.ts) serves it with the live values a technician watches (status signals, link state, outbox). Both
- * read the agent's snapshot (src/agent/snapshot.ts), the one view of the agent's state.
+ * vehicles/<deviceId>/health while the uplink is connected, and kept for the local endpoint. The local endpoint
+ * (http-server.ts) is live: /status and /metrics read the agent's snapshot (src/agent/snapshot.ts) per request, with
+ * rates over the last second or more; only the host's values (systeminformation's probes, which take up to seconds)
+ * come from the latest report, dated by it.
  *
- * Nothing here runs per frame: the report is taken at its interval, and /status reads a handful of values per request.
- * Reports are scheduled one after the other (never overlapping, however slow the host is to answer) on a fixed
- * cadence, skipping a slot rather than bunching up after a slow sample.
+ * Nothing here runs per frame: the report is taken at its interval, and /status and /metrics read a handful of values
+ * per request. Reports are scheduled one after the other (never overlapping, however slow the host is to answer) on a
+ * fixed cadence, skipping a slot rather than bunching up after a slow sample.
  */
 import path from 'node:path';
-import type { AgentSnapshot, BusSnapshot } from '../agent/snapshot.js';
+import type { AgentSnapshot } from '../agent/snapshot.js';
 import type { DeviceConfig } from '../config/device-config.js';
 import { HEALTH_DEFAULTS, type HealthConfig } from './config.js';
+import { ValueFreshness, type Freshness } from './freshness.js';
 import { HealthHttpServer } from './http-server.js';
 import type { ComponentLog } from './log.js';
-import { AgentHealthProbe, healthReport, type HealthReport } from './report.js';
+import { renderMetrics } from './metrics.js';
+import { AgentHealthProbe, healthReport, type AgentHealth, type HealthReport } from './report.js';
 import { SystemSampler } from './system.js';
 
 export interface HealthOptions {
@@ -27,20 +30,30 @@ export interface HealthOptions {
   log: Pick<ComponentLog, 'info' | 'warn'>;
 }
 
-/** GET /status: the latest report and the values that change faster than it. */
+/** The live view's rates cover at least this long: the page asks every second, a scraper at its own pace. */
+const LIVE_RATE_PERIOD_MS = 900;
+
+/** GET /status: the values a technician watches, read now, and the latest report. */
 export interface LiveStatus {
   deviceId: string;
   tsMs: number;
   link: { state: string; url: string | null; heartbeatS: number | null };
-  /** `text` as the status line shows it (value-table label, or the value with its unit); value null until received. */
-  signals: { name: string; value: number | null; text: string }[];
-  obd: { name: string; value: number }[];
   /**
-   * framesPerS between /status requests at least a second apart (the page asks every second); until then the latest
-   * report's. errors: decode errors, malformed log lines and error frames. state: the SocketCAN interface's.
+   * `text` as the status line shows it (value-table label, or the value with its unit); value null until received.
+   * ageS: since the value arrived (null before any); stale: older than its freshness limit (freshness.ts).
+   */
+  signals: ({ name: string; value: number | null; text: string } & Freshness)[];
+  /** The latest OBD values, by `<adapter or bus>.obd.<key>`; text: to one decimal with its unit. */
+  obd: ({ name: string; value: number; text: string } & Freshness)[];
+  /**
+   * framesPerS over the last second or more (null in the first second); errors: decode errors, malformed log lines
+   * and error frames; state: the SocketCAN interface's.
    */
   buses: { name: string; source: string; frames: number; framesPerS: number | null; errors: number; state: string | null }[];
   outbox: { messages: number; bytes: number; oldestAgeS: number | null } | null;
+  /** The agent part of a report, read now (what /metrics exports): OBD pollers, uplink, certificate, commands. */
+  agent: AgentHealth;
+  /** The latest report: the host's values come from it. Null until the first host sample is done. */
   report: HealthReport | null;
 }
 
@@ -51,14 +64,15 @@ export class Health {
   private readonly settings: HealthConfig;
   private readonly sampler: SystemSampler;
   private readonly agent: AgentHealthProbe;
+  /** The agent part of /status and /metrics, its rates over the last second or more. */
+  private readonly live: AgentHealthProbe;
+  private readonly freshness: ValueFreshness;
   private readonly intervalMs: number;
   private timer: NodeJS.Timeout | undefined;
   private nextAt = 0;
   private seq = 0;
   private closed = false;
   private lastProblem = '';
-  /** The bus frame counts at an earlier /status request, and the rates since the one before. */
-  private liveRates: { at: number; frames: number[]; perS: (number | null)[] } | null = null;
 
   private constructor(private readonly options: HealthOptions) {
     const { config } = options;
@@ -68,6 +82,8 @@ export class Health {
     const diskPath = config.outbox ? path.dirname(config.outbox.path) : process.cwd();
     this.sampler = new SystemSampler({ diskPath, timeoutMs: Math.min(5000, Math.max(500, this.intervalMs / 2)) });
     this.agent = new AgentHealthProbe(config);
+    this.live = new AgentHealthProbe(config, LIVE_RATE_PERIOD_MS);
+    this.freshness = new ValueFreshness(config, Date.now());
   }
 
   /** Publishes reports (the run has an uplink). */
@@ -85,7 +101,9 @@ export class Health {
     const serves = settings.http.enabled;
     if (!health.publishes && !serves) return health;
     if (serves) {
-      health.http = await HealthHttpServer.start(settings.http, { status: () => health.status(), report: () => health.latest }, options.log.warn);
+      // The live rates' first period starts now: the page has rates a second after the start.
+      health.live.start(performance.now(), options.snapshot());
+      health.http = await HealthHttpServer.start(settings.http, { status: () => health.status(), metrics: () => health.metrics() }, options.log.warn);
       if (health.http) options.log.info(`health: status page on ${health.http.url}`);
     }
     // The page could not start (port in use) and there is no uplink: a report would be taken for nobody.
@@ -103,46 +121,51 @@ export class Health {
   status(): LiveStatus {
     const { config } = this.options;
     const snapshot = this.options.snapshot();
+    const { agent } = this.live.take(performance.now(), snapshot);
+    const now = snapshot.ts;
     const dataPath = snapshot.dataPath;
     const link = dataPath?.link;
     let outbox: LiveStatus['outbox'] = null;
     if (dataPath) {
       const { messages, bytes, oldestCreatedAt: oldest } = dataPath.report.outbox;
-      outbox = { messages, bytes, oldestAgeS: oldest === null ? null : Math.max(0, Math.round((Date.now() - oldest) / 100) / 10) };
+      outbox = { messages, bytes, oldestAgeS: oldest === null ? null : Math.max(0, Math.round((now - oldest) / 100) / 10) };
     }
     return {
       deviceId: config.deviceId,
-      tsMs: Date.now(),
+      tsMs: now,
       link: link
         ? { state: link.state, url: link.url, heartbeatS: link.heartbeat?.intervalS ?? config.uplink?.keepaliveS ?? null }
         : { state: 'none', url: null, heartbeatS: null },
-      signals: snapshot.signals.map(({ name, value, text }) => ({ name, value, text })),
-      obd: snapshot.obd,
-      buses: this.liveBuses(snapshot.buses),
+      signals: snapshot.signals.map(({ name, value, text, receivedAt, periodMs }) => ({
+        name,
+        value,
+        text,
+        ...this.freshness.of(`signal ${name}`, receivedAt, periodMs, now),
+      })),
+      obd: snapshot.obd.map(({ name, value, text, receivedAt, periodMs }) => ({
+        name,
+        value,
+        text,
+        ...this.freshness.of(`obd ${name}`, receivedAt, periodMs, now),
+      })),
+      buses: snapshot.buses.map((bus, i) => ({
+        name: bus.name,
+        source: bus.source,
+        frames: bus.frames,
+        framesPerS: agent.buses[i]?.framesPerS ?? null,
+        errors: bus.decodeErrors + bus.badLogLines + (bus.link?.errorFrames ?? 0),
+        state: bus.link ? bus.link.state : null,
+      })),
       outbox,
+      agent,
       report: this.latest,
     };
   }
 
-  private liveBuses(buses: readonly BusSnapshot[]): LiveStatus['buses'] {
-    const now = performance.now();
-    const frames = buses.map((b) => b.frames);
-    const previous = this.liveRates;
-    if (!previous) {
-      this.liveRates = { at: now, frames, perS: frames.map((_, i) => this.latest?.agent.buses[i]?.framesPerS ?? null) };
-    } else if (now - previous.at >= 900) {
-      const seconds = (now - previous.at) / 1000;
-      this.liveRates = { at: now, frames, perS: frames.map((n, i) => Math.round((n - previous.frames[i]!) / seconds)) };
-    }
-    const perS = this.liveRates!.perS;
-    return buses.map((bus, i) => ({
-      name: bus.name,
-      source: bus.source,
-      frames: bus.frames,
-      framesPerS: perS[i] ?? this.latest?.agent.buses[i]?.framesPerS ?? null,
-      errors: bus.decodeErrors + bus.badLogLines + (bus.link?.errorFrames ?? 0),
-      state: bus.link ? bus.link.state : null,
-    }));
+  /** The /metrics exposition: the agent read now, the host from the latest report. */
+  metrics(): string {
+    const { agent } = this.live.take(performance.now(), this.options.snapshot());
+    return renderMetrics(agent, this.latest);
   }
 
   /** Stops the reports and the endpoint. A sample still running is abandoned. */

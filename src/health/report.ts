@@ -4,7 +4,8 @@
  * previous report (`periodS`), so they are null in the first one.
  *
  * The agent part is read from the agent's snapshot (src/agent/snapshot.ts), which reads state the run already keeps:
- * taking a report costs a few property reads per bus, at the report interval.
+ * taking it costs a few property reads per bus. The report takes it at its interval; the live view behind /status and
+ * /metrics (monitor.ts) takes the same part per request, with rates over the last second or more.
  */
 import type { AgentSnapshot, DataPathSnapshot } from '../agent/snapshot.js';
 import type { DeviceConfig } from '../config/device-config.js';
@@ -154,37 +155,69 @@ export interface HealthReport {
   agent: AgentHealth;
 }
 
-interface Baseline {
+/** The counters rates are measured from, at one reading. */
+interface Counts {
   at: number;
   frames: number[];
   signals: number[];
   acknowledged: number;
 }
 
-/** Takes the agent part, remembering the counters so that the next one has rates over the period between them. */
+/** Rates over one period; null where the period or a counter's start is missing. */
+interface Rates {
+  periodS: number | null;
+  frames: (number | null)[];
+  signals: (number | null)[];
+  framesTotal: number | null;
+  acknowledged: number | null;
+}
+
+const NO_RATES: Rates = { periodS: null, frames: [], signals: [], framesTotal: null, acknowledged: null };
+
+/**
+ * Takes the agent part, with its rates over the period since the reading before.
+ *
+ * `minPeriodMs` 0 (the report): every take ends one period and starts the next. Above 0 (the live view that /status
+ * and /metrics read: the page asks every second, a Prometheus scraper at its own pace, both at once): a take sooner
+ * than that after the period's start shows the rates last measured, so that two requests a few ms apart do not get
+ * rates over a few ms, nor one reader's request cut short the other's period.
+ */
 export class AgentHealthProbe {
-  private baseline: Baseline | null = null;
+  private baseline: Counts | null = null;
+  private rates: Rates = NO_RATES;
 
   /** `config`: the running device config (the configured keepalive, when the heartbeat is not adaptive). */
-  constructor(private readonly config: DeviceConfig) {}
+  constructor(
+    private readonly config: DeviceConfig,
+    private readonly minPeriodMs = 0,
+  ) {}
+
+  /** Starts the first period at `now` without taking a part: the live view's, when the agent opens. */
+  start(now: number, snapshot: AgentSnapshot): void {
+    this.baseline = countsOf(now, snapshot);
+    this.rates = NO_RATES;
+  }
 
   /**
-   * `now`: performance.now() of the report; `snapshot`: the agent's state at that moment. Returns the part and the
-   * period its rates cover (null the first time).
+   * `now`: performance.now() of the reading; `snapshot`: the agent's state at that moment. Returns the part and the
+   * period its rates cover (null before a period has passed).
    */
   take(now: number, snapshot: AgentSnapshot): { agent: AgentHealth; periodS: number | null } {
-    const { buses, adapters } = snapshot;
     const previous = this.baseline;
-    const periodS = previous && now > previous.at ? (now - previous.at) / 1000 : null;
-    const rate = (current: number, before: number | undefined): number | null =>
-      periodS === null || before === undefined ? null : round((current - before) / periodS, 2);
+    if (previous === null || now - previous.at >= this.minPeriodMs) {
+      const counts = countsOf(now, snapshot);
+      this.rates = previous && now > previous.at ? ratesBetween(previous, counts) : NO_RATES;
+      this.baseline = counts;
+    }
+    const rates = this.rates;
+    const { buses, adapters } = snapshot;
 
     const busHealth = buses.map((bus, i): BusHealth => ({
       name: bus.name,
       source: bus.source,
       frames: bus.frames,
-      framesPerS: rate(bus.frames, previous?.frames[i]),
-      signalsPerS: rate(bus.signals, previous?.signals[i]),
+      framesPerS: rates.frames[i] ?? null,
+      signalsPerS: rates.signals[i] ?? null,
       unknownFrames: bus.unknownFrames,
       decodeErrors: bus.decodeErrors,
       malformedLogLines: bus.badLogLines,
@@ -192,8 +225,6 @@ export class AgentHealthProbe {
       interfaceState: bus.link ? bus.link.state : null,
       controllerState: bus.link ? bus.link.controllerState : null,
     }));
-    const totalFrames = buses.reduce((sum, bus) => sum + bus.frames, 0);
-    const previousFrames = previous?.frames.reduce((sum, n) => sum + n, 0);
 
     const obd: ObdHealth[] = [];
     for (const bus of buses) {
@@ -224,20 +255,18 @@ export class AgentHealthProbe {
     }
 
     const fromDataPath = snapshot.dataPath ? readDataPath(snapshot.dataPath, this.config) : null;
-    const acknowledged = snapshot.dataPath?.link?.publisher.acknowledged ?? 0;
     const uplink = fromDataPath?.uplink ?? null;
-    if (uplink) uplink.acknowledgedPerS = rate(acknowledged, previous?.acknowledged);
+    if (uplink) uplink.acknowledgedPerS = rates.acknowledged;
 
     const memory = process.memoryUsage();
-    this.baseline = { at: now, frames: buses.map((b) => b.frames), signals: buses.map((b) => b.signals), acknowledged };
     return {
-      periodS: periodS === null ? null : round(periodS, 3),
+      periodS: rates.periodS,
       agent: {
         processUptimeS: round(process.uptime(), 1),
         rssBytes: memory.rss,
         heapUsedBytes: memory.heapUsed,
         buses: busHealth,
-        framesPerS: rate(totalFrames, previousFrames),
+        framesPerS: rates.framesTotal,
         decodeErrors: buses.reduce((sum, bus) => sum + bus.decodeErrors, 0),
         obd,
         collector: fromDataPath?.collector ?? null,
@@ -248,6 +277,29 @@ export class AgentHealthProbe {
       },
     };
   }
+}
+
+function countsOf(at: number, snapshot: AgentSnapshot): Counts {
+  return {
+    at,
+    frames: snapshot.buses.map((b) => b.frames),
+    signals: snapshot.buses.map((b) => b.signals),
+    acknowledged: snapshot.dataPath?.link?.publisher.acknowledged ?? 0,
+  };
+}
+
+/** Per second between two readings (`after` later than `before`); a bus without a starting count has no rate. */
+function ratesBetween(before: Counts, after: Counts): Rates {
+  const periodS = (after.at - before.at) / 1000;
+  const rate = (current: number, start: number | undefined): number | null => (start === undefined ? null : round((current - start) / periodS, 2));
+  const total = (list: number[]): number => list.reduce((sum, n) => sum + n, 0);
+  return {
+    periodS: round(periodS, 3),
+    frames: after.frames.map((n, i) => rate(n, before.frames[i])),
+    signals: after.signals.map((n, i) => rate(n, before.signals[i])),
+    framesTotal: rate(total(after.frames), total(before.frames)),
+    acknowledged: rate(after.acknowledged, before.acknowledged),
+  };
 }
 
 /** The data path's part, from its report (outbox, collector, commands, certificate) and its link. */

@@ -1,7 +1,9 @@
 /**
  * The technician's status page (GET /): one self-contained HTML document, no external assets (the head unit may have
  * no network). Its script fetches /status every second and fills the page in with textContent only, so nothing the
- * agent reports is ever parsed as HTML. The static document holds placeholders, no values.
+ * agent reports is ever parsed as HTML. The static document holds placeholders, no values. Everything but the host's
+ * values is live (frame rates from the first second on); the host's values say how old they are, and a value that is
+ * missing or stale is marked as such, never shown as if it were current.
  *
  * The Content-Security-Policy allows exactly this page's inline style and script (by hash) and fetches to itself.
  */
@@ -22,23 +24,37 @@ section.wide { grid-column: span 2; }
 table { border-collapse: collapse; width: 100%; }
 td { padding: 2px 8px 2px 0; vertical-align: top; overflow-wrap: anywhere; }
 td.v { text-align: right; font-variant-numeric: tabular-nums; padding-right: 0; }
+td.sub { padding-left: 16px; }
 .ok { color: var(--ok); } .warn { color: var(--warn); } .bad { color: var(--bad); }
+.missing { color: var(--muted); font-style: italic; }
+.stale { color: var(--warn); }
+.flag { font-size: 12px; border: 1px solid currentColor; border-radius: 3px; padding: 0 3px; margin-left: 4px; }
 `;
 
+// Plain script, no template literals: it is itself inside one. A missing value says so ("no value yet"), a stale one
+// says how old it is ("stale: 42 s"): a technician must never take an old or absent value for a live one.
 const SCRIPT = `
 'use strict';
 const $ = (id) => document.getElementById(id);
 const set = (id, text, cls) => { const el = $(id); el.textContent = text; if (cls !== undefined) el.className = cls; };
-const bytes = (n) => n == null ? '–' : n < 1024 ? n + ' B' : n < 1048576 ? (n / 1024).toFixed(0) + ' kB' : n < 1073741824 ? (n / 1048576).toFixed(1) + ' MB' : (n / 1073741824).toFixed(2) + ' GB';
-const age = (s) => s == null ? '–' : s < 120 ? Math.round(s) + ' s' : s < 7200 ? Math.round(s / 60) + ' min' : s < 172800 ? (s / 3600).toFixed(1) + ' h' : (s / 86400).toFixed(1) + ' d';
-const num = (n, d) => n == null ? '–' : n.toFixed(d);
+const bytes = (n) => n < 1024 ? n + ' B' : n < 1048576 ? (n / 1024).toFixed(0) + ' kB' : n < 1073741824 ? (n / 1048576).toFixed(1) + ' MB' : (n / 1073741824).toFixed(2) + ' GB';
+const age = (s) => s < 120 ? Math.round(s) + ' s' : s < 7200 ? Math.round(s / 60) + ' min' : s < 172800 ? (s / 3600).toFixed(1) + ' h' : (s / 86400).toFixed(1) + ' d';
+const NO_VALUE_YET = { text: 'no value yet', cls: 'missing' };
+const NO_VALUE = { text: 'no value', cls: 'missing' };
+// A host value the sample did not get (no sensor, a probe that failed): marked, never shown as 0.
+const host = (n, format) => n == null ? NO_VALUE : format(n);
+// A live value: none yet, or flagged once older than its freshness limit.
+const fresh = (v) => v.value == null || v.ageS == null ? NO_VALUE_YET : v.stale ? { text: v.text, cls: 'stale', flag: 'stale: ' + age(v.ageS) } : { text: v.text };
+// Rows of { name, value, key, sub }: value is text or { text, cls, flag }; key goes to the value cell's data-key.
 function rows(id, list) {
-  const body = $(id);
-  body.replaceChildren(...list.map(([name, value, key]) => {
+  $(id).replaceChildren(...list.map((row) => {
     const tr = document.createElement('tr');
-    const a = document.createElement('td'); a.textContent = name;
-    const b = document.createElement('td'); b.className = 'v'; b.textContent = value;
-    if (key) b.dataset.key = key;
+    const a = document.createElement('td'); a.textContent = row.name;
+    if (row.sub) a.className = 'sub';
+    const value = typeof row.value === 'string' ? { text: row.value } : row.value;
+    const b = document.createElement('td'); b.className = 'v' + (value.cls ? ' ' + value.cls : ''); b.textContent = value.text;
+    if (value.flag) { const f = document.createElement('span'); f.className = 'flag'; f.textContent = value.flag; b.append(f); }
+    if (row.key) b.dataset.key = row.key;
     tr.append(a, b);
     return tr;
   }));
@@ -52,32 +68,55 @@ function render(s) {
   set('link-detail', (s.link.url || 'no uplink configured') + (s.link.heartbeatS != null ? ', heartbeat ' + s.link.heartbeatS + ' s' : ''));
   if (s.outbox) {
     set('outbox-messages', String(s.outbox.messages), 'big');
-    set('outbox-detail', bytes(s.outbox.bytes) + ', oldest ' + age(s.outbox.oldestAgeS));
+    set('outbox-detail', bytes(s.outbox.bytes) + ', ' + (s.outbox.oldestAgeS == null ? 'nothing waiting' : 'oldest ' + age(s.outbox.oldestAgeS)));
   } else {
     set('outbox-messages', 'none', 'big muted');
     set('outbox-detail', 'no outbox configured');
   }
-  rows('signals', s.signals.map((g) => [g.name, g.text, g.name]).concat(s.obd.map((o) => [o.name, String(o.value), o.name])));
-  rows('buses', s.buses.map((b) => [b.name + ' (' + b.source + ')', num(b.framesPerS, 0) + ' frames/s, ' + b.errors + ' errors' + (b.state ? ', ' + b.state : '')]));
-  const r = s.report;
-  const cert = r && r.agent.certificate;
+  const cert = s.agent.certificate;
   if (cert) {
-    set('cert-days', num(cert.daysLeft, 0) + ' days', cert.daysLeft <= 0 ? 'big bad' : cert.expiringSoon ? 'big warn' : 'big ok');
+    set('cert-days', cert.daysLeft.toFixed(0) + ' days', cert.daysLeft <= 0 ? 'big bad' : cert.expiringSoon ? 'big warn' : 'big ok');
     set('cert-detail', 'valid until ' + (cert.notAfter || '?'));
   } else {
-    set('cert-days', '–', 'big muted');
-    set('cert-detail', 'no certificate information');
+    set('cert-days', 'none', 'big muted');
+    set('cert-detail', 'no certificate information (no uplink)');
   }
-  if (!r) return;
+  const signals = s.signals.map((g) => ({ name: g.name, value: fresh(g), key: g.name }));
+  rows('signals', signals.length ? signals : [{ name: 'no bus signals', value: NO_VALUE }]);
+  rows('buses', s.buses.map((b) => ({
+    name: b.name + ' (' + b.source + ')',
+    value: { text: (b.framesPerS == null ? 'measuring frames/s' : b.framesPerS.toFixed(0) + ' frames/s') + ', ' + b.errors + ' errors' + (b.state ? ', ' + b.state : ''), cls: b.framesPerS == null ? 'missing' : '' },
+    key: 'bus ' + b.name,
+  })));
+  const obd = [];
+  for (const o of s.agent.obd) {
+    const counts = o.answers + ' answers to ' + o.requests + ' requests' + (o.unsupportedPids ? ', ' + o.unsupportedPids + ' PIDs unsupported' : '');
+    obd.push({ name: o.name + ' (' + o.via + ')', value: { text: o.state + (o.connected ? '' : ', no link to the ECUs') + ', ' + counts, cls: o.connected ? 'ok' : 'warn' }, key: 'obd ' + o.name });
+    const prefix = o.name + '.obd.';
+    const values = s.obd.filter((v) => v.name.startsWith(prefix));
+    for (const v of values) obd.push({ name: v.name.slice(prefix.length), value: fresh(v), key: v.name, sub: true });
+    if (!values.length) obd.push({ name: 'values', value: NO_VALUE_YET, sub: true });
+  }
+  rows('obd', obd.length ? obd : [{ name: 'no OBD-II polling configured', value: '' }]);
+  const r = s.report;
+  if (!r) {
+    set('system-age', 'sampling the host…', 'missing');
+    rows('system', []);
+    return;
+  }
   const y = r.system;
+  // The host is sampled once per report; a sample that missed more than one report is stale.
+  const sampledS = Math.max(0, (s.tsMs - y.tsMs) / 1000);
+  const staleHost = sampledS > 2 * r.intervalS + 10;
+  set('system-age', 'sampled ' + age(sampledS) + ' ago, every ' + age(r.intervalS) + (staleHost ? ' (stale)' : ''), staleHost ? 'stale' : 'muted');
   rows('system', [
-    ['CPU', num(y.cpuLoadPercent, 0) + ' %'],
-    ['memory used', bytes(y.memUsedBytes) + ' of ' + bytes(y.memTotalBytes)],
-    ['disk free', y.disk ? bytes(y.disk.freeBytes) + ' of ' + bytes(y.disk.totalBytes) : '–'],
-    ['CPU temperature', y.cpuTempC == null ? '–' : num(y.cpuTempC, 0) + ' °C'],
-    ['network', (y.interfaces || []).filter((i) => i.up && !i.internal).map((i) => i.name + (i.default ? '*' : '')).join(', ') || 'none up'],
-    ['uptime', age(y.uptimeS)],
-    ['sample', y.sampleMs + ' ms' + (y.failed.length ? ', failed: ' + y.failed.join('; ') : '')],
+    { name: 'CPU', value: host(y.cpuLoadPercent, (n) => n.toFixed(0) + ' %') },
+    { name: 'memory used', value: y.memUsedBytes == null || y.memTotalBytes == null ? NO_VALUE : bytes(y.memUsedBytes) + ' of ' + bytes(y.memTotalBytes) },
+    { name: 'disk free', value: host(y.disk, (d) => bytes(d.freeBytes) + ' of ' + bytes(d.totalBytes)) },
+    { name: 'CPU temperature', value: host(y.cpuTempC, (n) => n.toFixed(0) + ' °C') },
+    { name: 'network', value: host(y.interfaces, (list) => list.filter((i) => i.up && !i.internal).map((i) => i.name + (i.default ? '*' : '')).join(', ') || 'none up') },
+    { name: 'uptime', value: host(y.uptimeS, age) },
+    { name: 'sample', value: { text: y.sampleMs + ' ms' + (y.failed.length ? ', failed: ' + y.failed.join('; ') : ''), cls: y.failed.length ? 'warn' : '' } },
   ]);
 }
 async function refresh() {
@@ -116,7 +155,8 @@ export const STATUS_PAGE_HTML = `<!doctype html>
 <section><h2>Certificate</h2><div id="cert-days" class="big">–</div><div id="cert-detail" class="muted"></div></section>
 <section class="wide"><h2>Signals</h2><table><tbody id="signals"></tbody></table></section>
 <section><h2>Buses</h2><table><tbody id="buses"></tbody></table></section>
-<section class="wide"><h2>System</h2><table><tbody id="system"></tbody></table></section>
+<section class="wide"><h2>OBD-II</h2><table><tbody id="obd"></tbody></table></section>
+<section class="wide"><h2>System</h2><div id="system-age" class="muted"></div><table><tbody id="system"></tbody></table></section>
 </div>
 <script>${SCRIPT}</script>
 </body>

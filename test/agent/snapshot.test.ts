@@ -72,7 +72,10 @@ describe('the agent snapshot', () => {
         },
         { frames: 4, unknownFrames: 1, badLogLines: 1, decodeErrors: 0, source: 'replay', link: null },
       );
-      assert.deepEqual(snapshot.signals, [{ name: 'EngineSpeed', signal: 'EngineSpeed', value: 825, text: '825.0 rpm' }]);
+      // Received with the log's own time (its last ENGINE_DATA frame); the DBC sends ENGINE_DATA every 10 ms.
+      assert.deepEqual(snapshot.signals, [
+        { name: 'EngineSpeed', signal: 'EngineSpeed', value: 825, text: '825.0 rpm', receivedAt: (t0 + 0.003) * 1000, periodMs: 10 },
+      ]);
 
       // getStatus.
       const status = agent.commandContext.status() as { buses: Record<string, unknown>[] };
@@ -84,9 +87,18 @@ describe('the agent snapshot', () => {
         live.buses.map(({ name, source, frames, errors, state }) => ({ name, source, frames, errors, state })),
         [{ name: 'rec', source: 'replay', frames: 4, errors: 1, state: null }],
       );
-      assert.deepEqual(live.signals, [{ name: 'EngineSpeed', value: 825, text: '825.0 rpm' }]);
+      // A value stamped with a recorded log's time ages from when the page first saw it.
+      assert.deepEqual(
+        live.signals.map(({ name, value, text }) => ({ name, value, text })),
+        [{ name: 'EngineSpeed', value: 825, text: '825.0 rpm' }],
+      );
+      assert.ok(live.signals[0]!.ageS !== null && live.signals[0]!.ageS < 2, JSON.stringify(live.signals));
+      // /metrics is read live: the counts of the ended run, with no report taken since.
+      const metrics = await get(port, '/metrics');
+      assert.ok(metrics.split('\n').includes('telematics_bus_frames_total{bus="rec"} 4'), metrics);
+      assert.ok(metrics.split('\n').includes('telematics_bus_unknown_frames_total{bus="rec"} 1'), metrics);
 
-      // The first report taken after the run ended, and /metrics from it.
+      // The first report taken after the run ended.
       let report = live.report;
       for (let i = 0; !(report && report.tsMs >= endedAt); i++) {
         assert.ok(i < 100, 'a scheduled report within 10 s');
@@ -104,8 +116,6 @@ describe('the agent snapshot', () => {
         },
         { frames: 4, unknownFrames: 1, malformedLogLines: 1, source: 'replay', errorFrames: null },
       );
-      const metrics = await get(port, '/metrics');
-      assert.ok(metrics.split('\n').includes('telematics_bus_frames_total{bus="rec"} 4'), metrics);
     } finally {
       summary = await agent.close();
       logger.close();
