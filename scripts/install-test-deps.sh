@@ -3,8 +3,8 @@
 # tests talk through) and mosquitto (the real MQTT broker of the uplink tests, started on free ports; its own system
 # service is never used), nftables, conntrack and ping (the NAT router of the carrier-network
 # harness in test/net/, and its loss measurement), chromium (renders the local status page headless in
-# test/health/) and promtool (from Debian's prometheus package: `promtool check metrics` lints a real /metrics scrape
-# in test/health/).
+# test/health/), promtool (from Debian's prometheus package: `promtool check metrics` lints a real /metrics scrape
+# in test/health/) and tmux (the pseudo-terminal of 80 and 200 columns whose screen test/cli/terminal.test.ts reads).
 # Idempotent and quiet when everything is there; exits non-zero, naming what is missing, when it
 # cannot install. The SocketCAN VM has its own list: scripts/vm/install-deps.sh.
 set -euo pipefail
@@ -18,6 +18,7 @@ declare -A provides=(
   [ping]=iputils-ping
   [chromium]=chromium
   [promtool]=prometheus
+  [tmux]=tmux
   # test/provision/ and test/health/watchdog.test.ts: the unit checked by systemd-analyze verify (systemd-notify
   # comes with it), the notify socket's listener (python3: neither node nor socat reads one datagram at a time), a CA
   # that signs a CSR (openssl)

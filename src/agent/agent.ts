@@ -58,6 +58,11 @@ export interface AgentOptions {
   onCommandContext?: (context: CommandContext) => void;
   /** The CAN bus setSignal writes through on a socketcan bus; default a SocketCanBus on the interface (tests: a MemoryCanBus). */
   openCanBus?: (interfaceName: string) => CanBus;
+  /**
+   * false: the rates of each status interval are not logged at debug, because the live status line already shows
+   * them on the terminal the log writes to (`run` on a terminal). Default true (the journal, a pipe, a file).
+   */
+  logStatus?: boolean;
 }
 
 export interface RunOptions {
@@ -410,10 +415,12 @@ export class Agent {
 
   /**
    * Once per status interval, not per frame: the rates in the log while debugging (the verbose start). Under systemd
-   * with no debug there is nothing to do: no snapshot, no outbox query.
+   * with no debug there is nothing to do: no snapshot, no outbox query. Not at all when the live status line shows
+   * them on the log's own terminal (`logStatus: false`): the same figures would be on one screen twice.
    */
-  private logStatusRates(): NodeJS.Timeout {
+  private logStatusRates(): NodeJS.Timeout | undefined {
     const { logger } = this.options;
+    if (this.options.logStatus === false) return undefined;
     const log = logger.child('status');
     const rates = new FrameRates(this.buses);
     return setInterval(() => {

@@ -216,7 +216,8 @@ export function dataPathText(dataPath: DataPathSnapshot): string {
   return `uplink ${link.state}${heartbeat}, ${link.publisher.acknowledged} published, ${buffered}${limited}`;
 }
 
-function formatBytes(bytes: number): string {
+/** A byte count as the status line shows it: `512 B`, `12 kB`, `3.4 MB`. */
+export function formatBytes(bytes: number): string {
   if (bytes < 1024) return `${bytes} B`;
   if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(0)} kB`;
   return `${(bytes / 1024 / 1024).toFixed(1)} MB`;

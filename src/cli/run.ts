@@ -1,34 +1,33 @@
 /**
  * `telematics-agent run`: the command-line front end of the agent (src/agent/agent.ts, where it is assembled). It
  * parses the options, handles SIGTERM/SIGINT within the shutdown deadline, draws the live status line from the
- * agent's snapshot, prints the summary, and exits with RESTART_EXIT_CODE when a remote command asked for a restart.
+ * agent's snapshot (src/cli/status-line.ts), prints the summary, and exits with RESTART_EXIT_CODE when a remote
+ * command asked for a restart.
+ *
+ * In a terminal the log is text by default and shares the screen with the status line: each log line is written
+ * above it, and the status is not logged a second time at debug. Into the journal, a pipe or a file the log is JSON
+ * lines and keeps its status debug line.
  *
  * Failure: a config or file the agent cannot use ends the command with its one-line error (exit 1) before anything
  * reads; a stdout that cannot be written never stops the agent. The status line is drawn on its own timer from the
  * snapshot, never per frame.
  */
-import { fstatSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { InvalidArgumentError, type Command } from 'commander';
 import { Agent, type RunSummary } from '../agent/agent.js';
 import { RESTART_EXIT_CODE } from '../agent/exit-codes.js';
-import { dataPathText, FrameRates, type AgentSnapshot } from '../agent/snapshot.js';
 import type { CommandContext } from '../commands/handler.js';
 import { loadDeviceConfig, type DeviceConfig } from '../config/device-config.js';
 import { loggingConfig } from '../health/log-config.js';
-import { Logger } from '../health/log.js';
+import { defaultLogFormat, isJournalStream, Logger } from '../health/log.js';
 import { ShutdownWatch, type ShutdownProgress } from '../health/log-shutdown.js';
 import { forTerminal } from '../text/terminal-text.js';
+import { sameTerminal, StatusLine, type StatusOutput } from './status-line.js';
+
+export type { StatusOutput } from './status-line.js';
 
 /** The demo config shipped with the package; this file runs as dist/src/cli/run.js. */
 export const DEFAULT_CONFIG_PATH = fileURLToPath(new URL('../../../device-config/default.json', import.meta.url));
-
-/** Where the status goes: process.stdout, or anything shaped like it (tests). */
-export interface StatusOutput {
-  write(text: string): unknown;
-  isTTY?: boolean;
-  columns?: number;
-}
 
 export interface RunAgentOptions {
   config: DeviceConfig;
@@ -49,60 +48,13 @@ export interface RunAgentOptions {
   shutdown?: ShutdownProgress;
   /** false: no live status line, only the summary at the end (the `run` command writing into the journal). */
   statusLines?: boolean;
+  /**
+   * The log writes to the terminal `output` is (stderr and stdout of `run` in one terminal window): its lines are
+   * written above the status line, and the status rates are not logged at debug (the status line shows them).
+   */
+  logOnOutputTerminal?: boolean;
   /** Receives the context remote commands act through, once the run's parts exist. */
   onCommandContext?: (context: CommandContext) => void;
-}
-
-/** The live status line, drawn from the agent's snapshot: redrawn in place on a terminal, one line each otherwise. */
-class StatusLine {
-  private readonly rates: FrameRates;
-  private shown = false;
-
-  constructor(
-    private readonly output: StatusOutput,
-    private readonly agent: Agent,
-  ) {
-    this.rates = new FrameRates(agent.snapshot().buses);
-  }
-
-  draw(): void {
-    const snapshot = this.agent.snapshot();
-    // DBC labels and units, interface and adapter names: shown, never interpreted by the terminal.
-    const line = forTerminal(statusText(snapshot, this.rates.next(snapshot.buses)));
-    if (this.output.isTTY === true) {
-      // Redraw in place; a line wider than the terminal would wrap and break the redraw, so cut it.
-      const width = this.output.columns && this.output.columns > 1 ? this.output.columns - 1 : Infinity;
-      this.output.write(`\r${line.length > width ? line.slice(0, width) : line}\x1b[K`);
-    } else this.output.write(`${line}\n`);
-    this.shown = true;
-  }
-
-  /** Ends the line redrawn in place, so that the summary starts on a line of its own. */
-  end(): void {
-    if (this.output.isTTY === true && this.shown) this.output.write('\n');
-  }
-}
-
-/**
- * `812 frames/s, 4906 signals/s, 0 unknown, 0 errors | can0 open, error-active, 0 error frames | VehicleSpeed 42.0
- * km/h | OBD rpm 812 | obd ready (ELM327 v1.5) | OBD speed 42 km/h | uplink connected, 1204 published, 3 buffered (12 kB)`
- */
-function statusText(snapshot: AgentSnapshot, rates: { framesPerS: number; signalsPerS: number }): string {
-  let unknown = 0;
-  let errors = 0;
-  for (const bus of snapshot.buses) {
-    unknown += bus.unknownFrames;
-    errors += bus.decodeErrors + bus.badLogLines;
-  }
-  let line = `${rates.framesPerS} frames/s, ${rates.signalsPerS} signals/s, ${unknown} unknown, ${errors} errors`;
-  for (const bus of snapshot.buses) if (bus.link) line += ` | ${bus.link.text}`;
-  if (snapshot.signalsConfigured && snapshot.signals.length > 0) {
-    line += ' | ' + snapshot.signals.map((s) => `${s.signal} ${s.text}`).join(', ');
-  }
-  for (const bus of snapshot.buses) if (bus.obd) line += ` | ${bus.obd.text}`;
-  for (const adapter of snapshot.adapters) line += ` | ${adapter.text}${adapter.obd ? ` | ${adapter.obd.text}` : ''}`;
-  if (snapshot.dataPath) line += ` | ${dataPathText(snapshot.dataPath)}`;
-  return line;
 }
 
 /** Runs the agent on a loaded config until the duration passes, `signal` aborts, or every source has ended. */
@@ -110,10 +62,14 @@ export async function runAgent(options: RunAgentOptions): Promise<RunSummary> {
   const { output } = options;
   const logging = loggingConfig(options.config.logging);
   const logger = options.logger ?? new Logger(options.warn ? { config: logging, lines: options.warn } : { config: logging });
+  // Under systemd the status line would be a journal entry every second: no line built, no snapshot taken.
+  const statusLines = options.statusLines !== false;
+  const sharedTerminal = statusLines && output.isTTY === true && options.logOnOutputTerminal === true;
   let agent: Agent;
   try {
     agent = await Agent.open(options.config, {
       logger,
+      ...(sharedTerminal ? { logStatus: false } : {}),
       ...(options.configFile !== undefined ? { configFile: options.configFile } : {}),
       ...(options.onCommandContext ? { onCommandContext: options.onCommandContext } : {}),
     });
@@ -121,9 +77,12 @@ export async function runAgent(options: RunAgentOptions): Promise<RunSummary> {
     if (!options.logger) logger.close();
     throw err;
   }
-  // Under systemd the status line would be a journal entry every second: no line built, no snapshot taken.
-  const statusLine = options.statusLines !== false ? new StatusLine(output, agent) : undefined;
+  const statusLine = statusLines ? new StatusLine(output, () => agent.snapshot()) : undefined;
   const statusTimer = statusLine ? setInterval(() => statusLine.draw(), agent.config.status?.intervalMs ?? 1000) : undefined;
+  if (sharedTerminal) logger.setLiveLine(statusLine);
+  // A stop cut short by its deadline exits from within close(): the shell's prompt then starts on a line of its own.
+  const endOnExit = (): void => statusLine?.end();
+  process.once('exit', endOnExit);
   let failure: { error: unknown } | undefined;
   try {
     await agent.run({
@@ -136,9 +95,16 @@ export async function runAgent(options: RunAgentOptions): Promise<RunSummary> {
     clearInterval(statusTimer);
   }
   // Whatever ended the run, the open batches go to the outbox before the process ends.
-  const summary = await agent.close(options.shutdown);
-  if (!options.logger) logger.close();
-  statusLine?.end();
+  // The stop's own log lines still go above the status line, which shows the last state until the summary.
+  let summary: RunSummary;
+  try {
+    summary = await agent.close(options.shutdown);
+  } finally {
+    if (!options.logger) logger.close();
+    if (sharedTerminal) logger.setLiveLine(undefined);
+    process.removeListener('exit', endOnExit);
+    statusLine?.end();
+  }
   printSummary(output, summary);
   if (failure) throw failure.error;
   return summary;
@@ -174,14 +140,7 @@ function printSummary(output: StatusOutput, summary: RunSummary): void {
 
 /** Whether stdout is the systemd journal: JOURNAL_STREAM names its device and inode (systemd.exec(5)). */
 export function stdoutIsJournal(env: NodeJS.ProcessEnv = process.env): boolean {
-  const stream = env.JOURNAL_STREAM;
-  if (!stream) return false;
-  try {
-    const stat = fstatSync(1);
-    return stream === `${stat.dev}:${stat.ino}`;
-  } catch {
-    return false;
-  }
+  return isJournalStream(1, env);
 }
 
 function parseDuration(text: string): number {
@@ -198,7 +157,8 @@ export function registerRunCommand(program: Command): void {
     .option('-d, --duration <seconds>', 'stop after this many seconds', parseDuration)
     .action(async (opts: { config: string; duration?: number }) => {
       const config = loadDeviceConfig(opts.config);
-      const logger = new Logger({ config: config.logging });
+      // Text for a person in a terminal, JSON lines for the journal, a pipe or a file (unless logging.format says).
+      const logger = new Logger({ config: config.logging, defaultFormat: defaultLogFormat(2) });
       // The status line and the summary are for whoever watches: a stdout that cannot be written (a full disk, a
       // closed pipe) must not end the agent through an unhandled 'error' event.
       process.stdout.on('error', () => undefined);
@@ -225,6 +185,7 @@ export function registerRunCommand(program: Command): void {
           logger,
           shutdown,
           statusLines,
+          logOnOutputTerminal: sameTerminal(1, 2),
         });
         if (summary.restartRequested) process.exitCode = RESTART_EXIT_CODE;
       } finally {

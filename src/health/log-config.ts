@@ -1,8 +1,15 @@
-/** The `logging` section of the device config: the local log (level, format, verbose start) and its remote copy. */
+/**
+ * The `logging` section of the device config: the local log (level, format, verbose start) and its remote copy. The
+ * format has no fixed default: the Logger's maker picks it from where the log goes (src/health/log.ts,
+ * `defaultLogFormat`), text for a person at a terminal, JSON lines for a machine.
+ */
 import { z } from 'zod';
 
 export const LOG_LEVELS = ['error', 'warn', 'info', 'debug'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
+
+export const LOG_FORMATS = ['json', 'text'] as const;
+export type LogFormat = (typeof LOG_FORMATS)[number];
 
 export const remoteLogConfigSchema = z
   .strictObject({
@@ -47,9 +54,12 @@ export const loggingConfigSchema = z
         'Log at debug for this many seconds after start (unless setLogLevel sets a level first), then at `level`. 0: off. At most 2147483 (24.8 days). Default 300.',
       ),
     format: z
-      .enum(['json', 'text'])
-      .default('json')
-      .describe('json (default): one JSON object per line on stderr (time, level, msg, component, fields); text: the bare messages, for a terminal.'),
+      .enum(LOG_FORMATS)
+      .optional()
+      .describe(
+        'json: one JSON object per line on stderr (time, level, msg, component, fields); text: the bare messages, for a person. ' +
+          'Default: text when stderr is a terminal, json otherwise (a pipe, a file, the journal).',
+      ),
     remote: remoteLogConfigSchema,
   })
   .describe("The agent's log: structured lines on stderr, and warnings and errors sent to the backend.");

@@ -2,6 +2,11 @@
  * The agent's log: one entry per event, with a level, the component it comes from, the message and optional fields.
  * Written as JSON lines (pino) or as the bare message text on stderr, synchronously (fd 2): a line logged just before
  * the process exits is never lost in a buffer. A line that cannot be written (a full disk) is counted, never thrown.
+ * Without `logging.format`, the format follows where the log goes (`defaultLogFormat`): text on a terminal, JSON lines
+ * into a pipe, a file or the journal.
+ *
+ * A line drawn in place on the same terminal (the live status line, a `LiveLine`) is hidden before each line the log
+ * writes and shown again after it, so log lines scroll above it instead of landing on it.
  *
  * Each component logs through its own child (`child(component)`, pino's child bindings: the component is bound once,
  * not passed per call) and picks the level by the method it calls: `debug`, `info`, `warn`, `error`. Nothing reads
@@ -14,12 +19,13 @@
  * terminal: the text format shows control characters escaped (`\x1b`, `\n`: one entry, one line), and the JSON lines
  * also escape what JSON leaves raw (DEL, C1, bidi controls) as `\u00NN`, which parses to the same text.
  */
-import { writeSync } from 'node:fs';
+import { fstatSync, writeSync } from 'node:fs';
+import { isatty } from 'node:tty';
 import pino from 'pino';
 import { forTerminal, jsonForTerminal } from '../text/terminal-text.js';
-import { LOG_LEVELS, loggingConfig, type LoggingConfig, type LogLevel } from './log-config.js';
+import { LOG_LEVELS, loggingConfig, type LogFormat, type LoggingConfig, type LogLevel } from './log-config.js';
 
-export { LOG_LEVELS, type LogLevel } from './log-config.js';
+export { LOG_LEVELS, type LogFormat, type LogLevel } from './log-config.js';
 
 /** Facts that come with a message: JSON fields of the line, `key=value` after the text in the text format. */
 export type LogFields = Record<string, unknown>;
@@ -100,9 +106,41 @@ export function fdDestination(fd: number): LogDestination {
   };
 }
 
+/** Whether `fd` is the systemd journal: JOURNAL_STREAM names the journal stream's device and inode (systemd.exec(5)). */
+export function isJournalStream(fd: number, env: NodeJS.ProcessEnv = process.env): boolean {
+  const stream = env.JOURNAL_STREAM;
+  if (!stream) return false;
+  try {
+    const stat = fstatSync(fd);
+    return stream === `${stat.dev}:${stat.ino}`;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The format of a log written to `fd` when the config names none: text for a person at a terminal; JSON lines for
+ * journald, a log shipper, a file or a pipe, which parse it.
+ */
+export function defaultLogFormat(fd = 2, env: NodeJS.ProcessEnv = process.env): LogFormat {
+  return isatty(fd) && !isJournalStream(fd, env) ? 'text' : 'json';
+}
+
+/**
+ * A line drawn in place on the terminal the log writes to (the live status line). The log hides it before each line
+ * it writes and shows it again after, so the log line takes the line's place and the line is redrawn below it. Both
+ * are called synchronously around the write and must not throw.
+ */
+export interface LiveLine {
+  hide(): void;
+  show(): void;
+}
+
 export interface LoggerOptions {
   /** The `logging` section (defaults when absent). */
   config?: LoggingConfig;
+  /** The format when the section names none (`defaultLogFormat()` for stderr); default json. */
+  defaultFormat?: LogFormat;
   /** JSON or text lines; default stderr, synchronously. */
   destination?: LogDestination;
   /**
@@ -139,6 +177,8 @@ export class Logger implements ComponentLogs {
   private readonly toldErrors = new Set<string>();
   /** The logger's own child (component `logging`). */
   private readonly own: ComponentLog;
+  /** The live status line on the log's terminal: hidden around each line written. */
+  private liveLine: LiveLine | undefined;
 
   constructor(options: LoggerOptions = {}) {
     const config = loggingConfig(options.config);
@@ -150,7 +190,7 @@ export class Logger implements ComponentLogs {
       this.writeText = (entry) => lines(entry.msg + formatFields(entry.fields));
     } else {
       const destination = options.destination ?? fdDestination(2);
-      if (config.format === 'text') {
+      if ((config.format ?? options.defaultFormat ?? 'json') === 'text') {
         // Messages quote names and text from files, the bus and the network: one line, never interpreted by a terminal.
         this.writeText = (entry) => destination.write(`${forTerminal(entry.msg)}${formatFields(entry.fields)}\n`);
       } else {
@@ -190,6 +230,14 @@ export class Logger implements ComponentLogs {
   /** Whether an entry at `level` would be written (to skip building costly fields). */
   enabled(level: LogLevel): boolean {
     return rank(level) <= rank(this.current);
+  }
+
+  /**
+   * The line drawn in place on the terminal this log writes to (undefined: none): hidden before each local line and
+   * shown again after it. The caller makes sure it is the same terminal.
+   */
+  setLiveLine(line: LiveLine | undefined): void {
+    this.liveLine = line;
   }
 
   /** The level a command sets: in force until the next start; it ends the verbose window. */
@@ -236,6 +284,8 @@ export class Logger implements ComponentLogs {
     if (!local && !heard) return;
     const entry: LogEntry = { time: this.now(), level, component, msg, ...(fields ? { fields } : {}) };
     if (local) {
+      const live = this.liveLine;
+      live?.hide();
       try {
         if (bound) bound[level](fields ?? {}, msg);
         else this.writeText!(entry);
@@ -243,6 +293,7 @@ export class Logger implements ComponentLogs {
         // Logging must never throw: a warning from a timer or the stop signal's handler would crash the agent.
         this.writeFailed(err);
       }
+      live?.show();
     }
     // A copy of the list: a listener may unsubscribe while it runs.
     for (const { least, listener } of [...this.listeners]) if (r <= least) listener(entry);

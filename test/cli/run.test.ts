@@ -135,7 +135,7 @@ describe('telematics-agent run', () => {
 });
 
 describe('runAgent', () => {
-  it('redraws one status line in place on a terminal, cut to its width, and shows labels and units', async () => {
+  it('redraws one status line in place on a terminal, fitted to its width, and shows labels and units', async () => {
     const config = parseDeviceConfig(
       {
         deviceId: 'tty-test',
@@ -157,8 +157,11 @@ describe('runAgent', () => {
       return { summary, live: live!, rest, redraws };
     };
 
+    // [16.terminal] 60 columns: the frame rate, the errors and the first signal; IgnitionState would not fit whole, so
+    // it and all after it are left out (never cut in the middle).
     const narrow = await onTerminal(60, 0.6);
-    assert.ok(narrow.redraws.length >= 2 && narrow.redraws.every((r) => r.length - 3 === 59), JSON.stringify(narrow.redraws));
+    assert.ok(narrow.redraws.length >= 2, JSON.stringify(narrow.redraws));
+    for (const redraw of narrow.redraws) assert.match(redraw, /^\d+ frames\/s, 0 errors \| VehicleSpeed \d+\.\d\d km\/h\x1b\[K$/);
 
     const { summary, live, rest, redraws } = await onTerminal(200, 0.75);
     // Every 100 ms, so about 7; a busy machine may skip some.

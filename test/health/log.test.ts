@@ -11,7 +11,7 @@ import { runAgent } from '../../src/cli/run.js';
 import type { CommandContext } from '../../src/commands/handler.js';
 import { setLogLevel } from '../../src/commands/handlers/set-log-level.js';
 import { DeviceConfigError, parseDeviceConfig } from '../../src/config/device-config.js';
-import { fdDestination, Logger, type LogEntry } from '../../src/health/log.js';
+import { defaultLogFormat, fdDestination, Logger, type LogEntry } from '../../src/health/log.js';
 import { loggingConfigSchema } from '../../src/health/log-config.js';
 import { RemoteLog, type RemoteLogEntry, type RemoteLogSession } from '../../src/health/remote-log.js';
 import { DEMO_DBC_PATH } from '../../src/sim/vehicle.js';
@@ -503,6 +503,56 @@ describe('log: the config', () => {
       logger.close();
     } finally {
       process.off('warning', onWarning);
+    }
+  });
+});
+
+describe('[16.terminal] log: the format where the log goes, and a live line on its terminal', () => {
+  it('[16.terminal] without logging.format: JSON lines into a file or a pipe, the defaultFormat given for a terminal; an explicit format wins', () => {
+    const dir = makeTempDir('log-format-');
+    const fd = openSync(path.join(dir, 'stderr.log'), 'w');
+    try {
+      // A file (as stderr redirected, or a service's log file): JSON lines, whatever JOURNAL_STREAM says.
+      assert.equal(defaultLogFormat(fd, {}), 'json');
+      assert.equal(defaultLogFormat(fd, { JOURNAL_STREAM: '1:2' }), 'json');
+    } finally {
+      closeSync(fd);
+    }
+    // A terminal is the tmux tests' (test/cli/terminal.test.ts): here, the format the caller picked from it applies
+    // only while the config names none.
+    const line = (section: object, defaultFormat?: 'json' | 'text') => {
+      const out = capture();
+      const logger = new Logger({ config: logging({ verboseForS: 0, ...section }), destination: out, ...(defaultFormat ? { defaultFormat } : {}) });
+      logger.child('uplink').info('uplink: connected to mqtts://localhost:8883');
+      logger.close();
+      return out.lines[0]!;
+    };
+    assert.equal(logging({}).format, undefined);
+    assert.match(line({}), /^\{"level":"info",.*"msg":"uplink: connected to mqtts:\/\/localhost:8883"\}$/);
+    assert.equal(line({}, 'text'), 'uplink: connected to mqtts://localhost:8883');
+    assert.match(line({ format: 'json' }, 'text'), /^\{"level":"info"/);
+    assert.equal(line({ format: 'text' }, 'json'), 'uplink: connected to mqtts://localhost:8883');
+  });
+
+  it('[16.terminal] a live line is hidden before each line the log writes and shown after it; not for entries below the level', () => {
+    const events: string[] = [];
+    for (const format of ['json', 'text'] as const) {
+      events.length = 0;
+      const logger = new Logger({
+        config: logging({ level: 'info', verboseForS: 0, format }),
+        destination: { write: (l: string) => events.push(`line ${l.slice(0, 8)}`) },
+      });
+      logger.setLiveLine({ hide: () => events.push('hide'), show: () => events.push('show') });
+      logger.child('uplink').info('uplink: connected');
+      logger.child('status').debug('status');
+      logger.child('can0').warn('can0: down');
+      logger.setLiveLine(undefined);
+      logger.child('can0').warn('can0: up');
+      logger.close();
+      const first = format === 'json' ? '{"level"' : 'uplink: ';
+      const second = format === 'json' ? '{"level"' : 'can0: do';
+      const third = format === 'json' ? '{"level"' : 'can0: up';
+      assert.deepEqual(events, ['hide', `line ${first}`, 'show', 'hide', `line ${second}`, 'show', `line ${third}`], format);
     }
   });
 });
