@@ -64,7 +64,7 @@ export function registerDbcCommand(program: Command): void {
     .command('dbc')
     .description('summarise a DBC file: messages, signals, multiplexing and warnings')
     .argument('<file>', 'DBC file')
-    .option('--signals', 'list every signal', false)
+    .option('-s, --signals', 'list every signal', false)
     .option('--strict', 'reject files that deviate from the DBC grammar', false)
     .action((file: string, opts: { signals: boolean; strict: boolean }) => {
       const db = loadDbcFile(file, { strict: opts.strict });
