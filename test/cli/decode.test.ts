@@ -120,6 +120,7 @@ describe('telematics-agent dbc', { skip }, () => {
     const { status, stdout } = runProgramSync('telematics-agent', ['dbc', sharedTestdata('dbc', 'multiplex_2.dbc'), '--signals']);
     assert.equal(status, 0);
     assert.match(stdout, /4 messages \(4 extended ID, 0 CAN FD, 4 J1939, 4 multiplexed\), 19 signals/);
+    assert.match(stdout, /\nJ1939 database \(ProtocolType "J1939"\): decode matches its 29-bit messages by parameter group \(PGN\)\n/);
     assert.match(stdout, /S1: bit 4, 4 bits, Intel, signed \[S0=0, multiplexer\]/);
   });
 
