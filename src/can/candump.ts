@@ -1,5 +1,7 @@
 /**
- * The `candump -L` log format (can-utils), one frame a line:
+ * The text formats candump (can-utils) prints, one frame a line.
+ *
+ * Its log format, `candump -L` (and `-l` files), which replay, the tests and the benchmarks read:
  *
  *   (1635188455.020850) can0 18F00E00#821639C4FFFFFFFF   29-bit data frame
  *   (1635188455.021900) can1 123#1122                    11-bit data frame
@@ -8,8 +10,26 @@
  *   (1635188455.021900) can1 20000004#0004000000000000   error frame (CAN_ERR_FLAG set in the 8-digit ID)
  *   (1635188455.021900) can1 123#1122334455667788_9      classic frame with a raw DLC 9..F (ignored here)
  *
+ * And, for a parser made with `{ consoleFormat: true }` (what `decode` reads), the console format candump prints by
+ * default, detected line by line. The ID is 3 hex digits (11-bit) or 8 (29-bit, or an error frame); a classic frame's
+ * length is one digit in brackets, a CAN FD frame's two:
+ *
+ *     can0  123   [8]  11 22 33 44 55 66 77 88           no timestamp (the frame's ts is NaN)
+ *    (1700000000.123456)  can0  1F334455   [3]  01 02 03   -ta: absolute
+ *    (000.000120)  can0  123   [2]  11 22                 -td / -tz: relative (delta, or since the first frame)
+ *    (2023-10-25 12:00:00.123456)  can0  123   [0]        -tA: local date and time (read in this machine's zone)
+ *     can0  123   [4]  remote request                     remote frame, requested length 4
+ *     can0  123  [12]  00 11 22 33 44 55 66 77 88 99 AA BB   CAN FD
+ *     can0  RX B -  123  [08]  ...                        -x: direction, bit-rate switch (B), error state (E)
+ *     can0  20000004   [8]  00 04 00 00 00 00 00 00   ERRORFRAME   (-e adds tab-indented detail lines: skipped)
+ *
+ * It also takes what candump's view options add: `-a` (the ASCII column after the bytes), `-i` (bytes as 8 binary
+ * digits), `-S` (bytes in reverse order joined by backquotes), `-8` (a raw DLC in braces, `{F}`), `-c` (colour
+ * escape sequences), `-e`, and a `-L -x` line's trailing ` R`/` T`. CAN XL frames are refused, naming them.
+ *
  * Parsing is a hot path (replay and benchmarks run tens of thousands of lines), so it scans character codes by hand
- * instead of using regexes or `split`, and fills a caller-owned frame instead of returning a new object.
+ * instead of using regexes or `split`, and fills a caller-owned frame instead of returning a new object; the console
+ * format allocates nothing per line either (a `-tA` date costs one Date per minute of the log).
  */
 import { StringDecoder } from 'node:string_decoder';
 import { CAN_EFF_MASK, CAN_MAX_DLEN, CAN_SFF_MASK, CANFD_MAX_DLEN, createFrame, type CanFrame, type FrameSink } from './frame.js';
@@ -78,6 +98,26 @@ const CH_R = 0x52;
 const CH_r = 0x72;
 const CH_UNDERSCORE = 0x5f;
 const CH_BOM = 0xfeff;
+const CH_ESC = 0x1b;
+const CH_QUOTE = 0x27;
+const CH_MINUS = 0x2d;
+const CH_COLON = 0x3a;
+const CH_SEMICOLON = 0x3b;
+const CH_B = 0x42;
+const CH_E = 0x45;
+const CH_T = 0x54;
+const CH_X = 0x58;
+const CH_LBRACKET = 0x5b;
+const CH_RBRACKET = 0x5d;
+const CH_BACKQUOTE = 0x60;
+const CH_m = 0x6d;
+const CH_LBRACE = 0x7b;
+const CH_RBRACE = 0x7d;
+
+/** What the console format prints after a remote frame's length, after an error frame's bytes, and as a notice. */
+const REMOTE_REQUEST = 'remote request';
+const ERRORFRAME = 'ERRORFRAME';
+const DROPCOUNT = 'DROPCOUNT:';
 
 function nibbleAt(text: string, i: number): number {
   const c = text.charCodeAt(i);
@@ -88,11 +128,30 @@ function isBlank(c: number): boolean {
   return c === CH_SPACE || c === CH_TAB || c === CH_CR;
 }
 
+function isDigit(c: number): boolean {
+  return c >= CH_0 && c <= CH_9;
+}
+
+/** The exact double of `seconds.fraction` (one division of an exact integer, as Number("…") rounds) while it fits 2^53. */
+function secondsOf(seconds: number, fraction: number, fractionDigits: number): number {
+  const scaled = seconds * POW10[fractionDigits]! + fraction;
+  return scaled <= Number.MAX_SAFE_INTEGER ? scaled / POW10[fractionDigits]! : seconds + fraction / POW10[fractionDigits]!;
+}
+
+export interface CandumpParserOptions {
+  /**
+   * Also read candump's console output (its default format, with or without a `-t` timestamp), deciding per line;
+   * `-L` lines are read as ever. Off for replay, which needs the log format's absolute times.
+   */
+  consoleFormat?: boolean;
+}
+
 // ---------------------------------------------------------------------------------------------------------------------
 // Parser
 
 /**
- * A `candump -L` line parser with its own payload buffers.
+ * A `candump -L` line parser with its own payload buffers; with `{ consoleFormat: true }` it reads candump's console
+ * output too.
  *
  * The frame's `data` is a view this parser reuses: one Uint8Array per payload length (0..64), so it stays valid only
  * until this parser parses the next line. Sinks that keep frames must copy them (`cloneFrame`). Sources that may parse
@@ -108,6 +167,20 @@ export class CandumpLineParser {
   private end = 0;
   private lineEnd = 0;
   private lineNo: number | undefined = undefined;
+  private readonly consoleFormat: boolean;
+  /** The last frame was an error frame of the console format: `-e` detail lines (tab-indented) may follow it. */
+  private afterErrorFrame = false;
+  /** The seconds a console timestamp scanned to (a field, so scanning it returns only its end). */
+  private scannedTs = 0;
+  /** A `-tA` date's minute and its Unix time: one Date per minute of a log, not one per line. */
+  private minuteKey = -1;
+  private minuteTs = 0;
+  /** The last frame came from a console-format line (false: a `-L` line). */
+  consoleLine = false;
+
+  constructor(options: CandumpParserOptions = {}) {
+    this.consoleFormat = options.consoleFormat ?? false;
+  }
 
   /**
    * Parses one line into `frame`. Returns false (frame untouched) for a blank line or a `#` comment, true for a frame.
@@ -136,6 +209,23 @@ export class CandumpLineParser {
     this.end = end;
     this.lineEnd = lineEnd;
     this.lineNo = lineNo;
+    if (this.consoleFormat) {
+      // `candump -e` writes an error frame's details on lines of their own, each starting with a tab.
+      if (this.afterErrorFrame && text.charCodeAt(start) === CH_TAB) {
+        this.text = '';
+        return false;
+      }
+      if (!this.looksLikeLogLine(i, end)) return this.parseConsoleLine(i, end, frame);
+      // `candump -L -x` appends the direction: " R" (received) or " T" (sent by this host).
+      const last = text.charCodeAt(end - 1);
+      if ((last === CH_R || last === CH_T) && isBlank(text.charCodeAt(end - 2))) {
+        end -= 2;
+        while (isBlank(text.charCodeAt(end - 1))) end--;
+        this.end = end;
+      }
+      this.consoleLine = false;
+      this.afterErrorFrame = false;
+    }
 
     // (seconds.fraction)
     if (text.charCodeAt(i) !== CH_LPAREN) this.fail('expected "(" starting the timestamp, e.g. "(1635188455.020850)"', i);
@@ -165,9 +255,7 @@ export class CandumpLineParser {
     if (fracDigits > MAX_FRACTION_DIGITS) this.fail('timestamp fraction has more than 9 digits', fracStart);
     if (i >= end || text.charCodeAt(i) !== CH_RPAREN) this.fail(`expected ")" closing the timestamp, found ${this.charAt(i)}`, i);
     i++;
-    // One division of an exact integer gives the correctly rounded value (same as Number("…")) while it fits in 2^53.
-    const scaled = seconds * POW10[fracDigits]! + fraction;
-    const ts = scaled <= Number.MAX_SAFE_INTEGER ? scaled / POW10[fracDigits]! : seconds + fraction / POW10[fracDigits]!;
+    const ts = secondsOf(seconds, fraction, fracDigits);
 
     // interface
     let sep = i;
@@ -281,6 +369,312 @@ export class CandumpLineParser {
     frame.data = data;
     this.text = ''; // do not keep a large chunk alive between calls
     return true;
+  }
+
+  /** A `-L` line starts "(seconds.fraction) interface ID#"; anything else is read as the console format. */
+  private looksLikeLogLine(i: number, end: number): boolean {
+    const text = this.text;
+    if (text.charCodeAt(i) !== CH_LPAREN) return false;
+    let from = ++i;
+    while (i < end && isDigit(text.charCodeAt(i))) i++;
+    if (i === from || text.charCodeAt(i) !== CH_DOT) return false;
+    from = ++i;
+    while (i < end && isDigit(text.charCodeAt(i))) i++;
+    if (i === from || text.charCodeAt(i) !== CH_RPAREN) return false;
+    from = ++i;
+    while (i < end && isBlank(text.charCodeAt(i))) i++;
+    if (i === from) return false;
+    from = i;
+    while (i < end && !isBlank(text.charCodeAt(i))) i++;
+    if (i === from) return false;
+    from = i;
+    while (i < end && isBlank(text.charCodeAt(i))) i++;
+    if (i === from) return false;
+    while (i < end && nibbleAt(text, i) >= 0) i++;
+    return i < end && text.charCodeAt(i) === CH_HASH;
+  }
+
+  /** One line of candump's console format (see the top of this file), from its first character `i`. */
+  private parseConsoleLine(i: number, end: number, frame: CanFrame): boolean {
+    const text = this.text;
+    if (text.startsWith(DROPCOUNT, i)) this.fail('candump says it dropped frames here (its DROPCOUNT notice), not a frame', i);
+    i = this.skipGap(i);
+    let ts = NaN;
+    if (text.charCodeAt(i) === CH_LPAREN) {
+      const at = this.consoleTimestamp(i + 1);
+      ts = this.scannedTs;
+      i = this.skipGap(at);
+      if (i === at) this.fail(`expected a space and the interface name after the timestamp, found ${this.charAt(i)}`, i);
+    }
+
+    const busStart = i;
+    i = this.tokenEnd(i);
+    const busEnd = i;
+    if (busEnd === busStart) this.fail(`expected the interface name, found ${this.charAt(i)}`, i);
+    i = this.skipGap(i);
+    if (i === busEnd || i >= end) this.fail('expected a space and the CAN ID after the interface name', i);
+
+    // -x: "RX" or "TX", then "B" (bit-rate switch) or "-", then "E" (error state indicator) or "-".
+    let fdFlags = 0;
+    const d = text.charCodeAt(i);
+    if ((d === CH_R || d === CH_T) && text.charCodeAt(i + 1) === CH_X && this.tokenEnd(i) === i + 2) {
+      i = this.skipGap(i + 2);
+      const brs = text.charCodeAt(i);
+      if ((brs !== CH_MINUS && brs !== CH_B) || this.tokenEnd(i) !== i + 1)
+        this.fail(`expected "B" or "-" (bit-rate switch) after the direction, found ${this.charAt(i)}`, i);
+      i = this.skipGap(i + 1);
+      const esi = text.charCodeAt(i);
+      if ((esi !== CH_MINUS && esi !== CH_E) || this.tokenEnd(i) !== i + 1)
+        this.fail(`expected "E" or "-" (error state indicator), found ${this.charAt(i)}`, i);
+      fdFlags = (brs === CH_B ? 1 : 0) | (esi === CH_E ? 2 : 0);
+      i = this.skipGap(i + 1);
+    }
+
+    // identifier: 3 hex digits (11-bit) or 8 (29-bit, or an error frame's class)
+    const idStart = i;
+    let rawId = 0;
+    while (i < end && i - idStart < 9) {
+      const n = nibbleAt(text, i);
+      if (n < 0) break;
+      rawId = rawId * 16 + n;
+      i++;
+    }
+    const idDigits = i - idStart;
+    if (idDigits !== 3 && idDigits !== 8) {
+      const found = idStart >= end ? 'end of line' : JSON.stringify(text.slice(idStart, this.tokenEnd(idStart)).slice(0, 20));
+      this.fail(`expected the CAN ID (3 or 8 hex digits) after the interface name, found ${found}`, idStart);
+    }
+    if (this.tokenEnd(i) !== i) this.fail(`invalid character ${this.charAt(i)} in CAN ID`, i);
+    let id = rawId;
+    let extended = false;
+    let error = false;
+    if (idDigits === 3) {
+      if (rawId > CAN_SFF_MASK) this.fail(`11-bit CAN ID 0x${rawId.toString(16).toUpperCase()} exceeds 0x7FF`, idStart);
+    } else {
+      if (rawId > 0x3fffffff) this.fail('CAN ID has EFF/RTR flag bits set (only the error flag 0x20000000 may be)', idStart);
+      if (rawId >= CAN_ERR_FLAG) {
+        error = true;
+        id = rawId - CAN_ERR_FLAG;
+      } else {
+        extended = true;
+      }
+    }
+    const afterId = i;
+    i = this.skipGap(i);
+    if (i === afterId || i >= end) this.fail('expected a space and the data length ("[8]") after the CAN ID', i);
+
+    // length: [N] classic, [NN] CAN FD, {X} a classic frame's raw DLC (-8); [NNNN] would be CAN XL
+    const open = text.charCodeAt(i);
+    const lengthAt = i;
+    let len = 0;
+    let fd = false;
+    if (open === CH_LBRACKET) {
+      i++;
+      const from = i;
+      while (i < end && isDigit(text.charCodeAt(i))) len = len * 10 + (text.charCodeAt(i++) - CH_0);
+      const digits = i - from;
+      if (digits === 0 || text.charCodeAt(i) !== CH_RBRACKET) this.fail(`expected the data length as digits in brackets, found ${this.charAt(i)}`, i);
+      i++;
+      if (digits === 1) {
+        if (len > CAN_MAX_DLEN) this.fail(`classic CAN length ${len} exceeds ${CAN_MAX_DLEN}`, from);
+      } else if (digits === 2) {
+        if (len > CANFD_MAX_DLEN || !FD_LENGTH_OK[len]) this.fail(`CAN FD length ${len} is not a valid FD length (0-8, 12, 16, 20, 24, 32, 48, 64)`, from);
+        fd = true;
+      } else if (digits === 4) {
+        this.fail('CAN XL frames (a 4-digit length) are not supported', lengthAt);
+      } else {
+        this.fail(`the data length must be 1 digit (classic CAN) or 2 (CAN FD), found ${digits}`, from);
+      }
+    } else if (open === CH_LBRACE) {
+      const dlc = nibbleAt(text, i + 1);
+      if (dlc < 0 || text.charCodeAt(i + 2) !== CH_RBRACE) this.fail('expected a raw DLC as one hex digit in braces, e.g. "{F}"', i);
+      len = dlc > CAN_MAX_DLEN ? CAN_MAX_DLEN : dlc; // DLC 9..F still means 8 bytes on classic CAN
+      i += 3;
+    } else {
+      this.fail(`expected the data length in brackets ("[8]") after the CAN ID, found ${this.charAt(i)}`, i);
+    }
+    if (error && fd) this.fail('error frames cannot be CAN FD frames', lengthAt);
+    if (this.tokenEnd(i) !== i) this.fail(`unexpected ${this.charAt(i)} after the data length`, i);
+    const afterLength = i;
+    i = this.skipGap(i);
+
+    let remote = false;
+    let data: Uint8Array;
+    if (!fd && text.startsWith(REMOTE_REQUEST, i)) {
+      if (error) this.fail('error frames cannot be remote frames', i);
+      remote = true;
+      data = this.buffer(0);
+      i += REMOTE_REQUEST.length;
+    } else {
+      if (len > 0 && i === afterLength) this.fail('expected a space and the data bytes after the data length', i);
+      data = this.buffer(len);
+      // Bytes as two hex digits (or, with -i, eight binary digits), separated by spaces; with -S in reverse order,
+      // joined by backquotes.
+      let reversed = false;
+      for (let k = 0; k < len; k++) {
+        if (i >= end) this.fail(`the line ends after ${k} of ${len} data bytes`, i);
+        if (k > 0) {
+          if (text.charCodeAt(i) === CH_BACKQUOTE) {
+            reversed = true;
+            i++;
+          } else {
+            const at = i;
+            i = this.skipGap(i);
+            if (i === at) this.fail(`expected a space before data byte ${k + 1}, found ${this.charAt(i)}`, i);
+          }
+        }
+        const hi = nibbleAt(text, i);
+        const lo = hi < 0 ? -1 : nibbleAt(text, i + 1);
+        if (lo >= 0 && this.byteEnd(i + 2)) {
+          data[k] = (hi << 4) | lo;
+          i += 2;
+          continue;
+        }
+        let bits = 0;
+        let n = 0;
+        for (; n < 8; n++) {
+          const c = text.charCodeAt(i + n);
+          if (c !== CH_0 && c !== CH_0 + 1) break;
+          bits = (bits << 1) | (c - CH_0);
+        }
+        if (n !== 8 || !this.byteEnd(i + 8)) {
+          const found = i >= end ? 'end of line' : JSON.stringify(text.slice(i, this.tokenEnd(i)).slice(0, 20));
+          this.fail(`expected data byte ${k + 1} of ${len} (two hex digits), found ${found}`, i);
+        }
+        data[k] = bits;
+        i += 8;
+      }
+      if (reversed) data.reverse();
+      // After the bytes: "ERRORFRAME" for an error frame, or -a's ASCII column in quotes (' or `), to the line's end.
+      const afterData = len === 0 ? afterLength : i;
+      i = this.skipGap(i);
+      if (i < end && i > afterData) {
+        const c = text.charCodeAt(i);
+        if (error && text.startsWith(ERRORFRAME, i)) i += ERRORFRAME.length;
+        else if (c === CH_QUOTE || c === CH_BACKQUOTE) i = end;
+      }
+    }
+    i = this.skipGap(i);
+    if (i < end) this.fail(`unexpected ${this.charAt(i)} after the ${remote ? 'remote request' : `${len} data bytes`}`, i);
+
+    frame.ts = ts;
+    frame.bus = this.internBus(busStart, busEnd);
+    frame.id = id;
+    frame.extended = extended;
+    frame.fd = fd;
+    frame.fdFlags = fd ? fdFlags : 0;
+    frame.remote = remote;
+    frame.error = error;
+    frame.dlc = len; // a remote frame's requested length
+    frame.data = data;
+    this.consoleLine = true;
+    this.afterErrorFrame = error;
+    this.text = '';
+    return true;
+  }
+
+  /**
+   * The timestamp after "(" up to its ")": seconds with a fraction (-ta, -td, -tz), or a local date and time with a
+   * fraction (-tA). Leaves the seconds in `scannedTs` and returns the index after the ")".
+   */
+  private consoleTimestamp(i: number): number {
+    const text = this.text;
+    const end = this.end;
+    let value = 0;
+    const from = i;
+    while (i < end && isDigit(text.charCodeAt(i))) value = value * 10 + (text.charCodeAt(i++) - CH_0);
+    const digits = i - from;
+    if (digits === 0) this.fail(`expected timestamp digits after "(", found ${this.charAt(i)}`, i);
+    let seconds = value;
+    if (digits === 4 && text.charCodeAt(i) === CH_MINUS) {
+      // (YYYY-MM-DD HH:MM:SS.ffffff), the local time candump ran in
+      const month = this.twoDigits(i + 1, 'month');
+      const day = this.twoDigits(i + 4, 'day');
+      const hour = this.twoDigits(i + 7, 'hour');
+      const minute = this.twoDigits(i + 10, 'minute');
+      const second = this.twoDigits(i + 13, 'second');
+      if (
+        text.charCodeAt(i + 3) !== CH_MINUS ||
+        text.charCodeAt(i + 6) !== CH_SPACE ||
+        text.charCodeAt(i + 9) !== CH_COLON ||
+        text.charCodeAt(i + 12) !== CH_COLON
+      ) {
+        this.fail('expected a date and time as "(YYYY-MM-DD HH:MM:SS.ffffff)"', from);
+      }
+      if (month < 1 || month > 12 || day < 1 || day > 31 || hour > 23 || minute > 59 || second > 60) this.fail('the date or time is out of range', from);
+      seconds = this.localMinute(value, month, day, hour, minute, from) + second;
+      i += 15;
+    } else if (digits > MAX_SECONDS_DIGITS) {
+      this.fail('timestamp seconds have too many digits', from);
+    }
+    if (text.charCodeAt(i) !== CH_DOT) this.fail(`expected "." in the timestamp, found ${this.charAt(i)}`, i);
+    i++;
+    let fraction = 0;
+    const fracStart = i;
+    while (i < end && isDigit(text.charCodeAt(i))) fraction = fraction * 10 + (text.charCodeAt(i++) - CH_0);
+    const fracDigits = i - fracStart;
+    if (fracDigits === 0) this.fail(`expected timestamp fraction digits, found ${this.charAt(i)}`, i);
+    if (fracDigits > MAX_FRACTION_DIGITS) this.fail('timestamp fraction has more than 9 digits', fracStart);
+    if (text.charCodeAt(i) !== CH_RPAREN) this.fail(`expected ")" closing the timestamp, found ${this.charAt(i)}`, i);
+    this.scannedTs = secondsOf(seconds, fraction, fracDigits);
+    return i + 1;
+  }
+
+  private twoDigits(i: number, what: string): number {
+    const hi = this.text.charCodeAt(i);
+    const lo = this.text.charCodeAt(i + 1);
+    if (!isDigit(hi) || !isDigit(lo)) this.fail(`expected two digits of the ${what} in the timestamp`, i);
+    return (hi - CH_0) * 10 + (lo - CH_0);
+  }
+
+  /** Unix seconds at the start of a local minute; the same minute again costs nothing. */
+  private localMinute(year: number, month: number, day: number, hour: number, minute: number, at: number): number {
+    const key = (((year * 13 + month) * 32 + day) * 24 + hour) * 60 + minute;
+    if (key !== this.minuteKey) {
+      const date = new Date(year, month - 1, day, hour, minute);
+      if (date.getDate() !== day) this.fail(`${year}-${month}-${day} is not a date`, at);
+      this.minuteKey = key;
+      this.minuteTs = date.getTime() / 1000;
+    }
+    return this.minuteTs;
+  }
+
+  /** Skips spaces, tabs and colour escape sequences (`candump -c`: ESC [ digits;… m). */
+  private skipGap(i: number): number {
+    const text = this.text;
+    const end = this.end;
+    while (i < end) {
+      const c = text.charCodeAt(i);
+      if (isBlank(c)) {
+        i++;
+        continue;
+      }
+      if (c !== CH_ESC || text.charCodeAt(i + 1) !== CH_LBRACKET) break;
+      let k = i + 2;
+      while (k < end && (isDigit(text.charCodeAt(k)) || text.charCodeAt(k) === CH_SEMICOLON)) k++;
+      if (k >= end || text.charCodeAt(k) !== CH_m) break;
+      i = k + 1;
+    }
+    return i;
+  }
+
+  /** The end of the word starting at `i`: the next space, tab or escape sequence, or the end of the line. */
+  private tokenEnd(i: number): number {
+    const text = this.text;
+    const end = this.end;
+    while (i < end) {
+      const c = text.charCodeAt(i);
+      if (isBlank(c) || c === CH_ESC) break;
+      i++;
+    }
+    return i;
+  }
+
+  /** A data byte may end here: the line's end, a space, an escape sequence, or -S's backquote. */
+  private byteEnd(i: number): boolean {
+    if (i >= this.end) return true;
+    const c = this.text.charCodeAt(i);
+    return isBlank(c) || c === CH_ESC || c === CH_BACKQUOTE;
   }
 
   private fail(reason: string, at: number): never {

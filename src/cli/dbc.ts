@@ -3,7 +3,7 @@
  * read, does not parse or defines no message fails with one line naming it (exit status 1).
  */
 import type { Command } from 'commander';
-import { loadDbcFile, type Database, type MessageDef, type SignalDef } from '../dbc/index.js';
+import { j1939Declaration, loadDbcFile, type Database, type MessageDef, type SignalDef } from '../dbc/index.js';
 import { forTerminal } from '../text/terminal-text.js';
 
 function hexId(message: MessageDef): string {
@@ -41,6 +41,8 @@ export function summarizeDatabase(db: Database, verbose: boolean): string {
     `${db.messages.length} messages (${extended} extended ID, ${fd} CAN FD, ${j1939} J1939, ${multiplexed} multiplexed), ` +
       `${signals} signals, ${db.nodes.length} nodes, ${db.valueTables.size} value tables`,
   );
+  const j1939Declared = j1939Declaration(db);
+  if (j1939Declared !== undefined) lines.push(`J1939 database (${j1939Declared}): decode matches its 29-bit messages by parameter group (PGN)`);
   if (db.warnings.length > 0) {
     lines.push(`${db.warnings.length} warning(s):`);
     for (const w of db.warnings) lines.push(`  line ${w.line}: ${w.message}`);
@@ -64,7 +66,7 @@ export function registerDbcCommand(program: Command): void {
     .command('dbc')
     .description('summarise a DBC file: messages, signals, multiplexing and warnings')
     .argument('<file>', 'DBC file')
-    .option('--signals', 'list every signal', false)
+    .option('-s, --signals', 'list every signal', false)
     .option('--strict', 'reject files that deviate from the DBC grammar', false)
     .action((file: string, opts: { signals: boolean; strict: boolean }) => {
       const db = loadDbcFile(file, { strict: opts.strict });

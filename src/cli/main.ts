@@ -3,11 +3,12 @@
  * `telematics-agent`: the daemon and the tools a firmware engineer runs on a car.
  *
  * Each command's module is loaded only when that command runs: `sim-ecu` or `obd` on a head unit's small core starts
- * without loading the whole agent (the MQTT client, the broker, SQLite, the PKI). Help without a command, or an
- * unknown one, loads them all to list them.
+ * without loading the whole agent (the MQTT client, the broker, SQLite, the PKI). `--version` loads none; help
+ * without a command, or an unknown one, loads them all to list them.
  */
 import { Command } from 'commander';
 import { linesForTerminal } from '../text/terminal-text.js';
+import { VERSION_DESCRIPTION, VERSION_FLAGS, versionText } from './version.js';
 
 type Register = (program: Command) => void;
 
@@ -25,6 +26,7 @@ const program = new Command();
 program
   .name('telematics-agent')
   .description('Vehicle telematics agent: CAN and OBD-II acquisition, DBC decoding, store-and-forward uplink')
+  .version(versionText('telematics-agent'), VERSION_FLAGS, VERSION_DESCRIPTION)
   .showHelpAfterError()
   .exitOverride((err) => {
     // commander's own help/version exits are not failures
@@ -32,7 +34,8 @@ program
   });
 
 const named = process.argv[2];
-const wanted = named !== undefined && Object.hasOwn(COMMANDS, named) ? [named] : Object.keys(COMMANDS);
+const versionOnly = named === '-V' || named === '--version';
+const wanted = named !== undefined && Object.hasOwn(COMMANDS, named) ? [named] : versionOnly ? [] : Object.keys(COMMANDS);
 for (const name of wanted) (await COMMANDS[name]!())(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {

@@ -315,9 +315,9 @@ export function registerObdCommand(program: Command): void {
     )
     .addArgument(new Argument('[action]', 'one query instead of the summary').choices(OBD_ACTIONS))
     .argument('[pids...]', 'read-pids only: PIDs by number (12, 0x0C) or name (rpm); default every PID the ECUs support')
-    .option('--iface <name>', 'SocketCAN interface, e.g. can0', parseInterfaceName)
-    .option('--port <path>', 'serial port of an ELM327-compatible adapter, e.g. /dev/ttyUSB0 or /dev/serial/by-id/...', parsePortPath)
-    .option('--json', 'the summary as one JSON object (actions always print JSON)')
+    .option('-i, --iface <name>', 'SocketCAN interface, e.g. can0', parseInterfaceName)
+    .option('-p, --port <path>', 'serial port of an ELM327-compatible adapter, e.g. /dev/ttyUSB0 or /dev/serial/by-id/...', parsePortPath)
+    .option('-j, --json', 'the summary as one JSON object (actions always print JSON)')
     .option('--baud <rate>', "with --port: the adapter's baud rate (default: try 38400, 9600, 115200, ...)", parseBaud)
     .option('--protocol <n>', 'with --port: ELM protocol, auto or 1-9/A-C (6 = CAN 11-bit 500 kbit/s)', parseElmProtocol)
     .option(

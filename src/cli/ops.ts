@@ -2,10 +2,14 @@
 /**
  * `telematics-ops`: the fleet operator's tool for remote commands (docs/commands.md).
  *
+ *   telematics-ops commands [--json]                      the commands a car understands, their parameters and timeouts
  *   telematics-ops send --device ID --command NAME [--params JSON] [--wait] [--json] [--timeout S] [--expires S]
- *                       --broker URL --cert FILE --key FILE --ca FILE --operator-cert FILE --operator-key FILE
+ *                       --broker HOST[:PORT] --cert FILE --key FILE --ca FILE --operator-cert FILE --operator-key FILE
  *   telematics-ops send --device ID --command NAME --certs-dir certs/dev ...   (the default run's development PKI)
  *   telematics-ops keys --out DIR [--operator NAME]
+ *
+ * `--broker` without a port means 8884, the backend listener of the fleet broker (deploy/mosquitto); `--certs-dir`
+ * without `--broker` means the embedded development broker of `npm start`, localhost:8883.
  *
  * Exit codes of `send`, for scripts: 0 succeeded (or, without --wait, the broker has the command), 2 rejected,
  * 3 failed, 4 timed out (on the car, or no final result within --timeout), 1 usage or connection error.
@@ -20,6 +24,8 @@ import type { CommandResult } from '../commands/result.js';
 import { DEV_OPERATOR, writeDevelopmentKeys } from '../pki/command-pki.js';
 import { BACKEND_IDENTITY, deviceIdProblem } from '../pki/device-id.js';
 import { forTerminal, jsonForTerminal, linesForTerminal } from '../text/terminal-text.js';
+import type { CatalogueEntry, JsonSchema } from '../commands/catalogue.js';
+import { PACKAGE_VERSION, VERSION_DESCRIPTION, VERSION_FLAGS, versionText } from './version.js';
 
 export const EXIT = { succeeded: 0, usage: 1, rejected: 2, failed: 3, timedOut: 4 } as const;
 
@@ -59,7 +65,7 @@ function exitCodeOf(final: CommandResult | undefined): number {
   }
 }
 
-interface SendOptions {
+export interface SendOptions {
   device: string;
   command: string;
   params: string;
@@ -77,11 +83,34 @@ interface SendOptions {
   certsDir?: string;
 }
 
-/** Where the embedded broker of the default config listens. */
+/** Where the embedded broker of the default config listens: what `--certs-dir` (the development PKI) talks to. */
 const DEV_BROKER = 'mqtts://localhost:8883';
+/** The backend listener of the fleet broker configuration the repository ships (deploy/mosquitto/mosquitto.conf). */
+export const BACKEND_PORT = 8884;
+
+/**
+ * `--broker` as a URL: `HOST`, `HOST:PORT` or `mqtts://HOST[:PORT]`; without a port, the fleet broker's backend
+ * listener. Only mutual TLS: anything but mqtts is a usage error.
+ */
+export function brokerUrl(text: string): string {
+  // commander puts the option and the argument before this.
+  const usage = 'expected HOST, HOST:PORT or mqtts://HOST[:PORT]';
+  let url: URL;
+  try {
+    url = new URL(/^[a-z][a-z0-9+.-]*:\/\//i.test(text) ? text : `mqtts://${text}`);
+  } catch {
+    throw new InvalidArgumentError(usage);
+  }
+  if (url.protocol !== 'mqtts:') throw new InvalidArgumentError(`${usage} (the broker is reached over mutual TLS only)`);
+  if (url.hostname === '' || (url.pathname !== '' && url.pathname !== '/') || url.search || url.hash || url.username || url.password) {
+    throw new InvalidArgumentError(usage);
+  }
+  if (url.port === '') url.port = String(BACKEND_PORT);
+  return `mqtts://${url.host}`;
+}
 
 /** The connection and signing options, each given or taken from --certs-dir; a usage error names what is missing. */
-function connectionOf(opts: SendOptions): Required<Pick<SendOptions, 'broker' | 'cert' | 'key' | 'ca' | 'operatorCert' | 'operatorKey'>> {
+export function connectionOf(opts: SendOptions): Required<Pick<SendOptions, 'broker' | 'cert' | 'key' | 'ca' | 'operatorCert' | 'operatorKey'>> {
   const dir = opts.certsDir;
   const dev = (name: string): string | undefined => (dir === undefined ? undefined : path.join(dir, name));
   const chosen = {
@@ -153,27 +182,125 @@ async function send(given: SendOptions, out: (line: string) => void): Promise<nu
   }
 }
 
+/** `text` in lines of at most `width` characters, each after `indent`. */
+function wrap(text: string, indent: string, width: number): string[] {
+  const lines: string[] = [];
+  let line = '';
+  for (const word of text.split(/\s+/)) {
+    if (line !== '' && indent.length + line.length + 1 + word.length > width) {
+      lines.push(indent + line);
+      line = word;
+    } else line = line === '' ? word : `${line} ${word}`;
+  }
+  if (line !== '') lines.push(indent + line);
+  return lines;
+}
+
+const num = (value: unknown): number | undefined => (typeof value === 'number' ? value : undefined);
+
+/** A range as a person writes it: "1-200", "up to 256", "at least 1"; undefined when unbounded. */
+function range(min: number | undefined, max: number | undefined, separator = '-'): string | undefined {
+  if (min !== undefined && max !== undefined) return `${min}${separator}${max}`;
+  if (max !== undefined) return `up to ${max}`;
+  if (min !== undefined) return `at least ${min}`;
+  return undefined;
+}
+
+/** A parameter's type and limits from its JSON Schema: `integer 0..60000`, `string (1-200 characters)`, `one of: a, b`. */
+export function describeSchemaType(schema: JsonSchema): string {
+  if (Array.isArray(schema.enum)) return `one of: ${schema.enum.map((v) => (typeof v === 'string' ? v : JSON.stringify(v))).join(', ')}`;
+  switch (schema.type) {
+    case 'string': {
+      const [min, max] = [num(schema.minLength), num(schema.maxLength)];
+      if (min === 1 && max === undefined) return 'non-empty string';
+      const chars = range(min, max);
+      return chars === undefined ? 'string' : `string (${chars} characters)`;
+    }
+    case 'integer':
+    case 'number': {
+      const values = range(num(schema.minimum), num(schema.maximum), '..');
+      return values === undefined ? String(schema.type) : `${String(schema.type)} ${values}`;
+    }
+    case 'array': {
+      const items = range(num(schema.minItems), num(schema.maxItems));
+      const of = typeof schema.items === 'object' && schema.items !== null ? describeSchemaType(schema.items as JsonSchema) : 'anything';
+      return `array${items === undefined ? '' : ` (${items} items)`} of ${of}`;
+    }
+    case 'object':
+      return 'object';
+    case 'boolean':
+      return 'true or false';
+    default:
+      return 'any JSON value';
+  }
+}
+
+/** The catalogue as a person reads it: each command, its timeout, what it does, and each parameter on two lines. */
+export function describeCatalogue(entries: readonly CatalogueEntry[], width = 100): string {
+  const lines = wrap(
+    `The commands telematics-agent ${PACKAGE_VERSION} understands (docs/commands.md). Their parameters are one JSON object ` +
+      "(send --params); a field not listed is refused. The timeout is the command's own unless the car's config sets " +
+      'commands.defaultTimeoutMs; send --run-timeout sets one for a single command.',
+    '',
+    width,
+  );
+  for (const entry of entries) {
+    lines.push('', `${entry.name} (timeout ${entry.defaultTimeoutMs / 1000} s)`, ...wrap(entry.description, '  ', width));
+    const properties = (entry.params.properties ?? {}) as Record<string, JsonSchema>;
+    const required = new Set(Array.isArray(entry.params.required) ? (entry.params.required as string[]) : []);
+    const names = Object.keys(properties);
+    if (names.length === 0) lines.push('  no parameters');
+    const column = Math.max(...names.map((name) => name.length)) + 4;
+    for (const name of names) {
+      const schema = properties[name]!;
+      const facts = [describeSchemaType(schema)];
+      if (!required.has(name)) facts.push(schema.default === undefined ? 'optional' : `optional, default ${JSON.stringify(schema.default)}`);
+      const indent = ' '.repeat(column + 2);
+      const [first, ...more] = wrap(facts.join('; '), indent, width);
+      lines.push(`  ${name.padEnd(column)}${first!.slice(indent.length)}`, ...more);
+      if (typeof schema.description === 'string') lines.push(...wrap(schema.description, indent, width));
+    }
+  }
+  lines.push('', 'Send one: telematics-ops send --device ID --command ping --params \'{"echo":"hi"}\' --wait (add --certs-dir certs/dev for npm start)');
+  return lines.join('\n');
+}
+
 export function createOpsProgram(out: (line: string) => void = (line) => process.stdout.write(`${line}\n`)): Command {
   const program = new Command();
   program
     .name('telematics-ops')
     .description('Fleet operations: signed remote commands to vehicles running telematics-agent')
+    .version(versionText('telematics-ops'), VERSION_FLAGS, VERSION_DESCRIPTION)
     .showHelpAfterError()
     .exitOverride((err) => {
       process.exit(err.exitCode === 0 ? 0 : EXIT.usage);
     });
   program
+    .command('commands')
+    .description('list the commands a car understands: what each does, its parameters (types, limits, defaults) and its timeout')
+    .option('-j, --json', "the catalogue as one JSON document, each command's parameters as JSON Schema")
+    .action(async (opts: { json?: boolean }) => {
+      // Loaded here: the handlers' modules are not needed to send a command.
+      const { commandCatalogue } = await import('../commands/catalogue.js');
+      const entries = commandCatalogue();
+      out(opts.json ? JSON.stringify({ version: PACKAGE_VERSION, commands: entries }, null, 2) : describeCatalogue(entries));
+    });
+  program
     .command('send')
     .description('sign a command, publish it, and (with --wait) follow it to its result')
-    .requiredOption('--device <id>', 'the vehicle (its device ID)')
-    .requiredOption('--command <name>', 'the command, e.g. ping, getStatus, readDtcs')
-    .option('--params <json>', 'its parameters, a JSON object', '{}')
-    .option('--wait', 'follow the lifecycle until SUCCEEDED, FAILED, TIMED_OUT or REJECTED')
-    .option('--json', 'one JSON result per line')
+    .requiredOption('-d, --device <id>', 'the vehicle (its device ID)')
+    .requiredOption('-c, --command <name>', 'the command, e.g. ping, getStatus, readDtcs (telematics-ops commands lists them)')
+    .option('-p, --params <json>', 'its parameters, a JSON object', '{}')
+    .option('-w, --wait', 'follow the lifecycle until SUCCEEDED, FAILED, TIMED_OUT or REJECTED')
+    .option('-j, --json', 'one JSON result per line')
     .option('--timeout <s>', 'with --wait: how long to wait for the final result', positiveSeconds, 60)
     .option('--expires <s>', 'the command expires this long after now (an offline car gets it only until then)', positiveSeconds, 300)
     .option('--run-timeout <s>', "the car's timeout for running it (default: the command's own)", positiveSeconds)
-    .option('--broker <url>', 'the fleet broker, mqtts://host:port')
+    .option(
+      '-b, --broker <host[:port]>',
+      `the fleet broker: HOST, HOST:PORT or mqtts://HOST[:PORT]; port ${BACKEND_PORT} (its backend listener) when not given`,
+      brokerUrl,
+    )
     .option('--cert <file>', 'client certificate for the broker (the backend identity)')
     .option('--key <file>', 'its private key')
     .option('--ca <file>', "the broker's CA")
@@ -181,8 +308,8 @@ export function createOpsProgram(out: (line: string) => void = (line) => process
     .option('--operator-key <file>', 'its private key, which signs')
     .option(
       '--certs-dir <dir>',
-      `development: the PKI \`npm start\` made (certs/dev) gives what is not set above: broker ${DEV_BROKER}, ` +
-        `backend.crt/.key, ca.crt, ${DEV_OPERATOR}.crt/.key`,
+      `development: the PKI \`npm start\` made (certs/dev) gives what is not set above: the broker ${DEV_BROKER} (the ` +
+        `embedded one), backend.crt/.key, ca.crt, ${DEV_OPERATOR}.crt/.key`,
     )
     .action(async (opts: SendOptions) => {
       process.exitCode = await send(opts, out);
@@ -190,7 +317,7 @@ export function createOpsProgram(out: (line: string) => void = (line) => process
   program
     .command('keys')
     .description('create a development command CA and an operator key and certificate (ECDSA P-256); not for production')
-    .requiredOption('--out <dir>', 'folder to write them to')
+    .requiredOption('-o, --out <dir>', 'folder to write them to')
     .option('--operator <name>', "the operator's name (the certificate's CN)", 'operator')
     .option('--force', 'make a new CA even if the folder has one')
     .action((opts: { out: string; operator: string; force?: boolean }) => {

@@ -1,16 +1,18 @@
 #!/usr/bin/env node
 /**
- * The command line of the firmware engineer's provisioning tools, behind scripts/dev-pki, scripts/provision,
- * scripts/flash and scripts/install-service (docs/provisioning.md walks through them). The tools themselves are in
- * src/provision/; this file parses their options, prints what they say and sets the exit status:
+ * `telematics-provision`: the command line of the firmware engineer's provisioning tools, also behind the wrappers
+ * scripts/dev-pki, scripts/provision, scripts/flash and scripts/install-service (docs/provisioning.md walks through
+ * them). Help and errors name the binary, however it was started. The tools themselves are in src/provision/; this
+ * file parses their options, prints what they say and sets the exit status:
  *
  *   dev-pki          the development CA, broker certificate, command CA and operator the demo and tests use
  *   provision        one car's key, CSR, certificate and install bundle
  *   flash            a bundle and the built agent into a mounted image
  *   install-service  the systemd unit and its account, into / or --root
  *
- * Every failure is one line on standard error naming what is wrong, with exit status 1; a config template that cannot
- * be used lists all its problems, one per line below that, with exit status 65 (src/provision/template.ts).
+ * Every failure is one line on standard error, `telematics-provision: ` and what is wrong, with exit status 1; a config
+ * template that cannot be used lists all its problems, one per line below that, with exit status 65
+ * (src/provision/template.ts).
  */
 import path from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
@@ -20,6 +22,9 @@ import { DEFAULT_BUNDLES_DIR, DEFAULT_TEMPLATE, runProvision, type ProvisionOpti
 import { DEFAULT_DEV_PKI_DIR, DEMO_DEVICE, runDevPki } from '../provision/dev-pki.js';
 import { DEFAULT_UNIT_OPTIONS, checkUnitOptions, runInstallService, serviceUnit, type UnitOptions } from '../provision/service-unit.js';
 import { forTerminal, linesForTerminal } from '../text/terminal-text.js';
+import { VERSION_DESCRIPTION, VERSION_FLAGS, versionText } from './version.js';
+
+const BINARY = 'telematics-provision';
 
 // Paths and names can come from a hostile image or bundle: control characters are shown escaped, never sent raw.
 const say = (line: string): void => {
@@ -42,20 +47,15 @@ function unitOptions(opts: { user?: string; node?: string }): UnitOptions {
   return options;
 }
 
-const TOOLS = ['dev-pki', 'provision', 'flash', 'install-service'];
-/** The script's name (scripts/flash runs `provision.js flash ...`), which starts every line it prints on error. */
-const tool = TOOLS.includes(process.argv[2] ?? '') ? process.argv[2]! : 'provision';
-
 const program = new Command();
 program
-  .name('provision')
+  .name(BINARY)
   .description('provisioning tools for the telematics agent (docs/provisioning.md)')
+  .version(versionText(BINARY), VERSION_FLAGS, VERSION_DESCRIPTION)
   .showHelpAfterError(false)
-  // The scripts run one subcommand each: their usage line names the script, not this file.
-  .configureHelp({ commandUsage: (cmd) => `scripts/${cmd.name()} ${cmd.usage()}` })
   .configureOutput({
     // commander's own errors (unknown option, missing value) as one line, like ours.
-    outputError: (text, write) => write(`${tool}: ${text.replace(/^error: /, '').trim()}\n`),
+    outputError: (text, write) => write(`${BINARY}: ${text.replace(/^error: /, '').trim()}\n`),
   })
   .exitOverride((err) => {
     process.exit(err.exitCode === 0 ? 0 : 1);
@@ -119,7 +119,7 @@ program
 program.parseAsync(process.argv).catch((err: unknown) => {
   // Input and target problems are expected: one line. Anything else is a bug: its stack helps whoever reports it.
   const message = err instanceof Error ? err.message : String(err);
-  process.stderr.write(`${tool}: ${forTerminal(err instanceof ProvisionError ? message : message.split('\n')[0]!)}\n`);
+  process.stderr.write(`${BINARY}: ${forTerminal(err instanceof ProvisionError ? message : message.split('\n')[0]!)}\n`);
   // A template's problems, all of them, one per line under the first (src/provision/template.ts).
   if (err instanceof ProvisionError) for (const detail of err.details) process.stderr.write(`  ${forTerminal(detail)}\n`);
   if (!(err instanceof ProvisionError) && process.env.PROVISION_DEBUG) process.stderr.write(`${(err as Error).stack}\n`);

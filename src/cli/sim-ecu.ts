@@ -47,7 +47,7 @@ export function registerSimEcuCommand(program: Command): void {
   program
     .command('sim-ecu')
     .description('answer OBD-II requests on a SocketCAN interface as a simulated engine ECU of the demo car, until Ctrl-C')
-    .requiredOption('--iface <name>', 'SocketCAN interface, e.g. vcan0', parseInterfaceName)
+    .requiredOption('-i, --iface <name>', 'SocketCAN interface, e.g. vcan0', parseInterfaceName)
     .option('--addressing <mode>', 'ISO 15765-4 identifiers: 11-bit or 29-bit', parseAddressing, '11-bit' as ObdCanAddressing)
     .option('--ecu <address>', 'ECU address: 0-7 with 11-bit identifiers (default 0), 0x00-0xFF with 29-bit ones (default 0x10)', parseEcuAddress)
     .option('--legacy', 'refuse multi-PID requests with NRC 0x12, as ECUs before 2008 do', false)

@@ -28,6 +28,8 @@ export class CommandFailure extends Error {
 
 export interface CommandHandler<P = unknown, C = CommandContext> {
   readonly name: string;
+  /** What it does, in a sentence or two, for the command catalogue (`telematics-ops commands`). */
+  readonly description: string;
   /** zod schema of the parameters; a failure is REJECTED with reason 'bad-params' and the zod issues. */
   readonly params: z.ZodType<P>;
   /** Used when the envelope gives no timeout. */

@@ -14,4 +14,5 @@ export {
   type DecodeOptions,
   type EncodeOptions,
 } from './codec.js';
+export { j1939Declaration } from './protocol.js';
 export type * from './model.js';

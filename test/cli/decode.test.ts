@@ -1,4 +1,4 @@
-/** The `decode` and `dbc` commands, run as a user runs them: the compiled CLI in a child process. */
+/** The `decode` and `dbc` commands, run as a user runs them: the compiled CLI in a child process, fed a file or a pipe. */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -6,9 +6,11 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import path from 'node:path';
 import { describe, it } from 'node:test';
+import { DEMO_DBC_PATH } from '../../src/sim/vehicle.js';
 import { AGENT_CLI, runProgramSync } from '../support/programs.js';
 import { hasSharedTestdata, NO_SHARED_TESTDATA, sharedTestdata } from '../support/shared.js';
 import { makeTempDir } from '../support/temp.js';
+import { waitFor } from '../support/wait.js';
 
 const skip = hasSharedTestdata() ? false : NO_SHARED_TESTDATA;
 const truckLog = sharedTestdata('logs', 'css_j1939_truck_11111111_00000012_00000001.candump.log');
@@ -36,10 +38,36 @@ describe('telematics-agent decode', { skip }, () => {
     assert.deepEqual(Object.keys(objects[0]!), ['ts', 'bus', 'id', 'extended', 'name', 'signals']);
   });
 
-  it('without PGN matching the same log decodes nothing (the DBC is written for another source address)', () => {
-    const { status, stdout } = runProgramSync('telematics-agent', ['decode', '--dbc', j1939Dbc, '--log', truckLog, '--json']);
-    assert.equal(status, 0);
-    assert.ok(!stdout.includes('"name":"EEC1"'));
+  it('[16.cli] a J1939 DBC turns PGN matching on by itself and says so once; --no-j1939 turns it off, and the end says why nothing decoded', () => {
+    // Before: without --j1939 this DBC decoded 0 of the 57,849 frames, silently, with exit status 0.
+    const auto = runProgramSync('telematics-agent', ['decode', '-d', j1939Dbc, '-l', truckLog, '-j']);
+    assert.equal(auto.status, 0, auto.stderr);
+    const objects = auto.stdout
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as { name: string | null; signals: Record<string, number> });
+    assert.equal(objects.length, 57849);
+    const eec1 = objects.filter((o) => o.name === 'EEC1');
+    assert.ok(eec1.length > 1000, `${eec1.length} EEC1 frames`);
+    assert.ok(eec1.every((o) => o.signals.EngineSpeed! >= 646 && o.signals.EngineSpeed! <= 654));
+    assert.equal(
+      auto.stderr,
+      `${j1939Dbc} declares J1939 (ProtocolType "J1939"): 29-bit frames match by parameter group, ignoring priority and source address (--no-j1939: exact identifiers)\n`,
+    );
+
+    // Asked for explicitly: the same frames, and nothing to say.
+    const explicit = runProgramSync('telematics-agent', ['decode', '--dbc', j1939Dbc, '--log', truckLog, '--json', '--j1939']);
+    assert.equal(explicit.status, 0);
+    assert.equal(explicit.stdout, auto.stdout);
+    assert.equal(explicit.stderr, '');
+
+    const off = runProgramSync('telematics-agent', ['decode', '--dbc', j1939Dbc, '--log', truckLog, '--json', '--no-j1939']);
+    assert.equal(off.status, 0);
+    assert.ok(!off.stdout.includes('"name":"EEC1"'));
+    assert.equal(
+      off.stderr,
+      `none of the 57849 frames is a message of ${j1939Dbc} (--j1939 matches 29-bit frames by parameter group, ignoring priority and source address)\n`,
+    );
   });
 
   it('reads standard input and prints one line per frame in text form', () => {
@@ -92,6 +120,7 @@ describe('telematics-agent dbc', { skip }, () => {
     const { status, stdout } = runProgramSync('telematics-agent', ['dbc', sharedTestdata('dbc', 'multiplex_2.dbc'), '--signals']);
     assert.equal(status, 0);
     assert.match(stdout, /4 messages \(4 extended ID, 0 CAN FD, 4 J1939, 4 multiplexed\), 19 signals/);
+    assert.match(stdout, /\nJ1939 database \(ProtocolType "J1939"\): decode matches its 29-bit messages by parameter group \(PGN\)\n/);
     assert.match(stdout, /S1: bit 4, 4 bits, Intel, signed \[S0=0, multiplexer\]/);
   });
 
@@ -169,7 +198,10 @@ describe('hostile input files and streams', () => {
     assert.equal(hostile.stdout, `${frame} :: EEC1(EngineSpeed: 649 rpm)\n`.repeat(2));
     assert.equal(hostile.stderr.length, 3, hostile.stderr.join('\n').slice(0, 2000));
     assert.match(hostile.stderr[0]!, /^warning: line 2: line longer than 65536 characters, skipped to its end: "A{120}"$/);
-    assert.match(hostile.stderr[1]!, /^warning: line 4: expected "\(" starting the timestamp/);
+    assert.match(
+      hostile.stderr[1]!,
+      /^warning: line 4: expected the CAN ID \(3 or 8 hex digits\) after the interface name, found "a" at column 5: "not a frame"$/,
+    );
     assert.equal(hostile.stderr[2], '2 malformed line(s) skipped');
   });
 
@@ -206,7 +238,10 @@ describe('hostile input files and streams', () => {
       "(0000000001.000000) can\\x1b[2J0 100#0501000000000000 :: Msg\\x9b31m(Speed: 5 km/h\\x1b[31m, Gear: 'P\\x1b[8m')",
       "(0000000002.000000) can0 100#0502000000000000 :: Msg\\x9b31m(Speed: 5 km/h\\x1b[31m, Gear: 'D\\u202eR')",
     ]);
-    assert.match(text.stderr, /warning: line 3: invalid character "\\u001b" in CAN ID/);
+    assert.match(
+      text.stderr,
+      /warning: line 3: expected the CAN ID \(3 or 8 hex digits\) after the interface name, found "1" at column 17: "\(3\.000000\) can0 1\\u001b\[31m"/,
+    );
     // JSON stays JSON: the escapes parse back to the very same names and labels.
     const json = runProgramSync('telematics-agent', ['decode', '--dbc', dbc, '--choices', '--json'], { input: log });
     assert.doesNotMatch(json.stdout, raw);
@@ -228,5 +263,112 @@ describe('hostile input files and streams', () => {
     const failed = runProgramSync('telematics-agent', ['dbc', broken]);
     assert.equal(failed.status, 1);
     assert.equal(failed.stderr, `telematics-agent: ${broken}:1:10: expected ':' after the message name, found '\\x1b[2J:'\n`);
+  });
+});
+
+describe('[16.cli] decode reads what candump prints, as it comes', () => {
+  // candump's console output as it prints it: default (with the indent of 11-bit IDs after a 29-bit one), and -ta.
+  const plain = [
+    '  can0  0C8   [8]  40 1F 00 00 00 00 00 00',
+    '  can0  18FEF100   [8]  F7 00 00 04 00 00 00 FF',
+    '  can0       2C0   [2]  02 01',
+    '  can0       555   [1]  00',
+  ];
+  const absolute = [
+    ' (1700000000.000100)  can0  0C8   [8]  40 1F 00 00 00 00 00 00',
+    ' (1700000000.010100)  can0  0D0   [8]  64 22 00 00 00 00 00 00',
+    ' (1700000000.020100)  can0  2C0   [4]  remote request',
+  ];
+
+  it("[16.cli] decode reads candump's default and -ta output on standard input, printing each line as candump did; JSON has the times (null without)", () => {
+    const text = runProgramSync('telematics-agent', ['decode', '-d', DEMO_DBC_PATH], { input: `${[...plain, ...absolute].join('\n')}\n` });
+    assert.equal(text.status, 0, text.stderr);
+    assert.equal(text.stderr, '');
+    assert.deepEqual(text.stdout.trimEnd().split('\n'), [
+      "  can0  0C8   [8]  40 1F 00 00 00 00 00 00 :: ENGINE_DATA(EngineSpeed: 2000 rpm, ThrottlePosition: 0 %, EngineLoad: 0 %, EngineTorque: 0 Nm, EngineRunning: 'Stopped', FuelCutActive: 0, EngineDataCounter: 0)",
+      '  can0  18FEF100   [8]  F7 00 00 04 00 00 00 FF',
+      "  can0       2C0   [2]  02 01 :: BODY_STATUS(IgnitionState: 'ON', DriverSeatbelt: 'Unbuckled', DoorOpenFL: 'Open', DoorOpenFR: 'Closed', DoorOpenRL: 'Closed', DoorOpenRR: 'Closed', TrunkOpen: 'Closed')",
+      '  can0       555   [1]  00',
+      " (1700000000.000100)  can0  0C8   [8]  40 1F 00 00 00 00 00 00 :: ENGINE_DATA(EngineSpeed: 2000 rpm, ThrottlePosition: 0 %, EngineLoad: 0 %, EngineTorque: 0 Nm, EngineRunning: 'Stopped', FuelCutActive: 0, EngineDataCounter: 0)",
+      " (1700000000.010100)  can0  0D0   [8]  64 22 00 00 00 00 00 00 :: VEHICLE_DYNAMICS(VehicleSpeed: 88.04 km/h, LongitudinalAccel: 0 m/s^2, YawRate: 0 deg/s, VehicleStandstill: 'Moving')",
+      ' (1700000000.020100)  can0  2C0   [4]  remote request',
+    ]);
+    const json = runProgramSync('telematics-agent', ['decode', '-d', DEMO_DBC_PATH, '-j', '--no-choices'], { input: `${plain[2]}\n${absolute[1]}\n` });
+    assert.equal(json.status, 0, json.stderr);
+    assert.deepEqual(
+      json.stdout
+        .trim()
+        .split('\n')
+        .map((line) => JSON.parse(line) as Record<string, unknown>),
+      [
+        {
+          ts: null,
+          bus: 'can0',
+          id: 0x2c0,
+          extended: false,
+          name: 'BODY_STATUS',
+          signals: { IgnitionState: 2, DriverSeatbelt: 0, DoorOpenFL: 1, DoorOpenFR: 0, DoorOpenRL: 0, DoorOpenRR: 0, TrunkOpen: 0 },
+        },
+        {
+          ts: 1700000000.0101,
+          bus: 'can0',
+          id: 0xd0,
+          extended: false,
+          name: 'VEHICLE_DYNAMICS',
+          signals: { VehicleSpeed: 88.04, LongitudinalAccel: 0, YawRate: 0, VehicleStandstill: 0 },
+        },
+      ],
+    );
+  });
+
+  it('[16.cli] value-table labels are shown by default, as cantools shows them; --no-choices gives the numbers, in text and JSON', () => {
+    const input = '(1.000000) can0 2C0#0201\n';
+    const labels = runProgramSync('telematics-agent', ['decode', '--dbc', DEMO_DBC_PATH], { input });
+    assert.match(labels.stdout, /BODY_STATUS\(IgnitionState: 'ON', DriverSeatbelt: 'Unbuckled', DoorOpenFL: 'Open'/);
+    // --choices, the old way to ask for them, still works.
+    assert.equal(runProgramSync('telematics-agent', ['decode', '--dbc', DEMO_DBC_PATH, '--choices'], { input }).stdout, labels.stdout);
+    const numbers = runProgramSync('telematics-agent', ['decode', '--dbc', DEMO_DBC_PATH, '--no-choices'], { input });
+    assert.match(numbers.stdout, /BODY_STATUS\(IgnitionState: 2, DriverSeatbelt: 0, DoorOpenFL: 1,/);
+    const json = runProgramSync('telematics-agent', ['decode', '--dbc', DEMO_DBC_PATH, '--json'], { input });
+    assert.equal((JSON.parse(json.stdout) as { signals: Record<string, unknown> }).signals.IgnitionState, 'ON');
+  });
+
+  it('[16.cli] exit status 1 when lines came and not one was a frame; 0 when some were, or when there was nothing to read', () => {
+    const none = runProgramSync('telematics-agent', ['decode', '-d', DEMO_DBC_PATH], { input: 'hello\nworld\n' });
+    assert.equal(none.status, 1);
+    assert.equal(none.stdout, '');
+    assert.match(none.stderr, /^warning: line 1: .*\nwarning: line 2: .*\n2 malformed line\(s\) skipped\nno line of standard input is a candump frame\n$/);
+    const dir = makeTempDir('decode-');
+    const log = path.join(dir, 'notes.txt');
+    writeFileSync(log, 'not candump\n');
+    const file = runProgramSync('telematics-agent', ['decode', '-d', DEMO_DBC_PATH, '-l', log]);
+    assert.equal(file.status, 1);
+    assert.match(file.stderr, new RegExp(`no line of ${log.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} is a candump frame\\n$`));
+    const some = runProgramSync('telematics-agent', ['decode', '-d', DEMO_DBC_PATH, '--log', '-'], { input: `hello\n${plain[0]}\n` });
+    assert.equal(some.status, 0);
+    assert.equal(some.stdout.split('\n').length, 2);
+    const empty = runProgramSync('telematics-agent', ['decode', '-d', DEMO_DBC_PATH], { input: '' });
+    assert.deepEqual([empty.status, empty.stdout, empty.stderr], [0, '', '']);
+  });
+
+  it('[16.cli] decode prints each frame as it comes from a pipe, without waiting for the end of the input (candump can0 | decode)', async () => {
+    const child = spawn(process.execPath, [AGENT_CLI, 'decode', '-d', DEMO_DBC_PATH], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+    try {
+      // Each line is answered while the input stays open, as a live candump's would be.
+      for (const [n, line] of plain.entries()) {
+        child.stdin.write(`${line}\n`);
+        await waitFor(() => stdout.split('\n').length === n + 2, `the decoded line ${n + 1} while the input is still open`, 30_000);
+      }
+      child.stdin.end();
+      assert.equal(await exited, 0, stderr);
+      assert.equal(stdout.trimEnd().split('\n').length, plain.length);
+    } finally {
+      child.kill('SIGKILL');
+    }
   });
 });

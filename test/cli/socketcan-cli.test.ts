@@ -51,7 +51,7 @@ describe('SocketCAN command arguments', () => {
   });
 
   it('sim-ecu: rejects bad DTCs, ECU addresses and time factors before touching the interface', () => {
-    assertFails(['sim-ecu'], /required option '--iface <name>' not specified/);
+    assertFails(['sim-ecu'], /required option '-i, --iface <name>' not specified/);
     assertFails(
       ['sim-ecu', '--iface', MISSING, '--dtc', 'P0133', 'P01X3'],
       /argument 'P01X3' is invalid\. "P01X3" is not a DTC \(a letter P, C, B or U and four hex digits/,

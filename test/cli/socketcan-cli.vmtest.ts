@@ -164,7 +164,7 @@ describe('SocketCAN commands on a real kernel', { timeout: 420_000 }, () => {
     await decodeStream(
       db,
       Readable.from([asLog]),
-      { choices: false, json: false },
+      { choices: true, json: false }, // labels, as decode shows them by default
       (chunk) => void (fromFile += chunk),
       () => undefined,
     );

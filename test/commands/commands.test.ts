@@ -546,7 +546,7 @@ describe('remote commands through mosquitto', { timeout: 180_000 }, () => {
     assert.equal((JSON.parse(untrusted.stdout.trim()) as CommandResult).reason, 'untrusted-signer');
     const usage = await runProgram('telematics-ops', ['send', ...common, ...alice]);
     assert.equal(usage.status, 1);
-    assert.match(usage.stderr, /required option '--command <name>'/);
+    assert.match(usage.stderr, /required option '-c, --command <name>'/);
     const unconnected = await runProgram('telematics-ops', ['send', '--device', carId, '--command', 'ping']);
     assert.equal(unconnected.status, 1);
     assert.match(unconnected.stderr, /missing --broker, --cert, --key, --ca, --operator-cert, --operator-key \(or --certs-dir for the development PKI\)/);

@@ -69,7 +69,10 @@ describe('[14.4] reserved identities', () => {
       const result = runProgramSync('scripts/provision', ['--device', name, '--csr-only', '--broker', 'mqtts://broker.example:8883', '--bundle', bundle]);
       assert.equal(result.status, 1, result.stdout);
       assert.equal(result.stdout, '');
-      assert.match(result.stderr, new RegExp(`^provision: --device "${name}" cannot be a device ID: '${name.toLowerCase()}' is reserved[^\\n]*\\n$`));
+      assert.match(
+        result.stderr,
+        new RegExp(`^telematics-provision: --device "${name}" cannot be a device ID: '${name.toLowerCase()}' is reserved[^\\n]*\\n$`),
+      );
       assert.ok(!existsSync(bundle), 'nothing written');
     }
   });

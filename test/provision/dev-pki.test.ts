@@ -122,7 +122,7 @@ test('dev-pki: a bad device ID is one line on stderr and exit status 1', () => {
   const result = devPki(['--out', out, '--device', 'a/b']);
   assert.equal(result.status, 1);
   assert.equal(result.stdout, '');
-  assert.match(result.stderr, /^dev-pki: --device "a\/b" cannot be a device ID: "\/" is not allowed.*\n$/);
+  assert.match(result.stderr, /^telematics-provision: --device "a\/b" cannot be a device ID: "\/" is not allowed.*\n$/);
   assert.deepEqual(readdirSync(out), []);
 });
 
@@ -131,7 +131,7 @@ test('[14.4] dev-pki: a reserved name (the backend, a file of the PKI itself) is
     const out = makeTempDir('dev-pki-');
     const result = devPki(['--out', out, '--device', name]);
     assert.equal(result.status, 1, name);
-    assert.match(result.stderr, new RegExp(`^dev-pki: --device "${name}" cannot be a device ID: '${name.toLowerCase()}' is reserved.*\n$`));
+    assert.match(result.stderr, new RegExp(`^telematics-provision: --device "${name}" cannot be a device ID: '${name.toLowerCase()}' is reserved.*\n$`));
     assert.deepEqual(readdirSync(out), [], `${name}: nothing written`);
   }
 });

@@ -41,7 +41,8 @@ function ok(run: ProgramRun): ProgramRun {
 
 function oneLineError(run: ProgramRun, tool: string, message: RegExp): void {
   assert.equal(run.status, 1, run.stdout);
-  assert.match(run.stderr, new RegExp(`^${tool}: [^\\n]+\\n$`), `exactly one line: ${run.stderr}`);
+  // Every tool's error names the binary (telematics-provision), whichever script started it.
+  assert.match(run.stderr, /^telematics-provision: [^\n]+\n$/, `${tool}: exactly one line: ${run.stderr}`);
   assert.match(run.stderr, message);
 }
 
@@ -170,7 +171,7 @@ describe('flash refuses, in one line', () => {
       oneLineError(
         runProgramSync('scripts/flash', ['--bundle', noBundle, '--target', target]),
         'flash',
-        new RegExp(`^flash: --target ${target} is this machine's own root: flash prepares a mounted image`),
+        new RegExp(`^telematics-provision: --target ${target} is this machine's own root: flash prepares a mounted image`),
       );
     }
     assert.equal(isThisMachinesRoot(link), true);
@@ -231,7 +232,7 @@ describe('flash refuses, in one line', () => {
     oneLineError(
       runProgramSync('scripts/flash', ['--bundle', rootBundle, '--target', root]),
       'flash',
-      /^flash: the service user: 'root': the agent must not run as root/,
+      /^telematics-provision: the service user: 'root': the agent must not run as root/,
     );
     assert.deepEqual(listing(root), before, 'nothing written');
   });
@@ -566,19 +567,19 @@ describe('[14.6] flash into a hostile image: every path stays inside it, only re
       what: 'an absolute link to /dev/zero at the device key, where an older flash kept it',
       make: (root) => symlinkSync('/dev/zero', path.join(withConfigDir(root, 'certs'), 'certs/device.key')),
       message:
-        /^flash: \/etc\/telematics-agent\/certs\/device\.key in \S+ is a symbolic link, which is not followed: only regular files are read from a target \(--replace-identity overwrites it without reading it\)$/m,
+        /^telematics-provision: \/etc\/telematics-agent\/certs\/device\.key in \S+ is a symbolic link, which is not followed: only regular files are read from a target \(--replace-identity overwrites it without reading it\)$/m,
       targetUntouched: true,
     },
     {
       what: 'an absolute link to /dev/zero at the device key in identity/',
       make: (root) => symlinkSync('/dev/zero', path.join(withConfigDir(root, 'identity'), 'identity/device.key')),
-      message: /^flash: \/etc\/telematics-agent\/identity\/device\.key in \S+ is a symbolic link, which is not followed/m,
+      message: /^telematics-provision: \/etc\/telematics-agent\/identity\/device\.key in \S+ is a symbolic link, which is not followed/m,
       targetUntouched: true,
     },
     {
       what: 'the config a link climbing out of the image with ..',
       make: (root) => symlinkSync(climbing('config.json'), path.join(withConfigDir(root), 'config.json')),
-      message: /^flash: \/etc\/telematics-agent\/config\.json in \S+ is a symbolic link, which is not followed/m,
+      message: /^telematics-provision: \/etc\/telematics-agent\/config\.json in \S+ is a symbolic link, which is not followed/m,
       targetUntouched: true,
     },
     {
@@ -588,49 +589,49 @@ describe('[14.6] flash into a hostile image: every path stays inside it, only re
         symlinkSync(climbing('passwd'), path.join(root, 'etc/passwd'));
       },
       // Resolved inside the image, where there is no such file: this machine's passwd is never read (or written).
-      message: /^flash: \S+ has no \/etc\/passwd \(a link to \/tmp\/flash-host-\w+\/passwd in the image\): is it a root file system\?$/m,
+      message: /^telematics-provision: \S+ has no \/etc\/passwd \(a link to \/tmp\/flash-host-\w+\/passwd in the image\): is it a root file system\?$/m,
       targetUntouched: true,
     },
     {
       what: 'a FIFO at /usr/bin/node',
       make: (root) => fifo(path.join(root, 'usr/bin/node')),
-      message: /^flash: \/usr\/bin\/node in \S+ is a FIFO, not a regular file: only regular files are read from a target$/m,
+      message: /^telematics-provision: \/usr\/bin\/node in \S+ is a FIFO, not a regular file: only regular files are read from a target$/m,
       targetUntouched: true,
     },
     {
       what: 'a FIFO at /etc/passwd',
       make: (root) => fifo(path.join(root, 'etc/passwd')),
-      message: /^flash: \/etc\/passwd in \S+ is a FIFO, not a regular file/m,
+      message: /^telematics-provision: \/etc\/passwd in \S+ is a FIFO, not a regular file/m,
       targetUntouched: true,
     },
     {
       what: 'a FIFO at /etc/login.defs',
       make: (root) => fifo(path.join(root, 'etc/login.defs')),
-      message: /^flash: \/etc\/login\.defs in \S+ is a FIFO, not a regular file/m,
+      message: /^telematics-provision: \/etc\/login\.defs in \S+ is a FIFO, not a regular file/m,
       targetUntouched: true,
     },
     {
       what: 'a FIFO at the device key',
       make: (root) => fifo(path.join(withConfigDir(root, 'identity'), 'identity/device.key')),
-      message: /^flash: \/etc\/telematics-agent\/identity\/device\.key in \S+ is a FIFO, not a regular file/m,
+      message: /^telematics-provision: \/etc\/telematics-agent\/identity\/device\.key in \S+ is a FIFO, not a regular file/m,
       targetUntouched: true,
     },
     {
       what: 'a huge sparse /etc/passwd',
       make: (root) => truncateSync(path.join(root, 'etc/passwd'), 8 * 1024 ** 3),
-      message: /^flash: \/etc\/passwd in \S+ is 8\.0 GiB, more than the 16\.0 MiB it may be: only regular files are read from a target$/m,
+      message: /^telematics-provision: \/etc\/passwd in \S+ is 8\.0 GiB, more than the 16\.0 MiB it may be: only regular files are read from a target$/m,
       targetUntouched: true,
     },
     {
       what: 'the identity folder an absolute link out of the image',
       make: (root) => symlinkSync(host, path.join(withConfigDir(root), 'identity')),
-      message: /^flash: \S+\/etc\/telematics-agent\/identity is not a folder \(a symbolic link is in its place\)$/m,
+      message: /^telematics-provision: \S+\/etc\/telematics-agent\/identity is not a folder \(a symbolic link is in its place\)$/m,
       targetUntouched: false,
     },
     {
       what: 'the state folder a link climbing out of the image with ..',
       make: (root) => symlinkSync(climbing('state'), path.join(root, 'data/var/lib/telematics-agent')),
-      message: /^flash: \S+\/data\/var\/lib\/telematics-agent is not a folder \(a symbolic link is in its place\)$/m,
+      message: /^telematics-provision: \S+\/data\/var\/lib\/telematics-agent is not a folder \(a symbolic link is in its place\)$/m,
       targetUntouched: false,
     },
   ];
@@ -739,12 +740,12 @@ describe('install-service', () => {
 
   test('root and shared accounts are refused in one line, by install-service and by provision', () => {
     const root = runProgramSync('scripts/install-service', ['--print', '--user', 'root']);
-    oneLineError(root, 'install-service', /^install-service: --user: 'root': the agent must not run as root: /);
+    oneLineError(root, 'install-service', /^telematics-provision: --user: 'root': the agent must not run as root: /);
     assert.equal(root.stdout, '', 'no unit printed');
     oneLineError(
       runProgramSync('scripts/install-service', ['--print', '--user', 'nobody']),
       'install-service',
-      /^install-service: --user: 'nobody' is shared by many services: /,
+      /^telematics-provision: --user: 'nobody' is shared by many services: /,
     );
     const dir = path.join(work, 'bundles', 'car-root');
     oneLineError(

@@ -365,7 +365,7 @@ describe('provision checks chains as the agent does (RFC 5280)', () => {
     for (const [cert, message] of cases) {
       const refused = runProgramSync('scripts/provision', ['--device', 'car-0044', '--bundle', bundle, '--cert', path.join(work, cert)]);
       assert.equal(refused.status, 1, `${cert}: ${refused.stdout}`);
-      assert.match(refused.stderr, /^provision: [^\n]+\n$/, 'exactly one line');
+      assert.match(refused.stderr, /^telematics-provision: [^\n]+\n$/, 'exactly one line');
       assert.match(refused.stderr, message);
       assert.ok(!existsSync(path.join(bundle, 'identity', 'device.crt')), cert);
     }
@@ -390,7 +390,7 @@ describe('provision checks chains as the agent does (RFC 5280)', () => {
     assert.equal(refused.status, 1, refused.stdout);
     assert.match(
       refused.stderr,
-      /^provision: --ca [^\n]*intermediate-bundle\.crt: the root CA CN=telematics-agent development CA allows 0 intermediate CAs below it \(pathLenConstraint 0\), the chain has 1 \(CN=rogue intermediate\)\n$/,
+      /^telematics-provision: --ca [^\n]*intermediate-bundle\.crt: the root CA CN=telematics-agent development CA allows 0 intermediate CAs below it \(pathLenConstraint 0\), the chain has 1 \(CN=rogue intermediate\)\n$/,
     );
     assert.ok(!existsSync(target), 'nothing written');
   });
@@ -486,7 +486,7 @@ describe('provision refuses bad input in one line, exit status 1, and writes not
       const result = runProgramSync('scripts/provision', [...c.args(), '--bundle', bundle]);
       assert.equal(result.status, 1, result.stdout);
       assert.equal(result.stdout, '');
-      assert.match(result.stderr, /^provision: [^\n]+\n$/, 'exactly one line');
+      assert.match(result.stderr, /^telematics-provision: [^\n]+\n$/, 'exactly one line');
       assert.match(result.stderr, c.message);
       assert.ok(!existsSync(bundle), 'nothing written');
     });

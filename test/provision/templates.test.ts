@@ -176,7 +176,7 @@ describe('[16.provision] what a template must give, and what provisioning fills 
     assert.equal(refused.status, 65, refused.stdout);
     assert.equal(refused.stdout, '');
     const lines = refused.stderr.trimEnd().split('\n');
-    assert.equal(lines[0], `provision: --config-template ${template}: 6 problems:`);
+    assert.equal(lines[0], `telematics-provision: --config-template ${template}: 6 problems:`);
     assert.deepEqual(lines.slice(1).sort(), [
       `  (top level): unknown field 'colour'`,
       `  buses[0].dbc: file not found: ${path.join(dir, 'no-such.dbc')}`,
@@ -198,7 +198,7 @@ describe('[16.provision] what a template must give, and what provisioning fills 
     const refused = provision('car-signals', bundle, template);
     assert.equal(refused.status, 65, refused.stdout);
     assert.deepEqual(refused.stderr.trimEnd().split('\n'), [
-      `provision: --config-template ${template}: 3 problems:`,
+      `telematics-provision: --config-template ${template}: 3 problems:`,
       `  status.signals[1]: no bus DBC has a signal 'ENGINE_DATA.EngineSped'`,
       `  collection.rules[0] (drive).signals[1]: no bus DBC has a signal 'Throttle'`,
       `  collection.rules[0] (drive).signals[2]: no bus DBC has a signal 'obd.rmp' (OBD signals are obd.<J1979 key>, e.g. obd.rpm)`,

@@ -1,7 +1,7 @@
 /**
  * The project's programs as the tests run them, each a child process run to its end: the agent's command line
- * (`telematics-agent`, dist/src/cli/main.js), the operators' (`telematics-ops`, dist/src/cli/ops.js) and the firmware
- * engineers' scripts (`scripts/<name>`). `runProgramSync` blocks; `runProgram` waits without blocking the event loop,
+ * (`telematics-agent`, dist/src/cli/main.js), the operators' (`telematics-ops`, dist/src/cli/ops.js), the firmware
+ * engineers' (`telematics-provision`, dist/src/cli/provision.js) and their scripts (`scripts/<name>`). `runProgramSync` blocks; `runProgram` waits without blocking the event loop,
  * for a program that talks to something living in the test's own process (a simulator on a pty, a broker client).
  * A program that keeps running while the test talks to it is test/support/agent-process.ts's (`telematics-agent run`)
  * or the test's own.
@@ -17,9 +17,10 @@ import { repoRoot } from './shared.js';
 /** The compiled command lines, as package.json's `bin` names them. */
 export const AGENT_CLI = path.join(repoRoot, 'dist', 'src', 'cli', 'main.js');
 export const OPS_CLI = path.join(repoRoot, 'dist', 'src', 'cli', 'ops.js');
+export const PROVISION_CLI = path.join(repoRoot, 'dist', 'src', 'cli', 'provision.js');
 
-/** `telematics-agent`, `telematics-ops`, or a script of scripts/ by its path (`scripts/dev-pki`). */
-export type Program = 'telematics-agent' | 'telematics-ops' | `scripts/${string}`;
+/** `telematics-agent`, `telematics-ops`, `telematics-provision`, or a script of scripts/ by its path (`scripts/dev-pki`). */
+export type Program = 'telematics-agent' | 'telematics-ops' | 'telematics-provision' | `scripts/${string}`;
 
 export interface ProgramRun {
   /** The exit status; null when the program was killed (by the timeout or a signal of its own). */
@@ -47,6 +48,7 @@ const MAX_OUTPUT_BYTES = 256 * 1024 * 1024;
 function command(program: Program, args: readonly string[]): [string, string[]] {
   if (program === 'telematics-agent') return [process.execPath, [AGENT_CLI, ...args]];
   if (program === 'telematics-ops') return [process.execPath, [OPS_CLI, ...args]];
+  if (program === 'telematics-provision') return [process.execPath, [PROVISION_CLI, ...args]];
   return [path.join(repoRoot, program), [...args]];
 }
 

@@ -11,6 +11,7 @@ const captureSnapshotParams = z.strictObject({
 
 export const captureSnapshot: CommandHandler<z.output<typeof captureSnapshotParams>> = {
   name: 'captureSnapshot',
+  description: 'The current values of the named signals, named as collection rules name them (Message.Signal, a bare name, <bus>.Message.Signal, obd.<key>).',
   params: captureSnapshotParams,
   defaultTimeoutMs: 5000,
   async run(params, context) {

@@ -12,6 +12,7 @@ const clearDtcsParams = z.strictObject({
 
 export const clearDtcs: CommandHandler<z.output<typeof clearDtcsParams>> = {
   name: 'clearDtcs',
+  description: 'Erases the DTCs, freeze frames and readiness monitors of every ECU, or one (OBD-II Mode 04). Give it a precondition in commands.preconditions.',
   params: clearDtcsParams,
   defaultTimeoutMs: 10_000,
   async run(params, context, run) {

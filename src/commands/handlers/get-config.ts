@@ -11,6 +11,7 @@ const getConfigParams = z.strictObject({
 
 export const getConfig: CommandHandler<z.output<typeof getConfigParams>> = {
   name: 'getConfig',
+  description: 'The device config the agent runs with, or one section of it (the collection rules as setConfig last applied them).',
   params: getConfigParams,
   defaultTimeoutMs: 5000,
   async run(params, context) {

@@ -6,6 +6,7 @@ const getStatusParams = z.strictObject({});
 
 export const getStatus: CommandHandler<z.output<typeof getStatusParams>> = {
   name: 'getStatus',
+  description: "The agent's state as its health message reports it: buses, adapters, outbox, uplink.",
   params: getStatusParams,
   defaultTimeoutMs: 5000,
   async run(_params, context) {

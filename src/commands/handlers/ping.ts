@@ -13,6 +13,7 @@ const pingParams = z.strictObject({
 
 export const ping: CommandHandler<z.output<typeof pingParams>> = {
   name: 'ping',
+  description: "Answers with the car's clock and the echo: a round trip and a clock check. delayMs holds the answer back, to exercise timeouts.",
   params: pingParams,
   defaultTimeoutMs: 5000,
   async run(params, _context, run) {

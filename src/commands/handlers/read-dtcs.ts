@@ -13,6 +13,7 @@ const readDtcsParams = z.strictObject({
 
 export const readDtcs: CommandHandler<z.output<typeof readDtcsParams>> = {
   name: 'readDtcs',
+  description: 'Diagnostic trouble codes from every ECU, or one: stored (OBD-II Mode 03), pending (07) or permanent (0A).',
   params: readDtcsParams,
   defaultTimeoutMs: 10_000,
   async run(params, context, run) {

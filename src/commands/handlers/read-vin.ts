@@ -9,6 +9,7 @@ const readVinParams = z.strictObject({
 
 export const readVin: CommandHandler<z.output<typeof readVinParams>> = {
   name: 'readVin',
+  description: 'The vehicle identification number (OBD-II Mode 09, info type 02).',
   params: readVinParams,
   defaultTimeoutMs: 10_000,
   async run(params, context, run) {

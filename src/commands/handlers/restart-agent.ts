@@ -9,6 +9,7 @@ const restartAgentParams = z.strictObject({});
 
 export const restartAgent: CommandHandler<z.output<typeof restartAgentParams>> = {
   name: 'restartAgent',
+  description: 'Stops the agent cleanly after the result is sent and exits with 75, which the service manager restarts. Only the agent restarts.',
   params: restartAgentParams,
   defaultTimeoutMs: 5000,
   async run(_params, context) {

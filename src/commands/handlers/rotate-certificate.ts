@@ -11,6 +11,8 @@ const rotateCertificateParams = z.strictObject({
 
 export const rotateCertificate: CommandHandler<z.output<typeof rotateCertificateParams>> = {
   name: 'rotateCertificate',
+  description:
+    'A new device key made on the car, its signing request to the backend, the signed certificate checked and swapped in, or rolled back if the broker refuses it.',
   params: rotateCertificateParams,
   // The wait for the certificate (120 s by default) plus the reconnection with the new pair (20 s) and a margin.
   defaultTimeoutMs: 180_000,

@@ -16,6 +16,8 @@ const setConfigParams = z.strictObject({
 
 export const setConfig: CommandHandler<z.output<typeof setConfigParams>> = {
   name: 'setConfig',
+  description:
+    'Replaces the collection rules (the collection section) without a restart, and keeps them beside the outbox; the old rules stay if the new ones do not apply.',
   params: setConfigParams,
   defaultTimeoutMs: 10_000,
   async run(params, context) {

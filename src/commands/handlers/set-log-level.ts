@@ -12,6 +12,7 @@ const setLogLevelParams = z.strictObject({
 
 export const setLogLevel: CommandHandler<z.output<typeof setLogLevelParams>> = {
   name: 'setLogLevel',
+  description: 'How much the agent writes to its log, until the next start.',
   params: setLogLevelParams,
   defaultTimeoutMs: 5000,
   async run(params, context) {

@@ -23,6 +23,7 @@ function commandsConfig(context: CommandContext): { allowedSignals?: AllowedSign
 
 export const setSignal: CommandHandler<z.output<typeof setSignalParams>> = {
   name: 'setSignal',
+  description: 'Writes one CAN signal through the bus DBC: only signals commands.allowedSignals lists, within their range, while their precondition holds.',
   params: setSignalParams,
   defaultTimeoutMs: 5000,
   async run(params, context) {
