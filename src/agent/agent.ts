@@ -28,6 +28,7 @@ import { applyCollectionOverride } from '../config/collection-override.js';
 import { DeviceConfigError, type DeviceConfig } from '../config/device-config.js';
 import { BusDecoder } from '../dbc/bus-decoder.js';
 import { compileDatabase, DbcParseError, loadDbcFile } from '../dbc/index.js';
+import { j1939Declaration } from '../dbc/protocol.js';
 import { loggingConfig } from '../health/log-config.js';
 import type { Logger } from '../health/log.js';
 import type { ShutdownProgress } from '../health/log-shutdown.js';
@@ -171,7 +172,11 @@ export class Agent {
         const busLog = logger.child(bus.name, { prefix: true });
         // What the DBC deviates in was tolerated (strictDbc off): warnings.
         for (const w of db.warnings) busLog.warn(`${path.basename(w.file)}:${w.line}:${w.column}: warning: ${w.message}`);
-        const decoder = new BusDecoder(bus.name, compileDatabase(db, { j1939: bus.j1939 ?? false }));
+        // A J1939 DBC decodes nothing without PGN matching: it is on when the DBC declares J1939, unless the config says.
+        const declared = bus.j1939 === undefined ? j1939Declaration(db) : undefined;
+        if (declared !== undefined)
+          busLog.info(`the DBC is a J1939 database (${declared}): frames are matched by PGN from any source address (j1939: false turns it off)`);
+        const decoder = new BusDecoder(bus.name, compileDatabase(db, { j1939: bus.j1939 ?? declared !== undefined }));
         buses.push(decoder);
         sources.push(busSourceType(bus.source).create(bus, { decoder, log: busLog }));
       }

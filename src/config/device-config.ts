@@ -43,7 +43,12 @@ function busConfigSchema(source: z.ZodType<SourceConfig>) {
     .strictObject({
       name: z.string().min(1).describe('Bus name as the agent reports it, e.g. can0.'),
       dbc: z.string().min(1).describe('DBC file decoding this bus, relative to this config file.'),
-      j1939: z.boolean().optional().describe('Match 29-bit frames by J1939 parameter group (PGN), ignoring priority and source address.'),
+      j1939: z
+        .boolean()
+        .optional()
+        .describe(
+          'Match 29-bit frames by J1939 parameter group (PGN), ignoring priority and source address. Default: on when the DBC declares J1939 (ProtocolType "J1939" or J1939PG messages), off otherwise.',
+        ),
       strictDbc: z.boolean().optional().describe('Reject any deviation from the DBC grammar instead of warning about it.'),
       source,
       obd: obdConfigSchema.optional(),

@@ -510,7 +510,8 @@ export class CompiledDatabase {
   private readonly extended = new Map<number, MessageCodec>();
   private readonly byPgn = new Map<number, MessageCodec>();
   private readonly names = new Map<string, MessageCodec>();
-  private readonly j1939: boolean;
+  /** Whether 29-bit frames are matched by parameter group (CompileOptions.j1939). */
+  readonly j1939: boolean;
 
   constructor(
     readonly db: Database,

@@ -220,7 +220,7 @@ function startProblems(config: DeviceConfig): string[] {
   const decoders: BusDecoder[] = [];
   config.buses.forEach((bus, i) => {
     try {
-      decoders.push(new BusDecoder(bus.name, compileDatabase(loadDbcFile(bus.dbc, { strict: bus.strictDbc ?? false }), { j1939: bus.j1939 ?? false })));
+      decoders.push(new BusDecoder(bus.name, compileDatabase(loadDbcFile(bus.dbc, { strict: bus.strictDbc ?? false }))));
     } catch (err) {
       if (!(err instanceof DbcParseError)) throw err;
       problems.push(`buses[${i}].dbc: ${err.message}`);

@@ -6,6 +6,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { runAgent } from '../../src/cli/run.js';
+import { loggingConfigSchema } from '../../src/health/log-config.js';
+import { Logger } from '../../src/health/log.js';
 import { BusDecoder } from '../../src/dbc/bus-decoder.js';
 import { loadDeviceConfig, parseDeviceConfig } from '../../src/config/device-config.js';
 import { compileDatabase, loadDbcFile } from '../../src/dbc/index.js';
@@ -13,7 +15,7 @@ import { DEMO_DBC_PATH, SimulatedVehicle } from '../../src/sim/vehicle.js';
 import { AgentProcess } from '../support/agent-process.js';
 import { AGENT_CLI, runProgramSync } from '../support/programs.js';
 import { messageFrame } from '../support/frames.js';
-import { repoRoot } from '../support/shared.js';
+import { hasSharedTestdata, NO_SHARED_TESTDATA, repoRoot, sharedTestdata } from '../support/shared.js';
 import { makeTempDir } from '../support/temp.js';
 
 const defaultConfig = path.join(repoRoot, 'device-config', 'default.json');
@@ -233,6 +235,34 @@ describe('runAgent with a replayed log', () => {
     assert.ok(Math.abs(bus.badLogLines - bus.frames / 3) <= 1, `${bus.badLogLines} bad lines for ${bus.frames} frames`);
     assert.match(written, /\| VehicleSpeed 88\.04 km\/h, EngineSpeed 2000\.0 rpm\n/);
   });
+});
+
+describe('run with a J1939 DBC', () => {
+  it(
+    '[16.cli] a bus whose DBC declares J1939 matches by PGN without a j1939 key, and says so once; j1939: false turns it off',
+    { skip: hasSharedTestdata() ? false : NO_SHARED_TESTDATA },
+    async () => {
+      const dbc = sharedTestdata('dbc', 'css_j1939_demo.dbc');
+      const file = sharedTestdata('logs', 'css_j1939_truck_11111111_00000012_00000001.candump.log');
+      const run = async (j1939?: boolean) => {
+        const lines: string[] = [];
+        const logger = new Logger({ config: loggingConfigSchema.parse({ level: 'info', verboseForS: 0 }), lines: (line) => lines.push(line) });
+        const bus = { name: 'truck', dbc, ...(j1939 === undefined ? {} : { j1939 }), source: { type: 'replay', file, speed: 1000 } };
+        const config = parseDeviceConfig({ deviceId: 'j1939-test', buses: [bus] }, { file: 'inline', baseDir: repoRoot });
+        const summary = await runAgent({ config, durationS: 30, logger, statusLines: false, output: { write: () => true } });
+        return { bus: summary.buses[0]!, said: lines.filter((line) => line.includes('J1939 database')) };
+      };
+      const declared = await run();
+      // The truck log has 57,849 frames; the DBC's parameter groups come from other source addresses than the DBC's.
+      assert.ok(declared.bus.frames - declared.bus.unknownFrames > 10_000, JSON.stringify(declared.bus));
+      assert.deepEqual(declared.said, [
+        'truck: the DBC is a J1939 database (ProtocolType "J1939"): frames are matched by PGN from any source address (j1939: false turns it off)',
+      ]);
+      const off = await run(false);
+      assert.equal(off.bus.frames - off.bus.unknownFrames, 0, JSON.stringify(off.bus));
+      assert.deepEqual(off.said, []);
+    },
+  );
 });
 
 describe('BusDecoder', () => {

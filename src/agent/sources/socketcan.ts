@@ -52,7 +52,7 @@ export const socketcanSource: BusSourceType<SocketCanSourceConfig> = {
 
     let filters: CanFilter[] | undefined;
     if (source.filter === 'dbc') {
-      const fromDbc = receiveFilters(decoder.database, { j1939: bus.j1939 ?? false });
+      const fromDbc = receiveFilters(decoder.database, { j1939: decoder.database.j1939 });
       // The kernel takes at most 512 filters per socket; an empty list would mean "everything" to the kernel anyway.
       if (fromDbc === null) log.warn(`the DBC needs more kernel receive filters than a socket takes; receiving every frame on ${ifname}`);
       else if (fromDbc.length === 0) log.warn(`the DBC has no messages to filter on; receiving every frame on ${ifname}`);
