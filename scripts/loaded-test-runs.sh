@@ -4,8 +4,8 @@
 #
 #   scripts/loaded-test-runs.sh [runs=5] [hogs=2]
 #
-# The clone is made from this checkout's HEAD (commit first: uncommitted changes are not in it) into a temporary
-# folder; `npm ci` runs once, then `npm test` `runs` times while `hogs` busy loops (one node process each) compete for
+# The clone is made from this checkout's HEAD (commit first: uncommitted changes are not in it) into a new folder
+# beside this checkout, as CI's clone is (the example configs name ../shared by relative paths); `npm ci` runs once, then `npm test` `runs` times while `hogs` busy loops (one node process each) compete for
 # the CPU. Each run's output goes to <clone>/run-N.log; the summary (one line a run: passed/failed, the counts and the
 # failing tests' names) goes to stdout. Exits 0 only when every run passed. The hogs are killed on any exit.
 set -euo pipefail
@@ -13,7 +13,7 @@ set -euo pipefail
 runs=${1:-5}
 hogs=${2:-2}
 source_repo=$(git -C "$(dirname "$0")/.." rev-parse --show-toplevel)
-clone=$(mktemp -d /tmp/telematics-loaded-XXXXXX)
+clone=$(mktemp -d "$(dirname "$source_repo")/telematics-loaded-XXXXXX")
 hog_pids=()
 stop_hogs() {
   for pid in "${hog_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
