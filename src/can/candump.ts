@@ -170,6 +170,9 @@ export class CandumpLineParser {
   private readonly consoleFormat: boolean;
   /** The last frame was an error frame of the console format: `-e` detail lines (tab-indented) may follow it. */
   private afterErrorFrame = false;
+  // What classifyId found besides the ID, in fields so that both line formats share it without an object per line.
+  private idExtended = false;
+  private idError = false;
   /** The seconds a console timestamp scanned to (a field, so scanning it returns only its end). */
   private scannedTs = 0;
   /** A `-tA` date's minute and its Unix time: one Date per minute of a log, not one per line. */
@@ -283,23 +286,12 @@ export class CandumpLineParser {
       if (idDigits > 8) this.fail('CAN ID must have 3 (11-bit) or 8 (29-bit) hex digits, found more than 8', idStart);
       this.fail(`invalid character ${this.charAt(i)} in CAN ID (expected hex digits then "#")`, i);
     }
-    let id = rawId;
-    let extended = false;
-    let error = false;
-    if (idDigits === 3) {
-      if (rawId > CAN_SFF_MASK) this.fail(`11-bit CAN ID 0x${rawId.toString(16).toUpperCase()} exceeds 0x7FF`, idStart);
-    } else if (idDigits === 8) {
-      if (rawId > 0x3fffffff) this.fail('CAN ID has EFF/RTR flag bits set (only the error flag 0x20000000 may be)', idStart);
-      if (rawId >= CAN_ERR_FLAG) {
-        error = true;
-        id = rawId - CAN_ERR_FLAG;
-      } else {
-        extended = true;
-      }
-    } else {
+    if (idDigits !== 3 && idDigits !== 8) {
       const found = idDigits > 8 ? 'more than 8' : String(idDigits);
       this.fail(`CAN ID must have 3 (11-bit) or 8 (29-bit) hex digits, found ${found}`, idStart);
     }
+    const id = this.classifyId(rawId, idDigits, idStart);
+    const { idExtended: extended, idError: error } = this;
     i++; // past '#'
 
     let fd = false;
@@ -445,20 +437,8 @@ export class CandumpLineParser {
       this.fail(`expected the CAN ID (3 or 8 hex digits) after the interface name, found ${found}`, idStart);
     }
     if (this.tokenEnd(i) !== i) this.fail(`invalid character ${this.charAt(i)} in CAN ID`, i);
-    let id = rawId;
-    let extended = false;
-    let error = false;
-    if (idDigits === 3) {
-      if (rawId > CAN_SFF_MASK) this.fail(`11-bit CAN ID 0x${rawId.toString(16).toUpperCase()} exceeds 0x7FF`, idStart);
-    } else {
-      if (rawId > 0x3fffffff) this.fail('CAN ID has EFF/RTR flag bits set (only the error flag 0x20000000 may be)', idStart);
-      if (rawId >= CAN_ERR_FLAG) {
-        error = true;
-        id = rawId - CAN_ERR_FLAG;
-      } else {
-        extended = true;
-      }
-    }
+    const id = this.classifyId(rawId, idDigits, idStart);
+    const { idExtended: extended, idError: error } = this;
     const afterId = i;
     i = this.skipGap(i);
     if (i === afterId || i >= end) this.fail('expected a space and the data length ("[8]") after the CAN ID', i);
@@ -675,6 +655,26 @@ export class CandumpLineParser {
     if (i >= this.end) return true;
     const c = this.text.charCodeAt(i);
     return isBlank(c) || c === CH_ESC || c === CH_BACKQUOTE;
+  }
+
+  /**
+   * The frame ID of a 3- or 8-digit identifier, both formats alike: an 8-digit one is extended, or an error frame's
+   * class when the error flag is set (idExtended, idError say which). Throws when the value cannot be one.
+   */
+  private classifyId(rawId: number, idDigits: number, idStart: number): number {
+    this.idExtended = false;
+    this.idError = false;
+    if (idDigits === 3) {
+      if (rawId > CAN_SFF_MASK) this.fail(`11-bit CAN ID 0x${rawId.toString(16).toUpperCase()} exceeds 0x7FF`, idStart);
+      return rawId;
+    }
+    if (rawId > 0x3fffffff) this.fail('CAN ID has EFF/RTR flag bits set (only the error flag 0x20000000 may be)', idStart);
+    if (rawId >= CAN_ERR_FLAG) {
+      this.idError = true;
+      return rawId - CAN_ERR_FLAG;
+    }
+    this.idExtended = true;
+    return rawId;
   }
 
   private fail(reason: string, at: number): never {
