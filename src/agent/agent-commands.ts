@@ -7,6 +7,7 @@
  * serves the commands that only read (signals from the bus decoders, status from the data path) and refuses the
  * others with a CommandFailure ('unsupported').
  */
+import type { RotationOutcome } from '../pki/rotation.js';
 import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { describeSignal, resolveSignalName } from '../collect/signal-names.js';
@@ -50,7 +51,7 @@ export interface CommandsHost {
   readonly outbox: SqliteOutbox;
   readonly session: MqttSession;
   healthReport(): DataPathReport;
-  rotateCertificate(request: CertificateRotationRequest): Promise<Record<string, unknown>>;
+  rotateCertificate(request: CertificateRotationRequest): Promise<RotationOutcome>;
 }
 
 export class AgentCommands {
@@ -165,7 +166,7 @@ export class AgentCommands {
       },
       // The buses' signals; no OBD value reaches this context (readSignal has none either).
       signalTiming: (name) => signalTimingOf(this.buses, name),
-      status: () => ({ deviceId: this.config.deviceId, ...host.healthReport() }),
+      status: () => unsupported('the status (getStatus)'),
       config: () => this.config,
       applyCollection: async () => unsupported('applying a collection config'),
       obd: () => undefined,

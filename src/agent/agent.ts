@@ -20,6 +20,7 @@
  * `health`, `systemd`, `commands` (the restart) and `logs` (the remote log's own trouble); the data path makes its own
  * (`outbox`, `uplink`, `commands`, `broker`, `pki`, `identity`).
  */
+import type { StatusReport } from '../commands/handlers/get-status.js';
 import path from 'node:path';
 import type { CanBus } from '../can/bus.js';
 import { Collector } from '../collect/collector.js';
@@ -355,6 +356,7 @@ export class Agent {
         obdReceivedAt: this.obdReceivedAt,
         obdClient: () => this.obdClient(),
         snapshot: () => this.snapshot(),
+        statusReport: () => this.statusReport(),
         dataPath,
         setLogLevel: (level) => logger.setLevel(level),
         requestRestart: () => this.requestRestart(),
@@ -385,6 +387,12 @@ export class Agent {
       ...(dataPath?.uplink ? { publish: (report: object) => dataPath.publishHealth(report) } : {}),
       log: logger.child('health'),
     });
+  }
+
+  /** getStatus: the health monitor's live reading (health opens right after the data path; a command cannot come sooner). */
+  private statusReport(): StatusReport {
+    if (!this.health) throw new Error('the agent is still opening');
+    return this.health.statusReport();
   }
 
   /** A value from an OBD poller or adapter: kept for commands, and offered to the collection rules. */

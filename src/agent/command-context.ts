@@ -8,6 +8,8 @@
  * override file of src/config/collection-override.ts, never in the read-only device config) and one CAN frame
  * (writeSignal). Nothing runs a shell command.
  */
+import type { StatusReport } from '../commands/handlers/get-status.js';
+import type { RotationOutcome } from '../pki/rotation.js';
 import { exactFilter, type CanBus, type CanEndpoint } from '../can/bus.js';
 import { createFrame, type FrameSink } from '../can/frame.js';
 import { CanFrameWriter, FrameWriteError } from '../can/frame-writer.js';
@@ -25,7 +27,6 @@ import type { ObdClient } from '../obd/client.js';
 import type { SignalTiming } from '../commands/precondition.js';
 import { MODE01_PIDS } from '../obd/j1979.js';
 import type { DataPath } from './data-path.js';
-import type { ObdPollingStatus } from './obd-polling.js';
 import type { AgentSnapshot } from './snapshot.js';
 import { adapterType, busSourceType } from './sources/registry.js';
 import type { FrameWriteRoute } from './sources/source-type.js';
@@ -53,6 +54,8 @@ export interface CommandContextOptions {
   obdClient?: () => ObdClient | undefined;
   /** The agent's state now: what getStatus returns. */
   snapshot: () => AgentSnapshot;
+  /** What getStatus returns (the health monitor's live reading). */
+  statusReport: () => StatusReport;
   /** The data path, with a collection section: setConfig, setSignal on a simulated bus and rotateCertificate act on it. */
   dataPath: DataPath | undefined;
   setLogLevel(level: LogLevel): void;
@@ -109,7 +112,7 @@ class AgentCommandContext implements CommandContext {
     return this.intervals;
   }
 
-  rotateCertificate(request: CertificateRotationRequest): Promise<Record<string, unknown>> {
+  rotateCertificate(request: CertificateRotationRequest): Promise<RotationOutcome> {
     const dataPath = this.options.dataPath;
     if (dataPath === undefined) throw new CommandFailure('unsupported', 'the agent runs without an uplink: there is no certificate to rotate');
     return dataPath.rotateCertificate(request);
@@ -119,35 +122,8 @@ class AgentCommandContext implements CommandContext {
     return describeSignal(this.options.buses, name);
   }
 
-  status(): Record<string, unknown> {
-    const snapshot = this.options.snapshot();
-    const status: Record<string, unknown> = {
-      deviceId: this.deviceId,
-      ts: snapshot.ts,
-      buses: snapshot.buses.map((bus) => {
-        const entry: Record<string, unknown> = {
-          name: bus.name,
-          source: bus.source,
-          frames: bus.frames,
-          signals: bus.signals,
-          unknownFrames: bus.unknownFrames,
-          decodeErrors: bus.decodeErrors,
-        };
-        if (bus.link) {
-          entry.interfaceState = bus.link.state;
-          entry.errorFrames = bus.link.errorFrames;
-        }
-        if (bus.obd) entry.obd = obdStatus(bus.obd);
-        return entry;
-      }),
-      obdAdapters: snapshot.adapters.map((adapter) => ({
-        name: adapter.name,
-        state: adapter.state,
-        ...(adapter.obd ? obdStatus(adapter.obd) : {}),
-      })),
-    };
-    if (snapshot.dataPath) Object.assign(status, snapshot.dataPath.report);
-    return status;
+  status(): StatusReport {
+    return this.options.statusReport();
   }
 
   config(): unknown {
@@ -263,11 +239,6 @@ class AgentCommandContext implements CommandContext {
     this.writers.set(busConfig.name, writer);
     return writer;
   }
-}
-
-/** A poller's part of getStatus. */
-function obdStatus(obd: ObdPollingStatus): { connected: boolean; samples: number; requests: number; unsupported: number } {
-  return { connected: obd.connected, samples: obd.samples, requests: obd.requests, unsupported: obd.unsupported };
 }
 
 /** The poll interval of each OBD value the config asks for, by `<adapter or bus>.obd.<key>`; the longest of a key's entries. */

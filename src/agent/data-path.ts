@@ -28,7 +28,7 @@ import { ensureDevPki, type DevPkiPaths } from '../pki/dev-pki.js';
 import { loadIdentity, type IdentityFiles } from '../pki/identity.js';
 import { signDeviceCsr } from '../pki/csr.js';
 import { repairIdentityFiles } from '../pki/identity-files.js';
-import { rotateCertificate, RotationFailure, summary, type CertificateSummary } from '../pki/rotation.js';
+import { rotateCertificate, RotationFailure, summary, type CertificateSummary, type RotationOutcome } from '../pki/rotation.js';
 import { SqliteOutbox, type OutboxItem, type OutboxStats } from '../store/outbox.js';
 import { encodeMessage } from '../uplink/codec.js';
 import { EmbeddedBroker } from '../uplink/embedded-broker.js';
@@ -370,7 +370,7 @@ export class DataPath {
    * Rotates the device certificate over the uplink (src/pki/rotation.ts): the remote command's way in. Throws
    * CommandFailure with the rotation's reason.
    */
-  async rotateCertificate(request: CertificateRotationRequest): Promise<Record<string, unknown>> {
+  async rotateCertificate(request: CertificateRotationRequest): Promise<RotationOutcome> {
     const uplink = this.config.uplink;
     if (!this.uplink || !uplink) throw new CommandFailure('unsupported', 'the agent has no uplink: there is no certificate to rotate');
     try {

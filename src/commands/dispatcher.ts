@@ -189,6 +189,8 @@ export class CommandDispatcher {
   handle(topic: string, payload: Buffer, properties: CommandProperties = {}): void {
     this.counts.received++;
     let id: string | undefined;
+    /** The command's name, once the envelope is known to be signed: its rejections say which command they refuse. */
+    let name: string | undefined;
     let authentic = false;
     /** The ID is fresh and now remembered: from here a rejection is stored (durable), before it only sent. */
     const remembered = { value: false };
@@ -217,6 +219,7 @@ export class CommandDispatcher {
         throw err;
       }
       authentic = true;
+      name = envelope.name;
       this.check(topic, envelope, parsed, signer, properties, remembered);
     } catch (err) {
       // Not a Rejection: a failure of the agent's own, not of the payload.
@@ -224,7 +227,7 @@ export class CommandDispatcher {
         err instanceof Rejection
           ? err
           : new Rejection('internal-error', `the agent failed while checking the command: ${(err as Error)?.message ?? String(err)}`);
-      this.reject(id, rejection, properties, authentic, remembered.value);
+      this.reject(id, name, rejection, properties, authentic, remembered.value);
     }
   }
 
@@ -387,7 +390,14 @@ export class CommandDispatcher {
    * Answers a refused payload. Only a fresh signed command's refusal is stored (it survives a lost connection, as its
    * ACCEPTED would have); anything else (unsigned, stale, replayed, for another car) is sent once, unstored.
    */
-  private reject(id: string | undefined, rejection: Rejection, properties: CommandProperties, authentic: boolean, remembered: boolean): void {
+  private reject(
+    id: string | undefined,
+    name: string | undefined,
+    rejection: Rejection,
+    properties: CommandProperties,
+    authentic: boolean,
+    remembered: boolean,
+  ): void {
     this.rejected[rejection.reason] = (this.rejected[rejection.reason] ?? 0) + 1;
     const route = this.route(id, properties);
     if (!route) {
@@ -403,6 +413,7 @@ export class CommandDispatcher {
     const result = (seq: number | undefined): Uint8Array =>
       this.encode({
         ...this.base(id ?? null, 'REJECTED'),
+        ...(name !== undefined ? { command: name } : {}),
         reason: rejection.reason,
         message: rejection.message,
         ...(rejection.detail !== undefined ? { detail: rejection.detail } : {}),

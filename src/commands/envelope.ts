@@ -17,35 +17,10 @@
 import { constants, createPrivateKey, randomUUID, sign, type KeyObject } from 'node:crypto';
 import { visit } from 'jsonc-parser';
 import { z } from 'zod';
+import { COMMAND_ID_PATTERN, ENVELOPE_VERSION, envelopeSchema, wireSchema, type CommandEnvelope } from '../contract/command-envelope.js';
 
-export const ENVELOPE_VERSION = 1;
-
-/**
- * Command IDs become a topic level (`commands/<id>/result`) and the certificate rotation's requestId: no '/', '+',
- * '#', bounded, and not `.` or `..` (a level that a bridge or a tool mapping topics to paths would walk up with).
- */
-export const COMMAND_ID_PATTERN = /^(?!\.{1,2}$)[A-Za-z0-9_.:-]{1,64}$/;
-export const COMMAND_NAME_PATTERN = /^[A-Za-z][A-Za-z0-9_]{0,63}$/;
-
-export const envelopeSchema = z.strictObject({
-  v: z.literal(ENVELOPE_VERSION),
-  id: z.string().regex(COMMAND_ID_PATTERN, { message: "expected 1-64 characters of A-Z a-z 0-9 _ . : -, not '.' or '..'" }),
-  deviceId: z.string().min(1).max(256),
-  name: z.string().regex(COMMAND_NAME_PATTERN, { message: 'expected a command name (a letter, then letters, digits or _)' }),
-  params: z.unknown().optional(),
-  issuedAt: z.number().int().nonnegative(),
-  expiresAt: z.number().int().nonnegative().optional(),
-  timeoutMs: z.number().int().min(1).max(86_400_000).optional(),
-});
-export type CommandEnvelope = z.output<typeof envelopeSchema>;
-
-const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
-
-export const wireSchema = z.strictObject({
-  envelope: z.string().min(1).regex(BASE64, { message: 'expected base64' }),
-  signature: z.string().regex(BASE64, { message: 'expected base64' }).optional(),
-  signer: z.string().optional(),
-});
+// The schemas are the contract's (src/contract/command-envelope.ts): the files a backend reads are what is enforced.
+export { COMMAND_ID_PATTERN, COMMAND_NAME_PATTERN, ENVELOPE_VERSION, envelopeSchema, wireSchema, type CommandEnvelope } from '../contract/command-envelope.js';
 
 /** A payload read as far as it goes: what the dispatcher needs to answer even a payload it rejects. */
 export interface ParsedCommand {

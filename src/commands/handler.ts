@@ -26,16 +26,23 @@ export class CommandFailure extends Error {
   }
 }
 
-export interface CommandHandler<P = unknown, C = CommandContext> {
+export interface CommandHandler<P = unknown, C = CommandContext, R = unknown> {
   readonly name: string;
   /** What it does, in a sentence or two, for the command catalogue (`telematics-ops commands`). */
   readonly description: string;
   /** zod schema of the parameters; a failure is REJECTED with reason 'bad-params' and the zod issues. */
   readonly params: z.ZodType<P>;
+  /**
+   * zod schema of the SUCCEEDED result's `detail`: the command's part of the published contract
+   * (contract/commands/<name>.result.schema.json). The tests check every handler's real results against it.
+   */
+  readonly result: z.ZodType<R>;
+  /** zod schema of the `detail` of its IN_PROGRESS reports, for a handler that reports progress. */
+  readonly progress?: z.ZodType;
   /** Used when the envelope gives no timeout. */
   readonly defaultTimeoutMs: number;
   /** Resolves with the result detail (JSON-serialisable) → SUCCEEDED; throws CommandFailure → FAILED with its reason. */
-  run(params: P, context: C, run: CommandRun): Promise<unknown>;
+  run(params: P, context: C, run: CommandRun): Promise<R>;
 }
 
 /** What handlers may use of the agent (implemented in src/agent/command-context.ts by the composition root). */
@@ -50,8 +57,8 @@ export interface CommandContext {
   signalTiming(name: string): import('./precondition.js').SignalTiming | undefined;
   /** What the agent knows of a signal name: undefined when no bus or OBD key has it; its DBC value table, if any. */
   describeSignal(name: string): { choices?: ReadonlyMap<number, string> } | undefined;
-  /** A JSON snapshot of the agent's state (buses, outbox, uplink): what getStatus returns. */
-  status(): Record<string, unknown>;
+  /** The agent's state now, as getStatus returns it (the health report's shapes). */
+  status(): import('./handlers/get-status.js').StatusReport;
   /** The running device config, with file contents not included. */
   config(): unknown;
   /** Validates and applies a new `collection` section without a restart; throws CommandFailure('invalid-config'|'apply-failed') and leaves the old one running if it does not apply. Persists it atomically on success. */
@@ -64,7 +71,7 @@ export interface CommandContext {
   /** Asks the agent to restart cleanly after the result is sent (the process exits with a code the service manager restarts). */
   requestRestart(): void;
   /** Rotates the device certificate (src/pki/rotation.ts); resolves with the old and new certificate; throws CommandFailure. */
-  rotateCertificate(request: CertificateRotationRequest): Promise<Record<string, unknown>>;
+  rotateCertificate(request: CertificateRotationRequest): Promise<import('../pki/rotation.js').RotationOutcome>;
 }
 
 export interface CertificateRotationRequest {

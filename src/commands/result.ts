@@ -59,6 +59,8 @@ export const FAILURE_REASONS = [
   'aborted',
   /** The handler's result could not be serialised as JSON. */
   'bad-result',
+  /** The agent died while the command ran (reported when it starts again; detail: startedAt). */
+  'interrupted',
 ] as const;
 
 /** TIMED_OUT's reason. */

@@ -9,15 +9,17 @@
  * per request. Reports are scheduled one after the other (never overlapping, however slow the host is to answer) on a
  * fixed cadence, skipping a slot rather than bunching up after a slow sample.
  */
+import type { LiveStatus } from '../contract/status-page.js';
+import type { StatusReport } from '../commands/handlers/get-status.js';
 import path from 'node:path';
 import type { AgentSnapshot } from '../agent/snapshot.js';
 import type { DeviceConfig } from '../config/device-config.js';
 import { HEALTH_DEFAULTS, type HealthConfig } from './config.js';
-import { ValueFreshness, type Freshness } from './freshness.js';
+import { ValueFreshness } from './freshness.js';
 import { HealthHttpServer } from './http-server.js';
 import type { ComponentLog } from './log.js';
 import { renderMetrics } from './metrics.js';
-import { AgentHealthProbe, healthReport, type AgentHealth, type HealthReport } from './report.js';
+import { AgentHealthProbe, healthReport, type HealthReport } from './report.js';
 import { SystemSampler } from './system.js';
 
 export interface HealthOptions {
@@ -33,29 +35,8 @@ export interface HealthOptions {
 /** The live view's rates cover at least this long: the page asks every second, a scraper at its own pace. */
 const LIVE_RATE_PERIOD_MS = 900;
 
-/** GET /status: the values a technician watches, read now, and the latest report. */
-export interface LiveStatus {
-  deviceId: string;
-  tsMs: number;
-  link: { state: string; url: string | null; heartbeatS: number | null };
-  /**
-   * `text` as the status line shows it (value-table label, or the value with its unit); value null until received.
-   * ageS: since the value arrived (null before any); stale: older than its freshness limit (freshness.ts).
-   */
-  signals: ({ name: string; value: number | null; text: string } & Freshness)[];
-  /** The latest OBD values, by `<adapter or bus>.obd.<key>`; text: to one decimal with its unit. */
-  obd: ({ name: string; value: number; text: string } & Freshness)[];
-  /**
-   * framesPerS over the last second or more (null in the first second); errors: decode errors, malformed log lines
-   * and error frames; state: the SocketCAN interface's.
-   */
-  buses: { name: string; source: string; frames: number; framesPerS: number | null; errors: number; state: string | null }[];
-  outbox: { messages: number; bytes: number; oldestAgeS: number | null } | null;
-  /** The agent part of a report, read now (what /metrics exports): OBD pollers, uplink, certificate, commands. */
-  agent: AgentHealth;
-  /** The latest report: the host's values come from it. Null until the first host sample is done. */
-  report: HealthReport | null;
-}
+/** GET /status: the values a technician watches, read now, and the latest report (its shape is the contract's). */
+export type { LiveStatus } from '../contract/status-page.js';
 
 export class Health {
   /** The latest report; the one taken at start (seq 0, local only) until the first interval has passed. */
@@ -159,6 +140,24 @@ export class Health {
       outbox,
       agent,
       report: this.latest,
+    };
+  }
+
+  /**
+   * What getStatus returns: the agent part read now (the live view's, as /status and /metrics read it), the host's
+   * latest sample, and the detail behind the heartbeat and throttle fields.
+   */
+  statusReport(): StatusReport {
+    const snapshot = this.options.snapshot();
+    const { agent } = this.live.take(performance.now(), snapshot);
+    const uplink = snapshot.dataPath?.report.uplink;
+    return {
+      deviceId: this.options.config.deviceId,
+      tsMs: snapshot.ts,
+      agent,
+      system: this.latest?.system ?? null,
+      heartbeat: uplink?.heartbeat ?? null,
+      throttle: uplink?.throttle ?? null,
     };
   }
 

@@ -9,151 +9,32 @@
  */
 import type { AgentSnapshot, DataPathSnapshot } from '../agent/snapshot.js';
 import type { DeviceConfig } from '../config/device-config.js';
-import type { SystemSample } from './system.js';
+import {
+  HEALTH_REPORT_VERSION,
+  type AgentHealth,
+  type BusHealth,
+  type CertificateHealth,
+  type CollectorHealth,
+  type CommandHealth,
+  type HealthReport,
+  type ObdHealth,
+  type OutboxHealth,
+  type UplinkHealth,
+} from '../contract/health.js';
 
-/** Bumped when a field changes meaning or goes away (adding fields keeps it). */
-export const HEALTH_REPORT_VERSION = 1;
-
-export interface BusHealth {
-  name: string;
-  /** sim, replay or socketcan (or a source type registered at run time). */
-  source: string;
-  frames: number;
-  framesPerS: number | null;
-  signalsPerS: number | null;
-  unknownFrames: number;
-  decodeErrors: number;
-  malformedLogLines: number;
-  /** SocketCAN buses only (null otherwise): error frames the controller reported, interface and controller state. */
-  errorFrames: number | null;
-  interfaceState: string | null;
-  controllerState: string | null;
-}
-
-export interface ObdHealth {
-  /** The bus or adapter name. */
-  name: string;
-  /** `can` for a bus's poller; an adapter's type (`elm327`) for an adapter. */
-  via: string;
-  /** A client to the ECUs exists (interface open, adapter ready). */
-  connected: boolean;
-  /** The adapter's state (elm327) or the interface's (can). */
-  state: string;
-  requests: number;
-  /** Values the ECUs returned. */
-  answers: number;
-  unsupportedPids: number;
-}
-
-export interface OutboxHealth {
-  messages: number;
-  bytes: number;
-  /** Age of the oldest message waiting; null when empty. */
-  oldestAgeS: number | null;
-  evicted: number;
-  evictedBytes: number;
-  expired: number;
-  rejected: number;
-  /** Damaged outbox files kept beside it for a person (counted against maxBytes), and their size. */
-  setAsideFiles: number;
-  setAsideBytes: number;
-  /** Times the outbox file was found deleted or replaced under the running agent (its content carried over). */
-  fileLostWhileRunning: number;
-}
-
-export interface UplinkHealth {
-  state: string;
-  url: string;
-  /** Outbox messages the broker acknowledged (each deleted from the outbox). */
-  acknowledged: number;
-  acknowledgedPerS: number | null;
-  /** Publishes sent, resends included. */
-  sent: number;
-  resent: number;
-  refused: number;
-  dropped: number;
-  inflight: number;
-  connectAttempts: number;
-  connections: number;
-  /** Connections after the first. */
-  reconnects: number;
-  /** Established connections that were lost. */
-  losses: number;
-  /** The data plan's budget is holding messages back. */
-  throttled: boolean;
-  heartbeat: {
-    adaptive: boolean;
-    /** The learned (adaptive) or configured keepalive interval. */
-    intervalS: number;
-    phase: string | null;
-    network: string | null;
-    rttMs: number | null;
-    deadLinks: number;
-  };
-}
-
-export interface CertificateHealth {
-  /** ISO 8601. */
-  notAfter: string | null;
-  fingerprint256: string | null;
-  daysLeft: number;
-  /** daysLeft is at most health.certificateWarningDays. */
-  expiringSoon: boolean;
-}
-
-export interface CommandHealth {
-  received: number;
-  accepted: number;
-  succeeded: number;
-  failed: number;
-  timedOut: number;
-  rejected: number;
-  rejectedByReason: Record<string, number>;
-  running: number;
-  lostResults: number;
-  /** Payloads that could not be answered: no readable ID and no usable response topic. */
-  unanswerable: number;
-  /** Payloads not validly signed whose rejection was not sent: beyond the answers allowed per minute. */
-  unsignedNotAnswered: number;
-}
-
-export interface CollectorHealth {
-  samples: number;
-  batches: number;
-  triggers: number;
-  droppedBatches: number;
-}
-
-export interface AgentHealth {
-  processUptimeS: number;
-  rssBytes: number;
-  heapUsedBytes: number;
-  buses: BusHealth[];
-  /** All buses together. */
-  framesPerS: number | null;
-  decodeErrors: number;
-  obd: ObdHealth[];
-  collector: CollectorHealth | null;
-  outbox: OutboxHealth | null;
-  uplink: UplinkHealth | null;
-  certificate: CertificateHealth | null;
-  commands: CommandHealth | null;
-}
-
-export interface HealthReport {
-  version: number;
-  deviceId: string;
-  /** Reports taken since the agent started, from 1: a gap means one was not received. */
-  seq: number;
-  /** When the report was taken, ms since the epoch. */
-  tsMs: number;
-  /** The configured interval. */
-  intervalS: number;
-  /** What the rates cover: seconds since the previous report; null in the first. */
-  periodS: number | null;
-  system: SystemSample;
-  agent: AgentHealth;
-}
+// The shapes are the contract's (src/contract/health.ts): one schema for the report, /status and getStatus.
+export { HEALTH_REPORT_VERSION } from '../contract/health.js';
+export type {
+  AgentHealth,
+  BusHealth,
+  CertificateHealth,
+  CollectorHealth,
+  CommandHealth,
+  HealthReport,
+  ObdHealth,
+  OutboxHealth,
+  UplinkHealth,
+} from '../contract/health.js';
 
 /** The counters rates are measured from, at one reading. */
 interface Counts {

@@ -7,6 +7,7 @@
  * sample and named in `failed`. A probe still running from an earlier sample is not started again, so a hung probe
  * never piles up calls. sample() never throws.
  */
+import type { DiskSample, InterfaceSample, SystemSample } from '../contract/health.js';
 import { realpath, statfs } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -42,61 +43,8 @@ export const systemProbes: SystemProbes = {
   uptimeS: async () => si.time().uptime,
 };
 
-export interface DiskSample {
-  /** The folder asked about (the outbox's). */
-  path: string;
-  /** Its filesystem's mount point and device, when fsSize lists it (null from the statfs fallback). */
-  mount: string | null;
-  filesystem: string | null;
-  totalBytes: number;
-  /** Available to the agent (not counting the blocks reserved for root). */
-  freeBytes: number;
-  usedPercent: number;
-}
-
-export interface InterfaceSample {
-  name: string;
-  /** Carrier up; or operstate "unknown" with an address (ppp, tun, loopback: no carrier to sense). */
-  up: boolean;
-  operstate: string;
-  default: boolean;
-  internal: boolean;
-  type: string;
-  ip4: string | null;
-  ip6: string | null;
-  mac: string | null;
-  speedMbps: number | null;
-}
-
-export interface SystemSample {
-  /** When the sample started, ms since the epoch. */
-  tsMs: number;
-  /** How long the sample took (the slowest probe), ms. */
-  sampleMs: number;
-  /** `probe: reason` for each probe that failed or timed out; its fields are null. */
-  failed: string[];
-  /** Since the previous sample (systeminformation keeps the previous CPU times). */
-  cpuLoadPercent: number | null;
-  cpuUserPercent: number | null;
-  cpuSystemPercent: number | null;
-  loadAverage1m: number;
-  cpuCores: number;
-  memTotalBytes: number | null;
-  memAvailableBytes: number | null;
-  /** Total minus available: what processes hold, reclaimable cache excluded. */
-  memUsedBytes: number | null;
-  swapTotalBytes: number | null;
-  swapUsedBytes: number | null;
-  /** Null where the host has no such sensor. */
-  cpuTempC: number | null;
-  cpuTempMaxC: number | null;
-  chipsetTempC: number | null;
-  coreTempsC: number[];
-  disk: DiskSample | null;
-  defaultInterface: string | null;
-  interfaces: InterfaceSample[] | null;
-  uptimeS: number | null;
-}
+// The shapes are the contract's (src/contract/health.ts).
+export type { DiskSample, InterfaceSample, SystemSample } from '../contract/health.js';
 
 export interface SystemSamplerOptions {
   /** The folder whose filesystem is reported (the outbox's). */

@@ -78,8 +78,18 @@ describe('the agent snapshot', () => {
       ]);
 
       // getStatus.
-      const status = agent.commandContext.status() as { buses: Record<string, unknown>[] };
-      assert.deepEqual(status.buses, [{ name: 'rec', source: 'replay', frames: 4, signals: bus.signals, unknownFrames: 1, decodeErrors: 0 }]);
+      const status = agent.commandContext.status();
+      assert.deepEqual(
+        status.agent.buses.map(({ name, source, frames, unknownFrames, decodeErrors, malformedLogLines }) => ({
+          name,
+          source,
+          frames,
+          unknownFrames,
+          decodeErrors,
+          malformedLogLines,
+        })),
+        [{ name: 'rec', source: 'replay', frames: 4, unknownFrames: 1, decodeErrors: 0, malformedLogLines: 1 }],
+      );
 
       // The status page's document.
       const live = JSON.parse(await get(port, '/status')) as LiveStatus;

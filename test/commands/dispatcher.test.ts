@@ -45,7 +45,7 @@ function rig() {
     readSignal: () => undefined,
     signalTiming: () => undefined,
     describeSignal: () => undefined,
-    status: () => ({}),
+    status: () => unsupported(),
     config: () => ({}),
     applyCollection: async () => unsupported(),
     obd: () => undefined,

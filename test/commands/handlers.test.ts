@@ -160,6 +160,9 @@ async function openRig(): Promise<Rig> {
     buses,
     obdValues,
     snapshot: () => takeSnapshot({ config, buses, obdValues, dataPath }),
+    statusReport: () => {
+      throw new Error('getStatus is not run in this test');
+    },
     dataPath,
     setLogLevel: (level) => rig.logLevels.push(level),
     requestRestart: () => rig.restarts++,

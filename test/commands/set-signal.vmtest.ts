@@ -40,6 +40,9 @@ describe('setSignal on a real kernel', { timeout: 30_000 }, () => {
       config,
       buses,
       snapshot: () => takeSnapshot({ config, buses }),
+      statusReport: () => {
+        throw new Error('getStatus is not run in this test');
+      },
       dataPath: undefined,
       setLogLevel: () => undefined,
       requestRestart: () => undefined,

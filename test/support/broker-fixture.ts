@@ -9,6 +9,9 @@
  *   registered, and this one was registered first.
  * - `startBroker()` in one test: the same, started at once; the test registers `close` with `t.after`.
  *
+ * The backend subscriber checks every message it receives against the contract (test/support/contract.ts); closing
+ * throws when one did not match, so a suite on this fixture fails on any drift of what the agent publishes.
+ *
  * Failure: a broker that does not start fails the hook or the call with mosquitto's own words; taking down resumes a
  * broker a test left paused (SIGSTOP), runs every `beforeStop` task even when one fails (the first failure is thrown
  * after the broker has stopped), and never leaves mosquitto running.
@@ -57,6 +60,9 @@ export async function startBroker(options: BrokerOptions = {}): Promise<RunningB
       } finally {
         await broker.stop();
       }
+      // Every message the backend received was checked against the contract: one that did not match fails the suite.
+      const violations = backend?.contractViolations ?? [];
+      if (violations.length > 0) throw new Error(`messages that do not match the contract (contract/):\n  ${violations.join('\n  ')}`);
     },
   };
 }

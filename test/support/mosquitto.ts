@@ -9,6 +9,7 @@
  * The broker's persistence lives in the test's temp folder, so a restart keeps sessions and retained messages as a
  * production broker's would. mosquitto's own system service (port 1883) is never used.
  */
+import { contractChecker } from './contract.js';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -288,10 +289,14 @@ export interface ReceivedMessage {
 /** The fleet backend's view: a client with the backend CA's certificate `backend`, on the backend listener, subscribed to `vehicles/#`, recording every message. */
 export class BackendSubscriber {
   readonly messages: ReceivedMessage[] = [];
+  /** What the messages received broke of the contract (test/support/contract.ts); the broker fixture fails on any. */
+  readonly contractViolations: string[] = [];
 
   private constructor(readonly client: MqttClient) {
+    const contract = contractChecker();
     client.on('message', (topic, payload, packet) => {
       this.messages.push({ topic, payload, retain: packet.retain, qos: packet.qos, dup: packet.dup });
+      for (const problem of contract.check(topic, payload)) if (this.contractViolations.length < 50) this.contractViolations.push(problem);
     });
   }
 

@@ -1,6 +1,6 @@
 /** `getConfig`: the device config the agent runs with (collection rules as last applied by setConfig). */
 import { z } from 'zod';
-import type { CommandHandler } from '../handler.js';
+import type { CommandContext, CommandHandler } from '../handler.js';
 
 const getConfigParams = z.strictObject({
   section: z
@@ -9,10 +9,23 @@ const getConfigParams = z.strictObject({
     .describe('Return this section only; default the whole config.'),
 });
 
-export const getConfig: CommandHandler<z.output<typeof getConfigParams>> = {
+const getConfigResult = z.union([
+  z.strictObject({
+    config: z
+      .record(z.string(), z.unknown())
+      .describe('The whole device config as the agent runs it: defaults filled in, paths absolute (device-config.schema.json).'),
+  }),
+  z.strictObject({
+    section: z.string().describe('The section asked for.'),
+    value: z.unknown().describe('That section as the agent runs it; null when the config has none.'),
+  }),
+]);
+
+export const getConfig: CommandHandler<z.output<typeof getConfigParams>, CommandContext, z.output<typeof getConfigResult>> = {
   name: 'getConfig',
   description: 'The device config the agent runs with, or one section of it (the collection rules as setConfig last applied them).',
   params: getConfigParams,
+  result: getConfigResult,
   defaultTimeoutMs: 5000,
   async run(params, context) {
     const config = context.config() as Record<string, unknown>;

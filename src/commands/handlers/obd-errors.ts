@@ -1,4 +1,5 @@
 /** What the OBD handlers share: finding the client, and turning its errors into command results. */
+import { z } from 'zod';
 import type { EcuAnswer } from '../../obd/can-client.js';
 import type { ObdClient } from '../../obd/client.js';
 import { CommandFailure, type CommandContext } from '../handler.js';
@@ -19,6 +20,19 @@ export async function obdRequest<T>(what: string, request: () => Promise<T>): Pr
     const code = (err as { code?: unknown }).code;
     throw new CommandFailure('obd-error', `${what}: ${(err as Error).message}`, typeof code === 'string' ? { code } : undefined);
   }
+}
+
+/** The schema of describeAnswers' list: per ECU, its value under `key`, or its error. */
+export function ecuAnswersSchema<K extends string, T extends z.ZodType>(key: K, value: T) {
+  return z.array(
+    z.union([
+      z.strictObject({ ecu: z.number().int().min(0).max(255), [key]: value } as { ecu: z.ZodNumber } & Record<K, T>),
+      z.strictObject({
+        ecu: z.number().int().min(0).max(255),
+        error: z.strictObject({ code: z.string().describe('timeout, negative-response, malformed, transport, bus, adapter...'), message: z.string() }),
+      }),
+    ]),
+  );
 }
 
 /** Per-ECU answers as the result shows them: the value, or the ECU's error (a negative response…). */

@@ -1,8 +1,8 @@
 /** `readDtcs`: diagnostic trouble codes from every ECU (or one), stored (Mode 03), pending (07) or permanent (0A). */
 import { z } from 'zod';
 import { OBD_SERVICE } from '../../obd/j1979.js';
-import type { CommandHandler } from '../handler.js';
-import { describeAnswers, obdRequest, requireObd, requireSomeSuccess } from './obd-errors.js';
+import type { CommandContext, CommandHandler } from '../handler.js';
+import { describeAnswers, ecuAnswersSchema, obdRequest, requireObd, requireSomeSuccess } from './obd-errors.js';
 
 const SERVICES = { stored: OBD_SERVICE.storedDtcs, pending: OBD_SERVICE.pendingDtcs, permanent: OBD_SERVICE.permanentDtcs } as const;
 
@@ -11,10 +11,21 @@ const readDtcsParams = z.strictObject({
   ecu: z.number().int().min(0).max(255).optional().describe('Ask this ECU only; default every ECU.'),
 });
 
-export const readDtcs: CommandHandler<z.output<typeof readDtcsParams>> = {
+const dtc = z
+  .string()
+  .regex(/^[PCBU][0-3][0-9A-F]{3}$/)
+  .describe('A DTC as SAE J2012 writes it, e.g. P0301.');
+const readDtcsResult = z.strictObject({
+  kind: z.enum(['stored', 'pending', 'permanent']),
+  dtcs: z.array(dtc).describe("Every ECU's codes together, each once."),
+  ecus: ecuAnswersSchema('dtcs', z.array(dtc)),
+});
+
+export const readDtcs: CommandHandler<z.output<typeof readDtcsParams>, CommandContext, z.output<typeof readDtcsResult>> = {
   name: 'readDtcs',
   description: 'Diagnostic trouble codes from every ECU, or one: stored (OBD-II Mode 03), pending (07) or permanent (0A).',
   params: readDtcsParams,
+  result: readDtcsResult,
   defaultTimeoutMs: 10_000,
   async run(params, context, run) {
     const client = requireObd(context);

@@ -6,7 +6,7 @@
  * untouched.
  */
 import { z } from 'zod';
-import type { CommandHandler } from '../handler.js';
+import type { CommandContext, CommandHandler } from '../handler.js';
 
 const setConfigParams = z.strictObject({
   // Checked by the context against the collection schema: here only its presence, so that its problems are reported
@@ -14,15 +14,21 @@ const setConfigParams = z.strictObject({
   collection: z.record(z.string(), z.unknown()).describe('The new `collection` section, as in the device config file.'),
 });
 
-export const setConfig: CommandHandler<z.output<typeof setConfigParams>> = {
+const setConfigResult = z.strictObject({
+  applied: z.literal('collection').describe('The section replaced.'),
+  rules: z.number().int().nonnegative().describe('Collection rules now running.'),
+});
+
+export const setConfig: CommandHandler<z.output<typeof setConfigParams>, CommandContext, z.output<typeof setConfigResult>> = {
   name: 'setConfig',
   description:
     'Replaces the collection rules (the collection section) without a restart, and keeps them beside the outbox; the old rules stay if the new ones do not apply.',
   params: setConfigParams,
+  result: setConfigResult,
   defaultTimeoutMs: 10_000,
   async run(params, context) {
     await context.applyCollection(params.collection);
     const rules = (params.collection.rules as unknown[] | undefined)?.length ?? 0;
-    return { applied: 'collection', rules };
+    return { applied: 'collection' as const, rules };
   },
 };

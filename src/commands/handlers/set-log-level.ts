@@ -1,6 +1,6 @@
 /** `setLogLevel`: how much the agent writes to its log, until the next start. */
 import { z } from 'zod';
-import type { CommandHandler } from '../handler.js';
+import type { CommandContext, CommandHandler } from '../handler.js';
 
 const setLogLevelParams = z.strictObject({
   level: z
@@ -10,10 +10,13 @@ const setLogLevelParams = z.strictObject({
     ),
 });
 
-export const setLogLevel: CommandHandler<z.output<typeof setLogLevelParams>> = {
+const setLogLevelResult = z.strictObject({ level: z.enum(['error', 'warn', 'info', 'debug']).describe('The level now in force.') });
+
+export const setLogLevel: CommandHandler<z.output<typeof setLogLevelParams>, CommandContext, z.output<typeof setLogLevelResult>> = {
   name: 'setLogLevel',
   description: 'How much the agent writes to its log, until the next start.',
   params: setLogLevelParams,
+  result: setLogLevelResult,
   defaultTimeoutMs: 5000,
   async run(params, context) {
     context.setLogLevel(params.level);

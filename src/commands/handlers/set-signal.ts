@@ -21,10 +21,18 @@ function commandsConfig(context: CommandContext): { allowedSignals?: AllowedSign
   return config?.commands ?? {};
 }
 
-export const setSignal: CommandHandler<z.output<typeof setSignalParams>> = {
+const setSignalResult = z.strictObject({
+  bus: z.string(),
+  message: z.string(),
+  signal: z.string(),
+  value: z.number().describe('The physical value written.'),
+});
+
+export const setSignal: CommandHandler<z.output<typeof setSignalParams>, CommandContext, z.output<typeof setSignalResult>> = {
   name: 'setSignal',
   description: 'Writes one CAN signal through the bus DBC: only signals commands.allowedSignals lists, within their range, while their precondition holds.',
   params: setSignalParams,
+  result: setSignalResult,
   defaultTimeoutMs: 5000,
   async run(params, context) {
     const { message, signal, value } = params;

@@ -1,0 +1,47 @@
+/**
+ * Telemetry and events (`vehicles/<deviceId>/telemetry`, `vehicles/<deviceId>/events`): a batch of samples, in JSON or
+ * in the binary layout (contract/telemetry.cddl; docs/payload-format.md). The JSON form is this schema; the binary
+ * form decodes (src/uplink/codec.ts `decodeMessage`, or the reference decoder) to the same object, so one schema
+ * describes both: `telemetry-decoded` is the binary message once decoded, samples grouped by signal.
+ */
+import { z } from 'zod';
+import { contractSchema, deviceId, outboxSeq, unixMs } from './registry.js';
+
+const sample = z.strictObject({
+  ts: z.number().nonnegative().describe('Unix seconds, sub-millisecond precision where the source has it (binary: rounded to the microsecond).'),
+  signal: z.string().describe('`<bus>.<Message>.<Signal>` for a DBC signal, `<adapter or bus>.obd.<key>` for OBD-II.'),
+  value: z
+    .union([z.number(), z.string(), z.null()])
+    .describe('The physical value. JSON writes NaN and ±Infinity as null (read it as not a number); the binary layout keeps them.'),
+});
+
+const header = {
+  deviceId,
+  seq: outboxSeq.describe(
+    'Data sequence number, shared by telemetry, events and loss notices: drop duplicates by (deviceId, seq); a gap is announced on vehicles/<deviceId>/loss.',
+  ),
+  kind: z.enum(['telemetry', 'events']),
+  priority: z.number().int().min(0).max(7).describe('0 (bulk) to 7 (critical): higher is sent first and evicted last.'),
+  createdAt: unixMs.describe('When the batch was closed.'),
+  trigger: z
+    .strictObject({ rule: z.string(), ts: z.number().nonnegative().describe('When it fired, unix seconds.') })
+    .optional()
+    .describe('Events only: the rule that fired.'),
+  samples: z.array(sample),
+};
+
+export const telemetryMessageSchema = contractSchema(
+  'telemetry',
+  'Telemetry or events (JSON)',
+  "vehicles/<deviceId>/telemetry and vehicles/<deviceId>/events with collection.format json: UTF-8 JSON (first byte '{'), QoS 1, not retained; samples in the order they were taken.",
+  z.strictObject(header),
+);
+
+export const decodedTelemetrySchema = contractSchema(
+  'telemetry-decoded',
+  'Telemetry or events (binary, decoded)',
+  'The binary form (collection.format cbor: first byte 0x01 or 0x02, layout in telemetry.cddl) once decoded: the same fields, samples grouped by signal in order of first appearance, each signal in its own order; times rounded to the microsecond.',
+  z.strictObject(header),
+);
+
+export type TelemetryMessage = z.output<typeof telemetryMessageSchema>;
