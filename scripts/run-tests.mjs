@@ -46,7 +46,10 @@ if (testFiles.length === 0) {
 // Two files at a time: the SocketCAN VM (one emulated CPU, minutes of it) and the network tests mostly wait, so on
 // two cores the suite takes the time of its longest files rather than their sum. Override with --test-concurrency.
 const concurrency = passOn.some((a) => a.startsWith('--test-concurrency')) ? [] : ['--test-concurrency=2'];
-const result = spawnSync(process.execPath, ['--test', '--test-reporter=spec', ...concurrency, ...passOn, ...testFiles], {
+// A test that never settles (a promise nothing resolves while a handle keeps the process alive) would hold the whole
+// run up with nothing said: each test fails after 10 minutes at most, by name, unless it sets its own timeout.
+const timeout = passOn.some((a) => a.startsWith('--test-timeout')) ? [] : ['--test-timeout=600000'];
+const result = spawnSync(process.execPath, ['--test', '--test-reporter=spec', ...concurrency, ...timeout, ...passOn, ...testFiles], {
   cwd: root,
   stdio: 'inherit',
 });
