@@ -59,6 +59,12 @@ export interface OutboxHealth {
   setAsideBytes: number;
   /** Times the outbox file was found deleted or replaced under the running agent (its content carried over). */
   fileLostWhileRunning: number;
+  /** The number the next data-stream message gets: the last one assigned is nextSeq - 1 (docs/payload-format.md). */
+  nextSeq: number;
+  /** Loss notices written (vehicles/<id>/loss), and the data-stream messages they announced lost (evicted, expired,
+   * refused), since the agent started. */
+  lossNotices: number;
+  lostAnnounced: number;
 }
 
 export interface UplinkHealth {
@@ -320,6 +326,9 @@ function readDataPath(dataPath: DataPathSnapshot, config: DeviceConfig): Pick<Ag
     setAsideFiles: o.setAside.files,
     setAsideBytes: o.setAside.bytes,
     fileLostWhileRunning: o.fileLostWhileRunning,
+    nextSeq: o.nextSeq,
+    lossNotices: o.lossNotices,
+    lostAnnounced: o.lostAnnounced,
   };
 
   const c = report.collector;

@@ -24,6 +24,7 @@ function writerPayload(seq: number): Uint8Array {
 
 const outbox = SqliteOutbox.open({
   path: dbPath,
+  deviceId: 'car-kill',
   maxBytes: 1_000_000_000,
   maxAgeMs: 365 * 24 * 3600 * 1000,
   durability,
