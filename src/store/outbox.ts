@@ -35,7 +35,7 @@
  * when they start, a count every FAILURE_REPORT_MS while they go on, one line when writing works again.
  */
 import Database from 'better-sqlite3';
-import { closeSync, constants as fsConstants, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, constants as fsConstants, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
 import type { Priority } from '../collect/sample.js';
 import { MAX_PRIORITY, MIN_PRIORITY } from '../collect/sample.js';
 import { atomicWriteFile } from './atomic-file.js';
@@ -198,6 +198,8 @@ export type OutboxErrorReason =
   | 'empty-at-open'
   /** No file at open although the sidecar says there was an outbox: its messages were lost. */
   | 'missing-at-open'
+  /** The last run ended without closing the outbox in another boot (a power cut): its last commits may be lost. */
+  | 'unclean-stop'
   /** A database set aside was removed (their number and bytes are bounded). */
   | 'set-aside-removed';
 
@@ -267,22 +269,25 @@ function toPriority(priority: number): Priority {
 }
 
 /**
- * What the sidecar `<path>.seq` holds: per stream, a number above every number handed out; and a number no data-stream
- * number still waiting (or announced in a waiting loss notice) was below when it was written. It outlives the
- * database file, so a fresh database (after corruption, or a deleted file) continues above the old numbering, and a
- * lost file's notice knows where the numbers that may have been lost start.
+ * What the sidecar `<path>.seq` holds: per stream, a number above every number handed out; a number no data-stream
+ * number still waiting (or announced in a waiting loss notice) was below when it was written; and whether the outbox
+ * was open (since which boot of the machine) or closed cleanly. It outlives the database file, so a fresh database
+ * (after corruption, or a deleted file) continues above the old numbering, and a lost file's notice knows where the
+ * numbers that may have been lost start.
  */
 interface SeqReservation {
   data: number;
   results: number;
   /** undefined: not known (the one-number format of older agents, or no sidecar). */
   dataLowestWaiting: number | undefined;
+  /** `open` with the boot it was opened in (undefined: not known), `closed`, or undefined (older agents). */
+  run: { state: 'open'; boot: string | undefined } | { state: 'closed' } | undefined;
   /** Whether a sidecar was read at all. */
   found: boolean;
 }
 
-const NO_RESERVATION: SeqReservation = { data: 0, results: 0, dataLowestWaiting: undefined, found: false };
-const SIDECAR_KEYS = { data: 'data', results: 'results', lowest: 'data-lowest-waiting' } as const;
+const NO_RESERVATION: SeqReservation = { data: 0, results: 0, dataLowestWaiting: undefined, run: undefined, found: false };
+const SIDECAR_KEYS = { data: 'data', results: 'results', lowest: 'data-lowest-waiting', run: 'run' } as const;
 
 function positiveSafeInteger(text: string): number | undefined {
   if (!/^\d{1,16}$/.test(text)) return undefined;
@@ -290,9 +295,20 @@ function positiveSafeInteger(text: string): number | undefined {
   return Number.isSafeInteger(value) && value > 0 ? value : undefined;
 }
 
+/** This boot of the machine (Linux): a process crash keeps it, a power cut or a reboot changes it. */
+function currentBoot(): string | undefined {
+  try {
+    const id = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+    return /^[0-9a-f-]{36}$/.test(id) ? id : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /**
- * Parses the sidecar: `<key> <number>` lines (`data`, `results`, `data-lowest-waiting`; `#` starts a comment), or the
- * single number older agents wrote (their one counter: a reservation for both streams). Anything else: none.
+ * Parses the sidecar: `<key> <value>` lines (`data`, `results`, `data-lowest-waiting`: numbers; `run`: `open <boot>`
+ * or `closed`; `#` starts a comment), or the single number older agents wrote (their one counter: a reservation for
+ * both streams). Anything else: none.
  */
 function parseSeqSidecar(text: string): SeqReservation {
   const lines = text
@@ -301,19 +317,26 @@ function parseSeqSidecar(text: string): SeqReservation {
     .filter((line) => line !== '' && !line.startsWith('#'));
   if (lines.length === 1 && !lines[0]!.includes(' ')) {
     const value = positiveSafeInteger(lines[0]!);
-    return value === undefined ? NO_RESERVATION : { data: value, results: value, dataLowestWaiting: undefined, found: true };
+    return value === undefined ? NO_RESERVATION : { data: value, results: value, dataLowestWaiting: undefined, run: undefined, found: true };
   }
   const values = new Map<string, number>();
+  let run: SeqReservation['run'];
   for (const line of lines) {
-    const [key, number, ...rest] = line.split(/\s+/);
-    const value = number === undefined ? undefined : positiveSafeInteger(number);
-    if (key === undefined || value === undefined || rest.length > 0) return NO_RESERVATION;
-    values.set(key, value);
+    const [key, value, ...rest] = line.split(/\s+/);
+    if (key === SIDECAR_KEYS.run) {
+      if (value === 'closed' && rest.length === 0) run = { state: 'closed' };
+      else if (value === 'open' && rest.length <= 1) run = { state: 'open', boot: rest[0] === '-' ? undefined : rest[0] };
+      else return NO_RESERVATION;
+      continue;
+    }
+    const number = value === undefined ? undefined : positiveSafeInteger(value);
+    if (key === undefined || number === undefined || rest.length > 0) return NO_RESERVATION;
+    values.set(key, number);
   }
   const data = values.get(SIDECAR_KEYS.data);
   const results = values.get(SIDECAR_KEYS.results);
   if (data === undefined || results === undefined) return NO_RESERVATION;
-  return { data, results, dataLowestWaiting: values.get(SIDECAR_KEYS.lowest), found: true };
+  return { data, results, dataLowestWaiting: values.get(SIDECAR_KEYS.lowest), run, found: true };
 }
 
 /** Read without following a link and only if it is a small regular file (O_NONBLOCK: a FIFO put there cannot block). */
@@ -337,12 +360,18 @@ function readSeqSidecar(file: string): SeqReservation {
   }
 }
 
-function writeSeqSidecar(file: string, reservation: { data: number; results: number; dataLowestWaiting: number | undefined }): void {
+function writeSeqSidecar(
+  file: string,
+  reservation: { data: number; results: number; dataLowestWaiting: number | undefined },
+  run: 'open' | 'closed',
+  boot: string | undefined,
+): void {
   const lines = [
     "# telematics-agent outbox: every number handed out is below its stream's; no data number below data-lowest-waiting was waiting",
     `${SIDECAR_KEYS.data} ${reservation.data}`,
     `${SIDECAR_KEYS.results} ${reservation.results}`,
     ...(reservation.dataLowestWaiting !== undefined ? [`${SIDECAR_KEYS.lowest} ${reservation.dataLowestWaiting}`] : []),
+    run === 'open' ? `${SIDECAR_KEYS.run} open ${boot ?? '-'}` : `${SIDECAR_KEYS.run} closed`,
   ];
   // Write-then-rename, both fsynced (src/store/atomic-file.ts): a power cut leaves either the old or the new numbers,
   // never torn ones, and a folder that cannot be flushed is an error (numbers are handed out only below what is on
@@ -555,6 +584,8 @@ export class SqliteOutbox implements OutboxQueue {
     dataLowestWaiting: undefined,
     stale: true,
   };
+  /** This boot of the machine, written with the reservation (see start: a power cut is told from a process crash). */
+  private readonly boot = currentBoot();
   /** The loss notice not yet handed out by peek: further losses are merged into it. */
   private openNotice: Notice | undefined;
   /** Ranges per notice, and the bytes the notices may take before they are coarsened (NOTICE_SHARE). */
@@ -636,6 +667,18 @@ export class SqliteOutbox implements OutboxQueue {
       );
     }
     const announced = outbox.start(file.found, moved?.seqInAside);
+    if (announced === 'unclean-stop') {
+      outbox.report(
+        new OutboxError(
+          'unclean-stop',
+          // Maybe nothing was lost: only the last commits before the power cut can be.
+          'warn',
+          `outbox: the last run stopped without closing ${options.path} (a power cut or a crash of the machine), and durability ` +
+            `'${options.durability ?? 'normal'}' may have lost its last commits: sequence numbers continue above every number it can have handed out ` +
+            `(from ${outbox.next.data}), and a loss notice announces the ones that may be gone`,
+        ),
+      );
+    }
     if (file.found === 'empty') {
       // Only someone else makes a 0-byte file here: the agent creates its files whole (state-database.ts).
       outbox.report(
@@ -647,7 +690,7 @@ export class SqliteOutbox implements OutboxQueue {
             `starting with an empty outbox, sequence numbers continue above the old ones (from ${outbox.next.data})`,
         ),
       );
-    } else if (announced && !moved) {
+    } else if (announced === 'file-lost' && !moved) {
       outbox.report(
         new OutboxError(
           'missing-at-open',
@@ -675,11 +718,15 @@ export class SqliteOutbox implements OutboxQueue {
   }
 
   /**
-   * Reads the totals and the numbering from the file. A new database continues above everything this device may have
-   * numbered before; when an outbox was there before (a damaged, emptied or deleted file) it starts with a loss
-   * notice for the numbers that may have been lost with it. Returns whether it did.
+   * Reads the totals and the numbering from the file, and announces at once what the outbox may have lost while the
+   * agent was not running (returned, for the caller's report):
+   *  - `file-lost`: a new database where an outbox was before (a damaged, emptied or deleted file): it continues above
+   *    everything this device may have numbered, with a notice for the numbers that may have been lost with the file;
+   *  - `unclean-stop`: the last run ended without closing the outbox, in another boot of the machine (a power cut),
+   *    and durability below `full` may have lost its last commits, some maybe sent already: the numbering continues
+   *    above everything that run can have handed out, so no number is ever reused, with a notice for those numbers.
    */
-  private start(found: StateDatabase['found'], seqInMovedAsideFile: number | undefined): boolean {
+  private start(found: StateDatabase['found'], seqInMovedAsideFile: number | undefined): 'file-lost' | 'unclean-stop' | undefined {
     const db = this.file.db;
     const totals = db
       .prepare<[], { count: number; payload: number | null; maxId: number | null; maxData: number | null; maxResults: number | null }>(
@@ -693,12 +740,8 @@ export class SqliteOutbox implements OutboxQueue {
     this.storedBytes = (totals?.payload ?? 0) + this.storedCount * ROW_OVERHEAD_BYTES;
     this.nextId = (totals?.maxId ?? 0) + 1;
     const sidecar = readSeqSidecar(this.sidecarPath);
-    this.reserved = {
-      data: sidecar.data,
-      results: sidecar.results,
-      dataLowestWaiting: sidecar.dataLowestWaiting,
-      stale: sidecar.dataLowestWaiting === undefined,
-    };
+    // Stale: the first append writes it again (this run open, in this boot) before it hands out a number.
+    this.reserved = { data: sidecar.data, results: sidecar.results, dataLowestWaiting: sidecar.dataLowestWaiting, stale: true };
 
     const meta = db.prepare<[string], { value: number }>('SELECT value FROM meta WHERE key = ?');
     const storedData = meta.get(NEXT_SEQ_KEY.data)?.value;
@@ -708,7 +751,15 @@ export class SqliteOutbox implements OutboxQueue {
         data: Math.max(1, storedData ?? 0, (totals?.maxData ?? 0) + 1),
         results: Math.max(1, storedResults ?? 0, (totals?.maxResults ?? 0) + 1),
       };
-      return false;
+      // A kill -9 keeps every commit (the OS holds the writes): the same boot, or durability full, continues exactly.
+      const run = sidecar.run;
+      const unclean = run?.state === 'open' && (run.boot === undefined || run.boot !== this.boot) && (this.options.durability ?? 'normal') !== 'full';
+      if (!unclean) return undefined;
+      const first = this.next.data;
+      this.next = { data: Math.max(first, sidecar.data), results: Math.max(this.next.results, sidecar.results) };
+      if (this.next.data === first) return undefined;
+      this.announceAtOpen(first, this.next.data - 1, this.lowestWaitingDataSeq());
+      return 'unclean-stop';
     }
     // A new database. Continue above everything this device may have numbered before: the sidecar's reservation, the
     // moved-aside file if it was still readable, and a wall-clock floor of ms × 1000 (a device cannot have stored 1000
@@ -726,19 +777,26 @@ export class SqliteOutbox implements OutboxQueue {
     if (!lost || last < first) {
       this.writeMeta.run(NEXT_SEQ_KEY.data, this.next.data);
       this.writeMeta.run(NEXT_SEQ_KEY.results, this.next.results);
-      return false;
+      return undefined;
     }
+    this.announceAtOpen(first, last, first);
+    return 'file-lost';
+  }
+
+  /**
+   * At open: one notice for [first, last], an upper bound (`outbox-lost`), numbered next; the sidecar first reserves
+   * its number (`lowest`: its lowest-waiting bound). If the sidecar cannot be written the notice is stored all the same
+   * (its number is above everything handed out before) and the next append tries the sidecar again.
+   */
+  private announceAtOpen(first: number, last: number, lowest: number): void {
     try {
-      // The sidecar ahead of the notice's own number first; on failure the notice is written all the same (the clock
-      // floor keeps a later new database above it) and the next append tries the sidecar again.
-      this.writeReservation({ data: this.next.data + 1 + SEQ_RESERVE_BLOCK, results: this.next.results + SEQ_RESERVE_BLOCK }, first);
+      this.writeReservation({ data: this.next.data + 1 + SEQ_RESERVE_BLOCK, results: this.next.results + SEQ_RESERVE_BLOCK }, lowest);
     } catch (err) {
-      // Not on disk: the next append writes it (stale), before it hands out a number.
-      this.reserved = { data: this.next.data + 1, results: this.next.results, dataLowestWaiting: first, stale: true };
+      this.reserved = { data: this.next.data + 1, results: this.next.results, dataLowestWaiting: lowest, stale: true };
       this.lastProblem = { at: this.now(), message: `outbox: could not write ${this.sidecarPath}: ${describe(err)}` };
     }
     const tx = this.begin(this.now());
-    db.transaction(() => {
+    this.file.db.transaction(() => {
       this.announce(tx, first, last, 'outbox-lost', false);
       this.finishLosses(tx);
       this.writeNumbering(tx, true);
@@ -746,7 +804,6 @@ export class SqliteOutbox implements OutboxQueue {
     this.commitLosses(tx);
     this.next = tx.next;
     this.losses.outboxLost++;
-    return true;
   }
 
   /** Prepares the statements and transactions on `db` (the file's connection, new after a carry-over). */
@@ -936,7 +993,7 @@ export class SqliteOutbox implements OutboxQueue {
 
   private writeReservation(reservation: Record<SeqStream, number>, dataLowestWaiting: number | undefined): void {
     const next = { data: Math.max(reservation.data, this.next.data), results: Math.max(reservation.results, this.next.results) };
-    writeSeqSidecar(this.sidecarPath, { ...next, dataLowestWaiting });
+    writeSeqSidecar(this.sidecarPath, { ...next, dataLowestWaiting }, 'open', this.boot);
     this.reserved = { ...next, dataLowestWaiting, stale: dataLowestWaiting === undefined };
   }
 
@@ -1334,6 +1391,23 @@ export class SqliteOutbox implements OutboxQueue {
     };
   }
 
+  /**
+   * Says in the sidecar that the outbox was closed cleanly, so the next start, in any boot, continues exactly. Best
+   * effort: if it fails, a start after a power cut continues above the reservation instead (a gap, announced).
+   */
+  private markClosed(): void {
+    try {
+      const reservation = {
+        data: Math.max(this.reserved.data, this.next.data),
+        results: Math.max(this.reserved.results, this.next.results),
+        dataLowestWaiting: this.lowestWaitingDataSeq(),
+      };
+      writeSeqSidecar(this.sidecarPath, reservation, 'closed', this.boot);
+    } catch {
+      // the sidecar still says open: the next start after a reboot announces the reservation as possibly lost
+    }
+  }
+
   private oldestWaiting(): number | undefined {
     if (this.pendingAcks.size === 0) return this.oldest.get()?.oldest ?? undefined;
     for (const row of this.ageOrder.iterate()) {
@@ -1352,6 +1426,7 @@ export class SqliteOutbox implements OutboxQueue {
     this.ackTimer = undefined;
     this.verifyFile();
     this.flushAcknowledgements();
+    this.markClosed();
     this.closed = true;
     this.listeners.clear();
     this.file.close();
