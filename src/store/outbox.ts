@@ -666,7 +666,14 @@ export class SqliteOutbox implements OutboxQueue {
         ),
       );
     }
-    const announced = outbox.start(file.found, moved?.seqInAside);
+    let announced: ReturnType<SqliteOutbox['start']>;
+    try {
+      announced = outbox.start(file.found, moved?.seqInAside);
+    } catch (err) {
+      // A file that cannot take its first write (a full disk): the start fails, naming it; the connection is not left open.
+      file.close();
+      throw new Error(`outbox.path: cannot start the outbox in ${options.path}: ${describe(err)}`, { cause: err });
+    }
     if (announced === 'unclean-stop') {
       outbox.report(
         new OutboxError(
