@@ -1,7 +1,8 @@
 /**
  * Remote commands in a run: the dispatcher (src/commands) between the session's command messages and the outbox.
  * Results of signed commands are outbox messages of kind `result` at priority 7 with their own topic and MQTT 5
- * correlation data, published by the same publisher as the telemetry, so they survive a lost connection.
+ * correlation data, published by the same publisher as the telemetry, so they survive a lost connection. They are
+ * numbered in their own stream (the results stream), so they leave no gaps in the telemetry's numbering.
  *
  * The composition root passes the full CommandContext (src/agent/command-context.ts); without one, a basic context
  * serves the commands that only read (signals from the bus decoders, status from the data path) and refuses the

@@ -76,6 +76,11 @@ export interface DataPathReport {
     corruptFilesMovedAside: number;
     setAside: OutboxStats['setAside'];
     fileLostWhileRunning: number;
+    /** The number the next data-stream message gets: the last one assigned is nextSeq - 1. */
+    nextSeq: number;
+    /** Loss notices written, and data-stream messages they announced lost (evicted, expired, refused). */
+    lossNotices: number;
+    lostAnnounced: number;
   };
   uplink?: { state: SessionState; publisher: PublisherStats; throttle: ThrottleState; heartbeat?: HeartbeatStatus };
   commands?: DispatcherStats;
@@ -174,6 +179,7 @@ export class DataPath {
     // Its folder is created by the outbox itself (mode 0750; errors name outbox.path).
     const outbox = SqliteOutbox.open({
       path: outboxConfig.path,
+      deviceId: config.deviceId,
       maxBytes: outboxConfig.maxBytes,
       maxAgeMs: outboxConfig.maxAgeHours * 3_600_000,
       durability: outboxConfig.durability,
@@ -347,6 +353,9 @@ export class DataPath {
         corruptFilesMovedAside: outbox.corruptFilesMovedAside,
         setAside: outbox.setAside,
         fileLostWhileRunning: outbox.fileLostWhileRunning,
+        nextSeq: outbox.nextSeq,
+        lossNotices: outbox.losses.notices,
+        lostAnnounced: outbox.losses.messages,
       },
     };
     if (this.uplink) {

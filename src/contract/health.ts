@@ -7,7 +7,7 @@
  * Celsius); counters count since the agent started. A value the host cannot give is null, never 0.
  */
 import { z } from 'zod';
-import { contractSchema, count, deviceId, unixMs } from './registry.js';
+import { contractSchema, count, deviceId, outboxSeq, unixMs } from './registry.js';
 
 /** Bumped when a field changes meaning or goes away (adding fields keeps it). */
 export const HEALTH_REPORT_VERSION = 1;
@@ -107,6 +107,9 @@ export const outboxHealthSchema = z.strictObject({
   setAsideFiles: count,
   setAsideBytes: count,
   fileLostWhileRunning: count,
+  nextSeq: outboxSeq.describe('The number the next data-stream message gets: the last one assigned is nextSeq - 1 (docs/payload-format.md).'),
+  lossNotices: count.describe('Loss notices written (vehicles/<deviceId>/loss) since the agent started.'),
+  lostAnnounced: count.describe('Data-stream messages those notices announced lost (evicted, expired, refused) since the agent started.'),
 });
 
 export const heartbeatHealthSchema = z.strictObject({

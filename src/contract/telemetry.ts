@@ -45,3 +45,32 @@ export const decodedTelemetrySchema = contractSchema(
 );
 
 export type TelemetryMessage = z.output<typeof telemetryMessageSchema>;
+
+export const lossNoticeSchema = contractSchema(
+  'loss',
+  'Loss notice',
+  "vehicles/<deviceId>/loss, JSON, QoS 1, not retained: which numbers of the data stream are gone and why. Itself numbered in the data stream. A backend proves completeness per car: the numbers it received and the numbers announced lost cover every number from its first to the health report's agent.outbox.nextSeq - 1. Store ranges, never expand them: an outbox-lost range can span about 1e12 numbers.",
+  z.strictObject({
+    deviceId,
+    seq: outboxSeq.describe("The notice's own number in the data stream."),
+    kind: z.literal('loss'),
+    createdAt: unixMs.describe('When the notice was started.'),
+    lost: z
+      .array(
+        z.strictObject({
+          first: outboxSeq.min(1),
+          last: outboxSeq.min(1).describe('Inclusive; not before first. It may be above the notice\'s own seq.'),
+          count: outboxSeq.min(1).describe('last - first + 1.'),
+          reason: z.enum(['evicted', 'expired', 'refused', 'outbox-lost']).describe('Outbox full; too old; refused by the broker for good; lost with the outbox file.'),
+          exact: z
+            .boolean()
+            .describe('true: every number in the range was a message that is gone. false (outbox-lost, or ranges merged to keep the notice small): an upper bound: the numbers in it you did not receive are gone.'),
+        }),
+      )
+      .min(1)
+      .max(256)
+      .describe('Sorted by first; exact ranges never overlap.'),
+  }),
+);
+
+export type LossNotice = z.output<typeof lossNoticeSchema>;

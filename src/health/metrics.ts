@@ -116,6 +116,8 @@ export function renderMetrics(a: AgentHealth, report: HealthReport | null): stri
       'Times the outbox file was deleted or replaced under the running agent.',
       a.outbox.fileLostWhileRunning,
     );
+    m.add('telematics_outbox_loss_notices_total', 'counter', 'Loss notices written: announcements of lost data-stream messages.', a.outbox.lossNotices);
+    m.add('telematics_outbox_lost_announced_total', 'counter', 'Data-stream messages announced lost (evicted, expired, refused).', a.outbox.lostAnnounced);
   }
   const u = a.uplink;
   if (u) {

@@ -201,6 +201,9 @@ function readDataPath(dataPath: DataPathSnapshot, config: DeviceConfig): Pick<Ag
     setAsideFiles: o.setAside.files,
     setAsideBytes: o.setAside.bytes,
     fileLostWhileRunning: o.fileLostWhileRunning,
+    nextSeq: o.nextSeq,
+    lossNotices: o.lossNotices,
+    lostAnnounced: o.lostAnnounced,
   };
 
   const c = report.collector;

@@ -1,14 +1,31 @@
 /**
  * The outbox as the uplink sees it: encoded messages waiting for the broker's acknowledgement. The SQLite outbox
  * (src/store/outbox.ts) implements it; the publisher (src/uplink) drains it and never deletes a message the broker
- * has not acknowledged.
+ * has not acknowledged, except one the broker refuses for good (`drop`), whose loss the outbox then announces.
+ *
+ * Each message has two numbers: its `id`, the queue's own key (what the publisher acknowledges and tracks in flight,
+ * never seen outside the agent), and its `seq`, the sequence number in the message itself, counted per stream.
  */
 import type { MessageKind, Priority } from '../collect/sample.js';
 
-/** Collected data (telemetry, events), or a command result (src/commands), which names its own topic. */
-export type OutboxKind = MessageKind | 'result';
+/** Collected data (telemetry, events), a loss notice (src/store/loss-notice.ts), or a command result (src/commands),
+ * which names its own topic. */
+export type OutboxKind = MessageKind | 'loss' | 'result';
+
+/**
+ * The two numberings: `data` (telemetry, events and loss notices: contiguous, so a gap is data the agent lost and
+ * announced) and `results` (command results).
+ */
+export type SeqStream = 'data' | 'results';
+
+export function streamOf(kind: OutboxKind): SeqStream {
+  return kind === 'result' ? 'results' : 'data';
+}
 
 export interface OutboxRecord {
+  /** The queue's key: acknowledge and drop take it. */
+  id: number;
+  /** The sequence number the message carries, in its stream. */
   seq: number;
   kind: OutboxKind;
   priority: Priority;
@@ -21,19 +38,27 @@ export interface OutboxRecord {
   correlation?: Uint8Array;
 }
 
-/** The messages a peek leaves out (a Set will do; the publisher passes a view over its in-flight and held ones). */
-export interface SeqFilter {
-  has(seq: number): boolean;
+/** The messages (by id) a peek leaves out (a Set will do; the publisher passes a view over its in-flight and held ones). */
+export interface IdFilter {
+  has(id: number): boolean;
 }
 
 export interface OutboxQueue {
   /**
-   * The next messages to send, highest priority first, then lowest sequence number, leaving out `skip` (the ones in
-   * flight): at most `maxCount` messages and `maxBytes` payload bytes (always at least one message when any waits).
+   * The next messages to send, highest priority first, then the order they were stored in, leaving out `skip` (the
+   * ones in flight): at most `maxCount` messages and `maxBytes` payload bytes (always at least one message when any
+   * waits).
    */
-  peek(maxCount: number, maxBytes: number, skip: SeqFilter): OutboxRecord[];
-  /** The broker has the message (PUBACK): delete it. Unknown sequence numbers are ignored (already evicted). */
-  acknowledge(seq: number): void;
+  peek(maxCount: number, maxBytes: number, skip: IdFilter): OutboxRecord[];
+  /** The broker has the message (PUBACK): delete it. Unknown ids are ignored (already evicted). */
+  acknowledge(id: number): void;
+  /**
+   * The broker refused the message for good: delete it unsent and, for the data stream, announce its loss (a loss
+   * notice, in the same transaction). Returns false when it could not be deleted (a write failure: it stays, and may
+   * be tried again later) or must not be (a loss notice is never dropped: it is the only record of what was lost).
+   * Unknown ids count as dropped.
+   */
+  drop(id: number): boolean;
   /**
    * Acknowledged messages not yet deleted from durable storage: after a crash they would be sent again. The publisher
    * counts them against its in-flight window, so a crash re-sends at most that window.

@@ -2,9 +2,28 @@
  * The SQLite outbox: every encoded message is committed here before the uplink may publish it, and deleted only once
  * the broker has acknowledged it, so a kill -9 or a power cut loses nothing that `append` returned.
  *
- * Layout: one `message` row per message (the sequence number is the rowid), one `meta` row holding the next sequence
- * number. An index on (priority DESC, seq) serves both the send order and the eviction order (one priority at a time,
- * oldest first); an index on created_at serves age expiry.
+ * Two numberings (src/store/outbox-queue.ts): the data stream (telemetry, events, loss notices) and the results
+ * stream (command results) each count on by one per message stored, across restarts and a kill -9; a message too big
+ * to store, or a batch a full disk refuses, takes no number. So the data stream has a gap only where the agent lost
+ * data, and every such loss is announced by a loss notice (src/store/loss-notice.ts), itself a data-stream message
+ * (priority 7, never evicted or expired), recorded in the same transaction as the deletion that loses the data:
+ *  - evicted (the outbox full) and expired (too old), at append;
+ *  - refused (the broker refused it for good: `drop`, called by the publisher);
+ *  - outbox-lost (the file damaged, emptied or deleted while the agent was stopped), at open: an upper bound, from the
+ *    lower bound the sidecar holds to the last number that can have been handed out.
+ * While a notice has not been handed out by `peek`, further losses are merged into it (re-encoded in place), so they do
+ * not pile up; MAX_RANGES_PER_NOTICE ranges at most, then a new one, as long as the notices take less than 1/16 of
+ * maxBytes; beyond that the open notice's closest ranges are merged into upper bounds (`exact: false`).
+ *
+ * Layout: one `message` row per message: `id` (the rowid: the queue's key, in insertion order), `seq` (its number in
+ * its stream, NULL for messages stored before the two numberings, whose number is their id), priority, kind,
+ * created_at, payload, and a result's topic and correlation. `meta` holds the next number of each stream. An index on
+ * (priority DESC, id) serves both the send order and the eviction order (one priority at a time, oldest first); an
+ * index on created_at serves age expiry; a partial index finds the loss notices.
+ *
+ * Never reused: the sidecar `<path>.seq` reserves numbers of both streams ahead of those handed out (and the lowest
+ * data-stream number that may still be waiting): a new database after a lost file continues above it, and above a
+ * wall-clock floor when the sidecar is gone too.
  *
  * Flash wear: a whole batch is one transaction (WAL frames for the touched pages only); acknowledgements are gathered
  * and deleted together, riding on the next append's transaction or a timer, whichever comes first.
@@ -16,13 +35,24 @@
  * when they start, a count every FAILURE_REPORT_MS while they go on, one line when writing works again.
  */
 import Database from 'better-sqlite3';
-import { closeSync, constants as fsConstants, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, constants as fsConstants, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
 import type { Priority } from '../collect/sample.js';
 import { MAX_PRIORITY, MIN_PRIORITY } from '../collect/sample.js';
 import { atomicWriteFile } from './atomic-file.js';
 import { DiskWriteMeter, type DiskWriteSource } from './disk-usage.js';
+import {
+  addLostRange,
+  coarsenLostRanges,
+  decodeLossNotice,
+  encodeLossNotice,
+  MAX_RANGES_PER_NOTICE,
+  NOTICE_BYTES,
+  RANGE_BYTES,
+  type LossReason,
+  type LostRange,
+} from './loss-notice.js';
 import { DamagedStateFile, pruneSetAside, setAside, StateDatabase, STATE_FILE_MODE, type PathChange } from './state-database.js';
-import type { OutboxKind, OutboxQueue, OutboxRecord, SeqFilter } from './outbox-queue.js';
+import { streamOf, type IdFilter, type OutboxKind, type OutboxQueue, type OutboxRecord, type SeqStream } from './outbox-queue.js';
 
 /**
  * How hard a commit is pushed to the disk (PRAGMA synchronous, always with the WAL journal):
@@ -41,8 +71,17 @@ export type Durability = 'full' | 'normal' | 'off';
  */
 export const ROW_OVERHEAD_BYTES = 64;
 
-/** Sequence numbers reserved in the sidecar file at a time (one small fsynced file write per block). */
+/** Sequence numbers reserved in the sidecar file at a time, per stream (one small fsynced file write per block). */
 const SEQ_RESERVE_BLOCK = 100_000;
+/** Numbers reserved before an append for the loss notices it may write (more are reserved inside if needed). */
+const NOTICE_SEQS_AHEAD = 4;
+/**
+ * Loss notices may take this share of maxBytes (1/16) before further losses are coarsened into the open notice
+ * instead of starting new ones: notices are never evicted, so they are bounded this way. Small outboxes get fewer
+ * ranges per notice (at least MIN_RANGES_PER_NOTICE), so that one notice fits its share too.
+ */
+const NOTICE_SHARE = 16;
+const MIN_RANGES_PER_NOTICE = 16;
 
 /** 1000 pages of 4 KiB: hot pages (meta, index tails) rewritten by many batches reach the database file once per
  * checkpoint, not once per batch. */
@@ -54,11 +93,17 @@ const DEFAULT_ACK_FLUSH_MS = 500;
 const FAILURE_REPORT_MS = 60_000;
 /** Databases set aside (corrupt, or found in the outbox's place) kept beside it at most, newest first. */
 export const MAX_SET_ASIDE_FILES = 3;
-/** The sidecar holds one decimal number: anything longer is not ours. */
-const SEQ_SIDECAR_MAX_BYTES = 32;
+/** The sidecar holds a few short lines: anything longer is not ours. */
+const SEQ_SIDECAR_MAX_BYTES = 512;
+
+/** The meta rows holding each stream's next number (`next_seq` was the one counter before the two numberings). */
+const NEXT_SEQ_KEY: Record<SeqStream, string> = { data: 'next_data_seq', results: 'next_result_seq' };
+const OLD_NEXT_SEQ_KEY = 'next_seq';
 
 export interface OutboxOptions {
   path: string;
+  /** The device: the loss notices name it, as every message does. */
+  deviceId: string;
   /** Payload plus ROW_OVERHEAD_BYTES per message, summed over the messages kept. */
   maxBytes: number;
   /** Messages created longer ago are deleted at the next append (counted as expired). */
@@ -75,11 +120,12 @@ export interface OutboxOptions {
 }
 
 export interface OutboxItem {
-  kind: OutboxKind;
+  /** Loss notices are the outbox's own. */
+  kind: Exclude<OutboxKind, 'loss'>;
   priority: Priority;
   /** Unix milliseconds. */
   createdAt: number;
-  /** The encoded message, given the sequence number it must carry. */
+  /** The encoded message, given the sequence number (of its kind's stream) it must carry. */
   encode(seq: number): Uint8Array;
   /** Its own topic (command results), instead of the kind's. */
   topic?: string;
@@ -88,9 +134,11 @@ export interface OutboxItem {
 }
 
 export interface AppendResult {
-  /** Sequence numbers of the messages stored, in the order given (a message evicted by a later one of the same batch
-   * included). */
+  /** Sequence numbers of the messages stored (each in its kind's stream), in the order given (a message evicted by a
+   * later one of the same batch included). */
   seqs: number[];
+  /** Their queue keys (what acknowledge and drop take), in the same order. */
+  ids: number[];
   /** Messages not stored: the whole batch on a write failure, or single messages too big for the outbox. */
   rejected: number;
 }
@@ -107,8 +155,10 @@ export interface OutboxStats {
   /** Their size as counted against maxBytes. */
   bytes: number;
   oldestCreatedAt: number | undefined;
-  /** The sequence number the next stored message gets. */
+  /** The number the next data-stream message gets: the last one assigned is nextSeq - 1. */
   nextSeq: number;
+  /** The same for the results stream. */
+  nextResultSeq: number;
   /** The counters below count since open. */
   appended: number;
   acknowledged: number;
@@ -117,6 +167,13 @@ export interface OutboxStats {
   /** Messages refused by append: write failures and oversize messages. */
   rejected: number;
   rejectedOversize: number;
+  /** Messages dropped (the broker refused them for good). */
+  dropped: number;
+  /**
+   * Loss notices: `notices` written (a notice merged into counts once), `messages` data-stream messages announced
+   * lost one by one (evicted, expired, refused), `outboxLost` times a lost outbox file was announced (a range).
+   */
+  losses: { notices: number; messages: number; outboxLost: number };
   corruptFilesMovedAside: number;
   /** Databases set aside beside the outbox (corrupt, or found in its place), counted against maxBytes. */
   setAside: { files: number; bytes: number };
@@ -131,12 +188,18 @@ export type OutboxErrorReason =
   | 'corrupt-file-moved-aside'
   | 'append-failed'
   | 'acknowledge-failed'
+  /** Dropping a refused message failed (it stays, and is tried again). */
+  | 'drop-failed'
   /** Writing works again after failures (one line, with the count). */
   | 'write-recovered'
   /** The file was deleted or replaced under the running agent. */
   | 'file-lost'
   /** A 0-byte file at open: its messages were lost. */
   | 'empty-at-open'
+  /** No file at open although the sidecar says there was an outbox: its messages were lost. */
+  | 'missing-at-open'
+  /** The last run ended without closing the outbox in another boot (a power cut): its last commits may be lost. */
+  | 'unclean-stop'
   /** A database set aside was removed (their number and bytes are bounded). */
   | 'set-aside-removed';
 
@@ -159,6 +222,7 @@ export class OutboxError extends Error {
 }
 
 interface MessageRow {
+  id: number;
   seq: number;
   kind: string;
   priority: number;
@@ -169,7 +233,9 @@ interface MessageRow {
 }
 
 interface SizeRow {
+  id: number;
   seq: number;
+  kind: string;
   size: number;
 }
 
@@ -193,7 +259,7 @@ function describe(err: unknown): string {
 }
 
 function toKind(kind: string): OutboxKind {
-  if (kind === 'telemetry' || kind === 'events' || kind === 'result') return kind;
+  if (kind === 'telemetry' || kind === 'events' || kind === 'loss' || kind === 'result') return kind;
   throw new Error(`outbox: unknown message kind '${kind}' in the database`);
 }
 
@@ -203,47 +269,134 @@ function toPriority(priority: number): Priority {
 }
 
 /**
- * The sidecar `<path>.seq` holds a number above every sequence number handed out. It outlives the database file, so a
- * fresh database (after corruption, or a deleted file) continues above the old sequence instead of starting over.
- * Read without following a link and only if it is a small regular file (O_NONBLOCK: a FIFO put there cannot block).
+ * What the sidecar `<path>.seq` holds: per stream, a number above every number handed out; a number no data-stream
+ * number still waiting (or announced in a waiting loss notice) was below when it was written; and whether the outbox
+ * was open (since which boot of the machine) or closed cleanly. It outlives the database file, so a fresh database
+ * (after corruption, or a deleted file) continues above the old numbering, and a lost file's notice knows where the
+ * numbers that may have been lost start.
  */
-function readSeqSidecar(file: string): number {
+interface SeqReservation {
+  data: number;
+  results: number;
+  /** undefined: not known (the one-number format of older agents, or no sidecar). */
+  dataLowestWaiting: number | undefined;
+  /** `open` with the boot it was opened in (undefined: not known), `closed`, or undefined (older agents). */
+  run: { state: 'open'; boot: string | undefined } | { state: 'closed' } | undefined;
+  /** Whether a sidecar was read at all. */
+  found: boolean;
+}
+
+const NO_RESERVATION: SeqReservation = { data: 0, results: 0, dataLowestWaiting: undefined, run: undefined, found: false };
+const SIDECAR_KEYS = { data: 'data', results: 'results', lowest: 'data-lowest-waiting', run: 'run' } as const;
+
+function positiveSafeInteger(text: string): number | undefined {
+  if (!/^\d{1,16}$/.test(text)) return undefined;
+  const value = Number(text);
+  return Number.isSafeInteger(value) && value > 0 ? value : undefined;
+}
+
+/** This boot of the machine (Linux): a process crash keeps it, a power cut or a reboot changes it. */
+function currentBoot(): string | undefined {
+  try {
+    const id = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+    return /^[0-9a-f-]{36}$/.test(id) ? id : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Parses the sidecar: `<key> <value>` lines (`data`, `results`, `data-lowest-waiting`: numbers; `run`: `open <boot>`
+ * or `closed`; `#` starts a comment), or the single number older agents wrote (their one counter: a reservation for
+ * both streams). Anything else: none.
+ */
+function parseSeqSidecar(text: string): SeqReservation {
+  const lines = text
+    .split('\n')
+    .map((line) => line.trim())
+    .filter((line) => line !== '' && !line.startsWith('#'));
+  if (lines.length === 1 && !lines[0]!.includes(' ')) {
+    const value = positiveSafeInteger(lines[0]!);
+    return value === undefined ? NO_RESERVATION : { data: value, results: value, dataLowestWaiting: undefined, run: undefined, found: true };
+  }
+  const values = new Map<string, number>();
+  let run: SeqReservation['run'];
+  for (const line of lines) {
+    const [key, value, ...rest] = line.split(/\s+/);
+    if (key === SIDECAR_KEYS.run) {
+      if (value === 'closed' && rest.length === 0) run = { state: 'closed' };
+      else if (value === 'open' && rest.length <= 1) run = { state: 'open', boot: rest[0] === '-' ? undefined : rest[0] };
+      else return NO_RESERVATION;
+      continue;
+    }
+    const number = value === undefined ? undefined : positiveSafeInteger(value);
+    if (key === undefined || number === undefined || rest.length > 0) return NO_RESERVATION;
+    values.set(key, number);
+  }
+  const data = values.get(SIDECAR_KEYS.data);
+  const results = values.get(SIDECAR_KEYS.results);
+  if (data === undefined || results === undefined) return NO_RESERVATION;
+  return { data, results, dataLowestWaiting: values.get(SIDECAR_KEYS.lowest), run, found: true };
+}
+
+/** Read without following a link and only if it is a small regular file (O_NONBLOCK: a FIFO put there cannot block). */
+function readSeqSidecar(file: string): SeqReservation {
   let fd: number;
   try {
     fd = openSync(file, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK);
   } catch {
-    return 0;
+    return NO_RESERVATION;
   }
   try {
     const stats = fstatSync(fd);
-    if (!stats.isFile() || stats.size > SEQ_SIDECAR_MAX_BYTES) return 0;
+    if (!stats.isFile() || stats.size > SEQ_SIDECAR_MAX_BYTES) return NO_RESERVATION;
     const buffer = Buffer.alloc(SEQ_SIDECAR_MAX_BYTES);
     const length = readSync(fd, buffer, 0, buffer.length, 0);
-    const value = Number(buffer.toString('utf8', 0, length).trim());
-    return Number.isSafeInteger(value) && value > 0 ? value : 0;
+    return parseSeqSidecar(buffer.toString('utf8', 0, length));
   } catch {
-    return 0;
+    return NO_RESERVATION;
   } finally {
     closeSync(fd);
   }
 }
 
-function writeSeqSidecar(file: string, value: number): void {
-  // Write-then-rename, both fsynced (src/store/atomic-file.ts): a power cut leaves either the old or the new number,
-  // never a torn one, and a folder that cannot be flushed is an error (numbers are handed out only above what is on
+function writeSeqSidecar(
+  file: string,
+  reservation: { data: number; results: number; dataLowestWaiting: number | undefined },
+  run: 'open' | 'closed',
+  boot: string | undefined,
+): void {
+  const lines = [
+    "# telematics-agent outbox: every number handed out is below its stream's; no data number below data-lowest-waiting was waiting",
+    `${SIDECAR_KEYS.data} ${reservation.data}`,
+    `${SIDECAR_KEYS.results} ${reservation.results}`,
+    ...(reservation.dataLowestWaiting !== undefined ? [`${SIDECAR_KEYS.lowest} ${reservation.dataLowestWaiting}`] : []),
+    run === 'open' ? `${SIDECAR_KEYS.run} open ${boot ?? '-'}` : `${SIDECAR_KEYS.run} closed`,
+  ];
+  // Write-then-rename, both fsynced (src/store/atomic-file.ts): a power cut leaves either the old or the new numbers,
+  // never torn ones, and a folder that cannot be flushed is an error (numbers are handed out only below what is on
   // disk). The temporary name (`<path>.seq.tmp`) is cleared first and created exclusively: a link placed there is
   // removed, never written through (rename replaces a link at the sidecar's own name, it does not follow it either).
-  atomicWriteFile(file, `${value}\n`, { mode: STATE_FILE_MODE, temporary: `${file}.tmp` });
+  atomicWriteFile(file, `${lines.join('\n')}\n`, { mode: STATE_FILE_MODE, temporary: `${file}.tmp` });
 }
 
-/** Best effort: the next sequence number recorded in a database that was moved aside (0 when it cannot be read). */
+/** Best effort: a number above every one recorded in a database that was moved aside (0 when it cannot be read). */
 function readSeqFromDamaged(file: string): number {
   let db: Database.Database | undefined;
   try {
     db = new Database(file, { readonly: true, fileMustExist: true });
-    const meta = db.prepare<[], { value: number }>("SELECT value FROM meta WHERE key = 'next_seq'").get();
-    const max = db.prepare<[], { seq: number | null }>('SELECT max(seq) AS seq FROM message').get();
-    return Math.max(meta?.value ?? 0, (max?.seq ?? 0) + 1);
+    const read = (sql: string): number => {
+      try {
+        return db!.prepare<[], { value: number | null }>(sql).get()?.value ?? 0;
+      } catch {
+        return 0;
+      }
+    };
+    const meta = read(`SELECT max(value) AS value FROM meta WHERE key IN ('${OLD_NEXT_SEQ_KEY}', '${NEXT_SEQ_KEY.data}', '${NEXT_SEQ_KEY.results}')`);
+    // Before the two numberings the rowid was the number; since, `seq` is (the rowid being a smaller key).
+    const byRow = read('SELECT max(rowid) AS value FROM message');
+    const bySeq = read('SELECT max(seq) AS value FROM message');
+    return Math.max(meta, byRow + 1, bySeq + 1);
   } catch {
     return 0;
   } finally {
@@ -266,21 +419,24 @@ function stateOptions(options: OutboxOptions) {
       db.pragma(`wal_autocheckpoint = ${WAL_AUTOCHECKPOINT_PAGES}`);
       db.pragma(`journal_size_limit = ${JOURNAL_SIZE_LIMIT_BYTES}`);
       if (options.maxPageCount !== undefined) db.pragma(`max_page_count = ${options.maxPageCount}`);
+      db.exec('CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID');
+      // An older file is brought up to this layout before the indexes below name its columns.
+      migrate(db);
       db.exec(`
-        CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
         CREATE TABLE IF NOT EXISTS message (
-          seq INTEGER PRIMARY KEY,
+          id INTEGER PRIMARY KEY,
           priority INTEGER NOT NULL,
           kind TEXT NOT NULL,
           created_at INTEGER NOT NULL,
           payload BLOB NOT NULL,
           topic TEXT,
-          correlation BLOB
+          correlation BLOB,
+          seq INTEGER
         );
-        CREATE INDEX IF NOT EXISTS message_send_order ON message (priority DESC, seq);
+        CREATE INDEX IF NOT EXISTS message_send_order ON message (priority DESC, id);
         CREATE INDEX IF NOT EXISTS message_age ON message (created_at);
+        CREATE INDEX IF NOT EXISTS message_loss ON message (id) WHERE kind = 'loss';
       `);
-      migrate(db);
     },
   };
 }
@@ -290,9 +446,13 @@ function toBuffer(bytes: Uint8Array): Buffer {
 }
 
 /**
- * Brings a file written by an older agent up to the current layout, in place: version 2 added the `topic` and
- * `correlation` columns (command results). Added as nullable columns, so the messages already stored stay as
- * they are and go to their kind's topic.
+ * Brings a file written by an older agent up to the current layout, in place, keeping every message and its number:
+ *  - version 2 added the `topic` and `correlation` columns (command results), nullable, so the messages already
+ *    stored go to their kind's topic;
+ *  - version 3 (two numberings) renamed the rowid `seq` to `id` (the index on it follows) and added `seq`, NULL for
+ *    the messages already stored (their number is their id), so no row is rewritten: an upgrade needs no free space
+ *    the size of the outbox; the one counter `next_seq` becomes the next number of both streams (each continues
+ *    above every number handed out, none is reused).
  */
 function migrate(db: Database.Database): void {
   const columns = new Set(
@@ -301,9 +461,21 @@ function migrate(db: Database.Database): void {
       .all()
       .map((c) => c.name),
   );
+  if (columns.size === 0) return; // a new file: the table is created as it is now
   db.transaction(() => {
     if (!columns.has('topic')) db.exec('ALTER TABLE message ADD COLUMN topic TEXT');
     if (!columns.has('correlation')) db.exec('ALTER TABLE message ADD COLUMN correlation BLOB');
+    if (!columns.has('id')) {
+      db.exec('ALTER TABLE message RENAME COLUMN seq TO id');
+      db.exec('ALTER TABLE message ADD COLUMN seq INTEGER');
+      const old = db.prepare<[string], { value: number }>('SELECT value FROM meta WHERE key = ?').get(OLD_NEXT_SEQ_KEY)?.value;
+      if (old !== undefined) {
+        const insert = db.prepare<[string, number]>('INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)');
+        insert.run(NEXT_SEQ_KEY.data, old);
+        insert.run(NEXT_SEQ_KEY.results, old);
+        db.prepare('DELETE FROM meta WHERE key = ?').run(OLD_NEXT_SEQ_KEY);
+      }
+    }
   })();
 }
 
@@ -364,18 +536,61 @@ class WriteFailures {
   }
 }
 
+/** A loss notice being written: its row, its ranges, its payload's size as stored. */
+interface Notice {
+  id: number;
+  seq: number;
+  createdAt: number;
+  ranges: LostRange[];
+  /** Payload bytes as stored; 0 before its first write. */
+  bytes: number;
+  stored: boolean;
+}
+
+/** The state one write transaction works on: the in-memory totals change only once it has committed. */
+interface Transaction {
+  now: number;
+  count: number;
+  bytes: number;
+  next: Record<SeqStream, number>;
+  nextId: number;
+  /** The notice further losses go into (the open one, or one this transaction started). */
+  notice: Notice | undefined;
+  /** Whether `notice` is this transaction's own copy (the open one is copied before its first change). */
+  noticeOwned: boolean;
+  noticeChanged: boolean;
+  noticesStarted: number;
+  lostAnnounced: number;
+}
+
 export class SqliteOutbox implements OutboxQueue {
   private readonly listeners = new Set<() => void>();
   private readonly meter = new DiskWriteMeter();
-  /** Acknowledged messages not yet deleted from the file, with their counted size: hidden from peek and pending. */
+  /** Acknowledged messages (by id) not yet deleted from the file, with their counted size: hidden from peek and pending. */
   private readonly pendingAcks = new Map<number, number>();
   private ackTimer: NodeJS.Timeout | undefined;
   private closed = false;
 
-  private storedCount: number;
-  private storedBytes: number;
-  private nextSeq: number;
-  private seqReservedUpTo: number;
+  private storedCount = 0;
+  private storedBytes = 0;
+  /** The next number of each stream, and the next id. */
+  private next: Record<SeqStream, number> = { data: 1, results: 1 };
+  private nextId = 1;
+  /** What the sidecar on disk reserves; `stale`: it must be written again before numbers are handed out (an older
+   * format, or a write that failed). */
+  private reserved: Record<SeqStream, number> & { dataLowestWaiting: number | undefined; stale: boolean } = {
+    data: 0,
+    results: 0,
+    dataLowestWaiting: undefined,
+    stale: true,
+  };
+  /** This boot of the machine, written with the reservation (see start: a power cut is told from a process crash). */
+  private readonly boot = currentBoot();
+  /** The loss notice not yet handed out by peek: further losses are merged into it. */
+  private openNotice: Notice | undefined;
+  /** Ranges per notice, and the bytes the notices may take before they are coarsened (NOTICE_SHARE). */
+  private readonly rangeCap: number;
+  private readonly noticeBudget: number;
 
   private appended = 0;
   private acknowledged = 0;
@@ -383,6 +598,8 @@ export class SqliteOutbox implements OutboxQueue {
   private expired = 0;
   private rejected = 0;
   private rejectedOversize = 0;
+  private dropped = 0;
+  private readonly losses = { notices: 0, messages: 0, outboxLost: 0 };
   private corruptFilesMovedAside = 0;
   private lastProblem: { at: number; message: string } | undefined;
 
@@ -392,23 +609,28 @@ export class SqliteOutbox implements OutboxQueue {
   private readonly writeFailures: WriteFailures;
 
   // Prepared on the file's connection; prepared again when a carry-over gives a new one (attach).
-  private insertMessage!: Database.Statement<[number, number, string, number, Uint8Array, string | null, Uint8Array | null]>;
+  private insertMessage!: Database.Statement<[number, number, number, string, number, Uint8Array, string | null, Uint8Array | null]>;
+  private updatePayload!: Database.Statement<[Uint8Array, number]>;
   private deleteMessage!: Database.Statement<[number]>;
-  private messageSize!: Database.Statement<[number], { size: number }>;
-  private sendOrder!: Database.Statement<[], { seq: number }>;
-  private messageBySeq!: Database.Statement<[number], MessageRow>;
+  private messageSize!: Database.Statement<[number], { seq: number; kind: string; size: number }>;
+  private sendOrder!: Database.Statement<[], { id: number }>;
+  private messageById!: Database.Statement<[number], MessageRow>;
   private evictionOrder!: Database.Statement<[number], SizeRow>;
-  private deleteExpired!: Database.Statement<[number], { priority: number; size: number }>;
+  private deleteExpired!: Database.Statement<[number], { seq: number; kind: string; priority: number; size: number }>;
   private oldest!: Database.Statement<[], { oldest: number | null }>;
-  private ageOrder!: Database.Statement<[], { seq: number; created_at: number }>;
-  private writeNextSeq!: Database.Statement<[number]>;
+  private ageOrder!: Database.Statement<[], { id: number; created_at: number }>;
+  private firstDataRow!: Database.Statement<[], { seq: number }>;
+  private lossPayloads!: Database.Statement<[], { payload: Buffer }>;
+  private noticeBytes!: Database.Statement<[], { bytes: number }>;
+  private writeMeta!: Database.Statement<[string, number]>;
   private appendTransaction!: (items: readonly OutboxItem[], now: number) => AppendOutcome;
+  private dropTransaction!: (id: number, row: { seq: number; kind: string; size: number }, now: number) => Transaction;
   private flushAcksTransaction!: () => void;
   private readonly flushAcksInTransaction: () => void;
 
   /**
-   * Opens (or creates) the outbox file. A damaged file is moved aside (reported, numbering continues above it); any
-   * other failure throws, naming `outbox.path` and the file.
+   * Opens (or creates) the outbox file. A damaged file is moved aside (reported, numbering continues above it, its
+   * loss announced); any other failure throws, naming `outbox.path` and the file.
    */
   static open(options: OutboxOptions): SqliteOutbox {
     if (!(options.maxBytes > 0)) throw new RangeError('outbox: maxBytes must be positive');
@@ -430,7 +652,7 @@ export class SqliteOutbox implements OutboxQueue {
       moved = { aside, error, seqInAside: readSeqFromDamaged(aside) };
       file = StateDatabase.open(options.path, stateOptions(options));
     }
-    const outbox = new SqliteOutbox(file, options, moved?.seqInAside ?? 0);
+    const outbox = new SqliteOutbox(file, options);
     if (moved) {
       outbox.corruptFilesMovedAside++;
       outbox.report(moved.error);
@@ -444,6 +666,26 @@ export class SqliteOutbox implements OutboxQueue {
         ),
       );
     }
+    let announced: ReturnType<SqliteOutbox['start']>;
+    try {
+      announced = outbox.start(file.found, moved?.seqInAside);
+    } catch (err) {
+      // A file that cannot take its first write (a full disk): the start fails, naming it; the connection is not left open.
+      file.close();
+      throw new Error(`outbox.path: cannot start the outbox in ${options.path}: ${describe(err)}`, { cause: err });
+    }
+    if (announced === 'unclean-stop') {
+      outbox.report(
+        new OutboxError(
+          'unclean-stop',
+          // Maybe nothing was lost: only the last commits before the power cut can be.
+          'warn',
+          `outbox: the last run stopped without closing ${options.path} (a power cut or a crash of the machine), and durability ` +
+            `'${options.durability ?? 'normal'}' may have lost its last commits: sequence numbers continue above every number it can have handed out ` +
+            `(from ${outbox.next.data}), and a loss notice announces the ones that may be gone`,
+        ),
+      );
+    }
     if (file.found === 'empty') {
       // Only someone else makes a 0-byte file here: the agent creates its files whole (state-database.ts).
       outbox.report(
@@ -452,7 +694,16 @@ export class SqliteOutbox implements OutboxQueue {
           // Its messages are gone: lost data.
           'error',
           `outbox: ${options.path} was empty (0 bytes) at start: the messages it held were lost (the file was truncated); ` +
-            `starting with an empty outbox, sequence numbers continue above the old ones (from ${outbox.nextSeq})`,
+            `starting with an empty outbox, sequence numbers continue above the old ones (from ${outbox.next.data})`,
+        ),
+      );
+    } else if (announced === 'file-lost' && !moved) {
+      outbox.report(
+        new OutboxError(
+          'missing-at-open',
+          'error',
+          `outbox: ${options.path} was missing at start although ${outbox.sidecarPath} shows there was an outbox: the messages it held were lost ` +
+            `(the file was deleted while the agent was stopped); starting with an empty outbox, sequence numbers continue above the old ones (from ${outbox.next.data})`,
         ),
       );
     }
@@ -463,61 +714,138 @@ export class SqliteOutbox implements OutboxQueue {
   private constructor(
     private readonly file: StateDatabase,
     private readonly options: OutboxOptions,
-    seqInMovedAsideFile: number,
   ) {
     this.writeFailures = new WriteFailures(FAILURE_REPORT_MS);
+    this.noticeBudget = options.maxBytes / NOTICE_SHARE;
+    this.rangeCap = Math.max(MIN_RANGES_PER_NOTICE, Math.min(MAX_RANGES_PER_NOTICE, Math.floor((this.noticeBudget - NOTICE_BYTES) / RANGE_BYTES)));
     this.flushAcksInTransaction = () => {
-      for (const seq of this.pendingAcks.keys()) this.deleteMessage.run(seq);
+      for (const id of this.pendingAcks.keys()) this.deleteMessage.run(id);
     };
     this.attach(file.db);
-    const db = file.db;
+  }
 
+  /**
+   * Reads the totals and the numbering from the file, and announces at once what the outbox may have lost while the
+   * agent was not running (returned, for the caller's report):
+   *  - `file-lost`: a new database where an outbox was before (a damaged, emptied or deleted file): it continues above
+   *    everything this device may have numbered, with a notice for the numbers that may have been lost with the file;
+   *  - `unclean-stop`: the last run ended without closing the outbox, in another boot of the machine (a power cut),
+   *    and durability below `full` may have lost its last commits, some maybe sent already: the numbering continues
+   *    above everything that run can have handed out, so no number is ever reused, with a notice for those numbers.
+   */
+  private start(found: StateDatabase['found'], seqInMovedAsideFile: number | undefined): 'file-lost' | 'unclean-stop' | undefined {
+    const db = this.file.db;
     const totals = db
-      .prepare<[], { count: number; payload: number | null; maxSeq: number | null }>(
-        'SELECT count(*) AS count, sum(length(payload)) AS payload, max(seq) AS maxSeq FROM message',
+      .prepare<[], { count: number; payload: number | null; maxId: number | null; maxData: number | null; maxResults: number | null }>(
+        `SELECT count(*) AS count, sum(length(payload)) AS payload, max(id) AS maxId,
+                max(CASE WHEN kind <> 'result' THEN coalesce(seq, id) END) AS maxData,
+                max(CASE WHEN kind = 'result' THEN coalesce(seq, id) END) AS maxResults
+         FROM message`,
       )
       .get();
     this.storedCount = totals?.count ?? 0;
     this.storedBytes = (totals?.payload ?? 0) + this.storedCount * ROW_OVERHEAD_BYTES;
-    this.seqReservedUpTo = readSeqSidecar(this.sidecarPath);
+    this.nextId = (totals?.maxId ?? 0) + 1;
+    const sidecar = readSeqSidecar(this.sidecarPath);
+    // Stale: the first append writes it again (this run open, in this boot) before it hands out a number.
+    this.reserved = { data: sidecar.data, results: sidecar.results, dataLowestWaiting: sidecar.dataLowestWaiting, stale: true };
 
-    const stored = db.prepare<[], { value: number }>("SELECT value FROM meta WHERE key = 'next_seq'").get()?.value;
-    if (stored === undefined) {
-      // A new database. Continue above everything this device may have numbered before: the sidecar's reservation,
-      // the moved-aside file if it was still readable, and a wall-clock floor of ms × 1000 (a device cannot have
-      // stored 1000 messages per millisecond since any earlier database was created, so the floor is above them
-      // too; it covers a lost sidecar as long as the clock is set). Gaps are harmless: consumers only need
-      // sequence numbers never to repeat.
-      const clockFloor = Math.floor(this.now()) * 1000;
-      this.nextSeq = Math.max(1, this.seqReservedUpTo, seqInMovedAsideFile, Number.isSafeInteger(clockFloor) ? clockFloor : 0);
-      this.writeNextSeq.run(this.nextSeq);
-    } else {
-      this.nextSeq = Math.max(stored, (totals?.maxSeq ?? 0) + 1);
+    const meta = db.prepare<[string], { value: number }>('SELECT value FROM meta WHERE key = ?');
+    const storedData = meta.get(NEXT_SEQ_KEY.data)?.value;
+    const storedResults = meta.get(NEXT_SEQ_KEY.results)?.value;
+    if (storedData !== undefined || storedResults !== undefined || this.storedCount > 0) {
+      this.next = {
+        data: Math.max(1, storedData ?? 0, (totals?.maxData ?? 0) + 1),
+        results: Math.max(1, storedResults ?? 0, (totals?.maxResults ?? 0) + 1),
+      };
+      // A kill -9 keeps every commit (the OS holds the writes): the same boot, or durability full, continues exactly.
+      const run = sidecar.run;
+      const unclean = run?.state === 'open' && (run.boot === undefined || run.boot !== this.boot) && (this.options.durability ?? 'normal') !== 'full';
+      if (!unclean) return undefined;
+      const first = this.next.data;
+      this.next = { data: Math.max(first, sidecar.data), results: Math.max(this.next.results, sidecar.results) };
+      if (this.next.data === first) return undefined;
+      this.announceAtOpen(first, this.next.data - 1, this.lowestWaitingDataSeq());
+      return 'unclean-stop';
     }
+    // A new database. Continue above everything this device may have numbered before: the sidecar's reservation, the
+    // moved-aside file if it was still readable, and a wall-clock floor of ms × 1000 (a device cannot have stored 1000
+    // messages per millisecond since any earlier database was created, so the floor is above them too; it covers a
+    // lost sidecar as long as the clock is set).
+    const clockFloor = Math.floor(this.now()) * 1000;
+    const floor = Math.max(1, seqInMovedAsideFile ?? 0, Number.isSafeInteger(clockFloor) ? clockFloor : 0);
+    this.next = { data: Math.max(floor, sidecar.data), results: Math.max(floor, sidecar.results) };
+    // An outbox was here before (the sidecar is written only beside one that numbered messages), or a damaged or
+    // emptied file was found: whatever waited in it is gone. Which numbers is not known: from the lowest that may
+    // have been waiting (the sidecar's bound; 1 without one) to the last that can have been handed out.
+    const lost = sidecar.found || seqInMovedAsideFile !== undefined || found === 'empty';
+    const first = sidecar.dataLowestWaiting ?? 1;
+    const last = this.next.data - 1;
+    if (!lost || last < first) {
+      this.writeMeta.run(NEXT_SEQ_KEY.data, this.next.data);
+      this.writeMeta.run(NEXT_SEQ_KEY.results, this.next.results);
+      return undefined;
+    }
+    this.announceAtOpen(first, last, first);
+    return 'file-lost';
+  }
+
+  /**
+   * At open: one notice for [first, last], an upper bound (`outbox-lost`), numbered next; the sidecar first reserves
+   * its number (`lowest`: its lowest-waiting bound). If the sidecar cannot be written the notice is stored all the same
+   * (its number is above everything handed out before) and the next append tries the sidecar again.
+   */
+  private announceAtOpen(first: number, last: number, lowest: number): void {
+    try {
+      this.writeReservation({ data: this.next.data + 1 + SEQ_RESERVE_BLOCK, results: this.next.results + SEQ_RESERVE_BLOCK }, lowest);
+    } catch (err) {
+      this.reserved = { data: this.next.data + 1, results: this.next.results, dataLowestWaiting: lowest, stale: true };
+      this.lastProblem = { at: this.now(), message: `outbox: could not write ${this.sidecarPath}: ${describe(err)}` };
+    }
+    const tx = this.begin(this.now());
+    this.file.db.transaction(() => {
+      this.announce(tx, first, last, 'outbox-lost', false);
+      this.finishLosses(tx);
+      this.writeNumbering(tx, true);
+    })();
+    this.commitLosses(tx);
+    this.next = tx.next;
+    this.losses.outboxLost++;
   }
 
   /** Prepares the statements and transactions on `db` (the file's connection, new after a carry-over). */
   private attach(db: Database.Database): void {
-    this.insertMessage = db.prepare('INSERT INTO message (seq, priority, kind, created_at, payload, topic, correlation) VALUES (?, ?, ?, ?, ?, ?, ?)');
-    this.deleteMessage = db.prepare('DELETE FROM message WHERE seq = ?');
-    this.messageSize = db.prepare('SELECT length(payload) AS size FROM message WHERE seq = ?');
+    this.insertMessage = db.prepare('INSERT INTO message (id, seq, priority, kind, created_at, payload, topic, correlation) VALUES (?, ?, ?, ?, ?, ?, ?, ?)');
+    this.updatePayload = db.prepare('UPDATE message SET payload = ? WHERE id = ?');
+    this.deleteMessage = db.prepare('DELETE FROM message WHERE id = ?');
+    this.messageSize = db.prepare('SELECT coalesce(seq, id) AS seq, kind, length(payload) AS size FROM message WHERE id = ?');
     // The walk in send order reads the index only; payloads are read for the messages actually handed out, not for
     // the in-flight ones skipped on the way (a window's worth at every peek).
-    this.sendOrder = db.prepare('SELECT seq FROM message ORDER BY priority DESC, seq ASC');
-    this.messageBySeq = db.prepare('SELECT seq, kind, priority, created_at, payload, topic, correlation FROM message WHERE seq = ?');
-    this.evictionOrder = db.prepare('SELECT seq, length(payload) AS size FROM message WHERE priority = ? ORDER BY seq ASC');
-    this.deleteExpired = db.prepare('DELETE FROM message WHERE created_at < ? RETURNING priority, length(payload) AS size');
+    this.sendOrder = db.prepare('SELECT id FROM message ORDER BY priority DESC, id ASC');
+    this.messageById = db.prepare('SELECT id, coalesce(seq, id) AS seq, kind, priority, created_at, payload, topic, correlation FROM message WHERE id = ?');
+    // Loss notices are never evicted or expired: each is the only record of what it announces.
+    this.evictionOrder = db.prepare(
+      "SELECT id, coalesce(seq, id) AS seq, kind, length(payload) AS size FROM message WHERE priority = ? AND kind <> 'loss' ORDER BY id ASC",
+    );
+    this.deleteExpired = db.prepare(
+      "DELETE FROM message WHERE created_at < ? AND kind <> 'loss' RETURNING coalesce(seq, id) AS seq, kind, priority, length(payload) AS size",
+    );
     this.oldest = db.prepare('SELECT min(created_at) AS oldest FROM message');
-    this.ageOrder = db.prepare('SELECT seq, created_at FROM message ORDER BY created_at ASC');
-    this.writeNextSeq = db.prepare("INSERT INTO meta (key, value) VALUES ('next_seq', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value");
+    this.ageOrder = db.prepare('SELECT id, created_at FROM message ORDER BY created_at ASC');
+    // Within the data stream numbers grow with the id: the first data row by id holds the lowest number waiting.
+    this.firstDataRow = db.prepare("SELECT coalesce(seq, id) AS seq FROM message WHERE kind <> 'result' ORDER BY id ASC LIMIT 1");
+    this.lossPayloads = db.prepare("SELECT payload FROM message WHERE kind = 'loss'");
+    this.noticeBytes = db.prepare(`SELECT coalesce(sum(length(payload)), 0) + count(*) * ${ROW_OVERHEAD_BYTES} AS bytes FROM message WHERE kind = 'loss'`);
+    this.writeMeta = db.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value');
     this.flushAcksTransaction = db.transaction(this.flushAcksInTransaction);
     this.appendTransaction = db.transaction((items: readonly OutboxItem[], now: number) => this.appendInTransaction(items, now));
+    this.dropTransaction = db.transaction((id: number, row: { seq: number; kind: string; size: number }, now: number) => this.dropInTransaction(id, row, now));
   }
 
   /**
    * Whether the path still names the outbox's file (one stat: called once per write transaction, by append, by the
    * data path's write timer and at close). A file deleted or replaced under the running agent is reported as an
-   * error, and everything the open connection still holds (the waiting messages, the sequence counter) is carried
+   * error, and everything the open connection still holds (the waiting messages, the sequence counters) is carried
    * over to a new file at the path; if that fails (a full disk) it is said once and tried again at the next call.
    */
   verifyFile(): void {
@@ -528,11 +856,12 @@ export class SqliteOutbox implements OutboxQueue {
       this.attach(this.file.db);
       this.fileLostWhileRunning++;
       // The sidecar may have gone with the file: written again, so the numbering stays above everything handed out.
-      if (readSeqSidecar(this.sidecarPath) < this.seqReservedUpTo) {
+      if (!readSeqSidecar(this.sidecarPath).found) {
+        this.reserved.stale = true;
         try {
-          writeSeqSidecar(this.sidecarPath, this.seqReservedUpTo);
+          this.reserveAhead(0, 0);
         } catch {
-          // the database's meta row still carries the counter; the next reservation writes the sidecar again
+          // the database's meta rows still carry the counters; the next append writes the sidecar again (stale)
         }
       }
     }
@@ -547,7 +876,7 @@ export class SqliteOutbox implements OutboxQueue {
     const what = change.found === 'deleted' ? 'was deleted' : `was replaced by another file (moved aside as ${change.movedAside})`;
     const waiting = `${this.pending} waiting message(s)`;
     if (change.carriedOver) {
-      return `outbox: ${file} ${what} while the agent was running: its ${waiting} and the sequence counter were carried over to a new file at the same path; nothing was lost`;
+      return `outbox: ${file} ${what} while the agent was running: its ${waiting} and the sequence counters were carried over to a new file at the same path; nothing was lost`;
     }
     return (
       `outbox: ${file} ${what} while the agent was running, and carrying its ${waiting} over to a new file failed (${change.error}): ` +
@@ -597,38 +926,41 @@ export class SqliteOutbox implements OutboxQueue {
   }
 
   /**
-   * Stores a batch in one transaction, numbering each message, then enforces the age and size bounds. On a full
-   * disk or an I/O error the whole batch is rejected and reported, never thrown; the next append simply tries again.
+   * Stores a batch in one transaction, numbering each message in its stream, then enforces the age and size bounds,
+   * announcing what they delete of the data stream. On a full disk or an I/O error the whole batch is rejected and
+   * reported, never thrown, and no number is used; the next append simply tries again.
    */
   append(items: readonly OutboxItem[]): AppendResult {
     if (this.closed) throw new Error('outbox: append after close');
-    if (items.length === 0) return { seqs: [], rejected: 0 };
+    if (items.length === 0) return { seqs: [], ids: [], rejected: 0 };
     this.verifyFile();
     const now = this.now();
     try {
       const outcome = this.meter.measure(() => {
-        this.reserveSeqs(items.length);
+        let results = 0;
+        for (const item of items) if (item.kind === 'result') results++;
+        this.reserveAhead(items.length - results + NOTICE_SEQS_AHEAD, results);
         return this.appendTransaction(items, now);
       });
       this.commitOutcome(outcome);
       this.writeWorked(now);
       if (this.setAsideBytes > 0 && this.storedBytes + this.setAsideBytes > this.options.maxBytes) this.pruneSetAside();
-      if (outcome.seqs.length > 0) this.notifyAppend();
-      return { seqs: outcome.seqs, rejected: outcome.oversize };
+      if (outcome.seqs.length > 0 || outcome.tx.noticesStarted > 0) this.notifyAppend();
+      return { seqs: outcome.seqs, ids: outcome.ids, rejected: outcome.oversize };
     } catch (err) {
       if (err instanceof EncodeFailure) throw err.cause;
       if (!isStorageFailure(err)) throw err;
       this.rejected += items.length;
       this.writeFailed(err, items.length, now, () => `outbox: ${items.length} message(s) rejected: ${describe(err)}`);
-      return { seqs: [], rejected: items.length };
+      return { seqs: [], ids: [], rejected: items.length };
     }
   }
 
   /** A failed write, folded (WriteFailures): reported at once when it starts a run, counted otherwise. */
-  private writeFailed(err: unknown, messages: number, now: number, first: () => string): void {
+  private writeFailed(err: unknown, messages: number, now: number, first: () => string, reason?: OutboxErrorReason): void {
     const said = this.writeFailures.failed(err, messages, now, first);
-    const reason: OutboxErrorReason = messages > 0 ? 'append-failed' : 'acknowledge-failed';
-    if (said !== undefined) this.report(new OutboxError(reason, said.severity, said.line, { cause: err }));
+    const why: OutboxErrorReason = reason ?? (messages > 0 ? 'append-failed' : 'acknowledge-failed');
+    if (said !== undefined) this.report(new OutboxError(why, said.severity, said.line, { cause: err }));
     else this.lastProblem = { at: now, message: `${describe(err)} (${messages > 0 ? `${messages} message(s) rejected` : 'deletion retried'}, folded)` };
   }
 
@@ -638,31 +970,169 @@ export class SqliteOutbox implements OutboxQueue {
     if (line !== undefined) this.report(new OutboxError('write-recovered', 'warn', line));
   }
 
-  /** Before numbering past the sidecar's reservation, raise it on disk, so the sidecar is always ahead. */
-  private reserveSeqs(count: number): void {
-    const needed = this.nextSeq + count;
-    if (needed <= this.seqReservedUpTo) return;
-    const reserve = needed + SEQ_RESERVE_BLOCK;
-    writeSeqSidecar(this.sidecarPath, reserve);
-    this.seqReservedUpTo = reserve;
+  /**
+   * Before a write transaction: makes the sidecar reserve `data` and `results` more numbers than handed out (a block
+   * beyond, so it is written once per SEQ_RESERVE_BLOCK messages), with the lowest data-stream number that may still be
+   * waiting, read from the committed file.
+   */
+  private reserveAhead(data: number, results: number): void {
+    const needData = this.next.data + data;
+    const needResults = this.next.results + results;
+    if (!this.reserved.stale && needData <= this.reserved.data && needResults <= this.reserved.results) return;
+    this.writeReservation(
+      {
+        data: needData <= this.reserved.data ? this.reserved.data : needData + SEQ_RESERVE_BLOCK,
+        results: needResults <= this.reserved.results ? this.reserved.results : needResults + SEQ_RESERVE_BLOCK,
+      },
+      this.lowestWaitingDataSeq(),
+    );
+  }
+
+  /** Inside a transaction: a number about to be stored must be below the reservation (it usually is: reserveAhead). */
+  private ensureReserved(stream: SeqStream, upTo: number): void {
+    if (upTo <= this.reserved[stream]) return;
+    // The lowest-waiting bound is not read here: this transaction's deletions are not committed yet. The one last
+    // written stays true (that number never decreases), or none when none was.
+    const reservation = { data: this.reserved.data, results: this.reserved.results };
+    reservation[stream] = Math.max(reservation[stream], upTo + SEQ_RESERVE_BLOCK);
+    this.writeReservation(reservation, this.reserved.dataLowestWaiting);
+  }
+
+  private writeReservation(reservation: Record<SeqStream, number>, dataLowestWaiting: number | undefined): void {
+    const next = { data: Math.max(reservation.data, this.next.data), results: Math.max(reservation.results, this.next.results) };
+    writeSeqSidecar(this.sidecarPath, { ...next, dataLowestWaiting }, 'open', this.boot);
+    this.reserved = { ...next, dataLowestWaiting, stale: dataLowestWaiting === undefined };
+  }
+
+  /**
+   * The lowest data-stream number still in the file: a message waiting (or acknowledged, not yet deleted), a loss
+   * notice, or a number a notice announces (lost with the file, the notice would take that news with it). The next
+   * number when there is none. It never decreases: what is stored later is numbered higher, and what a later notice
+   * announces was waiting.
+   */
+  private lowestWaitingDataSeq(): number {
+    let lowest = this.firstDataRow.get()?.seq ?? this.next.data;
+    for (const { payload } of this.lossPayloads.iterate()) {
+      try {
+        for (const range of decodeLossNotice(payload).lost) lowest = Math.min(lowest, range.first);
+      } catch {
+        // written by this outbox: cannot happen; the row's own number is already counted above
+      }
+    }
+    return Math.min(lowest, this.next.data);
+  }
+
+  private begin(now: number): Transaction {
+    return {
+      now,
+      count: this.storedCount,
+      bytes: this.storedBytes,
+      next: { ...this.next },
+      nextId: this.nextId,
+      notice: this.openNotice,
+      noticeOwned: false,
+      noticeChanged: false,
+      noticesStarted: 0,
+      lostAnnounced: 0,
+    };
+  }
+
+  /** The next number of `stream`, reserved on disk first. */
+  private takeSeq(tx: Transaction, stream: SeqStream): number {
+    const seq = tx.next[stream];
+    this.ensureReserved(stream, seq + 1);
+    tx.next[stream] = seq + 1;
+    return seq;
+  }
+
+  /**
+   * Adds [first, last] to the loss notice being written: a new notice when there is none, or when it is full and the
+   * notices stored leave room for another; otherwise the full one is coarsened to take it.
+   */
+  private announce(tx: Transaction, first: number, last: number, reason: LossReason, exact: boolean): void {
+    if (tx.notice && !tx.noticeOwned) {
+      tx.notice = { ...tx.notice, ranges: tx.notice.ranges.slice() };
+      tx.noticeOwned = true;
+    }
+    const current = tx.notice;
+    if (current && !addLostRange(current.ranges, first, last, reason, exact, this.rangeCap)) {
+      if (this.roomForAnotherNotice(current)) {
+        this.saveNotice(tx, current);
+        tx.notice = undefined;
+      } else {
+        coarsenLostRanges(current.ranges, first, last, reason, exact, this.rangeCap);
+      }
+    }
+    if (!tx.notice) {
+      // Its number comes after those it announces: the notice is the newest message of the stream.
+      tx.notice = { id: tx.nextId++, seq: this.takeSeq(tx, 'data'), createdAt: tx.now, ranges: [], bytes: 0, stored: false };
+      tx.noticeOwned = true;
+      tx.noticesStarted++;
+      addLostRange(tx.notice.ranges, first, last, reason, exact, this.rangeCap);
+    }
+    tx.noticeChanged = true;
+    if (exact) tx.lostAnnounced += last - first + 1;
+  }
+
+  /** Whether the notices stored (this full one included) leave room in their share of maxBytes for one more. */
+  private roomForAnotherNotice(full: Notice): boolean {
+    const stored = this.noticeBytes.get()?.bytes ?? 0;
+    const unsaved = full.stored ? 0 : NOTICE_BYTES + full.ranges.length * RANGE_BYTES + ROW_OVERHEAD_BYTES;
+    return stored + unsaved + NOTICE_BYTES + this.rangeCap * RANGE_BYTES + ROW_OVERHEAD_BYTES <= this.noticeBudget;
+  }
+
+  /** Writes the notice's row (inserted, or its payload replaced), its size counted. */
+  private saveNotice(tx: Transaction, notice: Notice): void {
+    const payload = encodeLossNotice(this.options.deviceId, notice.seq, notice.createdAt, notice.ranges);
+    if (notice.stored) {
+      this.updatePayload.run(payload, notice.id);
+      tx.bytes += payload.byteLength - notice.bytes;
+    } else {
+      this.insertMessage.run(notice.id, notice.seq, MAX_PRIORITY, 'loss', notice.createdAt, payload, null, null);
+      tx.count++;
+      tx.bytes += payload.byteLength + ROW_OVERHEAD_BYTES;
+      notice.stored = true;
+    }
+    notice.bytes = payload.byteLength;
+  }
+
+  /** Writes the notice the losses went into, if they changed it. */
+  private finishLosses(tx: Transaction): void {
+    if (tx.notice && tx.noticeChanged) this.saveNotice(tx, tx.notice);
+    tx.noticeChanged = false;
+  }
+
+  /** The streams' next numbers into meta, those that moved (or all). */
+  private writeNumbering(tx: Transaction, all = false): void {
+    for (const stream of ['data', 'results'] as const) {
+      if (all || tx.next[stream] !== this.next[stream]) this.writeMeta.run(NEXT_SEQ_KEY[stream], tx.next[stream]);
+    }
+  }
+
+  /** After the commit: the notice state and the loss counters. */
+  private commitLosses(tx: Transaction): void {
+    if (tx.noticeOwned) this.openNotice = tx.notice;
+    this.nextId = tx.nextId;
+    this.losses.notices += tx.noticesStarted;
+    this.losses.messages += tx.lostAnnounced;
+    this.storedCount = tx.count;
+    this.storedBytes = tx.bytes;
   }
 
   private appendInTransaction(items: readonly OutboxItem[], now: number): AppendOutcome {
-    // Work on copies: the in-memory totals change only once the transaction has committed.
-    let count = this.storedCount;
-    let bytes = this.storedBytes;
-    let nextSeq = this.nextSeq;
-    const outcome: AppendOutcome = { seqs: [], oversize: 0, expired: 0, evicted: [], count: 0, bytes: 0, nextSeq: 0, acksFlushed: false };
+    const tx = this.begin(now);
+    const outcome: AppendOutcome = { tx, seqs: [], ids: [], oversize: 0, expired: 0, evicted: [], acksFlushed: false };
 
     if (this.pendingAcks.size > 0) {
       this.flushAcksInTransaction();
-      for (const size of this.pendingAcks.values()) bytes -= size;
-      count -= this.pendingAcks.size;
+      for (const size of this.pendingAcks.values()) tx.bytes -= size;
+      tx.count -= this.pendingAcks.size;
       outcome.acksFlushed = true;
     }
 
     for (const item of items) {
-      const seq = nextSeq++;
+      const stream = streamOf(item.kind);
+      const seq = tx.next[stream];
       let payload: Uint8Array;
       try {
         payload = item.encode(seq);
@@ -671,16 +1141,27 @@ export class SqliteOutbox implements OutboxQueue {
       }
       const size = payload.byteLength + ROW_OVERHEAD_BYTES;
       if (size > this.options.maxBytes) {
-        // Its sequence number stays unused: a gap, never a repeat.
+        // Not stored, and its number stays free for the next message: a gap only where data was lost.
         outcome.oversize++;
         continue;
       }
-      this.insertMessage.run(seq, item.priority, item.kind, item.createdAt, payload, item.topic ?? null, item.correlation ? toBuffer(item.correlation) : null);
+      this.takeSeq(tx, stream);
+      const id = tx.nextId++;
+      this.insertMessage.run(
+        id,
+        seq,
+        item.priority,
+        item.kind,
+        item.createdAt,
+        payload,
+        item.topic ?? null,
+        item.correlation ? toBuffer(item.correlation) : null,
+      );
       outcome.seqs.push(seq);
-      count++;
-      bytes += size;
+      outcome.ids.push(id);
+      tx.count++;
+      tx.bytes += size;
     }
-    this.writeNextSeq.run(nextSeq);
 
     // Expiry after the inserts: a message already too old when appended goes at once, counted as expired.
     const cutoff = now - this.options.maxAgeMs;
@@ -688,28 +1169,31 @@ export class SqliteOutbox implements OutboxQueue {
     if (oldest !== null && oldest !== undefined && oldest < cutoff) {
       for (const row of this.deleteExpired.all(cutoff)) {
         outcome.expired++;
-        count--;
-        bytes -= row.size + ROW_OVERHEAD_BYTES;
+        tx.count--;
+        tx.bytes -= row.size + ROW_OVERHEAD_BYTES;
+        if (streamOf(toKind(row.kind)) === 'data') this.announce(tx, row.seq, row.seq, 'expired', true);
       }
+      this.finishLosses(tx);
     }
 
-    if (bytes > this.options.maxBytes) {
-      const victims = this.chooseEvictions(bytes - this.options.maxBytes);
+    // The notice of what is evicted takes room too: evict until everything, it included, fits (or only notices are left).
+    while (tx.bytes > this.options.maxBytes) {
+      const victims = this.chooseEvictions(tx.bytes - this.options.maxBytes);
+      if (victims.length === 0) break;
       for (const victim of victims) {
-        this.deleteMessage.run(victim.seq);
-        count--;
-        bytes -= victim.bytes;
+        this.deleteMessage.run(victim.id);
+        tx.count--;
+        tx.bytes -= victim.bytes;
+        if (streamOf(toKind(victim.kind)) === 'data') this.announce(tx, victim.seq, victim.seq, 'evicted', true);
       }
-      outcome.evicted = victims;
+      outcome.evicted.push(...victims);
+      this.finishLosses(tx);
     }
-
-    outcome.count = count;
-    outcome.bytes = bytes;
-    outcome.nextSeq = nextSeq;
+    this.writeNumbering(tx);
     return outcome;
   }
 
-  /** Lowest priority first, oldest (lowest seq) first within a priority, until `excess` bytes are freed. */
+  /** Lowest priority first, oldest first within a priority, until `excess` bytes are freed. Never a loss notice. */
   private chooseEvictions(excess: number): Victim[] {
     const victims: Victim[] = [];
     let freed = 0;
@@ -717,7 +1201,7 @@ export class SqliteOutbox implements OutboxQueue {
       // Collected first, deleted after: the connection cannot run a DELETE while this query is being stepped.
       for (const row of this.evictionOrder.iterate(priority)) {
         const bytes = row.size + ROW_OVERHEAD_BYTES;
-        victims.push({ seq: row.seq, priority, bytes });
+        victims.push({ id: row.id, seq: row.seq, kind: row.kind, priority, bytes });
         freed += bytes;
         if (freed >= excess) break;
       }
@@ -727,9 +1211,8 @@ export class SqliteOutbox implements OutboxQueue {
 
   private commitOutcome(outcome: AppendOutcome): void {
     if (outcome.acksFlushed) this.pendingAcks.clear();
-    this.storedCount = outcome.count;
-    this.storedBytes = outcome.bytes;
-    this.nextSeq = outcome.nextSeq;
+    this.commitLosses(outcome.tx);
+    this.next = outcome.tx.next;
     this.appended += outcome.seqs.length;
     this.rejected += outcome.oversize;
     this.rejectedOversize += outcome.oversize;
@@ -753,17 +1236,18 @@ export class SqliteOutbox implements OutboxQueue {
     }
   }
 
-  peek(maxCount: number, maxBytes: number, skip: SeqFilter): OutboxRecord[] {
+  peek(maxCount: number, maxBytes: number, skip: IdFilter): OutboxRecord[] {
     if (this.closed || maxCount <= 0) return [];
     const records: OutboxRecord[] = [];
     let bytes = 0;
-    for (const { seq } of this.sendOrder.iterate()) {
-      if (skip.has(seq) || this.pendingAcks.has(seq)) continue;
-      const row = this.messageBySeq.get(seq);
+    for (const { id } of this.sendOrder.iterate()) {
+      if (skip.has(id) || this.pendingAcks.has(id)) continue;
+      const row = this.messageById.get(id);
       if (row === undefined) continue;
       // Stop at the first message that does not fit rather than skipping ahead: the order is the contract.
       if (records.length > 0 && bytes + row.payload.byteLength > maxBytes) break;
       records.push({
+        id: row.id,
         seq: row.seq,
         kind: toKind(row.kind),
         priority: toPriority(row.priority),
@@ -772,6 +1256,8 @@ export class SqliteOutbox implements OutboxQueue {
         ...(row.topic !== null ? { topic: row.topic } : {}),
         ...(row.correlation !== null ? { correlation: row.correlation } : {}),
       });
+      // Handed out: a backend may get it as it is now, so it never changes again; later losses go into a new notice.
+      if (id === this.openNotice?.id) this.openNotice = undefined;
       bytes += row.payload.byteLength;
       if (records.length >= maxCount) break;
     }
@@ -783,13 +1269,54 @@ export class SqliteOutbox implements OutboxQueue {
    * within `ackFlushMs` (or by the next append). A crash before that flush re-sends them: duplicates the sequence
    * numbers let the consumer drop.
    */
-  acknowledge(seq: number): void {
-    if (this.closed || this.pendingAcks.has(seq)) return;
-    const row = this.messageSize.get(seq);
+  acknowledge(id: number): void {
+    if (this.closed || this.pendingAcks.has(id)) return;
+    const row = this.messageSize.get(id);
     if (!row) return;
-    this.pendingAcks.set(seq, row.size + ROW_OVERHEAD_BYTES);
+    this.pendingAcks.set(id, row.size + ROW_OVERHEAD_BYTES);
     this.acknowledged++;
     this.scheduleAckFlush();
+  }
+
+  /**
+   * The broker refused the message for good: deleted now, unsent, with its loss announced (data stream) in the same
+   * transaction. A loss notice is never dropped. On a write failure it stays (false): the caller may try again later.
+   */
+  drop(id: number): boolean {
+    if (this.closed) return false;
+    if (this.pendingAcks.has(id)) return true;
+    this.verifyFile();
+    const row = this.messageSize.get(id);
+    if (!row) return true;
+    if (row.kind === 'loss') return false;
+    const now = this.now();
+    try {
+      const tx = this.meter.measure(() => {
+        this.reserveAhead(NOTICE_SEQS_AHEAD, 0);
+        return this.dropTransaction(id, row, now);
+      });
+      this.commitLosses(tx);
+      this.next = tx.next;
+      this.dropped++;
+      this.writeWorked(now);
+      if (tx.noticesStarted > 0) this.notifyAppend();
+      return true;
+    } catch (err) {
+      if (!isStorageFailure(err)) throw err;
+      this.writeFailed(err, 0, now, () => `outbox: dropping refused message ${row.seq} (${row.kind}) failed, kept: ${describe(err)}`, 'drop-failed');
+      return false;
+    }
+  }
+
+  private dropInTransaction(id: number, row: { seq: number; kind: string; size: number }, now: number): Transaction {
+    const tx = this.begin(now);
+    this.deleteMessage.run(id);
+    tx.count--;
+    tx.bytes -= row.size + ROW_OVERHEAD_BYTES;
+    if (streamOf(toKind(row.kind)) === 'data') this.announce(tx, row.seq, row.seq, 'refused', true);
+    this.finishLosses(tx);
+    this.writeNumbering(tx);
+    return tx;
   }
 
   private scheduleAckFlush(): void {
@@ -845,7 +1372,8 @@ export class SqliteOutbox implements OutboxQueue {
       messages: this.pending,
       bytes: this.storedBytes - pendingAckBytes,
       oldestCreatedAt: this.closed ? undefined : this.oldestWaiting(),
-      nextSeq: this.nextSeq,
+      nextSeq: this.next.data,
+      nextResultSeq: this.next.results,
       appended: this.appended,
       acknowledged: this.acknowledged,
       evicted: {
@@ -856,6 +1384,8 @@ export class SqliteOutbox implements OutboxQueue {
       expired: this.expired,
       rejected: this.rejected,
       rejectedOversize: this.rejectedOversize,
+      dropped: this.dropped,
+      losses: { ...this.losses },
       corruptFilesMovedAside: this.corruptFilesMovedAside,
       setAside: { files: this.setAsideFiles, bytes: this.setAsideBytes },
       fileLostWhileRunning: this.fileLostWhileRunning,
@@ -868,10 +1398,27 @@ export class SqliteOutbox implements OutboxQueue {
     };
   }
 
+  /**
+   * Says in the sidecar that the outbox was closed cleanly, so the next start, in any boot, continues exactly. Best
+   * effort: if it fails, a start after a power cut continues above the reservation instead (a gap, announced).
+   */
+  private markClosed(): void {
+    try {
+      const reservation = {
+        data: Math.max(this.reserved.data, this.next.data),
+        results: Math.max(this.reserved.results, this.next.results),
+        dataLowestWaiting: this.lowestWaitingDataSeq(),
+      };
+      writeSeqSidecar(this.sidecarPath, reservation, 'closed', this.boot);
+    } catch {
+      // the sidecar still says open: the next start after a reboot announces the reservation as possibly lost
+    }
+  }
+
   private oldestWaiting(): number | undefined {
     if (this.pendingAcks.size === 0) return this.oldest.get()?.oldest ?? undefined;
     for (const row of this.ageOrder.iterate()) {
-      if (!this.pendingAcks.has(row.seq)) return row.created_at;
+      if (!this.pendingAcks.has(row.id)) return row.created_at;
     }
     return undefined;
   }
@@ -886,6 +1433,7 @@ export class SqliteOutbox implements OutboxQueue {
     this.ackTimer = undefined;
     this.verifyFile();
     this.flushAcknowledgements();
+    this.markClosed();
     this.closed = true;
     this.listeners.clear();
     this.file.close();
@@ -893,19 +1441,20 @@ export class SqliteOutbox implements OutboxQueue {
 }
 
 interface Victim {
+  id: number;
   seq: number;
+  kind: string;
   priority: number;
   bytes: number;
 }
 
 interface AppendOutcome {
+  /** The transaction's state: totals, numbering, notice. */
+  tx: Transaction;
   seqs: number[];
+  ids: number[];
   oversize: number;
   expired: number;
   evicted: Victim[];
-  /** Totals after the transaction. */
-  count: number;
-  bytes: number;
-  nextSeq: number;
   acksFlushed: boolean;
 }

@@ -46,7 +46,8 @@ export type BrokerIdentity = { role: 'backend' } | { role: 'device'; deviceId: s
 
 /**
  * Whether `identity` may publish to `topic`. The backend: commands, one level below `commands/` (it cannot forge a
- * car's results), and signed certificates. A device: its own data topics, its command results
+ * car's results), and signed certificates. A device: its own data topics (telemetry, events, loss, status, health,
+ * logs, csr: everything in its tree but commands and its certificate), its command results
  * (`commands/<id>/result`) and MQTT 5 response topics under `results/`; never a command or its own certificate.
  */
 export function mayPublish(identity: BrokerIdentity, topic: string): boolean {

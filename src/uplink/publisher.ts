@@ -1,6 +1,7 @@
 /**
- * Drains the outbox through the session: QoS 1 to `vehicles/<id>/<kind>`, in the outbox's order (priority, then
- * sequence number), a message deleted from the outbox only once the broker has acknowledged it.
+ * Drains the outbox through the session: QoS 1 to `vehicles/<id>/<kind>` (telemetry, events, loss) or a command
+ * result's own topic, in the outbox's order (priority, then the order stored), a message deleted from the outbox only
+ * once the broker has acknowledged it. Messages are tracked by their outbox id; reports name their kind and `seq`.
  *
  * - In flight at once: min(maxInflight, the broker's Receive Maximum).
  * - The throttle is asked before each send; when the budget is spent the queue waits, head first (a smaller message
@@ -9,23 +10,24 @@
  *   `oversized`, reported once per connection, kept in the outbox): it cannot block the queue, and it goes if a later
  *   connection, maybe to another broker, allows it. The outbox's own eviction bounds what such messages occupy.
  * - A publish the broker refuses (MQTT 5 PUBACK with an error reason code, e.g. 0x87 not authorized) is reported
- *   and retried after a growing pause; after `maxRefusals` refusals it is dropped from the outbox, reported as such,
- *   so a message the broker will never take does not wait forever. Quota exceeded (0x97) is a matter of time, never
- *   a reason to drop. (Under MQTT 3.1.1 a broker acknowledges what its ACL refuses: nothing to see from here.)
+ *   and retried after a growing pause; after `maxRefusals` refusals it is dropped from the outbox (which announces the
+ *   loss of a data-stream message in a loss notice), reported as such, so a message the broker will never take does
+ *   not wait forever. Quota exceeded (0x97) is a matter of time, never a reason to drop; neither is the refusal of a
+ *   loss notice (the only record of what was lost: it is retried, at most once a minute, until the broker's ACL lets
+ *   it through). (Under MQTT 3.1.1 a broker acknowledges what its ACL refuses: nothing to see from here.)
  * - When the connection is lost, what was in flight is sent again after the reconnect: at least once, the sequence
  *   number in every message lets consumers drop duplicates.
  */
 import type { OutboxQueue, OutboxRecord } from '../store/outbox-queue.js';
-import type { MessageKind } from '../collect/sample.js';
 import type { Throttle } from './throttle.js';
-import { UplinkError, type BrokerLimits, type SessionState, type SessionStateChange } from './session.js';
+import { UplinkError, type BrokerLimits, type DataTopic, type SessionState, type SessionStateChange } from './session.js';
 
 /** What the publisher needs of the session (MqttSession, or a stand-in). */
 export interface PublisherSession {
   readonly state: SessionState;
   readonly limits: BrokerLimits | null;
   readonly protocol: 5 | 4;
-  topic(kind: MessageKind): string;
+  topic(kind: DataTopic): string;
   publish(topic: string, payload: Uint8Array, options: { qos: 1; properties?: { correlationData?: Buffer } }): Promise<void>;
   onStateChange(listener: (change: SessionStateChange) => void): () => void;
 }
@@ -57,7 +59,7 @@ export interface PublisherStats {
   resent: number;
   /** PUBACKs with an error reason code. */
   refused: number;
-  /** Messages deleted unsent after `maxRefusals` refusals. */
+  /** Messages deleted unsent after `maxRefusals` refusals (a data-stream one announced in a loss notice). */
   dropped: number;
   /** Times a message was set aside as larger than the broker's maximum packet size. */
   oversized: number;
@@ -70,6 +72,7 @@ export type PublishProblem = 'refused' | 'dropped' | 'oversized';
 export class PublishError extends Error {
   constructor(
     readonly problem: PublishProblem,
+    /** The message's sequence number (in its kind's stream). */
     readonly seq: number,
     message: string,
     /** The broker's reason code, for refusals. */
@@ -106,6 +109,7 @@ export class Publisher {
   private running = false;
   /** Bumped when a connection is lost: answers for publishes of an older connection are ignored. */
   private generation = 0;
+  /** Outbox ids, here and below. */
   private readonly inflight = new Set<number>();
   /** Too big for this connection's broker. */
   private readonly setAside = new Set<number>();
@@ -118,7 +122,7 @@ export class Publisher {
   private unsubscribe: Array<() => void> = [];
   private readonly listeners = new Set<(error: PublishError) => void>();
   /** What a peek leaves out: in flight, set aside, or waiting for a retry (a view, not a copy per peek). */
-  private readonly notSendable = { has: (seq: number): boolean => this.inflight.has(seq) || this.setAside.has(seq) || this.held.has(seq) };
+  private readonly notSendable = { has: (id: number): boolean => this.inflight.has(id) || this.setAside.has(id) || this.held.has(id) };
   private readonly counts = { published: 0, acknowledged: 0, resent: 0, refused: 0, dropped: 0, oversized: 0, throttledWaits: 0 };
 
   constructor(options: PublisherOptions) {
@@ -172,7 +176,7 @@ export class Publisher {
 
   private connectionLost(): void {
     this.generation++;
-    for (const seq of this.inflight) this.lost.add(seq);
+    for (const id of this.inflight) this.lost.add(id);
     this.inflight.clear();
   }
 
@@ -203,24 +207,28 @@ export class Publisher {
       for (const record of batch) {
         const topic = record.topic ?? (record.kind === 'result' ? undefined : this.session.topic(record.kind));
         if (topic === undefined) {
-          // A result stored without its topic has nowhere to go (never written so by this agent).
-          this.queue.acknowledge(record.seq);
+          // A result stored without its topic has nowhere to go (never written so by this agent). Kept aside for this
+          // connection when it cannot be deleted now (a write failure), so the queue does not spin on it.
+          if (!this.queue.drop(record.id)) {
+            this.setAside.add(record.id);
+            continue;
+          }
           this.counts.dropped++;
-          this.report(new PublishError('dropped', record.seq, `message ${record.seq} is a command result without a topic; dropped`));
+          this.report(new PublishError('dropped', record.seq, `result ${record.seq} is a command result without a topic; dropped`));
           continue;
         }
         const correlation = this.session.protocol === 5 ? record.correlation : undefined;
         const size = publishPacketSize(topic, record.payload.byteLength, this.session.protocol, correlation?.byteLength ?? 0);
         const maxSize = Math.min(limits.maximumPacketSize, this.maxPacketSize);
         if (size > maxSize) {
-          this.setAside.add(record.seq);
+          this.setAside.add(record.id);
           this.counts.oversized++;
           const whose = maxSize === limits.maximumPacketSize ? "the broker's" : 'the configured';
           this.report(
             new PublishError(
               'oversized',
               record.seq,
-              `message ${record.seq} (${size} bytes) is larger than ${whose} maximum packet size (${maxSize}); kept, not sent on this connection`,
+              `${record.kind} ${record.seq} (${size} bytes) is larger than ${whose} maximum packet size (${maxSize}); kept, not sent on this connection`,
             ),
           );
           continue;
@@ -240,53 +248,55 @@ export class Publisher {
   }
 
   private send(record: OutboxRecord, topic: string): void {
-    const { seq } = record;
+    const { id } = record;
     const generation = this.generation;
-    this.inflight.add(seq);
+    this.inflight.add(id);
     this.counts.published++;
-    if (this.lost.delete(seq)) this.counts.resent++;
+    if (this.lost.delete(id)) this.counts.resent++;
     const correlation = this.session.protocol === 5 && record.correlation ? Buffer.from(record.correlation) : undefined;
     this.session.publish(topic, record.payload, correlation ? { qos: 1, properties: { correlationData: correlation } } : { qos: 1 }).then(
       () => {
         // Acknowledged: the broker has it, whatever happened to the connection since.
-        this.queue.acknowledge(seq);
+        this.queue.acknowledge(id);
         this.counts.acknowledged++;
-        this.refusals.delete(seq);
-        this.lost.delete(seq);
+        this.refusals.delete(id);
+        this.lost.delete(id);
         if (generation !== this.generation) return;
-        this.inflight.delete(seq);
+        this.inflight.delete(id);
         this.pump();
       },
       (err: unknown) => {
         if (generation !== this.generation) return;
-        this.inflight.delete(seq);
+        this.inflight.delete(id);
         if (err instanceof UplinkError && err.kind === 'publish-refused') this.refused(record, err);
-        else this.lost.add(seq); // the connection went: sent again after the reconnect
+        else this.lost.add(id); // the connection went: sent again after the reconnect
         this.pump();
       },
     );
   }
 
   private refused(record: OutboxRecord, err: UplinkError): void {
-    const { seq } = record;
-    const count = (this.refusals.get(seq) ?? 0) + 1;
+    const { id, seq, kind } = record;
+    const count = (this.refusals.get(id) ?? 0) + 1;
     this.counts.refused++;
     const quota = err.code === 0x97;
-    if (count >= this.maxRefusals && !quota) {
-      this.refusals.delete(seq);
-      this.queue.acknowledge(seq);
+    // drop() declines a loss notice (and a message it cannot delete now): it stays, retried like a refusal.
+    if (count >= this.maxRefusals && !quota && kind !== 'loss' && this.queue.drop(id)) {
+      this.refusals.delete(id);
       this.counts.dropped++;
-      this.report(new PublishError('dropped', seq, `message ${seq} dropped after ${count} refusals: ${err.message}`, err.code));
+      const announced = kind === 'result' ? '' : '; its loss is announced on the loss topic';
+      this.report(new PublishError('dropped', seq, `${kind} ${seq} dropped after ${count} refusals: ${err.message}${announced}`, err.code));
       return;
     }
-    this.refusals.set(seq, count);
-    this.report(new PublishError('refused', seq, `message ${seq} refused (${count} of ${this.maxRefusals}): ${err.message}`, err.code));
+    this.refusals.set(id, count);
+    const never = kind === 'loss' ? '; a loss notice is never dropped: the broker must allow the loss topic' : '';
+    this.report(new PublishError('refused', seq, `${kind} ${seq} refused (${count} of ${this.maxRefusals}): ${err.message}${never}`, err.code));
     if (!this.running) return;
     this.held.set(
-      seq,
+      id,
       setTimeout(
         () => {
-          this.held.delete(seq);
+          this.held.delete(id);
           this.pump();
         },
         this.refusalRetryMs * Math.min(count, 60),

@@ -125,7 +125,8 @@ export interface SessionCounters {
   commands: number;
 }
 
-export type DataTopic = 'telemetry' | 'events' | 'status' | 'health' | 'logs';
+/** The device's own topics under vehicles/<id>/ (`loss`: the loss notices, src/store/loss-notice.ts). */
+export type DataTopic = 'telemetry' | 'events' | 'loss' | 'status' | 'health' | 'logs';
 
 type StateListener = (change: SessionStateChange) => void;
 /** MQTT 5 request/response properties of a command message (absent under 3.1.1). */

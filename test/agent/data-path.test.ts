@@ -16,6 +16,7 @@ import { runAgent } from '../../src/cli/run.js';
 import { parseDeviceConfig, type DeviceConfig } from '../../src/config/device-config.js';
 import { createDevCa, devCaFromPem, issueDeviceCertificate, writeIssued } from '../../src/pki/dev-ca.js';
 import { DEMO_DBC_PATH } from '../../src/sim/vehicle.js';
+import { decodeLossNotice } from '../../src/store/loss-notice.js';
 import { decodeMessage } from '../../src/uplink/codec.js';
 import { AgentProcess, outboxRows, writeConfig } from '../support/agent-process.js';
 import { startBroker } from '../support/broker-fixture.js';
@@ -668,13 +669,23 @@ describe('run: data path', () => {
     assert.equal(d.outbox.corruptFilesMovedAside, 1);
     assert.equal(d.samples, 50);
     assert.equal(d.messages, 5);
-    assert.equal(d.published, 5);
+    // [17.seq] The 5 messages, and the loss notice of whatever the damaged file held.
+    assert.equal(d.published, 6);
     assert.equal(d.buffered, 0);
     await backend.waitFor(() => backend.on(deviceId, 'telemetry').length >= 5, 'the 5 messages', 5000);
     const values = backend.on(deviceId, 'telemetry').flatMap((m) => decoded(m).samples.map((s) => s.value));
     assert.deepEqual(
       values,
       Array.from({ length: 50 }, (_, i) => 1000 + 10 * i),
+    );
+    await backend.waitFor(() => backend.on(deviceId, 'loss').length === 1, 'the loss notice', 5000);
+    const notice = decodeLossNotice(backend.on(deviceId, 'loss')[0]!.payload);
+    // With no sidecar, nothing is known of what the file held: every number below the new file's first may be gone.
+    assert.deepEqual(notice.lost, [{ first: 1, last: notice.seq - 1, count: notice.seq - 1, reason: 'outbox-lost', exact: false }]);
+    assert.deepEqual(
+      backend.on(deviceId, 'telemetry').map((m) => decoded(m).header.seq),
+      [1, 2, 3, 4, 5].map((i) => notice.seq + i),
+      'the telemetry numbered on from the notice',
     );
   });
 

@@ -36,7 +36,7 @@ describe('outbox: command results', () => {
     old.prepare("INSERT INTO meta VALUES ('next_seq', 11)").run();
     old.prepare("INSERT INTO message VALUES (10, 1, 'telemetry', ?, x'0102')").run(Date.now());
     old.close();
-    const outbox = SqliteOutbox.open({ path: file, maxBytes: 1_000_000, maxAgeMs: 3_600_000 });
+    const outbox = SqliteOutbox.open({ path: file, deviceId: 'car-1', maxBytes: 1_000_000, maxAgeMs: 3_600_000 });
     try {
       const { seqs } = outbox.append([
         {

@@ -183,6 +183,10 @@ describe('health report over the uplink', () => {
         assert.ok(o.messages >= 0 && o.bytes >= 0 && o.evicted === 0 && o.expired === 0, JSON.stringify(o));
         assert.ok(o.oldestAgeS === null || o.oldestAgeS < 5, JSON.stringify(o));
         assert.deepEqual([o.setAsideFiles, o.setAsideBytes, o.fileLostWhileRunning], [0, 0, 0], JSON.stringify(o));
+        // [17.seq] The data stream's tail (the last number assigned is nextSeq - 1), never going back; nothing lost.
+        assert.ok(Number.isSafeInteger(o.nextSeq) && o.nextSeq > 1e15, JSON.stringify(o));
+        if (k > 0) assert.ok(o.nextSeq >= reports[k - 1]!.agent.outbox!.nextSeq);
+        assert.deepEqual([o.lossNotices, o.lostAnnounced], [0, 0], JSON.stringify(o));
 
         const cert = r.agent.certificate;
         assert.ok(cert, 'the data path reports the device certificate');

@@ -80,7 +80,7 @@ describe('run: the outbox file under the running agent', () => {
       assert.match(
         line.msg,
         new RegExp(
-          `^outbox: ${outboxFile.replace(/[.]/g, '\\.')} was deleted while the agent was running: its \\d+ waiting message\\(s\\) and the sequence counter were carried over to a new file at the same path; nothing was lost$`,
+          `^outbox: ${outboxFile.replace(/[.]/g, '\\.')} was deleted while the agent was running: its \\d+ waiting message\\(s\\) and the sequence counters were carried over to a new file at the same path; nothing was lost$`,
         ),
       );
 

@@ -25,7 +25,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
 import Database from 'better-sqlite3';
-import type { MessageKind, Priority } from '../../src/collect/sample.js';
+import type { Priority } from '../../src/collect/sample.js';
+import { decodeLossNotice, type LossNotice } from '../../src/store/loss-notice.js';
 import { ROW_OVERHEAD_BYTES, SqliteOutbox, type OutboxError, type OutboxItem, type OutboxOptions } from '../../src/store/outbox.js';
 import { seededRandom } from '../support/random.js';
 import { makeTempDir } from '../support/temp.js';
@@ -48,7 +49,7 @@ function seqInPayload(payload: Uint8Array): number {
   return Number(match[1]);
 }
 
-function item(priority: Priority, size = 100, createdAt = Date.now(), kind: MessageKind = 'telemetry'): OutboxItem {
+function item(priority: Priority, size = 100, createdAt = Date.now(), kind: OutboxItem['kind'] = 'telemetry'): OutboxItem {
   return { kind, priority, createdAt, encode: (seq) => payloadFor(seq, size) };
 }
 
@@ -61,6 +62,7 @@ function open(file: string, options: Partial<OutboxOptions> = {}): Opened {
   const problems: OutboxError[] = [];
   const outbox = SqliteOutbox.open({
     path: file,
+    deviceId: 'car-1',
     maxBytes: 10_000_000,
     maxAgeMs: 24 * 3600 * 1000,
     onProblem: (err) => problems.push(err),
@@ -71,6 +73,28 @@ function open(file: string, options: Partial<OutboxOptions> = {}): Opened {
 
 function dbFile(prefix: string): string {
   return path.join(makeTempDir(prefix), 'outbox.db');
+}
+
+/** What the sidecar `<file>.seq` reserves for the data stream (its `data <n>` line). */
+function reservedData(file: string): number {
+  const line = readFileSync(`${file}.seq`, 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith('data '));
+  assert.ok(line, `no data line in ${file}.seq`);
+  return Number(line.slice('data '.length));
+}
+
+/** The loss notices stored in the file, in the order written, read with a separate connection (so no peek closes one). */
+function storedNotices(file: string): LossNotice[] {
+  const db = new Database(file, { readonly: true, fileMustExist: true });
+  try {
+    return db
+      .prepare<[], { payload: Buffer }>("SELECT payload FROM message WHERE kind = 'loss' ORDER BY id")
+      .all()
+      .map((row) => decodeLossNotice(row.payload));
+  } finally {
+    db.close();
+  }
 }
 
 /** Every sequence number stored in the file, read with a separate connection. */
@@ -86,8 +110,14 @@ function storedSeqs(file: string): number[] {
   }
 }
 
+/** The sequence numbers of every message a peek hands out, in send order (`skip`: queue ids). */
 function peekAll(outbox: SqliteOutbox, skip: ReadonlySet<number> = NONE): number[] {
   return outbox.peek(1_000_000, Number.MAX_SAFE_INTEGER, skip).map((record) => record.seq);
+}
+
+/** Acknowledges every message waiting, as the publisher would once the broker has them. */
+function acknowledgeAll(outbox: SqliteOutbox): void {
+  for (const record of outbox.peek(1_000_000, Number.MAX_SAFE_INTEGER, NONE)) outbox.acknowledge(record.id);
 }
 
 describe('SQLite outbox', () => {
@@ -95,7 +125,7 @@ describe('SQLite outbox', () => {
     const { outbox } = open(dbFile('outbox-order-'));
     const priorities: Priority[] = [1, 7, 1, 3, 7, 0, 3];
     const base = Date.now();
-    const { seqs, rejected } = outbox.append(priorities.map((priority, i) => item(priority, 100 + i, base + i, i % 2 ? 'events' : 'telemetry')));
+    const { seqs, ids, rejected } = outbox.append(priorities.map((priority, i) => item(priority, 100 + i, base + i, i % 2 ? 'events' : 'telemetry')));
     assert.equal(rejected, 0);
     assert.equal(seqs.length, 7);
     for (let i = 1; i < seqs.length; i++) assert.equal(seqs[i], seqs[0]! + i, 'consecutive within a batch');
@@ -113,7 +143,8 @@ describe('SQLite outbox', () => {
     );
     for (const record of all) assert.equal(seqInPayload(record.payload), record.seq, 'encode was given the stored number');
 
-    assert.deepEqual(peekAll(outbox, new Set([s(1), s(3)])), [s(4), s(6), s(0), s(2), s(5)]);
+    // The skip set names queue ids, as the publisher's in-flight set does.
+    assert.deepEqual(peekAll(outbox, new Set([ids[1]!, ids[3]!])), [s(4), s(6), s(0), s(2), s(5)]);
     assert.deepEqual(
       outbox.peek(2, 1_000_000, NONE).map((r) => r.seq),
       [s(1), s(4)],
@@ -130,7 +161,7 @@ describe('SQLite outbox', () => {
     );
     assert.deepEqual(outbox.peek(0, 1_000_000, NONE), []);
     assert.equal(outbox.pending, 7);
-    assert.deepEqual(outbox.peek(10, 1_000_000, new Set(seqs)), []);
+    assert.deepEqual(outbox.peek(10, 1_000_000, new Set(ids)), []);
     outbox.close();
   });
 
@@ -151,11 +182,13 @@ describe('SQLite outbox', () => {
   it('acknowledge hides the message at once, deletes it from the file, never hands it out again; unknown numbers are ignored', () => {
     const file = dbFile('outbox-ack-');
     let { outbox } = open(file, { ackFlushMs: 60_000 });
-    const { seqs } = outbox.append([item(2), item(2), item(5), item(0)]);
+    const { seqs, ids } = outbox.append([item(2), item(2), item(5), item(0)]);
     const [a, b, c, d] = seqs as [number, number, number, number];
+    // Acknowledged by queue id; what is stored and handed out is checked by sequence number.
+    const [ia, ib, ic] = ids as [number, number, number];
 
-    outbox.acknowledge(c);
-    outbox.acknowledge(c);
+    outbox.acknowledge(ic);
+    outbox.acknowledge(ic);
     outbox.acknowledge(999_999);
     assert.equal(outbox.pending, 3);
     assert.deepEqual(peekAll(outbox), [a, b, d], 'not handed out again even before the deletion is flushed');
@@ -167,15 +200,15 @@ describe('SQLite outbox', () => {
     assert.ok(!storedSeqs(file).includes(c));
     assert.deepEqual(peekAll(outbox), [a, b, e, d]);
 
-    outbox.acknowledge(a);
+    outbox.acknowledge(ia);
     outbox.flushAcknowledgements();
     assert.ok(!storedSeqs(file).includes(a));
-    outbox.acknowledge(b);
+    outbox.acknowledge(ib);
     outbox.close(); // close flushes
     ({ outbox } = open(file));
     assert.deepEqual(peekAll(outbox), [e, d]);
     assert.equal(outbox.pending, 2);
-    outbox.acknowledge(a); // already gone: ignored
+    outbox.acknowledge(ia); // already gone: ignored
     assert.equal(outbox.pending, 2);
     outbox.close();
   });
@@ -183,8 +216,9 @@ describe('SQLite outbox', () => {
   it('flushes acknowledgements on a timer', async () => {
     const file = dbFile('outbox-ack-timer-');
     const { outbox } = open(file, { ackFlushMs: 20 });
-    const [a] = outbox.append([item(1), item(1)]).seqs as [number];
-    outbox.acknowledge(a);
+    const appended = outbox.append([item(1), item(1)]);
+    const a = appended.seqs[0]!;
+    outbox.acknowledge(appended.ids[0]!);
     await delay(80);
     assert.ok(!storedSeqs(file).includes(a));
     assert.equal(outbox.stats().messages, 1);
@@ -198,14 +232,12 @@ describe('SQLite outbox', () => {
       const { outbox } = open(file);
       const { seqs } = outbox.append([item(3), item(1), item(4)]);
       seen.push(...seqs);
-      if (round === 1) {
-        for (const seq of peekAll(outbox)) outbox.acknowledge(seq);
-      }
+      if (round === 1) acknowledgeAll(outbox);
       outbox.close();
     }
     // Everything deleted, then reopened: the counter lives in the meta table, not in max(seq).
     const { outbox } = open(file);
-    for (const seq of peekAll(outbox)) outbox.acknowledge(seq);
+    acknowledgeAll(outbox);
     outbox.close();
     const again = open(file);
     seen.push(...again.outbox.append([item(1)]).seqs);
@@ -225,12 +257,15 @@ describe('SQLite outbox', () => {
     const [first] = outbox.append([item(1)]).seqs as [number];
     assert.ok(first >= before && Number.isSafeInteger(first));
     outbox.close();
-    assert.ok(Number(readFileSync(`${file}.seq`, 'utf8')) > first, 'the sidecar holds a number above every one handed out');
+    assert.ok(reservedData(file) > first, 'the sidecar holds a number above every one handed out');
   });
 
   it('evicts the lowest priority first, oldest first within it, and counts evictions by priority', () => {
+    // [17.seq] Command results: evicted by the same rule, and announced by no loss notice, so none takes room here
+    // (the data stream's evictions and their notice: the [17.seq] tests below).
     const cost = 100 + ROW_OVERHEAD_BYTES;
     const { outbox } = open(dbFile('outbox-evict-'), { maxBytes: cost * 10 });
+    const item = (priority: Priority): OutboxItem => ({ kind: 'result', priority, createdAt: Date.now(), encode: (seq) => payloadFor(seq, 100) });
     const priorities: Priority[] = [3, 1, 1, 5, 0, 0, 3, 1, 0, 5];
     const first = outbox.append(priorities.map((p) => item(p))).seqs;
     const s = (i: number): number => first[i]!;
@@ -288,10 +323,18 @@ describe('SQLite outbox', () => {
     assert.equal(outbox.stats().oldestCreatedAt, 1_000_000 - 500);
     now += 2_000; // the first two messages are now 11.5 s and 11 s old, the third 2 s
     const late = outbox.append([item(2, 50, now), item(2, 50, now - 60_000)]).seqs;
-    assert.deepEqual(peekAll(outbox), [late[0], ...fresh]);
+    // [17.seq] The expired messages are announced by a loss notice (priority 7), numbered next in the data stream.
+    const notices = storedNotices(file);
+    assert.equal(notices.length, 1);
+    assert.deepEqual(notices[0]!.lost, [
+      { first: old[0], last: old[1], count: 2, reason: 'expired', exact: true },
+      { first: late[1], last: late[1], count: 1, reason: 'expired', exact: true },
+    ]);
+    assert.equal(notices[0]!.seq, late[1]! + 1);
+    assert.deepEqual(peekAll(outbox), [notices[0]!.seq, late[0], ...fresh]);
     const stats = outbox.stats();
     assert.equal(stats.expired, 3, 'two aged out, one was already too old when appended');
-    assert.equal(stats.messages, 2);
+    assert.equal(stats.messages, 3, 'two, and the notice');
     assert.equal(stats.oldestCreatedAt, 1_009_000);
     assert.ok(!storedSeqs(file).includes(old[0]!));
     outbox.close();
@@ -317,7 +360,12 @@ describe('SQLite outbox', () => {
       const stats = outbox.stats();
       assert.equal(stats.corruptFilesMovedAside, 1);
       assert.equal(stats.lastProblem?.message, problem.message);
-      assert.equal(stats.messages, 0);
+      // [17.seq] Only the loss notice waits: from the lowest number that may have been waiting (the sidecar's bound)
+      // to the last one that can have been handed out, an upper bound.
+      assert.equal(stats.messages, 1);
+      const [notice] = storedNotices(file);
+      assert.ok(notice);
+      assert.deepEqual(notice.lost, [{ first: old[0], last: notice.seq - 1, count: notice.seq - old[0]!, reason: 'outbox-lost', exact: false }]);
       const aside = readdirSync(path.dirname(file)).filter((name) => name.startsWith('outbox.db.corrupt-') && !/-(wal|shm)$/.test(name));
       assert.equal(aside.length, 1);
       assert.equal(
@@ -328,10 +376,11 @@ describe('SQLite outbox', () => {
       const fresh = outbox.append([item(1), item(2)]).seqs;
       assert.equal(fresh.length, 2);
       assert.ok(fresh[0]! > Math.max(...old), 'numbering continues above the moved-aside file');
+      assert.equal(fresh[0], notice.seq + 1, 'and on from the notice, without a gap');
       outbox.close();
       ({ outbox, problems } = open(file));
       assert.equal(problems.length, 0, 'the fresh file is healthy');
-      assert.deepEqual(peekAll(outbox), [fresh[1], fresh[0]]);
+      assert.deepEqual(peekAll(outbox), [notice.seq, fresh[1], fresh[0]]);
       outbox.close();
     });
   }
@@ -368,15 +417,19 @@ describe('SQLite outbox', () => {
         if (mountable) writeFileSync(filler, Buffer.alloc(300 * 1024));
         let { outbox, problems } = openOnDisk(mountable ? { ackFlushMs: 60_000 } : { ackFlushMs: 60_000, maxPageCount: 48 });
         const stored: number[] = [];
-        let refused: { seqs: number[]; rejected: number } | undefined;
+        const storedIds: number[] = [];
+        let refused: { seqs: number[]; ids: number[]; rejected: number } | undefined;
         for (let i = 0; i < 500 && !refused; i++) {
           const result = outbox.append(Array.from({ length: 10 }, () => item(1, 1000)));
           if (result.rejected > 0) refused = result;
-          else stored.push(...result.seqs);
+          else {
+            stored.push(...result.seqs);
+            storedIds.push(...result.ids);
+          }
         }
         assert.ok(refused, 'the disk never filled');
         assert.ok(stored.length > 0, 'nothing fitted before the disk was full');
-        assert.deepEqual(refused, { seqs: [], rejected: 10 });
+        assert.deepEqual(refused, { seqs: [], ids: [], rejected: 10 });
         assert.equal(outbox.append(Array.from({ length: 10 }, () => item(1, 1000))).rejected, 10, 'still refused, still no crash');
         let stats = outbox.stats();
         assert.equal(stats.rejected, 20);
@@ -390,8 +443,7 @@ describe('SQLite outbox', () => {
 
         // Reading and acknowledging still work on the full disk.
         assert.deepEqual(peekAll(outbox), stored);
-        const acked = stored.slice(0, 30);
-        for (const seq of acked) outbox.acknowledge(seq);
+        for (const id of storedIds.slice(0, 30)) outbox.acknowledge(id);
         assert.deepEqual(peekAll(outbox), stored.slice(30));
         assert.equal(outbox.pending, stored.length - 30);
         outbox.flushAcknowledgements(); // may fail on the full disk: reported, retried, never thrown
@@ -513,11 +565,12 @@ describe('SQLite outbox: its file deleted or replaced under the running agent', 
       const dir = makeTempDir('outbox-deleted-');
       const file = path.join(dir, 'state', 'outbox.db');
       let { outbox, problems } = open(file, { ackFlushMs: 60_000 });
-      const before = outbox.append(batch(20)).seqs;
-      outbox.acknowledge(before[0]!);
-      outbox.acknowledge(before[1]!);
+      const appended = outbox.append(batch(20));
+      const before = appended.seqs;
+      outbox.acknowledge(appended.ids[0]!);
+      outbox.acknowledge(appended.ids[1]!);
       outbox.flushAcknowledgements();
-      outbox.acknowledge(before[2]!); // acknowledged, not yet deleted from the file: must not come back
+      outbox.acknowledge(appended.ids[2]!); // acknowledged, not yet deleted from the file: must not come back
 
       if (loss === 'the file deleted') unlinkSync(file);
       else if (loss === 'the file and its -wal and -shm deleted') for (const suffix of ['', '-wal', '-shm']) unlinkSync(file + suffix);
@@ -532,7 +585,7 @@ describe('SQLite outbox: its file deleted or replaced under the running agent', 
       assert.equal(lost.length, 1, problems.map((p) => p.message).join('\n'));
       assert.equal(
         lost[0]!.message,
-        `outbox: ${file} was deleted while the agent was running: its 17 waiting message(s) and the sequence counter were carried over to a new file at the same path; nothing was lost`,
+        `outbox: ${file} was deleted while the agent was running: its 17 waiting message(s) and the sequence counters were carried over to a new file at the same path; nothing was lost`,
       );
       assert.equal(lost[0]!.severity, 'error', 'an error line in the log, not a warning');
       assert.equal(outbox.stats().fileLostWhileRunning, 1);
@@ -541,7 +594,7 @@ describe('SQLite outbox: its file deleted or replaced under the running agent', 
       assert.deepEqual(waiting(outbox), expected);
       assert.deepEqual(storedSeqs(file), expected, 'in the file at the path, read by another connection');
       assert.equal(modeOf(file), 0o600);
-      assert.ok(Number(readFileSync(`${file}.seq`, 'utf8')) > Math.max(...after), 'the sidecar is back, above every number');
+      assert.ok(reservedData(file) > Math.max(...after), 'the sidecar is back, above every number');
       outbox.close();
 
       ({ outbox, problems } = open(file));
@@ -653,7 +706,7 @@ describe('SQLite outbox: its file deleted or replaced under the running agent', 
         assert.equal(more.length, 2);
         const lost = problems.filter((p) => p.reason === 'file-lost');
         assert.equal(lost.length, 2);
-        assert.match(lost[1]!.message, /was deleted while the agent was running: its \d+ waiting message\(s\) and the sequence counter were carried over/);
+        assert.match(lost[1]!.message, /was deleted while the agent was running: its \d+ waiting message\(s\) and the sequence counters were carried over/);
         assert.deepEqual(
           storedSeqs(file).filter((seq) => seqs.includes(seq) || more.includes(seq)),
           [...seqs, ...more],
@@ -737,7 +790,7 @@ describe('SQLite outbox: the files it creates', () => {
     outbox.close();
     assert.equal(readFileSync(victim, 'utf8'), 'precious\n');
     assert.ok(lstatSync(`${file}.seq`).isFile());
-    assert.ok(Number(readFileSync(`${file}.seq`, 'utf8')) > seq);
+    assert.ok(reservedData(file) > seq);
     assert.equal(modeOf(`${file}.seq`), 0o600);
     assert.equal(existsSync(`${file}.seq.tmp`), false);
   });
@@ -812,9 +865,14 @@ describe('SQLite outbox: a truncated file and the files set aside', () => {
         `^outbox: ${escapeRe(file)} was empty \\(0 bytes\\) at start: the messages it held were lost \\(the file was truncated\\); starting with an empty outbox, sequence numbers continue above the old ones \\(from \\d+\\)$`,
       ),
     );
-    assert.equal(outbox.pending, 0);
+    // [17.seq] What waits is the loss notice of the numbers that may have been in the file.
+    assert.equal(outbox.pending, 1);
+    const [notice] = storedNotices(file);
+    assert.ok(notice);
+    assert.deepEqual(notice.lost, [{ first: old[0], last: notice.seq - 1, count: notice.seq - old[0]!, reason: 'outbox-lost', exact: false }]);
     const [next] = outbox.append([item(1)]).seqs as [number];
     assert.ok(next > Math.max(...old));
+    assert.equal(next, notice.seq + 1);
     outbox.close();
     // A new outbox (nothing there before) says nothing: the agent never leaves a 0-byte file of its own.
     const fresh = open(dbFile('outbox-fresh-'));
@@ -882,11 +940,14 @@ describe('SQLite outbox: a truncated file and the files set aside', () => {
       .filter((name) => name.startsWith('outbox.db.corrupt-'))
       .sort();
     const cost = 10_000 + ROW_OVERHEAD_BYTES;
+    // [17.seq] The loss notice for the file moved aside at this open waits too, and counts.
+    const noticeBytes = outbox.stats().bytes;
+    assert.equal(outbox.stats().messages, 1);
     const kept: number[] = [];
     for (let i = 1; i <= 19; i++) {
       outbox.append([item(1, 10_000)]);
       const stats = outbox.stats();
-      assert.equal(stats.bytes, i * cost);
+      assert.equal(stats.bytes, i * cost + noticeBytes);
       assert.ok(stats.bytes + stats.setAside.bytes <= maxBytes, `message ${i}: ${stats.bytes} + ${stats.setAside.bytes} > ${maxBytes}`);
       kept.push(stats.setAside.files);
     }

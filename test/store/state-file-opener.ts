@@ -13,7 +13,7 @@ if ((kind !== 'outbox' && kind !== 'link-memory') || !file) {
 }
 try {
   if (kind === 'outbox') {
-    const outbox = SqliteOutbox.open({ path: file, maxBytes: 1_000_000, maxAgeMs: 3_600_000 });
+    const outbox = SqliteOutbox.open({ path: file, deviceId: 'car-1', maxBytes: 1_000_000, maxAgeMs: 3_600_000 });
     const [firstSeq] = outbox.append([{ kind: 'telemetry', priority: 1, createdAt: Date.now(), encode: () => new Uint8Array(10) }]).seqs;
     outbox.close();
     console.log(JSON.stringify({ firstSeq }));

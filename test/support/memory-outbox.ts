@@ -1,27 +1,30 @@
 /** An OutboxQueue in memory, for the uplink tests: the order and the contract of the SQLite outbox, nothing kept. */
 import type { MessageKind, Priority } from '../../src/collect/sample.js';
-import type { OutboxQueue, OutboxRecord, SeqFilter } from '../../src/store/outbox-queue.js';
+import type { IdFilter, OutboxQueue, OutboxRecord } from '../../src/store/outbox-queue.js';
 
 export class MemoryOutbox implements OutboxQueue {
   private readonly records = new Map<number, OutboxRecord>();
   private readonly listeners = new Set<() => void>();
+  /** Here a message's id and its seq are the same number. */
   private nextSeq = 1;
-  /** Sequence numbers acknowledged, in the order they were. */
+  /** Ids acknowledged, in the order they were. */
   readonly acknowledged: number[] = [];
+  /** Ids dropped (refused for good), in the order they were. */
+  readonly dropped: number[] = [];
 
   /** Adds a message whose payload is `{seq, ...body}` as JSON (so the backend can tell which it got). */
-  add(kind: MessageKind, priority: Priority, body: Record<string, unknown> = {}, padTo = 0): OutboxRecord {
+  add(kind: MessageKind | 'loss', priority: Priority, body: Record<string, unknown> = {}, padTo = 0): OutboxRecord {
     const seq = this.nextSeq++;
     let json = JSON.stringify({ seq, priority, ...body });
     if (json.length < padTo) json = JSON.stringify({ seq, priority, ...body, pad: 'x'.repeat(padTo - json.length - 9) });
-    const record: OutboxRecord = { seq, kind, priority, createdAt: Date.now(), payload: new TextEncoder().encode(json) };
+    const record: OutboxRecord = { id: seq, seq, kind, priority, createdAt: Date.now(), payload: new TextEncoder().encode(json) };
     this.records.set(seq, record);
     for (const listener of this.listeners) listener();
     return record;
   }
 
-  peek(maxCount: number, maxBytes: number, skip: SeqFilter): OutboxRecord[] {
-    const ordered = [...this.records.values()].filter((r) => !skip.has(r.seq)).sort((a, b) => b.priority - a.priority || a.seq - b.seq);
+  peek(maxCount: number, maxBytes: number, skip: IdFilter): OutboxRecord[] {
+    const ordered = [...this.records.values()].filter((r) => !skip.has(r.id)).sort((a, b) => b.priority - a.priority || a.id - b.id);
     const out: OutboxRecord[] = [];
     let bytes = 0;
     for (const record of ordered) {
@@ -33,8 +36,15 @@ export class MemoryOutbox implements OutboxQueue {
     return out;
   }
 
-  acknowledge(seq: number): void {
-    if (this.records.delete(seq)) this.acknowledged.push(seq);
+  acknowledge(id: number): void {
+    if (this.records.delete(id)) this.acknowledged.push(id);
+  }
+
+  /** As the SQLite outbox: a loss notice is never dropped. */
+  drop(id: number): boolean {
+    if (this.records.get(id)?.kind === 'loss') return false;
+    if (this.records.delete(id)) this.dropped.push(id);
+    return true;
   }
 
   /** Deletions here are immediate. */

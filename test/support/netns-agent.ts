@@ -77,7 +77,7 @@ function main(): void {
   let acked = -1;
   let ackTimer: NodeJS.Timeout | undefined;
   if (options.outboxPath) {
-    outbox = SqliteOutbox.open({ path: options.outboxPath, maxBytes: 16 * 1024 * 1024, maxAgeMs: 86_400_000 });
+    outbox = SqliteOutbox.open({ path: options.outboxPath, deviceId: options.deviceId, maxBytes: 16 * 1024 * 1024, maxAgeMs: 86_400_000 });
     publisher = new Publisher({ session, queue: outbox, maxInflight: 16 });
     ackTimer = setInterval(() => {
       const now = publisher!.stats.acknowledged;

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import type { MessageKind, Priority } from '../../src/collect/sample.js';
+import { decodeLossNotice } from '../../src/store/loss-notice.js';
 import { SqliteOutbox } from '../../src/store/outbox.js';
 import { Publisher, PublishError, publishPacketSize, type PublisherSession } from '../../src/uplink/publisher.js';
 import type { MqttSession } from '../../src/uplink/session.js';
@@ -24,9 +25,10 @@ interface Spec {
   size?: number;
 }
 
-function openOutbox(): SqliteOutbox {
+function openOutbox(deviceId = 'car-publisher'): SqliteOutbox {
   return SqliteOutbox.open({
     path: path.join(makeTempDir('uplink-outbox-'), 'outbox.db'),
+    deviceId,
     maxBytes: 50_000_000,
     maxAgeMs: 86_400_000,
     durability: 'off',
@@ -281,10 +283,100 @@ describe('Publisher', () => {
         assert.equal(publisher.stats.refused, 0);
         assert.equal(publisher.stats.acknowledged, 4);
       }
-      assert.deepEqual(outbox.acknowledged.sort(), [event.seq, ...telemetry.map((r) => r.seq)].sort());
+      // Refused for good under MQTT 5: dropped (which the SQLite outbox announces in a loss notice), not acknowledged.
+      if (protocol === 5) {
+        assert.deepEqual(outbox.dropped, [event.id]);
+        assert.deepEqual(outbox.acknowledged.sort(), telemetry.map((r) => r.id).sort());
+      } else {
+        assert.deepEqual(outbox.dropped, []);
+        assert.deepEqual(outbox.acknowledged.sort(), [event.id, ...telemetry.map((r) => r.id)].sort());
+      }
       assert.equal(session.counters.losses, 0, 'the refusal is not a reason to drop the connection');
     });
   }
+
+  it('[17.seq] a data message the broker refuses for good is dropped with its loss announced: the backend gets the notice on vehicles/<id>/loss, through the shipped ACL (MQTT 5)', async (t) => {
+    // This broker lets devices write everything the shipped ACL allows (the loss topic included) but events.
+    const strict = await Mosquitto.start({ pki, deviceAcl: DEVICE_ACL.replace('pattern write vehicles/%u/events\n', '') });
+    const watcher = await BackendSubscriber.connect(strict, pki);
+    const id = 'car-refused';
+    const outbox = openOutbox(id);
+    const session = deviceSession(strict, pki, id, { protocol: 5 });
+    const publisher = new Publisher({ session, queue: outbox, maxRefusals: 2, refusalRetryMs: 20 });
+    const problems: PublishError[] = [];
+    publisher.onError((e) => problems.push(e));
+    t.after(async () => {
+      publisher.stop();
+      await session.close();
+      outbox.close();
+      await watcher.close();
+      await strict.stop();
+    });
+    session.start();
+    await waitForState(session, 'connected');
+    const seqs = append(outbox, [
+      { kind: 'telemetry', priority: 2 },
+      { kind: 'events', priority: 6 },
+      { kind: 'telemetry', priority: 2 },
+    ]);
+    publisher.start();
+    const lossTopic = `vehicles/${id}/loss`;
+    await watcher.waitFor(() => watcher.messages.some((m) => m.topic === lossTopic), 'the loss notice', 10_000);
+    await waitFor(() => outbox.pending === 0, 'the outbox to empty', 10_000);
+    const notices = watcher.messages.filter((m) => m.topic === lossTopic).map((m) => decodeLossNotice(m.payload));
+    assert.equal(notices.length, 1);
+    const notice = notices[0]!;
+    assert.deepEqual(notice.lost, [{ first: seqs[1], last: seqs[1], count: 1, reason: 'refused', exact: true }]);
+    assert.deepEqual([notice.deviceId, notice.seq], [id, seqs[2]! + 1], 'numbered next in the data stream');
+    // The backend's proof: what it received and what was announced lost is every number from the first to the last.
+    const received = seqsOf(dataFrom(watcher, id));
+    assert.deepEqual(
+      [...received, notice.seq, ...notice.lost.map((r) => r.first)].sort((a, b) => a - b),
+      [seqs[0], seqs[1], seqs[2], seqs[2]! + 1],
+    );
+    assert.equal(outbox.stats().nextSeq, notice.seq + 1);
+    assert.deepEqual(
+      problems.map((p) => [p.problem, p.seq]),
+      [
+        ['refused', seqs[1]],
+        ['dropped', seqs[1]],
+      ],
+    );
+    assert.match(problems[1]!.message, /^events \d+ dropped after 2 refusals: .*not authorized \(0x87\); its loss is announced on the loss topic$/);
+    assert.deepEqual(outbox.stats().losses, { notices: 1, messages: 1, outboxLost: 0 });
+  });
+
+  it('[17.seq] a loss notice the broker refuses is never dropped: it is retried while the rest flows (MQTT 5)', async (t) => {
+    const strict = await Mosquitto.start({ pki, deviceAcl: DEVICE_ACL.replace('pattern write vehicles/%u/loss\n', '') });
+    const watcher = await BackendSubscriber.connect(strict, pki);
+    const id = 'car-no-loss-acl';
+    const outbox = new MemoryOutbox();
+    const session = deviceSession(strict, pki, id, { protocol: 5 });
+    const publisher = new Publisher({ session, queue: outbox, maxRefusals: 2, refusalRetryMs: 10 });
+    const problems: PublishError[] = [];
+    publisher.onError((e) => problems.push(e));
+    t.after(async () => {
+      publisher.stop();
+      await session.close();
+      await watcher.close();
+      await strict.stop();
+    });
+    session.start();
+    await waitForState(session, 'connected');
+    const notice = outbox.add('loss', 7);
+    const telemetry = outbox.add('telemetry', 2);
+    publisher.start();
+    await waitFor(() => problems.filter((p) => p.problem === 'refused').length >= 4, 'the notice refused again and again', 10_000);
+    await watcher.waitFor(() => dataFrom(watcher, id).length === 1, 'the telemetry', 5000);
+    assert.deepEqual(seqsOf(dataFrom(watcher, id)), [telemetry.seq]);
+    assert.ok(
+      problems.every((p) => p.problem === 'refused' && p.seq === notice.seq),
+      problems.map((p) => p.message).join('\n'),
+    );
+    assert.match(problems[0]!.message, /; a loss notice is never dropped: the broker must allow the loss topic$/);
+    assert.deepEqual(outbox.dropped, []);
+    assert.equal(outbox.pending, 1, 'the notice still waits');
+  });
 
   it("never has more in flight than the broker's receive maximum", async (t) => {
     const limited = await Mosquitto.start({ pki, extraConfig: ['max_inflight_messages 3'] });
