@@ -196,6 +196,9 @@ export class DataPath {
       path_.commandContext = options.commandContext?.(path_);
     } catch (err) {
       commands?.close();
+      // A development broker is a child process (mosquitto) or a listening server (aedes): never left behind.
+      uplink?.linkMemory?.close();
+      await uplink?.broker?.close();
       outbox.close();
       throw err;
     }

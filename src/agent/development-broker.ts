@@ -130,8 +130,11 @@ export async function startDevelopmentBroker(options: DevelopmentBrokerOptions):
     throw err;
   }
   const where = broker.name === 'aedes' ? ' (in-process)' : '';
+  // The protocol the car's session will speak: the broker's unless the config says otherwise.
+  const protocol = uplink.protocol ?? broker.protocol;
   log.info(
-    `broker: ${broker.name} ${broker.version}${where} on ${broker.url} (cars) and ${backendUrl} (backend, certificates in ${options.certsDir}), ${PROTOCOL_NAME[broker.protocol]}`,
+    `broker: ${broker.name} ${broker.version}${where} on ${broker.url} (cars) and ${backendUrl} (backend, certificates in ${options.certsDir}), ` +
+      `${PROTOCOL_NAME[protocol]}${protocol !== broker.protocol ? ' (uplink.protocol)' : ''}`,
   );
   const running = broker;
   return {
