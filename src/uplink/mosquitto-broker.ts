@@ -183,6 +183,7 @@ export class MosquittoBroker {
     const configFile = path.join(options.stateDir, 'mosquitto.conf');
     await stopLeftover(path.join(options.stateDir, 'mosquitto.pid'), configFile, options.report ?? (() => undefined));
     const { host } = options;
+    if (options.port !== 0 && options.port === options.backendPort) throw new Error(`the cars and the backend cannot share port ${options.port}`);
     for (const [port, listener] of [
       [options.port, 'cars'],
       [options.backendPort, 'backend'],
@@ -196,7 +197,7 @@ export class MosquittoBroker {
     for (let attempt = 1; ; attempt++) {
       const port = options.port === 0 ? await freePort(host) : options.port;
       let backendPort = options.backendPort === 0 ? await freePort(host) : options.backendPort;
-      while (backendPort === port) backendPort = await freePort(host);
+      while (options.backendPort === 0 && backendPort === port) backendPort = await freePort(host);
       const broker = new MosquittoBroker(options, port, backendPort);
       broker.writeConfig();
       try {
