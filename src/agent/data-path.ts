@@ -1,8 +1,9 @@
 /**
  * The data path of a run, wired from the device config: collection rules turn decoded frames (and OBD values) into
  * batches; batches are encoded and committed to the SQLite outbox; the publisher drains the outbox over the mutual-TLS
- * MQTT session. With `uplink.embeddedBroker` the run also starts the local broker, with a development PKI created in
- * `certsDir` when absent.
+ * MQTT session. With `uplink.embeddedBroker` the run also starts the development broker (src/agent/development-broker.ts:
+ * mosquitto when installed, else aedes) and its certificate signer, with a development PKI created in `certsDir` when
+ * absent; the session's protocol follows that broker unless `uplink.protocol` says.
  *
  * Closed batches wait in memory for at most `outbox.writeIntervalMs` and are committed together, one transaction per
  * interval: the flash sees a few large writes, not one small one per batch. The frame path itself only reaches the
@@ -26,12 +27,10 @@ import { HEALTH_DEFAULTS } from '../health/config.js';
 import type { ComponentLog, ComponentLogs } from '../health/log.js';
 import { ensureDevPki, type DevPkiPaths } from '../pki/dev-pki.js';
 import { loadIdentity, type IdentityFiles } from '../pki/identity.js';
-import { signDeviceCsr } from '../pki/csr.js';
 import { repairIdentityFiles } from '../pki/identity-files.js';
 import { rotateCertificate, RotationFailure, summary, type CertificateSummary, type RotationOutcome } from '../pki/rotation.js';
 import { SqliteOutbox, type OutboxItem, type OutboxStats } from '../store/outbox.js';
 import { encodeMessage } from '../uplink/codec.js';
-import { EmbeddedBroker } from '../uplink/embedded-broker.js';
 import { identifyNetwork, watchNetwork } from '../uplink/network-identity.js';
 import { openAdaptiveHeartbeat, type AdaptiveHeartbeat, type HeartbeatStatus } from '../uplink/keepalive.js';
 import type { LinkMemory } from '../uplink/link-memory.js';
@@ -39,6 +38,7 @@ import { Publisher, type PublisherStats } from '../uplink/publisher.js';
 import { MqttSession, type SessionCounters, type SessionState } from '../uplink/session.js';
 import { Throttle, type ThrottleState } from '../uplink/throttle.js';
 import { AgentCommands } from './agent-commands.js';
+import { startDevelopmentBroker, type DevelopmentBroker } from './development-broker.js';
 
 /** The data path's components' logs. */
 interface DataPathLogs {
@@ -153,7 +153,7 @@ export class DataPath {
       publisher: Publisher;
       throttle: Throttle;
       url: string;
-      broker?: EmbeddedBroker;
+      broker?: DevelopmentBroker;
       /** The adaptive heartbeat (uplink.keepalive.adaptive) and its per-network memory. */
       heartbeat?: AdaptiveHeartbeat;
       linkMemory?: LinkMemory;
@@ -202,6 +202,9 @@ export class DataPath {
       path_.commandContext = options.commandContext?.(path_);
     } catch (err) {
       commands?.close();
+      // A development broker is a child process (mosquitto) or a listening server (aedes): never left behind.
+      uplink?.linkMemory?.close();
+      await uplink?.broker?.close();
       outbox.close();
       throw err;
     }
@@ -498,7 +501,7 @@ function devPkiReport(logs: ComponentLogs): (line: string, level: 'info' | 'warn
   return (line, level) => log[level](line);
 }
 
-/** `devPki`: the development PKI made for the embedded broker (with embeddedBroker). */
+/** `devPki`: the development PKI made for the development broker (with embeddedBroker). */
 async function openUplink(
   config: DeviceConfig,
   outbox: SqliteOutbox,
@@ -507,33 +510,18 @@ async function openUplink(
   devPki?: DevPkiPaths,
 ): Promise<NonNullable<DataPath['uplink']>> {
   const uplink = config.uplink!;
-  let broker: EmbeddedBroker | undefined;
+  let broker: DevelopmentBroker | undefined;
   let url = uplink.url;
   if (uplink.embeddedBroker) {
-    const pki = devPki ?? ensureDevPki(uplink.certsDir!, config.deviceId, devPkiReport(logs));
-    const address = new URL(uplink.url);
-    const host = address.hostname === 'localhost' ? '127.0.0.1' : address.hostname;
-    const port = address.port === '' ? 8883 : Number(address.port);
-    try {
-      // The development CA also signs the device's rotation requests (only for its own device ID: signDeviceCsr).
-      const signCsr = (deviceId: string, csrPem: string): string => signDeviceCsr(pki.ca, csrPem, { deviceId });
-      broker = await EmbeddedBroker.start({
-        host,
-        port,
-        certFile: pki.serverCertFile,
-        keyFile: pki.serverKeyFile,
-        caFile: pki.caFile,
-        backendCaFile: pki.backendCaFile,
-        signCsr,
-      });
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'EADDRINUSE')
-        throw new Error(`uplink.url: the embedded broker cannot listen on ${host}:${port}: the port is in use (another agent or broker running?)`);
-      throw new Error(`uplink.url: the embedded broker cannot listen on ${host}:${port}: ${(err as Error).message}`);
-    }
+    broker = await startDevelopmentBroker({
+      uplink,
+      pki: devPki ?? ensureDevPki(uplink.certsDir!, config.deviceId, devPkiReport(logs)),
+      certsDir: uplink.certsDir!,
+      // The agent's var/ folder: mosquitto's configuration, persistence and log beside the outbox.
+      stateDir: path.join(path.dirname(config.outbox!.path), 'mosquitto'),
+      log: logs.child('broker'),
+    });
     url = broker.url;
-    logs.child('broker').info(`embedded MQTT broker listening on ${url} (subscribe with the backend certificate in ${uplink.certsDir})`);
   }
   let adaptive: ReturnType<typeof openAdaptiveHeartbeat> = null;
   try {
@@ -551,7 +539,8 @@ async function openUplink(
       url,
       deviceId: config.deviceId,
       identity,
-      protocol: uplink.protocol ?? (uplink.embeddedBroker ? 4 : 5),
+      // The development broker's: MQTT 5 with mosquitto, 3.1.1 with aedes.
+      protocol: uplink.protocol ?? broker?.protocol ?? 5,
       sessionExpiryS: uplink.sessionExpiryS,
       keepaliveS: uplink.keepaliveS,
       reconnect: uplink.reconnect,

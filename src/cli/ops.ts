@@ -9,7 +9,8 @@
  *   telematics-ops keys --out DIR [--operator NAME]
  *
  * `--broker` without a port means 8884, the backend listener of the fleet broker (deploy/mosquitto); `--certs-dir`
- * without `--broker` means the embedded development broker of `npm start`, localhost:8883.
+ * without `--broker` means the backend listener of the development broker of `npm start`, localhost:8884 (mosquitto
+ * or aedes: both have one).
  *
  * Exit codes of `send`, for scripts: 0 succeeded (or, without --wait, the broker has the command), 2 rejected,
  * 3 failed, 4 timed out (on the car, or no final result within --timeout), 1 usage or connection error.
@@ -83,10 +84,13 @@ export interface SendOptions {
   certsDir?: string;
 }
 
-/** Where the embedded broker of the default config listens: what `--certs-dir` (the development PKI) talks to. */
-const DEV_BROKER = 'mqtts://localhost:8883';
 /** The backend listener of the fleet broker configuration the repository ships (deploy/mosquitto/mosquitto.conf). */
 export const BACKEND_PORT = 8884;
+/**
+ * The backend listener of the development broker of the default config (the port after its url's, 8883): what
+ * `--certs-dir` (the development PKI) talks to.
+ */
+const DEV_BROKER = `mqtts://localhost:${BACKEND_PORT}`;
 
 /**
  * `--broker` as a URL: `HOST`, `HOST:PORT` or `mqtts://HOST[:PORT]`; without a port, the fleet broker's backend
@@ -309,7 +313,7 @@ export function createOpsProgram(out: (line: string) => void = (line) => process
     .option(
       '--certs-dir <dir>',
       `development: the PKI \`npm start\` made (certs/dev) gives what is not set above: the broker ${DEV_BROKER} (the ` +
-        `embedded one), backend.crt/.key, ca.crt, ${DEV_OPERATOR}.crt/.key`,
+        `development broker's backend listener), backend.crt/.key, ca.crt, ${DEV_OPERATOR}.crt/.key`,
     )
     .action(async (opts: SendOptions) => {
       process.exitCode = await send(opts, out);

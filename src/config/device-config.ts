@@ -303,7 +303,10 @@ function missingFiles(config: DeviceConfig): string[] {
     }
   });
   // With the embedded broker, the default command CA is made at start with the rest of the development PKI.
-  const madeAtStart = config.uplink?.embeddedBroker === true && config.commands?.caFile === path.join(config.uplink.certsDir!, DEV_COMMAND_CA_FILE);
+  const madeAtStart =
+    config.uplink !== undefined &&
+    config.uplink.embeddedBroker !== false &&
+    config.commands?.caFile === path.join(config.uplink.certsDir!, DEV_COMMAND_CA_FILE);
   if (config.commands && !madeAtStart && !existsSync(config.commands.caFile!)) problems.push(`commands.caFile: file not found: ${config.commands.caFile}`);
   return problems;
 }

@@ -24,6 +24,9 @@ export interface DevPkiPaths {
   backendCaFile: string;
   serverCertFile: string;
   serverKeyFile: string;
+  /** The backend identity (`backend`, from the backend CA): telematics-ops and the development signer use it. */
+  backendCertFile: string;
+  backendKeyFile: string;
   deviceCertFile: string;
   deviceKeyFile: string;
 }
@@ -70,6 +73,8 @@ export function ensureDevPki(certsDir: string, deviceId: string, say: Say = () =
     backendCaFile: file(`${BACKEND_CA_NAME}.crt`),
     serverCertFile: file('server.crt'),
     serverKeyFile: file('server.key'),
+    backendCertFile: file(`${BACKEND_IDENTITY}.crt`),
+    backendKeyFile: file(`${BACKEND_IDENTITY}.key`),
     deviceCertFile: file(`${deviceId}.crt`),
     deviceKeyFile: file(`${deviceId}.key`),
   };

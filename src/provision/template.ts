@@ -95,7 +95,8 @@ function brokerUrl(given: string | undefined, uplink: unknown): string {
     if (!BROKER_URL.test(given)) throw new ProvisionError(`--broker ${given}: expected mqtts://host[:port] (TLS only)`);
     return given;
   }
-  if (isObject(uplink) && uplink.embeddedBroker !== true && typeof uplink.url === 'string') return uplink.url;
+  // embeddedBroker true, "mosquitto" or "aedes": the development broker, never the car's.
+  if (isObject(uplink) && (uplink.embeddedBroker === undefined || uplink.embeddedBroker === false) && typeof uplink.url === 'string') return uplink.url;
   throw new ProvisionError(
     `--broker is required: ${isObject(uplink) ? "the template's uplink is the embedded development broker" : 'the template has no uplink'} (give the fleet broker, e.g. --broker mqtts://broker.example.com:8883)`,
   );

@@ -73,10 +73,11 @@ export const uplinkConfigSchema = z
       .regex(/^mqtts:\/\/[^/:]+(:\d{1,5})?\/?$/, { message: 'expected mqtts://host[:port] (TLS only; plain mqtt:// is refused)' })
       .describe("The broker, mqtts://host[:port] (port 8883 by default). With embeddedBroker, where the agent's own broker listens (port 0: any free port)."),
     embeddedBroker: z
-      .boolean()
+      .union([z.boolean(), z.enum(['mosquitto', 'aedes'])])
       .default(false)
       .describe(
-        'Start a local MQTT broker (TLS, client certificates, per-device ACL) at url and publish to it: the demo setup, no backend needed. ' +
+        'Start a development broker at url (cars; the backend on the next port, as in production) and publish to it: the demo setup, no backend needed. ' +
+          'true: mosquitto when installed (MQTT 5, the shipped fleet configuration), else aedes in-process (MQTT 3.1.1 only); "mosquitto" or "aedes": that one. ' +
           'A development CA and certificates are created in certsDir when absent. Default false.',
       ),
     certsDir: z
@@ -99,7 +100,9 @@ export const uplinkConfigSchema = z
     protocol: z
       .union([z.literal(5), z.literal(4)])
       .optional()
-      .describe('MQTT protocol level: 5 (MQTT 5, default) or 4 (MQTT 3.1.1). The embedded broker speaks 3.1.1 only, so it defaults to 4 there.'),
+      .describe(
+        "MQTT protocol level: 5 (MQTT 5, default) or 4 (MQTT 3.1.1). With embeddedBroker, the broker's: 5 with mosquitto, 4 with aedes (which speaks 3.1.1 only).",
+      ),
     sessionExpiryS: z
       .number()
       .int()
@@ -149,7 +152,8 @@ export const uplinkConfigSchema = z
     if (uplink.embeddedBroker) {
       if (uplink.certsDir === undefined)
         ctx.addIssue({ code: 'custom', path: ['certsDir'], message: 'required with embeddedBroker (the development PKI lives there)' });
-      if (uplink.protocol === 5) ctx.addIssue({ code: 'custom', path: ['protocol'], message: 'the embedded broker speaks MQTT 3.1.1 only: use 4' });
+      if (uplink.protocol === 5 && uplink.embeddedBroker === 'aedes')
+        ctx.addIssue({ code: 'custom', path: ['protocol'], message: 'aedes speaks MQTT 3.1.1 only: use 4, or embeddedBroker "mosquitto"' });
     }
   })
   .describe('The MQTT uplink: mutual TLS to the fleet broker, topics vehicles/<deviceId>/telemetry, events, status, health.');

@@ -1,19 +1,20 @@
 /**
- * The MQTT broker the default run starts in-process, so `npm start` shows the whole data path without a backend:
- * aedes behind a TLS server that demands a client certificate, with the rules of the fleet broker the project ships
- * (deploy/mosquitto/): a client is who its certificate says, and the CA that issued it says what it is.
+ * The development broker of the default run when mosquitto is not installed (src/agent/development-broker.ts chooses):
+ * aedes, in-process, behind two TLS servers that demand a client certificate, with the rules of the fleet broker the
+ * project ships (deploy/mosquitto/): a client is who its certificate says, and the CA that issued it says what it is.
  *
- * - A certificate from the device CA (`caFile`) is a car: its CN must be a valid device ID (src/pki/device-id.ts, so
- *   never `backend`), it must connect with its CN as the client ID (any other is refused with "identifier rejected":
- *   one car cannot take over another's session), it publishes only under `vehicles/<CN>/` and subscribes only to its
- *   own commands and certificate.
- * - A certificate from the backend CA (`backendCaFile`) named `backend` is the fleet backend: it reads every vehicle,
- *   sends commands and signed certificates. A device certificate is never the backend, whatever its name.
+ * - The cars' listener (`port`) takes certificates from the device CA (`caFile`) only. A car's CN must be a valid
+ *   device ID (src/pki/device-id.ts, so never `backend`); it must connect with its CN as the client ID (any other is
+ *   refused with "identifier rejected": one car cannot take over another's session); it publishes only under
+ *   `vehicles/<CN>/` and subscribes only to its own commands and certificate.
+ * - The backend's listener (`backendPort`) takes certificates from the backend CA (`backendCaFile`) only, and only
+ *   the one named `backend`: the fleet backend reads every vehicle, sends commands and signed certificates.
  * - Anything else is refused at CONNECT (not authorized).
  *
- * aedes speaks MQTT 3.1.1, not 5: the default config's uplink says `"protocol": 4` for this broker.
- *
- * With `signCsr` it is also the fleet's CA service for development: it answers a device's certificate signing request.
+ * aedes speaks MQTT 3.1.1, not 5: response topics, correlation data, PUBACK reason codes, session expiry and shared
+ * subscriptions do not exist here (docs/commands.md, "Under MQTT 3.1.1"). A refused PUBLISH closes the client's
+ * connection, without a PUBACK. Certificate signing requests are answered by the development signer
+ * (src/pki/dev-signer.ts) on the backend listener, as with mosquitto.
  */
 import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -25,20 +26,16 @@ import { readCertificates } from '../commands/verifier.js';
 export interface EmbeddedBrokerOptions {
   /** Loopback by default: the broker is for this machine. */
   host?: string;
-  /** 0: any free port. */
+  /** The cars' listener; 0 (default): any free port. */
   port?: number;
+  /** The backend's listener (with backendCaFile); 0 (default): any free port. */
+  backendPort?: number;
   certFile: string;
   keyFile: string;
   /** The device CA: a client certificate from it is a car. */
   caFile: string;
-  /** The backend CA: a client certificate from it, named `backend`, is the fleet backend. Without it, no backend. */
+  /** The backend CA: a client certificate from it, named `backend`, is the fleet backend. Without it, no backend listener. */
   backendCaFile?: string;
-  /**
-   * The development CA service: a device's signing request on vehicles/<id>/csr is answered on
-   * vehicles/<id>/certificate with what this returns (the certificate PEM), so `rotateCertificate` works in the
-   * default run. Throws to leave a request unanswered.
-   */
-  signCsr?: (deviceId: string, csrPem: string) => string;
 }
 
 /** Who a connected client is: the backend, or a car with its device ID. */
@@ -92,25 +89,10 @@ export function identify(
   return { identity: { role: 'device', deviceId: cn } };
 }
 
-/** Signs a device's request (as the fleet's CA service would) and sends the certificate back, once published. */
-function answerCsr(broker: Aedes, deviceId: string, payload: Buffer, sign: (deviceId: string, csrPem: string) => string): void {
-  setImmediate(() => {
-    let answer: string;
-    try {
-      const request = JSON.parse(payload.toString('utf8')) as { requestId?: unknown; csr?: unknown };
-      if (typeof request.requestId !== 'string' || typeof request.csr !== 'string') return;
-      answer = JSON.stringify({ requestId: request.requestId, certificate: sign(deviceId, request.csr) });
-    } catch {
-      return; // a bad request stays unanswered; the device gives up after its wait
-    }
-    broker.publish(
-      { cmd: 'publish', topic: `vehicles/${deviceId}/certificate`, payload: Buffer.from(answer), qos: 1, retain: false, dup: false },
-      () => undefined,
-    );
-  });
-}
-
 export class EmbeddedBroker {
+  readonly name = 'aedes';
+  /** aedes speaks MQTT 3.1.1 only. */
+  readonly protocol = 4;
   /** Messages devices published (accepted by the ACL), for the status line. */
   received = 0;
   /** Publishes and subscriptions the rules refused. */
@@ -120,15 +102,38 @@ export class EmbeddedBroker {
 
   private constructor(
     private readonly broker: Aedes,
-    private readonly server: Server,
+    private readonly servers: readonly Server[],
     readonly host: string,
     readonly port: number,
+    /** The backend's listener; null without a backend CA. */
+    readonly backendPort: number | null,
   ) {}
 
-  get url(): string {
-    return `mqtts://${this.host === '127.0.0.1' ? 'localhost' : this.host}:${this.port}`;
+  /** aedes' own version ("1.2.0"). */
+  get version(): string {
+    const version = (this.broker as unknown as { version?: unknown }).version;
+    return typeof version === 'string' ? version : '';
   }
 
+  private get where(): string {
+    return this.host === '127.0.0.1' ? 'localhost' : this.host.includes(':') ? `[${this.host}]` : this.host;
+  }
+
+  /** Where cars connect. */
+  get url(): string {
+    return `mqtts://${this.where}:${this.port}`;
+  }
+
+  /** Where the backend connects; throws without a backend CA. */
+  get backendUrl(): string {
+    if (this.backendPort === null) throw new Error('this broker was started without a backend CA: it has no backend listener');
+    return `mqtts://${this.where}:${this.backendPort}`;
+  }
+
+  /**
+   * Starts aedes and its listeners. A port that cannot be listened on rejects with the server's error (its `code`
+   * EADDRINUSE for one in use) carrying `listener`: 'cars' or 'backend'.
+   */
   static async start(options: EmbeddedBrokerOptions): Promise<EmbeddedBroker> {
     const host = options.host ?? '127.0.0.1';
     const backendCaPem = options.backendCaFile !== undefined ? readFileSync(options.backendCaFile, 'utf8') : undefined;
@@ -154,12 +159,7 @@ export class EmbeddedBroker {
         const identity = client ? identities.get(client) : undefined;
         if (identity !== undefined && mayPublish(identity, packet.topic)) {
           callback(null);
-          if (identity.role === 'device') {
-            if (holder) holder.received++;
-            if (options.signCsr && packet.topic === `vehicles/${identity.deviceId}/csr`) {
-              answerCsr(broker, identity.deviceId, Buffer.from(packet.payload), options.signCsr);
-            }
-          }
+          if (identity.role === 'device' && holder) holder.received++;
           return;
         }
         if (holder) holder.refused++;
@@ -171,38 +171,54 @@ export class EmbeddedBroker {
         else callback(new Error(`${describe(identity)} may not subscribe to ${subscription.topic}`), null);
       },
     });
-    const server = createServer(
-      {
-        cert: readFileSync(options.certFile),
-        key: readFileSync(options.keyFile),
-        // Either CA verifies the chain; which one issued the certificate decides the role (identify()).
-        ca: [readFileSync(options.caFile, 'utf8'), ...(backendCaPem !== undefined ? [backendCaPem] : [])],
-        requestCert: true,
-        rejectUnauthorized: true,
-        minVersion: 'TLSv1.2',
-      },
-      (socket) => broker.handle(socket),
-    );
-    // A client that fails the handshake (no or foreign certificate) is its problem, not the broker's.
-    server.on('tlsClientError', () => undefined);
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(options.port ?? 0, host, () => {
-        server.removeListener('error', reject);
-        resolve();
-      });
-    });
-    const address = server.address();
-    const port = typeof address === 'object' && address ? address.port : 0;
-    holder = new EmbeddedBroker(broker, server, host, port);
-    return holder;
+    const cert = readFileSync(options.certFile);
+    const key = readFileSync(options.keyFile);
+    // As the fleet broker's two listeners: each trusts one CA, so a car's certificate never reaches the backend's
+    // listener and the backend's never the cars'. identify() still decides the role by the issuer.
+    const tlsServer = (ca: string): Server => {
+      const server = createServer({ cert, key, ca, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.2' }, (socket) => broker.handle(socket));
+      // A client that fails the handshake (no or foreign certificate) is its problem, not the broker's.
+      server.on('tlsClientError', () => undefined);
+      return server;
+    };
+    const servers: Server[] = [];
+    try {
+      const cars = tlsServer(readFileSync(options.caFile, 'utf8'));
+      servers.push(cars);
+      const port = await listen(cars, host, options.port ?? 0, 'cars');
+      let backendPort: number | null = null;
+      if (backendCaPem !== undefined) {
+        const backend = tlsServer(backendCaPem);
+        servers.push(backend);
+        backendPort = await listen(backend, host, options.backendPort ?? 0, 'backend');
+      }
+      holder = new EmbeddedBroker(broker, servers, host, port, backendPort);
+      return holder;
+    } catch (err) {
+      for (const server of servers) server.close();
+      await new Promise<void>((resolve) => broker.close(() => resolve()));
+      throw err;
+    }
   }
 
   /** Disconnects every client, then stops listening. */
   async close(): Promise<void> {
     await new Promise<void>((resolve) => this.broker.close(() => resolve()));
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    await Promise.all(this.servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
   }
+}
+
+/** Listens on `host:port`; resolves with the port, or rejects with the server's error and which listener it was. */
+function listen(server: Server, host: string, port: number, listener: 'cars' | 'backend'): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const failed = (err: Error): void => reject(Object.assign(err, { listener }));
+    server.once('error', failed);
+    server.listen(port, host, () => {
+      server.removeListener('error', failed);
+      const address = server.address();
+      resolve(typeof address === 'object' && address ? address.port : 0);
+    });
+  });
 }
 
 function describe(identity: BrokerIdentity | undefined): string {

@@ -1,7 +1,7 @@
 /**
  * The whole data path of `telematics-agent run`, with real parts only: candump replays through the DBC decoder and the
- * collection rules, the SQLite outbox file, the mutual-TLS uplink to the embedded aedes broker (the default run) or
- * to a real mosquitto (TLS, client certificates as usernames, ACL), and the agent as a child process where it has to
+ * collection rules, the SQLite outbox file, the mutual-TLS uplink to the embedded aedes broker (the default run's
+ * fallback; the default run on mosquitto is test/agent/development-broker.test.ts) or to a real mosquitto (TLS, client certificates as usernames, ACL), and the agent as a child process where it has to
  * die (kill -9) or fail at start (exit code).
  */
 import assert from 'node:assert/strict';
@@ -138,7 +138,7 @@ function demoLog(
 
 describe('run: data path', () => {
   it(
-    'default setup: the embedded broker gets the exact replayed values, a retained birth, refuses foreign CAs and foreign topics, and carries commands signed by the development operator',
+    'default setup on aedes: the embedded broker gets the exact replayed values, a retained birth, refuses foreign CAs and foreign topics, and carries commands signed by the development operator',
     { timeout: 30_000 },
     async () => {
       const dir = makeTempDir('dp-embedded-');
@@ -169,7 +169,8 @@ describe('run: data path', () => {
             rules: [{ name: 'drive', mode: 'change', priority: 3, signals: ['EngineSpeed', 'VehicleSpeed'] }],
           },
           outbox: { path: 'var/outbox.db', writeIntervalMs: 100 },
-          uplink: { url, embeddedBroker: true, certsDir: 'certs' },
+          // aedes, the fallback without mosquitto (MQTT 3.1.1).
+          uplink: { url, embeddedBroker: 'aedes', certsDir: 'certs' },
           // No caFile: the development command CA made at start, in certsDir.
           commands: { replayDbPath: 'var/commands.db' },
         },
@@ -187,7 +188,7 @@ describe('run: data path', () => {
         output,
         warn: (message) => {
           warnings.push(message);
-          if (message.startsWith('embedded MQTT broker listening')) brokerListening();
+          if (message.startsWith('broker: aedes')) brokerListening();
         },
       });
       await Promise.race([listening, run.then(() => assert.fail(`the run ended before its broker listened: ${warnings.join('\n')}`))]);
@@ -195,7 +196,13 @@ describe('run: data path', () => {
       assert.equal(warnings[0], `created a development CA in ${certsDir} (for the embedded broker; not for production)`);
       assert.equal(warnings[1], `created a development backend CA in ${certsDir} (for the embedded broker; not for production)`);
       assert.equal(warnings[2], `created a development command CA and operator 'ops-dev' in ${certsDir} (not for production)`);
-      assert.equal(warnings[3], `embedded MQTT broker listening on ${url} (subscribe with the backend certificate in ${certsDir})`);
+      // [17.mqtt5] The backend has its own listener, as on the fleet broker.
+      const started = new RegExp(
+        `^broker: aedes \\d+\\.\\d+\\.\\d+ \\(in-process\\) on ${url} \\(cars\\) and mqtts://localhost:(\\d+) \\(backend, certificates in ${certsDir}\\), MQTT 3\\.1\\.1$`,
+      ).exec(warnings[3]!);
+      assert.ok(started, warnings[3]);
+      const backendPort = Number(started[1]);
+      const backendUrl = `mqtts://localhost:${backendPort}`;
       // [14.L4] A folder of CA keys, made by the first run: its owner's alone, whatever the umask.
       assert.equal(statSync(certsDir).mode & 0o777, 0o700);
       const ca = path.join(certsDir, 'ca.crt');
@@ -203,7 +210,7 @@ describe('run: data path', () => {
 
       const clients: MqttClient[] = [];
       try {
-        const backend = connectClient(url, backendTls, 'backend-live');
+        const backend = connectClient(backendUrl, backendTls, 'backend-live');
         clients.push(backend.client);
         await backend.connected;
         const received: ReceivedMessage[] = [];
@@ -238,7 +245,7 @@ describe('run: data path', () => {
         assert.equal(all.length, 20);
 
         // The birth is retained: a client subscribing now still gets it, flagged as retained.
-        const late = connectClient(url, backendTls, 'backend-late');
+        const late = connectClient(backendUrl, backendTls, 'backend-late');
         clients.push(late.client);
         await late.connected;
         const status: ReceivedMessage[] = [];
@@ -265,7 +272,9 @@ describe('run: data path', () => {
         // Under TLS 1.3 the client cannot tell the handshake failed (the server checks its certificate after the client
         // is done); under TLS 1.2 it can: the foreign certificate never gets a session, the run's own one does.
         assert.equal(await tlsHandshake(port, { ca, cert: forged.certFile, key: forged.keyFile }), 'ECONNRESET');
-        assert.equal(await tlsHandshake(port, backendTls), 'established');
+        assert.equal(await tlsHandshake(backendPort, backendTls), 'established');
+        // [17.mqtt5] Each listener trusts one CA, as the fleet broker's: the backend's certificate is no car's.
+        assert.equal(await tlsHandshake(port, backendTls), 'ECONNRESET');
 
         // Another device of the same CA may publish its own topics, and not this device's: aedes (MQTT 3.1.1, no
         // reason codes) answers the refused PUBLISH by closing the connection, without a PUBACK.
@@ -288,9 +297,10 @@ describe('run: data path', () => {
         assert.equal(acked, false, 'a refused publish is not acknowledged');
         assert.equal(received.filter((m) => m.payload.toString() === 'forged telemetry').length, 0, 'the backend never sees it');
 
-        // A command as `telematics-ops send --certs-dir` sends it: the backend identity, the development operator,
-        // MQTT 3.1.1 (aedes refuses 5; the client falls back), the result on the command's own result topic.
-        const ops = await OperatorClient.connect({ url, ...dev509(certsDir) });
+        // A command as `telematics-ops send --certs-dir` sends it: the backend identity on the backend listener, the
+        // development operator, MQTT 3.1.1 (aedes refuses 5; the client falls back), the result on the command's own
+        // result topic.
+        const ops = await OperatorClient.connect({ url: backendUrl, ...dev509(certsDir) });
         try {
           const operator = {
             certPem: readFileSync(path.join(certsDir, 'ops-dev.crt'), 'utf8'),
@@ -307,7 +317,7 @@ describe('run: data path', () => {
             'on the 3.1.1 result topic',
           );
 
-          // The embedded broker is the development CA service too: rotateCertificate works in the default run.
+          // The development signer answers on the backend listener: rotateCertificate works in the default run.
           const certFile = path.join(certsDir, `${deviceId}.crt`);
           const before = readFileSync(certFile, 'utf8');
           const rotated = await ops.send({ deviceId, name: 'rotateCertificate' }, operator, { timeoutMs: 20_000 });

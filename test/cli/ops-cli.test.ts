@@ -103,11 +103,11 @@ describe('[16.cli] telematics-ops send: the broker', () => {
     }
   });
 
-  it('[16.cli] --certs-dir without --broker means the embedded development broker of npm start, localhost:8883; a --broker given wins', () => {
+  it('[16.cli] [17.mqtt5] --certs-dir without --broker means the backend listener of the development broker of npm start, localhost:8884; a --broker given wins', () => {
     const common = { device: 'car-1', command: 'ping', params: '{}', timeout: 60, expires: 300 };
     const dev = connectionOf({ ...common, certsDir: 'certs/dev' });
     assert.deepEqual(dev, {
-      broker: 'mqtts://localhost:8883',
+      broker: 'mqtts://localhost:8884',
       cert: 'certs/dev/backend.crt',
       key: 'certs/dev/backend.key',
       ca: 'certs/dev/ca.crt',

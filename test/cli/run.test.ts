@@ -31,15 +31,15 @@ describe('telematics-agent run', () => {
     const result = runProgramSync('telematics-agent', ['run', '--duration', '2'], { cwd: tmpdir() });
     assert.equal(result.status, 0, result.stderr);
     // The log is JSON lines. Besides the debug lines of the verbose start, it only says what the data path set up (the
-    // development PKI on a first run, the embedded broker, the link) and where the status page is (or, when another
-    // agent holds its port, that it runs without it).
+    // development PKI on a first run, the development broker, mosquitto, with its ports and MQTT 5, the link) and where
+    // the status page is (or, when another agent holds its port, that it runs without it).
     for (const line of result.stderr.split('\n').filter(Boolean)) {
       const entry = JSON.parse(line) as { level: string; msg: string };
       if (entry.level === 'debug') continue;
       assert.notEqual(entry.level, 'error', line);
       assert.match(
         entry.msg,
-        /^(created a development (backend )?CA in |the development PKI folder .* made it 0700$|created a development command CA and operator 'ops-dev' in |embedded MQTT broker listening on mqtts:\/\/localhost:8883 |uplink: connected to mqtts:\/\/localhost:8883$|health: status page on http:\/\/127\.0\.0\.1:8089\/$|health: cannot serve the status page on 127\.0\.0\.1:8089: the port is in use; running without it$)/,
+        /^(created a development (backend )?CA in |the development PKI folder .* made it 0700$|created a development command CA and operator 'ops-dev' in |broker: mosquitto \d+\.\d+\.\d+ on mqtts:\/\/localhost:8883 \(cars\) and mqtts:\/\/localhost:8884 \(backend, certificates in \/.*\/certs\/dev\), MQTT 5$|uplink: connected to mqtts:\/\/localhost:8883$|health: status page on http:\/\/127\.0\.0\.1:8089\/$|health: cannot serve the status page on 127\.0\.0\.1:8089: the port is in use; running without it$)/,
       );
     }
     const lines = statusLines(result.stdout);

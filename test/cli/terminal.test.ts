@@ -26,7 +26,7 @@ const SIGNALS = [
   'FUEL_STATUS.FuelLevel',
   'ODOMETER.Odometer',
 ];
-/** Generous: a loaded 2-core machine starts node, the embedded broker and the TLS session slowly. */
+/** Generous: a loaded 2-core machine starts node, the development broker (mosquitto) and the TLS session slowly. */
 const START_TIMEOUT_MS = 60_000;
 /** Only the live status line says `frames/s` (the summary says `frames`, the status debug entry `framesPerS`). */
 const isStatusLine = (line: string): boolean => line.includes('frames/s');
@@ -89,7 +89,9 @@ function everyLineWhole(screen: Screen, url: string): void {
   const port = url.slice(url.lastIndexOf(':'));
   const known = [
     /^logging at debug for the first 300 s after start, then at info$/,
-    new RegExp(`^embedded MQTT broker listening on mqtts://localhost${port} \\(subscribe with the backend certificate in ${certsDir}\\)$`),
+    new RegExp(
+      `^broker: mosquitto \\d+\\.\\d+\\.\\d+ on mqtts://localhost${port} \\(cars\\) and mqtts://localhost:\\d+ \\(backend, certificates in ${certsDir}\\), MQTT 5$`,
+    ),
     new RegExp(
       `^data path open: 1 collection rules, \\d+ messages waiting in the outbox rules=\\["driving"\\] outbox=\\S+outbox\\.db uplink=mqtts://localhost${port}$`,
     ),

@@ -9,10 +9,9 @@
  * The broker's persistence lives in the test's temp folder, so a restart keeps sessions and retained messages as a
  * production broker's would. mosquitto's own system service (port 1883) is never used.
  */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { contractChecker } from './contract.js';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { userInfo } from 'node:os';
 import path from 'node:path';
 import mqtt, { type MqttClient } from 'mqtt';
@@ -28,30 +27,27 @@ import {
   type DevCa,
   type WrittenFiles,
 } from '../../src/pki/dev-ca.js';
+import { BACKEND_ACL_FILE, DEVICES_ACL_FILE, FLEET_BROKER_DIR, findMosquitto, runnableFleetBrokerConfig } from '../../src/uplink/fleet-broker-config.js';
+import { freePort } from '../../src/uplink/mosquitto-broker.js';
 import { makeTempDir } from './temp.js';
 import { delay, waitFor } from './wait.js';
-import { repoRoot } from './shared.js';
 
 export const BACKEND = BACKEND_IDENTITY;
 
-/** The shipped broker configuration the tests run. */
-export const FLEET_BROKER_DIR = path.join(repoRoot, 'deploy', 'mosquitto');
-/** Where the shipped mosquitto.conf expects its certificates and ACLs. */
-const SHIPPED_FILES_DIR = '/etc/mosquitto/telematics/';
-/** The shipped ports: cars, backend. */
-const SHIPPED_DEVICE_LISTENER = /^listener 8883$/m;
-const SHIPPED_BACKEND_LISTENER = /^listener 8884$/m;
+/** The shipped broker configuration the tests run (deploy/mosquitto/). */
+export { FLEET_BROKER_DIR };
+/** A port nothing listens on now (the kernel's choice), on 127.0.0.1. */
+export { freePort };
 
 /** The cars' ACL as shipped (deploy/mosquitto/devices.acl). */
-export const DEVICE_ACL = readFileSync(path.join(FLEET_BROKER_DIR, 'devices.acl'), 'utf8');
+export const DEVICE_ACL = readFileSync(DEVICES_ACL_FILE, 'utf8');
 /** The backend's ACL as shipped (deploy/mosquitto/backend.acl). */
-export const BACKEND_ACL = readFileSync(path.join(FLEET_BROKER_DIR, 'backend.acl'), 'utf8');
+export const BACKEND_ACL = readFileSync(BACKEND_ACL_FILE, 'utf8');
 
-/** Where mosquitto is: Debian installs it in /usr/sbin, outside a non-root PATH. */
+/** Where mosquitto is (the agent's own lookup, which ignores TELEMATICS_MOSQUITTO here: the tests need the real one). */
 export function mosquittoPath(): string | null {
-  const found = spawnSync('sh', ['-c', 'command -v mosquitto'], { encoding: 'utf8' }).stdout.trim();
-  if (found) return found;
-  return existsSync('/usr/sbin/mosquitto') ? '/usr/sbin/mosquitto' : null;
+  const found = findMosquitto({ ...process.env, TELEMATICS_MOSQUITTO: '' });
+  return 'executable' in found ? found.executable : null;
 }
 
 export interface FleetBrokerConfigOptions {
@@ -71,38 +67,40 @@ export interface FleetBrokerConfigOptions {
 }
 
 /**
- * The shipped mosquitto.conf made runnable in a test: its files in `dir`, its listeners on the test's ports, its log
- * on stderr, persistence in `dir`, and (as root) the test's user kept, since mosquitto would otherwise drop to the
- * `mosquitto` user, which cannot read the test's 0600 keys. Everything else is as shipped. Returns the config file.
+ * The shipped mosquitto.conf made runnable in a test (src/uplink/fleet-broker-config.ts, as the development broker of
+ * the default run does): its files copied into `dir`, its listeners on the test's ports, its log on stderr,
+ * persistence in `dir`, and (as root) the test's user kept, since mosquitto would otherwise drop to the `mosquitto`
+ * user, which cannot read the test's 0600 keys. Everything else is as shipped. Returns the config file.
  */
 export function writeFleetBrokerConfig(options: FleetBrokerConfigOptions): string {
   const files = path.join(options.dir, 'telematics');
   mkdirSync(files, { recursive: true });
-  copyFileSync(options.pki.caFile, path.join(files, 'device-ca.crt'));
-  copyFileSync(options.pki.backendCaFile, path.join(files, 'backend-ca.crt'));
-  copyFileSync(options.server.certFile, path.join(files, 'server.crt'));
-  copyFileSync(options.server.keyFile, path.join(files, 'server.key'));
-  writeFileSync(path.join(files, 'devices.acl'), options.deviceAcl ?? DEVICE_ACL);
-  writeFileSync(path.join(files, 'backend.acl'), BACKEND_ACL);
-  const shipped = readFileSync(path.join(FLEET_BROKER_DIR, 'mosquitto.conf'), 'utf8');
-  if (!SHIPPED_DEVICE_LISTENER.test(shipped) || !SHIPPED_BACKEND_LISTENER.test(shipped)) {
-    throw new Error('deploy/mosquitto/mosquitto.conf no longer has `listener 8883` and `listener 8884`: update the test harness');
-  }
-  const general = [
-    `user ${userInfo().username}`,
-    'log_dest stderr',
-    ...(options.quiet ? ['log_type error', 'log_type warning', 'log_type notice', 'log_type information'] : ['log_type all']),
-    'log_timestamp false',
-    ...(options.extraConfig ?? []),
-  ];
-  const text = shipped
-    .split(SHIPPED_FILES_DIR)
-    .join(`${files}/`)
-    .replace(/^persistence .*$/m, `persistence ${options.persistence === false ? 'false' : 'true'}`)
-    .replace(/^persistence_location .*$/m, `persistence_location ${options.dir}/`)
-    .replace(/^(log_dest|log_type|log_timestamp) .*\n/gm, '')
-    .replace(SHIPPED_DEVICE_LISTENER, `${general.join('\n')}\n\nlistener ${options.deviceListener}`)
-    .replace(SHIPPED_BACKEND_LISTENER, `listener ${options.backendListener}`);
+  const copy = (from: string, name: string): string => {
+    copyFileSync(from, path.join(files, name));
+    return path.join(files, name);
+  };
+  const write = (name: string, text: string): string => {
+    writeFileSync(path.join(files, name), text);
+    return path.join(files, name);
+  };
+  const text = runnableFleetBrokerConfig({
+    files: {
+      deviceCaFile: copy(options.pki.caFile, 'device-ca.crt'),
+      backendCaFile: copy(options.pki.backendCaFile, 'backend-ca.crt'),
+      serverCertFile: copy(options.server.certFile, 'server.crt'),
+      serverKeyFile: copy(options.server.keyFile, 'server.key'),
+      devicesAclFile: write('devices.acl', options.deviceAcl ?? DEVICE_ACL),
+      backendAclFile: write('backend.acl', BACKEND_ACL),
+    },
+    deviceListener: options.deviceListener,
+    backendListener: options.backendListener,
+    user: userInfo().username,
+    persistenceDir: options.persistence === false ? null : options.dir,
+    logDest: ['stderr'],
+    logTypes: options.quiet ? ['error', 'warning', 'notice', 'information'] : ['all'],
+    logTimestamp: false,
+    ...(options.extraConfig ? { extraConfig: options.extraConfig } : {}),
+  });
   const configFile = path.join(options.dir, 'mosquitto.conf');
   writeFileSync(configFile, text);
   return configFile;
@@ -348,19 +346,6 @@ export class BackendSubscriber {
     await this.client.endAsync(true);
     await delay(0);
   }
-}
-
-/** A port nothing listens on now (the kernel's choice). */
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 /**

@@ -1,7 +1,7 @@
 /**
  * Who may be whom on the broker ([14.1] client-ID takeover, [14.4] a car named like the backend), on both brokers
- * the project ships: the fleet's mosquitto (deploy/mosquitto/, run as shipped by test/support/mosquitto.ts) and the
- * embedded broker of the default run. The same scenarios run on each:
+ * the project ships: the fleet's mosquitto (deploy/mosquitto/, run as shipped by test/support/mosquitto.ts, as the
+ * default run does when mosquitto is installed) and the embedded aedes broker, the default run's fallback. The same scenarios run on each:
  *
  * - another car's certificate that connects with the victim's client ID never displaces the victim: mosquitto makes
  *   the certificate's CN the client ID (so the intruder is only itself), the embedded broker refuses it; the victim
@@ -198,7 +198,8 @@ describe('broker identities: the embedded broker', { timeout: 120_000 }, () => {
     embedded = await EmbeddedBroker.start({ certFile: server.certFile, keyFile: server.keyFile, caFile: pki.caFile, backendCaFile: pki.backendCaFile });
   });
   after(() => embedded?.close());
-  scenarios(pki, () => ({ name: 'embedded', url: embedded.url, backendUrl: embedded.url, protocol: 4 }));
+  // [17.mqtt5] Two listeners, as the fleet broker: the backend on its own, which takes only the backend CA.
+  scenarios(pki, () => ({ name: 'embedded', url: embedded.url, backendUrl: embedded.backendUrl, protocol: 4 }));
 
   it('[14.1] counts the refused connections, and says why in the CONNACK (identifier rejected, not authorized)', async () => {
     const before = embedded.refusedConnections;
