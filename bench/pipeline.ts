@@ -13,6 +13,9 @@
  *  4. Wire bytes per sample: one JSON object per sample, JSON batched as the config batches, and the binary codec
  *     batched (the config's format); disk bytes written per sample by the outbox (its I/O counter, see
  *     src/store/disk-usage.ts).
+ *  5. Collection modes: the online run of step 1 again with one rule on the two signals, first `periodic` at 1 s (the
+ *     baseline), then `every` (each decoded value a sample): CPU µs per frame of each and their ratio, and what each
+ *     sample beyond the periodic ones costs (the CPU difference over the sample difference), measured in the same run.
  */
 import { readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
@@ -59,6 +62,11 @@ const COLLECTION = {
     },
   ],
 };
+
+/** Step 5: one rule on the two signals, the baseline and every sample. */
+const MODE_SIGNALS = ['EngineSpeed', 'WheelBasedVehicleSpeed'];
+const PERIODIC_ONLY = { ...COLLECTION, rules: [{ name: 'summary', mode: 'periodic', priority: 3, intervalMs: 1000, signals: MODE_SIGNALS }] };
+const EVERY_ONLY = { ...COLLECTION, rules: [{ name: 'raw', mode: 'every', priority: 3, signals: MODE_SIGNALS }] };
 
 interface Replay {
   frames: CanFrame[];
@@ -112,12 +120,13 @@ function makeConfig(
   logFile: string,
   outbox: string,
   batchSamples = BATCH_SAMPLES,
+  collection: typeof COLLECTION | typeof PERIODIC_ONLY = COLLECTION,
 ): DeviceConfig {
   return parseDeviceConfig(
     {
       deviceId: DEVICE_ID,
       buses: [{ name: 'can0', dbc: dbcFile, j1939: true, source: { type: 'replay', file: logFile } }],
-      collection: { ...COLLECTION, batch: { ...COLLECTION.batch, maxSamples: batchSamples } },
+      collection: { ...collection, batch: { ...collection.batch, maxSamples: batchSamples } },
       outbox: { path: outbox, durability: 'normal', writeIntervalMs: 1000 },
       uplink: { url: broker.url, ...pki.identityFiles(DEVICE_ID), maxInflight: MAX_INFLIGHT, reconnect: { initialMs: 50, maxMs: 200 } },
     },
@@ -148,36 +157,14 @@ export async function runPipelineBenchmark(json: boolean): Promise<void> {
     // Baseline: decoding alone, same frames, same loops.
     const decodeOnly = new BusDecoder('can0', database);
     await feed(replay, decodeOnly.sink, 1); // warm-up
-    let cpu0 = cpuUs();
+    const cpu0 = cpuUs();
     const baselineFrames = await feed(replay, decodeOnly.sink, LOOPS);
     const baselineUsPerFrame = (cpuUs() - cpu0) / baselineFrames;
 
     // 1. Online, whole path.
-    const online = makeConfig(dir, pki, broker, dbcFile, logFile, path.join(dir, 'online.db'));
-    const bus = new BusDecoder('can0', database);
-    const dataPath = await DataPath.open(online, [bus], logger);
-    const uplink = dataPath.uplink!;
-    await until(() => uplink.session.state === 'connected', 10_000, 'the broker connection');
-    await feed(replay, dataPath.sinkFor(0), 1); // warm-up, drained before the measurement
-    dataPath.collector.flush();
-    dataPath.commitBatches();
-    await until(() => dataPath.outbox.pending === 0, 60_000, 'the warm-up drain');
-    const acknowledgedBefore = uplink.publisher.stats.acknowledged;
-    const samplesBefore = dataPath.collector.stats.samplesEmitted;
-    const diskBefore = dataPath.outbox.stats().diskWrites.bytes;
-    cpu0 = cpuUs();
-    const t0 = performance.now();
-    const frames = await feed(replay, dataPath.sinkFor(0), LOOPS, 1);
-    dataPath.collector.flush();
-    dataPath.commitBatches();
-    await until(() => dataPath.outbox.pending === 0, 120_000, 'the broker to acknowledge everything');
-    const seconds = (performance.now() - t0) / 1000;
-    const onlineUsPerFrame = (cpuUs() - cpu0) / frames;
-    const samples = dataPath.collector.stats.samplesEmitted - samplesBefore;
-    const messages = uplink.publisher.stats.acknowledged - acknowledgedBefore;
-    const diskBytes = dataPath.outbox.stats().diskWrites.bytes - diskBefore;
-    const diskSource = dataPath.outbox.stats().diskWrites.source;
-    await dataPath.close();
+    const online = await measureOnline(makeConfig(dir, pki, broker, dbcFile, logFile, path.join(dir, 'online.db')), database, replay, logger);
+    const { frames, seconds, samples, messages, diskBytes, diskSource } = online;
+    const onlineUsPerFrame = online.cpuUs / frames;
 
     // 2. Offline ingest: the broker is down, everything goes to the outbox.
     await broker.stop();
@@ -214,6 +201,26 @@ export async function runPipelineBenchmark(json: boolean): Promise<void> {
     // Baseline: a bare mqtt.js QoS 1 loop of the same payloads, same window, same TLS (connection set up first).
     const bare = await barePublish(broker, pki, payloads);
 
+    // 5. Collection modes: the online path again, one rule on the two signals: periodic (the baseline), then every.
+    const periodic = await measureOnline(
+      makeConfig(dir, pki, broker, dbcFile, logFile, path.join(dir, 'periodic.db'), BATCH_SAMPLES, PERIODIC_ONLY),
+      database,
+      replay,
+      silent,
+    );
+    const every = await measureOnline(
+      makeConfig(dir, pki, broker, dbcFile, logFile, path.join(dir, 'every.db'), BATCH_SAMPLES, EVERY_ONLY),
+      database,
+      replay,
+      silent,
+    );
+    const modeFigures = (m: OnlineRun) => ({
+      cpu_us_per_frame: round(m.cpuUs / m.frames, 3),
+      samples: m.samples,
+      messages: m.messages,
+      cpu_us_per_sample: round(m.cpuUs / m.samples, 3),
+    });
+
     const result = {
       frames_per_s: Math.round(frames / seconds),
       cpu_us_per_frame: round(onlineUsPerFrame, 3),
@@ -231,6 +238,12 @@ export async function runPipelineBenchmark(json: boolean): Promise<void> {
       disk_bytes_per_sample: round(diskBytes / samples, 2),
       disk_source: diskSource,
       cores_for_32k_fps_pct: round(((onlineUsPerFrame * 32_000) / 1e6) * 100, 2),
+      modes: {
+        periodic: modeFigures(periodic),
+        every: modeFigures(every),
+        every_to_periodic_cpu: round(every.cpuUs / every.frames / (periodic.cpuUs / periodic.frames), 2),
+        every_cpu_us_per_extra_sample: round((every.cpuUs - periodic.cpuUs) / (every.samples - periodic.samples), 3),
+      },
     };
     if (json) {
       process.stdout.write(`${JSON.stringify(result)}\n`);
@@ -245,11 +258,59 @@ export async function runPipelineBenchmark(json: boolean): Promise<void> {
       `  drain            ${result.drain_per_s} messages/s; bare mqtt.js QoS 1 loop of the same payloads ${result.bare_publish_per_s}/s (ratio ${result.drain_ratio})`,
       `  wire bytes/sample  JSON one per message ${result.bytes_per_sample_json}, JSON batched ${result.bytes_per_sample_json_batched}, binary batched ${result.bytes_per_sample_binary}`,
       `  disk bytes/sample  ${result.disk_bytes_per_sample} (${diskSource} counter)`,
+      `  modes            one rule on the two signals, online as above: periodic 1 s ${result.modes.periodic.cpu_us_per_frame} CPU µs/frame ` +
+        `(${periodic.samples} samples), every ${result.modes.every.cpu_us_per_frame} CPU µs/frame (${every.samples} samples, ` +
+        `${result.modes.every.cpu_us_per_sample} µs per sample); ratio ${result.modes.every_to_periodic_cpu}, ` +
+        `${result.modes.every_cpu_us_per_extra_sample} CPU µs per sample beyond the periodic ones`,
     ];
     process.stdout.write(`${lines.join('\n')}\n`);
   } finally {
     await broker.stop();
     rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** One online measurement (step 1's method): the replay LOOPS times through the whole path until all is acknowledged. */
+interface OnlineRun {
+  frames: number;
+  seconds: number;
+  /** User + system CPU of this process over the measurement, µs. */
+  cpuUs: number;
+  samples: number;
+  messages: number;
+  diskBytes: number;
+  diskSource: string;
+}
+
+async function measureOnline(config: DeviceConfig, database: ReturnType<typeof compileDatabase>, replay: Replay, logger: Logger): Promise<OnlineRun> {
+  const dataPath = await DataPath.open(config, [new BusDecoder('can0', database)], logger);
+  try {
+    const uplink = dataPath.uplink!;
+    await until(() => uplink.session.state === 'connected', 10_000, 'the broker connection');
+    await feed(replay, dataPath.sinkFor(0), 1); // warm-up, drained before the measurement
+    dataPath.collector.flush();
+    dataPath.commitBatches();
+    await until(() => dataPath.outbox.pending === 0, 60_000, 'the warm-up drain');
+    const acknowledgedBefore = uplink.publisher.stats.acknowledged;
+    const samplesBefore = dataPath.collector.stats.samplesEmitted;
+    const diskBefore = dataPath.outbox.stats().diskWrites.bytes;
+    const cpu0 = cpuUs();
+    const t0 = performance.now();
+    const frames = await feed(replay, dataPath.sinkFor(0), LOOPS, 1);
+    dataPath.collector.flush();
+    dataPath.commitBatches();
+    await until(() => dataPath.outbox.pending === 0, 120_000, 'the broker to acknowledge everything');
+    return {
+      frames,
+      seconds: (performance.now() - t0) / 1000,
+      cpuUs: cpuUs() - cpu0,
+      samples: dataPath.collector.stats.samplesEmitted - samplesBefore,
+      messages: uplink.publisher.stats.acknowledged - acknowledgedBefore,
+      diskBytes: dataPath.outbox.stats().diskWrites.bytes - diskBefore,
+      diskSource: dataPath.outbox.stats().diskWrites.source,
+    };
+  } finally {
+    await dataPath.close();
   }
 }
 

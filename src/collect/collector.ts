@@ -18,6 +18,13 @@
  * silent bus with invented timestamps, and would cost a scan of every periodic signal per tick; on frames the cost is
  * one comparison per watched signal.
  *
+ * Every-sample rules emit each value of their signals that a frame (or an OBD offer) carries, with its timestamp, in
+ * order: a repeated value is a sample again, a silent signal gives nothing, and a multiplexed signal counts only when
+ * its page (every multiplexer above it) is in the frame. A value the bus sends as NaN (an IEEE float signal) is a
+ * sample too. Per value the cost is the emitted sample itself, as for the other modes; the rule holds nothing of its
+ * own, only the open batch of its priority, which closes at batch.maxSamples, so its memory is bounded like theirs
+ * and nothing is dropped here (what holds closed batches afterwards is the data path's and the outbox's concern).
+ *
  * Trigger rules. The condition is evaluated when a frame changes one of the signals it reads. Rising edge (default):
  * it fires when the condition goes from false (or never evaluated) to true. It does not fire within minIntervalMs of
  * its last firing, nor while its previous capture is still open; the edge state follows the condition regardless, so
@@ -37,6 +44,7 @@ import { describeSignal, resolveSignalName } from './signal-names.js';
 
 const PERIODIC = 0;
 const CHANGE = 1;
+const EVERY = 2;
 
 /** Frame timestamps are floating-point seconds: grid points and window edges are compared with this slack (0.1 ms). */
 const TIME_EPSILON_S = 1e-4;
@@ -104,9 +112,13 @@ interface Channel {
   obdSource?: string;
   /** Cycle time of its message (ring sizing). */
   cycleMs: number;
-  /** A multiplexed signal: slot of its multiplexer and the values that select it; -1 when not multiplexed. */
-  muxSlot: number;
-  muxIds: Int32Array;
+  /**
+   * A multiplexed signal: the slot of each multiplexer above it (its own first, then that one's, up to the message's
+   * top multiplexer) and the values that select the next level down; empty when not multiplexed. The signal is in a
+   * frame only when every level selects it: a multiplexer not in the frame keeps an older frame's value.
+   */
+  muxSlots: Int32Array;
+  muxIds: Int32Array[];
 }
 
 /**
@@ -116,6 +128,8 @@ interface Channel {
 class Watch {
   readonly channels: Int32Array;
   readonly slots: Int32Array;
+  /** Multiplexer levels of channel position i are muxSlots[muxStart[i] .. muxStart[i + 1]) with muxIds alike. */
+  readonly muxStart: Int32Array;
   readonly muxSlots: Int32Array;
   readonly muxIds: Int32Array[];
   /** Per frame: the channel was present in it (its multiplexer page was sent) / its value changed. */
@@ -133,8 +147,11 @@ class Watch {
   constructor(channelIds: number[], channels: Channel[]) {
     this.channels = Int32Array.from(channelIds);
     this.slots = Int32Array.from(channelIds, (c) => channels[c]!.slot);
-    this.muxSlots = Int32Array.from(channelIds, (c) => channels[c]!.muxSlot);
-    this.muxIds = channelIds.map((c) => channels[c]!.muxIds);
+    const levels = channelIds.map((c) => channels[c]!);
+    this.muxStart = Int32Array.from([0, ...levels.map((ch) => ch.muxSlots.length)]);
+    for (let i = 1; i < this.muxStart.length; i++) this.muxStart[i]! += this.muxStart[i - 1]!;
+    this.muxSlots = Int32Array.from(levels.flatMap((ch) => [...ch.muxSlots]));
+    this.muxIds = levels.flatMap((ch) => ch.muxIds);
     this.present = new Uint8Array(channelIds.length);
     this.changed = new Uint8Array(channelIds.length);
   }
@@ -210,7 +227,7 @@ export class Collector {
   private readonly obdWatches: { channel: number; watch: Watch }[] = [];
   private readonly offeredKeys = new Map<string, Watch[]>();
 
-  // Telemetry entries: one per (periodic or change rule, signal).
+  // Telemetry entries: one per (periodic, change or every rule, signal).
   private readonly entryRule: Int32Array;
   private readonly entryChannel: Int32Array;
   /** Last value sent (change) — NaN before the first. */
@@ -256,12 +273,15 @@ export class Collector {
       channelIndex.set(key, index);
       if (resolved.kind === 'dbc') {
         const { message } = resolved.codec;
-        const signal = message.signals[resolved.signalIndex]!;
-        let muxSlot = -1;
-        let muxIds = new Int32Array(0);
-        if (signal.multiplexerSignal !== undefined) {
-          muxSlot = resolved.codec.slot(signal.multiplexerSignal);
-          muxIds = Int32Array.from(signal.multiplexerIds ?? []);
+        // The multiplexers above the signal, its own first (bounded: a DBC cannot nest deeper than it has signals).
+        const muxSlots: number[] = [];
+        const muxIds: Int32Array[] = [];
+        let level = message.signals[resolved.signalIndex];
+        while (level?.multiplexerSignal !== undefined && muxSlots.length < message.signals.length) {
+          const above = level.multiplexerSignal;
+          muxSlots.push(resolved.codec.slot(above));
+          muxIds.push(Int32Array.from(level.multiplexerIds ?? []));
+          level = message.signals.find((s) => s.name === above);
         }
         this.channels.push({
           name: resolved.name,
@@ -269,7 +289,7 @@ export class Collector {
           slot: resolved.slot,
           message: resolved.message,
           cycleMs: message.cycleTime && message.cycleTime > 0 ? message.cycleTime : 100,
-          muxSlot,
+          muxSlots: Int32Array.from(muxSlots),
           muxIds,
         });
         this.channelNames.push(resolved.name);
@@ -283,8 +303,8 @@ export class Collector {
           obdKey: resolved.key,
           obdSource: resolved.source,
           cycleMs: OBD_CYCLE_MS,
-          muxSlot: -1,
-          muxIds: new Int32Array(0),
+          muxSlots: new Int32Array(0),
+          muxIds: [],
         });
         this.channelNames.push(display);
       }
@@ -413,9 +433,9 @@ export class Collector {
         }
         return;
       }
-      this.ruleMode[r] = rule.mode === 'periodic' ? PERIODIC : CHANGE;
+      this.ruleMode[r] = rule.mode === 'periodic' ? PERIODIC : rule.mode === 'change' ? CHANGE : EVERY;
       if (rule.mode === 'periodic') this.ruleIntervalS[r] = rule.intervalMs / 1000;
-      else {
+      else if (rule.mode === 'change') {
         this.ruleMinIntervalS[r] = (rule.minIntervalMs ?? 0) / 1000;
         this.ruleAbsolute[r] = rule.deadband?.absolute ?? 0;
         this.ruleRelative[r] = rule.deadband?.relative ?? 0;
@@ -519,12 +539,14 @@ export class Collector {
   /** Copies the watch's channels from the bus value buffer into `live`, marking which were sent and which changed. */
   private update(watch: Watch, values: Float64Array, ts: number): void {
     const live = this.live;
-    const { channels, slots, muxSlots, present, changed } = watch;
+    const { channels, slots, muxStart, muxSlots, muxIds, present, changed } = watch;
     const n = channels.length;
     let seen = 0;
     for (let i = 0; i < n; i++) {
-      const muxSlot = muxSlots[i]!;
-      if (muxSlot >= 0 && !watch.muxIds[i]!.includes(values[muxSlot]!)) {
+      let inFrame = true;
+      // As the decoder chooses a branch: by the multiplexer's value truncated to an integer.
+      for (let m = muxStart[i]!; m < muxStart[i + 1]! && inFrame; m++) inFrame = muxIds[m]!.includes(Math.trunc(values[muxSlots[m]!]!));
+      if (!inFrame) {
         // Another page of a multiplexed message: this signal was not in the frame.
         present[i] = 0;
         changed[i] = 0;
@@ -551,16 +573,18 @@ export class Collector {
       const pos = watch.entryPos[k]!;
       if (present[pos] === 0) continue;
       const v = live[channels[pos]!]!;
-      if (v !== v) continue;
       const e = entries[k]!;
       const r = this.entryRule[e]!;
-      if (this.ruleMode[r] === PERIODIC) {
+      const mode = this.ruleMode[r]!;
+      // A NaN the frame carried (an IEEE float signal): periodic and change rules pass it over; an every rule sends it.
+      if (v !== v && mode !== EVERY) continue;
+      if (mode === PERIODIC) {
         const due = this.entryTs[e]!;
         if (ts < due - TIME_EPSILON_S) continue;
         const interval = this.ruleIntervalS[r]!;
         // Stay on the grid; after a gap (or at the first value) start a new grid at this value.
         this.entryTs[e] = ts - due < interval ? due + interval : ts + interval;
-      } else {
+      } else if (mode === CHANGE) {
         const last = this.entryLast[e]!;
         if (last === last) {
           const threshold = Math.max(this.ruleAbsolute[r]!, this.ruleRelative[r]! * Math.abs(last));

@@ -111,7 +111,17 @@ const triggerRuleSchema = z
   })
   .describe('Event capture: when the condition fires, the rule signals around that moment go out as one events message.');
 
-export const collectionRuleSchema = z.discriminatedUnion('mode', [periodicRuleSchema, changeRuleSchema, triggerRuleSchema]);
+const everyRuleSchema = z
+  .strictObject({
+    ...ruleBase,
+    mode: z.literal('every'),
+  })
+  .describe(
+    "Every sample: each decoded value of each signal, with its frame's timestamp, in order; nothing dropped, merged or repeated " +
+      '(a multiplexed signal only from frames carrying its page). The most data of any mode: see README "Collection" for its cost.',
+  );
+
+export const collectionRuleSchema = z.discriminatedUnion('mode', [periodicRuleSchema, changeRuleSchema, triggerRuleSchema, everyRuleSchema]);
 
 /** One pre-trigger ring slot: its time (Float64), channel (Int32) and value (Float64). */
 export const RING_SLOT_BYTES = 20;
@@ -233,5 +243,6 @@ export type CollectionRule = z.output<typeof collectionRuleSchema>;
 export type PeriodicRule = z.output<typeof periodicRuleSchema>;
 export type ChangeRule = z.output<typeof changeRuleSchema>;
 export type TriggerRule = z.output<typeof triggerRuleSchema>;
+export type EveryRule = z.output<typeof everyRuleSchema>;
 export type BatchConfig = CollectionConfig['batch'];
 export type PayloadFormat = CollectionConfig['format'];

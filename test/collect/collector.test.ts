@@ -5,9 +5,22 @@ import { createFrame, type CanFrame } from '../../src/can/frame.js';
 import { Collector, CollectorConfigError, type CollectorOptions } from '../../src/collect/collector.js';
 import { collectionConfigSchema, type CollectionConfig } from '../../src/collect/config.js';
 import type { SampleBatch } from '../../src/collect/sample.js';
+import { DeviceConfigError, parseDeviceConfig } from '../../src/config/device-config.js';
 import { BusDecoder } from '../../src/dbc/bus-decoder.js';
-import { compileDatabase, loadDbcFile, type CompiledDatabase } from '../../src/dbc/index.js';
+import { compileDatabase, loadDbcFile, parseDbc, type CompiledDatabase } from '../../src/dbc/index.js';
 import { DEMO_DBC_PATH, SimulatedVehicle } from '../../src/sim/vehicle.js';
+import { CandumpReplaySource } from '../../src/can/replay.js';
+import { encodeMessage } from '../../src/uplink/codec.js';
+import { messageFrame } from '../support/frames.js';
+import {
+  TRUCK_BUS,
+  TRUCK_DBC,
+  TRUCK_LOG,
+  truckFilesMissing,
+  truckSamplesFromDecoder,
+  truckSamplesFromText,
+  truckSkipReason,
+} from '../support/truck-recording.js';
 import { delay } from '../support/wait.js';
 
 const START = 1_700_000_000;
@@ -39,6 +52,8 @@ function setup(collection: unknown, options: Partial<CollectorOptions> = {}) {
   return { collector, bus, batches, clock, send, samples };
 }
 
+/** The time `send` gives a frame at `ms`. */
+const at = (ms: number): number => START + ms / 1000;
 const round = (x: number | string, decimals = 3): number => Math.round(Number(x) * 10 ** decimals) / 10 ** decimals;
 /** Sample times as ms since START. */
 const msOf = (ts: number): number => Math.round((ts - START) * 1000);
@@ -151,6 +166,302 @@ describe('collector: periodic rules', () => {
     assert.deepEqual([bus.frames, bus.signals, bus.unknownFrames, bus.decodeErrors], [plain.frames, plain.signals, plain.unknownFrames, plain.decodeErrors]);
     assert.deepEqual([...bus.values], [...plain.values]);
   });
+});
+
+describe('collector: every-sample rules', () => {
+  it("[17.every] every decoded value of each listed signal, with its frame's time, in order: repeats kept, nothing merged, nothing invented", () => {
+    const { collector, send, batches } = setup({
+      batch: { maxSamples: 1000, maxDelayMs: 60000 },
+      rules: [
+        { name: 'raw', signals: ['VehicleSpeed', 'EngineSpeed'], mode: 'every' },
+        // What "periodic with 1 ms" gave: two frames within a millisecond become one sample.
+        { name: 'fast', signals: ['VehicleSpeed'], mode: 'periodic', intervalMs: 1, priority: 1 },
+      ],
+    });
+    send('VEHICLE_DYNAMICS', { VehicleSpeed: 10 }, 0);
+    send('VEHICLE_DYNAMICS', { VehicleSpeed: 10 }, 20); // the same value again: a sample again
+    send('VEHICLE_DYNAMICS', { VehicleSpeed: 10.5 }, 20.5); // half a millisecond later: a sample of its own
+    send('ENGINE_DATA', { EngineSpeed: 800 }, 25);
+    send('BRAKE_STATUS', { BrakePressure: 50 }, 30); // no rule reads it
+    // Five silent seconds: nothing is repeated meanwhile, nothing is made up for them.
+    send('VEHICLE_DYNAMICS', { VehicleSpeed: 0 }, 5030);
+    collector.flush();
+    const batchesOf = (priority: number) => batches.filter((b) => b.priority === priority).flatMap((b) => b.samples);
+    assert.deepEqual(
+      batchesOf(3).map((s) => [s.ts, s.signal, round(s.value, 2)]),
+      [
+        [at(0), 'can0.VEHICLE_DYNAMICS.VehicleSpeed', 10],
+        [at(20), 'can0.VEHICLE_DYNAMICS.VehicleSpeed', 10],
+        [at(20.5), 'can0.VEHICLE_DYNAMICS.VehicleSpeed', 10.5],
+        [at(25), 'can0.ENGINE_DATA.EngineSpeed', 800],
+        [at(5030), 'can0.VEHICLE_DYNAMICS.VehicleSpeed', 0],
+      ],
+    );
+    assert.deepEqual(
+      batchesOf(1).map((s) => msOf(s.ts)),
+      [0, 20, 5030],
+      'periodic with 1 ms merges the frames 0.5 ms apart',
+    );
+    assert.equal(collector.stats.rules[0]!.samples, 5);
+  });
+
+  it('[17.every] a multiplexed signal is a sample only from the frames that carry its page', () => {
+    const { collector, send, samples } = setup({
+      batch: { maxSamples: 1000, maxDelayMs: 60000 },
+      rules: [{ name: 'diag', signals: ['BatteryVoltage', 'EngineHours'], mode: 'every' }],
+    });
+    // Pages 0, 1, 2, 3, 0, 1 in turn, 250 ms apart, as the ECU sends them.
+    const pages: Record<string, number>[] = [
+      { BatteryVoltage: 12.5 },
+      { EngineHours: 100 },
+      { ActiveDtcCount: 1 },
+      { SoftwareMajor: 2 },
+      { BatteryVoltage: 12.5 },
+      { EngineHours: 100.05 },
+    ];
+    pages.forEach((values, i) => send('ECU_DIAG_STATUS', { DiagPage: i % 4, ...values }, i * 250));
+    collector.flush();
+    assert.deepEqual(
+      samples().map((s) => [msOf(s.ts), s.signal, round(s.value, 2)]),
+      [
+        [0, 'can0.ECU_DIAG_STATUS.BatteryVoltage', 12.5],
+        [250, 'can0.ECU_DIAG_STATUS.EngineHours', 100],
+        [1000, 'can0.ECU_DIAG_STATUS.BatteryVoltage', 12.5],
+        [1250, 'can0.ECU_DIAG_STATUS.EngineHours', 100.05],
+      ],
+    );
+  });
+
+  it('[17.every] a signal under a multiplexer that is itself multiplexed is a sample only when both select it (every and periodic alike)', () => {
+    // Page selects SubPage (Page 0), SubPage selects Deep (SubPage 1) or Shallow (SubPage 2); Page 1 carries Other in
+    // the same bits.
+    const nested = compileDatabase(
+      parseDbc(
+        [
+          'VERSION ""',
+          'BS_:',
+          'BU_: ECU',
+          'BO_ 1792 PAGED: 8 ECU',
+          ' SG_ Page M : 0|4@1+ (1,0) [0|15] "" Vector__XXX',
+          ' SG_ SubPage m0M : 4|4@1+ (1,0) [0|15] "" Vector__XXX',
+          ' SG_ Deep m1 : 8|8@1+ (1,0) [0|255] "" Vector__XXX',
+          ' SG_ Other m1 : 8|8@1+ (1,0) [0|255] "" Vector__XXX',
+          ' SG_ Shallow m2 : 8|8@1+ (1,0) [0|255] "" Vector__XXX',
+          'SG_MUL_VAL_ 1792 SubPage Page 0-0;',
+          'SG_MUL_VAL_ 1792 Deep SubPage 1-1;',
+          'SG_MUL_VAL_ 1792 Shallow SubPage 2-2;',
+          'SG_MUL_VAL_ 1792 Other Page 1-1;',
+          '',
+        ].join('\n'),
+        { file: 'nested.dbc' },
+      ),
+    );
+    const bus = new BusDecoder('can0', nested);
+    const batches: SampleBatch[] = [];
+    const collector = new Collector({
+      config: collectionConfigSchema.parse({
+        batch: { maxSamples: 1000, maxDelayMs: 60000 },
+        rules: [
+          { name: 'deep', signals: ['Deep'], mode: 'every' },
+          { name: 'deep-1ms', signals: ['Deep'], mode: 'periodic', intervalMs: 1, priority: 1 },
+        ],
+      }),
+      buses: [bus],
+      onBatch: (b) => batches.push(b),
+      now: () => 0,
+    });
+    const sink = collector.sinkFor(0);
+    const codec = nested.byName('PAGED')!;
+    const payloads = [
+      [0x10, 7], // Page 0, SubPage 1: Deep = 7
+      [0x01, 9], // Page 1: Other = 9; SubPage is not in this frame (its bits read 0, its last value was 1)
+      [0x20, 5], // Page 0, SubPage 2: Shallow, no Deep
+      [0x10, 8], // Page 0, SubPage 1: Deep = 8
+    ];
+    payloads.forEach((bytes, i) => sink(messageFrame(codec, Uint8Array.from([...bytes, 0, 0, 0, 0, 0, 0]), { ts: at(i * 10), bus: 'can0' })));
+    collector.flush();
+    const of = (priority: number) => batches.filter((b) => b.priority === priority).flatMap((b) => b.samples.map((s) => [msOf(s.ts), s.value]));
+    assert.deepEqual(of(3), [
+      [0, 7],
+      [30, 8],
+    ]);
+    assert.deepEqual(of(1), [
+      [0, 7],
+      [30, 8],
+    ]);
+    assert.equal(bus.decodeErrors, 0);
+  });
+
+  it('[17.every] a NaN a float signal carries is a sample too (a change rule passes it over)', () => {
+    const floats = compileDatabase(
+      parseDbc(
+        [
+          'VERSION ""',
+          'BS_:',
+          'BU_: ECU',
+          'BO_ 1793 FLOATS: 4 ECU',
+          ' SG_ Pressure : 0|32@1- (1,0) [0|0] "" Vector__XXX',
+          'SIG_VALTYPE_ 1793 Pressure : 1;',
+          '',
+        ].join('\n'),
+        { file: 'floats.dbc' },
+      ),
+    );
+    const batches: SampleBatch[] = [];
+    const collector = new Collector({
+      config: collectionConfigSchema.parse({
+        batch: { maxSamples: 1000, maxDelayMs: 60000 },
+        rules: [
+          { name: 'raw', signals: ['Pressure'], mode: 'every' },
+          { name: 'moved', signals: ['Pressure'], mode: 'change', priority: 1 },
+        ],
+      }),
+      buses: [new BusDecoder('can0', floats)],
+      onBatch: (b) => batches.push(b),
+      now: () => 0,
+    });
+    const sink = collector.sinkFor(0);
+    const codec = floats.byName('FLOATS')!;
+    [1.5, NaN, 2].forEach((value, i) => {
+      const data = new Uint8Array(4);
+      new DataView(data.buffer).setFloat32(0, value, true);
+      sink(messageFrame(codec, data, { ts: at(i * 10), bus: 'can0' }));
+    });
+    collector.flush();
+    const of = (priority: number) => batches.filter((b) => b.priority === priority).flatMap((b) => b.samples.map((s) => [msOf(s.ts), s.value]));
+    assert.deepEqual(of(3), [
+      [0, 1.5],
+      [10, NaN],
+      [20, 2],
+    ]);
+    assert.deepEqual(of(1), [
+      [0, 1.5],
+      [20, 2],
+    ]);
+  });
+
+  it('[17.every] OBD values: each value offered is a sample, repeats included', () => {
+    const { collector, samples } = setup({
+      batch: { maxSamples: 1000, maxDelayMs: 60000 },
+      rules: [{ name: 'obd', signals: ['obd.rpm'], mode: 'every' }],
+    });
+    collector.offer('obd.obd.rpm', 800, START);
+    collector.offer('obd.obd.rpm', 800, START + 0.1);
+    collector.offer('obd.obd.speed', 50, START + 0.15); // no rule reads it
+    collector.offer('obd.obd.rpm', 820.5, START + 0.2);
+    collector.flush();
+    assert.deepEqual(samples(), [
+      { ts: START, signal: 'obd.obd.rpm', value: 800 },
+      { ts: START + 0.1, signal: 'obd.obd.rpm', value: 800 },
+      { ts: START + 0.2, signal: 'obd.obd.rpm', value: 820.5 },
+    ]);
+  });
+
+  it("[17.every] batches close at maxSamples and carry the rule's priority, apart from the other rules' batches", () => {
+    const { collector, send, batches } = setup({
+      batch: { maxSamples: 4, maxDelayMs: 60000 },
+      rules: [
+        { name: 'raw', signals: ['VehicleSpeed'], mode: 'every', priority: 6 },
+        { name: 'counter', signals: ['EngineDataCounter'], mode: 'change', priority: 1 },
+      ],
+    });
+    for (let i = 0; i < 10; i++) {
+      send('VEHICLE_DYNAMICS', { VehicleSpeed: 50 }, i * 20);
+      send('ENGINE_DATA', { EngineDataCounter: i % 2 }, i * 20 + 10);
+    }
+    assert.deepEqual(
+      batches.map((b) => [b.kind, b.priority, b.samples.length]),
+      [
+        ['telemetry', 6, 4],
+        ['telemetry', 1, 4],
+        ['telemetry', 6, 4],
+        ['telemetry', 1, 4],
+      ],
+    );
+    collector.flush();
+    assert.deepEqual(
+      batches.slice(4).map((b) => [b.priority, b.samples.length]),
+      [
+        [6, 2],
+        [1, 2],
+      ],
+    );
+    assert.ok(batches.filter((b) => b.priority === 6).every((b) => b.samples.every((s) => s.signal === 'can0.VEHICLE_DYNAMICS.VehicleSpeed')));
+    assert.deepEqual(
+      collector.stats.rules.map((r) => [r.name, r.mode, r.samples]),
+      [
+        ['raw', 'every', 10],
+        ['counter', 'change', 10],
+      ],
+    );
+  });
+
+  it(
+    "[17.every] the real truck recording through the replay source: 13,991 samples, the frames' times, the decoder's values, batches of 500",
+    { skip: truckSkipReason() },
+    async (t) => {
+      assert.deepEqual(truckFilesMissing(), [], 'the truck recording is in the shared test data');
+      const truck = compileDatabase(loadDbcFile(TRUCK_DBC), { j1939: true });
+      const bus = new BusDecoder(TRUCK_BUS, truck);
+      const batches: SampleBatch[] = [];
+      const config = collectionConfigSchema.parse({
+        rules: [
+          { name: 'raw', signals: ['EEC1.EngineSpeed', 'CCVS1.WheelBasedVehicleSpeed'], mode: 'every', priority: 6 },
+          { name: 'summary', signals: ['EEC1.EngineSpeed', 'CCVS1.WheelBasedVehicleSpeed'], mode: 'periodic', intervalMs: 1000, priority: 2 },
+        ],
+      });
+      assert.equal(config.batch.maxSamples, 500, 'the default batch size');
+      // The wall clock stands still: batches close by their size, and at the end.
+      const collector = new Collector({ config, buses: [bus], onBatch: (b) => batches.push(b), now: () => 0 });
+      const replay = new CandumpReplaySource(TRUCK_LOG, { busName: () => TRUCK_BUS });
+      await replay.run(collector.sinkFor(0));
+      collector.flush();
+
+      // Independently of the agent's parser and decoder: the log's frames of the DBC's parameter groups.
+      const fromText = truckSamplesFromText();
+      assert.equal(fromText.length, 13_991);
+      const fromDecoder = truckSamplesFromDecoder(truck);
+      const every = batches.filter((b) => b.priority === 6);
+      const got = every.flatMap((b) => b.samples);
+      assert.equal(got.length, 13_991);
+      assert.deepEqual(got, fromDecoder, "the decoder's values, with the frames' times, in the log's order");
+      got.forEach((s, i) => {
+        const expected = fromText[i]!;
+        if (Math.round(s.ts * 1e6) !== expected.us || s.signal !== expected.signal || s.value !== expected.value)
+          assert.deepEqual([Math.round(s.ts * 1e6), s.signal, s.value], [expected.us, expected.signal, expected.value], `sample ${i}`);
+      });
+      // Batches of the default 500, the last one closed at the end; all of the rule's priority, none mixed in.
+      assert.deepEqual(
+        every.map((b) => b.samples.length),
+        [...Array.from({ length: 27 }, () => 500), 491],
+      );
+      assert.ok(batches.every((b) => b.kind === 'telemetry' && (b.priority === 6 || b.priority === 2)));
+      const summary = batches.filter((b) => b.priority === 2).flatMap((b) => b.samples);
+      assert.ok(summary.length > 200 && summary.length < 300, `${summary.length} periodic samples`);
+      assert.equal(collector.stats.rules[0]!.samples, 13_991);
+
+      // The cost quoted in README.md and docs/payload-format.md: samples per second of the recording, wire bytes per
+      // sample of these very batches in each format.
+      const seconds = (fromText[fromText.length - 1]!.us - fromText[0]!.us) / 1e6;
+      const wire = (format: 'cbor' | 'json') =>
+        every.reduce(
+          (sum, b, i) =>
+            sum +
+            encodeMessage(
+              { deviceId: 'truck-0012', seq: 1_000 + i, kind: 'telemetry', priority: 6, createdAt: Math.round(b.samples.at(-1)!.ts * 1000) },
+              b.samples,
+              format,
+            ).length,
+          0,
+        ) / got.length;
+      const cbor = wire('cbor');
+      const json = wire('json');
+      t.diagnostic(
+        `${got.length} samples in ${seconds.toFixed(1)} s: ${(got.length / seconds).toFixed(1)} samples/s; wire bytes per sample at batch 500: cbor ${cbor.toFixed(2)}, json ${json.toFixed(1)}`,
+      );
+      assert.ok(cbor < json / 10, `cbor ${cbor} against json ${json}`);
+    },
+  );
 });
 
 describe('collector: trigger rules', () => {
@@ -446,6 +757,60 @@ describe('collection config', () => {
       assert.throws(
         () => setup({ rules: [rule] }),
         (err: unknown) => err instanceof CollectorConfigError && message.test(err.message),
+      );
+    }
+  });
+});
+
+describe('collection config: every-sample rules', () => {
+  /** The problems the device config loader reports for `rules` on the demo bus. */
+  const problems = (rules: unknown[]): string[] => {
+    try {
+      parseDeviceConfig(
+        {
+          deviceId: 'every-config',
+          buses: [{ name: 'can0', dbc: DEMO_DBC_PATH, source: { type: 'sim' } }],
+          collection: { rules },
+          outbox: { path: 'var/outbox.db' },
+        },
+        { file: 'config.json', baseDir: '/' },
+      );
+      return [];
+    } catch (err) {
+      if (!(err instanceof DeviceConfigError)) throw err;
+      return err.problems;
+    }
+  };
+
+  it('[17.every] the mode takes a name, signals and a priority, nothing else; its defaults', () => {
+    const config = collectionConfigSchema.parse({ rules: [{ name: 'raw', signals: ['VehicleSpeed'], mode: 'every' }] });
+    assert.deepEqual(config.rules[0], { name: 'raw', signals: ['VehicleSpeed'], mode: 'every', priority: 3 });
+    assert.deepEqual(problems([{ name: 'raw', signals: ['VehicleSpeed'], mode: 'every', priority: 5 }]), []);
+  });
+
+  it('[17.every] an empty signal list, fields of another mode and a mode that does not exist are refused, naming the field', () => {
+    assert.deepEqual(
+      problems([
+        { name: 'a', signals: [], mode: 'every' },
+        { name: 'b', signals: ['VehicleSpeed'], mode: 'every', intervalMs: 1 },
+        { name: 'c', signals: ['VehicleSpeed'], mode: 'all' },
+      ]),
+      [
+        'collection.rules[0].signals: needs at least 1 entry',
+        "collection.rules[1]: unknown field 'intervalMs'",
+        'collection.rules[2].mode: expected "periodic" or "change" or "trigger" or "every", got "all"',
+      ],
+    );
+  });
+
+  it('[17.every] unknown signal names are refused when the rules are compiled against the DBCs, naming the rule and the entry', () => {
+    for (const [signals, message] of [
+      [['VehicleSpeed', 'EngineSpede'], "collection.rules[0] (raw).signals[1]: no bus DBC has a signal 'EngineSpede'"],
+      [['obd.rpmm'], "collection.rules[0] (raw).signals[0]: no bus DBC has a signal 'obd.rpmm' (OBD signals are obd.<J1979 key>, e.g. obd.rpm)"],
+    ] as const) {
+      assert.throws(
+        () => setup({ rules: [{ name: 'raw', signals, mode: 'every' }] }),
+        (err: unknown) => err instanceof CollectorConfigError && err.message === message,
       );
     }
   });
