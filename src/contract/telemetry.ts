@@ -59,12 +59,16 @@ export const lossNoticeSchema = contractSchema(
       .array(
         z.strictObject({
           first: outboxSeq.min(1),
-          last: outboxSeq.min(1).describe('Inclusive; not before first. It may be above the notice\'s own seq.'),
+          last: outboxSeq.min(1).describe("Inclusive; not before first. It may be above the notice's own seq."),
           count: outboxSeq.min(1).describe('last - first + 1.'),
-          reason: z.enum(['evicted', 'expired', 'refused', 'outbox-lost']).describe('Outbox full; too old; refused by the broker for good; lost with the outbox file.'),
+          reason: z
+            .enum(['evicted', 'expired', 'refused', 'outbox-lost'])
+            .describe('Outbox full; too old; refused by the broker for good; lost with the outbox file.'),
           exact: z
             .boolean()
-            .describe('true: every number in the range was a message that is gone. false (outbox-lost, or ranges merged to keep the notice small): an upper bound: the numbers in it you did not receive are gone.'),
+            .describe(
+              'true: every number in the range was a message that is gone. false (outbox-lost, or ranges merged to keep the notice small): an upper bound: the numbers in it you did not receive are gone.',
+            ),
         }),
       )
       .min(1)
