@@ -5,6 +5,7 @@
  * broker; so do the lifecycle, the timeout, offline delivery, the MQTT 5 and 3.1.1 result routes, and results that
  * wait in the outbox while the broker is down.
  */
+import type { StatusReport } from '../../src/commands/handlers/get-status.js';
 import assert from 'node:assert/strict';
 import { rmSync, truncateSync } from 'node:fs';
 import path from 'node:path';
@@ -93,11 +94,11 @@ describe('remote commands through mosquitto', { timeout: 180_000 }, () => {
     agent.feedSignals('ENGINE_DATA', { EngineSpeed: 800 });
     const outcome = await send('getStatus');
     assert.equal(outcome.final?.status, 'SUCCEEDED', JSON.stringify(outcome.final));
-    const detail = outcome.final.detail as { deviceId: string; outbox: { messages: number }; uplink: { state: string }; commands: { accepted: number } };
+    const detail = outcome.final.detail as StatusReport;
     assert.equal(detail.deviceId, carId);
-    assert.equal(detail.uplink.state, 'connected');
-    assert.equal(typeof detail.outbox.messages, 'number');
-    assert.ok(detail.commands.accepted >= 1);
+    assert.equal(detail.agent.uplink?.state, 'connected');
+    assert.equal(typeof detail.agent.outbox?.messages, 'number');
+    assert.ok(detail.agent.commands!.accepted >= 1);
   });
 
   it('precondition-failed: REJECTED with the conditions that failed and their live values', async () => {
@@ -168,11 +169,24 @@ describe('remote commands through mosquitto', { timeout: 180_000 }, () => {
       },
       { what: 'envelope off its schema', run: () => send('ping', {}, {}, { envelope: { v: 2 } }), reason: 'malformed', message: /schema/ },
     ];
+    // A rejection of a validly signed command names the command ([17.contract]); one refused at the signature cannot
+    // trust the envelope's name, and has none.
+    const signedName: Record<string, string | undefined> = {
+      'unknown command': 'openTrunk',
+      'bad params': 'ping',
+      'unexpected param': 'ping',
+      expired: 'ping',
+      'older than the lifetime': 'ping',
+      'issued in the future': 'ping',
+      'signed for another car, sent to this one': 'ping',
+      'topic names another command': 'getStatus',
+    };
     for (const c of cases) {
       const outcome = await c.run();
       assert.equal(outcome.final?.status, 'REJECTED', `${c.what}: ${JSON.stringify(outcome.final)}`);
       assert.equal(outcome.final.reason, c.reason, `${c.what}: ${outcome.final.message}`);
       assert.match(outcome.final.message!, c.message, c.what);
+      assert.equal(outcome.final.command, signedName[c.what], `${c.what}: command ${outcome.final.command}`);
     }
   });
 

@@ -19,6 +19,7 @@ import { after, before, describe, it } from 'node:test';
 import type { RunSummary } from '../../src/agent/agent.js';
 import { runAgent } from '../../src/cli/run.js';
 import type { OperatorClient } from '../../src/commands/operator-client.js';
+import type { StatusReport } from '../../src/commands/handlers/get-status.js';
 import type { CommandResult } from '../../src/commands/result.js';
 import { readCollectionOverride } from '../../src/config/collection-override.js';
 import { loadDeviceConfig } from '../../src/config/device-config.js';
@@ -204,38 +205,35 @@ describe('every remote command end to end: operator -> mosquitto -> runAgent -> 
     await sendUntil('captureSnapshot', { signals: ['obd.rpm'] }, (r) => r.status === 'SUCCEEDED', 'the OBD adapter to poll rpm');
     const { final } = await send('getStatus');
     assert.equal(final.status, 'SUCCEEDED', JSON.stringify(final));
-    const detail = final.detail as {
-      deviceId: string;
-      buses: { name: string; source: string; frames: number; signals: number; decodeErrors: number }[];
-      obdAdapters: { name: string; connected: boolean; samples: number }[];
-      uplink: { state: string };
-      outbox: { messages: number };
-      collector: { samples: number };
-      commands: { accepted: number; succeeded: number };
-    };
+    // The health report's agent part, read now ([17.contract]: one schema for health, /status and getStatus).
+    const detail = final.detail as StatusReport;
     assert.equal(detail.deviceId, deviceId);
-    assert.equal(detail.uplink.state, 'connected');
+    const agent = detail.agent;
+    assert.equal(agent.uplink?.state, 'connected');
     assert.deepEqual(
-      detail.buses.map((b) => [b.name, b.source]),
+      agent.buses.map((b) => [b.name, b.source]),
       [
         ['can0', 'sim'],
         ['aux', 'sim'],
       ],
     );
-    const [can0, aux] = detail.buses;
+    const [can0, aux] = agent.buses;
     // The simulated car sends about 600 frames a second; at least a second has passed.
     assert.ok(can0!.frames > 100, `can0 frames ${can0!.frames}`);
-    assert.ok(can0!.signals > can0!.frames, `can0 signals ${can0!.signals}`);
     assert.equal(can0!.decodeErrors, 0);
     // The workshop tool's frame, once at start.
     assert.equal(aux!.frames, 1);
-    assert.equal(detail.obdAdapters.length, 1);
-    assert.equal(detail.obdAdapters[0]!.name, 'obd');
-    assert.equal(detail.obdAdapters[0]!.connected, true);
-    assert.ok(detail.obdAdapters[0]!.samples > 0);
-    assert.ok(detail.collector.samples > 0, `collector samples ${detail.collector.samples}`);
-    assert.ok(detail.commands.accepted >= 2 && detail.commands.succeeded >= 2, JSON.stringify(detail.commands));
-    assert.equal(typeof detail.outbox.messages, 'number');
+    assert.deepEqual(
+      agent.obd.map((o) => [o.name, o.via, o.connected]),
+      [['obd', 'elm327', true]],
+    );
+    assert.ok(agent.obd[0]!.answers > 0);
+    assert.ok(agent.collector!.samples > 0, `collector samples ${agent.collector!.samples}`);
+    assert.ok(agent.commands!.accepted >= 2 && agent.commands!.succeeded >= 2, JSON.stringify(agent.commands));
+    assert.equal(typeof agent.outbox!.messages, 'number');
+    // The heartbeat's learning and the data budget, beside the agent part.
+    assert.equal(typeof detail.heartbeat?.intervalS, 'number');
+    assert.equal(detail.throttle?.limited, false);
   });
 
   it('getConfig: the running config, whole and by section, with paths resolved against the config file', async () => {
@@ -411,8 +409,8 @@ describe('every remote command end to end: operator -> mosquitto -> runAgent -> 
     // The frame went to the aux bus's receiver: decoded, counted, and read back by the next command.
     const after = await snapshot(['aux.SERVICE_CTRL.ServiceMode', 'ServiceMode']);
     assert.deepEqual(after.values, { 'aux.SERVICE_CTRL.ServiceMode': 1, ServiceMode: 1 });
-    const status = (await send('getStatus')).final.detail as { buses: { name: string; frames: number }[] };
-    assert.equal(status.buses.find((b) => b.name === 'aux')!.frames, 2);
+    const status = (await send('getStatus')).final.detail as StatusReport;
+    assert.equal(status.agent.buses.find((b) => b.name === 'aux')!.frames, 2);
   });
 
   it('clearDtcs: SUCCEEDED once the precondition holds; readDtcs then finds none', async () => {

@@ -22,7 +22,7 @@ export type StatusReport = z.output<typeof getStatusResult>;
 
 export const getStatus: CommandHandler<z.output<typeof getStatusParams>, CommandContext, StatusReport> = {
   name: 'getStatus',
-  description: "The agent's state now: the health report's agent part read live, the host's latest sample, the heartbeat's learning and the data budget.",
+  description: "The agent's state now, in the health report's shapes, with the heartbeat and the data budget.",
   params: getStatusParams,
   result: getStatusResult,
   defaultTimeoutMs: 5000,
