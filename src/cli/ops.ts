@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * `telematics-ops`: the fleet operator's tool for remote commands (docs/commands.md).
+ * `telematics-ops`: the fleet operator's tool for remote commands, and for watching what the cars publish (docs/commands.md).
  *
  *   telematics-ops commands [--json]                      the commands a car understands, their parameters and timeouts
  *   telematics-ops send --device ID --command NAME [--params JSON] [--wait] [--json] [--timeout S] [--expires S]
