@@ -1,11 +1,12 @@
 #!/usr/bin/env node
 /**
- * `telematics-ops`: the fleet operator's tool for remote commands (docs/commands.md).
+ * `telematics-ops`: the fleet operator's tool for remote commands, and for watching what the cars publish (docs/commands.md).
  *
  *   telematics-ops commands [--json]                      the commands a car understands, their parameters and timeouts
  *   telematics-ops send --device ID --command NAME [--params JSON] [--wait] [--json] [--timeout S] [--expires S]
  *                       --broker HOST[:PORT] --cert FILE --key FILE --ca FILE --operator-cert FILE --operator-key FILE
  *   telematics-ops send --device ID --command NAME --certs-dir certs/dev ...   (the default run's development PKI)
+ *   telematics-ops watch [--device ID] [--json] [--share GROUP] [--count N] [--timeout S] --broker ... | --certs-dir DIR
  *   telematics-ops keys --out DIR [--operator NAME]
  *
  * `--broker` without a port means 8884, the backend listener of the fleet broker (deploy/mosquitto); `--certs-dir`
@@ -26,6 +27,7 @@ import { DEV_OPERATOR, writeDevelopmentKeys } from '../pki/command-pki.js';
 import { BACKEND_IDENTITY, deviceIdProblem } from '../pki/device-id.js';
 import { forTerminal, jsonForTerminal, linesForTerminal } from '../text/terminal-text.js';
 import type { CatalogueEntry, JsonSchema } from '../commands/catalogue.js';
+import { shareGroup, watch, type WatchOptions } from './ops-watch.js';
 import { PACKAGE_VERSION, VERSION_DESCRIPTION, VERSION_FLAGS, versionText } from './version.js';
 
 export const EXIT = { succeeded: 0, usage: 1, rejected: 2, failed: 3, timedOut: 4 } as const;
@@ -33,6 +35,12 @@ export const EXIT = { succeeded: 0, usage: 1, rejected: 2, failed: 3, timedOut: 
 function positiveSeconds(text: string): number {
   const value = Number(text);
   if (!Number.isFinite(value) || value <= 0) throw new InvalidArgumentError('expected a positive number of seconds');
+  return value;
+}
+
+function positiveCount(text: string): number {
+  const value = Number(text);
+  if (!Number.isSafeInteger(value) || value <= 0) throw new InvalidArgumentError('expected a whole number above 0');
   return value;
 }
 
@@ -113,19 +121,29 @@ export function brokerUrl(text: string): string {
   return `mqtts://${url.host}`;
 }
 
-/** The connection and signing options, each given or taken from --certs-dir; a usage error names what is missing. */
-export function connectionOf(opts: SendOptions): Required<Pick<SendOptions, 'broker' | 'cert' | 'key' | 'ca' | 'operatorCert' | 'operatorKey'>> {
+type Connection = Required<Pick<SendOptions, 'broker' | 'cert' | 'key' | 'ca' | 'operatorCert' | 'operatorKey'>>;
+type ConnectionSource = Pick<SendOptions, 'broker' | 'cert' | 'key' | 'ca' | 'operatorCert' | 'operatorKey' | 'certsDir'>;
+
+/**
+ * The connection and signing options, each given or taken from --certs-dir; a usage error names what is missing.
+ * `signing` false (watch): the operator's certificate and key are not needed.
+ */
+export function connectionOf(opts: ConnectionSource): Connection;
+export function connectionOf(opts: ConnectionSource, signing: false): Pick<Connection, 'broker' | 'cert' | 'key' | 'ca'>;
+export function connectionOf(opts: ConnectionSource, signing = true): Partial<Connection> {
   const dir = opts.certsDir;
   const dev = (name: string): string | undefined => (dir === undefined ? undefined : path.join(dir, name));
-  const chosen = {
+  const chosen: Partial<Record<keyof Connection, string | undefined>> = {
     broker: opts.broker ?? (dir === undefined ? undefined : DEV_BROKER),
     cert: opts.cert ?? dev(`${BACKEND_IDENTITY}.crt`),
     key: opts.key ?? dev(`${BACKEND_IDENTITY}.key`),
     ca: opts.ca ?? dev('ca.crt'),
-    operatorCert: opts.operatorCert ?? dev(`${DEV_OPERATOR}.crt`),
-    operatorKey: opts.operatorKey ?? dev(`${DEV_OPERATOR}.key`),
   };
-  const flags: Record<keyof typeof chosen, string> = {
+  if (signing) {
+    chosen.operatorCert = opts.operatorCert ?? dev(`${DEV_OPERATOR}.crt`);
+    chosen.operatorKey = opts.operatorKey ?? dev(`${DEV_OPERATOR}.key`);
+  }
+  const flags: Record<keyof Connection, string> = {
     broker: '--broker',
     cert: '--cert',
     key: '--key',
@@ -133,9 +151,9 @@ export function connectionOf(opts: SendOptions): Required<Pick<SendOptions, 'bro
     operatorCert: '--operator-cert',
     operatorKey: '--operator-key',
   };
-  const missing = (Object.keys(chosen) as (keyof typeof chosen)[]).filter((k) => chosen[k] === undefined).map((k) => flags[k]);
+  const missing = (Object.keys(chosen) as (keyof Connection)[]).filter((k) => chosen[k] === undefined).map((k) => flags[k]);
   if (missing.length > 0) throw new InvalidArgumentError(`missing ${missing.join(', ')} (or --certs-dir for the development PKI)`);
-  return chosen as ReturnType<typeof connectionOf>;
+  return chosen;
 }
 
 async function send(given: SendOptions, out: (line: string) => void): Promise<number> {
@@ -317,6 +335,27 @@ export function createOpsProgram(out: (line: string) => void = (line) => process
     )
     .action(async (opts: SendOptions) => {
       process.exitCode = await send(opts, out);
+    });
+  program
+    .command('watch')
+    .description('print what the cars publish, decoded and checked against the contract, one line per message (like mosquitto_sub -v, readable)')
+    .option('-d, --device <id>', 'only this vehicle (default: every vehicle, vehicles/+/#)')
+    .option('-j, --json', 'one JSON object per line: {topic, kind, message}, the message decoded')
+    .option('--share <group>', 'an MQTT 5 shared subscription ($share/GROUP/...): the watchers of one group split the messages', shareGroup)
+    .option('-n, --count <n>', 'exit after this many messages', positiveCount)
+    .option('--timeout <s>', 'exit after this long (exit code 4 when --count messages had not come)', positiveSeconds)
+    .option(
+      '-b, --broker <host[:port]>',
+      `the fleet broker: HOST, HOST:PORT or mqtts://HOST[:PORT]; port ${BACKEND_PORT} (its backend listener) when not given`,
+      brokerUrl,
+    )
+    .option('--cert <file>', 'client certificate for the broker (the backend identity)')
+    .option('--key <file>', 'its private key')
+    .option('--ca <file>', "the broker's CA")
+    .option('--certs-dir <dir>', `development: the PKI \`npm start\` made (certs/dev): the broker ${DEV_BROKER}, backend.crt/.key, ca.crt`)
+    .action(async (opts: WatchOptions & ConnectionSource) => {
+      const connection = connectionOf(opts, false);
+      process.exitCode = await watch(opts, { url: connection.broker, certFile: connection.cert, keyFile: connection.key, caFile: connection.ca }, out);
     });
   program
     .command('keys')

@@ -57,6 +57,48 @@ interface Pending {
   done: (final: CommandResult | undefined) => void;
 }
 
+/**
+ * A backend connection to the broker (mutual TLS, a client ID no car can have), MQTT 5 unless `protocol` says 4, falling
+ * back to 3.1.1 when the broker refuses 5; `client.options.protocolVersion` says which it got. Rejects with the
+ * broker's or the socket's error. Also `telematics-ops watch`'s connection.
+ */
+export async function connectBackend(connection: OperatorConnection): Promise<MqttClient> {
+  try {
+    return await connectWith(connection, connection.protocol ?? 5);
+  } catch (err) {
+    // The development broker (aedes) speaks 3.1.1 only and answers a v5 CONNECT with this.
+    if (connection.protocol !== undefined || !/unacceptable protocol version/i.test((err as Error).message)) throw err;
+    return connectWith(connection, 4);
+  }
+}
+
+async function connectWith(connection: OperatorConnection, protocolVersion: 5 | 4): Promise<MqttClient> {
+  const client = mqtt.connect(connection.url, {
+    protocolVersion,
+    // Never a device ID ('/' is not allowed in one): the operator can never take over a car's session, nor a car its.
+    clientId: `backend/ops-${randomBytes(6).toString('hex')}`,
+    clean: true,
+    reconnectPeriod: 0,
+    connectTimeout: connection.connectTimeoutMs ?? 10_000,
+    ca: readFileSync(connection.caFile),
+    cert: readFileSync(connection.certFile),
+    key: readFileSync(connection.keyFile),
+    rejectUnauthorized: true,
+  });
+  await new Promise<void>((resolve, reject) => {
+    client.once('connect', () => resolve());
+    client.once('error', (err) => {
+      client.end(true);
+      reject(err);
+    });
+    client.once('close', () => reject(new Error(`the connection to ${connection.url} closed`)));
+  });
+  client.on('error', () => undefined);
+  // A command is one small packet: Nagle would hold it back until the broker's delayed ACK (40 ms on Linux).
+  (client.stream as { setNoDelay?: (on: boolean) => void } | undefined)?.setNoDelay?.(true);
+  return client;
+}
+
 export class OperatorClient {
   private readonly token = randomBytes(6).toString('hex');
   private readonly pending = new Map<string, Pending>();
@@ -67,40 +109,7 @@ export class OperatorClient {
   }
 
   static async connect(connection: OperatorConnection): Promise<OperatorClient> {
-    try {
-      return await OperatorClient.connectWith(connection, connection.protocol ?? 5);
-    } catch (err) {
-      // The development broker (aedes) speaks 3.1.1 only and answers a v5 CONNECT with this.
-      if (connection.protocol !== undefined || !/unacceptable protocol version/i.test((err as Error).message)) throw err;
-      return OperatorClient.connectWith(connection, 4);
-    }
-  }
-
-  private static async connectWith(connection: OperatorConnection, protocolVersion: 5 | 4): Promise<OperatorClient> {
-    const client = mqtt.connect(connection.url, {
-      protocolVersion,
-      // Never a device ID ('/' is not allowed in one): the operator can never take over a car's session, nor a car its.
-      clientId: `backend/ops-${randomBytes(6).toString('hex')}`,
-      clean: true,
-      reconnectPeriod: 0,
-      connectTimeout: connection.connectTimeoutMs ?? 10_000,
-      ca: readFileSync(connection.caFile),
-      cert: readFileSync(connection.certFile),
-      key: readFileSync(connection.keyFile),
-      rejectUnauthorized: true,
-    });
-    await new Promise<void>((resolve, reject) => {
-      client.once('connect', () => resolve());
-      client.once('error', (err) => {
-        client.end(true);
-        reject(err);
-      });
-      client.once('close', () => reject(new Error(`the connection to ${connection.url} closed`)));
-    });
-    client.on('error', () => undefined);
-    // A command is one small packet: Nagle would hold it back until the broker's delayed ACK (40 ms on Linux).
-    (client.stream as { setNoDelay?: (on: boolean) => void } | undefined)?.setNoDelay?.(true);
-    return new OperatorClient(client);
+    return new OperatorClient(await connectBackend(connection));
   }
 
   /** The response topic this client asks `deviceId` to answer on. */
