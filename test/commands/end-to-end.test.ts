@@ -136,7 +136,8 @@ describe('every remote command end to end: operator -> mosquitto -> runAgent -> 
     return final.detail as { ts: number; values: Record<string, number | string | null>; unavailable: string[] };
   };
 
-  const fleet = withBroker({ pki, backend: `vehicles/${deviceId}/telemetry` });
+  // The backend hears everything the car publishes (results, status, health...): each message is checked against the contract.
+  const fleet = withBroker({ pki, backend: `vehicles/${deviceId}/#` });
   fleet.beforeStop(async () => {
     stop.abort();
     await running?.catch(() => undefined);
