@@ -24,10 +24,10 @@ const IF = 'vt-cli0';
 const IF_LATE = 'vt-cli1';
 /**
  * ISO 15765-4's P2 is 50 ms; ECU and tester are two node processes on one emulated CPU here, which a busy host slows
- * further (300 ms was missed with the host's two cores loaded), so the queries allow 600 ms. The commands' default
- * stays 50.
+ * further (300 ms and then 600 ms were missed with two CPU hogs beside the suite: the emulated CPU stalls for more
+ * than a second at times), so the queries allow 3000 ms. The commands' default stays 50.
  */
-const P2 = '600';
+const P2 = '3000';
 const cleanup = new Cleanup();
 
 /**

@@ -18,10 +18,11 @@ const IF29 = 'vt-obd1';
 const cleanup = new Cleanup();
 /**
  * ISO 15765-4's P2 is 50 ms; an emulated CPU running ECU and tester in one process needs longer to answer a
- * functional request, so the tests give it 1000 ms (300 ms was missed once with the host busy). Production uses the
- * default.
+ * functional request, and a loaded host stalls the emulated CPU for more than a second at times (300 ms and then
+ * 1000 ms were missed with two CPU hogs beside the suite), so the tests give it 3000 ms: they are about what is read,
+ * not how fast the VM answers. Production uses the default.
  */
-const P2_MS = 1000;
+const P2_MS = 3000;
 
 function readings(result: EcuPidReadings[], ecu: number): Record<string, unknown> {
   const entry = result.find((r) => r.ecu === ecu);
