@@ -12,6 +12,7 @@ import { parseDeviceConfig } from '../../src/config/device-config.js';
 import { Logger } from '../../src/health/log.js';
 import type { LiveStatus } from '../../src/health/monitor.js';
 import { DEMO_DBC_PATH } from '../../src/sim/vehicle.js';
+import { contractChecker } from '../support/contract.js';
 import { candumpLine, le16 } from '../support/drive-log.js';
 import { makeTempDir } from '../support/temp.js';
 import { delay } from '../support/wait.js';
@@ -93,6 +94,9 @@ describe('the agent snapshot', () => {
 
       // The status page's document.
       const live = JSON.parse(await get(port, '/status')) as LiveStatus;
+      // [17.contract] The page's document is the published status-page schema, before and after its first report.
+      const contract = contractChecker();
+      assert.deepEqual(contract.problems('status-page', live), []);
       assert.deepEqual(
         live.buses.map(({ name, source, frames, errors, state }) => ({ name, source, frames, errors, state })),
         [{ name: 'rec', source: 'replay', frames: 4, errors: 1, state: null }],
@@ -113,7 +117,9 @@ describe('the agent snapshot', () => {
       for (let i = 0; !(report && report.tsMs >= endedAt); i++) {
         assert.ok(i < 100, 'a scheduled report within 10 s');
         await delay(100);
-        report = (JSON.parse(await get(port, '/status')) as LiveStatus).report;
+        const page = JSON.parse(await get(port, '/status')) as LiveStatus;
+        assert.deepEqual(contract.problems('status-page', page), []);
+        report = page.report;
       }
       const reported = report.agent.buses[0]!;
       assert.deepEqual(

@@ -29,6 +29,7 @@ import { Logger } from '../../src/health/log.js';
 import { DEMO_DBC_PATH, SimulatedVehicle } from '../../src/sim/vehicle.js';
 import { decodeMessage } from '../../src/uplink/codec.js';
 import { InProcessAgent } from '../support/agent-in-process.js';
+import { contractChecker } from '../support/contract.js';
 import { elmOnPty, type ElmRig } from '../support/elm327.js';
 import { RECORDED_VIN } from '../support/elm327-recording.js';
 import { messageFrame } from '../support/frames.js';
@@ -48,12 +49,21 @@ function commandRun(): CommandRun & { progressed: Record<string, unknown>[] } {
   return { id: `test-${++runs}`, signal: new AbortController().signal, progress: (d) => progressed.push(d ?? {}), progressed };
 }
 
-/** Validates the params as the dispatcher does, then runs the handler. */
+const contract = contractChecker();
+
+/**
+ * Validates the params as the dispatcher does, then runs the handler; its result (as JSON, as the car sends it) and
+ * each progress report must match the published `commands/<name>.result` and `.progress` schemas ([17.contract]).
+ */
 async function execute(name: string, params: unknown, context: CommandContext): Promise<unknown> {
   const h = handler(name);
   const parsed = h.params.safeParse(params);
   if (!parsed.success) throw new Error(`bad params for ${name}: ${parsed.error.message}`);
-  return h.run(parsed.data, context, commandRun());
+  const run = commandRun();
+  const result = await h.run(parsed.data, context, run);
+  if (result !== undefined) assert.deepEqual(contract.problems(`commands/${name}.result`, JSON.parse(JSON.stringify(result))), [], `${name}'s result`);
+  for (const report of run.progressed) assert.deepEqual(contract.problems(`commands/${name}.progress`, report), [], `${name}'s progress`);
+  return result;
 }
 
 async function failure(name: string, params: unknown, context: CommandContext): Promise<CommandFailure> {

@@ -20,6 +20,7 @@ import { Health, type LiveStatus } from '../../src/health/monitor.js';
 import { DEMO_DBC_PATH } from '../../src/sim/vehicle.js';
 import { InProcessAgent } from '../support/agent-in-process.js';
 import { withBroker } from '../support/broker-fixture.js';
+import { contractChecker } from '../support/contract.js';
 import { candumpLine, le16 } from '../support/drive-log.js';
 import { elmOnPty } from '../support/elm327.js';
 import { freePort } from '../support/mosquitto.js';
@@ -70,10 +71,13 @@ function requestWithoutHost(port: number): Promise<string> {
   });
 }
 
+/** GET /status; every answer must match the published status-page schema ([17.contract]). */
 async function status(port: number): Promise<LiveStatus> {
   const answer = await request(port, { path: '/status' });
   assert.equal(answer.status, 200, answer.body);
-  return JSON.parse(answer.body) as LiveStatus;
+  const live = JSON.parse(answer.body) as LiveStatus;
+  assert.deepEqual(contractChecker().problems('status-page', live), [], 'the /status document against contract/status-page.schema.json');
+  return live;
 }
 
 async function scrape(port: number): Promise<Answer> {
