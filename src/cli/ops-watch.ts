@@ -25,8 +25,8 @@ export interface WatchOptions {
   timeout?: number;
 }
 
-/** Signal=value pairs shown per telemetry line; the rest is counted. */
-const PAIRS_SHOWN = 4;
+/** Signals shown per telemetry line (each once, with its latest value); the rest are counted. */
+const SIGNALS_SHOWN = 8;
 
 const value = (v: number | string | null): string => (typeof v === 'string' ? JSON.stringify(v) : String(v));
 
@@ -40,8 +40,21 @@ export function summarize(decoded: AgentMessage): string {
     case 'telemetry':
     case 'events': {
       const m = decoded.message;
-      const pairs = m.samples.slice(0, PAIRS_SHOWN).map((s) => `${s.signal}=${value(s.value)}`);
-      const more = m.samples.length > PAIRS_SHOWN ? ' …' : '';
+      // A periodic rule's batch holds many samples of few signals: one pair per signal (its latest value, and how many
+      // samples it has here) says more in a line than the first few samples would.
+      const bySignal = new Map<string, { value: number | string | null; ts: number; count: number }>();
+      for (const s of m.samples) {
+        const seen = bySignal.get(s.signal);
+        if (!seen) bySignal.set(s.signal, { value: s.value, ts: s.ts, count: 1 });
+        else {
+          seen.count++;
+          if (s.ts >= seen.ts) Object.assign(seen, { value: s.value, ts: s.ts });
+        }
+      }
+      const pairs = [...bySignal]
+        .slice(0, SIGNALS_SHOWN)
+        .map(([signal, seen]) => `${signal}=${value(seen.value)}${seen.count > 1 ? ` (last of ${seen.count})` : ''}`);
+      const more = bySignal.size > SIGNALS_SHOWN ? ` … (${bySignal.size - SIGNALS_SHOWN} more signals)` : '';
       const trigger = m.trigger ? ` trigger=${m.trigger.rule}` : '';
       return `seq=${m.seq} ${m.kind} p${m.priority}${trigger} ${m.samples.length} samples${pairs.length ? `: ${pairs.join(' ')}${more}` : ''}`;
     }

@@ -21,49 +21,35 @@ import { createServer, type Server } from 'node:net';
 import path from 'node:path';
 import { before, describe, it, type TestContext } from 'node:test';
 import mqtt, { type MqttClient } from 'mqtt';
-import { ensureDevPki } from '../../src/pki/dev-pki.js';
 import { probePort } from '../../src/uplink/mosquitto-broker.js';
-import { AgentProcess, writeConfig } from '../support/agent-process.js';
+import { AgentProcess } from '../support/agent-process.js';
+import {
+  brokerLine as brokerLineOf,
+  DEFAULT_DEVICE,
+  defaultRunConfig,
+  defaultRunPki,
+  logMessages as logMessagesOf,
+  type BrokerLine,
+} from '../support/default-run.js';
 import { freePort, mosquittoPath } from '../support/mosquitto.js';
 import { runProgram, type ProgramRun } from '../support/programs.js';
-import { repoRoot } from '../support/shared.js';
 import { makeTempDir } from '../support/temp.js';
 import { waitFor } from '../support/wait.js';
 
-const DEVICE = 'demo-vehicle-001';
+const DEVICE = DEFAULT_DEVICE;
+/** The development PKI of the default config. */
+let certsDir: string;
+before(() => {
+  certsDir = defaultRunPki();
+});
 /** A loaded 2-core machine starts node, mosquitto and the TLS session slowly. */
 const START_MS = 60_000;
 /** What makes a run take aedes: a mosquitto that is not there. */
 const NO_MOSQUITTO = '/nonexistent/mosquitto';
 
-/** The development PKI of the default config, made once (RSA keys in pure JS take seconds). */
-let certsDir: string;
-before(() => {
-  certsDir = path.join(makeTempDir('devbroker-pki-'), 'certs');
-  ensureDevPki(certsDir, DEVICE);
-});
-
-/**
- * device-config/default.json as `npm start` runs it, in `dir`: its DBC where the package has it, the development PKI
- * made above, var/ in `dir`, the broker on `port` (0: any free one), the status page on any free port.
- */
+/** device-config/default.json as `npm start` runs it, in `dir` (test/support/default-run.ts), the broker on `port`. */
 function defaultRun(dir: string, port: number, uplink: Record<string, unknown> = {}): string {
-  interface DefaultConfig {
-    buses: { dbc: string }[];
-    outbox: { path: string };
-    commands: { replayDbPath: string };
-    health: { http: { port: number } };
-    uplink: Record<string, unknown>;
-    $schema?: string;
-  }
-  const config = JSON.parse(readFileSync(path.join(repoRoot, 'device-config', 'default.json'), 'utf8')) as DefaultConfig;
-  delete config.$schema;
-  config.buses[0]!.dbc = path.join(repoRoot, 'device-config', config.buses[0]!.dbc);
-  config.outbox.path = 'var/outbox.db';
-  config.commands.replayDbPath = 'var/commands.db';
-  config.health.http.port = 0;
-  config.uplink = { ...config.uplink, url: `mqtts://localhost:${port}`, certsDir, ...uplink };
-  return writeConfig(dir, 'default', config);
+  return defaultRunConfig(dir, { port, uplink });
 }
 
 function start(t: TestContext, file: string, env: NodeJS.ProcessEnv = process.env): AgentProcess {
@@ -74,23 +60,12 @@ function start(t: TestContext, file: string, env: NodeJS.ProcessEnv = process.en
 
 /** The messages of the agent's JSON log, in order. */
 function logMessages(agent: AgentProcess): { level: string; msg: string }[] {
-  return agent.stderr
-    .split('\n')
-    .filter((line) => line.startsWith('{'))
-    .map((line) => JSON.parse(line) as { level: string; msg: string });
+  return logMessagesOf(agent.stderr);
 }
 
-/** The start line of the broker, parsed: its name, version, the cars' and the backend's ports, the protocol. */
-function brokerLine(agent: AgentProcess): { name: string; version: string; port: number; backendPort: number; protocol: string; line: string } {
-  const line = logMessages(agent).find((m) => /^broker: (mosquitto|aedes) \d/.test(m.msg))?.msg;
-  assert.ok(line, `no broker start line:\n${agent.stderr}`);
-  const match =
-    /^broker: (mosquitto|aedes) (\d+\.\d+\.\d+)(?: \(in-process\))? on mqtts:\/\/localhost:(\d+) \(cars\) and mqtts:\/\/localhost:(\d+) \(backend, certificates in (.*)\), (MQTT 5|MQTT 3\.1\.1)$/.exec(
-      line,
-    );
-  assert.ok(match, line);
-  assert.equal(match[5], certsDir);
-  return { name: match[1]!, version: match[2]!, port: Number(match[3]), backendPort: Number(match[4]), protocol: match[6]!, line };
+/** The start line of the broker, parsed. */
+function brokerLine(agent: AgentProcess): BrokerLine {
+  return brokerLineOf(agent.stderr);
 }
 
 interface BackendMessage {

@@ -2,23 +2,27 @@
  * The reference decoder as the package's entry point (`import('telematics-agent')` from a folder that has the package
  * in its node_modules), and `telematics-ops watch` against a real mosquitto: a car (its certificate, the agent's own
  * codec) publishes, watch prints each message decoded, as text or JSON lines, and a shared subscription splits the
- * messages among three watchers, each message to exactly one.
+ * messages among three watchers, each message to exactly one. Then the same against the default run itself (the
+ * shipped config, the mosquitto it starts, `--certs-dir` as the README has it): its telemetry printed decoded, and its
+ * stream split by `--share` among three watchers exactly as a plain subscriber receives it.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { describe, it } from 'node:test';
+import { describe, it, type TestContext } from 'node:test';
 import { pathToFileURL } from 'node:url';
 import mqtt, { type MqttClient } from 'mqtt';
 import { encodeMessage } from '../../src/uplink/codec.js';
 import type { MessageHeader, Sample } from '../../src/collect/sample.js';
+import { AgentProcess } from '../support/agent-process.js';
 import { withBroker } from '../support/broker-fixture.js';
 import { contractChecker } from '../support/contract.js';
-import { OPS_CLI } from '../support/programs.js';
+import { brokerLine, DEFAULT_DEVICE, defaultRunConfig, defaultRunPki } from '../support/default-run.js';
+import { mosquittoPath } from '../support/mosquitto.js';
+import { startWatch, type Watcher } from '../support/ops-watch.js';
 import { repoRoot } from '../support/shared.js';
 import { makeTempDir } from '../support/temp.js';
-import { waitFor } from '../support/wait.js';
+import { delay, waitFor } from '../support/wait.js';
 
 const DEVICE = 'car-1';
 
@@ -105,31 +109,6 @@ describe('[17.watch] the reference decoder, as the package', () => {
   });
 });
 
-interface Watcher {
-  child: ChildProcess;
-  lines(): string[];
-  stderr(): string;
-  subscribed: Promise<void>;
-  exited: Promise<number | null>;
-}
-
-function startWatch(args: string[]): Watcher {
-  const child = spawn(process.execPath, [OPS_CLI, 'watch', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
-  const subscribed = new Promise<void>((resolve, reject) => {
-    child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
-      stderr += chunk;
-      if (stderr.includes('watching ')) resolve();
-    });
-    child.once('exit', (code) => reject(new Error(`watch exited (${code}) before it subscribed: ${stderr}`)));
-  });
-  subscribed.catch(() => undefined);
-  const exited = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
-  return { child, lines: () => stdout.split('\n').filter((l) => l !== ''), stderr: () => stderr, subscribed, exited };
-}
-
 describe('[17.watch] telematics-ops watch', () => {
   // No backend subscriber of the fixture: some messages here are off the contract on purpose.
   const fixture = withBroker({ backend: false });
@@ -170,7 +149,7 @@ describe('[17.watch] telematics-ops watch', () => {
     assert.match(
       lines[0]!,
       new RegExp(
-        `^${time} vehicles/car-1/telemetry seq=100 telemetry p3 4 samples: can0\\.EEC1\\.EngineSpeed=1520\\.5 can0\\.EEC1\\.EngineSpeed=1530 can0\\.CCVS1\\.WheelBasedVehicleSpeed=52\\.3 can0\\.ETC2\\.TransmissionCurrentGear="D\\\\u001b\\[2J"$`,
+        `^${time} vehicles/car-1/telemetry seq=100 telemetry p3 4 samples: can0\\.EEC1\\.EngineSpeed=1530 \\(last of 2\\) can0\\.CCVS1\\.WheelBasedVehicleSpeed=52\\.3 can0\\.ETC2\\.TransmissionCurrentGear="D\\\\u001b\\[2J"$`,
       ),
     );
     assert.ok(!lines.join('\n').includes('\u001b'), 'no raw escape character reaches the terminal');
@@ -220,5 +199,91 @@ describe('[17.watch] telematics-ops watch', () => {
     } finally {
       for (const w of watchers) if (w.child.exitCode === null) w.child.kill('SIGKILL');
     }
+  });
+});
+
+/** The kind and sequence number of each `watch --json` line. */
+function watched(lines: string[]): { topic: string; kind: string; seq: number | undefined }[] {
+  return lines.map((line) => {
+    const { topic, kind, message } = JSON.parse(line) as { topic: string; kind: string; message: { seq?: number } };
+    return { topic, kind, seq: message.seq };
+  });
+}
+
+describe('[17.watch] telematics-ops watch on the default run', { skip: mosquittoPath() === null ? 'mosquitto is not installed' : false }, () => {
+  const START_MS = 60_000;
+
+  function startAgent(t: TestContext, batchMaxDelayMs?: number): AgentProcess {
+    const dir = makeTempDir('watch-default-');
+    const agent = AgentProcess.command(['run', '--config', defaultRunConfig(dir, { port: 0, batchMaxDelayMs })], { waitTimeoutMs: START_MS });
+    t.after(() => agent.stop('SIGKILL'));
+    return agent;
+  }
+  /** What a backend developer types for npm start's broker: --certs-dir (and here, the test's backend port). */
+  const connection = (backendPort: number): string[] => ['--certs-dir', defaultRunPki(), '--broker', `localhost:${backendPort}`];
+
+  it('[17.watch] prints the default run as it is shipped, decoded: its status, and its CBOR telemetry as signal=value pairs of the demo DBC', async (t) => {
+    const agent = startAgent(t);
+    await agent.waitForStderr(/uplink: connected to /);
+    const { backendPort } = brokerLine(agent.stderr);
+    const watcher = startWatch(['--device', DEFAULT_DEVICE, ...connection(backendPort)]);
+    t.after(() => watcher.child.kill('SIGKILL'));
+    await watcher.subscribed;
+    const telemetry = (): string[] => watcher.lines().filter((line) => line.includes(`vehicles/${DEFAULT_DEVICE}/telemetry `));
+    await waitFor(() => telemetry().length >= 2, 'two telemetry messages of the default run', START_MS);
+    watcher.child.kill('SIGTERM');
+    assert.equal(await watcher.exited, 0, watcher.stderr());
+    const time = '\\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\d\\.\\d{3}Z';
+    // The retained birth first, then telemetry: the driving rule's signals by their DBC names, with numbers.
+    assert.match(watcher.lines()[0]!, new RegExp(`^${time} vehicles/${DEFAULT_DEVICE}/status online birthSeq=\\d+$`));
+    const driving = telemetry().find((line) => line.includes(' p3 '));
+    assert.ok(driving, telemetry().join('\n'));
+    assert.match(driving, new RegExp(`^${time} vehicles/${DEFAULT_DEVICE}/telemetry seq=\\d+ telemetry p3 \\d+ samples: `));
+    for (const signal of ['VehicleSpeed', 'EngineSpeed', 'FuelLevel', 'Odometer']) {
+      assert.match(driving, new RegExp(` can0\\.[A-Z_]+\\.${signal}=-?\\d+(\\.\\d+)?(e[-+]\\d+)?( \\(last of \\d+\\))?( |$)`), signal);
+    }
+    assert.ok(!watcher.lines().some((line) => line.includes('NOT IN CONTRACT')), watcher.lines().join('\n'));
+  });
+
+  it("[17.watch] --share: three watchers split the default run's telemetry, each message to exactly one of them, as a plain subscriber sees it all", async (t) => {
+    // Batches every 300 ms instead of 5 s, so that the stream is long enough to split in a few seconds.
+    const agent = startAgent(t, 300);
+    await agent.waitForStderr(/uplink: connected to /);
+    const { backendPort } = brokerLine(agent.stderr);
+    const reference = startWatch(['--json', '--device', DEFAULT_DEVICE, ...connection(backendPort)]);
+    const sharers = [0, 1, 2].map(() => startWatch(['--json', '--share', 'ingest', '--device', DEFAULT_DEVICE, ...connection(backendPort)]));
+    const all = [reference, ...sharers];
+    t.after(() => all.forEach((w) => w.child.kill('SIGKILL')));
+    await Promise.all(all.map((w) => w.subscribed));
+    const telemetrySeqs = (w: Watcher): number[] =>
+      watched(w.lines())
+        .filter((m) => m.kind === 'telemetry' && m.topic === `vehicles/${DEFAULT_DEVICE}/telemetry`)
+        .map((m) => m.seq!);
+    // What counts is what the car published once all four were subscribed: the messages after the newest any of them
+    // has a second later (the car is connected, so it publishes each batch as it commits it).
+    await delay(1000);
+    const first = Math.max(0, ...all.flatMap(telemetrySeqs));
+    await waitFor(() => telemetrySeqs(reference).filter((seq) => seq > first).length >= 30, '30 telemetry messages', START_MS);
+    // The window: from there to the newest the plain subscriber has now; the sharers' copies of it may still be on the way.
+    const last = Math.max(...telemetrySeqs(reference));
+    const inWindow = (seq: number): boolean => seq > first && seq <= last;
+    const expected = telemetrySeqs(reference)
+      .filter(inWindow)
+      .sort((a, b) => a - b);
+    const shared = (): number[] =>
+      sharers
+        .flatMap(telemetrySeqs)
+        .filter(inWindow)
+        .sort((a, b) => a - b);
+    await waitFor(() => shared().length >= expected.length, "the window's messages among the sharers", START_MS);
+    await delay(500); // time for a duplicate, were there one, to arrive
+    for (const w of all) w.child.kill('SIGTERM');
+    assert.deepEqual(await Promise.all(all.map((w) => w.exited)), [0, 0, 0, 0]);
+    assert.deepEqual(shared(), expected, 'every telemetry message exactly once among the three');
+    const counts = sharers.map((w) => telemetrySeqs(w).filter(inWindow).length);
+    assert.ok(
+      counts.every((n) => n > 0),
+      `a sharer got none: ${counts.join(', ')}`,
+    );
   });
 });
