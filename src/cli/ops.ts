@@ -287,6 +287,19 @@ export function describeCatalogue(entries: readonly CatalogueEntry[], width = 10
   return lines.join('\n');
 }
 
+/** The options that reach the broker as the backend, the same on every subcommand that connects. */
+function withBrokerOptions(command: Command): Command {
+  return command
+    .option(
+      '-b, --broker <host[:port]>',
+      `the fleet broker: HOST, HOST:PORT or mqtts://HOST[:PORT]; port ${BACKEND_PORT} (its backend listener) when not given`,
+      brokerUrl,
+    )
+    .option('--cert <file>', 'client certificate for the broker (the backend identity)')
+    .option('--key <file>', 'its private key')
+    .option('--ca <file>', "the broker's CA");
+}
+
 export function createOpsProgram(out: (line: string) => void = (line) => process.stdout.write(`${line}\n`)): Command {
   const program = new Command();
   program
@@ -307,25 +320,19 @@ export function createOpsProgram(out: (line: string) => void = (line) => process
       const entries = commandCatalogue();
       out(opts.json ? JSON.stringify({ version: PACKAGE_VERSION, commands: entries }, null, 2) : describeCatalogue(entries));
     });
-  program
-    .command('send')
-    .description('sign a command, publish it, and (with --wait) follow it to its result')
-    .requiredOption('-d, --device <id>', 'the vehicle (its device ID)')
-    .requiredOption('-c, --command <name>', 'the command, e.g. ping, getStatus, readDtcs (telematics-ops commands lists them)')
-    .option('-p, --params <json>', 'its parameters, a JSON object', '{}')
-    .option('-w, --wait', 'follow the lifecycle until SUCCEEDED, FAILED, TIMED_OUT or REJECTED')
-    .option('-j, --json', 'one JSON result per line')
-    .option('--timeout <s>', 'with --wait: how long to wait for the final result', positiveSeconds, 60)
-    .option('--expires <s>', 'the command expires this long after now (an offline car gets it only until then)', positiveSeconds, 300)
-    .option('--run-timeout <s>', "the car's timeout for running it (default: the command's own)", positiveSeconds)
-    .option(
-      '-b, --broker <host[:port]>',
-      `the fleet broker: HOST, HOST:PORT or mqtts://HOST[:PORT]; port ${BACKEND_PORT} (its backend listener) when not given`,
-      brokerUrl,
-    )
-    .option('--cert <file>', 'client certificate for the broker (the backend identity)')
-    .option('--key <file>', 'its private key')
-    .option('--ca <file>', "the broker's CA")
+  withBrokerOptions(
+    program
+      .command('send')
+      .description('sign a command, publish it, and (with --wait) follow it to its result')
+      .requiredOption('-d, --device <id>', 'the vehicle (its device ID)')
+      .requiredOption('-c, --command <name>', 'the command, e.g. ping, getStatus, readDtcs (telematics-ops commands lists them)')
+      .option('-p, --params <json>', 'its parameters, a JSON object', '{}')
+      .option('-w, --wait', 'follow the lifecycle until SUCCEEDED, FAILED, TIMED_OUT or REJECTED')
+      .option('-j, --json', 'one JSON result per line')
+      .option('--timeout <s>', 'with --wait: how long to wait for the final result', positiveSeconds, 60)
+      .option('--expires <s>', 'the command expires this long after now (an offline car gets it only until then)', positiveSeconds, 300)
+      .option('--run-timeout <s>', "the car's timeout for running it (default: the command's own)", positiveSeconds),
+  )
     .option('--operator-cert <file>', 'your operator certificate (from the command CA)')
     .option('--operator-key <file>', 'its private key, which signs')
     .option(
@@ -336,22 +343,16 @@ export function createOpsProgram(out: (line: string) => void = (line) => process
     .action(async (opts: SendOptions) => {
       process.exitCode = await send(opts, out);
     });
-  program
-    .command('watch')
-    .description('print what the cars publish, decoded and checked against the contract, one line per message (like mosquitto_sub -v, readable)')
-    .option('-d, --device <id>', 'only this vehicle (default: every vehicle, vehicles/+/#)')
-    .option('-j, --json', 'one JSON object per line: {topic, kind, message}, the message decoded')
-    .option('--share <group>', 'an MQTT 5 shared subscription ($share/GROUP/...): the watchers of one group split the messages', shareGroup)
-    .option('-n, --count <n>', 'exit after this many messages', positiveCount)
-    .option('--timeout <s>', 'exit after this long (exit code 4 when --count messages had not come)', positiveSeconds)
-    .option(
-      '-b, --broker <host[:port]>',
-      `the fleet broker: HOST, HOST:PORT or mqtts://HOST[:PORT]; port ${BACKEND_PORT} (its backend listener) when not given`,
-      brokerUrl,
-    )
-    .option('--cert <file>', 'client certificate for the broker (the backend identity)')
-    .option('--key <file>', 'its private key')
-    .option('--ca <file>', "the broker's CA")
+  withBrokerOptions(
+    program
+      .command('watch')
+      .description('print what the cars publish, decoded and checked against the contract, one line per message (like mosquitto_sub -v, readable)')
+      .option('-d, --device <id>', 'only this vehicle (default: every vehicle, vehicles/+/#)')
+      .option('-j, --json', 'one JSON object per line: {topic, kind, message}, the message decoded')
+      .option('--share <group>', 'an MQTT 5 shared subscription ($share/GROUP/...): the watchers of one group split the messages', shareGroup)
+      .option('-n, --count <n>', 'exit after this many messages', positiveCount)
+      .option('--timeout <s>', 'exit after this long (exit code 4 when --count messages had not come)', positiveSeconds),
+  )
     .option('--certs-dir <dir>', `development: the PKI \`npm start\` made (certs/dev): the broker ${DEV_BROKER}, backend.crt/.key, ca.crt`)
     .action(async (opts: WatchOptions & ConnectionSource) => {
       const connection = connectionOf(opts, false);

@@ -14,8 +14,9 @@ import { describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import type { Priority } from '../../src/collect/sample.js';
 import { decodeLossNotice, type LossNotice } from '../../src/store/loss-notice.js';
-import { ROW_OVERHEAD_BYTES, SqliteOutbox, type OutboxError, type OutboxItem, type OutboxOptions } from '../../src/store/outbox.js';
+import { ROW_OVERHEAD_BYTES, SqliteOutbox, type OutboxItem } from '../../src/store/outbox.js';
 import type { OutboxRecord } from '../../src/store/outbox-queue.js';
+import { openOutbox, outboxFile, payloadFor, storedNotices } from '../support/outbox-files.js';
 import { seededRandom } from '../support/random.js';
 import { canMount, fillUp, mountTmpfs } from '../support/state-files.js';
 import { makeTempDir } from '../support/temp.js';
@@ -23,12 +24,6 @@ import { delay } from '../support/wait.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const NONE: ReadonlySet<number> = new Set();
-
-function payloadFor(seq: number, size: number): Uint8Array {
-  const bytes = new Uint8Array(size);
-  bytes.set(new TextEncoder().encode(`seq=${seq};`).subarray(0, size));
-  return bytes;
-}
 
 function data(priority: Priority, size = 100, createdAt = Date.now()): OutboxItem {
   return { kind: priority % 2 ? 'events' : 'telemetry', priority, createdAt, encode: (seq) => payloadFor(seq, size) };
@@ -38,24 +33,6 @@ function result(size = 100): OutboxItem {
   return { kind: 'result', priority: 7, createdAt: Date.now(), topic: 'vehicles/car-1/results/r', encode: (seq) => payloadFor(seq, size) };
 }
 
-function open(file: string, options: Partial<OutboxOptions> = {}): { outbox: SqliteOutbox; problems: OutboxError[] } {
-  const problems: OutboxError[] = [];
-  const outbox = SqliteOutbox.open({
-    path: file,
-    deviceId: 'car-1',
-    maxBytes: 10_000_000,
-    maxAgeMs: 24 * 3600 * 1000,
-    onProblem: (err) => problems.push(err),
-    ...options,
-  });
-  return { outbox, problems };
-}
-
-function dbFile(prefix: string): string {
-  return path.join(makeTempDir(prefix), 'outbox.db');
-}
-
-/** Everything a peek hands out (this closes the open loss notice: use storedNotices to look without that). */
 function peekAll(outbox: SqliteOutbox): OutboxRecord[] {
   return outbox.peek(1_000_000, Number.MAX_SAFE_INTEGER, NONE);
 }
@@ -71,18 +48,6 @@ function storedRows(file: string): StoredRow[] {
   const db = new Database(file, { readonly: true, fileMustExist: true });
   try {
     return db.prepare<[], StoredRow>('SELECT id, coalesce(seq, id) AS seq, kind FROM message ORDER BY id').all();
-  } finally {
-    db.close();
-  }
-}
-
-function storedNotices(file: string): LossNotice[] {
-  const db = new Database(file, { readonly: true, fileMustExist: true });
-  try {
-    return db
-      .prepare<[], { payload: Buffer }>("SELECT payload FROM message WHERE kind = 'loss' ORDER BY id")
-      .all()
-      .map((row) => decodeLossNotice(row.payload));
   } finally {
     db.close();
   }
@@ -119,8 +84,8 @@ function reservedData(file: string): { data: number; results: number; lowest: nu
 
 describe('SQLite outbox: sequence numbers', () => {
   it('[17.seq] telemetry and events are numbered contiguously, command results in their own stream; both continue exactly after a clean restart', () => {
-    const file = dbFile('seq-streams-');
-    let { outbox } = open(file);
+    const file = outboxFile('seq-streams-');
+    let { outbox } = openOutbox(file);
     const first = outbox.append([data(1), result(), data(2), data(3), result(), data(0)]);
     const dataSeqs = first.seqs.filter((_, i) => i !== 1 && i !== 4);
     const resultSeqs = [first.seqs[1]!, first.seqs[4]!];
@@ -132,20 +97,20 @@ describe('SQLite outbox: sequence numbers', () => {
     for (const record of peekAll(outbox)) assert.equal(new TextDecoder().decode(record.payload.subarray(0, 21)), `seq=${record.seq};`);
     outbox.close();
 
-    ({ outbox } = open(file));
+    ({ outbox } = openOutbox(file));
     const second = outbox.append([result(), data(5), data(5)]);
     assert.deepEqual(second.seqs, [resultSeqs[1]! + 1, dataSeqs[3]! + 1, dataSeqs[3]! + 2], 'no number skipped by the restart');
     // Everything delivered, then a restart: the numbering lives in the file, not in what waits.
     for (const record of peekAll(outbox)) outbox.acknowledge(record.id);
     outbox.close();
-    ({ outbox } = open(file));
+    ({ outbox } = openOutbox(file));
     assert.equal(outbox.stats().messages, 0);
     assert.deepEqual(outbox.append([data(1), result()]).seqs, [dataSeqs[3]! + 3, resultSeqs[1]! + 2]);
     outbox.close();
   });
 
   it('[17.seq] a message too big for the outbox takes no number: the next one gets it', () => {
-    const { outbox } = open(dbFile('seq-oversize-'), { maxBytes: 1000 });
+    const { outbox } = openOutbox(outboxFile('seq-oversize-'), { maxBytes: 1000 });
     const stored = outbox.append([data(1, 200), data(7, 1000), data(1, 300), result(2000), result(100)]);
     assert.equal(stored.rejected, 2);
     assert.deepEqual(stored.seqs.slice(0, 2), [stored.seqs[0]!, stored.seqs[0]! + 1], 'the oversize message left no gap');
@@ -167,7 +132,7 @@ describe('SQLite outbox: sequence numbers', () => {
       try {
         const filler = path.join(dir, 'filler');
         if (canMount) writeFileSync(filler, Buffer.alloc(300 * 1024));
-        ({ outbox } = open(path.join(dir, 'outbox.db'), canMount ? {} : { maxPageCount: 48 }));
+        ({ outbox } = openOutbox(path.join(dir, 'outbox.db'), canMount ? {} : { maxPageCount: 48 }));
         const stored: number[] = [];
         let rejected = 0;
         while (rejected === 0) {
@@ -198,7 +163,7 @@ describe('SQLite outbox: sequence numbers', () => {
   it('[17.seq] kill -9 at 12 random moments (seeded) while evicting, results mixed in: every data number from the first to nextSeq - 1 is waiting or announced, results are contiguous, both continue exactly', async () => {
     const writer = path.join(here, 'outbox-writer.js');
     assert.ok(existsSync(writer), `${writer} missing: run npm run build`);
-    const file = dbFile('seq-kill-');
+    const file = outboxFile('seq-kill-');
     const random = seededRandom(20260117);
     // Small enough that most rounds evict (and announce) while they append.
     const maxBytes = 120_000;
@@ -231,7 +196,7 @@ describe('SQLite outbox: sequence numbers', () => {
       }
 
       // Reopen as the agent would after the crash.
-      const { outbox, problems } = open(file, { maxBytes, maxAgeMs: 365 * 24 * 3600 * 1000 });
+      const { outbox, problems } = openOutbox(file, { maxBytes, maxAgeMs: 365 * 24 * 3600 * 1000 });
       assert.deepEqual(
         problems.map((p) => p.message),
         [],
@@ -289,8 +254,8 @@ describe('SQLite outbox: sequence numbers', () => {
 describe('SQLite outbox: loss notices', () => {
   it('[17.seq] eviction: the notice names exactly the messages evicted (the lowest priority, oldest first) and is itself the next data number', () => {
     const cost = 100 + ROW_OVERHEAD_BYTES;
-    const file = dbFile('seq-evict-');
-    const { outbox } = open(file, { maxBytes: cost * 20 });
+    const file = outboxFile('seq-evict-');
+    const { outbox } = openOutbox(file, { maxBytes: cost * 20 });
     const priorities: Priority[] = [2, 0, 1, 0, 3, 0, 2, 0, 1, 0, 3, 0, 2, 1, 3, 1, 2, 3, 2, 3];
     const first = outbox.append(priorities.map((p) => data(p))).seqs;
     assert.equal(storedNotices(file).length, 0, 'full, not over: nothing lost');
@@ -326,8 +291,8 @@ describe('SQLite outbox: loss notices', () => {
   it('[17.seq] expiry and eviction in one append: one notice, a range per reason, merged where they touch', () => {
     let now = 1_700_000_000_000;
     const cost = 100 + ROW_OVERHEAD_BYTES;
-    const file = dbFile('seq-both-');
-    const { outbox } = open(file, { maxBytes: cost * 12, maxAgeMs: 60_000, clock: () => now });
+    const file = outboxFile('seq-both-');
+    const { outbox } = openOutbox(file, { maxBytes: cost * 12, maxAgeMs: 60_000, clock: () => now });
     const old = outbox.append([data(1, 100, now), data(1, 100, now), data(1, 100, now)]).seqs;
     now += 30_000;
     const young = outbox.append(Array.from({ length: 9 }, () => data(0, 100, now))).seqs;
@@ -346,8 +311,8 @@ describe('SQLite outbox: loss notices', () => {
   });
 
   it("[17.seq] drop (refused for good): a data message's loss is announced as refused, a result's is not, a loss notice is never dropped", () => {
-    const file = dbFile('seq-drop-');
-    const { outbox } = open(file, { ackFlushMs: 60_000 });
+    const file = outboxFile('seq-drop-');
+    const { outbox } = openOutbox(file, { ackFlushMs: 60_000 });
     const appended = outbox.append([data(1), data(1), result(), data(2)]);
     const [a, , r] = appended.ids as [number, number, number, number];
     assert.equal(outbox.drop(a), true);
@@ -371,8 +336,8 @@ describe('SQLite outbox: loss notices', () => {
   });
 
   it('[17.seq] until a notice is handed out (peek), further losses are merged into it (same number, re-encoded); after that a new notice starts', () => {
-    const file = dbFile('seq-merge-');
-    const { outbox } = open(file);
+    const file = outboxFile('seq-merge-');
+    const { outbox } = openOutbox(file);
     const appended = outbox.append(Array.from({ length: 8 }, () => data(1)));
     const s = appended.seqs;
     const id = appended.ids;
@@ -401,12 +366,12 @@ describe('SQLite outbox: loss notices', () => {
   });
 
   it('[17.seq] a notice waiting at a restart is never changed again (it may have been sent before a crash): the next loss starts a new one', () => {
-    const file = dbFile('seq-restart-notice-');
-    let { outbox } = open(file);
+    const file = outboxFile('seq-restart-notice-');
+    let { outbox } = openOutbox(file);
     const appended = outbox.append(Array.from({ length: 4 }, () => data(1)));
     outbox.drop(appended.ids[0]!);
     outbox.close();
-    ({ outbox } = open(file));
+    ({ outbox } = openOutbox(file));
     const [id1] = peekAll(outbox)
       .filter((r) => r.kind !== 'loss')
       .map((r) => r.id);
@@ -422,8 +387,8 @@ describe('SQLite outbox: loss notices', () => {
   });
 
   it('[17.seq] past 256 ranges a second notice starts; once the notices take their share of maxBytes (1/16), the open one is coarsened into upper bounds', () => {
-    const file = dbFile('seq-cap-');
-    let { outbox } = open(file, { maxBytes: 100_000_000 });
+    const file = outboxFile('seq-cap-');
+    let { outbox } = openOutbox(file, { maxBytes: 100_000_000 });
     let appended = outbox.append(Array.from({ length: 600 }, () => data(1, 10)));
     // Every other one refused: 300 ranges of one number each, none touching.
     for (let i = 0; i < 600; i += 2) outbox.drop(appended.ids[i]!);
@@ -440,8 +405,8 @@ describe('SQLite outbox: loss notices', () => {
     outbox.close();
 
     // A small outbox: 200 000 bytes leave the notices 12 500, room for one notice of 111 ranges.
-    const small = dbFile('seq-coarse-');
-    ({ outbox } = open(small, { maxBytes: 200_000 }));
+    const small = outboxFile('seq-coarse-');
+    ({ outbox } = openOutbox(small, { maxBytes: 200_000 }));
     appended = outbox.append(Array.from({ length: 300 }, () => data(1, 10)));
     const dropped = appended.seqs.filter((_, i) => i % 2 === 0);
     for (let i = 0; i < 300; i += 2) outbox.drop(appended.ids[i]!);
@@ -465,14 +430,14 @@ describe('SQLite outbox: loss notices', () => {
   });
 
   it('[17.seq] an outbox deleted while the agent was stopped: an error at start, and a notice from the lowest number that may have waited (the sidecar) to the last that can have been handed out', () => {
-    const file = dbFile('seq-missing-');
-    let { outbox, problems } = open(file);
+    const file = outboxFile('seq-missing-');
+    let { outbox, problems } = openOutbox(file);
     const appended = outbox.append(Array.from({ length: 10 }, () => data(1)));
     for (const id of appended.ids.slice(0, 4)) outbox.acknowledge(id);
     outbox.close();
     // Without its sidecar at a start, the first append writes it again, with the lowest number then waiting.
     unlinkSync(`${file}.seq`);
-    ({ outbox, problems } = open(file));
+    ({ outbox, problems } = openOutbox(file));
     assert.deepEqual(problems, []);
     const more = outbox.append([data(2)]).seqs;
     assert.equal(reservedData(file).lowest, appended.seqs[4]);
@@ -480,7 +445,7 @@ describe('SQLite outbox: loss notices', () => {
     const reserved = reservedData(file);
     for (const suffix of ['', '-wal', '-shm']) rmSync(file + suffix, { force: true });
 
-    ({ outbox, problems } = open(file));
+    ({ outbox, problems } = openOutbox(file));
     assert.deepEqual(
       problems.map((p) => [p.reason, p.severity]),
       [['missing-at-open', 'error']],
@@ -501,7 +466,7 @@ describe('SQLite outbox: loss notices', () => {
     outbox.close();
 
     // A first start (no sidecar, no file) announces nothing.
-    const fresh = open(dbFile('seq-first-'));
+    const fresh = openOutbox(outboxFile('seq-first-'));
     assert.deepEqual(fresh.problems, []);
     assert.equal(fresh.outbox.stats().messages, 0);
     fresh.outbox.close();
@@ -514,8 +479,8 @@ describe('SQLite outbox: a power cut', () => {
 
   /** An outbox with 6 data messages, closed, then left as a power cut could leave it: the run still open in `boot`. */
   function leftOpen(prefix: string, boot: string, lostCommits: number): { file: string; seqs: number[]; reserved: number } {
-    const file = dbFile(prefix);
-    const { outbox } = open(file);
+    const file = outboxFile(prefix);
+    const { outbox } = openOutbox(file);
     const seqs = outbox.append(Array.from({ length: 6 }, () => data(1))).seqs;
     outbox.close();
     assert.match(readFileSync(`${file}.seq`, 'utf8'), /\nrun closed\n$/, 'a clean close says so');
@@ -532,7 +497,7 @@ describe('SQLite outbox: a power cut', () => {
 
   it('[17.seq] the last run still open in another boot (a power cut), durability normal: numbering continues above everything it can have handed out, and a notice announces the numbers that may be gone', () => {
     const { file, seqs, reserved } = leftOpen('seq-power-', otherBoot, 2);
-    const { outbox, problems } = open(file, { durability: 'normal' });
+    const { outbox, problems } = openOutbox(file, { durability: 'normal' });
     assert.deepEqual(
       problems.map((p) => [p.reason, p.severity]),
       [['unclean-stop', 'warn']],
@@ -557,7 +522,7 @@ describe('SQLite outbox: a power cut', () => {
   ] as const) {
     it(`[17.seq] the last run still open after ${what}: numbering continues exactly, nothing announced`, () => {
       const { file, seqs } = leftOpen('seq-power-ok-', boot, 0);
-      const { outbox, problems } = open(file, { durability });
+      const { outbox, problems } = openOutbox(file, { durability });
       assert.deepEqual(problems, []);
       assert.equal(outbox.append([data(1)]).seqs[0], seqs.at(-1)! + 1);
       assert.equal(storedNotices(file).length, 0);
@@ -568,7 +533,7 @@ describe('SQLite outbox: a power cut', () => {
 
 describe('SQLite outbox: a file of the previous version', () => {
   it('[17.seq] opens with every waiting message and its number (rowid = seq, one counter, a one-number sidecar); both streams continue above it; the sidecar is rewritten in the new format', () => {
-    const file = dbFile('seq-migrate-');
+    const file = outboxFile('seq-migrate-');
     // Made as the previous version made it (src/store/outbox.ts before the two numberings).
     const old = new Database(file);
     old.pragma('journal_mode = WAL');
@@ -594,7 +559,7 @@ describe('SQLite outbox: a file of the previous version', () => {
     old.close();
     writeFileSync(`${file}.seq`, `${base + 100_010}\n`);
 
-    const { outbox, problems } = open(file);
+    const { outbox, problems } = openOutbox(file);
     assert.deepEqual(problems, []);
     const records = peekAll(outbox);
     assert.deepEqual(
@@ -626,7 +591,7 @@ describe('SQLite outbox: a file of the previous version', () => {
     outbox.close();
 
     // The migrated file opens again as it is.
-    const again = open(file);
+    const again = openOutbox(file);
     assert.deepEqual(again.problems, []);
     assert.equal(peekAll(again.outbox).length, 6);
     again.outbox.close();

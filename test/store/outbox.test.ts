@@ -26,8 +26,8 @@ import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import type { Priority } from '../../src/collect/sample.js';
-import { decodeLossNotice, type LossNotice } from '../../src/store/loss-notice.js';
 import { ROW_OVERHEAD_BYTES, SqliteOutbox, type OutboxError, type OutboxItem, type OutboxOptions } from '../../src/store/outbox.js';
+import { openOutbox, outboxFile, payloadFor, storedNotices, type OpenedOutbox } from '../support/outbox-files.js';
 import { seededRandom } from '../support/random.js';
 import { makeTempDir } from '../support/temp.js';
 import { canMount, fillUp, makeReadOnly, mkfifo, modeOf, mountTmpfs, openInChild } from '../support/state-files.js';
@@ -35,13 +35,6 @@ import { delay } from '../support/wait.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const NONE: ReadonlySet<number> = new Set();
-
-/** A payload of `size` bytes that starts with its sequence number, so a stored message can be matched to its number. */
-function payloadFor(seq: number, size: number): Uint8Array {
-  const bytes = new Uint8Array(size);
-  bytes.set(new TextEncoder().encode(`seq=${seq};`).subarray(0, size));
-  return bytes;
-}
 
 function seqInPayload(payload: Uint8Array): number {
   const match = /^seq=(\d+);/.exec(new TextDecoder().decode(payload.subarray(0, 32)));
@@ -53,28 +46,6 @@ function item(priority: Priority, size = 100, createdAt = Date.now(), kind: Outb
   return { kind, priority, createdAt, encode: (seq) => payloadFor(seq, size) };
 }
 
-interface Opened {
-  outbox: SqliteOutbox;
-  problems: OutboxError[];
-}
-
-function open(file: string, options: Partial<OutboxOptions> = {}): Opened {
-  const problems: OutboxError[] = [];
-  const outbox = SqliteOutbox.open({
-    path: file,
-    deviceId: 'car-1',
-    maxBytes: 10_000_000,
-    maxAgeMs: 24 * 3600 * 1000,
-    onProblem: (err) => problems.push(err),
-    ...options,
-  });
-  return { outbox, problems };
-}
-
-function dbFile(prefix: string): string {
-  return path.join(makeTempDir(prefix), 'outbox.db');
-}
-
 /** What the sidecar `<file>.seq` reserves for the data stream (its `data <n>` line). */
 function reservedData(file: string): number {
   const line = readFileSync(`${file}.seq`, 'utf8')
@@ -82,19 +53,6 @@ function reservedData(file: string): number {
     .find((l) => l.startsWith('data '));
   assert.ok(line, `no data line in ${file}.seq`);
   return Number(line.slice('data '.length));
-}
-
-/** The loss notices stored in the file, in the order written, read with a separate connection (so no peek closes one). */
-function storedNotices(file: string): LossNotice[] {
-  const db = new Database(file, { readonly: true, fileMustExist: true });
-  try {
-    return db
-      .prepare<[], { payload: Buffer }>("SELECT payload FROM message WHERE kind = 'loss' ORDER BY id")
-      .all()
-      .map((row) => decodeLossNotice(row.payload));
-  } finally {
-    db.close();
-  }
 }
 
 /** Every sequence number stored in the file, read with a separate connection. */
@@ -122,7 +80,7 @@ function acknowledgeAll(outbox: SqliteOutbox): void {
 
 describe('SQLite outbox', () => {
   it('peeks by priority (highest first), then sequence number, leaving out the skip set, within maxCount and maxBytes', () => {
-    const { outbox } = open(dbFile('outbox-order-'));
+    const { outbox } = openOutbox(outboxFile('outbox-order-'));
     const priorities: Priority[] = [1, 7, 1, 3, 7, 0, 3];
     const base = Date.now();
     const { seqs, ids, rejected } = outbox.append(priorities.map((priority, i) => item(priority, 100 + i, base + i, i % 2 ? 'events' : 'telemetry')));
@@ -166,7 +124,7 @@ describe('SQLite outbox', () => {
   });
 
   it('calls onAppend listeners after a stored batch, until unsubscribed', () => {
-    const { outbox } = open(dbFile('outbox-listen-'));
+    const { outbox } = openOutbox(outboxFile('outbox-listen-'));
     let calls = 0;
     const unsubscribe = outbox.onAppend(() => calls++);
     outbox.append([item(1), item(2)]);
@@ -180,8 +138,8 @@ describe('SQLite outbox', () => {
   });
 
   it('acknowledge hides the message at once, deletes it from the file, never hands it out again; unknown numbers are ignored', () => {
-    const file = dbFile('outbox-ack-');
-    let { outbox } = open(file, { ackFlushMs: 60_000 });
+    const file = outboxFile('outbox-ack-');
+    let { outbox } = openOutbox(file, { ackFlushMs: 60_000 });
     const { seqs, ids } = outbox.append([item(2), item(2), item(5), item(0)]);
     const [a, b, c, d] = seqs as [number, number, number, number];
     // Acknowledged by queue id; what is stored and handed out is checked by sequence number.
@@ -205,7 +163,7 @@ describe('SQLite outbox', () => {
     assert.ok(!storedSeqs(file).includes(a));
     outbox.acknowledge(ib);
     outbox.close(); // close flushes
-    ({ outbox } = open(file));
+    ({ outbox } = openOutbox(file));
     assert.deepEqual(peekAll(outbox), [e, d]);
     assert.equal(outbox.pending, 2);
     outbox.acknowledge(ia); // already gone: ignored
@@ -214,8 +172,8 @@ describe('SQLite outbox', () => {
   });
 
   it('flushes acknowledgements on a timer', async () => {
-    const file = dbFile('outbox-ack-timer-');
-    const { outbox } = open(file, { ackFlushMs: 20 });
+    const file = outboxFile('outbox-ack-timer-');
+    const { outbox } = openOutbox(file, { ackFlushMs: 20 });
     const appended = outbox.append([item(1), item(1)]);
     const a = appended.seqs[0]!;
     outbox.acknowledge(appended.ids[0]!);
@@ -226,20 +184,20 @@ describe('SQLite outbox', () => {
   });
 
   it('sequence numbers persist across close and reopen and never repeat, even after everything was deleted', () => {
-    const file = dbFile('outbox-seq-');
+    const file = outboxFile('outbox-seq-');
     const seen: number[] = [];
     for (let round = 0; round < 3; round++) {
-      const { outbox } = open(file);
+      const { outbox } = openOutbox(file);
       const { seqs } = outbox.append([item(3), item(1), item(4)]);
       seen.push(...seqs);
       if (round === 1) acknowledgeAll(outbox);
       outbox.close();
     }
     // Everything deleted, then reopened: the counter lives in the meta table, not in max(seq).
-    const { outbox } = open(file);
+    const { outbox } = openOutbox(file);
     acknowledgeAll(outbox);
     outbox.close();
-    const again = open(file);
+    const again = openOutbox(file);
     seen.push(...again.outbox.append([item(1)]).seqs);
     again.outbox.close();
     assert.equal(new Set(seen).size, seen.length, 'no sequence number repeats');
@@ -252,8 +210,8 @@ describe('SQLite outbox', () => {
 
   it('a new database starts above a wall-clock floor (ms × 1000), as well as above the sidecar reservation', () => {
     const before = Date.now() * 1000;
-    const file = dbFile('outbox-floor-');
-    const { outbox } = open(file);
+    const file = outboxFile('outbox-floor-');
+    const { outbox } = openOutbox(file);
     const [first] = outbox.append([item(1)]).seqs as [number];
     assert.ok(first >= before && Number.isSafeInteger(first));
     outbox.close();
@@ -264,7 +222,7 @@ describe('SQLite outbox', () => {
     // [17.seq] Command results: evicted by the same rule, and announced by no loss notice, so none takes room here
     // (the data stream's evictions and their notice: the [17.seq] tests below).
     const cost = 100 + ROW_OVERHEAD_BYTES;
-    const { outbox } = open(dbFile('outbox-evict-'), { maxBytes: cost * 10 });
+    const { outbox } = openOutbox(outboxFile('outbox-evict-'), { maxBytes: cost * 10 });
     const item = (priority: Priority): OutboxItem => ({ kind: 'result', priority, createdAt: Date.now(), encode: (seq) => payloadFor(seq, 100) });
     const priorities: Priority[] = [3, 1, 1, 5, 0, 0, 3, 1, 0, 5];
     const first = outbox.append(priorities.map((p) => item(p))).seqs;
@@ -300,7 +258,7 @@ describe('SQLite outbox', () => {
   });
 
   it('rejects (and counts) a message bigger than maxBytes by itself; the rest of its batch is stored', () => {
-    const { outbox } = open(dbFile('outbox-oversize-'), { maxBytes: 1000 });
+    const { outbox } = openOutbox(outboxFile('outbox-oversize-'), { maxBytes: 1000 });
     const result = outbox.append([item(1, 200), item(7, 1000), item(1, 300)]);
     assert.equal(result.rejected, 1);
     assert.equal(result.seqs.length, 2);
@@ -314,8 +272,8 @@ describe('SQLite outbox', () => {
 
   it('deletes messages older than maxAgeMs at append and counts them as expired', () => {
     let now = 1_000_000;
-    const file = dbFile('outbox-age-');
-    const { outbox } = open(file, { maxAgeMs: 10_000, clock: () => now });
+    const file = outboxFile('outbox-age-');
+    const { outbox } = openOutbox(file, { maxAgeMs: 10_000, clock: () => now });
     const old = outbox.append([item(7, 50, now - 500), item(1, 50, now)]).seqs;
     now += 9_000;
     const fresh = outbox.append([item(1, 50, now)]).seqs;
@@ -342,8 +300,8 @@ describe('SQLite outbox', () => {
 
   for (const damage of ['garbage written over it', 'truncated to half', 'truncated to 100 bytes'] as const) {
     it(`moves a corrupt database (${damage}) aside with a clear error, starts a fresh one, and keeps numbering above the old`, () => {
-      const file = dbFile('outbox-corrupt-');
-      let { outbox } = open(file);
+      const file = outboxFile('outbox-corrupt-');
+      let { outbox } = openOutbox(file);
       const old: number[] = [];
       for (let i = 0; i < 20; i++) old.push(...outbox.append(Array.from({ length: 10 }, () => item(1, 400))).seqs);
       outbox.close();
@@ -352,7 +310,7 @@ describe('SQLite outbox', () => {
       else truncateSync(file, damage === 'truncated to half' ? Math.floor(size / 2) : 100);
 
       let problems: OutboxError[];
-      ({ outbox, problems } = open(file));
+      ({ outbox, problems } = openOutbox(file));
       assert.equal(problems.length, 1);
       const problem = problems[0]!;
       assert.equal(problem.reason, 'corrupt-file-moved-aside');
@@ -378,7 +336,7 @@ describe('SQLite outbox', () => {
       assert.ok(fresh[0]! > Math.max(...old), 'numbering continues above the moved-aside file');
       assert.equal(fresh[0], notice.seq + 1, 'and on from the notice, without a gap');
       outbox.close();
-      ({ outbox, problems } = open(file));
+      ({ outbox, problems } = openOutbox(file));
       assert.equal(problems.length, 0, 'the fresh file is healthy');
       assert.deepEqual(peekAll(outbox), [notice.seq, fresh[1], fresh[0]]);
       outbox.close();
@@ -386,13 +344,13 @@ describe('SQLite outbox', () => {
   }
 
   it('without the sidecar either, a fresh database after corruption still numbers above the old (clock floor)', () => {
-    const file = dbFile('outbox-corrupt-nosidecar-');
-    let { outbox } = open(file);
+    const file = outboxFile('outbox-corrupt-nosidecar-');
+    let { outbox } = openOutbox(file);
     const old = outbox.append([item(1), item(1)]).seqs;
     outbox.close();
     writeFileSync(file, Buffer.alloc(statSync(file).size, 0xa5));
     unlinkSync(`${file}.seq`);
-    ({ outbox } = open(file));
+    ({ outbox } = openOutbox(file));
     const [next] = outbox.append([item(1)]).seqs as [number];
     assert.ok(next > Math.max(...old));
     outbox.close();
@@ -407,8 +365,8 @@ describe('SQLite outbox', () => {
       const dir = makeTempDir('outbox-full-');
       if (mountable) execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=512k', 'tmpfs', dir]);
       const opened: SqliteOutbox[] = [];
-      const openOnDisk = (options: Partial<OutboxOptions>): Opened => {
-        const result = open(path.join(dir, 'outbox.db'), options);
+      const openOnDisk = (options: Partial<OutboxOptions>): OpenedOutbox => {
+        const result = openOutbox(path.join(dir, 'outbox.db'), options);
         opened.push(result.outbox);
         return result;
       };
@@ -474,7 +432,7 @@ describe('SQLite outbox', () => {
   it('kill -9 at 20 random moments (seeded): every batch reported committed is in the file, numbering continues without reuse', async () => {
     const writer = path.join(here, 'outbox-writer.js');
     assert.ok(existsSync(writer), `${writer} missing: run npm run build`);
-    const file = dbFile('outbox-kill-');
+    const file = outboxFile('outbox-kill-');
     const random = seededRandom(20240605);
     const committed = new Set<number>();
     let highest = 0;
@@ -515,7 +473,7 @@ describe('SQLite outbox', () => {
       highest = Math.max(highest, ...printed);
 
       // Reopen as the agent would after the crash: nothing committed is missing, nothing renumbered.
-      const { outbox, problems } = open(file, { maxBytes: 1_000_000_000, maxAgeMs: 365 * 24 * 3600 * 1000 });
+      const { outbox, problems } = openOutbox(file, { maxBytes: 1_000_000_000, maxAgeMs: 365 * 24 * 3600 * 1000 });
       assert.deepEqual(problems, []);
       const stored = new Set(storedSeqs(file));
       const missing = [...committed].filter((seq) => !stored.has(seq));
@@ -532,7 +490,7 @@ describe('SQLite outbox', () => {
   });
 
   it('measures the bytes it writes to disk per message (batches of 50 messages of ~1 KB)', (t) => {
-    const { outbox } = open(dbFile('outbox-disk-'), { maxBytes: 100_000_000 });
+    const { outbox } = openOutbox(outboxFile('outbox-disk-'), { maxBytes: 100_000_000 });
     const random = seededRandom(7);
     for (let batch = 0; batch < 100; batch++) {
       outbox.append(Array.from({ length: 50 }, (_, i) => item((i % 3) as Priority, 800 + Math.floor(random() * 400))));
@@ -564,7 +522,7 @@ describe('SQLite outbox: its file deleted or replaced under the running agent', 
     it(`[14.7] ${loss} while messages wait: an error names the file, committing goes on, and every message is in the new file, also after a restart`, () => {
       const dir = makeTempDir('outbox-deleted-');
       const file = path.join(dir, 'state', 'outbox.db');
-      let { outbox, problems } = open(file, { ackFlushMs: 60_000 });
+      let { outbox, problems } = openOutbox(file, { ackFlushMs: 60_000 });
       const appended = outbox.append(batch(20));
       const before = appended.seqs;
       outbox.acknowledge(appended.ids[0]!);
@@ -597,7 +555,7 @@ describe('SQLite outbox: its file deleted or replaced under the running agent', 
       assert.ok(reservedData(file) > Math.max(...after), 'the sidecar is back, above every number');
       outbox.close();
 
-      ({ outbox, problems } = open(file));
+      ({ outbox, problems } = openOutbox(file));
       assert.deepEqual(problems, []);
       assert.deepEqual(waiting(outbox), expected, 'nothing lost at exit');
       const [next] = outbox.append([item(1)]).seqs as [number];
@@ -607,8 +565,8 @@ describe('SQLite outbox: its file deleted or replaced under the running agent', 
   }
 
   it('[14.7] deleted with nothing appended afterwards: close finds it and carries the messages over, nothing is lost at exit', () => {
-    const file = dbFile('outbox-deleted-close-');
-    let { outbox, problems } = open(file);
+    const file = outboxFile('outbox-deleted-close-');
+    let { outbox, problems } = openOutbox(file);
     const seqs = outbox.append(batch(7)).seqs;
     unlinkSync(file);
     outbox.close();
@@ -616,7 +574,7 @@ describe('SQLite outbox: its file deleted or replaced under the running agent', 
       problems.map((p) => p.reason),
       ['file-lost'],
     );
-    ({ outbox, problems } = open(file));
+    ({ outbox, problems } = openOutbox(file));
     assert.deepEqual(waiting(outbox), seqs);
     outbox.close();
   });
@@ -624,7 +582,7 @@ describe('SQLite outbox: its file deleted or replaced under the running agent', 
   it('[14.7] replaced by another file (renamed over it): that file is moved aside untouched, the outbox keeps its own messages', () => {
     const dir = makeTempDir('outbox-replaced-');
     const file = path.join(dir, 'outbox.db');
-    let { outbox, problems } = open(file);
+    let { outbox, problems } = openOutbox(file);
     const seqs = outbox.append(batch(12)).seqs;
     // Another database (an old backup put back, say) renamed into the outbox's place.
     const other = path.join(dir, 'backup.db');
@@ -648,7 +606,7 @@ describe('SQLite outbox: its file deleted or replaced under the running agent', 
     assert.deepEqual(readFileSync(aside), foreignBytes, 'the file found in its place is kept as it was');
     assert.deepEqual(storedSeqs(file), [...seqs, ...more]);
     outbox.close();
-    ({ outbox, problems } = open(file));
+    ({ outbox, problems } = openOutbox(file));
     assert.deepEqual(waiting(outbox), [...seqs, ...more]);
     assert.deepEqual(outbox.stats().setAside, { files: 1, bytes: foreignBytes.length });
     outbox.close();
@@ -657,7 +615,7 @@ describe('SQLite outbox: its file deleted or replaced under the running agent', 
   it('[14.7] a carry-over cut short by a crash (the copy made, not yet renamed) is finished at the next start', () => {
     const dir = makeTempDir('outbox-carry-crash-');
     const file = path.join(dir, 'outbox.db');
-    let { outbox, problems } = open(file);
+    let { outbox, problems } = openOutbox(file);
     const seqs = outbox.append(batch(5)).seqs;
     outbox.close();
     // What a crash between the copy and the rename leaves: the copy, the file gone.
@@ -665,7 +623,7 @@ describe('SQLite outbox: its file deleted or replaced under the running agent', 
     db.prepare('VACUUM INTO ?').run(`${file}.carry-over`);
     db.close();
     unlinkSync(file);
-    ({ outbox, problems } = open(file));
+    ({ outbox, problems } = openOutbox(file));
     assert.deepEqual(
       problems.map((p) => p.message),
       [`outbox: ${file} was put back from ${file}.carry-over: the agent stopped while it was carrying a deleted or replaced outbox over`],
@@ -684,7 +642,7 @@ describe('SQLite outbox: its file deleted or replaced under the running agent', 
       const opened: SqliteOutbox[] = [];
       try {
         const file = path.join(dir, 'outbox.db');
-        const { outbox, problems } = open(file, { ackFlushMs: 60_000 });
+        const { outbox, problems } = openOutbox(file, { ackFlushMs: 60_000 });
         opened.push(outbox);
         const seqs: number[] = [];
         for (let i = 0; i < 20; i++) seqs.push(...outbox.append(batch(10, 1000)).seqs);
@@ -727,7 +685,7 @@ describe('SQLite outbox: the files it creates', () => {
       const previous = process.umask(umask);
       let outbox: SqliteOutbox;
       try {
-        ({ outbox } = open(file));
+        ({ outbox } = openOutbox(file));
         outbox.append([item(1)]);
       } finally {
         process.umask(previous);
@@ -744,11 +702,11 @@ describe('SQLite outbox: the files it creates', () => {
   }
 
   it('[14.L4] an outbox file left 0644 by an older agent is narrowed to 0600 at open', () => {
-    const file = dbFile('outbox-narrow-');
-    let { outbox } = open(file);
+    const file = outboxFile('outbox-narrow-');
+    let { outbox } = openOutbox(file);
     outbox.close();
     chmodSync(file, 0o644);
-    ({ outbox } = open(file));
+    ({ outbox } = openOutbox(file));
     assert.equal(modeOf(file), 0o600);
     assert.equal(modeOf(`${file}-wal`), 0o600);
     outbox.close();
@@ -758,13 +716,13 @@ describe('SQLite outbox: the files it creates', () => {
     it(`[14.L4] a symbolic link planted at outbox.db${at} is not followed: the open is refused, naming it, and its target is untouched`, () => {
       const dir = makeTempDir('outbox-link-');
       const file = path.join(dir, 'outbox.db');
-      if (at !== '') open(file).outbox.close(); // an outbox that exists, as after a normal stop
+      if (at !== '') openOutbox(file).outbox.close(); // an outbox that exists, as after a normal stop
       const victim = path.join(dir, 'victim');
       writeFileSync(victim, 'precious\n');
       if (at === '') rmSync(file, { force: true });
       symlinkSync(victim, file + at);
       assert.throws(
-        () => open(file),
+        () => openOutbox(file),
         (err: Error) => {
           assert.equal(
             err.message,
@@ -785,7 +743,7 @@ describe('SQLite outbox: the files it creates', () => {
     const victim = path.join(dir, 'victim');
     writeFileSync(victim, 'precious\n');
     symlinkSync(victim, `${file}.seq.tmp`);
-    const { outbox } = open(file);
+    const { outbox } = openOutbox(file);
     const [seq] = outbox.append([item(1)]).seqs as [number]; // the first append reserves numbers in the sidecar
     outbox.close();
     assert.equal(readFileSync(victim, 'utf8'), 'precious\n');
@@ -802,7 +760,7 @@ describe('SQLite outbox: the files it creates', () => {
     writeFileSync(planted, '9000000000000000\n');
     symlinkSync(planted, `${file}.seq`);
     const before = Date.now() * 1000;
-    const { outbox } = open(file);
+    const { outbox } = openOutbox(file);
     const [seq] = outbox.append([item(1)]).seqs as [number];
     outbox.close();
     assert.ok(seq >= before && seq < 9_000_000_000_000_000, `numbered from the clock floor, not from the planted file (${seq})`);
@@ -814,7 +772,7 @@ describe('SQLite outbox: the files it creates', () => {
     it(`[14.L4] a FIFO planted at outbox.db${at} does not block the agent`, async () => {
       const dir = makeTempDir('outbox-fifo-');
       const file = path.join(dir, 'outbox.db');
-      if (at === '-wal') open(file).outbox.close();
+      if (at === '-wal') openOutbox(file).outbox.close();
       mkfifo(file + at);
       const result = await openInChild('outbox', file);
       assert.equal(result.timedOut, false, `opening the outbox blocked on the FIFO at ${file + at}`);
@@ -831,7 +789,7 @@ describe('SQLite outbox: the files it creates', () => {
     writeFileSync(victim, 'precious\n');
     const planted = [`${file}.new`, `${file}.new-journal`, `${file}.new-wal`, `${file}.carry-over`, `${file}.carry-over-journal`, `${file}.carry-over-wal`];
     for (const name of planted) symlinkSync(victim, name);
-    const { outbox, problems } = open(file);
+    const { outbox, problems } = openOutbox(file);
     assert.equal(problems.length, 0);
     const seqs = outbox.append(batch(3)).seqs;
     unlinkSync(file);
@@ -849,12 +807,12 @@ describe('SQLite outbox: the files it creates', () => {
 
 describe('SQLite outbox: a truncated file and the files set aside', () => {
   it('[14.L5] an outbox truncated to 0 bytes: the start warns, naming the file, and numbering continues above the old', () => {
-    const file = dbFile('outbox-empty-');
-    let { outbox, problems } = open(file);
+    const file = outboxFile('outbox-empty-');
+    let { outbox, problems } = openOutbox(file);
     const old = outbox.append(batch(3)).seqs;
     outbox.close();
     truncateSync(file, 0);
-    ({ outbox, problems } = open(file));
+    ({ outbox, problems } = openOutbox(file));
     assert.equal(problems.length, 1);
     assert.equal(problems[0]!.reason, 'empty-at-open');
     // [15.4] Its messages are lost: an error line in the log.
@@ -875,13 +833,13 @@ describe('SQLite outbox: a truncated file and the files set aside', () => {
     assert.equal(next, notice.seq + 1);
     outbox.close();
     // A new outbox (nothing there before) says nothing: the agent never leaves a 0-byte file of its own.
-    const fresh = open(dbFile('outbox-fresh-'));
+    const fresh = openOutbox(outboxFile('outbox-fresh-'));
     assert.deepEqual(fresh.problems, []);
     fresh.outbox.close();
   });
 
   it('[14.L5] corrupt files moved aside: at most 3 are kept, the oldest removed first, each removal said', () => {
-    const file = dbFile('outbox-aside-count-');
+    const file = outboxFile('outbox-aside-count-');
     let now = Date.UTC(2024, 5, 1);
     const asides = (): string[] =>
       readdirSync(path.dirname(file))
@@ -890,7 +848,7 @@ describe('SQLite outbox: a truncated file and the files set aside', () => {
     const removed: string[] = [];
     const moved: string[] = [];
     for (let round = 1; round <= 5; round++) {
-      const { outbox, problems } = open(file, { clock: () => now });
+      const { outbox, problems } = openOutbox(file, { clock: () => now });
       outbox.append([item(1)]);
       outbox.close();
       for (const p of problems) {
@@ -900,7 +858,7 @@ describe('SQLite outbox: a truncated file and the files set aside', () => {
       writeFileSync(file, Buffer.alloc(8192, 0x5a));
       now += 3_600_000;
     }
-    const { outbox, problems } = open(file, { clock: () => now });
+    const { outbox, problems } = openOutbox(file, { clock: () => now });
     for (const p of problems) {
       if (p.reason === 'set-aside-removed') removed.push(p.message);
       if (p.reason === 'corrupt-file-moved-aside') moved.push(/moved it aside as (\S+) and/.exec(p.message)![1]!);
@@ -922,16 +880,16 @@ describe('SQLite outbox: a truncated file and the files set aside', () => {
   });
 
   it('[14.L5] files set aside count against maxBytes: as messages need the room, the oldest set-aside file goes, never a message', () => {
-    const file = dbFile('outbox-aside-bytes-');
+    const file = outboxFile('outbox-aside-bytes-');
     let now = Date.UTC(2024, 5, 1);
     const asideSize = 40_000;
     for (let round = 0; round < 3; round++) {
-      open(file, { clock: () => now }).outbox.close();
+      openOutbox(file, { clock: () => now }).outbox.close();
       writeFileSync(file, Buffer.alloc(asideSize, 0xa5));
       now += 60_000;
     }
     const maxBytes = 200_000;
-    const { outbox, problems } = open(file, { clock: () => now, maxBytes });
+    const { outbox, problems } = openOutbox(file, { clock: () => now, maxBytes });
     const aside = (): string[] =>
       problems.filter((p) => p.reason === 'corrupt-file-moved-aside').map((p) => /moved it aside as (\S+) and/.exec(p.message)![1]!);
     assert.equal(aside().length, 1, 'the third moved aside at this open');
@@ -983,7 +941,11 @@ describe('SQLite outbox: a full disk and a read-only folder', () => {
       try {
         const filler = path.join(dir, 'filler');
         if (canMount) writeFileSync(filler, Buffer.alloc(300 * 1024));
-        const { outbox, problems } = open(path.join(dir, 'outbox.db'), { clock: () => now, ackFlushMs: 60_000, ...(canMount ? {} : { maxPageCount: 48 }) });
+        const { outbox, problems } = openOutbox(path.join(dir, 'outbox.db'), {
+          clock: () => now,
+          ackFlushMs: 60_000,
+          ...(canMount ? {} : { maxPageCount: 48 }),
+        });
         opened.push(outbox);
         // One append per second, as the data path's write timer does.
         const appendEverySecond = (): number => {
@@ -1051,14 +1013,14 @@ describe('SQLite outbox: a full disk and a read-only folder', () => {
       mkdirSync(dir);
       const file = state === 'its folder missing' ? path.join(dir, 'var', 'outbox.db') : path.join(dir, 'outbox.db');
       if (state === 'an outbox already there') {
-        const { outbox } = open(file);
+        const { outbox } = openOutbox(file);
         outbox.append([item(1)]);
         outbox.close();
       }
       const writable = makeReadOnly(dir);
       try {
         assert.throws(
-          () => open(file),
+          () => openOutbox(file),
           (err: Error) => {
             if (state === 'its folder missing') {
               assert.equal(err.message, `outbox.path: cannot create the folder ${path.dirname(file)} for ${file}: EROFS (${dir} is not writable)`);
