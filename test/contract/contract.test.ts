@@ -85,41 +85,33 @@ describe('the contract (contract/)', () => {
     );
   });
 
-  it('[17.contract] the examples of docs/payload-format.md and docs/commands.md match', () => {
+  it('[17.contract] every message example the docs mark (<!-- contract: NAME -->) matches its schema: the loss notice, JSON telemetry, the envelope, a result, remote log lines', () => {
     const contract = ContractChecker.load(contractDir);
-    const telemetry = {
-      deviceId: 'truck-0012',
-      seq: 42,
-      kind: 'telemetry',
-      priority: 3,
-      createdAt: 1635188455050,
-      samples: [
-        { ts: 1635188455.0299, signal: 'can0.EEC1.EngineSpeed', value: 649 },
-        { ts: 1635188455.0389, signal: 'can0.EEC1.EngineSpeed', value: 649.25 },
-      ],
-    };
-    assert.deepEqual(contract.problems('telemetry', telemetry), []);
-    const result = {
-      deviceId: 'car-0042',
-      id: '5f0c',
-      command: 'ping',
-      status: 'SUCCEEDED',
-      detail: { pong: true, deviceTime: 1767225600123 },
-      ts: 1767225600124,
-      seq: 1767225600000123,
-    };
-    assert.deepEqual(contract.problems('result', result), []);
-    assert.deepEqual(contract.problems('commands/ping.result', result.detail), []);
-    const envelope = {
-      v: 1,
-      id: '5f0c',
-      deviceId: 'car-0042',
-      name: 'ping',
-      params: { echo: 'hi' },
-      issuedAt: 1767225600000,
-      expiresAt: 1767225900000,
-      timeoutMs: 5000,
-    };
-    assert.deepEqual(contract.problems('command-envelope', envelope), []);
+    const checked: string[] = [];
+    for (const doc of ['docs/payload-format.md', 'docs/commands.md', 'docs/logging.md', 'docs/health.md', 'README.md']) {
+      const text = readFileSync(path.join(root, doc), 'utf8');
+      for (const match of text.matchAll(/<!-- contract: ([a-z/.-]+) [^>]*-->\n```json\n([\s\S]*?)\n```/g)) {
+        const [, name, block] = match as unknown as [string, string, string];
+        // One JSON value, or JSON lines (the remote log's example).
+        let examples: unknown[];
+        try {
+          examples = [JSON.parse(block)];
+        } catch {
+          examples = block.split('\n').map((line) => JSON.parse(line) as unknown);
+        }
+        for (const example of examples) assert.deepEqual(contract.problems(name, example), [], `${doc}: the ${name} example`);
+        // A SUCCEEDED result's detail is its command's result.
+        const result = examples[0] as { status?: string; command?: string; detail?: unknown };
+        if (name === 'result' && result.status === 'SUCCEEDED') assert.deepEqual(contract.problems(`commands/${result.command}.result`, result.detail), []);
+        checked.push(`${doc}:${name}`);
+      }
+    }
+    assert.deepEqual(checked.sort(), [
+      'docs/commands.md:command-envelope',
+      'docs/commands.md:result',
+      'docs/logging.md:logs',
+      'docs/payload-format.md:loss',
+      'docs/payload-format.md:telemetry',
+    ]);
   });
 });
