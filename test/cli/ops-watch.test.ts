@@ -285,5 +285,6 @@ describe('[17.watch] telematics-ops watch on the default run', { skip: mosquitto
       counts.every((n) => n > 0),
       `a sharer got none: ${counts.join(', ')}`,
     );
+    t.diagnostic(`${expected.length} telemetry messages of the default run, split ${counts.join(' + ')} among the three sharers, none twice`);
   });
 });
