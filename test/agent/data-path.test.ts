@@ -504,7 +504,9 @@ describe('run: data path', () => {
         buses: [{ name: 'can0', dbc: DEMO_DBC_PATH, source: { type: 'replay', file: log } }],
         status: { intervalMs: 100, signals: [] },
         collection: {
-          batch: { maxSamples: 5, maxDelayMs: 200 },
+          // Batches close by count only (a wall-clock delay would close a short one when a loaded machine stalls
+          // the run, and the counts below are exact): 5 samples each.
+          batch: { maxSamples: 5, maxDelayMs: 60_000 },
           rules: [
             { name: 'engine', mode: 'periodic', intervalMs: 20, priority: 3, signals: ['EngineSpeed'] },
             { name: 'speed', mode: 'change', priority: 6, signals: ['VehicleSpeed'] },
@@ -657,7 +659,8 @@ describe('run: data path', () => {
       {
         deviceId,
         buses: [{ name: 'can0', dbc: DEMO_DBC_PATH, source: { type: 'replay', file: log } }],
-        collection: { batch: { maxSamples: 10, maxDelayMs: 200 }, rules: [{ name: 'engine', mode: 'change', signals: ['EngineSpeed'] }] },
+        // Batches of exactly 10 samples, closed by count only (a wall-clock delay would split one on a loaded machine).
+        collection: { batch: { maxSamples: 10, maxDelayMs: 60_000 }, rules: [{ name: 'engine', mode: 'change', signals: ['EngineSpeed'] }] },
         outbox: { path: outboxFile, writeIntervalMs: 100 },
         uplink: { url: broker.url, ...pki.identityFiles(deviceId) },
       },
