@@ -130,8 +130,8 @@ describe('system sampler', () => {
     const hang = () => new Promise<never>(() => undefined);
     const dir = makeTempDir('health-system-');
     // Two time boxes one after the other would take 2 × limit; the slack is for a busy machine, and stays below that.
-    const limitMs = 1000;
-    const slackMs = 800;
+    const limitMs = 2000;
+    const slackMs = 1800;
     const calls = { statfs: 0 };
     const both = new SystemSampler({ diskPath: dir, timeoutMs: limitMs, probes: { fsSize: hang, statfs: () => (calls.statfs++, hang()) } });
     const stuck = await held(both.sample());
@@ -142,10 +142,13 @@ describe('system sampler', () => {
       [`disk: timed out after ${limitMs} ms; statfs: timed out after ${limitMs} ms`],
     );
 
-    // fsSize hung, statfs answers: the disk from statfs, and still within the one limit.
-    const slow = new SystemSampler({ diskPath: dir, timeoutMs: limitMs, probes: { fsSize: hang } });
+    // fsSize hung, statfs answers: the disk from statfs, and still within the one limit. A longer limit here: the real
+    // statfs (two thread-pool calls) must answer inside it, and a loaded machine can stall the process past 1 s, after
+    // which the expired timer runs before the answer that came meanwhile.
+    const statfsLimitMs = 3000;
+    const slow = new SystemSampler({ diskPath: dir, timeoutMs: statfsLimitMs, probes: { fsSize: hang } });
     const partly = await held(slow.sample());
-    assert.ok(partly.sampleMs < limitMs + slackMs, `${partly.sampleMs} ms for a ${limitMs} ms limit`);
+    assert.ok(partly.sampleMs < statfsLimitMs + slackMs, `${partly.sampleMs} ms for a ${statfsLimitMs} ms limit`);
     assert.ok(partly.disk && partly.disk.freeBytes > 0 && partly.disk.mount === null, JSON.stringify(partly.disk));
 
     // Closed during a sample: the wait ends at once, and no probe is started again (no fresh timer after close).
