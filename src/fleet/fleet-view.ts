@@ -7,8 +7,8 @@
  * certificate, outbox depth and agent version (what a multi-car `send` can call too).
  *
  * Failure: a message off the contract (src/contract/decoder.ts) is kept as the car's `problems`, never fatal; a car
- * whose status is off the contract has state `unknown`. A refused subscription or a connection that closes rejects,
- * naming the filter or the broker. Car-sent text is returned as sent: whoever prints it escapes it (src/cli/ops-fleet.ts).
+ * whose status is off the contract has state `unknown`. A refused subscription, one not answered within `waitMs`, or
+ * a connection that closes rejects, naming the filter or the broker. Car-sent text is returned as sent: whoever prints it escapes it (src/cli/ops-fleet.ts).
  */
 import type { MqttClient } from 'mqtt';
 import { ContractError, decodeAgentMessage } from '../contract/decoder.js';
@@ -65,6 +65,8 @@ export async function collectFleet(client: MqttClient, options: { quietMs?: numb
     // An empty payload clears a retained message: the broker does not send one at subscribe, but a live one may come.
     if (payload.length === 0) return;
     const car = carOf(topicDevice);
+    // The newest message of a kind replaces the one before, and whatever was wrong with it.
+    car.problems = car.problems.filter((p) => !p.startsWith(`${kind}: `));
     try {
       const decoded = decodeAgentMessage(topic, payload);
       if (decoded.kind === 'status') car.status = decoded.message;
@@ -72,7 +74,8 @@ export async function collectFleet(client: MqttClient, options: { quietMs?: numb
     } catch (err) {
       const problem = err instanceof ContractError ? err.problem : (err as Error).message;
       if (kind === 'status') car.status = null;
-      car.problems = [...car.problems.filter((p) => !p.startsWith(`${kind}: `)), `${kind}: ${problem}`];
+      else car.health = null;
+      car.problems.push(`${kind}: ${problem}`);
     }
   };
 
@@ -100,7 +103,14 @@ export async function collectFleet(client: MqttClient, options: { quietMs?: numb
     const onClose = (): void => finish(new Error('the connection to the broker closed while the fleet was read'));
     client.on('message', listener);
     client.once('close', onClose);
-    bound = setTimeout(() => finish(), options.waitMs);
+    // The bound: what came by then is the view, unless the broker has not even answered the subscription.
+    bound = setTimeout(
+      () =>
+        finish(
+          subscribed ? undefined : new Error(`the broker did not answer the subscription to ${FLEET_TOPICS.join(', ')} within ${options.waitMs / 1000} s`),
+        ),
+      options.waitMs,
+    );
     client.subscribeAsync([...FLEET_TOPICS], { qos: 1 }).then(
       (granted) => {
         const refused = granted.find((g) => g.qos >= 0x80);

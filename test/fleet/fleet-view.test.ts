@@ -15,7 +15,8 @@ import { connectBackend } from '../../src/commands/operator-client.js';
 import { parseDeviceConfig, type DeviceConfig } from '../../src/config/device-config.js';
 import type { HealthReport } from '../../src/contract/health.js';
 import type { FleetCar } from '../../src/fleet/fleet-view.js';
-import { selectCars } from '../../src/fleet/fleet-view.js';
+import { countLine, filterCars, selectCars } from '../../src/fleet/fleet-view.js';
+import { fleetTable } from '../../src/cli/ops-fleet.js';
 import { loggingConfig } from '../../src/health/log-config.js';
 import { Logger } from '../../src/health/log.js';
 import { issueDeviceCertificate, writeIssued } from '../../src/pki/dev-ca.js';
@@ -248,5 +249,57 @@ describe('[18.fleet] telematics-ops fleet', () => {
     await usage(['--outbox-over', '-1'], /--outbox-over <n>' argument '-1' is invalid/);
     await usage(['--cert-expiring', 'soon'], /--cert-expiring <days>' argument 'soon' is invalid/);
     await usage(['--wait', '0'], /--wait <s>' argument '0' is invalid/);
+  });
+});
+
+describe('[18.fleet] the fleet view, without a broker', () => {
+  const car = (deviceId: string, over: Partial<FleetCar> = {}): FleetCar => ({
+    deviceId,
+    state: 'online',
+    sinceMs: 1_796_000_000_000,
+    reason: null,
+    birthSeq: 1,
+    reportTsMs: 1_796_000_060_000,
+    reportAgeS: 5,
+    link: { state: 'connected', heartbeatS: 60 },
+    outbox: { messages: 0, oldestAgeS: null },
+    certificateDaysLeft: 300.5,
+    version: '0.1.0',
+    lastError: null,
+    problems: [],
+    ...over,
+  });
+
+  it('[18.fleet] --device takes * as any run of characters and every other character as itself', () => {
+    const cars = ['car.1', 'carX1', 'car-10', 'truck-1', 'car+1'].map((id) => car(id));
+    const ids = (device: string): string[] => filterCars(cars, { device }).map((c) => c.deviceId);
+    assert.deepEqual(ids('car.1'), ['car.1']);
+    assert.deepEqual(ids('car-1*'), ['car-10']);
+    assert.deepEqual(ids('*1'), ['car.1', 'carX1', 'truck-1', 'car+1']);
+    assert.deepEqual(ids('car+1'), ['car+1']);
+    assert.deepEqual(ids('*'), ['car.1', 'carX1', 'car-10', 'truck-1', 'car+1']);
+  });
+
+  it('[18.fleet] the table: the last error cut to the width first, then whole columns left out, wide characters counted as two columns', () => {
+    const now = 1_796_000_065_000;
+    const cars = [
+      car('car-1', { lastError: { ts: now - 120_000, component: 'uplink', msg: 'the broker refused the connection: not authorized '.repeat(3) } }),
+      car('車-2', { state: 'offline', sinceMs: null, reason: 'connection lost', version: null, lastError: null }),
+    ];
+    const wide = fleetTable(cars, Infinity, now);
+    assert.match(wide[0]!, /LAST ERROR$/);
+    assert.ok(wide[1]!.endsWith('not authorized  (2 min ago)'), wide[1]);
+    for (const width of [160, 120, 100, 70, 50, 30]) {
+      const lines = fleetTable(cars, width, now);
+      for (const l of lines) assert.ok(terminalColumns(l) <= width, `${width}: ${terminalColumns(l)} columns: ${l}`);
+      assert.match(lines[0]!, /^DEVICE +STATE/);
+      assert.ok(lines[2]!.startsWith('車-2 '), lines[2]);
+    }
+    // 130 columns: everything but the last error fits whole, the last error is cut with an ellipsis.
+    const cut = fleetTable(cars, 130, now);
+    assert.match(cut[0]!, /VERSION +REPORT +LAST ERROR$/);
+    assert.ok(cut[1]!.endsWith('…') && terminalColumns(cut[1]!) === 130, cut[1]);
+    assert.deepEqual(countLine(cars), '2 cars: 1 online, 1 offline');
+    assert.deepEqual(countLine([car('x', { state: 'unknown' })]), '1 car: 0 online, 0 offline, 1 unknown');
   });
 });
