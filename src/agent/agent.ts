@@ -27,6 +27,7 @@ import { Collector } from '../collect/collector.js';
 import type { CommandContext } from '../commands/handler.js';
 import { applyCollectionOverride } from '../config/collection-override.js';
 import { DeviceConfigError, type DeviceConfig } from '../config/device-config.js';
+import { LAST_ERROR_MAX_CHARS, type LastError } from '../contract/health.js';
 import { BusDecoder } from '../dbc/bus-decoder.js';
 import { compileDatabase, DbcParseError, loadDbcFile } from '../dbc/index.js';
 import { j1939Declaration } from '../dbc/protocol.js';
@@ -124,7 +125,9 @@ export class Agent {
   private restartTimer: NodeJS.Timeout | undefined;
   private runTimes: { startedAt: number; endedAt: number | undefined } | undefined;
   private closing: Promise<RunSummary> | undefined;
-  private stopRemoteFeed: (() => void) | undefined;
+  /** Stops the log's listeners (the remote log's feed, the last error). */
+  private stopLogListeners: (() => void) | undefined;
+  private lastError: { entry: LastError | null } = { entry: null };
 
   private constructor(
     /** The running config: the collection rules setConfig left in the state folder in place of the file's. */
@@ -155,6 +158,11 @@ export class Agent {
     const remoteLog =
       config.uplink && logging.remote.enabled ? new RemoteLog({ config: logging.remote, report: (level, msg) => remoteLogLog[level](msg) }) : undefined;
     const stopRemoteFeed = remoteLog ? logger.onEntry(logging.remote.level, (entry) => remoteLog.add(entry)) : undefined;
+    // The latest error, for the health report (the fleet view lists it per car): kept whatever the local level.
+    const lastError: { entry: LastError | null } = { entry: null };
+    const stopLastError = logger.onEntry('error', (entry) => {
+      lastError.entry = { ts: entry.time, component: entry.component, msg: entry.msg.slice(0, LAST_ERROR_MAX_CHARS) };
+    });
     let agent: Agent | undefined;
     try {
       const buses: BusDecoder[] = [];
@@ -189,7 +197,11 @@ export class Agent {
       );
       const signals = statusSignals(running.status?.signals ?? [], buses);
       agent = new Agent(running, options, buses, sources, signals, remoteLog);
-      agent.stopRemoteFeed = stopRemoteFeed;
+      agent.stopLogListeners = () => {
+        stopRemoteFeed?.();
+        stopLastError();
+      };
+      agent.lastError = lastError;
       await agent.openDataPath();
       return agent;
     } catch (err) {
@@ -197,6 +209,7 @@ export class Agent {
       await agent?.dataPath?.close().catch(() => undefined);
       await agent?.health?.close();
       stopRemoteFeed?.();
+      stopLastError();
       remoteLog?.close();
       throw err;
     }
@@ -220,6 +233,7 @@ export class Agent {
       obdIntervals: this.obdIntervals,
       signals: this.signals,
       dataPath: this.dataPath,
+      lastError: this.lastError.entry,
     });
   }
 
@@ -298,7 +312,7 @@ export class Agent {
     const healthClosing = this.health?.close();
     // Folded log entries go out ahead of the session's DISCONNECT.
     this.remoteLog?.flush();
-    this.stopRemoteFeed?.();
+    this.stopLogListeners?.();
     // Whatever ended the run, the open batches go to the outbox: close() commits them before its first await, so they
     // are on disk once it has been called.
     const dataPathClosing = dataPath?.close();

@@ -430,8 +430,9 @@ export class DataPath {
   publishHealth(report: object): void {
     const session = this.uplink?.session;
     if (!session || session.state !== 'connected') return;
-    // Health is a snapshot: QoS 1 while connected, never stored (the next one supersedes it).
-    session.publish(session.topic('health'), JSON.stringify(report), { qos: 1 }).catch(() => undefined);
+    // Health is a snapshot: QoS 1 while connected, never stored (the next one supersedes it). Retained, so that the
+    // broker holds each car's latest for whoever subscribes later (telematics-ops fleet), with no backend database.
+    session.publish(session.topic('health'), JSON.stringify(report), { qos: 1, retain: true }).catch(() => undefined);
   }
 
   /** What the status line, the status page, the health report and getStatus read of the data path. */

@@ -9,6 +9,7 @@
  * gets a snapshot without them.
  */
 import type { DeviceConfig } from '../config/device-config.js';
+import type { LastError } from '../contract/health.js';
 import type { BusDecoder } from '../dbc/bus-decoder.js';
 import { MODE01_PIDS_BY_KEY } from '../obd/j1979.js';
 import { heartbeatText } from '../uplink/keepalive.js';
@@ -97,6 +98,8 @@ export interface AgentSnapshot {
   signalsConfigured: boolean;
   /** With a collection section. */
   dataPath: DataPathSnapshot | null;
+  /** The latest error-level log entry since the start (the health report's `agent.lastError`); null while none. */
+  lastError: LastError | null;
 }
 
 /** The parts a snapshot is taken from; every one but the config and the decoders may be absent. */
@@ -114,6 +117,7 @@ export interface SnapshotParts {
   obdIntervals?: ReadonlyMap<string, number>;
   signals?: { signals: readonly StatusSignal[]; configured: boolean };
   dataPath?: DataPath | undefined;
+  lastError?: LastError | null;
 }
 
 /** The agent's state now. */
@@ -164,6 +168,7 @@ export function takeSnapshot(parts: SnapshotParts): AgentSnapshot {
     }),
     signalsConfigured: parts.signals?.configured ?? false,
     dataPath: dataPath?.snapshot() ?? null,
+    lastError: parts.lastError ?? null,
   };
 }
 

@@ -27,6 +27,7 @@ import { DEV_OPERATOR, writeDevelopmentKeys } from '../pki/command-pki.js';
 import { BACKEND_IDENTITY, deviceIdProblem } from '../pki/device-id.js';
 import { forTerminal, jsonForTerminal, linesForTerminal } from '../text/terminal-text.js';
 import type { CatalogueEntry, JsonSchema } from '../commands/catalogue.js';
+import { addFleetCommand } from './ops-fleet.js';
 import { shareGroup, watch, type WatchOptions } from './ops-watch.js';
 import { PACKAGE_VERSION, VERSION_DESCRIPTION, VERSION_FLAGS, versionText } from './version.js';
 
@@ -288,7 +289,7 @@ export function describeCatalogue(entries: readonly CatalogueEntry[], width = 10
 }
 
 /** The options that reach the broker as the backend, the same on every subcommand that connects. */
-function withBrokerOptions(command: Command): Command {
+export function withBrokerOptions(command: Command): Command {
   return command
     .option(
       '-b, --broker <host[:port]>',
@@ -372,6 +373,7 @@ export function createOpsProgram(out: (line: string) => void = (line) => process
       out(`operator:    ${files.certFile}`);
       out(`its key:     ${files.keyFile}`);
     });
+  addFleetCommand(program, out);
   return program;
 }
 

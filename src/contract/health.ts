@@ -14,6 +14,9 @@ export const HEALTH_REPORT_VERSION = 1;
 
 const rate = z.number().nonnegative().nullable();
 
+/** The last error's message is cut to this (a log message can quote a long answer from the network). */
+export const LAST_ERROR_MAX_CHARS = 500;
+
 export const diskSampleSchema = z.strictObject({
   path: z.string().describe("The folder asked about: the outbox's (the working directory without one)."),
   mount: z.string().nullable().describe('Its mount point; null when only statfs could answer.'),
@@ -160,11 +163,23 @@ export const commandHealthSchema = z.strictObject({
   unsignedNotAnswered: count.describe('Rejections of payloads not validly signed that were not sent (beyond 30 a minute).'),
 });
 
+export const lastErrorSchema = z.strictObject({
+  ts: unixMs.describe('When it was logged.'),
+  component: z.string().describe('The component that logged it (a bus or adapter name, outbox, uplink, commands...).'),
+  msg: z.string().max(LAST_ERROR_MAX_CHARS).describe(`The message, cut to ${LAST_ERROR_MAX_CHARS} characters.`),
+});
+
 export const agentHealthSchema = contractSchema(
   'agent',
   'The agent itself',
   "The agent's own counters and states. Carried by the health report (`agent`), the local `/status` (`agent`, read live) and the getStatus result (`agent`, read live).",
   z.strictObject({
+    // Optional in the schema only, so that a backend with this contract still reads the reports of cars not yet
+    // updated (a rollout takes weeks); this agent always sends both.
+    version: z
+      .string()
+      .optional()
+      .describe("The agent's package version (what `telematics-agent --version` prints). Absent from reports of agents older than this field."),
     processUptimeS: z.number().nonnegative(),
     rssBytes: count,
     heapUsedBytes: count,
@@ -177,13 +192,19 @@ export const agentHealthSchema = contractSchema(
     uplink: uplinkHealthSchema.nullable(),
     certificate: certificateHealthSchema.nullable(),
     commands: commandHealthSchema.nullable(),
+    lastError: lastErrorSchema
+      .nullable()
+      .optional()
+      .describe(
+        'The latest error-level log entry since the agent started (whatever logging.level lets through locally); null while none. Absent from reports of agents older than this field.',
+      ),
   }),
 );
 
 export const healthReportSchema = contractSchema(
   'health',
   'Health report',
-  'vehicles/<deviceId>/health, JSON, QoS 1, not retained, every health.intervalS (default 300 s) while connected; never stored.',
+  "vehicles/<deviceId>/health, JSON, QoS 1, retained (a backend subscribing at any time gets each car's latest), every health.intervalS (default 300 s) while connected; never stored in the outbox.",
   z.strictObject({
     version: z.literal(HEALTH_REPORT_VERSION),
     deviceId,
@@ -212,6 +233,7 @@ export type OutboxHealth = z.output<typeof outboxHealthSchema>;
 export type UplinkHealth = z.output<typeof uplinkHealthSchema>;
 export type CertificateHealth = z.output<typeof certificateHealthSchema>;
 export type CommandHealth = z.output<typeof commandHealthSchema>;
+export type LastError = z.output<typeof lastErrorSchema>;
 export type AgentHealth = z.output<typeof agentHealthSchema>;
 export type HealthReport = z.output<typeof healthReportSchema>;
 

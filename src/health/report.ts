@@ -7,6 +7,7 @@
  * taking it costs a few property reads per bus. The report takes it at its interval; the live view behind /status and
  * /metrics (monitor.ts) takes the same part per request, with rates over the last second or more.
  */
+import { PACKAGE_VERSION } from '../agent/package-version.js';
 import type { AgentSnapshot, DataPathSnapshot } from '../agent/snapshot.js';
 import type { DeviceConfig } from '../config/device-config.js';
 import {
@@ -143,6 +144,7 @@ export class AgentHealthProbe {
     return {
       periodS: rates.periodS,
       agent: {
+        version: PACKAGE_VERSION,
         processUptimeS: round(process.uptime(), 1),
         rssBytes: memory.rss,
         heapUsedBytes: memory.heapUsed,
@@ -155,6 +157,7 @@ export class AgentHealthProbe {
         uplink,
         certificate: fromDataPath?.certificate ?? null,
         commands: fromDataPath?.commands ?? null,
+        lastError: snapshot.lastError,
       },
     };
   }

@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { PACKAGE_VERSION } from '../../src/agent/package-version.js';
 import { parseDeviceConfig } from '../../src/config/device-config.js';
 import type { HealthReport } from '../../src/health/report.js';
 import { DEMO_DBC_PATH } from '../../src/sim/vehicle.js';
@@ -39,6 +40,7 @@ const SYSTEM_KEYS = [
   'uptimeS',
 ];
 const AGENT_KEYS = [
+  'version',
   'processUptimeS',
   'rssBytes',
   'heapUsedBytes',
@@ -51,6 +53,7 @@ const AGENT_KEYS = [
   'uplink',
   'certificate',
   'commands',
+  'lastError',
 ];
 
 describe('health report over the uplink', () => {
@@ -112,7 +115,8 @@ describe('health report over the uplink', () => {
 
       const messages = backend.on(deviceId, 'health');
       for (const m of messages) {
-        // A snapshot, never retained (the next one supersedes it), QoS 1 while connected.
+        // QoS 1 while connected. Published retained ([18.fleet]: a late subscriber gets the latest), but forwarded to a
+        // subscription made before, as here, without the flag (MQTT: retain is set only on delivery at subscribe).
         assert.equal(m.retain, false);
         assert.equal(m.qos, 1);
       }
@@ -124,6 +128,7 @@ describe('health report over the uplink', () => {
         assert.equal(r.version, 1);
         assert.equal(r.deviceId, deviceId);
         assert.equal(r.intervalS, 1);
+        assert.equal(r.agent.version, PACKAGE_VERSION);
       }
 
       // One per second: consecutive sequence numbers, timestamps on the one-second cadence. On a busy machine a slot
