@@ -2,7 +2,7 @@
  * The fleet view: every car the backend identity can see, from what the broker retains for it (the status: birth,
  * last will or shutdown; the latest health report), with no backend database. `collectFleet` subscribes to
  * `vehicles/+/status` and `vehicles/+/health`; the broker sends the retained messages right after the SUBACK, so the
- * collection ends after a quiet period without a new one (or at the `waitMs` bound). `fleetCars` turns what came into
+ * collection ends after a quiet period (500 ms) without a new one (or at the `waitMs` bound). `fleetCars` turns what came into
  * one row per car, sorted by device ID; `matchesFilter` and `selectCars` pick cars by state, device pattern,
  * certificate, outbox depth and agent version (what a multi-car `send` can call too).
  *
@@ -51,7 +51,7 @@ export interface FleetCar {
 
 /** Collects the retained status and health of every car the connection's identity may read. */
 export async function collectFleet(client: MqttClient, options: { quietMs?: number; waitMs: number }): Promise<Map<string, RetainedCar>> {
-  const quietMs = options.quietMs ?? 300;
+  const quietMs = options.quietMs ?? 500;
   const cars = new Map<string, RetainedCar>();
   const carOf = (deviceId: string): RetainedCar => {
     let car = cars.get(deviceId);
@@ -111,7 +111,10 @@ export async function collectFleet(client: MqttClient, options: { quietMs?: numb
         ),
       options.waitMs,
     );
-    client.subscribeAsync([...FLEET_TOPICS], { qos: 1 }).then(
+    // QoS 0: the retained messages come at once, not 20 at a time behind the acknowledgements of QoS 1 (mosquitto's
+    // max_inflight_messages), so a thousand cars do not spread over round trips that a busy link could stretch past the
+    // quiet period.
+    client.subscribeAsync([...FLEET_TOPICS], { qos: 0 }).then(
       (granted) => {
         const refused = granted.find((g) => g.qos >= 0x80);
         if (refused) return finish(new Error(`the broker does not let this identity read ${refused.topic} (reason 0x${refused.qos.toString(16)})`));
