@@ -132,8 +132,9 @@ export function issueDeviceCertificate(
   validity: { notBefore: Date; notAfter: Date },
 ): IssuedDeviceCertificate {
   checkDeviceId(deviceId);
-  const notBefore = new Date(Math.max(validity.notBefore.getTime(), ca.notBefore.getTime()));
-  const notAfter = new Date(Math.min(validity.notAfter.getTime(), ca.notAfter.getTime()));
+  // Whole seconds, as the certificate holds them: what is reported is what was issued.
+  const notBefore = wholeSeconds(Math.max(validity.notBefore.getTime(), ca.notBefore.getTime()));
+  const notAfter = wholeSeconds(Math.min(validity.notAfter.getTime(), ca.notAfter.getTime()));
   if (notAfter.getTime() <= notBefore.getTime()) {
     throw new CertificateAuthorityError(`the CA is valid only until ${ca.notAfter.toISOString()}: no certificate can be issued within it`);
   }
@@ -180,6 +181,8 @@ export function issueDeviceCertificate(
   const certPem = forge.pem.encode({ type: 'CERTIFICATE', body: asn1.toDer(whole).getBytes() }, { maxline: 64 });
   return { certPem, serial: serial.toUpperCase(), notBefore, notAfter };
 }
+
+const wholeSeconds = (ms: number): Date => new Date(Math.floor(ms / 1000) * 1000);
 
 /** RFC 5280's key identifier, method 1: SHA-1 of the subjectPublicKey bits (the BIT STRING without its unused-bits byte). */
 function keyIdOf(bitString: string): string {
