@@ -49,8 +49,8 @@ class SignerProcess {
     );
   }
 
-  static start(args: string[], auditFile: string, stateDir: string): SignerProcess {
-    const child = spawn(process.execPath, [OPS_CLI, 'ca-signer', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  static start(args: string[], auditFile: string, stateDir: string, env: NodeJS.ProcessEnv = process.env): SignerProcess {
+    const child = spawn(process.execPath, [OPS_CLI, 'ca-signer', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
     return new SignerProcess(child, auditFile, stateDir);
   }
 
@@ -362,8 +362,14 @@ describe('[18.signer] telematics-ops ca-signer against mosquitto with the shippe
       assert.match(run.stderr.trim(), message);
     }
 
-    const another = SignerProcess.start(args({}), path.join(dir, 'audit.jsonl'), path.join(dir, 'state'));
+    // Under systemd: no --state, the unit's StateDirectory= in $STATE_DIRECTORY holds the registry and the audit log.
+    const unitState = path.join(dir, 'unit-state');
+    const withoutState = args({}).slice(0, -4);
+    assert.deepEqual(args({}).slice(-4, -3).concat(args({}).slice(-2, -1)), ['--state', '--audit']);
+    const another = SignerProcess.start(withoutState, path.join(unitState, 'audit.jsonl'), unitState, { ...process.env, STATE_DIRECTORY: unitState });
     await another.waitForLog(/answering vehicles\/\+\/csr/, 'the second signer to subscribe');
+    assert.ok(existsSync(path.join(unitState, 'issued-keys.sqlite')), another.log);
+    assert.ok(existsSync(path.join(unitState, 'audit.jsonl')), another.log);
     await another.stop();
     assert.deepEqual(another.exit, { code: 0, signal: null }, another.log);
     assert.match(another.log, /SIGTERM: stopping \(0 issued, 0 refused, 0 dropped since start\)/);
