@@ -85,6 +85,11 @@ export class CertificateSigner {
     });
   }
 
+  /** A signer over a client made elsewhere: start() makes its own; the tests drive the queue through a stand-in. */
+  static over(client: MqttClient, options: CertificateSignerOptions): CertificateSigner {
+    return new CertificateSigner(client, options);
+  }
+
   get policy(): SigningPolicy {
     return this.options.policy;
   }
@@ -110,7 +115,7 @@ export class CertificateSigner {
       key: readFileSync(options.keyFile),
       rejectUnauthorized: true,
     });
-    const signer = new CertificateSigner(client, options);
+    const signer = CertificateSigner.over(client, options);
     const subscribed = new Promise<void>((resolve, reject) => {
       client.once('connect', () => {
         // MQTT.js subscribes again by itself after a reconnection.
