@@ -304,7 +304,14 @@ describe('[18.signer] telematics-ops ca-signer against mosquitto with the shippe
     );
     // car-a's key again, by car-a under another request or by car-b: never certified twice.
     await refused('a reused key', request(carA, 'car-a', createCsr('car-a', keyA)), 'key-reused', /certified before \(serial [0-9A-F]+, request first-a\)/);
+    // car-b cannot even ask on car-a's topic: the broker's ACL drops it, and the signer never sees it.
+    const seen = signer.records().length;
+    const spoof = JSON.stringify({ requestId: 'spoofed', deviceId: 'car-a', csr: createCsr('car-a', createDeviceKey()), ts: Date.now() });
+    await carB.publishAsync('vehicles/car-a/csr', spoof, { qos: 1 }).catch(() => undefined);
     await refused('a key certified for another car', request(carB, 'car-b', createCsr('car-b', keyA)), 'key-reused', /certified before/);
+    // From the same car, so delivered in order: had the spoofed request gone through, its record would come first.
+    assert.equal(signer.records().length, seen + 1, 'the spoofed request reached the signer');
+    assert.deepEqual(answers('car-a', 'spoofed'), []);
     // A new key for car-a within the hour.
     await refused('a request too soon', request(carA, 'car-a', createCsr('car-a', createDeviceKey())), 'too-soon', /'car-a' got a certificate \d+ s ago/);
     // Bad requests.
