@@ -8,6 +8,7 @@
  *   telematics-ops send --device ID --command NAME --certs-dir certs/dev ...   (the default run's development PKI)
  *   telematics-ops watch [--device ID] [--json] [--share GROUP] [--count N] [--timeout S] --broker ... | --certs-dir DIR
  *   telematics-ops keys --out DIR [--operator NAME]
+ *   telematics-ops ca-signer --broker ... --ca-cert FILE --ca-key FILE [--state DIR] ...   (src/cli/ops-ca-signer.ts)
  *
  * `--broker` without a port means 8884, the backend listener of the fleet broker (deploy/mosquitto); `--certs-dir`
  * without `--broker` means the backend listener of the development broker of `npm start`, localhost:8884 (mosquitto
@@ -27,6 +28,7 @@ import { DEV_OPERATOR, writeDevelopmentKeys } from '../pki/command-pki.js';
 import { BACKEND_IDENTITY, deviceIdProblem } from '../pki/device-id.js';
 import { forTerminal, jsonForTerminal, linesForTerminal } from '../text/terminal-text.js';
 import type { CatalogueEntry, JsonSchema } from '../commands/catalogue.js';
+import { addCaSignerCommand } from './ops-ca-signer.js';
 import { addFleetCommand } from './ops-fleet.js';
 import { shareGroup, watch, type WatchOptions } from './ops-watch.js';
 import { PACKAGE_VERSION, VERSION_DESCRIPTION, VERSION_FLAGS, versionText } from './version.js';
@@ -123,7 +125,7 @@ export function brokerUrl(text: string): string {
 }
 
 type Connection = Required<Pick<SendOptions, 'broker' | 'cert' | 'key' | 'ca' | 'operatorCert' | 'operatorKey'>>;
-type ConnectionSource = Pick<SendOptions, 'broker' | 'cert' | 'key' | 'ca' | 'operatorCert' | 'operatorKey' | 'certsDir'>;
+export type ConnectionSource = Pick<SendOptions, 'broker' | 'cert' | 'key' | 'ca' | 'operatorCert' | 'operatorKey' | 'certsDir'>;
 
 /**
  * The connection and signing options, each given or taken from --certs-dir; a usage error names what is missing.
@@ -359,6 +361,7 @@ export function createOpsProgram(out: (line: string) => void = (line) => process
       const connection = connectionOf(opts, false);
       process.exitCode = await watch(opts, { url: connection.broker, certFile: connection.cert, keyFile: connection.key, caFile: connection.ca }, out);
     });
+  addCaSignerCommand(program);
   program
     .command('keys')
     .description('create a development command CA and an operator key and certificate (ECDSA P-256); not for production')

@@ -49,7 +49,7 @@ export function createDevCa(options: CaOptions = {}): DevCa {
   const keys = pki.rsa.generateKeyPair({ bits: 2048, e: 0x10001 });
   const cert = pki.createCertificate();
   cert.publicKey = keys.publicKey;
-  cert.serialNumber = serialNumber();
+  cert.serialNumber = randomSerialNumber();
   setValidity(cert, options, 3650);
   const subject = [{ name: 'commonName', value: options.commonName ?? 'telematics-agent development CA' }];
   cert.setSubject(subject);
@@ -129,7 +129,7 @@ function issue(ca: DevCa, commonName: string, validity: ValidityOptions, extensi
 function sign(ca: DevCa, commonName: string, publicKey: forge.pki.rsa.PublicKey, validity: ValidityOptions, extensions: object[]): string {
   const cert = pki.createCertificate();
   cert.publicKey = publicKey;
-  cert.serialNumber = serialNumber();
+  cert.serialNumber = randomSerialNumber();
   setValidity(cert, validity, 825);
   cert.setSubject([{ name: 'commonName', value: commonName }]);
   cert.setIssuer(ca.cert.subject.attributes);
@@ -151,8 +151,8 @@ function setValidity(cert: forge.pki.Certificate, options: ValidityOptions, defa
   cert.validity.notAfter = options.notAfter ?? new Date(notBefore.getTime() + (options.validDays ?? defaultDays) * DAY_MS);
 }
 
-/** 16 random bytes, the top bit clear: DER integers are signed and a serial must be positive. */
-function serialNumber(): string {
+/** 16 random bytes (at least 120 random bits), the top bit clear: DER integers are signed and a serial must be positive. */
+export function randomSerialNumber(): string {
   const bytes = randomBytes(16);
   bytes[0] = (bytes[0]! & 0x7f) | 0x01;
   return bytes.toString('hex');

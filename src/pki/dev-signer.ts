@@ -1,24 +1,20 @@
 /**
  * The development CA service of the default run: what answers a car's `rotateCertificate` request when the broker is
- * the development one (mosquitto or aedes, src/agent/development-broker.ts). It is also the model of what a
- * production backend signer does (docs/commands.md, "Who signs the request"):
- *
- * 1. It connects as the backend (the backend CA's `backend` certificate) on the broker's backend listener and
- *    subscribes to `vehicles/+/csr` at QoS 1. The broker lets only car `<id>` publish on `vehicles/<id>/csr`, so the
- *    topic tells who asks.
- * 2. It checks the request: JSON with a `requestId` and a `csr`; the topic's `<id>`, the payload's `deviceId` and the
- *    CSR's subject CN are the same device ID; the CSR is signed by the key it carries (signDeviceCsr, src/pki/csr.ts).
- * 3. It issues a device certificate for that key from the development CA and publishes
- *    `{"requestId", "certificate"}` on `vehicles/<id>/certificate`, QoS 1, not retained.
+ * the development one (mosquitto or aedes, src/agent/development-broker.ts). It is the production signer
+ * (src/fleet/certificate-signer.ts, `telematics-ops ca-signer`) with the development CA, the same checks and the same
+ * answer, and three differences for a developer's laptop: its memory of issued keys lives in the process, it does
+ * not pace rotations (a developer rotates as often as they like), and it keeps no audit file (its log says each
+ * decision).
  *
  * Failure: a request that fails a check is left unanswered (the car gives up after its wait and keeps its identity)
- * and reported as a warning naming the topic and the reason. A broker that is down is waited for: the client
- * reconnects by itself and subscribes again.
+ * and reported as a warning naming the device and the reason. A broker that is down is waited for: the client
+ * reconnects by itself and subscribes again; a subscription the broker refuses is a warning too (the run goes on
+ * without rotation).
  */
-import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import mqtt, { type MqttClient } from 'mqtt';
-import { signDeviceCsr } from './csr.js';
+import { CertificateSigner, SignerSubscriptionRefused } from '../fleet/certificate-signer.js';
+import { IssuedKeys } from '../fleet/issued-keys.js';
+import { SigningPolicy, VALIDITY_DAYS } from '../fleet/signing-policy.js';
+import { loadSigningCa } from './certificate-authority.js';
 import type { DevCa } from './dev-ca.js';
 
 export interface DevSignerOptions {
@@ -37,18 +33,21 @@ export interface DevSignerOptions {
   connectTimeoutMs?: number;
 }
 
-const CSR_TOPIC = /^vehicles\/([^/#+]+)\/csr$/;
-
 export class DevSigner {
-  /** Certificates issued and requests refused. */
-  signed = 0;
-  refused = 0;
-
   private constructor(
-    private readonly client: MqttClient,
-    private readonly options: DevSignerOptions,
-  ) {
-    client.on('message', (topic, payload) => this.answer(topic, payload));
+    private readonly policy: SigningPolicy,
+    /** None when the broker refused the subscription. */
+    private readonly signer: CertificateSigner | undefined,
+    private readonly issuedKeys: IssuedKeys,
+  ) {}
+
+  /** Certificates issued and requests refused. */
+  get signed(): number {
+    return this.policy.issued;
+  }
+
+  get refused(): number {
+    return this.policy.refused;
   }
 
   /**
@@ -57,76 +56,33 @@ export class DevSigner {
    */
   static async start(options: DevSignerOptions): Promise<DevSigner> {
     const report = options.report ?? (() => undefined);
-    const client = mqtt.connect(options.url, {
-      protocolVersion: options.protocol,
-      // Never a device ID ('/' is not allowed in one).
-      clientId: `backend/dev-signer-${randomBytes(4).toString('hex')}`,
-      clean: true,
-      reconnectPeriod: 1000,
-      connectTimeout: 10_000,
-      ca: readFileSync(options.caFile),
-      cert: readFileSync(options.certFile),
-      key: readFileSync(options.keyFile),
-      rejectUnauthorized: true,
-    });
-    const signer = new DevSigner(client, options);
-    // Connection trouble is the broker's (down, restarting: the client reconnects), said once below if it lasts.
-    client.on('error', () => undefined);
-    const subscribed = new Promise<void>((resolve, reject) => {
-      client.once('connect', () => {
-        // MQTT.js subscribes again by itself after a reconnection.
-        client.subscribeAsync('vehicles/+/csr', { qos: 1 }).then((granted) => {
-          const refused = granted.find((g) => g.qos >= 0x80);
-          if (refused) reject(new Error(`the broker does not let the backend read ${refused.topic} (reason 0x${refused.qos.toString(16)})`));
-          else resolve();
-        }, reject);
+    // Every line says which signer speaks: the agent's `broker` log carries the development broker's lines too.
+    const say = (level: 'info' | 'warn') => (msg: string) => report(`broker: the development certificate signer ${msg}`, level);
+    const log = { info: say('info'), warn: say('warn'), error: say('warn') };
+    const issuedKeys = IssuedKeys.inMemory();
+    const ca = loadSigningCa(options.ca.certPem, options.ca.keyPem, { cert: 'the development CA', key: 'the development CA key' });
+    const policy = new SigningPolicy({ ca, issuedKeys, log, validityDays: VALIDITY_DAYS.max, minIntervalMs: 0 });
+    let signer: CertificateSigner | undefined;
+    try {
+      signer = await CertificateSigner.start({
+        url: options.url,
+        protocol: options.protocol,
+        certFile: options.certFile,
+        keyFile: options.keyFile,
+        caFile: options.caFile,
+        policy,
+        log,
+        clientIdPrefix: 'backend/dev-signer',
+        ...(options.connectTimeoutMs !== undefined ? { connectTimeoutMs: options.connectTimeoutMs } : {}),
       });
-      client.once('error', reject);
-    });
-    subscribed.catch(() => undefined); // settled after the wait below gave up: already said
-    let timer: NodeJS.Timeout | undefined;
-    const timeoutMs = options.connectTimeoutMs ?? 10_000;
-    try {
-      await Promise.race([
-        subscribed,
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new Error(`no connection within ${timeoutMs} ms`)), timeoutMs);
-        }),
-      ]);
     } catch (err) {
-      report(
-        `broker: the development certificate signer is not connected to ${options.url} (${(err as Error).message}); rotateCertificate gets no answer until it is`,
-        'warn',
-      );
-    } finally {
-      clearTimeout(timer);
+      if (!(err instanceof SignerSubscriptionRefused)) {
+        issuedKeys.close();
+        throw err;
+      }
+      log.warn(`is not subscribed (${err.message}); rotateCertificate gets no answer`);
     }
-    return signer;
-  }
-
-  private answer(topic: string, payload: Buffer): void {
-    const deviceId = CSR_TOPIC.exec(topic)?.[1];
-    if (deviceId === undefined) return;
-    const report = this.options.report ?? (() => undefined);
-    let answer: string;
-    try {
-      const request = JSON.parse(payload.toString('utf8')) as { requestId?: unknown; deviceId?: unknown; csr?: unknown };
-      if (typeof request !== 'object' || request === null) throw new Error('not a JSON object');
-      if (typeof request.requestId !== 'string' || request.requestId === '') throw new Error('no requestId');
-      if (typeof request.csr !== 'string') throw new Error('no csr');
-      if (request.deviceId !== deviceId) throw new Error(`its deviceId ${JSON.stringify(request.deviceId)} is not the topic's '${deviceId}'`);
-      // The CSR's CN must be the device too, and its signature must verify.
-      answer = JSON.stringify({ requestId: request.requestId, certificate: signDeviceCsr(this.options.ca, request.csr, { deviceId }) });
-    } catch (err) {
-      this.refused++;
-      report(`broker: the development CA did not sign the request on ${topic}: ${(err as Error).message}`, 'warn');
-      return;
-    }
-    this.client.publish(`vehicles/${deviceId}/certificate`, answer, { qos: 1, retain: false }, (err) => {
-      if (err) report(`broker: the certificate for '${deviceId}' was not delivered: ${err.message}`, 'warn');
-    });
-    this.signed++;
-    report(`broker: the development CA signed a new certificate for '${deviceId}'`, 'info');
+    return new DevSigner(policy, signer, issuedKeys);
   }
 
   /**
@@ -135,14 +91,7 @@ export class DevSigner {
    * within the 4.5 s the stop has.
    */
   async close(): Promise<void> {
-    let timer: NodeJS.Timeout | undefined;
-    const ended = await Promise.race([
-      this.client.endAsync(false).then(() => true),
-      new Promise<false>((resolve) => {
-        timer = setTimeout(() => resolve(false), 250);
-      }),
-    ]);
-    clearTimeout(timer);
-    if (!ended) await this.client.endAsync(true);
+    await this.signer?.close(250);
+    this.issuedKeys.close();
   }
 }
