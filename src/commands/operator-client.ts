@@ -40,11 +40,6 @@ export interface SendOptions {
   topicName?: string;
   /** Fields that override the signed envelope's (tests of malformed envelopes). */
   envelope?: Record<string, unknown>;
-  /**
-   * The command's expiry (unix ms; `send` takes the envelope's): under MQTT 5 the message's expiry interval, so the
-   * broker drops a command queued for an offline car once the car would refuse it anyway.
-   */
-  expiresAt?: number;
 }
 
 export interface CommandOutcome {
@@ -136,26 +131,18 @@ export class OperatorClient {
   async send(request: CommandRequest, signer: Signer, options: SendOptions = {}): Promise<CommandOutcome> {
     await this.follow(request.deviceId);
     const { envelope, payload } = signCommand(request, signer, options.envelope ? { envelope: options.envelope } : {});
-    const expiresAt = options.expiresAt ?? envelope.expiresAt;
-    return this.publishPayload(request.deviceId, options.topicName ?? request.name, payload, envelope.id, {
-      ...options,
-      ...(expiresAt !== undefined ? { expiresAt } : {}),
-    });
+    return this.publishPayload(request.deviceId, options.topicName ?? request.name, payload, envelope.id, options);
   }
 
   /** Publishes a payload as it is (tests: unsigned, tampered, oversize...) and follows the results for `id`. */
   async publishPayload(deviceId: string, topicName: string, payload: string | Buffer, id: string, options: SendOptions = {}): Promise<CommandOutcome> {
     await this.follow(deviceId);
     return this.track(id, options, async () => {
-      // Whole seconds, rounded up. One past its expiry already goes without: the car answers it `expired` itself.
-      const left = options.expiresAt === undefined ? 0 : options.expiresAt - Date.now();
-      const expirySeconds = left > 0 ? Math.ceil(left / 1000) : undefined;
       await this.client.publishAsync(`vehicles/${deviceId}/commands/${topicName}`, payload, {
         qos: 1,
         properties: {
           responseTopic: this.responseTopic(deviceId),
           correlationData: Buffer.from(id, 'utf8'),
-          ...(expirySeconds !== undefined ? { messageExpiryInterval: expirySeconds } : {}),
         },
       });
     });
