@@ -24,6 +24,7 @@ import { CommandPki, startCommandAgent } from '../support/commands.js';
 import { TestPki } from '../support/mosquitto.js';
 import { OPS_CLI, runProgram } from '../support/programs.js';
 import { makeTempDir } from '../support/temp.js';
+import { TerminalSession } from '../support/tmux.js';
 
 const ISO = '\\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\d\\.\\d{3}Z';
 
@@ -149,6 +150,21 @@ describe('[18.track] tracked commands: send, status, wait, history, sign, throug
     const outcomes = jsonLines<{ device: string; id: string; status: string }>(waited.stdout);
     assert.deepEqual(outcomes.map((o) => `${o.device} ${o.status}`).sort(), [`${carA} SUCCEEDED`, `${carB} SUCCEEDED`]);
     assert.equal(waited.stderr, '2 cars: 2 succeeded (exit 0)\n');
+  });
+
+  it('[18.track] many cars on a terminal: one progress line redrawn in place, the cars that did not end well above it, then the summary', async (t) => {
+    const terminal = await TerminalSession.start(
+      [process.execPath, OPS_CLI, 'send', ...connection(), ...operator, '-d', carA, '-d', ghost, '-d', carB, '-c', 'ping', '--journal', journal],
+      { columns: 200, rows: 20 },
+    );
+    t.after(() => terminal.close());
+    assert.equal(await terminal.exited(60_000), 6);
+    const { joined } = await terminal.screen();
+    const shown = joined.filter((line) => line.trim() !== '');
+    assert.equal(shown.length, 2, shown.join('\n'));
+    assert.match(shown[0]!, new RegExp(`^${ghost} \\S+ no car ${ghost} has ever connected to this broker`));
+    // The progress line was cleared before the summary took its place.
+    assert.equal(shown[1], '3 cars: 2 sent to an online car, 1 no such car (exit 6)');
   });
 
   it('[18.track] an offline car: send --wait exits 5 "queued"; wait ID follows it when the car comes back and gets it from the broker', async () => {
