@@ -22,7 +22,7 @@ import { COMMAND_NAME_PATTERN, signCommand, type Signer } from '../commands/enve
 import { OperatorClient } from '../commands/operator-client.js';
 import type { CommandResult } from '../commands/result.js';
 import { pendingState, readCarPresence } from '../fleet/car-presence.js';
-import { CommandJournal, journalPath, type JournalEntry, type JournalState, type JournalStep } from '../fleet/command-journal.js';
+import { CommandJournal, JournalError, journalPath, type JournalEntry, type JournalState, type JournalStep } from '../fleet/command-journal.js';
 import { rollOut, type CarOutcome, type CarState } from '../fleet/command-rollout.js';
 import { DEV_OPERATOR } from '../pki/command-pki.js';
 import { deviceIdProblem } from '../pki/device-id.js';
@@ -141,10 +141,18 @@ function checkCommandName(name: string): void {
   if (!COMMAND_NAME_PATTERN.test(name)) throw new InvalidArgumentError(`${JSON.stringify(name)} is not a command name`);
 }
 
-/** Opens the journal the options name; undefined with --no-journal. Its failure is the one-line JournalError. */
-function openJournal(option: string | false | undefined): CommandJournal | undefined {
+/**
+ * Opens the journal the options name; undefined with --no-journal. Its failure is the one-line JournalError, which
+ * for a command that sends or signs says how to go on without it.
+ */
+function openJournal(option: string | false | undefined, untracked?: 'send' | 'sign'): CommandJournal | undefined {
   if (option === false) return undefined;
-  return CommandJournal.open(journalPath(option));
+  try {
+    return CommandJournal.open(journalPath(option));
+  } catch (err) {
+    if (untracked === undefined || !(err instanceof JournalError)) throw err;
+    throw new JournalError(`${err.message}; nothing was sent (--no-journal ${untracked === 'send' ? 'sends' : 'signs'} untracked)`);
+  }
 }
 
 const iso = (ms: number): string => new Date(ms).toISOString();
@@ -199,7 +207,7 @@ async function send(opts: SendOptions, out: (line: string) => void): Promise<num
   const params = parseParams(opts.params);
   const connection = connectionOf(opts);
   const signer: Signer = { certPem: readable(connection.operatorCert, '--operator-cert'), keyPem: readable(connection.operatorKey, '--operator-key') };
-  const journal = openJournal(opts.journal);
+  const journal = openJournal(opts.journal, 'send');
   try {
     const client = await OperatorClient.connect({ url: connection.broker, certFile: connection.cert, keyFile: connection.key, caFile: connection.ca }).catch(
       (err: unknown) => {
@@ -332,7 +340,7 @@ function sign(opts: SignOptions, out: (line: string) => void): number {
     );
   }
   const signer: Signer = { certPem: readable(certFile, '--operator-cert'), keyPem: readable(keyFile, '--operator-key') };
-  const journal = openJournal(opts.journal);
+  const journal = openJournal(opts.journal, 'sign');
   try {
     const issuedAt = Date.now();
     const expiresAt = issuedAt + Math.round(opts.expires * 1000);

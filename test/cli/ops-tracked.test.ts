@@ -105,6 +105,26 @@ describe('[18.track] tracked commands: send, status, wait, history, sign, throug
     assert.equal(missing.stderr, `telematics-ops: no command "no-such-id" in the command journal ${journal}\n`);
   });
 
+  it('[18.track] a journal that cannot be used stops send before anything is sent (one line naming the file); --no-journal sends untracked', async () => {
+    const damaged = path.join(makeTempDir('ops-damaged-'), 'commands.db');
+    writeFileSync(damaged, 'not a journal '.repeat(100));
+    const before = fleet.backend.messages.length;
+    const refused = await runProgram('telematics-ops', ['send', ...connection(), ...operator, '-d', carA, '-c', 'ping', '--journal', damaged]);
+    assert.equal(refused.status, 1);
+    assert.match(
+      refused.stderr,
+      new RegExp(
+        `^telematics-ops: the command journal ${damaged} is damaged \\(.*\\): move it aside to start a new one; nothing was sent \\(--no-journal sends untracked\\)\n$`,
+      ),
+    );
+    const untracked = await runProgram('telematics-ops', ['send', ...connection(), ...operator, '-d', carA, '-c', 'ping', '--wait', '--no-journal']);
+    assert.equal(untracked.status, 0, untracked.stderr);
+    assert.match(untracked.stdout, /SUCCEEDED/);
+    // The refused send published nothing: the car's only new results are the untracked ping's.
+    const results = fleet.backend.messages.slice(before).filter((m) => m.topic.startsWith(`vehicles/${carA}/results/`));
+    assert.equal(new Set(results.map((m) => (JSON.parse(m.payload.toString('utf8')) as CommandResult).id)).size, 1);
+  });
+
   it('[18.track] a car that never connected is told apart from one that is offline: exit 6, "no car ... has ever connected", with or without --wait', async () => {
     for (const wait of [['--wait', '--timeout', '1'], []]) {
       const run = await ops(['send', ...connection(), ...operator, '-d', ghost, '-c', 'ping', ...wait]);
