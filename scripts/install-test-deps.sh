@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system tools the host tests drive as real parts: socat (the pseudo-terminal pairs the ELM327 serial
 # tests talk through) and mosquitto (the real MQTT broker of the uplink tests, started on free ports; its own system
-# service is never used), nftables, conntrack and ping (the NAT router of the carrier-network
+# service is never used), mosquitto_pub (mosquitto-clients: publishes a signed payload of `telematics-ops sign` as
+# another tool would), nftables, conntrack and ping (the NAT router of the carrier-network
 # harness in test/net/, and its loss measurement), chromium (renders the local status page headless in
 # test/health/), promtool (from Debian's prometheus package: `promtool check metrics` lints a real /metrics scrape
 # in test/health/) and tmux (the pseudo-terminal of 80 and 200 columns whose screen test/cli/terminal.test.ts reads).
@@ -13,6 +14,8 @@ set -euo pipefail
 declare -A provides=(
   [socat]=socat
   [mosquitto]=mosquitto
+  # test/cli/ops-tracked.test.ts: a payload of `telematics-ops sign` published by Debian's own client
+  [mosquitto_pub]=mosquitto-clients
   [nft]=nftables
   [conntrack]=conntrack
   [ping]=iputils-ping

@@ -6,6 +6,7 @@
  *   telematics-ops send --device ID --command NAME [--params JSON] [--wait] [--json] [--timeout S] [--expires S]
  *                       --broker HOST[:PORT] --cert FILE --key FILE --ca FILE --operator-cert FILE --operator-key FILE
  *   telematics-ops send --device ID --command NAME --certs-dir certs/dev ...   (the default run's development PKI)
+ *   telematics-ops send|sign|status|wait|history ...   (tracked commands, many cars: src/cli/ops-tracked.ts)
  *   telematics-ops watch [--device ID] [--json] [--share GROUP] [--count N] [--timeout S] --broker ... | --certs-dir DIR
  *   telematics-ops keys --out DIR [--operator NAME]
  *   telematics-ops ca-signer --broker ... --ca-cert FILE --ca-key FILE [--state DIR] ...   (src/cli/ops-ca-signer.ts)
@@ -15,39 +16,40 @@
  * or aedes: both have one).
  *
  * Exit codes of `send`, for scripts: 0 succeeded (or, without --wait, the broker has the command), 2 rejected,
- * 3 failed, 4 timed out (on the car, or no final result within --timeout), 1 usage or connection error.
+ * 3 failed, 4 timed out (on the car, or no final result within --timeout from a car that is online), 5 queued (the
+ * car is offline: the broker keeps the command until it expires), 6 no such car (none with that ID has ever
+ * connected), 1 usage or connection error.
  */
 import { readFileSync, realpathSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, InvalidArgumentError } from 'commander';
-import { COMMAND_NAME_PATTERN } from '../commands/envelope.js';
-import { OperatorClient } from '../commands/operator-client.js';
 import type { CommandResult } from '../commands/result.js';
 import { DEV_OPERATOR, writeDevelopmentKeys } from '../pki/command-pki.js';
-import { BACKEND_IDENTITY, deviceIdProblem } from '../pki/device-id.js';
+import { BACKEND_IDENTITY } from '../pki/device-id.js';
 import { forTerminal, jsonForTerminal, linesForTerminal } from '../text/terminal-text.js';
 import type { CatalogueEntry, JsonSchema } from '../commands/catalogue.js';
 import { addCaSignerCommand } from './ops-ca-signer.js';
 import { addFleetCommand } from './ops-fleet.js';
+import { addTrackedCommands } from './ops-tracked.js';
 import { shareGroup, watch, type WatchOptions } from './ops-watch.js';
 import { PACKAGE_VERSION, VERSION_DESCRIPTION, VERSION_FLAGS, versionText } from './version.js';
 
-export const EXIT = { succeeded: 0, usage: 1, rejected: 2, failed: 3, timedOut: 4 } as const;
+export const EXIT = { succeeded: 0, usage: 1, rejected: 2, failed: 3, timedOut: 4, queued: 5, noSuchCar: 6 } as const;
 
-function positiveSeconds(text: string): number {
+export function positiveSeconds(text: string): number {
   const value = Number(text);
   if (!Number.isFinite(value) || value <= 0) throw new InvalidArgumentError('expected a positive number of seconds');
   return value;
 }
 
-function positiveCount(text: string): number {
+export function positiveCount(text: string): number {
   const value = Number(text);
   if (!Number.isSafeInteger(value) || value <= 0) throw new InvalidArgumentError('expected a whole number above 0');
   return value;
 }
 
-function readable(file: string, what: string): string {
+export function readable(file: string, what: string): string {
   try {
     return readFileSync(file, 'utf8');
   } catch (err) {
@@ -64,28 +66,8 @@ export function describeResult(result: CommandResult): string {
   return `${forTerminal(`${result.id} ${result.status}${reason}${message}`)}${detail}`;
 }
 
-function exitCodeOf(final: CommandResult | undefined): number {
-  switch (final?.status) {
-    case 'SUCCEEDED':
-      return EXIT.succeeded;
-    case 'REJECTED':
-      return EXIT.rejected;
-    case 'FAILED':
-      return EXIT.failed;
-    default:
-      return EXIT.timedOut;
-  }
-}
-
-export interface SendOptions {
-  device: string;
-  command: string;
-  params: string;
-  wait?: boolean;
-  json?: boolean;
-  timeout: number;
-  expires: number;
-  runTimeout?: number;
+/** The options that say where the broker is and who the backend and the operator are (each unless --certs-dir gives it). */
+export interface ConnectionSource {
   broker?: string;
   cert?: string;
   key?: string;
@@ -101,7 +83,7 @@ export const BACKEND_PORT = 8884;
  * The backend listener of the development broker of the default config (the port after its url's, 8883): what
  * `--certs-dir` (the development PKI) talks to.
  */
-const DEV_BROKER = `mqtts://localhost:${BACKEND_PORT}`;
+export const DEV_BROKER = `mqtts://localhost:${BACKEND_PORT}`;
 
 /**
  * `--broker` as a URL: `HOST`, `HOST:PORT` or `mqtts://HOST[:PORT]`; without a port, the fleet broker's backend
@@ -124,8 +106,7 @@ export function brokerUrl(text: string): string {
   return `mqtts://${url.host}`;
 }
 
-type Connection = Required<Pick<SendOptions, 'broker' | 'cert' | 'key' | 'ca' | 'operatorCert' | 'operatorKey'>>;
-export type ConnectionSource = Pick<SendOptions, 'broker' | 'cert' | 'key' | 'ca' | 'operatorCert' | 'operatorKey' | 'certsDir'>;
+type Connection = Required<Omit<ConnectionSource, 'certsDir'>>;
 
 /**
  * The connection and signing options, each given or taken from --certs-dir; a usage error names what is missing.
@@ -157,54 +138,6 @@ export function connectionOf(opts: ConnectionSource, signing = true): Partial<Co
   const missing = (Object.keys(chosen) as (keyof Connection)[]).filter((k) => chosen[k] === undefined).map((k) => flags[k]);
   if (missing.length > 0) throw new InvalidArgumentError(`missing ${missing.join(', ')} (or --certs-dir for the development PKI)`);
   return chosen;
-}
-
-async function send(given: SendOptions, out: (line: string) => void): Promise<number> {
-  const opts = { ...given, ...connectionOf(given) };
-  if (!COMMAND_NAME_PATTERN.test(opts.command)) throw new InvalidArgumentError(`${JSON.stringify(opts.command)} is not a command name`);
-  // It becomes a topic level: a wildcard or a reserved name would send the command somewhere no car listens.
-  const problem = deviceIdProblem(opts.device);
-  if (problem !== null) throw new InvalidArgumentError(`--device ${JSON.stringify(opts.device)} cannot be a device ID: ${problem}`);
-  let params: unknown;
-  try {
-    params = JSON.parse(opts.params);
-  } catch (err) {
-    throw new Error(`--params is not JSON: ${(err as Error).message}`);
-  }
-  const signer = { certPem: readable(opts.operatorCert, '--operator-cert'), keyPem: readable(opts.operatorKey, '--operator-key') };
-  const client = await OperatorClient.connect({ url: opts.broker, certFile: opts.cert, keyFile: opts.key, caFile: opts.ca }).catch((err: unknown) => {
-    throw new Error(`cannot connect to ${opts.broker}: ${(err as Error).message}`);
-  });
-  try {
-    const issuedAt = Date.now();
-    const outcome = await client.send(
-      {
-        deviceId: opts.device,
-        name: opts.command,
-        params,
-        issuedAt,
-        expiresAt: issuedAt + Math.round(opts.expires * 1000),
-        ...(opts.runTimeout !== undefined ? { timeoutMs: Math.round(opts.runTimeout * 1000) } : {}),
-      },
-      signer,
-      {
-        wait: opts.wait === true,
-        timeoutMs: opts.timeout * 1000,
-        onResult: (result) => out(opts.json ? jsonForTerminal(JSON.stringify(result)) : describeResult(result)),
-      },
-    );
-    if (!opts.wait) {
-      out(opts.json ? JSON.stringify({ id: outcome.id, status: 'SENT' }) : `${outcome.id} SENT (the broker has it; --wait follows it to the end)`);
-      return EXIT.succeeded;
-    }
-    if (!outcome.final) {
-      const what = `no final result within ${opts.timeout} s (the car may be offline: the broker keeps the command until it expires)`;
-      out(opts.json ? JSON.stringify({ id: outcome.id, status: 'NO_RESULT', message: what }) : `${outcome.id} ${what}`);
-    }
-    return exitCodeOf(outcome.final);
-  } finally {
-    await client.close();
-  }
 }
 
 /** `text` in lines of at most `width` characters, each after `indent`. */
@@ -323,29 +256,7 @@ export function createOpsProgram(out: (line: string) => void = (line) => process
       const entries = commandCatalogue();
       out(opts.json ? JSON.stringify({ version: PACKAGE_VERSION, commands: entries }, null, 2) : describeCatalogue(entries));
     });
-  withBrokerOptions(
-    program
-      .command('send')
-      .description('sign a command, publish it, and (with --wait) follow it to its result')
-      .requiredOption('-d, --device <id>', 'the vehicle (its device ID)')
-      .requiredOption('-c, --command <name>', 'the command, e.g. ping, getStatus, readDtcs (telematics-ops commands lists them)')
-      .option('-p, --params <json>', 'its parameters, a JSON object', '{}')
-      .option('-w, --wait', 'follow the lifecycle until SUCCEEDED, FAILED, TIMED_OUT or REJECTED')
-      .option('-j, --json', 'one JSON result per line')
-      .option('--timeout <s>', 'with --wait: how long to wait for the final result', positiveSeconds, 60)
-      .option('--expires <s>', 'the command expires this long after now (an offline car gets it only until then)', positiveSeconds, 300)
-      .option('--run-timeout <s>', "the car's timeout for running it (default: the command's own)", positiveSeconds),
-  )
-    .option('--operator-cert <file>', 'your operator certificate (from the command CA)')
-    .option('--operator-key <file>', 'its private key, which signs')
-    .option(
-      '--certs-dir <dir>',
-      `development: the PKI \`npm start\` made (certs/dev) gives what is not set above: the broker ${DEV_BROKER} (the ` +
-        `development broker's backend listener), backend.crt/.key, ca.crt, ${DEV_OPERATOR}.crt/.key`,
-    )
-    .action(async (opts: SendOptions) => {
-      process.exitCode = await send(opts, out);
-    });
+  addTrackedCommands(program, out);
   withBrokerOptions(
     program
       .command('watch')

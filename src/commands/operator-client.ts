@@ -34,6 +34,8 @@ export interface SendOptions {
   timeoutMs?: number;
   /** Each result as it arrives. */
   onResult?: (result: CommandResult) => void;
+  /** Once the broker has the command (its PUBACK). */
+  onPublished?: () => void;
   /** Publish to this topic level instead of the command's name (tests of a mismatched topic). */
   topicName?: string;
   /** Fields that override the signed envelope's (tests of malformed envelopes). */
@@ -135,16 +137,46 @@ export class OperatorClient {
   /** Publishes a payload as it is (tests: unsigned, tampered, oversize...) and follows the results for `id`. */
   async publishPayload(deviceId: string, topicName: string, payload: string | Buffer, id: string, options: SendOptions = {}): Promise<CommandOutcome> {
     await this.follow(deviceId);
+    return this.track(id, options, async () => {
+      await this.client.publishAsync(`vehicles/${deviceId}/commands/${topicName}`, payload, {
+        qos: 1,
+        properties: {
+          responseTopic: this.responseTopic(deviceId),
+          correlationData: Buffer.from(id, 'utf8'),
+        },
+      });
+    });
+  }
+
+  /**
+   * Follows the results of command `id`, sent earlier (by this tool in another process, or by another tool), without
+   * publishing anything: on every response topic of the car (`vehicles/<deviceId>/results/+`, where the sender asked
+   * for them) and its default result topic. Results published before this subscribed are not seen (the broker keeps
+   * no copy of them for a new subscriber).
+   */
+  async awaitResults(
+    deviceId: string,
+    id: string,
+    options: Pick<SendOptions, 'timeoutMs' | 'onResult'> & { /** Once subscribed: results from here on are seen. */ onListening?: () => void } = {},
+  ): Promise<CommandOutcome> {
+    const topics = [`vehicles/${deviceId}/results/+`, `vehicles/${deviceId}/commands/${id}/result`];
+    const granted = await this.client.subscribeAsync(topics, { qos: 1 });
+    const refused = granted.find((g) => g.qos >= 0x80);
+    if (refused) throw new Error(`the broker does not let this identity read ${refused.topic} (reason 0x${refused.qos.toString(16)})`);
+    const { onListening, ...rest } = options;
+    return this.track(id, { ...rest, wait: true, ...(onListening ? { onPublished: onListening } : {}) }, () => Promise.resolve());
+  }
+
+  /** Registers `id` as pending, runs `publish`, then waits (unless `wait` is false) for its final result. */
+  private async track(id: string, options: SendOptions, publish: () => Promise<void>): Promise<CommandOutcome> {
     const results: CommandResult[] = [];
     let resolveFinal: (final: CommandResult | undefined) => void = () => undefined;
     const finalPromise = new Promise<CommandResult | undefined>((resolve) => (resolveFinal = resolve));
     const entry: Pending = { id, results, seqs: new Set(), accepted: false, done: resolveFinal, ...(options.onResult ? { onResult: options.onResult } : {}) };
     this.pending.set(id, entry);
     try {
-      await this.client.publishAsync(`vehicles/${deviceId}/commands/${topicName}`, payload, {
-        qos: 1,
-        properties: { responseTopic: this.responseTopic(deviceId), correlationData: Buffer.from(id, 'utf8') },
-      });
+      await publish();
+      options.onPublished?.();
       if (options.wait === false) return { id, final: undefined, results };
       const timeoutMs = options.timeoutMs ?? 60_000;
       let timer: NodeJS.Timeout | undefined;

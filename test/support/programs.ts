@@ -6,6 +6,9 @@
  * A program that keeps running while the test talks to it is test/support/agent-process.ts's (`telematics-agent run`)
  * or the test's own.
  *
+ * `telematics-ops` keeps a command journal (src/fleet/command-journal.ts) under $XDG_STATE_HOME: a test that gives no
+ * `env` runs it with XDG_STATE_HOME in a temporary folder of its own, never the user's journal.
+ *
  * Failure: the program's own failure is the result (its exit status and output), never an exception; a program still
  * running after `timeoutMs` is killed (SIGKILL) and comes back with `timedOut` and status null. Only a program that
  * cannot be started at all (missing file) rejects/throws.
@@ -13,6 +16,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { repoRoot } from './shared.js';
+import { makeTempDir } from './temp.js';
 
 /** The compiled command lines, as package.json's `bin` names them. */
 export const AGENT_CLI = path.join(repoRoot, 'dist', 'src', 'cli', 'main.js');
@@ -41,6 +45,14 @@ export interface ProgramOptions {
 }
 
 const DEFAULT_TIMEOUT_MS = 60_000;
+
+let stateHome: string | undefined;
+/** The environment of a program run without one: the tests', with telematics-ops' journal kept out of the user's. */
+function defaultEnv(program: Program): NodeJS.ProcessEnv | undefined {
+  if (program !== 'telematics-ops') return undefined;
+  stateHome ??= makeTempDir('ops-state-');
+  return { ...process.env, XDG_STATE_HOME: stateHome, TELEMATICS_OPS_JOURNAL: '' };
+}
 /** What a test may print (a decode of a whole drive log): spawnSync's 1 MB default would cut it off. */
 const MAX_OUTPUT_BYTES = 256 * 1024 * 1024;
 
@@ -50,6 +62,11 @@ function command(program: Program, args: readonly string[]): [string, string[]] 
   if (program === 'telematics-ops') return [process.execPath, [OPS_CLI, ...args]];
   if (program === 'telematics-provision') return [process.execPath, [PROVISION_CLI, ...args]];
   return [path.join(repoRoot, program), [...args]];
+}
+
+function envOf(program: Program, options: ProgramOptions): { env?: NodeJS.ProcessEnv } {
+  const env = options.env ?? defaultEnv(program);
+  return env !== undefined ? { env } : {};
 }
 
 /** Runs `program` to its end, blocking the event loop meanwhile. */
@@ -62,7 +79,7 @@ export function runProgramSync(program: Program, args: readonly string[], option
     maxBuffer: MAX_OUTPUT_BYTES,
     ...(options.input !== undefined ? { input: options.input } : {}),
     ...(options.cwd !== undefined ? { cwd: options.cwd } : {}),
-    ...(options.env !== undefined ? { env: options.env } : {}),
+    ...envOf(program, options),
   });
   const error: NodeJS.ErrnoException | undefined = result.error;
   if (error && error.code !== 'ETIMEDOUT') throw error;
@@ -76,7 +93,7 @@ export function runProgram(program: Program, args: readonly string[], options: P
     const child = spawn(file, argv, {
       stdio: [options.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
       ...(options.cwd !== undefined ? { cwd: options.cwd } : {}),
-      ...(options.env !== undefined ? { env: options.env } : {}),
+      ...envOf(program, options),
     });
     let stdout = '';
     let stderr = '';
