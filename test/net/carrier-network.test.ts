@@ -149,8 +149,11 @@ describe('carrier network', () => {
       ).catch(() => undefined);
       const { uplink, downlink } = counters;
       assert.ok(uplink.dropped >= 3, `dead zone drops: ${JSON.stringify({ uplink, downlink })}`);
-      assert.equal(uplink.dropped, uplink.seen);
-      assert.equal(downlink.dropped, downlink.seen);
+      // On a busy machine the listing may never fall between two packets within the wait: then one packet apart, the
+      // one counted as seen and not yet as dropped.
+      for (const [way, c] of Object.entries({ uplink, downlink })) {
+        assert.ok(c.seen - c.dropped === 0 || c.seen - c.dropped === 1, `${way}: every packet that came was dropped: ${JSON.stringify(c)}`);
+      }
     } finally {
       net.deadZone(false);
     }
