@@ -69,7 +69,7 @@ export function addFleetCommand(program: Command, out: (line: string) => void): 
       .option('--cert-expiring <days>', 'only the cars whose certificate expires within this many days', days)
       .option('--outbox-over <n>', 'only the cars with more than this many messages waiting in the outbox', wholeNumber)
       .option('--agent-version <v>', 'only the cars running this agent version (as `telematics-agent --version` prints it)')
-      .option('--wait <s>', 'read what the broker retains for at most this long (it usually ends after 0.3 s without a new message)', positiveSeconds, 10),
+      .option('--wait <s>', 'how long the broker may take to answer (the view ends as soon as it has sent what it retains)', positiveSeconds, 10),
   )
     .option('--certs-dir <dir>', `development: the PKI \`npm start\` made (certs/dev): the broker mqtts://localhost:${BACKEND_PORT}, backend.crt/.key, ca.crt`)
     .action(async (opts: FleetOptions) => {

@@ -3,16 +3,14 @@
  * `vehicles/<id>/status` (the birth, the last will or the shutdown message: contract/status.schema.json); and what
  * that means for a command that has no final result yet (docs/fleet-operations.md, "Tracked commands").
  *
- * The read needs no timer: it subscribes to the one topic and then unsubscribes. The broker sends a retained message
- * right after the SUBACK, before it handles the UNSUBSCRIBE, on the same connection: once the UNSUBACK is in, the
- * retained status has come, or there is none. The subscription is QoS 0 so the retained copy is not held back behind
- * the broker's in-flight window.
+ * The read needs no timer: a subscribe/unsubscribe barrier (src/fleet/retained-read.ts).
  *
  * Failure: a retained status that is not in the contract counts as "unknown" (it names what was there), never as
  * online; a refused subscription or a lost connection rejects with the broker's words.
  */
 import type { MqttClient } from 'mqtt';
 import { statusMessageSchema } from '../contract/messages.js';
+import { readRetained } from './retained-read.js';
 
 export type CarPresence =
   | { kind: 'online'; since: number }
@@ -24,20 +22,8 @@ export type CarPresence =
 /** The car's presence from its retained status. */
 export async function readCarPresence(client: MqttClient, deviceId: string): Promise<CarPresence> {
   const topic = `vehicles/${deviceId}/status`;
-  let retained: Buffer | undefined;
-  const onMessage = (t: string, payload: Buffer, packet: { retain?: boolean }): void => {
-    if (t === topic && packet.retain) retained = payload;
-  };
-  client.on('message', onMessage);
-  try {
-    const granted = await client.subscribeAsync(topic, { qos: 0 });
-    if (granted.some((g) => g.qos >= 0x80)) throw new Error(`the broker does not let this identity read ${topic}`);
-    // The barrier: the retained copy, if any, was sent before this is answered.
-    await client.unsubscribeAsync(topic);
-  } finally {
-    client.off('message', onMessage);
-  }
-  if (retained === undefined || retained.length === 0) return { kind: 'never' };
+  const retained = (await readRetained(client, [topic])).find((m) => m.topic === topic)?.payload;
+  if (retained === undefined) return { kind: 'never' };
   let json: unknown;
   try {
     json = JSON.parse(retained.toString('utf8'));

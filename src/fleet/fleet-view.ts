@@ -1,19 +1,20 @@
 /**
  * The fleet view: every car the backend identity can see, from what the broker retains for it (the status: birth,
- * last will or shutdown; the latest health report), with no backend database. `collectFleet` subscribes to
- * `vehicles/+/status` and `vehicles/+/health`; the broker sends the retained messages right after the SUBACK, so the
- * collection ends after a quiet period (500 ms) without a new one (or at the `waitMs` bound). `fleetCars` turns what came into
- * one row per car, sorted by device ID; `matchesFilter` and `selectCars` pick cars by state, device pattern,
+ * last will or shutdown; the latest health report), with no backend database. `collectFleet` reads the retained
+ * messages of `vehicles/+/status` and `vehicles/+/health` with a subscribe/unsubscribe barrier, no timer
+ * (src/fleet/retained-read.ts: once the UNSUBACK is in, all of them have come). `fleetCars` turns them into one row
+ * per car, sorted by device ID; `matchesFilter` and `selectCars` pick cars by state, device pattern,
  * certificate, outbox depth and agent version (what a multi-car `send` can call too).
  *
  * Failure: a message off the contract (src/contract/decoder.ts) is kept as the car's `problems`, never fatal; a car
- * whose status is off the contract has state `unknown`. A refused subscription, one not answered within `waitMs`, or
- * a connection that closes rejects, naming the filter or the broker. Car-sent text is returned as sent: whoever prints it escapes it (src/cli/ops-fleet.ts).
+ * whose status is off the contract has state `unknown`. A refused subscription, a broker that does not answer within `waitMs`,
+ * or a connection that closes rejects, naming the filter or the broker. Car-sent text is returned as sent: whoever prints it escapes it (src/cli/ops-fleet.ts).
  */
 import type { MqttClient } from 'mqtt';
 import { ContractError, decodeAgentMessage } from '../contract/decoder.js';
 import type { HealthReport, LastError } from '../contract/health.js';
 import type { StatusBirth, StatusShutdown, StatusWill } from '../contract/messages.js';
+import { readRetained } from './retained-read.js';
 
 /** The topics the fleet view reads: each car's retained status and latest health report. */
 export const FLEET_TOPICS = ['vehicles/+/status', 'vehicles/+/health'] as const;
@@ -50,80 +51,27 @@ export interface FleetCar {
 }
 
 /** Collects the retained status and health of every car the connection's identity may read. */
-export async function collectFleet(client: MqttClient, options: { quietMs?: number; waitMs: number }): Promise<Map<string, RetainedCar>> {
-  const quietMs = options.quietMs ?? 500;
+export async function collectFleet(client: MqttClient, options: { waitMs: number }): Promise<Map<string, RetainedCar>> {
   const cars = new Map<string, RetainedCar>();
   const carOf = (deviceId: string): RetainedCar => {
     let car = cars.get(deviceId);
     if (!car) cars.set(deviceId, (car = { deviceId, status: null, health: null, problems: [] }));
     return car;
   };
-  const onMessage = (topic: string, payload: Buffer): void => {
+  for (const { topic, payload } of await readRetained(client, FLEET_TOPICS, options.waitMs)) {
     const kind = topic.endsWith('/status') ? 'status' : 'health';
     const topicDevice = /^vehicles\/([^/]+)\//.exec(topic)?.[1];
-    if (topicDevice === undefined) return;
-    // An empty payload clears a retained message: the broker does not send one at subscribe, but a live one may come.
-    if (payload.length === 0) return;
+    if (topicDevice === undefined) continue;
     const car = carOf(topicDevice);
-    // The newest message of a kind replaces the one before, and whatever was wrong with it.
-    car.problems = car.problems.filter((p) => !p.startsWith(`${kind}: `));
     try {
       const decoded = decodeAgentMessage(topic, payload);
       if (decoded.kind === 'status') car.status = decoded.message;
       else if (decoded.kind === 'health') car.health = decoded.message;
     } catch (err) {
-      const problem = err instanceof ContractError ? err.problem : (err as Error).message;
-      if (kind === 'status') car.status = null;
-      else car.health = null;
-      car.problems.push(`${kind}: ${problem}`);
+      car.problems.push(`${kind}: ${err instanceof ContractError ? err.problem : (err as Error).message}`);
     }
-  };
-
-  return new Promise<Map<string, RetainedCar>>((resolve, reject) => {
-    let quiet: NodeJS.Timeout | undefined;
-    let bound: NodeJS.Timeout | undefined;
-    let subscribed = false;
-    const finish = (error?: Error): void => {
-      clearTimeout(quiet);
-      clearTimeout(bound);
-      client.off('message', listener);
-      client.off('close', onClose);
-      if (error) reject(error);
-      else resolve(cars);
-    };
-    // The retained messages follow the SUBACK; each one (and the SUBACK itself) restarts the quiet period.
-    const restartQuiet = (): void => {
-      clearTimeout(quiet);
-      quiet = setTimeout(() => finish(), quietMs);
-    };
-    const listener = (topic: string, payload: Buffer): void => {
-      onMessage(topic, payload);
-      if (subscribed) restartQuiet();
-    };
-    const onClose = (): void => finish(new Error('the connection to the broker closed while the fleet was read'));
-    client.on('message', listener);
-    client.once('close', onClose);
-    // The bound: what came by then is the view, unless the broker has not even answered the subscription.
-    bound = setTimeout(
-      () =>
-        finish(
-          subscribed ? undefined : new Error(`the broker did not answer the subscription to ${FLEET_TOPICS.join(', ')} within ${options.waitMs / 1000} s`),
-        ),
-      options.waitMs,
-    );
-    // QoS 0: the retained messages come at once, not 20 at a time behind the acknowledgements of QoS 1 (mosquitto's
-    // max_inflight_messages), so a thousand cars do not spread over round trips that a busy link could stretch past the
-    // quiet period.
-    client.subscribeAsync([...FLEET_TOPICS], { qos: 0 }).then(
-      (granted) => {
-        const refused = granted.find((g) => g.qos >= 0x80);
-        if (refused) return finish(new Error(`the broker does not let this identity read ${refused.topic} (reason 0x${refused.qos.toString(16)})`));
-        subscribed = true;
-        restartQuiet();
-      },
-      (err: unknown) => finish(new Error(`cannot subscribe to ${FLEET_TOPICS.join(', ')}: ${(err as Error).message}`)),
-    );
-  });
+  }
+  return cars;
 }
 
 /** One row per car, sorted by device ID; ages against `now` (unix ms). */

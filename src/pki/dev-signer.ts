@@ -28,7 +28,8 @@ export interface DevSignerOptions {
   caFile: string;
   /** The development CA that signs. */
   ca: DevCa;
-  report?: (line: string, level: 'info' | 'warn') => void;
+  /** Where its lines go; its connection, which the broker's own start line already implies, at debug. */
+  report?: (line: string, level: 'debug' | 'info' | 'warn') => void;
   /** How long start() waits for the first subscription before it goes on without (reconnecting). Default 10 s. */
   connectTimeoutMs?: number;
 }
@@ -57,8 +58,9 @@ export class DevSigner {
   static async start(options: DevSignerOptions): Promise<DevSigner> {
     const report = options.report ?? (() => undefined);
     // Every line says which signer speaks: the agent's `broker` log carries the development broker's lines too.
-    const say = (level: 'info' | 'warn') => (msg: string) => report(`broker: the development certificate signer ${msg}`, level);
-    const log = { info: say('info'), warn: say('warn'), error: say('warn') };
+    const say = (level: 'debug' | 'info' | 'warn') => (msg: string) => report(`broker: the development certificate signer ${msg}`, level);
+    // Its first connection is part of the run's start, which the broker's line says: debug, not one more start line.
+    const log = { info: (msg: string) => say(msg.startsWith('connected to ') ? 'debug' : 'info')(msg), warn: say('warn'), error: say('warn') };
     const issuedKeys = IssuedKeys.inMemory();
     const ca = loadSigningCa(options.ca.certPem, options.ca.keyPem, { cert: 'the development CA', key: 'the development CA key' });
     const policy = new SigningPolicy({ ca, issuedKeys, log, validityDays: VALIDITY_DAYS.max, minIntervalMs: 0 });
