@@ -27,6 +27,7 @@ import { DEV_OPERATOR, writeDevelopmentKeys } from '../pki/command-pki.js';
 import { BACKEND_IDENTITY, deviceIdProblem } from '../pki/device-id.js';
 import { forTerminal, jsonForTerminal, linesForTerminal } from '../text/terminal-text.js';
 import type { CatalogueEntry, JsonSchema } from '../commands/catalogue.js';
+import { addSimulateCommand } from './ops-simulate.js';
 import { shareGroup, watch, type WatchOptions } from './ops-watch.js';
 import { PACKAGE_VERSION, VERSION_DESCRIPTION, VERSION_FLAGS, versionText } from './version.js';
 
@@ -372,6 +373,7 @@ export function createOpsProgram(out: (line: string) => void = (line) => process
       out(`operator:    ${files.certFile}`);
       out(`its key:     ${files.keyFile}`);
     });
+  addSimulateCommand(program, out);
   return program;
 }
 
