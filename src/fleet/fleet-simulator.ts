@@ -16,6 +16,7 @@
  * Once running, a broker that goes away is each car's own business (it reconnects; its outbox keeps the data).
  */
 import path from 'node:path';
+import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import { Agent, type SharedAgentParts } from '../agent/agent.js';
 import { parseDeviceConfig, type DeviceConfig } from '../config/device-config.js';
 import type { CompiledDatabase } from '../dbc/codec.js';
@@ -154,6 +155,9 @@ export class FleetSimulator {
         running.catch((err: unknown) => options.log(`${deviceId}: the simulated bus stopped: ${(err as Error).message}`));
         cars.push({ deviceId, agent, running });
         if ((index + 1) % 100 === 0) options.progress?.(`cars: ${index + 1}/${ids.length} started`);
+        // A turn of the event loop between cars: the TLS handshakes of the cars already started go on meanwhile, so
+        // that opening a thousand outboxes does not hold the first cars' connections past their timeout.
+        await yieldToEventLoop();
       }
     } catch (err) {
       await Promise.all(cars.map((car) => car.agent.close().catch(() => undefined)));
