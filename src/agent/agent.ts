@@ -82,6 +82,11 @@ export interface SharedAgentParts {
   sampleSystem?: () => Promise<SystemSample>;
   /** The network the agents are on (the adaptive heartbeat's memory key): not looked up, nor watched, per agent. */
   network?: string;
+  /**
+   * The reconnect backoff's source of jitter, [0, 1): default Math.random (full jitter). A constant turns the jitter
+   * off, for the fleet benchmark's comparison of a reconnection storm with and without it; never for a car.
+   */
+  reconnectRandom?: () => number;
 }
 
 export interface RunOptions {
@@ -391,6 +396,7 @@ export class Agent {
       this.dataPath = await DataPath.open(config, this.buses, logger, {
         commandContext: (dataPath) => (this.context = makeContext(dataPath)),
         ...(options.shared?.network !== undefined ? { network: options.shared.network } : {}),
+        ...(options.shared?.reconnectRandom ? { reconnectRandom: options.shared.reconnectRandom } : {}),
       });
     } else this.context = makeContext(undefined);
     const dataPath = this.dataPath;

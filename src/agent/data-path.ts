@@ -126,6 +126,8 @@ export interface DataPathOptions {
    * (agents sharing one process and one network: the simulated fleet). Default: identified, and checked every minute.
    */
   network?: string;
+  /** The reconnect backoff's jitter source (SharedAgentParts.reconnectRandom); default Math.random. */
+  reconnectRandom?: () => number;
 }
 
 export class DataPath {
@@ -202,7 +204,7 @@ export class DataPath {
       const devPki = config.uplink?.embeddedBroker ? ensureDevPki(config.uplink.certsDir!, config.deviceId, devPkiReport(logs)) : undefined;
       // The command CA and the replay memory first: a bad one fails the start before anything connects.
       if (config.commands && config.uplink) commands = AgentCommands.open(config, buses, logs.child('commands'));
-      if (config.uplink) uplink = await openUplink(config, outbox, logs, log.uplink, devPki, options.network);
+      if (config.uplink) uplink = await openUplink(config, outbox, logs, log.uplink, devPki, options);
       path_ = new DataPath(config, buses, collector, outbox, log, uplink);
       path_.fixedNetwork = options.network !== undefined;
       path_.commands = commands;
@@ -516,7 +518,7 @@ async function openUplink(
   logs: ComponentLogs,
   log: ComponentLog,
   devPki?: DevPkiPaths,
-  givenNetwork?: string,
+  shared: Pick<DataPathOptions, 'network' | 'reconnectRandom'> = {},
 ): Promise<NonNullable<DataPath['uplink']>> {
   const uplink = config.uplink!;
   let broker: DevelopmentBroker | undefined;
@@ -541,7 +543,7 @@ async function openUplink(
     const identity = loadIdentity(identityFiles(uplink));
     for (const w of identity.warnings) log.warn(`uplink: ${w}`);
     // The network is known before the first connection, so a car starts from what it learned on this network.
-    const network = uplink.keepalive.adaptive ? (givenNetwork ?? (await identifyNetwork())) : undefined;
+    const network = uplink.keepalive.adaptive ? (shared.network ?? (await identifyNetwork())) : undefined;
     adaptive = openAdaptiveHeartbeat(uplink.keepalive, path.join(path.dirname(config.outbox!.path), 'link-memory.db'), log.warn, network);
     const session = new MqttSession({
       ...(adaptive ? { heartbeat: adaptive.heartbeat } : {}),
@@ -553,6 +555,7 @@ async function openUplink(
       sessionExpiryS: uplink.sessionExpiryS,
       keepaliveS: uplink.keepaliveS,
       reconnect: uplink.reconnect,
+      ...(shared.reconnectRandom ? { random: shared.reconnectRandom } : {}),
     });
     const throttle = new Throttle({
       messagesPerHour: uplink.throttle.messagesPerHour,

@@ -35,6 +35,8 @@ export interface SimulateOptions {
   batch: number;
   healthInterval?: number;
   reconnectMax?: number;
+  /** commander's --no-jitter: false. */
+  jitter: boolean;
   duration?: number;
   statusInterval: number;
   json?: boolean;
@@ -105,6 +107,7 @@ export function addSimulateCommand(program: Command, out: (line: string) => void
     .option('--batch <s>', 'each car sends its telemetry batch this often', positiveNumber, DEFAULT_BATCH_S)
     .option('--health-interval <s>', "each car's health report interval (default: the agent's, 300 s)", positiveNumber)
     .option('--reconnect-max <ms>', "the largest reconnect backoff ceiling (default: the agent's, 300000)", wholeNumber)
+    .option('--no-jitter', "benchmarks only: reconnect after the backoff's whole ceiling, without the agent's full jitter")
     .option('-d, --duration <s>', 'stop after this long (default: until SIGINT or SIGTERM)', positiveNumber)
     .option('--status-interval <s>', 'a status line this often', positiveNumber, 10)
     .option('-j, --json', 'status lines and the summary as JSON, one object per line')
@@ -151,6 +154,7 @@ export async function simulate(opts: SimulateOptions, out: (line: string) => voi
       batchS: opts.batch,
       ...(opts.healthInterval !== undefined ? { healthIntervalS: opts.healthInterval } : {}),
       ...(opts.reconnectMax !== undefined ? { reconnect: { maxMs: opts.reconnectMax } } : {}),
+      jitter: opts.jitter,
       // The cars' warnings and errors, each with its device ID; stderr, so that stdout stays the status.
       log: (line) => process.stderr.write(`${line}\n`),
       progress: say,

@@ -56,6 +56,11 @@ export interface FleetSimulatorOptions {
   healthIntervalS?: number;
   /** The reconnect backoff's first and largest ceiling, ms. Default: the agent's (1 s, 5 min). */
   reconnect?: { initialMs?: number; maxMs?: number };
+  /**
+   * false: the reconnect backoff without jitter (each car waits the whole ceiling), for the benchmark's comparison of
+   * a reconnection storm with the agent's full jitter. Default true: the agent as it is.
+   */
+  jitter?: boolean;
   /** The cars' local log level. Default warn. */
   logLevel?: LogLevel;
   /** Where the cars' log lines go, each prefixed with its device ID. */
@@ -135,6 +140,8 @@ export class FleetSimulator {
       databases: new Map<string, CompiledDatabase>(),
       sampleSystem: sharedHostSample(sampler),
       network: FLEET_NETWORK,
+      // Just under 1: the delay is the ceiling itself (the session draws in [0, 1)).
+      ...(options.jitter === false ? { reconnectRandom: () => 0.999_999 } : {}),
     };
     const cars: SimulatedCar[] = [];
     const loggers: Logger[] = [];
