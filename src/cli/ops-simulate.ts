@@ -12,12 +12,10 @@
 import { readFileSync } from 'node:fs';
 import { InvalidArgumentError, type Command } from 'commander';
 import type { CarSummary, FleetSimulator, FleetStatus } from '../fleet/fleet-simulator.js';
-import { carIds, DEFAULT_BATCH_S, DEFAULT_FLEET_RATE_HZ } from '../fleet/fleet-profile.js';
+import { carIds, DEFAULT_BATCH_S, DEFAULT_FLEET_RATE_HZ, FILES_PER_CAR } from '../fleet/fleet-profile.js';
 
 /** The cars' listener of the fleet broker (deploy/mosquitto) when --broker gives no port. */
 const DEVICE_PORT = 8883;
-/** Open files a simulated car holds: its TLS socket, and its outbox, replay memory and heartbeat memory (SQLite with WAL). */
-export const FILES_PER_CAR = 10;
 /** Open files of the process itself (node, the DBC, the log). */
 const FILES_BASE = 64;
 
