@@ -6,6 +6,7 @@
 import { runCommandsBenchmark } from './commands.js';
 import { runDecodeBenchmark } from './decode.js';
 import { runElm327Benchmark } from './elm327.js';
+import { runFleetBenchmark } from './fleet.js';
 import { runKeepaliveBenchmark } from './keepalive.js';
 import { runPipelineBenchmark } from './pipeline.js';
 import { runSocketCanBenchmark } from './socketcan.js';
@@ -14,6 +15,7 @@ const suites: Record<string, (json: boolean) => Promise<void> | void> = {
   commands: runCommandsBenchmark,
   decode: runDecodeBenchmark,
   elm327: runElm327Benchmark,
+  fleet: runFleetBenchmark,
   keepalive: runKeepaliveBenchmark,
   pipeline: runPipelineBenchmark,
   socketcan: runSocketCanBenchmark,

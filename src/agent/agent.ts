@@ -38,6 +38,8 @@ import { Health } from '../health/monitor.js';
 import { REMOTE_LOG_COMPONENT, RemoteLog } from '../health/remote-log.js';
 import { createSystemdNotifier } from '../health/watchdog.js';
 import type { ObdClient } from '../obd/client.js';
+import type { CompiledDatabase } from '../dbc/codec.js';
+import type { SystemSample } from '../contract/health.js';
 import { createCommandContext, obdPollIntervals } from './command-context.js';
 import { DataPath, type DataPathSummary } from './data-path.js';
 import type { ObdPollingSummary } from './obd-polling.js';
@@ -66,6 +68,26 @@ export interface AgentOptions {
    * them on the terminal the log writes to (`run` on a terminal). Default true (the journal, a pipe, a file).
    */
   logStatus?: boolean;
+  /** Parts shared with other agents in the same process (the simulated fleet). */
+  shared?: SharedAgentParts;
+}
+
+/**
+ * What several agents in one process share (the simulated fleet, src/fleet/): each part given is used instead of the
+ * agent's own. A single agent passes none and works as before.
+ */
+export interface SharedAgentParts {
+  /** Compiled DBCs by file and options: each DBC is parsed and compiled once for every agent that has it. */
+  databases?: Map<string, CompiledDatabase>;
+  /** The host part of the health report: one sampler for the process, not one per agent. */
+  sampleSystem?: () => Promise<SystemSample>;
+  /** The network the agents are on (the adaptive heartbeat's memory key): not looked up, nor watched, per agent. */
+  network?: string;
+  /**
+   * The reconnect backoff's source of jitter, [0, 1): default Math.random (full jitter). A constant turns the jitter
+   * off, for the fleet benchmark's comparison of a reconnection storm with and without it; never for a car.
+   */
+  reconnectRandom?: () => number;
 }
 
 export interface RunOptions {
@@ -168,24 +190,31 @@ export class Agent {
       const buses: BusDecoder[] = [];
       const sources: BusSource[] = [];
       for (const [index, bus] of config.buses.entries()) {
-        let db;
-        try {
-          db = loadDbcFile(bus.dbc, { strict: bus.strictDbc ?? false });
-        } catch (err) {
-          // A bus whose DBC is unusable (unreadable, malformed, no message in it) is refused before anything starts,
-          // named as a config problem is: the key that names the file, then what is wrong with the file.
-          if (err instanceof DbcParseError) throw new DeviceConfigError(options.configFile ?? 'device config', [`buses[${index}].dbc: ${err.message}`]);
-          throw err;
-        }
         // The bus's log: its name is the component and begins each message (`can0: ...`).
         const busLog = logger.child(bus.name, { prefix: true });
-        // What the DBC deviates in was tolerated (strictDbc off): warnings.
-        for (const w of db.warnings) busLog.warn(`${path.basename(w.file)}:${w.line}:${w.column}: warning: ${w.message}`);
-        // A J1939 DBC decodes nothing without PGN matching: it is on when the DBC declares J1939, unless the config says.
-        const declared = bus.j1939 === undefined ? j1939Declaration(db) : undefined;
-        if (declared !== undefined)
-          busLog.info(`the DBC is a J1939 database (${declared}): frames are matched by PGN from any source address (j1939: false turns it off)`);
-        const decoder = new BusDecoder(bus.name, compileDatabase(db, { j1939: bus.j1939 ?? declared !== undefined }));
+        const cacheKey = `${bus.dbc}\0${bus.strictDbc ?? false}\0${bus.j1939 ?? ''}`;
+        let compiled = options.shared?.databases?.get(cacheKey);
+        if (compiled === undefined) {
+          let db;
+          try {
+            db = loadDbcFile(bus.dbc, { strict: bus.strictDbc ?? false });
+          } catch (err) {
+            // A bus whose DBC is unusable (unreadable, malformed, no message in it) is refused before anything starts,
+            // named as a config problem is: the key that names the file, then what is wrong with the file.
+            if (err instanceof DbcParseError) throw new DeviceConfigError(options.configFile ?? 'device config', [`buses[${index}].dbc: ${err.message}`]);
+            throw err;
+          }
+          // What the DBC deviates in was tolerated (strictDbc off): warnings.
+          for (const w of db.warnings) busLog.warn(`${path.basename(w.file)}:${w.line}:${w.column}: warning: ${w.message}`);
+          // A J1939 DBC decodes nothing without PGN matching: it is on when the DBC declares J1939, unless the config says.
+          const declared = bus.j1939 === undefined ? j1939Declaration(db) : undefined;
+          if (declared !== undefined)
+            busLog.info(`the DBC is a J1939 database (${declared}): frames are matched by PGN from any source address (j1939: false turns it off)`);
+          compiled = compileDatabase(db, { j1939: bus.j1939 ?? declared !== undefined });
+          // Compiled once per process when shared: the generated decoders hold no state (each bus has its own values).
+          options.shared?.databases?.set(cacheKey, compiled);
+        }
+        const decoder = new BusDecoder(bus.name, compiled);
         buses.push(decoder);
         sources.push(busSourceType(bus.source).create(bus, { decoder, log: busLog }));
       }
@@ -378,7 +407,11 @@ export class Agent {
       });
     // Opened before the sources start, so an unusable outbox or identity fails the start before anything is read.
     if (config.collection) {
-      this.dataPath = await DataPath.open(config, this.buses, logger, { commandContext: (dataPath) => (this.context = makeContext(dataPath)) });
+      this.dataPath = await DataPath.open(config, this.buses, logger, {
+        commandContext: (dataPath) => (this.context = makeContext(dataPath)),
+        ...(options.shared?.network !== undefined ? { network: options.shared.network } : {}),
+        ...(options.shared?.reconnectRandom ? { reconnectRandom: options.shared.reconnectRandom } : {}),
+      });
     } else this.context = makeContext(undefined);
     const dataPath = this.dataPath;
     if (this.remoteLog && dataPath?.uplink) this.remoteLog.attach(dataPath.uplink.session);
@@ -400,6 +433,7 @@ export class Agent {
       snapshot: () => this.snapshot(),
       ...(dataPath?.uplink ? { publish: (report: object) => dataPath.publishHealth(report) } : {}),
       log: logger.child('health'),
+      ...(options.shared?.sampleSystem ? { sampleSystem: options.shared.sampleSystem } : {}),
     });
   }
 

@@ -121,6 +121,13 @@ export interface DataPathOptions {
    * simulated bus, rotateCertificate); without it, a basic context serves the commands that only read.
    */
   commandContext?: (dataPath: DataPath) => CommandContext;
+  /**
+   * The network the car is on, as the adaptive heartbeat's memory keys it; given, it is neither looked up nor watched
+   * (agents sharing one process and one network: the simulated fleet). Default: identified, and checked every minute.
+   */
+  network?: string;
+  /** The reconnect backoff's jitter source (SharedAgentParts.reconnectRandom); default Math.random. */
+  reconnectRandom?: () => number;
 }
 
 export class DataPath {
@@ -132,6 +139,8 @@ export class DataPath {
   /** Batches the codec refused (never expected from the collector; counted rather than fatal). */
   private droppedBatches = 0;
   private closed = false;
+  /** The network was given (DataPathOptions.network): nothing to watch. */
+  private fixedNetwork = false;
   /** Remote commands (the `commands` section, with an uplink). */
   private commands: AgentCommands | undefined;
   private commandContext: CommandContext | undefined;
@@ -195,8 +204,9 @@ export class DataPath {
       const devPki = config.uplink?.embeddedBroker ? ensureDevPki(config.uplink.certsDir!, config.deviceId, devPkiReport(logs)) : undefined;
       // The command CA and the replay memory first: a bad one fails the start before anything connects.
       if (config.commands && config.uplink) commands = AgentCommands.open(config, buses, logs.child('commands'));
-      if (config.uplink) uplink = await openUplink(config, outbox, logs, log.uplink, devPki);
+      if (config.uplink) uplink = await openUplink(config, outbox, logs, log.uplink, devPki, options);
       path_ = new DataPath(config, buses, collector, outbox, log, uplink);
+      path_.fixedNetwork = options.network !== undefined;
       path_.commands = commands;
       // The context remote commands act through reaches this data path; the dispatcher gets it when it starts, below.
       path_.commandContext = options.commandContext?.(path_);
@@ -248,7 +258,7 @@ export class DataPath {
       publisher.start();
       const heartbeat = this.uplink.heartbeat;
       // A car moves between carriers and hotspots: each network has its own NAT and its own learned interval.
-      if (heartbeat) this.stopNetworkWatch = watchNetwork((network) => heartbeat.setNetwork(network));
+      if (heartbeat && !this.fixedNetwork) this.stopNetworkWatch = watchNetwork((network) => heartbeat.setNetwork(network));
       this.identityTimer = setInterval(() => this.inspectIdentity(), 86_400_000);
       this.identityTimer.unref();
     }
@@ -509,6 +519,7 @@ async function openUplink(
   logs: ComponentLogs,
   log: ComponentLog,
   devPki?: DevPkiPaths,
+  shared: Pick<DataPathOptions, 'network' | 'reconnectRandom'> = {},
 ): Promise<NonNullable<DataPath['uplink']>> {
   const uplink = config.uplink!;
   let broker: DevelopmentBroker | undefined;
@@ -533,7 +544,7 @@ async function openUplink(
     const identity = loadIdentity(identityFiles(uplink));
     for (const w of identity.warnings) log.warn(`uplink: ${w}`);
     // The network is known before the first connection, so a car starts from what it learned on this network.
-    const network = uplink.keepalive.adaptive ? await identifyNetwork() : undefined;
+    const network = uplink.keepalive.adaptive ? (shared.network ?? (await identifyNetwork())) : undefined;
     adaptive = openAdaptiveHeartbeat(uplink.keepalive, path.join(path.dirname(config.outbox!.path), 'link-memory.db'), log.warn, network);
     const session = new MqttSession({
       ...(adaptive ? { heartbeat: adaptive.heartbeat } : {}),
@@ -545,6 +556,7 @@ async function openUplink(
       sessionExpiryS: uplink.sessionExpiryS,
       keepaliveS: uplink.keepaliveS,
       reconnect: uplink.reconnect,
+      ...(shared.reconnectRandom ? { random: shared.reconnectRandom } : {}),
     });
     const throttle = new Throttle({
       messagesPerHour: uplink.throttle.messagesPerHour,

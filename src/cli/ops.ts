@@ -31,6 +31,7 @@ import { forTerminal, jsonForTerminal, linesForTerminal } from '../text/terminal
 import type { CatalogueEntry, JsonSchema } from '../commands/catalogue.js';
 import { addCaSignerCommand } from './ops-ca-signer.js';
 import { addFleetCommand } from './ops-fleet.js';
+import { addSimulateCommand } from './ops-simulate.js';
 import { addTrackedCommands } from './ops-tracked.js';
 import { shareGroup, watch, type WatchOptions } from './ops-watch.js';
 import { PACKAGE_VERSION, VERSION_DESCRIPTION, VERSION_FLAGS, versionText } from './version.js';
@@ -288,6 +289,7 @@ export function createOpsProgram(out: (line: string) => void = (line) => process
       out(`its key:     ${files.keyFile}`);
     });
   addFleetCommand(program, out);
+  addSimulateCommand(program, out);
   return program;
 }
 

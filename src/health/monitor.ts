@@ -10,6 +10,7 @@
  * fixed cadence, skipping a slot rather than bunching up after a slow sample.
  */
 import type { LiveStatus } from '../contract/status-page.js';
+import type { SystemSample } from '../contract/health.js';
 import type { StatusReport } from '../commands/handlers/get-status.js';
 import path from 'node:path';
 import type { AgentSnapshot } from '../agent/snapshot.js';
@@ -30,6 +31,11 @@ export interface HealthOptions {
   publish?: (report: HealthReport) => void;
   /** The `health` component's log: the status page's address at info, each distinct problem once at warn. */
   log: Pick<ComponentLog, 'info' | 'warn'>;
+  /**
+   * The host part of each report from this instead of a sampler of its own: agents sharing a process (the simulated
+   * fleet) share one host. Never rejects, as SystemSampler.sample does not.
+   */
+  sampleSystem?: () => Promise<SystemSample>;
 }
 
 /** The live view's rates cover at least this long: the page asks every second, a scraper at its own pace. */
@@ -43,7 +49,7 @@ export class Health {
   latest: HealthReport | null = null;
   http: HealthHttpServer | null = null;
   private readonly settings: HealthConfig;
-  private readonly sampler: SystemSampler;
+  private readonly sampler: Pick<SystemSampler, 'sample' | 'close'>;
   private readonly agent: AgentHealthProbe;
   /** The agent part of /status and /metrics, its rates over the last second or more. */
   private readonly live: AgentHealthProbe;
@@ -61,7 +67,10 @@ export class Health {
     this.intervalMs = this.settings.intervalS * 1000;
     // The disk that matters is the one the outbox fills; without one, the agent's working directory.
     const diskPath = config.outbox ? path.dirname(config.outbox.path) : process.cwd();
-    this.sampler = new SystemSampler({ diskPath, timeoutMs: Math.min(5000, Math.max(500, this.intervalMs / 2)) });
+    const sampleSystem = options.sampleSystem;
+    this.sampler = sampleSystem
+      ? { sample: sampleSystem, close: () => undefined }
+      : new SystemSampler({ diskPath, timeoutMs: Math.min(5000, Math.max(500, this.intervalMs / 2)) });
     this.agent = new AgentHealthProbe(config);
     this.live = new AgentHealthProbe(config, LIVE_RATE_PERIOD_MS);
     this.freshness = new ValueFreshness(config, Date.now());

@@ -41,7 +41,17 @@ export interface SimulatedVehicleOptions {
   startTime?: number;
   /** Further drive-cycle settings (start position, fuel level…); `seed` above takes precedence. */
   driveCycle?: DriveCycleOptions;
+  /**
+   * The fleet simulation's rate, Hz: every message at most this often, the real-time tick at this rate and the drive
+   * cycle in steps of FLEET_STEP_MS, so that a thousand cars fit in one process (the full bus is some 300 frames/s).
+   * The values still follow a drive of the same cycle and seed, at a coarser resolution in time (its trajectory is not
+   * the full rate's: phases end on other steps). Default: every message at its cycle time.
+   */
+  rateHz?: number;
 }
+
+/** The drive cycle's step with a fleet rate (`rateHz`): ten steps a simulated second, a tenth of the full rate's cost. */
+export const FLEET_STEP_MS = 100;
 
 /** Where a demo signal's value comes from. Enumerations are numbered as the demo DBC's value tables number them. */
 type SignalSource = (state: VehicleState, frameIndex: number) => number;
@@ -181,6 +191,9 @@ export class SimulatedVehicle implements FrameSource {
   /** Min-heap of indexes into `schedule`, ordered by due time, then message order. */
   private readonly queue: number[] = [];
   private readonly frame: CanFrame = createFrame();
+  /** The drive cycle's step and the real-time tick, ms: SIM_STEP_MS and REALTIME_TICK_MS, coarser with a fleet rate. */
+  private readonly stepMs: number;
+  private readonly tickMs: number;
   /** Simulated time the drive cycle has reached, ms. */
   private stateMs = 0;
   /** Simulated time up to which frames have been sent, ms. */
@@ -192,6 +205,12 @@ export class SimulatedVehicle implements FrameSource {
     const dbcPath = options.database?.db.file ?? options.dbcPath ?? DEMO_DBC_PATH;
     this.bus = options.bus;
     this.speed = options.speed ?? 1;
+    const rateHz = options.rateHz;
+    if (rateHz !== undefined && !(rateHz > 0 && rateHz <= 1000 / REALTIME_TICK_MS))
+      throw new RangeError(`simulator rate must be above 0 and at most ${1000 / REALTIME_TICK_MS} Hz, got ${rateHz}`);
+    const minCycleMs = rateHz === undefined ? 0 : 1000 / rateHz;
+    this.stepMs = rateHz === undefined ? SIM_STEP_MS : Math.max(SIM_STEP_MS, Math.min(FLEET_STEP_MS, minCycleMs));
+    this.tickMs = rateHz === undefined ? REALTIME_TICK_MS : minCycleMs;
     if (!(this.speed > 0)) throw new RangeError(`simulator speed must be positive, got ${options.speed}`);
     this.realtime = options.realtime ?? true;
     this.durationMs = options.durationS === undefined ? Infinity : options.durationS * 1000;
@@ -201,7 +220,7 @@ export class SimulatedVehicle implements FrameSource {
     this.driveCycle = new DriveCycle({ ...options.driveCycle, seed: options.seed ?? options.driveCycle?.seed ?? 1 });
     this.schedule = this.database.messages
       .filter((codec) => codec.message.name !== 'VECTOR__INDEPENDENT_SIG_MSG')
-      .map((codec, index) => scheduleMessage(codec, index));
+      .map((codec, index) => scheduleMessage(codec, index, minCycleMs));
     this.schedule.forEach((_, i) => this.heapPush(i));
   }
 
@@ -258,7 +277,7 @@ export class SimulatedVehicle implements FrameSource {
         }
       };
       // One timer for the whole bus: each tick sends every frame that has fallen due since the last.
-      const timer = setInterval(tick, REALTIME_TICK_MS);
+      const timer = setInterval(tick, this.tickMs);
       signal?.addEventListener('abort', onAbort, { once: true });
     });
   }
@@ -290,9 +309,10 @@ export class SimulatedVehicle implements FrameSource {
   }
 
   private advanceStateTo(ms: number): void {
-    while (this.stateMs + SIM_STEP_MS <= ms) {
-      this.driveCycle.step(SIM_STEP_MS / 1000);
-      this.stateMs += SIM_STEP_MS;
+    const step = this.stepMs;
+    while (this.stateMs + step <= ms) {
+      this.driveCycle.step(step / 1000);
+      this.stateMs += step;
     }
   }
 
@@ -344,9 +364,10 @@ export class SimulatedVehicle implements FrameSource {
   }
 }
 
-function scheduleMessage(codec: MessageCodec, index: number): ScheduledMessage {
+/** `minCycleMs`: the fleet rate's period (0: none); a message is never sent more often. */
+function scheduleMessage(codec: MessageCodec, index: number, minCycleMs: number): ScheduledMessage {
   const message = codec.message;
-  const cycleMs = message.cycleTime && message.cycleTime > 0 ? message.cycleTime : DEFAULT_CYCLE_MS;
+  const cycleMs = Math.max(minCycleMs, message.cycleTime && message.cycleTime > 0 ? message.cycleTime : DEFAULT_CYCLE_MS);
   const feeds: SignalFeed[] = [];
   const multiplexers: MultiplexerFeed[] = [];
   // No prototype: a signal named like an Object.prototype member (toString…) must read as absent, not inherited.

@@ -282,3 +282,28 @@ describe('SimulatedVehicle', () => {
     assert.ok(DEMO_DBC_PATH.endsWith(path.join('device-config', 'dbc', 'demo_vehicle.dbc')));
   });
 });
+
+describe('[18.sim] SimulatedVehicle at a fleet rate (rateHz)', () => {
+  it('[18.sim] sends each message at most rateHz times a second, the slower ones at their own cycle, while the car drives', async () => {
+    const full = new SimulatedVehicle({ bus: 'vcan0', realtime: false, durationS: 120, seed: 3, startTime: START });
+    const fleet = new SimulatedVehicle({ bus: 'vcan0', realtime: false, durationS: 120, seed: 3, startTime: START, rateHz: 2 });
+    const counts = new Map<number, number>();
+    await full.run(() => undefined);
+    await fleet.run((frame) => counts.set(frame.id, (counts.get(frame.id) ?? 0) + 1));
+    for (const codec of fleet.database.messages) {
+      const { message } = codec;
+      const expected = 120_000 / Math.max(500, message.cycleTime!);
+      assert.ok(Math.abs((counts.get(message.id) ?? 0) - expected) <= 1, `${message.name}: ${counts.get(message.id)} frames, expected ${expected}`);
+    }
+    // Coarser steps of the same drive cycle: the same start, and the car drives (the trajectory differs from the
+    // full rate's: the phases end on other steps).
+    const startKm = new SimulatedVehicle({ bus: 'vcan0', seed: 3 }).state.odometerKm;
+    assert.ok(fleet.state.odometerKm - startKm > 0.5, `${fleet.state.odometerKm - startKm} km in two minutes`);
+    assert.ok(full.state.odometerKm - startKm > 0.5, `${full.state.odometerKm - startKm} km in two minutes at full rate`);
+  });
+
+  it('[18.sim] refuses a rate it cannot keep, naming it', () => {
+    assert.throws(() => new SimulatedVehicle({ bus: 'vcan0', rateHz: 0 }), /simulator rate must be above 0 and at most 100 Hz, got 0/);
+    assert.throws(() => new SimulatedVehicle({ bus: 'vcan0', rateHz: 500 }), /got 500/);
+  });
+});

@@ -165,6 +165,11 @@ export interface MosquittoOptions {
   /** Log only errors, warnings, notices and connections, not every packet: for benchmarks, where reading the log would cost the
    * measured process CPU. */
   quiet?: boolean;
+  /**
+   * The broker's open-files limit (ulimit -n), for a fleet: mosquitto holds a file per connection, and the usual
+   * default of 1024 caps it at about a thousand cars. Raised through prlimit at each start; default: inherited.
+   */
+  openFiles?: number;
 }
 
 export class Mosquitto {
@@ -181,6 +186,7 @@ export class Mosquitto {
     /** The backend's listener. */
     readonly backendPort: number,
     private readonly executable: string,
+    private readonly openFiles?: number,
   ) {}
 
   /** Where cars connect. */
@@ -201,7 +207,7 @@ export class Mosquitto {
   static async start(options: MosquittoOptions): Promise<Mosquitto> {
     const executable = mosquittoPath();
     if (!executable) throw new Error('mosquitto is not installed (Debian package `mosquitto`; scripts/install-test-deps.sh installs it)');
-    const broker = new Mosquitto(await freePort(), await freePort(), executable);
+    const broker = new Mosquitto(await freePort(), await freePort(), executable, options.openFiles);
     writeFleetBrokerConfig({
       dir: broker.dir,
       deviceListener: `${broker.port} 127.0.0.1`,
@@ -219,7 +225,12 @@ export class Mosquitto {
   /** Starts the broker again (same port, same config, same persistence) after stop() or kill(). */
   async start(): Promise<void> {
     if (this.child) return;
-    const child = spawn(this.executable, ['-c', this.configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+    // prlimit (util-linux) runs mosquitto with the limit raised (soft and hard), within what this process may grant.
+    const command: [string, string[]] =
+      this.openFiles === undefined
+        ? [this.executable, ['-c', this.configFile]]
+        : ['prlimit', [`--nofile=${this.openFiles}:${this.openFiles}`, this.executable, '-c', this.configFile]];
+    const child = spawn(command[0], command[1], { stdio: ['ignore', 'pipe', 'pipe'] });
     this.child = child;
     this.exited = new Promise((resolve) => child.once('exit', () => resolve()));
     let exitedEarly = false;

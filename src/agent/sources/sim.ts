@@ -12,6 +12,15 @@ const schema = z
     type: z.literal('sim'),
     speed: z.number().positive().optional().describe('Time factor: 2 drives the simulated car twice as fast as real time. Default 1.'),
     seed: z.number().int().optional().describe('Seed of the drive cycle; the same seed replays the same drive. Default 1.'),
+    rateHz: z
+      .number()
+      .positive()
+      .max(100)
+      .optional()
+      .describe(
+        "Fleet simulation: every message at most this often (Hz) and the drive cycle in 100 ms steps, a small fraction of the full bus's CPU " +
+          '(telematics-ops simulate runs many cars in one process). Default: every message at its cycle time.',
+      ),
   })
   .describe('The simulated demo vehicle (drive cycle), sending every message of the bus DBC at its cycle time.');
 
@@ -24,7 +33,14 @@ export const simSource: BusSourceType<SimSourceConfig> = {
   writeRoute: () => ({ to: 'loopback' }),
   create(bus, { decoder }) {
     const source = bus.source;
-    const vehicle = new SimulatedVehicle({ database: decoder.database, bus: bus.name, speed: source.speed, seed: source.seed, realtime: true });
+    const vehicle = new SimulatedVehicle({
+      database: decoder.database,
+      bus: bus.name,
+      speed: source.speed,
+      seed: source.seed,
+      realtime: true,
+      rateHz: source.rateHz,
+    });
     return { frames: vehicle, obd: null, link: () => null, run: (sink, signal) => vehicle.run(sink, signal) };
   },
 };
