@@ -95,6 +95,8 @@ function everyLineWhole(screen: Screen, url: string): void {
     new RegExp(
       `^data path open: 1 collection rules, \\d+ messages waiting in the outbox rules=\\["driving"\\] outbox=\\S+outbox\\.db uplink=mqtts://localhost${port}$`,
     ),
+    // The development signer's start, at debug (the verbose start shows it).
+    /^broker: the development certificate signer connected to mqtts:\/\/localhost:\d+; answering vehicles\/\+\/csr$/,
     /^health: status page on http:\/\/127\.0\.0\.1:\d+\/$/,
     new RegExp(`^uplink: connected to mqtts://localhost${port}$`),
     /^shutdown: SIGINT: stopping the sources, committing open batches to the outbox, closing the MQTT session deadlineMs=\d+$/,
