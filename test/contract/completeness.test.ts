@@ -136,8 +136,11 @@ describe('a backend proves it received every message of a car', { timeout: 240_0
     const lostCount = evicted.reduce((n, r) => n + r.count, 0);
     const first = Math.min(...ledger.received);
     assert.equal(ledger.received.size + lostCount >= upTo - first + 1, true);
+    // A message evicted while it was already on its way (in the car's TCP stream when the broker froze) arrives all the
+    // same: announced lost and received, as payload-format.md says a backend must expect (keep it: it was delivered).
+    const receivedAnyway = evicted.reduce((n, r) => n + [...ledger.received].filter((seq) => seq >= r.first && seq <= r.last).length, 0);
     t.diagnostic(
-      `numbers ${first}..${upTo}: ${ledger.received.size} received (${ledger.duplicates} duplicates dropped), ${lostCount} announced lost in ${evicted.length} range(s)`,
+      `numbers ${first}..${upTo}: ${ledger.received.size} received (${ledger.duplicates} duplicates dropped), ${lostCount} announced lost in ${evicted.length} range(s), ${receivedAnyway} of them received anyway (in flight when evicted)`,
     );
   });
 });
