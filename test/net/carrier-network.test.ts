@@ -149,10 +149,10 @@ describe('carrier network', () => {
       ).catch(() => undefined);
       const { uplink, downlink } = counters;
       assert.ok(uplink.dropped >= 3, `dead zone drops: ${JSON.stringify({ uplink, downlink })}`);
-      // On a busy machine the listing may never fall between two packets within the wait: then one packet apart, the
-      // one counted as seen and not yet as dropped.
+      // On a busy machine the listing may never fall between two packets within the wait: then one packet apart, either
+      // way (the packet that came between the two counters' reads is in the one read second).
       for (const [way, c] of Object.entries({ uplink, downlink })) {
-        assert.ok(c.seen - c.dropped === 0 || c.seen - c.dropped === 1, `${way}: every packet that came was dropped: ${JSON.stringify(c)}`);
+        assert.ok(Math.abs(c.seen - c.dropped) <= 1, `${way}: every packet that came was dropped: ${JSON.stringify(c)}`);
       }
     } finally {
       net.deadZone(false);
