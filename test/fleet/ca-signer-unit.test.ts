@@ -128,4 +128,12 @@ describe('[18.signer] the certificate signer unit', () => {
     assert.match(exec, /--ca-key %d\/device-ca\.key /);
     assert.doesNotMatch(exec, /--state/);
   });
+
+  it('[18.signer] the npm package ships the unit, its sysusers line and the program its ExecStart= runs (the docs install from an unpacked npm pack)', () => {
+    const pack = spawnSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: repoRoot, encoding: 'utf8' });
+    assert.equal(pack.status, 0, pack.stderr);
+    const shipped = new Set((JSON.parse(pack.stdout) as [{ files: { path: string }[] }])[0].files.map((f) => f.path));
+    for (const file of ['deploy/systemd/telematics-ca-signer.service', 'deploy/systemd/telematics-ca-signer.sysusers.conf', 'dist/src/cli/ops.js'])
+      assert.ok(shipped.has(file), `${file} is not in the package`);
+  });
 });
