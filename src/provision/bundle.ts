@@ -24,8 +24,9 @@ import { existsSync, lstatSync, mkdirSync, readFileSync, renameSync, rmSync, sta
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadDeviceConfig, parseDeviceConfig } from '../config/device-config.js';
-import { createCsr, createDeviceKey, readCsr, signDeviceCsr } from '../pki/csr.js';
-import { devCaFromPem } from '../pki/dev-ca.js';
+import { CertificateAuthorityError, issueDeviceCertificate, loadSigningCa, type SigningCa as IssuingCa } from '../pki/certificate-authority.js';
+import { createCsr, createDeviceKey, readCsr } from '../pki/csr.js';
+import { readSigningRequest } from '../pki/signing-request.js';
 import { ChainRefusal, describeCertificate, verifyChain } from '../pki/certificate-chain.js';
 import { IdentityError, loadIdentity } from '../pki/identity.js';
 import { deviceIdProblem } from '../pki/device-id.js';
@@ -63,6 +64,8 @@ export const LEGACY_IDENTITY = { key: 'certs/device.key', csr: 'certs/device.csr
 
 /** A certificate closer to its end than this is re-issued when provision runs again with the CA. */
 const RENEW_BEFORE_DAYS = 30;
+/** A device certificate's validity when --valid-days is not given (cut to the CA's own). */
+const DEFAULT_VALID_DAYS = 825;
 
 // ---- input checks -----------------------------------------------------------------------------------------------
 
@@ -174,8 +177,8 @@ interface SigningCa {
   cert: X509Certificate;
   /** Certificates of the --ca file that are not self-signed: intermediates, which go into the device's chain. */
   intermediates: X509Certificate[];
-  certPem: string;
-  keyPem: string;
+  /** What signs: the CA's key (RSA of 2048 bits or more, or EC P-256 or P-384) with its exact subject. */
+  authority: IssuingCa;
 }
 
 function readSigningCa(caFile: string, keyFile: string): SigningCa {
@@ -195,20 +198,15 @@ function readSigningCa(caFile: string, keyFile: string): SigningCa {
   }
   const cert = certs[0]!;
   if (!cert.checkPrivateKey(key)) throw new ProvisionError(`--ca-key ${keyFile} is not the private key of the CA certificate ${caFile}`);
-  if (key.asymmetricKeyType !== 'rsa') {
-    throw new ProvisionError(
-      `--ca-key ${keyFile} is an ${key.asymmetricKeyType} key: this tool signs with RSA CA keys only; sign the CSR with your CA's tooling instead (--csr-only)`,
-    );
+  let authority: IssuingCa;
+  try {
+    authority = loadSigningCa(cert.toString(), keyText, { cert: `--ca ${caFile}`, key: `--ca-key ${keyFile}` });
+  } catch (err) {
+    if (!(err instanceof CertificateAuthorityError)) throw err;
+    throw new ProvisionError(`${err.message}: this tool cannot sign with it; sign the CSR with your CA's tooling instead (--csr-only)`);
   }
   warnIfReadable(keyFile);
-  return {
-    file: caFile,
-    cert,
-    intermediates: certs.filter((c) => !selfSigned(c)),
-    certPem: cert.toString(),
-    // PKCS#1, which node-forge reads whatever form the file was in.
-    keyPem: key.export({ type: 'pkcs1', format: 'pem' }) as string,
-  };
+  return { file: caFile, cert, intermediates: certs.filter((c) => !selfSigned(c)), authority };
 }
 
 const warnings: string[] = [];
@@ -399,10 +397,10 @@ function makeBundle(bundle: string, options: ProvisionOptions, say: Say): void {
   if (inputs.signing) {
     const reason = certificateToReplace(file(BUNDLE.cert), keyPem, options.device, inputs.signing);
     if (reason !== null) {
-      const leafPem = signDeviceCsr(devCaFromPem(inputs.signing.certPem, inputs.signing.keyPem), csrPem, {
-        deviceId: options.device,
-        ...(options.validDays !== undefined ? { validDays: options.validDays } : {}),
-      });
+      // An hour back, for a car whose clock is a little behind the machine that provisions it.
+      const notBefore = new Date(Date.now() - 3_600_000);
+      const notAfter = new Date(notBefore.getTime() + (options.validDays ?? DEFAULT_VALID_DAYS) * 86_400_000);
+      const leafPem = issueDeviceCertificate(inputs.signing.authority, readSigningRequest(csrPem), options.device, { notBefore, notAfter }).certPem;
       const chain = [leafPem.trim(), ...inputs.signing.intermediates.map((c) => c.toString().trim())].join('\n');
       const leaf = new X509Certificate(leafPem);
       note(

@@ -257,6 +257,91 @@ describe('provision --csr-only, signed elsewhere, then --cert', () => {
   });
 });
 
+describe('provision with a fleet CA whose key is EC', () => {
+  /** A root CA made by openssl with a key of `newkey` (its -newkey argument), in a folder of its own. */
+  const fleetCa = (name: string, newkey: string[]): { dir: string; args: string[] } => {
+    const dir = makeTempDir(`fleet-ca-${name}-`);
+    openssl(
+      [
+        'req',
+        '-x509',
+        ...newkey,
+        '-nodes',
+        '-keyout',
+        'ca.key',
+        '-subj',
+        `/CN=fleet CA ${name}`,
+        '-days',
+        '365',
+        '-addext',
+        'basicConstraints=critical,CA:TRUE,pathlen:0',
+        '-addext',
+        'keyUsage=critical,keyCertSign,cRLSign',
+        '-out',
+        'ca.crt',
+      ],
+      dir,
+    );
+    return { dir, args: ['--ca', path.join(dir, 'ca.crt'), '--ca-key', path.join(dir, 'ca.key'), '--command-ca', path.join(pki, 'command-ca.crt')] };
+  };
+
+  for (const [curve, algorithm] of [
+    ['P-256', 'ecdsa-with-SHA256'],
+    ['P-384', 'ecdsa-with-SHA384'],
+  ] as const) {
+    test(`an ECDSA ${curve} CA signs the device certificate here: openssl verifies it for client authentication and the agent loads it`, () => {
+      const authority = fleetCa(curve, ['-newkey', 'ec', '-pkeyopt', `ec_paramgen_curve:${curve}`]);
+      const bundle = path.join(work, `car-ec-${curve}`);
+      const started = Date.now();
+      const run = runProgramSync('scripts/provision', [
+        '--device',
+        'car-0050',
+        '--bundle',
+        bundle,
+        ...authority.args,
+        '--broker',
+        BROKER,
+        '--valid-days',
+        '90',
+      ]);
+      assert.equal(run.status, 0, run.stderr);
+      assert.ok(run.stdout.includes(`identity/device.crt (CN=car-0050, issued by fleet CA ${curve}, valid until `), run.stdout);
+      const certFile = path.join(bundle, 'identity', 'device.crt');
+      const text = spawnSync('openssl', ['x509', '-in', certFile, '-noout', '-text'], { encoding: 'utf8' }).stdout;
+      assert.match(text, new RegExp(`Signature Algorithm: ${algorithm}`));
+      const verified = spawnSync('openssl', ['verify', '-x509_strict', '-purpose', 'sslclient', '-CAfile', path.join(authority.dir, 'ca.crt'), certFile], {
+        encoding: 'utf8',
+      });
+      assert.equal(verified.stdout, `${certFile}: OK\n`, verified.stderr);
+      const cert = new X509Certificate(readFileSync(certFile));
+      // --valid-days from an hour back (a car's clock a little behind), cut at the start to the CA's own (made just now).
+      const expected = started - 3_600_000 + 90 * 86_400_000;
+      assert.ok(Math.abs(new Date(cert.validTo).getTime() - expected) < 120_000, `valid until ${cert.validTo}, not 90 days from an hour back`);
+      assert.ok(new Date(cert.validFrom).getTime() >= new Date(new X509Certificate(readFileSync(path.join(authority.dir, 'ca.crt'))).validFrom).getTime());
+      const identity = loadIdentity({
+        certFile,
+        keyFile: path.join(bundle, 'identity', 'device.key'),
+        caFile: path.join(authority.dir, 'ca.crt'),
+        requireIssuer: true,
+      });
+      assert.equal(identity.commonName, 'car-0050');
+    });
+  }
+
+  test('a CA key this tool cannot sign with (Ed25519) is one line naming the file and the way out (--csr-only); nothing is written', () => {
+    const authority = fleetCa('ed25519', ['-newkey', 'ed25519']);
+    const bundle = path.join(work, 'car-ed25519');
+    const run = runProgramSync('scripts/provision', ['--device', 'car-0051', '--bundle', bundle, ...authority.args, '--broker', BROKER]);
+    assert.equal(run.status, 1, run.stdout);
+    assert.equal(
+      run.stderr,
+      `telematics-provision: --ca-key ${path.join(authority.dir, 'ca.key')}: a CA key must be RSA or EC (P-256, P-384), not ed25519: this tool cannot sign with it; ` +
+        "sign the CSR with your CA's tooling instead (--csr-only)\n",
+    );
+    assert.equal(existsSync(bundle), false);
+  });
+});
+
 describe('provision checks chains as the agent does (RFC 5280)', () => {
   let bundle: string;
   before(() => {
