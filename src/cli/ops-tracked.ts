@@ -2,9 +2,12 @@
  * `telematics-ops send`, `sign`, `status`, `wait` and `history`: commands to one car or many, tracked in the local
  * command journal (src/fleet/command-journal.ts; docs/fleet-operations.md).
  *
- *   send -d ID [-d ID ...] [--devices-file FILE] -c NAME [-p JSON] [--wait] [--concurrency N] [--journal FILE | --no-journal]
+ *   send -d ID [-d ID ...] [--devices-file FILE] [--where FILTER ...] -c NAME [-p JSON] [--wait] [--concurrency N] [--journal FILE | --no-journal]
  *   sign -d ID -c NAME [-p JSON] [--expires S] [--operator-cert F --operator-key F | --certs-dir DIR] [--out FILE]
  *   status ID [--json]          wait ID [--timeout S]          history [--device ID] [--limit N] [--json]
+ *
+ * `--where` picks the cars from the fleet view (src/fleet/fleet-view.ts) with the filters of `fleet`; beside a list it
+ * narrows the list (a filter never widens a rollout beyond the cars named).
  *
  * One car: its results as they come (as `send` always printed them), then the line of a command without a final
  * result (queued, no such car, no result). Many cars: on a terminal a progress line redrawn in place; in a pipe one
@@ -24,6 +27,7 @@ import type { CommandResult } from '../commands/result.js';
 import { pendingState, readCarPresence } from '../fleet/car-presence.js';
 import { CommandJournal, JournalError, journalPath, type JournalEntry, type JournalState, type JournalStep } from '../fleet/command-journal.js';
 import { rollOut, type CarOutcome, type CarState } from '../fleet/command-rollout.js';
+import { selectCars, type FleetFilter } from '../fleet/fleet-view.js';
 import { DEV_OPERATOR } from '../pki/command-pki.js';
 import { deviceIdProblem } from '../pki/device-id.js';
 import { forTerminal, jsonForTerminal } from '../text/terminal-text.js';
@@ -120,6 +124,50 @@ export function readDevicesFile(file: string): string[] {
   return ids;
 }
 
+/** The terms of `send --where`: each is a filter of `telematics-ops fleet`, named as its option without the dashes. */
+export const WHERE_TERMS = ['online', 'offline', 'device=PATTERN', 'cert-expiring=DAYS', 'outbox-over=N', 'agent-version=V'] as const;
+
+/**
+ * Adds one `--where` term to the filter so far (commander calls it for each, in order); a term that is not one of
+ * WHERE_TERMS, a value that is not a number where one is due, or `online` with `offline` is a usage error naming it.
+ */
+export function whereTerm(term: string, filter: FleetFilter = {}): FleetFilter {
+  const [, name, value] = /^([a-z-]+)(?:=(.*))?$/s.exec(term) ?? [];
+  const bad = (why: string): never => {
+    throw new InvalidArgumentError(`--where ${JSON.stringify(term)}: ${why} (one of ${WHERE_TERMS.join(', ')})`);
+  };
+  const count = (min: number): number => {
+    if (value === undefined || !/^\d+(\.\d+)?$/.test(value) || Number(value) < min) bad(`expected ${name}=<a number of at least ${min}>`);
+    return Number(value);
+  };
+  const next: FleetFilter = { ...filter };
+  switch (name) {
+    case 'online':
+    case 'offline':
+      if (value !== undefined) bad(`${name} takes no value`);
+      if (filter[name === 'online' ? 'offline' : 'online'] === true) bad('a car is not both online and offline');
+      next[name] = true;
+      break;
+    case 'device':
+      if (value === undefined || value === '') bad('expected device=<a device ID, or a pattern with *>');
+      next.device = value;
+      break;
+    case 'cert-expiring':
+      next.certExpiringDays = count(0);
+      break;
+    case 'outbox-over':
+      next.outboxOver = Math.floor(count(0));
+      break;
+    case 'agent-version':
+      if (value === undefined || value === '') bad('expected agent-version=<a version>');
+      next.version = value;
+      break;
+    default:
+      bad('not a filter');
+  }
+  return next;
+}
+
 /** The operator certificate's CN, recorded with each command (undefined when the certificate does not parse). */
 function operatorName(certPem: string): string | undefined {
   try {
@@ -165,6 +213,8 @@ interface JournalOption {
 interface SendOptions extends ConnectionSource, JournalOption {
   device: string[];
   devicesFile?: string;
+  /** The --where terms as given, and the filter they make together; undefined when none was given. */
+  where?: { terms: string[]; filter: FleetFilter };
   command: string;
   params: string;
   wait?: boolean;
@@ -196,14 +246,15 @@ function outcomeLine(outcome: CarOutcome, json: boolean, withDevice: boolean): s
 async function send(opts: SendOptions, out: (line: string) => void): Promise<number> {
   checkCommandName(opts.command);
   const listed = [...opts.device, ...(opts.devicesFile !== undefined ? readDevicesFile(opts.devicesFile) : [])];
-  if (listed.length === 0) throw new InvalidArgumentError('no car: give --device ID (repeatable) or --devices-file FILE');
+  if (listed.length === 0 && opts.where === undefined)
+    throw new InvalidArgumentError('no car: give --device ID (repeatable), --devices-file FILE or --where FILTER');
   for (const id of opts.device) {
     // It becomes a topic level: a wildcard or a reserved name would send the command somewhere no car listens.
     const problem = deviceIdProblem(id);
     if (problem !== null) throw new InvalidArgumentError(`--device ${JSON.stringify(id)} cannot be a device ID: ${problem}`);
   }
   // A car listed twice gets the command once.
-  const cars = [...new Set(listed)];
+  let cars = [...new Set(listed)];
   const params = parseParams(opts.params);
   const connection = connectionOf(opts);
   const signer: Signer = { certPem: readable(connection.operatorCert, '--operator-cert'), keyPem: readable(connection.operatorKey, '--operator-key') };
@@ -215,6 +266,10 @@ async function send(opts: SendOptions, out: (line: string) => void): Promise<num
       },
     );
     try {
+      if (opts.where !== undefined) {
+        cars = await carsWhere(client, opts.where.filter, opts.where.terms, cars, listed.length > 0);
+        if (cars.length === 0) return EXIT.noSuchCar;
+      }
       return cars.length === 1
         ? await sendOne(client, cars[0]!, opts, params, signer, journal, connection.broker, out)
         : await sendMany(client, cars, opts, params, signer, journal, connection.broker, out);
@@ -224,6 +279,29 @@ async function send(opts: SendOptions, out: (line: string) => void): Promise<num
   } finally {
     journal?.close();
   }
+}
+
+/**
+ * The cars `--where` selects from the fleet view, or with a list, the listed cars it selects; says on stderr what it
+ * left out (the list) or that it found none.
+ */
+async function carsWhere(client: OperatorClient, filter: FleetFilter, terms: readonly string[], listed: string[], withList: boolean): Promise<string[]> {
+  const selected = await selectCars(client.client, filter);
+  const where = terms.map((t) => `--where ${t}`).join(' ');
+  if (!withList) {
+    if (selected.length === 0) process.stderr.write(forTerminal(`no car of the fleet view matches ${where}: nothing sent`) + '\n');
+    return selected;
+  }
+  const matching = new Set(selected);
+  const kept = listed.filter((id) => matching.has(id));
+  if (kept.length < listed.length) {
+    const left = listed.length - kept.length;
+    process.stderr.write(
+      forTerminal(`${left} of the ${listed.length} listed cars ${left === 1 ? 'does' : 'do'} not match ${where}: not sent to ${left === 1 ? 'it' : 'them'}`) +
+        '\n',
+    );
+  }
+  return kept;
 }
 
 function rolloutRequest(opts: SendOptions, params: unknown): Parameters<typeof rollOut>[2] {
@@ -479,6 +557,11 @@ export function addTrackedCommands(program: Command, out: (line: string) => void
       .description('sign a command, publish it to one car or many, journal it, and (with --wait) follow each to its result')
       .option('-d, --device <id>', 'a vehicle (its device ID); repeat it for several', collect, [])
       .option('--devices-file <file>', 'the vehicles, one device ID per line (# starts a comment)')
+      .option(
+        '--where <filter>',
+        `the cars of the fleet view that pass this filter of \`fleet\` (repeatable, all must hold; with a list, only the listed cars that pass): ${WHERE_TERMS.join(', ')}`,
+        (term: string, previous: SendOptions['where']) => ({ terms: [...(previous?.terms ?? []), term], filter: whereTerm(term, previous?.filter) }),
+      )
       .requiredOption('-c, --command <name>', 'the command, e.g. ping, getStatus, readDtcs (telematics-ops commands lists them)')
       .option('-p, --params <json>', 'its parameters, a JSON object', '{}')
       .option('-w, --wait', 'follow the lifecycle until SUCCEEDED, FAILED, TIMED_OUT or REJECTED')

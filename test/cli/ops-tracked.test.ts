@@ -35,7 +35,7 @@ const jsonLines = <T>(text: string): T[] =>
     .filter((l) => l !== '')
     .map((l) => JSON.parse(l) as T);
 
-describe('[18.track] tracked commands: send, status, wait, history, sign, through a real mosquitto', { timeout: 240_000 }, () => {
+describe('[18.track] tracked commands: send, status, wait, history, sign, through a real mosquitto', { timeout: 420_000 }, () => {
   const pki = new TestPki('tracked commands test CA');
   const commandPki = new CommandPki();
   const fleet = withBroker({ pki });
@@ -170,6 +170,40 @@ describe('[18.track] tracked commands: send, status, wait, history, sign, throug
     const outcomes = jsonLines<{ device: string; id: string; status: string }>(waited.stdout);
     assert.deepEqual(outcomes.map((o) => `${o.device} ${o.status}`).sort(), [`${carA} SUCCEEDED`, `${carB} SUCCEEDED`]);
     assert.equal(waited.stderr, '2 cars: 2 succeeded (exit 0)\n');
+  });
+
+  it('[18.track] send --where picks the cars from the fleet view with the filters of fleet; beside a list it narrows the list and says what it left out', async () => {
+    const mine = `device=car-*-${process.pid}`;
+    const online = await ops(['send', ...connection(), ...operator, '--where', 'online', '--where', mine, '-c', 'ping', '--wait', '--json']);
+    assert.equal(online.status, 0, online.stderr + online.stdout);
+    const outcomes = jsonLines<{ device: string; status: string }>(online.stdout);
+    assert.deepEqual(outcomes.map((o) => `${o.device} ${o.status}`).sort(), [`${carA} SUCCEEDED`, `${carB} SUCCEEDED`]);
+    assert.equal(online.stderr, '2 cars: 2 succeeded (exit 0)\n');
+
+    // A list narrowed by a filter: only the listed car that is offline gets it; the three others are named as left out.
+    const devicesFile = path.join(makeTempDir('devices-'), 'all.txt');
+    writeFileSync(devicesFile, [carA, carB, carOff, ghost].join('\n'));
+    const offline = await ops(['send', ...connection(), ...operator, '--devices-file', devicesFile, '--where', 'offline', '-c', 'ping']);
+    assert.equal(offline.status, 5, offline.stderr + offline.stdout);
+    assert.equal(offline.stderr, '3 of the 4 listed cars do not match --where offline: not sent to them\n');
+    assert.match(offline.stdout, new RegExp(`^\\S+ queued: ${carOff} is offline since ${ISO} \\(shutdown\\)`));
+
+    // Nothing matches: nothing sent, exit 6 as for a car that does not exist.
+    const none = await ops(['send', ...connection(), ...operator, '--where', 'agent-version=0.0.0-none', '--where', mine, '-c', 'ping']);
+    assert.equal(none.status, 6, none.stderr + none.stdout);
+    assert.equal(none.stderr, `no car of the fleet view matches --where agent-version=0.0.0-none --where ${mine}: nothing sent\n`);
+    assert.equal(none.stdout, '');
+
+    // A term that is not a filter, and a contradiction, are usage errors before anything is sent.
+    for (const [terms, why] of [
+      [['--where', 'speed>3'], 'not a filter'],
+      [['--where', 'online', '--where', 'offline'], 'a car is not both online and offline'],
+      [['--where', 'outbox-over=many'], 'expected outbox-over=<a number of at least 0>'],
+    ] as const) {
+      const bad = await ops(['send', ...connection(), ...operator, ...terms, '-c', 'ping']);
+      assert.equal(bad.status, 1, bad.stderr);
+      assert.ok(bad.stderr.includes(`${why} (one of online, offline, device=PATTERN, cert-expiring=DAYS, outbox-over=N, agent-version=V)`), bad.stderr);
+    }
   });
 
   it('[18.track] many cars on a terminal: one progress line redrawn in place, the cars that did not end well above it, then the summary', async (t) => {
