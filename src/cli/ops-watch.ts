@@ -9,6 +9,11 @@
  * goes on; car-sent text is escaped for the terminal (forTerminal / jsonForTerminal). `--share` on a connection that
  * fell back to MQTT 3.1.1, a refused subscription, a lost connection: a one-line error, exit 1. SIGINT/SIGTERM,
  * `--count` reached, `--timeout` passed: exit 0 (4 when `--timeout` passed before `--count` messages came).
+ *
+ * A stop by signal loses nothing the broker gave this watcher: it unsubscribes first (the broker sends the group's
+ * next messages to the other consumers), prints what the broker had already queued for it until none came for
+ * DRAIN_QUIET_MS (at most DRAIN_MAX_MS), then disconnects cleanly after its last acknowledgement. A second signal
+ * stops it at once.
  */
 import type { MqttClient } from 'mqtt';
 import { InvalidArgumentError } from 'commander';
@@ -24,6 +29,11 @@ export interface WatchOptions {
   count?: number;
   timeout?: number;
 }
+
+/** At a stop, the broker is taken to have sent all it had queued for this watcher once none came for this long. */
+export const DRAIN_QUIET_MS = 500;
+/** And the stop does not wait longer than this for a quiet moment. */
+export const DRAIN_MAX_MS = 10_000;
 
 /** Signals shown per telemetry line (each once, with its latest value); the rest are counted. */
 const SIGNALS_SHOWN = 8;
@@ -142,10 +152,36 @@ export async function watch(
     if (opts.share !== undefined && client.options.protocolVersion !== 5) {
       throw new Error(`--share needs MQTT 5 (shared subscriptions); the broker at ${connection.url} speaks MQTT 3.1.1 only`);
     }
-    return await new Promise<number>((resolve, reject) => {
+    const filter = watchFilter(opts);
+    let drained = false;
+    const code = await new Promise<number>((resolve, reject) => {
       let seen = 0;
+      let lastMessageAt = 0;
+      let stopping = false;
       let timer: NodeJS.Timeout | undefined;
-      const onSignal = (): void => finish(0);
+      const onSignal = (): void => {
+        if (stopping) return finish(0);
+        stopping = true;
+        clearTimeout(timer);
+        void drain().then(() => {
+          drained = true;
+          finish(0);
+        });
+      };
+      // Unsubscribe, then take what the broker had queued for this watcher until a quiet moment (see the header).
+      const drain = async (): Promise<void> => {
+        try {
+          await client.unsubscribeAsync(filter);
+        } catch {
+          return;
+        }
+        const unsubscribedAt = Date.now();
+        while (Date.now() - unsubscribedAt < DRAIN_MAX_MS) {
+          const wait = DRAIN_QUIET_MS - (Date.now() - Math.max(lastMessageAt, unsubscribedAt));
+          if (wait <= 0) break;
+          await new Promise((r) => setTimeout(r, wait));
+        }
+      };
       const finish = (code: number, error?: Error): void => {
         clearTimeout(timer);
         process.off('SIGINT', onSignal);
@@ -161,9 +197,9 @@ export async function watch(
       client.on('message', (topic, payload) => {
         out(watchLine(topic, payload, opts.json === true));
         seen += 1;
+        lastMessageAt = Date.now();
         if (opts.count !== undefined && seen >= opts.count) finish(0);
       });
-      const filter = watchFilter(opts);
       client.subscribeAsync(filter, { qos: 1 }).then(
         (granted) => {
           const refused = granted.find((g) => g.qos >= 0x80);
@@ -174,6 +210,9 @@ export async function watch(
         (err: unknown) => finish(1, new Error(`cannot subscribe to ${filter}: ${(err as Error).message}`)),
       );
     });
+    // After a drain, a clean DISCONNECT once the acknowledgements of what was printed are out.
+    if (drained) await client.endAsync(false).catch(() => undefined);
+    return code;
   } finally {
     await client.endAsync(true).catch(() => undefined);
   }

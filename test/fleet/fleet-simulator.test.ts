@@ -6,7 +6,8 @@
  * fixture's backend checks against the contract, answers a signed ping, and after a broker restart (same port,
  * persistence on) reconnects with the agent's backoff; the backend then proves that nothing committed was lost: per
  * car, the data-stream numbers received plus those announced lost cover the first to the last, and with what is still
- * in the car's outbox at the stop account for every number the outbox gave.
+ * in the car's outbox at the stop account for every number the outbox gave. Three `telematics-ops watch --share`
+ * consumers split the fleet's telemetry, and one stopped leaves its share to the others without a message lost.
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -19,8 +20,9 @@ import { withBroker } from '../support/broker-fixture.js';
 import { CommandPki, operatorClient } from '../support/commands.js';
 import { BackendSubscriber } from '../support/mosquitto.js';
 import { OPS_CLI } from '../support/programs.js';
+import { startWatch, type Watcher } from '../support/ops-watch.js';
 import { makeTempDir } from '../support/temp.js';
-import { waitFor } from '../support/wait.js';
+import { delay, waitFor } from '../support/wait.js';
 
 const CARS = 24;
 const IDS = carIds(CARS, 'sim-');
@@ -159,6 +161,78 @@ describe('[18.sim] telematics-ops simulate: a simulated fleet against mosquitto 
       }
     } finally {
       await operator.close();
+    }
+  });
+
+  it("[18.share] three watch --share consumers split the fleet's telemetry, each message to one of them; one is stopped and the others take over, nothing lost", async () => {
+    const { backend } = fixture;
+    const backendConnection = (): string[] => {
+      const files = fixture.pki.backend();
+      return ['--broker', fixture.broker.backendUrl, '--cert', files.certFile, '--key', files.keyFile, '--ca', fixture.pki.caFile];
+    };
+    const group = `fleet-${process.pid}`;
+    const watchers = [0, 1, 2].map(() => startWatch(['--share', group, '--json', ...backendConnection()]));
+    try {
+      await Promise.all(watchers.map((w) => w.subscribed));
+      /** The telemetry a watcher printed: `<topic> <seq>` per message. */
+      const received = (w: Watcher): string[] =>
+        w
+          .lines()
+          .map((line) => JSON.parse(line) as { topic: string; kind: string; message: { seq: number } })
+          .filter((m) => m.kind === 'telemetry')
+          .map((m) => `${m.topic} ${m.message.seq}`);
+      const telemetry = (): string[] =>
+        backend.messages
+          .filter((m) => m.topic.endsWith('/telemetry'))
+          .map((m) => {
+            const decoded = decodeAgentMessage(m.topic, m.payload);
+            return `${m.topic} ${decoded.kind === 'telemetry' ? decoded.message.seq : -1}`;
+          });
+      // The window: from a moment after the three subscribed (what was published before may have reached fewer).
+      await delay(1000);
+      const from = telemetry().length;
+      await waitFor(() => telemetry().length - from >= 60, 'telemetry while the three consume', 60_000);
+
+      // One consumer stops (SIGINT, as an operator stops it): it drains what it was given and exits 0.
+      watchers[1]!.child.kill('SIGINT');
+      assert.equal(await watchers[1]!.exited, 0, watchers[1]!.stderr());
+      const atStop = watchers.map((w) => received(w).length);
+      const stoppedAt = telemetry().length;
+      await waitFor(() => telemetry().length - stoppedAt >= 60, 'telemetry after one consumer stopped', 60_000);
+      const to = telemetry().length;
+      const window = telemetry().slice(from, to);
+      const union = (): string[] => watchers.flatMap(received);
+      await waitFor(() => new Set(union()).size >= new Set([...union(), ...window]).size, 'every message of the window at one of the consumers', 30_000);
+      for (const w of [watchers[0]!, watchers[2]!]) {
+        w.child.kill('SIGINT');
+        assert.equal(await w.exited, 0, w.stderr());
+      }
+
+      // Each message once, to one consumer of the group, and none of the window missing.
+      const all = union();
+      const counts = new Map<string, number>();
+      for (const key of all) counts.set(key, (counts.get(key) ?? 0) + 1);
+      assert.deepEqual(
+        [...counts].filter(([, n]) => n > 1),
+        [],
+        'no message to two consumers',
+      );
+      const got = new Set(all);
+      assert.deepEqual(
+        window.filter((key) => !got.has(key)),
+        [],
+        'every message of the window reached a consumer',
+      );
+      // All three took a share while they ran, and the two left took over the stopped one's.
+      assert.ok(
+        atStop.every((n) => n > 5),
+        `shares before the stop: ${atStop.join(', ')}`,
+      );
+      const after = watchers.map((w) => received(w).length);
+      assert.equal(after[1], atStop[1], 'the stopped consumer got nothing more');
+      assert.ok(after[0]! > atStop[0]! && after[2]! > atStop[2]!, `shares after the stop: ${atStop.join(', ')} -> ${after.join(', ')}`);
+    } finally {
+      for (const w of watchers) w.child.kill('SIGKILL');
     }
   });
 
