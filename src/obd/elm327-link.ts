@@ -96,7 +96,8 @@ export class ElmSerialLink {
   private pending: Pending | null = null;
   /** A command timed out and its prompt has not come yet: wait for it before sending the next one. */
   private unsynced = false;
-  private promptWaiter: (() => void) | null = null;
+  /** The drain's wake-up: true when the prompt came, false when the link failed. */
+  private promptWaiter: ((prompted: boolean) => void) | null = null;
   private queueTail: Promise<unknown> = Promise.resolve();
   private closing = false;
   private readonly disconnectListeners = new Set<(err: ElmLinkError) => void>();
@@ -236,7 +237,10 @@ export class ElmSerialLink {
         return true;
       } catch (err) {
         if (!(err instanceof ElmLinkError) || (err.code !== 'timeout' && err.code !== 'overflow')) throw err;
-        // Forget what came, and give the late prompt of a slow adapter no chance to confuse the next try.
+        // A slow adapter (or a busy host) may still answer: its late prompt is the answer, and it must not be taken
+        // for the answer to the next command (the retry's, then ATZ's: every answer one command late). So wait a
+        // second window for it before judging.
+        if (err.code === 'timeout' && (await this.drain(this.probeTimeoutMs))) return true;
         this.unsynced = false;
         if (this.stats.bytesIn > bytesBefore) return false;
       }
@@ -311,21 +315,25 @@ export class ElmSerialLink {
 
   private failPending(err: ElmLinkError): void {
     if (this.pending) this.finish(this.pending, err);
-    this.promptWaiter?.();
+    this.promptWaiter?.(false);
   }
 
-  /** Waits (at most `drainMs`) for the prompt of the command that timed out, discarding what comes with it. */
-  private async drain(): Promise<void> {
-    await new Promise<void>((resolve) => {
-      const done = (): void => {
+  /**
+   * Waits (at most `waitMs`) for the prompt of the command that timed out, discarding what comes with it; resolves
+   * with whether the prompt came.
+   */
+  private async drain(waitMs = this.drainMs): Promise<boolean> {
+    const prompted = await new Promise<boolean>((resolve) => {
+      const done = (came: boolean): void => {
         clearTimeout(timer);
         this.promptWaiter = null;
-        resolve();
+        resolve(came);
       };
-      const timer = setTimeout(done, this.drainMs);
+      const timer = setTimeout(() => done(false), waitMs);
       this.promptWaiter = done;
     });
     this.unsynced = false;
+    return prompted;
   }
 
   private onData(chunk: Buffer): void {
@@ -333,7 +341,7 @@ export class ElmSerialLink {
     const pending = this.pending;
     if (!pending) {
       this.stats.strayBytes += chunk.length;
-      if (chunk.includes(PROMPT)) this.promptWaiter?.();
+      if (chunk.includes(PROMPT)) this.promptWaiter?.(true);
       return;
     }
     const promptAt = chunk.indexOf(PROMPT);

@@ -164,6 +164,17 @@ describe('ELM327 driver: initialisation', () => {
     assert.deepEqual(await values(c, [0x0c]), { '0:rpm': 750 });
   });
 
+  it('an adapter slower than the probe window is still found, and its late answer is not taken for the next command (ATZ)', async () => {
+    // Every AT command answered after 350 ms: the probe's window (250 ms) passes before the answer to ATI comes.
+    const r = await rig({ timing: { atMs: 350 } });
+    const c = client(r.path, { baudRate: 38400 });
+    const info = await c.connect();
+    assert.equal(info.version, '1.5');
+    assert.equal(info.headers, true);
+    assert.equal(c.state, 'ready');
+    assert.deepEqual(await values(c, [0x0c]), { '0:rpm': 750 });
+  });
+
   it('fails clearly: no such port, a wrong fixed baud rate, the ignition off', async () => {
     const missing = client('/dev/serial/by-id/usb-nothing-here');
     await assert.rejects(missing.connect(), (err: Elm327Error) => err.code === 'no-port' && /no such serial port/.test(err.message));
