@@ -2,8 +2,9 @@
  * `telematics-ops simulate` against Debian's mosquitto with the shipped configuration (TLS, client certificates, the
  * devices' and the backend's ACLs; test/support/mosquitto.ts): a small fleet, run as a child process of the built
  * CLI, as an operator runs it (its own event loop, apart from the test's backend and operator clients). Every car
- * comes online (its retained status birth, seen by a fresh backend subscriber), sends telemetry that the broker
- * fixture's backend checks against the contract, answers a signed ping, and after a broker restart (same port,
+ * comes online (its retained status birth, seen by a fresh backend subscriber, and by `telematics-ops fleet`), sends
+ * telemetry that the broker fixture's backend checks against the contract, answers a signed ping sent to the whole
+ * fleet by `telematics-ops send --where` (each car's outcome tracked in the command journal), and after a broker restart (same port,
  * persistence on) reconnects with the agent's backoff; the backend then proves that nothing committed was lost: per
  * car, the data-stream numbers received plus those announced lost cover the first to the last, and with what is still
  * in the car's outbox at the stop account for every number the outbox gave. Three `telematics-ops watch --share`
@@ -17,9 +18,9 @@ import { decodeAgentMessage } from '../../src/contract/decoder.js';
 import { carIds } from '../../src/fleet/fleet-profile.js';
 import { writeIssued } from '../../src/pki/dev-ca.js';
 import { withBroker } from '../support/broker-fixture.js';
-import { CommandPki, operatorClient } from '../support/commands.js';
+import { CommandPki } from '../support/commands.js';
 import { BackendSubscriber } from '../support/mosquitto.js';
-import { OPS_CLI } from '../support/programs.js';
+import { OPS_CLI, runProgram } from '../support/programs.js';
 import { startWatch, type Watcher } from '../support/ops-watch.js';
 import { makeTempDir } from '../support/temp.js';
 import { delay, waitFor } from '../support/wait.js';
@@ -90,6 +91,10 @@ describe('[18.sim] telematics-ops simulate: a simulated fleet against mosquitto 
   const commandPki = new CommandPki();
   const state = makeTempDir('fleet-sim-');
   let simulator: SimulatorProcess | undefined;
+  const backendConnection = (): string[] => {
+    const files = fixture.pki.backend();
+    return ['--broker', fixture.broker.backendUrl, '--cert', files.certFile, '--key', files.keyFile, '--ca', fixture.pki.caFile];
+  };
 
   before(() => {
     // The simulator issues the cars' certificates with the broker's device CA (the test PKI's), key and all.
@@ -115,7 +120,7 @@ describe('[18.sim] telematics-ops simulate: a simulated fleet against mosquitto 
     await simulator?.stop();
   });
 
-  it('[18.sim] every car comes online (its retained status birth) and sends telemetry, every message in the contract', async () => {
+  it('[18.sim] every car comes online (its retained status birth, and in telematics-ops fleet) and sends telemetry, every message in the contract', async () => {
     const backend = fixture.backend;
     // First certificates for 24 cars (RSA keys on the thread pool) on a loaded machine: generous.
     await waitFor(() => IDS.every((id) => backend.on(id, 'telemetry').length >= 2), `telemetry from every car (stderr: ${simulator?.stderr ?? ''})`, 120_000);
@@ -132,6 +137,14 @@ describe('[18.sim] telematics-ops simulate: a simulated fleet against mosquitto 
       await late.close();
     }
     assert.deepEqual(backend.contractViolations, []);
+    // As the operator sees them: `telematics-ops fleet` lists every car online.
+    const view = await runProgram('telematics-ops', ['fleet', '--json', '--device', 'sim-*', ...backendConnection()]);
+    assert.equal(view.status, 0, view.stderr);
+    const cars = (JSON.parse(view.stdout) as { cars: { deviceId: string; state: string; problems: string[] }[] }).cars;
+    assert.deepEqual(
+      cars.map((c) => `${c.deviceId} ${c.state} ${c.problems.length}`),
+      IDS.map((id) => `${id} online 0`),
+    );
     // Each car drives its own cycle (seed 7 + i): the cars do not all send the same values.
     const odometers = new Set(
       IDS.map((id) => {
@@ -149,27 +162,41 @@ describe('[18.sim] telematics-ops simulate: a simulated fleet against mosquitto 
     assert.equal(status.cars, CARS);
   });
 
-  it('[18.sim] a signed ping to every car gets a final result from each', async () => {
-    const operator = await operatorClient(fixture.broker, fixture.pki);
-    try {
-      const outcomes = await Promise.all(
-        IDS.map((deviceId) => operator.send({ deviceId, name: 'ping', params: { echo: deviceId } }, commandPki.operator, { timeoutMs: 60_000 })),
-      );
-      for (const [i, outcome] of outcomes.entries()) {
-        assert.equal(outcome.final?.status, 'SUCCEEDED', `${IDS[i]!}: ${JSON.stringify(outcome.results)}`);
-        assert.equal((outcome.final?.detail as { echo?: string } | undefined)?.echo, IDS[i]);
-      }
-    } finally {
-      await operator.close();
-    }
+  it('[18.sim] a signed ping to every car (send --where, tracked) gets a final result from each, in the command journal', async () => {
+    const journal = path.join(state, 'commands.db');
+    const operator = ['--operator-cert', commandPki.operatorFiles.certFile, '--operator-key', commandPki.operatorFiles.keyFile];
+    const run = await runProgram('telematics-ops', [
+      'send',
+      ...['--where', 'online', '--where', 'device=sim-*', '-c', 'ping', '--wait', '--timeout', '60', '--json', '--journal', journal],
+      ...backendConnection(),
+      ...operator,
+    ]);
+    assert.equal(run.status, 0, run.stderr + run.stdout);
+    const outcomes = run.stdout
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as { device: string; id: string; status: string });
+    assert.deepEqual(
+      outcomes.map((o) => `${o.device} ${o.status}`).sort(),
+      IDS.map((id) => `${id} SUCCEEDED`),
+    );
+    assert.equal(run.stderr, `${CARS} cars: ${CARS} succeeded (exit 0)\n`);
+    // Each car's outcome is tracked: one journal entry per car, its lifecycle through to SUCCEEDED.
+    const history = await runProgram('telematics-ops', ['history', '--json', '--limit', String(CARS + 10), '--journal', journal]);
+    assert.equal(history.status, 0, history.stderr);
+    const entries = history.stdout
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as { id: string; deviceId: string; state: string });
+    assert.deepEqual(
+      entries.map((e) => `${e.deviceId} ${e.state}`).sort(),
+      IDS.map((id) => `${id} SUCCEEDED`),
+    );
+    assert.deepEqual(new Set(entries.map((e) => e.id)), new Set(outcomes.map((o) => o.id)));
   });
 
   it("[18.share] three watch --share consumers split the fleet's telemetry, each message to one of them; one is stopped and the others take over, nothing lost", async () => {
     const { backend } = fixture;
-    const backendConnection = (): string[] => {
-      const files = fixture.pki.backend();
-      return ['--broker', fixture.broker.backendUrl, '--cert', files.certFile, '--key', files.keyFile, '--ca', fixture.pki.caFile];
-    };
     const group = `fleet-${process.pid}`;
     const watchers = [0, 1, 2].map(() => startWatch(['--share', group, '--json', ...backendConnection()]));
     try {
