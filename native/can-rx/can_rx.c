@@ -108,7 +108,7 @@ static const char *errno_name(int e, char *buf, size_t size) {
 
 /* Throws Error(`<ifname>: <step>: <strerror>`) with `code` = the errno name and `errno` = the number. */
 static void throw_errno(napi_env env, const char *ifname, const char *step, int e) {
-  char text[200], name[24];
+  char text[256], name[24];
   snprintf(text, sizeof text, "%s: %s: %s", ifname, step, strerror(e));
   napi_value msg, err, code, num;
   napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &msg);
@@ -243,12 +243,13 @@ static napi_value rx_open(napi_env env, napi_callback_info info) {
   CHECK_NAPI(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   if (argc < 5) return type_error(env, "can-rx open(ifname, options, slots, stats, onReadable): 5 arguments");
 
-  char ifname[IFNAMSIZ + 1];
+  /* Longer than the kernel takes (IFNAMSIZ - 1), but long enough to name a wrong one in the error. */
+  char ifname[64];
   size_t ifname_len = 0;
   if (napi_get_value_string_utf8(env, argv[0], ifname, sizeof ifname, &ifname_len) != napi_ok)
     return type_error(env, "can-rx open: the interface name must be a string");
   if (ifname_len == 0 || ifname_len >= IFNAMSIZ) {
-    throw_errno(env, ifname_len == 0 ? "(empty)" : ifname, "interface name", ENODEV);
+    throw_errno(env, ifname_len == 0 ? "(empty)" : ifname, "interface name empty or longer than 15 bytes", ENODEV);
     return NULL;
   }
 

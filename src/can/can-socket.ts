@@ -132,6 +132,8 @@ export class CanSocket {
   readonly receiveBufferBytes: number;
   /** Frames the kernel dropped on this socket because its receive buffer was full. */
   kernelDrops = 0;
+  /** Times the socket was looked at (the readable callback or the coalescing timer): the process's wake-ups for it. */
+  wakeUps = 0;
 
   private readonly addon: CanRxAddon;
   private readonly handle: CanRxHandle;
@@ -206,6 +208,7 @@ export class CanSocket {
   /** Drains what is queued, then decides how to hear of the socket next. */
   private look(failed: boolean): void {
     if (this.closed) return;
+    this.wakeUps++;
     let got = 0;
     let error = 0;
     for (let reads = 0; reads < MAX_READS_PER_WAKE; reads++) {

@@ -108,6 +108,8 @@ export class SocketCanEndpoint implements CanEndpoint {
   kernelDrops = 0;
   /** The receive buffer the kernel granted the current socket, bytes (0 while none is open). */
   receiveBufferBytes = 0;
+  /** Wake-ups of the sockets closed so far (see `wakeUps`). */
+  private pastWakeUps = 0;
 
   private socket: CanSocket | null = null;
   private sink: FrameSink = () => {};
@@ -150,6 +152,11 @@ export class SocketCanEndpoint implements CanEndpoint {
 
   onFrame(sink: FrameSink): void {
     this.sink = sink;
+  }
+
+  /** Times the process woke up to read this endpoint's sockets: a few per coalescing interval on a busy bus, not one per frame. */
+  get wakeUps(): number {
+    return this.pastWakeUps + (this.socket?.wakeUps ?? 0);
   }
 
   /** Resolves when the endpoint has a socket (or is closed). */
@@ -226,6 +233,7 @@ export class SocketCanEndpoint implements CanEndpoint {
     if (socket !== this.socket) return;
     this.socket = null;
     this.receiveBufferBytes = 0;
+    this.pastWakeUps += socket.wakeUps;
     if (this.state === 'closed') return;
     const now = interfaceState(this.ifname);
     this.setState(now === 'up' ? 'down' : now, now === 'up' ? `socket error ${code}` : undefined);
@@ -244,7 +252,9 @@ export class SocketCanEndpoint implements CanEndpoint {
     const socket = this.socket;
     this.socket = null;
     this.receiveBufferBytes = 0;
-    socket?.close();
+    if (!socket) return;
+    this.pastWakeUps += socket.wakeUps;
+    socket.close();
   }
 
   private setState(state: EndpointState, reason?: string): void {
@@ -306,6 +316,11 @@ export class SocketCanSource implements FrameSource {
   /** The receive buffer the kernel granted the open socket, bytes (0 while none is open). */
   get receiveBufferBytes(): number {
     return this.endpoint?.receiveBufferBytes ?? 0;
+  }
+
+  /** Times the process woke up to read the bus (see SocketCanEndpoint.wakeUps). */
+  get wakeUps(): number {
+    return this.endpoint?.wakeUps ?? 0;
   }
 
   run(sink: FrameSink, signal?: AbortSignal): Promise<void> {
