@@ -13,7 +13,8 @@
  * is empty; when we got frames we look again after `coalesceMs` with a timer instead of re-arming the watch, so a
  * busy bus costs one wake-up per interval (8,000 frames/s at 5 ms: about 200 a second, 40 frames each) rather than
  * one per frame; when a look finds nothing, the watch is re-armed and an idle bus costs nothing at all. The price is
- * up to `coalesceMs` of delivery latency after the first frame of a busy period (its timestamp is the kernel's).
+ * up to `coalesceMs` of delivery latency after the first frame of a busy period (its timestamp is the kernel's). A
+ * backlog larger than one wake-up takes (MAX_READS_PER_WAKE full reads) is read on at the event loop's next turn.
  *
  * Failure: `open` throws a `CanSocketError` (code: the errno name, ENODEV, ENETDOWN, EAFNOSUPPORT...; message naming
  * the interface and the step). After that nothing throws out of the addon's callback: a socket error (the interface
@@ -146,6 +147,7 @@ export class CanSocket {
   private readonly timestamps: boolean;
   private readonly coalesceMs: number;
   private timer: ReturnType<typeof setTimeout> | null = null;
+  private immediate: ReturnType<typeof setImmediate> | null = null;
   private closed = false;
 
   /** Opens and starts receiving; throws `CanSocketError`. */
@@ -180,7 +182,7 @@ export class CanSocket {
     this.addon.arm(this.handle);
   }
 
-  /** Sends one frame (`canId` with its EFF flag); returns 0, or the errno name (ENOBUFS: transmit queue full). */
+  /** Sends one frame (`canId` with its EFF flag); returns null, or the errno name (ENOBUFS: transmit queue full). */
   send(canId: number, data: Uint8Array, fd: boolean): string | null {
     if (this.closed) return 'EBADF';
     const written = this.addon.write(this.handle, canId >>> 0, data, fd, 0);
@@ -192,7 +194,9 @@ export class CanSocket {
     if (this.closed) return;
     this.closed = true;
     if (this.timer) clearTimeout(this.timer);
+    if (this.immediate) clearImmediate(this.immediate);
     this.timer = null;
+    this.immediate = null;
     this.addon.close(this.handle);
   }
 
@@ -202,6 +206,7 @@ export class CanSocket {
   };
 
   private readonly onTimer = (): void => {
+    this.immediate = null;
     this.look(false);
   };
 
@@ -211,16 +216,20 @@ export class CanSocket {
     this.wakeUps++;
     let got = 0;
     let error = 0;
+    /** The last read filled every slot: more is queued than one wake-up takes. */
+    let full = false;
     for (let reads = 0; reads < MAX_READS_PER_WAKE; reads++) {
       const n = this.addon.read(this.handle);
       if (n < 0) {
         error = n;
+        full = false;
         break;
       }
       if (n > 0) this.deliver(n);
       if (this.closed) return; // the sink closed us
       got += n;
-      if (n < this.slots) break;
+      full = n === this.slots;
+      if (!full) break;
     }
     this.countDrops();
     if (error !== 0 || (failed && got === 0)) {
@@ -236,7 +245,10 @@ export class CanSocket {
       this.events.onLost(error !== 0 ? errnoName(error) : 'EIO');
       return;
     }
-    if (got > 0 && this.coalesceMs > 0) {
+    if (full) {
+      // A backlog (a burst, or the process was busy elsewhere): go on after the event loop's turn, not after a pause.
+      this.immediate = setImmediate(this.onTimer);
+    } else if (got > 0 && this.coalesceMs > 0) {
       // Busy: look again after the pause, with the same timer object (no allocation per wake-up).
       if (this.timer) this.timer.refresh();
       else this.timer = setTimeout(this.onTimer, this.coalesceMs);
