@@ -75,7 +75,7 @@ async function startSource(options: Partial<ConstructorParameters<typeof SocketC
   };
 }
 
-describe('[19.socketcan] the receive path on a real kernel', { timeout: 120_000 }, () => {
+describe('[19.socketcan] the receive path on a real kernel', { timeout: 240_000 }, () => {
   withVcan([IF], { cleanup });
 
   it('[19.socketcan] a queued burst of 20,000 frames arrives whole and in order, with monotonic kernel timestamps, in a few wake-ups', async () => {
