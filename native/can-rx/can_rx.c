@@ -206,7 +206,8 @@ static void on_poll(uv_poll_t *handle, int status, int events) {
   napi_handle_scope scope;
   if (napi_open_handle_scope(env, &scope) != napi_ok) return;
   napi_value fn, recv, arg, result;
-  if (napi_get_reference_value(env, rx->callback, &fn) == napi_ok && fn != NULL && napi_get_undefined(env, &recv) == napi_ok &&
+  /* napi_make_callback wants an object as `this` (undefined is refused): the global one. */
+  if (napi_get_reference_value(env, rx->callback, &fn) == napi_ok && fn != NULL && napi_get_global(env, &recv) == napi_ok &&
       napi_create_int32(env, status, &arg) == napi_ok) {
     if (napi_make_callback(env, rx->async, recv, fn, 1, &arg, &result) == napi_pending_exception) {
       napi_value exception;
