@@ -143,7 +143,8 @@ export class CanSocket {
   private readonly u32: Uint32Array;
   private readonly f64: Float64Array;
   private readonly views: (Uint8Array | undefined)[];
-  private readonly stats = new Uint32Array(2);
+  /** Written by the addon at any read: over an ArrayBuffer of its own, so its memory never moves (a small typed array may live in the JS heap). */
+  private readonly stats = new Uint32Array(new ArrayBuffer(8));
   private readonly timestamps: boolean;
   private readonly coalesceMs: number;
   private timer: ReturnType<typeof setTimeout> | null = null;
