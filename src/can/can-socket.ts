@@ -176,8 +176,9 @@ export class CanSocket {
         this.onReadable,
       );
     } catch (err) {
-      const e = err as Error & { code?: string };
-      throw new CanSocketError(e.code ?? 'EIO', e.message);
+      // The addon names the errnos the agent tells apart; node knows the names of all of them.
+      const e = err as Error & { code?: string; errno?: number };
+      throw new CanSocketError(typeof e.errno === 'number' ? errnoName(-e.errno) : (e.code ?? 'EIO'), e.message);
     }
     this.receiveBufferBytes = this.stats[1]!;
     this.addon.arm(this.handle);
