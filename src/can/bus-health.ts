@@ -1,7 +1,8 @@
 /**
  * Bus health from SocketCAN error frames (linux/can/error.h): the controller's fault-confinement state (error-active,
  * warning, passive, bus-off) and one counter per error class. Error frames can arrive by the thousand on a bad bus,
- * so each one costs a few increments; only a change of controller state is an event.
+ * so each one costs a few increments; only a change of controller state is an event. Beside them, the frames the
+ * kernel dropped because the agent's socket buffer was full (`kernelDrops`, counted by the socket, not the controller).
  */
 import type { CanFrame } from './frame.js';
 
@@ -62,6 +63,11 @@ export class BusHealth {
   /** Transmit and receive error counters, when the controller reports them (`Counters` class); -1 otherwise. */
   txErrorCounter = -1;
   rxErrorCounter = -1;
+  /**
+   * Frames the kernel dropped before the agent read them, because the socket's receive buffer was full (SO_RXQ_OVFL),
+   * over every socket the bus had. Not an error frame: the controller received them, the agent was too slow.
+   */
+  kernelDrops = 0;
   readonly counters: BusHealthCounters = {
     errorFrames: 0,
     busOff: 0,

@@ -1,56 +1,20 @@
 /**
- * SocketCAN through the `socketcan` native addon: a `CanBus` on a kernel interface, whose endpoints are raw CAN
- * sockets with kernel receive filters, and the live `FrameSource` the agent reads a bus with.
+ * SocketCAN: a `CanBus` on a kernel interface, whose endpoints are raw CAN sockets with kernel receive filters, and
+ * the live `FrameSource` the agent reads a bus with. The socket is the project's own addon (src/can/can-socket.ts,
+ * native/can-rx): batched reads into one preallocated buffer, kernel timestamps and the kernel's drop counter from
+ * control messages, one wake-up per few milliseconds on a busy bus, no object per frame.
  *
  * An endpoint outlives its socket. The interface may be missing at start, go down, or vanish and come back (a USB
  * adapter unplugged, `ip link set can0 down` for a bitrate change): the endpoint then reports the state change once,
  * retries with exponential backoff, and reopens a socket with the same filters when the interface is up again.
- * Nothing here throws out of a kernel callback, and nothing logs per frame.
- *
- * What the addon gives and does not give: it reads with recv() into a canfd_frame and hands each frame to JavaScript
- * as a new object with a new Buffer (that allocation is the addon's; our receive path adds none). It does not say
- * whether a frame was CAN FD, so a frame is reported as FD when its payload is longer than 8 bytes; an FD frame of 8
- * bytes or fewer reads as classic. It has no SO_RCVBUF or SO_RXQ_OVFL: a burst larger than the socket's receive
- * buffer (net.core.rmem_default) is dropped by the kernel, uncounted; raise rmem_default on gateways with busy buses.
+ * Nothing here throws out of a kernel callback, and nothing logs per frame. Frames the kernel dropped because the
+ * socket's receive buffer was full are counted (`kernelDrops`; the source adds them to the bus's health).
  */
 import { readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { CanBusError, checkOutgoingFrame, type CanBus, type CanEndpoint, type CanEndpointOptions, type CanFilter } from './bus.js';
-import { createFrame, type FrameSink, type FrameSource } from './frame.js';
+import { CanSocket } from './can-socket.js';
+import { createFrame, type CanFrame, type FrameSink, type FrameSource } from './frame.js';
 import { BusHealth, type ControllerStateChange } from './bus-health.js';
-
-/** The addon's raw channel, as far as we use it. */
-interface RawChannel {
-  addListener(event: 'onMessage', callback: (message: RawMessage) => void): void;
-  addListener(event: 'onStopped', callback: () => void): void;
-  start(): void;
-  stop(): void;
-  send(message: RawMessage): number;
-  sendFD(message: RawMessage): number;
-  setRxFilters(filters: { id: number; mask: number; invert?: boolean }[]): void;
-  setErrorFilters(mask: number): void;
-}
-
-interface RawMessage {
-  id: number;
-  ext?: boolean;
-  rtr?: boolean;
-  err?: boolean;
-  data: Uint8Array;
-  ts_sec?: number;
-  ts_usec?: number;
-}
-
-interface SocketCanAddon {
-  createRawChannelWithOptions(ifname: string, options: { timestamps?: boolean; non_block_send?: boolean }): RawChannel;
-}
-
-let addon: SocketCanAddon | undefined;
-/** Loaded on first use, so that hosts without CAN never load the native module. */
-function loadAddon(): SocketCanAddon {
-  addon ??= createRequire(import.meta.url)('socketcan') as SocketCanAddon;
-  return addon;
-}
 
 const CAN_EFF_FLAG = 0x80000000;
 const CAN_RTR_FLAG = 0x40000000;
@@ -74,12 +38,17 @@ export function interfaceState(ifname: string): InterfaceState {
   }
 }
 
-/** The kernel's encoding of one filter: the format bit (EFF) is part of both id and mask, so 11- and 29-bit never mix. */
-function kernelFilter(filter: CanFilter): { id: number; mask: number } {
-  return {
-    id: ((filter.extended ? CAN_EFF_FLAG : 0) | filter.id) >>> 0,
-    mask: (CAN_EFF_FLAG | CAN_RTR_FLAG | filter.mask) >>> 0,
-  };
+/**
+ * The kernel's encoding of the filters (struct can_filter pairs): the format bit (EFF) is part of both id and mask, so
+ * 11- and 29-bit never mix.
+ */
+function kernelFilters(filters: readonly CanFilter[]): Uint32Array {
+  const pairs = new Uint32Array(filters.length * 2);
+  filters.forEach((filter, i) => {
+    pairs[i * 2] = ((filter.extended ? CAN_EFF_FLAG : 0) | filter.id) >>> 0;
+    pairs[i * 2 + 1] = (CAN_EFF_FLAG | CAN_RTR_FLAG | filter.mask) >>> 0;
+  });
+  return pairs;
 }
 
 export type EndpointState = 'starting' | InterfaceState | 'open' | 'closed';
@@ -93,13 +62,31 @@ export interface EndpointStateChange {
 }
 
 export interface SocketCanOptions {
-  /** Kernel timestamps (SIOCGSTAMP) on received frames instead of the time JavaScript sees them. Default true. */
+  /** Kernel receive times (SO_TIMESTAMPNS) on received frames instead of the time JavaScript reads them. Default true. */
   timestamps?: boolean;
   /** Backoff between reopen attempts: starts at `initialMs`, doubles, stays at `maxMs`. Default 100 ms to 5 s. */
   retry?: { initialMs?: number; maxMs?: number };
   /** Every change of an endpoint's state (opened, interface down or missing, closed): once per change. */
   onStateChange?: (change: EndpointStateChange) => void;
+  /**
+   * The socket receive buffer to ask for (SO_RCVBUF), bytes. The kernel charges about 1 KiB per queued frame, and
+   * grants at most net.core.rmem_max unless the agent has CAP_NET_ADMIN. Default 1 MiB (about 1,000 frames: 120 ms of
+   * a saturated 1 Mbit/s bus).
+   */
+  receiveBufferBytes?: number;
+  /**
+   * After a read that found frames, wait this long before looking again, so that a busy bus wakes the process once
+   * per interval rather than once per frame (an idle bus never wakes it). Adds up to this much delivery latency; the
+   * frames keep their kernel timestamps. Default 0 for endpoints (request/response traffic), 5 ms for a source.
+   */
+  coalesceMs?: number;
+  /** Frames the kernel dropped because the receive buffer was full: called with the number each time it grows. */
+  onKernelDrops?: (dropped: number) => void;
 }
+
+export const DEFAULT_RECEIVE_BUFFER_BYTES = 1 << 20;
+/** The source's pause between looks on a busy bus: ~200 wake-ups a second at any rate. */
+export const SOURCE_COALESCE_MS = 5;
 
 export class SocketCanBus implements CanBus {
   constructor(
@@ -117,21 +104,28 @@ export class SocketCanEndpoint implements CanEndpoint {
   state: EndpointState = 'starting';
   /** Sockets opened over the endpoint's life; more than one means it recovered from a lost interface. */
   opens = 0;
+  /** Frames the kernel dropped (receive buffer full), over every socket the endpoint had. */
+  kernelDrops = 0;
+  /** The receive buffer the kernel granted the current socket, bytes (0 while none is open). */
+  receiveBufferBytes = 0;
+  /** Wake-ups of the sockets closed so far (see `wakeUps`). */
+  private pastWakeUps = 0;
 
-  private channel: RawChannel | null = null;
+  private socket: CanSocket | null = null;
   private sink: FrameSink = () => {};
-  private readonly filters: { id: number; mask: number }[] | null;
+  private readonly filters: Uint32Array | null;
   private readonly errorFrames: boolean;
   private readonly timestamps: boolean;
+  private readonly requestedBuffer: number;
+  private readonly coalesceMs: number;
   private readonly initialDelay: number;
   private readonly maxDelay: number;
   private delay: number;
   private retryTimer: ReturnType<typeof setTimeout> | null = null;
   private openedAt = 0;
   private readonly onStateChange: ((change: EndpointStateChange) => void) | undefined;
+  private readonly onKernelDrops: ((dropped: number) => void) | undefined;
   private readonly stateWaiters: (() => void)[] = [];
-  /** Reused for every send: the addon copies what it needs during the call. */
-  private readonly outgoing: RawMessage = { id: 0, ext: false, rtr: false, data: new Uint8Array(0) };
   private readonly frame = createFrame();
 
   constructor(
@@ -142,19 +136,27 @@ export class SocketCanEndpoint implements CanEndpoint {
     if (filters.length > MAX_KERNEL_FILTERS) {
       throw new CanBusError('io', `${ifname}: ${filters.length} receive filters; the kernel takes at most ${MAX_KERNEL_FILTERS}`);
     }
-    this.filters = filters.length > 0 ? filters.map(kernelFilter) : null;
+    this.filters = filters.length > 0 ? kernelFilters(filters) : null;
     this.errorFrames = options.errorFrames ?? false;
     this.timestamps = options.timestamps ?? true;
+    this.requestedBuffer = options.receiveBufferBytes ?? DEFAULT_RECEIVE_BUFFER_BYTES;
+    this.coalesceMs = options.coalesceMs ?? 0;
     this.initialDelay = options.retry?.initialMs ?? 100;
     this.maxDelay = options.retry?.maxMs ?? 5000;
     this.delay = this.initialDelay;
     this.onStateChange = options.onStateChange;
+    this.onKernelDrops = options.onKernelDrops;
     this.frame.bus = ifname;
     this.attempt();
   }
 
   onFrame(sink: FrameSink): void {
     this.sink = sink;
+  }
+
+  /** Times the process woke up to read this endpoint's sockets: a few per coalescing interval on a busy bus, not one per frame. */
+  get wakeUps(): number {
+    return this.pastWakeUps + (this.socket?.wakeUps ?? 0);
   }
 
   /** Resolves when the endpoint has a socket (or is closed). */
@@ -165,34 +167,24 @@ export class SocketCanEndpoint implements CanEndpoint {
 
   send(id: number, extended: boolean, data: Uint8Array, fd = false): void {
     checkOutgoingFrame(this.ifname, id, extended, data, fd);
-    const channel = this.channel;
-    if (channel === null) {
+    const socket = this.socket;
+    if (socket === null) {
       const code = this.state === 'closed' ? 'closed' : this.state === 'missing' ? 'no-device' : 'down';
       throw new CanBusError(code, `${this.ifname}: cannot send, interface is ${this.state === 'starting' ? 'not open yet' : this.state}`);
     }
-    const m = this.outgoing;
-    m.id = id;
-    m.ext = extended;
-    m.data = data;
-    let written: number;
-    try {
-      written = fd ? channel.sendFD(m) : channel.send(m);
-    } catch (err) {
-      throw new CanBusError('io', `${this.ifname}: send failed: ${(err as Error).message}`, { cause: err });
-    }
-    if (written < 0) {
-      // The addon hides errno; the interface flags tell a down interface from a full transmit queue (ENOBUFS).
-      const now = interfaceState(this.ifname);
-      if (now !== 'up') throw new CanBusError(now === 'missing' ? 'no-device' : 'down', `${this.ifname}: cannot send, interface is ${now}`);
-      throw new CanBusError('tx-full', `${this.ifname}: transmit queue full`);
-    }
+    const failure = socket.send(extended ? (CAN_EFF_FLAG | id) >>> 0 : id, data, fd);
+    if (failure === null) return;
+    if (failure === 'ENOBUFS' || failure === 'EAGAIN') throw new CanBusError('tx-full', `${this.ifname}: transmit queue full`);
+    if (failure === 'ENETDOWN') throw new CanBusError('down', `${this.ifname}: cannot send, interface is down`);
+    if (failure === 'ENODEV' || failure === 'ENXIO') throw new CanBusError('no-device', `${this.ifname}: cannot send, interface is missing`);
+    throw new CanBusError('io', `${this.ifname}: send failed (${failure})`);
   }
 
   close(): void {
     if (this.state === 'closed') return;
     if (this.retryTimer) clearTimeout(this.retryTimer);
     this.retryTimer = null;
-    this.dropChannel();
+    this.dropSocket();
     this.setState('closed');
   }
 
@@ -205,33 +197,46 @@ export class SocketCanEndpoint implements CanEndpoint {
       this.scheduleRetry();
       return;
     }
-    let channel: RawChannel;
+    let socket: CanSocket;
     try {
-      channel = loadAddon().createRawChannelWithOptions(this.ifname, { timestamps: this.timestamps, non_block_send: true });
-      if (this.filters) channel.setRxFilters(this.filters);
-      channel.setErrorFilters(this.errorFrames ? CAN_ERR_MASK : 0);
-      channel.addListener('onMessage', this.receive);
-      channel.addListener('onStopped', () => this.lost(channel));
-      channel.start();
+      socket = new CanSocket(
+        this.ifname,
+        {
+          filters: this.filters,
+          errorMask: this.errorFrames ? CAN_ERR_MASK : 0,
+          timestamps: this.timestamps,
+          receiveBufferBytes: this.requestedBuffer,
+          coalesceMs: this.coalesceMs,
+        },
+        this.frame,
+        {
+          sink: this.receive,
+          onDrops: this.countDrops,
+          onLost: (code) => this.lost(socket, code),
+        },
+      );
     } catch (err) {
       // The interface went away between the sysfs check and the socket, or is not a CAN device.
       this.setState(interfaceState(this.ifname) === 'missing' ? 'missing' : 'down', (err as Error).message);
       this.scheduleRetry();
       return;
     }
-    this.channel = channel;
+    this.socket = socket;
+    this.receiveBufferBytes = socket.receiveBufferBytes;
     this.opens++;
     this.openedAt = performance.now();
     this.setState('open');
   }
 
-  /** The addon's reader saw POLLERR/POLLHUP (ENETDOWN, ENODEV): the socket is dead; find out why and reopen. */
-  private lost(channel: RawChannel): void {
-    if (channel !== this.channel) return;
-    this.channel = null;
+  /** The socket failed (ENETDOWN, ENODEV) and is closed: find out why and reopen. */
+  private lost(socket: CanSocket, code: string): void {
+    if (socket !== this.socket) return;
+    this.socket = null;
+    this.receiveBufferBytes = 0;
+    this.pastWakeUps += socket.wakeUps;
     if (this.state === 'closed') return;
     const now = interfaceState(this.ifname);
-    this.setState(now === 'up' ? 'down' : now, now === 'up' ? 'socket error' : undefined);
+    this.setState(now === 'up' ? 'down' : now, now === 'up' ? `socket error ${code}` : undefined);
     // A socket that dies right after opening must not turn into a reopen loop.
     if (performance.now() - this.openedAt > 10_000) this.delay = this.initialDelay;
     this.scheduleRetry();
@@ -243,15 +248,13 @@ export class SocketCanEndpoint implements CanEndpoint {
     this.retryTimer = setTimeout(() => this.attempt(), delay);
   }
 
-  private dropChannel(): void {
-    const channel = this.channel;
-    this.channel = null;
-    if (!channel) return;
-    try {
-      channel.stop();
-    } catch {
-      // Already stopped by the addon after a socket error.
-    }
+  private dropSocket(): void {
+    const socket = this.socket;
+    this.socket = null;
+    this.receiveBufferBytes = 0;
+    if (!socket) return;
+    this.pastWakeUps += socket.wakeUps;
+    socket.close();
   }
 
   private setState(state: EndpointState, reason?: string): void {
@@ -263,24 +266,14 @@ export class SocketCanEndpoint implements CanEndpoint {
     this.onStateChange?.({ interface: this.ifname, state, previous, ...(reason ? { reason } : {}) });
   }
 
-  /** The receive path: fills one reused frame, no allocation of ours. */
-  private readonly receive = (m: RawMessage): void => {
-    const f = this.frame;
-    const data = m.data;
-    f.ts = m.ts_sec !== undefined ? m.ts_sec + m.ts_usec! / 1e6 : Date.now() / 1000;
-    f.id = m.id;
-    f.extended = m.ext === true;
-    f.remote = m.rtr === true;
-    f.error = m.err === true;
-    f.data = data;
-    f.dlc = data.length;
-    f.fd = data.length > 8;
-    try {
-      this.sink(f);
-    } catch {
-      // A throwing sink must not reach the addon (it would take the process down with a fatal exception); sinks
-      // report their own errors.
-    }
+  private readonly countDrops = (dropped: number): void => {
+    this.kernelDrops += dropped;
+    this.onKernelDrops?.(dropped);
+  };
+
+  /** The receive path: the socket filled the endpoint's one frame; the current sink gets it. */
+  private readonly receive = (frame: CanFrame): void => {
+    this.sink(frame);
   };
 }
 
@@ -320,11 +313,30 @@ export class SocketCanSource implements FrameSource {
     return this.endpoint?.opens ?? 0;
   }
 
+  /** The receive buffer the kernel granted the open socket, bytes (0 while none is open). */
+  get receiveBufferBytes(): number {
+    return this.endpoint?.receiveBufferBytes ?? 0;
+  }
+
+  /** Times the process woke up to read the bus (see SocketCanEndpoint.wakeUps). */
+  get wakeUps(): number {
+    return this.endpoint?.wakeUps ?? 0;
+  }
+
   run(sink: FrameSink, signal?: AbortSignal): Promise<void> {
     if (signal?.aborted) return Promise.resolve();
-    const endpoint = new SocketCanEndpoint(this.options.interface, { ...this.options, errorFrames: true });
-    this.endpoint = endpoint;
     const health = this.health;
+    const onKernelDrops = this.options.onKernelDrops;
+    const endpoint = new SocketCanEndpoint(this.options.interface, {
+      ...this.options,
+      errorFrames: true,
+      coalesceMs: this.options.coalesceMs ?? SOURCE_COALESCE_MS,
+      onKernelDrops: (dropped) => {
+        health.kernelDrops += dropped;
+        onKernelDrops?.(dropped);
+      },
+    });
+    this.endpoint = endpoint;
     const busName = this.options.busName;
     endpoint.onFrame((frame) => {
       if (busName !== undefined) frame.bus = busName;

@@ -78,6 +78,11 @@ export const busHealthSchema = z.strictObject({
   decodeErrors: count,
   malformedLogLines: count.describe('Replay only; 0 otherwise.'),
   errorFrames: count.nullable().describe('SocketCAN buses only (null otherwise).'),
+  kernelDrops: count
+    .nullable()
+    .describe(
+      "SocketCAN buses only (null otherwise): frames the kernel dropped before the agent read them because the socket's receive buffer was full (SO_RXQ_OVFL), since the agent started.",
+    ),
   interfaceState: z.string().nullable().describe('SocketCAN buses only: starting, missing, down, open.'),
   controllerState: z.string().nullable().describe('SocketCAN buses only: error-active, error-warning, error-passive, bus-off.'),
 });

@@ -87,6 +87,10 @@ export function renderMetrics(a: AgentHealth, report: HealthReport | null): stri
     m.add('telematics_bus_malformed_log_lines_total', 'counter', 'Malformed lines skipped by a log replay.', b.malformedLogLines, { bus: b.name });
   for (const b of a.buses)
     m.add('telematics_bus_error_frames_total', 'counter', 'CAN error frames the controller reported (SocketCAN buses).', b.errorFrames, { bus: b.name });
+  for (const b of a.buses)
+    m.add('telematics_bus_kernel_drops_total', 'counter', 'Frames the kernel dropped because the receive buffer was full (SocketCAN buses).', b.kernelDrops, {
+      bus: b.name,
+    });
 
   for (const o of a.obd) m.add('telematics_obd_requests_total', 'counter', 'OBD-II requests sent.', o.requests, { source: o.name, via: o.via });
   for (const o of a.obd) m.add('telematics_obd_answers_total', 'counter', 'OBD-II values the ECUs returned.', o.answers, { source: o.name, via: o.via });

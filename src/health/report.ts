@@ -104,6 +104,7 @@ export class AgentHealthProbe {
       decodeErrors: bus.decodeErrors,
       malformedLogLines: bus.badLogLines,
       errorFrames: bus.link ? bus.link.errorFrames : null,
+      kernelDrops: bus.link?.kernelDrops ?? null,
       interfaceState: bus.link ? bus.link.state : null,
       controllerState: bus.link ? bus.link.controllerState : null,
     }));

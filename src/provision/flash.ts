@@ -2,7 +2,8 @@
  * `flash`: installs a provisioning bundle and the built agent into a mounted target root file system (an image being
  * prepared), with the owners and modes the service needs:
  *
- *   /opt/telematics-agent/         root:root 0755/0644: package.json, dist/src, device-config, production node_modules
+ *   /opt/telematics-agent/         root:root 0755/0644: package.json, dist/src, device-config, production node_modules,
+ *                                  the SocketCAN addon (native/can-rx/build/Release/can_rx.node, 0755)
  *   /etc/telematics-agent/         the bundle, root:<group>: folders 0750, config 0640, CAs and DBCs 0644 (read-only
  *                                  to the agent: it cannot replace its own trust anchors or the config naming them)
  *   /etc/telematics-agent/identity <user>:<group> 0700, key 0600: the one part the agent writes (certificate rotation)
@@ -278,6 +279,9 @@ interface Entry {
   executable?: boolean;
 }
 
+/** The project's SocketCAN addon as `npm ci` builds it (src/can/can-socket.ts loads it from there). */
+const CAN_ADDON = 'native/can-rx/build/Release/can_rx.node';
+
 /** Every path of the agent to install, relative to the agent folder, parents before children. */
 function agentEntries(agentDir: string): { entries: Map<string, Entry>; natives: string[] } {
   const entries = new Map<string, Entry>();
@@ -289,6 +293,7 @@ function agentEntries(agentDir: string): { entries: Map<string, Entry>; natives:
   need('dist/src/cli/main.js', 'run `npm run build` first');
   need('package-lock.json', 'the production dependencies are read from it');
   need('node_modules', 'run `npm ci` first');
+  need(CAN_ADDON, 'run `npm ci` first (its install script builds the SocketCAN addon)');
   const addParents = (rel: string): void => {
     const parts = rel.split('/');
     for (let i = 1; i < parts.length; i++) {
@@ -316,6 +321,8 @@ function agentEntries(agentDir: string): { entries: Map<string, Entry>; natives:
   entries.set('package.json', { kind: 'file' });
   walk('dist/src');
   walk('device-config');
+  // The addon alone, not its build tree; it is a native file like those of node_modules (the architecture check).
+  walk(CAN_ADDON);
   // The production dependencies: what `npm ci --omit=dev` would install, read from the lockfile.
   const lock = JSON.parse(readFileSync(path.join(agentDir, 'package-lock.json'), 'utf8')) as { packages?: Record<string, { dev?: boolean; link?: boolean }> };
   if (!lock.packages) throw new ProvisionError(`${agentDir}/package-lock.json has no "packages" (lockfile version 1?): regenerate it with npm 7 or later`);

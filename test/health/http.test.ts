@@ -336,6 +336,7 @@ describe('health endpoint of a running agent', () => {
       { name: 'can1', via: 'can', connected: false, state: 'down', requests: 3, answers: 0, unsupportedPids: 0 },
     ];
     agentPart.buses[0]!.errorFrames = 2;
+    agentPart.buses[0]!.kernelDrops = 3; // [19.socketcan]
     agentPart.uplink!.heartbeat.rttMs = 42;
     agentPart.commands = {
       received: 9,
@@ -361,6 +362,7 @@ describe('health endpoint of a running agent', () => {
       'telematics_system_disk_free_bytes',
       'telematics_uplink_round_trip_seconds',
       'telematics_bus_error_frames_total',
+      'telematics_bus_kernel_drops_total',
     ]) {
       assert.ok(everything.includes(`# TYPE ${family} `), family);
     }

@@ -452,6 +452,9 @@ describe('flash into an image', () => {
     }
     const native = readdirSync(path.join(opt, 'node_modules/better-sqlite3/build/Release')).find((n) => n.endsWith('.node'))!;
     assert.equal(statSync(path.join(opt, 'node_modules/better-sqlite3/build/Release', native)).mode & 0o777, 0o755, 'native addons stay executable');
+    // [19.socketcan] The project's own SocketCAN addon goes with the agent (without its build tree).
+    assert.equal(statSync(path.join(opt, 'native/can-rx/build/Release/can_rx.node')).mode & 0o777, 0o755, 'the SocketCAN addon is installed');
+    assert.ok(!existsSync(path.join(opt, 'native/can-rx/build/Release/obj.target')), 'not its build tree');
   });
 
   test('the agent copied into the image runs (its dependencies are complete)', () => {

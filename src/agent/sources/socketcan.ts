@@ -87,7 +87,9 @@ export const socketcanSource: BusSourceType<SocketCanSourceConfig> = {
           state: lastState,
           controllerState: health.state,
           errorFrames: health.counters.errorFrames,
-          text: `${label} ${frames.state}${open ? `, ${health.state}` : ''}, ${health.counters.errorFrames} error frames`,
+          kernelDrops: health.kernelDrops,
+          // Drops are named only once there are some: the usual line stays short.
+          text: `${label} ${frames.state}${open ? `, ${health.state}` : ''}, ${health.counters.errorFrames} error frames${health.kernelDrops > 0 ? `, ${health.kernelDrops} frames dropped by the kernel (receive buffer full)` : ''}`,
         };
       },
     };

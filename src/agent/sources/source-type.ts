@@ -58,6 +58,8 @@ export interface BusLinkStatus {
   readonly controllerState: string | null;
   /** Error frames the controller reported. */
   readonly errorFrames: number;
+  /** Frames the kernel dropped because the agent's socket buffer was full; absent when the link cannot tell. */
+  readonly kernelDrops?: number;
   /** The status line's words: `can0 open, error-active, 0 error frames`. */
   readonly text: string;
 }
