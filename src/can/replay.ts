@@ -23,6 +23,13 @@ export interface CandumpReplayOptions {
 
 /** In as-fast-as-possible mode, give timers and abort handlers a turn at least this often (ms). */
 const YIELD_EVERY_MS = 10;
+/**
+ * In real time, a wait for an early frame lasts this much longer than the frame's due time, so that one wake-up
+ * delivers every frame due meanwhile: a bus of 8,000 frames/s wakes the process about 200 times a second, not once
+ * per timer tick (1 ms). Frames come at most this late, never early; their timestamps are the log's. As the live
+ * SocketCAN source does (SOURCE_COALESCE_MS in src/can/socketcan.ts).
+ */
+export const REPLAY_COALESCE_MS = 5;
 
 export class CandumpReplaySource implements FrameSource {
   readonly name: string;
@@ -119,7 +126,7 @@ export class CandumpReplaySource implements FrameSource {
       const due = startWall + (frame.ts - firstTs) * msPerLogSecond;
       if (due <= now) return 0;
       now = performance.now();
-      return due > now ? due - now : 0;
+      return due > now ? due - now + REPLAY_COALESCE_MS : 0;
     };
 
     /** Delivers every complete line pushed so far. Returns false once aborted. */
