@@ -46,6 +46,13 @@ function dataStreamOf(backend: BackendSubscriber, deviceId: string): { seqs: Set
   return { seqs, lost };
 }
 
+/** A program's `--json` output: one object per line. */
+const jsonLines = <T>(text: string): T[] =>
+  text
+    .trim()
+    .split('\n')
+    .map((line) => JSON.parse(line) as T);
+
 /** The highest data-stream number received from the car (0: none). */
 function lastSeqOf(backend: BackendSubscriber, deviceId: string): number {
   return Math.max(0, ...dataStreamOf(backend, deviceId).seqs);
@@ -172,10 +179,7 @@ describe('[18.sim] telematics-ops simulate: a simulated fleet against mosquitto 
       ...operator,
     ]);
     assert.equal(run.status, 0, run.stderr + run.stdout);
-    const outcomes = run.stdout
-      .trim()
-      .split('\n')
-      .map((line) => JSON.parse(line) as { device: string; id: string; status: string });
+    const outcomes = jsonLines<{ device: string; id: string; status: string }>(run.stdout);
     assert.deepEqual(
       outcomes.map((o) => `${o.device} ${o.status}`).sort(),
       IDS.map((id) => `${id} SUCCEEDED`),
@@ -184,10 +188,7 @@ describe('[18.sim] telematics-ops simulate: a simulated fleet against mosquitto 
     // Each car's outcome is tracked: one journal entry per car, its lifecycle through to SUCCEEDED.
     const history = await runProgram('telematics-ops', ['history', '--json', '--limit', String(CARS + 10), '--journal', journal]);
     assert.equal(history.status, 0, history.stderr);
-    const entries = history.stdout
-      .trim()
-      .split('\n')
-      .map((line) => JSON.parse(line) as { id: string; deviceId: string; state: string });
+    const entries = jsonLines<{ id: string; deviceId: string; state: string }>(history.stdout);
     assert.deepEqual(
       entries.map((e) => `${e.deviceId} ${e.state}`).sort(),
       IDS.map((id) => `${id} SUCCEEDED`),
