@@ -9,6 +9,7 @@ import { runElm327Benchmark } from './elm327.js';
 import { runFleetBenchmark } from './fleet.js';
 import { runKeepaliveBenchmark } from './keepalive.js';
 import { runPipelineBenchmark } from './pipeline.js';
+import { runRealRateBenchmark } from './realrate.js';
 import { runSocketCanBenchmark } from './socketcan.js';
 
 const suites: Record<string, (json: boolean) => Promise<void> | void> = {
@@ -18,6 +19,7 @@ const suites: Record<string, (json: boolean) => Promise<void> | void> = {
   fleet: runFleetBenchmark,
   keepalive: runKeepaliveBenchmark,
   pipeline: runPipelineBenchmark,
+  realrate: runRealRateBenchmark,
   socketcan: runSocketCanBenchmark,
 };
 

@@ -23,6 +23,7 @@
 import type { StatusReport } from '../commands/handlers/get-status.js';
 import path from 'node:path';
 import type { CanBus } from '../can/bus.js';
+import type { FrameSink } from '../can/frame.js';
 import { Collector } from '../collect/collector.js';
 import type { CommandContext } from '../commands/handler.js';
 import { applyCollectionOverride } from '../config/collection-override.js';
@@ -32,7 +33,7 @@ import { BusDecoder } from '../dbc/bus-decoder.js';
 import { compileDatabase, DbcParseError, loadDbcFile } from '../dbc/index.js';
 import { j1939Declaration } from '../dbc/protocol.js';
 import { loggingConfig } from '../health/log-config.js';
-import type { Logger } from '../health/log.js';
+import type { ComponentLog, Logger } from '../health/log.js';
 import type { ShutdownProgress } from '../health/log-shutdown.js';
 import { Health } from '../health/monitor.js';
 import { REMOTE_LOG_COMPONENT, RemoteLog } from '../health/remote-log.js';
@@ -50,6 +51,21 @@ import { statusSignals, type StatusSignal } from './status-signals.js';
 
 /** Between a restart request and the stop: time for the command's result to reach the broker. */
 const RESTART_DELAY_MS = 1000;
+
+/**
+ * `sink`, saying once at info level when the first frame has been decoded, with the seconds since the process
+ * started: the wake-up time a car pays after every resume (the realrate benchmark reads this line). One boolean test
+ * per frame after that.
+ */
+function announceFirstFrame(sink: FrameSink, log: ComponentLog): FrameSink {
+  let seen = false;
+  return (frame) => {
+    sink(frame);
+    if (seen) return;
+    seen = true;
+    log.info(`first frame decoded ${process.uptime().toFixed(3)} s after the process started`);
+  };
+}
 
 export interface AgentOptions {
   /** The file the config came from, to name it in errors (a bus whose DBC is unusable). */
@@ -280,7 +296,11 @@ export class Agent {
     this.runTimes = { startedAt: performance.now(), endedAt: undefined };
     const statusTimer = this.logStatusRates();
 
-    const runs = this.sources.map((source, i) => source.run(this.dataPath ? this.dataPath.sinkFor(i) : this.buses[i]!.sink, stop.signal));
+    const runs = this.sources.map((source, i) => {
+      const bus = this.buses[i]!;
+      const sink = this.dataPath ? this.dataPath.sinkFor(i) : bus.sink;
+      return source.run(announceFirstFrame(sink, this.options.logger.child(bus.name, { prefix: true })), stop.signal);
+    });
     // OBD polling never ends a run by itself, and never fails it: it reports its trouble and carries on.
     for (const source of this.sources) if (source.obd) runs.push(source.obd.run(stop.signal));
     for (const adapter of this.adapters) runs.push(adapter.run(stop.signal));

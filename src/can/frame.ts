@@ -38,6 +38,14 @@ export interface FrameSource {
   run(sink: FrameSink, signal?: AbortSignal): Promise<void>;
 }
 
+/**
+ * How often a live or paced source hands a busy bus's frames over, ms (a bus's `readIntervalMs` overrides it). Each
+ * wake-up of the process costs more CPU than decoding a hundred frames, so a busy bus is read in batches: the process
+ * wakes about 1000 / this many times a second at any frame rate, and an idle bus never wakes it. Frames come at most
+ * this much later than they arrived, never earlier; they keep the time they arrived (the kernel's, the log's).
+ */
+export const SOURCE_READ_INTERVAL_MS = 5;
+
 export const CAN_MAX_DLEN = 8;
 export const CANFD_MAX_DLEN = 64;
 export const CAN_SFF_MASK = 0x7ff;

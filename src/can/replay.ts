@@ -6,7 +6,7 @@ import { createReadStream } from 'node:fs';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { CandumpLineParser, CandumpLineSplitter, CandumpParseError } from './candump.js';
-import { createFrame, type FrameSink, type FrameSource } from './frame.js';
+import { createFrame, SOURCE_READ_INTERVAL_MS, type FrameSink, type FrameSource } from './frame.js';
 
 export { CandumpParseError, parseCandumpText } from './candump.js';
 
@@ -19,17 +19,18 @@ export interface CandumpReplayOptions {
   busName?: (original: string) => string;
   /** Receives each malformed line, which is skipped; replay continues. Without it they are only counted (`errors`). */
   onError?: (err: CandumpParseError) => void;
+  /** Real time: how much later than due a wait for an early frame ends (see REPLAY_COALESCE_MS, the default). 0: on time. */
+  coalesceMs?: number;
 }
 
 /** In as-fast-as-possible mode, give timers and abort handlers a turn at least this often (ms). */
 const YIELD_EVERY_MS = 10;
 /**
  * In real time, a wait for an early frame lasts this much longer than the frame's due time, so that one wake-up
- * delivers every frame due meanwhile: a bus of 8,000 frames/s wakes the process about 200 times a second, not once
- * per timer tick (1 ms). Frames come at most this late, never early; their timestamps are the log's. As the live
- * SocketCAN source does (SOURCE_COALESCE_MS in src/can/socketcan.ts).
+ * delivers every frame due meanwhile rather than one per timer tick (1 ms). Frames come at most this late, never
+ * early; their timestamps are the log's. The same interval as the live SocketCAN source's.
  */
-export const REPLAY_COALESCE_MS = 5;
+export const REPLAY_COALESCE_MS = SOURCE_READ_INTERVAL_MS;
 
 export class CandumpReplaySource implements FrameSource {
   readonly name: string;
@@ -43,6 +44,7 @@ export class CandumpReplaySource implements FrameSource {
   private readonly realtime: boolean;
   private readonly busName: ((original: string) => string) | undefined;
   private readonly onError: ((err: CandumpParseError) => void) | undefined;
+  private readonly coalesceMs: number;
   private streamUsed = false;
 
   /** `input` is a file path, or a Readable (bytes or strings) such as `process.stdin`. */
@@ -54,6 +56,9 @@ export class CandumpReplaySource implements FrameSource {
     this.realtime = options.realtime ?? false;
     this.busName = options.busName;
     this.onError = options.onError;
+    const coalesceMs = options.coalesceMs ?? REPLAY_COALESCE_MS;
+    if (!(coalesceMs >= 0) || !Number.isFinite(coalesceMs)) throw new RangeError(`replay coalesceMs must be 0 or more, got ${coalesceMs}`);
+    this.coalesceMs = coalesceMs;
     this.name = typeof input === 'string' ? `replay:${path.basename(input)}` : input === (process.stdin as Readable) ? 'replay:stdin' : 'replay:stream';
   }
 
@@ -90,6 +95,7 @@ export class CandumpReplaySource implements FrameSource {
     const remap = this.busName;
     const renamed = new Map<string, string>();
     const msPerLogSecond = 1000 / this.speed;
+    const coalesceMs = this.coalesceMs;
 
     let firstTs = NaN; // log time of the first frame (real-time mode)
     let startWall = 0; // performance.now() when it was delivered
@@ -126,7 +132,7 @@ export class CandumpReplaySource implements FrameSource {
       const due = startWall + (frame.ts - firstTs) * msPerLogSecond;
       if (due <= now) return 0;
       now = performance.now();
-      return due > now ? due - now + REPLAY_COALESCE_MS : 0;
+      return due > now ? due - now + coalesceMs : 0;
     };
 
     /** Delivers every complete line pushed so far. Returns false once aborted. */

@@ -13,7 +13,7 @@
 import { readFileSync } from 'node:fs';
 import { CanBusError, checkOutgoingFrame, type CanBus, type CanEndpoint, type CanEndpointOptions, type CanFilter } from './bus.js';
 import { CanSocket } from './can-socket.js';
-import { createFrame, type CanFrame, type FrameSink, type FrameSource } from './frame.js';
+import { createFrame, SOURCE_READ_INTERVAL_MS, type CanFrame, type FrameSink, type FrameSource } from './frame.js';
 import { BusHealth, type ControllerStateChange } from './bus-health.js';
 
 const CAN_EFF_FLAG = 0x80000000;
@@ -59,6 +59,8 @@ export interface EndpointStateChange {
   previous: EndpointState;
   /** Why the socket was lost or could not be opened, when known. */
   reason?: string;
+  /** On `open`: the receive buffer the kernel granted the new socket, bytes. */
+  receiveBufferBytes?: number;
 }
 
 export interface SocketCanOptions {
@@ -77,7 +79,7 @@ export interface SocketCanOptions {
   /**
    * After a read that found frames, wait this long before looking again, so that a busy bus wakes the process once
    * per interval rather than once per frame (an idle bus never wakes it). Adds up to this much delivery latency; the
-   * frames keep their kernel timestamps. Default 0 for endpoints (request/response traffic), 5 ms for a source.
+   * frames keep their kernel timestamps. Default 0 for endpoints (request/response traffic), SOURCE_READ_INTERVAL_MS for a source.
    */
   coalesceMs?: number;
   /** Frames the kernel dropped because the receive buffer was full: called with the number each time it grows. */
@@ -85,8 +87,8 @@ export interface SocketCanOptions {
 }
 
 export const DEFAULT_RECEIVE_BUFFER_BYTES = 1 << 20;
-/** The source's pause between looks on a busy bus: ~200 wake-ups a second at any rate. */
-export const SOURCE_COALESCE_MS = 5;
+/** The source's pause between looks on a busy bus (see SOURCE_READ_INTERVAL_MS). */
+export const SOURCE_COALESCE_MS = SOURCE_READ_INTERVAL_MS;
 
 export class SocketCanBus implements CanBus {
   constructor(
@@ -263,7 +265,13 @@ export class SocketCanEndpoint implements CanEndpoint {
     this.state = state;
     if (state === 'open') this.delay = this.initialDelay;
     if (state === 'open' || state === 'closed') this.stateWaiters.splice(0).forEach((resolve) => resolve());
-    this.onStateChange?.({ interface: this.ifname, state, previous, ...(reason ? { reason } : {}) });
+    this.onStateChange?.({
+      interface: this.ifname,
+      state,
+      previous,
+      ...(reason ? { reason } : {}),
+      ...(state === 'open' ? { receiveBufferBytes: this.receiveBufferBytes } : {}),
+    });
   }
 
   private readonly countDrops = (dropped: number): void => {

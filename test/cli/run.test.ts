@@ -251,7 +251,11 @@ describe('run with a J1939 DBC', () => {
         const bus = { name: 'truck', dbc, ...(j1939 === undefined ? {} : { j1939 }), source: { type: 'replay', file, speed: 1000 } };
         const config = parseDeviceConfig({ deviceId: 'j1939-test', buses: [bus] }, { file: 'inline', baseDir: repoRoot });
         const summary = await runAgent({ config, durationS: 30, logger, statusLines: false, output: { write: () => true } });
-        return { bus: summary.buses[0]!, said: lines.filter((line) => line.includes('J1939 database')) };
+        return {
+          bus: summary.buses[0]!,
+          said: lines.filter((line) => line.includes('J1939 database')),
+          firstFrame: lines.filter((line) => line.includes('first frame')),
+        };
       };
       const declared = await run();
       // The truck log has 57,849 frames; the DBC's parameter groups come from other source addresses than the DBC's.
@@ -259,6 +263,9 @@ describe('run with a J1939 DBC', () => {
       assert.deepEqual(declared.said, [
         'truck: the DBC is a J1939 database (ProtocolType "J1939"): frames are matched by PGN from any source address (j1939: false turns it off)',
       ]);
+      // [19.realrate] The wake-up time, once per bus (what the realrate benchmark reads).
+      assert.equal(declared.firstFrame.length, 1, declared.firstFrame.join('\n'));
+      assert.match(declared.firstFrame[0]!, /^truck: first frame decoded \d+\.\d{3} s after the process started$/);
       const off = await run(false);
       assert.equal(off.bus.frames - off.bus.unknownFrames, 0, JSON.stringify(off.bus));
       assert.deepEqual(off.said, []);

@@ -5,6 +5,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import type { Elm327AdapterConfig } from '../../src/agent/sources/elm327.js';
+import { SOURCE_READ_INTERVAL_MS } from '../../src/can/frame.js';
+import { DEFAULT_RECEIVE_BUFFER_BYTES } from '../../src/can/socketcan.js';
 import { DEVICE_CONFIG_SCHEMA_FILE, DeviceConfigError, deviceConfigJsonSchema, loadDeviceConfig, parseDeviceConfig } from '../../src/config/device-config.js';
 import { repoRoot } from '../support/shared.js';
 import { makeTempDir } from '../support/temp.js';
@@ -25,6 +27,8 @@ function loadJson(json: unknown): ReturnType<typeof loadDeviceConfig> {
 }
 
 const simBus = { name: 'can0', dbc: 'car.dbc', source: { type: 'sim' } };
+/** What a socketcan source reads with when its config says nothing. */
+const SOCKETCAN_READ_DEFAULTS = { readIntervalMs: SOURCE_READ_INTERVAL_MS, receiveBufferBytes: DEFAULT_RECEIVE_BUFFER_BYTES };
 
 /** Asserts that loading fails with a DeviceConfigError whose message contains every fragment. */
 function assertRejects(json: unknown, ...fragments: string[]): void {
@@ -87,7 +91,7 @@ describe('device config', () => {
     const file = path.join(dir, 'replay.json');
     writeFileSync(file, JSON.stringify({ deviceId: 'x', buses: [{ name: 'can1', dbc: 'bus.dbc', source: { type: 'replay', file: 'logs/drive.log' } }] }));
     const replay = loadDeviceConfig(file).buses[0]!.source;
-    assert.deepEqual(replay, { type: 'replay', file: path.join(dir, 'logs', 'drive.log') });
+    assert.deepEqual(replay, { type: 'replay', file: path.join(dir, 'logs', 'drive.log'), readIntervalMs: SOURCE_READ_INTERVAL_MS });
   });
 
   it('names the field and what it expected for schema violations', () => {
@@ -148,7 +152,7 @@ describe('device config', () => {
   it('validates the SocketCAN example: can0 with the demo DBC and an OBD poll of rpm, speed and coolant', () => {
     const config = loadDeviceConfig(path.join(configDir, 'socketcan.example.json'));
     const bus = config.buses[0]!;
-    assert.deepEqual(bus.source, { type: 'socketcan', interface: 'can0', timestamps: true, filter: 'dbc' });
+    assert.deepEqual(bus.source, { type: 'socketcan', interface: 'can0', timestamps: true, filter: 'dbc', ...SOCKETCAN_READ_DEFAULTS });
     assert.equal(bus.dbc, path.join(configDir, 'dbc', 'demo_vehicle.dbc'));
     assert.equal(bus.obd?.addressing, '11-bit');
     assert.deepEqual(
@@ -198,7 +202,7 @@ describe('device config', () => {
       buses: [{ name: 'vehicle', dbc: 'car.dbc', source: { type: 'socketcan', interface: 'vcan0' }, obd: { pids: [{ pid: 12, intervalMs: 100 }] } }],
     });
     const bus = config.buses[0]!;
-    assert.deepEqual(bus.source, { type: 'socketcan', interface: 'vcan0', timestamps: true, filter: 'dbc' });
+    assert.deepEqual(bus.source, { type: 'socketcan', interface: 'vcan0', timestamps: true, filter: 'dbc', ...SOCKETCAN_READ_DEFAULTS });
     assert.deepEqual(bus.obd, { addressing: '11-bit', pids: [{ pid: 12, intervalMs: 100 }] });
     // Names the kernel accepts, up to 15 characters.
     for (const name of ['can0', 'vt-cli0', 'slcan_usb.1', 'abcdefghijklmno', 'can@car', '...']) {
@@ -222,7 +226,27 @@ describe('device config', () => {
       ],
     });
     assert.equal(wide.buses[0]!.obd?.pids[0]!.ecu, 0x18);
-    assert.deepEqual(wide.buses[0]!.source, { type: 'socketcan', interface: 'can1', filter: 'none', timestamps: false });
+    assert.deepEqual(wide.buses[0]!.source, { type: 'socketcan', interface: 'can1', filter: 'none', timestamps: false, ...SOCKETCAN_READ_DEFAULTS });
+  });
+
+  it('[19.realrate] a socketcan or replay source takes its read interval and receive buffer, within bounds', () => {
+    const withSource = (source: Record<string, unknown>) => ({ deviceId: 'x', buses: [{ ...simBus, source }] });
+    const live = loadJson(withSource({ type: 'socketcan', interface: 'can0', readIntervalMs: 50, receiveBufferBytes: 4 << 20 }));
+    assert.deepEqual(live.buses[0]!.source, {
+      type: 'socketcan',
+      interface: 'can0',
+      timestamps: true,
+      filter: 'dbc',
+      readIntervalMs: 50,
+      receiveBufferBytes: 4 << 20,
+    });
+    const replay = loadJson(withSource({ type: 'replay', file: 'config.json', readIntervalMs: 0 }));
+    const replaySource = replay.buses[0]!.source;
+    assert.equal(replaySource.type === 'replay' ? replaySource.readIntervalMs : undefined, 0);
+    assertRejects(withSource({ type: 'socketcan', interface: 'can0', readIntervalMs: 1001 }), 'buses[0].source.readIntervalMs');
+    assertRejects(withSource({ type: 'socketcan', interface: 'can0', readIntervalMs: 2.5 }), 'buses[0].source.readIntervalMs');
+    assertRejects(withSource({ type: 'socketcan', interface: 'can0', receiveBufferBytes: 1000 }), 'buses[0].source.receiveBufferBytes');
+    assertRejects(withSource({ type: 'replay', file: 'config.json', readIntervalMs: -1 }), 'buses[0].source.readIntervalMs');
   });
 
   it('rejects interface names the kernel would refuse, saying what a name may be', () => {

@@ -11,7 +11,8 @@ import { z } from 'zod';
 import type { CanFilter } from '../../can/bus.js';
 import { interfaceNameSchema } from '../../can/interface-name.js';
 import { canInterfaceProblem, describeControllerChange, endpointStateReporter } from '../../can/interface-report.js';
-import { SocketCanBus, SocketCanSource, type EndpointState, type EndpointStateChange } from '../../can/socketcan.js';
+import { SOURCE_READ_INTERVAL_MS } from '../../can/frame.js';
+import { DEFAULT_RECEIVE_BUFFER_BYTES, SocketCanBus, SocketCanSource, type EndpointState, type EndpointStateChange } from '../../can/socketcan.js';
 import { receiveFilters } from '../../dbc/receive-filters.js';
 import { ObdCanClient } from '../../obd/can-client.js';
 import type { ObdConfig } from '../../obd/config.js';
@@ -29,6 +30,26 @@ const schema = z
       .describe(
         'dbc: kernel receive filters pass only the identifiers the bus DBC decodes (frames nobody reads never wake the agent); ' +
           'none: receive every frame. Default dbc.',
+      ),
+    readIntervalMs: z
+      .number()
+      .int()
+      .min(0)
+      .max(1000)
+      .default(SOURCE_READ_INTERVAL_MS)
+      .describe(
+        `On a busy bus, read the frames the kernel has queued at most this often, ms: the agent wakes about 1000/readIntervalMs times a second ` +
+          `at any frame rate, and frames reach the collector up to this much later (they keep their kernel time). Default ${SOURCE_READ_INTERVAL_MS}; 0: on every frame.`,
+      ),
+    receiveBufferBytes: z
+      .number()
+      .int()
+      .min(64 * 1024)
+      .max(256 * 1024 * 1024)
+      .default(DEFAULT_RECEIVE_BUFFER_BYTES)
+      .describe(
+        'Socket receive buffer to ask the kernel for, bytes (SO_RCVBUF; a queued frame takes about 1 KiB of it). Without CAP_NET_ADMIN the kernel caps ' +
+          `it at net.core.rmem_max, and the agent says so. Frames that do not fit are dropped by the kernel and counted (kernelDrops). Default ${DEFAULT_RECEIVE_BUFFER_BYTES}.`,
       ),
   })
   .describe('A live SocketCAN interface. The agent waits for it when it is missing or down, and reopens it when it comes back.');
@@ -59,6 +80,16 @@ export const socketcanSource: BusSourceType<SocketCanSourceConfig> = {
       else filters = fromDbc;
     }
 
+    // Said once per run, at the first open that gets less than asked (every reopen gets the same from the kernel).
+    let bufferWarned = false;
+    const warnSmallBuffer = (granted: number): void => {
+      if (bufferWarned || granted === 0 || granted >= source.receiveBufferBytes) return;
+      bufferWarned = true;
+      log.warn(
+        `${ifname}: the kernel granted a receive buffer of ${Math.round(granted / 1024)} KiB of the ${Math.round(source.receiveBufferBytes / 1024)} KiB asked ` +
+          `(net.core.rmem_max caps it without CAP_NET_ADMIN): a burst of more than about ${Math.round(granted / 1024)} frames while the agent is busy is dropped by the kernel (counted as kernelDrops)`,
+      );
+    };
     /** The interface's state before the run closed it: what the summary reports. */
     let lastState: EndpointState = 'starting';
     const report = endpointStateReporter((line, level) => log[level](line));
@@ -66,10 +97,13 @@ export const socketcanSource: BusSourceType<SocketCanSourceConfig> = {
       interface: ifname,
       busName: bus.name,
       timestamps: source.timestamps,
+      coalesceMs: source.readIntervalMs,
+      receiveBufferBytes: source.receiveBufferBytes,
       ...(filters ? { filters } : {}),
       onStateChange: (change) => {
         if (change.state !== 'closed') lastState = change.state;
         report(change);
+        if (change.receiveBufferBytes !== undefined) warnSmallBuffer(change.receiveBufferBytes);
       },
       // Every change of the controller's error state, back to error-active included: a warning, as it always was.
       onControllerState: (change) => log.warn(describeControllerChange(ifname, change)),

@@ -1,0 +1,342 @@
+/**
+ * `npm run bench -- realrate [--json]`: the built agent as a head unit runs it: a separate process
+ * (`telematics-agent run --config <file>`), fed at the rate a bus delivers, for long enough to be in a steady state.
+ *
+ * On this host (replay, paced):
+ *  - the real J1939 truck log (css_j1939_demo.dbc), replayed in a loop by the `replay` source at a speed that gives
+ *    1,000, 4,000, 8,000 and 16,000 frames/s, and four such buses at 8,000 frames/s each;
+ *  - production configuration: an external broker (Debian's mosquitto, mutual TLS, client certificates, the fleet
+ *    ACL), health on (report and status page), the collection rules of the pipeline benchmark, a SQLite outbox;
+ *  - baseline in the same run: the agent decoding alone (no collection, outbox or uplink) at 8,000 frames/s;
+ *  - idle: the same production configuration on a bus carrying about one frame a second.
+ *  For each run: CPU share of one core (user + system from /proc/PID/stat) over WINDOW_S seconds after WARMUP_S of
+ *  warm-up, the largest resident set (VmRSS) sampled each second of that window and the peak (VmHWM), and the frame
+ *  rate the agent itself counted (its /status page). Start times, from the spawn of the process: to the info line
+ *  `first frame decoded` and to `uplink: connected` (TLS to the broker on this machine); the median over the runs.
+ *
+ * In the test VM (the kernel has vcan; the host's has not): the `socketcan` benchmark (bench/socketcan.ts: drain of a
+ * queued burst and CPU per frame at a fixed cangen rate, each against candump in the same run).
+ *
+ * The outbox drain after a dead zone against a bare publish loop: the `pipeline` benchmark's drain_ratio.
+ *
+ * Everything is measured in one run; compare ratios, not absolute figures from another machine. The frame rates the
+ * replay reaches are reported beside the targets.
+ */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Mosquitto, TestPki, freePort } from '../test/support/mosquitto.js';
+import { makeTempDir } from '../test/support/temp.js';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const testdata = process.env.TELEMATICS_SHARED_TESTDATA ?? path.resolve(root, '..', 'shared', 'testdata');
+const CLI = path.join(root, 'dist', 'src', 'cli', 'main.js');
+const WARMUP_S = Number(process.env.REALRATE_WARMUP_S ?? 10);
+const WINDOW_S = Number(process.env.REALRATE_WINDOW_S ?? 20);
+const RATES = [1000, 4000, 8000, 16_000];
+const DEVICE_ID = 'bench-realrate';
+
+/** The pipeline benchmark's collection, per bus (signal names qualified by the bus, so that four buses can share it). */
+function collectionFor(buses: readonly string[]): unknown {
+  const signals = (bus: string): string[] => [`${bus}.EEC1.EngineSpeed`, `${bus}.CCVS1.WheelBasedVehicleSpeed`];
+  return {
+    batch: { maxSamples: 500, maxDelayMs: 5000 },
+    format: 'cbor',
+    rules: buses.flatMap((bus) => [
+      { name: `${bus}-raw`, mode: 'change', priority: 2, signals: signals(bus) },
+      { name: `${bus}-summary`, mode: 'periodic', priority: 4, intervalMs: 1000, signals: signals(bus) },
+      {
+        name: `${bus}-overspeed`,
+        mode: 'trigger',
+        priority: 6,
+        signals: signals(bus),
+        trigger: {
+          when: `${bus}.CCVS1.WheelBasedVehicleSpeed > 60 && ${bus}.EEC1.EngineSpeed > 1200`,
+          preMs: 1000,
+          postMs: 1000,
+          minIntervalMs: 5000,
+        },
+      },
+    ]),
+  };
+}
+
+interface RunSpec {
+  label: string;
+  buses: number;
+  /** Frames per second per bus the replay is paced to. */
+  rate: number;
+  /** false: the baseline, decoding only. */
+  production: boolean;
+}
+
+interface RunResult {
+  label: string;
+  targetFps: number;
+  fps: number;
+  cpuPct: number;
+  rssMb: number;
+  hwmMb: number;
+  firstFrameS: number;
+  connectedS: number | undefined;
+}
+
+let ticksPerS = 0;
+
+/** utime + stime of a process in seconds (/proc/PID/stat fields 14 and 15, counted after the parenthesised name). */
+function cpuSeconds(pid: number): number {
+  ticksPerS ||= Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / ticksPerS;
+}
+
+/** VmRSS and VmHWM of a process, MB. */
+function memoryMb(pid: number): { rss: number; hwm: number } {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = (key: string): number => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN);
+  return { rss: kb('VmRSS') / 1024, hwm: kb('VmHWM') / 1024 };
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** The truck log's own rate, frames per second as recorded. */
+function recordedRate(logFile: string): number {
+  const stamps = readFileSync(logFile, 'utf8')
+    .split('\n')
+    .map((line) => /^\((\d+\.\d+)\)/.exec(line)?.[1])
+    .filter((ts): ts is string => ts !== undefined)
+    .map(Number);
+  return (stamps.length - 1) / (stamps[stamps.length - 1]! - stamps[0]!);
+}
+
+class AgentProcess {
+  readonly child: ChildProcess;
+  readonly spawnedAt = performance.now();
+  firstFrameS: number | undefined;
+  connectedS: number | undefined;
+  private readonly tail: string[] = [];
+  private exited = false;
+
+  constructor(configFile: string) {
+    this.child = spawn(process.execPath, [CLI, 'run', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.child.on('exit', () => (this.exited = true));
+    for (const stream of [this.child.stdout!, this.child.stderr!]) {
+      let buffered = '';
+      stream.setEncoding('utf8');
+      stream.on('data', (chunk: string) => {
+        buffered += chunk;
+        let newline: number;
+        while ((newline = buffered.indexOf('\n')) >= 0) {
+          this.line(buffered.slice(0, newline));
+          buffered = buffered.slice(newline + 1);
+        }
+      });
+    }
+  }
+
+  private line(line: string): void {
+    const seconds = (performance.now() - this.spawnedAt) / 1000;
+    if (this.firstFrameS === undefined && line.includes('first frame decoded')) this.firstFrameS = seconds;
+    if (this.connectedS === undefined && line.includes('uplink: connected')) this.connectedS = seconds;
+    this.tail.push(line);
+    if (this.tail.length > 20) this.tail.shift();
+  }
+
+  get pid(): number {
+    if (this.exited) throw new Error(`realrate benchmark: the agent exited early:\n${this.tail.join('\n')}`);
+    return this.child.pid!;
+  }
+
+  async waitFor(what: () => boolean, label: string, timeoutMs = 30_000): Promise<void> {
+    const deadline = performance.now() + timeoutMs;
+    while (!what()) {
+      void this.pid; // throws if the agent died
+      if (performance.now() > deadline) throw new Error(`realrate benchmark: no ${label} after ${timeoutMs} ms:\n${this.tail.join('\n')}`);
+      await sleep(5);
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (this.exited) return;
+    const exited = new Promise<void>((resolve) => this.child.once('exit', () => resolve()));
+    this.child.kill('SIGTERM');
+    const timer = setTimeout(() => this.child.kill('SIGKILL'), 15_000);
+    await exited;
+    clearTimeout(timer);
+  }
+}
+
+async function framesCounted(port: number): Promise<number> {
+  const response = await fetch(`http://127.0.0.1:${port}/status`);
+  const status = (await response.json()) as { buses: { frames: number }[] };
+  return status.buses.reduce((sum, bus) => sum + bus.frames, 0);
+}
+
+export async function runRealRateBenchmark(json: boolean): Promise<void> {
+  const dbcFile = path.join(testdata, 'dbc', 'css_j1939_demo.dbc');
+  const logFile = path.join(testdata, 'logs', 'css_j1939_truck_11111111_00000012_00000001.candump.log');
+  let recorded: number;
+  try {
+    recorded = recordedRate(logFile);
+  } catch {
+    throw new Error(`the realrate benchmark needs the shared test data (${testdata}); set TELEMATICS_SHARED_TESTDATA`);
+  }
+  const progress = (line: string): void => {
+    if (!json) process.stderr.write(`${line}\n`);
+  };
+  const dir = makeTempDir('bench-realrate-');
+  const pki = new TestPki('realrate bench CA');
+  const broker = await Mosquitto.start({ pki, quiet: true });
+  let runIndex = 0;
+
+  const writeConfig = (spec: RunSpec, httpPort: number): string => {
+    const buses = Array.from({ length: spec.buses }, (_, i) => `can${i}`);
+    const config: Record<string, unknown> = {
+      deviceId: DEVICE_ID,
+      buses: buses.map((name) => ({
+        name,
+        dbc: dbcFile,
+        j1939: true,
+        source: { type: 'replay', file: logFile, speed: spec.rate / recorded, loop: true },
+      })),
+      health: { http: { enabled: true, port: httpPort } },
+    };
+    if (spec.production) {
+      Object.assign(config, {
+        collection: collectionFor(buses),
+        outbox: { path: path.join(dir, `outbox-${runIndex}.db`) },
+        uplink: { url: broker.url, ...pki.identityFiles(DEVICE_ID) },
+      });
+    }
+    const file = path.join(dir, `config-${runIndex++}.json`);
+    writeFileSync(file, JSON.stringify(config, null, 2));
+    return file;
+  };
+
+  const measure = async (spec: RunSpec): Promise<RunResult> => {
+    const port = await freePort();
+    const agent = new AgentProcess(writeConfig(spec, port));
+    try {
+      await agent.waitFor(() => agent.firstFrameS !== undefined, 'first decoded frame');
+      if (spec.production) await agent.waitFor(() => agent.connectedS !== undefined, 'connected uplink');
+      await sleep(WARMUP_S * 1000);
+      const cpu0 = cpuSeconds(agent.pid);
+      const frames0 = await framesCounted(port);
+      const t0 = performance.now();
+      let rss = 0;
+      for (let s = 0; s < WINDOW_S; s++) {
+        await sleep(1000);
+        rss = Math.max(rss, memoryMb(agent.pid).rss);
+      }
+      const frames1 = await framesCounted(port);
+      const cpu1 = cpuSeconds(agent.pid);
+      const seconds = (performance.now() - t0) / 1000;
+      const result: RunResult = {
+        label: spec.label,
+        targetFps: spec.rate * spec.buses,
+        fps: (frames1 - frames0) / seconds,
+        cpuPct: ((cpu1 - cpu0) / seconds) * 100,
+        rssMb: rss,
+        hwmMb: memoryMb(agent.pid).hwm,
+        firstFrameS: agent.firstFrameS!,
+        connectedS: agent.connectedS,
+      };
+      progress(
+        `  ${result.label.padEnd(34)} ${Math.round(result.fps).toLocaleString('en').padStart(7)} frames/s  ` +
+          `CPU ${result.cpuPct.toFixed(2).padStart(5)}%  RSS ${result.rssMb.toFixed(1)} MB (peak ${result.hwmMb.toFixed(1)})`,
+      );
+      return result;
+    } finally {
+      await agent.stop();
+    }
+  };
+
+  const median = (values: number[]): number => {
+    const sorted = [...values].sort((a, b) => a - b);
+    const mid = sorted.length >> 1;
+    return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+  };
+  const round = (value: number, digits: number): number => Number(value.toFixed(digits));
+
+  let runs: RunResult[];
+  try {
+    progress(
+      `realrate: the built agent as a process, replaying the truck log (recorded at ${Math.round(recorded)} frames/s), ${WARMUP_S} s warm-up, ${WINDOW_S} s window`,
+    );
+    runs = [
+      await measure({ label: 'idle (about 1 frame/s)', buses: 1, rate: 1, production: true }),
+      await measure({ label: 'decode only at 8,000 (baseline)', buses: 1, rate: 8000, production: false }),
+    ];
+    for (const rate of RATES) runs.push(await measure({ label: `production at ${rate.toLocaleString('en')}`, buses: 1, rate, production: true }));
+    runs.push(await measure({ label: 'production, 4 buses at 8,000 each', buses: 4, rate: 8000, production: true }));
+  } finally {
+    await broker.stop();
+  }
+  const byLabel = (label: string): RunResult => runs.find((r) => r.label === label)!;
+  const at8k = byLabel('production at 8,000');
+  const x4 = byLabel('production, 4 buses at 8,000 each');
+  const idle = byLabel('idle (about 1 frame/s)');
+  const decodeOnly = byLabel('decode only at 8,000 (baseline)');
+
+  // The SocketCAN receive path in the VM, and the outbox drain: their own benchmarks, in this run.
+  progress('realrate: the socketcan benchmark in the VM ...');
+  const socketcan = subBenchmark('socketcan');
+  progress('realrate: the pipeline benchmark, for the drain ratio ...');
+  const pipeline = subBenchmark('pipeline');
+
+  const result = {
+    rates: runs.map((r) => ({
+      run: r.label,
+      target_fps: r.targetFps,
+      fps: Math.round(r.fps),
+      cpu_pct: round(r.cpuPct, 2),
+      rss_mb: round(r.rssMb, 1),
+      peak_rss_mb: round(r.hwmMb, 1),
+    })),
+    cpu_pct_at_8k: round(at8k.cpuPct, 2),
+    cpu_pct_at_8k_x4: round(x4.cpuPct, 2),
+    cpu_pct_at_8k_decode_only: round(decodeOnly.cpuPct, 2),
+    cpu_us_per_frame_at_8k: round((at8k.cpuPct / 100 / at8k.fps) * 1e6, 3),
+    rss_mb_at_8k: round(at8k.rssMb, 1),
+    rss_mb_idle: round(idle.rssMb, 1),
+    socketcan_drain_ratio: socketcan.socketcan_drain_ratio as number,
+    socketcan_cpu_ratio_vs_candump: socketcan.socketcan_cpu_ratio_vs_candump as number,
+    start_to_first_frame_s: round(median(runs.map((r) => r.firstFrameS)), 3),
+    start_to_connected_s: round(median(runs.flatMap((r) => (r.connectedS === undefined ? [] : [r.connectedS]))), 3),
+    drain_ratio: pipeline.drain_ratio as number,
+  };
+  if (json) {
+    process.stdout.write(`${JSON.stringify(result)}\n`);
+    return;
+  }
+  process.stdout.write(
+    [
+      `realrate: one bus at 8,000 frames/s, production configuration: CPU ${result.cpu_pct_at_8k}% of one core (${result.cpu_us_per_frame_at_8k} µs/frame), RSS ${result.rss_mb_at_8k} MB`,
+      `  decoding alone at the same rate (baseline): CPU ${result.cpu_pct_at_8k_decode_only}%`,
+      `  four buses at 8,000 frames/s each: CPU ${result.cpu_pct_at_8k_x4}%`,
+      `  idle: RSS ${result.rss_mb_idle} MB`,
+      `  start to first decoded frame ${result.start_to_first_frame_s} s, to a connected uplink ${result.start_to_connected_s} s (median of ${runs.length} starts)`,
+      `  SocketCAN in the VM: drain agent/candump ${result.socketcan_drain_ratio}, CPU per frame agent/candump ${result.socketcan_cpu_ratio_vs_candump}`,
+      `  outbox drain / bare publish loop ${result.drain_ratio}`,
+      '',
+    ].join('\n'),
+  );
+}
+
+/** Another suite of `npm run bench`, run as a child with --json; its figures. */
+function subBenchmark(suite: string): Record<string, unknown> {
+  const out = execFileSync(process.execPath, [path.join(root, 'dist', 'bench', 'main.js'), suite, '--json'], {
+    cwd: root,
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'inherit'],
+    maxBuffer: 64 << 20,
+  });
+  const line = out
+    .split('\n')
+    .reverse()
+    .find((l) => l.startsWith('{'));
+  if (line === undefined) throw new Error(`realrate benchmark: the ${suite} benchmark printed no JSON`);
+  return JSON.parse(line) as Record<string, unknown>;
+}
