@@ -1,6 +1,7 @@
 /**
  * The host part of the health report, from systeminformation: CPU load, memory, temperatures, the free space of the
- * filesystem holding the outbox, the network interfaces (which are up, which is the default route) and uptime.
+ * filesystem holding the outbox and uptime; the network interfaces (which are up, which is the default route) from
+ * the kernel's files (network-interfaces.ts).
  *
  * On a head unit any of these may fail (no thermal zone, a missing tool) or hang (a wedged sysfs read, a slow child
  * process). Each probe is time-boxed and runs concurrently with the others; what fails or times out is null in the
@@ -12,6 +13,7 @@ import { realpath, statfs } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import si, { type Systeminformation } from 'systeminformation';
+import { hostInterfaces, type HostInterface } from './network-interfaces.js';
 
 /** What the sampler asks the host; tests replace some of them to make a probe fail or hang. */
 export interface SystemProbes {
@@ -21,9 +23,7 @@ export interface SystemProbes {
   fsSize(): Promise<Pick<Systeminformation.FsSizeData, 'fs' | 'type' | 'size' | 'available' | 'mount'>[]>;
   /** Fallback for a filesystem fsSize does not list (tmpfs, overlay quirks). */
   statfs(dir: string): Promise<{ totalBytes: number; freeBytes: number }>;
-  networkInterfaces(): Promise<
-    Pick<Systeminformation.NetworkInterfacesData, 'iface' | 'default' | 'ip4' | 'ip6' | 'mac' | 'internal' | 'operstate' | 'type' | 'speed'>[]
-  >;
+  networkInterfaces(): Promise<HostInterface[]>;
   uptimeS(): Promise<number>;
 }
 
@@ -36,10 +36,8 @@ export const systemProbes: SystemProbes = {
     const s = await statfs(dir);
     return { totalBytes: s.blocks * s.bsize, freeBytes: s.bavail * s.bsize };
   },
-  networkInterfaces: async () => {
-    const list = await si.networkInterfaces();
-    return Array.isArray(list) ? list : [list];
-  },
+  // Not systeminformation's listing: it runs commands synchronously (see network-interfaces.ts).
+  networkInterfaces: hostInterfaces,
   uptimeS: async () => si.time().uptime,
 };
 
