@@ -14,8 +14,14 @@
  *  rate the agent itself counted (its /status page). Start times, from the spawn of the process: to the info line
  *  `first frame decoded` and to `uplink: connected` (TLS to the broker on this machine); the median over the runs.
  *
- * In the test VM (the kernel has vcan; the host's has not): the `socketcan` benchmark (bench/socketcan.ts: drain of a
- * queued burst and CPU per frame at a fixed cangen rate, each against candump in the same run).
+ * In the test VM (the kernel has vcan; the host's has not), one boot:
+ *  - the agent as a process with a `socketcan` source on a vcan, the same DBC, collection and outbox (no uplink:
+ *    the VM's emulated CPU is for the receive path), fed by `cangen -g` at 1,000, 4,000 and 8,000 frames/s (EEC1, so
+ *    every frame passes the DBC's kernel filters and is decoded), and candump at the same rates: CPU share of each
+ *    over the send, and their ratio. Under emulation cangen may reach less than the target: the rate reached is
+ *    reported;
+ *  - the `socketcan` benchmark (bench/socketcan.ts: drain of a queued burst, CPU per frame at a fixed rate, each
+ *    against candump): socketcan_drain_ratio and socketcan_cpu_ratio_vs_candump.
  *
  * The outbox drain after a dead zone against a bare publish loop: the `pipeline` benchmark's drain_ratio.
  *
@@ -27,6 +33,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Mosquitto, TestPki, freePort } from '../test/support/mosquitto.js';
+import { candumpCpu, cangenAtRate, cpuMicros } from './socketcan.js';
 import { makeTempDir } from '../test/support/temp.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -116,6 +123,8 @@ class AgentProcess {
   readonly spawnedAt = performance.now();
   firstFrameS: number | undefined;
   connectedS: number | undefined;
+  /** Set by a caller's poll (see waitFor). */
+  ready = false;
   private readonly tail: string[] = [];
   private exited = false;
 
@@ -149,12 +158,15 @@ class AgentProcess {
     return this.child.pid!;
   }
 
-  async waitFor(what: () => boolean, label: string, timeoutMs = 30_000): Promise<void> {
+  /** Waits until `what()`, calling `poll` (if any) before each look. */
+  async waitFor(what: () => boolean, label: string, timeoutMs = 30_000, poll?: () => Promise<void>): Promise<void> {
     const deadline = performance.now() + timeoutMs;
-    while (!what()) {
+    for (;;) {
+      await poll?.();
+      if (what()) return;
       void this.pid; // throws if the agent died
       if (performance.now() > deadline) throw new Error(`realrate benchmark: no ${label} after ${timeoutMs} ms:\n${this.tail.join('\n')}`);
-      await sleep(5);
+      await sleep(poll ? 100 : 5);
     }
   }
 
@@ -175,6 +187,10 @@ async function framesCounted(port: number): Promise<number> {
 }
 
 export async function runRealRateBenchmark(json: boolean): Promise<void> {
+  if (process.env.TELEMATICS_IN_VM === '1') {
+    process.stdout.write(`${JSON.stringify(await vmMeasurements())}\n`);
+    return;
+  }
   const dbcFile = path.join(testdata, 'dbc', 'css_j1939_demo.dbc');
   const logFile = path.join(testdata, 'logs', 'css_j1939_truck_11111111_00000012_00000001.candump.log');
   let recorded: number;
@@ -281,8 +297,15 @@ export async function runRealRateBenchmark(json: boolean): Promise<void> {
   const decodeOnly = byLabel('decode only at 8,000 (baseline)');
 
   // The SocketCAN receive path in the VM, and the outbox drain: their own benchmarks, in this run.
-  progress('realrate: the socketcan benchmark in the VM ...');
-  const socketcan = subBenchmark('socketcan');
+  progress('realrate: in the VM, the agent on a vcan fed by cangen, candump beside it, and the socketcan benchmark ...');
+  const vm = inVm();
+  const socketcan = vm.socketcan;
+  for (const r of vm.rates) {
+    progress(
+      `  socketcan, target ${r.target_fps.toLocaleString('en').padStart(6)} frames/s: cangen reached ${r.fps.toLocaleString('en')}; ` +
+        `agent CPU ${r.agent_cpu_pct}% (${r.agent_received} received, RSS ${r.agent_rss_mb} MB), candump ${r.candump_cpu_pct}%: ratio ${r.cpu_ratio_vs_candump}`,
+    );
+  }
   progress('realrate: the pipeline benchmark, for the drain ratio ...');
   const pipeline = subBenchmark('pipeline');
 
@@ -301,6 +324,7 @@ export async function runRealRateBenchmark(json: boolean): Promise<void> {
     cpu_us_per_frame_at_8k: round((at8k.cpuPct / 100 / at8k.fps) * 1e6, 3),
     rss_mb_at_8k: round(at8k.rssMb, 1),
     rss_mb_idle: round(idle.rssMb, 1),
+    socketcan_rates: vm.rates,
     socketcan_drain_ratio: socketcan.socketcan_drain_ratio as number,
     socketcan_cpu_ratio_vs_candump: socketcan.socketcan_cpu_ratio_vs_candump as number,
     start_to_first_frame_s: round(median(runs.map((r) => r.firstFrameS)), 3),
@@ -318,7 +342,11 @@ export async function runRealRateBenchmark(json: boolean): Promise<void> {
       `  four buses at 8,000 frames/s each: CPU ${result.cpu_pct_at_8k_x4}%`,
       `  idle: RSS ${result.rss_mb_idle} MB`,
       `  start to first decoded frame ${result.start_to_first_frame_s} s, to a connected uplink ${result.start_to_connected_s} s (median of ${runs.length} starts)`,
-      `  SocketCAN in the VM: drain agent/candump ${result.socketcan_drain_ratio}, CPU per frame agent/candump ${result.socketcan_cpu_ratio_vs_candump}`,
+      `  SocketCAN in the VM: drain agent/candump ${result.socketcan_drain_ratio}, CPU per frame agent/candump ${result.socketcan_cpu_ratio_vs_candump} (source in the benchmark's process)`,
+      ...vm.rates.map(
+        (r) =>
+          `  SocketCAN in the VM, the agent as a process at ${r.fps.toLocaleString('en')} frames/s (target ${r.target_fps.toLocaleString('en')}): CPU ${r.agent_cpu_pct}% vs candump ${r.candump_cpu_pct}% (ratio ${r.cpu_ratio_vs_candump})`,
+      ),
       `  outbox drain / bare publish loop ${result.drain_ratio}`,
       '',
     ].join('\n'),
@@ -333,10 +361,123 @@ function subBenchmark(suite: string): Record<string, unknown> {
     stdio: ['ignore', 'pipe', 'inherit'],
     maxBuffer: 64 << 20,
   });
+  return lastJson(out, `the ${suite} benchmark`);
+}
+
+interface VmRate {
+  target_fps: number;
+  /** The rate cangen reached. */
+  fps: number;
+  agent_received: number;
+  agent_cpu_pct: number;
+  agent_rss_mb: number;
+  candump_received: number;
+  candump_cpu_pct: number;
+  cpu_ratio_vs_candump: number;
+}
+
+/** Boots the VM once for the measurements that need a kernel with vcan. */
+function inVm(): { rates: VmRate[]; socketcan: Record<string, unknown> } {
+  const out = execFileSync(
+    path.join(root, 'scripts', 'vm', 'run-in-vm.sh'),
+    [process.execPath, path.join(root, 'dist', 'bench', 'main.js'), 'realrate', '--json'],
+    {
+      cwd: root,
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'inherit'],
+      env: { ...process.env, VM_ENV: 'TELEMATICS_SHARED_TESTDATA' },
+      maxBuffer: 64 << 20,
+    },
+  );
+  return lastJson(out, 'realrate (in the VM)') as { rates: VmRate[]; socketcan: Record<string, unknown> };
+}
+
+const VM_IF = 'vrate0';
+/** Seconds of traffic at each rate: long enough for /proc's 10 ms CPU ticks. */
+const VM_SEND_S = 10;
+
+/** Inside the VM: the agent process and candump at fixed cangen rates, then the socketcan benchmark. */
+async function vmMeasurements(): Promise<{ rates: VmRate[]; socketcan: Record<string, unknown> }> {
+  const sh = (...args: string[]): void => void execFileSync(args[0]!, args.slice(1), { stdio: 'ignore' });
+  try {
+    sh('ip', 'link', 'del', VM_IF);
+  } catch {
+    // not there
+  }
+  sh('ip', 'link', 'add', 'dev', VM_IF, 'type', 'vcan');
+  sh('ip', 'link', 'set', VM_IF, 'up');
+  const dbcFile = path.join(testdata, 'dbc', 'css_j1939_demo.dbc');
+  const dir = makeTempDir('bench-realrate-vm-');
+  const rates: VmRate[] = [];
+  for (const target of [1000, 4000, 8000]) {
+    const frames = target * VM_SEND_S;
+    // EEC1 (PGN 61444, engine speed) from address 0: the DBC's kernel filters pass it, the decoder decodes it.
+    const args = [VM_IF, '-g', (1000 / target).toFixed(3), '-n', String(frames), '-e', '-I', '0CF00400', '-L', '8', '-D', 'i'];
+    const port = await freePort();
+    const configFile = path.join(dir, `config-${target}.json`);
+    writeFileSync(
+      configFile,
+      JSON.stringify({
+        deviceId: DEVICE_ID,
+        buses: [{ name: 'can0', dbc: dbcFile, j1939: true, source: { type: 'socketcan', interface: VM_IF } }],
+        health: { http: { enabled: true, port } },
+        collection: collectionFor(['can0']),
+        outbox: { path: path.join(dir, `outbox-${target}.db`) },
+      }),
+    );
+    const agent = new AgentProcess(configFile);
+    let agentResult: { received: number; cpuPct: number; rssMb: number; seconds: number };
+    try {
+      // Ready when its status page answers (the source is open by then: the data path opens before the page).
+      await agent.waitFor(
+        () => agent.ready,
+        'status page',
+        120_000,
+        async () => {
+          agent.ready = await framesCounted(port).then(
+            () => true,
+            () => false,
+          );
+        },
+      );
+      await sleep(1000);
+      const before = await framesCounted(port);
+      const cpu0 = cpuMicros(agent.pid);
+      const seconds = await cangenAtRate(args);
+      // What is still queued arrives within a read interval or two.
+      let received = 0;
+      for (let i = 0; i < 100; i++) {
+        received = (await framesCounted(port)) - before;
+        if (received >= frames) break;
+        await sleep(20);
+      }
+      const cpu = cpuMicros(agent.pid) - cpu0;
+      agentResult = { received, cpuPct: (cpu / 1e6 / seconds) * 100, rssMb: memoryMb(agent.pid).rss, seconds };
+    } finally {
+      await agent.stop();
+    }
+    const candump = await candumpCpu(VM_IF, args);
+    const candumpPct = ((candump.cpuUsPerFrame * candump.received) / 1e6 / (frames / candump.fps)) * 100;
+    rates.push({
+      target_fps: target,
+      fps: Math.round(frames / agentResult.seconds),
+      agent_received: agentResult.received,
+      agent_cpu_pct: Number(agentResult.cpuPct.toFixed(2)),
+      agent_rss_mb: Number(agentResult.rssMb.toFixed(1)),
+      candump_received: candump.received,
+      candump_cpu_pct: Number(candumpPct.toFixed(2)),
+      cpu_ratio_vs_candump: Number((agentResult.cpuPct / Math.max(1e-9, candumpPct)).toFixed(2)),
+    });
+  }
+  sh('ip', 'link', 'del', VM_IF);
+  return { rates, socketcan: subBenchmark('socketcan') };
+}
+
+function lastJson(out: string, what: string): Record<string, unknown> {
   const line = out
     .split('\n')
     .reverse()
     .find((l) => l.startsWith('{'));
-  if (line === undefined) throw new Error(`realrate benchmark: the ${suite} benchmark printed no JSON`);
+  if (line === undefined) throw new Error(`realrate benchmark: ${what} printed no JSON`);
   return JSON.parse(line) as Record<string, unknown>;
 }

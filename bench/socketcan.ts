@@ -94,7 +94,7 @@ async function candumpDrain(): Promise<DrainResult> {
   return { fps: (received / elapsed) * 1000, received };
 }
 
-interface CpuResult {
+export interface CpuResult {
   /** Frames the consumer received, and the rate cangen reached. */
   received: number;
   fps: number;
@@ -105,7 +105,7 @@ interface CpuResult {
 let ticksPerS = 0;
 
 /** utime + stime of a process, microseconds (/proc/PID/stat fields 14 and 15, after the parenthesised name). */
-function cpuMicros(pid: number | 'self'): number {
+export function cpuMicros(pid: number | 'self'): number {
   ticksPerS ||= Number(sh('getconf', 'CLK_TCK').trim()) || 100;
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
@@ -115,9 +115,9 @@ function cpuMicros(pid: number | 'self'): number {
 const rateArgs = [IF, '-g', RATE_GAP_MS, '-n', String(RATE_FRAMES), '-I', '123', '-L', '8', '-D', 'i', '-p', '10'];
 
 /** Starts cangen at the fixed rate without blocking the event loop; the promise resolves with the seconds it took. */
-function cangenAtRate(): Promise<number> {
+export function cangenAtRate(args: readonly string[] = rateArgs): Promise<number> {
   const start = performance.now();
-  const cangen = spawn('cangen', rateArgs, { stdio: 'ignore' });
+  const cangen = spawn('cangen', args, { stdio: 'ignore' });
   return new Promise((resolve, reject) => {
     cangen.on('error', reject);
     cangen.on('exit', (code) => (code === 0 ? resolve((performance.now() - start) / 1000) : reject(new Error(`cangen exited with ${code}`))));
@@ -147,9 +147,11 @@ async function agentCpu(): Promise<CpuResult> {
   return { received, fps: RATE_FRAMES / seconds, cpuUsPerFrame: cpu / Math.max(1, received) };
 }
 
-async function candumpCpu(): Promise<CpuResult> {
+/** candump (printing to a file, as a logger would) reading what `cangen` sends with `args` on `ifname`. */
+export async function candumpCpu(ifname = IF, args: readonly string[] = rateArgs): Promise<CpuResult> {
+  const frames = Number(args[args.indexOf('-n') + 1]);
   const out = '/tmp/bench-candump-rate.log';
-  const candump = spawn('sh', ['-c', `exec candump ${IF} > ${out}`], { stdio: 'ignore' });
+  const candump = spawn('sh', ['-c', `exec candump ${ifname} > ${out}`], { stdio: 'ignore' });
   const pid = candump.pid!;
   const blocked = (): boolean => {
     try {
@@ -160,7 +162,7 @@ async function candumpCpu(): Promise<CpuResult> {
   };
   for (let i = 0; i < 1000 && !blocked(); i++) await new Promise((resolve) => setTimeout(resolve, 10));
   const cpu0 = cpuMicros(pid);
-  const seconds = await cangenAtRate();
+  const seconds = await cangenAtRate(args);
   // Drained when it blocks on its socket again.
   for (let i = 0; i < 200 && !blocked(); i++) await new Promise((resolve) => setTimeout(resolve, 10));
   const cpu = cpuMicros(pid) - cpu0;
@@ -168,7 +170,7 @@ async function candumpCpu(): Promise<CpuResult> {
   candump.kill('SIGTERM');
   await exited;
   const received = readFileSync(out, 'utf8').split('\n').filter(Boolean).length;
-  return { received, fps: RATE_FRAMES / seconds, cpuUsPerFrame: cpu / Math.max(1, received) };
+  return { received, fps: frames / seconds, cpuUsPerFrame: cpu / Math.max(1, received) };
 }
 
 function best(results: DrainResult[]): DrainResult {
