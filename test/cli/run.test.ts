@@ -31,7 +31,7 @@ describe('telematics-agent run', () => {
     const result = runProgramSync('telematics-agent', ['run', '--duration', '2'], { cwd: tmpdir() });
     assert.equal(result.status, 0, result.stderr);
     // The log is JSON lines. Besides the debug lines of the verbose start, it only says what the data path set up (the
-    // development PKI on a first run, the development broker, mosquitto, with its ports and MQTT 5, the link) and where
+    // development PKI on a first run, the development broker, mosquitto, with its ports and MQTT 5, the link), when the first frame was decoded, and where
     // the status page is (or, when another agent holds its port, that it runs without it).
     for (const line of result.stderr.split('\n').filter(Boolean)) {
       const entry = JSON.parse(line) as { level: string; msg: string };
@@ -39,7 +39,7 @@ describe('telematics-agent run', () => {
       assert.notEqual(entry.level, 'error', line);
       assert.match(
         entry.msg,
-        /^(created a development (backend )?CA in |the development PKI folder .* made it 0700$|created a development command CA and operator 'ops-dev' in |broker: mosquitto \d+\.\d+\.\d+ on mqtts:\/\/localhost:8883 \(cars\) and mqtts:\/\/localhost:8884 \(backend, certificates in \/.*\/certs\/dev\), MQTT 5$|uplink: connected to mqtts:\/\/localhost:8883$|health: status page on http:\/\/127\.0\.0\.1:8089\/$|health: cannot serve the status page on 127\.0\.0\.1:8089: the port is in use; running without it$)/,
+        /^(created a development (backend )?CA in |the development PKI folder .* made it 0700$|created a development command CA and operator 'ops-dev' in |broker: mosquitto \d+\.\d+\.\d+ on mqtts:\/\/localhost:8883 \(cars\) and mqtts:\/\/localhost:8884 \(backend, certificates in \/.*\/certs\/dev\), MQTT 5$|uplink: connected to mqtts:\/\/localhost:8883$|can0: first frame decoded \d+\.\d{3} s after the process started$|health: status page on http:\/\/127\.0\.0\.1:8089\/$|health: cannot serve the status page on 127\.0\.0\.1:8089: the port is in use; running without it$)/,
       );
     }
     const lines = statusLines(result.stdout);
@@ -228,9 +228,23 @@ describe('runAgent with a replayed log', () => {
 
   it('starts the log over when it loops, until stopped', async () => {
     let written = '';
-    const summary = await runAgent({ config: configFor(true), durationS: 0.5, output: { write: (text: string) => (written += text) } });
+    // Stopped once it has made more than ten passes (each 20 ms of log time, with its one unknown frame and bad line),
+    // however long a loaded machine takes for them.
+    const stop = new AbortController();
+    let poll: NodeJS.Timeout | undefined;
+    const summary = await runAgent({
+      config: configFor(true),
+      durationS: 120,
+      signal: stop.signal,
+      output: { write: (text: string) => (written += text) },
+      onCommandContext: (context) => {
+        poll = setInterval(() => {
+          if (context.status().agent.buses[0]!.frames > 30) stop.abort();
+        }, 20);
+      },
+    });
+    clearInterval(poll);
     const bus = summary.buses[0]!;
-    // Each pass takes 20 ms of log time: a 0.5 s run makes many passes, each with its one unknown frame and bad line.
     assert.ok(bus.frames > 30, `${bus.frames} frames`);
     assert.ok(Math.abs(bus.unknownFrames - bus.frames / 3) <= 1, `${bus.unknownFrames} unknown of ${bus.frames}`);
     assert.ok(Math.abs(bus.badLogLines - bus.frames / 3) <= 1, `${bus.badLogLines} bad lines for ${bus.frames} frames`);

@@ -310,11 +310,19 @@ describe('PidPoller', () => {
     await run;
     const controller = new AbortController();
     const clumsyRun = clumsy.run(controller.signal);
-    await waitFor(() => thrown >= 3 && handlerErrors.length >= 3, 'three samples handed to the throwing handler', 20_000);
+    // The handler's throws are reported as errors; on a loaded machine the 10 ms P2 may also run out now and then,
+    // which is reported too (and is not what this test is about).
+    const bugs = (): Error[] => handlerErrors.filter((e) => e.message === 'consumer bug');
+    await waitFor(() => thrown >= 3 && bugs().length >= 3, 'three samples handed to the throwing handler', 20_000);
     controller.abort();
     await clumsyRun;
     assert.ok(thrown >= 3, `polling went on after the handler threw: ${thrown}`);
-    assert.ok(handlerErrors.length >= 3 && handlerErrors.every((e) => e.message === 'consumer bug'));
+    assert.equal(bugs().length, thrown);
+    const others = handlerErrors.filter((e) => e.message !== 'consumer bug');
+    assert.ok(
+      others.every((e) => /did not answer|no ECU answered/.test(e.message)),
+      others.map((e) => e.message).join('; '),
+    );
     client.close();
     engine.close();
     assert.throws(() => new PidPoller(client, { pids: [{ pid: 'warpDrive', intervalMs: 10 }] }, { onSample: () => {} }), /not a J1979 Mode 01 PID/);
