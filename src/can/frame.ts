@@ -44,7 +44,7 @@ export interface FrameSource {
  * wakes about 1000 / this many times a second at any frame rate, and an idle bus never wakes it. Frames come at most
  * this much later than they arrived, never earlier; they keep the time they arrived (the kernel's, the log's).
  */
-export const SOURCE_READ_INTERVAL_MS = 5;
+export const SOURCE_READ_INTERVAL_MS = 20;
 
 export const CAN_MAX_DLEN = 8;
 export const CANFD_MAX_DLEN = 64;
