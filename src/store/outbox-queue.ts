@@ -68,6 +68,12 @@ export interface OutboxQueue {
   flushAcknowledgements(): void;
   /** Messages waiting (in flight included). */
   readonly pending: number;
+  /**
+   * Moves whenever messages are added or deleted other than by `acknowledge` (an append, with its evictions and
+   * expiries; a drop; a file carried over): a caller that keeps records from a peek to send later peeks again once it
+   * moved, so it never sends a message the outbox has deleted, nor holds back one that should now go first.
+   */
+  readonly revision: number;
   /** Calls `listener` when messages are added; returns an unsubscribe. */
   onAppend(listener: () => void): () => void;
 }

@@ -568,6 +568,13 @@ export class SqliteOutbox implements OutboxQueue {
   private readonly meter = new DiskWriteMeter();
   /** Acknowledged messages (by id) not yet deleted from the file, with their counted size: hidden from peek and pending. */
   private readonly pendingAcks = new Map<number, number>();
+  /**
+   * The counted size of each message peek handed out and not yet acknowledged, dropped, evicted or expired: so an
+   * acknowledgement (one per message drained) costs no query. Only ever a shortcut: an id not here is looked up.
+   */
+  private readonly handedOut = new Map<number, number>();
+  /** OutboxQueue.revision: bumped by every commit that adds or deletes messages other than acknowledgements. */
+  private changes = 0;
   private ackTimer: NodeJS.Timeout | undefined;
   private closed = false;
 
@@ -613,10 +620,11 @@ export class SqliteOutbox implements OutboxQueue {
   private updatePayload!: Database.Statement<[Uint8Array, number]>;
   private deleteMessage!: Database.Statement<[number]>;
   private messageSize!: Database.Statement<[number], { seq: number; kind: string; size: number }>;
-  private sendOrder!: Database.Statement<[], { id: number }>;
+  /** Plucked: the ids themselves, no row object per step. */
+  private sendOrder!: Database.Statement<[], number>;
   private messageById!: Database.Statement<[number], MessageRow>;
   private evictionOrder!: Database.Statement<[number], SizeRow>;
-  private deleteExpired!: Database.Statement<[number], { seq: number; kind: string; priority: number; size: number }>;
+  private deleteExpired!: Database.Statement<[number], { id: number; seq: number; kind: string; priority: number; size: number }>;
   private oldest!: Database.Statement<[], { oldest: number | null }>;
   private ageOrder!: Database.Statement<[], { id: number; created_at: number }>;
   private firstDataRow!: Database.Statement<[], { seq: number }>;
@@ -815,20 +823,23 @@ export class SqliteOutbox implements OutboxQueue {
 
   /** Prepares the statements and transactions on `db` (the file's connection, new after a carry-over). */
   private attach(db: Database.Database): void {
+    // A carried-over copy holds the same messages; its sizes are looked up afresh, and peeks are taken again, all the same.
+    this.handedOut.clear();
+    this.changes++;
     this.insertMessage = db.prepare('INSERT INTO message (id, seq, priority, kind, created_at, payload, topic, correlation) VALUES (?, ?, ?, ?, ?, ?, ?, ?)');
     this.updatePayload = db.prepare('UPDATE message SET payload = ? WHERE id = ?');
     this.deleteMessage = db.prepare('DELETE FROM message WHERE id = ?');
     this.messageSize = db.prepare('SELECT coalesce(seq, id) AS seq, kind, length(payload) AS size FROM message WHERE id = ?');
     // The walk in send order reads the index only; payloads are read for the messages actually handed out, not for
     // the in-flight ones skipped on the way (a window's worth at every peek).
-    this.sendOrder = db.prepare('SELECT id FROM message ORDER BY priority DESC, id ASC');
+    this.sendOrder = db.prepare<[], number>('SELECT id FROM message ORDER BY priority DESC, id ASC').pluck();
     this.messageById = db.prepare('SELECT id, coalesce(seq, id) AS seq, kind, priority, created_at, payload, topic, correlation FROM message WHERE id = ?');
     // Loss notices are never evicted or expired: each is the only record of what it announces.
     this.evictionOrder = db.prepare(
       "SELECT id, coalesce(seq, id) AS seq, kind, length(payload) AS size FROM message WHERE priority = ? AND kind <> 'loss' ORDER BY id ASC",
     );
     this.deleteExpired = db.prepare(
-      "DELETE FROM message WHERE created_at < ? AND kind <> 'loss' RETURNING coalesce(seq, id) AS seq, kind, priority, length(payload) AS size",
+      "DELETE FROM message WHERE created_at < ? AND kind <> 'loss' RETURNING id, coalesce(seq, id) AS seq, kind, priority, length(payload) AS size",
     );
     this.oldest = db.prepare('SELECT min(created_at) AS oldest FROM message');
     this.ageOrder = db.prepare('SELECT id, created_at FROM message ORDER BY created_at ASC');
@@ -1168,6 +1179,7 @@ export class SqliteOutbox implements OutboxQueue {
     const oldest = this.oldest.get()?.oldest;
     if (oldest !== null && oldest !== undefined && oldest < cutoff) {
       for (const row of this.deleteExpired.all(cutoff)) {
+        this.handedOut.delete(row.id);
         outcome.expired++;
         tx.count--;
         tx.bytes -= row.size + ROW_OVERHEAD_BYTES;
@@ -1182,6 +1194,7 @@ export class SqliteOutbox implements OutboxQueue {
       if (victims.length === 0) break;
       for (const victim of victims) {
         this.deleteMessage.run(victim.id);
+        this.handedOut.delete(victim.id);
         tx.count--;
         tx.bytes -= victim.bytes;
         if (streamOf(toKind(victim.kind)) === 'data') this.announce(tx, victim.seq, victim.seq, 'evicted', true);
@@ -1210,6 +1223,7 @@ export class SqliteOutbox implements OutboxQueue {
   }
 
   private commitOutcome(outcome: AppendOutcome): void {
+    this.changes++;
     if (outcome.acksFlushed) this.pendingAcks.clear();
     this.commitLosses(outcome.tx);
     this.next = outcome.tx.next;
@@ -1240,7 +1254,7 @@ export class SqliteOutbox implements OutboxQueue {
     if (this.closed || maxCount <= 0) return [];
     const records: OutboxRecord[] = [];
     let bytes = 0;
-    for (const { id } of this.sendOrder.iterate()) {
+    for (const id of this.sendOrder.iterate()) {
       if (skip.has(id) || this.pendingAcks.has(id)) continue;
       const row = this.messageById.get(id);
       if (row === undefined) continue;
@@ -1258,6 +1272,7 @@ export class SqliteOutbox implements OutboxQueue {
       });
       // Handed out: a backend may get it as it is now, so it never changes again; later losses go into a new notice.
       if (id === this.openNotice?.id) this.openNotice = undefined;
+      this.handedOut.set(id, row.payload.byteLength + ROW_OVERHEAD_BYTES);
       bytes += row.payload.byteLength;
       if (records.length >= maxCount) break;
     }
@@ -1271,9 +1286,15 @@ export class SqliteOutbox implements OutboxQueue {
    */
   acknowledge(id: number): void {
     if (this.closed || this.pendingAcks.has(id)) return;
-    const row = this.messageSize.get(id);
-    if (!row) return;
-    this.pendingAcks.set(id, row.size + ROW_OVERHEAD_BYTES);
+    let size = this.handedOut.get(id);
+    if (size === undefined) {
+      const row = this.messageSize.get(id);
+      if (!row) return;
+      size = row.size + ROW_OVERHEAD_BYTES;
+    } else {
+      this.handedOut.delete(id);
+    }
+    this.pendingAcks.set(id, size);
     this.acknowledged++;
     this.scheduleAckFlush();
   }
@@ -1285,6 +1306,8 @@ export class SqliteOutbox implements OutboxQueue {
   drop(id: number): boolean {
     if (this.closed) return false;
     if (this.pendingAcks.has(id)) return true;
+    // Deleted below, or kept after a write failure: either way looked up again if it is acknowledged after all.
+    this.handedOut.delete(id);
     this.verifyFile();
     const row = this.messageSize.get(id);
     if (!row) return true;
@@ -1298,6 +1321,7 @@ export class SqliteOutbox implements OutboxQueue {
       this.commitLosses(tx);
       this.next = tx.next;
       this.dropped++;
+      this.changes++;
       this.writeWorked(now);
       if (tx.noticesStarted > 0) this.notifyAppend();
       return true;
@@ -1349,6 +1373,10 @@ export class SqliteOutbox implements OutboxQueue {
 
   get pending(): number {
     return this.storedCount - this.pendingAcks.size;
+  }
+
+  get revision(): number {
+    return this.changes;
   }
 
   get unflushedAcknowledgements(): number {
@@ -1436,6 +1464,7 @@ export class SqliteOutbox implements OutboxQueue {
     this.markClosed();
     this.closed = true;
     this.listeners.clear();
+    this.handedOut.clear();
     this.file.close();
   }
 }

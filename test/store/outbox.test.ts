@@ -505,6 +505,68 @@ describe('SQLite outbox', () => {
       assert.ok(diskWrites.perAppendedMessage < 10_000, String(diskWrites.perAppendedMessage));
     }
   });
+
+  it('[19.drain] a message evicted or expired after a peek handed it out: acknowledging it changes nothing, the counts stay exact', () => {
+    // Command results: no loss notice takes room, so the byte counts are whole messages.
+    let now = 1_000_000;
+    const cost = 100 + ROW_OVERHEAD_BYTES;
+    const { outbox } = openOutbox(outboxFile('outbox-ack-evicted-'), { maxBytes: cost * 10, maxAgeMs: 10_000, clock: () => now, ackFlushMs: 60_000 });
+    outbox.append(Array.from({ length: 10 }, () => item(1, 100, now, 'result')));
+    const handedOut = outbox.peek(10, Number.MAX_SAFE_INTEGER, NONE);
+    assert.equal(handedOut.length, 10);
+
+    // Two of priority 2 push out the two oldest of priority 1, which the peek handed out.
+    outbox.append([item(2, 100, now, 'result'), item(2, 100, now, 'result')]);
+    assert.equal(outbox.stats().evicted.count, 2);
+    outbox.acknowledge(handedOut[0]!.id);
+    outbox.acknowledge(handedOut[1]!.id);
+    assert.equal(outbox.pending, 10);
+    assert.equal(outbox.unflushedAcknowledgements, 0);
+    assert.equal(outbox.stats().bytes, cost * 10);
+    assert.equal(outbox.stats().acknowledged, 0);
+
+    // Everything stored so far ages out at the next append.
+    now += 11_000;
+    const [fresh] = outbox.append([item(1, 100, now, 'result')]).ids as [number];
+    assert.equal(outbox.stats().expired, 10);
+    outbox.acknowledge(handedOut[2]!.id);
+    assert.equal(outbox.pending, 1);
+    assert.equal(outbox.stats().bytes, cost);
+
+    outbox.acknowledge(fresh);
+    assert.equal(outbox.pending, 0);
+    assert.equal(outbox.stats().bytes, 0);
+    outbox.flushAcknowledgements();
+    const stats = outbox.stats();
+    assert.equal(stats.messages, 0);
+    assert.equal(stats.bytes, 0);
+    assert.equal(stats.acknowledged, 1);
+    outbox.close();
+  });
+
+  it('[19.drain] the revision moves with every append, drop and carry-over, never with an acknowledgement', () => {
+    const file = outboxFile('outbox-revision-');
+    const { outbox } = openOutbox(file, { ackFlushMs: 60_000 });
+    let revision = outbox.revision;
+    const moved = (what: string): void => {
+      assert.notEqual(outbox.revision, revision, `${what} moves the revision`);
+      revision = outbox.revision;
+    };
+    const { ids } = outbox.append(batch(5));
+    moved('an append');
+    outbox.peek(5, Number.MAX_SAFE_INTEGER, NONE);
+    outbox.acknowledge(ids[0]!);
+    outbox.flushAcknowledgements();
+    outbox.acknowledge(ids[1]!);
+    assert.equal(outbox.revision, revision, 'acknowledgements, flushed or not, leave it');
+    assert.equal(outbox.drop(ids[2]!), true);
+    moved('a drop (and its loss notice)');
+    unlinkSync(file);
+    outbox.verifyFile();
+    assert.equal(outbox.stats().fileLostWhileRunning, 1);
+    moved('a carry-over to a new file');
+    outbox.close();
+  });
 });
 
 /** Every (non-acknowledged) sequence number the outbox hands out, sorted. */

@@ -19,6 +19,7 @@ export class MemoryOutbox implements OutboxQueue {
     if (json.length < padTo) json = JSON.stringify({ seq, priority, ...body, pad: 'x'.repeat(padTo - json.length - 9) });
     const record: OutboxRecord = { id: seq, seq, kind, priority, createdAt: Date.now(), payload: new TextEncoder().encode(json) };
     this.records.set(seq, record);
+    this.revision++;
     for (const listener of this.listeners) listener();
     return record;
   }
@@ -44,8 +45,12 @@ export class MemoryOutbox implements OutboxQueue {
   drop(id: number): boolean {
     if (this.records.get(id)?.kind === 'loss') return false;
     if (this.records.delete(id)) this.dropped.push(id);
+    this.revision++;
     return true;
   }
+
+  /** Moved by add and drop (OutboxQueue.revision). */
+  revision = 0;
 
   /** Deletions here are immediate. */
   readonly unflushedAcknowledgements = 0;
