@@ -60,11 +60,17 @@ export interface OutboxQueue {
    */
   drop(id: number): boolean;
   /**
-   * Acknowledged messages not yet deleted from durable storage: after a crash they would be sent again. The publisher
-   * counts them against its in-flight window, so a crash re-sends at most that window.
+   * Acknowledged messages whose acknowledgement is not yet durable (neither recorded nor deleted): after a crash they
+   * would be sent again. The publisher counts them against its in-flight window, so a crash re-sends at most that
+   * window.
    */
   readonly unflushedAcknowledgements: number;
-  /** Makes the acknowledgements so far durable now. */
+  /**
+   * Makes the acknowledgements so far durable now, as cheaply as the store can (the SQLite outbox writes their ids to
+   * a small journal and deletes the messages later, many at once): after a crash they are not sent again.
+   */
+  recordAcknowledgements(): void;
+  /** Makes the acknowledgements so far durable now, deleting their messages. */
   flushAcknowledgements(): void;
   /** Messages waiting (in flight included). */
   readonly pending: number;

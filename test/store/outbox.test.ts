@@ -22,7 +22,7 @@ import {
   writeFileSync,
 } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import type { Priority } from '../../src/collect/sample.js';
@@ -542,6 +542,70 @@ describe('SQLite outbox', () => {
     assert.equal(stats.bytes, 0);
     assert.equal(stats.acknowledged, 1);
     outbox.close();
+  });
+
+  it('[19.drain] recorded acknowledgements survive a kill -9: their messages are deleted at the next open, not sent again', async () => {
+    const file = outboxFile('outbox-journal-kill-');
+    const outboxModule = pathToFileURL(path.join(here, '..', '..', 'src', 'store', 'outbox.js')).href;
+    // The child acknowledges the first 10 of 30 and records them, acknowledges 5 more without recording, and dies.
+    const script = `
+      const { SqliteOutbox } = await import(${JSON.stringify(outboxModule)});
+      const outbox = SqliteOutbox.open({ path: ${JSON.stringify(file)}, deviceId: 'car-1', maxBytes: 10_000_000, maxAgeMs: 86_400_000, ackFlushMs: 60_000 });
+      const items = Array.from({ length: 30 }, () => ({ kind: 'telemetry', priority: 1, createdAt: Date.now(), encode: (seq) => new TextEncoder().encode('seq=' + seq + ';') }));
+      const { ids, seqs } = outbox.append(items);
+      process.stdout.write(JSON.stringify(seqs) + '\\n');
+      outbox.peek(30, Number.MAX_SAFE_INTEGER, new Set());
+      for (const id of ids.slice(0, 10)) outbox.acknowledge(id);
+      outbox.recordAcknowledgements();
+      for (const id of ids.slice(10, 15)) outbox.acknowledge(id);
+      process.kill(process.pid, 'SIGKILL');
+    `;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+    const signal = await new Promise<NodeJS.Signals | null>((resolve) => child.on('close', (_code, sig) => resolve(sig)));
+    assert.equal(signal, 'SIGKILL', stderr);
+    const seqs = JSON.parse(stdout.split('\n')[0]!) as number[];
+    assert.equal(seqs.length, 30);
+    assert.equal(storedSeqs(file).length, 30, 'nothing was deleted before the kill');
+
+    const { outbox, problems } = openOutbox(file);
+    assert.deepEqual(problems, []);
+    assert.deepEqual(peekAll(outbox), seqs.slice(10), 'the recorded ten are gone; the five acknowledged unrecorded come again');
+    assert.equal(outbox.pending, 20);
+    assert.deepEqual(storedSeqs(file), seqs.slice(10));
+    const db = new Database(file, { readonly: true, fileMustExist: true });
+    assert.equal(db.prepare<[], { n: number }>('SELECT count(*) AS n FROM delivered').get()?.n, 0, 'the journal is emptied with its deletion');
+    db.close();
+    outbox.close();
+  });
+
+  it('[19.drain] recording acknowledgements every 5 writes less to the disk than deleting them every 10 did', (t) => {
+    // The publisher's pattern now (a record per quarter window of mosquitto's 20, the deletes at the flush timer) against
+    // its old one (a delete transaction per half window), over the same 2,000 messages of 120 bytes.
+    const drain = (record: boolean): number => {
+      const { outbox } = openOutbox(outboxFile('outbox-journal-disk-'), { ackFlushMs: 60_000 });
+      for (let i = 0; i < 20; i++) outbox.append(batch(100, 120));
+      const before = outbox.stats().diskWrites.bytes;
+      for (const message of outbox.peek(2000, Number.MAX_SAFE_INTEGER, NONE)) {
+        outbox.acknowledge(message.id);
+        if (record && outbox.unflushedAcknowledgements >= 5) outbox.recordAcknowledgements();
+        if (!record && outbox.unflushedAcknowledgements >= 10) outbox.flushAcknowledgements();
+        if (record && outbox.stats().acknowledged % 1000 === 0) outbox.flushAcknowledgements();
+      }
+      outbox.flushAcknowledgements();
+      const { diskWrites, messages } = outbox.stats();
+      assert.equal(messages, 0);
+      outbox.close();
+      return diskWrites.source === 'none' ? Number.NaN : (diskWrites.bytes - before) / 2000;
+    };
+    const deleting = drain(false);
+    const recording = drain(true);
+    t.diagnostic(`bytes written per message acknowledged: ${deleting.toFixed(0)} deleting every 10, ${recording.toFixed(0)} recording every 5`);
+    if (Number.isNaN(deleting)) return; // no I/O counters here
+    assert.ok(recording < deleting * 0.75, `${recording} against ${deleting}`);
   });
 
   it('[19.drain] the revision moves with every append, drop and carry-over, never with an acknowledgement', () => {

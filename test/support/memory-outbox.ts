@@ -54,6 +54,7 @@ export class MemoryOutbox implements OutboxQueue {
 
   /** Deletions here are immediate. */
   readonly unflushedAcknowledgements = 0;
+  recordAcknowledgements(): void {}
   flushAcknowledgements(): void {}
 
   get pending(): number {
