@@ -113,6 +113,7 @@ function countingPeeks(outbox: SqliteOutbox): OutboxQueue & { peeks: number } {
     get unflushedAcknowledgements() {
       return outbox.unflushedAcknowledgements;
     },
+    recordAcknowledgements: () => outbox.recordAcknowledgements(),
     flushAcknowledgements: () => outbox.flushAcknowledgements(),
     get pending() {
       return outbox.pending;
