@@ -613,15 +613,19 @@ describe('Publisher', () => {
     release();
     await waitFor(() => outbox.pending === 0, 'the drain', 10_000);
 
+    // The two in flight went before the eviction; then the notice (priority 7), the overtaking ones, what is left.
+    const expected = [low[0], low[1], -1, ...high, ...low.slice(evicted)];
     const topics = new Set(['telemetry', 'events', 'loss'].map((kind) => `vehicles/${id}/${kind}`));
-    const arrived = fleet.backend.messages.filter((m) => topics.has(m.topic));
-    const notices = arrived.filter((m) => m.topic.endsWith('/loss')).map((m) => decodeLossNotice(m.payload));
+    const arrived = (): ReceivedMessage[] => fleet.backend.messages.filter((m) => topics.has(m.topic));
+    await fleet.backend.waitFor(() => arrived().length >= expected.length, `${expected.length} messages at the backend`, 5000);
+    const notices = arrived()
+      .filter((m) => m.topic.endsWith('/loss'))
+      .map((m) => decodeLossNotice(m.payload));
     assert.equal(notices.length, 1);
     assert.deepEqual(notices[0]!.lost, [{ first: low[0], last: low[evicted - 1], count: evicted, reason: 'evicted', exact: true }]);
-    // The two in flight went before the eviction; then the notice (priority 7), the overtaking ones, what is left.
     assert.deepEqual(
-      arrived.map((m) => (m.topic.endsWith('/loss') ? -1 : seqOf(m.payload))),
-      [low[0], low[1], -1, ...high, ...low.slice(evicted)],
+      arrived().map((m) => (m.topic.endsWith('/loss') ? -1 : seqOf(m.payload))),
+      expected,
     );
   });
 });
