@@ -43,13 +43,21 @@ export interface IdFilter {
   has(id: number): boolean;
 }
 
+/** A message's place in the send order: a record from a peek will do. */
+export interface SendPosition {
+  priority: Priority;
+  id: number;
+}
+
 export interface OutboxQueue {
   /**
    * The next messages to send, highest priority first, then the order they were stored in, leaving out `skip` (the
    * ones in flight): at most `maxCount` messages and `maxBytes` payload bytes (always at least one message when any
-   * waits).
+   * waits). `after`: only those after this position in the order (the last record of an earlier peek), so the walk
+   * does not pass again over what went before it; for a caller that knows nothing before it can be sendable (the
+   * revision has not moved, nothing it left out since has become sendable again).
    */
-  peek(maxCount: number, maxBytes: number, skip: IdFilter): OutboxRecord[];
+  peek(maxCount: number, maxBytes: number, skip: IdFilter, after?: SendPosition): OutboxRecord[];
   /** The broker has the message (PUBACK): delete it. Unknown ids are ignored (already evicted). */
   acknowledge(id: number): void;
   /**

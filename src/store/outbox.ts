@@ -56,7 +56,7 @@ import {
   type LostRange,
 } from './loss-notice.js';
 import { DamagedStateFile, pruneSetAside, setAside, StateDatabase, STATE_FILE_MODE, type PathChange } from './state-database.js';
-import { streamOf, type IdFilter, type OutboxKind, type OutboxQueue, type OutboxRecord, type SeqStream } from './outbox-queue.js';
+import { streamOf, type IdFilter, type OutboxKind, type OutboxQueue, type OutboxRecord, type SendPosition, type SeqStream } from './outbox-queue.js';
 
 /**
  * How hard a commit is pushed to the disk (PRAGMA synchronous, always with the WAL journal):
@@ -234,6 +234,14 @@ interface MessageRow {
   payload: Buffer;
   topic: string | null;
   correlation: Buffer | null;
+}
+
+/** A peek being filled. */
+interface PeekBatch {
+  records: OutboxRecord[];
+  bytes: number;
+  maxCount: number;
+  maxBytes: number;
 }
 
 interface SizeRow {
@@ -634,6 +642,8 @@ export class SqliteOutbox implements OutboxQueue {
   /** Plucked: the ids themselves, no row object per step. */
   private sendOrder!: Database.Statement<[], number>;
   private messageById!: Database.Statement<[number], MessageRow>;
+  private samePriorityAfter!: Database.Statement<[number, number], MessageRow>;
+  private lowerPriorities!: Database.Statement<[number], MessageRow>;
   private evictionOrder!: Database.Statement<[number], SizeRow>;
   private deleteExpired!: Database.Statement<[number], { id: number; seq: number; kind: string; priority: number; size: number }>;
   private oldest!: Database.Statement<[], { oldest: number | null }>;
@@ -855,7 +865,11 @@ export class SqliteOutbox implements OutboxQueue {
     // The walk in send order reads the index only; payloads are read for the messages actually handed out, not for
     // the in-flight ones skipped on the way (a window's worth at every peek).
     this.sendOrder = db.prepare<[], number>('SELECT id FROM message ORDER BY priority DESC, id ASC').pluck();
-    this.messageById = db.prepare('SELECT id, coalesce(seq, id) AS seq, kind, priority, created_at, payload, topic, correlation FROM message WHERE id = ?');
+    const columns = 'id, coalesce(seq, id) AS seq, kind, priority, created_at, payload, topic, correlation';
+    this.messageById = db.prepare(`SELECT ${columns} FROM message WHERE id = ?`);
+    // The send order continued after a position, both on the send-order index.
+    this.samePriorityAfter = db.prepare(`SELECT ${columns} FROM message WHERE priority = ? AND id > ? ORDER BY priority DESC, id ASC`);
+    this.lowerPriorities = db.prepare(`SELECT ${columns} FROM message WHERE priority < ? ORDER BY priority DESC, id ASC`);
     // Loss notices are never evicted or expired: each is the only record of what it announces.
     this.evictionOrder = db.prepare(
       "SELECT id, coalesce(seq, id) AS seq, kind, length(payload) AS size FROM message WHERE priority = ? AND kind <> 'loss' ORDER BY id ASC",
@@ -1276,33 +1290,55 @@ export class SqliteOutbox implements OutboxQueue {
     }
   }
 
-  peek(maxCount: number, maxBytes: number, skip: IdFilter): OutboxRecord[] {
+  peek(maxCount: number, maxBytes: number, skip: IdFilter, after?: SendPosition): OutboxRecord[] {
     if (this.closed || maxCount <= 0) return [];
-    const records: OutboxRecord[] = [];
-    let bytes = 0;
-    for (const id of this.sendOrder.iterate()) {
-      if (skip.has(id) || this.pendingAcks.has(id)) continue;
-      const row = this.messageById.get(id);
-      if (row === undefined) continue;
-      // Stop at the first message that does not fit rather than skipping ahead: the order is the contract.
-      if (records.length > 0 && bytes + row.payload.byteLength > maxBytes) break;
-      records.push({
-        id: row.id,
-        seq: row.seq,
-        kind: toKind(row.kind),
-        priority: toPriority(row.priority),
-        createdAt: row.created_at,
-        payload: row.payload,
-        ...(row.topic !== null ? { topic: row.topic } : {}),
-        ...(row.correlation !== null ? { correlation: row.correlation } : {}),
-      });
-      // Handed out: a backend may get it as it is now, so it never changes again; later losses go into a new notice.
-      if (id === this.openNotice?.id) this.openNotice = undefined;
-      this.handedOut.set(id, row.payload.byteLength + ROW_OVERHEAD_BYTES);
-      bytes += row.payload.byteLength;
-      if (records.length >= maxCount) break;
+    const batch: PeekBatch = { records: [], bytes: 0, maxCount, maxBytes };
+    if (after === undefined) {
+      // From the start: the ids alone, in the index, past what is in flight or acknowledged; each row read once taken.
+      for (const id of this.sendOrder.iterate()) {
+        if (skip.has(id) || this.pendingAcks.has(id)) continue;
+        const row = this.messageById.get(id);
+        if (row !== undefined && !this.take(batch, row)) break;
+      }
+      return batch.records;
     }
-    return records;
+    // After a position: the rest of its priority, then the lower ones, whole rows in one walk each (what was in
+    // flight or acknowledged lies before the position, so hardly a row is read for nothing).
+    if (this.takeRows(batch, this.samePriorityAfter.iterate(after.priority, after.id), skip)) {
+      this.takeRows(batch, this.lowerPriorities.iterate(after.priority), skip);
+    }
+    return batch.records;
+  }
+
+  /** Takes rows into the batch until it is full; false once it is (the walk is then ended early). */
+  private takeRows(batch: PeekBatch, rows: IterableIterator<MessageRow>, skip: IdFilter): boolean {
+    for (const row of rows) {
+      if (skip.has(row.id) || this.pendingAcks.has(row.id)) continue;
+      if (!this.take(batch, row)) return false;
+    }
+    return true;
+  }
+
+  /** Adds the row to the batch; false when it did not fit or filled it. */
+  private take(batch: PeekBatch, row: MessageRow): boolean {
+    const size = row.payload.byteLength;
+    // Stop at the first message that does not fit rather than skipping ahead: the order is the contract.
+    if (batch.records.length > 0 && batch.bytes + size > batch.maxBytes) return false;
+    batch.records.push({
+      id: row.id,
+      seq: row.seq,
+      kind: toKind(row.kind),
+      priority: toPriority(row.priority),
+      createdAt: row.created_at,
+      payload: row.payload,
+      ...(row.topic !== null ? { topic: row.topic } : {}),
+      ...(row.correlation !== null ? { correlation: row.correlation } : {}),
+    });
+    // Handed out: a backend may get it as it is now, so it never changes again; later losses go into a new notice.
+    if (row.id === this.openNotice?.id) this.openNotice = undefined;
+    this.handedOut.set(row.id, size + ROW_OVERHEAD_BYTES);
+    batch.bytes += size;
+    return batch.records.length < batch.maxCount;
   }
 
   /**

@@ -223,8 +223,11 @@ export class Publisher {
     const revision = this.queue.revision;
     if (this.readyAt >= this.ready.length || this.readyRevision !== revision) {
       if (this.ready.length === 0 && this.readyRevision === revision) return undefined;
+      // Used up at the same revision: everything up to its last message is in flight, acknowledged, set aside or held
+      // (a release forgets the peek), so the next peek goes on after it instead of walking past all that again.
+      const after = this.readyRevision === revision ? this.ready[this.ready.length - 1] : undefined;
       this.readyRevision = revision;
-      this.ready = this.queue.peek(Math.max(free, READY_MESSAGES), READY_BYTES, this.notSendable);
+      this.ready = this.queue.peek(Math.max(free, READY_MESSAGES), READY_BYTES, this.notSendable, after);
       this.readyAt = 0;
     }
     return this.ready[this.readyAt++];

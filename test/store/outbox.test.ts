@@ -123,6 +123,35 @@ describe('SQLite outbox', () => {
     outbox.close();
   });
 
+  it('[19.drain] peeks on after a position in the send order: the rest of its priority, then the lower ones, with the same skips and bounds', () => {
+    const { outbox } = openOutbox(outboxFile('outbox-order-after-'), { ackFlushMs: 60_000 });
+    const priorities: Priority[] = [1, 7, 1, 3, 7, 0, 3, 3];
+    const { seqs, ids } = outbox.append(priorities.map((priority) => item(priority, 100)));
+    const s = (i: number): number => seqs[i]!;
+    const order = [s(1), s(4), s(3), s(6), s(7), s(0), s(2), s(5)];
+    const records = outbox.peek(100, 1_000_000, NONE);
+    assert.deepEqual(
+      records.map((r) => r.seq),
+      order,
+    );
+    const after = (k: number, skip: ReadonlySet<number> = NONE, maxCount = 100, maxBytes = 1_000_000): number[] =>
+      outbox.peek(maxCount, maxBytes, skip, records[k]).map((r) => r.seq);
+    for (let k = 0; k < records.length; k++) assert.deepEqual(after(k), order.slice(k + 1), `after the ${k + 1}th`);
+    // Within a priority, across priorities, with a skip set, and an acknowledged message left out.
+    assert.deepEqual(after(2, new Set([ids[7]!])), [s(6), s(0), s(2), s(5)]);
+    outbox.acknowledge(ids[0]!);
+    assert.deepEqual(after(4), [s(2), s(5)]);
+    assert.deepEqual(after(2, NONE, 2), [s(6), s(7)]);
+    assert.deepEqual(after(2, NONE, 100, 150), [s(6)], 'the bytes bound, one message at least');
+    // A position that no longer exists (deleted) still places the walk.
+    outbox.flushAcknowledgements();
+    assert.deepEqual(
+      outbox.peek(100, 1_000_000, NONE, { priority: 1, id: ids[0]! }).map((r) => r.seq),
+      [s(2), s(5)],
+    );
+    outbox.close();
+  });
+
   it('calls onAppend listeners after a stored batch, until unsubscribed', () => {
     const { outbox } = openOutbox(outboxFile('outbox-listen-'));
     let calls = 0;

@@ -1,6 +1,6 @@
 /** An OutboxQueue in memory, for the uplink tests: the order and the contract of the SQLite outbox, nothing kept. */
 import type { MessageKind, Priority } from '../../src/collect/sample.js';
-import type { IdFilter, OutboxQueue, OutboxRecord } from '../../src/store/outbox-queue.js';
+import type { IdFilter, OutboxQueue, OutboxRecord, SendPosition } from '../../src/store/outbox-queue.js';
 
 export class MemoryOutbox implements OutboxQueue {
   private readonly records = new Map<number, OutboxRecord>();
@@ -24,8 +24,9 @@ export class MemoryOutbox implements OutboxQueue {
     return record;
   }
 
-  peek(maxCount: number, maxBytes: number, skip: IdFilter): OutboxRecord[] {
-    const ordered = [...this.records.values()].filter((r) => !skip.has(r.id)).sort((a, b) => b.priority - a.priority || a.id - b.id);
+  peek(maxCount: number, maxBytes: number, skip: IdFilter, after?: SendPosition): OutboxRecord[] {
+    const afterIt = (r: OutboxRecord): boolean => after === undefined || r.priority < after.priority || (r.priority === after.priority && r.id > after.id);
+    const ordered = [...this.records.values()].filter((r) => !skip.has(r.id) && afterIt(r)).sort((a, b) => b.priority - a.priority || a.id - b.id);
     const out: OutboxRecord[] = [];
     let bytes = 0;
     for (const record of ordered) {

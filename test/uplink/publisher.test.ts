@@ -104,9 +104,9 @@ function watched(session: MqttSession): PublisherSession & { inflight: number; m
 function countingPeeks(outbox: SqliteOutbox): OutboxQueue & { peeks: number } {
   const view = {
     peeks: 0,
-    peek: (maxCount: number, maxBytes: number, skip: Parameters<OutboxQueue['peek']>[2]) => {
+    peek: (...args: Parameters<OutboxQueue['peek']>) => {
       view.peeks++;
-      return outbox.peek(maxCount, maxBytes, skip);
+      return outbox.peek(...args);
     },
     acknowledge: (id: number) => outbox.acknowledge(id),
     drop: (id: number) => outbox.drop(id),
