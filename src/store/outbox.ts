@@ -636,7 +636,8 @@ export class SqliteOutbox implements OutboxQueue {
   private insertMessage!: Database.Statement<[number, number, number, string, number, Uint8Array, string | null, Uint8Array | null]>;
   private updatePayload!: Database.Statement<[Uint8Array, number]>;
   private deleteMessage!: Database.Statement<[number]>;
-  private recordDelivered!: Database.Statement<[number]>;
+  /** One statement (its own transaction) for a whole group: the ids as a JSON array. */
+  private recordDelivered!: Database.Statement<[string]>;
   private clearDelivered!: Database.Statement<[]>;
   private messageSize!: Database.Statement<[number], { seq: number; kind: string; size: number }>;
   /** Plucked: the ids themselves, no row object per step. */
@@ -655,7 +656,6 @@ export class SqliteOutbox implements OutboxQueue {
   private appendTransaction!: (items: readonly OutboxItem[], now: number) => AppendOutcome;
   private dropTransaction!: (id: number, row: { seq: number; kind: string; size: number }, now: number) => Transaction;
   private flushAcksTransaction!: () => void;
-  private recordAcksTransaction!: (ids: readonly number[]) => void;
   private readonly flushAcksInTransaction: () => void;
 
   /**
@@ -859,7 +859,7 @@ export class SqliteOutbox implements OutboxQueue {
     this.insertMessage = db.prepare('INSERT INTO message (id, seq, priority, kind, created_at, payload, topic, correlation) VALUES (?, ?, ?, ?, ?, ?, ?, ?)');
     this.updatePayload = db.prepare('UPDATE message SET payload = ? WHERE id = ?');
     this.deleteMessage = db.prepare('DELETE FROM message WHERE id = ?');
-    this.recordDelivered = db.prepare('INSERT OR IGNORE INTO delivered (id) VALUES (?)');
+    this.recordDelivered = db.prepare('INSERT OR IGNORE INTO delivered (id) SELECT value FROM json_each(?)');
     this.clearDelivered = db.prepare('DELETE FROM delivered');
     this.messageSize = db.prepare('SELECT coalesce(seq, id) AS seq, kind, length(payload) AS size FROM message WHERE id = ?');
     // The walk in send order reads the index only; payloads are read for the messages actually handed out, not for
@@ -885,9 +885,6 @@ export class SqliteOutbox implements OutboxQueue {
     this.noticeBytes = db.prepare(`SELECT coalesce(sum(length(payload)), 0) + count(*) * ${ROW_OVERHEAD_BYTES} AS bytes FROM message WHERE kind = 'loss'`);
     this.writeMeta = db.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value');
     this.flushAcksTransaction = db.transaction(this.flushAcksInTransaction);
-    this.recordAcksTransaction = db.transaction((ids: readonly number[]) => {
-      for (const id of ids) this.recordDelivered.run(id);
-    });
     this.appendTransaction = db.transaction((items: readonly OutboxItem[], now: number) => this.appendInTransaction(items, now));
     this.dropTransaction = db.transaction((id: number, row: { seq: number; kind: string; size: number }, now: number) => this.dropInTransaction(id, row, now));
   }
@@ -1426,7 +1423,7 @@ export class SqliteOutbox implements OutboxQueue {
     if (this.closed || this.unrecorded.length === 0) return;
     const now = this.now();
     try {
-      this.meter.measure(() => this.recordAcksTransaction(this.unrecorded));
+      this.meter.measure(() => this.recordDelivered.run(JSON.stringify(this.unrecorded)));
     } catch (err) {
       if (!isStorageFailure(err)) throw err;
       const count = this.unrecorded.length;
