@@ -98,9 +98,9 @@ export function publishPacketSize(topic: string, payloadBytes: number, protocol:
 }
 
 /**
- * Messages taken from the outbox per peek, and the payload bytes they may hold (at least one message): a peek walks past
- * everything in flight, so it is done once per this many sends (and again whenever the outbox's revision moves), not
- * for every PUBACK.
+ * Messages taken from the outbox per peek, and the payload bytes they may hold (at least one message): a peek is a walk
+ * of the outbox's send order and a row read per message, done once per this many sends (and again whenever the
+ * outbox's revision moves), not for every few PUBACKs.
  */
 const READY_MESSAGES = 64;
 const READY_BYTES = 256 * 1024;
@@ -249,8 +249,8 @@ export class Publisher {
     if (this.session.state !== 'connected' || !limits) return;
     const window = Math.max(1, Math.min(this.maxInflight, limits.receiveMaximum));
     // Acknowledged but not yet durable on disk counts as in flight: a crash would send it again, so a crash re-sends at
-    // most one window. Recording them in groups (RECORD_SHARE of a window: one small journal write each, the deletes
-    // come later, many at once) keeps the window nearly full without a transaction per PUBACK.
+    // most one window. Recorded in groups (RECORD_SHARE of a window, one small journal write each; the deletes come
+    // later, many at once): recording whenever the window is full would mean a transaction per PUBACK.
     const recordAt = Math.max(1, Math.ceil(window * RECORD_SHARE));
     for (;;) {
       let unflushed = this.queue.unflushedAcknowledgements;
