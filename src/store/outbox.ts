@@ -225,16 +225,21 @@ export class OutboxError extends Error {
   }
 }
 
-interface MessageRow {
-  id: number;
-  seq: number;
-  kind: string;
-  priority: number;
-  created_at: number;
-  payload: Buffer;
-  topic: string | null;
-  correlation: Buffer | null;
-}
+/**
+ * A message's row as peek reads it: raw (an array, in MESSAGE_COLUMNS' order), which better-sqlite3 builds in half the
+ * time of an object with named fields; peek reads one per message drained.
+ */
+type MessageRow = [
+  id: number,
+  seq: number,
+  kind: string,
+  priority: number,
+  createdAt: number,
+  payload: Buffer,
+  topic: string | null,
+  correlation: Buffer | null,
+];
+const MESSAGE_COLUMNS = 'id, coalesce(seq, id) AS seq, kind, priority, created_at, payload, topic, correlation';
 
 /** A peek being filled. */
 interface PeekBatch {
@@ -865,11 +870,12 @@ export class SqliteOutbox implements OutboxQueue {
     // The walk in send order reads the index only; payloads are read for the messages actually handed out, not for
     // the in-flight ones skipped on the way (a window's worth at every peek).
     this.sendOrder = db.prepare<[], number>('SELECT id FROM message ORDER BY priority DESC, id ASC').pluck();
-    const columns = 'id, coalesce(seq, id) AS seq, kind, priority, created_at, payload, topic, correlation';
-    this.messageById = db.prepare(`SELECT ${columns} FROM message WHERE id = ?`);
+    this.messageById = db.prepare<[number], MessageRow>(`SELECT ${MESSAGE_COLUMNS} FROM message WHERE id = ?`).raw();
     // The send order continued after a position, both on the send-order index.
-    this.samePriorityAfter = db.prepare(`SELECT ${columns} FROM message WHERE priority = ? AND id > ? ORDER BY priority DESC, id ASC`);
-    this.lowerPriorities = db.prepare(`SELECT ${columns} FROM message WHERE priority < ? ORDER BY priority DESC, id ASC`);
+    this.samePriorityAfter = db
+      .prepare<[number, number], MessageRow>(`SELECT ${MESSAGE_COLUMNS} FROM message WHERE priority = ? AND id > ? ORDER BY priority DESC, id ASC`)
+      .raw();
+    this.lowerPriorities = db.prepare<[number], MessageRow>(`SELECT ${MESSAGE_COLUMNS} FROM message WHERE priority < ? ORDER BY priority DESC, id ASC`).raw();
     // Loss notices are never evicted or expired: each is the only record of what it announces.
     this.evictionOrder = db.prepare(
       "SELECT id, coalesce(seq, id) AS seq, kind, length(payload) AS size FROM message WHERE priority = ? AND kind <> 'loss' ORDER BY id ASC",
@@ -1310,7 +1316,7 @@ export class SqliteOutbox implements OutboxQueue {
   /** Takes rows into the batch until it is full; false once it is (the walk is then ended early). */
   private takeRows(batch: PeekBatch, rows: IterableIterator<MessageRow>, skip: IdFilter): boolean {
     for (const row of rows) {
-      if (skip.has(row.id) || this.pendingAcks.has(row.id)) continue;
+      if (skip.has(row[0]) || this.pendingAcks.has(row[0])) continue;
       if (!this.take(batch, row)) return false;
     }
     return true;
@@ -1318,22 +1324,17 @@ export class SqliteOutbox implements OutboxQueue {
 
   /** Adds the row to the batch; false when it did not fit or filled it. */
   private take(batch: PeekBatch, row: MessageRow): boolean {
-    const size = row.payload.byteLength;
+    const [id, seq, kind, priority, createdAt, payload, topic, correlation] = row;
+    const size = payload.byteLength;
     // Stop at the first message that does not fit rather than skipping ahead: the order is the contract.
     if (batch.records.length > 0 && batch.bytes + size > batch.maxBytes) return false;
-    batch.records.push({
-      id: row.id,
-      seq: row.seq,
-      kind: toKind(row.kind),
-      priority: toPriority(row.priority),
-      createdAt: row.created_at,
-      payload: row.payload,
-      ...(row.topic !== null ? { topic: row.topic } : {}),
-      ...(row.correlation !== null ? { correlation: row.correlation } : {}),
-    });
+    const record: OutboxRecord = { id, seq, kind: toKind(kind), priority: toPriority(priority), createdAt, payload };
+    if (topic !== null) record.topic = topic;
+    if (correlation !== null) record.correlation = correlation;
+    batch.records.push(record);
     // Handed out: a backend may get it as it is now, so it never changes again; later losses go into a new notice.
-    if (row.id === this.openNotice?.id) this.openNotice = undefined;
-    this.handedOut.set(row.id, size + ROW_OVERHEAD_BYTES);
+    if (id === this.openNotice?.id) this.openNotice = undefined;
+    this.handedOut.set(id, size + ROW_OVERHEAD_BYTES);
     batch.bytes += size;
     return batch.records.length < batch.maxCount;
   }
