@@ -12,7 +12,7 @@
  *    meter falls back to wchar, which is what would have reached the disk.
  * Where /proc is missing (not Linux) the meter reports source 'none' and 0 bytes.
  */
-import { readFileSync } from 'node:fs';
+import { openSync, readSync } from 'node:fs';
 
 export type DiskWriteSource = 'block' | 'syscall' | 'none';
 
@@ -25,11 +25,30 @@ const IO_FILE = '/proc/thread-self/io';
 // Compiled once: the meter reads the file around every outbox transaction.
 const WRITE_BYTES = /^write_bytes:\s*(\d+)/m;
 const WCHAR = /^wchar:\s*(\d+)/m;
+/** The file is seven short lines (about 130 bytes). */
+const IO_TEXT_MAX = 512;
+
+/**
+ * The file stays open, read again from its start each time (procfs renders it afresh at offset 0): an open and a close
+ * around every read cost the drain, which flushes acknowledgements every few messages, five times the read itself.
+ * Opened on first use in this thread (module state is per thread, as /proc/thread-self is), one descriptor for the
+ * life of the thread; undefined where there is no such file, null before the first try.
+ */
+let ioFile: { fd: number; buffer: Buffer } | undefined | null = null;
 
 function readIoCounters(): IoCounters | undefined {
+  if (ioFile === null) {
+    try {
+      ioFile = { fd: openSync(IO_FILE, 'r'), buffer: Buffer.alloc(IO_TEXT_MAX) };
+    } catch {
+      ioFile = undefined;
+    }
+  }
+  if (ioFile === undefined) return undefined;
   let text: string;
   try {
-    text = readFileSync(IO_FILE, 'utf8');
+    const length = readSync(ioFile.fd, ioFile.buffer, 0, IO_TEXT_MAX, 0);
+    text = ioFile.buffer.toString('latin1', 0, length);
   } catch {
     return undefined;
   }

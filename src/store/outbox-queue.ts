@@ -43,13 +43,21 @@ export interface IdFilter {
   has(id: number): boolean;
 }
 
+/** A message's place in the send order: a record from a peek will do. */
+export interface SendPosition {
+  priority: Priority;
+  id: number;
+}
+
 export interface OutboxQueue {
   /**
    * The next messages to send, highest priority first, then the order they were stored in, leaving out `skip` (the
    * ones in flight): at most `maxCount` messages and `maxBytes` payload bytes (always at least one message when any
-   * waits).
+   * waits). `after`: only those after this position in the order (the last record of an earlier peek), so the walk
+   * does not pass again over what went before it; for a caller that knows nothing before it can be sendable (the
+   * revision has not moved, nothing it left out since has become sendable again).
    */
-  peek(maxCount: number, maxBytes: number, skip: IdFilter): OutboxRecord[];
+  peek(maxCount: number, maxBytes: number, skip: IdFilter, after?: SendPosition): OutboxRecord[];
   /** The broker has the message (PUBACK): delete it. Unknown ids are ignored (already evicted). */
   acknowledge(id: number): void;
   /**
@@ -60,14 +68,26 @@ export interface OutboxQueue {
    */
   drop(id: number): boolean;
   /**
-   * Acknowledged messages not yet deleted from durable storage: after a crash they would be sent again. The publisher
-   * counts them against its in-flight window, so a crash re-sends at most that window.
+   * Acknowledged messages whose acknowledgement is not yet durable (neither recorded nor deleted): after a crash they
+   * would be sent again. The publisher counts them against its in-flight window, so a crash re-sends at most that
+   * window.
    */
   readonly unflushedAcknowledgements: number;
-  /** Makes the acknowledgements so far durable now. */
+  /**
+   * Makes the acknowledgements so far durable now, as cheaply as the store can (the SQLite outbox writes their ids to
+   * a small journal and deletes the messages later, many at once): after a crash they are not sent again.
+   */
+  recordAcknowledgements(): void;
+  /** Makes the acknowledgements so far durable now, deleting their messages. */
   flushAcknowledgements(): void;
   /** Messages waiting (in flight included). */
   readonly pending: number;
+  /**
+   * Moves whenever messages are added or deleted other than by `acknowledge` (an append, with its evictions and
+   * expiries; a drop; a file carried over): a caller that keeps records from a peek to send later peeks again once it
+   * moved, so it never sends a message the outbox has deleted, nor holds back one that should now go first.
+   */
+  readonly revision: number;
   /** Calls `listener` when messages are added; returns an unsubscribe. */
   onAppend(listener: () => void): () => void;
 }

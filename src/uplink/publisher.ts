@@ -3,7 +3,10 @@
  * result's own topic, in the outbox's order (priority, then the order stored), a message deleted from the outbox only
  * once the broker has acknowledged it. Messages are tracked by their outbox id; reports name their kind and `seq`.
  *
- * - In flight at once: min(maxInflight, the broker's Receive Maximum).
+ * - In flight at once: min(maxInflight, the broker's Receive Maximum), acknowledgements not yet durable included (a
+ *   crash re-sends at most that window); they are recorded in groups of half a window.
+ * - The outbox is peeked for up to 64 messages at a time, kept while its revision holds (an append, eviction, expiry
+ *   or drop moves it: a message deleted meanwhile is never sent, one of higher priority goes first).
  * - The throttle is asked before each send; when the budget is spent the queue waits, head first (a smaller message
  *   further back does not overtake it), until the buckets refill.
  * - A message larger than the broker's Maximum Packet Size is set aside for the rest of that connection (counted as
@@ -94,8 +97,20 @@ export function publishPacketSize(topic: string, payloadBytes: number, protocol:
   return 1 + lengthBytes + remaining;
 }
 
-/** Free window slots gathered before the next peek while messages are in flight. */
-const PEEK_BATCH = 4;
+/**
+ * Messages taken from the outbox per peek, and the payload bytes they may hold (at least one message): a peek is a walk
+ * of the outbox's send order and a row read per message, done once per this many sends (and again whenever the
+ * outbox's revision moves), not for every few PUBACKs.
+ */
+const READY_MESSAGES = 64;
+const READY_BYTES = 256 * 1024;
+/**
+ * Acknowledgements are made durable (OutboxQueue.recordAcknowledgements) once this share of the window has gathered:
+ * until then they hold their window slots. Half a window: with the SQLite outbox a record is one 4 KB page of WAL
+ * where deleting the messages rewrote about 28 KB for ten. A quarter kept the window fuller but cost more CPU (a
+ * transaction's locks and meter reads) than the fuller window gained on the loopback drain of the pipeline benchmark.
+ */
+const RECORD_SHARE = 1 / 2;
 
 export class Publisher {
   private readonly session: PublisherSession;
@@ -124,6 +139,15 @@ export class Publisher {
   /** What a peek leaves out: in flight, set aside, or waiting for a retry (a view, not a copy per peek). */
   private readonly notSendable = { has: (id: number): boolean => this.inflight.has(id) || this.setAside.has(id) || this.held.has(id) };
   private readonly counts = { published: 0, acknowledged: 0, resent: 0, refused: 0, dropped: 0, oversized: 0, throttledWaits: 0 };
+  /**
+   * The next messages in the outbox's order, peeked and not yet sent (from `readyAt` on), valid while the outbox's
+   * revision is `readyRevision`; forgotten when what may be sent changes here (a connection, a refused one released).
+   */
+  private ready: OutboxRecord[] = [];
+  private readyAt = 0;
+  private readyRevision = -1;
+  /** The kinds' topics, built once. */
+  private readonly topics = new Map<OutboxRecord['kind'], string>();
 
   constructor(options: PublisherOptions) {
     this.session = options.session;
@@ -154,6 +178,7 @@ export class Publisher {
         if (change.state === 'connected') {
           // Another connection, maybe another broker: its limits decide afresh what is too big.
           this.setAside.clear();
+          this.forgetReady();
           this.pump();
         } else if (change.state === 'disconnected' || change.state === 'closed') {
           this.connectionLost();
@@ -172,12 +197,49 @@ export class Publisher {
     this.throttleTimer = null;
     for (const timer of this.held.values()) clearTimeout(timer);
     this.held.clear();
+    this.forgetReady();
   }
 
   private connectionLost(): void {
     this.generation++;
     for (const id of this.inflight) this.lost.add(id);
     this.inflight.clear();
+    // What was in flight goes first after the reconnect: the order is taken from the outbox again.
+    this.forgetReady();
+  }
+
+  private forgetReady(): void {
+    this.ready = [];
+    this.readyAt = 0;
+    this.readyRevision = -1;
+  }
+
+  /**
+   * The next message to send in the outbox's order, peeked afresh when the last peek is used up or out of date. A peek
+   * that found nothing is not repeated at every PUBACK: only a new revision of the outbox, or forgetReady (a connection,
+   * a failed publish, a refused one released), can make another message sendable.
+   */
+  private nextReady(free: number): OutboxRecord | undefined {
+    const revision = this.queue.revision;
+    if (this.readyAt >= this.ready.length || this.readyRevision !== revision) {
+      if (this.ready.length === 0 && this.readyRevision === revision) return undefined;
+      // Used up at the same revision: everything up to its last message is in flight, acknowledged, set aside or held
+      // (a release forgets the peek), so the next peek goes on after it instead of walking past all that again.
+      const after = this.readyRevision === revision ? this.ready[this.ready.length - 1] : undefined;
+      this.readyRevision = revision;
+      this.ready = this.queue.peek(Math.max(free, READY_MESSAGES), READY_BYTES, this.notSendable, after);
+      this.readyAt = 0;
+    }
+    return this.ready[this.readyAt++];
+  }
+
+  private topicOf(kind: Exclude<OutboxRecord['kind'], 'result'>): string {
+    let topic = this.topics.get(kind);
+    if (topic === undefined) {
+      topic = this.session.topic(kind);
+      this.topics.set(kind, topic);
+    }
+    return topic;
   }
 
   /** Sends what the window, the throttle and the broker's limits allow. */
@@ -186,64 +248,61 @@ export class Publisher {
     const limits = this.session.limits;
     if (this.session.state !== 'connected' || !limits) return;
     const window = Math.max(1, Math.min(this.maxInflight, limits.receiveMaximum));
-    // Acknowledged but not yet deleted on disk counts as in flight: a crash would send it again. Deleting them in
-    // groups of half a window keeps both the re-sent messages after a crash (at most one window) and the number of
-    // delete transactions on the flash (one per half window) small.
-    const flushAt = Math.ceil(window / 2);
+    // Acknowledged but not yet durable on disk counts as in flight: a crash would send it again, so a crash re-sends at
+    // most one window. Recorded in groups (RECORD_SHARE of a window, one small journal write each; the deletes come
+    // later, many at once): recording whenever the window is full would mean a transaction per PUBACK.
+    const recordAt = Math.max(1, Math.ceil(window * RECORD_SHARE));
     for (;;) {
       let unflushed = this.queue.unflushedAcknowledgements;
-      // Only at half a window: flushing whenever the window is full would mean one transaction per PUBACK.
-      if (unflushed >= flushAt) {
-        this.queue.flushAcknowledgements();
-        // A delete that failed (full disk) is retried by the outbox; sending must not wait for it.
-        unflushed = this.queue.unflushedAcknowledgements >= flushAt ? 0 : this.queue.unflushedAcknowledgements;
+      if (unflushed >= recordAt) {
+        this.queue.recordAcknowledgements();
+        // A write that failed (full disk) is retried by the outbox; sending must not wait for it.
+        unflushed = this.queue.unflushedAcknowledgements >= recordAt ? 0 : this.queue.unflushedAcknowledgements;
       }
       const free = window - this.inflight.size - unflushed;
       if (free <= 0) return;
-      // Peeking costs a walk over the in-flight messages: with others in flight, wait until a few slots are free.
-      if (free < Math.max(1, Math.min(PEEK_BATCH, Math.floor(window / 4))) && this.inflight.size > 0) return;
-      const batch = this.queue.peek(free, Number.MAX_SAFE_INTEGER, this.notSendable);
-      if (batch.length === 0) return;
-      for (const record of batch) {
-        const topic = record.topic ?? (record.kind === 'result' ? undefined : this.session.topic(record.kind));
-        if (topic === undefined) {
-          // A result stored without its topic has nowhere to go (never written so by this agent). Kept aside for this
-          // connection when it cannot be deleted now (a write failure), so the queue does not spin on it.
-          if (!this.queue.drop(record.id)) {
-            this.setAside.add(record.id);
-            continue;
-          }
-          this.counts.dropped++;
-          this.report(new PublishError('dropped', record.seq, `result ${record.seq} is a command result without a topic; dropped`));
-          continue;
-        }
-        const correlation = this.session.protocol === 5 ? record.correlation : undefined;
-        const size = publishPacketSize(topic, record.payload.byteLength, this.session.protocol, correlation?.byteLength ?? 0);
-        const maxSize = Math.min(limits.maximumPacketSize, this.maxPacketSize);
-        if (size > maxSize) {
+      const record = this.nextReady(free);
+      if (record === undefined) return;
+      const topic = record.topic ?? (record.kind === 'result' ? undefined : this.topicOf(record.kind));
+      if (topic === undefined) {
+        // A result stored without its topic has nowhere to go (never written so by this agent). Kept aside for this
+        // connection when it cannot be deleted now (a write failure), so the queue does not spin on it.
+        if (!this.queue.drop(record.id)) {
           this.setAside.add(record.id);
-          this.counts.oversized++;
-          const whose = maxSize === limits.maximumPacketSize ? "the broker's" : 'the configured';
-          this.report(
-            new PublishError(
-              'oversized',
-              record.seq,
-              `${record.kind} ${record.seq} (${size} bytes) is larger than ${whose} maximum packet size (${maxSize}); kept, not sent on this connection`,
-            ),
-          );
           continue;
         }
-        const wait = this.throttle?.tryTake(record.payload.byteLength) ?? 0;
-        if (wait > 0) {
-          this.counts.throttledWaits++;
-          this.throttleTimer = setTimeout(() => {
-            this.throttleTimer = null;
-            this.pump();
-          }, wait);
-          return;
-        }
-        this.send(record, topic);
+        this.counts.dropped++;
+        this.report(new PublishError('dropped', record.seq, `result ${record.seq} is a command result without a topic; dropped`));
+        continue;
       }
+      const correlation = this.session.protocol === 5 ? record.correlation : undefined;
+      const size = publishPacketSize(topic, record.payload.byteLength, this.session.protocol, correlation?.byteLength ?? 0);
+      const maxSize = Math.min(limits.maximumPacketSize, this.maxPacketSize);
+      if (size > maxSize) {
+        this.setAside.add(record.id);
+        this.counts.oversized++;
+        const whose = maxSize === limits.maximumPacketSize ? "the broker's" : 'the configured';
+        this.report(
+          new PublishError(
+            'oversized',
+            record.seq,
+            `${record.kind} ${record.seq} (${size} bytes) is larger than ${whose} maximum packet size (${maxSize}); kept, not sent on this connection`,
+          ),
+        );
+        continue;
+      }
+      const wait = this.throttle?.tryTake(record.payload.byteLength) ?? 0;
+      if (wait > 0) {
+        // The head waits for the budget, and is the first to go once it refills.
+        this.readyAt--;
+        this.counts.throttledWaits++;
+        this.throttleTimer = setTimeout(() => {
+          this.throttleTimer = null;
+          this.pump();
+        }, wait);
+        return;
+      }
+      this.send(record, topic);
     }
   }
 
@@ -268,8 +327,13 @@ export class Publisher {
       (err: unknown) => {
         if (generation !== this.generation) return;
         this.inflight.delete(id);
-        if (err instanceof UplinkError && err.kind === 'publish-refused') this.refused(record, err);
-        else this.lost.add(id); // the connection went: sent again after the reconnect
+        if (err instanceof UplinkError && err.kind === 'publish-refused') {
+          this.refused(record, err);
+        } else {
+          // The connection went: sent again after the reconnect, ahead of what was peeked after it.
+          this.lost.add(id);
+          this.forgetReady();
+        }
         this.pump();
       },
     );
@@ -297,6 +361,8 @@ export class Publisher {
       setTimeout(
         () => {
           this.held.delete(id);
+          // Sendable again, in its place in the order: ahead of what was peeked after it.
+          this.forgetReady();
           this.pump();
         },
         this.refusalRetryMs * Math.min(count, 60),

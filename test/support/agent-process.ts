@@ -29,13 +29,14 @@ export interface OutboxRow {
 }
 
 /**
- * The messages in an outbox file, read-only (the agent may be running, or lie dead after a kill -9 with its WAL
- * beside the file: SQLite reads the committed transactions from the WAL either way).
+ * The messages waiting in an outbox file, read-only (the agent may be running, or lie dead after a kill -9 with its WAL
+ * beside the file: SQLite reads the committed transactions from the WAL either way). Those its `delivered` journal
+ * lists are left out: the broker acknowledged them, and the outbox deletes them at the latest at its next open.
  */
 export function outboxRows(file: string): OutboxRow[] {
   const db = new Database(file, { readonly: true, fileMustExist: true });
   try {
-    return db.prepare<[], OutboxRow>('SELECT seq, priority, kind FROM message ORDER BY seq').all();
+    return db.prepare<[], OutboxRow>('SELECT seq, priority, kind FROM message WHERE id NOT IN (SELECT id FROM delivered) ORDER BY seq').all();
   } finally {
     db.close();
   }

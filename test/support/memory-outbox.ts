@@ -1,6 +1,6 @@
 /** An OutboxQueue in memory, for the uplink tests: the order and the contract of the SQLite outbox, nothing kept. */
 import type { MessageKind, Priority } from '../../src/collect/sample.js';
-import type { IdFilter, OutboxQueue, OutboxRecord } from '../../src/store/outbox-queue.js';
+import type { IdFilter, OutboxQueue, OutboxRecord, SendPosition } from '../../src/store/outbox-queue.js';
 
 export class MemoryOutbox implements OutboxQueue {
   private readonly records = new Map<number, OutboxRecord>();
@@ -19,12 +19,14 @@ export class MemoryOutbox implements OutboxQueue {
     if (json.length < padTo) json = JSON.stringify({ seq, priority, ...body, pad: 'x'.repeat(padTo - json.length - 9) });
     const record: OutboxRecord = { id: seq, seq, kind, priority, createdAt: Date.now(), payload: new TextEncoder().encode(json) };
     this.records.set(seq, record);
+    this.revision++;
     for (const listener of this.listeners) listener();
     return record;
   }
 
-  peek(maxCount: number, maxBytes: number, skip: IdFilter): OutboxRecord[] {
-    const ordered = [...this.records.values()].filter((r) => !skip.has(r.id)).sort((a, b) => b.priority - a.priority || a.id - b.id);
+  peek(maxCount: number, maxBytes: number, skip: IdFilter, after?: SendPosition): OutboxRecord[] {
+    const afterIt = (r: OutboxRecord): boolean => after === undefined || r.priority < after.priority || (r.priority === after.priority && r.id > after.id);
+    const ordered = [...this.records.values()].filter((r) => !skip.has(r.id) && afterIt(r)).sort((a, b) => b.priority - a.priority || a.id - b.id);
     const out: OutboxRecord[] = [];
     let bytes = 0;
     for (const record of ordered) {
@@ -44,11 +46,16 @@ export class MemoryOutbox implements OutboxQueue {
   drop(id: number): boolean {
     if (this.records.get(id)?.kind === 'loss') return false;
     if (this.records.delete(id)) this.dropped.push(id);
+    this.revision++;
     return true;
   }
 
+  /** Moved by add and drop (OutboxQueue.revision). */
+  revision = 0;
+
   /** Deletions here are immediate. */
   readonly unflushedAcknowledgements = 0;
+  recordAcknowledgements(): void {}
   flushAcknowledgements(): void {}
 
   get pending(): number {

@@ -8,7 +8,8 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import type { MessageKind, Priority } from '../../src/collect/sample.js';
 import { decodeLossNotice } from '../../src/store/loss-notice.js';
-import { SqliteOutbox } from '../../src/store/outbox.js';
+import { ROW_OVERHEAD_BYTES, SqliteOutbox } from '../../src/store/outbox.js';
+import type { OutboxQueue } from '../../src/store/outbox-queue.js';
 import { Publisher, PublishError, publishPacketSize, type PublisherSession } from '../../src/uplink/publisher.js';
 import type { MqttSession } from '../../src/uplink/session.js';
 import { Throttle } from '../../src/uplink/throttle.js';
@@ -25,11 +26,11 @@ interface Spec {
   size?: number;
 }
 
-function openOutbox(deviceId = 'car-publisher'): SqliteOutbox {
+function openOutbox(deviceId = 'car-publisher', maxBytes = 50_000_000): SqliteOutbox {
   return SqliteOutbox.open({
     path: path.join(makeTempDir('uplink-outbox-'), 'outbox.db'),
     deviceId,
-    maxBytes: 50_000_000,
+    maxBytes,
     maxAgeMs: 86_400_000,
     durability: 'off',
     ackFlushMs: 20,
@@ -95,6 +96,32 @@ function watched(session: MqttSession): PublisherSession & { inflight: number; m
         .finally(() => view.inflight--);
     },
     onStateChange: (listener: Parameters<MqttSession['onStateChange']>[0]) => session.onStateChange(listener),
+  };
+  return view;
+}
+
+/** The outbox as the publisher sees it, counting the peeks (each walks past everything in flight). */
+function countingPeeks(outbox: SqliteOutbox): OutboxQueue & { peeks: number } {
+  const view = {
+    peeks: 0,
+    peek: (...args: Parameters<OutboxQueue['peek']>) => {
+      view.peeks++;
+      return outbox.peek(...args);
+    },
+    acknowledge: (id: number) => outbox.acknowledge(id),
+    drop: (id: number) => outbox.drop(id),
+    get unflushedAcknowledgements() {
+      return outbox.unflushedAcknowledgements;
+    },
+    recordAcknowledgements: () => outbox.recordAcknowledgements(),
+    flushAcknowledgements: () => outbox.flushAcknowledgements(),
+    get pending() {
+      return outbox.pending;
+    },
+    get revision() {
+      return outbox.revision;
+    },
+    onAppend: (listener: () => void) => outbox.onAppend(listener),
   };
   return view;
 }
@@ -525,5 +552,80 @@ describe('Publisher', () => {
       records.map((r) => r.seq),
     );
     assert.equal(throttle.state.sentMessages, 6);
+  });
+
+  it('[19.drain] drains 2,000 messages in order with one peek per batch of sends, not one per PUBACK', async (t) => {
+    const id = 'car-drain-peeks';
+    const outbox = openOutbox();
+    const queue = countingPeeks(outbox);
+    const session = deviceSession(fleet.broker, pki, id);
+    const publisher = new Publisher({ session, queue, maxInflight: 16 });
+    t.after(async () => {
+      publisher.stop();
+      await session.close();
+      outbox.close();
+    });
+    session.start();
+    await waitForState(session, 'connected');
+    const seqs = append(
+      outbox,
+      Array.from({ length: 2000 }, () => ({ kind: 'telemetry', priority: 1 })),
+    );
+    publisher.start();
+    await waitFor(() => outbox.pending === 0, 'the drain', 30_000);
+    await fleet.backend.waitFor(() => dataFrom(fleet.backend, id).length === 2000, 'all 2,000 at the backend', 10_000);
+    assert.deepEqual(seqsOf(dataFrom(fleet.backend, id)), seqs);
+    assert.equal(publisher.stats.acknowledged, 2000);
+    // A peek per window's worth (16) at most would be 125 or more; a peek per PUBACK, 2,000.
+    assert.ok(queue.peeks <= 2000 / 32, `${queue.peeks} peeks`);
+  });
+
+  it('[19.drain] a message the outbox evicts after the publisher peeked it is never sent, and what overtakes it goes first', async (t) => {
+    const id = 'car-drain-evicted';
+    const size = 100;
+    // Room for 35 messages: 30 wait, 10 more of a higher priority (and the loss notice) push the oldest out.
+    const outbox = openOutbox(id, 35 * (size + ROW_OVERHEAD_BYTES));
+    const session = deviceSession(fleet.broker, pki, id);
+    const view = watched(session);
+    const publisher = new Publisher({ session: view, queue: outbox, maxInflight: 2 });
+    t.after(async () => {
+      publisher.stop();
+      await session.close();
+      outbox.close();
+    });
+    session.start();
+    await waitForState(session, 'connected');
+    const low = append(
+      outbox,
+      Array.from({ length: 30 }, () => ({ kind: 'telemetry', priority: 0, size })),
+    );
+    // The publisher's view of the PUBACKs is held: two in flight, the rest of its peek waiting behind them.
+    let release!: () => void;
+    view.hold = new Promise((resolve) => (release = resolve));
+    publisher.start();
+    await waitFor(() => publisher.stats.published === 2, 'the first two sent', 5000);
+    const high = append(
+      outbox,
+      Array.from({ length: 10 }, () => ({ kind: 'events', priority: 5, size })),
+    );
+    const evicted = outbox.stats().evicted.count;
+    assert.ok(evicted > 2, `${evicted} evicted: more than the two in flight, so the peek held some`);
+    release();
+    await waitFor(() => outbox.pending === 0, 'the drain', 10_000);
+
+    // The two in flight went before the eviction; then the notice (priority 7), the overtaking ones, what is left.
+    const expected = [low[0], low[1], -1, ...high, ...low.slice(evicted)];
+    const topics = new Set(['telemetry', 'events', 'loss'].map((kind) => `vehicles/${id}/${kind}`));
+    const arrived = (): ReceivedMessage[] => fleet.backend.messages.filter((m) => topics.has(m.topic));
+    await fleet.backend.waitFor(() => arrived().length >= expected.length, `${expected.length} messages at the backend`, 5000);
+    const notices = arrived()
+      .filter((m) => m.topic.endsWith('/loss'))
+      .map((m) => decodeLossNotice(m.payload));
+    assert.equal(notices.length, 1);
+    assert.deepEqual(notices[0]!.lost, [{ first: low[0], last: low[evicted - 1], count: evicted, reason: 'evicted', exact: true }]);
+    assert.deepEqual(
+      arrived().map((m) => (m.topic.endsWith('/loss') ? -1 : seqOf(m.payload))),
+      expected,
+    );
   });
 });
