@@ -6,7 +6,8 @@
  *  - the real J1939 truck log (css_j1939_demo.dbc), replayed in a loop by the `replay` source at a speed that gives
  *    1,000, 4,000, 8,000 and 16,000 frames/s, and four such buses at 8,000 frames/s each;
  *  - production configuration: an external broker (Debian's mosquitto, mutual TLS, client certificates, the fleet
- *    ACL), health on (report and status page), the collection rules of the pipeline benchmark, a SQLite outbox;
+ *    ACL), health on (report and status page), the collection rules of the pipeline benchmark, a SQLite outbox; its
+ *    stdout is a journal as under systemd (JOURNAL_STREAM), so no live status line is drawn;
  *  - baseline in the same run: the agent decoding alone (no collection, outbox or uplink) at 8,000 frames/s;
  *  - idle: the same production configuration on a bus carrying about one frame a second.
  *  For each run: CPU share of one core (user + system from /proc/PID/stat) over WINDOW_S seconds after WARMUP_S of
@@ -29,7 +30,7 @@
  * replay reaches are reported beside the targets.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Mosquitto, TestPki, freePort } from '../test/support/mosquitto.js';
@@ -129,9 +130,18 @@ class AgentProcess {
   private exited = false;
 
   constructor(configFile: string) {
-    this.child = spawn(process.execPath, [CLI, 'run', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+    // As under systemd (the production case): stdout is the journal, so `run` draws no status line every second. Its
+    // JOURNAL_STREAM names the journal's device and inode; here a file stands in. The log (stderr) is read here.
+    const stdoutFile = `${configFile}.stdout`;
+    const stdout = openSync(stdoutFile, 'w');
+    const { dev, ino } = fstatSync(stdout);
+    this.child = spawn(process.execPath, [CLI, 'run', '--config', configFile], {
+      stdio: ['ignore', stdout, 'pipe'],
+      env: { ...process.env, JOURNAL_STREAM: `${dev}:${ino}` },
+    });
+    closeSync(stdout);
     this.child.on('exit', () => (this.exited = true));
-    for (const stream of [this.child.stdout!, this.child.stderr!]) {
+    for (const stream of [this.child.stderr!]) {
       let buffered = '';
       stream.setEncoding('utf8');
       stream.on('data', (chunk: string) => {
@@ -218,6 +228,8 @@ export async function runRealRateBenchmark(json: boolean): Promise<void> {
         source: { type: 'replay', file: logFile, speed: spec.rate / recorded, loop: true },
       })),
       health: { http: { enabled: true, port: httpPort } },
+      // Steady state: the verbose start (debug for the first 300 s of a run) is over.
+      logging: { verboseForS: 0 },
     };
     if (spec.production) {
       Object.assign(config, {

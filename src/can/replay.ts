@@ -86,6 +86,15 @@ export class CandumpReplaySource implements FrameSource {
   }
 
   private async pump(stream: Readable, sink: FrameSink, signal: AbortSignal | undefined): Promise<void> {
+    const pause = new Pause(signal);
+    try {
+      await this.pumpWith(stream, sink, signal, pause);
+    } finally {
+      pause.close();
+    }
+  }
+
+  private async pumpWith(stream: Readable, sink: FrameSink, signal: AbortSignal | undefined, pause: Pause): Promise<void> {
     // Own parser and frame per run: in real-time mode a parsed frame waits for its time, and the parser's payload
     // buffers must not be shared with anyone who could parse meanwhile.
     const parser = new CandumpLineParser();
@@ -143,7 +152,7 @@ export class CandumpReplaySource implements FrameSource {
           // real time one timer covers every frame that is due by the time it fires.
           const ms = this.realtime ? wait() : 0;
           if (ms > 0) {
-            await sleep(ms, signal);
+            await pause.sleep(ms);
             if (signal?.aborted) return false;
             now = performance.now();
           }
@@ -182,18 +191,39 @@ export class CandumpReplaySource implements FrameSource {
   }
 }
 
-/** Waits for `ms` or until `signal` aborts, whichever is first; never rejects. */
-function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal?.aborted) return resolve();
-    const done = (): void => {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal?.addEventListener('abort', done, { once: true });
-  });
+/**
+ * Waits for `ms` or until `signal` aborts, whichever is first; never rejects. One abort listener for the life of the
+ * object rather than one per wait (adding and removing an AbortSignal listener costs more than the wait's timer).
+ */
+class Pause {
+  private resolve: (() => void) | null = null;
+  private timer: ReturnType<typeof setTimeout> | undefined;
+  private readonly onAbort = (): void => this.wake();
+  private readonly wakeFromTimer = (): void => this.wake();
+
+  constructor(private readonly signal: AbortSignal | undefined) {
+    signal?.addEventListener('abort', this.onAbort, { once: true });
+  }
+
+  sleep(ms: number): Promise<void> {
+    if (this.signal?.aborted) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.resolve = resolve;
+      this.timer = setTimeout(this.wakeFromTimer, ms);
+    });
+  }
+
+  close(): void {
+    this.signal?.removeEventListener('abort', this.onAbort);
+    this.wake();
+  }
+
+  private wake(): void {
+    clearTimeout(this.timer);
+    const resolve = this.resolve;
+    this.resolve = null;
+    resolve?.();
+  }
 }
 
 /**
