@@ -6,12 +6,24 @@
  * process). Each probe is time-boxed and runs concurrently with the others; what fails or times out is null in the
  * sample and named in `failed`. A probe still running from an earlier sample is not started again, so a hung probe
  * never piles up calls. sample() never throws.
+ *
+ * systeminformation is imported at the first sample, not with the agent: it is large, and only health reads it (a
+ * car's first frame and first connection do not wait for it). A sample whose import fails has every probe failed.
  */
 import type { DiskSample, InterfaceSample, SystemSample } from '../contract/health.js';
 import { realpath, statfs } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import si, { type Systeminformation } from 'systeminformation';
+import type { Systeminformation } from 'systeminformation';
+
+type SystemInformationModule = typeof import('systeminformation');
+let loading: Promise<SystemInformationModule> | undefined;
+
+/** systeminformation, imported once, on first use (its `exports.name = ...` are named exports to ESM). */
+function systemInformation(): Promise<SystemInformationModule> {
+  loading ??= import('systeminformation');
+  return loading;
+}
 
 /** What the sampler asks the host; tests replace some of them to make a probe fail or hang. */
 export interface SystemProbes {
@@ -28,19 +40,19 @@ export interface SystemProbes {
 }
 
 export const systemProbes: SystemProbes = {
-  currentLoad: () => si.currentLoad(),
-  mem: () => si.mem(),
-  cpuTemperature: () => si.cpuTemperature(),
-  fsSize: () => si.fsSize(),
+  currentLoad: async () => (await systemInformation()).currentLoad(),
+  mem: async () => (await systemInformation()).mem(),
+  cpuTemperature: async () => (await systemInformation()).cpuTemperature(),
+  fsSize: async () => (await systemInformation()).fsSize(),
   statfs: async (dir) => {
     const s = await statfs(dir);
     return { totalBytes: s.blocks * s.bsize, freeBytes: s.bavail * s.bsize };
   },
   networkInterfaces: async () => {
-    const list = await si.networkInterfaces();
+    const list = await (await systemInformation()).networkInterfaces();
     return Array.isArray(list) ? list : [list];
   },
-  uptimeS: async () => si.time().uptime,
+  uptimeS: async () => (await systemInformation()).time().uptime,
 };
 
 // The shapes are the contract's (src/contract/health.ts).
@@ -160,8 +172,12 @@ export class SystemSampler {
 
   /** Asks every probe at once; resolves when all have answered, failed or timed out. Never rejects. */
   async sample(): Promise<SystemSample> {
-    const tsMs = Date.now();
+    // The sample's time (sampleMs) includes the library's first import, as its start-up is part of the first sample.
     const started = performance.now();
+    // Loaded (the first time) outside the probes' time boxes: importing the library is not a probe hanging. If it
+    // cannot load, each probe that needs it fails, named in `failed`.
+    await systemInformation().catch(() => undefined);
+    const tsMs = Date.now();
     const failed: string[] = [];
     const get = <T>(name: string, outcome: Outcome<T>): T | null => {
       if (outcome.ok) return outcome.value;
