@@ -18,7 +18,9 @@
  * The log: each component gets its own child of the logger and says at which level it logs (src/health/log.ts). Made
  * here: one per bus and adapter (component: its name, which begins each of its messages), `config`, `status`, `data`,
  * `health`, `systemd`, `commands` (the restart) and `logs` (the remote log's own trouble); the data path makes its own
- * (`outbox`, `uplink`, `commands`, `broker`, `pki`, `identity`).
+ * (`outbox`, `uplink`, `commands`, `broker`, `pki`, `identity`). Once per run, at debug (in the verbose start, so at every
+ * start by default), the bus that decoded the first frame says how long after the process's start that was (the
+ * wake-up time; `uplink: connected`, at info, is the other half).
  */
 import type { StatusReport } from '../commands/handlers/get-status.js';
 import path from 'node:path';
@@ -50,6 +52,8 @@ import { statusSignals, type StatusSignal } from './status-signals.js';
 
 /** Between a restart request and the stop: time for the command's result to reach the broker. */
 const RESTART_DELAY_MS = 1000;
+/** How often the buses' counters are read until the first frame is decoded: the wake-up line's resolution. */
+const FIRST_FRAME_POLL_MS = 5;
 
 export interface AgentOptions {
   /** The file the config came from, to name it in errors (a bus whose DBC is unusable). */
@@ -287,6 +291,7 @@ export class Agent {
     // Under systemd (Type=notify): ready now that the data path is open and the sources run; watchdog pings from here.
     const notifier = createSystemdNotifier({ warn: this.options.logger.child('systemd').warn });
     notifier.ready();
+    const firstFrameTimer = this.reportFirstFrame();
     let failure: { error: unknown } | undefined;
     try {
       // The first failure stops every other source too; otherwise wait until all have ended.
@@ -301,6 +306,7 @@ export class Agent {
     } finally {
       notifier.stopping();
       clearInterval(statusTimer);
+      clearInterval(firstFrameTimer);
       if (durationTimer) clearTimeout(durationTimer);
       if (this.restartTimer) clearTimeout(this.restartTimer);
       options.signal?.removeEventListener('abort', onOuterAbort);
@@ -472,6 +478,24 @@ export class Agent {
       this.restartRequested = true;
       this.stop();
     }, RESTART_DELAY_MS);
+  }
+
+  /**
+   * The wake-up time, once per run, at debug (the verbose start shows it): `can0: first frame decoded, 0.42 s after
+   * the process started`. The buses'
+   * counters are read every FIRST_FRAME_POLL_MS until one has decoded a frame (so the line is at most that late),
+   * never on the frame path. With `uplink: connected to ...` it tells from outside how long a start took.
+   */
+  private reportFirstFrame(): NodeJS.Timeout {
+    const timer = setInterval(() => {
+      const bus = this.buses.find((b) => b.frames - b.unknownFrames - b.decodeErrors > 0);
+      if (bus === undefined) return;
+      clearInterval(timer);
+      // performance.now() counts from the process's start (its time origin).
+      this.options.logger.child(bus.name, { prefix: true }).debug(`first frame decoded, ${(performance.now() / 1000).toFixed(2)} s after the process started`);
+    }, FIRST_FRAME_POLL_MS);
+    timer.unref();
+    return timer;
   }
 
   /**

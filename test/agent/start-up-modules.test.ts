@@ -9,6 +9,9 @@
  * - The development run (`uplink.embeddedBroker: "aedes"`) loads what it asks for: aedes, and node-forge for the
  *   development PKI. The probe sees them: the first test's absences are not the probe's blindness.
  *
+ * [19.wakeup] And when it is up: the run says once when it decoded its first frame, in seconds since the process
+ * started (with `uplink: connected to ...`, what tells from outside how long a start took).
+ *
  * Every wait is for what the agent says, never a fixed time.
  */
 import assert from 'node:assert/strict';
@@ -40,6 +43,32 @@ async function loadedOnceConnected(t: TestContext, file: string, env: NodeJS.Pro
   assert.equal(stopped.code, 0, agent.stderr);
   return answer;
 }
+
+describe('[19.wakeup] the wake-up line', () => {
+  it(
+    '[19.wakeup] a run says once, at debug (the verbose start), when it decoded its first frame, in seconds since the process started',
+    { timeout: 60_000 },
+    async (t) => {
+      const dir = makeTempDir('startup-first-frame-');
+      const file = writeConfig(dir, 'car', { deviceId: 'car-startup-2', buses: [{ name: 'can0', dbc: DEMO_DBC_PATH, source: { type: 'sim' } }] });
+      const spawned = performance.now();
+      const agent = AgentProcess.command(['run', '--config', file], { waitTimeoutMs: START_MS });
+      t.after(() => agent.stop('SIGKILL'));
+      const line = /"msg":"can0: first frame decoded, (\d+\.\d\d) s after the process started"/;
+      await agent.waitForStderr(line);
+      const seenS = (performance.now() - spawned) / 1000;
+      const entry = JSON.parse(agent.stderr.split('\n').find((l) => line.test(l))!) as { level: string; component: string };
+      assert.equal(entry.level, 'debug');
+      assert.equal(entry.component, 'can0');
+      // The child's clock starts after this process spawned it: what it says is never more than what this side saw.
+      const saidS = Number(line.exec(agent.stderr)![1]);
+      assert.ok(saidS > 0 && saidS <= seenS + 0.01, `${saidS} s said, ${seenS} s seen`);
+      await agent.waitForStdout(/frames\/s/);
+      assert.equal(agent.stderr.match(new RegExp(line.source, 'g'))!.length, 1, agent.stderr);
+      assert.equal((await agent.stop('SIGTERM')).code, 0, agent.stderr);
+    },
+  );
+});
 
 describe('[19.memory] what a run loads', () => {
   let pki: TestPki;

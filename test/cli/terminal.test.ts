@@ -98,6 +98,8 @@ function everyLineWhole(screen: Screen, url: string): void {
     // The development signer's start, at debug (the verbose start shows it).
     /^broker: the development certificate signer connected to mqtts:\/\/localhost:\d+; answering vehicles\/\+\/csr$/,
     /^health: status page on http:\/\/127\.0\.0\.1:\d+\/$/,
+    // [19.wakeup] The wake-up time, at debug (the verbose start shows it).
+    /^can0: first frame decoded, \d+\.\d\d s after the process started$/,
     new RegExp(`^uplink: connected to mqtts://localhost${port}$`),
     /^shutdown: SIGINT: stopping the sources, committing open batches to the outbox, closing the MQTT session deadlineMs=\d+$/,
     /^shutdown: [a-z][^=]* atMs=\d+$/,
