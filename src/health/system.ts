@@ -1,6 +1,7 @@
 /**
- * The host part of the health report, from systeminformation: CPU load, memory, temperatures, the free space of the
- * filesystem holding the outbox, the network interfaces (which are up, which is the default route) and uptime.
+ * The host part of the health report: CPU load, memory, temperatures and the free space of the filesystem holding the
+ * outbox from systeminformation; the network interfaces (which are up, which is the default route) and uptime from
+ * the kernel's files, as systeminformation reads them but without its child processes (see kernelInterfaces).
  *
  * On a head unit any of these may fail (no thermal zone, a missing tool) or hang (a wedged sysfs read, a slow child
  * process). Each probe is time-boxed and runs concurrently with the others; what fails or times out is null in the
@@ -8,13 +9,14 @@
  * never piles up calls. sample() never throws.
  *
  * systeminformation is imported at the first sample, not with the agent: it is large, and only health reads it (a
- * car's first frame and first connection do not wait for it). A sample whose import fails has every probe failed.
+ * car's first frame and first connection do not wait for it). A sample whose import fails has its probes failed.
  */
 import type { DiskSample, InterfaceSample, SystemSample } from '../contract/health.js';
 import { realpath, statfs } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { Systeminformation } from 'systeminformation';
+import { defaultInterface, KERNEL_FILES, kernelText, listedAsWireless } from '../uplink/network-identity.js';
 
 type SystemInformationModule = typeof import('systeminformation');
 let loading: Promise<SystemInformationModule> | undefined;
@@ -49,11 +51,49 @@ export const systemProbes: SystemProbes = {
     return { totalBytes: s.blocks * s.bsize, freeBytes: s.bavail * s.bsize };
   },
   networkInterfaces: async () => {
+    if (process.platform === 'linux') return kernelInterfaces();
     const list = await (await systemInformation()).networkInterfaces();
     return Array.isArray(list) ? list : [list];
   },
-  uptimeS: async () => (await systemInformation()).time().uptime,
+  // What systeminformation's time().uptime is, without the `date` and `ls` it runs (execSync) for the rest of time().
+  uptimeS: async () => os.uptime(),
 };
+
+type InterfaceReading = Awaited<ReturnType<SystemProbes['networkInterfaces']>>[number];
+
+/**
+ * The interfaces as systeminformation's networkInterfaces() describes them on Linux, read from the same sources:
+ * os.networkInterfaces() (the list: interfaces with an address; the first IPv4 and IPv6 address, the MAC),
+ * /sys/class/net/<iface>/operstate and speed, /proc/net/wireless and the default route (src/uplink/network-identity.ts).
+ * systeminformation runs a shell script of some twenty `cat`s per interface, and `ip route`, with execSync: the
+ * event loop stood still for 50-300 ms at every sample (frames waiting, the first one at start among them). Here it is
+ * a few file reads; only a Wi-Fi interface's bitrate (`iw`), when the driver gives no speed, is not read (null).
+ */
+async function kernelInterfaces(): Promise<InterfaceReading[]> {
+  const [defaultIface, wireless] = await Promise.all([defaultInterface(), kernelText(KERNEL_FILES.wireless)]);
+  return Promise.all(
+    Object.entries(os.networkInterfaces()).map(async ([name, addresses = []]) => {
+      // An alias (`eth0:1`) is its interface's.
+      const iface = name.split(':')[0]!.trim();
+      const [operstateText, speedText] = await Promise.all([kernelText(KERNEL_FILES.operstate(iface)), kernelText(`/sys/class/net/${iface}/speed`)]);
+      const operstate = operstateText.trim();
+      const speed = Number.parseInt(speedText, 10);
+      const type =
+        iface === 'lo' || iface.startsWith('bond') ? 'virtual' : operstate === 'up' ? (listedAsWireless(wireless, iface) ? 'wireless' : 'wired') : 'unknown';
+      return {
+        iface,
+        default: iface === defaultIface,
+        ip4: addresses.find((a) => a.family === 'IPv4')?.address ?? '',
+        ip6: addresses.find((a) => a.family === 'IPv6')?.address ?? '',
+        mac: addresses.at(-1)?.mac ?? '',
+        internal: addresses[0]?.internal === true || name.toLowerCase().includes('loopback'),
+        operstate,
+        type,
+        speed: Number.isNaN(speed) ? null : speed,
+      };
+    }),
+  );
+}
 
 // The shapes are the contract's (src/contract/health.ts).
 export type { DiskSample, InterfaceSample, SystemSample } from '../contract/health.js';

@@ -30,14 +30,14 @@ export interface NetworkFiles {
   operstate: (iface: string) => string;
 }
 
-const KERNEL_FILES: NetworkFiles = {
+export const KERNEL_FILES: NetworkFiles = {
   route: '/proc/net/route',
   wireless: '/proc/net/wireless',
   operstate: (iface) => `/sys/class/net/${iface}/operstate`,
 };
 
 /** A file's text, or '' when it cannot be read. */
-async function text(file: string): Promise<string> {
+export async function kernelText(file: string): Promise<string> {
   try {
     return await readFile(file, 'utf8');
   } catch {
@@ -95,16 +95,21 @@ async function connectedSsid(iface: string): Promise<string | undefined> {
   }
 }
 
+/** The interface of the default route, else the first external interface (systeminformation's fallback), else undefined. */
+export async function defaultInterface(files: NetworkFiles = KERNEL_FILES): Promise<string | undefined> {
+  return defaultRouteInterface(await kernelText(files.route)) ?? firstExternalInterface();
+}
+
 export async function identifyNetwork(
   files: NetworkFiles = KERNEL_FILES,
   ssidOf: (iface: string) => Promise<string | undefined> = connectedSsid,
 ): Promise<string> {
   try {
-    const iface = defaultRouteInterface(await text(files.route)) ?? firstExternalInterface();
+    const iface = await defaultInterface(files);
     if (!iface) return NO_NETWORK;
     // systeminformation's rule: wireless is an interface that is up and listed in /proc/net/wireless.
-    const up = (await text(files.operstate(iface))).trim() === 'up';
-    if (!up || iface === 'lo' || !listedAsWireless(await text(files.wireless), iface)) return iface;
+    const up = (await kernelText(files.operstate(iface))).trim() === 'up';
+    if (!up || iface === 'lo' || !listedAsWireless(await kernelText(files.wireless), iface)) return iface;
     const ssid = await ssidOf(iface);
     return ssid ? `${iface}/${ssid}` : iface;
   } catch {
