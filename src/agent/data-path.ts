@@ -12,6 +12,9 @@
  * It logs through the children of the logger it is given, one per component, each line at the level it calls:
  * `outbox`, `uplink` (the session, the publisher, the heartbeat, the certificate), `commands`, `broker`, `pki` (the
  * development PKI) and `identity` (a certificate rotation cut short, repaired at start).
+ *
+ * What only the development run uses (the development broker, aedes, the development PKI and signer, node-forge) is
+ * imported when `uplink.embeddedBroker` asks for it: a car's run never loads it (test/agent/start-up-modules.test.ts).
  */
 import path from 'node:path';
 import type { FrameSink } from '../can/frame.js';
@@ -25,7 +28,7 @@ import type { UplinkConfig } from '../uplink/config.js';
 import type { BusDecoder } from '../dbc/bus-decoder.js';
 import { HEALTH_DEFAULTS } from '../health/config.js';
 import type { ComponentLog, ComponentLogs } from '../health/log.js';
-import { ensureDevPki, type DevPkiPaths } from '../pki/dev-pki.js';
+import type { DevPkiPaths } from '../pki/dev-pki.js';
 import { loadIdentity, type IdentityFiles } from '../pki/identity.js';
 import { repairIdentityFiles } from '../pki/identity-files.js';
 import { rotateCertificate, RotationFailure, summary, type CertificateSummary, type RotationOutcome } from '../pki/rotation.js';
@@ -38,7 +41,7 @@ import { Publisher, type PublisherStats } from '../uplink/publisher.js';
 import { MqttSession, type SessionCounters, type SessionState } from '../uplink/session.js';
 import { Throttle, type ThrottleState } from '../uplink/throttle.js';
 import { AgentCommands } from './agent-commands.js';
-import { startDevelopmentBroker, type DevelopmentBroker } from './development-broker.js';
+import type { DevelopmentBroker } from './development-broker.js';
 
 /** The data path's components' logs. */
 interface DataPathLogs {
@@ -201,7 +204,9 @@ export class DataPath {
     try {
       const collector = new Collector({ config: collection, buses, onBatch: (batch) => path_!.pendingBatches.push(batch) });
       // The development PKI (with the command CA the commands section pins by default) before anything reads it.
-      const devPki = config.uplink?.embeddedBroker ? ensureDevPki(config.uplink.certsDir!, config.deviceId, devPkiReport(logs)) : undefined;
+      const devPki = config.uplink?.embeddedBroker
+        ? (await import('../pki/dev-pki.js')).ensureDevPki(config.uplink.certsDir!, config.deviceId, devPkiReport(logs))
+        : undefined;
       // The command CA and the replay memory first: a bad one fails the start before anything connects.
       if (config.commands && config.uplink) commands = AgentCommands.open(config, buses, logs.child('commands'));
       if (config.uplink) uplink = await openUplink(config, outbox, logs, log.uplink, devPki, options);
@@ -525,9 +530,10 @@ async function openUplink(
   let broker: DevelopmentBroker | undefined;
   let url = uplink.url;
   if (uplink.embeddedBroker) {
+    const { startDevelopmentBroker } = await import('./development-broker.js');
     broker = await startDevelopmentBroker({
       uplink,
-      pki: devPki ?? ensureDevPki(uplink.certsDir!, config.deviceId, devPkiReport(logs)),
+      pki: devPki ?? (await import('../pki/dev-pki.js')).ensureDevPki(uplink.certsDir!, config.deviceId, devPkiReport(logs)),
       certsDir: uplink.certsDir!,
       // The agent's var/ folder: mosquitto's configuration, persistence and log beside the outbox.
       stateDir: path.join(path.dirname(config.outbox!.path), 'mosquitto'),

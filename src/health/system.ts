@@ -1,19 +1,31 @@
 /**
- * The host part of the health report, from systeminformation: CPU load, memory, temperatures, the free space of the
- * filesystem holding the outbox and uptime; the network interfaces (which are up, which is the default route) from
- * the kernel's files (network-interfaces.ts).
+ * The host part of the health report: CPU load, memory, temperatures and the free space of the filesystem holding the
+ * outbox from systeminformation; the network interfaces (which are up, which is the default route) and uptime from
+ * the kernel's files, as systeminformation reads them but without its child processes (see kernelInterfaces).
  *
  * On a head unit any of these may fail (no thermal zone, a missing tool) or hang (a wedged sysfs read, a slow child
  * process). Each probe is time-boxed and runs concurrently with the others; what fails or times out is null in the
  * sample and named in `failed`. A probe still running from an earlier sample is not started again, so a hung probe
  * never piles up calls. sample() never throws.
+ *
+ * systeminformation is imported at the first sample, not with the agent: it is large, and only health reads it (a
+ * car's first frame and first connection do not wait for it). A sample whose import fails has its probes failed.
  */
 import type { DiskSample, InterfaceSample, SystemSample } from '../contract/health.js';
 import { realpath, statfs } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import si, { type Systeminformation } from 'systeminformation';
-import { hostInterfaces, type HostInterface } from './network-interfaces.js';
+import type { Systeminformation } from 'systeminformation';
+import { defaultInterface, KERNEL_FILES, kernelText, listedAsWireless } from '../uplink/network-identity.js';
+
+type SystemInformationModule = typeof import('systeminformation');
+let loading: Promise<SystemInformationModule> | undefined;
+
+/** systeminformation, imported once, on first use (its `exports.name = ...` are named exports to ESM). */
+function systemInformation(): Promise<SystemInformationModule> {
+  loading ??= import('systeminformation');
+  return loading;
+}
 
 /** What the sampler asks the host; tests replace some of them to make a probe fail or hang. */
 export interface SystemProbes {
@@ -23,23 +35,65 @@ export interface SystemProbes {
   fsSize(): Promise<Pick<Systeminformation.FsSizeData, 'fs' | 'type' | 'size' | 'available' | 'mount'>[]>;
   /** Fallback for a filesystem fsSize does not list (tmpfs, overlay quirks). */
   statfs(dir: string): Promise<{ totalBytes: number; freeBytes: number }>;
-  networkInterfaces(): Promise<HostInterface[]>;
+  networkInterfaces(): Promise<
+    Pick<Systeminformation.NetworkInterfacesData, 'iface' | 'default' | 'ip4' | 'ip6' | 'mac' | 'internal' | 'operstate' | 'type' | 'speed'>[]
+  >;
   uptimeS(): Promise<number>;
 }
 
 export const systemProbes: SystemProbes = {
-  currentLoad: () => si.currentLoad(),
-  mem: () => si.mem(),
-  cpuTemperature: () => si.cpuTemperature(),
-  fsSize: () => si.fsSize(),
+  currentLoad: async () => (await systemInformation()).currentLoad(),
+  mem: async () => (await systemInformation()).mem(),
+  cpuTemperature: async () => (await systemInformation()).cpuTemperature(),
+  fsSize: async () => (await systemInformation()).fsSize(),
   statfs: async (dir) => {
     const s = await statfs(dir);
     return { totalBytes: s.blocks * s.bsize, freeBytes: s.bavail * s.bsize };
   },
-  // Not systeminformation's listing: it runs commands synchronously (see network-interfaces.ts).
-  networkInterfaces: hostInterfaces,
-  uptimeS: async () => si.time().uptime,
+  networkInterfaces: async () => {
+    if (process.platform === 'linux') return kernelInterfaces();
+    const list = await (await systemInformation()).networkInterfaces();
+    return Array.isArray(list) ? list : [list];
+  },
+  // What systeminformation's time().uptime is, without the `date` and `ls` it runs (execSync) for the rest of time().
+  uptimeS: async () => os.uptime(),
 };
+
+type InterfaceReading = Awaited<ReturnType<SystemProbes['networkInterfaces']>>[number];
+
+/**
+ * The interfaces as systeminformation's networkInterfaces() describes them on Linux, read from the same sources:
+ * os.networkInterfaces() (the list: interfaces with an address; the first IPv4 and IPv6 address, the MAC),
+ * /sys/class/net/<iface>/operstate and speed, /proc/net/wireless and the default route (src/uplink/network-identity.ts).
+ * systeminformation runs a shell script of some twenty `cat`s per interface, and `ip route`, with execSync: the
+ * event loop stood still for 50-300 ms at every sample (frames waiting, the first one at start among them). Here it is
+ * a few file reads; only a Wi-Fi interface's bitrate (`iw`), when the driver gives no speed, is not read (null).
+ */
+async function kernelInterfaces(): Promise<InterfaceReading[]> {
+  const [defaultIface, wireless] = await Promise.all([defaultInterface(), kernelText(KERNEL_FILES.wireless)]);
+  return Promise.all(
+    Object.entries(os.networkInterfaces()).map(async ([name, addresses = []]) => {
+      // An alias (`eth0:1`) is its interface's.
+      const iface = name.split(':')[0]!.trim();
+      const [operstateText, speedText] = await Promise.all([kernelText(KERNEL_FILES.operstate(iface)), kernelText(`/sys/class/net/${iface}/speed`)]);
+      const operstate = operstateText.trim();
+      const speed = Number.parseInt(speedText, 10);
+      const type =
+        iface === 'lo' || iface.startsWith('bond') ? 'virtual' : operstate === 'up' ? (listedAsWireless(wireless, iface) ? 'wireless' : 'wired') : 'unknown';
+      return {
+        iface,
+        default: iface === defaultIface,
+        ip4: addresses.find((a) => a.family === 'IPv4')?.address ?? '',
+        ip6: addresses.find((a) => a.family === 'IPv6')?.address ?? '',
+        mac: addresses.at(-1)?.mac ?? '',
+        internal: addresses[0]?.internal === true || name.toLowerCase().includes('loopback'),
+        operstate,
+        type,
+        speed: Number.isNaN(speed) ? null : speed,
+      };
+    }),
+  );
+}
 
 // The shapes are the contract's (src/contract/health.ts).
 export type { DiskSample, InterfaceSample, SystemSample } from '../contract/health.js';
@@ -158,8 +212,12 @@ export class SystemSampler {
 
   /** Asks every probe at once; resolves when all have answered, failed or timed out. Never rejects. */
   async sample(): Promise<SystemSample> {
-    const tsMs = Date.now();
+    // The sample's time (sampleMs) includes the library's first import, as its start-up is part of the first sample.
     const started = performance.now();
+    // Loaded (the first time) outside the probes' time boxes: importing the library is not a probe hanging. If it
+    // cannot load, each probe that needs it fails, named in `failed`.
+    await systemInformation().catch(() => undefined);
+    const tsMs = Date.now();
     const failed: string[] = [];
     const get = <T>(name: string, outcome: Outcome<T>): T | null => {
       if (outcome.ok) return outcome.value;

@@ -6,8 +6,11 @@
  * how serial lines misbehave: NUL bytes and line noise between answers, an answer that never ends (the adapter hung,
  * or the baud rate is wrong), an answer that comes after we gave up on it, and the port vanishing (USB unplugged,
  * Bluetooth link lost), which is reported once through `onDisconnect`.
+ *
+ * The serialport package (with its native binding and parsers) is imported when a port is first opened: a car without
+ * an ELM327 adapter never loads it.
  */
-import { SerialPort } from 'serialport';
+import type { SerialPort } from 'serialport';
 
 /**
  * Rates tried when none is configured, most likely first: 38400 is the ELM327's default, 9600 its other pin-selected
@@ -193,7 +196,8 @@ export class ElmSerialLink {
 
   // ---- port ----
 
-  private openPort(baudRate: number): Promise<void> {
+  private async openPort(baudRate: number): Promise<void> {
+    const { SerialPort } = await import('serialport');
     return new Promise((resolve, reject) => {
       const port = new SerialPort({ path: this.path, baudRate, autoOpen: false });
       port.open((err) => {

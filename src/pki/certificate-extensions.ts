@@ -6,10 +6,17 @@
  * The DER is read with node-forge's generic ASN.1 parser (strict DER, every byte consumed); this module only walks
  * the structure RFC 5280 4.1 gives. A certificate whose structure does not fit throws CertificateStructureError:
  * the caller refuses it (fail closed), it never guesses.
+ *
+ * Only the parser's own files of node-forge are loaded (lib/asn1.js with the byte buffer and OID table it requires),
+ * not the package's index, which loads all of forge (RSA, TLS, PKCS#12...): every run checks its identity at start,
+ * and the whole library would be a tenth of the agent's start-up module graph for a few hundred lines of DER reading.
  */
-import forge from 'node-forge';
+import { createRequire } from 'node:module';
+import type forge from 'node-forge';
 
-const { asn1 } = forge;
+const requireForgePart = createRequire(import.meta.url);
+const asn1 = requireForgePart('node-forge/lib/asn1') as typeof forge.asn1;
+const forgeUtil = requireForgePart('node-forge/lib/util') as typeof forge.util;
 type Node = forge.asn1.Asn1;
 
 export class CertificateStructureError extends Error {
@@ -88,7 +95,7 @@ function parse(der: string, what: string): Node {
   try {
     // The typings know only `strict`; the parser takes the options object (BIT STRINGs are kept as bytes).
     const fromDer = asn1.fromDer as unknown as (bytes: forge.util.ByteBuffer, options: object) => Node;
-    return fromDer(forge.util.createBuffer(der, 'raw'), { strict: true, parseAllBytes: true, decodeBitStrings: false });
+    return fromDer(forgeUtil.createBuffer(der, 'raw'), { strict: true, parseAllBytes: true, decodeBitStrings: false });
   } catch (err) {
     throw new CertificateStructureError(`${what} is not DER: ${(err as Error).message}`);
   }

@@ -10,8 +10,10 @@
  * Message formats (JSON):
  *   car → backend  vehicles/<id>/csr          { "requestId", "deviceId", "csr": "<PEM>", "ts" }
  *   backend → car  vehicles/<id>/certificate  { "requestId", "certificate": "<PEM, leaf first, then intermediates>" }
+ *
+ * node-forge (the key and the CSR, src/pki/csr.ts) is loaded when a rotation starts, not with the agent: a car
+ * rotates once a year or so, and the library is a large part of the start-up module graph.
  */
-import { createCsr, createDeviceKey } from './csr.js';
 import { IdentityError, loadIdentity, type DeviceIdentity, type IdentityFiles } from './identity.js';
 import { commitIdentity, discardStaged, repairIdentityFiles, rollbackIdentity, stageIdentity, swapIdentity } from './identity-files.js';
 
@@ -88,6 +90,7 @@ export async function rotateCertificate(options: RotationOptions): Promise<Rotat
   const checked = (pair: { certFile: string; keyFile: string }): IdentityFiles => ({ ...files, ...pair, requireIssuer: true });
   try {
     const previous = summary(link.currentIdentity);
+    const { createCsr, createDeviceKey } = await import('./csr.js');
     const keyPem = createDeviceKey();
     const certPem = await requestCertificate(options, createCsr(deviceId, keyPem));
     options.progress?.('certificate-received');

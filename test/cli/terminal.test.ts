@@ -99,6 +99,7 @@ function everyLineWhole(screen: Screen, url: string): void {
     /^broker: the development certificate signer connected to mqtts:\/\/localhost:\d+; answering vehicles\/\+\/csr$/,
     /^health: status page on http:\/\/127\.0\.0\.1:\d+\/$/,
     new RegExp(`^uplink: connected to mqtts://localhost${port}$`),
+    // [19.wakeup] The wake-up time, once per bus, at info.
     /^can0: first frame decoded \d+\.\d{3} s after the process started$/,
     /^shutdown: SIGINT: stopping the sources, committing open batches to the outbox, closing the MQTT session deadlineMs=\d+$/,
     /^shutdown: [a-z][^=]* atMs=\d+$/,

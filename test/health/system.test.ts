@@ -6,7 +6,8 @@ import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { SystemSampler, type SystemProbes } from '../../src/health/system.js';
+import si from 'systeminformation';
+import { SystemSampler, systemProbes, type SystemProbes } from '../../src/health/system.js';
 import { makeTempDir } from '../support/temp.js';
 import { delay } from '../support/wait.js';
 
@@ -24,6 +25,26 @@ async function held<T>(sample: Promise<T>): Promise<T> {
 }
 
 describe('system sampler', () => {
+  it("[19.wakeup] the interfaces and the uptime, read from the kernel's files, are what systeminformation reports through its child processes", async () => {
+    const fields = (list: Awaited<ReturnType<SystemProbes['networkInterfaces']>>) =>
+      list.map(({ iface, default: isDefault, ip4, ip6, mac, internal, operstate, type, speed }) => ({
+        iface,
+        isDefault,
+        ip4,
+        ip6,
+        mac,
+        internal,
+        operstate,
+        type,
+        speed,
+      }));
+    const theirs = await si.networkInterfaces();
+    assert.deepEqual(fields(await systemProbes.networkInterfaces()), fields(Array.isArray(theirs) ? theirs : [theirs]));
+    // Both are the kernel's uptime, read a moment apart.
+    const uptimeS = await systemProbes.uptimeS();
+    assert.ok(Math.abs(uptimeS - si.time().uptime) < 5, `${uptimeS} s and ${si.time().uptime} s`);
+  });
+
   it('samples this host: uptime, memory, the free space of the outbox folder, at least one interface; and says how long it took', async () => {
     const dir = makeTempDir('health-system-');
     const outboxDir = path.join(dir, 'var');

@@ -1,49 +1,94 @@
 /**
- * The network key of the keepalive memory: the default route's interface, read from the kernel's route tables without
- * running any command (the check runs every minute beside the frame path).
+ * [19.wakeup] The network key of the adaptive heartbeat's memory (src/uplink/network-identity.ts), read from the
+ * kernel's files instead of systeminformation's child processes: on this machine it names the interface
+ * systeminformation names; from files a test writes, the default route of the lowest metric, the SSID only for a
+ * wireless interface that is up, and the fallback without a default route.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { describe, it } from 'node:test';
-import { defaultRouteInterface, defaultRouteInterface6, identifyNetwork, NO_NETWORK } from '../../src/uplink/network-identity.js';
+import si from 'systeminformation';
+import { defaultRouteInterface, identifyNetwork, listedAsWireless, NO_NETWORK, type NetworkFiles } from '../../src/uplink/network-identity.js';
+import { makeTempDir } from '../support/temp.js';
 
 const ROUTE_HEADER = 'Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT';
 
-describe('network identity', () => {
-  it('[19.realrate] the IPv4 default route with the lowest metric, ignoring routes that are down, rejected or not default', () => {
+/** A /proc/net/route line: destination, gateway and mask as the kernel writes them (hex, host order). */
+function route(iface: string, destination: string, mask: string, metric: number, flags = '0003'): string {
+  return `${iface}\t${destination}\t0101A8C0\t${flags}\t0\t0\t${metric}\t${mask}\t0\t0\t0`;
+}
+
+/** Kernel files in a folder of the test's own: the route table, /proc/net/wireless, and each interface's operstate. */
+function networkFiles(routes: string[], wireless: string[], operstate: Record<string, string>): NetworkFiles {
+  const dir = makeTempDir('network-identity-');
+  writeFileSync(path.join(dir, 'route'), [ROUTE_HEADER, ...routes, ''].join('\n'));
+  const wirelessHeader =
+    'Inter-| sta-|   Quality        |   Discarded packets               | Missed | WE\n face | tus | link level noise |  nwid  crypt   frag  retry   misc | beacon | 22\n';
+  writeFileSync(
+    path.join(dir, 'wireless'),
+    wirelessHeader + wireless.map((i) => `${i}: 0000   70.  -40.  -256        0      0      0      0      0        0\n`).join(''),
+  );
+  for (const [iface, state] of Object.entries(operstate)) {
+    mkdirSync(path.join(dir, iface));
+    writeFileSync(path.join(dir, iface, 'operstate'), `${state}\n`);
+  }
+  return { route: path.join(dir, 'route'), wireless: path.join(dir, 'wireless'), operstate: (iface) => path.join(dir, iface, 'operstate') };
+}
+
+describe('[19.wakeup] network identity from the kernel files', () => {
+  it('[19.wakeup] on this machine it names the interface of the default route, as systeminformation does', async () => {
+    const expected = await si.networkInterfaceDefault();
+    const network = await identifyNetwork();
+    // This machine has no Wi-Fi: the key is the bare interface name (or the fallback both share without a route).
+    assert.equal(network.split('/')[0], expected || NO_NETWORK);
+  });
+
+  it('[19.wakeup] the default route of the lowest metric wins; routes that are down or not default are not taken', () => {
     const table = [
       ROUTE_HEADER,
-      'wlan0\t00000000\t0101A8C0\t0003\t0\t0\t600\t00000000\t0\t0\t0',
-      'wwan0\t00000000\t00000000\t0001\t0\t0\t100\t00000000\t0\t0\t0',
-      'eth9\t00000000\t00000000\t0002\t0\t0\t0\t00000000\t0\t0\t0', // not up
-      'eth8\t00000000\t00000000\t0201\t0\t0\t0\t00000000\t0\t0\t0', // reject
-      'eth0\t0000A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0', // a subnet
+      route('eth1', '0000A8C0', '00FFFFFF', 0),
+      route('wlan0', '00000000', '00000000', 600),
+      route('wwan0', '00000000', '00000000', 700),
+      route('eth2', '00000000', '00000000', 10, '0002'),
+      route('usb0', '00000000', '00000000', 100),
     ].join('\n');
-    assert.equal(defaultRouteInterface(table), 'wwan0');
-    assert.equal(defaultRouteInterface(ROUTE_HEADER), null);
-    assert.equal(defaultRouteInterface(''), null);
+    assert.equal(defaultRouteInterface(table), 'usb0');
+    assert.equal(defaultRouteInterface([ROUTE_HEADER, route('eth1', '0000A8C0', '00FFFFFF', 0)].join('\n')), undefined);
+    assert.equal(defaultRouteInterface(''), undefined);
   });
 
-  it('[19.realrate] the IPv6 default route, not the kernel unreachable routes on lo', () => {
-    const table = [
-      'fd000000000000000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001     eth0',
-      '00000000000000000000000000000000 00 00000000000000000000000000000000 00 fd000000000000000000000000000001 00000400 00000003 00000000 00000003     wwan0',
-      '00000000000000000000000000000000 00 00000000000000000000000000000000 00 00000000000000000000000000000000 ffffffff 00000001 00000000 00200200       lo',
-    ].join('\n');
-    assert.equal(defaultRouteInterface6(table), 'wwan0');
-    assert.equal(defaultRouteInterface6(table.split('\n')[2]!), null);
+  it('[19.wakeup] a wireless interface that is up adds its SSID; one that is down, or wired, is the bare name', async () => {
+    const asked: string[] = [];
+    const ssidOf = async (iface: string): Promise<string | undefined> => {
+      asked.push(iface);
+      return 'depot-wifi';
+    };
+    const wifiUp = networkFiles([route('wlan0', '00000000', '00000000', 600)], ['wlan0'], { wlan0: 'up' });
+    assert.equal(await identifyNetwork(wifiUp, ssidOf), 'wlan0/depot-wifi');
+    const wifiDormant = networkFiles([route('wlan0', '00000000', '00000000', 600)], ['wlan0'], { wlan0: 'dormant' });
+    assert.equal(await identifyNetwork(wifiDormant, ssidOf), 'wlan0');
+    const cellular = networkFiles([route('wwan0', '00000000', '00000000', 700)], ['wlan0'], { wwan0: 'up', wlan0: 'up' });
+    assert.equal(await identifyNetwork(cellular, ssidOf), 'wwan0');
+    // The SSID is asked for the wireless interface that is up, and only for it.
+    assert.deepEqual(asked, ['wlan0']);
+    const noSsid = networkFiles([route('wlan0', '00000000', '00000000', 600)], ['wlan0'], { wlan0: 'up' });
+    assert.equal(await identifyNetwork(noSsid, async () => undefined), 'wlan0');
+    assert.ok(listedAsWireless(' wlan0: 0000   70.\n', 'wlan0'));
+    assert.ok(!listedAsWireless(' wlan0: 0000   70.\n', 'wlan'));
   });
 
-  it('[19.realrate] on this machine: the interface `ip route` names for the default route, or none', async () => {
-    const network = await identifyNetwork();
-    let expected = NO_NETWORK;
-    try {
-      const route = execFileSync('ip', ['-4', 'route', 'show', 'default'], { encoding: 'utf8' });
-      expected = /\bdev (\S+)/.exec(route)?.[1] ?? NO_NETWORK;
-    } catch {
-      // no ip command: the route table alone decides
-    }
-    // A wireless default route has its SSID appended (wlan0/depot): the interface comes first.
-    assert.equal(network.split('/')[0], expected);
+  it('[19.wakeup] without a default route, the first external interface (as systeminformation falls back), or unidentified', async () => {
+    const noRoute = networkFiles([], [], {});
+    // systeminformation's choice (lib/network.js, getDefaultNetworkInterface, before it asks `ip route`).
+    const external = Object.entries(os.networkInterfaces()).flatMap(([iface, addresses]) =>
+      (addresses ?? []).filter((a) => !a.internal).map((a) => ({ iface, a })),
+    );
+    const scoped = external
+      .filter(({ a }) => a.family === 'IPv6' && a.scopeid)
+      .sort((x, y) => (x.a as os.NetworkInterfaceInfoIPv6).scopeid - (y.a as os.NetworkInterfaceInfoIPv6).scopeid);
+    const expected = scoped[0]?.iface ?? external[0]?.iface ?? NO_NETWORK;
+    assert.equal(await identifyNetwork(noRoute, async () => undefined), expected);
   });
 });
