@@ -39,6 +39,9 @@ import { makeTempDir } from '../test/support/temp.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const testdata = process.env.TELEMATICS_SHARED_TESTDATA ?? path.resolve(root, '..', 'shared', 'testdata');
+/** The real J1939 truck: its DBC and its recording (the shared test data). */
+export const TRUCK_DBC = path.join(testdata, 'dbc', 'css_j1939_demo.dbc');
+export const TRUCK_LOG = path.join(testdata, 'logs', 'css_j1939_truck_11111111_00000012_00000001.candump.log');
 const LOOPS = 8;
 /** Frames handed over per turn of the event loop: the timers (outbox writes, batch ages) and the socket get their turn. */
 const CHUNK = 4096;
@@ -51,22 +54,29 @@ const DRAIN_LOOPS = 24;
 /** Drain and bare loop, each this many times (alternating, from the same outbox file): their medians are reported. */
 const DRAIN_ROUNDS = 5;
 
-/** Collection as a fleet would configure a truck: every change of the two signals, a 1 s summary, an overspeed event. */
-const COLLECTION = {
-  batch: { maxSamples: BATCH_SAMPLES, maxDelayMs: 5000 },
-  format: 'cbor',
-  rules: [
-    { name: 'raw', mode: 'change', priority: 2, signals: ['EngineSpeed', 'WheelBasedVehicleSpeed'] },
-    { name: 'summary', mode: 'periodic', priority: 4, intervalMs: 1000, signals: ['EngineSpeed', 'WheelBasedVehicleSpeed'] },
+/**
+ * Collection as a fleet would configure a truck: every change of the two signals, a 1 s summary, an overspeed event.
+ * With `bus`, the rules are that bus's (names prefixed, signals qualified), so that several buses can each have them.
+ */
+export function truckRules(bus?: string) {
+  const engine = bus === undefined ? 'EngineSpeed' : `${bus}.EEC1.EngineSpeed`;
+  const speed = bus === undefined ? 'WheelBasedVehicleSpeed' : `${bus}.CCVS1.WheelBasedVehicleSpeed`;
+  const name = (rule: string): string => (bus === undefined ? rule : `${bus}-${rule}`);
+  return [
+    { name: name('raw'), mode: 'change', priority: 2, signals: [engine, speed] },
+    { name: name('summary'), mode: 'periodic', priority: 4, intervalMs: 1000, signals: [engine, speed] },
     {
-      name: 'overspeed',
+      name: name('overspeed'),
       mode: 'trigger',
       priority: 6,
-      signals: ['EngineSpeed', 'WheelBasedVehicleSpeed'],
-      trigger: { when: 'WheelBasedVehicleSpeed > 60 && EngineSpeed > 1200', preMs: 1000, postMs: 1000, minIntervalMs: 5000 },
+      signals: [engine, speed],
+      trigger: { when: `${speed} > 60 && ${engine} > 1200`, preMs: 1000, postMs: 1000, minIntervalMs: 5000 },
     },
-  ],
-};
+  ];
+}
+
+export const TRUCK_BATCH = { maxSamples: BATCH_SAMPLES, maxDelayMs: 5000 };
+const COLLECTION = { batch: TRUCK_BATCH, format: 'cbor', rules: truckRules() };
 
 /** Step 5: one rule on the two signals, the baseline and every sample. */
 const MODE_SIGNALS = ['EngineSpeed', 'WheelBasedVehicleSpeed'];
@@ -140,8 +150,8 @@ function makeConfig(
 }
 
 export async function runPipelineBenchmark(json: boolean): Promise<void> {
-  const dbcFile = path.join(testdata, 'dbc', 'css_j1939_demo.dbc');
-  const logFile = path.join(testdata, 'logs', 'css_j1939_truck_11111111_00000012_00000001.candump.log');
+  const dbcFile = TRUCK_DBC;
+  const logFile = TRUCK_LOG;
   let replay: Replay;
   try {
     replay = loadReplay(logFile);

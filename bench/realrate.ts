@@ -34,6 +34,7 @@ import { closeSync, fstatSync, openSync, readFileSync, writeFileSync } from 'nod
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Mosquitto, TestPki, freePort } from '../test/support/mosquitto.js';
+import { TRUCK_BATCH, TRUCK_DBC, TRUCK_LOG, truckRules } from './pipeline.js';
 import { candumpCpu, cangenAtRate, cpuMicros } from './socketcan.js';
 import { makeTempDir } from '../test/support/temp.js';
 
@@ -45,29 +46,9 @@ const WINDOW_S = Number(process.env.REALRATE_WINDOW_S ?? 20);
 const RATES = [1000, 4000, 8000, 16_000];
 const DEVICE_ID = 'bench-realrate';
 
-/** The pipeline benchmark's collection, per bus (signal names qualified by the bus, so that four buses can share it). */
+/** The pipeline benchmark's collection, each bus with its own rules. */
 function collectionFor(buses: readonly string[]): unknown {
-  const signals = (bus: string): string[] => [`${bus}.EEC1.EngineSpeed`, `${bus}.CCVS1.WheelBasedVehicleSpeed`];
-  return {
-    batch: { maxSamples: 500, maxDelayMs: 5000 },
-    format: 'cbor',
-    rules: buses.flatMap((bus) => [
-      { name: `${bus}-raw`, mode: 'change', priority: 2, signals: signals(bus) },
-      { name: `${bus}-summary`, mode: 'periodic', priority: 4, intervalMs: 1000, signals: signals(bus) },
-      {
-        name: `${bus}-overspeed`,
-        mode: 'trigger',
-        priority: 6,
-        signals: signals(bus),
-        trigger: {
-          when: `${bus}.CCVS1.WheelBasedVehicleSpeed > 60 && ${bus}.EEC1.EngineSpeed > 1200`,
-          preMs: 1000,
-          postMs: 1000,
-          minIntervalMs: 5000,
-        },
-      },
-    ]),
-  };
+  return { batch: TRUCK_BATCH, format: 'cbor', rules: buses.flatMap((bus) => truckRules(bus)) };
 }
 
 interface RunSpec {
@@ -88,16 +69,6 @@ interface RunResult {
   hwmMb: number;
   firstFrameS: number;
   connectedS: number | undefined;
-}
-
-let ticksPerS = 0;
-
-/** utime + stime of a process in seconds (/proc/PID/stat fields 14 and 15, counted after the parenthesised name). */
-function cpuSeconds(pid: number): number {
-  ticksPerS ||= Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / ticksPerS;
 }
 
 /** VmRSS and VmHWM of a process, MB. */
@@ -201,8 +172,8 @@ export async function runRealRateBenchmark(json: boolean): Promise<void> {
     process.stdout.write(`${JSON.stringify(await vmMeasurements())}\n`);
     return;
   }
-  const dbcFile = path.join(testdata, 'dbc', 'css_j1939_demo.dbc');
-  const logFile = path.join(testdata, 'logs', 'css_j1939_truck_11111111_00000012_00000001.candump.log');
+  const dbcFile = TRUCK_DBC;
+  const logFile = TRUCK_LOG;
   let recorded: number;
   try {
     recorded = recordedRate(logFile);
@@ -250,7 +221,7 @@ export async function runRealRateBenchmark(json: boolean): Promise<void> {
       await agent.waitFor(() => agent.firstFrameS !== undefined, 'first decoded frame');
       if (spec.production) await agent.waitFor(() => agent.connectedS !== undefined, 'connected uplink');
       await sleep(WARMUP_S * 1000);
-      const cpu0 = cpuSeconds(agent.pid);
+      const cpu0 = cpuMicros(agent.pid);
       const frames0 = await framesCounted(port);
       const t0 = performance.now();
       let rss = 0;
@@ -259,13 +230,13 @@ export async function runRealRateBenchmark(json: boolean): Promise<void> {
         rss = Math.max(rss, memoryMb(agent.pid).rss);
       }
       const frames1 = await framesCounted(port);
-      const cpu1 = cpuSeconds(agent.pid);
+      const cpu1 = cpuMicros(agent.pid);
       const seconds = (performance.now() - t0) / 1000;
       const result: RunResult = {
         label: spec.label,
         targetFps: spec.rate * spec.buses,
         fps: (frames1 - frames0) / seconds,
-        cpuPct: ((cpu1 - cpu0) / seconds) * 100,
+        cpuPct: ((cpu1 - cpu0) / 1e6 / seconds) * 100,
         rssMb: rss,
         hwmMb: memoryMb(agent.pid).hwm,
         firstFrameS: agent.firstFrameS!,
@@ -418,7 +389,7 @@ async function vmMeasurements(): Promise<{ rates: VmRate[]; socketcan: Record<st
   }
   sh('ip', 'link', 'add', 'dev', VM_IF, 'type', 'vcan');
   sh('ip', 'link', 'set', VM_IF, 'up');
-  const dbcFile = path.join(testdata, 'dbc', 'css_j1939_demo.dbc');
+  const dbcFile = TRUCK_DBC;
   const dir = makeTempDir('bench-realrate-vm-');
   const rates: VmRate[] = [];
   for (const target of [1000, 4000, 8000]) {

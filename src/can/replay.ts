@@ -19,18 +19,16 @@ export interface CandumpReplayOptions {
   busName?: (original: string) => string;
   /** Receives each malformed line, which is skipped; replay continues. Without it they are only counted (`errors`). */
   onError?: (err: CandumpParseError) => void;
-  /** Real time: how much later than due a wait for an early frame ends (see REPLAY_COALESCE_MS, the default). 0: on time. */
+  /**
+   * Real time: how much later than due a wait for an early frame ends, so that one wake-up delivers every frame due
+   * meanwhile (frames come at most this late, never early; their timestamps are the log's). Default
+   * SOURCE_READ_INTERVAL_MS, as a live bus is read. 0: on time.
+   */
   coalesceMs?: number;
 }
 
 /** In as-fast-as-possible mode, give timers and abort handlers a turn at least this often (ms). */
 const YIELD_EVERY_MS = 10;
-/**
- * In real time, a wait for an early frame lasts this much longer than the frame's due time, so that one wake-up
- * delivers every frame due meanwhile rather than one per timer tick (1 ms). Frames come at most this late, never
- * early; their timestamps are the log's. The same interval as the live SocketCAN source's.
- */
-export const REPLAY_COALESCE_MS = SOURCE_READ_INTERVAL_MS;
 
 export class CandumpReplaySource implements FrameSource {
   readonly name: string;
@@ -56,7 +54,7 @@ export class CandumpReplaySource implements FrameSource {
     this.realtime = options.realtime ?? false;
     this.busName = options.busName;
     this.onError = options.onError;
-    const coalesceMs = options.coalesceMs ?? REPLAY_COALESCE_MS;
+    const coalesceMs = options.coalesceMs ?? SOURCE_READ_INTERVAL_MS;
     if (!(coalesceMs >= 0) || !Number.isFinite(coalesceMs)) throw new RangeError(`replay coalesceMs must be 0 or more, got ${coalesceMs}`);
     this.coalesceMs = coalesceMs;
     this.name = typeof input === 'string' ? `replay:${path.basename(input)}` : input === (process.stdin as Readable) ? 'replay:stdin' : 'replay:stream';

@@ -87,8 +87,6 @@ export interface SocketCanOptions {
 }
 
 export const DEFAULT_RECEIVE_BUFFER_BYTES = 1 << 20;
-/** The source's pause between looks on a busy bus (see SOURCE_READ_INTERVAL_MS). */
-export const SOURCE_COALESCE_MS = SOURCE_READ_INTERVAL_MS;
 
 export class SocketCanBus implements CanBus {
   constructor(
@@ -338,7 +336,7 @@ export class SocketCanSource implements FrameSource {
     const endpoint = new SocketCanEndpoint(this.options.interface, {
       ...this.options,
       errorFrames: true,
-      coalesceMs: this.options.coalesceMs ?? SOURCE_COALESCE_MS,
+      coalesceMs: this.options.coalesceMs ?? SOURCE_READ_INTERVAL_MS,
       onKernelDrops: (dropped) => {
         health.kernelDrops += dropped;
         onKernelDrops?.(dropped);

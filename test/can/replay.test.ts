@@ -9,7 +9,8 @@ import { PassThrough, Readable } from 'node:stream';
 import { after, describe, it } from 'node:test';
 import { CandumpParseError, formatCandumpLine, parseCandumpText } from '../../src/can/candump.js';
 import { cloneFrame, type CanFrame } from '../../src/can/frame.js';
-import { CandumpReplaySource, REPLAY_COALESCE_MS } from '../../src/can/replay.js';
+import { SOURCE_READ_INTERVAL_MS } from '../../src/can/frame.js';
+import { CandumpReplaySource } from '../../src/can/replay.js';
 import { hasSharedTestdata, sharedTestdata } from '../support/shared.js';
 import { makeTempDir } from '../support/temp.js';
 
@@ -214,7 +215,7 @@ describe('CandumpReplaySource, real time', () => {
     assert.ok(elapsed < 1500, `took ${elapsed.toFixed(1)} ms: frames are not batched`);
   });
 
-  it('[19.realrate] at 8,000 frames/s one wake-up delivers every frame due meanwhile (about one per REPLAY_COALESCE_MS), none early', async () => {
+  it('[19.realrate] at 8,000 frames/s one wake-up delivers every frame due meanwhile (about one per SOURCE_READ_INTERVAL_MS), none early', async () => {
     // 4,000 frames 0.125 ms apart: half a second of a saturated bus.
     const source = new CandumpReplaySource(writeLog('saturated.log', syntheticLog(4000, 0.125).join('\n')), { realtime: true });
     const at: number[] = [];
@@ -222,10 +223,10 @@ describe('CandumpReplaySource, real time', () => {
     await source.run(() => at.push(performance.now() - started));
     assert.equal(at.length, 4000);
     // A wake-up is a run of deliveries without a pause between them. Half a second of bus is about 100 wake-ups of
-    // REPLAY_COALESCE_MS (a loaded machine's late timers make fewer); a timer per frame that is early makes ~500.
+    // SOURCE_READ_INTERVAL_MS (a loaded machine's late timers make fewer); a timer per frame that is early makes ~500.
     let wakeUps = 1;
     for (let k = 1; k < at.length; k++) if (at[k]! - at[k - 1]! > 0.5) wakeUps++;
-    assert.ok(wakeUps <= (4000 * 0.125 * 1.2) / REPLAY_COALESCE_MS + 10, `${wakeUps} wake-ups in ${at.at(-1)!.toFixed(0)} ms`);
+    assert.ok(wakeUps <= (4000 * 0.125 * 1.2) / SOURCE_READ_INTERVAL_MS + 10, `${wakeUps} wake-ups in ${at.at(-1)!.toFixed(0)} ms`);
     // Never early: frame k is due k × 0.125 ms after the first (timers have millisecond granularity).
     for (let k = 0; k < at.length; k += 97)
       assert.ok(at[k]! - at[0]! >= k * 0.125 - 1, `frame ${k} at ${(at[k]! - at[0]!).toFixed(2)} ms, due at ${k * 0.125} ms`);

@@ -5,8 +5,8 @@
  * bus behind it: setSignal is refused.
  */
 import { z } from 'zod';
-import { SOURCE_READ_INTERVAL_MS } from '../../can/frame.js';
 import { CandumpReplaySource } from '../../can/replay.js';
+import { readIntervalMsSchema } from './read-interval.js';
 import type { BusSourceType } from './source-type.js';
 
 const schema = z
@@ -15,13 +15,7 @@ const schema = z
     file: z.string().min(1).describe('candump -L log to replay, relative to this config file.'),
     speed: z.number().positive().optional().describe('Time factor: 2 replays twice as fast as recorded. Default 1.'),
     loop: z.boolean().optional().describe('Start over when the log ends. Default false.'),
-    readIntervalMs: z
-      .number()
-      .int()
-      .min(0)
-      .max(1000)
-      .default(SOURCE_READ_INTERVAL_MS)
-      .describe(`Hand frames over in batches at most this often, ms, as a live bus is read (readIntervalMs of socketcan). Default ${SOURCE_READ_INTERVAL_MS}.`),
+    readIntervalMs: readIntervalMsSchema('Hand frames over in batches at most this often, ms, as a live bus is read (readIntervalMs of socketcan).'),
   })
   .describe('A recorded candump -L log, replayed with its original timing.');
 

@@ -11,12 +11,12 @@ import { z } from 'zod';
 import type { CanFilter } from '../../can/bus.js';
 import { interfaceNameSchema } from '../../can/interface-name.js';
 import { canInterfaceProblem, describeControllerChange, endpointStateReporter } from '../../can/interface-report.js';
-import { SOURCE_READ_INTERVAL_MS } from '../../can/frame.js';
 import { DEFAULT_RECEIVE_BUFFER_BYTES, SocketCanBus, SocketCanSource, type EndpointState, type EndpointStateChange } from '../../can/socketcan.js';
 import { receiveFilters } from '../../dbc/receive-filters.js';
 import { ObdCanClient } from '../../obd/can-client.js';
 import type { ObdConfig } from '../../obd/config.js';
 import { ObdPolling, type ObdConnector } from '../obd-polling.js';
+import { readIntervalMsSchema } from './read-interval.js';
 import type { BusSourceType } from './source-type.js';
 
 const schema = z
@@ -31,16 +31,10 @@ const schema = z
         'dbc: kernel receive filters pass only the identifiers the bus DBC decodes (frames nobody reads never wake the agent); ' +
           'none: receive every frame. Default dbc.',
       ),
-    readIntervalMs: z
-      .number()
-      .int()
-      .min(0)
-      .max(1000)
-      .default(SOURCE_READ_INTERVAL_MS)
-      .describe(
-        `On a busy bus, read the frames the kernel has queued at most this often, ms: the agent wakes about 1000/readIntervalMs times a second ` +
-          `at any frame rate, and frames reach the collector up to this much later (they keep their kernel time). Default ${SOURCE_READ_INTERVAL_MS}; 0: on every frame.`,
-      ),
+    readIntervalMs: readIntervalMsSchema(
+      'On a busy bus, read the frames the kernel has queued at most this often, ms: the agent wakes about 1000/readIntervalMs times a second ' +
+        'at any frame rate, and frames reach the collector up to this much later (they keep their kernel time).',
+    ),
     receiveBufferBytes: z
       .number()
       .int()
