@@ -13,13 +13,15 @@
  *   connection is a fresh client, so nothing is resent behind the publisher's back.
  *
  * The session knows nothing of the outbox: the publisher drains it through publish(), reading the broker's limits
- * (receive maximum, maximum packet size) from `limits`.
+ * (receive maximum, maximum packet size) from `limits`. The receive maximum is also enforced here, for every sender
+ * together (src/uplink/publish-window.ts): QoS 1 publishes beyond it wait for a PUBACK, in order.
  */
 import { isIP } from 'node:net';
 import type { ConnectionOptions } from 'node:tls';
 import mqtt, { type IClientOptions, type IConnackPacket, type IDisconnectPacket, type MqttClient } from 'mqtt';
 import type { DeviceIdentity } from '../pki/identity.js';
 import type { LinkHeartbeat } from './keepalive.js';
+import { PublishWindow } from './publish-window.js';
 
 export type SessionState = 'idle' | 'connecting' | 'connected' | 'disconnected' | 'closed';
 
@@ -188,6 +190,8 @@ export class MqttSession {
   private currentState: SessionState = 'idle';
   private client: MqttClient | null = null;
   private brokerLimits: BrokerLimits | null = null;
+  /** The QoS 1 publishes of the current connection against its receive maximum (null until its CONNACK). */
+  private window: { client: MqttClient; slots: PublishWindow } | null = null;
   private currentBirthSeq: number | null = null;
   private error: UplinkError | null = null;
   /** Rejecters of the publishes awaiting their PUBACK on the current connection. */
@@ -242,6 +246,12 @@ export class MqttSession {
   /** The broker's limits on the current connection; null when not connected. */
   get limits(): BrokerLimits | null {
     return this.brokerLimits;
+  }
+
+  /** The QoS 1 publishes of the current connection against the broker's receive maximum; null when not connected. */
+  get publishWindow(): { limit: number; unacknowledged: number; queued: number; peak: number } | null {
+    const slots = this.window?.slots;
+    return slots ? { limit: slots.limit, unacknowledged: slots.unacknowledged, queued: slots.queued, peak: slots.peak } : null;
   }
 
   /** The birth sequence of the current (or last) connection. */
@@ -401,6 +411,7 @@ export class MqttSession {
     if (this.backoffTimer) clearTimeout(this.backoffTimer);
     this.backoffTimer = null;
     this.brokerLimits = null;
+    this.window = null;
     this.setState({ state: 'closed' });
     this.wake?.();
   }
@@ -495,6 +506,7 @@ export class MqttSession {
         if (this.client === client) {
           this.client = null;
           this.brokerLimits = null;
+          this.window = null;
         }
         this.dropPending(new UplinkError('connection-lost', `connection lost before the broker acknowledged: ${error.message}`));
         // A new identity: a clean DISCONNECT, so the broker does not publish the will for a moment's change.
@@ -556,6 +568,7 @@ export class MqttSession {
             maximumPacketSize: properties?.maximumPacketSize ?? MQTT_MAX_PACKET_SIZE,
             sessionPresent: connack.sessionPresent,
           };
+          this.window = { client, slots: new PublishWindow(Math.max(1, Math.min(MQTT_MAX_RECEIVE, this.brokerLimits.receiveMaximum))) };
           try {
             // Subscribed again even when the broker kept the session: it may have expired it, or it is a new broker.
             for (const topic of [...this.staleWatches]) {
@@ -590,36 +603,48 @@ export class MqttSession {
   }
 
   private send(client: MqttClient, topic: string, payload: Uint8Array | string, qos: 0 | 1, retain: boolean, properties?: PublishProperties): Promise<void> {
-    if (client !== this.client) {
+    const window = this.window;
+    if (client !== this.client || !window || window.client !== client) {
       return Promise.reject(new UplinkError('not-connected', 'not connected to the broker'));
     }
     const data = typeof payload === 'string' ? Buffer.from(payload) : Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
     return new Promise<void>((resolve, reject) => {
       let settled = false;
+      let holdsSlot = false;
       const settle = (err: UplinkError | null): void => {
         if (settled) return;
         settled = true;
         this.awaitingAck.delete(fail);
+        if (holdsSlot) window.slots.release();
         if (err) reject(err);
         else resolve();
       };
       const fail = (err: UplinkError): void => settle(err);
       this.awaitingAck.add(fail);
-      this.stats.published++;
-      client.publish(topic, data, properties ? { qos, retain, properties } : { qos, retain }, (err) => {
-        if (!err) {
-          if (qos === 1) this.stats.acknowledged++;
-          settle(null);
-          return;
-        }
-        const code = (err as Error & { code?: unknown }).code;
-        if (typeof code === 'number' && code >= 0x80) {
-          this.stats.refused++;
-          settle(new UplinkError('publish-refused', `the broker refused the publish to ${topic}: ${reasonName(code)} (0x${code.toString(16)})`, code));
-        } else {
-          settle(new UplinkError('connection-lost', `publish to ${topic} not acknowledged: ${err.message}`, undefined, { cause: err }));
-        }
-      });
+      const start = (): boolean => {
+        // Lost while it waited for a slot: dropPending has rejected it already.
+        if (settled) return false;
+        holdsSlot = qos === 1;
+        this.stats.published++;
+        client.publish(topic, data, properties ? { qos, retain, properties } : { qos, retain }, (err) => {
+          if (!err) {
+            if (qos === 1) this.stats.acknowledged++;
+            settle(null);
+            return;
+          }
+          const code = (err as Error & { code?: unknown }).code;
+          if (typeof code === 'number' && code >= 0x80) {
+            this.stats.refused++;
+            settle(new UplinkError('publish-refused', `the broker refused the publish to ${topic}: ${reasonName(code)} (0x${code.toString(16)})`, code));
+          } else {
+            settle(new UplinkError('connection-lost', `publish to ${topic} not acknowledged: ${err.message}`, undefined, { cause: err }));
+          }
+        });
+        return true;
+      };
+      // QoS 0 has no acknowledgement to wait for and does not count against the receive maximum.
+      if (qos === 1) window.slots.take(start);
+      else start();
     });
   }
 
