@@ -42,7 +42,7 @@ export const interfaceSampleSchema = z.strictObject({
 export const systemSampleSchema = contractSchema(
   'system',
   'The head unit',
-  'The host the agent runs on, sampled with systeminformation; each probe time-boxed. A probe that failed has its fields null and a line in `failed`.',
+  "The host the agent runs on: on Linux read from the kernel's files (load and memory through systeminformation); each probe time-boxed. A probe that failed has its fields null and a line in `failed`.",
   z.strictObject({
     tsMs: unixMs.describe('When the host sampling started.'),
     sampleMs: count.describe('How long sampling took (the slowest probe).'),

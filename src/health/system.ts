@@ -1,7 +1,9 @@
 /**
- * The host part of the health report: CPU load, memory, temperatures and the free space of the filesystem holding the
- * outbox from systeminformation; the network interfaces (which are up, which is the default route) and uptime from
- * the kernel's files, as systeminformation reads them but without its child processes (see kernelInterfaces).
+ * The host part of the health report: CPU load and memory from systeminformation (it reads /proc and os.cpus());
+ * temperatures, the free space of the filesystem holding the outbox, the network interfaces (which are up, which is
+ * the default route) and uptime from the kernel's files (src/health/kernel-readings.ts, kernelInterfaces below):
+ * systeminformation gets those by running shell commands, whose execSync held the event loop at every sample. Off
+ * Linux, systeminformation for all of them.
  *
  * On a head unit any of these may fail (no thermal zone, a missing tool) or hang (a wedged sysfs read, a slow child
  * process). Each probe is time-boxed and runs concurrently with the others; what fails or times out is null in the
@@ -17,6 +19,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Systeminformation } from 'systeminformation';
 import { defaultInterface, KERNEL_FILES, kernelText, listedAsWireless } from '../uplink/network-identity.js';
+import { kernelFilesystem, kernelTemperatures, mountContains } from './kernel-readings.js';
 
 type SystemInformationModule = typeof import('systeminformation');
 let loading: Promise<SystemInformationModule> | undefined;
@@ -31,8 +34,10 @@ function systemInformation(): Promise<SystemInformationModule> {
 export interface SystemProbes {
   currentLoad(): Promise<Pick<Systeminformation.CurrentLoadData, 'currentLoad' | 'currentLoadUser' | 'currentLoadSystem'>>;
   mem(): Promise<Pick<Systeminformation.MemData, 'total' | 'available' | 'swaptotal' | 'swapused'>>;
-  cpuTemperature(): Promise<Partial<Pick<Systeminformation.CpuTemperatureData, 'main' | 'max' | 'cores' | 'chipset'>>>;
-  fsSize(): Promise<Pick<Systeminformation.FsSizeData, 'fs' | 'type' | 'size' | 'available' | 'mount'>[]>;
+  /** Degrees Celsius; null, absent, -1 or 0: no reading. */
+  cpuTemperature(): Promise<{ main?: number | null; max?: number | null; cores?: number[]; chipset?: number | null }>;
+  /** The filesystems, or at least the one holding `dir` (a real path). */
+  fsSize(dir: string): Promise<Pick<Systeminformation.FsSizeData, 'fs' | 'type' | 'size' | 'available' | 'mount'>[]>;
   /** Fallback for a filesystem fsSize does not list (tmpfs, overlay quirks). */
   statfs(dir: string): Promise<{ totalBytes: number; freeBytes: number }>;
   networkInterfaces(): Promise<
@@ -44,8 +49,8 @@ export interface SystemProbes {
 export const systemProbes: SystemProbes = {
   currentLoad: async () => (await systemInformation()).currentLoad(),
   mem: async () => (await systemInformation()).mem(),
-  cpuTemperature: async () => (await systemInformation()).cpuTemperature(),
-  fsSize: async () => (await systemInformation()).fsSize(),
+  cpuTemperature: async () => (process.platform === 'linux' ? kernelTemperatures() : (await systemInformation()).cpuTemperature()),
+  fsSize: async (dir) => (process.platform === 'linux' ? [await kernelFilesystem(dir)] : (await systemInformation()).fsSize()),
   statfs: async (dir) => {
     const s = await statfs(dir);
     return { totalBytes: s.blocks * s.bsize, freeBytes: s.bavail * s.bsize };
@@ -202,7 +207,7 @@ export class SystemSampler {
       currentLoad: box('currentLoad', () => probes.currentLoad()),
       mem: box('mem', () => probes.mem()),
       cpuTemperature: box('cpuTemperature', () => probes.cpuTemperature()),
-      fsSize: box('fsSize', () => probes.fsSize()),
+      fsSize: box('fsSize', async () => probes.fsSize(await realpath(await existingAncestor(this.diskPath)))),
       statfs: box('statfs', async () => probes.statfs(await existingAncestor(this.diskPath))),
       networkInterfaces: box('networkInterfaces', () => probes.networkInterfaces()),
       uptimeS: box('uptimeS', () => probes.uptimeS()),
@@ -284,7 +289,9 @@ export class SystemSampler {
     const dir = where.value;
     const [listed, fallback] = await Promise.all([this.probes.fsSize.run(left()), this.probes.statfs.run(left())]);
     if (listed.ok) {
-      const mount = listed.value.filter((fs) => typeof fs.mount === 'string' && contains(fs.mount, dir)).sort((a, b) => b.mount.length - a.mount.length)[0];
+      const mount = listed.value
+        .filter((fs) => typeof fs.mount === 'string' && mountContains(fs.mount, dir))
+        .sort((a, b) => b.mount.length - a.mount.length)[0];
       if (mount && num(mount.size) !== null && num(mount.available) !== null) {
         return { ok: true, value: diskSample(this.diskPath, mount.mount, mount.fs, mount.size, mount.available) };
       }
@@ -297,12 +304,6 @@ export class SystemSampler {
 function diskSample(dir: string, mount: string | null, filesystem: string | null, totalBytes: number, freeBytes: number): DiskSample {
   const usedPercent = totalBytes > 0 ? Math.round(((totalBytes - freeBytes) / totalBytes) * 1000) / 10 : 0;
   return { path: dir, mount, filesystem, totalBytes, freeBytes, usedPercent };
-}
-
-/** `mount` is `dir` or one of its ancestors (on path boundaries: /var is not a mount of /variable). */
-function contains(mount: string, dir: string): boolean {
-  if (mount === '/' || mount === dir) return true;
-  return dir.startsWith(mount.endsWith('/') ? mount : `${mount}/`);
 }
 
 /** The outbox folder may not exist yet (no data path): its nearest existing ancestor is on the same filesystem. */
