@@ -1,8 +1,14 @@
 /**
- * The host's temperatures and the filesystem holding the outbox, read from the kernel's own files on Linux (sysfs and
- * /proc/self/mountinfo) instead of systeminformation's cpuTemperature() and fsSize(), which run shell commands
- * (`cat` through execSync, a `for` loop over hwmon, `sensors`, `df`): the event loop stood still for tens of ms at
- * every health sample, and a car's frames waited.
+ * The host's CPU load, memory, temperatures and the filesystem holding the outbox, read from the kernel's own files on
+ * Linux (/proc/stat, /proc/meminfo, sysfs, /proc/self/mountinfo) instead of systeminformation, which runs shell
+ * commands for most of them (`cat /proc/stat` and `cat` of the thermal zones through execSync, a `for` loop over
+ * hwmon, `sensors`, `df`): the event loop stood still for tens of ms at every health sample, and a car's frames
+ * waited. Not loading systeminformation at all also keeps some 12 MB out of the agent's resident memory.
+ *
+ * CPU load: the share of all CPUs' time since the previous reading (the first: since boot) that was not idle or
+ * waiting for I/O; user and system are the `user` and `system` columns' shares (guest time is part of `user`).
+ * Memory: MemTotal and MemAvailable (before Linux 3.14, without MemAvailable: MemFree + Buffers + Cached +
+ * SReclaimable), swap used = SwapTotal - SwapFree.
  *
  * Temperatures follow the rules systeminformation applies to the same files, so a report does not change meaning:
  * - hwmon sensors by label (`/sys/class/hwmon/hwmon*\/temp*_label` and `_input`, millidegrees): `Core n` are the
@@ -15,7 +21,8 @@
  *
  * The filesystem: the mount with the longest mount point containing the folder (/proc/self/mountinfo, as `df` finds
  * it), its size and free space from statfs(2) on the folder. A folder no mount contains (cannot happen on Linux,
- * but a broken /proc) rejects, and the sampler falls back to statfs alone.
+ * but a broken /proc) rejects, and the sampler falls back to statfs alone. An unreadable /proc/stat or /proc/meminfo
+ * rejects too (the sample's field is then null and named in `failed`).
  */
 import { readdir, readFile, statfs } from 'node:fs/promises';
 import path from 'node:path';
@@ -42,9 +49,72 @@ export interface KernelFilesystem {
 export interface KernelRoots {
   sys: string;
   mountinfo: string;
+  stat: string;
+  meminfo: string;
 }
 
-export const KERNEL_ROOTS: KernelRoots = { sys: '/sys', mountinfo: '/proc/self/mountinfo' };
+export const KERNEL_ROOTS: KernelRoots = { sys: '/sys', mountinfo: '/proc/self/mountinfo', stat: '/proc/stat', meminfo: '/proc/meminfo' };
+
+export interface KernelCpuLoad {
+  /** Percent of all CPUs' time, not rounded. */
+  currentLoad: number;
+  currentLoadUser: number;
+  currentLoadSystem: number;
+}
+
+export interface KernelMemory {
+  total: number;
+  available: number;
+  swaptotal: number;
+  swapused: number;
+}
+
+interface CpuTicks {
+  total: number;
+  busy: number;
+  user: number;
+  system: number;
+}
+
+/**
+ * A CPU load reader: each call gives the load since its previous call (the first: since boot). One per sampler, so
+ * two samplers do not shorten each other's interval.
+ */
+export function cpuLoadReader(roots: Pick<KernelRoots, 'stat'> = KERNEL_ROOTS): () => Promise<KernelCpuLoad> {
+  let previous: CpuTicks = { total: 0, busy: 0, user: 0, system: 0 };
+  return async () => {
+    const line = (await readFile(roots.stat, 'utf8')).split('\n', 1)[0]!;
+    // cpu  user nice system idle iowait irq softirq steal guest guest_nice (USER_HZ ticks, all CPUs together)
+    const fields = line.trim().split(/\s+/);
+    if (fields[0] !== 'cpu' || fields.length < 5) throw new Error(`${roots.stat} does not start with the CPUs' line: '${line.slice(0, 80)}'`);
+    const [user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0] = fields.slice(1, 9).map(Number);
+    const ticks: CpuTicks = { busy: user + nice + system + irq + softirq + steal, total: 0, user, system };
+    ticks.total = ticks.busy + idle + iowait;
+    if (!Number.isFinite(ticks.total)) throw new Error(`${roots.stat}: the CPUs' line is not numbers: '${line.slice(0, 80)}'`);
+    const span = ticks.total - previous.total;
+    const share = (now: number, before: number): number => (span > 0 ? ((now - before) * 100) / span : 0);
+    const load = {
+      currentLoad: share(ticks.busy, previous.busy),
+      currentLoadUser: share(ticks.user, previous.user),
+      currentLoadSystem: share(ticks.system, previous.system),
+    };
+    previous = ticks;
+    return load;
+  };
+}
+
+export async function kernelMemory(roots: Pick<KernelRoots, 'meminfo'> = KERNEL_ROOTS): Promise<KernelMemory> {
+  const kib = new Map<string, number>();
+  for (const line of (await readFile(roots.meminfo, 'utf8')).split('\n')) {
+    const match = /^(\w+(?:\(\w+\))?):\s+(\d+)/.exec(line);
+    if (match) kib.set(match[1]!, Number(match[2]));
+  }
+  const total = kib.get('MemTotal');
+  if (total === undefined) throw new Error(`${roots.meminfo} has no MemTotal`);
+  const of = (name: string): number => kib.get(name) ?? 0;
+  const available = kib.get('MemAvailable') ?? of('MemFree') + of('Buffers') + of('Cached') + of('SReclaimable');
+  return { total: total * 1024, available: available * 1024, swaptotal: of('SwapTotal') * 1024, swapused: (of('SwapTotal') - of('SwapFree')) * 1024 };
+}
 
 async function text(file: string): Promise<string | null> {
   try {
@@ -74,7 +144,7 @@ function degrees(millidegrees: string | null): number | null {
   return value > 0 && value < 200 ? value : null;
 }
 
-export async function kernelTemperatures(roots: KernelRoots = KERNEL_ROOTS): Promise<KernelTemperatures> {
+export async function kernelTemperatures(roots: Pick<KernelRoots, 'sys'> = KERNEL_ROOTS): Promise<KernelTemperatures> {
   const hwmonDir = path.join(roots.sys, 'class/hwmon');
   const labelled: { label: string; value: number }[] = [];
   for (const hwmon of await entries(hwmonDir)) {
@@ -121,7 +191,7 @@ export function mountContains(mount: string, dir: string): boolean {
 }
 
 /** The mount holding `dir` (a real path) and its size and free space. */
-export async function kernelFilesystem(dir: string, roots: KernelRoots = KERNEL_ROOTS): Promise<KernelFilesystem> {
+export async function kernelFilesystem(dir: string, roots: Pick<KernelRoots, 'mountinfo'> = KERNEL_ROOTS): Promise<KernelFilesystem> {
   const table = await readFile(roots.mountinfo, 'utf8');
   let best: { fs: string; type: string; mount: string } | null = null;
   for (const line of table.split('\n')) {

@@ -1,17 +1,16 @@
 /**
- * The host part of the health report: CPU load and memory from systeminformation (it reads /proc and os.cpus());
- * temperatures, the free space of the filesystem holding the outbox, the network interfaces (which are up, which is
- * the default route) and uptime from the kernel's files (src/health/kernel-readings.ts, kernelInterfaces below):
- * systeminformation gets those by running shell commands, whose execSync held the event loop at every sample. Off
- * Linux, systeminformation for all of them.
+ * The host part of the health report: CPU load, memory, temperatures, the free space of the filesystem holding the
+ * outbox (src/health/kernel-readings.ts), the network interfaces (which are up, which is the default route) and
+ * uptime (kernelInterfaces below), all from the kernel's files on Linux. systeminformation gets most of them by
+ * running shell commands, whose execSync held the event loop at every sample; off Linux it is still what is asked.
  *
  * On a head unit any of these may fail (no thermal zone, a missing tool) or hang (a wedged sysfs read, a slow child
  * process). Each probe is time-boxed and runs concurrently with the others; what fails or times out is null in the
  * sample and named in `failed`. A probe still running from an earlier sample is not started again, so a hung probe
  * never piles up calls. sample() never throws.
  *
- * systeminformation is imported at the first sample, not with the agent: it is large, and only health reads it (a
- * car's first frame and first connection do not wait for it). A sample whose import fails has its probes failed.
+ * systeminformation is imported only off Linux, at the first sample: it is large (some 12 MB resident). A sample
+ * whose import fails has its probes failed.
  */
 import type { DiskSample, InterfaceSample, SystemSample } from '../contract/health.js';
 import { realpath, statfs } from 'node:fs/promises';
@@ -19,7 +18,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Systeminformation } from 'systeminformation';
 import { defaultInterface, KERNEL_FILES, kernelText, listedAsWireless } from '../uplink/network-identity.js';
-import { kernelFilesystem, kernelTemperatures, mountContains } from './kernel-readings.js';
+import { cpuLoadReader, kernelFilesystem, kernelMemory, kernelTemperatures, mountContains } from './kernel-readings.js';
 
 type SystemInformationModule = typeof import('systeminformation');
 let loading: Promise<SystemInformationModule> | undefined;
@@ -46,17 +45,20 @@ export interface SystemProbes {
   uptimeS(): Promise<number>;
 }
 
+const LINUX = process.platform === 'linux';
+const linuxCpuLoad = cpuLoadReader();
+
 export const systemProbes: SystemProbes = {
-  currentLoad: async () => (await systemInformation()).currentLoad(),
-  mem: async () => (await systemInformation()).mem(),
-  cpuTemperature: async () => (process.platform === 'linux' ? kernelTemperatures() : (await systemInformation()).cpuTemperature()),
-  fsSize: async (dir) => (process.platform === 'linux' ? [await kernelFilesystem(dir)] : (await systemInformation()).fsSize()),
+  currentLoad: async () => (LINUX ? linuxCpuLoad() : (await systemInformation()).currentLoad()),
+  mem: async () => (LINUX ? kernelMemory() : (await systemInformation()).mem()),
+  cpuTemperature: async () => (LINUX ? kernelTemperatures() : (await systemInformation()).cpuTemperature()),
+  fsSize: async (dir) => (LINUX ? [await kernelFilesystem(dir)] : (await systemInformation()).fsSize()),
   statfs: async (dir) => {
     const s = await statfs(dir);
     return { totalBytes: s.blocks * s.bsize, freeBytes: s.bavail * s.bsize };
   },
   networkInterfaces: async () => {
-    if (process.platform === 'linux') return kernelInterfaces();
+    if (LINUX) return kernelInterfaces();
     const list = await (await systemInformation()).networkInterfaces();
     return Array.isArray(list) ? list : [list];
   },
@@ -197,7 +199,8 @@ export class SystemSampler {
   private readonly timeoutMs: number;
 
   constructor(options: SystemSamplerOptions) {
-    const probes = { ...systemProbes, ...options.probes };
+    // Its own CPU load reader: the load since this sampler's previous sample, whatever else reads it.
+    const probes = { ...systemProbes, ...(LINUX ? { currentLoad: cpuLoadReader() } : {}), ...options.probes };
     const timeoutMs = options.timeoutMs ?? 5000;
     this.timeoutMs = timeoutMs;
     this.diskPath = options.diskPath;
@@ -217,11 +220,12 @@ export class SystemSampler {
 
   /** Asks every probe at once; resolves when all have answered, failed or timed out. Never rejects. */
   async sample(): Promise<SystemSample> {
-    // The sample's time (sampleMs) includes the library's first import, as its start-up is part of the first sample.
+    // The sample's time (sampleMs) includes the library's first import off Linux, as its start-up is part of the
+    // first sample.
     const started = performance.now();
     // Loaded (the first time) outside the probes' time boxes: importing the library is not a probe hanging. If it
     // cannot load, each probe that needs it fails, named in `failed`.
-    await systemInformation().catch(() => undefined);
+    if (!LINUX) await systemInformation().catch(() => undefined);
     const tsMs = Date.now();
     const failed: string[] = [];
     const get = <T>(name: string, outcome: Outcome<T>): T | null => {

@@ -4,8 +4,8 @@
  *
  * - A car's run (an external mosquitto with mutual TLS, remote commands, health publishing): no aedes, no development
  *   PKI (node-forge only as far as its ASN.1 reader, which the identity check uses), no serialport without an ELM327
- *   adapter, no ajv (a test tool), and no systeminformation before the first host sample (the network the adaptive
- *   heartbeat keys its memory by is read from /proc).
+ *   adapter, no ajv (a test tool), and no systeminformation, even once a host sample has been published (the host's
+ *   values and the network the adaptive heartbeat keys its memory by are read from /proc and /sys).
  * - The development run (`uplink.embeddedBroker: "aedes"`) loads what it asks for: aedes, and node-forge for the
  *   development PKI. The probe sees them: the first test's absences are not the probe's blindness.
  *
@@ -22,7 +22,7 @@ import { AgentProcess, writeConfig } from '../support/agent-process.js';
 import { CommandPki } from '../support/commands.js';
 import { defaultRunConfig } from '../support/default-run.js';
 import { parseLoadedPackages, loadedPackagesProbe, type LoadedPackages } from '../support/loaded-packages.js';
-import { Mosquitto, TestPki } from '../support/mosquitto.js';
+import { BackendSubscriber, Mosquitto, TestPki } from '../support/mosquitto.js';
 import { makeTempDir } from '../support/temp.js';
 import { waitFor } from '../support/wait.js';
 
@@ -30,11 +30,12 @@ import { waitFor } from '../support/wait.js';
 const START_MS = 60_000;
 const CONNECTED = /uplink: connected to /;
 
-/** Starts `run --config file` with the probe preloaded, waits until connected, and asks what it has loaded. */
-async function loadedOnceConnected(t: TestContext, file: string, env: NodeJS.ProcessEnv = process.env): Promise<LoadedPackages> {
-  const agent = AgentProcess.command(['run', '--config', file], { env: loadedPackagesProbe(env), waitTimeoutMs: START_MS });
+/** Starts `run --config file` with the probe preloaded, waits until connected (and `ready`), and asks what it has loaded. */
+async function loadedOnceConnected(t: TestContext, file: string, ready: () => Promise<void> = async () => undefined): Promise<LoadedPackages> {
+  const agent = AgentProcess.command(['run', '--config', file], { env: loadedPackagesProbe(process.env), waitTimeoutMs: START_MS });
   t.after(() => agent.stop('SIGKILL'));
   await agent.waitForStderr(CONNECTED);
+  await ready();
   agent.child.kill('SIGUSR2');
   let answer: LoadedPackages | undefined;
   await waitFor(() => (answer = parseLoadedPackages(agent.stderr)) !== undefined || !agent.running, 'the loaded-packages answer', START_MS);
@@ -76,7 +77,7 @@ describe('[19.memory] what a run loads', () => {
   after(() => broker.stop());
 
   it(
-    "[19.memory] a car's run loads no aedes, no node-forge beyond its ASN.1 reader, no serialport, no ajv, and no systeminformation before the first host sample",
+    "[19.memory] a car's run loads no aedes, no node-forge beyond its ASN.1 reader, no serialport, no ajv, and no systeminformation, even after a host sample",
     { timeout: 120_000 },
     async (t) => {
       const dir = makeTempDir('startup-car-');
@@ -88,10 +89,16 @@ describe('[19.memory] what a run loads', () => {
         outbox: { path: path.join(dir, 'outbox.db') },
         uplink: { url: broker.url, ...pki.identityFiles('car-startup-1') },
         commands: { caFile: commandPki.caFile, replayDbPath: path.join(dir, 'commands.db') },
-        // Published every hour: the first host sample (systeminformation) is an hour away, the connection is not.
-        health: { intervalS: 3600, http: { enabled: false } },
+        // A report every second: the probe is asked once one, with its host sample, has arrived.
+        health: { intervalS: 1, http: { enabled: false } },
       });
-      const loaded = await loadedOnceConnected(t, file);
+      const backend = await BackendSubscriber.connect(broker, pki);
+      t.after(() => backend.close());
+      const loaded = await loadedOnceConnected(t, file, () =>
+        backend.waitFor(() => backend.on('car-startup-1', 'health').length > 0, 'a health report with its host sample', START_MS),
+      );
+      const report = JSON.parse(backend.on('car-startup-1', 'health')[0]!.payload.toString('utf8')) as { system: { memTotalBytes: unknown; disk: unknown } };
+      assert.ok(typeof report.system.memTotalBytes === 'number' && report.system.disk !== null, JSON.stringify(report.system));
       // What it does load: the outbox, the MQTT client, the log (the probe sees the agent's packages at all).
       for (const name of ['better-sqlite3', 'mqtt', 'pino']) assert.ok(loaded.packages.includes(name), `${name} in ${loaded.packages.join(', ')}`);
       for (const name of ['aedes', 'serialport', 'ajv', 'systeminformation'])

@@ -1,6 +1,8 @@
 /**
- * Temperatures and the outbox's filesystem from the kernel's files (src/health/kernel-readings.ts): against this
- * machine's own mounts, compared with `df` and systeminformation's fsSize(); and, since this VM has no sensors, against
+ * The host's values from the kernel's files (src/health/kernel-readings.ts): memory and CPU load against
+ * systeminformation's on this machine, and the arithmetic on /proc files written by the test (an old kernel without
+ * MemAvailable, garbage); the outbox's filesystem against this machine's own mounts, compared with `df` and
+ * systeminformation's fsSize(); temperatures, since this VM has no sensors, against
  * sysfs trees laid out as the kernel lays them out on an Intel PC (coretemp), an AMD one (k10temp) and an ARM head
  * unit (thermal zones only), with garbage where a broken driver leaves it.
  */
@@ -10,7 +12,7 @@ import { mkdirSync, realpathSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import si from 'systeminformation';
-import { kernelFilesystem, kernelTemperatures, mountContains } from '../../src/health/kernel-readings.js';
+import { cpuLoadReader, kernelFilesystem, kernelMemory, kernelTemperatures, mountContains } from '../../src/health/kernel-readings.js';
 import { makeTempDir } from '../support/temp.js';
 
 /** A sysfs-like tree: `files` maps paths under the root to their contents. */
@@ -24,9 +26,51 @@ function sysTree(files: Record<string, string>): string {
   return root;
 }
 
-const temperaturesIn = (files: Record<string, string>) => kernelTemperatures({ sys: sysTree(files), mountinfo: '/proc/self/mountinfo' });
+const temperaturesIn = (files: Record<string, string>) => kernelTemperatures({ sys: sysTree(files) });
 
 describe('kernel readings', () => {
+  it('memory: what systeminformation reads from /proc/meminfo; an old kernel without MemAvailable; no MemTotal is an error', async () => {
+    const [mine, theirs] = await Promise.all([kernelMemory(), si.mem()]);
+    assert.deepEqual({ total: mine.total, swaptotal: mine.swaptotal }, { total: theirs.total, swaptotal: theirs.swaptotal });
+    // Read a moment apart while other tests run: within 256 MiB.
+    assert.ok(Math.abs(mine.available - theirs.available) < 256 * 2 ** 20, `${mine.available} and ${theirs.available}`);
+    const meminfo = path.join(makeTempDir('meminfo-'), 'meminfo');
+    writeFileSync(
+      meminfo,
+      'MemTotal:        1000 kB\nMemFree:          100 kB\nBuffers:           20 kB\nCached:           300 kB\nSReclaimable:      30 kB\nActive(anon):      5 kB\nSwapTotal:        400 kB\nSwapFree:         150 kB\n',
+    );
+    assert.deepEqual(await kernelMemory({ meminfo }), { total: 1000 * 1024, available: 450 * 1024, swaptotal: 400 * 1024, swapused: 250 * 1024 });
+    writeFileSync(meminfo, 'garbage\n');
+    await assert.rejects(kernelMemory({ meminfo }), /has no MemTotal/);
+  });
+
+  it("CPU load: the non-idle share of the CPUs' time since the previous reading, as systeminformation measures it over the same interval", async () => {
+    const stat = path.join(makeTempDir('stat-'), 'stat');
+    // user nice system idle iowait irq softirq steal guest guest_nice
+    writeFileSync(stat, 'cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 50 0 25 400 25 0 0 0 0 0\nintr 1 2 3\n');
+    const read = cpuLoadReader({ stat });
+    assert.deepEqual(await read(), { currentLoad: 15, currentLoadUser: 10, currentLoadSystem: 5 }, 'since boot');
+    writeFileSync(stat, 'cpu  160 20 70 880 60 5 5 0 10 0\n');
+    // 200 ticks later: 60 user + 20 nice + 20 system + 5 irq + 5 softirq busy, 80 idle + 10 iowait not.
+    assert.deepEqual(await read(), { currentLoad: 55, currentLoadUser: 30, currentLoadSystem: 10 });
+    assert.deepEqual(await read(), { currentLoad: 0, currentLoadUser: 0, currentLoadSystem: 0 }, 'no time passed');
+    writeFileSync(stat, 'intr 1 2 3\n');
+    await assert.rejects(read(), /does not start with the CPUs' line/);
+    writeFileSync(stat, 'cpu  a b c d\n');
+    await assert.rejects(read(), /not numbers/);
+    // This machine, over a quarter second with one core busy, both readers at its ends.
+    const live = cpuLoadReader();
+    await live();
+    await si.currentLoad();
+    const until = performance.now() + 250;
+    while (performance.now() < until);
+    const [mine, theirs] = await Promise.all([live(), si.currentLoad()]);
+    assert.ok(mine.currentLoad > 0 && mine.currentLoad <= 100, JSON.stringify(mine));
+    // The same interval, give or take the moment between the two reads and what systeminformation leaves out (iowait,
+    // softirq): within 15 points.
+    assert.ok(Math.abs(mine.currentLoad - theirs.currentLoad) < 15, `${mine.currentLoad} % and systeminformation's ${theirs.currentLoad} %`);
+  });
+
   it("the outbox folder's filesystem: the mount df names, with df's size and free space", async () => {
     const dir = realpathSync(makeTempDir('kernel-fs-'));
     const mine = await kernelFilesystem(dir);
@@ -62,7 +106,7 @@ describe('kernel readings', () => {
         '',
       ].join('\n'),
     );
-    const roots = { sys: '/sys', mountinfo };
+    const roots = { mountinfo };
     assert.deepEqual(await kernelFilesystem(spaced, roots).then((m) => ({ fs: m.fs, type: m.type, mount: m.mount })), {
       fs: '/dev/sda 1',
       type: 'ext4',
@@ -147,7 +191,7 @@ describe('kernel readings', () => {
       }),
       { main: null, max: null, cores: [], chipset: null },
     );
-    assert.deepEqual(await kernelTemperatures({ sys: path.join(makeTempDir('no-sysfs-'), 'absent'), mountinfo: '/proc/self/mountinfo' }), {
+    assert.deepEqual(await kernelTemperatures({ sys: path.join(makeTempDir('no-sysfs-'), 'absent') }), {
       main: null,
       max: null,
       cores: [],
