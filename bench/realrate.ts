@@ -2,7 +2,7 @@
  * `npm run bench -- realrate [--json]`: the built agent as a head unit runs it: a separate process
  * (`telematics-agent run --config <file>`), fed at the rate a bus delivers, for long enough to be in a steady state.
  *
- * On this host (replay, paced):
+ * On this host (replay, paced), the agent started as its systemd unit starts it (node with AGENT_NODE_FLAGS):
  *  - the real J1939 truck log (css_j1939_demo.dbc), replayed in a loop by the `replay` source at a speed that gives
  *    1,000, 4,000, 8,000 and 16,000 frames/s, and four such buses at 8,000 frames/s each;
  *  - production configuration: an external broker (Debian's mosquitto, mutual TLS, client certificates, the fleet
@@ -29,6 +29,7 @@
  * Everything is measured in one run; compare ratios, not absolute figures from another machine. The frame rates the
  * replay reaches are reported beside the targets.
  */
+import { AGENT_NODE_FLAGS } from '../src/agent/node-flags.js';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, fstatSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -106,7 +107,8 @@ class AgentProcess {
     const stdoutFile = `${configFile}.stdout`;
     const stdout = openSync(stdoutFile, 'w');
     const { dev, ino } = fstatSync(stdout);
-    this.child = spawn(process.execPath, [CLI, 'run', '--config', configFile], {
+    // With the V8 options a car's systemd unit starts it with (src/agent/node-flags.ts).
+    this.child = spawn(process.execPath, [...AGENT_NODE_FLAGS, CLI, 'run', '--config', configFile], {
       stdio: ['ignore', stdout, 'pipe'],
       env: { ...process.env, JOURNAL_STREAM: `${dev}:${ino}` },
     });

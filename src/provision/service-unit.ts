@@ -9,6 +9,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, lstatSync, type Stats } from 'node:fs';
 import path from 'node:path';
 import { RESTART_EXIT_CODE } from '../agent/exit-codes.js';
+import { AGENT_NODE_FLAGS } from '../agent/node-flags.js';
 import { ChangeCount, ProvisionError, ensureDirInRoot, putDir, putFile, putSymlink, resolveInRoot } from './files.js';
 import { ACCOUNT_NAME_PATTERN, checkServiceUserName, ensureServiceAccount, type ServiceAccount } from './service-account.js';
 
@@ -73,7 +74,8 @@ StartLimitIntervalSec=0
 Type=notify
 # The notifications come from systemd-notify, started by the agent: not from the main process itself.
 NotifyAccess=all
-ExecStart=${options.node} ${main} run --config ${INSTALL.configFile}
+# ${AGENT_NODE_FLAGS.join(' ')}: a small young generation (src/agent/node-flags.ts): some 30 MB less resident memory.
+ExecStart=${options.node} ${AGENT_NODE_FLAGS.join(' ')} ${main} run --config ${INSTALL.configFile}
 WorkingDirectory=${INSTALL.stateDir}
 # The agent sends WATCHDOG=1 every ${WATCHDOG_SEC / 2} s from its event loop: a hung agent is killed and restarted.
 WatchdogSec=${WATCHDOG_SEC}

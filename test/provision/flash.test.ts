@@ -524,7 +524,10 @@ describe('flash into an image', () => {
     ]) {
       assert.match(unit, new RegExp(`^${line.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`, 'm'), line);
     }
-    assert.match(unit, /^ExecStart=\/usr\/bin\/node \/opt\/telematics-agent\/dist\/src\/cli\/main\.js run --config \/etc\/telematics-agent\/config\.json$/m);
+    assert.match(
+      unit,
+      /^ExecStart=\/usr\/bin\/node --max-semi-space-size=1 \/opt\/telematics-agent\/dist\/src\/cli\/main\.js run --config \/etc\/telematics-agent\/config\.json$/m,
+    );
   });
 
   test("another device's bundle is refused by an image that holds one, unless --replace-identity", () => {
