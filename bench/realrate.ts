@@ -68,15 +68,22 @@ interface RunResult {
   cpuPct: number;
   rssMb: number;
   hwmMb: number;
+  /** RssAnon and RssFile when the resident set was largest. */
+  anonMb: number;
+  fileMb: number;
   firstFrameS: number;
   connectedS: number | undefined;
 }
 
-/** VmRSS and VmHWM of a process, MB. */
-function memoryMb(pid: number): { rss: number; hwm: number } {
+/**
+ * VmRSS and VmHWM of a process, MB; and the resident set's two parts: RssAnon (the process's own memory: the V8 heap,
+ * malloc) and RssFile (pages of the node binary and libraries, which the kernel can drop and load again, and shares
+ * with any other node process).
+ */
+function memoryMb(pid: number): { rss: number; hwm: number; anon: number; file: number } {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   const kb = (key: string): number => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN);
-  return { rss: kb('VmRSS') / 1024, hwm: kb('VmHWM') / 1024 };
+  return { rss: kb('VmRSS') / 1024, hwm: kb('VmHWM') / 1024, anon: kb('RssAnon') / 1024, file: kb('RssFile') / 1024 };
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
@@ -226,10 +233,11 @@ export async function runRealRateBenchmark(json: boolean): Promise<void> {
       const cpu0 = cpuMicros(agent.pid);
       const frames0 = await framesCounted(port);
       const t0 = performance.now();
-      let rss = 0;
+      let largest = { rss: 0, hwm: 0, anon: 0, file: 0 };
       for (let s = 0; s < WINDOW_S; s++) {
         await sleep(1000);
-        rss = Math.max(rss, memoryMb(agent.pid).rss);
+        const now = memoryMb(agent.pid);
+        if (now.rss > largest.rss) largest = now;
       }
       const frames1 = await framesCounted(port);
       const cpu1 = cpuMicros(agent.pid);
@@ -239,14 +247,17 @@ export async function runRealRateBenchmark(json: boolean): Promise<void> {
         targetFps: spec.rate * spec.buses,
         fps: (frames1 - frames0) / seconds,
         cpuPct: ((cpu1 - cpu0) / 1e6 / seconds) * 100,
-        rssMb: rss,
+        rssMb: largest.rss,
         hwmMb: memoryMb(agent.pid).hwm,
+        anonMb: largest.anon,
+        fileMb: largest.file,
         firstFrameS: agent.firstFrameS!,
         connectedS: agent.connectedS,
       };
       progress(
         `  ${result.label.padEnd(34)} ${Math.round(result.fps).toLocaleString('en').padStart(7)} frames/s  ` +
-          `CPU ${result.cpuPct.toFixed(2).padStart(5)}%  RSS ${result.rssMb.toFixed(1)} MB (peak ${result.hwmMb.toFixed(1)})`,
+          `CPU ${result.cpuPct.toFixed(2).padStart(5)}%  RSS ${result.rssMb.toFixed(1)} MB (peak ${result.hwmMb.toFixed(1)}; ` +
+          `anonymous ${result.anonMb.toFixed(1)}, file pages ${result.fileMb.toFixed(1)})`,
       );
       return result;
     } finally {
@@ -302,6 +313,8 @@ export async function runRealRateBenchmark(json: boolean): Promise<void> {
       cpu_pct: round(r.cpuPct, 2),
       rss_mb: round(r.rssMb, 1),
       peak_rss_mb: round(r.hwmMb, 1),
+      anon_mb: round(r.anonMb, 1),
+      file_mb: round(r.fileMb, 1),
     })),
     cpu_pct_at_8k: round(at8k.cpuPct, 2),
     cpu_pct_at_8k_x4: round(x4.cpuPct, 2),
@@ -309,6 +322,8 @@ export async function runRealRateBenchmark(json: boolean): Promise<void> {
     cpu_us_per_frame_at_8k: round((at8k.cpuPct / 100 / at8k.fps) * 1e6, 3),
     rss_mb_at_8k: round(at8k.rssMb, 1),
     rss_mb_idle: round(idle.rssMb, 1),
+    anon_mb_at_8k: round(at8k.anonMb, 1),
+    anon_mb_idle: round(idle.anonMb, 1),
     socketcan_rates: vm.rates,
     socketcan_drain_ratio: socketcan.socketcan_drain_ratio as number,
     socketcan_cpu_ratio_vs_candump: socketcan.socketcan_cpu_ratio_vs_candump as number,
@@ -322,10 +337,10 @@ export async function runRealRateBenchmark(json: boolean): Promise<void> {
   }
   process.stdout.write(
     [
-      `realrate: one bus at 8,000 frames/s, production configuration: CPU ${result.cpu_pct_at_8k}% of one core (${result.cpu_us_per_frame_at_8k} µs/frame), RSS ${result.rss_mb_at_8k} MB`,
+      `realrate: one bus at 8,000 frames/s, production configuration: CPU ${result.cpu_pct_at_8k}% of one core (${result.cpu_us_per_frame_at_8k} µs/frame), RSS ${result.rss_mb_at_8k} MB (anonymous ${result.anon_mb_at_8k})`,
       `  decoding alone at the same rate (baseline): CPU ${result.cpu_pct_at_8k_decode_only}%`,
       `  four buses at 8,000 frames/s each: CPU ${result.cpu_pct_at_8k_x4}%`,
-      `  idle: RSS ${result.rss_mb_idle} MB`,
+      `  idle: RSS ${result.rss_mb_idle} MB (anonymous ${result.anon_mb_idle})`,
       `  start to first decoded frame ${result.start_to_first_frame_s} s, to a connected uplink ${result.start_to_connected_s} s (median of ${runs.length} starts)`,
       `  SocketCAN in the VM: drain agent/candump ${result.socketcan_drain_ratio}, CPU per frame agent/candump ${result.socketcan_cpu_ratio_vs_candump} (source in the benchmark's process)`,
       ...vm.rates.map(
