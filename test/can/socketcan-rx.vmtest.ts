@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { CanFrame } from '../../src/can/frame.js';
 import { SocketCanSource, type EndpointStateChange } from '../../src/can/socketcan.js';
-import { Cleanup, run, runAsync, withVcan } from '../support/vcan.js';
+import { CANGEN, cangen, cangenAsync, Cleanup, run, runAsync, withVcan } from '../support/vcan.js';
 import { waitFor } from '../support/wait.js';
 
 const IF = 'vt-rx0';
@@ -83,7 +83,7 @@ describe('[19.socketcan] the receive path on a real kernel', { timeout: 240_000 
     assert.ok(s.source.receiveBufferBytes >= BIG_BUFFER, `receive buffer granted: ${s.source.receiveBufferBytes}`);
     const before = Date.now() / 1000;
     // The event loop is blocked until cangen has queued every frame: nothing is read meanwhile.
-    run('cangen', IF, '-g', '0', '-n', String(BURST), '-I', '123', '-L', '8', '-D', 'i', '-p', '10');
+    cangen(IF, '-g', '0', '-n', String(BURST), '-I', '123', '-L', '8', '-D', 'i', '-p', '10');
     const queued = Date.now() / 1000;
     await waitFor(() => s.seen.count >= BURST, `${BURST} frames`, 60_000);
     const wakeUps = s.source.wakeUps;
@@ -102,7 +102,7 @@ describe('[19.socketcan] the receive path on a real kernel', { timeout: 240_000 
 
   it('[19.socketcan] a paced run keeps order and loses nothing while the agent reads beside the sender', async () => {
     const s = await startSource({ receiveBufferBytes: BIG_BUFFER });
-    await runAsync('cangen', IF, '-g', '0.2', '-n', '5000', '-I', '18FEF100', '-e', '-L', '8', '-D', 'i', '-p', '10');
+    await cangenAsync(IF, '-g', '0.2', '-n', '5000', '-I', '18FEF100', '-e', '-L', '8', '-D', 'i', '-p', '10');
     await waitFor(() => s.seen.count + s.source.health.kernelDrops >= 5000, '5000 frames', 30_000);
     await s.stop();
     assert.equal(s.source.health.kernelDrops, 0);
@@ -147,7 +147,7 @@ describe('[19.socketcan] the receive path on a real kernel', { timeout: 240_000 
       'sh',
       '-c',
       [
-        `cangen ${IF} -g 0 -n 1000 -I 321 -L 8 -D i -p 10`,
+        `${CANGEN.join(' ')} ${IF} -g 0 -n 1000 -I 321 -L 8 -D i -p 10`,
         `cansend ${IF} 20000004#0020000000000000`, // controller: TX error-passive
         `cansend ${IF} 20000040#0000000000000000`, // bus-off
         `cansend ${IF} 20000100#0000000000000000`, // restarted
@@ -183,7 +183,7 @@ describe('[19.socketcan] the receive path on a real kernel', { timeout: 240_000 
     const s = await startSource({ receiveBufferBytes: 4096 });
     const granted = s.source.receiveBufferBytes;
     assert.ok(granted >= 4096 && granted < 64 << 10, `receive buffer granted: ${granted}`);
-    run('cangen', IF, '-g', '0', '-n', '2000', '-I', '222', '-L', '8', '-D', 'i', '-p', '10');
+    cangen(IF, '-g', '0', '-n', '2000', '-I', '222', '-L', '8', '-D', 'i', '-p', '10');
     // What fitted is read in one go; the kernel's count of what it dropped travels with the next frame it queues.
     await waitFor(() => s.seen.count > 0, 'the frames that fitted');
     const fitted = s.seen.count;

@@ -12,7 +12,7 @@ import type { ControllerStateChange } from '../../src/can/bus-health.js';
 import { compileDatabase, parseDbc } from '../../src/dbc/index.js';
 import { receiveFilters } from '../../src/dbc/receive-filters.js';
 import { hexText } from '../support/hex.js';
-import { background, Cleanup, createVcan, deleteVcan, run, runAsync, setLink, waitUntilReading, withVcan } from '../support/vcan.js';
+import { background, cangenAsync, Cleanup, createVcan, deleteVcan, run, setLink, waitUntilReading, withVcan } from '../support/vcan.js';
 import { delay, waitFor } from '../support/wait.js';
 
 const IF = 'vt-src0';
@@ -75,8 +75,8 @@ describe('SocketCAN source on a real kernel', { timeout: 60_000 }, () => {
 
   it('delivers every frame of a paced cangen run, in order, classic and FD', async () => {
     const s = await startSource(IF);
-    await runAsync('cangen', IF, '-g', '1', '-n', '300', '-I', '321', '-L', '8', '-D', 'i');
-    await runAsync('cangen', IF, '-g', '1', '-n', '100', '-f', '-e', '-I', '18FEF100', '-L', '64', '-D', 'i');
+    await cangenAsync(IF, '-g', '1', '-n', '300', '-I', '321', '-L', '8', '-D', 'i');
+    await cangenAsync(IF, '-g', '1', '-n', '100', '-f', '-e', '-I', '18FEF100', '-L', '64', '-D', 'i');
     await waitFor(() => s.frames.length >= 400, '400 frames');
     await delay(50);
     await s.stop();
