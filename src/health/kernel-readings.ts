@@ -26,6 +26,7 @@
  */
 import { readdir, readFile, statfs } from 'node:fs/promises';
 import path from 'node:path';
+import { kernelText } from '../uplink/network-identity.js';
 
 export interface KernelTemperatures {
   main: number | null;
@@ -116,12 +117,9 @@ export async function kernelMemory(roots: Pick<KernelRoots, 'meminfo'> = KERNEL_
   return { total: total * 1024, available: available * 1024, swaptotal: of('SwapTotal') * 1024, swapused: (of('SwapTotal') - of('SwapFree')) * 1024 };
 }
 
+/** A sysfs file's text, trimmed; null when it cannot be read or is empty. */
 async function text(file: string): Promise<string | null> {
-  try {
-    return (await readFile(file, 'utf8')).trim();
-  } catch {
-    return null;
-  }
+  return (await kernelText(file)).trim() || null;
 }
 
 async function entries(dir: string): Promise<string[]> {

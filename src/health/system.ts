@@ -46,25 +46,28 @@ export interface SystemProbes {
 }
 
 const LINUX = process.platform === 'linux';
-const linuxCpuLoad = cpuLoadReader();
 
-export const systemProbes: SystemProbes = {
-  currentLoad: async () => (LINUX ? linuxCpuLoad() : (await systemInformation()).currentLoad()),
-  mem: async () => (LINUX ? kernelMemory() : (await systemInformation()).mem()),
-  cpuTemperature: async () => (LINUX ? kernelTemperatures() : (await systemInformation()).cpuTemperature()),
-  fsSize: async (dir) => (LINUX ? [await kernelFilesystem(dir)] : (await systemInformation()).fsSize()),
-  statfs: async (dir) => {
-    const s = await statfs(dir);
-    return { totalBytes: s.blocks * s.bsize, freeBytes: s.bavail * s.bsize };
-  },
-  networkInterfaces: async () => {
-    if (LINUX) return kernelInterfaces();
-    const list = await (await systemInformation()).networkInterfaces();
-    return Array.isArray(list) ? list : [list];
-  },
-  // What systeminformation's time().uptime is, without the `date` and `ls` it runs (execSync) for the rest of time().
-  uptimeS: async () => os.uptime(),
-};
+/** The host's probes; each set has its own CPU load reader, so one sampler's interval is not shortened by another's. */
+export function systemProbes(): SystemProbes {
+  const linuxCpuLoad = LINUX ? cpuLoadReader() : null;
+  return {
+    currentLoad: async () => (linuxCpuLoad ? linuxCpuLoad() : (await systemInformation()).currentLoad()),
+    mem: async () => (LINUX ? kernelMemory() : (await systemInformation()).mem()),
+    cpuTemperature: async () => (LINUX ? kernelTemperatures() : (await systemInformation()).cpuTemperature()),
+    fsSize: async (dir) => (LINUX ? [await kernelFilesystem(dir)] : (await systemInformation()).fsSize()),
+    statfs: async (dir) => {
+      const s = await statfs(dir);
+      return { totalBytes: s.blocks * s.bsize, freeBytes: s.bavail * s.bsize };
+    },
+    networkInterfaces: async () => {
+      if (LINUX) return kernelInterfaces();
+      const list = await (await systemInformation()).networkInterfaces();
+      return Array.isArray(list) ? list : [list];
+    },
+    // What systeminformation's time().uptime is, without the `date` and `ls` it runs (execSync) for the rest of time().
+    uptimeS: async () => os.uptime(),
+  };
+}
 
 type InterfaceReading = Awaited<ReturnType<SystemProbes['networkInterfaces']>>[number];
 
@@ -195,12 +198,13 @@ export class SystemSampler {
   private readonly probes: { [K in keyof SystemProbes]: TimeBoxed<Awaited<ReturnType<SystemProbes[K]>>> };
   /** The outbox folder's real path: the first step of disk(). */
   private readonly diskDir: TimeBoxed<string>;
+  /** What diskDir found at the current sample: the folder fsSize and statfs are asked about. */
+  private diskRealPath = '';
   private readonly diskPath: string;
   private readonly timeoutMs: number;
 
   constructor(options: SystemSamplerOptions) {
-    // Its own CPU load reader: the load since this sampler's previous sample, whatever else reads it.
-    const probes = { ...systemProbes, ...(LINUX ? { currentLoad: cpuLoadReader() } : {}), ...options.probes };
+    const probes = { ...systemProbes(), ...options.probes };
     const timeoutMs = options.timeoutMs ?? 5000;
     this.timeoutMs = timeoutMs;
     this.diskPath = options.diskPath;
@@ -210,8 +214,9 @@ export class SystemSampler {
       currentLoad: box('currentLoad', () => probes.currentLoad()),
       mem: box('mem', () => probes.mem()),
       cpuTemperature: box('cpuTemperature', () => probes.cpuTemperature()),
-      fsSize: box('fsSize', async () => probes.fsSize(await realpath(await existingAncestor(this.diskPath)))),
-      statfs: box('statfs', async () => probes.statfs(await existingAncestor(this.diskPath))),
+      // Both on the folder disk() has just resolved.
+      fsSize: box('fsSize', () => probes.fsSize(this.diskRealPath)),
+      statfs: box('statfs', () => probes.statfs(this.diskRealPath)),
       networkInterfaces: box('networkInterfaces', () => probes.networkInterfaces()),
       uptimeS: box('uptimeS', () => probes.uptimeS()),
     };
@@ -291,6 +296,7 @@ export class SystemSampler {
     const where = await this.diskDir.run(left());
     if (!where.ok) return where;
     const dir = where.value;
+    this.diskRealPath = dir;
     const [listed, fallback] = await Promise.all([this.probes.fsSize.run(left()), this.probes.statfs.run(left())]);
     if (listed.ok) {
       const mount = listed.value

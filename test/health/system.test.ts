@@ -39,9 +39,9 @@ describe('system sampler', () => {
         speed,
       }));
     const theirs = await si.networkInterfaces();
-    assert.deepEqual(fields(await systemProbes.networkInterfaces()), fields(Array.isArray(theirs) ? theirs : [theirs]));
+    assert.deepEqual(fields(await systemProbes().networkInterfaces()), fields(Array.isArray(theirs) ? theirs : [theirs]));
     // Both are the kernel's uptime, read a moment apart.
-    const uptimeS = await systemProbes.uptimeS();
+    const uptimeS = await systemProbes().uptimeS();
     assert.ok(Math.abs(uptimeS - si.time().uptime) < 5, `${uptimeS} s and ${si.time().uptime} s`);
   });
 
