@@ -27,8 +27,8 @@ export async function runAsync(cmd: string, ...args: string[]): Promise<string> 
  * cangen pinned to one CPU (`taskset -c 0 cangen ...`), for tests that check the order frames arrive in. A frame a
  * process sends on a CAN interface comes back to the host's own sockets through netif_rx on the CPU the sender runs
  * on (that CPU's backlog). When the sender moves to another CPU while the first one's receive work is deferred (to
- * ksoftirqd: it happens when the host stalls the VM's virtual CPU), the kernel itself delivers later frames first: a
- * loaded run once saw frame 191 arrive 11 frames late, candump would have seen the same. A CAN controller receives
+ * ksoftirqd: it happens when the host stalls the VM's virtual CPU), the kernel itself delivers later frames first. That
+ * is the likely cause of a loaded run seeing frame 191 arrive 11 frames late (not reproduced on demand). A CAN controller receives
  * from the bus on one CPU; pinning the sender makes vcan do the same, so these tests test the agent's receive path.
  */
 export const CANGEN = ['taskset', '-c', '0', 'cangen'] as const;
