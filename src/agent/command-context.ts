@@ -16,7 +16,7 @@ import { CanFrameWriter, FrameWriteError } from '../can/frame-writer.js';
 import { SocketCanBus } from '../can/socketcan.js';
 import { CollectorConfigError } from '../collect/collector.js';
 import { collectionConfigSchema } from '../collect/config.js';
-import { describeSignal, resolveSignalName } from '../collect/signal-names.js';
+import { describeSignal, offeredMatches, offeredName, resolveSignalName } from '../collect/signal-names.js';
 import { CommandFailure, type CertificateRotationRequest, type CommandContext } from '../commands/handler.js';
 import { collectionOverrideFile, writeCollectionOverride } from '../config/collection-override.js';
 import { formatConfigPath, type DeviceConfig } from '../config/device-config.js';
@@ -91,10 +91,9 @@ class AgentCommandContext implements CommandContext {
     }
     const values = this.options.obdValues;
     if (values === undefined) return undefined;
-    if (resolved.source !== undefined) return values.get(`${resolved.source}.obd.${resolved.key}`);
-    // `obd.<key>`: from any adapter or bus, as the collection rules read it; the first source that reported it.
-    const suffix = `.obd.${resolved.key}`;
-    for (const [name, value] of values) if (name.endsWith(suffix)) return value;
+    if (resolved.source !== undefined) return values.get(offeredName(resolved));
+    // `obd.<key>`, `gnss.<key>`: from any adapter or bus, as the collection rules read it; the first source that reported it.
+    for (const [name, value] of values) if (offeredMatches(resolved, name)) return value;
     return undefined;
   }
 
@@ -280,17 +279,16 @@ export function signalTimingOf(buses: readonly BusDecoder[], name: string, obd?:
     const cycle = resolved.codec.message.cycleTime;
     return { name: resolved.name, receivedAt: at > 0 ? at * 1000 : undefined, periodMs: cycle !== undefined && cycle > 0 ? cycle : undefined };
   }
-  let source = resolved.source === undefined ? undefined : `${resolved.source}.obd.${resolved.key}`;
+  let source = resolved.source === undefined ? undefined : offeredName(resolved);
   if (source === undefined && obd !== undefined) {
-    const suffix = `.obd.${resolved.key}`;
     for (const key of obd.values.keys()) {
-      if (key.endsWith(suffix)) {
+      if (offeredMatches(resolved, key)) {
         source = key;
         break;
       }
     }
   }
-  const full = resolved.source === undefined ? `obd.${resolved.key}` : source!;
+  const full = resolved.source === undefined ? `${resolved.family}.${resolved.key}` : source!;
   if (source === undefined || obd === undefined) return { name: full, receivedAt: undefined, periodMs: undefined };
   return { name: full, receivedAt: obd.receivedAt.get(source), periodMs: obd.intervals.get(source) };
 }

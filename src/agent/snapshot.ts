@@ -146,13 +146,16 @@ export function takeSnapshot(parts: SnapshotParts): AgentSnapshot {
       const entry = config.obdAdapters[i]!;
       return { name: entry.name, type: adapterType(entry).type, ...adapter.status(), obd: adapter.obd?.status() ?? null };
     }),
-    obd: [...(parts.obdValues ?? [])].map(([name, value]): ObdValueSnapshot => ({
-      name,
-      value,
-      text: formatPidValue(value, MODE01_PIDS_BY_KEY.get(name.slice(name.lastIndexOf('.obd.') + 5))?.unit ?? ''),
-      receivedAt: parts.obdReceivedAt?.get(name) ?? null,
-      periodMs: parts.obdIntervals?.get(name) ?? null,
-    })),
+    // The values adapters offer hold GNSS fields too (`<name>.gnss.<key>`): only OBD PIDs are OBD values.
+    obd: [...(parts.obdValues ?? [])]
+      .filter(([name]) => name.includes('.obd.'))
+      .map(([name, value]): ObdValueSnapshot => ({
+        name,
+        value,
+        text: formatPidValue(value, MODE01_PIDS_BY_KEY.get(name.slice(name.lastIndexOf('.obd.') + 5))?.unit ?? ''),
+        receivedAt: parts.obdReceivedAt?.get(name) ?? null,
+        periodMs: parts.obdIntervals?.get(name) ?? null,
+      })),
     signals: (parts.signals?.signals ?? []).map((entry): SignalSnapshot => {
       const value = entry.bus.values[entry.slot]!;
       // Frame times are seconds; 0 is the decoder's "never".

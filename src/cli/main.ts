@@ -18,6 +18,7 @@ const COMMANDS: Record<string, () => Promise<Register>> = {
   decode: async () => (await import('./decode.js')).registerDecodeCommand,
   dbc: async () => (await import('./dbc.js')).registerDbcCommand,
   obd: async () => (await import('./obd.js')).registerObdCommand,
+  gnss: async () => (await import('./gnss.js')).registerGnssCommand,
   'sim-ecu': async () => (await import('./sim-ecu.js')).registerSimEcuCommand,
   'sim-elm327': async () => (await import('./sim-elm327.js')).registerSimElm327Command,
 };

@@ -13,6 +13,7 @@ import { formatPidValue } from '../agent/obd-polling.js';
 import { MODE01_PIDS, MODE01_PIDS_BY_KEY, OBD_SERVICE, SUPPORTED_PID_BLOCKS, type PidDefinition, type PidValue } from '../obd/j1979.js';
 import { checkCanInterface, checkEcuForAddressing, parseEcuAddress, parseInterfaceName, parseWholeMilliseconds } from './can-interface.js';
 import { forTerminal, jsonForTerminal } from '../text/terminal-text.js';
+import { parseBaud, parsePortPath } from './serial-options.js';
 
 export const OBD_ACTIONS = ['read-vin', 'read-pids', 'read-dtcs', 'clear-dtcs', 'discover'] as const;
 export type ObdAction = (typeof OBD_ACTIONS)[number];
@@ -241,20 +242,10 @@ function describeAdapter(info: Elm327Info): string {
   return `${name} on ${info.port} at ${info.baudRate} baud${volts}`;
 }
 
-function parseBaud(text: string): number {
-  if (!/^\d{3,7}$/.test(text)) throw new InvalidArgumentError('expected a baud rate such as 38400');
-  return Number(text);
-}
-
 function parseElmProtocol(text: string): number | 'auto' {
   if (text === 'auto' || text === '0') return 'auto';
   if (/^([1-9]|[aAbBcC]|1[0-2])$/.test(text)) return /^[a-c]$/i.test(text) ? parseInt(text, 16) : Number(text);
   throw new InvalidArgumentError('expected auto or an ELM protocol number 1-9, A-C (6 = ISO 15765-4 CAN 11/500)');
-}
-
-function parsePortPath(text: string): string {
-  if (text.trim() === '' || text.includes('\0')) throw new InvalidArgumentError('expected a serial port path such as /dev/ttyUSB0');
-  return text;
 }
 
 /** Runs `run` on a connected ELM327 client; closes the port however it ends. */

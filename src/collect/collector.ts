@@ -40,7 +40,7 @@ import type { BusDecoder } from '../dbc/bus-decoder.js';
 import { memoryBudgetProblem, type BatchConfig, type CollectionConfig, type CollectionRule, type TriggerSizes } from './config.js';
 import { compileExpression, ExpressionError, type CompiledExpression } from './expression.js';
 import { MAX_PRIORITY, type Priority, type Sample, type SampleBatch } from './sample.js';
-import { describeSignal, resolveSignalName } from './signal-names.js';
+import { describeSignal, offeredMatches, offeredName, resolveSignalName, type OfferedFamily } from './signal-names.js';
 
 const PERIODIC = 0;
 const CHANGE = 1;
@@ -107,9 +107,8 @@ interface Channel {
   slot: number;
   /** Index of the message in its bus database. */
   message: number;
-  /** OBD channels: the J1979 key, and the one source it is restricted to (or undefined for any). */
-  obdKey?: string;
-  obdSource?: string;
+  /** Offered values (OBD, GNSS): the family and key, and the one source it is restricted to (or undefined for any). */
+  offered?: { family: OfferedFamily; key: string; source: string | undefined };
   /** Cycle time of its message (ring sizing). */
   cycleMs: number;
   /**
@@ -263,10 +262,14 @@ export class Collector {
     const channelFor = (name: string, where: string): number => {
       const resolved = resolveSignalName(buses, name);
       if (resolved === undefined) {
-        const hint = name.includes('obd') ? ' (OBD signals are obd.<J1979 key>, e.g. obd.rpm)' : '';
+        const hint = name.includes('obd')
+          ? ' (OBD signals are obd.<J1979 key>, e.g. obd.rpm)'
+          : name.includes('gnss')
+            ? ' (GNSS signals are gnss.<key>, e.g. gnss.lat: see docs/gnss.md)'
+            : '';
         throw new CollectorConfigError(`${where}: no bus DBC has a signal '${name}'${hint}`);
       }
-      const key = resolved.kind === 'dbc' ? `${resolved.bus}:${resolved.slot}` : `obd:${resolved.source ?? ''}:${resolved.key}`;
+      const key = resolved.kind === 'dbc' ? `${resolved.bus}:${resolved.slot}` : `offered:${offeredName(resolved)}`;
       const known = channelIndex.get(key);
       if (known !== undefined) return known;
       const index = this.channels.length;
@@ -294,14 +297,13 @@ export class Collector {
         });
         this.channelNames.push(resolved.name);
       } else {
-        const display = `${resolved.source ?? 'obd'}.obd.${resolved.key}`;
+        const display = offeredName(resolved);
         this.channels.push({
           name: display,
           bus: -1,
           slot: -1,
           message: -1,
-          obdKey: resolved.key,
-          obdSource: resolved.source,
+          offered: { family: resolved.family, key: resolved.key, source: resolved.source },
           cycleMs: OBD_CYCLE_MS,
           muxSlots: new Int32Array(0),
           muxIds: [],
@@ -515,13 +517,7 @@ export class Collector {
   offer(signalKey: string, value: number, ts: number): void {
     let watches = this.offeredKeys.get(signalKey);
     if (watches === undefined) {
-      watches = this.obdWatches
-        .filter(({ channel }) => {
-          const ch = this.channels[channel]!;
-          const suffix = `.obd.${ch.obdKey}`;
-          return ch.obdSource === undefined ? signalKey.endsWith(suffix) : signalKey === `${ch.obdSource}${suffix}`;
-        })
-        .map((o) => o.watch);
+      watches = this.obdWatches.filter(({ channel }) => offeredMatches(this.channels[channel]!.offered!, signalKey)).map((o) => o.watch);
       this.offeredKeys.set(signalKey, watches);
     }
     for (const watch of watches) {

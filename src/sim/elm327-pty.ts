@@ -157,7 +157,7 @@ export class Elm327PtyServer {
 }
 
 /** The host end's speed as the kernel has it, or null. */
-function hostSpeed(path: string): number | null {
+export function hostSpeed(path: string): number | null {
   const result = spawnSync('stty', ['-F', path, 'speed'], { encoding: 'utf8' });
   const value = Number.parseInt(result.stdout ?? '', 10);
   return Number.isFinite(value) ? value : null;
