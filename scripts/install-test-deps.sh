@@ -5,7 +5,8 @@
 # another tool would), nftables, conntrack and ping (the NAT router of the carrier-network
 # harness in test/net/, and its loss measurement), chromium (renders the local status page headless in
 # test/health/), promtool (from Debian's prometheus package: `promtool check metrics` lints a real /metrics scrape
-# in test/health/) and tmux (the pseudo-terminal of 80 and 200 columns whose screen test/cli/terminal.test.ts reads).
+# in test/health/), tmux (the pseudo-terminal of 80 and 200 columns whose screen test/cli/terminal.test.ts reads) and
+# gpsd (the live peer of the agent's gpsd source in test/gnss/).
 # Idempotent and quiet when everything is there; exits non-zero, naming what is missing, when it
 # cannot install. The SocketCAN VM has its own list: scripts/vm/install-deps.sh.
 set -euo pipefail
@@ -28,6 +29,8 @@ declare -A provides=(
   [systemd-analyze]=systemd
   [python3]=python3
   [openssl]=openssl
+  # test/gnss/gpsd-peer.test.ts: a real gpsd reading the recordings the agent reads, as the peer of its gpsd source
+  [gpsd]=gpsd
 )
 missing=()
 for cmd in "${!provides[@]}"; do

@@ -1,7 +1,8 @@
 /**
  * `telematics-agent gnss`: a GNSS receiver from the command line, one line per fix (per epoch of the receiver), as a
  * firmware engineer checks a new unit's antenna and receiver: from its serial port (`--port`, the baud rate found
- * unless `--baud` says) or from a recording of one (`--log`, a file of NMEA sentences such as gpsd's test logs).
+ * unless `--baud` says), from gpsd when gpsd owns it (`--gpsd HOST[:PORT]`), or from a recording of one (`--log`, a
+ * file of NMEA sentences such as gpsd's test logs).
  * `--json` prints each fix as one gpsd TPV object per line (src/gnss/fix.ts `toTpv`).
  *
  * Exit status: 0 when fixes were printed (or the count/duration ended it), 1 on a bad option or an unreadable log.
@@ -12,6 +13,7 @@ import { readFile } from 'node:fs/promises';
 import { InvalidArgumentError, type Command } from 'commander';
 import { FixAssembler } from '../gnss/fix-assembler.js';
 import { FIX_STATUS_NAMES, hasPosition, toTpv, type GnssFix } from '../gnss/fix.js';
+import { GPSD_PORT, GpsdClient } from '../gnss/gpsd-client.js';
 import { NmeaReader } from '../gnss/nmea-reader.js';
 import { SerialGnssReceiver } from '../gnss/serial-receiver.js';
 import { forTerminal, jsonForTerminal } from '../text/terminal-text.js';
@@ -19,12 +21,21 @@ import { parseBaud, parsePortPath } from './serial-options.js';
 
 interface GnssCliOptions {
   port?: string;
+  gpsd?: { host: string; port: number };
   baud?: number;
   rolloverFloor?: number | null;
   log?: string;
   json?: boolean;
   count?: number;
   duration?: number;
+}
+
+/** `HOST[:PORT]` (an IPv6 address in brackets: `[::1]:2947`). */
+function parseGpsdAddress(text: string): { host: string; port: number } {
+  const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s[\]]+))(?::(\d{1,5}))?$/.exec(text);
+  const port = match?.[3] !== undefined ? Number(match[3]) : GPSD_PORT;
+  if (match === null || port < 1 || port > 65535) throw new InvalidArgumentError('expected HOST or HOST:PORT, e.g. localhost:2947');
+  return { host: match[1] ?? match[2]!, port };
 }
 
 /** `YYYY-MM-DD` as unix ms, or `off`: null. */
@@ -58,8 +69,11 @@ export function formatFix(fix: GnssFix): string {
 export function registerGnssCommand(program: Command): void {
   program
     .command('gnss')
-    .description('A GNSS receiver, one line per fix: from its serial port (--port) or a recording of its NMEA output (--log); --json prints gpsd TPV objects')
+    .description(
+      'A GNSS receiver, one line per fix: from its serial port (--port), from gpsd (--gpsd) or from a recording of its NMEA output (--log); --json prints gpsd TPV objects',
+    )
     .option('-p, --port <path>', 'serial port of the receiver, e.g. /dev/ttyUSB1 or /dev/serial/by-id/...', parsePortPath)
+    .option('-g, --gpsd <host[:port]>', `gpsd's address, when gpsd owns the receiver (port default ${GPSD_PORT})`, parseGpsdAddress)
     .option('--baud <rate>', 'with --port: the baud rate (default: listen at 9600, 4800, 115200, ... in turn)', parseBaud)
     .option(
       '--rollover-floor <date|off>',
@@ -69,7 +83,7 @@ export function registerGnssCommand(program: Command): void {
     .option('-l, --log <file>', 'a file of NMEA sentences (a recording): its fixes, then exit')
     .option('-j, --json', 'one gpsd TPV object per fix and line')
     .option('-n, --count <n>', 'stop after this many fixes', parsePositiveInteger)
-    .option('-d, --duration <s>', 'with --port: stop after this many seconds', parsePositiveInteger)
+    .option('-d, --duration <s>', 'with --port or --gpsd: stop after this many seconds', parsePositiveInteger)
     .action(async (opts: GnssCliOptions) => {
       if ((opts.port === undefined) === (opts.log === undefined)) {
         throw new Error(
@@ -108,16 +122,27 @@ export function registerGnssCommand(program: Command): void {
         return;
       }
 
-      const receiver = new SerialGnssReceiver({
-        path: opts.port!,
-        ...(opts.baud !== undefined ? { baudRate: opts.baud } : {}),
-        ...(opts.rolloverFloor !== undefined ? { dateFloor: opts.rolloverFloor } : {}),
-        onFix: print,
-        onState: (state, detail) => {
-          const why = detail.reason !== undefined ? `: ${detail.reason}` : detail.baudRate !== undefined ? ` at ${detail.baudRate} baud` : '';
-          process.stderr.write(`${forTerminal(`${state}${why}`)}\n`);
-        },
-      });
+      const onState = (state: string, detail: { reason?: string; baudRate?: number; version?: string }): void => {
+        const why =
+          detail.reason !== undefined
+            ? `: ${detail.reason}`
+            : detail.baudRate !== undefined
+              ? ` at ${detail.baudRate} baud`
+              : detail.version !== undefined
+                ? ` (gpsd ${detail.version})`
+                : '';
+        process.stderr.write(`${forTerminal(`${state}${why}`)}\n`);
+      };
+      const receiver =
+        opts.gpsd !== undefined
+          ? new GpsdClient({ ...opts.gpsd, onFix: print, onState })
+          : new SerialGnssReceiver({
+              path: opts.port!,
+              ...(opts.baud !== undefined ? { baudRate: opts.baud } : {}),
+              ...(opts.rolloverFloor !== undefined ? { dateFloor: opts.rolloverFloor } : {}),
+              onFix: print,
+              onState,
+            });
       const onSignal = (): void => stop.abort();
       process.once('SIGINT', onSignal);
       process.once('SIGTERM', onSignal);

@@ -9,8 +9,9 @@
  *
  * Trust. A position is reported only when every position sentence of the epoch calls it valid (RMC/GLL status A,
  * GGA quality above 0, a GNS mode other than N); a receiver that says "no fix" in any of them gives a fix of mode 1
- * with no position, speed, track or time. Fields come from the epoch's own sentences only. The date comes from RMC or
- * ZDA, and is carried to later epochs (GGA has none), across midnight; a fix whose date is not known yet has no time.
+ * with no position, speed or track. Fields come from the epoch's own sentences only. The date comes from a valid RMC
+ * (status A) or from ZDA, and is carried to later epochs (GGA has none), across midnight; a fix has a time once the
+ * date is known, with or without a position (the receiver's clock runs on without a fix), and none before.
  * A fix dated before `dateFloor` is a receiver with the GPS week-number rollover bug (its week counter wrapped, every
  * 1024 weeks, about 19.6 years): 1024 weeks are added until it is not. A sentence of an epoch already ended (the
  * learned last sentence was not the last after all) is counted as late and not merged into a fix already out; the
@@ -32,6 +33,9 @@ const MAX_SENTENCES_PER_EPOCH = 256;
  * on a car running this release; 1024 weeks later it may be.
  */
 export const RELEASE_DATE_FLOOR_MS = Date.UTC(2026, 0, 1);
+
+/** The sentences that carry a time of day. */
+const TIMED = new Set(['GGA', 'RMC', 'GNS', 'ZDA', 'GST', 'GLL']);
 
 /** GGA's fix quality as gpsd's status (0 is no fix). */
 const GGA_STATUS: readonly FixStatus[] = [0, 1, 2, 2, 3, 4, 5, 7, 8];
@@ -84,8 +88,8 @@ export interface FixAssemblerOptions {
 class Epoch {
   tod: number | undefined = undefined;
   day: DayNumber | undefined = undefined;
-  /** The day came from ZDA, a statement of time on its own. */
-  zda = false;
+  /** A sentence of the epoch that carries a time had it empty (an RMC or GGA of a receiver without time). */
+  untimed = false;
   sentences = 0;
   /** Some position sentence said valid / said no fix. */
   valid = false;
@@ -144,6 +148,8 @@ export class FixAssembler {
     const proprietary = talker === 'P';
     const key = proprietary ? type : `${talker}${type}`;
     const tod = this.timeOf(proprietary, type, fields);
+    // A sentence that carries a time with its field empty: the receiver does not vouch for its clock this epoch.
+    if (tod === undefined && !proprietary && TIMED.has(type) && fields[type === 'GLL' ? 4 : 0] === '') this.epoch.untimed = true;
     if (tod !== undefined) {
       if (tod === this.endedTod && this.epoch.tod === undefined) {
         // A sentence of the epoch already out: the learned end was wrong.
@@ -253,8 +259,9 @@ export class FixAssembler {
         const knots = numberField(f[6]);
         if (knots !== undefined) e.speed = knots * KNOTS_TO_MS;
         e.track = numberField(f[7]) ?? e.track;
+        // The date of an RMC that calls itself invalid is not trusted (a receiver without time says 1980).
         const day = rmcDateField(f[8]);
-        if (day !== undefined) e.day = day;
+        if (day !== undefined && f[1] === 'A') e.day = day;
         const magvar = numberField(f[9]);
         if (magvar !== undefined && (f[10] === 'E' || f[10] === 'W')) e.magvar = f[10] === 'W' ? -magvar : magvar;
         return true;
@@ -290,10 +297,7 @@ export class FixAssembler {
         return this.readGsv(talker, f);
       case 'ZDA': {
         const day = dayNumber(Number(f[3]), Number(f[2]), Number(f[1]));
-        if (day !== undefined && f[3]?.length === 4) {
-          e.day = day;
-          e.zda = true;
-        }
+        if (day !== undefined && f[3]?.length === 4) e.day = day;
         return true;
       }
       case 'GST': {
@@ -383,8 +387,8 @@ export class FixAssembler {
       if (e.epv !== undefined) fix.epv = e.epv;
       if (e.eph !== undefined) fix.eph = e.eph;
     }
-    // The time: with a fix, or without one when the epoch's ZDA stated it (a receiver sends ZDA once its clock is set).
-    if (day !== undefined && e.tod !== undefined && (positioned || e.zda)) fix.time = this.corrected(day * DAY_MS + e.tod);
+    // The time, whenever the date is known: a receiver that lost its fix still keeps time (as gpsd reports it).
+    if (day !== undefined && e.tod !== undefined && !e.untimed) fix.time = this.corrected(day * DAY_MS + e.tod);
     if (e.geoidSep !== undefined && positioned) fix.geoidSep = e.geoidSep;
     if (e.hdop !== undefined) fix.hdop = e.hdop;
     if (e.vdop !== undefined) fix.vdop = e.vdop;

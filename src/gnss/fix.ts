@@ -93,8 +93,33 @@ export function hasPosition(fix: GnssFix): fix is GnssFix & { lat: number; lon: 
   return fix.mode >= 2 && fix.lat !== undefined && fix.lon !== undefined;
 }
 
-/** The fix as a gpsd TPV object (`{"class":"TPV", ...}`): the `--json` line of `telematics-agent gnss`. */
+/** Decimals gpsd prints each field with: the TPV lines carry no more than the receiver measured. */
+const TPV_DECIMALS: Partial<Record<keyof GnssFix, number>> = {
+  lat: 9,
+  lon: 9,
+  altMSL: 4,
+  altHAE: 4,
+  geoidSep: 3,
+  speed: 3,
+  track: 4,
+  magvar: 1,
+  hdop: 2,
+  vdop: 2,
+  pdop: 2,
+  epx: 3,
+  epy: 3,
+  epv: 3,
+  eph: 3,
+};
+
+/** The fix as a gpsd TPV object (`{"class":"TPV", ...}`), numbers to gpsd's decimals: the `--json` line of `telematics-agent gnss`. */
 export function toTpv(fix: GnssFix): Record<string, unknown> {
-  const { time, ...rest } = fix;
-  return { class: 'TPV', ...(time !== undefined ? { time: new Date(time).toISOString() } : {}), ...rest };
+  const tpv: Record<string, unknown> = { class: 'TPV' };
+  if (fix.time !== undefined) tpv.time = new Date(fix.time).toISOString();
+  for (const [key, value] of Object.entries(fix) as [keyof GnssFix, number][]) {
+    if (key === 'time') continue;
+    const decimals = TPV_DECIMALS[key];
+    tpv[key] = decimals === undefined ? value : Number(value.toFixed(decimals));
+  }
+  return tpv;
 }

@@ -13,10 +13,14 @@
  *
  * The serialport package is imported when the port is first opened: a car without a receiver never loads it.
  */
+import { setTimeout as delay } from 'node:timers/promises';
 import type { SerialPort } from 'serialport';
 import { FixAssembler, type FixAssemblerCounters } from './fix-assembler.js';
 import type { GnssFix } from './fix.js';
 import { NmeaReader, type NmeaReaderCounters } from './nmea-reader.js';
+
+/** Waits `ms`, or less when `signal` aborts; never rejects. */
+const pause = (ms: number, signal: AbortSignal): Promise<void> => delay(ms, undefined, { signal }).catch(() => undefined);
 
 /** Rates tried when none is configured, most likely first: 9600 is most receivers' default, 4800 the NMEA standard's. */
 export const GNSS_BAUD_RATES: readonly number[] = [9600, 4800, 115200, 38400, 57600, 19200, 230400];
@@ -104,7 +108,7 @@ export class SerialGnssReceiver {
         if (signal.aborted) break;
         this.setState('missing', { reason: lost });
       } else this.setState('missing', { reason: outcome.reason });
-      await sleep(retryMs, signal);
+      await pause(retryMs, signal);
       retryMs = Math.min(RETRY_MAX_MS, retryMs * 2);
     }
     await this.closePort();
@@ -140,7 +144,7 @@ export class SerialGnssReceiver {
       const before = this.reader.counters.sentences;
       const deadline = Date.now() + probeMs;
       // Two intact sentences: one could be luck of the noise (1 in 256 per line with a plausible shape).
-      while (Date.now() < deadline && this.reader.counters.sentences - before < 2 && this.port !== null && !signal.aborted) await sleep(50, signal);
+      while (Date.now() < deadline && this.reader.counters.sentences - before < 2 && this.port !== null && !signal.aborted) await pause(50, signal);
       if (this.reader.counters.sentences - before >= 2) {
         this.baudNow = rate;
         this.connects++;
@@ -165,7 +169,7 @@ export class SerialGnssReceiver {
     this.setState('receiving', { baudRate: this.baudNow! });
     const silenceMs = this.options.silenceMs ?? 3000;
     while (!signal.aborted && this.port !== null) {
-      await sleep(Math.min(500, silenceMs / 2), signal);
+      await pause(Math.min(500, silenceMs / 2), signal);
       if (this.port === null) break;
       const silent = Date.now() - this.lastSentenceAt > silenceMs;
       if (silent && this.stateNow === 'receiving') this.setState('silent', {});
@@ -226,20 +230,4 @@ function openProblem(path: string, err: Error): string {
   if (/EACCES|Permission denied/i.test(text)) return `${path}: permission denied (run as a member of the port's group, usually dialout)`;
   if (/EBUSY|lock|Resource temporarily unavailable/i.test(text)) return `${path}: in use by another program (gpsd? then use the gpsd source)`;
   return `${path}: ${text}`;
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) {
-      resolve();
-      return;
-    }
-    const done = (): void => {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener('abort', done, { once: true });
-  });
 }

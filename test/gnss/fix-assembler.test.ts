@@ -51,16 +51,31 @@ describe('GNSS fixes', () => {
     assert.deepEqual([fix.hdop, fix.pdop, fix.vdop, fix.uSat, fix.nSat], [0.9, 2.5, 2.1, 8, 8]);
   });
 
-  it('gives no position, speed or time when the receiver loses its fix, and the position again when it finds it', () => {
+  it('gives no position, speed or track while the receiver has lost its fix (its clock runs on), and the position again when it finds it', () => {
     const { assembler, fixes } = collect();
     feed(assembler, rmc('120000'), gga('120000'), rmc('120001', '071226', 'V'), gga('120001', 0), rmc('120002'), gga('120002'));
     assembler.flush();
     assert.deepEqual(
-      fixes.map((f) => [f.mode, f.lat !== undefined, f.speed !== undefined, f.time !== undefined]),
+      fixes.map((f) => [f.mode, f.lat !== undefined, f.speed !== undefined, f.track !== undefined, f.time]),
       [
-        [3, true, true, true],
-        [1, false, false, false],
-        [3, true, true, true],
+        [3, true, true, true, Date.UTC(2026, 11, 7, 12)],
+        [1, false, false, false, Date.UTC(2026, 11, 7, 12, 0, 1)],
+        [3, true, true, true, Date.UTC(2026, 11, 7, 12, 0, 2)],
+      ],
+    );
+  });
+
+  it('gives no time before a valid date, nor in an epoch whose sentences leave their time empty', () => {
+    const { assembler, fixes } = collect({ dateFloor: null });
+    // An invalid RMC's date is the receiver's default (1980): not a date.
+    feed(assembler, rmc('000001', '060180', 'V'), gga('000001', 0), rmc('120000'), 'GNGNS,120001.00,,,,,NNN,,,,,,', 'GPRMC,,V,,,,,,,,,,N');
+    assembler.flush();
+    assert.deepEqual(
+      fixes.map((f) => [f.mode, f.time]),
+      [
+        [1, undefined],
+        [2, Date.UTC(2026, 11, 7, 12)],
+        [1, undefined],
       ],
     );
   });

@@ -10,6 +10,7 @@ import { z } from 'zod';
 import { RELEASE_DATE_FLOOR_MS } from '../../gnss/fix-assembler.js';
 import { describePosition, PositionTracker } from '../../gnss/position.js';
 import { SerialGnssReceiver, type ReceiverState } from '../../gnss/serial-receiver.js';
+import type { ComponentLog } from '../../health/log.js';
 import type { AdapterType } from './source-type.js';
 
 const schema = z
@@ -39,15 +40,40 @@ const schema = z
 
 export type GnssAdapterConfig = z.output<typeof schema>;
 
+/**
+ * What the gnss and gpsd adapters share: the position the fixes feed (offering their values), a log that says each
+ * change once, and the status line's words (`gnss 3D DGPS 48.11730,11.51667 8/12 sats`, or the source's state).
+ */
+export function positionParts(
+  name: string,
+  offer: (name: string, value: number, ts: number) => void,
+  log: ComponentLog,
+): {
+  position: PositionTracker;
+  report: (line: string, level: 'info' | 'warn') => void;
+  text: (state: string) => string;
+} {
+  const position = new PositionTracker(name, offer);
+  let lastReport = '';
+  return {
+    position,
+    report(line, level) {
+      if (line === lastReport) return;
+      lastReport = line;
+      log[level](line);
+    },
+    text: (state) => `${name} ${state === 'receiving' ? describePosition(position.reading(), Date.now()) : state}`,
+  };
+}
+
 export const gnssAdapter: AdapterType<GnssAdapterConfig> = {
   kind: 'adapter',
   type: 'gnss',
   schema,
   obdPolling: () => null,
   create(config, { log, offer }) {
-    const position = new PositionTracker(config.name, offer);
+    const { position, report, text } = positionParts(config.name, offer, log);
     let state: ReceiverState = 'idle';
-    let lastReport = '';
     const floor = config.weekRolloverFloor;
     const receiver = new SerialGnssReceiver({
       path: config.port,
@@ -56,23 +82,15 @@ export const gnssAdapter: AdapterType<GnssAdapterConfig> = {
       onFix: (fix) => position.take(fix),
       onState: (next, detail) => {
         if (next !== 'idle') state = next;
-        let report: { line: string; level: 'info' | 'warn' } | null = null;
-        if (next === 'receiving') report = { line: `receiver on ${config.port} sending NMEA at ${detail.baudRate} baud`, level: 'info' };
-        else if (next === 'missing' && detail.reason) report = { line: `receiver: ${detail.reason}; retrying`, level: 'warn' };
-        else if (next === 'silent') report = { line: `receiver on ${config.port} went silent`, level: 'warn' };
-        if (report !== null && report.line !== lastReport) {
-          lastReport = report.line;
-          log[report.level](report.line);
-        }
+        if (next === 'receiving') report(`receiver on ${config.port} sending NMEA at ${detail.baudRate} baud`, 'info');
+        else if (next === 'missing' && detail.reason) report(`receiver: ${detail.reason}; retrying`, 'warn');
+        else if (next === 'silent') report(`receiver on ${config.port} went silent`, 'warn');
       },
     });
     return {
       obd: null,
       run: (signal) => receiver.run(signal),
-      status() {
-        const words = state === 'receiving' ? describePosition(position.reading(), Date.now()) : state;
-        return { state, port: config.port, text: `${config.name} ${words}` };
-      },
+      status: () => ({ state, port: config.port, text: text(state) }),
     };
   },
 };
