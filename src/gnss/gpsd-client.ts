@@ -16,7 +16,7 @@
  */
 import { setTimeout as delay } from 'node:timers/promises';
 import { Socket } from 'node:net';
-import type { FixMode, FixStatus, GnssFix } from './fix.js';
+import type { FixStatus, GnssFix } from './fix.js';
 
 /** Waits `ms`, or less when `signal` aborts; never rejects. */
 const pause = (ms: number, signal: AbortSignal): Promise<void> => delay(ms, undefined, { signal }).catch(() => undefined);

@@ -11,7 +11,7 @@ import { GpsdClient } from '../../src/gnss/gpsd-client.js';
 import { SerialGnssReceiver } from '../../src/gnss/serial-receiver.js';
 import { nmeaOnPty, recordingLines, replayOnPty } from '../support/gnss-pty.js';
 import { NO_GPSD, gpsdAvailable, startGpsd } from '../support/gpsd-peer.js';
-import { disagreements, gnssRecordings, type Tpv } from '../support/gpsd-reports.js';
+import { disagreements, gnssRecordings } from '../support/gpsd-reports.js';
 import { hasSharedTestdata, NO_SHARED_TESTDATA } from '../support/shared.js';
 import { delay, waitFor } from '../support/wait.js';
 
