@@ -137,6 +137,10 @@ export interface AdapterSummary {
   state: string;
   /** Zeros for an adapter that polls no OBD-II. */
   obd: ObdPollingSummary;
+  /** Whether it polls OBD-II (an ELM327), or yields other values (a GNSS receiver). */
+  polls: boolean;
+  /** Its status line's words when the run stopped (`gnss 3D 48.14291,11.58071 9/12 sats`). */
+  text: string;
 }
 
 export interface RunSummary {
@@ -402,6 +406,8 @@ export class Agent {
         obd: adapter.obd
           ? { samples: adapter.obd.samples, requests: adapter.obd.requests, unsupported: adapter.obd.unsupported }
           : { samples: 0, requests: 0, unsupported: 0 },
+        polls: adapter.obd !== null,
+        text: adapter.text,
       })),
       ...(dataPathResult ? { dataPath: dataPathResult } : {}),
       ...(this.restartRequested ? { restartRequested: true } : {}),

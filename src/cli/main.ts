@@ -21,6 +21,7 @@ const COMMANDS: Record<string, () => Promise<Register>> = {
   gnss: async () => (await import('./gnss.js')).registerGnssCommand,
   'sim-ecu': async () => (await import('./sim-ecu.js')).registerSimEcuCommand,
   'sim-elm327': async () => (await import('./sim-elm327.js')).registerSimElm327Command,
+  'sim-gnss': async () => (await import('./sim-gnss.js')).registerSimGnssCommand,
 };
 
 const program = new Command();

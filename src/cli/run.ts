@@ -125,6 +125,10 @@ function printSummary(output: StatusOutput, summary: RunSummary): void {
     }
   }
   for (const adapter of summary.adapters) {
+    if (!adapter.polls) {
+      output.write(`  ${forTerminal(`${adapter.name} (${adapter.port}, ${adapter.state}): ${adapter.text}`)}\n`);
+      continue;
+    }
     const unsupported = adapter.obd.unsupported > 0 ? `, ${adapter.obd.unsupported} PID${adapter.obd.unsupported === 1 ? '' : 's'} not supported` : '';
     output.write(
       `  ${forTerminal(`${adapter.name} (${adapter.port}, ${adapter.state})`)}: ${adapter.obd.samples} samples from ${adapter.obd.requests} requests${unsupported}\n`,

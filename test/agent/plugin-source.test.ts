@@ -163,7 +163,9 @@ describe('a source type registered at run time', () => {
     assert.equal(summary.buses[0]!.frames, 4);
     assert.equal(summary.buses[0]!.decodeErrors, 0);
     assert.equal(summary.buses[0]!.interfaceState, 'done');
-    assert.deepEqual(summary.adapters, [{ name: 'gauge', port: 'none', state: 'read', obd: { samples: 0, requests: 0, unsupported: 0 } }]);
+    assert.deepEqual(summary.adapters, [
+      { name: 'gauge', port: 'none', state: 'read', obd: { samples: 0, requests: 0, unsupported: 0 }, polls: false, text: 'gauge read' },
+    ]);
     assert.equal(summary.dataPath?.buffered, summary.dataPath?.messages);
 
     // On disk: every change of the scripted signal at its frame's time, and the adapter's value under its name.

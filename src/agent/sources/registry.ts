@@ -10,13 +10,14 @@
 import { elm327Adapter } from './elm327.js';
 import { gnssAdapter } from './gnss.js';
 import { gpsdAdapter } from './gpsd.js';
+import { simGnssAdapter } from './sim-gnss.js';
 import { replaySource } from './replay.js';
 import { simSource } from './sim.js';
 import { socketcanSource } from './socketcan.js';
 import type { AdapterConfig, AdapterType, BusSourceType, SourceConfig, SourceType } from './source-type.js';
 
 /** The built-in types, in the order the config's error messages list them. */
-const BUILT_IN: readonly SourceType[] = [simSource, replaySource, socketcanSource, elm327Adapter, gnssAdapter, gpsdAdapter];
+const BUILT_IN: readonly SourceType[] = [simSource, replaySource, socketcanSource, elm327Adapter, gnssAdapter, gpsdAdapter, simGnssAdapter];
 
 /** The adapter type of an `obdAdapters[]` entry that names none: adapters were all ELM327s before there were types. */
 export const DEFAULT_ADAPTER_TYPE = 'elm327';
