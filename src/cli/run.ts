@@ -126,7 +126,9 @@ function printSummary(output: StatusOutput, summary: RunSummary): void {
   }
   for (const adapter of summary.adapters) {
     if (!adapter.polls) {
-      output.write(`  ${forTerminal(`${adapter.name} (${adapter.port}, ${adapter.state}): ${adapter.text}`)}\n`);
+      // Its status words without its name, which the line begins with: `gnss (simulated, receiving): 3D 48.13905,...`.
+      const words = adapter.text.startsWith(`${adapter.name} `) ? adapter.text.slice(adapter.name.length + 1) : adapter.text;
+      output.write(`  ${forTerminal(`${adapter.name} (${adapter.port}, ${adapter.state}): ${words}`)}\n`);
       continue;
     }
     const unsupported = adapter.obd.unsupported > 0 ? `, ${adapter.obd.unsupported} PID${adapter.obd.unsupported === 1 ? '' : 's'} not supported` : '';
