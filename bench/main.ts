@@ -7,6 +7,7 @@ import { runCommandsBenchmark } from './commands.js';
 import { runDecodeBenchmark } from './decode.js';
 import { runElm327Benchmark } from './elm327.js';
 import { runFleetBenchmark } from './fleet.js';
+import { runGnssBenchmark } from './gnss.js';
 import { runKeepaliveBenchmark } from './keepalive.js';
 import { runPipelineBenchmark } from './pipeline.js';
 import { runRealRateBenchmark } from './realrate.js';
@@ -17,6 +18,7 @@ const suites: Record<string, (json: boolean) => Promise<void> | void> = {
   decode: runDecodeBenchmark,
   elm327: runElm327Benchmark,
   fleet: runFleetBenchmark,
+  gnss: runGnssBenchmark,
   keepalive: runKeepaliveBenchmark,
   pipeline: runPipelineBenchmark,
   realrate: runRealRateBenchmark,
