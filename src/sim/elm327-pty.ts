@@ -73,6 +73,20 @@ export class SocatPtyPair {
     }
   }
 
+  /**
+   * Starts the pair and opens its device end at `baudRate` (a pty has no speed of its own), handing what the host
+   * writes to `onData`. Errors on the device end mean the pair is going away (an unplug) and are ignored. A held host
+   * end is still the caller's to `release()`, once it is ready to serve.
+   */
+  async openDevice(onData: (chunk: Buffer) => void, baudRate = 9600): Promise<SerialPort> {
+    await this.start();
+    const port = new SerialPort({ path: this.devicePath, baudRate, autoOpen: false });
+    await new Promise<void>((resolve, reject) => port.open((err) => (err ? reject(err) : resolve())));
+    port.on('error', () => undefined);
+    port.on('data', onData);
+    return port;
+  }
+
   /** Ends socat: both terminals disappear (and socat removes the links). */
   async stop(): Promise<void> {
     const child = this.child;
@@ -114,12 +128,7 @@ export class Elm327PtyServer {
   /** Makes the pty pair and opens the device end. */
   async plug(): Promise<void> {
     if (this.port) return;
-    await this.pair.start();
-    const port = new SerialPort({ path: this.pair.devicePath, baudRate: 38400, autoOpen: false });
-    await new Promise<void>((resolve, reject) => port.open((err) => (err ? reject(err) : resolve())));
-    // The device end sees the host's bytes only; errors here mean the pair is going away (unplug).
-    port.on('error', () => undefined);
-    port.on('data', (chunk: Buffer) => this.fromHost(chunk));
+    const port = await this.pair.openDevice((chunk) => this.fromHost(chunk), 38400);
     this.unsubscribe = this.sim.onOutput((bytes) => {
       if (this.port === port && port.isOpen) port.write(bytes);
     });

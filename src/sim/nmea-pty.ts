@@ -8,7 +8,7 @@
  * what a UART at the wrong rate would deliver (noise with no line structure) to a host set to another rate: that is
  * what the agent's baud-rate search must get through. Writes while unplugged are dropped, as a receiver's are.
  */
-import { SerialPort } from 'serialport';
+import type { SerialPort } from 'serialport';
 import { hostSpeed, SocatPtyPair } from './elm327-pty.js';
 
 /** Bytes that may wait for a host that does not read, about 4 s of a busy receiver at 115200 baud. */
@@ -39,13 +39,8 @@ export class NmeaPty {
 
   async plug(): Promise<void> {
     if (this.port) return;
-    await this.pair.start();
-    const port = new SerialPort({ path: this.pair.devicePath, baudRate: 9600, autoOpen: false });
-    await new Promise<void>((resolve, reject) => port.open((err) => (err ? reject(err) : resolve())));
-    // Errors on the device end mean the pair is going away (unplug); what the host writes (configuration) is ignored.
-    port.on('error', () => undefined);
-    port.on('data', () => undefined);
-    this.port = port;
+    // What the host writes (a receiver's configuration commands) is ignored.
+    this.port = await this.pair.openDevice(() => undefined);
     this.pair.release();
   }
 
