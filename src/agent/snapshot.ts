@@ -18,6 +18,7 @@ import { formatPidValue, type ObdPollingStatus } from './obd-polling.js';
 import { adapterType } from './sources/registry.js';
 import type { Adapter, BusLinkStatus, BusSource } from './sources/source-type.js';
 import { formatStatusValue, type StatusSignal } from './status-signals.js';
+import type { PositionReading } from '../gnss/position.js';
 
 export type { DataPathSnapshot } from './data-path.js';
 
@@ -50,6 +51,8 @@ export interface AdapterSnapshot {
   /** The status line's words for it: `obd ready (ELM327 v1.5)`. */
   text: string;
   obd: ObdPollingStatus | null;
+  /** A position source's latest fix and its age; null for other adapters. */
+  position: PositionReading | null;
 }
 
 export interface SignalSnapshot {
@@ -144,7 +147,8 @@ export function takeSnapshot(parts: SnapshotParts): AgentSnapshot {
     }),
     adapters: adapters.map((adapter, i): AdapterSnapshot => {
       const entry = config.obdAdapters[i]!;
-      return { name: entry.name, type: adapterType(entry).type, ...adapter.status(), obd: adapter.obd?.status() ?? null };
+      const { position, ...status } = adapter.status();
+      return { name: entry.name, type: adapterType(entry).type, ...status, obd: adapter.obd?.status() ?? null, position: position ?? null };
     }),
     // The values adapters offer hold GNSS fields too (`<name>.gnss.<key>`): only OBD PIDs are OBD values.
     obd: [...(parts.obdValues ?? [])]

@@ -97,6 +97,46 @@ export const obdHealthSchema = z.strictObject({
   unsupportedPids: count,
 });
 
+export const gnssHealthSchema = z.strictObject({
+  name: z.string().describe('The position source (an adapter).'),
+  via: z.string().describe('Its type: `gnss` (a receiver on a serial port), `gpsd`, `sim-gnss`, or one registered at run time.'),
+  state: z.string().describe('The source: `opening`, `missing` (not there: retrying), `receiving`, `silent` (connected, nothing arrives).'),
+  mode: z.number().int().min(0).max(3).describe('The latest fix: 0 none yet, 1 no fix, 2 a 2D fix, 3 a 3D fix (gpsd TPV `mode`).'),
+  status: z
+    .number()
+    .int()
+    .min(0)
+    .max(8)
+    .describe(
+      'The latest fix, as gpsd TPV `status`: 0 unknown, 1 GPS, 2 DGPS, 3 RTK fixed, 4 RTK float, 5 dead reckoning, 6 GNSS + dead reckoning, 7 time only, 8 simulated.',
+    ),
+  lat: z
+    .number()
+    .min(-90)
+    .max(90)
+    .nullable()
+    .describe('The last known position, degrees (WGS84): from the last fix that had one (see positionAgeS). Null before any.'),
+  lon: z.number().min(-180).max(180).nullable(),
+  altMSL: z.number().nullable().describe('Metres above mean sea level, of the same fix; null for a 2D fix.'),
+  speed: z.number().nonnegative().nullable().describe('m/s over ground, of the same fix.'),
+  track: z.number().nullable().describe('Degrees from true north, of the same fix.'),
+  uSat: z.number().int().nonnegative().nullable().describe('Satellites used in the latest fix.'),
+  nSat: z.number().int().nonnegative().nullable().describe('Satellites in view in the latest fix.'),
+  hdop: z.number().nonnegative().nullable(),
+  fixTime: z.string().nullable().describe("The receiver's UTC time of the last fix with a position (ISO 8601)."),
+  positionAgeS: z
+    .number()
+    .nonnegative()
+    .nullable()
+    .describe('Seconds since the last fix with a position arrived; null before any. Grows while the receiver has no fix.'),
+  clockOffsetS: z
+    .number()
+    .nullable()
+    .describe("The agent's clock minus the receiver's time at the last fix with a time, seconds (positive: the agent's clock is ahead). Null before any."),
+  clockWarning: z.boolean().describe('clockOffsetS is beyond 2 s either way: the agent stamps its data by a clock the receiver says is wrong.'),
+  fixes: count.describe('Fixes (epochs) since the agent started.'),
+});
+
 export const collectorHealthSchema = z.strictObject({
   samples: count,
   batches: count,
@@ -192,6 +232,7 @@ export const agentHealthSchema = contractSchema(
     framesPerS: rate.describe('All buses together.'),
     decodeErrors: count,
     obd: z.array(obdHealthSchema),
+    gnss: z.array(gnssHealthSchema).describe('The position sources (docs/gnss.md); [] without one.'),
     collector: collectorHealthSchema.nullable(),
     outbox: outboxHealthSchema.nullable(),
     uplink: uplinkHealthSchema.nullable(),
@@ -233,6 +274,7 @@ export type InterfaceSample = z.output<typeof interfaceSampleSchema>;
 export type SystemSample = z.output<typeof systemSampleSchema>;
 export type BusHealth = z.output<typeof busHealthSchema>;
 export type ObdHealth = z.output<typeof obdHealthSchema>;
+export type GnssHealth = z.output<typeof gnssHealthSchema>;
 export type CollectorHealth = z.output<typeof collectorHealthSchema>;
 export type OutboxHealth = z.output<typeof outboxHealthSchema>;
 export type UplinkHealth = z.output<typeof uplinkHealthSchema>;

@@ -98,6 +98,15 @@ export function renderMetrics(a: AgentHealth, report: HealthReport | null): stri
     m.add('telematics_obd_unsupported_pids', 'gauge', 'Configured PIDs no ECU supports.', o.unsupportedPids, { source: o.name, via: o.via });
   for (const o of a.obd) m.add('telematics_obd_connected', 'gauge', 'The OBD link to the ECUs is up (1).', o.connected, { source: o.name, via: o.via });
 
+  for (const g of a.gnss)
+    m.add('telematics_gnss_fix_mode', 'gauge', 'The latest fix: 0 none yet, 1 no fix, 2 2D, 3 3D.', g.mode, { source: g.name, via: g.via });
+  for (const g of a.gnss) m.add('telematics_gnss_fixes_total', 'counter', 'Fixes (receiver epochs) read.', g.fixes, { source: g.name, via: g.via });
+  for (const g of a.gnss) m.add('telematics_gnss_satellites_used', 'gauge', 'Satellites used in the latest fix.', g.uSat, { source: g.name, via: g.via });
+  for (const g of a.gnss)
+    m.add('telematics_gnss_position_age_seconds', 'gauge', 'Time since the last fix with a position arrived.', g.positionAgeS, { source: g.name, via: g.via });
+  for (const g of a.gnss)
+    m.add('telematics_gnss_clock_offset_seconds', 'gauge', "The agent's clock minus the receiver's time.", g.clockOffsetS, { source: g.name, via: g.via });
+
   if (a.collector) {
     m.add('telematics_collector_samples_total', 'counter', 'Samples the collection rules emitted.', a.collector.samples);
     m.add('telematics_collector_batches_total', 'counter', 'Batches the collection rules closed.', a.collector.batches);

@@ -10,6 +10,7 @@
 import { PACKAGE_VERSION } from '../agent/package-version.js';
 import type { AgentSnapshot, DataPathSnapshot } from '../agent/snapshot.js';
 import type { DeviceConfig } from '../config/device-config.js';
+import { CLOCK_OFFSET_WARN_MS, type PositionReading } from '../gnss/position.js';
 import {
   HEALTH_REPORT_VERSION,
   type AgentHealth,
@@ -17,6 +18,7 @@ import {
   type CertificateHealth,
   type CollectorHealth,
   type CommandHealth,
+  type GnssHealth,
   type HealthReport,
   type ObdHealth,
   type OutboxHealth,
@@ -31,11 +33,39 @@ export type {
   CertificateHealth,
   CollectorHealth,
   CommandHealth,
+  GnssHealth,
   HealthReport,
   ObdHealth,
   OutboxHealth,
   UplinkHealth,
 } from '../contract/health.js';
+
+/** A position source's health: its latest fix, its last position and how old it is, and the clock check. */
+function gnssHealth(name: string, via: string, state: string, reading: PositionReading, now: number): GnssHealth {
+  const fix = reading.fix;
+  const last = reading.lastPosition;
+  const offset = reading.clockOffsetMs;
+  return {
+    name,
+    via,
+    state,
+    mode: fix?.mode ?? 0,
+    status: fix?.status ?? 0,
+    lat: last?.lat ?? null,
+    lon: last?.lon ?? null,
+    altMSL: last?.altMSL ?? null,
+    speed: last?.speed ?? null,
+    track: last?.track ?? null,
+    uSat: fix?.uSat ?? null,
+    nSat: fix?.nSat ?? null,
+    hdop: fix?.hdop ?? null,
+    fixTime: last?.time !== undefined ? new Date(last.time).toISOString() : null,
+    positionAgeS: reading.positionAt !== null ? round(Math.max(0, now - reading.positionAt) / 1000, 1) : null,
+    clockOffsetS: offset !== null ? round(offset / 1000, 3) : null,
+    clockWarning: offset !== null && Math.abs(offset) > CLOCK_OFFSET_WARN_MS,
+    fixes: reading.fixes,
+  };
+}
 
 /** The counters rates are measured from, at one reading. */
 interface Counts {
@@ -137,6 +167,9 @@ export class AgentHealthProbe {
       });
     }
 
+    const gnss: GnssHealth[] = [];
+    for (const adapter of adapters) if (adapter.position) gnss.push(gnssHealth(adapter.name, adapter.type, adapter.state, adapter.position, now));
+
     const fromDataPath = snapshot.dataPath ? readDataPath(snapshot.dataPath, this.config) : null;
     const uplink = fromDataPath?.uplink ?? null;
     if (uplink) uplink.acknowledgedPerS = rates.acknowledged;
@@ -153,6 +186,7 @@ export class AgentHealthProbe {
         framesPerS: rates.framesTotal,
         decodeErrors: buses.reduce((sum, bus) => sum + bus.decodeErrors, 0),
         obd,
+        gnss,
         collector: fromDataPath?.collector ?? null,
         outbox: fromDataPath?.outbox ?? null,
         uplink,

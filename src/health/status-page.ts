@@ -41,6 +41,7 @@ const bytes = (n) => n < 1024 ? n + ' B' : n < 1048576 ? (n / 1024).toFixed(0) +
 const age = (s) => s < 120 ? Math.round(s) + ' s' : s < 7200 ? Math.round(s / 60) + ' min' : s < 172800 ? (s / 3600).toFixed(1) + ' h' : (s / 86400).toFixed(1) + ' d';
 const NO_VALUE_YET = { text: 'no value yet', cls: 'missing' };
 const NO_VALUE = { text: 'no value', cls: 'missing' };
+const GNSS_STATUS = ['unknown', 'GPS', 'DGPS', 'RTK fixed', 'RTK float', 'dead reckoning', 'GNSS + dead reckoning', 'time only', 'simulated'];
 // A host value the sample did not get (no sensor, a probe that failed): marked, never shown as 0.
 const host = (n, format) => n == null ? NO_VALUE : format(n);
 // A live value: none yet, or flagged once older than its freshness limit.
@@ -98,6 +99,21 @@ function render(s) {
     if (!values.length) obd.push({ name: 'values', value: NO_VALUE_YET, sub: true });
   }
   rows('obd', obd.length ? obd : [{ name: 'no OBD-II polling configured', value: '' }]);
+  const gnss = [];
+  for (const g of s.agent.gnss || []) {
+    const quality = g.mode >= 2 ? (g.mode === 3 ? '3D' : '2D') + ' fix' + (g.status > 1 ? ' (' + (GNSS_STATUS[g.status] || g.status) + ')' : '') : g.mode === 1 ? 'no fix' : 'no fix yet';
+    const sats = g.uSat != null ? g.uSat + (g.nSat != null ? ' of ' + g.nSat : '') + ' satellites' : g.nSat != null ? g.nSat + ' in view' : '';
+    gnss.push({ name: g.name + ' (' + g.via + ')', value: { text: g.state + ', ' + quality + (sats ? ', ' + sats : ''), cls: g.mode >= 2 ? 'ok' : 'warn' }, key: 'gnss ' + g.name });
+    const stale = g.positionAgeS != null && g.positionAgeS > 10;
+    gnss.push({
+      name: 'position',
+      value: g.lat == null ? NO_VALUE_YET : { text: g.lat.toFixed(6) + ', ' + g.lon.toFixed(6) + (g.speed != null ? ', ' + (g.speed * 3.6).toFixed(1) + ' km/h' : '') + ', ' + g.positionAgeS.toFixed(0) + ' s ago', cls: stale ? 'stale' : '' },
+      key: g.name + '.position',
+      sub: true,
+    });
+    if (g.clockOffsetS != null) gnss.push({ name: 'clock', value: { text: (g.clockWarning ? 'the agent is ' : '') + Math.abs(g.clockOffsetS).toFixed(1) + ' s ' + (g.clockOffsetS >= 0 ? 'ahead of' : 'behind') + ' the receiver', cls: g.clockWarning ? 'warn' : '' }, key: g.name + '.clock', sub: true });
+  }
+  rows('gnss', gnss.length ? gnss : [{ name: 'no position source configured', value: '' }]);
   const r = s.report;
   if (!r) {
     set('system-age', 'sampling the host…', 'missing');
@@ -156,6 +172,7 @@ export const STATUS_PAGE_HTML = `<!doctype html>
 <section class="wide"><h2>Signals</h2><table><tbody id="signals"></tbody></table></section>
 <section><h2>Buses</h2><table><tbody id="buses"></tbody></table></section>
 <section class="wide"><h2>OBD-II</h2><table><tbody id="obd"></tbody></table></section>
+<section class="wide"><h2>Position</h2><table><tbody id="gnss"></tbody></table></section>
 <section class="wide"><h2>System</h2><div id="system-age" class="muted"></div><table><tbody id="system"></tbody></table></section>
 </div>
 <script>${SCRIPT}</script>

@@ -61,6 +61,21 @@ describe('the gnss adapter', { skip: hasSharedTestdata() ? false : NO_SHARED_TES
         30_000,
       );
       await waitFor(() => agent.agent.snapshot().dataPath!.report.collector.samples >= 30, '30 samples collected', 30_000);
+      // getStatus, /status and the health report: the fix, its age, and the clock check (a 2022 recording: years apart).
+      const gnss = agent.context.status().agent.gnss;
+      assert.equal(gnss.length, 1);
+      const g = gnss[0]!;
+      assert.deepEqual([g.name, g.via, g.state, g.mode, g.status, g.uSat], ['gnss', 'gnss', 'receiving', 3, 2, 8]);
+      assert.ok(Math.abs(g.lat! - 51.0681) < 1e-3 && Math.abs(g.lon! + 114.0956) < 1e-3, `${g.lat},${g.lon}`);
+      assert.match(g.fixTime!, /^2022-03-09T15:0\d:\d\d\.000Z$/);
+      assert.ok(g.positionAgeS! < 10, `position ${g.positionAgeS} s old`);
+      assert.ok(g.clockOffsetS! > 3 * 365 * 86_400 && g.clockWarning, `clock offset ${g.clockOffsetS} s`);
+      assert.ok(g.fixes >= 10);
+      assert.ok(
+        agent.log.some((line) => /gnss: the system clock is \d+\.\d s ahead of the receiver's time \(2022-03-09T/.test(line)),
+        agent.log.join('\n'),
+      );
+      assert.equal(agent.log.filter((line) => line.includes('the system clock is')).length, 1, 'said once');
     } finally {
       stop.abort();
       await sending;

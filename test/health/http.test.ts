@@ -220,6 +220,8 @@ describe('health endpoint of a running agent', () => {
       {
         deviceId,
         buses: [{ name: 'can0', dbc: DEMO_DBC_PATH, source: { type: 'sim', speed: 1, seed: 1 } }],
+        // The simulated car's receiver: the page's Position section.
+        obdAdapters: [{ type: 'sim-gnss', name: 'gnss', seed: 1, rateHz: 5 }],
         status: { intervalMs: 1000, signals: STATUS_SIGNALS },
         collection: { batch: { maxSamples: 50, maxDelayMs: 500 }, rules: [{ name: 'speed', mode: 'periodic', intervalMs: 500, signals: ['VehicleSpeed'] }] },
         outbox: { path: 'var/outbox.db', writeIntervalMs: 100 },
@@ -334,6 +336,28 @@ describe('health endpoint of a running agent', () => {
     agentPart.obd = [
       { name: 'obd', via: 'elm327', connected: true, state: 'ready', requests: 12, answers: 10, unsupportedPids: 1 },
       { name: 'can1', via: 'can', connected: false, state: 'down', requests: 3, answers: 0, unsupportedPids: 0 },
+    ];
+    agentPart.gnss = [
+      {
+        name: 'gnss',
+        via: 'gnss',
+        state: 'receiving',
+        mode: 3,
+        status: 2,
+        lat: 48.1,
+        lon: 11.5,
+        altMSL: 519.8,
+        speed: 3.2,
+        track: 90,
+        uSat: 9,
+        nSat: 12,
+        hdop: 0.9,
+        fixTime: '2026-12-07T12:00:00.000Z',
+        positionAgeS: 0.4,
+        clockOffsetS: -0.2,
+        clockWarning: false,
+        fixes: 100,
+      },
     ];
     agentPart.buses[0]!.errorFrames = 2;
     agentPart.buses[0]!.kernelDrops = 3; // [19.socketcan]
@@ -476,6 +500,9 @@ describe('health endpoint of a running agent', () => {
     assert.equal(afterRender.report!.seq, 0);
     assert.match(dom, /<td>can0 \(sim\)<\/td><td class="v" data-key="bus can0">\d+ frames\/s, 0 errors<\/td>/);
     assert.match(dom, /<tbody id="obd"><tr><td>no OBD-II polling configured<\/td>/);
+    // The position: the fix, where the car is (the start of the demo route: it has not driven off yet), how long ago.
+    assert.match(dom, /<td>gnss \(sim-gnss\)<\/td><td class="v ok" data-key="gnss gnss">receiving, 3D fix, 9 of 12 satellites<\/td>/);
+    assert.match(dom, /data-key="gnss\.position">48\.13905\d, 11\.56590\d, 0\.0 km\/h, \d+ s ago</);
     // The host's values say how old they are.
     assert.match(dom, /id="system-age" class="(muted|stale)">sampled \d+ (s|min) ago, every 5 min/);
     // The placeholders of the static page are gone.

@@ -8,10 +8,11 @@
  */
 import { z } from 'zod';
 import { RELEASE_DATE_FLOOR_MS } from '../../gnss/fix-assembler.js';
-import { describePosition, PositionTracker } from '../../gnss/position.js';
+import type { GnssFix } from '../../gnss/fix.js';
+import { CLOCK_OFFSET_WARN_MS, describePosition, PositionTracker } from '../../gnss/position.js';
 import { SerialGnssReceiver, type ReceiverState } from '../../gnss/serial-receiver.js';
 import type { ComponentLog } from '../../health/log.js';
-import type { AdapterType } from './source-type.js';
+import type { AdapterStatus, AdapterType } from './source-type.js';
 
 const schema = z
   .strictObject({
@@ -41,28 +42,44 @@ const schema = z
 export type GnssAdapterConfig = z.output<typeof schema>;
 
 /**
- * What the gnss and gpsd adapters share: the position the fixes feed (offering their values), a log that says each
- * change once, and the status line's words (`gnss 3D DGPS 48.11730,11.51667 8/12 sats`, or the source's state).
+ * What the position adapters share: `take`, which gives each fix to the position (offering its values) and says once,
+ * at warn, when the agent's clock and the receiver's time come more than 2 s apart (and at info when they agree
+ * again); a log that says each change of state once; and the status (`gnss 3D DGPS 48.11730,11.51667 8/12 sats`, or
+ * the source's state, with the position for health).
  */
 export function positionParts(
   name: string,
   offer: (name: string, value: number, ts: number) => void,
   log: ComponentLog,
 ): {
-  position: PositionTracker;
+  take: (fix: GnssFix) => void;
   report: (line: string, level: 'info' | 'warn') => void;
-  text: (state: string) => string;
+  status: (state: string, port: string) => AdapterStatus;
 } {
   const position = new PositionTracker(name, offer);
   let lastReport = '';
+  let clockApart = false;
   return {
-    position,
+    take(fix) {
+      position.take(fix);
+      const offset = position.reading().clockOffsetMs;
+      if (offset === null || fix.time === undefined || Math.abs(offset) > CLOCK_OFFSET_WARN_MS === clockApart) return;
+      clockApart = !clockApart;
+      if (clockApart) {
+        log.warn(
+          `the system clock is ${(Math.abs(offset) / 1000).toFixed(1)} s ${offset > 0 ? 'ahead of' : 'behind'} the receiver's time (${new Date(fix.time).toISOString()}): data is stamped by the system clock; set it (NTP, or chrony with gpsd)`,
+        );
+      } else log.info("the system clock agrees with the receiver's time again");
+    },
     report(line, level) {
       if (line === lastReport) return;
       lastReport = line;
       log[level](line);
     },
-    text: (state) => `${name} ${state === 'receiving' ? describePosition(position.reading(), Date.now()) : state}`,
+    status(state, port) {
+      const reading = position.reading();
+      return { state, port, text: `${name} ${state === 'receiving' ? describePosition(reading, Date.now()) : state}`, position: reading };
+    },
   };
 }
 
@@ -72,14 +89,14 @@ export const gnssAdapter: AdapterType<GnssAdapterConfig> = {
   schema,
   obdPolling: () => null,
   create(config, { log, offer }) {
-    const { position, report, text } = positionParts(config.name, offer, log);
+    const { take, report, status } = positionParts(config.name, offer, log);
     let state: ReceiverState = 'idle';
     const floor = config.weekRolloverFloor;
     const receiver = new SerialGnssReceiver({
       path: config.port,
       ...(config.baudRate !== undefined ? { baudRate: config.baudRate } : {}),
       dateFloor: floor === false ? null : floor === undefined ? RELEASE_DATE_FLOOR_MS : Date.parse(`${floor}T00:00:00Z`),
-      onFix: (fix) => position.take(fix),
+      onFix: take,
       onState: (next, detail) => {
         if (next !== 'idle') state = next;
         if (next === 'receiving') report(`receiver on ${config.port} sending NMEA at ${detail.baudRate} baud`, 'info');
@@ -90,7 +107,7 @@ export const gnssAdapter: AdapterType<GnssAdapterConfig> = {
     return {
       obd: null,
       run: (signal) => receiver.run(signal),
-      status: () => ({ state, port: config.port, text: text(state) }),
+      status: () => status(state, config.port),
     };
   },
 };

@@ -29,12 +29,12 @@ export const gpsdAdapter: AdapterType<GpsdAdapterConfig> = {
   schema,
   obdPolling: () => null,
   create(config, { log, offer }) {
-    const { position, report, text } = positionParts(config.name, offer, log);
+    const { take, report, status } = positionParts(config.name, offer, log);
     let state: GpsdState = 'idle';
     const client = new GpsdClient({
       host: config.host,
       port: config.port,
-      onFix: (fix) => position.take(fix),
+      onFix: take,
       onState: (next, detail) => {
         if (next !== 'idle') state = next;
         if (next === 'receiving') report(`watching gpsd at ${client.address}${detail.version ? ` (gpsd ${detail.version})` : ''}`, 'info');
@@ -45,7 +45,7 @@ export const gpsdAdapter: AdapterType<GpsdAdapterConfig> = {
     return {
       obd: null,
       run: (signal) => client.run(signal),
-      status: () => ({ state, port: client.address, text: text(state) }),
+      status: () => status(state, client.address),
     };
   },
 };

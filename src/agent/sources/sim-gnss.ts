@@ -30,8 +30,8 @@ export const simGnssAdapter: AdapterType<SimGnssConfig> = {
   schema,
   obdPolling: () => null,
   create(config, { log, offer }) {
-    const { position, text } = positionParts(config.name, offer, log);
-    const assembler = new FixAssembler({ onFix: (fix) => position.take(fix) });
+    const { take, status } = positionParts(config.name, offer, log);
+    const assembler = new FixAssembler({ onFix: take });
     const reader = new NmeaReader((sentence) => assembler.push(sentence));
     const receiver = new SimulatedReceiver({ seed: config.seed ?? 1 });
     const periodMs = 1000 / (config.rateHz ?? 1);
@@ -51,7 +51,7 @@ export const simGnssAdapter: AdapterType<SimGnssConfig> = {
           await delay(periodMs, undefined, { signal }).catch(() => undefined);
         }
       },
-      status: () => ({ state, port: 'simulated', text: text(state) }),
+      status: () => status(state, 'simulated'),
     };
   },
 };

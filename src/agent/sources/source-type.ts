@@ -15,6 +15,7 @@ import type { FrameSink, FrameSource } from '../../can/frame.js';
 import type { BusDecoder } from '../../dbc/bus-decoder.js';
 import type { ComponentLog } from '../../health/log.js';
 import type { ObdConfig } from '../../obd/config.js';
+import type { PositionReading } from '../../gnss/position.js';
 import type { ObdPolling, ObdPollingConfig } from '../obd-polling.js';
 
 /** What every bus source's config holds: its type, the registry's key. */
@@ -118,6 +119,8 @@ export interface AdapterStatus {
   readonly port: string;
   /** The status line's words: `obd ready (ELM327 v1.5)`. */
   readonly text: string;
+  /** A position source's latest fix and its age (health's `gnss`, the status page); absent for other adapters. */
+  readonly position?: PositionReading;
 }
 
 /** What an adapter is created with besides its config. */
