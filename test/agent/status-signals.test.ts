@@ -47,7 +47,11 @@ describe('status signals and the one signal-name resolver', () => {
   it('[15.5] refuses, naming it, a status signal no bus DBC has, an OBD key, and a bus that does not exist', () => {
     const decoders = buses();
     assert.equal(resolveStatusSignal(decoders, 'obd.rpm'), undefined);
-    assert.equal(resolveSignalName(decoders, 'obd.rpm')?.kind, 'obd');
+    assert.deepEqual(resolveSignalName(decoders, 'obd.rpm'), { kind: 'offered', family: 'obd', key: 'rpm', source: undefined });
+    // A GNSS field is no DBC signal either, and neither is a key no fix has.
+    assert.equal(resolveStatusSignal(decoders, 'gnss.lat'), undefined);
+    assert.deepEqual(resolveSignalName(decoders, 'gnss.gnss.lat'), { kind: 'offered', family: 'gnss', key: 'lat', source: 'gnss' });
+    assert.equal(resolveSignalName(decoders, 'gnss.latitude'), undefined);
     for (const name of ['NoSuchSignal', 'can2.ENGINE_DATA.EngineSpeed', 'obd.rpm']) {
       assert.throws(() => statusSignals([name], decoders), { message: `status.signals: no bus DBC has a signal '${name}'` });
     }

@@ -48,6 +48,7 @@ const AGENT_KEYS = [
   'framesPerS',
   'decodeErrors',
   'obd',
+  'gnss',
   'collector',
   'outbox',
   'uplink',
