@@ -139,7 +139,7 @@ export interface AdapterSummary {
   obd: ObdPollingSummary;
   /** Whether it polls OBD-II (an ELM327), or yields other values (a GNSS receiver). */
   polls: boolean;
-  /** Its status line's words when the run stopped (`gnss 3D 48.14291,11.58071 9/12 sats`). */
+  /** Its status line's words when the run stopped (`gnss 3D 48.1429,11.5807`). */
   text: string;
 }
 

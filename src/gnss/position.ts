@@ -74,16 +74,19 @@ export class PositionTracker {
   }
 }
 
-/** `3D DGPS 48.11730,11.51667 8/12 sats`, `no fix (12 in view)`, `no fix yet`: the status line's words for a reading. */
+/**
+ * The status line's words for a reading: `3D 48.1173,11.5167`, `3D DGPS 48.1173,11.5167`, `no fix, 12 in view, last
+ * position 12 s ago`, `no fix yet`. Short, so that it fits an 80-column status line after the link's fields: four
+ * decimals (about 10 m) show a moving car; the satellites and the full position are on the status page and in health.
+ */
 export function describePosition(reading: PositionReading, now: number): string {
   const fix = reading.fix;
   if (fix === null) return 'no fix yet';
-  const sats =
-    fix.uSat !== undefined ? ` ${fix.uSat}${fix.nSat !== undefined ? `/${fix.nSat}` : ''} sats` : fix.nSat !== undefined ? ` ${fix.nSat} in view` : '';
   if (!hasPosition(fix)) {
+    const inView = fix.nSat !== undefined ? `, ${fix.nSat} in view` : '';
     const age = reading.positionAt !== null ? `, last position ${Math.round((now - reading.positionAt) / 1000)} s ago` : '';
-    return `no fix${sats}${age}`;
+    return `no fix${inView}${age}`;
   }
   const status = fix.status > 1 ? ` ${FIX_STATUS_NAMES[fix.status]}` : '';
-  return `${fix.mode === 3 ? '3D' : '2D'}${status} ${fix.lat.toFixed(5)},${fix.lon.toFixed(5)}${sats}`;
+  return `${fix.mode === 3 ? '3D' : '2D'}${status} ${fix.lat.toFixed(4)},${fix.lon.toFixed(4)}`;
 }

@@ -55,11 +55,7 @@ describe('the gnss adapter', { skip: hasSharedTestdata() ? false : NO_SHARED_TES
     const agent = await InProcessAgent.start(parseDeviceConfig(gnssConfig(dir, pty.path), { file: path.join(dir, 'device.json'), baseDir: dir }));
     const sending = replayOnPty(pty, recordingLines(RECORDING), { loop: true, signal: stop.signal });
     try {
-      await waitFor(
-        () => /^gnss 3D DGPS 51\.068\d\d,-114\.0956\d 8(\/13)? sats$/.test(agent.agent.snapshot().adapters[0]?.text ?? ''),
-        'a fix on the status line',
-        30_000,
-      );
+      await waitFor(() => /^gnss 3D DGPS 51\.068\d,-114\.0956$/.test(agent.agent.snapshot().adapters[0]?.text ?? ''), 'a fix on the status line', 30_000);
       await waitFor(() => agent.agent.snapshot().dataPath!.report.collector.samples >= 30, '30 samples collected', 30_000);
       // getStatus, /status and the health report: the fix, its age, and the clock check (a 2022 recording: years apart).
       const gnss = agent.context.status().agent.gnss;

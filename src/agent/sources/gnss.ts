@@ -44,7 +44,7 @@ export type GnssAdapterConfig = z.output<typeof schema>;
 /**
  * What the position adapters share: `take`, which gives each fix to the position (offering its values) and says once,
  * at warn, when the agent's clock and the receiver's time come more than 2 s apart (and at info when they agree
- * again); a log that says each change of state once; and the status (`gnss 3D DGPS 48.11730,11.51667 8/12 sats`, or
+ * again); a log that says each change of state once; and the status (`gnss 3D DGPS 48.1173,11.5167`, or
  * the source's state, with the position for health).
  */
 export function positionParts(
