@@ -20,7 +20,7 @@
  * Nothing throws on input: a sentence with a field that does not read contributes nothing of that field.
  */
 import type { FixMode, FixStatus, GnssFix } from './fix.js';
-import { angleField, dayNumber, numberField, rmcDateField, timeOfDayField, type DayNumber, type NmeaSentence } from './nmea.js';
+import { angleField, dayNumber, numberField, rmcDateField, timeFieldOf, timeOfDayField, type DayNumber, type NmeaSentence } from './nmea.js';
 
 const DAY_MS = 86_400_000;
 const KNOTS_TO_MS = 1852 / 3600;
@@ -33,9 +33,6 @@ const MAX_SENTENCES_PER_EPOCH = 256;
  * on a car running this release; 1024 weeks later it may be.
  */
 export const RELEASE_DATE_FLOOR_MS = Date.UTC(2026, 0, 1);
-
-/** The sentences that carry a time of day. */
-const TIMED = new Set(['GGA', 'RMC', 'GNS', 'ZDA', 'GST', 'GLL']);
 
 /** GGA's fix quality as gpsd's status (0 is no fix). */
 const GGA_STATUS: readonly FixStatus[] = [0, 1, 2, 2, 3, 4, 5, 7, 8];
@@ -147,9 +144,10 @@ export class FixAssembler {
     const { talker, type, fields } = sentence;
     const proprietary = talker === 'P';
     const key = proprietary ? type : `${talker}${type}`;
-    const tod = this.timeOf(proprietary, type, fields);
+    const timeField = timeFieldOf(sentence);
+    const tod = timeOfDayField(timeField);
     // A sentence that carries a time with its field empty: the receiver does not vouch for its clock this epoch.
-    if (tod === undefined && !proprietary && TIMED.has(type) && fields[type === 'GLL' ? 4 : 0] === '') this.epoch.untimed = true;
+    if (timeField === '') this.epoch.untimed = true;
     if (tod !== undefined) {
       if (tod === this.endedTod && this.epoch.tod === undefined) {
         // A sentence of the epoch already out: the learned end was wrong.
@@ -179,23 +177,6 @@ export class FixAssembler {
   /** Ends the epoch in hand (the end of a log, a quiet line): its fix is out now, if it has anything to say. */
   flush(): void {
     this.end(false);
-  }
-
-  /** The time of day a sentence carries, or undefined (a sentence without one, or an empty time field). */
-  private timeOf(proprietary: boolean, type: string, fields: readonly string[]): number | undefined {
-    if (proprietary) return undefined;
-    switch (type) {
-      case 'GGA':
-      case 'RMC':
-      case 'GNS':
-      case 'ZDA':
-      case 'GST':
-        return timeOfDayField(fields[0]);
-      case 'GLL':
-        return timeOfDayField(fields[4]);
-      default:
-        return undefined;
-    }
   }
 
   /** Merges a sentence into the epoch; false for a sentence it does not read. */

@@ -94,10 +94,6 @@ export function fixOfTpv(report: Report): GnssFix | undefined {
     if (value === undefined || (mode < 2 && POSITION_FIELDS.has(key))) continue;
     fix[key] = value;
   }
-  if (mode < 2) {
-    delete fix.lat;
-    delete fix.lon;
-  }
   if (fix.lat !== undefined && (fix.lat < -90 || fix.lat > 90)) return { mode: 1, status: 0 };
   if (fix.lon !== undefined && (fix.lon < -180 || fix.lon > 180)) return { mode: 1, status: 0 };
   return fix;

@@ -93,6 +93,19 @@ export function timeOfDayField(text: string | undefined): number | undefined {
   return hours * 3_600_000 + minutes * 60_000 + Math.round(seconds * 1000);
 }
 
+/** Where each sentence that carries a time of day has it: GLL fifth, the others first. */
+const TIME_FIELD: Readonly<Record<string, number>> = { GGA: 0, RMC: 0, GNS: 0, ZDA: 0, GST: 0, GLL: 4 };
+
+/**
+ * The text of a sentence's time-of-day field: undefined for a sentence that carries none (GSA, GSV, proprietary
+ * ones), '' for one that carries it empty (a receiver without time).
+ */
+export function timeFieldOf(sentence: NmeaSentence): string | undefined {
+  if (sentence.talker === 'P') return undefined;
+  const at = TIME_FIELD[sentence.type];
+  return at === undefined ? undefined : (sentence.fields[at] ?? '');
+}
+
 /** A calendar date as days since 1970-01-01 (UTC). */
 export type DayNumber = number;
 

@@ -10,7 +10,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { FixAssembler } from '../../src/gnss/fix-assembler.js';
 import type { GnssFix } from '../../src/gnss/fix.js';
-import { parseSentence, timeOfDayField } from '../../src/gnss/nmea.js';
+import { parseSentence, timeFieldOf, timeOfDayField } from '../../src/gnss/nmea.js';
 import { NmeaReader } from '../../src/gnss/nmea-reader.js';
 import { sharedTestdata } from './shared.js';
 
@@ -43,10 +43,7 @@ export function gnssRecordings(): string[] {
 
 function timeOfDayOf(line: string): number | undefined {
   const sentence = parseSentence(line);
-  if (typeof sentence === 'string' || sentence.talker === 'P') return undefined;
-  if (['GGA', 'RMC', 'GNS', 'ZDA', 'GST'].includes(sentence.type)) return timeOfDayField(sentence.fields[0]);
-  if (sentence.type === 'GLL') return timeOfDayField(sentence.fields[4]);
-  return undefined;
+  return typeof sentence === 'string' ? undefined : timeOfDayField(timeFieldOf(sentence));
 }
 
 /** gpsd's epochs of a recording, with a TPV (epochs where gpsd printed none are not in the list). */
